@@ -1,0 +1,589 @@
+//! `create`: everything up to the point where the container's init waits for `start`.
+//!
+//! Order of work: check all input; make the state directory and cgroups; fork the setup
+//! child (namespaces) and the init (rootfs, devices, hooks, pivot_root, process
+//! settings); when the init reports ready, record the state. Any failure on the way
+//! kills what was started and removes everything created.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+use super::spawn::{self, Stage1};
+use crate::cgroups::{devices::DeviceRules, CgroupPaths, Layout};
+use crate::error::{Context, Error, Result};
+use crate::hooks::{self, Point};
+use crate::namespaces;
+use crate::process::ProcessPlan;
+use crate::rootfs::{self, dev::NodeMethod, mounts::MountCtx};
+use crate::state::{self, Container, DirLock, OciState, Record, Root, Status};
+use crate::sync::{Channel, Msg};
+use crate::{console, seccomp, sys};
+
+/// Options of `create` (and `run`).
+#[derive(Clone, Debug, Default)]
+pub struct CreateOpts {
+    /// Container id.
+    pub id: String,
+    /// Bundle directory (holds config.json).
+    pub bundle: PathBuf,
+    /// Where to write the init's pid.
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket to send the pty master to.
+    pub console_socket: Option<PathBuf>,
+    /// Number of extra descriptors (from 3) to pass to the container.
+    pub preserve_fds: u32,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Do not create a session keyring (the runtime never creates one).
+    pub no_new_keyring: bool,
+}
+
+/// A created container, and (for `run`) the pty master if the caller proxies it.
+pub struct Created {
+    /// The container.
+    pub container: Container,
+    /// The pty master, when [`create`] was asked to proxy the terminal.
+    pub pty_master: Option<OwnedFd>,
+}
+
+/// Everything the init process needs, prepared before forking.
+struct InitPlan<'a> {
+    spec: &'a Spec,
+    id: &'a str,
+    bundle: &'a Path,
+    rootfs: &'a Path,
+    dir: &'a Path,
+    proc: ProcessPlan,
+    ns: &'a namespaces::Plan,
+    cgroup: &'a CgroupPaths,
+    layout: &'a Layout,
+    console: Option<OwnedFd>,
+    no_pivot: bool,
+    preserve_fds: u32,
+    propagation: Option<u64>,
+    chan: &'a Channel,
+    runtime_hooks: bool,
+}
+
+/// Removes what a failed create made: kills its processes, removes the cgroups and the
+/// state directory.
+struct Cleanup<'a> {
+    dir: &'a Path,
+    cgroup: Option<CgroupPaths>,
+    pids: Vec<i32>,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for &pid in &self.pids {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            spawn::reap(pid);
+        }
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = cg.destroy() {
+                crate::logging::warn(format!("cleanup: {e}"));
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+}
+
+/// Creates a container. With `proxy_tty`, a container with a terminal and no
+/// `--console-socket` hands its pty master back in [`Created`] (foreground `run`).
+pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created> {
+    crate::spec::validate_id(&opts.id)?;
+    let bundle = std::fs::canonicalize(&opts.bundle)
+        .map_err(|e| Error::invalid(format!("bundle {}: {e}", opts.bundle.display())))?;
+    let spec = crate::spec::load(&bundle)?;
+    crate::spec::validate(&spec)?;
+    let rootfs = crate::spec::rootfs_path(&spec, &bundle)?;
+    let rootfs = std::fs::canonicalize(&rootfs).ctx(|| format!("resolve {}", rootfs.display()))?;
+    let linux = spec.linux().as_ref().expect("validated");
+    let process = spec.process().as_ref().expect("validated");
+
+    let mut proc = ProcessPlan::from_spec(process, linux.personality().as_ref())?;
+    if let Some(s) = linux.seccomp() {
+        proc.seccomp = Some(seccomp::compile(s)?);
+    }
+    let mut proxy_end = None;
+    let console = match (&opts.console_socket, proxy_tty, proc.terminal) {
+        (Some(p), _, true) => Some(console::connect(p)?),
+        (None, true, true) => {
+            let (a, b) = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::STREAM,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .ctx(|| "create the pty socket pair")?;
+            proxy_end = Some(b);
+            Some(a)
+        }
+        (None, false, true) => {
+            return Err(Error::invalid(
+                "process.terminal is true but no --console-socket was given (pass one, or set terminal to false)",
+            ))
+        }
+        (Some(_), _, false) => {
+            return Err(Error::invalid(
+                "--console-socket was given but process.terminal is false (remove the flag or set terminal to true)",
+            ))
+        }
+        (None, _, false) => None,
+    };
+    let ns = namespaces::plan(&spec)?;
+    check_namespaced_settings(&spec, &ns)?;
+    let propagation = rootfs::propagation_flag(linux.rootfs_propagation().as_deref())?;
+    let time_offsets = time_offsets_text(&spec, &ns)?;
+    let device_rules = DeviceRules::for_spec(linux)?;
+
+    root.ensure()?;
+    let dir = root.dir(&opts.id);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::State(format!(
+                "container {} already exists",
+                opts.id
+            )))
+        }
+        Err(e) => return Err(Error::io(format!("create {}", dir.display()), e)),
+    }
+    let lock = DirLock::take(&dir)?;
+    let mut cleanup = Cleanup {
+        dir: &dir,
+        cgroup: None,
+        pids: Vec::new(),
+        armed: true,
+    };
+
+    let layout = Layout::detect()?;
+    let mut cgroup = CgroupPaths::resolve(&layout, linux.cgroups_path().as_deref(), &opts.id)?;
+    let create_result = cgroup.create();
+    cleanup.cgroup = Some(cgroup.clone());
+    create_result?;
+    // Record early so that `delete --force` can clean up after a crash of this process.
+    let mut record = Record {
+        id: opts.id.clone(),
+        pid: 0,
+        init_start_time: 0,
+        bundle: bundle.clone(),
+        rootfs: rootfs.clone(),
+        created: state::now_rfc3339(),
+        owner: String::new(),
+        annotations: spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
+        cgroup: cgroup.clone(),
+        own_pid_ns: ns.creates(libc::CLONE_NEWPID),
+    };
+    let mut container = Container {
+        dir: dir.clone(),
+        record: record.clone(),
+    };
+    container.save()?;
+    Container::save_spec(&dir, &spec)?;
+    if let Some(res) = linux.resources() {
+        crate::cgroups::apply(&cgroup, res, Some(&device_rules))?;
+    } else {
+        crate::cgroups::apply(&cgroup, &Default::default(), Some(&device_rules))?;
+    }
+    let procs = cgroup.open_procs()?;
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &dir.join(state::EXEC_FIFO),
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .ctx(|| "create exec.fifo")?;
+
+    let (parent_chan, child_chan) = Channel::pair()?;
+    let uid_maps = linux.uid_mappings().clone().unwrap_or_default();
+    let gid_maps = linux.gid_mappings().clone().unwrap_or_default();
+    let runtime_hooks = hooks::any(spec.hooks().as_ref(), Point::Prestart)
+        || hooks::any(spec.hooks().as_ref(), Point::CreateRuntime);
+    let plan = InitPlan {
+        spec: &spec,
+        id: &opts.id,
+        bundle: &bundle,
+        rootfs: &rootfs,
+        dir: &dir,
+        proc,
+        ns: &ns,
+        cgroup: &cgroup,
+        layout: &layout,
+        console,
+        no_pivot: opts.no_pivot,
+        preserve_fds: opts.preserve_fds,
+        propagation,
+        chan: &child_chan,
+        runtime_hooks,
+    };
+    let stage = Stage1 {
+        cgroup_procs: &procs,
+        ns: &ns,
+        uid_maps: &uid_maps,
+        time_offsets,
+        chan: &child_chan,
+        close: vec![lock.raw_fd()],
+    };
+    let setup_pid = spawn::spawn(&stage, || init(&plan))?;
+    cleanup.pids.push(setup_pid);
+    // Our copies of what only the children use.
+    drop(plan);
+    drop(child_chan);
+    drop(procs);
+
+    let mut init_pid = 0;
+    loop {
+        match parent_chan.recv()? {
+            Msg::NeedIdMaps => {
+                namespaces::write_id_maps(setup_pid, &uid_maps, &gid_maps)?;
+                parent_chan.send(&Msg::IdMapsDone)?;
+            }
+            Msg::InitPid(pid) => {
+                init_pid = pid;
+                cleanup.pids.insert(0, pid);
+                spawn::reap(setup_pid);
+                cleanup.pids.retain(|&p| p != setup_pid);
+            }
+            Msg::RunRuntimeHooks => {
+                let st = hook_state(&container, init_pid, Status::Creating);
+                hooks::run(spec.hooks().as_ref(), Point::Prestart, &st)?;
+                hooks::run(spec.hooks().as_ref(), Point::CreateRuntime, &st)?;
+                parent_chan.send(&Msg::Continue)?;
+            }
+            Msg::Ready => break,
+            Msg::Failed(m) => return Err(Error::Child(m)),
+            m => return Err(Error::Child(format!("unexpected setup message {m:?}"))),
+        }
+    }
+    let Some((_, start)) = state::proc_stat(init_pid) else {
+        return Err(Error::Child(
+            "the container's init exited during setup".into(),
+        ));
+    };
+    record.pid = init_pid;
+    record.init_start_time = start;
+    container.record = record;
+    container.save()?;
+    if let Some(p) = &opts.pid_file {
+        state::write_atomic(p, init_pid.to_string().as_bytes())?;
+    }
+    let pty_master = match proxy_end {
+        Some(sock) => Some(console::recv_fd(sock.as_fd())?),
+        None => None,
+    };
+    cleanup.armed = false;
+    Ok(Created {
+        container,
+        pty_master,
+    })
+}
+
+/// The OCI state JSON given to hooks.
+pub fn hook_state(c: &Container, pid: i32, status: Status) -> String {
+    let mut st: OciState = c.oci_state(Status::Created);
+    st.status = status.as_str().to_string();
+    st.pid = pid;
+    serde_json::to_string(&st).expect("state serializes")
+}
+
+/// Hostname, domainname and sysctls need namespaces of their own: refuse them otherwise.
+fn check_namespaced_settings(spec: &Spec, ns: &namespaces::Plan) -> Result<()> {
+    let uts = ns.has(libc::CLONE_NEWUTS);
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !uts {
+        return Err(Error::invalid(
+            "hostname is set but the container has no UTS namespace of its own (add {\"type\":\"uts\"} to linux.namespaces)",
+        ));
+    }
+    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !uts {
+        return Err(Error::invalid(
+            "domainname is set but the container has no UTS namespace of its own (add {\"type\":\"uts\"} to linux.namespaces)",
+        ));
+    }
+    let linux = spec.linux().as_ref().expect("validated");
+    for key in linux.sysctl().iter().flatten().map(|(k, _)| k) {
+        let ok = if key.starts_with("net.") {
+            ns.has(libc::CLONE_NEWNET)
+        } else if key.starts_with("fs.mqueue.")
+            || matches!(
+                key.as_str(),
+                "kernel.msgmax"
+                    | "kernel.msgmnb"
+                    | "kernel.msgmni"
+                    | "kernel.sem"
+                    | "kernel.shmall"
+                    | "kernel.shmmax"
+                    | "kernel.shmmni"
+                    | "kernel.shm_rmid_forced"
+            )
+        {
+            ns.has(libc::CLONE_NEWIPC)
+        } else if matches!(key.as_str(), "kernel.hostname" | "kernel.domainname") {
+            uts
+        } else {
+            false
+        };
+        if !ok {
+            return Err(Error::invalid(format!(
+                "linux.sysctl {key:?}: not a sysctl of a namespace the container has (only namespaced sysctls can be set: net.*, kernel.shm*/msg*/sem, fs.mqueue.*, kernel.hostname/domainname)"
+            )));
+        }
+        if key.contains('/') || key.split('.').any(|c| c.is_empty()) {
+            return Err(Error::invalid(format!(
+                "linux.sysctl {key:?}: not a sysctl name (use dots, like net.ipv4.ip_forward)"
+            )));
+        }
+    }
+    if !ns.has(libc::CLONE_NEWNS) {
+        return Err(Error::invalid(
+            "linux.namespaces must include a mount namespace (berth-runtime sets up the rootfs in one)",
+        ));
+    }
+    Ok(())
+}
+
+fn time_offsets_text(spec: &Spec, ns: &namespaces::Plan) -> Result<Option<String>> {
+    let linux = spec.linux().as_ref().expect("validated");
+    let Some(offsets) = linux.time_offsets().as_ref().filter(|o| !o.is_empty()) else {
+        return Ok(None);
+    };
+    if !ns.creates(libc::CLONE_NEWTIME) {
+        return Err(Error::invalid(
+            "linux.timeOffsets needs a new time namespace (add {\"type\":\"time\"} to linux.namespaces)",
+        ));
+    }
+    let mut text = String::new();
+    for (clock, off) in offsets {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(Error::invalid(format!(
+                "linux.timeOffsets: unknown clock {clock:?} (use monotonic or boottime)"
+            )));
+        }
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// Whether /dev gets the default devices: not when the host's /dev is bind-mounted.
+fn needs_dev_setup(spec: &Spec) -> bool {
+    !spec.mounts().iter().flatten().any(|m| {
+        m.destination() == Path::new("/dev")
+            && (m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind"))
+    })
+}
+
+/// The container's init: runs in all the container's namespaces as the runtime's child.
+fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
+    rustix::process::umask(rustix::fs::Mode::empty());
+    let spec = p.spec;
+    let linux = spec.linux().as_ref().expect("validated");
+    let host_pid: i32 = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|l| l.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0);
+    let new_mnt = p.ns.creates(libc::CLONE_NEWNS);
+    if new_mnt {
+        rootfs::prepare_root(p.rootfs, p.propagation)?;
+        let root =
+            pathrs::Root::open(p.rootfs).ctx(|| format!("open rootfs {}", p.rootfs.display()))?;
+        let ctx = MountCtx {
+            root: &root,
+            bundle: p.bundle,
+            cgroup: p.cgroup,
+            layout: p.layout,
+            cgroupns: p.ns.has(libc::CLONE_NEWCGROUP),
+        };
+        for (i, m) in spec.mounts().iter().flatten().enumerate() {
+            rootfs::mounts::mount_entry(&ctx, i, m)?;
+        }
+        let method = if p.ns.has(libc::CLONE_NEWUSER) {
+            NodeMethod::Bind
+        } else {
+            NodeMethod::Mknod
+        };
+        if needs_dev_setup(spec) {
+            rootfs::dev::setup_default_dev(&root, method)?;
+        }
+        if let Some(devices) = linux.devices() {
+            rootfs::dev::create_devices(&root, devices, method)?;
+        }
+    }
+    if p.runtime_hooks {
+        p.chan.send(&Msg::RunRuntimeHooks)?;
+        p.chan.expect(&Msg::Continue)?;
+    }
+    if hooks::any(spec.hooks().as_ref(), Point::CreateContainer) {
+        let st = state_for_hooks(p, host_pid, Status::Creating);
+        hooks::run(spec.hooks().as_ref(), Point::CreateContainer, &st)?;
+    }
+    let fifo = rustix::fs::open(
+        p.dir.join(state::EXEC_FIFO),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ctx(|| "open exec.fifo")?;
+    if new_mnt {
+        if p.no_pivot {
+            rootfs::move_root(p.rootfs)?;
+        } else {
+            rootfs::pivot(p.rootfs)?;
+        }
+        let root = pathrs::Root::open("/").ctx(|| "open the new root")?;
+        rootfs::mask_paths(&root, linux.masked_paths().as_deref().unwrap_or(&[]))?;
+        rootfs::readonly_paths(&root, linux.readonly_paths().as_deref().unwrap_or(&[]))?;
+        rootfs::finish_root(spec, p.propagation)?;
+    }
+    if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
+        rustix::system::sethostname(h.as_bytes()).ctx(|| format!("hostname {h:?}"))?;
+    }
+    if let Some(d) = spec.domainname().as_ref().filter(|h| !h.is_empty()) {
+        rustix::system::setdomainname(d.as_bytes()).ctx(|| format!("domainname {d:?}"))?;
+    }
+    write_proc_settings(linux.sysctl().as_ref(), p.proc.oom_score_adj)?;
+    rustix::process::setsid().ctx(|| "setsid")?;
+    if let Some(sock) = &p.console {
+        let pty = console::open_pty(p.proc.console_size)?;
+        let console_path = Path::new("/dev/console");
+        if let Ok(root) = pathrs::Root::open("/") {
+            if let Ok(target) = rootfs::mounts::ensure_dest(&root, console_path, true) {
+                let tree = rootfs::mountapi::clone_fd(pty.slave.as_fd(), false)?;
+                rootfs::mountapi::attach(&tree, target.as_fd())?;
+            }
+        }
+        console::send_fd(sock.as_fd(), pty.master.as_fd(), "/dev/console")?;
+        console::attach_slave(&pty.slave)?;
+    }
+    p.proc.apply_privileged()?;
+    if let Some(f) = p.proc.seccomp.as_ref().filter(|_| !p.proc.no_new_privs) {
+        f.load()?;
+    }
+    p.proc.switch_user()?;
+    p.proc.enter_cwd()?;
+    let program = p.proc.resolve_program()?;
+    preserve_fds(p.preserve_fds)?;
+    p.chan.send(&Msg::Ready)?;
+    // Wait for `start`: it writes one byte into the fifo.
+    let mut b = [0u8; 1];
+    loop {
+        match rustix::io::read(&fifo, &mut b) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(Error::io("wait for start on exec.fifo", e)),
+        }
+    }
+    drop(fifo);
+    if hooks::any(spec.hooks().as_ref(), Point::StartContainer) {
+        let st = state_for_hooks(p, host_pid, Status::Created);
+        if let Err(e) = hooks::run(spec.hooks().as_ref(), Point::StartContainer, &st) {
+            // `start` has returned already; the container's stderr is where this goes.
+            eprintln!("berth-runtime: {e}");
+            sys::exit_now(1);
+        }
+    }
+    p.proc.set_no_new_privs()?;
+    if let Some(f) = p.proc.seccomp.as_ref().filter(|_| p.proc.no_new_privs) {
+        f.load()?;
+    }
+    let err = p.proc.exec(&program);
+    eprintln!("berth-runtime: {err}");
+    sys::exit_now(127)
+}
+
+fn state_for_hooks(p: &InitPlan<'_>, pid: i32, status: Status) -> String {
+    let st = OciState {
+        oci_version: state::OCI_VERSION.to_string(),
+        id: p.id.to_string(),
+        status: status.as_str().to_string(),
+        pid,
+        bundle: p.bundle.to_path_buf(),
+        rootfs: p.rootfs.to_path_buf(),
+        created: String::new(),
+        owner: String::new(),
+        annotations: p
+            .spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    };
+    serde_json::to_string(&st).expect("state serializes")
+}
+
+/// Writes sysctls and oom_score_adj through a private procfs, which nothing in the
+/// container can have mounted over (CVE-2019-16884 class).
+fn write_proc_settings(
+    sysctl: Option<&std::collections::HashMap<String, String>>,
+    oom: Option<i32>,
+) -> Result<()> {
+    use std::io::Write;
+    if sysctl.is_none_or(|s| s.is_empty()) && oom.is_none() {
+        return Ok(());
+    }
+    let proc = pathrs::procfs::ProcfsHandleBuilder::new()
+        .unmasked()
+        .build()
+        .ctx(|| "open a private procfs")?;
+    let mut keys: Vec<_> = sysctl.into_iter().flatten().collect();
+    keys.sort();
+    for (k, v) in keys {
+        let path = format!("sys/{}", k.replace('.', "/"));
+        let mut f: File = proc
+            .open(
+                pathrs::procfs::ProcfsBase::ProcRoot,
+                &path,
+                pathrs::flags::OpenFlags::O_WRONLY,
+            )
+            .map_err(|e| Error::invalid(format!("linux.sysctl {k:?}: /proc/{path}: {e}")))?;
+        f.write_all(v.as_bytes()).map_err(|e| {
+            Error::invalid(format!(
+                "linux.sysctl {k:?}={v:?}: the kernel refused it: {e}"
+            ))
+        })?;
+    }
+    if let Some(adj) = oom {
+        let mut f: File = proc
+            .open(
+                pathrs::procfs::ProcfsBase::ProcSelf,
+                "oom_score_adj",
+                pathrs::flags::OpenFlags::O_WRONLY,
+            )
+            .ctx(|| "open /proc/self/oom_score_adj")?;
+        f.write_all(adj.to_string().as_bytes()).map_err(|e| {
+            Error::invalid(format!(
+                "process.oomScoreAdj {adj}: {e} (lowering it needs CAP_SYS_RESOURCE)"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Leaves exactly stdio and the preserved descriptors open across exec
+/// (CVE-2024-21626 class: no runtime descriptor may leak into the container).
+fn preserve_fds(n: u32) -> Result<()> {
+    for fd in 3..3 + n {
+        sys::clear_cloexec(fd as i32).ctx(|| format!("--preserve-fds: descriptor {fd}"))?;
+    }
+    sys::cloexec_from(3 + n).ctx(|| "mark descriptors close-on-exec")?;
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! `exec`: runs another process inside a running container's namespaces and cgroup,
+//! with the container's seccomp profile and the process settings given.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use oci_spec::runtime::Process;
+
+use super::foreground;
+use super::spawn::{self, Stage1};
+use crate::error::{Context, Error, Result};
+use crate::namespaces::{self, Join, Plan};
+use crate::process::ProcessPlan;
+use crate::state::{self, Container, Root, Status};
+use crate::sync::{Channel, Msg};
+use crate::{console, seccomp, sys};
+
+/// Options of `exec`.
+#[derive(Clone, Debug, Default)]
+pub struct ExecOpts {
+    /// Container id.
+    pub id: String,
+    /// A process.json to run (then the flags below that describe the process are not used).
+    pub process_file: Option<PathBuf>,
+    /// Command and arguments.
+    pub args: Vec<String>,
+    /// Allocate a pty.
+    pub tty: bool,
+    /// Where to send the pty master.
+    pub console_socket: Option<PathBuf>,
+    /// Where to write the new process's pid.
+    pub pid_file: Option<PathBuf>,
+    /// Return once the process started.
+    pub detach: bool,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Extra environment (KEY=value).
+    pub env: Vec<String>,
+    /// uid[:gid].
+    pub user: Option<String>,
+    /// Supplementary groups.
+    pub additional_gids: Vec<u32>,
+    /// Capabilities to add.
+    pub caps: Vec<String>,
+    /// Set no_new_privs.
+    pub no_new_privs: bool,
+    /// Extra descriptors to pass, from 3.
+    pub preserve_fds: u32,
+    /// Exec even if the container is paused.
+    pub ignore_paused: bool,
+}
+
+fn load_process_file(path: &std::path::Path) -> Result<Process> {
+    let data = if path == std::path::Path::new("-") {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)
+            .ctx(|| "read the process from stdin")?;
+        v
+    } else {
+        std::fs::read(path)
+            .map_err(|e| Error::invalid(format!("--process {}: {e}", path.display())))?
+    };
+    let de = &mut serde_json::Deserializer::from_slice(&data);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        Error::invalid(format!(
+            "--process {}: field {}: {}",
+            path.display(),
+            e.path(),
+            e.inner()
+        ))
+    })
+}
+
+/// Builds the process from a file, or from the container's process and the flags.
+fn build_process(opts: &ExecOpts, base: &Process) -> Result<Process> {
+    if let Some(f) = &opts.process_file {
+        return load_process_file(f);
+    }
+    if opts.args.is_empty() {
+        return Err(Error::invalid(
+            "exec needs a command to run (or --process FILE)",
+        ));
+    }
+    let mut p = base.clone();
+    p.set_args(Some(opts.args.clone()));
+    p.set_terminal(Some(opts.tty));
+    p.set_console_size(None);
+    let mut env = p.env().clone().unwrap_or_default();
+    for e in &opts.env {
+        let key = e.split('=').next().unwrap_or("");
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    p.set_env(Some(env));
+    if let Some(c) = &opts.cwd {
+        p.set_cwd(c.clone());
+    }
+    if let Some(u) = &opts.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((a, b)) => (a, Some(b)),
+            None => (u.as_str(), None),
+        };
+        let uid: u32 = uid
+            .parse()
+            .map_err(|_| Error::invalid(format!("--user {u:?}: expected UID[:GID] as numbers")))?;
+        let gid: u32 = match gid {
+            Some(g) => g.parse().map_err(|_| {
+                Error::invalid(format!("--user {u:?}: expected UID[:GID] as numbers"))
+            })?,
+            None => p.user().gid(),
+        };
+        let mut user = p.user().clone();
+        user.set_uid(uid);
+        user.set_gid(gid);
+        p.set_user(user);
+    }
+    if !opts.additional_gids.is_empty() {
+        let mut user = p.user().clone();
+        user.set_additional_gids(Some(opts.additional_gids.clone()));
+        p.set_user(user);
+    }
+    if opts.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    Ok(p)
+}
+
+/// The namespaces of the container's init that differ from ours, opened for joining.
+fn init_namespaces(c: &Container) -> Result<Plan> {
+    let pid = c.record.pid.to_string();
+    let mut plan = Plan::default();
+    for (name, flag) in [
+        ("user", libc::CLONE_NEWUSER),
+        ("ipc", libc::CLONE_NEWIPC),
+        ("uts", libc::CLONE_NEWUTS),
+        ("net", libc::CLONE_NEWNET),
+        ("pid", libc::CLONE_NEWPID),
+        ("mnt", libc::CLONE_NEWNS),
+        ("cgroup", libc::CLONE_NEWCGROUP),
+        ("time", libc::CLONE_NEWTIME),
+    ] {
+        let theirs = namespaces::ns_identity(&pid, name);
+        if theirs.is_none() || theirs == namespaces::ns_identity("self", name) {
+            continue;
+        }
+        let path = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+        let fd = rustix::fs::open(
+            &path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ctx(|| format!("open {}", path.display()))?;
+        plan.join.push(Join { flag, fd, path });
+    }
+    // The namespaces are those of the process we meant only if it is still that process.
+    if !c.init_alive() {
+        return Err(Error::State(format!("container {} stopped", c.record.id)));
+    }
+    Ok(plan)
+}
+
+/// Runs the exec. Returns the process's exit code, or 0 once started with `detach`.
+pub fn exec(root: &Root, opts: &ExecOpts) -> Result<i32> {
+    let c = Container::load(root, &opts.id)?;
+    let status = c.status();
+    match status {
+        Status::Running | Status::Created => {}
+        Status::Paused if opts.ignore_paused => {}
+        s => {
+            return Err(Error::State(format!(
+                "cannot exec in container {}: it is {}",
+                opts.id,
+                s.as_str()
+            )))
+        }
+    }
+    let spec = c.spec()?;
+    let base = spec.process().clone().unwrap_or_default();
+    let process = build_process(opts, &base)?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let mut plan = ProcessPlan::from_spec(&process, None)?;
+    plan.caps.add(&opts.caps)?;
+    if let Some(s) = linux.seccomp() {
+        plan.seccomp = Some(seccomp::compile(s)?);
+    }
+    let sigfd = if opts.detach {
+        None
+    } else {
+        Some(foreground::capture_signals()?)
+    };
+    let (console_sock, proxy_end) = match (plan.terminal, &opts.console_socket, opts.detach) {
+        (true, Some(p), _) => (Some(console::connect(p)?), None),
+        (true, None, false) => {
+            let (a, b) = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::STREAM,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .ctx(|| "create the pty socket pair")?;
+            (Some(a), Some(b))
+        }
+        (true, None, true) => {
+            return Err(Error::invalid(
+                "exec --tty --detach needs --console-socket to hand the pty to",
+            ))
+        }
+        (false, Some(_), _) => return Err(Error::invalid("--console-socket needs --tty")),
+        (false, None, _) => (None, None),
+    };
+    if !opts.detach {
+        foreground::become_subreaper();
+    }
+    let ns = init_namespaces(&c)?;
+    let procs = c.record.cgroup.open_procs()?;
+    let (parent_chan, child_chan) = Channel::pair()?;
+    let stage = Stage1 {
+        cgroup_procs: &procs,
+        ns: &ns,
+        uid_maps: &[],
+        time_offsets: None,
+        chan: &child_chan,
+        close: Vec::new(),
+    };
+    let preserve = opts.preserve_fds;
+    let setup = spawn::spawn(&stage, || exec_body(&plan, console_sock.as_ref(), preserve))?;
+    drop(child_chan);
+    drop(console_sock);
+    let pid = match parent_chan.recv() {
+        Ok(Msg::InitPid(p)) => p,
+        Ok(Msg::Failed(m)) => {
+            spawn::reap(setup);
+            return Err(Error::Child(m));
+        }
+        Ok(m) => return Err(Error::Child(format!("unexpected setup message {m:?}"))),
+        Err(e) => {
+            spawn::reap(setup);
+            return Err(e);
+        }
+    };
+    spawn::reap(setup);
+    // The channel closes on a successful exec; a message means it failed.
+    match parent_chan.recv() {
+        Ok(Msg::Failed(m)) => {
+            let _ = rustix::process::waitpid(
+                rustix::process::Pid::from_raw(pid),
+                rustix::process::WaitOptions::empty(),
+            );
+            return Err(Error::Child(m));
+        }
+        Ok(m) => return Err(Error::Child(format!("unexpected setup message {m:?}"))),
+        Err(_) => {}
+    }
+    if let Some(p) = &opts.pid_file {
+        state::write_atomic(p, pid.to_string().as_bytes())?;
+    }
+    if opts.detach {
+        return Ok(0);
+    }
+    let master = match proxy_end {
+        Some(sock) => Some(console::recv_fd(sock.as_fd())?),
+        None => None,
+    };
+    foreground::wait(
+        pid,
+        sigfd.as_ref().expect("foreground has a signalfd"),
+        master,
+    )
+}
+
+/// The exec'd process, after it joined the container: terminal, privileges, exec.
+fn exec_body(
+    plan: &ProcessPlan,
+    console_sock: Option<&OwnedFd>,
+    preserve: u32,
+) -> Result<std::convert::Infallible> {
+    if let Some(sock) = console_sock {
+        rustix::process::setsid().ctx(|| "setsid")?;
+        let pty = console::open_pty(plan.console_size)?;
+        console::send_fd(sock.as_fd(), pty.master.as_fd(), "")?;
+        console::attach_slave(&pty.slave)?;
+    }
+    plan.apply_privileged()?;
+    if let Some(f) = plan.seccomp.as_ref().filter(|_| !plan.no_new_privs) {
+        f.load()?;
+    }
+    plan.switch_user()?;
+    plan.enter_cwd()?;
+    let program = plan.resolve_program()?;
+    for fd in 3..3 + preserve {
+        sys::clear_cloexec(fd as i32).ctx(|| format!("--preserve-fds: descriptor {fd}"))?;
+    }
+    sys::cloexec_from(3 + preserve).ctx(|| "mark descriptors close-on-exec")?;
+    plan.set_no_new_privs()?;
+    if let Some(f) = plan.seccomp.as_ref().filter(|_| plan.no_new_privs) {
+        f.load()?;
+    }
+    Err(plan.exec(&program))
+}

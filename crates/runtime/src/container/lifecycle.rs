@@ -1,0 +1,220 @@
+//! start, kill, delete, state, list, pause and resume.
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use crate::error::{Context, Error, Result};
+use crate::hooks::{self, Point};
+use crate::state::{self, Container, DirLock, Root, Status};
+use crate::sys;
+
+fn wrong_state(id: &str, op: &str, s: Status) -> Error {
+    Error::State(format!("cannot {op} container {id}: it is {}", s.as_str()))
+}
+
+/// `start`: lets the created container's init run the user program.
+pub fn start(root: &Root, id: &str) -> Result<()> {
+    let c = Container::load(root, id)?;
+    let _lock = DirLock::take(&c.dir)?;
+    let status = c.status_locked();
+    if status != Status::Created {
+        return Err(wrong_state(id, "start", status));
+    }
+    let fifo_path = c.dir.join(state::EXEC_FIFO);
+    let fifo = rustix::fs::open(
+        &fifo_path,
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| {
+        if e == rustix::io::Errno::NXIO {
+            Error::State(format!(
+                "cannot start container {id}: its init process is gone"
+            ))
+        } else {
+            Error::io(format!("open {}", fifo_path.display()), e)
+        }
+    })?;
+    rustix::io::write(&fifo, b"0").ctx(|| "signal the container to start")?;
+    drop(fifo);
+    std::fs::remove_file(&fifo_path).ctx(|| format!("remove {}", fifo_path.display()))?;
+    let spec = c.spec()?;
+    if hooks::any(spec.hooks().as_ref(), Point::Poststart) {
+        let st = super::create::hook_state(&c, c.record.pid, Status::Running);
+        hooks::run_warn(spec.hooks().as_ref(), Point::Poststart, &st);
+    }
+    Ok(())
+}
+
+/// `state`: the OCI state document.
+pub fn state(root: &Root, id: &str) -> Result<state::OciState> {
+    let c = Container::load(root, id)?;
+    let s = c.status();
+    Ok(c.oci_state(s))
+}
+
+/// `kill`: sends a signal to the init, or with `all` to every process of the container.
+pub fn kill(root: &Root, id: &str, sig: i32, all: bool) -> Result<()> {
+    let c = Container::load(root, id)?;
+    let status = c.status();
+    if matches!(status, Status::Stopped | Status::Creating) {
+        return Err(Error::State(format!(
+            "cannot kill container {id}: it is {}",
+            status.as_str()
+        )));
+    }
+    if all {
+        return c.record.cgroup.signal_all(sig);
+    }
+    signal_init(&c, sig)
+}
+
+/// Signals the init through a pidfd opened after checking it is still the same process.
+fn signal_init(c: &Container, sig: i32) -> Result<()> {
+    let pid = rustix::process::Pid::from_raw(c.record.pid)
+        .ok_or_else(|| Error::State(format!("container {} has no init process", c.record.id)))?;
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .ctx(|| format!("open the init process {}", c.record.pid))?;
+    if !c.init_alive() {
+        return Err(Error::State(format!(
+            "container {} is not running",
+            c.record.id
+        )));
+    }
+    // rustix's Signal cannot name real-time signals, so the raw call is used.
+    sys::pidfd_send_signal(pidfd.as_fd(), sig)
+        .ctx(|| format!("send {} to pid {}", crate::signal::name(sig), c.record.pid))
+}
+
+/// `delete`: removes a stopped (or, with `force`, any) container and everything it had.
+pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
+    let dir = root.dir(id);
+    crate::spec::validate_id(id)?;
+    let c = match Container::load(root, id) {
+        Ok(c) => c,
+        Err(e) => {
+            // An interrupted create can leave a directory without state: with --force,
+            // remove it; otherwise say what is there.
+            if dir.exists() && force {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Ok(());
+            }
+            return Err(e);
+        }
+    };
+    let _lock = DirLock::take(&c.dir)?;
+    let status = c.status_locked();
+    match status {
+        Status::Stopped => {}
+        Status::Created => stop(&c)?,
+        Status::Running | Status::Paused | Status::Creating => {
+            if !force {
+                return Err(Error::State(format!(
+                    "cannot delete container {id}: it is {} (stop it first, or use --force)",
+                    status.as_str()
+                )));
+            }
+            stop(&c)?;
+        }
+    }
+    destroy(&c)
+}
+
+/// Kills all processes of the container and waits for the init to go.
+fn stop(c: &Container) -> Result<()> {
+    let paused = c.record.cgroup.is_frozen();
+    if c.record.own_pid_ns {
+        let _ = signal_init(c, libc::SIGKILL);
+    }
+    c.record.cgroup.signal_all(libc::SIGKILL)?;
+    if paused {
+        c.record.cgroup.thaw()?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.init_alive() {
+        if Instant::now() > deadline {
+            return Err(Error::State(format!(
+                "container {}: init {} did not exit within 10s of SIGKILL",
+                c.record.id, c.record.pid
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// Removes cgroups and state, and runs the poststop hooks.
+pub fn destroy(c: &Container) -> Result<()> {
+    c.record.cgroup.destroy()?;
+    if let Ok(spec) = c.spec() {
+        if hooks::any(spec.hooks().as_ref(), Point::Poststop) {
+            let st = super::create::hook_state(c, 0, Status::Stopped);
+            hooks::run_warn(spec.hooks().as_ref(), Point::Poststop, &st);
+        }
+    }
+    std::fs::remove_dir_all(&c.dir).ctx(|| format!("remove {}", c.dir.display()))
+}
+
+/// `pause`: freezes every process of a running container.
+pub fn pause(root: &Root, id: &str) -> Result<()> {
+    let c = Container::load(root, id)?;
+    let _lock = DirLock::take(&c.dir)?;
+    let s = c.status_locked();
+    if s != Status::Running {
+        return Err(wrong_state(id, "pause", s));
+    }
+    c.record.cgroup.freeze()
+}
+
+/// `resume`: thaws a paused container.
+pub fn resume(root: &Root, id: &str) -> Result<()> {
+    let c = Container::load(root, id)?;
+    let _lock = DirLock::take(&c.dir)?;
+    let s = c.status_locked();
+    if s != Status::Paused {
+        return Err(wrong_state(id, "resume", s));
+    }
+    c.record.cgroup.thaw()
+}
+
+/// One row of `list`.
+#[derive(serde::Serialize)]
+pub struct ListEntry {
+    /// Container id.
+    pub id: String,
+    /// Init pid (0 when stopped).
+    pub pid: i32,
+    /// Status name.
+    pub status: String,
+    /// Bundle path.
+    pub bundle: std::path::PathBuf,
+    /// Creation time.
+    pub created: String,
+    /// Owner.
+    pub owner: String,
+}
+
+/// `list`: every container under the root.
+pub fn list(root: &Root) -> Result<Vec<ListEntry>> {
+    let mut out = Vec::new();
+    for id in root.ids()? {
+        let Ok(c) = Container::load(root, &id) else {
+            continue;
+        };
+        let s = c.status();
+        let st = c.oci_state(s);
+        out.push(ListEntry {
+            id,
+            pid: st.pid,
+            status: st.status,
+            bundle: st.bundle,
+            created: st.created,
+            owner: if st.owner.is_empty() {
+                "root".into()
+            } else {
+                st.owner
+            },
+        });
+    }
+    Ok(out)
+}

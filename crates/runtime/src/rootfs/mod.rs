@@ -1,0 +1,213 @@
+//! The container's root filesystem: mounts, /dev, pivot_root (or MS_MOVE + chroot), and
+//! the masked and read-only paths, all inside the container's mount namespace.
+
+pub mod dev;
+pub mod mountapi;
+pub mod mounts;
+pub mod options;
+
+use std::ffi::CString;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use oci_spec::runtime::Spec;
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::{Context, Error, Result};
+use crate::sys;
+
+const RAMFS_MAGIC: i64 = 0x858458f6;
+const TMPFS_MAGIC: i64 = 0x01021994;
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("paths have no NUL")
+}
+
+/// The propagation flags named by `linux.rootfsPropagation`.
+pub fn propagation_flag(name: Option<&str>) -> Result<Option<u64>> {
+    Ok(match name.unwrap_or("") {
+        "" => None,
+        "private" => Some(libc::MS_PRIVATE),
+        "rprivate" => Some(libc::MS_PRIVATE | libc::MS_REC),
+        "slave" => Some(libc::MS_SLAVE),
+        "rslave" => Some(libc::MS_SLAVE | libc::MS_REC),
+        "shared" => Some(libc::MS_SHARED),
+        "rshared" => Some(libc::MS_SHARED | libc::MS_REC),
+        "unbindable" => Some(libc::MS_UNBINDABLE),
+        "runbindable" => Some(libc::MS_UNBINDABLE | libc::MS_REC),
+        other => {
+            return Err(Error::invalid(format!(
+                "linux.rootfsPropagation {other:?} is not one of private, rprivate, slave, rslave, shared, rshared, unbindable, runbindable"
+            )))
+        }
+    })
+}
+
+/// First step in a new mount namespace: stop mount events from reaching the host, and
+/// make the rootfs a mount of its own (pivot_root needs that).
+pub fn prepare_root(rootfs: &Path, propagation: Option<u64>) -> Result<()> {
+    // Slave by default so host mounts still show up but nothing flows back; a shared
+    // rootfs still starts as slave here and becomes shared after pivot_root.
+    let flag = match propagation {
+        Some(p) if p & (libc::MS_SHARED) == 0 => p | libc::MS_REC,
+        _ => libc::MS_SLAVE | libc::MS_REC,
+    };
+    sys::mount(None, c"/", None, flag as libc::c_ulong, None)
+        .ctx(|| "set the propagation of / in the container's mount namespace")?;
+    let r = cstr(rootfs);
+    sys::mount(
+        Some(&r),
+        &r,
+        None,
+        (libc::MS_BIND | libc::MS_REC) as libc::c_ulong,
+        None,
+    )
+    .ctx(|| format!("bind-mount the rootfs {} onto itself", rootfs.display()))?;
+    Ok(())
+}
+
+/// Makes `rootfs` the root with pivot_root(2), detaching the old root. Falls back to
+/// [`move_root`] when the current root cannot be pivoted away from (initramfs).
+pub fn pivot(rootfs: &Path) -> Result<()> {
+    let newroot = rustix::fs::open(
+        rootfs,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open rootfs {}", rootfs.display()))?;
+    rustix::process::fchdir(&newroot).ctx(|| "enter the rootfs")?;
+    match rustix::process::pivot_root(".", ".") {
+        Ok(()) => {}
+        Err(rustix::io::Errno::INVAL) if root_is_ramfs() => {
+            crate::logging::debug(
+                "the root is an initramfs: using MS_MOVE and chroot instead of pivot_root",
+            );
+            return move_root(rootfs);
+        }
+        Err(e) => return Err(Error::io("pivot_root into the rootfs", e)),
+    }
+    // The old root is now stacked on "."; make sure its unmount does not propagate to
+    // the host, then detach it.
+    sys::mount(
+        None,
+        c".",
+        None,
+        (libc::MS_SLAVE | libc::MS_REC) as libc::c_ulong,
+        None,
+    )
+    .ctx(|| "make the old root a slave")?;
+    sys::umount2(c".", libc::MNT_DETACH).ctx(|| "detach the old root")?;
+    rustix::process::chdir("/").ctx(|| "chdir to the new root")?;
+    Ok(())
+}
+
+fn root_is_ramfs() -> bool {
+    rustix::fs::statfs("/").is_ok_and(|s| {
+        let t = s.f_type as i64;
+        t == RAMFS_MAGIC || t == TMPFS_MAGIC
+    })
+}
+
+/// The `--no-pivot` way: move the rootfs mount over / and chroot into it. Weaker than
+/// pivot_root (the old root stays in the namespace, hidden), as with runc.
+pub fn move_root(rootfs: &Path) -> Result<()> {
+    rustix::process::chdir(rootfs).ctx(|| format!("enter rootfs {}", rootfs.display()))?;
+    sys::mount(
+        Some(&cstr(rootfs)),
+        c"/",
+        None,
+        libc::MS_MOVE as libc::c_ulong,
+        None,
+    )
+    .ctx(|| "move the rootfs onto /")?;
+    rustix::process::chroot(".").ctx(|| "chroot into the rootfs")?;
+    rustix::process::chdir("/").ctx(|| "chdir to the new root")?;
+    Ok(())
+}
+
+/// Opens the container's /dev/null (after pivoting) without following a symlink, and
+/// checks that it is the null device, so masking never bind-mounts an impostor such as
+/// a link to /proc/sys/kernel/core_pattern (CVE-2025-31133 class).
+pub fn open_verified_null(root: &pathrs::Root) -> Result<pathrs::Handle> {
+    let h = root
+        .resolve_nofollow("dev/null")
+        .ctx(|| "open /dev/null in the container")?;
+    let st = rustix::fs::fstat(&h).ctx(|| "stat /dev/null")?;
+    let is_chr = (st.st_mode & libc::S_IFMT) == libc::S_IFCHR;
+    if !is_chr || rustix::fs::major(st.st_rdev) != 1 || rustix::fs::minor(st.st_rdev) != 3 {
+        return Err(Error::invalid(
+            "the container's /dev/null is not the null device (1:3); refusing to use it to mask paths",
+        ));
+    }
+    Ok(h)
+}
+
+/// Hides `linux.maskedPaths` (after pivot): /dev/null over files, an empty read-only
+/// tmpfs over directories. Paths that do not exist are skipped.
+pub fn mask_paths(root: &pathrs::Root, paths: &[String]) -> Result<()> {
+    let mut null = None;
+    for (i, p) in paths.iter().enumerate() {
+        let rel = p.trim_start_matches('/');
+        let Ok(h) = root.resolve(rel) else {
+            continue;
+        };
+        let st = rustix::fs::fstat(&h).ctx(|| format!("stat masked path {p}"))?;
+        let tree = if (st.st_mode & libc::S_IFMT) == libc::S_IFDIR {
+            mountapi::new_fs(
+                "tmpfs",
+                Some("tmpfs"),
+                &[],
+                libc::MS_RDONLY,
+                sys::mount_attr::RDONLY,
+            )?
+        } else {
+            if null.is_none() {
+                null = Some(open_verified_null(root)?);
+            }
+            mountapi::clone_fd(null.as_ref().expect("opened above").as_fd(), false)?
+        };
+        mountapi::attach(&tree, h.as_fd())
+            .map_err(|e| Error::invalid(format!("linux.maskedPaths[{i}] {p}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Makes `linux.readonlyPaths` read-only (recursively), after pivot.
+pub fn readonly_paths(root: &pathrs::Root, paths: &[String]) -> Result<()> {
+    for (i, p) in paths.iter().enumerate() {
+        let rel = p.trim_start_matches('/');
+        let Ok(h) = root.resolve(rel) else {
+            continue;
+        };
+        let tree = mountapi::clone_fd(h.as_fd(), true)?;
+        mountapi::set_attrs(tree.as_fd(), true, sys::mount_attr::RDONLY, 0)
+            .map_err(|e| Error::invalid(format!("linux.readonlyPaths[{i}] {p}: {e}")))?;
+        mountapi::attach(&tree, h.as_fd())
+            .map_err(|e| Error::invalid(format!("linux.readonlyPaths[{i}] {p}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// After pivot: root.readonly and the final rootfs propagation.
+pub fn finish_root(spec: &Spec, propagation: Option<u64>) -> Result<()> {
+    let root = rustix::fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "open /")?;
+    if spec
+        .root()
+        .as_ref()
+        .is_some_and(|r| r.readonly() == Some(true))
+    {
+        sys::mount_setattr(root.as_fd(), false, sys::mount_attr::RDONLY, 0, 0)
+            .ctx(|| "root.readonly: remount / read-only")?;
+    }
+    if let Some(p) = propagation {
+        sys::mount(None, c"/", None, p as libc::c_ulong, None)
+            .ctx(|| "linux.rootfsPropagation: set the propagation of /")?;
+    }
+    Ok(())
+}

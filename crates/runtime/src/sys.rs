@@ -1,0 +1,524 @@
+//! Thin wrappers over the system calls that rustix does not cover (or covers with types too
+//! narrow for the OCI spec's raw flag values). Every `unsafe` block of the runtime lives
+//! here, each with the reason it is sound.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Outcome of a fork-like call, seen from the calling side.
+pub enum Forked {
+    /// We are the new child process.
+    Child,
+    /// We are the parent; the child has this pid.
+    Parent(i32),
+}
+
+/// fork(2). The runtime is single-threaded whenever it forks (it never starts threads),
+/// so the child may allocate and run ordinary Rust code.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions of its own; the usual hazard (locks
+    // held by other threads) cannot occur because this process never spawns threads.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// clone(CLONE_PARENT | SIGCHLD): like fork, but the child becomes a child of our
+/// parent. The runtime uses it so the container's init is a direct child of the
+/// `create`/`run` process even though an intermediate process set up the namespaces.
+pub fn clone_parent() -> io::Result<Forked> {
+    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: a raw clone with a null stack behaves like fork: the child continues on a
+    // copy-on-write copy of our stack. No threads exist, so no lock is held elsewhere.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match cvt(ret)? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as i32)),
+    }
+}
+
+/// Ends the current process at once, without running atexit handlers or destructors
+/// (what a forked child must do so it never flushes the parent's buffers twice).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// execve(2). Returns only on failure.
+pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    // SAFETY: both arrays are null-terminated and their strings outlive the call; on
+    // success the call does not return.
+    unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// execveat(2) of a descriptor (AT_EMPTY_PATH). Returns only on failure.
+pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    // SAFETY: both arrays are null-terminated and their strings outlive the call; the
+    // path is the empty string, as AT_EMPTY_PATH requires.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            argv_ptrs.as_ptr(),
+            envp_ptrs.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
+}
+
+/// setrlimit(2) with a raw RLIMIT_* number.
+pub fn setrlimit(resource: i32, lim: &libc::rlimit) -> io::Result<()> {
+    // SAFETY: lim points to a valid struct rlimit for the duration of the call.
+    let ret = unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, lim) };
+    cvt(ret as libc::c_long).map(drop)
+}
+
+/// mount(2) with the raw flag word, as the OCI spec carries it.
+pub fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    let p = |s: Option<&CStr>| s.map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: all pointers are valid NUL-terminated strings or null, as mount(2) allows.
+    let ret = unsafe { libc::mount(p(source), target.as_ptr(), p(fstype), flags, p(data).cast()) };
+    cvt(ret as libc::c_long).map(drop)
+}
+
+/// umount2(2).
+pub fn umount2(target: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: target is a valid C string.
+    let ret = unsafe { libc::umount2(target.as_ptr(), flags) };
+    cvt(ret as libc::c_long).map(drop)
+}
+
+/// Mount attribute bits for [`mount_setattr`] (linux/mount.h).
+pub mod mount_attr {
+    /// Read-only.
+    pub const RDONLY: u64 = 0x1;
+    /// Ignore suid and sgid bits.
+    pub const NOSUID: u64 = 0x2;
+    /// Disallow access to device special files.
+    pub const NODEV: u64 = 0x4;
+    /// Disallow program execution.
+    pub const NOEXEC: u64 = 0x8;
+    /// Mask of the atime bits.
+    pub const ATIME_MASK: u64 = 0x70;
+    /// Update atime relative to mtime/ctime.
+    pub const RELATIME: u64 = 0x0;
+    /// Do not update access times.
+    pub const NOATIME: u64 = 0x10;
+    /// Always update atime.
+    pub const STRICTATIME: u64 = 0x20;
+    /// Do not update directory access times.
+    pub const NODIRATIME: u64 = 0x80;
+    /// Do not follow symlinks.
+    pub const NOSYMFOLLOW: u64 = 0x200000;
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// mount_setattr(2) (Linux 5.12): changes mount flags and propagation of the mount at
+/// `fd`, recursively when asked; this is how recursive read-only is done.
+pub fn mount_setattr(
+    fd: BorrowedFd<'_>,
+    recursive: bool,
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set,
+        attr_clr,
+        propagation,
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: attr is a properly laid out `struct mount_attr` that lives across the call;
+    // the path is the empty string with AT_EMPTY_PATH.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+/// The CLONE_NEW* type of a namespace file (ioctl NS_GET_NSTYPE).
+pub fn ns_type(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns an integer.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
+    cvt(ret as libc::c_long).map(|v| v as i32)
+}
+
+/// setns(2) with a raw CLONE_NEW* type (0 accepts any type).
+pub fn setns(fd: BorrowedFd<'_>, nstype: i32) -> io::Result<()> {
+    // SAFETY: setns only reads its integer arguments.
+    let ret = unsafe { libc::setns(fd.as_raw_fd(), nstype) };
+    cvt(ret as libc::c_long).map(drop)
+}
+
+/// unshare(2) with raw CLONE_* flags.
+pub fn unshare(flags: i32) -> io::Result<()> {
+    // SAFETY: unshare only reads its integer argument.
+    let ret = unsafe { libc::unshare(flags) };
+    cvt(ret as libc::c_long).map(drop)
+}
+
+/// kill(2) with any signal number (0 probes for existence).
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill only reads its integer arguments.
+    let ret = unsafe { libc::kill(pid, sig) };
+    cvt(ret as libc::c_long).map(drop)
+}
+
+/// pidfd_send_signal(2) with any signal number.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    // SAFETY: integer arguments and a null siginfo pointer, which the call accepts.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+/// setresuid(2) for the calling thread (the runtime is single-threaded).
+pub fn setresuid(uid: u32) -> io::Result<()> {
+    // SAFETY: raw syscall with integer arguments only.
+    let ret = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
+    cvt(ret).map(drop)
+}
+
+/// setresgid(2) for the calling thread.
+pub fn setresgid(gid: u32) -> io::Result<()> {
+    // SAFETY: raw syscall with integer arguments only.
+    let ret = unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) };
+    cvt(ret).map(drop)
+}
+
+/// setgroups(2) for the calling thread.
+pub fn setgroups(groups: &[u32]) -> io::Result<()> {
+    // SAFETY: the pointer and length describe a live slice of gid_t-sized integers.
+    let ret = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    cvt(ret).map(drop)
+}
+
+/// personality(2).
+pub fn personality(persona: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: personality only reads its integer argument.
+    let ret = unsafe { libc::personality(persona) };
+    cvt(ret as libc::c_long).map(drop)
+}
+
+/// ioprio_set(IOPRIO_WHO_PROCESS, 0, value) for the calling process.
+pub fn ioprio_set(value: i32) -> io::Result<()> {
+    const IOPRIO_WHO_PROCESS: i32 = 1;
+    // SAFETY: raw syscall with integer arguments only.
+    let ret = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, value) };
+    cvt(ret).map(drop)
+}
+
+/// Arguments of sched_setattr(2) (struct sched_attr, SCHED_ATTR_SIZE_VER1).
+#[repr(C)]
+#[derive(Default)]
+pub struct SchedAttr {
+    /// Size of this structure.
+    pub size: u32,
+    /// SCHED_* policy.
+    pub policy: u32,
+    /// SCHED_FLAG_* bits.
+    pub flags: u64,
+    /// Nice value for SCHED_OTHER/SCHED_BATCH.
+    pub nice: i32,
+    /// Static priority for SCHED_FIFO/SCHED_RR.
+    pub priority: u32,
+    /// SCHED_DEADLINE runtime (ns).
+    pub runtime: u64,
+    /// SCHED_DEADLINE deadline (ns).
+    pub deadline: u64,
+    /// SCHED_DEADLINE period (ns).
+    pub period: u64,
+    /// Utilization clamp minimum.
+    pub util_min: u32,
+    /// Utilization clamp maximum.
+    pub util_max: u32,
+}
+
+/// sched_setattr(2) for the calling thread.
+pub fn sched_setattr(attr: &mut SchedAttr) -> io::Result<()> {
+    attr.size = std::mem::size_of::<SchedAttr>() as u32;
+    // SAFETY: attr points to a live, correctly sized struct sched_attr.
+    let ret = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *mut SchedAttr, 0) };
+    cvt(ret).map(drop)
+}
+
+/// Marks every descriptor from `first` upwards close-on-exec (close_range(2) with
+/// CLOSE_RANGE_CLOEXEC, Linux 5.11), falling back to walking /proc/self/fd.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+    // SAFETY: close_range with CLOEXEC only changes descriptor flags.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if ret == 0 {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Ok(fd) = entry?.file_name().to_string_lossy().parse::<RawFd>() else {
+            continue;
+        };
+        if fd >= first as RawFd {
+            // SAFETY: F_SETFD on a descriptor number only changes its flags; a number that
+            // was closed meanwhile yields EBADF, which we ignore.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    Ok(())
+}
+
+/// Clears close-on-exec on a descriptor the container must inherit (--preserve-fds).
+pub fn clear_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD only changes the flags of the descriptor number given.
+    let ret = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    cvt(ret as libc::c_long).map(drop)
+}
+
+/// Closes a descriptor number. Used by forked children on copies of the parent's
+/// descriptors that they must not keep (a lock would otherwise stay held through them).
+pub fn close_raw(fd: RawFd) {
+    // SAFETY: the caller passes descriptors copied from the parent by fork that nothing
+    // in this process uses afterwards; a stale number just yields EBADF.
+    unsafe { libc::close(fd) };
+}
+
+/// Takes ownership of a descriptor number that this process inherited.
+///
+/// # Safety
+/// `fd` must be open and not owned by anything else in this process.
+pub unsafe fn owned_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: guaranteed by the caller.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The bpf(2) commands and constants the device-filter code needs.
+pub mod bpf {
+    use super::*;
+
+    const BPF_PROG_LOAD: i32 = 5;
+    const BPF_PROG_ATTACH: i32 = 8;
+    const BPF_PROG_DETACH: i32 = 9;
+    const BPF_PROG_GET_FD_BY_ID: i32 = 13;
+    const BPF_PROG_QUERY: i32 = 16;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    /// Attach type of device filters.
+    pub const BPF_CGROUP_DEVICE: u32 = 6;
+    const BPF_F_ALLOW_MULTI: u32 = 2;
+
+    /// A zeroed `union bpf_attr`, filled field by field at the kernel ABI offsets.
+    #[repr(C, align(8))]
+    struct Attr([u8; 128]);
+
+    impl Attr {
+        fn new() -> Self {
+            Attr([0; 128])
+        }
+        fn u32_at(&mut self, off: usize, v: u32) {
+            self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        fn u64_at(&mut self, off: usize, v: u64) {
+            self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        }
+        fn read_u32(&self, off: usize) -> u32 {
+            u32::from_ne_bytes(self.0[off..off + 4].try_into().expect("4 bytes"))
+        }
+    }
+
+    fn bpf(cmd: i32, attr: &mut Attr) -> io::Result<libc::c_long> {
+        // SAFETY: attr is a zero-initialised 128-byte union bpf_attr whose fields were
+        // set at their ABI offsets; any pointers stored in it reference live buffers.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                attr as *mut Attr,
+                std::mem::size_of::<Attr>(),
+            )
+        };
+        cvt(ret)
+    }
+
+    /// Loads a BPF_PROG_TYPE_CGROUP_DEVICE program; returns its fd, or the verifier
+    /// log in the error.
+    pub fn load_device_program(insns: &[u64]) -> io::Result<OwnedFd> {
+        let license = c"Apache";
+        let mut log = vec![0u8; 64 * 1024];
+        let mut attr = Attr::new();
+        attr.u32_at(0, BPF_PROG_TYPE_CGROUP_DEVICE);
+        attr.u32_at(4, insns.len() as u32);
+        attr.u64_at(8, insns.as_ptr() as u64);
+        attr.u64_at(16, license.as_ptr() as u64);
+        attr.u32_at(24, 1);
+        attr.u32_at(28, log.len() as u32);
+        attr.u64_at(32, log.as_mut_ptr() as u64);
+        match bpf(BPF_PROG_LOAD, &mut attr) {
+            // SAFETY: BPF_PROG_LOAD returns a new descriptor that we now own.
+            Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+            Err(e) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(0);
+                let text = String::from_utf8_lossy(&log[..end]);
+                if text.is_empty() {
+                    Err(e)
+                } else {
+                    Err(io::Error::new(e.kind(), format!("{e}; verifier: {text}")))
+                }
+            }
+        }
+    }
+
+    /// Attaches a program to a cgroup directory as a device filter (multi-attach).
+    pub fn attach(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+        let mut attr = Attr::new();
+        attr.u32_at(0, cgroup.as_raw_fd() as u32);
+        attr.u32_at(4, prog.as_raw_fd() as u32);
+        attr.u32_at(8, BPF_CGROUP_DEVICE);
+        attr.u32_at(12, BPF_F_ALLOW_MULTI);
+        bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
+    }
+
+    /// Detaches one device-filter program from a cgroup directory.
+    pub fn detach(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+        let mut attr = Attr::new();
+        attr.u32_at(0, cgroup.as_raw_fd() as u32);
+        attr.u32_at(4, prog.as_raw_fd() as u32);
+        attr.u32_at(8, BPF_CGROUP_DEVICE);
+        bpf(BPF_PROG_DETACH, &mut attr).map(drop)
+    }
+
+    /// Ids of the device-filter programs attached directly to a cgroup directory.
+    pub fn query(cgroup: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+        let mut ids = vec![0u32; 64];
+        let mut attr = Attr::new();
+        attr.u32_at(0, cgroup.as_raw_fd() as u32);
+        attr.u32_at(4, BPF_CGROUP_DEVICE);
+        attr.u64_at(16, ids.as_mut_ptr() as u64);
+        attr.u32_at(24, ids.len() as u32);
+        bpf(BPF_PROG_QUERY, &mut attr)?;
+        let count = attr.read_u32(24) as usize;
+        ids.truncate(count.min(64));
+        Ok(ids)
+    }
+
+    /// Opens a loaded program by id.
+    pub fn prog_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+        let mut attr = Attr::new();
+        attr.u32_at(0, id);
+        let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?;
+        // SAFETY: the call returned a new descriptor that we now own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+}
+
+/// Restores default signal handling: every signal unblocked and every disposition back
+/// to SIG_DFL (ignored signals would otherwise survive exec into the container).
+pub fn reset_signals() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL involves no handler code; invalid numbers (32, 33
+        // are reserved by glibc) just fail with EINVAL, which is ignored.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: the set is initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Blocks `signals` for this process and returns a signalfd that reads them.
+pub fn block_to_signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
+    // SAFETY: the set is initialised by sigemptyset, filled with valid numbers, and only
+    // read by sigprocmask and signalfd during the calls.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Reads one pending signal number from a signalfd (None when nothing is pending).
+pub fn read_signalfd(fd: BorrowedFd<'_>) -> Option<i32> {
+    let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    match rustix::io::read(fd, &mut info) {
+        Ok(n) if n == info.len() => Some(u32::from_ne_bytes(info[0..4].try_into().ok()?) as i32),
+        _ => None,
+    }
+}
+
+/// Borrow helper for raw descriptor numbers that are known to be open for the duration
+/// of the borrow (stdio).
+pub fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: only used for descriptors 0..=2 and descriptors this process keeps open for
+    // its whole life, so the borrow cannot outlive the descriptor.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// Returns the descriptor number of anything that has one (for /proc/self/fd paths).
+pub fn raw<F: AsFd>(f: &F) -> RawFd {
+    f.as_fd().as_raw_fd()
+}
