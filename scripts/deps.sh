@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages berth builds and tests with (idempotent; needs root).
+set -euo pipefail
+pkgs=(
+  build-essential pkg-config libseccomp-dev      # build
+  busybox-static                                 # test and demo root filesystems
+  runc crun podman containerd                    # peers and real clients in tests
+  procps iproute2 util-linux psmisc              # ps, ip, unshare, script
+  hyperfine ca-certificates curl
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -f "$HOME/.cargo/env" ]; then
+    . "$HOME/.cargo/env"
+  else
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+    . "$HOME/.cargo/env"
+  fi
+fi
+command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
