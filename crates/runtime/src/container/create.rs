@@ -56,12 +56,12 @@ struct InitPlan<'a> {
     id: &'a str,
     bundle: &'a Path,
     rootfs: &'a Path,
-    dir: &'a Path,
     proc: ProcessPlan,
     ns: &'a namespaces::Plan,
     cgroup: &'a CgroupPaths,
     layout: &'a Layout,
     console: Option<OwnedFd>,
+    fifo: OwnedFd,
     no_pivot: bool,
     preserve_fds: u32,
     propagation: Option<u64>,
@@ -200,12 +200,17 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
         crate::cgroups::apply(&cgroup, &Default::default(), Some(&device_rules))?;
     }
     let procs = cgroup.open_procs()?;
-    rustix::fs::mkfifoat(
-        rustix::fs::CWD,
-        &dir.join(state::EXEC_FIFO),
-        rustix::fs::Mode::from_raw_mode(0o600),
+    let fifo_path = dir.join(state::EXEC_FIFO);
+    rustix::fs::mkfifoat(rustix::fs::CWD, &fifo_path, rustix::fs::Mode::from_raw_mode(0o600))
+        .ctx(|| "create exec.fifo")?;
+    // Opened here (O_RDWR does not block on a fifo) and inherited by the init, which in a
+    // user namespace could not open it by path.
+    let fifo = rustix::fs::open(
+        &fifo_path,
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
     )
-    .ctx(|| "create exec.fifo")?;
+    .ctx(|| "open exec.fifo")?;
 
     let (parent_chan, child_chan) = Channel::pair()?;
     let uid_maps = linux.uid_mappings().clone().unwrap_or_default();
@@ -217,12 +222,12 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
         id: &opts.id,
         bundle: &bundle,
         rootfs: &rootfs,
-        dir: &dir,
         proc,
         ns: &ns,
         cgroup: &cgroup,
         layout: &layout,
         console,
+        fifo,
         no_pivot: opts.no_pivot,
         preserve_fds: opts.preserve_fds,
         propagation,
@@ -436,12 +441,6 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
         let st = state_for_hooks(p, host_pid, Status::Creating);
         hooks::run(spec.hooks().as_ref(), Point::CreateContainer, &st)?;
     }
-    let fifo = rustix::fs::open(
-        p.dir.join(state::EXEC_FIFO),
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .ctx(|| "open exec.fifo")?;
     if new_mnt {
         if p.no_pivot {
             rootfs::move_root(p.rootfs)?;
@@ -485,13 +484,12 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
     // Wait for `start`: it writes one byte into the fifo.
     let mut b = [0u8; 1];
     loop {
-        match rustix::io::read(&fifo, &mut b) {
+        match rustix::io::read(&p.fifo, &mut b) {
             Ok(_) => break,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(Error::io("wait for start on exec.fifo", e)),
         }
     }
-    drop(fifo);
     if hooks::any(spec.hooks().as_ref(), Point::StartContainer) {
         let st = state_for_hooks(p, host_pid, Status::Created);
         if let Err(e) = hooks::run(spec.hooks().as_ref(), Point::StartContainer, &st) {

@@ -130,8 +130,11 @@ fn stop(c: &Container) -> Result<()> {
     if paused {
         c.record.cgroup.thaw()?;
     }
+    // Done when the init is gone, or when every process has left the cgroup: a killed
+    // pid-namespace init lingers until the host reaps the namespace's other zombies,
+    // which may take a while on hosts whose pid 1 reaps lazily.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while c.init_alive() {
+    while c.init_alive() && !c.record.cgroup.procs().is_ok_and(|p| p.is_empty()) {
         if Instant::now() > deadline {
             return Err(Error::State(format!(
                 "container {}: init {} did not exit within 10s of SIGKILL",
