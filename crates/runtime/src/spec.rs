@@ -38,7 +38,7 @@ pub fn parse(data: &[u8]) -> std::result::Result<Spec, String> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." || path.is_empty() {
+        if path == "." || path.is_empty() || inner.is_syntax() || inner.is_eof() {
             format!("invalid JSON: {inner}")
         } else {
             format!("field {path}: {inner}")

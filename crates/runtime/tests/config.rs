@@ -30,8 +30,15 @@ fn namespaces_isolate_what_the_process_sees() {
     assert_eq!(lines[3], "1", "only lo in a new network namespace: {out}");
     // Only the shell and the processes it runs are visible.
     assert!(lines[4].parse::<u32>().unwrap() <= 3, "{out}");
-    for (i, n) in ["pid", "net", "ipc", "uts", "mnt", "cgroup"].iter().enumerate() {
-        assert_ne!(lines[5 + i], ns_inode("self", n), "{n} namespace must be new");
+    for (i, n) in ["pid", "net", "ipc", "uts", "mnt", "cgroup"]
+        .iter()
+        .enumerate()
+    {
+        assert_ne!(
+            lines[5 + i],
+            ns_inode("self", n),
+            "{n} namespace must be new"
+        );
     }
 }
 
@@ -44,9 +51,15 @@ fn cgroup_namespace_shows_the_container_cgroup_as_root() {
     b.write();
     let out = rt.output_of(&b, &unique_id("cgns"));
     for line in out.lines().take_while(|l| l.contains(':')) {
-        assert!(line.ends_with(":/"), "cgroup namespace root must be the container's cgroup: {out}");
+        assert!(
+            line.ends_with(":/"),
+            "cgroup namespace root must be the container's cgroup: {out}"
+        );
     }
-    assert!(out.contains("\n42\n"), "the pids hierarchy mounted in the container is its own: {out}");
+    assert!(
+        out.contains("\n42\n"),
+        "the pids hierarchy mounted in the container is its own: {out}"
+    );
 }
 
 #[test]
@@ -81,14 +94,21 @@ fn joining_another_containers_namespaces_by_path() {
     assert_eq!(lines[0], "pod-host");
     assert_eq!(lines[1], ns_inode(&pid, "net"));
     assert_eq!(lines[2], ns_inode(&pid, "uts"));
-    assert_ne!(lines[3], ns_inode(&pid, "pid"), "the pid namespace was not shared");
+    assert_ne!(
+        lines[3],
+        ns_inode(&pid, "pid"),
+        "the pid namespace was not shared"
+    );
 }
 
 #[test]
 fn user_namespace_with_mappings() {
     let rt = Runtime::new();
     let mut b = Bundle::busybox();
-    b.config["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
     b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     // Files created in the rootfs belong to the mapped root.
@@ -109,12 +129,18 @@ fn user_namespace_with_mappings() {
 fn time_namespace_offsets() {
     let rt = Runtime::new();
     let mut b = Bundle::busybox();
-    b.config["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "time"}));
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
     b.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 86400 * 400, "nanosecs": 0}});
     b.sh("cut -d. -f1 /proc/uptime");
     let out = rt.output_of(&b, &unique_id("timens"));
     let up: u64 = out.trim().parse().unwrap();
-    assert!(up >= 86400 * 400, "uptime must include the boottime offset: {up}");
+    assert!(
+        up >= 86400 * 400,
+        "uptime must include the boottime offset: {up}"
+    );
 }
 
 #[test]
@@ -126,7 +152,10 @@ fn mounts_binds_tmpfs_and_recursive_read_only() {
     std::fs::create_dir(host.path().join("sub")).unwrap();
     // A submount under the bind source, to tell ro from rro apart.
     let sub = host.path().join("sub");
-    let st = std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs", sub.to_str().unwrap()]).status().unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs", sub.to_str().unwrap()])
+        .status()
+        .unwrap();
     assert!(st.success());
     let unmount = Unmount(sub.clone());
     let mounts = b.config["mounts"].as_array_mut().unwrap();
@@ -146,13 +175,19 @@ fn mounts_binds_tmpfs_and_recursive_read_only() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "from-host");
     assert_eq!(lines[1], "ro-readonly");
-    assert_eq!(lines[2], "ro-sub-writable", "ro applies to the top mount only");
+    assert_eq!(
+        lines[2], "ro-sub-writable",
+        "ro applies to the top mount only"
+    );
     assert_eq!(lines[3], "rro-sub-readonly", "rro applies to submounts too");
     assert_eq!(lines[4], "rw-ok");
     assert_eq!(lines[5], "700");
     assert!(lines[6].contains("size=1024k"), "{out}");
     assert_eq!(lines[7], "from-host");
-    assert!(lines[8].contains("nosuid") && lines[8].contains("noexec"), "{out}");
+    assert!(
+        lines[8].contains("nosuid") && lines[8].contains("noexec"),
+        "{out}"
+    );
     assert!(host.path().join("z").exists());
     drop(unmount);
 }
@@ -194,10 +229,22 @@ fn dev_has_default_devices_and_linux_devices() {
           readlink /dev/ptmx; readlink /dev/fd; readlink /dev/stdin; stat -c '%a %F' /dev/fuse /dev/myfifo; \
           head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok");
     let out = rt.output_of(&b, &unique_id("dev"));
-    assert!(out.contains("/dev/null 1:3 character special file"), "{out}");
-    assert!(out.contains("/dev/urandom 1:9 character special file"), "{out}");
-    assert!(out.contains("/dev/fuse a:e5 character special file"), "{out}");
-    assert!(out.contains("pts/ptmx\n/proc/self/fd\n/proc/self/fd/0"), "{out}");
+    assert!(
+        out.contains("/dev/null 1:3 character special file"),
+        "{out}"
+    );
+    assert!(
+        out.contains("/dev/urandom 1:9 character special file"),
+        "{out}"
+    );
+    assert!(
+        out.contains("/dev/fuse a:e5 character special file"),
+        "{out}"
+    );
+    assert!(
+        out.contains("pts/ptmx\n/proc/self/fd\n/proc/self/fd/0"),
+        "{out}"
+    );
     assert!(out.contains("620 character special file"), "{out}");
     assert!(out.contains("fifo"), "{out}");
     assert!(out.contains("\n4\nnull-ok"), "{out}");
@@ -212,7 +259,10 @@ fn device_cgroup_denies_what_is_not_allowed() {
         {"allow": false, "type": "c", "major": 1, "minor": 9, "access": "r"}
     ]);
     for set in ["bounding", "effective", "permitted"] {
-        b.config["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_MKNOD"));
+        b.config["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_MKNOD"));
     }
     b.write();
     // /dev/urandom is in the default allow list, which runc appends after the spec's
@@ -246,15 +296,35 @@ fn process_settings() {
     b.sh("id -u; id -g; id -G; pwd; echo $GREETING; ulimit -n; ulimit -H -n; umask; \
           grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status; cat /proc/self/oom_score_adj; \
           touch /tmp/u && stat -c %a /tmp/u");
-    std::fs::set_permissions(b.rootfs().join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(
+        b.rootfs().join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
     let out = rt.output_of(&b, &unique_id("proc"));
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(&lines[..8], ["1000", "1001", "1001 2000 2001", "/tmp", "hi there", "256", "512", "0077"], "{out}");
+    assert_eq!(
+        &lines[..8],
+        [
+            "1000",
+            "1001",
+            "1001 2000 2001",
+            "/tmp",
+            "hi there",
+            "256",
+            "512",
+            "0077"
+        ],
+        "{out}"
+    );
     let bit = |c: u32| format!("{:016x}", 1u64 << c);
     assert_eq!(lines[8], format!("CapInh:\t{}", bit(10)));
     assert_eq!(lines[9], format!("CapPrm:\t{}", bit(10)));
     assert_eq!(lines[10], format!("CapEff:\t{}", bit(10)));
-    assert_eq!(lines[11], format!("CapBnd:\t{:016x}", (1u64 << 10) | (1u64 << 5)));
+    assert_eq!(
+        lines[11],
+        format!("CapBnd:\t{:016x}", (1u64 << 10) | (1u64 << 5))
+    );
     assert_eq!(lines[12], format!("CapAmb:\t{}", bit(10)));
     assert_eq!(lines[13], "NoNewPrivs:\t1");
     assert_eq!(lines[14], "500");
@@ -276,7 +346,9 @@ fn sysctl_personality_and_io_priority() {
     assert_eq!(lines[1], "123456789");
     assert_eq!(lines[2], "i686", "LINUX32 personality");
     assert_ne!(
-        std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap().trim(),
+        std::fs::read_to_string("/proc/sys/kernel/shmmax")
+            .unwrap()
+            .trim(),
         "123456789",
         "the host's IPC namespace is untouched"
     );
@@ -295,14 +367,29 @@ fn seccomp_filters_syscalls() {
             {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}
         ]
     });
-    b.config["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
-    b.config["process"]["capabilities"]["effective"].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
-    b.config["process"]["capabilities"]["permitted"].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
+    b.config["process"]["capabilities"]["bounding"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("CAP_SYS_ADMIN"));
+    b.config["process"]["capabilities"]["effective"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("CAP_SYS_ADMIN"));
+    b.config["process"]["capabilities"]["permitted"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("CAP_SYS_ADMIN"));
     b.write();
     b.sh("mkdir /tmp/d 2>&1; hostname foo 2>&1; grep Seccomp: /proc/self/status; touch /tmp/ok && echo touch-ok");
     let out = rt.output_of(&b, &unique_id("seccomp"));
-    assert!(out.contains("Operation not permitted"), "mkdir gets EPERM: {out}");
-    assert!(out.contains("Function not implemented") || out.contains("not implemented"), "errnoRet 38 is ENOSYS: {out}");
+    assert!(
+        out.contains("Operation not permitted"),
+        "mkdir gets EPERM: {out}"
+    );
+    assert!(
+        out.contains("Function not implemented") || out.contains("not implemented"),
+        "errnoRet 38 is ENOSYS: {out}"
+    );
     assert!(out.contains("Seccomp:\t2"), "{out}");
     assert!(out.contains("touch-ok"), "{out}");
     // Also without no_new_privs (the filter is then loaded while the runtime still has
@@ -310,7 +397,10 @@ fn seccomp_filters_syscalls() {
     b.config["process"]["noNewPrivileges"] = json!(false);
     b.write();
     let out = rt.output_of(&b, &unique_id("seccomp2"));
-    assert!(out.contains("Operation not permitted") && out.contains("Seccomp:\t2"), "{out}");
+    assert!(
+        out.contains("Operation not permitted") && out.contains("Seccomp:\t2"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -319,7 +409,13 @@ fn no_pivot_uses_move_and_chroot() {
     let mut b = Bundle::busybox();
     b.sh("ls / | tr '\\n' ' '; cat /proc/self/mountinfo | wc -l");
     let id = unique_id("nopivot");
-    let out = rt.ok(&["run", "--no-pivot", "--bundle", b.path().to_str().unwrap(), &id]);
+    let out = rt.ok(&[
+        "run",
+        "--no-pivot",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
     assert!(out.contains("bin") && out.contains("proc"), "{out}");
     assert_no_leaks(&rt, &id, Some(&b));
 }
@@ -336,7 +432,10 @@ fn rootfs_propagation() {
     b.config["linux"]["rootfsPropagation"] = json!("rprivate");
     b.write();
     let out = rt.output_of(&b, &unique_id("prop"));
-    assert!(!out.contains("master:") && !out.contains("shared:"), "{out}");
+    assert!(
+        !out.contains("master:") && !out.contains("shared:"),
+        "{out}"
+    );
     b.config["linux"]["rootfsPropagation"] = json!("rshared");
     b.write();
     let out = rt.output_of(&b, &unique_id("prop"));
@@ -345,5 +444,8 @@ fn rootfs_propagation() {
     b.write();
     let (code, _, err) = rt.run_container(&b, &unique_id("prop"));
     assert_ne!(code, 0);
-    assert!(err.contains("rootfsPropagation") && err.contains("sideways"), "{err}");
+    assert!(
+        err.contains("rootfsPropagation") && err.contains("sideways"),
+        "{err}"
+    );
 }

@@ -20,32 +20,49 @@ fn create_start_state_kill_delete() {
         pidfile.to_str().unwrap(),
         &id,
     ]);
-    let _g = Guard { rt: &rt, id: id.clone() };
+    let _g = Guard {
+        rt: &rt,
+        id: id.clone(),
+    };
     let st = rt.state(&id);
     assert_eq!(st["status"], "created");
     assert_eq!(st["id"], id.as_str());
     assert_eq!(st["ociVersion"], "1.2.0");
-    assert_eq!(st["bundle"], b.path().canonicalize().unwrap().to_str().unwrap());
+    assert_eq!(
+        st["bundle"],
+        b.path().canonicalize().unwrap().to_str().unwrap()
+    );
     let pid = st["pid"].as_i64().unwrap();
-    assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), pid.to_string());
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        pid.to_string()
+    );
     // The init waits for start: it has not run `sleep` yet.
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_ne!(comm.trim(), "sleep");
 
     let err = rt.fail(&["resume", &id]);
-    assert!(err.contains("cannot resume") && err.contains("created"), "{err}");
+    assert!(
+        err.contains("cannot resume") && err.contains("created"),
+        "{err}"
+    );
     rt.ok(&["start", &id]);
     wait_for("sleep to run", 2000, || {
         std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
     });
     assert_eq!(rt.status(&id), "running");
     let err = rt.fail(&["start", &id]);
-    assert!(err.contains("cannot start") && err.contains("running"), "{err}");
+    assert!(
+        err.contains("cannot start") && err.contains("running"),
+        "{err}"
+    );
     let err = rt.fail(&["delete", &id]);
     assert!(err.contains("--force"), "{err}");
 
     rt.ok(&["kill", &id, "KILL"]);
-    wait_for("the container to stop", 2000, || rt.status(&id) == "stopped");
+    wait_for("the container to stop", 2000, || {
+        rt.status(&id) == "stopped"
+    });
     assert_eq!(rt.state(&id)["pid"], 0);
     let err = rt.fail(&["kill", &id, "TERM"]);
     assert!(err.contains("stopped"), "{err}");
@@ -68,7 +85,10 @@ fn run_returns_the_exit_code_and_cleans_up() {
     assert_no_leaks(&rt, &id, Some(&b));
     // Killed by a signal: 128 + signal number, as shells report it. (Without a pid
     // namespace, or the shell would be pid 1, which ignores signals it does not handle.)
-    b.config["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "pid");
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "pid");
     b.sh("kill -USR1 $$");
     let id = unique_id("sig");
     let (code, _, _) = rt.run_container(&b, &id);
@@ -83,8 +103,17 @@ fn run_detach_then_kill_by_name_and_number() {
     // The shell as pid 1 ignores TERM unless it traps it.
     b.sh("trap 'exit 3' TERM; while true; do sleep 0.05; done");
     let id = unique_id("det");
-    rt.ok(&["run", "--detach", "--bundle", b.path().to_str().unwrap(), &id]);
-    let _g = Guard { rt: &rt, id: id.clone() };
+    rt.ok(&[
+        "run",
+        "--detach",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    let _g = Guard {
+        rt: &rt,
+        id: id.clone(),
+    };
     assert_eq!(rt.status(&id), "running");
     rt.ok(&["kill", &id, "15"]);
     wait_for("TERM to stop it", 3000, || rt.status(&id) == "stopped");
@@ -108,7 +137,10 @@ fn state_tells_the_truth_after_the_init_is_killed_from_outside() {
 }
 
 fn unsafe_free_kill(pid: i32) {
-    let out = std::process::Command::new("kill").args(["-9", &pid.to_string()]).output().unwrap();
+    let out = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .output()
+        .unwrap();
     assert!(out.status.success());
 }
 
@@ -135,11 +167,18 @@ fn pause_resume_ps_and_events() {
     let _g = rt.create(&b, &id);
     rt.ok(&["start", &id]);
     wait_for("three processes", 2000, || {
-        serde_json::from_str::<Vec<i32>>(&rt.ok(&["ps", "--format", "json", &id])).unwrap().len() == 3
+        serde_json::from_str::<Vec<i32>>(&rt.ok(&["ps", "--format", "json", &id]))
+            .unwrap()
+            .len()
+            == 3
     });
     let table = rt.ok(&["ps", &id]);
     assert!(table.starts_with("UID") || table.contains("PID"), "{table}");
-    assert_eq!(table.lines().filter(|l| l.ends_with(" sleep 1000")).count(), 2, "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.ends_with(" sleep 1000")).count(),
+        2,
+        "{table}"
+    );
 
     rt.ok(&["pause", &id]);
     assert_eq!(rt.status(&id), "paused");
@@ -176,7 +215,10 @@ fn events_stream_stops_with_the_container() {
     let _g = rt.create(&b, &id);
     rt.ok(&["start", &id]);
     let out = rt.ok(&["events", "--interval", "100ms", &id]);
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(!lines.is_empty() && lines.len() < 20, "{out}");
     assert!(lines.iter().all(|l| l["type"] == "stats"));
 }
@@ -195,18 +237,45 @@ fn update_changes_live_limits() {
     let mem = std::path::PathBuf::from(format!("/sys/fs/cgroup/memory/{id}"));
     let pids = std::path::PathBuf::from(format!("/sys/fs/cgroup/pids/{id}"));
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap().trim().to_string();
-    assert_eq!(read(&mem.join("memory.limit_in_bytes")), (128u64 << 20).to_string());
-    rt.ok(&["update", "--memory", "64m", "--pids-limit", "20", "--cpu-quota", "50000", "--cpu-period", "100000", &id]);
-    assert_eq!(read(&mem.join("memory.limit_in_bytes")), (64u64 << 20).to_string());
+    assert_eq!(
+        read(&mem.join("memory.limit_in_bytes")),
+        (128u64 << 20).to_string()
+    );
+    rt.ok(&[
+        "update",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "20",
+        "--cpu-quota",
+        "50000",
+        "--cpu-period",
+        "100000",
+        &id,
+    ]);
+    assert_eq!(
+        read(&mem.join("memory.limit_in_bytes")),
+        (64u64 << 20).to_string()
+    );
     assert_eq!(read(&pids.join("pids.max")), "20");
-    assert_eq!(read(std::path::Path::new(&format!("/sys/fs/cgroup/cpu/{id}/cpu.cfs_quota_us"))), "50000");
+    assert_eq!(
+        read(std::path::Path::new(&format!(
+            "/sys/fs/cgroup/cpu/{id}/cpu.cfs_quota_us"
+        ))),
+        "50000"
+    );
     // From a resources file, and recorded in the container's config copy.
     let res = b.path().join("res.json");
-    std::fs::write(&res, r#"{"pids":{"limit":30},"memory":{"limit":100000000}}"#).unwrap();
+    std::fs::write(
+        &res,
+        r#"{"pids":{"limit":30},"memory":{"limit":100000000}}"#,
+    )
+    .unwrap();
     rt.ok(&["update", "-r", res.to_str().unwrap(), &id]);
     assert_eq!(read(&pids.join("pids.max")), "30");
     let saved: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(rt.root().join(&id).join("config.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(rt.root().join(&id).join("config.json")).unwrap())
+            .unwrap();
     assert_eq!(saved["linux"]["resources"]["pids"]["limit"], 30);
     let err = rt.fail(&["update", "--memory", "lots", &id]);
     assert!(err.contains("--memory") && err.contains("lots"), "{err}");
@@ -224,7 +293,8 @@ fn list_shows_containers() {
     rt.ok(&["start", &c]);
     let table = rt.ok(&["list"]);
     assert!(table.starts_with("ID"), "{table}");
-    let json: Vec<serde_json::Value> = serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
+    let json: Vec<serde_json::Value> =
+        serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
     let status = |id: &str| json.iter().find(|e| e["id"] == id).unwrap()["status"].clone();
     assert_eq!(status(&a), "created");
     assert_eq!(status(&c), "running");
@@ -242,7 +312,13 @@ fn exec_runs_in_the_container() {
     let id = unique_id("exec");
     let _g = rt.create(&b, &id);
     rt.ok(&["start", &id]);
-    let out = rt.ok(&["exec", &id, "sh", "-c", "hostname; echo $$; cat /proc/1/comm; id -u"]);
+    let out = rt.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "hostname; echo $$; cat /proc/1/comm; id -u",
+    ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "exec-host");
     assert_ne!(lines[1], "1", "exec must not be pid 1");
@@ -252,21 +328,51 @@ fn exec_runs_in_the_container() {
     let out = rt.run(&["exec", &id, "sh", "-c", "exit 5"]);
     assert_eq!(out.status.code(), Some(5));
     // User, env, cwd, from flags.
-    let out = rt.ok(&["exec", "--user", "65534:65534", "--env", "FOO=bar", "--cwd", "/tmp", &id, "sh", "-c", "id -u; id -g; echo $FOO; pwd"]);
+    let out = rt.ok(&[
+        "exec",
+        "--user",
+        "65534:65534",
+        "--env",
+        "FOO=bar",
+        "--cwd",
+        "/tmp",
+        &id,
+        "sh",
+        "-c",
+        "id -u; id -g; echo $FOO; pwd",
+    ]);
     assert_eq!(out, "65534\n65534\nbar\n/tmp\n");
     // From a process.json.
     let p = b.path().join("process.json");
     std::fs::write(&p, r#"{"args":["sh","-c","echo from-json $X"],"env":["X=1","PATH=/bin"],"cwd":"/","user":{"uid":0,"gid":0}}"#).unwrap();
-    assert_eq!(rt.ok(&["exec", "--process", p.to_str().unwrap(), &id]), "from-json 1\n");
+    assert_eq!(
+        rt.ok(&["exec", "--process", p.to_str().unwrap(), &id]),
+        "from-json 1\n"
+    );
     // Detached with a pid file.
     let pidf = b.path().join("exec.pid");
-    rt.ok(&["exec", "--detach", "--pid-file", pidf.to_str().unwrap(), &id, "sleep", "1000"]);
-    let epid: i32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    rt.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pidf.to_str().unwrap(),
+        &id,
+        "sleep",
+        "1000",
+    ]);
+    let epid: i32 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let procs: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).unwrap();
     assert!(procs.contains(&epid), "{procs:?} {epid}");
     // A missing program is a clear error, before anything runs.
     let err = rt.fail(&["exec", &id, "no-such-program"]);
-    assert!(err.contains("no-such-program") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("no-such-program") && err.contains("not found"),
+        "{err}"
+    );
     rt.ok(&["delete", "--force", &id]);
     assert_no_leaks(&rt, &id, Some(&b));
 }
@@ -283,12 +389,18 @@ fn kill_all_signals_every_process() {
     let _g = rt.create(&b, &id);
     rt.ok(&["start", &id]);
     wait_for("three processes", 2000, || {
-        serde_json::from_str::<Vec<i32>>(&rt.ok(&["ps", "--format", "json", &id])).unwrap().len() == 3
+        serde_json::from_str::<Vec<i32>>(&rt.ok(&["ps", "--format", "json", &id]))
+            .unwrap()
+            .len()
+            == 3
     });
     rt.ok(&["kill", "--all", &id, "KILL"]);
     wait_for("all gone", 3000, || rt.status(&id) == "stopped");
     assert!(cgroup_dirs_named(&id).iter().all(|d| {
-        std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().trim().is_empty()
+        std::fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
     }));
     rt.ok(&["delete", "--force", &id]);
     assert_no_leaks(&rt, &id, Some(&b));

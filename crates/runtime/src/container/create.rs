@@ -201,8 +201,12 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
     }
     let procs = cgroup.open_procs()?;
     let fifo_path = dir.join(state::EXEC_FIFO);
-    rustix::fs::mkfifoat(rustix::fs::CWD, &fifo_path, rustix::fs::Mode::from_raw_mode(0o600))
-        .ctx(|| "create exec.fifo")?;
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo_path,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .ctx(|| "create exec.fifo")?;
     // Opened here (O_RDWR does not block on a fifo) and inherited by the init, which in a
     // user namespace could not open it by path.
     let fifo = rustix::fs::open(

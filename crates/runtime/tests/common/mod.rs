@@ -17,7 +17,11 @@ pub fn bin() -> &'static str {
 /// A container id unique to this test process.
 pub fn unique_id(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("bt-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "bt-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A bundle with a busybox root filesystem and a config.json from `berth-runtime spec`.
@@ -30,24 +34,44 @@ pub struct Bundle {
 impl Bundle {
     /// A fresh bundle: busybox and its applets in rootfs/bin, no terminal, writable root.
     pub fn busybox() -> Bundle {
-        let dir = tempfile::Builder::new().prefix("berth-test-bundle").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-bundle")
+            .tempdir()
+            .unwrap();
         let rootfs = dir.path().join("rootfs");
         for d in ["bin", "etc", "tmp", "root", "proc", "sys", "dev"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static is installed");
-        let list = Command::new(rootfs.join("bin/busybox")).arg("--list").output().unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("busybox-static is installed");
+        let list = Command::new(rootfs.join("bin/busybox"))
+            .arg("--list")
+            .output()
+            .unwrap();
         for applet in String::from_utf8_lossy(&list.stdout).lines() {
             if applet != "busybox" {
                 std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
             }
         }
-        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n").unwrap();
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
-        let out = Command::new(bin()).arg("spec").current_dir(dir.path()).output().unwrap();
-        assert!(out.status.success(), "spec: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bin())
+            .arg("spec")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut config: Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+                .unwrap();
         config["process"]["terminal"] = json!(false);
         config["root"]["readonly"] = json!(false);
         let b = Bundle { dir, config };
@@ -104,7 +128,10 @@ impl Runtime {
     /// A new, empty root.
     pub fn new() -> Runtime {
         Runtime {
-            root: tempfile::Builder::new().prefix("berth-test-root").tempdir().unwrap(),
+            root: tempfile::Builder::new()
+                .prefix("berth-test-root")
+                .tempdir()
+                .unwrap(),
         }
     }
 
@@ -178,7 +205,10 @@ impl Runtime {
     /// Runs a container in the foreground and expects exit 0; returns stdout.
     pub fn output_of(&self, bundle: &Bundle, id: &str) -> String {
         let (code, out, err) = self.run_container(bundle, id);
-        assert_eq!(code, 0, "container {id} exited {code}\nstdout: {out}\nstderr: {err}");
+        assert_eq!(
+            code, 0,
+            "container {id} exited {code}\nstdout: {out}\nstderr: {err}"
+        );
         out
     }
 
@@ -195,7 +225,10 @@ impl Runtime {
     /// Creates a container and returns a guard that force-deletes it.
     pub fn create<'a>(&'a self, bundle: &Bundle, id: &str) -> Guard<'a> {
         self.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), id]);
-        Guard { rt: self, id: id.to_string() }
+        Guard {
+            rt: self,
+            id: id.to_string(),
+        }
     }
 }
 
@@ -228,7 +261,9 @@ pub fn cgroup_dirs_named(needle: &str) -> Vec<PathBuf> {
         if depth == 0 {
             return;
         }
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 let p = e.path();
@@ -252,17 +287,25 @@ pub fn assert_no_leaks(rt: &Runtime, id: &str, bundle: Option<&Bundle>) {
     for line in mi.lines() {
         assert!(!line.contains(id), "mount left behind: {line}");
         if let Some(b) = bundle {
-            assert!(!line.contains(b.path().to_str().unwrap()), "mount left behind: {line}");
+            assert!(
+                !line.contains(b.path().to_str().unwrap()),
+                "mount left behind: {line}"
+            );
         }
     }
-    assert!(!rt.root().join(id).exists(), "state dir left behind for {id}");
+    assert!(
+        !rt.root().join(id).exists(),
+        "state dir left behind for {id}"
+    );
 }
 
 /// Pids of processes whose command line contains `needle`.
 pub fn processes_with(needle: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             if String::from_utf8_lossy(&cmd).contains(needle) && pid != std::process::id() as i32 {
                 out.push(pid);
@@ -276,7 +319,10 @@ pub fn processes_with(needle: &str) -> Vec<i32> {
 pub fn wait_for(what: &str, timeout_ms: u64, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
     while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
