@@ -307,13 +307,13 @@ mod tests {
         let e = validate(&spec).unwrap_err().to_string();
         assert!(e.contains("process"), "{e}");
         let spec: Spec = parse(
-            br#"{"ociVersion":"1.0.0","process":{"args":["sh"],"cwd":"/"},"linux":{"namespaces":[{"type":"pid"},{"type":"pid"}]}}"#,
+            br#"{"ociVersion":"1.0.0","process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},"linux":{"namespaces":[{"type":"pid"},{"type":"pid"}]}}"#,
         )
         .unwrap();
         let e = validate(&spec).unwrap_err().to_string();
         assert!(e.contains("listed twice"), "{e}");
         let spec: Spec = parse(
-            br#"{"ociVersion":"1.0.0","process":{"args":["sh"],"cwd":"/"},"linux":{"namespaces":[{"type":"user"}]}}"#,
+            br#"{"ociVersion":"1.0.0","process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},"linux":{"namespaces":[{"type":"user"}]}}"#,
         )
         .unwrap();
         let e = validate(&spec).unwrap_err().to_string();

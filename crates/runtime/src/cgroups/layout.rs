@@ -87,15 +87,13 @@ impl Layout {
             let root = unescape(pre[3]);
             let mountpoint = PathBuf::from(unescape(pre[4]));
             match post[0] {
-                "cgroup2" => {
-                    // Prefer the first cgroup2 mount (the host's), ignore later ones.
-                    if unified.is_none() {
-                        unified = Some(Mount {
-                            mountpoint,
-                            root,
-                            controllers: Vec::new(),
-                        });
-                    }
+                // Prefer the first cgroup2 mount (the host's), ignore later ones.
+                "cgroup2" if unified.is_none() => {
+                    unified = Some(Mount {
+                        mountpoint,
+                        root,
+                        controllers: Vec::new(),
+                    });
                 }
                 "cgroup" => {
                     let controllers: Vec<String> = post[2]

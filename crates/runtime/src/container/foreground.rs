@@ -118,12 +118,11 @@ pub fn wait(pid: i32, sigfd: &OwnedFd, master: Option<OwnedFd>) -> Result<i32> {
                 master_open = false;
             }
             i += 1;
-            if stdin_open {
-                if revents[i].intersects(PollFlags::IN | PollFlags::HUP)
-                    && !console::pump(stdin, m.as_fd())
-                {
-                    stdin_open = false;
-                }
+            if stdin_open
+                && revents[i].intersects(PollFlags::IN | PollFlags::HUP)
+                && !console::pump(stdin, m.as_fd())
+            {
+                stdin_open = false;
             }
         }
         // The SIGCHLD may have been consumed by an earlier wait: check once more.

@@ -93,9 +93,10 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     let c = match Container::load(root, id) {
         Ok(c) => c,
         Err(e) => {
-            // An interrupted create can leave a directory without state: with --force,
-            // remove it; otherwise say what is there.
-            if dir.exists() && force {
+            // An interrupted create can leave a directory without state. With --force that
+            // is removed, and a container that does not exist at all is no error (as
+            // with runc: shims delete defensively).
+            if force {
                 let _ = std::fs::remove_dir_all(&dir);
                 return Ok(());
             }

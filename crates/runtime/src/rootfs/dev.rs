@@ -83,29 +83,26 @@ fn make_node(
     )
     .ctx(|| format!("open the parent of {}", path.display()))?;
     let dev = rustix::fs::makedev(major, minor);
-    match rustix::fs::statat(
+    if let Ok(st) = rustix::fs::statat(
         &dir,
         name.as_os_str(),
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     ) {
-        Ok(st) => {
-            let same = FileType::from_raw_mode(st.st_mode) == kind
-                && (kind == FileType::Fifo || st.st_rdev == dev);
-            if same && method == NodeMethod::Mknod {
-                return Ok(());
-            }
-            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                return Err(Error::invalid(format!(
-                    "cannot create device {}: a directory is in the way",
-                    path.display()
-                )));
-            }
-            if method == NodeMethod::Mknod {
-                rustix::fs::unlinkat(&dir, name.as_os_str(), rustix::fs::AtFlags::empty())
-                    .ctx(|| format!("replace {}", path.display()))?;
-            }
+        let existing = FileType::from_raw_mode(st.st_mode);
+        let same = existing == kind && (kind == FileType::Fifo || st.st_rdev == dev);
+        if same && method == NodeMethod::Mknod {
+            return Ok(());
         }
-        Err(_) => {}
+        if existing == FileType::Directory {
+            return Err(Error::invalid(format!(
+                "cannot create device {}: a directory is in the way",
+                path.display()
+            )));
+        }
+        if method == NodeMethod::Mknod {
+            rustix::fs::unlinkat(&dir, name.as_os_str(), rustix::fs::AtFlags::empty())
+                .ctx(|| format!("replace {}", path.display()))?;
+        }
     }
     match method {
         NodeMethod::Mknod => {

@@ -104,7 +104,7 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
 
 fn root_is_ramfs() -> bool {
     rustix::fs::statfs("/").is_ok_and(|s| {
-        let t = s.f_type as i64;
+        let t = s.f_type;
         t == RAMFS_MAGIC || t == TMPFS_MAGIC
     })
 }

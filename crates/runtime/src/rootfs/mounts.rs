@@ -82,7 +82,7 @@ pub fn ensure_dest(root: &Root, dest: &Path, file: bool) -> Result<pathrs::Handl
 }
 
 fn on_procfs(fd: BorrowedFd<'_>) -> bool {
-    rustix::fs::fstatfs(fd).is_ok_and(|s| s.f_type as i64 == PROC_SUPER_MAGIC)
+    rustix::fs::fstatfs(fd).is_ok_and(|s| s.f_type == PROC_SUPER_MAGIC)
 }
 
 /// Mounts one entry of `mounts`.
@@ -209,7 +209,7 @@ fn copy_up(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<()> {
         Some(rustix::fs::Gid::from_raw(st.st_gid)),
     );
     let mut dir = rustix::fs::Dir::read_from(&src).ctx(|| "read the directory to copy up")?;
-    while let Some(entry) = dir.next() {
+    for entry in dir.by_ref() {
         let entry = entry.ctx(|| "read the directory to copy up")?;
         let name = entry.file_name();
         if name == c"." || name == c".." {
