@@ -201,7 +201,9 @@ pub fn default_spec(rootless: bool) -> Value {
     }
     linux["namespaces"] = json!(namespaces);
     json!({
-        "ociVersion": crate::state::OCI_VERSION,
+        // Nothing in this config is newer than 1.0.2, and older runtimes (crun 1.8)
+        // refuse versions they do not know: keep bundles portable.
+        "ociVersion": "1.0.2",
         "process": {
             "terminal": true,
             "user": {"uid": 0, "gid": 0},

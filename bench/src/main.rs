@@ -1,0 +1,204 @@
+//! `berth-bench`: runs berth and its peers side by side, interleaved in one run, and
+//! prints medians and ratios. Targets live here, never in timed tests.
+//!
+//! `berth-bench runtime` — the full OCI lifecycle (create, start, wait for exit,
+//! delete) of `/bin/true` in a busybox bundle with pid, mount, uts, ipc and network
+//! namespaces, for berth-runtime, crun and runc, plus the bare `unshare` floor.
+
+mod stats;
+mod sys;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "berth-bench", about = "Benchmarks berth against its peers, side by side")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Container lifecycle: berth-runtime vs crun vs runc
+    Runtime {
+        /// Rounds (each runtime runs once per round, in rotating order)
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// The berth-runtime binary to measure
+        #[arg(long, default_value = "target/release/berth-runtime")]
+        berth: PathBuf,
+        /// Peers to compare with (those not installed are skipped)
+        #[arg(long, value_delimiter = ',', default_value = "crun,runc")]
+        peers: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Runtime { runs, berth, peers } => runtime_bench(runs, &berth, &peers),
+    }
+}
+
+/// Writes a busybox bundle whose config runs /bin/true with the five namespaces.
+fn make_bundle(dir: &Path, berth: &Path) -> Result<()> {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin"))?;
+    for d in ["proc", "sys", "dev", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).context("copy /bin/busybox (install busybox-static)")?;
+    for applet in ["sh", "true"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))?;
+    }
+    let out = Command::new(berth).arg("spec").current_dir(dir).output()?;
+    if !out.status.success() {
+        bail!("berth-runtime spec: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
+    // crun 1.8 refuses newer versions; the config uses nothing newer than 1.0.2.
+    c["ociVersion"] = "1.0.2".into();
+    c["process"]["terminal"] = false.into();
+    c["process"]["args"] = serde_json::json!(["/bin/true"]);
+    c["linux"]["namespaces"] = serde_json::json!([
+        {"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, {"type": "network"}
+    ]);
+    // The same config for every runtime; mounts limited to what all of them handle the
+    // same way on this host.
+    let mounts: Vec<serde_json::Value> = c["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] != "cgroup")
+        .cloned()
+        .collect();
+    c["mounts"] = mounts.into();
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&c)?)?;
+    Ok(())
+}
+
+/// One measured lifecycle: total wall time and the peak RSS of the runtime processes.
+struct Sample {
+    wall: Duration,
+    peak_rss_kb: i64,
+}
+
+/// create, start, wait for the init (we are subreaper), delete.
+fn lifecycle(runtime: &Path, root: &Path, bundle: &Path, id: &str) -> Result<Sample> {
+    let pid_file = bundle.join(format!("{id}.pid"));
+    let start = Instant::now();
+    let mut peak = 0;
+    let mut step = |args: &[&str]| -> Result<()> {
+        let (status, rss) = sys::run_with_rusage(runtime, root, args)?;
+        peak = peak.max(rss);
+        if status != 0 {
+            bail!("{} {args:?} exited {status}", runtime.display());
+        }
+        Ok(())
+    };
+    step(&["create", "--bundle", bundle.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), id])?;
+    let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+    step(&["start", id])?;
+    sys::wait_pid(pid)?;
+    step(&["delete", id])?;
+    let wall = start.elapsed();
+    let _ = std::fs::remove_file(pid_file);
+    Ok(Sample { wall, peak_rss_kb: peak })
+}
+
+/// The floor: the same namespaces and a chroot, with nothing else.
+fn floor(rootfs: &Path) -> Result<Sample> {
+    let start = Instant::now();
+    let (status, rss) = sys::run_with_rusage(
+        Path::new("unshare"),
+        Path::new(""),
+        &["--pid", "--mount", "--uts", "--ipc", "--net", "--fork", "chroot", rootfs.to_str().unwrap(), "/bin/true"],
+    )?;
+    if status != 0 {
+        bail!("unshare exited {status}");
+    }
+    Ok(Sample { wall: start.elapsed(), peak_rss_kb: rss })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+fn runtime_bench(runs: usize, berth: &Path, peers: &[String]) -> Result<()> {
+    if !rustix_is_root() {
+        bail!("the runtime benchmark needs root (it creates namespaces and cgroups)");
+    }
+    let berth = std::fs::canonicalize(berth).with_context(|| format!("{} (build with cargo build --release)", berth.display()))?;
+    sys::become_subreaper()?;
+    // crun refuses hybrid hosts whose cgroup2 mount has no controllers unless it sees an
+    // empty cgroup.controllers; give every runtime the same private view.
+    sys::private_mount_ns_with_empty_controllers()?;
+    let work = tempfile::Builder::new().prefix("berth-bench").tempdir()?;
+    let bundle = work.path().join("bundle");
+    std::fs::create_dir(&bundle)?;
+    make_bundle(&bundle, &berth)?;
+
+    let mut names = vec!["berth".to_string()];
+    let mut bins = vec![berth.clone()];
+    for p in peers {
+        match which(p) {
+            Some(b) => {
+                names.push(p.clone());
+                bins.push(b);
+            }
+            None => eprintln!("{p} is not installed: skipped"),
+        }
+    }
+    let n = names.len();
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
+    let mut rss: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
+    // Warm-up round (page cache, first cgroup creation), not counted.
+    for (i, b) in bins.iter().enumerate() {
+        let root = work.path().join(format!("root-{i}"));
+        lifecycle(b, &root, &bundle, &format!("warm-{i}"))?;
+    }
+    for round in 0..runs {
+        for k in 0..=n {
+            let i = (round + k) % (n + 1);
+            let s = if i == n {
+                floor(&bundle.join("rootfs"))?
+            } else {
+                let root = work.path().join(format!("root-{i}"));
+                lifecycle(&bins[i], &root, &bundle, &format!("b{round}-{i}"))?
+            };
+            wall[i].push(s.wall.as_secs_f64() * 1000.0);
+            rss[i].push(s.peak_rss_kb as f64 / 1024.0);
+        }
+    }
+    names.push("unshare (floor)".into());
+    println!("container lifecycle of /bin/true (create, start, wait, delete), {runs} interleaved runs each");
+    println!("{:<18} {:>10} {:>10} {:>10} {:>14}", "runtime", "median ms", "p10 ms", "p90 ms", "peak RSS MiB");
+    for i in 0..=n {
+        println!(
+            "{:<18} {:>10.2} {:>10.2} {:>10.2} {:>14.2}",
+            names[i],
+            stats::median(&wall[i]),
+            stats::percentile(&wall[i], 10.0),
+            stats::percentile(&wall[i], 90.0),
+            stats::median(&rss[i])
+        );
+    }
+    let b = stats::median(&wall[0]);
+    for i in 1..n {
+        println!("ratio berth/{}: {:.2} (time), {:.2} (peak RSS)", names[i], b / stats::median(&wall[i]), stats::median(&rss[0]) / stats::median(&rss[i]));
+    }
+    println!("ratio berth/floor: {:.2}", b / stats::median(&wall[n]));
+    Ok(())
+}
+
+fn rustix_is_root() -> bool {
+    sys::euid() == 0
+}
