@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 cargo build --release --locked
-install -m 0755 target/release/berth-runtime /usr/local/bin/berth-runtime
+install -m 0755 "$(scripts/build-runtime.sh)" /usr/local/bin/berth-runtime
 scripts/make-bundle.sh /var/lib/berth/bundles/busybox
 exec berth-runtime run --bundle /var/lib/berth/bundles/busybox "berth-demo-$$"

@@ -16,7 +16,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "berth-bench", about = "Benchmarks berth against its peers, side by side")]
+#[command(
+    name = "berth-bench",
+    about = "Benchmarks berth against its peers, side by side"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -29,8 +32,11 @@ enum Cmd {
         /// Rounds (each runtime runs once per round, in rotating order)
         #[arg(long, default_value_t = 30)]
         runs: usize,
-        /// The berth-runtime binary to measure
-        #[arg(long, default_value = "target/release/berth-runtime")]
+        /// The berth-runtime binary to measure (scripts/build-runtime.sh builds it)
+        #[arg(
+            long,
+            default_value = "target/x86_64-unknown-linux-gnu/runtime/berth-runtime"
+        )]
         berth: PathBuf,
         /// Peers to compare with (those not installed are skipped)
         #[arg(long, value_delimiter = ',', default_value = "crun,runc")]
@@ -51,15 +57,20 @@ fn make_bundle(dir: &Path, berth: &Path) -> Result<()> {
     for d in ["proc", "sys", "dev", "tmp", "etc"] {
         std::fs::create_dir_all(rootfs.join(d))?;
     }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).context("copy /bin/busybox (install busybox-static)")?;
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+        .context("copy /bin/busybox (install busybox-static)")?;
     for applet in ["sh", "true"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))?;
     }
     let out = Command::new(berth).arg("spec").current_dir(dir).output()?;
     if !out.status.success() {
-        bail!("berth-runtime spec: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "berth-runtime spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
     // crun 1.8 refuses newer versions; the config uses nothing newer than 1.0.2.
     c["ociVersion"] = "1.0.2".into();
     c["process"]["terminal"] = false.into();
@@ -81,9 +92,11 @@ fn make_bundle(dir: &Path, berth: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One measured lifecycle: total wall time and the peak RSS of the runtime processes.
+/// One measured lifecycle: total wall time, the time of each step (create, start,
+/// wait, delete), and the peak RSS of the runtime processes.
 struct Sample {
     wall: Duration,
+    steps: [Duration; 4],
     peak_rss_kb: i64,
 }
 
@@ -92,22 +105,37 @@ fn lifecycle(runtime: &Path, root: &Path, bundle: &Path, id: &str) -> Result<Sam
     let pid_file = bundle.join(format!("{id}.pid"));
     let start = Instant::now();
     let mut peak = 0;
-    let mut step = |args: &[&str]| -> Result<()> {
+    let mut steps = [Duration::ZERO; 4];
+    let mut step = |args: &[&str]| -> Result<Duration> {
+        let t = Instant::now();
         let (status, rss) = sys::run_with_rusage(runtime, root, args)?;
         peak = peak.max(rss);
         if status != 0 {
             bail!("{} {args:?} exited {status}", runtime.display());
         }
-        Ok(())
+        Ok(t.elapsed())
     };
-    step(&["create", "--bundle", bundle.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), id])?;
+    steps[0] = step(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+    ])?;
     let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
-    step(&["start", id])?;
+    steps[1] = step(&["start", id])?;
+    let t = Instant::now();
     sys::wait_pid(pid)?;
-    step(&["delete", id])?;
+    steps[2] = t.elapsed();
+    steps[3] = step(&["delete", id])?;
     let wall = start.elapsed();
     let _ = std::fs::remove_file(pid_file);
-    Ok(Sample { wall, peak_rss_kb: peak })
+    Ok(Sample {
+        wall,
+        steps,
+        peak_rss_kb: peak,
+    })
 }
 
 /// The floor: the same namespaces and a chroot, with nothing else.
@@ -116,12 +144,26 @@ fn floor(rootfs: &Path) -> Result<Sample> {
     let (status, rss) = sys::run_with_rusage(
         Path::new("unshare"),
         Path::new(""),
-        &["--pid", "--mount", "--uts", "--ipc", "--net", "--fork", "chroot", rootfs.to_str().unwrap(), "/bin/true"],
+        &[
+            "--pid",
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--net",
+            "--fork",
+            "chroot",
+            rootfs.to_str().unwrap(),
+            "/bin/true",
+        ],
     )?;
     if status != 0 {
         bail!("unshare exited {status}");
     }
-    Ok(Sample { wall: start.elapsed(), peak_rss_kb: rss })
+    Ok(Sample {
+        wall: start.elapsed(),
+        steps: [Duration::ZERO; 4],
+        peak_rss_kb: rss,
+    })
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -136,7 +178,8 @@ fn runtime_bench(runs: usize, berth: &Path, peers: &[String]) -> Result<()> {
     if !rustix_is_root() {
         bail!("the runtime benchmark needs root (it creates namespaces and cgroups)");
     }
-    let berth = std::fs::canonicalize(berth).with_context(|| format!("{} (build with cargo build --release)", berth.display()))?;
+    let berth = std::fs::canonicalize(berth)
+        .with_context(|| format!("{} (build with cargo build --release)", berth.display()))?;
     sys::become_subreaper()?;
     // crun refuses hybrid hosts whose cgroup2 mount has no controllers unless it sees an
     // empty cgroup.controllers; give every runtime the same private view.
@@ -160,6 +203,7 @@ fn runtime_bench(runs: usize, berth: &Path, peers: &[String]) -> Result<()> {
     let n = names.len();
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
+    let mut steps: Vec<[Vec<f64>; 4]> = (0..=n).map(|_| Default::default()).collect();
     // Warm-up round (page cache, first cgroup creation), not counted.
     for (i, b) in bins.iter().enumerate() {
         let root = work.path().join(format!("root-{i}"));
@@ -175,25 +219,41 @@ fn runtime_bench(runs: usize, berth: &Path, peers: &[String]) -> Result<()> {
                 lifecycle(&bins[i], &root, &bundle, &format!("b{round}-{i}"))?
             };
             wall[i].push(s.wall.as_secs_f64() * 1000.0);
+            for (k, d) in s.steps.iter().enumerate() {
+                steps[i][k].push(d.as_secs_f64() * 1000.0);
+            }
             rss[i].push(s.peak_rss_kb as f64 / 1024.0);
         }
     }
     names.push("unshare (floor)".into());
     println!("container lifecycle of /bin/true (create, start, wait, delete), {runs} interleaved runs each");
-    println!("{:<18} {:>10} {:>10} {:>10} {:>14}", "runtime", "median ms", "p10 ms", "p90 ms", "peak RSS MiB");
+    println!(
+        "{:<18} {:>10} {:>8} {:>8} {:>14}   {:>8} {:>8} {:>8} {:>8}",
+        "runtime", "median ms", "p10", "p90", "peak RSS MiB", "create", "start", "wait", "delete"
+    );
     for i in 0..=n {
+        let st: Vec<String> = steps[i]
+            .iter()
+            .map(|v| format!("{:>8.2}", stats::median(v)))
+            .collect();
         println!(
-            "{:<18} {:>10.2} {:>10.2} {:>10.2} {:>14.2}",
+            "{:<18} {:>10.2} {:>8.2} {:>8.2} {:>14.2}   {}",
             names[i],
             stats::median(&wall[i]),
             stats::percentile(&wall[i], 10.0),
             stats::percentile(&wall[i], 90.0),
-            stats::median(&rss[i])
+            stats::median(&rss[i]),
+            if i == n { String::new() } else { st.join(" ") }
         );
     }
     let b = stats::median(&wall[0]);
     for i in 1..n {
-        println!("ratio berth/{}: {:.2} (time), {:.2} (peak RSS)", names[i], b / stats::median(&wall[i]), stats::median(&rss[0]) / stats::median(&rss[i]));
+        println!(
+            "ratio berth/{}: {:.2} (time), {:.2} (peak RSS)",
+            names[i],
+            b / stats::median(&wall[i]),
+            stats::median(&rss[0]) / stats::median(&rss[i])
+        );
     }
     println!("ratio berth/floor: {:.2}", b / stats::median(&wall[n]));
     Ok(())

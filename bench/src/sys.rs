@@ -19,7 +19,10 @@ pub fn run_with_rusage(prog: &Path, root: &Path, args: &[&str]) -> Result<(i32, 
     if !root.as_os_str().is_empty() {
         cmd.arg("--root").arg(root);
     }
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     let child = cmd.spawn()?;
     let pid = child.id() as i32;
     let mut status = 0;
@@ -31,7 +34,11 @@ pub fn run_with_rusage(prog: &Path, root: &Path, args: &[&str]) -> Result<(i32, 
         bail!("wait4: {}", std::io::Error::last_os_error());
     }
     std::mem::forget(child);
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
     Ok((code, ru.ru_maxrss))
 }
 
@@ -50,7 +57,10 @@ pub fn wait_pid(pid: i32) -> Result<()> {
 pub fn become_subreaper() -> Result<()> {
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        bail!("PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error());
+        bail!(
+            "PR_SET_CHILD_SUBREAPER: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
@@ -65,13 +75,28 @@ pub fn private_mount_ns_with_empty_controllers() -> Result<()> {
             bail!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error());
         }
         let root = CString::new("/").unwrap();
-        libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null());
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        );
     }
     let ctrl = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
-    if ctrl.exists() && !std::fs::read_to_string(ctrl).unwrap_or_default().trim().is_empty() {
+    if ctrl.exists()
+        && !std::fs::read_to_string(ctrl)
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+    {
         let empty = std::env::temp_dir().join(format!("berth-bench-empty-{}", std::process::id()));
         std::fs::write(&empty, "")?;
-        let st = Command::new("mount").arg("--bind").arg(&empty).arg(ctrl).status()?;
+        let st = Command::new("mount")
+            .arg("--bind")
+            .arg(&empty)
+            .arg(ctrl)
+            .status()?;
         let _ = std::fs::remove_file(&empty);
         if !st.success() {
             bail!("bind an empty file over {}", ctrl.display());

@@ -109,6 +109,29 @@ pub fn log(level: Level, msg: &str) {
     }
 }
 
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Marks the start of the operation that [`phase`] measures against.
+pub fn start_clock() {
+    let _ = START.set(std::time::Instant::now());
+}
+
+/// Logs (at debug level) how far into the operation a phase was reached, so `--debug`
+/// shows where the time of a create goes.
+pub fn phase(name: &str) {
+    let enabled = LOGGER
+        .lock()
+        .map(|l| l.as_ref().is_some_and(|l| l.min == Level::Debug))
+        .unwrap_or(false);
+    if enabled {
+        let at = START.get().map(|s| s.elapsed().as_micros()).unwrap_or(0);
+        log(
+            Level::Debug,
+            &format!("phase {name} at {at}us (pid {})", std::process::id()),
+        );
+    }
+}
+
 /// Logs at debug level.
 pub fn debug(msg: impl AsRef<str>) {
     log(Level::Debug, msg.as_ref());

@@ -312,6 +312,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    berth_runtime::logging::start_clock();
     let cli = Cli::parse();
     let format = match cli.log_format {
         LogFormat::Text => logging::Format::Text,
@@ -321,7 +322,9 @@ fn main() -> ExitCode {
         eprintln!("berth-runtime: open log file: {e}");
         return ExitCode::from(1);
     }
-    match dispatch(cli) {
+    let result = dispatch(cli);
+    logging::phase("exit");
+    match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             let msg = e.to_string();

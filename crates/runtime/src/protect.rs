@@ -30,11 +30,22 @@ pub fn is_protected() -> bool {
     rustix::fs::fstatvfs(&exe).is_ok_and(|s| s.f_flag.contains(StatVfsMountFlags::RDONLY))
 }
 
-/// Re-executes the runtime from a sealed in-memory copy of itself, unless it already
-/// runs from a protected binary. Returns only if no re-exec was needed.
+/// Re-executes the runtime from a protected binary, unless it already runs from one.
+/// Returns only if no re-exec was needed.
+///
+/// The cheap way first: a detached, read-only bind mount of the binary itself (made with
+/// open_tree and mount_setattr, attached nowhere) is executed by descriptor, so the
+/// process's executable lives on a read-only mount that nothing can remount. Where the
+/// kernel lacks that API, a sealed memfd copy is executed instead.
 pub fn ensure_protected() -> Result<()> {
     if is_protected() {
         return Ok(());
+    }
+    if let Ok(tree) = readonly_self() {
+        let err = crate::sys::execveat_fd(tree.as_fd(), &args(), &env());
+        crate::logging::debug(format!(
+            "exec from a read-only bind of the binary failed: {err}"
+        ));
     }
     let exe = rustix::fs::open(
         "/proc/self/exe",
@@ -64,20 +75,34 @@ pub fn ensure_protected() -> Result<()> {
         SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
     )
     .ctx(|| "seal the runtime copy")?;
-    let args: Vec<CString> = std::env::args_os()
+    let err = crate::sys::execveat_fd(memfd.as_fd(), &args(), &env());
+    Err(crate::error::Error::io(
+        "re-execute the runtime from its sealed copy",
+        err,
+    ))
+}
+
+/// A detached read-only mount of our own executable.
+fn readonly_self() -> Result<std::os::fd::OwnedFd> {
+    let tree = crate::rootfs::mountapi::clone_tree(std::path::Path::new("/proc/self/exe"), false)?;
+    crate::sys::mount_setattr(tree.as_fd(), false, crate::sys::mount_attr::RDONLY, 0, 0)
+        .ctx(|| "make the binary's bind mount read-only")?;
+    Ok(tree)
+}
+
+fn args() -> Vec<CString> {
+    std::env::args_os()
         .map(|a| CString::new(a.into_vec()).expect("arguments have no NUL"))
-        .collect();
-    let env: Vec<CString> = std::env::vars_os()
+        .collect()
+}
+
+fn env() -> Vec<CString> {
+    std::env::vars_os()
         .map(|(k, v)| {
             let mut kv = k.into_vec();
             kv.push(b'=');
             kv.extend(v.into_vec());
             CString::new(kv).expect("environment has no NUL")
         })
-        .collect();
-    let err = crate::sys::execveat_fd(memfd.as_fd(), &args, &env);
-    Err(crate::error::Error::io(
-        "re-execute the runtime from its sealed copy",
-        err,
-    ))
+        .collect()
 }

@@ -99,6 +99,7 @@ impl Drop for Cleanup<'_> {
 /// Creates a container. With `proxy_tty`, a container with a terminal and no
 /// `--console-socket` hands its pty master back in [`Created`] (foreground `run`).
 pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created> {
+    crate::logging::phase("create: begin");
     crate::spec::validate_id(&opts.id)?;
     let bundle = std::fs::canonicalize(&opts.bundle)
         .map_err(|e| Error::invalid(format!("bundle {}: {e}", opts.bundle.display())))?;
@@ -145,6 +146,7 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
     let time_offsets = time_offsets_text(&spec, &ns)?;
     let device_rules = DeviceRules::for_spec(linux)?;
 
+    crate::logging::phase("create: input checked");
     root.ensure()?;
     let dir = root.dir(&opts.id);
     match std::fs::create_dir(&dir) {
@@ -199,7 +201,10 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
     } else {
         crate::cgroups::apply(&cgroup, &Default::default(), Some(&device_rules))?;
     }
-    let procs = cgroup.open_procs()?;
+    crate::logging::phase("create: cgroups ready");
+    // The fast join needs no user namespace in between (CLONE_INTO_CGROUP is checked
+    // against the caller's credentials, which a new user namespace maps away).
+    let cgroup_join = cgroup.open_join(!ns.has(libc::CLONE_NEWUSER))?;
     let fifo_path = dir.join(state::EXEC_FIFO);
     rustix::fs::mkfifoat(
         rustix::fs::CWD,
@@ -239,7 +244,8 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
         runtime_hooks,
     };
     let stage = Stage1 {
-        cgroup_procs: &procs,
+        cgroup: &cgroup_join,
+        new_cgroupns: ns.creates(libc::CLONE_NEWCGROUP),
         ns: &ns,
         uid_maps: &uid_maps,
         time_offsets,
@@ -251,7 +257,7 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
     // Our copies of what only the children use.
     drop(plan);
     drop(child_chan);
-    drop(procs);
+    drop(cgroup_join);
 
     let mut init_pid = 0;
     loop {
@@ -261,6 +267,7 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
                 parent_chan.send(&Msg::IdMapsDone)?;
             }
             Msg::InitPid(pid) => {
+                crate::logging::phase("create: init forked");
                 init_pid = pid;
                 cleanup.pids.insert(0, pid);
                 spawn::reap(setup_pid);
@@ -272,7 +279,10 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
                 hooks::run(spec.hooks().as_ref(), Point::CreateRuntime, &st)?;
                 parent_chan.send(&Msg::Continue)?;
             }
-            Msg::Ready => break,
+            Msg::Ready => {
+                crate::logging::phase("create: init ready");
+                break;
+            }
             Msg::Failed(m) => return Err(Error::Child(m)),
             m => return Err(Error::Child(format!("unexpected setup message {m:?}"))),
         }
@@ -410,6 +420,7 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
         .ok()
         .and_then(|l| l.to_str().and_then(|s| s.parse().ok()))
         .unwrap_or(0);
+    crate::logging::phase("init: begin");
     let new_mnt = p.ns.creates(libc::CLONE_NEWNS);
     if new_mnt {
         rootfs::prepare_root(p.rootfs, p.propagation)?;
@@ -422,9 +433,11 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
             layout: p.layout,
             cgroupns: p.ns.has(libc::CLONE_NEWCGROUP),
         };
+        crate::logging::phase("init: root prepared");
         for (i, m) in spec.mounts().iter().flatten().enumerate() {
             rootfs::mounts::mount_entry(&ctx, i, m)?;
         }
+        crate::logging::phase("init: mounts done");
         let method = if p.ns.has(libc::CLONE_NEWUSER) {
             NodeMethod::Bind
         } else {
@@ -445,6 +458,7 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
         let st = state_for_hooks(p, host_pid, Status::Creating);
         hooks::run(spec.hooks().as_ref(), Point::CreateContainer, &st)?;
     }
+    crate::logging::phase("init: devices and hooks done");
     if new_mnt {
         if p.no_pivot {
             rootfs::move_root(p.rootfs)?;
@@ -456,6 +470,7 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
         rootfs::readonly_paths(&root, linux.readonly_paths().as_deref().unwrap_or(&[]))?;
         rootfs::finish_root(spec, p.propagation)?;
     }
+    crate::logging::phase("init: pivoted and masked");
     if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
         rustix::system::sethostname(h.as_bytes()).ctx(|| format!("hostname {h:?}"))?;
     }
@@ -476,6 +491,7 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
         console::send_fd(sock.as_fd(), pty.master.as_fd(), "/dev/console")?;
         console::attach_slave(&pty.slave)?;
     }
+    crate::logging::phase("init: console and proc settings done");
     p.proc.apply_privileged()?;
     if let Some(f) = p.proc.seccomp.as_ref().filter(|_| !p.proc.no_new_privs) {
         f.load()?;
@@ -484,6 +500,7 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
     p.proc.enter_cwd()?;
     let program = p.proc.resolve_program()?;
     preserve_fds(p.preserve_fds)?;
+    crate::logging::phase("init: ready");
     p.chan.send(&Msg::Ready)?;
     // Wait for `start`: it writes one byte into the fifo.
     let mut b = [0u8; 1];

@@ -212,10 +212,11 @@ pub fn exec(root: &Root, opts: &ExecOpts) -> Result<i32> {
         foreground::become_subreaper();
     }
     let ns = init_namespaces(&c)?;
-    let procs = c.record.cgroup.open_procs()?;
+    let cgroup_join = c.record.cgroup.open_join(!ns.joins(libc::CLONE_NEWUSER))?;
     let (parent_chan, child_chan) = Channel::pair()?;
     let stage = Stage1 {
-        cgroup_procs: &procs,
+        cgroup: &cgroup_join,
+        new_cgroupns: false,
         ns: &ns,
         uid_maps: &[],
         time_offsets: None,

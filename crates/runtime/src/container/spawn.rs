@@ -6,12 +6,12 @@
 //! The runtime never starts threads, so forking is safe; the children share the
 //! runtime's memory image and need no serialized configuration.
 
-use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
 
 use oci_spec::runtime::LinuxIdMapping;
 
+use crate::cgroups::CgroupJoin;
 use crate::error::{Context, Error, Result};
 use crate::namespaces::{self, Plan};
 use crate::sync::{Channel, Msg};
@@ -19,8 +19,11 @@ use crate::sys::{self, Forked};
 
 /// What the first child needs.
 pub struct Stage1<'a> {
-    /// Open `cgroup.procs` files to join.
-    pub cgroup_procs: &'a [File],
+    /// How to join the container's cgroups.
+    pub cgroup: &'a CgroupJoin,
+    /// Whether the container process gets a new cgroup namespace (created by the
+    /// process itself once it is in its cgroups, so the namespace is rooted there).
+    pub new_cgroupns: bool,
     /// Namespaces to join and create.
     pub ns: &'a Plan,
     /// Container uid mappings (for deciding whether to become root in a new userns).
@@ -72,11 +75,21 @@ fn stage1(
     reset_signals();
     // Keep /proc/<pid> of the setup processes closed to the container (until exec).
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
-    for f in stage.cgroup_procs {
+    crate::logging::phase("setup: begin");
+    for f in &stage.cgroup.v1 {
         (&*f)
             .write_all(b"0")
             .ctx(|| "join the container's cgroup")?;
     }
+    let into_cgroup = stage.cgroup.unified_dir.as_ref();
+    if into_cgroup.is_none() {
+        if let Some(f) = &stage.cgroup.unified_procs {
+            (&*f)
+                .write_all(b"0")
+                .ctx(|| "join the container's cgroup")?;
+        }
+    }
+    crate::logging::phase("setup: joined cgroups");
     for j in &stage.ns.join {
         sys::setns(j.fd.as_fd(), j.flag).map_err(|e| {
             Error::invalid(format!(
@@ -95,20 +108,50 @@ fn stage1(
             sys::setresuid(0).ctx(|| "become uid 0 in the user namespace")?;
         }
     }
-    if stage.ns.create != 0 {
-        sys::unshare(stage.ns.create).ctx(|| "create the container's namespaces")?;
+    // The cgroup namespace is made by the container process itself (see new_cgroupns).
+    let create = stage.ns.create & !libc::CLONE_NEWCGROUP;
+    if create != 0 {
+        sys::unshare(create).ctx(|| "create the container's namespaces")?;
     }
+    crate::logging::phase("setup: namespaces created");
     if let Some(offsets) = &stage.time_offsets {
         std::fs::write("/proc/self/timens_offsets", offsets)
             .map_err(|e| Error::invalid(format!("linux.timeOffsets: {e}")))?;
     }
-    match sys::clone_parent().ctx(|| "fork the container process")? {
+    let forked = match into_cgroup {
+        Some(dir) => match sys::clone_parent_into_cgroup(dir.as_fd()) {
+            // No clone3 or no CLONE_INTO_CGROUP in this kernel: join the slow way.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::E2BIG)
+                ) =>
+            {
+                if let Some(f) = &stage.cgroup.unified_procs {
+                    (&*f)
+                        .write_all(b"0")
+                        .ctx(|| "join the container's cgroup")?;
+                }
+                sys::clone_parent()
+            }
+            r => r,
+        },
+        None => sys::clone_parent(),
+    };
+    match forked.ctx(|| "fork the container process")? {
         Forked::Parent(pid) => {
             stage.chan.send(&Msg::InitPid(pid))?;
             Ok(())
         }
         Forked::Child => {
-            let err = match body() {
+            let result = if stage.new_cgroupns {
+                sys::unshare(libc::CLONE_NEWCGROUP)
+                    .ctx(|| "create the cgroup namespace")
+                    .and_then(|()| body())
+            } else {
+                body()
+            };
+            let err = match result {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
