@@ -101,7 +101,7 @@ fn run_detach_then_kill_by_name_and_number() {
     let rt = Runtime::new();
     let mut b = Bundle::busybox();
     // The shell as pid 1 ignores TERM unless it traps it.
-    b.sh("trap 'exit 3' TERM; while true; do sleep 0.05; done");
+    b.sh("trap 'exit 3' TERM; touch /tmp/trapped; while true; do sleep 0.05; done");
     let id = unique_id("det");
     rt.ok(&[
         "run",
@@ -115,6 +115,8 @@ fn run_detach_then_kill_by_name_and_number() {
         id: id.clone(),
     };
     assert_eq!(rt.status(&id), "running");
+    // Signal only once the trap is set: pid 1 ignores a TERM it does not handle.
+    wait_for("the trap", 3000, || b.rootfs().join("tmp/trapped").exists());
     rt.ok(&["kill", &id, "15"]);
     wait_for("TERM to stop it", 3000, || rt.status(&id) == "stopped");
     rt.ok(&["delete", &id]);
