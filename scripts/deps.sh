@@ -6,6 +6,7 @@ pkgs=(
   busybox-static                                 # test and demo root filesystems
   runc crun podman containerd                    # peers and real clients in tests
   procps iproute2 util-linux psmisc              # ps, ip, unshare, script
+  qemu-system-x86 linux-image-cloud-amd64 cpio   # a cgroup v2-only host in a VM
   hyperfine ca-certificates curl
 )
 missing=()
