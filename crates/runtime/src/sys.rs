@@ -291,6 +291,21 @@ pub fn setgroups(groups: &[u32]) -> io::Result<()> {
     cvt(ret).map(drop)
 }
 
+/// Joins a new session keyring named `name` (keyctl KEYCTL_JOIN_SESSION_KEYRING) and
+/// lets its possessor and owner use it fully; returns the keyring's serial.
+pub fn join_session_keyring(name: &CStr) -> io::Result<i64> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    const KEYCTL_SETPERM: libc::c_long = 5;
+    const KEY_POS_ALL_USR_ALL: libc::c_long = 0x3f3f_0000;
+    // SAFETY: keyctl with a valid C string and integer arguments.
+    let id = cvt(unsafe {
+        libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr())
+    })?;
+    // SAFETY: keyctl with integer arguments only.
+    cvt(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_SETPERM, id, KEY_POS_ALL_USR_ALL) })?;
+    Ok(id)
+}
+
 /// personality(2).
 pub fn personality(persona: libc::c_ulong) -> io::Result<()> {
     // SAFETY: personality only reads its integer argument.

@@ -18,7 +18,10 @@ fn kernel() -> Option<PathBuf> {
         .ok()?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
         .collect();
     found.sort();
     found.pop()
@@ -71,7 +74,10 @@ fn cgroup2_only_host_in_a_vm() {
         panic!("no kernel in /boot (scripts/deps.sh installs linux-image-cloud-amd64)");
     };
     let qemu = "qemu-system-x86_64";
-    let dir = tempfile::Builder::new().prefix("berth-test-vm").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("berth-test-vm")
+        .tempdir()
+        .unwrap();
     let root = dir.path().join("initramfs");
     for d in ["bin", "proc", "sys", "dev", "run", "tmp", "etc"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
@@ -85,7 +91,11 @@ fn cgroup2_only_host_in_a_vm() {
     }
     copy_with_libs(Path::new(bin()), &root, "/usr/bin/berth-runtime");
     std::fs::write(root.join("init"), INIT).unwrap();
-    std::fs::set_permissions(root.join("init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        root.join("init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
 
     // Three bundles, sharing one busybox rootfs image each (copied).
     let mut limits = Bundle::busybox();
@@ -96,7 +106,10 @@ fn cgroup2_only_host_in_a_vm() {
         "pids": {"limit": 20}
     });
     for set in ["bounding", "effective", "permitted"] {
-        limits.config["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_MKNOD"));
+        limits.config["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_MKNOD"));
     }
     limits.sh(
         "cat /proc/self/cgroup; cd /sys/fs/cgroup; for f in memory.max memory.swap.max cpu.max cpu.weight pids.max cpuset.cpus.effective; do echo \"$f=$(cat $f)\"; done; \
@@ -107,16 +120,28 @@ fn cgroup2_only_host_in_a_vm() {
     sleeper.sh("sleep 1000 & sleep 1000");
     let mut hog = Bundle::busybox();
     hog.config["linux"]["resources"] = json!({"memory": {"limit": 16 << 20, "swap": 16 << 20}});
-    hog.config["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "pid");
+    hog.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "pid");
     hog.sh("head -c 200000000 /dev/zero | tail > /dev/null; echo tail=$?; cat /sys/fs/cgroup/memory.events | grep oom_kill");
     for (name, b) in [("limits", &limits), ("sleeper", &sleeper), ("hog", &hog)] {
-        let st = Command::new("cp").arg("-a").arg(b.path()).arg(root.join(name)).status().unwrap();
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(b.path())
+            .arg(root.join(name))
+            .status()
+            .unwrap();
         assert!(st.success());
     }
     let cpio = dir.path().join("initramfs.cpio");
     let st = Command::new("sh")
         .arg("-c")
-        .arg(format!("cd {} && find . | cpio -o -H newc --quiet > {}", root.display(), cpio.display()))
+        .arg(format!(
+            "cd {} && find . | cpio -o -H newc --quiet > {}",
+            root.display(),
+            cpio.display()
+        ))
         .status()
         .unwrap();
     assert!(st.success());
@@ -126,7 +151,18 @@ fn cgroup2_only_host_in_a_vm() {
     let out = Command::new("timeout")
         .arg("300")
         .arg(qemu)
-        .args(["-machine", "accel=tcg", "-cpu", "max", "-m", "512", "-smp", "1", "-nographic", "-no-reboot"])
+        .args([
+            "-machine",
+            "accel=tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "512",
+            "-smp",
+            "1",
+            "-nographic",
+            "-no-reboot",
+        ])
         .arg("-kernel")
         .arg(&kernel)
         .arg("-initrd")
@@ -136,7 +172,12 @@ fn cgroup2_only_host_in_a_vm() {
         .output()
         .expect("qemu-system-x86_64 (scripts/deps.sh installs qemu-system-x86)");
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    let has = |s: &str| assert!(text.contains(s), "missing {s:?} in the VM's output:\n{text}");
+    let has = |s: &str| {
+        assert!(
+            text.contains(s),
+            "missing {s:?} in the VM's output:\n{text}"
+        )
+    };
     has("== mode 1 cgroup2, 0 cgroup v1, root tmpfs");
     has("== limits exit=0");
     has("0::/\n");
@@ -158,7 +199,8 @@ fn cgroup2_only_host_in_a_vm() {
     has("== hog exit=0");
     has("tail=137");
     assert!(
-        text.lines().any(|l| l.starts_with("oom_kill ") && l != "oom_kill 0"),
+        text.lines()
+            .any(|l| l.starts_with("oom_kill ") && l != "oom_kill 0"),
         "the OOM killer struck:\n{text}"
     );
     has("== done");

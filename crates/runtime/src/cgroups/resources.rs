@@ -116,14 +116,22 @@ fn apply_v1(paths: &CgroupPaths, res: &LinuxResources) -> Result<()> {
     }
     for (i, h) in res.hugepage_limits().iter().flatten().enumerate() {
         let f = format!("linux.resources.hugepageLimits[{i}]");
-        let dir = need(paths, "hugetlb", &f)?;
         let size = hugetlb_size(h.page_size(), &f)?;
-        set(
-            dir,
-            &format!("hugetlb.{size}.limit_in_bytes"),
-            h.limit(),
-            &f,
-        )?;
+        // Hybrid hosts may have hugetlb on the cgroup2 hierarchy instead of a v1 one.
+        match (paths.v1_dir("hugetlb"), paths.unified.as_deref()) {
+            (Some(dir), _) => set(
+                dir,
+                &format!("hugetlb.{size}.limit_in_bytes"),
+                h.limit(),
+                &f,
+            )?,
+            (None, Some(u)) if u.join(format!("hugetlb.{size}.max")).exists() => {
+                set(u, &format!("hugetlb.{size}.max"), max_str(h.limit()), &f)?
+            }
+            _ => {
+                need(paths, "hugetlb", &f)?;
+            }
+        }
     }
     if let Some(net) = res.network() {
         if let Some(id) = net.class_id() {

@@ -63,6 +63,7 @@ struct InitPlan<'a> {
     console: Option<OwnedFd>,
     fifo: OwnedFd,
     no_pivot: bool,
+    new_keyring: bool,
     preserve_fds: u32,
     propagation: Option<u64>,
     chan: &'a Channel,
@@ -238,6 +239,7 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
         console,
         fifo,
         no_pivot: opts.no_pivot,
+        new_keyring: !opts.no_new_keyring,
         preserve_fds: opts.preserve_fds,
         propagation,
         chan: &child_chan,
@@ -478,6 +480,16 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
         rustix::system::setdomainname(d.as_bytes()).ctx(|| format!("domainname {d:?}"))?;
     }
     write_proc_settings(linux.sysctl().as_ref(), p.proc.oom_score_adj)?;
+    if p.new_keyring {
+        // A keyring of its own, so the container cannot reach keys in the caller's
+        // session keyring (as runc does unless --no-new-keyring).
+        let name = std::ffi::CString::new(format!("_ses.{}", p.id)).expect("ids have no NUL");
+        match sys::join_session_keyring(&name) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+            Err(e) => return Err(Error::io("create the container's session keyring", e)),
+        }
+    }
     rustix::process::setsid().ctx(|| "setsid")?;
     if let Some(sock) = &p.console {
         let pty = console::open_pty(p.proc.console_size)?;
