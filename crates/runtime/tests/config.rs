@@ -123,6 +123,13 @@ fn user_namespace_with_mappings() {
     assert!(out.contains("devok"), "{out}");
     let meta = std::fs::metadata(rootfs.join("tmp/owned")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 100000);
+    // exec joins the user namespace first, then the others, and is root inside it.
+    b.args(&["sleep", "1000"]);
+    let id = unique_id("userns");
+    let _g = rt.create(&b, &id);
+    rt.ok(&["start", &id]);
+    let out = rt.ok(&["exec", &id, "sh", "-c", "id -u; cat /proc/self/uid_map"]);
+    assert!(out.starts_with("0\n") && out.contains("100000"), "{out}");
 }
 
 #[test]

@@ -407,3 +407,36 @@ fn kill_all_signals_every_process() {
     rt.ok(&["delete", "--force", &id]);
     assert_no_leaks(&rt, &id, Some(&b));
 }
+
+#[test]
+fn foreground_run_forwards_signals() {
+    let rt = Runtime::new();
+    let mut b = Bundle::busybox();
+    b.sh("trap 'echo got-term; exit 9' TERM; touch /tmp/trapped; while true; do sleep 0.05; done");
+    let id = unique_id("fwd");
+    let out = tempfile::tempfile().unwrap();
+    let mut child = rt
+        .cmd()
+        .args(["run", "--bundle", b.path().to_str().unwrap(), &id])
+        .stdout(out.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the trap", 3000, || b.rootfs().join("tmp/trapped").exists());
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(9),
+        "the container's exit code comes back"
+    );
+    let mut text = String::new();
+    let mut out = out;
+    std::io::Seek::rewind(&mut out).unwrap();
+    std::io::Read::read_to_string(&mut out, &mut text).unwrap();
+    assert!(text.contains("got-term"), "{text}");
+    assert_no_leaks(&rt, &id, Some(&b));
+}
