@@ -179,11 +179,11 @@ fn cgroup_values_the_kernel_rejects() {
 
     let mut b = Bundle::busybox();
     b.config["linux"]["resources"]["hugepageLimits"] =
-        json!([{"pageSize": "2MB", "limit": 1048576}]);
+        json!([{"pageSize": "3MB", "limit": 1048576}]);
     b.write();
     let err = create_fails(&rt, &b, &id);
     assert!(
-        err.contains("hugepageLimits") && err.contains("hugetlb"),
+        err.contains("hugepageLimits") && (err.contains("3MB") || err.contains("hugetlb")),
         "{err}"
     );
 

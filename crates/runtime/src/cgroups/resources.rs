@@ -125,7 +125,7 @@ fn apply_v1(paths: &CgroupPaths, res: &LinuxResources) -> Result<()> {
                 h.limit(),
                 &f,
             )?,
-            (None, Some(u)) if u.join(format!("hugetlb.{size}.max")).exists() => {
+            (None, Some(u)) if has_controller(u, "hugetlb") => {
                 set(u, &format!("hugetlb.{size}.max"), max_str(h.limit()), &f)?
             }
             _ => {
@@ -611,6 +611,12 @@ fn apply_unified(dir: &Path, unified: &std::collections::HashMap<String, String>
         set(dir, k, &unified[k], &f)?;
     }
     Ok(())
+}
+
+/// Whether a cgroup2 directory has a controller enabled (listed in cgroup.controllers).
+fn has_controller(dir: &Path, name: &str) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.controllers"))
+        .is_ok_and(|s| s.split_whitespace().any(|c| c == name))
 }
 
 fn rdma_line(dev: &str, handles: Option<u32>, objects: Option<u32>) -> String {
