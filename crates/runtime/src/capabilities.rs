@@ -66,7 +66,8 @@ impl CapSets {
         })
     }
 
-    /// Adds capabilities to every set except ambient (`exec --cap`).
+    /// Adds capabilities to the bounding, effective and permitted sets (`exec --cap`);
+    /// never to inheritable or ambient (CVE-2022-29162 class).
     pub fn add(&mut self, names: &[String]) -> Result<()> {
         for n in names {
             let canon = caps::to_canonical(n);
@@ -75,7 +76,6 @@ impl CapSets {
             self.bounding.insert(cap);
             self.effective.insert(cap);
             self.permitted.insert(cap);
-            self.inheritable.insert(cap);
         }
         Ok(())
     }

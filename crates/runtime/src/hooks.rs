@@ -145,7 +145,10 @@ fn wait_with_timeout(
     let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("child pid is positive");
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
         .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + timeout;
+    let Some(deadline) = Instant::now().checked_add(timeout) else {
+        // A timeout beyond what the clock can represent is no timeout.
+        return child.wait().map_err(|e| e.to_string());
+    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let ts = rustix::event::Timespec {

@@ -314,6 +314,10 @@ enum Cmd {
 fn main() -> ExitCode {
     berth_runtime::logging::start_clock();
     let cli = Cli::parse();
+    if let Err(e) = check_preserved_fds(&cli.cmd) {
+        eprintln!("berth-runtime: {e}");
+        return ExitCode::from(1);
+    }
     let format = match cli.log_format {
         LogFormat::Text => logging::Format::Text,
         LogFormat::Json => logging::Format::Json,
@@ -335,6 +339,31 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--preserve-fds N` hands descriptors 3..3+N to the container: they must be open
+/// before the runtime opens anything itself, or its own descriptors (log file, sockets)
+/// would take those numbers and leak into the container.
+fn check_preserved_fds(cmd: &Cmd) -> Result<(), Error> {
+    let n = match cmd {
+        Cmd::Create(a) | Cmd::Run { create: a, .. } => a.preserve_fds,
+        Cmd::Exec { preserve_fds, .. } => *preserve_fds,
+        _ => 0,
+    };
+    if n > 65536 {
+        return Err(Error::invalid(format!(
+            "--preserve-fds {n}: too many descriptors"
+        )));
+    }
+    for fd in 3..3 + n {
+        if !berth_runtime::sys::fd_is_open(fd as i32) {
+            return Err(Error::invalid(format!(
+                "--preserve-fds {n}: descriptor {fd} is not open (pass the descriptors 3 to {} open)",
+                2 + n
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<(), Error> {
@@ -404,7 +433,9 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             id,
             command,
         } => {
-            if apparmor.is_some_and(|a| !a.is_empty()) && !berth_runtime::spec::apparmor_enabled() {
+            if apparmor.as_ref().is_some_and(|a| !a.is_empty())
+                && !berth_runtime::spec::apparmor_enabled()
+            {
                 return Err(Error::unsupported(
                     "--apparmor: AppArmor is not enabled on this host",
                 ));
@@ -433,6 +464,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
                     no_new_privs,
                     preserve_fds,
                     ignore_paused,
+                    apparmor,
                 },
             )
         }

@@ -86,6 +86,19 @@ impl Plan {
         self.create & flag != 0 || (flag == libc::CLONE_NEWUSER && self.new_user)
     }
 
+    /// Whether the container gets a namespace of this type other than the runtime's own
+    /// (a new one, or one joined by path that is not the host's).
+    pub fn isolates(&self, flag: i32) -> bool {
+        if self.creates(flag) {
+            return true;
+        }
+        let own = ns_identity("self", proc_name(flag));
+        self.join.iter().any(|j| {
+            j.flag == flag
+                && rustix::fs::fstat(&j.fd).is_ok_and(|st| Some((st.st_ino, st.st_dev)) != own)
+        })
+    }
+
     /// Whether the container joins an existing namespace of this type.
     pub fn joins(&self, flag: i32) -> bool {
         self.join.iter().any(|j| j.flag == flag)

@@ -69,6 +69,8 @@ pub struct ProcessPlan {
     pub scheduler: Option<SchedulerPlan>,
     /// personality(2) value.
     pub personality: Option<u64>,
+    /// AppArmor profile to switch to at exec.
+    pub apparmor: Option<String>,
 }
 
 /// sched_setattr arguments from `process.scheduler`.
@@ -251,6 +253,7 @@ impl ProcessPlan {
                 .map(|b| (b.height() as u16, b.width() as u16)),
             oom_score_adj: p.oom_score_adj(),
             seccomp: None,
+            apparmor: p.apparmor_profile().clone().filter(|a| !a.is_empty()),
             io_priority,
             scheduler,
             personality,
@@ -265,7 +268,7 @@ impl ProcessPlan {
                 rlim_cur: r.soft,
                 rlim_max: r.hard,
             };
-            set_rlimit(r.resource, &lim).map_err(|e| {
+            sys::setrlimit(r.resource, &lim).map_err(|e| {
                 let hint = if e.raw_os_error() == Some(libc::EPERM) {
                     " (raising a hard limit needs CAP_SYS_RESOURCE, which this runtime lacks here)"
                 } else {
@@ -282,6 +285,9 @@ impl ProcessPlan {
         }
         if let Some(v) = self.io_priority {
             sys::ioprio_set(v).ctx(|| "process.ioPriority")?;
+        }
+        if let Some(profile) = &self.apparmor {
+            set_apparmor_profile(profile)?;
         }
         if let Some(s) = &self.scheduler {
             let mut attr = sys::SchedAttr {
@@ -394,6 +400,34 @@ impl ProcessPlan {
     }
 }
 
-fn set_rlimit(resource: i32, lim: &libc::rlimit) -> std::io::Result<()> {
-    sys::setrlimit(resource, lim)
+/// Asks AppArmor to confine the next exec with `profile`, writing `exec <profile>` to the
+/// task's attr file through a private procfs (nothing mounted over it can intercept).
+fn set_apparmor_profile(profile: &str) -> Result<()> {
+    use std::io::Write;
+    let proc = pathrs::procfs::ProcfsHandle::new().ctx(|| "open a private procfs")?;
+    let base = pathrs::procfs::ProcfsBase::ProcThreadSelf;
+    let mut f = proc
+        .open(
+            base,
+            "attr/apparmor/exec",
+            pathrs::flags::OpenFlags::O_WRONLY,
+        )
+        .or_else(|_| proc.open(base, "attr/exec", pathrs::flags::OpenFlags::O_WRONLY))
+        .ctx(|| "open the AppArmor exec attribute")?;
+    f.write_all(format!("exec {profile}").as_bytes())
+        .map_err(|e| {
+            Error::invalid(format!(
+            "process.apparmorProfile {profile:?}: AppArmor refused it: {e} (is the profile loaded?)"
+        ))
+        })
+}
+
+/// Leaves exactly stdio and the `n` preserved descriptors (3..3+n) open across exec;
+/// everything else of the runtime's is marked close-on-exec (CVE-2024-21626 class).
+pub fn keep_only_stdio_and(n: u32) -> Result<()> {
+    let end = 3u32.saturating_add(n);
+    for fd in 3..end {
+        sys::clear_cloexec(fd as i32).ctx(|| format!("--preserve-fds: descriptor {fd}"))?;
+    }
+    sys::cloexec_from(end).ctx(|| "mark descriptors close-on-exec")
 }

@@ -55,16 +55,32 @@ fn action(
     })
 }
 
-fn compare_op(op: LinuxSeccompOperator, value_two: Option<u64>) -> ScmpCompareOp {
-    match op {
+/// The libseccomp comparison for one argument condition. For SCMP_CMP_MASKED_EQ the
+/// OCI spec (like runc) reads `value` as the mask and `valueTwo` as the expected result:
+/// `(arg & value) == valueTwo`; libseccomp takes the mask in the operator and the
+/// expected result as the datum.
+fn condition(
+    index: u32,
+    op: LinuxSeccompOperator,
+    value: u64,
+    value_two: Option<u64>,
+) -> ScmpArgCompare {
+    let op = match op {
         LinuxSeccompOperator::ScmpCmpNe => ScmpCompareOp::NotEqual,
         LinuxSeccompOperator::ScmpCmpLt => ScmpCompareOp::Less,
         LinuxSeccompOperator::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
         LinuxSeccompOperator::ScmpCmpEq => ScmpCompareOp::Equal,
         LinuxSeccompOperator::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
         LinuxSeccompOperator::ScmpCmpGt => ScmpCompareOp::Greater,
-        LinuxSeccompOperator::ScmpCmpMaskedEq => ScmpCompareOp::MaskedEqual(value_two.unwrap_or(0)),
-    }
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            return ScmpArgCompare::new(
+                index,
+                ScmpCompareOp::MaskedEqual(value),
+                value_two.unwrap_or(0),
+            )
+        }
+    };
+    ScmpArgCompare::new(index, op, value)
 }
 
 /// Compiles `linux.seccomp`.
@@ -123,7 +139,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
         let act = action(
             sc.action(),
             sc.errno_ret(),
-            default_errno,
+            libc::EPERM as u32,
             &format!("{field}.action"),
         )?;
         if act == default {
@@ -141,8 +157,12 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
                         a.index()
                     )));
                 }
-                let op = compare_op(a.op(), a.value_two());
-                Ok(ScmpArgCompare::new(a.index() as u32, op, a.value()))
+                Ok(condition(
+                    a.index() as u32,
+                    a.op(),
+                    a.value(),
+                    a.value_two(),
+                ))
             })
             .collect::<Result<_>>()?;
         let mut indices: Vec<usize> = args.iter().map(|a| a.index()).collect();

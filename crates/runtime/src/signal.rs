@@ -65,7 +65,8 @@ pub fn parse(s: &str) -> Result<i32> {
         let off = if rest.is_empty() {
             0
         } else {
-            let (op, num) = rest.split_at(1);
+            let op_len = rest.chars().next().map_or(0, char::len_utf8);
+            let (op, num) = rest.split_at(op_len);
             let v: i32 = num.parse().map_err(|_| bad())?;
             match (op, sign) {
                 ("+", 1) | ("-", -1) => v * sign,
@@ -108,7 +109,7 @@ mod tests {
         assert_eq!(parse("9").unwrap(), 9);
         assert_eq!(parse("RTMIN+2").unwrap(), 36);
         assert_eq!(parse("SIGRTMAX-1").unwrap(), 63);
-        for bad in ["", "FOO", "0", "65", "RTMIN+99", "-1"] {
+        for bad in ["", "FOO", "0", "65", "RTMIN+99", "-1", "RTMINÄ", "RTMIN+"] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(name(15), "SIGTERM");

@@ -4,7 +4,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
@@ -377,6 +377,12 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether a descriptor number is open in this process.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD on a descriptor number only reads its flags (EBADF if closed).
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
 /// Clears close-on-exec on a descriptor the container must inherit (--preserve-fds).
 pub fn clear_cloexec(fd: RawFd) -> io::Result<()> {
     // SAFETY: F_SETFD only changes the flags of the descriptor number given.
@@ -390,15 +396,6 @@ pub fn close_raw(fd: RawFd) {
     // SAFETY: the caller passes descriptors copied from the parent by fork that nothing
     // in this process uses afterwards; a stale number just yields EBADF.
     unsafe { libc::close(fd) };
-}
-
-/// Takes ownership of a descriptor number that this process inherited.
-///
-/// # Safety
-/// `fd` must be open and not owned by anything else in this process.
-pub unsafe fn owned_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: guaranteed by the caller.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// The bpf(2) commands and constants the device-filter code needs.
@@ -574,9 +571,4 @@ pub fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
     // SAFETY: only used for descriptors 0..=2 and descriptors this process keeps open for
     // its whole life, so the borrow cannot outlive the descriptor.
     unsafe { BorrowedFd::borrow_raw(fd) }
-}
-
-/// Returns the descriptor number of anything that has one (for /proc/self/fd paths).
-pub fn raw<F: AsFd>(f: &F) -> RawFd {
-    f.as_fd().as_raw_fd()
 }

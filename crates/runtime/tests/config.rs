@@ -371,7 +371,9 @@ fn seccomp_filters_syscalls() {
         "syscalls": [
             {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"},
             {"names": ["sethostname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
-            {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}
+            // (persona & 0xff) == PER_LINUX32, as the MASKED_EQ rules of Docker's profile
+            // are written: value is the mask, valueTwo the expected result.
+            {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 255, "valueTwo": 8, "op": "SCMP_CMP_MASKED_EQ"}]}
         ]
     });
     b.config["process"]["capabilities"]["bounding"]
@@ -387,7 +389,8 @@ fn seccomp_filters_syscalls() {
         .unwrap()
         .push(json!("CAP_SYS_ADMIN"));
     b.write();
-    b.sh("mkdir /tmp/d 2>&1; hostname foo 2>&1; grep Seccomp: /proc/self/status; touch /tmp/ok && echo touch-ok");
+    b.sh("mkdir /tmp/d 2>&1; hostname foo 2>&1; grep Seccomp: /proc/self/status; touch /tmp/ok && echo touch-ok; \
+          linux32 true 2>/dev/null && echo linux32-allowed || echo linux32-denied; linux64 true && echo linux64-ok");
     let out = rt.output_of(&b, &unique_id("seccomp"));
     assert!(
         out.contains("Operation not permitted"),
@@ -399,6 +402,10 @@ fn seccomp_filters_syscalls() {
     );
     assert!(out.contains("Seccomp:\t2"), "{out}");
     assert!(out.contains("touch-ok"), "{out}");
+    assert!(
+        out.contains("linux32-denied") && out.contains("linux64-ok"),
+        "{out}"
+    );
     // Also without no_new_privs (the filter is then loaded while the runtime still has
     // CAP_SYS_ADMIN).
     b.config["process"]["noNewPrivileges"] = json!(false);

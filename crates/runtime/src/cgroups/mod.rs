@@ -56,6 +56,14 @@ impl CgroupPaths {
                 "linux.cgroupsPath {s:?} is in systemd's slice:prefix:name form, but berth-runtime only has the cgroupfs driver (use a path such as /machine/{id})"
             )));
         }
+        if !path
+            .components()
+            .any(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(Error::invalid(format!(
+                "linux.cgroupsPath {s:?} names no cgroup of the container's own (use a path such as /machine/{id})"
+            )));
+        }
         if path
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir))
@@ -159,6 +167,14 @@ impl CgroupPaths {
         Ok(())
     }
 
+    /// A directory of this container that already holds processes (a cgroup in use by
+    /// someone else must not be taken over: delete would kill what runs there).
+    pub fn populated_dir(&self) -> Option<&Path> {
+        self.dirs().into_iter().find(|d| {
+            std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+        })
+    }
+
     /// Opens what a child needs to join the container's cgroups before it enters
     /// namespaces in which these paths are not visible. With `fast`, v1 hierarchies are
     /// joined through `tasks` and cgroup2 by being born there (see [`CgroupJoin`]);
@@ -194,14 +210,6 @@ impl CgroupPaths {
             }
         }
         Ok(join)
-    }
-
-    /// Moves a process into every directory.
-    pub fn join(&self, pid: i32) -> Result<()> {
-        for d in self.dirs() {
-            write_file(&d.join("cgroup.procs"), &pid.to_string())?;
-        }
-        Ok(())
     }
 
     /// The pids in the container's cgroup.

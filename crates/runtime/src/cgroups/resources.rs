@@ -632,10 +632,11 @@ fn rdma_line(dev: &str, handles: Option<u32>, objects: Option<u32>) -> String {
 
 /// "2MB" → "2MB", "1GB" → "1GB", validating the shape the hugetlb files use.
 fn hugetlb_size(s: &str, field: &str) -> Result<String> {
-    let ok = s.len() > 2
-        && s.ends_with('B')
-        && s[..s.len() - 2].chars().all(|c| c.is_ascii_digit())
-        && matches!(&s[s.len() - 2..s.len() - 1], "K" | "M" | "G");
+    let ok = s
+        .strip_suffix("KB")
+        .or_else(|| s.strip_suffix("MB"))
+        .or_else(|| s.strip_suffix("GB"))
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
     if ok {
         Ok(s.to_string())
     } else {
@@ -665,5 +666,6 @@ mod tests {
         assert!(hugetlb_size("1GB", "f").is_ok());
         assert!(hugetlb_size("2mb", "f").is_err());
         assert!(hugetlb_size("MB", "f").is_err());
+        assert!(hugetlb_size("2ÅB", "f").is_err());
     }
 }

@@ -171,6 +171,14 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
     let layout = Layout::detect()?;
     let mut cgroup = CgroupPaths::resolve(&layout, linux.cgroups_path().as_deref(), &opts.id)?;
     let create_result = cgroup.create();
+    if create_result.is_ok() {
+        if let Some(busy) = cgroup.populated_dir() {
+            return Err(Error::State(format!(
+                "linux.cgroupsPath: the cgroup {} already has processes (another container's?); use a cgroup of this container's own",
+                busy.display()
+            )));
+        }
+    }
     cleanup.cgroup = Some(cgroup.clone());
     create_result?;
     // Record early so that `delete --force` can clean up after a crash of this process.
@@ -271,6 +279,9 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
             Msg::InitPid(pid) => {
                 crate::logging::phase("create: init forked");
                 init_pid = pid;
+                if let Some(adj) = process.oom_score_adj() {
+                    write_oom_score_adj(pid, adj)?;
+                }
                 cleanup.pids.insert(0, pid);
                 spawn::reap(setup_pid);
                 cleanup.pids.retain(|&p| p != setup_pid);
@@ -322,7 +333,7 @@ pub fn hook_state(c: &Container, pid: i32, status: Status) -> String {
 
 /// Hostname, domainname and sysctls need namespaces of their own: refuse them otherwise.
 fn check_namespaced_settings(spec: &Spec, ns: &namespaces::Plan) -> Result<()> {
-    let uts = ns.has(libc::CLONE_NEWUTS);
+    let uts = ns.isolates(libc::CLONE_NEWUTS);
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !uts {
         return Err(Error::invalid(
             "hostname is set but the container has no UTS namespace of its own (add {\"type\":\"uts\"} to linux.namespaces)",
@@ -336,7 +347,7 @@ fn check_namespaced_settings(spec: &Spec, ns: &namespaces::Plan) -> Result<()> {
     let linux = spec.linux().as_ref().expect("validated");
     for key in linux.sysctl().iter().flatten().map(|(k, _)| k) {
         let ok = if key.starts_with("net.") {
-            ns.has(libc::CLONE_NEWNET)
+            ns.isolates(libc::CLONE_NEWNET)
         } else if key.starts_with("fs.mqueue.")
             || matches!(
                 key.as_str(),
@@ -350,7 +361,7 @@ fn check_namespaced_settings(spec: &Spec, ns: &namespaces::Plan) -> Result<()> {
                     | "kernel.shm_rmid_forced"
             )
         {
-            ns.has(libc::CLONE_NEWIPC)
+            ns.isolates(libc::CLONE_NEWIPC)
         } else if matches!(key.as_str(), "kernel.hostname" | "kernel.domainname") {
             uts
         } else {
@@ -367,7 +378,12 @@ fn check_namespaced_settings(spec: &Spec, ns: &namespaces::Plan) -> Result<()> {
             )));
         }
     }
-    if !ns.has(libc::CLONE_NEWNS) {
+    if ns.joins(libc::CLONE_NEWNS) {
+        return Err(Error::unsupported(
+            "linux.namespaces: joining a mount namespace by path is not supported (berth-runtime sets up the rootfs in a new one)",
+        ));
+    }
+    if !ns.creates(libc::CLONE_NEWNS) {
         return Err(Error::invalid(
             "linux.namespaces must include a mount namespace (berth-runtime sets up the rootfs in one)",
         ));
@@ -479,7 +495,7 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
     if let Some(d) = spec.domainname().as_ref().filter(|h| !h.is_empty()) {
         rustix::system::setdomainname(d.as_bytes()).ctx(|| format!("domainname {d:?}"))?;
     }
-    write_proc_settings(linux.sysctl().as_ref(), p.proc.oom_score_adj)?;
+    write_sysctls(linux.sysctl().as_ref())?;
     if p.new_keyring {
         // A keyring of its own, so the container cannot reach keys in the caller's
         // session keyring (as runc does unless --no-new-keyring).
@@ -493,17 +509,16 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
     rustix::process::setsid().ctx(|| "setsid")?;
     if let Some(sock) = &p.console {
         let pty = console::open_pty(p.proc.console_size)?;
-        let console_path = Path::new("/dev/console");
-        if let Ok(root) = pathrs::Root::open("/") {
-            if let Ok(target) = rootfs::mounts::ensure_dest(&root, console_path, true) {
-                let tree = rootfs::mountapi::clone_fd(pty.slave.as_fd(), false)?;
-                rootfs::mountapi::attach(&tree, target.as_fd())?;
-            }
-        }
+        let root = pathrs::Root::open("/").ctx(|| "open the container's root")?;
+        let target = rootfs::mounts::ensure_dest(&root, Path::new("/dev/console"), true)
+            .map_err(|e| Error::invalid(format!("/dev/console for the terminal: {e}")))?;
+        let tree = rootfs::mountapi::clone_fd(pty.slave.as_fd(), false)?;
+        rootfs::mountapi::attach(&tree, target.as_fd())?;
         console::send_fd(sock.as_fd(), pty.master.as_fd(), "/dev/console")?;
         console::attach_slave(&pty.slave)?;
     }
     crate::logging::phase("init: console and proc settings done");
+    crate::process::keep_only_stdio_and(p.preserve_fds)?;
     p.proc.apply_privileged()?;
     if let Some(f) = p.proc.seccomp.as_ref().filter(|_| !p.proc.no_new_privs) {
         f.load()?;
@@ -511,7 +526,6 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
     p.proc.switch_user()?;
     p.proc.enter_cwd()?;
     let program = p.proc.resolve_program()?;
-    preserve_fds(p.preserve_fds)?;
     crate::logging::phase("init: ready");
     p.chan.send(&Msg::Ready)?;
     // Wait for `start`: it writes one byte into the fifo.
@@ -523,21 +537,25 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
             Err(e) => return Err(Error::io("wait for start on exec.fifo", e)),
         }
     }
-    if hooks::any(spec.hooks().as_ref(), Point::StartContainer) {
+    // `start` has returned already: from here on errors go to the container's stderr.
+    let err = after_start(p, host_pid, &program).unwrap_or_else(|e| e);
+    eprintln!("berth-runtime: {err}");
+    sys::exit_now(127)
+}
+
+/// The init's last steps, once `start` let it go: startContainer hooks, no_new_privs and
+/// seccomp, exec. Returns the error that stopped it (exec returns only on failure).
+fn after_start(p: &InitPlan<'_>, host_pid: i32, program: &std::ffi::CString) -> Result<Error> {
+    let hooks = p.spec.hooks().as_ref();
+    if hooks::any(hooks, Point::StartContainer) {
         let st = state_for_hooks(p, host_pid, Status::Created);
-        if let Err(e) = hooks::run(spec.hooks().as_ref(), Point::StartContainer, &st) {
-            // `start` has returned already; the container's stderr is where this goes.
-            eprintln!("berth-runtime: {e}");
-            sys::exit_now(1);
-        }
+        hooks::run(hooks, Point::StartContainer, &st)?;
     }
     p.proc.set_no_new_privs()?;
     if let Some(f) = p.proc.seccomp.as_ref().filter(|_| p.proc.no_new_privs) {
         f.load()?;
     }
-    let err = p.proc.exec(&program);
-    eprintln!("berth-runtime: {err}");
-    sys::exit_now(127)
+    Ok(p.proc.exec(program))
 }
 
 fn state_for_hooks(p: &InitPlan<'_>, pid: i32, status: Status) -> String {
@@ -563,19 +581,16 @@ fn state_for_hooks(p: &InitPlan<'_>, pid: i32, status: Status) -> String {
 
 /// Writes sysctls and oom_score_adj through a private procfs, which nothing in the
 /// container can have mounted over (CVE-2019-16884 class).
-fn write_proc_settings(
-    sysctl: Option<&std::collections::HashMap<String, String>>,
-    oom: Option<i32>,
-) -> Result<()> {
+fn write_sysctls(sysctl: Option<&std::collections::HashMap<String, String>>) -> Result<()> {
     use std::io::Write;
-    if sysctl.is_none_or(|s| s.is_empty()) && oom.is_none() {
+    let Some(sysctl) = sysctl.filter(|s| !s.is_empty()) else {
         return Ok(());
-    }
+    };
     let proc = pathrs::procfs::ProcfsHandleBuilder::new()
         .unmasked()
         .build()
         .ctx(|| "open a private procfs")?;
-    let mut keys: Vec<_> = sysctl.into_iter().flatten().collect();
+    let mut keys: Vec<_> = sysctl.iter().collect();
     keys.sort();
     for (k, v) in keys {
         let path = format!("sys/{}", k.replace('.', "/"));
@@ -592,29 +607,24 @@ fn write_proc_settings(
             ))
         })?;
     }
-    if let Some(adj) = oom {
-        let mut f: File = proc
-            .open(
-                pathrs::procfs::ProcfsBase::ProcSelf,
-                "oom_score_adj",
-                pathrs::flags::OpenFlags::O_WRONLY,
-            )
-            .ctx(|| "open /proc/self/oom_score_adj")?;
-        f.write_all(adj.to_string().as_bytes()).map_err(|e| {
-            Error::invalid(format!(
-                "process.oomScoreAdj {adj}: {e} (lowering it needs CAP_SYS_RESOURCE)"
-            ))
-        })?;
-    }
     Ok(())
 }
 
-/// Leaves exactly stdio and the preserved descriptors open across exec
-/// (CVE-2024-21626 class: no runtime descriptor may leak into the container).
-fn preserve_fds(n: u32) -> Result<()> {
-    for fd in 3..3 + n {
-        sys::clear_cloexec(fd as i32).ctx(|| format!("--preserve-fds: descriptor {fd}"))?;
-    }
-    sys::cloexec_from(3 + n).ctx(|| "mark descriptors close-on-exec")?;
-    Ok(())
+/// Writes the init's oom_score_adj from the runtime, through a private procfs: the init
+/// itself may be unable to (non-dumpable in a user namespace whose root is not host root).
+fn write_oom_score_adj(pid: i32, adj: i32) -> Result<()> {
+    use std::io::Write;
+    let proc = pathrs::procfs::ProcfsHandle::new().ctx(|| "open a private procfs")?;
+    let mut f: File = proc
+        .open(
+            pathrs::procfs::ProcfsBase::ProcPid(pid as u32),
+            "oom_score_adj",
+            pathrs::flags::OpenFlags::O_WRONLY,
+        )
+        .ctx(|| format!("open /proc/{pid}/oom_score_adj"))?;
+    f.write_all(adj.to_string().as_bytes()).map_err(|e| {
+        Error::invalid(format!(
+            "process.oomScoreAdj {adj}: {e} (lowering it needs CAP_SYS_RESOURCE)"
+        ))
+    })
 }

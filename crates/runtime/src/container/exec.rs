@@ -13,7 +13,7 @@ use crate::namespaces::{self, Join, Plan};
 use crate::process::ProcessPlan;
 use crate::state::{self, Container, Root, Status};
 use crate::sync::{Channel, Msg};
-use crate::{console, seccomp, sys};
+use crate::{console, seccomp};
 
 /// Options of `exec`.
 #[derive(Clone, Debug, Default)]
@@ -48,6 +48,8 @@ pub struct ExecOpts {
     pub preserve_fds: u32,
     /// Exec even if the container is paused.
     pub ignore_paused: bool,
+    /// AppArmor profile for the process (overrides the container's).
+    pub apparmor: Option<String>,
 }
 
 fn load_process_file(path: &std::path::Path) -> Result<Process> {
@@ -180,6 +182,9 @@ pub fn exec(root: &Root, opts: &ExecOpts) -> Result<i32> {
     let linux = spec.linux().clone().unwrap_or_default();
     let mut plan = ProcessPlan::from_spec(&process, None)?;
     plan.caps.add(&opts.caps)?;
+    if let Some(p) = opts.apparmor.clone().filter(|p| !p.is_empty()) {
+        plan.apparmor = Some(p);
+    }
     if let Some(s) = linux.seccomp() {
         plan.seccomp = Some(seccomp::compile(s)?);
     }
@@ -241,19 +246,22 @@ pub fn exec(root: &Root, opts: &ExecOpts) -> Result<i32> {
     };
     spawn::reap(setup);
     // The channel closes on a successful exec; a message means it failed.
-    match parent_chan.recv() {
-        Ok(Msg::Failed(m)) => {
-            let _ = rustix::process::waitpid(
-                rustix::process::Pid::from_raw(pid),
-                rustix::process::WaitOptions::empty(),
-            );
-            return Err(Error::Child(m));
-        }
-        Ok(m) => return Err(Error::Child(format!("unexpected setup message {m:?}"))),
-        Err(_) => {}
-    }
-    if let Some(p) = &opts.pid_file {
-        state::write_atomic(p, pid.to_string().as_bytes())?;
+    let started = match parent_chan.recv() {
+        Ok(Msg::Failed(m)) => Err(Error::Child(m)),
+        Ok(m) => Err(Error::Child(format!("unexpected setup message {m:?}"))),
+        Err(_) => match &opts.pid_file {
+            Some(p) => state::write_atomic(p, pid.to_string().as_bytes()),
+            None => Ok(()),
+        },
+    };
+    if let Err(e) = started {
+        // Nothing may be left running behind an error.
+        let _ = crate::sys::kill(pid, libc::SIGKILL);
+        let _ = rustix::process::waitpid(
+            rustix::process::Pid::from_raw(pid),
+            rustix::process::WaitOptions::empty(),
+        );
+        return Err(e);
     }
     if opts.detach {
         return Ok(0);
@@ -262,11 +270,10 @@ pub fn exec(root: &Root, opts: &ExecOpts) -> Result<i32> {
         Some(sock) => Some(console::recv_fd(sock.as_fd())?),
         None => None,
     };
-    foreground::wait(
-        pid,
-        sigfd.as_ref().expect("foreground has a signalfd"),
-        master,
-    )
+    match &sigfd {
+        Some(fd) => foreground::wait(pid, fd, master),
+        None => Ok(0),
+    }
 }
 
 /// The exec'd process, after it joined the container: terminal, privileges, exec.
@@ -281,6 +288,7 @@ fn exec_body(
         console::send_fd(sock.as_fd(), pty.master.as_fd(), "")?;
         console::attach_slave(&pty.slave)?;
     }
+    crate::process::keep_only_stdio_and(preserve)?;
     plan.apply_privileged()?;
     if let Some(f) = plan.seccomp.as_ref().filter(|_| !plan.no_new_privs) {
         f.load()?;
@@ -288,10 +296,6 @@ fn exec_body(
     plan.switch_user()?;
     plan.enter_cwd()?;
     let program = plan.resolve_program()?;
-    for fd in 3..3 + preserve {
-        sys::clear_cloexec(fd as i32).ctx(|| format!("--preserve-fds: descriptor {fd}"))?;
-    }
-    sys::cloexec_from(3 + preserve).ctx(|| "mark descriptors close-on-exec")?;
     plan.set_no_new_privs()?;
     if let Some(f) = plan.seccomp.as_ref().filter(|_| plan.no_new_privs) {
         f.load()?;

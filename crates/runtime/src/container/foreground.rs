@@ -115,7 +115,9 @@ pub fn wait(pid: i32, sigfd: &OwnedFd, master: Option<OwnedFd>) -> Result<i32> {
             if revents[i].intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
                 && !console::pump(m.as_fd(), stdout)
             {
+                // Nothing can take our input any more either.
                 master_open = false;
+                stdin_open = false;
             }
             i += 1;
             if stdin_open

@@ -37,12 +37,6 @@ pub struct Stage1<'a> {
     pub close: Vec<std::os::fd::RawFd>,
 }
 
-/// Resets signal handling inherited from the runtime (blocked signals, ignored
-/// dispositions) so the container starts with defaults.
-pub fn reset_signals() {
-    sys::reset_signals();
-}
-
 /// Forks the first child, which enters the namespaces and forks `body` as the container
 /// process. Returns the first child's pid; the container process's pid arrives on the
 /// channel as [`Msg::InitPid`].
@@ -72,7 +66,9 @@ fn stage1(
     for &fd in &stage.close {
         sys::close_raw(fd);
     }
-    reset_signals();
+    // Signal handling inherited from the runtime (blocked signals, ignored dispositions)
+    // must not reach the container.
+    sys::reset_signals();
     // Keep /proc/<pid> of the setup processes closed to the container (until exec).
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     crate::logging::phase("setup: begin");
@@ -115,8 +111,7 @@ fn stage1(
     }
     crate::logging::phase("setup: namespaces created");
     if let Some(offsets) = &stage.time_offsets {
-        std::fs::write("/proc/self/timens_offsets", offsets)
-            .map_err(|e| Error::invalid(format!("linux.timeOffsets: {e}")))?;
+        write_time_offsets(offsets)?;
     }
     let forked = match into_cgroup {
         Some(dir) => match sys::clone_parent_into_cgroup(dir.as_fd()) {
@@ -159,6 +154,33 @@ fn stage1(
             sys::exit_now(1)
         }
     }
+}
+
+/// Writes the offsets of the new time namespace (before any process enters it). The
+/// process is made dumpable for the write: a non-dumpable process's /proc files belong
+/// to host root, which a new user namespace does not map. This setup process is outside
+/// the container's pid namespace, so no container process can reach it meanwhile.
+fn write_time_offsets(offsets: &str) -> Result<()> {
+    use rustix::process::DumpableBehavior;
+    use std::io::Write;
+    let _ = rustix::process::set_dumpable_behavior(DumpableBehavior::Dumpable);
+    let result = (|| {
+        let proc = pathrs::procfs::ProcfsHandle::new().ctx(|| "open a private procfs")?;
+        let mut f = proc
+            .open(
+                pathrs::procfs::ProcfsBase::ProcSelf,
+                "timens_offsets",
+                pathrs::flags::OpenFlags::O_WRONLY,
+            )
+            .ctx(|| "open /proc/self/timens_offsets")?;
+        f.write_all(offsets.as_bytes()).map_err(|e| {
+            Error::invalid(format!(
+                "linux.timeOffsets: the kernel refused {offsets:?}: {e}"
+            ))
+        })
+    })();
+    let _ = rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable);
+    result
 }
 
 /// Waits for the first child and reports how it ended (it exits right after forking).

@@ -47,10 +47,12 @@ pub fn propagation_flag(name: Option<&str>) -> Result<Option<u64>> {
 /// First step in a new mount namespace: stop mount events from reaching the host, and
 /// make the rootfs a mount of its own (pivot_root needs that).
 pub fn prepare_root(rootfs: &Path, propagation: Option<u64>) -> Result<()> {
-    // Slave by default so host mounts still show up but nothing flows back; a shared
-    // rootfs still starts as slave here and becomes shared after pivot_root.
+    // Slave by default so host mounts still show up but nothing flows back. A private
+    // rootfs is private from the start; shared and unbindable ones start as slave here
+    // (pivot_root refuses a shared parent, and an unbindable root cannot be bind-mounted)
+    // and get their propagation after pivot_root.
     let flag = match propagation {
-        Some(p) if p & (libc::MS_SHARED) == 0 => p | libc::MS_REC,
+        Some(p) if p & libc::MS_PRIVATE != 0 => p | libc::MS_REC,
         _ => libc::MS_SLAVE | libc::MS_REC,
     };
     sys::mount(None, c"/", None, flag as libc::c_ulong, None)
@@ -149,7 +151,7 @@ pub fn mask_paths(root: &pathrs::Root, paths: &[String]) -> Result<()> {
     let mut null = None;
     for (i, p) in paths.iter().enumerate() {
         let rel = p.trim_start_matches('/');
-        let Ok(h) = root.resolve(rel) else {
+        let Some(h) = resolve_existing(root, rel, &format!("linux.maskedPaths[{i}] {p}"))? else {
             continue;
         };
         let st = rustix::fs::fstat(&h).ctx(|| format!("stat masked path {p}"))?;
@@ -173,11 +175,28 @@ pub fn mask_paths(root: &pathrs::Root, paths: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Resolves a path inside the root; Ok(None) when it does not exist (which masked and
+/// read-only paths allow), an error for anything else.
+fn resolve_existing(root: &pathrs::Root, rel: &str, what: &str) -> Result<Option<pathrs::Handle>> {
+    match root.resolve(rel) {
+        Ok(h) => Ok(Some(h)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                pathrs::error::ErrorKind::OsError(Some(libc::ENOENT | libc::ENOTDIR))
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e).ctx(|| format!("{what}: resolve")),
+    }
+}
+
 /// Makes `linux.readonlyPaths` read-only (recursively), after pivot.
 pub fn readonly_paths(root: &pathrs::Root, paths: &[String]) -> Result<()> {
     for (i, p) in paths.iter().enumerate() {
         let rel = p.trim_start_matches('/');
-        let Ok(h) = root.resolve(rel) else {
+        let Some(h) = resolve_existing(root, rel, &format!("linux.readonlyPaths[{i}] {p}"))? else {
             continue;
         };
         let tree = mountapi::clone_fd(h.as_fd(), true)?;

@@ -163,11 +163,6 @@ impl MountOptions {
         }
         (set, clear)
     }
-
-    /// The data string for mount(2).
-    pub fn data_string(&self) -> String {
-        self.data.join(",")
-    }
 }
 
 #[cfg(test)]
@@ -190,7 +185,7 @@ mod tests {
             "rro",
         ]);
         assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV);
-        assert_eq!(o.data_string(), "mode=755,size=65536k");
+        assert_eq!(o.data, ["mode=755", "size=65536k"]);
         assert_eq!(o.propagation, vec![libc::MS_PRIVATE | libc::MS_REC]);
         assert_eq!(o.rec_set, attr::RDONLY);
         let (set, clear) = o.attrs();
