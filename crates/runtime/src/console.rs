@@ -81,6 +81,8 @@ pub fn connect(path: &Path) -> Result<OwnedFd> {
 
 /// A pty pair opened inside the container.
 pub struct Pty {
+    /// The slave's path in the container (/dev/pts/N), which runc sends along.
+    pub name: String,
     /// The master side, handed to the caller.
     pub master: OwnedFd,
     /// The slave side, which becomes the container process's stdio.
@@ -113,7 +115,14 @@ pub fn open_pty(size: Option<(u16, u16)>) -> Result<Pty> {
         };
         rustix::termios::tcsetwinsize(&slave, ws).ctx(|| "set the console size")?;
     }
-    Ok(Pty { master, slave })
+    let name = rustix::pty::ptsname(&master, Vec::new())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Pty {
+        name,
+        master,
+        slave,
+    })
 }
 
 fn verify_pty(fd: BorrowedFd<'_>, master: bool) -> Result<()> {

@@ -67,7 +67,7 @@ struct CreateArgs {
     /// Use MS_MOVE and chroot instead of pivot_root (for a rootfs on initramfs)
     #[arg(long = "no-pivot")]
     no_pivot: bool,
-    /// Do not create a new session keyring (berth-runtime never creates one)
+    /// Do not give the container a session keyring of its own
     #[arg(long = "no-new-keyring")]
     no_new_keyring: bool,
     /// Pass this many extra descriptors (from fd 3) to the container

@@ -66,7 +66,9 @@ pub fn ensure_protected() -> Result<()> {
         let n = rustix::fs::sendfile(&memfd, &exe, None, (size - copied) as usize)
             .ctx(|| "copy the runtime binary")?;
         if n == 0 {
-            break;
+            return Err(crate::error::Error::invalid(
+                "copy the runtime binary: /proc/self/exe ended early",
+            ));
         }
         copied += n as u64;
     }

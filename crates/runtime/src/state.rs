@@ -78,6 +78,36 @@ pub struct Record {
     pub cgroup: CgroupPaths,
     /// Whether the container has its own pid namespace (then killing init kills all).
     pub own_pid_ns: bool,
+    /// Whether the container got a session keyring of its own (`exec` joins it).
+    #[serde(default)]
+    pub session_keyring: bool,
+}
+
+impl Record {
+    /// This container as an OCI state document, at `status` with init `pid`.
+    pub fn oci_state(&self, status: Status, pid: i32) -> OciState {
+        OciState {
+            oci_version: OCI_VERSION.to_string(),
+            id: self.id.clone(),
+            status: status.as_str().to_string(),
+            pid,
+            bundle: self.bundle.clone(),
+            rootfs: self.rootfs.clone(),
+            created: self.created.clone(),
+            owner: self.owner.clone(),
+            annotations: self.annotations.clone(),
+        }
+    }
+
+    /// The state JSON that hooks read on stdin.
+    pub fn hook_state(&self, status: Status, pid: i32) -> String {
+        serde_json::to_string(&self.oci_state(status, pid)).expect("state serializes")
+    }
+
+    /// The name of the container's session keyring.
+    pub fn keyring_name(&self) -> String {
+        format!("_ses.{}", self.id)
+    }
 }
 
 /// The OCI state document printed by `state` and given to hooks on stdin.
@@ -248,32 +278,23 @@ impl Container {
         if !self.init_alive() {
             return Status::Stopped;
         }
-        if self.dir.join(EXEC_FIFO).exists() {
-            return Status::Created;
-        }
         if self.record.cgroup.is_frozen() {
             return Status::Paused;
+        }
+        if self.dir.join(EXEC_FIFO).exists() {
+            return Status::Created;
         }
         Status::Running
     }
 
     /// The OCI state document for this container.
     pub fn oci_state(&self, status: Status) -> OciState {
-        OciState {
-            oci_version: OCI_VERSION.to_string(),
-            id: self.record.id.clone(),
-            status: status.as_str().to_string(),
-            pid: if status == Status::Stopped {
-                0
-            } else {
-                self.record.pid
-            },
-            bundle: self.record.bundle.clone(),
-            rootfs: self.record.rootfs.clone(),
-            created: self.record.created.clone(),
-            owner: self.record.owner.clone(),
-            annotations: self.record.annotations.clone(),
-        }
+        let pid = if status == Status::Stopped {
+            0
+        } else {
+            self.record.pid
+        };
+        self.record.oci_state(status, pid)
     }
 }
 

@@ -285,3 +285,59 @@ fn signals_and_states() {
     let err = rt.fail(&["exec", &id, "--cwd"]);
     assert!(!err.is_empty());
 }
+
+#[test]
+fn cgroups_that_are_not_the_containers_own() {
+    let rt = Runtime::new();
+    let id = unique_id("cgown");
+    for path in ["/", "."] {
+        let mut b = Bundle::busybox();
+        b.config["linux"]["cgroupsPath"] = json!(path);
+        b.write();
+        let err = create_fails(&rt, &b, &id);
+        assert!(
+            err.contains("cgroupsPath") && err.contains("no cgroup of the container's own"),
+            "{err}"
+        );
+    }
+    // Another container's cgroup, with its processes in it, is refused and left alone.
+    let mut first = Bundle::busybox();
+    first.args(&["sleep", "1000"]);
+    let first_id = unique_id("cgfirst");
+    first.config["linux"]["cgroupsPath"] = json!(format!("/{first_id}"));
+    first.write();
+    let _g = rt.create(&first, &first_id);
+    rt.ok(&["start", &first_id]);
+    let mut second = Bundle::busybox();
+    second.config["linux"]["cgroupsPath"] = json!(format!("/{first_id}"));
+    second.write();
+    let id = unique_id("cgsecond");
+    let err = rt.fail(&["create", "--bundle", second.path().to_str().unwrap(), &id]);
+    assert!(err.contains("already has processes"), "{err}");
+    assert_eq!(
+        rt.status(&first_id),
+        "running",
+        "the first container is untouched"
+    );
+    assert!(!rt.root().join(&id).exists());
+}
+
+#[test]
+fn preserve_fds_that_are_not_open() {
+    let rt = Runtime::new();
+    let b = Bundle::busybox();
+    let id = unique_id("prefds");
+    let err = rt.fail(&[
+        "run",
+        "--preserve-fds",
+        "4",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(
+        err.contains("--preserve-fds 4") && err.contains("not open"),
+        "{err}"
+    );
+    assert_no_leaks(&rt, &id, Some(&b));
+}

@@ -165,7 +165,11 @@ fn exec_with_a_tty_through_a_console_socket() {
         "tty; echo exec-tty-ok",
     ]);
     let child = c.spawn().unwrap();
-    let (master, _) = receive_master(&listener);
+    let (master, name) = receive_master(&listener);
+    assert!(
+        name.starts_with("/dev/pts/"),
+        "runc sends the pty's name: {name}"
+    );
     assert!(child.wait_with_output().unwrap().status.success());
     let mut master = std::fs::File::from(master);
     let out = read_until(&mut master, "exec-tty-ok");

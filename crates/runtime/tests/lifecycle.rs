@@ -440,3 +440,25 @@ fn foreground_run_forwards_signals() {
     assert!(text.contains("got-term"), "{text}");
     assert_no_leaks(&rt, &id, Some(&b));
 }
+
+#[test]
+fn a_created_container_can_be_paused_and_resumed() {
+    let rt = Runtime::new();
+    let mut b = Bundle::busybox();
+    b.sh("echo started");
+    let id = unique_id("pausecreated");
+    let _g = rt.create(&b, &id);
+    rt.ok(&["pause", &id]);
+    assert_eq!(rt.status(&id), "paused");
+    rt.ok(&["resume", &id]);
+    assert_eq!(rt.status(&id), "created");
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
+    assert_eq!(
+        list[0]["rootfs"],
+        b.rootfs().canonicalize().unwrap().to_str().unwrap()
+    );
+    assert_eq!(list[0]["ociVersion"], "1.2.0");
+    rt.ok(&["start", &id]);
+    wait_for("stopped", 2000, || rt.status(&id) == "stopped");
+}

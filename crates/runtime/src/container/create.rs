@@ -19,7 +19,7 @@ use crate::hooks::{self, Point};
 use crate::namespaces;
 use crate::process::ProcessPlan;
 use crate::rootfs::{self, dev::NodeMethod, mounts::MountCtx};
-use crate::state::{self, Container, DirLock, OciState, Record, Root, Status};
+use crate::state::{self, Container, DirLock, Record, Root, Status};
 use crate::sync::{Channel, Msg};
 use crate::{console, seccomp, sys};
 
@@ -38,7 +38,7 @@ pub struct CreateOpts {
     pub preserve_fds: u32,
     /// Use MS_MOVE + chroot instead of pivot_root.
     pub no_pivot: bool,
-    /// Do not create a session keyring (the runtime never creates one).
+    /// Do not give the container a session keyring of its own.
     pub no_new_keyring: bool,
 }
 
@@ -53,7 +53,7 @@ pub struct Created {
 /// Everything the init process needs, prepared before forking.
 struct InitPlan<'a> {
     spec: &'a Spec,
-    id: &'a str,
+    record: &'a Record,
     bundle: &'a Path,
     rootfs: &'a Path,
     proc: ProcessPlan,
@@ -198,6 +198,7 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
             .collect::<BTreeMap<_, _>>(),
         cgroup: cgroup.clone(),
         own_pid_ns: ns.creates(libc::CLONE_NEWPID),
+        session_keyring: !opts.no_new_keyring,
     };
     let mut container = Container {
         dir: dir.clone(),
@@ -237,7 +238,7 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
         || hooks::any(spec.hooks().as_ref(), Point::CreateRuntime);
     let plan = InitPlan {
         spec: &spec,
-        id: &opts.id,
+        record: &container.record,
         bundle: &bundle,
         rootfs: &rootfs,
         proc,
@@ -287,7 +288,7 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
                 cleanup.pids.retain(|&p| p != setup_pid);
             }
             Msg::RunRuntimeHooks => {
-                let st = hook_state(&container, init_pid, Status::Creating);
+                let st = container.record.hook_state(Status::Creating, init_pid);
                 hooks::run(spec.hooks().as_ref(), Point::Prestart, &st)?;
                 hooks::run(spec.hooks().as_ref(), Point::CreateRuntime, &st)?;
                 parent_chan.send(&Msg::Continue)?;
@@ -321,14 +322,6 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
         container,
         pty_master,
     })
-}
-
-/// The OCI state JSON given to hooks.
-pub fn hook_state(c: &Container, pid: i32, status: Status) -> String {
-    let mut st: OciState = c.oci_state(Status::Created);
-    st.status = status.as_str().to_string();
-    st.pid = pid;
-    serde_json::to_string(&st).expect("state serializes")
 }
 
 /// Hostname, domainname and sysctls need namespaces of their own: refuse them otherwise.
@@ -473,7 +466,7 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
         p.chan.expect(&Msg::Continue)?;
     }
     if hooks::any(spec.hooks().as_ref(), Point::CreateContainer) {
-        let st = state_for_hooks(p, host_pid, Status::Creating);
+        let st = p.record.hook_state(Status::Creating, host_pid);
         hooks::run(spec.hooks().as_ref(), Point::CreateContainer, &st)?;
     }
     crate::logging::phase("init: devices and hooks done");
@@ -499,7 +492,7 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
     if p.new_keyring {
         // A keyring of its own, so the container cannot reach keys in the caller's
         // session keyring (as runc does unless --no-new-keyring).
-        let name = std::ffi::CString::new(format!("_ses.{}", p.id)).expect("ids have no NUL");
+        let name = std::ffi::CString::new(p.record.keyring_name()).expect("ids have no NUL");
         match sys::join_session_keyring(&name) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
@@ -548,7 +541,7 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
 fn after_start(p: &InitPlan<'_>, host_pid: i32, program: &std::ffi::CString) -> Result<Error> {
     let hooks = p.spec.hooks().as_ref();
     if hooks::any(hooks, Point::StartContainer) {
-        let st = state_for_hooks(p, host_pid, Status::Created);
+        let st = p.record.hook_state(Status::Created, host_pid);
         hooks::run(hooks, Point::StartContainer, &st)?;
     }
     p.proc.set_no_new_privs()?;
@@ -556,27 +549,6 @@ fn after_start(p: &InitPlan<'_>, host_pid: i32, program: &std::ffi::CString) -> 
         f.load()?;
     }
     Ok(p.proc.exec(program))
-}
-
-fn state_for_hooks(p: &InitPlan<'_>, pid: i32, status: Status) -> String {
-    let st = OciState {
-        oci_version: state::OCI_VERSION.to_string(),
-        id: p.id.to_string(),
-        status: status.as_str().to_string(),
-        pid,
-        bundle: p.bundle.to_path_buf(),
-        rootfs: p.rootfs.to_path_buf(),
-        created: String::new(),
-        owner: String::new(),
-        annotations: p
-            .spec
-            .annotations()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
-    };
-    serde_json::to_string(&st).expect("state serializes")
 }
 
 /// Writes sysctls and oom_score_adj through a private procfs, which nothing in the

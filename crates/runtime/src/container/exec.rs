@@ -229,7 +229,13 @@ pub fn exec(root: &Root, opts: &ExecOpts) -> Result<i32> {
         close: Vec::new(),
     };
     let preserve = opts.preserve_fds;
-    let setup = spawn::spawn(&stage, || exec_body(&plan, console_sock.as_ref(), preserve))?;
+    let keyring = c
+        .record
+        .session_keyring
+        .then(|| std::ffi::CString::new(c.record.keyring_name()).expect("ids have no NUL"));
+    let setup = spawn::spawn(&stage, || {
+        exec_body(&plan, console_sock.as_ref(), preserve, keyring.as_deref())
+    })?;
     drop(child_chan);
     drop(console_sock);
     let pid = match parent_chan.recv() {
@@ -281,12 +287,21 @@ fn exec_body(
     plan: &ProcessPlan,
     console_sock: Option<&OwnedFd>,
     preserve: u32,
+    keyring: Option<&std::ffi::CStr>,
 ) -> Result<std::convert::Infallible> {
     if let Some(sock) = console_sock {
         rustix::process::setsid().ctx(|| "setsid")?;
         let pty = console::open_pty(plan.console_size)?;
-        console::send_fd(sock.as_fd(), pty.master.as_fd(), "")?;
+        console::send_fd(sock.as_fd(), pty.master.as_fd(), &pty.name)?;
         console::attach_slave(&pty.slave)?;
+    }
+    if let Some(name) = keyring {
+        // Join the container's session keyring, as its other processes have it.
+        match crate::sys::join_session_keyring(name) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+            Err(e) => return Err(Error::io("join the container's session keyring", e)),
+        }
     }
     crate::process::keep_only_stdio_and(preserve)?;
     plan.apply_privileged()?;

@@ -11,23 +11,30 @@ use crate::console;
 use crate::error::{Error, Result};
 use crate::sys;
 
-/// Signals forwarded to the container process.
-pub const FORWARDED: &[i32] = &[
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGTERM,
-    libc::SIGALRM,
-    libc::SIGCONT,
-    libc::SIGWINCH,
-];
+/// Signals forwarded to the container process: everything a process can catch, except
+/// SIGCHLD (ours) and the faults the kernel raises synchronously in the runtime itself.
+pub fn forwarded() -> Vec<i32> {
+    let not_forwarded = [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGCHLD,
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGTRAP,
+        libc::SIGSYS,
+    ];
+    (1..=31)
+        .chain(34..=64)
+        .filter(|s| !not_forwarded.contains(s))
+        .collect()
+}
 
 /// Blocks the forwarded signals and SIGCHLD and returns a signalfd for them. Call before
 /// forking: the children unblock everything themselves.
 pub fn capture_signals() -> Result<OwnedFd> {
-    let mut sigs = FORWARDED.to_vec();
+    let mut sigs = forwarded();
     sigs.push(libc::SIGCHLD);
     sys::block_to_signalfd(&sigs).map_err(|e| Error::io("set up signal forwarding", e))
 }

@@ -40,7 +40,7 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
     std::fs::remove_file(&fifo_path).ctx(|| format!("remove {}", fifo_path.display()))?;
     let spec = c.spec()?;
     if hooks::any(spec.hooks().as_ref(), Point::Poststart) {
-        let st = super::create::hook_state(&c, c.record.pid, Status::Running);
+        let st = c.record.hook_state(Status::Running, c.record.pid);
         hooks::run_warn(spec.hooks().as_ref(), Point::Poststart, &st);
     }
     Ok(())
@@ -152,7 +152,7 @@ pub fn destroy(c: &Container) -> Result<()> {
     c.record.cgroup.destroy()?;
     if let Ok(spec) = c.spec() {
         if hooks::any(spec.hooks().as_ref(), Point::Poststop) {
-            let st = super::create::hook_state(c, 0, Status::Stopped);
+            let st = c.record.hook_state(Status::Stopped, 0);
             hooks::run_warn(spec.hooks().as_ref(), Point::Poststop, &st);
         }
     }
@@ -164,7 +164,7 @@ pub fn pause(root: &Root, id: &str) -> Result<()> {
     let c = Container::load(root, id)?;
     let _lock = DirLock::take(&c.dir)?;
     let s = c.status_locked();
-    if s != Status::Running {
+    if !matches!(s, Status::Running | Status::Created) {
         return Err(wrong_state(id, "pause", s));
     }
     c.record.cgroup.freeze()
@@ -181,44 +181,19 @@ pub fn resume(root: &Root, id: &str) -> Result<()> {
     c.record.cgroup.thaw()
 }
 
-/// One row of `list`.
-#[derive(serde::Serialize)]
-pub struct ListEntry {
-    /// Container id.
-    pub id: String,
-    /// Init pid (0 when stopped).
-    pub pid: i32,
-    /// Status name.
-    pub status: String,
-    /// Bundle path.
-    pub bundle: std::path::PathBuf,
-    /// Creation time.
-    pub created: String,
-    /// Owner.
-    pub owner: String,
-}
-
-/// `list`: every container under the root.
-pub fn list(root: &Root) -> Result<Vec<ListEntry>> {
+/// `list`: the state of every container under the root (owner "root" when empty, as
+/// runc shows it).
+pub fn list(root: &Root) -> Result<Vec<state::OciState>> {
     let mut out = Vec::new();
     for id in root.ids()? {
         let Ok(c) = Container::load(root, &id) else {
             continue;
         };
-        let s = c.status();
-        let st = c.oci_state(s);
-        out.push(ListEntry {
-            id,
-            pid: st.pid,
-            status: st.status,
-            bundle: st.bundle,
-            created: st.created,
-            owner: if st.owner.is_empty() {
-                "root".into()
-            } else {
-                st.owner
-            },
-        });
+        let mut st = c.oci_state(c.status());
+        if st.owner.is_empty() {
+            st.owner = "root".into();
+        }
+        out.push(st);
     }
     Ok(out)
 }
