@@ -168,12 +168,7 @@ fn pause_resume_ps_and_events() {
     let id = unique_id("pause");
     let _g = rt.create(&b, &id);
     rt.ok(&["start", &id]);
-    wait_for("three processes", 2000, || {
-        serde_json::from_str::<Vec<i32>>(&rt.ok(&["ps", "--format", "json", &id]))
-            .unwrap()
-            .len()
-            == 3
-    });
+    wait_for("three processes", 2000, || rt.pids(&id).len() == 3);
     let table = rt.ok(&["ps", &id]);
     assert!(table.starts_with("UID") || table.contains("PID"), "{table}");
     assert_eq!(
@@ -184,7 +179,7 @@ fn pause_resume_ps_and_events() {
 
     rt.ok(&["pause", &id]);
     assert_eq!(rt.status(&id), "paused");
-    let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).unwrap();
+    let pids = rt.pids(&id);
     for p in &pids {
         let st = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap();
         // Frozen tasks sleep in the freezer.
@@ -367,7 +362,7 @@ fn exec_runs_in_the_container() {
         .trim()
         .parse()
         .unwrap();
-    let procs: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).unwrap();
+    let procs = rt.pids(&id);
     assert!(procs.contains(&epid), "{procs:?} {epid}");
     // A missing program is a clear error, before anything runs.
     let err = rt.fail(&["exec", &id, "no-such-program"]);
@@ -390,12 +385,7 @@ fn kill_all_signals_every_process() {
     let id = unique_id("killall");
     let _g = rt.create(&b, &id);
     rt.ok(&["start", &id]);
-    wait_for("three processes", 2000, || {
-        serde_json::from_str::<Vec<i32>>(&rt.ok(&["ps", "--format", "json", &id]))
-            .unwrap()
-            .len()
-            == 3
-    });
+    wait_for("three processes", 2000, || rt.pids(&id).len() == 3);
     rt.ok(&["kill", "--all", &id, "KILL"]);
     wait_for("all gone", 3000, || rt.status(&id) == "stopped");
     assert!(cgroup_dirs_named(&id).iter().all(|d| {

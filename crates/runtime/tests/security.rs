@@ -112,17 +112,11 @@ fn no_descriptor_leaks_into_the_container() {
     b.sh("ls /proc/self/fd | tr '\\n' ' '");
     let host_dir = tempfile::tempdir().unwrap();
     let id = unique_id("fds");
+    let bundle = b.path().to_str().unwrap().to_string();
     // The runtime is started with extra open descriptors (7: a host directory, 8: a
     // file); the container must see only stdio.
-    let script = format!(
-        "exec 7<{dir} 8<{bin}; exec {rt} --root {root} run --bundle {bundle} {id}",
-        dir = host_dir.path().display(),
-        bin = bin(),
-        rt = bin(),
-        root = rt.root().display(),
-        bundle = b.path().display(),
-    );
-    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let prefix = format!("exec 7<{} 8<{}", host_dir.path().display(), bin());
+    let out = rt.run_after(&prefix, &["run", "--bundle", &bundle, &id]);
     assert!(
         out.status.success(),
         "{}",
@@ -136,14 +130,11 @@ fn no_descriptor_leaks_into_the_container() {
     let f = host_dir.path().join("passed");
     std::fs::write(&f, "passed-through\n").unwrap();
     let id = unique_id("fds");
-    let script = format!(
-        "exec 3<{f} 4<{f}; exec {rt} --root {root} run --preserve-fds 1 --bundle {bundle} {id}",
-        f = f.display(),
-        rt = bin(),
-        root = rt.root().display(),
-        bundle = b.path().display(),
+    let prefix = format!("exec 3<{f} 4<{f}", f = f.display());
+    let out = rt.run_after(
+        &prefix,
+        &["run", "--preserve-fds", "1", "--bundle", &bundle, &id],
     );
-    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -163,14 +154,11 @@ fn a_cwd_outside_the_root_is_refused() {
     b.config["process"]["cwd"] = json!("/proc/self/fd/7");
     b.sh("ls ..");
     let id = unique_id("cwd");
-    let script = format!(
-        "exec 7<{dir}; exec {rt} --root {root} run --bundle {bundle} {id}",
-        dir = host_dir.path().display(),
-        rt = bin(),
-        root = rt.root().display(),
-        bundle = b.path().display(),
+    let prefix = format!("exec 7<{}", host_dir.path().display());
+    let out = rt.run_after(
+        &prefix,
+        &["run", "--bundle", b.path().to_str().unwrap(), &id],
     );
-    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stdout}");

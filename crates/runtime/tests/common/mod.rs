@@ -212,6 +212,26 @@ impl Runtime {
         out
     }
 
+    /// Runs the runtime through `sh -c "PREFIX; exec berth-runtime --root R ARGS..."`,
+    /// to start it with extra descriptors open (`exec 7<dir` in the prefix).
+    pub fn run_after(&self, prefix: &str, args: &[&str]) -> Output {
+        let script = format!(
+            "{prefix}; exec {} --root {} {}",
+            bin(),
+            self.root.path().display(),
+            args.join(" ")
+        );
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap()
+    }
+
+    /// The pids of a container's processes (`ps --format json`).
+    pub fn pids(&self, id: &str) -> Vec<i32> {
+        serde_json::from_str(&self.ok(&["ps", "--format", "json", id])).unwrap()
+    }
+
     /// The OCI state of a container.
     pub fn state(&self, id: &str) -> Value {
         serde_json::from_str(&self.ok(&["state", id])).unwrap()
