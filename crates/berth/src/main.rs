@@ -1,0 +1,3 @@
+//! `berth`: the command line.
+
+fn main() {}

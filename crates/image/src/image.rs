@@ -1,0 +1,179 @@
+//! Images as the rest of berth sees them: a name or id resolved to one platform's
+//! manifest, its config and its layer chain.
+
+use oci_spec::image::ImageManifest;
+
+use crate::digest::{chain_ids, Digest};
+use crate::error::{Error, Result};
+use crate::oci::{self, Parsed, Platform};
+use crate::reference::Reference;
+use crate::store::{ImageRecord, Store};
+
+/// One platform's image, resolved from the store.
+#[derive(Clone, Debug)]
+pub struct ResolvedImage {
+    /// The name it was found under, if it has one.
+    pub name: Option<String>,
+    /// The index the name points to, for multi-platform images.
+    pub index: Option<Digest>,
+    /// The platform manifest's digest.
+    pub manifest_digest: Digest,
+    /// The manifest.
+    pub manifest: ImageManifest,
+    /// The config blob's digest (docker's image ID).
+    pub config_digest: Digest,
+    /// The config, as JSON (kept whole: docker configs carry fields OCI does not name).
+    pub config: serde_json::Value,
+    /// Uncompressed layer digests, bottom first.
+    pub diff_ids: Vec<Digest>,
+    /// Chain IDs, bottom first.
+    pub chain_ids: Vec<Digest>,
+}
+
+impl ResolvedImage {
+    /// The compressed layer descriptors with their diff IDs, bottom first.
+    pub fn layers(&self) -> Result<Vec<(Digest, String, u64, Digest)>> {
+        let layers = self.manifest.layers();
+        if layers.len() != self.diff_ids.len() {
+            return Err(Error::invalid(format!(
+                "image {}: the manifest has {} layers but the config lists {} diff_ids",
+                self.manifest_digest,
+                layers.len(),
+                self.diff_ids.len()
+            )));
+        }
+        layers
+            .iter()
+            .zip(&self.diff_ids)
+            .map(|(l, d)| Ok((oci::digest_of(l)?, oci::media_type(l), l.size(), d.clone())))
+            .collect()
+    }
+
+    /// The image's architecture and OS, from its config.
+    pub fn platform(&self) -> String {
+        let os = self.config.get("os").and_then(|v| v.as_str()).unwrap_or("linux");
+        let arch = self.config.get("architecture").and_then(|v| v.as_str()).unwrap_or("unknown");
+        format!("{os}/{arch}")
+    }
+}
+
+impl Store {
+    /// Finds an image by reference (`busybox`, `localhost:5000/app:v1`), by digest, or by
+    /// a prefix of its ID (config digest) as docker accepts.
+    pub fn find_image(&self, what: &str) -> Result<ImageRecord> {
+        if let Ok(r) = what.parse::<Reference>() {
+            if let Some(rec) = self.image(&r.to_string())? {
+                return Ok(rec);
+            }
+        }
+        if let Some(rec) = self.image(what)? {
+            return Ok(rec);
+        }
+        let hex = what.strip_prefix("sha256:").unwrap_or(what);
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut found: Vec<ImageRecord> = Vec::new();
+            for rec in self.images()? {
+                let config = self
+                    .resolve_record(&rec, &Platform::host())
+                    .ok()
+                    .map(|r| r.config_digest);
+                let matches = rec.digest.hex().starts_with(hex)
+                    || config.as_ref().is_some_and(|c| c.hex().starts_with(hex));
+                if matches && !found.iter().any(|f| f.digest == rec.digest) {
+                    found.push(rec);
+                }
+            }
+            match found.len() {
+                1 => return Ok(found.remove(0)),
+                0 => {}
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "image ID prefix {what:?} is ambiguous: give more characters"
+                    )))
+                }
+            }
+        }
+        Err(Error::not_found(format!("image {what:?} is not in the store (pull, load or import it first)")))
+    }
+
+    /// Resolves a name/ID to one platform's image.
+    pub fn resolve(&self, what: &str, platform: &Platform) -> Result<ResolvedImage> {
+        let rec = self.find_image(what)?;
+        self.resolve_record(&rec, platform)
+    }
+
+    /// Resolves a stored image record for a platform.
+    pub fn resolve_record(&self, rec: &ImageRecord, platform: &Platform) -> Result<ResolvedImage> {
+        let mut r = self.resolve_digest(&rec.digest, platform)?;
+        r.name = Some(rec.name.clone());
+        Ok(r)
+    }
+
+    /// Resolves a manifest or index digest for a platform.
+    pub fn resolve_digest(&self, digest: &Digest, platform: &Platform) -> Result<ResolvedImage> {
+        let bytes = self.read_blob(digest)?;
+        let (index, manifest_digest, manifest) = match oci::parse_manifest(&bytes, None)? {
+            Parsed::Manifest(m) => (None, digest.clone(), m),
+            Parsed::Index(idx) => {
+                let d = oci::choose(&idx, platform)?;
+                let md = oci::digest_of(&d)?;
+                let mbytes = self.read_blob(&md)?;
+                match oci::parse_manifest(&mbytes, Some(&oci::media_type(&d)))? {
+                    Parsed::Manifest(m) => (Some(digest.clone()), md, m),
+                    Parsed::Index(_) => {
+                        return Err(Error::invalid(format!(
+                            "index {digest} points to another index for {platform}; nested indexes are not supported"
+                        )))
+                    }
+                }
+            }
+        };
+        let config_digest = oci::digest_of(manifest.config())?;
+        let config: serde_json::Value = serde_json::from_slice(&self.read_blob(&config_digest)?)
+            .map_err(|e| Error::invalid(format!("image config {config_digest} is not JSON: {e}")))?;
+        let diff_ids = oci::diff_ids(&config)?;
+        let chain_ids = chain_ids(&diff_ids);
+        Ok(ResolvedImage {
+            name: None,
+            index,
+            manifest_digest,
+            manifest,
+            config_digest,
+            config,
+            diff_ids,
+            chain_ids,
+        })
+    }
+
+    /// Every blob an image record references (index, manifests, configs, layers) that is
+    /// present in the store; used by garbage collection and by save/push.
+    pub fn referenced_blobs(&self, top: &Digest) -> Result<Vec<Digest>> {
+        let mut out = vec![top.clone()];
+        let bytes = match self.read_blob(top) {
+            Ok(b) => b,
+            Err(Error::NotFound(_)) => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        let manifests: Vec<Digest> = match oci::parse_manifest(&bytes, None)? {
+            Parsed::Manifest(_) => vec![top.clone()],
+            Parsed::Index(idx) => idx
+                .manifests()
+                .iter()
+                .map(oci::digest_of)
+                .collect::<Result<Vec<_>>>()?,
+        };
+        for md in manifests {
+            if md != *top {
+                out.push(md.clone());
+            }
+            let Ok(mb) = self.read_blob(&md) else { continue };
+            if let Ok(Parsed::Manifest(m)) = oci::parse_manifest(&mb, None) {
+                out.push(oci::digest_of(m.config())?);
+                out.extend(oci::layer_digests(&m)?);
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}

@@ -1,0 +1,325 @@
+//! Snapshots and container root filesystems.
+//!
+//! Each layer is unpacked once into its own directory (keyed by chain ID, named by a
+//! short number) and shared by every image that has it. A container's rootfs is an
+//! overlay of those directories (read-only), an init layer (/etc/hosts, /etc/hostname,
+//! /etc/resolv.conf) above them, and the container's own upper and work directories.
+//! Where overlayfs cannot be mounted, the layers are copied into a plain directory.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::compress;
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Context, Error, Result};
+use crate::image::ResolvedImage;
+use crate::store::{ContainerRecord, Store};
+use crate::unpack::{remove_tree, Unpacker, Whiteouts};
+
+/// Files of the init layer, which `commit` leaves out.
+pub const INIT_FILES: &[&str] = &["etc/hosts", "etc/hostname", "etc/resolv.conf"];
+
+/// How a container rootfs is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Snapshotter {
+    /// Overlay if it can be mounted here, else copy (with a message).
+    Auto,
+    /// Always overlay.
+    Overlay,
+    /// Always copy.
+    Copy,
+}
+
+/// A prepared container rootfs.
+#[derive(Clone, Debug)]
+pub struct Rootfs {
+    /// The directory to use as the container's root.
+    pub path: PathBuf,
+    /// "overlay" or "copy".
+    pub mode: String,
+    /// Why the copy fallback was chosen, when it was.
+    pub note: Option<String>,
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("paths have no NUL")
+}
+
+impl Store {
+    /// Unpacks every layer of an image that is not unpacked yet; returns the snapshot
+    /// ids, bottom layer first. `progress` is called per layer unpacked.
+    pub fn unpack_image(&self, img: &ResolvedImage, mut progress: impl FnMut(&Digest, u64)) -> Result<Vec<i64>> {
+        let _lock = self.shared_lock()?;
+        let mut ids = Vec::new();
+        let layers = img.layers()?;
+        for (i, (blob, media_type, _size, diff_id)) in layers.iter().enumerate() {
+            let chain = &img.chain_ids[i];
+            let parent = i.checked_sub(1).map(|p| &img.chain_ids[p]);
+            let id = self.reserve_snapshot(chain, parent, diff_id)?;
+            let dir = self.snapshot_dir(id);
+            if !dir.exists() {
+                compress::Compression::from_media_type(media_type)?;
+                let size = self.unpack_layer(blob, diff_id, &dir)?;
+                self.complete_snapshot(id, size)?;
+                progress(blob, size);
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Unpacks one layer blob into `dest` (via a temporary directory renamed into place,
+    /// so a failure or crash never leaves a partial snapshot), checking its diff ID.
+    fn unpack_layer(&self, blob: &Digest, diff_id: &Digest, dest: &Path) -> Result<u64> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(self.root().join("s"))
+            .ctx(|| "create a temporary snapshot directory")?;
+        let file = self.open_blob(blob)?;
+        let mut tar = HashingReader::new(compress::decompress(std::io::BufReader::with_capacity(1 << 20, file))?);
+        let mut unpacker = Unpacker::new(tmp.path(), Whiteouts::Overlay)?;
+        let stats = unpacker
+            .apply(&mut tar)
+            .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
+        // The tar end-of-archive blocks (and any padding) belong to the diff ID too.
+        std::io::copy(&mut tar, &mut std::io::sink()).map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
+        let (got, _) = tar.finish();
+        if &got != diff_id {
+            return Err(Error::DigestMismatch(format!(
+                "layer {blob}: its uncompressed content hashes to {got}, but the image config says {diff_id}"
+            )));
+        }
+        let tmp_path = tmp.keep();
+        match std::fs::rename(&tmp_path, dest) {
+            Ok(()) => {}
+            // Another unpack of the same layer finished first.
+            Err(e) if dest.exists() => {
+                let _ = e;
+                remove_tree(&tmp_path)?;
+            }
+            Err(e) => {
+                let _ = remove_tree(&tmp_path);
+                return Err(Error::io(format!("move snapshot into {}", dest.display()), e));
+            }
+        }
+        Ok(stats.bytes)
+    }
+
+    /// Prepares the rootfs of a new container from an image: unpacks what is missing,
+    /// writes the init layer (`init_files`: path relative to / and content), and mounts
+    /// the overlay (or copies, where overlay cannot be used).
+    pub fn prepare(
+        &self,
+        container: &str,
+        img: &ResolvedImage,
+        init_files: &[(&str, &[u8])],
+        snapshotter: Snapshotter,
+    ) -> Result<Rootfs> {
+        valid_container_id(container)?;
+        let ids = self.unpack_image(img, |_, _| {})?;
+        let _lock = self.shared_lock()?;
+        let dir = self.container_dir(container);
+        let rec = ContainerRecord {
+            id: container.to_string(),
+            image: img.manifest_digest.clone(),
+            chain_id: img.chain_ids.last().cloned(),
+            mode: "overlay".into(),
+        };
+        self.add_container(&rec)?;
+        let result = self.build_rootfs(container, &dir, &ids, img, init_files, snapshotter);
+        if result.is_err() {
+            let _ = unmount(&dir.join("rootfs"));
+            let _ = remove_tree(&dir);
+            let _ = self.delete_container(container);
+        }
+        result
+    }
+
+    fn build_rootfs(
+        &self,
+        container: &str,
+        dir: &Path,
+        ids: &[i64],
+        img: &ResolvedImage,
+        init_files: &[(&str, &[u8])],
+        snapshotter: Snapshotter,
+    ) -> Result<Rootfs> {
+        for d in ["upper", "work", "init", "rootfs"] {
+            std::fs::create_dir_all(dir.join(d)).ctx(|| format!("create {}", dir.join(d).display()))?;
+        }
+        write_init_layer(&dir.join("init"), init_files)?;
+        let rootfs = dir.join("rootfs");
+        let overlay_err = match snapshotter {
+            Snapshotter::Copy => Some("copy was asked for".to_string()),
+            Snapshotter::Overlay | Snapshotter::Auto => match self.mount_overlay(container, ids) {
+                Ok(()) => None,
+                Err(e) if snapshotter == Snapshotter::Auto => Some(e.to_string()),
+                Err(e) => return Err(e),
+            },
+        };
+        let Some(why) = overlay_err else {
+            return Ok(Rootfs {
+                path: rootfs,
+                mode: "overlay".into(),
+                note: None,
+            });
+        };
+        // The copy fallback: every layer applied into one directory, then the init layer.
+        let mut unpacker = Unpacker::new(&rootfs, Whiteouts::Apply)?;
+        for (blob, _, _, _) in img.layers()? {
+            let file = self.open_blob(&blob)?;
+            unpacker
+                .apply(compress::decompress(std::io::BufReader::new(file))?)
+                .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
+        }
+        copy_tree(&dir.join("init"), &rootfs)?;
+        self.db().execute("UPDATE containers SET mode = 'copy' WHERE id = ?1", [container])?;
+        Ok(Rootfs {
+            path: rootfs,
+            mode: "copy".into(),
+            note: Some(format!("overlayfs could not be used ({why}); the image was copied instead")),
+        })
+    }
+
+    /// Mounts (again, e.g. after a reboot) the overlay of a prepared container.
+    pub fn mount_container(&self, container: &str) -> Result<PathBuf> {
+        let rec = self
+            .container(container)?
+            .ok_or_else(|| Error::not_found(format!("no rootfs for container {container}")))?;
+        let rootfs = self.container_dir(container).join("rootfs");
+        if rec.mode != "overlay" || is_mountpoint(&rootfs) {
+            return Ok(rootfs);
+        }
+        let mut ids = Vec::new();
+        let mut cur = rec.chain_id.clone();
+        while let Some(c) = cur {
+            let s = self
+                .snapshot(&c)?
+                .ok_or_else(|| Error::not_found(format!("snapshot {c} of container {container} is gone")))?;
+            ids.push(s.id);
+            cur = s.parent;
+        }
+        ids.reverse();
+        self.mount_overlay(container, &ids)?;
+        Ok(rootfs)
+    }
+
+    /// The overlay mount: lower directories given relative to the store root from a
+    /// thread with its own working directory, which keeps the option string short
+    /// (128 layers fit in the kernel's one page).
+    fn mount_overlay(&self, container: &str, ids: &[i64]) -> Result<()> {
+        let mut lowers = vec![format!("c/{container}/init")];
+        lowers.extend(ids.iter().rev().map(|id| format!("s/{id}")));
+        let opts = format!(
+            "lowerdir={},upperdir=c/{container}/upper,workdir=c/{container}/work,index=off",
+            lowers.join(":")
+        );
+        if opts.len() >= 4096 {
+            return Err(Error::Unsupported(format!(
+                "{} layers do not fit in one overlay mount's options",
+                ids.len()
+            )));
+        }
+        let root = self.root().to_path_buf();
+        let target = root.join("c").join(container).join("rootfs");
+        std::thread::spawn(move || -> Result<()> {
+            crate::sys::private_cwd_for_this_thread().ctx(|| "unshare the working directory")?;
+            rustix::process::chdir(&root).ctx(|| format!("chdir {}", root.display()))?;
+            let data = CString::new(opts).expect("no NUL");
+            mount_raw(c"overlay", &cstr(&target), c"overlay", &data)
+                .ctx(|| format!("mount overlay on {}", target.display()))
+        })
+        .join()
+        .map_err(|_| Error::invalid("the overlay mount thread panicked"))?
+    }
+
+    /// Unmounts and removes a container's rootfs (upper layer included).
+    pub fn remove_container(&self, container: &str) -> Result<()> {
+        valid_container_id(container)?;
+        let dir = self.container_dir(container);
+        unmount(&dir.join("rootfs"))?;
+        remove_tree(&dir)?;
+        self.delete_container(container)
+    }
+
+    /// The directories of a container: (upper, init, rootfs).
+    pub fn container_paths(&self, container: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let d = self.container_dir(container);
+        (d.join("upper"), d.join("init"), d.join("rootfs"))
+    }
+}
+
+fn valid_container_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > 128
+        || id.starts_with('.')
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(Error::invalid(format!(
+            "container id {id:?}: use up to 128 letters, digits, '_', '-', '.'"
+        )));
+    }
+    Ok(())
+}
+
+fn write_init_layer(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    for (path, content) in files {
+        let rel = Path::new(path.trim_start_matches('/'));
+        if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return Err(Error::invalid(format!("init layer file {path:?} must be a plain relative path")));
+        }
+        let full = dir.join(rel);
+        if let Some(p) = full.parent() {
+            std::fs::create_dir_all(p).ctx(|| format!("create {}", p.display()))?;
+        }
+        std::fs::write(&full, content).ctx(|| format!("write {}", full.display()))?;
+    }
+    Ok(())
+}
+
+/// Copies the init layer's files into a copied rootfs (small regular files only).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    for e in std::fs::read_dir(from).ctx(|| format!("read {}", from.display()))? {
+        let e = e.ctx(|| format!("read {}", from.display()))?;
+        let ty = e.file_type().ctx(|| "stat")?;
+        let dest = to.join(e.file_name());
+        if ty.is_dir() {
+            std::fs::create_dir_all(&dest).ctx(|| format!("create {}", dest.display()))?;
+            copy_tree(&e.path(), &dest)?;
+        } else if ty.is_file() {
+            if dest.symlink_metadata().is_ok_and(|m| !m.is_file()) {
+                remove_tree(&dest)?;
+            }
+            std::fs::copy(e.path(), &dest).ctx(|| format!("copy to {}", dest.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn mount_raw(source: &std::ffi::CStr, target: &std::ffi::CStr, fstype: &std::ffi::CStr, data: &std::ffi::CStr) -> std::io::Result<()> {
+    rustix::mount::mount(source, target, fstype, rustix::mount::MountFlags::empty(), data).map_err(Into::into)
+}
+
+/// Whether `p` is a mount point (its device differs from its parent's, or it is an
+/// overlay root).
+pub fn is_mountpoint(p: &Path) -> bool {
+    let (Ok(a), Some(parent)) = (std::fs::metadata(p), p.parent()) else {
+        return false;
+    };
+    let Ok(b) = std::fs::metadata(parent) else {
+        return false;
+    };
+    use std::os::unix::fs::MetadataExt;
+    a.dev() != b.dev()
+}
+
+fn unmount(p: &Path) -> Result<()> {
+    if !is_mountpoint(p) {
+        return Ok(());
+    }
+    match rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(Error::io(format!("unmount {}", p.display()), e)),
+    }
+}
