@@ -8,6 +8,7 @@
 //! - [`registry`]: the OCI distribution protocol (pull, push, auth, TLS);
 //! - [`commit`], [`gc`], [`inspect`]: new images from containers, pruning, reports.
 
+pub mod archive;
 pub mod commit;
 pub mod compress;
 pub mod diff;
@@ -17,7 +18,9 @@ pub mod gc;
 pub mod image;
 pub mod inspect;
 pub mod oci;
+pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod snapshot;
 pub mod store;
 mod sys;

@@ -52,21 +52,39 @@ impl Store {
     pub fn unpack_image(&self, img: &ResolvedImage, mut progress: impl FnMut(&Digest, u64)) -> Result<Vec<i64>> {
         let _lock = self.shared_lock()?;
         let mut ids = Vec::new();
-        let layers = img.layers()?;
-        for (i, (blob, media_type, _size, diff_id)) in layers.iter().enumerate() {
-            let chain = &img.chain_ids[i];
-            let parent = i.checked_sub(1).map(|p| &img.chain_ids[p]);
-            let id = self.reserve_snapshot(chain, parent, diff_id)?;
-            let dir = self.snapshot_dir(id);
-            if !dir.exists() {
-                compress::Compression::from_media_type(media_type)?;
-                let size = self.unpack_layer(blob, diff_id, &dir)?;
-                self.complete_snapshot(id, size)?;
-                progress(blob, size);
+        for i in 0..img.layers()?.len() {
+            let (id, unpacked) = self.unpack_layer_at_inner(img, i)?;
+            if let Some(size) = unpacked {
+                progress(&img.layers()?[i].0, size);
             }
             ids.push(id);
         }
         Ok(ids)
+    }
+
+    /// Unpacks layer `i` of an image (if not unpacked yet); returns its snapshot id.
+    /// Layers are independent directories, so they can be unpacked in any order.
+    pub fn unpack_layer_at(&self, img: &ResolvedImage, i: usize) -> Result<i64> {
+        let _lock = self.shared_lock()?;
+        Ok(self.unpack_layer_at_inner(img, i)?.0)
+    }
+
+    fn unpack_layer_at_inner(&self, img: &ResolvedImage, i: usize) -> Result<(i64, Option<u64>)> {
+        let layers = img.layers()?;
+        let (blob, media_type, _size, diff_id) = layers
+            .get(i)
+            .ok_or_else(|| Error::invalid(format!("image {} has no layer {i}", img.manifest_digest)))?;
+        let chain = &img.chain_ids[i];
+        let parent = i.checked_sub(1).map(|p| &img.chain_ids[p]);
+        let id = self.reserve_snapshot(chain, parent, diff_id)?;
+        let dir = self.snapshot_dir(id);
+        if dir.exists() {
+            return Ok((id, None));
+        }
+        compress::Compression::from_media_type(media_type)?;
+        let size = self.unpack_layer(blob, diff_id, &dir)?;
+        self.complete_snapshot(id, size)?;
+        Ok((id, Some(size)))
     }
 
     /// Unpacks one layer blob into `dest` (via a temporary directory renamed into place,

@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS containers (
     mode TEXT NOT NULL,
     created INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS blob_sources (
+    digest TEXT NOT NULL,
+    registry TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    PRIMARY KEY (digest, registry, repository)
+);
 ";
 
 pub(super) fn open(path: &Path) -> Result<rusqlite::Connection> {
@@ -216,6 +222,24 @@ impl Store {
         self.db()
             .execute("UPDATE snapshots SET size = ?1 WHERE id = ?2", params![size as i64, id])?;
         Ok(())
+    }
+
+    /// Remembers that a registry repository holds a blob (for cross-repository mounts
+    /// on push).
+    pub fn add_blob_source(&self, digest: &Digest, registry: &str, repository: &str) -> Result<()> {
+        self.db().execute(
+            "INSERT OR IGNORE INTO blob_sources (digest, registry, repository) VALUES (?1, ?2, ?3)",
+            params![digest.to_string(), registry, repository],
+        )?;
+        Ok(())
+    }
+
+    /// Repositories of `registry` known to hold a blob.
+    pub fn blob_sources(&self, digest: &Digest, registry: &str) -> Result<Vec<String>> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT repository FROM blob_sources WHERE digest = ?1 AND registry = ?2")?;
+        let rows = st.query_map(params![digest.to_string(), registry], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Forgets a snapshot (its directory must be gone).

@@ -1,0 +1,280 @@
+//! Pull: manifest (and index) → config → layers, downloaded at once and each unpacked
+//! as soon as it is complete; the name is set only when every piece is in the store.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use futures_util::{StreamExt, TryStreamExt};
+use reqwest::StatusCode;
+
+use super::{status_error, Client, Endpoint, Idempotent};
+use crate::digest::Digest;
+use crate::error::{Context, Error, Result};
+use crate::image::ResolvedImage;
+use crate::oci::{self, Parsed, Platform};
+use crate::progress::Progress;
+use crate::reference::Reference;
+use crate::store::Store;
+
+/// Largest manifest accepted (the distribution spec's suggested limit).
+const MAX_MANIFEST: usize = 4 << 20;
+
+/// What a pull stored.
+#[derive(Clone, Debug)]
+pub struct Pulled {
+    /// The name set in the store.
+    pub name: String,
+    /// The top-level digest (index or manifest) the name points to.
+    pub digest: Digest,
+    /// The image ID (config digest) for the platform.
+    pub id: Digest,
+    /// Whether anything had to be downloaded.
+    pub downloaded: bool,
+}
+
+fn pull_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+impl Client {
+    /// Fetches a manifest by tag or digest; returns its bytes, media type and digest
+    /// (checked against the digest asked for, and the registry's Docker-Content-Digest).
+    pub(super) async fn fetch_manifest(&self, ep: &Endpoint, repo: &str, reference: &str) -> Result<(Vec<u8>, String, Digest)> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", ep.base);
+        let resp = self
+            .send(ep, &pull_scope(repo), Idempotent::Yes, &|h| {
+                Ok(h.get(url.as_str()).header(reqwest::header::ACCEPT, oci::ACCEPT))
+            })
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(Error::NotFound(format!(
+                "registry {}: manifest {repo}:{reference} not found",
+                ep.registry
+            )));
+        }
+        if !resp.status().is_success() {
+            return Err(status_error(ep, &format!("get manifest {repo}:{reference}"), resp).await);
+        }
+        let media_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
+            .unwrap_or_default();
+        let claimed = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<Digest>().ok());
+        let mut bytes = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::Registry(format!("registry {}: read manifest: {}", ep.registry, super::chain(&e))))?;
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_MANIFEST {
+                return Err(Error::invalid(format!("registry {}: manifest {repo}:{reference} is larger than 4 MiB", ep.registry)));
+            }
+        }
+        let digest = Digest::of(&bytes);
+        if let Ok(want) = reference.parse::<Digest>() {
+            if want != digest {
+                return Err(Error::DigestMismatch(format!(
+                    "registry {}: manifest {repo}@{want} arrived with digest {digest}; refusing it",
+                    ep.registry
+                )));
+            }
+        } else if let Some(c) = claimed {
+            if c != digest {
+                return Err(Error::DigestMismatch(format!(
+                    "registry {}: manifest {repo}:{reference} hashes to {digest} but the registry says {c}",
+                    ep.registry
+                )));
+            }
+        }
+        let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(String::from))
+            .unwrap_or(media_type);
+        Ok((bytes, media_type, digest))
+    }
+
+    /// Downloads one blob into the store, verified against its digest; resumes with a
+    /// Range request when the connection drops mid-blob.
+    pub(super) async fn fetch_blob(
+        &self,
+        ep: &Endpoint,
+        store: &Store,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        bar: &crate::progress::Bar,
+    ) -> Result<()> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", ep.base);
+        let mut ingest = store.ingest()?;
+        let mut attempt = 0u32;
+        loop {
+            let offset = ingest.written();
+            let resp = self
+                .send(ep, &pull_scope(repo), Idempotent::Yes, &|h| {
+                    let r = h.get(url.as_str());
+                    Ok(if offset > 0 {
+                        r.header(reqwest::header::RANGE, format!("bytes={offset}-"))
+                    } else {
+                        r
+                    })
+                })
+                .await?;
+            match resp.status() {
+                StatusCode::PARTIAL_CONTENT if offset > 0 => {}
+                StatusCode::OK if offset > 0 => {
+                    // No range support: start again.
+                    ingest = store.ingest()?;
+                    bar.reset(0);
+                }
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND => {
+                    return Err(Error::NotFound(format!(
+                        "registry {}: blob {digest} of {repo} not found (the manifest names a missing blob)",
+                        ep.registry
+                    )))
+                }
+                _ => return Err(status_error(ep, &format!("get blob {digest}"), resp).await),
+            }
+            let mut stream = resp.bytes_stream();
+            let mut failed = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(c) => {
+                        ingest.write_all(&c).ctx(|| format!("write blob {digest}"))?;
+                        bar.inc(c.len() as u64);
+                        if size > 0 && ingest.written() > size {
+                            return Err(Error::DigestMismatch(format!(
+                                "registry {}: blob {digest} is larger than the {size} bytes its descriptor says",
+                                ep.registry
+                            )));
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => break,
+                Some(e) if attempt + 1 < self.opts.attempts => {
+                    let _ = e;
+                    tokio::time::sleep(self.backoff(attempt, None)).await;
+                    attempt += 1;
+                }
+                Some(e) => {
+                    return Err(Error::Registry(format!(
+                        "registry {}: download of blob {digest} broke off after {} bytes: {} ({} tries)",
+                        ep.registry,
+                        ingest.written(),
+                        super::chain(&e),
+                        attempt + 1
+                    )))
+                }
+            }
+        }
+        let d = digest.clone();
+        tokio::task::block_in_place(|| ingest.commit(Some(&d)))?;
+        store.add_blob_source(digest, &ep.registry, repo)?;
+        Ok(())
+    }
+
+    /// Pulls an image for `platform` into the store and unpacks its layers.
+    pub async fn pull(&self, store: &Arc<Store>, r: &Reference, platform: &Platform, progress: &Progress) -> Result<Pulled> {
+        let _lock = store.shared_lock()?;
+        let ep = self.endpoint(&r.registry).await?;
+        let repo = r.repository.as_str();
+        let (bytes, media_type, top) = self.fetch_manifest(&ep, repo, &r.manifest_ref()).await?;
+        let mut downloaded = false;
+        let mut manifest_bytes = bytes.clone();
+        let mut manifest_media = media_type.clone();
+        let mut manifest_digest = top.clone();
+        match oci::parse_manifest(&bytes, Some(&media_type))? {
+            Parsed::Manifest(_) => {}
+            Parsed::Index(idx) => {
+                let d = oci::choose(&idx, platform)?;
+                let md = oci::digest_of(&d)?;
+                let (b, mt, _) = self.fetch_manifest(&ep, repo, &md.to_string()).await?;
+                manifest_bytes = b;
+                manifest_media = mt;
+                manifest_digest = md;
+            }
+        }
+        let Parsed::Manifest(manifest) = oci::parse_manifest(&manifest_bytes, Some(&manifest_media))? else {
+            return Err(Error::invalid(format!("{r}: the index for {platform} points to another index")));
+        };
+        let config = manifest.config();
+        let config_digest = oci::digest_of(config)?;
+        if !store.has_blob(&config_digest) {
+            let bar = progress.bar(&format!("Copying config {}", config_digest.short()), config.size());
+            self.fetch_blob(&ep, store, repo, &config_digest, config.size(), &bar).await?;
+            bar.finish("done");
+            downloaded = true;
+        }
+        let config_json: serde_json::Value = serde_json::from_slice(&store.read_blob(&config_digest)?)
+            .map_err(|e| Error::invalid(format!("{r}: image config is not JSON: {e}")))?;
+        let diff_ids = oci::diff_ids(&config_json)?;
+        let img = ResolvedImage {
+            name: None,
+            index: (top != manifest_digest).then(|| top.clone()),
+            manifest_digest: manifest_digest.clone(),
+            chain_ids: crate::digest::chain_ids(&diff_ids),
+            manifest: manifest.clone(),
+            config_digest: config_digest.clone(),
+            config: config_json,
+            diff_ids,
+        };
+        let layers = img.layers()?;
+        for (_, mt, _, _) in &layers {
+            crate::compress::Compression::from_media_type(mt)?;
+        }
+        // Download every missing layer at once (bounded), unpacking each as it lands.
+        let jobs = layers.iter().enumerate().map(|(i, (blob, _, size, _))| {
+            let ep = ep.clone();
+            let store = store.clone();
+            let img = &img;
+            async move {
+                let mut fetched = false;
+                if !store.has_blob(blob) {
+                    let bar = progress.bar(&format!("Copying blob {}", blob.short()), *size);
+                    self.fetch_blob(&ep, &store, repo, blob, *size, &bar).await?;
+                    bar.finish("done");
+                    fetched = true;
+                } else {
+                    store.add_blob_source(blob, &ep.registry, repo)?;
+                }
+                let s = store.clone();
+                let img = img.clone();
+                tokio::task::spawn_blocking(move || s.unpack_layer_at(&img, i))
+                    .await
+                    .map_err(|e| Error::invalid(format!("unpack task failed: {e}")))??;
+                Ok::<bool, Error>(fetched)
+            }
+        });
+        let fetched: Vec<bool> = futures_util::stream::iter(jobs)
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .try_collect()
+            .await?;
+        downloaded |= fetched.iter().any(|f| *f);
+        // Manifests last: a blob is never named by a stored manifest before it is there.
+        store.put_blob(&manifest_bytes)?;
+        if top != manifest_digest {
+            store.put_blob(&bytes)?;
+        }
+        let name = r.to_string();
+        let prev = store.image(&name)?;
+        store.set_image(&name, &top, &media_type)?;
+        downloaded |= prev.is_none_or(|p| p.digest != top);
+        Ok(Pulled {
+            name,
+            digest: top,
+            id: config_digest,
+            downloaded,
+        })
+    }
+}
