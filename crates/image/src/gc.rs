@@ -170,3 +170,83 @@ impl Store {
         Ok(u)
     }
 }
+
+/// What `image rm` did.
+#[derive(Clone, Debug, Default)]
+pub struct Removed {
+    /// Names removed.
+    pub untagged: Vec<String>,
+    /// The image ID, when no name is left for it.
+    pub deleted: Option<Digest>,
+}
+
+impl Store {
+    /// The containers whose rootfs comes from the image `top` points to.
+    fn users_of(&self, top: &Digest) -> Result<Vec<String>> {
+        let mut manifests = vec![top.clone()];
+        if let Ok(img) = self.resolve_digest(top, &Platform::host()) {
+            manifests.push(img.manifest_digest);
+        }
+        Ok(self
+            .containers()?
+            .into_iter()
+            .filter(|c| manifests.contains(&c.image))
+            .map(|c| c.id)
+            .collect())
+    }
+
+    /// Removes an image name (`busybox:1`), or every name of an image given by ID
+    /// (refused when there are several, unless `force`). An image a container uses keeps
+    /// its last name unless `force`. Blobs go at the next [`Store::prune`].
+    pub fn remove_image(&self, what: &str, force: bool) -> Result<Removed> {
+        let rec = self.find_image(what)?;
+        let exact = what.parse::<crate::Reference>().is_ok_and(|r| r.to_string() == rec.name) || what == rec.name;
+        let same: Vec<String> = self
+            .images()?
+            .into_iter()
+            .filter(|i| i.digest == rec.digest)
+            .map(|i| i.name)
+            .collect();
+        let names = if exact { vec![rec.name.clone()] } else { same.clone() };
+        if !exact && names.len() > 1 && !force {
+            return Err(crate::Error::InUse(format!(
+                "unable to delete {what} (must be forced): the image is referenced by several names ({}); remove them by name or use -f",
+                names.join(", ")
+            )));
+        }
+        let last = names.len() == same.len();
+        if last && !force {
+            let users = self.users_of(&rec.digest)?;
+            if !users.is_empty() {
+                return Err(crate::Error::InUse(format!(
+                    "unable to remove image {what}: container {} uses it (remove the container first, or use -f)",
+                    users.join(", ")
+                )));
+            }
+        }
+        let id = self.resolve_record(&rec, &Platform::host()).ok().map(|i| i.config_digest);
+        let mut out = Removed::default();
+        for n in names {
+            if self.remove_image_name(&n)? {
+                out.untagged.push(n);
+            }
+        }
+        if last {
+            out.deleted = id.or(Some(rec.digest));
+        }
+        Ok(out)
+    }
+
+    /// Removes the names of unused images: untagged ones, or with `all` every image no
+    /// container uses. Returns the names removed; run [`Store::prune`] afterwards.
+    pub fn prune_images(&self, all: bool) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for rec in self.images()? {
+            let dangling = rec.name.starts_with("sha256:");
+            if (dangling || all) && self.users_of(&rec.digest)?.is_empty() && self.remove_image_name(&rec.name)? {
+                removed.push(rec.name);
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -65,6 +65,19 @@ impl Store {
             if let Some(rec) = self.image(&r.to_string())? {
                 return Ok(rec);
             }
+            // Short names also mean locally built images, as podman reads them.
+            let explicit = what.split('/').next().is_some_and(|f| f.contains('.') || f.contains(':') || f == "localhost")
+                && what.contains('/');
+            if r.registry == "docker.io" && !explicit {
+                let local = Reference {
+                    registry: "localhost".into(),
+                    repository: r.repository.strip_prefix("library/").unwrap_or(&r.repository).to_string(),
+                    ..r.clone()
+                };
+                if let Some(rec) = self.image(&local.to_string())? {
+                    return Ok(rec);
+                }
+            }
         }
         if let Some(rec) = self.image(what)? {
             return Ok(rec);

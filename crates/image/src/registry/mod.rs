@@ -30,6 +30,9 @@ use crate::error::{Error, Result};
 pub struct RegistryOptions {
     /// Directories of per-registry CA certificates (`<dir>/<host:port>/*.crt`).
     pub cert_dirs: Vec<PathBuf>,
+    /// Directories whose `*.crt` are trusted for every registry this client reaches
+    /// (`--cert-dir`).
+    pub extra_ca_dirs: Vec<PathBuf>,
     /// Verify TLS certificates; when false, any certificate is accepted and plain HTTP
     /// is allowed for every registry (podman's `--tls-verify=false`).
     pub tls_verify: bool,
@@ -52,6 +55,7 @@ impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
             cert_dirs: tls::default_cert_dirs(),
+            extra_ca_dirs: Vec::new(),
             tls_verify: true,
             insecure_registries: std::env::var("BERTH_INSECURE_REGISTRIES")
                 .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
@@ -119,7 +123,10 @@ impl Client {
             return Ok(e.clone());
         }
         let host = if registry == "docker.io" { "registry-1.docker.io" } else { registry };
-        let cas = tls::registry_cas(&self.opts.cert_dirs, registry)?;
+        let mut cas = tls::registry_cas(&self.opts.cert_dirs, registry)?;
+        for d in &self.opts.extra_ca_dirs {
+            cas.extend(tls::dir_cas(d)?);
+        }
         let tls = tls::client_config(&cas, self.opts.tls_verify)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)

@@ -28,12 +28,25 @@ pub fn registry_cas(dirs: &[PathBuf], host: &str) -> Result<Vec<CertificateDer<'
     let mut out = Vec::new();
     for d in dirs {
         let dir = d.join(host);
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        let mut paths: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-        paths.sort();
-        for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "crt")) {
-            out.extend(read_pem_certs(&p)?);
+        if dir.is_dir() {
+            out.extend(dir_cas(&dir)?);
         }
+    }
+    Ok(out)
+}
+
+/// The certificates of every `*.crt` file in `dir`.
+pub fn dir_cas(dir: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ctx(|| format!("read certificate directory {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "crt"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in paths {
+        out.extend(read_pem_certs(&p)?);
     }
     Ok(out)
 }
