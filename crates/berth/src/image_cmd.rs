@@ -394,7 +394,6 @@ pub fn rm(ctx: &Ctx, a: RmArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let _lock = store.exclusive_lock()?;
     store.prune()?;
     if !failed.is_empty() {
         bail!("{} of {} images not removed", failed.len(), a.images.len());
@@ -417,7 +416,6 @@ pub fn tag(ctx: &Ctx, a: TagArgs) -> anyhow::Result<()> {
 fn prune(ctx: &Ctx, a: PruneArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
     let names = store.prune_images(a.all)?;
-    let _lock = store.exclusive_lock()?;
     let report = store.prune()?;
     if !names.is_empty() {
         println!("Deleted Images:");
