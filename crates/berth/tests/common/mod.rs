@@ -536,9 +536,9 @@ impl FaultProxy {
             for conn in listener.incoming() {
                 let Ok(s) = conn else { continue };
                 let fault = fault.clone();
-                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let counter = counter.clone();
                 let blob_count = blob_count.clone();
-                std::thread::spawn(move || proxy_one(s, upstream, fault, n, blob_count));
+                std::thread::spawn(move || proxy_one(s, upstream, fault, counter, blob_count));
             }
         });
         FaultProxy {
@@ -549,8 +549,14 @@ impl FaultProxy {
     }
 }
 
-fn proxy_one(mut s: TcpStream, upstream: u16, fault: Fault, n: usize, blob_count: Arc<AtomicUsize>) {
+fn proxy_one(mut s: TcpStream, upstream: u16, fault: Fault, counter: Arc<AtomicUsize>, blob_count: Arc<AtomicUsize>) {
+    // A TLS ClientHello (a client probing for HTTPS): close, as a plain server would.
+    let mut first_byte = [0u8; 1];
+    if s.peek(&mut first_byte).map_or(true, |k| k == 0) || first_byte[0] == 0x16 {
+        return;
+    }
     let Some((head, mut body)) = read_head(&mut s) else { return };
+    let n = counter.fetch_add(1, Ordering::SeqCst);
     let want = content_length(&head);
     while body.len() < want {
         let mut chunk = vec![0u8; 65536];

@@ -143,7 +143,9 @@ impl Client {
             // Docker's rule for insecure registries: HTTPS if it answers, else HTTP.
             let probe = http.get(format!("{base}/v2/")).timeout(Duration::from_secs(10)).send().await;
             if let Err(e) = probe {
-                if e.is_connect() || e.is_request() {
+                // A certificate problem is reported, not silently downgraded to HTTP.
+                let cert = chain(&e).to_ascii_lowercase().contains("certificate");
+                if (e.is_connect() || e.is_request()) && !cert {
                     base = format!("http://{host}");
                 }
             }
