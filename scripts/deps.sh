@@ -5,6 +5,8 @@ pkgs=(
   build-essential pkg-config libseccomp-dev      # build
   busybox-static                                 # test and demo root filesystems
   runc crun podman containerd                    # peers and real clients in tests
+  docker-registry skopeo umoci                   # the reference registry and image tools
+  debootstrap                                    # a realistic Debian image for benchmarks
   procps iproute2 util-linux psmisc              # ps, ip, unshare, script
   qemu-system-x86 linux-image-cloud-amd64 cpio   # a cgroup v2-only host in a VM
   hyperfine ca-certificates curl

@@ -4,7 +4,11 @@
 //! `berth-bench runtime` — the full OCI lifecycle (create, start, wait for exit,
 //! delete) of `/bin/true` in a busybox bundle with pid, mount, uts, ipc and network
 //! namespaces, for berth-runtime, crun and runc, plus the bare `unshare` floor.
+//!
+//! `berth-bench images` — layer unpack vs `tar -x` and `umoci unpack`, rootfs prepare,
+//! and pull vs `skopeo copy` (see images.rs).
 
+mod images;
 mod stats;
 mod sys;
 
@@ -42,11 +46,28 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "crun,runc")]
         peers: Vec<String>,
     },
+    /// Images: unpack vs tar and umoci, rootfs prepare, pull vs skopeo
+    Images {
+        /// Rounds (each tool runs once per round, in rotating order)
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// The berth binary (cargo build --release -p berth)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Skip the registry pull comparison
+        #[arg(long)]
+        skip_pull: bool,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Runtime { runs, berth, peers } => runtime_bench(runs, &berth, &peers),
+        Cmd::Images {
+            runs,
+            berth,
+            skip_pull,
+        } => images::images_bench(runs, &berth, skip_pull),
     }
 }
 
@@ -166,7 +187,7 @@ fn floor(rootfs: &Path) -> Result<Sample> {
     })
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')

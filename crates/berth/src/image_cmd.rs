@@ -239,10 +239,17 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<()> {
             Some((repo, t)) => (repo.to_string(), Some(t.to_string())),
             None => (r.clone(), None),
         };
-        let want = repo.parse::<Reference>().map(|r| r.familiar_name()).unwrap_or(repo);
+        let want = repo
+            .parse::<Reference>()
+            .map(|r| r.familiar_name())
+            .unwrap_or(repo);
         rows.retain(|s| s.repository == want && tag.as_ref().is_none_or(|t| &s.tag == t));
     }
-    rows.sort_by(|x, y| y.created.cmp(&x.created).then(x.repository.cmp(&y.repository)));
+    rows.sort_by(|x, y| {
+        y.created
+            .cmp(&x.created)
+            .then(x.repository.cmp(&y.repository))
+    });
     if a.quiet {
         let mut seen = Vec::new();
         for r in rows {
@@ -279,7 +286,11 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<()> {
         if a.digests {
             cells.push(r.digest.to_string());
         }
-        cells.extend([short_id(&r.id, a.no_trunc), human_age(&r.created), human_size(r.size)]);
+        cells.extend([
+            short_id(&r.id, a.no_trunc),
+            human_age(&r.created),
+            human_size(r.size),
+        ]);
         t.row(cells);
     }
     print!("{}", t.render());
@@ -314,7 +325,11 @@ pub fn apply_template(v: &Value, tmpl: &str) -> anyhow::Result<String> {
             (false, Value::Array(a)) => {
                 let items: Vec<String> = a
                     .iter()
-                    .map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string()))
+                    .map(|x| {
+                        x.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| x.to_string())
+                    })
                     .collect();
                 out.push_str(&format!("[{}]", items.join(" ")));
             }
@@ -350,23 +365,23 @@ pub fn history(ctx: &Ctx, a: HistoryArgs) -> anyhow::Result<()> {
     let rows = store.history(&a.image, &Platform::host())?;
     if a.quiet {
         for r in rows {
-            println!("{}", r.0);
+            println!("{}", r.id);
         }
         return Ok(());
     }
     let mut t = Table::new(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]);
-    for (id, created, by, size, comment) in rows {
-        let by = if a.no_trunc || by.chars().count() <= 45 {
-            by
+    for r in rows {
+        let by = if a.no_trunc || r.created_by.chars().count() <= 45 {
+            r.created_by
         } else {
-            format!("{}…", by.chars().take(44).collect::<String>())
+            format!("{}…", r.created_by.chars().take(44).collect::<String>())
         };
         let (created, size) = if a.human {
-            (human_age(&created), human_size(size))
+            (human_age(&r.created), human_size(r.size))
         } else {
-            (created, size.to_string())
+            (r.created, r.size.to_string())
         };
-        t.row(vec![id, created, by, size, comment]);
+        t.row(vec![r.id, created, by, size, r.comment]);
     }
     print!("{}", t.render());
     Ok(())
@@ -440,11 +455,10 @@ pub fn system(ctx: &Ctx, c: SystemCommand) -> anyhow::Result<()> {
             let store = ctx.store()?;
             let u = store.usage()?;
             let mut t = Table::new(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
-            let pct = if u.images_bytes > 0 {
-                format!(" ({}%)", u.images_reclaimable * 100 / u.images_bytes)
-            } else {
-                String::new()
-            };
+            let pct = (u.images_reclaimable * 100)
+                .checked_div(u.images_bytes)
+                .map(|p| format!(" ({p}%)"))
+                .unwrap_or_default();
             t.row(vec![
                 "Images".into(),
                 u.images.to_string(),
@@ -474,7 +488,10 @@ fn output(path: &Option<PathBuf>, what: &str) -> anyhow::Result<Box<dyn Write>> 
         None if std::io::stdout().is_terminal() => {
             bail!("refusing to write {what} to a terminal: use -o FILE or redirect the output")
         }
-        None => Ok(Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))),
+        None => Ok(Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout().lock(),
+        ))),
     }
 }
 
@@ -535,7 +552,10 @@ pub fn save(ctx: &Ctx, a: SaveArgs) -> anyhow::Result<()> {
 
 /// Parses a Dockerfile-style `--change` into config keys.
 pub fn parse_change(c: &str) -> anyhow::Result<(String, Value)> {
-    let (instr, rest) = c.trim().split_once(char::is_whitespace).unwrap_or((c.trim(), ""));
+    let (instr, rest) = c
+        .trim()
+        .split_once(char::is_whitespace)
+        .unwrap_or((c.trim(), ""));
     let rest = rest.trim();
     let list = || -> Value {
         match serde_json::from_str::<Vec<String>>(rest) {
@@ -601,7 +621,11 @@ pub fn changes(list: &[String]) -> anyhow::Result<serde_json::Map<String, Value>
 /// `berth import`.
 pub fn import(ctx: &Ctx, a: ImportArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let reference = a.reference.as_deref().map(str::parse::<Reference>).transpose()?;
+    let reference = a
+        .reference
+        .as_deref()
+        .map(str::parse::<Reference>)
+        .transpose()?;
     let opts = NewImage {
         reference,
         comment: a.message.clone(),
@@ -628,14 +652,26 @@ mod tests {
     fn templates() {
         let v = json!({"Id": "sha256:x", "Config": {"Env": ["A=1", "B=2"]}, "Size": 5});
         assert_eq!(apply_template(&v, "{{.Id}}").unwrap(), "sha256:x");
-        assert_eq!(apply_template(&v, "{{.Config.Env}} {{.Size}}").unwrap(), "[A=1 B=2] 5");
-        assert_eq!(apply_template(&v, "{{json .Config.Env}}").unwrap(), r#"["A=1","B=2"]"#);
+        assert_eq!(
+            apply_template(&v, "{{.Config.Env}} {{.Size}}").unwrap(),
+            "[A=1 B=2] 5"
+        );
+        assert_eq!(
+            apply_template(&v, "{{json .Config.Env}}").unwrap(),
+            r#"["A=1","B=2"]"#
+        );
         assert!(apply_template(&v, "{{range .X}}").is_err());
     }
 
     #[test]
     fn changes_fold() {
-        let m = changes(&["ENV A=1".into(), "ENV B 2".into(), r#"CMD ["sh"]"#.into(), "EXPOSE 80".into()]).unwrap();
+        let m = changes(&[
+            "ENV A=1".into(),
+            "ENV B 2".into(),
+            r#"CMD ["sh"]"#.into(),
+            "EXPOSE 80".into(),
+        ])
+        .unwrap();
         assert_eq!(m["Env"], json!(["A=1", "B=2"]));
         assert_eq!(m["Cmd"], json!(["sh"]));
         assert_eq!(m["ExposedPorts"], json!({"80/tcp": {}}));

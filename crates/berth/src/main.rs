@@ -18,7 +18,12 @@ use berth_image::Store;
 #[command(name = "berth", version, about, disable_help_subcommand = true)]
 struct Cli {
     /// Where berth keeps its state.
-    #[arg(long, global = true, env = "BERTH_ROOT", default_value = "/var/lib/berth")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_ROOT",
+        default_value = "/var/lib/berth"
+    )]
     root: PathBuf,
     #[command(subcommand)]
     command: Command,

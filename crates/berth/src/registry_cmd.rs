@@ -43,7 +43,9 @@ impl ConnArgs {
             o.auth_file = a.clone();
         }
         if let Some(c) = &self.creds {
-            let (u, p) = c.split_once(':').context("--creds: expected USER:PASSWORD")?;
+            let (u, p) = c
+                .split_once(':')
+                .context("--creds: expected USER:PASSWORD")?;
             o.credentials = Some(Credentials {
                 username: u.into(),
                 password: p.into(),
@@ -143,7 +145,8 @@ pub async fn pull(ctx: &Ctx, a: PullArgs) -> anyhow::Result<()> {
 pub async fn push(ctx: &Ctx, a: PushArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
     let dest: Reference = a.destination.as_deref().unwrap_or(&a.image).parse()?;
-    if dest.registry == "docker.io" && a.destination.is_none() && !a.image.starts_with("docker.io/") {
+    if dest.registry == "docker.io" && a.destination.is_none() && !a.image.starts_with("docker.io/")
+    {
         bail!(
             "push {:?}: name a registry, e.g. `berth push {} localhost:5000/{}`",
             a.image,
@@ -157,7 +160,9 @@ pub async fn push(ctx: &Ctx, a: PushArgs) -> anyhow::Result<()> {
     };
     let client = Client::new(a.conn.options()?);
     let progress = Progress::new(a.quiet);
-    let (digest, size) = client.push(&store, &a.image, &dest, &platform, &progress).await?;
+    let (digest, size) = client
+        .push(&store, &a.image, &dest, &platform, &progress)
+        .await?;
     if !a.quiet {
         println!("{}: digest: {digest} size: {size}", dest.manifest_ref());
     }

@@ -80,7 +80,10 @@ pub fn run(ctx: &Ctx, c: RootfsCommand) -> anyhow::Result<()> {
                 other => anyhow::bail!("--snapshotter {other:?}: use auto, overlay or copy"),
             };
             let img = store.resolve(&a.image, &Platform::host())?;
-            let hostname = format!("{}\n", a.hostname.as_deref().unwrap_or(&a.id[..a.id.len().min(12)]));
+            let hostname = format!(
+                "{}\n",
+                a.hostname.as_deref().unwrap_or(&a.id[..a.id.len().min(12)])
+            );
             let hosts = format!(
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}",
                 hostname
@@ -103,14 +106,21 @@ pub fn run(ctx: &Ctx, c: RootfsCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("no rootfs for container {:?}", a.id))?;
             let base = store.resolve_digest(&rec.image, &Platform::host())?;
             let opts = NewImage {
-                reference: a.reference.as_deref().map(str::parse::<Reference>).transpose()?,
+                reference: a
+                    .reference
+                    .as_deref()
+                    .map(str::parse::<Reference>)
+                    .transpose()?,
                 author: a.author,
                 comment: a.message,
                 created_by: format!("berth rootfs commit {}", a.id),
                 config_changes: crate::image_cmd::changes(&a.change)?,
             };
             let d = store.commit(&a.id, &base, &opts)?;
-            println!("{}", store.resolve_digest(&d, &Platform::host())?.config_digest);
+            println!(
+                "{}",
+                store.resolve_digest(&d, &Platform::host())?.config_digest
+            );
         }
         RootfsCommand::Rm { ids } => {
             for id in ids {
@@ -122,7 +132,12 @@ pub fn run(ctx: &Ctx, c: RootfsCommand) -> anyhow::Result<()> {
             let mut t = Table::new(&["ID", "IMAGE", "MODE", "PATH"]);
             for c in store.containers()? {
                 let path = store.container_paths(&c.id).2;
-                t.row(vec![c.id, c.image.short().to_string(), c.mode, path.display().to_string()]);
+                t.row(vec![
+                    c.id,
+                    c.image.short().to_string(),
+                    c.mode,
+                    path.display().to_string(),
+                ]);
             }
             print!("{}", t.render());
         }

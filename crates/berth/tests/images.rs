@@ -14,7 +14,10 @@ fn import_inspect_history_tag_rm_prune() {
     assert!(id.starts_with("sha256:"), "{id}");
     let table = env.ok(&["images"]);
     assert!(table.starts_with("REPOSITORY"), "{table}");
-    assert!(table.contains("localhost/bb") && table.contains(&id[7..19]), "{table}");
+    assert!(
+        table.contains("localhost/bb") && table.contains(&id[7..19]),
+        "{table}"
+    );
     // Short names find locally built images, as in podman.
     let v: Value = serde_json::from_str(&env.ok(&["image", "inspect", "bb:1"])).unwrap();
     let img = &v[0];
@@ -25,9 +28,16 @@ fn import_inspect_history_tag_rm_prune() {
     assert_eq!(img["RootFS"]["Type"], "layers");
     assert_eq!(img["RootFS"]["Layers"].as_array().unwrap().len(), 1);
     assert_eq!(img["RootFS"]["Layers"][0], sha(&busybox_tar()).as_str());
-    assert_eq!(env.ok(&["image", "inspect", "-f", "{{.Id}}", &id[7..19]]).trim(), id);
+    assert_eq!(
+        env.ok(&["image", "inspect", "-f", "{{.Id}}", &id[7..19]])
+            .trim(),
+        id
+    );
     let hist = env.ok(&["history", "bb:1"]);
-    assert!(hist.starts_with("IMAGE") && hist.contains("berth import"), "{hist}");
+    assert!(
+        hist.starts_with("IMAGE") && hist.contains("berth import"),
+        "{hist}"
+    );
 
     env.ok(&["tag", "bb:1", "localhost/bb:2"]);
     let mut names = env.image_names();
@@ -37,11 +47,16 @@ fn import_inspect_history_tag_rm_prune() {
     let e = env.fails(&["rmi", &id[7..19]]);
     assert!(e.contains("several names") && e.contains("-f"), "{e}");
     let out = env.ok(&["rmi", "localhost/bb:2"]);
-    assert!(out.contains("Untagged: localhost/bb:2") && !out.contains("Deleted"), "{out}");
+    assert!(
+        out.contains("Untagged: localhost/bb:2") && !out.contains("Deleted"),
+        "{out}"
+    );
     let out = env.ok(&["rmi", "bb:1"]);
     assert!(out.contains("Deleted: sha256:"), "{out}");
     assert!(env.image_names().is_empty());
-    let blobs = std::fs::read_dir(env.root().join("image/blobs/sha256")).unwrap().count();
+    let blobs = std::fs::read_dir(env.root().join("image/blobs/sha256"))
+        .unwrap()
+        .count();
     assert_eq!(blobs, 0, "rmi leaves no blob behind");
     let e = env.fails(&["image", "inspect", "bb:1"]);
     assert!(e.contains("not in the store"), "{e}");
@@ -53,8 +68,22 @@ fn import_changes_and_bad_input() {
     let tgz = env.path("r.tgz");
     std::fs::write(&tgz, gzip(&busybox_tar())).unwrap();
     let t = tgz.to_str().unwrap();
-    env.ok(&["import", "-c", "ENV A=1", "-c", "WORKDIR /tmp", "-c", "EXPOSE 80", "-m", "hello", t, "localhost/ch:1"]);
-    let cfg: Value = serde_json::from_str(&env.ok(&["image", "inspect", "-f", "{{json .Config}}", "ch:1"])).unwrap();
+    env.ok(&[
+        "import",
+        "-c",
+        "ENV A=1",
+        "-c",
+        "WORKDIR /tmp",
+        "-c",
+        "EXPOSE 80",
+        "-m",
+        "hello",
+        t,
+        "localhost/ch:1",
+    ]);
+    let cfg: Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", "-f", "{{json .Config}}", "ch:1"]))
+            .unwrap();
     assert_eq!(cfg["Env"][0], "A=1");
     assert_eq!(cfg["WorkingDir"], "/tmp");
     assert!(cfg["ExposedPorts"]["80/tcp"].is_object());
@@ -73,56 +102,133 @@ fn import_changes_and_bad_input() {
 fn rootfs_prepare_commit_overlay_and_copy() {
     let env = Env::new();
     env.busybox_image("localhost/base:1");
-    let rootfs = env.ok(&["rootfs", "prepare", "--hostname", "box", "c1", "base:1"]).trim().to_string();
+    let rootfs = env
+        .ok(&["rootfs", "prepare", "--hostname", "box", "c1", "base:1"])
+        .trim()
+        .to_string();
     let root = std::path::Path::new(&rootfs);
     assert!(root.join("bin/busybox").exists());
-    assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), "box\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+        "box\n"
+    );
     // Changes: a new file, a changed file, a deleted file, a replaced directory.
     std::fs::write(root.join("etc/added"), "new\n").unwrap();
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\nx:x:1:1::/:/bin/sh\n").unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/:/bin/sh\nx:x:1:1::/:/bin/sh\n",
+    )
+    .unwrap();
     std::fs::remove_file(root.join("etc/os-release")).unwrap();
     std::fs::remove_dir_all(root.join("tmp")).unwrap();
     std::fs::create_dir(root.join("tmp")).unwrap();
     std::fs::write(root.join("tmp/in-new-dir"), "x").unwrap();
     let list = env.ok(&["rootfs", "ls"]);
     assert!(list.contains("c1") && list.contains("overlay"), "{list}");
-    let id = env.ok(&["rootfs", "commit", "-m", "my change", "-c", "ENV B=2", "c1", "localhost/derived:1"]).trim().to_string();
+    let id = env
+        .ok(&[
+            "rootfs",
+            "commit",
+            "-m",
+            "my change",
+            "-c",
+            "ENV B=2",
+            "c1",
+            "localhost/derived:1",
+        ])
+        .trim()
+        .to_string();
     let v: Value = serde_json::from_str(&env.ok(&["image", "inspect", "derived:1"])).unwrap();
     assert_eq!(v[0]["Id"], id.as_str());
     assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
     assert_eq!(v[0]["Config"]["Env"][0], "B=2");
     let hist = env.ok(&["history", "--no-trunc", "derived:1"]);
-    assert!(hist.contains("my change") && hist.contains("berth rootfs commit c1"), "{hist}");
+    assert!(
+        hist.contains("my change") && hist.contains("berth rootfs commit c1"),
+        "{hist}"
+    );
 
     // The new layer: additions, whiteout, opaque dir; no init-layer files.
     let export = env.path("layer-check.tar");
-    env.ok(&["image", "save", "--format", "oci-dir", "-o", env.path("derived-oci").to_str().unwrap(), "derived:1"]);
-    let manifest_index: Value = serde_json::from_slice(&std::fs::read(env.path("derived-oci/index.json")).unwrap()).unwrap();
+    env.ok(&[
+        "image",
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        env.path("derived-oci").to_str().unwrap(),
+        "derived:1",
+    ]);
+    let manifest_index: Value =
+        serde_json::from_slice(&std::fs::read(env.path("derived-oci/index.json")).unwrap())
+            .unwrap();
     let md = manifest_index["manifests"][0]["digest"].as_str().unwrap();
-    let m: Value = serde_json::from_slice(&std::fs::read(env.path("derived-oci/blobs/sha256").join(&md[7..])).unwrap()).unwrap();
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(env.path("derived-oci/blobs/sha256").join(&md[7..])).unwrap(),
+    )
+    .unwrap();
     let top = m["layers"][1]["digest"].as_str().unwrap();
     let data = std::fs::read(env.path("derived-oci/blobs/sha256").join(&top[7..])).unwrap();
     let mut names = Vec::new();
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&data[..]));
     for e in ar.entries().unwrap() {
-        names.push(e.unwrap().path().unwrap().to_string_lossy().trim_end_matches('/').to_string());
+        names.push(
+            e.unwrap()
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string(),
+        );
     }
-    for want in ["etc/added", "etc/passwd", "etc/.wh.os-release", "tmp/.wh..wh..opq", "tmp/in-new-dir"] {
-        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    for want in [
+        "etc/added",
+        "etc/passwd",
+        "etc/.wh.os-release",
+        "tmp/.wh..wh..opq",
+        "tmp/in-new-dir",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
     }
     for unwanted in ["etc/hostname", "etc/hosts", "etc/resolv.conf"] {
-        assert!(!names.iter().any(|n| n == unwanted), "init file {unwanted} committed: {names:?}");
+        assert!(
+            !names.iter().any(|n| n == unwanted),
+            "init file {unwanted} committed: {names:?}"
+        );
     }
     let _ = export;
 
     // A container of the derived image sees the changes; a copy-mode one too.
     for (name, snap) in [("c2", "overlay"), ("c3", "copy")] {
-        let r = env.ok(&["rootfs", "prepare", "--snapshotter", snap, name, "derived:1"]).trim().to_string();
+        let r = env
+            .ok(&[
+                "rootfs",
+                "prepare",
+                "--snapshotter",
+                snap,
+                name,
+                "derived:1",
+            ])
+            .trim()
+            .to_string();
         let r = std::path::Path::new(&r);
-        assert_eq!(std::fs::read_to_string(r.join("etc/added")).unwrap(), "new\n", "{snap}");
-        assert!(!r.join("etc/os-release").exists(), "{snap}: whiteout applied");
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/added")).unwrap(),
+            "new\n",
+            "{snap}"
+        );
+        assert!(
+            !r.join("etc/os-release").exists(),
+            "{snap}: whiteout applied"
+        );
         assert!(r.join("tmp/in-new-dir").exists(), "{snap}");
-        assert!(r.join("etc/hostname").exists(), "{snap}: init layer present");
+        assert!(
+            r.join("etc/hostname").exists(),
+            "{snap}: init layer present"
+        );
     }
     let list = env.ok(&["rootfs", "ls"]);
     assert!(list.contains("copy"), "{list}");
@@ -132,7 +238,9 @@ fn rootfs_prepare_commit_overlay_and_copy() {
     let e = env.fails(&["rmi", "derived:1"]);
     assert!(e.contains("uses it"), "{e}");
     env.ok(&["image", "prune", "-a"]);
-    assert!(env.image_names().contains(&"localhost/derived:1".to_string()));
+    assert!(env
+        .image_names()
+        .contains(&"localhost/derived:1".to_string()));
     let df = env.ok(&["system", "df"]);
     assert!(df.contains("Images") && df.contains("Containers"), "{df}");
     for c in ["c1", "c2", "c3"] {
@@ -140,10 +248,17 @@ fn rootfs_prepare_commit_overlay_and_copy() {
         assert!(!env.root().join("image/c").join(c).exists());
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(env.root().to_str().unwrap()), "no mount left");
+    assert!(
+        !mounts.contains(env.root().to_str().unwrap()),
+        "no mount left"
+    );
     env.ok(&["system", "prune", "-a"]);
     assert!(env.image_names().is_empty());
-    assert!(env.snapshot_entries().is_empty(), "{:?}", env.snapshot_entries());
+    assert!(
+        env.snapshot_entries().is_empty(),
+        "{:?}",
+        env.snapshot_entries()
+    );
 }
 
 #[test]
@@ -151,19 +266,49 @@ fn deep_image_of_128_layers_mounts() {
     let env = Env::new();
     let mut layers = vec![busybox_tar()];
     for i in 1..128 {
-        layers.push(layer_with(&format!("layers/l{i:03}"), format!("{i}\n").as_bytes()));
+        layers.push(layer_with(
+            &format!("layers/l{i:03}"),
+            format!("{i}\n").as_bytes(),
+        ));
     }
     let dir = env.path("deep");
-    write_layout(&dir, &[LayoutImage { name: Some("localhost/deep:1".into()), arch: "amd64".into(), layers, media_type: None }]);
+    write_layout(
+        &dir,
+        &[LayoutImage {
+            name: Some("localhost/deep:1".into()),
+            arch: "amd64".into(),
+            layers,
+            media_type: None,
+        }],
+    );
     let out = env.ok(&["load", "-i", dir.to_str().unwrap()]);
     assert!(out.contains("Loaded image: localhost/deep:1"), "{out}");
-    let r = env.ok(&["rootfs", "prepare", "--snapshotter", "overlay", "deep", "deep:1"]).trim().to_string();
+    let r = env
+        .ok(&[
+            "rootfs",
+            "prepare",
+            "--snapshotter",
+            "overlay",
+            "deep",
+            "deep:1",
+        ])
+        .trim()
+        .to_string();
     let r = std::path::Path::new(&r);
     assert!(r.join("bin/busybox").exists());
-    assert_eq!(std::fs::read_to_string(r.join("layers/l001")).unwrap(), "1\n");
-    assert_eq!(std::fs::read_to_string(r.join("layers/l127")).unwrap(), "127\n");
+    assert_eq!(
+        std::fs::read_to_string(r.join("layers/l001")).unwrap(),
+        "1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("layers/l127")).unwrap(),
+        "127\n"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let line = mounts.lines().find(|l| l.contains("/image/c/deep/rootfs")).expect("overlay mounted");
+    let line = mounts
+        .lines()
+        .find(|l| l.contains("/image/c/deep/rootfs"))
+        .expect("overlay mounted");
     assert!(line.contains("overlay"), "{line}");
     env.ok(&["rootfs", "rm", "deep"]);
 }
@@ -174,7 +319,15 @@ fn load_rejects_bad_layouts_and_keeps_the_store_clean() {
     env.busybox_image("localhost/keep:1");
     // A blob whose content does not match its name.
     let dir = env.path("bad-digest");
-    write_layout(&dir, &[LayoutImage { name: Some("localhost/bad:1".into()), arch: "amd64".into(), layers: vec![busybox_tar()], media_type: None }]);
+    write_layout(
+        &dir,
+        &[LayoutImage {
+            name: Some("localhost/bad:1".into()),
+            arch: "amd64".into(),
+            layers: vec![busybox_tar()],
+            media_type: None,
+        }],
+    );
     let blobs = dir.join("blobs/sha256");
     let victim = std::fs::read_dir(&blobs)
         .unwrap()
@@ -191,15 +344,36 @@ fn load_rejects_bad_layouts_and_keeps_the_store_clean() {
 
     // A manifest naming a missing blob.
     let dir = env.path("missing");
-    write_layout(&dir, &[LayoutImage { name: Some("localhost/bad:2".into()), arch: "amd64".into(), layers: vec![busybox_tar()], media_type: None }]);
-    let biggest = std::fs::read_dir(dir.join("blobs/sha256")).unwrap().flatten().max_by_key(|e| e.metadata().unwrap().len()).unwrap().path();
+    write_layout(
+        &dir,
+        &[LayoutImage {
+            name: Some("localhost/bad:2".into()),
+            arch: "amd64".into(),
+            layers: vec![busybox_tar()],
+            media_type: None,
+        }],
+    );
+    let biggest = std::fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
     std::fs::remove_file(biggest).unwrap();
     let e = env.fails(&["load", "-i", dir.to_str().unwrap()]);
     assert!(e.contains("missing"), "{e}");
 
     // An unknown layer media type.
     let dir = env.path("mediatype");
-    write_layout(&dir, &[LayoutImage { name: Some("localhost/bad:3".into()), arch: "amd64".into(), layers: vec![busybox_tar()], media_type: Some("application/x-strange".into()) }]);
+    write_layout(
+        &dir,
+        &[LayoutImage {
+            name: Some("localhost/bad:3".into()),
+            arch: "amd64".into(),
+            layers: vec![busybox_tar()],
+            media_type: Some("application/x-strange".into()),
+        }],
+    );
     let e = env.fails(&["load", "-i", dir.to_str().unwrap()]);
     assert!(e.contains("unknown layer media type"), "{e}");
 
@@ -208,7 +382,12 @@ fn load_rejects_bad_layouts_and_keeps_the_store_clean() {
     std::fs::write(&junk, b"hello, not a tar").unwrap();
     let e = env.fails(&["load", "-i", junk.to_str().unwrap()]);
     assert!(e.contains("archive") || e.contains("tar"), "{e}");
-    env.ok(&["save", "-o", env.path("keep.tar").to_str().unwrap(), "keep:1"]);
+    env.ok(&[
+        "save",
+        "-o",
+        env.path("keep.tar").to_str().unwrap(),
+        "keep:1",
+    ]);
     let whole = std::fs::read(env.path("keep.tar")).unwrap();
     std::fs::write(env.path("cut.tar"), &whole[..whole.len() / 2]).unwrap();
     let e = env.fails(&["load", "-i", env.path("cut.tar").to_str().unwrap()]);
@@ -232,7 +411,10 @@ fn load_rejects_bad_layouts_and_keeps_the_store_clean() {
     env.ok(&["rootfs", "prepare", "k", "keep:1"]);
     env.ok(&["rootfs", "rm", "k"]);
     env.ok(&["image", "prune"]);
-    assert!(std::fs::read_dir(env.root().join("image/ingest")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(env.root().join("image/ingest"))
+        .unwrap()
+        .next()
+        .is_none());
 }
 
 #[test]
@@ -242,12 +424,23 @@ fn multi_platform_layout_picks_the_platform() {
     write_layout(
         &dir,
         &[
-            LayoutImage { name: Some("localhost/multi:1".into()), arch: "arm64".into(), layers: vec![layer_with("etc/arch", b"arm64")], media_type: None },
-            LayoutImage { name: None, arch: "amd64".into(), layers: vec![busybox_tar(), layer_with("etc/arch", b"amd64")], media_type: None },
+            LayoutImage {
+                name: Some("localhost/multi:1".into()),
+                arch: "arm64".into(),
+                layers: vec![layer_with("etc/arch", b"arm64")],
+                media_type: None,
+            },
+            LayoutImage {
+                name: None,
+                arch: "amd64".into(),
+                layers: vec![busybox_tar(), layer_with("etc/arch", b"amd64")],
+                media_type: None,
+            },
         ],
     );
     // Two top-level entries: make the index the only entry, as registries and tools do.
-    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let inner = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index["manifests"]})).unwrap();
     let d = sha(&inner);
     std::fs::write(dir.join("blobs/sha256").join(&d[7..]), &inner).unwrap();
@@ -256,12 +449,29 @@ fn multi_platform_layout_picks_the_platform() {
     env.ok(&["load", "-i", dir.to_str().unwrap()]);
     let arch = env.ok(&["image", "inspect", "-f", "{{.Architecture}}", "multi:1"]);
     assert_eq!(arch.trim(), "amd64");
-    let arch = env.ok(&["image", "inspect", "--platform", "linux/arm64", "-f", "{{.Architecture}}", "multi:1"]);
+    let arch = env.ok(&[
+        "image",
+        "inspect",
+        "--platform",
+        "linux/arm64",
+        "-f",
+        "{{.Architecture}}",
+        "multi:1",
+    ]);
     assert_eq!(arch.trim(), "arm64");
     let e = env.fails(&["image", "inspect", "--platform", "linux/s390x", "multi:1"]);
-    assert!(e.contains("linux/arm64") && e.contains("linux/amd64"), "{e}");
-    let r = env.ok(&["rootfs", "prepare", "m", "multi:1"]).trim().to_string();
-    assert_eq!(std::fs::read_to_string(std::path::Path::new(&r).join("etc/arch")).unwrap(), "amd64");
+    assert!(
+        e.contains("linux/arm64") && e.contains("linux/amd64"),
+        "{e}"
+    );
+    let r = env
+        .ok(&["rootfs", "prepare", "m", "multi:1"])
+        .trim()
+        .to_string();
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(&r).join("etc/arch")).unwrap(),
+        "amd64"
+    );
     env.ok(&["rootfs", "rm", "m"]);
 }
 
@@ -272,14 +482,31 @@ fn export_flattens_layers() {
     let mut top = tar::Builder::new(Vec::new());
     file(&mut top, "etc/.wh.os-release", b"", 0o644);
     file(&mut top, "etc/new", b"n", 0o644);
-    write_layout(&dir, &[LayoutImage { name: Some("localhost/two:1".into()), arch: "amd64".into(), layers: vec![busybox_tar(), top.into_inner().unwrap()], media_type: None }]);
+    write_layout(
+        &dir,
+        &[LayoutImage {
+            name: Some("localhost/two:1".into()),
+            arch: "amd64".into(),
+            layers: vec![busybox_tar(), top.into_inner().unwrap()],
+            media_type: None,
+        }],
+    );
     env.ok(&["load", "-i", dir.to_str().unwrap()]);
     let out = env.path("flat.tar");
     env.ok(&["image", "export", "-o", out.to_str().unwrap(), "two:1"]);
     let data = std::fs::read(&out).unwrap();
     let mut ar = tar::Archive::new(&data[..]);
-    let names: Vec<String> = ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
     assert!(names.iter().any(|n| n == "etc/new"), "{names:?}");
     assert!(names.iter().any(|n| n == "bin/busybox"), "{names:?}");
-    assert!(!names.iter().any(|n| n.contains("os-release") || n.contains(".wh.")), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("os-release") || n.contains(".wh.")),
+        "{names:?}"
+    );
 }

@@ -38,7 +38,10 @@ fn check_pulled(env: &Env, name: &str) {
     let id = format!("chk{}", std::process::id());
     let r = env.ok(&["rootfs", "prepare", &id, name]).trim().to_string();
     let r = std::path::Path::new(&r);
-    assert_eq!(std::fs::read_to_string(r.join("etc/motd")).unwrap(), "hello from the top layer\n");
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/motd")).unwrap(),
+        "hello from the top layer\n"
+    );
     assert!(!r.join("etc/os-release").exists());
     assert!(r.join("bin/busybox").exists());
     env.ok(&["rootfs", "rm", &id]);
@@ -58,10 +61,21 @@ fn push_pull_plain_registry_and_skopeo_agrees() {
     // A second repository in the same registry: blobs are mounted, not uploaded.
     let o = env.run(&["push", "app:1", &format!("{}/other/app:2", reg.host)]);
     assert!(o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("mounted"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("mounted"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // skopeo reads what berth pushed, with the same digest.
-    let pushed_digest = out.split("digest: ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let pushed_digest = out
+        .split("digest: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
     let sk = must(
         std::process::Command::new("skopeo")
             .args(["inspect", "--tls-verify=false", &format!("docker://{dest}")])
@@ -90,10 +104,24 @@ fn push_pull_plain_registry_and_skopeo_agrees() {
 
     // What skopeo pushes, berth pulls (docker schema 2 media types).
     let oci = env.path("sk-oci");
-    env.ok(&["save", "--format", "oci-dir", "-o", oci.to_str().unwrap(), "app:1"]);
+    env.ok(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        oci.to_str().unwrap(),
+        "app:1",
+    ]);
     must(
         std::process::Command::new("skopeo")
-            .args(["copy", "--dest-tls-verify=false", "--format", "v2s2", &format!("oci:{}", oci.display()), &format!("docker://{}/sk/app:v2s2", reg.host)])
+            .args([
+                "copy",
+                "--dest-tls-verify=false",
+                "--format",
+                "v2s2",
+                &format!("oci:{}", oci.display()),
+                &format!("docker://{}/sk/app:v2s2", reg.host),
+            ])
             .output()
             .unwrap(),
         "skopeo copy",
@@ -121,12 +149,18 @@ fn htpasswd_login_push_pull_logout() {
     assert!(e.contains("401"), "{e}");
     assert!(!env.auth.exists());
     let mut c = env.cmd(&["login", "-u", "alice", "--password-stdin", &reg.host]);
-    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("Login Succeeded"));
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&env.auth).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&env.auth).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     env.ok(&["push", "bb:1", &dest]);
     let env2 = Env::new();
@@ -188,8 +222,14 @@ fn retries_5xx_429_and_resumes_cut_downloads() {
     let dest = format!("{}/flaky:1", reg.host);
     env.ok(&["push", "flaky:1", &dest]);
     for fault in [
-        Fault::Status { status: 503, first: 3 },
-        Fault::Status { status: 429, first: 2 },
+        Fault::Status {
+            status: 503,
+            first: 3,
+        },
+        Fault::Status {
+            status: 429,
+            first: 2,
+        },
         Fault::CutBlob { first: 2 },
     ] {
         let proxy = FaultProxy::start(reg.port, fault.clone());
@@ -197,7 +237,10 @@ fn retries_5xx_429_and_resumes_cut_downloads() {
         let name = format!("{}/flaky:1", proxy.host);
         env2.ok(&["pull", &name]);
         check_pulled(&env2, &name);
-        assert!(proxy.hits.load(std::sync::atomic::Ordering::SeqCst) > 3, "{fault:?}");
+        assert!(
+            proxy.hits.load(std::sync::atomic::Ordering::SeqCst) > 3,
+            "{fault:?}"
+        );
     }
     // A registry that keeps failing: a clear error after the retries, nothing stored.
     let proxy = FaultProxy::start(reg.port, Fault::Always(502));
@@ -215,7 +258,10 @@ fn corrupt_and_missing_blobs_in_the_registry() {
     let dest = format!("{}/c:1", reg.host);
     env.ok(&["push", "c:1", &dest]);
     let sk: Value = serde_json::from_str(&must(
-        std::process::Command::new("skopeo").args(["inspect", "--tls-verify=false", &format!("docker://{dest}")]).output().unwrap(),
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", &format!("docker://{dest}")])
+            .output()
+            .unwrap(),
         "skopeo inspect",
     ))
     .unwrap();
@@ -237,7 +283,10 @@ fn corrupt_and_missing_blobs_in_the_registry() {
     env2.ok(&["pull", &dest]);
     check_pulled(&env2, &dest);
     env2.ok(&["image", "prune"]);
-    assert!(std::fs::read_dir(env2.root().join("image/ingest")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(env2.root().join("image/ingest"))
+        .unwrap()
+        .next()
+        .is_none());
 }
 
 #[test]
@@ -250,8 +299,18 @@ fn concurrent_pulls_and_kill_during_pull() {
 
     // Two pulls of the same image into one store at once.
     let env2 = Env::new();
-    let a = env2.cmd(&["pull", "-q", &dest]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let b = env2.cmd(&["pull", "-q", &dest]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let a = env2
+        .cmd(&["pull", "-q", &dest])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = env2
+        .cmd(&["pull", "-q", &dest])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     for c in [a, b] {
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -260,13 +319,25 @@ fn concurrent_pulls_and_kill_during_pull() {
     check_pulled(&env2, &dest);
 
     // kill -9 in the middle of a slow pull: nothing listed, the next pull completes.
-    let proxy = FaultProxy::start(reg.port, Fault::SlowBlob { bytes_per_tick: 20_000 });
+    let proxy = FaultProxy::start(
+        reg.port,
+        Fault::SlowBlob {
+            bytes_per_tick: 20_000,
+        },
+    );
     let slow = format!("{}/cc:1", proxy.host);
     let env3 = Env::new();
-    let mut child = env3.cmd(&["pull", "-q", &slow]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = env3
+        .cmd(&["pull", "-q", &slow])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let ingest = std::fs::read_dir(env3.root().join("image/ingest")).map(|d| d.count()).unwrap_or(0);
+        let ingest = std::fs::read_dir(env3.root().join("image/ingest"))
+            .map(|d| d.count())
+            .unwrap_or(0);
         if ingest > 0 || Instant::now() > deadline {
             break;
         }
@@ -279,7 +350,10 @@ fn concurrent_pulls_and_kill_during_pull() {
     env3.ok(&["pull", "-q", &dest]);
     check_pulled(&env3, &dest);
     env3.ok(&["image", "prune"]);
-    assert!(std::fs::read_dir(env3.root().join("image/ingest")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(env3.root().join("image/ingest"))
+        .unwrap()
+        .next()
+        .is_none());
 }
 
 #[test]
@@ -301,6 +375,9 @@ fn disk_full_mid_pull() {
     assert!(e.contains("No space left on device"), "{e}");
     assert!(small.image_names().is_empty());
     small.ok(&["image", "prune"]);
-    assert!(std::fs::read_dir(small.root().join("image/ingest")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(small.root().join("image/ingest"))
+        .unwrap()
+        .next()
+        .is_none());
     // Env's drop unmounts the tmpfs.
 }

@@ -93,10 +93,12 @@ impl Files {
     }
 
     fn blob(&self, p: &Path) -> Result<(Digest, u64)> {
-        self.blobs
-            .get(&self.resolve(p))
-            .cloned()
-            .ok_or_else(|| Error::invalid(format!("the archive names {:?}, which it does not contain", p.display())))
+        self.blobs.get(&self.resolve(p)).cloned().ok_or_else(|| {
+            Error::invalid(format!(
+                "the archive names {:?}, which it does not contain",
+                p.display()
+            ))
+        })
     }
 
     fn doc(&self, p: &Path) -> Option<&[u8]> {
@@ -149,14 +151,24 @@ fn is_document(p: &Path) -> bool {
 }
 
 impl Store {
-    fn take_file(&self, files: &mut Files, path: PathBuf, size: u64, mut r: impl Read) -> Result<()> {
+    fn take_file(
+        &self,
+        files: &mut Files,
+        path: PathBuf,
+        size: u64,
+        mut r: impl Read,
+    ) -> Result<()> {
         let expected = digest_in_path(&path)?;
         if is_document(&path) {
             if size > SMALL {
-                return Err(Error::invalid(format!("archive file {:?} is too large ({size} bytes)", path.display())));
+                return Err(Error::invalid(format!(
+                    "archive file {:?} is too large ({size} bytes)",
+                    path.display()
+                )));
             }
             let mut buf = Vec::with_capacity(size as usize);
-            r.read_to_end(&mut buf).ctx(|| format!("read {}", path.display()))?;
+            r.read_to_end(&mut buf)
+                .ctx(|| format!("read {}", path.display()))?;
             files.small.insert(path, buf);
             return Ok(());
         }
@@ -164,10 +176,12 @@ impl Store {
             if self.has_blob(d) {
                 let mut buf = Vec::new();
                 if size <= SMALL {
-                    r.read_to_end(&mut buf).ctx(|| format!("read {}", path.display()))?;
+                    r.read_to_end(&mut buf)
+                        .ctx(|| format!("read {}", path.display()))?;
                     files.small.insert(path.clone(), buf);
                 } else {
-                    std::io::copy(&mut r, &mut std::io::sink()).ctx(|| format!("read {}", path.display()))?;
+                    std::io::copy(&mut r, &mut std::io::sink())
+                        .ctx(|| format!("read {}", path.display()))?;
                 }
                 files.blobs.insert(path, (d.clone(), size));
                 return Ok(());
@@ -177,7 +191,9 @@ impl Store {
         let mut keep = (size <= SMALL).then(Vec::new);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = r.read(&mut buf).ctx(|| format!("read archive file {}", path.display()))?;
+            let n = r
+                .read(&mut buf)
+                .ctx(|| format!("read archive file {}", path.display()))?;
             if n == 0 {
                 break;
             }
@@ -187,7 +203,9 @@ impl Store {
             }
         }
         let (d, n) = ingest.commit(expected.as_ref()).map_err(|e| match e {
-            Error::DigestMismatch(m) => Error::DigestMismatch(format!("archive file {}: {m}", path.display())),
+            Error::DigestMismatch(m) => {
+                Error::DigestMismatch(format!("archive file {}: {m}", path.display()))
+            }
             other => other,
         })?;
         if let Some(k) = keep {
@@ -227,7 +245,9 @@ impl Store {
             .entries()
             .map_err(|e| Error::invalid(format!("not a tar archive: {e}")))?;
         for e in entries {
-            let e = e.map_err(|e| Error::invalid(format!("read archive: {e} (truncated or not a tar?)")))?;
+            let e = e.map_err(|e| {
+                Error::invalid(format!("read archive: {e} (truncated or not a tar?)"))
+            })?;
             let raw = e
                 .path()
                 .map_err(|err| Error::invalid(format!("archive entry name: {err}")))?
@@ -237,8 +257,12 @@ impl Store {
             if kind.is_symlink() || kind.is_hard_link() {
                 let target = e
                     .link_name()
-                    .map_err(|err| Error::invalid(format!("archive entry {:?}: {err}", raw.display())))?
-                    .ok_or_else(|| Error::invalid(format!("archive link {:?} has no target", raw.display())))?;
+                    .map_err(|err| {
+                        Error::invalid(format!("archive entry {:?}: {err}", raw.display()))
+                    })?
+                    .ok_or_else(|| {
+                        Error::invalid(format!("archive link {:?} has no target", raw.display()))
+                    })?;
                 // Symlinks are relative to their directory, hard links to the archive root.
                 let joined = if kind.is_symlink() {
                     path.parent().unwrap_or(Path::new("")).join(&target)
@@ -259,13 +283,21 @@ impl Store {
         for e in std::fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
             let e = e.ctx(|| format!("read {}", dir.display()))?;
             let r = rel.join(e.file_name());
-            let ty = e.file_type().ctx(|| format!("stat {}", e.path().display()))?;
+            let ty = e
+                .file_type()
+                .ctx(|| format!("stat {}", e.path().display()))?;
             if ty.is_dir() {
                 self.read_dir_into(root, &r, files)?;
             } else if ty.is_file() {
-                let f = std::fs::File::open(e.path()).ctx(|| format!("open {}", e.path().display()))?;
+                let f =
+                    std::fs::File::open(e.path()).ctx(|| format!("open {}", e.path().display()))?;
                 let size = f.metadata().ctx(|| "stat")?.len();
-                self.take_file(files, r, size, std::io::BufReader::with_capacity(1 << 20, f))?;
+                self.take_file(
+                    files,
+                    r,
+                    size,
+                    std::io::BufReader::with_capacity(1 << 20, f),
+                )?;
             }
         }
         Ok(())
@@ -276,9 +308,14 @@ impl Store {
             if let Some(layout) = files.doc(Path::new("oci-layout")) {
                 let v: Value = serde_json::from_slice(layout)
                     .map_err(|e| Error::invalid(format!("oci-layout is not JSON: {e}")))?;
-                let ver = v.get("imageLayoutVersion").and_then(Value::as_str).unwrap_or("");
+                let ver = v
+                    .get("imageLayoutVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 if !ver.starts_with("1.") {
-                    return Err(Error::Unsupported(format!("OCI layout version {ver:?} (1.x is supported)")));
+                    return Err(Error::Unsupported(format!(
+                        "OCI layout version {ver:?} (1.x is supported)"
+                    )));
                 }
             }
             return self.interpret_layout(files, index, platform);
@@ -291,11 +328,17 @@ impl Store {
         ))
     }
 
-    fn interpret_layout(&self, files: &Files, index: &[u8], platform: &Platform) -> Result<Vec<LoadedImage>> {
-        let index: ImageIndex =
-            serde_json::from_slice(index).map_err(|e| Error::invalid(format!("index.json: {e}")))?;
+    fn interpret_layout(
+        &self,
+        files: &Files,
+        index: &[u8],
+        platform: &Platform,
+    ) -> Result<Vec<LoadedImage>> {
+        let index: ImageIndex = serde_json::from_slice(index)
+            .map_err(|e| Error::invalid(format!("index.json: {e}")))?;
         // Docker 25 archives carry names in manifest.json too; use them for tag-only refs.
-        let docker_names: HashMap<Digest, Vec<String>> = match files.doc(Path::new("manifest.json")) {
+        let docker_names: HashMap<Digest, Vec<String>> = match files.doc(Path::new("manifest.json"))
+        {
             Some(m) => docker_entries(m)?
                 .into_iter()
                 .filter_map(|e| files.blob(&e.config).ok().map(|(d, _)| (d, e.repo_tags)))
@@ -357,8 +400,13 @@ impl Store {
             let (config_digest, config_size) = files
                 .blob(&e.config)
                 .map_err(|err| Error::invalid(format!("manifest.json[{i}].Config: {err}")))?;
-            let config: Value = serde_json::from_slice(&self.read_blob(&config_digest)?)
-                .map_err(|err| Error::invalid(format!("manifest.json[{i}].Config {:?} is not JSON: {err}", e.config.display())))?;
+            let config: Value =
+                serde_json::from_slice(&self.read_blob(&config_digest)?).map_err(|err| {
+                    Error::invalid(format!(
+                        "manifest.json[{i}].Config {:?} is not JSON: {err}",
+                        e.config.display()
+                    ))
+                })?;
             let diff_ids = oci::diff_ids(&config)?;
             if diff_ids.len() != e.layers.len() {
                 return Err(Error::invalid(format!(
@@ -369,11 +417,14 @@ impl Store {
             }
             let mut layers = Vec::new();
             for (j, l) in e.layers.iter().enumerate() {
-                let (d, size) = files
-                    .blob(l)
-                    .map_err(|err| Error::invalid(format!("manifest.json[{i}].Layers[{j}]: {err}")))?;
+                let (d, size) = files.blob(l).map_err(|err| {
+                    Error::invalid(format!("manifest.json[{i}].Layers[{j}]: {err}"))
+                })?;
                 let mut head = [0u8; 8];
-                let n = self.open_blob(&d)?.read(&mut head).ctx(|| format!("read layer {d}"))?;
+                let n = self
+                    .open_blob(&d)?
+                    .read(&mut head)
+                    .ctx(|| format!("read layer {d}"))?;
                 let c = Compression::sniff(&head[..n]);
                 if c == Compression::None && d != diff_ids[j] {
                     return Err(Error::DigestMismatch(format!(
@@ -387,11 +438,16 @@ impl Store {
             let manifest = oci_spec::image::ImageManifestBuilder::default()
                 .schema_version(2u32)
                 .media_type(oci::OCI_MANIFEST)
-                .config(oci::descriptor(oci::OCI_CONFIG, &config_digest, config_size))
+                .config(oci::descriptor(
+                    oci::OCI_CONFIG,
+                    &config_digest,
+                    config_size,
+                ))
                 .layers(layers)
                 .build()
                 .map_err(|err| Error::invalid(format!("build the manifest: {err}")))?;
-            let digest = self.put_blob(&serde_json::to_vec(&manifest).expect("manifests serialize"))?;
+            let digest =
+                self.put_blob(&serde_json::to_vec(&manifest).expect("manifests serialize"))?;
             let mut names = Vec::new();
             for t in &e.repo_tags {
                 names.push(normal_name(t)?);
@@ -429,7 +485,13 @@ impl Store {
     }
 
     /// Writes images as an archive (docker or OCI) to `out`.
-    pub fn save(&self, images: &[String], format: SaveFormat, platform: &Platform, out: impl Write) -> Result<()> {
+    pub fn save(
+        &self,
+        images: &[String],
+        format: SaveFormat,
+        platform: &Platform,
+        out: impl Write,
+    ) -> Result<()> {
         let _lock = self.shared_lock()?;
         let mut w = TarOut(tar::Builder::new(out));
         match format {
@@ -437,14 +499,18 @@ impl Store {
             SaveFormat::OciArchive => self.save_oci(images, &mut w)?,
             SaveFormat::OciDir => return Err(Error::invalid("oci-dir is written with save_dir")),
         }
-        w.0.into_inner().ctx(|| "finish the archive")?.flush().ctx(|| "write the archive")
+        w.0.into_inner()
+            .ctx(|| "finish the archive")?
+            .flush()
+            .ctx(|| "write the archive")
     }
 
     /// Writes images as an OCI layout directory (created if missing; blobs already there
     /// are kept, index.json is replaced).
     pub fn save_dir(&self, images: &[String], dir: &Path) -> Result<()> {
         let _lock = self.shared_lock()?;
-        std::fs::create_dir_all(dir.join("blobs/sha256")).ctx(|| format!("create {}", dir.display()))?;
+        std::fs::create_dir_all(dir.join("blobs/sha256"))
+            .ctx(|| format!("create {}", dir.display()))?;
         let mut w = DirOut(dir.to_path_buf());
         self.save_oci(images, &mut w)
     }
@@ -460,9 +526,15 @@ impl Store {
                 }
                 let f = self.open_blob(&b)?;
                 let size = f.metadata().ctx(|| "stat blob")?.len();
-                w.file(&format!("blobs/sha256/{}", b.hex()), size, &mut std::io::BufReader::with_capacity(1 << 20, f))?;
+                w.file(
+                    &format!("blobs/sha256/{}", b.hex()),
+                    size,
+                    &mut std::io::BufReader::with_capacity(1 << 20, f),
+                )?;
             }
-            let size = std::fs::metadata(self.blob_path(&rec.digest)).ctx(|| "stat blob")?.len();
+            let size = std::fs::metadata(self.blob_path(&rec.digest))
+                .ctx(|| "stat blob")?
+                .len();
             let mut d = oci::descriptor(&rec.media_type, &rec.digest, size);
             if let Ok(r) = rec.name.parse::<Reference>() {
                 if !rec.name.starts_with("sha256:") {
@@ -490,7 +562,11 @@ impl Store {
             let img = self.resolve_record(&rec, platform)?;
             let config_bytes = self.read_blob(&img.config_digest)?;
             if written.insert(img.config_digest.clone()) {
-                w.file(&blob_name(&img.config_digest), config_bytes.len() as u64, &mut &config_bytes[..])?;
+                w.file(
+                    &blob_name(&img.config_digest),
+                    config_bytes.len() as u64,
+                    &mut &config_bytes[..],
+                )?;
             }
             let mut layer_paths = Vec::new();
             let mut layers = Vec::new();
@@ -504,12 +580,20 @@ impl Store {
                     }
                 };
                 layer_paths.push(blob_name(&diff_id));
-                layers.push(oci::descriptor(Compression::None.oci_media_type(), &diff_id, size));
+                layers.push(oci::descriptor(
+                    Compression::None.oci_media_type(),
+                    &diff_id,
+                    size,
+                ));
             }
             let manifest = oci_spec::image::ImageManifestBuilder::default()
                 .schema_version(2u32)
                 .media_type(oci::OCI_MANIFEST)
-                .config(oci::descriptor(oci::OCI_CONFIG, &img.config_digest, config_bytes.len() as u64))
+                .config(oci::descriptor(
+                    oci::OCI_CONFIG,
+                    &img.config_digest,
+                    config_bytes.len() as u64,
+                ))
                 .layers(layers)
                 .build()
                 .map_err(|e| Error::invalid(format!("build the manifest: {e}")))?;
@@ -529,7 +613,10 @@ impl Store {
                     a.insert(ANNOTATION_REF_NAME.to_string(), tag.clone());
                     desc.set_annotations(Some(a));
                     if let Some(top) = img.diff_ids.last() {
-                        repositories.entry(r.familiar_name()).or_default().insert(tag, top.hex().to_string());
+                        repositories
+                            .entry(r.familiar_name())
+                            .or_default()
+                            .insert(tag, top.hex().to_string());
                     }
                 }
             }
@@ -548,28 +635,48 @@ impl Store {
     }
 
     /// Writes a layer uncompressed (its blob digest is then its diff ID); returns the size.
-    fn write_uncompressed_layer(&self, blob: &Digest, media_type: &str, diff_id: &Digest, w: &mut dyn Sink) -> Result<u64> {
+    fn write_uncompressed_layer(
+        &self,
+        blob: &Digest,
+        media_type: &str,
+        diff_id: &Digest,
+        w: &mut dyn Sink,
+    ) -> Result<u64> {
         let name = blob_name(diff_id);
         let f = self.open_blob(blob)?;
         if Compression::from_media_type(media_type)? == Compression::None && blob == diff_id {
             let size = f.metadata().ctx(|| "stat blob")?.len();
-            w.file(&name, size, &mut std::io::BufReader::with_capacity(1 << 20, f))?;
+            w.file(
+                &name,
+                size,
+                &mut std::io::BufReader::with_capacity(1 << 20, f),
+            )?;
             return Ok(size);
         }
         // The tar header needs the size first: decompress into a temporary file.
-        let tmp = tempfile::tempfile_in(self.root().join("ingest")).ctx(|| "create a temporary file")?;
+        let tmp =
+            tempfile::tempfile_in(self.root().join("ingest")).ctx(|| "create a temporary file")?;
         let mut hw = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, tmp));
-        std::io::copy(&mut compress::decompress(std::io::BufReader::with_capacity(1 << 20, f))?, &mut hw)
-            .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
+        std::io::copy(
+            &mut compress::decompress(std::io::BufReader::with_capacity(1 << 20, f))?,
+            &mut hw,
+        )
+        .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
         let (got, size, bw) = hw.finish();
         if &got != diff_id {
             return Err(Error::DigestMismatch(format!(
                 "layer {blob}: its uncompressed content hashes to {got}, but the image config says {diff_id}"
             )));
         }
-        let mut tmp = bw.into_inner().map_err(|e| Error::io("flush", e.into_error()))?;
+        let mut tmp = bw
+            .into_inner()
+            .map_err(|e| Error::io("flush", e.into_error()))?;
         std::io::Seek::rewind(&mut tmp).ctx(|| "rewind")?;
-        w.file(&name, size, &mut std::io::BufReader::with_capacity(1 << 20, tmp))?;
+        w.file(
+            &name,
+            size,
+            &mut std::io::BufReader::with_capacity(1 << 20, tmp),
+        )?;
         Ok(size)
     }
 
@@ -583,8 +690,11 @@ impl Store {
         let mut u = crate::unpack::Unpacker::new(tmp.path(), crate::unpack::Whiteouts::Apply)?;
         for (blob, _, _, _) in img.layers()? {
             let f = self.open_blob(&blob)?;
-            u.apply(compress::decompress(std::io::BufReader::with_capacity(1 << 20, f))?)
-                .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
+            u.apply(compress::decompress(std::io::BufReader::with_capacity(
+                1 << 20,
+                f,
+            ))?)
+            .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
         }
         let r = crate::diff::write_layer(tmp.path(), &[], out).map(drop);
         let p = tmp.keep();
@@ -607,11 +717,19 @@ fn normalize(p: &Path) -> Result<PathBuf> {
             Component::CurDir => {}
             Component::ParentDir => {
                 if !out.pop() {
-                    return Err(Error::invalid(format!("archive link to {:?} leaves the archive", p.display())));
+                    return Err(Error::invalid(format!(
+                        "archive link to {:?} leaves the archive",
+                        p.display()
+                    )));
                 }
             }
             Component::Normal(n) => out.push(n),
-            _ => return Err(Error::invalid(format!("archive link to {:?} is absolute", p.display()))),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "archive link to {:?} is absolute",
+                    p.display()
+                )))
+            }
         }
     }
     Ok(out)
@@ -631,7 +749,8 @@ struct DockerEntry {
 }
 
 fn docker_entries(bytes: &[u8]) -> Result<Vec<DockerEntry>> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::invalid(format!("manifest.json is not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::invalid(format!("manifest.json is not JSON: {e}")))?;
     let arr = v
         .as_array()
         .ok_or_else(|| Error::invalid("manifest.json: expected a list of images"))?;
@@ -645,7 +764,12 @@ fn docker_entries(bytes: &[u8]) -> Result<Vec<DockerEntry>> {
             let repo_tags = e
                 .get("RepoTags")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default();
             let layers = e
                 .get("Layers")
@@ -654,7 +778,9 @@ fn docker_entries(bytes: &[u8]) -> Result<Vec<DockerEntry>> {
                 .iter()
                 .map(|l| {
                     l.as_str()
-                        .ok_or_else(|| Error::invalid(format!("manifest.json[{i}].Layers holds a non-string")))
+                        .ok_or_else(|| {
+                            Error::invalid(format!("manifest.json[{i}].Layers holds a non-string"))
+                        })
                         .and_then(|s| archive_path(Path::new(s)))
                 })
                 .collect::<Result<_>>()?;
@@ -714,9 +840,11 @@ impl Sink for DirOut {
             return Ok(());
         }
         let parent = dest.parent().expect("has a parent");
-        let mut tmp = tempfile::NamedTempFile::new_in(parent).ctx(|| format!("create a file in {}", parent.display()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(parent)
+            .ctx(|| format!("create a file in {}", parent.display()))?;
         std::io::copy(r, &mut tmp).ctx(|| format!("write {}", dest.display()))?;
-        tmp.persist(&dest).map_err(|e| Error::io(format!("write {}", dest.display()), e.error))?;
+        tmp.persist(&dest)
+            .map_err(|e| Error::io(format!("write {}", dest.display()), e.error))?;
         Ok(())
     }
 }

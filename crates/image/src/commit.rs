@@ -75,24 +75,40 @@ pub fn rfc3339(secs: u64) -> String {
 
 impl Store {
     /// Writes a gzip-compressed layer blob from a tar producer; returns its digests.
-    pub fn store_layer(&self, produce: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<StoredLayer> {
+    pub fn store_layer(
+        &self,
+        produce: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<StoredLayer> {
         let ingest = self.ingest()?;
         let mut tar = HashingWriter::new(compress::gzip_writer(ingest));
         produce(&mut tar)?;
         let (diff_id, _, gz) = tar.finish();
         let ingest = gz.finish().ctx(|| "finish the layer compression")?;
         let (blob, size) = ingest.commit(None)?;
-        Ok(StoredLayer { blob, size, diff_id })
+        Ok(StoredLayer {
+            blob,
+            size,
+            diff_id,
+        })
     }
 
     /// Stores a config and a manifest over `layers`; tags it; returns the manifest digest.
-    pub fn store_image(&self, config: &Value, layers: Vec<Descriptor>, reference: Option<&Reference>) -> Result<Digest> {
+    pub fn store_image(
+        &self,
+        config: &Value,
+        layers: Vec<Descriptor>,
+        reference: Option<&Reference>,
+    ) -> Result<Digest> {
         let config_bytes = serde_json::to_vec(config).expect("JSON serializes");
         let config_digest = self.put_blob(&config_bytes)?;
         let manifest = oci_spec::image::ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(oci::OCI_MANIFEST)
-            .config(oci::descriptor(oci::OCI_CONFIG, &config_digest, config_bytes.len() as u64))
+            .config(oci::descriptor(
+                oci::OCI_CONFIG,
+                &config_digest,
+                config_bytes.len() as u64,
+            ))
             .layers(layers)
             .build()
             .map_err(|e| Error::invalid(format!("build the manifest: {e}")))?;
@@ -160,7 +176,11 @@ impl Store {
                 Ok(oci::descriptor(mt, &oci::digest_of(l)?, l.size()))
             })
             .collect::<Result<_>>()?;
-        layers.push(oci::descriptor(Compression::Gzip.oci_media_type(), &layer.blob, layer.size));
+        layers.push(oci::descriptor(
+            Compression::Gzip.oci_media_type(),
+            &layer.blob,
+            layer.size,
+        ));
         self.store_image(&config, layers, opts.reference.as_ref())
     }
 
@@ -169,11 +189,16 @@ impl Store {
         let _lock = self.shared_lock()?;
         let mut src = compress::decompress(tarball)?;
         let layer = self.store_layer(|w| {
-            std::io::copy(&mut src, w).ctx(|| "read the tarball").map(drop)
+            std::io::copy(&mut src, w)
+                .ctx(|| "read the tarball")
+                .map(drop)
         })?;
         // A tarball that is not tar would only fail at unpack: check it now.
         let mut check = tar::Archive::new(compress::decompress(self.open_blob(&layer.blob)?)?);
-        for e in check.entries().map_err(|e| Error::invalid(format!("not a tar archive: {e}")))? {
+        for e in check
+            .entries()
+            .map_err(|e| Error::invalid(format!("not a tar archive: {e}")))?
+        {
             e.map_err(|e| Error::invalid(format!("not a tar archive: {e}")))?;
         }
         let now = now_rfc3339();
@@ -189,7 +214,11 @@ impl Store {
         for (k, v) in &opts.config_changes {
             config["config"][k] = v.clone();
         }
-        let layers = vec![oci::descriptor(Compression::Gzip.oci_media_type(), &layer.blob, layer.size)];
+        let layers = vec![oci::descriptor(
+            Compression::Gzip.oci_media_type(),
+            &layer.blob,
+            layer.size,
+        )];
         self.store_image(&config, layers, opts.reference.as_ref())
     }
 }

@@ -88,14 +88,23 @@ mod tests {
         gz.write_all(b"hello").unwrap();
         let data = gz.finish().unwrap();
         let mut out = String::new();
-        decompress(&data[..]).unwrap().read_to_string(&mut out).unwrap();
+        decompress(&data[..])
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "hello");
         let z = zstd::encode_all(&b"zz"[..], 3).unwrap();
         let mut out = String::new();
-        decompress(&z[..]).unwrap().read_to_string(&mut out).unwrap();
+        decompress(&z[..])
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "zz");
         let mut out = String::new();
-        decompress(&b"plain"[..]).unwrap().read_to_string(&mut out).unwrap();
+        decompress(&b"plain"[..])
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "plain");
         assert!(Compression::from_media_type("application/x-nope").is_err());
     }

@@ -44,7 +44,11 @@ fn header_for(meta: &std::fs::Metadata, kind: tar::EntryType) -> tar::Header {
 }
 
 /// A PAX extended header entry carrying `records` (key, value).
-fn pax_entry<W: Write>(b: &mut tar::Builder<W>, path: &Path, records: &[(String, Vec<u8>)]) -> Result<()> {
+fn pax_entry<W: Write>(
+    b: &mut tar::Builder<W>,
+    path: &Path,
+    records: &[(String, Vec<u8>)],
+) -> Result<()> {
     let mut data = Vec::new();
     for (k, v) in records {
         // "<len> <key>=<value>\n", where <len> counts the whole record, itself included.
@@ -61,7 +65,12 @@ fn pax_entry<W: Write>(b: &mut tar::Builder<W>, path: &Path, records: &[(String,
     h.set_entry_type(tar::EntryType::XHeader);
     h.set_size(data.len() as u64);
     h.set_mode(0o644);
-    let name = format!("PaxHeaders.0/{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+    let name = format!(
+        "PaxHeaders.0/{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    );
     let name: String = name.chars().take(99).collect();
     h.set_path(&name).ctx(|| "PAX header name")?;
     h.set_cksum();
@@ -112,7 +121,8 @@ impl Walker {
                 let wh = rel.join(format!(".wh.{}", name.to_string_lossy()));
                 let mut h = header_for(&meta, tar::EntryType::Regular);
                 h.set_mode(0);
-                b.append_data(&mut h, &wh, std::io::empty()).ctx(|| format!("write {}", wh.display()))?;
+                b.append_data(&mut h, &wh, std::io::empty())
+                    .ctx(|| format!("write {}", wh.display()))?;
                 continue;
             }
             let x = xattrs(&p)?;
@@ -121,25 +131,31 @@ impl Walker {
             }
             if ft.is_dir() {
                 let mut h = header_for(&meta, tar::EntryType::Directory);
-                b.append_data(&mut h, &r, std::io::empty()).ctx(|| format!("write {}", r.display()))?;
-                let opaque = rustix::fs::lgetxattr(&p, OPAQUE_XATTR, &mut [0u8; 4]).ok().is_some();
+                b.append_data(&mut h, &r, std::io::empty())
+                    .ctx(|| format!("write {}", r.display()))?;
+                let opaque = rustix::fs::lgetxattr(&p, OPAQUE_XATTR, &mut [0u8; 4])
+                    .ok()
+                    .is_some();
                 if opaque {
                     let mut h = header_for(&meta, tar::EntryType::Regular);
                     h.set_mode(0);
                     let marker = r.join(".wh..wh..opq");
-                    b.append_data(&mut h, &marker, std::io::empty()).ctx(|| format!("write {}", marker.display()))?;
+                    b.append_data(&mut h, &marker, std::io::empty())
+                        .ctx(|| format!("write {}", marker.display()))?;
                 }
                 self.walk(b, &r)?;
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&p).ctx(|| format!("readlink {}", p.display()))?;
                 let mut h = header_for(&meta, tar::EntryType::Symlink);
-                b.append_link(&mut h, &r, &target).ctx(|| format!("write {}", r.display()))?;
+                b.append_link(&mut h, &r, &target)
+                    .ctx(|| format!("write {}", r.display()))?;
             } else if ft.is_file() {
                 let key = (meta.dev(), meta.ino());
                 if meta.nlink() > 1 {
                     if let Some(first) = self.links.get(&key) {
                         let mut h = header_for(&meta, tar::EntryType::Link);
-                        b.append_link(&mut h, &r, first).ctx(|| format!("write {}", r.display()))?;
+                        b.append_link(&mut h, &r, first)
+                            .ctx(|| format!("write {}", r.display()))?;
                         continue;
                     }
                     self.links.insert(key, r.clone());
@@ -147,7 +163,8 @@ impl Walker {
                 let mut h = header_for(&meta, tar::EntryType::Regular);
                 h.set_size(meta.len());
                 let f = std::fs::File::open(&p).ctx(|| format!("open {}", p.display()))?;
-                b.append_data(&mut h, &r, f).ctx(|| format!("write {}", r.display()))?;
+                b.append_data(&mut h, &r, f)
+                    .ctx(|| format!("write {}", r.display()))?;
             } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
                 let kind = if ft.is_char_device() {
                     tar::EntryType::Char
@@ -158,9 +175,12 @@ impl Walker {
                 };
                 let mut h = header_for(&meta, kind);
                 let rdev = meta.rdev();
-                h.set_device_major(rustix::fs::major(rdev)).ctx(|| "device major")?;
-                h.set_device_minor(rustix::fs::minor(rdev)).ctx(|| "device minor")?;
-                b.append_data(&mut h, &r, std::io::empty()).ctx(|| format!("write {}", r.display()))?;
+                h.set_device_major(rustix::fs::major(rdev))
+                    .ctx(|| "device major")?;
+                h.set_device_minor(rustix::fs::minor(rdev))
+                    .ctx(|| "device minor")?;
+                b.append_data(&mut h, &r, std::io::empty())
+                    .ctx(|| format!("write {}", r.display()))?;
             }
             // Sockets have no place in a layer.
         }

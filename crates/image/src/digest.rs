@@ -34,7 +34,9 @@ impl Digest {
 
     /// From a raw 32-byte sha256 value.
     pub fn from_bytes(b: &[u8]) -> Digest {
-        Digest { hex: hex::encode(b) }
+        Digest {
+            hex: hex::encode(b),
+        }
     }
 }
 

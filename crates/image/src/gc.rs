@@ -45,7 +45,9 @@ pub struct Usage {
 pub fn dir_size(path: &std::path::Path) -> u64 {
     fn walk(p: &std::path::Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
         use std::os::unix::fs::MetadataExt;
-        let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+        let Ok(rd) = std::fs::read_dir(p) else {
+            return 0;
+        };
         let mut total = 0;
         for e in rd.flatten() {
             let Ok(m) = e.metadata() else { continue };
@@ -65,7 +67,10 @@ impl Store {
         let mut blobs = HashSet::new();
         let mut chains = HashSet::new();
         let host = Platform::host();
-        let add_image = |top: &Digest, blobs: &mut HashSet<Digest>, chains: &mut HashSet<Digest>| -> Result<()> {
+        let add_image = |top: &Digest,
+                         blobs: &mut HashSet<Digest>,
+                         chains: &mut HashSet<Digest>|
+         -> Result<()> {
             blobs.extend(self.referenced_blobs(top)?);
             if let Ok(img) = self.resolve_digest(top, &host) {
                 chains.extend(img.chain_ids);
@@ -96,7 +101,8 @@ impl Store {
         let blob_dir = self.root().join("blobs/sha256");
         for e in std::fs::read_dir(&blob_dir).ctx(|| format!("read {}", blob_dir.display()))? {
             let e = e.ctx(|| "read the blob directory")?;
-            let Ok(d) = format!("sha256:{}", e.file_name().to_string_lossy()).parse::<Digest>() else {
+            let Ok(d) = format!("sha256:{}", e.file_name().to_string_lossy()).parse::<Digest>()
+            else {
                 continue;
             };
             if !live_blobs.contains(&d) {
@@ -116,11 +122,15 @@ impl Store {
         }
         // Leftovers of interrupted work: nobody else holds the lock, so none is running.
         for dir in [self.root().join("ingest"), self.root().join("s")] {
-            for e in std::fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))?.flatten() {
+            for e in std::fs::read_dir(&dir)
+                .ctx(|| format!("read {}", dir.display()))?
+                .flatten()
+            {
                 let name = e.file_name();
                 let n = name.to_string_lossy();
                 if dir.ends_with("ingest") || n.starts_with(".tmp-") {
-                    report.bytes += dir_size(&e.path()).max(e.metadata().map(|m| m.len()).unwrap_or(0));
+                    report.bytes +=
+                        dir_size(&e.path()).max(e.metadata().map(|m| m.len()).unwrap_or(0));
                     remove_tree(&e.path())?;
                 }
             }
@@ -148,7 +158,10 @@ impl Store {
             })
             .count();
         let blob_dir = self.root().join("blobs/sha256");
-        for e in std::fs::read_dir(&blob_dir).ctx(|| "read the blob directory")?.flatten() {
+        for e in std::fs::read_dir(&blob_dir)
+            .ctx(|| "read the blob directory")?
+            .flatten()
+        {
             let len = e.metadata().map(|m| m.len()).unwrap_or(0);
             u.images_bytes += len;
             let live = format!("sha256:{}", e.file_name().to_string_lossy())
@@ -200,14 +213,21 @@ impl Store {
     /// its last name unless `force`. Blobs go at the next [`Store::prune`].
     pub fn remove_image(&self, what: &str, force: bool) -> Result<Removed> {
         let rec = self.find_image(what)?;
-        let exact = what.parse::<crate::Reference>().is_ok_and(|r| r.to_string() == rec.name) || what == rec.name;
+        let exact = what
+            .parse::<crate::Reference>()
+            .is_ok_and(|r| r.to_string() == rec.name)
+            || what == rec.name;
         let same: Vec<String> = self
             .images()?
             .into_iter()
             .filter(|i| i.digest == rec.digest)
             .map(|i| i.name)
             .collect();
-        let names = if exact { vec![rec.name.clone()] } else { same.clone() };
+        let names = if exact {
+            vec![rec.name.clone()]
+        } else {
+            same.clone()
+        };
         if !exact && names.len() > 1 && !force {
             return Err(crate::Error::InUse(format!(
                 "unable to delete {what} (must be forced): the image is referenced by several names ({}); remove them by name or use -f",
@@ -224,7 +244,10 @@ impl Store {
                 )));
             }
         }
-        let id = self.resolve_record(&rec, &Platform::host()).ok().map(|i| i.config_digest);
+        let id = self
+            .resolve_record(&rec, &Platform::host())
+            .ok()
+            .map(|i| i.config_digest);
         let mut out = Removed::default();
         for n in names {
             if self.remove_image_name(&n)? {
@@ -243,7 +266,10 @@ impl Store {
         let mut removed = Vec::new();
         for rec in self.images()? {
             let dangling = rec.name.starts_with("sha256:");
-            if (dangling || all) && self.users_of(&rec.digest)?.is_empty() && self.remove_image_name(&rec.name)? {
+            if (dangling || all)
+                && self.users_of(&rec.digest)?.is_empty()
+                && self.remove_image_name(&rec.name)?
+            {
                 removed.push(rec.name);
             }
         }

@@ -51,8 +51,16 @@ impl ResolvedImage {
 
     /// The image's architecture and OS, from its config.
     pub fn platform(&self) -> String {
-        let os = self.config.get("os").and_then(|v| v.as_str()).unwrap_or("linux");
-        let arch = self.config.get("architecture").and_then(|v| v.as_str()).unwrap_or("unknown");
+        let os = self
+            .config
+            .get("os")
+            .and_then(|v| v.as_str())
+            .unwrap_or("linux");
+        let arch = self
+            .config
+            .get("architecture")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown");
         format!("{os}/{arch}")
     }
 }
@@ -66,12 +74,19 @@ impl Store {
                 return Ok(rec);
             }
             // Short names also mean locally built images, as podman reads them.
-            let explicit = what.split('/').next().is_some_and(|f| f.contains('.') || f.contains(':') || f == "localhost")
+            let explicit = what
+                .split('/')
+                .next()
+                .is_some_and(|f| f.contains('.') || f.contains(':') || f == "localhost")
                 && what.contains('/');
             if r.registry == "docker.io" && !explicit {
                 let local = Reference {
                     registry: "localhost".into(),
-                    repository: r.repository.strip_prefix("library/").unwrap_or(&r.repository).to_string(),
+                    repository: r
+                        .repository
+                        .strip_prefix("library/")
+                        .unwrap_or(&r.repository)
+                        .to_string(),
                     ..r.clone()
                 };
                 if let Some(rec) = self.image(&local.to_string())? {
@@ -106,7 +121,9 @@ impl Store {
                 }
             }
         }
-        Err(Error::not_found(format!("image {what:?} is not in the store (pull, load or import it first)")))
+        Err(Error::not_found(format!(
+            "image {what:?} is not in the store (pull, load or import it first)"
+        )))
     }
 
     /// Resolves a name/ID to one platform's image.
@@ -143,7 +160,9 @@ impl Store {
         };
         let config_digest = oci::digest_of(manifest.config())?;
         let config: serde_json::Value = serde_json::from_slice(&self.read_blob(&config_digest)?)
-            .map_err(|e| Error::invalid(format!("image config {config_digest} is not JSON: {e}")))?;
+            .map_err(|e| {
+                Error::invalid(format!("image config {config_digest} is not JSON: {e}"))
+            })?;
         let diff_ids = oci::diff_ids(&config)?;
         let chain_ids = chain_ids(&diff_ids);
         Ok(ResolvedImage {
@@ -179,7 +198,9 @@ impl Store {
             if md != *top {
                 out.push(md.clone());
             }
-            let Ok(mb) = self.read_blob(&md) else { continue };
+            let Ok(mb) = self.read_blob(&md) else {
+                continue;
+            };
             if let Ok(Parsed::Manifest(m)) = oci::parse_manifest(&mb, None) {
                 out.push(oci::digest_of(m.config())?);
                 out.extend(oci::layer_digests(&m)?);

@@ -81,7 +81,11 @@ pub fn human_size(n: u64) -> String {
     if i == 0 {
         format!("{n}B")
     } else {
-        format!("{:.3}", v).trim_end_matches('0').trim_end_matches('.').to_string() + units[i]
+        format!("{:.3}", v)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + units[i]
     }
 }
 
@@ -105,14 +109,21 @@ impl Store {
         let host = Platform::host();
         let mut out = Vec::new();
         for rec in self.images()? {
-            let Ok(img) = self.resolve_record(&rec, &host) else { continue };
+            let Ok(img) = self.resolve_record(&rec, &host) else {
+                continue;
+            };
             let (repository, tag) = repo_tag(&rec);
             out.push(ImageSummary {
                 repository,
                 tag,
                 id: img.config_digest.clone(),
                 digest: rec.digest.clone(),
-                created: img.config.get("created").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                created: img
+                    .config
+                    .get("created")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string(),
                 size: self.layer_sizes(&img).iter().sum(),
             });
         }
@@ -131,7 +142,11 @@ impl Store {
             }
             if let Ok(reference) = r.name.parse::<Reference>() {
                 if reference.tag.is_some() {
-                    tags.push(format!("{}:{}", reference.familiar_name(), reference.tag.clone().unwrap_or_default()));
+                    tags.push(format!(
+                        "{}:{}",
+                        reference.familiar_name(),
+                        reference.tag.clone().unwrap_or_default()
+                    ));
                 }
                 digests.push(format!("{}@{}", reference.familiar_name(), r.digest));
             }
@@ -177,38 +192,68 @@ impl Store {
         }))
     }
 
-    /// `docker image history` rows, newest first: (id, created, created_by, size, comment).
-    pub fn history(&self, what: &str, platform: &Platform) -> Result<Vec<(String, String, String, u64, String)>> {
+    /// `docker image history` rows, newest first.
+    pub fn history(&self, what: &str, platform: &Platform) -> Result<Vec<HistoryRow>> {
         let img = self.resolve(what, platform)?;
         let sizes = self.layer_sizes(&img);
         let mut layer = 0;
         let mut rows = Vec::new();
-        let history = img.config.get("history").and_then(|h| h.as_array()).cloned().unwrap_or_default();
+        let history = img
+            .config
+            .get("history")
+            .and_then(|h| h.as_array())
+            .cloned()
+            .unwrap_or_default();
         for h in &history {
-            let empty = h.get("empty_layer").and_then(|v| v.as_bool()).unwrap_or(false);
-            let size = if empty { 0 } else {
+            let empty = h
+                .get("empty_layer")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            let size = if empty {
+                0
+            } else {
                 let s = sizes.get(layer).copied().unwrap_or(0);
                 layer += 1;
                 s
             };
             let s = |k: &str| h.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-            rows.push(("<missing>".to_string(), s("created"), s("created_by"), size, s("comment")));
+            rows.push(HistoryRow {
+                id: "<missing>".to_string(),
+                created: s("created"),
+                created_by: s("created_by"),
+                size,
+                comment: s("comment"),
+            });
         }
         rows.reverse();
         if let Some(first) = rows.first_mut() {
-            first.0 = img.config_digest.short().to_string();
+            first.id = img.config_digest.short().to_string();
         }
         Ok(rows)
     }
 }
 
+/// One row of `berth history`.
+#[derive(Clone, Debug)]
+pub struct HistoryRow {
+    /// The image ID on the newest row, `<missing>` below (as docker shows).
+    pub id: String,
+    /// When the step ran (RFC 3339).
+    pub created: String,
+    /// The command that made it.
+    pub created_by: String,
+    /// Bytes of its layer (0 for config-only steps).
+    pub size: u64,
+    /// Its comment.
+    pub comment: String,
+}
+
 /// The repository and tag columns of an image name.
 pub fn repo_tag(rec: &ImageRecord) -> (String, String) {
     match rec.name.parse::<Reference>() {
-        Ok(r) if !rec.name.starts_with("sha256:") => (
-            r.familiar_name(),
-            r.tag.unwrap_or_else(|| "<none>".into()),
-        ),
+        Ok(r) if !rec.name.starts_with("sha256:") => {
+            (r.familiar_name(), r.tag.unwrap_or_else(|| "<none>".into()))
+        }
         _ => ("<none>".into(), "<none>".into()),
     }
 }
@@ -223,7 +268,10 @@ mod tests {
         assert_eq!(human_size(4_261_000), "4.261MB");
         assert_eq!(human_size(1_500_000_000), "1.5GB");
         assert_eq!(parse_time("2023-11-14T22:13:20Z"), Some(1_700_000_000));
-        assert_eq!(parse_time("2023-11-14T22:13:20.123456789Z"), Some(1_700_000_000));
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20.123456789Z"),
+            Some(1_700_000_000)
+        );
         assert_eq!(human_age("garbage"), "N/A");
     }
 }

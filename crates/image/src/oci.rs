@@ -31,6 +31,8 @@ pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/v
 
 /// A manifest document: one image, or an index of per-platform images.
 #[derive(Clone, Debug)]
+// Parsed once per operation and matched at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     /// A single-platform image manifest.
     Manifest(ImageManifest),
@@ -86,7 +88,11 @@ pub fn digest_of(d: &Descriptor) -> Result<Digest> {
 
 /// A descriptor with the given media type, digest and size.
 pub fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
-    Descriptor::new(MediaType::from(media_type), size, oci_spec::image::Digest::from(digest))
+    Descriptor::new(
+        MediaType::from(media_type),
+        size,
+        oci_spec::image::Digest::from(digest),
+    )
 }
 
 /// An OS/architecture/variant to pick from a multi-platform index.
@@ -180,7 +186,11 @@ pub fn choose(index: &ImageIndex, platform: &Platform) -> Result<Descriptor> {
                 .collect();
             Err(Error::not_found(format!(
                 "no image for platform {platform} in the index (it has: {})",
-                if have.is_empty() { "none".into() } else { have.join(", ") }
+                if have.is_empty() {
+                    "none".into()
+                } else {
+                    have.join(", ")
+                }
             )))
         }
     }
@@ -216,7 +226,10 @@ mod tests {
         let m = format!(
             r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"{DOCKER_CONFIG}","digest":"{d}","size":1}},"layers":[]}}"#
         );
-        assert!(matches!(parse_manifest(m.as_bytes(), None).unwrap(), Parsed::Manifest(_)));
+        assert!(matches!(
+            parse_manifest(m.as_bytes(), None).unwrap(),
+            Parsed::Manifest(_)
+        ));
         let i = format!(
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":1,"platform":{{"os":"linux","architecture":"arm64"}}}}]}}"#
         );
@@ -224,7 +237,9 @@ mod tests {
             panic!("an index")
         };
         assert!(choose(&idx, &"linux/arm64".parse().unwrap()).is_ok());
-        let e = choose(&idx, &"linux/amd64".parse().unwrap()).unwrap_err().to_string();
+        let e = choose(&idx, &"linux/amd64".parse().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("linux/arm64"), "{e}");
         assert!(parse_manifest(br#"{"mediaType":"application/x-nope"}"#, None).is_err());
     }

@@ -30,7 +30,10 @@ impl Progress {
 
     /// No output at all.
     pub fn hidden() -> Progress {
-        Progress { multi: None, quiet: true }
+        Progress {
+            multi: None,
+            quiet: true,
+        }
     }
 
     /// A bar for an item of `total` bytes (0 if unknown).
@@ -38,9 +41,11 @@ impl Progress {
         let pb = self.multi.as_ref().map(|m| {
             let pb = m.add(ProgressBar::new(total));
             pb.set_style(
-                ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             pb.set_prefix(label.to_string());
             pb

@@ -26,16 +26,23 @@ pub struct Reference {
 fn valid_component(c: &str) -> bool {
     // lower-case alphanumerics separated by '.', '_', '__' or any number of '-'.
     !c.is_empty()
-        && c.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && c.bytes().last().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && c.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && c.bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && c.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
 }
 
 fn valid_tag(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
-        && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && t.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
         && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
@@ -49,7 +56,10 @@ impl FromStr for Reference {
             return Err(bad("it is empty"));
         }
         let (rest, digest) = match s.rsplit_once('@') {
-            Some((r, d)) => (r, Some(d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?)),
+            Some((r, d)) => (
+                r,
+                Some(d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?),
+            ),
             None => (s, None),
         };
         let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
@@ -59,11 +69,15 @@ impl FromStr for Reference {
         };
         if let Some(t) = tag {
             if !valid_tag(t) {
-                return Err(bad(&format!("tag {t:?} is not valid (letters, digits, '_', '.', '-'; up to 128)")));
+                return Err(bad(&format!(
+                    "tag {t:?} is not valid (letters, digits, '_', '.', '-'; up to 128)"
+                )));
             }
         }
         let (registry, path) = match name.split_once('/') {
-            Some((first, p)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            Some((first, p))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
                 (first.to_string(), p.to_string())
             }
             _ => (DEFAULT_REGISTRY.to_string(), name.to_string()),

@@ -49,7 +49,11 @@ fn cstr(p: &Path) -> CString {
 impl Store {
     /// Unpacks every layer of an image that is not unpacked yet; returns the snapshot
     /// ids, bottom layer first. `progress` is called per layer unpacked.
-    pub fn unpack_image(&self, img: &ResolvedImage, mut progress: impl FnMut(&Digest, u64)) -> Result<Vec<i64>> {
+    pub fn unpack_image(
+        &self,
+        img: &ResolvedImage,
+        mut progress: impl FnMut(&Digest, u64),
+    ) -> Result<Vec<i64>> {
         let _lock = self.shared_lock()?;
         let mut ids = Vec::new();
         for i in 0..img.layers()?.len() {
@@ -71,9 +75,9 @@ impl Store {
 
     fn unpack_layer_at_inner(&self, img: &ResolvedImage, i: usize) -> Result<(i64, Option<u64>)> {
         let layers = img.layers()?;
-        let (blob, media_type, _size, diff_id) = layers
-            .get(i)
-            .ok_or_else(|| Error::invalid(format!("image {} has no layer {i}", img.manifest_digest)))?;
+        let (blob, media_type, _size, diff_id) = layers.get(i).ok_or_else(|| {
+            Error::invalid(format!("image {} has no layer {i}", img.manifest_digest))
+        })?;
         let chain = &img.chain_ids[i];
         let parent = i.checked_sub(1).map(|p| &img.chain_ids[p]);
         let id = self.reserve_snapshot(chain, parent, diff_id)?;
@@ -95,13 +99,17 @@ impl Store {
             .tempdir_in(self.root().join("s"))
             .ctx(|| "create a temporary snapshot directory")?;
         let file = self.open_blob(blob)?;
-        let mut tar = HashingReader::new(compress::decompress(std::io::BufReader::with_capacity(1 << 20, file))?);
+        let mut tar = HashingReader::new(compress::decompress(std::io::BufReader::with_capacity(
+            1 << 20,
+            file,
+        ))?);
         let mut unpacker = Unpacker::new(tmp.path(), Whiteouts::Overlay)?;
         let stats = unpacker
             .apply(&mut tar)
             .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
         // The tar end-of-archive blocks (and any padding) belong to the diff ID too.
-        std::io::copy(&mut tar, &mut std::io::sink()).map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
+        std::io::copy(&mut tar, &mut std::io::sink())
+            .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
         let (got, _) = tar.finish();
         if &got != diff_id {
             return Err(Error::DigestMismatch(format!(
@@ -118,7 +126,10 @@ impl Store {
             }
             Err(e) => {
                 let _ = remove_tree(&tmp_path);
-                return Err(Error::io(format!("move snapshot into {}", dest.display()), e));
+                return Err(Error::io(
+                    format!("move snapshot into {}", dest.display()),
+                    e,
+                ));
             }
         }
         Ok(stats.bytes)
@@ -164,7 +175,8 @@ impl Store {
         snapshotter: Snapshotter,
     ) -> Result<Rootfs> {
         for d in ["upper", "work", "init", "rootfs"] {
-            std::fs::create_dir_all(dir.join(d)).ctx(|| format!("create {}", dir.join(d).display()))?;
+            std::fs::create_dir_all(dir.join(d))
+                .ctx(|| format!("create {}", dir.join(d).display()))?;
         }
         write_init_layer(&dir.join("init"), init_files)?;
         let rootfs = dir.join("rootfs");
@@ -192,11 +204,16 @@ impl Store {
                 .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
         }
         copy_tree(&dir.join("init"), &rootfs)?;
-        self.db().execute("UPDATE containers SET mode = 'copy' WHERE id = ?1", [container])?;
+        self.db().execute(
+            "UPDATE containers SET mode = 'copy' WHERE id = ?1",
+            [container],
+        )?;
         Ok(Rootfs {
             path: rootfs,
             mode: "copy".into(),
-            note: Some(format!("overlayfs could not be used ({why}); the image was copied instead")),
+            note: Some(format!(
+                "overlayfs could not be used ({why}); the image was copied instead"
+            )),
         })
     }
 
@@ -212,9 +229,9 @@ impl Store {
         let mut ids = Vec::new();
         let mut cur = rec.chain_id.clone();
         while let Some(c) = cur {
-            let s = self
-                .snapshot(&c)?
-                .ok_or_else(|| Error::not_found(format!("snapshot {c} of container {container} is gone")))?;
+            let s = self.snapshot(&c)?.ok_or_else(|| {
+                Error::not_found(format!("snapshot {c} of container {container} is gone"))
+            })?;
             ids.push(s.id);
             cur = s.parent;
         }
@@ -272,7 +289,9 @@ fn valid_container_id(id: &str) -> Result<()> {
     if id.is_empty()
         || id.len() > 128
         || id.starts_with('.')
-        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
     {
         return Err(Error::invalid(format!(
             "container id {id:?}: use up to 128 letters, digits, '_', '-', '.'"
@@ -284,8 +303,13 @@ fn valid_container_id(id: &str) -> Result<()> {
 fn write_init_layer(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     for (path, content) in files {
         let rel = Path::new(path.trim_start_matches('/'));
-        if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-            return Err(Error::invalid(format!("init layer file {path:?} must be a plain relative path")));
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(Error::invalid(format!(
+                "init layer file {path:?} must be a plain relative path"
+            )));
         }
         let full = dir.join(rel);
         if let Some(p) = full.parent() {
@@ -315,8 +339,20 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-fn mount_raw(source: &std::ffi::CStr, target: &std::ffi::CStr, fstype: &std::ffi::CStr, data: &std::ffi::CStr) -> std::io::Result<()> {
-    rustix::mount::mount(source, target, fstype, rustix::mount::MountFlags::empty(), data).map_err(Into::into)
+fn mount_raw(
+    source: &std::ffi::CStr,
+    target: &std::ffi::CStr,
+    fstype: &std::ffi::CStr,
+    data: &std::ffi::CStr,
+) -> std::io::Result<()> {
+    rustix::mount::mount(
+        source,
+        target,
+        fstype,
+        rustix::mount::MountFlags::empty(),
+        data,
+    )
+    .map_err(Into::into)
 }
 
 /// Whether `p` is a mount point (its device differs from its parent's, or it is an

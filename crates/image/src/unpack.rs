@@ -48,8 +48,8 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 struct DirMeta {
     path: PathBuf,
     mode: u32,
-    uid: u64,
-    gid: u64,
+    uid: u32,
+    gid: u32,
     mtime: Timespec,
     xattrs: Vec<(OsString, Vec<u8>)>,
 }
@@ -78,7 +78,10 @@ pub fn clean_path(raw: &Path) -> Result<PathBuf> {
                 )))
             }
             Component::Prefix(_) => {
-                return Err(Error::invalid(format!("layer entry {:?}: bad path", raw.display())))
+                return Err(Error::invalid(format!(
+                    "layer entry {:?}: bad path",
+                    raw.display()
+                )))
             }
         }
     }
@@ -95,8 +98,12 @@ fn ts(secs: u64, nanos: u32) -> Timespec {
 impl Unpacker {
     /// An unpacker writing into `dir` (which must exist and be a directory).
     pub fn new(dir: &Path, mode: Whiteouts) -> Result<Unpacker> {
-        let root = rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .ctx(|| format!("open {}", dir.display()))?;
+        let root = rustix::fs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| format!("open {}", dir.display()))?;
         Ok(Unpacker {
             root,
             mode,
@@ -112,7 +119,9 @@ impl Unpacker {
         self.written.clear();
         self.stats = Stats::default();
         let mut archive = tar::Archive::new(layer);
-        let entries = archive.entries().map_err(|e| Error::invalid(format!("read layer: {e}")))?;
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::invalid(format!("read layer: {e}")))?;
         for entry in entries {
             let mut entry = match entry {
                 Ok(e) => e,
@@ -120,10 +129,22 @@ impl Unpacker {
                 // padding and the end-of-archive blocks (GNU tar and Go accept them).
                 // Every entry read so far was complete (file content is checked against
                 // its size), so only padding is missing: the layer is whole.
-                Err(e) if self.stats.entries > 0 && e.to_string().contains("unexpected EOF during skip") => break,
-                Err(e) => return Err(Error::invalid(format!("read layer: {e} (truncated or corrupt tar?)"))),
+                Err(e)
+                    if self.stats.entries > 0
+                        && e.to_string().contains("unexpected EOF during skip") =>
+                {
+                    break
+                }
+                Err(e) => {
+                    return Err(Error::invalid(format!(
+                        "read layer: {e} (truncated or corrupt tar?)"
+                    )))
+                }
             };
-            let raw = entry.path().map_err(|e| Error::invalid(format!("layer entry name: {e}")))?.into_owned();
+            let raw = entry
+                .path()
+                .map_err(|e| Error::invalid(format!("layer entry name: {e}")))?
+                .into_owned();
             self.apply_entry(&mut entry, &raw).map_err(|e| match e {
                 Error::Invalid(m) if m.starts_with("layer entry") => Error::Invalid(m),
                 Error::Io { context, source } => Error::Io {
@@ -165,8 +186,7 @@ impl Unpacker {
             return self.whiteout(&parent, OsStr::from_bytes(hidden));
         }
         let header = entry.header().clone();
-        let uid = header.uid().unwrap_or(0);
-        let gid = header.gid().unwrap_or(0);
+        let (uid, gid) = owner(&header)?;
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
         let mtime = entry_mtime(entry);
         let xattrs = entry_xattrs(entry);
@@ -189,21 +209,35 @@ impl Unpacker {
                 let fd = rustix::fs::openat(
                     dir.as_fd(),
                     name.as_os_str(),
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .ctx(|| "create file")?;
                 let mut file = std::fs::File::from(fd);
                 let size = entry.size();
                 self.stats.bytes += write_sparse(entry, &mut file, size)?;
-                rustix::fs::fchown(&file, Some(rustix::fs::Uid::from_raw(uid as u32)), Some(rustix::fs::Gid::from_raw(gid as u32)))
-                    .ctx(|| "chown")?;
+                rustix::fs::fchown(
+                    &file,
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid)),
+                )
+                .ctx(|| "chown")?;
                 rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).ctx(|| "chmod")?;
                 for (k, v) in &xattrs {
                     set_xattr_fd(file.as_fd(), k, v)?;
                 }
-                rustix::fs::futimens(&file, &Timestamps { last_access: mtime, last_modification: mtime })
-                    .ctx(|| "set times")?;
+                rustix::fs::futimens(
+                    &file,
+                    &Timestamps {
+                        last_access: mtime,
+                        last_modification: mtime,
+                    },
+                )
+                .ctx(|| "set times")?;
                 return Ok(());
             }
             tar::EntryType::Symlink => {
@@ -211,7 +245,8 @@ impl Unpacker {
                     .link_name()
                     .map_err(|e| Error::invalid(format!("symlink target: {e}")))?
                     .ok_or_else(|| Error::invalid("symlink without a target"))?;
-                rustix::fs::symlinkat(target.as_os_str(), dir.as_fd(), name.as_os_str()).ctx(|| "symlink")?;
+                rustix::fs::symlinkat(target.as_os_str(), dir.as_fd(), name.as_os_str())
+                    .ctx(|| "symlink")?;
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -226,13 +261,28 @@ impl Unpacker {
                     ))
                 })?;
                 let tparent = target.parent().map(Path::to_path_buf).unwrap_or_default();
-                let tname = target.file_name().ok_or_else(|| Error::invalid("hardlink to the layer root"))?;
+                let tname = target
+                    .file_name()
+                    .ok_or_else(|| Error::invalid("hardlink to the layer root"))?;
                 let tdir = self.open_existing_dir(&tparent).map_err(|_| {
-                    Error::invalid(format!("hardlink target {:?} is not in this layer", target.display()))
+                    Error::invalid(format!(
+                        "hardlink target {:?} is not in this layer",
+                        target.display()
+                    ))
                 })?;
-                rustix::fs::linkat(tdir.as_fd(), tname, dir.as_fd(), name.as_os_str(), AtFlags::empty()).map_err(|e| {
+                rustix::fs::linkat(
+                    tdir.as_fd(),
+                    tname,
+                    dir.as_fd(),
+                    name.as_os_str(),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| {
                     if e == rustix::io::Errno::NOENT {
-                        Error::invalid(format!("hardlink target {:?} is not in this layer", target.display()))
+                        Error::invalid(format!(
+                            "hardlink target {:?} is not in this layer",
+                            target.display()
+                        ))
                     } else {
                         Error::io(format!("link to {}", target.display()), e)
                     }
@@ -250,11 +300,25 @@ impl Unpacker {
                     header.device_major().ok().flatten().unwrap_or(0),
                     header.device_minor().ok().flatten().unwrap_or(0),
                 );
-                rustix::fs::mknodat(dir.as_fd(), name.as_os_str(), ft, Mode::from_raw_mode(mode), dev).ctx(|| "mknod")?;
-                rustix::fs::chmodat(dir.as_fd(), name.as_os_str(), Mode::from_raw_mode(mode), AtFlags::empty())
-                    .ctx(|| "chmod")?;
+                rustix::fs::mknodat(
+                    dir.as_fd(),
+                    name.as_os_str(),
+                    ft,
+                    Mode::from_raw_mode(mode),
+                    dev,
+                )
+                .ctx(|| "mknod")?;
+                rustix::fs::chmodat(
+                    dir.as_fd(),
+                    name.as_os_str(),
+                    Mode::from_raw_mode(mode),
+                    AtFlags::empty(),
+                )
+                .ctx(|| "chmod")?;
             }
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
             | tar::EntryType::GNULongLink => return Ok(()),
             other => {
                 return Err(Error::invalid(format!(
@@ -267,8 +331,8 @@ impl Unpacker {
         rustix::fs::chownat(
             dir.as_fd(),
             name.as_os_str(),
-            Some(rustix::fs::Uid::from_raw(uid as u32)),
-            Some(rustix::fs::Gid::from_raw(gid as u32)),
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
             nofollow,
         )
         .ctx(|| "chown")?;
@@ -282,7 +346,10 @@ impl Unpacker {
         rustix::fs::utimensat(
             dir.as_fd(),
             name.as_os_str(),
-            &Timestamps { last_access: mtime, last_modification: mtime },
+            &Timestamps {
+                last_access: mtime,
+                last_modification: mtime,
+            },
             nofollow,
         )
         .ctx(|| "set times")?;
@@ -302,11 +369,15 @@ impl Unpacker {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-                let name = rel.file_name().expect("a non-empty relative path has a name");
+                let name = rel
+                    .file_name()
+                    .expect("a non-empty relative path has a name");
                 let pfd = self.dir(&parent)?;
                 match rustix::fs::mkdirat(pfd.as_fd(), name, Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(Error::io(format!("create directory {}", rel.display()), e)),
+                    Err(e) => {
+                        return Err(Error::io(format!("create directory {}", rel.display()), e))
+                    }
                 }
                 self.open_existing_dir(rel)?
             }
@@ -374,8 +445,14 @@ impl Unpacker {
         match self.mode {
             Whiteouts::Overlay => {
                 self.replace(dir.as_fd(), hidden, &path)?;
-                rustix::fs::mknodat(dir.as_fd(), hidden, FileType::CharacterDevice, Mode::empty(), 0)
-                    .ctx(|| "create an overlay whiteout")
+                rustix::fs::mknodat(
+                    dir.as_fd(),
+                    hidden,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    0,
+                )
+                .ctx(|| "create an overlay whiteout")
             }
             Whiteouts::Apply => {
                 self.forget_dirs(&path);
@@ -385,7 +462,8 @@ impl Unpacker {
                     Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
                         remove_all_at(dir.as_fd(), hidden)
                     }
-                    Ok(_) => rustix::fs::unlinkat(dir.as_fd(), hidden, AtFlags::empty()).ctx(|| "apply whiteout"),
+                    Ok(_) => rustix::fs::unlinkat(dir.as_fd(), hidden, AtFlags::empty())
+                        .ctx(|| "apply whiteout"),
                 }
             }
         }
@@ -402,15 +480,25 @@ impl Unpacker {
         let dir = self.dir(parent)?;
         match self.mode {
             Whiteouts::Overlay => {
-                let d = rustix::fs::openat(dir.as_fd(), ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                    .ctx(|| "open directory")?;
+                let d = rustix::fs::openat(
+                    dir.as_fd(),
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .ctx(|| "open directory")?;
                 rustix::fs::fsetxattr(&d, OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())
                     .ctx(|| "mark the directory opaque")
             }
             Whiteouts::Apply => {
                 // Hide what lower layers put here, not what this layer wrote.
-                let d = rustix::fs::openat(dir.as_fd(), ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                    .ctx(|| "open directory")?;
+                let d = rustix::fs::openat(
+                    dir.as_fd(),
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .ctx(|| "open directory")?;
                 let mut it = rustix::fs::Dir::read_from(&d).ctx(|| "read directory")?;
                 let mut victims = Vec::new();
                 for e in it.by_ref() {
@@ -433,11 +521,12 @@ impl Unpacker {
 
     fn defer_dir<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: PathBuf) -> Result<()> {
         let h = entry.header().clone();
+        let (uid, gid) = owner(&h)?;
         self.deferred.push(DirMeta {
             path,
             mode: h.mode().unwrap_or(0o755) & 0o7777,
-            uid: h.uid().unwrap_or(0),
-            gid: h.gid().unwrap_or(0),
+            uid,
+            gid,
             mtime: entry_mtime(entry),
             xattrs: entry_xattrs(entry),
         });
@@ -455,20 +544,50 @@ impl Unpacker {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                 Err(_) => continue,
             };
-            let f = rustix::fs::openat(&fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .ctx(|| format!("open directory {}", d.path.display()))?;
+            let f = rustix::fs::openat(
+                &fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ctx(|| format!("open directory {}", d.path.display()))?;
             let ctx = |what: &str| format!("layer entry {:?}: {what}", d.path.display());
-            rustix::fs::fchown(&f, Some(rustix::fs::Uid::from_raw(d.uid as u32)), Some(rustix::fs::Gid::from_raw(d.gid as u32)))
-                .ctx(|| ctx("chown"))?;
+            rustix::fs::fchown(
+                &f,
+                Some(rustix::fs::Uid::from_raw(d.uid)),
+                Some(rustix::fs::Gid::from_raw(d.gid)),
+            )
+            .ctx(|| ctx("chown"))?;
             rustix::fs::fchmod(&f, Mode::from_raw_mode(d.mode)).ctx(|| ctx("chmod"))?;
             for (k, v) in &d.xattrs {
                 set_xattr_fd(f.as_fd(), k, v)?;
             }
-            rustix::fs::futimens(&f, &Timestamps { last_access: d.mtime, last_modification: d.mtime })
-                .ctx(|| ctx("set times"))?;
+            rustix::fs::futimens(
+                &f,
+                &Timestamps {
+                    last_access: d.mtime,
+                    last_modification: d.mtime,
+                },
+            )
+            .ctx(|| ctx("set times"))?;
         }
         Ok(())
     }
+}
+
+/// An entry's owner as chown takes it: 32-bit ids, and not -1, which chown reads as
+/// "leave unchanged" (and rustix's `Uid::from_raw` asserts against).
+fn owner(h: &tar::Header) -> Result<(u32, u32)> {
+    let id = |what: &str, v: u64| {
+        u32::try_from(v)
+            .ok()
+            .filter(|&v| v != u32::MAX)
+            .ok_or_else(|| Error::invalid(format!("{what} {v} is out of range")))
+    };
+    Ok((
+        id("uid", h.uid().unwrap_or(0))?,
+        id("gid", h.gid().unwrap_or(0))?,
+    ))
 }
 
 fn entry_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> Timespec {
@@ -478,7 +597,11 @@ fn entry_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> Timespec {
                 if let Ok(v) = ext.value() {
                     let (s, frac) = v.split_once('.').unwrap_or((v, ""));
                     if let Ok(secs) = s.parse::<u64>() {
-                        let digits: String = frac.chars().take_while(char::is_ascii_digit).take(9).collect();
+                        let digits: String = frac
+                            .chars()
+                            .take_while(char::is_ascii_digit)
+                            .take(9)
+                            .collect();
                         let nanos = if digits.is_empty() {
                             0
                         } else {
@@ -525,7 +648,9 @@ fn write_sparse<R: Read>(src: &mut R, dst: &mut std::fs::File, size: u64) -> Res
     let mut total = 0u64;
     let mut pending_hole = false;
     loop {
-        let n = src.read(&mut buf).ctx(|| "read file content from the layer")?;
+        let n = src
+            .read(&mut buf)
+            .ctx(|| "read file content from the layer")?;
         if n == 0 {
             break;
         }
@@ -558,8 +683,13 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<()> {
         Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {}
         Err(e) => return Err(Error::io(format!("remove {}", name.to_string_lossy()), e)),
     }
-    let sub = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-        .ctx(|| format!("open {}", name.to_string_lossy()))?;
+    let sub = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open {}", name.to_string_lossy()))?;
     let mut names = Vec::new();
     for e in rustix::fs::Dir::read_from(&sub).ctx(|| "read directory")? {
         let e = e.ctx(|| "read directory")?;
@@ -571,15 +701,23 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<()> {
     for n in names {
         remove_all_at(sub.as_fd(), &n)?;
     }
-    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).ctx(|| format!("remove {}", name.to_string_lossy()))
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+        .ctx(|| format!("remove {}", name.to_string_lossy()))
 }
 
 /// Removes a whole tree by path (for snapshot and container directories).
 pub fn remove_tree(path: &Path) -> Result<()> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(Error::invalid(format!("refusing to remove {}", path.display())));
+        return Err(Error::invalid(format!(
+            "refusing to remove {}",
+            path.display()
+        )));
     };
-    let dir = match rustix::fs::open(parent, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
+    let dir = match rustix::fs::open(
+        parent,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(d) => d,
         Err(rustix::io::Errno::NOENT) => return Ok(()),
         Err(e) => return Err(Error::io(format!("open {}", parent.display()), e)),
@@ -594,9 +732,11 @@ mod tests {
     #[test]
     fn clean_paths() {
         assert_eq!(clean_path(Path::new("./a/b")).unwrap(), Path::new("a/b"));
-        assert_eq!(clean_path(Path::new("/etc/passwd")).unwrap(), Path::new("etc/passwd"));
+        assert_eq!(
+            clean_path(Path::new("/etc/passwd")).unwrap(),
+            Path::new("etc/passwd")
+        );
         assert!(clean_path(Path::new("a/../../b")).is_err());
         assert!(clean_path(Path::new("..")).is_err());
     }
 }
-

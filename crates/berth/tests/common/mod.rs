@@ -29,7 +29,10 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        let dir = tempfile::Builder::new().prefix("berth-cli-test").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-cli-test")
+            .tempdir()
+            .unwrap();
         let auth = dir.path().join("auth.json");
         Env { dir, auth }
     }
@@ -88,7 +91,13 @@ impl Env {
         v.as_array()
             .unwrap()
             .iter()
-            .map(|i| format!("{}:{}", i["Repository"].as_str().unwrap(), i["Tag"].as_str().unwrap()))
+            .map(|i| {
+                format!(
+                    "{}:{}",
+                    i["Repository"].as_str().unwrap(),
+                    i["Tag"].as_str().unwrap()
+                )
+            })
             .collect()
     }
 
@@ -98,13 +107,18 @@ impl Env {
         if !tgz.exists() {
             std::fs::write(&tgz, gzip(&busybox_tar())).unwrap();
         }
-        self.ok(&["import", "-c", r#"CMD ["sh"]"#, tgz.to_str().unwrap(), name]).trim().to_string()
+        self.ok(&["import", "-c", r#"CMD ["sh"]"#, tgz.to_str().unwrap(), name])
+            .trim()
+            .to_string()
     }
 
     /// Files directly in the store's snapshot directory (leftover checks).
     pub fn snapshot_entries(&self) -> Vec<String> {
         match std::fs::read_dir(self.root().join("image/s")) {
-            Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -138,7 +152,12 @@ pub fn busybox_tar() -> Vec<u8> {
     for a in ["sh", "ls", "cat", "echo", "true", "rm", "mkdir"] {
         symlink(&mut b, &format!("bin/{a}"), "busybox");
     }
-    file(&mut b, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644);
+    file(
+        &mut b,
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\n",
+        0o644,
+    );
     file(&mut b, "etc/os-release", b"NAME=busybox-test\n", 0o644);
     b.into_inner().unwrap()
 }
@@ -230,9 +249,16 @@ pub fn write_layout(dir: &Path, images: &[LayoutImage]) -> Vec<String> {
         for l in &img.layers {
             diff_ids.push(sha(l));
             let (blob, mt) = match img.media_type.as_deref() {
-                Some(mt) if mt.ends_with(".tar") || mt == "application/vnd.oci.image.layer.v1.tar" => (l.clone(), mt.to_string()),
+                Some(mt)
+                    if mt.ends_with(".tar") || mt == "application/vnd.oci.image.layer.v1.tar" =>
+                {
+                    (l.clone(), mt.to_string())
+                }
                 Some(mt) => (gzip(l), mt.to_string()),
-                None => (gzip(l), "application/vnd.oci.image.layer.v1.tar+gzip".to_string()),
+                None => (
+                    gzip(l),
+                    "application/vnd.oci.image.layer.v1.tar+gzip".to_string(),
+                ),
             };
             let (d, n) = put(&blob);
             descs.push(json!({"mediaType": mt, "digest": d, "size": n}));
@@ -265,7 +291,11 @@ pub fn write_layout(dir: &Path, images: &[LayoutImage]) -> Vec<String> {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_port(port: u16, child: &mut Child, log: &Path) {
@@ -275,7 +305,10 @@ fn wait_port(port: u16, child: &mut Child, log: &Path) {
             return;
         }
         if let Ok(Some(st)) = child.try_wait() {
-            panic!("docker-registry exited ({st}): {}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "docker-registry exited ({st}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -303,7 +336,10 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(auth: Auth, tls: bool) -> Registry {
-        let dir = tempfile::Builder::new().prefix("berth-registry").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-registry")
+            .tempdir()
+            .unwrap();
         let port = free_port();
         let mut cfg = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
@@ -391,10 +427,14 @@ fn tls_certs() -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "berth test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "berth test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let cert = params.signed_by(&key, &issuer).unwrap();
     (ca.pem(), cert.pem(), key.serialize_pem())
@@ -415,8 +455,11 @@ fn b64url(data: &[u8]) -> String {
 impl TokenServer {
     fn start(user: &str, password: &str) -> TokenServer {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["berth-test-issuer".to_string()]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, "berth-test-issuer");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["berth-test-issuer".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "berth-test-issuer");
         let cert = params.self_signed(&key).unwrap();
         let cert_der = cert.der().to_vec();
         let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
@@ -437,7 +480,9 @@ impl TokenServer {
             for conn in listener.incoming() {
                 let Ok(mut s) = conn else { continue };
                 reqs.fetch_add(1, Ordering::SeqCst);
-                let Some((head, _)) = read_head(&mut s) else { continue };
+                let Some((head, _)) = read_head(&mut s) else {
+                    continue;
+                };
                 let first = head.lines().next().unwrap_or("").to_string();
                 let target = first.split(' ').nth(1).unwrap_or("");
                 let authz = head
@@ -458,12 +503,21 @@ impl TokenServer {
                         }
                     }
                 }
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
                 let header = json!({"alg": "ES256", "typ": "JWT", "x5c": [base64::engine::general_purpose::STANDARD.encode(&cert_der)]});
                 let claims = json!({"iss": "berth-test-issuer", "sub": "test", "aud": "berth-test-registry",
                     "exp": now + 600, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", reqs.load(Ordering::SeqCst)), "access": access});
-                let signing_input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
-                let sig = signer.sign(&ring::rand::SystemRandom::new(), signing_input.as_bytes()).unwrap();
+                let signing_input = format!(
+                    "{}.{}",
+                    b64url(header.to_string().as_bytes()),
+                    b64url(claims.to_string().as_bytes())
+                );
+                let sig = signer
+                    .sign(&ring::rand::SystemRandom::new(), signing_input.as_bytes())
+                    .unwrap();
                 let token = format!("{signing_input}.{}", b64url(sig.as_ref()));
                 let body = json!({"token": token, "expires_in": 600}).to_string();
                 let _ = s.write_all(
@@ -549,13 +603,21 @@ impl FaultProxy {
     }
 }
 
-fn proxy_one(mut s: TcpStream, upstream: u16, fault: Fault, counter: Arc<AtomicUsize>, blob_count: Arc<AtomicUsize>) {
+fn proxy_one(
+    mut s: TcpStream,
+    upstream: u16,
+    fault: Fault,
+    counter: Arc<AtomicUsize>,
+    blob_count: Arc<AtomicUsize>,
+) {
     // A TLS ClientHello (a client probing for HTTPS): close, as a plain server would.
     let mut first_byte = [0u8; 1];
     if s.peek(&mut first_byte).map_or(true, |k| k == 0) || first_byte[0] == 0x16 {
         return;
     }
-    let Some((head, mut body)) = read_head(&mut s) else { return };
+    let Some((head, mut body)) = read_head(&mut s) else {
+        return;
+    };
     let n = counter.fetch_add(1, Ordering::SeqCst);
     let want = content_length(&head);
     while body.len() < want {
@@ -573,7 +635,10 @@ fn proxy_one(mut s: TcpStream, upstream: u16, fault: Fault, counter: Arc<AtomicU
             return;
         }
         Fault::Always(status) => {
-            let _ = write!(s, "HTTP/1.1 {status} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
             return;
         }
         _ => {}
@@ -589,7 +654,9 @@ fn proxy_one(mut s: TcpStream, upstream: u16, fault: Fault, counter: Arc<AtomicU
         out.push_str(line);
         out.push_str("\r\n");
     }
-    out.push_str(&format!("Host: 127.0.0.1:{upstream}\r\nConnection: close\r\n\r\n"));
+    out.push_str(&format!(
+        "Host: 127.0.0.1:{upstream}\r\nConnection: close\r\n\r\n"
+    ));
     up.write_all(out.as_bytes()).unwrap();
     up.write_all(&body).unwrap();
     let mut resp = Vec::new();
@@ -601,7 +668,11 @@ fn proxy_one(mut s: TcpStream, upstream: u16, fault: Fault, counter: Arc<AtomicU
     let (rhead, rbody) = (&resp[..split + 4], &resp[split + 4..]);
     let ok_blob = is_blob_get && rhead.starts_with(b"HTTP/1.1 20");
     match fault {
-        Fault::CutBlob { first } if ok_blob && rbody.len() > 1024 && blob_count.fetch_add(1, Ordering::SeqCst) < first => {
+        Fault::CutBlob { first }
+            if ok_blob
+                && rbody.len() > 1024
+                && blob_count.fetch_add(1, Ordering::SeqCst) < first =>
+        {
             let _ = s.write_all(rhead);
             let _ = s.write_all(&rbody[..rbody.len() / 2]);
             // Dropping the socket cuts the transfer.

@@ -24,7 +24,9 @@ pub fn default_auth_file() -> PathBuf {
     if let Some(p) = std::env::var_os("BERTH_AUTH_FILE") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".config/berth/auth.json")
 }
 
@@ -42,8 +44,9 @@ fn other_auth_files() -> Vec<PathBuf> {
 
 fn read_file(p: &Path) -> Result<Value> {
     match std::fs::read(p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| Error::invalid(format!("credentials file {} is not JSON: {e}", p.display()))),
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            Error::invalid(format!("credentials file {} is not JSON: {e}", p.display()))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!({})),
         Err(e) => Err(Error::io(format!("read {}", p.display()), e)),
     }
@@ -51,7 +54,9 @@ fn read_file(p: &Path) -> Result<Value> {
 
 fn decode(entry: &Value) -> Option<Credentials> {
     let raw = entry.get("auth")?.as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(raw.trim()).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()?;
     let s = String::from_utf8(bytes).ok()?;
     let (u, p) = s.split_once(':')?;
     Some(Credentials {
@@ -68,9 +73,17 @@ pub fn lookup(file: &Path, registry: &str) -> Result<Option<Credentials>> {
     for f in files {
         let v = read_file(&f)?;
         let auths = v.get("auths");
-        let keys = [registry.to_string(), format!("https://{registry}"), format!("http://{registry}")];
+        let keys = [
+            registry.to_string(),
+            format!("https://{registry}"),
+            format!("http://{registry}"),
+        ];
         let hub = registry == "docker.io";
-        for k in keys.iter().map(String::as_str).chain(hub.then_some("https://index.docker.io/v1/")) {
+        for k in keys
+            .iter()
+            .map(String::as_str)
+            .chain(hub.then_some("https://index.docker.io/v1/"))
+        {
             if let Some(c) = auths.and_then(|a| a.get(k)).and_then(decode) {
                 return Ok(Some(c));
             }
@@ -85,7 +98,8 @@ pub fn store(file: &Path, registry: &str, c: &Credentials) -> Result<()> {
     if !v.is_object() {
         v = json!({});
     }
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
     if !v.get("auths").is_some_and(Value::is_object) {
         v["auths"] = json!({});
     }
@@ -118,8 +132,11 @@ fn write_private(file: &Path, v: &Value) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .ctx(|| format!("write {}", tmp.display()))?;
-    std::io::Write::write_all(&mut f, serde_json::to_string_pretty(v).expect("JSON").as_bytes())
-        .ctx(|| format!("write {}", tmp.display()))?;
+    std::io::Write::write_all(
+        &mut f,
+        serde_json::to_string_pretty(v).expect("JSON").as_bytes(),
+    )
+    .ctx(|| format!("write {}", tmp.display()))?;
     f.sync_all().ctx(|| format!("sync {}", tmp.display()))?;
     std::fs::rename(&tmp, file).ctx(|| format!("replace {}", file.display()))
 }
@@ -140,7 +157,9 @@ pub fn parse_challenge(h: &str) -> Option<Challenge> {
     let mut params = BTreeMap::new();
     let mut s = rest.trim();
     while !s.is_empty() {
-        let Some((k, after)) = s.split_once('=') else { break };
+        let Some((k, after)) = s.split_once('=') else {
+            break;
+        };
         let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
         let after = after.trim_start();
         let (val, rest) = if let Some(q) = after.strip_prefix('"') {

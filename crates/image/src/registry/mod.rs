@@ -58,7 +58,12 @@ impl Default for RegistryOptions {
             extra_ca_dirs: Vec::new(),
             tls_verify: true,
             insecure_registries: std::env::var("BERTH_INSECURE_REGISTRIES")
-                .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
             auth_file: auth::default_auth_file(),
             credentials: None,
@@ -122,7 +127,11 @@ impl Client {
         if let Some(e) = eps.get(registry) {
             return Ok(e.clone());
         }
-        let host = if registry == "docker.io" { "registry-1.docker.io" } else { registry };
+        let host = if registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
         let mut cas = tls::registry_cas(&self.opts.cert_dirs, registry)?;
         for d in &self.opts.extra_ca_dirs {
             cas.extend(tls::dir_cas(d)?);
@@ -134,14 +143,23 @@ impl Client {
             .read_timeout(Duration::from_secs(60))
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Registry(format!("registry {registry}: HTTP client setup: {}", chain(&e))))?;
+            .map_err(|e| {
+                Error::Registry(format!(
+                    "registry {registry}: HTTP client setup: {}",
+                    chain(&e)
+                ))
+            })?;
         let plain_ok = !self.opts.tls_verify
             || is_local(registry)
             || self.opts.insecure_registries.iter().any(|r| r == registry);
         let mut base = format!("https://{host}");
         if plain_ok {
             // Docker's rule for insecure registries: HTTPS if it answers, else HTTP.
-            let probe = http.get(format!("{base}/v2/")).timeout(Duration::from_secs(10)).send().await;
+            let probe = http
+                .get(format!("{base}/v2/"))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
             if let Err(e) = probe {
                 // A certificate problem is reported, not silently downgraded to HTTP.
                 let cert = chain(&e).to_ascii_lowercase().contains("certificate");
@@ -172,7 +190,11 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(10)));
-        let exp = self.opts.backoff.saturating_mul(1 << attempt.min(5)).min(Duration::from_secs(5));
+        let exp = self
+            .opts
+            .backoff
+            .saturating_mul(1 << attempt.min(5))
+            .min(Duration::from_secs(5));
         retry_after.unwrap_or(exp)
     }
 
@@ -190,7 +212,12 @@ impl Client {
         let mut reauthed = false;
         loop {
             let mut req = make(&ep.http)?;
-            let token = ep.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(scope).cloned();
+            let token = ep
+                .tokens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(scope)
+                .cloned();
             if let Some(t) = token {
                 req = req.bearer_auth(t);
             } else if ep.basic.load(Ordering::Relaxed) {
@@ -202,7 +229,8 @@ impl Client {
                 Ok(r) => r,
                 Err(e) => {
                     attempt += 1;
-                    let retryable = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
+                    let retryable =
+                        e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
                     if retryable && attempt < self.opts.attempts {
                         tokio::time::sleep(self.backoff(attempt - 1, None)).await;
                         continue;
@@ -254,17 +282,27 @@ impl Client {
     /// scopes become several `scope` parameters).
     async fn fetch_token(&self, ep: &Endpoint, c: &auth::Challenge, scope: &str) -> Result<String> {
         let realm = c.params.get("realm").ok_or_else(|| {
-            Error::Registry(format!("registry {}: bearer challenge without a realm", ep.registry))
+            Error::Registry(format!(
+                "registry {}: bearer challenge without a realm",
+                ep.registry
+            ))
         })?;
-        let mut url = reqwest::Url::parse(realm)
-            .map_err(|e| Error::Registry(format!("registry {}: token realm {realm:?}: {e}", ep.registry)))?;
+        let mut url = reqwest::Url::parse(realm).map_err(|e| {
+            Error::Registry(format!(
+                "registry {}: token realm {realm:?}: {e}",
+                ep.registry
+            ))
+        })?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = c.params.get("service") {
                 q.append_pair("service", s);
             }
             let scopes: Vec<&str> = if scope.is_empty() {
-                c.params.get("scope").map(|s| vec![s.as_str()]).unwrap_or_default()
+                c.params
+                    .get("scope")
+                    .map(|s| vec![s.as_str()])
+                    .unwrap_or_default()
             } else {
                 scope.split(' ').collect()
             };
@@ -279,11 +317,16 @@ impl Client {
                 req = req.basic_auth(&cr.username, Some(&cr.password));
             }
             match req.send().await {
-                Ok(r) if (r.status().is_server_error() || r.status() == 429) && attempt + 1 < self.opts.attempts => {
+                Ok(r)
+                    if (r.status().is_server_error() || r.status() == 429)
+                        && attempt + 1 < self.opts.attempts =>
+                {
                     tokio::time::sleep(self.backoff(attempt, Some(&r))).await;
                 }
                 Ok(r) => break r,
-                Err(e) if attempt + 1 < self.opts.attempts && (e.is_connect() || e.is_timeout()) => {
+                Err(e)
+                    if attempt + 1 < self.opts.attempts && (e.is_connect() || e.is_timeout()) =>
+                {
                     tokio::time::sleep(self.backoff(attempt, None)).await;
                 }
                 Err(e) => {
@@ -306,19 +349,34 @@ impl Client {
             )));
         }
         if !status.is_success() {
-            return Err(Error::Registry(format!("registry {}: token service {realm} answered {status}", ep.registry)));
+            return Err(Error::Registry(format!(
+                "registry {}: token service {realm} answered {status}",
+                ep.registry
+            )));
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::Registry(format!("registry {}: token response: {}", ep.registry, chain(&e))))?;
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| Error::Registry(format!("registry {}: token response is not JSON: {e}", ep.registry)))?;
+        let body = resp.bytes().await.map_err(|e| {
+            Error::Registry(format!(
+                "registry {}: token response: {}",
+                ep.registry,
+                chain(&e)
+            ))
+        })?;
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            Error::Registry(format!(
+                "registry {}: token response is not JSON: {e}",
+                ep.registry
+            ))
+        })?;
         v.get("token")
             .or_else(|| v.get("access_token"))
             .and_then(Value::as_str)
             .map(String::from)
-            .ok_or_else(|| Error::Registry(format!("registry {}: the token response has no token", ep.registry)))
+            .ok_or_else(|| {
+                Error::Registry(format!(
+                    "registry {}: the token response has no token",
+                    ep.registry
+                ))
+            })
     }
 
     /// Checks credentials against a registry (`berth login`): succeeds when the registry
@@ -374,12 +432,21 @@ async fn status_error(ep: &Endpoint, what: &str, resp: Response) -> Error {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| body.trim().chars().take(200).collect());
     let hint = match status {
-        StatusCode::UNAUTHORIZED => format!(" — authentication required: `berth login {}`", ep.registry),
+        StatusCode::UNAUTHORIZED => {
+            format!(" — authentication required: `berth login {}`", ep.registry)
+        }
         StatusCode::FORBIDDEN => " — access denied for these credentials".to_string(),
         StatusCode::TOO_MANY_REQUESTS => " — rate limited; try again later".to_string(),
         s if s.is_server_error() => " — the registry failed; try again later".to_string(),
         _ => String::new(),
     };
-    let detail = if detail.is_empty() { String::new() } else { format!(" ({detail})") };
-    Error::Registry(format!("registry {}: {what}: {status}{detail}{hint}", ep.registry))
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    };
+    Error::Registry(format!(
+        "registry {}: {what}: {status}{detail}{hint}",
+        ep.registry
+    ))
 }

@@ -39,11 +39,17 @@ fn pull_scope(repo: &str) -> String {
 impl Client {
     /// Fetches a manifest by tag or digest; returns its bytes, media type and digest
     /// (checked against the digest asked for, and the registry's Docker-Content-Digest).
-    pub(super) async fn fetch_manifest(&self, ep: &Endpoint, repo: &str, reference: &str) -> Result<(Vec<u8>, String, Digest)> {
+    pub(super) async fn fetch_manifest(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String, Digest)> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", ep.base);
         let resp = self
             .send(ep, &pull_scope(repo), Idempotent::Yes, &|h| {
-                Ok(h.get(url.as_str()).header(reqwest::header::ACCEPT, oci::ACCEPT))
+                Ok(h.get(url.as_str())
+                    .header(reqwest::header::ACCEPT, oci::ACCEPT))
             })
             .await?;
         if resp.status() == StatusCode::NOT_FOUND {
@@ -69,10 +75,19 @@ impl Client {
         let mut bytes = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::Registry(format!("registry {}: read manifest: {}", ep.registry, super::chain(&e))))?;
+            let chunk = chunk.map_err(|e| {
+                Error::Registry(format!(
+                    "registry {}: read manifest: {}",
+                    ep.registry,
+                    super::chain(&e)
+                ))
+            })?;
             bytes.extend_from_slice(&chunk);
             if bytes.len() > MAX_MANIFEST {
-                return Err(Error::invalid(format!("registry {}: manifest {repo}:{reference} is larger than 4 MiB", ep.registry)));
+                return Err(Error::invalid(format!(
+                    "registry {}: manifest {repo}:{reference} is larger than 4 MiB",
+                    ep.registry
+                )));
             }
         }
         let digest = Digest::of(&bytes);
@@ -93,7 +108,11 @@ impl Client {
         }
         let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
-            .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(String::from))
+            .and_then(|v| {
+                v.get("mediaType")
+                    .and_then(|m| m.as_str())
+                    .map(String::from)
+            })
             .unwrap_or(media_type);
         Ok((bytes, media_type, digest))
     }
@@ -145,7 +164,9 @@ impl Client {
             while let Some(chunk) = stream.next().await {
                 match chunk {
                     Ok(c) => {
-                        ingest.write_all(&c).ctx(|| format!("write blob {digest}"))?;
+                        ingest
+                            .write_all(&c)
+                            .ctx(|| format!("write blob {digest}"))?;
                         bar.inc(c.len() as u64);
                         if size > 0 && ingest.written() > size {
                             return Err(Error::DigestMismatch(format!(
@@ -185,7 +206,13 @@ impl Client {
     }
 
     /// Pulls an image for `platform` into the store and unpacks its layers.
-    pub async fn pull(&self, store: &Arc<Store>, r: &Reference, platform: &Platform, progress: &Progress) -> Result<Pulled> {
+    pub async fn pull(
+        &self,
+        store: &Arc<Store>,
+        r: &Reference,
+        platform: &Platform,
+        progress: &Progress,
+    ) -> Result<Pulled> {
         let _lock = store.shared_lock()?;
         let ep = self.endpoint(&r.registry).await?;
         let repo = r.repository.as_str();
@@ -205,19 +232,28 @@ impl Client {
                 manifest_digest = md;
             }
         }
-        let Parsed::Manifest(manifest) = oci::parse_manifest(&manifest_bytes, Some(&manifest_media))? else {
-            return Err(Error::invalid(format!("{r}: the index for {platform} points to another index")));
+        let Parsed::Manifest(manifest) =
+            oci::parse_manifest(&manifest_bytes, Some(&manifest_media))?
+        else {
+            return Err(Error::invalid(format!(
+                "{r}: the index for {platform} points to another index"
+            )));
         };
         let config = manifest.config();
         let config_digest = oci::digest_of(config)?;
         if !store.has_blob(&config_digest) {
-            let bar = progress.bar(&format!("Copying config {}", config_digest.short()), config.size());
-            self.fetch_blob(&ep, store, repo, &config_digest, config.size(), &bar).await?;
+            let bar = progress.bar(
+                &format!("Copying config {}", config_digest.short()),
+                config.size(),
+            );
+            self.fetch_blob(&ep, store, repo, &config_digest, config.size(), &bar)
+                .await?;
             bar.finish("done");
             downloaded = true;
         }
-        let config_json: serde_json::Value = serde_json::from_slice(&store.read_blob(&config_digest)?)
-            .map_err(|e| Error::invalid(format!("{r}: image config is not JSON: {e}")))?;
+        let config_json: serde_json::Value =
+            serde_json::from_slice(&store.read_blob(&config_digest)?)
+                .map_err(|e| Error::invalid(format!("{r}: image config is not JSON: {e}")))?;
         let diff_ids = oci::diff_ids(&config_json)?;
         let img = ResolvedImage {
             name: None,
@@ -242,7 +278,8 @@ impl Client {
                 let mut fetched = false;
                 if !store.has_blob(blob) {
                     let bar = progress.bar(&format!("Copying blob {}", blob.short()), *size);
-                    self.fetch_blob(&ep, &store, repo, blob, *size, &bar).await?;
+                    self.fetch_blob(&ep, &store, repo, blob, *size, &bar)
+                        .await?;
                     bar.finish("done");
                     fetched = true;
                 } else {

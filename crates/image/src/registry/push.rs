@@ -21,10 +21,11 @@ fn push_scope(repo: &str) -> String {
 
 /// Makes a Location header absolute and appends a query parameter.
 fn location_with(base: &str, loc: &str, key: &str, val: &str) -> Result<reqwest::Url> {
-    let base_url = reqwest::Url::parse(&format!("{base}/")).map_err(|e| Error::invalid(format!("base URL: {e}")))?;
-    let mut u = base_url
-        .join(loc)
-        .map_err(|e| Error::Registry(format!("registry gave a bad upload location {loc:?}: {e}")))?;
+    let base_url = reqwest::Url::parse(&format!("{base}/"))
+        .map_err(|e| Error::invalid(format!("base URL: {e}")))?;
+    let mut u = base_url.join(loc).map_err(|e| {
+        Error::Registry(format!("registry gave a bad upload location {loc:?}: {e}"))
+    })?;
     u.query_pairs_mut().append_pair(key, val);
     Ok(u)
 }
@@ -33,7 +34,9 @@ impl Client {
     async fn blob_exists(&self, ep: &Endpoint, repo: &str, d: &Digest) -> Result<bool> {
         let url = format!("{}/v2/{repo}/blobs/{d}", ep.base);
         let resp = self
-            .send(ep, &push_scope(repo), Idempotent::Yes, &|h| Ok(h.head(url.as_str())))
+            .send(ep, &push_scope(repo), Idempotent::Yes, &|h| {
+                Ok(h.head(url.as_str()))
+            })
             .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
@@ -43,21 +46,39 @@ impl Client {
     }
 
     /// Pushes one blob; returns what was done ("exists", "mounted", "uploaded").
-    async fn push_blob(&self, ep: &Endpoint, store: &Store, repo: &str, d: &Digest) -> Result<&'static str> {
+    async fn push_blob(
+        &self,
+        ep: &Endpoint,
+        store: &Store,
+        repo: &str,
+        d: &Digest,
+    ) -> Result<&'static str> {
         if self.blob_exists(ep, repo, d).await? {
             return Ok("skipped: already exists");
         }
         let mut location = None;
-        for from in store.blob_sources(d, &ep.registry)?.into_iter().filter(|f| f != repo).take(3) {
+        for from in store
+            .blob_sources(d, &ep.registry)?
+            .into_iter()
+            .filter(|f| f != repo)
+            .take(3)
+        {
             let url = format!("{}/v2/{repo}/blobs/uploads/?mount={d}&from={from}", ep.base);
             let scope = format!("{} repository:{from}:pull", push_scope(repo));
             let resp = self
-                .send(ep, &scope, Idempotent::No, &|h| Ok(h.post(url.as_str()).header(reqwest::header::CONTENT_LENGTH, "0")))
+                .send(ep, &scope, Idempotent::No, &|h| {
+                    Ok(h.post(url.as_str())
+                        .header(reqwest::header::CONTENT_LENGTH, "0"))
+                })
                 .await?;
             match resp.status() {
                 StatusCode::CREATED => return Ok("mounted"),
                 StatusCode::ACCEPTED => {
-                    location = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(String::from);
+                    location = resp
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map(String::from);
                     break;
                 }
                 _ => continue,
@@ -69,7 +90,8 @@ impl Client {
                 let url = format!("{}/v2/{repo}/blobs/uploads/", ep.base);
                 let resp = self
                     .send(ep, &push_scope(repo), Idempotent::Yes, &|h| {
-                        Ok(h.post(url.as_str()).header(reqwest::header::CONTENT_LENGTH, "0"))
+                        Ok(h.post(url.as_str())
+                            .header(reqwest::header::CONTENT_LENGTH, "0"))
                     })
                     .await?;
                 if resp.status() != StatusCode::ACCEPTED {
@@ -79,18 +101,28 @@ impl Client {
                     .get(reqwest::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
                     .map(String::from)
-                    .ok_or_else(|| Error::Registry(format!("registry {}: upload started without a Location", ep.registry)))?
+                    .ok_or_else(|| {
+                        Error::Registry(format!(
+                            "registry {}: upload started without a Location",
+                            ep.registry
+                        ))
+                    })?
             }
         };
         let put_url = location_with(&ep.base, &location, "digest", &d.to_string())?;
         let path = store.blob_path(d);
-        let size = std::fs::metadata(&path).ctx(|| format!("stat blob {d}"))?.len();
+        let size = std::fs::metadata(&path)
+            .ctx(|| format!("stat blob {d}"))?
+            .len();
         // A monolithic upload streamed from the blob file; the upload session is single
         // use, so a failure here is not retried by `send`.
         let resp = self
             .send(ep, &push_scope(repo), Idempotent::No, &|h| {
                 let f = std::fs::File::open(&path).ctx(|| format!("open blob {d}"))?;
-                let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(f), 1 << 20);
+                let stream = tokio_util::io::ReaderStream::with_capacity(
+                    tokio::fs::File::from_std(f),
+                    1 << 20,
+                );
                 Ok(h.put(put_url.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                     .header(reqwest::header::CONTENT_LENGTH, size)
@@ -104,7 +136,14 @@ impl Client {
         Ok("pushed")
     }
 
-    async fn put_manifest(&self, ep: &Endpoint, repo: &str, reference: &str, bytes: &[u8], media_type: &str) -> Result<Digest> {
+    async fn put_manifest(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Digest> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", ep.base);
         let body = bytes.to_vec();
         let resp = self
@@ -121,7 +160,14 @@ impl Client {
     }
 
     /// Pushes the stored image `local` to `dest`; returns the pushed digest and size.
-    pub async fn push(&self, store: &Arc<Store>, local: &str, dest: &Reference, platform: &Platform, progress: &Progress) -> Result<(Digest, u64)> {
+    pub async fn push(
+        &self,
+        store: &Arc<Store>,
+        local: &str,
+        dest: &Reference,
+        platform: &Platform,
+        progress: &Progress,
+    ) -> Result<(Digest, u64)> {
         let _lock = store.shared_lock()?;
         let rec = store.find_image(local)?;
         let ep = self.endpoint(&dest.registry).await?;
@@ -131,13 +177,17 @@ impl Client {
         let mut manifests: Vec<(Digest, Vec<u8>, String)> = Vec::new();
         let mut push_index = false;
         match oci::parse_manifest(&top, Some(&rec.media_type))? {
-            Parsed::Manifest(_) => manifests.push((rec.digest.clone(), top.clone(), rec.media_type.clone())),
+            Parsed::Manifest(_) => {
+                manifests.push((rec.digest.clone(), top.clone(), rec.media_type.clone()))
+            }
             Parsed::Index(idx) => {
                 let mut all = Vec::new();
                 for d in idx.manifests() {
                     let md = oci::digest_of(d)?;
                     match store.read_blob(&md) {
-                        Ok(b) if manifest_complete(store, &b) => all.push((md, b, oci::media_type(d))),
+                        Ok(b) if manifest_complete(store, &b) => {
+                            all.push((md, b, oci::media_type(d)))
+                        }
                         _ => {
                             all.clear();
                             break;
@@ -167,12 +217,16 @@ impl Client {
         blobs.dedup();
         for b in &blobs {
             if !store.has_blob(b) {
-                return Err(Error::not_found(format!("image {local}: blob {b} is missing from the store; pull the image again")));
+                return Err(Error::not_found(format!(
+                    "image {local}: blob {b} is missing from the store; pull the image again"
+                )));
             }
         }
         let ep_ref = &ep;
         futures_util::stream::iter(blobs.iter().map(|d| async move {
-            let size = std::fs::metadata(store.blob_path(d)).map(|m| m.len()).unwrap_or(0);
+            let size = std::fs::metadata(store.blob_path(d))
+                .map(|m| m.len())
+                .unwrap_or(0);
             let bar = progress.bar(&format!("Copying blob {}", d.short()), size);
             let what = self.push_blob(ep_ref, store, repo, d).await?;
             bar.inc(size);
@@ -188,7 +242,9 @@ impl Client {
             for (d, b, mt) in &manifests {
                 self.put_manifest(&ep, repo, &d.to_string(), b, mt).await?;
             }
-            let d = self.put_manifest(&ep, repo, &tag, &top, &rec.media_type).await?;
+            let d = self
+                .put_manifest(&ep, repo, &tag, &top, &rec.media_type)
+                .await?;
             return Ok((d, top.len() as u64));
         }
         let (_, b, mt) = &manifests[0];
@@ -200,7 +256,11 @@ impl Client {
 fn manifest_media_type(b: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(b)
         .ok()
-        .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(String::from))
+        .and_then(|v| {
+            v.get("mediaType")
+                .and_then(|m| m.as_str())
+                .map(String::from)
+        })
         .unwrap_or_else(|| oci::OCI_MANIFEST.to_string())
 }
 

@@ -13,10 +13,14 @@ use crate::error::{Context, Error, Result};
 
 /// Where per-registry CA certificates are looked for, first match wins per file.
 pub fn default_cert_dirs() -> Vec<PathBuf> {
-    ["/etc/berth/certs.d", "/etc/containers/certs.d", "/etc/docker/certs.d"]
-        .iter()
-        .map(PathBuf::from)
-        .collect()
+    [
+        "/etc/berth/certs.d",
+        "/etc/containers/certs.d",
+        "/etc/docker/certs.d",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect()
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -57,14 +61,20 @@ fn read_pem_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>> {
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::invalid(format!("CA certificate {}: {e}", p.display())))?;
     if certs.is_empty() {
-        return Err(Error::invalid(format!("{} holds no PEM certificate", p.display())));
+        return Err(Error::invalid(format!(
+            "{} holds no PEM certificate",
+            p.display()
+        )));
     }
     Ok(certs)
 }
 
 /// A rustls client config trusting the system roots and `extra`, or anything when
 /// `verify` is false.
-pub fn client_config(extra: &[CertificateDer<'static>], verify: bool) -> Result<rustls::ClientConfig> {
+pub fn client_config(
+    extra: &[CertificateDer<'static>],
+    verify: bool,
+) -> Result<rustls::ClientConfig> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::invalid(format!("TLS setup: {e}")))?;
@@ -110,7 +120,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -119,7 +134,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

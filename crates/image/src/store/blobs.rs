@@ -36,7 +36,9 @@ impl Ingest {
     /// and moves it under its digest. Returns the digest and size.
     pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
         let (digest, size, buf) = self.w.finish();
-        let tmp = buf.into_inner().map_err(|e| Error::io("flush blob", e.into_error()))?;
+        let tmp = buf
+            .into_inner()
+            .map_err(|e| Error::io("flush blob", e.into_error()))?;
         if let Some(want) = expected {
             if want != &digest {
                 return Err(Error::DigestMismatch(format!(

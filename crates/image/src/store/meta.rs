@@ -120,7 +120,14 @@ impl Store {
             .query_row(
                 "SELECT name, digest, media_type, created FROM images WHERE name = ?1",
                 params![name],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                },
             )
             .optional()?;
         row.map(|(name, d, media_type, created)| {
@@ -137,9 +144,15 @@ impl Store {
     /// All named images, by name.
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
         let db = self.db();
-        let mut st = db.prepare("SELECT name, digest, media_type, created FROM images ORDER BY name")?;
+        let mut st =
+            db.prepare("SELECT name, digest, media_type, created FROM images ORDER BY name")?;
         let rows = st.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -156,7 +169,10 @@ impl Store {
 
     /// Removes a name (the content stays until garbage collection).
     pub fn remove_image_name(&self, name: &str) -> Result<bool> {
-        Ok(self.db().execute("DELETE FROM images WHERE name = ?1", params![name])? > 0)
+        Ok(self
+            .db()
+            .execute("DELETE FROM images WHERE name = ?1", params![name])?
+            > 0)
     }
 
     /// The snapshot of a chain ID, if unpacked.
@@ -183,7 +199,8 @@ impl Store {
     /// All snapshots.
     pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>> {
         let db = self.db();
-        let mut st = db.prepare("SELECT id, chain_id, parent, diff_id, size FROM snapshots ORDER BY id")?;
+        let mut st =
+            db.prepare("SELECT id, chain_id, parent, diff_id, size FROM snapshots ORDER BY id")?;
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -203,7 +220,12 @@ impl Store {
     /// Reserves a snapshot id for a chain ID about to be unpacked (the row is only
     /// visible as complete once [`Store::complete_snapshot`] ran). Returns the id and
     /// whether this call created it.
-    pub(crate) fn reserve_snapshot(&self, chain_id: &Digest, parent: Option<&Digest>, diff_id: &Digest) -> Result<i64> {
+    pub(crate) fn reserve_snapshot(
+        &self,
+        chain_id: &Digest,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+    ) -> Result<i64> {
         let db = self.db();
         db.execute(
             "INSERT INTO snapshots (chain_id, parent, diff_id, size, created) VALUES (?1, ?2, ?3, -1, ?4)
@@ -219,8 +241,10 @@ impl Store {
 
     /// Marks a snapshot complete with its size.
     pub(crate) fn complete_snapshot(&self, id: i64, size: u64) -> Result<()> {
-        self.db()
-            .execute("UPDATE snapshots SET size = ?1 WHERE id = ?2", params![size as i64, id])?;
+        self.db().execute(
+            "UPDATE snapshots SET size = ?1 WHERE id = ?2",
+            params![size as i64, id],
+        )?;
         Ok(())
     }
 
@@ -237,14 +261,18 @@ impl Store {
     /// Repositories of `registry` known to hold a blob.
     pub fn blob_sources(&self, digest: &Digest, registry: &str) -> Result<Vec<String>> {
         let db = self.db();
-        let mut st = db.prepare("SELECT repository FROM blob_sources WHERE digest = ?1 AND registry = ?2")?;
-        let rows = st.query_map(params![digest.to_string(), registry], |r| r.get::<_, String>(0))?;
+        let mut st =
+            db.prepare("SELECT repository FROM blob_sources WHERE digest = ?1 AND registry = ?2")?;
+        let rows = st.query_map(params![digest.to_string(), registry], |r| {
+            r.get::<_, String>(0)
+        })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Forgets a snapshot (its directory must be gone).
     pub(crate) fn delete_snapshot(&self, id: i64) -> Result<()> {
-        self.db().execute("DELETE FROM snapshots WHERE id = ?1", params![id])?;
+        self.db()
+            .execute("DELETE FROM snapshots WHERE id = ?1", params![id])?;
         Ok(())
     }
 
@@ -256,7 +284,10 @@ impl Store {
             params![c.id, c.image.to_string(), c.chain_id.as_ref().map(|d| d.to_string()), c.mode, now()],
         )?;
         if n == 0 {
-            return Err(Error::InUse(format!("a rootfs for container {} exists already", c.id)));
+            return Err(Error::InUse(format!(
+                "a rootfs for container {} exists already",
+                c.id
+            )));
         }
         Ok(())
     }
@@ -268,7 +299,14 @@ impl Store {
             .query_row(
                 "SELECT id, image, chain_id, mode FROM containers WHERE id = ?1",
                 params![id],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
             )
             .optional()?;
         row.map(container_from_row).transpose()
@@ -279,7 +317,12 @@ impl Store {
         let db = self.db();
         let mut st = db.prepare("SELECT id, image, chain_id, mode FROM containers ORDER BY id")?;
         let rows = st.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -290,7 +333,8 @@ impl Store {
 
     /// Forgets a container rootfs.
     pub(crate) fn delete_container(&self, id: &str) -> Result<()> {
-        self.db().execute("DELETE FROM containers WHERE id = ?1", params![id])?;
+        self.db()
+            .execute("DELETE FROM containers WHERE id = ?1", params![id])?;
         Ok(())
     }
 }
@@ -307,7 +351,9 @@ fn snapshot_from_row((id, chain, parent, diff, size): SnapshotRow) -> Result<Sna
     })
 }
 
-fn container_from_row((id, image, chain, mode): (String, String, Option<String>, String)) -> Result<ContainerRecord> {
+fn container_from_row(
+    (id, image, chain, mode): (String, String, Option<String>, String),
+) -> Result<ContainerRecord> {
     Ok(ContainerRecord {
         id,
         image: parse_digest(image)?,

@@ -44,7 +44,8 @@ impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
         for d in ["blobs/sha256", "ingest", "s", "c"] {
-            std::fs::create_dir_all(root.join(d)).ctx(|| format!("create {}", root.join(d).display()))?;
+            std::fs::create_dir_all(root.join(d))
+                .ctx(|| format!("create {}", root.join(d).display()))?;
         }
         let db = meta::open(&root.join("meta.db"))?;
         Ok(Store {
@@ -131,7 +132,9 @@ impl Store {
         std::io::copy(&mut r, &mut std::io::sink()).ctx(|| format!("read blob {d}"))?;
         let (got, _) = r.finish();
         if &got != d {
-            return Err(Error::DigestMismatch(format!("blob {d} is corrupt (hashes to {got})")));
+            return Err(Error::DigestMismatch(format!(
+                "blob {d} is corrupt (hashes to {got})"
+            )));
         }
         Ok(())
     }
