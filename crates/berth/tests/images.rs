@@ -510,3 +510,23 @@ fn export_flattens_layers() {
         "{names:?}"
     );
 }
+
+#[test]
+fn save_to_stdout_load_from_stdin() {
+    let env = Env::new();
+    let id = env.busybox_image("localhost/pipe:1");
+    let env2 = Env::new();
+    let script = format!(
+        "BERTH_ROOT={} {bin} save pipe:1 | gzip | BERTH_ROOT={} {bin} load",
+        env.root().display(),
+        env2.root().display(),
+        bin = bin()
+    );
+    let o = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Loaded image: localhost/pipe:1"));
+    assert_eq!(env2.ok(&["image", "inspect", "-f", "{{.Id}}", "pipe:1"]).trim(), id);
+    // A terminal is never written to, and an empty stdin is not an archive.
+    let e = env2.fails(&["load"]);
+    assert!(e.contains("archive") || e.contains("tar"), "{e}");
+}
