@@ -385,11 +385,11 @@ fn prepare_and_pull(
             "localhost/bench/debian:1",
             &name,
         ]))?;
-        let names = ["berth pull (+unpack)", "skopeo copy (to oci dir)"];
-        let mut s: Vec<Vec<f64>> = vec![Vec::new(); 2];
+        let names = ["berth pull --no-unpack", "skopeo copy (to oci dir)", "berth pull (+unpack)"];
+        let mut s: Vec<Vec<f64>> = vec![Vec::new(); 3];
         for round in 0..runs {
-            for k in 0..2 {
-                let i = (round + k) % 2;
+            for k in 0..3 {
+                let i = (round + k) % 3;
                 let dest = w.join(format!("pull-{i}"));
                 sync();
                 let t = Instant::now();

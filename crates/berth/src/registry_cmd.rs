@@ -64,6 +64,9 @@ pub struct PullArgs {
     /// No progress output.
     #[arg(short, long)]
     quiet: bool,
+    /// Only download and verify; layers are unpacked when a container first needs them.
+    #[arg(long)]
+    no_unpack: bool,
     #[command(flatten)]
     conn: ConnArgs,
     /// Image reference: [registry/]name[:tag][@digest].
@@ -128,7 +131,7 @@ pub async fn pull(ctx: &Ctx, a: PullArgs) -> anyhow::Result<()> {
     if !a.quiet {
         progress.line(&format!("Trying to pull {r}..."));
     }
-    let pulled = client.pull(&store, &r, &platform, &progress).await?;
+    let pulled = client.pull(&store, &r, &platform, &progress, !a.no_unpack).await?;
     if !a.quiet {
         println!("Digest: {}", pulled.digest);
         if pulled.downloaded {

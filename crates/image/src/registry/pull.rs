@@ -205,13 +205,15 @@ impl Client {
         Ok(())
     }
 
-    /// Pulls an image for `platform` into the store and unpacks its layers.
+    /// Pulls an image for `platform` into the store and (with `unpack`) unpacks its
+    /// layers; without, the first `prepare` unpacks them.
     pub async fn pull(
         &self,
         store: &Arc<Store>,
         r: &Reference,
         platform: &Platform,
         progress: &Progress,
+        unpack: bool,
     ) -> Result<Pulled> {
         let _lock = store.shared_lock()?;
         let ep = self.endpoint(&r.registry).await?;
@@ -285,11 +287,13 @@ impl Client {
                 } else {
                     store.add_blob_source(blob, &ep.registry, repo)?;
                 }
-                let s = store.clone();
-                let img = img.clone();
-                tokio::task::spawn_blocking(move || s.unpack_layer_at(&img, i))
-                    .await
-                    .map_err(|e| Error::invalid(format!("unpack task failed: {e}")))??;
+                if unpack {
+                    let s = store.clone();
+                    let img = img.clone();
+                    tokio::task::spawn_blocking(move || s.unpack_layer_at(&img, i))
+                        .await
+                        .map_err(|e| Error::invalid(format!("unpack task failed: {e}")))??;
+                }
                 Ok::<bool, Error>(fetched)
             }
         });
