@@ -385,7 +385,11 @@ fn prepare_and_pull(
             "localhost/bench/debian:1",
             &name,
         ]))?;
-        let names = ["berth pull --no-unpack", "skopeo copy (to oci dir)", "berth pull (+unpack)"];
+        let names = [
+            "berth pull --no-unpack",
+            "skopeo copy (to oci dir)",
+            "berth pull (+unpack)",
+        ];
         let mut s: Vec<Vec<f64>> = vec![Vec::new(); 3];
         for round in 0..runs {
             for k in 0..3 {
@@ -393,10 +397,15 @@ fn prepare_and_pull(
                 let dest = w.join(format!("pull-{i}"));
                 sync();
                 let t = Instant::now();
-                if i == 0 {
+                if i == 0 || i == 2 {
+                    let mut args = vec!["pull", "-q"];
+                    if i == 0 {
+                        args.push("--no-unpack");
+                    }
+                    args.push(&name);
                     run(Command::new(berth)
                         .env("BERTH_ROOT", &dest)
-                        .args(["pull", "-q", &name])
+                        .args(&args)
                         .stdout(Stdio::null()))?;
                 } else {
                     run(Command::new("skopeo")
@@ -421,8 +430,12 @@ fn prepare_and_pull(
             &s,
         );
         println!(
-            "ratio berth/skopeo: {:.2}",
+            "ratio berth --no-unpack/skopeo: {:.2}",
             stats::median(&s[0]) / stats::median(&s[1])
+        );
+        println!(
+            "ratio berth (+unpack)/skopeo: {:.2}",
+            stats::median(&s[2]) / stats::median(&s[1])
         );
         Ok(())
     })();

@@ -131,7 +131,9 @@ pub async fn pull(ctx: &Ctx, a: PullArgs) -> anyhow::Result<()> {
     if !a.quiet {
         progress.line(&format!("Trying to pull {r}..."));
     }
-    let pulled = client.pull(&store, &r, &platform, &progress, !a.no_unpack).await?;
+    let pulled = client
+        .pull(&store, &r, &platform, &progress, !a.no_unpack)
+        .await?;
     if !a.quiet {
         println!("Digest: {}", pulled.digest);
         if pulled.downloaded {

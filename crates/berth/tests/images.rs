@@ -522,10 +522,18 @@ fn save_to_stdout_load_from_stdin() {
         env2.root().display(),
         bin = bin()
     );
-    let o = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Loaded image: localhost/pipe:1"));
-    assert_eq!(env2.ok(&["image", "inspect", "-f", "{{.Id}}", "pipe:1"]).trim(), id);
+    assert_eq!(
+        env2.ok(&["image", "inspect", "-f", "{{.Id}}", "pipe:1"])
+            .trim(),
+        id
+    );
     // A terminal is never written to, and an empty stdin is not an archive.
     let e = env2.fails(&["load"]);
     assert!(e.contains("archive") || e.contains("tar"), "{e}");
