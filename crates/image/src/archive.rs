@@ -435,17 +435,7 @@ impl Store {
                 }
                 layers.push(oci::descriptor(c.oci_media_type(), &d, size));
             }
-            let manifest = oci_spec::image::ImageManifestBuilder::default()
-                .schema_version(2u32)
-                .media_type(oci::OCI_MANIFEST)
-                .config(oci::descriptor(
-                    oci::OCI_CONFIG,
-                    &config_digest,
-                    config_size,
-                ))
-                .layers(layers)
-                .build()
-                .map_err(|err| Error::invalid(format!("build the manifest: {err}")))?;
+            let manifest = oci::image_manifest(&config_digest, config_size, layers)?;
             let digest =
                 self.put_blob(&serde_json::to_vec(&manifest).expect("manifests serialize"))?;
             let mut names = Vec::new();
@@ -586,17 +576,8 @@ impl Store {
                     size,
                 ));
             }
-            let manifest = oci_spec::image::ImageManifestBuilder::default()
-                .schema_version(2u32)
-                .media_type(oci::OCI_MANIFEST)
-                .config(oci::descriptor(
-                    oci::OCI_CONFIG,
-                    &img.config_digest,
-                    config_bytes.len() as u64,
-                ))
-                .layers(layers)
-                .build()
-                .map_err(|e| Error::invalid(format!("build the manifest: {e}")))?;
+            let manifest =
+                oci::image_manifest(&img.config_digest, config_bytes.len() as u64, layers)?;
             let mbytes = serde_json::to_vec(&manifest).expect("manifests serialize");
             let mdigest = Digest::of(&mbytes);
             if written.insert(mdigest.clone()) {

@@ -101,17 +101,7 @@ impl Store {
     ) -> Result<Digest> {
         let config_bytes = serde_json::to_vec(config).expect("JSON serializes");
         let config_digest = self.put_blob(&config_bytes)?;
-        let manifest = oci_spec::image::ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(oci::OCI_MANIFEST)
-            .config(oci::descriptor(
-                oci::OCI_CONFIG,
-                &config_digest,
-                config_bytes.len() as u64,
-            ))
-            .layers(layers)
-            .build()
-            .map_err(|e| Error::invalid(format!("build the manifest: {e}")))?;
+        let manifest = oci::image_manifest(&config_digest, config_bytes.len() as u64, layers)?;
         let bytes = serde_json::to_vec(&manifest).expect("manifests serialize");
         let digest = self.put_blob(&bytes)?;
         let name = match reference {

@@ -196,6 +196,21 @@ pub fn choose(index: &ImageIndex, platform: &Platform) -> Result<Descriptor> {
     }
 }
 
+/// A new OCI image manifest over a config blob and layer descriptors.
+pub fn image_manifest(
+    config: &Digest,
+    config_size: u64,
+    layers: Vec<Descriptor>,
+) -> Result<ImageManifest> {
+    oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(OCI_MANIFEST)
+        .config(descriptor(OCI_CONFIG, config, config_size))
+        .layers(layers)
+        .build()
+        .map_err(|e| Error::invalid(format!("build the manifest: {e}")))
+}
+
 /// The layer digests (compressed blobs) of a manifest, in order.
 pub fn layer_digests(m: &ImageManifest) -> Result<Vec<Digest>> {
     m.layers().iter().map(digest_of).collect()
