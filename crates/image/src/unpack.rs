@@ -171,6 +171,16 @@ impl Unpacker {
             }
             return Ok(());
         };
+        // Metadata entries (a `pax_global_header` is named like a file) carry no file.
+        if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader
+                | tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink
+        ) {
+            return Ok(());
+        }
         let name_bytes = name.as_bytes();
         if name_bytes == OPAQUE.as_bytes() {
             return self.opaque(&parent, raw);
@@ -470,14 +480,22 @@ impl Unpacker {
     }
 
     fn opaque(&mut self, parent: &Path, raw: &Path) -> Result<()> {
-        if parent.as_os_str().is_empty() && self.mode == Whiteouts::Overlay {
-            // An opaque root would hide every lower layer; overlayfs does not allow it.
-            return Err(Error::invalid(format!(
-                "layer entry {:?}: the layer root cannot be opaque",
-                raw.display()
-            )));
-        }
         let dir = self.dir(parent)?;
+        if self.mode == Whiteouts::Overlay {
+            // An opaque root would hide every lower layer; overlayfs does not allow it.
+            // Compared by inode: a symlink (`l -> /`) can name the root too.
+            let root = self.dir(Path::new(""))?;
+            let (a, b) = (
+                rustix::fs::fstat(dir.as_fd()).ctx(|| "stat directory")?,
+                rustix::fs::fstat(root.as_fd()).ctx(|| "stat the layer root")?,
+            );
+            if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) {
+                return Err(Error::invalid(format!(
+                    "layer entry {:?}: the layer root cannot be opaque",
+                    raw.display()
+                )));
+            }
+        }
         match self.mode {
             Whiteouts::Overlay => {
                 let d = rustix::fs::openat(
@@ -621,7 +639,13 @@ fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(OsString, Vec<u8
     if let Ok(Some(pax)) = entry.pax_extensions() {
         for ext in pax.flatten() {
             if let Ok(key) = ext.key() {
-                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                // overlayfs's own attributes (opaque, redirect, origin, metacopy) are
+                // never taken from a layer: whiteouts and opaque markers are tar
+                // entries, and forged redirects could point overlayfs elsewhere.
+                if let Some(name) = key
+                    .strip_prefix("SCHILY.xattr.")
+                    .filter(|n| !n.starts_with("trusted.overlay.") && !n.starts_with("user.overlay."))
+                {
                     out.push((OsString::from(name), ext.value_bytes().to_vec()));
                 }
             }

@@ -935,3 +935,44 @@ fn store_unpacks_a_zstd_layer() {
     store.remove_container("z1").unwrap();
     assert!(store.containers().unwrap().is_empty());
 }
+
+#[test]
+fn opaque_root_through_a_symlink_is_refused() {
+    let sb = Sandbox::new();
+    let tar = tar_of(|l| {
+        l.symlink("l", "/").file("l/.wh..wh..opq", b"");
+    });
+    sb.assert_refused(Whiteouts::Overlay, &tar, "l/.wh..wh..opq");
+}
+
+#[test]
+fn overlay_xattrs_are_not_taken_from_layers() {
+    let sb = Sandbox::new();
+    let tar = tar_of(|l| {
+        l.pax(&[
+            ("SCHILY.xattr.trusted.overlay.redirect", b"/etc"),
+            ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+            ("SCHILY.xattr.user.kept", b"1"),
+        ])
+        .dir("d/");
+    });
+    sb.unpack(Whiteouts::Overlay, &tar).unwrap();
+    assert_eq!(xattr(&sb.at("d"), "trusted.overlay.redirect"), None);
+    assert_eq!(xattr(&sb.at("d"), "trusted.overlay.opaque"), None);
+    assert_eq!(xattr(&sb.at("d"), "user.kept").unwrap(), b"1");
+}
+
+#[test]
+fn pax_global_header_entries_do_not_touch_files() {
+    let sb = Sandbox::new();
+    let lower = tar_of(|l| {
+        l.file("pax_global_header", b"precious");
+    });
+    let upper = tar_of(|l| {
+        l.entry("pax_global_header", EntryType::XGlobalHeader, b"", |_| {});
+    });
+    let mut u = Unpacker::new(&sb.root, Whiteouts::Apply).unwrap();
+    u.apply(&lower[..]).unwrap();
+    u.apply(&upper[..]).unwrap();
+    assert_eq!(std::fs::read(sb.at("pax_global_header")).unwrap(), b"precious");
+}
