@@ -549,7 +549,15 @@ fn kill_during_unpack_leaves_a_usable_store() {
         dir_entry_files(&mut b, i);
         layers.push(b.into_inner().unwrap());
     }
-    write_layout(&dir, &[LayoutImage { name: Some("localhost/big:1".into()), arch: "amd64".into(), layers, media_type: None }]);
+    write_layout(
+        &dir,
+        &[LayoutImage {
+            name: Some("localhost/big:1".into()),
+            arch: "amd64".into(),
+            layers,
+            media_type: None,
+        }],
+    );
     env.ok(&["load", "-q", "-i", dir.to_str().unwrap()]);
     let mut child = env
         .cmd(&["rootfs", "prepare", "k1", "big:1"])
@@ -560,7 +568,11 @@ fn kill_during_unpack_leaves_a_usable_store() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut seen = false;
     while std::time::Instant::now() < deadline {
-        if env.snapshot_entries().iter().any(|e| e.starts_with(".tmp-")) {
+        if env
+            .snapshot_entries()
+            .iter()
+            .any(|e| e.starts_with(".tmp-"))
+        {
             seen = true;
             break;
         }
@@ -574,11 +586,18 @@ fn kill_during_unpack_leaves_a_usable_store() {
     assert!(seen, "the unpack was caught in the middle");
     // No container was recorded; the next prepare unpacks what is missing and works.
     assert!(!env.ok(&["rootfs", "ls"]).contains("k1"));
-    let r = env.ok(&["rootfs", "prepare", "k2", "big:1"]).trim().to_string();
+    let r = env
+        .ok(&["rootfs", "prepare", "k2", "big:1"])
+        .trim()
+        .to_string();
     assert!(std::path::Path::new(&r).join("data/3/f0999").exists());
     env.ok(&["rootfs", "rm", "k2"]);
     env.ok(&["image", "prune"]);
-    let left: Vec<String> = env.snapshot_entries().into_iter().filter(|e| e.starts_with(".tmp-")).collect();
+    let left: Vec<String> = env
+        .snapshot_entries()
+        .into_iter()
+        .filter(|e| e.starts_with(".tmp-"))
+        .collect();
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -587,6 +606,11 @@ fn dir_entry_files(b: &mut tar::Builder<Vec<u8>>, layer: usize) {
     dir(b, "data");
     dir(b, &format!("data/{layer}"));
     for f in 0..1000 {
-        file(b, &format!("data/{layer}/f{f:04}"), &noise(2000, (layer * 1000 + f) as u64 + 1), 0o644);
+        file(
+            b,
+            &format!("data/{layer}/f{f:04}"),
+            &noise(2000, (layer * 1000 + f) as u64 + 1),
+            0o644,
+        );
     }
 }

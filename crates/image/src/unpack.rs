@@ -229,6 +229,19 @@ impl Unpacker {
                 .ctx(|| "create file")?;
                 let mut file = std::fs::File::from(fd);
                 let size = entry.size();
+                // A GNU sparse entry declares its size apart from the data it carries,
+                // and its holes are read as zeros: bound them, or a tiny layer could
+                // keep the unpacker busy for hours.
+                let stored = entry.header().entry_size().unwrap_or(0);
+                if kind == tar::EntryType::GNUSparse
+                    && size.saturating_sub(stored) > MAX_SPARSE_HOLES
+                {
+                    return Err(Error::invalid(format!(
+                        "layer entry {:?}: a sparse file of {size} bytes with {stored} bytes of data; holes over {} GiB are refused",
+                        path.display(),
+                        MAX_SPARSE_HOLES >> 30
+                    )));
+                }
                 self.stats.bytes += write_sparse(entry, &mut file, size)?;
                 rustix::fs::fchown(
                     &file,
@@ -642,10 +655,9 @@ fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(OsString, Vec<u8
                 // overlayfs's own attributes (opaque, redirect, origin, metacopy) are
                 // never taken from a layer: whiteouts and opaque markers are tar
                 // entries, and forged redirects could point overlayfs elsewhere.
-                if let Some(name) = key
-                    .strip_prefix("SCHILY.xattr.")
-                    .filter(|n| !n.starts_with("trusted.overlay.") && !n.starts_with("user.overlay."))
-                {
+                if let Some(name) = key.strip_prefix("SCHILY.xattr.").filter(|n| {
+                    !n.starts_with("trusted.overlay.") && !n.starts_with("user.overlay.")
+                }) {
                     out.push((OsString::from(name), ext.value_bytes().to_vec()));
                 }
             }
@@ -666,9 +678,12 @@ fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
     Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
 }
 
+/// The most hole bytes a sparse entry may declare (they are read as zeros).
+const MAX_SPARSE_HOLES: u64 = 16 << 30;
+
 /// Copies a file's content, leaving holes where whole blocks are zero (sparse files).
 fn write_sparse<R: Read>(src: &mut R, dst: &mut std::fs::File, size: u64) -> Result<u64> {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     let mut pending_hole = false;
     loop {

@@ -974,5 +974,31 @@ fn pax_global_header_entries_do_not_touch_files() {
     let mut u = Unpacker::new(&sb.root, Whiteouts::Apply).unwrap();
     u.apply(&lower[..]).unwrap();
     u.apply(&upper[..]).unwrap();
-    assert_eq!(std::fs::read(sb.at("pax_global_header")).unwrap(), b"precious");
+    assert_eq!(
+        std::fs::read(sb.at("pax_global_header")).unwrap(),
+        b"precious"
+    );
+}
+
+#[test]
+fn huge_sparse_holes_are_refused_quickly() {
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("huge");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(64 << 30).unwrap();
+        f.write_all_at(b"data", 1 << 20).unwrap();
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    b.sparse(true);
+    b.append_file("huge", &mut std::fs::File::open(&path).unwrap())
+        .unwrap();
+    let tar = b.into_inner().unwrap();
+    assert!(tar.len() < 1 << 20, "the layer itself is small");
+    let sb = Sandbox::new();
+    let t = std::time::Instant::now();
+    let e = sb.unpack(Whiteouts::Overlay, &tar).unwrap_err().to_string();
+    assert!(e.contains("holes over 16 GiB") && e.contains("huge"), "{e}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
 }
