@@ -1,6 +1,8 @@
 //! `berth`: the command line. Images today (pull, push, load, save, import, inspect,
 //! prune...); containers, networks and the cluster as they land.
 
+#![forbid(unsafe_code)]
+
 mod image_cmd;
 mod registry_cmd;
 mod rootfs_cmd;

@@ -31,6 +31,14 @@ pub enum Snapshotter {
     Copy,
 }
 
+/// A layer unpacked into a temporary directory, waiting for its checks (removed if
+/// dropped).
+pub struct PendingSnapshot {
+    tmp: tempfile::TempDir,
+    bytes: u64,
+    diff_id: Digest,
+}
+
 /// A prepared container rootfs.
 #[derive(Clone, Debug)]
 pub struct Rootfs {
@@ -94,15 +102,20 @@ impl Store {
     /// Unpacks one layer blob into `dest` (via a temporary directory renamed into place,
     /// so a failure or crash never leaves a partial snapshot), checking its diff ID.
     fn unpack_layer(&self, blob: &Digest, diff_id: &Digest, dest: &Path) -> Result<u64> {
+        let file = self.open_blob(blob)?;
+        let pending = self.unpack_to_tmp(blob, std::io::BufReader::with_capacity(1 << 20, file))?;
+        self.install(pending, blob, diff_id, dest)
+    }
+
+    /// Unpacks a (compressed) layer stream into a temporary snapshot directory; nothing
+    /// is in place until [`Store::install_layer_at`] has checked it. A pull feeds this
+    /// while the blob is still arriving.
+    pub(crate) fn unpack_to_tmp(&self, blob: &Digest, compressed: impl std::io::Read) -> Result<PendingSnapshot> {
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(self.root().join("s"))
             .ctx(|| "create a temporary snapshot directory")?;
-        let file = self.open_blob(blob)?;
-        let mut tar = HashingReader::new(compress::decompress(std::io::BufReader::with_capacity(
-            1 << 20,
-            file,
-        ))?);
+        let mut tar = HashingReader::new(compress::decompress(compressed)?);
         let mut unpacker = Unpacker::new(tmp.path(), Whiteouts::Overlay)?;
         let stats = unpacker
             .apply(&mut tar)
@@ -110,29 +123,59 @@ impl Store {
         // The tar end-of-archive blocks (and any padding) belong to the diff ID too.
         std::io::copy(&mut tar, &mut std::io::sink())
             .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
-        let (got, _) = tar.finish();
-        if &got != diff_id {
+        let (diff_id, _) = tar.finish();
+        Ok(PendingSnapshot {
+            tmp,
+            bytes: stats.bytes,
+            diff_id,
+        })
+    }
+
+    /// Checks a pending snapshot against the diff ID and moves it to `dest`.
+    fn install(&self, pending: PendingSnapshot, blob: &Digest, diff_id: &Digest, dest: &Path) -> Result<u64> {
+        if &pending.diff_id != diff_id {
             return Err(Error::DigestMismatch(format!(
-                "layer {blob}: its uncompressed content hashes to {got}, but the image config says {diff_id}"
+                "layer {blob}: its uncompressed content hashes to {}, but the image config says {diff_id}",
+                pending.diff_id
             )));
         }
-        let tmp_path = tmp.keep();
+        let tmp_path = pending.tmp.keep();
         match std::fs::rename(&tmp_path, dest) {
             Ok(()) => {}
             // Another unpack of the same layer finished first.
-            Err(e) if dest.exists() => {
-                let _ = e;
-                remove_tree(&tmp_path)?;
-            }
+            Err(_) if dest.exists() => remove_tree(&tmp_path)?,
             Err(e) => {
                 let _ = remove_tree(&tmp_path);
-                return Err(Error::io(
-                    format!("move snapshot into {}", dest.display()),
-                    e,
-                ));
+                return Err(Error::io(format!("move snapshot into {}", dest.display()), e));
             }
         }
-        Ok(stats.bytes)
+        Ok(pending.bytes)
+    }
+
+    /// Whether layer `i` of an image still has to be unpacked.
+    pub(crate) fn layer_missing(&self, img: &ResolvedImage, i: usize) -> Result<bool> {
+        Ok(match self.snapshot(&img.chain_ids[i])? {
+            Some(s) => !self.snapshot_dir(s.id).exists(),
+            None => true,
+        })
+    }
+
+    /// Puts a layer unpacked by [`Store::unpack_to_tmp`] in place as layer `i` of an
+    /// image (after checking its diff ID); returns the snapshot id.
+    pub(crate) fn install_layer_at(&self, img: &ResolvedImage, i: usize, pending: PendingSnapshot) -> Result<i64> {
+        let _lock = self.shared_lock()?;
+        let layers = img.layers()?;
+        let (blob, _, _, diff_id) = layers
+            .get(i)
+            .ok_or_else(|| Error::invalid(format!("image {} has no layer {i}", img.manifest_digest)))?;
+        let parent = i.checked_sub(1).map(|p| &img.chain_ids[p]);
+        let id = self.reserve_snapshot(&img.chain_ids[i], parent, diff_id)?;
+        let dir = self.snapshot_dir(id);
+        if !dir.exists() {
+            let size = self.install(pending, blob, diff_id, &dir)?;
+            self.complete_snapshot(id, size)?;
+        }
+        Ok(id)
     }
 
     /// Prepares the rootfs of a new container from an image: unpacks what is missing,

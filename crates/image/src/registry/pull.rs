@@ -16,6 +16,35 @@ use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::store::Store;
 
+/// Feeds a blob's bytes, as they arrive, to an unpacker on a blocking thread.
+pub(super) type Tee = tokio::sync::mpsc::Sender<std::result::Result<Vec<u8>, String>>;
+
+/// The unpacker's side of a [`Tee`]: a `Read` over the chunks.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::result::Result<Vec<u8>, String>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(c)) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Largest manifest accepted (the distribution spec's suggested limit).
 const MAX_MANIFEST: usize = 4 << 20;
 
@@ -127,6 +156,7 @@ impl Client {
         digest: &Digest,
         size: u64,
         bar: &crate::progress::Bar,
+        mut tee: Option<Tee>,
     ) -> Result<()> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", ep.base);
         let mut ingest = store.ingest()?;
@@ -146,9 +176,12 @@ impl Client {
             match resp.status() {
                 StatusCode::PARTIAL_CONTENT if offset > 0 => {}
                 StatusCode::OK if offset > 0 => {
-                    // No range support: start again.
+                    // No range support: start again (a streaming unpack cannot follow).
                     ingest = store.ingest()?;
                     bar.reset(0);
+                    if let Some(t) = tee.take() {
+                        let _ = t.send(Err("the download restarted".into())).await;
+                    }
                 }
                 StatusCode::OK => {}
                 StatusCode::NOT_FOUND => {
@@ -167,6 +200,12 @@ impl Client {
                         ingest
                             .write_all(&c)
                             .ctx(|| format!("write blob {digest}"))?;
+                        if let Some(t) = &tee {
+                            if t.send(Ok(c.to_vec())).await.is_err() {
+                                // The unpacker stopped (it says why when awaited).
+                                tee = None;
+                            }
+                        }
                         bar.inc(c.len() as u64);
                         if size > 0 && ingest.written() > size {
                             return Err(Error::DigestMismatch(format!(
@@ -248,7 +287,7 @@ impl Client {
                 &format!("Copying config {}", config_digest.short()),
                 config.size(),
             );
-            self.fetch_blob(&ep, store, repo, &config_digest, config.size(), &bar)
+            self.fetch_blob(&ep, store, repo, &config_digest, config.size(), &bar, None)
                 .await?;
             bar.finish("done");
             downloaded = true;
@@ -271,32 +310,60 @@ impl Client {
         for (_, mt, _, _) in &layers {
             crate::compress::Compression::from_media_type(mt)?;
         }
-        // Download every missing layer at once (bounded), then unpack. Unpacking only
-        // after the downloads keeps each blob's fsync cheap: on ext4 an fsync also
-        // flushes whatever else is dirty, and a layer being unpacked is hundreds of MB.
-        let jobs = layers.iter().map(|(blob, _, size, _)| {
+        // Download every missing layer at once (bounded). A layer that is downloaded is
+        // unpacked as its bytes arrive, on a blocking thread, and put in place once both
+        // its digest and its diff ID check out; layers already here are unpacked after.
+        let img = Arc::new(img);
+        let jobs = layers.iter().enumerate().map(|(i, (blob, _, size, _))| {
             let ep = ep.clone();
             let store = store.clone();
+            let img = img.clone();
             async move {
                 if store.has_blob(blob) {
                     store.add_blob_source(blob, &ep.registry, repo)?;
-                    return Ok::<bool, Error>(false);
+                    return Ok::<(bool, Option<usize>), Error>((false, Some(i)));
                 }
+                let streaming = unpack && store.layer_missing(&img, i)?;
+                let (tee, unpacker) = if streaming {
+                    let (tx, rx) = tokio::sync::mpsc::channel(64);
+                    let s = store.clone();
+                    let b = blob.clone();
+                    let reader = ChannelReader { rx, cur: Vec::new(), pos: 0 };
+                    (Some(tx), Some(tokio::task::spawn_blocking(move || s.unpack_to_tmp(&b, reader))))
+                } else {
+                    (None, None)
+                };
                 let bar = progress.bar(&format!("Copying blob {}", blob.short()), *size);
-                self.fetch_blob(&ep, &store, repo, blob, *size, &bar)
-                    .await?;
+                let fetched = self.fetch_blob(&ep, &store, repo, blob, *size, &bar, tee).await;
+                let pending = match unpacker {
+                    Some(h) => Some(h.await.map_err(|e| Error::invalid(format!("unpack task failed: {e}")))?),
+                    None => None,
+                };
+                fetched?;
                 bar.finish("done");
-                Ok(true)
+                match pending {
+                    Some(Ok(p)) => {
+                        let s = store.clone();
+                        let img = img.clone();
+                        tokio::task::spawn_blocking(move || s.install_layer_at(&img, i, p))
+                            .await
+                            .map_err(|e| Error::invalid(format!("unpack task failed: {e}")))??;
+                        Ok((true, None))
+                    }
+                    // Not unpacked on the way (the download restarted, or the layer is
+                    // broken or hostile): unpack from the verified blob, which says why.
+                    _ => Ok((true, unpack.then_some(i))),
+                }
             }
         });
-        let fetched: Vec<bool> = futures_util::stream::iter(jobs)
+        let results: Vec<(bool, Option<usize>)> = futures_util::stream::iter(jobs)
             .buffer_unordered(self.opts.concurrency.max(1))
             .try_collect()
             .await?;
+        let fetched: Vec<bool> = results.iter().map(|r| r.0).collect();
         if unpack {
-            // Layers are independent directories: unpack them side by side.
-            let img = Arc::new(img.clone());
-            let unpacks = (0..layers.len()).map(|i| {
+            let rest: Vec<usize> = results.iter().filter_map(|r| r.1).collect();
+            let unpacks = rest.into_iter().map(|i| {
                 let s = store.clone();
                 let img = img.clone();
                 async move {
