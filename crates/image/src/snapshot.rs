@@ -246,7 +246,11 @@ impl Store {
                 .apply(compress::decompress(std::io::BufReader::new(file))?)
                 .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
         }
-        copy_tree(&dir.join("init"), &rootfs)?;
+        // The init files go in through the unpacker too: resolved beneath the rootfs, so
+        // an image whose /etc is a symlink to the host's cannot make this write there.
+        unpacker
+            .apply(&init_tar(&rootfs, init_files)?[..])
+            .map_err(|e| Error::invalid(format!("init layer: {e}")))?;
         self.db().execute(
             "UPDATE containers SET mode = 'copy' WHERE id = ?1",
             [container],
@@ -363,23 +367,42 @@ fn write_init_layer(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     Ok(())
 }
 
-/// Copies the init layer's files into a copied rootfs (small regular files only).
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    for e in std::fs::read_dir(from).ctx(|| format!("read {}", from.display()))? {
-        let e = e.ctx(|| format!("read {}", from.display()))?;
-        let ty = e.file_type().ctx(|| "stat")?;
-        let dest = to.join(e.file_name());
-        if ty.is_dir() {
-            std::fs::create_dir_all(&dest).ctx(|| format!("create {}", dest.display()))?;
-            copy_tree(&e.path(), &dest)?;
-        } else if ty.is_file() {
-            if dest.symlink_metadata().is_ok_and(|m| !m.is_file()) {
-                remove_tree(&dest)?;
+/// The init files as a tar (with the parent directories the rootfs lacks).
+fn init_tar(rootfs: &Path, files: &[(&str, &[u8])]) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, _) in files {
+        let rel = Path::new(path.trim_start_matches('/'));
+        let mut parents: Vec<&Path> = rel.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()).collect();
+        parents.reverse();
+        // As in the overlay, where the init layer's directories cover what is below:
+        // a parent that is not a real directory (missing, or a symlink) becomes one,
+        // and so does everything under it.
+        let mut replace = false;
+        for a in parents {
+            replace = replace || !rootfs.join(a).symlink_metadata().is_ok_and(|m| m.is_dir());
+            if replace {
+                dirs.insert(a.to_path_buf());
             }
-            std::fs::copy(e.path(), &dest).ctx(|| format!("copy to {}", dest.display()))?;
         }
     }
-    Ok(())
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h
+    };
+    for d in &dirs {
+        b.append_data(&mut header(tar::EntryType::Directory, 0o755, 0), d, &[][..])
+            .ctx(|| "build the init layer")?;
+    }
+    for (path, content) in files {
+        let rel = path.trim_start_matches('/');
+        b.append_data(&mut header(tar::EntryType::Regular, 0o644, content.len() as u64), rel, *content)
+            .ctx(|| "build the init layer")?;
+    }
+    b.into_inner().ctx(|| "build the init layer")
 }
 
 fn mount_raw(
