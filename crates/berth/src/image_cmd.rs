@@ -97,7 +97,7 @@ pub struct HistoryArgs {
     #[arg(long)]
     no_trunc: bool,
     /// Sizes in bytes, times as RFC 3339.
-    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(short = 'H', long, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     human: bool,
     /// Only IDs.
     #[arg(short, long)]
@@ -479,29 +479,62 @@ pub fn system(ctx: &Ctx, c: SystemCommand) -> anyhow::Result<()> {
     }
 }
 
-fn output(path: &Option<PathBuf>, what: &str) -> anyhow::Result<Box<dyn Write>> {
-    match path {
-        Some(p) => {
-            let f = std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?;
-            Ok(Box::new(std::io::BufWriter::with_capacity(1 << 20, f)))
+/// Where an archive goes: a file (written under a temporary name and renamed when
+/// complete, so a failed save never destroys an existing archive) or stdout.
+enum Output {
+    File(std::io::BufWriter<tempfile::NamedTempFile>, PathBuf),
+    Stdout(std::io::BufWriter<std::io::StdoutLock<'static>>),
+}
+
+impl Output {
+    fn open(path: &Option<PathBuf>, what: &str) -> anyhow::Result<Output> {
+        match path {
+            Some(p) => {
+                let dir = match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                let tmp = tempfile::Builder::new()
+                    .prefix(".berth-save-")
+                    .tempfile_in(&dir)
+                    .with_context(|| format!("create a file in {}", dir.display()))?;
+                Ok(Output::File(std::io::BufWriter::with_capacity(1 << 20, tmp), p.clone()))
+            }
+            None if std::io::stdout().is_terminal() => {
+                bail!("refusing to write {what} to a terminal: use -o FILE or redirect the output")
+            }
+            None => Ok(Output::Stdout(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))),
         }
-        None if std::io::stdout().is_terminal() => {
-            bail!("refusing to write {what} to a terminal: use -o FILE or redirect the output")
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Output::File(w, _) => w,
+            Output::Stdout(w) => w,
         }
-        None => Ok(Box::new(std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::io::stdout().lock(),
-        ))),
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        match self {
+            Output::File(w, dest) => {
+                let tmp = w.into_inner().map_err(|e| e.into_error())?;
+                // Temporary files are private; an archive is as readable as any new file.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;
+                tmp.persist(&dest).with_context(|| format!("write {}", dest.display()))?;
+            }
+            Output::Stdout(mut w) => w.flush()?,
+        }
+        Ok(())
     }
 }
 
 fn export(ctx: &Ctx, a: ExportArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
     let img = store.resolve(&a.image, &platform(&a.platform)?)?;
-    let mut out = output(&a.output, "a tar archive")?;
-    store.export_image(&img, &mut out)?;
-    out.flush()?;
-    Ok(())
+    let mut out = Output::open(&a.output, "a tar archive")?;
+    store.export_image(&img, out.writer())?;
+    out.finish()
 }
 
 /// `berth load`.
@@ -544,10 +577,9 @@ pub fn save(ctx: &Ctx, a: SaveArgs) -> anyhow::Result<()> {
         store.save_dir(&a.images, &dir)?;
         return Ok(());
     }
-    let mut out = output(&a.output, "an archive")?;
-    store.save(&a.images, format, &platform(&a.platform)?, &mut out)?;
-    out.flush()?;
-    Ok(())
+    let mut out = Output::open(&a.output, "an archive")?;
+    store.save(&a.images, format, &platform(&a.platform)?, out.writer())?;
+    out.finish()
 }
 
 /// Parses a Dockerfile-style `--change` into config keys.

@@ -17,7 +17,7 @@ use crate::Ctx;
 #[derive(Args, Clone)]
 pub struct ConnArgs {
     /// Verify TLS certificates (false also allows plain HTTP).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     tls_verify: bool,
     /// Directory of CA certificates (`*.crt`) for this registry.
     #[arg(long)]
@@ -195,11 +195,12 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
         bail!("login: the password is empty");
     }
     let creds = Credentials { username, password };
+    let registry = registry_host(&a.registry);
     let mut opts = a.conn.options()?;
     opts.credentials = Some(creds.clone());
     let client = Client::new(opts.clone());
-    client.login(&a.registry).await?;
-    auth::store(&opts.auth_file, &a.registry, &creds)?;
+    client.login(&registry).await?;
+    auth::store(&opts.auth_file, &registry, &creds)?;
     println!("Login Succeeded!");
     Ok(())
 }
@@ -207,10 +208,21 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
 /// `berth logout`.
 pub fn logout(a: LogoutArgs) -> anyhow::Result<()> {
     let file = a.authfile.unwrap_or_else(auth::default_auth_file);
-    if auth::remove(&file, &a.registry)? {
-        println!("Removed login credentials for {}", a.registry);
-        Ok(())
+    let registry = registry_host(&a.registry);
+    if auth::remove(&file, &registry)? {
+        println!("Removed login credentials for {registry}");
     } else {
-        bail!("not logged in to {}", a.registry)
+        println!("Not logged in to {registry}");
+    }
+    Ok(())
+}
+
+/// `https://host:port/` (as docker accepts) → `host:port`.
+fn registry_host(r: &str) -> String {
+    let r = r.strip_prefix("https://").or_else(|| r.strip_prefix("http://")).unwrap_or(r);
+    let host = r.split('/').next().unwrap_or(r);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        h => h.to_string(),
     }
 }

@@ -80,10 +80,8 @@ pub fn run(ctx: &Ctx, c: RootfsCommand) -> anyhow::Result<()> {
                 other => anyhow::bail!("--snapshotter {other:?}: use auto, overlay or copy"),
             };
             let img = store.resolve(&a.image, &Platform::host())?;
-            let hostname = format!(
-                "{}\n",
-                a.hostname.as_deref().unwrap_or(&a.id[..a.id.len().min(12)])
-            );
+            let short: String = a.id.chars().take(12).collect();
+            let hostname = format!("{}\n", a.hostname.as_deref().unwrap_or(&short));
             let hosts = format!(
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}",
                 hostname

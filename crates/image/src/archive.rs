@@ -501,7 +501,18 @@ impl Store {
         let _lock = self.shared_lock()?;
         std::fs::create_dir_all(dir.join("blobs/sha256"))
             .ctx(|| format!("create {}", dir.display()))?;
-        let mut w = DirOut(dir.to_path_buf());
+        // Images already in the layout stay listed, unless a saved image takes their name.
+        let existing: Vec<Descriptor> = match std::fs::read(dir.join("index.json")) {
+            Ok(b) => serde_json::from_slice::<ImageIndex>(&b)
+                .map_err(|e| Error::invalid(format!("{}/index.json: {e}", dir.display())))?
+                .manifests()
+                .clone(),
+            Err(_) => Vec::new(),
+        };
+        let mut w = DirOut {
+            dir: dir.to_path_buf(),
+            keep: existing,
+        };
         self.save_oci(images, &mut w)
     }
 
@@ -585,9 +596,16 @@ impl Store {
             }
             let mut desc = oci::descriptor(oci::OCI_MANIFEST, &mdigest, mbytes.len() as u64);
             let mut tags = Vec::new();
-            if let Ok(r) = rec.name.parse::<Reference>() {
-                if !rec.name.starts_with("sha256:") {
-                    let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+            // Only tagged names become RepoTags (a digest-pinned name has no tag to give,
+            // and `latest` would overwrite someone's image on load).
+            if let Some((r, tag)) = rec
+                .name
+                .parse::<Reference>()
+                .ok()
+                .filter(|_| !rec.name.starts_with("sha256:"))
+                .and_then(|r| r.tag.clone().map(|t| (r, t)))
+            {
+                {
                     tags.push(format!("{}:{tag}", r.familiar_name()));
                     let mut a = std::collections::HashMap::new();
                     a.insert(ANNOTATION_IMAGE_NAME.to_string(), r.to_string());
@@ -779,6 +797,22 @@ fn blob_name(d: &Digest) -> String {
 }
 
 fn write_layout_docs(w: &mut dyn Sink, manifests: Vec<Descriptor>) -> Result<()> {
+    let name = |d: &Descriptor| {
+        d.annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_IMAGE_NAME).or_else(|| a.get(ANNOTATION_REF_NAME)).cloned())
+    };
+    let mut all: Vec<Descriptor> = w
+        .kept()
+        .into_iter()
+        .filter(|old| {
+            !manifests
+                .iter()
+                .any(|m| m.digest() == old.digest() || (name(m).is_some() && name(m) == name(old)))
+        })
+        .collect();
+    all.extend(manifests);
+    let manifests = all;
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     w.file("oci-layout", layout.len() as u64, &mut &layout[..])?;
     let index = oci_spec::image::ImageIndexBuilder::default()
@@ -794,6 +828,10 @@ fn write_layout_docs(w: &mut dyn Sink, manifests: Vec<Descriptor>) -> Result<()>
 /// Where `save` writes files: a tar stream or a directory.
 trait Sink {
     fn file(&mut self, name: &str, size: u64, r: &mut dyn Read) -> Result<()>;
+    /// Index entries already in the destination, to keep.
+    fn kept(&self) -> Vec<Descriptor> {
+        Vec::new()
+    }
 }
 
 struct TarOut<W: Write>(tar::Builder<W>);
@@ -812,11 +850,14 @@ impl<W: Write> Sink for TarOut<W> {
     }
 }
 
-struct DirOut(PathBuf);
+struct DirOut {
+    dir: PathBuf,
+    keep: Vec<Descriptor>,
+}
 
 impl Sink for DirOut {
     fn file(&mut self, name: &str, _size: u64, r: &mut dyn Read) -> Result<()> {
-        let dest = self.0.join(name);
+        let dest = self.dir.join(name);
         if name.starts_with("blobs/") && dest.exists() {
             return Ok(());
         }
@@ -827,5 +868,9 @@ impl Sink for DirOut {
         tmp.persist(&dest)
             .map_err(|e| Error::io(format!("write {}", dest.display()), e.error))?;
         Ok(())
+    }
+
+    fn kept(&self) -> Vec<Descriptor> {
+        self.keep.clone()
     }
 }

@@ -183,7 +183,8 @@ impl Store {
         let mut out = vec![top.clone()];
         let bytes = match self.read_blob(top) {
             Ok(b) => b,
-            Err(Error::NotFound(_)) => return Ok(out),
+            // Missing, or corrupt (and now removed): nothing more is reachable from it.
+            Err(Error::NotFound(_) | Error::DigestMismatch(_)) => return Ok(out),
             Err(e) => return Err(e),
         };
         let manifests: Vec<Digest> = match oci::parse_manifest(&bytes, None)? {

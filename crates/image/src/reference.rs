@@ -78,6 +78,11 @@ impl FromStr for Reference {
             Some((first, p))
                 if first.contains('.') || first.contains(':') || first == "localhost" =>
             {
+                // Docker Hub's other names are Docker Hub.
+                let first = match first {
+                    "index.docker.io" | "registry-1.docker.io" => DEFAULT_REGISTRY,
+                    f => f,
+                };
                 (first.to_string(), p.to_string())
             }
             _ => (DEFAULT_REGISTRY.to_string(), name.to_string()),
@@ -167,6 +172,8 @@ mod tests {
 
     #[test]
     fn docker_hub_defaults() {
+        let r: Reference = "index.docker.io/library/busybox".parse().unwrap();
+        assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
         let x = r("busybox");
         assert_eq!(x.to_string(), "docker.io/library/busybox:latest");
         assert_eq!(x.familiar_name(), "busybox");

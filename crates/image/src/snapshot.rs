@@ -94,7 +94,16 @@ impl Store {
             return Ok((id, None));
         }
         compress::Compression::from_media_type(media_type)?;
-        let size = self.unpack_layer(blob, diff_id, &dir)?;
+        let size = match self.unpack_layer(blob, diff_id, &dir) {
+            Ok(s) => s,
+            // A layer that does not unpack may be a blob damaged on disk since it was
+            // verified: check, and if so drop it so that a pull can fetch it again.
+            Err(e @ (Error::Invalid(_) | Error::DigestMismatch(_))) => {
+                self.verify_blob(blob)?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         self.complete_snapshot(id, size)?;
         Ok((id, Some(size)))
     }
@@ -189,8 +198,10 @@ impl Store {
         snapshotter: Snapshotter,
     ) -> Result<Rootfs> {
         valid_container_id(container)?;
-        let ids = self.unpack_image(img, |_, _| {})?;
+        // One lock from unpack to the container's record: a prune in between would
+        // find the new snapshots unreferenced.
         let _lock = self.shared_lock()?;
+        let ids = self.unpack_image(img, |_, _| {})?;
         let dir = self.container_dir(container);
         let rec = ContainerRecord {
             id: container.to_string(),

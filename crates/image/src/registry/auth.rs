@@ -11,12 +11,22 @@ use serde_json::{json, Value};
 use crate::error::{Context, Error, Result};
 
 /// A user name and password (or identity token) for one registry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// User name.
     pub username: String,
     /// Password or token.
     pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    /// The password never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// berth's credentials file, unless `BERTH_AUTH_FILE` names another.
@@ -70,8 +80,13 @@ fn decode(entry: &Value) -> Option<Credentials> {
 pub fn lookup(file: &Path, registry: &str) -> Result<Option<Credentials>> {
     let mut files = vec![file.to_path_buf()];
     files.extend(other_auth_files());
-    for f in files {
-        let v = read_file(&f)?;
+    for (i, f) in files.iter().enumerate() {
+        // berth's own file must be readable; docker's and podman's are best effort.
+        let v = match read_file(f) {
+            Ok(v) => v,
+            Err(e) if i == 0 => return Err(e),
+            Err(_) => continue,
+        };
         let auths = v.get("auths");
         let keys = [
             registry.to_string(),
@@ -125,6 +140,8 @@ fn write_private(file: &Path, v: &Value) -> Result<()> {
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
     let tmp = file.with_extension("tmp");
+    // A leftover temporary file would keep its mode: start from a fresh one.
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

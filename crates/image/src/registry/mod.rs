@@ -91,14 +91,12 @@ struct Endpoint {
 }
 
 fn is_local(registry: &str) -> bool {
-    let host = registry.rsplit_once(':').map_or(registry, |(h, p)| {
-        if p.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            registry
-        }
-    });
-    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+    let host = match registry.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => registry,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Which request is retried and how often.
@@ -211,26 +209,35 @@ impl Client {
         let mut attempt = 0;
         let mut reauthed = false;
         loop {
-            let mut req = make(&ep.http)?;
-            let token = ep
-                .tokens
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(scope)
-                .cloned();
-            if let Some(t) = token {
-                req = req.bearer_auth(t);
-            } else if ep.basic.load(Ordering::Relaxed) {
-                if let Some(c) = &ep.creds {
-                    req = req.header(reqwest::header::AUTHORIZATION, auth::basic_header(c));
+            let mut req = make(&ep.http)?
+                .build()
+                .map_err(|e| Error::Registry(format!("registry {}: bad request: {}", ep.registry, chain(&e))))?;
+            // Credentials only go to the registry itself (scheme, host and port), never to
+            // a Location elsewhere; reqwest also drops them on cross-host redirects.
+            if same_origin(req.url(), &ep.base) {
+                let token = ep
+                    .tokens
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(scope)
+                    .cloned();
+                let value = match (token, ep.basic.load(Ordering::Relaxed), &ep.creds) {
+                    (Some(t), _, _) => Some(format!("Bearer {t}")),
+                    (None, true, Some(c)) => Some(auth::basic_header(c)),
+                    _ => None,
+                };
+                if let Some(v) = value.and_then(|v| reqwest::header::HeaderValue::from_str(&v).ok()) {
+                    req.headers_mut().insert(reqwest::header::AUTHORIZATION, v);
                 }
             }
-            let resp = match req.send().await {
+            let resp = match ep.http.execute(req).await {
                 Ok(r) => r,
                 Err(e) => {
                     attempt += 1;
-                    let retryable =
-                        e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
+                    // A request that must not be repeated (an upload into a single-use
+                    // session) is never re-sent here; its caller starts over instead.
+                    let retryable = idempotent == Idempotent::Yes
+                        && (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body());
                     if retryable && attempt < self.opts.attempts {
                         tokio::time::sleep(self.backoff(attempt - 1, None)).await;
                         continue;
@@ -392,6 +399,13 @@ impl Client {
         }
         Err(status_error(&ep, "log in", resp).await)
     }
+}
+
+/// Whether `url` has the scheme, host and port of `base`.
+fn same_origin(url: &reqwest::Url, base: &str) -> bool {
+    reqwest::Url::parse(base).is_ok_and(|b| {
+        b.scheme() == url.scheme() && b.host_str() == url.host_str() && b.port_or_known_default() == url.port_or_known_default()
+    })
 }
 
 /// An error's message with its causes (reqwest nests the interesting part).

@@ -16,6 +16,12 @@ use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::store::Store;
 
+/// The first byte of a 206 response's `Content-Range: bytes START-END/TOTAL`.
+fn range_start(resp: &reqwest::Response) -> Option<u64> {
+    let v = resp.headers().get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+    v.strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
+}
+
 /// Feeds a blob's bytes, as they arrive, to an unpacker on a blocking thread.
 pub(super) type Tee = tokio::sync::mpsc::Sender<std::result::Result<Vec<u8>, String>>;
 
@@ -163,6 +169,10 @@ impl Client {
         let mut attempt = 0u32;
         loop {
             let offset = ingest.written();
+            if offset > 0 && offset == size {
+                // The connection broke after the last byte: nothing is left to fetch.
+                break;
+            }
             let resp = self
                 .send(ep, &pull_scope(repo), Idempotent::Yes, &|h| {
                     let r = h.get(url.as_str());
@@ -174,13 +184,26 @@ impl Client {
                 })
                 .await?;
             match resp.status() {
-                StatusCode::PARTIAL_CONTENT if offset > 0 => {}
-                StatusCode::OK if offset > 0 => {
-                    // No range support: start again (a streaming unpack cannot follow).
+                StatusCode::PARTIAL_CONTENT if offset > 0 && range_start(&resp) == Some(offset) => {}
+                StatusCode::OK | StatusCode::PARTIAL_CONTENT if offset > 0 => {
+                    // No range support (200: the whole blob follows), or a range other
+                    // than the one asked for (206: ask again from the start). A streaming
+                    // unpack cannot follow either.
+                    let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
                     ingest = store.ingest()?;
                     bar.reset(0);
                     if let Some(t) = tee.take() {
                         let _ = t.send(Err("the download restarted".into())).await;
+                    }
+                    if partial {
+                        attempt += 1;
+                        if attempt >= self.opts.attempts {
+                            return Err(Error::Registry(format!(
+                                "registry {}: blob {digest}: the registry keeps answering with the wrong range",
+                                ep.registry
+                            )));
+                        }
+                        continue;
                     }
                 }
                 StatusCode::OK => {}

@@ -84,56 +84,63 @@ impl Client {
                 _ => continue,
             }
         }
-        let location = match location {
-            Some(l) => l,
-            None => {
-                let url = format!("{}/v2/{repo}/blobs/uploads/", ep.base);
-                let resp = self
-                    .send(ep, &push_scope(repo), Idempotent::Yes, &|h| {
-                        Ok(h.post(url.as_str())
-                            .header(reqwest::header::CONTENT_LENGTH, "0"))
-                    })
-                    .await?;
-                if resp.status() != StatusCode::ACCEPTED {
-                    return Err(status_error(ep, &format!("start upload of {d}"), resp).await);
-                }
-                resp.headers()
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from)
-                    .ok_or_else(|| {
-                        Error::Registry(format!(
-                            "registry {}: upload started without a Location",
-                            ep.registry
-                        ))
-                    })?
-            }
-        };
-        let put_url = location_with(&ep.base, &location, "digest", &d.to_string())?;
         let path = store.blob_path(d);
         let size = std::fs::metadata(&path)
             .ctx(|| format!("stat blob {d}"))?
             .len();
-        // A monolithic upload streamed from the blob file; the upload session is single
-        // use, so a failure here is not retried by `send`.
-        let resp = self
-            .send(ep, &push_scope(repo), Idempotent::No, &|h| {
-                let f = std::fs::File::open(&path).ctx(|| format!("open blob {d}"))?;
-                let stream = tokio_util::io::ReaderStream::with_capacity(
-                    tokio::fs::File::from_std(f),
-                    1 << 20,
-                );
-                Ok(h.put(put_url.clone())
-                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                    .header(reqwest::header::CONTENT_LENGTH, size)
-                    .body(reqwest::Body::wrap_stream(stream)))
-            })
-            .await?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(status_error(ep, &format!("upload blob {d}"), resp).await);
+        let mut location = location;
+        let mut attempt = 0;
+        loop {
+            let loc = match location.take() {
+                Some(l) => l,
+                None => self.start_upload(ep, repo, d).await?,
+            };
+            let put_url = location_with(&ep.base, &loc, "digest", &d.to_string())?;
+            // A monolithic upload streamed from the blob file. The session is single use:
+            // after a broken connection the whole upload starts again in a new session.
+            let sent = self
+                .send(ep, &push_scope(repo), Idempotent::No, &|h| {
+                    let f = std::fs::File::open(&path).ctx(|| format!("open blob {d}"))?;
+                    let stream = tokio_util::io::ReaderStream::with_capacity(
+                        tokio::fs::File::from_std(f),
+                        1 << 20,
+                    );
+                    Ok(h.put(put_url.clone())
+                        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                        .header(reqwest::header::CONTENT_LENGTH, size)
+                        .body(reqwest::Body::wrap_stream(stream)))
+                })
+                .await;
+            match sent {
+                Ok(resp) if resp.status() == StatusCode::CREATED => break,
+                Ok(resp) => return Err(status_error(ep, &format!("upload blob {d}"), resp).await),
+                Err(_) if attempt + 1 < self.opts.attempts => {
+                    tokio::time::sleep(self.backoff(attempt, None)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
         store.add_blob_source(d, &ep.registry, repo)?;
         Ok("pushed")
+    }
+
+    /// Opens an upload session; returns its Location.
+    async fn start_upload(&self, ep: &Endpoint, repo: &str, d: &Digest) -> Result<String> {
+        let url = format!("{}/v2/{repo}/blobs/uploads/", ep.base);
+        let resp = self
+            .send(ep, &push_scope(repo), Idempotent::Yes, &|h| {
+                Ok(h.post(url.as_str()).header(reqwest::header::CONTENT_LENGTH, "0"))
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(status_error(ep, &format!("start upload of {d}"), resp).await);
+        }
+        resp.headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+            .ok_or_else(|| Error::Registry(format!("registry {}: upload started without a Location", ep.registry)))
     }
 
     async fn put_manifest(

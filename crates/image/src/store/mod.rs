@@ -118,9 +118,7 @@ impl Store {
         })?;
         let got = Digest::of(&data);
         if &got != d {
-            return Err(Error::DigestMismatch(format!(
-                "blob {d} in the store is corrupt (its content hashes to {got}); remove it with `berth image prune` and pull again"
-            )));
+            return Err(self.drop_corrupt_blob(d, &got));
         }
         Ok(data)
     }
@@ -132,11 +130,19 @@ impl Store {
         std::io::copy(&mut r, &mut std::io::sink()).ctx(|| format!("read blob {d}"))?;
         let (got, _) = r.finish();
         if &got != d {
-            return Err(Error::DigestMismatch(format!(
-                "blob {d} is corrupt (hashes to {got})"
-            )));
+            return Err(self.drop_corrupt_blob(d, &got));
         }
         Ok(())
+    }
+
+    /// Removes a blob found corrupt, so that the next pull or load fetches it again
+    /// (everything else skips blobs that are present); returns the error to report.
+    fn drop_corrupt_blob(&self, d: &Digest, got: &Digest) -> Error {
+        let removed = std::fs::remove_file(self.blob_path(d)).is_ok();
+        Error::DigestMismatch(format!(
+            "blob {d} in the store is corrupt (its content hashes to {got}){}; pull or load the image again",
+            if removed { " and was removed" } else { "" }
+        ))
     }
 
     /// Starts writing a new blob.
