@@ -197,6 +197,10 @@ pub struct ImportArgs {
     reference: Option<String>,
 }
 
+fn platform_opt(p: &Option<String>) -> anyhow::Result<Option<Platform>> {
+    p.as_deref().map(str::parse::<Platform>).transpose().map_err(Into::into)
+}
+
 fn platform(p: &Option<String>) -> anyhow::Result<Platform> {
     Ok(match p {
         Some(s) => s.parse()?,
@@ -343,10 +347,10 @@ pub fn apply_template(v: &Value, tmpl: &str) -> anyhow::Result<String> {
 
 fn inspect(ctx: &Ctx, a: InspectArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let p = platform(&a.platform)?;
+    let p = platform_opt(&a.platform)?;
     let mut all = Vec::new();
     for i in &a.images {
-        all.push(store.inspect(i, &p)?);
+        all.push(store.inspect(i, p.as_ref())?);
     }
     match &a.format {
         Some(f) => {
@@ -362,7 +366,7 @@ fn inspect(ctx: &Ctx, a: InspectArgs) -> anyhow::Result<()> {
 /// `berth history`.
 pub fn history(ctx: &Ctx, a: HistoryArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let rows = store.history(&a.image, &Platform::host())?;
+    let rows = store.history(&a.image, None)?;
     if a.quiet {
         for r in rows {
             println!("{}", r.id);
@@ -409,7 +413,12 @@ pub fn rm(ctx: &Ctx, a: RmArgs) -> anyhow::Result<()> {
             }
         }
     }
-    store.prune()?;
+    // Space is reclaimed now if the store is idle; never wait for a running pull.
+    match store.try_prune() {
+        Ok(Some(_)) => {}
+        Ok(None) => eprintln!("note: the store is busy; `berth image prune` reclaims the space later"),
+        Err(e) => eprintln!("warning: reclaiming space failed ({e}); `berth image prune` retries"),
+    }
     if !failed.is_empty() {
         bail!("{} of {} images not removed", failed.len(), a.images.len());
     }
@@ -531,7 +540,7 @@ impl Output {
 
 fn export(ctx: &Ctx, a: ExportArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let img = store.resolve(&a.image, &platform(&a.platform)?)?;
+    let img = store.resolve_for(&a.image, platform_opt(&a.platform)?.as_ref())?;
     let mut out = Output::open(&a.output, "a tar archive")?;
     store.export_image(&img, out.writer())?;
     out.finish()

@@ -79,7 +79,7 @@ pub fn run(ctx: &Ctx, c: RootfsCommand) -> anyhow::Result<()> {
                 "copy" => Snapshotter::Copy,
                 other => anyhow::bail!("--snapshotter {other:?}: use auto, overlay or copy"),
             };
-            let img = store.resolve(&a.image, &Platform::host())?;
+            let img = store.resolve_stored(&a.image)?;
             let short: String = a.id.chars().take(12).collect();
             let hostname = format!("{}\n", a.hostname.as_deref().unwrap_or(&short));
             let hosts = format!(

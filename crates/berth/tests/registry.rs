@@ -381,3 +381,40 @@ fn disk_full_mid_pull() {
         .is_none());
     // Env's drop unmounts the tmpfs.
 }
+
+#[test]
+fn multi_platform_push_and_pull_of_another_platform() {
+    let reg = Registry::start(Auth::None, false);
+    let env = Env::new();
+    let dir = env.path("multi");
+    write_layout(
+        &dir,
+        &[
+            LayoutImage { name: None, arch: "arm64".into(), layers: vec![busybox_tar(), layer_with("etc/arch", b"arm64")], media_type: None },
+            LayoutImage { name: None, arch: "amd64".into(), layers: vec![busybox_tar(), layer_with("etc/arch", b"amd64")], media_type: None },
+        ],
+    );
+    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let inner = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index["manifests"]})).unwrap();
+    let d = sha(&inner);
+    std::fs::write(dir.join("blobs/sha256").join(&d[7..]), &inner).unwrap();
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": inner.len(), "annotations": {"io.containerd.image.name": "localhost/multi:1"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    env.ok(&["load", "-i", dir.to_str().unwrap()]);
+    let dest = format!("{}/multi:1", reg.host);
+    let out = env.ok(&["push", "multi:1", &dest]);
+    assert!(out.contains(&d), "the whole index is pushed: {out}");
+
+    // Only the arm64 image is pulled; berth still lists, prepares and keeps it.
+    let env2 = Env::new();
+    env2.ok(&["pull", "--platform", "linux/arm64", &dest]);
+    assert_eq!(env2.image_names(), [dest.clone()]);
+    let arch = env2.ok(&["image", "inspect", "-f", "{{.Architecture}}", &dest]);
+    assert_eq!(arch.trim(), "arm64");
+    let snaps = env2.snapshot_entries().len();
+    env2.ok(&["image", "prune"]);
+    assert_eq!(env2.snapshot_entries().len(), snaps, "prune keeps the pulled platform's layers");
+    let r = env2.ok(&["rootfs", "prepare", "a", &dest]).trim().to_string();
+    assert_eq!(std::fs::read_to_string(std::path::Path::new(&r).join("etc/arch")).unwrap(), "arm64");
+    env2.ok(&["rootfs", "rm", "a"]);
+}

@@ -178,7 +178,9 @@ impl Store {
                 if size <= SMALL {
                     r.read_to_end(&mut buf)
                         .ctx(|| format!("read {}", path.display()))?;
-                    files.small.insert(path.clone(), buf);
+                    if buf.first() == Some(&b'{') {
+                        files.small.insert(path.clone(), buf);
+                    }
                 } else {
                     std::io::copy(&mut r, &mut std::io::sink())
                         .ctx(|| format!("read {}", path.display()))?;
@@ -198,6 +200,10 @@ impl Store {
                 break;
             }
             ingest.write_all(&buf[..n]).ctx(|| "write blob")?;
+            // Only JSON documents (manifests, configs) are needed in memory, not layers.
+            if keep.as_ref().is_some_and(|k| k.is_empty()) && buf[0] != b'{' {
+                keep = None;
+            }
             if let Some(k) = keep.as_mut() {
                 k.extend_from_slice(&buf[..n]);
             }

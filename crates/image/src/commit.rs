@@ -73,6 +73,30 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// Applies `--change` values to an image's `config` as docker does: `Env` entries
+/// replace the variable of the same name and add the rest, maps (`Labels`,
+/// `ExposedPorts`, `Volumes`) gain keys, everything else is replaced.
+fn apply_changes(config: &mut Value, changes: &serde_json::Map<String, Value>) {
+    for (k, v) in changes {
+        match (k.as_str(), config.get_mut(k), v) {
+            ("Env", Some(Value::Array(old)), Value::Array(new)) => {
+                for n in new {
+                    let name = n.as_str().and_then(|s| s.split('=').next()).unwrap_or("");
+                    let same = |o: &Value| o.as_str().and_then(|s| s.split('=').next()) == Some(name);
+                    match old.iter_mut().find(|o| same(o)) {
+                        Some(o) => *o = n.clone(),
+                        None => old.push(n.clone()),
+                    }
+                }
+            }
+            (_, Some(Value::Object(old)), Value::Object(new)) => {
+                old.extend(new.iter().map(|(a, b)| (a.clone(), b.clone())));
+            }
+            _ => config[k] = v.clone(),
+        }
+    }
+}
+
 impl Store {
     /// Writes a gzip-compressed layer blob from a tar producer; returns its digests.
     pub fn store_layer(
@@ -153,9 +177,7 @@ impl Store {
             if !config.get("config").is_some_and(|c| c.is_object()) {
                 config["config"] = json!({});
             }
-            for (k, v) in &opts.config_changes {
-                config["config"][k] = v.clone();
-            }
+            apply_changes(&mut config["config"], &opts.config_changes);
         }
         let mut layers: Vec<Descriptor> = base
             .manifest
@@ -201,9 +223,7 @@ impl Store {
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
             "history": [{"created": now, "created_by": opts.created_by, "comment": opts.comment.clone().unwrap_or_default()}],
         });
-        for (k, v) in &opts.config_changes {
-            config["config"][k] = v.clone();
-        }
+        apply_changes(&mut config["config"], &opts.config_changes);
         let layers = vec![oci::descriptor(
             Compression::Gzip.oci_media_type(),
             &layer.blob,
@@ -216,6 +236,16 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_merge_like_docker() {
+        let mut c = json!({"Env": ["PATH=/bin", "A=1"], "Labels": {"x": "1"}, "Cmd": ["sh"]});
+        let ch = json!({"Env": ["A=2", "B=3"], "Labels": {"y": "2"}, "Cmd": ["ls"]});
+        apply_changes(&mut c, ch.as_object().unwrap());
+        assert_eq!(c["Env"], json!(["PATH=/bin", "A=2", "B=3"]));
+        assert_eq!(c["Labels"], json!({"x": "1", "y": "2"}));
+        assert_eq!(c["Cmd"], json!(["ls"]));
+    }
 
     #[test]
     fn formats_times() {

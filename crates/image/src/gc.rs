@@ -72,7 +72,7 @@ impl Store {
                          chains: &mut HashSet<Digest>|
          -> Result<()> {
             blobs.extend(self.referenced_blobs(top)?);
-            if let Ok(img) = self.resolve_digest(top, &host) {
+            if let Ok(img) = self.resolve_digest(top, &host).or_else(|_| self.resolve_stored_digest(top)) {
                 chains.extend(img.chain_ids);
             }
             Ok(())
@@ -96,6 +96,19 @@ impl Store {
     /// pulls and unpacks left behind.
     pub fn prune(&self) -> Result<PruneReport> {
         let _lock = self.exclusive_lock()?;
+        self.prune_locked()
+    }
+
+    /// [`Store::prune`] if the store is idle; `None` when a pull, load or unpack holds
+    /// it (what they would leave is collected by a later prune).
+    pub fn try_prune(&self) -> Result<Option<PruneReport>> {
+        match self.try_exclusive_lock()? {
+            Some(_lock) => self.prune_locked().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn prune_locked(&self) -> Result<PruneReport> {
         let (live_blobs, live_chains) = self.live_sets()?;
         let mut report = PruneReport::default();
         let blob_dir = self.root().join("blobs/sha256");
@@ -197,7 +210,7 @@ impl Store {
     /// The containers whose rootfs comes from the image `top` points to.
     fn users_of(&self, top: &Digest) -> Result<Vec<String>> {
         let mut manifests = vec![top.clone()];
-        if let Ok(img) = self.resolve_digest(top, &Platform::host()) {
+        if let Ok(img) = self.resolve_stored_digest(top) {
             manifests.push(img.manifest_digest);
         }
         Ok(self

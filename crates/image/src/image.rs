@@ -139,6 +139,46 @@ impl Store {
         Ok(r)
     }
 
+    /// Resolves a name/ID for the host platform or, for an index pulled for another
+    /// platform (`pull --platform`), the first platform whose image is in the store.
+    pub fn resolve_stored(&self, what: &str) -> Result<ResolvedImage> {
+        let rec = self.find_image(what)?;
+        let mut r = self.resolve_stored_digest(&rec.digest)?;
+        r.name = Some(rec.name);
+        Ok(r)
+    }
+
+    /// [`Store::resolve`] for a platform that was asked for, else [`Store::resolve_stored`].
+    pub fn resolve_for(&self, what: &str, platform: Option<&Platform>) -> Result<ResolvedImage> {
+        match platform {
+            Some(p) => self.resolve(what, p),
+            None => self.resolve_stored(what),
+        }
+    }
+
+    /// [`Store::resolve_stored`] for a top-level digest.
+    pub fn resolve_stored_digest(&self, top: &Digest) -> Result<ResolvedImage> {
+        let host = self.resolve_digest(top, &Platform::host());
+        let Err(first_err) = host else { return host };
+        let Ok(Parsed::Index(idx)) = self.read_blob(top).and_then(|b| oci::parse_manifest(&b, None)) else {
+            return Err(first_err);
+        };
+        for d in idx.manifests() {
+            let Some(p) = d.platform() else { continue };
+            let platform = Platform {
+                os: p.os().to_string(),
+                arch: p.architecture().to_string(),
+                variant: p.variant().clone(),
+            };
+            if let Ok(r) = self.resolve_digest(top, &platform) {
+                if self.has_blob(&r.config_digest) {
+                    return Ok(r);
+                }
+            }
+        }
+        Err(first_err)
+    }
+
     /// Resolves a manifest or index digest for a platform.
     pub fn resolve_digest(&self, digest: &Digest, platform: &Platform) -> Result<ResolvedImage> {
         let bytes = self.read_blob(digest)?;

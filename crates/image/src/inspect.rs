@@ -106,10 +106,9 @@ impl Store {
 
     /// The rows of `berth images`.
     pub fn summaries(&self) -> Result<Vec<ImageSummary>> {
-        let host = Platform::host();
         let mut out = Vec::new();
         for rec in self.images()? {
-            let Ok(img) = self.resolve_record(&rec, &host) else {
+            let Ok(img) = self.resolve_stored_digest(&rec.digest) else {
                 continue;
             };
             let (repository, tag) = repo_tag(&rec);
@@ -131,9 +130,9 @@ impl Store {
     }
 
     /// `docker image inspect` output for one image.
-    pub fn inspect(&self, what: &str, platform: &Platform) -> Result<Value> {
+    pub fn inspect(&self, what: &str, platform: Option<&Platform>) -> Result<Value> {
         let rec = self.find_image(what)?;
-        let img = self.resolve_record(&rec, platform)?;
+        let img = self.resolve_for(what, platform)?;
         let mut tags = Vec::new();
         let mut digests = Vec::new();
         for r in self.images()? {
@@ -193,8 +192,8 @@ impl Store {
     }
 
     /// `docker image history` rows, newest first.
-    pub fn history(&self, what: &str, platform: &Platform) -> Result<Vec<HistoryRow>> {
-        let img = self.resolve(what, platform)?;
+    pub fn history(&self, what: &str, platform: Option<&Platform>) -> Result<Vec<HistoryRow>> {
+        let img = self.resolve_for(what, platform)?;
         let sizes = self.layer_sizes(&img);
         let mut layer = 0;
         let mut rows = Vec::new();

@@ -172,8 +172,8 @@ mod tests {
 
     #[test]
     fn docker_hub_defaults() {
-        let r: Reference = "index.docker.io/library/busybox".parse().unwrap();
-        assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
+        let hub: Reference = "index.docker.io/library/busybox".parse().unwrap();
+        assert_eq!(hub.to_string(), "docker.io/library/busybox:latest");
         let x = r("busybox");
         assert_eq!(x.to_string(), "docker.io/library/busybox:latest");
         assert_eq!(x.familiar_name(), "busybox");

@@ -77,6 +77,15 @@ impl Store {
         self.lock(rustix::fs::FlockOperation::LockShared)
     }
 
+    /// The exclusive lock if nobody holds the store, else `None` (no waiting).
+    pub fn try_exclusive_lock(&self) -> Result<Option<StoreLock>> {
+        match self.lock(rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Taken by garbage collection.
     pub fn exclusive_lock(&self) -> Result<StoreLock> {
         self.lock(rustix::fs::FlockOperation::LockExclusive)
