@@ -198,7 +198,10 @@ pub struct ImportArgs {
 }
 
 fn platform_opt(p: &Option<String>) -> anyhow::Result<Option<Platform>> {
-    p.as_deref().map(str::parse::<Platform>).transpose().map_err(Into::into)
+    p.as_deref()
+        .map(str::parse::<Platform>)
+        .transpose()
+        .map_err(Into::into)
 }
 
 fn platform(p: &Option<String>) -> anyhow::Result<Platform> {
@@ -416,7 +419,9 @@ pub fn rm(ctx: &Ctx, a: RmArgs) -> anyhow::Result<()> {
     // Space is reclaimed now if the store is idle; never wait for a running pull.
     match store.try_prune() {
         Ok(Some(_)) => {}
-        Ok(None) => eprintln!("note: the store is busy; `berth image prune` reclaims the space later"),
+        Ok(None) => {
+            eprintln!("note: the store is busy; `berth image prune` reclaims the space later")
+        }
         Err(e) => eprintln!("warning: reclaiming space failed ({e}); `berth image prune` retries"),
     }
     if !failed.is_empty() {
@@ -507,12 +512,18 @@ impl Output {
                     .prefix(".berth-save-")
                     .tempfile_in(&dir)
                     .with_context(|| format!("create a file in {}", dir.display()))?;
-                Ok(Output::File(std::io::BufWriter::with_capacity(1 << 20, tmp), p.clone()))
+                Ok(Output::File(
+                    std::io::BufWriter::with_capacity(1 << 20, tmp),
+                    p.clone(),
+                ))
             }
             None if std::io::stdout().is_terminal() => {
                 bail!("refusing to write {what} to a terminal: use -o FILE or redirect the output")
             }
-            None => Ok(Output::Stdout(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))),
+            None => Ok(Output::Stdout(std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::io::stdout().lock(),
+            ))),
         }
     }
 
@@ -530,7 +541,8 @@ impl Output {
                 // Temporary files are private; an archive is as readable as any new file.
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;
-                tmp.persist(&dest).with_context(|| format!("write {}", dest.display()))?;
+                tmp.persist(&dest)
+                    .with_context(|| format!("write {}", dest.display()))?;
             }
             Output::Stdout(mut w) => w.flush()?,
         }

@@ -219,7 +219,10 @@ pub fn logout(a: LogoutArgs) -> anyhow::Result<()> {
 
 /// `https://host:port/` (as docker accepts) → `host:port`.
 fn registry_host(r: &str) -> String {
-    let r = r.strip_prefix("https://").or_else(|| r.strip_prefix("http://")).unwrap_or(r);
+    let r = r
+        .strip_prefix("https://")
+        .or_else(|| r.strip_prefix("http://"))
+        .unwrap_or(r);
     let host = r.split('/').next().unwrap_or(r);
     match host {
         "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),

@@ -623,10 +623,24 @@ fn copy_mode_init_files_stay_inside_the_rootfs() {
     let mut b = tar::Builder::new(Vec::new());
     symlink(&mut b, "etc", outside.to_str().unwrap());
     let dir = env.path("evil");
-    write_layout(&dir, &[LayoutImage { name: Some("localhost/evil:1".into()), arch: "amd64".into(), layers: vec![busybox_tar(), b.into_inner().unwrap()], media_type: None }]);
+    write_layout(
+        &dir,
+        &[LayoutImage {
+            name: Some("localhost/evil:1".into()),
+            arch: "amd64".into(),
+            layers: vec![busybox_tar(), b.into_inner().unwrap()],
+            media_type: None,
+        }],
+    );
     env.ok(&["load", "-q", "-i", dir.to_str().unwrap()]);
-    let r = env.ok(&["rootfs", "prepare", "--snapshotter", "copy", "ev", "evil:1"]).trim().to_string();
-    assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "nothing written through the symlink");
+    let r = env
+        .ok(&["rootfs", "prepare", "--snapshotter", "copy", "ev", "evil:1"])
+        .trim()
+        .to_string();
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing written through the symlink"
+    );
     // As with overlay, the init layer's /etc directory covers the image's symlink.
     let etc = std::path::Path::new(&r).join("etc");
     assert!(etc.symlink_metadata().unwrap().is_dir());

@@ -390,11 +390,22 @@ fn multi_platform_push_and_pull_of_another_platform() {
     write_layout(
         &dir,
         &[
-            LayoutImage { name: None, arch: "arm64".into(), layers: vec![busybox_tar(), layer_with("etc/arch", b"arm64")], media_type: None },
-            LayoutImage { name: None, arch: "amd64".into(), layers: vec![busybox_tar(), layer_with("etc/arch", b"amd64")], media_type: None },
+            LayoutImage {
+                name: None,
+                arch: "arm64".into(),
+                layers: vec![busybox_tar(), layer_with("etc/arch", b"arm64")],
+                media_type: None,
+            },
+            LayoutImage {
+                name: None,
+                arch: "amd64".into(),
+                layers: vec![busybox_tar(), layer_with("etc/arch", b"amd64")],
+                media_type: None,
+            },
         ],
     );
-    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let inner = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index["manifests"]})).unwrap();
     let d = sha(&inner);
     std::fs::write(dir.join("blobs/sha256").join(&d[7..]), &inner).unwrap();
@@ -413,8 +424,45 @@ fn multi_platform_push_and_pull_of_another_platform() {
     assert_eq!(arch.trim(), "arm64");
     let snaps = env2.snapshot_entries().len();
     env2.ok(&["image", "prune"]);
-    assert_eq!(env2.snapshot_entries().len(), snaps, "prune keeps the pulled platform's layers");
-    let r = env2.ok(&["rootfs", "prepare", "a", &dest]).trim().to_string();
-    assert_eq!(std::fs::read_to_string(std::path::Path::new(&r).join("etc/arch")).unwrap(), "arm64");
+    assert_eq!(
+        env2.snapshot_entries().len(),
+        snaps,
+        "prune keeps the pulled platform's layers"
+    );
+    let r = env2
+        .ok(&["rootfs", "prepare", "a", &dest])
+        .trim()
+        .to_string();
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(&r).join("etc/arch")).unwrap(),
+        "arm64"
+    );
     env2.ok(&["rootfs", "rm", "a"]);
+}
+
+#[test]
+fn a_blob_corrupted_in_the_store_is_repaired_by_pulling_again() {
+    let reg = Registry::start(Auth::None, false);
+    let env = Env::new();
+    multi_layer_image(&env, "localhost/fix:1", 200_000);
+    let dest = format!("{}/fix:1", reg.host);
+    env.ok(&["push", "fix:1", &dest]);
+    let env2 = Env::new();
+    env2.ok(&["pull", "--no-unpack", &dest]);
+    // Damage the largest blob on disk.
+    let blobs = env2.root().join("image/blobs/sha256");
+    let victim = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
+    let mut data = std::fs::read(&victim).unwrap();
+    let n = data.len();
+    data[n / 3] ^= 0xff;
+    std::fs::write(&victim, data).unwrap();
+    let e = env2.fails(&["rootfs", "prepare", "x", &dest]);
+    assert!(e.contains("corrupt") && e.contains("removed"), "{e}");
+    env2.ok(&["pull", "--no-unpack", &dest]);
+    check_pulled(&env2, &dest);
 }

@@ -804,9 +804,11 @@ fn blob_name(d: &Digest) -> String {
 
 fn write_layout_docs(w: &mut dyn Sink, manifests: Vec<Descriptor>) -> Result<()> {
     let name = |d: &Descriptor| {
-        d.annotations()
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_IMAGE_NAME).or_else(|| a.get(ANNOTATION_REF_NAME)).cloned())
+        d.annotations().as_ref().and_then(|a| {
+            a.get(ANNOTATION_IMAGE_NAME)
+                .or_else(|| a.get(ANNOTATION_REF_NAME))
+                .cloned()
+        })
     };
     let mut all: Vec<Descriptor> = w
         .kept()

@@ -82,7 +82,8 @@ fn apply_changes(config: &mut Value, changes: &serde_json::Map<String, Value>) {
             ("Env", Some(Value::Array(old)), Value::Array(new)) => {
                 for n in new {
                     let name = n.as_str().and_then(|s| s.split('=').next()).unwrap_or("");
-                    let same = |o: &Value| o.as_str().and_then(|s| s.split('=').next()) == Some(name);
+                    let same =
+                        |o: &Value| o.as_str().and_then(|s| s.split('=').next()) == Some(name);
                     match old.iter_mut().find(|o| same(o)) {
                         Some(o) => *o = n.clone(),
                         None => old.push(n.clone()),

@@ -72,7 +72,10 @@ impl Store {
                          chains: &mut HashSet<Digest>|
          -> Result<()> {
             blobs.extend(self.referenced_blobs(top)?);
-            if let Ok(img) = self.resolve_digest(top, &host).or_else(|_| self.resolve_stored_digest(top)) {
+            if let Ok(img) = self
+                .resolve_digest(top, &host)
+                .or_else(|_| self.resolve_stored_digest(top))
+            {
                 chains.extend(img.chain_ids);
             }
             Ok(())

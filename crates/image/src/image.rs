@@ -160,7 +160,10 @@ impl Store {
     pub fn resolve_stored_digest(&self, top: &Digest) -> Result<ResolvedImage> {
         let host = self.resolve_digest(top, &Platform::host());
         let Err(first_err) = host else { return host };
-        let Ok(Parsed::Index(idx)) = self.read_blob(top).and_then(|b| oci::parse_manifest(&b, None)) else {
+        let Ok(Parsed::Index(idx)) = self
+            .read_blob(top)
+            .and_then(|b| oci::parse_manifest(&b, None))
+        else {
             return Err(first_err);
         };
         for d in idx.manifests() {

@@ -119,7 +119,11 @@ impl Store {
     /// Unpacks a (compressed) layer stream into a temporary snapshot directory; nothing
     /// is in place until [`Store::install_layer_at`] has checked it. A pull feeds this
     /// while the blob is still arriving.
-    pub(crate) fn unpack_to_tmp(&self, blob: &Digest, compressed: impl std::io::Read) -> Result<PendingSnapshot> {
+    pub(crate) fn unpack_to_tmp(
+        &self,
+        blob: &Digest,
+        compressed: impl std::io::Read,
+    ) -> Result<PendingSnapshot> {
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(self.root().join("s"))
@@ -141,7 +145,13 @@ impl Store {
     }
 
     /// Checks a pending snapshot against the diff ID and moves it to `dest`.
-    fn install(&self, pending: PendingSnapshot, blob: &Digest, diff_id: &Digest, dest: &Path) -> Result<u64> {
+    fn install(
+        &self,
+        pending: PendingSnapshot,
+        blob: &Digest,
+        diff_id: &Digest,
+        dest: &Path,
+    ) -> Result<u64> {
         if &pending.diff_id != diff_id {
             return Err(Error::DigestMismatch(format!(
                 "layer {blob}: its uncompressed content hashes to {}, but the image config says {diff_id}",
@@ -155,7 +165,10 @@ impl Store {
             Err(_) if dest.exists() => remove_tree(&tmp_path)?,
             Err(e) => {
                 let _ = remove_tree(&tmp_path);
-                return Err(Error::io(format!("move snapshot into {}", dest.display()), e));
+                return Err(Error::io(
+                    format!("move snapshot into {}", dest.display()),
+                    e,
+                ));
             }
         }
         Ok(pending.bytes)
@@ -171,12 +184,17 @@ impl Store {
 
     /// Puts a layer unpacked by [`Store::unpack_to_tmp`] in place as layer `i` of an
     /// image (after checking its diff ID); returns the snapshot id.
-    pub(crate) fn install_layer_at(&self, img: &ResolvedImage, i: usize, pending: PendingSnapshot) -> Result<i64> {
+    pub(crate) fn install_layer_at(
+        &self,
+        img: &ResolvedImage,
+        i: usize,
+        pending: PendingSnapshot,
+    ) -> Result<i64> {
         let _lock = self.shared_lock()?;
         let layers = img.layers()?;
-        let (blob, _, _, diff_id) = layers
-            .get(i)
-            .ok_or_else(|| Error::invalid(format!("image {} has no layer {i}", img.manifest_digest)))?;
+        let (blob, _, _, diff_id) = layers.get(i).ok_or_else(|| {
+            Error::invalid(format!("image {} has no layer {i}", img.manifest_digest))
+        })?;
         let parent = i.checked_sub(1).map(|p| &img.chain_ids[p]);
         let id = self.reserve_snapshot(&img.chain_ids[i], parent, diff_id)?;
         let dir = self.snapshot_dir(id);
@@ -384,7 +402,11 @@ fn init_tar(rootfs: &Path, files: &[(&str, &[u8])]) -> Result<Vec<u8>> {
     let mut dirs = std::collections::BTreeSet::new();
     for (path, _) in files {
         let rel = Path::new(path.trim_start_matches('/'));
-        let mut parents: Vec<&Path> = rel.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()).collect();
+        let mut parents: Vec<&Path> = rel
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .collect();
         parents.reverse();
         // As in the overlay, where the init layer's directories cover what is below:
         // a parent that is not a real directory (missing, or a symlink) becomes one,
@@ -410,8 +432,12 @@ fn init_tar(rootfs: &Path, files: &[(&str, &[u8])]) -> Result<Vec<u8>> {
     }
     for (path, content) in files {
         let rel = path.trim_start_matches('/');
-        b.append_data(&mut header(tar::EntryType::Regular, 0o644, content.len() as u64), rel, *content)
-            .ctx(|| "build the init layer")?;
+        b.append_data(
+            &mut header(tar::EntryType::Regular, 0o644, content.len() as u64),
+            rel,
+            *content,
+        )
+        .ctx(|| "build the init layer")?;
     }
     b.into_inner().ctx(|| "build the init layer")
 }

@@ -96,7 +96,10 @@ fn is_local(registry: &str) -> bool {
         _ => registry,
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Which request is retried and how often.
@@ -209,9 +212,13 @@ impl Client {
         let mut attempt = 0;
         let mut reauthed = false;
         loop {
-            let mut req = make(&ep.http)?
-                .build()
-                .map_err(|e| Error::Registry(format!("registry {}: bad request: {}", ep.registry, chain(&e))))?;
+            let mut req = make(&ep.http)?.build().map_err(|e| {
+                Error::Registry(format!(
+                    "registry {}: bad request: {}",
+                    ep.registry,
+                    chain(&e)
+                ))
+            })?;
             // Credentials only go to the registry itself (scheme, host and port), never to
             // a Location elsewhere; reqwest also drops them on cross-host redirects.
             if same_origin(req.url(), &ep.base) {
@@ -226,7 +233,8 @@ impl Client {
                     (None, true, Some(c)) => Some(auth::basic_header(c)),
                     _ => None,
                 };
-                if let Some(v) = value.and_then(|v| reqwest::header::HeaderValue::from_str(&v).ok()) {
+                if let Some(v) = value.and_then(|v| reqwest::header::HeaderValue::from_str(&v).ok())
+                {
                     req.headers_mut().insert(reqwest::header::AUTHORIZATION, v);
                 }
             }
@@ -404,7 +412,9 @@ impl Client {
 /// Whether `url` has the scheme, host and port of `base`.
 fn same_origin(url: &reqwest::Url, base: &str) -> bool {
     reqwest::Url::parse(base).is_ok_and(|b| {
-        b.scheme() == url.scheme() && b.host_str() == url.host_str() && b.port_or_known_default() == url.port_or_known_default()
+        b.scheme() == url.scheme()
+            && b.host_str() == url.host_str()
+            && b.port_or_known_default() == url.port_or_known_default()
     })
 }
 

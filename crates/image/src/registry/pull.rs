@@ -18,8 +18,17 @@ use crate::store::Store;
 
 /// The first byte of a 206 response's `Content-Range: bytes START-END/TOTAL`.
 fn range_start(resp: &reqwest::Response) -> Option<u64> {
-    let v = resp.headers().get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
-    v.strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
+    let v = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    v.strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Feeds a blob's bytes, as they arrive, to an unpacker on a blocking thread.
@@ -351,15 +360,29 @@ impl Client {
                     let (tx, rx) = tokio::sync::mpsc::channel(64);
                     let s = store.clone();
                     let b = blob.clone();
-                    let reader = ChannelReader { rx, cur: Vec::new(), pos: 0 };
-                    (Some(tx), Some(tokio::task::spawn_blocking(move || s.unpack_to_tmp(&b, reader))))
+                    let reader = ChannelReader {
+                        rx,
+                        cur: Vec::new(),
+                        pos: 0,
+                    };
+                    (
+                        Some(tx),
+                        Some(tokio::task::spawn_blocking(move || {
+                            s.unpack_to_tmp(&b, reader)
+                        })),
+                    )
                 } else {
                     (None, None)
                 };
                 let bar = progress.bar(&format!("Copying blob {}", blob.short()), *size);
-                let fetched = self.fetch_blob(&ep, &store, repo, blob, *size, &bar, tee).await;
+                let fetched = self
+                    .fetch_blob(&ep, &store, repo, blob, *size, &bar, tee)
+                    .await;
                 let pending = match unpacker {
-                    Some(h) => Some(h.await.map_err(|e| Error::invalid(format!("unpack task failed: {e}")))?),
+                    Some(h) => Some(
+                        h.await
+                            .map_err(|e| Error::invalid(format!("unpack task failed: {e}")))?,
+                    ),
                     None => None,
                 };
                 fetched?;

@@ -130,7 +130,8 @@ impl Client {
         let url = format!("{}/v2/{repo}/blobs/uploads/", ep.base);
         let resp = self
             .send(ep, &push_scope(repo), Idempotent::Yes, &|h| {
-                Ok(h.post(url.as_str()).header(reqwest::header::CONTENT_LENGTH, "0"))
+                Ok(h.post(url.as_str())
+                    .header(reqwest::header::CONTENT_LENGTH, "0"))
             })
             .await?;
         if resp.status() != StatusCode::ACCEPTED {
@@ -140,7 +141,12 @@ impl Client {
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(String::from)
-            .ok_or_else(|| Error::Registry(format!("registry {}: upload started without a Location", ep.registry)))
+            .ok_or_else(|| {
+                Error::Registry(format!(
+                    "registry {}: upload started without a Location",
+                    ep.registry
+                ))
+            })
     }
 
     async fn put_manifest(
