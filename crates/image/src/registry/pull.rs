@@ -168,8 +168,7 @@ impl Client {
         ep: &Endpoint,
         store: &Store,
         repo: &str,
-        digest: &Digest,
-        size: u64,
+        (digest, size): (&Digest, u64),
         bar: &crate::progress::Bar,
         mut tee: Option<Tee>,
     ) -> Result<()> {
@@ -319,8 +318,15 @@ impl Client {
                 &format!("Copying config {}", config_digest.short()),
                 config.size(),
             );
-            self.fetch_blob(&ep, store, repo, &config_digest, config.size(), &bar, None)
-                .await?;
+            self.fetch_blob(
+                &ep,
+                store,
+                repo,
+                (&config_digest, config.size()),
+                &bar,
+                None,
+            )
+            .await?;
             bar.finish("done");
             downloaded = true;
         }
@@ -376,7 +382,7 @@ impl Client {
                 };
                 let bar = progress.bar(&format!("Copying blob {}", blob.short()), *size);
                 let fetched = self
-                    .fetch_blob(&ep, &store, repo, blob, *size, &bar, tee)
+                    .fetch_blob(&ep, &store, repo, (blob, *size), &bar, tee)
                     .await;
                 let pending = match unpacker {
                     Some(h) => Some(

@@ -88,7 +88,6 @@ impl Client {
         let size = std::fs::metadata(&path)
             .ctx(|| format!("stat blob {d}"))?
             .len();
-        let mut location = location;
         let mut attempt = 0;
         loop {
             let loc = match location.take() {
