@@ -419,7 +419,7 @@ fn multi_platform_push_and_pull_of_another_platform() {
     // Only the arm64 image is pulled; berth still lists, prepares and keeps it.
     let env2 = Env::new();
     env2.ok(&["pull", "--platform", "linux/arm64", &dest]);
-    assert_eq!(env2.image_names(), [dest.clone()]);
+    assert_eq!(env2.image_names(), std::slice::from_ref(&dest));
     let arch = env2.ok(&["image", "inspect", "-f", "{{.Architecture}}", &dest]);
     assert_eq!(arch.trim(), "arm64");
     let snaps = env2.snapshot_entries().len();
