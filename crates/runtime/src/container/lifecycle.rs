@@ -21,6 +21,15 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
         return Err(wrong_state(id, "start", status));
     }
     let fifo_path = c.dir.join(state::EXEC_FIFO);
+    // A read end opened before our write end: once every writer is gone (ours, and the
+    // init's, which closes at exec), it reports a hang-up. That is how `start` knows the
+    // user program runs before it runs the poststart hooks, as the spec orders.
+    let watch = rustix::fs::open(
+        &fifo_path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ctx(|| format!("open {}", fifo_path.display()))?;
     let fifo = rustix::fs::open(
         &fifo_path,
         rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
@@ -37,6 +46,7 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
     })?;
     rustix::io::write(&fifo, b"0").ctx(|| "signal the container to start")?;
     drop(fifo);
+    wait_for_exec(&watch)?;
     std::fs::remove_file(&fifo_path).ctx(|| format!("remove {}", fifo_path.display()))?;
     let spec = c.spec()?;
     if hooks::any(spec.hooks().as_ref(), Point::Poststart) {
@@ -44,6 +54,25 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
         hooks::run_warn(spec.hooks().as_ref(), Point::Poststart, &st);
     }
     Ok(())
+}
+
+/// Waits until the fifo has no writer left: the init executed the user program (or
+/// died). The byte `start` wrote is the init's to read, never ours.
+fn wait_for_exec(watch: &rustix::fd::OwnedFd) -> Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    loop {
+        let mut fds = [PollFd::new(watch, PollFlags::IN)];
+        match poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(Error::io("wait for the container's program to start", e)),
+        }
+        let rev = fds[0].revents();
+        if rev.contains(PollFlags::HUP) || rev.contains(PollFlags::ERR) {
+            return Ok(());
+        }
+        // Readable only: the init has not taken the byte yet.
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
 }
 
 /// `state`: the OCI state document.
