@@ -387,30 +387,7 @@ fn multi_platform_push_and_pull_of_another_platform() {
     let reg = Registry::start(Auth::None, false);
     let env = Env::new();
     let dir = env.path("multi");
-    write_layout(
-        &dir,
-        &[
-            LayoutImage {
-                name: None,
-                arch: "arm64".into(),
-                layers: vec![busybox_tar(), layer_with("etc/arch", b"arm64")],
-                media_type: None,
-            },
-            LayoutImage {
-                name: None,
-                arch: "amd64".into(),
-                layers: vec![busybox_tar(), layer_with("etc/arch", b"amd64")],
-                media_type: None,
-            },
-        ],
-    );
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let inner = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index["manifests"]})).unwrap();
-    let d = sha(&inner);
-    std::fs::write(dir.join("blobs/sha256").join(&d[7..]), &inner).unwrap();
-    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": inner.len(), "annotations": {"io.containerd.image.name": "localhost/multi:1"}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    let d = write_multi_platform_layout(&dir, "localhost/multi:1");
     env.ok(&["load", "-i", dir.to_str().unwrap()]);
     let dest = format!("{}/multi:1", reg.host);
     let out = env.ok(&["push", "multi:1", &dest]);

@@ -289,6 +289,37 @@ pub fn write_layout(dir: &Path, images: &[LayoutImage]) -> Vec<String> {
     digests
 }
 
+/// Writes a layout whose only entry is a multi-platform index named `name`, over an
+/// arm64 and an amd64 image (each with its architecture in /etc/arch); returns the
+/// index digest.
+pub fn write_multi_platform_layout(dir: &Path, name: &str) -> String {
+    write_layout(
+        dir,
+        &[
+            LayoutImage {
+                name: None,
+                arch: "arm64".into(),
+                layers: vec![busybox_tar(), layer_with("etc/arch", b"arm64")],
+                media_type: None,
+            },
+            LayoutImage {
+                name: None,
+                arch: "amd64".into(),
+                layers: vec![busybox_tar(), layer_with("etc/arch", b"amd64")],
+                media_type: None,
+            },
+        ],
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let inner = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index["manifests"]})).unwrap();
+    let d = sha(&inner);
+    std::fs::write(dir.join("blobs/sha256").join(&d[7..]), &inner).unwrap();
+    let top = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": inner.len(), "annotations": {"io.containerd.image.name": name}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    d
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
