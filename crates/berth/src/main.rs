@@ -1,8 +1,9 @@
-//! `berth`: the command line. Images today (pull, push, load, save, import, inspect,
-//! prune...); containers, networks and the cluster as they land.
+//! `berth`: the command line: containers (run, ps, logs, stop, rm...) and images (pull,
+//! push, load, save, import, inspect, prune...); networks and the cluster as they land.
 
 #![forbid(unsafe_code)]
 
+mod container_cmd;
 mod image_cmd;
 mod registry_cmd;
 mod rootfs_cmd;
@@ -33,6 +34,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create and start a container.
+    #[command(disable_help_flag = true)]
+    Run(container_cmd::RunArgs),
+    /// Create a container.
+    #[command(disable_help_flag = true)]
+    Create(container_cmd::CreateArgs),
+    /// Start containers.
+    Start(container_cmd::StartArgs),
+    /// Stop containers (stop signal, then SIGKILL).
+    Stop(container_cmd::StopArgs),
+    /// Restart containers.
+    Restart(container_cmd::StopArgs),
+    /// Send a signal to containers.
+    Kill(container_cmd::KillArgs),
+    /// Remove containers.
+    Rm(container_cmd::RmArgs),
+    /// List containers.
+    Ps(container_cmd::PsArgs),
+    /// Show a container's output.
+    Logs(container_cmd::LogsArgs),
+    /// Wait for containers to end and print their exit codes.
+    Wait(container_cmd::Names),
+    /// Show containers or images as JSON.
+    Inspect(container_cmd::InspectArgs),
+    /// The per-container monitor (started by berth itself).
+    #[command(name = "_monitor", hide = true)]
+    Monitor {
+        /// Container ID.
+        id: String,
+    },
     /// Manage images.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -82,32 +113,61 @@ impl Ctx {
 fn main() {
     let cli = Cli::parse();
     let ctx = Ctx { root: cli.root };
+    // The monitor is a small single-threaded process: no async runtime.
+    if let Command::Monitor { id } = &cli.command {
+        std::process::exit(container_cmd::monitor(&ctx.root, id));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let result = runtime.block_on(async move {
+    let result: anyhow::Result<i32> = runtime.block_on(async move {
+        let ok = |r: anyhow::Result<()>| r.map(|()| 0);
         match cli.command {
-            Command::Image(c) => image_cmd::run(&ctx, c).await,
-            Command::Images(a) => image_cmd::ls(&ctx, a),
-            Command::Pull(a) => registry_cmd::pull(&ctx, a).await,
-            Command::Push(a) => registry_cmd::push(&ctx, a).await,
-            Command::Login(a) => registry_cmd::login(a).await,
-            Command::Logout(a) => registry_cmd::logout(a),
-            Command::Load(a) => image_cmd::load(&ctx, a),
-            Command::Save(a) => image_cmd::save(&ctx, a),
-            Command::Import(a) => image_cmd::import(&ctx, a),
-            Command::Rmi(a) => image_cmd::rm(&ctx, a),
-            Command::Tag(a) => image_cmd::tag(&ctx, a),
-            Command::History(a) => image_cmd::history(&ctx, a),
-            Command::System(c) => image_cmd::system(&ctx, c),
-            Command::Rootfs(c) => rootfs_cmd::run(&ctx, c),
+            Command::Run(a) => container_cmd::run(&ctx, a).await,
+            Command::Create(a) => ok(container_cmd::create(&ctx, a)),
+            Command::Start(a) => container_cmd::start(&ctx, a).await,
+            Command::Stop(a) => ok(container_cmd::stop(&ctx, a)),
+            Command::Restart(a) => ok(container_cmd::restart(&ctx, a)),
+            Command::Kill(a) => ok(container_cmd::kill(&ctx, a)),
+            Command::Rm(a) => ok(container_cmd::rm(&ctx, a)),
+            Command::Ps(a) => ok(container_cmd::ps(&ctx, a)),
+            Command::Logs(a) => ok(container_cmd::logs(&ctx, a).await),
+            Command::Wait(a) => ok(container_cmd::wait(&ctx, a)),
+            Command::Inspect(a) => ok(container_cmd::inspect(&ctx, a)),
+            Command::Monitor { .. } => unreachable!("handled above"),
+            Command::Image(c) => ok(image_cmd::run(&ctx, c).await),
+            Command::Images(a) => ok(image_cmd::ls(&ctx, a)),
+            Command::Pull(a) => ok(registry_cmd::pull(&ctx, a).await),
+            Command::Push(a) => ok(registry_cmd::push(&ctx, a).await),
+            Command::Login(a) => ok(registry_cmd::login(a).await),
+            Command::Logout(a) => ok(registry_cmd::logout(a)),
+            Command::Load(a) => ok(image_cmd::load(&ctx, a)),
+            Command::Save(a) => ok(image_cmd::save(&ctx, a)),
+            Command::Import(a) => ok(image_cmd::import(&ctx, a)),
+            Command::Rmi(a) => ok(image_cmd::rm(&ctx, a)),
+            Command::Tag(a) => ok(image_cmd::tag(&ctx, a)),
+            Command::History(a) => ok(image_cmd::history(&ctx, a)),
+            Command::System(c) => ok(image_cmd::system(&ctx, c)),
+            Command::Rootfs(c) => ok(rootfs_cmd::run(&ctx, c)),
         }
     });
-    if let Err(e) = result {
-        eprintln!("Error: {e:#}");
-        // docker's exit status for errors of the tool itself.
-        std::process::exit(125);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            // docker's exit status for errors of the tool itself.
+            std::process::exit(125);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -1,0 +1,1017 @@
+//! `berth run`, `create`, `start`, `stop`, `kill`, `rm`, `ps`, `logs`, `wait`,
+//! `inspect`: containers from the command line, with docker's flags and output.
+
+use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use serde_json::{json, Value};
+
+use berth_engine::config::{parse_cpus, parse_size, MountSpec, RunConfig};
+use berth_engine::engine::State;
+use berth_engine::record::{read_json, ContainerRecord, ExitRecord};
+use berth_engine::Engine;
+use berth_image::inspect::{human_age, parse_time};
+
+use crate::table::Table;
+use crate::Ctx;
+
+/// Flags of `run` and `create` (docker's names).
+#[derive(Args, Clone)]
+pub struct CreateArgs {
+    /// Print help (-h is --hostname, as in docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Assign a name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the host's).
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long)]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Container hostname.
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    /// Bind mount or volume: HOST-PATH|NAME:CONTAINER-PATH[:ro|rw].
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// Mount: type=bind|tmpfs|volume,source=...,target=...[,readonly].
+    #[arg(long)]
+    mount: Vec<String>,
+    /// Mount a tmpfs: PATH[:OPTIONS].
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Read-only root filesystem.
+    #[arg(long)]
+    read_only: bool,
+    /// Network: none (default until bridge networking lands), host, container:NAME.
+    #[arg(long, alias = "network", default_value = "none")]
+    net: String,
+    /// PID namespace: host or container:NAME.
+    #[arg(long, default_value = "")]
+    pid: String,
+    /// IPC namespace: host, private or container:NAME.
+    #[arg(long, default_value = "")]
+    ipc: String,
+    /// UTS namespace: host.
+    #[arg(long, default_value = "")]
+    uts: String,
+    /// Number of CPUs (e.g. 0.5).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// CPU CFS period (µs).
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    /// CPU CFS quota (µs).
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_quota: Option<i64>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<u64>,
+    /// CPUs allowed (0-3, 0,1).
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// Memory limit (e.g. 256m).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited swap).
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Process limit (-1: unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Resource limit: NAME=SOFT[:HARD].
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// Add a capability.
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop a capability.
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// Give the container every capability and device, no seccomp or masked paths.
+    #[arg(long)]
+    privileged: bool,
+    /// Host device: HOST[:CONTAINER[:PERMS]].
+    #[arg(long)]
+    device: Vec<String>,
+    /// seccomp=unconfined|FILE, no-new-privileges.
+    #[arg(long)]
+    security_opt: Vec<String>,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// Run an init as pid 1.
+    #[arg(long)]
+    init: bool,
+    /// Signal to stop the container.
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Seconds to wait before killing at stop.
+    #[arg(long)]
+    stop_timeout: Option<u64>,
+    /// Label KEY=VALUE.
+    #[arg(short, long = "label")]
+    label: Vec<String>,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Keep stdin open.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Image.
+    image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Arguments of `run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    detach: bool,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+/// Arguments of `ps`.
+#[derive(Args)]
+pub struct PsArgs {
+    /// All containers (default: running only).
+    #[arg(short, long)]
+    all: bool,
+    /// Only IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Full IDs and commands.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Filter: name=, id=, status=, label=, ancestor=.
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// json, or a template like {{.ID}} {{.Names}}.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// Arguments of `logs`.
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Follow the output.
+    #[arg(short, long)]
+    follow: bool,
+    /// Lines from the end (a number or "all").
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Show timestamps.
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Only lines since (RFC 3339 time, or a duration like 10m, 1h).
+    #[arg(long)]
+    since: Option<String>,
+    /// Container.
+    container: String,
+}
+
+/// Arguments of `stop`/`restart`.
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing.
+    #[arg(short, long)]
+    time: Option<u64>,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Arguments of `kill`.
+#[derive(Args)]
+pub struct KillArgs {
+    /// Signal (name or number).
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Arguments of `rm`.
+#[derive(Args)]
+pub struct RmArgs {
+    /// Remove running containers too.
+    #[arg(short, long)]
+    force: bool,
+    /// Also remove anonymous volumes (accepted; volumes are kept by name).
+    #[arg(short, long)]
+    volumes: bool,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Arguments of `start`.
+#[derive(Args)]
+pub struct StartArgs {
+    /// Attach to the output and wait for the exit.
+    #[arg(short, long)]
+    attach: bool,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Containers named on the command line.
+#[derive(Args)]
+pub struct Names {
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Arguments of `inspect`.
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Template like {{.State.Status}}, or json.
+    #[arg(short, long)]
+    format: Option<String>,
+    /// container or image (default: try a container, then an image).
+    #[arg(long = "type")]
+    kind: Option<String>,
+    /// Containers or images.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+fn engine(ctx: &Ctx) -> anyhow::Result<Engine> {
+    Ok(Engine::open(&ctx.root)?)
+}
+
+fn signal_number(s: &str) -> anyhow::Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Ok(n);
+    }
+    let name = s.to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    const NAMES: &[(&str, i32)] = &[
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("ILL", 4),
+        ("TRAP", 5),
+        ("ABRT", 6),
+        ("BUS", 7),
+        ("FPE", 8),
+        ("KILL", 9),
+        ("USR1", 10),
+        ("SEGV", 11),
+        ("USR2", 12),
+        ("PIPE", 13),
+        ("ALRM", 14),
+        ("TERM", 15),
+        ("CHLD", 17),
+        ("CONT", 18),
+        ("STOP", 19),
+        ("TSTP", 20),
+        ("TTIN", 21),
+        ("TTOU", 22),
+        ("WINCH", 28),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .with_context(|| format!("unknown signal {s:?} (e.g. TERM, KILL, HUP or a number)"))
+}
+
+/// Turns flags into a RunConfig (validating what can be checked before anything is made).
+fn run_config(ctx: &Ctx, a: &CreateArgs) -> anyhow::Result<RunConfig> {
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("--env-file {}", f.display()))?;
+        env.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    env.extend(a.env.iter().cloned());
+    let mut mounts = Vec::new();
+    for v in &a.volume {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (src, dst, mode) = match parts.as_slice() {
+            [d] => ("", *d, ""),
+            [s, d] => (*s, *d, ""),
+            [s, d, m] => (*s, *d, *m),
+            _ => bail!("-v {v:?}: use HOST-PATH:CONTAINER-PATH[:ro|rw] or NAME:CONTAINER-PATH"),
+        };
+        if !dst.starts_with('/') {
+            bail!("-v {v:?}: the container path must be absolute");
+        }
+        let readonly = match mode {
+            "" | "rw" => false,
+            "ro" => true,
+            m => bail!("-v {v:?}: mode {m:?}: use ro or rw"),
+        };
+        mounts.push(MountSpec {
+            kind: "bind".into(),
+            source: volume_source(ctx, src)?,
+            destination: dst.into(),
+            readonly,
+            options: Vec::new(),
+        });
+    }
+    for m in &a.mount {
+        let mut kind = "volume".to_string();
+        let (mut src, mut dst, mut ro, mut opts) =
+            (String::new(), String::new(), false, Vec::new());
+        for kv in m.split(',') {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            match k {
+                "type" => kind = v.into(),
+                "source" | "src" => src = v.into(),
+                "target" | "destination" | "dst" => dst = v.into(),
+                "readonly" | "ro" => ro = v.is_empty() || v == "true" || v == "1",
+                "tmpfs-size" => opts.push(format!("size={v}")),
+                "tmpfs-mode" => opts.push(format!("mode={v}")),
+                other => bail!("--mount {m:?}: unknown key {other:?}"),
+            }
+        }
+        if !dst.starts_with('/') {
+            bail!("--mount {m:?}: target= must be an absolute path");
+        }
+        let (kind, source) = match kind.as_str() {
+            "bind" => {
+                if !std::path::Path::new(&src).exists() {
+                    bail!("--mount {m:?}: bind source {src:?} does not exist (unlike -v, --mount does not create it)");
+                }
+                ("bind", src)
+            }
+            "volume" => ("bind", volume_source(ctx, &src)?),
+            "tmpfs" => ("tmpfs", String::new()),
+            t => bail!("--mount {m:?}: type {t:?}: use bind, volume or tmpfs"),
+        };
+        mounts.push(MountSpec {
+            kind: kind.into(),
+            source,
+            destination: dst,
+            readonly: ro,
+            options: opts,
+        });
+    }
+    for t in &a.tmpfs {
+        let (dst, opts) = t.split_once(':').unwrap_or((t, ""));
+        if !dst.starts_with('/') {
+            bail!("--tmpfs {t:?}: the path must be absolute");
+        }
+        mounts.push(MountSpec {
+            kind: "tmpfs".into(),
+            source: String::new(),
+            destination: dst.into(),
+            readonly: false,
+            options: opts
+                .split(',')
+                .filter(|o| !o.is_empty())
+                .map(String::from)
+                .collect(),
+        });
+    }
+    let mut ulimits = Vec::new();
+    for u in &a.ulimit {
+        let (name, vals) = u
+            .split_once('=')
+            .with_context(|| format!("--ulimit {u:?}: use NAME=SOFT[:HARD]"))?;
+        let (soft, hard) = vals.split_once(':').unwrap_or((vals, vals));
+        let num = |s: &str| -> anyhow::Result<u64> {
+            if s == "-1" || s == "unlimited" {
+                return Ok(u64::MAX);
+            }
+            s.parse()
+                .with_context(|| format!("--ulimit {u:?}: {s:?} is not a number"))
+        };
+        let (soft, hard) = (num(soft)?, num(hard)?);
+        if soft > hard {
+            bail!("--ulimit {u:?}: the soft limit is above the hard limit");
+        }
+        ulimits.push((name.to_string(), soft, hard));
+    }
+    let mut devices = Vec::new();
+    for d in &a.device {
+        let parts: Vec<&str> = d.split(':').collect();
+        let (h, c, p) = match parts.as_slice() {
+            [h] => (*h, *h, "rwm"),
+            [h, c] if c.starts_with('/') => (*h, *c, "rwm"),
+            [h, p] => (*h, *h, *p),
+            [h, c, p] => (*h, *c, *p),
+            _ => bail!("--device {d:?}: use HOST[:CONTAINER[:PERMS]]"),
+        };
+        devices.push((h.to_string(), c.to_string(), p.to_string()));
+    }
+    let mut seccomp = None;
+    let mut nnp = false;
+    for o in &a.security_opt {
+        match o.split_once(['=', ':']) {
+            Some(("seccomp", v)) => seccomp = Some(v.to_string()),
+            None if o == "no-new-privileges" => nnp = true,
+            Some(("no-new-privileges", v)) => nnp = v == "true",
+            Some(("label" | "apparmor", _)) => bail!(
+                "--security-opt {o:?}: SELinux labels and AppArmor profiles are not supported yet"
+            ),
+            _ => bail!("--security-opt {o:?}: use seccomp=unconfined|FILE or no-new-privileges"),
+        }
+    }
+    let labels = a
+        .label
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    Ok(RunConfig {
+        image: a.image.clone(),
+        cmd: a.command.clone(),
+        entrypoint: a.entrypoint.clone(),
+        env,
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        hostname: a.hostname.clone(),
+        mounts,
+        read_only: a.read_only,
+        network: a.net.clone(),
+        pid: a.pid.clone(),
+        ipc: a.ipc.clone(),
+        uts: a.uts.clone(),
+        cpus_milli: a.cpus.as_deref().map(parse_cpus).transpose()?,
+        cpu_period: a.cpu_period,
+        cpu_quota: a.cpu_quota,
+        cpu_shares: a.cpu_shares,
+        cpuset_cpus: a.cpuset_cpus.clone(),
+        memory: a
+            .memory
+            .as_deref()
+            .map(|m| parse_size("-m", m))
+            .transpose()?,
+        memory_swap: match a.memory_swap.as_deref() {
+            Some("-1") => Some(-1),
+            Some(s) => Some(parse_size("--memory-swap", s)?),
+            None => None,
+        },
+        pids_limit: a.pids_limit,
+        ulimits,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        privileged: a.privileged,
+        devices,
+        seccomp,
+        no_new_privileges: nnp,
+        restart: a.restart.parse()?,
+        auto_remove: a.rm,
+        init: a.init,
+        stop_signal: a.stop_signal.as_deref().map(signal_number).transpose()?,
+        stop_timeout: a.stop_timeout,
+        labels,
+        tty: a.tty,
+        interactive: a.interactive,
+    })
+}
+
+/// `-v NAME:/path` → `<root>/volumes/NAME/_data` (created); an absolute path is a bind.
+fn volume_source(ctx: &Ctx, src: &str) -> anyhow::Result<String> {
+    if src.starts_with('/') {
+        return Ok(src.to_string());
+    }
+    let name = if src.is_empty() {
+        berth_engine::record::new_id()
+    } else {
+        berth_engine::record::check_name(src).map_err(|_| {
+            anyhow::anyhow!("volume name {src:?}: use letters, digits, '_', '.', '-' (or an absolute host path)")
+        })?;
+        src.to_string()
+    };
+    let dir = ctx.root.join("volumes").join(&name).join("_data");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create volume {}", dir.display()))?;
+    Ok(dir.display().to_string())
+}
+
+/// `berth create`.
+pub fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
+    let cfg = run_config(ctx, &a)?;
+    let e = engine(ctx)?;
+    let rec = e.create(cfg, a.name.clone())?;
+    println!("{}", rec.id);
+    Ok(())
+}
+
+/// `berth run`.
+pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<i32> {
+    let cfg = run_config(ctx, &a.create)?;
+    let e = engine(ctx)?;
+    let rec = e.create(cfg, a.create.name.clone())?;
+    let started = e.start(&rec);
+    let (child, _pid) = match started {
+        Ok(x) => x,
+        Err(err) => {
+            if rec.config.auto_remove {
+                let _ = e.remove_files(&rec.id);
+            }
+            return Err(err.into());
+        }
+    };
+    if a.detach {
+        println!("{}", rec.id);
+        return Ok(0);
+    }
+    follow_until_exit(&e, &rec, child).await
+}
+
+/// Prints the container's output as it is logged until its monitor ends; returns the
+/// exit code. Ctrl-C and SIGTERM are passed on to the container, as docker does.
+async fn follow_until_exit(
+    e: &Engine,
+    rec: &ContainerRecord,
+    mut child: std::process::Child,
+) -> anyhow::Result<i32> {
+    let log = e.paths(&rec.id).log();
+    let mut offset = 0u64;
+    let mut partial = Vec::new();
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let done = child.try_wait()?;
+        copy_log(&log, &mut offset, &mut partial, false);
+        if let Some(st) = done {
+            copy_log(&log, &mut offset, &mut partial, false);
+            let code = match read_json::<ExitRecord>(&e.paths(&rec.id).exit()) {
+                Ok(Some(x)) if !x.error.is_empty() => {
+                    eprintln!("Error: {}", x.error);
+                    x.exit_code
+                }
+                Ok(Some(x)) => x.exit_code,
+                _ => st.code().unwrap_or(125),
+            };
+            return Ok(code);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            _ = sigint.recv() => { let _ = e.kill(rec, "INT", false); }
+            _ = sigterm.recv() => { let _ = e.kill(rec, "TERM", false); }
+        }
+    }
+}
+
+/// Prints new complete log lines from `offset` on.
+fn copy_log(path: &std::path::Path, offset: &mut u64, partial: &mut Vec<u8>, timestamps: bool) {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return;
+    };
+    if f.seek(std::io::SeekFrom::Start(*offset)).is_err() {
+        return;
+    }
+    let mut buf = Vec::new();
+    if f.read_to_end(&mut buf).is_err() || buf.is_empty() {
+        return;
+    }
+    *offset += buf.len() as u64;
+    partial.extend_from_slice(&buf);
+    let mut start = 0;
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    while let Some(i) = partial[start..].iter().position(|&b| b == b'\n') {
+        let line = &partial[start..start + i];
+        if let Some(en) = berth_engine::log::parse(line) {
+            let w: &mut dyn Write = if en.stderr { &mut err } else { &mut out };
+            if timestamps {
+                let _ = write!(w, "{} ", en.time);
+            }
+            let _ = w.write_all(en.content);
+            if en.full {
+                let _ = w.write_all(b"\n");
+            }
+        }
+        start += i + 1;
+    }
+    partial.drain(..start);
+    let _ = out.flush();
+}
+
+/// `berth start`.
+pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<i32> {
+    let e = engine(ctx)?;
+    let mut code = 0;
+    for name in &a.containers {
+        let rec = e.find(name)?;
+        let (child, _) = e.start(&rec)?;
+        if a.attach && a.containers.len() == 1 {
+            return follow_until_exit(&e, &rec, child).await;
+        }
+        println!("{name}");
+        code = 0;
+    }
+    Ok(code)
+}
+
+fn each(
+    ctx: &Ctx,
+    names: &[String],
+    f: impl Fn(&Engine, &ContainerRecord) -> berth_engine::Result<()>,
+) -> anyhow::Result<()> {
+    let e = engine(ctx)?;
+    let mut failed = 0;
+    for n in names {
+        match e.find(n).and_then(|r| f(&e, &r)) {
+            Ok(()) => println!("{n}"),
+            Err(err) => {
+                eprintln!("Error: {err}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} containers failed", names.len());
+    }
+    Ok(())
+}
+
+/// `berth stop`.
+pub fn stop(ctx: &Ctx, a: StopArgs) -> anyhow::Result<()> {
+    let t = a.time.map(Duration::from_secs);
+    each(ctx, &a.containers, |e, r| e.stop(r, t))
+}
+
+/// `berth restart`.
+pub fn restart(ctx: &Ctx, a: StopArgs) -> anyhow::Result<()> {
+    let t = a.time.map(Duration::from_secs);
+    each(ctx, &a.containers, |e, r| {
+        e.stop(r, t)?;
+        e.start(r).map(drop)
+    })
+}
+
+/// `berth kill`.
+pub fn kill(ctx: &Ctx, a: KillArgs) -> anyhow::Result<()> {
+    let sig = signal_number(&a.signal)?.to_string();
+    each(ctx, &a.containers, |e, r| e.kill(r, &sig, true))
+}
+
+/// `berth rm`.
+pub fn rm(ctx: &Ctx, a: RmArgs) -> anyhow::Result<()> {
+    each(ctx, &a.containers, |e, r| e.remove(r, a.force))
+}
+
+/// `berth wait`.
+pub fn wait(ctx: &Ctx, a: Names) -> anyhow::Result<()> {
+    let e = engine(ctx)?;
+    for n in &a.containers {
+        let rec = e.find(n)?;
+        println!("{}", e.wait(&rec)?);
+    }
+    Ok(())
+}
+
+fn status_text(state: &State, rec: &ContainerRecord, e: &Engine) -> String {
+    match state {
+        State::Created => "Created".into(),
+        State::Running(_) => {
+            let started = read_json::<serde_json::Value>(&e.paths(&rec.id).monitor_pid())
+                .ok()
+                .flatten();
+            let _ = started;
+            format!("Up {}", human_age(&rec.created).trim_end_matches(" ago"))
+        }
+        State::Orphaned(_) => "Up (monitor lost)".into(),
+        State::Restarting => "Restarting".into(),
+        State::Exited(code, at) => format!("Exited ({code}) {}", human_age(at)),
+        State::Dead => "Dead".into(),
+    }
+}
+
+fn ps_row(e: &Engine, r: &ContainerRecord, no_trunc: bool) -> Value {
+    let state = e.state(r);
+    let mut cmd = r.args.join(" ");
+    if !no_trunc && cmd.chars().count() > 20 {
+        cmd = format!("{}…", cmd.chars().take(19).collect::<String>());
+    }
+    json!({
+        "ID": if no_trunc { r.id.clone() } else { r.id[..12].to_string() },
+        "Image": r.config.image,
+        "Command": format!("\"{cmd}\""),
+        "CreatedAt": r.created,
+        "RunningFor": human_age(&r.created),
+        "Status": status_text(&state, r, e),
+        "State": state.word(),
+        "Ports": "",
+        "Names": r.name,
+        "Labels": r.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+    })
+}
+
+/// `berth ps`.
+pub fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<()> {
+    let e = engine(ctx)?;
+    let mut rows = Vec::new();
+    for r in e.list()?.into_iter().rev() {
+        let state = e.state(&r);
+        let running = matches!(
+            state,
+            State::Running(_) | State::Orphaned(_) | State::Restarting
+        );
+        if !a.all && !running {
+            continue;
+        }
+        let mut keep = true;
+        for f in &a.filter {
+            let (k, v) = f
+                .split_once('=')
+                .with_context(|| format!("--filter {f:?}: use KEY=VALUE"))?;
+            keep &= match k {
+                "name" => r.name.contains(v),
+                "id" => r.id.starts_with(v),
+                "status" => state.word() == v,
+                "label" => {
+                    let (lk, lv) = v.split_once('=').map_or((v, None), |(a, b)| (a, Some(b)));
+                    r.config
+                        .labels
+                        .iter()
+                        .any(|(k2, v2)| k2 == lk && lv.is_none_or(|x| x == v2))
+                }
+                "ancestor" => r.config.image == v,
+                other => bail!("--filter {other:?}: use name, id, status, label or ancestor"),
+            };
+        }
+        if keep {
+            rows.push((r.clone(), ps_row(&e, &r, a.no_trunc)));
+        }
+    }
+    if a.quiet {
+        for (_, v) in rows {
+            println!("{}", v["ID"].as_str().unwrap_or(""));
+        }
+        return Ok(());
+    }
+    match a.format.as_deref() {
+        Some("json") => {
+            for (_, v) in rows {
+                println!("{v}");
+            }
+            return Ok(());
+        }
+        Some(t) => {
+            for (_, v) in rows {
+                println!("{}", crate::image_cmd::apply_template(&v, t)?);
+            }
+            return Ok(());
+        }
+        None => {}
+    }
+    let mut t = Table::new(&[
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ]);
+    for (_, v) in rows {
+        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        t.row(vec![
+            s("ID"),
+            s("Image"),
+            s("Command"),
+            s("RunningFor"),
+            s("Status"),
+            s("Ports"),
+            s("Names"),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// `berth logs`.
+pub async fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<()> {
+    let e = engine(ctx)?;
+    let rec = e.find(&a.container)?;
+    let path = e.paths(&rec.id).log();
+    let since = match &a.since {
+        None => None,
+        Some(s) => Some(match parse_time(s) {
+            Some(t) => t,
+            None => {
+                let d = humantime_secs(s).with_context(|| {
+                    format!("--since {s:?}: use an RFC 3339 time or a duration like 10m")
+                })?;
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs()
+                    .saturating_sub(d)
+            }
+        }),
+    };
+    let data = std::fs::read(&path).unwrap_or_default();
+    let mut lines: Vec<&[u8]> = data
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(t) = since {
+        lines.retain(|l| {
+            berth_engine::log::parse(l)
+                .and_then(|en| parse_time(en.time))
+                .is_some_and(|x| x >= t)
+        });
+    }
+    if a.tail != "all" {
+        let n: usize = a
+            .tail
+            .parse()
+            .with_context(|| format!("--tail {:?}: a number or all", a.tail))?;
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        for l in &lines {
+            if let Some(en) = berth_engine::log::parse(l) {
+                let w: &mut dyn Write = if en.stderr { &mut err } else { &mut out };
+                if a.timestamps {
+                    write!(w, "{} ", en.time)?;
+                }
+                w.write_all(en.content)?;
+                if en.full {
+                    w.write_all(b"\n")?;
+                }
+            }
+        }
+        out.flush()?;
+    }
+    if a.follow {
+        let mut offset = data.len() as u64;
+        let mut partial = Vec::new();
+        loop {
+            copy_log(&path, &mut offset, &mut partial, a.timestamps);
+            match e.state(&rec) {
+                State::Running(_) | State::Restarting => {}
+                _ => {
+                    copy_log(&path, &mut offset, &mut partial, a.timestamps);
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+fn humantime_secs(s: &str) -> Option<u64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return None,
+    })
+}
+
+/// The `docker inspect` document of a container.
+pub fn inspect_json(e: &Engine, r: &ContainerRecord) -> Value {
+    let state = e.state(r);
+    let exit: ExitRecord = read_json(&e.paths(&r.id).exit())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let pid = match state {
+        State::Running(p) | State::Orphaned(p) => p,
+        _ => 0,
+    };
+    let c = &r.config;
+    let (upper, _, _) = e.images().container_paths(&r.id);
+    json!({
+        "Id": r.id,
+        "Created": r.created,
+        "Path": r.args.first(),
+        "Args": r.args.get(1..).unwrap_or(&[]),
+        "State": {
+            "Status": state.word(),
+            "Running": matches!(state, State::Running(_) | State::Orphaned(_)),
+            "Paused": false,
+            "Restarting": state == State::Restarting,
+            "OOMKilled": exit.oom_killed,
+            "Dead": state == State::Dead,
+            "Pid": pid,
+            "ExitCode": exit.exit_code,
+            "Error": exit.error,
+            "StartedAt": exit.started_at,
+            "FinishedAt": exit.finished_at,
+        },
+        "Image": r.image_id,
+        "ResolvConfPath": "",
+        "HostnamePath": "",
+        "LogPath": e.paths(&r.id).log(),
+        "Name": format!("/{}", r.name),
+        "RestartCount": r.restart_count,
+        "Driver": "overlay",
+        "HostConfig": {
+            "Binds": c.mounts.iter().filter(|m| m.kind == "bind").map(|m| format!("{}:{}{}", m.source, m.destination, if m.readonly { ":ro" } else { "" })).collect::<Vec<_>>(),
+            "NetworkMode": c.network,
+            "PidMode": c.pid,
+            "IpcMode": c.ipc,
+            "UTSMode": c.uts,
+            "RestartPolicy": match &c.restart {
+                berth_engine::config::RestartPolicy::No => json!({"Name": "no", "MaximumRetryCount": 0}),
+                berth_engine::config::RestartPolicy::OnFailure { max } => json!({"Name": "on-failure", "MaximumRetryCount": max}),
+                berth_engine::config::RestartPolicy::Always => json!({"Name": "always", "MaximumRetryCount": 0}),
+                berth_engine::config::RestartPolicy::UnlessStopped => json!({"Name": "unless-stopped", "MaximumRetryCount": 0}),
+            },
+            "AutoRemove": c.auto_remove,
+            "Privileged": c.privileged,
+            "ReadonlyRootfs": c.read_only,
+            "CapAdd": c.cap_add,
+            "CapDrop": c.cap_drop,
+            "Memory": c.memory.unwrap_or(0),
+            "MemorySwap": c.memory_swap.unwrap_or(0),
+            "NanoCpus": c.cpus_milli.map_or(0, |m| m * 1_000_000),
+            "CpuShares": c.cpu_shares.unwrap_or(0),
+            "CpuPeriod": c.cpu_period.unwrap_or(0),
+            "CpuQuota": c.cpu_quota.unwrap_or(0),
+            "CpusetCpus": c.cpuset_cpus.clone().unwrap_or_default(),
+            "PidsLimit": c.pids_limit,
+            "Ulimits": c.ulimits.iter().map(|(n, s, h)| json!({"Name": n, "Soft": s, "Hard": h})).collect::<Vec<_>>(),
+            "SecurityOpt": c.seccomp.as_ref().map(|s| vec![format!("seccomp={s}")]).unwrap_or_default(),
+        },
+        "GraphDriver": {"Name": "overlay", "Data": {"UpperDir": upper, "MergedDir": r.rootfs}},
+        "Mounts": c.mounts.iter().map(|m| json!({"Type": m.kind, "Source": m.source, "Destination": m.destination, "RW": !m.readonly})).collect::<Vec<_>>(),
+        "Config": {
+            "Hostname": c.hostname.clone().unwrap_or_else(|| r.id[..12].to_string()),
+            "User": c.user.clone().unwrap_or_default(),
+            "Env": c.env,
+            "Cmd": c.cmd,
+            "Image": c.image,
+            "WorkingDir": c.workdir.clone().unwrap_or_default(),
+            "Entrypoint": c.entrypoint,
+            "Labels": c.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "StopSignal": c.stop_signal,
+            "StopTimeout": c.stop_timeout,
+        },
+    })
+}
+
+/// `berth inspect`: containers (and images, as docker does).
+pub fn inspect(ctx: &Ctx, a: InspectArgs) -> anyhow::Result<()> {
+    let e = engine(ctx)?;
+    let mut out = Vec::new();
+    for n in &a.names {
+        let want_image = a.kind.as_deref() == Some("image");
+        let found = if want_image { None } else { e.find(n).ok() };
+        match found {
+            Some(r) => out.push(inspect_json(&e, &r)),
+            None if a.kind.as_deref() != Some("container") => match e.images().inspect(n, None) {
+                Ok(v) => out.push(v),
+                Err(_) => bail!("no such object: {n}"),
+            },
+            None => bail!("no such container: {n}"),
+        }
+    }
+    match a.format.as_deref() {
+        None | Some("json") => println!("{}", serde_json::to_string_pretty(&out)?),
+        Some(t) => {
+            for v in &out {
+                println!("{}", crate::image_cmd::apply_template(v, t)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The hidden `_monitor` command (the engine starts it; it must not run a tokio runtime).
+pub fn monitor(root: &std::path::Path, id: &str) -> i32 {
+    match Engine::open(root) {
+        Ok(e) => berth_engine::monitor::run(&e, id),
+        Err(err) => {
+            println!("error {err}");
+            125
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The engine's operations: create a container from an image, start it under a
+//! monitor, stop, kill, remove, wait, list — with every state read back from the
+//! kernel and the monitor's records.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_image::snapshot::Snapshotter;
+use berth_image::Store;
+
+use crate::config::RunConfig;
+use crate::error::{Context, Error, Result};
+use crate::monitor::STOPPED_MARK;
+use crate::record::{self, read_json, write_json, ContainerRecord, ExitRecord, Paths};
+
+/// A container's state as `ps` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Created, never started.
+    Created,
+    /// Its init runs (pid).
+    Running(i32),
+    /// Between runs of a restart policy.
+    Restarting,
+    /// Ended (exit code, finished at).
+    Exited(i32, String),
+    /// Its init runs but its monitor is gone (killed, or lost in a crash): the output
+    /// is no longer logged; `stop` and `rm` still work.
+    Orphaned(i32),
+    /// Its monitor is gone and so is its init, without an exit record (host reboot).
+    Dead,
+}
+
+impl State {
+    /// docker's state word.
+    pub fn word(&self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running(_) | State::Orphaned(_) => "running",
+            State::Restarting => "restarting",
+            State::Exited(..) => "exited",
+            State::Dead => "dead",
+        }
+    }
+}
+
+/// The engine over a state root (`/var/lib/berth`).
+pub struct Engine {
+    root: PathBuf,
+    images: Arc<Store>,
+    runtime: PathBuf,
+    exe: PathBuf,
+}
+
+/// The start time of a process (clock ticks since boot), to tell a pid from its reuse.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+fn alive(pid: i32, start: Option<u64>) -> bool {
+    // A zombie has ended; whoever reaps it may take its time.
+    if is_zombie(pid) {
+        return false;
+    }
+    match (start_time(pid), start) {
+        (Some(now), Some(then)) => now == then,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+fn find_runtime(exe: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_RUNTIME") {
+        return PathBuf::from(p);
+    }
+    let sibling = exe.with_file_name("berth-runtime");
+    if sibling.is_file() {
+        return sibling;
+    }
+    for d in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(d).join("berth-runtime");
+        if p.is_file() {
+            return p;
+        }
+    }
+    PathBuf::from("/usr/local/bin/berth-runtime")
+}
+
+impl Engine {
+    /// Opens the engine's state under `root`.
+    pub fn open(root: &Path) -> Result<Engine> {
+        std::fs::create_dir_all(root.join("containers"))
+            .ctx(|| format!("create {}", root.join("containers").display()))?;
+        let exe = std::env::current_exe().ctx(|| "find the berth binary")?;
+        Ok(Engine {
+            root: root.to_path_buf(),
+            images: Arc::new(Store::open(root.join("image"))?),
+            runtime: find_runtime(&exe),
+            exe,
+        })
+    }
+
+    /// The image store.
+    pub fn images(&self) -> &Arc<Store> {
+        &self.images
+    }
+
+    /// The files of container `id`.
+    pub fn paths(&self, id: &str) -> Paths {
+        Paths {
+            dir: self.root.join("containers").join(id),
+        }
+    }
+
+    /// A berth-runtime command with berth's runtime state root.
+    pub fn runtime(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.runtime);
+        c.arg("--root").arg(self.root.join("runtime")).args(args);
+        c
+    }
+
+    /// Every container record, oldest first.
+    pub fn list(&self) -> Result<Vec<ContainerRecord>> {
+        let dir = self.root.join("containers");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir)
+            .ctx(|| format!("read {}", dir.display()))?
+            .flatten()
+        {
+            if let Ok(Some(r)) = read_json::<ContainerRecord>(&e.path().join("container.json")) {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| a.created.cmp(&b.created));
+        Ok(out)
+    }
+
+    /// Finds a container by name, ID or unique ID prefix.
+    pub fn find(&self, what: &str) -> Result<ContainerRecord> {
+        let all = self.list()?;
+        if let Some(r) = all.iter().find(|r| r.name == what || r.id == what) {
+            return Ok(r.clone());
+        }
+        let found: Vec<&ContainerRecord> = all
+            .iter()
+            .filter(|r| !what.is_empty() && r.id.starts_with(what))
+            .collect();
+        match found.len() {
+            1 => Ok(found[0].clone()),
+            0 => Err(Error::NotFound(format!("no such container: {what}"))),
+            _ => Err(Error::Invalid(format!(
+                "container ID prefix {what:?} is ambiguous: give more characters"
+            ))),
+        }
+    }
+
+    /// The container's state, read from the kernel and the monitor's records.
+    pub fn state(&self, rec: &ContainerRecord) -> State {
+        let p = self.paths(&rec.id);
+        let monitor: Option<serde_json::Value> = read_json(&p.monitor_pid()).ok().flatten();
+        let monitor_alive = monitor.as_ref().is_some_and(|m| {
+            let pid = m["pid"].as_i64().unwrap_or(0) as i32;
+            pid > 0 && alive(pid, m["start"].as_u64())
+        });
+        let init: Option<i32> = std::fs::read_to_string(p.init_pid())
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let init_alive = init.is_some_and(|pid| start_time(pid).is_some() && !is_zombie(pid));
+        let exit: Option<ExitRecord> = read_json(&p.exit()).ok().flatten();
+        match (monitor.is_some(), monitor_alive, init_alive) {
+            (false, _, _) => State::Created,
+            (_, true, true) => State::Running(init.unwrap_or(0)),
+            (_, true, false) => match exit {
+                Some(_) => State::Restarting,
+                None => State::Running(init.unwrap_or(0)),
+            },
+            (_, false, true) => State::Orphaned(init.unwrap_or(0)),
+            (_, false, false) => match exit {
+                Some(e) => State::Exited(e.exit_code, e.finished_at),
+                None => State::Dead,
+            },
+        }
+    }
+
+    /// Creates a container: its rootfs from the image and its runtime config.
+    pub fn create(&self, cfg: RunConfig, name: Option<String>) -> Result<ContainerRecord> {
+        let existing = self.list()?;
+        let id = record::new_id();
+        let name = match name {
+            Some(n) => {
+                record::check_name(&n)?;
+                if let Some(other) = existing.iter().find(|r| r.name == n) {
+                    return Err(Error::Conflict(format!(
+                        "the container name {n:?} is already in use by container {}; remove it or choose another name",
+                        &other.id[..12]
+                    )));
+                }
+                n
+            }
+            None => record::generate_name(&id, &|n| existing.iter().any(|r| r.name == n)),
+        };
+        if cfg.init {
+            return Err(Error::Invalid(
+                "--init is not supported yet: run your own init as the entrypoint".into(),
+            ));
+        }
+        if cfg.interactive || cfg.tty {
+            return Err(Error::Invalid("-i and -t are not supported yet: run detached (-d) or in the foreground without them".into()));
+        }
+        let img = self.images.resolve_stored(&cfg.image)?;
+        let paths = self.paths(&id);
+        std::fs::create_dir_all(&paths.dir).ctx(|| format!("create {}", paths.dir.display()))?;
+        let result = (|| -> Result<ContainerRecord> {
+            let hostname = cfg.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+            let hosts = format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+            );
+            let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+            let host_line = format!("{hostname}\n");
+            let files: [(&str, &[u8]); 3] = [
+                ("etc/hostname", host_line.as_bytes()),
+                ("etc/hosts", hosts.as_bytes()),
+                ("etc/resolv.conf", &resolv),
+            ];
+            let rootfs = self.images.prepare(&id, &img, &files, Snapshotter::Auto)?;
+            let joins = crate::spec::Joins {
+                ns_path: Box::new(|other: &str| self.ns_dir_of(other)),
+            };
+            let spec = crate::spec::build(&cfg, &img.config, &rootfs.path, &id, &joins)?;
+            let args = crate::spec::command(&cfg, &img.config)?;
+            std::fs::write(
+                paths.bundle().join("config.json"),
+                serde_json::to_vec_pretty(&spec).expect("JSON"),
+            )
+            .ctx(|| "write config.json")?;
+            let rec = ContainerRecord {
+                id: id.clone(),
+                name,
+                created: record::now_rfc3339_nanos(),
+                image_id: img.config_digest.to_string(),
+                image_manifest: img.manifest_digest.to_string(),
+                rootfs: rootfs.path.display().to_string(),
+                config: cfg,
+                args,
+                restart_count: 0,
+            };
+            write_json(&paths.record(), &rec)?;
+            Ok(rec)
+        })();
+        if result.is_err() {
+            let _ = self.images.remove_container(&id);
+            let _ = std::fs::remove_dir_all(&paths.dir);
+        }
+        result
+    }
+
+    /// `/proc/<pid>/ns` of another running container (for `container:NAME` modes).
+    fn ns_dir_of(&self, what: &str) -> Result<String> {
+        let rec = self.find(what)?;
+        match self.state(&rec) {
+            State::Running(pid) | State::Orphaned(pid) => Ok(format!("/proc/{pid}/ns")),
+            s => Err(Error::Conflict(format!(
+                "container {what} is {}: its namespaces can only be joined while it runs",
+                s.word()
+            ))),
+        }
+    }
+
+    /// Starts a created or exited container under a new monitor; returns the monitor
+    /// (a child of this process until it ends) and the init's pid.
+    pub fn start(&self, rec: &ContainerRecord) -> Result<(Child, i32)> {
+        match self.state(rec) {
+            State::Created | State::Exited(..) | State::Dead => {}
+            s => {
+                return Err(Error::Conflict(format!(
+                    "container {} is {}",
+                    rec.name,
+                    s.word()
+                )))
+            }
+        }
+        let p = self.paths(&rec.id);
+        let _ = std::fs::remove_file(p.exit());
+        let mut child = Command::new(&self.exe)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("_monitor")
+            .arg(&rec.id)
+            .env("BERTH_RUNTIME", &self.runtime)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ctx(|| format!("start the monitor ({})", self.exe.display()))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .ctx(|| "read the monitor's answer")?;
+        let line = line.trim();
+        if let Some(pid) = line.strip_prefix("started ") {
+            return Ok((child, pid.parse().unwrap_or(0)));
+        }
+        let _ = child.wait();
+        let msg = line.strip_prefix("error ").unwrap_or(if line.is_empty() {
+            "the monitor ended without a word"
+        } else {
+            line
+        });
+        Err(Error::Runtime(format!(
+            "container {} could not start: {msg}",
+            rec.name
+        )))
+    }
+
+    /// Sends a signal to the container's init.
+    pub fn kill(&self, rec: &ContainerRecord, signal: &str, by_user: bool) -> Result<()> {
+        match self.state(rec) {
+            State::Running(_) | State::Orphaned(_) | State::Restarting => {}
+            s => {
+                return Err(Error::Conflict(format!(
+                    "container {} is {}, not running",
+                    rec.name,
+                    s.word()
+                )))
+            }
+        }
+        if by_user {
+            let _ = std::fs::write(self.paths(&rec.id).dir.join(STOPPED_MARK), b"");
+        }
+        let out = self
+            .runtime(&["kill", &rec.id, signal])
+            .output()
+            .ctx(|| "run berth-runtime kill")?;
+        if !out.status.success()
+            && matches!(self.state(rec), State::Running(_) | State::Orphaned(_))
+        {
+            return Err(Error::Runtime(format!(
+                "kill {}: {}",
+                rec.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stops a container: its stop signal, then SIGKILL after `timeout`.
+    pub fn stop(&self, rec: &ContainerRecord, timeout: Option<Duration>) -> Result<()> {
+        if !matches!(
+            self.state(rec),
+            State::Running(_) | State::Orphaned(_) | State::Restarting
+        ) {
+            return Ok(());
+        }
+        let sig = rec.config.stop_signal.unwrap_or(15).to_string();
+        let timeout = timeout.unwrap_or(Duration::from_secs(rec.config.stop_timeout.unwrap_or(10)));
+        let _ = self.kill(rec, &sig, true);
+        if !self.wait_until(rec, timeout, |s| {
+            !matches!(s, State::Running(_) | State::Orphaned(_))
+        }) {
+            let _ = self.kill(rec, "KILL", true);
+            self.wait_until(rec, Duration::from_secs(10), |s| {
+                !matches!(s, State::Running(_) | State::Orphaned(_))
+            });
+        }
+        // Let the monitor write its record (an orphaned container has none to wait for).
+        self.wait_until(rec, Duration::from_secs(5), |s| {
+            matches!(s, State::Exited(..) | State::Dead | State::Created)
+        });
+        Ok(())
+    }
+
+    fn wait_until(
+        &self,
+        rec: &ContainerRecord,
+        timeout: Duration,
+        done: impl Fn(&State) -> bool,
+    ) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if done(&self.state(rec)) {
+                return true;
+            }
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for the container to end; returns its exit code.
+    pub fn wait(&self, rec: &ContainerRecord) -> Result<i32> {
+        loop {
+            match self.state(rec) {
+                State::Exited(code, _) => return Ok(code),
+                State::Dead => return Ok(-1),
+                State::Created => {
+                    return Err(Error::Conflict(format!(
+                        "container {} was never started",
+                        rec.name
+                    )))
+                }
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+            if !self.paths(&rec.id).record().exists() {
+                return Err(Error::NotFound(format!(
+                    "container {} was removed",
+                    rec.name
+                )));
+            }
+        }
+    }
+
+    /// Removes a container (with `force`, stopping it first).
+    pub fn remove(&self, rec: &ContainerRecord, force: bool) -> Result<()> {
+        match self.state(rec) {
+            State::Running(_) | State::Orphaned(_) | State::Restarting if !force => {
+                return Err(Error::Conflict(format!(
+                    "container {} is running: stop it first, or remove it with -f",
+                    rec.name
+                )))
+            }
+            State::Running(_) | State::Orphaned(_) | State::Restarting => {
+                let _ = self.kill(rec, "KILL", true);
+                self.wait_until(rec, Duration::from_secs(10), |s| {
+                    !matches!(
+                        s,
+                        State::Running(_) | State::Orphaned(_) | State::Restarting
+                    )
+                });
+            }
+            _ => {}
+        }
+        self.remove_files(&rec.id)
+    }
+
+    /// Removes the runtime state, the rootfs and the container's directory.
+    pub fn remove_files(&self, id: &str) -> Result<()> {
+        let _ = self.runtime(&["delete", "--force", id]).output();
+        match self.images.remove_container(id) {
+            Ok(()) | Err(berth_image::Error::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let dir = self.paths(id).dir;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("remove {}", dir.display()), e)),
+        }
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s.get(i + 2..i + 3).map(|c| c == "Z"))
+        })
+        .unwrap_or(false)
+}
