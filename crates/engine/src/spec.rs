@@ -78,10 +78,22 @@ fn all_caps() -> Vec<String> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40);
+    // Only what berth itself may pass on: its bounding set (a host or an outer
+    // container may have dropped some).
+    let bounding: u64 = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        })
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .unwrap_or(u64::MAX);
     NAMES
         .iter()
+        .enumerate()
         .take(last + 1)
-        .map(|n| format!("CAP_{n}"))
+        .filter(|(i, _)| bounding & (1 << i) != 0)
+        .map(|(_, n)| format!("CAP_{n}"))
         .collect()
 }
 

@@ -21,6 +21,18 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_berth")
 }
 
+/// berth-runtime, built next to berth by the workspace build (`cargo nextest run
+/// --workspace`, as scripts/test.sh runs it).
+pub fn runtime_bin() -> PathBuf {
+    let p = Path::new(bin()).with_file_name("berth-runtime");
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
 /// A private berth state root (and scratch space), removed at the end.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -49,6 +61,7 @@ impl Env {
         let mut c = Command::new(bin());
         c.args(args)
             .env("BERTH_ROOT", self.root())
+            .env("BERTH_RUNTIME", runtime_bin())
             .env("BERTH_AUTH_FILE", &self.auth)
             .env("HOME", self.dir.path())
             .env_remove("XDG_RUNTIME_DIR");
@@ -149,7 +162,14 @@ pub fn busybox_tar() -> Vec<u8> {
     dir(&mut b, "tmp");
     let bb = std::fs::read("/bin/busybox").expect("busybox-static is installed");
     file(&mut b, "bin/busybox", &bb, 0o755);
-    for a in ["sh", "ls", "cat", "echo", "true", "rm", "mkdir"] {
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for a in String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|a| *a != "busybox")
+    {
         symlink(&mut b, &format!("bin/{a}"), "busybox");
     }
     file(

@@ -1,0 +1,510 @@
+//! Containers through the `berth` CLI, checked against what the kernel applied: cgroup
+//! files, the OOM killer, a fork bomb under a pids limit, a syscall the default seccomp
+//! profile refuses, bind mounts; and faults — a killed monitor, a killed CLI, bad flags,
+//! rapid run/rm cycles — with nothing left behind.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// What a container may leave behind: mounts under the root, berth cgroups of these
+/// containers, monitor processes of this root, container directories.
+fn leftovers(env: &Env, ids: &[String]) -> Vec<String> {
+    let root = env.root().to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for l in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+    {
+        if l.split(' ').nth(4).is_some_and(|p| p.starts_with(&root)) {
+            out.push(format!("mount {l}"));
+        }
+    }
+    let mut bases = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    bases.extend(
+        std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    for id in ids {
+        for base in &bases {
+            let p = base.join("berth").join(id);
+            if p.exists() {
+                out.push(format!("cgroup {}", p.display()));
+            }
+        }
+    }
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("_monitor") && cmd.contains(&root) {
+                out.push(format!("process {} {cmd}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(env.root().join("containers")) {
+        for e in rd.flatten() {
+            out.push(format!("state dir {}", e.path().display()));
+        }
+    }
+    out
+}
+
+fn inspect(env: &Env, name: &str) -> Value {
+    let v: Value =
+        serde_json::from_str(&env.ok(&["inspect", "--type", "container", name])).unwrap();
+    v[0].clone()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn foreground_output_and_exit_codes() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let o = env.run(&[
+        "run",
+        "--rm",
+        "busybox:1",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    let o = env.run(&[
+        "run",
+        "--rm",
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp",
+        "-h",
+        "boxy",
+        "busybox:1",
+        "sh",
+        "-c",
+        "echo $A $(pwd) $(hostname) $(id -u)",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1 /tmp boxy 0\n");
+    let o = env.run(&["run", "--rm", "-u", "65534:65534", "busybox:1", "id"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("uid=65534"),
+        "{o:?}"
+    );
+    assert!(
+        leftovers(&env, &[]).is_empty(),
+        "{:?}",
+        leftovers(&env, &[])
+    );
+}
+
+#[test]
+fn detached_lifecycle_logs_stop_rm() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let id = env
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "busybox:1",
+            "sh",
+            "-c",
+            "echo ready; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    wait_for("the log", Duration::from_secs(10), || {
+        env.ok(&["logs", "web"]).contains("ready")
+    });
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains("web") && ps.contains("Up"), "{ps}");
+    assert_eq!(env.ok(&["ps", "-q"]).trim(), &id[..12]);
+    let info = inspect(&env, "web");
+    assert_eq!(info["State"]["Status"], "running");
+    let pid = info["State"]["Pid"].as_i64().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // The monitor holds the container, not the CLI that started it.
+    let ppid: i64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:").map(|v| v.trim().parse().unwrap()))
+        .unwrap();
+    let parent_cmd = std::fs::read_to_string(format!("/proc/{ppid}/cmdline")).unwrap();
+    assert!(parent_cmd.contains("_monitor"), "{parent_cmd}");
+    let e = env.fails(&["rm", "web"]);
+    assert!(e.contains("is running") && e.contains("-f"), "{e}");
+    env.ok(&["stop", "web"]);
+    let info = inspect(&env, "web");
+    assert_eq!(info["State"]["Status"], "exited");
+    assert_eq!(info["State"]["ExitCode"], 0, "the trap ran");
+    assert!(env.ok(&["logs", "web"]).contains("bye"));
+    let ts = env.ok(&["logs", "-t", "--tail", "1", "web"]);
+    assert!(ts.starts_with("20") && ts.contains("bye"), "{ts}");
+    assert!(env.ok(&["ps"]).lines().count() == 1);
+    assert!(env.ok(&["ps", "-a"]).contains("Exited (0)"));
+    env.ok(&["start", "web"]);
+    wait_for("running again", Duration::from_secs(10), || {
+        inspect(&env, "web")["State"]["Status"] == "running"
+    });
+    env.ok(&["rm", "-f", "web"]);
+    assert!(
+        leftovers(&env, &[id.clone()]).is_empty(),
+        "{:?}",
+        leftovers(&env, &[id])
+    );
+}
+
+#[test]
+fn resource_flags_reach_the_kernel() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let id = env
+        .ok(&[
+            "run",
+            "-d",
+            "-m",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "20",
+            "--cpu-shares",
+            "512",
+            "busybox:1",
+            "sleep",
+            "60",
+        ])
+        .trim()
+        .to_string();
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory").exists();
+    if v1 {
+        let read = |p: &str| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/{p}"))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(
+            read(&format!("memory/berth/{id}/memory.limit_in_bytes")),
+            "67108864"
+        );
+        let cpu = if std::path::Path::new("/sys/fs/cgroup/cpu,cpuacct").exists() {
+            "cpu,cpuacct"
+        } else {
+            "cpu"
+        };
+        assert_eq!(read(&format!("{cpu}/berth/{id}/cpu.cfs_quota_us")), "50000");
+        assert_eq!(read(&format!("{cpu}/berth/{id}/cpu.shares")), "512");
+        assert_eq!(read(&format!("pids/berth/{id}/pids.max")), "20");
+    }
+    let info = inspect(&env, &id[..12]);
+    assert_eq!(info["HostConfig"]["Memory"], 67108864);
+    assert_eq!(info["HostConfig"]["NanoCpus"], 500_000_000i64);
+    env.ok(&["rm", "-f", &id[..12]]);
+    assert!(
+        leftovers(&env, &[id.clone()]).is_empty(),
+        "{:?}",
+        leftovers(&env, &[id])
+    );
+}
+
+#[test]
+fn oom_fork_bomb_seccomp_and_privileges() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    // A memory hog is killed by the OOM killer, and berth says so.
+    let o = env.run(&[
+        "run",
+        "--name",
+        "hog",
+        "-m",
+        "16m",
+        "--memory-swap",
+        "16m",
+        "busybox:1",
+        "sh",
+        "-c",
+        "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert_eq!(o.status.code(), Some(137), "{o:?}");
+    let info = inspect(&env, "hog");
+    assert_eq!(info["State"]["OOMKilled"], true);
+    env.ok(&["rm", "hog"]);
+    // A fork bomb stops at the pids limit.
+    let o = env.run(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "5",
+        "busybox:1",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; wait",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("can't fork"),
+        "{o:?}"
+    );
+    // unshare(CLONE_NEWUSER) needs no capability; the default seccomp profile refuses it.
+    let o = env.run(&["run", "--rm", "busybox:1", "unshare", "-U", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"),
+        "{o:?}"
+    );
+    let o = env.run(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "busybox:1",
+        "unshare",
+        "-U",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // Docker's capability set: no CAP_SYS_ADMIN (mount fails) unless added or privileged.
+    let o = env.run(&[
+        "run",
+        "--rm",
+        "busybox:1",
+        "mount",
+        "-t",
+        "tmpfs",
+        "t",
+        "/tmp",
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("denied")
+            || String::from_utf8_lossy(&o.stderr).contains("not permitted"),
+        "{o:?}"
+    );
+    let o = env.run(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "busybox:1",
+        "mount",
+        "-t",
+        "tmpfs",
+        "t",
+        "/tmp",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let caps = env.ok(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_ADMIN",
+        "busybox:1",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert!(
+        caps.contains("0000000000001000"),
+        "only CAP_NET_ADMIN (bit 12): {caps}"
+    );
+    assert!(
+        leftovers(&env, &[]).is_empty(),
+        "{:?}",
+        leftovers(&env, &[])
+    );
+}
+
+#[test]
+fn volumes_tmpfs_read_only() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let host = env.path("shared");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("in"), "from host\n").unwrap();
+    let missing = env.path("created-by-v");
+    let out = env.ok(&[
+        "run", "--rm", "-v", &format!("{}:/data", host.display()), "-v", &format!("{}:/new", missing.display()),
+        "-v", "named:/vol", "--tmpfs", "/scratch", "--read-only", "busybox:1",
+        "sh", "-c", "cat /data/in; echo hi > /data/out; echo v > /vol/f; echo t > /scratch/t && cat /scratch/t; touch /rootfile 2>/dev/null || echo ro",
+    ]);
+    assert_eq!(out, "from host\nt\nro\n");
+    assert_eq!(std::fs::read_to_string(host.join("out")).unwrap(), "hi\n");
+    assert!(
+        missing.is_dir(),
+        "-v creates a missing host directory, as docker does"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.root().join("volumes/named/_data/f")).unwrap(),
+        "v\n"
+    );
+    let o = env.run(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/data:ro", host.display()),
+        "busybox:1",
+        "sh",
+        "-c",
+        "echo x > /data/nope",
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+}
+
+#[test]
+fn restart_policy_and_bad_input() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox:1",
+        "sh",
+        "-c",
+        "echo try; exit 1",
+    ]);
+    wait_for("two restarts", Duration::from_secs(20), || {
+        let i = inspect(&env, "flaky");
+        i["RestartCount"] == 2 && i["State"]["Status"] == "exited"
+    });
+    assert_eq!(env.ok(&["logs", "flaky"]).matches("try").count(), 3);
+    assert_eq!(inspect(&env, "flaky")["State"]["ExitCode"], 1);
+    let e = env.fails(&["run", "--name", "flaky", "busybox:1", "true"]);
+    assert!(e.contains("already in use"), "{e}");
+    env.ok(&["rm", "flaky"]);
+    for (args, want) in [
+        (vec!["run", "nosuchimage:1", "true"], "not in the store"),
+        (vec!["run", "-m", "lots", "busybox:1", "true"], "not a size"),
+        (vec!["run", "--cpus", "0", "busybox:1", "true"], "--cpus"),
+        (
+            vec!["run", "--restart", "sometimes", "busybox:1", "true"],
+            "--restart",
+        ),
+        (
+            vec!["run", "--cap-add", "FLY", "busybox:1", "true"],
+            "unknown capability",
+        ),
+        (
+            vec!["run", "-v", "/x:relative", "busybox:1", "true"],
+            "absolute",
+        ),
+        (
+            vec!["run", "--name", "bad name", "busybox:1", "true"],
+            "invalid container name",
+        ),
+        (
+            vec!["run", "--rm", "busybox:1", "/no/such/program"],
+            "no/such/program",
+        ),
+        (vec!["logs", "ghost"], "no such container"),
+    ] {
+        let e = env.fails(&args);
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+    assert!(
+        leftovers(&env, &[]).is_empty(),
+        "{:?}",
+        leftovers(&env, &[])
+    );
+}
+
+#[test]
+fn killed_monitor_and_killed_cli() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    // The CLI of a foreground run is killed: the container goes on and ends recorded.
+    let mut cli = env
+        .cmd(&[
+            "run",
+            "--name",
+            "fg",
+            "busybox:1",
+            "sh",
+            "-c",
+            "sleep 1; echo finished",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the container to run", Duration::from_secs(10), || {
+        env.ok(&["ps", "-q"]).trim().len() == 12
+    });
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    assert!(env.ok(&["ps"]).contains("fg"));
+    assert_eq!(env.ok(&["wait", "fg"]).trim(), "0");
+    assert!(env.ok(&["logs", "fg"]).contains("finished"));
+    env.ok(&["rm", "fg"]);
+
+    // The monitor is killed: berth says what it finds, and stop/rm still clean up.
+    let id = env
+        .ok(&["run", "-d", "--name", "orphan", "busybox:1", "sleep", "60"])
+        .trim()
+        .to_string();
+    let mon: Value = serde_json::from_slice(
+        &std::fs::read(env.root().join("containers").join(&id).join("monitor.pid")).unwrap(),
+    )
+    .unwrap();
+    let mpid = mon["pid"].as_i64().unwrap() as i32;
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &mpid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("the monitor to go", Duration::from_secs(5), || {
+        env.ok(&["ps"]).contains("monitor lost")
+    });
+    env.ok(&["rm", "-f", "orphan"]);
+    assert!(
+        leftovers(&env, &[id.clone()]).is_empty(),
+        "{:?}",
+        leftovers(&env, &[id])
+    );
+}
+
+#[test]
+fn rapid_run_rm_cycles_leave_nothing() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    for i in 0..100 {
+        let o = env.run(&["run", "--rm", "busybox:1", "true"]);
+        assert!(o.status.success(), "cycle {i}: {o:?}");
+    }
+    for i in 0..20 {
+        let name = format!("c{i}");
+        env.ok(&["run", "-d", "--name", &name, "busybox:1", "true"]);
+        env.ok(&["wait", &name]);
+        env.ok(&["rm", &name]);
+    }
+    assert!(
+        leftovers(&env, &[]).is_empty(),
+        "{:?}",
+        leftovers(&env, &[])
+    );
+    let rt = env.root().join("runtime");
+    let left: Vec<_> = std::fs::read_dir(&rt)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "runtime state left: {left:?}");
+}
