@@ -164,7 +164,7 @@ fn detached_lifecycle_logs_stop_rm() {
     });
     env.ok(&["rm", "-f", "web"]);
     assert!(
-        leftovers(&env, &[id.clone()]).is_empty(),
+        leftovers(&env, std::slice::from_ref(&id)).is_empty(),
         "{:?}",
         leftovers(&env, &[id])
     );
@@ -218,7 +218,7 @@ fn resource_flags_reach_the_kernel() {
     assert_eq!(info["HostConfig"]["NanoCpus"], 500_000_000i64);
     env.ok(&["rm", "-f", &id[..12]]);
     assert!(
-        leftovers(&env, &[id.clone()]).is_empty(),
+        leftovers(&env, std::slice::from_ref(&id)).is_empty(),
         "{:?}",
         leftovers(&env, &[id])
     );
@@ -477,7 +477,7 @@ fn killed_monitor_and_killed_cli() {
     });
     env.ok(&["rm", "-f", "orphan"]);
     assert!(
-        leftovers(&env, &[id.clone()]).is_empty(),
+        leftovers(&env, std::slice::from_ref(&id)).is_empty(),
         "{:?}",
         leftovers(&env, &[id])
     );
