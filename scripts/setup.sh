@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 cargo build --release --locked
-install -m 0755 "$(scripts/build-runtime.sh)" /usr/local/bin/berth-runtime
+static=$(scripts/build-runtime.sh)
+install -m 0755 "$static/berth-runtime" "$static/berth-monitor" /usr/local/bin/
 install -m 0755 target/release/berth /usr/local/bin/berth
 scripts/make-bundle.sh /var/lib/berth/bundles/busybox
 tar -C /var/lib/berth/bundles/busybox/rootfs -c . |

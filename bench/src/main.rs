@@ -5,9 +5,13 @@
 //! delete) of `/bin/true` in a busybox bundle with pid, mount, uts, ipc and network
 //! namespaces, for berth-runtime, crun and runc, plus the bare `unshare` floor.
 //!
+//! `berth-bench engine` — `berth run --rm` vs `podman run --rm`, and 100 detached
+//! containers (see engine.rs).
+//!
 //! `berth-bench images` — layer unpack vs `tar -x` and `umoci unpack`, rootfs prepare,
 //! and pull vs `skopeo copy` (see images.rs).
 
+mod engine;
 mod images;
 mod stats;
 mod sys;
@@ -46,6 +50,21 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "crun,runc")]
         peers: Vec<String>,
     },
+    /// Engine: berth run --rm vs podman run --rm, and many detached containers
+    Engine {
+        /// Rounds (each tool runs once per round, in rotating order)
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// The berth binary (cargo build --release; berth-runtime next to it)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Detached containers to start
+        #[arg(long, default_value_t = 100)]
+        many: usize,
+        /// Where the static berth-runtime and berth-monitor are (scripts/build-runtime.sh)
+        #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
+        tools: PathBuf,
+    },
     /// Images: unpack vs tar and umoci, rootfs prepare, pull vs skopeo
     Images {
         /// Rounds (each tool runs once per round, in rotating order)
@@ -63,6 +82,12 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Runtime { runs, berth, peers } => runtime_bench(runs, &berth, &peers),
+        Cmd::Engine {
+            runs,
+            berth,
+            many,
+            tools,
+        } => engine::engine_bench(runs, &berth, many, &tools),
         Cmd::Images {
             runs,
             berth,

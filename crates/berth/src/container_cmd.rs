@@ -1004,14 +1004,3 @@ pub fn inspect(ctx: &Ctx, a: InspectArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// The hidden `_monitor` command (the engine starts it; it must not run a tokio runtime).
-pub fn monitor(root: &std::path::Path, id: &str) -> i32 {
-    match Engine::open(root) {
-        Ok(e) => berth_engine::monitor::run(&e, id),
-        Err(err) => {
-            println!("error {err}");
-            125
-        }
-    }
-}

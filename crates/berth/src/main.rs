@@ -58,12 +58,7 @@ enum Command {
     Wait(container_cmd::Names),
     /// Show containers or images as JSON.
     Inspect(container_cmd::InspectArgs),
-    /// The per-container monitor (started by berth itself).
-    #[command(name = "_monitor", hide = true)]
-    Monitor {
-        /// Container ID.
-        id: String,
-    },
+
     /// Manage images.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -113,10 +108,6 @@ impl Ctx {
 fn main() {
     let cli = Cli::parse();
     let ctx = Ctx { root: cli.root };
-    // The monitor is a small single-threaded process: no async runtime.
-    if let Command::Monitor { id } = &cli.command {
-        std::process::exit(container_cmd::monitor(&ctx.root, id));
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -136,7 +127,6 @@ fn main() {
             Command::Logs(a) => ok(container_cmd::logs(&ctx, a).await),
             Command::Wait(a) => ok(container_cmd::wait(&ctx, a)),
             Command::Inspect(a) => ok(container_cmd::inspect(&ctx, a)),
-            Command::Monitor { .. } => unreachable!("handled above"),
             Command::Image(c) => ok(image_cmd::run(&ctx, c).await),
             Command::Images(a) => ok(image_cmd::ls(&ctx, a)),
             Command::Pull(a) => ok(registry_cmd::pull(&ctx, a).await),

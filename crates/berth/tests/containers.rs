@@ -42,7 +42,7 @@ fn leftovers(env: &Env, ids: &[String]) -> Vec<String> {
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains("_monitor") && cmd.contains(&root) {
+            if cmd.contains("berth-monitor") && cmd.contains(&root) {
                 out.push(format!("process {} {cmd}", e.file_name().to_string_lossy()));
             }
         }
@@ -146,7 +146,7 @@ fn detached_lifecycle_logs_stop_rm() {
         .find_map(|l| l.strip_prefix("PPid:").map(|v| v.trim().parse().unwrap()))
         .unwrap();
     let parent_cmd = std::fs::read_to_string(format!("/proc/{ppid}/cmdline")).unwrap();
-    assert!(parent_cmd.contains("_monitor"), "{parent_cmd}");
+    assert!(parent_cmd.contains("berth-monitor"), "{parent_cmd}");
     let e = env.fails(&["rm", "web"]);
     assert!(e.contains("is running") && e.contains("-f"), "{e}");
     env.ok(&["stop", "web"]);

@@ -52,15 +52,10 @@ pub struct Engine {
     root: PathBuf,
     images: Arc<Store>,
     runtime: PathBuf,
-    exe: PathBuf,
+    monitor: PathBuf,
 }
 
-/// The start time of a process (clock ticks since boot), to tell a pid from its reuse.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &s[s.rfind(')')? + 2..];
-    after.split(' ').nth(19)?.parse().ok()
-}
+pub use berth_monitor::record::start_time;
 
 fn alive(pid: i32, start: Option<u64>) -> bool {
     // A zombie has ended; whoever reaps it may take its time.
@@ -74,21 +69,22 @@ fn alive(pid: i32, start: Option<u64>) -> bool {
     }
 }
 
-fn find_runtime(exe: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("BERTH_RUNTIME") {
+/// A helper binary: `$var`, else next to `berth`, else on PATH, else /usr/local/bin.
+fn find_tool(exe: &Path, name: &str, var: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
         return PathBuf::from(p);
     }
-    let sibling = exe.with_file_name("berth-runtime");
+    let sibling = exe.with_file_name(name);
     if sibling.is_file() {
         return sibling;
     }
     for d in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = Path::new(d).join("berth-runtime");
+        let p = Path::new(d).join(name);
         if p.is_file() {
             return p;
         }
     }
-    PathBuf::from("/usr/local/bin/berth-runtime")
+    Path::new("/usr/local/bin").join(name)
 }
 
 impl Engine {
@@ -100,8 +96,8 @@ impl Engine {
         Ok(Engine {
             root: root.to_path_buf(),
             images: Arc::new(Store::open(root.join("image"))?),
-            runtime: find_runtime(&exe),
-            exe,
+            runtime: find_tool(&exe, "berth-runtime", "BERTH_RUNTIME"),
+            monitor: find_tool(&exe, "berth-monitor", "BERTH_MONITOR"),
         })
     }
 
@@ -286,17 +282,15 @@ impl Engine {
         }
         let p = self.paths(&rec.id);
         let _ = std::fs::remove_file(p.exit());
-        let mut child = Command::new(&self.exe)
-            .arg("--root")
+        let mut child = Command::new(&self.monitor)
             .arg(&self.root)
-            .arg("_monitor")
             .arg(&rec.id)
             .env("BERTH_RUNTIME", &self.runtime)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .ctx(|| format!("start the monitor ({})", self.exe.display()))?;
+            .ctx(|| format!("start the monitor ({})", self.monitor.display()))?;
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped");
         std::io::BufReader::new(stdout)
@@ -441,7 +435,9 @@ impl Engine {
 
     /// Removes the runtime state, the rootfs and the container's directory.
     pub fn remove_files(&self, id: &str) -> Result<()> {
-        let _ = self.runtime(&["delete", "--force", id]).output();
+        if self.root.join("runtime").join(id).exists() {
+            let _ = self.runtime(&["delete", "--force", id]).output();
+        }
         match self.images.remove_container(id) {
             Ok(()) | Err(berth_image::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),

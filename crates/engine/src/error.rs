@@ -15,6 +15,9 @@ pub enum Error {
     /// A name or resource in use, or a container in the wrong state.
     #[error("{0}")]
     Conflict(String),
+    /// The monitor library failed.
+    #[error(transparent)]
+    Monitor(#[from] berth_monitor::Error),
     /// The image store failed.
     #[error(transparent)]
     Image(#[from] berth_image::Error),

@@ -5,13 +5,11 @@
 //! monitor's records.
 #![forbid(unsafe_code)]
 
-pub mod config;
 pub mod engine;
 pub mod error;
-pub mod log;
-pub mod monitor;
-pub mod record;
 pub mod spec;
+
+pub use berth_monitor::{config, log, monitor, record};
 
 pub use engine::Engine;
 pub use error::{Error, Result};

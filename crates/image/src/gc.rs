@@ -112,6 +112,7 @@ impl Store {
     }
 
     fn prune_locked(&self) -> Result<PruneReport> {
+        self.forget_stale_containers()?;
         let (live_blobs, live_chains) = self.live_sets()?;
         let mut report = PruneReport::default();
         let blob_dir = self.root().join("blobs/sha256");

@@ -309,11 +309,36 @@ impl Store {
                 },
             )
             .optional()?;
-        row.map(container_from_row).transpose()
+        // A container whose directory is gone was removed (a monitor may remove an
+        // ended `--rm` container's files without the database): its row is stale.
+        Ok(row
+            .map(container_from_row)
+            .transpose()?
+            .filter(|c| self.container_dir(&c.id).exists()))
     }
 
-    /// All container rootfs records.
+    /// All container rootfs records (whose directory still exists).
     pub fn containers(&self) -> Result<Vec<ContainerRecord>> {
+        Ok(self
+            .all_container_rows()?
+            .into_iter()
+            .filter(|c| self.container_dir(&c.id).exists())
+            .collect())
+    }
+
+    /// Forgets container rows whose directory is gone; returns how many.
+    pub(crate) fn forget_stale_containers(&self) -> Result<usize> {
+        let mut n = 0;
+        for c in self.all_container_rows()? {
+            if !self.container_dir(&c.id).exists() {
+                self.delete_container(&c.id)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn all_container_rows(&self) -> Result<Vec<ContainerRecord>> {
         let db = self.db();
         let mut st = db.prepare("SELECT id, image, chain_id, mode FROM containers ORDER BY id")?;
         let rows = st.query_map([], |r| {

@@ -17,16 +17,45 @@ use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{Pid, WaitOptions};
 
 use crate::config::RestartPolicy;
-use crate::engine::Engine;
 use crate::error::{Context, Error, Result};
 use crate::log::{LogWriter, Stream};
-use crate::record::{now_rfc3339_nanos, read_json, write_json, ContainerRecord, ExitRecord};
+use crate::record::{now_rfc3339_nanos, read_json, write_json, ContainerRecord, ExitRecord, Paths};
+
+/// Where the monitor finds its container and tools.
+#[derive(Clone, Debug)]
+pub struct MonitorEnv {
+    /// berth's state root.
+    pub root: std::path::PathBuf,
+    /// berth-runtime.
+    pub runtime: std::path::PathBuf,
+}
+
+impl MonitorEnv {
+    /// The container's files.
+    pub fn paths(&self, id: &str) -> Paths {
+        Paths {
+            dir: self.root.join("containers").join(id),
+        }
+    }
+
+    /// A berth-runtime command with berth's runtime state root.
+    pub fn runtime(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.runtime);
+        c.arg("--root").arg(self.root.join("runtime")).args(args);
+        c
+    }
+
+    /// Whether berth-runtime has state for `id` (so `delete` has work to do).
+    fn runtime_has(&self, id: &str) -> bool {
+        self.root.join("runtime").join(id).exists()
+    }
+}
 
 /// Marker a user's `stop`/`kill` leaves so that the monitor does not restart.
 pub const STOPPED_MARK: &str = "stopped-by-user";
 
 /// Runs the monitor of container `id`; returns the exit code to exit with.
-pub fn run(engine: &Engine, id: &str) -> i32 {
+pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
     let _ = rustix::process::setsid();
     // The runtime's create leaves the init behind when it exits: as a subreaper, the
     // monitor becomes its parent and can wait for it.
@@ -42,7 +71,7 @@ pub fn run(engine: &Engine, id: &str) -> i32 {
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let _ = write_json(
         &paths.monitor_pid(),
-        &serde_json::json!({"pid": me, "start": crate::engine::start_time(me)}),
+        &serde_json::json!({"pid": me, "start": crate::record::start_time(me)}),
     );
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -84,7 +113,7 @@ pub fn run(engine: &Engine, id: &str) -> i32 {
             };
         if !restart {
             if rec.config.auto_remove {
-                let _ = engine.remove_files(id);
+                remove_container_files(engine, &rec);
             }
             return exit.exit_code;
         }
@@ -104,7 +133,7 @@ pub fn run(engine: &Engine, id: &str) -> i32 {
 }
 
 fn exit_duration(e: &ExitRecord) -> Duration {
-    let secs = |t: &str| berth_image::inspect::parse_time(t).unwrap_or(0);
+    let secs = |t: &str| crate::record::parse_rfc3339(t).unwrap_or(0);
     Duration::from_secs(secs(&e.finished_at).saturating_sub(secs(&e.started_at)))
 }
 
@@ -114,14 +143,16 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Creates, starts and waits for the container once: (exit code, OOM killed).
 fn run_once(
-    engine: &Engine,
+    engine: &MonitorEnv,
     rec: &ContainerRecord,
     say: &mut dyn FnMut(String),
 ) -> Result<(i32, bool)> {
     let id = rec.id.as_str();
     let paths = engine.paths(id);
     // Leftovers of a previous run (a restart, or a monitor that was killed).
-    let _ = engine.runtime(&["delete", "--force", id]).output();
+    if engine.runtime_has(id) {
+        let _ = engine.runtime(&["delete", "--force", id]).output();
+    }
     let _ = std::fs::remove_file(paths.init_pid());
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -300,6 +331,21 @@ fn runtime_error(log: &std::path::Path) -> String {
                 t.lines().last().unwrap_or(t).to_string()
             }
         })
+}
+
+/// Removes an ended `--rm` container: its rootfs mount and directory (the image store
+/// treats a container row whose directory is gone as removed and forgets it at the next
+/// prune), and its state directory.
+fn remove_container_files(engine: &MonitorEnv, rec: &ContainerRecord) {
+    let rootfs = std::path::Path::new(&rec.rootfs);
+    match rustix::mount::unmount(rootfs, rustix::mount::UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+        Err(_) => return,
+    }
+    if let Some(dir) = rootfs.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let _ = std::fs::remove_dir_all(engine.paths(&rec.id).dir);
 }
 
 /// Whether the OOM killer acted in the container's memory cgroup (v2 memory.events,

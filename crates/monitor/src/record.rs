@@ -171,9 +171,21 @@ pub fn generate_name(id: &str, taken: &dyn Fn(&str) -> bool) -> String {
 
 /// RFC 3339 with nanoseconds, UTC (docker's and CRI's timestamps).
 pub fn now_rfc3339_nanos() -> String {
-    let d = std::time::SystemTime::now()
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// Unix seconds of an RFC 3339 time.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    humantime::parse_rfc3339_weak(s)
+        .ok()?
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let base = berth_image::commit::rfc3339(d.as_secs());
-    format!("{}.{:09}Z", base.trim_end_matches('Z'), d.subsec_nanos())
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+/// The start time of a process (clock ticks since boot), to tell a pid from its reuse.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
 }

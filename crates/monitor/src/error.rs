@@ -1,0 +1,52 @@
+//! The monitor library's error type.
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error: what failed and why.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad user input (flag values, names).
+    #[error("{0}")]
+    Invalid(String),
+    /// The runtime failed.
+    #[error("{0}")]
+    Runtime(String),
+    /// A system call or file failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// An I/O error with context.
+    pub fn io(context: impl std::fmt::Display, source: impl Into<std::io::Error>) -> Error {
+        Error::Io {
+            context: context.to_string(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Adds context to I/O results.
+pub trait Context<T> {
+    /// Attaches a context line computed only on failure.
+    fn ctx<D: std::fmt::Display>(self, f: impl FnOnce() -> D) -> Result<T>;
+}
+
+impl<T> Context<T> for std::io::Result<T> {
+    fn ctx<D: std::fmt::Display>(self, f: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| Error::io(f(), e))
+    }
+}
+
+impl<T> Context<T> for rustix::io::Result<T> {
+    fn ctx<D: std::fmt::Display>(self, f: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| Error::io(f(), std::io::Error::from(e)))
+    }
+}
