@@ -699,6 +699,10 @@ fn status_text(state: &State, rec: &ContainerRecord, e: &Engine) -> String {
             format!("Up {}", human_age(&rec.created).trim_end_matches(" ago"))
         }
         State::Orphaned(_) => "Up (monitor lost)".into(),
+        State::Paused(_) => format!(
+            "Up {} (Paused)",
+            human_age(&rec.created).trim_end_matches(" ago")
+        ),
         State::Restarting => "Restarting".into(),
         State::Exited(code, at) => format!("Exited ({code}) {}", human_age(at)),
         State::Dead => "Dead".into(),
@@ -733,7 +737,7 @@ pub fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<()> {
         let state = e.state(&r);
         let running = matches!(
             state,
-            State::Running(_) | State::Orphaned(_) | State::Restarting
+            State::Running(_) | State::Paused(_) | State::Orphaned(_) | State::Restarting
         );
         if !a.all && !running {
             continue;
@@ -903,7 +907,7 @@ pub fn inspect_json(e: &Engine, r: &ContainerRecord) -> Value {
         .flatten()
         .unwrap_or_default();
     let pid = match state {
-        State::Running(p) | State::Orphaned(p) => p,
+        State::Running(p) | State::Paused(p) | State::Orphaned(p) => p,
         _ => 0,
     };
     let c = &r.config;
@@ -915,8 +919,8 @@ pub fn inspect_json(e: &Engine, r: &ContainerRecord) -> Value {
         "Args": r.args.get(1..).unwrap_or(&[]),
         "State": {
             "Status": state.word(),
-            "Running": matches!(state, State::Running(_) | State::Orphaned(_)),
-            "Paused": false,
+            "Running": matches!(state, State::Running(_) | State::Paused(_) | State::Orphaned(_)),
+            "Paused": matches!(state, State::Paused(_)),
             "Restarting": state == State::Restarting,
             "OOMKilled": exit.oom_killed,
             "Dead": state == State::Dead,
@@ -999,6 +1003,293 @@ pub fn inspect(ctx: &Ctx, a: InspectArgs) -> anyhow::Result<()> {
         Some(t) => {
             for v in &out {
                 println!("{}", crate::image_cmd::apply_template(v, t)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Arguments of `exec`.
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Run in the background.
+    #[arg(short, long)]
+    detach: bool,
+    /// Environment variable KEY=VALUE.
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Allocate a terminal (not supported yet).
+    #[arg(short, long)]
+    tty: bool,
+    /// Keep stdin open (stdin is passed through).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Container.
+    container: String,
+    /// Command and arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// `berth exec`.
+pub fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<i32> {
+    if a.tty {
+        bail!("exec -t is not supported yet: run without -t");
+    }
+    let e = engine(ctx)?;
+    let rec = e.find(&a.container)?;
+    let opts = berth_engine::engine::ExecOptions {
+        args: a.command,
+        env: a.env,
+        user: a.user,
+        workdir: a.workdir,
+        detach: a.detach,
+    };
+    Ok(e.exec(&rec, &opts)?)
+}
+
+/// `berth pause` / `unpause`.
+pub fn pause(ctx: &Ctx, a: Names, pause: bool) -> anyhow::Result<()> {
+    each(ctx, &a.containers, |e, r| e.pause(r, pause))
+}
+
+/// Arguments of `rename`.
+#[derive(Args)]
+pub struct RenameArgs {
+    /// Container.
+    container: String,
+    /// New name.
+    new_name: String,
+}
+
+/// `berth rename`.
+pub fn rename(ctx: &Ctx, a: RenameArgs) -> anyhow::Result<()> {
+    let e = engine(ctx)?;
+    let rec = e.find(&a.container)?;
+    e.rename(&rec, &a.new_name)?;
+    Ok(())
+}
+
+/// Arguments of `commit`.
+#[derive(Args)]
+pub struct CommitArgs {
+    /// Author.
+    #[arg(short, long)]
+    author: Option<String>,
+    /// Commit message.
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Dockerfile-style config change (CMD, ENV, WORKDIR...).
+    #[arg(short, long = "change")]
+    change: Vec<String>,
+    /// Container.
+    container: String,
+    /// Name of the new image.
+    reference: Option<String>,
+}
+
+/// `berth commit`.
+pub fn commit(ctx: &Ctx, a: CommitArgs) -> anyhow::Result<()> {
+    let e = engine(ctx)?;
+    let rec = e.find(&a.container)?;
+    let opts = berth_image::commit::NewImage {
+        reference: a.reference.as_deref().map(str::parse).transpose()?,
+        author: a.author,
+        comment: a.message,
+        created_by: rec.args.join(" "),
+        config_changes: crate::image_cmd::changes(&a.change)?,
+    };
+    let d = e.commit(&rec, &opts)?;
+    let id = e
+        .images()
+        .resolve_digest(&d, &berth_image::oci::Platform::host())?
+        .config_digest;
+    println!("{id}");
+    Ok(())
+}
+
+/// `berth top`.
+pub fn top(ctx: &Ctx, a: Names) -> anyhow::Result<()> {
+    let e = engine(ctx)?;
+    let rec = e.find(&a.containers[0])?;
+    let mut t = Table::new(&["UID", "PID", "PPID", "STIME", "TIME", "CMD"]);
+    for pid in e.top(&rec)? {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split(' ').collect())
+            .unwrap_or_default();
+        let ticks = 100.0;
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let cpu = (num(12) + num(13)) / ticks;
+        let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .and_then(|v| v.split_whitespace().next().map(String::from))
+            })
+            .unwrap_or_default();
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd)
+            .replace('\0', " ")
+            .trim()
+            .to_string();
+        t.row(vec![
+            uid,
+            pid.to_string(),
+            f.get(2).unwrap_or(&"").to_string(),
+            {
+                let btime: u64 = std::fs::read_to_string("/proc/stat")
+                    .unwrap_or_default()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse().ok()))
+                    .unwrap_or(0);
+                let started = btime + (num(19) / ticks) as u64;
+                let rfc = berth_image::commit::rfc3339(started);
+                rfc.get(11..16).unwrap_or("").to_string()
+            },
+            format!(
+                "{:02}:{:02}:{:02}",
+                (cpu as u64) / 3600,
+                (cpu as u64) / 60 % 60,
+                cpu as u64 % 60
+            ),
+            cmd,
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// `berth diff`.
+pub fn diff(ctx: &Ctx, a: Names) -> anyhow::Result<()> {
+    let e = engine(ctx)?;
+    let rec = e.find(&a.containers[0])?;
+    for (k, p) in e.diff(&rec)? {
+        println!("{k} {p}");
+    }
+    Ok(())
+}
+
+/// `berth volume` subcommands.
+#[derive(clap::Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume.
+    Create {
+        /// Name (default: a random one).
+        name: Option<String>,
+    },
+    /// List volumes.
+    Ls {
+        /// Only names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show volumes as JSON.
+    Inspect {
+        /// Volumes.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes.
+    Rm {
+        /// Remove even if a container uses it.
+        #[arg(short, long)]
+        force: bool,
+        /// Volumes.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes no container uses.
+    Prune {
+        /// Accepted for docker compatibility.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+fn volume_users(e: &Engine, dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let d = dir.join("_data").display().to_string();
+    Ok(e.list()?
+        .into_iter()
+        .filter(|r| r.config.mounts.iter().any(|m| m.source == d))
+        .map(|r| r.name)
+        .collect())
+}
+
+/// `berth volume ...`.
+pub fn volume(ctx: &Ctx, c: VolumeCommand) -> anyhow::Result<()> {
+    let base = ctx.root.join("volumes");
+    std::fs::create_dir_all(&base)?;
+    let e = engine(ctx)?;
+    let info = |name: &str| -> Value {
+        json!({"Name": name, "Driver": "local", "Mountpoint": base.join(name).join("_data"), "Scope": "local", "Labels": {}, "Options": {}})
+    };
+    match c {
+        VolumeCommand::Create { name } => {
+            let name = name.unwrap_or_else(berth_engine::record::new_id);
+            berth_engine::record::check_name(&name).map_err(|_| {
+                anyhow::anyhow!("volume name {name:?}: use letters, digits, '_', '.', '-'")
+            })?;
+            std::fs::create_dir_all(base.join(&name).join("_data"))?;
+            println!("{name}");
+        }
+        VolumeCommand::Ls { quiet } => {
+            let mut names: Vec<String> = std::fs::read_dir(&base)?
+                .flatten()
+                .map(|d| d.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            if quiet {
+                for n in names {
+                    println!("{n}");
+                }
+            } else {
+                let mut t = Table::new(&["DRIVER", "VOLUME NAME"]);
+                for n in names {
+                    t.row(vec!["local".into(), n]);
+                }
+                print!("{}", t.render());
+            }
+        }
+        VolumeCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            for n in &names {
+                if !base.join(n).is_dir() {
+                    bail!("no such volume: {n}");
+                }
+                out.push(info(n));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        VolumeCommand::Rm { force, names } => {
+            for n in &names {
+                let dir = base.join(n);
+                if !dir.is_dir() {
+                    bail!("no such volume: {n}");
+                }
+                let users = volume_users(&e, &dir)?;
+                if !users.is_empty() && !force {
+                    bail!("volume {n} is in use by container {}: remove the container first, or use -f", users.join(", "));
+                }
+                std::fs::remove_dir_all(&dir)?;
+                println!("{n}");
+            }
+        }
+        VolumeCommand::Prune { .. } => {
+            println!("Deleted Volumes:");
+            for d in std::fs::read_dir(&base)?.flatten() {
+                if volume_users(&e, &d.path())?.is_empty() {
+                    std::fs::remove_dir_all(d.path())?;
+                    println!("{}", d.file_name().to_string_lossy());
+                }
             }
         }
     }

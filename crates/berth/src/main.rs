@@ -58,6 +58,23 @@ enum Command {
     Wait(container_cmd::Names),
     /// Show containers or images as JSON.
     Inspect(container_cmd::InspectArgs),
+    /// Run a command in a running container.
+    Exec(container_cmd::ExecArgs),
+    /// Freeze containers' processes.
+    Pause(container_cmd::Names),
+    /// Thaw paused containers.
+    Unpause(container_cmd::Names),
+    /// Rename a container.
+    Rename(container_cmd::RenameArgs),
+    /// Make an image of a container's changes.
+    Commit(container_cmd::CommitArgs),
+    /// Show a container's processes.
+    Top(container_cmd::Names),
+    /// Show what a container changed in its filesystem.
+    Diff(container_cmd::Names),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(container_cmd::VolumeCommand),
 
     /// Manage images.
     #[command(subcommand)]
@@ -127,6 +144,14 @@ fn main() {
             Command::Logs(a) => ok(container_cmd::logs(&ctx, a).await),
             Command::Wait(a) => ok(container_cmd::wait(&ctx, a)),
             Command::Inspect(a) => ok(container_cmd::inspect(&ctx, a)),
+            Command::Exec(a) => container_cmd::exec(&ctx, a),
+            Command::Pause(a) => ok(container_cmd::pause(&ctx, a, true)),
+            Command::Unpause(a) => ok(container_cmd::pause(&ctx, a, false)),
+            Command::Rename(a) => ok(container_cmd::rename(&ctx, a)),
+            Command::Commit(a) => ok(container_cmd::commit(&ctx, a)),
+            Command::Top(a) => ok(container_cmd::top(&ctx, a)),
+            Command::Diff(a) => ok(container_cmd::diff(&ctx, a)),
+            Command::Volume(c) => ok(container_cmd::volume(&ctx, c)),
             Command::Image(c) => ok(image_cmd::run(&ctx, c).await),
             Command::Images(a) => ok(image_cmd::ls(&ctx, a)),
             Command::Pull(a) => ok(registry_cmd::pull(&ctx, a).await),

@@ -508,3 +508,97 @@ fn rapid_run_rm_cycles_leave_nothing() {
         .unwrap_or_default();
     assert!(left.is_empty(), "runtime state left: {left:?}");
 }
+
+#[test]
+fn exec_top_diff_pause_commit_rename_volumes() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w",
+        "busybox:1",
+        "sh",
+        "-c",
+        "echo hi > /etc/greeting; rm /etc/os-release; mkdir /newdir; sleep 60",
+    ]);
+    wait_for("the changes", Duration::from_secs(10), || {
+        env.ok(&["diff", "w"]).contains("/newdir")
+    });
+    let o = env.run(&[
+        "exec",
+        "-e",
+        "X=1",
+        "w",
+        "sh",
+        "-c",
+        "echo $X $(cat /etc/greeting) $(id -u); exit 7",
+    ]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1 hi 0\n");
+    assert_eq!(env.ok(&["exec", "-u", "65534", "w", "id", "-u"]), "65534\n");
+    let top = env.ok(&["top", "w"]);
+    assert!(top.starts_with("UID") && top.contains("sleep 60"), "{top}");
+    let diff = env.ok(&["diff", "w"]);
+    for want in [
+        "C /etc",
+        "A /etc/greeting",
+        "D /etc/os-release",
+        "A /newdir",
+    ] {
+        assert!(
+            diff.lines().any(|l| l == want),
+            "{want} missing from {diff}"
+        );
+    }
+    assert!(
+        !diff.contains("hostname"),
+        "init files are not changes: {diff}"
+    );
+    env.ok(&["pause", "w"]);
+    assert_eq!(inspect(&env, "w")["State"]["Status"], "paused");
+    env.ok(&["unpause", "w"]);
+    assert_eq!(inspect(&env, "w")["State"]["Status"], "running");
+    let id = env
+        .ok(&["commit", "-m", "snap", "w", "localhost/snap:1"])
+        .trim()
+        .to_string();
+    assert!(id.starts_with("sha256:"));
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "snap:1",
+        "sh",
+        "-c",
+        "cat /etc/greeting; ls /etc/os-release 2>&1 || true",
+    ]);
+    assert!(
+        out.starts_with("hi\n") && out.contains("No such file"),
+        "{out}"
+    );
+    env.ok(&["rename", "w", "w2"]);
+    assert!(env.ok(&["ps", "--format", "{{.Names}}"]).contains("w2"));
+    env.ok(&["volume", "create", "vol1"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "user",
+        "-v",
+        "vol1:/v",
+        "busybox:1",
+        "sleep",
+        "60",
+    ]);
+    let e = env.fails(&["volume", "rm", "vol1"]);
+    assert!(e.contains("in use"), "{e}");
+    env.ok(&["rm", "-f", "w2", "user"]);
+    env.ok(&["volume", "rm", "vol1"]);
+    assert!(!env.ok(&["volume", "ls", "-q"]).contains("vol1"));
+    assert!(
+        leftovers(&env, &[]).is_empty(),
+        "{:?}",
+        leftovers(&env, &[])
+    );
+}

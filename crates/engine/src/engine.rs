@@ -16,6 +16,21 @@ use crate::error::{Context, Error, Result};
 use crate::monitor::STOPPED_MARK;
 use crate::record::{self, read_json, write_json, ContainerRecord, ExitRecord, Paths};
 
+/// What `exec` runs.
+#[derive(Clone, Debug, Default)]
+pub struct ExecOptions {
+    /// Command and arguments.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<String>,
+    /// User (name|uid[:group|gid]).
+    pub user: Option<String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// Return once started.
+    pub detach: bool,
+}
+
 /// A container's state as `ps` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
@@ -23,6 +38,8 @@ pub enum State {
     Created,
     /// Its init runs (pid).
     Running(i32),
+    /// Frozen by `pause` (pid).
+    Paused(i32),
     /// Between runs of a restart policy.
     Restarting,
     /// Ended (exit code, finished at).
@@ -40,6 +57,7 @@ impl State {
         match self {
             State::Created => "created",
             State::Running(_) | State::Orphaned(_) => "running",
+            State::Paused(_) => "paused",
             State::Restarting => "restarting",
             State::Exited(..) => "exited",
             State::Dead => "dead",
@@ -170,6 +188,7 @@ impl Engine {
         let exit: Option<ExitRecord> = read_json(&p.exit()).ok().flatten();
         match (monitor.is_some(), monitor_alive, init_alive) {
             (false, _, _) => State::Created,
+            (_, true, true) if frozen(&rec.id) => State::Paused(init.unwrap_or(0)),
             (_, true, true) => State::Running(init.unwrap_or(0)),
             (_, true, false) => match exit {
                 Some(_) => State::Restarting,
@@ -315,7 +334,7 @@ impl Engine {
     /// Sends a signal to the container's init.
     pub fn kill(&self, rec: &ContainerRecord, signal: &str, by_user: bool) -> Result<()> {
         match self.state(rec) {
-            State::Running(_) | State::Orphaned(_) | State::Restarting => {}
+            State::Running(_) | State::Paused(_) | State::Orphaned(_) | State::Restarting => {}
             s => {
                 return Err(Error::Conflict(format!(
                     "container {} is {}, not running",
@@ -327,12 +346,19 @@ impl Engine {
         if by_user {
             let _ = std::fs::write(self.paths(&rec.id).dir.join(STOPPED_MARK), b"");
         }
+        // A frozen process cannot act on a signal: thaw it first, as docker does.
+        if matches!(self.state(rec), State::Paused(_)) {
+            let _ = self.runtime(&["resume", &rec.id]).output();
+        }
         let out = self
             .runtime(&["kill", &rec.id, signal])
             .output()
             .ctx(|| "run berth-runtime kill")?;
         if !out.status.success()
-            && matches!(self.state(rec), State::Running(_) | State::Orphaned(_))
+            && matches!(
+                self.state(rec),
+                State::Running(_) | State::Paused(_) | State::Orphaned(_)
+            )
         {
             return Err(Error::Runtime(format!(
                 "kill {}: {}",
@@ -347,7 +373,7 @@ impl Engine {
     pub fn stop(&self, rec: &ContainerRecord, timeout: Option<Duration>) -> Result<()> {
         if !matches!(
             self.state(rec),
-            State::Running(_) | State::Orphaned(_) | State::Restarting
+            State::Running(_) | State::Paused(_) | State::Orphaned(_) | State::Restarting
         ) {
             return Ok(());
         }
@@ -355,11 +381,11 @@ impl Engine {
         let timeout = timeout.unwrap_or(Duration::from_secs(rec.config.stop_timeout.unwrap_or(10)));
         let _ = self.kill(rec, &sig, true);
         if !self.wait_until(rec, timeout, |s| {
-            !matches!(s, State::Running(_) | State::Orphaned(_))
+            !matches!(s, State::Running(_) | State::Paused(_) | State::Orphaned(_))
         }) {
             let _ = self.kill(rec, "KILL", true);
             self.wait_until(rec, Duration::from_secs(10), |s| {
-                !matches!(s, State::Running(_) | State::Orphaned(_))
+                !matches!(s, State::Running(_) | State::Paused(_) | State::Orphaned(_))
             });
         }
         // Let the monitor write its record (an orphaned container has none to wait for).
@@ -413,24 +439,199 @@ impl Engine {
     /// Removes a container (with `force`, stopping it first).
     pub fn remove(&self, rec: &ContainerRecord, force: bool) -> Result<()> {
         match self.state(rec) {
-            State::Running(_) | State::Orphaned(_) | State::Restarting if !force => {
+            State::Running(_) | State::Paused(_) | State::Orphaned(_) | State::Restarting
+                if !force =>
+            {
                 return Err(Error::Conflict(format!(
                     "container {} is running: stop it first, or remove it with -f",
                     rec.name
                 )))
             }
-            State::Running(_) | State::Orphaned(_) | State::Restarting => {
+            State::Running(_) | State::Paused(_) | State::Orphaned(_) | State::Restarting => {
                 let _ = self.kill(rec, "KILL", true);
                 self.wait_until(rec, Duration::from_secs(10), |s| {
                     !matches!(
                         s,
-                        State::Running(_) | State::Orphaned(_) | State::Restarting
+                        State::Running(_)
+                            | State::Paused(_)
+                            | State::Orphaned(_)
+                            | State::Restarting
                     )
                 });
             }
             _ => {}
         }
         self.remove_files(&rec.id)
+    }
+
+    /// Runs a process in a running container, with this process's stdio; returns its
+    /// exit code (or its pid with `detach`).
+    pub fn exec(&self, rec: &ContainerRecord, opts: &ExecOptions) -> Result<i32> {
+        match self.state(rec) {
+            State::Running(_) | State::Orphaned(_) => {}
+            s => {
+                return Err(Error::Conflict(format!(
+                    "container {} is {}: exec needs it running",
+                    rec.name,
+                    s.word()
+                )))
+            }
+        }
+        if opts.args.is_empty() {
+            return Err(Error::Invalid("exec: give a command to run".into()));
+        }
+        let mut c = self.runtime(&["exec"]);
+        let user = opts
+            .user
+            .clone()
+            .or_else(|| rec.config.user.clone())
+            .unwrap_or_default();
+        let (uid, gid, _) = crate::spec::resolve_user(Path::new(&rec.rootfs), &user)?;
+        c.arg("--user").arg(format!("{uid}:{gid}"));
+        if let Some(w) = opts.workdir.as_ref().or(rec.config.workdir.as_ref()) {
+            c.arg("--cwd").arg(w);
+        }
+        for e in &opts.env {
+            c.arg("--env").arg(e);
+        }
+        if opts.detach {
+            c.arg("--detach");
+        }
+        c.arg(&rec.id).arg("--").args(&opts.args);
+        let st = c.status().ctx(|| "run berth-runtime exec")?;
+        Ok(st.code().unwrap_or(255))
+    }
+
+    /// Freezes (`pause`) or thaws a container's processes.
+    pub fn pause(&self, rec: &ContainerRecord, pause: bool) -> Result<()> {
+        let s = self.state(rec);
+        match (&s, pause) {
+            (State::Running(_), true) | (State::Paused(_), false) => {}
+            _ => {
+                return Err(Error::Conflict(format!(
+                    "container {} is {}: cannot {}",
+                    rec.name,
+                    s.word(),
+                    if pause { "pause it" } else { "unpause it" }
+                )))
+            }
+        }
+        let out = self
+            .runtime(&[if pause { "pause" } else { "resume" }, &rec.id])
+            .output()
+            .ctx(|| "run berth-runtime")?;
+        if !out.status.success() {
+            return Err(Error::Runtime(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Renames a container.
+    pub fn rename(&self, rec: &ContainerRecord, new: &str) -> Result<()> {
+        record::check_name(new)?;
+        if let Some(other) = self.list()?.into_iter().find(|r| r.name == new) {
+            return Err(Error::Conflict(format!(
+                "the container name {new:?} is already in use by container {}",
+                &other.id[..12]
+            )));
+        }
+        let mut r = rec.clone();
+        r.name = new.to_string();
+        write_json(&self.paths(&rec.id).record(), &r).map_err(Into::into)
+    }
+
+    /// Makes an image of the container's changes (its init files left out).
+    pub fn commit(
+        &self,
+        rec: &ContainerRecord,
+        opts: &berth_image::commit::NewImage,
+    ) -> Result<berth_image::Digest> {
+        let manifest: berth_image::Digest = rec.image_manifest.parse().map_err(|e| {
+            Error::Invalid(format!("container {}: bad image digest: {e}", rec.name))
+        })?;
+        let base = self
+            .images
+            .resolve_digest(&manifest, &berth_image::oci::Platform::host())?;
+        Ok(self.images.commit(&rec.id, &base, opts)?)
+    }
+
+    /// The processes of a container: pid, and /proc's view of each.
+    pub fn top(&self, rec: &ContainerRecord) -> Result<Vec<i32>> {
+        let out = self
+            .runtime(&["ps", "--format", "json", &rec.id])
+            .output()
+            .ctx(|| "run berth-runtime ps")?;
+        if !out.status.success() {
+            return Err(Error::Conflict(format!(
+                "container {} is {}: it has no processes",
+                rec.name,
+                self.state(rec).word()
+            )));
+        }
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| Error::Runtime(format!("berth-runtime ps: {e}")))
+    }
+
+    /// What the container changed in its root filesystem, as `docker diff` lists it:
+    /// (kind A/C/D, path).
+    pub fn diff(&self, rec: &ContainerRecord) -> Result<Vec<(char, String)>> {
+        let (upper, _, _) = self.images.container_paths(&rec.id);
+        let manifest: berth_image::Digest = rec.image_manifest.parse().map_err(|e| {
+            Error::Invalid(format!("container {}: bad image digest: {e}", rec.name))
+        })?;
+        let img = self
+            .images
+            .resolve_digest(&manifest, &berth_image::oci::Platform::host())?;
+        let lowers: Vec<PathBuf> = img
+            .chain_ids
+            .iter()
+            .filter_map(|c| self.images.snapshot(c).ok().flatten())
+            .map(|s| self.images.snapshot_dir(s.id))
+            .collect();
+        let in_image = |rel: &Path| {
+            lowers
+                .iter()
+                .any(|l| l.join(rel).symlink_metadata().is_ok())
+        };
+        let mut out = Vec::new();
+        fn walk(
+            dir: &Path,
+            rel: &Path,
+            in_image: &dyn Fn(&Path) -> bool,
+            out: &mut Vec<(char, String)>,
+        ) {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return;
+            };
+            let mut entries: Vec<_> = rd.flatten().collect();
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                let r = rel.join(e.file_name());
+                let shown = format!("/{}", r.display());
+                if berth_image::snapshot::INIT_FILES
+                    .iter()
+                    .any(|f| Path::new(f) == r)
+                {
+                    continue;
+                }
+                let Ok(m) = e.path().symlink_metadata() else {
+                    continue;
+                };
+                if m.file_type().is_char_device() && m.rdev() == 0 {
+                    out.push(('D', shown));
+                    continue;
+                }
+                out.push((if in_image(&r) { 'C' } else { 'A' }, shown));
+                if m.is_dir() {
+                    walk(&e.path(), &r, in_image, out);
+                }
+            }
+        }
+        walk(&upper, Path::new(""), &in_image, &mut out);
+        Ok(out)
     }
 
     /// Removes the runtime state, the rootfs and the container's directory.
@@ -449,6 +650,17 @@ impl Engine {
             Err(e) => Err(Error::io(format!("remove {}", dir.display()), e)),
         }
     }
+}
+
+/// Whether the container's cgroup is frozen (v1 freezer or cgroup2 cgroup.freeze).
+fn frozen(id: &str) -> bool {
+    let read = |p: String| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    read(format!("/sys/fs/cgroup/freezer/berth/{id}/freezer.state")) == "FROZEN"
+        || read(format!("/sys/fs/cgroup/berth/{id}/cgroup.freeze")) == "1"
 }
 
 fn is_zombie(pid: i32) -> bool {
