@@ -255,6 +255,9 @@ pub struct InspectArgs {
     /// container or image (default: try a container, then an image).
     #[arg(long = "type")]
     kind: Option<String>,
+    /// Explain a running container from the kernel's view (with --format json: as JSON).
+    #[arg(long)]
+    explain: bool,
     /// Containers or images.
     #[arg(required = true)]
     names: Vec<String>,
@@ -985,6 +988,17 @@ pub fn inspect_json(e: &Engine, r: &ContainerRecord) -> Value {
 /// `berth inspect`: containers (and images, as docker does).
 pub fn inspect(ctx: &Ctx, a: InspectArgs) -> anyhow::Result<()> {
     let e = engine(ctx)?;
+    if a.explain {
+        for n in &a.names {
+            let v = e.explain(&e.find(n)?)?;
+            match a.format.as_deref() {
+                Some("json") => println!("{}", serde_json::to_string_pretty(&v)?),
+                Some(t) => println!("{}", crate::image_cmd::apply_template(&v, t)?),
+                None => print!("{}", berth_engine::explain::explain_text(&v)),
+            }
+        }
+        return Ok(());
+    }
     let mut out = Vec::new();
     for n in &a.names {
         let want_image = a.kind.as_deref() == Some("image");

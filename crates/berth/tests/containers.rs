@@ -602,3 +602,107 @@ fn exec_top_diff_pause_commit_rename_volumes() {
         leftovers(&env, &[])
     );
 }
+
+#[test]
+fn inspect_explain_reads_the_kernel() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let host = env.path("hostdata");
+    std::fs::create_dir_all(&host).unwrap();
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "-m",
+        "64m",
+        "--pids-limit",
+        "30",
+        "-v",
+        &format!("{}:/data:ro", host.display()),
+        "busybox:1",
+        "sh",
+        "-c",
+        "rm /etc/os-release; sleep 60",
+    ]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "b",
+        "--net",
+        "container:a",
+        "--pid",
+        "host",
+        "busybox:1",
+        "sleep",
+        "60",
+    ]);
+    wait_for("the whiteout", Duration::from_secs(10), || {
+        env.ok(&["diff", "a"]).contains("D /etc/os-release")
+    });
+    let v: Value =
+        serde_json::from_str(&env.ok(&["inspect", "--explain", "--format", "json", "b"])).unwrap();
+    let ns = |t: &str| {
+        v["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["type"] == t)
+            .unwrap()["shared_with"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(ns("net"), "container a");
+    assert_eq!(ns("pid"), "the host");
+    assert_eq!(ns("mnt"), "");
+    let v: Value =
+        serde_json::from_str(&env.ok(&["inspect", "--explain", "--format", "json", "a"])).unwrap();
+    let mem = v["cgroups"].as_array().unwrap().iter().find_map(|c| {
+        c["files"]["memory.limit_in_bytes"]
+            .as_str()
+            .map(String::from)
+            .or_else(|| c["files"]["memory.max"].as_str().map(String::from))
+    });
+    assert_eq!(mem.as_deref(), Some("67108864"));
+    assert_eq!(v["rootfs"]["type"], "overlay");
+    assert_eq!(v["rootfs"]["upper"]["whiteouts"][0], "/etc/os-release");
+    let layers = v["rootfs"]["layers"].as_array().unwrap();
+    assert!(layers[0]["role"]
+        .as_str()
+        .unwrap()
+        .starts_with("init layer"));
+    assert!(layers[1]["diff_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let data = v["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/data")
+        .unwrap()
+        .clone();
+    assert_eq!(data["bind_of"], host.to_str().unwrap());
+    assert!(data["options"].as_str().unwrap().starts_with("ro"));
+    assert_eq!(v["security"]["seccomp"], "filter");
+    assert_eq!(
+        v["security"]["capabilities_effective"]
+            .as_array()
+            .unwrap()
+            .len(),
+        14
+    );
+    let text = env.ok(&["inspect", "--explain", "a"]);
+    assert!(
+        text.contains("whiteout: /etc/os-release") && text.contains("bind mount of the host's"),
+        "{text}"
+    );
+    env.ok(&["rm", "-f", "a", "b"]);
+    assert!(
+        leftovers(&env, &[]).is_empty(),
+        "{:?}",
+        leftovers(&env, &[])
+    );
+}

@@ -7,6 +7,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod explain;
 pub mod spec;
 
 pub use berth_monitor::{config, log, monitor, record};
