@@ -530,6 +530,19 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<i32> {
     let cfg = run_config(ctx, &a.create)?;
     let e = engine(ctx)?;
     let rec = e.create(cfg, a.create.name.clone())?;
+    if !a.detach && (rec.config.tty || rec.config.interactive) {
+        let started = e.start_attached(&rec, terminal_size());
+        let (child, _pid, conn) = match started {
+            Ok(x) => x,
+            Err(err) => {
+                if rec.config.auto_remove {
+                    let _ = e.remove_files(&rec.id);
+                }
+                return Err(err.into());
+            }
+        };
+        return session(&e, &rec, Some(child), conn);
+    }
     let started = e.start(&rec);
     let (child, _pid) = match started {
         Ok(x) => x,
@@ -617,12 +630,124 @@ fn copy_log(path: &std::path::Path, offset: &mut u64, partial: &mut Vec<u8>, tim
     let _ = out.flush();
 }
 
+/// The terminal's size (rows, columns), or 24x80.
+fn terminal_size() -> (u16, u16) {
+    match rustix::termios::tcgetwinsize(std::io::stdout()) {
+        Ok(w) if w.ws_row > 0 => (w.ws_row, w.ws_col),
+        _ => (24, 80),
+    }
+}
+
+/// Puts the terminal in raw mode for an attached `-t` session; restores it when dropped.
+struct RawTerminal(Option<rustix::termios::Termios>);
+
+impl RawTerminal {
+    fn enable(tty: bool) -> RawTerminal {
+        use std::io::IsTerminal;
+        if !tty || !std::io::stdin().is_terminal() {
+            return RawTerminal(None);
+        }
+        let Ok(old) = rustix::termios::tcgetattr(std::io::stdin()) else {
+            return RawTerminal(None);
+        };
+        let mut raw = old.clone();
+        raw.make_raw();
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &raw,
+        );
+        RawTerminal(Some(old))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                old,
+            );
+        }
+    }
+}
+
+/// An attached session: our stdin to the container (with -i), its output to our
+/// stdout, until it ends; returns its exit code.
+fn session(
+    e: &Engine,
+    rec: &ContainerRecord,
+    child: Option<std::process::Child>,
+    conn: std::os::unix::net::UnixStream,
+) -> anyhow::Result<i32> {
+    let raw = RawTerminal::enable(rec.config.tty);
+    if rec.config.interactive {
+        let mut to = conn.try_clone()?;
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = [0u8; 8192];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    }
+    let mut from = conn;
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 8192];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let _ = out.write_all(&buf[..n]);
+                let _ = out.flush();
+            }
+        }
+    }
+    drop(raw);
+    // The monitor of a foreground run exits with the container's code (and may have
+    // removed a --rm container already).
+    if let Some(mut c) = child {
+        if let Some(code) = c.wait().ok().and_then(|s| s.code()) {
+            return Ok(code);
+        }
+    }
+    Ok(e.wait(rec).unwrap_or(-1))
+}
+
+/// Arguments of `attach`.
+#[derive(Args)]
+pub struct AttachArgs {
+    /// Container.
+    container: String,
+}
+
+/// `berth attach`.
+pub fn attach(ctx: &Ctx, a: AttachArgs) -> anyhow::Result<i32> {
+    let e = engine(ctx)?;
+    let rec = e.find(&a.container)?;
+    let conn = e.attach(&rec, terminal_size())?;
+    session(&e, &rec, None, conn)
+}
+
 /// `berth start`.
 pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<i32> {
     let e = engine(ctx)?;
     let mut code = 0;
     for name in &a.containers {
         let rec = e.find(name)?;
+        if a.attach && a.containers.len() == 1 && (rec.config.tty || rec.config.interactive) {
+            let (child, _, conn) = e.start_attached(&rec, terminal_size())?;
+            return session(&e, &rec, Some(child), conn);
+        }
         let (child, _) = e.start(&rec)?;
         if a.attach && a.containers.len() == 1 {
             return follow_until_exit(&e, &rec, child).await;

@@ -706,3 +706,77 @@ fn inspect_explain_reads_the_kernel() {
         leftovers(&env, &[])
     );
 }
+
+#[test]
+fn interactive_terminal_and_attach() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    // -i: our stdin is the container's; its end is the container's end of input.
+    let mut c = env
+        .cmd(&[
+            "run",
+            "--rm",
+            "-i",
+            "busybox:1",
+            "sh",
+            "-c",
+            "cat; echo done",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(c.stdin.as_mut().unwrap(), b"hello stdin\n").unwrap();
+    drop(c.stdin.take());
+    let o = c.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello stdin\ndone\n");
+    // -it under a real terminal (script(1) gives us one): a pty inside, the exit code out.
+    let line = format!(
+        "{} run --rm -it busybox:1 sh -c 'tty; echo \"typed: $(head -n1)\"; exit 4'",
+        bin()
+    );
+    let mut s = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("BERTH_ROOT", env.root())
+        .env("BERTH_RUNTIME", runtime_bin())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::io::Write::write_all(s.stdin.as_mut().unwrap(), b"words\n").unwrap();
+    let o = s.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("/dev/pts/0") && out.contains("typed: words"),
+        "{out}"
+    );
+    assert_eq!(o.status.code(), Some(4), "{out}");
+    // attach to a detached -it container.
+    env.ok(&["run", "-dit", "--name", "it", "busybox:1", "sh"]);
+    let mut a = env
+        .cmd(&["attach", "it"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        a.stdin.as_mut().unwrap(),
+        b"echo attached $((40+2)); exit 3\n",
+    )
+    .unwrap();
+    let o = a.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("attached 42"),
+        "{o:?}"
+    );
+    assert_eq!(o.status.code(), Some(3));
+    let e = env.fails(&["attach", "it"]);
+    assert!(e.contains("not running"), "{e}");
+    env.ok(&["rm", "it"]);
+    assert!(
+        leftovers(&env, &[]).is_empty(),
+        "{:?}",
+        leftovers(&env, &[])
+    );
+}

@@ -3,6 +3,7 @@
 //! kernel and the monitor's records.
 
 use std::io::BufRead;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -224,9 +225,6 @@ impl Engine {
                 "--init is not supported yet: run your own init as the entrypoint".into(),
             ));
         }
-        if cfg.interactive || cfg.tty {
-            return Err(Error::Invalid("-i and -t are not supported yet: run detached (-d) or in the foreground without them".into()));
-        }
         let img = self.images.resolve_stored(&cfg.image)?;
         let paths = self.paths(&id);
         std::fs::create_dir_all(&paths.dir).ctx(|| format!("create {}", paths.dir.display()))?;
@@ -289,6 +287,27 @@ impl Engine {
     /// Starts a created or exited container under a new monitor; returns the monitor
     /// (a child of this process until it ends) and the init's pid.
     pub fn start(&self, rec: &ContainerRecord) -> Result<(Child, i32)> {
+        let (child, pid, _) = self.start_with(rec, None)?;
+        Ok((child, pid))
+    }
+
+    /// Starts a container with a client attached from the first byte (`run -it`,
+    /// `start -ai`): the monitor waits for this connection before the program runs.
+    /// `winsize` is the client's terminal (rows, columns).
+    pub fn start_attached(
+        &self,
+        rec: &ContainerRecord,
+        winsize: (u16, u16),
+    ) -> Result<(Child, i32, UnixStream)> {
+        let (child, pid, conn) = self.start_with(rec, Some(winsize))?;
+        Ok((child, pid, conn.expect("attached")))
+    }
+
+    fn start_with(
+        &self,
+        rec: &ContainerRecord,
+        attach: Option<(u16, u16)>,
+    ) -> Result<(Child, i32, Option<UnixStream>)> {
         match self.state(rec) {
             State::Created | State::Exited(..) | State::Dead => {}
             s => {
@@ -299,25 +318,52 @@ impl Engine {
                 )))
             }
         }
+        if attach.is_some() && !(rec.config.tty || rec.config.interactive) {
+            return Err(Error::Invalid(format!(
+                "container {} was created without -i or -t: there is nothing to attach to",
+                rec.name
+            )));
+        }
         let p = self.paths(&rec.id);
         let _ = std::fs::remove_file(p.exit());
-        let mut child = Command::new(&self.monitor)
-            .arg(&self.root)
+        let mut cmd = Command::new(&self.monitor);
+        cmd.arg(&self.root)
             .arg(&rec.id)
             .env("BERTH_RUNTIME", &self.runtime)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        if attach.is_some() {
+            cmd.env("BERTH_ATTACH_WAIT", "1");
+        } else {
+            cmd.env_remove("BERTH_ATTACH_WAIT");
+        }
+        let mut child = cmd
             .spawn()
             .ctx(|| format!("start the monitor ({})", self.monitor.display()))?;
-        let mut line = String::new();
         let stdout = child.stdout.take().expect("piped");
-        std::io::BufReader::new(stdout)
+        let mut lines = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        lines
             .read_line(&mut line)
             .ctx(|| "read the monitor's answer")?;
+        let mut conn = None;
+        if let (Some((rows, cols)), "created") = (attach, line.trim()) {
+            let mut c = connect_attach(&p.dir).ctx(|| "attach to the container")?;
+            if rec.config.tty {
+                let mut size = rows.to_be_bytes().to_vec();
+                size.extend_from_slice(&cols.to_be_bytes());
+                std::io::Write::write_all(&mut c, &size).ctx(|| "attach to the container")?;
+            }
+            conn = Some(c);
+            line.clear();
+            lines
+                .read_line(&mut line)
+                .ctx(|| "read the monitor's answer")?;
+        }
         let line = line.trim();
         if let Some(pid) = line.strip_prefix("started ") {
-            return Ok((child, pid.parse().unwrap_or(0)));
+            return Ok((child, pid.parse().unwrap_or(0), conn));
         }
         let _ = child.wait();
         let msg = line.strip_prefix("error ").unwrap_or(if line.is_empty() {
@@ -329,6 +375,24 @@ impl Engine {
             "container {} could not start: {msg}",
             rec.name
         )))
+    }
+
+    /// Connects to a running container's attach socket (created with -i or -t).
+    pub fn attach(&self, rec: &ContainerRecord, winsize: (u16, u16)) -> Result<UnixStream> {
+        if !(rec.config.tty || rec.config.interactive) {
+            return Err(Error::Invalid(format!(
+                "container {} was created without -i or -t: use `berth logs -f {}` to follow its output",
+                rec.name, rec.name
+            )));
+        }
+        let mut c = connect_attach(&self.paths(&rec.id).dir)
+            .map_err(|e| Error::Conflict(format!("container {} is not running ({e})", rec.name)))?;
+        if rec.config.tty {
+            let mut size = winsize.0.to_be_bytes().to_vec();
+            size.extend_from_slice(&winsize.1.to_be_bytes());
+            let _ = std::io::Write::write_all(&mut c, &size);
+        }
+        Ok(c)
     }
 
     /// Sends a signal to the container's init.
@@ -650,6 +714,17 @@ impl Engine {
             Err(e) => Err(Error::io(format!("remove {}", dir.display()), e)),
         }
     }
+}
+
+/// Connects to a container's attach socket through /proc/self/fd (its full path may be
+/// longer than a socket address allows).
+fn connect_attach(dir: &Path) -> std::io::Result<UnixStream> {
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    UnixStream::connect(berth_monitor::monitor::socket_dir(&fd).join("attach.sock"))
 }
 
 /// Whether the container's cgroup is frozen (v1 freezer or cgroup2 cgroup.freeze).

@@ -9,7 +9,8 @@
 //! then nothing more; the CLI may be gone by then.
 
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -62,10 +63,16 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
     let paths = engine.paths(id);
     let mut tell_cli = Some(std::io::stdout());
+    // Lines for the CLI that started us: `created` (when it will attach), then
+    // `started PID` or `error MESSAGE`, after which it may be gone.
     let mut say = |msg: String| {
-        if let Some(mut o) = tell_cli.take() {
+        let last = !msg.starts_with("created");
+        if let Some(o) = tell_cli.as_mut() {
             let _ = writeln!(o, "{msg}");
             let _ = o.flush();
+        }
+        if last {
+            tell_cli = None;
         }
     };
     let me = rustix::process::getpid().as_raw_nonzero().get();
@@ -96,6 +103,8 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
                 exit.oom_killed = oom;
             }
             Err(e) => {
+                // No-op if the CLI already heard how it ended.
+                say(format!("error {e}"));
                 exit.exit_code = 127;
                 exit.error = e.to_string();
             }
@@ -154,10 +163,44 @@ fn run_once(
         let _ = engine.runtime(&["delete", "--force", id]).output();
     }
     let _ = std::fs::remove_file(paths.init_pid());
+    let tty = rec.config.tty;
+    let interactive = rec.config.interactive;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    let (stdin_r, stdin_w) = if interactive && !tty {
+        let (r, w) = pipe()?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
     let runtime_log = paths.dir.join("runtime.log");
     let _ = std::fs::remove_file(&runtime_log);
+    // Clients attach here (`run -it`, `attach`): they get the output and give the input.
+    // Socket paths go through /proc/PID/fd/N: a container directory's own path can be
+    // longer than a unix socket address allows (108 bytes).
+    let dir_fd = rustix::fs::open(
+        &paths.dir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ctx(|| format!("open {}", paths.dir.display()))?;
+    let short = socket_dir(&dir_fd);
+    let attach_path = short.join("attach.sock");
+    let _ = std::fs::remove_file(&attach_path);
+    let listener = if tty || interactive {
+        let l = UnixListener::bind(&attach_path)
+            .ctx(|| format!("listen on {}", attach_path.display()))?;
+        Some(l)
+    } else {
+        None
+    };
+    let console_path = short.join("console.sock");
+    let _ = std::fs::remove_file(&console_path);
+    let console = if tty {
+        Some(UnixListener::bind(&console_path).ctx(|| "listen for the console")?)
+    } else {
+        None
+    };
     let mut create = engine.runtime(&[
         "--log",
         runtime_log.to_str().unwrap_or(""),
@@ -169,9 +212,16 @@ fn run_once(
     create
         .arg(paths.bundle())
         .arg("--pid-file")
-        .arg(paths.init_pid())
+        .arg(paths.init_pid());
+    if tty {
+        create.arg("--console-socket").arg(&console_path);
+    }
+    create
         .arg(id)
-        .stdin(Stdio::null())
+        .stdin(match stdin_r {
+            Some(r) => Stdio::from(r),
+            None => Stdio::null(),
+        })
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w));
     let st = create.status().ctx(|| "run berth-runtime create")?;
@@ -180,6 +230,17 @@ fn run_once(
         say(format!("error {msg}"));
         return Err(Error::Runtime(msg));
     }
+    let master = match &console {
+        Some(c) => {
+            c.set_nonblocking(true).ctx(|| "console socket")?;
+            let (conn, _) = c
+                .accept()
+                .map_err(|e| Error::io("receive the container's terminal", e))?;
+            Some(recv_fd(conn.as_fd())?)
+        }
+        None => None,
+    };
+    let _ = std::fs::remove_file(&console_path);
     let pid: i32 = std::fs::read_to_string(paths.init_pid())
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -187,6 +248,26 @@ fn run_once(
     let pid = Pid::from_raw(pid).ok_or_else(|| Error::Runtime("bad init pid".into()))?;
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
         .ctx(|| "pidfd_open")?;
+    // A CLI that will attach gets its connection in before the program starts, so that
+    // it sees everything (a shell's first prompt).
+    let mut clients: Vec<UnixStream> = Vec::new();
+    if let (Some(l), true) = (&listener, std::env::var_os("BERTH_ATTACH_WAIT").is_some()) {
+        say("created".into());
+        l.set_nonblocking(false).ctx(|| "attach socket")?;
+        let mut fds = [PollFd::new(l, PollFlags::IN)];
+        let ts = rustix::event::Timespec {
+            tv_sec: 10,
+            tv_nsec: 0,
+        };
+        if matches!(poll(&mut fds, Some(&ts)), Ok(n) if n > 0) {
+            if let Ok((c, _)) = l.accept() {
+                if let Some(m) = &master {
+                    read_winsize(&c, m.as_fd());
+                }
+                clients.push(c);
+            }
+        }
+    }
     let st = engine
         .runtime(&[
             "--log",
@@ -214,12 +295,26 @@ fn run_once(
         .open(paths.log())
         .ctx(|| format!("open {}", paths.log().display()))?;
     let mut log = LogWriter::new(std::io::BufWriter::with_capacity(64 * 1024, log_file));
-    pump(&mut log, &out_r, &err_r, &pidfd);
+    if let Some(l) = &listener {
+        let _ = l.set_nonblocking(true);
+    }
+    let mut io = Io {
+        out: master.as_ref().map_or(out_r.as_fd(), |m| m.as_fd()),
+        err: master.is_none().then_some(err_r.as_fd()),
+        stdin: stdin_w,
+        listener: listener.as_ref(),
+        sending: vec![true; clients.len()],
+        clients,
+        terminal: master.as_ref().map(|m| m.as_fd()),
+    };
+    pump(&mut log, &mut io, &pidfd);
     let status = rustix::process::waitpid(Some(pid), WaitOptions::empty())
         .ctx(|| "wait for the container")?;
-    // What the container's own children still write goes to the log until they end.
-    drain(&mut log, &out_r, &err_r);
+    // What is already in the pipes (or the terminal) goes to the log and the clients.
+    drain(&mut log, &mut io);
     log.finish();
+    drop(io);
+    let _ = std::fs::remove_file(&attach_path);
     let code = match status {
         Some((_, s)) => match (s.exit_status(), s.terminating_signal()) {
             (Some(c), _) => c,
@@ -233,46 +328,132 @@ fn run_once(
     Ok((code, oom))
 }
 
-/// Copies output to the log until the init exits.
-fn pump<W: Write>(log: &mut LogWriter<W>, out: &OwnedFd, err: &OwnedFd, pidfd: &OwnedFd) {
+/// The container's side of the monitor: where output comes from, where input goes,
+/// and who is attached.
+struct Io<'a> {
+    out: BorrowedFd<'a>,
+    err: Option<BorrowedFd<'a>>,
+    /// The container's stdin pipe (`-i` without `-t`): closed once every client closed
+    /// its input, so that `cat` sees the end.
+    stdin: Option<OwnedFd>,
+    listener: Option<&'a UnixListener>,
+    /// Attached clients, and whether each still sends input.
+    clients: Vec<UnixStream>,
+    sending: Vec<bool>,
+    /// The terminal master, whose size a new client sets.
+    terminal: Option<BorrowedFd<'a>>,
+}
+
+impl Io<'_> {
+    fn output<W: Write>(&mut self, log: &mut LogWriter<W>, s: Stream, data: &[u8]) {
+        log.write(s, data);
+        // A client that cannot keep up or went away is dropped, never waited for.
+        let mut keep = Vec::new();
+        for c in &mut self.clients {
+            use std::io::Write as _;
+            c.set_nonblocking(false).ok();
+            keep.push(c.write_all(data).is_ok());
+        }
+        let mut i = 0;
+        self.clients.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        let mut j = 0;
+        self.sending.retain(|_| {
+            j += 1;
+            keep[j - 1]
+        });
+    }
+}
+
+/// Copies output to the log (and to attached clients) and clients' input to the
+/// container, until the init exits.
+fn pump<W: Write>(log: &mut LogWriter<W>, io: &mut Io<'_>, pidfd: &OwnedFd) {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut open = [true, true];
+    let mut open = [true, io.err.is_some()];
     loop {
         let mut fds = vec![PollFd::new(pidfd, PollFlags::IN)];
+        let out_at = fds.len();
         if open[0] {
-            fds.push(PollFd::new(out, PollFlags::IN));
+            fds.push(PollFd::from_borrowed_fd(io.out, PollFlags::IN));
         }
-        if open[1] {
-            fds.push(PollFd::new(err, PollFlags::IN));
+        let err_at = fds.len();
+        if let (true, Some(e)) = (open[1], io.err) {
+            fds.push(PollFd::from_borrowed_fd(e, PollFlags::IN));
+        }
+        let listen_at = fds.len();
+        if let Some(l) = io.listener {
+            fds.push(PollFd::new(l, PollFlags::IN));
+        }
+        let clients_at = fds.len();
+        let polled: Vec<usize> = (0..io.clients.len()).filter(|i| io.sending[*i]).collect();
+        for i in &polled {
+            fds.push(PollFd::new(&io.clients[*i], PollFlags::IN));
         }
         match poll(&mut fds, None) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(_) => return,
         }
-        let exited = fds[0].revents().contains(PollFlags::IN);
-        let ready: Vec<bool> = fds[1..].iter().map(|f| !f.revents().is_empty()).collect();
+        let rev: Vec<PollFlags> = fds.iter().map(|f| f.revents()).collect();
         drop(fds);
-        let mut k = 0;
-        for (i, fd) in [out, err].into_iter().enumerate() {
-            if !open[i] {
-                continue;
+        let exited = rev[0].contains(PollFlags::IN);
+        if open[0] && !rev[out_at].is_empty() {
+            match rustix::io::read(io.out, &mut buf) {
+                Ok(0) => open[0] = false,
+                Ok(n) => io.output(log, Stream::Stdout, &buf[..n]),
+                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
+                Err(_) => open[0] = false,
             }
-            if ready[k] {
-                match rustix::io::read(fd, &mut buf) {
-                    Ok(0) => open[i] = false,
-                    Ok(n) => log.write(
-                        if i == 0 {
-                            Stream::Stdout
-                        } else {
-                            Stream::Stderr
-                        },
-                        &buf[..n],
-                    ),
+        }
+        if open[1] && rev.get(err_at).is_some_and(|r| !r.is_empty()) {
+            if let Some(e) = io.err {
+                match rustix::io::read(e, &mut buf) {
+                    Ok(0) => open[1] = false,
+                    Ok(n) => io.output(log, Stream::Stderr, &buf[..n]),
                     Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
-                    Err(_) => open[i] = false,
+                    Err(_) => open[1] = false,
                 }
             }
-            k += 1;
+        }
+        if io.listener.is_some() && rev.get(listen_at).is_some_and(|r| !r.is_empty()) {
+            if let Some(Ok((c, _))) = io.listener.map(|l| l.accept()) {
+                if let Some(t) = io.terminal {
+                    let _ = c.set_nonblocking(false);
+                    read_winsize(&c, t);
+                }
+                io.clients.push(c);
+                io.sending.push(true);
+            }
+        }
+        for (k, r) in rev[clients_at..].iter().enumerate() {
+            let i = polled[k];
+            if r.is_empty() || i >= io.clients.len() {
+                continue;
+            }
+            let _ = io.clients[i].set_nonblocking(true);
+            match std::io::Read::read(&mut io.clients[i], &mut buf) {
+                Ok(0) => io.sending[i] = false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => io.sending[i] = false,
+                Ok(n) => {
+                    let target = io.terminal.or(io.stdin.as_ref().map(|f| f.as_fd()));
+                    if let Some(inp) = target {
+                        let mut data = &buf[..n];
+                        while !data.is_empty() {
+                            match rustix::io::write(inp, data) {
+                                Ok(k) => data = &data[k..],
+                                Err(rustix::io::Errno::INTR) => {}
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Every client has closed its input: the container's stdin ends too.
+        if io.stdin.is_some() && !io.clients.is_empty() && io.sending.iter().all(|s| !s) {
+            io.stdin = None;
         }
         log.flush();
         if exited {
@@ -281,13 +462,16 @@ fn pump<W: Write>(log: &mut LogWriter<W>, out: &OwnedFd, err: &OwnedFd, pidfd: &
     }
 }
 
-/// Reads what is already in the pipes after the init exited, without waiting for
-/// processes that may keep them open.
-fn drain<W: Write>(log: &mut LogWriter<W>, out: &OwnedFd, err: &OwnedFd) {
+/// Reads what is already in the pipes (or the terminal) after the init exited, without
+/// waiting for processes that may keep them open.
+fn drain<W: Write>(log: &mut LogWriter<W>, io: &mut Io<'_>) {
     let mut buf = vec![0u8; 64 * 1024];
-    for (i, fd) in [out, err].into_iter().enumerate() {
+    let sources: Vec<(BorrowedFd<'_>, Stream)> = std::iter::once((io.out, Stream::Stdout))
+        .chain(io.err.map(|e| (e, Stream::Stderr)))
+        .collect();
+    for (fd, s) in sources {
         loop {
-            let mut p = [PollFd::new(fd, PollFlags::IN)];
+            let mut p = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
             let ts = rustix::event::Timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
@@ -295,19 +479,63 @@ fn drain<W: Write>(log: &mut LogWriter<W>, out: &OwnedFd, err: &OwnedFd) {
             if !matches!(poll(&mut p, Some(&ts)), Ok(n) if n > 0) {
                 break;
             }
-            match rustix::io::read(fd.as_fd(), &mut buf) {
+            match rustix::io::read(fd, &mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => log.write(
-                    if i == 0 {
-                        Stream::Stdout
-                    } else {
-                        Stream::Stderr
-                    },
-                    &buf[..n],
-                ),
+                Ok(n) => io.output(log, s, &buf[..n]),
             }
         }
     }
+}
+
+/// `/proc/PID/fd/N` of a directory descriptor: a short path to it that other processes
+/// can use too.
+pub fn socket_dir(dir: &OwnedFd) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd;
+    std::path::PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        rustix::process::getpid().as_raw_nonzero(),
+        dir.as_raw_fd()
+    ))
+}
+
+/// The first four bytes an attaching client sends: its terminal's rows and columns.
+fn read_winsize(c: &UnixStream, master: BorrowedFd<'_>) {
+    let mut b = [0u8; 4];
+    let mut r = c;
+    if std::io::Read::read_exact(&mut r, &mut b).is_ok() {
+        let ws = rustix::termios::Winsize {
+            ws_row: u16::from_be_bytes([b[0], b[1]]),
+            ws_col: u16::from_be_bytes([b[2], b[3]]),
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        if ws.ws_row > 0 && ws.ws_col > 0 {
+            let _ = rustix::termios::tcsetwinsize(master, ws);
+        }
+    }
+}
+
+/// Receives the container's terminal master that berth-runtime sends (SCM_RIGHTS).
+fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut payload = [0u8; 256];
+    rustix::net::recvmsg(
+        sock,
+        &mut [std::io::IoSliceMut::new(&mut payload)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .ctx(|| "receive the container's terminal")?;
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
+            if let Some(fd) = fds.next() {
+                return Ok(fd);
+            }
+        }
+    }
+    Err(Error::Runtime("berth-runtime sent no terminal".into()))
 }
 
 /// The last error the runtime logged (JSON lines with "level" and "msg").
