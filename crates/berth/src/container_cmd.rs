@@ -1434,3 +1434,114 @@ pub fn volume(ctx: &Ctx, c: VolumeCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Arguments of `stats`.
+#[derive(Args)]
+pub struct StatsArgs {
+    /// One sample, then exit (the only mode so far).
+    #[arg(long)]
+    no_stream: bool,
+    /// All containers (default: running).
+    #[arg(short, long)]
+    all: bool,
+    /// json, or a template like {{.Name}} {{.CPUPerc}}.
+    #[arg(long)]
+    format: Option<String>,
+    /// Containers (default: all running).
+    containers: Vec<String>,
+}
+
+fn runtime_stats(e: &Engine, id: &str) -> Option<Value> {
+    let out = e.runtime(&["events", "--stats", id]).output().ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(v["data"].clone())
+}
+
+fn bytes_human(n: f64) -> String {
+    const U: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0}{}", U[i])
+    } else {
+        format!("{v:.2}{}", U[i])
+    }
+}
+
+/// `berth stats --no-stream`: CPU, memory and pids from each container's cgroup.
+pub fn stats(ctx: &Ctx, a: StatsArgs) -> anyhow::Result<()> {
+    if !a.no_stream {
+        bail!("stats streams are not supported yet: use --no-stream");
+    }
+    let e = engine(ctx)?;
+    let recs: Vec<ContainerRecord> = if a.containers.is_empty() {
+        e.list()?
+            .into_iter()
+            .filter(|r| a.all || matches!(e.state(r), State::Running(_) | State::Paused(_) | State::Orphaned(_)))
+            .collect()
+    } else {
+        a.containers.iter().map(|n| e.find(n)).collect::<Result<_, _>>()?
+    };
+    // CPU use over a short window: two samples.
+    let first: Vec<Option<Value>> = recs.iter().map(|r| runtime_stats(&e, &r.id)).collect();
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut rows = Vec::new();
+    for (r, s0) in recs.iter().zip(first) {
+        let s1 = runtime_stats(&e, &r.id);
+        let wall = t0.elapsed().as_nanos() as f64;
+        let cpu = |s: &Option<Value>| s.as_ref().and_then(|v| v.pointer("/cpu/usage/total")).and_then(Value::as_f64).unwrap_or(0.0);
+        let cpu_pct = if s0.is_some() && s1.is_some() { (cpu(&s1) - cpu(&s0)).max(0.0) / wall * 100.0 } else { 0.0 };
+        let m = s1.as_ref().map(|v| v["memory"].clone()).unwrap_or(Value::Null);
+        let usage = m.pointer("/usage/usage").and_then(Value::as_f64).unwrap_or(0.0);
+        let host_mem = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())))
+            .map_or(0.0, |k| k * 1024.0);
+        let limit = m.pointer("/usage/limit").and_then(Value::as_f64).filter(|l| *l > 0.0 && *l < host_mem).unwrap_or(host_mem);
+        let pids = s1.as_ref().and_then(|v| v.pointer("/pids/current")).and_then(Value::as_u64).unwrap_or(0);
+        let blk = |op: &str| -> f64 {
+            s1.as_ref()
+                .and_then(|v| v.pointer("/blkio/ioServiceBytesRecursive"))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter(|x| x["op"] == op).filter_map(|x| x["value"].as_f64()).sum::<f64>())
+                .unwrap_or(0.0)
+                .max(0.0)
+        };
+        rows.push(json!({
+            "ID": r.id[..12].to_string(),
+            "Name": r.name,
+            "CPUPerc": format!("{cpu_pct:.2}%"),
+            "MemUsage": format!("{} / {}", bytes_human(usage), bytes_human(limit)),
+            "MemPerc": format!("{:.2}%", if limit > 0.0 { usage / limit * 100.0 } else { 0.0 }),
+            "NetIO": "--",
+            "BlockIO": format!("{} / {}", bytes_human(blk("Read")), bytes_human(blk("Write"))),
+            "PIDs": pids,
+        }));
+    }
+    match a.format.as_deref() {
+        Some("json") => {
+            for r in rows {
+                println!("{r}");
+            }
+        }
+        Some(t) => {
+            for r in rows {
+                println!("{}", crate::image_cmd::apply_template(&r, t)?);
+            }
+        }
+        None => {
+            let mut t = Table::new(&["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]);
+            for r in rows {
+                let s = |k: &str| r[k].as_str().map(String::from).unwrap_or_else(|| r[k].to_string());
+                t.row(vec![s("ID"), s("Name"), s("CPUPerc"), s("MemUsage"), s("MemPerc"), s("NetIO"), s("BlockIO"), s("PIDs")]);
+            }
+            print!("{}", t.render());
+        }
+    }
+    Ok(())
+}

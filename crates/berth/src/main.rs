@@ -72,6 +72,8 @@ enum Command {
     Commit(container_cmd::CommitArgs),
     /// Show a container's processes.
     Top(container_cmd::Names),
+    /// Show containers' CPU, memory and process use.
+    Stats(container_cmd::StatsArgs),
     /// Show what a container changed in its filesystem.
     Diff(container_cmd::Names),
     /// Manage volumes.
@@ -153,6 +155,7 @@ fn main() {
             Command::Rename(a) => ok(container_cmd::rename(&ctx, a)),
             Command::Commit(a) => ok(container_cmd::commit(&ctx, a)),
             Command::Top(a) => ok(container_cmd::top(&ctx, a)),
+            Command::Stats(a) => ok(container_cmd::stats(&ctx, a)),
             Command::Diff(a) => ok(container_cmd::diff(&ctx, a)),
             Command::Volume(c) => ok(container_cmd::volume(&ctx, c)),
             Command::Image(c) => ok(image_cmd::run(&ctx, c).await),

@@ -213,6 +213,9 @@ fn resource_flags_reach_the_kernel() {
         assert_eq!(read(&format!("{cpu}/berth/{id}/cpu.shares")), "512");
         assert_eq!(read(&format!("pids/berth/{id}/pids.max")), "20");
     }
+    let st: Value = serde_json::from_str(env.ok(&["stats", "--no-stream", "--format", "json", &id[..12]]).trim()).unwrap();
+    assert!(st["MemUsage"].as_str().unwrap().ends_with("/ 64.00MiB"), "{st}");
+    assert_eq!(st["PIDs"], 1);
     let info = inspect(&env, &id[..12]);
     assert_eq!(info["HostConfig"]["Memory"], 67108864);
     assert_eq!(info["HostConfig"]["NanoCpus"], 500_000_000i64);
