@@ -1481,10 +1481,19 @@ pub fn stats(ctx: &Ctx, a: StatsArgs) -> anyhow::Result<()> {
     let recs: Vec<ContainerRecord> = if a.containers.is_empty() {
         e.list()?
             .into_iter()
-            .filter(|r| a.all || matches!(e.state(r), State::Running(_) | State::Paused(_) | State::Orphaned(_)))
+            .filter(|r| {
+                a.all
+                    || matches!(
+                        e.state(r),
+                        State::Running(_) | State::Paused(_) | State::Orphaned(_)
+                    )
+            })
             .collect()
     } else {
-        a.containers.iter().map(|n| e.find(n)).collect::<Result<_, _>>()?
+        a.containers
+            .iter()
+            .map(|n| e.find(n))
+            .collect::<Result<_, _>>()?
     };
     // CPU use over a short window: two samples.
     let first: Vec<Option<Value>> = recs.iter().map(|r| runtime_stats(&e, &r.id)).collect();
@@ -1494,21 +1503,54 @@ pub fn stats(ctx: &Ctx, a: StatsArgs) -> anyhow::Result<()> {
     for (r, s0) in recs.iter().zip(first) {
         let s1 = runtime_stats(&e, &r.id);
         let wall = t0.elapsed().as_nanos() as f64;
-        let cpu = |s: &Option<Value>| s.as_ref().and_then(|v| v.pointer("/cpu/usage/total")).and_then(Value::as_f64).unwrap_or(0.0);
-        let cpu_pct = if s0.is_some() && s1.is_some() { (cpu(&s1) - cpu(&s0)).max(0.0) / wall * 100.0 } else { 0.0 };
-        let m = s1.as_ref().map(|v| v["memory"].clone()).unwrap_or(Value::Null);
-        let usage = m.pointer("/usage/usage").and_then(Value::as_f64).unwrap_or(0.0);
+        let cpu = |s: &Option<Value>| {
+            s.as_ref()
+                .and_then(|v| v.pointer("/cpu/usage/total"))
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0)
+        };
+        let cpu_pct = if s0.is_some() && s1.is_some() {
+            (cpu(&s1) - cpu(&s0)).max(0.0) / wall * 100.0
+        } else {
+            0.0
+        };
+        let m = s1
+            .as_ref()
+            .map(|v| v["memory"].clone())
+            .unwrap_or(Value::Null);
+        let usage = m
+            .pointer("/usage/usage")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
         let host_mem = std::fs::read_to_string("/proc/meminfo")
             .ok()
-            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())))
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("MemTotal:")
+                        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                })
+            })
             .map_or(0.0, |k| k * 1024.0);
-        let limit = m.pointer("/usage/limit").and_then(Value::as_f64).filter(|l| *l > 0.0 && *l < host_mem).unwrap_or(host_mem);
-        let pids = s1.as_ref().and_then(|v| v.pointer("/pids/current")).and_then(Value::as_u64).unwrap_or(0);
+        let limit = m
+            .pointer("/usage/limit")
+            .and_then(Value::as_f64)
+            .filter(|l| *l > 0.0 && *l < host_mem)
+            .unwrap_or(host_mem);
+        let pids = s1
+            .as_ref()
+            .and_then(|v| v.pointer("/pids/current"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         let blk = |op: &str| -> f64 {
             s1.as_ref()
                 .and_then(|v| v.pointer("/blkio/ioServiceBytesRecursive"))
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter(|x| x["op"] == op).filter_map(|x| x["value"].as_f64()).sum::<f64>())
+                .map(|a| {
+                    a.iter()
+                        .filter(|x| x["op"] == op)
+                        .filter_map(|x| x["value"].as_f64())
+                        .sum::<f64>()
+                })
                 .unwrap_or(0.0)
                 .max(0.0)
         };
@@ -1535,13 +1577,179 @@ pub fn stats(ctx: &Ctx, a: StatsArgs) -> anyhow::Result<()> {
             }
         }
         None => {
-            let mut t = Table::new(&["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]);
+            let mut t = Table::new(&[
+                "CONTAINER ID",
+                "NAME",
+                "CPU %",
+                "MEM USAGE / LIMIT",
+                "MEM %",
+                "NET I/O",
+                "BLOCK I/O",
+                "PIDS",
+            ]);
             for r in rows {
-                let s = |k: &str| r[k].as_str().map(String::from).unwrap_or_else(|| r[k].to_string());
-                t.row(vec![s("ID"), s("Name"), s("CPUPerc"), s("MemUsage"), s("MemPerc"), s("NetIO"), s("BlockIO"), s("PIDs")]);
+                let s = |k: &str| {
+                    r[k].as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| r[k].to_string())
+                };
+                t.row(vec![
+                    s("ID"),
+                    s("Name"),
+                    s("CPUPerc"),
+                    s("MemUsage"),
+                    s("MemPerc"),
+                    s("NetIO"),
+                    s("BlockIO"),
+                    s("PIDs"),
+                ]);
             }
             print!("{}", t.render());
         }
+    }
+    Ok(())
+}
+
+/// Arguments of `cp`.
+#[derive(Args)]
+pub struct CpArgs {
+    /// CONTAINER:PATH or a host path.
+    source: String,
+    /// CONTAINER:PATH or a host path.
+    destination: String,
+}
+
+/// Opens `path` beneath a container's root (its symlinks cannot lead out).
+fn open_in_root(
+    rootfs: &std::path::Path,
+    path: &str,
+    flags: rustix::fs::OFlags,
+) -> anyhow::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let root = rustix::fs::open(
+        rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("open the container's root {}", rootfs.display()))?;
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    Ok(rustix::fs::openat2(
+        &root,
+        rel,
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT,
+    )
+    .with_context(|| format!("{path} in the container"))?)
+}
+
+fn fd_path(fd: &std::os::fd::OwnedFd) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// `berth cp`: files and directories in and out of a container, every container path
+/// resolved beneath its root.
+pub fn cp(ctx: &Ctx, a: CpArgs) -> anyhow::Result<()> {
+    use rustix::fs::OFlags;
+    let e = engine(ctx)?;
+    let split = |s: &str| -> Option<(String, String)> {
+        let (c, p) = s.split_once(':')?;
+        if c.contains('/') || c.is_empty() {
+            return None;
+        }
+        Some((c.to_string(), p.to_string()))
+    };
+    match (split(&a.source), split(&a.destination)) {
+        (Some((c, path)), None) => {
+            let rec = e.find(&c)?;
+            let src = open_in_root(std::path::Path::new(&rec.rootfs), &path, OFlags::PATH)?;
+            let name = std::path::Path::new(path.trim_end_matches('/'))
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_else(|| "root".into());
+            let dest = PathBuf::from(&a.destination);
+            let dest = if dest.is_dir() {
+                dest.join(&name)
+            } else {
+                dest
+            };
+            let meta = std::fs::metadata(fd_path(&src))?;
+            if meta.is_dir() {
+                // A tar of the directory (symlinks kept as links), unpacked on the host.
+                let mut b = tar::Builder::new(Vec::new());
+                b.follow_symlinks(false);
+                b.append_dir_all(".", fd_path(&src))?;
+                let data = b.into_inner()?;
+                std::fs::create_dir_all(&dest)?;
+                let mut ar = tar::Archive::new(&data[..]);
+                ar.set_preserve_permissions(true);
+                ar.unpack(&dest)
+                    .with_context(|| format!("write {}", dest.display()))?;
+            } else {
+                let f = open_in_root(std::path::Path::new(&rec.rootfs), &path, OFlags::RDONLY)?;
+                let mut r = std::fs::File::from(f);
+                let mut w = std::fs::File::create(&dest)
+                    .with_context(|| format!("create {}", dest.display()))?;
+                std::io::copy(&mut r, &mut w)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(
+                    &dest,
+                    std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777),
+                )?;
+            }
+        }
+        (None, Some((c, path))) => {
+            let rec = e.find(&c)?;
+            let src = PathBuf::from(&a.source);
+            let meta =
+                std::fs::symlink_metadata(&src).with_context(|| format!("{}", src.display()))?;
+            let root = std::path::Path::new(&rec.rootfs);
+            // Into an existing directory under the source's name, or as the given name.
+            let (dir, name) = match open_in_root(root, &path, OFlags::PATH | OFlags::DIRECTORY) {
+                Ok(d) => (
+                    d,
+                    src.file_name()
+                        .map(|n| n.to_os_string())
+                        .unwrap_or_else(|| ".".into()),
+                ),
+                Err(_) => {
+                    let p = std::path::Path::new(path.trim_end_matches('/'));
+                    let parent = p
+                        .parent()
+                        .map(|x| x.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "/".into());
+                    let d = open_in_root(root, &parent, OFlags::PATH | OFlags::DIRECTORY)
+                        .with_context(|| {
+                            format!("the directory {parent} does not exist in the container")
+                        })?;
+                    (
+                        d,
+                        p.file_name()
+                            .map(|n| n.to_os_string())
+                            .unwrap_or_else(|| ".".into()),
+                    )
+                }
+            };
+            let mut b = tar::Builder::new(Vec::new());
+            b.follow_symlinks(false);
+            if meta.is_dir() {
+                b.append_dir_all(&name, &src)?;
+            } else {
+                b.append_path_with_name(&src, &name)?;
+            }
+            let data = b.into_inner()?;
+            let mut u = berth_image::unpack::Unpacker::new(
+                &fd_path(&dir),
+                berth_image::unpack::Whiteouts::Apply,
+            )?;
+            u.apply(&data[..])?;
+        }
+        (Some(_), Some(_)) => {
+            bail!("cp: copying between two containers is not supported; copy through the host")
+        }
+        (None, None) => bail!("cp: one side must be CONTAINER:PATH"),
     }
     Ok(())
 }

@@ -76,6 +76,8 @@ enum Command {
     Stats(container_cmd::StatsArgs),
     /// Show what a container changed in its filesystem.
     Diff(container_cmd::Names),
+    /// Copy files between a container and the host.
+    Cp(container_cmd::CpArgs),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(container_cmd::VolumeCommand),
@@ -157,6 +159,7 @@ fn main() {
             Command::Top(a) => ok(container_cmd::top(&ctx, a)),
             Command::Stats(a) => ok(container_cmd::stats(&ctx, a)),
             Command::Diff(a) => ok(container_cmd::diff(&ctx, a)),
+            Command::Cp(a) => ok(container_cmd::cp(&ctx, a)),
             Command::Volume(c) => ok(container_cmd::volume(&ctx, c)),
             Command::Image(c) => ok(image_cmd::run(&ctx, c).await),
             Command::Images(a) => ok(image_cmd::ls(&ctx, a)),

@@ -213,8 +213,15 @@ fn resource_flags_reach_the_kernel() {
         assert_eq!(read(&format!("{cpu}/berth/{id}/cpu.shares")), "512");
         assert_eq!(read(&format!("pids/berth/{id}/pids.max")), "20");
     }
-    let st: Value = serde_json::from_str(env.ok(&["stats", "--no-stream", "--format", "json", &id[..12]]).trim()).unwrap();
-    assert!(st["MemUsage"].as_str().unwrap().ends_with("/ 64.00MiB"), "{st}");
+    let st: Value = serde_json::from_str(
+        env.ok(&["stats", "--no-stream", "--format", "json", &id[..12]])
+            .trim(),
+    )
+    .unwrap();
+    assert!(
+        st["MemUsage"].as_str().unwrap().ends_with("/ 64.00MiB"),
+        "{st}"
+    );
     assert_eq!(st["PIDs"], 1);
     let info = inspect(&env, &id[..12]);
     assert_eq!(info["HostConfig"]["Memory"], 67108864);
@@ -782,4 +789,58 @@ fn interactive_terminal_and_attach() {
         "{:?}",
         leftovers(&env, &[])
     );
+}
+
+#[test]
+fn cp_in_and_out_stays_inside_the_container() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "busybox:1",
+        "sh",
+        "-c",
+        &format!(
+            "mkdir -p /d/sub; echo one > /d/a; echo two > /d/sub/b; ln -s {} /escape; sleep 60",
+            outside.display()
+        ),
+    ]);
+    wait_for("the files", Duration::from_secs(10), || {
+        env.ok(&["diff", "c"]).contains("/escape")
+    });
+    // Out: a file, and a directory into an existing host directory.
+    let host = env.path("host");
+    std::fs::create_dir_all(&host).unwrap();
+    env.ok(&["cp", "c:/d/a", host.join("a.txt").to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("a.txt")).unwrap(),
+        "one\n"
+    );
+    env.ok(&["cp", "c:/d", host.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("d/sub/b")).unwrap(),
+        "two\n"
+    );
+    // In: a file and a directory.
+    std::fs::write(host.join("in.txt"), "into the container\n").unwrap();
+    env.ok(&["cp", host.join("in.txt").to_str().unwrap(), "c:/tmp/"]);
+    env.ok(&["cp", host.join("d").to_str().unwrap(), "c:/copied"]);
+    assert_eq!(
+        env.ok(&["exec", "c", "cat", "/tmp/in.txt", "/copied/sub/b"]),
+        "into the container\ntwo\n"
+    );
+    // A symlink in the container pointing at a host path leads nowhere on the host.
+    env.ok(&["cp", host.join("in.txt").to_str().unwrap(), "c:/escape/"]);
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing written outside"
+    );
+    let e = env.fails(&["cp", "c:/no/such/file", host.to_str().unwrap()]);
+    assert!(e.contains("/no/such/file"), "{e}");
+    env.ok(&["rm", "-f", "c"]);
 }
