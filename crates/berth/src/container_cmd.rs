@@ -1634,14 +1634,14 @@ fn open_in_root(
     .with_context(|| format!("open the container's root {}", rootfs.display()))?;
     let rel = path.trim_start_matches('/');
     let rel = if rel.is_empty() { "." } else { rel };
-    Ok(rustix::fs::openat2(
+    rustix::fs::openat2(
         &root,
         rel,
         flags | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT,
     )
-    .with_context(|| format!("{path} in the container"))?)
+    .with_context(|| format!("{path} in the container"))
 }
 
 fn fd_path(fd: &std::os::fd::OwnedFd) -> PathBuf {
