@@ -1753,3 +1753,16 @@ pub fn cp(ctx: &Ctx, a: CpArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Removes every container that is not running (for `system prune`); returns their IDs.
+pub fn prune_containers(ctx: &Ctx) -> anyhow::Result<Vec<String>> {
+    let e = engine(ctx)?;
+    let mut out = Vec::new();
+    for r in e.list()? {
+        if matches!(e.state(&r), State::Created | State::Exited(..) | State::Dead) {
+            e.remove(&r, false)?;
+            out.push(r.id);
+        }
+    }
+    Ok(out)
+}

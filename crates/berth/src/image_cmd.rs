@@ -53,7 +53,7 @@ pub enum ImageCommand {
 pub enum SystemCommand {
     /// Show disk usage.
     Df,
-    /// Remove unused data.
+    /// Remove stopped containers, then unused images and the data only they used.
     Prune(PruneArgs),
 }
 
@@ -464,7 +464,17 @@ fn prune(ctx: &Ctx, a: PruneArgs) -> anyhow::Result<()> {
 /// `berth system ...`.
 pub fn system(ctx: &Ctx, c: SystemCommand) -> anyhow::Result<()> {
     match c {
-        SystemCommand::Prune(a) => prune(ctx, a),
+        SystemCommand::Prune(a) => {
+            let removed = crate::container_cmd::prune_containers(ctx)?;
+            if !removed.is_empty() {
+                println!("Deleted Containers:");
+                for id in removed {
+                    println!("{id}");
+                }
+                println!();
+            }
+            prune(ctx, a)
+        }
         SystemCommand::Df => {
             let store = ctx.store()?;
             let u = store.usage()?;
