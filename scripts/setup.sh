@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # One command on a fresh Debian 12 machine, as root: install what berth needs, build
-# it, install the binaries, and run the main job (a busybox container started by
-# berth-runtime from a bundle this script prepares, after storing its root filesystem as
-# an image in berth's image store).
+# it, install the binaries, and run the main job: a busybox rootfs stored as an image in
+# berth's image store, and a container run from it with memory and CPU limits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -15,4 +14,5 @@ scripts/make-bundle.sh /var/lib/berth/bundles/busybox
 tar -C /var/lib/berth/bundles/busybox/rootfs -c . |
   berth import -c 'CMD ["sh"]' - localhost/busybox:latest >/dev/null
 berth images
-exec berth-runtime run --bundle /var/lib/berth/bundles/busybox "berth-demo-$$"
+exec berth run --rm -m 64m --cpus 0.5 --name "berth-demo-$$" localhost/busybox:latest \
+  sh -c 'echo "hello from a berth container"; echo "hostname: $(hostname)"; echo "pid: $$"; echo "memory limit: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"' 
