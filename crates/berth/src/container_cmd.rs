@@ -1759,7 +1759,10 @@ pub fn prune_containers(ctx: &Ctx) -> anyhow::Result<Vec<String>> {
     let e = engine(ctx)?;
     let mut out = Vec::new();
     for r in e.list()? {
-        if matches!(e.state(&r), State::Created | State::Exited(..) | State::Dead) {
+        if matches!(
+            e.state(&r),
+            State::Created | State::Exited(..) | State::Dead
+        ) {
             e.remove(&r, false)?;
             out.push(r.id);
         }

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod build_cmd;
 mod container_cmd;
 mod image_cmd;
 mod registry_cmd;
@@ -78,6 +79,8 @@ enum Command {
     Diff(container_cmd::Names),
     /// Copy files between a container and the host.
     Cp(container_cmd::CpArgs),
+    /// Build an image from a Dockerfile.
+    Build(build_cmd::BuildArgs),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(container_cmd::VolumeCommand),
@@ -160,6 +163,7 @@ fn main() {
             Command::Stats(a) => ok(container_cmd::stats(&ctx, a)),
             Command::Diff(a) => ok(container_cmd::diff(&ctx, a)),
             Command::Cp(a) => ok(container_cmd::cp(&ctx, a)),
+            Command::Build(a) => ok(build_cmd::build(&ctx, a)),
             Command::Volume(c) => ok(container_cmd::volume(&ctx, c)),
             Command::Image(c) => ok(image_cmd::run(&ctx, c).await),
             Command::Images(a) => ok(image_cmd::ls(&ctx, a)),

@@ -844,3 +844,101 @@ fn cp_in_and_out_stays_inside_the_container() {
     assert!(e.contains("/no/such/file"), "{e}");
     env.ok(&["rm", "-f", "c"]);
 }
+
+#[test]
+fn build_from_a_dockerfile_with_cache() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(ctx.join("app")).unwrap();
+    std::fs::create_dir_all(ctx.join("secret")).unwrap();
+    std::fs::write(ctx.join("app/hello.txt"), "hello from COPY\n").unwrap();
+    std::fs::write(ctx.join("app/debug.log"), "noise\n").unwrap();
+    std::fs::write(ctx.join("secret/key"), "do not ship\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "secret\n**/*.log\n").unwrap();
+    let mut t = tar::Builder::new(Vec::new());
+    file(&mut t, "t/inside.txt", b"from tar\n", 0o644);
+    std::fs::write(ctx.join("bundle.tgz"), gzip(&t.into_inner().unwrap())).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        r#"FROM busybox:1
+ARG GREETING=hi
+ENV APP_HOME=/srv/app \
+    MODE=test
+WORKDIR $APP_HOME
+COPY app/ ./
+ADD bundle.tgz /opt/
+RUN echo "$GREETING from RUN" > built.txt && ls /opt/t
+LABEL org.example.k="v"
+EXPOSE 8080
+USER 65534
+CMD ["sh", "-c", "cat hello.txt built.txt /opt/t/inside.txt; id -u; echo $MODE; ls"]
+"#,
+    )
+    .unwrap();
+    let out = env.ok(&[
+        "build",
+        "-t",
+        "localhost/built:1",
+        "--build-arg",
+        "GREETING=hey",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("STEP 11/11") && out.contains("Successfully tagged localhost/built:1"),
+        "{out}"
+    );
+    assert!(out.contains("inside.txt"), "RUN output is shown: {out}");
+    let run = env.ok(&["run", "--rm", "built:1"]);
+    assert_eq!(
+        run,
+        "hello from COPY\nhey from RUN\nfrom tar\n65534\ntest\nbuilt.txt\nhello.txt\n"
+    );
+    let cfg: Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", "-f", "{{json .Config}}", "built:1"]))
+            .unwrap();
+    assert_eq!(cfg["WorkingDir"], "/srv/app");
+    assert_eq!(cfg["Labels"]["org.example.k"], "v");
+    assert!(cfg["ExposedPorts"]["8080/tcp"].is_object());
+    assert!(cfg["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == "MODE=test"));
+    // Unchanged: every step from the cache. A changed file: COPY and what follows rebuilt.
+    let again = env.ok(&[
+        "build",
+        "-t",
+        "localhost/built:1",
+        "--build-arg",
+        "GREETING=hey",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(again.matches("Using cache").count(), 10, "{again}");
+    std::fs::write(ctx.join("app/hello.txt"), "changed\n").unwrap();
+    let third = env.ok(&[
+        "build",
+        "-t",
+        "localhost/built:2",
+        "--build-arg",
+        "GREETING=hey",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(third.matches("Using cache").count(), 3, "{third}");
+    assert!(env.ok(&["run", "--rm", "built:2"]).starts_with("changed\n"));
+    // A failing RUN stops the build with its exit code and leaves no container.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox:1\nRUN exit 3\n").unwrap();
+    let e = env.fails(&["build", ctx.to_str().unwrap()]);
+    assert!(
+        e.contains("non-zero code: 3") && e.contains("line 2"),
+        "{e}"
+    );
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox:1\nHEALTHCHECK NONE\n").unwrap();
+    let e = env.fails(&["build", ctx.to_str().unwrap()]);
+    assert!(e.contains("HEALTHCHECK is not supported"), "{e}");
+    assert!(
+        leftovers(&env, &[]).is_empty(),
+        "{:?}",
+        leftovers(&env, &[])
+    );
+}

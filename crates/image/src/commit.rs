@@ -150,6 +150,18 @@ impl Store {
         }
         let (upper, _, _) = self.container_paths(container);
         let layer = self.store_layer(|w| diff::write_layer(&upper, INIT_FILES, w).map(drop))?;
+        self.derive(base, Some(&layer), opts)
+    }
+
+    /// A new image from `base`: its layers plus `layer` (if any; without one, history
+    /// marks the step as an empty layer, as docker does for ENV or CMD), with the config
+    /// changes and a history entry from `opts`.
+    pub fn derive(
+        &self,
+        base: &ResolvedImage,
+        layer: Option<&StoredLayer>,
+        opts: &NewImage,
+    ) -> Result<Digest> {
         let mut config = base.config.clone();
         let now = now_rfc3339();
         config["created"] = json!(now);
@@ -159,16 +171,21 @@ impl Store {
         if config.get("rootfs").is_none() {
             config["rootfs"] = json!({"type": "layers", "diff_ids": []});
         }
-        config["rootfs"]["diff_ids"]
-            .as_array_mut()
-            .ok_or_else(|| Error::invalid("image config rootfs.diff_ids is not a list"))?
-            .push(json!(layer.diff_id.to_string()));
+        if let Some(layer) = layer {
+            config["rootfs"]["diff_ids"]
+                .as_array_mut()
+                .ok_or_else(|| Error::invalid("image config rootfs.diff_ids is not a list"))?
+                .push(json!(layer.diff_id.to_string()));
+        }
         let mut hist = json!({"created": now, "created_by": opts.created_by});
         if let Some(c) = &opts.comment {
             hist["comment"] = json!(c);
         }
         if let Some(a) = &opts.author {
             hist["author"] = json!(a);
+        }
+        if layer.is_none() {
+            hist["empty_layer"] = json!(true);
         }
         match config.get_mut("history").and_then(|h| h.as_array_mut()) {
             Some(h) => h.push(hist),
@@ -189,11 +206,13 @@ impl Store {
                 Ok(oci::descriptor(mt, &oci::digest_of(l)?, l.size()))
             })
             .collect::<Result<_>>()?;
-        layers.push(oci::descriptor(
-            Compression::Gzip.oci_media_type(),
-            &layer.blob,
-            layer.size,
-        ));
+        if let Some(layer) = layer {
+            layers.push(oci::descriptor(
+                Compression::Gzip.oci_media_type(),
+                &layer.blob,
+                layer.size,
+            ));
+        }
         self.store_image(&config, layers, opts.reference.as_ref())
     }
 
