@@ -918,7 +918,7 @@ mod tests {
         let i = parse("# c\nFROM busybox\nRUN echo a \\\n  && echo b\n\nENV A=1\n").unwrap();
         assert_eq!(i.len(), 3);
         assert_eq!(i[1].cmd, "RUN");
-        assert_eq!(i[1].rest, "echo a    && echo b");
+        assert_eq!(i[1].rest, "echo a  && echo b");
         assert_eq!(i[2].line, 6);
         let mut v = BTreeMap::new();
         v.insert("A".to_string(), "x".to_string());

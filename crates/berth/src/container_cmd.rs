@@ -1055,6 +1055,7 @@ pub fn inspect_json(e: &Engine, r: &ContainerRecord) -> Value {
             "Pid": pid,
             "ExitCode": exit.exit_code,
             "Error": exit.error,
+            "LogError": exit.log_error,
             "StartedAt": exit.started_at,
             "FinishedAt": exit.finished_at,
         },

@@ -52,6 +52,9 @@ impl MonitorEnv {
     }
 }
 
+/// A file whose blocks the monitor frees to record an exit on a full disk.
+const RESERVE: &str = "exit.reserve";
+
 /// Marker a user's `stop`/`kill` leaves so that the monitor does not restart.
 pub const STOPPED_MARK: &str = "stopped-by-user";
 
@@ -80,6 +83,8 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
         &paths.monitor_pid(),
         &serde_json::json!({"pid": me, "start": crate::record::start_time(me)}),
     );
+    // Space kept for the exit record, should the container's output fill the disk.
+    let _ = std::fs::write(paths.dir.join(RESERVE), vec![0u8; 16 * 1024]);
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut rec: ContainerRecord = match read_json(&paths.record()) {
@@ -98,9 +103,10 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
             ..Default::default()
         };
         match outcome {
-            Ok((code, oom)) => {
+            Ok((code, oom, log_error)) => {
                 exit.exit_code = code;
                 exit.oom_killed = oom;
+                exit.log_error = log_error;
             }
             Err(e) => {
                 // No-op if the CLI already heard how it ended.
@@ -110,7 +116,12 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
             }
         }
         exit.stopped_by_user = paths.dir.join(STOPPED_MARK).exists();
-        let _ = write_json(&paths.exit(), &exit);
+        if write_json(&paths.exit(), &exit).is_err() {
+            // A full disk (the log may have filled it): give back the reserved space
+            // and try again, so that the exit is known.
+            let _ = std::fs::remove_file(paths.dir.join(RESERVE));
+            let _ = write_json(&paths.exit(), &exit);
+        }
         let restart = !exit.stopped_by_user
             && exit.error.is_empty()
             && match rec.config.restart {
@@ -155,7 +166,7 @@ fn run_once(
     engine: &MonitorEnv,
     rec: &ContainerRecord,
     say: &mut dyn FnMut(String),
-) -> Result<(i32, bool)> {
+) -> Result<(i32, bool, String)> {
     let id = rec.id.as_str();
     let paths = engine.paths(id);
     // Leftovers of a previous run (a restart, or a monitor that was killed).
@@ -324,8 +335,13 @@ fn run_once(
         None => 255,
     };
     let oom = oom_killed(id);
+    let log_error = log
+        .failed
+        .as_ref()
+        .map(|e| format!("writing {}: {e}", paths.log().display()))
+        .unwrap_or_default();
     let _ = engine.runtime(&["delete", "--force", id]).output();
-    Ok((code, oom))
+    Ok((code, oom, log_error))
 }
 
 /// The container's side of the monitor: where output comes from, where input goes,

@@ -56,6 +56,9 @@ pub struct ExitRecord {
     pub error: String,
     /// Stopped by the user (`stop`/`kill`), which `unless-stopped` respects.
     pub stopped_by_user: bool,
+    /// Why output stopped reaching the log (a full disk), if it did.
+    #[serde(default)]
+    pub log_error: String,
 }
 
 /// Writes JSON atomically (temp file + rename).
