@@ -915,6 +915,20 @@ pub fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<()> {
         }
         None => {}
     }
+    // What berth found that its records did not say.
+    for r in e.list()? {
+        match e.state(&r) {
+            State::Orphaned(pid) => eprintln!(
+                "note: the monitor of {} is gone (killed, or lost in a crash); its process {pid} runs unwatched: output is no longer logged, stop and rm still work",
+                r.name
+            ),
+            State::Dead => eprintln!(
+                "note: {} ended without its monitor recording how (a host reboot?); its exit code is unknown",
+                r.name
+            ),
+            _ => {}
+        }
+    }
     let mut t = Table::new(&[
         "CONTAINER ID",
         "IMAGE",
@@ -1164,7 +1178,7 @@ pub struct ExecArgs {
     /// Working directory.
     #[arg(short, long)]
     workdir: Option<String>,
-    /// Allocate a terminal (not supported yet).
+    /// Allocate a terminal.
     #[arg(short, long)]
     tty: bool,
     /// Keep stdin open (stdin is passed through).
@@ -1179,9 +1193,6 @@ pub struct ExecArgs {
 
 /// `berth exec`.
 pub fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<i32> {
-    if a.tty {
-        bail!("exec -t is not supported yet: run without -t");
-    }
     let e = engine(ctx)?;
     let rec = e.find(&a.container)?;
     let opts = berth_engine::engine::ExecOptions {
@@ -1190,6 +1201,7 @@ pub fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<i32> {
         user: a.user,
         workdir: a.workdir,
         detach: a.detach,
+        tty: a.tty,
     };
     Ok(e.exec(&rec, &opts)?)
 }

@@ -489,6 +489,8 @@ fn killed_monitor_and_killed_cli() {
     wait_for("the monitor to go", Duration::from_secs(5), || {
         env.ok(&["ps"]).contains("monitor lost")
     });
+    let note = String::from_utf8_lossy(&env.run(&["ps"]).stderr).into_owned();
+    assert!(note.contains("the monitor of orphan is gone"), "{note}");
     env.ok(&["rm", "-f", "orphan"]);
     assert!(
         leftovers(&env, std::slice::from_ref(&id)).is_empty(),
@@ -767,6 +769,22 @@ fn interactive_terminal_and_attach() {
         "{out}"
     );
     assert_eq!(o.status.code(), Some(4), "{out}");
+    // exec -it: a terminal for the new process too.
+    env.ok(&["run", "-d", "--name", "ex", "busybox:1", "sleep", "60"]);
+    let line = format!("{} exec -it ex sh -c 'tty; exit 6'", bin());
+    let o = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("BERTH_ROOT", env.root())
+        .env("BERTH_RUNTIME", runtime_bin())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("/dev/pts/"),
+        "{o:?}"
+    );
+    assert_eq!(o.status.code(), Some(6));
+    env.ok(&["rm", "-f", "ex"]);
     // attach to a detached -it container.
     env.ok(&["run", "-dit", "--name", "it", "busybox:1", "sh"]);
     let mut a = env

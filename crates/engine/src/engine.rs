@@ -30,6 +30,8 @@ pub struct ExecOptions {
     pub workdir: Option<String>,
     /// Return once started.
     pub detach: bool,
+    /// A terminal for the process (proxied to this process's stdio).
+    pub tty: bool,
 }
 
 /// A container's state as `ps` shows it.
@@ -560,6 +562,10 @@ impl Engine {
         }
         if opts.detach {
             c.arg("--detach");
+        }
+        if opts.tty {
+            // berth-runtime proxies the new terminal to our own stdio.
+            c.arg("--tty");
         }
         c.arg(&rec.id).arg("--").args(&opts.args);
         let st = c.status().ctx(|| "run berth-runtime exec")?;
