@@ -543,8 +543,21 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<i32> {
         };
         return session(&e, &rec, Some(child), conn);
     }
-    let started = e.start(&rec);
-    let (child, _pid) = match started {
+    if a.detach {
+        let (_child, _pid) = match e.start(&rec) {
+            Ok(x) => x,
+            Err(err) => {
+                if rec.config.auto_remove {
+                    let _ = e.remove_files(&rec.id);
+                }
+                return Err(err.into());
+            }
+        };
+        println!("{}", rec.id);
+        return Ok(0);
+    }
+    let started = e.start_following(&rec);
+    let (child, _pid, output) = match started {
         Ok(x) => x,
         Err(err) => {
             if rec.config.auto_remove {
@@ -553,45 +566,50 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<i32> {
             return Err(err.into());
         }
     };
-    if a.detach {
-        println!("{}", rec.id);
-        return Ok(0);
-    }
-    follow_until_exit(&e, &rec, child).await
+    follow_until_exit(&e, &rec, child, output).await
 }
 
-/// Prints the container's output as it is logged until its monitor ends; returns the
-/// exit code. Ctrl-C and SIGTERM are passed on to the container, as docker does.
+/// Prints the container's output, as its monitor sends it, until the monitor ends;
+/// returns the exit code. Ctrl-C and SIGTERM are passed on to the container, as docker
+/// does.
 async fn follow_until_exit(
     e: &Engine,
     rec: &ContainerRecord,
     mut child: std::process::Child,
+    output: berth_engine::engine::MonitorOutput,
 ) -> anyhow::Result<i32> {
-    let log = e.paths(&rec.id).log();
-    let mut offset = 0u64;
-    let mut partial = Vec::new();
+    let reader = std::thread::spawn(move || {
+        berth_engine::engine::read_frames(output, |stderr, data| {
+            if stderr {
+                let mut w = std::io::stderr().lock();
+                let _ = w.write_all(data);
+                let _ = w.flush();
+            } else {
+                let mut w = std::io::stdout().lock();
+                let _ = w.write_all(data);
+                let _ = w.flush();
+            }
+        })
+    });
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        let done = child.try_wait()?;
-        copy_log(&log, &mut offset, &mut partial, false);
-        if let Some(st) = done {
-            copy_log(&log, &mut offset, &mut partial, false);
-            let code = match read_json::<ExitRecord>(&e.paths(&rec.id).exit()) {
-                Ok(Some(x)) if !x.error.is_empty() => {
-                    eprintln!("Error: {}", x.error);
-                    x.exit_code
-                }
-                Ok(Some(x)) => x.exit_code,
-                _ => st.code().unwrap_or(125),
-            };
-            return Ok(code);
-        }
+    while !reader.is_finished() {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
             _ = sigint.recv() => { let _ = e.kill(rec, "INT", false); }
             _ = sigterm.recv() => { let _ = e.kill(rec, "TERM", false); }
         }
+    }
+    let _ = reader.join();
+    let st = child.wait()?;
+    match read_json::<ExitRecord>(&e.paths(&rec.id).exit()) {
+        Ok(Some(x)) if !x.error.is_empty() => {
+            eprintln!("Error: {}", x.error);
+            Ok(x.exit_code)
+        }
+        Ok(Some(x)) => Ok(x.exit_code),
+        // A --rm container is gone: its monitor's exit status is the container's.
+        _ => Ok(st.code().unwrap_or(125)),
     }
 }
 
@@ -748,10 +766,11 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<i32> {
             let (child, _, conn) = e.start_attached(&rec, terminal_size())?;
             return session(&e, &rec, Some(child), conn);
         }
-        let (child, _) = e.start(&rec)?;
         if a.attach && a.containers.len() == 1 {
-            return follow_until_exit(&e, &rec, child).await;
+            let (child, _, output) = e.start_following(&rec)?;
+            return follow_until_exit(&e, &rec, child, output).await;
         }
+        let (_child, _) = e.start(&rec)?;
         println!("{name}");
         code = 0;
     }

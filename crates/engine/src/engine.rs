@@ -34,6 +34,25 @@ pub struct ExecOptions {
     pub tty: bool,
 }
 
+/// The monitor's stdout, after its `started` line.
+pub type MonitorOutput = std::io::BufReader<std::process::ChildStdout>;
+
+/// Reads the framed output a following monitor sends and hands each piece to `sink`
+/// (true for stderr) until the monitor ends.
+pub fn read_frames(mut r: MonitorOutput, mut sink: impl FnMut(bool, &[u8])) {
+    use std::io::Read;
+    let mut head = [0u8; 5];
+    let mut buf = Vec::new();
+    while r.read_exact(&mut head).is_ok() {
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        buf.resize(len, 0);
+        if r.read_exact(&mut buf).is_err() {
+            return;
+        }
+        sink(head[0] == 2, &buf);
+    }
+}
+
 /// A container's state as `ps` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
@@ -289,8 +308,15 @@ impl Engine {
     /// Starts a created or exited container under a new monitor; returns the monitor
     /// (a child of this process until it ends) and the init's pid.
     pub fn start(&self, rec: &ContainerRecord) -> Result<(Child, i32)> {
-        let (child, pid, _) = self.start_with(rec, None)?;
+        let (child, pid, _, _) = self.start_with(rec, None, false)?;
         Ok((child, pid))
+    }
+
+    /// Starts a container whose output this process follows: the monitor sends it on
+    /// its stdout (see [`read_frames`]), so nothing is lost to a `--rm` removal.
+    pub fn start_following(&self, rec: &ContainerRecord) -> Result<(Child, i32, MonitorOutput)> {
+        let (child, pid, _, out) = self.start_with(rec, None, true)?;
+        Ok((child, pid, out))
     }
 
     /// Starts a container with a client attached from the first byte (`run -it`,
@@ -301,7 +327,7 @@ impl Engine {
         rec: &ContainerRecord,
         winsize: (u16, u16),
     ) -> Result<(Child, i32, UnixStream)> {
-        let (child, pid, conn) = self.start_with(rec, Some(winsize))?;
+        let (child, pid, conn, _) = self.start_with(rec, Some(winsize), false)?;
         Ok((child, pid, conn.expect("attached")))
     }
 
@@ -309,7 +335,8 @@ impl Engine {
         &self,
         rec: &ContainerRecord,
         attach: Option<(u16, u16)>,
-    ) -> Result<(Child, i32, Option<UnixStream>)> {
+        follow: bool,
+    ) -> Result<(Child, i32, Option<UnixStream>, MonitorOutput)> {
         match self.state(rec) {
             State::Created | State::Exited(..) | State::Dead => {}
             s => {
@@ -340,6 +367,11 @@ impl Engine {
         } else {
             cmd.env_remove("BERTH_ATTACH_WAIT");
         }
+        if follow {
+            cmd.env("BERTH_FOLLOW", "1");
+        } else {
+            cmd.env_remove("BERTH_FOLLOW");
+        }
         let mut child = cmd
             .spawn()
             .ctx(|| format!("start the monitor ({})", self.monitor.display()))?;
@@ -365,7 +397,7 @@ impl Engine {
         }
         let line = line.trim();
         if let Some(pid) = line.strip_prefix("started ") {
-            return Ok((child, pid.parse().unwrap_or(0), conn));
+            return Ok((child, pid.parse().unwrap_or(0), conn, lines));
         }
         let _ = child.wait();
         let msg = line.strip_prefix("error ").unwrap_or(if line.is_empty() {

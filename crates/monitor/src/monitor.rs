@@ -317,6 +317,7 @@ fn run_once(
         sending: vec![true; clients.len()],
         clients,
         terminal: master.as_ref().map(|m| m.as_fd()),
+        follower: std::env::var_os("BERTH_FOLLOW").is_some(),
     };
     pump(&mut log, &mut io, &pidfd);
     let status = rustix::process::waitpid(Some(pid), WaitOptions::empty())
@@ -358,11 +359,25 @@ struct Io<'a> {
     sending: Vec<bool>,
     /// The terminal master, whose size a new client sets.
     terminal: Option<BorrowedFd<'a>>,
+    /// A foreground CLI reads the output from our stdout.
+    follower: bool,
 }
 
 impl Io<'_> {
     fn output<W: Write>(&mut self, log: &mut LogWriter<W>, s: Stream, data: &[u8]) {
         log.write(s, data);
+        // A foreground CLI gets the output on our stdout, framed: stream (1 or 2),
+        // length (u32, big endian), bytes. Once it is gone, it is not written to again.
+        if self.follower {
+            let mut frame = Vec::with_capacity(data.len() + 5);
+            frame.push(if s == Stream::Stdout { 1 } else { 2 });
+            frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            frame.extend_from_slice(data);
+            let mut out = std::io::stdout().lock();
+            if out.write_all(&frame).and_then(|()| out.flush()).is_err() {
+                self.follower = false;
+            }
+        }
         // A client that cannot keep up or went away is dropped, never waited for.
         let mut keep = Vec::new();
         for c in &mut self.clients {

@@ -14,17 +14,86 @@ use oci_spec::runtime::{
 
 use crate::error::{Error, Result};
 
-/// A compiled filter, ready to load.
-pub struct Filter(ScmpFilterContext);
+/// The directory under the runtime root holding compiled profiles (its leading dot keeps
+/// it apart from container directories).
+pub const CACHE_DIR: &str = ".seccomp-cache";
+
+/// A compiled filter, ready to load: a libseccomp context, or the BPF program a
+/// previous run compiled from the same profile.
+pub enum Filter {
+    /// Compiled now.
+    Context(ScmpFilterContext),
+    /// From the cache: the program and the seccomp(2) flags to load it with.
+    Bpf {
+        /// The BPF program (8-byte instructions, native order).
+        prog: Vec<u8>,
+        /// SECCOMP_FILTER_FLAG_* bits.
+        flags: u32,
+    },
+}
 
 impl Filter {
     /// Installs the filter on the calling thread. The syscalls the runtime makes after
     /// this point (capset, execve...) must be allowed by the profile, as with runc.
     pub fn load(&self) -> Result<()> {
-        self.0
-            .load()
-            .map_err(|e| Error::invalid(format!("load the seccomp filter: {e}")))
+        match self {
+            Filter::Context(c) => c
+                .load()
+                .map_err(|e| Error::invalid(format!("load the seccomp filter: {e}"))),
+            Filter::Bpf { prog, flags } => crate::sys::seccomp_load_bpf(prog, *flags)
+                .map_err(|e| Error::io("load the seccomp filter", e)),
+        }
     }
+}
+
+/// The seccomp(2) flags a profile asks for, if the cached path can load it.
+fn raw_flags(s: &LinuxSeccomp) -> Option<u32> {
+    let mut f = 0;
+    for flag in s.flags().iter().flatten() {
+        f |= match flag {
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => 1,
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => 2,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => 4,
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => return None,
+        };
+    }
+    Some(f)
+}
+
+/// [`compile`], remembering the BPF program under `cache` (keyed by a hash of the
+/// profile, this runtime's version and the kernel's release): a large allowlist
+/// (docker's profile has ~350 rules per architecture) costs libseccomp several
+/// milliseconds to compile, loading a cached program costs nothing. crun does the same.
+pub fn compile_cached(s: &LinuxSeccomp, cache: &std::path::Path) -> Result<Filter> {
+    use sha2::Digest as _;
+    let Some(flags) = raw_flags(s) else {
+        return compile(s);
+    };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut h = sha2::Sha256::new();
+    h.update(serde_json::to_vec(s).unwrap_or_default());
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(kernel.trim().as_bytes());
+    let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let path = cache.join(format!("{key}.bpf"));
+    if let Ok(prog) = std::fs::read(&path) {
+        if !prog.is_empty() && prog.len() % 8 == 0 {
+            return Ok(Filter::Bpf { prog, flags });
+        }
+    }
+    let filter = compile(s)?;
+    if let Filter::Context(ctx) = &filter {
+        // Best effort: a cache that cannot be written only costs the next run time.
+        let _ = std::fs::create_dir_all(cache);
+        let tmp = cache.join(format!(".{key}.{}", std::process::id()));
+        if let Ok(f) = std::fs::File::create(&tmp) {
+            if ctx.export_bpf(&f).is_ok() && f.sync_all().is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(filter)
 }
 
 fn action(
@@ -188,7 +257,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
             r.map_err(lib_err(format!("{field} ({name})")))?;
         }
     }
-    Ok(Filter(ctx))
+    Ok(Filter::Context(ctx))
 }
 
 #[cfg(test)]

@@ -165,8 +165,10 @@ impl Root {
         };
         for entry in entries {
             let entry = entry.ctx(|| format!("list {}", self.0.display()))?;
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                ids.push(entry.file_name().to_string_lossy().into_owned());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Dot directories are the runtime's own (the seccomp cache), not containers.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && !name.starts_with('.') {
+                ids.push(name);
             }
         }
         ids.sort();

@@ -572,3 +572,38 @@ pub fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
     // its whole life, so the borrow cannot outlive the descriptor.
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
+
+/// Installs a classic BPF seccomp program (as libseccomp exports it) on the calling
+/// thread with seccomp(SECCOMP_SET_MODE_FILTER, flags).
+pub fn seccomp_load_bpf(prog: &[u8], flags: u32) -> io::Result<()> {
+    let filters: Vec<libc::sock_filter> = prog
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let len =
+        u16::try_from(filters.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: filters.as_ptr() as *mut libc::sock_filter,
+    };
+    const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+    // SAFETY: `fprog` points at `filters`, which outlives the call; the kernel copies the
+    // program and does not keep the pointer.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            libc::c_ulong::from(flags),
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

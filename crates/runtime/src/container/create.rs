@@ -113,7 +113,10 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
 
     let mut proc = ProcessPlan::from_spec(process, linux.personality().as_ref())?;
     if let Some(s) = linux.seccomp() {
-        proc.seccomp = Some(seccomp::compile(s)?);
+        proc.seccomp = Some(seccomp::compile_cached(
+            s,
+            &root.0.join(seccomp::CACHE_DIR),
+        )?);
     }
     let mut proxy_end = None;
     let console = match (&opts.console_socket, proxy_tty, proc.terminal) {

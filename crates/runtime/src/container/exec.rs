@@ -186,7 +186,10 @@ pub fn exec(root: &Root, opts: &ExecOpts) -> Result<i32> {
         plan.apparmor = Some(p);
     }
     if let Some(s) = linux.seccomp() {
-        plan.seccomp = Some(seccomp::compile(s)?);
+        plan.seccomp = Some(seccomp::compile_cached(
+            s,
+            &root.0.join(seccomp::CACHE_DIR),
+        )?);
     }
     let sigfd = if opts.detach {
         None
