@@ -304,10 +304,40 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
             m => return Err(Error::Child(format!("unexpected setup message {m:?}"))),
         }
     }
-    let Some((_, start)) = state::proc_stat(init_pid) else {
-        return Err(Error::Child(
-            "the container's init exited during setup".into(),
-        ));
+    // The init is our child (CLONE_PARENT): while it has not ended, its /proc entry
+    // will be there. Under load it can be missing for a moment right after the init
+    // said it was ready (seen as ENOENT while waitpid reports it alive): wait for it.
+    let mut stat = state::proc_stat(init_pid);
+    let mut how = String::new();
+    for _ in 0..200 {
+        if stat.is_some() {
+            break;
+        }
+        match rustix::process::waitpid(
+            rustix::process::Pid::from_raw(init_pid),
+            rustix::process::WaitOptions::NOHANG,
+        ) {
+            Ok(None) => {}
+            Ok(Some((_, st))) => {
+                how = match (st.exit_status(), st.terminating_signal()) {
+                    (Some(c), _) => format!(" (it exited with status {c})"),
+                    (None, Some(sig)) => format!(" (it was killed by signal {sig})"),
+                    _ => String::new(),
+                };
+                break;
+            }
+            Err(e) => {
+                how = format!(" (wait: {e})");
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        stat = state::proc_stat(init_pid);
+    }
+    let Some((_, start)) = stat else {
+        return Err(Error::Child(format!(
+            "the container's init exited during setup{how}"
+        )));
     };
     record.pid = init_pid;
     record.init_start_time = start;
