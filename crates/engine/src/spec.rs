@@ -224,7 +224,79 @@ const DENIED: &[&str] = &[
     "vm86old",
 ];
 
-/// berth's default seccomp profile (OCI form).
+mod syscalls {
+    include!(concat!(env!("OUT_DIR"), "/syscalls.rs"));
+}
+
+/// System calls of 32-bit x86 programs that have no x86-64 name (allowed like their
+/// 64-bit counterparts).
+const X86_32_ONLY: &[&str] = &[
+    "_llseek",
+    "_newselect",
+    "chown32",
+    "fadvise64_64",
+    "fchown32",
+    "fcntl64",
+    "fstat64",
+    "fstatat64",
+    "fstatfs64",
+    "ftruncate64",
+    "getegid32",
+    "geteuid32",
+    "getgid32",
+    "getgroups32",
+    "getresgid32",
+    "getresuid32",
+    "getuid32",
+    "ipc",
+    "lchown32",
+    "lstat64",
+    "mmap2",
+    "sendfile64",
+    "setfsgid32",
+    "setfsuid32",
+    "setgid32",
+    "setgroups32",
+    "setregid32",
+    "setresgid32",
+    "setresuid32",
+    "setreuid32",
+    "setuid32",
+    "sigaction",
+    "sigprocmask",
+    "sigreturn",
+    "sigsuspend",
+    "sigpending",
+    "socketcall",
+    "stat64",
+    "statfs64",
+    "truncate64",
+    "ugetrlimit",
+    "waitpid",
+    "clock_gettime64",
+    "clock_getres_time64",
+    "clock_nanosleep_time64",
+    "futex_time64",
+    "ppoll_time64",
+    "pselect6_time64",
+    "recvmmsg_time64",
+    "rt_sigtimedwait_time64",
+    "semtimedop_time64",
+    "timer_gettime64",
+    "timer_settime64",
+    "timerfd_gettime64",
+    "timerfd_settime64",
+    "utimensat_time64",
+    "mq_timedreceive_time64",
+    "mq_timedsend_time64",
+    "sched_rr_get_interval_time64",
+    "io_pgetevents_time64",
+];
+
+/// berth's default seccomp profile (OCI form), with the effect of docker's: the system
+/// calls this kernel's headers name are allowed except those refused (EPERM); calls it
+/// does not know — newer than the profile — fail with ENOSYS so that libc falls back,
+/// as moby does. `clone3` is among them: its flags cannot be inspected.
 pub fn default_seccomp(caps: &[String]) -> Value {
     let has = |c: &str| caps.iter().any(|x| x == c);
     // As in docker's profile, capabilities open the calls they govern.
@@ -241,19 +313,35 @@ pub fn default_seccomp(caps: &[String]) -> Value {
         "iopl" | "ioperm" => has("CAP_SYS_RAWIO"),
         _ => false,
     };
-    let names: Vec<&str> = DENIED
+    let denied: Vec<&str> = DENIED
         .iter()
         .copied()
         .filter(|s| !allowed_by_caps(s))
         .collect();
+    if syscalls::SYSCALLS.is_empty() {
+        // No syscall table at build time: refuse what docker refuses, allow the rest.
+        return json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [
+                {"names": denied, "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
+            ]
+        });
+    }
+    let allowed: Vec<&str> = syscalls::SYSCALLS
+        .iter()
+        .chain(X86_32_ONLY)
+        .copied()
+        .filter(|s| *s != "clone3" && !denied.contains(s))
+        .collect();
     json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 38,
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
         "syscalls": [
-            {"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
-            // glibc falls back to clone(2) when clone3 is missing; clone3's flags cannot
-            // be filtered, so it is refused as docker refuses it.
-            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
+            {"names": allowed, "action": "SCMP_ACT_ALLOW"},
+            {"names": denied, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
         ]
     })
 }
@@ -707,6 +795,48 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown capability"));
+    }
+
+    #[test]
+    fn seccomp_allows_by_list_and_opens_calls_with_capabilities() {
+        let caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+        let p = default_seccomp(&caps);
+        let list = |i: usize| -> Vec<String> {
+            p["syscalls"][i]["names"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        };
+        if syscalls::SYSCALLS.is_empty() {
+            assert!(list(0).contains(&"mount".to_string()));
+            return;
+        }
+        assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(
+            p["defaultErrnoRet"], 38,
+            "unknown calls: ENOSYS, so that libc falls back"
+        );
+        let (allowed, denied) = (list(0), list(1));
+        for s in ["read", "openat", "clone", "execve", "mmap2", "socketcall"] {
+            assert!(allowed.contains(&s.to_string()), "{s}");
+        }
+        for s in ["mount", "unshare", "keyctl", "bpf", "ptrace"] {
+            assert!(
+                denied.contains(&s.to_string()) && !allowed.contains(&s.to_string()),
+                "{s}"
+            );
+        }
+        assert!(!allowed.contains(&"clone3".to_string()));
+        let mut admin = caps.clone();
+        admin.push("CAP_SYS_ADMIN".into());
+        let p = default_seccomp(&admin);
+        assert!(p["syscalls"][0]["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "mount"));
     }
 
     #[test]
