@@ -623,3 +623,21 @@ fn copy_mode_init_files_stay_inside_the_rootfs() {
     assert!(etc.join("hostname").exists());
     env.ok(&["rootfs", "rm", "ev"]);
 }
+
+#[test]
+fn many_commands_opening_a_new_store_at_once() {
+    let env = Env::new();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            env.cmd(&["images"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}

@@ -43,10 +43,28 @@ CREATE TABLE IF NOT EXISTS blob_sources (
 pub(super) fn open(path: &Path) -> Result<rusqlite::Connection> {
     let db = rusqlite::Connection::open(path)?;
     db.busy_timeout(std::time::Duration::from_secs(30))?;
-    db.pragma_update(None, "journal_mode", "WAL")?;
-    db.pragma_update(None, "synchronous", "FULL")?;
-    db.execute_batch(SCHEMA)?;
-    Ok(db)
+    // Two processes opening a new store at once: switching to WAL takes an exclusive
+    // lock that SQLite does not wait for (no busy handler), so wait here.
+    let mut tries = 0;
+    loop {
+        let r = db
+            .pragma_update(None, "journal_mode", "WAL")
+            .and_then(|()| db.pragma_update(None, "synchronous", "FULL"))
+            .and_then(|()| db.execute_batch(SCHEMA));
+        match r {
+            Ok(()) => return Ok(db),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && tries < 500 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn now() -> i64 {
