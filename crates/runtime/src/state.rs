@@ -311,33 +311,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 
 /// Fields of /proc/<pid>/stat after the command name: (state char, start time ticks).
 pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
-    let parse = |data: &str| -> Option<(char, u64)> {
-        let rest = &data[data.rfind(')')? + 2..];
-        let mut fields = rest.split_ascii_whitespace();
-        let state = fields.next()?.chars().next()?;
-        let start = fields.nth(18)?.parse().ok()?;
-        Some((state, start))
-    };
-    // Under load, reading a live process's stat file can fail for a moment (seen while
-    // the container's init changes namespaces): only "no such process" is an answer.
-    for _ in 0..20 {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(data) => {
-                if let Some(v) = parse(&data) {
-                    return Some(v);
-                }
-            }
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    || e.raw_os_error() == Some(libc::ESRCH) =>
-            {
-                return None
-            }
-            Err(_) => {}
-        }
-        std::thread::sleep(std::time::Duration::from_micros(500));
-    }
-    None
+    let data = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &data[data.rfind(')')? + 2..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
 }
 
 /// Whether `pid` is a live (non-zombie) process that started at `start_time`.

@@ -274,8 +274,17 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
     drop(cgroup_join);
 
     let mut init_pid = 0;
+    // Two processes write to this channel: the setup process (InitPid) and the init
+    // (RunRuntimeHooks, Ready). Under load the init's messages can arrive first; they
+    // wait until the init's pid is known, which the hooks' state and the rest need.
+    let mut deferred: std::collections::VecDeque<Msg> = std::collections::VecDeque::new();
     loop {
-        match parent_chan.recv()? {
+        let msg = match (init_pid != 0).then(|| deferred.pop_front()).flatten() {
+            Some(m) => m,
+            None => parent_chan.recv()?,
+        };
+        match msg {
+            m @ (Msg::RunRuntimeHooks | Msg::Ready) if init_pid == 0 => deferred.push_back(m),
             Msg::NeedIdMaps => {
                 namespaces::write_id_maps(setup_pid, &uid_maps, &gid_maps)?;
                 parent_chan.send(&Msg::IdMapsDone)?;
@@ -304,35 +313,21 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
             m => return Err(Error::Child(format!("unexpected setup message {m:?}"))),
         }
     }
-    // The init is our child (CLONE_PARENT): while it has not ended, its /proc entry
-    // will be there. Under load it can be missing for a moment right after the init
-    // said it was ready (seen as ENOENT while waitpid reports it alive): wait for it.
-    let mut stat = state::proc_stat(init_pid);
+    let stat = state::proc_stat(init_pid);
     let mut how = String::new();
-    for _ in 0..200 {
-        if stat.is_some() {
-            break;
-        }
-        match rustix::process::waitpid(
+    if stat.is_none() {
+        // Say how it ended: the init is our child (CLONE_PARENT).
+        how = match rustix::process::waitpid(
             rustix::process::Pid::from_raw(init_pid),
             rustix::process::WaitOptions::NOHANG,
         ) {
-            Ok(None) => {}
-            Ok(Some((_, st))) => {
-                how = match (st.exit_status(), st.terminating_signal()) {
-                    (Some(c), _) => format!(" (it exited with status {c})"),
-                    (None, Some(sig)) => format!(" (it was killed by signal {sig})"),
-                    _ => String::new(),
-                };
-                break;
-            }
-            Err(e) => {
-                how = format!(" (wait: {e})");
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-        stat = state::proc_stat(init_pid);
+            Ok(Some((_, st))) => match (st.exit_status(), st.terminating_signal()) {
+                (Some(c), _) => format!(" (it exited with status {c})"),
+                (None, Some(sig)) => format!(" (it was killed by signal {sig})"),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
     }
     let Some((_, start)) = stat else {
         return Err(Error::Child(format!(
