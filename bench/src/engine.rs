@@ -119,6 +119,19 @@ pub fn engine_bench(runs: usize, berth: &Path, many: usize, tools: &Path) -> Res
         c
     };
     let have_podman = Command::new("podman").arg("--version").output().is_ok();
+    let _cleanup = Cleanup {
+        berth: berth.clone(),
+        broot: broot.clone(),
+        proot: proot.clone(),
+        env: if use_static {
+            vec![
+                ("BERTH_RUNTIME".into(), runtime.clone()),
+                ("BERTH_MONITOR".into(), monitor.clone()),
+            ]
+        } else {
+            Vec::new()
+        },
+    };
     // podman asks for a 1048576 open-file limit and more processes than this host may
     // grant without CAP_SYS_RESOURCE: give it the host's open-file limit and 4096
     // processes. It runs runc: crun refuses this hybrid cgroup host.
@@ -264,13 +277,45 @@ pub fn engine_bench(runs: usize, berth: &Path, many: usize, tools: &Path) -> Res
         stats::median(&private),
         after - before
     );
-    for i in 0..many {
-        let _ = berth_cmd(&["rm", "-f", &format!("s{i}")])
-            .stdout(Stdio::null())
-            .status();
-    }
-    if have_podman {
-        let _ = podman(&["system", "reset", "-f"]).output();
-    }
     Ok(())
+}
+
+/// Removes what a run made — berth's containers, podman's storage (its overlay mount)
+/// — on every path out of the benchmark, errors included.
+struct Cleanup {
+    berth: PathBuf,
+    broot: PathBuf,
+    proot: PathBuf,
+    env: Vec<(String, PathBuf)>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let mut b = Command::new(&self.berth);
+        b.env("BERTH_ROOT", &self.broot).args(["ps", "-a", "-q"]);
+        for (k, v) in &self.env {
+            b.env(k, v);
+        }
+        if let Ok(o) = b.output() {
+            for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let mut rm = Command::new(&self.berth);
+                rm.env("BERTH_ROOT", &self.broot).args(["rm", "-f", id]);
+                for (k, v) in &self.env {
+                    rm.env(k, v);
+                }
+                let _ = rm.stdout(Stdio::null()).stderr(Stdio::null()).status();
+            }
+        }
+        if self.proot.exists() {
+            let _ = Command::new("podman")
+                .arg("--root")
+                .arg(self.proot.join("root"))
+                .arg("--runroot")
+                .arg(self.proot.join("run"))
+                .arg("--tmpdir")
+                .arg(self.proot.join("tmp"))
+                .args(["system", "reset", "-f"])
+                .output();
+        }
+    }
 }

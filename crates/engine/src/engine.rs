@@ -745,6 +745,7 @@ impl Engine {
             Ok(()) | Err(berth_image::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        record::remove_empty_cgroup_parent();
         let dir = self.paths(id).dir;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

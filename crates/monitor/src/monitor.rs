@@ -605,6 +605,7 @@ fn remove_container_files(engine: &MonitorEnv, rec: &ContainerRecord) {
         let _ = std::fs::remove_dir_all(dir);
     }
     let _ = std::fs::remove_dir_all(engine.paths(&rec.id).dir);
+    crate::record::remove_empty_cgroup_parent();
 }
 
 /// Whether the OOM killer acted in the container's memory cgroup (v2 memory.events,

@@ -192,3 +192,17 @@ pub fn start_time(pid: i32) -> Option<u64> {
     let after = &s[s.rfind(')')? + 2..];
     after.split(' ').nth(19)?.parse().ok()
 }
+
+/// Removes berth's parent cgroup (`/berth`, the engine's `cgroupsPath` prefix) in every
+/// hierarchy where it is empty. berth-runtime removes the parents a container created,
+/// but when containers overlap the creator goes first and the parent stays behind; the
+/// engine owns `/berth`, so it tidies it after each removal (a busy one stays).
+pub fn remove_empty_cgroup_parent() {
+    let mut dirs = vec![std::path::PathBuf::from("/sys/fs/cgroup/berth")];
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        dirs.extend(rd.flatten().map(|e| e.path().join("berth")));
+    }
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+}

@@ -138,8 +138,17 @@ impl Env {
 }
 
 impl Drop for Env {
-    /// A failed test may leave rootfs mounts: detach them so the directory can go.
+    /// A failed test may leave containers and rootfs mounts: remove the containers
+    /// (their runtime state, cgroups and processes live outside this directory), then
+    /// detach what is still mounted so the directory can go.
     fn drop(&mut self) {
+        if self.root().join("containers").exists() {
+            if let Ok(o) = self.cmd(&["ps", "-a", "-q"]).stdin(Stdio::null()).output() {
+                for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = self.cmd(&["rm", "-f", id]).stdin(Stdio::null()).output();
+                }
+            }
+        }
         let root = self.dir.path().to_string_lossy().into_owned();
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut points: Vec<&str> = info

@@ -151,7 +151,21 @@ impl CgroupPaths {
                 enable_controllers_down_to(&dir)?;
             }
             for d in missing.iter().rev() {
-                match std::fs::create_dir(d) {
+                // Another container's delete may remove an empty shared parent between
+                // our check and our mkdir: make it again.
+                let mut r = std::fs::create_dir(d);
+                for _ in 0..5 {
+                    match &r {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            if let Some(p) = d.parent() {
+                                let _ = std::fs::create_dir_all(p);
+                            }
+                            r = std::fs::create_dir(d);
+                        }
+                        _ => break,
+                    }
+                }
+                match r {
                     Ok(()) => self.created.push(d.clone()),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(Error::io(format!("create cgroup {}", d.display()), e)),
