@@ -24,50 +24,6 @@ const NAMESPACES: &[(&str, &str)] = &[
     ("time", "boot and monotonic clocks"),
 ];
 
-const CAPS: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
-
 fn ns_inode(pid: &str, ns: &str) -> Option<u64> {
     let link = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok()?;
     let s = link.to_string_lossy();
@@ -84,7 +40,8 @@ fn status_field(pid: i32, key: &str) -> String {
 
 fn cap_names(hex: &str) -> Vec<String> {
     let bits = u64::from_str_radix(hex, 16).unwrap_or(0);
-    CAPS.iter()
+    crate::spec::CAP_NAMES
+        .iter()
         .enumerate()
         .filter(|(i, _)| bits & (1 << i) != 0)
         .map(|(_, n)| n.to_string())
