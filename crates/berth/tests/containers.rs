@@ -768,6 +768,7 @@ fn interactive_terminal_and_attach() {
         .args(["-qec", &line, "/dev/null"])
         .env("BERTH_ROOT", env.root())
         .env("BERTH_RUNTIME", runtime_bin())
+        .env("BERTH_MONITOR", monitor_bin())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -788,6 +789,7 @@ fn interactive_terminal_and_attach() {
         .args(["-qec", &line, "/dev/null"])
         .env("BERTH_ROOT", env.root())
         .env("BERTH_RUNTIME", runtime_bin())
+        .env("BERTH_MONITOR", monitor_bin())
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -33,6 +33,19 @@ pub fn runtime_bin() -> PathBuf {
     p
 }
 
+/// berth-monitor, built by the workspace build too (its own integration tests make
+/// cargo build it). Named explicitly so that an older berth-monitor installed on PATH
+/// is never the one under test.
+pub fn monitor_bin() -> PathBuf {
+    let p = Path::new(bin()).with_file_name("berth-monitor");
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
 /// A private berth state root (and scratch space), removed at the end.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -62,6 +75,7 @@ impl Env {
         c.args(args)
             .env("BERTH_ROOT", self.root())
             .env("BERTH_RUNTIME", runtime_bin())
+            .env("BERTH_MONITOR", monitor_bin())
             .env("BERTH_AUTH_FILE", &self.auth)
             .env("HOME", self.dir.path())
             .env_remove("XDG_RUNTIME_DIR");
