@@ -21,10 +21,9 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_berth")
 }
 
-/// berth-runtime, built next to berth by the workspace build (`cargo nextest run
-/// --workspace`, as scripts/test.sh runs it).
-pub fn runtime_bin() -> PathBuf {
-    let p = Path::new(bin()).with_file_name("berth-runtime");
+/// A binary the workspace build puts next to berth.
+fn built_bin(name: &str) -> PathBuf {
+    let p = Path::new(bin()).with_file_name(name);
     assert!(
         p.exists(),
         "{} is missing: build the workspace (cargo build --workspace)",
@@ -33,17 +32,17 @@ pub fn runtime_bin() -> PathBuf {
     p
 }
 
+/// berth-runtime, built next to berth by the workspace build (`cargo nextest run
+/// --workspace`, as scripts/test.sh runs it).
+pub fn runtime_bin() -> PathBuf {
+    built_bin("berth-runtime")
+}
+
 /// berth-monitor, built by the workspace build too (its own integration tests make
 /// cargo build it). Named explicitly so that an older berth-monitor installed on PATH
 /// is never the one under test.
 pub fn monitor_bin() -> PathBuf {
-    let p = Path::new(bin()).with_file_name("berth-monitor");
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace (cargo build --workspace)",
-        p.display()
-    );
-    p
+    built_bin("berth-monitor")
 }
 
 /// A private berth state root (and scratch space), removed at the end.
