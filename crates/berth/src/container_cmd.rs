@@ -1112,6 +1112,7 @@ pub fn inspect_json(e: &Engine, r: &ContainerRecord) -> Value {
                 berth_engine::config::RestartPolicy::UnlessStopped => json!({"Name": "unless-stopped", "MaximumRetryCount": 0}),
             },
             "AutoRemove": c.auto_remove,
+            "Init": c.init,
             "Privileged": c.privileged,
             "ReadonlyRootfs": c.read_only,
             "CapAdd": c.cap_add,

@@ -122,6 +122,69 @@ fn foreground_output_and_exit_codes() {
 }
 
 #[test]
+fn init_reaps_orphans_and_forwards_signals() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    // pid 1 is berth's init, the program its child; an orphan (the backgrounded sleep
+    // whose subshell exited) is reaped by pid 1 rather than left a zombie.
+    let o = env.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "busybox:1",
+        "sh",
+        "-c",
+        "(sleep 0.2 &); sleep 0.6; ps -o pid,stat,args",
+    ]);
+    assert!(o.contains("1 S    berth-init -- sh -c"), "{o}");
+    assert!(!o.contains(" Z "), "a zombie was left: {o}");
+    // The program's status is the container's, 128+N when a signal killed it.
+    let code = |args: &[&str]| env.run(args).status.code();
+    assert_eq!(
+        code(&["run", "--rm", "--init", "busybox:1", "sh", "-c", "exit 7"]),
+        Some(7)
+    );
+    assert_eq!(
+        code(&[
+            "run",
+            "--rm",
+            "--init",
+            "busybox:1",
+            "sh",
+            "-c",
+            "kill -9 $$"
+        ]),
+        Some(137)
+    );
+    // Without --init, sleep as pid 1 ignores SIGTERM and `stop` has to wait for its
+    // timeout; with it, SIGTERM is forwarded and sleep ends at once.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "in",
+        "--init",
+        "busybox:1",
+        "sleep",
+        "100",
+    ]);
+    let t = Instant::now();
+    env.ok(&["stop", "-t", "20", "in"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(
+        env.ok(&["inspect", "-f", "{{.State.ExitCode}}", "in"])
+            .trim(),
+        "143"
+    );
+    env.ok(&["rm", "in"]);
+    assert!(
+        leftovers(&env, &[]).is_empty(),
+        "{:?}",
+        leftovers(&env, &[])
+    );
+}
+
+#[test]
 fn detached_lifecycle_logs_stop_rm() {
     let env = Env::new();
     env.busybox_image("localhost/busybox:1");

@@ -241,11 +241,6 @@ impl Engine {
             }
             None => record::generate_name(&id, &|n| existing.iter().any(|r| r.name == n)),
         };
-        if cfg.init {
-            return Err(Error::Invalid(
-                "--init is not supported yet: run your own init as the entrypoint".into(),
-            ));
-        }
         let img = self.images.resolve_stored(&cfg.image)?;
         let paths = self.paths(&id);
         std::fs::create_dir_all(&paths.dir).ctx(|| format!("create {}", paths.dir.display()))?;

@@ -774,6 +774,15 @@ pub fn build(
         process["capabilities"]["effective"] = json!([]);
         process["capabilities"]["permitted"] = json!([]);
     }
+    let mut annotations: serde_json::Map<_, _> = cfg
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    if cfg.init {
+        // berth-runtime's reaping init (its `reaper` module) stays behind as pid 1.
+        annotations.insert("berth.init".into(), json!("true"));
+    }
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": process,
@@ -781,7 +790,7 @@ pub fn build(
         "hostname": if cfg.uts == "host" { Value::Null } else { json!(hostname) },
         "mounts": mounts,
         "linux": linux,
-        "annotations": cfg.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "annotations": annotations,
     }))
 }
 

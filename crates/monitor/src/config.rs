@@ -125,8 +125,7 @@ pub struct RunConfig {
     pub restart: RestartPolicy,
     /// `--rm`.
     pub auto_remove: bool,
-    /// `--init`: a tiny init as pid 1 (the runtime's own `init` mode is not here yet:
-    /// refused).
+    /// `--init`: berth-runtime's reaping init as pid 1, the program its child.
     pub init: bool,
     /// `--stop-signal` (number).
     pub stop_signal: Option<i32>,

@@ -128,6 +128,7 @@ pub fn features() -> Value {
             "mountExtensions": {"idmap": {"enabled": false}},
         },
         "annotations": {
+            "berth.init": "true: pid 1 reaps orphans and forwards signals to the program",
             "io.github.seccomp.libseccomp.version": seccomp_version,
             "org.opencontainers.runc.checkpoint.enabled": "false",
             "org.opencontainers.runc.version": env!("CARGO_PKG_VERSION"),

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod namespaces;
 pub mod process;
 pub mod protect;
+pub mod reaper;
 pub mod rootfs;
 pub mod seccomp;
 pub mod signal;

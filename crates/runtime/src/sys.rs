@@ -92,6 +92,39 @@ pub fn clone_parent_into_cgroup(cgroup: BorrowedFd<'_>) -> io::Result<Forked> {
     }
 }
 
+/// Rewrites this process's command line in place (what setproctitle does), so that
+/// /proc/PID/cmdline shows `new` (NUL-separated arguments, cut to the space the original
+/// arguments took; the rest is zeroed).
+pub fn set_cmdline(new: &[u8]) -> io::Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the parenthesised command name; arg_start and arg_end are the 48th
+    // and 49th of the whole line (proc(5)), so the 46th and 47th after it.
+    let rest = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> io::Result<usize> {
+        f.get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))
+    };
+    let (start, end) = (field(45)?, field(46)?);
+    if start == 0 || end <= start {
+        return Err(io::Error::other("no argument area"));
+    }
+    let len = end - start;
+    let n = new.len().min(len - 1);
+    // SAFETY: [arg_start, arg_end) is this process's own argument area on its stack,
+    // mapped writable for the process's lifetime; the writes stay inside it. Nothing
+    // else reads it concurrently (the runtime is single-threaded).
+    unsafe {
+        std::ptr::copy_nonoverlapping(new.as_ptr(), start as *mut u8, n);
+        std::ptr::write_bytes((start + n) as *mut u8, 0, len - n);
+    }
+    Ok(())
+}
+
 /// Ends the current process at once, without running atexit handlers or destructors
 /// (what a forked child must do so it never flushes the parent's buffers twice).
 pub fn exit_now(code: i32) -> ! {

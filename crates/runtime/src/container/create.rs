@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
@@ -576,7 +576,18 @@ fn after_start(p: &InitPlan<'_>, host_pid: i32, program: &std::ffi::CString) -> 
     if let Some(f) = p.proc.seccomp.as_ref().filter(|_| p.proc.no_new_privs) {
         f.load()?;
     }
+    if wants_init(p.spec) {
+        crate::reaper::run(p.fifo.as_raw_fd(), &p.proc.args, || p.proc.exec(program));
+    }
     Ok(p.proc.exec(program))
+}
+
+/// Whether the spec asks for berth's reaping init as pid 1 (see [`crate::reaper`]).
+fn wants_init(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::reaper::ANNOTATION))
+        .is_some_and(|v| v == "true")
 }
 
 /// Writes sysctls and oom_score_adj through a private procfs, which nothing in the
