@@ -8,6 +8,7 @@ mod container_cmd;
 mod image_cmd;
 mod registry_cmd;
 mod rootfs_cmd;
+mod stats_cmd;
 mod table;
 
 use std::path::PathBuf;
@@ -74,7 +75,7 @@ enum Command {
     /// Show a container's processes.
     Top(container_cmd::Names),
     /// Show containers' CPU, memory and process use.
-    Stats(container_cmd::StatsArgs),
+    Stats(stats_cmd::StatsArgs),
     /// Show what a container changed in its filesystem.
     Diff(container_cmd::Names),
     /// Copy files between a container and the host.
@@ -160,7 +161,7 @@ fn main() {
             Command::Rename(a) => ok(container_cmd::rename(&ctx, a)),
             Command::Commit(a) => ok(container_cmd::commit(&ctx, a)),
             Command::Top(a) => ok(container_cmd::top(&ctx, a)),
-            Command::Stats(a) => ok(container_cmd::stats(&ctx, a)),
+            Command::Stats(a) => ok(stats_cmd::stats(&ctx, a)),
             Command::Diff(a) => ok(container_cmd::diff(&ctx, a)),
             Command::Cp(a) => ok(container_cmd::cp(&ctx, a)),
             Command::Build(a) => ok(build_cmd::build(&ctx, a)),

@@ -296,6 +296,22 @@ fn resource_flags_reach_the_kernel() {
         "{st}"
     );
     assert_eq!(st["PIDs"], 1);
+    // Without --no-stream, a new sample every second until interrupted.
+    let mut c = env
+        .cmd(&["stats", "--format", "{{.ID}} {{.PIDs}}", &id[..12]])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2300));
+    c.kill().unwrap();
+    let o = c.wait_with_output().unwrap();
+    let frames = String::from_utf8_lossy(&o.stdout).into_owned();
+    let want = format!("{} 1", &id[..12]);
+    assert!(
+        frames.lines().count() >= 2 && frames.lines().all(|l| l == want),
+        "{frames}"
+    );
     let info = inspect(&env, &id[..12]);
     assert_eq!(info["HostConfig"]["Memory"], 67108864);
     assert_eq!(info["HostConfig"]["NanoCpus"], 500_000_000i64);
