@@ -15,6 +15,7 @@ use berth_engine::record::{read_json, ContainerRecord, ExitRecord};
 use berth_engine::Engine;
 use berth_image::inspect::{human_age, parse_time};
 
+use crate::session;
 use crate::table::Table;
 use crate::Ctx;
 
@@ -148,6 +149,10 @@ pub struct RunArgs {
     /// Run in the background and print the container ID.
     #[arg(short, long)]
     detach: bool,
+    /// The keys that detach from an attached -i session (default ctrl-p,ctrl-q; an
+    /// empty string turns detaching off).
+    #[arg(long)]
+    detach_keys: Option<String>,
     #[command(flatten)]
     create: CreateArgs,
 }
@@ -233,6 +238,9 @@ pub struct StartArgs {
     /// Attach to the output and wait for the exit.
     #[arg(short, long)]
     attach: bool,
+    /// The keys that detach from an attached -i session (default ctrl-p,ctrl-q).
+    #[arg(long)]
+    detach_keys: Option<String>,
     /// Containers.
     #[arg(required = true)]
     containers: Vec<String>,
@@ -531,7 +539,8 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<i32> {
     let e = engine(ctx)?;
     let rec = e.create(cfg, a.create.name.clone())?;
     if !a.detach && (rec.config.tty || rec.config.interactive) {
-        let started = e.start_attached(&rec, terminal_size());
+        let keys = session::detach_keys(a.detach_keys.as_deref())?;
+        let started = e.start_attached(&rec, session::terminal_size());
         let (child, _pid, conn) = match started {
             Ok(x) => x,
             Err(err) => {
@@ -541,7 +550,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<i32> {
                 return Err(err.into());
             }
         };
-        return session(&e, &rec, Some(child), conn);
+        return session::run(&e, &rec, Some(child), conn, &keys);
     }
     if a.detach {
         let (_child, _pid) = match e.start(&rec) {
@@ -648,114 +657,6 @@ fn copy_log(path: &std::path::Path, offset: &mut u64, partial: &mut Vec<u8>, tim
     let _ = out.flush();
 }
 
-/// The terminal's size (rows, columns), or 24x80.
-fn terminal_size() -> (u16, u16) {
-    match rustix::termios::tcgetwinsize(std::io::stdout()) {
-        Ok(w) if w.ws_row > 0 => (w.ws_row, w.ws_col),
-        _ => (24, 80),
-    }
-}
-
-/// Puts the terminal in raw mode for an attached `-t` session; restores it when dropped.
-struct RawTerminal(Option<rustix::termios::Termios>);
-
-impl RawTerminal {
-    fn enable(tty: bool) -> RawTerminal {
-        use std::io::IsTerminal;
-        if !tty || !std::io::stdin().is_terminal() {
-            return RawTerminal(None);
-        }
-        let Ok(old) = rustix::termios::tcgetattr(std::io::stdin()) else {
-            return RawTerminal(None);
-        };
-        let mut raw = old.clone();
-        raw.make_raw();
-        let _ = rustix::termios::tcsetattr(
-            std::io::stdin(),
-            rustix::termios::OptionalActions::Now,
-            &raw,
-        );
-        RawTerminal(Some(old))
-    }
-}
-
-impl Drop for RawTerminal {
-    fn drop(&mut self) {
-        if let Some(old) = &self.0 {
-            let _ = rustix::termios::tcsetattr(
-                std::io::stdin(),
-                rustix::termios::OptionalActions::Now,
-                old,
-            );
-        }
-    }
-}
-
-/// An attached session: our stdin to the container (with -i), its output to our
-/// stdout, until it ends; returns its exit code.
-fn session(
-    e: &Engine,
-    rec: &ContainerRecord,
-    child: Option<std::process::Child>,
-    conn: std::os::unix::net::UnixStream,
-) -> anyhow::Result<i32> {
-    let raw = RawTerminal::enable(rec.config.tty);
-    if rec.config.interactive {
-        let mut to = conn.try_clone()?;
-        std::thread::spawn(move || {
-            let mut stdin = std::io::stdin().lock();
-            let mut buf = [0u8; 8192];
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if to.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = to.shutdown(std::net::Shutdown::Write);
-        });
-    }
-    let mut from = conn;
-    let mut out = std::io::stdout().lock();
-    let mut buf = [0u8; 8192];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let _ = out.write_all(&buf[..n]);
-                let _ = out.flush();
-            }
-        }
-    }
-    drop(raw);
-    // The monitor of a foreground run exits with the container's code (and may have
-    // removed a --rm container already).
-    if let Some(mut c) = child {
-        if let Some(code) = c.wait().ok().and_then(|s| s.code()) {
-            return Ok(code);
-        }
-    }
-    Ok(e.wait(rec).unwrap_or(-1))
-}
-
-/// Arguments of `attach`.
-#[derive(Args)]
-pub struct AttachArgs {
-    /// Container.
-    container: String,
-}
-
-/// `berth attach`.
-pub fn attach(ctx: &Ctx, a: AttachArgs) -> anyhow::Result<i32> {
-    let e = engine(ctx)?;
-    let rec = e.find(&a.container)?;
-    let conn = e.attach(&rec, terminal_size())?;
-    session(&e, &rec, None, conn)
-}
-
 /// `berth start`.
 pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<i32> {
     let e = engine(ctx)?;
@@ -763,8 +664,9 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<i32> {
     for name in &a.containers {
         let rec = e.find(name)?;
         if a.attach && a.containers.len() == 1 && (rec.config.tty || rec.config.interactive) {
-            let (child, _, conn) = e.start_attached(&rec, terminal_size())?;
-            return session(&e, &rec, Some(child), conn);
+            let keys = session::detach_keys(a.detach_keys.as_deref())?;
+            let (child, _, conn) = e.start_attached(&rec, session::terminal_size())?;
+            return session::run(&e, &rec, Some(child), conn, &keys);
         }
         if a.attach && a.containers.len() == 1 {
             let (child, _, output) = e.start_following(&rec)?;

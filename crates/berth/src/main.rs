@@ -8,6 +8,7 @@ mod container_cmd;
 mod image_cmd;
 mod registry_cmd;
 mod rootfs_cmd;
+mod session;
 mod stats_cmd;
 mod table;
 
@@ -63,7 +64,7 @@ enum Command {
     /// Run a command in a running container.
     Exec(container_cmd::ExecArgs),
     /// Attach to a running container's input and output (created with -i or -t).
-    Attach(container_cmd::AttachArgs),
+    Attach(session::AttachArgs),
     /// Freeze containers' processes.
     Pause(container_cmd::Names),
     /// Thaw paused containers.
@@ -155,7 +156,7 @@ fn main() {
             Command::Wait(a) => ok(container_cmd::wait(&ctx, a)),
             Command::Inspect(a) => ok(container_cmd::inspect(&ctx, a)),
             Command::Exec(a) => container_cmd::exec(&ctx, a),
-            Command::Attach(a) => container_cmd::attach(&ctx, a),
+            Command::Attach(a) => session::attach(&ctx, a),
             Command::Pause(a) => ok(container_cmd::pause(&ctx, a, true)),
             Command::Unpause(a) => ok(container_cmd::pause(&ctx, a, false)),
             Command::Rename(a) => ok(container_cmd::rename(&ctx, a)),

@@ -900,6 +900,66 @@ fn interactive_terminal_and_attach() {
     let e = env.fails(&["attach", "it"]);
     assert!(e.contains("not running"), "{e}");
     env.ok(&["rm", "it"]);
+    // Under a terminal: ctrl-p ctrl-q detach and leave the container running, and
+    // --detach-keys chooses other keys; input typed before them still arrives.
+    let under_terminal = |line: String, input: &[(u64, &[u8])]| {
+        let mut c = std::process::Command::new("timeout")
+            .args(["20", "script", "-qec", &line, "/dev/null"])
+            .env("BERTH_ROOT", env.root())
+            .env("BERTH_RUNTIME", runtime_bin())
+            .env("BERTH_MONITOR", monitor_bin())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        for (pause, bytes) in input {
+            std::thread::sleep(Duration::from_millis(*pause));
+            std::io::Write::write_all(c.stdin.as_mut().unwrap(), bytes).unwrap();
+        }
+        let o = c.wait_with_output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).replace('\r', ""),
+        )
+    };
+    let (code, out) = under_terminal(
+        format!("{} run -it --name dk busybox:1 sh", bin()),
+        &[(700, b"echo first $((1+1))\n"), (500, b"\x10\x11")],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("first 2"), "{out}");
+    let status = |n: &str| env.ok(&["inspect", "-f", "{{.State.Status}}", n]);
+    assert_eq!(status("dk").trim(), "running");
+    let (code, out) = under_terminal(
+        format!("{} attach --detach-keys ctrl-a,x dk", bin()),
+        &[(700, b"echo second $((2+2))\n"), (500, b"\x01x")],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("second 4"), "{out}");
+    assert_eq!(status("dk").trim(), "running");
+    let e = env.fails(&["attach", "--detach-keys", "meta-x", "dk"]);
+    assert!(e.contains("\"meta-x\" is not a key"), "{e}");
+    env.ok(&["rm", "-f", "dk"]);
+    // A new terminal size reaches the program after it started (SIGWINCH to the CLI).
+    env.ok(&[
+        "run",
+        "-dt",
+        "--name",
+        "rz",
+        "busybox:1",
+        "sh",
+        "-c",
+        "while :; do stty size; sleep 0.2; done",
+    ]);
+    let (_, out) = under_terminal(
+        format!(
+            "sh -c '{} attach rz & sleep 1; stty rows 33 cols 77; kill -WINCH $!; sleep 1; kill $!'",
+            bin()
+        ),
+        &[],
+    );
+    assert!(out.contains("33 77"), "{out}");
+    env.ok(&["rm", "-f", "rz"]);
     assert!(
         leftovers(&env, &[]).is_empty(),
         "{:?}",

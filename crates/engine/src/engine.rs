@@ -88,6 +88,7 @@ impl State {
 }
 
 /// The engine over a state root (`/var/lib/berth`).
+#[derive(Clone)]
 pub struct Engine {
     root: PathBuf,
     images: Arc<Store>,
@@ -377,13 +378,10 @@ impl Engine {
             .read_line(&mut line)
             .ctx(|| "read the monitor's answer")?;
         let mut conn = None;
-        if let (Some((rows, cols)), "created") = (attach, line.trim()) {
+        if let (Some(size), "created") = (attach, line.trim()) {
             let mut c = connect_attach(&p.dir).ctx(|| "attach to the container")?;
-            if rec.config.tty {
-                let mut size = rows.to_be_bytes().to_vec();
-                size.extend_from_slice(&cols.to_be_bytes());
-                std::io::Write::write_all(&mut c, &size).ctx(|| "attach to the container")?;
-            }
+            std::io::Write::write_all(&mut c, &attach_request(rec.config.tty, size))
+                .ctx(|| "attach to the container")?;
             conn = Some(c);
             line.clear();
             lines
@@ -416,12 +414,20 @@ impl Engine {
         }
         let mut c = connect_attach(&self.paths(&rec.id).dir)
             .map_err(|e| Error::Conflict(format!("container {} is not running ({e})", rec.name)))?;
-        if rec.config.tty {
-            let mut size = winsize.0.to_be_bytes().to_vec();
-            size.extend_from_slice(&winsize.1.to_be_bytes());
-            let _ = std::io::Write::write_all(&mut c, &size);
-        }
+        std::io::Write::write_all(&mut c, &attach_request(rec.config.tty, winsize))
+            .map_err(|e| Error::Conflict(format!("container {} is not running ({e})", rec.name)))?;
         Ok(c)
+    }
+
+    /// Tells the monitor of a `-t` container that the attached terminal is now `winsize`
+    /// (rows, columns); the program gets SIGWINCH.
+    pub fn resize(&self, rec: &ContainerRecord, winsize: (u16, u16)) -> Result<()> {
+        let mut c = connect_attach(&self.paths(&rec.id).dir)
+            .map_err(|e| Error::Conflict(format!("container {} is not running ({e})", rec.name)))?;
+        let mut req = vec![berth_monitor::monitor::RESIZE];
+        req.extend_from_slice(&winsize.0.to_be_bytes());
+        req.extend_from_slice(&winsize.1.to_be_bytes());
+        std::io::Write::write_all(&mut c, &req).ctx(|| "send the new terminal size")
     }
 
     /// Sends a signal to the container's init.
@@ -752,6 +758,16 @@ impl Engine {
 
 /// Connects to a container's attach socket through /proc/self/fd (its full path may be
 /// longer than a socket address allows).
+/// The first bytes of an attaching connection (see the monitor's attach socket).
+fn attach_request(tty: bool, (rows, cols): (u16, u16)) -> Vec<u8> {
+    let mut req = vec![berth_monitor::monitor::ATTACH];
+    if tty {
+        req.extend_from_slice(&rows.to_be_bytes());
+        req.extend_from_slice(&cols.to_be_bytes());
+    }
+    req
+}
+
 fn connect_attach(dir: &Path) -> std::io::Result<UnixStream> {
     let fd = rustix::fs::open(
         dir,

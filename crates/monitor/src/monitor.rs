@@ -272,10 +272,9 @@ fn run_once(
         };
         if matches!(poll(&mut fds, Some(&ts)), Ok(n) if n > 0) {
             if let Ok((c, _)) = l.accept() {
-                if let Some(m) = &master {
-                    read_winsize(&c, m.as_fd());
+                if greet(&c, master.as_ref().map(|m| m.as_fd())) == Request::Attach {
+                    clients.push(c);
                 }
-                clients.push(c);
             }
         }
     }
@@ -449,12 +448,10 @@ fn pump<W: Write>(log: &mut LogWriter<W>, io: &mut Io<'_>, pidfd: &OwnedFd) {
         }
         if io.listener.is_some() && rev.get(listen_at).is_some_and(|r| !r.is_empty()) {
             if let Some(Ok((c, _))) = io.listener.map(|l| l.accept()) {
-                if let Some(t) = io.terminal {
-                    let _ = c.set_nonblocking(false);
-                    read_winsize(&c, t);
+                if greet(&c, io.terminal) == Request::Attach {
+                    io.clients.push(c);
+                    io.sending.push(true);
                 }
-                io.clients.push(c);
-                io.sending.push(true);
             }
         }
         for (k, r) in rev[clients_at..].iter().enumerate() {
@@ -529,21 +526,51 @@ pub fn socket_dir(dir: &OwnedFd) -> std::path::PathBuf {
     ))
 }
 
-/// The first four bytes an attaching client sends: its terminal's rows and columns.
-fn read_winsize(c: &UnixStream, master: BorrowedFd<'_>) {
-    let mut b = [0u8; 4];
+/// What a connection to attach.sock asked for. The client's first byte says: `A`
+/// attaches (followed, with a terminal, by its rows and columns as two big-endian u16),
+/// `R` resizes the terminal (rows, columns) and hangs up — a client's terminal changed.
+#[derive(Debug, PartialEq)]
+enum Request {
+    Attach,
+    Resized,
+    Bad,
+}
+
+/// The byte that starts an attaching connection.
+pub const ATTACH: u8 = b'A';
+/// The byte that starts a resize request.
+pub const RESIZE: u8 = b'R';
+
+/// Reads a connection's request (with a short timeout: a silent client must not stall
+/// the container's output) and applies a terminal size it carries.
+fn greet(c: &UnixStream, master: Option<BorrowedFd<'_>>) -> Request {
     let mut r = c;
-    if std::io::Read::read_exact(&mut r, &mut b).is_ok() {
+    let _ = c.set_nonblocking(false);
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut kind = [0u8; 1];
+    let req = match std::io::Read::read_exact(&mut r, &mut kind).map(|()| kind[0]) {
+        Ok(ATTACH) => Request::Attach,
+        Ok(RESIZE) => Request::Resized,
+        _ => return Request::Bad,
+    };
+    if req == Request::Resized || master.is_some() {
+        let mut b = [0u8; 4];
+        if std::io::Read::read_exact(&mut r, &mut b).is_err() {
+            return Request::Bad;
+        }
         let ws = rustix::termios::Winsize {
             ws_row: u16::from_be_bytes([b[0], b[1]]),
             ws_col: u16::from_be_bytes([b[2], b[3]]),
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        if ws.ws_row > 0 && ws.ws_col > 0 {
-            let _ = rustix::termios::tcsetwinsize(master, ws);
+        if let (Some(m), true) = (master, ws.ws_row > 0 && ws.ws_col > 0) {
+            // Changing the size sends SIGWINCH to the terminal's foreground group.
+            let _ = rustix::termios::tcsetwinsize(m, ws);
         }
     }
+    let _ = c.set_read_timeout(None);
+    req
 }
 
 /// Receives the container's terminal master that berth-runtime sends (SCM_RIGHTS).
