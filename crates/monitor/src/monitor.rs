@@ -97,13 +97,15 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
         let _ = std::fs::remove_file(paths.dir.join(STOPPED_MARK));
         let started_at = now_rfc3339_nanos();
         let outcome = run_once(engine, &rec, &mut say);
+        let mut deleting = Deleting(None);
         let mut exit = ExitRecord {
             started_at,
             finished_at: now_rfc3339_nanos(),
             ..Default::default()
         };
         match outcome {
-            Ok((code, oom, log_error)) => {
+            Ok((code, oom, log_error, del)) => {
+                deleting = del;
                 exit.exit_code = code;
                 exit.oom_killed = oom;
                 exit.log_error = log_error;
@@ -133,10 +135,11 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
             };
         if !restart {
             if rec.config.auto_remove {
-                remove_container_files(engine, &rec);
+                remove_container_files(engine, &rec, deleting);
             }
             return exit.exit_code;
         }
+        drop(deleting);
         // docker's backoff: 100 ms, doubling, reset after a run of 10 s or more.
         let ran_long = exit_duration(&exit) >= Duration::from_secs(10);
         if ran_long {
@@ -166,7 +169,7 @@ fn run_once(
     engine: &MonitorEnv,
     rec: &ContainerRecord,
     say: &mut dyn FnMut(String),
-) -> Result<(i32, bool, String)> {
+) -> Result<(i32, bool, String, Deleting)> {
     let id = rec.id.as_str();
     let paths = engine.paths(id);
     // Leftovers of a previous run (a restart, or a monitor that was killed).
@@ -212,14 +215,20 @@ fn run_once(
     } else {
         None
     };
+    // A CLI that attaches must be connected between create and start; otherwise one
+    // `run --detach` saves the runtime a second start-up.
+    let attach_wait = listener.is_some() && std::env::var_os("BERTH_ATTACH_WAIT").is_some();
     let mut create = engine.runtime(&[
         "--log",
         runtime_log.to_str().unwrap_or(""),
         "--log-format",
         "json",
-        "create",
-        "--bundle",
+        if attach_wait { "create" } else { "run" },
     ]);
+    if !attach_wait {
+        create.arg("--detach");
+    }
+    create.arg("--bundle");
     create
         .arg(paths.bundle())
         .arg("--pid-file")
@@ -235,7 +244,7 @@ fn run_once(
         })
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w));
-    let st = create.status().ctx(|| "run berth-runtime create")?;
+    let st = create.status().ctx(|| "run berth-runtime")?;
     if !st.success() {
         let msg = runtime_error(&runtime_log);
         say(format!("error {msg}"));
@@ -262,7 +271,7 @@ fn run_once(
     // A CLI that will attach gets its connection in before the program starts, so that
     // it sees everything (a shell's first prompt).
     let mut clients: Vec<UnixStream> = Vec::new();
-    if let (Some(l), true) = (&listener, std::env::var_os("BERTH_ATTACH_WAIT").is_some()) {
+    if let (Some(l), true) = (&listener, attach_wait) {
         say("created".into());
         l.set_nonblocking(false).ctx(|| "attach socket")?;
         let mut fds = [PollFd::new(l, PollFlags::IN)];
@@ -278,20 +287,24 @@ fn run_once(
             }
         }
     }
-    let st = engine
-        .runtime(&[
-            "--log",
-            runtime_log.to_str().unwrap_or(""),
-            "--log-format",
-            "json",
-            "start",
-            id,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .ctx(|| "run berth-runtime start")?;
+    let st = if attach_wait {
+        engine
+            .runtime(&[
+                "--log",
+                runtime_log.to_str().unwrap_or(""),
+                "--log-format",
+                "json",
+                "start",
+                id,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ctx(|| "run berth-runtime start")?
+    } else {
+        st
+    };
     if !st.success() {
         let msg = runtime_error(&runtime_log);
         let _ = engine.runtime(&["delete", "--force", id]).output();
@@ -340,8 +353,31 @@ fn run_once(
         .as_ref()
         .map(|e| format!("writing {}: {e}", paths.log().display()))
         .unwrap_or_default();
-    let _ = engine.runtime(&["delete", "--force", id]).output();
-    Ok((code, oom, log_error))
+    // The runtime's delete (cgroups, state) runs while the monitor records the exit and
+    // removes a --rm container's files; see `Deleting`.
+    let deleting = Deleting(
+        engine
+            .runtime(&["delete", "--force", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok(),
+    );
+    Ok((code, oom, log_error, deleting))
+}
+
+/// A `berth-runtime delete` under way; dropping it waits for it to finish, so nothing
+/// that depends on the runtime's state being gone (a restart, the cgroup parent's
+/// removal, the monitor's exit) can overtake it.
+struct Deleting(Option<std::process::Child>);
+
+impl Drop for Deleting {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.wait();
+        }
+    }
 }
 
 /// The container's side of the monitor: where output comes from, where input goes,
@@ -402,6 +438,13 @@ impl Io<'_> {
 fn pump<W: Write>(log: &mut LogWriter<W>, io: &mut Io<'_>, pidfd: &OwnedFd) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut open = [true, io.err.is_some()];
+    // After a first quiet second, the monitor lets go of the code it ran to start the
+    // container (see `sys`): an idle monitor should cost next to nothing.
+    let mut text_released = false;
+    let quiet = rustix::event::Timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
     loop {
         let mut fds = vec![PollFd::new(pidfd, PollFlags::IN)];
         let out_at = fds.len();
@@ -421,7 +464,12 @@ fn pump<W: Write>(log: &mut LogWriter<W>, io: &mut Io<'_>, pidfd: &OwnedFd) {
         for i in &polled {
             fds.push(PollFd::new(&io.clients[*i], PollFlags::IN));
         }
-        match poll(&mut fds, None) {
+        match poll(&mut fds, (!text_released).then_some(&quiet)) {
+            Ok(0) => {
+                text_released = true;
+                crate::sys::release_program_text();
+                continue;
+            }
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(_) => return,
         }
@@ -622,7 +670,7 @@ fn runtime_error(log: &std::path::Path) -> String {
 /// Removes an ended `--rm` container: its rootfs mount and directory (the image store
 /// treats a container row whose directory is gone as removed and forgets it at the next
 /// prune), and its state directory.
-fn remove_container_files(engine: &MonitorEnv, rec: &ContainerRecord) {
+fn remove_container_files(engine: &MonitorEnv, rec: &ContainerRecord, deleting: Deleting) {
     let rootfs = std::path::Path::new(&rec.rootfs);
     match rustix::mount::unmount(rootfs, rustix::mount::UnmountFlags::DETACH) {
         Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
@@ -632,6 +680,7 @@ fn remove_container_files(engine: &MonitorEnv, rec: &ContainerRecord) {
         let _ = std::fs::remove_dir_all(dir);
     }
     let _ = std::fs::remove_dir_all(engine.paths(&rec.id).dir);
+    drop(deleting);
     crate::record::remove_empty_cgroup_parent();
 }
 
