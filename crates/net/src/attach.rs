@@ -1,0 +1,178 @@
+//! Connecting a container to a network and taking it off again. What will be made is
+//! recorded before it is made (the record names the namespace, the veth, the network
+//! whose leases to release and the nft elements to withdraw), so that a crash at any
+//! point leaves something [`teardown`] can clean up completely.
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Error, Result};
+use crate::network::Networks;
+use crate::ports::PortMap;
+
+/// A container's connection to a network.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The container's ID (the holder of its lease).
+    pub container: String,
+    /// The network's name and ID.
+    pub network: String,
+    /// The network's ID.
+    pub network_id: String,
+    /// The network's bridge.
+    pub bridge: String,
+    /// The persistent network namespace the container joins.
+    pub netns: PathBuf,
+    /// The host end of the veth pair.
+    pub host_veth: String,
+    /// The container's address, once leased.
+    pub ip: Option<Ipv4Addr>,
+    /// The subnet's prefix length.
+    pub prefix: u8,
+    /// The default route.
+    pub gateway: Ipv4Addr,
+    /// The container interface's MAC address.
+    pub mac: String,
+    /// Published ports.
+    pub ports: Vec<PortMap>,
+    /// Where the network's leases live (so teardown needs no network record).
+    pub leases: PathBuf,
+    /// The nft statements that withdraw the published ports.
+    pub withdraw: String,
+}
+
+impl Attachment {
+    /// Reads a record written by [`attach`].
+    pub fn load(path: &Path) -> Result<Option<Attachment>> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                Error::Invalid(format!("{}: not a network record: {e}", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+        }
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("serializable"))
+            .ctx(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).ctx(|| format!("write {}", path.display()))
+    }
+}
+
+fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    // Locally administered, derived from the address as docker does: stable per IP.
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// Connects container `id` to `network`: a namespace at `netns`, an address, a veth
+/// pair on the network's bridge, the default route, and `ports` published. The record
+/// is kept at `record`. On failure nothing is left behind.
+pub fn attach(
+    nets: &Networks,
+    network: &str,
+    id: &str,
+    netns: &Path,
+    mut ports: Vec<PortMap>,
+    record: &Path,
+) -> Result<Attachment> {
+    let n = nets.get(network)?;
+    crate::ports::claim(&mut ports)?;
+    let short = &id[..id.len().min(11)];
+    let mut att = Attachment {
+        container: id.to_string(),
+        network: n.name.clone(),
+        network_id: n.id.clone(),
+        bridge: n.bridge.clone(),
+        netns: netns.to_path_buf(),
+        host_veth: format!("veth{short}"),
+        ip: None,
+        prefix: n.subnet.prefix_len(),
+        gateway: n.gateway,
+        mac: String::new(),
+        ports: Vec::new(),
+        leases: nets.leases(&n.name).dir().to_path_buf(),
+        withdraw: crate::nft::withdraw_script(&ports),
+    };
+    att.save(record)?;
+    let made = (|| -> Result<()> {
+        let ns = crate::netns::create(netns)?;
+        let ip = nets
+            .leases(&n.name)
+            .allocate(&n.name, n.subnet, n.gateway, id)?;
+        let mac = mac_for(ip);
+        att.ip = Some(ip);
+        att.mac = mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        att.save(record)?;
+        crate::nft::ensure_network(&n)?;
+        let (host, peer, bridge, mtu, gw, prefix) = (
+            att.host_veth.clone(),
+            format!("vp{short}"),
+            n.bridge.clone(),
+            n.mtu,
+            n.gateway,
+            n.subnet.prefix_len(),
+        );
+        let ns_raw = ns.as_raw_fd();
+        let peer2 = peer.clone();
+        crate::link::run(|h| async move {
+            let idx = crate::link::ensure_bridge(&h, &bridge, gw, prefix, mtu).await?;
+            crate::link::create_veth(&h, &host, &peer2, mtu, idx, ns_raw).await
+        })?;
+        crate::link::in_netns(ns.as_fd(), |h| async move {
+            crate::link::set_up(&h, "lo").await?;
+            crate::link::configure_inside(&h, &peer, "eth0", ip, prefix, gw, mac).await
+        })?;
+        if !ports.is_empty() {
+            crate::nft::apply(&crate::nft::publish_script(&ports, ip)).map_err(|e| {
+                if e.to_string().contains("File exists") {
+                    Error::Conflict(format!(
+                        "a host port of {} is already published by another container",
+                        ports
+                            .iter()
+                            .map(|p| format!("{}/{}", p.host_port, p.proto))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                } else {
+                    e
+                }
+            })?;
+        }
+        att.ports = ports.clone();
+        att.save(record)?;
+        Ok(())
+    })();
+    match made {
+        Ok(()) => Ok(att),
+        Err(e) => {
+            teardown(&att);
+            let _ = std::fs::remove_file(record);
+            Err(e)
+        }
+    }
+}
+
+/// Takes a container off its network: withdraws its ports, releases its address,
+/// releases its namespace (its interfaces go with it) and deletes a host veth that a
+/// crash may have left outside it. Safe to repeat.
+pub fn teardown(att: &Attachment) {
+    crate::nft::withdraw(&att.withdraw);
+    crate::ipam::Leases::new(att.leases.clone()).release_all(&att.container);
+    crate::netns::remove(&att.netns);
+    let host = att.host_veth.clone();
+    let peer = format!("vp{}", &att.container[..att.container.len().min(11)]);
+    let _ = crate::link::run(|h| async move {
+        crate::link::delete(&h, &host).await?;
+        crate::link::delete(&h, &peer).await
+    });
+}

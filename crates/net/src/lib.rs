@@ -1,0 +1,16 @@
+//! Container networking for berth (used by the engine, and by the node agent for pods):
+//! persistent network namespaces, bridges and veth pairs over netlink, IP address
+//! management with leases that survive restarts, and NAT and published ports with
+//! nftables.
+
+pub mod attach;
+pub mod error;
+pub mod ipam;
+pub mod link;
+pub mod netns;
+pub mod network;
+pub mod nft;
+pub mod ports;
+mod sys;
+
+pub use error::{Error, Result};

@@ -1,0 +1,56 @@
+//! Persistent network namespaces: a namespace kept alive by a bind mount of its nsfs
+//! file (as `ip netns add` does), so it can be set up before the container exists, be
+//! joined by the runtime by path, and outlive restarts of the container.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Error, Result};
+
+/// Where berth keeps its network namespaces (tmpfs: gone after a reboot, like them).
+pub const NETNS_DIR: &str = "/run/berth/netns";
+
+/// The path of container `id`'s network namespace.
+pub fn path_of(id: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(id)
+}
+
+/// Creates a network namespace kept at `path`; returns a descriptor of it. (Its
+/// loopback is still down: [`crate::attach`] brings it up with the rest.)
+pub fn create(path: &Path) -> Result<OwnedFd> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+    std::fs::File::create(path).ctx(|| format!("create {}", path.display()))?;
+    let target = path.to_path_buf();
+    // A thread of its own enters the new namespace, so this process's others stay put.
+    let made = std::thread::spawn(move || -> Result<()> {
+        crate::sys::unshare_net().ctx(|| "unshare the network namespace")?;
+        rustix::mount::mount_bind("/proc/thread-self/ns/net", &target)
+            .ctx(|| format!("bind the network namespace to {}", target.display()))?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| Error::Invalid("the network namespace thread panicked".into()))?;
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    open(path).inspect_err(|_| remove(path))
+}
+
+/// Opens the namespace kept at `path`.
+pub fn open(path: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ctx(|| format!("open the network namespace {}", path.display()))
+}
+
+/// Releases the namespace kept at `path` (it ends with its last process, and its
+/// interfaces with it: a veth's host end goes too). Missing is fine.
+pub fn remove(path: &Path) {
+    let _ = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH);
+    let _ = std::fs::remove_file(path);
+}

@@ -1,0 +1,182 @@
+//! The firewall side, with nftables (`nft -f -`): one table, `ip berth`, holding
+//! outbound NAT for berth's subnets and published ports
+//! as map elements — so a container's ports are added and removed as elements, never as
+//! rules, and removing them cannot disturb anyone else's.
+//!
+//! nft is driven through its command line rather than netlink: the nftables netlink
+//! protocol is a bytecode that only libnftables compiles, and no maintained Rust crate
+//! replaces it (the `nftables` crate also runs the nft binary).
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+use crate::network::Network;
+use crate::ports::{PortMap, Proto};
+
+/// The table's definition. Re-applying it is harmless: sets, maps and chains are
+/// added if missing, and each chain's rules are flushed and written again.
+const BASE: &str = r#"
+add table ip berth
+add set ip berth subnets { type ipv4_addr; flags interval; }
+add set ip berth bridges { type ifname; }
+add map ip berth tcp_ports { type inet_service : ipv4_addr . inet_service; }
+add map ip berth udp_ports { type inet_service : ipv4_addr . inet_service; }
+add map ip berth tcp_addr_ports { type ipv4_addr . inet_service : ipv4_addr . inet_service; }
+add map ip berth udp_addr_ports { type ipv4_addr . inet_service : ipv4_addr . inet_service; }
+add chain ip berth publish
+flush chain ip berth publish
+add rule ip berth publish meta l4proto tcp dnat ip to ip daddr . tcp dport map @tcp_addr_ports
+add rule ip berth publish meta l4proto udp dnat ip to ip daddr . udp dport map @udp_addr_ports
+add rule ip berth publish meta l4proto tcp dnat ip to tcp dport map @tcp_ports
+add rule ip berth publish meta l4proto udp dnat ip to udp dport map @udp_ports
+add chain ip berth prerouting { type nat hook prerouting priority dstnat; policy accept; }
+flush chain ip berth prerouting
+add rule ip berth prerouting fib daddr type local jump publish
+add chain ip berth output { type nat hook output priority -100; policy accept; }
+flush chain ip berth output
+add rule ip berth output fib daddr type local jump publish
+add chain ip berth postrouting { type nat hook postrouting priority srcnat; policy accept; }
+flush chain ip berth postrouting
+add rule ip berth postrouting ip saddr @subnets ip daddr != @subnets masquerade
+add rule ip berth postrouting ct status dnat ip saddr @subnets oifname @bridges masquerade
+add rule ip berth postrouting ip saddr 127.0.0.0/8 oifname @bridges masquerade
+"#;
+
+/// Where berth notes what it put into the kernel's ruleset since boot (tmpfs, like the
+/// ruleset itself), so that a container start costs no nft call when nothing is new.
+const MARKS: &str = "/run/berth/nft";
+
+/// Runs `nft -f -` with `script`.
+pub fn apply(script: &str) -> Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Nft("nft is not installed (apt-get install nftables): berth needs it for bridge networks' NAT and published ports; use --network none or host without it".into())
+            } else {
+                Error::io("run nft", e)
+            }
+        })?;
+    let _ = child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes());
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::io("run nft", e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Nft(format!(
+            "nft refused berth's rules: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn marked(name: &str) -> bool {
+    Path::new(MARKS).join(name).exists()
+}
+
+fn mark(name: &str) {
+    let _ = std::fs::create_dir_all(MARKS);
+    let _ = std::fs::write(Path::new(MARKS).join(name), b"");
+}
+
+/// Makes sure the table exists and network `n` is in it (its subnet NATed), and that the kernel forwards; cheap when already done since boot.
+pub fn ensure_network(n: &Network) -> Result<()> {
+    let key = format!("net-{}", n.id);
+    if marked(&key) && marked("base") {
+        return Ok(());
+    }
+    let mut script = String::from(BASE);
+    script.push_str(&format!(
+        "add element ip berth subnets {{ {} }}\nadd element ip berth bridges {{ \"{}\" }}\n",
+        n.subnet, n.bridge
+    ));
+    apply(&script)?;
+    // Forwarding between the bridge and the world, and DNAT of 127.0.0.1 to containers.
+    let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1");
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv4/conf/{}/route_localnet", n.bridge),
+        b"1",
+    );
+    mark("base");
+    mark(&key);
+    Ok(())
+}
+
+/// Takes network `n` out of the table (its bridge is gone).
+pub fn forget_network(n: &Network) -> Result<()> {
+    let _ = std::fs::remove_file(Path::new(MARKS).join(format!("net-{}", n.id)));
+    // Absent elements make nft fail: delete each on its own and ignore that.
+    for s in [
+        format!("delete element ip berth subnets {{ {} }}", n.subnet),
+        format!("delete element ip berth bridges {{ \"{}\" }}", n.bridge),
+    ] {
+        let _ = apply(&s);
+    }
+    Ok(())
+}
+
+fn map_name(p: &PortMap) -> String {
+    let proto = match p.proto {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    };
+    if p.host_ip.is_some() {
+        format!("{proto}_addr_ports")
+    } else {
+        format!("{proto}_ports")
+    }
+}
+
+fn key(p: &PortMap) -> String {
+    match p.host_ip {
+        Some(ip) => format!("{ip} . {}", p.host_port),
+        None => p.host_port.to_string(),
+    }
+}
+
+/// The script that publishes `ports` of the container at `ip`; `create` fails on a
+/// host port another container already has.
+pub fn publish_script(ports: &[PortMap], ip: Ipv4Addr) -> String {
+    ports
+        .iter()
+        .map(|p| {
+            format!(
+                "create element ip berth {} {{ {} : {ip} . {} }}\n",
+                map_name(p),
+                key(p),
+                p.container_port
+            )
+        })
+        .collect()
+}
+
+/// The script that withdraws `ports` (one statement per line: see [`withdraw`]).
+pub fn withdraw_script(ports: &[PortMap]) -> String {
+    ports
+        .iter()
+        .map(|p| format!("delete element ip berth {} {{ {} }}\n", map_name(p), key(p)))
+        .collect()
+}
+
+/// Runs a withdraw script: all at once, else line by line, ignoring elements already
+/// gone (nft 1.0.6 has no `destroy`).
+pub fn withdraw(script: &str) {
+    if script.trim().is_empty() || apply(script).is_ok() {
+        return;
+    }
+    for line in script.lines().filter(|l| !l.trim().is_empty()) {
+        let _ = apply(line);
+    }
+}
