@@ -61,9 +61,22 @@ pub struct CreateArgs {
     /// Read-only root filesystem.
     #[arg(long)]
     read_only: bool,
-    /// Network: none (default until bridge networking lands), host, container:NAME.
-    #[arg(long, alias = "network", default_value = "none")]
+    /// Network: bridge (the default network), a network's name, none, host or
+    /// container:NAME.
+    #[arg(long, alias = "network", default_value = "bridge")]
     net: String,
+    /// Publish a port: [hostIP:][hostPort:]containerPort[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish every port the image exposes, on free host ports.
+    #[arg(short = 'P', long)]
+    publish_all: bool,
+    /// A name server for the container (instead of the host's).
+    #[arg(long)]
+    dns: Vec<String>,
+    /// An /etc/hosts line: NAME:IP.
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
     /// PID namespace: host or container:NAME.
     #[arg(long, default_value = "")]
     pid: String,
@@ -469,6 +482,21 @@ fn run_config(ctx: &Ctx, a: &CreateArgs) -> anyhow::Result<RunConfig> {
         mounts,
         read_only: a.read_only,
         network: a.net.clone(),
+        publish: a.publish.clone(),
+        publish_all: a.publish_all,
+        dns: a.dns.clone(),
+        add_hosts: a
+            .add_host
+            .iter()
+            .map(|h| match h.split_once(':') {
+                Some((n, ip)) if !n.is_empty() && ip.parse::<std::net::IpAddr>().is_ok() => {
+                    Ok((n.to_string(), ip.to_string()))
+                }
+                _ => Err(anyhow::anyhow!(
+                    "--add-host {h:?}: expected NAME:IP (e.g. db:10.0.0.5)"
+                )),
+            })
+            .collect::<anyhow::Result<_>>()?,
         pid: a.pid.clone(),
         ipc: a.ipc.clone(),
         uts: a.uts.clone(),
@@ -758,6 +786,73 @@ fn status_text(state: &State, rec: &ContainerRecord, e: &Engine) -> String {
     }
 }
 
+/// docker's PORTS column: `0.0.0.0:8080->80/tcp, 127.0.0.1:53->53/udp`.
+fn ports_text(e: &Engine, r: &ContainerRecord) -> String {
+    berth_engine::network::attachment(&e.paths(&r.id).dir)
+        .map(|a| {
+            a.ports
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}:{}->{}/{}",
+                        p.host_ip.map_or("0.0.0.0".to_string(), |i| i.to_string()),
+                        p.host_port,
+                        p.container_port,
+                        p.proto
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// docker's NetworkSettings, from the container's network record (empty when it has
+/// no network of its own or is not running).
+fn network_settings(e: &Engine, r: &ContainerRecord) -> Value {
+    let att = berth_engine::network::attachment(&e.paths(&r.id).dir);
+    let mut ports = serde_json::Map::new();
+    let mut networks = serde_json::Map::new();
+    if let Some(a) = &att {
+        for p in &a.ports {
+            let key = format!("{}/{}", p.container_port, p.proto);
+            let binding = json!({"HostIp": p.host_ip.map_or("0.0.0.0".to_string(), |i| i.to_string()), "HostPort": p.host_port.to_string()});
+            match ports.get_mut(&key).and_then(Value::as_array_mut) {
+                Some(list) => list.push(binding),
+                None => {
+                    ports.insert(key, json!([binding]));
+                }
+            }
+        }
+        networks.insert(
+            a.network.clone(),
+            json!({
+                "NetworkID": a.network_id,
+                "EndpointID": a.host_veth,
+                "Gateway": a.gateway.to_string(),
+                "IPAddress": a.ip.map(|i| i.to_string()).unwrap_or_default(),
+                "IPPrefixLen": a.prefix,
+                "MacAddress": a.mac,
+                "Aliases": [r.name.clone()],
+            }),
+        );
+    }
+    let ip = att
+        .as_ref()
+        .and_then(|a| a.ip)
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    json!({
+        "SandboxKey": att.as_ref().map(|a| a.netns.display().to_string()).unwrap_or_default(),
+        "Ports": ports,
+        "IPAddress": ip,
+        "IPPrefixLen": att.as_ref().map_or(0, |a| a.prefix),
+        "Gateway": att.as_ref().map(|a| a.gateway.to_string()).unwrap_or_default(),
+        "MacAddress": att.as_ref().map(|a| a.mac.clone()).unwrap_or_default(),
+        "Networks": networks,
+    })
+}
+
 fn ps_row(e: &Engine, r: &ContainerRecord, no_trunc: bool) -> Value {
     let state = e.state(r);
     let mut cmd = r.args.join(" ");
@@ -772,7 +867,7 @@ fn ps_row(e: &Engine, r: &ContainerRecord, no_trunc: bool) -> Value {
         "RunningFor": human_age(&r.created),
         "Status": status_text(&state, r, e),
         "State": state.word(),
-        "Ports": "",
+        "Ports": ports_text(e, r),
         "Names": r.name,
         "Labels": r.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
     })
@@ -995,8 +1090,10 @@ pub fn inspect_json(e: &Engine, r: &ContainerRecord) -> Value {
             "FinishedAt": exit.finished_at,
         },
         "Image": r.image_id,
-        "ResolvConfPath": "",
-        "HostnamePath": "",
+        "ResolvConfPath": if berth_engine::network::bridged(c) { e.paths(&r.id).dir.join("resolv.conf").display().to_string() } else { String::new() },
+        "HostnamePath": if berth_engine::network::bridged(c) { e.paths(&r.id).dir.join("hostname").display().to_string() } else { String::new() },
+        "HostsPath": if berth_engine::network::bridged(c) { e.paths(&r.id).dir.join("hosts").display().to_string() } else { String::new() },
+        "NetworkSettings": network_settings(e, r),
         "LogPath": e.paths(&r.id).log(),
         "Name": format!("/{}", r.name),
         "RestartCount": r.restart_count,
@@ -1004,6 +1101,10 @@ pub fn inspect_json(e: &Engine, r: &ContainerRecord) -> Value {
         "HostConfig": {
             "Binds": c.mounts.iter().filter(|m| m.kind == "bind").map(|m| format!("{}:{}{}", m.source, m.destination, if m.readonly { ":ro" } else { "" })).collect::<Vec<_>>(),
             "NetworkMode": c.network,
+            "PortBindings": c.publish,
+            "PublishAllPorts": c.publish_all,
+            "Dns": c.dns,
+            "ExtraHosts": c.add_hosts.iter().map(|(n, ip)| format!("{n}:{ip}")).collect::<Vec<_>>(),
             "PidMode": c.pid,
             "IpcMode": c.ipc,
             "UTSMode": c.uts,

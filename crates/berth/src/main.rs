@@ -2,10 +2,13 @@
 //! push, load, save, import, inspect, prune...); networks and the cluster as they land.
 
 #![forbid(unsafe_code)]
+// docker's inspect JSON is one large json! literal.
+#![recursion_limit = "256"]
 
 mod build_cmd;
 mod container_cmd;
 mod image_cmd;
+mod network_cmd;
 mod registry_cmd;
 mod rootfs_cmd;
 mod session;
@@ -86,6 +89,9 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(container_cmd::VolumeCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network_cmd::NetworkCommand),
 
     /// Manage images.
     #[command(subcommand)]
@@ -167,6 +173,7 @@ fn main() {
             Command::Cp(a) => ok(container_cmd::cp(&ctx, a)),
             Command::Build(a) => ok(build_cmd::build(&ctx, a)),
             Command::Volume(c) => ok(container_cmd::volume(&ctx, c)),
+            Command::Network(c) => ok(network_cmd::network(&ctx, c)),
             Command::Image(c) => ok(image_cmd::run(&ctx, c).await),
             Command::Images(a) => ok(image_cmd::ls(&ctx, a)),
             Command::Pull(a) => ok(registry_cmd::pull(&ctx, a).await),

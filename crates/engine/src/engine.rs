@@ -142,6 +142,11 @@ impl Engine {
         })
     }
 
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The image store.
     pub fn images(&self) -> &Arc<Store> {
         &self.images
@@ -219,7 +224,14 @@ impl Engine {
             },
             (_, false, true) => State::Orphaned(init.unwrap_or(0)),
             (_, false, false) => match exit {
-                Some(e) => State::Exited(e.exit_code, e.finished_at),
+                Some(e) => {
+                    // A monitor that could not take the network down (killed at the
+                    // end): whoever looks next does.
+                    if crate::network::record_path(&p.dir).exists() {
+                        crate::network::disconnect(&p.dir);
+                    }
+                    State::Exited(e.exit_code, e.finished_at)
+                }
                 None => State::Dead,
             },
         }
@@ -261,7 +273,26 @@ impl Engine {
             let joins = crate::spec::Joins {
                 ns_path: Box::new(|other: &str| self.ns_dir_of(other)),
             };
-            let spec = crate::spec::build(&cfg, &img.config, &rootfs.path, &id, &joins)?;
+            let mut cfg = cfg;
+            crate::network::prepare(&self.root, &mut cfg, &img.config)?;
+            let mut spec = crate::spec::build(&cfg, &img.config, &rootfs.path, &id, &joins)?;
+            if crate::network::bridged(&cfg) {
+                // /etc/hosts, /etc/hostname and /etc/resolv.conf come from the container's
+                // directory, rewritten at each start with its address (as docker does);
+                // the init layer's copies stay underneath, so commit leaves them out.
+                for f in crate::network::ETC_FILES {
+                    let src = paths.dir.join(f);
+                    std::fs::write(&src, b"").ctx(|| format!("create {}", src.display()))?;
+                    if let Some(m) = spec["mounts"].as_array_mut() {
+                        m.push(serde_json::json!({
+                            "destination": format!("/etc/{f}"),
+                            "type": "bind",
+                            "source": src,
+                            "options": ["rbind", "rprivate"],
+                        }));
+                    }
+                }
+            }
             let args = crate::spec::command(&cfg, &img.config)?;
             std::fs::write(
                 paths.bundle().join("config.json"),
@@ -351,6 +382,18 @@ impl Engine {
         }
         let p = self.paths(&rec.id);
         let _ = std::fs::remove_file(p.exit());
+        // The network first: the runtime joins the namespace by path. The monitor takes
+        // it down when the container is done (see berth-monitor's `network`).
+        let net = if crate::network::bridged(&rec.config) {
+            Some(crate::network::connect(self, rec)?)
+        } else {
+            None
+        };
+        let undo_net = |net: &Option<berth_net::attach::Attachment>| {
+            if net.is_some() {
+                crate::network::disconnect(&p.dir);
+            }
+        };
         let mut cmd = Command::new(&self.monitor);
         cmd.arg(&self.root)
             .arg(&rec.id)
@@ -368,9 +411,16 @@ impl Engine {
         } else {
             cmd.env_remove("BERTH_FOLLOW");
         }
-        let mut child = cmd
-            .spawn()
-            .ctx(|| format!("start the monitor ({})", self.monitor.display()))?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                undo_net(&net);
+                return Err(Error::io(
+                    format!("start the monitor ({})", self.monitor.display()),
+                    e,
+                ));
+            }
+        };
         let stdout = child.stdout.take().expect("piped");
         let mut lines = std::io::BufReader::new(stdout);
         let mut line = String::new();
@@ -393,6 +443,7 @@ impl Engine {
             return Ok((child, pid.parse().unwrap_or(0), conn, lines));
         }
         let _ = child.wait();
+        undo_net(&net);
         let msg = line.strip_prefix("error ").unwrap_or(if line.is_empty() {
             "the monitor ended without a word"
         } else {
@@ -739,6 +790,7 @@ impl Engine {
 
     /// Removes the runtime state, the rootfs and the container's directory.
     pub fn remove_files(&self, id: &str) -> Result<()> {
+        crate::network::disconnect(&self.paths(id).dir);
         if self.root.join("runtime").join(id).exists() {
             let _ = self.runtime(&["delete", "--force", id]).output();
         }

@@ -21,6 +21,9 @@ pub enum Error {
     /// The image store failed.
     #[error(transparent)]
     Image(#[from] berth_image::Error),
+    /// Networking failed.
+    #[error(transparent)]
+    Net(#[from] berth_net::Error),
     /// The runtime failed.
     #[error("{0}")]
     Runtime(String),

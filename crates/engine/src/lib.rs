@@ -8,6 +8,7 @@
 pub mod engine;
 pub mod error;
 pub mod explain;
+pub mod network;
 pub mod spec;
 
 pub use berth_monitor::{config, log, monitor, record};

@@ -597,8 +597,14 @@ pub fn build(
     let mut ns = |kind: &str, mode: &str| -> Result<()> {
         match mode {
             "host" => Ok(()),
-            "" | "private" | "none" | "bridge" => {
+            "" | "private" | "none" => {
                 namespaces.push(json!({"type": kind}));
+                Ok(())
+            }
+            _ if kind == "network" && crate::network::bridged(cfg) => {
+                // Made and wired by the engine before the start (see `network`).
+                let path = crate::network::netns_path(id);
+                namespaces.push(json!({"type": kind, "path": path}));
                 Ok(())
             }
             m => match m.strip_prefix("container:") {

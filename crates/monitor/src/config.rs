@@ -83,8 +83,21 @@ pub struct RunConfig {
     pub mounts: Vec<MountSpec>,
     /// `--read-only`.
     pub read_only: bool,
-    /// `--net`: "none" (default here until networking lands), "host", "container:ID".
+    /// `--network`: "bridge" (the default network), a network's name, "none", "host",
+    /// "container:ID".
     pub network: String,
+    /// `-p` values as given (`[hostIP:][hostPort:]containerPort[/proto]`).
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// `-P`: publish every port the image exposes on a free host port.
+    #[serde(default)]
+    pub publish_all: bool,
+    /// `--dns`: name servers instead of the host's.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--add-host NAME:IP` lines for /etc/hosts.
+    #[serde(default)]
+    pub add_hosts: Vec<(String, String)>,
     /// `--pid`: "", "host", "container:ID".
     pub pid: String,
     /// `--ipc`: "", "host", "container:ID".

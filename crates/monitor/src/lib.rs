@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod log;
 pub mod monitor;
+pub mod network;
 pub mod record;
 pub mod sys;
 

@@ -134,6 +134,7 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
                 }
             };
         if !restart {
+            crate::network::teardown(&paths.dir);
             if rec.config.auto_remove {
                 remove_container_files(engine, &rec, deleting);
             }
@@ -148,6 +149,7 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(60));
         if paths.dir.join(STOPPED_MARK).exists() || !paths.record().exists() {
+            crate::network::teardown(&paths.dir);
             return exit.exit_code;
         }
         rec.restart_count += 1;

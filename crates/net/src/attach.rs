@@ -126,6 +126,7 @@ pub fn attach(
         let peer2 = peer.clone();
         crate::link::run(|h| async move {
             let idx = crate::link::ensure_bridge(&h, &bridge, gw, prefix, mtu).await?;
+            crate::nft::allow_localhost(&bridge);
             crate::link::create_veth(&h, &host, &peer2, mtu, idx, ns_raw).await
         })?;
         crate::link::in_netns(ns.as_fd(), |h| async move {

@@ -11,8 +11,23 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{Error, Result};
 
-/// Runs `f` with a netlink handle in the current thread's network namespace.
+/// Runs `f` with a netlink handle in the calling thread's network namespace, on a
+/// thread of its own (the caller may itself be inside an async runtime, where blocking
+/// on another is not allowed).
 pub fn run<T, F, Fut>(f: F) -> Result<T>
+where
+    T: Send,
+    F: FnOnce(Handle) -> Fut + Send,
+    Fut: Future<Output = Result<T>>,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| block_on(f))
+            .join()
+            .map_err(|_| Error::Invalid("a netlink thread panicked".into()))?
+    })
+}
+
+fn block_on<T, F, Fut>(f: F) -> Result<T>
 where
     F: FnOnce(Handle) -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -46,7 +61,7 @@ where
                 Some(rustix::thread::LinkNameSpaceType::Network),
             )
             .map_err(|e| Error::io("enter the container's network namespace", e))?;
-            run(f)
+            block_on(f)
         })
         .join()
         .map_err(|_| Error::Invalid("a netlink thread panicked".into()))?

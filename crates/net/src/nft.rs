@@ -103,15 +103,20 @@ pub fn ensure_network(n: &Network) -> Result<()> {
         n.subnet, n.bridge
     ));
     apply(&script)?;
-    // Forwarding between the bridge and the world, and DNAT of 127.0.0.1 to containers.
+    // Forwarding between the bridges and the world.
     let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1");
-    let _ = std::fs::write(
-        format!("/proc/sys/net/ipv4/conf/{}/route_localnet", n.bridge),
-        b"1",
-    );
     mark("base");
     mark(&key);
     Ok(())
+}
+
+/// Lets the host's own connections to 127.0.0.1 be DNATed to containers on `bridge`
+/// (the kernel otherwise drops loopback-sourced packets leaving a real interface).
+pub fn allow_localhost(bridge: &str) {
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
+        b"1",
+    );
 }
 
 /// Takes network `n` out of the table (its bridge is gone).

@@ -1,0 +1,217 @@
+//! The engine's side of container networking: which containers get a network of their
+//! own, connecting them when they start (berth-net does the kernel work), their
+//! /etc/hosts and /etc/resolv.conf, and taking them off again.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use berth_monitor::config::RunConfig;
+use berth_monitor::record::ContainerRecord;
+use berth_net::attach::Attachment;
+use berth_net::network::Networks;
+
+use crate::engine::Engine;
+use crate::error::{Context, Error, Result};
+
+/// Whether the container gets a namespace on a bridge network (not none, host or
+/// another container's).
+pub fn bridged(cfg: &RunConfig) -> bool {
+    !matches!(cfg.network.as_str(), "none" | "host") && !cfg.network.starts_with("container:")
+}
+
+/// The network record of container dir `dir`.
+pub fn record_path(dir: &Path) -> PathBuf {
+    dir.join("net.json")
+}
+
+/// Checks the networking flags at create time; `-P` becomes one `-p` per port the image
+/// exposes.
+pub fn prepare(root: &Path, cfg: &mut RunConfig, image: &Value) -> Result<()> {
+    for d in &cfg.dns {
+        d.parse::<std::net::IpAddr>()
+            .map_err(|_| Error::Invalid(format!("--dns {d:?} is not an IP address")))?;
+    }
+    if !bridged(cfg) {
+        if !cfg.publish.is_empty() || cfg.publish_all {
+            return Err(Error::Invalid(format!(
+                "-p/-P need a bridge network: the container's network is {:?}",
+                cfg.network
+            )));
+        }
+        return Ok(());
+    }
+    Networks::new(root).get(&cfg.network)?;
+    if cfg.publish_all {
+        let exposed = image
+            .pointer("/config/ExposedPorts")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        for e in exposed {
+            let (port, proto) = e.split_once('/').unwrap_or((&e, "tcp"));
+            if !cfg
+                .publish
+                .iter()
+                .any(|p| p.ends_with(&format!(":{e}")) || p.ends_with(&format!(":{port}")))
+            {
+                cfg.publish.push(format!("{port}/{proto}"));
+            }
+        }
+    }
+    for p in &cfg.publish {
+        berth_net::ports::parse(p)?;
+    }
+    Ok(())
+}
+
+/// The namespace path a bridged container joins.
+pub fn netns_path(id: &str) -> PathBuf {
+    berth_net::netns::path_of(id)
+}
+
+/// The files a bridged container gets bind-mounted over /etc (written at each start).
+pub const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
+
+/// Connects a container about to start to its network, and writes its /etc files.
+pub fn connect(e: &Engine, rec: &ContainerRecord) -> Result<Attachment> {
+    let dir = e.paths(&rec.id).dir;
+    let record = record_path(&dir);
+    // A record left by a crash or a lost monitor: take that down first.
+    disconnect(&dir);
+    let ports = rec
+        .config
+        .publish
+        .iter()
+        .map(|p| berth_net::ports::parse(p))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let nets = Networks::new(e.root());
+    let att = berth_net::attach::attach(
+        &nets,
+        &rec.config.network,
+        &rec.id,
+        &netns_path(&rec.id),
+        ports,
+        &record,
+    )?;
+    if let Err(err) = write_etc(e, rec, &att, &nets) {
+        berth_net::attach::teardown(&att);
+        let _ = std::fs::remove_file(&record);
+        return Err(err);
+    }
+    Ok(att)
+}
+
+fn hostname(rec: &ContainerRecord) -> String {
+    rec.config
+        .hostname
+        .clone()
+        .unwrap_or_else(|| rec.id[..12].to_string())
+}
+
+fn write_etc(e: &Engine, rec: &ContainerRecord, att: &Attachment, nets: &Networks) -> Result<()> {
+    let dir = e.paths(&rec.id).dir;
+    let host = hostname(rec);
+    std::fs::write(dir.join("hostname"), format!("{host}\n")).ctx(|| "write hostname")?;
+    let resolv = if rec.config.dns.is_empty() {
+        // The host's, less loopback servers, which do not exist in the container's
+        // namespace.
+        let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let kept: Vec<&str> = host_conf
+            .lines()
+            .filter(|l| {
+                !l.trim_start().starts_with("nameserver")
+                    || !l
+                        .split_whitespace()
+                        .nth(1)
+                        .is_some_and(|a| a.starts_with("127.") || a == "::1")
+            })
+            .collect();
+        kept.join("\n") + "\n"
+    } else {
+        rec.config
+            .dns
+            .iter()
+            .map(|d| format!("nameserver {d}\n"))
+            .collect()
+    };
+    std::fs::write(dir.join("resolv.conf"), resolv).ctx(|| "write resolv.conf")?;
+    write_hosts(e, rec, att)?;
+    // On a user-defined network, containers find each other by name: refresh the hosts
+    // files of the others running there too.
+    if let Ok(n) = nets.get(&att.network) {
+        if n.dns {
+            for (_, holder) in nets.leases(&n.name).all() {
+                if holder == rec.id {
+                    continue;
+                }
+                if let (Ok(other), Ok(Some(oatt))) = (
+                    e.find(&holder),
+                    Attachment::load(&record_path(&e.paths(&holder).dir)),
+                ) {
+                    let _ = write_hosts(e, &other, &oatt);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// /etc/hosts: localhost, the container itself, its peers on a user-defined network,
+/// and `--add-host` lines. Written in place, so the bind mount sees it.
+fn write_hosts(e: &Engine, rec: &ContainerRecord, att: &Attachment) -> Result<()> {
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let host = hostname(rec);
+    if let Some(ip) = att.ip {
+        if host == rec.name {
+            hosts.push_str(&format!("{ip}\t{host}\n"));
+        } else {
+            hosts.push_str(&format!("{ip}\t{host} {}\n", rec.name));
+        }
+    }
+    let nets = Networks::new(e.root());
+    if nets.get(&att.network).is_ok_and(|n| n.dns) {
+        let mut peers: Vec<(String, String)> = Vec::new();
+        for (ip, holder) in nets.leases(&att.network).all() {
+            if holder == rec.id {
+                continue;
+            }
+            if let Ok(other) = e.find(&holder) {
+                peers.push((
+                    ip.to_string(),
+                    format!("{} {}", other.name, hostname(&other)),
+                ));
+            }
+        }
+        peers.sort();
+        for (ip, names) in peers {
+            hosts.push_str(&format!("{ip}\t{names}\n"));
+        }
+    }
+    for (name, ip) in &rec.config.add_hosts {
+        hosts.push_str(&format!("{ip}\t{name}\n"));
+    }
+    let path = e.paths(&rec.id).dir.join("hosts");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .ctx(|| format!("write {}", path.display()))?;
+    std::io::Write::write_all(&mut f, hosts.as_bytes()).ctx(|| format!("write {}", path.display()))
+}
+
+/// Takes the container whose directory is `dir` off its network, if it is on one.
+pub fn disconnect(dir: &Path) {
+    let record = record_path(dir);
+    if let Ok(Some(att)) = Attachment::load(&record) {
+        berth_net::attach::teardown(&att);
+    }
+    let _ = std::fs::remove_file(&record);
+}
+
+/// The container's address and published ports, for `inspect` and `ps`.
+pub fn attachment(dir: &Path) -> Option<Attachment> {
+    Attachment::load(&record_path(dir)).ok().flatten()
+}

@@ -1,0 +1,57 @@
+//! Taking a container off its network when it is done, from the record the engine
+//! wrote (`net.json`, see berth-net's `attach`): withdraw its published ports with nft,
+//! release its address lease and its network namespace — whose interfaces, the veth
+//! pair included, go with it. Done here, without the netlink stack, so the monitor stays
+//! small; the engine does the same (and more) if the monitor could not.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+fn nft(script: &str) -> bool {
+    let Ok(mut c) = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let _ = c.stdin.take().map(|mut i| i.write_all(script.as_bytes()));
+    c.wait().is_ok_and(|s| s.success())
+}
+
+/// Tears down the network of the container whose directory is `dir`, if it has one.
+pub fn teardown(dir: &Path) {
+    let record = dir.join("net.json");
+    let Ok(text) = std::fs::read(&record) else {
+        return;
+    };
+    let Ok(att) = serde_json::from_slice::<Value>(&text) else {
+        return;
+    };
+    let withdraw = att["withdraw"].as_str().unwrap_or("");
+    if !withdraw.trim().is_empty() && !nft(withdraw) {
+        // Some elements already gone: the rest one by one.
+        for line in withdraw.lines().filter(|l| !l.trim().is_empty()) {
+            nft(line);
+        }
+    }
+    if let (Some(leases), Some(id)) = (att["leases"].as_str(), att["container"].as_str()) {
+        if let Ok(rd) = std::fs::read_dir(leases) {
+            for e in rd.flatten() {
+                if std::fs::read_to_string(e.path()).is_ok_and(|h| h.trim() == id) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+    if let Some(ns) = att["netns"].as_str() {
+        let _ = rustix::mount::unmount(ns, rustix::mount::UnmountFlags::DETACH);
+        let _ = std::fs::remove_file(ns);
+    }
+    let _ = std::fs::remove_file(&record);
+}
