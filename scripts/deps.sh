@@ -8,6 +8,7 @@ pkgs=(
   docker-registry skopeo umoci                   # the reference registry and image tools
   debootstrap                                    # a realistic Debian image for benchmarks
   procps iproute2 util-linux psmisc              # ps, ip, unshare, script
+  nftables iperf3 lxcfs fuse3                    # container networking, its benchmark, /proc views
   qemu-system-x86 linux-image-cloud-amd64 cpio   # a cgroup v2-only host in a VM
   hyperfine ca-certificates curl
 )

@@ -601,6 +601,8 @@ impl Builder<'_> {
                 cmd: args,
                 entrypoint: Some(String::new()),
                 env: used.clone(),
+                // RUN steps have the default network, as with docker build.
+                network: berth_net::network::DEFAULT.into(),
                 ..Default::default()
             };
             let e = b.engine;

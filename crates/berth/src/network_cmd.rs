@@ -97,7 +97,7 @@ fn inspect_json(ctx: &Ctx, nets: &Networks, n: &Network) -> anyhow::Result<Value
 
 /// `berth network`.
 pub fn network(ctx: &Ctx, c: NetworkCommand) -> anyhow::Result<()> {
-    let nets = Networks::new(&ctx.root);
+    let nets = Networks::host();
     match c {
         NetworkCommand::Create {
             subnet,

@@ -274,7 +274,7 @@ impl Engine {
                 ns_path: Box::new(|other: &str| self.ns_dir_of(other)),
             };
             let mut cfg = cfg;
-            crate::network::prepare(&self.root, &mut cfg, &img.config)?;
+            crate::network::prepare(&mut cfg, &img.config)?;
             let mut spec = crate::spec::build(&cfg, &img.config, &rootfs.path, &id, &joins)?;
             if crate::network::bridged(&cfg) {
                 // /etc/hosts, /etc/hostname and /etc/resolv.conf come from the container's

@@ -15,9 +15,11 @@ use crate::engine::Engine;
 use crate::error::{Context, Error, Result};
 
 /// Whether the container gets a namespace on a bridge network (not none, host or
-/// another container's).
+/// another container's; an empty mode, from callers that set none, is a private
+/// namespace without interfaces).
 pub fn bridged(cfg: &RunConfig) -> bool {
-    !matches!(cfg.network.as_str(), "none" | "host") && !cfg.network.starts_with("container:")
+    !matches!(cfg.network.as_str(), "none" | "host" | "" | "private")
+        && !cfg.network.starts_with("container:")
 }
 
 /// The network record of container dir `dir`.
@@ -27,7 +29,7 @@ pub fn record_path(dir: &Path) -> PathBuf {
 
 /// Checks the networking flags at create time; `-P` becomes one `-p` per port the image
 /// exposes.
-pub fn prepare(root: &Path, cfg: &mut RunConfig, image: &Value) -> Result<()> {
+pub fn prepare(cfg: &mut RunConfig, image: &Value) -> Result<()> {
     for d in &cfg.dns {
         d.parse::<std::net::IpAddr>()
             .map_err(|_| Error::Invalid(format!("--dns {d:?} is not an IP address")))?;
@@ -41,7 +43,7 @@ pub fn prepare(root: &Path, cfg: &mut RunConfig, image: &Value) -> Result<()> {
         }
         return Ok(());
     }
-    Networks::new(root).get(&cfg.network)?;
+    Networks::host().get(&cfg.network)?;
     if cfg.publish_all {
         let exposed = image
             .pointer("/config/ExposedPorts")
@@ -85,7 +87,7 @@ pub fn connect(e: &Engine, rec: &ContainerRecord) -> Result<Attachment> {
         .iter()
         .map(|p| berth_net::ports::parse(p))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let nets = Networks::new(e.root());
+    let nets = Networks::host();
     let att = berth_net::attach::attach(
         &nets,
         &rec.config.network,
@@ -170,7 +172,7 @@ fn write_hosts(e: &Engine, rec: &ContainerRecord, att: &Attachment) -> Result<()
             hosts.push_str(&format!("{ip}\t{host} {}\n", rec.name));
         }
     }
-    let nets = Networks::new(e.root());
+    let nets = Networks::host();
     if nets.get(&att.network).is_ok_and(|n| n.dns) {
         let mut peers: Vec<(String, String)> = Vec::new();
         for (ip, holder) in nets.leases(&att.network).all() {

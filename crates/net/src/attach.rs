@@ -129,6 +129,7 @@ pub fn attach(
             crate::nft::allow_localhost(&bridge);
             crate::link::create_veth(&h, &host, &peer2, mtu, idx, ns_raw).await
         })?;
+        fault("net-after-veth");
         crate::link::in_netns(ns.as_fd(), |h| async move {
             crate::link::set_up(&h, "lo").await?;
             crate::link::configure_inside(&h, &peer, "eth0", ip, prefix, gw, mac).await
@@ -176,4 +177,13 @@ pub fn teardown(att: &Attachment) {
         crate::link::delete(&h, &host).await?;
         crate::link::delete(&h, &peer).await
     });
+}
+
+/// Fault injection for the crash tests: with `BERTH_FAULT=POINT` the process kills
+/// itself (SIGKILL, as a crash or `kill -9` would) when it reaches `point`.
+fn fault(point: &str) {
+    if std::env::var("BERTH_FAULT").is_ok_and(|v| v == point) {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
 }

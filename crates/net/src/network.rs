@@ -1,5 +1,5 @@
-//! Networks: named bridges with a subnet, stored as `networks/NAME.json` under berth's
-//! root. `bridge` (berth0, 10.87.0.0/16) is the default, made on first use; others are
+//! Networks: named bridges with a subnet, stored as `networks/NAME.json` under the
+//! host's network root (see [`Networks::host`]). `bridge` (berth0, 10.87.0.0/16) is the default, made on first use; others are
 //! made by `berth network create` and get 10.90.N.0/24 unless given a subnet.
 
 use std::net::Ipv4Addr;
@@ -130,7 +130,17 @@ fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 }
 
 impl Networks {
-    /// The networks kept under `root` (berth's state root).
+    /// The host's networks. Bridges, the firewall table and addresses belong to the
+    /// host, not to one berth state root, so every root shares these records (under
+    /// `$BERTH_NET_ROOT`, else /var/lib/berth): two roots never hand out one address.
+    pub fn host() -> Networks {
+        let root = std::env::var_os("BERTH_NET_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/berth"));
+        Networks::new(&root)
+    }
+
+    /// The networks kept under `root` (for tests of this crate).
     pub fn new(root: &Path) -> Networks {
         Networks {
             dir: root.join("networks"),

@@ -34,7 +34,7 @@ fn unique(prefix: &str) -> String {
 #[test]
 fn two_namespaces_on_a_bridge_reach_each_other_and_leave_nothing() {
     let root = tempfile::tempdir().unwrap();
-    let nets = Networks::new(root.path());
+    let nets = Networks::host();
     let name = unique("t");
     let n = nets
         .create(&NewNetwork {

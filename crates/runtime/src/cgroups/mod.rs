@@ -157,8 +157,13 @@ impl CgroupPaths {
                 for _ in 0..5 {
                     match &r {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            // The parent went: make it again, and on cpuset give it
+                            // CPUs and memory nodes (a bare mkdir leaves them empty, and
+                            // joining a child of it would fail with ENOSPC).
                             if let Some(p) = d.parent() {
-                                let _ = std::fs::create_dir_all(p);
+                                if std::fs::create_dir(p).is_ok() && is_cpuset_dir(p) {
+                                    let _ = init_cpuset(p);
+                                }
                             }
                             r = std::fs::create_dir(d);
                         }
@@ -433,8 +438,14 @@ fn init_cpuset(dir: &Path) -> Result<()> {
         if !cur.trim().is_empty() {
             continue;
         }
-        let from = std::fs::read_to_string(parent.join(file))
+        let mut from = std::fs::read_to_string(parent.join(file))
             .ctx(|| format!("read {}", parent.join(file).display()))?;
+        if from.trim().is_empty() && is_cpuset_dir(parent) {
+            // A parent another runtime has just made and not filled in yet.
+            init_cpuset(parent)?;
+            from = std::fs::read_to_string(parent.join(file))
+                .ctx(|| format!("read {}", parent.join(file).display()))?;
+        }
         write_file(&dir.join(file), from.trim())?;
     }
     Ok(())
