@@ -153,65 +153,56 @@ pub fn engine_bench(runs: usize, berth: &Path, many: usize, tools: &Path) -> Res
             "localhost/bench/busybox:1",
         ]))?;
     }
-    // Warm-up, not counted.
-    run(&mut berth_cmd(&[
-        "run",
-        "--rm",
-        "localhost/bench/busybox:1",
-        "/bin/true",
-    ]))?;
-    if have_podman {
-        run(&mut podman(&[
+    // Four ways to run /bin/true: berth and podman, each without networking and on
+    // its default bridge; interleaved, each starting at a different place per round.
+    let berth_run = |net: &str| {
+        let mut c = berth_cmd(&["run", "--rm", "--network", net]);
+        c.args(["localhost/bench/busybox:1", "/bin/true"]);
+        c
+    };
+    let podman_run = |net: &str| {
+        let mut c = podman(&[
             "run",
             "--rm",
             "--runtime",
             "runc",
             "--network",
-            "none",
+            net,
             "--ulimit",
             &nofile,
             "--ulimit",
             &nproc,
-            "localhost/bench/busybox:1",
-            "/bin/true",
-        ]))?;
+        ]);
+        c.args(["localhost/bench/busybox:1", "/bin/true"]);
+        c
+    };
+    let names = [
+        "berth run --rm --network none",
+        "berth run --rm (bridge)",
+        "podman run --rm --network none",
+        "podman run --rm (bridge)",
+    ];
+    let variants = if have_podman { 4 } else { 2 };
+    let make = |i: usize| match i {
+        0 => berth_run("none"),
+        1 => berth_run("bridge"),
+        2 => podman_run("none"),
+        _ => podman_run("bridge"),
+    };
+    // Warm-up, not counted (also creates the bridges and firewall rules).
+    for i in 0..variants {
+        run(&mut make(i))?;
     }
-    let names = ["berth run --rm", "podman run --rm --network none (runc)"];
-    let mut s: Vec<Vec<f64>> = vec![Vec::new(); 2];
+    let mut s: Vec<Vec<f64>> = vec![Vec::new(); 4];
     for round in 0..runs {
-        for k in 0..2 {
-            let i = (round + k) % 2;
-            if i == 1 && !have_podman {
-                continue;
-            }
+        for k in 0..variants {
+            let i = (round + k) % variants;
             let t = Instant::now();
-            if i == 0 {
-                run(&mut berth_cmd(&[
-                    "run",
-                    "--rm",
-                    "localhost/bench/busybox:1",
-                    "/bin/true",
-                ]))?;
-            } else {
-                run(&mut podman(&[
-                    "run",
-                    "--rm",
-                    "--runtime",
-                    "runc",
-                    "--network",
-                    "none",
-                    "--ulimit",
-                    &nofile,
-                    "--ulimit",
-                    &nproc,
-                    "localhost/bench/busybox:1",
-                    "/bin/true",
-                ]))?;
-            }
+            run(&mut make(i))?;
             s[i].push(t.elapsed().as_secs_f64() * 1000.0);
         }
     }
-    println!("run --rm IMAGE /bin/true, {runs} interleaved runs each");
+    println!("run --rm IMAGE /bin/true, {runs} interleaved runs each (podman with runc)");
     println!("{:<32} {:>10} {:>8} {:>8}", "", "median ms", "p10", "p90");
     for (n, v) in names.iter().zip(&s) {
         if !v.is_empty() {
@@ -223,10 +214,17 @@ pub fn engine_bench(runs: usize, berth: &Path, many: usize, tools: &Path) -> Res
             );
         }
     }
+    let m = |i: usize| stats::median(&s[i]);
+    println!(
+        "bridge networking adds {:.1} ms per berth container",
+        m(1) - m(0)
+    );
     if have_podman {
         println!(
-            "ratio podman/berth: {:.1}x faster",
-            stats::median(&s[1]) / stats::median(&s[0])
+            "without networking: podman/berth {:.1}x; on the default bridge: podman/berth {:.1}x (podman's bridge adds {:.1} ms)",
+            m(2) / m(0),
+            m(3) / m(1),
+            m(3) - m(2)
         );
     }
 

@@ -41,7 +41,14 @@ pub fn teardown(dir: &Path) {
         }
     }
     if let (Some(leases), Some(id)) = (att["leases"].as_str(), att["container"].as_str()) {
-        if let Ok(rd) = std::fs::read_dir(leases) {
+        let own = att["ip"]
+            .as_str()
+            .map(|ip| Path::new(leases).join(ip))
+            .filter(|p| std::fs::read_to_string(p).is_ok_and(|h| h.trim() == id));
+        if let Some(p) = own {
+            let _ = std::fs::remove_file(p);
+        } else if let Ok(rd) = std::fs::read_dir(leases) {
+            // A record from before the address was known: find the lease by holder.
             for e in rd.flatten() {
                 if std::fs::read_to_string(e.path()).is_ok_and(|h| h.trim() == id) {
                     let _ = std::fs::remove_file(e.path());

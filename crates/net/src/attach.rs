@@ -4,7 +4,7 @@
 //! point leaves something [`teardown`] can clean up completely.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -101,7 +101,6 @@ pub fn attach(
     };
     att.save(record)?;
     let made = (|| -> Result<()> {
-        let ns = crate::netns::create(netns)?;
         let ip = nets
             .leases(&n.name)
             .allocate(&n.name, n.subnet, n.gateway, id)?;
@@ -112,27 +111,22 @@ pub fn attach(
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(":");
-        att.save(record)?;
+        // (Not saved yet: teardown finds the lease by its holder.)
         crate::nft::ensure_network(&n)?;
-        let (host, peer, bridge, mtu, gw, prefix) = (
+        let (host, bridge, mtu, gw, prefix) = (
             att.host_veth.clone(),
-            format!("vp{short}"),
             n.bridge.clone(),
             n.mtu,
             n.gateway,
             n.subnet.prefix_len(),
         );
-        let ns_raw = ns.as_raw_fd();
-        let peer2 = peer.clone();
-        crate::link::run(|h| async move {
-            let idx = crate::link::ensure_bridge(&h, &bridge, gw, prefix, mtu).await?;
+        crate::link::in_new_netns(netns, |outside, inside, ns| async move {
+            let idx = crate::link::ensure_bridge(&outside, &bridge, gw, prefix, mtu).await?;
             crate::nft::allow_localhost(&bridge);
-            crate::link::create_veth(&h, &host, &peer2, mtu, idx, ns_raw).await
-        })?;
-        fault("net-after-veth");
-        crate::link::in_netns(ns.as_fd(), |h| async move {
-            crate::link::set_up(&h, "lo").await?;
-            crate::link::configure_inside(&h, &peer, "eth0", ip, prefix, gw, mac).await
+            crate::link::create_veth(&outside, &host, "eth0", mac, mtu, idx, ns.as_raw_fd())
+                .await?;
+            fault("net-after-veth");
+            crate::link::configure_inside(&inside, "eth0", ip, prefix, gw).await
         })?;
         if !ports.is_empty() {
             crate::nft::apply(&crate::nft::publish_script(&ports, ip)).map_err(|e| {
@@ -172,11 +166,7 @@ pub fn teardown(att: &Attachment) {
     crate::ipam::Leases::new(att.leases.clone()).release_all(&att.container);
     crate::netns::remove(&att.netns);
     let host = att.host_veth.clone();
-    let peer = format!("vp{}", &att.container[..att.container.len().min(11)]);
-    let _ = crate::link::run(|h| async move {
-        crate::link::delete(&h, &host).await?;
-        crate::link::delete(&h, &peer).await
-    });
+    let _ = crate::link::run(|h| async move { crate::link::delete(&h, &host).await });
 }
 
 /// Fault injection for the crash tests: with `BERTH_FAULT=POINT` the process kills

@@ -79,8 +79,9 @@ impl Leases {
                 .open(self.path(ip))
             {
                 Ok(mut f) => {
+                    // Not fsync'd: a lease matters only while its container can run,
+                    // and a host crash ends every container (and its namespace).
                     f.write_all(holder.as_bytes())
-                        .and_then(|()| f.sync_all())
                         .ctx(|| format!("write the lease of {ip}"))?;
                     let _ = std::fs::write(&cursor_file, ip.to_string());
                     return Ok(ip);

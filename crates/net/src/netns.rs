@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 
 /// Where berth keeps its network namespaces (tmpfs: gone after a reboot, like them).
 pub const NETNS_DIR: &str = "/run/berth/netns";
@@ -15,27 +15,19 @@ pub fn path_of(id: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(id)
 }
 
-/// Creates a network namespace kept at `path`; returns a descriptor of it. (Its
-/// loopback is still down: [`crate::attach`] brings it up with the rest.)
-pub fn create(path: &Path) -> Result<OwnedFd> {
+/// Makes the file a namespace will be bound to (see [`crate::link::in_new_netns`]).
+pub fn prepare_path(path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
     std::fs::File::create(path).ctx(|| format!("create {}", path.display()))?;
-    let target = path.to_path_buf();
-    // A thread of its own enters the new namespace, so this process's others stay put.
-    let made = std::thread::spawn(move || -> Result<()> {
-        crate::sys::unshare_net().ctx(|| "unshare the network namespace")?;
-        rustix::mount::mount_bind("/proc/thread-self/ns/net", &target)
-            .ctx(|| format!("bind the network namespace to {}", target.display()))?;
-        Ok(())
-    })
-    .join()
-    .map_err(|_| Error::Invalid("the network namespace thread panicked".into()))?;
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(path);
-        return Err(e);
-    }
-    open(path).inspect_err(|_| remove(path))
+    Ok(())
+}
+
+/// Keeps the calling thread's network namespace at `path` (a bind mount of its nsfs
+/// file, as `ip netns add` does).
+pub fn bind_current(path: &Path) -> Result<()> {
+    rustix::mount::mount_bind("/proc/thread-self/ns/net", path)
+        .ctx(|| format!("bind the network namespace to {}", path.display()))
 }
 
 /// Opens the namespace kept at `path`.
