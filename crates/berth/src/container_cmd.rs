@@ -77,6 +77,10 @@ pub struct CreateArgs {
     /// An /etc/hosts line: NAME:IP.
     #[arg(long = "add-host")]
     add_host: Vec<String>,
+    /// Serve /proc/meminfo, cpuinfo, stat, uptime, loadavg, diskstats, swaps and the
+    /// online CPU list from the container's own limits (what lxcfs does).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    procview: bool,
     /// PID namespace: host or container:NAME.
     #[arg(long, default_value = "")]
     pid: String,
@@ -484,6 +488,7 @@ fn run_config(ctx: &Ctx, a: &CreateArgs) -> anyhow::Result<RunConfig> {
         network: a.net.clone(),
         publish: a.publish.clone(),
         publish_all: a.publish_all,
+        procview: a.procview,
         dns: a.dns.clone(),
         add_hosts: a
             .add_host

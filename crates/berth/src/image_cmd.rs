@@ -55,6 +55,10 @@ pub enum SystemCommand {
     Df,
     /// Remove stopped containers, then unused images and the data only they used.
     Prune(PruneArgs),
+    /// Serve the containers' /proc view (started by berth when a container needs it;
+    /// exits 30 s after the last container).
+    #[command(hide = true)]
+    ProcviewServe,
 }
 
 /// Arguments of `images`.
@@ -474,6 +478,13 @@ pub fn system(ctx: &Ctx, c: SystemCommand) -> anyhow::Result<()> {
                 println!();
             }
             prune(ctx, a)
+        }
+        SystemCommand::ProcviewServe => {
+            berth_procview::serve(
+                &berth_procview::mountpoint(),
+                std::time::Duration::from_secs(30),
+            )?;
+            Ok(())
         }
         SystemCommand::Df => {
             let store = ctx.store()?;

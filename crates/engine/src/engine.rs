@@ -276,6 +276,11 @@ impl Engine {
             let mut cfg = cfg;
             crate::network::prepare(&mut cfg, &img.config)?;
             let mut spec = crate::spec::build(&cfg, &img.config, &rootfs.path, &id, &joins)?;
+            if cfg.procview {
+                if let Some(m) = spec["mounts"].as_array_mut() {
+                    m.extend(crate::procview::mounts());
+                }
+            }
             if crate::network::bridged(&cfg) {
                 // /etc/hosts, /etc/hostname and /etc/resolv.conf come from the container's
                 // directory, rewritten at each start with its address (as docker does);
@@ -382,6 +387,9 @@ impl Engine {
         }
         let p = self.paths(&rec.id);
         let _ = std::fs::remove_file(p.exit());
+        if rec.config.procview {
+            crate::procview::ensure()?;
+        }
         // The network first: the runtime joins the namespace by path. The monitor takes
         // it down when the container is done (see berth-monitor's `network`).
         let net = if crate::network::bridged(&rec.config) {

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod explain;
 pub mod network;
+pub mod procview;
 pub mod spec;
 
 pub use berth_monitor::{config, log, monitor, record};

@@ -98,6 +98,9 @@ pub struct RunConfig {
     /// `--add-host NAME:IP` lines for /etc/hosts.
     #[serde(default)]
     pub add_hosts: Vec<(String, String)>,
+    /// `--procview`: the /proc view's files over /proc and /sys (berth-procview).
+    #[serde(default)]
+    pub procview: bool,
     /// `--pid`: "", "host", "container:ID".
     pub pid: String,
     /// `--ipc`: "", "host", "container:ID".

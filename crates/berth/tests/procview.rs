@@ -1,0 +1,203 @@
+//! The /proc view (berth-procview, what lxcfs does) through the `berth` CLI: inside a
+//! container with limits, /proc/meminfo, cpuinfo, stat, uptime, swaps and the online CPU
+//! list tell the container's truth — the same numbers as Debian's lxcfs reading for the
+//! same container — `--procview=false` gives the host's, and a dead server makes reads
+//! fail at once instead of hanging.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn field_kib(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+}
+
+#[test]
+fn limits_show_inside_and_match_lxcfs() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    // lxcfs, Debian's, on a mount of this test's own, read from the same container.
+    let lx = env.path("lxcfs");
+    std::fs::create_dir_all(&lx).unwrap();
+    let mut lxcfs = Command::new("lxcfs")
+        .arg("-f")
+        .arg("-p")
+        .arg(env.path("lxcfs.pid"))
+        .arg(&lx)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("lxcfs is installed");
+    let end = Instant::now() + Duration::from_secs(5);
+    while !lx.join("proc/meminfo").exists() {
+        assert!(Instant::now() < end, "lxcfs did not mount");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lx_mount = format!("{}:/lxcfs:ro", lx.join("proc").display());
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "-m",
+        "256m",
+        "--cpus",
+        "1",
+        "-v",
+        &lx_mount,
+        "busybox:1",
+        "sh",
+        "-c",
+        "cat /proc/meminfo; echo ===; cat /lxcfs/meminfo; echo ===; grep -c ^processor /proc/cpuinfo; \
+         cat /sys/devices/system/cpu/online; cat /proc/uptime; echo ===; top -bn1 | head -1",
+    ]);
+    let _ = lxcfs.kill();
+    let _ = lxcfs.wait();
+    let _ = Command::new("umount").arg("-l").arg(&lx).status();
+    let parts: Vec<&str> = out.split("===\n").collect();
+    assert_eq!(parts.len(), 4, "{out}");
+    let (ours, theirs) = (parts[0], parts[1]);
+    assert_eq!(field_kib(ours, "MemTotal:"), 262144, "{ours}");
+    assert_eq!(
+        field_kib(ours, "MemTotal:"),
+        field_kib(theirs, "MemTotal:"),
+        "berth:\n{ours}\nlxcfs:\n{theirs}"
+    );
+    // Free memory moves between two reads; the two views agree within a few MiB.
+    let (a, b) = (field_kib(ours, "MemFree:"), field_kib(theirs, "MemFree:"));
+    assert!(a.abs_diff(b) < 8 * 1024, "MemFree berth {a} lxcfs {b}");
+    let mut rest = parts[2].lines();
+    assert_eq!(rest.next(), Some("1"), "{out}");
+    assert_eq!(rest.next(), Some("0"), "{out}");
+    let up: f64 = rest
+        .next()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    let host_up: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        up < 30.0 && up < host_up,
+        "container uptime {up}, host {host_up}"
+    );
+    // busybox top's memory line adds up to the limit.
+    let top = parts[3];
+    let used: u64 = top
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.trim_end_matches('K').parse().ok())
+        .unwrap();
+    let free: u64 = top
+        .split_whitespace()
+        .nth(3)
+        .and_then(|v| v.trim_end_matches('K').parse().ok())
+        .unwrap();
+    assert_eq!(used + free, 262144, "{top}");
+    // A cpuset shows as the CPUs there are.
+    let o = env.ok(&[
+        "run",
+        "--rm",
+        "--cpuset-cpus",
+        "0",
+        "busybox:1",
+        "sh",
+        "-c",
+        "grep -c ^processor /proc/cpuinfo; head -2 /proc/stat | cut -d' ' -f1",
+    ]);
+    assert_eq!(o, "1\ncpu\ncpu0\n");
+    // Opting out: the host's /proc.
+    let o = env.ok(&[
+        "run",
+        "--rm",
+        "-m",
+        "256m",
+        "--procview=false",
+        "busybox:1",
+        "head",
+        "-1",
+        "/proc/meminfo",
+    ]);
+    let host = std::fs::read_to_string("/proc/meminfo").unwrap();
+    assert_eq!(field_kib(&o, "MemTotal:"), field_kib(&host, "MemTotal:"));
+}
+
+#[test]
+fn a_dead_server_fails_reads_at_once_and_is_replaced() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    // A server of this test's own, so that killing it touches no other test.
+    let dir = env.path("procview");
+    let run = |args: &[&str]| {
+        env.cmd(args)
+            .env("BERTH_PROCVIEW_DIR", &dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "run",
+        "-d",
+        "--name",
+        "pv",
+        "-m",
+        "64m",
+        "busybox:1",
+        "sleep",
+        "60",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let o = env.ok(&["exec", "pv", "head", "-1", "/proc/meminfo"]);
+    assert_eq!(field_kib(&o, "MemTotal:"), 65536, "{o}");
+    // Find our server and kill it.
+    let mut killed = false;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains("procview-serve")
+            && String::from_utf8_lossy(&environ).contains(&*dir.to_string_lossy())
+        {
+            let pid: i32 = e.file_name().to_string_lossy().parse().unwrap();
+            Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status()
+                .unwrap();
+            killed = true;
+        }
+    }
+    assert!(killed, "no procview server for {}", dir.display());
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let o = env.run(&["exec", "pv", "cat", "/proc/meminfo"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not connected"),
+        "{o:?}"
+    );
+    // The next container gets a new server.
+    let o = run(&[
+        "run",
+        "--rm",
+        "-m",
+        "32m",
+        "busybox:1",
+        "head",
+        "-1",
+        "/proc/meminfo",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        field_kib(&String::from_utf8_lossy(&o.stdout), "MemTotal:"),
+        32768
+    );
+    env.ok(&["rm", "-f", "pv"]);
+}

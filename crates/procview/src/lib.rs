@@ -1,0 +1,86 @@
+//! A truthful /proc for containers, what lxcfs does: a FUSE filesystem, one per host,
+//! whose files (meminfo, cpuinfo, stat, uptime, loadavg, diskstats, swaps and the
+//! online CPU list) are computed for whoever reads them from that process's cgroups —
+//! its memory limit and use, its CPU quota and cpuset, its age and load. The engine
+//! bind-mounts them over /proc and /sys in each container, so `free`, `top` and
+//! `uptime` inside tell the container's truth.
+//!
+//! If the server dies, reads of the mounted files fail at once with ENOTCONN
+//! ("Transport endpoint is not connected") rather than hang; new containers get a new
+//! server.
+
+pub mod cgroup;
+pub mod fs;
+pub mod load;
+pub mod render;
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where the engine keeps the view mounted by default.
+pub const MOUNTPOINT: &str = "/run/berth/procview";
+
+/// Where the view is mounted: `$BERTH_PROCVIEW_DIR` (a test's own server), else
+/// [`MOUNTPOINT`].
+pub fn mountpoint() -> std::path::PathBuf {
+    std::env::var_os("BERTH_PROCVIEW_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(MOUNTPOINT))
+}
+
+/// Each served file and where it goes in a container.
+pub const TARGETS: [(&str, &str); 8] = [
+    ("meminfo", "/proc/meminfo"),
+    ("cpuinfo", "/proc/cpuinfo"),
+    ("stat", "/proc/stat"),
+    ("uptime", "/proc/uptime"),
+    ("loadavg", "/proc/loadavg"),
+    ("diskstats", "/proc/diskstats"),
+    ("swaps", "/proc/swaps"),
+    ("cpu-online", "/sys/devices/system/cpu/online"),
+];
+
+/// Mounts the view at `mountpoint` and serves it as long as berth containers exist
+/// (any cgroup under berth's parent); after `idle` without one it unmounts and
+/// returns, so no server outlives the last container.
+pub fn serve(mountpoint: &Path, idle: std::time::Duration) -> std::io::Result<()> {
+    std::fs::create_dir_all(mountpoint)?;
+    let loads = Arc::new(load::Loads::default());
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName("berth-procview".into()),
+        fuser::MountOption::Subtype("berth-procview".into()),
+    ];
+    // Containers' processes run as any user.
+    cfg.acl = fuser::SessionACL::All;
+    cfg.n_threads = Some(2);
+    let session = fuser::spawn_mount(fs::ProcView::new(loads.clone()), mountpoint, &cfg)?;
+    let mounts = cgroup::Mounts::host();
+    let mut quiet_since = std::time::Instant::now();
+    loop {
+        std::thread::sleep(load::INTERVAL);
+        loads.sample();
+        if mounts.berth_containers() > 0 {
+            quiet_since = std::time::Instant::now();
+        } else if quiet_since.elapsed() >= idle {
+            break;
+        }
+    }
+    drop(session);
+    let _ = rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH);
+    Ok(())
+}
+
+/// Whether a live view is mounted at `mountpoint` (a dead server's mount answers
+/// ENOTCONN).
+pub fn is_served(mountpoint: &Path) -> bool {
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    match rustix::fs::statfs(mountpoint) {
+        Ok(s) => {
+            s.f_type == FUSE_SUPER_MAGIC
+                && std::fs::metadata(mountpoint.join("meminfo")).is_ok()
+        }
+        Err(_) => false,
+    }
+}
