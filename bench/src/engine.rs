@@ -20,7 +20,7 @@ fn run(cmd: &mut Command) -> Result<String> {
 }
 
 /// A busybox root filesystem as a tar (every applet linked).
-fn busybox_tar(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn busybox_tar(dir: &Path) -> Result<PathBuf> {
     let root = dir.join("rootfs");
     std::fs::create_dir_all(root.join("bin"))?;
     for d in ["etc", "tmp", "proc", "sys", "dev"] {

@@ -10,9 +10,14 @@
 //!
 //! `berth-bench images` — layer unpack vs `tar -x` and `umoci unpack`, rootfs prepare,
 //! and pull vs `skopeo copy` (see images.rs).
+//!
+//! `berth-bench procview` and `berth-bench throughput` — the /proc view against lxcfs
+//! and the host's /proc; iperf3 across the bridge and through a published port against
+//! loopback (see net.rs).
 
 mod engine;
 mod images;
+mod net;
 mod stats;
 mod sys;
 
@@ -65,6 +70,39 @@ enum Cmd {
         #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
         tools: PathBuf,
     },
+    /// The /proc view: reading /proc/meminfo from a container via berth, lxcfs, the host
+    Procview {
+        /// Reads of each file (interleaved)
+        #[arg(long, default_value_t = 2000)]
+        runs: usize,
+        /// The berth binary (cargo build --release)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Where the static berth-runtime and berth-monitor are (scripts/build-runtime.sh)
+        #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
+        tools: PathBuf,
+    },
+    /// (internal) the reader process of `procview`, inside the container's cgroups
+    #[command(hide = true)]
+    ProcviewReader {
+        #[arg(long)]
+        runs: usize,
+        #[arg(long)]
+        join: String,
+        files: Vec<PathBuf>,
+    },
+    /// Network throughput with iperf3: across the bridge, through a published port, loopback
+    Throughput {
+        /// Seconds per measurement
+        #[arg(long, default_value_t = 3)]
+        secs: u32,
+        /// The berth binary (cargo build --release)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Where the static berth-runtime and berth-monitor are (scripts/build-runtime.sh)
+        #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
+        tools: PathBuf,
+    },
     /// Images: unpack vs tar and umoci, rootfs prepare, pull vs skopeo
     Images {
         /// Rounds (each tool runs once per round, in rotating order)
@@ -93,6 +131,9 @@ fn main() -> Result<()> {
             berth,
             skip_pull,
         } => images::images_bench(runs, &berth, skip_pull),
+        Cmd::Procview { runs, berth, tools } => net::procview_bench(runs, &berth, &tools),
+        Cmd::ProcviewReader { runs, join, files } => net::procview_reader(runs, &join, &files),
+        Cmd::Throughput { secs, berth, tools } => net::throughput_bench(secs, &berth, &tools),
     }
 }
 

@@ -387,9 +387,12 @@ impl Engine {
         }
         let p = self.paths(&rec.id);
         let _ = std::fs::remove_file(p.exit());
-        if rec.config.procview {
-            crate::procview::ensure()?;
-        }
+        // Held until the start is done (the monitor has answered, below).
+        let _procview = if rec.config.procview {
+            Some(crate::procview::ensure()?)
+        } else {
+            None
+        };
         // The network first: the runtime joins the namespace by path. The monitor takes
         // it down when the container is done (see berth-monitor's `network`).
         let net = if crate::network::bridged(&rec.config) {

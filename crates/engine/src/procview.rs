@@ -26,15 +26,17 @@ pub fn mounts() -> Vec<Value> {
         .collect()
 }
 
+/// Holds the view for a container being started: the server does not retire while
+/// any start holds this (see berth-procview's `serve`), and the container's cgroup —
+/// which keeps the server alive after that — exists once the start is done.
+pub struct Hold(#[allow(dead_code)] std::fs::File);
+
 /// Makes sure a server is serving the view: if none is (or a dead one left its mount),
 /// starts `berth system procview-serve` from the running berth binary, detached, and
-/// waits until the view answers.
-pub fn ensure() -> Result<()> {
+/// waits until the view answers. Returns a hold to keep until the container started.
+pub fn ensure() -> Result<Hold> {
     let mp = &mountpoint();
-    if is_served(mp) {
-        return Ok(());
-    }
-    let lock_path = mp.with_extension("lock");
+    let lock_path = berth_procview::lock_path(mp);
     if let Some(dir) = lock_path.parent() {
         std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
     }
@@ -44,11 +46,20 @@ pub fn ensure() -> Result<()> {
         .write(true)
         .open(&lock_path)
         .ctx(|| format!("open {}", lock_path.display()))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .ctx(|| format!("lock {}", lock_path.display()))?;
+    let flock = |op| rustix::fs::flock(&lock, op).ctx(|| format!("lock {}", lock_path.display()));
+    flock(rustix::fs::FlockOperation::LockShared)?;
     if is_served(mp) {
-        return Ok(());
+        return Ok(Hold(lock));
     }
+    flock(rustix::fs::FlockOperation::LockExclusive)?;
+    if !is_served(mp) {
+        start_server(mp)?;
+    }
+    flock(rustix::fs::FlockOperation::LockShared)?;
+    Ok(Hold(lock))
+}
+
+fn start_server(mp: &std::path::Path) -> Result<()> {
     // A server that died leaves a mount answering ENOTCONN: clear it first.
     let _ = rustix::mount::unmount(mp, rustix::mount::UnmountFlags::DETACH);
     let exe = std::env::current_exe().ctx(|| "find the berth binary")?;
@@ -65,12 +76,14 @@ pub fn ensure() -> Result<()> {
     while !is_served(mp) {
         if let Ok(Some(st)) = child.try_wait() {
             return Err(Error::Runtime(format!(
-                "the /proc view server exited ({st}) before serving {}: is /dev/fuse available (modprobe fuse)? Or run with --procview=false", mp.display()
+                "the /proc view server exited ({st}) before serving {}: is /dev/fuse available (modprobe fuse)? Or run with --procview=false",
+                mp.display()
             )));
         }
         if Instant::now() > end {
             return Err(Error::Runtime(format!(
-                "the /proc view server did not serve {} within 5 s; run with --procview=false to do without it", mp.display()
+                "the /proc view server did not serve {} within 5 s; run with --procview=false to do without it",
+                mp.display()
             )));
         }
         std::thread::sleep(Duration::from_millis(5));

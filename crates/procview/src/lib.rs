@@ -57,6 +57,11 @@ pub fn serve(mountpoint: &Path, idle: std::time::Duration) -> std::io::Result<()
     cfg.n_threads = Some(2);
     let session = fuser::spawn_mount(fs::ProcView::new(loads.clone()), mountpoint, &cfg)?;
     let mounts = cgroup::Mounts::host();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(mountpoint))?;
     let mut quiet_since = std::time::Instant::now();
     loop {
         std::thread::sleep(load::INTERVAL);
@@ -64,12 +69,25 @@ pub fn serve(mountpoint: &Path, idle: std::time::Duration) -> std::io::Result<()
         if mounts.berth_containers() > 0 {
             quiet_since = std::time::Instant::now();
         } else if quiet_since.elapsed() >= idle {
-            break;
+            // Starts in progress hold the lock shared: retire only when none is, and
+            // only if still no container exists.
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+            if mounts.berth_containers() == 0 {
+                break;
+            }
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock)?;
+            quiet_since = std::time::Instant::now();
         }
     }
     drop(session);
     let _ = rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH);
+    drop(lock);
     Ok(())
+}
+
+/// The lock that container starts hold shared and a retiring server exclusive.
+pub fn lock_path(mountpoint: &Path) -> std::path::PathBuf {
+    mountpoint.with_extension("lock")
 }
 
 /// Whether a live view is mounted at `mountpoint` (a dead server's mount answers
@@ -78,8 +96,7 @@ pub fn is_served(mountpoint: &Path) -> bool {
     const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
     match rustix::fs::statfs(mountpoint) {
         Ok(s) => {
-            s.f_type == FUSE_SUPER_MAGIC
-                && std::fs::metadata(mountpoint.join("meminfo")).is_ok()
+            s.f_type == FUSE_SUPER_MAGIC && std::fs::metadata(mountpoint.join("meminfo")).is_ok()
         }
         Err(_) => false,
     }
