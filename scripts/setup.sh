@@ -15,4 +15,4 @@ tar -C /var/lib/berth/bundles/busybox/rootfs -c . |
   berth import -c 'CMD ["sh"]' - localhost/busybox:latest >/dev/null
 berth images
 exec berth run --rm -m 64m --cpus 0.5 --name "berth-demo-$$" localhost/busybox:latest \
-  sh -c 'echo "hello from a berth container"; echo "hostname: $(hostname)"; echo "pid: $$"; echo "memory limit: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"' 
+  sh -c 'echo "hello from a berth container"; echo "hostname: $(hostname)"; echo "pid: $$"; echo "address: $(ip -4 -o addr show eth0 | awk "{print \$4}")"; echo "memory limit: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"; echo "/proc/meminfo: $(head -1 /proc/meminfo)"' 
