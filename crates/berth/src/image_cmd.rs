@@ -59,6 +59,10 @@ pub enum SystemCommand {
     /// exits 30 s after the last container).
     #[command(hide = true)]
     ProcviewServe,
+    /// Answer DNS for user-defined networks (started by berth when a container joins
+    /// one; exits 30 s after the last container).
+    #[command(hide = true)]
+    DnsServe,
 }
 
 /// Arguments of `images`.
@@ -482,6 +486,13 @@ pub fn system(ctx: &Ctx, c: SystemCommand) -> anyhow::Result<()> {
         SystemCommand::ProcviewServe => {
             berth_procview::serve(
                 &berth_procview::mountpoint(),
+                std::time::Duration::from_secs(30),
+            )?;
+            Ok(())
+        }
+        SystemCommand::DnsServe => {
+            berth_net::dns::serve(
+                &berth_net::network::Networks::host(),
                 std::time::Duration::from_secs(30),
             )?;
             Ok(())

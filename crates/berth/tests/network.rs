@@ -48,7 +48,8 @@ fn net_leftovers(ids: &[String]) -> Vec<String> {
         for net in rd.flatten() {
             for l in std::fs::read_dir(net.path()).unwrap().flatten() {
                 let holder = std::fs::read_to_string(l.path()).unwrap_or_default();
-                if ids.iter().any(|i| *i == holder.trim()) {
+                let holder = holder.lines().next().unwrap_or("").trim();
+                if ids.iter().any(|i| i == holder) {
                     out.push(format!("lease {}", l.path().display()));
                 }
             }
@@ -297,6 +298,33 @@ fn user_networks_names_and_their_rules() {
     ]);
     let o = env.ok(&["exec", "db", "ping", "-c1", "-W2", "app2"]);
     assert!(o.contains("1 packets received"), "{o}");
+    // Names come from berth's resolver on the gateway; a second container may not
+    // claim a name the network already answers.
+    let gw = info[0]["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let db_ip = ip_of(&env, "db");
+    let o = env.ok(&[
+        "exec",
+        "app2",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; nslookup db",
+    ]);
+    assert!(o.contains(&format!("nameserver {gw}")), "{o}");
+    assert!(o.contains(&format!("Address: {db_ip}")), "{o}");
+    let e = env.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        &net,
+        "-h",
+        "db",
+        "busybox:1",
+        "true",
+    ]);
+    assert!(e.contains("already answered on network"), "{e}");
     // The default bridge and the user network are different subnets.
     assert!(!ip_of(&env, "db").starts_with("10.87."));
     // In use: no removal; a network whose subnet overlaps is refused; bad input named.

@@ -5,6 +5,7 @@
 //! monitor's records.
 #![forbid(unsafe_code)]
 
+pub mod dns;
 pub mod engine;
 pub mod error;
 pub mod explain;

@@ -88,14 +88,28 @@ pub fn connect(e: &Engine, rec: &ContainerRecord) -> Result<Attachment> {
         .map(|p| berth_net::ports::parse(p))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let nets = Networks::host();
+    let mut names = vec![rec.name.clone()];
+    let host = hostname(rec);
+    if host != rec.name {
+        names.push(host);
+    }
     let att = berth_net::attach::attach(
         &nets,
         &rec.config.network,
         &rec.id,
         &netns_path(&rec.id),
         ports,
+        &names,
         &record,
     )?;
+    let dns = nets.get(&att.network).is_ok_and(|n| n.dns);
+    if dns {
+        if let Err(err) = crate::dns::ensure(att.gateway) {
+            berth_net::attach::teardown(&att);
+            let _ = std::fs::remove_file(&record);
+            return Err(err);
+        }
+    }
     if let Err(err) = write_etc(e, rec, &att, &nets) {
         berth_net::attach::teardown(&att);
         let _ = std::fs::remove_file(&record);
@@ -115,7 +129,17 @@ fn write_etc(e: &Engine, rec: &ContainerRecord, att: &Attachment, nets: &Network
     let dir = e.paths(&rec.id).dir;
     let host = hostname(rec);
     std::fs::write(dir.join("hostname"), format!("{host}\n")).ctx(|| "write hostname")?;
-    let resolv = if rec.config.dns.is_empty() {
+    let dns = nets.get(&att.network).is_ok_and(|n| n.dns);
+    let resolv = if !rec.config.dns.is_empty() {
+        rec.config
+            .dns
+            .iter()
+            .map(|d| format!("nameserver {d}\n"))
+            .collect()
+    } else if dns {
+        // berth's resolver on the gateway: containers by name, the rest relayed.
+        format!("nameserver {}\noptions ndots:0\n", att.gateway)
+    } else {
         // The host's, less loopback servers, which do not exist in the container's
         // namespace.
         let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -130,37 +154,13 @@ fn write_etc(e: &Engine, rec: &ContainerRecord, att: &Attachment, nets: &Network
             })
             .collect();
         kept.join("\n") + "\n"
-    } else {
-        rec.config
-            .dns
-            .iter()
-            .map(|d| format!("nameserver {d}\n"))
-            .collect()
     };
     std::fs::write(dir.join("resolv.conf"), resolv).ctx(|| "write resolv.conf")?;
-    write_hosts(e, rec, att)?;
-    // On a user-defined network, containers find each other by name: refresh the hosts
-    // files of the others running there too.
-    if let Ok(n) = nets.get(&att.network) {
-        if n.dns {
-            for (_, holder) in nets.leases(&n.name).all() {
-                if holder == rec.id {
-                    continue;
-                }
-                if let (Ok(other), Ok(Some(oatt))) = (
-                    e.find(&holder),
-                    Attachment::load(&record_path(&e.paths(&holder).dir)),
-                ) {
-                    let _ = write_hosts(e, &other, &oatt);
-                }
-            }
-        }
-    }
-    Ok(())
+    write_hosts(e, rec, att)
 }
 
-/// /etc/hosts: localhost, the container itself, its peers on a user-defined network,
-/// and `--add-host` lines. Written in place, so the bind mount sees it.
+/// /etc/hosts: localhost, the container itself and `--add-host` lines. Written in
+/// place, so the bind mount sees it.
 fn write_hosts(e: &Engine, rec: &ContainerRecord, att: &Attachment) -> Result<()> {
     let mut hosts =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
@@ -170,25 +170,6 @@ fn write_hosts(e: &Engine, rec: &ContainerRecord, att: &Attachment) -> Result<()
             hosts.push_str(&format!("{ip}\t{host}\n"));
         } else {
             hosts.push_str(&format!("{ip}\t{host} {}\n", rec.name));
-        }
-    }
-    let nets = Networks::host();
-    if nets.get(&att.network).is_ok_and(|n| n.dns) {
-        let mut peers: Vec<(String, String)> = Vec::new();
-        for (ip, holder) in nets.leases(&att.network).all() {
-            if holder == rec.id {
-                continue;
-            }
-            if let Ok(other) = e.find(&holder) {
-                peers.push((
-                    ip.to_string(),
-                    format!("{} {}", other.name, hostname(&other)),
-                ));
-            }
-        }
-        peers.sort();
-        for (ip, names) in peers {
-            hosts.push_str(&format!("{ip}\t{names}\n"));
         }
     }
     for (name, ip) in &rec.config.add_hosts {

@@ -44,13 +44,13 @@ pub fn teardown(dir: &Path) {
         let own = att["ip"]
             .as_str()
             .map(|ip| Path::new(leases).join(ip))
-            .filter(|p| std::fs::read_to_string(p).is_ok_and(|h| h.trim() == id));
+            .filter(|p| holds(p, id));
         if let Some(p) = own {
             let _ = std::fs::remove_file(p);
         } else if let Ok(rd) = std::fs::read_dir(leases) {
             // A record from before the address was known: find the lease by holder.
             for e in rd.flatten() {
-                if std::fs::read_to_string(e.path()).is_ok_and(|h| h.trim() == id) {
+                if holds(&e.path(), id) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -61,4 +61,9 @@ pub fn teardown(dir: &Path) {
         let _ = std::fs::remove_file(ns);
     }
     let _ = std::fs::remove_file(&record);
+}
+
+/// Whether the lease file at `p` is `id`'s (its first line).
+fn holds(p: &Path, id: &str) -> bool {
+    std::fs::read_to_string(p).is_ok_and(|h| h.lines().next().map(str::trim) == Some(id))
 }

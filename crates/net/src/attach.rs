@@ -70,18 +70,34 @@ fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
-/// Connects container `id` to `network`: a namespace at `netns`, an address, a veth
-/// pair on the network's bridge, the default route, and `ports` published. The record
-/// is kept at `record`. On failure nothing is left behind.
+/// Connects container `id` to `network`: a namespace at `netns`, an address (leased
+/// with the `names` the container answers to in DNS), a veth pair on the network's
+/// bridge, the default route, and `ports` published. The record is kept at `record`.
+/// On failure nothing is left behind.
 pub fn attach(
     nets: &Networks,
     network: &str,
     id: &str,
     netns: &Path,
     mut ports: Vec<PortMap>,
+    names: &[String],
     record: &Path,
 ) -> Result<Attachment> {
     let n = nets.get(network)?;
+    if n.dns {
+        // Names are answered per network: two containers may not claim one.
+        for (_, holder, taken) in nets.leases(&n.name).all_named() {
+            if let Some(clash) = names.iter().find(|x| taken.contains(x)) {
+                if holder != id {
+                    return Err(Error::Conflict(format!(
+                        "the name {clash:?} is already answered on network {} by container {}: choose another --name or --hostname",
+                        n.name,
+                        &holder[..holder.len().min(12)]
+                    )));
+                }
+            }
+        }
+    }
     crate::ports::claim(&mut ports)?;
     let short = &id[..id.len().min(11)];
     let mut att = Attachment {
@@ -103,7 +119,7 @@ pub fn attach(
     let made = (|| -> Result<()> {
         let ip = nets
             .leases(&n.name)
-            .allocate(&n.name, n.subnet, n.gateway, id)?;
+            .allocate(&n.name, n.subnet, n.gateway, id, names)?;
         let mac = mac_for(ip);
         att.ip = Some(ip);
         att.mac = mac

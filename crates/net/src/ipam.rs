@@ -29,27 +29,47 @@ impl Leases {
 
     /// Every lease: (address, holder).
     pub fn all(&self) -> Vec<(Ipv4Addr, String)> {
+        self.all_named()
+            .into_iter()
+            .map(|(ip, holder, _)| (ip, holder))
+            .collect()
+    }
+
+    /// Every lease with the names its holder answers to in DNS: (address, holder,
+    /// names). A lease file holds the holder's ID on its first line and its names,
+    /// space-separated, on the second.
+    pub fn all_named(&self) -> Vec<(Ipv4Addr, String, Vec<String>)> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
         rd.flatten()
             .filter_map(|e| {
                 let ip: Ipv4Addr = e.file_name().to_str()?.parse().ok()?;
-                let holder = std::fs::read_to_string(e.path()).ok()?;
-                Some((ip, holder.trim().to_string()))
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                let mut lines = text.lines();
+                let holder = lines.next()?.trim().to_string();
+                let names = lines
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                Some((ip, holder, names))
             })
             .collect()
     }
 
     /// Leases an address of `subnet` (never the network, broadcast or `gateway`
     /// address) to `holder`: the next free one after the last handed out, so that a
-    /// just-released address is not reused at once.
+    /// just-released address is not reused at once. `names` are what the holder
+    /// answers to in DNS.
     pub fn allocate(
         &self,
         net: &str,
         subnet: Ipv4Net,
         gateway: Ipv4Addr,
         holder: &str,
+        names: &[String],
     ) -> Result<Ipv4Addr> {
         std::fs::create_dir_all(&self.dir).ctx(|| format!("create {}", self.dir.display()))?;
         let first = u32::from(subnet.network()) + 1;
@@ -81,7 +101,7 @@ impl Leases {
                 Ok(mut f) => {
                     // Not fsync'd: a lease matters only while its container can run,
                     // and a host crash ends every container (and its namespace).
-                    f.write_all(holder.as_bytes())
+                    f.write_all(format!("{holder}\n{}\n", names.join(" ")).as_bytes())
                         .ctx(|| format!("write the lease of {ip}"))?;
                     let _ = std::fs::write(&cursor_file, ip.to_string());
                     return Ok(ip);
@@ -128,13 +148,16 @@ mod tests {
         let gw: Ipv4Addr = "10.1.2.1".parse().unwrap();
         let mut got = Vec::new();
         for i in 0..5 {
-            got.push(l.allocate("n", subnet, gw, &format!("c{i}")).unwrap());
+            got.push(l.allocate("n", subnet, gw, &format!("c{i}"), &[]).unwrap());
         }
         let want: Vec<Ipv4Addr> = (2..=6).map(|x| Ipv4Addr::new(10, 1, 2, x)).collect();
         let mut sorted = got.clone();
         sorted.sort();
         assert_eq!(sorted, want);
-        let err = l.allocate("n", subnet, gw, "c9").unwrap_err().to_string();
+        let err = l
+            .allocate("n", subnet, gw, "c9", &[])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("no free address") && err.contains("10.1.2.0/29"),
             "{err}"
@@ -142,7 +165,7 @@ mod tests {
         // A release frees exactly the holder's address; the next one is handed out
         // after the last, not the freed one at once... unless it is the only one.
         l.release_all("c2");
-        assert_eq!(l.allocate("n", subnet, gw, "c10").unwrap(), got[2]);
+        assert_eq!(l.allocate("n", subnet, gw, "c10", &[]).unwrap(), got[2]);
         assert_eq!(l.all().len(), 5);
     }
 }

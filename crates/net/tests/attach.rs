@@ -48,7 +48,7 @@ fn two_namespaces_on_a_bridge_reach_each_other_and_leave_nothing() {
         let id = format!("{}{i}{}", unique("c"), "0".repeat(40));
         let ns = Path::new("/run/berth/netns").join(&id);
         let rec = root.path().join(format!("net{i}.json"));
-        atts.push(attach(&nets, &name, &id, &ns, Vec::new(), &rec).unwrap());
+        atts.push(attach(&nets, &name, &id, &ns, Vec::new(), &[], &rec).unwrap());
     }
     let (a, b) = (&atts[0], &atts[1]);
     let addr = inside(&a.netns, &["ip", "-4", "-o", "addr", "show", "eth0"]);

@@ -1,0 +1,179 @@
+//! The embedded DNS resolver of user-defined networks: one process per host (started
+//! by the engine when a container joins such a network, gone 30 s after the last berth
+//! container) answering on UDP port 53 of each such network's gateway. A question for a
+//! name leased on that network (a container's name or hostname) gets its address; any
+//! other question is relayed to the host's resolvers. Containers there get the gateway
+//! as their name server.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+
+use crate::network::Networks;
+
+/// The lock a running server holds (exclusive) for as long as it lives.
+pub const LOCK: &str = "/run/berth/dns.lock";
+
+/// How long answers may be cached: containers come and go.
+const TTL: u32 = 10;
+
+/// The answer to a question for `name` on network `net`, if a container there has it.
+fn lookup(nets: &Networks, net: &str, name: &str) -> Option<Ipv4Addr> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    nets.leases(net)
+        .all_named()
+        .into_iter()
+        .find(|(_, _, names)| names.iter().any(|n| n.to_ascii_lowercase() == name))
+        .map(|(ip, _, _)| ip)
+}
+
+/// The host's first name server (the server runs in the host's network namespace, so
+/// a loopback resolver is fine here).
+fn upstream() -> Option<SocketAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next()? == "nameserver")
+            .then(|| f.next()?.parse::<std::net::IpAddr>().ok())
+            .flatten()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
+}
+
+/// Answers one query packet arriving on network `net`; None to stay silent.
+pub fn answer(nets: &Networks, net: &str, packet: &[u8]) -> Option<Vec<u8>> {
+    let q = Message::from_vec(packet).ok()?;
+    let question = q.queries().first()?.clone();
+    let name = question.name().to_ascii();
+    let found = lookup(nets, net, &name);
+    if found.is_none() {
+        return relay(packet);
+    }
+    let mut r = Message::new();
+    r.set_id(q.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(q.op_code())
+        .set_recursion_desired(q.recursion_desired())
+        .set_recursion_available(true)
+        .set_authoritative(true)
+        .set_response_code(ResponseCode::NoError)
+        .add_query(question.clone());
+    // A container known here but asked for another type (AAAA): an empty answer, so
+    // that resolvers do not wait for one.
+    if let (Some(ip), RecordType::A) = (found, question.query_type()) {
+        r.add_answer(Record::from_rdata(
+            question.name().clone(),
+            TTL,
+            RData::A(A(ip)),
+        ));
+    }
+    r.to_vec().ok()
+}
+
+fn relay(packet: &[u8]) -> Option<Vec<u8>> {
+    let up = upstream()?;
+    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.send_to(packet, up).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+fn berth_containers() -> usize {
+    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return 0;
+    };
+    let mut dirs: Vec<std::path::PathBuf> = rd.flatten().map(|e| e.path().join("berth")).collect();
+    dirs.push(Path::new("/sys/fs/cgroup/berth").to_path_buf());
+    dirs.iter()
+        .find(|d| d.is_dir())
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .map(|rd| rd.flatten().filter(|e| e.path().is_dir()).count())
+        .unwrap_or(0)
+}
+
+/// Serves until no berth container has existed for `idle`. Holds [`LOCK`] meanwhile.
+pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
+    std::fs::create_dir_all("/run/berth")?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK)?;
+    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        // Another server is already answering.
+        return Ok(());
+    }
+    // network name → the socket on its gateway.
+    let mut sockets: HashMap<String, UdpSocket> = HashMap::new();
+    let mut quiet_since = Instant::now();
+    let mut rescan = Instant::now() - Duration::from_secs(1);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // Networks and bridges appear as containers join: look often, it is cheap.
+        if rescan.elapsed() >= Duration::from_millis(200) {
+            rescan = Instant::now();
+            let nets_now: Vec<_> = nets
+                .list()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.dns)
+                .collect();
+            sockets.retain(|name, _| nets_now.iter().any(|n| &n.name == name));
+            for n in nets_now {
+                if !sockets.contains_key(&n.name) {
+                    // The bridge (and its address) appears with the first container.
+                    if let Ok(s) = UdpSocket::bind((n.gateway, 53)) {
+                        s.set_nonblocking(true)?;
+                        sockets.insert(n.name.clone(), s);
+                    }
+                }
+            }
+            if berth_containers() > 0 {
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= idle {
+                return Ok(());
+            }
+        }
+        let names: Vec<&String> = sockets.keys().collect();
+        let mut fds: Vec<rustix::event::PollFd<'_>> = names
+            .iter()
+            .map(|n| rustix::event::PollFd::new(&sockets[*n], rustix::event::PollFlags::IN))
+            .collect();
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        let _ = rustix::event::poll(&mut fds, Some(&timeout));
+        let ready: Vec<usize> = fds
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.revents().is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            let net = names[i].clone();
+            let s = &sockets[&net];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                if let Some(reply) = answer(nets, &net, &buf[..n]) {
+                    let _ = s.send_to(&reply, from);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a server is running (it holds [`LOCK`]).
+pub fn is_running() -> bool {
+    let Ok(f) = std::fs::OpenOptions::new().read(true).open(LOCK) else {
+        return false;
+    };
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
+}
