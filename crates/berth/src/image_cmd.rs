@@ -63,6 +63,13 @@ pub enum SystemCommand {
     /// one; exits 30 s after the last container).
     #[command(hide = true)]
     DnsServe,
+    /// Take a container's network down from its record (the monitor runs this for CNI
+    /// networks, whose plugins' DEL berth runs).
+    #[command(hide = true)]
+    NetTeardown {
+        /// The container's directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Arguments of `images`.
@@ -495,6 +502,10 @@ pub fn system(ctx: &Ctx, c: SystemCommand) -> anyhow::Result<()> {
                 &berth_net::network::Networks::host(),
                 std::time::Duration::from_secs(30),
             )?;
+            Ok(())
+        }
+        SystemCommand::NetTeardown { dir } => {
+            berth_engine::network::disconnect(&dir);
             Ok(())
         }
         SystemCommand::Df => {

@@ -440,3 +440,90 @@ fn network_faults_leave_nothing_behind() {
     assert_no_net_leftovers(&ids);
     assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
 }
+
+#[test]
+fn cni_plugins_wire_a_container_and_take_it_down() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    // Debian's containernetworking-plugins: bridge + host-local + portmap, on a bridge
+    // and subnet of this test's own.
+    let n = std::process::id() % 250;
+    let (conf, data) = (env.path("cni"), env.path("cni-data"));
+    std::fs::create_dir_all(&conf).unwrap();
+    let bridge = format!("bcni{n}");
+    let list = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "tcni",
+        "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true,
+             "ipam": {"type": "host-local", "dataDir": data, "routes": [{"dst": "0.0.0.0/0"}],
+                      "ranges": [[{"subnet": format!("10.93.{n}.0/24")}]]}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    });
+    std::fs::write(conf.join("10-tcni.conflist"), list.to_string()).unwrap();
+    let broken = serde_json::json!({"cniVersion": "1.0.0", "name": "broken",
+        "plugins": [{"type": "no-such-plugin"}]});
+    std::fs::write(conf.join("20-broken.conflist"), broken.to_string()).unwrap();
+    let berth = |args: &[&str]| {
+        env.cmd(args)
+            .env("BERTH_CNI_CONF_DIR", &conf)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let port = free_port();
+    let o = berth(&[
+        "run",
+        "-d",
+        "--name",
+        "cw",
+        "-h",
+        "cnihost",
+        "--network",
+        "cni:tcni",
+        "-p",
+        &format!("{port}:80"),
+        "busybox:1",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/etc",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let id = id_of(&env, "cw");
+    let ip = ip_of(&env, "cw");
+    assert!(ip.starts_with(&format!("10.93.{n}.")), "{ip}");
+    assert!(data.join("tcni").join(&ip).exists());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http_hostname(&format!("127.0.0.1:{port}")), "cnihost");
+    assert_eq!(
+        http_hostname(&format!("{}:{port}", host_address())),
+        "cnihost"
+    );
+    // A plugin that does not exist: named, and nothing made.
+    let o = berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "cni:broken",
+        "busybox:1",
+        "true",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("CNI plugin \"no-such-plugin\""), "{e}");
+    let o = berth(&["run", "--rm", "--network", "cni:nope", "busybox:1", "true"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("no CNI network \"nope\""), "{e}");
+    // DEL releases the address and the port rules.
+    env.ok(&["rm", "-f", "cw"]);
+    assert!(!data.join("tcni").join(&ip).exists());
+    let nat = Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&nat.stdout).contains(&id[..12]));
+    assert!(!std::path::Path::new("/run/berth/netns").join(&id).exists());
+    let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+}

@@ -43,7 +43,14 @@ pub fn prepare(cfg: &mut RunConfig, image: &Value) -> Result<()> {
         }
         return Ok(());
     }
-    Networks::host().get(&cfg.network)?;
+    match cfg.network.strip_prefix("cni:") {
+        Some(name) => {
+            berth_net::cni::load(name)?;
+        }
+        None => {
+            Networks::host().get(&cfg.network)?;
+        }
+    }
     if cfg.publish_all {
         let exposed = image
             .pointer("/config/ExposedPorts")
@@ -88,6 +95,24 @@ pub fn connect(e: &Engine, rec: &ContainerRecord) -> Result<Attachment> {
         .map(|p| berth_net::ports::parse(p))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let nets = Networks::host();
+    if let Some(name) = rec.config.network.strip_prefix("cni:") {
+        // The CNI plugins do the wiring (and their IPAM); berth makes the namespace.
+        let list = berth_net::cni::load(name)?;
+        let att = berth_net::attach::attach_cni(
+            name,
+            list,
+            &rec.id,
+            &netns_path(&rec.id),
+            ports,
+            &record,
+        )?;
+        if let Err(err) = write_etc(e, rec, &att, &nets) {
+            berth_net::attach::teardown(&att);
+            let _ = std::fs::remove_file(&record);
+            return Err(err);
+        }
+        return Ok(att);
+    }
     let mut names = vec![rec.name.clone()];
     let host = hostname(rec);
     if host != rec.name {

@@ -33,6 +33,16 @@ pub fn teardown(dir: &Path) {
     let Ok(att) = serde_json::from_slice::<Value>(&text) else {
         return;
     };
+    if let Some(exe) = att["cni"]["teardown_exe"].as_str() {
+        // CNI plugins' DEL: berth runs them (`berth system net-teardown DIR`).
+        let _ = Command::new(exe)
+            .args(["system", "net-teardown"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
     let withdraw = att["withdraw"].as_str().unwrap_or("");
     if !withdraw.trim().is_empty() && !nft(withdraw) {
         // Some elements already gone: the rest one by one.

@@ -42,6 +42,20 @@ pub struct Attachment {
     pub leases: PathBuf,
     /// The nft statements that withdraw the published ports.
     pub withdraw: String,
+    /// For a CNI network: the configuration list and ADD's result (DEL needs both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniState>,
+}
+
+/// What DEL needs of a CNI network: the list as it was at ADD, and ADD's result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CniState {
+    /// The network configuration list.
+    pub list: serde_json::Value,
+    /// The result of ADD (null before it finished).
+    pub result: serde_json::Value,
+    /// The berth binary the monitor runs for DEL (`berth system net-teardown DIR`).
+    pub teardown_exe: PathBuf,
 }
 
 impl Attachment {
@@ -114,6 +128,7 @@ pub fn attach(
         ports: Vec::new(),
         leases: nets.leases(&n.name).dir().to_path_buf(),
         withdraw: crate::nft::withdraw_script(&ports),
+        cni: None,
     };
     att.save(record)?;
     let made = (|| -> Result<()> {
@@ -174,10 +189,94 @@ pub fn attach(
     }
 }
 
+/// Connects container `id` to the CNI network `name` whose configuration list is
+/// `list` (see [`crate::cni::load`]): a namespace at `netns` with its loopback up, then
+/// the list's plugins' ADD. The record (written before anything is made) is kept at
+/// `record`.
+pub fn attach_cni(
+    name: &str,
+    list: serde_json::Value,
+    id: &str,
+    netns: &Path,
+    mut ports: Vec<PortMap>,
+    record: &Path,
+) -> Result<Attachment> {
+    crate::ports::claim(&mut ports)?;
+    let mut att = Attachment {
+        container: id.to_string(),
+        network: format!("cni:{name}"),
+        network_id: String::new(),
+        bridge: String::new(),
+        netns: netns.to_path_buf(),
+        host_veth: String::new(),
+        ip: None,
+        prefix: 0,
+        gateway: Ipv4Addr::UNSPECIFIED,
+        mac: String::new(),
+        ports: ports.clone(),
+        leases: PathBuf::new(),
+        withdraw: String::new(),
+        cni: Some(CniState {
+            list: list.clone(),
+            result: serde_json::Value::Null,
+            teardown_exe: std::env::current_exe().unwrap_or_default(),
+        }),
+    };
+    att.save(record)?;
+    let made = (|| -> Result<()> {
+        crate::link::in_new_netns(netns, |_, inside, _| async move {
+            crate::link::set_up(&inside, "lo").await
+        })?;
+        let result = crate::cni::add(&list, id, netns, "eth0", &ports)?;
+        att.ip = crate::cni::result_ip(&result);
+        if let Some(first) = result["ips"].as_array().and_then(|a| a.first()) {
+            att.prefix = first["address"]
+                .as_str()
+                .and_then(|a| a.split('/').nth(1)?.parse().ok())
+                .unwrap_or(0);
+            att.gateway = first["gateway"]
+                .as_str()
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        }
+        att.mac = result["interfaces"]
+            .as_array()
+            .and_then(|i| i.iter().find(|x| x["sandbox"].is_string()))
+            .and_then(|i| i["mac"].as_str())
+            .unwrap_or("")
+            .to_string();
+        if let Some(c) = att.cni.as_mut() {
+            c.result = result;
+        }
+        att.save(record)
+    })();
+    match made {
+        Ok(()) => Ok(att),
+        Err(e) => {
+            teardown(&att);
+            let _ = std::fs::remove_file(record);
+            Err(e)
+        }
+    }
+}
+
 /// Takes a container off its network: withdraws its ports, releases its address,
 /// releases its namespace (its interfaces go with it) and deletes a host veth that a
-/// crash may have left outside it. Safe to repeat.
+/// crash may have left outside it (for CNI: the plugins' DEL, then the namespace).
+/// Safe to repeat.
 pub fn teardown(att: &Attachment) {
+    if let Some(c) = &att.cni {
+        let _ = crate::cni::del(
+            &c.list,
+            &att.container,
+            &att.netns,
+            "eth0",
+            &att.ports,
+            &c.result,
+        );
+        crate::netns::remove(&att.netns);
+        return;
+    }
     crate::nft::withdraw(&att.withdraw);
     crate::ipam::Leases::new(att.leases.clone()).release_all(&att.container);
     crate::netns::remove(&att.netns);

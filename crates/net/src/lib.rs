@@ -4,6 +4,7 @@
 //! nftables.
 
 pub mod attach;
+pub mod cni;
 pub mod dns;
 pub mod error;
 pub mod ipam;

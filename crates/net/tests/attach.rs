@@ -100,3 +100,40 @@ fn two_namespaces_on_a_bridge_reach_each_other_and_leave_nothing() {
     assert!(!links().contains(&n.bridge));
     let _ = before;
 }
+
+#[test]
+fn cni_add_check_del_with_debians_plugins() {
+    let root = tempfile::tempdir().unwrap();
+    let n = std::process::id() % 250;
+    let conf = root.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let bridge = format!("bcnil{n}");
+    let list = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "lcni",
+        "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": true,
+            "ipam": {"type": "host-local", "dataDir": root.path().join("data"),
+                     "ranges": [[{"subnet": format!("10.94.{n}.0/24")}]]}}]
+    });
+    std::fs::write(conf.join("l.conflist"), list.to_string()).unwrap();
+    let list = berth_net::cni::load_from(&conf, "lcni").unwrap();
+    let id = format!("{}{}", unique("k"), "0".repeat(40));
+    let ns = Path::new("/run/berth/netns").join(&id);
+    let rec = root.path().join("net.json");
+    let att =
+        berth_net::attach::attach_cni("lcni", list.clone(), &id, &ns, Vec::new(), &rec).unwrap();
+    let ip = att.ip.unwrap();
+    assert!(ip.to_string().starts_with(&format!("10.94.{n}.")), "{ip}");
+    let state = att.cni.as_ref().unwrap();
+    berth_net::cni::check(&list, &id, &ns, "eth0", &[], &state.result).unwrap();
+    // CHECK notices what was taken away: the container's address.
+    let o = inside(&ns, &["ip", "addr", "flush", "dev", "eth0"]);
+    assert!(o.status.success());
+    let e = berth_net::cni::check(&list, &id, &ns, "eth0", &[], &state.result)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("CNI plugin bridge CHECK failed"), "{e}");
+    teardown(&att);
+    assert!(!ns.exists());
+    assert!(!root.path().join("data/lcni").join(ip.to_string()).exists());
+    let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+}
