@@ -179,14 +179,7 @@ pub fn attach(
         att.save(record)?;
         Ok(())
     })();
-    match made {
-        Ok(()) => Ok(att),
-        Err(e) => {
-            teardown(&att);
-            let _ = std::fs::remove_file(record);
-            Err(e)
-        }
-    }
+    settle(made, att, record)
 }
 
 /// Connects container `id` to the CNI network `name` whose configuration list is
@@ -250,6 +243,11 @@ pub fn attach_cni(
         }
         att.save(record)
     })();
+    settle(made, att, record)
+}
+
+/// The attachment if it was made; otherwise everything taken down and the record gone.
+fn settle(made: Result<()>, att: Attachment, record: &Path) -> Result<Attachment> {
     match made {
         Ok(()) => Ok(att),
         Err(e) => {
