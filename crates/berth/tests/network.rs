@@ -325,6 +325,25 @@ fn user_networks_names_and_their_rules() {
         "true",
     ]);
     assert!(e.contains("already answered on network"), "{e}");
+    // Networks are isolated from each other: neither the default bridge nor another
+    // user network reaches db.
+    let other = format!("o{}", std::process::id());
+    env.ok(&["network", "create", &other]);
+    for n in [other.as_str(), "bridge"] {
+        let o = env.run(&[
+            "run",
+            "--rm",
+            "--network",
+            n,
+            "busybox:1",
+            "ping",
+            "-c1",
+            "-W1",
+            &db_ip,
+        ]);
+        assert!(!o.status.success(), "{n} reached db: {o:?}");
+    }
+    env.ok(&["network", "rm", &other]);
     // The default bridge and the user network are different subnets.
     assert!(!ip_of(&env, "db").starts_with("10.87."));
     // In use: no removal; a network whose subnet overlaps is refused; bad input named.

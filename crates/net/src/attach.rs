@@ -143,7 +143,13 @@ pub fn attach(
             .collect::<Vec<_>>()
             .join(":");
         // (Not saved yet: teardown finds the lease by its holder.)
-        crate::nft::ensure_network(&n)?;
+        let others: Vec<String> = nets
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| o.bridge)
+            .collect();
+        crate::nft::ensure_network(&n, &others)?;
         let (host, bridge, mtu, gw, prefix) = (
             att.host_veth.clone(),
             n.bridge.clone(),

@@ -359,7 +359,8 @@ impl Networks {
         }
         let bridge = n.bridge.clone();
         crate::link::run(|h| async move { crate::link::delete(&h, &bridge).await })?;
-        crate::nft::forget_network(&n)?;
+        let others: Vec<String> = self.list()?.into_iter().map(|o| o.bridge).collect();
+        crate::nft::forget_network(&n, &others)?;
         let _ = std::fs::remove_dir_all(self.leases(&n.name).dir());
         std::fs::remove_file(self.file(&n.name))
             .ctx(|| format!("remove {}", self.file(&n.name).display()))?;

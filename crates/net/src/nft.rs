@@ -1,5 +1,5 @@
 //! The firewall side, with nftables (`nft -f -`): one table, `ip berth`, holding
-//! outbound NAT for berth's subnets and published ports
+//! outbound NAT for berth's subnets, isolation between its networks, and published ports
 //! as map elements — so a container's ports are added and removed as elements, never as
 //! rules, and removing them cannot disturb anyone else's.
 //!
@@ -38,6 +38,11 @@ add rule ip berth prerouting fib daddr type local jump publish
 add chain ip berth output { type nat hook output priority -100; policy accept; }
 flush chain ip berth output
 add rule ip berth output fib daddr type local jump publish
+add set ip berth bridge_pairs { type ifname . ifname; }
+add chain ip berth forward { type filter hook forward priority filter; policy accept; }
+flush chain ip berth forward
+add rule ip berth forward ct status dnat accept
+add rule ip berth forward iifname . oifname @bridge_pairs drop
 add chain ip berth postrouting { type nat hook postrouting priority srcnat; policy accept; }
 flush chain ip berth postrouting
 add rule ip berth postrouting ip saddr @subnets ip daddr != @subnets masquerade
@@ -91,8 +96,24 @@ fn mark(name: &str) {
     let _ = std::fs::write(Path::new(MARKS).join(name), b"");
 }
 
-/// Makes sure the table exists and network `n` is in it (its subnet NATed), and that the kernel forwards; cheap when already done since boot.
-pub fn ensure_network(n: &Network) -> Result<()> {
+fn pairs(bridge: &str, others: &[String]) -> Vec<String> {
+    others
+        .iter()
+        .filter(|o| o.as_str() != bridge)
+        .flat_map(|o| {
+            [
+                format!("\"{bridge}\" . \"{o}\""),
+                format!("\"{o}\" . \"{bridge}\""),
+            ]
+        })
+        .collect()
+}
+
+/// Makes sure the table exists and network `n` is in it — its subnet NATed, and no
+/// forwarding between its bridge and `others` (the other networks' bridges), as docker
+/// isolates its networks — and that the kernel forwards; cheap when already done since
+/// boot.
+pub fn ensure_network(n: &Network, others: &[String]) -> Result<()> {
     let key = format!("net-{}", n.id);
     if marked(&key) && marked("base") {
         return Ok(());
@@ -102,6 +123,13 @@ pub fn ensure_network(n: &Network) -> Result<()> {
         "add element ip berth subnets {{ {} }}\nadd element ip berth bridges {{ \"{}\" }}\n",
         n.subnet, n.bridge
     ));
+    let p = pairs(&n.bridge, others);
+    if !p.is_empty() {
+        script.push_str(&format!(
+            "add element ip berth bridge_pairs {{ {} }}\n",
+            p.join(", ")
+        ));
+    }
     apply(&script)?;
     // Forwarding between the bridges and the world.
     let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1");
@@ -120,15 +148,17 @@ pub fn allow_localhost(bridge: &str) {
 }
 
 /// Takes network `n` out of the table (its bridge is gone).
-pub fn forget_network(n: &Network) -> Result<()> {
+pub fn forget_network(n: &Network, others: &[String]) -> Result<()> {
     let _ = std::fs::remove_file(Path::new(MARKS).join(format!("net-{}", n.id)));
-    // Absent elements make nft fail: delete each on its own and ignore that.
-    for s in [
-        format!("delete element ip berth subnets {{ {} }}", n.subnet),
-        format!("delete element ip berth bridges {{ \"{}\" }}", n.bridge),
-    ] {
-        let _ = apply(&s);
+    let mut script = format!(
+        "delete element ip berth subnets {{ {} }}\ndelete element ip berth bridges {{ \"{}\" }}\n",
+        n.subnet, n.bridge
+    );
+    for p in pairs(&n.bridge, others) {
+        script.push_str(&format!("delete element ip berth bridge_pairs {{ {p} }}\n"));
     }
+    // Absent elements make nft fail: then each on its own, ignoring that.
+    withdraw(&script);
     Ok(())
 }
 
