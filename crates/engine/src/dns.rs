@@ -9,8 +9,17 @@ use crate::error::{Context, Error, Result};
 /// Makes sure the resolver runs and answers on `gateway` (a network's bridge address,
 /// which it binds within a moment of the bridge appearing): starts `berth system
 /// dns-serve` from the running berth binary, detached, if none runs, then waits until
-/// port 53 there is taken.
-pub fn ensure(gateway: std::net::Ipv4Addr) -> Result<()> {
+/// port 53 there is taken. Returns a hold to keep until the container started.
+pub fn ensure(gateway: std::net::Ipv4Addr) -> Result<Hold> {
+    std::fs::create_dir_all("/run/berth").ctx(|| "create /run/berth")?;
+    let hold = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(berth_net::dns::HOLD)
+        .ctx(|| format!("open {}", berth_net::dns::HOLD))?;
+    rustix::fs::flock(&hold, rustix::fs::FlockOperation::LockShared)
+        .ctx(|| format!("lock {}", berth_net::dns::HOLD))?;
     if !berth_net::dns::is_running() {
         start()?;
     }
@@ -23,8 +32,11 @@ pub fn ensure(gateway: std::net::Ipv4Addr) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(())
+    Ok(Hold(hold))
 }
+
+/// Keeps the resolver from retiring until the container being started exists.
+pub struct Hold(#[allow(dead_code)] std::fs::File);
 
 fn start() -> Result<()> {
     let exe = std::env::current_exe().ctx(|| "find the berth binary")?;

@@ -400,7 +400,7 @@ impl Engine {
         } else {
             None
         };
-        let undo_net = |net: &Option<berth_net::attach::Attachment>| {
+        let undo_net = |net: &Option<crate::network::Connected>| {
             if net.is_some() {
                 crate::network::disconnect(&p.dir);
             }

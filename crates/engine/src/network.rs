@@ -83,7 +83,7 @@ pub fn netns_path(id: &str) -> PathBuf {
 pub const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 
 /// Connects a container about to start to its network, and writes its /etc files.
-pub fn connect(e: &Engine, rec: &ContainerRecord) -> Result<Attachment> {
+pub fn connect(e: &Engine, rec: &ContainerRecord) -> Result<Connected> {
     let dir = e.paths(&rec.id).dir;
     let record = record_path(&dir);
     // A record left by a crash or a lost monitor: take that down first.
@@ -111,7 +111,10 @@ pub fn connect(e: &Engine, rec: &ContainerRecord) -> Result<Attachment> {
             let _ = std::fs::remove_file(&record);
             return Err(err);
         }
-        return Ok(att);
+        return Ok(Connected {
+            attachment: att,
+            _dns: None,
+        });
     }
     let mut names = vec![rec.name.clone()];
     let host = hostname(rec);
@@ -128,19 +131,35 @@ pub fn connect(e: &Engine, rec: &ContainerRecord) -> Result<Attachment> {
         &record,
     )?;
     let dns = nets.get(&att.network).is_ok_and(|n| n.dns);
-    if dns {
-        if let Err(err) = crate::dns::ensure(att.gateway) {
-            berth_net::attach::teardown(&att);
-            let _ = std::fs::remove_file(&record);
-            return Err(err);
+    let hold = if dns {
+        match crate::dns::ensure(att.gateway) {
+            Ok(h) => Some(h),
+            Err(err) => {
+                berth_net::attach::teardown(&att);
+                let _ = std::fs::remove_file(&record);
+                return Err(err);
+            }
         }
-    }
+    } else {
+        None
+    };
     if let Err(err) = write_etc(e, rec, &att, &nets) {
         berth_net::attach::teardown(&att);
         let _ = std::fs::remove_file(&record);
         return Err(err);
     }
-    Ok(att)
+    Ok(Connected {
+        attachment: att,
+        _dns: hold,
+    })
+}
+
+/// A container connected to its network, and the hold on the DNS resolver to keep
+/// until the container exists (see [`crate::dns::ensure`]).
+pub struct Connected {
+    /// The connection.
+    pub attachment: Attachment,
+    _dns: Option<crate::dns::Hold>,
 }
 
 fn hostname(rec: &ContainerRecord) -> String {

@@ -18,6 +18,10 @@ use crate::network::Networks;
 /// The lock a running server holds (exclusive) for as long as it lives.
 pub const LOCK: &str = "/run/berth/dns.lock";
 
+/// The lock container starts hold shared until their container exists, so that the
+/// server does not retire under them.
+pub const HOLD: &str = "/run/berth/dns.hold";
+
 /// How long answers may be cached: containers come and go.
 const TTL: u32 = 10;
 
@@ -138,7 +142,18 @@ pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
             if berth_containers() > 0 {
                 quiet_since = Instant::now();
             } else if quiet_since.elapsed() >= idle {
-                return Ok(());
+                // Starts in progress hold HOLD shared: retire only when none is, and
+                // only if still no container exists.
+                let hold = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(HOLD)?;
+                rustix::fs::flock(&hold, rustix::fs::FlockOperation::LockExclusive)?;
+                if berth_containers() == 0 {
+                    return Ok(());
+                }
+                quiet_since = Instant::now();
             }
         }
         let names: Vec<&String> = sockets.keys().collect();
