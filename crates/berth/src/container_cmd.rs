@@ -486,6 +486,7 @@ fn run_config(ctx: &Ctx, a: &CreateArgs) -> anyhow::Result<RunConfig> {
         mounts,
         read_only: a.read_only,
         network: a.net.clone(),
+        networks: Vec::new(),
         publish: a.publish.clone(),
         publish_all: a.publish_all,
         procview: a.procview,
@@ -841,6 +842,20 @@ fn network_settings(e: &Engine, r: &ContainerRecord) -> Value {
                 "Aliases": [r.name.clone()],
             }),
         );
+        for x in berth_engine::network::extra_attachments(&e.paths(&r.id).dir) {
+            networks.insert(
+                x.network.clone(),
+                json!({
+                    "NetworkID": x.network_id,
+                    "EndpointID": x.host_veth,
+                    "Gateway": x.gateway.to_string(),
+                    "IPAddress": x.ip.map(|i| i.to_string()).unwrap_or_default(),
+                    "IPPrefixLen": x.prefix,
+                    "MacAddress": x.mac,
+                    "Aliases": [r.name.clone()],
+                }),
+            );
+        }
     }
     let ip = att
         .as_ref()

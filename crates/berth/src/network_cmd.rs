@@ -56,6 +56,23 @@ pub enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Connect a running container to a further network (interface eth1, eth2...).
+    Connect {
+        /// Network.
+        network: String,
+        /// Container.
+        container: String,
+    },
+    /// Disconnect a container from a further network.
+    Disconnect {
+        /// Accepted for docker compatibility.
+        #[arg(short, long)]
+        force: bool,
+        /// Network.
+        network: String,
+        /// Container.
+        container: String,
+    },
     /// Remove every network no container uses (the default one stays).
     Prune {
         /// Accepted for docker compatibility.
@@ -199,6 +216,18 @@ pub fn network(ctx: &Ctx, c: NetworkCommand) -> anyhow::Result<()> {
             if failed > 0 {
                 bail!("{failed} of {} networks could not be removed", names.len());
             }
+        }
+        NetworkCommand::Connect { network, container } => {
+            let e = engine(ctx)?;
+            let rec = e.find(&container)?;
+            berth_engine::network::connect_extra(&e, &rec, &network)?;
+        }
+        NetworkCommand::Disconnect {
+            network, container, ..
+        } => {
+            let e = engine(ctx)?;
+            let rec = e.find(&container)?;
+            berth_engine::network::disconnect_extra(&e, &rec, &network)?;
         }
         NetworkCommand::Prune { .. } => {
             println!("Deleted Networks:");

@@ -343,6 +343,44 @@ fn user_networks_names_and_their_rules() {
         ]);
         assert!(!o.status.success(), "{n} reached db: {o:?}");
     }
+    // network connect: a second interface on the other network, names there answered
+    // too; it comes back after a restart; disconnect takes it away.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "peer",
+        "--network",
+        &other,
+        "busybox:1",
+        "sleep",
+        "60",
+    ]);
+    env.ok(&["network", "connect", &other, "app2"]);
+    let o = env.ok(&[
+        "exec",
+        "app2",
+        "sh",
+        "-c",
+        "ip -4 -o addr show eth1; ping -c1 -W2 peer",
+    ]);
+    assert!(
+        o.contains("eth1") && o.contains("1 packets received"),
+        "{o}"
+    );
+    let e = env.fails(&["network", "connect", &other, "app2"]);
+    assert!(e.contains("already on network"), "{e}");
+    env.ok(&["restart", "-t", "1", "app2"]);
+    let o = env.ok(&["exec", "app2", "ip", "-o", "link"]);
+    assert!(o.contains("eth1"), "{o}");
+    env.ok(&["network", "disconnect", &other, "app2"]);
+    let o = env.ok(&["exec", "app2", "ip", "-o", "link"]);
+    assert!(!o.contains("eth1"), "{o}");
+    let e = env.fails(&["network", "disconnect", &other, "app2"]);
+    assert!(e.contains("is not on network"), "{e}");
+    let peer = id_of(&env, "peer");
+    env.ok(&["rm", "-f", "peer"]);
+    assert_no_net_leftovers(&[peer]);
     env.ok(&["network", "rm", &other]);
     // The default bridge and the user network are different subnets.
     assert!(!ip_of(&env, "db").starts_with("10.87."));

@@ -396,7 +396,15 @@ impl Engine {
         // The network first: the runtime joins the namespace by path. The monitor takes
         // it down when the container is done (see berth-monitor's `network`).
         let net = if crate::network::bridged(&rec.config) {
-            Some(crate::network::connect(self, rec)?)
+            let c = crate::network::connect(self, rec)?;
+            // Further networks joined with `network connect` before.
+            for n in &rec.config.networks {
+                if let Err(err) = crate::network::connect_extra(self, rec, n) {
+                    crate::network::disconnect(&p.dir);
+                    return Err(err);
+                }
+            }
+            Some(c)
         } else {
             None
         };

@@ -229,8 +229,125 @@ fn write_hosts(e: &Engine, rec: &ContainerRecord, att: &Attachment) -> Result<()
     std::io::Write::write_all(&mut f, hosts.as_bytes()).ctx(|| format!("write {}", path.display()))
 }
 
-/// Takes the container whose directory is `dir` off its network, if it is on one.
+/// The record of a further network `network` of the container in `dir`.
+pub fn extra_record_path(dir: &Path, network: &str) -> PathBuf {
+    dir.join(format!("net-{network}.json"))
+}
+
+fn extra_records(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("net-") && n.ends_with(".json"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Connects the running container `rec` to a further network (docker's `network
+/// connect`): interface eth1, eth2... and names on that network; remembered so that the
+/// next start joins it again.
+pub fn connect_extra(e: &Engine, rec: &ContainerRecord, network: &str) -> Result<Attachment> {
+    let dir = e.paths(&rec.id).dir;
+    let primary = attachment(&dir).ok_or_else(|| {
+        Error::Conflict(format!(
+            "container {} has no network of its own to add to (it is not running, or its network is {:?})",
+            rec.name, rec.config.network
+        ))
+    })?;
+    if primary.cni.is_some() || network.starts_with("cni:") {
+        return Err(Error::Invalid(
+            "network connect works with berth's networks, not CNI ones".into(),
+        ));
+    }
+    let nets = Networks::host();
+    let n = nets.get(network)?;
+    let record = extra_record_path(&dir, &n.name);
+    if primary.network == n.name || record.exists() {
+        return Err(Error::Conflict(format!(
+            "container {} is already on network {}",
+            rec.name, n.name
+        )));
+    }
+    let ifname = (1..)
+        .map(|i| format!("eth{i}"))
+        .find(|name| {
+            !extra_records(&dir).iter().any(|p| {
+                Attachment::load(p)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|a| &a.ifname == name)
+            })
+        })
+        .expect("unbounded");
+    let mut names = vec![rec.name.clone()];
+    if hostname(rec) != rec.name {
+        names.push(hostname(rec));
+    }
+    let att = berth_net::attach::attach_extra(
+        &nets,
+        &n.name,
+        &rec.id,
+        &primary.netns,
+        &ifname,
+        &names,
+        &record,
+    )?;
+    if n.dns {
+        crate::dns::ensure(att.gateway)?;
+    }
+    let mut updated = rec.clone();
+    if !updated.config.networks.contains(&n.name) {
+        updated.config.networks.push(n.name.clone());
+        berth_monitor::record::write_json(&e.paths(&rec.id).record(), &updated)?;
+    }
+    Ok(att)
+}
+
+/// Takes the container off a further network (docker's `network disconnect`).
+pub fn disconnect_extra(e: &Engine, rec: &ContainerRecord, network: &str) -> Result<()> {
+    let dir = e.paths(&rec.id).dir;
+    let name = Networks::host()
+        .get(network)
+        .map(|n| n.name)
+        .unwrap_or_else(|_| network.to_string());
+    let record = extra_record_path(&dir, &name);
+    let remembered = rec.config.networks.contains(&name);
+    match Attachment::load(&record)? {
+        Some(att) => berth_net::attach::teardown(&att),
+        None if remembered => {}
+        None => {
+            return Err(Error::NotFound(format!(
+                "container {} is not on network {name}{}",
+                rec.name,
+                if attachment(&dir).is_some_and(|a| a.network == name) {
+                    " as a further network (its first network goes with the container)"
+                } else {
+                    ""
+                }
+            )))
+        }
+    }
+    let _ = std::fs::remove_file(&record);
+    let mut updated = rec.clone();
+    updated.config.networks.retain(|n| n != &name);
+    berth_monitor::record::write_json(&e.paths(&rec.id).record(), &updated)?;
+    Ok(())
+}
+
+/// Takes the container whose directory is `dir` off its networks, if it is on any.
 pub fn disconnect(dir: &Path) {
+    for extra in extra_records(dir) {
+        if let Ok(Some(att)) = Attachment::load(&extra) {
+            berth_net::attach::teardown(&att);
+        }
+        let _ = std::fs::remove_file(&extra);
+    }
     let record = record_path(dir);
     if let Ok(Some(att)) = Attachment::load(&record) {
         berth_net::attach::teardown(&att);
@@ -241,4 +358,14 @@ pub fn disconnect(dir: &Path) {
 /// The container's address and published ports, for `inspect` and `ps`.
 pub fn attachment(dir: &Path) -> Option<Attachment> {
     Attachment::load(&record_path(dir)).ok().flatten()
+}
+
+/// The container's further networks (`network connect`), for `inspect`.
+pub fn extra_attachments(dir: &Path) -> Vec<Attachment> {
+    let mut v: Vec<Attachment> = extra_records(dir)
+        .iter()
+        .filter_map(|p| Attachment::load(p).ok().flatten())
+        .collect();
+    v.sort_by(|a, b| a.ifname.cmp(&b.ifname));
+    v
 }

@@ -86,6 +86,10 @@ pub struct RunConfig {
     /// `--network`: "bridge" (the default network), a network's name, "none", "host",
     /// "container:ID".
     pub network: String,
+    /// Further networks (`berth network connect`), joined at each start after the
+    /// first.
+    #[serde(default)]
+    pub networks: Vec<String>,
     /// `-p` values as given (`[hostIP:][hostPort:]containerPort[/proto]`).
     #[serde(default)]
     pub publish: Vec<String>,

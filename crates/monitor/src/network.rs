@@ -24,10 +24,24 @@ fn nft(script: &str) -> bool {
     c.wait().is_ok_and(|s| s.success())
 }
 
-/// Tears down the network of the container whose directory is `dir`, if it has one.
+/// Tears down the networks of the container whose directory is `dir`, if it has any:
+/// further networks (`net-NAME.json`) first, then its own (`net.json`), whose
+/// namespace takes every interface with it.
 pub fn teardown(dir: &Path) {
-    let record = dir.join("net.json");
-    let Ok(text) = std::fs::read(&record) else {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("net-") && name.ends_with(".json") {
+                teardown_record(&e.path());
+            }
+        }
+    }
+    teardown_record(&dir.join("net.json"));
+}
+
+fn teardown_record(record: &Path) {
+    let dir = record.parent().unwrap_or(Path::new("/"));
+    let Ok(text) = std::fs::read(record) else {
         return;
     };
     let Ok(att) = serde_json::from_slice::<Value>(&text) else {
@@ -66,11 +80,11 @@ pub fn teardown(dir: &Path) {
             }
         }
     }
-    if let Some(ns) = att["netns"].as_str() {
+    if let Some(ns) = att["netns"].as_str().filter(|_| att["extra"] != true) {
         let _ = rustix::mount::unmount(ns, rustix::mount::UnmountFlags::DETACH);
         let _ = std::fs::remove_file(ns);
     }
-    let _ = std::fs::remove_file(&record);
+    let _ = std::fs::remove_file(record);
 }
 
 /// Whether the lease file at `p` is `id`'s (its first line).

@@ -42,6 +42,13 @@ pub struct Attachment {
     pub leases: PathBuf,
     /// The nft statements that withdraw the published ports.
     pub withdraw: String,
+    /// The interface in the container (empty: eth0).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ifname: String,
+    /// A further network of a running container (`network connect`): its teardown
+    /// leaves the namespace alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub extra: bool,
     /// For a CNI network: the configuration list and ADD's result (DEL needs both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniState>,
@@ -93,9 +100,46 @@ pub fn attach(
     network: &str,
     id: &str,
     netns: &Path,
+    ports: Vec<PortMap>,
+    names: &[String],
+    record: &Path,
+) -> Result<Attachment> {
+    attach_on(nets, network, id, netns, ports, names, record, None)
+}
+
+/// Connects the running container `id`, whose namespace is at `netns`, to a further
+/// network as interface `ifname` (no default route: the first network keeps it).
+pub fn attach_extra(
+    nets: &Networks,
+    network: &str,
+    id: &str,
+    netns: &Path,
+    ifname: &str,
+    names: &[String],
+    record: &Path,
+) -> Result<Attachment> {
+    attach_on(
+        nets,
+        network,
+        id,
+        netns,
+        Vec::new(),
+        names,
+        record,
+        Some(ifname),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attach_on(
+    nets: &Networks,
+    network: &str,
+    id: &str,
+    netns: &Path,
     mut ports: Vec<PortMap>,
     names: &[String],
     record: &Path,
+    extra: Option<&str>,
 ) -> Result<Attachment> {
     let n = nets.get(network)?;
     if n.dns {
@@ -120,7 +164,11 @@ pub fn attach(
         network_id: n.id.clone(),
         bridge: n.bridge.clone(),
         netns: netns.to_path_buf(),
-        host_veth: format!("veth{short}"),
+        host_veth: match extra {
+            None => format!("veth{short}"),
+            // One per network: the network's ID tells them apart.
+            Some(_) => format!("vx{}{}", &id[..id.len().min(9)], &n.id[..4]),
+        },
         ip: None,
         prefix: n.subnet.prefix_len(),
         gateway: n.gateway,
@@ -128,6 +176,8 @@ pub fn attach(
         ports: Vec::new(),
         leases: nets.leases(&n.name).dir().to_path_buf(),
         withdraw: crate::nft::withdraw_script(&ports),
+        ifname: extra.unwrap_or("").to_string(),
+        extra: extra.is_some(),
         cni: None,
     };
     att.save(record)?;
@@ -157,14 +207,28 @@ pub fn attach(
             n.gateway,
             n.subnet.prefix_len(),
         );
-        crate::link::in_new_netns(netns, |outside, inside, ns| async move {
-            let idx = crate::link::ensure_bridge(&outside, &bridge, gw, prefix, mtu).await?;
-            crate::nft::allow_localhost(&bridge);
-            crate::link::create_veth(&outside, &host, "eth0", mac, mtu, idx, ns.as_raw_fd())
-                .await?;
-            fault("net-after-veth");
-            crate::link::configure_inside(&inside, "eth0", ip, prefix, gw).await
-        })?;
+        match extra {
+            None => crate::link::in_new_netns(netns, |outside, inside, ns| async move {
+                let idx = crate::link::ensure_bridge(&outside, &bridge, gw, prefix, mtu).await?;
+                crate::nft::allow_localhost(&bridge);
+                crate::link::create_veth(&outside, &host, "eth0", mac, mtu, idx, ns.as_raw_fd())
+                    .await?;
+                fault("net-after-veth");
+                crate::link::configure_inside(&inside, "eth0", ip, prefix, Some(gw)).await
+            })?,
+            Some(ifname) => {
+                let ns = crate::netns::open(netns)?;
+                let raw = ns.as_raw_fd();
+                crate::link::run(|outside| async move {
+                    let idx =
+                        crate::link::ensure_bridge(&outside, &bridge, gw, prefix, mtu).await?;
+                    crate::link::create_veth(&outside, &host, ifname, mac, mtu, idx, raw).await
+                })?;
+                crate::link::in_netns(std::os::fd::AsFd::as_fd(&ns), |inside| async move {
+                    crate::link::configure_inside(&inside, ifname, ip, prefix, None).await
+                })?;
+            }
+        }
         if !ports.is_empty() {
             crate::nft::apply(&crate::nft::publish_script(&ports, ip)).map_err(|e| {
                 if e.to_string().contains("File exists") {
@@ -215,6 +279,8 @@ pub fn attach_cni(
         ports: ports.clone(),
         leases: PathBuf::new(),
         withdraw: String::new(),
+        ifname: String::new(),
+        extra: false,
         cni: Some(CniState {
             list: list.clone(),
             result: serde_json::Value::Null,
@@ -283,7 +349,9 @@ pub fn teardown(att: &Attachment) {
     }
     crate::nft::withdraw(&att.withdraw);
     crate::ipam::Leases::new(att.leases.clone()).release_all(&att.container);
-    crate::netns::remove(&att.netns);
+    if !att.extra {
+        crate::netns::remove(&att.netns);
+    }
     let host = att.host_veth.clone();
     let _ = crate::link::run(|h| async move { crate::link::delete(&h, &host).await });
 }

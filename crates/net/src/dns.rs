@@ -25,14 +25,29 @@ pub const HOLD: &str = "/run/berth/dns.hold";
 /// How long answers may be cached: containers come and go.
 const TTL: u32 = 10;
 
-/// The answer to a question for `name` on network `net`, if a container there has it.
-fn lookup(nets: &Networks, net: &str, name: &str) -> Option<Ipv4Addr> {
+/// The answer to a question for `name` asked from `asker` on network `net`: a
+/// container with that name on `net`, or on any other network the asking container is
+/// also on (`network connect`).
+fn lookup(nets: &Networks, net: &str, asker: Option<Ipv4Addr>, name: &str) -> Option<Ipv4Addr> {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    nets.leases(net)
-        .all_named()
+    let find = |network: &str| {
+        nets.leases(network)
+            .all_named()
+            .into_iter()
+            .find(|(_, _, names)| names.iter().any(|n| n.to_ascii_lowercase() == name))
+            .map(|(ip, _, _)| ip)
+    };
+    if let Some(ip) = find(net) {
+        return Some(ip);
+    }
+    let here = nets.leases(net).all();
+    let holder = here.iter().find(|(ip, _)| Some(*ip) == asker)?.1.clone();
+    nets.list()
+        .ok()?
         .into_iter()
-        .find(|(_, _, names)| names.iter().any(|n| n.to_ascii_lowercase() == name))
-        .map(|(ip, _, _)| ip)
+        .filter(|n| n.dns && n.name != net)
+        .filter(|n| nets.leases(&n.name).all().iter().any(|(_, h)| *h == holder))
+        .find_map(|n| find(&n.name))
 }
 
 /// The host's first name server (the server runs in the host's network namespace, so
@@ -48,12 +63,17 @@ fn upstream() -> Option<SocketAddr> {
     })
 }
 
-/// Answers one query packet arriving on network `net`; None to stay silent.
-pub fn answer(nets: &Networks, net: &str, packet: &[u8]) -> Option<Vec<u8>> {
+/// Answers one query packet arriving on network `net` from `from`; None to stay
+/// silent.
+pub fn answer(nets: &Networks, net: &str, from: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
     let q = Message::from_vec(packet).ok()?;
     let question = q.queries().first()?.clone();
     let name = question.name().to_ascii();
-    let found = lookup(nets, net, &name);
+    let asker = match from.ip() {
+        std::net::IpAddr::V4(v4) => Some(v4),
+        std::net::IpAddr::V6(_) => None,
+    };
+    let found = lookup(nets, net, asker, &name);
     if found.is_none() {
         return relay(packet);
     }
@@ -177,7 +197,7 @@ pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
             let net = names[i].clone();
             let s = &sockets[&net];
             while let Ok((n, from)) = s.recv_from(&mut buf) {
-                if let Some(reply) = answer(nets, &net, &buf[..n]) {
+                if let Some(reply) = answer(nets, &net, from, &buf[..n]) {
                     let _ = s.send_to(&reply, from);
                 }
             }

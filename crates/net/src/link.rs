@@ -251,13 +251,13 @@ pub async fn create_veth(
 }
 
 /// Inside a container's namespace: brings `ifname` and the loopback up, gives `ifname`
-/// `addr`/`prefix` and routes everything else through `gateway`.
+/// `addr`/`prefix` and (with a `gateway`) routes everything else through it.
 pub async fn configure_inside(
     h: &Handle,
     ifname: &str,
     addr: Ipv4Addr,
     prefix: u8,
-    gateway: Ipv4Addr,
+    gateway: Option<Ipv4Addr>,
 ) -> Result<()> {
     // A new namespace numbers its links in order: lo is 1, the veth end made in it 2.
     let idx = index_of(h, ifname)
@@ -288,6 +288,10 @@ pub async fn configure_inside(
     lo?;
     up?;
     address?;
+    // A second network's interface gets its subnet's route only.
+    let Some(gateway) = gateway else {
+        return Ok(());
+    };
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .gateway(gateway)
         .output_interface(idx)
