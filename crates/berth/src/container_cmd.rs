@@ -830,19 +830,9 @@ fn network_settings(e: &Engine, r: &ContainerRecord) -> Value {
                 }
             }
         }
-        networks.insert(
-            a.network.clone(),
-            json!({
-                "NetworkID": a.network_id,
-                "EndpointID": a.host_veth,
-                "Gateway": a.gateway.to_string(),
-                "IPAddress": a.ip.map(|i| i.to_string()).unwrap_or_default(),
-                "IPPrefixLen": a.prefix,
-                "MacAddress": a.mac,
-                "Aliases": [r.name.clone()],
-            }),
-        );
-        for x in berth_engine::network::extra_attachments(&e.paths(&r.id).dir) {
+        for x in std::iter::once(a.clone()).chain(berth_engine::network::extra_attachments(
+            &e.paths(&r.id).dir,
+        )) {
             networks.insert(
                 x.network.clone(),
                 json!({

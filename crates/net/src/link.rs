@@ -243,11 +243,20 @@ pub async fn create_veth(
         .up()
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
-    h.link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(|e| Error::netlink(format!("create veth pair {host}/{ifname}"), e))
+    match h.link().add(msg.clone()).execute().await {
+        // The same container's previous veth: the kernel destroys a released namespace
+        // (and the veth in it) asynchronously, so a quick restart can find it still
+        // there. It is stale: delete it and try again.
+        Err(e) if errno(&e) == Some(EEXIST) => {
+            delete(h, host).await?;
+            h.link()
+                .add(msg)
+                .execute()
+                .await
+                .map_err(|e| Error::netlink(format!("create veth pair {host}/{ifname}"), e))
+        }
+        r => r.map_err(|e| Error::netlink(format!("create veth pair {host}/{ifname}"), e)),
+    }
 }
 
 /// Inside a container's namespace: brings `ifname` and the loopback up, gives `ifname`

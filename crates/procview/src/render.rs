@@ -220,3 +220,75 @@ pub fn loadavg(avgs: (f64, f64, f64), running: usize, total: usize) -> String {
         avgs.0, avgs.1, avgs.2
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cgroup v2 directory as the kernel lays it out, for a container with 256 MiB
+    /// and 1.5 CPUs on CPUs 0-1 (this host's cgroup2 mount has no controllers, so the
+    /// v2 reading is checked against files written the kernel's way).
+    fn v2_fixture() -> (tempfile::TempDir, Cgroups) {
+        let d = tempfile::tempdir().unwrap();
+        let w = |f: &str, v: &str| std::fs::write(d.path().join(f), v).unwrap();
+        w("memory.max", "268435456\n");
+        w("memory.current", "41943040\n");
+        w(
+            "memory.stat",
+            "anon 20971520\nfile 10485760\nkernel 1048576\n",
+        );
+        w("memory.swap.max", "max\n");
+        w("cpu.max", "150000 100000\n");
+        w("cpuset.cpus.effective", "0-1\n");
+        w(
+            "cpu.stat",
+            "usage_usec 3000000\nuser_usec 2000000\nsystem_usec 1000000\n",
+        );
+        w(
+            "io.stat",
+            "8:0 rbytes=1048576 wbytes=2097152 rios=10 wios=20 dbytes=0 dios=0\n",
+        );
+        w("cgroup.procs", "");
+        let cg = Cgroups {
+            v1: Vec::new(),
+            v2: Some(d.path().to_path_buf()),
+        };
+        (d, cg)
+    }
+
+    #[test]
+    fn cgroup_v2_limits_become_the_files() {
+        let (_d, cg) = v2_fixture();
+        assert_eq!(cg.memory_limit(), Some(268435456));
+        assert_eq!(cg.memory_usage(), Some((41943040 - 10485760, 10485760)));
+        assert_eq!(cg.swap_limit(), None);
+        assert_eq!(cg.cpu_quota(), Some(1.5));
+        assert_eq!(visible_cpus(&cg), vec![0, 1]);
+        assert_eq!(cg.cpu_usage(), (2_000_000_000, 1_000_000_000));
+        let io = cg.io_counters();
+        assert_eq!(io["8:0"].reads, 10);
+        assert_eq!(io["8:0"].write_bytes, 2097152);
+        let mem = meminfo(&cg);
+        let field = |k: &str| {
+            mem.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap()
+        };
+        assert_eq!(field("MemTotal:"), 262144);
+        assert_eq!(field("MemAvailable:"), 262144 - 30720);
+        assert_eq!(field("Cached:"), 10240);
+        assert_eq!(cpu_online(&cg), "0-1\n");
+        let stat = stat(&cg);
+        assert!(stat.starts_with("cpu  200 0 100 "), "{stat}");
+        assert!(stat.contains("\ncpu1 100 0 50 "), "{stat}");
+    }
+
+    #[test]
+    fn a_reader_without_limits_sees_the_host() {
+        let cg = Cgroups::default();
+        let total = |t: &str| t.lines().next().unwrap_or("").to_string();
+        assert_eq!(total(&meminfo(&cg)), total(&host("meminfo")));
+        assert_eq!(visible_cpus(&cg).len(), host_cpus().len());
+    }
+}
