@@ -842,6 +842,9 @@ fn network_settings(e: &Engine, r: &ContainerRecord) -> Value {
                     "IPAddress": x.ip.map(|i| i.to_string()).unwrap_or_default(),
                     "IPPrefixLen": x.prefix,
                     "MacAddress": x.mac,
+                    "GlobalIPv6Address": x.ip6.map(|i| i.to_string()).unwrap_or_default(),
+                    "GlobalIPv6PrefixLen": x.prefix6,
+                    "IPv6Gateway": x.gateway6.map(|i| i.to_string()).unwrap_or_default(),
                     "Aliases": [r.name.clone()],
                 }),
             );
@@ -859,6 +862,9 @@ fn network_settings(e: &Engine, r: &ContainerRecord) -> Value {
         "IPPrefixLen": att.as_ref().map_or(0, |a| a.prefix),
         "Gateway": att.as_ref().map(|a| a.gateway.to_string()).unwrap_or_default(),
         "MacAddress": att.as_ref().map(|a| a.mac.clone()).unwrap_or_default(),
+        "GlobalIPv6Address": att.as_ref().and_then(|a| a.ip6).map(|i| i.to_string()).unwrap_or_default(),
+        "GlobalIPv6PrefixLen": att.as_ref().map_or(0, |a| a.prefix6),
+        "IPv6Gateway": att.as_ref().and_then(|a| a.gateway6).map(|i| i.to_string()).unwrap_or_default(),
         "Networks": networks,
     })
 }

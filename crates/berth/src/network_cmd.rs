@@ -15,9 +15,13 @@ use crate::Ctx;
 pub enum NetworkCommand {
     /// Create a bridge network (containers on it reach each other by name).
     Create {
-        /// Subnet in CIDR form (default: the next free 10.90.N.0/24).
+        /// Subnet in CIDR form (default: the next free 10.90.N.0/24); give an IPv6 one
+        /// too (a /64 to /96) for IPv6.
         #[arg(long)]
-        subnet: Option<String>,
+        subnet: Vec<String>,
+        /// IPv6 as well (default subnet: the next free fdb7:0:N::/64).
+        #[arg(long)]
+        ipv6: bool,
         /// Gateway address (default: the subnet's first).
         #[arg(long)]
         gateway: Option<String>,
@@ -103,8 +107,10 @@ fn inspect_json(ctx: &Ctx, nets: &Networks, n: &Network) -> anyhow::Result<Value
         "Created": n.created,
         "Scope": "local",
         "Driver": "bridge",
-        "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Config": [{"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()}]},
+        "EnableIPv6": n.subnet6.is_some(),
+        "IPAM": {"Driver": "default", "Config": std::iter::once(json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()}))
+            .chain(n.subnet6.map(|s| json!({"Subnet": s.to_string(), "Gateway": n.gateway6().map(|g| g.to_string()).unwrap_or_default()})))
+            .collect::<Vec<_>>()},
         "Internal": false,
         "Containers": containers,
         "Options": {"com.docker.network.bridge.name": n.bridge, "com.docker.network.driver.mtu": n.mtu.to_string()},
@@ -118,6 +124,7 @@ pub fn network(ctx: &Ctx, c: NetworkCommand) -> anyhow::Result<()> {
     match c {
         NetworkCommand::Create {
             subnet,
+            ipv6,
             gateway,
             driver,
             opt,
@@ -146,12 +153,19 @@ pub fn network(ctx: &Ctx, c: NetworkCommand) -> anyhow::Result<()> {
                     (k.to_string(), v.to_string())
                 })
                 .collect();
+            let (v6, v4): (Vec<String>, Vec<String>) =
+                subnet.into_iter().partition(|s| s.contains(':'));
+            if v4.len() > 1 || v6.len() > 1 {
+                bail!("--subnet: give at most one IPv4 and one IPv6 subnet");
+            }
             let n = nets.create(&NewNetwork {
                 name,
-                subnet,
+                subnet: v4.into_iter().next(),
                 gateway,
                 mtu,
                 labels,
+                ipv6: ipv6 || !v6.is_empty(),
+                subnet6: v6.into_iter().next(),
             })?;
             println!("{}", n.id);
         }

@@ -584,3 +584,59 @@ fn cni_plugins_wire_a_container_and_take_it_down() {
     assert!(!std::path::Path::new("/run/berth/netns").join(&id).exists());
     let _ = Command::new("ip").args(["link", "del", &bridge]).status();
 }
+
+#[test]
+fn ipv6_networks_give_both_addresses_and_names() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let net = format!("six{}", std::process::id());
+    env.ok(&["network", "create", "--ipv6", &net]);
+    let info: Value = serde_json::from_str(&env.ok(&["network", "inspect", &net])).unwrap();
+    assert_eq!(info[0]["EnableIPv6"], true);
+    let gw6 = info[0]["IPAM"]["Config"][1]["Gateway"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(gw6.starts_with("fdb7:"), "{info}");
+    for n in ["a6", "b6"] {
+        env.ok(&[
+            "run",
+            "-d",
+            "--name",
+            n,
+            "--network",
+            &net,
+            "busybox:1",
+            "sleep",
+            "60",
+        ]);
+    }
+    let a6 = inspect(&env, "a6")["NetworkSettings"]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(a6.starts_with("fdb7:"), "{a6}");
+    let o = env.ok(&[
+        "exec",
+        "b6",
+        "sh",
+        "-c",
+        &format!(
+            "ip -6 route; ping -6 -c1 -W2 {a6} | grep received; ping -6 -c1 -W2 a6 | grep received"
+        ),
+    ]);
+    assert!(o.contains(&format!("default via {gw6}")), "{o}");
+    assert_eq!(o.matches("1 packets received").count(), 2, "{o}");
+    // The host reaches it across the bridge too.
+    let ping = Command::new("/bin/busybox")
+        .args(["ping", "-6", "-c1", "-W2", &a6])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{ping:?}");
+    let e = env.fails(&["network", "create", "--subnet", "fdb7:9::/120", "tiny6"]);
+    assert!(e.contains("/64 to /96"), "{e}");
+    let ids = vec![id_of(&env, "a6"), id_of(&env, "b6")];
+    env.ok(&["rm", "-f", "a6", "b6"]);
+    env.ok(&["network", "rm", &net]);
+    assert_no_net_leftovers(&ids);
+}

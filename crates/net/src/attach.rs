@@ -42,6 +42,15 @@ pub struct Attachment {
     pub leases: PathBuf,
     /// The nft statements that withdraw the published ports.
     pub withdraw: String,
+    /// The container's IPv6 address, on a network with IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
+    /// The IPv6 subnet's prefix length.
+    #[serde(default)]
+    pub prefix6: u8,
+    /// The IPv6 default route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// The interface in the container (empty: eth0).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ifname: String,
@@ -176,6 +185,9 @@ fn attach_on(
         ports: Vec::new(),
         leases: nets.leases(&n.name).dir().to_path_buf(),
         withdraw: crate::nft::withdraw_script(&ports),
+        ip6: None,
+        prefix6: n.subnet6.map_or(0, |s| s.prefix_len()),
+        gateway6: n.gateway6(),
         ifname: extra.unwrap_or("").to_string(),
         extra: extra.is_some(),
         cni: None,
@@ -187,6 +199,9 @@ fn attach_on(
             .allocate(&n.name, n.subnet, n.gateway, id, names)?;
         let mac = mac_for(ip);
         att.ip = Some(ip);
+        att.ip6 = n.ipv6_for(ip);
+        let bridge6 = n.gateway6().map(|g| (g, att.prefix6));
+        let inside6 = att.ip6.zip(att.gateway6).map(|(a, g)| (a, att.prefix6, g));
         att.mac = mac
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -209,23 +224,25 @@ fn attach_on(
         );
         match extra {
             None => crate::link::in_new_netns(netns, |outside, inside, ns| async move {
-                let idx = crate::link::ensure_bridge(&outside, &bridge, gw, prefix, mtu).await?;
+                let idx =
+                    crate::link::ensure_bridge(&outside, &bridge, gw, prefix, mtu, bridge6).await?;
                 crate::nft::allow_localhost(&bridge);
                 crate::link::create_veth(&outside, &host, "eth0", mac, mtu, idx, ns.as_raw_fd())
                     .await?;
                 fault("net-after-veth");
-                crate::link::configure_inside(&inside, "eth0", ip, prefix, Some(gw)).await
+                crate::link::configure_inside(&inside, "eth0", ip, prefix, Some(gw), inside6).await
             })?,
             Some(ifname) => {
                 let ns = crate::netns::open(netns)?;
                 let raw = ns.as_raw_fd();
                 crate::link::run(|outside| async move {
                     let idx =
-                        crate::link::ensure_bridge(&outside, &bridge, gw, prefix, mtu).await?;
+                        crate::link::ensure_bridge(&outside, &bridge, gw, prefix, mtu, bridge6)
+                            .await?;
                     crate::link::create_veth(&outside, &host, ifname, mac, mtu, idx, raw).await
                 })?;
                 crate::link::in_netns(std::os::fd::AsFd::as_fd(&ns), |inside| async move {
-                    crate::link::configure_inside(&inside, ifname, ip, prefix, None).await
+                    crate::link::configure_inside(&inside, ifname, ip, prefix, None, inside6).await
                 })?;
             }
         }
@@ -279,6 +296,9 @@ pub fn attach_cni(
         ports: ports.clone(),
         leases: PathBuf::new(),
         withdraw: String::new(),
+        ip6: None,
+        prefix6: 0,
+        gateway6: None,
         ifname: String::new(),
         extra: false,
         cni: Some(CniState {

@@ -11,7 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+use hickory_proto::rr::{
+    rdata::{A, AAAA},
+    RData, Record, RecordType,
+};
 
 use crate::network::Networks;
 
@@ -28,14 +31,19 @@ const TTL: u32 = 10;
 /// The answer to a question for `name` asked from `asker` on network `net`: a
 /// container with that name on `net`, or on any other network the asking container is
 /// also on (`network connect`).
-fn lookup(nets: &Networks, net: &str, asker: Option<Ipv4Addr>, name: &str) -> Option<Ipv4Addr> {
+fn lookup(
+    nets: &Networks,
+    net: &str,
+    asker: Option<Ipv4Addr>,
+    name: &str,
+) -> Option<(Ipv4Addr, String)> {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     let find = |network: &str| {
         nets.leases(network)
             .all_named()
             .into_iter()
             .find(|(_, _, names)| names.iter().any(|n| n.to_ascii_lowercase() == name))
-            .map(|(ip, _, _)| ip)
+            .map(|(ip, _, _)| (ip, network.to_string()))
     };
     if let Some(ip) = find(net) {
         return Some(ip);
@@ -86,14 +94,26 @@ pub fn answer(nets: &Networks, net: &str, from: SocketAddr, packet: &[u8]) -> Op
         .set_authoritative(true)
         .set_response_code(ResponseCode::NoError)
         .add_query(question.clone());
-    // A container known here but asked for another type (AAAA): an empty answer, so
-    // that resolvers do not wait for one.
-    if let (Some(ip), RecordType::A) = (found, question.query_type()) {
-        r.add_answer(Record::from_rdata(
-            question.name().clone(),
-            TTL,
-            RData::A(A(ip)),
-        ));
+    // A container known here but asked for a type it lacks (AAAA on a network without
+    // IPv6): an empty answer, so that resolvers do not wait for one.
+    match (found, question.query_type()) {
+        (Some((ip, _)), RecordType::A) => {
+            r.add_answer(Record::from_rdata(
+                question.name().clone(),
+                TTL,
+                RData::A(A(ip)),
+            ));
+        }
+        (Some((ip, network)), RecordType::AAAA) => {
+            if let Some(v6) = nets.get(&network).ok().and_then(|n| n.ipv6_for(ip)) {
+                r.add_answer(Record::from_rdata(
+                    question.name().clone(),
+                    TTL,
+                    RData::AAAA(AAAA(v6)),
+                ));
+            }
+        }
+        _ => {}
     }
     r.to_vec().ok()
 }

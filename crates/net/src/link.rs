@@ -157,6 +157,7 @@ pub async fn ensure_bridge(
     gateway: Ipv4Addr,
     prefix: u8,
     mtu: u32,
+    v6: Option<(std::net::Ipv6Addr, u8)>,
 ) -> Result<u32> {
     // The common case, a bridge already up: one request.
     let mut links = h.link().get().match_name(name.to_string()).execute();
@@ -208,12 +209,41 @@ pub async fn ensure_bridge(
             ))
         }
     }
+    if let Some((g6, p6)) = v6 {
+        match add_address_nodad(h, idx, IpAddr::V6(g6), p6).await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(EEXIST) => {}
+            Err(e) => {
+                return Err(Error::netlink(
+                    format!("give bridge {name} the address {g6}/{p6}"),
+                    e,
+                ))
+            }
+        }
+    }
     h.link()
         .set(LinkUnspec::new_with_index(idx).up().build())
         .execute()
         .await
         .map_err(|e| Error::netlink(format!("bring bridge {name} up"), e))?;
     Ok(idx)
+}
+
+/// Adds an address without duplicate address detection (an IPv6 address is otherwise
+/// unusable for a second or two while the kernel probes for it).
+async fn add_address_nodad(
+    h: &Handle,
+    idx: u32,
+    addr: IpAddr,
+    prefix: u8,
+) -> std::result::Result<(), rtnetlink::Error> {
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+    let mut req = h.address().add(idx, addr, prefix);
+    let m = req.message_mut();
+    m.header.flags |= AddressHeaderFlags::Nodad;
+    m.attributes
+        .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    req.execute().await
 }
 
 /// Creates the veth pair `host`/`ifname` in one request: `host` attached to the bridge
@@ -260,13 +290,15 @@ pub async fn create_veth(
 }
 
 /// Inside a container's namespace: brings `ifname` and the loopback up, gives `ifname`
-/// `addr`/`prefix` and (with a `gateway`) routes everything else through it.
+/// `addr`/`prefix` (and with `v6` an IPv6 address/prefix) and, with a `gateway`,
+/// routes everything else through it (and IPv6 through `v6`'s gateway).
 pub async fn configure_inside(
     h: &Handle,
     ifname: &str,
     addr: Ipv4Addr,
     prefix: u8,
     gateway: Option<Ipv4Addr>,
+    v6: Option<(std::net::Ipv6Addr, u8, std::net::Ipv6Addr)>,
 ) -> Result<()> {
     // A new namespace numbers its links in order: lo is 1, the veth end made in it 2.
     let idx = index_of(h, ifname)
@@ -297,6 +329,11 @@ pub async fn configure_inside(
     lo?;
     up?;
     address?;
+    if let Some((a6, p6, _)) = v6 {
+        add_address_nodad(h, idx, IpAddr::V6(a6), p6)
+            .await
+            .map_err(|e| Error::netlink(format!("give {ifname} the address {a6}/{p6}"), e))?;
+    }
     // A second network's interface gets its subnet's route only.
     let Some(gateway) = gateway else {
         return Ok(());
@@ -309,7 +346,19 @@ pub async fn configure_inside(
         .add(route)
         .execute()
         .await
-        .map_err(|e| Error::netlink(format!("route through {gateway}"), e))
+        .map_err(|e| Error::netlink(format!("route through {gateway}"), e))?;
+    if let Some((_, _, g6)) = v6 {
+        let route6 = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .gateway(g6)
+            .output_interface(idx)
+            .build();
+        h.route()
+            .add(route6)
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("route through {g6}"), e))?;
+    }
+    Ok(())
 }
 
 /// Deletes link `name` if it exists.

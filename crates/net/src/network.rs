@@ -2,10 +2,10 @@
 //! host's network root (see [`Networks::host`]). `bridge` (berth0, 10.87.0.0/16) is the default, made on first use; others are
 //! made by `berth network create` and get 10.90.N.0/24 unless given a subnet.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
@@ -27,6 +27,11 @@ pub struct Network {
     pub subnet: Ipv4Net,
     /// The bridge's address, the containers' default route.
     pub gateway: Ipv4Addr,
+    /// The IPv6 subnet, when the network has IPv6 (`--ipv6`): a container's IPv6
+    /// address is this prefix with its IPv4 address as the last 32 bits, so the IPv4
+    /// lease covers both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
     /// The MTU of the bridge and of the containers' interfaces.
     pub mtu: u32,
     /// Whether containers reach each other by name (user-defined networks).
@@ -56,6 +61,45 @@ pub struct NewNetwork {
     pub mtu: Option<u32>,
     /// `--label`.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--ipv6`: IPv6 too.
+    pub ipv6: bool,
+    /// An IPv6 `--subnet` (a /64 to /96), else the next free fdb7:0:N::/64.
+    pub subnet6: Option<String>,
+}
+
+impl Network {
+    /// The IPv6 gateway (the prefix's first address), if the network has IPv6.
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.subnet6
+            .map(|s| Ipv6Addr::from(u128::from(s.network()) + 1))
+    }
+
+    /// The IPv6 address that goes with `v4` on this network, if it has IPv6.
+    pub fn ipv6_for(&self, v4: Ipv4Addr) -> Option<Ipv6Addr> {
+        self.subnet6
+            .map(|s| Ipv6Addr::from(u128::from(s.network()) | u128::from(u32::from(v4))))
+    }
+}
+
+/// Parses an IPv6 CIDR for a network (/64 to /96: the last 32 bits carry the IPv4).
+pub fn parse_cidr6(s: &str) -> Result<Ipv6Net> {
+    let net: Ipv6Net = s.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "--subnet {s:?} is not an IPv6 CIDR (like fdb7:0:1::/64)"
+        ))
+    })?;
+    if !(64..=96).contains(&net.prefix_len()) {
+        return Err(Error::Invalid(format!(
+            "--subnet {s}: an IPv6 subnet must be a /64 to /96 (berth puts the container's IPv4 address in its last 32 bits)"
+        )));
+    }
+    if net.network() != net.addr() {
+        return Err(Error::Invalid(format!(
+            "--subnet {s} has host bits set: did you mean {}?",
+            net.trunc()
+        )));
+    }
+    Ok(net)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -212,6 +256,7 @@ impl Networks {
             bridge: "berth0".into(),
             subnet: "10.87.0.0/16".parse().expect("valid"),
             gateway: Ipv4Addr::new(10, 87, 0, 1),
+            subnet6: None,
             mtu: 1500,
             dns: false,
             labels: Default::default(),
@@ -318,6 +363,32 @@ impl Networks {
                 "mtu {mtu} is out of range (68 to 65535)"
             )));
         }
+        let subnet6 = match (&req.subnet6, req.ipv6) {
+            (Some(s6), _) => {
+                let net = parse_cidr6(s6)?;
+                if let Some(other) = existing.iter().find(|n| {
+                    n.subnet6
+                        .is_some_and(|o| o.contains(&net.network()) || net.contains(&o.network()))
+                }) {
+                    return Err(Error::Conflict(format!(
+                        "subnet {net} overlaps network {}: choose another --subnet",
+                        other.name
+                    )));
+                }
+                Some(net)
+            }
+            (None, true) => Some(
+                (0..=u16::MAX)
+                    .map(|i| {
+                        Ipv6Net::new(Ipv6Addr::new(0xfdb7, 0, i, 0, 0, 0, 0, 0), 64).expect("valid")
+                    })
+                    .find(|s| !existing.iter().any(|n| n.subnet6 == Some(*s)))
+                    .ok_or_else(|| {
+                        Error::Conflict("no free IPv6 subnet left: give one with --subnet".into())
+                    })?,
+            ),
+            (None, false) => None,
+        };
         let id = random_id();
         let n = Network {
             name: req.name.clone(),
@@ -325,6 +396,7 @@ impl Networks {
             id,
             subnet,
             gateway,
+            subnet6,
             mtu,
             dns: true,
             labels: req.labels.clone(),
@@ -432,5 +504,28 @@ mod tests {
             .to_string();
         assert!(e.contains("not allowed"), "{e}");
         assert_eq!(nets.get(&a.id[..8]).unwrap().name, "a");
+    }
+}
+
+#[cfg(test)]
+mod v6_tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_subnets_carry_the_ipv4_address() {
+        let d = tempfile::tempdir().unwrap();
+        let mut n = Networks::new(d.path()).default_network().unwrap();
+        n.subnet6 = Some(parse_cidr6("fdb7:0:5::/64").unwrap());
+        assert_eq!(n.gateway6(), Some("fdb7:0:5::1".parse().unwrap()));
+        assert_eq!(
+            n.ipv6_for(Ipv4Addr::new(10, 90, 5, 7)),
+            Some("fdb7:0:5::a5a:507".parse().unwrap())
+        );
+        let e = parse_cidr6("fdb7::/120").unwrap_err().to_string();
+        assert!(e.contains("/64 to /96"), "{e}");
+        let e = parse_cidr6("fdb7::1/64").unwrap_err().to_string();
+        assert!(e.contains("did you mean fdb7::/64"), "{e}");
+        let e = parse_cidr6("10.0.0.0/8").unwrap_err().to_string();
+        assert!(e.contains("not an IPv6 CIDR"), "{e}");
     }
 }

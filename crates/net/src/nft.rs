@@ -50,6 +50,20 @@ add rule ip berth postrouting ct status dnat ip saddr @subnets oifname @bridges 
 add rule ip berth postrouting ip saddr 127.0.0.0/8 oifname @bridges masquerade
 "#;
 
+/// The IPv6 side, for networks with IPv6: outbound NAT (ULA subnets are not routed
+/// beyond the host) and the same isolation between networks.
+const BASE6: &str = r#"
+add table ip6 berth
+add set ip6 berth subnets { type ipv6_addr; flags interval; }
+add set ip6 berth bridge_pairs { type ifname . ifname; }
+add chain ip6 berth forward { type filter hook forward priority filter; policy accept; }
+flush chain ip6 berth forward
+add rule ip6 berth forward iifname . oifname @bridge_pairs drop
+add chain ip6 berth postrouting { type nat hook postrouting priority srcnat; policy accept; }
+flush chain ip6 berth postrouting
+add rule ip6 berth postrouting ip6 saddr @subnets ip6 daddr != @subnets masquerade
+"#;
+
 /// Where berth notes what it put into the kernel's ruleset since boot (tmpfs, like the
 /// ruleset itself), so that a container start costs no nft call when nothing is new.
 const MARKS: &str = "/run/berth/nft";
@@ -130,6 +144,17 @@ pub fn ensure_network(n: &Network, others: &[String]) -> Result<()> {
             p.join(", ")
         ));
     }
+    if let Some(s6) = n.subnet6 {
+        script.push_str(BASE6);
+        script.push_str(&format!("add element ip6 berth subnets {{ {s6} }}\n"));
+        if !p.is_empty() {
+            script.push_str(&format!(
+                "add element ip6 berth bridge_pairs {{ {} }}\n",
+                p.join(", ")
+            ));
+        }
+        let _ = std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", b"1");
+    }
     apply(&script)?;
     // Forwarding between the bridges and the world.
     let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1");
@@ -156,6 +181,9 @@ pub fn forget_network(n: &Network, others: &[String]) -> Result<()> {
     );
     for p in pairs(&n.bridge, others) {
         script.push_str(&format!("delete element ip berth bridge_pairs {{ {p} }}\n"));
+    }
+    if let Some(s6) = n.subnet6 {
+        script.push_str(&format!("delete element ip6 berth subnets {{ {s6} }}\n"));
     }
     // Absent elements make nft fail: then each on its own, ignoring that.
     withdraw(&script);
