@@ -63,8 +63,9 @@ impl Berth {
         let mut a = vec!["run", "-d", "--name", name];
         a.extend_from_slice(args);
         a.extend_from_slice(&["localhost/bench/busybox:1", "sleep", "600"]);
-        run(&mut self.cmd(&a))?;
+        // Named before it runs: a start that fails leaves a created container to remove.
         self.names.push(name.to_string());
+        run(&mut self.cmd(&a))?;
         Ok(())
     }
 

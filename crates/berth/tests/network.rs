@@ -72,6 +72,31 @@ fn assert_no_net_leftovers(ids: &[String]) {
     }
 }
 
+/// Removes host-wide networks a test made, also when it fails (networks are the
+/// host's, not the test's state root's). Declare it before the test's `Env`, so that
+/// the containers go first.
+struct Networks(Vec<String>);
+
+impl Drop for Networks {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new(bin())
+                .args(["network", "rm", n])
+                .stdin(std::process::Stdio::null())
+                .output();
+        }
+    }
+}
+
+/// Deletes a link a test's CNI plugin made, also when the test fails.
+struct Link(String);
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
 fn id_of(env: &Env, name: &str) -> String {
     inspect(env, name)["Id"].as_str().unwrap().to_string()
 }
@@ -249,9 +274,11 @@ fn bridge_published_ports_and_outbound_nat() {
 
 #[test]
 fn user_networks_names_and_their_rules() {
+    let net = format!("n{}", std::process::id());
+    let other = format!("o{}", std::process::id());
+    let _networks = Networks(vec![net.clone(), other.clone()]);
     let env = Env::new();
     env.busybox_image("localhost/busybox:1");
-    let net = format!("n{}", std::process::id());
     let id = env.ok(&["network", "create", &net]).trim().to_string();
     let info: Value = serde_json::from_str(&env.ok(&["network", "inspect", &net])).unwrap();
     let subnet = info[0]["IPAM"]["Config"][0]["Subnet"]
@@ -327,7 +354,6 @@ fn user_networks_names_and_their_rules() {
     assert!(e.contains("already answered on network"), "{e}");
     // Networks are isolated from each other: neither the default bridge nor another
     // user network reaches db.
-    let other = format!("o{}", std::process::id());
     env.ok(&["network", "create", &other]);
     for n in [other.as_str(), "bridge"] {
         let o = env.run(&[
@@ -405,6 +431,8 @@ fn user_networks_names_and_their_rules() {
 
 #[test]
 fn network_faults_leave_nothing_behind() {
+    let net = format!("x{}", std::process::id());
+    let _networks = Networks(vec![net.clone()]);
     let env = Env::new();
     env.busybox_image("localhost/busybox:1");
     // A port a program on the host holds.
@@ -445,7 +473,6 @@ fn network_faults_leave_nothing_behind() {
     let e = env.fails(&["run", "--rm", "-p", "80:http", "busybox:1", "true"]);
     assert!(e.contains("container port \"http\" is not a port"), "{e}");
     // An exhausted subnet: a /30 has room for one container besides the gateway.
-    let net = format!("x{}", std::process::id());
     let sub = format!("10.91.{}.0/30", std::process::id() % 250);
     env.ok(&["network", "create", "--subnet", &sub, &net]);
     env.ok(&[
@@ -508,6 +535,7 @@ fn cni_plugins_wire_a_container_and_take_it_down() {
     let (conf, data) = (env.path("cni"), env.path("cni-data"));
     std::fs::create_dir_all(&conf).unwrap();
     let bridge = format!("bcni{n}");
+    let _bridge = Link(bridge.clone());
     let list = serde_json::json!({
         "cniVersion": "1.0.0", "name": "tcni",
         "plugins": [
@@ -582,14 +610,14 @@ fn cni_plugins_wire_a_container_and_take_it_down() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&nat.stdout).contains(&id[..12]));
     assert!(!std::path::Path::new("/run/berth/netns").join(&id).exists());
-    let _ = Command::new("ip").args(["link", "del", &bridge]).status();
 }
 
 #[test]
 fn ipv6_networks_give_both_addresses_and_names() {
+    let net = format!("six{}", std::process::id());
+    let _networks = Networks(vec![net.clone()]);
     let env = Env::new();
     env.busybox_image("localhost/busybox:1");
-    let net = format!("six{}", std::process::id());
     env.ok(&["network", "create", "--ipv6", &net]);
     let info: Value = serde_json::from_str(&env.ok(&["network", "inspect", &net])).unwrap();
     assert_eq!(info[0]["EnableIPv6"], true);
