@@ -1,0 +1,180 @@
+//! The conformance suite every Store backend must pass (the etcd backend will run the
+//! same), here against the SQLite backend on a real file; and a write acknowledged
+//! before a kill -9 is there after reopening.
+
+use std::time::Duration;
+
+use berth_store::sqlite::SqliteStore;
+use berth_store::{Error, Event, Store};
+
+async fn conformance<S: Store>(s: &S) {
+    // create / get / revisions
+    let a = s.create("/pods/default/a", b"1").await.unwrap();
+    assert_eq!((a.create_revision, a.mod_revision), (1, 1));
+    assert!(matches!(
+        s.create("/pods/default/a", b"x").await,
+        Err(Error::Exists(_))
+    ));
+    let b = s.create("/pods/default/b", b"2").await.unwrap();
+    s.create("/pods/other/c", b"3").await.unwrap();
+    assert_eq!(s.revision().await.unwrap(), 3);
+    assert_eq!(s.get("/pods/default/a").await.unwrap().unwrap().value, b"1");
+    assert!(s.get("/pods/default/zz").await.unwrap().is_none());
+    // update if revision
+    let a2 = s
+        .update("/pods/default/a", b"1b", a.mod_revision)
+        .await
+        .unwrap();
+    assert_eq!((a2.create_revision, a2.mod_revision), (1, 4));
+    match s.update("/pods/default/a", b"late", a.mod_revision).await {
+        Err(Error::Conflict {
+            expected: 1,
+            current: 4,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        s.update("/nope", b"x", 0).await,
+        Err(Error::NotFound(_))
+    ));
+    // list: prefix, paging, at an older revision
+    let page = s.list("/pods/default/", 0, 0, None).await.unwrap();
+    assert_eq!(page.revision, 4);
+    let keys: Vec<_> = page.items.iter().map(|k| k.key.as_str()).collect();
+    assert_eq!(keys, ["/pods/default/a", "/pods/default/b"]);
+    let p1 = s.list("/pods/", 0, 2, None).await.unwrap();
+    assert_eq!(p1.items.len(), 2);
+    let p2 = s
+        .list("/pods/", p1.revision, 2, p1.more_after.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(p2.items.len(), 1);
+    assert_eq!(p2.more_after, None);
+    let old = s.list("/pods/default/", 3, 0, None).await.unwrap();
+    assert_eq!(old.items[0].value, b"1");
+    assert!(matches!(
+        s.list("/", 99, 0, None).await,
+        Err(Error::Future { .. })
+    ));
+    // delete if revision; recreate starts a new life
+    assert!(matches!(
+        s.delete("/pods/default/b", 1).await,
+        Err(Error::Conflict { .. })
+    ));
+    let (prev, del_rev) = s.delete("/pods/default/b", b.mod_revision).await.unwrap();
+    assert_eq!((prev.value.as_slice(), del_rev), (&b"2"[..], 5));
+    assert!(s.get("/pods/default/b").await.unwrap().is_none());
+    assert!(matches!(
+        s.delete("/pods/default/b", 0).await,
+        Err(Error::NotFound(_))
+    ));
+    let b2 = s.create("/pods/default/b", b"again").await.unwrap();
+    assert_eq!(b2.create_revision, 6);
+    // watch from a revision: history, then live, prefix-filtered, in order
+    let mut w = s.watch("/pods/default/", 3).await.unwrap();
+    s.create("/pods/other/d", b"ignored").await.unwrap();
+    s.update("/pods/default/a", b"1c", 0).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), w.recv())
+            .await
+            .expect("an event")
+            .expect("open");
+        seen.push(ev);
+    }
+    let revs: Vec<i64> = seen.iter().map(Event::revision).collect();
+    assert_eq!(revs, [4, 5, 6, 8]);
+    assert!(matches!(&seen[1], Event::Delete { prev, revision: 5 } if prev.value == b"2"));
+    // compaction: old revisions answer Compacted (kube's 410 Gone); now is intact
+    s.compact(6).await.unwrap();
+    assert!(matches!(
+        s.list("/pods/", 3, 0, None).await,
+        Err(Error::Compacted { compacted: 6, .. })
+    ));
+    assert!(matches!(
+        s.watch("/pods/", 2).await,
+        Err(Error::Compacted { .. })
+    ));
+    let now = s.list("/pods/", 0, 0, None).await.unwrap();
+    let keys: Vec<_> = now
+        .items
+        .iter()
+        .map(|k| (k.key.as_str(), k.value.as_slice()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("/pods/default/a", &b"1c"[..]),
+            ("/pods/default/b", &b"again"[..]),
+            ("/pods/other/c", &b"3"[..]),
+            ("/pods/other/d", &b"ignored"[..]),
+        ]
+    );
+    assert_eq!(s.list("/pods/", 6, 0, None).await.unwrap().items.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_passes_the_conformance_suite() {
+    let d = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&d.path().join("state.db")).unwrap();
+    conformance(&s).await;
+    // Reopened, the same data and revision.
+    drop(s);
+    let s = SqliteStore::open(&d.path().join("state.db")).unwrap();
+    assert_eq!(s.revision().await.unwrap(), 8);
+    assert_eq!(
+        s.get("/pods/default/a")
+            .await
+            .unwrap()
+            .unwrap()
+            .mod_revision,
+        8
+    );
+}
+
+/// With BERTH_STORE_WRITER=PATH, this test binary is the writer: it creates keys one
+/// by one and prints each revision once the write returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    if let Ok(path) = std::env::var("BERTH_STORE_WRITER") {
+        let s = SqliteStore::open(std::path::Path::new(&path)).unwrap();
+        for i in 0.. {
+            let kv = s.create(&format!("/k/{i:06}"), b"v").await.unwrap();
+            println!("{}", kv.mod_revision);
+        }
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("state.db");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "acknowledged_writes_survive_kill_9",
+            "--nocapture",
+        ])
+        .env("BERTH_STORE_WRITER", &db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut acked = 0i64;
+    let mut line = String::new();
+    while acked < 200 {
+        line.clear();
+        if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
+            break;
+        }
+        if let Ok(r) = line.trim().parse::<i64>() {
+            acked = r;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    assert!(acked >= 200, "the writer acknowledged only {acked} writes");
+    let s = SqliteStore::open(&db).unwrap();
+    let have = s.revision().await.unwrap();
+    assert!(have >= acked, "acknowledged {acked}, found {have}");
+    let page = s.list("/k/", 0, 0, None).await.unwrap();
+    assert_eq!(page.items.len() as i64, have);
+}
