@@ -80,6 +80,29 @@ impl SqliteStore {
         })
     }
 
+    /// Compacts every `interval`, keeping the last `keep` revisions of history (what
+    /// kube-apiserver asks of etcd every five minutes), until the store is dropped
+    /// everywhere else.
+    pub fn compact_every(&self, interval: std::time::Duration, keep: i64) {
+        let weak = Arc::downgrade(&self.db);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(db) = weak.upgrade() else { return };
+                let s = SqliteStore {
+                    db,
+                    events: events.clone(),
+                };
+                if let Ok(now) = s.revision().await {
+                    if now > keep {
+                        let _ = s.compact(now - keep).await;
+                    }
+                }
+            }
+        });
+    }
+
     /// Runs `f` on the connection off the async threads.
     async fn with<T: Send + 'static>(
         &self,

@@ -178,3 +178,24 @@ async fn acknowledged_writes_survive_kill_9() {
     let page = s.list("/k/", 0, 0, None).await.unwrap();
     assert_eq!(page.items.len() as i64, have);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_compaction_keeps_recent_history() {
+    let d = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&d.path().join("state.db")).unwrap();
+    for i in 0..10 {
+        s.create(&format!("/k/{i}"), b"v").await.unwrap();
+    }
+    s.compact_every(Duration::from_millis(20), 3);
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while s.list("/k/", 6, 0, None).await.is_ok() {
+        assert!(std::time::Instant::now() < end, "never compacted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(
+        s.list("/k/", 6, 0, None).await,
+        Err(Error::Compacted { compacted: 7, .. })
+    ));
+    assert_eq!(s.list("/k/", 7, 0, None).await.unwrap().items.len(), 7);
+    assert_eq!(s.list("/k/", 0, 0, None).await.unwrap().items.len(), 10);
+}
