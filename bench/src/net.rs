@@ -284,9 +284,6 @@ fn iperf(
         )
         .output()?;
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        if std::env::var_os("BENCH_DEBUG").is_some() {
-            eprintln!("{text}");
-        }
         out = Ok(text.clone());
         if !text.contains("Connection refused") {
             break;

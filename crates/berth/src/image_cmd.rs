@@ -59,10 +59,10 @@ pub enum SystemCommand {
     /// exits 30 s after the last container).
     #[command(hide = true)]
     ProcviewServe,
-    /// Answer DNS for user-defined networks (started by berth when a container joins
-    /// one; exits 30 s after the last container).
+    /// The network helper: answers DNS for user-defined networks, and 30 s after the
+    /// last container takes unused bridges and firewall tables away (started by berth).
     #[command(hide = true)]
-    DnsServe,
+    NetworkHelper,
     /// Take a container's network down from its record (the monitor runs this for CNI
     /// networks, whose plugins' DEL berth runs).
     #[command(hide = true)]
@@ -497,7 +497,7 @@ pub fn system(ctx: &Ctx, c: SystemCommand) -> anyhow::Result<()> {
             )?;
             Ok(())
         }
-        SystemCommand::DnsServe => {
+        SystemCommand::NetworkHelper => {
             berth_net::dns::serve(
                 &berth_net::network::Networks::host(),
                 std::time::Duration::from_secs(30),

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod engine;
 pub mod error;
 pub mod explain;
+pub mod helper;
 pub mod network;
 pub mod procview;
 pub mod spec;

@@ -130,18 +130,16 @@ pub fn connect(e: &Engine, rec: &ContainerRecord) -> Result<Connected> {
         &names,
         &record,
     )?;
+    // The network helper: the resolver of user networks, and the one that prunes the
+    // bridge and firewall after the last container.
     let dns = nets.get(&att.network).is_ok_and(|n| n.dns);
-    let hold = if dns {
-        match crate::dns::ensure(att.gateway) {
-            Ok(h) => Some(h),
-            Err(err) => {
-                berth_net::attach::teardown(&att);
-                let _ = std::fs::remove_file(&record);
-                return Err(err);
-            }
+    let hold = match crate::dns::ensure(dns.then_some(att.gateway)) {
+        Ok(h) => Some(h),
+        Err(err) => {
+            berth_net::attach::teardown(&att);
+            let _ = std::fs::remove_file(&record);
+            return Err(err);
         }
-    } else {
-        None
     };
     if let Err(err) = write_etc(e, rec, &att, &nets) {
         berth_net::attach::teardown(&att);
@@ -298,9 +296,7 @@ pub fn connect_extra(e: &Engine, rec: &ContainerRecord, network: &str) -> Result
         &names,
         &record,
     )?;
-    if n.dns {
-        crate::dns::ensure(att.gateway)?;
-    }
+    crate::dns::ensure(n.dns.then_some(att.gateway))?;
     let mut updated = rec.clone();
     if !updated.config.networks.contains(&n.name) {
         updated.config.networks.push(n.name.clone());

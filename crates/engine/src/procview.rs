@@ -2,14 +2,13 @@
 //! bind-mounted over /proc and /sys (unless `--procview=false`), and the one server per
 //! host is started when a container needs it and none is serving.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use berth_procview::{is_served, mountpoint, TARGETS};
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 
 /// The bind mounts of the view for config.json.
 pub fn mounts() -> Vec<Value> {
@@ -62,31 +61,14 @@ pub fn ensure() -> Result<Hold> {
 fn start_server(mp: &std::path::Path) -> Result<()> {
     // A server that died leaves a mount answering ENOTCONN: clear it first.
     let _ = rustix::mount::unmount(mp, rustix::mount::UnmountFlags::DETACH);
-    let exe = std::env::current_exe().ctx(|| "find the berth binary")?;
-    let mut cmd = Command::new(&exe);
-    cmd.args(["system", "procview-serve"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = cmd
-        .spawn()
-        .ctx(|| format!("start the /proc view server ({})", exe.display()))?;
-    let end = Instant::now() + Duration::from_secs(5);
-    while !is_served(mp) {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Err(Error::Runtime(format!(
-                "the /proc view server exited ({st}) before serving {}: is /dev/fuse available (modprobe fuse)? Or run with --procview=false",
-                mp.display()
-            )));
-        }
-        if Instant::now() > end {
-            return Err(Error::Runtime(format!(
-                "the /proc view server did not serve {} within 5 s; run with --procview=false to do without it",
-                mp.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(())
+    crate::helper::start(
+        "procview-serve",
+        "the /proc view server",
+        &format!(
+            " (serving {}): is /dev/fuse available (modprobe fuse)? Or run with --procview=false",
+            mp.display()
+        ),
+        Duration::from_secs(5),
+        || is_served(mp),
+    )
 }

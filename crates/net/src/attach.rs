@@ -150,6 +150,9 @@ fn attach_on(
     record: &Path,
     extra: Option<&str>,
 ) -> Result<Attachment> {
+    // Held while the bridge and firewall are needed and being wired, so that a prune
+    // (the last container just went) cannot take them away underneath.
+    let _lock = crate::network::lock(false)?;
     let n = nets.get(network)?;
     if n.dns {
         // Names are answered per network: two containers may not claim one.
@@ -208,13 +211,7 @@ fn attach_on(
             .collect::<Vec<_>>()
             .join(":");
         // (Not saved yet: teardown finds the lease by its holder.)
-        let others: Vec<String> = nets
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|o| o.bridge)
-            .collect();
-        crate::nft::ensure_network(&n, &others)?;
+        crate::nft::ensure_network(&n, nets)?;
         let (host, bridge, mtu, gw, prefix) = (
             att.host_veth.clone(),
             n.bridge.clone(),
@@ -226,7 +223,6 @@ fn attach_on(
             None => crate::link::in_new_netns(netns, |outside, inside, ns| async move {
                 let idx =
                     crate::link::ensure_bridge(&outside, &bridge, gw, prefix, mtu, bridge6).await?;
-                crate::nft::allow_localhost(&bridge);
                 crate::link::create_veth(&outside, &host, "eth0", mac, mtu, idx, ns.as_raw_fd())
                     .await?;
                 fault("net-after-veth");
@@ -246,6 +242,9 @@ fn attach_on(
                 })?;
             }
         }
+        // From this (the host's) thread: /proc/sys/net is the opener's namespace's, and
+        // the wiring thread above has left the host's.
+        crate::nft::allow_localhost(&n.bridge);
         if !ports.is_empty() {
             crate::nft::apply(&crate::nft::publish_script(&ports, ip)).map_err(|e| {
                 if e.to_string().contains("File exists") {

@@ -1,6 +1,8 @@
-//! The embedded DNS resolver of user-defined networks: one process per host (started
-//! by the engine when a container joins such a network, gone 30 s after the last berth
-//! container) answering on UDP port 53 of each such network's gateway. A question for a
+//! The network helper: one process per host, started by the engine with the first
+//! container on a bridge network and gone 30 s after the last berth container, when it
+//! also takes the then unused bridges and firewall tables away (see
+//! [`Networks::prune`]). Meanwhile it is the embedded DNS resolver of user-defined
+//! networks, answering on UDP port 53 of each such network's gateway. A question for a
 //! name leased on that network (a container's name or hostname) gets its address; any
 //! other question is relayed to the host's resolvers. Containers there get the gateway
 //! as their name server.
@@ -142,7 +144,8 @@ fn berth_containers() -> usize {
         .unwrap_or(0)
 }
 
-/// Serves until no berth container has existed for `idle`. Holds [`LOCK`] meanwhile.
+/// Serves until no berth container has existed for `idle`, then prunes. Holds [`LOCK`]
+/// meanwhile.
 pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
     std::fs::create_dir_all("/run/berth")?;
     let lock = std::fs::OpenOptions::new()
@@ -183,7 +186,8 @@ pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
                 quiet_since = Instant::now();
             } else if quiet_since.elapsed() >= idle {
                 // Starts in progress hold HOLD shared: retire only when none is, and
-                // only if still no container exists.
+                // only if still no container exists — taking the unused bridges and
+                // firewall tables with it.
                 let hold = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
@@ -191,6 +195,7 @@ pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
                     .open(HOLD)?;
                 rustix::fs::flock(&hold, rustix::fs::FlockOperation::LockExclusive)?;
                 if berth_containers() == 0 {
+                    let _ = nets.prune();
                     return Ok(());
                 }
                 quiet_since = Instant::now();

@@ -126,16 +126,13 @@ pub async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>> {
     match links.try_next().await {
         Ok(Some(l)) => Ok(Some(l.header.index)),
         Ok(None) => Ok(None),
-        Err(e) if errno(&e) == Some(libc_enodev()) => Ok(None),
+        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
         Err(e) => Err(Error::netlink(format!("look up link {name}"), e)),
     }
 }
 
-const fn libc_enodev() -> i32 {
-    19
-}
-
-const EEXIST: i32 = 17;
+const ENODEV: i32 = rustix::io::Errno::NODEV.raw_os_error();
+const EEXIST: i32 = rustix::io::Errno::EXIST.raw_os_error();
 
 /// Brings link `name` up.
 pub async fn set_up(h: &Handle, name: &str) -> Result<()> {
@@ -169,7 +166,7 @@ pub async fn ensure_bridge(
                 .contains(rtnetlink::packet_route::link::LinkFlags::Up),
         )),
         Ok(None) => None,
-        Err(e) if errno(&e) == Some(libc_enodev()) => None,
+        Err(e) if errno(&e) == Some(ENODEV) => None,
         Err(e) => return Err(Error::netlink(format!("look up link {name}"), e)),
     };
     drop(links);
@@ -366,7 +363,7 @@ pub async fn delete(h: &Handle, name: &str) -> Result<()> {
     if let Some(idx) = index_of(h, name).await? {
         match h.link().del(idx).execute().await {
             Ok(()) => {}
-            Err(e) if errno(&e) == Some(libc_enodev()) => {}
+            Err(e) if errno(&e) == Some(ENODEV) => {}
             Err(e) => return Err(Error::netlink(format!("delete link {name}"), e)),
         }
     }

@@ -14,6 +14,28 @@ use crate::ipam::Leases;
 /// The name of the default network.
 pub const DEFAULT: &str = "bridge";
 
+/// The lock that attaches hold shared while they wire a container, and [`Networks::prune`]
+/// exclusive while it takes unused bridges and firewall tables away.
+pub const NET_LOCK: &str = "/run/berth/net.lock";
+
+/// Takes [`NET_LOCK`] (shared or exclusive) for as long as the file is held.
+pub fn lock(exclusive: bool) -> Result<std::fs::File> {
+    std::fs::create_dir_all("/run/berth").ctx(|| "create /run/berth")?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(NET_LOCK)
+        .ctx(|| format!("open {NET_LOCK}"))?;
+    let op = if exclusive {
+        rustix::fs::FlockOperation::LockExclusive
+    } else {
+        rustix::fs::FlockOperation::LockShared
+    };
+    rustix::fs::flock(&f, op).ctx(|| format!("lock {NET_LOCK}"))?;
+    Ok(f)
+}
+
 /// A network's configuration.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Network {
@@ -404,6 +426,27 @@ impl Networks {
         };
         self.save(&n, true)?;
         Ok(n)
+    }
+
+    /// When no container holds an address on any network: deletes every network's
+    /// bridge and berth's firewall tables, so nothing of berth stays in the kernel once
+    /// the last container is gone (the next container makes them again). Returns
+    /// whether it did.
+    pub fn prune(&self) -> Result<bool> {
+        let _lock = lock(true)?;
+        let all = self.list()?;
+        if all.iter().any(|n| self.leases(&n.name).any()) {
+            return Ok(false);
+        }
+        let bridges: Vec<String> = all.into_iter().map(|n| n.bridge).collect();
+        crate::link::run(|h| async move {
+            for b in &bridges {
+                crate::link::delete(&h, b).await?;
+            }
+            Ok(())
+        })?;
+        crate::nft::forget_all();
+        Ok(true)
     }
 
     /// Removes network `name`, refusing while containers use it; deletes its bridge

@@ -124,20 +124,26 @@ fn pairs(bridge: &str, others: &[String]) -> Vec<String> {
 }
 
 /// Makes sure the table exists and network `n` is in it — its subnet NATed, and no
-/// forwarding between its bridge and `others` (the other networks' bridges), as docker
-/// isolates its networks — and that the kernel forwards; cheap when already done since
-/// boot.
-pub fn ensure_network(n: &Network, others: &[String]) -> Result<()> {
+/// forwarding between its bridge and the other networks' bridges, as docker isolates
+/// its networks — and that the kernel forwards; cheap (no nft, no network list) when
+/// already done.
+pub fn ensure_network(n: &Network, nets: &crate::network::Networks) -> Result<()> {
     let key = format!("net-{}", n.id);
     if marked(&key) && marked("base") {
         return Ok(());
     }
+    let others: Vec<String> = nets
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| o.bridge)
+        .collect();
     let mut script = String::from(BASE);
     script.push_str(&format!(
         "add element ip berth subnets {{ {} }}\nadd element ip berth bridges {{ \"{}\" }}\n",
         n.subnet, n.bridge
     ));
-    let p = pairs(&n.bridge, others);
+    let p = pairs(&n.bridge, &others);
     if !p.is_empty() {
         script.push_str(&format!(
             "add element ip berth bridge_pairs {{ {} }}\n",
@@ -161,6 +167,14 @@ pub fn ensure_network(n: &Network, others: &[String]) -> Result<()> {
     mark("base");
     mark(&key);
     Ok(())
+}
+
+/// Deletes berth's tables (and what they hold) and forgets that they were made.
+pub fn forget_all() {
+    let _ = std::fs::remove_dir_all(MARKS);
+    for t in ["ip berth", "ip6 berth"] {
+        let _ = apply(&format!("delete table {t}"));
+    }
 }
 
 /// Lets the host's own connections to 127.0.0.1 be DNATed to containers on `bridge`

@@ -137,3 +137,63 @@ fn cni_add_check_del_with_debians_plugins() {
     assert!(!root.path().join("data/lcni").join(ip.to_string()).exists());
     let _ = Command::new("ip").args(["link", "del", &bridge]).status();
 }
+
+/// In a network namespace of its own (the test re-runs itself under `unshare --net`,
+/// so that the firewall tables it deletes are its own): once the last container is
+/// torn down, prune takes the bridge and berth's nft tables away, and a new container
+/// brings them back.
+#[test]
+fn prune_leaves_nothing_once_the_last_container_is_gone() {
+    if std::env::var_os("BERTH_PRUNE_TEST").is_none() {
+        let o = Command::new("unshare")
+            .arg("--net")
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "prune_leaves_nothing_once_the_last_container_is_gone",
+                "--nocapture",
+            ])
+            .env("BERTH_PRUNE_TEST", "1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("pruned"),
+            "{o:?}"
+        );
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let nets = Networks::new(root.path());
+    let n = nets
+        .create(&NewNetwork {
+            name: "p".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let id = format!("{}{}", unique("p"), "0".repeat(40));
+    let ns = Path::new("/run/berth/netns").join(&id);
+    let rec = root.path().join("net.json");
+    let port = berth_net::ports::parse("80").unwrap();
+    let att = attach(&nets, "p", &id, &ns, vec![port], &[], &rec).unwrap();
+    let tables = || {
+        let o = Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(links().contains(&n.bridge));
+    assert!(tables().contains("berth"));
+    // A container still holds an address: nothing goes.
+    assert!(!nets.prune().unwrap());
+    teardown(&att);
+    assert!(nets.prune().unwrap());
+    assert!(!links().contains(&n.bridge), "{}", links());
+    assert!(!tables().contains("berth"), "{}", tables());
+    let att = attach(&nets, "p", &id, &ns, Vec::new(), &[], &rec).unwrap();
+    assert!(links().contains(&n.bridge) && tables().contains("berth"));
+    teardown(&att);
+    assert!(nets.prune().unwrap());
+    println!("pruned");
+}
