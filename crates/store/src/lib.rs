@@ -1,10 +1,11 @@
 //! The API server's storage: one revisioned key-value [`Store`] trait — what
-//! kube-apiserver asks of etcd — and its embedded SQLite backend ([`sqlite`]).
+//! kube-apiserver asks of etcd — with its embedded SQLite backend ([`sqlite`]) and its etcd v3 backend ([`etcd`]).
 //!
 //! Every write gets the next revision of the whole store; a key remembers the revision
 //! that created it and the one that last changed it; a reader can list as of an older
 //! revision (until it is compacted away) and watch every change after a revision.
 
+pub mod etcd;
 pub mod sqlite;
 
 use std::future::Future;

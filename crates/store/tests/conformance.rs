@@ -8,16 +8,19 @@ use berth_store::sqlite::SqliteStore;
 use berth_store::{Error, Event, Store};
 
 async fn conformance<S: Store>(s: &S) {
+    // etcd starts at revision 1, SQLite at 0: revisions are counted from the start.
+    let base = s.revision().await.unwrap();
+    let r = |n: i64| base + n;
     // create / get / revisions
     let a = s.create("/pods/default/a", b"1").await.unwrap();
-    assert_eq!((a.create_revision, a.mod_revision), (1, 1));
+    assert_eq!((a.create_revision, a.mod_revision), (r(1), r(1)));
     assert!(matches!(
         s.create("/pods/default/a", b"x").await,
         Err(Error::Exists(_))
     ));
     let b = s.create("/pods/default/b", b"2").await.unwrap();
     s.create("/pods/other/c", b"3").await.unwrap();
-    assert_eq!(s.revision().await.unwrap(), 3);
+    assert_eq!(s.revision().await.unwrap(), r(3));
     assert_eq!(s.get("/pods/default/a").await.unwrap().unwrap().value, b"1");
     assert!(s.get("/pods/default/zz").await.unwrap().is_none());
     // update if revision
@@ -25,13 +28,11 @@ async fn conformance<S: Store>(s: &S) {
         .update("/pods/default/a", b"1b", a.mod_revision)
         .await
         .unwrap();
-    assert_eq!((a2.create_revision, a2.mod_revision), (1, 4));
+    assert_eq!((a2.create_revision, a2.mod_revision), (r(1), r(4)));
     match s.update("/pods/default/a", b"late", a.mod_revision).await {
         Err(Error::Conflict {
-            expected: 1,
-            current: 4,
-            ..
-        }) => {}
+            expected, current, ..
+        }) if (expected, current) == (r(1), r(4)) => {}
         other => panic!("{other:?}"),
     }
     assert!(matches!(
@@ -40,7 +41,7 @@ async fn conformance<S: Store>(s: &S) {
     ));
     // list: prefix, paging, at an older revision
     let page = s.list("/pods/default/", 0, 0, None).await.unwrap();
-    assert_eq!(page.revision, 4);
+    assert_eq!(page.revision, r(4));
     let keys: Vec<_> = page.items.iter().map(|k| k.key.as_str()).collect();
     assert_eq!(keys, ["/pods/default/a", "/pods/default/b"]);
     let p1 = s.list("/pods/", 0, 2, None).await.unwrap();
@@ -51,28 +52,28 @@ async fn conformance<S: Store>(s: &S) {
         .unwrap();
     assert_eq!(p2.items.len(), 1);
     assert_eq!(p2.more_after, None);
-    let old = s.list("/pods/default/", 3, 0, None).await.unwrap();
+    let old = s.list("/pods/default/", r(3), 0, None).await.unwrap();
     assert_eq!(old.items[0].value, b"1");
     assert!(matches!(
-        s.list("/", 99, 0, None).await,
+        s.list("/", r(99), 0, None).await,
         Err(Error::Future { .. })
     ));
     // delete if revision; recreate starts a new life
     assert!(matches!(
-        s.delete("/pods/default/b", 1).await,
+        s.delete("/pods/default/b", r(1)).await,
         Err(Error::Conflict { .. })
     ));
     let (prev, del_rev) = s.delete("/pods/default/b", b.mod_revision).await.unwrap();
-    assert_eq!((prev.value.as_slice(), del_rev), (&b"2"[..], 5));
+    assert_eq!((prev.value.as_slice(), del_rev), (&b"2"[..], r(5)));
     assert!(s.get("/pods/default/b").await.unwrap().is_none());
     assert!(matches!(
         s.delete("/pods/default/b", 0).await,
         Err(Error::NotFound(_))
     ));
     let b2 = s.create("/pods/default/b", b"again").await.unwrap();
-    assert_eq!(b2.create_revision, 6);
+    assert_eq!(b2.create_revision, r(6));
     // watch from a revision: history, then live, prefix-filtered, in order
-    let mut w = s.watch("/pods/default/", 3).await.unwrap();
+    let mut w = s.watch("/pods/default/", r(3)).await.unwrap();
     s.create("/pods/other/d", b"ignored").await.unwrap();
     s.update("/pods/default/a", b"1c", 0).await.unwrap();
     let mut seen = Vec::new();
@@ -84,16 +85,18 @@ async fn conformance<S: Store>(s: &S) {
         seen.push(ev);
     }
     let revs: Vec<i64> = seen.iter().map(Event::revision).collect();
-    assert_eq!(revs, [4, 5, 6, 8]);
-    assert!(matches!(&seen[1], Event::Delete { prev, revision: 5 } if prev.value == b"2"));
+    assert_eq!(revs, [r(4), r(5), r(6), r(8)]);
+    assert!(
+        matches!(&seen[1], Event::Delete { prev, revision } if prev.value == b"2" && *revision == r(5))
+    );
     // compaction: old revisions answer Compacted (kube's 410 Gone); now is intact
-    s.compact(6).await.unwrap();
+    s.compact(r(6)).await.unwrap();
     assert!(matches!(
-        s.list("/pods/", 3, 0, None).await,
-        Err(Error::Compacted { compacted: 6, .. })
+        s.list("/pods/", r(3), 0, None).await,
+        Err(Error::Compacted { compacted, .. }) if compacted == r(6)
     ));
     assert!(matches!(
-        s.watch("/pods/", 2).await,
+        s.watch("/pods/", r(2)).await,
         Err(Error::Compacted { .. })
     ));
     let now = s.list("/pods/", 0, 0, None).await.unwrap();
@@ -111,7 +114,10 @@ async fn conformance<S: Store>(s: &S) {
             ("/pods/other/d", &b"ignored"[..]),
         ]
     );
-    assert_eq!(s.list("/pods/", 6, 0, None).await.unwrap().items.len(), 3);
+    assert_eq!(
+        s.list("/pods/", r(6), 0, None).await.unwrap().items.len(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,4 +204,79 @@ async fn scheduled_compaction_keeps_recent_history() {
     ));
     assert_eq!(s.list("/k/", 7, 0, None).await.unwrap().items.len(), 7);
     assert_eq!(s.list("/k/", 0, 0, None).await.unwrap().items.len(), 10);
+}
+
+#[path = "support/etcd.rs"]
+mod etcd;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_passes_the_conformance_suite() {
+    let cluster = etcd::Cluster::start(1);
+    let s = berth_store::etcd::EtcdStore::connect(&cluster.endpoints())
+        .await
+        .unwrap();
+    conformance(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_cluster_keeps_serving_with_a_member_killed() {
+    let mut cluster = etcd::Cluster::start(3);
+    let s = berth_store::etcd::EtcdStore::connect(&cluster.endpoints())
+        .await
+        .unwrap();
+    let mut w = s.watch("/k/", s.revision().await.unwrap()).await.unwrap();
+    for i in 0..20 {
+        s.create(&format!("/k/{i:03}"), b"v").await.unwrap();
+    }
+    // Kill the member the client most likely talks to, then keep writing: the client
+    // moves to the others, which still have a quorum.
+    cluster.kill(0);
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    let mut i = 20;
+    while i < 40 {
+        match s.create(&format!("/k/{i:03}"), b"v").await {
+            Ok(_) => i += 1,
+            Err(Error::Exists(_)) => i += 1, // acknowledged just before the error
+            Err(e) => {
+                assert!(std::time::Instant::now() < end, "no recovery: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(s.list("/k/", 0, 0, None).await.unwrap().items.len(), 40);
+    // The member comes back and catches up.
+    cluster.restart(0);
+    let only0 = berth_store::etcd::EtcdStore::connect(&[cluster.members[0].client_url.clone()])
+        .await
+        .unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while only0
+        .list("/k/", 0, 0, None)
+        .await
+        .map(|p| p.items.len())
+        .unwrap_or(0)
+        < 40
+    {
+        assert!(
+            std::time::Instant::now() < end,
+            "the restarted member never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(w.try_recv());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_unreachable_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err =
+        match berth_store::etcd::EtcdStore::connect(&[format!("http://127.0.0.1:{port}")]).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("connected to nothing"),
+        };
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
 }
