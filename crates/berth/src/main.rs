@@ -11,6 +11,7 @@ mod image_cmd;
 mod network_cmd;
 mod registry_cmd;
 mod rootfs_cmd;
+mod server_cmd;
 mod session;
 mod stats_cmd;
 mod table;
@@ -124,6 +125,8 @@ enum Command {
     /// Container root filesystems built from images (the snapshot layer, low level).
     #[command(subcommand)]
     Rootfs(rootfs_cmd::RootfsCommand),
+    /// Run the Kubernetes API server (embedded SQLite store, or etcd).
+    Server(server_cmd::ServerArgs),
 }
 
 /// What every command gets.
@@ -188,6 +191,7 @@ fn main() {
             Command::History(a) => ok(image_cmd::history(&ctx, a)),
             Command::System(c) => ok(image_cmd::system(&ctx, c)),
             Command::Rootfs(c) => ok(rootfs_cmd::run(&ctx, c)),
+            Command::Server(a) => ok(server_cmd::server(&ctx, a).await),
         }
     });
     match result {

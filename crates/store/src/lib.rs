@@ -150,3 +150,59 @@ pub trait Store: Send + Sync {
     /// Forgets the history up to `revision`: older values and deletions.
     fn compact(&self, revision: i64) -> impl Future<Output = Result<()>> + Send;
 }
+
+/// Either backend, chosen at run time (`berth server --datastore-endpoint`): the trait's
+/// async methods make it unusable as a trait object, so the choice is an enum.
+#[derive(Clone)]
+pub enum Backend {
+    /// The embedded SQLite file.
+    Sqlite(sqlite::SqliteStore),
+    /// An etcd cluster.
+    Etcd(etcd::EtcdStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Backend::Sqlite($s) => $e,
+            Backend::Etcd($s) => $e,
+        }
+    };
+}
+
+impl Store for Backend {
+    async fn revision(&self) -> Result<i64> {
+        dispatch!(self, s => s.revision().await)
+    }
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        dispatch!(self, s => s.get(key).await)
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        revision: i64,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page> {
+        dispatch!(self, s => s.list(prefix, revision, limit, after).await)
+    }
+    async fn create(&self, key: &str, value: &[u8]) -> Result<KeyValue> {
+        dispatch!(self, s => s.create(key, value).await)
+    }
+    async fn update(&self, key: &str, value: &[u8], expected: i64) -> Result<KeyValue> {
+        dispatch!(self, s => s.update(key, value, expected).await)
+    }
+    async fn delete(&self, key: &str, expected: i64) -> Result<(KeyValue, i64)> {
+        dispatch!(self, s => s.delete(key, expected).await)
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        revision: i64,
+    ) -> Result<tokio::sync::mpsc::Receiver<Event>> {
+        dispatch!(self, s => s.watch(prefix, revision).await)
+    }
+    async fn compact(&self, revision: i64) -> Result<()> {
+        dispatch!(self, s => s.compact(revision).await)
+    }
+}

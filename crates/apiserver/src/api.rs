@@ -1,0 +1,420 @@
+//! Request dispatch: what a path names (discovery, OpenAPI, health, a resource, an
+//! object, a subresource), who may ask, and the answer's encoding (JSON, YAML, Table).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::auth::{Attributes, Authenticator, Authorizer, User};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::resources::{self, Resource};
+use crate::status::ApiError;
+use crate::{discovery, openapi};
+use berth_store::Backend;
+
+/// The largest request body accepted (kube's limit).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// A request, its body read.
+pub struct Request {
+    /// The method.
+    pub method: Method,
+    /// The path.
+    pub path: String,
+    /// Query parameters, decoded.
+    pub query: Vec<(String, String)>,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+    /// The authenticated user (None: anonymous).
+    pub user: Option<User>,
+}
+
+impl Request {
+    /// A query parameter.
+    pub fn q(&self, k: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A header as text.
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers.get(k).and_then(|v| v.to_str().ok())
+    }
+
+    /// Whether the client asked for a Table.
+    pub fn wants_table(&self) -> bool {
+        self.header("accept").is_some_and(|a| {
+            a.split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=Table"))
+        })
+    }
+}
+
+/// A response body.
+pub enum Body {
+    /// All at once.
+    Full(Bytes),
+    /// Chunks as they come (watches).
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+/// A response.
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Body,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json(status: u16, v: &Value) -> Response {
+        Response {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Body::Full(Bytes::from(serde_json::to_vec(v).unwrap_or_default())),
+        }
+    }
+
+    /// A response with a content type.
+    pub fn bytes(status: u16, content_type: &str, b: impl Into<Bytes>) -> Response {
+        Response {
+            status,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: Body::Full(b.into()),
+        }
+    }
+
+    /// The Status response of an error.
+    pub fn error(e: &ApiError) -> Response {
+        let mut r = Response::json(e.code, &e.to_status());
+        if let Some(s) = e.retry_after {
+            r.headers.push(("retry-after".into(), s.to_string()));
+        }
+        r
+    }
+
+    /// Adds a header.
+    pub fn with(mut self, k: &str, v: impl Into<String>) -> Response {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+}
+
+/// What a path names.
+#[derive(Debug)]
+pub enum Target<'a> {
+    /// A non-resource path (/version, /healthz, discovery, OpenAPI...).
+    Other,
+    /// A resource collection, object or subresource.
+    Resource {
+        /// The resource.
+        res: &'static Resource,
+        /// The namespace in the path.
+        ns: Option<&'a str>,
+        /// The object's name.
+        name: Option<&'a str>,
+        /// The subresource.
+        sub: Option<&'a str>,
+    },
+}
+
+/// Parses a resource path: /api/v1/... or /apis/GROUP/VERSION/...
+pub fn parse_path(path: &str) -> Result<Target<'_>, ApiError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
+        _ => return Ok(Target::Other),
+    };
+    let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let (ns, rest) = match rest {
+        ["namespaces", ns, plural, more @ ..] if !matches!(*plural, "status" | "finalize") => {
+            (Some(*ns), std::iter::once(*plural).chain(more.iter().copied()).collect::<Vec<_>>())
+        }
+        other => (None, other.to_vec()),
+    };
+    let res = resources::find(group, version, rest[0]).ok_or_else(not_found)?;
+    if ns.is_some() && !res.namespaced {
+        return Err(not_found());
+    }
+    let name = rest.get(1).copied();
+    let sub = rest.get(2).copied();
+    if rest.len() > 3 && !matches!(sub, Some("proxy")) {
+        return Err(not_found());
+    }
+    if let Some(s) = sub {
+        if !res.subresources.contains(&s) {
+            return Err(not_found());
+        }
+    }
+    if name == Some("") {
+        return Err(not_found());
+    }
+    Ok(Target::Resource { res, ns, name, sub })
+}
+
+/// The server's shared state.
+pub struct Api {
+    /// The store.
+    pub store: Backend,
+    /// The watch hub.
+    pub hub: Arc<Hub>,
+    /// Request metrics.
+    pub metrics: Metrics,
+    /// Authentication.
+    pub authn: Authenticator,
+    /// Authorization.
+    pub authz: Box<dyn Authorizer>,
+    /// The address clients reach the server at (for /api's serverAddressByClientCIDRs).
+    pub address: String,
+    /// The cluster CA certificate (PEM), published in every namespace.
+    pub ca_bundle: String,
+    /// Whether startup work (default namespaces...) is done.
+    pub ready: std::sync::atomic::AtomicBool,
+}
+
+fn is_public(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/livez" | "/readyz" | "/healthz/" | "/livez/" | "/readyz/"
+    ) || path.starts_with("/livez/")
+        || path.starts_with("/readyz/")
+        || path.starts_with("/healthz/")
+}
+
+impl Api {
+    /// Answers one request.
+    pub async fn handle(self: &Arc<Self>, req: Request) -> Response {
+        let start = Instant::now();
+        let (verb, resource) = self.describe(&req);
+        let resp = match self.dispatch(&req, verb).await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.code >= 500 {
+                    tracing::warn!(method = %req.method, path = %req.path, code = e.code, "{}", e.message);
+                }
+                Response::error(&e)
+            }
+        };
+        if !matches!(resp.body, Body::Stream(_)) {
+            self.metrics
+                .observe(verb, &resource, resp.status, start.elapsed());
+        } else {
+            self.metrics.observe(verb, &resource, resp.status, std::time::Duration::ZERO);
+        }
+        resp
+    }
+
+    /// The kube verb and resource of a request, for metrics and authorization.
+    fn describe(&self, req: &Request) -> (&'static str, String) {
+        match parse_path(&req.path) {
+            Ok(Target::Resource { res, name, sub, .. }) => {
+                let watch = matches!(req.q("watch"), Some("true" | "1"));
+                let verb = match (&req.method, name.is_some()) {
+                    (&Method::GET, _) if watch => "watch",
+                    (&Method::GET, false) => "list",
+                    (&Method::GET, true) => "get",
+                    (&Method::POST, _) => "create",
+                    (&Method::PUT, _) => "update",
+                    (&Method::PATCH, _) => "patch",
+                    (&Method::DELETE, false) => "deletecollection",
+                    (&Method::DELETE, true) => "delete",
+                    _ => "other",
+                };
+                let r = match sub {
+                    Some(s) => format!("{}/{s}", res.plural),
+                    None => res.plural.to_string(),
+                };
+                (verb, r)
+            }
+            _ => ("get", String::new()),
+        }
+    }
+
+    async fn dispatch(self: &Arc<Self>, req: &Request, verb: &'static str) -> Result<Response, ApiError> {
+        if !is_public(&req.path) {
+            let Some(user) = &req.user else {
+                return Err(ApiError::unauthorized());
+            };
+            let target = parse_path(&req.path)?;
+            let (resource, namespace) = match &target {
+                Target::Resource { res, ns, .. } => (res.plural, *ns),
+                Target::Other => (req.path.as_str(), None),
+            };
+            self.authz
+                .authorize(&Attributes {
+                    user,
+                    verb,
+                    resource,
+                    namespace,
+                })
+                .map_err(|why| {
+                    ApiError::forbidden(format!(
+                        "User \"{}\" cannot {verb} resource \"{resource}\": {why}",
+                        user.name
+                    ))
+                })?;
+        }
+        match parse_path(&req.path)? {
+            Target::Resource { res, ns, name, sub } => {
+                crate::crud::handle(self, req, res, ns, name, sub).await
+            }
+            Target::Other => self.non_resource(req).await,
+        }
+    }
+
+    async fn non_resource(&self, req: &Request) -> Result<Response, ApiError> {
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return Err(ApiError::method_not_allowed(format!(
+                "{} is not supported on {}",
+                req.method, req.path
+            )));
+        }
+        let path = req.path.trim_end_matches('/');
+        let accept = req.header("accept").unwrap_or("");
+        let aggregated = accept
+            .split(',')
+            .next()
+            .is_some_and(|a| a.contains("as=APIGroupDiscoveryList") && a.contains("v=v2"));
+        let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+        match path {
+            "/healthz" | "/livez" | "/readyz" => {
+                if path == "/readyz" && !self.ready.load(std::sync::atomic::Ordering::Acquire) {
+                    return Ok(Response::bytes(500, "text/plain; charset=utf-8", "[-]startup not finished\nreadyz check failed"));
+                }
+                if path != "/livez" {
+                    use berth_store::Store;
+                    if let Err(e) = self.store.revision().await {
+                        return Ok(Response::bytes(
+                            500,
+                            "text/plain; charset=utf-8",
+                            format!("[-]etcd failed: {e}\n{} check failed", &path[1..]),
+                        ));
+                    }
+                }
+                Ok(Response::bytes(200, "text/plain; charset=utf-8", "ok"))
+            }
+            "/version" => Ok(Response::json(200, &crate::version_info())),
+            "/metrics" => Ok(Response::bytes(
+                200,
+                "text/plain; version=0.0.4",
+                self.metrics.render(self.hub.watchers()),
+            )),
+            "/api" if aggregated => Ok(aggregated_response(req, discovery::aggregated(true))),
+            "/apis" if aggregated => Ok(aggregated_response(req, discovery::aggregated(false))),
+            "/api" => Ok(Response::json(200, &discovery::core_versions(&self.address))),
+            "/apis" => Ok(Response::json(200, &discovery::group_list())),
+            "/openapi/v2" => {
+                let doc = openapi_v2();
+                Ok(Response::bytes(200, "application/json", doc.clone()))
+            }
+            "/openapi/v3" => Ok(Response::json(200, &openapi::v3_index(|g, v| openapi_v3(g, v).1))),
+            p if p.starts_with("/openapi/v3/") => {
+                let rest = &p["/openapi/v3/".len()..];
+                let (g, v) = match rest.split('/').collect::<Vec<_>>().as_slice() {
+                    ["api", v] => ("", *v),
+                    ["apis", g, v] => (*g, *v),
+                    _ => return Err(not_found()),
+                };
+                if resources::of(g, v).next().is_none() {
+                    return Err(not_found());
+                }
+                let (doc, _) = openapi_v3(g, v);
+                Ok(Response::bytes(200, "application/json", doc)
+                    .with("cache-control", "public, immutable"))
+            }
+            p => {
+                let segs: Vec<&str> = p.trim_matches('/').split('/').collect();
+                match segs.as_slice() {
+                    ["api", v] => discovery::resource_list("", v)
+                        .map(|d| Response::json(200, &d))
+                        .ok_or_else(not_found),
+                    ["apis", g] => discovery::group(g)
+                        .map(|d| Response::json(200, &d))
+                        .ok_or_else(not_found),
+                    ["apis", g, v] => discovery::resource_list(g, v)
+                        .map(|d| Response::json(200, &d))
+                        .ok_or_else(not_found),
+                    _ => Err(not_found()),
+                }
+            }
+        }
+    }
+}
+
+fn aggregated_response(req: &Request, doc: Value) -> Response {
+    let body = serde_json::to_vec(&doc).unwrap_or_default();
+    let tag = discovery::etag(&body);
+    if req.header("if-none-match") == Some(tag.as_str()) {
+        // No content type: caches merge a 304's headers into the stored response.
+        return Response { status: 304, headers: vec![("etag".into(), tag)], body: Body::Full(Bytes::new()) };
+    }
+    Response::bytes(
+        200,
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+        body,
+    )
+    .with("etag", tag)
+    .with("vary", "Accept")
+}
+
+fn openapi_v2() -> &'static Bytes {
+    static DOC: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| Bytes::from(serde_json::to_vec(&openapi::v2_document()).unwrap_or_default()))
+}
+
+fn openapi_v3(group: &str, version: &str) -> (Bytes, String) {
+    static DOCS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, (Bytes, String)>>> =
+        std::sync::OnceLock::new();
+    let key = format!("{group}/{version}");
+    let docs = DOCS.get_or_init(Default::default);
+    if let Some(d) = docs.lock().unwrap().get(&key) {
+        return d.clone();
+    }
+    let doc = openapi::v3_document(group, version).unwrap_or(json!({}));
+    let body = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+    let hash = discovery::etag(&body).trim_matches('"').to_string();
+    docs.lock().unwrap().insert(key, (body.clone(), hash.clone()));
+    (body, hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_resources() {
+        match parse_path("/api/v1/namespaces/default/pods/web/status").unwrap() {
+            Target::Resource { res, ns, name, sub } => {
+                assert_eq!((res.plural, ns, name, sub), ("pods", Some("default"), Some("web"), Some("status")));
+            }
+            t => panic!("{t:?}"),
+        }
+        match parse_path("/api/v1/namespaces/kube-system").unwrap() {
+            Target::Resource { res, ns, name, .. } => {
+                assert_eq!((res.plural, ns, name), ("namespaces", None, Some("kube-system")));
+            }
+            t => panic!("{t:?}"),
+        }
+        match parse_path("/apis/apps/v1/deployments").unwrap() {
+            Target::Resource { res, ns, name, .. } => assert_eq!((res.plural, ns, name), ("deployments", None, None)),
+            t => panic!("{t:?}"),
+        }
+        assert!(parse_path("/api/v1/namespaces/x/nodes").is_err());
+        assert!(parse_path("/apis/apps/v1/widgets").is_err());
+        assert!(matches!(parse_path("/apis/apps/v1").unwrap(), Target::Other));
+    }
+}

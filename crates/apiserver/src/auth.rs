@@ -1,0 +1,248 @@
+//! Authentication and authorization: who a request is from (a client certificate
+//! signed by the cluster CA, a static bearer token from a token file, or a
+//! ServiceAccount token the server signed) and whether it may do what it asks. The
+//! authorizer is one pluggable place; this issue's is "any authenticated user".
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// An authenticated user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// The user name.
+    pub name: String,
+    /// The user's uid, when known.
+    pub uid: String,
+    /// Groups (always with system:authenticated).
+    pub groups: Vec<String>,
+    /// Extra attributes (ServiceAccount tokens carry pod bindings).
+    pub extra: Vec<(String, String)>,
+}
+
+impl User {
+    fn new(name: &str, uid: &str, groups: Vec<String>) -> User {
+        let mut g = groups;
+        if !g.iter().any(|x| x == "system:authenticated") {
+            g.push("system:authenticated".into());
+        }
+        User {
+            name: name.into(),
+            uid: uid.into(),
+            groups: g,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The user of a client certificate: CN is the name, O the groups.
+    pub fn from_certificate(der: &[u8]) -> Option<User> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let subject = cert.subject();
+        let cn = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+        let groups = subject
+            .iter_organization()
+            .filter_map(|o| o.as_str().ok().map(str::to_string))
+            .collect();
+        Some(User::new(&cn, "", groups))
+    }
+}
+
+/// A request to authorize.
+pub struct Attributes<'a> {
+    /// Who.
+    pub user: &'a User,
+    /// The verb (get, list, create, ...).
+    pub verb: &'a str,
+    /// The resource (plural) or the non-resource path.
+    pub resource: &'a str,
+    /// The namespace, if any.
+    pub namespace: Option<&'a str>,
+}
+
+/// Decides whether a request may proceed.
+pub trait Authorizer: Send + Sync {
+    /// Ok, or the reason it is refused.
+    fn authorize(&self, a: &Attributes<'_>) -> Result<(), String>;
+}
+
+/// Allows every authenticated user everything (RBAC is a later issue).
+pub struct AllowAuthenticated;
+
+impl Authorizer for AllowAuthenticated {
+    fn authorize(&self, _a: &Attributes<'_>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The claims of a ServiceAccount token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject: system:serviceaccount:NS:NAME.
+    pub sub: String,
+    /// Audiences.
+    pub aud: Vec<String>,
+    /// Expiry (unix seconds).
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Token id.
+    pub jti: String,
+    /// kube's own claims: the namespace and the ServiceAccount (and pod) bound to.
+    #[serde(rename = "kubernetes.io")]
+    pub kube: KubeClaims,
+}
+
+/// The `kubernetes.io` claim.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KubeClaims {
+    /// The namespace.
+    pub namespace: String,
+    /// The ServiceAccount.
+    pub serviceaccount: NameUid,
+    /// The pod the token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pod: Option<NameUid>,
+}
+
+/// A name and uid.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NameUid {
+    /// Name.
+    pub name: String,
+    /// Uid.
+    pub uid: String,
+}
+
+/// Who can be authenticated, and how.
+pub struct Authenticator {
+    tokens: HashMap<String, User>,
+    sign: EncodingKey,
+    verify: DecodingKey,
+    /// The issuer of ServiceAccount tokens.
+    pub issuer: String,
+}
+
+/// The issuer and default audience of ServiceAccount tokens.
+pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+impl Authenticator {
+    /// Loads the token file (kube's CSV: `token,user,uid,"group1,group2"`) and the
+    /// ServiceAccount signing key under `pki_dir` (made on first start).
+    pub fn load(token_file: Option<&Path>, pki_dir: &Path) -> Result<Authenticator, Error> {
+        let mut tokens = HashMap::new();
+        if let Some(p) = token_file {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Error::Setup(format!("reading token file {}: {e}", p.display())))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let fields = split_csv(line);
+                if fields.len() < 3 {
+                    return Err(Error::Setup(format!(
+                        "{}:{}: expected token,user,uid[,\"group1,group2\"]",
+                        p.display(),
+                        n + 1
+                    )));
+                }
+                let groups = fields
+                    .get(3)
+                    .map(|g| g.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+                    .unwrap_or_default();
+                tokens.insert(fields[0].clone(), User::new(&fields[1], &fields[2], groups));
+            }
+        }
+        let key_path = pki_dir.join("service-account.key");
+        if !key_path.exists() {
+            let k = rcgen::KeyPair::generate()
+                .map_err(|e| Error::Setup(format!("generating the ServiceAccount key: {e}")))?;
+            std::fs::write(&key_path, k.serialize_pem())
+                .map_err(|e| Error::Setup(format!("writing {}: {e}", key_path.display())))?;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600));
+        }
+        let pem = std::fs::read_to_string(&key_path)
+            .map_err(|e| Error::Setup(format!("reading {}: {e}", key_path.display())))?;
+        let kp = rcgen::KeyPair::from_pem(&pem)
+            .map_err(|e| Error::Setup(format!("{}: {e}", key_path.display())))?;
+        let sign = EncodingKey::from_ec_pem(pem.as_bytes())
+            .map_err(|e| Error::Setup(format!("{}: {e}", key_path.display())))?;
+        let verify = DecodingKey::from_ec_pem(kp.public_key_pem().as_bytes())
+            .map_err(|e| Error::Setup(format!("{}: {e}", key_path.display())))?;
+        Ok(Authenticator {
+            tokens,
+            sign,
+            verify,
+            issuer: ISSUER.into(),
+        })
+    }
+
+    /// The user of a bearer token: a static token, or a ServiceAccount token whose
+    /// signature, expiry and audience check out. (Whether the ServiceAccount still
+    /// exists is checked by the caller, which has the store.)
+    pub fn token(&self, token: &str) -> Option<(User, Option<Claims>)> {
+        if let Some(u) = self.tokens.get(token) {
+            return Some((u.clone(), None));
+        }
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.issuer, "api", "https://kubernetes.default.svc"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &self.verify, &v).ok()?;
+        let c = data.claims;
+        let ns = &c.kube.namespace;
+        let mut u = User::new(
+            &c.sub,
+            &c.kube.serviceaccount.uid,
+            vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+            ],
+        );
+        if let Some(p) = &c.kube.pod {
+            u.extra.push(("authentication.kubernetes.io/pod-name".into(), p.name.clone()));
+            u.extra.push(("authentication.kubernetes.io/pod-uid".into(), p.uid.clone()));
+        }
+        Some((u, Some(c)))
+    }
+
+    /// Signs a ServiceAccount token.
+    pub fn issue(&self, claims: &Claims) -> Result<String, String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::ES256), claims, &self.sign).map_err(|e| e.to_string())
+    }
+}
+
+/// Splits one CSV line with double-quoted fields.
+fn split_csv(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter().map(|s| s.trim().to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_lines_parse_like_kube() {
+        assert_eq!(
+            split_csv(r#"abc,alice,1001,"dev,ops""#),
+            ["abc", "alice", "1001", "dev,ops"]
+        );
+    }
+}

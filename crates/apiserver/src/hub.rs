@@ -1,0 +1,333 @@
+//! The watch hub: one watch on the store feeds every API watcher. It keeps the current
+//! objects (so a changed object's previous state is known for selector transitions and
+//! a watch can start with the current state) and a ring of recent changes (so a watch
+//! can resume from a recent resourceVersion). Each change is decoded once and encoded
+//! to its JSON watch line once, however many watchers receive it; watchers share it
+//! through an `Arc` in a broadcast channel, and one that falls too far behind is cut
+//! off (its client re-watches) rather than buffering without bound.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use berth_store::{Backend, Event, Store};
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+
+use crate::status::ApiError;
+
+/// How many recent changes a watch can resume from.
+const RING: usize = 20_000;
+/// How far a watcher may fall behind the newest change before it is cut off.
+const LAG: usize = 16_384;
+
+/// A watch event's type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Created.
+    Added,
+    /// Changed.
+    Modified,
+    /// Deleted.
+    Deleted,
+}
+
+impl Kind {
+    /// kube's name of the type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Added => "ADDED",
+            Kind::Modified => "MODIFIED",
+            Kind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change of one object.
+pub struct Change {
+    /// The store revision of the change.
+    pub revision: i64,
+    /// The storage key.
+    pub key: String,
+    /// What happened.
+    pub kind: Kind,
+    /// The object after the change (before it, for a deletion), resourceVersion set.
+    pub object: Arc<Value>,
+    /// The object before the change, when known.
+    pub prev: Option<Arc<Value>>,
+    line: OnceLock<Bytes>,
+}
+
+impl Change {
+    /// The change as one JSON watch line, encoded once for all watchers.
+    pub fn json_line(&self) -> Bytes {
+        self.line
+            .get_or_init(|| {
+                let mut v = serde_json::to_vec(&serde_json::json!({
+                    "type": self.kind.as_str(),
+                    "object": &*self.object,
+                }))
+                .unwrap_or_default();
+                v.push(b'\n');
+                Bytes::from(v)
+            })
+            .clone()
+    }
+}
+
+struct State {
+    objects: BTreeMap<String, Arc<Value>>,
+    ring: VecDeque<Arc<Change>>,
+    /// Every change after this revision is in the ring.
+    first: i64,
+    revision: i64,
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+/// The hub.
+pub struct Hub {
+    state: Mutex<State>,
+    revision: watch::Sender<i64>,
+    store: Backend,
+}
+
+/// What a new watcher starts with.
+pub struct Subscription {
+    /// Changes after the requested revision that happened before the subscription.
+    pub history: Vec<Arc<Change>>,
+    /// The current objects under the prefix (for watches that start from "now").
+    pub snapshot: Vec<Arc<Value>>,
+    /// The revision the history or snapshot ends at.
+    pub revision: i64,
+    /// Live changes.
+    pub live: broadcast::Receiver<Arc<Change>>,
+}
+
+/// Decodes a stored value, setting its resourceVersion.
+pub fn decode(value: &[u8], rv: i64) -> Value {
+    let mut v: Value = serde_json::from_slice(value).unwrap_or(Value::Null);
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    }
+    v
+}
+
+impl Hub {
+    /// Loads the current objects and starts following the store.
+    pub async fn start(store: Backend) -> Result<Arc<Hub>, ApiError> {
+        let (objects, revision) = load(&store).await?;
+        let (tx, _) = broadcast::channel(LAG);
+        let hub = Arc::new(Hub {
+            state: Mutex::new(State {
+                objects,
+                ring: VecDeque::new(),
+                first: revision,
+                revision,
+                tx,
+            }),
+            revision: watch::channel(revision).0,
+            store,
+        });
+        let h = hub.clone();
+        tokio::spawn(async move { h.follow(revision).await });
+        Ok(hub)
+    }
+
+    async fn follow(self: Arc<Hub>, mut from: i64) {
+        loop {
+            match self.store.watch("/registry/", from).await {
+                Ok(mut rx) => {
+                    while let Some(ev) = rx.recv().await {
+                        from = ev.revision();
+                        self.apply(ev);
+                    }
+                }
+                Err(berth_store::Error::Compacted { .. }) => {
+                    // Missed changes are gone: reload, and cut every watcher off so its
+                    // client relists.
+                    if let Ok((objects, rev)) = load(&self.store).await {
+                        let mut st = self.state.lock().unwrap();
+                        st.objects = objects;
+                        st.ring.clear();
+                        st.first = rev;
+                        st.revision = rev;
+                        st.tx = broadcast::channel(LAG).0;
+                        from = rev;
+                        self.revision.send_replace(rev);
+                    }
+                }
+                Err(e) => tracing::warn!("watch on the store failed: {e}; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn apply(&self, ev: Event) {
+        let mut st = self.state.lock().unwrap();
+        let change = match ev {
+            Event::Put(kv) => {
+                let obj = Arc::new(decode(&kv.value, kv.mod_revision));
+                let prev = st.objects.insert(kv.key.clone(), obj.clone());
+                Change {
+                    revision: kv.mod_revision,
+                    kind: if prev.is_none() || kv.create_revision == kv.mod_revision {
+                        Kind::Added
+                    } else {
+                        Kind::Modified
+                    },
+                    key: kv.key,
+                    object: obj,
+                    prev,
+                    line: OnceLock::new(),
+                }
+            }
+            Event::Delete { prev, revision } => {
+                let before = st.objects.remove(&prev.key);
+                let obj = Arc::new(decode(&prev.value, revision));
+                Change {
+                    revision,
+                    key: prev.key,
+                    kind: Kind::Deleted,
+                    object: obj,
+                    prev: before,
+                    line: OnceLock::new(),
+                }
+            }
+        };
+        let change = Arc::new(change);
+        st.revision = change.revision;
+        st.ring.push_back(change.clone());
+        while st.ring.len() > RING {
+            if let Some(old) = st.ring.pop_front() {
+                st.first = old.revision;
+            }
+        }
+        let _ = st.tx.send(change);
+        drop(st);
+        self.revision.send_replace(self.current());
+    }
+
+    /// The newest revision the hub has seen.
+    pub fn current(&self) -> i64 {
+        self.state.lock().unwrap().revision
+    }
+
+    /// Waits until the hub has seen `rev` (a write this server acknowledged reaches
+    /// the hub a moment later); kube answers 504 when it does not within 3 s.
+    pub async fn wait_for(&self, rev: i64) -> Result<(), ApiError> {
+        let mut rx = self.revision.subscribe();
+        let reached = tokio::time::timeout(Duration::from_secs(3), async {
+            rx.wait_for(|r| *r >= rev).await.is_ok()
+        })
+        .await;
+        match reached {
+            Ok(true) => Ok(()),
+            _ => {
+                let mut e = ApiError::new(
+                    504,
+                    "Timeout",
+                    format!("Too large resource version: {rev}, current: {}", self.current()),
+                );
+                e.retry_after = Some(1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Subscribes to changes under `prefix`: after revision `since`, or (None) from
+    /// the current state, which is then returned as a snapshot.
+    pub async fn subscribe(&self, prefix: &str, since: Option<i64>) -> Result<Subscription, ApiError> {
+        let target = match since {
+            Some(rv) => rv,
+            // "Now" is the store's revision: the snapshot must include every write
+            // acknowledged before the watch started.
+            None => self.store.revision().await?,
+        };
+        self.wait_for(target).await?;
+        let st = self.state.lock().unwrap();
+        match since {
+            Some(rv) => {
+                if rv < st.first {
+                    return Err(ApiError::gone(format!(
+                        "too old resource version: {rv} ({})",
+                        st.first
+                    )));
+                }
+                let history = st
+                    .ring
+                    .iter()
+                    .filter(|c| c.revision > rv && c.key.starts_with(prefix))
+                    .cloned()
+                    .collect();
+                Ok(Subscription {
+                    history,
+                    snapshot: Vec::new(),
+                    revision: st.revision,
+                    live: st.tx.subscribe(),
+                })
+            }
+            None => {
+                let snapshot = st
+                    .objects
+                    .range(prefix.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                Ok(Subscription {
+                    history: Vec::new(),
+                    snapshot,
+                    revision: st.revision,
+                    live: st.tx.subscribe(),
+                })
+            }
+        }
+    }
+
+    /// The objects whose ownerReferences name `uid`: (storage key, object).
+    pub fn dependents(&self, uid: &str) -> Vec<(String, Arc<Value>)> {
+        let st = self.state.lock().unwrap();
+        st.objects
+            .iter()
+            .filter(|(_, o)| {
+                o.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)))
+            })
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect()
+    }
+
+    /// The objects under a key prefix, from the hub's current state.
+    pub fn under(&self, prefix: &str) -> Vec<(String, Arc<Value>)> {
+        let st = self.state.lock().unwrap();
+        st.objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect()
+    }
+
+    /// How many watchers are subscribed.
+    pub fn watchers(&self) -> usize {
+        self.state.lock().unwrap().tx.receiver_count()
+    }
+}
+
+async fn load(store: &Backend) -> Result<(BTreeMap<String, Arc<Value>>, i64), ApiError> {
+    let mut objects = BTreeMap::new();
+    let mut after: Option<String> = None;
+    let mut rev = 0;
+    loop {
+        let page = store.list("/registry/", rev, 1000, after.as_deref()).await?;
+        rev = page.revision;
+        for kv in page.items {
+            objects.insert(kv.key.clone(), Arc::new(decode(&kv.value, kv.mod_revision)));
+        }
+        match page.more_after {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+    }
+    Ok((objects, rev))
+}

@@ -1,0 +1,206 @@
+//! berth's Kubernetes API server. One resource table ([`resources`]) drives routing,
+//! discovery, OpenAPI, field validation and tables; objects live in a revisioned
+//! key-value store (SQLite by default, or etcd) as JSON; one store watch feeds every
+//! API watch through the [`hub`]; TLS with client certificates and bearer tokens.
+
+pub mod api;
+pub mod auth;
+pub mod crud;
+pub mod defaults;
+pub mod discovery;
+pub mod hub;
+pub mod metrics;
+pub mod names;
+pub mod openapi;
+pub mod patch;
+pub mod pki;
+pub mod resources;
+pub mod schema;
+pub mod selector;
+pub mod server;
+pub mod ssa;
+pub mod status;
+pub mod table;
+pub mod validate;
+pub mod watchapi;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_store::{Backend, Store};
+use serde_json::json;
+
+/// The Kubernetes version the API serves.
+pub const VERSION: &str = "v1.32.0+berth";
+
+/// /version.
+pub fn version_info() -> serde_json::Value {
+    json!({
+        "major": "1",
+        "minor": "32",
+        "gitVersion": VERSION,
+        "gitCommit": "berth",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": "linux/amd64",
+    })
+}
+
+/// What keeps the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Certificates, keys, files, the listener.
+    #[error("{0}")]
+    Setup(String),
+    /// The store.
+    #[error("storage: {0}")]
+    Store(#[from] berth_store::Error),
+}
+
+/// How to run the server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the state (SQLite file, certificates, kubeconfig) lives.
+    pub data_dir: PathBuf,
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// etcd endpoints (empty: the embedded SQLite store).
+    pub etcd: Vec<String>,
+    /// A static token file (kube's CSV format).
+    pub token_file: Option<PathBuf>,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_san: Vec<String>,
+}
+
+impl Config {
+    /// The defaults: /var/lib/berth/server, port 6443 on all addresses.
+    pub fn new(data_dir: PathBuf) -> Config {
+        Config {
+            data_dir,
+            listen: "0.0.0.0:6443".parse().expect("a valid address"),
+            etcd: Vec::new(),
+            token_file: None,
+            tls_san: Vec::new(),
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// The shared state.
+    pub api: Arc<api::Api>,
+}
+
+/// Starts the server; returns once it listens (readiness follows when the default
+/// namespaces exist).
+pub async fn start(cfg: Config) -> Result<Server, Error> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| Error::Setup(format!("creating {}: {e}", cfg.data_dir.display())))?;
+    let store = if cfg.etcd.is_empty() {
+        let s = berth_store::sqlite::SqliteStore::open(&cfg.data_dir.join("state.db"))?;
+        // Keep the recent history a watch can resume from; kube compacts every 5 min.
+        s.compact_every(Duration::from_secs(300), 100_000);
+        Backend::Sqlite(s)
+    } else {
+        let s = berth_store::etcd::EtcdStore::connect(&cfg.etcd).await?;
+        let b = Backend::Etcd(s);
+        let c = b.clone();
+        tokio::spawn(async move {
+            // Like kube-apiserver: every 5 minutes, compact to where the store was 5
+            // minutes ago.
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(300)).await;
+                if last > 0 {
+                    let _ = c.compact(last).await;
+                }
+                last = c.revision().await.unwrap_or(0);
+            }
+        });
+        b
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| Error::Setup(format!("listening on {}: {e}", cfg.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Setup(format!("listener: {e}")))?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    let url = format!("https://{host}:{}", addr.port());
+    let mut sans = cfg.tls_san.clone();
+    if !addr.ip().is_unspecified() {
+        sans.push(addr.ip().to_string());
+    }
+    let pki_dir = cfg.data_dir.join("pki");
+    let pki = pki::Pki::ensure(&pki_dir, &sans, &url)?;
+    let tls = server::tls_config(&pki)?;
+    let authn = auth::Authenticator::load(cfg.token_file.as_deref(), &pki_dir)?;
+    let hub = hub::Hub::start(store.clone())
+        .await
+        .map_err(|e| Error::Setup(format!("loading the store: {}", e.message)))?;
+    let api = Arc::new(api::Api {
+        store,
+        hub,
+        metrics: metrics::Metrics::default(),
+        authn,
+        authz: Box::new(auth::AllowAuthenticated),
+        address: format!("{host}:{}", addr.port()),
+        ca_bundle: pki.ca_cert.clone(),
+        ready: std::sync::atomic::AtomicBool::new(false),
+    });
+    tokio::spawn(server::serve(api.clone(), listener, tls));
+    let a = api.clone();
+    tokio::spawn(async move {
+        loop {
+            match bootstrap(&a).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!("bootstrap: {}; retrying", e.message);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        a.ready.store(true, std::sync::atomic::Ordering::Release);
+    });
+    Ok(Server {
+        addr,
+        kubeconfig: pki_dir.join("admin.kubeconfig"),
+        api,
+    })
+}
+
+/// What every cluster has: the system namespaces and the `kubernetes` service.
+async fn bootstrap(api: &Arc<api::Api>) -> Result<(), status::ApiError> {
+    let nsr = resources::find("", "v1", "namespaces").expect("served");
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        if api.store.get(&nsr.key(None, ns)).await?.is_some() {
+            continue;
+        }
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        crud::create_internal(api, nsr, None, body).await?;
+    }
+    let svc = resources::find("", "v1", "services").expect("served");
+    if api.store.get(&svc.key(Some("default"), "kubernetes")).await?.is_none() {
+        let port = api.address.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(6443);
+        let body = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1",
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}});
+        crud::create_internal(api, svc, Some("default"), body).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! The three PATCH formats: JSON patch (RFC 6902) and JSON merge patch (RFC 7386) from
+//! the json-patch crate, and kube's strategic merge patch, written here because no
+//! crate has it: lists of the built-in types merge by their keys (containers by name,
+//! ports by containerPort, ...) and patches carry directives (`$patch`,
+//! `$retainKeys`, `$setElementOrder/…`, `$deleteFromPrimitiveList/…`).
+
+use serde_json::{Map, Value};
+
+/// A patch failure: a message for a 422/400.
+#[derive(Debug)]
+pub struct PatchError(pub String);
+
+/// Applies an RFC 6902 JSON patch.
+pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
+    let p: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| PatchError(format!("invalid JSON patch: {e}")))?;
+    json_patch::patch(doc, &p).map_err(|e| PatchError(format!("the JSON patch failed: {e}")))
+}
+
+/// Applies an RFC 7386 merge patch.
+pub fn merge_patch(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
+    if !patch.is_object() {
+        return Err(PatchError("a merge patch must be a JSON object".into()));
+    }
+    json_patch::merge(doc, patch);
+    Ok(())
+}
+
+/// The key a list of the built-in types merges by, from the list's field name and
+/// where it sits (kube's `patchMergeKey` struct tags).
+pub fn merge_key(kind: &str, path: &[&str]) -> Option<&'static str> {
+    let field = *path.last()?;
+    Some(match field {
+        "containers" | "initContainers" | "ephemeralContainers" | "volumes"
+        | "imagePullSecrets" | "env" | "resourceClaims" | "schedulingGates" => "name",
+        "volumeMounts" => "mountPath",
+        "volumeDevices" => "devicePath",
+        "hostAliases" => "ip",
+        "topologySpreadConstraints" => "topologyKey",
+        "ownerReferences" => "uid",
+        "conditions" => "type",
+        "addresses" if kind == "Node" => "type",
+        "ports" if path.iter().any(|p| p.ends_with("ontainers")) => "containerPort",
+        "ports" if kind == "Service" && path == ["spec", "ports"] => "port",
+        _ => return None,
+    })
+}
+
+/// Lists of primitives merged as sets (`patchStrategy:"merge"`).
+fn primitive_merge(path: &[&str]) -> bool {
+    matches!(path, ["metadata", "finalizers"])
+}
+
+/// Applies a strategic merge patch for an object of `kind`.
+pub fn strategic(doc: &mut Value, patch: &Value, kind: &str) -> Result<(), PatchError> {
+    if !patch.is_object() {
+        return Err(PatchError("a strategic merge patch must be a JSON object".into()));
+    }
+    let mut path = Vec::new();
+    if let Some(v) = merge_value(Some(doc.take()), patch, kind, &mut path)? {
+        *doc = v;
+    }
+    Ok(())
+}
+
+fn merge_value(
+    orig: Option<Value>,
+    patch: &Value,
+    kind: &str,
+    path: &mut Vec<String>,
+) -> Result<Option<Value>, PatchError> {
+    match patch {
+        Value::Object(pm) => {
+            match pm.get("$patch").and_then(Value::as_str) {
+                Some("delete") => return Ok(None),
+                Some("replace") => {
+                    let mut m = pm.clone();
+                    m.remove("$patch");
+                    return Ok(Some(Value::Object(strip_directives(m))));
+                }
+                Some("merge") | None => {}
+                Some(other) => {
+                    return Err(PatchError(format!("unknown patch type {other:?} in $patch")))
+                }
+            }
+            let mut om = match orig {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            for (k, pv) in pm {
+                if k == "$patch" || k == "$retainKeys" || k.starts_with("$setElementOrder/") {
+                    continue;
+                }
+                if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
+                    let gone = pv.as_array().cloned().unwrap_or_default();
+                    if let Some(Value::Array(list)) = om.get_mut(field) {
+                        list.retain(|x| !gone.contains(x));
+                    }
+                    continue;
+                }
+                if pv.is_null() {
+                    om.remove(k);
+                    continue;
+                }
+                path.push(k.clone());
+                let merged = match (om.remove(k), pv) {
+                    (Some(Value::Array(ol)), Value::Array(pl)) => {
+                        Some(merge_list(ol, pl, kind, path)?)
+                    }
+                    (o, pv @ Value::Object(_)) => merge_value(o, pv, kind, path)?,
+                    (None, Value::Array(pl)) => Some(merge_list(Vec::new(), pl, kind, path)?),
+                    (_, pv) => Some(pv.clone()),
+                };
+                path.pop();
+                if let Some(v) = merged {
+                    om.insert(k.clone(), v);
+                }
+            }
+            if let Some(keep) = pm.get("$retainKeys").and_then(Value::as_array) {
+                let keep: Vec<&str> = keep.iter().filter_map(Value::as_str).collect();
+                om.retain(|k, _| keep.contains(&k.as_str()));
+            }
+            Ok(Some(Value::Object(om)))
+        }
+        other => Ok(Some(other.clone())),
+    }
+}
+
+fn strip_directives(mut m: Map<String, Value>) -> Map<String, Value> {
+    m.retain(|k, _| !k.starts_with('$'));
+    m
+}
+
+fn merge_list(
+    mut orig: Vec<Value>,
+    patch: &[Value],
+    kind: &str,
+    path: &mut Vec<String>,
+) -> Result<Value, PatchError> {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    if patch
+        .iter()
+        .any(|x| x.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        let rest: Vec<Value> = patch
+            .iter()
+            .filter(|x| x.get("$patch").is_none())
+            .cloned()
+            .collect();
+        return Ok(Value::Array(rest));
+    }
+    if primitive_merge(&p) {
+        for x in patch {
+            if !orig.contains(x) {
+                orig.push(x.clone());
+            }
+        }
+        return Ok(Value::Array(orig));
+    }
+    let Some(key) = merge_key(kind, &p) else {
+        // Atomic lists are replaced; elements lose their directives.
+        return Ok(Value::Array(
+            patch
+                .iter()
+                .map(|x| match x {
+                    Value::Object(m) => Value::Object(strip_directives(m.clone())),
+                    other => other.clone(),
+                })
+                .collect(),
+        ));
+    };
+    for item in patch {
+        let Some(k) = item.get(key) else {
+            return Err(PatchError(format!(
+                "map: {item} does not contain declared merge key: {key}"
+            )));
+        };
+        let pos = orig.iter().position(|o| o.get(key) == Some(k));
+        if item.get("$patch").and_then(Value::as_str) == Some("delete") {
+            orig.retain(|o| o.get(key) != Some(k));
+            continue;
+        }
+        match pos {
+            Some(i) => {
+                let o = orig[i].take();
+                match merge_value(Some(o), item, kind, path)? {
+                    Some(v) => orig[i] = v,
+                    None => {
+                        orig.remove(i);
+                    }
+                }
+            }
+            None => {
+                if let Some(v) = merge_value(None, item, kind, path)? {
+                    orig.push(v);
+                }
+            }
+        }
+    }
+    Ok(Value::Array(orig))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn containers_merge_by_name_and_env_by_name() {
+        let mut d = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "a", "image": "x:1", "env": [{"name": "A", "value": "1"}]},
+            {"name": "b", "image": "y:1"}]}}}});
+        let p = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "a", "image": "x:2", "env": [{"name": "B", "value": "2"}]},
+            {"name": "b", "$patch": "delete"}]}}}});
+        strategic(&mut d, &p, "Deployment").unwrap();
+        let cs = d.pointer("/spec/template/spec/containers").unwrap();
+        assert_eq!(cs.as_array().unwrap().len(), 1);
+        assert_eq!(cs[0]["image"], "x:2");
+        assert_eq!(cs[0]["env"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn directives_and_atomic_lists() {
+        let mut d = json!({"metadata": {"finalizers": ["a"], "labels": {"x": "1", "y": "2"}},
+                           "spec": {"tolerations": [{"key": "k"}], "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
+        let p = json!({"metadata": {"finalizers": ["b"], "labels": {"x": null},
+                                    "$deleteFromPrimitiveList/finalizers": ["a"]},
+                       "spec": {"tolerations": [{"key": "j"}],
+                                "strategy": {"$retainKeys": ["type"], "type": "Recreate"}}});
+        strategic(&mut d, &p, "Deployment").unwrap();
+        assert_eq!(d["metadata"]["finalizers"], json!(["b"]));
+        assert_eq!(d["metadata"]["labels"], json!({"y": "2"}));
+        assert_eq!(d["spec"]["tolerations"], json!([{"key": "j"}]));
+        assert_eq!(d["spec"]["strategy"], json!({"type": "Recreate"}));
+    }
+
+    #[test]
+    fn service_ports_merge_by_port() {
+        let mut d = json!({"spec": {"ports": [{"port": 80, "name": "http"}]}});
+        strategic(&mut d, &json!({"spec": {"ports": [{"port": 443, "name": "https"}]}}), "Service").unwrap();
+        assert_eq!(d["spec"]["ports"].as_array().unwrap().len(), 2);
+    }
+}

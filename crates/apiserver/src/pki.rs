@@ -1,0 +1,209 @@
+//! The server's certificates, made on first start and kept in the data directory: a
+//! cluster CA, the serving certificate (localhost, 127.0.0.1, the host name and any
+//! extra names), an admin client certificate (group system:masters) and the admin
+//! kubeconfig that embeds them — what k3s writes to /etc/rancher/k3s/k3s.yaml.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+
+use crate::Error;
+
+/// The PEM files of the server's PKI.
+#[derive(Clone, Debug)]
+pub struct Pki {
+    /// The CA certificate (PEM).
+    pub ca_cert: String,
+    /// The serving certificate chain (PEM).
+    pub serving_cert: String,
+    /// The serving key (PEM).
+    pub serving_key: String,
+    /// The directory the files live in.
+    pub dir: PathBuf,
+}
+
+fn pki_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Setup(format!("{what}: {e}"))
+}
+
+fn write_private(path: &Path, data: &str) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| pki_err(&format!("writing {}", tmp.display()), e))?;
+    f.write_all(data.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| pki_err(&format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| pki_err(&format!("writing {}", path.display()), e))
+}
+
+fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| pki_err(&format!("reading {}", path.display()), e))
+}
+
+/// A certificate signed by the CA: returns (cert PEM, key PEM).
+fn issue(
+    ca: &Issuer<'_, KeyPair>,
+    cn: &str,
+    orgs: &[&str],
+    sans: Vec<String>,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<(String, String), Error> {
+    let key = KeyPair::generate().map_err(|e| pki_err("generating a key", e))?;
+    let mut p = CertificateParams::new(sans).map_err(|e| pki_err("certificate names", e))?;
+    let mut dn = DistinguishedName::new();
+    for o in orgs {
+        dn.push(DnType::OrganizationName, *o);
+    }
+    dn.push(DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![usage];
+    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    let cert = p
+        .signed_by(&key, ca)
+        .map_err(|e| pki_err("signing a certificate", e))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+impl Pki {
+    /// Loads the PKI under `dir`, making what is missing: the CA once, the serving
+    /// certificate whenever `names` asks for a name it lacks, the admin kubeconfig
+    /// pointing at `server_url`.
+    pub fn ensure(dir: &Path, names: &[String], server_url: &str) -> Result<Pki, Error> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| pki_err(&format!("creating {}", dir.display()), e))?;
+        let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        if !ca_crt.exists() || !ca_key.exists() {
+            let key = KeyPair::generate().map_err(|e| pki_err("generating the CA key", e))?;
+            let mut p = CertificateParams::new(Vec::<String>::new())
+                .map_err(|e| pki_err("CA parameters", e))?;
+            p.distinguished_name
+                .push(DnType::CommonName, format!("berth-ca@{}", unix_now()));
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2035, 1, 1);
+            let cert = p
+                .self_signed(&key)
+                .map_err(|e| pki_err("self-signing the CA", e))?;
+            write_private(&ca_key, &key.serialize_pem())?;
+            write_private(&ca_crt, &cert.pem())?;
+            for stale in ["serving.crt", "serving.key", "admin.crt", "admin.key"] {
+                let _ = std::fs::remove_file(dir.join(stale));
+            }
+        }
+        let ca_cert = read(&ca_crt)?;
+        let ca_keypair =
+            KeyPair::from_pem(&read(&ca_key)?).map_err(|e| pki_err("the CA key", e))?;
+        let ca = Issuer::from_ca_cert_pem(&ca_cert, ca_keypair)
+            .map_err(|e| pki_err("the CA certificate", e))?;
+
+        let mut sans: Vec<String> = vec![
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+            "kubernetes".into(),
+            "kubernetes.default".into(),
+            "kubernetes.default.svc".into(),
+        ];
+        if let Ok(h) = rustix::system::uname().nodename().to_str() {
+            sans.push(h.to_string());
+        }
+        for n in names {
+            if !sans.contains(n) {
+                sans.push(n.clone());
+            }
+        }
+        let names_file = dir.join("serving.names");
+        let (srv_crt, srv_key) = (dir.join("serving.crt"), dir.join("serving.key"));
+        let have = std::fs::read_to_string(&names_file).unwrap_or_default();
+        if !srv_crt.exists() || !srv_key.exists() || have != sans.join("\n") {
+            let (c, k) = issue(
+                &ca,
+                "berth-apiserver",
+                &[],
+                sans.clone(),
+                ExtendedKeyUsagePurpose::ServerAuth,
+            )?;
+            write_private(&srv_key, &k)?;
+            write_private(&srv_crt, &c)?;
+            write_private(&names_file, &sans.join("\n"))?;
+        }
+        let (adm_crt, adm_key) = (dir.join("admin.crt"), dir.join("admin.key"));
+        if !adm_crt.exists() || !adm_key.exists() {
+            let (c, k) = issue(
+                &ca,
+                "system:admin",
+                &["system:masters"],
+                Vec::new(),
+                ExtendedKeyUsagePurpose::ClientAuth,
+            )?;
+            write_private(&adm_key, &k)?;
+            write_private(&adm_crt, &c)?;
+        }
+        let pki = Pki {
+            ca_cert,
+            serving_cert: read(&srv_crt)?,
+            serving_key: read(&srv_key)?,
+            dir: dir.to_path_buf(),
+        };
+        pki.write_kubeconfig(&dir.join("admin.kubeconfig"), server_url)?;
+        Ok(pki)
+    }
+
+    /// Writes a kubeconfig for the admin user at `path`, for the server at `url`.
+    pub fn write_kubeconfig(&self, path: &Path, url: &str) -> Result<(), Error> {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let cert = read(&self.dir.join("admin.crt"))?;
+        let key = read(&self.dir.join("admin.key"))?;
+        let doc = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {url}\n    certificate-authority-data: {}\ncontexts:\n- name: berth\n  context:\n    cluster: berth\n    user: admin\n    namespace: default\ncurrent-context: berth\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&self.ca_cert),
+            b64(&cert),
+            b64(&key),
+        );
+        write_private(path, &doc)
+    }
+
+    /// Issues a client certificate for `user` in `groups` (for tests and other
+    /// components of berth): returns (cert PEM, key PEM).
+    pub fn issue_client(&self, user: &str, groups: &[&str]) -> Result<(String, String), Error> {
+        let ca_keypair = KeyPair::from_pem(&read(&self.dir.join("ca.key"))?)
+            .map_err(|e| pki_err("the CA key", e))?;
+        let ca = Issuer::from_ca_cert_pem(&self.ca_cert, ca_keypair)
+            .map_err(|e| pki_err("the CA certificate", e))?;
+        issue(
+            &ca,
+            user,
+            groups,
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,242 @@
+//! The one resource table: every served resource with its group, version, kind, names,
+//! scope, subresources and verbs, and its schema (from k8s-openapi's types). Routing,
+//! discovery, OpenAPI, strict field validation, storage keys and table printing all
+//! read from here, so a resource added here is served everywhere at once.
+
+use std::borrow::Cow;
+
+use k8s_openapi::api::{
+    apps::v1 as apps, authentication::v1 as authn, batch::v1 as batch, coordination::v1 as coord,
+    core::v1 as core, discovery::v1 as disc, events::v1 as events, policy::v1 as policy,
+};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+
+/// A served resource.
+pub struct Resource {
+    /// The API group ("" for core).
+    pub group: &'static str,
+    /// The version.
+    pub version: &'static str,
+    /// The kind.
+    pub kind: &'static str,
+    /// The plural resource name (the URL segment).
+    pub plural: &'static str,
+    /// Short names for kubectl.
+    pub short_names: &'static [&'static str],
+    /// Namespaced or cluster-scoped.
+    pub namespaced: bool,
+    /// Categories (kubectl get all).
+    pub categories: &'static [&'static str],
+    /// Subresources served.
+    pub subresources: &'static [&'static str],
+    /// Whether objects are stored (false: create-only reviews answered at once).
+    pub stored: bool,
+    /// The OpenAPI schema name of the kind.
+    pub schema_name: fn() -> Cow<'static, str>,
+    /// Adds the kind's schema (and what it references) to a generator.
+    pub schema: fn(&mut SchemaGenerator) -> Schema,
+    /// Checks that a JSON object decodes as the kind; returns the field path and the
+    /// error when it does not.
+    pub decode: fn(&serde_json::Value) -> Result<(), (String, String)>,
+}
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} {}", self.group, self.version, self.plural)
+    }
+}
+
+impl Resource {
+    /// `apiVersion` of the kind.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The singular name (lower-case kind).
+    pub fn singular(&self) -> String {
+        self.kind.to_ascii_lowercase()
+    }
+
+    /// The verbs on the collection and its objects.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.stored {
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
+        } else {
+            &["create"]
+        }
+    }
+
+    /// The storage key prefix of the resource (all namespaces).
+    pub fn prefix(&self) -> String {
+        let g = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group
+        };
+        format!("/registry/{g}/{}/", self.plural)
+    }
+
+    /// The storage key prefix of one namespace (or all, for cluster-scoped).
+    pub fn ns_prefix(&self, ns: Option<&str>) -> String {
+        match ns {
+            Some(ns) if self.namespaced => format!("{}{ns}/", self.prefix()),
+            _ => self.prefix(),
+        }
+    }
+
+    /// The storage key of one object.
+    pub fn key(&self, ns: Option<&str>, name: &str) -> String {
+        format!("{}{name}", self.ns_prefix(ns))
+    }
+
+    /// The `group.resource` name used in messages ("deployments.apps").
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// Whether objects have a spec whose changes bump metadata.generation.
+    pub fn has_generation(&self) -> bool {
+        !matches!(
+            self.kind,
+            "Pod"
+                | "ConfigMap"
+                | "Secret"
+                | "ServiceAccount"
+                | "Event"
+                | "Endpoints"
+                | "EndpointSlice"
+                | "Namespace"
+                | "Node"
+                | "ControllerRevision"
+        )
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<(), (String, String)> {
+    let de = serde_json::Value::clone(v);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let path = e.path().to_string();
+            Err((path, e.into_inner().to_string()))
+        }
+    }
+}
+
+macro_rules! resource {
+    ($t:ty, short: [$($s:expr),*], ns: $ns:expr, cats: [$($c:expr),*], subs: [$($sub:expr),*]) => {
+        resource!($t, short: [$($s),*], ns: $ns, cats: [$($c),*], subs: [$($sub),*], stored: true)
+    };
+    ($t:ty, short: [$($s:expr),*], ns: $ns:expr, cats: [$($c:expr),*], subs: [$($sub:expr),*], stored: $stored:expr) => {
+        Resource {
+            group: <$t as k8s_openapi::Resource>::GROUP,
+            version: <$t as k8s_openapi::Resource>::VERSION,
+            kind: <$t as k8s_openapi::Resource>::KIND,
+            plural: <$t as k8s_openapi::Resource>::URL_PATH_SEGMENT,
+            short_names: &[$($s),*],
+            namespaced: $ns,
+            categories: &[$($c),*],
+            subresources: &[$($sub),*],
+            stored: $stored,
+            schema_name: <$t as JsonSchema>::schema_name,
+            schema: |g| g.subschema_for::<$t>(),
+            decode: decode::<$t>,
+        }
+    };
+}
+
+/// Every resource the server serves.
+pub static RESOURCES: &[Resource] = &[
+    resource!(core::Namespace, short: ["ns"], ns: false, cats: [], subs: ["status", "finalize"]),
+    resource!(core::Pod, short: ["po"], ns: true, cats: ["all"],
+        subs: ["status", "binding", "eviction", "log", "exec", "attach", "portforward", "ephemeralcontainers"]),
+    resource!(core::Node, short: ["no"], ns: false, cats: [], subs: ["status", "proxy"]),
+    resource!(core::Service, short: ["svc"], ns: true, cats: ["all"], subs: ["status", "proxy"]),
+    resource!(core::Endpoints, short: ["ep"], ns: true, cats: [], subs: []),
+    resource!(core::ConfigMap, short: ["cm"], ns: true, cats: [], subs: []),
+    resource!(core::Secret, short: [], ns: true, cats: [], subs: []),
+    resource!(core::ServiceAccount, short: ["sa"], ns: true, cats: [], subs: ["token"]),
+    resource!(core::Event, short: ["ev"], ns: true, cats: [], subs: []),
+    resource!(core::PersistentVolume, short: ["pv"], ns: false, cats: [], subs: ["status"]),
+    resource!(core::PersistentVolumeClaim, short: ["pvc"], ns: true, cats: [], subs: ["status"]),
+    resource!(core::LimitRange, short: ["limits"], ns: true, cats: [], subs: []),
+    resource!(core::ResourceQuota, short: ["quota"], ns: true, cats: [], subs: ["status"]),
+    resource!(apps::Deployment, short: ["deploy"], ns: true, cats: ["all"], subs: ["status", "scale"]),
+    resource!(apps::ReplicaSet, short: ["rs"], ns: true, cats: ["all"], subs: ["status", "scale"]),
+    resource!(apps::StatefulSet, short: ["sts"], ns: true, cats: ["all"], subs: ["status", "scale"]),
+    resource!(apps::DaemonSet, short: ["ds"], ns: true, cats: ["all"], subs: ["status"]),
+    resource!(apps::ControllerRevision, short: [], ns: true, cats: [], subs: []),
+    resource!(batch::Job, short: [], ns: true, cats: ["all"], subs: ["status"]),
+    resource!(batch::CronJob, short: ["cj"], ns: true, cats: ["all"], subs: ["status"]),
+    resource!(coord::Lease, short: [], ns: true, cats: [], subs: []),
+    resource!(disc::EndpointSlice, short: [], ns: true, cats: [], subs: []),
+    resource!(policy::PodDisruptionBudget, short: ["pdb"], ns: true, cats: [], subs: ["status"]),
+    resource!(events::Event, short: ["ev"], ns: true, cats: [], subs: []),
+    resource!(authn::SelfSubjectReview, short: [], ns: false, cats: [], subs: [], stored: false),
+];
+
+/// The groups served, in discovery order, each with its versions.
+pub fn groups() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for r in RESOURCES {
+        if !r.group.is_empty() && !out.contains(&r.group) {
+            out.push(r.group);
+        }
+    }
+    out
+}
+
+/// The resources of one group and version.
+pub fn of<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Resource> + 'a {
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
+}
+
+/// Finds a resource by group, version and plural.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Finds a resource by apiVersion and kind.
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.api_version() == api_version && r.kind == kind)
+}
+
+/// The resource, namespace and name a storage key belongs to.
+pub fn from_key(key: &str) -> Option<(&'static Resource, Option<&str>, &str)> {
+    let rest = key.strip_prefix("/registry/")?;
+    let mut it = rest.splitn(3, '/');
+    let (g, plural, tail) = (it.next()?, it.next()?, it.next()?);
+    let g = if g == "core" { "" } else { g };
+    let res = RESOURCES
+        .iter()
+        .find(|r| r.group == g && r.plural == plural)?;
+    if res.namespaced {
+        let (ns, name) = tail.split_once('/')?;
+        Some((res, Some(ns), name))
+    } else {
+        Some((res, None, tail))
+    }
+}

@@ -1,0 +1,187 @@
+//! The HTTPS front: TLS (HTTP/2 and HTTP/1.1 by ALPN) with optional client
+//! certificates, body limits, query decoding and authentication, handing each request
+//! to the API.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::{self, Api, Body, Request};
+use crate::auth::User;
+use crate::status::ApiError;
+use crate::Error;
+
+/// A response body: whole, or streamed from a channel (watches).
+pub enum RespBody {
+    /// The whole body (taken once).
+    Full(Option<Bytes>),
+    /// Chunks from a channel.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for RespBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, RespBody::Full(None))
+    }
+}
+
+/// Builds the TLS configuration: the serving certificate, and client certificates
+/// verified against the CA when offered.
+pub fn tls_config(pki: &crate::pki::Pki) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pki.serving_cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Setup(format!("serving certificate: {e}")))?;
+    let key = rustls_pemfile::private_key(&mut pki.serving_key.as_bytes())
+        .map_err(|e| Error::Setup(format!("serving key: {e}")))?
+        .ok_or_else(|| Error::Setup("serving key: no key in the file".into()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pki.ca_cert.as_bytes()) {
+        let c = c.map_err(|e| Error::Setup(format!("CA certificate: {e}")))?;
+        roots
+            .add(c)
+            .map_err(|e| Error::Setup(format!("CA certificate: {e}")))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| Error::Setup(format!("client verifier: {e}")))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Setup(format!("TLS: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Setup(format!("TLS: {e}")))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Accepts connections until the listener fails.
+pub async fn serve(api: Arc<Api>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (sock, _peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let api = api.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
+                Ok(Ok(s)) => s,
+                _ => return,
+            };
+            let cert_user = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| User::from_certificate(c));
+            let svc = hyper::service::service_fn(move |req| {
+                let api = api.clone();
+                let user = cert_user.clone();
+                async move { Ok::<_, Infallible>(handle(api, user, req).await) }
+            });
+            let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            b.http2().max_concurrent_streams(1000);
+            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+fn to_http(r: api::Response, head: bool) -> http::Response<RespBody> {
+    let body = match r.body {
+        _ if head => RespBody::Full(None),
+        Body::Full(b) => RespBody::Full(Some(b)),
+        Body::Stream(rx) => RespBody::Stream(rx),
+    };
+    let mut resp = http::Response::new(body);
+    *resp.status_mut() = http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in r.headers {
+        if let (Ok(k), Ok(v)) = (http::HeaderName::try_from(k), http::HeaderValue::try_from(v)) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+    resp
+}
+
+async fn handle(api: Arc<Api>, cert_user: Option<User>, req: http::Request<Incoming>) -> http::Response<RespBody> {
+    let (parts, body) = req.into_parts();
+    let head = parts.method == http::Method::HEAD;
+    let body = match Limited::new(body, api::MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let err = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                ApiError::new(413, "RequestEntityTooLarge", format!("the request body is larger than {} bytes", api::MAX_BODY))
+            } else {
+                ApiError::bad_request(format!("reading the request body: {e}"))
+            };
+            return to_http(api::Response::error(&err), head);
+        }
+    };
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let path = parts.uri.path().to_string();
+    let mut user = cert_user;
+    if user.is_none() {
+        if let Some(auth) = parts.headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            let token = auth.strip_prefix("Bearer ").map(str::trim);
+            match token.and_then(|t| api.authn.token(t)) {
+                Some((u, claims)) => match claims {
+                    None => user = Some(u),
+                    Some(c) => {
+                        // A ServiceAccount token is good while its ServiceAccount is.
+                        let sa = crate::resources::find("", "v1", "serviceaccounts").expect("served");
+                        let ok = match crate::crud::read(&api, sa, Some(&c.kube.namespace), &c.kube.serviceaccount.name).await {
+                            Ok((o, _)) => o.pointer("/metadata/uid").and_then(|v| v.as_str()) == Some(c.kube.serviceaccount.uid.as_str()),
+                            Err(_) => false,
+                        };
+                        if ok {
+                            user = Some(u);
+                        } else {
+                            return to_http(api::Response::error(&ApiError::unauthorized()), head);
+                        }
+                    }
+                },
+                None => return to_http(api::Response::error(&ApiError::unauthorized()), head),
+            }
+        }
+    }
+    let req = Request {
+        method: parts.method,
+        path,
+        query,
+        headers: parts.headers,
+        body,
+        user,
+    };
+    to_http(api.handle(req).await, head)
+}

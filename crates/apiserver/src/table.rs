@@ -1,0 +1,772 @@
+//! Table responses for `kubectl get`: the columns kube's printers give each kind (and
+//! the wide ones, priority 1), one row per object.
+
+use serde_json::{json, Value};
+
+/// A column: name, type, priority (1: only with -o wide).
+type Col = (&'static str, &'static str, u8);
+
+fn columns(kind: &str) -> &'static [Col] {
+    match kind {
+        "Pod" => &[
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Status", "string", 0),
+            ("Restarts", "string", 0),
+            ("Age", "string", 0),
+            ("IP", "string", 1),
+            ("Node", "string", 1),
+            ("Nominated Node", "string", 1),
+            ("Readiness Gates", "string", 1),
+        ],
+        "Namespace" => &[("Name", "string", 0), ("Status", "string", 0), ("Age", "string", 0)],
+        "Node" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Roles", "string", 0),
+            ("Age", "string", 0),
+            ("Version", "string", 0),
+            ("Internal-IP", "string", 1),
+            ("External-IP", "string", 1),
+            ("OS-Image", "string", 1),
+            ("Kernel-Version", "string", 1),
+            ("Container-Runtime", "string", 1),
+        ],
+        "Service" => &[
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Cluster-IP", "string", 0),
+            ("External-IP", "string", 0),
+            ("Port(s)", "string", 0),
+            ("Age", "string", 0),
+            ("Selector", "string", 1),
+        ],
+        "Endpoints" => &[("Name", "string", 0), ("Endpoints", "string", 0), ("Age", "string", 0)],
+        "ConfigMap" => &[("Name", "string", 0), ("Data", "integer", 0), ("Age", "string", 0)],
+        "Secret" => &[
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        "ServiceAccount" => &[("Name", "string", 0), ("Secrets", "integer", 0), ("Age", "string", 0)],
+        "Event" => &[
+            ("Last Seen", "string", 0),
+            ("Type", "string", 0),
+            ("Reason", "string", 0),
+            ("Object", "string", 0),
+            ("Message", "string", 0),
+            ("Source", "string", 1),
+            ("Count", "string", 1),
+            ("Name", "string", 1),
+        ],
+        "PersistentVolume" => &[
+            ("Name", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("Reclaim Policy", "string", 0),
+            ("Status", "string", 0),
+            ("Claim", "string", 0),
+            ("StorageClass", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "PersistentVolumeClaim" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Volume", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("StorageClass", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "Deployment" => &[
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "ReplicaSet" => &[
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "StatefulSet" => &[
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+        ],
+        "DaemonSet" => &[
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Node Selector", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "ControllerRevision" => &[
+            ("Name", "string", 0),
+            ("Controller", "string", 0),
+            ("Revision", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        "Job" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Completions", "string", 0),
+            ("Duration", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "CronJob" => &[
+            ("Name", "string", 0),
+            ("Schedule", "string", 0),
+            ("Timezone", "string", 0),
+            ("Suspend", "boolean", 0),
+            ("Active", "integer", 0),
+            ("Last Schedule", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "Lease" => &[("Name", "string", 0), ("Holder", "string", 0), ("Age", "string", 0)],
+        "EndpointSlice" => &[
+            ("Name", "string", 0),
+            ("AddressType", "string", 0),
+            ("Ports", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "PodDisruptionBudget" => &[
+            ("Name", "string", 0),
+            ("Min Available", "string", 0),
+            ("Max Unavailable", "string", 0),
+            ("Allowed Disruptions", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        _ => &[("Name", "string", 0), ("Age", "string", 0)],
+    }
+}
+
+/// kube's short human durations ("45s", "3m12s", "5h", "12d").
+pub fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".into();
+    }
+    let s = secs.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86400);
+    if s < 120 {
+        format!("{s}s")
+    } else if m < 10 {
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
+    } else if h < 48 {
+        format!("{h}h")
+    } else if h < 192 {
+        if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        }
+    } else if d < 365 * 2 {
+        format!("{d}d")
+    } else if d < 365 * 8 {
+        let y = d / 365;
+        if d % 365 == 0 {
+            format!("{y}y")
+        } else {
+            format!("{y}y{}d", d % 365)
+        }
+    } else {
+        format!("{}y", d / 365)
+    }
+}
+
+fn age_of(ts: Option<&str>) -> String {
+    let Some(ts) = ts else {
+        return "<unknown>".into();
+    };
+    match ts.parse::<jiff::Timestamp>() {
+        Ok(t) => human_duration(jiff::Timestamp::now().as_second() - t.as_second()),
+        Err(_) => "<unknown>".into(),
+    }
+}
+
+fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+fn i(v: &Value, ptr: &str) -> i64 {
+    v.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn or_none(x: String) -> String {
+    if x.is_empty() {
+        "<none>".into()
+    } else {
+        x
+    }
+}
+
+fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+fn selector(v: &Value, ptr: &str) -> String {
+    let mut parts: Vec<String> = v
+        .pointer(ptr)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    parts.sort();
+    or_none(parts.join(","))
+}
+
+fn containers_images(v: &Value, ptr: &str) -> (String, String) {
+    let cs = arr(v, ptr);
+    let names: Vec<&str> = cs.iter().map(|c| s(c, "/name")).collect();
+    let images: Vec<&str> = cs.iter().map(|c| s(c, "/image")).collect();
+    (names.join(","), images.join(","))
+}
+
+fn int_or_string(v: &Value, ptr: &str) -> String {
+    match v.pointer(ptr) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => "N/A".into(),
+    }
+}
+
+/// The pod's STATUS column, as kubectl shows it.
+fn pod_status(p: &Value) -> String {
+    let mut reason = s(p, "/status/phase").to_string();
+    if !s(p, "/status/reason").is_empty() {
+        reason = s(p, "/status/reason").to_string();
+    }
+    for c in arr(p, "/status/containerStatuses") {
+        if let Some(w) = c.pointer("/state/waiting/reason").and_then(Value::as_str) {
+            if !w.is_empty() {
+                reason = w.to_string();
+            }
+        } else if let Some(t) = c.pointer("/state/terminated") {
+            let r = s(t, "/reason");
+            reason = if !r.is_empty() {
+                r.to_string()
+            } else if let Some(sig) = t.get("signal").and_then(Value::as_i64).filter(|x| *x != 0) {
+                format!("Signal:{sig}")
+            } else {
+                format!("ExitCode:{}", i(t, "/exitCode"))
+            };
+        }
+    }
+    if p.pointer("/metadata/deletionTimestamp").is_some() {
+        reason = "Terminating".into();
+    }
+    if reason.is_empty() {
+        "Pending".into()
+    } else {
+        reason
+    }
+}
+
+fn row(kind: &str, o: &Value) -> Vec<Value> {
+    let name = s(o, "/metadata/name").to_string();
+    let age = age_of(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str));
+    match kind {
+        "Pod" => {
+            let total = arr(o, "/spec/containers").len();
+            let statuses = arr(o, "/status/containerStatuses");
+            let ready = statuses
+                .iter()
+                .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+                .count();
+            let restarts: i64 = statuses.iter().map(|c| i(c, "/restartCount")).sum();
+            let gates = arr(o, "/spec/readinessGates");
+            vec![
+                json!(name),
+                json!(format!("{ready}/{total}")),
+                json!(pod_status(o)),
+                json!(restarts.to_string()),
+                json!(age),
+                json!(or_none(s(o, "/status/podIP").into())),
+                json!(or_none(s(o, "/spec/nodeName").into())),
+                json!(or_none(s(o, "/status/nominatedNodeName").into())),
+                json!(if gates.is_empty() { "<none>".to_string() } else { format!("0/{}", gates.len()) }),
+            ]
+        }
+        "Namespace" => vec![json!(name), json!(s(o, "/status/phase")), json!(age)],
+        "Node" => {
+            let ready = arr(o, "/status/conditions")
+                .iter()
+                .find(|c| s(c, "/type") == "Ready")
+                .map(|c| if s(c, "/status") == "True" { "Ready" } else { "NotReady" })
+                .unwrap_or("Unknown");
+            let mut status = ready.to_string();
+            if o.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+                status.push_str(",SchedulingDisabled");
+            }
+            let mut roles: Vec<String> = o
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.keys()
+                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            roles.sort();
+            let addr = |t: &str| {
+                arr(o, "/status/addresses")
+                    .iter()
+                    .find(|a| s(a, "/type") == t)
+                    .map(|a| s(a, "/address").to_string())
+                    .unwrap_or_else(|| "<none>".into())
+            };
+            vec![
+                json!(name),
+                json!(status),
+                json!(or_none(roles.join(","))),
+                json!(age),
+                json!(s(o, "/status/nodeInfo/kubeletVersion")),
+                json!(addr("InternalIP")),
+                json!(addr("ExternalIP")),
+                json!(or_none(s(o, "/status/nodeInfo/osImage").into())),
+                json!(or_none(s(o, "/status/nodeInfo/kernelVersion").into())),
+                json!(or_none(s(o, "/status/nodeInfo/containerRuntimeVersion").into())),
+            ]
+        }
+        "Service" => {
+            let ports: Vec<String> = arr(o, "/spec/ports")
+                .iter()
+                .map(|p| {
+                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                    match p.get("nodePort").and_then(Value::as_i64) {
+                        Some(np) => format!("{}:{np}/{proto}", i(p, "/port")),
+                        None => format!("{}/{proto}", i(p, "/port")),
+                    }
+                })
+                .collect();
+            let ext: Vec<String> = arr(o, "/spec/externalIPs")
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .chain(
+                    arr(o, "/status/loadBalancer/ingress")
+                        .iter()
+                        .map(|x| s(x, "/ip").to_string()),
+                )
+                .collect();
+            let ty = match s(o, "/spec/type") {
+                "" => "ClusterIP",
+                t => t,
+            };
+            let ext = if ext.is_empty() {
+                if ty == "LoadBalancer" { "<pending>".to_string() } else { "<none>".to_string() }
+            } else {
+                ext.join(",")
+            };
+            vec![
+                json!(name),
+                json!(ty),
+                json!(or_none(s(o, "/spec/clusterIP").into())),
+                json!(ext),
+                json!(or_none(ports.join(","))),
+                json!(age),
+                json!(selector(o, "/spec/selector")),
+            ]
+        }
+        "Endpoints" => {
+            let mut eps = Vec::new();
+            for sub in arr(o, "/subsets") {
+                for a in arr(sub, "/addresses") {
+                    for p in arr(sub, "/ports") {
+                        eps.push(format!("{}:{}", s(a, "/ip"), i(p, "/port")));
+                    }
+                }
+            }
+            vec![json!(name), json!(or_none(eps.join(","))), json!(age)]
+        }
+        "ConfigMap" => {
+            let n = o.get("data").and_then(Value::as_object).map_or(0, |m| m.len())
+                + o.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len());
+            vec![json!(name), json!(n), json!(age)]
+        }
+        "Secret" => {
+            let n = o.get("data").and_then(Value::as_object).map_or(0, |m| m.len());
+            let ty = match s(o, "/type") {
+                "" => "Opaque",
+                t => t,
+            };
+            vec![json!(name), json!(ty), json!(n), json!(age)]
+        }
+        "ServiceAccount" => vec![json!(name), json!(arr(o, "/secrets").len()), json!(age)],
+        "Event" => {
+            let last = o
+                .pointer("/lastTimestamp")
+                .or_else(|| o.pointer("/eventTime"))
+                .or_else(|| o.pointer("/series/lastObservedTime"))
+                .or_else(|| o.pointer("/metadata/creationTimestamp"))
+                .and_then(Value::as_str);
+            let (ok, on) = if o.get("regarding").is_some() {
+                (s(o, "/regarding/kind"), s(o, "/regarding/name"))
+            } else {
+                (s(o, "/involvedObject/kind"), s(o, "/involvedObject/name"))
+            };
+            let msg = if o.get("note").is_some() { s(o, "/note") } else { s(o, "/message") };
+            let count = o.get("count").and_then(Value::as_i64).unwrap_or(1);
+            vec![
+                json!(age_of(last)),
+                json!(s(o, "/type")),
+                json!(s(o, "/reason")),
+                json!(format!("{}/{on}", ok.to_ascii_lowercase())),
+                json!(msg),
+                json!(or_none(
+                    s(o, "/source/component").to_string() + s(o, "/reportingController")
+                )),
+                json!(count.to_string()),
+                json!(name),
+            ]
+        }
+        "PersistentVolume" => {
+            let claim = match o.get("spec").and_then(|sp| sp.get("claimRef")) {
+                Some(c) => format!("{}/{}", s(c, "/namespace"), s(c, "/name")),
+                None => String::new(),
+            };
+            vec![
+                json!(name),
+                json!(s(o, "/spec/capacity/storage")),
+                json!(access_modes(o, "/spec/accessModes")),
+                json!(match s(o, "/spec/persistentVolumeReclaimPolicy") { "" => "Retain", p => p }),
+                json!(s(o, "/status/phase")),
+                json!(claim),
+                json!(s(o, "/spec/storageClassName")),
+                json!(age),
+            ]
+        }
+        "PersistentVolumeClaim" => vec![
+            json!(name),
+            json!(s(o, "/status/phase")),
+            json!(s(o, "/spec/volumeName")),
+            json!(s(o, "/status/capacity/storage")),
+            json!(access_modes(o, "/status/accessModes")),
+            json!(s(o, "/spec/storageClassName")),
+            json!(age),
+        ],
+        "Deployment" => {
+            let (c, im) = containers_images(o, "/spec/template/spec/containers");
+            vec![
+                json!(name),
+                json!(format!("{}/{}", i(o, "/status/readyReplicas"), spec_replicas(o))),
+                json!(i(o, "/status/updatedReplicas")),
+                json!(i(o, "/status/availableReplicas")),
+                json!(age),
+                json!(c),
+                json!(im),
+                json!(selector(o, "/spec/selector/matchLabels")),
+            ]
+        }
+        "ReplicaSet" => {
+            let (c, im) = containers_images(o, "/spec/template/spec/containers");
+            vec![
+                json!(name),
+                json!(spec_replicas(o)),
+                json!(i(o, "/status/replicas")),
+                json!(i(o, "/status/readyReplicas")),
+                json!(age),
+                json!(c),
+                json!(im),
+                json!(selector(o, "/spec/selector/matchLabels")),
+            ]
+        }
+        "StatefulSet" => {
+            let (c, im) = containers_images(o, "/spec/template/spec/containers");
+            vec![
+                json!(name),
+                json!(format!("{}/{}", i(o, "/status/readyReplicas"), spec_replicas(o))),
+                json!(age),
+                json!(c),
+                json!(im),
+            ]
+        }
+        "DaemonSet" => {
+            let (c, im) = containers_images(o, "/spec/template/spec/containers");
+            vec![
+                json!(name),
+                json!(i(o, "/status/desiredNumberScheduled")),
+                json!(i(o, "/status/currentNumberScheduled")),
+                json!(i(o, "/status/numberReady")),
+                json!(i(o, "/status/updatedNumberScheduled")),
+                json!(i(o, "/status/numberAvailable")),
+                json!(selector(o, "/spec/template/spec/nodeSelector")),
+                json!(age),
+                json!(c),
+                json!(im),
+                json!(selector(o, "/spec/selector/matchLabels")),
+            ]
+        }
+        "ControllerRevision" => {
+            let owner = arr(o, "/metadata/ownerReferences")
+                .iter()
+                .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+                .map(|r| {
+                    let g = s(r, "/apiVersion").split('/').next().unwrap_or("");
+                    format!("{}.{g}/{}", s(r, "/kind").to_ascii_lowercase(), s(r, "/name"))
+                })
+                .unwrap_or_else(|| "<none>".into());
+            vec![json!(name), json!(owner), json!(i(o, "/revision")), json!(age)]
+        }
+        "Job" => {
+            let (c, im) = containers_images(o, "/spec/template/spec/containers");
+            let conds = arr(o, "/status/conditions");
+            let has = |t: &str| {
+                conds
+                    .iter()
+                    .any(|c| s(c, "/type") == t && s(c, "/status") == "True")
+            };
+            let status = if has("Complete") {
+                "Complete"
+            } else if has("Failed") {
+                "Failed"
+            } else if o.pointer("/metadata/deletionTimestamp").is_some() {
+                "Terminating"
+            } else if has("Suspended") {
+                "Suspended"
+            } else {
+                "Running"
+            };
+            let completions = match o.pointer("/spec/completions").and_then(Value::as_i64) {
+                Some(n) => format!("{}/{n}", i(o, "/status/succeeded")),
+                None => format!("{}/1", i(o, "/status/succeeded")),
+            };
+            let dur = match (
+                o.pointer("/status/startTime").and_then(Value::as_str),
+                o.pointer("/status/completionTime").and_then(Value::as_str),
+            ) {
+                (Some(a), Some(b)) => match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
+                    (Ok(a), Ok(b)) => human_duration(b.as_second() - a.as_second()),
+                    _ => String::new(),
+                },
+                (Some(a), None) => age_of(Some(a)),
+                _ => String::new(),
+            };
+            vec![
+                json!(name),
+                json!(status),
+                json!(completions),
+                json!(dur),
+                json!(age),
+                json!(c),
+                json!(im),
+                json!(selector(o, "/spec/selector/matchLabels")),
+            ]
+        }
+        "CronJob" => {
+            let (c, im) = containers_images(o, "/spec/jobTemplate/spec/template/spec/containers");
+            let last = o
+                .pointer("/status/lastScheduleTime")
+                .and_then(Value::as_str)
+                .map(|t| age_of(Some(t)))
+                .unwrap_or_else(|| "<none>".into());
+            vec![
+                json!(name),
+                json!(s(o, "/spec/schedule")),
+                json!(or_none(s(o, "/spec/timeZone").into())),
+                json!(o.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false)),
+                json!(arr(o, "/status/active").len()),
+                json!(last),
+                json!(age),
+                json!(c),
+                json!(im),
+                json!(selector(o, "/spec/jobTemplate/spec/selector/matchLabels")),
+            ]
+        }
+        "Lease" => vec![json!(name), json!(s(o, "/spec/holderIdentity")), json!(age)],
+        "EndpointSlice" => {
+            let ports: Vec<String> = arr(o, "/ports").iter().map(|p| i(p, "/port").to_string()).collect();
+            let eps: Vec<String> = arr(o, "/endpoints")
+                .iter()
+                .flat_map(|e| arr(e, "/addresses").iter().filter_map(|a| a.as_str().map(str::to_string)))
+                .collect();
+            vec![
+                json!(name),
+                json!(s(o, "/addressType")),
+                json!(or_none(ports.join(","))),
+                json!(or_none(eps.join(","))),
+                json!(age),
+            ]
+        }
+        "PodDisruptionBudget" => vec![
+            json!(name),
+            json!(int_or_string(o, "/spec/minAvailable")),
+            json!(int_or_string(o, "/spec/maxUnavailable")),
+            json!(i(o, "/status/disruptionsAllowed")),
+            json!(age),
+        ],
+        _ => vec![json!(name), json!(age)],
+    }
+}
+
+fn spec_replicas(o: &Value) -> i64 {
+    o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+}
+
+fn access_modes(o: &Value, ptr: &str) -> String {
+    arr(o, ptr)
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What a table row carries of its object (`includeObject`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Include {
+    /// Nothing.
+    None,
+    /// PartialObjectMetadata (kube's default).
+    Metadata,
+    /// The whole object.
+    Object,
+}
+
+impl Include {
+    /// Parses the `includeObject` parameter.
+    pub fn parse(s: Option<&str>) -> Include {
+        match s {
+            Some("None") => Include::None,
+            Some("Object") => Include::Object,
+            _ => Include::Metadata,
+        }
+    }
+}
+
+/// One table row of `o`.
+pub fn table_row(kind: &str, o: &Value, include: Include) -> Value {
+    let object = match include {
+        Include::None => Value::Null,
+        Include::Object => o.clone(),
+        Include::Metadata => json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": o.get("metadata").cloned().unwrap_or(Value::Null),
+        }),
+    };
+    let mut r = json!({"cells": row(kind, o)});
+    if !object.is_null() {
+        r["object"] = object;
+    }
+    r
+}
+
+/// The column definitions of `kind`.
+pub fn column_definitions(kind: &str) -> Value {
+    Value::Array(
+        columns(kind)
+            .iter()
+            .map(|(n, t, p)| {
+                let mut c = json!({"name": n, "type": t, "format": "", "description": "", "priority": p});
+                if *n == "Name" {
+                    c["format"] = json!("name");
+                    c["description"] = json!("Name must be unique within a namespace.");
+                }
+                c
+            })
+            .collect(),
+    )
+}
+
+/// A Table of `items`.
+pub fn table(kind: &str, items: &[Value], rv: &str, cont: Option<&str>, include: Include) -> Value {
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "columnDefinitions": column_definitions(kind),
+        "rows": items.iter().map(|o| table_row(kind, o, include)).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        for (s, want) in [
+            (5, "5s"),
+            (119, "119s"),
+            (125, "2m5s"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (9 * 3600, "9h"),
+            (3 * 86400 + 3600, "3d1h"),
+            (10 * 86400, "10d"),
+        ] {
+            assert_eq!(human_duration(s), want);
+        }
+    }
+
+    #[test]
+    fn pod_rows_show_ready_status_and_restarts() {
+        let p = json!({
+            "metadata": {"name": "web", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n1"},
+            "status": {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": 2, "state": {"running": {}}},
+                {"name": "b", "ready": false, "restartCount": 1,
+                 "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+        });
+        let r = row("Pod", &p);
+        assert_eq!(r[1], json!("1/2"));
+        assert_eq!(r[2], json!("CrashLoopBackOff"));
+        assert_eq!(r[3], json!("3"));
+        assert_eq!(r[5], json!("10.0.0.5"));
+    }
+}

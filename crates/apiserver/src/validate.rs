@@ -1,0 +1,418 @@
+//! Validation: what kube-apiserver answers 422 Invalid for, with its field paths —
+//! names, labels, required fields, supported values, selectors matching templates,
+//! and fields that may not change.
+
+use serde_json::Value;
+
+use crate::names;
+use crate::resources::Resource;
+use crate::status::Cause;
+
+fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+    v.pointer(ptr).and_then(Value::as_str)
+}
+
+fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+fn meta(res: &Resource, o: &Value, out: &mut Vec<Cause>) {
+    let name = s(o, "/metadata/name").unwrap_or("");
+    if name.is_empty() {
+        out.push(Cause {
+            reason: "FieldValueRequired",
+            field: "metadata.name".into(),
+            message: "Required value: name or generateName is required".into(),
+        });
+    } else {
+        let bad = match res.kind {
+            "Namespace" => names::dns1123_label(name),
+            "Service" => names::dns1035_label(name),
+            _ => names::dns1123_subdomain(name),
+        };
+        if let Some(why) = bad {
+            out.push(Cause::invalid("metadata.name", name, why));
+        }
+    }
+    for (k, v) in o
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(why) = names::qualified_name(k) {
+            out.push(Cause::invalid("metadata.labels", k, why));
+        }
+        match v.as_str() {
+            Some(val) => {
+                if let Some(why) = names::label_value(val) {
+                    out.push(Cause::invalid(format!("metadata.labels.{k}"), val, why));
+                }
+            }
+            None => out.push(Cause::invalid(format!("metadata.labels.{k}"), &v.to_string(), "must be a string")),
+        }
+    }
+    for k in o
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.keys())
+    {
+        if let Some(why) = names::qualified_name(k) {
+            out.push(Cause::invalid("metadata.annotations", k, why));
+        }
+    }
+    let size: usize = o
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum())
+        .unwrap_or(0);
+    if size > 256 * 1024 {
+        out.push(Cause {
+            reason: "FieldValueTooLong",
+            field: "metadata.annotations".into(),
+            message: format!("Too long: may not be more than 262144 bytes (have {size})"),
+        });
+    }
+}
+
+fn pod_spec(spec: &Value, path: &str, in_job: bool, out: &mut Vec<Cause>) {
+    let containers = arr(spec, "/containers");
+    if containers.is_empty() {
+        out.push(Cause::required(format!("{path}.containers")));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for (kind, list) in [("containers", containers), ("initContainers", arr(spec, "/initContainers"))] {
+        for (i, c) in list.iter().enumerate() {
+            let p = format!("{path}.{kind}[{i}]");
+            match s(c, "/name") {
+                None | Some("") => out.push(Cause::required(format!("{p}.name"))),
+                Some(n) => {
+                    if let Some(why) = names::dns1123_label(n) {
+                        out.push(Cause::invalid(format!("{p}.name"), n, why));
+                    }
+                    if seen.contains(&n) {
+                        out.push(Cause::duplicate(format!("{p}.name"), n));
+                    }
+                    seen.push(n);
+                }
+            }
+            if s(c, "/image").is_none_or(|i| i.trim().is_empty()) {
+                out.push(Cause::required(format!("{p}.image")));
+            }
+            for (j, port) in arr(c, "/ports").iter().enumerate() {
+                let n = port.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
+                if !(1..=65535).contains(&n) {
+                    out.push(Cause::invalid(
+                        format!("{p}.ports[{j}].containerPort"),
+                        &n.to_string(),
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+            }
+            if let Some(pol) = s(c, "/imagePullPolicy") {
+                if !["Always", "IfNotPresent", "Never"].contains(&pol) {
+                    out.push(Cause::not_supported(
+                        format!("{p}.imagePullPolicy"),
+                        pol,
+                        &["Always", "IfNotPresent", "Never"],
+                    ));
+                }
+            }
+        }
+    }
+    let rp = s(spec, "/restartPolicy").unwrap_or("Always");
+    let allowed: &[&str] = if in_job { &["OnFailure", "Never"] } else { &["Always", "OnFailure", "Never"] };
+    if !allowed.contains(&rp) {
+        out.push(Cause::not_supported(format!("{path}.restartPolicy"), rp, allowed));
+    }
+    if let Some(d) = s(spec, "/dnsPolicy") {
+        let ok = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
+        if !ok.contains(&d) {
+            out.push(Cause::not_supported(format!("{path}.dnsPolicy"), d, &ok));
+        }
+    }
+    let mut vols: Vec<&str> = Vec::new();
+    for (i, v) in arr(spec, "/volumes").iter().enumerate() {
+        match s(v, "/name") {
+            None | Some("") => out.push(Cause::required(format!("{path}.volumes[{i}].name"))),
+            Some(n) => {
+                if vols.contains(&n) {
+                    out.push(Cause::duplicate(format!("{path}.volumes[{i}].name"), n));
+                }
+                vols.push(n);
+            }
+        }
+    }
+    for (i, c) in containers.iter().enumerate() {
+        for (j, m) in arr(c, "/volumeMounts").iter().enumerate() {
+            let n = s(m, "/name").unwrap_or("");
+            if !vols.contains(&n) {
+                out.push(Cause {
+                    reason: "FieldValueNotFound",
+                    field: format!("{path}.containers[{i}].volumeMounts[{j}].name"),
+                    message: format!("Not found: \"{n}\""),
+                });
+            }
+        }
+    }
+}
+
+fn selector_matches_template(o: &Value, sel: &str, labels: &str, out: &mut Vec<Cause>) {
+    let Some(selector) = o.pointer(sel) else {
+        out.push(Cause::required(sel.trim_start_matches('/').replace('/', ".")));
+        return;
+    };
+    let ml = selector.get("matchLabels").and_then(Value::as_object);
+    let me = selector.get("matchExpressions").and_then(Value::as_array);
+    if ml.is_none_or(|m| m.is_empty()) && me.is_none_or(|m| m.is_empty()) {
+        out.push(Cause::invalid(
+            sel.trim_start_matches('/').replace('/', "."),
+            "null",
+            "empty selector is invalid for deployment",
+        ));
+        return;
+    }
+    let tl = o.pointer(labels).and_then(Value::as_object);
+    let ok = ml.into_iter().flatten().all(|(k, v)| tl.and_then(|t| t.get(k)) == Some(v));
+    if !ok {
+        let tl_str = tl
+            .map(|m| {
+                let mut v: Vec<String> = m
+                    .iter()
+                    .map(|(k, x)| format!("{k}:{}", x.as_str().unwrap_or("")))
+                    .collect();
+                v.sort();
+                format!("map[{}]", v.join(" "))
+            })
+            .unwrap_or_else(|| "map[]".into());
+        out.push(Cause::invalid(
+            labels.trim_start_matches('/').replace('/', "."),
+            &tl_str,
+            "`selector` does not match template `labels`",
+        ));
+    }
+}
+
+fn non_negative(o: &Value, ptr: &str, out: &mut Vec<Cause>) {
+    if let Some(n) = o.pointer(ptr).and_then(Value::as_i64) {
+        if n < 0 {
+            out.push(Cause::invalid(
+                ptr.trim_start_matches('/').replace('/', "."),
+                &n.to_string(),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+}
+
+/// Validates a cron schedule (5 fields, or a macro).
+fn cron_ok(s: &str) -> bool {
+    let t = s.trim();
+    if t.starts_with('@') {
+        return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"]
+            .contains(&t);
+    }
+    let fields: Vec<&str> = t.split_whitespace().collect();
+    let fields = if fields.first().is_some_and(|f| f.starts_with("TZ=") || f.starts_with("CRON_TZ=")) {
+        &fields[1..]
+    } else {
+        &fields[..]
+    };
+    fields.len() == 5
+        && fields.iter().all(|f| {
+            f.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?'))
+        })
+}
+
+/// Everything wrong with `o` (a create when `old` is None, else an update).
+pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut out = Vec::new();
+    meta(res, o, &mut out);
+    match res.kind {
+        "Pod" => {
+            match o.get("spec") {
+                Some(spec) => pod_spec(spec, "spec", false, &mut out),
+                None => out.push(Cause::required("spec")),
+            }
+            if let Some(old) = old {
+                let strip = |v: &Value| {
+                    let mut sp = v.get("spec").cloned().unwrap_or(Value::Null);
+                    for k in ["containers", "initContainers"] {
+                        if let Some(cs) = sp.get_mut(k).and_then(Value::as_array_mut) {
+                            for c in cs {
+                                if let Some(m) = c.as_object_mut() {
+                                    m.remove("image");
+                                }
+                            }
+                        }
+                    }
+                    if let Some(m) = sp.as_object_mut() {
+                        m.remove("activeDeadlineSeconds");
+                        m.remove("tolerations");
+                        m.remove("terminationGracePeriodSeconds");
+                    }
+                    sp
+                };
+                if strip(o) != strip(old) {
+                    out.push(Cause {
+                        reason: "FieldValueForbidden",
+                        field: "spec".into(),
+                        message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into(),
+                    });
+                }
+            }
+        }
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            selector_matches_template(o, "/spec/selector", "/spec/template/metadata/labels", &mut out);
+            non_negative(o, "/spec/replicas", &mut out);
+            match o.pointer("/spec/template/spec") {
+                Some(spec) => pod_spec(spec, "spec.template.spec", false, &mut out),
+                None => out.push(Cause::required("spec.template.spec")),
+            }
+            if let Some(rp) = s(o, "/spec/template/spec/restartPolicy") {
+                if rp != "Always" {
+                    out.push(Cause::not_supported("spec.template.spec.restartPolicy", rp, &["Always"]));
+                }
+            }
+            if res.kind == "Deployment" {
+                if let Some(t) = s(o, "/spec/strategy/type") {
+                    if !["RollingUpdate", "Recreate"].contains(&t) {
+                        out.push(Cause::not_supported("spec.strategy.type", t, &["Recreate", "RollingUpdate"]));
+                    }
+                }
+            }
+            if let Some(old) = old {
+                if o.pointer("/spec/selector") != old.pointer("/spec/selector") {
+                    out.push(Cause::immutable("spec.selector"));
+                }
+            }
+        }
+        "Job" => {
+            match o.pointer("/spec/template/spec") {
+                Some(spec) => pod_spec(spec, "spec.template.spec", true, &mut out),
+                None => out.push(Cause::required("spec.template.spec")),
+            }
+            non_negative(o, "/spec/parallelism", &mut out);
+            non_negative(o, "/spec/completions", &mut out);
+            non_negative(o, "/spec/backoffLimit", &mut out);
+            if let Some(old) = old {
+                if o.pointer("/spec/template") != old.pointer("/spec/template") {
+                    out.push(Cause::immutable("spec.template"));
+                }
+                if o.pointer("/spec/completions") != old.pointer("/spec/completions") {
+                    out.push(Cause::immutable("spec.completions"));
+                }
+            }
+        }
+        "CronJob" => {
+            match s(o, "/spec/schedule") {
+                None | Some("") => out.push(Cause::required("spec.schedule")),
+                Some(sc) if !cron_ok(sc) => out.push(Cause::invalid(
+                    "spec.schedule",
+                    sc,
+                    "unparseable cron schedule (expected 5 fields: minute hour day-of-month month day-of-week)",
+                )),
+                _ => {}
+            }
+            match o.pointer("/spec/jobTemplate/spec/template/spec") {
+                Some(spec) => pod_spec(spec, "spec.jobTemplate.spec.template.spec", true, &mut out),
+                None => out.push(Cause::required("spec.jobTemplate.spec.template.spec")),
+            }
+            if let Some(c) = s(o, "/spec/concurrencyPolicy") {
+                let ok = ["Allow", "Forbid", "Replace"];
+                if !ok.contains(&c) {
+                    out.push(Cause::not_supported("spec.concurrencyPolicy", c, &ok));
+                }
+            }
+        }
+        "Service" => {
+            let ty = s(o, "/spec/type").unwrap_or("ClusterIP");
+            let ok = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+            if !ok.contains(&ty) {
+                out.push(Cause::not_supported("spec.type", ty, &ok));
+            }
+            let ports = arr(o, "/spec/ports");
+            if ports.is_empty() && ty != "ExternalName" && s(o, "/spec/clusterIP") != Some("None") {
+                out.push(Cause::required("spec.ports"));
+            }
+            for (i, p) in ports.iter().enumerate() {
+                let n = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                if !(1..=65535).contains(&n) {
+                    out.push(Cause::invalid(
+                        format!("spec.ports[{i}].port"),
+                        &n.to_string(),
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+                if ports.len() > 1 && s(p, "/name").is_none_or(str::is_empty) {
+                    out.push(Cause::required(format!("spec.ports[{i}].name")));
+                }
+            }
+            if let Some(old) = old {
+                let before = s(old, "/spec/clusterIP");
+                if before.is_some() && s(o, "/spec/clusterIP") != before {
+                    out.push(Cause::immutable("spec.clusterIPs[0]"));
+                }
+            }
+        }
+        "ConfigMap" | "Secret" => {
+            for field in ["data", "binaryData", "stringData"] {
+                for k in o.get(field).and_then(Value::as_object).into_iter().flat_map(|m| m.keys()) {
+                    if let Some(why) = names::config_key(k) {
+                        out.push(Cause::invalid(format!("{field}[{k}]"), k, why));
+                    }
+                }
+            }
+            if let Some(old) = old {
+                if old.get("immutable") == Some(&Value::Bool(true))
+                    && (o.get("data") != old.get("data") || o.get("binaryData") != old.get("binaryData"))
+                {
+                    out.push(Cause {
+                        reason: "FieldValueForbidden",
+                        field: "data".into(),
+                        message: "Forbidden: field is immutable when `immutable` is set".into(),
+                    });
+                }
+                if res.kind == "Secret" && o.get("type") != old.get("type") {
+                    out.push(Cause::immutable("type"));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deployments_need_a_matching_selector_and_valid_containers() {
+        let res = crate::resources::find("apps", "v1", "deployments").unwrap();
+        let d = json!({
+            "metadata": {"name": "Web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "other"}},
+                                  "spec": {"containers": [{"name": "c"}]}}}
+        });
+        let causes = validate(res, &d, None);
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert!(fields.contains(&"metadata.name"), "{fields:?}");
+        assert!(fields.contains(&"spec.template.metadata.labels"), "{fields:?}");
+        assert!(fields.contains(&"spec.template.spec.containers[0].image"), "{fields:?}");
+    }
+
+    #[test]
+    fn cron_schedules() {
+        assert!(cron_ok("*/5 * * * *"));
+        assert!(cron_ok("@hourly"));
+        assert!(!cron_ok("every minute"));
+    }
+}

@@ -1,0 +1,222 @@
+//! Watch over HTTP: a stream of JSON lines (`{"type":…,"object":…}`) from the hub,
+//! filtered by namespace and selectors (an object leaving a selector is a DELETED,
+//! one entering it an ADDED), with bookmarks, initial events (for watches from "now"
+//! and sendInitialEvents), Table rows for `kubectl get -w`, and a timeout. A client
+//! that does not read is cut off once its buffer and the hub's lag allowance are spent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::api::{Api, Body, Request, Response};
+use crate::hub::{Change, Kind};
+use crate::resources::Resource;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::table;
+
+/// How many encoded events a watcher may have waiting for its client.
+const CLIENT_BUFFER: usize = 256;
+
+struct Filter {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn matches(&self, o: &Value) -> bool {
+        self.labels.matches(o) && self.fields.matches(o)
+    }
+
+    fn trivial(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+}
+
+struct Encoder {
+    table: Option<(&'static str, table::Include)>,
+    first: bool,
+}
+
+impl Encoder {
+    fn line(&mut self, ty: &str, o: &Value) -> Bytes {
+        let obj = match self.table {
+            Some((kind, include)) => {
+                let mut t = table::table(kind, std::slice::from_ref(o), "", None, include);
+                if !self.first {
+                    // Column definitions come once, with the first event.
+                    t["columnDefinitions"] = json!([]);
+                }
+                self.first = false;
+                if let Some(m) = t.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.insert(
+                        "resourceVersion".into(),
+                        o.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!("")),
+                    );
+                }
+                t
+            }
+            None => o.clone(),
+        };
+        let mut v = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
+        v.push(b'\n');
+        Bytes::from(v)
+    }
+}
+
+/// What one change means to a watcher with a filter: the event type to send, if any.
+fn classify(c: &Change, f: &Filter) -> Option<Kind> {
+    if f.trivial() {
+        return Some(c.kind);
+    }
+    match c.kind {
+        Kind::Deleted => {
+            let before = c.prev.as_deref().unwrap_or(&c.object);
+            f.matches(before).then_some(Kind::Deleted)
+        }
+        _ => {
+            let now = f.matches(&c.object);
+            let was = c.prev.as_deref().is_some_and(|p| f.matches(p));
+            match (was, now) {
+                (_, true) if c.kind == Kind::Added => Some(Kind::Added),
+                (true, true) => Some(Kind::Modified),
+                (false, true) => Some(Kind::Added),
+                (true, false) => Some(Kind::Deleted),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+fn bookmark(res: &Resource, rv: i64, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let mut v = serde_json::to_vec(&json!({
+        "type": "BOOKMARK",
+        "object": {"kind": res.kind, "apiVersion": res.api_version(), "metadata": meta},
+    }))
+    .unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+/// Starts a watch.
+pub async fn serve(api: &Arc<Api>, req: &Request, res: &'static Resource, ns: Option<&str>) -> Result<Response, ApiError> {
+    let filter = Filter {
+        labels: LabelSelector::parse(req.q("labelSelector").unwrap_or(""))?,
+        fields: FieldSelector::parse(req.q("fieldSelector").unwrap_or(""), res.kind)?,
+    };
+    let rv = req.q("resourceVersion").unwrap_or("");
+    let send_initial = req.q("sendInitialEvents") == Some("true");
+    let bookmarks = req.q("allowWatchBookmarks") == Some("true");
+    if send_initial && req.q("resourceVersionMatch") != Some("NotOlderThan") {
+        return Err(ApiError::new(422, "Invalid", "sendInitialEvents requires resourceVersionMatch=NotOlderThan"));
+    }
+    let since = match rv {
+        "" | "0" => None,
+        n => {
+            let v: i64 = n
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("resourceVersion: invalid value {n:?}: expected a number")))?;
+            if send_initial { None } else { Some(v) }
+        }
+    };
+    let timeout = match req.q("timeoutSeconds") {
+        Some(t) => Duration::from_secs(
+            t.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("timeoutSeconds: invalid value {t:?}")))?,
+        ),
+        None => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
+    };
+    let prefix = res.ns_prefix(ns);
+    let sub = api.hub.subscribe(&prefix, since).await?;
+    let mut enc = Encoder {
+        table: req
+            .wants_table()
+            .then(|| (res.kind, table::Include::parse(req.q("includeObject")))),
+        first: true,
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(CLIENT_BUFFER);
+    let start_rev = sub.revision;
+    // The initial events and history are sent before live ones, in order.
+    let mut initial: Vec<Bytes> = Vec::new();
+    for o in &sub.snapshot {
+        if filter.matches(o) {
+            initial.push(enc.line("ADDED", o));
+        }
+    }
+    if send_initial && bookmarks {
+        initial.push(bookmark(res, start_rev, true));
+    }
+    for c in &sub.history {
+        if let Some(k) = classify(c, &filter) {
+            initial.push(if k == c.kind && enc.table.is_none() {
+                c.json_line()
+            } else {
+                enc.line(k.as_str(), &c.object)
+            });
+        }
+    }
+    let mut live = sub.live;
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for b in initial {
+            if tx.send(b).await.is_err() {
+                return;
+            }
+        }
+        let mut last_rev = start_rev;
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tick.tick(), if bookmarks => {
+                    if tx.send(bookmark(res, last_rev, false)).await.is_err() {
+                        return;
+                    }
+                }
+                r = live.recv() => match r {
+                    Ok(c) => {
+                        last_rev = c.revision;
+                        if !c.key.starts_with(&prefix) || c.revision <= start_rev {
+                            continue;
+                        }
+                        let Some(k) = classify(&c, &filter) else { continue };
+                        let line = if k == c.kind && enc.table.is_none() {
+                            c.json_line()
+                        } else {
+                            enc.line(k.as_str(), &c.object)
+                        };
+                        // A client that stopped reading: drop it rather than buffer.
+                        match tx.try_send(line) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                tracing::info!("dropping a watch whose client does not keep up");
+                                return;
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        tracing::info!("dropping a watch that fell behind");
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let ct = "application/json";
+    Ok(Response {
+        status: 200,
+        headers: vec![("content-type".into(), ct.into())],
+        body: Body::Stream(rx),
+    })
+}

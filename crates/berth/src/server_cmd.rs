@@ -1,0 +1,79 @@
+//! `berth server`: the Kubernetes API server on the embedded SQLite store (or an etcd
+//! cluster), with its certificates and admin kubeconfig made on first start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::Ctx;
+
+/// `berth server` options.
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Where the server keeps its state (store, certificates, kubeconfig)
+    /// [default: ROOT/server].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The address and port to serve HTTPS on.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    listen: SocketAddr,
+    /// etcd endpoints (http://HOST:PORT, comma-separated or repeated) instead of the
+    /// embedded SQLite store.
+    #[arg(long = "datastore-endpoint", value_delimiter = ',')]
+    datastore_endpoint: Vec<String>,
+    /// A static token file: lines of token,user,uid,"group1,group2".
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Extra names or addresses for the serving certificate.
+    #[arg(long)]
+    tls_san: Vec<String>,
+    /// Also write the admin kubeconfig here.
+    #[arg(long)]
+    write_kubeconfig: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if a.log_format == "json" {
+        let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    } else {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    }
+    let mut cfg = berth_apiserver::Config::new(a.data_dir.unwrap_or_else(|| ctx.root.join("server")));
+    cfg.listen = a.listen;
+    cfg.etcd = a.datastore_endpoint;
+    cfg.token_file = a.token_auth_file;
+    cfg.tls_san = a.tls_san;
+    let store_desc = if cfg.etcd.is_empty() {
+        format!("sqlite {}", cfg.data_dir.join("state.db").display())
+    } else {
+        format!("etcd {}", cfg.etcd.join(","))
+    };
+    let s = berth_apiserver::start(cfg).await?;
+    if let Some(p) = &a.write_kubeconfig {
+        if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        std::fs::copy(&s.kubeconfig, p).with_context(|| format!("writing {}", p.display()))?;
+    }
+    tracing::info!(
+        address = %s.addr,
+        store = %store_desc,
+        kubeconfig = %a.write_kubeconfig.as_ref().unwrap_or(&s.kubeconfig).display(),
+        "berth API server listening"
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
