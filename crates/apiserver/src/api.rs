@@ -139,11 +139,20 @@ pub fn parse_path(path: &str) -> Result<Target<'_>, ApiError> {
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
         _ => return Ok(Target::Other),
     };
-    let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let not_found = || {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    };
     let (ns, rest) = match rest {
-        ["namespaces", ns, plural, more @ ..] if !matches!(*plural, "status" | "finalize") => {
-            (Some(*ns), std::iter::once(*plural).chain(more.iter().copied()).collect::<Vec<_>>())
-        }
+        ["namespaces", ns, plural, more @ ..] if !matches!(*plural, "status" | "finalize") => (
+            Some(*ns),
+            std::iter::once(*plural)
+                .chain(more.iter().copied())
+                .collect::<Vec<_>>(),
+        ),
         other => (None, other.to_vec()),
     };
     let res = resources::find(group, version, rest[0]).ok_or_else(not_found)?;
@@ -213,7 +222,8 @@ impl Api {
             self.metrics
                 .observe(verb, &resource, resp.status, start.elapsed());
         } else {
-            self.metrics.observe(verb, &resource, resp.status, std::time::Duration::ZERO);
+            self.metrics
+                .observe(verb, &resource, resp.status, std::time::Duration::ZERO);
         }
         resp
     }
@@ -244,7 +254,11 @@ impl Api {
         }
     }
 
-    async fn dispatch(self: &Arc<Self>, req: &Request, verb: &'static str) -> Result<Response, ApiError> {
+    async fn dispatch(
+        self: &Arc<Self>,
+        req: &Request,
+        verb: &'static str,
+    ) -> Result<Response, ApiError> {
         if !is_public(&req.path) {
             let Some(user) = &req.user else {
                 return Err(ApiError::unauthorized());
@@ -289,11 +303,21 @@ impl Api {
             .split(',')
             .next()
             .is_some_and(|a| a.contains("as=APIGroupDiscoveryList") && a.contains("v=v2"));
-        let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+        let not_found = || {
+            ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        };
         match path {
             "/healthz" | "/livez" | "/readyz" => {
                 if path == "/readyz" && !self.ready.load(std::sync::atomic::Ordering::Acquire) {
-                    return Ok(Response::bytes(500, "text/plain; charset=utf-8", "[-]startup not finished\nreadyz check failed"));
+                    return Ok(Response::bytes(
+                        500,
+                        "text/plain; charset=utf-8",
+                        "[-]startup not finished\nreadyz check failed",
+                    ));
                 }
                 if path != "/livez" {
                     use berth_store::Store;
@@ -315,13 +339,19 @@ impl Api {
             )),
             "/api" if aggregated => Ok(aggregated_response(req, discovery::aggregated(true))),
             "/apis" if aggregated => Ok(aggregated_response(req, discovery::aggregated(false))),
-            "/api" => Ok(Response::json(200, &discovery::core_versions(&self.address))),
+            "/api" => Ok(Response::json(
+                200,
+                &discovery::core_versions(&self.address),
+            )),
             "/apis" => Ok(Response::json(200, &discovery::group_list())),
             "/openapi/v2" => {
                 let doc = openapi_v2();
                 Ok(Response::bytes(200, "application/json", doc.clone()))
             }
-            "/openapi/v3" => Ok(Response::json(200, &openapi::v3_index(|g, v| openapi_v3(g, v).1))),
+            "/openapi/v3" => Ok(Response::json(
+                200,
+                &openapi::v3_index(|g, v| openapi_v3(g, v).1),
+            )),
             p if p.starts_with("/openapi/v3/") => {
                 let rest = &p["/openapi/v3/".len()..];
                 let (g, v) = match rest.split('/').collect::<Vec<_>>().as_slice() {
@@ -360,7 +390,11 @@ fn aggregated_response(req: &Request, doc: Value) -> Response {
     let tag = discovery::etag(&body);
     if req.header("if-none-match") == Some(tag.as_str()) {
         // No content type: caches merge a 304's headers into the stored response.
-        return Response { status: 304, headers: vec![("etag".into(), tag)], body: Body::Full(Bytes::new()) };
+        return Response {
+            status: 304,
+            headers: vec![("etag".into(), tag)],
+            body: Body::Full(Bytes::new()),
+        };
     }
     Response::bytes(
         200,
@@ -377,8 +411,9 @@ fn openapi_v2() -> &'static Bytes {
 }
 
 fn openapi_v3(group: &str, version: &str) -> (Bytes, String) {
-    static DOCS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, (Bytes, String)>>> =
-        std::sync::OnceLock::new();
+    static DOCS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, (Bytes, String)>>,
+    > = std::sync::OnceLock::new();
     let key = format!("{group}/{version}");
     let docs = DOCS.get_or_init(Default::default);
     if let Some(d) = docs.lock().unwrap().get(&key) {
@@ -387,7 +422,9 @@ fn openapi_v3(group: &str, version: &str) -> (Bytes, String) {
     let doc = openapi::v3_document(group, version).unwrap_or(json!({}));
     let body = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
     let hash = discovery::etag(&body).trim_matches('"').to_string();
-    docs.lock().unwrap().insert(key, (body.clone(), hash.clone()));
+    docs.lock()
+        .unwrap()
+        .insert(key, (body.clone(), hash.clone()));
     (body, hash)
 }
 
@@ -399,22 +436,33 @@ mod tests {
     fn paths_name_resources() {
         match parse_path("/api/v1/namespaces/default/pods/web/status").unwrap() {
             Target::Resource { res, ns, name, sub } => {
-                assert_eq!((res.plural, ns, name, sub), ("pods", Some("default"), Some("web"), Some("status")));
+                assert_eq!(
+                    (res.plural, ns, name, sub),
+                    ("pods", Some("default"), Some("web"), Some("status"))
+                );
             }
             t => panic!("{t:?}"),
         }
         match parse_path("/api/v1/namespaces/kube-system").unwrap() {
             Target::Resource { res, ns, name, .. } => {
-                assert_eq!((res.plural, ns, name), ("namespaces", None, Some("kube-system")));
+                assert_eq!(
+                    (res.plural, ns, name),
+                    ("namespaces", None, Some("kube-system"))
+                );
             }
             t => panic!("{t:?}"),
         }
         match parse_path("/apis/apps/v1/deployments").unwrap() {
-            Target::Resource { res, ns, name, .. } => assert_eq!((res.plural, ns, name), ("deployments", None, None)),
+            Target::Resource { res, ns, name, .. } => {
+                assert_eq!((res.plural, ns, name), ("deployments", None, None))
+            }
             t => panic!("{t:?}"),
         }
         assert!(parse_path("/api/v1/namespaces/x/nodes").is_err());
         assert!(parse_path("/apis/apps/v1/widgets").is_err());
-        assert!(matches!(parse_path("/apis/apps/v1").unwrap(), Target::Other));
+        assert!(matches!(
+            parse_path("/apis/apps/v1").unwrap(),
+            Target::Other
+        ));
     }
 }

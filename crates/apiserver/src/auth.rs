@@ -42,7 +42,12 @@ impl User {
     pub fn from_certificate(der: &[u8]) -> Option<User> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
         let subject = cert.subject();
-        let cn = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+        let cn = subject
+            .iter_common_name()
+            .next()?
+            .as_str()
+            .ok()?
+            .to_string();
         let groups = subject
             .iter_organization()
             .filter_map(|o| o.as_str().ok().map(str::to_string))
@@ -156,7 +161,12 @@ impl Authenticator {
                 }
                 let groups = fields
                     .get(3)
-                    .map(|g| g.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+                    .map(|g| {
+                        g.split(',')
+                            .map(|x| x.trim().to_string())
+                            .filter(|x| !x.is_empty())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 tokens.insert(fields[0].clone(), User::new(&fields[1], &fields[2], groups));
             }
@@ -208,15 +218,20 @@ impl Authenticator {
             ],
         );
         if let Some(p) = &c.kube.pod {
-            u.extra.push(("authentication.kubernetes.io/pod-name".into(), p.name.clone()));
-            u.extra.push(("authentication.kubernetes.io/pod-uid".into(), p.uid.clone()));
+            u.extra.push((
+                "authentication.kubernetes.io/pod-name".into(),
+                p.name.clone(),
+            ));
+            u.extra
+                .push(("authentication.kubernetes.io/pod-uid".into(), p.uid.clone()));
         }
         Some((u, Some(c)))
     }
 
     /// Signs a ServiceAccount token.
     pub fn issue(&self, claims: &Claims) -> Result<String, String> {
-        jsonwebtoken::encode(&Header::new(Algorithm::ES256), claims, &self.sign).map_err(|e| e.to_string())
+        jsonwebtoken::encode(&Header::new(Algorithm::ES256), claims, &self.sign)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -21,7 +21,9 @@ use crate::{defaults, patch, schema, ssa, table, validate};
 
 /// The time now in kube's format (RFC 3339, seconds, UTC).
 pub fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 fn encode(o: &Value) -> Vec<u8> {
@@ -40,14 +42,18 @@ fn set_rv(o: &mut Value, rv: i64) {
 }
 
 fn meta_str<'a>(o: &'a Value, k: &str) -> Option<&'a str> {
-    o.get("metadata").and_then(|m| m.get(k)).and_then(Value::as_str)
+    o.get("metadata")
+        .and_then(|m| m.get(k))
+        .and_then(Value::as_str)
 }
 
 fn meta_mut(o: &mut Value) -> &mut Map<String, Value> {
     if !o.get("metadata").is_some_and(Value::is_object) {
         o["metadata"] = json!({});
     }
-    o.get_mut("metadata").and_then(Value::as_object_mut).expect("metadata is an object")
+    o.get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .expect("metadata is an object")
 }
 
 /// What a write may be told by its query.
@@ -80,7 +86,9 @@ fn write_opts(req: &Request, default_manager: &str) -> Result<WriteOpts, ApiErro
     let manager = match req.q("fieldManager") {
         Some(m) if !m.is_empty() => {
             if m.len() > 128 {
-                return Err(ApiError::bad_request("fieldManager: Too long: may not be more than 128 bytes"));
+                return Err(ApiError::bad_request(
+                    "fieldManager: Too long: may not be more than 128 bytes",
+                ));
             }
             m.to_string()
         }
@@ -91,7 +99,11 @@ fn write_opts(req: &Request, default_manager: &str) -> Result<WriteOpts, ApiErro
             .unwrap_or(default_manager)
             .to_string(),
     };
-    Ok(WriteOpts { dry_run, validation, manager })
+    Ok(WriteOpts {
+        dry_run,
+        validation,
+        manager,
+    })
 }
 
 /// Parses a request body (JSON or YAML) into an object.
@@ -121,7 +133,12 @@ fn parse_body(req: &Request) -> Result<Value, ApiError> {
 
 /// Checks apiVersion and kind of a body against the resource (filling them in when
 /// absent), prunes unknown fields per fieldValidation, and checks the types.
-fn check_body(res: &Resource, o: &mut Value, opts: &WriteOpts, warnings: &mut Vec<String>) -> Result<(), ApiError> {
+fn check_body(
+    res: &Resource,
+    o: &mut Value,
+    opts: &WriteOpts,
+    warnings: &mut Vec<String>,
+) -> Result<(), ApiError> {
     let av = res.api_version();
     match o.get("apiVersion").and_then(Value::as_str) {
         None | Some("") => o["apiVersion"] = json!(av),
@@ -147,7 +164,10 @@ fn check_body(res: &Resource, o: &mut Value, opts: &WriteOpts, warnings: &mut Ve
     if !unknown.is_empty() {
         match opts.validation {
             "Strict" => {
-                let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+                let list: Vec<String> = unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect();
                 return Err(ApiError::bad_request(format!(
                     "strict decoding error: {}",
                     list.join(", ")
@@ -180,11 +200,24 @@ fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
 fn answer(req: &Request, res: &Resource, status: u16, o: &Value) -> Response {
     if req.wants_table() && o.get("kind").and_then(Value::as_str) == Some(res.kind) {
         let rv = meta_str(o, "resourceVersion").unwrap_or("");
-        let t = table::table(res.kind, std::slice::from_ref(o), rv, None, table::Include::parse(req.q("includeObject")));
+        let t = table::table(
+            res.kind,
+            std::slice::from_ref(o),
+            rv,
+            None,
+            table::Include::parse(req.q("includeObject")),
+        );
         return Response::json(status, &t);
     }
-    if req.header("accept").is_some_and(|a| a.starts_with("application/yaml")) {
-        return Response::bytes(status, "application/yaml", serde_yaml::to_string(o).unwrap_or_default());
+    if req
+        .header("accept")
+        .is_some_and(|a| a.starts_with("application/yaml"))
+    {
+        return Response::bytes(
+            status,
+            "application/yaml",
+            serde_yaml::to_string(o).unwrap_or_default(),
+        );
     }
     Response::json(status, o)
 }
@@ -202,13 +235,19 @@ pub async fn handle(
         return Err(ApiError::new(
             404,
             "NotFound",
-            format!("{} are namespaced: use /namespaces/NAMESPACE/{}", res.plural, res.plural),
+            format!(
+                "{} are namespaced: use /namespaces/NAMESPACE/{}",
+                res.plural, res.plural
+            ),
         ));
     }
     if !res.stored {
         return match (&req.method, name) {
             (&Method::POST, None) => review(req, res),
-            _ => Err(ApiError::method_not_allowed(format!("{} only supports create", res.plural))),
+            _ => Err(ApiError::method_not_allowed(format!(
+                "{} only supports create",
+                res.plural
+            ))),
         };
     }
     let watch = matches!(req.q("watch"), Some("true" | "1"));
@@ -224,7 +263,9 @@ pub async fn handle(
             Ok(Response::json(200, &to_scale(&o)))
         }
         (&Method::POST, None, None) => create(api, req, res, ns).await,
-        (&Method::PUT, Some(n), None | Some("status") | Some("finalize")) => update(api, req, res, ns, n, sub).await,
+        (&Method::PUT, Some(n), None | Some("status") | Some("finalize")) => {
+            update(api, req, res, ns, n, sub).await
+        }
         (&Method::PUT, Some(n), Some("scale")) => scale_update(api, req, res, ns, n, None).await,
         (&Method::PATCH, Some(n), None | Some("status")) => patch(api, req, res, ns, n, sub).await,
         (&Method::PATCH, Some(n), Some("scale")) => {
@@ -240,9 +281,16 @@ pub async fn handle(
         (&Method::POST, Some(n), Some("binding")) => bind(api, req, ns, n).await,
         (&Method::POST, Some(n), Some("eviction")) => evict(api, req, ns, n).await,
         (&Method::POST, Some(n), Some("token")) => token(api, req, ns, n).await,
-        (_, Some(n), Some(s @ ("log" | "exec" | "attach" | "portforward" | "proxy" | "ephemeralcontainers"))) => {
+        (
+            _,
+            Some(n),
+            Some(s @ ("log" | "exec" | "attach" | "portforward" | "proxy" | "ephemeralcontainers")),
+        ) => {
             let (o, _) = read(api, res, ns, n).await?;
-            let node = o.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+            let node = o
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let mut e = ApiError::new(
                 503,
                 "ServiceUnavailable",
@@ -263,10 +311,18 @@ pub async fn handle(
 }
 
 /// Reads one object with its resourceVersion set.
-pub async fn read(api: &Api, res: &Resource, ns: Option<&str>, name: &str) -> Result<(Value, i64), ApiError> {
+pub async fn read(
+    api: &Api,
+    res: &Resource,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<(Value, i64), ApiError> {
     let key = res.key(ns, name);
     match api.store.get(&key).await? {
-        Some(kv) => Ok((crate::hub::decode(&kv.value, kv.mod_revision), kv.mod_revision)),
+        Some(kv) => Ok((
+            crate::hub::decode(&kv.value, kv.mod_revision),
+            kv.mod_revision,
+        )),
         None => Err(ApiError::not_found(res.group, res.plural, name)),
     }
 }
@@ -274,28 +330,45 @@ pub async fn read(api: &Api, res: &Resource, ns: Option<&str>, name: &str) -> Re
 /// A list continue token: the revision and the last key returned.
 fn continue_token(rev: i64, key: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"v": "meta.k8s.io/v1", "rv": rev, "start": key}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"v": "meta.k8s.io/v1", "rv": rev, "start": key}).to_string())
 }
 
 fn parse_continue(tok: &str) -> Result<(i64, String), ApiError> {
     use base64::Engine;
-    let bad = || ApiError::bad_request(format!("invalid continue token {tok:?}: start a new list without it"));
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tok).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::bad_request(format!(
+            "invalid continue token {tok:?}: start a new list without it"
+        ))
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tok)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     Ok((
         v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?,
-        v.get("start").and_then(Value::as_str).ok_or_else(bad)?.to_string(),
+        v.get("start")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_string(),
     ))
 }
 
-async fn list(api: &Arc<Api>, req: &Request, res: &'static Resource, ns: Option<&str>) -> Result<Response, ApiError> {
+async fn list(
+    api: &Arc<Api>,
+    req: &Request,
+    res: &'static Resource,
+    ns: Option<&str>,
+) -> Result<Response, ApiError> {
     let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or(""))?;
     let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or(""), res.kind)?;
     let limit: usize = match req.q("limit") {
         None | Some("") => 0,
         Some(l) => l
             .parse::<i64>()
-            .map_err(|_| ApiError::bad_request(format!("limit: invalid value {l:?}: expected an integer")))?
+            .map_err(|_| {
+                ApiError::bad_request(format!("limit: invalid value {l:?}: expected an integer"))
+            })?
             .max(0) as usize,
     };
     let prefix = res.ns_prefix(ns);
@@ -311,7 +384,9 @@ async fn list(api: &Arc<Api>, req: &Request, res: &'static Resource, ns: Option<
         let exact = req.q("resourceVersionMatch") == Some("Exact");
         if !rv.is_empty() && rv != "0" {
             let n: i64 = rv.parse().map_err(|_| {
-                ApiError::bad_request(format!("resourceVersion: invalid value {rv:?}: expected a number"))
+                ApiError::bad_request(format!(
+                    "resourceVersion: invalid value {rv:?}: expected a number"
+                ))
             })?;
             if exact {
                 rev = n;
@@ -325,7 +400,11 @@ async fn list(api: &Arc<Api>, req: &Request, res: &'static Resource, ns: Option<
     let mut cont: Option<String> = None;
     let mut remaining: Option<i64> = None;
     loop {
-        let want = if limit == 0 { 0 } else { (limit - items.len()).max(if filtered { 100 } else { 0 }) };
+        let want = if limit == 0 {
+            0
+        } else {
+            (limit - items.len()).max(if filtered { 100 } else { 0 })
+        };
         let page = match api.store.list(&prefix, rev, want, after.as_deref()).await {
             Ok(p) => p,
             Err(StoreError::Compacted { .. }) if req.q("continue").is_some() => {
@@ -345,13 +424,20 @@ async fn list(api: &Arc<Api>, req: &Request, res: &'static Resource, ns: Option<
                 }
             }
         }
-        let stopped_early = limit > 0 && items.len() == limit && last_key.as_ref() != page.items.last().map(|k| &k.key);
+        let stopped_early = limit > 0
+            && items.len() == limit
+            && last_key.as_ref() != page.items.last().map(|k| &k.key);
         if limit > 0 && items.len() >= limit && (page.more_after.is_some() || stopped_early) {
             if let Some(k) = last_key {
                 cont = Some(continue_token(rev, &k));
                 if !filtered {
                     // Only an estimate is cheap enough; kube's is exact without selectors.
-                    let rest = api.store.list(&prefix, rev, 0, Some(&k)).await.map(|p| p.items.len() as i64).ok();
+                    let rest = api
+                        .store
+                        .list(&prefix, rev, 0, Some(&k))
+                        .await
+                        .map(|p| p.items.len() as i64)
+                        .ok();
                     remaining = rest;
                 }
             }
@@ -363,7 +449,13 @@ async fn list(api: &Arc<Api>, req: &Request, res: &'static Resource, ns: Option<
         }
     }
     if req.wants_table() {
-        let t = table::table(res.kind, &items, &rev.to_string(), cont.as_deref(), table::Include::parse(req.q("includeObject")));
+        let t = table::table(
+            res.kind,
+            &items,
+            &rev.to_string(),
+            cont.as_deref(),
+            table::Include::parse(req.q("includeObject")),
+        );
         return Ok(Response::json(200, &t));
     }
     let mut meta = json!({"resourceVersion": rev.to_string()});
@@ -379,8 +471,15 @@ async fn list(api: &Arc<Api>, req: &Request, res: &'static Resource, ns: Option<
         "metadata": meta,
         "items": items,
     });
-    if req.header("accept").is_some_and(|a| a.starts_with("application/yaml")) {
-        return Ok(Response::bytes(200, "application/yaml", serde_yaml::to_string(&body).unwrap_or_default()));
+    if req
+        .header("accept")
+        .is_some_and(|a| a.starts_with("application/yaml"))
+    {
+        return Ok(Response::bytes(
+            200,
+            "application/yaml",
+            serde_yaml::to_string(&body).unwrap_or_default(),
+        ));
     }
     Ok(Response::json(200, &body))
 }
@@ -430,7 +529,11 @@ async fn check_namespace(api: &Api, ns: &str) -> Result<(), ApiError> {
 }
 
 fn qos_class(spec: &Value) -> &'static str {
-    let cs = spec.get("containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let cs = spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut any = false;
     let mut guaranteed = !cs.is_empty();
     for c in &cs {
@@ -459,7 +562,14 @@ fn qos_class(spec: &Value) -> &'static str {
 /// Reserves an address-like value under /registry/ranges/ (cluster IPs, node ports)
 /// so two services never get the same one.
 async fn reserve(api: &Api, range: &str, value: &str, owner: &str) -> Result<bool, ApiError> {
-    match api.store.create(&format!("/registry/ranges/{range}/{value}"), owner.as_bytes()).await {
+    match api
+        .store
+        .create(
+            &format!("/registry/ranges/{range}/{value}"),
+            owner.as_bytes(),
+        )
+        .await
+    {
         Ok(_) => Ok(true),
         Err(StoreError::Exists(_)) => Ok(false),
         Err(e) => Err(e.into()),
@@ -467,22 +577,40 @@ async fn reserve(api: &Api, range: &str, value: &str, owner: &str) -> Result<boo
 }
 
 async fn release(api: &Api, range: &str, value: &str) {
-    let _ = api.store.delete(&format!("/registry/ranges/{range}/{value}"), 0).await;
+    let _ = api
+        .store
+        .delete(&format!("/registry/ranges/{range}/{value}"), 0)
+        .await;
 }
 
 /// Gives a new service its cluster IP and node ports.
 async fn allocate_service(api: &Api, o: &mut Value, dry_run: bool) -> Result<(), ApiError> {
     use rand::Rng;
-    let owner = format!("{}/{}", meta_str(o, "namespace").unwrap_or(""), meta_str(o, "name").unwrap_or(""));
-    let ty = o.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let owner = format!(
+        "{}/{}",
+        meta_str(o, "namespace").unwrap_or(""),
+        meta_str(o, "name").unwrap_or("")
+    );
+    let ty = o
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
     if ty == "ExternalName" {
         return Ok(());
     }
-    let want = o.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+    let want = o
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let ip = if want == "None" {
         want
     } else if !want.is_empty() {
-        let ok = want.parse::<std::net::Ipv4Addr>().ok().filter(|a| a.octets()[0] == 10 && a.octets()[1] == 96);
+        let ok = want
+            .parse::<std::net::Ipv4Addr>()
+            .ok()
+            .filter(|a| a.octets()[0] == 10 && a.octets()[1] == 96);
         if ok.is_none() {
             return Err(ApiError::invalid("", "Service", &owner, vec![Cause::invalid(
                 "spec.clusterIPs",
@@ -491,11 +619,16 @@ async fn allocate_service(api: &Api, o: &mut Value, dry_run: bool) -> Result<(),
             )]));
         }
         if !dry_run && !reserve(api, "serviceips", &want, &owner).await? {
-            return Err(ApiError::invalid("", "Service", &owner, vec![Cause::invalid(
-                "spec.clusterIPs",
-                &want,
-                "failed to allocate IP: provided IP is already allocated",
-            )]));
+            return Err(ApiError::invalid(
+                "",
+                "Service",
+                &owner,
+                vec![Cause::invalid(
+                    "spec.clusterIPs",
+                    &want,
+                    "failed to allocate IP: provided IP is already allocated",
+                )],
+            ));
         }
         want
     } else {
@@ -526,7 +659,9 @@ async fn allocate_service(api: &Api, o: &mut Value, dry_run: bool) -> Result<(),
                 }
                 for _ in 0..64 {
                     let cand = rand::rng().random_range(30000..=32767u32);
-                    if dry_run || reserve(api, "servicenodeports", &cand.to_string(), &owner).await? {
+                    if dry_run
+                        || reserve(api, "servicenodeports", &cand.to_string(), &owner).await?
+                    {
                         p["nodePort"] = json!(cand);
                         break;
                     }
@@ -543,7 +678,12 @@ async fn release_service(api: &Api, o: &Value) {
             release(api, "serviceips", ip).await;
         }
     }
-    for p in o.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+    for p in o
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
             release(api, "servicenodeports", &np.to_string()).await;
         }
@@ -564,7 +704,9 @@ async fn create_object(
         let m = meta_mut(&mut o);
         if let Some(rv) = m.get("resourceVersion").and_then(Value::as_str) {
             if !rv.is_empty() {
-                return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+                return Err(ApiError::bad_request(
+                    "resourceVersion should not be set on objects to be created",
+                ));
             }
         }
         match (res.namespaced, ns, m.get("namespace").and_then(Value::as_str)) {
@@ -580,7 +722,15 @@ async fn create_object(
                 m.remove("namespace");
             }
         }
-        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink", "resourceVersion"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "selfLink",
+            "resourceVersion",
+        ] {
             m.remove(k);
         }
         m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -656,7 +806,11 @@ async fn create_object(
                 if res.kind == "Service" {
                     release_service(api, &o).await;
                 }
-                return Err(ApiError::already_exists(res.group, res.plural, meta_str(&o, "name").unwrap_or("")));
+                return Err(ApiError::already_exists(
+                    res.group,
+                    res.plural,
+                    meta_str(&o, "name").unwrap_or(""),
+                ));
             }
             Err(e) => {
                 if res.kind == "Service" {
@@ -670,14 +824,29 @@ async fn create_object(
 }
 
 /// What every namespace has: the `default` ServiceAccount and the cluster CA bundle.
-pub fn populate_namespace<'a>(api: &'a Arc<Api>, ns: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+pub fn populate_namespace<'a>(
+    api: &'a Arc<Api>,
+    ns: &'a str,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
     Box::pin(populate(api, ns))
 }
 
 async fn populate(api: &Arc<Api>, ns: &str) {
-    let opts = WriteOpts { dry_run: false, validation: "Ignore", manager: "berth-controller-manager".into() };
+    let opts = WriteOpts {
+        dry_run: false,
+        validation: "Ignore",
+        manager: "berth-controller-manager".into(),
+    };
     let sa = resources::find("", "v1", "serviceaccounts").expect("served");
-    let _ = create_object(api, sa, Some(ns), json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}), &opts, None).await;
+    let _ = create_object(
+        api,
+        sa,
+        Some(ns),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+        &opts,
+        None,
+    )
+    .await;
     let cm = resources::find("", "v1", "configmaps").expect("served");
     let ca = api.ca_bundle.clone();
     {
@@ -695,7 +864,12 @@ async fn populate(api: &Arc<Api>, ns: &str) {
     }
 }
 
-async fn create(api: &Arc<Api>, req: &Request, res: &'static Resource, ns: Option<&str>) -> Result<Response, ApiError> {
+async fn create(
+    api: &Arc<Api>,
+    req: &Request,
+    res: &'static Resource,
+    ns: Option<&str>,
+) -> Result<Response, ApiError> {
     let opts = write_opts(req, "unknown")?;
     let mut o = parse_body(req)?;
     let mut warnings = Vec::new();
@@ -766,7 +940,10 @@ async fn replace(
         }
         Some("finalize") => {
             let mut o = cur.clone();
-            o["spec"]["finalizers"] = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+            o["spec"]["finalizers"] = new
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or(json!([]));
             o
         }
         _ => {
@@ -788,7 +965,14 @@ async fn replace(
     {
         let cm = cur.get("metadata").cloned().unwrap_or(json!({}));
         let m = meta_mut(&mut o);
-        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+        ] {
             match cm.get(k) {
                 Some(v) => m.insert(k.into(), v.clone()),
                 None => m.remove(k),
@@ -800,7 +984,10 @@ async fn replace(
         defaults::apply(res.kind, &mut o);
     }
     if res.has_generation() && spec_of(&o) != spec_of(cur) {
-        let g = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        let g = cur
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         meta_mut(&mut o).insert("generation".into(), json!(g + 1));
     }
     let causes = validate::validate(res, &o, Some(cur));
@@ -812,15 +999,20 @@ async fn replace(
         None => ssa::record_update(res, cur, &o, &opts.manager, sub),
     };
     meta_mut(&mut o).insert("managedFields".into(), mf);
-    let mut cur_cmp = cur.clone();
-    if let Some(m) = cur_cmp.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-        m.remove("managedFields");
-    }
-    let mut new_cmp = o.clone();
-    if let Some(m) = new_cmp.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("managedFields");
-    }
+    // Timestamps of field managers do not make a change on their own.
+    let comparable = |v: &Value| {
+        let mut c = v.clone();
+        if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            if let Some(Value::Array(mf)) = m.get_mut("managedFields") {
+                for e in mf.iter_mut().filter_map(Value::as_object_mut) {
+                    e.remove("time");
+                }
+            }
+        }
+        c
+    };
+    let (cur_cmp, new_cmp) = (comparable(cur), comparable(&o));
     if cur_cmp == new_cmp {
         // No change: kube answers with the object as stored, without a write.
         return Ok(cur.clone());
@@ -831,7 +1023,9 @@ async fn replace(
     }
     // Finalizers all gone from an object being deleted: it goes now.
     let finalizers_gone = o.pointer("/metadata/deletionTimestamp").is_some()
-        && o.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+        && o.pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
     let key = res.key(ns, name);
     if finalizers_gone && !(res.kind == "Pod" && o.pointer("/spec/nodeName").is_some()) {
         return match api.store.delete(&key, rev).await {
@@ -840,7 +1034,9 @@ async fn replace(
                 after_delete(api, res, &o).await;
                 Ok(o)
             }
-            Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(res.group, res.plural, name)),
+            Err(StoreError::Conflict { .. }) => {
+                Err(ApiError::conflict(res.group, res.plural, name))
+            }
             Err(StoreError::NotFound(_)) => Err(ApiError::not_found(res.group, res.plural, name)),
             Err(e) => Err(e.into()),
         };
@@ -879,7 +1075,8 @@ fn parse_patch_body(req: &Request) -> Result<Value, ApiError> {
         return serde_yaml::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));
     }
-    serde_json::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))
+    serde_json::from_slice(&req.body)
+        .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))
 }
 
 async fn patch(
@@ -890,20 +1087,35 @@ async fn patch(
     name: &str,
     sub: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let ct = req.header("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
-    let default_manager = if ct == "application/apply-patch+yaml" { "" } else { "unknown" };
+    let ct = req
+        .header("content-type")
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let default_manager = if ct == "application/apply-patch+yaml" {
+        ""
+    } else {
+        "unknown"
+    };
     let opts = write_opts(req, default_manager)?;
     let body = parse_patch_body(req)?;
     if ct == "application/apply-patch+yaml" {
         if req.q("fieldManager").is_none_or(str::is_empty) {
-            return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requests require fieldManager to be set"));
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requests require fieldManager to be set",
+            ));
         }
         let force = req.q("force") == Some("true");
         return apply(api, req, res, ns, name, sub, body, &opts, force).await;
     }
     if !matches!(
         ct.as_str(),
-        "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json"
+        "application/json-patch+json"
+            | "application/merge-patch+json"
+            | "application/strategic-merge-patch+json"
     ) {
         return Err(ApiError::new(
             415,
@@ -953,7 +1165,9 @@ async fn apply(
 ) -> Result<Response, ApiError> {
     let mut applied = body;
     if !applied.is_object() {
-        return Err(ApiError::bad_request("the applied configuration must be an object"));
+        return Err(ApiError::bad_request(
+            "the applied configuration must be an object",
+        ));
     }
     let mut warnings = Vec::new();
     check_body(res, &mut applied, opts, &mut warnings)?;
@@ -974,15 +1188,21 @@ async fn apply(
         let result = match cur {
             None => {
                 let (obj, mf) = ssa::apply(res, &Value::Null, &applied, &opts.manager, force, sub)?;
-                create_object(api, res, ns, obj, opts, Some(mf)).await.map(|o| (201, o))
+                create_object(api, res, ns, obj, opts, Some(mf))
+                    .await
+                    .map(|o| (201, o))
             }
             Some((cur, rev)) => {
                 let (obj, mf) = ssa::apply(res, &cur, &applied, &opts.manager, force, sub)?;
-                replace(api, res, ns, name, &cur, rev, obj, sub, opts, Some(mf)).await.map(|o| (200, o))
+                replace(api, res, ns, name, &cur, rev, obj, sub, opts, Some(mf))
+                    .await
+                    .map(|o| (200, o))
             }
         };
         match result {
-            Err(e) if (e.reason == "Conflict" || e.reason == "AlreadyExists") && attempt < 5 => continue,
+            Err(e) if (e.reason == "Conflict" || e.reason == "AlreadyExists") && attempt < 5 => {
+                continue
+            }
             Err(e) => return Err(e),
             Ok((code, o)) => return Ok(with_warnings(answer(req, res, code, &o), &warnings)),
         }
@@ -995,7 +1215,10 @@ fn to_scale(o: &Value) -> Value {
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
         .map(|m| {
-            let mut v: Vec<String> = m.iter().map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or(""))).collect();
+            let mut v: Vec<String> = m
+                .iter()
+                .map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or("")))
+                .collect();
             v.sort();
             v.join(",")
         })
@@ -1033,7 +1256,9 @@ async fn scale_update(
                 let ct = req.header("content-type").unwrap_or("");
                 let r = if ct.starts_with("application/json-patch") {
                     patch::json_patch(&mut scale, p)
-                } else if ct.starts_with("application/merge-patch") || ct.starts_with("application/apply-patch") {
+                } else if ct.starts_with("application/merge-patch")
+                    || ct.starts_with("application/apply-patch")
+                {
                     patch::merge_patch(&mut scale, p)
                 } else {
                     patch::strategic(&mut scale, p, "Scale")
@@ -1041,23 +1266,52 @@ async fn scale_update(
                 r.map_err(|e| ApiError::new(422, "Invalid", e.0))?;
             }
         }
-        let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+        let replicas = scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if replicas < 0 {
-            return Err(ApiError::invalid("autoscaling", "Scale", name, vec![Cause::invalid(
-                "spec.replicas",
-                &replicas.to_string(),
-                "must be greater than or equal to 0",
-            )]));
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                vec![Cause::invalid(
+                    "spec.replicas",
+                    &replicas.to_string(),
+                    "must be greater than or equal to 0",
+                )],
+            ));
         }
         let pinned = patch_body.is_none()
-            && scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).is_some_and(|r| !r.is_empty());
-        if pinned && scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) != Some(&rev.to_string()) {
+            && scale
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .is_some_and(|r| !r.is_empty());
+        if pinned
+            && scale
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                != Some(&rev.to_string())
+        {
             return Err(ApiError::conflict(res.group, res.plural, name));
         }
         let mut new = cur.clone();
         new["spec"]["replicas"] = json!(replicas);
         meta_mut(&mut new).remove("resourceVersion");
-        match replace(api, res, ns, name, &cur, rev, new, Some("scale"), &opts, None).await {
+        match replace(
+            api,
+            res,
+            ns,
+            name,
+            &cur,
+            rev,
+            new,
+            Some("scale"),
+            &opts,
+            None,
+        )
+        .await
+        {
             Err(e) if e.reason == "Conflict" && !pinned && attempt < 5 => continue,
             Err(e) => return Err(e),
             Ok(o) => return Ok(Response::json(200, &to_scale(&o))),
@@ -1084,37 +1338,62 @@ fn delete_opts(req: &Request) -> Result<DeleteOpts, ApiError> {
     let body: Value = if req.body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        serde_json::from_slice(&req.body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
     let grace = match req.q("gracePeriodSeconds") {
-        Some(g) => Some(g.parse::<i64>().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds: invalid value {g:?}")))?),
+        Some(g) => Some(g.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(format!("gracePeriodSeconds: invalid value {g:?}"))
+        })?),
         None => body.get("gracePeriodSeconds").and_then(Value::as_i64),
     };
     let mut propagation = req
         .q("propagationPolicy")
         .map(str::to_string)
-        .or_else(|| body.get("propagationPolicy").and_then(Value::as_str).map(str::to_string))
+        .or_else(|| {
+            body.get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     if propagation.is_empty() {
-        propagation = match body.get("orphanDependents").and_then(Value::as_bool).or(req.q("orphanDependents").map(|o| o == "true")) {
+        propagation = match body
+            .get("orphanDependents")
+            .and_then(Value::as_bool)
+            .or(req.q("orphanDependents").map(|o| o == "true"))
+        {
             Some(true) => "Orphan".into(),
             _ => "Background".into(),
         };
     }
     if !["Orphan", "Background", "Foreground"].contains(&propagation.as_str()) {
-        return Err(ApiError::invalid("", "DeleteOptions", "", vec![Cause::not_supported(
-            "propagationPolicy",
-            &propagation,
-            &["Foreground", "Background", "Orphan"],
-        )]));
+        return Err(ApiError::invalid(
+            "",
+            "DeleteOptions",
+            "",
+            vec![Cause::not_supported(
+                "propagationPolicy",
+                &propagation,
+                &["Foreground", "Background", "Orphan"],
+            )],
+        ));
     }
     let dry_run = req.q("dryRun") == Some("All")
-        || body.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All"));
+        || body
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x == "All"));
     Ok(DeleteOpts {
         grace,
         propagation,
-        uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
-        rv: body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string),
+        uid: body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        rv: body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         dry_run,
     })
 }
@@ -1152,8 +1431,15 @@ pub fn delete<'a>(
                     return Err(ApiError::conflict(res.group, res.plural, name));
                 }
             }
-            let mut finalizers: Vec<Value> = cur.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
-            let has_dependents = !api.hub.dependents(meta_str(&cur, "uid").unwrap_or("")).is_empty();
+            let mut finalizers: Vec<Value> = cur
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let has_dependents = !api
+                .hub
+                .dependents(meta_str(&cur, "uid").unwrap_or(""))
+                .is_empty();
             match opts.propagation.as_str() {
                 "Orphan" if has_dependents => finalizers.push(json!("orphan")),
                 "Foreground" if has_dependents => finalizers.push(json!("foregroundDeletion")),
@@ -1161,7 +1447,10 @@ pub fn delete<'a>(
             }
             finalizers.dedup();
             let graceful_pod = res.kind == "Pod"
-                && cur.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+                && cur
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty())
                 && opts.grace != Some(0);
             let terminating_ns = res.kind == "Namespace";
             if opts.dry_run {
@@ -1174,7 +1463,11 @@ pub fn delete<'a>(
                 }
                 let mut o = cur.clone();
                 let grace = if graceful_pod {
-                    opts.grace.unwrap_or_else(|| cur.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30))
+                    opts.grace.unwrap_or_else(|| {
+                        cur.pointer("/spec/terminationGracePeriodSeconds")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(30)
+                    })
                 } else {
                     0
                 };
@@ -1183,7 +1476,10 @@ pub fn delete<'a>(
                     .unwrap_or_else(|_| jiff::Timestamp::now());
                 {
                     let m = meta_mut(&mut o);
-                    m.insert("deletionTimestamp".into(), json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                    m.insert(
+                        "deletionTimestamp".into(),
+                        json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                    );
                     m.insert("deletionGracePeriodSeconds".into(), json!(grace));
                     if !finalizers.is_empty() {
                         m.insert("finalizers".into(), Value::Array(finalizers.clone()));
@@ -1197,7 +1493,9 @@ pub fn delete<'a>(
                 match api.store.update(&key, &encode(&o), rev).await {
                     Ok(kv) => set_rv(&mut o, kv.mod_revision),
                     Err(StoreError::Conflict { .. }) if attempt < 5 => continue,
-                    Err(StoreError::Conflict { .. }) => return Err(ApiError::conflict(res.group, res.plural, name)),
+                    Err(StoreError::Conflict { .. }) => {
+                        return Err(ApiError::conflict(res.group, res.plural, name))
+                    }
                     Err(e) => return Err(e.into()),
                 }
                 let api2 = api.clone();
@@ -1205,9 +1503,14 @@ pub fn delete<'a>(
                 let (ns2, name2) = (ns.map(str::to_string), name.to_string());
                 if terminating_ns {
                     tokio::spawn(async move { finish_namespace(&api2, &name2).await });
-                } else if finalizers.iter().any(|f| f == "orphan" || f == "foregroundDeletion") {
+                } else if finalizers
+                    .iter()
+                    .any(|f| f == "orphan" || f == "foregroundDeletion")
+                {
                     let orphan = opts.propagation == "Orphan";
-                    tokio::spawn(async move { finish_propagation(&api2, res, ns2.as_deref(), &name2, &uid, orphan).await });
+                    tokio::spawn(async move {
+                        finish_propagation(&api2, res, ns2.as_deref(), &name2, &uid, orphan).await
+                    });
                 }
                 return Ok(o);
             }
@@ -1217,10 +1520,16 @@ pub fn delete<'a>(
                     let mut o = cur.clone();
                     set_rv(&mut o, del_rev);
                     after_delete(api, res, &o).await;
-                    return Ok(if res.kind == "Pod" { o } else { success_status(res, &o) });
+                    return Ok(if res.kind == "Pod" {
+                        o
+                    } else {
+                        success_status(res, &o)
+                    });
                 }
                 Err(StoreError::Conflict { .. }) if attempt < 5 => continue,
-                Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(res.group, res.plural, name)),
+                Err(StoreError::NotFound(_)) => {
+                    return Err(ApiError::not_found(res.group, res.plural, name))
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -1249,9 +1558,19 @@ async fn collect_dependents(api: &Arc<Api>, uid: &str, orphan: bool) {
         let _ = api.hub.wait_for(rev).await;
     }
     for (key, dep) in api.hub.dependents(uid) {
-        let Some((res, ns, name)) = resources::from_key(&key) else { continue };
-        let refs: Vec<Value> = dep.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
-        let others: Vec<Value> = refs.iter().filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid)).cloned().collect();
+        let Some((res, ns, name)) = resources::from_key(&key) else {
+            continue;
+        };
+        let refs: Vec<Value> = dep
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let others: Vec<Value> = refs
+            .iter()
+            .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid))
+            .cloned()
+            .collect();
         if orphan || !others.is_empty() {
             // Only this owner's reference goes.
             let mut o = (*dep).clone();
@@ -1260,18 +1579,33 @@ async fn collect_dependents(api: &Arc<Api>, uid: &str, orphan: bool) {
                 meta_mut(&mut o).remove("ownerReferences");
             }
             meta_mut(&mut o).remove("resourceVersion");
-            let rev: i64 = meta_str(&dep, "resourceVersion").and_then(|r| r.parse().ok()).unwrap_or(0);
+            let rev: i64 = meta_str(&dep, "resourceVersion")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
             let _ = api.store.update(&key, &encode(&o), rev).await;
             continue;
         }
-        let opts = DeleteOpts { grace: Some(0), propagation: "Background".into(), uid: None, rv: None, dry_run: false };
+        let opts = DeleteOpts {
+            grace: Some(0),
+            propagation: "Background".into(),
+            uid: None,
+            rv: None,
+            dry_run: false,
+        };
         let _ = delete(api, res, ns, name, &opts).await;
     }
 }
 
 /// Completes an orphan or foreground deletion: frees or deletes the dependents, then
 /// drops the finalizer (and with it, the object when no other finalizer remains).
-async fn finish_propagation(api: &Arc<Api>, res: &'static Resource, ns: Option<&str>, name: &str, uid: &str, orphan: bool) {
+async fn finish_propagation(
+    api: &Arc<Api>,
+    res: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    uid: &str,
+    orphan: bool,
+) {
     collect_dependents(api, uid, orphan).await;
     if !orphan {
         // Foreground: wait until the dependents are gone.
@@ -1282,14 +1616,27 @@ async fn finish_propagation(api: &Arc<Api>, res: &'static Resource, ns: Option<&
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    let finalizer = if orphan { "orphan" } else { "foregroundDeletion" };
+    let finalizer = if orphan {
+        "orphan"
+    } else {
+        "foregroundDeletion"
+    };
     for _ in 0..10 {
-        let Ok((cur, rev)) = read(api, res, ns, name).await else { return };
+        let Ok((cur, rev)) = read(api, res, ns, name).await else {
+            return;
+        };
         let mut o = cur.clone();
-        if let Some(f) = o.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+        if let Some(f) = o
+            .pointer_mut("/metadata/finalizers")
+            .and_then(Value::as_array_mut)
+        {
             f.retain(|x| x != finalizer);
         }
-        let opts = WriteOpts { dry_run: false, validation: "Ignore", manager: "berth-garbage-collector".into() };
+        let opts = WriteOpts {
+            dry_run: false,
+            validation: "Ignore",
+            manager: "berth-garbage-collector".into(),
+        };
         match replace(api, res, ns, name, &cur, rev, o, None, &opts, None).await {
             Err(e) if e.reason == "Conflict" => continue,
             _ => return,
@@ -1299,15 +1646,31 @@ async fn finish_propagation(api: &Arc<Api>, res: &'static Resource, ns: Option<&
 
 /// Deletes everything in a terminating namespace, then the namespace.
 async fn finish_namespace(api: &Arc<Api>, ns: &str) {
-    for res in resources::RESOURCES.iter().filter(|r| r.namespaced && r.stored) {
+    for res in resources::RESOURCES
+        .iter()
+        .filter(|r| r.namespaced && r.stored)
+    {
         let prefix = res.ns_prefix(Some(ns));
-        let Ok(page) = api.store.list(&prefix, 0, 0, None).await else { continue };
+        let Ok(page) = api.store.list(&prefix, 0, 0, None).await else {
+            continue;
+        };
         for kv in page.items {
-            let Some((_, _, name)) = resources::from_key(&kv.key) else { continue };
+            let Some((_, _, name)) = resources::from_key(&kv.key) else {
+                continue;
+            };
             let o: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
             // Without a node agent, nothing else will finish a pod's deletion.
-            let opts = DeleteOpts { grace: Some(0), propagation: "Background".into(), uid: None, rv: None, dry_run: false };
-            if o.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()) {
+            let opts = DeleteOpts {
+                grace: Some(0),
+                propagation: "Background".into(),
+                uid: None,
+                rv: None,
+                dry_run: false,
+            };
+            if o.pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty())
+            {
                 let _ = delete(api, res, Some(ns), name, &opts).await;
                 continue;
             }
@@ -1335,7 +1698,12 @@ async fn finish_namespace(api: &Arc<Api>, ns: &str) {
     let _ = api.store.delete(&nsr.key(None, ns), 0).await;
 }
 
-async fn delete_collection(api: &Arc<Api>, req: &Request, res: &'static Resource, ns: Option<&str>) -> Result<Response, ApiError> {
+async fn delete_collection(
+    api: &Arc<Api>,
+    req: &Request,
+    res: &'static Resource,
+    ns: Option<&str>,
+) -> Result<Response, ApiError> {
     let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or(""))?;
     let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or(""), res.kind)?;
     let opts = delete_opts(req)?;
@@ -1346,30 +1714,53 @@ async fn delete_collection(api: &Arc<Api>, req: &Request, res: &'static Resource
         if !(labels.matches(&o) && fields.matches(&o)) {
             continue;
         }
-        let Some((_, ons, name)) = resources::from_key(&kv.key) else { continue };
+        let Some((_, ons, name)) = resources::from_key(&kv.key) else {
+            continue;
+        };
         match delete(api, res, ons, name, &opts).await {
             Ok(_) => items.push(o),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(Response::json(200, &json!({
-        "kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
-        "metadata": {"resourceVersion": page.revision.to_string()}, "items": items,
-    })))
+    Ok(Response::json(
+        200,
+        &json!({
+            "kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
+            "metadata": {"resourceVersion": page.revision.to_string()}, "items": items,
+        }),
+    ))
 }
 
-async fn bind(api: &Arc<Api>, req: &Request, ns: Option<&str>, name: &str) -> Result<Response, ApiError> {
+async fn bind(
+    api: &Arc<Api>,
+    req: &Request,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Response, ApiError> {
     let b = parse_body(req)?;
-    let node = b.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let node = b
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if node.is_empty() {
-        return Err(ApiError::invalid("", "Binding", name, vec![Cause::required("target.name")]));
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            name,
+            vec![Cause::required("target.name")],
+        ));
     }
     let pods = resources::find("", "v1", "pods").expect("served");
     let opts = write_opts(req, "berth-scheduler")?;
     for _ in 0..5 {
         let (cur, rev) = read(api, pods, ns, name).await?;
-        if let Some(have) = cur.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        if let Some(have) = cur
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
             return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{have}\"")));
         }
         if cur.pointer("/metadata/deletionTimestamp").is_some() {
@@ -1378,8 +1769,14 @@ async fn bind(api: &Arc<Api>, req: &Request, ns: Option<&str>, name: &str) -> Re
         let mut o = cur.clone();
         o["spec"]["nodeName"] = json!(node);
         let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()});
-        let conds = o["status"]["conditions"].as_array().cloned().unwrap_or_default();
-        let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+        let conds = o["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut conds: Vec<Value> = conds
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .collect();
         conds.push(cond);
         o["status"]["conditions"] = Value::Array(conds);
         if opts.dry_run {
@@ -1388,54 +1785,89 @@ async fn bind(api: &Arc<Api>, req: &Request, ns: Option<&str>, name: &str) -> Re
         meta_mut(&mut o).remove("resourceVersion");
         let mf = ssa::record_update(pods, &cur, &o, &opts.manager, Some("binding"));
         meta_mut(&mut o).insert("managedFields".into(), mf);
-        match api.store.update(&pods.key(ns, name), &encode(&o), rev).await {
+        match api
+            .store
+            .update(&pods.key(ns, name), &encode(&o), rev)
+            .await
+        {
             Ok(_) => break,
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Response::json(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(Response::json(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
-async fn evict(api: &Arc<Api>, req: &Request, ns: Option<&str>, name: &str) -> Result<Response, ApiError> {
+async fn evict(
+    api: &Arc<Api>,
+    req: &Request,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Response, ApiError> {
     let b = parse_body(req).unwrap_or_else(|_| json!({}));
     let pods = resources::find("", "v1", "pods").expect("served");
     let opts = DeleteOpts {
-        grace: b.pointer("/deleteOptions/gracePeriodSeconds").and_then(Value::as_i64),
+        grace: b
+            .pointer("/deleteOptions/gracePeriodSeconds")
+            .and_then(Value::as_i64),
         propagation: "Background".into(),
         uid: None,
         rv: None,
         dry_run: req.q("dryRun") == Some("All"),
     };
     delete(api, pods, ns, name, &opts).await?;
-    Ok(Response::json(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(Response::json(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
-async fn token(api: &Arc<Api>, req: &Request, ns: Option<&str>, name: &str) -> Result<Response, ApiError> {
+async fn token(
+    api: &Arc<Api>,
+    req: &Request,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Response, ApiError> {
     let sas = resources::find("", "v1", "serviceaccounts").expect("served");
     let (sa, _) = read(api, sas, ns, name).await?;
     let mut tr = parse_body(req).unwrap_or_else(|_| json!({}));
     let ns = ns.unwrap_or("default");
-    let expiry = tr.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
+    let expiry = tr
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
     if expiry < 600 {
-        return Err(ApiError::invalid("authentication.k8s.io", "TokenRequest", name, vec![Cause::invalid(
-            "spec.expirationSeconds",
-            &expiry.to_string(),
-            "may not specify a duration less than 10 minutes",
-        )]));
+        return Err(ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            name,
+            vec![Cause::invalid(
+                "spec.expirationSeconds",
+                &expiry.to_string(),
+                "may not specify a duration less than 10 minutes",
+            )],
+        ));
     }
     let audiences: Vec<String> = tr
         .pointer("/spec/audiences")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .filter(|a: &Vec<String>| !a.is_empty())
         .unwrap_or_else(|| vec![api.authn.issuer.clone()]);
-    let pod = tr.pointer("/spec/boundObjectRef").filter(|b| b.get("kind").and_then(Value::as_str) == Some("Pod")).map(|b| {
-        crate::auth::NameUid {
+    let pod = tr
+        .pointer("/spec/boundObjectRef")
+        .filter(|b| b.get("kind").and_then(Value::as_str) == Some("Pod"))
+        .map(|b| crate::auth::NameUid {
             name: b.get("name").and_then(Value::as_str).unwrap_or("").into(),
             uid: b.get("uid").and_then(Value::as_str).unwrap_or("").into(),
-        }
-    });
+        });
     let now_s = jiff::Timestamp::now().as_second();
     let claims = crate::auth::Claims {
         iss: api.authn.issuer.clone(),
@@ -1447,12 +1879,16 @@ async fn token(api: &Arc<Api>, req: &Request, ns: Option<&str>, name: &str) -> R
         jti: uuid::Uuid::new_v4().to_string(),
         kube: crate::auth::KubeClaims {
             namespace: ns.into(),
-            serviceaccount: crate::auth::NameUid { name: name.into(), uid: meta_str(&sa, "uid").unwrap_or("").into() },
+            serviceaccount: crate::auth::NameUid {
+                name: name.into(),
+                uid: meta_str(&sa, "uid").unwrap_or("").into(),
+            },
             pod,
         },
     };
     let jwt = api.authn.issue(&claims).map_err(ApiError::internal)?;
-    let exp = jiff::Timestamp::from_second(now_s + expiry).unwrap_or_else(|_| jiff::Timestamp::now());
+    let exp =
+        jiff::Timestamp::from_second(now_s + expiry).unwrap_or_else(|_| jiff::Timestamp::now());
     tr["apiVersion"] = json!("authentication.k8s.io/v1");
     tr["kind"] = json!("TokenRequest");
     tr["metadata"] = json!({"name": name, "namespace": ns, "creationTimestamp": null});
@@ -1468,8 +1904,17 @@ pub fn to_bytes(v: &Value) -> Bytes {
 }
 
 /// Creates an object on the server's own behalf (bootstrap); an existing one is fine.
-pub async fn create_internal(api: &Arc<Api>, res: &'static Resource, ns: Option<&str>, body: Value) -> Result<(), ApiError> {
-    let opts = WriteOpts { dry_run: false, validation: "Ignore", manager: "berth-apiserver".into() };
+pub async fn create_internal(
+    api: &Arc<Api>,
+    res: &'static Resource,
+    ns: Option<&str>,
+    body: Value,
+) -> Result<(), ApiError> {
+    let opts = WriteOpts {
+        dry_run: false,
+        validation: "Ignore",
+        manager: "berth-apiserver".into(),
+    };
     match create_object(api, res, ns, body, &opts, None).await {
         Ok(_) => Ok(()),
         Err(e) if e.reason == "AlreadyExists" => Ok(()),

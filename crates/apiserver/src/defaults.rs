@@ -18,7 +18,9 @@ fn ensure_obj<'a>(m: &'a mut Map<String, Value>, k: &str) -> &'a mut Map<String,
     if !m.get(k).is_some_and(Value::is_object) {
         m.insert(k.into(), json!({}));
     }
-    m.get_mut(k).and_then(Value::as_object_mut).expect("just set")
+    m.get_mut(k)
+        .and_then(Value::as_object_mut)
+        .expect("just set")
 }
 
 fn probe(p: &mut Value) {
@@ -36,7 +38,11 @@ fn probe(p: &mut Value) {
 
 fn container(c: &mut Value) {
     let Some(m) = c.as_object_mut() else { return };
-    let image = m.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+    let image = m
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let last = image.rsplit('/').next().unwrap_or("");
     let tag = if image.contains('@') {
         Some("digest")
@@ -60,7 +66,10 @@ fn container(c: &mut Value) {
     }
     if let Some(env) = m.get_mut("env").and_then(Value::as_array_mut) {
         for e in env {
-            if let Some(fr) = e.pointer_mut("/valueFrom/fieldRef").and_then(Value::as_object_mut) {
+            if let Some(fr) = e
+                .pointer_mut("/valueFrom/fieldRef")
+                .and_then(Value::as_object_mut)
+            {
                 set(fr, "apiVersion", json!("v1"));
             }
         }
@@ -74,14 +83,15 @@ fn container(c: &mut Value) {
 
 /// Defaults of a pod spec (a pod's or a template's).
 pub fn pod_spec(spec: &mut Value) {
-    let Some(m) = spec.as_object_mut() else { return };
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
     set(m, "restartPolicy", json!("Always"));
     set(m, "terminationGracePeriodSeconds", json!(30));
     set(m, "dnsPolicy", json!("ClusterFirst"));
     set(m, "securityContext", json!({}));
     set(m, "schedulerName", json!("default-scheduler"));
     set(m, "enableServiceLinks", json!(true));
-    set(m, "preemptionPolicy", json!("PreemptLowerPriority"));
     if let Some(sa) = m.get("serviceAccountName").cloned() {
         set(m, "serviceAccount", sa);
     }
@@ -92,7 +102,12 @@ pub fn pod_spec(spec: &mut Value) {
     }
     if let Some(vols) = m.get_mut("volumes").and_then(Value::as_array_mut) {
         for v in vols {
-            for (k, mode) in [("secret", "defaultMode"), ("configMap", "defaultMode"), ("projected", "defaultMode"), ("downwardAPI", "defaultMode")] {
+            for (k, mode) in [
+                ("secret", "defaultMode"),
+                ("configMap", "defaultMode"),
+                ("projected", "defaultMode"),
+                ("downwardAPI", "defaultMode"),
+            ] {
                 if let Some(s) = obj(v, k) {
                     set(s, mode, json!(420));
                 }
@@ -120,6 +135,11 @@ pub fn apply(kind: &str, o: &mut Value) {
         "Pod" => {
             if let Some(spec) = o.get_mut("spec") {
                 pod_spec(spec);
+                // What kube's Priority admission adds to every pod.
+                if let Some(m) = spec.as_object_mut() {
+                    set(m, "priority", json!(0));
+                    set(m, "preemptionPolicy", json!("PreemptLowerPriority"));
+                }
             }
         }
         "Deployment" => {
@@ -188,7 +208,10 @@ pub fn apply(kind: &str, o: &mut Value) {
             }
             job_spec(o.pointer_mut("/spec/jobTemplate/spec"));
             template(o, "/spec/jobTemplate/spec/template");
-            if let Some(jt) = o.pointer_mut("/spec/jobTemplate").and_then(Value::as_object_mut) {
+            if let Some(jt) = o
+                .pointer_mut("/spec/jobTemplate")
+                .and_then(Value::as_object_mut)
+            {
                 let meta = ensure_obj(jt, "metadata");
                 set(meta, "creationTimestamp", Value::Null);
             }
@@ -197,7 +220,11 @@ pub fn apply(kind: &str, o: &mut Value) {
             if let Some(s) = obj(o, "spec") {
                 set(s, "type", json!("ClusterIP"));
                 set(s, "sessionAffinity", json!("None"));
-                let ty = s.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+                let ty = s
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 if ty != "ExternalName" {
                     set(s, "internalTrafficPolicy", json!("Cluster"));
                     set(s, "ipFamilyPolicy", json!("SingleStack"));
@@ -260,7 +287,9 @@ pub fn apply(kind: &str, o: &mut Value) {
 }
 
 fn job_spec(spec: Option<&mut Value>) {
-    let Some(s) = spec.and_then(Value::as_object_mut) else { return };
+    let Some(s) = spec.and_then(Value::as_object_mut) else {
+        return;
+    };
     set(s, "backoffLimit", json!(6));
     set(s, "completionMode", json!("NonIndexed"));
     set(s, "suspend", json!(false));
@@ -274,8 +303,16 @@ fn job_spec(spec: Option<&mut Value>) {
 
 /// Job selectors, generated from the job's uid as kube does unless manualSelector.
 pub fn job_selector(o: &mut Value) {
-    let uid = o.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
-    let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let uid = o
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let name = o
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let manual = o.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true);
     if manual {
         return;
@@ -294,7 +331,10 @@ pub fn job_selector(o: &mut Value) {
             );
         }
     }
-    if let Some(meta) = o.pointer_mut("/spec/template/metadata").and_then(Value::as_object_mut) {
+    if let Some(meta) = o
+        .pointer_mut("/spec/template/metadata")
+        .and_then(Value::as_object_mut)
+    {
         let l = ensure_obj(meta, "labels");
         for (k, v) in labels.as_object().into_iter().flatten() {
             l.entry(k.clone()).or_insert(v.clone());

@@ -23,16 +23,26 @@ fn sub_kind(r: &Resource, sub: &str) -> (String, String, String) {
         "scale" => ("autoscaling".into(), "v1".into(), "Scale".into()),
         "binding" => (String::new(), "v1".into(), "Binding".into()),
         "eviction" => ("policy".into(), "v1".into(), "Eviction".into()),
-        "token" => ("authentication.k8s.io".into(), "v1".into(), "TokenRequest".into()),
-        "log" | "exec" | "attach" | "portforward" | "proxy" => {
-            (String::new(), "v1".into(), format!("{}{}", r.kind, match sub {
-                "exec" => "ExecOptions",
-                "attach" => "AttachOptions",
-                "portforward" => "PortForwardOptions",
-                "log" => "",
-                _ => "ProxyOptions",
-            }))
-        }
+        "token" => (
+            "authentication.k8s.io".into(),
+            "v1".into(),
+            "TokenRequest".into(),
+        ),
+        "log" | "exec" | "attach" | "portforward" | "proxy" => (
+            String::new(),
+            "v1".into(),
+            format!(
+                "{}{}",
+                r.kind,
+                match sub {
+                    "exec" => "ExecOptions",
+                    "attach" => "AttachOptions",
+                    "portforward" => "PortForwardOptions",
+                    "log" => "",
+                    _ => "ProxyOptions",
+                }
+            ),
+        ),
         _ => (r.group.into(), r.version.into(), r.kind.into()),
     }
 }
@@ -89,7 +99,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     } else {
         format!("{group}/{version}")
     };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+    )
 }
 
 /// /api (APIVersions).
@@ -187,7 +199,10 @@ pub fn aggregated(core: bool) -> Value {
     let items: Vec<Value> = if core {
         vec![aggregated_group("")]
     } else {
-        resources::groups().into_iter().map(aggregated_group).collect()
+        resources::groups()
+            .into_iter()
+            .map(aggregated_group)
+            .collect()
     };
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
            "metadata": {}, "items": items})

@@ -227,7 +227,10 @@ impl Hub {
                 let mut e = ApiError::new(
                     504,
                     "Timeout",
-                    format!("Too large resource version: {rev}, current: {}", self.current()),
+                    format!(
+                        "Too large resource version: {rev}, current: {}",
+                        self.current()
+                    ),
                 );
                 e.retry_after = Some(1);
                 Err(e)
@@ -237,7 +240,11 @@ impl Hub {
 
     /// Subscribes to changes under `prefix`: after revision `since`, or (None) from
     /// the current state, which is then returned as a snapshot.
-    pub async fn subscribe(&self, prefix: &str, since: Option<i64>) -> Result<Subscription, ApiError> {
+    pub async fn subscribe(
+        &self,
+        prefix: &str,
+        since: Option<i64>,
+    ) -> Result<Subscription, ApiError> {
         let target = match since {
             Some(rv) => rv,
             // "Now" is the store's revision: the snapshot must include every write
@@ -292,7 +299,10 @@ impl Hub {
             .filter(|(_, o)| {
                 o.pointer("/metadata/ownerReferences")
                     .and_then(Value::as_array)
-                    .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)))
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                    })
             })
             .map(|(k, o)| (k.clone(), o.clone()))
             .collect()
@@ -319,7 +329,9 @@ async fn load(store: &Backend) -> Result<(BTreeMap<String, Arc<Value>>, i64), Ap
     let mut after: Option<String> = None;
     let mut rev = 0;
     loop {
-        let page = store.list("/registry/", rev, 1000, after.as_deref()).await?;
+        let page = store
+            .list("/registry/", rev, 1000, after.as_deref())
+            .await?;
         rev = page.revision;
         for kv in page.items {
             objects.insert(kv.key.clone(), Arc::new(decode(&kv.value, kv.mod_revision)));

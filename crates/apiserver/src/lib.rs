@@ -194,8 +194,18 @@ async fn bootstrap(api: &Arc<api::Api>) -> Result<(), status::ApiError> {
         crud::create_internal(api, nsr, None, body).await?;
     }
     let svc = resources::find("", "v1", "services").expect("served");
-    if api.store.get(&svc.key(Some("default"), "kubernetes")).await?.is_none() {
-        let port = api.address.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(6443);
+    if api
+        .store
+        .get(&svc.key(Some("default"), "kubernetes"))
+        .await?
+        .is_none()
+    {
+        let port = api
+            .address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(6443);
         let body = json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1",

@@ -8,9 +8,18 @@ use crate::resources::{self, Resource};
 use crate::schema;
 
 const WRITE_PARAMS: &[(&str, &str)] = &[
-    ("dryRun", "When present, indicates that modifications should not be persisted."),
-    ("fieldManager", "The name of the actor or entity making these changes."),
-    ("fieldValidation", "How to handle unknown or duplicate fields: Ignore, Warn (the default) or Strict."),
+    (
+        "dryRun",
+        "When present, indicates that modifications should not be persisted.",
+    ),
+    (
+        "fieldManager",
+        "The name of the actor or entity making these changes.",
+    ),
+    (
+        "fieldValidation",
+        "How to handle unknown or duplicate fields: Ignore, Warn (the default) or Strict.",
+    ),
 ];
 
 const LIST_PARAMS: &[&str] = &[
@@ -61,8 +70,13 @@ fn op(v3: bool, r: &Resource, action: &str, id: String, body: bool, params: Vec<
     if v3 {
         o["responses"] = json!({"200": {"description": "OK", "content": {"application/json": {"schema": schema}}}});
         if body {
-            let body_schema = if action == "patch" { json!({"type": "object"}) } else { schema.clone() };
-            o["requestBody"] = json!({"content": {"*/*": {"schema": body_schema}}, "required": true});
+            let body_schema = if action == "patch" {
+                json!({"type": "object"})
+            } else {
+                schema.clone()
+            };
+            o["requestBody"] =
+                json!({"content": {"*/*": {"schema": body_schema}}, "required": true});
         }
     } else {
         o["responses"] = json!({"200": {"description": "OK", "schema": schema}});
@@ -121,7 +135,11 @@ fn add_paths(v3: bool, r: &Resource, paths: &mut Map<String, Value>) {
     let mut item_params = common.clone();
     item_params.push(path_param(v3, "name"));
     let mut patch_params = writes(&[]);
-    patch_params.push(param(v3, "force", "Force is going to \"force\" Apply requests."));
+    patch_params.push(param(
+        v3,
+        "force",
+        "Force is going to \"force\" Apply requests.",
+    ));
     paths.insert(
         format!("{coll}/{{name}}"),
         json!({
@@ -211,7 +229,8 @@ pub fn v2_document() -> Value {
         }
     }
     let text = serde_json::to_string(&Value::Object(defs)).unwrap_or_default();
-    let defs: Value = serde_json::from_str(&text.replace("#/components/schemas/", "#/definitions/"))
-        .unwrap_or(Value::Null);
+    let defs: Value =
+        serde_json::from_str(&text.replace("#/components/schemas/", "#/definitions/"))
+            .unwrap_or(Value::Null);
     json!({"swagger": "2.0", "info": info(), "paths": paths, "definitions": defs})
 }

@@ -31,8 +31,14 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
 pub fn merge_key(kind: &str, path: &[&str]) -> Option<&'static str> {
     let field = *path.last()?;
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes"
-        | "imagePullSecrets" | "env" | "resourceClaims" | "schedulingGates" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets"
+        | "env"
+        | "resourceClaims"
+        | "schedulingGates" => "name",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "hostAliases" => "ip",
@@ -54,7 +60,9 @@ fn primitive_merge(path: &[&str]) -> bool {
 /// Applies a strategic merge patch for an object of `kind`.
 pub fn strategic(doc: &mut Value, patch: &Value, kind: &str) -> Result<(), PatchError> {
     if !patch.is_object() {
-        return Err(PatchError("a strategic merge patch must be a JSON object".into()));
+        return Err(PatchError(
+            "a strategic merge patch must be a JSON object".into(),
+        ));
     }
     let mut path = Vec::new();
     if let Some(v) = merge_value(Some(doc.take()), patch, kind, &mut path)? {
@@ -80,7 +88,9 @@ fn merge_value(
                 }
                 Some("merge") | None => {}
                 Some(other) => {
-                    return Err(PatchError(format!("unknown patch type {other:?} in $patch")))
+                    return Err(PatchError(format!(
+                        "unknown patch type {other:?} in $patch"
+                    )))
                 }
             }
             let mut om = match orig {
@@ -238,7 +248,12 @@ mod tests {
     #[test]
     fn service_ports_merge_by_port() {
         let mut d = json!({"spec": {"ports": [{"port": 80, "name": "http"}]}});
-        strategic(&mut d, &json!({"spec": {"ports": [{"port": 443, "name": "https"}]}}), "Service").unwrap();
+        strategic(
+            &mut d,
+            &json!({"spec": {"ports": [{"port": 443, "name": "https"}]}}),
+            "Service",
+        )
+        .unwrap();
         assert_eq!(d["spec"]["ports"].as_array().unwrap().len(), 2);
     }
 }

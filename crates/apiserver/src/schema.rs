@@ -95,7 +95,13 @@ fn join(path: &str, k: &str) -> String {
     }
 }
 
-fn walk(defs: &Map<String, Value>, schema: &Value, v: &mut Value, path: String, out: &mut Vec<String>) {
+fn walk(
+    defs: &Map<String, Value>,
+    schema: &Value,
+    v: &mut Value,
+    path: String,
+    out: &mut Vec<String>,
+) {
     let s = resolve(defs, schema);
     if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
         return;
@@ -147,8 +153,16 @@ mod tests {
         });
         let mut unknown = prune_unknown(res, &mut d);
         unknown.sort();
-        assert_eq!(unknown, ["metadata.bogus", "spec.template.spec.containers[0].imagee"]);
-        assert!(d.pointer("/spec/template/spec/containers/0/imagee").is_none());
-        assert_eq!(d.pointer("/spec/template/spec/containers/0/resources/limits/cpu"), Some(&json!("1")));
+        assert_eq!(
+            unknown,
+            ["metadata.bogus", "spec.template.spec.containers[0].imagee"]
+        );
+        assert!(d
+            .pointer("/spec/template/spec/containers/0/imagee")
+            .is_none());
+        assert_eq!(
+            d.pointer("/spec/template/spec/containers/0/resources/limits/cpu"),
+            Some(&json!("1"))
+        );
     }
 }

@@ -49,7 +49,9 @@ impl LabelSelector {
     /// Parses `s`; a bad selector is a 400 naming it.
     pub fn parse(s: &str) -> Result<LabelSelector, ApiError> {
         let bad = |why: &str| {
-            ApiError::bad_request(format!("unable to parse requirement: {why} (labelSelector {s:?})"))
+            ApiError::bad_request(format!(
+                "unable to parse requirement: {why} (labelSelector {s:?})"
+            ))
         };
         let mut reqs = Vec::new();
         for part in split_top(s) {
@@ -253,8 +255,12 @@ mod tests {
     #[test]
     fn field_selectors_check_supported_fields() {
         let p = json!({"metadata": {"name": "x"}, "status": {"phase": "Running"}});
-        assert!(FieldSelector::parse("status.phase=Running", "Pod").unwrap().matches(&p));
-        assert!(!FieldSelector::parse("metadata.name!=x", "Pod").unwrap().matches(&p));
+        assert!(FieldSelector::parse("status.phase=Running", "Pod")
+            .unwrap()
+            .matches(&p));
+        assert!(!FieldSelector::parse("metadata.name!=x", "Pod")
+            .unwrap()
+            .matches(&p));
         let e = FieldSelector::parse("spec.foo=1", "Pod").unwrap_err();
         assert_eq!(e.message, "field label not supported: spec.foo");
     }

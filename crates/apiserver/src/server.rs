@@ -33,7 +33,10 @@ impl hyper::body::Body for RespBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RespBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
@@ -62,10 +65,13 @@ pub fn tls_config(pki: &crate::pki::Pki) -> Result<Arc<rustls::ServerConfig>, Er
             .add(c)
             .map_err(|e| Error::Setup(format!("CA certificate: {e}")))?;
     }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| Error::Setup(format!("client verifier: {e}")))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| Error::Setup(format!("client verifier: {e}")))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Setup(format!("TLS: {e}")))?
@@ -92,10 +98,11 @@ pub async fn serve(api: Arc<Api>, listener: TcpListener, tls: Arc<rustls::Server
         let acceptor = acceptor.clone();
         let api = api.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
-                Ok(Ok(s)) => s,
-                _ => return,
-            };
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
+                    Ok(Ok(s)) => s,
+                    _ => return,
+                };
             let cert_user = stream
                 .get_ref()
                 .1
@@ -121,23 +128,38 @@ fn to_http(r: api::Response, head: bool) -> http::Response<RespBody> {
         Body::Stream(rx) => RespBody::Stream(rx),
     };
     let mut resp = http::Response::new(body);
-    *resp.status_mut() = http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     for (k, v) in r.headers {
-        if let (Ok(k), Ok(v)) = (http::HeaderName::try_from(k), http::HeaderValue::try_from(v)) {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::try_from(k),
+            http::HeaderValue::try_from(v),
+        ) {
             resp.headers_mut().append(k, v);
         }
     }
     resp
 }
 
-async fn handle(api: Arc<Api>, cert_user: Option<User>, req: http::Request<Incoming>) -> http::Response<RespBody> {
+async fn handle(
+    api: Arc<Api>,
+    cert_user: Option<User>,
+    req: http::Request<Incoming>,
+) -> http::Response<RespBody> {
     let (parts, body) = req.into_parts();
     let head = parts.method == http::Method::HEAD;
     let body = match Limited::new(body, api::MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            let err = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                ApiError::new(413, "RequestEntityTooLarge", format!("the request body is larger than {} bytes", api::MAX_BODY))
+            let err = if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ApiError::new(
+                    413,
+                    "RequestEntityTooLarge",
+                    format!("the request body is larger than {} bytes", api::MAX_BODY),
+                )
             } else {
                 ApiError::bad_request(format!("reading the request body: {e}"))
             };
@@ -152,16 +174,31 @@ async fn handle(api: Arc<Api>, cert_user: Option<User>, req: http::Request<Incom
     let path = parts.uri.path().to_string();
     let mut user = cert_user;
     if user.is_none() {
-        if let Some(auth) = parts.headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        if let Some(auth) = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+        {
             let token = auth.strip_prefix("Bearer ").map(str::trim);
             match token.and_then(|t| api.authn.token(t)) {
                 Some((u, claims)) => match claims {
                     None => user = Some(u),
                     Some(c) => {
                         // A ServiceAccount token is good while its ServiceAccount is.
-                        let sa = crate::resources::find("", "v1", "serviceaccounts").expect("served");
-                        let ok = match crate::crud::read(&api, sa, Some(&c.kube.namespace), &c.kube.serviceaccount.name).await {
-                            Ok((o, _)) => o.pointer("/metadata/uid").and_then(|v| v.as_str()) == Some(c.kube.serviceaccount.uid.as_str()),
+                        let sa =
+                            crate::resources::find("", "v1", "serviceaccounts").expect("served");
+                        let ok = match crate::crud::read(
+                            &api,
+                            sa,
+                            Some(&c.kube.namespace),
+                            &c.kube.serviceaccount.name,
+                        )
+                        .await
+                        {
+                            Ok((o, _)) => {
+                                o.pointer("/metadata/uid").and_then(|v| v.as_str())
+                                    == Some(c.kube.serviceaccount.uid.as_str())
+                            }
                             Err(_) => false,
                         };
                         if ok {

@@ -154,7 +154,8 @@ fn value_at<'a>(o: &'a Value, path: &[String]) -> Option<&'a Value> {
             let key: Map<String, Value> = serde_json::from_str(k).ok()?;
             cur = cur.as_array()?.iter().find(|it| {
                 key.iter().all(|(kk, kv)| {
-                    it.get(kk) == Some(kv) || (kk == "protocol" && it.get(kk).is_none() && kv == "TCP")
+                    it.get(kk) == Some(kv)
+                        || (kk == "protocol" && it.get(kk).is_none() && kv == "TCP")
                 })
             })?;
         } else if let Some(v) = el.strip_prefix("v:") {
@@ -169,15 +170,19 @@ fn value_at<'a>(o: &'a Value, path: &[String]) -> Option<&'a Value> {
 
 /// Removes the field at `path` from `o`.
 fn remove_at(o: &mut Value, path: &[String]) {
-    let Some((last, parent)) = path.split_last() else { return };
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
     let mut cur = o;
     for el in parent {
         let next = if let Some(f) = el.strip_prefix("f:") {
             cur.get_mut(f)
         } else if let Some(k) = el.strip_prefix("k:") {
             let key: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
-            cur.as_array_mut()
-                .and_then(|a| a.iter_mut().find(|it| key.iter().all(|(kk, kv)| it.get(kk) == Some(kv))))
+            cur.as_array_mut().and_then(|a| {
+                a.iter_mut()
+                    .find(|it| key.iter().all(|(kk, kv)| it.get(kk) == Some(kv)))
+            })
         } else {
             None
         };
@@ -261,11 +266,26 @@ fn entries(o: &Value) -> Vec<Entry> {
         .into_iter()
         .flatten()
         .map(|e| Entry {
-            manager: e.get("manager").and_then(Value::as_str).unwrap_or("").into(),
-            operation: e.get("operation").and_then(Value::as_str).unwrap_or("Update").into(),
-            api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or("").into(),
+            manager: e
+                .get("manager")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .into(),
+            operation: e
+                .get("operation")
+                .and_then(Value::as_str)
+                .unwrap_or("Update")
+                .into(),
+            api_version: e
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .into(),
             time: e.get("time").and_then(Value::as_str).unwrap_or("").into(),
-            subresource: e.get("subresource").and_then(Value::as_str).map(str::to_string),
+            subresource: e
+                .get("subresource")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             set: e.get("fieldsV1").map(decode).unwrap_or_default(),
         })
         .collect()
@@ -302,7 +322,13 @@ fn status_scope(res: &Resource, sub: Option<&str>) -> Option<bool> {
 
 /// The managedFields after `manager` changed `old` into `new` with an ordinary write
 /// (create, update, patch): changed fields move to the manager.
-pub fn record_update(res: &Resource, old: &Value, new: &Value, manager: &str, sub: Option<&str>) -> Value {
+pub fn record_update(
+    res: &Resource,
+    old: &Value,
+    new: &Value,
+    manager: &str,
+    sub: Option<&str>,
+) -> Value {
     let scope = status_scope(res, sub);
     let before = fieldset(res.kind, old, scope);
     let after = fieldset(res.kind, new, scope);
@@ -374,6 +400,7 @@ pub fn apply(
     let scope = status_scope(res, sub);
     let fa = fieldset(res.kind, applied, scope);
     let mut list = entries(live);
+    // (manager with its subresource, apiVersion, path)
     let mut conflicts: Vec<(String, String, Path)> = Vec::new();
     for e in &list {
         if e.manager == manager && e.operation == "Apply" {
@@ -381,19 +408,27 @@ pub fn apply(
         }
         for p in e.set.intersection(&fa) {
             let (a, l) = (value_at(applied, p), value_at(live, p));
-            let leaf = a.is_some_and(|v| !v.is_object() && !v.is_array()) || a.is_some_and(|v| v.is_array());
+            let leaf = a.is_some_and(|v| !v.is_object() && !v.is_array())
+                || a.is_some_and(|v| v.is_array());
             if leaf && a != l {
-                conflicts.push((e.manager.clone(), e.api_version.clone(), p.clone()));
+                let who = match &e.subresource {
+                    Some(sr) => format!("\"{}\" with subresource \"{sr}\"", e.manager),
+                    None => format!("\"{}\"", e.manager),
+                };
+                conflicts.push((who, e.api_version.clone(), p.clone()));
             }
         }
     }
     if !conflicts.is_empty() {
         if !force {
             let n = conflicts.len();
-            let mut msg = format!("Apply failed with {n} conflict{}: ", if n == 1 { "" } else { "s" });
+            let mut msg = format!(
+                "Apply failed with {n} conflict{}: ",
+                if n == 1 { "" } else { "s" }
+            );
             let parts: Vec<String> = conflicts
                 .iter()
-                .map(|(m, av, p)| format!("conflict with \"{m}\" using {av}: {}", display(p)))
+                .map(|(m, av, p)| format!("conflict with {m} using {av}: {}", display(p)))
                 .collect();
             msg.push_str(&parts.join("\n"));
             let mut e = ApiError::new(409, "Conflict", msg);
@@ -402,13 +437,18 @@ pub fn apply(
                 .map(|(m, av, p)| Cause {
                     reason: "FieldManagerConflict",
                     field: display(p),
-                    message: format!("conflict with \"{m}\" using {av}"),
+                    message: format!("conflict with {m} using {av}"),
                 })
                 .collect();
             return Err(e);
         }
         for e in list.iter_mut() {
-            e.set.retain(|p| !conflicts.iter().any(|(m, _, cp)| *m == e.manager && cp == p));
+            let who = match &e.subresource {
+                Some(sr) => format!("\"{}\" with subresource \"{sr}\"", e.manager),
+                None => format!("\"{}\"", e.manager),
+            };
+            e.set
+                .retain(|p| !conflicts.iter().any(|(m, _, cp)| *m == who && cp == p));
         }
     }
     let prev: Set = list
@@ -416,7 +456,11 @@ pub fn apply(
         .find(|e| e.manager == manager && e.operation == "Apply")
         .map(|e| e.set.clone())
         .unwrap_or_default();
-    let mut merged = if live.is_null() { json!({}) } else { live.clone() };
+    let mut merged = if live.is_null() {
+        json!({})
+    } else {
+        live.clone()
+    };
     for p in prev.difference(&fa) {
         let owned_elsewhere = list
             .iter()
@@ -429,7 +473,8 @@ pub fn apply(
     if scope == Some(true) {
         body = json!({"status": applied.get("status").cloned().unwrap_or(Value::Null)});
     }
-    patch::strategic(&mut merged, &body, res.kind).map_err(|e| ApiError::new(422, "Invalid", e.0))?;
+    patch::strategic(&mut merged, &body, res.kind)
+        .map_err(|e| ApiError::new(422, "Invalid", e.0))?;
     list.retain(|e| !(e.manager == manager && e.operation == "Apply"));
     list.push(Entry {
         manager: manager.into(),
@@ -457,7 +502,11 @@ mod tests {
         let s = fieldset("Deployment", &o, Some(false));
         let enc = encode(&s);
         assert_eq!(enc["f:metadata"]["f:labels"], json!({".": {}, "f:a": {}}));
-        assert!(enc["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"].get("f:image").is_some());
+        assert!(
+            enc["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]
+                .get("f:image")
+                .is_some()
+        );
         assert_eq!(decode(&enc), s);
     }
 
@@ -475,7 +524,11 @@ mod tests {
         upd["metadata"]["managedFields"] = mf;
         let err = apply(r, &upd, &a1, "alice", false, None).unwrap_err();
         assert_eq!(err.code, 409);
-        assert!(err.message.contains("conflict with \"bob\""), "{}", err.message);
+        assert!(
+            err.message.contains("conflict with \"bob\""),
+            "{}",
+            err.message
+        );
         assert_eq!(err.causes[0].field, ".spec.replicas");
         // alice drops label b and forces replicas
         let a2 = json!({"metadata": {"name": "x", "labels": {"a": "1"}}, "spec": {"replicas": 3}});

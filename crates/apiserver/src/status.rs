@@ -179,7 +179,11 @@ impl ApiError {
         } else {
             format!("[{}]", list.join(", "))
         };
-        let mut e = ApiError::new(422, "Invalid", format!("{what} \"{name}\" is invalid: {body}"));
+        let mut e = ApiError::new(
+            422,
+            "Invalid",
+            format!("{what} \"{name}\" is invalid: {body}"),
+        );
         e.name = Some(name.into());
         e.group = Some(group.into()).filter(|g: &String| !g.is_empty());
         e.kind = Some(kind.into());
@@ -230,7 +234,9 @@ impl ApiError {
                 Value::Array(
                     self.causes
                         .iter()
-                        .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                        .map(
+                            |c| json!({"reason": c.reason, "message": c.message, "field": c.field}),
+                        )
                         .collect(),
                 ),
             );

@@ -19,7 +19,11 @@ fn columns(kind: &str) -> &'static [Col] {
             ("Nominated Node", "string", 1),
             ("Readiness Gates", "string", 1),
         ],
-        "Namespace" => &[("Name", "string", 0), ("Status", "string", 0), ("Age", "string", 0)],
+        "Namespace" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Age", "string", 0),
+        ],
         "Node" => &[
             ("Name", "string", 0),
             ("Status", "string", 0),
@@ -41,15 +45,27 @@ fn columns(kind: &str) -> &'static [Col] {
             ("Age", "string", 0),
             ("Selector", "string", 1),
         ],
-        "Endpoints" => &[("Name", "string", 0), ("Endpoints", "string", 0), ("Age", "string", 0)],
-        "ConfigMap" => &[("Name", "string", 0), ("Data", "integer", 0), ("Age", "string", 0)],
+        "Endpoints" => &[
+            ("Name", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "ConfigMap" => &[
+            ("Name", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "Secret" => &[
             ("Name", "string", 0),
             ("Type", "string", 0),
             ("Data", "integer", 0),
             ("Age", "string", 0),
         ],
-        "ServiceAccount" => &[("Name", "string", 0), ("Secrets", "integer", 0), ("Age", "string", 0)],
+        "ServiceAccount" => &[
+            ("Name", "string", 0),
+            ("Secrets", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "Event" => &[
             ("Last Seen", "string", 0),
             ("Type", "string", 0),
@@ -147,7 +163,11 @@ fn columns(kind: &str) -> &'static [Col] {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
-        "Lease" => &[("Name", "string", 0), ("Holder", "string", 0), ("Age", "string", 0)],
+        "Lease" => &[
+            ("Name", "string", 0),
+            ("Holder", "string", 0),
+            ("Age", "string", 0),
+        ],
         "EndpointSlice" => &[
             ("Name", "string", 0),
             ("AddressType", "string", 0),
@@ -307,7 +327,10 @@ fn pod_status(p: &Value) -> String {
 
 fn row(kind: &str, o: &Value) -> Vec<Value> {
     let name = s(o, "/metadata/name").to_string();
-    let age = age_of(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str));
+    let age = age_of(
+        o.pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str),
+    );
     match kind {
         "Pod" => {
             let total = arr(o, "/spec/containers").len();
@@ -327,7 +350,11 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
                 json!(or_none(s(o, "/status/podIP").into())),
                 json!(or_none(s(o, "/spec/nodeName").into())),
                 json!(or_none(s(o, "/status/nominatedNodeName").into())),
-                json!(if gates.is_empty() { "<none>".to_string() } else { format!("0/{}", gates.len()) }),
+                json!(if gates.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    format!("0/{}", gates.len())
+                }),
             ]
         }
         "Namespace" => vec![json!(name), json!(s(o, "/status/phase")), json!(age)],
@@ -335,7 +362,13 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
             let ready = arr(o, "/status/conditions")
                 .iter()
                 .find(|c| s(c, "/type") == "Ready")
-                .map(|c| if s(c, "/status") == "True" { "Ready" } else { "NotReady" })
+                .map(|c| {
+                    if s(c, "/status") == "True" {
+                        "Ready"
+                    } else {
+                        "NotReady"
+                    }
+                })
                 .unwrap_or("Unknown");
             let mut status = ready.to_string();
             if o.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
@@ -369,7 +402,9 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
                 json!(addr("ExternalIP")),
                 json!(or_none(s(o, "/status/nodeInfo/osImage").into())),
                 json!(or_none(s(o, "/status/nodeInfo/kernelVersion").into())),
-                json!(or_none(s(o, "/status/nodeInfo/containerRuntimeVersion").into())),
+                json!(or_none(
+                    s(o, "/status/nodeInfo/containerRuntimeVersion").into()
+                )),
             ]
         }
         "Service" => {
@@ -397,7 +432,11 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
                 t => t,
             };
             let ext = if ext.is_empty() {
-                if ty == "LoadBalancer" { "<pending>".to_string() } else { "<none>".to_string() }
+                if ty == "LoadBalancer" {
+                    "<pending>".to_string()
+                } else {
+                    "<none>".to_string()
+                }
             } else {
                 ext.join(",")
             };
@@ -423,12 +462,20 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
             vec![json!(name), json!(or_none(eps.join(","))), json!(age)]
         }
         "ConfigMap" => {
-            let n = o.get("data").and_then(Value::as_object).map_or(0, |m| m.len())
-                + o.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len());
+            let n = o
+                .get("data")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len())
+                + o.get("binaryData")
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len());
             vec![json!(name), json!(n), json!(age)]
         }
         "Secret" => {
-            let n = o.get("data").and_then(Value::as_object).map_or(0, |m| m.len());
+            let n = o
+                .get("data")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len());
             let ty = match s(o, "/type") {
                 "" => "Opaque",
                 t => t,
@@ -448,7 +495,11 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
             } else {
                 (s(o, "/involvedObject/kind"), s(o, "/involvedObject/name"))
             };
-            let msg = if o.get("note").is_some() { s(o, "/note") } else { s(o, "/message") };
+            let msg = if o.get("note").is_some() {
+                s(o, "/note")
+            } else {
+                s(o, "/message")
+            };
             let count = o.get("count").and_then(Value::as_i64).unwrap_or(1);
             vec![
                 json!(age_of(last)),
@@ -472,7 +523,10 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
                 json!(name),
                 json!(s(o, "/spec/capacity/storage")),
                 json!(access_modes(o, "/spec/accessModes")),
-                json!(match s(o, "/spec/persistentVolumeReclaimPolicy") { "" => "Retain", p => p }),
+                json!(match s(o, "/spec/persistentVolumeReclaimPolicy") {
+                    "" => "Retain",
+                    p => p,
+                }),
                 json!(s(o, "/status/phase")),
                 json!(claim),
                 json!(s(o, "/spec/storageClassName")),
@@ -492,7 +546,11 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
             let (c, im) = containers_images(o, "/spec/template/spec/containers");
             vec![
                 json!(name),
-                json!(format!("{}/{}", i(o, "/status/readyReplicas"), spec_replicas(o))),
+                json!(format!(
+                    "{}/{}",
+                    i(o, "/status/readyReplicas"),
+                    spec_replicas(o)
+                )),
                 json!(i(o, "/status/updatedReplicas")),
                 json!(i(o, "/status/availableReplicas")),
                 json!(age),
@@ -518,7 +576,11 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
             let (c, im) = containers_images(o, "/spec/template/spec/containers");
             vec![
                 json!(name),
-                json!(format!("{}/{}", i(o, "/status/readyReplicas"), spec_replicas(o))),
+                json!(format!(
+                    "{}/{}",
+                    i(o, "/status/readyReplicas"),
+                    spec_replicas(o)
+                )),
                 json!(age),
                 json!(c),
                 json!(im),
@@ -546,10 +608,19 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
                 .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
                 .map(|r| {
                     let g = s(r, "/apiVersion").split('/').next().unwrap_or("");
-                    format!("{}.{g}/{}", s(r, "/kind").to_ascii_lowercase(), s(r, "/name"))
+                    format!(
+                        "{}.{g}/{}",
+                        s(r, "/kind").to_ascii_lowercase(),
+                        s(r, "/name")
+                    )
                 })
                 .unwrap_or_else(|| "<none>".into());
-            vec![json!(name), json!(owner), json!(i(o, "/revision")), json!(age)]
+            vec![
+                json!(name),
+                json!(owner),
+                json!(i(o, "/revision")),
+                json!(age),
+            ]
         }
         "Job" => {
             let (c, im) = containers_images(o, "/spec/template/spec/containers");
@@ -578,10 +649,12 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
                 o.pointer("/status/startTime").and_then(Value::as_str),
                 o.pointer("/status/completionTime").and_then(Value::as_str),
             ) {
-                (Some(a), Some(b)) => match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
-                    (Ok(a), Ok(b)) => human_duration(b.as_second() - a.as_second()),
-                    _ => String::new(),
-                },
+                (Some(a), Some(b)) => {
+                    match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
+                        (Ok(a), Ok(b)) => human_duration(b.as_second() - a.as_second()),
+                        _ => String::new(),
+                    }
+                }
                 (Some(a), None) => age_of(Some(a)),
                 _ => String::new(),
             };
@@ -607,7 +680,10 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
                 json!(name),
                 json!(s(o, "/spec/schedule")),
                 json!(or_none(s(o, "/spec/timeZone").into())),
-                json!(o.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false)),
+                json!(o
+                    .pointer("/spec/suspend")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)),
                 json!(arr(o, "/status/active").len()),
                 json!(last),
                 json!(age),
@@ -618,10 +694,17 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
         }
         "Lease" => vec![json!(name), json!(s(o, "/spec/holderIdentity")), json!(age)],
         "EndpointSlice" => {
-            let ports: Vec<String> = arr(o, "/ports").iter().map(|p| i(p, "/port").to_string()).collect();
+            let ports: Vec<String> = arr(o, "/ports")
+                .iter()
+                .map(|p| i(p, "/port").to_string())
+                .collect();
             let eps: Vec<String> = arr(o, "/endpoints")
                 .iter()
-                .flat_map(|e| arr(e, "/addresses").iter().filter_map(|a| a.as_str().map(str::to_string)))
+                .flat_map(|e| {
+                    arr(e, "/addresses")
+                        .iter()
+                        .filter_map(|a| a.as_str().map(str::to_string))
+                })
                 .collect();
             vec![
                 json!(name),
@@ -643,7 +726,9 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
 }
 
 fn spec_replicas(o: &Value) -> i64 {
-    o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+    o.pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
 }
 
 fn access_modes(o: &Value, ptr: &str) -> String {
@@ -707,7 +792,8 @@ pub fn column_definitions(kind: &str) -> Value {
         columns(kind)
             .iter()
             .map(|(n, t, p)| {
-                let mut c = json!({"name": n, "type": t, "format": "", "description": "", "priority": p});
+                let mut c =
+                    json!({"name": n, "type": t, "format": "", "description": "", "priority": p});
                 if *n == "Name" {
                     c["format"] = json!("name");
                     c["description"] = json!("Name must be unique within a namespace.");

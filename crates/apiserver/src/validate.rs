@@ -52,7 +52,11 @@ fn meta(res: &Resource, o: &Value, out: &mut Vec<Cause>) {
                     out.push(Cause::invalid(format!("metadata.labels.{k}"), val, why));
                 }
             }
-            None => out.push(Cause::invalid(format!("metadata.labels.{k}"), &v.to_string(), "must be a string")),
+            None => out.push(Cause::invalid(
+                format!("metadata.labels.{k}"),
+                &v.to_string(),
+                "must be a string",
+            )),
         }
     }
     for k in o
@@ -68,7 +72,11 @@ fn meta(res: &Resource, o: &Value, out: &mut Vec<Cause>) {
     let size: usize = o
         .pointer("/metadata/annotations")
         .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                .sum()
+        })
         .unwrap_or(0);
     if size > 256 * 1024 {
         out.push(Cause {
@@ -85,7 +93,10 @@ fn pod_spec(spec: &Value, path: &str, in_job: bool, out: &mut Vec<Cause>) {
         out.push(Cause::required(format!("{path}.containers")));
     }
     let mut seen: Vec<&str> = Vec::new();
-    for (kind, list) in [("containers", containers), ("initContainers", arr(spec, "/initContainers"))] {
+    for (kind, list) in [
+        ("containers", containers),
+        ("initContainers", arr(spec, "/initContainers")),
+    ] {
         for (i, c) in list.iter().enumerate() {
             let p = format!("{path}.{kind}[{i}]");
             match s(c, "/name") {
@@ -104,7 +115,10 @@ fn pod_spec(spec: &Value, path: &str, in_job: bool, out: &mut Vec<Cause>) {
                 out.push(Cause::required(format!("{p}.image")));
             }
             for (j, port) in arr(c, "/ports").iter().enumerate() {
-                let n = port.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
+                let n = port
+                    .get("containerPort")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 if !(1..=65535).contains(&n) {
                     out.push(Cause::invalid(
                         format!("{p}.ports[{j}].containerPort"),
@@ -125,9 +139,17 @@ fn pod_spec(spec: &Value, path: &str, in_job: bool, out: &mut Vec<Cause>) {
         }
     }
     let rp = s(spec, "/restartPolicy").unwrap_or("Always");
-    let allowed: &[&str] = if in_job { &["OnFailure", "Never"] } else { &["Always", "OnFailure", "Never"] };
+    let allowed: &[&str] = if in_job {
+        &["OnFailure", "Never"]
+    } else {
+        &["Always", "OnFailure", "Never"]
+    };
     if !allowed.contains(&rp) {
-        out.push(Cause::not_supported(format!("{path}.restartPolicy"), rp, allowed));
+        out.push(Cause::not_supported(
+            format!("{path}.restartPolicy"),
+            rp,
+            allowed,
+        ));
     }
     if let Some(d) = s(spec, "/dnsPolicy") {
         let ok = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
@@ -163,7 +185,9 @@ fn pod_spec(spec: &Value, path: &str, in_job: bool, out: &mut Vec<Cause>) {
 
 fn selector_matches_template(o: &Value, sel: &str, labels: &str, out: &mut Vec<Cause>) {
     let Some(selector) = o.pointer(sel) else {
-        out.push(Cause::required(sel.trim_start_matches('/').replace('/', ".")));
+        out.push(Cause::required(
+            sel.trim_start_matches('/').replace('/', "."),
+        ));
         return;
     };
     let ml = selector.get("matchLabels").and_then(Value::as_object);
@@ -177,7 +201,10 @@ fn selector_matches_template(o: &Value, sel: &str, labels: &str, out: &mut Vec<C
         return;
     }
     let tl = o.pointer(labels).and_then(Value::as_object);
-    let ok = ml.into_iter().flatten().all(|(k, v)| tl.and_then(|t| t.get(k)) == Some(v));
+    let ok = ml
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| tl.and_then(|t| t.get(k)) == Some(v));
     if !ok {
         let tl_str = tl
             .map(|m| {
@@ -213,11 +240,22 @@ fn non_negative(o: &Value, ptr: &str, out: &mut Vec<Cause>) {
 fn cron_ok(s: &str) -> bool {
     let t = s.trim();
     if t.starts_with('@') {
-        return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"]
-            .contains(&t);
+        return [
+            "@yearly",
+            "@annually",
+            "@monthly",
+            "@weekly",
+            "@daily",
+            "@midnight",
+            "@hourly",
+        ]
+        .contains(&t);
     }
     let fields: Vec<&str> = t.split_whitespace().collect();
-    let fields = if fields.first().is_some_and(|f| f.starts_with("TZ=") || f.starts_with("CRON_TZ=")) {
+    let fields = if fields
+        .first()
+        .is_some_and(|f| f.starts_with("TZ=") || f.starts_with("CRON_TZ="))
+    {
         &fields[1..]
     } else {
         &fields[..]
@@ -268,7 +306,12 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
             }
         }
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
-            selector_matches_template(o, "/spec/selector", "/spec/template/metadata/labels", &mut out);
+            selector_matches_template(
+                o,
+                "/spec/selector",
+                "/spec/template/metadata/labels",
+                &mut out,
+            );
             non_negative(o, "/spec/replicas", &mut out);
             match o.pointer("/spec/template/spec") {
                 Some(spec) => pod_spec(spec, "spec.template.spec", false, &mut out),
@@ -276,13 +319,21 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
             }
             if let Some(rp) = s(o, "/spec/template/spec/restartPolicy") {
                 if rp != "Always" {
-                    out.push(Cause::not_supported("spec.template.spec.restartPolicy", rp, &["Always"]));
+                    out.push(Cause::not_supported(
+                        "spec.template.spec.restartPolicy",
+                        rp,
+                        &["Always"],
+                    ));
                 }
             }
             if res.kind == "Deployment" {
                 if let Some(t) = s(o, "/spec/strategy/type") {
                     if !["RollingUpdate", "Recreate"].contains(&t) {
-                        out.push(Cause::not_supported("spec.strategy.type", t, &["Recreate", "RollingUpdate"]));
+                        out.push(Cause::not_supported(
+                            "spec.strategy.type",
+                            t,
+                            &["Recreate", "RollingUpdate"],
+                        ));
                     }
                 }
             }
@@ -362,7 +413,12 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
         }
         "ConfigMap" | "Secret" => {
             for field in ["data", "binaryData", "stringData"] {
-                for k in o.get(field).and_then(Value::as_object).into_iter().flat_map(|m| m.keys()) {
+                for k in o
+                    .get(field)
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flat_map(|m| m.keys())
+                {
                     if let Some(why) = names::config_key(k) {
                         out.push(Cause::invalid(format!("{field}[{k}]"), k, why));
                     }
@@ -370,7 +426,8 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
             }
             if let Some(old) = old {
                 if old.get("immutable") == Some(&Value::Bool(true))
-                    && (o.get("data") != old.get("data") || o.get("binaryData") != old.get("binaryData"))
+                    && (o.get("data") != old.get("data")
+                        || o.get("binaryData") != old.get("binaryData"))
                 {
                     out.push(Cause {
                         reason: "FieldValueForbidden",
@@ -405,8 +462,14 @@ mod tests {
         let causes = validate(res, &d, None);
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
         assert!(fields.contains(&"metadata.name"), "{fields:?}");
-        assert!(fields.contains(&"spec.template.metadata.labels"), "{fields:?}");
-        assert!(fields.contains(&"spec.template.spec.containers[0].image"), "{fields:?}");
+        assert!(
+            fields.contains(&"spec.template.metadata.labels"),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"spec.template.spec.containers[0].image"),
+            "{fields:?}"
+        );
     }
 
     #[test]

@@ -54,7 +54,9 @@ impl Encoder {
                 if let Some(m) = t.get_mut("metadata").and_then(Value::as_object_mut) {
                     m.insert(
                         "resourceVersion".into(),
-                        o.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!("")),
+                        o.pointer("/metadata/resourceVersion")
+                            .cloned()
+                            .unwrap_or(json!("")),
                     );
                 }
                 t
@@ -106,7 +108,12 @@ fn bookmark(res: &Resource, rv: i64, initial_end: bool) -> Bytes {
 }
 
 /// Starts a watch.
-pub async fn serve(api: &Arc<Api>, req: &Request, res: &'static Resource, ns: Option<&str>) -> Result<Response, ApiError> {
+pub async fn serve(
+    api: &Arc<Api>,
+    req: &Request,
+    res: &'static Resource,
+    ns: Option<&str>,
+) -> Result<Response, ApiError> {
     let filter = Filter {
         labels: LabelSelector::parse(req.q("labelSelector").unwrap_or(""))?,
         fields: FieldSelector::parse(req.q("fieldSelector").unwrap_or(""), res.kind)?,
@@ -115,24 +122,34 @@ pub async fn serve(api: &Arc<Api>, req: &Request, res: &'static Resource, ns: Op
     let send_initial = req.q("sendInitialEvents") == Some("true");
     let bookmarks = req.q("allowWatchBookmarks") == Some("true");
     if send_initial && req.q("resourceVersionMatch") != Some("NotOlderThan") {
-        return Err(ApiError::new(422, "Invalid", "sendInitialEvents requires resourceVersionMatch=NotOlderThan"));
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            "sendInitialEvents requires resourceVersionMatch=NotOlderThan",
+        ));
     }
     let since = match rv {
         "" | "0" => None,
         n => {
-            let v: i64 = n
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("resourceVersion: invalid value {n:?}: expected a number")))?;
-            if send_initial { None } else { Some(v) }
+            let v: i64 = n.parse().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "resourceVersion: invalid value {n:?}: expected a number"
+                ))
+            })?;
+            if send_initial {
+                None
+            } else {
+                Some(v)
+            }
         }
     };
-    let timeout = match req.q("timeoutSeconds") {
-        Some(t) => Duration::from_secs(
-            t.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("timeoutSeconds: invalid value {t:?}")))?,
-        ),
-        None => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
-    };
+    let timeout =
+        match req.q("timeoutSeconds") {
+            Some(t) => Duration::from_secs(t.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("timeoutSeconds: invalid value {t:?}"))
+            })?),
+            None => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
+        };
     let prefix = res.ns_prefix(ns);
     let sub = api.hub.subscribe(&prefix, since).await?;
     let mut enc = Encoder {

@@ -42,11 +42,19 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if a.log_format == "json" {
-        let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
     } else {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
     }
-    let mut cfg = berth_apiserver::Config::new(a.data_dir.unwrap_or_else(|| ctx.root.join("server")));
+    let mut cfg =
+        berth_apiserver::Config::new(a.data_dir.unwrap_or_else(|| ctx.root.join("server")));
     cfg.listen = a.listen;
     cfg.etcd = a.datastore_endpoint;
     cfg.token_file = a.token_auth_file;
