@@ -1,0 +1,454 @@
+//! The API at the HTTP level: bad input gets kube's Status errors (400, 401, 409, 410,
+//! 413, 415, 422), authentication by certificate and tokens, paging, watch
+//! resumption, and every acknowledged write surviving a kill -9 of the server.
+
+mod common;
+
+use common::{file, Server};
+use serde_json::Value;
+
+fn status(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not a Status ({e}): {body}"))
+}
+
+#[test]
+fn bad_input_gets_clear_status_errors() {
+    let s = Server::start();
+    let d = s.dir.path();
+    let cm = "/api/v1/namespaces/default/configmaps";
+    // Malformed JSON and YAML.
+    let (c, b) = s.curl(
+        "POST",
+        cm,
+        "admin",
+        "application/json",
+        Some(&file(d, "a", "{\"kind\":")),
+    );
+    assert_eq!(c, 400, "{b}");
+    assert_eq!(status(&b)["kind"], "Status");
+    assert!(
+        status(&b)["message"]
+            .as_str()
+            .unwrap()
+            .contains("json parse error"),
+        "{b}"
+    );
+    let (c, b) = s.curl(
+        "POST",
+        cm,
+        "admin",
+        "application/yaml",
+        Some(&file(d, "y", "kind: [unclosed")),
+    );
+    assert_eq!(c, 400, "{b}");
+    // YAML bodies are accepted.
+    let (c, b) = s.curl(
+        "POST",
+        cm,
+        "admin",
+        "application/yaml",
+        Some(&file(
+            d,
+            "y2",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-yaml}\ndata: {a: b}\n",
+        )),
+    );
+    assert_eq!(c, 201, "{b}");
+    // Wrong apiVersion, wrong kind.
+    let (c, b) = s.curl(
+        "POST",
+        cm,
+        "admin",
+        "application/json",
+        Some(&file(
+            d,
+            "b",
+            r#"{"apiVersion":"v2","kind":"ConfigMap","metadata":{"name":"x"}}"#,
+        )),
+    );
+    assert_eq!(
+        (c, status(&b)["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "{b}"
+    );
+    assert!(
+        b.contains("does not match the expected API version (v1)"),
+        "{b}"
+    );
+    let (c, b) = s.curl(
+        "POST",
+        cm,
+        "admin",
+        "application/json",
+        Some(&file(
+            d,
+            "k",
+            r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#,
+        )),
+    );
+    assert_eq!(c, 400, "{b}");
+    // A field of the wrong type names its path.
+    let (c, b) = s.curl("POST", "/apis/apps/v1/namespaces/default/deployments", "admin", "application/json",
+        Some(&file(d, "t", r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"x"},"spec":{"replicas":"two"}}"#)));
+    assert_eq!(c, 400, "{b}");
+    assert!(b.contains("spec.replicas"), "{b}");
+    // Unknown fields under Strict: 400 naming the field; Warn: a Warning header.
+    let (c, b) = s.curl("POST", &format!("{cm}?fieldValidation=Strict"), "admin", "application/json",
+        Some(&file(d, "u", r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","bogus":1},"dataa":{}}"#)));
+    assert_eq!(c, 400, "{b}");
+    assert!(
+        b.contains(r#"unknown field \"dataa\""#)
+            && b.contains(r#"unknown field \"metadata.bogus\""#),
+        "{b}"
+    );
+    // Too large: 413.
+    let big = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#,
+        "x".repeat(3 * 1024 * 1024 + 10)
+    );
+    let (c, b) = s.curl(
+        "POST",
+        cm,
+        "admin",
+        "application/json",
+        Some(&file(d, "big", &big)),
+    );
+    assert_eq!(c, 413, "{b}");
+    assert_eq!(status(&b)["reason"], "RequestEntityTooLarge");
+    // Invalid names: 422 with causes.
+    let (c, b) = s.curl("POST", cm, "admin", "application/json", Some(&file(d, "n", r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name","labels":{"k":"-x"}}}"#)));
+    assert_eq!(c, 422, "{b}");
+    let st = status(&b);
+    assert_eq!(st["reason"], "Invalid");
+    let fields: Vec<&str> = st["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["metadata.name", "metadata.labels.k"], "{b}");
+    // Unsupported patch type: 415.
+    let (c, b) = s.curl(
+        "PATCH",
+        &format!("{cm}/from-yaml"),
+        "admin",
+        "text/plain",
+        Some(&file(d, "p", "{}")),
+    );
+    assert_eq!(c, 415, "{b}");
+    // Unknown resource and a missing object: 404 Status.
+    let (c, b) = s.curl(
+        "GET",
+        "/api/v1/namespaces/default/widgets",
+        "admin",
+        "",
+        None,
+    );
+    assert_eq!(c, 404, "{b}");
+    let (c, b) = s.curl("GET", &format!("{cm}/nope"), "admin", "", None);
+    assert_eq!((c, status(&b)["reason"].as_str()), (404, Some("NotFound")));
+    assert_eq!(status(&b)["message"], "configmaps \"nope\" not found");
+    // Pod subresources that need the node agent: a clear 503.
+    s.ok(&["run", "p", "--image=busybox"]);
+    let (c, b) = s.curl(
+        "GET",
+        "/api/v1/namespaces/default/pods/p/log",
+        "admin",
+        "",
+        None,
+    );
+    assert_eq!(
+        (c, status(&b)["reason"].as_str()),
+        (503, Some("ServiceUnavailable")),
+        "{b}"
+    );
+    assert!(b.contains("not scheduled to a node"), "{b}");
+}
+
+#[test]
+fn authentication_certificates_and_tokens() {
+    let d = tempfile::tempdir().unwrap();
+    let tokens = file(d.path(), "tokens.csv", "s3cret,alice,1001,\"dev,ops\"\n");
+    let s = Server::start_with(|c| c.token_file = Some(tokens.clone()));
+    // Anonymous: only health endpoints.
+    let (c, b) = s.curl("GET", "/api/v1/namespaces", "none", "", None);
+    assert_eq!(c, 401, "{b}");
+    assert_eq!(status(&b)["reason"], "Unauthorized");
+    for p in ["/healthz", "/livez", "/readyz"] {
+        assert_eq!(
+            s.curl("GET", p, "none", "", None),
+            (200, "ok".to_string()),
+            "{p}"
+        );
+    }
+    assert_eq!(s.curl("GET", "/version", "none", "", None).0, 401);
+    // An unknown token is refused, a known one works.
+    assert_eq!(s.curl("GET", "/api", "Bearer nope", "", None).0, 401);
+    let (c, b) = s.curl(
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        "Bearer s3cret",
+        "application/json",
+        Some(&file(
+            d.path(),
+            "r",
+            r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
+        )),
+    );
+    assert_eq!(c, 201, "{b}");
+    let r = status(&b);
+    assert_eq!(r["status"]["userInfo"]["username"], "alice");
+    assert_eq!(
+        r["status"]["userInfo"]["groups"],
+        serde_json::json!(["dev", "ops", "system:authenticated"])
+    );
+    // ServiceAccount tokens: issued by TokenRequest, valid while the account exists.
+    let (c, b) = s.curl("POST", "/api/v1/namespaces/default/serviceaccounts/default/token", "admin", "application/json",
+        Some(&file(d.path(), "tr", r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":3600}}"#)));
+    assert_eq!(c, 201, "{b}");
+    let tok = status(&b)["status"]["token"].as_str().unwrap().to_string();
+    let (c, b) = s.curl(
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        &format!("Bearer {tok}"),
+        "application/json",
+        Some(&file(
+            d.path(),
+            "r2",
+            r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
+        )),
+    );
+    assert_eq!(c, 201, "{b}");
+    assert_eq!(
+        status(&b)["status"]["userInfo"]["username"],
+        "system:serviceaccount:default:default"
+    );
+    s.ok(&["delete", "sa", "default"]);
+    assert_eq!(
+        s.curl("GET", "/api", &format!("Bearer {tok}"), "", None).0,
+        401,
+        "a deleted account's token"
+    );
+    // A client certificate from another CA is not a user.
+    let other = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
+    let crt = file(d.path(), "o.crt", &other.cert.pem());
+    let key = file(d.path(), "o.key", &other.signing_key.serialize_pem());
+    let o = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(s.pki().join("ca.crt"))
+        .arg("--cert")
+        .arg(&crt)
+        .arg("--key")
+        .arg(&key)
+        .arg(format!("https://{}/api", s.addr))
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        code == "000" || code == "401",
+        "a foreign certificate got {code}"
+    );
+}
+
+#[test]
+fn paging_conflicts_and_watch_resumption() {
+    let s = Server::start();
+    for i in 0..25 {
+        s.ok_in(&["create", "-f", "-"], &format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"c{i:02}","labels":{{"even":"{}"}}}}}}"#, i % 2 == 0));
+    }
+    // limit/continue through every page, at one resourceVersion.
+    let mut names = Vec::new();
+    let mut cont = String::new();
+    let mut rv = String::new();
+    loop {
+        let path = format!(
+            "/api/v1/namespaces/default/configmaps?limit=10&labelSelector=even%3Dtrue{}",
+            if cont.is_empty() {
+                String::new()
+            } else {
+                format!("&continue={cont}")
+            }
+        );
+        let (c, b) = s.curl("GET", &path, "admin", "", None);
+        assert_eq!(c, 200, "{b}");
+        let l = status(&b);
+        if rv.is_empty() {
+            rv = l["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        assert_eq!(
+            l["metadata"]["resourceVersion"].as_str().unwrap(),
+            rv,
+            "pages share one resourceVersion"
+        );
+        names.extend(
+            l["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        match l["metadata"]["continue"].as_str() {
+            Some(c) => cont = c.to_string(),
+            None => break,
+        }
+        // Writes between pages do not show up in the list.
+        s.ok_in(&["create", "-f", "-"], &format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"late{}","labels":{{"even":"true"}}}}}}"#, names.len()));
+    }
+    assert_eq!(names.len(), 13, "{names:?}");
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "cm",
+            "-l",
+            "even=true",
+            "--chunk-size=4",
+            "-o",
+            "name"
+        ])
+        .lines()
+        .count(),
+        14
+    );
+    // A watch from an old resourceVersion replays what happened since.
+    let (c, b) = s.curl("GET", &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=1"), "admin", "", None);
+    assert_eq!(c, 200);
+    let evs: Vec<Value> = b
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(evs.len(), 1, "{b}");
+    assert_eq!(evs[0]["object"]["metadata"]["name"], "late10");
+    assert!(evs.iter().all(|e| e["type"] == "ADDED"));
+    // After compaction, reads at old revisions and old continue tokens are 410 Gone.
+    let (_, b) = s.curl(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?limit=5",
+        "admin",
+        "",
+        None,
+    );
+    let old_cont = status(&b)["metadata"]["continue"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.ok(&["label", "cm", "c00", "x=1"]);
+    s.rt.block_on(async {
+        use berth_store::Store;
+        let r = s.api.store.revision().await.unwrap();
+        s.api.store.compact(r).await.unwrap();
+    });
+    let (c, b) = s.curl(
+        "GET",
+        &format!("/api/v1/namespaces/default/configmaps?limit=5&continue={old_cont}"),
+        "admin",
+        "",
+        None,
+    );
+    assert_eq!(c, 410, "{b}");
+    assert!(b.contains("continue parameter is too old"), "{b}");
+    let (c, b) = s.curl(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?resourceVersion=2&resourceVersionMatch=Exact",
+        "admin",
+        "",
+        None,
+    );
+    assert_eq!(c, 410, "{b}");
+    assert_eq!(status(&b)["reason"], "Expired");
+}
+
+/// With BERTH_TEST_SERVE=DIR, this binary is a server on DIR printing its port.
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    if let Ok(dir) = std::env::var("BERTH_TEST_SERVE") {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut cfg = berth_apiserver::Config::new(dir.into());
+            cfg.listen = "127.0.0.1:0".parse().unwrap();
+            let srv = berth_apiserver::start(cfg).await.unwrap();
+            while !srv.api.ready.load(std::sync::atomic::Ordering::Acquire) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            println!("PORT {}", srv.addr.port());
+            std::future::pending::<()>().await;
+        });
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "acknowledged_writes_survive_kill_9",
+            "--nocapture",
+        ])
+        .env("BERTH_TEST_SERVE", &data)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let port = loop {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "the server never started"
+        );
+        if let Some(p) = line.trim().strip_prefix("PORT ") {
+            break p.parse::<u16>().unwrap();
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let kubeconfig = data.join("pki/admin.kubeconfig");
+    let acked: Vec<String> = rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+        cfg.cluster_url = format!("https://127.0.0.1:{port}").parse().unwrap();
+        let client = kube::Client::try_from(cfg).unwrap();
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client, "default");
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        // Four writers in parallel; the server dies under them.
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let (api, acked) = (api.clone(), acked.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let name = format!("w{w}-{i}");
+                    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"i": i.to_string()}})).unwrap();
+                    match api.create(&Default::default(), &cm).await {
+                        Ok(_) => acked.lock().unwrap().push(name),
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        while acked.lock().unwrap().len() < 150 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        child.kill().unwrap(); // SIGKILL mid-burst
+        let _ = child.wait();
+        for t in tasks {
+            let _ = t.await;
+        }
+        let v = acked.lock().unwrap().clone();
+        v
+    });
+    assert!(acked.len() >= 150);
+    // Restart on the same data directory: every acknowledged write is there.
+    let s2 = Server::start_in(dir, |_| {});
+    let have = s2.ok(&["get", "cm", "-o", "name"]);
+    for n in &acked {
+        assert!(
+            have.contains(&format!("configmap/{n}\n")),
+            "acknowledged {n} is missing after kill -9"
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! kube-rs (the Rust client) against berth: a watcher that relists, server-side apply
+//! through Api::patch, and paging.
+
+mod common;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::Api;
+
+fn cm(name: &str, v: &str) -> ConfigMap {
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"v": v}}))
+        .unwrap()
+}
+
+#[test]
+fn watcher_apply_and_paging() {
+    let s = common::Server::start();
+    s.rt.block_on(async {
+        let client = s.client().await;
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        // A watcher: an initial list, then live events.
+        let mut w = watcher(api.clone(), watcher::Config::default()).boxed();
+        let mut seen_init = false;
+        while let Some(ev) = w.next().await {
+            if matches!(ev.unwrap(), watcher::Event::InitDone) {
+                seen_init = true;
+                break;
+            }
+        }
+        assert!(seen_init);
+        api.create(&PostParams::default(), &cm("a", "1")).await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while let Some(ev) = w.next().await {
+                if let watcher::Event::Apply(o) = ev.unwrap() {
+                    return o.metadata.name.unwrap();
+                }
+            }
+            String::new()
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, "a");
+        // Streaming lists (sendInitialEvents) work too.
+        let mut sw = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+        let mut names = Vec::new();
+        while let Some(ev) = sw.next().await {
+            match ev.unwrap() {
+                watcher::Event::InitApply(o) => names.push(o.metadata.name.unwrap()),
+                watcher::Event::InitDone => break,
+                _ => {}
+            }
+        }
+        assert!(names.contains(&"a".to_string()) && names.contains(&"kube-root-ca.crt".to_string()), "{names:?}");
+        // Server-side apply: create, change, and a conflict with another manager.
+        let pp = PatchParams::apply("berth-test");
+        let applied = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "1", "j": "x"}});
+        api.patch("ssa", &pp, &Patch::Apply(&applied)).await.unwrap();
+        let applied2 = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "2"}});
+        let o = api.patch("ssa", &pp, &Patch::Apply(&applied2)).await.unwrap();
+        let data = o.data.unwrap();
+        assert_eq!(data.get("k").map(String::as_str), Some("2"));
+        assert!(!data.contains_key("j"), "a field no longer applied is removed");
+        let other = PatchParams::apply("someone-else");
+        let clash = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "3"}});
+        match api.patch("ssa", &other, &Patch::Apply(&clash)).await {
+            Err(kube::Error::Api(e)) => assert_eq!(e.code, 409),
+            other => panic!("{other:?}"),
+        }
+        api.patch("ssa", &other.force(), &Patch::Apply(&clash)).await.unwrap();
+        // Paging.
+        for i in 0..12 {
+            api.create(&PostParams::default(), &cm(&format!("p{i:02}"), "x")).await.unwrap();
+        }
+        let mut lp = ListParams::default().limit(5);
+        let mut total = 0;
+        let mut pages = 0;
+        loop {
+            let page = api.list(&lp).await.unwrap();
+            total += page.items.len();
+            pages += 1;
+            match page.metadata.continue_ {
+                Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+                _ => break,
+            }
+        }
+        assert_eq!((total, pages), (15, 3), "12 + a + ssa + kube-root-ca.crt");
+    });
+}
