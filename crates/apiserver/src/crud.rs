@@ -109,7 +109,9 @@ fn write_opts(req: &Request, default_manager: &str) -> Result<WriteOpts, ApiErro
 /// Parses a request body (JSON or YAML) into an object.
 fn parse_body(req: &Request) -> Result<Value, ApiError> {
     let ct = req.header("content-type").unwrap_or("application/json");
-    let v: Value = if ct.contains("yaml") {
+    let v: Value = if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        crate::protobuf::decode_object(&req.body)?
+    } else if ct.contains("yaml") {
         serde_yaml::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))?
     } else {
@@ -654,7 +656,10 @@ async fn allocate_service(api: &Api, o: &mut Value, dry_run: bool) -> Result<(),
     if ty == "NodePort" || ty == "LoadBalancer" {
         if let Some(ports) = o.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut() {
-                if p.get("nodePort").and_then(Value::as_i64).is_some() {
+                if p.get("nodePort")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|n| n > 0)
+                {
                     continue;
                 }
                 for _ in 0..64 {
@@ -1337,6 +1342,8 @@ pub struct DeleteOpts {
 fn delete_opts(req: &Request) -> Result<DeleteOpts, ApiError> {
     let body: Value = if req.body.is_empty() {
         json!({})
+    } else if req.body.starts_with(crate::protobuf::MAGIC) {
+        crate::protobuf::decode_object(&req.body)?
     } else {
         serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?

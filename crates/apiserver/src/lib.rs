@@ -3,6 +3,10 @@
 //! key-value store (SQLite by default, or etcd) as JSON; one store watch feeds every
 //! API watch through the [`hub`]; TLS with client certificates and bearer tokens.
 
+// Errors are kube Status answers carried to the client once per failed request; their
+// size is nothing next to the round trip, and boxing them would blur every handler.
+#![allow(clippy::result_large_err)]
+
 pub mod api;
 pub mod auth;
 pub mod crud;
@@ -14,6 +18,9 @@ pub mod names;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
+#[rustfmt::skip]
+pub mod protobuf_fields;
 pub mod resources;
 pub mod schema;
 pub mod selector;
@@ -111,7 +118,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         Backend::Sqlite(s)
     } else {
         let s = berth_store::etcd::EtcdStore::connect(&cfg.etcd).await?;
-        let b = Backend::Etcd(s);
+        let b = Backend::Etcd(Box::new(s));
         let c = b.clone();
         tokio::spawn(async move {
             // Like kube-apiserver: every 5 minutes, compact to where the store was 5

@@ -456,3 +456,115 @@ fn watch_wait_and_delete() {
     .into_owned();
     assert!(e.contains("namespaces \"gone\" not found"), "{e}");
 }
+
+#[test]
+fn create_generators_send_protobuf() {
+    // kubectl's typed commands send application/vnd.kubernetes.protobuf bodies.
+    let s = Server::start();
+    s.ok(&["create", "ns", "demo"]);
+    let n = ["-n", "demo"];
+    let run = |args: &[&str]| s.ok(&[&n[..], args].concat());
+    run(&["create", "cm", "c1", "--from-literal=a=b"]);
+    run(&["create", "secret", "generic", "s1", "--from-literal=p=q"]);
+    run(&[
+        "create",
+        "deployment",
+        "d0",
+        "--image=nginx:1.25",
+        "--replicas=0",
+    ]);
+    run(&["create", "deployment", "d2", "--image=nginx", "--port=80"]);
+    run(&["create", "service", "clusterip", "s1", "--tcp=80:8080"]);
+    run(&["create", "service", "nodeport", "np", "--tcp=80:8080"]);
+    run(&["create", "job", "j1", "--image=busybox", "--", "echo", "hi"]);
+    run(&[
+        "create",
+        "cronjob",
+        "cj1",
+        "--image=busybox",
+        "--schedule=*/5 * * * *",
+        "--",
+        "echo",
+        "hi",
+    ]);
+    run(&["create", "sa", "sa1"]);
+    run(&["create", "quota", "q1", "--hard=pods=10,cpu=2"]);
+    run(&[
+        "create",
+        "pdb",
+        "pdb1",
+        "--selector=app=d2",
+        "--min-available=1",
+    ]);
+    let tok = run(&["create", "token", "sa1"]);
+    assert_eq!(tok.trim().split('.').count(), 3, "a JWT: {tok}");
+    assert_eq!(run(&["get", "cm", "c1", "-o", "jsonpath={.data.a}"]), "b");
+    assert_eq!(
+        run(&["get", "secret", "s1", "-o", "jsonpath={.data.p}"]),
+        "cQ=="
+    );
+    assert_eq!(
+        run(&[
+            "get",
+            "deploy",
+            "d0",
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}"
+        ]),
+        "0 nginx:1.25"
+    );
+    assert_eq!(
+        run(&[
+            "get",
+            "deploy",
+            "d2",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].ports[0].containerPort}"
+        ]),
+        "80"
+    );
+    assert_eq!(
+        run(&[
+            "get",
+            "svc",
+            "s1",
+            "-o",
+            "jsonpath={.spec.ports[0].targetPort} {.spec.ports[0].nodePort}"
+        ]),
+        "8080 "
+    );
+    let np: i64 = run(&[
+        "get",
+        "svc",
+        "np",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ])
+    .parse()
+    .unwrap();
+    assert!((30000..=32767).contains(&np), "{np}");
+    assert_eq!(
+        run(&[
+            "get",
+            "job",
+            "j1",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].command}"
+        ]),
+        r#"["echo","hi"]"#
+    );
+    assert_eq!(
+        run(&["get", "cj", "cj1", "-o", "jsonpath={.spec.schedule}"]),
+        "*/5 * * * *"
+    );
+    assert_eq!(
+        run(&["get", "quota", "q1", "-o", "jsonpath={.spec.hard.cpu}"]),
+        "2"
+    );
+    assert_eq!(
+        run(&["get", "pdb", "pdb1", "-o", "jsonpath={.spec.minAvailable}"]),
+        "1"
+    );
+    let e = s.fails(&["-n", "demo", "create", "deployment", "Bad", "--image=x"]);
+    assert!(e.contains("metadata.name: Invalid value: \"Bad\""), "{e}");
+}

@@ -158,7 +158,7 @@ pub enum Backend {
     /// The embedded SQLite file.
     Sqlite(sqlite::SqliteStore),
     /// An etcd cluster.
-    Etcd(etcd::EtcdStore),
+    Etcd(Box<etcd::EtcdStore>),
 }
 
 macro_rules! dispatch {
