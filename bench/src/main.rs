@@ -15,6 +15,7 @@
 //! and the host's /proc; iperf3 across the bridge and through a published port against
 //! loopback (see net.rs).
 
+mod apiserver;
 mod engine;
 mod images;
 mod net;
@@ -103,6 +104,25 @@ enum Cmd {
         #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
         tools: PathBuf,
     },
+    /// The API server: start to ready, idle RSS, GET/CREATE/PATCH/LIST rates, watch
+    /// fan-out, on SQLite and on etcd
+    Apiserver {
+        /// Start-up rounds
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// The berth binary (cargo build --release -p berth)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Load multiplier (1: 2,000 creates, 10,000 GETs, 1,000 patches)
+        #[arg(long, default_value_t = 1)]
+        scale: usize,
+        /// Skip the etcd backend
+        #[arg(long)]
+        skip_etcd: bool,
+        /// Also run `etcdctl check perf --load=s` (60 s) for the overhead ratio
+        #[arg(long)]
+        etcd_perf: bool,
+    },
     /// Images: unpack vs tar and umoci, rootfs prepare, pull vs skopeo
     Images {
         /// Rounds (each tool runs once per round, in rotating order)
@@ -120,6 +140,13 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Runtime { runs, berth, peers } => runtime_bench(runs, &berth, &peers),
+        Cmd::Apiserver {
+            runs,
+            berth,
+            scale,
+            skip_etcd,
+            etcd_perf,
+        } => apiserver::run(&berth, runs, scale, !skip_etcd, etcd_perf),
         Cmd::Engine {
             runs,
             berth,

@@ -47,6 +47,15 @@ fn meta_str<'a>(o: &'a Value, k: &str) -> Option<&'a str> {
         .and_then(Value::as_str)
 }
 
+/// Sets managedFields, leaving none rather than an empty list.
+fn set_managed(o: &mut Value, mf: Value) {
+    if mf.as_array().is_some_and(Vec::is_empty) {
+        meta_mut(o).remove("managedFields");
+    } else {
+        meta_mut(o).insert("managedFields".into(), mf);
+    }
+}
+
 fn meta_mut(o: &mut Value) -> &mut Map<String, Value> {
     if !o.get("metadata").is_some_and(Value::is_object) {
         o["metadata"] = json!({});
@@ -778,13 +787,8 @@ async fn create_object(
         return Err(ApiError::invalid(res.group, res.kind, &name, causes));
     }
     let before = Value::Null;
-    match managed {
-        Some(mf) => meta_mut(&mut o).insert("managedFields".into(), mf),
-        None => {
-            let mf = ssa::record_update(res, &before, &o, &opts.manager, None);
-            meta_mut(&mut o).insert("managedFields".into(), mf)
-        }
-    };
+    let mf = managed.unwrap_or_else(|| ssa::record_update(res, &before, &o, &opts.manager, None));
+    set_managed(&mut o, mf);
     if res.kind == "Service" {
         allocate_service(api, &mut o, opts.dry_run).await?;
     }
@@ -1003,7 +1007,7 @@ async fn replace(
         Some(mf) => mf,
         None => ssa::record_update(res, cur, &o, &opts.manager, sub),
     };
-    meta_mut(&mut o).insert("managedFields".into(), mf);
+    set_managed(&mut o, mf);
     // Timestamps of field managers do not make a change on their own.
     let comparable = |v: &Value| {
         let mut c = v.clone();
@@ -1791,7 +1795,7 @@ async fn bind(
         }
         meta_mut(&mut o).remove("resourceVersion");
         let mf = ssa::record_update(pods, &cur, &o, &opts.manager, Some("binding"));
-        meta_mut(&mut o).insert("managedFields".into(), mf);
+        set_managed(&mut o, mf);
         match api
             .store
             .update(&pods.key(ns, name), &encode(&o), rev)

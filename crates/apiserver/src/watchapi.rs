@@ -19,7 +19,11 @@ use crate::status::ApiError;
 use crate::table;
 
 /// How many encoded events a watcher may have waiting for its client.
-const CLIENT_BUFFER: usize = 256;
+const CLIENT_BUFFER: usize = 1024;
+/// How many bytes of waiting events one chunk may carry.
+const BATCH_BYTES: usize = 64 * 1024;
+/// How long a watcher with a full buffer may take to read before it is dropped.
+const SLOW_CLIENT_GRACE: Duration = Duration::from_secs(5);
 
 struct Filter {
     labels: LabelSelector,
@@ -198,34 +202,66 @@ pub async fn serve(
                         return;
                     }
                 }
-                r = live.recv() => match r {
-                    Ok(c) => {
-                        last_rev = c.revision;
-                        if !c.key.starts_with(&prefix) || c.revision <= start_rev {
-                            continue;
-                        }
-                        let Some(k) = classify(&c, &filter) else { continue };
-                        let line = if k == c.kind && enc.table.is_none() {
-                            c.json_line()
-                        } else {
-                            enc.line(k.as_str(), &c.object)
-                        };
-                        // A client that stopped reading: drop it rather than buffer.
-                        match tx.try_send(line) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(_)) => {
-                                tracing::info!("dropping a watch whose client does not keep up");
+                r = live.recv() => {
+                    // What is already waiting goes out in one chunk: one HTTP/2 frame
+                    // and TLS record for many events instead of one each.
+                    let mut batch: Vec<Bytes> = Vec::new();
+                    let mut size = 0;
+                    let mut next = Some(r);
+                    while let Some(r) = next.take() {
+                        match r {
+                            Ok(c) => {
+                                last_rev = c.revision;
+                                if c.key.starts_with(&prefix) && c.revision > start_rev {
+                                    if let Some(k) = classify(&c, &filter) {
+                                        let line = if k == c.kind && enc.table.is_none() {
+                                            c.json_line()
+                                        } else {
+                                            enc.line(k.as_str(), &c.object)
+                                        };
+                                        size += line.len();
+                                        batch.push(line);
+                                    }
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                tracing::info!("dropping a watch that fell behind");
                                 return;
                             }
-                            Err(mpsc::error::TrySendError::Closed(_)) => return,
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        }
+                        if size < BATCH_BYTES {
+                            match live.try_recv() {
+                                Ok(c) => next = Some(Ok(c)),
+                                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                    next = Some(Err(broadcast::error::RecvError::Lagged(n)))
+                                }
+                                Err(_) => {}
+                            }
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        tracing::info!("dropping a watch that fell behind");
-                        return;
+                    let chunk = match batch.len() {
+                        0 => continue,
+                        1 => batch.pop().unwrap_or_default(),
+                        _ => Bytes::from(batch.concat()),
+                    };
+                    // A client that stopped reading gets a few seconds to catch up
+                    // (the hub's backlog is shared, not copied), then is dropped.
+                    match tx.try_send(chunk) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(chunk)) => {
+                            match tokio::time::timeout(SLOW_CLIENT_GRACE, tx.send(chunk)).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => return,
+                                Err(_) => {
+                                    tracing::info!("dropping a watch whose client does not read");
+                                    return;
+                                }
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
+                }
                 _ = tx.closed() => return,
             }
         }

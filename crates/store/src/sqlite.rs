@@ -118,7 +118,8 @@ impl SqliteStore {
     }
 
     /// One write: checks `allow` against the key's newest row, appends a row (value
-    /// None: a deletion) at the next revision, commits, then tells the watchers.
+    /// None: a deletion) at the next revision, commits, then tells the watchers (in
+    /// revision order: still holding the connection).
     async fn write(
         &self,
         key: &str,
@@ -126,6 +127,7 @@ impl SqliteStore {
         allow: impl FnOnce(Option<&Row>) -> Result<()> + Send + 'static,
     ) -> Result<Event> {
         let key = key.to_string();
+        let events = self.events.clone();
         let ev = self
             .with(move |c| {
                 let tx = c
@@ -147,7 +149,7 @@ impl SqliteStore {
                 tx.execute("UPDATE meta SET value = ?1 WHERE name = 'revision'", [rev])
                     .map_err(backend)?;
                 tx.commit().map_err(backend)?;
-                Ok(match value {
+                let ev = match value {
                     Some(v) => Event::Put(KeyValue {
                         key,
                         value: v,
@@ -166,10 +168,13 @@ impl SqliteStore {
                             revision: rev,
                         }
                     }
-                })
+                };
+                // Told while the connection is still held, so watchers see the
+                // writes in revision order.
+                let _ = events.send(ev.clone());
+                Ok(ev)
             })
             .await?;
-        let _ = self.events.send(ev.clone());
         Ok(ev)
     }
 
