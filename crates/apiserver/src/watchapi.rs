@@ -18,8 +18,9 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::table;
 
-/// How many encoded events a watcher may have waiting for its client.
-const CLIENT_BUFFER: usize = 1024;
+/// How many chunks (an event, or what was waiting, up to BATCH_BYTES) a watcher may
+/// have queued for its client: at most 4 MiB of a stalled client's backlog is its own.
+const CLIENT_BUFFER: usize = 64;
 /// How many bytes of waiting events one chunk may carry.
 const BATCH_BYTES: usize = 64 * 1024;
 /// How long a watcher with a full buffer may take to read before it is dropped.

@@ -452,3 +452,158 @@ fn acknowledged_writes_survive_kill_9() {
         );
     }
 }
+
+/// A watch client that stops reading is dropped (its memory is bounded); the server
+/// keeps serving everyone else.
+#[test]
+fn a_stalled_watch_client_is_dropped_not_the_server() {
+    use std::io::{Read, Write};
+    let s = Server::start();
+    let pki = s.pki();
+    // A TLS client by hand: ask for a watch, read the headers, then never read again.
+    let cfg = {
+        let ca = std::fs::read(pki.join("ca.crt")).unwrap();
+        let cert = std::fs::read(pki.join("admin.crt")).unwrap();
+        let key = std::fs::read(pki.join("admin.key")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut &ca[..]) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let chain: Vec<_> = rustls_pemfile::certs(&mut &cert[..])
+            .map(Result::unwrap)
+            .collect();
+        let key = rustls_pemfile::private_key(&mut &key[..]).unwrap().unwrap();
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap()
+    };
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(cfg), "localhost".try_into().unwrap())
+            .unwrap();
+    let sock = std::net::TcpStream::connect(s.addr).unwrap();
+    // A small receive buffer so the stall shows quickly.
+    let sock2 = sock.try_clone().unwrap();
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&sock2, 4096);
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    write!(
+        tls,
+        "GET /api/v1/namespaces/default/configmaps?watch=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 512];
+    let n = tls.read(&mut head).unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    let watchers = |s: &Server| -> usize {
+        let (_, m) = s.curl("GET", "/metrics", "admin", "", None);
+        m.lines()
+            .find_map(|l| l.strip_prefix("apiserver_registered_watchers "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(usize::MAX)
+    };
+    assert_eq!(watchers(&s), 1);
+    // Plenty of events, far more than the socket and the watcher's buffer hold.
+    let big = "x".repeat(16 * 1024);
+    s.rt.block_on(async {
+        let client = s.client().await;
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client, "default");
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let (api, big) = (api.clone(), big.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..300 {
+                    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": format!("b{w}-{i}")}, "data": {"x": big}})).unwrap();
+                    api.create(&Default::default(), &cm).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while watchers(&s) != 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the stalled watcher was never dropped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Everyone else is served as before.
+    assert_eq!(
+        s.ok(&["get", "cm", "b0-0", "-o", "jsonpath={.metadata.name}"]),
+        "b0-0"
+    );
+    drop(tls);
+}
+
+#[test]
+fn discovery_etags_and_openapi_documents() {
+    let s = Server::start();
+    let pki = s.pki();
+    let o = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "--cacert"])
+        .arg(pki.join("ca.crt"))
+        .arg("--cert").arg(pki.join("admin.crt")).arg("--key").arg(pki.join("admin.key"))
+        .args(["-H", "Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"])
+        .arg(format!("https://{}/apis", s.addr))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&o.stdout).to_lowercase();
+    assert!(
+        head.contains(
+            "content-type: application/json;g=apidiscovery.k8s.io;v=v2;as=apigroupdiscoverylist"
+        ),
+        "{head}"
+    );
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let o = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(pki.join("ca.crt"))
+        .arg("--cert")
+        .arg(pki.join("admin.crt"))
+        .arg("--key")
+        .arg(pki.join("admin.key"))
+        .args([
+            "-H",
+            "Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+        ])
+        .arg("-H")
+        .arg(format!("If-None-Match: {}", etag.to_uppercase()))
+        .arg(format!("https://{}/apis", s.addr))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "304");
+    let v2: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "--raw", "/openapi/v2"])).unwrap();
+    assert_eq!(v2["swagger"], "2.0");
+    assert!(v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"].is_object());
+    assert!(
+        v2["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"].is_object()
+    );
+    let idx: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "--raw", "/openapi/v3"])).unwrap();
+    let url = idx["paths"]["apis/batch/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v3: serde_json::Value = serde_json::from_str(&s.ok(&["get", "--raw", &url])).unwrap();
+    assert_eq!(
+        v3["components"]["schemas"]["io.k8s.api.batch.v1.Job"]["x-kubernetes-group-version-kind"]
+            [0]["kind"],
+        "Job"
+    );
+}
