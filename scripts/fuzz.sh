@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the layer unpacker (fuzz/fuzz_targets/unpack.rs) for SECONDS (default 300).
+# Fuzzes a target for SECONDS (default 300): the layer unpacker (fuzz/fuzz_targets/
+# unpack.rs, the default) or, with FUZZ_TARGET=apirequest, the API server's request
+# decoding and patch engines (fuzz/fuzz_targets/apirequest.rs).
 # Needs root (layers make device nodes, chown, set trusted.* xattrs) and cargo-fuzz;
 # works on the stable toolchain: RUSTC_BOOTSTRAP=1 lets it take the nightly-only flags
 # cargo-fuzz passes (-Zsanitizer=address, ...).
@@ -15,7 +17,10 @@ cd "$(dirname "$0")/../fuzz"
 secs="${1:-300}"
 shift || true
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-mkdir -p work/unpack
+target="${FUZZ_TARGET:-unpack}"
+mkdir -p "work/$target" "corpus/$target"
 export RUSTC_BOOTSTRAP=1
-exec cargo fuzz run unpack work/unpack corpus/unpack -- \
-  -max_total_time="$secs" -timeout=30 -dict=unpack.dict -print_final_stats=1 "$@"
+dict=()
+[ -f "$target.dict" ] && dict=(-dict="$target.dict")
+exec cargo fuzz run "$target" "work/$target" "corpus/$target" -- \
+  -max_total_time="$secs" -timeout=30 "${dict[@]}" -print_final_stats=1 "$@"
