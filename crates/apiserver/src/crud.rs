@@ -523,11 +523,23 @@ fn review(req: &Request, res: &Resource) -> Result<Response, ApiError> {
 /// Checks the namespace exists and is not being deleted.
 async fn check_namespace(api: &Api, ns: &str) -> Result<(), ApiError> {
     let nsr = resources::find("", "v1", "namespaces").expect("namespaces are served");
-    match api.store.get(&nsr.key(None, ns)).await? {
+    let key = nsr.key(None, ns);
+    // The hub's copy answers for namespaces it knows (as kube's admission reads its
+    // informer cache); one it does not know yet may have just been created: ask the
+    // store.
+    let terminating = match api.hub.get(&key) {
+        Some(o) => Some(o.pointer("/metadata/deletionTimestamp").is_some()),
+        None => api.store.get(&key).await?.map(|kv| {
+            serde_json::from_slice::<Value>(&kv.value)
+                .unwrap_or(Value::Null)
+                .pointer("/metadata/deletionTimestamp")
+                .is_some()
+        }),
+    };
+    match terminating {
         None => Err(ApiError::not_found("", "namespaces", ns)),
-        Some(kv) => {
-            let o: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
-            if o.pointer("/metadata/deletionTimestamp").is_some() {
+        Some(terminating) => {
+            if terminating {
                 let mut e = ApiError::forbidden(format!(
                     "unable to create new content in namespace {ns} because it is being terminated"
                 ));

@@ -291,6 +291,11 @@ impl Hub {
         }
     }
 
+    /// The object at `key` as the hub last saw it.
+    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+        self.state.lock().unwrap().objects.get(key).cloned()
+    }
+
     /// The objects whose ownerReferences name `uid`: (storage key, object).
     pub fn dependents(&self, uid: &str) -> Vec<(String, Arc<Value>)> {
         let st = self.state.lock().unwrap();

@@ -130,8 +130,7 @@ impl Resource {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<(), (String, String)> {
-    let de = serde_json::Value::clone(v);
-    match serde_path_to_error::deserialize::<_, T>(de) {
+    match serde_path_to_error::deserialize::<_, T>(v) {
         Ok(_) => Ok(()),
         Err(e) => {
             let path = e.path().to_string();
