@@ -451,6 +451,17 @@ fn acknowledged_writes_survive_kill_9() {
             "acknowledged {n} is missing after kill -9"
         );
     }
+    // The restarted server's watch history starts at its start: a watch from before
+    // it is 410 Gone, and the client relists.
+    let (c, b) = s2.curl(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=2",
+        "admin",
+        "",
+        None,
+    );
+    assert_eq!(c, 410, "{b}");
+    assert_eq!(status(&b)["reason"], "Expired");
 }
 
 /// A watch client that stops reading is dropped (its memory is bounded); the server

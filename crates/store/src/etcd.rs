@@ -23,12 +23,41 @@ fn backend(e: etcd_client::Error) -> Error {
     Error::Backend(format!("etcd: {e}"))
 }
 
-fn kv(k: &etcd_client::KeyValue) -> KeyValue {
+fn kv_of(k: &etcd_client::KeyValue) -> KeyValue {
     KeyValue {
         key: String::from_utf8_lossy(k.key()).into_owned(),
         value: k.value().to_vec(),
         create_revision: k.create_revision(),
         mod_revision: k.mod_revision(),
+    }
+}
+
+/// Whether an error means the request never reached a member (a connection to a dead
+/// one), so sending it again — to another member — cannot apply it twice.
+fn not_sent(e: &etcd_client::Error) -> bool {
+    let m = e.to_string();
+    m.contains("tcp connect error")
+        || m.contains("Connection refused")
+        || m.contains("error trying to connect")
+}
+
+/// Runs `f` on a fresh KV client, again (up to 8 times, 50 ms apart) while the request
+/// could not reach a member: the client balances over every endpoint, dead ones
+/// included, and a cluster with a quorum must keep answering.
+async fn kv<T, F, Fut>(client: &Client, f: F) -> std::result::Result<T, etcd_client::Error>
+where
+    F: Fn(etcd_client::KvClient) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f(client.kv_client()).await {
+            Err(e) if not_sent(&e) && attempt < 8 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r => return r,
+        }
     }
 }
 
@@ -126,23 +155,19 @@ impl EtcdStore {
 
 impl Store for EtcdStore {
     async fn revision(&self) -> Result<i64> {
-        let r = self
-            .client
-            .kv_client()
-            .get("\0", Some(GetOptions::new().with_count_only()))
-            .await
-            .map_err(backend)?;
+        let r = kv(&self.client, |mut c| async move {
+            c.get("\0", Some(GetOptions::new().with_count_only())).await
+        })
+        .await
+        .map_err(backend)?;
         Ok(r.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let r = self
-            .client
-            .kv_client()
-            .get(key, None)
+        let r = kv(&self.client, |mut c| async move { c.get(key, None).await })
             .await
             .map_err(backend)?;
-        Ok(r.kvs().first().map(kv))
+        Ok(r.kvs().first().map(kv_of))
     }
 
     async fn list(
@@ -165,11 +190,16 @@ impl Store for EtcdStore {
             .with_range(prefix_end(prefix))
             .with_revision(revision)
             .with_limit(limit as i64);
-        let r = match self.client.kv_client().get(start, Some(opts)).await {
+        let r = match kv(&self.client, |mut c| {
+            let (start, opts) = (start.clone(), opts.clone());
+            async move { c.get(start, Some(opts)).await }
+        })
+        .await
+        {
             Ok(r) => r,
             Err(e) => return Err(self.read_error(e, revision).await),
         };
-        let items: Vec<KeyValue> = r.kvs().iter().map(kv).collect();
+        let items: Vec<KeyValue> = r.kvs().iter().map(kv_of).collect();
         let more_after = if r.more() {
             items.last().map(|k| k.key.clone())
         } else {
@@ -191,7 +221,12 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
-        let r = self.client.kv_client().txn(txn).await.map_err(backend)?;
+        let r = kv(&self.client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+        .map_err(backend)?;
         if !r.succeeded() {
             return Err(Error::Exists(key.to_string()));
         }
@@ -219,9 +254,14 @@ impl Store for EtcdStore {
                 TxnOp::get(key, None),
             ])
             .or_else([TxnOp::get(key, None)]);
-        let r = self.client.kv_client().txn(txn).await.map_err(backend)?;
+        let r = kv(&self.client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+        .map_err(backend)?;
         let got = r.op_responses().into_iter().find_map(|o| match o {
-            TxnOpResponse::Get(g) => Some(g.kvs().first().map(kv)),
+            TxnOpResponse::Get(g) => Some(g.kvs().first().map(kv_of)),
             _ => None,
         });
         match (r.succeeded(), got.flatten()) {
@@ -248,7 +288,12 @@ impl Store for EtcdStore {
             key,
             Some(etcd_client::DeleteOptions::new().with_prev_key()),
         )]);
-        let r = self.client.kv_client().txn(txn).await.map_err(backend)?;
+        let r = kv(&self.client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+        .map_err(backend)?;
         if !r.succeeded() {
             let current = self.current(key).await?;
             if current == 0 {
@@ -262,7 +307,7 @@ impl Store for EtcdStore {
         }
         let rev = r.header().map(|h| h.revision()).unwrap_or(0);
         let prev = r.op_responses().into_iter().find_map(|o| match o {
-            TxnOpResponse::Delete(d) => d.prev_kvs().first().map(kv),
+            TxnOpResponse::Delete(d) => d.prev_kvs().first().map(kv_of),
             _ => None,
         });
         match prev {
@@ -279,7 +324,12 @@ impl Store for EtcdStore {
                 .with_range(prefix_end(prefix))
                 .with_revision(revision)
                 .with_count_only();
-            if let Err(e) = self.client.kv_client().get(prefix, Some(opts)).await {
+            let r = kv(&self.client, |mut c| {
+                let opts = opts.clone();
+                async move { c.get(prefix, Some(opts)).await }
+            })
+            .await;
+            if let Err(e) = r {
                 return Err(self.read_error(e, revision).await);
             }
         }
@@ -287,14 +337,28 @@ impl Store for EtcdStore {
             .with_range(prefix_end(prefix))
             .with_start_revision(revision + 1)
             .with_prev_key();
-        let mut stream = self
-            .client
-            .watch_client()
-            .watch(prefix, Some(opts))
-            .await
-            .map_err(backend)?;
-        // The creation answer says whether the start revision is still there.
-        let first = stream.message().await.map_err(backend)?;
+        // A watch is a stream to one member: opened again while that member is dead.
+        let mut attempt = 0;
+        let (mut stream, first) = loop {
+            let r = async {
+                let mut st = self
+                    .client
+                    .watch_client()
+                    .watch(prefix, Some(opts.clone()))
+                    .await?;
+                // The creation answer says whether the start revision is still there.
+                let first = st.message().await?;
+                Ok::<_, etcd_client::Error>((st, first))
+            }
+            .await;
+            match r {
+                Err(e) if not_sent(&e) && attempt < 8 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                r => break r.map_err(backend)?,
+            }
+        };
         let mut pending = Vec::new();
         if let Some(resp) = first {
             if resp.compact_revision() > 0 {
@@ -328,9 +392,9 @@ impl Store for EtcdStore {
                 }
                 for e in resp.events() {
                     let ev = match (e.event_type(), e.kv()) {
-                        (EventType::Put, Some(k)) => Event::Put(kv(k)),
+                        (EventType::Put, Some(k)) => Event::Put(kv_of(k)),
                         (EventType::Delete, Some(k)) => Event::Delete {
-                            prev: e.prev_kv().map(kv).unwrap_or_else(|| KeyValue {
+                            prev: e.prev_kv().map(kv_of).unwrap_or_else(|| KeyValue {
                                 key: String::from_utf8_lossy(k.key()).into_owned(),
                                 value: Vec::new(),
                                 create_revision: 0,
@@ -350,7 +414,11 @@ impl Store for EtcdStore {
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
-        match self.client.kv_client().compact(revision, None).await {
+        match kv(&self.client, |mut c| async move {
+            c.compact(revision, None).await
+        })
+        .await
+        {
             Ok(_) => Ok(()),
             Err(e)
                 if e.to_string()
