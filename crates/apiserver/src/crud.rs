@@ -380,7 +380,7 @@ async fn list(
             .map_err(|_| {
                 ApiError::bad_request(format!("limit: invalid value {l:?}: expected an integer"))
             })?
-            .max(0) as usize,
+            .clamp(0, 1_000_000) as usize,
     };
     let prefix = res.ns_prefix(ns);
     let (mut rev, mut after) = match req.q("continue").filter(|c| !c.is_empty()) {
@@ -599,11 +599,14 @@ async fn reserve(api: &Api, range: &str, value: &str, owner: &str) -> Result<boo
     }
 }
 
-async fn release(api: &Api, range: &str, value: &str) {
-    let _ = api
-        .store
-        .delete(&format!("/registry/ranges/{range}/{value}"), 0)
-        .await;
+/// Releases a reservation if `owner` holds it.
+async fn release(api: &Api, range: &str, value: &str, owner: &str) {
+    let key = format!("/registry/ranges/{range}/{value}");
+    if let Ok(Some(kv)) = api.store.get(&key).await {
+        if kv.value == owner.as_bytes() {
+            let _ = api.store.delete(&key, kv.mod_revision).await;
+        }
+    }
 }
 
 /// Gives a new service its cluster IP and node ports.
@@ -677,10 +680,27 @@ async fn allocate_service(api: &Api, o: &mut Value, dry_run: bool) -> Result<(),
     if ty == "NodePort" || ty == "LoadBalancer" {
         if let Some(ports) = o.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut() {
-                if p.get("nodePort")
-                    .and_then(Value::as_i64)
-                    .is_some_and(|n| n > 0)
-                {
+                if let Some(n) = p.get("nodePort").and_then(Value::as_i64).filter(|n| *n > 0) {
+                    if !(30000..=32767).contains(&n) {
+                        return Err(ApiError::invalid("", "Service", &owner, vec![Cause::invalid(
+                            "spec.ports[].nodePort",
+                            &n.to_string(),
+                            "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                        )]));
+                    }
+                    if !dry_run && !reserve(api, "servicenodeports", &n.to_string(), &owner).await?
+                    {
+                        return Err(ApiError::invalid(
+                            "",
+                            "Service",
+                            &owner,
+                            vec![Cause::invalid(
+                                "spec.ports[].nodePort",
+                                &n.to_string(),
+                                "provided port is already allocated",
+                            )],
+                        ));
+                    }
                     continue;
                 }
                 for _ in 0..64 {
@@ -699,9 +719,14 @@ async fn allocate_service(api: &Api, o: &mut Value, dry_run: bool) -> Result<(),
 }
 
 async fn release_service(api: &Api, o: &Value) {
+    let owner = format!(
+        "{}/{}",
+        meta_str(o, "namespace").unwrap_or(""),
+        meta_str(o, "name").unwrap_or("")
+    );
     if let Some(ip) = o.pointer("/spec/clusterIP").and_then(Value::as_str) {
         if ip != "None" && !ip.is_empty() {
-            release(api, "serviceips", ip).await;
+            release(api, "serviceips", ip, &owner).await;
         }
     }
     for p in o
@@ -711,7 +736,7 @@ async fn release_service(api: &Api, o: &Value) {
         .flatten()
     {
         if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
-            release(api, "servicenodeports", &np.to_string()).await;
+            release(api, "servicenodeports", &np.to_string(), &owner).await;
         }
     }
 }
@@ -1043,7 +1068,9 @@ async fn replace(
         return Ok(o);
     }
     // Finalizers all gone from an object being deleted: it goes now.
-    let finalizers_gone = o.pointer("/metadata/deletionTimestamp").is_some()
+    // (A namespace is finished by its own task, once it is empty.)
+    let finalizers_gone = res.kind != "Namespace"
+        && o.pointer("/metadata/deletionTimestamp").is_some()
         && o.pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty);
@@ -1157,6 +1184,13 @@ async fn patch(
         };
         if let Err(patch::PatchError(m)) = r {
             return Err(ApiError::new(422, "Invalid", m));
+        }
+        if !doc.is_object() {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "the patched object is not a JSON object",
+            ));
         }
         if !pinned {
             meta_mut(&mut doc).remove("resourceVersion");
@@ -1525,7 +1559,7 @@ pub fn delete<'a>(
                 let uid = meta_str(&o, "uid").unwrap_or("").to_string();
                 let (ns2, name2) = (ns.map(str::to_string), name.to_string());
                 if terminating_ns {
-                    tokio::spawn(async move { finish_namespace(&api2, &name2).await });
+                    tokio::spawn(async move { finish_namespace(&api2, &name2, &uid).await });
                 } else if finalizers
                     .iter()
                     .any(|f| f == "orphan" || f == "foregroundDeletion")
@@ -1595,17 +1629,34 @@ async fn collect_dependents(api: &Arc<Api>, uid: &str, orphan: bool) {
             .cloned()
             .collect();
         if orphan || !others.is_empty() {
-            // Only this owner's reference goes.
-            let mut o = (*dep).clone();
-            meta_mut(&mut o).insert("ownerReferences".into(), Value::Array(others.clone()));
-            if others.is_empty() {
-                meta_mut(&mut o).remove("ownerReferences");
+            // Only this owner's reference goes; re-read and retried when someone else
+            // wrote the dependent in between (the hub's copy may be behind).
+            for _ in 0..10 {
+                let Ok((cur, rev)) = read(api, res, ns, name).await else {
+                    break;
+                };
+                let mut o = cur.clone();
+                let keep: Vec<Value> = cur
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if keep.is_empty() {
+                    meta_mut(&mut o).remove("ownerReferences");
+                } else {
+                    meta_mut(&mut o).insert("ownerReferences".into(), Value::Array(keep));
+                }
+                meta_mut(&mut o).remove("resourceVersion");
+                match api.store.update(&key, &encode(&o), rev).await {
+                    Err(StoreError::Conflict { .. }) => continue,
+                    _ => break,
+                }
             }
-            meta_mut(&mut o).remove("resourceVersion");
-            let rev: i64 = meta_str(&dep, "resourceVersion")
-                .and_then(|r| r.parse().ok())
-                .unwrap_or(0);
-            let _ = api.store.update(&key, &encode(&o), rev).await;
             continue;
         }
         let opts = DeleteOpts {
@@ -1668,57 +1719,91 @@ async fn finish_propagation(
 }
 
 /// Deletes everything in a terminating namespace, then the namespace.
-async fn finish_namespace(api: &Arc<Api>, ns: &str) {
-    for res in resources::RESOURCES
-        .iter()
-        .filter(|r| r.namespaced && r.stored)
-    {
-        let prefix = res.ns_prefix(Some(ns));
-        let Ok(page) = api.store.list(&prefix, 0, 0, None).await else {
-            continue;
-        };
-        for kv in page.items {
-            let Some((_, _, name)) = resources::from_key(&kv.key) else {
-                continue;
-            };
-            let o: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
-            // Without a node agent, nothing else will finish a pod's deletion.
-            let opts = DeleteOpts {
-                grace: Some(0),
-                propagation: "Background".into(),
-                uid: None,
-                rv: None,
-                dry_run: false,
-            };
-            if o.pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|f| !f.is_empty())
-            {
-                let _ = delete(api, res, Some(ns), name, &opts).await;
-                continue;
-            }
-            match api.store.delete(&kv.key, 0).await {
-                Ok((_, rev)) => {
-                    let mut o = o;
-                    set_rv(&mut o, rev);
-                    after_delete(api, res, &o).await;
-                }
-                Err(_) => continue,
-            }
-        }
-    }
+/// Deletes everything in a terminating namespace — again and again while anything is
+/// left (an object whose finalizer nobody removes keeps the namespace Terminating, as
+/// with kube) — then the namespace itself, if it is still the one (`uid`) that was
+/// being deleted.
+pub async fn finish_namespace(api: &Arc<Api>, ns: &str, uid: &str) {
     let nsr = resources::find("", "v1", "namespaces").expect("served");
-    for _ in 0..600 {
-        let left = resources::RESOURCES
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        let mut left = false;
+        for res in resources::RESOURCES
             .iter()
             .filter(|r| r.namespaced && r.stored)
-            .any(|r| !api.hub.under(&r.ns_prefix(Some(ns))).is_empty());
+        {
+            let prefix = res.ns_prefix(Some(ns));
+            let Ok(page) = api.store.list(&prefix, 0, 0, None).await else {
+                left = true;
+                continue;
+            };
+            for kv in page.items {
+                left = true;
+                let Some((_, _, name)) = resources::from_key(&kv.key) else {
+                    continue;
+                };
+                // Without a node agent, nothing else will finish a pod's deletion.
+                let opts = DeleteOpts {
+                    grace: Some(0),
+                    propagation: "Background".into(),
+                    uid: None,
+                    rv: None,
+                    dry_run: false,
+                };
+                let _ = delete(api, res, Some(ns), name, &opts).await;
+            }
+        }
         if !left {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+        match read(api, nsr, None, ns).await {
+            Ok((cur, _)) if meta_str(&cur, "uid") == Some(uid) => {}
+            _ => return, // gone, or a new namespace of that name
+        }
     }
-    let _ = api.store.delete(&nsr.key(None, ns), 0).await;
+    if let Ok((cur, rev)) = read(api, nsr, None, ns).await {
+        if meta_str(&cur, "uid") == Some(uid) {
+            let _ = api.store.delete(&nsr.key(None, ns), rev).await;
+        }
+    }
+}
+
+/// Restarts the deletion work that lived in tasks of the previous process: namespaces
+/// being deleted, and owners waiting for orphan or foreground propagation.
+pub async fn resume_deletions(api: &Arc<Api>) {
+    for (key, o) in api.hub.under("/registry/") {
+        if o.pointer("/metadata/deletionTimestamp").is_none() {
+            continue;
+        }
+        let Some((res, ns, name)) = resources::from_key(&key) else {
+            continue;
+        };
+        let uid = meta_str(&o, "uid").unwrap_or("").to_string();
+        let (api, ns, name) = (api.clone(), ns.map(str::to_string), name.to_string());
+        if res.kind == "Namespace" {
+            tokio::spawn(async move { finish_namespace(&api, &name, &uid).await });
+            continue;
+        }
+        let fins: Vec<String> = o
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (f, orphan) in [("orphan", true), ("foregroundDeletion", false)] {
+            if fins.iter().any(|x| x == f) {
+                let (api, ns, name, uid) = (api.clone(), ns.clone(), name.clone(), uid.clone());
+                tokio::spawn(async move {
+                    finish_propagation(&api, res, ns.as_deref(), &name, &uid, orphan).await
+                });
+            }
+        }
+    }
 }
 
 async fn delete_collection(
@@ -1777,6 +1862,7 @@ async fn bind(
     }
     let pods = resources::find("", "v1", "pods").expect("served");
     let opts = write_opts(req, "berth-scheduler")?;
+    let mut bound = false;
     for _ in 0..5 {
         let (cur, rev) = read(api, pods, ns, name).await?;
         if let Some(have) = cur
@@ -1813,10 +1899,17 @@ async fn bind(
             .update(&pods.key(ns, name), &encode(&o), rev)
             .await
         {
-            Ok(_) => break,
+            Ok(_) => {
+                bound = true;
+                break;
+            }
             Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound(_)) => return Err(ApiError::not_found("", "pods", name)),
             Err(e) => return Err(e.into()),
         }
+    }
+    if !bound && !opts.dry_run {
+        return Err(ApiError::conflict("", "pods", name));
     }
     Ok(Response::json(
         201,
@@ -1857,11 +1950,26 @@ async fn token(
     let sas = resources::find("", "v1", "serviceaccounts").expect("served");
     let (sa, _) = read(api, sas, ns, name).await?;
     let mut tr = parse_body(req).unwrap_or_else(|_| json!({}));
+    if tr.get("spec").is_some_and(|s| !s.is_object()) {
+        return Err(ApiError::bad_request("TokenRequest spec must be an object"));
+    }
     let ns = ns.unwrap_or("default");
     let expiry = tr
         .pointer("/spec/expirationSeconds")
         .and_then(Value::as_i64)
         .unwrap_or(3600);
+    if expiry > 1 << 32 {
+        return Err(ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            name,
+            vec![Cause::invalid(
+                "spec.expirationSeconds",
+                &expiry.to_string(),
+                "may not specify a duration larger than 2^32 seconds",
+            )],
+        ));
+    }
     if expiry < 600 {
         return Err(ApiError::invalid(
             "authentication.k8s.io",

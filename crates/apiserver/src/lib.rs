@@ -181,6 +181,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
                 }
             }
         }
+        crud::resume_deletions(&a).await;
         a.ready.store(true, std::sync::atomic::Ordering::Release);
     });
     Ok(Server {

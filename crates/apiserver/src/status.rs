@@ -288,7 +288,13 @@ impl From<berth_store::Error> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
-            other => ApiError::internal(other.to_string()),
+            berth_store::Error::Conflict { key, .. } => ApiError::new(
+                409,
+                "Conflict",
+                format!("Operation cannot be fulfilled on {key}: the object has been modified; please apply your changes to the latest version and try again"),
+            ),
+            berth_store::Error::NotFound(key) => ApiError::new(404, "NotFound", format!("{key} not found")),
+            berth_store::Error::Exists(key) => ApiError::new(409, "AlreadyExists", format!("{key} already exists")),
         }
     }
 }

@@ -148,13 +148,14 @@ pub async fn serve(
             }
         }
     };
-    let timeout =
-        match req.q("timeoutSeconds") {
-            Some(t) => Duration::from_secs(t.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("timeoutSeconds: invalid value {t:?}"))
-            })?),
-            None => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
-        };
+    let timeout = match req.q("timeoutSeconds") {
+        Some(t) => Duration::from_secs(
+            t.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("timeoutSeconds: invalid value {t:?}")))?
+                .min(365 * 24 * 3600),
+        ),
+        None => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
+    };
     let prefix = res.ns_prefix(ns);
     let sub = api.hub.subscribe(&prefix, since).await?;
     let mut enc = Encoder {

@@ -148,6 +148,60 @@ fn bad_input_gets_clear_status_errors() {
     let (c, b) = s.curl("GET", &format!("{cm}/nope"), "admin", "", None);
     assert_eq!((c, status(&b)["reason"].as_str()), (404, Some("NotFound")));
     assert_eq!(status(&b)["message"], "configmaps \"nope\" not found");
+    // Hostile numbers and shapes: answered, never a dropped connection.
+    let (c, b) = s.curl(
+        "GET",
+        &format!("{cm}?limit=9223372036854775807"),
+        "admin",
+        "",
+        None,
+    );
+    assert_eq!(c, 200, "{b}");
+    let (c, b) = s.curl(
+        "PATCH",
+        &format!("{cm}/from-yaml"),
+        "admin",
+        "application/json-patch+json",
+        Some(&file(
+            d,
+            "jp",
+            r#"[{"op":"replace","path":"","value":"x"}]"#,
+        )),
+    );
+    assert_eq!(c, 422, "{b}");
+    let (c, b) = s.curl(
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts/default/token",
+        "admin",
+        "application/json",
+        Some(&file(
+            d,
+            "tr",
+            r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":"x"}"#,
+        )),
+    );
+    assert_eq!(c, 400, "{b}");
+    let (c, b) = s.curl("POST", "/api/v1/namespaces/default/serviceaccounts/default/token", "admin", "application/json", Some(&file(d, "tr2", r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":9223372036854775807}}"#)));
+    assert_eq!(c, 422, "{b}");
+    // Explicit node ports are reserved: a second service cannot take one.
+    let np = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"NAME"},"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":30080}]}}"#;
+    let (c, b) = s.curl(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        "admin",
+        "application/json",
+        Some(&file(d, "np1", &np.replace("NAME", "np1"))),
+    );
+    assert_eq!(c, 201, "{b}");
+    let (c, b) = s.curl(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        "admin",
+        "application/json",
+        Some(&file(d, "np2", &np.replace("NAME", "np2"))),
+    );
+    assert_eq!(c, 422, "{b}");
+    assert!(b.contains("provided port is already allocated"), "{b}");
     // Pod subresources that need the node agent: a clear 503.
     s.ok(&["run", "p", "--image=busybox"]);
     let (c, b) = s.curl(

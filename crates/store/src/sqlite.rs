@@ -110,7 +110,9 @@ impl SqliteStore {
     ) -> Result<T> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            let mut c = db.lock().map_err(|_| Error::Backend("poisoned".into()))?;
+            // A panicked writer rolled its transaction back when it unwound; the
+            // connection is fine to use.
+            let mut c = db.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut c)
         })
         .await
@@ -272,7 +274,11 @@ impl Store for SqliteStore {
                     compacted,
                 });
             }
-            let lim = if limit == 0 { -1 } else { limit as i64 + 1 };
+            let lim = if limit == 0 {
+                -1
+            } else {
+                i64::try_from(limit).unwrap_or(i64::MAX - 1).saturating_add(1)
+            };
             let mut st = c
                 .prepare(
                     "SELECT l.key, l.value, l.create_revision, l.revision FROM log l
