@@ -1389,6 +1389,19 @@ pub struct DeleteOpts {
     pub dry_run: bool,
 }
 
+impl DeleteOpts {
+    /// The server's own deletions: no grace, dependents collected in the background.
+    fn immediate() -> DeleteOpts {
+        DeleteOpts {
+            grace: Some(0),
+            propagation: "Background".into(),
+            uid: None,
+            rv: None,
+            dry_run: false,
+        }
+    }
+}
+
 fn delete_opts(req: &Request) -> Result<DeleteOpts, ApiError> {
     let body: Value = if req.body.is_empty() {
         json!({})
@@ -1659,13 +1672,7 @@ async fn collect_dependents(api: &Arc<Api>, uid: &str, orphan: bool) {
             }
             continue;
         }
-        let opts = DeleteOpts {
-            grace: Some(0),
-            propagation: "Background".into(),
-            uid: None,
-            rv: None,
-            dry_run: false,
-        };
+        let opts = DeleteOpts::immediate();
         let _ = delete(api, res, ns, name, &opts).await;
     }
 }
@@ -1743,13 +1750,7 @@ pub async fn finish_namespace(api: &Arc<Api>, ns: &str, uid: &str) {
                     continue;
                 };
                 // Without a node agent, nothing else will finish a pod's deletion.
-                let opts = DeleteOpts {
-                    grace: Some(0),
-                    propagation: "Background".into(),
-                    uid: None,
-                    rv: None,
-                    dry_run: false,
-                };
+                let opts = DeleteOpts::immediate();
                 let _ = delete(api, res, Some(ns), name, &opts).await;
             }
         }
