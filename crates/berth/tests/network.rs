@@ -97,6 +97,90 @@ impl Drop for Link {
     }
 }
 
+/// The CNI portmap plugin's shared chains (CNI-HOSTPORT-*), which the plugin leaves in
+/// the host's nat tables by design: removed when dropped if this test made them, with
+/// the tables themselves if nothing else is in them.
+struct PortmapChains {
+    made: bool,
+    tables_before: (bool, bool),
+}
+
+fn nft_table(t: &str) -> bool {
+    let mut args = vec!["list", "table"];
+    args.extend(t.split(' '));
+    Command::new("nft")
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+impl PortmapChains {
+    fn new() -> PortmapChains {
+        let nat = Command::new("iptables").args(["-t", "nat", "-S"]).output();
+        let existed =
+            nat.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("CNI-HOSTPORT-DNAT"));
+        PortmapChains {
+            made: !existed,
+            tables_before: (nft_table("ip nat"), nft_table("ip6 nat")),
+        }
+    }
+}
+
+impl Drop for PortmapChains {
+    fn drop(&mut self) {
+        if !self.made {
+            return;
+        }
+        for tool in ["iptables", "ip6tables"] {
+            let Ok(o) = Command::new(tool).args(["-t", "nat", "-S"]).output() else {
+                continue;
+            };
+            let rules = String::from_utf8_lossy(&o.stdout).into_owned();
+            for r in rules
+                .lines()
+                .filter(|l| l.starts_with("-A ") && l.contains("CNI-HOSTPORT"))
+            {
+                // The rules carry quoted comments: the shell splits them as iptables printed them.
+                let _ = Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("{tool} -t nat -D {}", &r[3..]))
+                    .output();
+            }
+            for c in rules
+                .lines()
+                .filter_map(|l| l.strip_prefix("-N "))
+                .filter(|c| c.starts_with("CNI-HOSTPORT"))
+            {
+                let _ = Command::new(tool).args(["-t", "nat", "-X", c]).output();
+            }
+        }
+        for (table, before) in [
+            ("ip nat", self.tables_before.0),
+            ("ip6 nat", self.tables_before.1),
+        ] {
+            if before {
+                continue;
+            }
+            let tool = if table == "ip nat" {
+                "iptables"
+            } else {
+                "ip6tables"
+            };
+            let left = Command::new(tool).args(["-t", "nat", "-S"]).output();
+            let empty = left.is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .all(|l| l.starts_with("-P "))
+            });
+            if empty {
+                let mut args = vec!["delete", "table"];
+                args.extend(table.split(' '));
+                let _ = Command::new("nft").args(args).output();
+            }
+        }
+    }
+}
+
 fn id_of(env: &Env, name: &str) -> String {
     inspect(env, name)["Id"].as_str().unwrap().to_string()
 }
@@ -536,6 +620,7 @@ fn cni_plugins_wire_a_container_and_take_it_down() {
     std::fs::create_dir_all(&conf).unwrap();
     let bridge = format!("bcni{n}");
     let _bridge = Link(bridge.clone());
+    let _portmap = PortmapChains::new();
     let list = serde_json::json!({
         "cniVersion": "1.0.0", "name": "tcni",
         "plugins": [
