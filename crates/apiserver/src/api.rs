@@ -208,8 +208,10 @@ impl Api {
     /// Answers one request.
     pub async fn handle(self: &Arc<Self>, req: Request) -> Response {
         let start = Instant::now();
-        let (verb, resource) = self.describe(&req);
-        let resp = match self.dispatch(&req, verb).await {
+        // Parsed once: metrics, authorization and dispatch all read it.
+        let target = parse_path(&req.path);
+        let (verb, resource) = describe(&req, &target);
+        let resp = match self.dispatch(&req, verb, target).await {
             Ok(r) => r,
             Err(e) => {
                 if e.code >= 500 {
@@ -218,55 +220,29 @@ impl Api {
                 Response::error(&e)
             }
         };
-        if !matches!(resp.body, Body::Stream(_)) {
-            self.metrics
-                .observe(verb, &resource, resp.status, start.elapsed());
-        } else {
-            self.metrics
-                .observe(verb, &resource, resp.status, std::time::Duration::ZERO);
-        }
+        // A watch's latency is its lifetime, not a request's: recorded as zero.
+        let took = match resp.body {
+            Body::Stream(_) => std::time::Duration::ZERO,
+            Body::Full(_) => start.elapsed(),
+        };
+        self.metrics.observe(verb, &resource, resp.status, took);
         resp
-    }
-
-    /// The kube verb and resource of a request, for metrics and authorization.
-    fn describe(&self, req: &Request) -> (&'static str, String) {
-        match parse_path(&req.path) {
-            Ok(Target::Resource { res, name, sub, .. }) => {
-                let watch = matches!(req.q("watch"), Some("true" | "1"));
-                let verb = match (&req.method, name.is_some()) {
-                    (&Method::GET, _) if watch => "watch",
-                    (&Method::GET, false) => "list",
-                    (&Method::GET, true) => "get",
-                    (&Method::POST, _) => "create",
-                    (&Method::PUT, _) => "update",
-                    (&Method::PATCH, _) => "patch",
-                    (&Method::DELETE, false) => "deletecollection",
-                    (&Method::DELETE, true) => "delete",
-                    _ => "other",
-                };
-                let r = match sub {
-                    Some(s) => format!("{}/{s}", res.plural),
-                    None => res.plural.to_string(),
-                };
-                (verb, r)
-            }
-            _ => ("get", String::new()),
-        }
     }
 
     async fn dispatch(
         self: &Arc<Self>,
         req: &Request,
         verb: &'static str,
+        target: Result<Target<'_>, ApiError>,
     ) -> Result<Response, ApiError> {
         if !is_public(&req.path) {
             let Some(user) = &req.user else {
                 return Err(ApiError::unauthorized());
             };
-            let target = parse_path(&req.path)?;
             let (resource, namespace) = match &target {
-                Target::Resource { res, ns, .. } => (res.plural, *ns),
-                Target::Other => (req.path.as_str(), None),
+                Ok(Target::Resource { res, ns, .. }) => (res.plural, *ns),
+                Ok(Target::Other) => (req.path.as_str(), None),
+                Err(e) => return Err(e.clone()),
             };
             self.authz
                 .authorize(&Attributes {
@@ -282,7 +258,7 @@ impl Api {
                     ))
                 })?;
         }
-        match parse_path(&req.path)? {
+        match target? {
             Target::Resource { res, ns, name, sub } => {
                 crate::crud::handle(self, req, res, ns, name, sub).await
             }
@@ -382,6 +358,32 @@ impl Api {
                 }
             }
         }
+    }
+}
+
+/// The kube verb and resource of a request, for metrics and authorization.
+fn describe(req: &Request, target: &Result<Target<'_>, ApiError>) -> (&'static str, String) {
+    match target {
+        Ok(Target::Resource { res, name, sub, .. }) => {
+            let watch = matches!(req.q("watch"), Some("true" | "1"));
+            let verb = match (&req.method, name.is_some()) {
+                (&Method::GET, _) if watch => "watch",
+                (&Method::GET, false) => "list",
+                (&Method::GET, true) => "get",
+                (&Method::POST, _) => "create",
+                (&Method::PUT, _) => "update",
+                (&Method::PATCH, _) => "patch",
+                (&Method::DELETE, false) => "deletecollection",
+                (&Method::DELETE, true) => "delete",
+                _ => "other",
+            };
+            let r = match sub {
+                Some(s) => format!("{}/{s}", res.plural),
+                None => res.plural.to_string(),
+            };
+            (verb, r)
+        }
+        _ => ("get", String::new()),
     }
 }
 

@@ -1912,10 +1912,15 @@ async fn bind(
     if !bound && !opts.dry_run {
         return Err(ApiError::conflict("", "pods", name));
     }
-    Ok(Response::json(
+    Ok(created_status())
+}
+
+/// The 201 Status of a subresource that acts (binding, eviction) rather than stores.
+fn created_status() -> Response {
+    Response::json(
         201,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-    ))
+    )
 }
 
 async fn evict(
@@ -1936,10 +1941,7 @@ async fn evict(
         dry_run: req.q("dryRun") == Some("All"),
     };
     delete(api, pods, ns, name, &opts).await?;
-    Ok(Response::json(
-        201,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-    ))
+    Ok(created_status())
 }
 
 async fn token(

@@ -196,7 +196,8 @@ impl Hub {
             }
         };
         let change = Arc::new(change);
-        st.revision = change.revision;
+        let revision = change.revision;
+        st.revision = revision;
         st.ring.push_back(change.clone());
         while st.ring.len() > RING {
             if let Some(old) = st.ring.pop_front() {
@@ -205,7 +206,7 @@ impl Hub {
         }
         let _ = st.tx.send(change);
         drop(st);
-        self.revision.send_replace(self.current());
+        self.revision.send_replace(revision);
     }
 
     /// The newest revision the hub has seen.
