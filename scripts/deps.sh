@@ -10,7 +10,7 @@ pkgs=(
   procps iproute2 util-linux psmisc              # ps, ip, unshare, script
   nftables iperf3 lxcfs fuse3                    # container networking, its benchmark, /proc views
   qemu-system-x86 linux-image-cloud-amd64 cpio   # a cgroup v2-only host in a VM
-  protobuf-compiler                              # etcd-client's gRPC code
+  protobuf-compiler libprotobuf-dev              # etcd-client's gRPC code (protoc, and the well-known .proto files it imports)
   etcd-server etcd-client                        # the API server's etcd backend in tests
   python3-venv                                   # the Python kubernetes client test
   hyperfine ca-certificates curl
