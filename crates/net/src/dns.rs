@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
@@ -132,16 +131,7 @@ fn relay(packet: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn berth_containers() -> usize {
-    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return 0;
-    };
-    let mut dirs: Vec<std::path::PathBuf> = rd.flatten().map(|e| e.path().join("berth")).collect();
-    dirs.push(Path::new("/sys/fs/cgroup/berth").to_path_buf());
-    dirs.iter()
-        .find(|d| d.is_dir())
-        .and_then(|d| std::fs::read_dir(d).ok())
-        .map(|rd| rd.flatten().filter(|e| e.path().is_dir()).count())
-        .unwrap_or(0)
+    berth_cgroups::naming::count_containers(&berth_cgroups::Layout::host())
 }
 
 /// Serves until no berth container has existed for `idle`, then prunes. Holds [`LOCK`]

@@ -24,76 +24,25 @@ fn read_u64(p: &Path) -> Option<u64> {
     read(p)?.parse().ok()
 }
 
-/// Where each v1 controller and cgroup2 are mounted (from /proc/self/mountinfo).
-#[derive(Clone, Debug, Default)]
-pub struct Mounts {
-    v1: Vec<(String, PathBuf)>,
-    v2: Option<PathBuf>,
-}
-
-impl Mounts {
-    /// Reads the host's cgroup mounts.
-    pub fn host() -> Mounts {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut m = Mounts::default();
-        for line in text.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mount_point = left.split(' ').nth(4).unwrap_or("");
-            let mut r = right.split(' ');
-            let fstype = r.next().unwrap_or("");
-            let opts = r.nth(1).unwrap_or("");
-            match fstype {
-                "cgroup2" => m.v2 = Some(PathBuf::from(mount_point)),
-                "cgroup" => {
-                    for o in opts.split(',') {
-                        if ["memory", "cpu", "cpuacct", "cpuset", "blkio", "pids"].contains(&o) {
-                            m.v1.push((o.to_string(), PathBuf::from(mount_point)));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        m
-    }
-}
-
-impl Mounts {
-    /// How many containers berth runs: cgroups under its `berth` parent (in the first
-    /// hierarchy that has the parent).
-    pub fn berth_containers(&self) -> usize {
-        self.v1
-            .iter()
-            .map(|(_, p)| p)
-            .chain(self.v2.as_ref())
-            .map(|root| root.join("berth"))
-            .find(|p| p.is_dir())
-            .and_then(|p| std::fs::read_dir(p).ok())
-            .map(|rd| rd.flatten().filter(|e| e.path().is_dir()).count())
-            .unwrap_or(0)
-    }
-}
+/// The host's cgroup layout (berth-cgroups'), read once by the view's server.
+pub type Mounts = berth_cgroups::Layout;
 
 impl Cgroups {
     /// The cgroups of process `pid` (as this process sees pids).
     pub fn of(pid: u32, mounts: &Mounts) -> Option<Cgroups> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let lines = berth_cgroups::proc::read(Some(pid as i32)).ok()?;
         let mut c = Cgroups::default();
-        for line in text.lines() {
-            let mut f = line.splitn(3, ':');
-            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-            let rel = path.trim_start_matches('/');
-            if ctrls.is_empty() {
-                if let Some(root) = &mounts.v2 {
-                    c.v2 = Some(root.join(rel));
+        for line in lines {
+            let path = Path::new(&line.path);
+            if line.is_unified() {
+                if let Some(m) = &mounts.unified {
+                    c.v2 = Some(mounts.dir_on(m, "", path));
                 }
                 continue;
             }
-            for ctrl in ctrls.split(',') {
-                if let Some((_, root)) = mounts.v1.iter().find(|(n, _)| n == ctrl) {
-                    c.v1.push((ctrl.to_string(), root.join(rel)));
+            for ctrl in &line.controllers {
+                if let Some(m) = mounts.v1.get(ctrl) {
+                    c.v1.push((ctrl.clone(), mounts.dir_on(m, ctrl, path)));
                 }
             }
         }

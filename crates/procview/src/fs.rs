@@ -74,7 +74,7 @@ impl ProcView {
     /// A view over the host's cgroup mounts, with `loads` sampled elsewhere.
     pub fn new(loads: Arc<Loads>) -> ProcView {
         ProcView {
-            mounts: Mounts::host(),
+            mounts: berth_cgroups::Layout::host(),
             loads,
             open: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),

@@ -56,7 +56,7 @@ pub fn serve(mountpoint: &Path, idle: std::time::Duration) -> std::io::Result<()
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(2);
     let session = fuser::spawn_mount(fs::ProcView::new(loads.clone()), mountpoint, &cfg)?;
-    let mounts = cgroup::Mounts::host();
+    let mounts = berth_cgroups::Layout::host();
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -66,13 +66,13 @@ pub fn serve(mountpoint: &Path, idle: std::time::Duration) -> std::io::Result<()
     loop {
         std::thread::sleep(load::INTERVAL);
         loads.sample();
-        if mounts.berth_containers() > 0 {
+        if berth_cgroups::naming::count_containers(&mounts) > 0 {
             quiet_since = std::time::Instant::now();
         } else if quiet_since.elapsed() >= idle {
             // Starts in progress hold the lock shared: retire only when none is, and
             // only if still no container exists.
             rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
-            if mounts.berth_containers() == 0 {
+            if berth_cgroups::naming::count_containers(&mounts) == 0 {
                 break;
             }
             rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock)?;

@@ -63,6 +63,17 @@ impl Error {
     }
 }
 
+impl From<berth_cgroups::Error> for Error {
+    fn from(e: berth_cgroups::Error) -> Self {
+        match e {
+            berth_cgroups::Error::Io { context, source } => Error::Io { context, source },
+            berth_cgroups::Error::Invalid(m) => Error::Invalid(m),
+            berth_cgroups::Error::State(m) => Error::State(m),
+            berth_cgroups::Error::Unsupported(m) => Error::Unsupported(m),
+        }
+    }
+}
+
 /// Adds context to fallible system calls, turning their error into [`Error::Io`].
 pub trait Context<T> {
     /// Attaches a context line computed only on failure.

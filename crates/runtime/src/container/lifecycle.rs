@@ -93,7 +93,7 @@ pub fn kill(root: &Root, id: &str, sig: i32, all: bool) -> Result<()> {
         )));
     }
     if all {
-        return c.record.cgroup.signal_all(sig);
+        return Ok(c.record.cgroup.signal_all(sig)?);
     }
     signal_init(&c, sig)
 }
@@ -196,7 +196,7 @@ pub fn pause(root: &Root, id: &str) -> Result<()> {
     if !matches!(s, Status::Running | Status::Created) {
         return Err(wrong_state(id, "pause", s));
     }
-    c.record.cgroup.freeze()
+    Ok(c.record.cgroup.freeze()?)
 }
 
 /// `resume`: thaws a paused container.
@@ -207,7 +207,7 @@ pub fn resume(root: &Root, id: &str) -> Result<()> {
     if s != Status::Paused {
         return Err(wrong_state(id, "resume", s));
     }
-    c.record.cgroup.thaw()
+    Ok(c.record.cgroup.thaw()?)
 }
 
 /// `list`: the state of every container under the root (owner "root" when empty, as

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 
-use super::devices::DeviceRules;
-use super::{write_file, CgroupPaths};
+use crate::devices::DeviceRules;
 use crate::error::{Error, Result};
+use crate::paths::{write_file, CgroupPaths};
 
 /// Applies resources to a container's cgroups. `devices` is the full effective device
 /// rule list (see [`DeviceRules::for_spec`]).
@@ -25,7 +25,7 @@ pub fn apply(
             .ok_or_else(|| Error::unsupported("no cgroup2 directory for this container"))?;
         apply_v2(dir, res)?;
         if let Some(rules) = devices {
-            super::bpf_devices::install(dir, rules)?;
+            crate::bpf_devices::install(dir, rules)?;
         }
     } else {
         apply_v1(paths, res)?;
@@ -34,7 +34,7 @@ pub fn apply(
                 Some(d) => rules.write_v1(d)?,
                 None => {
                     if let Some(u) = paths.unified.as_deref() {
-                        super::bpf_devices::install(u, rules)?;
+                        crate::bpf_devices::install(u, rules)?;
                     }
                 }
             }

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use oci_spec::runtime::{Linux, LinuxDeviceType};
 
-use super::write_file;
 use crate::error::{Error, Result};
+use crate::paths::write_file;
 
 /// Access bit: create the node (mknod).
 pub const MKNOD: u8 = 1;

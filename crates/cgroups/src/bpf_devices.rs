@@ -8,7 +8,7 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use super::devices::DeviceRules;
+use crate::devices::DeviceRules;
 use crate::error::{Context, Result};
 use crate::sys::bpf;
 
@@ -113,8 +113,8 @@ pub fn install(dir: &Path, rules: &DeviceRules) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::devices::DeviceRule;
     use super::*;
+    use crate::devices::DeviceRule;
 
     #[test]
     fn encodes_like_the_kernel_abi() {

@@ -71,60 +71,53 @@ impl Layout {
         Ok(Self::parse(&mountinfo, &cgroup))
     }
 
+    /// This process's layout, empty (no hierarchies) if /proc cannot be read: for
+    /// readers that only look, where no cgroup is as good as an unreadable one.
+    pub fn host() -> Layout {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        Self::parse(&read("/proc/self/mountinfo"), &read("/proc/self/cgroup"))
+    }
+
     /// Builds a layout from the text of mountinfo and /proc/self/cgroup.
     pub fn parse(mountinfo: &str, cgroup: &str) -> Layout {
         let mut v1 = BTreeMap::new();
         let mut unified = None;
-        for line in mountinfo.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else {
-                continue;
-            };
-            let pre: Vec<&str> = pre.split(' ').collect();
-            let post: Vec<&str> = post.split(' ').collect();
-            if pre.len() < 5 || post.len() < 3 {
-                continue;
-            }
-            let root = unescape(pre[3]);
-            let mountpoint = PathBuf::from(unescape(pre[4]));
-            match post[0] {
+        for m in crate::mountinfo::parse(mountinfo) {
+            match m.fstype.as_str() {
                 // Prefer the first cgroup2 mount (the host's), ignore later ones.
                 "cgroup2" if unified.is_none() => {
                     unified = Some(Mount {
-                        mountpoint,
-                        root,
+                        mountpoint: m.mount_point,
+                        root: m.root,
                         controllers: Vec::new(),
                     });
                 }
                 "cgroup" => {
-                    let controllers: Vec<String> = post[2]
+                    let controllers: Vec<String> = m
+                        .super_options
                         .split(',')
                         .filter(|o| V1_CONTROLLERS.contains(o) || o.starts_with("name="))
                         .map(str::to_string)
                         .collect();
-                    let m = Mount {
-                        mountpoint,
-                        root,
+                    let mount = Mount {
+                        mountpoint: m.mount_point,
+                        root: m.root,
                         controllers: controllers.clone(),
                     };
                     for c in controllers {
-                        v1.entry(c).or_insert_with(|| m.clone());
+                        v1.entry(c).or_insert_with(|| mount.clone());
                     }
                 }
                 _ => {}
             }
         }
         let mut own = BTreeMap::new();
-        for line in cgroup.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            if ctrls.is_empty() {
-                own.insert(String::new(), path.to_string());
+        for line in crate::proc::parse(cgroup) {
+            if line.is_unified() {
+                own.insert(String::new(), line.path);
             } else {
-                for c in ctrls.split(',') {
-                    own.insert(c.to_string(), path.to_string());
+                for c in line.controllers {
+                    own.insert(c, line.path.clone());
                 }
             }
         }
@@ -182,27 +175,6 @@ impl Layout {
     }
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    if !s.contains('\\') {
-        return s.to_string();
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,11 +221,5 @@ mod tests {
             l.dir_on(&u, "", Path::new("c1")),
             Path::new("/sys/fs/cgroup/user.slice/c1")
         );
-    }
-
-    #[test]
-    fn escapes() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
-        assert_eq!(unescape("/plain"), "/plain");
     }
 }

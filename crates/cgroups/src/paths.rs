@@ -1,14 +1,5 @@
-//! Cgroups for containers, on v1, v2 and hybrid hosts, through the cgroupfs files.
-//!
-//! Written by hand rather than with a cgroup crate: the runtime needs every failed write
-//! reported with the OCI field it came from, hybrid hosts handled, and no threads or
-//! D-Bus; the file protocol itself is small.
-
-pub mod bpf_devices;
-pub mod devices;
-pub mod layout;
-mod resources;
-pub mod stats;
+//! The cgroup directories of one container (or pod): where they are on each hierarchy,
+//! making them, joining them, freezing, signalling and removing them.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -19,8 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
-pub use layout::{Layout, Mode};
-pub use resources::apply;
+use crate::layout::{Layout, Mode};
 
 /// The cgroup directories of one container, recorded in its state.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
