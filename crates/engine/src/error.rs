@@ -24,6 +24,9 @@ pub enum Error {
     /// Networking failed.
     #[error(transparent)]
     Net(#[from] berth_net::Error),
+    /// A cgroup could not be made, limited or read.
+    #[error(transparent)]
+    Cgroup(#[from] berth_cgroups::Error),
     /// The runtime failed.
     #[error("{0}")]
     Runtime(String),

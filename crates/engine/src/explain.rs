@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::engine::{Engine, State};
+use crate::docker::{Container as ContainerRecord, Engine, State};
 use crate::error::{Error, Result};
-use crate::record::ContainerRecord;
 
 const NAMESPACES: &[(&str, &str)] = &[
     ("mnt", "mounts"),
@@ -40,7 +39,7 @@ fn status_field(pid: i32, key: &str) -> String {
 
 fn cap_names(hex: &str) -> Vec<String> {
     let bits = u64::from_str_radix(hex, 16).unwrap_or(0);
-    crate::spec::CAP_NAMES
+    crate::core::security::CAP_NAMES
         .iter()
         .enumerate()
         .filter(|(i, _)| bits & (1 << i) != 0)

@@ -4,24 +4,15 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
-
 use berth_procview::{is_served, mountpoint, TARGETS};
 
 use crate::error::{Context, Result};
 
-/// The bind mounts of the view for config.json.
-pub fn mounts() -> Vec<Value> {
+/// The view's files and where each is bound in a container (source, destination).
+pub fn sources() -> Vec<(std::path::PathBuf, String)> {
     TARGETS
         .iter()
-        .map(|(file, target)| {
-            json!({
-                "destination": target,
-                "type": "bind",
-                "source": mountpoint().join(file),
-                "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
-            })
-        })
+        .map(|(file, target)| (mountpoint().join(file), target.to_string()))
         .collect()
 }
 

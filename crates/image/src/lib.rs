@@ -16,6 +16,7 @@ pub mod digest;
 pub mod error;
 pub mod gc;
 pub mod image;
+pub mod inroot;
 pub mod inspect;
 pub mod oci;
 pub mod progress;

@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
 use crate::error::{Context, Error, Result};
 
@@ -418,15 +418,14 @@ impl Unpacker {
         if rel.as_os_str().is_empty() {
             return rustix::io::fcntl_dupfd_cloexec(&self.root, 0).ctx(|| "dup");
         }
-        rustix::fs::openat2(
+        crate::inroot::open_at(
             &self.root,
             rel,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlags::PATH | OFlags::DIRECTORY,
             Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         )
         .map_err(|e| {
-            if e == rustix::io::Errno::NOTDIR {
+            if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) {
                 Error::invalid(format!("{} is not a directory", rel.display()))
             } else {
                 Error::io(format!("open directory {}", rel.display()), e)

@@ -1,13 +1,14 @@
 //! The pieces of berth's engine that the per-container monitor needs, kept small so that
 //! the monitor — one process per container, alive as long as the container — costs
-//! little memory: the container records, the CRI log writer and the monitor itself.
+//! little memory: the engine's instructions to it, the records it keeps, the CRI log
+//! writer, the release of a sandbox's network and namespaces, and the monitor itself.
 #![deny(unsafe_code)]
 
-pub mod config;
 pub mod error;
 pub mod log;
 pub mod monitor;
-pub mod network;
+pub mod sandbox;
+pub mod supervise;
 pub mod record;
 pub mod sys;
 

@@ -14,8 +14,10 @@ pub struct LogWriter<W: Write> {
     out: W,
     pending: [Vec<u8>; 2],
     /// Set once a write failed (disk full): output is then dropped, never blocking the
-    /// container; the monitor reports it once.
+    /// container, until the log is reopened; the monitor reports the first failure.
     pub failed: Option<std::io::Error>,
+    /// The first failure, kept across reopens.
+    pub first_failure: Option<String>,
 }
 
 /// Which stream a piece came from.
@@ -43,7 +45,16 @@ impl<W: Write> LogWriter<W> {
             out,
             pending: [Vec::new(), Vec::new()],
             failed: None,
+            first_failure: None,
         }
+    }
+
+    /// Continues in a new file (the old one was rotated away); writing resumes if it
+    /// had failed.
+    pub fn reopen(&mut self, out: W) {
+        let _ = self.out.flush();
+        self.out = out;
+        self.failed = None;
     }
 
     fn emit(&mut self, s: Stream, tag: &str, content: &[u8]) {
@@ -60,8 +71,15 @@ impl<W: Write> LogWriter<W> {
         line.extend_from_slice(content);
         line.push(b'\n');
         if let Err(e) = self.out.write_all(&line) {
-            self.failed = Some(e);
+            self.fail(e);
         }
+    }
+
+    fn fail(&mut self, e: std::io::Error) {
+        if self.first_failure.is_none() {
+            self.first_failure = Some(e.to_string());
+        }
+        self.failed = Some(e);
     }
 
     /// Adds output of a stream.
@@ -93,7 +111,7 @@ impl<W: Write> LogWriter<W> {
     pub fn flush(&mut self) {
         if self.failed.is_none() {
             if let Err(e) = self.out.flush() {
-                self.failed = Some(e);
+                self.fail(e);
             }
         }
     }

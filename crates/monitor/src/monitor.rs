@@ -11,44 +11,49 @@
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{Pid, WaitOptions};
 
-use crate::config::RestartPolicy;
 use crate::error::{Context, Error, Result};
 use crate::log::{LogWriter, Stream};
-use crate::record::{now_rfc3339_nanos, read_json, write_json, ContainerRecord, ExitRecord, Paths};
+use crate::record::{now_rfc3339_nanos, write_json, ExitRecord, Paths};
+use crate::supervise::{now_nanos, EventKind, EventRecord, RestartPolicy, Supervision};
 
-/// Where the monitor finds its container and tools.
-#[derive(Clone, Debug)]
-pub struct MonitorEnv {
-    /// berth's state root.
-    pub root: std::path::PathBuf,
-    /// berth-runtime.
-    pub runtime: std::path::PathBuf,
+/// The container the monitor runs, and the runtime it runs it with.
+struct Job {
+    sup: Supervision,
+    paths: Paths,
+    runtime: PathBuf,
 }
 
-impl MonitorEnv {
-    /// The container's files.
-    pub fn paths(&self, id: &str) -> Paths {
-        Paths {
-            dir: self.root.join("containers").join(id),
-        }
-    }
-
-    /// A berth-runtime command with berth's runtime state root.
-    pub fn runtime(&self, args: &[&str]) -> std::process::Command {
+impl Job {
+    /// A berth-runtime command with the container's runtime state root.
+    fn runtime(&self, args: &[&str]) -> std::process::Command {
         let mut c = std::process::Command::new(&self.runtime);
-        c.arg("--root").arg(self.root.join("runtime")).args(args);
+        c.arg("--root").arg(&self.sup.runtime_root).args(args);
         c
     }
 
-    /// Whether berth-runtime has state for `id` (so `delete` has work to do).
-    fn runtime_has(&self, id: &str) -> bool {
-        self.root.join("runtime").join(id).exists()
+    /// Whether berth-runtime has state for the container (so `delete` has work).
+    fn runtime_has(&self) -> bool {
+        self.sup.runtime_root.join(&self.sup.id).exists()
+    }
+
+    fn publish(&self, kind: EventKind) {
+        if self.sup.events_dir.as_os_str().is_empty() {
+            return;
+        }
+        EventRecord {
+            container_id: self.sup.id.clone(),
+            sandbox_id: self.sup.sandbox_id.clone(),
+            kind,
+            at: now_nanos(),
+        }
+        .publish(&self.sup.events_dir);
     }
 }
 
@@ -58,13 +63,23 @@ const RESERVE: &str = "exit.reserve";
 /// Marker a user's `stop`/`kill` leaves so that the monitor does not restart.
 pub const STOPPED_MARK: &str = "stopped-by-user";
 
-/// Runs the monitor of container `id`; returns the exit code to exit with.
-pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
+/// Runs the monitor of the container whose directory is `dir` (holding the engine's
+/// `supervise.json`), with berth-runtime at `runtime`; returns the exit code to exit
+/// with.
+pub fn run(dir: &Path, runtime: &Path) -> i32 {
+    // Nobody waits for a detached start's monitor: it leaves the starter's process
+    // tree, so a long-running starter (the node agent) is left no zombie to reap.
+    if std::env::var_os("BERTH_FOLLOW").is_none() && std::env::var_os("BERTH_ATTACH_WAIT").is_none()
+    {
+        crate::sys::daemonize();
+    }
     let _ = rustix::process::setsid();
     // The runtime's create leaves the init behind when it exits: as a subreaper, the
     // monitor becomes its parent and can wait for it.
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
-    let paths = engine.paths(id);
+    let paths = Paths {
+        dir: dir.to_path_buf(),
+    };
     let mut tell_cli = Some(std::io::stdout());
     // Lines for the CLI that started us: `created` (when it will attach), then
     // `started PID` or `error MESSAGE`, after which it may be gone.
@@ -78,6 +93,23 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
             tell_cli = None;
         }
     };
+    let sup = match Supervision::load(dir) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            say(format!("error {} has no supervise.json", dir.display()));
+            return 125;
+        }
+        Err(e) => {
+            say(format!("error {e}"));
+            return 125;
+        }
+    };
+    let job = Job {
+        sup,
+        paths,
+        runtime: runtime.to_path_buf(),
+    };
+    let paths = &job.paths;
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let _ = write_json(
         &paths.monitor_pid(),
@@ -86,21 +118,16 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
     // Space kept for the exit record, should the container's output fill the disk.
     let _ = std::fs::write(paths.dir.join(RESERVE), vec![0u8; 16 * 1024]);
     let mut backoff = Duration::from_millis(100);
+    let mut restart_count = 0u32;
     loop {
-        let mut rec: ContainerRecord = match read_json(&paths.record()) {
-            Ok(Some(r)) => r,
-            _ => {
-                say(format!("error container {id} has no record"));
-                return 125;
-            }
-        };
         let _ = std::fs::remove_file(paths.dir.join(STOPPED_MARK));
         let started_at = now_rfc3339_nanos();
-        let outcome = run_once(engine, &rec, &mut say);
+        let outcome = run_once(&job, &mut say);
         let mut deleting = Deleting(None);
         let mut exit = ExitRecord {
             started_at,
             finished_at: now_rfc3339_nanos(),
+            restart_count,
             ..Default::default()
         };
         match outcome {
@@ -124,20 +151,18 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
             let _ = std::fs::remove_file(paths.dir.join(RESERVE));
             let _ = write_json(&paths.exit(), &exit);
         }
+        job.publish(EventKind::Stopped);
         let restart = !exit.stopped_by_user
             && exit.error.is_empty()
-            && match rec.config.restart {
+            && match job.sup.restart {
                 RestartPolicy::No => false,
                 RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
                 RestartPolicy::OnFailure { max } => {
-                    exit.exit_code != 0 && (max == 0 || rec.restart_count < max)
+                    exit.exit_code != 0 && (max == 0 || restart_count < max)
                 }
             };
         if !restart {
-            crate::network::teardown(&paths.dir);
-            if rec.config.auto_remove {
-                remove_container_files(engine, &rec, deleting);
-            }
+            finish(&job, deleting);
             return exit.exit_code;
         }
         drop(deleting);
@@ -148,12 +173,23 @@ pub fn run(engine: &MonitorEnv, id: &str) -> i32 {
         }
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(60));
-        if paths.dir.join(STOPPED_MARK).exists() || !paths.record().exists() {
-            crate::network::teardown(&paths.dir);
+        if paths.dir.join(STOPPED_MARK).exists() || !paths.dir.join(crate::supervise::SUPERVISION_FILE).exists() {
+            finish(&job, Deleting(None));
             return exit.exit_code;
         }
-        rec.restart_count += 1;
-        let _ = write_json(&paths.record(), &rec);
+        restart_count += 1;
+    }
+}
+
+/// The container has ended for good: its lean sandbox is released, and a `--rm`
+/// container's files are removed.
+fn finish(job: &Job, deleting: Deleting) {
+    if let Some(sb) = &job.sup.owned_sandbox {
+        crate::sandbox::release(&sb.id, &sb.dir);
+    }
+    match &job.sup.auto_remove {
+        Some(removal) => remove_container_files(removal, deleting),
+        None => drop(deleting),
     }
 }
 
@@ -166,21 +202,18 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ctx(|| "create a pipe")
 }
 
-/// Creates, starts and waits for the container once: (exit code, OOM killed).
-fn run_once(
-    engine: &MonitorEnv,
-    rec: &ContainerRecord,
-    say: &mut dyn FnMut(String),
-) -> Result<(i32, bool, String, Deleting)> {
-    let id = rec.id.as_str();
-    let paths = engine.paths(id);
+/// Creates, starts and waits for the container once: (exit code, OOM killed, log
+/// error, the runtime's delete under way).
+fn run_once(job: &Job, say: &mut dyn FnMut(String)) -> Result<(i32, bool, String, Deleting)> {
+    let id = job.sup.id.as_str();
+    let paths = &job.paths;
     // Leftovers of a previous run (a restart, or a monitor that was killed).
-    if engine.runtime_has(id) {
-        let _ = engine.runtime(&["delete", "--force", id]).output();
+    if job.runtime_has() {
+        let _ = job.runtime(&["delete", "--force", id]).output();
     }
     let _ = std::fs::remove_file(paths.init_pid());
-    let tty = rec.config.tty;
-    let interactive = rec.config.interactive;
+    let tty = job.sup.tty;
+    let interactive = job.sup.stdin;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (stdin_r, stdin_w) = if interactive && !tty {
@@ -220,7 +253,7 @@ fn run_once(
     // A CLI that attaches must be connected between create and start; otherwise one
     // `run --detach` saves the runtime a second start-up.
     let attach_wait = listener.is_some() && std::env::var_os("BERTH_ATTACH_WAIT").is_some();
-    let mut create = engine.runtime(&[
+    let mut create = job.runtime(&[
         "--log",
         runtime_log.to_str().unwrap_or(""),
         "--log-format",
@@ -232,7 +265,7 @@ fn run_once(
     }
     create.arg("--bundle");
     create
-        .arg(paths.bundle())
+        .arg(&paths.dir)
         .arg("--pid-file")
         .arg(paths.init_pid());
     if tty {
@@ -290,8 +323,7 @@ fn run_once(
         }
     }
     let st = if attach_wait {
-        engine
-            .runtime(&[
+        job.runtime(&[
                 "--log",
                 runtime_log.to_str().unwrap_or(""),
                 "--log-format",
@@ -309,17 +341,20 @@ fn run_once(
     };
     if !st.success() {
         let msg = runtime_error(&runtime_log);
-        let _ = engine.runtime(&["delete", "--force", id]).output();
+        let _ = job.runtime(&["delete", "--force", id]).output();
         say(format!("error {msg}"));
         return Err(Error::Runtime(msg));
     }
     say(format!("started {}", pid.as_raw_nonzero()));
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.log())
-        .ctx(|| format!("open {}", paths.log().display()))?;
-    let mut log = LogWriter::new(std::io::BufWriter::with_capacity(64 * 1024, log_file));
+    job.publish(EventKind::Started);
+    let log_path = &job.sup.log_path;
+    let mut log = LogWriter::new(std::io::BufWriter::with_capacity(
+        64 * 1024,
+        open_log(log_path)?,
+    ));
+    // The log's directory is watched so that a log rotated away (renamed or deleted by
+    // whoever rotates it, the node agent as the kubelet does) is reopened at once.
+    let log_watch = LogWatch::new(log_path);
     if let Some(l) = &listener {
         let _ = l.set_nonblocking(true);
     }
@@ -333,7 +368,7 @@ fn run_once(
         terminal: master.as_ref().map(|m| m.as_fd()),
         follower: std::env::var_os("BERTH_FOLLOW").is_some(),
     };
-    pump(&mut log, &mut io, &pidfd);
+    pump(&mut log, &mut io, &pidfd, log_watch.as_ref());
     let status = rustix::process::waitpid(Some(pid), WaitOptions::empty())
         .ctx(|| "wait for the container")?;
     // What is already in the pipes (or the terminal) goes to the log and the clients.
@@ -349,17 +384,16 @@ fn run_once(
         },
         None => 255,
     };
-    let oom = oom_killed(id);
+    let oom = oom_killed(&job.sup.cgroup);
     let log_error = log
-        .failed
+        .first_failure
         .as_ref()
-        .map(|e| format!("writing {}: {e}", paths.log().display()))
+        .map(|e| format!("writing {}: {e}", log_path.display()))
         .unwrap_or_default();
     // The runtime's delete (cgroups, state) runs while the monitor records the exit and
     // removes a --rm container's files; see `Deleting`.
     let deleting = Deleting(
-        engine
-            .runtime(&["delete", "--force", id])
+        job.runtime(&["delete", "--force", id])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -436,8 +470,8 @@ impl Io<'_> {
 }
 
 /// Copies output to the log (and to attached clients) and clients' input to the
-/// container, until the init exits.
-fn pump<W: Write>(log: &mut LogWriter<W>, io: &mut Io<'_>, pidfd: &OwnedFd) {
+/// container, until the init exits; reopens the log when it is rotated away.
+fn pump(log: &mut Log, io: &mut Io<'_>, pidfd: &OwnedFd, log_watch: Option<&LogWatch>) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut open = [true, io.err.is_some()];
     // After a first quiet second, the monitor lets go of the code it ran to start the
@@ -461,6 +495,10 @@ fn pump<W: Write>(log: &mut LogWriter<W>, io: &mut Io<'_>, pidfd: &OwnedFd) {
         if let Some(l) = io.listener {
             fds.push(PollFd::new(l, PollFlags::IN));
         }
+        let watch_at = fds.len();
+        if let Some(w) = log_watch {
+            fds.push(PollFd::new(&w.fd, PollFlags::IN));
+        }
         let clients_at = fds.len();
         let polled: Vec<usize> = (0..io.clients.len()).filter(|i| io.sending[*i]).collect();
         for i in &polled {
@@ -478,6 +516,13 @@ fn pump<W: Write>(log: &mut LogWriter<W>, io: &mut Io<'_>, pidfd: &OwnedFd) {
         let rev: Vec<PollFlags> = fds.iter().map(|f| f.revents()).collect();
         drop(fds);
         let exited = rev[0].contains(PollFlags::IN);
+        if let Some(w) = log_watch.filter(|_| rev.get(watch_at).is_some_and(|r| !r.is_empty())) {
+            if w.rotated() {
+                if let Ok(f) = open_log(&w.path) {
+                    log.reopen(std::io::BufWriter::with_capacity(64 * 1024, f));
+                }
+            }
+        }
         if open[0] && !rev[out_at].is_empty() {
             match rustix::io::read(io.out, &mut buf) {
                 Ok(0) => open[0] = false,
@@ -542,7 +587,7 @@ fn pump<W: Write>(log: &mut LogWriter<W>, io: &mut Io<'_>, pidfd: &OwnedFd) {
 
 /// Reads what is already in the pipes (or the terminal) after the init exited, without
 /// waiting for processes that may keep them open.
-fn drain<W: Write>(log: &mut LogWriter<W>, io: &mut Io<'_>) {
+fn drain(log: &mut Log, io: &mut Io<'_>) {
     let mut buf = vec![0u8; 64 * 1024];
     let sources: Vec<(BorrowedFd<'_>, Stream)> = std::iter::once((io.out, Stream::Stdout))
         .chain(io.err.map(|e| (e, Stream::Stderr)))
@@ -624,7 +669,7 @@ fn greet(c: &UnixStream, master: Option<BorrowedFd<'_>>) -> Request {
 }
 
 /// Receives the container's terminal master that berth-runtime sends (SCM_RIGHTS).
-fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
+pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     let mut space = [std::mem::MaybeUninit::<u8>::uninit(); 64];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -671,9 +716,9 @@ fn runtime_error(log: &std::path::Path) -> String {
 
 /// Removes an ended `--rm` container: its rootfs mount and directory (the image store
 /// treats a container row whose directory is gone as removed and forgets it at the next
-/// prune), and its state directory.
-fn remove_container_files(engine: &MonitorEnv, rec: &ContainerRecord, deleting: Deleting) {
-    let rootfs = std::path::Path::new(&rec.rootfs);
+/// prune), then its state, lean sandbox and cgroup parent when empty.
+fn remove_container_files(removal: &crate::supervise::Removal, deleting: Deleting) {
+    let rootfs = removal.rootfs.as_path();
     match rustix::mount::unmount(rootfs, rustix::mount::UnmountFlags::DETACH) {
         Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
         Err(_) => return,
@@ -681,33 +726,82 @@ fn remove_container_files(engine: &MonitorEnv, rec: &ContainerRecord, deleting: 
     if let Some(dir) = rootfs.parent() {
         let _ = std::fs::remove_dir_all(dir);
     }
-    let _ = std::fs::remove_dir_all(engine.paths(&rec.id).dir);
+    // The runtime's delete (cgroup, state) must be done before the parent cgroup can go.
     drop(deleting);
-    crate::record::remove_empty_cgroup_parent();
+    for p in &removal.paths {
+        if p.is_dir() {
+            let _ = std::fs::remove_dir_all(p);
+        } else {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    if let Some(d) = &removal.sandbox_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    berth_cgroups::naming::remove_empty(
+        &berth_cgroups::Layout::host(),
+        berth_cgroups::naming::ENGINE_PARENT,
+        "/",
+    );
 }
 
-/// Whether the OOM killer acted in the container's memory cgroup (v2 memory.events,
-/// v1 memory.oom_control).
-pub fn oom_killed(id: &str) -> bool {
-    let count = |path: &str, key: &str| -> u64 {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
-            })
-            .unwrap_or(0)
-    };
-    count(
-        &format!("/sys/fs/cgroup/berth/{id}/memory.events"),
-        "oom_kill ",
-    ) > 0
-        || count(
-            &format!("/sys/fs/cgroup/unified/berth/{id}/memory.events"),
-            "oom_kill ",
-        ) > 0
-        || count(
-            &format!("/sys/fs/cgroup/memory/berth/{id}/memory.oom_control"),
-            "oom_kill ",
-        ) > 0
+/// Whether the OOM killer acted in the container's memory cgroup (`cgroup`: its
+/// cgroup path).
+pub fn oom_killed(cgroup: &str) -> bool {
+    berth_cgroups::naming::paths_of(&berth_cgroups::Layout::host(), cgroup)
+        .is_ok_and(|p| berth_cgroups::stats::oom_kills(&p) > 0)
+}
+
+/// The container's log writer.
+type Log = LogWriter<std::io::BufWriter<std::fs::File>>;
+
+/// Opens (creating it and its directory) the log file for appending.
+fn open_log(path: &Path) -> Result<std::fs::File> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).ctx(|| format!("create {}", d.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .ctx(|| format!("open {}", path.display()))
+}
+
+/// An inotify watch on the log's directory that tells when the log file was moved
+/// away or deleted (rotated).
+struct LogWatch {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl LogWatch {
+    fn new(path: &Path) -> Option<LogWatch> {
+        use rustix::fs::inotify;
+        let dir = path.parent()?;
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
+        inotify::add_watch(
+            &fd,
+            dir,
+            inotify::WatchFlags::MOVED_FROM | inotify::WatchFlags::DELETE,
+        )
+        .ok()?;
+        Some(LogWatch {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Reads what happened; true if the log file itself went.
+    fn rotated(&self) -> bool {
+        let name = self.path.file_name().map(|n| n.as_encoded_bytes().to_vec());
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = rustix::fs::inotify::Reader::new(&self.fd, &mut buf);
+        let mut hit = false;
+        while let Ok(ev) = reader.next() {
+            if ev.file_name().map(|n| n.to_bytes().to_vec()) == name {
+                hit = true;
+            }
+        }
+        hit || !self.path.exists()
+    }
 }

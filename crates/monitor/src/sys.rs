@@ -74,3 +74,19 @@ fn mappings(smaps: &str) -> Vec<(&str, Vec<&str>)> {
     }
     out
 }
+
+/// Leaves the caller's process tree: forks, and the parent exits at once (status 0)
+/// while the child carries on, reparented to the nearest subreaper or init. The monitor
+/// is single-threaded when it calls this.
+pub fn daemonize() {
+    // SAFETY: the monitor has started no thread when it calls this, so the child of
+    // fork is a complete copy of a single-threaded process and may go on running Rust
+    // code; the parent only exits, without running destructors or flushing anything
+    // that the child also holds.
+    match unsafe { libc::fork() } {
+        0 => {}
+        -1 => {} // Cannot fork: carry on as the caller's child.
+        // SAFETY: _exit ends the process without touching its state.
+        _ => unsafe { libc::_exit(0) },
+    }
+}

@@ -13,20 +13,21 @@ fn without_arguments_it_prints_its_usage() {
     let o = monitor().output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("usage: berth-monitor ROOT ID"), "{err}");
+    assert!(err.contains("usage: berth-monitor DIR"), "{err}");
 }
 
 #[test]
-fn a_container_without_a_record_is_reported_to_the_cli() {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("containers/c1")).unwrap();
+fn a_container_without_instructions_is_reported_to_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
     let o = monitor()
-        .arg(root.path())
-        .arg("c1")
+        .arg(dir.path())
         .env("BERTH_RUNTIME", "/nonexistent/berth-runtime")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(125));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(out, "error container c1 has no record\n");
+    assert_eq!(
+        out,
+        format!("error {} has no supervise.json\n", dir.path().display())
+    );
 }

@@ -70,8 +70,6 @@ pub struct CniState {
     pub list: serde_json::Value,
     /// The result of ADD (null before it finished).
     pub result: serde_json::Value,
-    /// The berth binary the monitor runs for DEL (`berth system net-teardown DIR`).
-    pub teardown_exe: PathBuf,
 }
 
 impl Attachment {
@@ -303,7 +301,6 @@ pub fn attach_cni(
         cni: Some(CniState {
             list: list.clone(),
             result: serde_json::Value::Null,
-            teardown_exe: std::env::current_exe().unwrap_or_default(),
         }),
     };
     att.save(record)?;
@@ -335,6 +332,17 @@ pub fn attach_cni(
         att.save(record)
     })();
     settle(made, att, record)
+}
+
+/// Makes a network namespace at `netns` with only its loopback, up (`--network none`).
+pub fn loopback_only(netns: &Path) -> Result<()> {
+    let made = crate::link::in_new_netns(netns, |_, inside, _| async move {
+        crate::link::set_up(&inside, "lo").await
+    });
+    if made.is_err() {
+        crate::netns::remove(netns);
+    }
+    made
 }
 
 /// The attachment if it was made; otherwise everything taken down and the record gone.
@@ -371,8 +379,10 @@ pub fn teardown(att: &Attachment) {
     if !att.extra {
         crate::netns::remove(&att.netns);
     }
-    let host = att.host_veth.clone();
-    let _ = crate::link::run(|h| async move { crate::link::delete(&h, &host).await });
+    // Normally the veth goes with its namespace, but the kernel frees a namespace
+    // later; deleting it now frees the address's MAC on the bridge at once (and removes
+    // one a crash left outside its namespace).
+    let _ = crate::unlink::delete_link(&att.host_veth);
 }
 
 /// Fault injection for the crash tests: with `BERTH_FAULT=POINT` the process kills

@@ -31,11 +31,8 @@ pub fn load(name: &str) -> Result<Value> {
     load_from(&conf_dir(), name)
 }
 
-/// [`load`] from the conf directory `dir`.
-pub fn load_from(dir: &Path, name: &str) -> Result<Value> {
-    let mut names = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(format!("read the CNI conf dir {}", dir.display()), e))?
+fn conf_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
@@ -44,6 +41,23 @@ pub fn load_from(dir: &Path, name: &str) -> Result<Value> {
         })
         .collect();
     entries.sort();
+    Ok(entries)
+}
+
+/// The name of the network a pod gets when the conf directory has configurations:
+/// the first file's, in name order (as the kubelet's runtimes choose). None when the
+/// directory is missing or has none.
+pub fn default_network() -> Option<String> {
+    let first = conf_files(&conf_dir()).ok()?.into_iter().next()?;
+    let v: Value = serde_json::from_slice(&std::fs::read(first).ok()?).ok()?;
+    v["name"].as_str().map(str::to_string)
+}
+
+/// [`load`] from the conf directory `dir`.
+pub fn load_from(dir: &Path, name: &str) -> Result<Value> {
+    let mut names = Vec::new();
+    let entries = conf_files(dir)
+        .map_err(|e| Error::io(format!("read the CNI conf dir {}", dir.display()), e))?;
     for p in entries {
         let Ok(text) = std::fs::read(&p) else {
             continue;

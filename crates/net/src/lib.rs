@@ -14,5 +14,6 @@ pub mod network;
 pub mod nft;
 pub mod ports;
 mod sys;
+pub mod unlink;
 
 pub use error::{Error, Result};

@@ -129,6 +129,7 @@ pub fn features() -> Value {
         },
         "annotations": {
             "berth.init": "true: pid 1 reaps orphans and forwards signals to the program",
+            "berth.infra": "true: a pod sandbox's infra process (no program: holds the namespaces, reaps orphans)",
             "io.github.seccomp.libseccomp.version": seccomp_version,
             "org.opencontainers.runc.checkpoint.enabled": "false",
             "org.opencontainers.runc.version": env!("CARGO_PKG_VERSION"),

@@ -17,6 +17,10 @@ use crate::sys;
 /// The annotation that asks for the init.
 pub const ANNOTATION: &str = "berth.init";
 
+/// The annotation that makes the container's init a pod sandbox's infra process
+/// (what the kubelet's pause container is): it runs no program at all.
+pub const INFRA_ANNOTATION: &str = "berth.infra";
+
 /// Every signal an init may catch (all but KILL and STOP, and glibc's two reserved
 /// real-time signals, which cannot be blocked through libc).
 fn catchable() -> Vec<i32> {
@@ -55,6 +59,39 @@ pub fn run(fifo: RawFd, args: &[std::ffi::CString], exec: impl FnOnce() -> Error
     }
     let _ = sys::set_cmdline(&line);
     supervise(child, sigfd.as_fd())
+}
+
+/// Becomes a pod sandbox's infra process: pid 1 of the pod's namespaces that runs
+/// nothing, reaps the orphans a shared PID namespace hands it, and exits 0 on SIGTERM,
+/// SIGINT or SIGHUP. The runtime's own code stays behind, so the sandbox needs no image
+/// and no file of its own. `fifo` is closed so that `start` returns. Never returns.
+pub fn hold(fifo: RawFd) -> ! {
+    let sigfd = match sys::block_to_signalfd(&catchable()) {
+        Ok(fd) => fd,
+        Err(e) => fail(&Error::io("infra: block signals", e)),
+    };
+    sys::close_raw(fifo);
+    let _ = rustix::thread::set_name(c"berth-infra");
+    let _ = sys::set_cmdline(b"berth-infra\0");
+    loop {
+        let mut fds = [rustix::event::PollFd::new(
+            &sigfd,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => fail(&Error::io(
+                "infra: wait for signals",
+                std::io::Error::from(e),
+            )),
+        }
+        while let Some(sig) = sys::read_signalfd(sigfd.as_fd()) {
+            if matches!(sig, libc::SIGTERM | libc::SIGINT | libc::SIGHUP) {
+                sys::exit_now(0);
+            }
+        }
+        while let Ok(Some(_)) = rustix::process::waitpid(None, WaitOptions::NOHANG) {}
+    }
 }
 
 fn fail(err: &Error) -> ! {

@@ -546,7 +546,12 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
     }
     p.proc.switch_user()?;
     p.proc.enter_cwd()?;
-    let program = p.proc.resolve_program()?;
+    // The infra process of a pod sandbox runs no program (see `reaper::hold`).
+    let program = if wants_infra(p.spec) {
+        std::ffi::CString::default()
+    } else {
+        p.proc.resolve_program()?
+    };
     crate::logging::phase("init: ready");
     p.chan.send(&Msg::Ready)?;
     // Wait for `start`: it writes one byte into the fifo.
@@ -576,6 +581,9 @@ fn after_start(p: &InitPlan<'_>, host_pid: i32, program: &std::ffi::CString) -> 
     if let Some(f) = p.proc.seccomp.as_ref().filter(|_| p.proc.no_new_privs) {
         f.load()?;
     }
+    if wants_infra(p.spec) {
+        crate::reaper::hold(p.fifo.as_raw_fd());
+    }
     if wants_init(p.spec) {
         crate::reaper::run(p.fifo.as_raw_fd(), &p.proc.args, || p.proc.exec(program));
     }
@@ -584,9 +592,18 @@ fn after_start(p: &InitPlan<'_>, host_pid: i32, program: &std::ffi::CString) -> 
 
 /// Whether the spec asks for berth's reaping init as pid 1 (see [`crate::reaper`]).
 fn wants_init(spec: &Spec) -> bool {
+    annotated(spec, crate::reaper::ANNOTATION)
+}
+
+/// Whether the spec asks for a pod sandbox's infra process (see [`crate::reaper::hold`]).
+fn wants_infra(spec: &Spec) -> bool {
+    annotated(spec, crate::reaper::INFRA_ANNOTATION)
+}
+
+fn annotated(spec: &Spec, key: &str) -> bool {
     spec.annotations()
         .as_ref()
-        .and_then(|a| a.get(crate::reaper::ANNOTATION))
+        .and_then(|a| a.get(key))
         .is_some_and(|v| v == "true")
 }
 

@@ -20,47 +20,7 @@ pub struct MountSpec {
     pub options: Vec<String>,
 }
 
-/// `--restart`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub enum RestartPolicy {
-    /// Never (the default).
-    #[default]
-    No,
-    /// After a non-zero exit, at most `max` times (0: no limit).
-    OnFailure {
-        /// Retry limit.
-        max: u32,
-    },
-    /// Always.
-    Always,
-    /// Always, unless stopped by the user.
-    UnlessStopped,
-}
-
-impl std::str::FromStr for RestartPolicy {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<RestartPolicy> {
-        Ok(match s.split_once(':') {
-            None if s == "no" => RestartPolicy::No,
-            None if s == "always" => RestartPolicy::Always,
-            None if s == "unless-stopped" => RestartPolicy::UnlessStopped,
-            None if s == "on-failure" => RestartPolicy::OnFailure { max: 0 },
-            Some(("on-failure", n)) => RestartPolicy::OnFailure {
-                max: n.parse().map_err(|_| {
-                    Error::Invalid(format!(
-                        "--restart {s:?}: the retry count must be a number, as in on-failure:3"
-                    ))
-                })?,
-            },
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "--restart {s:?}: use no, on-failure[:N], always or unless-stopped"
-                )))
-            }
-        })
-    }
-}
+pub use berth_monitor::supervise::RestartPolicy;
 
 /// Everything `run`/`create` was asked for.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -1,0 +1,19 @@
+//! The engine's only unsafe code: moving one thread into new IPC and UTS namespaces.
+#![allow(unsafe_code)]
+
+/// Moves the calling thread (only it: namespaces are per thread) into new namespaces
+/// of the kinds in `flags` (IPC and UTS only).
+pub fn unshare_ipc_uts(ipc: bool, uts: bool) -> std::io::Result<()> {
+    use rustix::thread::UnshareFlags;
+    let mut flags = UnshareFlags::empty();
+    if ipc {
+        flags |= UnshareFlags::NEWIPC;
+    }
+    if uts {
+        flags |= UnshareFlags::NEWUTS;
+    }
+    // SAFETY: CLONE_NEWIPC and CLONE_NEWUTS change only which IPC objects and which
+    // hostname this thread sees; they share no memory or descriptor tables, which is
+    // what makes unshare unsafe for flags such as CLONE_FILES or CLONE_VM.
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(Into::into)
+}

@@ -1,0 +1,147 @@
+//! Container events without polling: each container's monitor (and the engine, for
+//! creations) replaces `events/ID` whole at every change, and removal deletes it;
+//! an inotify watch on that one directory hears every change as it happens. The
+//! stream is CRI's GetContainerEvents; waits for a container to end use it too, with a
+//! pidfd on the init for a container whose monitor is gone.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::fs::inotify;
+
+use berth_monitor::supervise::{EventKind, EventRecord};
+
+use crate::cri::{ContainerEvent, ContainerEventKind};
+use crate::error::{Context, Result};
+
+/// A stream of container events from an events directory.
+pub struct EventStream {
+    fd: OwnedFd,
+    dir: PathBuf,
+    /// Sandbox of each container seen, for the deletion events (the record is gone).
+    sandboxes: HashMap<String, String>,
+    pending: std::collections::VecDeque<ContainerEvent>,
+}
+
+fn convert(r: EventRecord) -> ContainerEvent {
+    ContainerEvent {
+        container_id: r.container_id,
+        sandbox_id: r.sandbox_id,
+        kind: match r.kind {
+            EventKind::Created => ContainerEventKind::Created,
+            EventKind::Started => ContainerEventKind::Started,
+            EventKind::Stopped => ContainerEventKind::Stopped,
+        },
+        at: r.at,
+    }
+}
+
+impl EventStream {
+    /// Watches `dir` from now on.
+    pub fn open(dir: &Path) -> Result<EventStream> {
+        std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+            .ctx(|| "inotify_init")?;
+        inotify::add_watch(
+            &fd,
+            dir,
+            inotify::WatchFlags::MOVED_TO | inotify::WatchFlags::DELETE,
+        )
+        .ctx(|| format!("watch {}", dir.display()))?;
+        let mut sandboxes = HashMap::new();
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if let Ok(Some(r)) = berth_monitor::record::read_json::<EventRecord>(&e.path()) {
+                    sandboxes.insert(r.container_id, r.sandbox_id);
+                }
+            }
+        }
+        Ok(EventStream {
+            fd,
+            dir: dir.to_path_buf(),
+            sandboxes,
+            pending: Default::default(),
+        })
+    }
+
+    /// The next event, waiting up to `timeout` (None: for ever); None on timeout.
+    pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<ContainerEvent>> {
+        let end = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Ok(Some(e));
+            }
+            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Ok(None);
+            }
+            if !wait_readable(&self.fd, None, left) {
+                continue;
+            }
+            self.read_events();
+        }
+    }
+
+    fn read_events(&mut self) {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
+        let mut names: Vec<(String, bool)> = Vec::new();
+        {
+            let mut reader = inotify::Reader::new(&self.fd, &mut buf);
+            while let Ok(ev) = reader.next() {
+                let Some(name) = ev.file_name().and_then(|n| n.to_str().ok()) else {
+                    continue;
+                };
+                if name.ends_with(".tmp") {
+                    continue;
+                }
+                let deleted = ev.events().contains(inotify::ReadFlags::DELETE);
+                names.push((name.to_string(), deleted));
+            }
+        }
+        for (name, deleted) in names {
+            if deleted {
+                let sandbox_id = self.sandboxes.remove(&name).unwrap_or_default();
+                self.pending.push_back(ContainerEvent {
+                    container_id: name,
+                    sandbox_id,
+                    kind: ContainerEventKind::Deleted,
+                    at: berth_monitor::supervise::now_nanos(),
+                });
+            } else if let Ok(Some(r)) =
+                berth_monitor::record::read_json::<EventRecord>(&self.dir.join(&name))
+            {
+                self.sandboxes.insert(r.container_id.clone(), r.sandbox_id.clone());
+                self.pending.push_back(convert(r));
+            }
+        }
+    }
+
+    /// The inotify descriptor (to poll together with others).
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+}
+
+impl Iterator for EventStream {
+    type Item = Result<ContainerEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event(None).transpose()
+    }
+}
+
+/// Waits until `fd` (or `also`) is readable or `timeout` passes; true if readable.
+pub(crate) fn wait_readable(fd: &OwnedFd, also: Option<&OwnedFd>, timeout: Option<Duration>) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let ts = timeout.map(|t| Timespec {
+        tv_sec: t.as_secs() as i64,
+        tv_nsec: t.subsec_nanos() as i64,
+    });
+    let mut fds = vec![PollFd::new(fd, PollFlags::IN)];
+    if let Some(a) = also {
+        fds.push(PollFd::new(a, PollFlags::IN));
+    }
+    matches!(poll(&mut fds, ts.as_ref()), Ok(n) if n > 0)
+}

@@ -1,0 +1,69 @@
+//! Deleting a network interface without an async runtime: one RTM_DELLINK request on
+//! a netlink socket, waited for. Teardown runs in the monitor — one small process per
+//! container — which should not start tokio and rtnetlink's connection just to remove
+//! a veth; the message types come from netlink-packet-route, the socket from
+//! netlink-sys (the crates rtnetlink itself is built on).
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
+};
+use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::error::{Error, Result};
+
+/// The index of interface `name` in this thread's network namespace, if it exists.
+pub fn index_of(name: &str) -> Option<u32> {
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Deletes interface `name` (a veth takes its peer with it); one that is gone
+/// already is fine.
+pub fn delete_link(name: &str) -> Result<()> {
+    let Some(index) = index_of(name) else {
+        return Ok(());
+    };
+    let fail = |what: &str, e: std::io::Error| Error::io(format!("delete link {name}: {what}"), e);
+    let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| fail("open a netlink socket", e))?;
+    sock.bind_auto().map_err(|e| fail("bind the netlink socket", e))?;
+    sock.connect(&SocketAddr::new(0, 0))
+        .map_err(|e| fail("connect to the kernel", e))?;
+    let mut link = LinkMessage::default();
+    link.header.index = index;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.sequence_number = 1;
+    let mut msg = NetlinkMessage::new(
+        header,
+        NetlinkPayload::from(RouteNetlinkMessage::DelLink(link)),
+    );
+    msg.finalize();
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    sock.send(&buf, 0).map_err(|e| fail("send", e))?;
+    let mut reply = vec![0u8; 8192];
+    let n = sock.recv(&mut &mut reply[..], 0).map_err(|e| fail("receive", e))?;
+    let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[..n])
+        .map_err(|e| fail("decode the answer", std::io::Error::other(e.to_string())))?;
+    match answer.payload {
+        NetlinkPayload::Error(e) => match e.code {
+            None => Ok(()),
+            // Gone meanwhile (its namespace went): what was wanted.
+            Some(c) if -c.get() == libc_enodev() => Ok(()),
+            Some(c) => Err(fail("the kernel refused", std::io::Error::from_raw_os_error(-c.get()))),
+        },
+        _ => Ok(()),
+    }
+}
+
+fn libc_enodev() -> i32 {
+    rustix::io::Errno::NODEV.raw_os_error()
+}
