@@ -7,14 +7,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 use serde_json::{json, Value};
 
-use berth_engine::config::RunConfig;
-use berth_engine::engine::State;
+use berth_engine::docker::config::RunConfig;
+use berth_engine::docker::State;
 use berth_engine::Engine;
 use berth_image::commit::NewImage;
 use berth_image::oci::Platform;
@@ -594,7 +593,7 @@ impl Builder<'_> {
         let used: Vec<String> = self.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let text = format!("RUN {}", i.rest);
         let key_args = used.join("\n");
-        let name = format!("build-{}", &berth_engine::record::new_id()[..12]);
+        let name = format!("build-{}", &berth_engine::core::names::new_id()[..12]);
         self.step(&[&text, &key_args], |b| {
             let cfg = RunConfig {
                 image: cur.manifest_digest.to_string(),
@@ -608,19 +607,17 @@ impl Builder<'_> {
             let e = b.engine;
             let rec = e.create(cfg, Some(name.clone()))?;
             let result = (|| -> anyhow::Result<Digest> {
-                let (mut child, _) = e.start(&rec)?;
-                let log = e.paths(&rec.id).log();
-                let mut offset = 0u64;
-                loop {
-                    let done = child.try_wait()?.is_some();
-                    if !b.quiet {
-                        offset = print_new(&log, offset);
+                // The step's output as the monitor sends it, until the step ends.
+                let (mut child, _, output) = e.start_following(&rec)?;
+                let quiet = b.quiet;
+                berth_engine::docker::read_frames(output, |_, data| {
+                    if !quiet {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(data);
+                        let _ = out.flush();
                     }
-                    if done {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                });
+                let _ = child.wait();
                 let code = match e.state(&rec) {
                     State::Exited(c, _) => c,
                     s => bail!("Dockerfile line {}: RUN ended as {}", i.line, s.word()),
@@ -642,26 +639,6 @@ impl Builder<'_> {
             result
         })
     }
-}
-
-fn print_new(log: &Path, offset: u64) -> u64 {
-    let data = std::fs::read(log).unwrap_or_default();
-    if (data.len() as u64) <= offset {
-        return offset;
-    }
-    let new = &data[offset as usize..];
-    let end = new.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    let mut out = std::io::stdout().lock();
-    for l in new[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        if let Some(en) = berth_engine::log::parse(l) {
-            let _ = out.write_all(en.content);
-            if en.full {
-                let _ = out.write_all(b"\n");
-            }
-        }
-    }
-    let _ = out.flush();
-    offset + end as u64
 }
 
 fn is_archive(p: &Path) -> bool {

@@ -9,9 +9,9 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use serde_json::{json, Value};
 
-use berth_engine::config::{parse_cpus, parse_size, MountSpec, RunConfig};
-use berth_engine::engine::State;
-use berth_engine::record::{read_json, ContainerRecord, ExitRecord};
+use berth_engine::docker::config::{parse_cpus, parse_size, MountSpec, RestartPolicy, RunConfig};
+use berth_engine::docker::{Container as ContainerRecord, State};
+use berth_engine::record::{read_json, ExitRecord};
 use berth_engine::Engine;
 use berth_image::inspect::{human_age, parse_time};
 
@@ -546,9 +546,9 @@ fn volume_source(ctx: &Ctx, src: &str) -> anyhow::Result<String> {
         return Ok(src.to_string());
     }
     let name = if src.is_empty() {
-        berth_engine::record::new_id()
+        berth_engine::core::names::new_id()
     } else {
-        berth_engine::record::check_name(src).map_err(|_| {
+        berth_engine::core::names::check_name(src).map_err(|_| {
             anyhow::anyhow!("volume name {src:?}: use letters, digits, '_', '.', '-' (or an absolute host path)")
         })?;
         src.to_string()
@@ -579,7 +579,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<i32> {
             Ok(x) => x,
             Err(err) => {
                 if rec.config.auto_remove {
-                    let _ = e.remove_files(&rec.id);
+                    let _ = e.remove(&rec, true);
                 }
                 return Err(err.into());
             }
@@ -587,11 +587,11 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<i32> {
         return session::run(&e, &rec, Some(child), conn, &keys);
     }
     if a.detach {
-        let (_child, _pid) = match e.start(&rec) {
+        let _pid = match e.start(&rec) {
             Ok(x) => x,
             Err(err) => {
                 if rec.config.auto_remove {
-                    let _ = e.remove_files(&rec.id);
+                    let _ = e.remove(&rec, true);
                 }
                 return Err(err.into());
             }
@@ -604,7 +604,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<i32> {
         Ok(x) => x,
         Err(err) => {
             if rec.config.auto_remove {
-                let _ = e.remove_files(&rec.id);
+                let _ = e.remove(&rec, true);
             }
             return Err(err.into());
         }
@@ -619,10 +619,10 @@ async fn follow_until_exit(
     e: &Engine,
     rec: &ContainerRecord,
     mut child: std::process::Child,
-    output: berth_engine::engine::MonitorOutput,
+    output: berth_engine::docker::MonitorOutput,
 ) -> anyhow::Result<i32> {
     let reader = std::thread::spawn(move || {
-        berth_engine::engine::read_frames(output, |stderr, data| {
+        berth_engine::docker::read_frames(output, |stderr, data| {
             if stderr {
                 let mut w = std::io::stderr().lock();
                 let _ = w.write_all(data);
@@ -706,7 +706,7 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<i32> {
             let (child, _, output) = e.start_following(&rec)?;
             return follow_until_exit(&e, &rec, child, output).await;
         }
-        let (_child, _) = e.start(&rec)?;
+        e.start(&rec)?;
         println!("{name}");
         code = 0;
     }
@@ -794,7 +794,7 @@ fn status_text(state: &State, rec: &ContainerRecord, e: &Engine) -> String {
 
 /// docker's PORTS column: `0.0.0.0:8080->80/tcp, 127.0.0.1:53->53/udp`.
 fn ports_text(e: &Engine, r: &ContainerRecord) -> String {
-    berth_engine::network::attachment(&e.paths(&r.id).dir)
+    e.attachment(r)
         .map(|a| {
             a.ports
                 .iter()
@@ -816,7 +816,7 @@ fn ports_text(e: &Engine, r: &ContainerRecord) -> String {
 /// docker's NetworkSettings, from the container's network record (empty when it has
 /// no network of its own or is not running).
 fn network_settings(e: &Engine, r: &ContainerRecord) -> Value {
-    let att = berth_engine::network::attachment(&e.paths(&r.id).dir);
+    let att = e.attachment(r);
     let mut ports = serde_json::Map::new();
     let mut networks = serde_json::Map::new();
     if let Some(a) = &att {
@@ -830,9 +830,7 @@ fn network_settings(e: &Engine, r: &ContainerRecord) -> Value {
                 }
             }
         }
-        for x in std::iter::once(a.clone()).chain(berth_engine::network::extra_attachments(
-            &e.paths(&r.id).dir,
-        )) {
+        for x in std::iter::once(a.clone()).chain(e.extra_attachments(r)) {
             networks.insert(
                 x.network.clone(),
                 json!({
@@ -856,6 +854,7 @@ fn network_settings(e: &Engine, r: &ContainerRecord) -> Value {
         .map(|i| i.to_string())
         .unwrap_or_default();
     json!({
+        "SandboxID": r.sandbox_id,
         "SandboxKey": att.as_ref().map(|a| a.netns.display().to_string()).unwrap_or_default(),
         "Ports": ports,
         "IPAddress": ip,
@@ -990,7 +989,7 @@ pub fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<()> {
 pub async fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<()> {
     let e = engine(ctx)?;
     let rec = e.find(&a.container)?;
-    let path = e.paths(&rec.id).log();
+    let path = e.log_path(&rec);
     let since = match &a.since {
         None => None,
         Some(s) => Some(match parse_time(s) {
@@ -1106,11 +1105,11 @@ pub fn inspect_json(e: &Engine, r: &ContainerRecord) -> Value {
             "FinishedAt": exit.finished_at,
         },
         "Image": r.image_id,
-        "ResolvConfPath": if berth_engine::network::bridged(c) { e.paths(&r.id).dir.join("resolv.conf").display().to_string() } else { String::new() },
-        "HostnamePath": if berth_engine::network::bridged(c) { e.paths(&r.id).dir.join("hostname").display().to_string() } else { String::new() },
-        "HostsPath": if berth_engine::network::bridged(c) { e.paths(&r.id).dir.join("hosts").display().to_string() } else { String::new() },
+        "ResolvConfPath": e.sandbox_dir(r).join("resolv.conf").display().to_string(),
+        "HostnamePath": e.sandbox_dir(r).join("hostname").display().to_string(),
+        "HostsPath": e.sandbox_dir(r).join("hosts").display().to_string(),
         "NetworkSettings": network_settings(e, r),
-        "LogPath": e.paths(&r.id).log(),
+        "LogPath": e.log_path(r),
         "Name": format!("/{}", r.name),
         "RestartCount": r.restart_count,
         "Driver": "overlay",
@@ -1125,10 +1124,10 @@ pub fn inspect_json(e: &Engine, r: &ContainerRecord) -> Value {
             "IpcMode": c.ipc,
             "UTSMode": c.uts,
             "RestartPolicy": match &c.restart {
-                berth_engine::config::RestartPolicy::No => json!({"Name": "no", "MaximumRetryCount": 0}),
-                berth_engine::config::RestartPolicy::OnFailure { max } => json!({"Name": "on-failure", "MaximumRetryCount": max}),
-                berth_engine::config::RestartPolicy::Always => json!({"Name": "always", "MaximumRetryCount": 0}),
-                berth_engine::config::RestartPolicy::UnlessStopped => json!({"Name": "unless-stopped", "MaximumRetryCount": 0}),
+                RestartPolicy::No => json!({"Name": "no", "MaximumRetryCount": 0}),
+                RestartPolicy::OnFailure { max } => json!({"Name": "on-failure", "MaximumRetryCount": max}),
+                RestartPolicy::Always => json!({"Name": "always", "MaximumRetryCount": 0}),
+                RestartPolicy::UnlessStopped => json!({"Name": "unless-stopped", "MaximumRetryCount": 0}),
             },
             "AutoRemove": c.auto_remove,
             "Init": c.init,
@@ -1234,15 +1233,21 @@ pub struct ExecArgs {
 pub fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<i32> {
     let e = engine(ctx)?;
     let rec = e.find(&a.container)?;
-    let opts = berth_engine::engine::ExecOptions {
+    let opts = berth_engine::docker::ExecOptions {
         args: a.command,
         env: a.env,
         user: a.user,
         workdir: a.workdir,
         detach: a.detach,
         tty: a.tty,
+        interactive: a.interactive,
+        privileged: false,
     };
-    Ok(e.exec(&rec, &opts)?)
+    let s = e.exec(&rec, &opts)?;
+    if a.detach {
+        return Ok(s.wait()?);
+    }
+    session::run_exec(s, a.tty, a.interactive)
 }
 
 /// `berth pause` / `unpause`.
@@ -1425,8 +1430,8 @@ pub fn volume(ctx: &Ctx, c: VolumeCommand) -> anyhow::Result<()> {
     };
     match c {
         VolumeCommand::Create { name } => {
-            let name = name.unwrap_or_else(berth_engine::record::new_id);
-            berth_engine::record::check_name(&name).map_err(|_| {
+            let name = name.unwrap_or_else(berth_engine::core::names::new_id);
+            berth_engine::core::names::check_name(&name).map_err(|_| {
                 anyhow::anyhow!("volume name {name:?}: use letters, digits, '_', '.', '-'")
             })?;
             std::fs::create_dir_all(base.join(&name).join("_data"))?;

@@ -63,13 +63,6 @@ pub enum SystemCommand {
     /// last container takes unused bridges and firewall tables away (started by berth).
     #[command(hide = true)]
     NetworkHelper,
-    /// Take a container's network down from its record (the monitor runs this for CNI
-    /// networks, whose plugins' DEL berth runs).
-    #[command(hide = true)]
-    NetTeardown {
-        /// The container's directory.
-        dir: std::path::PathBuf,
-    },
 }
 
 /// Arguments of `images`.
@@ -502,10 +495,6 @@ pub fn system(ctx: &Ctx, c: SystemCommand) -> anyhow::Result<()> {
                 &berth_net::network::Networks::host(),
                 std::time::Duration::from_secs(30),
             )?;
-            Ok(())
-        }
-        SystemCommand::NetTeardown { dir } => {
-            berth_engine::network::disconnect(&dir);
             Ok(())
         }
         SystemCommand::Df => {

@@ -89,8 +89,10 @@ fn inspect_json(ctx: &Ctx, nets: &Networks, n: &Network) -> anyhow::Result<Value
     let e = engine(ctx)?;
     let mut containers = serde_json::Map::new();
     for (ip, holder) in nets.leases(&n.name).all() {
-        let name = e.find(&holder).map(|r| r.name).unwrap_or_default();
-        let att = berth_engine::network::attachment(&e.paths(&holder).dir);
+        // Leases are held by sandboxes: a container's own, or a pod's.
+        let c = e.container_of_sandbox(&holder);
+        let name = c.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+        let att = c.as_ref().and_then(|c| e.attachment(c));
         containers.insert(
             holder.clone(),
             json!({
@@ -234,14 +236,14 @@ pub fn network(ctx: &Ctx, c: NetworkCommand) -> anyhow::Result<()> {
         NetworkCommand::Connect { network, container } => {
             let e = engine(ctx)?;
             let rec = e.find(&container)?;
-            berth_engine::network::connect_extra(&e, &rec, &network)?;
+            e.connect(&rec, &network)?;
         }
         NetworkCommand::Disconnect {
             network, container, ..
         } => {
             let e = engine(ctx)?;
             let rec = e.find(&container)?;
-            berth_engine::network::disconnect_extra(&e, &rec, &network)?;
+            e.disconnect(&rec, &network)?;
         }
         NetworkCommand::Prune { .. } => {
             println!("Deleted Networks:");

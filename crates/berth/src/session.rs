@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::bail;
 use clap::Args;
 
-use berth_engine::record::ContainerRecord;
+use berth_engine::docker::Container as ContainerRecord;
 use berth_engine::Engine;
 
 use crate::container_cmd::engine;
@@ -32,8 +32,8 @@ pub fn attach(ctx: &Ctx, a: AttachArgs) -> anyhow::Result<i32> {
     let e = engine(ctx)?;
     let rec = e.find(&a.container)?;
     let keys = detach_keys(a.detach_keys.as_deref())?;
-    let conn = e.attach(&rec, terminal_size())?;
-    run(&e, &rec, None, conn, &keys)
+    let s = e.attach(&rec, terminal_size())?;
+    run(&e, &rec, None, s.stream, &keys)
 }
 
 /// Parses docker's `--detach-keys` (`ctrl-p,ctrl-q`, `ctrl-@`, letters, `ctrl-[`...)
@@ -211,6 +211,92 @@ pub fn run(
         }
     }
     Ok(e.wait(rec).unwrap_or(-1))
+}
+
+/// Runs a process started with `exec` on our stdio — its terminal in raw mode (our
+/// size passed on as it changes), or its pipes — until it ends; returns its exit code.
+pub fn run_exec(
+    mut s: berth_engine::exec::ExecSession,
+    tty: bool,
+    interactive: bool,
+) -> anyhow::Result<i32> {
+    if let Some(term) = s.terminal.take() {
+        let raw = RawTerminal::enable(tty && interactive);
+        let (rows, cols) = terminal_size();
+        let _ = rustix::termios::tcsetwinsize(
+            &term,
+            rustix::termios::Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        );
+        {
+            use std::io::IsTerminal;
+            let resize_to = term.try_clone()?;
+            if std::io::stdout().is_terminal() {
+                if let Ok(mut signals) =
+                    signal_hook::iterator::Signals::new([signal_hook::consts::SIGWINCH])
+                {
+                    std::thread::spawn(move || {
+                        for _ in signals.forever() {
+                            let (rows, cols) = terminal_size();
+                            let _ = rustix::termios::tcsetwinsize(
+                                &resize_to,
+                                rustix::termios::Winsize {
+                                    ws_row: rows,
+                                    ws_col: cols,
+                                    ws_xpixel: 0,
+                                    ws_ypixel: 0,
+                                },
+                            );
+                        }
+                    });
+                }
+            }
+        }
+        if interactive {
+            let mut to = term.try_clone()?;
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to);
+            });
+        }
+        // Reading the master fails (EIO) once the process and its children closed the
+        // terminal.
+        let mut from = term;
+        let mut out = std::io::stdout().lock();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = out.write_all(&buf[..n]);
+            let _ = out.flush();
+        }
+        drop(raw);
+        return Ok(s.wait()?);
+    }
+    if let (true, Some(mut to)) = (interactive, s.stdin.take()) {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to);
+        });
+    }
+    let out = s.stdout.take().map(|mut r| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut r, &mut std::io::stdout());
+        })
+    });
+    let err = s.stderr.take().map(|mut r| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut r, &mut std::io::stderr());
+        })
+    });
+    let code = s.wait()?;
+    for t in [out, err].into_iter().flatten() {
+        let _ = t.join();
+    }
+    Ok(code)
 }
 
 /// Passes our terminal's new size to the container whenever it changes (SIGWINCH), for

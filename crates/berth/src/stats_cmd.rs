@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
-use berth_engine::engine::State;
-use berth_engine::record::ContainerRecord;
+use berth_engine::docker::{Container as ContainerRecord, State};
 use berth_engine::Engine;
 
 use crate::container_cmd::engine;

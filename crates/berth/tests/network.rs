@@ -181,8 +181,13 @@ impl Drop for PortmapChains {
     }
 }
 
+/// The ID a container's network objects go by: its sandbox's (docker's
+/// NetworkSettings.SandboxID), which holds its namespace, lease and veth.
 fn id_of(env: &Env, name: &str) -> String {
-    inspect(env, name)["Id"].as_str().unwrap().to_string()
+    inspect(env, name)["NetworkSettings"]["SandboxID"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// An HTTP GET of /hostname from busybox httpd at `addr`.

@@ -77,7 +77,7 @@ impl EventStream {
             if left.is_some_and(|l| l.is_zero()) {
                 return Ok(None);
             }
-            if !wait_readable(&self.fd, None, left) {
+            if !wait_readable(&self.fd, &[], left) {
                 continue;
             }
             self.read_events();
@@ -112,10 +112,17 @@ impl EventStream {
             } else if let Ok(Some(r)) =
                 berth_monitor::record::read_json::<EventRecord>(&self.dir.join(&name))
             {
-                self.sandboxes.insert(r.container_id.clone(), r.sandbox_id.clone());
+                self.sandboxes
+                    .insert(r.container_id.clone(), r.sandbox_id.clone());
                 self.pending.push_back(convert(r));
             }
         }
+    }
+
+    /// Reads what has arrived without waiting (the events queue up for
+    /// [`Self::next_event`]).
+    pub fn drain(&mut self) {
+        self.read_events();
     }
 
     /// The inotify descriptor (to poll together with others).
@@ -132,15 +139,15 @@ impl Iterator for EventStream {
     }
 }
 
-/// Waits until `fd` (or `also`) is readable or `timeout` passes; true if readable.
-pub(crate) fn wait_readable(fd: &OwnedFd, also: Option<&OwnedFd>, timeout: Option<Duration>) -> bool {
+/// Waits until `fd` (or one of `also`) is readable or `timeout` passes; true if one is.
+pub(crate) fn wait_readable(fd: &OwnedFd, also: &[OwnedFd], timeout: Option<Duration>) -> bool {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     let ts = timeout.map(|t| Timespec {
         tv_sec: t.as_secs() as i64,
         tv_nsec: t.subsec_nanos() as i64,
     });
     let mut fds = vec![PollFd::new(fd, PollFlags::IN)];
-    if let Some(a) = also {
+    for a in also {
         fds.push(PollFd::new(a, PollFlags::IN));
     }
     matches!(poll(&mut fds, ts.as_ref()), Ok(n) if n > 0)

@@ -78,10 +78,15 @@ impl ExecSession {
     /// Waits up to `timeout`; None when it is still running then.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<i32>> {
         let end = Instant::now() + timeout;
-        let pidfd = rustix::process::Pid::from_raw(self.child.id() as i32)
-            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+        let pidfd = rustix::process::Pid::from_raw(self.child.id() as i32).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
         loop {
-            if let Some(st) = self.child.try_wait().ctx(|| "wait for berth-runtime exec")? {
+            if let Some(st) = self
+                .child
+                .try_wait()
+                .ctx(|| "wait for berth-runtime exec")?
+            {
                 return Ok(Some(st.code().unwrap_or(255)));
             }
             let left = end.saturating_duration_since(Instant::now());
@@ -90,7 +95,7 @@ impl ExecSession {
             }
             match &pidfd {
                 Some(fd) => {
-                    crate::events::wait_readable(fd, None, Some(left));
+                    crate::events::wait_readable(fd, &[], Some(left));
                 }
                 None => std::thread::sleep(left.min(Duration::from_millis(5))),
             }
@@ -139,7 +144,10 @@ impl Core {
         )
         .map_err(|e| Error::Runtime(format!("{}: {e}", paths.config().display())))?;
         let mut p = spec.process().clone().ok_or_else(|| {
-            Error::Runtime(format!("container {} has no process in its config", rec.name))
+            Error::Runtime(format!(
+                "container {} has no process in its config",
+                rec.name
+            ))
         })?;
         p.set_args(Some(req.cmd.clone()));
         p.set_terminal(Some(req.tty));
@@ -172,6 +180,8 @@ impl Core {
                 .bounding(all.clone())
                 .effective(all.clone())
                 .permitted(all)
+                .inheritable(oci_spec::runtime::Capabilities::new())
+                .ambient(oci_spec::runtime::Capabilities::new())
                 .build()
                 .map_err(|e| Error::Runtime(e.to_string()))?;
             p.set_capabilities(Some(caps));
@@ -206,11 +216,24 @@ impl Core {
         )
         .ctx(|| format!("write {}", process_file.display()))?;
         let mut cmd = self.runtime(&["exec"]);
-        cmd.arg("--process").arg(&process_file).arg("--pid-file").arg(&pid_file);
+        cmd.arg("--process")
+            .arg(&process_file)
+            .arg("--pid-file")
+            .arg(&pid_file);
+        if req.detach {
+            if req.tty || req.stdin {
+                return Err(Error::Invalid(
+                    "exec: a detached process gets neither a terminal nor stdin".into(),
+                ));
+            }
+            cmd.arg("--detach");
+        }
         let console = if req.tty {
             let dirfd = rustix::fs::open(
                 &dir,
-                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
             )
             .ctx(|| format!("open {}", dir.display()))?;
@@ -222,8 +245,16 @@ impl Core {
             None
         };
         cmd.arg(&rec.id)
-            .stdin(if req.stdin && !req.tty { Stdio::piped() } else { Stdio::null() })
-            .stdout(if req.tty { Stdio::null() } else { Stdio::piped() })
+            .stdin(if req.stdin && !req.tty {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(if req.tty || req.detach {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().ctx(|| "run berth-runtime exec")?;
         let terminal = match console {
@@ -308,8 +339,11 @@ impl Core {
         let dir = self.dirs().container(&rec.id).dir;
         let mut c = connect_attach(&dir)
             .map_err(|e| Error::Conflict(format!("container {} is not running ({e})", rec.name)))?;
-        std::io::Write::write_all(&mut c, &attach_request(rec.config.tty, size.unwrap_or((24, 80))))
-            .map_err(|e| Error::Conflict(format!("container {} is not running ({e})", rec.name)))?;
+        std::io::Write::write_all(
+            &mut c,
+            &attach_request(rec.config.tty, size.unwrap_or((24, 80))),
+        )
+        .map_err(|e| Error::Conflict(format!("container {} is not running ({e})", rec.name)))?;
         Ok(AttachSession { stream: c, dir })
     }
 
@@ -330,7 +364,10 @@ impl Core {
                     .ctx(|| format!("enter the network namespace {}", p.display()))?;
                 }
                 std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).map_err(|e| {
-                    Error::io(format!("connect to port {port} in sandbox {}", &rec.id[..12]), e)
+                    Error::io(
+                        format!("connect to port {port} in sandbox {}", &rec.id[..12]),
+                        e,
+                    )
                 })
             })
             .join()
@@ -361,7 +398,11 @@ fn receive_terminal(l: &UnixListener, child: &mut Child) -> Result<OwnedFd> {
             }
             return Err(Error::Runtime(format!(
                 "exec failed ({st}) before it had a terminal{}",
-                if msg.trim().is_empty() { String::new() } else { format!(": {}", msg.trim()) }
+                if msg.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", msg.trim())
+                }
             )));
         }
         let left = end.saturating_duration_since(Instant::now());
@@ -369,6 +410,10 @@ fn receive_terminal(l: &UnixListener, child: &mut Child) -> Result<OwnedFd> {
             return Err(Error::Runtime("exec: no terminal within 30 s".into()));
         }
         let listener_fd: &OwnedFd = &rustix::io::dup(l.as_fd()).ctx(|| "dup")?;
-        crate::events::wait_readable(listener_fd, pidfd.as_ref(), Some(left.min(Duration::from_millis(200))));
+        crate::events::wait_readable(
+            listener_fd,
+            pidfd.as_slice(),
+            Some(left.min(Duration::from_millis(200))),
+        );
     }
 }

@@ -7,9 +7,9 @@
 pub mod error;
 pub mod log;
 pub mod monitor;
+pub mod record;
 pub mod sandbox;
 pub mod supervise;
-pub mod record;
 pub mod sys;
 
 pub use error::{Error, Result};

@@ -12,5 +12,8 @@ fn main() {
     let runtime: std::path::PathBuf = std::env::var_os("BERTH_RUNTIME")
         .map(Into::into)
         .unwrap_or_else(|| "berth-runtime".into());
-    std::process::exit(berth_monitor::monitor::run(std::path::Path::new(dir), &runtime));
+    std::process::exit(berth_monitor::monitor::run(
+        std::path::Path::new(dir),
+        &runtime,
+    ));
 }

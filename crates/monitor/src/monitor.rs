@@ -67,16 +67,6 @@ pub const STOPPED_MARK: &str = "stopped-by-user";
 /// `supervise.json`), with berth-runtime at `runtime`; returns the exit code to exit
 /// with.
 pub fn run(dir: &Path, runtime: &Path) -> i32 {
-    // Nobody waits for a detached start's monitor: it leaves the starter's process
-    // tree, so a long-running starter (the node agent) is left no zombie to reap.
-    if std::env::var_os("BERTH_FOLLOW").is_none() && std::env::var_os("BERTH_ATTACH_WAIT").is_none()
-    {
-        crate::sys::daemonize();
-    }
-    let _ = rustix::process::setsid();
-    // The runtime's create leaves the init behind when it exits: as a subreaper, the
-    // monitor becomes its parent and can wait for it.
-    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
     let paths = Paths {
         dir: dir.to_path_buf(),
     };
@@ -104,6 +94,17 @@ pub fn run(dir: &Path, runtime: &Path) -> i32 {
             return 125;
         }
     };
+    // Nobody waits for a detached start's monitor: it leaves the starter's process
+    // tree, so a long-running starter (the node agent) is left no zombie to reap.
+    if std::env::var_os("BERTH_FOLLOW").is_none() && std::env::var_os("BERTH_ATTACH_WAIT").is_none()
+    {
+        crate::sys::daemonize();
+    }
+    let _ = rustix::process::setsid();
+    // The runtime's create leaves the init behind when it exits: as a subreaper, the
+    // monitor becomes its parent and can wait for it (the flag is the process's own:
+    // set after the fork).
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
     let job = Job {
         sup,
         paths,
@@ -145,13 +146,6 @@ pub fn run(dir: &Path, runtime: &Path) -> i32 {
             }
         }
         exit.stopped_by_user = paths.dir.join(STOPPED_MARK).exists();
-        if write_json(&paths.exit(), &exit).is_err() {
-            // A full disk (the log may have filled it): give back the reserved space
-            // and try again, so that the exit is known.
-            let _ = std::fs::remove_file(paths.dir.join(RESERVE));
-            let _ = write_json(&paths.exit(), &exit);
-        }
-        job.publish(EventKind::Stopped);
         let restart = !exit.stopped_by_user
             && exit.error.is_empty()
             && match job.sup.restart {
@@ -161,6 +155,14 @@ pub fn run(dir: &Path, runtime: &Path) -> i32 {
                     exit.exit_code != 0 && (max == 0 || restart_count < max)
                 }
             };
+        exit.will_restart = restart;
+        if write_json(&paths.exit(), &exit).is_err() {
+            // A full disk (the log may have filled it): give back the reserved space
+            // and try again, so that the exit is known.
+            let _ = std::fs::remove_file(paths.dir.join(RESERVE));
+            let _ = write_json(&paths.exit(), &exit);
+        }
+        job.publish(EventKind::Stopped);
         if !restart {
             finish(&job, deleting);
             return exit.exit_code;
@@ -173,7 +175,9 @@ pub fn run(dir: &Path, runtime: &Path) -> i32 {
         }
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(60));
-        if paths.dir.join(STOPPED_MARK).exists() || !paths.dir.join(crate::supervise::SUPERVISION_FILE).exists() {
+        if paths.dir.join(STOPPED_MARK).exists()
+            || !paths.dir.join(crate::supervise::SUPERVISION_FILE).exists()
+        {
             finish(&job, Deleting(None));
             return exit.exit_code;
         }
@@ -324,18 +328,18 @@ fn run_once(job: &Job, say: &mut dyn FnMut(String)) -> Result<(i32, bool, String
     }
     let st = if attach_wait {
         job.runtime(&[
-                "--log",
-                runtime_log.to_str().unwrap_or(""),
-                "--log-format",
-                "json",
-                "start",
-                id,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .ctx(|| "run berth-runtime start")?
+            "--log",
+            runtime_log.to_str().unwrap_or(""),
+            "--log-format",
+            "json",
+            "start",
+            id,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ctx(|| "run berth-runtime start")?
     } else {
         st
     };
@@ -778,7 +782,8 @@ impl LogWatch {
     fn new(path: &Path) -> Option<LogWatch> {
         use rustix::fs::inotify;
         let dir = path.parent()?;
-        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
+        let fd =
+            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
         inotify::add_watch(
             &fd,
             dir,

@@ -39,6 +39,9 @@ pub struct ExitRecord {
     /// How many times the monitor had restarted the container before this run.
     #[serde(default)]
     pub restart_count: u32,
+    /// Whether the monitor is about to start it again (its restart policy).
+    #[serde(default)]
+    pub will_restart: bool,
 }
 
 /// Writes JSON atomically (temp file + rename).

@@ -33,7 +33,8 @@ pub fn delete_link(name: &str) -> Result<()> {
     };
     let fail = |what: &str, e: std::io::Error| Error::io(format!("delete link {name}: {what}"), e);
     let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| fail("open a netlink socket", e))?;
-    sock.bind_auto().map_err(|e| fail("bind the netlink socket", e))?;
+    sock.bind_auto()
+        .map_err(|e| fail("bind the netlink socket", e))?;
     sock.connect(&SocketAddr::new(0, 0))
         .map_err(|e| fail("connect to the kernel", e))?;
     let mut link = LinkMessage::default();
@@ -50,7 +51,9 @@ pub fn delete_link(name: &str) -> Result<()> {
     msg.serialize(&mut buf);
     sock.send(&buf, 0).map_err(|e| fail("send", e))?;
     let mut reply = vec![0u8; 8192];
-    let n = sock.recv(&mut &mut reply[..], 0).map_err(|e| fail("receive", e))?;
+    let n = sock
+        .recv(&mut &mut reply[..], 0)
+        .map_err(|e| fail("receive", e))?;
     let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[..n])
         .map_err(|e| fail("decode the answer", std::io::Error::other(e.to_string())))?;
     match answer.payload {
@@ -58,7 +61,10 @@ pub fn delete_link(name: &str) -> Result<()> {
             None => Ok(()),
             // Gone meanwhile (its namespace went): what was wanted.
             Some(c) if -c.get() == libc_enodev() => Ok(()),
-            Some(c) => Err(fail("the kernel refused", std::io::Error::from_raw_os_error(-c.get()))),
+            Some(c) => Err(fail(
+                "the kernel refused",
+                std::io::Error::from_raw_os_error(-c.get()),
+            )),
         },
         _ => Ok(()),
     }

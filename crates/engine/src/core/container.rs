@@ -337,7 +337,10 @@ impl Core {
         let lock = Lock::take(&self.dirs().locks(), &rec.id, true)?;
         let paths = self.dirs().container(&rec.id);
         if !paths.record().exists() {
-            return Err(Error::NotFound(format!("container {} was removed", rec.name)));
+            return Err(Error::NotFound(format!(
+                "container {} was removed",
+                rec.name
+            )));
         }
         let state = self.container_state(&rec);
         if !matches!(
@@ -426,7 +429,9 @@ impl Core {
         if !out.status.success()
             && matches!(
                 self.container_state(&rec),
-                ContainerState::Running(_) | ContainerState::Paused(_) | ContainerState::Orphaned(_)
+                ContainerState::Running(_)
+                    | ContainerState::Paused(_)
+                    | ContainerState::Orphaned(_)
             )
         {
             return Err(Error::Runtime(format!(
@@ -459,7 +464,10 @@ impl Core {
         }
         // Let the monitor write its record (an orphaned container has none to write).
         self.wait_container(&rec, Duration::from_secs(5), |s| {
-            matches!(s, ContainerState::Exited | ContainerState::Unknown | ContainerState::Created)
+            matches!(
+                s,
+                ContainerState::Exited | ContainerState::Unknown | ContainerState::Created
+            )
         });
         Ok(())
     }
@@ -488,19 +496,24 @@ impl Core {
             if left.is_zero() {
                 return false;
             }
-            let pidfd = state
-                .pid()
-                .filter(|p| *p > 0)
-                .and_then(rustix::process::Pid::from_raw)
-                .and_then(|p| {
-                    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
-                });
+            // The init's end and the monitor's, as well as any event, are reasons to
+            // look again (an orphaned container has no monitor to tell).
+            let pidfds: Vec<rustix::fd::OwnedFd> = [
+                state.pid(),
+                super::status::monitor_of(&paths).map(|(p, _)| p),
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|p| *p > 0)
+            .filter_map(rustix::process::Pid::from_raw)
+            .filter_map(|p| {
+                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+            })
+            .collect();
             match events.as_mut() {
                 Some(ev) => {
-                    // Any change of this directory (or the init's end) is a reason to
-                    // look again; the events themselves are not needed.
-                    if crate::events::wait_readable(ev.fd(), pidfd.as_ref(), Some(left)) {
-                        let _ = ev.next_event(Some(Duration::ZERO));
+                    if crate::events::wait_readable(ev.fd(), &pidfds, Some(left)) {
+                        ev.drain();
                     }
                 }
                 None => std::thread::sleep(left.min(Duration::from_millis(10))),
@@ -589,8 +602,16 @@ impl Core {
             .container_records()?
             .iter()
             .filter(|r| f.id.as_ref().is_none_or(|id| r.id.starts_with(id.as_str())))
-            .filter(|r| f.sandbox_id.as_ref().is_none_or(|s| r.sandbox_id.starts_with(s.as_str())))
-            .filter(|r| f.labels.iter().all(|(k, v)| r.config.labels.get(k) == Some(v)))
+            .filter(|r| {
+                f.sandbox_id
+                    .as_ref()
+                    .is_none_or(|s| r.sandbox_id.starts_with(s.as_str()))
+            })
+            .filter(|r| {
+                f.labels
+                    .iter()
+                    .all(|(k, v)| r.config.labels.get(k) == Some(v))
+            })
             .map(|r| self.summary_of(r))
             .filter(|s| f.running.is_none_or(|want| s.state.is_running() == want))
             .collect())
@@ -609,15 +630,22 @@ impl Core {
             (ContainerState::Exited, Some(x)) if !x.error.is_empty() => {
                 ("ContainerCannotRun".to_string(), x.error.clone())
             }
-            (ContainerState::Exited, Some(x)) if x.oom_killed => ("OOMKilled".into(), String::new()),
-            (ContainerState::Exited, Some(x)) if x.exit_code == 0 => ("Completed".into(), String::new()),
+            (ContainerState::Exited, Some(x)) if x.oom_killed => {
+                ("OOMKilled".into(), String::new())
+            }
+            (ContainerState::Exited, Some(x)) if x.exit_code == 0 => {
+                ("Completed".into(), String::new())
+            }
             (ContainerState::Exited, Some(_)) => ("Error".into(), String::new()),
             _ => (String::new(), String::new()),
         };
         let running = summary.state.is_running();
         ContainerStatus {
-            started_at: ns(exit.as_ref().map(|x| x.started_at.as_str()).filter(|_| !running))
-                .max(if running { started_at_of(&paths) } else { 0 }),
+            started_at: ns(exit
+                .as_ref()
+                .map(|x| x.started_at.as_str())
+                .filter(|_| !running))
+            .max(if running { started_at_of(&paths) } else { 0 }),
             finished_at: if running {
                 0
             } else {
@@ -635,7 +663,10 @@ impl Core {
             },
             image_ref: rec.image_manifest.clone(),
             log_path: rec.log_path.clone(),
-            log_error: exit.as_ref().map(|x| x.log_error.clone()).unwrap_or_default(),
+            log_error: exit
+                .as_ref()
+                .map(|x| x.log_error.clone())
+                .unwrap_or_default(),
             args: rec.args.clone(),
             rootfs: rec.rootfs.clone(),
             cgroup: rec.cgroup.clone(),

@@ -137,7 +137,10 @@ impl ImageService for Core {
             None | Some("") => Ok(all),
             Some(f) => {
                 let id = image_of(self, f)?.map(|i| i.id);
-                Ok(all.into_iter().filter(|i| Some(&i.id) == id.as_ref()).collect())
+                Ok(all
+                    .into_iter()
+                    .filter(|i| Some(&i.id) == id.as_ref())
+                    .collect())
             }
         }
     }

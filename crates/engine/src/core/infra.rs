@@ -55,7 +55,9 @@ pub fn start(core: &Core, rec: &SandboxRecord, view: &SandboxView) -> Result<(i3
     let none = LinuxCapabilitiesBuilder::default()
         .bounding(empty.clone())
         .effective(empty.clone())
-        .permitted(empty)
+        .permitted(empty.clone())
+        .inheritable(empty.clone())
+        .ambient(empty)
         .build()
         .map_err(bad)?;
     let mut linux = LinuxBuilder::default()
@@ -64,19 +66,31 @@ pub fn start(core: &Core, rec: &SandboxRecord, view: &SandboxView) -> Result<(i3
     if !view.sysctls.is_empty() {
         linux = linux.sysctl(view.sysctls.clone());
     }
-    let spec = SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .process(
             ProcessBuilder::default()
                 .args(vec!["berth-infra".to_string()])
                 .cwd("/")
-                .user(UserBuilder::default().uid(NOBODY).gid(NOBODY).build().map_err(bad)?)
+                .user(
+                    UserBuilder::default()
+                        .uid(NOBODY)
+                        .gid(NOBODY)
+                        .build()
+                        .map_err(bad)?,
+                )
                 .capabilities(none)
                 .no_new_privileges(true)
                 .build()
                 .map_err(bad)?,
         )
-        .root(RootBuilder::default().path(&rootfs).readonly(true).build().map_err(bad)?)
+        .root(
+            RootBuilder::default()
+                .path(&rootfs)
+                .readonly(true)
+                .build()
+                .map_err(bad)?,
+        )
         .mounts(Vec::new())
         .linux(linux.build().map_err(bad)?)
         .annotations(
@@ -86,6 +100,8 @@ pub fn start(core: &Core, rec: &SandboxRecord, view: &SandboxView) -> Result<(i3
         )
         .build()
         .map_err(bad)?;
+    // Nothing is mounted in its empty root: nothing to mask.
+    super::ocispec::unset_builder_defaults(&mut spec, true);
     let text = serde_json::to_vec_pretty(&spec).expect("a spec serializes");
     std::fs::write(dir.join("config.json"), text).ctx(|| "write the infra config.json")?;
     Supervision {
@@ -98,7 +114,11 @@ pub fn start(core: &Core, rec: &SandboxRecord, view: &SandboxView) -> Result<(i3
         ..Default::default()
     }
     .save(&dir)?;
-    let started = core.spawn_monitor(&dir, StartMode::Detached, &format!("sandbox {}", &rec.id[..12]))?;
+    let started = core.spawn_monitor(
+        &dir,
+        StartMode::Detached,
+        &format!("sandbox {}", &rec.id[..12]),
+    )?;
     let pid = started.pid;
     let start = berth_monitor::record::start_time(pid).ok_or_else(|| {
         Error::Runtime(format!(

@@ -115,4 +115,3 @@ pub fn generate_name(id: &str, taken: &dyn Fn(&str) -> bool) -> String {
     }
     format!("c_{}", &id[..12])
 }
-

@@ -64,7 +64,10 @@ pub fn pin_pid(id: &str, pid: i32) -> Result<()> {
 pub fn is_pinned(path: &Path) -> bool {
     // A mounted nsfs file has a different device than the tmpfs it is on.
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(path), path.parent().map(std::fs::metadata)) {
+    match (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) {
         (Ok(f), Some(Ok(d))) => f.dev() != d.dev(),
         _ => false,
     }

@@ -7,11 +7,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceBuilder,
-    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
-    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
+    MountBuilder, PosixRlimit, PosixRlimitBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 use serde_json::Value;
 
@@ -66,7 +66,12 @@ fn bad(e: impl std::fmt::Display) -> Error {
 
 fn str_list(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -135,16 +140,33 @@ fn default_mounts(privileged: bool, shm: Option<&Path>) -> Vec<Mount> {
     let rw = if privileged { "rw" } else { "ro" };
     let mut v = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
         mount(
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         ),
     ];
     v.push(match shm {
-        Some(p) => mount("/dev/shm", "bind", p, &["rbind", "rprivate", "nosuid", "noexec", "nodev"]),
+        Some(p) => mount(
+            "/dev/shm",
+            "bind",
+            p,
+            &["rbind", "rprivate", "nosuid", "noexec", "nodev"],
+        ),
         None => mount(
             "/dev/shm",
             "tmpfs",
@@ -152,8 +174,18 @@ fn default_mounts(privileged: bool, shm: Option<&Path>) -> Vec<Mount> {
             &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         ),
     });
-    v.push(mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]));
-    v.push(mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", rw]));
+    v.push(mount(
+        "/dev/mqueue",
+        "mqueue",
+        "mqueue",
+        &["nosuid", "noexec", "nodev"],
+    ));
+    v.push(mount(
+        "/sys",
+        "sysfs",
+        "sysfs",
+        &["nosuid", "noexec", "nodev", rw],
+    ));
     v.push(mount(
         "/sys/fs/cgroup",
         "cgroup",
@@ -186,7 +218,12 @@ fn config_mounts(config: &ContainerConfig) -> Result<Vec<Mount>> {
                     Propagation::Bidirectional => "rshared",
                 };
                 let ro = if m.readonly { "ro" } else { "rw" };
-                out.push(mount(&m.container_path, "bind", &m.host_path, &["rbind", propagation, ro]));
+                out.push(mount(
+                    &m.container_path,
+                    "bind",
+                    &m.host_path,
+                    &["rbind", propagation, ro],
+                ));
             }
             MountKind::Tmpfs(opts) => {
                 let mut o = vec!["nosuid".to_string(), "nodev".to_string()];
@@ -219,7 +256,9 @@ fn device_rule(
     minor: Option<i64>,
     access: &str,
 ) -> LinuxDeviceCgroup {
-    let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).access(access);
+    let mut b = LinuxDeviceCgroupBuilder::default()
+        .allow(allow)
+        .access(access);
     if let Some(t) = typ {
         b = b.typ(t);
     }
@@ -275,7 +314,9 @@ pub fn resources(
     }
     if let Some(q) = r.cpu_quota {
         if q != -1 && q < 1000 {
-            return Err(bad(format!("cpu quota {q}: at least 1000 microseconds, or -1")));
+            return Err(bad(format!(
+                "cpu quota {q}: at least 1000 microseconds, or -1"
+            )));
         }
         cpu = cpu.quota(q);
         any_cpu = true;
@@ -323,9 +364,11 @@ fn rlimits(config: &ContainerConfig) -> Result<Vec<PosixRlimit>> {
     list.into_iter()
         .map(|(name, soft, hard)| {
             let typ: oci_spec::runtime::PosixRlimitType =
-                serde_json::from_value(Value::String(format!("RLIMIT_{name}"))).map_err(
-                |_| bad(format!("rlimit {name:?}: unknown (e.g. nofile, nproc, core, memlock)")),
-            )?;
+                serde_json::from_value(Value::String(format!("RLIMIT_{name}"))).map_err(|_| {
+                    bad(format!(
+                        "rlimit {name:?}: unknown (e.g. nofile, nproc, core, memlock)"
+                    ))
+                })?;
             if soft > hard {
                 return Err(bad(format!(
                     "rlimit {name}: the soft limit {soft} is above the hard limit {hard}"
@@ -389,7 +432,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>)> {
         .iter()
         .map(|a| {
             let n = a.trim().to_ascii_uppercase();
-            if n.starts_with("CAP_") { n } else { format!("CAP_{n}") }
+            if n.starts_with("CAP_") {
+                n
+            } else {
+                format!("CAP_{n}")
+            }
         })
         .filter(|a| caps.contains(a))
         .collect();
@@ -400,14 +447,14 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>)> {
     } else {
         (all.clone(), all.clone())
     };
-    let mut capb = LinuxCapabilitiesBuilder::default()
+    // Every set given: the builder would fill a missing one from oci-spec's default.
+    let a = security::to_oci(&ambient);
+    let capb = LinuxCapabilitiesBuilder::default()
         .bounding(all.clone())
         .effective(effective)
-        .permitted(permitted);
-    if !ambient.is_empty() {
-        let a = security::to_oci(&ambient);
-        capb = capb.ambient(a.clone()).inheritable(a);
-    }
+        .permitted(permitted)
+        .ambient(a.clone())
+        .inheritable(a);
     let mut groups = who.additional_gids.clone();
     groups.extend(sec.supplemental_groups.iter().copied());
     groups.sort_unstable();
@@ -427,13 +474,28 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>)> {
     } else {
         rules.push(device_rule(false, None, None, None, "rwm"));
         for (ma, mi) in DEFAULT_DEVICES {
-            rules.push(device_rule(true, Some(LinuxDeviceType::C), Some(*ma), Some(*mi), "rwm"));
+            rules.push(device_rule(
+                true,
+                Some(LinuxDeviceType::C),
+                Some(*ma),
+                Some(*mi),
+                "rwm",
+            ));
         }
-        rules.push(device_rule(true, Some(LinuxDeviceType::C), Some(136), None, "rwm"));
+        rules.push(device_rule(
+            true,
+            Some(LinuxDeviceType::C),
+            Some(136),
+            None,
+            "rwm",
+        ));
     }
     for (i, d) in c.devices.iter().enumerate() {
         let meta = std::fs::metadata(&d.host_path).map_err(|e| {
-            bad(format!("devices[{i}].host_path {}: {e}", d.host_path.display()))
+            bad(format!(
+                "devices[{i}].host_path {}: {e}",
+                d.host_path.display()
+            ))
         })?;
         let ft = meta.file_type();
         let typ = if ft.is_char_device() {
@@ -446,7 +508,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>)> {
                 d.host_path.display()
             )));
         };
-        let perms = if d.permissions.is_empty() { "rwm" } else { d.permissions.as_str() };
+        let perms = if d.permissions.is_empty() {
+            "rwm"
+        } else {
+            d.permissions.as_str()
+        };
         if !perms.chars().all(|p| matches!(p, 'r' | 'w' | 'm')) {
             return Err(bad(format!(
                 "devices[{i}].permissions {perms:?}: use r, w and m"
@@ -468,7 +534,13 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>)> {
                 .build()
                 .map_err(bad)?,
         );
-        rules.push(device_rule(true, Some(typ), Some(major), Some(minor), perms));
+        rules.push(device_rule(
+            true,
+            Some(typ),
+            Some(major),
+            Some(minor),
+            perms,
+        ));
     }
     let (res, oom) = resources(&c.resources, rules, input.oom_floor)?;
 
@@ -491,10 +563,17 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>)> {
         }
     }
     for (src, dest) in &input.procview {
-        mounts.push(mount(dest, "bind", src, &["bind", "ro", "nosuid", "nodev", "noexec"]));
+        mounts.push(mount(
+            dest,
+            "bind",
+            src,
+            &["bind", "ro", "nosuid", "nodev", "noexec"],
+        ));
     }
     mounts.extend(own);
 
+    // (oci-spec's builders fill what is not set from its own defaults — a "youki"
+    // hostname, masked paths, a 0x0 console — which `unset_builder_defaults` clears.)
     let mut process = ProcessBuilder::default()
         .terminal(c.tty)
         .user(user)
@@ -538,7 +617,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>)> {
         // berth-runtime's reaping init (its `reaper` module) stays behind as pid 1.
         annotations.insert("berth.init".into(), "true".into());
     }
-    let spec = SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .process(process.build().map_err(bad)?)
         .root(
@@ -553,7 +632,25 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>)> {
         .annotations(annotations)
         .build()
         .map_err(bad)?;
+    unset_builder_defaults(&mut spec, sec.privileged);
     Ok((spec, args))
+}
+
+/// Clears what oci-spec's builders take from its `Default`s rather than from the
+/// caller: a hostname (the UTS namespace is the sandbox's, named when it was made), a
+/// console size (the monitor sets the terminal's), and — with `unmasked` — the masked
+/// and read-only paths.
+pub fn unset_builder_defaults(spec: &mut Spec, unmasked: bool) {
+    spec.set_hostname(None);
+    if let Some(p) = spec.process_mut() {
+        p.set_console_size(None);
+    }
+    if let Some(l) = spec.linux_mut() {
+        if unmasked {
+            l.set_masked_paths(None);
+            l.set_readonly_paths(None);
+        }
+    }
 }
 
 /// A namespace entry: joined by path, or made (None).
@@ -583,8 +680,15 @@ mod tests {
         assert_eq!(command(&c, &img).unwrap(), ["/ep", "b"]);
         c.command = vec!["/other".into()];
         c.args.clear();
-        assert_eq!(command(&c, &img).unwrap(), ["/other"], "command drops the image's Cmd");
-        c.envs = vec![KeyValue { key: "A".into(), value: "2".into() }];
+        assert_eq!(
+            command(&c, &img).unwrap(),
+            ["/other"],
+            "command drops the image's Cmd"
+        );
+        c.envs = vec![KeyValue {
+            key: "A".into(),
+            value: "2".into(),
+        }];
         assert_eq!(environment(&c, &img, "h"), ["PATH=/x", "HOSTNAME=h", "A=2"]);
         let empty = json!({"config": {}});
         assert!(command(&ContainerConfig::default(), &empty)
@@ -599,7 +703,10 @@ mod tests {
             memory_limit_in_bytes: Some(1 << 20),
             ..Default::default()
         };
-        assert!(resources(&r, vec![], 0).unwrap_err().to_string().contains("6 MiB"));
+        assert!(resources(&r, vec![], 0)
+            .unwrap_err()
+            .to_string()
+            .contains("6 MiB"));
         let r = Resources {
             oom_score_adj: Some(-998),
             cpu_shares: Some(1),

@@ -45,7 +45,10 @@ impl RuntimeService for Core {
                 "NetworkReady",
                 net_ok,
                 "NetworkPluginNotReady",
-                format!("the pod CIDR {:?} is not a CIDR and no CNI configuration is present", pn.cidr),
+                format!(
+                    "the pod CIDR {:?} is not a CIDR and no CNI configuration is present",
+                    pn.cidr
+                ),
             ),
         ]
     }

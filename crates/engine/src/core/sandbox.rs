@@ -23,8 +23,8 @@ use crate::error::{Context, Error, Result};
 
 use super::lock::Lock;
 use super::ocispec::SandboxView;
-use super::recover::{self, Making};
 use super::records::{SandboxPhase, SandboxRecord};
+use super::recover::{self, Making};
 use super::{fault, names, Core};
 
 /// The hostname a sandbox's UTS namespace gets.
@@ -62,7 +62,10 @@ fn check(config: &SandboxConfig) -> Result<()> {
     }
     let h = &config.hostname;
     if !h.is_empty()
-        && (h.len() > 64 || !h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')))
+        && (h.len() > 64
+            || !h
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')))
     {
         return Err(Error::Invalid(format!(
             "sandbox config: hostname {h:?} is not a valid host name (letters, digits, '-', '.', at most 64)"
@@ -103,7 +106,9 @@ impl Core {
                     self.dirs().sandbox(holder).join("sandbox.json").exists()
                         || recover::in_progress(self, holder)
                 };
-                if let Err(holder) = names::reserve(&self.dirs().sandbox_names(), &name, &id, &alive)? {
+                if let Err(holder) =
+                    names::reserve(&self.dirs().sandbox_names(), &name, &id, &alive)?
+                {
                     return Err(Error::Conflict(format!(
                         "the pod sandbox name {name:?} is already reserved by sandbox {}: remove it first, or give another attempt number",
                         &holder[..holder.len().min(12)]
@@ -118,7 +123,11 @@ impl Core {
             let cgroup_parent = if !config.cgroup_parent.is_empty() {
                 config.cgroup_parent.clone()
             } else if config.infra {
-                let uid = if config.metadata.uid.is_empty() { &id } else { &config.metadata.uid };
+                let uid = if config.metadata.uid.is_empty() {
+                    &id
+                } else {
+                    &config.metadata.uid
+                };
                 naming::pod_parent(naming::QosClass::BestEffort, uid)
             } else {
                 naming::ENGINE_PARENT.to_string()
@@ -299,7 +308,11 @@ impl Core {
             .iter()
             .filter(|r| f.include_lean || !r.lean())
             .filter(|r| f.id.as_ref().is_none_or(|id| r.id.starts_with(id.as_str())))
-            .filter(|r| f.labels.iter().all(|(k, v)| r.config.labels.get(k) == Some(v)))
+            .filter(|r| {
+                f.labels
+                    .iter()
+                    .all(|(k, v)| r.config.labels.get(k) == Some(v))
+            })
             .map(|r| self.summary(r))
             .filter(|s| f.state.is_none_or(|st| s.state == st))
             .collect())
@@ -315,7 +328,11 @@ impl Core {
         .ok()
         .flatten();
         let ready = summary.state == SandboxState::Ready;
-        let ip = att.as_ref().and_then(|a| a.ip).map(std::net::IpAddr::V4).filter(|_| ready);
+        let ip = att
+            .as_ref()
+            .and_then(|a| a.ip)
+            .map(std::net::IpAddr::V4)
+            .filter(|_| ready);
         let additional_ips = att
             .as_ref()
             .and_then(|a| a.ip6)
@@ -365,10 +382,7 @@ impl Core {
             SandboxNetwork::Node => {}
             SandboxNetwork::Sandbox(o) => {
                 let o = other(o)?;
-                namespaces.push((
-                    LinuxNamespaceType::Network,
-                    Some(self.netns_of(&o)?),
-                ));
+                namespaces.push((LinuxNamespaceType::Network, Some(self.netns_of(&o)?)));
             }
             _ => namespaces.push((
                 LinuxNamespaceType::Network,
@@ -437,7 +451,11 @@ impl Core {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        for c in self.container_records()?.iter().filter(|c| c.sandbox_id == rec.id) {
+        for c in self
+            .container_records()?
+            .iter()
+            .filter(|c| c.sandbox_id == rec.id)
+        {
             self.stop_container_id(&c.id, std::time::Duration::ZERO)?;
         }
         let _lock = Lock::take(&self.dirs().locks(), &rec.id, true)?;
@@ -455,7 +473,11 @@ impl Core {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        for c in self.container_records()?.iter().filter(|c| c.sandbox_id == rec.id) {
+        for c in self
+            .container_records()?
+            .iter()
+            .filter(|c| c.sandbox_id == rec.id)
+        {
             self.remove_container_id(&c.id)?;
         }
         let lock = Lock::take(&self.dirs().locks(), &rec.id, true)?;

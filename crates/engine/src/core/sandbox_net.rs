@@ -57,7 +57,10 @@ impl Core {
         berth_net::network::parse_cidr("pod CIDR", cidr)?;
         let mut pn = self.pod_network();
         pn.cidr = cidr.to_string();
-        Ok(berth_monitor::record::write_json(&self.dirs().pod_network(), &pn)?)
+        Ok(berth_monitor::record::write_json(
+            &self.dirs().pod_network(),
+            &pn,
+        )?)
     }
 
     /// The berth network of this node's pods, made with the pod CIDR if missing.
@@ -98,11 +101,9 @@ fn port_maps(ports: &[PortMapping]) -> Result<Vec<PortMap>> {
             let proto = match p.protocol {
                 Protocol::Tcp => Proto::Tcp,
                 Protocol::Udp => Proto::Udp,
-                Protocol::Sctp => {
-                    return Err(Error::Invalid(format!(
-                        "port_mappings[{i}]: SCTP ports cannot be published by berth (TCP and UDP can)"
-                    )))
-                }
+                Protocol::Sctp => return Err(Error::Invalid(format!(
+                    "port_mappings[{i}]: SCTP ports cannot be published by berth (TCP and UDP can)"
+                ))),
             };
             if p.container_port == 0 {
                 return Err(Error::Invalid(format!(
@@ -147,8 +148,7 @@ pub fn connect(core: &Core, rec: &SandboxRecord) -> Result<(String, Option<crate
         },
         n => n.clone(),
     };
-    if !ports.is_empty()
-        && !matches!(net, SandboxNetwork::Network { .. } | SandboxNetwork::Cni(_))
+    if !ports.is_empty() && !matches!(net, SandboxNetwork::Network { .. } | SandboxNetwork::Cni(_))
     {
         return Err(Error::Invalid(
             "ports can be published only from a sandbox on a network of its own (not host, none or another's)".into(),
@@ -236,13 +236,11 @@ fn write_etc(
     }
     write(&dir.join("hosts"), hosts)?;
     let user_dns = matches!(net, SandboxNetwork::Network { .. })
-        && att.is_some_and(|a| {
-            Networks::host()
-                .get(&a.network)
-                .is_ok_and(|n| n.dns)
-        });
+        && att.is_some_and(|a| Networks::host().get(&a.network).is_ok_and(|n| n.dns));
     let resolv = match (&rec.config.dns_config, att) {
-        (Some(d), _) if !d.servers.is_empty() || !d.searches.is_empty() || !d.options.is_empty() => {
+        (Some(d), _)
+            if !d.servers.is_empty() || !d.searches.is_empty() || !d.options.is_empty() =>
+        {
             resolv_conf(d)
         }
         (_, Some(a)) if user_dns => format!("nameserver {}\noptions ndots:0\n", a.gateway),
@@ -387,7 +385,10 @@ pub fn connect_extra(
     let n = nets.get(network)?;
     let record = berth_monitor::sandbox::extra_net_record(&dir, &n.name);
     if primary.network == n.name || record.exists() {
-        return Err(Error::Conflict(format!("it is already on network {}", n.name)));
+        return Err(Error::Conflict(format!(
+            "it is already on network {}",
+            n.name
+        )));
     }
     let taken: Vec<String> = berth_monitor::sandbox::extra_net_records(&dir)
         .iter()
@@ -398,8 +399,15 @@ pub fn connect_extra(
         .map(|i| format!("eth{i}"))
         .find(|name| !taken.contains(name))
         .expect("unbounded");
-    let att =
-        berth_net::attach::attach_extra(&nets, &n.name, &rec.id, &primary.netns, &ifname, names, &record)?;
+    let att = berth_net::attach::attach_extra(
+        &nets,
+        &n.name,
+        &rec.id,
+        &primary.netns,
+        &ifname,
+        names,
+        &record,
+    )?;
     if let Err(e) = crate::dns::ensure(n.dns.then_some(att.gateway)) {
         berth_net::attach::teardown(&att);
         let _ = std::fs::remove_file(&record);
@@ -426,9 +434,11 @@ pub fn disconnect_extra(core: &Core, rec: &SandboxRecord, network: &str) -> Resu
 
 /// The sandbox's first network attachment (address, ports), if it has one.
 pub fn attachment(core: &Core, sandbox_id: &str) -> Option<Attachment> {
-    Attachment::load(&berth_monitor::sandbox::net_record(&core.dirs().sandbox(sandbox_id)))
-        .ok()
-        .flatten()
+    Attachment::load(&berth_monitor::sandbox::net_record(
+        &core.dirs().sandbox(sandbox_id),
+    ))
+    .ok()
+    .flatten()
 }
 
 /// The sandbox's further networks, by interface.

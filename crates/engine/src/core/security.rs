@@ -381,8 +381,16 @@ pub fn default_seccomp(caps: &[String]) -> LinuxSeccomp {
             .default_action(LinuxSeccompAction::ScmpActAllow)
             .architectures(arches())
             .syscalls(vec![
-                rule(by_errno(EPERM), LinuxSeccompAction::ScmpActErrno, Some(EPERM)),
-                rule(by_errno(ENOSYS), LinuxSeccompAction::ScmpActErrno, Some(ENOSYS)),
+                rule(
+                    by_errno(EPERM),
+                    LinuxSeccompAction::ScmpActErrno,
+                    Some(EPERM),
+                ),
+                rule(
+                    by_errno(ENOSYS),
+                    LinuxSeccompAction::ScmpActErrno,
+                    Some(ENOSYS),
+                ),
             ])
             .build()
             .expect("a complete profile");
@@ -401,21 +409,28 @@ pub fn default_seccomp(caps: &[String]) -> LinuxSeccomp {
         .architectures(arches())
         .syscalls(vec![
             rule(allowed, LinuxSeccompAction::ScmpActAllow, None),
-            rule(by_errno(EPERM), LinuxSeccompAction::ScmpActErrno, Some(EPERM)),
+            rule(
+                by_errno(EPERM),
+                LinuxSeccompAction::ScmpActErrno,
+                Some(EPERM),
+            ),
         ])
         .build()
         .expect("a complete profile")
 }
 
 /// The seccomp profile a container gets (None: unconfined).
-pub fn profile(seccomp: &Seccomp, privileged: bool, caps: &[String]) -> Result<Option<LinuxSeccomp>> {
+pub fn profile(
+    seccomp: &Seccomp,
+    privileged: bool,
+    caps: &[String],
+) -> Result<Option<LinuxSeccomp>> {
     match seccomp {
         _ if privileged => Ok(None),
         Seccomp::Unconfined => Ok(None),
         Seccomp::RuntimeDefault => Ok(Some(default_seccomp(caps))),
         Seccomp::Localhost(file) => {
-            let text = std::fs::read(file)
-                .ctx(|| format!("seccomp profile {}", file.display()))?;
+            let text = std::fs::read(file).ctx(|| format!("seccomp profile {}", file.display()))?;
             serde_json::from_slice(&text).map(Some).map_err(|e| {
                 Error::Invalid(format!(
                     "seccomp profile {}: not an OCI seccomp profile (JSON with defaultAction and syscalls): {e}",
@@ -433,7 +448,10 @@ mod tests {
     #[test]
     fn caps_follow_docker_rules() {
         let mut c = Capabilities::default();
-        assert_eq!(capability_names(&c, false).unwrap().len(), DEFAULT_CAPS.len());
+        assert_eq!(
+            capability_names(&c, false).unwrap().len(),
+            DEFAULT_CAPS.len()
+        );
         c.drop = vec!["all".into()];
         c.add = vec!["net_admin".into()];
         assert_eq!(capability_names(&c, false).unwrap(), ["CAP_NET_ADMIN"]);
@@ -463,7 +481,10 @@ mod tests {
             assert!(allowed.contains(&s.to_string()), "{s}");
         }
         for s in ["mount", "unshare", "keyctl", "bpf", "ptrace"] {
-            assert!(denied.contains(&s.to_string()) && !allowed.contains(&s.to_string()), "{s}");
+            assert!(
+                denied.contains(&s.to_string()) && !allowed.contains(&s.to_string()),
+                "{s}"
+            );
         }
         assert!(!allowed.contains(&"clone3".to_string()));
         let mut admin = caps.clone();

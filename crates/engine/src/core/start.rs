@@ -83,9 +83,9 @@ impl Core {
                 cmd.env("BERTH_ATTACH_WAIT", "1");
             }
         }
-        let mut child = cmd.spawn().ctx(|| {
-            format!("start the monitor ({})", self.monitor_path().display())
-        })?;
+        let mut child = cmd
+            .spawn()
+            .ctx(|| format!("start the monitor ({})", self.monitor_path().display()))?;
         let stdout = child.stdout.take().expect("piped");
         let mut lines = std::io::BufReader::new(stdout);
         let mut line = String::new();

@@ -27,7 +27,10 @@ pub fn alive(pid: i32, start: Option<u64>) -> bool {
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rfind(')').and_then(|i| s.get(i + 2..i + 3).map(|c| c == "Z")))
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s.get(i + 2..i + 3).map(|c| c == "Z"))
+        })
         .unwrap_or(false)
 }
 
@@ -75,7 +78,10 @@ pub fn wait_monitor_gone(paths: &Paths, timeout: Duration) -> bool {
             tv_sec: left.as_secs() as i64,
             tv_nsec: left.subsec_nanos() as i64,
         };
-        let mut fds = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
+        let mut fds = [rustix::event::PollFd::new(
+            &pidfd,
+            rustix::event::PollFlags::IN,
+        )];
         let _ = rustix::event::poll(&mut fds, Some(&ts));
     }
     true
@@ -100,7 +106,9 @@ pub fn state_of(paths: &Paths, cgroup: &str) -> ContainerState {
         (_, true, Some(pid)) if frozen(cgroup) => ContainerState::Paused(pid),
         (_, true, Some(pid)) => ContainerState::Running(pid),
         (_, true, None) => match exit {
-            Some(_) => ContainerState::Restarting,
+            Some(x) if x.will_restart => ContainerState::Restarting,
+            // Ended for good; the monitor is still releasing what it held.
+            Some(_) => ContainerState::Exited,
             // Between the monitor's start and the runtime's pid file.
             None => ContainerState::Running(0),
         },

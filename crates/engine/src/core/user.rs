@@ -25,7 +25,10 @@ pub fn resolve(rootfs: &Path, user: &User, image_user: &str) -> Result<Resolved>
         User::Image => image_user.to_string(),
         User::Id { uid, gid: Some(g) } => format!("{uid}:{g}"),
         User::Id { uid, gid: None } => uid.to_string(),
-        User::Name { name, group: Some(g) } => format!("{name}:{g}"),
+        User::Name {
+            name,
+            group: Some(g),
+        } => format!("{name}:{g}"),
         User::Name { name, group: None } => name.clone(),
     };
     let (uid, gid, additional_gids) = resolve_spec(rootfs, &spec)?;
@@ -47,7 +50,10 @@ pub fn parse(spec: &str) -> User {
     }
     match (u.parse::<u32>(), g.as_deref().map(str::parse::<u32>)) {
         (Ok(uid), None) => User::Id { uid, gid: None },
-        (Ok(uid), Some(Ok(gid))) => User::Id { uid, gid: Some(gid) },
+        (Ok(uid), Some(Ok(gid))) => User::Id {
+            uid,
+            gid: Some(gid),
+        },
         _ => User::Name {
             name: u.to_string(),
             group: g,
@@ -104,4 +110,3 @@ pub fn resolve_spec(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>)> {
         .collect();
     Ok((uid, gid, extra))
 }
-

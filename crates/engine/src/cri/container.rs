@@ -298,9 +298,9 @@ impl ContainerState {
     /// The init's pid, when it runs.
     pub fn pid(&self) -> Option<i32> {
         match self {
-            ContainerState::Running(p) | ContainerState::Paused(p) | ContainerState::Orphaned(p) => {
-                Some(*p)
-            }
+            ContainerState::Running(p)
+            | ContainerState::Paused(p)
+            | ContainerState::Orphaned(p) => Some(*p),
             _ => None,
         }
     }
@@ -410,6 +410,8 @@ pub struct ExecRequest {
     pub workdir: Option<String>,
     /// Privileged (every capability).
     pub privileged: bool,
+    /// Return once it started, its stdio discarded (berth: docker's `exec -d`).
+    pub detach: bool,
 }
 
 /// Resource use of a container (CRI `ContainerStats`).

@@ -9,8 +9,7 @@ use crate::core::user;
 use crate::cri::{
     Capabilities, ContainerConfig, ContainerMetadata, Device, DnsConfig, KeyValue, Mount,
     MountKind, PidNamespace, PortMapping, Protocol, Resources, Rlimit, SandboxConfig,
-    SandboxMetadata, SandboxNamespaces, SandboxNetwork, Seccomp, SecurityContext,
-    SharedNamespace,
+    SandboxMetadata, SandboxNamespaces, SandboxNetwork, Seccomp, SecurityContext, SharedNamespace,
 };
 use crate::error::{Context, Error, Result};
 
@@ -21,9 +20,9 @@ use super::Engine;
 pub fn sandbox_config(e: &Engine, cfg: &RunConfig, id: &str, name: &str) -> Result<SandboxConfig> {
     let hostname = cfg.hostname.clone().unwrap_or_else(|| id[..12].to_string());
     let other_sandbox = |flag: &str, what: &str| -> Result<String> {
-        let c = e.find(what).map_err(|err| {
-            Error::Invalid(format!("--{flag} container:{what}: {err}"))
-        })?;
+        let c = e
+            .find(what)
+            .map_err(|err| Error::Invalid(format!("--{flag} container:{what}: {err}")))?;
         Ok(c.sandbox_id)
     };
     let network = match cfg.network.as_str() {

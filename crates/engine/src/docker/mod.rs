@@ -117,6 +117,8 @@ pub struct ExecOptions {
     pub interactive: bool,
     /// Every capability.
     pub privileged: bool,
+    /// Return once it started.
+    pub detach: bool,
 }
 
 /// The docker-shaped engine.
@@ -165,8 +167,8 @@ impl Engine {
 
     fn view(&self, rec: ContainerRecord) -> Container {
         let paths = self.paths(&rec.id);
-        let config = serde_json::from_value::<RunConfig>(rec.client.clone())
-            .unwrap_or_else(|_| RunConfig {
+        let config =
+            serde_json::from_value::<RunConfig>(rec.client.clone()).unwrap_or_else(|_| RunConfig {
                 image: rec.config.image.clone(),
                 cmd: rec.args.clone(),
                 tty: rec.config.tty,
@@ -185,9 +187,11 @@ impl Engine {
             rootfs: rec.rootfs.display().to_string(),
             config,
             args: rec.args.clone(),
-            restart_count: self.core.status_of(&rec).restart_count.max(
-                exit.map_or(0, |x| x.restart_count),
-            ),
+            restart_count: self
+                .core
+                .status_of(&rec)
+                .restart_count
+                .max(exit.map_or(0, |x| x.restart_count)),
             record: rec,
         }
     }
@@ -200,6 +204,15 @@ impl Engine {
             .into_iter()
             .map(|r| self.view(r))
             .collect())
+    }
+
+    /// The container whose (lean) sandbox is `sandbox_id`, or the first container of a
+    /// pod's sandbox.
+    pub fn container_of_sandbox(&self, sandbox_id: &str) -> Option<Container> {
+        self.list()
+            .ok()?
+            .into_iter()
+            .find(|c| c.sandbox_id == sandbox_id)
     }
 
     /// Finds a container by name, ID or unique ID prefix.
@@ -280,7 +293,10 @@ impl Engine {
 
     /// Starts a container in the background; returns its init's pid.
     pub fn start(&self, c: &Container) -> Result<i32> {
-        Ok(self.core.start_container_with(&c.id, StartMode::Detached)?.pid)
+        Ok(self
+            .core
+            .start_container_with(&c.id, StartMode::Detached)?
+            .pid)
     }
 
     /// Starts a container and connects to its terminal or stdin before the program
@@ -298,7 +314,11 @@ impl Engine {
         let conn = conn.ok_or_else(|| {
             Error::Runtime(format!("container {}: the monitor took no attach", c.name))
         })?;
-        Ok((monitor.expect("an attached start keeps its monitor"), pid, conn))
+        Ok((
+            monitor.expect("an attached start keeps its monitor"),
+            pid,
+            conn,
+        ))
     }
 
     /// Starts a container whose output the caller follows from the monitor.
@@ -319,6 +339,19 @@ impl Engine {
     /// Connects to a running container's attach socket (created with -i or -t).
     pub fn attach(&self, c: &Container, winsize: (u16, u16)) -> Result<crate::exec::AttachSession> {
         self.core.attach_to(&c.id, Some(winsize))
+    }
+
+    /// Tells the monitor of a `-t` container that the attached terminal is now
+    /// `winsize` (rows, columns); the program gets SIGWINCH.
+    pub fn resize(&self, c: &Container, winsize: (u16, u16)) -> Result<()> {
+        let dir = self.paths(&c.id).dir;
+        let mut conn = crate::core::start::connect_attach(&dir)
+            .map_err(|e| Error::Conflict(format!("container {} is not running ({e})", c.name)))?;
+        let mut req = vec![berth_monitor::monitor::RESIZE];
+        req.extend_from_slice(&winsize.0.to_be_bytes());
+        req.extend_from_slice(&winsize.1.to_be_bytes());
+        std::io::Write::write_all(&mut conn, &req)
+            .map_err(|e| Error::io("send the new terminal size", e))
     }
 
     /// Sends a signal to the container's init.
@@ -342,9 +375,10 @@ impl Engine {
                 c.name
             )));
         }
-        self.core.wait_container(&c.record, Duration::from_secs(u64::MAX / 4), |s| {
-            matches!(s, ContainerState::Exited | ContainerState::Unknown)
-        });
+        self.core
+            .wait_container(&c.record, Duration::from_secs(100 * 365 * 86_400), |s| {
+                matches!(s, ContainerState::Exited | ContainerState::Unknown)
+            });
         match self.core.find(&c.id) {
             Err(_) => Err(Error::NotFound(format!("container {} was removed", c.name))),
             Ok(_) => match self.state(c) {
@@ -387,6 +421,7 @@ impl Engine {
                 user,
                 workdir: opts.workdir.clone(),
                 privileged: opts.privileged,
+                detach: opts.detach,
             },
         )
     }
@@ -428,9 +463,10 @@ impl Engine {
         c: &Container,
         opts: &berth_image::commit::NewImage,
     ) -> Result<berth_image::Digest> {
-        let manifest: berth_image::Digest = c.image_manifest.parse().map_err(|e| {
-            Error::Invalid(format!("container {}: bad image digest: {e}", c.name))
-        })?;
+        let manifest: berth_image::Digest = c
+            .image_manifest
+            .parse()
+            .map_err(|e| Error::Invalid(format!("container {}: bad image digest: {e}", c.name)))?;
         let base = self
             .images()
             .resolve_digest(&manifest, &berth_image::oci::Platform::host())?;
@@ -457,9 +493,10 @@ impl Engine {
     /// What the container changed in its root filesystem, as `docker diff` lists it.
     pub fn diff(&self, c: &Container) -> Result<Vec<(char, String)>> {
         let (upper, _, _) = self.images().container_paths(&c.id);
-        let manifest: berth_image::Digest = c.image_manifest.parse().map_err(|e| {
-            Error::Invalid(format!("container {}: bad image digest: {e}", c.name))
-        })?;
+        let manifest: berth_image::Digest = c
+            .image_manifest
+            .parse()
+            .map_err(|e| Error::Invalid(format!("container {}: bad image digest: {e}", c.name)))?;
         let img = self
             .images()
             .resolve_digest(&manifest, &berth_image::oci::Platform::host())?;
@@ -518,25 +555,43 @@ impl Engine {
         self.core.dirs().sandbox(&c.sandbox_id)
     }
 
+    /// The container's network attachment (address, published ports), while its
+    /// sandbox is on a network of its own.
+    pub fn attachment(&self, c: &Container) -> Option<berth_net::attach::Attachment> {
+        crate::core::sandbox_net::attachment(&self.core, &c.sandbox_id)
+    }
+
+    /// The container's further networks (`network connect`), by interface.
+    pub fn extra_attachments(&self, c: &Container) -> Vec<berth_net::attach::Attachment> {
+        crate::core::sandbox_net::extra_attachments(&self.core, &c.sandbox_id)
+    }
+
+    /// The container's log file.
+    pub fn log_path(&self, c: &Container) -> PathBuf {
+        c.record.log_path.clone()
+    }
+
     /// Connects a running container to a further network (`network connect`),
     /// remembered so that its next start joins it again.
     pub fn connect(&self, c: &Container, network: &str) -> Result<berth_net::attach::Attachment> {
-        self.core.connect_network(&c.id, network, |cfg: &mut Value, name: &str| {
-            if let Some(list) = cfg.get_mut("networks").and_then(Value::as_array_mut) {
-                if !list.iter().any(|n| n == name) {
-                    list.push(Value::String(name.to_string()));
+        self.core
+            .connect_network(&c.id, network, |cfg: &mut Value, name: &str| {
+                if let Some(list) = cfg.get_mut("networks").and_then(Value::as_array_mut) {
+                    if !list.iter().any(|n| n == name) {
+                        list.push(Value::String(name.to_string()));
+                    }
                 }
-            }
-        })
+            })
     }
 
     /// Takes a container off a further network (`network disconnect`).
     pub fn disconnect(&self, c: &Container, network: &str) -> Result<()> {
-        self.core.disconnect_network(&c.id, network, |cfg: &mut Value, name: &str| {
-            if let Some(list) = cfg.get_mut("networks").and_then(Value::as_array_mut) {
-                list.retain(|n| n != name);
-            }
-        })
+        self.core
+            .disconnect_network(&c.id, network, |cfg: &mut Value, name: &str| {
+                if let Some(list) = cfg.get_mut("networks").and_then(Value::as_array_mut) {
+                    list.retain(|n| n != name);
+                }
+            })
     }
 }
 
