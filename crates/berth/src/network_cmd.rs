@@ -161,6 +161,7 @@ pub fn network(ctx: &Ctx, c: NetworkCommand) -> anyhow::Result<()> {
                 bail!("--subnet: give at most one IPv4 and one IPv6 subnet");
             }
             let n = nets.create(&NewNetwork {
+                no_dns: false,
                 name,
                 subnet: v4.into_iter().next(),
                 gateway,

@@ -1,6 +1,7 @@
 //! Container events without polling: each container's monitor (and the engine, for
-//! creations) replaces `events/ID` whole at every change, and removal deletes it;
-//! an inotify watch on that one directory hears every change as it happens. The
+//! creations) replaces `events/ID.KIND` whole at every change, and removal deletes
+//! them; an inotify watch on that one directory hears every change as it happens, its
+//! kind in the file's name. The
 //! stream is CRI's GetContainerEvents; waits for a container to end use it too, with a
 //! pidfd on the init for a container whose monitor is gone.
 
@@ -93,7 +94,7 @@ impl EventStream {
                 let Some(name) = ev.file_name().and_then(|n| n.to_str().ok()) else {
                     continue;
                 };
-                if name.ends_with(".tmp") {
+                if name.ends_with(".tmp") || name.starts_with('.') {
                     continue;
                 }
                 let deleted = ev.events().contains(inotify::ReadFlags::DELETE);
@@ -101,21 +102,41 @@ impl EventStream {
             }
         }
         for (name, deleted) in names {
+            let Some((id, kind)) = name
+                .rsplit_once('.')
+                .and_then(|(id, w)| Some((id.to_string(), EventKind::from_word(w)?)))
+            else {
+                continue;
+            };
             if deleted {
-                let sandbox_id = self.sandboxes.remove(&name).unwrap_or_default();
-                self.pending.push_back(ContainerEvent {
-                    container_id: name,
-                    sandbox_id,
-                    kind: ContainerEventKind::Deleted,
-                    at: berth_monitor::supervise::now_nanos(),
-                });
-            } else if let Ok(Some(r)) =
-                berth_monitor::record::read_json::<EventRecord>(&self.dir.join(&name))
-            {
-                self.sandboxes
-                    .insert(r.container_id.clone(), r.sandbox_id.clone());
-                self.pending.push_back(convert(r));
+                // One deletion event for the container's files going.
+                if let Some(sandbox_id) = self.sandboxes.remove(&id) {
+                    self.pending.push_back(ContainerEvent {
+                        container_id: id,
+                        sandbox_id,
+                        kind: ContainerEventKind::Deleted,
+                        at: berth_monitor::supervise::now_nanos(),
+                    });
+                }
+                continue;
             }
+            // The file may be replaced already by a later event of the same kind: the
+            // kind is the name's, the rest the newest record's.
+            let rec = berth_monitor::record::read_json::<EventRecord>(&self.dir.join(&name))
+                .ok()
+                .flatten();
+            let sandbox_id = rec
+                .as_ref()
+                .map(|r| r.sandbox_id.clone())
+                .or_else(|| self.sandboxes.get(&id).cloned())
+                .unwrap_or_default();
+            self.sandboxes.insert(id.clone(), sandbox_id.clone());
+            self.pending.push_back(convert(EventRecord {
+                container_id: id,
+                sandbox_id,
+                kind,
+                at: rec.map_or_else(berth_monitor::supervise::now_nanos, |r| r.at),
+            }));
         }
     }
 

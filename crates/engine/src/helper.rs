@@ -1,6 +1,7 @@
 //! Starting one of berth's per-host helper processes (the /proc view server, the
-//! network helper) from the running berth binary: detached, and waited for until it
-//! is ready.
+//! network helper) from the berth binary — the running one, or `$BERTH_BIN` when the
+//! engine runs in another program (its tests) — detached, and waited for until it is
+//! ready.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,7 +18,10 @@ pub fn start(
     wait: Duration,
     ready: impl Fn() -> bool,
 ) -> Result<()> {
-    let exe = std::env::current_exe().ctx(|| "find the berth binary")?;
+    let exe = match std::env::var_os("BERTH_BIN") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::env::current_exe().ctx(|| "find the berth binary")?,
+    };
     let mut cmd = Command::new(&exe);
     cmd.args(["system", subcommand])
         .stdin(Stdio::null())

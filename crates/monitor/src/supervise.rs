@@ -130,9 +130,10 @@ pub enum EventKind {
     Stopped,
 }
 
-/// The last event of a container: `<events>/<ID>`, replaced whole (rename) at every
-/// change, so that a watcher of the directory (inotify) learns of each change at once;
-/// removed with the container.
+/// A container's last event of one kind: `<events>/<ID>.<kind>` (`created`,
+/// `started`, `stopped`), replaced whole (rename) at every such change, so that a
+/// watcher of the directory (inotify) learns of each change at once and of its kind
+/// from the name alone; removed with the container.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EventRecord {
     /// The container.
@@ -145,12 +146,39 @@ pub struct EventRecord {
     pub at: i64,
 }
 
+impl EventKind {
+    /// The kind's name in event file names.
+    pub fn word(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Started => "started",
+            EventKind::Stopped => "stopped",
+        }
+    }
+
+    /// The kind an event file name ends with.
+    pub fn from_word(w: &str) -> Option<EventKind> {
+        [EventKind::Created, EventKind::Started, EventKind::Stopped]
+            .into_iter()
+            .find(|k| k.word() == w)
+    }
+}
+
+/// The event files container `id` may have in `events_dir`.
+pub fn event_files(events_dir: &Path, id: &str) -> Vec<std::path::PathBuf> {
+    [EventKind::Created, EventKind::Started, EventKind::Stopped]
+        .iter()
+        .map(|k| events_dir.join(format!("{id}.{}", k.word())))
+        .collect()
+}
+
 impl EventRecord {
     /// Writes the record into `events_dir` (best effort: a full disk must not stop a
     /// container; readers also look at the state itself).
     pub fn publish(&self, events_dir: &Path) {
         let _ = std::fs::create_dir_all(events_dir);
-        let _ = write_json(&events_dir.join(&self.container_id), self);
+        let name = format!("{}.{}", self.container_id, self.kind.word());
+        let _ = write_json(&events_dir.join(name), self);
     }
 }
 

@@ -44,11 +44,11 @@ fn conf_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(entries)
 }
 
-/// The name of the network a pod gets when the conf directory has configurations:
-/// the first file's, in name order (as the kubelet's runtimes choose). None when the
-/// directory is missing or has none.
-pub fn default_network() -> Option<String> {
-    let first = conf_files(&conf_dir()).ok()?.into_iter().next()?;
+/// The name of the network in conf directory `dir` that pods get: the first file's, in
+/// name order (as the kubelet's runtimes choose). None when the directory is missing
+/// or has none.
+pub fn default_network(dir: &Path) -> Option<String> {
+    let first = conf_files(dir).ok()?.into_iter().next()?;
     let v: Value = serde_json::from_slice(&std::fs::read(first).ok()?).ok()?;
     v["name"].as_str().map(str::to_string)
 }

@@ -87,6 +87,9 @@ pub struct NewNetwork {
     pub ipv6: bool,
     /// An IPv6 `--subnet` (a /64 to /96), else the next free fdb7:0:N::/64.
     pub subnet6: Option<String>,
+    /// No name resolution by berth's resolver (a pod network: pods have the cluster's
+    /// DNS).
+    pub no_dns: bool,
 }
 
 impl Network {
@@ -420,7 +423,7 @@ impl Networks {
             gateway,
             subnet6,
             mtu,
-            dns: true,
+            dns: !req.no_dns,
             labels: req.labels.clone(),
             created: now_rfc3339(),
         };

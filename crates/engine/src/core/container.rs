@@ -257,13 +257,15 @@ impl Core {
             }),
             auto_remove: c.auto_remove.then(|| Removal {
                 rootfs: rec.rootfs.clone(),
-                paths: vec![
-                    paths.dir.clone(),
-                    self.dirs().names().join(&rec.name),
-                    self.dirs().events().join(&rec.id),
-                    self.dirs().locks().join(&rec.id),
-                    self.dirs().locks().join(&sb.id),
-                ],
+                paths: berth_monitor::supervise::event_files(&self.dirs().events(), &rec.id)
+                    .into_iter()
+                    .chain([
+                        paths.dir.clone(),
+                        self.dirs().names().join(&rec.name),
+                        self.dirs().locks().join(&rec.id),
+                        self.dirs().locks().join(&sb.id),
+                    ])
+                    .collect(),
                 sandbox_dir: sb.lean().then(|| self.dirs().sandbox(&sb.id)),
             }),
         }
@@ -720,6 +722,8 @@ pub(crate) fn undo(core: &Core, id: &str) {
         names::release(&core.dirs().names(), &rec.name, id);
     }
     let _ = std::fs::remove_dir_all(&paths.dir);
-    let _ = std::fs::remove_file(core.dirs().events().join(id));
+    for f in berth_monitor::supervise::event_files(&core.dirs().events(), id) {
+        let _ = std::fs::remove_file(f);
+    }
     naming::remove_empty(&berth_cgroups::Layout::host(), naming::ENGINE_PARENT, "/");
 }

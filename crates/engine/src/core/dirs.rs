@@ -13,6 +13,7 @@
 //! runtime/           berth-runtime's state (`--root`)
 //! image/             the image store
 //! pod-network.json   the node's pod network settings (pod CIDR)
+//! cni/net.d/         CNI configurations for pods (none: berth's pod bridge)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -106,6 +107,11 @@ impl StateDirs {
     /// The image store.
     pub fn images(&self) -> PathBuf {
         self.root.join("image")
+    }
+
+    /// The CNI configurations of the pod network (empty: berth's own bridge).
+    pub fn pod_cni(&self) -> PathBuf {
+        self.root.join("cni").join("net.d")
     }
 
     /// The node's pod network settings.

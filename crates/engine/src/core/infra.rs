@@ -91,7 +91,10 @@ pub fn start(core: &Core, rec: &SandboxRecord, view: &SandboxView) -> Result<(i3
                 .build()
                 .map_err(bad)?,
         )
-        .mounts(Vec::new())
+        // /proc only: the infra process rewrites its command line from it (its
+        // arguments would otherwise show the runtime's, with host paths, to `ps` in
+        // the pod).
+        .mounts(vec![super::ocispec::proc_mount()])
         .linux(linux.build().map_err(bad)?)
         .annotations(
             [("berth.infra".to_string(), "true".to_string())]

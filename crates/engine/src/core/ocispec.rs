@@ -136,10 +136,15 @@ fn mount(dest: &str, typ: &str, source: impl Into<PathBuf>, options: &[&str]) ->
         .expect("a complete mount")
 }
 
+/// The container's own /proc.
+pub fn proc_mount() -> Mount {
+    mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])
+}
+
 fn default_mounts(privileged: bool, shm: Option<&Path>) -> Vec<Mount> {
     let rw = if privileged { "rw" } else { "ro" };
     let mut v = vec![
-        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        proc_mount(),
         mount(
             "/dev",
             "tmpfs",

@@ -27,7 +27,7 @@ impl RuntimeService for Core {
             reason: if ok { String::new() } else { reason.into() },
             message: if ok { String::new() } else { message },
         };
-        let cni = berth_net::cni::default_network();
+        let cni = berth_net::cni::default_network(&self.dirs().pod_cni());
         let pn = self.pod_network();
         let net_ok = cni.is_some() || berth_net::network::parse_cidr("pod CIDR", &pn.cidr).is_ok();
         vec![

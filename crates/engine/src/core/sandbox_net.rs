@@ -22,8 +22,11 @@ use super::Core;
 /// directory.
 pub const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 
-/// The node's pod network: the berth network pods are on when no CNI configuration is
-/// present (`pod-network.json`, set by `update_runtime_config`).
+/// The node's pod network (`pod-network.json`; the CIDR set by
+/// `update_runtime_config`): pods are on the berth network `name` with addresses
+/// from `cidr`, unless the CNI configuration directory of the state root
+/// (`cni/net.d`, as k3s keeps its own rather than /etc/cni/net.d, where other tools
+/// install theirs) has a configuration — then its first network wires them.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PodNetwork {
     /// The network's name.
@@ -82,6 +85,7 @@ impl Core {
         let req = NewNetwork {
             name: pn.name.clone(),
             subnet: Some(pn.cidr.clone()),
+            no_dns: true,
             ..Default::default()
         };
         match nets.create(&req) {
@@ -101,9 +105,11 @@ fn port_maps(ports: &[PortMapping]) -> Result<Vec<PortMap>> {
             let proto = match p.protocol {
                 Protocol::Tcp => Proto::Tcp,
                 Protocol::Udp => Proto::Udp,
-                Protocol::Sctp => return Err(Error::Invalid(format!(
+                Protocol::Sctp => {
+                    return Err(Error::Invalid(format!(
                     "port_mappings[{i}]: SCTP ports cannot be published by berth (TCP and UDP can)"
-                ))),
+                )))
+                }
             };
             if p.container_port == 0 {
                 return Err(Error::Invalid(format!(
@@ -139,8 +145,8 @@ pub fn connect(core: &Core, rec: &SandboxRecord) -> Result<(String, Option<crate
     berth_monitor::sandbox::release_network(id, &dir);
     let ports = port_maps(&rec.config.port_mappings)?;
     let net = match &rec.config.namespaces.network {
-        SandboxNetwork::Pod => match berth_net::cni::default_network() {
-            Some(name) => SandboxNetwork::Cni(name),
+        SandboxNetwork::Pod => match berth_net::cni::default_network(&core.dirs().pod_cni()) {
+            Some(name) => SandboxNetwork::Cni(format!("pod:{name}")),
             None => SandboxNetwork::Network {
                 name: core.pod_bridge()?,
                 aliases: Vec::new(),
@@ -162,7 +168,11 @@ pub fn connect(core: &Core, rec: &SandboxRecord) -> Result<(String, Option<crate
         }
         SandboxNetwork::Sandbox(o) => (format!("sandbox:{o}"), None, None),
         SandboxNetwork::Cni(name) => {
-            let list = berth_net::cni::load(name)?;
+            // `pod:NAME`: the pod network's, from the state root's directory.
+            let list = match name.strip_prefix("pod:") {
+                Some(n) => berth_net::cni::load_from(&core.dirs().pod_cni(), n)?,
+                None => berth_net::cni::load(name)?,
+            };
             let att = berth_net::attach::attach_cni(name, list, id, &netns, ports, &record)?;
             (format!("cni:{name}"), Some(att), None)
         }
