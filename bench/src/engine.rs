@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::stats;
 
-fn run(cmd: &mut Command) -> Result<String> {
+pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -227,6 +227,22 @@ pub fn engine_bench(runs: usize, berth: &Path, many: usize, tools: &Path) -> Res
             m(3) - m(2)
         );
     }
+
+    // Pods through the traits, in this process (the runtime and monitor as above; the
+    // network helper from the berth binary).
+    std::env::set_var("BERTH_BIN", &berth);
+    if use_static {
+        std::env::set_var("BERTH_RUNTIME", &runtime);
+        std::env::set_var("BERTH_MONITOR", &monitor);
+    } else {
+        std::env::set_var("BERTH_RUNTIME", berth.with_file_name("berth-runtime"));
+        std::env::set_var("BERTH_MONITOR", berth.with_file_name("berth-monitor"));
+    }
+    crate::pods::pod_bench(
+        runs,
+        &broot,
+        have_podman.then_some(&podman as &dyn Fn(&[&str]) -> Command),
+    )?;
 
     // Many detached containers.
     let t0 = Instant::now();

@@ -19,6 +19,7 @@ mod apiserver;
 mod engine;
 mod images;
 mod net;
+mod pods;
 mod stats;
 mod sys;
 

@@ -802,11 +802,58 @@ fn inspect_explain_reads_the_kernel() {
             .len(),
         14
     );
+    assert_eq!(v["root_switch"]["method"], "pivot_root");
+    assert_eq!(v["sandbox"]["kind"], "the container's own");
+    let shares: Vec<&str> = v["sandbox"]["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert_eq!(shares, ["net", "ipc", "uts"], "{v}");
+    let served = v["proc_view"]["served"].as_array().unwrap();
+    assert!(served.iter().any(|p| p == "/proc/meminfo"), "{served:?}");
     let text = env.ok(&["inspect", "--explain", "a"]);
+    for want in [
+        "whiteout: /etc/os-release",
+        "bind mount of the host's",
+        "switched with pivot_root(2)",
+        "chroot(2) alone would only",
+        "berth's /proc view",
+        "It runs in its own sandbox",
+        "it shares its net, ipc, uts namespaces with the sandbox",
+    ] {
+        assert!(text.contains(want), "{want:?} is not in:\n{text}");
+    }
+    // The calls the filter refuses, with the answer each gets.
+    let refused = text
+        .lines()
+        .find(|l| l.contains("with EPERM (Operation not permitted):"))
+        .unwrap_or_else(|| panic!("{text}"));
+    for call in ["mount", "unshare", "keyctl", "ptrace", "bpf"] {
+        assert!(
+            refused.split([' ', ',']).any(|w| w == call),
+            "{call}: {refused}"
+        );
+    }
     assert!(
-        text.contains("whiteout: /etc/os-release") && text.contains("bind mount of the host's"),
+        text.contains("with ENOSYS (Function not implemented): clone3"),
         "{text}"
     );
+    // Without the view, /proc is the kernel's, and it says so.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "plain",
+        "--procview=false",
+        "busybox:1",
+        "sleep",
+        "60",
+    ]);
+    let text = env.ok(&["inspect", "--explain", "plain"]);
+    assert!(text.contains("/proc inside is the kernel's own"), "{text}");
+    env.ok(&["rm", "-f", "plain"]);
     env.ok(&["rm", "-f", "a", "b"]);
     assert!(
         leftovers(&env, &[]).is_empty(),

@@ -127,50 +127,52 @@ impl CgroupPaths {
     pub fn create(&mut self) -> Result<()> {
         let dirs: Vec<PathBuf> = self.dirs().into_iter().map(Path::to_path_buf).collect();
         for dir in dirs {
-            let mut missing = Vec::new();
-            let mut cur = dir.as_path();
-            while !cur.exists() {
-                missing.push(cur.to_path_buf());
-                match cur.parent() {
-                    Some(p) => cur = p,
-                    None => break,
-                }
-            }
-            let is_unified = self.unified.as_deref() == Some(dir.as_path());
-            if is_unified && self.v2_only {
-                enable_controllers_down_to(&dir)?;
-            }
-            for d in missing.iter().rev() {
-                // Another container's delete may remove an empty shared parent between
-                // our check and our mkdir: make it again.
-                let mut r = std::fs::create_dir(d);
-                for _ in 0..5 {
-                    match &r {
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            // The parent went: make it again, and on cpuset give it
-                            // CPUs and memory nodes (a bare mkdir leaves them empty, and
-                            // joining a child of it would fail with ENOSPC).
-                            if let Some(p) = d.parent() {
-                                if std::fs::create_dir(p).is_ok() && is_cpuset_dir(p) {
-                                    let _ = init_cpuset(p);
-                                }
-                            }
-                            r = std::fs::create_dir(d);
-                        }
-                        _ => break,
+            // Another container's removal may take an empty shared parent away while
+            // this one is being made (between our mkdir and the cpuset files we write
+            // there): start that directory over.
+            let mut attempt = 0;
+            loop {
+                match self.create_one(&dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempt < 10 => {
+                        attempt += 1;
+                    }
+                    r => {
+                        r?;
+                        break;
                     }
                 }
-                match r {
-                    Ok(()) => self.created.push(d.clone()),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(Error::io(format!("create cgroup {}", d.display()), e)),
-                }
-                if is_cpuset_dir(d) {
-                    init_cpuset(d)?;
-                }
-                if is_unified && self.v2_only && d != &dir {
-                    enable_controllers_in(d)?;
-                }
+            }
+        }
+        Ok(())
+    }
+
+    fn create_one(&mut self, dir: &Path) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut cur = dir;
+        while !cur.exists() {
+            missing.push(cur.to_path_buf());
+            match cur.parent() {
+                Some(p) => cur = p,
+                None => break,
+            }
+        }
+        let is_unified = self.unified.as_deref() == Some(dir);
+        if is_unified && self.v2_only {
+            enable_controllers_down_to(dir)?;
+        }
+        for d in missing.iter().rev() {
+            match std::fs::create_dir(d) {
+                Ok(()) => self.created.push(d.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(format!("create cgroup {}", d.display()), e)),
+            }
+            // A new v1 cpuset cgroup has no CPUs or memory nodes until given its
+            // parent's (joining it would fail with ENOSPC).
+            if is_cpuset_dir(d) {
+                init_cpuset(d)?;
+            }
+            if is_unified && self.v2_only && d.as_path() != dir {
+                enable_controllers_in(d)?;
             }
         }
         Ok(())

@@ -361,6 +361,9 @@ impl Core {
                 rec.name
             )));
         }
+        // The monitor of the last run may still be releasing what the container held
+        // (its lean sandbox): it must be done before anything is made again.
+        super::status::wait_monitor_gone(&paths, Duration::from_secs(10));
         let mut sb = self.sandbox(&rec.sandbox_id)?;
         let mut hold = None;
         let _sb_lock;
@@ -464,13 +467,20 @@ impl Core {
             let _ = self.kill_container(&rec.id, "KILL", true);
             self.wait_container(&rec, Duration::from_secs(10), |s| !running_now(s));
         }
-        // Let the monitor write its record (an orphaned container has none to write).
+        // Let the monitor write its record (an orphaned container has none to write)
+        // and release what the container held, unless it will start it again.
         self.wait_container(&rec, Duration::from_secs(5), |s| {
             matches!(
                 s,
                 ContainerState::Exited | ContainerState::Unknown | ContainerState::Created
             )
         });
+        if !matches!(self.container_state(&rec), ContainerState::Restarting) {
+            super::status::wait_monitor_gone(
+                &self.dirs().container(&rec.id),
+                Duration::from_secs(10),
+            );
+        }
         Ok(())
     }
 

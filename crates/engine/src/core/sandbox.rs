@@ -502,14 +502,10 @@ pub(crate) fn undo(core: &Core, id: &str) {
         release_pins_and_net(id, &dir);
     }
     if let Some(rec) = &rec {
-        if rec.made_cgroup_parent {
-            let layout = berth_cgroups::Layout::host();
-            let keep = if rec.cgroup_parent.starts_with(naming::KUBEPODS) {
-                naming::KUBEPODS
-            } else {
-                "/"
-            };
-            naming::remove_empty(&layout, &rec.cgroup_parent, keep);
+        // A pod's cgroup (and its QoS and /kubepods parents) goes once empty, whoever
+        // made it: the first container's runtime may have, and left it to the last.
+        if rec.made_cgroup_parent || rec.config.infra {
+            naming::remove_empty(&berth_cgroups::Layout::host(), &rec.cgroup_parent, "/");
         }
         if !rec.name.is_empty() {
             names::release(&core.dirs().sandbox_names(), &rec.name, id);

@@ -414,6 +414,13 @@ pub fn default_seccomp(caps: &[String]) -> LinuxSeccomp {
                 LinuxSeccompAction::ScmpActErrno,
                 Some(EPERM),
             ),
+            // Named although the default gives it the same answer: the one call refused
+            // on purpose with ENOSYS (see `refused_calls`).
+            rule(
+                by_errno(ENOSYS),
+                LinuxSeccompAction::ScmpActErrno,
+                Some(ENOSYS),
+            ),
         ])
         .build()
         .expect("a complete profile")

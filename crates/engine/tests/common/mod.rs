@@ -126,12 +126,7 @@ impl Drop for Env {
                 let _ = self.core.remove_pod_sandbox(&s.id);
             }
         }
-        let nets = berth_net::network::Networks::new(&self.dir.path().join("net"));
-        if let Ok(list) = nets.list() {
-            for n in list {
-                let _ = nets.remove(&n.name);
-            }
-        }
+        let _ = berth_net::network::Networks::host().remove(&self.core.pod_network().name);
         let root = self.dir.path().to_string_lossy().into_owned();
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut points: Vec<&str> = info
@@ -290,7 +285,8 @@ pub fn leftovers(env: &Env, sandbox: &str, containers: &[String]) -> Vec<String>
             }
         }
     }
-    let leases = env.dir.path().join("net/networks/leases");
+    let leases =
+        std::path::Path::new("/var/lib/berth/networks/leases").join(env.core.pod_network().name);
     if let Ok(rd) = std::fs::read_dir(&leases) {
         for net in rd.flatten() {
             for l in std::fs::read_dir(net.path())

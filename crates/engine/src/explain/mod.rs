@@ -1,7 +1,12 @@
 //! `berth inspect --explain`: what a running container is made of, every fact read from
 //! the kernel (/proc/PID/ns, /proc/PID/cgroup and the cgroup files, /proc/PID/mountinfo,
 //! /proc/PID/status) rather than from berth's records — the answers to "what does
-//! mount do here?", "which layer holds this file?" and "why does top show the host?".
+//! mount do here?", "which layer holds this file?", "why does top show the host (or
+//! not)?", "how is this different from chroot?" and "what does seccomp refuse?".
+
+mod text;
+
+pub use text::explain_text;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -53,95 +58,66 @@ fn read_trim(p: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// Per-controller cgroup facts.
+/// Per-controller cgroup facts, from /proc/PID/cgroup and the host's cgroup mounts.
 fn cgroups(pid: i32) -> Vec<Value> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let layout = berth_cgroups::Layout::host();
     let mut out = Vec::new();
-    for line in text.lines() {
-        let mut f = line.splitn(3, ':');
-        let (_, ctrls, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
-        let dir = |mount: &str| PathBuf::from(format!("/sys/fs/cgroup/{mount}{path}"));
+    for line in berth_cgroups::proc::read(Some(pid)).unwrap_or_default() {
+        let path = Path::new(&line.path);
         let mut facts = serde_json::Map::new();
-        let (name, base) = if ctrls.is_empty() {
-            let base = if Path::new("/sys/fs/cgroup/unified").is_dir() {
-                dir("unified")
-            } else {
-                dir("")
-            };
-            for (k, file) in [
-                ("memory.max", "memory.max"),
-                ("memory.current", "memory.current"),
-                ("cpu.max", "cpu.max"),
-                ("pids.max", "pids.max"),
-                ("pids.current", "pids.current"),
-                ("cpuset.cpus.effective", "cpuset.cpus.effective"),
-            ] {
-                if let Some(v) = read_trim(&base.join(file)) {
-                    facts.insert(k.into(), json!(v));
-                }
-            }
-            ("cgroup2".to_string(), base)
+        let (name, base, files): (String, PathBuf, &[&str]) = if line.is_unified() {
+            let Some(m) = &layout.unified else { continue };
+            (
+                "cgroup2".into(),
+                layout.dir_on(m, "", path),
+                &[
+                    "memory.max",
+                    "memory.current",
+                    "cpu.max",
+                    "pids.max",
+                    "pids.current",
+                    "cpuset.cpus.effective",
+                ],
+            )
         } else {
-            let base = dir(ctrls);
-            for (k, file) in [
-                ("memory.limit_in_bytes", "memory.limit_in_bytes"),
-                ("memory.usage_in_bytes", "memory.usage_in_bytes"),
-                ("cpu.cfs_quota_us", "cpu.cfs_quota_us"),
-                ("cpu.cfs_period_us", "cpu.cfs_period_us"),
-                ("cpu.shares", "cpu.shares"),
-                ("pids.max", "pids.max"),
-                ("pids.current", "pids.current"),
-                ("cpuset.cpus", "cpuset.cpus"),
-            ] {
-                if let Some(v) = read_trim(&base.join(file)) {
-                    facts.insert(k.into(), json!(v));
-                }
-            }
-            (ctrls.to_string(), base)
+            let Some(m) = line.controllers.first().and_then(|c| layout.v1.get(c)) else {
+                continue;
+            };
+            (
+                line.controllers.join(","),
+                layout.dir_on(m, &line.controllers[0], path),
+                &[
+                    "memory.limit_in_bytes",
+                    "memory.usage_in_bytes",
+                    "cpu.cfs_quota_us",
+                    "cpu.cfs_period_us",
+                    "cpu.shares",
+                    "pids.max",
+                    "pids.current",
+                    "cpuset.cpus",
+                ],
+            )
         };
+        for f in files {
+            if let Some(v) = read_trim(&base.join(f)) {
+                facts.insert(f.to_string(), json!(v));
+            }
+        }
         if facts.is_empty() && name != "cgroup2" {
             continue;
         }
-        out.push(json!({"controllers": name, "path": path, "directory": base, "files": facts}));
+        out.push(
+            json!({"controllers": name, "path": line.path, "directory": base, "files": facts}),
+        );
     }
     out
 }
 
-struct MountLine {
-    mount_point: String,
-    root: String,
-    dev: String,
-    fstype: String,
-    source: String,
-    options: String,
-    super_options: String,
-}
+type MountLine = berth_cgroups::mountinfo::MountInfo;
 
 fn mountinfo(pid: &str) -> Vec<MountLine> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let p: Vec<&str> = pre.split(' ').collect();
-            let q: Vec<&str> = post.split(' ').collect();
-            Some(MountLine {
-                root: unescape(p.get(3)?),
-                dev: p.get(2)?.to_string(),
-                mount_point: unescape(p.get(4)?),
-                options: p.get(5)?.to_string(),
-                fstype: q.first()?.to_string(),
-                source: q.get(1).map(|s| unescape(s)).unwrap_or_default(),
-                super_options: q.get(2).unwrap_or(&"").to_string(),
-            })
-        })
-        .collect()
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    let pid = pid.parse().ok();
+    berth_cgroups::mountinfo::read(pid).unwrap_or_default()
 }
 
 /// Where a bind mount's content lives on the host: the host mount of the same device
@@ -149,7 +125,7 @@ fn unescape(s: &str) -> String {
 fn host_path(host: &[MountLine], m: &MountLine) -> Option<String> {
     host.iter()
         .filter(|h| {
-            h.dev == m.dev
+            h.device == m.device
                 && (m.root == h.root
                     || m.root
                         .starts_with(&format!("{}/", h.root.trim_end_matches('/'))))
@@ -160,7 +136,11 @@ fn host_path(host: &[MountLine], m: &MountLine) -> Option<String> {
                 .root
                 .strip_prefix(h.root.trim_end_matches('/'))
                 .unwrap_or("");
-            format!("{}{}", h.mount_point.trim_end_matches('/'), rest)
+            format!(
+                "{}{}",
+                h.mount_point.to_string_lossy().trim_end_matches('/'),
+                rest
+            )
         })
 }
 
@@ -193,7 +173,152 @@ fn whiteouts(upper: &Path) -> (Vec<String>, Vec<String>, usize) {
     (w, o, n)
 }
 
+/// The inode of the namespace pinned at `path` (a bind mount of an nsfs file has the
+/// namespace's inode).
+fn pinned_inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let dir = std::fs::metadata(path.parent()?).ok()?;
+    (m.dev() != dir.dev()).then(|| m.ino())
+}
+
+/// Which files of the container's /proc and /sys berth's /proc view serves (FUSE over
+/// the kernel's), from its mount table.
+fn procview_facts(own: &[MountLine]) -> Value {
+    let served: Vec<String> = own
+        .iter()
+        .filter(|m| {
+            m.fstype.starts_with("fuse") && m.source.contains("berth-procview")
+                || m.fstype == "fuse.berth-procview"
+        })
+        .map(|m| m.mount_point.display().to_string())
+        .collect();
+    json!({"served": served})
+}
+
+/// How the container's root was switched: pivot_root(2), unless the host's own root
+/// is an initramfs (ramfs or tmpfs), where berth-runtime must move the root filesystem
+/// over / and chroot into it — read from the host's root (statfs) and the container's
+/// mount table.
+fn root_switch_facts(own: &[MountLine]) -> Value {
+    let host_root = berth_cgroups::mountinfo::read(None)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.mount_point == Path::new("/"))
+        .map(|m| m.fstype)
+        .unwrap_or_default();
+    let initramfs = matches!(host_root.as_str(), "rootfs" | "ramfs" | "tmpfs");
+    let roots = own
+        .iter()
+        .filter(|m| m.mount_point == Path::new("/"))
+        .count();
+    json!({
+        "method": if initramfs { "move+chroot" } else { "pivot_root" },
+        "host_root_fstype": host_root,
+        "root_mounts": roots,
+    })
+}
+
+/// What the container's seccomp profile (its config.json) refuses, grouped by the
+/// error each call gets, and how many calls it allows.
+fn seccomp_profile(config: &Path) -> Value {
+    let Ok(text) = std::fs::read(config) else {
+        return Value::Null;
+    };
+    let Ok(spec) = serde_json::from_slice::<Value>(&text) else {
+        return Value::Null;
+    };
+    let Some(p) = spec.pointer("/linux/seccomp") else {
+        return Value::Null;
+    };
+    let mut refused: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut allowed = 0;
+    for rule in p["syscalls"].as_array().into_iter().flatten() {
+        let names: Vec<String> = rule["names"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(String::from))
+            .collect();
+        match rule["action"].as_str() {
+            Some("SCMP_ACT_ALLOW") => allowed += names.len(),
+            Some("SCMP_ACT_ERRNO") => refused
+                .entry(rule["errnoRet"].as_u64().unwrap_or(1))
+                .or_default()
+                .extend(names),
+            _ => {}
+        }
+    }
+    let default_errno = p["defaultErrnoRet"].as_u64();
+    json!({
+        "default_action": p["defaultAction"],
+        "default_errno": default_errno,
+        "default_error": default_errno.map(errno_text),
+        "allowed": allowed,
+        "refused": refused.into_iter().map(|(errno, calls)| json!({
+            "errno": errno,
+            "error": errno_text(errno),
+            "calls": calls,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn errno_text(n: u64) -> String {
+    let name = match n {
+        1 => "EPERM",
+        38 => "ENOSYS",
+        13 => "EACCES",
+        22 => "EINVAL",
+        _ => "",
+    };
+    let text = std::io::Error::from_raw_os_error(n as i32).to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+    if name.is_empty() {
+        text
+    } else {
+        format!("{name} ({text})")
+    }
+}
+
 impl Engine {
+    /// Which sandbox the container is in, and which of its namespaces are the
+    /// sandbox's (by inode: the sandbox's pins and its infra process).
+    fn sandbox_facts(&self, rec: &ContainerRecord, namespaces: &[Value]) -> Value {
+        let Ok(sb) = self.core().sandbox(&rec.sandbox_id) else {
+            return Value::Null;
+        };
+        let mut pins: Vec<(&str, PathBuf)> = berth_monitor::sandbox::PINNED_KINDS
+            .iter()
+            .map(|k| (*k, berth_monitor::sandbox::pin_path(&sb.id, k)))
+            .collect();
+        pins.push(("net", berth_net::netns::path_of(&sb.id)));
+        let infra = sb.infra.map(|(p, _)| p.to_string());
+        let shared: Vec<String> = namespaces
+            .iter()
+            .filter_map(|n| {
+                let kind = n["type"].as_str()?;
+                let ino = n["inode"].as_u64()?;
+                let by_pin = pins
+                    .iter()
+                    .any(|(k, p)| *k == kind && pinned_inode(p) == Some(ino));
+                let by_infra = infra
+                    .as_deref()
+                    .is_some_and(|p| ns_inode(p, kind) == Some(ino));
+                (by_pin || by_infra).then(|| kind.to_string())
+            })
+            .collect();
+        json!({
+            "id": sb.id,
+            "kind": if sb.lean() { "the container's own" } else { "pod" },
+            "name": if sb.lean() { String::new() } else {
+                format!("{}/{}", sb.config.metadata.namespace, sb.config.metadata.name)
+            },
+            "infra_pid": sb.infra.map(|(p, _)| p),
+            "shares": shared,
+            "network": sb.network,
+        })
+    }
+
     /// The facts of a running container, as JSON.
     pub fn explain(&self, rec: &ContainerRecord) -> Result<Value> {
         let pid = match self.state(rec) {
@@ -237,7 +362,7 @@ impl Engine {
         }
         let own = mountinfo(&pid.to_string());
         let host = mountinfo("self");
-        let root = own.iter().find(|m| m.mount_point == "/");
+        let root = own.iter().find(|m| m.mount_point == Path::new("/"));
         let store = self.images().root().to_path_buf();
         let mut layers = Vec::new();
         let mut upper_facts = Value::Null;
@@ -283,7 +408,7 @@ impl Engine {
         }
         let mounts: Vec<Value> = own
             .iter()
-            .filter(|m| m.mount_point != "/")
+            .filter(|m| m.mount_point != Path::new("/"))
             .map(|m| {
                 let bind = m.root != "/" && !matches!(m.fstype.as_str(), "proc" | "sysfs" | "tmpfs" | "devpts" | "mqueue" | "cgroup" | "cgroup2");
                 json!({
@@ -295,6 +420,10 @@ impl Engine {
                 })
             })
             .collect();
+        let sandbox = self.sandbox_facts(rec, &namespaces);
+        let procview = procview_facts(&own);
+        let root_switch = root_switch_facts(&own);
+        let profile = seccomp_profile(&self.paths(&rec.id).config());
         let seccomp = match status_field(pid, "Seccomp:").as_str() {
             "0" => "disabled",
             "1" => "strict",
@@ -309,6 +438,9 @@ impl Engine {
             "namespaces": namespaces,
             "cgroups": cgroups(pid),
             "rootfs": {"type": root.map(|r| r.fstype.clone()), "layers": layers, "upper": upper_facts},
+            "root_switch": root_switch,
+            "sandbox": sandbox,
+            "proc_view": procview,
             "mounts": mounts,
             "security": {
                 "uid": status_field(pid, "Uid:").split_whitespace().next().unwrap_or("").to_string(),
@@ -318,125 +450,8 @@ impl Engine {
                 "no_new_privs": status_field(pid, "NoNewPrivs:") == "1",
                 "seccomp": seccomp,
                 "seccomp_filters": status_field(pid, "Seccomp_filters:"),
+                "seccomp_profile": profile,
             },
         }))
     }
-}
-
-/// The facts in plain words.
-pub fn explain_text(v: &Value) -> String {
-    let s = |x: &Value| x.as_str().unwrap_or("").to_string();
-    let mut o = String::new();
-    o += &format!(
-        "Container {} ({}) is process {} on the host, running {:?}.\n\n",
-        s(&v["name"]),
-        &s(&v["id"])[..12.min(s(&v["id"]).len())],
-        v["pid"],
-        s(&v["command"])
-    );
-    o += &format!(
-        "Namespaces (from /proc/{}/ns): what the container sees of its own\n",
-        v["pid"]
-    );
-    for n in v["namespaces"].as_array().into_iter().flatten() {
-        let shared = s(&n["shared_with"]);
-        o += &format!(
-            "  {:<7} {:<12} {:<32} {}\n",
-            s(&n["type"]),
-            n["inode"],
-            s(&n["isolates"]),
-            if shared.is_empty() {
-                "its own".to_string()
-            } else {
-                format!("shared with {shared}")
-            }
-        );
-    }
-    o += &format!(
-        "\nCgroups (from /proc/{}/cgroup): what the container may use\n",
-        v["pid"]
-    );
-    for c in v["cgroups"].as_array().into_iter().flatten() {
-        let files: Vec<String> = c["files"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, x)| format!("{k}={}", s(x)))
-            .collect();
-        o += &format!(
-            "  {:<22} {}  {}\n",
-            s(&c["controllers"]),
-            s(&c["path"]),
-            files.join(" ")
-        );
-    }
-    o += &format!(
-        "\nRoot filesystem (from /proc/{}/mountinfo): {}, top to bottom\n",
-        v["pid"],
-        s(&v["rootfs"]["type"])
-    );
-    let up = &v["rootfs"]["upper"];
-    if !up.is_null() {
-        o += &format!(
-            "  upper (the container's own writes): {}  ({} entries)\n",
-            s(&up["dir"]),
-            up["entries"]
-        );
-        for w in up["whiteouts"].as_array().into_iter().flatten() {
-            o += &format!(
-                "    whiteout: {} is deleted (a 0:0 character device hides it below)\n",
-                s(w)
-            );
-        }
-        for d in up["opaque_dirs"].as_array().into_iter().flatten() {
-            o += &format!("    opaque: {} hides everything below it\n", s(d));
-        }
-    }
-    for l in v["rootfs"]["layers"].as_array().into_iter().flatten() {
-        o += &format!(
-            "  {}: {}{}\n",
-            s(&l["role"]),
-            s(&l["dir"]),
-            l["diff_id"]
-                .as_str()
-                .map(|d| format!("  ({d})"))
-                .unwrap_or_default()
-        );
-    }
-    o += "\nMounts inside the container\n";
-    for m in v["mounts"].as_array().into_iter().flatten() {
-        let bind = m["bind_of"]
-            .as_str()
-            .map(|b| format!("  bind mount of the host's {b}"))
-            .unwrap_or_default();
-        o += &format!(
-            "  {:<24} {:<8} {}{}\n",
-            s(&m["destination"]),
-            s(&m["type"]),
-            s(&m["options"]),
-            bind
-        );
-    }
-    let sec = &v["security"];
-    o += "\nSecurity (from /proc/PID/status)\n";
-    o += &format!("  uid {}  gid {}\n", s(&sec["uid"]), s(&sec["gid"]));
-    let caps: Vec<String> = sec["capabilities_effective"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(s)
-        .collect();
-    o += &format!(
-        "  effective capabilities ({}): {}\n",
-        caps.len(),
-        caps.join(", ")
-    );
-    o += &format!(
-        "  seccomp: {} ({} filters), no_new_privs: {}\n",
-        s(&sec["seccomp"]),
-        s(&sec["seccomp_filters"]),
-        sec["no_new_privs"]
-    );
-    o += "\n/proc inside is the kernel's own: top and free there show the host's CPUs and memory, not these limits.\n";
-    o
 }
