@@ -241,7 +241,7 @@ pub fn engine_bench(runs: usize, berth: &Path, many: usize, tools: &Path) -> Res
     crate::pods::pod_bench(
         runs,
         &broot,
-        have_podman.then_some(&podman as &dyn Fn(&[&str]) -> Command),
+        have_podman.then_some(&podman as crate::pods::PodmanCmd<'_>),
     )?;
 
     // Many detached containers.

@@ -17,13 +17,16 @@ use berth_engine::cri::{
 
 use crate::stats;
 
+/// Builds a podman command (on the benchmark's own storage) from its arguments.
+pub type PodmanCmd<'a> = &'a dyn Fn(&[&str]) -> Command;
+
 /// Runs the comparison with `runs` pods each; `broot` holds the busybox image as
 /// `localhost/bench/busybox:1`; `podman` builds podman commands on the benchmark's own
 /// storage (None without podman).
 pub fn pod_bench(
     runs: usize,
     broot: &Path,
-    podman: Option<&dyn Fn(&[&str]) -> Command>,
+    podman: Option<PodmanCmd<'_>>,
 ) -> Result<()> {
     let core = berth_engine::Core::open(broot)?;
     core.image_status("localhost/bench/busybox:1")?
