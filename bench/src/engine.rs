@@ -11,6 +11,16 @@ use anyhow::{bail, Context, Result};
 
 use crate::stats;
 
+/// This process's hard limit named `name` in /proc/self/limits ("Max open files").
+pub(crate) fn hard(name: &str) -> String {
+    std::fs::read_to_string("/proc/self/limits")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l[25..].split_whitespace().nth(1).map(String::from))
+        .unwrap_or_else(|| "1024".into())
+}
+
 pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
     if !out.status.success() {
@@ -135,14 +145,6 @@ pub fn engine_bench(runs: usize, berth: &Path, many: usize, tools: &Path) -> Res
     // podman asks for a 1048576 open-file limit and more processes than this host may
     // grant without CAP_SYS_RESOURCE: give it the host's open-file limit and 4096
     // processes. It runs runc: crun refuses this hybrid cgroup host.
-    let hard = |name: &str| -> String {
-        std::fs::read_to_string("/proc/self/limits")
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l[25..].split_whitespace().nth(1).map(String::from))
-            .unwrap_or_else(|| "1024".into())
-    };
     let nofile = format!("nofile={0}:{0}", hard("Max open files"));
     let _ = hard("Max processes");
     let nproc = "nproc=4096:4096".to_string();

@@ -58,8 +58,24 @@ pub fn pod_bench(
         core.start_container(&c)?;
         Ok((t.elapsed().as_secs_f64() * 1000.0, sb))
     };
+    // podman's pod infra container takes no --ulimit: give every podman container the
+    // host's open-file limit and runc (crun refuses this hybrid cgroup host) in a
+    // containers.conf of the benchmark's own.
+    let conf = broot.with_file_name("containers.conf");
+    let nofile = crate::engine::hard("Max open files");
+    std::fs::write(
+        &conf,
+        format!(
+            "[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\n"
+        ),
+    )?;
+    let podman_cmd = |args: &[&str]| -> Command {
+        let mut c = (podman.expect("called only with podman"))(args);
+        c.env("CONTAINERS_CONF", &conf);
+        c
+    };
     let podman_pod = |i: usize| -> Result<f64> {
-        let p = podman.expect("called only with podman");
+        let p = &podman_cmd;
         let name = format!("benchpod{i}");
         let t = Instant::now();
         crate::engine::run(&mut p(&[
@@ -75,8 +91,6 @@ pub fn pod_bench(
         crate::engine::run(&mut p(&[
             "run",
             "-d",
-            "--runtime",
-            "runc",
             "--pod",
             &name,
             "localhost/bench/busybox:1",
@@ -86,8 +100,8 @@ pub fn pod_bench(
         Ok(t.elapsed().as_secs_f64() * 1000.0)
     };
     let podman_rm = |i: usize| {
-        if let Some(p) = podman {
-            let _ = p(&["pod", "rm", "-f", &format!("benchpod{i}")]).output();
+        if podman.is_some() {
+            let _ = podman_cmd(&["pod", "rm", "-f", &format!("benchpod{i}")]).output();
         }
     };
     // Warm-up (the pod bridge, podman's infra image), not counted.

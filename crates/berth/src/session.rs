@@ -213,6 +213,18 @@ pub fn run(
     Ok(e.wait(rec).unwrap_or(-1))
 }
 
+/// Gives a terminal (an exec's) our terminal's size.
+fn size_to_ours(t: &std::fs::File) {
+    let (rows, cols) = terminal_size();
+    let ws = rustix::termios::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let _ = rustix::termios::tcsetwinsize(t, ws);
+}
+
 /// Runs a process started with `exec` on our stdio — its terminal in raw mode (our
 /// size passed on as it changes), or its pipes — until it ends; returns its exit code.
 pub fn run_exec(
@@ -222,16 +234,7 @@ pub fn run_exec(
 ) -> anyhow::Result<i32> {
     if let Some(term) = s.terminal.take() {
         let raw = RawTerminal::enable(tty && interactive);
-        let (rows, cols) = terminal_size();
-        let _ = rustix::termios::tcsetwinsize(
-            &term,
-            rustix::termios::Winsize {
-                ws_row: rows,
-                ws_col: cols,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            },
-        );
+        size_to_ours(&term);
         {
             use std::io::IsTerminal;
             let resize_to = term.try_clone()?;
@@ -241,16 +244,7 @@ pub fn run_exec(
                 {
                     std::thread::spawn(move || {
                         for _ in signals.forever() {
-                            let (rows, cols) = terminal_size();
-                            let _ = rustix::termios::tcsetwinsize(
-                                &resize_to,
-                                rustix::termios::Winsize {
-                                    ws_row: rows,
-                                    ws_col: cols,
-                                    ws_xpixel: 0,
-                                    ws_ypixel: 0,
-                                },
-                            );
+                            size_to_ours(&resize_to);
                         }
                     });
                 }

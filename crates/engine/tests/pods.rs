@@ -64,20 +64,17 @@ fn a_pod_of_three_shares_net_ipc_and_uts_and_keeps_its_ip_across_a_restart() {
     );
     assert_eq!(env.sh(&third, "hostname").trim(), "web");
     // localhost between them.
-    wait_for("httpd to listen", Duration::from_secs(10), || {
+    let fetches = |url: &str| {
         env.core
             .exec_sync(
                 &client,
-                &[
-                    "wget".into(),
-                    "-q".into(),
-                    "-O".into(),
-                    "-".into(),
-                    "http://127.0.0.1:8080/index.html".into(),
-                ],
+                &["wget".into(), "-q".into(), "-O".into(), "/dev/null".into(), url.into()],
                 Some(Duration::from_secs(5)),
             )
             .is_ok_and(|r| r.exit_code == 0)
+    };
+    wait_for("httpd to listen", Duration::from_secs(10), || {
+        fetches("http://127.0.0.1:8080/index.html")
     });
     assert_eq!(
         env.sh(&client, "wget -q -O - http://localhost:8080/index.html"),
@@ -101,19 +98,7 @@ fn a_pod_of_three_shares_net_ipc_and_uts_and_keeps_its_ip_across_a_restart() {
         ns_inode(infra, "net")
     );
     wait_for("httpd to listen again", Duration::from_secs(10), || {
-        env.core
-            .exec_sync(
-                &client,
-                &[
-                    "wget".into(),
-                    "-q".into(),
-                    "-O".into(),
-                    "/dev/null".into(),
-                    "http://127.0.0.1:8080/".into(),
-                ],
-                Some(Duration::from_secs(5)),
-            )
-            .is_ok_and(|r| r.exit_code == 0)
+        fetches("http://127.0.0.1:8080/")
     });
     // The pod's IP answers from the host too.
     let list = env

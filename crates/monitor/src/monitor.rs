@@ -356,8 +356,8 @@ fn run_once(job: &Job, say: &mut dyn FnMut(String)) -> Result<(i32, bool, String
         64 * 1024,
         open_log(log_path)?,
     ));
-    // The log's directory is watched so that a log rotated away (renamed or deleted by
-    // whoever rotates it, the node agent as the kubelet does) is reopened at once.
+    // Whoever rotates the log (the node agent, as the kubelet does) renames it, then
+    // asks for a new one with SIGUSR1 (ReopenContainerLog).
     let log_watch = LogWatch::new(log_path);
     if let Some(l) = &listener {
         let _ = l.set_nonblocking(true);
@@ -771,8 +771,9 @@ fn open_log(path: &Path) -> Result<std::fs::File> {
         .ctx(|| format!("open {}", path.display()))
 }
 
-/// An inotify watch on the log's directory that tells when the log file was moved
-/// away or deleted (rotated).
+/// The reopen requests of the container's log: a signalfd of [`crate::sys::REOPEN_LOG`].
+/// (Not an inotify watch on the log's directory: closing one waits for an SRCU grace
+/// period, some 15 ms that every container's end would pay.)
 struct LogWatch {
     fd: OwnedFd,
     path: PathBuf,
@@ -780,33 +781,19 @@ struct LogWatch {
 
 impl LogWatch {
     fn new(path: &Path) -> Option<LogWatch> {
-        use rustix::fs::inotify;
-        let dir = path.parent()?;
-        let fd =
-            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
-        inotify::add_watch(
-            &fd,
-            dir,
-            inotify::WatchFlags::MOVED_FROM | inotify::WatchFlags::DELETE,
-        )
-        .ok()?;
         Some(LogWatch {
-            fd,
+            fd: crate::sys::reopen_signal_fd()?,
             path: path.to_path_buf(),
         })
     }
 
-    /// Reads what happened; true if the log file itself went.
+    /// Reads the pending requests; true if there was one.
     fn rotated(&self) -> bool {
-        let name = self.path.file_name().map(|n| n.as_encoded_bytes().to_vec());
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-        let mut reader = rustix::fs::inotify::Reader::new(&self.fd, &mut buf);
-        let mut hit = false;
-        while let Ok(ev) = reader.next() {
-            if ev.file_name().map(|n| n.to_bytes().to_vec()) == name {
-                hit = true;
-            }
+        let mut info = [0u8; 128];
+        let mut asked = false;
+        while matches!(rustix::io::read(&self.fd, &mut info), Ok(n) if n > 0) {
+            asked = true;
         }
-        hit || !self.path.exists()
+        asked
     }
 }

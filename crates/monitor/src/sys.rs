@@ -90,3 +90,25 @@ pub fn daemonize() {
         _ => unsafe { libc::_exit(0) },
     }
 }
+
+/// The signal that asks a monitor to reopen its container's log (after the log was
+/// rotated away).
+pub const REOPEN_LOG: i32 = libc::SIGUSR1;
+
+/// Blocks [`REOPEN_LOG`] and returns a signalfd that reads it (non-blocking).
+pub fn reopen_signal_fd() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the set is initialised by sigemptyset and filled with a valid signal;
+    // sigprocmask and signalfd only read it during the calls. signalfd returns a new
+    // descriptor (or -1), which we then own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, REOPEN_LOG);
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return None;
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        (fd >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(fd))
+    }
+}

@@ -334,10 +334,18 @@ pub fn attach_cni(
     settle(made, att, record)
 }
 
-/// Makes a network namespace at `netns` with only its loopback, up (`--network none`).
+/// Makes a network namespace at `netns` with only its loopback, up (`--network none`):
+/// in a thread of its own, with one netlink message.
 pub fn loopback_only(netns: &Path) -> Result<()> {
-    let made = crate::link::in_new_netns(netns, |_, inside, _| async move {
-        crate::link::set_up(&inside, "lo").await
+    crate::netns::prepare_path(netns)?;
+    let made = std::thread::scope(|s| {
+        s.spawn(|| -> Result<()> {
+            crate::sys::unshare_net().map_err(|e| Error::io("unshare the network namespace", e))?;
+            crate::netns::bind_current(netns)?;
+            crate::rtnl_sync::loopback_up()
+        })
+        .join()
+        .map_err(|_| Error::io("make a network namespace", std::io::Error::other("the thread panicked")))?
     });
     if made.is_err() {
         crate::netns::remove(netns);
@@ -359,8 +367,8 @@ fn settle(made: Result<()>, att: Attachment, record: &Path) -> Result<Attachment
 
 /// Takes a container off its network: withdraws its ports, releases its address,
 /// releases its namespace (its interfaces go with it) and deletes a host veth that a
-/// crash may have left outside it (for CNI: the plugins' DEL, then the namespace).
-/// Safe to repeat.
+/// crash may have left outside it or that joined a further network (for CNI: the
+/// plugins' DEL, then the namespace). Safe to repeat.
 pub fn teardown(att: &Attachment) {
     if let Some(c) = &att.cni {
         let _ = crate::cni::del(
@@ -376,13 +384,14 @@ pub fn teardown(att: &Attachment) {
     }
     crate::nft::withdraw(&att.withdraw);
     crate::ipam::Leases::new(att.leases.clone()).release_all(&att.container);
-    if !att.extra {
-        crate::netns::remove(&att.netns);
+    let unpinned = !att.extra && crate::netns::remove(&att.netns);
+    // A namespace let go takes the veth with it when the kernel frees it, off this
+    // thread (deleting it here would wait for the network stack to let go of it, some
+    // 20 ms). A further network's veth, or one a crash left outside its namespace, is
+    // deleted now.
+    if !unpinned {
+        let _ = crate::rtnl_sync::delete_link(&att.host_veth);
     }
-    // Normally the veth goes with its namespace, but the kernel frees a namespace
-    // later; deleting it now frees the address's MAC on the bridge at once (and removes
-    // one a crash left outside its namespace).
-    let _ = crate::unlink::delete_link(&att.host_veth);
 }
 
 /// Fault injection for the crash tests: with `BERTH_FAULT=POINT` the process kills

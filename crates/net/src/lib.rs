@@ -14,6 +14,6 @@ pub mod network;
 pub mod nft;
 pub mod ports;
 mod sys;
-pub mod unlink;
+pub mod rtnl_sync;
 
 pub use error::{Error, Result};

@@ -41,8 +41,10 @@ pub fn open(path: &Path) -> Result<OwnedFd> {
 }
 
 /// Releases the namespace kept at `path` (it ends with its last process, and its
-/// interfaces with it: a veth's host end goes too). Missing is fine.
-pub fn remove(path: &Path) {
-    let _ = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH);
+/// interfaces with it: a veth's host end goes too). Missing is fine. Returns whether a
+/// namespace was kept there.
+pub fn remove(path: &Path) -> bool {
+    let unpinned = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH).is_ok();
     let _ = std::fs::remove_file(path);
+    unpinned
 }

@@ -91,10 +91,13 @@ fn two_namespaces_on_a_bridge_reach_each_other_and_leave_nothing() {
         assert!(!a.netns.exists());
     }
     assert!(!nets.leases(&name).any());
-    let after = links();
-    for a in &atts {
-        assert!(!after.contains(&a.host_veth), "{after}");
+    // The kernel frees a released namespace, and the veth in it, asynchronously.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while atts.iter().any(|a| links().contains(&a.host_veth)) {
+        assert!(std::time::Instant::now() < end, "veths left: {}", links());
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let after = links();
     assert!(after.contains(&n.bridge));
     nets.remove(&name).unwrap();
     assert!(!links().contains(&n.bridge));

@@ -74,17 +74,7 @@ pub fn hold(fifo: RawFd) -> ! {
     let _ = rustix::thread::set_name(c"berth-infra");
     let _ = sys::set_cmdline(b"berth-infra\0");
     loop {
-        let mut fds = [rustix::event::PollFd::new(
-            &sigfd,
-            rustix::event::PollFlags::IN,
-        )];
-        match rustix::event::poll(&mut fds, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => fail(&Error::io(
-                "infra: wait for signals",
-                std::io::Error::from(e),
-            )),
-        }
+        wait_for_signals(sigfd.as_fd(), "infra");
         while let Some(sig) = sys::read_signalfd(sigfd.as_fd()) {
             if matches!(sig, libc::SIGTERM | libc::SIGINT | libc::SIGHUP) {
                 sys::exit_now(0);
@@ -99,19 +89,24 @@ fn fail(err: &Error) -> ! {
     sys::exit_now(127)
 }
 
+/// Sleeps until a signal is pending on `sigfd` (`who` names the caller in errors).
+fn wait_for_signals(sigfd: BorrowedFd<'_>, who: &str) {
+    let mut fds = [rustix::event::PollFd::new(
+        &sigfd,
+        rustix::event::PollFlags::IN,
+    )];
+    match rustix::event::poll(&mut fds, None) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        Err(e) => fail(&Error::io(
+            format!("{who}: wait for signals"),
+            std::io::Error::from(e),
+        )),
+    }
+}
+
 fn supervise(child: i32, sigfd: BorrowedFd<'_>) -> ! {
     loop {
-        let mut fds = [rustix::event::PollFd::new(
-            &sigfd,
-            rustix::event::PollFlags::IN,
-        )];
-        match rustix::event::poll(&mut fds, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => fail(&Error::io(
-                "init: wait for signals",
-                std::io::Error::from(e),
-            )),
-        }
+        wait_for_signals(sigfd, "init");
         while let Some(sig) = sys::read_signalfd(sigfd) {
             if sig != libc::SIGCHLD {
                 // The program may be gone already; nothing to forward to then.

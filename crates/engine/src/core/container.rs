@@ -485,17 +485,20 @@ impl Core {
     }
 
     /// Waits up to `timeout` until the container's state satisfies `done` (or the
-    /// container is gone); true if it did. Woken by the monitor's events and by the
-    /// init's end, never by a timer.
+    /// container is gone); true if it did. Woken by the end of the container's init and
+    /// of its monitor (pidfds: the kernel's exit notices), and otherwise looking again
+    /// every few milliseconds only in the short windows those do not cover (a monitor
+    /// that is still writing its record).
     pub fn wait_container(
         &self,
         rec: &ContainerRecord,
         timeout: Duration,
         done: impl Fn(&ContainerState) -> bool,
     ) -> bool {
+        // (Not an inotify watch on the events directory: closing one waits for an SRCU
+        // grace period, some 15 ms every `stop` would pay.)
         let end = Instant::now() + timeout;
         let paths = self.dirs().container(&rec.id);
-        let mut events = crate::events::EventStream::open(&self.dirs().events()).ok();
         loop {
             if !paths.record().exists() {
                 return true;
@@ -508,10 +511,9 @@ impl Core {
             if left.is_zero() {
                 return false;
             }
-            // The init's end and the monitor's, as well as any event, are reasons to
-            // look again (an orphaned container has no monitor to tell).
+            let init = state.pid().filter(|p| *p > 0);
             let pidfds: Vec<rustix::fd::OwnedFd> = [
-                state.pid(),
+                init,
                 super::status::monitor_of(&paths).map(|(p, _)| p),
             ]
             .into_iter()
@@ -522,13 +524,15 @@ impl Core {
                 rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
             })
             .collect();
-            match events.as_mut() {
-                Some(ev) => {
-                    if crate::events::wait_readable(ev.fd(), &pidfds, Some(left)) {
-                        ev.drain();
-                    }
+            // With the init running, its end is what comes next; otherwise the monitor
+            // is between the init's end and its record (or restarting it): look again
+            // soon.
+            let nap = if init.is_some() { left } else { left.min(Duration::from_millis(2)) };
+            match pidfds.split_first() {
+                Some((first, rest)) => {
+                    crate::events::wait_readable(first, rest, Some(nap));
                 }
-                None => std::thread::sleep(left.min(Duration::from_millis(10))),
+                None => std::thread::sleep(nap.min(Duration::from_millis(2))),
             }
         }
     }

@@ -148,14 +148,20 @@ impl RuntimeService for Core {
 
     fn reopen_container_log(&self, id: &str) -> Result<()> {
         let rec = self.find(id)?;
-        if !self.container_state(&rec).is_running() {
+        let paths = self.dirs().container(&rec.id);
+        let monitor = super::status::monitor_of(&paths)
+            .filter(|(p, s)| super::status::alive(*p, *s))
+            .filter(|_| self.container_state(&rec).is_running());
+        let Some((pid, _)) = monitor else {
             return Err(Error::Conflict(format!(
                 "container {} is not running: there is no log writer to reopen",
                 rec.name
             )));
-        }
-        // The monitor reopens the log as soon as the file is moved away or deleted (it
-        // watches the directory); wait until it has made the new one.
+        };
+        berth_cgroups::sys::kill(pid, berth_monitor::sys::REOPEN_LOG)
+            .map_err(|e| Error::io(format!("ask the monitor of {} to reopen its log", rec.name), e))?;
+        // The monitor makes the new file as it reopens (the caller renamed the old one
+        // away; if not, it goes on appending to the same file).
         let end = std::time::Instant::now() + Duration::from_secs(5);
         while !rec.log_path.exists() {
             if std::time::Instant::now() > end {
@@ -165,7 +171,7 @@ impl RuntimeService for Core {
                     rec.log_path.display()
                 )));
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     }

@@ -443,12 +443,16 @@ impl Core {
         }
     }
 
-    /// Stops a sandbox: its containers (killed), its infra process, and releases its
-    /// network and namespaces. Repeatable.
-    pub fn stop_sandbox(&self, what: &str) -> Result<()> {
+    /// Sandbox `what` (None if it is gone), after `each` was done to every container
+    /// in it: what stopping and removing a sandbox begin with.
+    fn with_containers(
+        &self,
+        what: &str,
+        each: impl Fn(&str) -> Result<()>,
+    ) -> Result<Option<SandboxRecord>> {
         let rec = match self.sandbox(what) {
             Ok(r) => r,
-            Err(Error::NotFound(_)) => return Ok(()),
+            Err(Error::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
         for c in self
@@ -456,8 +460,20 @@ impl Core {
             .iter()
             .filter(|c| c.sandbox_id == rec.id)
         {
-            self.stop_container_id(&c.id, std::time::Duration::ZERO)?;
+            each(&c.id)?;
         }
+        Ok(Some(rec))
+    }
+
+    /// Stops a sandbox: its containers (killed), its infra process, and releases its
+    /// network and namespaces. Repeatable.
+    pub fn stop_sandbox(&self, what: &str) -> Result<()> {
+        let Some(rec) = self.with_containers(what, |c| {
+            self.stop_container_id(c, std::time::Duration::ZERO)
+        })?
+        else {
+            return Ok(());
+        };
         let _lock = Lock::take(&self.dirs().locks(), &rec.id, true)?;
         let Some(mut rec) = SandboxRecord::load(&self.dirs().sandbox(&rec.id))? else {
             return Ok(());
@@ -468,18 +484,9 @@ impl Core {
 
     /// Removes a sandbox with its containers. Repeatable.
     pub fn remove_sandbox(&self, what: &str) -> Result<()> {
-        let rec = match self.sandbox(what) {
-            Ok(r) => r,
-            Err(Error::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
+        let Some(rec) = self.with_containers(what, |c| self.remove_container_id(c))? else {
+            return Ok(());
         };
-        for c in self
-            .container_records()?
-            .iter()
-            .filter(|c| c.sandbox_id == rec.id)
-        {
-            self.remove_container_id(&c.id)?;
-        }
         let lock = Lock::take(&self.dirs().locks(), &rec.id, true)?;
         undo(self, &rec.id);
         lock.remove_file();

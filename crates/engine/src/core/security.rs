@@ -375,23 +375,16 @@ pub fn default_seccomp(caps: &[String]) -> LinuxSeccomp {
         .build()
         .expect("a complete syscall rule")
     };
+    // The refusals, by the answer they get (the ENOSYS one named although the default
+    // below gives it the same answer: the one call refused on purpose with ENOSYS).
+    let refusals = [EPERM, ENOSYS]
+        .map(|errno| rule(by_errno(errno), LinuxSeccompAction::ScmpActErrno, Some(errno)));
     if syscalls::SYSCALLS.is_empty() {
         // No syscall table at build time: refuse what docker refuses, allow the rest.
         return LinuxSeccompBuilder::default()
             .default_action(LinuxSeccompAction::ScmpActAllow)
             .architectures(arches())
-            .syscalls(vec![
-                rule(
-                    by_errno(EPERM),
-                    LinuxSeccompAction::ScmpActErrno,
-                    Some(EPERM),
-                ),
-                rule(
-                    by_errno(ENOSYS),
-                    LinuxSeccompAction::ScmpActErrno,
-                    Some(ENOSYS),
-                ),
-            ])
+            .syscalls(refusals.to_vec())
             .build()
             .expect("a complete profile");
     }
@@ -407,21 +400,11 @@ pub fn default_seccomp(caps: &[String]) -> LinuxSeccomp {
         .default_action(LinuxSeccompAction::ScmpActErrno)
         .default_errno_ret(ENOSYS)
         .architectures(arches())
-        .syscalls(vec![
-            rule(allowed, LinuxSeccompAction::ScmpActAllow, None),
-            rule(
-                by_errno(EPERM),
-                LinuxSeccompAction::ScmpActErrno,
-                Some(EPERM),
-            ),
-            // Named although the default gives it the same answer: the one call refused
-            // on purpose with ENOSYS (see `refused_calls`).
-            rule(
-                by_errno(ENOSYS),
-                LinuxSeccompAction::ScmpActErrno,
-                Some(ENOSYS),
-            ),
-        ])
+        .syscalls(
+            std::iter::once(rule(allowed, LinuxSeccompAction::ScmpActAllow, None))
+                .chain(refusals)
+                .collect::<Vec<_>>(),
+        )
         .build()
         .expect("a complete profile")
 }
