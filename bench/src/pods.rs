@@ -23,11 +23,7 @@ pub type PodmanCmd<'a> = &'a dyn Fn(&[&str]) -> Command;
 /// Runs the comparison with `runs` pods each; `broot` holds the busybox image as
 /// `localhost/bench/busybox:1`; `podman` builds podman commands on the benchmark's own
 /// storage (None without podman).
-pub fn pod_bench(
-    runs: usize,
-    broot: &Path,
-    podman: Option<PodmanCmd<'_>>,
-) -> Result<()> {
+pub fn pod_bench(runs: usize, broot: &Path, podman: Option<PodmanCmd<'_>>) -> Result<()> {
     let core = berth_engine::Core::open(broot)?;
     core.image_status("localhost/bench/busybox:1")?
         .context("the busybox image is not in the benchmark's store")?;

@@ -68,7 +68,13 @@ fn a_pod_of_three_shares_net_ipc_and_uts_and_keeps_its_ip_across_a_restart() {
         env.core
             .exec_sync(
                 &client,
-                &["wget".into(), "-q".into(), "-O".into(), "/dev/null".into(), url.into()],
+                &[
+                    "wget".into(),
+                    "-q".into(),
+                    "-O".into(),
+                    "/dev/null".into(),
+                    url.into(),
+                ],
                 Some(Duration::from_secs(5)),
             )
             .is_ok_and(|r| r.exit_code == 0)

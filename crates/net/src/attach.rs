@@ -345,7 +345,12 @@ pub fn loopback_only(netns: &Path) -> Result<()> {
             crate::rtnl_sync::loopback_up()
         })
         .join()
-        .map_err(|_| Error::io("make a network namespace", std::io::Error::other("the thread panicked")))?
+        .map_err(|_| {
+            Error::io(
+                "make a network namespace",
+                std::io::Error::other("the thread panicked"),
+            )
+        })?
     });
     if made.is_err() {
         crate::netns::remove(netns);

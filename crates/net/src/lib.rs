@@ -13,7 +13,7 @@ pub mod netns;
 pub mod network;
 pub mod nft;
 pub mod ports;
-mod sys;
 pub mod rtnl_sync;
+mod sys;
 
 pub use error::{Error, Result};

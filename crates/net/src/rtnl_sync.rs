@@ -34,7 +34,10 @@ pub fn delete_link(name: &str) -> Result<()> {
     };
     let mut link = LinkMessage::default();
     link.header.index = index;
-    request(RouteNetlinkMessage::DelLink(link), &format!("delete link {name}"))
+    request(
+        RouteNetlinkMessage::DelLink(link),
+        &format!("delete link {name}"),
+    )
 }
 
 /// Brings the loopback interface of the calling thread's network namespace up.
@@ -51,7 +54,8 @@ pub fn loopback_up() -> Result<()> {
 fn request(msg: RouteNetlinkMessage, what: &str) -> Result<()> {
     let fail = |step: &str, e: std::io::Error| Error::io(format!("{what}: {step}"), e);
     let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| fail("open a netlink socket", e))?;
-    sock.bind_auto().map_err(|e| fail("bind the netlink socket", e))?;
+    sock.bind_auto()
+        .map_err(|e| fail("bind the netlink socket", e))?;
     sock.connect(&SocketAddr::new(0, 0))
         .map_err(|e| fail("connect to the kernel", e))?;
     let mut header = NetlinkHeader::default();
@@ -63,7 +67,9 @@ fn request(msg: RouteNetlinkMessage, what: &str) -> Result<()> {
     msg.serialize(&mut buf);
     sock.send(&buf, 0).map_err(|e| fail("send", e))?;
     let mut reply = vec![0u8; 8192];
-    let n = sock.recv(&mut &mut reply[..], 0).map_err(|e| fail("receive", e))?;
+    let n = sock
+        .recv(&mut &mut reply[..], 0)
+        .map_err(|e| fail("receive", e))?;
     let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[..n])
         .map_err(|e| fail("decode the answer", std::io::Error::other(e.to_string())))?;
     match answer.payload {

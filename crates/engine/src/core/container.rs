@@ -512,22 +512,24 @@ impl Core {
                 return false;
             }
             let init = state.pid().filter(|p| *p > 0);
-            let pidfds: Vec<rustix::fd::OwnedFd> = [
-                init,
-                super::status::monitor_of(&paths).map(|(p, _)| p),
-            ]
-            .into_iter()
-            .flatten()
-            .filter(|p| *p > 0)
-            .filter_map(rustix::process::Pid::from_raw)
-            .filter_map(|p| {
-                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
-            })
-            .collect();
+            let pidfds: Vec<rustix::fd::OwnedFd> =
+                [init, super::status::monitor_of(&paths).map(|(p, _)| p)]
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| *p > 0)
+                    .filter_map(rustix::process::Pid::from_raw)
+                    .filter_map(|p| {
+                        rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+                    })
+                    .collect();
             // With the init running, its end is what comes next; otherwise the monitor
             // is between the init's end and its record (or restarting it): look again
             // soon.
-            let nap = if init.is_some() { left } else { left.min(Duration::from_millis(2)) };
+            let nap = if init.is_some() {
+                left
+            } else {
+                left.min(Duration::from_millis(2))
+            };
             match pidfds.split_first() {
                 Some((first, rest)) => {
                     crate::events::wait_readable(first, rest, Some(nap));

@@ -158,8 +158,12 @@ impl RuntimeService for Core {
                 rec.name
             )));
         };
-        berth_cgroups::sys::kill(pid, berth_monitor::sys::REOPEN_LOG)
-            .map_err(|e| Error::io(format!("ask the monitor of {} to reopen its log", rec.name), e))?;
+        berth_cgroups::sys::kill(pid, berth_monitor::sys::REOPEN_LOG).map_err(|e| {
+            Error::io(
+                format!("ask the monitor of {} to reopen its log", rec.name),
+                e,
+            )
+        })?;
         // The monitor makes the new file as it reopens (the caller renamed the old one
         // away; if not, it goes on appending to the same file).
         let end = std::time::Instant::now() + Duration::from_secs(5);

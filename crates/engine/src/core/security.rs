@@ -377,8 +377,13 @@ pub fn default_seccomp(caps: &[String]) -> LinuxSeccomp {
     };
     // The refusals, by the answer they get (the ENOSYS one named although the default
     // below gives it the same answer: the one call refused on purpose with ENOSYS).
-    let refusals = [EPERM, ENOSYS]
-        .map(|errno| rule(by_errno(errno), LinuxSeccompAction::ScmpActErrno, Some(errno)));
+    let refusals = [EPERM, ENOSYS].map(|errno| {
+        rule(
+            by_errno(errno),
+            LinuxSeccompAction::ScmpActErrno,
+            Some(errno),
+        )
+    });
     if syscalls::SYSCALLS.is_empty() {
         // No syscall table at build time: refuse what docker refuses, allow the rest.
         return LinuxSeccompBuilder::default()
