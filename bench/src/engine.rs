@@ -43,6 +43,10 @@ pub(crate) fn busybox_tar(dir: &Path) -> Result<PathBuf> {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a))?;
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    // A pod's infra command for podman (whose --infra-command is a single word).
+    let pause = root.join("pause");
+    std::fs::write(&pause, "#!/bin/sh\nexec sleep 2147483647\n")?;
+    std::fs::set_permissions(&pause, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let tar = dir.join("busybox.tar");
     run(Command::new("tar")
         .arg("-C")

@@ -82,7 +82,7 @@ pub fn pod_bench(runs: usize, broot: &Path, podman: Option<PodmanCmd<'_>>) -> Re
             "--infra-image",
             "localhost/bench/busybox:1",
             "--infra-command",
-            "sleep",
+            "/pause",
         ]))?;
         crate::engine::run(&mut p(&[
             "run",

@@ -621,7 +621,7 @@ async fn follow_until_exit(
     mut child: std::process::Child,
     output: berth_engine::docker::MonitorOutput,
 ) -> anyhow::Result<i32> {
-    let reader = std::thread::spawn(move || {
+    let mut reader = tokio::task::spawn_blocking(move || {
         berth_engine::docker::read_frames(output, |stderr, data| {
             if stderr {
                 let mut w = std::io::stderr().lock();
@@ -636,14 +636,13 @@ async fn follow_until_exit(
     });
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    while !reader.is_finished() {
+    loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+            _ = &mut reader => break,
             _ = sigint.recv() => { let _ = e.kill(rec, "INT", false); }
             _ = sigterm.recv() => { let _ = e.kill(rec, "TERM", false); }
         }
     }
-    let _ = reader.join();
     let st = child.wait()?;
     match read_json::<ExitRecord>(&e.paths(&rec.id).exit()) {
         Ok(Some(x)) if !x.error.is_empty() => {

@@ -63,6 +63,25 @@ const RESERVE: &str = "exit.reserve";
 /// Marker a user's `stop`/`kill` leaves so that the monitor does not restart.
 pub const STOPPED_MARK: &str = "stopped-by-user";
 
+/// With this variable set, the monitor makes itself ready, then waits for the starter
+/// to write [`GATE_OPEN`] to its stdin before it runs anything: the starter makes the
+/// container's namespaces meanwhile (a process start overlapped with that work). End
+/// of input instead: the monitor leaves without a trace.
+pub const GATE_ENV: &str = "BERTH_GATE";
+
+/// The byte that opens the gate (see [`GATE_ENV`]).
+pub const GATE_OPEN: u8 = b'g';
+
+/// Waits for the starter's word on stdin; stdin is /dev/null afterwards.
+fn gate_opened() -> bool {
+    let mut byte = [0u8; 1];
+    let opened = matches!(std::io::Read::read(&mut std::io::stdin(), &mut byte), Ok(1) if byte[0] == GATE_OPEN);
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdin(&null);
+    }
+    opened
+}
+
 /// Runs the monitor of the container whose directory is `dir` (holding the engine's
 /// `supervise.json`), with berth-runtime at `runtime`; returns the exit code to exit
 /// with.
@@ -118,6 +137,12 @@ pub fn run(dir: &Path, runtime: &Path) -> i32 {
     );
     // Space kept for the exit record, should the container's output fill the disk.
     let _ = std::fs::write(paths.dir.join(RESERVE), vec![0u8; 16 * 1024]);
+    if std::env::var_os(GATE_ENV).is_some() && !gate_opened() {
+        // The starter could not make what the container needs: nothing ran.
+        let _ = std::fs::remove_file(paths.monitor_pid());
+        let _ = std::fs::remove_file(paths.dir.join(RESERVE));
+        return 0;
+    }
     let mut backoff = Duration::from_millis(100);
     let mut restart_count = 0u32;
     loop {

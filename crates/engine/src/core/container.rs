@@ -169,9 +169,10 @@ impl Core {
             ("etc/hosts", hosts.as_bytes()),
             ("etc/resolv.conf", &resolv),
         ];
+        // Not saved yet: whoever undoes a half-made container finds its root
+        // filesystem by the container's ID.
         let rootfs = self.images().prepare(id, &img, &files, Snapshotter::Auto)?;
         rec.rootfs = rootfs.path.clone();
-        rec.save(&paths.dir)?;
         fault("container-after-rootfs");
         rec.log_path = match &config.log_path {
             None => paths.default_log(),
@@ -365,29 +366,14 @@ impl Core {
         // (its lean sandbox): it must be done before anything is made again.
         super::status::wait_monitor_gone(&paths, Duration::from_secs(10));
         let mut sb = self.sandbox(&rec.sandbox_id)?;
-        let mut hold = None;
-        let _sb_lock;
-        if sb.lean() {
-            _sb_lock = Lock::take(&self.dirs().locks(), &sb.id, true)?;
-            if self.sandbox_state(&sb) != SandboxState::Ready || sb.phase != SandboxPhase::Ready {
-                // Leftovers of a start that failed, then the namespaces again.
-                self.release_sandbox(&mut sb);
-                hold = match self.ready_sandbox(&mut sb) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        self.release_sandbox(&mut sb);
-                        return Err(e);
-                    }
-                };
-            }
-        } else {
-            _sb_lock = Lock::take(&self.dirs().locks(), &sb.id, false)?;
-            if self.sandbox_state(&sb) != SandboxState::Ready {
-                return Err(Error::Conflict(format!(
-                    "pod sandbox {} is not ready: the container cannot start in it",
-                    &sb.id[..12]
-                )));
-            }
+        let _sb_lock = Lock::take(&self.dirs().locks(), &sb.id, sb.lean())?;
+        let make_lean = sb.lean()
+            && (self.sandbox_state(&sb) != SandboxState::Ready || sb.phase != SandboxPhase::Ready);
+        if !sb.lean() && self.sandbox_state(&sb) != SandboxState::Ready {
+            return Err(Error::Conflict(format!(
+                "pod sandbox {} is not ready: the container cannot start in it",
+                &sb.id[..12]
+            )));
         }
         let _ = std::fs::remove_file(paths.exit());
         let _ = std::fs::remove_file(paths.dir.join(STOPPED_MARK));
@@ -398,9 +384,32 @@ impl Core {
         } else {
             None
         };
-        let started = self.spawn_monitor(&paths.dir, mode, &format!("container {}", rec.name));
-        drop(hold);
-        if started.is_err() && sb.lean() {
+        let what = format!("container {}", rec.name);
+        if !make_lean {
+            let started = self.spawn_monitor(&paths.dir, mode, &what);
+            if started.is_err() && sb.lean() {
+                self.release_sandbox(&mut sb);
+            }
+            return started;
+        }
+        // The lean sandbox's namespaces are made while the monitor starts up.
+        if sb.phase != SandboxPhase::Created {
+            // Leftovers of a start that failed or ended (a sandbox never made has none).
+            self.release_sandbox(&mut sb);
+        }
+        let gated = self.spawn_gated_monitor(&paths.dir, mode)?;
+        let started = match self.ready_sandbox(&mut sb) {
+            Ok(hold) => {
+                let started = gated.open(&paths.dir, mode, &what);
+                drop(hold);
+                started
+            }
+            Err(e) => {
+                drop(gated);
+                Err(e)
+            }
+        };
+        if started.is_err() {
             self.release_sandbox(&mut sb);
         }
         drop(lock);

@@ -12,6 +12,9 @@ use berth_monitor::record::{read_json, write_json};
 /// Where a sandbox is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SandboxPhase {
+    /// Made but never brought up (a lean sandbox before its container's first
+    /// start): there is nothing to release.
+    Created,
     /// Being made (its maker holds its lock).
     Creating,
     /// Namespaces, network and infra process are up.

@@ -137,7 +137,11 @@ impl Core {
                 name,
                 created_at: berth_monitor::supervise::now_nanos(),
                 config: config.clone(),
-                phase: SandboxPhase::Creating,
+                phase: if ready {
+                    SandboxPhase::Creating
+                } else {
+                    SandboxPhase::Created
+                },
                 cgroup_parent,
                 made_cgroup_parent: false,
                 infra: None,
@@ -148,9 +152,6 @@ impl Core {
             if ready {
                 // The infra process runs now: the network helper sees the pod.
                 drop(self.ready_sandbox(&mut rec)?);
-            } else {
-                rec.phase = SandboxPhase::Stopped;
-                rec.save(&dir)?;
             }
             Ok(())
         })();
@@ -196,9 +197,9 @@ impl Core {
         }
         let (network, hold) = super::sandbox_net::connect(self, rec)?;
         rec.network = network;
-        rec.save(&dir)?;
         fault("sandbox-after-network");
         if rec.config.infra {
+            rec.save(&dir)?;
             let view = self.sandbox_view(rec)?;
             rec.infra = Some(super::infra::start(self, rec, &view)?);
             fault("sandbox-after-infra");

@@ -62,10 +62,69 @@ pub fn connect_attach(dir: &Path) -> std::io::Result<UnixStream> {
     UnixStream::connect(berth_monitor::monitor::socket_dir(&fd).join("attach.sock"))
 }
 
+/// A monitor started behind its gate (see berth-monitor's `GATE_ENV`): it runs nothing
+/// until [`GatedMonitor::open`]; dropped unopened, it leaves without a trace.
+pub(crate) struct GatedMonitor {
+    child: Option<Child>,
+    gate: Option<std::process::ChildStdin>,
+}
+
+impl GatedMonitor {
+    /// Lets the monitor run the container and waits for its word, as
+    /// [`Core::spawn_monitor`] does.
+    pub(crate) fn open(mut self, dir: &Path, mode: StartMode, what: &str) -> Result<Started> {
+        let mut gate = self.gate.take().expect("a gate until opened");
+        let opened = std::io::Write::write_all(&mut gate, &[berth_monitor::monitor::GATE_OPEN]);
+        drop(gate);
+        opened.ctx(|| "tell the monitor to go on")?;
+        hear(
+            self.child.take().expect("a child until opened"),
+            dir,
+            mode,
+            what,
+        )
+    }
+}
+
+impl Drop for GatedMonitor {
+    fn drop(&mut self) {
+        let gate = self.gate.take();
+        if let (true, Some(mut child)) = (gate.is_some(), self.child.take()) {
+            // Closed unopened, the monitor ends (a detached one has left our tree).
+            drop(gate);
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Core {
     /// Starts `berth-monitor DIR` for the container whose state directory is `dir` and
     /// waits for its word. `what` names the container in errors.
     pub(crate) fn spawn_monitor(&self, dir: &Path, mode: StartMode, what: &str) -> Result<Started> {
+        let child = self
+            .monitor_command(dir, mode)
+            .spawn()
+            .ctx(|| format!("start the monitor ({})", self.monitor_path().display()))?;
+        hear(child, dir, mode, what)
+    }
+
+    /// Starts the monitor behind its gate: it gets ready while the caller makes what
+    /// the container needs.
+    pub(crate) fn spawn_gated_monitor(&self, dir: &Path, mode: StartMode) -> Result<GatedMonitor> {
+        let mut cmd = self.monitor_command(dir, mode);
+        cmd.env(berth_monitor::monitor::GATE_ENV, "1")
+            .stdin(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .ctx(|| format!("start the monitor ({})", self.monitor_path().display()))?;
+        let gate = child.stdin.take();
+        Ok(GatedMonitor {
+            child: Some(child),
+            gate,
+        })
+    }
+
+    fn monitor_command(&self, dir: &Path, mode: StartMode) -> Command {
         let mut cmd = Command::new(self.monitor_path());
         cmd.arg(dir)
             .env("BERTH_RUNTIME", self.runtime_path())
@@ -74,6 +133,7 @@ impl Core {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
+        cmd.env_remove(berth_monitor::monitor::GATE_ENV);
         match mode {
             StartMode::Detached => {}
             StartMode::Follow => {
@@ -83,51 +143,53 @@ impl Core {
                 cmd.env("BERTH_ATTACH_WAIT", "1");
             }
         }
-        let mut child = cmd
-            .spawn()
-            .ctx(|| format!("start the monitor ({})", self.monitor_path().display()))?;
-        let stdout = child.stdout.take().expect("piped");
-        let mut lines = std::io::BufReader::new(stdout);
-        let mut line = String::new();
+        cmd
+    }
+}
+
+/// Reads the monitor's word on how the start went.
+fn hear(mut child: Child, dir: &Path, mode: StartMode, what: &str) -> Result<Started> {
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = std::io::BufReader::new(stdout);
+    let mut line = String::new();
+    lines
+        .read_line(&mut line)
+        .ctx(|| "read the monitor's answer")?;
+    let mut conn = None;
+    if let (StartMode::Attach(rows, cols), "created") = (mode, line.trim()) {
+        let tty = berth_monitor::supervise::Supervision::load(dir)?.is_some_and(|s| s.tty);
+        let mut c = connect_attach(dir).ctx(|| "attach to the container")?;
+        std::io::Write::write_all(&mut c, &attach_request(tty, (rows, cols)))
+            .ctx(|| "attach to the container")?;
+        conn = Some(c);
+        line.clear();
         lines
             .read_line(&mut line)
             .ctx(|| "read the monitor's answer")?;
-        let mut conn = None;
-        if let (StartMode::Attach(rows, cols), "created") = (mode, line.trim()) {
-            let tty = berth_monitor::supervise::Supervision::load(dir)?.is_some_and(|s| s.tty);
-            let mut c = connect_attach(dir).ctx(|| "attach to the container")?;
-            std::io::Write::write_all(&mut c, &attach_request(tty, (rows, cols)))
-                .ctx(|| "attach to the container")?;
-            conn = Some(c);
-            line.clear();
-            lines
-                .read_line(&mut line)
-                .ctx(|| "read the monitor's answer")?;
-        }
-        let line = line.trim().to_string();
-        if let Some(pid) = line.strip_prefix("started ") {
-            let pid = pid.parse().unwrap_or(0);
-            let monitor = if mode == StartMode::Detached {
-                // The monitor left our process tree at once (see berth-monitor's
-                // `daemonize`): reap the parent it left.
-                let _ = child.wait();
-                None
-            } else {
-                Some(child)
-            };
-            return Ok(Started {
-                pid,
-                monitor,
-                conn,
-                output: (mode == StartMode::Follow).then_some(lines),
-            });
-        }
-        let _ = child.wait();
-        let msg = line.strip_prefix("error ").unwrap_or(if line.is_empty() {
-            "the monitor ended without a word"
-        } else {
-            &line
-        });
-        Err(Error::Runtime(format!("{what} could not start: {msg}")))
     }
+    let line = line.trim().to_string();
+    if let Some(pid) = line.strip_prefix("started ") {
+        let pid = pid.parse().unwrap_or(0);
+        let monitor = if mode == StartMode::Detached {
+            // The monitor left our process tree at once (see berth-monitor's
+            // `daemonize`): reap the parent it left.
+            let _ = child.wait();
+            None
+        } else {
+            Some(child)
+        };
+        return Ok(Started {
+            pid,
+            monitor,
+            conn,
+            output: (mode == StartMode::Follow).then_some(lines),
+        });
+    }
+    let _ = child.wait();
+    let msg = line.strip_prefix("error ").unwrap_or(if line.is_empty() {
+        "the monitor ended without a word"
+    } else {
+        &line
+    });
+    Err(Error::Runtime(format!("{what} could not start: {msg}")))
 }
