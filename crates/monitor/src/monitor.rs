@@ -767,11 +767,9 @@ fn remove_container_files(removal: &crate::supervise::Removal, deleting: Deletin
     if let Some(d) = &removal.sandbox_dir {
         let _ = std::fs::remove_dir_all(d);
     }
-    berth_cgroups::naming::remove_empty(
-        &berth_cgroups::Layout::host(),
-        berth_cgroups::naming::ENGINE_PARENT,
-        "/",
-    );
+    // The engine's parent cgroup stays, as docker's /docker does: removing it (a
+    // dozen v1 hierarchies) after each container, for the next one to make again,
+    // cost milliseconds per `run --rm`.
 }
 
 /// Whether the OOM killer acted in the container's memory cgroup (`cgroup`: its

@@ -750,5 +750,4 @@ pub(crate) fn undo(core: &Core, id: &str) {
     for f in berth_monitor::supervise::event_files(&core.dirs().events(), id) {
         let _ = std::fs::remove_file(f);
     }
-    naming::remove_empty(&berth_cgroups::Layout::host(), naming::ENGINE_PARENT, "/");
 }
