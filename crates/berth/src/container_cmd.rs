@@ -571,7 +571,8 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
 pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<i32> {
     let cfg = run_config(ctx, &a.create)?;
     let e = engine(ctx)?;
-    let rec = e.create(cfg, a.create.name.clone())?;
+    // Held until the container has started (the network helper stays for it).
+    let (rec, _hold) = e.create_to_run(cfg, a.create.name.clone())?;
     if !a.detach && (rec.config.tty || rec.config.interactive) {
         let keys = session::detach_keys(a.detach_keys.as_deref())?;
         let started = e.start_attached(&rec, session::terminal_size());

@@ -592,19 +592,41 @@ fn network_faults_leave_nothing_behind() {
         .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("nft is not installed"), "{e}");
-    // A crash (kill -9) right after the veth pair was made: the next command that
-    // touches the container cleans up.
+    // A crash (kill -9) right after the veth pair was made (while the container's
+    // root filesystem is made beside it): the next command undoes what the crash cut
+    // short, and `rm` takes the rest.
+    let sandboxes = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(env.root().join("sandboxes"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = sandboxes();
     let o = env
         .cmd(&["run", "-d", "--name", "crash", "busybox:1", "sleep", "60"])
         .env("BERTH_FAULT", "net-after-veth")
         .output()
         .unwrap();
     assert!(!o.status.success());
-    let crash = id_of(&env, "crash");
+    let crashed: Vec<String> = sandboxes().difference(&before).cloned().collect();
+    assert_eq!(crashed.len(), 1, "the crashed run's sandbox: {crashed:?}");
+    let crash = crashed[0].clone();
     assert!(std::path::Path::new("/run/berth/netns")
         .join(&crash)
         .exists());
-    env.ok(&["rm", "-f", "crash"]);
+    let _ = env.cmd(&["rm", "-f", "crash"]).output();
+    assert_eq!(
+        env.ok(&["ps", "-a", "--filter", "name=crash", "-q"]),
+        "",
+        "the crashed container is gone"
+    );
+    assert!(
+        !env.root().join("sandboxes").join(&crash).exists(),
+        "the crashed container's sandbox record is gone"
+    );
     let mut ids = vec![crash, id_of(&env, "p1"), id_of(&env, "only")];
     env.ok(&["rm", "-f", "p1", "only"]);
     env.ok(&["network", "rm", &net]);

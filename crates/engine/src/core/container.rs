@@ -74,8 +74,14 @@ impl Core {
             ));
         }
         let sb = self.sandbox(sandbox_id)?;
-        // Shared: the sandbox is not removed or stopped while a container is made in it.
-        let _sb_lock = Lock::take(&self.dirs().locks(), &sb.id, false)?;
+        // Shared: a pod sandbox is not removed or stopped while a container is made in
+        // it. A lean sandbox goes only with its container (whose lock the maker
+        // holds), and may be brought up meanwhile (see `ready_lean_sandbox_while`).
+        let _sb_lock = if sb.lean() {
+            None
+        } else {
+            Some(Lock::take(&self.dirs().locks(), &sb.id, false)?)
+        };
         let sb = SandboxRecord::load(&self.dirs().sandbox(&sb.id))?
             .ok_or_else(|| Error::NotFound(format!("no such pod sandbox: {sandbox_id}")))?;
         if !sb.lean() && self.sandbox_state(&sb) != SandboxState::Ready {

@@ -17,6 +17,8 @@ pub enum Making {
     Sandbox,
     /// A container.
     Container,
+    /// A made sandbox being brought up (undone by releasing it; its record stays).
+    Readying,
 }
 
 impl Making {
@@ -24,6 +26,7 @@ impl Making {
         match self {
             Making::Sandbox => "sandbox",
             Making::Container => "container",
+            Making::Readying => "readying",
         }
     }
 }
@@ -58,7 +61,36 @@ pub fn sweep(core: &Core) {
         let kind = std::fs::read_to_string(e.path()).unwrap_or_default();
         match kind.as_str() {
             "sandbox" => super::sandbox::undo(core, &id),
-            _ => super::container::undo(core, &id),
+            "readying" => {
+                // A lean sandbox whose container was not made (or was undone) goes
+                // altogether; otherwise it is released, for its container's start.
+                let has_container = core
+                    .container_records()
+                    .is_ok_and(|all| all.iter().any(|c| c.sandbox_id == id));
+                if has_container {
+                    super::sandbox::unready(core, &id);
+                } else {
+                    super::sandbox::undo(core, &id);
+                }
+            }
+            _ => {
+                let sandbox =
+                    super::records::ContainerRecord::load(&core.dirs().container(&id).dir)
+                        .ok()
+                        .flatten()
+                        .map(|c| c.sandbox_id);
+                super::container::undo(core, &id);
+                // A lean sandbox is its container's alone: it goes with it.
+                if let Some(sb) = sandbox {
+                    let lean = super::records::SandboxRecord::load(&core.dirs().sandbox(&sb))
+                        .ok()
+                        .flatten()
+                        .is_some_and(|r| r.lean());
+                    if lean {
+                        super::sandbox::undo(core, &sb);
+                    }
+                }
+            }
         }
         let _ = std::fs::remove_file(e.path());
         lock.remove_file();

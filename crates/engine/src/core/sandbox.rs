@@ -209,6 +209,51 @@ impl Core {
         Ok(hold)
     }
 
+    /// Brings lean sandbox `id` (made, never readied) up on a second thread while
+    /// `make` runs on this one — for a client that starts the sandbox's container at
+    /// once (`run`): the namespaces and the container's root filesystem and config
+    /// are made side by side. `make` must not take the sandbox's lock (a container
+    /// made in a lean sandbox does not). Returns `make`'s value and the hold on the
+    /// network helper (keep it until the container runs); if either part fails, the
+    /// sandbox is released and the first error returned (what `make` made is the
+    /// caller's to undo). A caller killed meanwhile leaves a marker the next open's
+    /// sweep undoes the sandbox by.
+    pub fn ready_lean_sandbox_while<T>(
+        &self,
+        id: &str,
+        make: impl FnOnce() -> Result<T>,
+    ) -> Result<(T, Option<crate::dns::Hold>)> {
+        let lock = Lock::take(&self.dirs().locks(), id, true)?;
+        let dir = self.dirs().sandbox(id);
+        let mut rec = SandboxRecord::load(&dir)?
+            .ok_or_else(|| Error::NotFound(format!("no such sandbox: {id}")))?;
+        if !rec.lean() || rec.phase != SandboxPhase::Created {
+            return Err(Error::Conflict(format!(
+                "sandbox {} is not a lean sandbox that was never brought up",
+                &id[..id.len().min(12)]
+            )));
+        }
+        recover::begin(self, id, Making::Readying)?;
+        let (made, readied) = std::thread::scope(|s| {
+            let ready = s.spawn(|| self.ready_sandbox(&mut rec));
+            let made = make();
+            let readied = ready
+                .join()
+                .unwrap_or_else(|_| Err(Error::Runtime("the sandbox thread panicked".into())));
+            (made, readied)
+        });
+        let result = match (made, readied) {
+            (Ok(v), Ok(hold)) => Ok((v, hold)),
+            (Err(e), _) | (Ok(_), Err(e)) => {
+                self.release_sandbox(&mut rec);
+                Err(e)
+            }
+        };
+        recover::done(self, id);
+        drop(lock);
+        result
+    }
+
     /// Makes (or finds) the pod-level cgroup and writes its limits; true if made.
     fn pod_cgroup(&self, parent: &str, r: &crate::cri::Resources) -> Result<bool> {
         let layout = berth_cgroups::Layout::detect()?;
@@ -492,6 +537,16 @@ impl Core {
         undo(self, &rec.id);
         lock.remove_file();
         Ok(())
+    }
+}
+
+/// Releases sandbox `id`, whose bringing up was cut short; its record stays. The
+/// caller holds its lock.
+pub(crate) fn unready(core: &Core, id: &str) {
+    let dir = core.dirs().sandbox(id);
+    match SandboxRecord::load(&dir) {
+        Ok(Some(mut rec)) => core.release_sandbox(&mut rec),
+        _ => release_pins_and_net(id, &dir),
     }
 }
 

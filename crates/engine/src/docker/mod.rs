@@ -243,6 +243,26 @@ impl Engine {
 
     /// Creates a container: its lean sandbox, root filesystem and runtime config.
     pub fn create(&self, cfg: RunConfig, name: Option<String>) -> Result<Container> {
+        Ok(self.create_with(cfg, name, false)?.0)
+    }
+
+    /// Creates a container to start at once (`run`): its lean sandbox's namespaces
+    /// and network are made while its root filesystem and config are. Keep the hold
+    /// until the container has started.
+    pub fn create_to_run(
+        &self,
+        cfg: RunConfig,
+        name: Option<String>,
+    ) -> Result<(Container, Option<crate::dns::Hold>)> {
+        self.create_with(cfg, name, true)
+    }
+
+    fn create_with(
+        &self,
+        cfg: RunConfig,
+        name: Option<String>,
+        ready: bool,
+    ) -> Result<(Container, Option<crate::dns::Hold>)> {
         let id = names::new_id();
         let name = match name {
             Some(n) => {
@@ -279,12 +299,22 @@ impl Engine {
         let ctr_config = convert::container_config(self, &cfg, &name)?;
         let sb = self.core.make_sandbox(&sb_config, false)?;
         let client = serde_json::to_value(&cfg).expect("flags serialize");
-        match self
-            .core
-            .create_container_as(&sb, &ctr_config, client, Some(id))
-        {
-            Ok(rec) => Ok(self.view(rec)),
+        let make = || {
+            self.core
+                .create_container_as(&sb, &ctr_config, client, Some(id.clone()))
+        };
+        let made = if ready {
+            self.core.ready_lean_sandbox_while(&sb, make)
+        } else {
+            make().map(|rec| (rec, None))
+        };
+        match made {
+            Ok((rec, hold)) => Ok((self.view(rec), hold)),
             Err(e) => {
+                // A container made while its sandbox failed to come up goes first.
+                if let Ok(rec) = self.core.find(&id) {
+                    let _ = self.remove(&self.view(rec), true);
+                }
                 let _ = self.core.remove_sandbox(&sb);
                 Err(e)
             }
