@@ -33,3 +33,24 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
+# kubectl 1.32, the API server tests' client: Debian 12 packages only 1.20
+# (kubernetes-client), too old for them. Fetched from the Kubernetes project's release
+# server, checked against its published SHA-256. Only the tests use it: where it cannot
+# be fetched (no internet), the tests that drive kubectl are reported as skipped.
+kubectl_minor() { kubectl version --client -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -1; }
+minor=$(kubectl_minor || true)
+if [ "${minor:-0}" -lt 32 ]; then
+  v=v1.32.4
+  url="https://dl.k8s.io/release/$v/bin/linux/amd64/kubectl"
+  tmp=$(mktemp -d)
+  if curl -fsSL --max-time 120 -o "$tmp/kubectl" "$url" &&
+    curl -fsSL --max-time 30 -o "$tmp/kubectl.sha256" "$url.sha256" &&
+    echo "$(cat "$tmp/kubectl.sha256")  $tmp/kubectl" | sha256sum --check --quiet; then
+    install -m 0755 "$tmp/kubectl" /usr/local/bin/kubectl
+    echo "deps: installed kubectl $v in /usr/local/bin"
+  else
+    echo "deps: WARNING: kubectl 1.32 could not be fetched from $url;" \
+      "the tests that drive kubectl will be skipped (install kubectl 1.32 on PATH to run them)" >&2
+  fi
+  rm -rf "$tmp"
+fi

@@ -10,6 +10,10 @@ mod etcd;
 use common::Server;
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn kubectl_on_etcd_and_recovery_after_etcd_restarts() {
     let mut cluster = etcd::Cluster::start(1);
     let eps = cluster.endpoints();
@@ -83,6 +87,10 @@ fn kubectl_on_etcd_and_recovery_after_etcd_restarts() {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn a_three_member_cluster_keeps_serving_with_one_member_down() {
     let mut cluster = etcd::Cluster::start(3);
     let eps = cluster.endpoints();

@@ -12,6 +12,10 @@ fn status(body: &str) -> Value {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn bad_input_gets_clear_status_errors() {
     let s = Server::start();
     let d = s.dir.path();
@@ -220,6 +224,10 @@ fn bad_input_gets_clear_status_errors() {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn authentication_certificates_and_tokens() {
     let d = tempfile::tempdir().unwrap();
     let tokens = file(d.path(), "tokens.csv", "s3cret,alice,1001,\"dev,ops\"\n");
@@ -305,6 +313,10 @@ fn authentication_certificates_and_tokens() {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn paging_conflicts_and_watch_resumption() {
     let s = Server::start();
     for i in 0..25 {
@@ -417,6 +429,10 @@ fn paging_conflicts_and_watch_resumption() {
 
 /// With BERTH_TEST_SERVE=DIR, this binary is a server on DIR printing its port.
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn acknowledged_writes_survive_kill_9() {
     if let Ok(dir) = std::env::var("BERTH_TEST_SERVE") {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -521,6 +537,10 @@ fn acknowledged_writes_survive_kill_9() {
 /// A watch client that stops reading is dropped (its memory is bounded); the server
 /// keeps serving everyone else.
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn a_stalled_watch_client_is_dropped_not_the_server() {
     use std::io::{Read, Write};
     let s = Server::start();
@@ -611,6 +631,10 @@ fn a_stalled_watch_client_is_dropped_not_the_server() {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn discovery_etags_and_openapi_documents() {
     let s = Server::start();
     let pki = s.pki();

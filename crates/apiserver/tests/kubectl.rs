@@ -42,6 +42,10 @@ fn lines(s: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn create_get_describe_and_discovery() {
     let s = Server::start();
     let f = file(s.dir.path(), "web.yaml", WEB);
@@ -160,6 +164,10 @@ fn create_get_describe_and_discovery() {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn apply_patch_edit_label_scale() {
     let s = Server::start();
     let f = file(s.dir.path(), "web.yaml", WEB);
@@ -324,6 +332,10 @@ fn apply_patch_edit_label_scale() {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn watch_wait_and_delete() {
     let s = Server::start();
     let mut w = std::process::Command::new("kubectl")
@@ -458,6 +470,10 @@ fn watch_wait_and_delete() {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn create_generators_send_protobuf() {
     // kubectl's typed commands send application/vnd.kubernetes.protobuf bodies.
     let s = Server::start();

@@ -443,3 +443,81 @@ fn a_blob_corrupted_in_the_store_is_repaired_by_pulling_again() {
     env2.ok(&["pull", "--no-unpack", &dest]);
     check_pulled(&env2, &dest);
 }
+
+/// The engine's CRI-shaped ImageService, as the node agent calls it in process:
+/// PullImage with the credentials kubelet hands over (user and password, or docker's
+/// base64 `auth`), ImageStatus, ListImages, ImageFsInfo, RemoveImage.
+#[test]
+fn image_service_pulls_with_credentials_and_answers_for_its_images() {
+    use berth_engine::cri::{AuthConfig, ImageService};
+    let reg = Registry::start(
+        Auth::Htpasswd {
+            user: "kube".into(),
+            password: "n0de-pass".into(),
+        },
+        false,
+    );
+    let env = Env::new();
+    env.busybox_image("localhost/bb:1");
+    let dest = format!("{}/team/bb:1", reg.host);
+    env.ok(&["push", "-q", "--creds", "kube:n0de-pass", "bb:1", &dest]);
+    // SAFETY of set_var: nextest runs each test in a process of its own, before any
+    // thread of this test; no stored login may stand in for the credentials given.
+    std::env::set_var("BERTH_AUTH_FILE", env.path("no-such-auth.json"));
+    let core = berth_engine::Core::open(&env.path("core-root")).unwrap();
+    let e = core
+        .pull_image(&dest, None)
+        .expect_err("401 without credentials");
+    assert!(e.to_string().contains("401"), "{e}");
+    let wrong = AuthConfig {
+        username: "kube".into(),
+        password: "wrong".into(),
+        ..Default::default()
+    };
+    let e = core.pull_image(&dest, Some(&wrong)).expect_err("401");
+    assert!(e.to_string().contains("401"), "{e}");
+    let id = core
+        .pull_image(
+            &dest,
+            Some(&AuthConfig {
+                username: "kube".into(),
+                password: "n0de-pass".into(),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    assert!(id.starts_with("sha256:"), "{id}");
+    // docker's config.json form: base64 of user:password; pulling again is a no-op.
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode("kube:n0de-pass");
+    let again = core
+        .pull_image(
+            &dest,
+            Some(&AuthConfig {
+                auth: encoded,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    assert_eq!(again, id);
+    let img = core.image_status(&dest).unwrap().expect("pulled");
+    assert_eq!(img.id, id);
+    assert!(img.repo_tags.contains(&dest), "{img:?}");
+    assert!(
+        img.repo_digests
+            .iter()
+            .any(|d| d.starts_with(&format!("{}/team/bb@sha256:", reg.host))),
+        "{img:?}"
+    );
+    assert!(img.size > 0, "{img:?}");
+    assert!(core.list_images(None).unwrap().iter().any(|i| i.id == id));
+    let fs = core.image_fs_info().unwrap();
+    assert!(
+        fs.iter().any(|f| f.used_bytes > 0 && f.inodes_used > 0),
+        "{fs:?}"
+    );
+    core.remove_image(&dest).unwrap();
+    assert!(core.image_status(&dest).unwrap().is_none());
+    // Removing what is not there succeeds, as CRI asks.
+    core.remove_image(&dest).unwrap();
+}

@@ -495,3 +495,90 @@ fn bad_input_gets_clear_errors() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn attach_port_forward_and_stats_through_the_traits() {
+    let env = Env::new();
+    let sb = env.core.run_pod_sandbox(&env.pod("streams")).unwrap();
+    // Attach: a container kept with stdin answers each line it is sent (a shell's
+    // echo writes at once, where tr would buffer).
+    let mut cfg = env.ctr(
+        "answer",
+        &["sh", "-c", "while read l; do echo \"got $l\"; done"],
+    );
+    cfg.stdin = true;
+    let answer = env.run(&sb, &cfg);
+    let mut a = env.core.attach(&answer, None).unwrap();
+    a.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    a.stream.write_all(b"hello pod\n").unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("got hello pod") {
+        let n = a.stream.read(&mut buf).expect("the container answers");
+        assert!(
+            n > 0,
+            "the attach ended early: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Attaching to a container without stdin or terminal says why not.
+    let plain = env.run(&sb, &env.ctr("plain", &["sleep", "1000"]));
+    let e = env.core.attach(&plain, None).err().expect("refused");
+    assert!(e.to_string().contains("without a terminal or stdin"), "{e}");
+    // PortForward: a connection to the pod's own loopback, from inside its network.
+    let web = env.run(
+        &sb,
+        &env.ctr(
+            "web",
+            &[
+                "sh",
+                "-c",
+                "mkdir -p /tmp/www && echo pod-page > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+            ],
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut conn = loop {
+        match env.core.port_forward(&sb, 8080) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "httpd never listened: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut page = String::new();
+    conn.read_to_string(&mut page).unwrap();
+    assert!(
+        page.contains("200 OK") && page.contains("pod-page"),
+        "{page}"
+    );
+    let e = env.core.port_forward(&sb, 8081).expect_err("nothing there");
+    assert!(e.to_string().contains("port 8081"), "{e}");
+    // ContainerStats from the kernel's cgroup counters.
+    let s = env.core.container_stats(&web).unwrap();
+    assert_eq!(s.id, web);
+    assert!(
+        s.memory_usage > 0 && s.memory_working_set <= s.memory_usage,
+        "{s:?}"
+    );
+    assert!(s.pids >= 1 && s.cpu_usage_ns > 0, "{s:?}");
+    let all = env
+        .core
+        .list_container_stats(&ContainerFilter {
+            sandbox_id: Some(sb.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut ids: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
+    ids.sort();
+    let mut want = vec![answer.as_str(), plain.as_str(), web.as_str()];
+    want.sort();
+    assert_eq!(ids, want);
+    env.core.stop_pod_sandbox(&sb).unwrap();
+    env.core.remove_pod_sandbox(&sb).unwrap();
+}

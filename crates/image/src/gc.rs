@@ -62,6 +62,32 @@ pub fn dir_size(path: &std::path::Path) -> u64 {
     walk(path, &mut HashSet::new())
 }
 
+/// Distinct inodes (files, directories, links) below `path`, not crossing into other
+/// filesystems (a container's mounted root), each hard link counted once.
+pub fn inodes_below(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(p: &std::path::Path, dev: u64, seen: &mut HashSet<u64>) {
+        let Ok(rd) = std::fs::read_dir(p) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.dev() != dev || !seen.insert(m.ino()) {
+                continue;
+            }
+            if m.is_dir() {
+                walk(&e.path(), dev, seen);
+            }
+        }
+    }
+    let Ok(root) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let mut seen = HashSet::from([root.ino()]);
+    walk(path, root.dev(), &mut seen);
+    seen.len() as u64
+}
+
 impl Store {
     fn live_sets(&self) -> Result<(HashSet<Digest>, HashSet<Digest>)> {
         let mut blobs = HashSet::new();

@@ -158,7 +158,7 @@ impl ImageService for Core {
             timestamp: berth_monitor::supervise::now_nanos(),
             mountpoint: self.images().root().display().to_string(),
             used_bytes: u.images_bytes + u.containers_bytes,
-            inodes_used: 0,
+            inodes_used: berth_image::gc::inodes_below(self.images().root()),
         }])
     }
 }
