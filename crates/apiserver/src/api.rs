@@ -193,6 +193,9 @@ pub struct Api {
     pub ca_bundle: String,
     /// Whether startup work (default namespaces...) is done.
     pub ready: std::sync::atomic::AtomicBool,
+    /// The TLS client config for node agents (pod log, exec, attach), when the server
+    /// has a kubelet client certificate.
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 fn is_public(path: &str) -> bool {

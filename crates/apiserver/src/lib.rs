@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod hub;
 pub mod metrics;
 pub mod names;
+pub mod nodeproxy;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
@@ -159,7 +160,12 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
     let hub = hub::Hub::start(store.clone())
         .await
         .map_err(|e| Error::Setup(format!("loading the store: {}", e.message)))?;
+    // The identity the server proxies pod logs, exec and attach to node agents with.
+    let (kc_cert, kc_key) =
+        pki.issue_client("kube-apiserver-kubelet-client", &["system:masters"])?;
+    let kubelet_client = Some(nodeproxy::kubelet_client_config(&kc_cert, &kc_key)?);
     let api = Arc::new(api::Api {
+        kubelet_client,
         store,
         hub,
         metrics: metrics::Metrics::default(),

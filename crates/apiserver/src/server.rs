@@ -116,7 +116,9 @@ pub async fn serve(api: Arc<Api>, listener: TcpListener, tls: Arc<rustls::Server
             });
             let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             b.http2().max_concurrent_streams(1000);
-            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+            let _ = b
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
@@ -146,6 +148,14 @@ async fn handle(
     cert_user: Option<User>,
     req: http::Request<Incoming>,
 ) -> http::Response<RespBody> {
+    if let Some((ns, pod, sub)) = crate::nodeproxy::target(req.uri().path()) {
+        let (ns, pod, sub) = (ns.to_string(), pod.to_string(), sub.to_string());
+        return match authenticate(&api, cert_user, req.headers()).await {
+            Ok(Some(_)) => crate::nodeproxy::proxy(api, req, &ns, &pod, &sub).await,
+            Ok(None) => to_http(api::Response::error(&ApiError::unauthorized()), false),
+            Err(e) => to_http(api::Response::error(&e), false),
+        };
+    }
     let (parts, body) = req.into_parts();
     let head = parts.method == http::Method::HEAD;
     let body = match Limited::new(body, api::MAX_BODY).collect().await {
@@ -172,13 +182,31 @@ async fn handle(
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     let path = parts.uri.path().to_string();
+    let user = match authenticate(&api, cert_user, &parts.headers).await {
+        Ok(u) => u,
+        Err(e) => return to_http(api::Response::error(&e), head),
+    };
+    let req = Request {
+        method: parts.method,
+        path,
+        query,
+        headers: parts.headers,
+        body,
+        user,
+    };
+    to_http(api.handle(req).await, head)
+}
+
+/// Who is asking: the client certificate's user, else a bearer token's (a
+/// ServiceAccount token only while its ServiceAccount exists); None for anonymous.
+async fn authenticate(
+    api: &Arc<Api>,
+    cert_user: Option<User>,
+    headers: &http::HeaderMap,
+) -> Result<Option<User>, ApiError> {
     let mut user = cert_user;
     if user.is_none() {
-        if let Some(auth) = parts
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
             let token = auth.strip_prefix("Bearer ").map(str::trim);
             match token.and_then(|t| api.authn.token(t)) {
                 Some((u, claims)) => match claims {
@@ -188,7 +216,7 @@ async fn handle(
                         let sa =
                             crate::resources::find("", "v1", "serviceaccounts").expect("served");
                         let ok = match crate::crud::read(
-                            &api,
+                            api,
                             sa,
                             Some(&c.kube.namespace),
                             &c.kube.serviceaccount.name,
@@ -204,21 +232,13 @@ async fn handle(
                         if ok {
                             user = Some(u);
                         } else {
-                            return to_http(api::Response::error(&ApiError::unauthorized()), head);
+                            return Err(ApiError::unauthorized());
                         }
                     }
                 },
-                None => return to_http(api::Response::error(&ApiError::unauthorized()), head),
+                None => return Err(ApiError::unauthorized()),
             }
         }
     }
-    let req = Request {
-        method: parts.method,
-        path,
-        query,
-        headers: parts.headers,
-        body,
-        user,
-    };
-    to_http(api.handle(req).await, head)
+    Ok(user)
 }

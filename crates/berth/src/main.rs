@@ -5,6 +5,7 @@
 // docker's inspect JSON is one large json! literal.
 #![recursion_limit = "256"]
 
+mod agent_cmd;
 mod build_cmd;
 mod container_cmd;
 mod image_cmd;
@@ -125,8 +126,11 @@ enum Command {
     /// Container root filesystems built from images (the snapshot layer, low level).
     #[command(subcommand)]
     Rootfs(rootfs_cmd::RootfsCommand),
-    /// Run the Kubernetes API server (embedded SQLite store, or etcd).
+    /// Run the Kubernetes API server (embedded SQLite store, or etcd) with this
+    /// machine's node agent.
     Server(server_cmd::ServerArgs),
+    /// Run the node agent alone (what the kubelet is).
+    Agent(agent_cmd::AgentArgs),
 }
 
 /// What every command gets.
@@ -192,6 +196,7 @@ fn main() {
             Command::System(c) => ok(image_cmd::system(&ctx, c)),
             Command::Rootfs(c) => ok(rootfs_cmd::run(&ctx, c)),
             Command::Server(a) => ok(server_cmd::server(&ctx, a).await),
+            Command::Agent(a) => ok(agent_cmd::agent(&ctx, a).await),
         }
     });
     match result {

@@ -1,5 +1,7 @@
 //! `berth server`: the Kubernetes API server on the embedded SQLite store (or an etcd
-//! cluster), with its certificates and admin kubeconfig made on first start.
+//! cluster), with its certificates and admin kubeconfig made on first start, and —
+//! unless `--disable-agent` — this machine's node agent in the same process, as
+//! `k3s server` is.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,13 +37,18 @@ pub struct ServerArgs {
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Run the API server alone, without this machine's node agent.
+    #[arg(long)]
+    disable_agent: bool,
+    #[command(flatten)]
+    node: crate::agent_cmd::NodeArgs,
 }
 
-/// Runs the server until SIGINT or SIGTERM.
-pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
+/// Logs to stderr as text or JSON, at BERTH_LOG's level (info by default).
+pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if a.log_format == "json" {
+    if format == "json" {
         let _ = tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
@@ -53,6 +60,11 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
             .with_writer(std::io::stderr)
             .try_init();
     }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
+    init_logging(&a.log_format);
     let mut cfg =
         berth_apiserver::Config::new(a.data_dir.unwrap_or_else(|| ctx.root.join("server")));
     cfg.listen = a.listen;
@@ -77,10 +89,38 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         kubeconfig = %a.write_kubeconfig.as_ref().unwrap_or(&s.kubeconfig).display(),
         "berth API server listening"
     );
+    let agent = if a.disable_agent {
+        None
+    } else {
+        // The agent reaches the API server on loopback when it listens on every address.
+        let host = match s.addr.ip() {
+            ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+            ip => ip,
+        };
+        let url = format!("https://{}", std::net::SocketAddr::new(host, s.addr.port()));
+        let client = crate::agent_cmd::client(&s.kubeconfig, Some(&url)).await?;
+        let mut cfg = a.node.config(&ctx.root);
+        cfg.client_ca_pem = Some(s.api.ca_bundle.clone());
+        tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, pod_cidr = %cfg.pod_cidr, "node agent starting");
+        Some(tokio::spawn(berth_agent::run(client, cfg)))
+    };
+    let agent_done = async {
+        match agent {
+            Some(h) => h.await,
+            None => std::future::pending().await,
+        }
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        r = agent_done => {
+            match r {
+                Ok(Ok(())) => anyhow::bail!("the node agent stopped"),
+                Ok(Err(e)) => return Err(anyhow::Error::new(e).context("the node agent failed")),
+                Err(e) => anyhow::bail!("the node agent panicked: {e}"),
+            }
+        }
     }
     tracing::info!("shutting down");
     Ok(())

@@ -4,6 +4,8 @@
 //! bearer tokens from a small token service — optionally behind a fault-injecting proxy.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

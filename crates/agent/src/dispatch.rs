@@ -1,0 +1,270 @@
+//! Pods to workers: a watch of the pods bound to this node (kube-runtime's watcher,
+//! which relists after a broken watch), one worker per pod UID fed the newest version
+//! of its pod; engine events and ConfigMap or Secret changes wake the workers they
+//! concern. After each full list, whatever the engine or the pods directory holds of
+//! pods that no longer exist (deleted while the agent was down) is removed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_engine::cri::{RuntimeService, SandboxFilter};
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Api;
+use tokio::sync::{watch, Notify};
+
+use crate::error::Result;
+use crate::labels::{self, PodKey};
+use crate::worker::{remove_pod_files, Worker};
+use crate::Ctx;
+
+/// Who to wake for what: workers by pod UID, sandboxes by ID.
+#[derive(Default)]
+pub struct Hub {
+    pods: Mutex<HashMap<String, (String, Arc<Notify>)>>,
+    sandboxes: Mutex<HashMap<String, String>>,
+}
+
+impl Hub {
+    /// A worker's wake-up, registered under its pod.
+    pub(crate) fn register_pod(&self, key: &PodKey) -> Arc<Notify> {
+        let n = Arc::new(Notify::new());
+        if let Ok(mut m) = self.pods.lock() {
+            m.insert(key.uid.clone(), (key.namespace.clone(), n.clone()));
+        }
+        n
+    }
+
+    /// Forgets a worker.
+    pub(crate) fn unregister_pod(&self, key: &PodKey) {
+        if let Ok(mut m) = self.pods.lock() {
+            m.remove(&key.uid);
+        }
+        if let Ok(mut m) = self.sandboxes.lock() {
+            m.retain(|_, uid| *uid != key.uid);
+        }
+    }
+
+    /// Ties a sandbox to its pod.
+    pub(crate) fn register_sandbox(&self, sandbox: &str, key: &PodKey) {
+        if let Ok(mut m) = self.sandboxes.lock() {
+            m.insert(sandbox.to_string(), key.uid.clone());
+        }
+    }
+
+    /// Forgets a sandbox.
+    pub(crate) fn unregister_sandbox(&self, sandbox: &str) {
+        if let Ok(mut m) = self.sandboxes.lock() {
+            m.remove(sandbox);
+        }
+    }
+
+    fn wake_sandbox(&self, sandbox: &str) {
+        let uid = self
+            .sandboxes
+            .lock()
+            .ok()
+            .and_then(|m| m.get(sandbox).cloned());
+        if let Some(uid) = uid {
+            if let Some((_, n)) = self.pods.lock().ok().and_then(|m| m.get(&uid).cloned()) {
+                n.notify_one();
+            }
+        }
+    }
+
+    fn wake_namespace(&self, ns: &str) {
+        let all: Vec<Arc<Notify>> = self
+            .pods
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|(n, _)| n == ns)
+                    .map(|(_, w)| w.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for n in all {
+            n.notify_one();
+        }
+    }
+}
+
+/// Stops the engine event thread when dropped.
+pub(crate) struct EventsGuard(Arc<AtomicBool>);
+
+impl EventsGuard {
+    /// Stops the thread.
+    pub fn abort(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for EventsGuard {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// Reads the engine's container events (from the monitors, without polling) and
+/// wakes the worker of the pod each concerns.
+pub(crate) fn forward_engine_events(ctx: Arc<Ctx>) -> EventsGuard {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("agent-events".into())
+        .spawn(move || {
+            let mut stream = match ctx.core.container_events() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "engine events unavailable; pods are resynced every 10 s instead");
+                    return;
+                }
+            };
+            while !flag.load(Ordering::Relaxed) {
+                match stream.next_event(Some(Duration::from_millis(500))) {
+                    Ok(Some(ev)) => ctx.hub.wake_sandbox(&ev.sandbox_id),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading engine events failed");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+        })
+        .ok();
+    EventsGuard(stop)
+}
+
+/// Wakes the pods of a namespace whenever a ConfigMap or Secret there changes, so
+/// their volumes are written again within a second or two.
+async fn watch_sources(ctx: Arc<Ctx>) {
+    let cms = watcher(
+        Api::<ConfigMap>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .map_ok(|o| o.metadata.namespace.unwrap_or_default())
+    .boxed();
+    let secrets = watcher(
+        Api::<Secret>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .map_ok(|o| o.metadata.namespace.unwrap_or_default())
+    .boxed();
+    let mut both = futures_util::stream::select(cms, secrets);
+    while let Some(r) = both.next().await {
+        if let Ok(ns) = r {
+            ctx.hub.wake_namespace(&ns);
+        }
+    }
+}
+
+/// Removes sandboxes and pod directories of pods that are not among `live` (UIDs).
+async fn collect_orphans(ctx: &Arc<Ctx>, live: &HashSet<String>) -> Result<()> {
+    let node = ctx.cfg.node_name.clone();
+    let live2 = live.clone();
+    let orphans: Vec<(String, PodKey)> = ctx
+        .engine(move |core| {
+            Ok(core
+                .list_pod_sandbox(&SandboxFilter {
+                    labels: BTreeMap::from([(labels::NODE.to_string(), node)]),
+                    ..Default::default()
+                })?
+                .into_iter()
+                .filter_map(|s| {
+                    let uid = s.labels.get(labels::POD_UID)?.clone();
+                    (!live2.contains(&uid)).then(|| {
+                        (
+                            s.id.clone(),
+                            PodKey {
+                                namespace: s.metadata.namespace.clone(),
+                                name: s.metadata.name.clone(),
+                                uid,
+                            },
+                        )
+                    })
+                })
+                .collect())
+        })
+        .await?;
+    for (id, key) in &orphans {
+        tracing::info!(pod = %key, sandbox = %id, "removing the sandbox of a pod that no longer exists");
+        let id = id.clone();
+        ctx.engine(move |core| core.remove_pod_sandbox(&id)).await?;
+        remove_pod_files(key, &ctx.cfg.pods_dir, &ctx.cfg.log_dir)?;
+    }
+    // Pod directories without a pod (their sandboxes gone already).
+    if let Ok(rd) = std::fs::read_dir(&ctx.cfg.pods_dir) {
+        for e in rd.flatten() {
+            let uid = e.file_name().to_string_lossy().into_owned();
+            if !live.contains(&uid) {
+                crate::volumes::clean_up(&e.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Watches the node's pods and runs a worker for each, until the watch ends.
+pub(crate) async fn run(ctx: Arc<Ctx>) -> Result<()> {
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cfg.node_name));
+    let mut stream = watcher(api, cfg).default_backoff().boxed();
+    let sources = tokio::spawn(watch_sources(ctx.clone()));
+    let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
+    let mut listing: HashSet<String> = HashSet::new();
+    let dispatch = |workers: &mut HashMap<String, watch::Sender<Option<Arc<Pod>>>>, pod: Pod| {
+        let key = PodKey::of(&pod);
+        let pod = Arc::new(pod);
+        if let Some(tx) = workers.get(&key.uid) {
+            if tx.send(Some(pod.clone())).is_ok() {
+                return;
+            }
+        }
+        let (tx, rx) = watch::channel(Some(pod));
+        workers.insert(key.uid.clone(), tx);
+        tokio::spawn(Worker::new(ctx.clone(), key, rx).run());
+    };
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Init) => listing.clear(),
+            Ok(Event::InitApply(p)) => {
+                listing.insert(p.metadata.uid.clone().unwrap_or_default());
+                dispatch(&mut workers, p);
+            }
+            Ok(Event::Apply(p)) => dispatch(&mut workers, p),
+            Ok(Event::Delete(p)) => {
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                if let Some(tx) = workers.remove(&uid) {
+                    let _ = tx.send(None);
+                }
+            }
+            Ok(Event::InitDone) => {
+                let gone: Vec<String> = workers
+                    .keys()
+                    .filter(|u| !listing.contains(*u))
+                    .cloned()
+                    .collect();
+                for uid in gone {
+                    if let Some(tx) = workers.remove(&uid) {
+                        let _ = tx.send(None);
+                    }
+                }
+                if let Err(e) = collect_orphans(&ctx, &listing).await {
+                    tracing::warn!(error = %e, "collecting orphaned sandboxes failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "watching pods failed; retrying"),
+        }
+        workers.retain(|_, tx| !tx.is_closed());
+    }
+    sources.abort();
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! A container's environment as the kubelet makes it: envFrom, then env in order
+//! (values with `$(VAR)` expanded against what came before; fieldRef,
+//! resourceFieldRef, configMapKeyRef, secretKeyRef), and `$(VAR)` in command and args.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::Api;
+
+use crate::error::{ApiContext, Error, Result};
+use crate::qos;
+
+/// Expands `$(NAME)` from `vars` as Kubernetes does: `$$` is a literal `$`, and a
+/// reference to a name that is not defined stays as written.
+pub fn expand(s: &str, vars: &dyn Fn(&str) -> Option<String>) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && i + 1 < b.len() {
+            if b[i + 1] == b'$' {
+                out.push('$');
+                i += 2;
+                continue;
+            }
+            if b[i + 1] == b'(' {
+                if let Some(end) = s[i + 2..].find(')') {
+                    let name = &s[i + 2..i + 2 + end];
+                    match vars(name) {
+                        Some(v) => out.push_str(&v),
+                        None => out.push_str(&s[i..i + 3 + end]),
+                    }
+                    i += 3 + end;
+                    continue;
+                }
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or('$');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// ConfigMaps and Secrets read once per pod sync.
+pub struct Sources {
+    client: kube::Client,
+    namespace: String,
+    config_maps: HashMap<String, Option<ConfigMap>>,
+    secrets: HashMap<String, Option<Secret>>,
+}
+
+impl Sources {
+    /// Sources in the pod's namespace.
+    pub fn new(client: kube::Client, namespace: &str) -> Sources {
+        Sources {
+            client,
+            namespace: namespace.into(),
+            config_maps: HashMap::new(),
+            secrets: HashMap::new(),
+        }
+    }
+
+    /// A ConfigMap, or None when it does not exist.
+    pub async fn config_map(&mut self, name: &str) -> Result<Option<&ConfigMap>> {
+        if !self.config_maps.contains_key(name) {
+            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+            let cm = api
+                .get_opt(name)
+                .await
+                .api(|| format!("get configmap {}/{name}", self.namespace))?;
+            self.config_maps.insert(name.into(), cm);
+        }
+        Ok(self.config_maps[name].as_ref())
+    }
+
+    /// A Secret, or None when it does not exist.
+    pub async fn secret(&mut self, name: &str) -> Result<Option<&Secret>> {
+        if !self.secrets.contains_key(name) {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+            let s = api
+                .get_opt(name)
+                .await
+                .api(|| format!("get secret {}/{name}", self.namespace))?;
+            self.secrets.insert(name.into(), s);
+        }
+        Ok(self.secrets[name].as_ref())
+    }
+
+    /// A ConfigMap's keys as strings (binaryData as lossy UTF-8).
+    pub async fn config_map_data(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+        Ok(self.config_map(name).await?.map(|cm| {
+            let mut m: BTreeMap<String, Vec<u8>> = cm
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                .collect();
+            for (k, v) in cm.binary_data.iter().flatten() {
+                m.insert(k.clone(), v.0.clone());
+            }
+            m
+        }))
+    }
+
+    /// A Secret's keys (stringData is folded into data by the API server).
+    pub async fn secret_data(&mut self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+        Ok(self.secret(name).await?.map(|s| {
+            let mut m: BTreeMap<String, Vec<u8>> = s
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect();
+            for (k, v) in s.string_data.iter().flatten() {
+                m.insert(k.clone(), v.clone().into_bytes());
+            }
+            m
+        }))
+    }
+}
+
+/// What fieldRefs read beyond the pod object.
+pub struct PodFacts<'a> {
+    /// The pod.
+    pub pod: &'a Pod,
+    /// The node's address.
+    pub host_ip: String,
+    /// The pod's address ("" before it has one, or the host's with hostNetwork).
+    pub pod_ip: String,
+    /// The node's allocatable CPU in millicores and memory in bytes: what a
+    /// resourceFieldRef reads for a container without a limit.
+    pub node_cpu_milli: i128,
+    /// Node memory in bytes.
+    pub node_memory: i64,
+}
+
+/// The value of a downward API field path (`metadata.labels['app']`).
+pub fn field_value(facts: &PodFacts, path: &str) -> Result<String> {
+    let m = &facts.pod.metadata;
+    let spec = facts.pod.spec.as_ref();
+    let key_in = |prefix: &str| -> Option<String> {
+        let rest = path.strip_prefix(prefix)?;
+        let k = rest.strip_prefix("['")?.strip_suffix("']")?;
+        Some(k.to_string())
+    };
+    let render = |map: &Option<BTreeMap<String, String>>| {
+        map.iter()
+            .flatten()
+            .map(|(k, v)| {
+                format!(
+                    "{k}=\"{}\"",
+                    v.replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Ok(match path {
+        "metadata.name" => m.name.clone().unwrap_or_default(),
+        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+        "metadata.labels" => render(&m.labels),
+        "metadata.annotations" => render(&m.annotations),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.hostIP" | "status.hostIPs" => facts.host_ip.clone(),
+        "status.podIP" | "status.podIPs" => facts.pod_ip.clone(),
+        _ => {
+            if let Some(k) = key_in("metadata.labels") {
+                m.labels
+                    .as_ref()
+                    .and_then(|l| l.get(&k).cloned())
+                    .unwrap_or_default()
+            } else if let Some(k) = key_in("metadata.annotations") {
+                m.annotations
+                    .as_ref()
+                    .and_then(|l| l.get(&k).cloned())
+                    .unwrap_or_default()
+            } else {
+                return Err(Error::Spec(format!(
+                    "fieldRef {path:?} is not a field the downward API offers (metadata.name, metadata.namespace, metadata.uid, metadata.labels['KEY'], metadata.annotations['KEY'], spec.nodeName, spec.serviceAccountName, status.hostIP, status.podIP)"
+                )));
+            }
+        }
+    })
+}
+
+/// The value of a resourceFieldRef (`limits.memory` with a divisor), for `c`.
+pub fn resource_value(
+    facts: &PodFacts,
+    c: &Container,
+    resource: &str,
+    divisor: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) -> Result<String> {
+    let (kind, name) = resource.split_once('.').unwrap_or(("limits", resource));
+    let q = match kind {
+        "limits" => qos::limit(c, name),
+        "requests" => qos::request(c, name),
+        _ => None,
+    };
+    let milli = match (q, name) {
+        (Some(q), _) => qos::milli_value(&q)?,
+        (None, "cpu") if kind == "limits" => facts.node_cpu_milli,
+        (None, "memory") if kind == "limits" => facts.node_memory as i128 * 1000,
+        (None, _) => 0,
+    };
+    let div = match divisor {
+        Some(d) => qos::milli_value(d)?,
+        None => 1000,
+    }
+    .max(1);
+    // Rounded up, as the kubelet does (a CPU limit of 250m reads as 1 core).
+    Ok(((milli + div - 1) / div).to_string())
+}
+
+/// A container's resolved environment, in order.
+pub async fn resolve(
+    facts: &PodFacts<'_>,
+    c: &Container,
+    sources: &mut Sources,
+) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let set = |out: &mut Vec<(String, String)>, k: String, v: String| {
+        if let Some(e) = out.iter_mut().find(|(n, _)| *n == k) {
+            e.1 = v;
+        } else {
+            out.push((k, v));
+        }
+    };
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let data = if let Some(r) = &from.config_map_ref {
+            match sources.config_map_data(&r.name).await? {
+                Some(d) => d,
+                None if r.optional == Some(true) => continue,
+                None => {
+                    return Err(Error::Missing(format!(
+                        "configmap \"{}\" not found (envFrom of container {})",
+                        r.name, c.name
+                    )))
+                }
+            }
+        } else if let Some(r) = &from.secret_ref {
+            match sources.secret_data(&r.name).await? {
+                Some(d) => d,
+                None if r.optional == Some(true) => continue,
+                None => {
+                    return Err(Error::Missing(format!(
+                        "secret \"{}\" not found (envFrom of container {})",
+                        r.name, c.name
+                    )))
+                }
+            }
+        } else {
+            continue;
+        };
+        for (k, v) in data {
+            set(
+                &mut out,
+                format!("{prefix}{k}"),
+                String::from_utf8_lossy(&v).into_owned(),
+            );
+        }
+    }
+    for e in c.env.iter().flatten() {
+        let value = if let Some(v) = &e.value {
+            let known = out.clone();
+            expand(v, &|n| {
+                known.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
+            })
+        } else if let Some(src) = &e.value_from {
+            if let Some(f) = &src.field_ref {
+                field_value(facts, &f.field_path)?
+            } else if let Some(r) = &src.resource_field_ref {
+                let target = match r.container_name.as_deref() {
+                    Some(n) if !n.is_empty() && n != c.name => facts
+                        .pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.containers.iter().find(|x| x.name == n))
+                        .ok_or_else(|| {
+                            Error::Spec(format!(
+                                "env {} of container {}: resourceFieldRef names container {n:?}, which the pod does not have",
+                                e.name, c.name
+                            ))
+                        })?,
+                    _ => c,
+                };
+                resource_value(facts, target, &r.resource, r.divisor.as_ref())?
+            } else if let Some(r) = &src.config_map_key_ref {
+                match sources.config_map_data(&r.name).await? {
+                    Some(d) => match d.get(&r.key) {
+                        Some(v) => String::from_utf8_lossy(v).into_owned(),
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(Error::Missing(format!(
+                                "couldn't find key {} in ConfigMap {}/{} (env {} of container {})",
+                                r.key, sources.namespace, r.name, e.name, c.name
+                            )))
+                        }
+                    },
+                    None if r.optional == Some(true) => continue,
+                    None => {
+                        return Err(Error::Missing(format!(
+                            "configmap \"{}\" not found (env {} of container {})",
+                            r.name, e.name, c.name
+                        )))
+                    }
+                }
+            } else if let Some(r) = &src.secret_key_ref {
+                match sources.secret_data(&r.name).await? {
+                    Some(d) => match d.get(&r.key) {
+                        Some(v) => String::from_utf8_lossy(v).into_owned(),
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(Error::Missing(format!(
+                                "couldn't find key {} in Secret {}/{} (env {} of container {})",
+                                r.key, sources.namespace, r.name, e.name, c.name
+                            )))
+                        }
+                    },
+                    None if r.optional == Some(true) => continue,
+                    None => {
+                        return Err(Error::Missing(format!(
+                            "secret \"{}\" not found (env {} of container {})",
+                            r.name, e.name, c.name
+                        )))
+                    }
+                }
+            } else {
+                String::new()
+            }
+        } else {
+            String::new()
+        };
+        set(&mut out, e.name.clone(), value);
+    }
+    Ok(out)
+}
+
+/// Command and args with `$(VAR)` expanded from the container's environment.
+pub fn expand_all(list: &[String], env: &[(String, String)]) -> Vec<String> {
+    let lookup = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    list.iter().map(|s| expand(s, &lookup)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    #[test]
+    fn expansion_follows_kubernetes() {
+        let vars = |n: &str| match n {
+            "A" => Some("one".to_string()),
+            "B" => Some("$(A)".to_string()),
+            _ => None,
+        };
+        assert_eq!(expand("x$(A)y", &vars), "xoney");
+        assert_eq!(expand("$(B)", &vars), "$(A)", "no second round");
+        assert_eq!(expand("$$(A)", &vars), "$(A)", "$$ escapes");
+        assert_eq!(expand("$(NOPE)", &vars), "$(NOPE)", "undefined stays");
+        assert_eq!(expand("$(A", &vars), "$(A", "unterminated stays");
+        assert_eq!(expand("a$b$", &vars), "a$b$");
+        assert_eq!(expand("ünï$(A)", &vars), "ünïone");
+    }
+}

@@ -1,0 +1,161 @@
+//! berth's node agent — what the kubelet is. It registers its Node and renews its
+//! Lease, watches the pods bound to it, and runs each through the engine's CRI-shaped
+//! traits ([`berth_engine::cri`]) with one level-triggered worker per pod: volumes, the
+//! sandbox, init containers in order, app containers with their restart policy and
+//! probes; status is written back through the status subresource, only on change, and
+//! events as `kubectl describe` shows them.
+//!
+//! The agent keeps nothing it could not read back: after a restart it lists the
+//! engine's sandboxes and containers (labelled with the pod's UID) and adopts them.
+#![forbid(unsafe_code)]
+
+pub mod dispatch;
+pub mod envvars;
+pub mod error;
+pub mod hostinfo;
+pub mod images;
+pub mod labels;
+pub mod logs;
+pub mod node;
+pub mod podspec;
+pub mod probes;
+pub mod qos;
+pub mod recorder;
+pub mod server;
+pub mod status;
+pub mod streaming;
+pub mod volumes;
+pub mod worker;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_engine::cri::RuntimeService;
+use berth_engine::Core;
+
+pub use error::{Error, Result};
+
+/// What an agent is told at start.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The Node's name (the host name by default).
+    pub node_name: String,
+    /// The node's address: its InternalIP, and every pod's hostIP.
+    pub node_ip: IpAddr,
+    /// This node's pod CIDR (pods' addresses come from it).
+    pub pod_cidr: String,
+    /// The engine's state root.
+    pub engine_root: PathBuf,
+    /// Where pods' volumes and files live (`DIR/UID/...`, kubelet's /var/lib/kubelet/pods).
+    pub pods_dir: PathBuf,
+    /// Where container logs go (`DIR/NS_NAME_UID/CONTAINER/N.log`, kubelet's /var/log/pods).
+    pub log_dir: PathBuf,
+    /// The most pods the node takes.
+    pub max_pods: u32,
+    /// The port of the agent's HTTPS endpoint (logs, exec, attach); 0: any free one.
+    pub kubelet_port: u16,
+    /// The cluster CA (PEM) whose client certificates the endpoint accepts (the API
+    /// server's); None: no endpoint.
+    pub client_ca_pem: Option<String>,
+}
+
+impl AgentConfig {
+    /// Defaults under a berth state root: the engine at ROOT, pods at ROOT/agent/pods,
+    /// logs at ROOT/agent/logs; the node named after the host, on 127.0.0.1.
+    pub fn under(root: &std::path::Path) -> AgentConfig {
+        AgentConfig {
+            node_name: hostinfo::hostname(),
+            node_ip: IpAddr::from([127, 0, 0, 1]),
+            pod_cidr: "10.42.0.0/24".into(),
+            engine_root: root.to_path_buf(),
+            pods_dir: root.join("agent/pods"),
+            log_dir: root.join("agent/logs"),
+            max_pods: 110,
+            kubelet_port: 10250,
+            client_ca_pem: None,
+        }
+    }
+}
+
+/// What every part of the agent shares.
+pub(crate) struct Ctx {
+    pub client: kube::Client,
+    pub core: Core,
+    pub cfg: AgentConfig,
+    pub recorder: recorder::Recorder,
+    pub hub: dispatch::Hub,
+    /// The port the HTTPS endpoint listens on (0: none).
+    pub kubelet_port: u16,
+}
+
+impl Ctx {
+    /// Runs an engine call (a few system calls and short-lived helpers) off the async
+    /// threads.
+    pub async fn engine<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Core) -> berth_engine::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || f(&core))
+            .await
+            .map_err(|e| Error::Internal(format!("engine call panicked: {e}")))?
+            .map_err(Error::Engine)
+    }
+}
+
+/// Runs the agent until the future is dropped: registers the Node, keeps its Lease
+/// and status fresh, and runs the pods bound to it.
+pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
+    // httpGet probes and hooks use rustls through reqwest, with the process's provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    for d in [&cfg.pods_dir, &cfg.log_dir] {
+        std::fs::create_dir_all(d).map_err(|e| Error::Io(format!("create {}", d.display()), e))?;
+    }
+    let root = cfg.engine_root.clone();
+    let cidr = cfg.pod_cidr.clone();
+    let core = tokio::task::spawn_blocking(move || -> berth_engine::Result<Core> {
+        let core = Core::open(&root)?;
+        core.update_runtime_config(&cidr)?;
+        Ok(core)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("engine open panicked: {e}")))?
+    .map_err(Error::Engine)?;
+    let endpoint = match &cfg.client_ca_pem {
+        Some(ca) => {
+            let tls = server::tls_config(vec![cfg.node_name.clone(), cfg.node_ip.to_string()], ca)?;
+            let l =
+                server::bind(std::net::SocketAddr::from(([0, 0, 0, 0], cfg.kubelet_port))).await?;
+            let port = l
+                .local_addr()
+                .map_err(|e| Error::Io("the endpoint's address".into(), e))?
+                .port();
+            Some((l, tls, port))
+        }
+        None => {
+            tracing::warn!("no cluster CA given: the agent serves no logs, exec or attach");
+            None
+        }
+    };
+    let ctx = Arc::new(Ctx {
+        recorder: recorder::Recorder::new(client.clone(), &cfg.node_name),
+        client,
+        core,
+        cfg,
+        hub: dispatch::Hub::default(),
+        kubelet_port: endpoint.as_ref().map_or(0, |e| e.2),
+    });
+    let endpoint = endpoint.map(|(l, tls, _)| tokio::spawn(server::serve(ctx.clone(), l, tls)));
+    node::register(&ctx).await?;
+    tracing::info!(node = %ctx.cfg.node_name, "node registered");
+    let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
+    let events = dispatch::forward_engine_events(ctx.clone());
+    let r = dispatch::run(ctx.clone()).await;
+    heartbeat.abort();
+    events.abort();
+    if let Some(e) = endpoint {
+        e.abort();
+    }
+    r
+}

@@ -1,0 +1,386 @@
+//! The pod subresources that run on the node — log, exec, attach, portforward —
+//! proxied to the node agent's HTTPS endpoint (the kubelet's port, from the Node's
+//! daemonEndpoints, at its InternalIP), as kube-apiserver proxies them: the request is
+//! passed on with the server's own kubelet client certificate, and a protocol upgrade
+//! (WebSocket or SPDY) is spliced through once the agent accepts it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::api::Api;
+use crate::resources;
+use crate::server::RespBody;
+use crate::status::ApiError;
+
+/// The subresource a path names, when it is one proxied to the node:
+/// (namespace, pod, subresource).
+pub fn target(path: &str) -> Option<(&str, &str, &str)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let mut it = rest.split('/');
+    let ns = it.next()?;
+    if it.next()? != "pods" {
+        return None;
+    }
+    let pod = it.next()?;
+    let sub = it.next()?;
+    if it.next().is_some() || !matches!(sub, "log" | "exec" | "attach" | "portforward") {
+        return None;
+    }
+    Some((ns, pod, sub))
+}
+
+/// Accepts whatever certificate the agent serves: kube-apiserver does the same unless
+/// given --kubelet-certificate-authority, and berth's agents serve a self-signed
+/// certificate until node certificates come from the cluster CA. Signatures are still
+/// checked, so the handshake is real TLS.
+#[derive(Debug)]
+struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS client config the server reaches agents with: its kubelet client
+/// certificate (issued by the cluster CA).
+pub fn kubelet_client_config(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
+    let setup = |what: &str, e: &dyn std::fmt::Display| crate::Error::Setup(format!("{what}: {e}"));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| setup("kubelet client certificate", &e))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(|e| setup("kubelet client key", &e))?
+        .ok_or_else(|| crate::Error::Setup("kubelet client key: none".into()))?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| setup("TLS", &e))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| setup("kubelet client certificate", &e))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+fn str_at<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
+    v.pointer(p).and_then(Value::as_str)
+}
+
+/// Where the pod's agent is and which container is meant: (host:port, agent path).
+async fn resolve(
+    api: &Api,
+    ns: &str,
+    pod: &str,
+    sub: &str,
+    query: &[(String, String)],
+) -> Result<(String, String), ApiError> {
+    let pods = resources::find("", "v1", "pods").expect("served");
+    let (p, _) = crate::crud::read(api, pods, Some(ns), pod).await?;
+    let node = str_at(&p, "/spec/nodeName").unwrap_or("");
+    if node.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {pod} does not have a host assigned"
+        )));
+    }
+    let names: Vec<&str> = p
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(
+            p.pointer("/spec/initContainers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        )
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let app: Vec<&str> = p
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let asked = query
+        .iter()
+        .find(|(k, _)| k == "container")
+        .map(|(_, v)| v.as_str());
+    let container = match asked {
+        Some(c) if !c.is_empty() => {
+            if !names.contains(&c) {
+                return Err(ApiError::bad_request(format!(
+                    "container {c} is not valid for pod {pod}"
+                )));
+            }
+            c.to_string()
+        }
+        _ if sub == "portforward" => String::new(),
+        _ if app.len() == 1 => app[0].to_string(),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {pod}, choose one of: [{}]",
+                app.join(" ")
+            )))
+        }
+    };
+    let nodes = resources::find("", "v1", "nodes").expect("served");
+    let (n, _) = crate::crud::read(api, nodes, None, node)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("pod {pod}'s node \"{node}\" is not registered (is its agent running?)"),
+            )
+        })?;
+    let addr = n
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .find(|x| x["type"] == "InternalIP")
+                .or_else(|| a.first())
+                .and_then(|x| x["address"].as_str())
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("node \"{node}\" has no address"),
+            )
+        })?;
+    let port = n
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .unwrap_or(10250);
+    let host = if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    };
+    let rest: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query.iter().filter(|(k, _)| k != "container"))
+        .finish();
+    let path = match sub {
+        "log" => format!("/containerLogs/{ns}/{pod}/{container}"),
+        "exec" => format!("/exec/{ns}/{pod}/{container}"),
+        "attach" => format!("/attach/{ns}/{pod}/{container}"),
+        _ => format!("/portForward/{ns}/{pod}"),
+    };
+    Ok((
+        host,
+        if rest.is_empty() {
+            path
+        } else {
+            format!("{path}?{rest}")
+        },
+    ))
+}
+
+/// Headers passed on to the agent: the upgrade handshake's.
+const PASSED: [&str; 7] = [
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+    "accept",
+];
+
+fn error(e: &ApiError) -> http::Response<RespBody> {
+    let body = serde_json::to_vec(&e.to_status()).unwrap_or_default();
+    let mut r = http::Response::new(RespBody::Full(Some(Bytes::from(body))));
+    *r.status_mut() = http::StatusCode::from_u16(e.code).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Proxies one request to the pod's agent.
+pub async fn proxy(
+    api: Arc<Api>,
+    mut req: http::Request<Incoming>,
+    ns: &str,
+    pod: &str,
+    sub: &str,
+) -> http::Response<RespBody> {
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let (host, path) = match resolve(&api, ns, pod, sub, &query).await {
+        Ok(x) => x,
+        Err(e) => return error(&e),
+    };
+    let Some(tls) = api.kubelet_client.clone() else {
+        return error(&ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "this server has no kubelet client certificate",
+        ));
+    };
+    let unreachable = |what: String| {
+        error(&ApiError::new(
+            502,
+            "BadGateway",
+            format!("{sub} of pod {ns}/{pod}: the node agent at {host} {what}"),
+        ))
+    };
+    let sock = match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(&host),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return unreachable(format!("is unreachable: {e}")),
+        Err(_) => return unreachable("did not answer within 10 s".into()),
+    };
+    let server_name = rustls::pki_types::ServerName::try_from(
+        host.rsplit_once(':')
+            .map_or(host.as_str(), |(h, _)| h)
+            .trim_matches(['[', ']'])
+            .to_string(),
+    )
+    .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("localhost").expect("a name"));
+    let stream = match tokio_rustls::TlsConnector::from(tls)
+        .connect(server_name, sock)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return unreachable(format!("refused the TLS handshake: {e}")),
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(
+        TokioIo::new(stream),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return unreachable(format!("failed: {e}")),
+    };
+    tokio::spawn(conn.with_upgrades());
+    let mut out = http::Request::builder()
+        .method(req.method().clone())
+        .uri(&path)
+        .header("host", &host);
+    for h in PASSED {
+        for v in req.headers().get_all(h) {
+            out = out.header(h, v);
+        }
+    }
+    let Ok(out) = out.body(Empty::new()) else {
+        return error(&ApiError::bad_request("the request could not be passed on"));
+    };
+    let mut resp = match sender.send_request(out).await {
+        Ok(r) => r,
+        Err(e) => return unreachable(format!("failed: {e}")),
+    };
+    let status = resp.status();
+    let mut answer = http::Response::new(RespBody::Full(None));
+    *answer.status_mut() = status;
+    for (k, v) in resp.headers() {
+        if k != "transfer-encoding" && k != "content-length" {
+            answer.headers_mut().append(k, v.clone());
+        }
+    }
+    if status == http::StatusCode::SWITCHING_PROTOCOLS {
+        let client_up = hyper::upgrade::on(&mut req);
+        let agent_up = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let (Ok(a), Ok(b)) = (client_up.await, agent_up.await) else {
+                return;
+            };
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b)).await;
+        });
+        return answer;
+    }
+    if !status.is_success() {
+        // The agent's plain-text error as a Status, as kubectl shows it.
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let code = status.as_u16();
+        let reason = match code {
+            400 => "BadRequest",
+            404 => "NotFound",
+            _ => "InternalError",
+        };
+        return error(&ApiError::new(
+            code,
+            reason,
+            String::from_utf8_lossy(&body).trim().to_string(),
+        ));
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let mut body = resp.into_body();
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                if tx.send(data).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    *answer.body_mut() = RespBody::Stream(rx);
+    answer
+}

@@ -1,0 +1,139 @@
+//! `berth agent`: the node agent alone, against an API server given by a kubeconfig
+//! (and `--server` to point it elsewhere); `berth server` runs the same agent in
+//! process unless `--disable-agent`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::Ctx;
+
+/// The node's settings, shared by `berth agent` and `berth server`.
+#[derive(Args, Clone)]
+pub struct NodeArgs {
+    /// The Node's name [default: the host name].
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's address (its InternalIP, the pods' hostIP) [default: the address
+    /// of the default route's interface, else 127.0.0.1].
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// This node's pod CIDR (until the controller manager assigns one).
+    #[arg(long, default_value = "10.42.0.0/24")]
+    pod_cidr: String,
+    /// The most pods this node runs.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// The port of the agent's HTTPS endpoint (pod logs, exec, attach), the kubelet's.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+}
+
+/// `berth agent` options.
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The kubeconfig to reach the API server with.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// The API server's URL, over the kubeconfig's.
+    #[arg(long)]
+    server: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// The address of the interface the default route leaves by, if any.
+fn default_route_ip() -> Option<IpAddr> {
+    // A connected UDP socket sends nothing, and tells which source address the
+    // kernel would use.
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+}
+
+impl NodeArgs {
+    /// The agent's configuration under berth's state root.
+    pub fn config(&self, root: &Path) -> berth_agent::AgentConfig {
+        let mut cfg = berth_agent::AgentConfig::under(root);
+        if let Some(n) = &self.node_name {
+            cfg.node_name = n.clone();
+        }
+        cfg.node_ip = self
+            .node_ip
+            .or_else(default_route_ip)
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        cfg.pod_cidr = self.pod_cidr.clone();
+        cfg.max_pods = self.max_pods;
+        cfg.kubelet_port = self.kubelet_port;
+        cfg
+    }
+}
+
+/// A kube client from a kubeconfig file, its server replaced when given.
+pub async fn client(kubeconfig: &Path, server: Option<&str>) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .with_context(|| format!("using kubeconfig {}", kubeconfig.display()))?;
+    if let Some(s) = server {
+        cfg.cluster_url = s
+            .parse()
+            .with_context(|| format!("--server {s:?} is not a URL (https://HOST:6443)"))?;
+    }
+    kube::Client::try_from(cfg).context("making the API client")
+}
+
+/// The cluster CA a kubeconfig trusts (its current context's cluster), as PEM.
+pub fn cluster_ca(kubeconfig: &Path) -> anyhow::Result<Option<String>> {
+    use base64::Engine;
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
+    let ctx_name = kc.current_context.clone().unwrap_or_default();
+    let cluster_name = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == ctx_name)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone());
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| Some(&c.name) == cluster_name.as_ref())
+        .or_else(|| kc.clusters.first())
+        .and_then(|c| c.cluster.as_ref());
+    let Some(cluster) = cluster else {
+        return Ok(None);
+    };
+    if let Some(data) = &cluster.certificate_authority_data {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .context("the kubeconfig's certificate-authority-data is not base64")?;
+        return Ok(Some(String::from_utf8_lossy(&pem).into_owned()));
+    }
+    if let Some(file) = &cluster.certificate_authority {
+        return Ok(Some(
+            std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?,
+        ));
+    }
+    Ok(None)
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn agent(ctx: &Ctx, a: AgentArgs) -> anyhow::Result<()> {
+    crate::server_cmd::init_logging("text");
+    let client = client(&a.kubeconfig, a.server.as_deref()).await?;
+    let mut cfg = a.node.config(&ctx.root);
+    cfg.client_ca_pem = cluster_ca(&a.kubeconfig)?;
+    tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, pod_cidr = %cfg.pod_cidr, "berth agent starting");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = berth_agent::run(client, cfg) => r.context("the agent stopped")?,
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("agent stopping; containers keep running");
+    Ok(())
+}

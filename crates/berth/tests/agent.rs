@@ -1,0 +1,916 @@
+//! The node agent as users meet it: an all-in-one `berth server` driven with kubectl
+//! 1.32 — pods of several containers sharing volumes and localhost, init containers,
+//! environment from ConfigMaps, Secrets and the downward API, restart policies,
+//! probes, bad input, graceful deletion and adoption after the agent is killed.
+//! Needs root (real namespaces, cgroups, mounts, bridges) and kubectl 1.32.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use berth_engine::cri::{ContainerFilter, RuntimeService, SandboxFilter};
+use common::cluster::{tail, Cluster};
+use serde_json::Value;
+
+fn ready(p: &Value) -> bool {
+    p["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or("")
+}
+
+fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
+    p["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+fn ns_inode(pid: i32, kind: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap()
+        .ino()
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn a_pod_of_two_containers_shares_a_volume_and_localhost_and_is_deleted_gracefully() {
+    let c = Cluster::start();
+    // The node as kubectl shows it, and its lease.
+    let nodes = c.ok(&["get", "nodes"]);
+    assert!(
+        nodes.contains(&c.node) && nodes.contains("Ready"),
+        "{nodes}"
+    );
+    let node: Value = serde_json::from_str(&c.ok(&["get", "node", &c.node, "-o", "json"])).unwrap();
+    for k in ["cpu", "memory", "pods", "ephemeral-storage"] {
+        assert!(
+            node["status"]["capacity"][k].is_string(),
+            "capacity {k}: {node}"
+        );
+        assert!(
+            node["status"]["allocatable"][k].is_string(),
+            "allocatable {k}"
+        );
+    }
+    let kinds: Vec<&str> = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    for k in ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"] {
+        assert!(kinds.contains(&k), "{kinds:?}");
+    }
+    assert_eq!(node["status"]["nodeInfo"]["operatingSystem"], "linux");
+    assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"]
+        .as_str()
+        .unwrap()
+        .starts_with("berth://"));
+    let lease = c.ok(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        &c.node,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(lease, c.node);
+
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {{app: web}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 5
+  volumes:
+  - name: shared
+    emptyDir: {{}}
+  containers:
+  - name: server
+    image: localhost/busybox:1
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    volumeMounts:
+    - {{name: shared, mountPath: /www}}
+    resources:
+      limits: {{memory: 64Mi, cpu: 250m}}
+  - name: client
+    image: localhost/busybox:1
+    command: ["sh", "-c", "echo hello from the pod > /data/index.html; trap 'exit 0' TERM; while true; do wget -q -O /data/got http://localhost:8080/index.html; sleep 0.2; done"]
+    volumeMounts:
+    - {{name: shared, mountPath: /data}}
+"#,
+        node = c.node
+    ));
+    let p = c.wait_pod("web", "Ready", 60, ready);
+    assert_eq!(phase(&p), "Running");
+    let ip = p["status"]["podIP"].as_str().unwrap();
+    assert!(ip.starts_with(&format!("10.46.{}.", c.cidr_octet)), "{ip}");
+    assert_eq!(p["status"]["hostIP"], "127.0.0.1");
+    assert_eq!(p["status"]["qosClass"], "Burstable");
+    assert!(p["status"]["startTime"].is_string());
+    for name in ["server", "client"] {
+        let cs = container(&p, name);
+        assert_eq!(cs["ready"], true, "{cs}");
+        assert_eq!(cs["restartCount"], 0);
+        assert!(cs["containerID"].as_str().unwrap().starts_with("berth://"));
+        assert!(cs["state"]["running"]["startedAt"].is_string());
+    }
+    let kinds: Vec<&str> = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "True")
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    for k in [
+        "PodScheduled",
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+    ] {
+        assert!(kinds.contains(&k), "{k} not True: {kinds:?}");
+    }
+    // The client fetched over localhost what it wrote into the shared volume.
+    let core = c.engine();
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let ctrs = core
+        .list_containers(&ContainerFilter {
+            labels: [("io.kubernetes.pod.uid".to_string(), uid.clone())].into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(ctrs.len(), 2);
+    let client = ctrs.iter().find(|x| x.metadata.name == "client").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = core
+            .exec_sync(
+                &client.id,
+                &["cat".into(), "/data/got".into()],
+                Some(Duration::from_secs(5)),
+            )
+            .unwrap();
+        if String::from_utf8_lossy(&r.stdout) == "hello from the pod\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client never fetched the page"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // One network namespace: the sandbox's.
+    let sb = core.pod_sandbox_status(&client.sandbox_id).unwrap();
+    let infra = sb.infra_pid.unwrap();
+    for x in &ctrs {
+        assert_eq!(
+            ns_inode(x.state.pid().unwrap(), "net"),
+            ns_inode(infra, "net")
+        );
+    }
+    // The pod cgroup in the kubelet's layout, with the limits read back.
+    assert!(
+        sb.cgroup_parent.contains(&format!("burstable/pod{uid}")),
+        "{}",
+        sb.cgroup_parent
+    );
+    // Events as describe shows them.
+    let d = c.ok(&["describe", "pod", "web"]);
+    for e in [
+        "Pulled",
+        "Created",
+        "Started",
+        "Container image \"localhost/busybox:1\" already present on machine",
+    ] {
+        assert!(d.contains(e), "{e} missing from describe:\n{d}");
+    }
+    let wide = c.ok(&["get", "pods", "-o", "wide"]);
+    assert!(
+        wide.contains("2/2") && wide.contains(ip) && wide.contains(&c.node),
+        "{wide}"
+    );
+
+    // Graceful deletion: the client exits on TERM, the agent confirms, the pod goes.
+    let t0 = Instant::now();
+    c.ok(&["delete", "pod", "web", "--timeout=60s"]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "delete took {:?}",
+        t0.elapsed()
+    );
+    let left = core
+        .list_pod_sandbox(&SandboxFilter {
+            labels: [("io.kubernetes.pod.uid".to_string(), uid.clone())].into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(left.is_empty(), "sandboxes left: {left:?}");
+    assert!(
+        c.mounts().iter().all(|m| !m.contains(&uid)),
+        "{:?}",
+        c.mounts()
+    );
+    assert!(!c.env.root().join("agent/pods").join(&uid).exists());
+    let d = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web",
+    ]);
+    assert!(d.contains("Killing"), "{d}");
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn restart_policies_exit_codes_and_crash_loop_back_off() {
+    let c = Cluster::start();
+    let pod = |name: &str, policy: &str, script: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: {node}
+  restartPolicy: {policy}
+  volumes: [{{name: scratch, emptyDir: {{}}}}]
+  containers:
+  - name: main
+    image: localhost/busybox:1
+    command: ["sh", "-c", "{script}"]
+    volumeMounts: [{{name: scratch, mountPath: /scratch}}]
+"#,
+            node = c.node
+        )
+    };
+    c.apply(&pod(
+        "never",
+        "Never",
+        "echo bye > /dev/termination-log; exit 3",
+    ));
+    c.apply(&pod(
+        "onfailure",
+        "OnFailure",
+        "if [ -e /scratch/again ]; then exit 0; fi; touch /scratch/again; exit 1",
+    ));
+    c.apply(&pod("always", "Always", "echo attempt; exit 2"));
+    c.apply(&pod("done", "Never", "exit 0"));
+    let p = c.wait_pod("never", "Failed", 60, |p| phase(p) == "Failed");
+    let t = &container(&p, "main")["state"]["terminated"];
+    assert_eq!(t["exitCode"], 3, "{p}");
+    assert_eq!(t["reason"], "Error");
+    assert_eq!(t["message"], "bye\n", "the termination message");
+    assert_eq!(container(&p, "main")["restartCount"], 0);
+    let p = c.wait_pod("onfailure", "Succeeded", 60, |p| phase(p) == "Succeeded");
+    let cs = container(&p, "main");
+    assert_eq!(cs["restartCount"], 1, "{cs}");
+    assert_eq!(cs["state"]["terminated"]["reason"], "Completed");
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1);
+    let p = c.wait_pod("done", "Succeeded", 60, |p| phase(p) == "Succeeded");
+    assert_eq!(container(&p, "main")["state"]["terminated"]["exitCode"], 0);
+    // A terminal pod's sandbox is stopped (its address given back).
+    let p = c.wait_pod("always", "CrashLoopBackOff", 60, |p| {
+        container(p, "main")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let cs = container(&p, "main");
+    assert!(cs["restartCount"].as_i64().unwrap() >= 1, "{cs}");
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 2);
+    assert!(
+        cs["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("back-off 10s restarting failed container=main"),
+        "{cs}"
+    );
+    assert_eq!(phase(&p), "Running");
+    assert_eq!(
+        c.ok(&["logs", "always", "--previous"]),
+        "attempt\n",
+        "the previous attempt's log"
+    );
+    let d = c.ok(&["describe", "pod", "always"]);
+    assert!(d.contains("Back-off restarting failed container"), "{d}");
+    c.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    assert!(
+        c.mounts().iter().all(|m| !m.contains("agent/pods")),
+        "{:?}",
+        c.mounts()
+    );
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn init_containers_environment_and_config_volumes_that_follow_their_sources() {
+    let c = Cluster::start();
+    c.apply(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello, color: blue}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: s3cret}
+"#,
+    );
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: env
+  labels: {{tier: backend}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: work, emptyDir: {{}}}}
+  - {{name: conf, configMap: {{name: settings}}}}
+  - {{name: sec, secret: {{secretName: creds, defaultMode: 0400}}}}
+  - name: info
+    downwardAPI:
+      items:
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+  initContainers:
+  - name: first
+    image: localhost/busybox:1
+    command: ["sh", "-c", "echo one > /work/order"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  - name: second
+    image: localhost/busybox:1
+    command: ["sh", "-c", "echo two >> /work/order"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: main
+    image: localhost/busybox:1
+    command: ["sh", "-c"]
+    args: ["echo $(GREETING) $(POD_NAME) '$$(LITERAL)' > /work/args; sleep 1000"]
+    env:
+    - {{name: GREETING, valueFrom: {{configMapKeyRef: {{name: settings, key: greeting}}}}}}
+    - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}
+    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+    - {{name: MEM, valueFrom: {{resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}}}}}
+    - {{name: COMBINED, value: "$(GREETING)-world"}}
+    envFrom:
+    - {{configMapRef: {{name: settings}}, prefix: CFG_}}
+    workingDir: /work
+    resources:
+      limits: {{memory: 32Mi}}
+    volumeMounts:
+    - {{name: work, mountPath: /work}}
+    - {{name: conf, mountPath: /etc/conf}}
+    - {{name: sec, mountPath: /etc/sec}}
+    - {{name: info, mountPath: /etc/info}}
+    - {{name: conf, mountPath: /etc/color, subPath: color}}
+"#,
+        node = c.node
+    ));
+    let p = c.wait_pod("env", "Ready", 60, ready);
+    let inits = p["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits.len(), 2);
+    for i in inits {
+        assert_eq!(i["state"]["terminated"]["reason"], "Completed", "{i}");
+    }
+    let core = c.engine();
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let main = core
+        .list_containers(&ContainerFilter {
+            labels: [
+                ("io.kubernetes.pod.uid".to_string(), uid.clone()),
+                (
+                    "io.kubernetes.container.name".to_string(),
+                    "main".to_string(),
+                ),
+            ]
+            .into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .remove(0);
+    let sh = |script: &str| -> String {
+        let r = core
+            .exec_sync(
+                &main.id,
+                &["sh".into(), "-c".into(), script.into()],
+                Some(Duration::from_secs(10)),
+            )
+            .unwrap();
+        assert_eq!(
+            r.exit_code,
+            0,
+            "{script}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        String::from_utf8_lossy(&r.stdout).into_owned()
+    };
+    assert_eq!(
+        sh("cat /work/order"),
+        "one\ntwo\n",
+        "init containers in order"
+    );
+    assert_eq!(
+        sh("cat /work/args"),
+        "hello env $(LITERAL)\n",
+        "$(VAR) expansion"
+    );
+    let env = sh("env");
+    let ip = p["status"]["podIP"].as_str().unwrap();
+    for want in [
+        "GREETING=hello".to_string(),
+        "PASSWORD=s3cret".into(),
+        "POD_NAME=env".into(),
+        format!("POD_IP={ip}"),
+        "MEM=32".into(),
+        "COMBINED=hello-world".into(),
+        "CFG_color=blue".into(),
+    ] {
+        assert!(
+            env.lines().any(|l| l == want),
+            "{want} missing from:\n{env}"
+        );
+    }
+    assert_eq!(sh("pwd"), "/work\n");
+    assert_eq!(sh("cat /etc/conf/greeting"), "hello");
+    assert_eq!(
+        sh("cat /etc/color"),
+        "blue",
+        "a subPath of a configMap volume"
+    );
+    assert_eq!(sh("cat /etc/sec/password"), "s3cret");
+    assert_eq!(sh("stat -L -c %a /etc/sec/password"), "400\n");
+    assert_eq!(sh("cat /etc/info/labels"), "tier=\"backend\"");
+    assert!(
+        sh("touch /etc/conf/x 2>&1 || echo refused").contains("refused"),
+        "configMap volumes are read-only"
+    );
+    // A ConfigMap change reaches the mounted file (an atomic swap of ..data).
+    c.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"greeting":"bonjour"}}"#,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sh("cat /etc/conf/greeting") != "bonjour" {
+        assert!(
+            Instant::now() < deadline,
+            "the configMap volume was not updated within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Labels changed: the downward API file follows.
+    c.ok(&["label", "pod", "env", "tier=frontend", "--overwrite"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sh("cat /etc/info/labels") != "tier=\"frontend\"" {
+        assert!(
+            Instant::now() < deadline,
+            "the downwardAPI volume was not updated within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.ok(&["delete", "pod", "env", "--timeout=60s"]);
+    assert!(
+        c.mounts().iter().all(|m| !m.contains(&uid)),
+        "{:?}",
+        c.mounts()
+    );
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn probes_and_bad_input_end_in_clear_statuses_and_events() {
+    let c = Cluster::start();
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: probed}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: localhost/busybox:1
+    command: ["sh", "-c", "mkdir -p /www; echo ok > /www/healthz; (sleep 2; touch /tmp/ready) & exec httpd -f -p 8080 -h /www"]
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe:
+      exec: {{command: ["test", "-e", "/tmp/ready"]}}
+      periodSeconds: 1
+    livenessProbe:
+      httpGet: {{path: /healthz, port: http}}
+      periodSeconds: 1
+      failureThreshold: 2
+  - name: tcp
+    image: localhost/busybox:1
+    command: ["sleep", "1000"]
+    livenessProbe:
+      tcpSocket: {{port: 9999}}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: noimage}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: main, image: "127.0.0.1:1/nothing/here:1"}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: nocommand}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: main, image: localhost/busybox:1, command: ["/no/such/program"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: nomap}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: conf, configMap: {{name: later}}}}]
+  containers:
+  - name: main
+    image: localhost/busybox:1
+    command: ["sleep", "1000"]
+    volumeMounts: [{{name: conf, mountPath: /conf}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: badhostpath}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: h, hostPath: {{path: /etc/hostname, type: Directory}}}}]
+  containers:
+  - {{name: main, image: localhost/busybox:1, command: ["sleep", "1000"], volumeMounts: [{{name: h, mountPath: /h}}]}}
+"#,
+        node = c.node
+    ));
+    // Readiness comes after the file appears; the web container stays up.
+    let p = c.wait_pod("probed", "web ready", 60, |p| {
+        container(p, "web")["ready"] == true
+    });
+    assert_eq!(container(&p, "web")["restartCount"], 0);
+    // Nothing listens on 9999: the liveness probe restarts the tcp container.
+    let p = c.wait_pod("probed", "tcp restarted", 60, |p| {
+        container(p, "tcp")["restartCount"].as_i64().unwrap_or(0) >= 1
+    });
+    assert!(!ready(&p), "a pod with a restarting container is not Ready");
+    let ev = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=probed",
+    ]);
+    assert!(
+        ev.contains("Unhealthy") && ev.contains("Liveness probe failed"),
+        "{ev}"
+    );
+    assert!(
+        ev.contains("failed liveness probe, will be restarted"),
+        "{ev}"
+    );
+    // Bad input: each a clear waiting reason and an event.
+    let p = c.wait_pod("noimage", "ErrImagePull", 60, |p| {
+        let r = &container(p, "main")["state"]["waiting"]["reason"];
+        *r == "ErrImagePull" || *r == "ImagePullBackOff"
+    });
+    assert!(
+        container(&p, "main")["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("127.0.0.1:1"),
+        "{p}"
+    );
+    assert_eq!(phase(&p), "Pending");
+    let p = c.wait_pod("nocommand", "RunContainerError", 60, |p| {
+        let cs = container(p, "main");
+        cs["state"]["waiting"]["reason"] == "RunContainerError"
+            || cs["lastState"]["terminated"]["exitCode"]
+                .as_i64()
+                .is_some_and(|x| x != 0)
+            || cs["state"]["terminated"]["exitCode"]
+                .as_i64()
+                .is_some_and(|x| x != 0)
+    });
+    let text = p["status"].to_string();
+    assert!(
+        text.contains("/no/such/program"),
+        "the missing program is named: {text}"
+    );
+    let p = c.wait_pod("nomap", "FailedMount", 30, |p| phase(p) == "Pending");
+    assert!(
+        container(&p, "main")["state"]["waiting"]["reason"] == "ContainerCreating",
+        "{p}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ev = c.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=nomap",
+        ]);
+        if ev.contains("FailedMount") && ev.contains("configmap \"later\" not found") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no FailedMount event: {ev}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later}\ndata: {x: \"y\"}\n");
+    c.wait_pod("nomap", "Running once the ConfigMap exists", 30, ready);
+    c.wait_pod("badhostpath", "Pending", 30, |p| phase(p) == "Pending");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ev = c.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=badhostpath",
+        ]);
+        if ev.contains("is not a directory") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no event for the wrong hostPath type: {ev}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+    assert!(
+        c.mounts().iter().all(|m| !m.contains("agent/pods")),
+        "{:?}",
+        c.mounts()
+    );
+    let left = c
+        .engine()
+        .list_pod_sandbox(&SandboxFilter::default())
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}\n{}", tail(&c.log(), 40));
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn a_killed_agent_adopts_its_pods_and_cleans_up_what_was_deleted_meanwhile() {
+    let mut c = Cluster::start();
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: main, image: localhost/busybox:1, command: [sleep, '1000']}}\n",
+            c.node
+        )
+    };
+    c.apply(&pod("keep"));
+    c.apply(&pod("gone"));
+    let before = c.wait_pod("keep", "Ready", 60, ready);
+    c.wait_pod("gone", "Ready", 60, ready);
+    let id = container(&before, "main")["containerID"].clone();
+    let gone_uid = c.pod("gone")["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.kill();
+    // The server is down; its containers run on.
+    let core = c.engine();
+    let running = core
+        .list_containers(&ContainerFilter {
+            running: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(running.len(), 2, "{running:?}");
+    // "gone" is deleted while no agent runs (the API server alone), then the
+    // all-in-one server comes back.
+    c.spawn_with(&["--disable-agent"]);
+    c.wait_api();
+    c.ok(&["delete", "pod", "gone", "--grace-period=0", "--force"]);
+    c.kill();
+    c.spawn();
+    c.wait_ready();
+    let after = c.wait_pod("keep", "Ready", 30, ready);
+    assert_eq!(
+        container(&after, "main")["containerID"],
+        id,
+        "the same container, adopted"
+    );
+    assert_eq!(container(&after, "main")["restartCount"], 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = core
+            .list_pod_sandbox(&SandboxFilter {
+                labels: [("io.kubernetes.pod.uid".to_string(), gone_uid.clone())].into(),
+                ..Default::default()
+            })
+            .unwrap();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deleted pod's sandbox is still there"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.ok(&["delete", "pod", "keep", "--timeout=60s"]);
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn kubectl_logs_exec_attach_and_cp_reach_the_pod_through_the_api_server() {
+    let c = Cluster::start();
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: talk}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: localhost/busybox:1
+    command: ["sh", "-c", "echo line1; echo line2 >&2; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.3; done"]
+  - name: quiet
+    image: localhost/busybox:1
+    command: ["sleep", "1000"]
+  - name: echoer
+    image: localhost/busybox:1
+    stdin: true
+    command: ["sh", "-c", "while read l; do echo got $l; done"]
+"#,
+        node = c.node
+    ));
+    c.wait_pod("talk", "Ready", 60, ready);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let logs = loop {
+        let l = c.ok(&["logs", "talk", "-c", "main"]);
+        if l.contains("tick 2") {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no ticks in the log: {l}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // stdout and stderr come through two pipes: their order between them is not kept.
+    for want in ["line1\n", "line2\n", "tick 0\n"] {
+        assert!(logs.contains(want), "{want:?} missing: {logs}");
+    }
+    let last = c.ok(&["logs", "talk", "-c", "main", "--tail=1"]);
+    assert_eq!(last.lines().count(), 1, "{last}");
+    assert!(last.starts_with("tick "), "{last}");
+    let ts = c.ok(&["logs", "talk", "-c", "main", "--timestamps", "--tail=2"]);
+    for l in ts.lines() {
+        let (t, rest) = l.split_once(' ').unwrap();
+        assert!(
+            t.parse::<jiff::Timestamp>().is_ok(),
+            "{t} is not a timestamp"
+        );
+        assert!(rest.starts_with("tick "), "{l}");
+    }
+    let none = c.ok(&["logs", "talk", "-c", "main", "--since=1h"]);
+    assert!(none.contains("line1"));
+    // Following: new lines arrive as they are written.
+    let mut f = std::process::Command::new("kubectl")
+        .args(["logs", "-f", "talk", "-c", "main", "--tail=1"])
+        .env("KUBECONFIG", c.kubeconfig())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut r = std::io::BufReader::new(f.stdout.take().unwrap());
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            let mut line = String::new();
+            assert!(
+                r.read_line(&mut line).unwrap() > 0,
+                "logs -f ended: {seen:?}"
+            );
+            seen.push(line);
+        }
+        let n: Vec<u64> = seen
+            .iter()
+            .map(|l| l.trim().trim_start_matches("tick ").parse().unwrap())
+            .collect();
+        assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "{n:?}");
+    }
+    let _ = f.kill();
+    let _ = f.wait();
+    // exec: output, errors and the exit code come back.
+    let o = c.kubectl(&[
+        "exec",
+        "talk",
+        "-c",
+        "quiet",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("err"));
+    let o = c.kubectl_in(
+        &["exec", "-i", "talk", "-c", "quiet", "--", "cat"],
+        Some("through stdin\n"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "through stdin\n");
+    let o = c.kubectl(&["exec", "talk", "-c", "quiet", "--", "/no/such/thing"]);
+    assert!(!o.status.success());
+    // cp in and out (tar through exec).
+    let src = c.env.path("payload.txt");
+    std::fs::write(&src, "copied through the agent\n").unwrap();
+    c.ok(&[
+        "cp",
+        src.to_str().unwrap(),
+        "talk:/tmp/payload.txt",
+        "-c",
+        "quiet",
+    ]);
+    let o = c.ok(&[
+        "exec",
+        "talk",
+        "-c",
+        "quiet",
+        "--",
+        "cat",
+        "/tmp/payload.txt",
+    ]);
+    assert_eq!(o, "copied through the agent\n");
+    let back = c.env.path("back.txt");
+    c.ok(&[
+        "cp",
+        "talk:/tmp/payload.txt",
+        back.to_str().unwrap(),
+        "-c",
+        "quiet",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        "copied through the agent\n"
+    );
+    // attach: input reaches the container, its output comes back.
+    let o = c.kubectl_in(
+        &["attach", "-i", "talk", "-c", "echoer"],
+        Some("hi there\n"),
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("got hi there"),
+        "attach: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Errors name what is wrong.
+    let o = c.kubectl(&["logs", "talk", "-c", "nope"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("container nope is not valid for pod talk"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    c.ok(&["delete", "pod", "talk", "--timeout=60s"]);
+}

@@ -1,0 +1,291 @@
+//! An all-in-one `berth server` (API server and node agent in one process) on a
+//! loopback port, with a state root, pod CIDR and network records of its own, driven
+//! with kubectl; everything it ran is removed when the test ends, also when it failed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_engine::cri::{RuntimeService, SandboxFilter};
+use serde_json::Value;
+
+use super::{free_port, Env};
+
+/// A running all-in-one server.
+pub struct Cluster {
+    pub env: Env,
+    pub port: u16,
+    pub node: String,
+    pub cidr_octet: u32,
+    child: Option<Child>,
+}
+
+impl Cluster {
+    /// Starts `berth server` with a busybox image stored as `localhost/busybox:1`, and
+    /// waits for its node to be Ready.
+    pub fn start() -> Cluster {
+        let env = Env::new();
+        env.busybox_image("localhost/busybox:1");
+        let octet = 100 + std::process::id() % 150;
+        let mut c = Cluster {
+            env,
+            port: free_port(),
+            node: format!("node-{}", std::process::id()),
+            cidr_octet: octet,
+            child: None,
+        };
+        c.spawn();
+        c.wait_ready();
+        c
+    }
+
+    /// The kubeconfig kubectl uses.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.env.path("kubeconfig")
+    }
+
+    /// (Re)starts the server process.
+    pub fn spawn(&mut self) {
+        self.spawn_with(&[]);
+    }
+
+    /// (Re)starts the server process with extra flags (`--disable-agent`).
+    pub fn spawn_with(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.env.path("server.log"))
+            .unwrap();
+        let mut cmd = self.env.cmd(&[
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{}", self.port),
+            "--write-kubeconfig",
+            self.kubeconfig().to_str().unwrap(),
+            "--node-name",
+            &self.node,
+            "--node-ip",
+            "127.0.0.1",
+            "--pod-cidr",
+            &format!("10.46.{}.0/24", self.cidr_octet),
+            // Tests run side by side: each agent's endpoint on a port of its own.
+            "--kubelet-port",
+            "0",
+        ]);
+        cmd.args(extra);
+        cmd.env("BERTH_NET_ROOT", self.env.path("net"))
+            .env("BERTH_LOG", "info,berth_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.env.path("server.log")).unwrap_or_default()
+    }
+
+    /// Waits for the node to be Ready.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("berth server exited ({st}):\n{}", self.log());
+            }
+            if self.kubeconfig().exists() {
+                let o = self.kubectl(&[
+                    "get",
+                    "node",
+                    &self.node,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ]);
+                if o.status.success() && String::from_utf8_lossy(&o.stdout) == "True" {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} not Ready within 60 s:\n{}",
+                self.node,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for the API server to answer.
+    pub fn wait_api(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(self.kubeconfig().exists()
+            && self.kubectl(&["get", "ns", "default"]).status.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the API server did not answer:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the server with SIGKILL (its containers keep running).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs kubectl against the server.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_in(args, None)
+    }
+
+    /// Runs kubectl with `stdin`.
+    pub fn kubectl_in(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = Command::new("kubectl");
+        c.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.env.dir.path())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("kubectl on PATH");
+        if let Some(s) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// kubectl, expected to succeed: its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed:\n{}\n{}\n--- server log tail:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            tail(&self.log(), 40)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `kubectl apply -f -` of a manifest.
+    pub fn apply(&self, yaml: &str) {
+        let o = self.kubectl_in(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            o.status.success(),
+            "kubectl apply failed:\n{}\n{yaml}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// A pod as JSON.
+    pub fn pod(&self, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["get", "pod", name, "-o", "json"])).unwrap()
+    }
+
+    /// Waits until `check` holds for the pod (or fails with the pod and the log).
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        what: &str,
+        secs: u64,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let o = self.kubectl(&["get", "pod", name, "-o", "json"]);
+            if o.status.success() {
+                let p: Value = serde_json::from_slice(&o.stdout).unwrap();
+                if check(&p) {
+                    return p;
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "pod {name}: {what} not within {secs} s; pod:\n{}\nevents:\n{}\n--- server log tail:\n{}",
+                        serde_json::to_string_pretty(&p["status"]).unwrap(),
+                        String::from_utf8_lossy(&self.kubectl(&["get", "events", "--field-selector", &format!("involvedObject.name={name}")]).stdout),
+                        tail(&self.log(), 60)
+                    );
+                }
+            } else if Instant::now() > deadline {
+                panic!("pod {name}: {what}: {}", String::from_utf8_lossy(&o.stderr));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The engine over the server's state root (what the agent runs pods with).
+    pub fn engine(&self) -> berth_engine::Core {
+        // SAFETY of set_var: nextest runs each test in a process of its own; the
+        // variables only name the binaries under test.
+        std::env::set_var("BERTH_RUNTIME", super::runtime_bin());
+        std::env::set_var("BERTH_MONITOR", super::monitor_bin());
+        std::env::set_var("BERTH_NET_ROOT", self.env.path("net"));
+        berth_engine::Core::open(&self.env.root()).unwrap()
+    }
+
+    /// Mount points under the test's directory.
+    pub fn mounts(&self) -> Vec<String> {
+        mounts_under(self.env.dir.path())
+    }
+}
+
+/// The last `n` lines of a text.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let root = dir.to_string_lossy().into_owned();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&root))
+        .map(str::to_string)
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    v
+}
+
+impl Drop for Cluster {
+    /// The server stops, then whatever its pods left is removed: sandboxes (with
+    /// their containers), the pod network, mounts under the directory.
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&c),
+                rustix::process::Signal::TERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let core = self.engine();
+        if let Ok(all) = core.list_pod_sandbox(&SandboxFilter {
+            include_lean: true,
+            ..Default::default()
+        }) {
+            for s in all {
+                let _ = core.remove_pod_sandbox(&s.id);
+            }
+        }
+        let _ = berth_net::network::Networks::host().remove(&core.pod_network().name);
+        for p in mounts_under(self.env.dir.path()) {
+            let _ = rustix::mount::unmount(p.as_str(), rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
