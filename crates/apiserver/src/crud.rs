@@ -297,22 +297,13 @@ pub async fn handle(
             Some(n),
             Some(s @ ("log" | "exec" | "attach" | "portforward" | "proxy" | "ephemeralcontainers")),
         ) => {
-            let (o, _) = read(api, res, ns, n).await?;
-            let node = o
-                .pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let mut e = ApiError::new(
-                503,
-                "ServiceUnavailable",
-                if node.is_empty() {
-                    format!("{}/{s} of \"{n}\": the pod is not scheduled to a node, and berth has no node agent connected yet", res.plural)
-                } else {
-                    format!("{}/{s} of \"{n}\": no node agent is connected for node \"{node}\" (berth's node agent is not running)", res.plural)
-                },
-            );
-            e.retry_after = Some(5);
-            Err(e)
+            // log, exec, attach and portforward are proxied to the node agent before
+            // dispatch (see nodeproxy); what reaches here is not served yet.
+            read(api, res, ns, n).await?;
+            Err(ApiError::method_not_allowed(format!(
+                "{}/{s} of \"{n}\" is not supported by berth's API server yet",
+                res.plural
+            )))
         }
         (m, _, _) => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({m} {})",

@@ -206,7 +206,7 @@ fn bad_input_gets_clear_status_errors() {
     );
     assert_eq!(c, 422, "{b}");
     assert!(b.contains("provided port is already allocated"), "{b}");
-    // Pod subresources that need the node agent: a clear 503.
+    // Pod subresources that run on a node, for a pod on none: kube-apiserver's 400.
     s.ok(&["run", "p", "--image=busybox"]);
     let (c, b) = s.curl(
         "GET",
@@ -217,10 +217,10 @@ fn bad_input_gets_clear_status_errors() {
     );
     assert_eq!(
         (c, status(&b)["reason"].as_str()),
-        (503, Some("ServiceUnavailable")),
+        (400, Some("BadRequest")),
         "{b}"
     );
-    assert!(b.contains("not scheduled to a node"), "{b}");
+    assert!(b.contains("pod p does not have a host assigned"), "{b}");
 }
 
 #[test]
