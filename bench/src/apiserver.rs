@@ -18,7 +18,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// An HTTP/2 client with the admin identity of a server's data directory.
-fn client(pki: &Path) -> Result<reqwest::Client> {
+pub(crate) fn client(pki: &Path) -> Result<reqwest::Client> {
     let ca = std::fs::read(pki.join("ca.crt"))?;
     let cert = std::fs::read(pki.join("admin.crt"))?;
     let key = std::fs::read(pki.join("admin.key"))?;
@@ -103,7 +103,7 @@ async fn start(berth: &Path, dir: &Path, etcd: Option<&str>) -> Result<(Server, 
     }
 }
 
-fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

@@ -76,7 +76,7 @@ fn memory_kib(pid: u32) -> (u64, u64, u64) {
 }
 
 /// utime + stime of a process in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let Some(i) = s.rfind(')') else { return 0 };
     let f: Vec<&str> = s[i + 2..].split(' ').collect();

@@ -15,6 +15,7 @@
 //! and the host's /proc; iperf3 across the bridge and through a published port against
 //! loopback (see net.rs).
 
+mod agent;
 mod apiserver;
 mod engine;
 mod images;
@@ -124,6 +125,22 @@ enum Cmd {
         #[arg(long)]
         etcd_perf: bool,
     },
+    /// Pods on a node: POST to Running through berth server vs podman kube play,
+    /// density, start to node Ready, memory
+    Pods {
+        /// Pods started one after another (and podman kube plays, interleaved)
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// The berth binary (cargo build --release)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Pods created at once for the density figure
+        #[arg(long, default_value_t = 100)]
+        density: usize,
+        /// Where the static berth-runtime and berth-monitor are (scripts/build-runtime.sh)
+        #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
+        tools: PathBuf,
+    },
     /// Images: unpack vs tar and umoci, rootfs prepare, pull vs skopeo
     Images {
         /// Rounds (each tool runs once per round, in rotating order)
@@ -159,6 +176,12 @@ fn main() -> Result<()> {
             berth,
             skip_pull,
         } => images::images_bench(runs, &berth, skip_pull),
+        Cmd::Pods {
+            runs,
+            berth,
+            density,
+            tools,
+        } => agent::pods_bench(runs, &berth, density, &tools),
         Cmd::Procview { runs, berth, tools } => net::procview_bench(runs, &berth, &tools),
         Cmd::ProcviewReader { runs, join, files } => net::procview_reader(runs, &join, &files),
         Cmd::Throughput { secs, berth, tools } => net::throughput_bench(secs, &berth, &tools),

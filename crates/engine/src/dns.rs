@@ -1,6 +1,7 @@
-//! Starting berth-net's network helper (one per host: the DNS resolver of user-defined
-//! networks, and the one that takes unused bridges and firewall tables away after the
-//! last container) when a container joins a bridge network and none is running.
+//! Starting berth-net's network helper (one per network state root: the DNS resolver
+//! of its user-defined networks, and the one that takes unused bridges and firewall
+//! tables away after the last container) when a container joins a bridge network and
+//! none is running.
 
 use std::time::{Duration, Instant};
 
@@ -11,22 +12,26 @@ use crate::error::{Context, Error, Result};
 /// Returns a hold to keep until the container started: the helper does not retire
 /// (and prune) under a start.
 pub fn ensure(answer_on: Option<std::net::Ipv4Addr>) -> Result<Hold> {
-    std::fs::create_dir_all("/run/berth").ctx(|| "create /run/berth")?;
+    let nets = berth_net::network::Networks::host();
+    let hold_path = berth_net::dns::hold_path(&nets);
+    std::fs::create_dir_all(nets.state_dir())
+        .ctx(|| format!("create {}", nets.state_dir().display()))?;
     let hold = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(berth_net::dns::HOLD)
-        .ctx(|| format!("open {}", berth_net::dns::HOLD))?;
+        .open(&hold_path)
+        .ctx(|| format!("open {}", hold_path.display()))?;
     rustix::fs::flock(&hold, rustix::fs::FlockOperation::LockShared)
-        .ctx(|| format!("lock {}", berth_net::dns::HOLD))?;
-    if !berth_net::dns::is_running() {
+        .ctx(|| format!("lock {}", hold_path.display()))?;
+    let running = || berth_net::dns::is_running(&berth_net::network::Networks::host());
+    if !running() {
         crate::helper::start(
             "network-helper",
             "berth's network helper",
             "",
             Duration::from_secs(3),
-            berth_net::dns::is_running,
+            running,
         )?;
     }
     if let Some(gateway) = answer_on {

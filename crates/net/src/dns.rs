@@ -19,12 +19,18 @@ use hickory_proto::rr::{
 
 use crate::network::Networks;
 
-/// The lock a running server holds (exclusive) for as long as it lives.
-pub const LOCK: &str = "/run/berth/dns.lock";
+/// The lock a running helper holds (exclusive) for as long as it lives. There is one
+/// helper per network state root (`$BERTH_NET_ROOT`): it answers for that root's
+/// networks, so two roots (tests, nodes on one machine) each get their own.
+pub fn lock_path(nets: &Networks) -> std::path::PathBuf {
+    nets.state_dir().join(".helper.lock")
+}
 
 /// The lock container starts hold shared until their container exists, so that the
-/// server does not retire under them.
-pub const HOLD: &str = "/run/berth/dns.hold";
+/// helper does not retire under them.
+pub fn hold_path(nets: &Networks) -> std::path::PathBuf {
+    nets.state_dir().join(".helper.hold")
+}
 
 /// How long answers may be cached: containers come and go.
 const TTL: u32 = 10;
@@ -134,15 +140,15 @@ fn berth_containers() -> usize {
     berth_cgroups::naming::count_containers(&berth_cgroups::Layout::host())
 }
 
-/// Serves until no berth container has existed for `idle`, then prunes. Holds [`LOCK`]
-/// meanwhile.
+/// Serves until no berth container has existed for `idle`, then prunes. Holds
+/// [`lock_path`] meanwhile.
 pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
-    std::fs::create_dir_all("/run/berth")?;
+    std::fs::create_dir_all(nets.state_dir())?;
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(LOCK)?;
+        .open(lock_path(nets))?;
     if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         // Another server is already answering.
         return Ok(());
@@ -156,6 +162,10 @@ pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
         // Networks and bridges appear as containers join: look often, it is cheap.
         if rescan.elapsed() >= Duration::from_millis(200) {
             rescan = Instant::now();
+            if !nets.state_dir().exists() {
+                // Its root was removed (a test's, a deleted node's): nothing to serve.
+                return Ok(());
+            }
             let nets_now: Vec<_> = nets
                 .list()
                 .unwrap_or_default()
@@ -175,14 +185,14 @@ pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
             if berth_containers() > 0 {
                 quiet_since = Instant::now();
             } else if quiet_since.elapsed() >= idle {
-                // Starts in progress hold HOLD shared: retire only when none is, and
+                // Starts in progress hold the hold lock shared: retire only when none is, and
                 // only if still no container exists — taking the unused bridges and
                 // firewall tables with it.
                 let hold = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
                     .write(true)
-                    .open(HOLD)?;
+                    .open(hold_path(nets))?;
                 rustix::fs::flock(&hold, rustix::fs::FlockOperation::LockExclusive)?;
                 if berth_containers() == 0 {
                     let _ = nets.prune();
@@ -220,9 +230,9 @@ pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
     }
 }
 
-/// Whether a server is running (it holds [`LOCK`]).
-pub fn is_running() -> bool {
-    let Ok(f) = std::fs::OpenOptions::new().read(true).open(LOCK) else {
+/// Whether the helper of `nets`' root is running (it holds [`lock_path`]).
+pub fn is_running(nets: &Networks) -> bool {
+    let Ok(f) = std::fs::OpenOptions::new().read(true).open(lock_path(nets)) else {
         return false;
     };
     rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()

@@ -216,6 +216,11 @@ impl Networks {
         }
     }
 
+    /// The directory the records live in.
+    pub fn state_dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn file(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.json"))
     }
