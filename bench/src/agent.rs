@@ -161,7 +161,7 @@ pub fn pods_bench(runs: usize, berth: &Path, density: usize, tools: &Path) -> Re
     std::fs::write(
         &conf,
         format!(
-            "[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\ninfra_image = \"{IMAGE}\"\ninfra_command = [\"/pause\"]\n"
+            "[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\ninfra_image = \"{IMAGE}\"\ninfra_command = \"/pause\"\n"
         ),
     )?;
     let podman = |args: &[&str]| {
@@ -178,7 +178,16 @@ pub fn pods_bench(runs: usize, berth: &Path, density: usize, tools: &Path) -> Re
     };
     let have_podman = Command::new("podman").arg("--version").output().is_ok();
     if have_podman {
-        crate::engine::run(&mut podman(&["import", tar.to_str().unwrap(), IMAGE]))?;
+        // kube play's infra container runs the image's command: /pause.
+        crate::engine::run(&mut podman(&[
+            "import",
+            "--change",
+            "CMD [\"/pause\"]",
+            "--change",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            tar.to_str().unwrap(),
+            IMAGE,
+        ]))?;
     }
     let yaml = w.join("pod.yaml");
 

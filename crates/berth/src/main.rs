@@ -8,6 +8,7 @@
 mod agent_cmd;
 mod build_cmd;
 mod container_cmd;
+mod explain_cmd;
 mod image_cmd;
 mod network_cmd;
 mod registry_cmd;
@@ -131,6 +132,9 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run the node agent alone (what the kubelet is).
     Agent(agent_cmd::AgentArgs),
+    /// Show how a pod on this node is made, read from the kernel.
+    #[command(subcommand)]
+    Explain(explain_cmd::ExplainCommand),
 }
 
 /// What every command gets.
@@ -197,6 +201,7 @@ fn main() {
             Command::Rootfs(c) => ok(rootfs_cmd::run(&ctx, c)),
             Command::Server(a) => ok(server_cmd::server(&ctx, a).await),
             Command::Agent(a) => ok(agent_cmd::agent(&ctx, a).await),
+            Command::Explain(c) => ok(explain_cmd::explain(&ctx, c)),
         }
     });
     match result {

@@ -189,6 +189,34 @@ spec:
         "{}",
         sb.cgroup_parent
     );
+    // The mechanism, read from the kernel.
+    let o = c
+        .env
+        .cmd(&["explain", "pod", "web"])
+        .env("BERTH_NET_ROOT", c.env.path("net"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        format!("infra process: pid {infra}"),
+        "shares with the pod: net ipc uts".to_string(),
+        format!("pod IP {ip} on eth0"),
+        "QoS class Burstable".to_string(),
+        "64 MiB".to_string(),
+        "/www ← empty-dir".to_string(),
+        "/data ← empty-dir".to_string(),
+    ] {
+        assert!(
+            text.contains(&want),
+            "{want:?} missing from explain:\n{text}"
+        );
+    }
+    assert!(!text.contains("host side: not found"), "{text}");
     // Events as describe shows them.
     let d = c.ok(&["describe", "pod", "web"]);
     for e in [
@@ -273,6 +301,23 @@ spec:
     ));
     c.apply(&pod("always", "Always", "echo attempt; exit 2"));
     c.apply(&pod("done", "Never", "exit 0"));
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: oom}}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: localhost/busybox:1
+    command: ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
+    resources:
+      limits: {{memory: 16Mi}}
+"#,
+        node = c.node
+    ));
     let p = c.wait_pod("never", "Failed", 60, |p| phase(p) == "Failed");
     let t = &container(&p, "main")["state"]["terminated"];
     assert_eq!(t["exitCode"], 3, "{p}");
@@ -284,6 +329,10 @@ spec:
     assert_eq!(cs["restartCount"], 1, "{cs}");
     assert_eq!(cs["state"]["terminated"]["reason"], "Completed");
     assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1);
+    let p = c.wait_pod("oom", "Failed", 60, |p| phase(p) == "Failed");
+    let t = &container(&p, "main")["state"]["terminated"];
+    assert_eq!(t["reason"], "OOMKilled", "{p}");
+    assert_eq!(t["exitCode"], 137);
     let p = c.wait_pod("done", "Succeeded", 60, |p| phase(p) == "Succeeded");
     assert_eq!(container(&p, "main")["state"]["terminated"]["exitCode"], 0);
     // A terminal pod's sandbox is stopped (its address given back).
