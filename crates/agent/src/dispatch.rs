@@ -12,6 +12,7 @@ use std::time::Duration;
 use berth_engine::cri::{RuntimeService, SandboxFilter};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::runtime::reflector::{self, reflector};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
@@ -139,24 +140,35 @@ pub(crate) fn forward_engine_events(ctx: Arc<Ctx>) -> EventsGuard {
     EventsGuard(stop)
 }
 
-/// Wakes the pods of a namespace whenever a ConfigMap or Secret there changes, so
-/// their volumes are written again within a second or two.
-async fn watch_sources(ctx: Arc<Ctx>) {
-    let cms = watcher(
-        Api::<ConfigMap>::all(ctx.client.clone()),
-        watcher::Config::default(),
+/// Keeps the ConfigMap and Secret caches (reflectors) and wakes the pods of a
+/// namespace whenever one there changes, so their volumes are written again within a
+/// second or two (the store is updated before the wake).
+async fn watch_sources(
+    ctx: Arc<Ctx>,
+    cm_writer: reflector::store::Writer<ConfigMap>,
+    secret_writer: reflector::store::Writer<Secret>,
+) {
+    let cms = reflector(
+        cm_writer,
+        watcher(
+            Api::<ConfigMap>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .applied_objects()
-    .map_ok(|o| o.metadata.namespace.unwrap_or_default())
+    .map_ok(|o| o.metadata.namespace.clone().unwrap_or_default())
     .boxed();
-    let secrets = watcher(
-        Api::<Secret>::all(ctx.client.clone()),
-        watcher::Config::default(),
+    let secrets = reflector(
+        secret_writer,
+        watcher(
+            Api::<Secret>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .applied_objects()
-    .map_ok(|o| o.metadata.namespace.unwrap_or_default())
+    .map_ok(|o| o.metadata.namespace.clone().unwrap_or_default())
     .boxed();
     let mut both = futures_util::stream::select(cms, secrets);
     while let Some(r) = both.next().await {
@@ -212,12 +224,17 @@ async fn collect_orphans(ctx: &Arc<Ctx>, live: &HashSet<String>) -> Result<()> {
     Ok(())
 }
 
-/// Watches the node's pods and runs a worker for each, until the watch ends.
-pub(crate) async fn run(ctx: Arc<Ctx>) -> Result<()> {
+/// Watches the node's pods and runs a worker for each, until the watch ends; the
+/// writers fill the ConfigMap and Secret caches meanwhile.
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    cm_writer: reflector::store::Writer<ConfigMap>,
+    secret_writer: reflector::store::Writer<Secret>,
+) -> Result<()> {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cfg.node_name));
     let mut stream = watcher(api, cfg).default_backoff().boxed();
-    let sources = tokio::spawn(watch_sources(ctx.clone()));
+    let sources = tokio::spawn(watch_sources(ctx.clone(), cm_writer, secret_writer));
     let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
     let mut listing: HashSet<String> = HashSet::new();
     let dispatch = |workers: &mut HashMap<String, watch::Sender<Option<Arc<Pod>>>>, pod: Pod| {

@@ -5,6 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use std::time::Duration;
+
+use kube::runtime::reflector;
 use kube::Api;
 
 use crate::error::{ApiContext, Error, Result};
@@ -42,19 +45,50 @@ pub fn expand(s: &str, vars: &dyn Fn(&str) -> Option<String>) -> String {
     out
 }
 
+/// The node's view of ConfigMaps and Secrets, kept by reflectors (a watch each), so a
+/// pod's sync reads them from memory instead of asking the API server every time.
+#[derive(Clone)]
+pub struct Caches {
+    /// ConfigMaps.
+    pub config_maps: reflector::Store<ConfigMap>,
+    /// Secrets.
+    pub secrets: reflector::Store<Secret>,
+}
+
+/// How long a sync waits for the caches' first list before asking the API server.
+const CACHE_WAIT: Duration = Duration::from_secs(5);
+
+/// An object from a reflector's store once it has listed, else None (ask the API).
+async fn cached<K>(store: &reflector::Store<K>, ns: &str, name: &str) -> Option<Option<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    tokio::time::timeout(CACHE_WAIT, store.wait_until_ready())
+        .await
+        .ok()?
+        .ok()?;
+    Some(
+        store
+            .get(&reflector::ObjectRef::new(name).within(ns))
+            .map(|o| (*o).clone()),
+    )
+}
+
 /// ConfigMaps and Secrets read once per pod sync.
 pub struct Sources {
     client: kube::Client,
+    caches: Option<Caches>,
     namespace: String,
     config_maps: HashMap<String, Option<ConfigMap>>,
     secrets: HashMap<String, Option<Secret>>,
 }
 
 impl Sources {
-    /// Sources in the pod's namespace.
-    pub fn new(client: kube::Client, namespace: &str) -> Sources {
+    /// Sources in the pod's namespace, from the caches when given.
+    pub fn new(client: kube::Client, caches: Option<Caches>, namespace: &str) -> Sources {
         Sources {
             client,
+            caches,
             namespace: namespace.into(),
             config_maps: HashMap::new(),
             secrets: HashMap::new(),
@@ -64,11 +98,19 @@ impl Sources {
     /// A ConfigMap, or None when it does not exist.
     pub async fn config_map(&mut self, name: &str) -> Result<Option<&ConfigMap>> {
         if !self.config_maps.contains_key(name) {
-            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-            let cm = api
-                .get_opt(name)
-                .await
-                .api(|| format!("get configmap {}/{name}", self.namespace))?;
+            let from_cache = match &self.caches {
+                Some(c) => cached(&c.config_maps, &self.namespace, name).await,
+                None => None,
+            };
+            let cm = match from_cache {
+                Some(cm) => cm,
+                None => {
+                    let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+                    api.get_opt(name)
+                        .await
+                        .api(|| format!("get configmap {}/{name}", self.namespace))?
+                }
+            };
             self.config_maps.insert(name.into(), cm);
         }
         Ok(self.config_maps[name].as_ref())
@@ -77,11 +119,19 @@ impl Sources {
     /// A Secret, or None when it does not exist.
     pub async fn secret(&mut self, name: &str) -> Result<Option<&Secret>> {
         if !self.secrets.contains_key(name) {
-            let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-            let s = api
-                .get_opt(name)
-                .await
-                .api(|| format!("get secret {}/{name}", self.namespace))?;
+            let from_cache = match &self.caches {
+                Some(c) => cached(&c.secrets, &self.namespace, name).await,
+                None => None,
+            };
+            let s = match from_cache {
+                Some(s) => s,
+                None => {
+                    let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+                    api.get_opt(name)
+                        .await
+                        .api(|| format!("get secret {}/{name}", self.namespace))?
+                }
+            };
             self.secrets.insert(name.into(), s);
         }
         Ok(self.secrets[name].as_ref())

@@ -87,6 +87,8 @@ pub(crate) struct Ctx {
     pub hub: dispatch::Hub,
     /// The port the HTTPS endpoint listens on (0: none).
     pub kubelet_port: u16,
+    /// ConfigMaps and Secrets, cached.
+    pub caches: envvars::Caches,
 }
 
 impl Ctx {
@@ -138,7 +140,13 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
             None
         }
     };
+    let (cm_reader, cm_writer) = kube::runtime::reflector::store();
+    let (secret_reader, secret_writer) = kube::runtime::reflector::store();
     let ctx = Arc::new(Ctx {
+        caches: envvars::Caches {
+            config_maps: cm_reader,
+            secrets: secret_reader,
+        },
         recorder: recorder::Recorder::new(client.clone(), &cfg.node_name),
         client,
         core,
@@ -151,7 +159,7 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     tracing::info!(node = %ctx.cfg.node_name, "node registered");
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
     let events = dispatch::forward_engine_events(ctx.clone());
-    let r = dispatch::run(ctx.clone()).await;
+    let r = dispatch::run(ctx.clone(), cm_writer, secret_writer).await;
     heartbeat.abort();
     events.abort();
     if let Some(e) = endpoint {

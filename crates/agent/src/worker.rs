@@ -252,7 +252,11 @@ impl Worker {
         // Volumes first: a container never starts without its volumes.
         let pod_dir = self.key.pod_dir(&self.ctx.cfg.pods_dir);
         let facts = self.facts(pod, &obs);
-        let mut sources = Sources::new(self.ctx.client.clone(), &self.key.namespace);
+        let mut sources = Sources::new(
+            self.ctx.client.clone(),
+            Some(self.ctx.caches.clone()),
+            &self.key.namespace,
+        );
         let refresh = self
             .token_refreshed
             .is_none_or(|t| t.elapsed() >= TOKEN_REFRESH);

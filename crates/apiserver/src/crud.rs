@@ -793,6 +793,7 @@ async fn create_object(
     defaults::apply(res.kind, &mut o);
     match res.kind {
         "Pod" => {
+            crate::admission::service_account(&mut o);
             let qos = qos_class(o.get("spec").unwrap_or(&Value::Null));
             o["status"] = json!({"phase": "Pending", "qosClass": qos});
         }

@@ -7,6 +7,7 @@
 // size is nothing next to the round trip, and boxing them would blur every handler.
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod crud;

@@ -516,6 +516,38 @@ spec:
         sh("touch /etc/conf/x 2>&1 || echo refused").contains("refused"),
         "configMap volumes are read-only"
     );
+    // The service account's token, the cluster CA and the namespace, where in-cluster
+    // clients read them; the token is good at the API server.
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    assert_eq!(sh(&format!("cat {sa}/namespace")), "default");
+    let ca = std::fs::read_to_string(c.env.root().join("server/pki/ca.crt")).unwrap();
+    assert_eq!(sh(&format!("cat {sa}/ca.crt")), ca);
+    let token = sh(&format!("cat {sa}/token"));
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let who = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(c.env.root().join("server/pki/ca.crt"))
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
+            "-X",
+            "POST",
+            "-d",
+        ])
+        .arg(r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#)
+        .arg(format!(
+            "https://127.0.0.1:{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            c.port
+        ))
+        .output()
+        .unwrap();
+    let who = String::from_utf8_lossy(&who.stdout);
+    assert!(
+        who.contains("system:serviceaccount:default:default"),
+        "{who}"
+    );
     // A ConfigMap change reaches the mounted file (an atomic swap of ..data).
     c.ok(&[
         "patch",
@@ -909,6 +941,27 @@ spec:
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "through stdin\n");
+    // exec -it, from a terminal (script gives kubectl one): a tty inside, its size.
+    let o = std::process::Command::new("script")
+        .args([
+            "-qec",
+            "stty cols 91 rows 33; kubectl exec -it talk -c quiet -- sh -c 'tty; stty size'",
+            "/dev/null",
+        ])
+        .env("KUBECONFIG", c.kubeconfig())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("/dev/pts/"),
+        "exec -it: {out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("33 91"),
+        "the terminal's size reaches the exec: {out}"
+    );
     let o = c.kubectl(&["exec", "talk", "-c", "quiet", "--", "/no/such/thing"]);
     assert!(!o.status.success());
     // cp in and out (tar through exec).
@@ -962,4 +1015,142 @@ spec:
         String::from_utf8_lossy(&o.stderr)
     );
     c.ok(&["delete", "pod", "talk", "--timeout=60s"]);
+}
+
+/// Entries of a directory (0 when it does not exist).
+fn count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+/// Host interfaces whose name starts with `prefix`.
+fn links(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn two_hundred_pods_made_and_deleted_leave_nothing_behind() {
+    let c = Cluster::start();
+    let core = c.engine();
+    let veths_before = links("veth").len();
+    let mut uids = Vec::new();
+    for round in 0..10 {
+        let mut yaml = String::new();
+        for i in 0..20 {
+            yaml.push_str(&format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{round}-{i}}}\nspec:\n  nodeName: {}\n  terminationGracePeriodSeconds: 0\n  volumes: [{{name: scratch, emptyDir: {{medium: Memory}}}}]\n  containers:\n  - {{name: main, image: localhost/busybox:1, command: [sleep, '1000'], volumeMounts: [{{name: scratch, mountPath: /scratch}}]}}\n",
+                c.node
+            ));
+        }
+        c.apply(&yaml);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = c.ok(&[
+                "get",
+                "pods",
+                "-o",
+                "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}",
+            ]);
+            if out.lines().filter(|l| *l == "Running").count() == 20 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: not all Running: {out}\n{}",
+                tail(&c.log(), 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let list: Value = serde_json::from_str(&c.ok(&["get", "pods", "-o", "json"])).unwrap();
+        uids.extend(
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["metadata"]["uid"].as_str().unwrap().to_string()),
+        );
+        c.ok(&["delete", "pods", "--all", "--timeout=60s"]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !core
+            .list_pod_sandbox(&SandboxFilter::default())
+            .unwrap()
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "round {round}: sandboxes left");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_eq!(uids.len(), 200);
+    // Nothing of the 200 pods is left in the kernel or on disk.
+    assert!(
+        c.mounts()
+            .iter()
+            .all(|m| !m.contains("/agent/pods/") && !m.contains("/netns/")),
+        "mounts left: {:?}",
+        c.mounts()
+    );
+    assert_eq!(
+        count(&c.env.root().join("agent/pods")),
+        0,
+        "pod directories left"
+    );
+    assert_eq!(
+        count(&c.env.root().join("agent/logs")),
+        0,
+        "log directories left"
+    );
+    for ctrl in ["memory", "cpu", "pids"] {
+        for qos in ["", "burstable/", "besteffort/"] {
+            let dir = std::path::Path::new("/sys/fs/cgroup")
+                .join(ctrl)
+                .join("kubepods")
+                .join(qos);
+            for uid in &uids {
+                assert!(
+                    !dir.join(format!("pod{uid}")).exists(),
+                    "cgroup {}pod{uid} left",
+                    dir.display()
+                );
+            }
+        }
+    }
+    let leases = c.env.path("net/networks/leases");
+    // One file per leased address (`.last` is the allocation cursor).
+    let held: Vec<String> = std::fs::read_dir(&leases)
+        .map(|d| {
+            d.flatten()
+                .flat_map(|n| std::fs::read_dir(n.path()).into_iter().flatten().flatten())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f.parse::<std::net::Ipv4Addr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        held.is_empty(),
+        "IP leases left under {}: {held:?}",
+        leases.display()
+    );
+    assert!(
+        links("veth").len() <= veths_before,
+        "veths left: {:?}",
+        links("veth")
+    );
+    let infra = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("environ"))
+                .is_ok_and(|env| env.contains(&c.env.root().to_string_lossy().into_owned()))
+                && std::fs::read_to_string(e.path().join("comm")).is_ok_and(|n| n.trim() != "berth")
+        })
+        .count();
+    assert_eq!(infra, 0, "processes of the test's pods left");
 }
