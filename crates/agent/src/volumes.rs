@@ -395,6 +395,32 @@ fn vol_dir(cx: &VolumeCtx, kind: &str, name: &str) -> Result<PathBuf> {
     Ok(d)
 }
 
+/// A configMap or secret volume: its keys as files (a secret's on a tmpfs, never on
+/// disk), read-only in containers.
+async fn key_volume(
+    cx: &VolumeCtx<'_>,
+    sources: &mut Sources,
+    src: KeySource<'_>,
+    optional: Option<bool>,
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: Option<i32>,
+    name: &str,
+) -> Result<Prepared> {
+    let secret = matches!(src, KeySource::Secret(_));
+    let d = vol_dir(cx, if secret { "secret" } else { "configmap" }, name)?;
+    if secret {
+        mount_tmpfs(&d, None)?;
+    }
+    let mut files = BTreeMap::new();
+    let mode = default_mode.unwrap_or(0o644) as u32;
+    add_keys(sources, src, optional, items, mode, name, &mut files).await?;
+    write_atomic(&d, &files)?;
+    Ok(Prepared {
+        path: d,
+        read_only: true,
+    })
+}
+
 async fn prepare_one(
     cx: &VolumeCtx<'_>,
     sources: &mut Sources,
@@ -424,48 +450,31 @@ async fn prepare_one(
         });
     }
     if let Some(c) = &v.config_map {
-        let d = vol_dir(cx, "configmap", name)?;
-        let mut files = BTreeMap::new();
-        let mode = c.default_mode.unwrap_or(0o644) as u32;
         let src = KeySource::ConfigMap(&c.name);
-        add_keys(
+        return key_volume(
+            cx,
             sources,
             src,
             c.optional,
             c.items.as_ref(),
-            mode,
+            c.default_mode,
             name,
-            &mut files,
         )
-        .await?;
-        write_atomic(&d, &files)?;
-        return Ok(Prepared {
-            path: d,
-            read_only: true,
-        });
+        .await;
     }
     if let Some(s) = &v.secret {
         let secret = s.secret_name.clone().unwrap_or_default();
-        let d = vol_dir(cx, "secret", name)?;
-        mount_tmpfs(&d, None)?;
-        let mut files = BTreeMap::new();
-        let mode = s.default_mode.unwrap_or(0o644) as u32;
         let src = KeySource::Secret(&secret);
-        add_keys(
+        return key_volume(
+            cx,
             sources,
             src,
             s.optional,
             s.items.as_ref(),
-            mode,
+            s.default_mode,
             name,
-            &mut files,
         )
-        .await?;
-        write_atomic(&d, &files)?;
-        return Ok(Prepared {
-            path: d,
-            read_only: true,
-        });
+        .await;
     }
     if let Some(dw) = &v.downward_api {
         let d = vol_dir(cx, "downward-api", name)?;

@@ -521,6 +521,15 @@ impl Worker {
             .insert(c.name.clone(), ("CrashLoopBackOff".into(), message));
     }
 
+    /// A container that could not be made: a Failed event and the waiting reason.
+    fn cannot_create(&mut self, pod: &Pod, c: &Container, fp: &str, reason: &str, message: &str) {
+        self.ctx
+            .recorder
+            .pod(pod, fp, Warning, "Failed", &format!("Error: {message}"));
+        self.waiting
+            .insert(c.name.clone(), (reason.into(), message.into()));
+    }
+
     fn run_failed(&mut self, pod: &Pod, c: &Container, message: &str) {
         self.ctx.recorder.pod(
             pod,
@@ -681,12 +690,7 @@ impl Worker {
         let env = match crate::envvars::resolve(facts, c, sources).await {
             Ok(env) => env,
             Err(e @ (Error::Missing(_) | Error::Spec(_))) => {
-                let m = e.to_string();
-                self.ctx
-                    .recorder
-                    .pod(pod, &fp, Warning, "Failed", &format!("Error: {m}"));
-                self.waiting
-                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), m));
+                self.cannot_create(pod, c, &fp, "CreateContainerConfigError", &e.to_string());
                 return Ok(Some(Duration::from_secs(5)));
             }
             Err(e) => return Err(e),
@@ -711,12 +715,7 @@ impl Worker {
         let cfg = match podspec::container_config(pod, &inputs) {
             Ok(cfg) => cfg,
             Err(e) => {
-                let m = e.to_string();
-                self.ctx
-                    .recorder
-                    .pod(pod, &fp, Warning, "Failed", &format!("Error: {m}"));
-                self.waiting
-                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), m));
+                self.cannot_create(pod, c, &fp, "CreateContainerConfigError", &e.to_string());
                 return Ok(Some(Duration::from_secs(5)));
             }
         };
@@ -728,12 +727,7 @@ impl Worker {
         {
             Ok(id) => id,
             Err(e) => {
-                let m = e.to_string();
-                self.ctx
-                    .recorder
-                    .pod(pod, &fp, Warning, "Failed", &format!("Error: {m}"));
-                self.waiting
-                    .insert(c.name.clone(), ("CreateContainerError".into(), m));
+                self.cannot_create(pod, c, &fp, "CreateContainerError", &e.to_string());
                 return Ok(Some(Duration::from_secs(5)));
             }
         };
