@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use berth_engine::cri::{RuntimeService, SandboxFilter};
 use futures_util::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -147,6 +147,7 @@ async fn watch_sources(
     ctx: Arc<Ctx>,
     cm_writer: reflector::store::Writer<ConfigMap>,
     secret_writer: reflector::store::Writer<Secret>,
+    services_writer: reflector::store::Writer<Service>,
 ) {
     let cms = reflector(
         cm_writer,
@@ -170,7 +171,20 @@ async fn watch_sources(
     .applied_objects()
     .map_ok(|o| o.metadata.namespace.clone().unwrap_or_default())
     .boxed();
-    let mut both = futures_util::stream::select(cms, secrets);
+    // Services only feed the cache (their variables are read when a container starts).
+    let services = reflector(
+        services_writer,
+        watcher(
+            Api::<Service>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .applied_objects()
+    .filter_map(|_| std::future::ready(None::<Result<String, watcher::Error>>))
+    .boxed();
+    let mut both =
+        futures_util::stream::select(futures_util::stream::select(cms, secrets), services);
     while let Some(r) = both.next().await {
         if let Ok(ns) = r {
             ctx.hub.wake_namespace(&ns);
@@ -230,11 +244,17 @@ pub(crate) async fn run(
     ctx: Arc<Ctx>,
     cm_writer: reflector::store::Writer<ConfigMap>,
     secret_writer: reflector::store::Writer<Secret>,
+    services_writer: reflector::store::Writer<Service>,
 ) -> Result<()> {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cfg.node_name));
     let mut stream = watcher(api, cfg).default_backoff().boxed();
-    let sources = tokio::spawn(watch_sources(ctx.clone(), cm_writer, secret_writer));
+    let sources = tokio::spawn(watch_sources(
+        ctx.clone(),
+        cm_writer,
+        secret_writer,
+        services_writer,
+    ));
     let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
     let mut listing: HashSet<String> = HashSet::new();
     let dispatch = |workers: &mut HashMap<String, watch::Sender<Option<Arc<Pod>>>>, pod: Pod| {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use std::time::Duration;
 
 use kube::runtime::reflector;
@@ -53,6 +53,8 @@ pub struct Caches {
     pub config_maps: reflector::Store<ConfigMap>,
     /// Secrets.
     pub secrets: reflector::Store<Secret>,
+    /// Services (for the variables the kubelet gives every container).
+    pub services: reflector::Store<Service>,
 }
 
 /// How long a sync waits for the caches' first list before asking the API server.
@@ -271,13 +273,96 @@ pub fn resource_value(
     Ok(((milli + div - 1) / div).to_string())
 }
 
+/// The variables the kubelet gives every container for Services: the `kubernetes`
+/// Service of the default namespace, and (with enableServiceLinks, the default) every
+/// Service of the pod's namespace that has a cluster IP — `NAME_SERVICE_HOST`,
+/// `NAME_SERVICE_PORT[_PORTNAME]` and docker's link variables (`NAME_PORT`,
+/// `NAME_PORT_80_TCP`, `_PROTO`, `_PORT`, `_ADDR`).
+pub fn service_env(services: &[Service], namespace: &str, links: bool) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chosen: Vec<&Service> = services
+        .iter()
+        .filter(|s| {
+            let ns = s.metadata.namespace.as_deref().unwrap_or("");
+            let name = s.metadata.name.as_deref().unwrap_or("");
+            (links && ns == namespace) || (ns == "default" && name == "kubernetes")
+        })
+        .collect();
+    chosen.sort_by_key(|s| s.metadata.name.clone());
+    chosen.dedup_by_key(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()));
+    for s in chosen {
+        let Some(spec) = &s.spec else { continue };
+        let ip = spec.cluster_ip.clone().unwrap_or_default();
+        if ip.is_empty() || ip == "None" {
+            continue;
+        }
+        let Some(first) = spec.ports.as_ref().and_then(|p| p.first()) else {
+            continue;
+        };
+        let name = s
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_default()
+            .to_uppercase()
+            .replace('-', "_");
+        out.push((format!("{name}_SERVICE_HOST"), ip.clone()));
+        out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        for p in spec.ports.iter().flatten() {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!(
+                        "{name}_SERVICE_PORT_{}",
+                        pn.to_uppercase().replace('-', "_")
+                    ),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.clone().unwrap_or_else(|| "TCP".into())
+        };
+        out.push((
+            format!("{name}_PORT"),
+            format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port),
+        ));
+        for p in spec.ports.iter().flatten() {
+            let pr = proto(p);
+            let base = format!("{name}_PORT_{}_{}", p.port, pr.to_uppercase());
+            out.push((
+                base.clone(),
+                format!("{}://{ip}:{}", pr.to_lowercase(), p.port),
+            ));
+            out.push((format!("{base}_PROTO"), pr.to_lowercase()));
+            out.push((format!("{base}_PORT"), p.port.to_string()));
+            out.push((format!("{base}_ADDR"), ip.clone()));
+        }
+    }
+    out
+}
+
 /// A container's resolved environment, in order.
 pub async fn resolve(
     facts: &PodFacts<'_>,
     c: &Container,
     sources: &mut Sources,
 ) -> Result<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = Vec::new();
+    let links = facts
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let ns = facts.pod.metadata.namespace.clone().unwrap_or_default();
+    let mut out: Vec<(String, String)> = match &sources.caches {
+        Some(c) => {
+            // As the kubelet does, a container starts with the Services listed.
+            let _ = tokio::time::timeout(CACHE_WAIT, c.services.wait_until_ready()).await;
+            let services: Vec<Service> = c.services.state().iter().map(|s| (**s).clone()).collect();
+            service_env(&services, &ns, links)
+        }
+        None => Vec::new(),
+    };
     let set = |out: &mut Vec<(String, String)>, k: String, v: String| {
         if let Some(e) = out.iter_mut().find(|(n, _)| *n == k) {
             e.1 = v;
@@ -405,6 +490,30 @@ pub fn expand_all(list: &[String], env: &[(String, String)]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::expand;
+
+    #[test]
+    fn service_variables_as_the_kubelet_writes_them() {
+        let svc: Vec<k8s_openapi::api::core::v1::Service> = serde_json::from_value(serde_json::json!([
+            {"metadata": {"name": "kubernetes", "namespace": "default"},
+             "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}},
+            {"metadata": {"name": "web-api", "namespace": "shop"},
+             "spec": {"clusterIP": "10.96.0.7", "ports": [{"port": 80}]}},
+            {"metadata": {"name": "headless", "namespace": "shop"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]}},
+            {"metadata": {"name": "other", "namespace": "elsewhere"}, "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 9}]}},
+        ])).unwrap();
+        let env = super::service_env(&svc, "shop", true);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("443"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), Some("443"));
+        assert_eq!(get("KUBERNETES_PORT"), Some("tcp://10.96.0.1:443"));
+        assert_eq!(get("WEB_API_SERVICE_HOST"), Some("10.96.0.7"));
+        assert_eq!(get("WEB_API_PORT_80_TCP_ADDR"), Some("10.96.0.7"));
+        assert_eq!(get("HEADLESS_SERVICE_HOST"), None);
+        assert_eq!(get("OTHER_SERVICE_HOST"), None);
+        let no_links = super::service_env(&svc, "shop", false);
+        assert!(no_links.iter().all(|(k, _)| k.starts_with("KUBERNETES_")));
+    }
 
     #[test]
     fn expansion_follows_kubernetes() {

@@ -142,10 +142,12 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     };
     let (cm_reader, cm_writer) = kube::runtime::reflector::store();
     let (secret_reader, secret_writer) = kube::runtime::reflector::store();
+    let (services_reader, services_writer) = kube::runtime::reflector::store();
     let ctx = Arc::new(Ctx {
         caches: envvars::Caches {
             config_maps: cm_reader,
             secrets: secret_reader,
+            services: services_reader,
         },
         recorder: recorder::Recorder::new(client.clone(), &cfg.node_name),
         client,
@@ -159,7 +161,7 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     tracing::info!(node = %ctx.cfg.node_name, "node registered");
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
     let events = dispatch::forward_engine_events(ctx.clone());
-    let r = dispatch::run(ctx.clone(), cm_writer, secret_writer).await;
+    let r = dispatch::run(ctx.clone(), cm_writer, secret_writer, services_writer).await;
     heartbeat.abort();
     events.abort();
     if let Some(e) = endpoint {

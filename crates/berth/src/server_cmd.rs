@@ -48,6 +48,8 @@ pub struct ServerArgs {
 pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal: a log file gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if format == "json" {
         let _ = tracing_subscriber::fmt()
             .json()
@@ -57,6 +59,7 @@ pub fn init_logging(format: &str) {
     } else {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .try_init();
     }

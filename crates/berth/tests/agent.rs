@@ -496,6 +496,9 @@ spec:
         "MEM=32".into(),
         "COMBINED=hello-world".into(),
         "CFG_color=blue".into(),
+        "KUBERNETES_SERVICE_HOST=10.96.0.1".into(),
+        "KUBERNETES_SERVICE_PORT=443".into(),
+        "KUBERNETES_PORT=tcp://10.96.0.1:443".into(),
     ] {
         assert!(
             env.lines().any(|l| l == want),
