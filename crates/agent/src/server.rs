@@ -144,10 +144,9 @@ async fn route(ctx: Arc<Ctx>, req: http::Request<Incoming>) -> http::Response<Bo
         [kind @ ("exec" | "attach"), ns, pod, _uid, container] => {
             crate::streaming::handle(ctx, req, kind, ns, pod, container).await
         }
-        ["portForward", ..] => text(
-            501,
-            "port forwarding is not supported by berth's agent yet (it needs SPDY framing)",
-        ),
+        ["portForward", ns, pod] | ["portForward", ns, pod, _] => {
+            crate::portforward::handle(ctx, req, ns, pod).await
+        }
         _ => text(404, format!("no such endpoint: {path}")),
     }
 }

@@ -118,6 +118,15 @@ pub(crate) async fn handle(
         .unwrap_or_else(|_| text(500, "response"))
 }
 
+/// The close message that ends a session: a normal closure is the end of every
+/// stream to client-go; a close without a code is an error to it.
+pub(crate) fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
 /// What reaches the client: (channel, bytes).
 type Out = (u8, Vec<u8>);
 
@@ -322,14 +331,7 @@ async fn session(
                 break;
             }
         }
-        // A normal closure is the end of every stream to client-go; a close without
-        // a code is an error to it.
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            })))
-            .await;
+        let _ = sink.send(normal_close()).await;
         let _ = sink.close().await;
     };
     tokio::select! {

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+#[path = "../../../apiserver/tests/common/pyvenv.rs"]
+pub mod pyvenv;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
