@@ -24,6 +24,7 @@ pub mod qos;
 pub mod recorder;
 pub mod server;
 mod spdy;
+pub mod stats;
 pub mod status;
 pub mod streaming;
 pub mod volumes;
@@ -91,6 +92,10 @@ pub(crate) struct Ctx {
     pub kubelet_port: u16,
     /// ConfigMaps and Secrets, cached.
     pub caches: envvars::Caches,
+    /// Usage samples for the Summary API.
+    pub stats: stats::Sampler,
+    /// When the agent started.
+    pub started: std::time::SystemTime,
 }
 
 impl Ctx {
@@ -157,6 +162,8 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         cfg,
         hub: dispatch::Hub::default(),
         kubelet_port: endpoint.as_ref().map_or(0, |e| e.2),
+        stats: stats::Sampler::default(),
+        started: std::time::SystemTime::now(),
     });
     let endpoint = endpoint.map(|(l, tls, _)| tokio::spawn(server::serve(ctx.clone(), l, tls)));
     node::register(&ctx).await?;

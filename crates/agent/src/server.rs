@@ -1,6 +1,7 @@
 //! The agent's HTTPS endpoint, where the kubelet's is (port 10250): container logs,
-//! and exec and attach as WebSocket streams (see [`crate::streaming`]), for the API
-//! server's pod log, exec and attach subresources to proxy to. Only clients with a
+//! exec and attach as WebSocket streams (see [`crate::streaming`]), port-forward
+//! ([`crate::portforward`]), for the API server's pod subresources to proxy to; and
+//! the Summary API and metrics ([`crate::stats`]). Only clients with a
 //! certificate from the cluster's CA get in (the API server's kubelet client); the
 //! serving certificate is the agent's own, self-signed, as the kubelet's is when it is
 //! not given one.
@@ -40,6 +41,26 @@ pub fn text(status: u16, msg: impl Into<String>) -> http::Response<Body> {
     r.headers_mut().insert(
         "content-type",
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// A JSON response.
+fn json(v: &serde_json::Value) -> http::Response<Body> {
+    let mut r = http::Response::new(full(serde_json::to_vec(v).unwrap_or_default()));
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A Prometheus text response.
+fn prometheus(body: String) -> http::Response<Body> {
+    let mut r = http::Response::new(full(body));
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
 }
@@ -131,6 +152,20 @@ async fn route(ctx: Arc<Ctx>, req: http::Request<Incoming>) -> http::Response<Bo
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["healthz"] => text(200, "ok"),
+        ["stats", "summary"] => match ctx.stats.pair(&ctx).await {
+            Ok((before, now)) => json(&crate::stats::summary(&ctx, &before, &now)),
+            Err(e) => error_response(&e),
+        },
+        ["metrics", "resource"] => match ctx.stats.pair(&ctx).await {
+            Ok((before, now)) => prometheus(crate::stats::resource_metrics(
+                &crate::stats::summary(&ctx, &before, &now),
+            )),
+            Err(e) => error_response(&e),
+        },
+        ["metrics"] => match crate::stats::agent_metrics(&ctx).await {
+            Ok(m) => prometheus(m),
+            Err(e) => error_response(&e),
+        },
         ["containerLogs", ns, pod, container] => {
             let (head, _) = req.into_parts();
             match logs(&ctx, &head, ns, pod, container).await {

@@ -252,7 +252,10 @@ pub async fn handle(
             ),
         ));
     }
-    if !res.stored {
+    if res.backing == resources::Backing::NodeMetrics {
+        return crate::resource_metrics::handle(api, req, res, ns, name).await;
+    }
+    if !res.stored() {
         return match (&req.method, name) {
             (&Method::POST, None) => review(req, res),
             _ => Err(ApiError::method_not_allowed(format!(
@@ -1729,7 +1732,7 @@ pub async fn finish_namespace(api: &Arc<Api>, ns: &str, uid: &str) {
         let mut left = false;
         for res in resources::RESOURCES
             .iter()
-            .filter(|r| r.namespaced && r.stored)
+            .filter(|r| r.namespaced && r.stored())
         {
             let prefix = res.ns_prefix(Some(ns));
             let Ok(page) = api.store.list(&prefix, 0, 0, None).await else {

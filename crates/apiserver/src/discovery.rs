@@ -74,7 +74,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         if !r.categories.is_empty() {
             e["categories"] = json!(r.categories);
         }
-        if r.stored {
+        if r.stored() {
             e["storageVersionHash"] = json!(storage_hash(r));
         }
         list.push(e);

@@ -23,6 +23,7 @@ pub mod pki;
 pub mod protobuf;
 #[rustfmt::skip]
 pub mod protobuf_fields;
+pub mod resource_metrics;
 pub mod resources;
 pub mod schema;
 pub mod selector;

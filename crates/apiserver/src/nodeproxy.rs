@@ -1,8 +1,9 @@
-//! The pod subresources that run on the node — log, exec, attach, portforward —
-//! proxied to the node agent's HTTPS endpoint (the kubelet's port, from the Node's
-//! daemonEndpoints, at its InternalIP), as kube-apiserver proxies them: the request is
-//! passed on with the server's own kubelet client certificate, and a protocol upgrade
-//! (WebSocket or SPDY) is spliced through once the agent accepts it.
+//! What runs on the node, proxied to the node agent's HTTPS endpoint (the kubelet's
+//! port, from the Node's daemonEndpoints, at its InternalIP), as kube-apiserver proxies
+//! it: the pod subresources log, exec, attach and portforward, and `nodes/NAME/proxy/…`
+//! (the agent's stats and metrics). The request is passed on with the server's own
+//! kubelet client certificate, and a protocol upgrade (WebSocket or SPDY) is spliced
+//! through once the agent accepts it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +20,40 @@ use crate::resources;
 use crate::server::RespBody;
 use crate::status::ApiError;
 
-/// The subresource a path names, when it is one proxied to the node:
-/// (namespace, pod, subresource).
-pub fn target(path: &str) -> Option<(&str, &str, &str)> {
+/// What a path asks of a node agent.
+pub enum Target<'a> {
+    /// A pod's log, exec, attach or portforward.
+    Pod {
+        /// The pod's namespace.
+        ns: &'a str,
+        /// The pod.
+        pod: &'a str,
+        /// The subresource.
+        sub: &'a str,
+    },
+    /// `nodes/NAME/proxy/PATH`: PATH on the node's agent (stats, metrics).
+    Node {
+        /// The node.
+        node: &'a str,
+        /// The path on the agent, with its leading slash.
+        path: String,
+    },
+}
+
+/// The node-agent request a path names, if it is one.
+pub fn target(path: &str) -> Option<Target<'_>> {
+    if let Some(rest) = path.strip_prefix("/api/v1/nodes/") {
+        let (node, rest) = rest.split_once('/')?;
+        let tail = rest.strip_prefix("proxy")?;
+        if !(tail.is_empty() || tail.starts_with('/')) || node.is_empty() {
+            return None;
+        }
+        let path = if tail.is_empty() { "/" } else { tail };
+        return Some(Target::Node {
+            node,
+            path: path.to_string(),
+        });
+    }
     let rest = path.strip_prefix("/api/v1/namespaces/")?;
     let mut it = rest.split('/');
     let ns = it.next()?;
@@ -33,7 +65,7 @@ pub fn target(path: &str) -> Option<(&str, &str, &str)> {
     if it.next().is_some() || !matches!(sub, "log" | "exec" | "attach" | "portforward") {
         return None;
     }
-    Some((ns, pod, sub))
+    Some(Target::Pod { ns, pod, sub })
 }
 
 /// Accepts whatever certificate the agent serves: kube-apiserver does the same unless
@@ -117,8 +149,8 @@ fn str_at<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
     v.pointer(p).and_then(Value::as_str)
 }
 
-/// Where the pod's agent is and which container is meant: (host:port, agent path).
-async fn resolve(
+/// Which node runs the pod and the agent path of the subresource: (node, path).
+async fn pod_target(
     api: &Api,
     ns: &str,
     pod: &str,
@@ -175,6 +207,28 @@ async fn resolve(
             )))
         }
     };
+    let rest: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query.iter().filter(|(k, _)| k != "container"))
+        .finish();
+    let path = match sub {
+        "log" => format!("/containerLogs/{ns}/{pod}/{container}"),
+        "exec" => format!("/exec/{ns}/{pod}/{container}"),
+        "attach" => format!("/attach/{ns}/{pod}/{container}"),
+        _ => format!("/portForward/{ns}/{pod}"),
+    };
+    Ok((
+        node.to_string(),
+        if rest.is_empty() {
+            path
+        } else {
+            format!("{path}?{rest}")
+        },
+    ))
+}
+
+/// Where a node's agent listens: host:port, from the Node's InternalIP and
+/// daemonEndpoints.
+pub async fn agent_address(api: &Api, node: &str) -> Result<String, ApiError> {
     let nodes = resources::find("", "v1", "nodes").expect("served");
     let (n, _) = crate::crud::read(api, nodes, None, node)
         .await
@@ -182,7 +236,7 @@ async fn resolve(
             ApiError::new(
                 503,
                 "ServiceUnavailable",
-                format!("pod {pod}'s node \"{node}\" is not registered (is its agent running?)"),
+                format!("node \"{node}\" is not registered (is its agent running?)"),
             )
         })?;
     let addr = n
@@ -210,23 +264,7 @@ async fn resolve(
     } else {
         format!("{addr}:{port}")
     };
-    let rest: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(query.iter().filter(|(k, _)| k != "container"))
-        .finish();
-    let path = match sub {
-        "log" => format!("/containerLogs/{ns}/{pod}/{container}"),
-        "exec" => format!("/exec/{ns}/{pod}/{container}"),
-        "attach" => format!("/attach/{ns}/{pod}/{container}"),
-        _ => format!("/portForward/{ns}/{pod}"),
-    };
-    Ok((
-        host,
-        if rest.is_empty() {
-            path
-        } else {
-            format!("{path}?{rest}")
-        },
-    ))
+    Ok(host)
 }
 
 /// Headers passed on to the agent: the upgrade handshake's.
@@ -251,70 +289,126 @@ fn error(e: &ApiError) -> http::Response<RespBody> {
     r
 }
 
-/// Proxies one request to the pod's agent.
+/// An HTTP/1.1 connection to a node's agent over TLS with the server's kubelet client
+/// certificate (upgrades allowed); what went wrong otherwise, to follow "the node
+/// agent at HOST".
+async fn connect(
+    api: &Api,
+    host: &str,
+) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String> {
+    let Some(tls) = api.kubelet_client.clone() else {
+        return Err("cannot be reached: this server has no kubelet client certificate".into());
+    };
+    let sock = match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(host),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("is unreachable: {e}")),
+        Err(_) => return Err("did not answer within 10 s".into()),
+    };
+    let server_name = rustls::pki_types::ServerName::try_from(
+        host.rsplit_once(':')
+            .map_or(host, |(h, _)| h)
+            .trim_matches(['[', ']'])
+            .to_string(),
+    )
+    .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("localhost").expect("a name"));
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(server_name, sock)
+        .await
+        .map_err(|e| format!("refused the TLS handshake: {e}"))?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("failed: {e}"))?;
+    tokio::spawn(conn.with_upgrades());
+    Ok(sender)
+}
+
+/// GETs a path from a node's agent (its Summary API, for metrics.k8s.io); the body of
+/// a 200 answer.
+pub async fn get_from_agent(
+    api: &Api,
+    node: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<Bytes, String> {
+    let host = agent_address(api, node).await.map_err(|e| e.message)?;
+    let work = async {
+        let mut sender = connect(api, &host)
+            .await
+            .map_err(|e| format!("the node agent at {host} {e}"))?;
+        let req = http::Request::get(path)
+            .header("host", &host)
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("the node agent at {host} failed: {e}"))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("the node agent at {host} failed: {e}"))?
+            .to_bytes();
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!(
+                "the node agent at {host} answered {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            ))
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("the node agent at {host} did not answer in time")))
+}
+
+/// Proxies one request to a node's agent.
 pub async fn proxy(
     api: Arc<Api>,
     mut req: http::Request<Incoming>,
-    ns: &str,
-    pod: &str,
-    sub: &str,
+    target: Target<'_>,
 ) -> http::Response<RespBody> {
     let query: Vec<(String, String)> = req
         .uri()
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let (host, path) = match resolve(&api, ns, pod, sub, &query).await {
-        Ok(x) => x,
+    let (node, path, what) = match target {
+        Target::Pod { ns, pod, sub } => match pod_target(&api, ns, pod, sub, &query).await {
+            Ok((node, path)) => (node, path, format!("{sub} of pod {ns}/{pod}")),
+            Err(e) => return error(&e),
+        },
+        Target::Node { node, path } => {
+            let path = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            (node.to_string(), path, format!("proxy of node {node}"))
+        }
+    };
+    let host = match agent_address(&api, &node).await {
+        Ok(h) => h,
         Err(e) => return error(&e),
     };
-    let Some(tls) = api.kubelet_client.clone() else {
-        return error(&ApiError::new(
-            503,
-            "ServiceUnavailable",
-            "this server has no kubelet client certificate",
-        ));
-    };
-    let unreachable = |what: String| {
+    let unreachable = |what_went_wrong: String| {
         error(&ApiError::new(
             502,
             "BadGateway",
-            format!("{sub} of pod {ns}/{pod}: the node agent at {host} {what}"),
+            format!("{what}: the node agent at {host} {what_went_wrong}"),
         ))
     };
-    let sock = match tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(&host),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return unreachable(format!("is unreachable: {e}")),
-        Err(_) => return unreachable("did not answer within 10 s".into()),
-    };
-    let server_name = rustls::pki_types::ServerName::try_from(
-        host.rsplit_once(':')
-            .map_or(host.as_str(), |(h, _)| h)
-            .trim_matches(['[', ']'])
-            .to_string(),
-    )
-    .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("localhost").expect("a name"));
-    let stream = match tokio_rustls::TlsConnector::from(tls)
-        .connect(server_name, sock)
-        .await
-    {
+    let mut sender = match connect(&api, &host).await {
         Ok(s) => s,
-        Err(e) => return unreachable(format!("refused the TLS handshake: {e}")),
+        Err(e) => return unreachable(e),
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(
-        TokioIo::new(stream),
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(e) => return unreachable(format!("failed: {e}")),
-    };
-    tokio::spawn(conn.with_upgrades());
     let mut out = http::Request::builder()
         .method(req.method().clone())
         .uri(&path)

@@ -116,7 +116,20 @@ fn add_paths(v3: bool, r: &Resource, paths: &mut Map<String, Value>) {
     if r.namespaced {
         common.push(path_param(v3, "namespace"));
     }
-    if !r.stored {
+    if r.backing == resources::Backing::NodeMetrics {
+        let mut item_params = common.clone();
+        item_params.push(path_param(v3, "name"));
+        paths.insert(
+            coll.clone(),
+            json!({"get": op(v3, r, "list", id("list", ""), false, lists.clone()), "parameters": common}),
+        );
+        paths.insert(
+            format!("{coll}/{{name}}"),
+            json!({"get": op(v3, r, "get", id("read", ""), false, vec![]), "parameters": item_params}),
+        );
+        return;
+    }
+    if !r.stored() {
         paths.insert(
             coll,
             json!({"post": op(v3, r, "post", id("create", ""), true, writes(&[])), "parameters": common}),

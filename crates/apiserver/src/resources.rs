@@ -29,8 +29,8 @@ pub struct Resource {
     pub categories: &'static [&'static str],
     /// Subresources served.
     pub subresources: &'static [&'static str],
-    /// Whether objects are stored (false: create-only reviews answered at once).
-    pub stored: bool,
+    /// What answers for its objects.
+    pub backing: Backing,
     /// The OpenAPI schema name of the kind.
     pub schema_name: fn() -> Cow<'static, str>,
     /// Adds the kind's schema (and what it references) to a generator.
@@ -38,6 +38,17 @@ pub struct Resource {
     /// Checks that a JSON object decodes as the kind; returns the field path and the
     /// error when it does not.
     pub decode: fn(&serde_json::Value) -> Result<(), (String, String)>,
+}
+
+/// What answers for a resource's objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// The store: every verb, watches.
+    Store,
+    /// Create-only reviews answered at once (SelfSubjectReview).
+    Review,
+    /// Read from the nodes when asked (metrics.k8s.io): get and list.
+    NodeMetrics,
 }
 
 impl std::fmt::Debug for Resource {
@@ -61,9 +72,16 @@ impl Resource {
         self.kind.to_ascii_lowercase()
     }
 
+    /// Whether objects are kept in the store.
+    pub fn stored(&self) -> bool {
+        self.backing == Backing::Store
+    }
+
     /// The verbs on the collection and its objects.
     pub fn verbs(&self) -> &'static [&'static str] {
-        if self.stored {
+        if self.backing == Backing::NodeMetrics {
+            &["get", "list"]
+        } else if self.stored() {
             &[
                 "create",
                 "delete",
@@ -141,9 +159,9 @@ fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<(), (
 
 macro_rules! resource {
     ($t:ty, short: [$($s:expr),*], ns: $ns:expr, cats: [$($c:expr),*], subs: [$($sub:expr),*]) => {
-        resource!($t, short: [$($s),*], ns: $ns, cats: [$($c),*], subs: [$($sub),*], stored: true)
+        resource!($t, short: [$($s),*], ns: $ns, cats: [$($c),*], subs: [$($sub),*], backing: Backing::Store)
     };
-    ($t:ty, short: [$($s:expr),*], ns: $ns:expr, cats: [$($c:expr),*], subs: [$($sub:expr),*], stored: $stored:expr) => {
+    ($t:ty, short: [$($s:expr),*], ns: $ns:expr, cats: [$($c:expr),*], subs: [$($sub:expr),*], backing: $backing:expr) => {
         Resource {
             group: <$t as k8s_openapi::Resource>::GROUP,
             version: <$t as k8s_openapi::Resource>::VERSION,
@@ -153,7 +171,7 @@ macro_rules! resource {
             namespaced: $ns,
             categories: &[$($c),*],
             subresources: &[$($sub),*],
-            stored: $stored,
+            backing: $backing,
             schema_name: <$t as JsonSchema>::schema_name,
             schema: |g| g.subschema_for::<$t>(),
             decode: decode::<$t>,
@@ -188,7 +206,11 @@ pub static RESOURCES: &[Resource] = &[
     resource!(disc::EndpointSlice, short: [], ns: true, cats: [], subs: []),
     resource!(policy::PodDisruptionBudget, short: ["pdb"], ns: true, cats: [], subs: ["status"]),
     resource!(events::Event, short: ["ev"], ns: true, cats: [], subs: []),
-    resource!(authn::SelfSubjectReview, short: [], ns: false, cats: [], subs: [], stored: false),
+    resource!(authn::SelfSubjectReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),
+    resource!(crate::resource_metrics::NodeMetrics, short: [], ns: false, cats: [], subs: [],
+        backing: Backing::NodeMetrics),
+    resource!(crate::resource_metrics::PodMetrics, short: [], ns: true, cats: [], subs: [],
+        backing: Backing::NodeMetrics),
 ];
 
 /// The groups served, in discovery order, each with its versions.

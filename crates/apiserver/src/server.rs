@@ -148,10 +148,10 @@ async fn handle(
     cert_user: Option<User>,
     req: http::Request<Incoming>,
 ) -> http::Response<RespBody> {
-    if let Some((ns, pod, sub)) = crate::nodeproxy::target(req.uri().path()) {
-        let (ns, pod, sub) = (ns.to_string(), pod.to_string(), sub.to_string());
+    let path = req.uri().path().to_string();
+    if let Some(target) = crate::nodeproxy::target(&path) {
         return match authenticate(&api, cert_user, req.headers()).await {
-            Ok(Some(_)) => crate::nodeproxy::proxy(api, req, &ns, &pod, &sub).await,
+            Ok(Some(_)) => crate::nodeproxy::proxy(api, req, target).await,
             Ok(None) => to_http(api::Response::error(&ApiError::unauthorized()), false),
             Err(e) => to_http(api::Response::error(&e), false),
         };

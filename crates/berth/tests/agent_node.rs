@@ -1,0 +1,154 @@
+//! The node as kubectl and monitoring see it: `kubectl top node|pod` through the
+//! built-in metrics.k8s.io, and the agent's Summary API, /metrics/resource and
+//! /metrics through the API server's node proxy.
+//! Needs root (real namespaces, cgroups, mounts, bridges) and kubectl 1.32.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{ready, Cluster};
+use serde_json::Value;
+
+/// Millicores from a kubectl quantity ("250m", "1", "1500000n").
+fn millicores(q: &str) -> f64 {
+    if let Some(n) = q.strip_suffix('n') {
+        n.parse::<f64>().unwrap() / 1e6
+    } else if let Some(u) = q.strip_suffix('u') {
+        u.parse::<f64>().unwrap() / 1e3
+    } else if let Some(m) = q.strip_suffix('m') {
+        m.parse().unwrap()
+    } else {
+        q.parse::<f64>().unwrap() * 1000.0
+    }
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn kubectl_top_and_the_agents_stats_show_what_pods_use() {
+    let c = Cluster::start();
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: busy, labels: {{app: busy}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: spin
+    image: localhost/busybox:1
+    command: ["sh", "-c", "while :; do :; done"]
+  - name: hold
+    image: localhost/busybox:1
+    command: ["sh", "-c", "mkdir /m && mount -t tmpfs -o size=64m tmpfs /m 2>/dev/null || mkdir -p /m; dd if=/dev/zero of=/m/fill bs=1M count=48 2>/dev/null; exec sleep 1000"]
+    securityContext: {{privileged: true}}
+"#,
+        node = c.node
+    ));
+    c.wait_pod("busy", "Ready", 60, ready);
+    // The group is discovered as kubectl discovers it.
+    let groups = c.ok(&["api-versions"]);
+    assert!(groups.contains("metrics.k8s.io/v1beta1"), "{groups}");
+    let top = c.ok(&["top", "node"]);
+    let line = top
+        .lines()
+        .find(|l| l.starts_with(&c.node))
+        .unwrap_or_else(|| panic!("{top}"));
+    // NAME CPU(cores) CPU(%) MEMORY(bytes) MEMORY(%)
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols.len(), 5, "{top}");
+    assert!(millicores(cols[1]) > 0.0, "{top}");
+    assert!(cols[3].ends_with("Mi"), "{top}");
+    // The spinning container shows its CPU; the other its 48 MiB of tmpfs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let raw = c.ok(&[
+            "get",
+            "--raw",
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/busy",
+        ]);
+        let m: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(m["kind"], "PodMetrics", "{raw}");
+        assert_eq!(m["metadata"]["labels"]["app"], "busy", "{raw}");
+        let usage = |name: &str, what: &str| {
+            m["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .and_then(|c| c["usage"][what].as_str())
+                .unwrap_or_else(|| panic!("{name} {what}: {raw}"))
+                .to_string()
+        };
+        let spin = millicores(&usage("spin", "cpu"));
+        let hold_ki: u64 = usage("hold", "memory")
+            .trim_end_matches("Ki")
+            .parse()
+            .unwrap();
+        if spin > 200.0 && hold_ki > 40 * 1024 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spin {spin}m, hold {hold_ki} KiB: {raw}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let top = c.ok(&["top", "pod", "--containers", "-l", "app=busy"]);
+    assert!(
+        top.contains("busy") && top.contains("spin") && top.contains("hold"),
+        "{top}"
+    );
+    let o = c.kubectl(&["top", "pod", "nothere"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nothere"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The agent's own endpoints, through the node proxy.
+    let base = format!("/api/v1/nodes/{}/proxy", c.node);
+    let summary: Value =
+        serde_json::from_str(&c.ok(&["get", "--raw", &format!("{base}/stats/summary")])).unwrap();
+    assert_eq!(summary["node"]["nodeName"], c.node.as_str());
+    assert!(
+        summary["node"]["memory"]["workingSetBytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(summary["node"]["fs"]["capacityBytes"].as_u64().unwrap() > 0);
+    let pod = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "busy")
+        .expect("the pod in the summary");
+    assert_eq!(pod["containers"].as_array().unwrap().len(), 2);
+    assert!(pod["process_stats"]["process_count"].as_u64().unwrap() >= 2);
+    let res = c.ok(&["get", "--raw", &format!("{base}/metrics/resource")]);
+    for want in [
+        "node_cpu_usage_seconds_total ",
+        "container_cpu_usage_seconds_total{container=\"spin\",namespace=\"default\",pod=\"busy\"}",
+        "pod_memory_working_set_bytes{namespace=\"default\",pod=\"busy\"}",
+    ] {
+        assert!(res.contains(want), "{want}\n{res}");
+    }
+    let m = c.ok(&["get", "--raw", &format!("{base}/metrics")]);
+    assert!(m.contains("kubelet_running_pods 1"), "{m}");
+    assert!(
+        m.contains("kubelet_running_containers{container_state=\"running\"} 2"),
+        "{m}"
+    );
+    // A node that does not exist.
+    let o = c.kubectl(&["get", "--raw", "/api/v1/nodes/nowhere/proxy/metrics"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nowhere"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    c.ok(&["delete", "pod", "busy", "--timeout=60s"]);
+}
