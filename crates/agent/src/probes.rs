@@ -1,5 +1,5 @@
 //! Probes and lifecycle hooks as the kubelet runs them: exec (in the container),
-//! httpGet and tcpSocket (to the pod's address), with every timing field. Each probe
+//! httpGet, tcpSocket and grpc (to the pod's address), with every timing field. Each probe
 //! of a running container is a task of its own; it tells the pod worker when its
 //! result changes, and the worker acts (restart on liveness failure, readiness into
 //! status).
@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use berth_engine::cri::RuntimeService;
 use berth_engine::Core;
-use k8s_openapi::api::core::v1::{Container, ExecAction, HTTPGetAction, LifecycleHandler, Probe};
+use k8s_openapi::api::core::v1::{
+    Container, ExecAction, GRPCAction, HTTPGetAction, LifecycleHandler, Probe,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::sync::Notify;
 
@@ -209,6 +211,55 @@ async fn tcp(
     }
 }
 
+/// The gRPC health checking protocol (grpc.health.v1.Health/Check) to the pod's
+/// address, in plain text as the kubelet speaks it; SERVING is healthy.
+async fn grpc(t: &Target, g: &GRPCAction, timeout: Duration) -> Result<String, String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let port = u16::try_from(g.port).map_err(|_| format!("port {} is out of range", g.port))?;
+    let addr = match t.ip {
+        IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+        IpAddr::V4(ip) => format!("{ip}:{port}"),
+    };
+    let service = g.service.clone().unwrap_or_default();
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .user_agent("kube-probe/1.32")
+        .map_err(|e| e.to_string())?;
+    let channel = ep.connect().await.map_err(|e| {
+        format!(
+            "timeout: failed to connect service {addr:?} within {}s: {}",
+            timeout.as_secs(),
+            root_cause(&e)
+        )
+    })?;
+    let r = HealthClient::new(channel)
+        .check(HealthCheckRequest { service })
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => format!(
+                "timeout: health rpc did not complete within {}s",
+                timeout.as_secs()
+            ),
+            tonic::Code::Unimplemented => format!(
+                "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
+                s.message()
+            ),
+            _ => format!("error: health rpc probe failed: {}", s.message()),
+        })?;
+    let status = r.into_inner().status();
+    if status == ServingStatus::Serving {
+        Ok(String::new())
+    } else {
+        Err(format!(
+            "service unhealthy (responded with {:?})",
+            status.as_str_name()
+        ))
+    }
+}
+
 /// Runs a probe once.
 pub async fn run_once(t: &Target, p: &Probe) -> Result<String, String> {
     let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
@@ -218,10 +269,10 @@ pub async fn run_once(t: &Target, p: &Probe) -> Result<String, String> {
         http_get(t, h, timeout).await
     } else if let Some(s) = &p.tcp_socket {
         tcp(t, &s.port, s.host.as_deref(), timeout).await
-    } else if p.grpc.is_some() {
-        Err("grpc probes are not supported by berth's agent yet".into())
+    } else if let Some(g) = &p.grpc {
+        grpc(t, g, timeout).await
     } else {
-        Err("the probe has no handler (exec, httpGet, tcpSocket)".into())
+        Err("the probe has no handler (exec, httpGet, tcpSocket, grpc)".into())
     }
 }
 

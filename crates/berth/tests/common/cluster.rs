@@ -240,6 +240,19 @@ impl Cluster {
 }
 
 /// The last `n` lines of a text.
+/// A pod's phase ("" before it has one).
+pub fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or("")
+}
+
+/// A container's status in a pod (Null when it has none).
+pub fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
+    p["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
 /// Whether a pod's Ready condition is True.
 pub fn ready(p: &Value) -> bool {
     p["status"]["conditions"].as_array().is_some_and(|cs| {
