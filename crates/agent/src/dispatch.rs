@@ -238,6 +238,103 @@ async fn collect_orphans(ctx: &Arc<Ctx>, live: &HashSet<String>) -> Result<()> {
     Ok(())
 }
 
+/// A worker's feed of its pod's versions (None: the pod is gone).
+type Feed = watch::Sender<Option<Arc<Pod>>>;
+
+/// Pods to their workers, after admission.
+struct Dispatcher {
+    ctx: Arc<Ctx>,
+    /// Each admitted pod's worker, with the newest version of its pod.
+    workers: HashMap<String, (Feed, Arc<Pod>)>,
+    /// Pods turned away (by UID), not to be checked again.
+    rejected: HashSet<String>,
+    room: crate::admit::Room,
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+impl Dispatcher {
+    /// Whether a pod must pass admission before it gets a worker: new to this agent,
+    /// never started here (no start time), not ended, not being deleted.
+    fn needs_admission(&self, p: &Pod) -> bool {
+        let uid = p.metadata.uid.as_deref().unwrap_or("");
+        !self.workers.contains_key(uid)
+            && p.metadata.deletion_timestamp.is_none()
+            && p.status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .is_none()
+            && !matches!(phase(p), "Succeeded" | "Failed")
+    }
+
+    async fn dispatch(&mut self, pod: Pod) {
+        let key = PodKey::of(&pod);
+        if self.rejected.contains(&key.uid) && phase(&pod) != "Failed" {
+            return;
+        }
+        if self.needs_admission(&pod) {
+            let running = self
+                .workers
+                .values()
+                .map(|(_, p)| p.as_ref())
+                .filter(|p| !matches!(phase(p), "Succeeded" | "Failed"));
+            if let Err(r) = crate::admit::admit(&pod, running, self.room) {
+                self.reject(&pod, &key, r).await;
+                return;
+            }
+        }
+        let pod = Arc::new(pod);
+        if let Some((tx, latest)) = self.workers.get_mut(&key.uid) {
+            *latest = pod.clone();
+            if tx.send(Some(pod.clone())).is_ok() {
+                return;
+            }
+        }
+        let (tx, rx) = watch::channel(Some(pod.clone()));
+        self.workers.insert(key.uid.clone(), (tx, pod));
+        tokio::spawn(Worker::new(self.ctx.clone(), key, rx).run());
+    }
+
+    /// Fails a pod that does not fit, as the kubelet rejects it.
+    async fn reject(&mut self, pod: &Pod, key: &PodKey, r: crate::admit::Rejection) {
+        tracing::info!(pod = %key, reason = %r.reason, "pod rejected: {}", r.message);
+        self.rejected.insert(key.uid.clone());
+        self.ctx.recorder.pod(
+            pod,
+            "",
+            crate::recorder::EventType::Warning,
+            &r.reason,
+            &r.message,
+        );
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &key.namespace);
+        let patch = serde_json::json!({
+            "metadata": {"uid": key.uid},
+            "status": {
+                "phase": "Failed",
+                "reason": r.reason,
+                "message": r.message,
+                "hostIP": self.ctx.cfg.node_ip.to_string(),
+                "startTime": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            },
+        });
+        if let Err(e) = api
+            .patch_status(
+                &key.name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(pod = %key, error = %e, "writing the rejection failed");
+        }
+    }
+}
+
 /// Watches the node's pods and runs a worker for each, until the watch ends; the
 /// writers fill the ConfigMap and Secret caches meanwhile.
 pub(crate) async fn run(
@@ -255,44 +352,54 @@ pub(crate) async fn run(
         secret_writer,
         services_writer,
     ));
-    let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
-    let mut listing: HashSet<String> = HashSet::new();
-    let dispatch = |workers: &mut HashMap<String, watch::Sender<Option<Arc<Pod>>>>, pod: Pod| {
-        let key = PodKey::of(&pod);
-        let pod = Arc::new(pod);
-        if let Some(tx) = workers.get(&key.uid) {
-            if tx.send(Some(pod.clone())).is_ok() {
-                return;
-            }
-        }
-        let (tx, rx) = watch::channel(Some(pod));
-        workers.insert(key.uid.clone(), tx);
-        tokio::spawn(Worker::new(ctx.clone(), key, rx).run());
+    let mut d = Dispatcher {
+        ctx: ctx.clone(),
+        workers: HashMap::new(),
+        rejected: HashSet::new(),
+        room: crate::admit::Room::of_host(ctx.cfg.max_pods),
     };
+    let mut listing: HashSet<String> = HashSet::new();
+    // New pods met in a full list wait for its end, then are admitted oldest first
+    // beside every pod already running (as the kubelet admits at start).
+    let mut deferred: Vec<Pod> = Vec::new();
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(Event::Init) => listing.clear(),
             Ok(Event::InitApply(p)) => {
                 listing.insert(p.metadata.uid.clone().unwrap_or_default());
-                dispatch(&mut workers, p);
+                if d.needs_admission(&p) {
+                    deferred.push(p);
+                } else {
+                    d.dispatch(p).await;
+                }
             }
-            Ok(Event::Apply(p)) => dispatch(&mut workers, p),
+            Ok(Event::Apply(p)) => d.dispatch(p).await,
             Ok(Event::Delete(p)) => {
                 let uid = p.metadata.uid.clone().unwrap_or_default();
-                if let Some(tx) = workers.remove(&uid) {
+                d.rejected.remove(&uid);
+                if let Some((tx, _)) = d.workers.remove(&uid) {
                     let _ = tx.send(None);
                 }
             }
             Ok(Event::InitDone) => {
-                let gone: Vec<String> = workers
+                let gone: Vec<String> = d
+                    .workers
                     .keys()
                     .filter(|u| !listing.contains(*u))
                     .cloned()
                     .collect();
                 for uid in gone {
-                    if let Some(tx) = workers.remove(&uid) {
+                    if let Some((tx, _)) = d.workers.remove(&uid) {
                         let _ = tx.send(None);
                     }
+                }
+                deferred.sort_by(|a, b| {
+                    a.metadata
+                        .creation_timestamp
+                        .cmp(&b.metadata.creation_timestamp)
+                });
+                for p in deferred.drain(..) {
+                    d.dispatch(p).await;
                 }
                 if let Err(e) = collect_orphans(&ctx, &listing).await {
                     tracing::warn!(error = %e, "collecting orphaned sandboxes failed");
@@ -300,7 +407,7 @@ pub(crate) async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "watching pods failed; retrying"),
         }
-        workers.retain(|_, tx| !tx.is_closed());
+        d.workers.retain(|_, (tx, _)| !tx.is_closed());
     }
     sources.abort();
     Ok(())

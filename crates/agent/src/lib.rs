@@ -9,6 +9,7 @@
 //! engine's sandboxes and containers (labelled with the pod's UID) and adopts them.
 #![forbid(unsafe_code)]
 
+pub mod admit;
 pub mod dispatch;
 pub mod envvars;
 pub mod error;

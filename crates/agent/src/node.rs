@@ -30,7 +30,7 @@ const LEASE_RENEW: Duration = Duration::from_secs(10);
 /// How often the status is posted even when nothing changed.
 const STATUS_REPORT: Duration = Duration::from_secs(60);
 /// Memory kept free by eviction (the kubelet's default evictionHard memory.available).
-const EVICTION_MEMORY: u64 = 100 << 20;
+pub(crate) const EVICTION_MEMORY: u64 = 100 << 20;
 /// Share of the disk kept free (nodefs.available<10%).
 const EVICTION_DISK_PERCENT: u64 = 10;
 

@@ -152,3 +152,85 @@ spec:
     );
     c.ok(&["delete", "pod", "busy", "--timeout=60s"]);
 }
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn a_node_turns_away_pods_that_do_not_fit_as_the_kubelet_does() {
+    let mut c = Cluster::start_with(&["--max-pods", "2"]);
+    let pod = |name: &str, extra: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: localhost/busybox:1
+    command: ["sh", "-c", "mkdir -p /www; echo {name} > /www/index.html; exec httpd -f -p 80 -h /www"]
+{extra}"#,
+            node = c.node
+        )
+    };
+    let host_port = "    ports: [{containerPort: 80, hostPort: 18480}]\n";
+    c.apply(&pod("web", host_port));
+    c.wait_pod("web", "Ready", 60, ready);
+    // The host port reaches the pod.
+    let body = common::http_get("127.0.0.1:18480", "/index.html");
+    assert_eq!(String::from_utf8_lossy(&body).trim(), "web");
+    let rejected = |name: &str, reason: &str, message: &str| {
+        let p = c.wait_pod(name, "rejected", 30, |p| p["status"]["phase"] == "Failed");
+        assert_eq!(p["status"]["reason"], reason, "{p}");
+        let m = p["status"]["message"].as_str().unwrap_or("");
+        assert!(
+            m.starts_with("Pod was rejected: ") && m.contains(message),
+            "{m}"
+        );
+        assert!(
+            p["status"]["containerStatuses"].is_null(),
+            "nothing ran: {p}"
+        );
+        let ev = c.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+        ]);
+        assert!(ev.contains(reason), "{ev}");
+    };
+    c.apply(&pod("greedy", "    resources: {requests: {cpu: \"64\"}}\n"));
+    rejected(
+        "greedy",
+        "OutOfcpu",
+        "Node didn't have enough resource: cpu, requested: 64000",
+    );
+    c.apply(&pod("clash", host_port));
+    rejected("clash", "NodePorts", "didn't have free ports");
+    c.apply(&pod("second", ""));
+    c.wait_pod("second", "Ready", 60, ready);
+    c.apply(&pod("third", ""));
+    rejected(
+        "third",
+        "OutOfpods",
+        "pods, requested: 1, used: 2, capacity: 2",
+    );
+    // Rejected pods hold nothing: room comes back when a running pod goes.
+    c.ok(&["delete", "pod", "second", "--timeout=60s"]);
+    c.apply(&pod("fourth", ""));
+    c.wait_pod("fourth", "Ready", 60, ready);
+    // A restarted agent keeps what it runs and does not admit anew what it rejected.
+    c.kill();
+    c.spawn();
+    c.wait_api();
+    std::thread::sleep(Duration::from_secs(2));
+    for name in ["web", "fourth"] {
+        assert!(ready(&c.pod(name)), "{name}: {}", c.pod(name));
+    }
+    assert_eq!(c.pod("third")["status"]["phase"], "Failed");
+    c.ok(&["delete", "pod", "--all", "--timeout=60s"]);
+}

@@ -257,16 +257,7 @@ impl Forward {
 
 /// An HTTP/1.0 GET through a local port: the body.
 fn get(port: u16, path: &str) -> Vec<u8> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).unwrap();
-    let at = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&all)));
-    all.split_off(at + 4)
+    common::http_get(&format!("127.0.0.1:{port}"), path)
 }
 
 #[test]

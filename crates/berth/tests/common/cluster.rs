@@ -18,12 +18,19 @@ pub struct Cluster {
     pub node: String,
     pub cidr_octet: u32,
     child: Option<Child>,
+    /// Flags every start of the server gets.
+    flags: Vec<String>,
 }
 
 impl Cluster {
     /// Starts `berth server` with a busybox image stored as `localhost/busybox:1`, and
     /// waits for its node to be Ready.
     pub fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    /// Starts it with extra server flags (`--max-pods 2`), kept for restarts.
+    pub fn start_with(flags: &[&str]) -> Cluster {
         let env = Env::new();
         env.busybox_image("localhost/busybox:1");
         let octet = 100 + std::process::id() % 150;
@@ -33,6 +40,7 @@ impl Cluster {
             node: format!("node-{}", std::process::id()),
             cidr_octet: octet,
             child: None,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         c.spawn();
         c.wait_ready();
@@ -72,7 +80,7 @@ impl Cluster {
             "--kubelet-port",
             "0",
         ]);
-        cmd.args(extra);
+        cmd.args(&self.flags).args(extra);
         cmd.env("BERTH_NET_ROOT", self.env.path("net"))
             .env("BERTH_LOG", "info,berth_agent=debug")
             .stdin(Stdio::null())

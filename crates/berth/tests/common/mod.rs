@@ -803,3 +803,18 @@ pub fn must(o: Output, what: &str) -> String {
 pub fn podman_cleanup(env: &Env) {
     let _ = podman(env, &["system", "reset", "-f"]);
 }
+
+/// An HTTP/1.0 GET to `addr` (host:port): the body of the answer.
+pub fn http_get(addr: &str, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let at = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&all)));
+    all.split_off(at + 4)
+}
