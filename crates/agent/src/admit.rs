@@ -31,12 +31,12 @@ pub struct Room {
 
 impl Room {
     /// This host's allocatable resources, as the Node reports them.
-    pub fn of_host(max_pods: u32) -> Room {
+    pub fn of_host(cfg: &crate::AgentConfig) -> Room {
         let mem = hostinfo::meminfo("MemTotal").unwrap_or(0);
         Room {
-            pods: u64::from(max_pods),
+            pods: u64::from(cfg.max_pods),
             cpu_milli: hostinfo::cpus() as i128 * 1000,
-            memory: i128::from(mem.saturating_sub(crate::node::EVICTION_MEMORY)),
+            memory: i128::from(mem.saturating_sub(cfg.eviction_hard.reserved_memory(mem))),
         }
     }
 }
@@ -55,7 +55,7 @@ fn request(c: &Container, name: &str, milli: bool) -> i128 {
 
 /// A pod's effective request: its app containers and sidecars together, or its
 /// largest init container, whichever is more (init containers run one at a time).
-fn pod_request(pod: &Pod, name: &str, milli: bool) -> i128 {
+pub(crate) fn pod_request(pod: &Pod, name: &str, milli: bool) -> i128 {
     let Some(spec) = pod.spec.as_ref() else {
         return 0;
     };

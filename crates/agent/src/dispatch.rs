@@ -23,14 +23,71 @@ use crate::labels::{self, PodKey};
 use crate::worker::{remove_pod_files, Worker};
 use crate::Ctx;
 
-/// Who to wake for what: workers by pod UID, sandboxes by ID.
+/// Who to wake for what: workers by pod UID, sandboxes by ID; the pods the workers
+/// run (their newest versions) and the evictions asked of them.
 #[derive(Default)]
 pub struct Hub {
     pods: Mutex<HashMap<String, (String, Arc<Notify>)>>,
     sandboxes: Mutex<HashMap<String, String>>,
+    latest: Mutex<HashMap<String, Arc<Pod>>>,
+    evictions: Mutex<HashMap<String, String>>,
+}
+
+fn ended(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_some()
+        || matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
 }
 
 impl Hub {
+    /// Records the version of a pod its worker acts on.
+    pub(crate) fn set_pod(&self, uid: &str, pod: Arc<Pod>) {
+        if let Ok(mut m) = self.latest.lock() {
+            m.insert(uid.to_string(), pod);
+        }
+    }
+
+    /// The pods that run here: not ended, not being deleted.
+    pub(crate) fn active_pods(&self) -> Vec<Arc<Pod>> {
+        self.latest
+            .lock()
+            .map(|m| m.values().filter(|p| !ended(p)).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Asks a pod's worker to evict it, with the message its status will carry.
+    pub(crate) fn evict(&self, uid: &str, message: String) {
+        if let Ok(mut m) = self.evictions.lock() {
+            m.entry(uid.to_string()).or_insert(message);
+        }
+        let n = self
+            .pods
+            .lock()
+            .ok()
+            .and_then(|m| m.get(uid).map(|(_, n)| n.clone()));
+        if let Some(n) = n {
+            n.notify_one();
+        }
+    }
+
+    /// The eviction asked of a pod, if any.
+    pub(crate) fn eviction(&self, uid: &str) -> Option<String> {
+        self.evictions.lock().ok()?.get(uid).cloned()
+    }
+
+    /// Whether an evicted pod has not ended yet.
+    pub(crate) fn evicting(&self) -> bool {
+        let uids: Vec<String> = self
+            .evictions
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let latest = self.latest.lock();
+        latest.is_ok_and(|l| uids.iter().any(|u| l.get(u).is_some_and(|p| !ended(p))))
+    }
+
     /// A worker's wake-up, registered under its pod.
     pub(crate) fn register_pod(&self, key: &PodKey) -> Arc<Notify> {
         let n = Arc::new(Notify::new());
@@ -43,6 +100,12 @@ impl Hub {
     /// Forgets a worker.
     pub(crate) fn unregister_pod(&self, key: &PodKey) {
         if let Ok(mut m) = self.pods.lock() {
+            m.remove(&key.uid);
+        }
+        if let Ok(mut m) = self.latest.lock() {
+            m.remove(&key.uid);
+        }
+        if let Ok(mut m) = self.evictions.lock() {
             m.remove(&key.uid);
         }
         if let Ok(mut m) = self.sandboxes.lock() {
@@ -356,7 +419,7 @@ pub(crate) async fn run(
         ctx: ctx.clone(),
         workers: HashMap::new(),
         rejected: HashSet::new(),
-        room: crate::admit::Room::of_host(ctx.cfg.max_pods),
+        room: crate::admit::Room::of_host(&ctx.cfg),
     };
     let mut listing: HashSet<String> = HashSet::new();
     // New pods met in a full list wait for its end, then are admitted oldest first

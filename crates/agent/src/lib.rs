@@ -13,6 +13,7 @@ pub mod admit;
 pub mod dispatch;
 pub mod envvars;
 pub mod error;
+pub mod eviction;
 pub mod hostinfo;
 pub mod images;
 pub mod labels;
@@ -62,6 +63,8 @@ pub struct AgentConfig {
     /// The cluster CA (PEM) whose client certificates the endpoint accepts (the API
     /// server's); None: no endpoint.
     pub client_ca_pem: Option<String>,
+    /// The hard eviction thresholds (`--eviction-hard`).
+    pub eviction_hard: eviction::Thresholds,
 }
 
 impl AgentConfig {
@@ -78,6 +81,7 @@ impl AgentConfig {
             max_pods: 110,
             kubelet_port: 10250,
             client_ca_pem: None,
+            eviction_hard: eviction::Thresholds::default(),
         }
     }
 }
@@ -170,9 +174,11 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     node::register(&ctx).await?;
     tracing::info!(node = %ctx.cfg.node_name, "node registered");
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
+    let evictions = tokio::spawn(eviction::run(ctx.clone()));
     let events = dispatch::forward_engine_events(ctx.clone());
     let r = dispatch::run(ctx.clone(), cm_writer, secret_writer, services_writer).await;
     heartbeat.abort();
+    evictions.abort();
     events.abort();
     if let Some(e) = endpoint {
         e.abort();

@@ -29,10 +29,6 @@ const LEASE_SECONDS: i32 = 40;
 const LEASE_RENEW: Duration = Duration::from_secs(10);
 /// How often the status is posted even when nothing changed.
 const STATUS_REPORT: Duration = Duration::from_secs(60);
-/// Memory kept free by eviction (the kubelet's default evictionHard memory.available).
-pub(crate) const EVICTION_MEMORY: u64 = 100 << 20;
-/// Share of the disk kept free (nodefs.available<10%).
-const EVICTION_DISK_PERCENT: u64 = 10;
 
 fn quantity_ki(bytes: u64) -> Quantity {
     Quantity(format!("{}Ki", bytes / 1024))
@@ -42,8 +38,7 @@ fn quantity_ki(bytes: u64) -> Quantity {
 async fn status(ctx: &Ctx, old: Option<&NodeStatus>) -> NodeStatus {
     let cfg = &ctx.cfg;
     let mem = hostinfo::meminfo("MemTotal").unwrap_or(0);
-    let mem_avail = hostinfo::meminfo("MemAvailable").unwrap_or(mem);
-    let (disk, disk_free) = hostinfo::disk(&cfg.engine_root).unwrap_or((0, 0));
+    let (disk, _) = hostinfo::disk(&cfg.engine_root).unwrap_or((0, 0));
     let (pid_max, pids_now) = hostinfo::pids();
     let cpus = hostinfo::cpus();
     let mut capacity = BTreeMap::new();
@@ -56,11 +51,14 @@ async fn status(ctx: &Ctx, old: Option<&NodeStatus>) -> NodeStatus {
     let mut allocatable = capacity.clone();
     allocatable.insert(
         "memory".to_string(),
-        quantity_ki(mem.saturating_sub(EVICTION_MEMORY)),
+        quantity_ki(mem.saturating_sub(cfg.eviction_hard.reserved_memory(mem))),
     );
     allocatable.insert(
         "ephemeral-storage".to_string(),
-        Quantity(format!("{}", disk - disk * EVICTION_DISK_PERCENT / 100)),
+        Quantity(format!(
+            "{}",
+            disk.saturating_sub(cfg.eviction_hard.reserved_disk(disk))
+        )),
     );
     let now = Time(jiff::Timestamp::now());
     let cond =
@@ -79,8 +77,8 @@ async fn status(ctx: &Ctx, old: Option<&NodeStatus>) -> NodeStatus {
                 last_transition_time: Some(prev.unwrap_or_else(|| now.clone())),
             }
         };
-    let memory_pressure = mem_avail < EVICTION_MEMORY;
-    let disk_pressure = disk > 0 && disk_free * 100 < disk * EVICTION_DISK_PERCENT;
+    let memory_pressure = crate::eviction::memory_pressure(ctx);
+    let disk_pressure = crate::eviction::disk_pressure(ctx);
     let pid_pressure = pids_now * 100 > pid_max * 90;
     let not_ready: Vec<String> = ctx
         .core

@@ -80,6 +80,21 @@ fn mounts_under(pod_dir: &Path) -> Vec<String> {
 
 /// Unmounts and removes everything of a pod's directory. Repeatable.
 pub fn clean_up(pod_dir: &Path) -> Result<()> {
+    remove_tree(pod_dir)
+}
+
+/// Unmounts and removes a pod's volumes, keeping its other files (termination
+/// messages): what the kubelet does once a pod has ended, so that memory-backed
+/// volumes give their memory back.
+pub fn tear_down(pod_dir: &Path) -> Result<()> {
+    let dir = pod_dir.join("volumes");
+    if !dir.exists() {
+        return Ok(());
+    }
+    remove_tree(&dir)
+}
+
+fn remove_tree(pod_dir: &Path) -> Result<()> {
     for p in mounts_under(pod_dir) {
         rustix::mount::unmount(p.as_str(), rustix::mount::UnmountFlags::DETACH)
             .map_err(|e| Error::Io(format!("unmount {p}"), e.into()))?;
@@ -380,13 +395,60 @@ pub async fn prepare(
     let Some(spec) = cx.facts.pod.spec.as_ref() else {
         return Ok(out);
     };
+    let fs_group = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.fs_group)
+        .map(|g| g as u32);
     for v in spec.volumes.iter().flatten() {
-        out.insert(
-            v.name.clone(),
-            prepare_one(cx, sources, v, refresh_tokens).await?,
-        );
+        let p = prepare_one(cx, sources, v, refresh_tokens).await?;
+        if let Some(gid) = fs_group {
+            // The volumes the pod owns; an emptyDir once, when it is set up (files
+            // its containers make later keep theirs), the others at every write.
+            if v.empty_dir.is_some() {
+                set_group_ownership(&p.path, gid, true)?;
+            } else if v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some()
+            {
+                set_group_ownership(&p.path, gid, false)?;
+            }
+        }
+        out.insert(v.name.clone(), p);
     }
     Ok(out)
+}
+
+/// fsGroup, as the kubelet applies it to a volume: every file and directory gets the
+/// group, and directories the set-group-ID bit so that what is made in them later
+/// gets it too. With `on_root_mismatch`, nothing is done when the root already has
+/// both (fsGroupChangePolicy OnRootMismatch).
+fn set_group_ownership(root: &Path, gid: u32, on_root_mismatch: bool) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::symlink_metadata(root).map_err(io(|| format!("stat {}", root.display())))?;
+    if on_root_mismatch && meta.gid() == gid && meta.mode() & 0o2000 != 0 {
+        return Ok(());
+    }
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).map_err(io(|| format!("stat {}", p.display())))?;
+        std::os::unix::fs::lchown(&p, None, Some(gid)).map_err(io(|| {
+            format!("chown {} to group {gid} (fsGroup)", p.display())
+        }))?;
+        if m.is_dir() {
+            std::fs::set_permissions(
+                &p,
+                std::fs::Permissions::from_mode((m.mode() & 0o7777) | 0o2000),
+            )
+            .map_err(io(|| format!("chmod g+s {}", p.display())))?;
+            for e in std::fs::read_dir(&p).map_err(io(|| format!("read {}", p.display())))? {
+                todo.push(e.map_err(io(|| format!("read {}", p.display())))?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn vol_dir(cx: &VolumeCtx, kind: &str, name: &str) -> Result<PathBuf> {

@@ -29,6 +29,19 @@ pub struct NodeArgs {
     /// The port of the agent's HTTPS endpoint (pod logs, exec, attach), the kubelet's.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// Hard eviction thresholds, as the kubelet's flag: pods are evicted when one is
+    /// crossed (signals memory.available, nodefs.available, imagefs.available,
+    /// nodefs.inodesFree; quantities or percentages).
+    #[arg(
+        long,
+        value_parser = parse_thresholds,
+        default_value = "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%"
+    )]
+    eviction_hard: berth_agent::eviction::Thresholds,
+}
+
+fn parse_thresholds(s: &str) -> Result<berth_agent::eviction::Thresholds, String> {
+    s.parse()
 }
 
 /// `berth agent` options.
@@ -67,6 +80,7 @@ impl NodeArgs {
         cfg.pod_cidr = self.pod_cidr.clone();
         cfg.max_pods = self.max_pods;
         cfg.kubelet_port = self.kubelet_port;
+        cfg.eviction_hard = self.eviction_hard.clone();
         cfg
     }
 }

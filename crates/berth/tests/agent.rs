@@ -78,6 +78,7 @@ metadata:
 spec:
   nodeName: {node}
   terminationGracePeriodSeconds: 5
+  securityContext: {{fsGroup: 2345}}
   volumes:
   - name: shared
     emptyDir: {{}}
@@ -127,6 +128,29 @@ spec:
     ] {
         assert!(kinds.contains(&k), "{k} not True: {kinds:?}");
     }
+    // fsGroup: the volume is the group's (set-group-ID, so what is written in it is
+    // too), and the processes are in the group.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let owners = loop {
+        let o = c.ok(&[
+            "exec",
+            "web",
+            "-c",
+            "client",
+            "--",
+            "sh",
+            "-c",
+            "stat -c '%g %a' /data /data/index.html; id -G",
+        ]);
+        if o.lines().count() == 3 || Instant::now() > deadline {
+            break o;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let lines: Vec<&str> = owners.lines().collect();
+    assert_eq!(lines[0], "2345 2777", "{owners}");
+    assert!(lines[1].starts_with("2345 "), "{owners}");
+    assert!(lines[2].split_whitespace().any(|g| g == "2345"), "{owners}");
     // The client fetched over localhost what it wrote into the shared volume.
     let core = c.engine();
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{ready, Cluster};
+use common::cluster::{ready, tail, Cluster};
 use serde_json::Value;
 
 /// Millicores from a kubectl quantity ("250m", "1", "1500000n").
@@ -161,20 +161,15 @@ spec:
 fn a_node_turns_away_pods_that_do_not_fit_as_the_kubelet_does() {
     let mut c = Cluster::start_with(&["--max-pods", "2"]);
     let pod = |name: &str, extra: &str| {
-        format!(
-            r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  nodeName: {node}
-  terminationGracePeriodSeconds: 1
-  containers:
+        c.pod_yaml(
+            name,
+            &format!(
+                r#"  containers:
   - name: main
     image: localhost/busybox:1
     command: ["sh", "-c", "mkdir -p /www; echo {name} > /www/index.html; exec httpd -f -p 80 -h /www"]
-{extra}"#,
-            node = c.node
+{extra}"#
+            ),
         )
     };
     let host_port = "    ports: [{containerPort: 80, hostPort: 18480}]\n";
@@ -232,5 +227,133 @@ spec:
         assert!(ready(&c.pod(name)), "{name}: {}", c.pod(name));
     }
     assert_eq!(c.pod("third")["status"]["phase"], "Failed");
+    c.ok(&["delete", "pod", "--all", "--timeout=60s"]);
+}
+
+/// Waits for a pod to be evicted; its status message.
+fn evicted(c: &Cluster, name: &str) -> String {
+    let p = c.wait_pod(name, "evicted", 60, |p| p["status"]["reason"] == "Evicted");
+    assert_eq!(p["status"]["phase"], "Failed", "{p}");
+    let cond = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "DisruptionTarget")
+        .unwrap_or_else(|| panic!("no DisruptionTarget: {p}"));
+    assert_eq!(cond["reason"], "TerminationByKubelet");
+    let ev = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={name},reason=Evicted"),
+    ]);
+    assert!(ev.contains("Evicted"), "{ev}");
+    p["status"]["message"].as_str().unwrap().to_string()
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn pods_past_their_storage_limits_are_evicted() {
+    let c = Cluster::start();
+    let scratch = "  volumes:\n  - {name: scratch, emptyDir: {sizeLimit: 1Mi}}\n";
+    let busybox = |command: &str, extra: &str| {
+        format!(
+            "  containers:\n  - name: main\n    image: localhost/busybox:1\n    command: [\"sh\", \"-c\", \"{command}; exec sleep 1000\"]\n{extra}"
+        )
+    };
+    let mount = "    volumeMounts: [{name: scratch, mountPath: /scratch}]\n";
+    let limit = "    resources: {limits: {ephemeral-storage: 2Mi}}\n";
+    c.apply(
+        &[
+            c.pod_yaml(
+                "scratchy",
+                &(busybox("dd if=/dev/zero of=/scratch/big bs=1M count=4", mount) + scratch),
+            ),
+            c.pod_yaml(
+                "writer",
+                &busybox("dd if=/dev/zero of=/big bs=1M count=8", limit),
+            ),
+            c.pod_yaml(
+                "calm",
+                &(busybox("echo 1 > /small", &format!("{limit}{mount}")) + scratch),
+            ),
+        ]
+        .join("---\n"),
+    );
+    let m = evicted(&c, "scratchy");
+    assert_eq!(
+        m,
+        "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". "
+    );
+    let m = evicted(&c, "writer");
+    assert_eq!(
+        m,
+        "Container main exceeded its local ephemeral storage limit \"2Mi\". "
+    );
+    // Nothing of theirs runs; the pod within its limits is untouched.
+    for name in ["scratchy", "writer"] {
+        let p = c.pod(name);
+        let st = &p["status"]["containerStatuses"][0]["state"];
+        assert!(st["terminated"].is_object(), "{name}: {p}");
+    }
+    assert!(ready(&c.pod("calm")));
+    assert_eq!(c.pod("calm")["status"]["phase"], "Running");
+    c.ok(&["delete", "pod", "--all", "--timeout=60s"]);
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn under_memory_pressure_the_pod_most_over_its_request_is_evicted() {
+    // A threshold 1 GiB under what is free now: a pod that takes 1.5 GiB crosses it.
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb = |f: &str| -> u64 {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(f)?.strip_prefix(':'))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .parse()
+            .unwrap()
+    };
+    let available_mi =
+        (kb("MemTotal") - (kb("MemTotal") - kb("MemFree") - kb("Inactive(file)"))) / 1024;
+    let threshold = format!("memory.available<{}Mi", available_mi.saturating_sub(1024));
+    let c = Cluster::start_with(&["--eviction-hard", &threshold]);
+    c.apply(&c.pod_yaml(
+        "calm",
+        "  containers:\n  - name: main\n    image: localhost/busybox:1\n    command: [sleep, \"1000\"]\n    resources: {requests: {memory: 64Mi}}\n",
+    ));
+    c.wait_pod("calm", "Ready", 60, ready);
+    c.apply(&c.pod_yaml(
+        "hog",
+        r#"  containers:
+  - name: main
+    image: localhost/busybox:1
+    command: ["sh", "-c", "dd if=/dev/zero of=/m/fill bs=1M count=1536; exec sleep 1000"]
+    volumeMounts: [{name: m, mountPath: /m}]
+  volumes:
+  - {name: m, emptyDir: {medium: Memory, sizeLimit: 2Gi}}
+"#,
+    ));
+    let m = evicted(&c, "hog");
+    assert!(
+        m.starts_with("The node was low on resource: memory. Threshold quantity: ")
+            && m.contains("Container main was using")
+            && m.contains("request is 0, has larger consumption of memory."),
+        "{m}"
+    );
+    // Its memory came back when the hog's tmpfs went: a check later, nothing else
+    // is evicted.
+    assert!(c.log().contains("evicting"), "{}", tail(&c.log(), 20));
+    std::thread::sleep(Duration::from_secs(11));
+    let p = c.pod("calm");
+    assert!(ready(&p) && p["status"]["reason"].is_null(), "{p}");
     c.ok(&["delete", "pod", "--all", "--timeout=60s"]);
 }

@@ -22,6 +22,8 @@ use tokio::task::JoinHandle;
 mod containers;
 mod teardown;
 
+use teardown::evicted_status;
+
 use crate::envvars::{PodFacts, Sources};
 use crate::error::{is_not_found, ApiContext, Error, Result};
 use crate::labels::{self, PodKey};
@@ -79,6 +81,8 @@ pub struct Worker {
     start_time: Option<Time>,
     token_refreshed: Option<Instant>,
     mount_failures: u32,
+    /// Why the pod was evicted (its status ends Failed with it).
+    evicted: Option<String>,
 }
 
 impl Worker {
@@ -100,6 +104,7 @@ impl Worker {
             start_time: None,
             token_refreshed: None,
             mount_failures: 0,
+            evicted: None,
         }
     }
 
@@ -215,6 +220,7 @@ impl Worker {
     }
 
     async fn sync(&mut self, pod: &Arc<Pod>) -> Result<Next> {
+        self.ctx.hub.set_pod(&self.key.uid, pod.clone());
         if pod.metadata.deletion_timestamp.is_some() {
             let grace = pod
                 .metadata
@@ -237,10 +243,16 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.phase.clone())
             .unwrap_or_default();
+        if phase != "Succeeded" && phase != "Failed" {
+            if let Some(message) = self.ctx.hub.eviction(&self.key.uid) {
+                return self.evict(pod, message).await;
+            }
+        }
         if phase == "Succeeded" || phase == "Failed" {
             // Ended for good: nothing runs, the sandbox's address goes back.
             self.stop_everything(pod, &obs, Duration::from_secs(5))
                 .await?;
+            volumes::tear_down(&self.key.pod_dir(&self.ctx.cfg.pods_dir))?;
             return Ok(Next::Idle);
         }
         let mut next: Option<Duration> = None;
@@ -485,6 +497,10 @@ impl Worker {
             start_time: self.start_time.clone(),
             message_of: &message_of,
         });
+        let mut st = st;
+        if let Some(message) = &self.evicted {
+            evicted_status(&mut st, message);
+        }
         let cmp = status::comparable(&st);
         if self.last_status.as_ref() == Some(&cmp) {
             return Ok(());

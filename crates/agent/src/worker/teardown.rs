@@ -1,18 +1,19 @@
 //! Ending a pod: containers stopped within the grace period (preStop hooks first),
 //! sandboxes stopped and removed, volumes and logs removed, and the kubelet's last
-//! word on a deleted pod.
+//! word on a deleted pod; eviction.
 
 use std::time::{Duration, Instant};
 
 use berth_engine::cri::{ContainerStatus, RuntimeService, SandboxState};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Preconditions};
 
-use super::{field_path, remove_pod_files, Worker};
+use super::{field_path, remove_pod_files, Next, Worker};
 use crate::error::{is_not_found, Error, Result};
 use crate::labels;
 use crate::probes::{self, Target};
-use crate::recorder::EventType::Normal;
+use crate::recorder::EventType::{Normal, Warning};
 use crate::status::Observed;
 
 impl Worker {
@@ -157,4 +158,39 @@ impl Worker {
             Err(e) => Err(Error::Api(format!("delete pod {}", self.key), Box::new(e))),
         }
     }
+}
+
+impl Worker {
+    /// Evicts the pod, as the eviction manager asked: its containers stop (a second
+    /// to go, as for the kubelet's hard thresholds) and it ends Failed.
+    pub(super) async fn evict(&mut self, pod: &Pod, message: String) -> Result<Next> {
+        if self.evicted.is_none() {
+            self.ctx.recorder.pod(pod, "", Warning, "Evicted", &message);
+            self.evicted = Some(message);
+        }
+        let obs = self.observe().await?;
+        self.stop_everything(pod, &obs, Duration::from_secs(1))
+            .await?;
+        let obs = self.observe().await?;
+        self.write_status(pod, &obs).await?;
+        Ok(Next::Idle)
+    }
+}
+
+/// An evicted pod's status, as the kubelet writes it: Failed, reason Evicted, and the
+/// DisruptionTarget condition.
+pub(super) fn evicted_status(st: &mut PodStatus, message: &str) {
+    st.phase = Some("Failed".into());
+    st.reason = Some("Evicted".into());
+    st.message = Some(message.to_string());
+    let conditions = st.conditions.get_or_insert_with(Vec::new);
+    conditions.retain(|c| c.type_ != "DisruptionTarget");
+    conditions.push(PodCondition {
+        type_: "DisruptionTarget".into(),
+        status: "True".into(),
+        reason: Some("TerminationByKubelet".into()),
+        message: Some(message.to_string()),
+        last_transition_time: Some(Time(jiff::Timestamp::now())),
+        ..Default::default()
+    });
 }

@@ -185,6 +185,15 @@ impl Cluster {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// A pod bound to this node with a 1 s grace period: its YAML, `spec` being the
+    /// rest of its spec (two spaces in, from `containers:` on).
+    pub fn pod_yaml(&self, name: &str, spec: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {}\n  terminationGracePeriodSeconds: 1\n{spec}",
+            self.node
+        )
+    }
+
     /// `kubectl apply -f -` of a manifest.
     pub fn apply(&self, yaml: &str) {
         let o = self.kubectl_in(&["apply", "-f", "-"], Some(yaml));
