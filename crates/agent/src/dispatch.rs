@@ -31,6 +31,9 @@ pub struct Hub {
     sandboxes: Mutex<HashMap<String, String>>,
     latest: Mutex<HashMap<String, Arc<Pod>>>,
     evictions: Mutex<HashMap<String, String>>,
+    /// Pods whose status must be written again though it did not change (a static
+    /// pod's new mirror).
+    rewrite_status: Mutex<HashSet<String>>,
 }
 
 fn ended(p: &Pod) -> bool {
@@ -62,6 +65,10 @@ impl Hub {
         if let Ok(mut m) = self.evictions.lock() {
             m.entry(uid.to_string()).or_insert(message);
         }
+        self.wake_pod(uid);
+    }
+
+    fn wake_pod(&self, uid: &str) {
         let n = self
             .pods
             .lock()
@@ -70,6 +77,19 @@ impl Hub {
         if let Some(n) = n {
             n.notify_one();
         }
+    }
+
+    /// Has a pod's worker write its status again (and wakes it).
+    pub(crate) fn rewrite_status(&self, uid: &str) {
+        if let Ok(mut m) = self.rewrite_status.lock() {
+            m.insert(uid.to_string());
+        }
+        self.wake_pod(uid);
+    }
+
+    /// Whether a pod's status must be written again; asking clears it.
+    pub(crate) fn take_rewrite_status(&self, uid: &str) -> bool {
+        self.rewrite_status.lock().is_ok_and(|mut m| m.remove(uid))
     }
 
     /// The eviction asked of a pod, if any.
@@ -311,6 +331,8 @@ struct Dispatcher {
     workers: HashMap<String, (Feed, Arc<Pod>)>,
     /// Pods turned away (by UID), not to be checked again.
     rejected: HashSet<String>,
+    /// The UIDs of static pods (from files).
+    statics: HashSet<String>,
     room: crate::admit::Room,
 }
 
@@ -327,6 +349,7 @@ impl Dispatcher {
     fn needs_admission(&self, p: &Pod) -> bool {
         let uid = p.metadata.uid.as_deref().unwrap_or("");
         !self.workers.contains_key(uid)
+            && !crate::static_pods::is_static(p)
             && p.metadata.deletion_timestamp.is_none()
             && p.status
                 .as_ref()
@@ -419,13 +442,51 @@ pub(crate) async fn run(
         ctx: ctx.clone(),
         workers: HashMap::new(),
         rejected: HashSet::new(),
+        statics: HashSet::new(),
         room: crate::admit::Room::of_host(&ctx.cfg),
     };
+    let (static_tx, mut static_rx) = tokio::sync::mpsc::channel(16);
+    let files = ctx
+        .cfg
+        .pod_manifest_path
+        .clone()
+        .map(|dir| tokio::spawn(crate::static_pods::run(ctx.clone(), dir, static_tx)));
     let mut listing: HashSet<String> = HashSet::new();
     // New pods met in a full list wait for its end, then are admitted oldest first
     // beside every pod already running (as the kubelet admits at start).
     let mut deferred: Vec<Pod> = Vec::new();
-    while let Some(ev) = stream.next().await {
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+            Some(change) = static_rx.recv() => {
+                match change {
+                    crate::static_pods::Change::Apply(p) => {
+                        d.statics.insert(p.metadata.uid.clone().unwrap_or_default());
+                        d.dispatch(*p).await;
+                    }
+                    crate::static_pods::Change::Remove(uid) => {
+                        d.statics.remove(&uid);
+                        if let Some((tx, _)) = d.workers.remove(&uid) {
+                            let _ = tx.send(None);
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        // Mirrors stand for static pods, which run from their files.
+        let mirror = match &ev {
+            Ok(Event::InitApply(p) | Event::Apply(p) | Event::Delete(p)) => {
+                crate::static_pods::is_mirror(p)
+            }
+            _ => false,
+        };
+        if mirror {
+            continue;
+        }
         match ev {
             Ok(Event::Init) => listing.clear(),
             Ok(Event::InitApply(p)) => {
@@ -448,7 +509,7 @@ pub(crate) async fn run(
                 let gone: Vec<String> = d
                     .workers
                     .keys()
-                    .filter(|u| !listing.contains(*u))
+                    .filter(|u| !listing.contains(*u) && !d.statics.contains(*u))
                     .cloned()
                     .collect();
                 for uid in gone {
@@ -464,7 +525,8 @@ pub(crate) async fn run(
                 for p in deferred.drain(..) {
                     d.dispatch(p).await;
                 }
-                if let Err(e) = collect_orphans(&ctx, &listing).await {
+                let live: HashSet<String> = listing.union(&d.statics).cloned().collect();
+                if let Err(e) = collect_orphans(&ctx, &live).await {
                     tracing::warn!(error = %e, "collecting orphaned sandboxes failed");
                 }
             }
@@ -473,5 +535,8 @@ pub(crate) async fn run(
         d.workers.retain(|_, (tx, _)| !tx.is_closed());
     }
     sources.abort();
+    if let Some(f) = files {
+        f.abort();
+    }
     Ok(())
 }

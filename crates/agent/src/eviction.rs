@@ -3,7 +3,8 @@
 //! kubelet's flag and defaults: memory.available<100Mi, nodefs.available<10%,
 //! imagefs.available<15%, nodefs.inodesFree<5%); under pressure one pod at a time is
 //! evicted — those using more than they requested first, then the lowest priority,
-//! then the largest use above the request. Independently of pressure, a pod whose
+//! then the largest use above the request; static pods and system-critical ones are
+//! never evicted. Independently of pressure, a pod whose
 //! emptyDir outgrows its sizeLimit, or whose container outgrows its
 //! ephemeral-storage limit, is evicted. The pod's worker does the eviction (see
 //! [`crate::worker`]): its containers are stopped and it ends Failed, reason Evicted,
@@ -20,6 +21,9 @@ use serde_json::Value;
 
 use crate::{hostinfo, labels::PodKey, qos, Ctx};
 
+/// Priorities from here up (system-cluster-critical, system-node-critical) are never
+/// evicted.
+const SYSTEM_CRITICAL: i32 = 2_000_000_000;
 /// How often the thresholds are checked (the kubelet's housekeeping interval).
 const INTERVAL: Duration = Duration::from_secs(10);
 
@@ -152,13 +156,17 @@ pub(crate) fn pressure(ctx: &Ctx) -> Vec<(&'static str, Amount, u64)> {
             out.push(("memory", a, mem_avail));
         }
     }
+    // imagefs counts only where images live on a filesystem of their own (as the
+    // kubelet has it); else nodefs speaks for both.
+    let dedicated_imagefs = {
+        use std::os::unix::fs::MetadataExt;
+        let dev = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+        dev(&ctx.cfg.engine_root) != dev(&ctx.cfg.pods_dir)
+    };
+    let imagefs = t.imagefs_available.filter(|_| dedicated_imagefs);
     for (name, amount, path) in [
         ("ephemeral-storage", t.nodefs_available, &ctx.cfg.pods_dir),
-        (
-            "ephemeral-storage",
-            t.imagefs_available,
-            &ctx.cfg.engine_root,
-        ),
+        ("ephemeral-storage", imagefs, &ctx.cfg.engine_root),
     ] {
         if let (Some(a), Some((cap, free))) = (amount, hostinfo::disk(path)) {
             if free < a.of(cap) {
@@ -288,6 +296,12 @@ async fn check(ctx: &Arc<Ctx>) -> crate::Result<()> {
         .collect();
     let mut uses = Vec::new();
     for pod in &pods {
+        // Critical pods stay, as with the kubelet: static pods and the system
+        // priority classes.
+        let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        if crate::static_pods::is_static(pod) || priority >= SYSTEM_CRITICAL {
+            continue;
+        }
         let key = PodKey::of(pod);
         let sp = by_uid.get(key.uid.as_str()).copied();
         if let Some(why) = storage_violation(ctx, pod, &key, sp) {

@@ -26,6 +26,7 @@ pub mod qos;
 pub mod recorder;
 pub mod server;
 mod spdy;
+pub mod static_pods;
 pub mod stats;
 pub mod status;
 pub mod streaming;
@@ -65,11 +66,14 @@ pub struct AgentConfig {
     pub client_ca_pem: Option<String>,
     /// The hard eviction thresholds (`--eviction-hard`).
     pub eviction_hard: eviction::Thresholds,
+    /// The directory of static pod manifests (`--pod-manifest-path`); None: none.
+    pub pod_manifest_path: Option<PathBuf>,
 }
 
 impl AgentConfig {
     /// Defaults under a berth state root: the engine at ROOT, pods at ROOT/agent/pods,
-    /// logs at ROOT/agent/logs; the node named after the host, on 127.0.0.1.
+    /// logs at ROOT/agent/logs, static pods from ROOT/agent/pod-manifests; the node
+    /// named after the host, on 127.0.0.1.
     pub fn under(root: &std::path::Path) -> AgentConfig {
         AgentConfig {
             node_name: hostinfo::hostname(),
@@ -82,6 +86,7 @@ impl AgentConfig {
             kubelet_port: 10250,
             client_ca_pem: None,
             eviction_hard: eviction::Thresholds::default(),
+            pod_manifest_path: Some(root.join("agent/pod-manifests")),
         }
     }
 }
@@ -123,7 +128,10 @@ impl Ctx {
 pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     // httpGet probes and hooks use rustls through reqwest, with the process's provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    for d in [&cfg.pods_dir, &cfg.log_dir] {
+    for d in [&cfg.pods_dir, &cfg.log_dir]
+        .into_iter()
+        .chain(cfg.pod_manifest_path.as_ref())
+    {
         std::fs::create_dir_all(d).map_err(|e| Error::Io(format!("create {}", d.display()), e))?;
     }
     let root = cfg.engine_root.clone();
@@ -171,8 +179,8 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         started: std::time::SystemTime::now(),
     });
     let endpoint = endpoint.map(|(l, tls, _)| tokio::spawn(server::serve(ctx.clone(), l, tls)));
-    node::register(&ctx).await?;
-    tracing::info!(node = %ctx.cfg.node_name, "node registered");
+    // Registration is retried in the heartbeat until the API server answers; static
+    // pods and pods already running carry on meanwhile.
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
     let evictions = tokio::spawn(eviction::run(ctx.clone()));
     let events = dispatch::forward_engine_events(ctx.clone());

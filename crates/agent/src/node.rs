@@ -332,9 +332,17 @@ fn conditions_key(s: &NodeStatus) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Renews the Lease every 10 s and posts the status on a change or every minute,
+/// Registers the Node (again and again until the API server answers), then renews
+/// the Lease every 10 s and posts the status on a change or every minute,
 /// until aborted. A failure is logged and tried again at the next tick.
 pub(crate) async fn heartbeat(ctx: Arc<Ctx>) {
+    let mut wait = Duration::from_millis(200);
+    while let Err(e) = register(&ctx).await {
+        tracing::warn!(error = %e, "registering the node failed; retrying");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
+    tracing::info!(node = %ctx.cfg.node_name, "node registered");
     let api: Api<Node> = Api::all(ctx.client.clone());
     // When the status was last posted, and its conditions then.
     let mut last_posted: Option<(Instant, Vec<(String, String)>)> = None;

@@ -14,6 +14,13 @@ pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccoun
 /// something at the token path itself, a projected volume of a bound token (an hour),
 /// the cluster CA and the namespace, mounted read-only in every container.
 pub fn service_account(pod: &mut Value) {
+    // A mirror of a static pod runs from its file: nothing is added to it.
+    if pod
+        .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+        .is_some()
+    {
+        return;
+    }
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };

@@ -38,6 +38,9 @@ pub struct NodeArgs {
         default_value = "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%"
     )]
     eviction_hard: berth_agent::eviction::Thresholds,
+    /// The directory of static pod manifests [default: STATE_ROOT/agent/pod-manifests].
+    #[arg(long)]
+    pod_manifest_path: Option<PathBuf>,
 }
 
 fn parse_thresholds(s: &str) -> Result<berth_agent::eviction::Thresholds, String> {
@@ -81,6 +84,9 @@ impl NodeArgs {
         cfg.max_pods = self.max_pods;
         cfg.kubelet_port = self.kubelet_port;
         cfg.eviction_hard = self.eviction_hard.clone();
+        if let Some(p) = &self.pod_manifest_path {
+            cfg.pod_manifest_path = Some(p.clone());
+        }
         cfg
     }
 }

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use berth_engine::cri::RuntimeService;
 use common::cluster::{ready, tail, Cluster};
 use serde_json::Value;
 
@@ -356,4 +357,114 @@ fn under_memory_pressure_the_pod_most_over_its_request_is_evicted() {
     let p = c.pod("calm");
     assert!(ready(&p) && p["status"]["reason"].is_null(), "{p}");
     c.ok(&["delete", "pod", "--all", "--timeout=60s"]);
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn static_pods_run_from_files_and_show_as_mirror_pods() {
+    let c = Cluster::start();
+    let dir = c.env.root().join("agent/pod-manifests");
+    let manifest = |text: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: kube-system, labels: {{tier: static}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: localhost/busybox:1\n    command: [\"sh\", \"-c\", \"mkdir -p /www; echo {text} > /www/index.html; exec httpd -f -p 8080 -h /www\"]\n"
+        )
+    };
+    std::fs::write(dir.join("web.yaml"), manifest("one")).unwrap();
+    std::fs::write(dir.join("broken.yaml"), "{this is not a pod").unwrap();
+    let name = format!("web-{}", c.node);
+    let get = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let o = c.kubectl(&["get", "pod", "-n", "kube-system", &name, "-o", "json"]);
+            if o.status.success() {
+                let p: Value = serde_json::from_slice(&o.stdout).unwrap();
+                if ready(&p) {
+                    return p;
+                }
+            }
+            assert!(Instant::now() < deadline, "{what}: {}", tail(&c.log(), 30));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let p = get("the mirror pod");
+    let a = &p["metadata"]["annotations"];
+    assert!(a["kubernetes.io/config.mirror"].is_string(), "{p}");
+    assert_eq!(a["kubernetes.io/config.source"], "file");
+    assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Node");
+    assert_eq!(p["metadata"]["labels"]["tier"], "static");
+    assert!(
+        p["spec"]["volumes"].is_null(),
+        "no token volume on a mirror: {p}"
+    );
+    let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    let page = |ip: &str| {
+        String::from_utf8(common::http_get(&format!("{ip}:8080"), "/index.html")).unwrap()
+    };
+    assert_eq!(page(&ip), "one\n");
+    let id = p["status"]["containerStatuses"][0]["containerID"].clone();
+    assert!(
+        c.log().contains("static pod manifest ignored"),
+        "{}",
+        tail(&c.log(), 30)
+    );
+    // Deleting the mirror changes nothing: it comes back, the pod ran on.
+    c.ok(&["delete", "pod", "-n", "kube-system", &name, "--wait=false"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let back = loop {
+        let p = get("the mirror back");
+        if p["metadata"]["uid"] != p["metadata"]["annotations"]["kubernetes.io/config.mirror"]
+            && p["metadata"]["creationTimestamp"].is_string()
+            && p["metadata"]["deletionTimestamp"].is_null()
+            && p["status"]["containerStatuses"][0]["containerID"] == id
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "{p}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(back["status"]["containerStatuses"][0]["restartCount"], 0);
+    // An edited file is a new pod.
+    std::fs::write(dir.join("web.yaml"), manifest("two")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = get("the edited pod");
+        if p["status"]["containerStatuses"][0]["containerID"] != id {
+            if let Some(ip) = p["status"]["podIP"].as_str() {
+                if page(ip) == "two\n" {
+                    break;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "{p}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // A removed file: the pod stops, the mirror goes.
+    std::fs::remove_file(dir.join("web.yaml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c
+        .kubectl(&["get", "pod", "-n", "kube-system", &name])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the mirror stayed");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = c
+            .engine()
+            .list_containers(&Default::default())
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.state.is_running())
+            .count();
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} containers still run");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

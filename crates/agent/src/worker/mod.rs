@@ -221,6 +221,9 @@ impl Worker {
 
     async fn sync(&mut self, pod: &Arc<Pod>) -> Result<Next> {
         self.ctx.hub.set_pod(&self.key.uid, pod.clone());
+        if self.ctx.hub.take_rewrite_status(&self.key.uid) {
+            self.last_status = None;
+        }
         if pod.metadata.deletion_timestamp.is_some() {
             let grace = pod
                 .metadata
@@ -506,10 +509,15 @@ impl Worker {
             return Ok(());
         }
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.key.namespace);
-        let patch = serde_json::json!({
-            "metadata": {"uid": self.key.uid},
-            "status": st,
-        });
+        // A static pod's status goes to its mirror, whose UID is the API's.
+        let patch = if crate::static_pods::is_static(pod) {
+            serde_json::json!({ "status": st })
+        } else {
+            serde_json::json!({
+                "metadata": {"uid": self.key.uid},
+                "status": st,
+            })
+        };
         match api
             .patch_status(
                 &self.key.name,

@@ -81,6 +81,14 @@ impl Cluster {
             "0",
         ]);
         cmd.args(&self.flags).args(extra);
+        if !self.flags.iter().any(|f| f == "--eviction-hard") {
+            // Test hosts are often nearly full: the kubelet's 10% free disk would evict
+            // every pod of every test. Memory keeps its default.
+            cmd.args([
+                "--eviction-hard",
+                "memory.available<100Mi,nodefs.available<1%",
+            ]);
+        }
         cmd.env("BERTH_NET_ROOT", self.env.path("net"))
             .env("BERTH_LOG", "info,berth_agent=debug")
             .stdin(Stdio::null())
