@@ -17,6 +17,7 @@ pub mod eviction;
 pub mod hostinfo;
 pub mod images;
 pub mod labels;
+pub mod logrotate;
 pub mod logs;
 pub mod node;
 pub mod podspec;
@@ -68,6 +69,10 @@ pub struct AgentConfig {
     pub eviction_hard: eviction::Thresholds,
     /// The directory of static pod manifests (`--pod-manifest-path`); None: none.
     pub pod_manifest_path: Option<PathBuf>,
+    /// The cluster's DNS domain (`--cluster-domain`): pods' subdomain names end in it.
+    pub cluster_domain: String,
+    /// Container log rotation (`--container-log-max-size`, `--container-log-max-files`).
+    pub container_logs: logrotate::Policy,
 }
 
 impl AgentConfig {
@@ -87,6 +92,8 @@ impl AgentConfig {
             client_ca_pem: None,
             eviction_hard: eviction::Thresholds::default(),
             pod_manifest_path: Some(root.join("agent/pod-manifests")),
+            cluster_domain: "cluster.local".into(),
+            container_logs: logrotate::Policy::default(),
         }
     }
 }
@@ -183,10 +190,12 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     // pods and pods already running carry on meanwhile.
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
     let evictions = tokio::spawn(eviction::run(ctx.clone()));
+    let rotation = tokio::spawn(logrotate::run(ctx.clone()));
     let events = dispatch::forward_engine_events(ctx.clone());
     let r = dispatch::run(ctx.clone(), cm_writer, secret_writer, services_writer).await;
     heartbeat.abort();
     evictions.abort();
+    rotation.abort();
     events.abort();
     if let Some(e) = endpoint {
         e.abort();

@@ -51,12 +51,8 @@ fn host_dns() -> DnsConfig {
 }
 
 /// The sandbox of the pod's `attempt`th sandbox.
-pub fn sandbox_config(
-    pod: &Pod,
-    node: &str,
-    log_root: &Path,
-    attempt: u32,
-) -> Result<SandboxConfig> {
+pub fn sandbox_config(pod: &Pod, cfg: &crate::AgentConfig, attempt: u32) -> Result<SandboxConfig> {
+    let (node, log_root) = (cfg.node_name.as_str(), cfg.log_dir.as_path());
     let key = PodKey::of(pod);
     let spec = spec(pod)?;
     let qos = qos::class(pod);
@@ -64,6 +60,26 @@ pub fn sandbox_config(
     let mut hostname = spec.hostname.clone().unwrap_or_else(|| key.name.clone());
     hostname.truncate(63);
     let hostname = hostname.trim_end_matches(['-', '.']).to_string();
+    // With a subdomain the pod has a name in the cluster's DNS domain; with
+    // setHostnameAsFQDN its kernel hostname is that name.
+    let domain = spec
+        .subdomain
+        .as_ref()
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("{s}.{}.svc.{}", key.namespace, cfg.cluster_domain));
+    let hostname = match &domain {
+        Some(d) if spec.set_hostname_as_fqdn == Some(true) => {
+            let fqdn = format!("{hostname}.{d}");
+            if fqdn.len() > 64 {
+                return Err(Error::Spec(format!(
+                    "Failed to construct FQDN from pod hostname and cluster domain, FQDN {fqdn} is too long (64 characters is the max, {} characters requested)",
+                    fqdn.len()
+                )));
+            }
+            fqdn
+        }
+        _ => hostname,
+    };
     let dns = match spec.dns_policy.as_deref().unwrap_or("ClusterFirst") {
         "None" => DnsConfig::default(),
         // No cluster DNS yet: the kubelet falls back to the node's (Default), and so
@@ -140,6 +156,7 @@ pub fn sandbox_config(
             attempt,
         },
         hostname,
+        domain,
         log_directory: Some(key.log_dir(log_root)),
         dns_config: Some(dns),
         port_mappings: ports,

@@ -41,6 +41,19 @@ pub struct NodeArgs {
     /// The directory of static pod manifests [default: STATE_ROOT/agent/pod-manifests].
     #[arg(long)]
     pod_manifest_path: Option<PathBuf>,
+    /// The cluster's DNS domain, the kubelet's --cluster-domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// A container log past this size is rotated (a quantity: 10Mi).
+    #[arg(long, default_value = "10Mi", value_parser = parse_size)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the live one included.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
+    container_log_max_files: u16,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    berth_agent::logrotate::parse_size(s)
 }
 
 fn parse_thresholds(s: &str) -> Result<berth_agent::eviction::Thresholds, String> {
@@ -84,6 +97,11 @@ impl NodeArgs {
         cfg.max_pods = self.max_pods;
         cfg.kubelet_port = self.kubelet_port;
         cfg.eviction_hard = self.eviction_hard.clone();
+        cfg.cluster_domain = self.cluster_domain.clone();
+        cfg.container_logs = berth_agent::logrotate::Policy {
+            max_size: self.container_log_max_size,
+            max_files: usize::from(self.container_log_max_files),
+        };
         if let Some(p) = &self.pod_manifest_path {
             cfg.pod_manifest_path = Some(p.clone());
         }

@@ -26,6 +26,8 @@ metadata: {{name: talk}}
 spec:
   nodeName: {node}
   terminationGracePeriodSeconds: 1
+  hostname: talker
+  subdomain: chat
   containers:
   - name: main
     image: localhost/busybox:1
@@ -114,6 +116,16 @@ spec:
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
     assert!(String::from_utf8_lossy(&o.stderr).contains("err"));
+    // A subdomain gives the pod a name in the cluster's domain, first in /etc/hosts.
+    let hosts = c.ok(&["exec", "talk", "-c", "quiet", "--", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.contains("\ttalker.chat.default.svc.cluster.local talker\n"),
+        "{hosts}"
+    );
+    assert_eq!(
+        c.ok(&["exec", "talk", "-c", "quiet", "--", "hostname"]),
+        "talker\n"
+    );
     let o = c.kubectl_in(
         &["exec", "-i", "talk", "-c", "quiet", "--", "cat"],
         Some("through stdin\n"),
@@ -275,6 +287,8 @@ metadata: {{name: fwd}}
 spec:
   nodeName: {node}
   terminationGracePeriodSeconds: 1
+  subdomain: web
+  setHostnameAsFQDN: true
   containers:
   - name: web
     image: localhost/busybox:1
@@ -292,6 +306,10 @@ spec:
         assert!(Instant::now() < deadline, "the pod never wrote its files");
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(
+        c.ok(&["exec", "fwd", "--", "hostname"]),
+        "fwd.web.default.svc.cluster.local\n"
+    );
     for websockets in [true, false] {
         let f = Forward::start(&c, websockets, &[8080, 8081]);
         let (web, lo) = (f.local(8080), f.local(8081));

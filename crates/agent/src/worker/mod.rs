@@ -336,12 +336,7 @@ impl Worker {
                         .engine(move |core| core.stop_pod_sandbox(&old_id))
                         .await?;
                 }
-                let cfg = podspec::sandbox_config(
-                    pod,
-                    &self.ctx.cfg.node_name,
-                    &self.ctx.cfg.log_dir,
-                    attempt,
-                )?;
+                let cfg = podspec::sandbox_config(pod, &self.ctx.cfg, attempt)?;
                 match self
                     .ctx
                     .engine(move |core| core.run_pod_sandbox(&cfg))

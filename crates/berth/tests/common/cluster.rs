@@ -18,6 +18,8 @@ pub struct Cluster {
     pub node: String,
     pub cidr_octet: u32,
     child: Option<Child>,
+    /// A `berth agent` of its own (with `--disable-agent` servers).
+    agent: Option<Child>,
     /// Flags every start of the server gets.
     flags: Vec<String>,
 }
@@ -40,9 +42,14 @@ impl Cluster {
             node: format!("node-{}", std::process::id()),
             cidr_octet: octet,
             child: None,
+            agent: None,
             flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         c.spawn();
+        if flags.contains(&"--disable-agent") {
+            c.wait_api();
+            c.spawn_agent();
+        }
         c.wait_ready();
         c
     }
@@ -70,18 +77,16 @@ impl Cluster {
             &format!("127.0.0.1:{}", self.port),
             "--write-kubeconfig",
             self.kubeconfig().to_str().unwrap(),
-            "--node-name",
-            &self.node,
-            "--node-ip",
-            "127.0.0.1",
-            "--pod-cidr",
-            &format!("10.46.{}.0/24", self.cidr_octet),
-            // Tests run side by side: each agent's endpoint on a port of its own.
-            "--kubelet-port",
-            "0",
         ]);
+        if !self.flags.iter().any(|f| f == "--disable-agent") {
+            cmd.args(self.node_flags());
+        }
         cmd.args(&self.flags).args(extra);
-        if !self.flags.iter().any(|f| f == "--eviction-hard") {
+        if !self
+            .flags
+            .iter()
+            .any(|f| f == "--eviction-hard" || f == "--disable-agent")
+        {
             // Test hosts are often nearly full: the kubelet's 10% free disk would evict
             // every pod of every test. Memory keeps its default.
             cmd.args([
@@ -95,6 +100,60 @@ impl Cluster {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         self.child = Some(cmd.spawn().unwrap());
+    }
+
+    /// The node's flags, for the server's agent or one of its own.
+    fn node_flags(&self) -> Vec<String> {
+        [
+            "--node-name",
+            &self.node,
+            "--node-ip",
+            "127.0.0.1",
+            "--pod-cidr",
+            &format!("10.46.{}.0/24", self.cidr_octet),
+            // Tests run side by side: each agent's endpoint on a port of its own.
+            "--kubelet-port",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// (Re)starts a `berth agent` of its own, logging to agent.log.
+    pub fn spawn_agent(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.env.path("agent.log"))
+            .unwrap();
+        let mut cmd = self
+            .env
+            .cmd(&["agent", "--kubeconfig", self.kubeconfig().to_str().unwrap()]);
+        cmd.args(self.node_flags())
+            .args([
+                "--eviction-hard",
+                "memory.available<100Mi,nodefs.available<1%",
+            ])
+            .env("BERTH_NET_ROOT", self.env.path("net"))
+            .env("BERTH_LOG", "info,berth_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.agent = Some(cmd.spawn().unwrap());
+    }
+
+    /// Kills the agent of its own with SIGKILL.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The agent's log so far (an agent of its own).
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.env.path("agent.log")).unwrap_or_default()
     }
 
     /// The server's log so far.
@@ -308,6 +367,7 @@ impl Drop for Cluster {
     /// The server stops, then whatever its pods left is removed: sandboxes (with
     /// their containers), the pod network, mounts under the directory.
     fn drop(&mut self) {
+        self.kill_agent();
         if let Some(mut c) = self.child.take() {
             let _ = rustix::process::kill_process(
                 rustix::process::Pid::from_child(&c),

@@ -230,7 +230,12 @@ fn write_etc(
     write(&dir.join("hostname"), format!("{host}\n"))?;
     let mut hosts =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    let mut names = vec![host.clone()];
+    let mut names = match &rec.config.domain {
+        Some(d) if !d.is_empty() && !host.contains('.') => {
+            vec![format!("{host}.{d}"), host.clone()]
+        }
+        _ => vec![host.clone()],
+    };
     if let SandboxNetwork::Network { aliases, .. } = net {
         names.extend(aliases.iter().filter(|a| **a != host).cloned());
     }

@@ -132,6 +132,11 @@ pub struct SandboxConfig {
     /// The hostname of its UTS namespace (empty: the pod's name, else the ID's first
     /// 12 characters).
     pub hostname: String,
+    /// The sandbox's DNS domain, when it has one (a pod's subdomain:
+    /// `SUB.NAMESPACE.svc.cluster.local`): /etc/hosts names the address
+    /// `HOSTNAME.DOMAIN` first, then the hostname, as the kubelet writes it.
+    #[serde(default)]
+    pub domain: Option<String>,
     /// Where container logs go, when a container's log path is relative (CRI
     /// `log_directory`).
     pub log_directory: Option<PathBuf>,
