@@ -210,6 +210,9 @@ pub fn pods_bench(runs: usize, berth: &Path, density: usize, tools: &Path) -> Re
             "10.47.0.0/24",
             "--kubelet-port",
             "0",
+            // A speed benchmark: a nearly full disk must not evict its pods.
+            "--eviction-hard",
+            "memory.available<100Mi,nodefs.available<1%",
         ])
         .env("BERTH_NET_ROOT", w.join("net"))
         .stdout(Stdio::null())

@@ -1,7 +1,9 @@
 //! Probes as the kubelet runs them — exec, httpGet by port name, tcpSocket on a closed
 //! port, grpc against a real gRPC health server — and bad input that ends in a clear
-//! status or event. Needs root (real namespaces, cgroups, mounts, bridges) and kubectl
-//! 1.32.
+//! status or event; and kube-rs inside a pod with its in-cluster configuration. The
+//! programs run in pods are this test binary itself (helpers marked ignored), mounted
+//! from the host with the C library it links. Needs root (real namespaces, cgroups,
+//! mounts, bridges) and kubectl 1.32.
 
 mod common;
 
@@ -314,4 +316,78 @@ spec:
     });
     assert_eq!(phase(&p), "Running", "{}", tail(&c.log(), 20));
     c.ok(&["delete", "pod", "grpc", "--timeout=60s"]);
+}
+
+/// Not a test: the in-cluster client the kube-rs test runs inside its pod. It reads
+/// its configuration as every in-cluster client does (the service host and port from
+/// the environment, the token, CA and namespace from the service account volume) and
+/// prints the names of its namespace's pods.
+#[test]
+#[ignore = "a helper that the in-cluster test runs inside a pod, not a test of its own"]
+fn in_cluster_list_pods() {
+    use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let config = kube::Config::incluster().expect("in-cluster configuration");
+        let ns = config.default_namespace.clone();
+        let client = kube::Client::try_from(config).unwrap();
+        let pods = ApiResource {
+            group: String::new(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            plural: "pods".into(),
+        };
+        let list = Api::<DynamicObject>::namespaced_with(client, &ns, &pods)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        for p in list.items {
+            println!("pod {}", p.metadata.name.unwrap_or_default());
+        }
+    });
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn kube_rs_in_a_pod_lists_pods_with_its_in_cluster_configuration() {
+    let c = Cluster::start();
+    let exe = std::env::current_exe().unwrap();
+    // Services are not routed until cluster networking lands: the pod shares the
+    // node's network and is pointed at the API server's loopback address instead of
+    // the kubernetes Service's; token, CA and namespace are the injected volume's.
+    let port = c.port;
+    c.apply(&c.pod_yaml(
+        "incluster",
+        &format!(
+            r#"  hostNetwork: true
+  restartPolicy: Never
+  containers:
+  - name: client
+    image: localhost/busybox:1
+    command: ["/client", "--ignored", "--exact", "in_cluster_list_pods", "--nocapture"]
+    env:
+    - {{name: KUBERNETES_SERVICE_HOST, value: "127.0.0.1"}}
+    - {{name: KUBERNETES_SERVICE_PORT, value: "{port}"}}
+    volumeMounts:
+    - {{name: exe, mountPath: /client, readOnly: true}}
+    - {{name: libs, mountPath: /lib/x86_64-linux-gnu, readOnly: true}}
+    - {{name: lib64, mountPath: /lib64, readOnly: true}}
+  volumes:
+  - {{name: exe, hostPath: {{path: "{exe}", type: File}}}}
+  - {{name: libs, hostPath: {{path: /lib/x86_64-linux-gnu, type: Directory}}}}
+  - {{name: lib64, hostPath: {{path: /lib64, type: Directory}}}}
+"#,
+            exe = exe.display()
+        ),
+    ));
+    let p = c.wait_pod("incluster", "ended", 60, |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    let log = c.ok(&["logs", "incluster"]);
+    assert_eq!(phase(&p), "Succeeded", "{log}");
+    assert!(log.contains("pod incluster\n"), "{log}");
+    c.ok(&["delete", "pod", "incluster", "--timeout=60s"]);
 }

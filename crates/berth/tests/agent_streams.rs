@@ -42,7 +42,7 @@ spec:
 "#,
         node = c.node
     ));
-    c.wait_pod("talk", "Ready", 60, ready);
+    c.ok(&["wait", "--for=condition=Ready", "pod/talk", "--timeout=60s"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let logs = loop {
         let l = c.ok(&["logs", "talk", "-c", "main"]);

@@ -71,6 +71,14 @@ impl Layout {
         Ok(Self::parse(&mountinfo, &cgroup))
     }
 
+    /// [`Layout::host`] read once per process, for readers on hot paths (a
+    /// container's state, its stats): the hierarchies are mounted at boot, and reading
+    /// mountinfo on a host with hundreds of mounts costs more than all else they do.
+    pub fn shared() -> &'static Layout {
+        static L: std::sync::OnceLock<Layout> = std::sync::OnceLock::new();
+        L.get_or_init(Layout::host)
+    }
+
     /// This process's layout, empty (no hierarchies) if /proc cannot be read: for
     /// readers that only look, where no cgroup is as good as an unreadable one.
     pub fn host() -> Layout {

@@ -10,8 +10,7 @@ use super::Core;
 impl Core {
     /// Resource use of container `rec` now.
     pub fn stats_of(&self, rec: &ContainerRecord) -> ContainerStats {
-        let layout = berth_cgroups::Layout::host();
-        let data = naming::paths_of(&layout, &rec.cgroup)
+        let data = naming::paths_of(berth_cgroups::Layout::shared(), &rec.cgroup)
             .map(|p| berth_cgroups::stats::collect(&p))
             .unwrap_or_default();
         let n = |p: &str| data.pointer(p).and_then(|v| v.as_u64()).unwrap_or(0);

@@ -122,6 +122,6 @@ pub fn state_of(paths: &Paths, cgroup: &str) -> ContainerState {
 
 /// Whether a cgroup is frozen (v1 freezer or cgroup2 cgroup.freeze).
 pub fn frozen(cgroup: &str) -> bool {
-    berth_cgroups::naming::paths_of(&berth_cgroups::Layout::host(), cgroup)
+    berth_cgroups::naming::paths_of(berth_cgroups::Layout::shared(), cgroup)
         .is_ok_and(|p| p.is_frozen())
 }
