@@ -81,7 +81,11 @@ pub fn sandbox_config(pod: &Pod, cfg: &crate::AgentConfig, attempt: u32) -> Resu
         _ => hostname,
     };
     // On the node's network a pod has the node's UTS namespace, and so its hostname.
-    let hostname = if host_network { String::new() } else { hostname };
+    let hostname = if host_network {
+        String::new()
+    } else {
+        hostname
+    };
     let dns = match spec.dns_policy.as_deref().unwrap_or("ClusterFirst") {
         "None" => DnsConfig::default(),
         // No cluster DNS yet: the kubelet falls back to the node's (Default), and so

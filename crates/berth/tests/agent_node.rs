@@ -468,3 +468,60 @@ fn static_pods_run_from_files_and_show_as_mirror_pods() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn under_disk_pressure_the_pod_that_wrote_most_is_evicted_first() {
+    // A threshold above what is free now: the node is short of disk at once.
+    let st = rustix::fs::statvfs("/tmp").unwrap();
+    let free_percent = st.f_bavail * 100 / st.f_blocks;
+    let threshold = format!(
+        "memory.available<100Mi,nodefs.available<{}%",
+        (free_percent + 5).min(100)
+    );
+    let c = Cluster::start_with(&["--eviction-hard", &threshold]);
+    let writer = |name: &str, mb: u32| {
+        c.pod_yaml(
+            name,
+            &format!("  containers:\n  - {{name: main, image: localhost/busybox:1, command: [sh, -c, 'dd if=/dev/zero of=/fill bs=1M count={mb}; exec sleep 1000']}}\n"),
+        )
+    };
+    c.apply(&format!(
+        "{}---\n{}",
+        writer("heavy", 32),
+        writer("light", 1)
+    ));
+    let m = evicted(&c, "heavy");
+    assert!(
+        m.starts_with("The node was low on resource: ephemeral-storage. Threshold quantity: ")
+            && m.contains("has larger consumption of ephemeral-storage"),
+        "{m}"
+    );
+    let ev = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=light,reason=Evicted",
+    ]);
+    assert!(!ev.contains("Evicted"), "the lighter pod went first: {ev}");
+    // The node says so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c.ok(&[
+            "get",
+            "node",
+            &c.node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"DiskPressure\")].status}",
+        ]);
+        if s == "True" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "DiskPressure {s}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    c.ok(&["delete", "pod", "--all", "--timeout=60s"]);
+}
