@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use berth_engine::cri::{ContainerFilter, RuntimeService, SandboxFilter};
-use common::cluster::{container, ready, Cluster};
+use common::cluster::{container, ready, tail, Cluster};
 use serde_json::Value;
 
 #[test]
@@ -140,7 +140,13 @@ fn with_the_api_server_away_pods_run_on_and_their_status_catches_up() {
     assert!(ready(&after), "{after}");
     assert_eq!(container(&after, "main")["containerID"], id);
     assert_eq!(container(&after, "main")["restartCount"], 0);
-    c.ok(&["delete", "pod", "--all", "--timeout=60s"]);
+    let o = c.kubectl(&["delete", "pod", "--all", "--timeout=60s"]);
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        tail(&c.agent_log(), 60)
+    );
 }
 
 #[test]
