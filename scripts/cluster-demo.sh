@@ -71,9 +71,15 @@ else
     sleep 0.1
   done
   pod=$(api "$url/api/v1/namespaces/default/pods/demo")
+  if ! echo "$pod" | tr ',' '\n' | grep -A1 '"status":"True"' | grep -q '"type":"Ready"'; then
+    echo "the demo pod did not become Ready within 60 s; its status:" >&2
+    echo "$pod" | tr ',' '\n' | grep -E '"(phase|reason|message)"' >&2 || true
+    echo "the server's log: /var/log/berth-server.log (or journalctl -u berth)" >&2
+    exit 1
+  fi
   ip=$(echo "$pod" | tr ',' '\n' | sed -n 's/.*"podIP":"\([^"]*\)".*/\1/p' | head -1)
   phase=$(echo "$pod" | tr ',' '\n' | sed -n 's/.*"phase":"\([^"]*\)".*/\1/p' | head -1)
-  ready=$(echo "$pod" | grep -o '"ready":true' | wc -l)
+  ready=$(echo "$pod" | grep -o '"ready":true' | wc -l || true)
   printf '%-6s %-6s %-8s %-15s %s\n' NAME READY STATUS IP NODE
   printf '%-6s %-6s %-8s %-15s %s\n' demo "$ready/2" "$phase" "$ip" "$node"
   api "$url/api/v1/namespaces/default/pods/demo/log?container=client"

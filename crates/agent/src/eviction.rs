@@ -1,7 +1,9 @@
 //! Eviction, as the kubelet's eviction manager does it: every 10 s the node's free
 //! memory and disk are compared with the hard thresholds (`--eviction-hard`, the
-//! kubelet's flag and defaults: memory.available<100Mi, nodefs.available<10%,
-//! imagefs.available<15%, nodefs.inodesFree<5%); under pressure one pod at a time is
+//! kubelet's flag; the defaults are the kubelet's for memory and inodes,
+//! memory.available<100Mi and nodefs.inodesFree<5%, and k3s's for disk,
+//! nodefs.available<5% and imagefs.available<5%, since a small node's disk is often
+//! more than 90% full); under pressure one pod at a time is
 //! evicted — those using more than they requested first, then the lowest priority,
 //! then the largest use above the request; static pods and system-critical ones are
 //! never evicted. Independently of pressure, a pod whose
@@ -71,8 +73,8 @@ impl Default for Thresholds {
     fn default() -> Thresholds {
         Thresholds {
             memory_available: Some(Amount::Absolute(100 << 20)),
-            nodefs_available: Some(Amount::Percent(10.0)),
-            imagefs_available: Some(Amount::Percent(15.0)),
+            nodefs_available: Some(Amount::Percent(5.0)),
+            imagefs_available: Some(Amount::Percent(5.0)),
             nodefs_inodes_free: Some(Amount::Percent(5.0)),
         }
     }

@@ -31,11 +31,11 @@ pub struct NodeArgs {
     kubelet_port: u16,
     /// Hard eviction thresholds, as the kubelet's flag: pods are evicted when one is
     /// crossed (signals memory.available, nodefs.available, imagefs.available,
-    /// nodefs.inodesFree; quantities or percentages).
+    /// nodefs.inodesFree; quantities or percentages). Disk defaults are k3s's.
     #[arg(
         long,
         value_parser = parse_thresholds,
-        default_value = "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%"
+        default_value = "memory.available<100Mi,nodefs.available<5%,imagefs.available<5%,nodefs.inodesFree<5%"
     )]
     eviction_hard: berth_agent::eviction::Thresholds,
     /// The directory of static pod manifests [default: STATE_ROOT/agent/pod-manifests].

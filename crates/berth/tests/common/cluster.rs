@@ -87,8 +87,8 @@ impl Cluster {
             .iter()
             .any(|f| f == "--eviction-hard" || f == "--disable-agent")
         {
-            // Test hosts are often nearly full: the kubelet's 10% free disk would evict
-            // every pod of every test. Memory keeps its default.
+            // Test hosts are often nearly full: a disk threshold of 5% or 10% free would
+            // evict the pods of every test. Memory keeps its default.
             cmd.args([
                 "--eviction-hard",
                 "memory.available<100Mi,nodefs.available<1%",
