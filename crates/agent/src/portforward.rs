@@ -445,10 +445,11 @@ async fn serve_channels<S>(
     };
     let writer = async {
         while let Some((ch, data)) = out_rx.recv().await {
-            let mut m = Vec::with_capacity(data.len() + 1);
-            m.push(ch);
-            m.extend_from_slice(&data);
-            if sink.send(Message::Binary(m.into())).await.is_err() {
+            if sink
+                .send(crate::streaming::on_channel(ch, &data))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

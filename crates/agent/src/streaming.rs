@@ -127,6 +127,14 @@ pub(crate) fn normal_close() -> Message {
     }))
 }
 
+/// A binary message of the channel protocol: the channel's number, then the bytes.
+pub(crate) fn on_channel(ch: u8, data: &[u8]) -> Message {
+    let mut m = Vec::with_capacity(data.len() + 1);
+    m.push(ch);
+    m.extend_from_slice(data);
+    Message::Binary(m.into())
+}
+
 /// What reaches the client: (channel, bytes).
 type Out = (u8, Vec<u8>);
 
@@ -321,10 +329,11 @@ async fn session(
     };
     let writer = async {
         while let Some((ch, data)) = out_rx.recv().await {
-            let mut m = Vec::with_capacity(data.len() + 1);
-            m.push(ch);
-            m.extend_from_slice(&data);
-            if sink.send(Message::Binary(m.into())).await.is_err() {
+            if sink
+                .send(crate::streaming::on_channel(ch, &data))
+                .await
+                .is_err()
+            {
                 return;
             }
             if ch == 3 {
