@@ -103,7 +103,7 @@ case $VARIANT in default | minbase) ;; *) die "FRESH_VARIANT=$VARIANT: expected 
 
 # ---- preconditions ---------------------------------------------------------------
 [ "$(id -u)" -eq 0 ] || die "must run as root (it debootstraps, mounts and chroots)"
-for tool in git tar unshare pivot_root mountpoint flock; do
+for tool in git tar unshare pivot_root mountpoint flock ip; do
   command -v "$tool" >/dev/null || die "'$tool' is not installed"
 done
 git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1 || die "$REPO is not a git checkout (the copy uses git ls-files)"
@@ -206,6 +206,22 @@ STEP_PID=
 WORK=$(mktemp -d "$WORK_PARENT/berth-fresh.XXXX")
 ROOT=$WORK/root
 mounts_under() { awk -v w="$1" '$5 == w || index($5, w "/") == 1 { print $5 }' /proc/self/mountinfo; }
+# The root shares this host's network namespace, so the bridges its berth made stay
+# when its processes die with the step (a reboot would take them on a real machine).
+# Left there, their routes make the next run's berth refuse the same subnets: remove
+# those the root's network records name, if no interface is attached to them.
+release_bridges() {
+  local f b
+  for f in "$ROOT"/var/lib/berth/networks/*.json; do
+    [ -f "$f" ] || continue
+    b=$(sed -n 's/^ *"bridge": *"\([^"]*\)".*/\1/p' "$f")
+    [ -n "$b" ] && ip link show "$b" >/dev/null 2>&1 || continue
+    if [ -z "$(ip -o link show master "$b" 2>/dev/null)" ]; then
+      ip link delete "$b" 2>/dev/null && say "removed bridge $b (made in the root)"
+    fi
+  done
+  return 0
+}
 cleanup() {
   local rc=$? m
   trap - EXIT INT TERM
@@ -215,6 +231,7 @@ cleanup() {
     kill -KILL "$STEP_PID" 2>/dev/null || true
     wait "$STEP_PID" 2>/dev/null || true
   fi
+  [ ! -d "${ROOT:-}" ] || release_bridges
   # Everything was mounted in private namespaces that are gone by now; this is a guard.
   for m in $(mounts_under "$WORK" | sort -r); do umount -l "$m" 2>/dev/null || true; done
   if [ "${KEEP:-0}" = 1 ]; then
@@ -366,6 +383,7 @@ step() {
   STEP_PID=$!
   wait "$STEP_PID" || rc=$?
   STEP_PID=
+  release_bridges
   exec {logfd}>&-
   wait "$tee_pid" || true
   TIMES[$name]=$((SECONDS - t0))

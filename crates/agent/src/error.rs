@@ -19,6 +19,9 @@ pub enum Error {
     /// Something the pod needs does not exist yet (a ConfigMap, a Secret): retried.
     #[error("{0}")]
     Missing(String),
+    /// A setting of the agent this host cannot use (the message names the flag).
+    #[error("{0}")]
+    Config(String),
     /// A bug.
     #[error("internal error: {0}")]
     Internal(String),

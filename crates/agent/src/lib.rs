@@ -151,6 +151,19 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     .await
     .map_err(|e| Error::Internal(format!("engine open panicked: {e}")))?
     .map_err(Error::Engine)?;
+    // Made now so that a pod CIDR this host cannot use stops the start with the reason,
+    // rather than failing every pod's sandbox later.
+    let c = core.clone();
+    match tokio::task::spawn_blocking(move || c.ensure_pod_network()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(berth_engine::Error::Invalid(why))) => {
+            return Err(Error::Config(format!("{why} (--pod-cidr)")))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the pod network is not ready; pods will wait for it")
+        }
+        Err(e) => return Err(Error::Internal(format!("pod network setup panicked: {e}"))),
+    }
     let endpoint = match &cfg.client_ca_pem {
         Some(ca) => {
             let tls = server::tls_config(vec![cfg.node_name.clone(), cfg.node_ip.to_string()], ca)?;

@@ -284,3 +284,67 @@ fn a_container_that_logs_without_end_fills_only_its_share_of_the_disk() {
     assert!(last.starts_with("0123456789"), "{last}");
     c.ok(&["delete", "pod", "--all", "--timeout=60s"]);
 }
+
+/// A pod CIDR this host already uses (here: another network of the node's records;
+/// elsewhere a VPN's route, another berth's bridge) stops `berth server` at once with
+/// the reason and the flag that fixes it — not every pod later with "network not found".
+#[test]
+fn a_pod_cidr_the_host_already_uses_stops_the_start_with_the_reason() {
+    let env = common::Env::new();
+    let (octet, _lock) = common::cluster::lease_cidr_octet();
+    let net_root = env.path("net");
+    let subnet = format!("10.46.{octet}.0/24");
+    let mut create = env.cmd(&["network", "create", "--subnet", &subnet, "taken"]);
+    let out = create.env("BERTH_NET_ROOT", &net_root).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let port = common::free_port();
+    let mut server = env
+        .cmd(&[
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--node-name",
+            "overlap",
+            "--node-ip",
+            "127.0.0.1",
+            "--kubelet-port",
+            "0",
+            "--pod-cidr",
+            &format!("10.46.{octet}.128/25"),
+        ])
+        .env("BERTH_NET_ROOT", &net_root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            server.kill().unwrap();
+            let out = server.wait_with_output().unwrap();
+            panic!(
+                "the server still runs after 30 s:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = server.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the pod CIDR 10.46.{octet}.128/25 overlaps network taken"
+        )) && err.contains("--pod-cidr"),
+        "{err}"
+    );
+    // Nothing of the pod network was made.
+    let out = env
+        .cmd(&["network", "ls"])
+        .env("BERTH_NET_ROOT", &net_root)
+        .output()
+        .unwrap();
+    let ls = String::from_utf8_lossy(&out.stdout);
+    assert!(ls.contains("taken") && !ls.contains("pods"), "{ls}");
+}

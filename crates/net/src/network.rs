@@ -173,9 +173,9 @@ fn random_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// IPv4 routes of the host outside berth's bridges (from /proc/net/route): a new
-/// subnet must not shadow them.
-fn host_routes(ours: &[String]) -> Vec<(String, Ipv4Net)> {
+/// IPv4 routes of the host outside the bridges of networks `ours` (from
+/// /proc/net/route): a new subnet must not shadow them.
+fn host_routes(ours: &[Network]) -> Vec<(String, Ipv4Net)> {
     let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     text.lines()
         .skip(1)
@@ -186,12 +186,31 @@ fn host_routes(ours: &[String]) -> Vec<(String, Ipv4Net)> {
             let mask = u32::from_be(u32::from_str_radix(mask, 16).ok()?);
             let prefix = mask.count_ones() as u8;
             // The default route overlaps everything and shadows nothing.
-            if prefix == 0 || ours.iter().any(|o| o == dev) {
+            if prefix == 0 || ours.iter().any(|o| o.bridge == *dev) {
                 return None;
             }
             Some((dev.to_string(), Ipv4Net::new(dst, prefix).ok()?))
         })
         .collect()
+}
+
+/// See [`Networks::subnet_user`]; `routes` are the host's routes but the networks'.
+fn subnet_user(existing: &[Network], routes: &[(String, Ipv4Net)], s: &Ipv4Net) -> Option<String> {
+    existing
+        .iter()
+        .find(|n| overlaps(&n.subnet, s))
+        .map(|n| format!("network {} ({})", n.name, n.subnet))
+        .or_else(|| {
+            // The default network may not exist yet; its subnet is reserved.
+            let d: Ipv4Net = "10.87.0.0/16".parse().expect("valid");
+            overlaps(&d, s).then(|| format!("network {DEFAULT} ({d})"))
+        })
+        .or_else(|| {
+            routes
+                .iter()
+                .find(|(_, r)| overlaps(r, s))
+                .map(|(dev, r)| format!("the host's route to {r} on {dev}"))
+        })
 }
 
 fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
@@ -274,6 +293,15 @@ impl Networks {
         }
     }
 
+    /// What on this host already uses addresses of `subnet` (one of these networks, the
+    /// default network's reserved range, or a route of the host's not to one of these
+    /// networks' bridges), described for an error message; None when it is free.
+    pub fn subnet_user(&self, subnet: &Ipv4Net) -> Result<Option<String>> {
+        let existing = self.list()?;
+        let routes = host_routes(&existing);
+        Ok(subnet_user(&existing, &routes, subnet))
+    }
+
     fn default_network(&self) -> Result<Network> {
         if let Ok(text) = std::fs::read(self.file(DEFAULT)) {
             if let Ok(n) = serde_json::from_slice(&text) {
@@ -335,25 +363,8 @@ impl Networks {
             )));
         }
         let existing = self.list()?;
-        let ours: Vec<String> = existing.iter().map(|n| n.bridge.clone()).collect();
-        let routes = host_routes(&ours);
-        let taken = |s: &Ipv4Net| -> Option<String> {
-            existing
-                .iter()
-                .find(|n| overlaps(&n.subnet, s))
-                .map(|n| format!("network {} ({})", n.name, n.subnet))
-                .or_else(|| {
-                    // The default network may not exist yet; its subnet is reserved.
-                    let d: Ipv4Net = "10.87.0.0/16".parse().expect("valid");
-                    overlaps(&d, s).then(|| format!("network {DEFAULT} ({d})"))
-                })
-                .or_else(|| {
-                    routes
-                        .iter()
-                        .find(|(_, r)| overlaps(r, s))
-                        .map(|(dev, r)| format!("the host's route to {r} on {dev}"))
-                })
-        };
+        let routes = host_routes(&existing);
+        let taken = |s: &Ipv4Net| subnet_user(&existing, &routes, s);
         let subnet = match &req.subnet {
             Some(s) => {
                 let net = parse_cidr("--subnet", s)?;

@@ -66,6 +66,17 @@ impl Core {
         )?)
     }
 
+    /// Makes the node's pod network now unless a CNI configuration wires pods (else it
+    /// is made with the first pod), so that a pod CIDR the host cannot use is reported
+    /// when the node starts: `Error::Invalid` when the CIDR overlaps a network or route
+    /// of the host, `Error::Conflict` while pods still use a previous CIDR's network.
+    pub fn ensure_pod_network(&self) -> Result<()> {
+        if berth_net::cni::default_network(&self.dirs().pod_cni()).is_some() {
+            return Ok(());
+        }
+        self.pod_bridge().map(drop)
+    }
+
     /// The berth network of this node's pods, made with the pod CIDR if missing.
     fn pod_bridge(&self) -> Result<String> {
         let pn = self.pod_network();
@@ -88,6 +99,17 @@ impl Core {
             no_dns: true,
             ..Default::default()
         };
+        // The CIDR may be taken on this host (another network, another berth's bridge, a
+        // VPN's route): say so, not a conflict the user cannot place.
+        let subnet = berth_net::network::parse_cidr("pod CIDR", &pn.cidr)?;
+        if let Some(user) = nets.subnet_user(&subnet)? {
+            if nets.get(&pn.name).is_err() {
+                return Err(Error::Invalid(format!(
+                    "the pod CIDR {} overlaps {user}: give this node a pod CIDR of its own",
+                    pn.cidr
+                )));
+            }
+        }
         match nets.create(&req) {
             Ok(n) => Ok(n.name),
             // Another start made it meanwhile.
