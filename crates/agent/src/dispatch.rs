@@ -13,7 +13,8 @@ use berth_engine::cri::{RuntimeService, SandboxFilter};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::runtime::reflector::{self, reflector};
-use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::watcher::{self, watcher, Event, ExponentialBackoff};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 use tokio::sync::{watch, Notify};
@@ -223,6 +224,21 @@ pub(crate) fn forward_engine_events(ctx: Arc<Ctx>) -> EventsGuard {
     EventsGuard(stop)
 }
 
+/// The back-off between attempts to watch again after the API server went away:
+/// 0.2 s doubling to 5 s (with jitter), reset after two minutes without failures.
+/// kube's default (client-go's reflector: 0.8 s to 30 s, with jitter up to twice that)
+/// suits a controller sparing a struggling server; a node whose server restarted
+/// would then not see a pod deleted for up to a minute.
+fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    let b = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(ExponentialBackoff::from(b), Duration::from_secs(120))
+}
+
 /// Keeps the ConfigMap and Secret caches (reflectors) and wakes the pods of a
 /// namespace whenever one there changes, so their volumes are written again within a
 /// second or two (the store is updated before the wake).
@@ -239,7 +255,7 @@ async fn watch_sources(
             watcher::Config::default(),
         ),
     )
-    .default_backoff()
+    .backoff(watch_backoff())
     .applied_objects()
     .map_ok(|o| o.metadata.namespace.clone().unwrap_or_default())
     .boxed();
@@ -250,7 +266,7 @@ async fn watch_sources(
             watcher::Config::default(),
         ),
     )
-    .default_backoff()
+    .backoff(watch_backoff())
     .applied_objects()
     .map_ok(|o| o.metadata.namespace.clone().unwrap_or_default())
     .boxed();
@@ -262,7 +278,7 @@ async fn watch_sources(
             watcher::Config::default(),
         ),
     )
-    .default_backoff()
+    .backoff(watch_backoff())
     .applied_objects()
     .filter_map(|_| std::future::ready(None::<Result<String, watcher::Error>>))
     .boxed();
@@ -431,7 +447,7 @@ pub(crate) async fn run(
 ) -> Result<()> {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cfg.node_name));
-    let mut stream = watcher(api, cfg).default_backoff().boxed();
+    let mut stream = watcher(api, cfg).backoff(watch_backoff()).boxed();
     let sources = tokio::spawn(watch_sources(
         ctx.clone(),
         cm_writer,

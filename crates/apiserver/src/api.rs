@@ -196,6 +196,8 @@ pub struct Api {
     /// The TLS client config for node agents (pod log, exec, attach), when the server
     /// has a kubelet client certificate.
     pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
+    /// The last CPU counters read from node agents (metrics.k8s.io averages over them).
+    pub cpu_readings: crate::resource_metrics::CpuReadings,
 }
 
 fn is_public(path: &str) -> bool {

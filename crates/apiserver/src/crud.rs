@@ -1070,7 +1070,13 @@ async fn replace(
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty);
     let key = res.key(ns, name);
-    if finalizers_gone && !(res.kind == "Pod" && o.pointer("/spec/nodeName").is_some()) {
+    // A pod on a node given a grace period waits for the node's zero-grace delete.
+    let awaits_node = res.kind == "Pod"
+        && o.pointer("/spec/nodeName").is_some()
+        && o.pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            != Some(0);
+    if finalizers_gone && !awaits_node {
         return match api.store.delete(&key, rev).await {
             Ok((_, del_rev)) => {
                 set_rv(&mut o, del_rev);
@@ -1511,18 +1517,37 @@ pub fn delete<'a>(
                 _ => {}
             }
             finalizers.dedup();
+            // As kube's pod strategy: a pod on a node gets its grace period for the
+            // node to stop it — unless it has finished (Succeeded, Failed): nothing
+            // runs to stop.
+            let finished = matches!(
+                cur.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            );
             let graceful_pod = res.kind == "Pod"
                 && cur
                     .pointer("/spec/nodeName")
                     .and_then(Value::as_str)
                     .is_some_and(|n| !n.is_empty())
+                && !finished
                 && opts.grace != Some(0);
             let terminating_ns = res.kind == "Namespace";
             if opts.dry_run {
                 return Ok(cur);
             }
             if !finalizers.is_empty() || graceful_pod || terminating_ns {
-                if cur.pointer("/metadata/deletionTimestamp").is_some() && !graceful_pod {
+                // A node's confirmation (grace 0) of a pod held by finalizers is
+                // recorded, so that the pod goes once they are gone.
+                let confirmed_now = res.kind == "Pod"
+                    && opts.grace == Some(0)
+                    && cur
+                        .pointer("/metadata/deletionGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .is_some_and(|g| g != 0);
+                if cur.pointer("/metadata/deletionTimestamp").is_some()
+                    && !graceful_pod
+                    && !confirmed_now
+                {
                     // Already being deleted: nothing more to record.
                     return Ok(cur);
                 }

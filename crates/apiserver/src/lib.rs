@@ -176,6 +176,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         address: format!("{host}:{}", addr.port()),
         ca_bundle: pki.ca_cert.clone(),
         ready: std::sync::atomic::AtomicBool::new(false),
+        cpu_readings: Default::default(),
     });
     tokio::spawn(server::serve(api.clone(), listener, tls));
     let a = api.clone();

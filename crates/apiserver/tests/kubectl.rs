@@ -35,6 +35,18 @@ spec:
   - port: 80
 "#;
 
+/// Removes the finalizers of `obj` (KIND/NAME) and waits until it is gone.
+fn release_finalizers(s: &Server, obj: &str) {
+    s.ok(&[
+        "patch",
+        obj,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    s.ok(&["wait", "--for=delete", obj, "--timeout=10s"]);
+}
+
 fn lines(s: &str) -> Vec<String> {
     s.lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -404,6 +416,48 @@ fn watch_wait_and_delete() {
     );
     s.ok(&["delete", "pod", "p2", "--grace-period=0", "--force"]);
     assert!(s.fails(&["get", "pod", "p2"]).contains("NotFound"));
+    // A finished pod goes at once, as kube's pod strategy has it: nothing runs to stop.
+    let bound = |name: &str, extra: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"{extra}}},"spec":{{"nodeName":"node-a","containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+        )
+    };
+    s.ok_in(&["create", "-f", "-"], &bound("p3", ""));
+    s.ok(&[
+        "patch",
+        "pod",
+        "p3",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Succeeded"}}"#,
+    ]);
+    s.ok(&["delete", "pod", "p3", "--timeout=5s"]);
+    // A finalizer holds a pod past its node's confirmation; it goes once removed.
+    s.ok_in(
+        &["create", "-f", "-"],
+        &bound("p4", r#","finalizers":["example.com/hold"]"#),
+    );
+    s.ok(&["delete", "pod", "p4", "--wait=false"]);
+    s.ok(&[
+        "delete",
+        "pod",
+        "p4",
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    ]);
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "pod",
+            "p4",
+            "-o",
+            "jsonpath={.metadata.deletionGracePeriodSeconds}"
+        ]),
+        "0"
+    );
+    release_finalizers(&s, "pod/p4");
 
     // Cascading deletion: background, orphan, foreground.
     let f = file(s.dir.path(), "web.yaml", WEB);
@@ -439,15 +493,7 @@ fn watch_wait_and_delete() {
             "jsonpath={.metadata.deletionTimestamp}"
         ])
         .is_empty());
-    s.ok(&[
-        "patch",
-        "cm",
-        "held",
-        "--type=json",
-        "-p",
-        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
-    ]);
-    s.ok(&["wait", "--for=delete", "cm/held", "--timeout=10s"]);
+    release_finalizers(&s, "cm/held");
     // A namespace takes its contents with it.
     s.ok_in(&["apply", "-f", "-"], "apiVersion: v1\nkind: Namespace\nmetadata: {name: scratch}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: scratch}\ndata: {a: b}\n");
     assert_eq!(

@@ -15,6 +15,7 @@ mod registry_cmd;
 mod rootfs_cmd;
 mod server_cmd;
 mod session;
+mod sim_cmd;
 mod stats_cmd;
 mod table;
 
@@ -135,6 +136,9 @@ enum Command {
     /// Show how a pod on this node is made, read from the kernel.
     #[command(subcommand)]
     Explain(explain_cmd::ExplainCommand),
+    /// Simulated nodes (what KWOK makes), against any API server.
+    #[command(subcommand)]
+    Sim(sim_cmd::SimCommand),
 }
 
 /// What every command gets.
@@ -202,6 +206,7 @@ fn main() {
             Command::Server(a) => ok(server_cmd::server(&ctx, a).await),
             Command::Agent(a) => ok(agent_cmd::agent(&ctx, a).await),
             Command::Explain(c) => ok(explain_cmd::explain(&ctx, c)),
+            Command::Sim(c) => ok(sim_cmd::sim(c).await),
         }
     });
     match result {

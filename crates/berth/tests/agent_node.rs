@@ -75,6 +75,12 @@ spec:
         let m: Value = serde_json::from_str(&raw).unwrap();
         assert_eq!(m["kind"], "PodMetrics", "{raw}");
         assert_eq!(m["metadata"]["labels"]["app"], "busy", "{raw}");
+        // Usage is averaged since the previous read, at least a second before.
+        let window = m["window"].as_str().unwrap_or_else(|| panic!("{raw}"));
+        assert!(
+            window.ends_with('s') && !window.ends_with("ms") && window != "0s",
+            "{raw}"
+        );
         let usage = |name: &str, what: &str| {
             m["containers"]
                 .as_array()
@@ -399,6 +405,18 @@ fn static_pods_run_from_files_and_show_as_mirror_pods() {
         p["spec"]["volumes"].is_null(),
         "no token volume on a mirror: {p}"
     );
+    // The kubelet's events name the static pod (its UID is the file's hash, which the
+    // mirror carries in kubernetes.io/config.mirror); kubectl describe of the mirror
+    // looks them up by that UID.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = c.ok(&["describe", "pod", "-n", "kube-system", &name]);
+        if d.contains("Started") && d.contains("Started container main") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no events in describe:\n{d}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let ip = p["status"]["podIP"].as_str().unwrap().to_string();
     let page = |ip: &str| {
         String::from_utf8(common::http_get(&format!("{ip}:8080"), "/index.html")).unwrap()

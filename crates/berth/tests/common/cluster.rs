@@ -89,6 +89,25 @@ impl Cluster {
         c
     }
 
+    /// Starts `berth server --disable-agent` alone: an API server without any node
+    /// (simulated nodes come from `berth sim nodes`).
+    pub fn api_only() -> Cluster {
+        let (octet, cidr_lock) = lease_cidr_octet();
+        let mut c = Cluster {
+            env: Env::new(),
+            port: free_port(),
+            node: String::new(),
+            cidr_octet: octet,
+            _cidr_lock: cidr_lock,
+            child: None,
+            agent: None,
+            flags: vec!["--disable-agent".into()],
+        };
+        c.spawn();
+        c.wait_api();
+        c
+    }
+
     /// The kubeconfig kubectl uses.
     pub fn kubeconfig(&self) -> PathBuf {
         self.env.path("kubeconfig")
