@@ -5,9 +5,10 @@
 //! OutOfmemory or NodePorts, "Pod was rejected: …" — and never started (the scheduler
 //! keeps this from happening; a pod bound by hand to a full node meets it).
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use berth_pods::{host_ports, pod_request};
+use k8s_openapi::api::core::v1::Pod;
 
-use crate::{hostinfo, qos, status};
+use crate::hostinfo;
 
 /// Why a pod was turned away.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,72 +42,6 @@ impl Room {
     }
 }
 
-fn request(c: &Container, name: &str, milli: bool) -> i128 {
-    qos::request(c, name)
-        .and_then(|q| {
-            if milli {
-                qos::milli_value(&q).ok()
-            } else {
-                qos::value(&q).ok().map(i128::from)
-            }
-        })
-        .unwrap_or(0)
-}
-
-/// A pod's effective request: its app containers and sidecars together, or its
-/// largest init container, whichever is more (init containers run one at a time).
-pub(crate) fn pod_request(pod: &Pod, name: &str, milli: bool) -> i128 {
-    let Some(spec) = pod.spec.as_ref() else {
-        return 0;
-    };
-    let inits = spec.init_containers.iter().flatten();
-    let sidecars: i128 = inits
-        .clone()
-        .filter(|c| status::is_sidecar(c))
-        .map(|c| request(c, name, milli))
-        .sum();
-    let apps: i128 = spec
-        .containers
-        .iter()
-        .map(|c| request(c, name, milli))
-        .sum();
-    let largest_init = inits
-        .filter(|c| !status::is_sidecar(c))
-        .map(|c| request(c, name, milli))
-        .max()
-        .unwrap_or(0);
-    (apps + sidecars).max(largest_init)
-}
-
-/// (protocol, host IP, host port) of each port the pod takes on the host.
-fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
-    let Some(spec) = pod.spec.as_ref() else {
-        return Vec::new();
-    };
-    spec.init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| {
-            let port = p.host_port.filter(|h| *h > 0)?;
-            Some((
-                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                p.host_ip
-                    .clone()
-                    .filter(|h| !h.is_empty())
-                    .unwrap_or_else(|| "0.0.0.0".into()),
-                port,
-            ))
-        })
-        .collect()
-}
-
-fn ports_conflict(a: &(String, String, i32), b: &(String, String, i32)) -> bool {
-    let any = |ip: &str| ip == "0.0.0.0" || ip == "::";
-    a.0 == b.0 && a.2 == b.2 && (any(&a.1) || any(&b.1) || a.1 == b.1)
-}
-
 /// Whether `pod` fits beside the `running` pods (admitted, not ended).
 pub fn admit<'a>(
     pod: &Pod,
@@ -125,15 +60,12 @@ pub fn admit<'a>(
     if count + 1 > i128::from(room.pods as i64) {
         return Err(insufficient("pods", 1, count, room.pods.into()));
     }
-    for (what, milli, capacity) in [
-        ("cpu", true, room.cpu_milli),
-        ("memory", false, room.memory),
-    ] {
-        let requested = pod_request(pod, what, milli);
+    for (what, capacity) in [("cpu", room.cpu_milli), ("memory", room.memory)] {
+        let requested = pod_request(pod, what);
         if requested == 0 {
             continue;
         }
-        let used: i128 = running.clone().map(|p| pod_request(p, what, milli)).sum();
+        let used: i128 = running.clone().map(|p| pod_request(p, what)).sum();
         if used + requested > capacity {
             return Err(insufficient(what, requested, used, capacity));
         }
@@ -141,10 +73,7 @@ pub fn admit<'a>(
     let wanted = host_ports(pod);
     if !wanted.is_empty() {
         let taken: Vec<_> = running.flat_map(host_ports).collect();
-        if wanted
-            .iter()
-            .any(|w| taken.iter().any(|t| ports_conflict(w, t)))
-        {
+        if wanted.iter().any(|w| taken.iter().any(|t| w.conflicts(t))) {
             return Err(Rejection {
                 reason: "NodePorts".into(),
                 message: "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports".into(),

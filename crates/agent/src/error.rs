@@ -51,3 +51,9 @@ pub(crate) fn is_not_found(e: &kube::Error) -> bool {
 pub(crate) fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
+
+impl From<berth_pods::QuantityError> for Error {
+    fn from(e: berth_pods::QuantityError) -> Self {
+        Error::Spec(e.0)
+    }
+}

@@ -336,9 +336,9 @@ async fn check(ctx: &Arc<Ctx>) -> crate::Result<()> {
     let memory = resource == "memory";
     let request = |u: &Use| -> u64 {
         if memory {
-            u64::try_from(crate::admit::pod_request(u.pod, "memory", false)).unwrap_or(0)
+            u64::try_from(berth_pods::pod_request(u.pod, "memory")).unwrap_or(0)
         } else {
-            u64::try_from(crate::admit::pod_request(u.pod, "ephemeral-storage", false)).unwrap_or(0)
+            u64::try_from(berth_pods::pod_request(u.pod, "ephemeral-storage")).unwrap_or(0)
         }
     };
     let used = |u: &Use| if memory { u.memory } else { u.storage };

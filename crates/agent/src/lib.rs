@@ -24,7 +24,6 @@ pub mod podspec;
 pub mod portforward;
 pub mod probes;
 pub mod qos;
-pub mod recorder;
 pub mod server;
 mod spdy;
 pub mod static_pods;
@@ -34,6 +33,7 @@ pub mod streaming;
 pub mod volumes;
 pub mod worker;
 
+pub use berth_events as recorder;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -189,7 +189,7 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
             secrets: secret_reader,
             services: services_reader,
         },
-        recorder: recorder::Recorder::new(client.clone(), &cfg.node_name),
+        recorder: recorder::Recorder::kubelet(client.clone(), &cfg.node_name),
         client,
         core,
         cfg,

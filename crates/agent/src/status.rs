@@ -238,10 +238,7 @@ pub fn restarts(policy: &str, code: i32) -> bool {
     }
 }
 
-/// Whether an init container is a sidecar (restartPolicy Always).
-pub fn is_sidecar(c: &Container) -> bool {
-    c.restart_policy.as_deref() == Some("Always")
-}
+pub use berth_pods::is_sidecar;
 
 /// Everything the status is computed from.
 pub struct Inputs<'a> {

@@ -13,6 +13,7 @@ mod image_cmd;
 mod network_cmd;
 mod registry_cmd;
 mod rootfs_cmd;
+mod scheduler_cmd;
 mod server_cmd;
 mod session;
 mod sim_cmd;
@@ -133,6 +134,8 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run the node agent alone (what the kubelet is).
     Agent(agent_cmd::AgentArgs),
+    /// Run the scheduler alone (`berth server` runs one unless --disable scheduler).
+    Scheduler(scheduler_cmd::SchedulerArgs),
     /// Show how a pod on this node is made, read from the kernel.
     #[command(subcommand)]
     Explain(explain_cmd::ExplainCommand),
@@ -205,6 +208,7 @@ fn main() {
             Command::Rootfs(c) => ok(rootfs_cmd::run(&ctx, c)),
             Command::Server(a) => ok(server_cmd::server(&ctx, a).await),
             Command::Agent(a) => ok(agent_cmd::agent(&ctx, a).await),
+            Command::Scheduler(a) => ok(scheduler_cmd::scheduler(a).await),
             Command::Explain(c) => ok(explain_cmd::explain(&ctx, c)),
             Command::Sim(c) => ok(sim_cmd::sim(c).await),
         }

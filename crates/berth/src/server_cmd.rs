@@ -40,6 +40,10 @@ pub struct ServerArgs {
     /// Run the API server alone, without this machine's node agent.
     #[arg(long)]
     disable_agent: bool,
+    /// Parts not to run in this server (comma-separated; k3s's --disable-* flags):
+    /// scheduler.
+    #[arg(long, value_delimiter = ',', value_parser = ["scheduler"])]
+    disable: Vec<String>,
     #[command(flatten)]
     node: crate::agent_cmd::NodeArgs,
 }
@@ -92,16 +96,28 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         kubeconfig = %a.write_kubeconfig.as_ref().unwrap_or(&s.kubeconfig).display(),
         "berth API server listening"
     );
-    let agent = if a.disable_agent {
-        None
-    } else {
-        // The agent reaches the API server on loopback when it listens on every address.
+    // The loopback URL of this server, for the parts that run beside it.
+    let local_url = {
         let host = match s.addr.ip() {
             ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
             ip => ip,
         };
-        let url = format!("https://{}", std::net::SocketAddr::new(host, s.addr.port()));
-        let client = crate::agent_cmd::client(&s.kubeconfig, Some(&url)).await?;
+        format!("https://{}", std::net::SocketAddr::new(host, s.addr.port()))
+    };
+    let _scheduler = if a.disable.iter().any(|d| d == "scheduler") {
+        None
+    } else {
+        let client = crate::agent_cmd::client(&s.kubeconfig, Some(&local_url)).await?;
+        tracing::info!("scheduler starting");
+        Some(AbortOnDrop(tokio::spawn(berth_scheduler::run(
+            client,
+            Default::default(),
+        ))))
+    };
+    let agent = if a.disable_agent {
+        None
+    } else {
+        let client = crate::agent_cmd::client(&s.kubeconfig, Some(&local_url)).await?;
         let mut cfg = a.node.config(&ctx.root);
         cfg.client_ca_pem = Some(s.api.ca_bundle.clone());
         tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, pod_cidr = %cfg.pod_cidr, "node agent starting");
@@ -127,4 +143,13 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// A task stopped when its handle goes.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

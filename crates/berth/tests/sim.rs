@@ -5,59 +5,10 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
+use common::cluster::{Cluster, SimNodes};
 use serde_json::Value;
-
-/// A `berth sim nodes` process, stopped (SIGTERM) when dropped.
-struct Sim(Child);
-
-impl Sim {
-    fn start(c: &Cluster, args: &[&str]) -> Sim {
-        let mut cmd = c.env.cmd(&["sim", "nodes", "--kubeconfig"]);
-        cmd.arg(c.kubeconfig())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        Sim(cmd.spawn().unwrap())
-    }
-
-    /// Stops it as Ctrl-C would; returns its exit status and stderr.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_child(&self.0),
-            rustix::process::Signal::TERM,
-        );
-        wait_exit(&mut self.0, 30)
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_exit(child: &mut Child, secs: u64) -> (std::process::ExitStatus, String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "still running after {secs} s");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
-    (status, err)
-}
 
 fn json(c: &Cluster, args: &[&str]) -> Value {
     serde_json::from_str(&c.ok(args)).unwrap()
@@ -84,12 +35,7 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> Option<String>) {
 fn simulated_nodes_register_run_their_pods_and_leave() {
     let c = Cluster::api_only();
     let prefix = format!("sim{}", std::process::id());
-    let sim = Sim::start(
-        &c,
-        &[
-            "--count", "3", "--prefix", &prefix, "--label", "zone=z1", "--cpu", "8",
-        ],
-    );
+    let sim = SimNodes::start(&c, &prefix, 3, &["--label", "zone=z1", "--cpu", "8"], false);
     let selector = "sim.berth.dev/node=true,zone=z1";
     wait_for("three Ready nodes", 30, || {
         let nodes = json(&c, &["get", "nodes", "-l", selector, "-o", "json"]);
@@ -195,8 +141,8 @@ fn simulated_nodes_register_run_their_pods_and_leave() {
 fn a_real_node_of_the_same_name_is_never_taken_over() {
     let c = Cluster::api_only();
     c.apply("apiVersion: v1\nkind: Node\nmetadata: {name: plain-0}\n");
-    let mut sim = Sim::start(&c, &["--count", "1", "--prefix", "plain"]);
-    let (status, err) = wait_exit(&mut sim.0, 30);
+    let mut sim = SimNodes::start(&c, "plain", 1, &[], false);
+    let (status, err) = sim.wait_exit(30);
     assert!(!status.success());
     assert!(
         err.contains("node plain-0 exists and is not a simulated node") && err.contains("--prefix"),

@@ -449,3 +449,82 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A `berth sim nodes` process against a cluster, stopped (SIGTERM, as Ctrl-C) when
+/// dropped.
+pub struct SimNodes(pub Child);
+
+impl SimNodes {
+    /// Starts `berth sim nodes --prefix PREFIX --count COUNT EXTRA...`; with `wait`,
+    /// returns once all its nodes are registered.
+    pub fn start(c: &Cluster, prefix: &str, count: usize, extra: &[&str], wait: bool) -> SimNodes {
+        let mut cmd = c.env.cmd(&["sim", "nodes", "--kubeconfig"]);
+        cmd.arg(c.kubeconfig())
+            .args(["--prefix", prefix, "--count", &count.to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let s = SimNodes(cmd.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        if !wait {
+            return s;
+        }
+        loop {
+            let names = c.ok(&["get", "nodes", "-o", "name"]);
+            let n = names
+                .lines()
+                .filter(|l| l.starts_with(&format!("node/{prefix}-")))
+                .count();
+            if n == count {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{names}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops it as Ctrl-C would; returns its exit status and stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.0),
+            rustix::process::Signal::TERM,
+        );
+        self.wait_exit(30)
+    }
+
+    /// Waits for it to end by itself; returns its exit status and stderr.
+    pub fn wait_exit(&mut self, secs: u64) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let status = loop {
+            if let Some(st) = self.0.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "still running after {secs} s");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+}
+
+impl Drop for SimNodes {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&self.0),
+                rustix::process::Signal::TERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,8 +1,8 @@
-//! Events as the kubelet writes them (core/v1 Events with source.component "kubelet"
-//! and the node as host), so `kubectl describe pod` and `kubectl get events` show what
-//! happened. One task posts them in order, off the pod workers' path; a repeat of the
-//! same reason and message for the same object bumps the first one's count, as
-//! client-go's event correlator does.
+//! Events as Kubernetes components write them (core/v1 Events with the component as
+//! source — "kubelet" with its node as host, "default-scheduler"...), so `kubectl
+//! describe` and `kubectl get events` show what happened. One task posts them in
+//! order, off the callers' path; a repeat of the same reason and message for the same
+//! object bumps the first one's count, as client-go's event correlator does.
 
 use std::collections::HashMap;
 
@@ -35,9 +35,25 @@ pub struct Recorder {
 
 impl Recorder {
     /// A recorder posting as the kubelet of `node`.
-    pub fn new(client: kube::Client, node: &str) -> Recorder {
+    pub fn kubelet(client: kube::Client, node: &str) -> Recorder {
+        Recorder::new(client, "kubelet", node, Some(node))
+    }
+
+    /// A recorder posting as `component` (its instance `instance`, on `host` if the
+    /// component belongs to a node).
+    pub fn new(
+        client: kube::Client,
+        component: &str,
+        instance: &str,
+        host: Option<&str>,
+    ) -> Recorder {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(post_events(client, node.to_string(), rx));
+        let source = Source {
+            component: component.to_string(),
+            instance: instance.to_string(),
+            host: host.map(str::to_string),
+        };
+        tokio::spawn(post_events(client, source, rx));
         Recorder { tx }
     }
 
@@ -72,7 +88,14 @@ type EventKey = (String, String, String, String);
 /// The first event of a kind: its namespace, name and count so far.
 type Posted = (String, String, i32);
 
-async fn post_events(client: kube::Client, node: String, mut rx: mpsc::UnboundedReceiver<Record>) {
+/// Who posts the events.
+struct Source {
+    component: String,
+    instance: String,
+    host: Option<String>,
+}
+
+async fn post_events(client: kube::Client, src: Source, mut rx: mpsc::UnboundedReceiver<Record>) {
     // (uid, field path, reason, message) → (namespace, event name, count)
     let mut seen: HashMap<EventKey, Posted> = HashMap::new();
     let mut serial = 0u64;
@@ -124,11 +147,11 @@ async fn post_events(client: kube::Client, node: String, mut rx: mpsc::Unbounded
                 .into(),
             ),
             source: Some(EventSource {
-                component: Some("kubelet".into()),
-                host: Some(node.clone()),
+                component: Some(src.component.clone()),
+                host: src.host.clone(),
             }),
-            reporting_component: Some("kubelet".into()),
-            reporting_instance: Some(node.clone()),
+            reporting_component: Some(src.component.clone()),
+            reporting_instance: Some(src.instance.clone()),
             first_timestamp: Some(now.clone()),
             last_timestamp: Some(now),
             count: Some(1),

@@ -1,0 +1,315 @@
+//! The scheduler's view of the cluster, as kube-scheduler's cache keeps it: each
+//! node with the sums of what its pods request, kept up to date from the pod and node
+//! watches (one update per event, never a rescan), and the pods this scheduler has
+//! placed but not yet seen bound ("assumed"), so that two decisions in a row never
+//! count on the same room.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use berth_pods::HostPort;
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+/// Every resource a pod asks for by name (requests, or limits standing for them).
+pub fn requested_resources(pod: &Pod) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for c in pod.spec.iter().flat_map(|s| {
+        s.init_containers
+            .iter()
+            .flatten()
+            .chain(s.containers.iter())
+    }) {
+        if let Some(r) = &c.resources {
+            for m in [&r.requests, &r.limits].into_iter().flatten() {
+                out.extend(m.keys().cloned());
+            }
+        }
+    }
+    out
+}
+
+/// What one pod takes on its node.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Taken {
+    node: String,
+    requests: BTreeMap<String, i128>,
+    ports: Vec<HostPort>,
+}
+
+impl Taken {
+    fn of(pod: &Pod, node: &str) -> Taken {
+        Taken {
+            node: node.to_string(),
+            requests: requested_resources(pod)
+                .into_iter()
+                .map(|r| {
+                    let v = berth_pods::pod_request(pod, &r);
+                    (r, v)
+                })
+                .collect(),
+            ports: berth_pods::host_ports(pod),
+        }
+    }
+}
+
+/// A node and what its pods take.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    /// The Node.
+    pub node: Arc<Node>,
+    /// Pods on it (running or about to).
+    pub pods: i128,
+    /// Host ports its pods hold.
+    pub ports: Vec<HostPort>,
+    requested: BTreeMap<String, i128>,
+}
+
+impl NodeInfo {
+    fn new(node: Arc<Node>) -> NodeInfo {
+        NodeInfo {
+            node,
+            pods: 0,
+            ports: Vec::new(),
+            requested: BTreeMap::new(),
+        }
+    }
+
+    /// What the node offers of resource `name` (CPU in millicores).
+    pub fn allocatable(&self, name: &str) -> i128 {
+        self.node
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get(name))
+            .and_then(|q| {
+                if name == "cpu" {
+                    berth_pods::milli_value(q).ok()
+                } else {
+                    berth_pods::value(q).ok().map(i128::from)
+                }
+            })
+            .unwrap_or(0)
+    }
+
+    /// What its pods request of resource `name`.
+    pub fn requested(&self, name: &str) -> i128 {
+        self.requested.get(name).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, t: &Taken) {
+        self.pods += 1;
+        for (k, v) in &t.requests {
+            *self.requested.entry(k.clone()).or_default() += v;
+        }
+        self.ports.extend(t.ports.iter().cloned());
+    }
+
+    fn remove(&mut self, t: &Taken) {
+        self.pods -= 1;
+        for (k, v) in &t.requests {
+            *self.requested.entry(k.clone()).or_default() -= v;
+        }
+        for p in &t.ports {
+            if let Some(i) = self.ports.iter().position(|q| q == p) {
+                self.ports.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// Nodes, and what every bound (or assumed) pod takes where.
+#[derive(Default)]
+pub struct Cache {
+    nodes: BTreeMap<String, NodeInfo>,
+    /// Pod UID → what it takes.
+    pods: HashMap<String, Taken>,
+    /// Pods placed here and not yet seen bound (UIDs).
+    assumed: BTreeSet<String>,
+    /// Pods on nodes not (yet) known, by node.
+    orphans: HashMap<String, Vec<String>>,
+}
+
+/// Whether a pod takes room on its node: bound and not finished.
+fn holds_room(pod: &Pod) -> Option<&str> {
+    let node = pod.spec.as_ref()?.node_name.as_deref()?;
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    (!node.is_empty() && !matches!(phase, Some("Succeeded" | "Failed"))).then_some(node)
+}
+
+impl Cache {
+    /// A node added or changed.
+    pub fn set_node(&mut self, node: Node) {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let node = Arc::new(node);
+        match self.nodes.get_mut(&name) {
+            Some(info) => info.node = node,
+            None => {
+                let mut info = NodeInfo::new(node);
+                for uid in self.orphans.remove(&name).unwrap_or_default() {
+                    if let Some(t) = self.pods.get(&uid) {
+                        info.add(t);
+                    }
+                }
+                self.nodes.insert(name, info);
+            }
+        }
+    }
+
+    /// A node gone.
+    pub fn remove_node(&mut self, name: &str) {
+        if self.nodes.remove(name).is_some() {
+            let uids: Vec<String> = self
+                .pods
+                .iter()
+                .filter(|(_, t)| t.node == name)
+                .map(|(u, _)| u.clone())
+                .collect();
+            self.orphans.insert(name.to_string(), uids);
+        }
+    }
+
+    fn take(&mut self, uid: &str, t: Taken) {
+        self.forget(uid);
+        match self.nodes.get_mut(&t.node) {
+            Some(info) => info.add(&t),
+            None => self
+                .orphans
+                .entry(t.node.clone())
+                .or_default()
+                .push(uid.to_string()),
+        }
+        self.pods.insert(uid.to_string(), t);
+    }
+
+    fn forget(&mut self, uid: &str) {
+        if let Some(old) = self.pods.remove(uid) {
+            match self.nodes.get_mut(&old.node) {
+                Some(info) => info.remove(&old),
+                None => {
+                    if let Some(o) = self.orphans.get_mut(&old.node) {
+                        o.retain(|u| u != uid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A pod added or changed, as the watch saw it.
+    pub fn set_pod(&mut self, pod: &Pod) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        match holds_room(pod) {
+            Some(node) => {
+                self.assumed.remove(&uid);
+                let t = Taken::of(pod, node);
+                if self.pods.get(&uid) != Some(&t) {
+                    self.take(&uid, t);
+                }
+            }
+            // Not bound yet: an assumption made meanwhile stands.
+            None if self.assumed.contains(&uid) && !is_finished(pod) => {}
+            None => {
+                self.assumed.remove(&uid);
+                self.forget(&uid);
+            }
+        }
+    }
+
+    /// A pod gone.
+    pub fn remove_pod(&mut self, pod: &Pod) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        self.assumed.remove(&uid);
+        self.forget(&uid);
+    }
+
+    /// Counts `pod` on `node` before its binding is seen.
+    pub fn assume(&mut self, pod: &Pod, node: &str) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        self.assumed.insert(uid.clone());
+        self.take(&uid, Taken::of(pod, node));
+    }
+
+    /// Takes back an assumption whose binding failed.
+    pub fn forget_assumed(&mut self, pod: &Pod) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if self.assumed.remove(&uid) {
+            self.forget(&uid);
+        }
+    }
+
+    /// Every node.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values()
+    }
+
+    /// How many nodes.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+fn is_finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "10"}}
+        }))
+        .unwrap()
+    }
+
+    fn pod(uid: &str, node: &str, cpu: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": uid, "uid": uid},
+            "spec": {"nodeName": node, "containers": [{"name": "c",
+                     "resources": {"requests": {"cpu": cpu}},
+                     "ports": [{"containerPort": 80, "hostPort": 8080}]}]}
+        }))
+        .unwrap()
+    }
+
+    fn used(c: &Cache, n: &str) -> (i128, i128, usize) {
+        let info = c
+            .nodes()
+            .find(|i| i.node.metadata.name.as_deref() == Some(n))
+            .unwrap();
+        (info.pods, info.requested("cpu"), info.ports.len())
+    }
+
+    #[test]
+    fn pods_are_counted_once_on_their_node_assumed_or_seen() {
+        let mut c = Cache::default();
+        c.set_node(node("a"));
+        // Seen bound before its node is known: counted once the node comes.
+        c.set_pod(&pod("p1", "b", "500m"));
+        c.set_node(node("b"));
+        assert_eq!(used(&c, "b"), (1, 500, 1));
+        // Assumed, then seen bound: still one.
+        let p2 = pod("p2", "", "250m");
+        c.assume(&p2, "a");
+        assert_eq!(used(&c, "a"), (1, 250, 1));
+        c.set_pod(&p2); // the watch still shows it unbound: the assumption stands
+        assert_eq!(used(&c, "a"), (1, 250, 1));
+        c.set_pod(&pod("p2", "a", "250m"));
+        assert_eq!(used(&c, "a"), (1, 250, 1));
+        // A failed binding is taken back; a finished or deleted pod frees its room.
+        let p3 = pod("p3", "", "1");
+        c.assume(&p3, "a");
+        c.forget_assumed(&p3);
+        assert_eq!(used(&c, "a"), (1, 250, 1));
+        let mut done = pod("p1", "b", "500m");
+        done.status = Some(serde_json::from_str(r#"{"phase":"Succeeded"}"#).unwrap());
+        c.set_pod(&done);
+        assert_eq!(used(&c, "b"), (0, 0, 0));
+        c.remove_pod(&pod("p2", "a", "250m"));
+        assert_eq!(used(&c, "a"), (0, 0, 0));
+    }
+}

@@ -1,0 +1,323 @@
+//! berth's scheduler: places each pending pod (no node yet, this scheduler's name) on
+//! the node kube-scheduler would choose — the feasible nodes by the filters of
+//! [`filter`], the best by the scores of [`score`] — and binds it through the
+//! pods/binding subresource. Shaped as kube-runtime's Controller: a watch of pending
+//! pods feeds a queue, one pod is never placed twice at once, a pod that fits nowhere
+//! is tried again after a back-off (1 s doubling to 10 s, kube's) and when nodes change.
+//! The decisions read [`cache::Cache`], kept from the watches of every pod and node.
+
+pub mod cache;
+pub mod filter;
+pub mod score;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+
+use crate::cache::Cache;
+
+/// The scheduler's settings.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// The schedulerName this scheduler answers to (pods naming another are left).
+    pub name: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            name: "default-scheduler".into(),
+        }
+    }
+}
+
+/// Why a pod was not placed this time.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No node fits (kube's FailedScheduling message).
+    #[error("{0}")]
+    Unschedulable(String),
+    /// The API server refused or failed the binding.
+    #[error("binding {0}: {1}")]
+    Bind(String, #[source] Box<kube::Error>),
+}
+
+struct Ctx {
+    client: kube::Client,
+    cfg: SchedulerConfig,
+    cache: Mutex<Cache>,
+    /// Round-robin among equal best nodes, as kube picks one of them.
+    ties: std::sync::atomic::AtomicUsize,
+    /// Wakes every pending pod when nodes change (a new node may fit them).
+    wake: tokio::sync::mpsc::UnboundedSender<()>,
+    recorder: berth_events::Recorder,
+    /// Failed attempts per pod UID, for its back-off.
+    attempts: Mutex<std::collections::HashMap<String, u32>>,
+}
+
+/// Places pods until the task is dropped.
+pub async fn run(client: kube::Client, cfg: SchedulerConfig) {
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let woken =
+        futures_util::stream::unfold(
+            woken,
+            |mut rx| async move { rx.recv().await.map(|v| (v, rx)) },
+        );
+    let cfg_name = cfg.name.clone();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        cfg,
+        cache: Mutex::new(Cache::default()),
+        ties: Default::default(),
+        wake,
+        recorder: berth_events::Recorder::new(client.clone(), &cfg_name, &cfg_name, None),
+        attempts: Default::default(),
+    });
+    tokio::spawn(watch_nodes(ctx.clone()));
+    tokio::spawn(watch_pods(ctx.clone()));
+    let pending = watcher::Config::default().fields("spec.nodeName=");
+    Controller::new(Api::<Pod>::all(client), pending)
+        .reconcile_all_on(woken)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn lock(ctx: &Ctx) -> std::sync::MutexGuard<'_, Cache> {
+    ctx.cache.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn watch_nodes(ctx: Arc<Ctx>) {
+    let mut events = watcher(Api::<Node>::all(ctx.client.clone()), Default::default())
+        .default_backoff()
+        .boxed();
+    while let Some(ev) = events.next().await {
+        let changed = match ev {
+            Ok(Event::Apply(n) | Event::InitApply(n)) => {
+                lock(&ctx).set_node(n);
+                true
+            }
+            Ok(Event::Delete(n)) => {
+                lock(&ctx).remove_node(n.metadata.name.as_deref().unwrap_or(""));
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler: watching nodes");
+                false
+            }
+        };
+        if changed {
+            let _ = ctx.wake.send(());
+        }
+    }
+}
+
+async fn watch_pods(ctx: Arc<Ctx>) {
+    let mut events = watcher(Api::<Pod>::all(ctx.client.clone()), Default::default())
+        .default_backoff()
+        .boxed();
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(Event::Apply(p) | Event::InitApply(p)) => lock(&ctx).set_pod(&p),
+            Ok(Event::Delete(p)) => {
+                lock(&ctx).remove_pod(&p);
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                ctx.attempts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&uid);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "scheduler: watching pods"),
+        }
+    }
+}
+
+fn is_ours(pod: &Pod, cfg: &SchedulerConfig) -> bool {
+    let spec = pod.spec.as_ref();
+    let name = spec
+        .and_then(|s| s.scheduler_name.as_deref())
+        .unwrap_or("default-scheduler");
+    name == cfg.name
+        && spec
+            .and_then(|s| s.node_name.as_deref())
+            .unwrap_or("")
+            .is_empty()
+        && pod.metadata.deletion_timestamp.is_none()
+        && !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+/// The node for `pod`: the best-scored feasible one, or kube's message for none.
+pub fn choose(cache: &Cache, pod: &Pod, tie: usize) -> Result<String, String> {
+    let mut reasons = Vec::new();
+    let mut best: Vec<(&str, i64)> = Vec::new();
+    for info in cache.nodes() {
+        match filter::fits(pod, info) {
+            Ok(()) => {
+                let s = score::score(pod, info);
+                let name = info.node.metadata.name.as_deref().unwrap_or("");
+                match best.first() {
+                    Some((_, b)) if s < *b => {}
+                    Some((_, b)) if s == *b => best.push((name, s)),
+                    _ => best = vec![(name, s)],
+                }
+            }
+            Err(r) => reasons.push(r),
+        }
+    }
+    if best.is_empty() {
+        return Err(filter::failure_message(cache.node_count(), &reasons));
+    }
+    Ok(best[tie % best.len()].0.to_string())
+}
+
+async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if !is_ours(&pod, &ctx.cfg) {
+        return Ok(Action::await_change());
+    }
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let tie = ctx.ties.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let chosen = {
+        let mut cache = lock(&ctx);
+        let chosen = choose(&cache, &pod, tie);
+        if let Ok(node) = &chosen {
+            cache.assume(&pod, node);
+        }
+        chosen
+    };
+    let node = match chosen {
+        Ok(node) => node,
+        Err(message) => {
+            unschedulable(&ctx, &pod, &message).await;
+            return Err(Error::Unschedulable(message));
+        }
+    };
+    let binding = Binding {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.clone()),
+            ..Default::default()
+        },
+    };
+    let body = serde_json::to_vec(&binding).expect("a Binding serializes");
+    let req = http_post(
+        &format!("/api/v1/namespaces/{ns}/pods/{name}/binding"),
+        body,
+    );
+    let r: Result<serde_json::Value, kube::Error> = ctx.client.request(req).await;
+    match r {
+        Ok(_) => {
+            tracing::debug!(pod = %format!("{ns}/{name}"), node = %node, "scheduled");
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            ctx.attempts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&uid);
+            ctx.recorder.pod(
+                &pod,
+                "",
+                berth_events::EventType::Normal,
+                "Scheduled",
+                &format!("Successfully assigned {ns}/{name} to {node}"),
+            );
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            lock(&ctx).forget_assumed(&pod);
+            Err(Error::Bind(format!("{ns}/{name} to {node}"), Box::new(e)))
+        }
+    }
+}
+
+fn http_post(path: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {
+    http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("a valid request")
+}
+
+/// Marks the pod unschedulable as kube-scheduler does: the PodScheduled condition False
+/// with reason Unschedulable and the message (written only when it changed), and a
+/// FailedScheduling event.
+async fn unschedulable(ctx: &Ctx, pod: &Pod, message: &str) {
+    ctx.recorder.pod(
+        pod,
+        "",
+        berth_events::EventType::Warning,
+        "FailedScheduling",
+        message,
+    );
+    let current = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
+    if current.is_some_and(|c| {
+        c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+            && c.message.as_deref() == Some(message)
+    }) {
+        return;
+    }
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let mut conditions: Vec<serde_json::Value> = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.type_ != "PodScheduled")
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
+    conditions.push(serde_json::json!({
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": message, "lastProbeTime": null,
+        "lastTransitionTime": jiff::Timestamp::now().to_string(),
+    }));
+    let patch = serde_json::json!({"status": {"conditions": conditions}});
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = pods
+        .patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        tracing::debug!(pod = %name, error = %e, "marking a pod unschedulable");
+    }
+}
+
+/// kube's pod back-off: 1 s doubling to 10 s per failed attempt.
+fn backoff(ctx: &Ctx, pod: &Pod) -> Duration {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let mut attempts = ctx.attempts.lock().unwrap_or_else(|e| e.into_inner());
+    let n = attempts.entry(uid).or_default();
+    *n = n.saturating_add(1);
+    Duration::from_secs((1u64 << (*n - 1).min(4)).min(10))
+}
+
+fn error_policy(pod: Arc<Pod>, e: &Error, ctx: Arc<Ctx>) -> Action {
+    if let Error::Bind(..) = e {
+        tracing::warn!(error = %e, "scheduler");
+    }
+    Action::requeue(backoff(&ctx, &pod))
+}
