@@ -52,7 +52,7 @@ api "$url/api/v1/nodes/$node" | grep -q '"reason":"KubeletReady"' || {
 }
 echo "node $node is Ready; admin kubeconfig: $kc"
 
-manifest=$(sed "s/nodeName: NODE/nodeName: $node/" examples/pod.yaml)
+manifest=$(cat examples/pod.yaml) # no nodeName: berth server's scheduler places it
 kubectl=${KUBECTL:-kubectl}
 if command -v "$kubectl" >/dev/null && "$kubectl" version --client >/dev/null 2>&1; then
   k() { "$kubectl" --kubeconfig "$kc" "$@"; }

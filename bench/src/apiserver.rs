@@ -39,10 +39,10 @@ pub(crate) fn client(pki: &Path) -> Result<reqwest::Client> {
         .build()?)
 }
 
-struct Server {
-    child: Child,
-    url: String,
-    dir: PathBuf,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) dir: PathBuf,
 }
 
 impl Drop for Server {
@@ -60,20 +60,43 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `berth server`; returns it once /readyz answers, with the time that took.
+/// Starts `berth server` as the API server alone (no node agent, no scheduler: the
+/// pods created here are records to store, not to place or run); returns it once
+/// /readyz answers, with the time that took.
 async fn start(berth: &Path, dir: &Path, etcd: Option<&str>) -> Result<(Server, Duration)> {
+    start_with(
+        berth,
+        dir,
+        etcd,
+        &["--disable-agent", "--disable", "scheduler"],
+    )
+    .await
+}
+
+/// Starts `berth server` with `flags`; returns it once /readyz answers, with the time
+/// that took.
+pub(crate) async fn start_with(
+    berth: &Path,
+    dir: &Path,
+    etcd: Option<&str>,
+    flags: &[&str],
+) -> Result<(Server, Duration)> {
     let port = free_port();
     let mut cmd = Command::new(berth);
     cmd.args(["server", "--data-dir"])
         .arg(dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")]);
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(flags);
     if let Some(e) = etcd {
         cmd.args(["--datastore-endpoint", e]);
     }
     let t0 = Instant::now();
+    // Its log, to read when something fails.
+    std::fs::create_dir_all(dir)?;
+    let log = std::fs::File::create(dir.join("server.log"))?;
     let child = cmd
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .context("berth server")?;
     let url = format!("https://127.0.0.1:{port}");

@@ -17,6 +17,7 @@
 
 mod agent;
 mod apiserver;
+mod control;
 mod engine;
 mod images;
 mod net;
@@ -141,6 +142,19 @@ enum Cmd {
         #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
         tools: PathBuf,
     },
+    /// The scheduler on simulated nodes (scheduler_perf's SchedulingBasic shape):
+    /// pods bound per second, server memory
+    Control {
+        /// The berth binary (cargo build --release)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Simulated nodes
+        #[arg(long, default_value_t = 5000)]
+        nodes: usize,
+        /// Pods to place
+        #[arg(long, default_value_t = 10000)]
+        pods: usize,
+    },
     /// Images: unpack vs tar and umoci, rootfs prepare, pull vs skopeo
     Images {
         /// Rounds (each tool runs once per round, in rotating order)
@@ -182,6 +196,7 @@ fn main() -> Result<()> {
             density,
             tools,
         } => agent::pods_bench(runs, &berth, density, &tools),
+        Cmd::Control { berth, nodes, pods } => control::control_bench(&berth, nodes, pods),
         Cmd::Procview { runs, berth, tools } => net::procview_bench(runs, &berth, &tools),
         Cmd::ProcviewReader { runs, join, files } => net::procview_reader(runs, &join, &files),
         Cmd::Throughput { secs, berth, tools } => net::throughput_bench(secs, &berth, &tools),

@@ -104,3 +104,11 @@ pub fn private_mount_ns_with_empty_controllers() -> Result<()> {
     }
     Ok(())
 }
+
+/// Sends SIGTERM to process `pid` (one of ours), as Ctrl-C would stop it.
+pub fn terminate(pid: u32) {
+    // SAFETY: kill has no memory preconditions; pid is a child of this process.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+}

@@ -236,6 +236,12 @@ impl Cache {
         }
     }
 
+    /// Whether the pod is already placed: seen bound, or assumed by this scheduler.
+    pub fn is_placed(&self, pod: &Pod) -> bool {
+        let uid = pod.metadata.uid.as_deref().unwrap_or("");
+        self.pods.contains_key(uid)
+    }
+
     /// Every node.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
         self.nodes.values()

@@ -190,6 +190,11 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let tie = ctx.ties.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let chosen = {
         let mut cache = lock(&ctx);
+        // The queue may hand over a pod as it was before its binding was seen here
+        // (a bulk retry queued meanwhile): the cache knows better.
+        if cache.is_placed(&pod) {
+            return Ok(Action::await_change());
+        }
         let chosen = choose(&cache, &pod, tie);
         if let Ok(node) = &chosen {
             cache.assume(&pod, node);
@@ -241,6 +246,12 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
         Err(e) => {
             lock(&ctx).forget_assumed(&pod);
+            // Bound already (by an earlier attempt, or by hand) or being deleted: the
+            // watch brings where it went; nothing to retry.
+            if matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code == 404) {
+                tracing::debug!(pod = %format!("{ns}/{name}"), error = %e, "not bound");
+                return Ok(Action::await_change());
+            }
             Err(Error::Bind(format!("{ns}/{name} to {node}"), Box::new(e)))
         }
     }

@@ -103,11 +103,13 @@ pub async fn run(
     let cfg = Arc::new(cfg);
     let started = std::time::Instant::now();
     nodes::register_all(&client, &cfg).await?;
-    tracing::info!(
-        count = cfg.count,
-        prefix = %cfg.prefix,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "simulated nodes registered"
+    // On stdout, for the user (and for scripts that wait for it).
+    println!(
+        "{} simulated nodes registered ({} to {}) in {:.1} s; Ctrl-C removes them",
+        cfg.count,
+        cfg.node_name(0),
+        cfg.node_name(cfg.count - 1),
+        started.elapsed().as_secs_f64()
     );
     let leases = tokio::spawn(nodes::renew_leases(client.clone(), cfg.clone()));
     let pods = tokio::spawn(pods::run(client.clone(), cfg.clone()));

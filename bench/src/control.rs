@@ -1,0 +1,167 @@
+//! The control plane on simulated nodes, shaped like kube-scheduler's scheduler_perf
+//! SchedulingBasic: `berth server` (API server and scheduler, no node agent) with
+//! `berth sim nodes`, then pods created as fast as the API takes them; the figure is
+//! pods bound per second, from the first create to the last binding seen. No
+//! kube-scheduler runs here (Kubernetes' binaries are not packaged for Debian), so its
+//! own published scheduler_perf thresholds stand beside the figure.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::apiserver::{client, rss_mib, start_with};
+
+/// kube-scheduler's scheduler_perf threshold for SchedulingBasic at 5,000 nodes (its
+/// performance-config.yaml: 680-810 pods/s depending on the case's size).
+const KUBE_SCHEDULER_PODS_PER_S: f64 = 810.0;
+
+struct Sim(Child);
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        crate::sys::terminate(self.0.id());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pod(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("p{i}"), "namespace": "bench", "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "c", "image": "example.invalid/pause",
+                                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
+    })
+}
+
+/// Whether pods of the namespace are still unbound (0 or 1: asks for one).
+async fn unbound(c: &reqwest::Client, url: &str) -> Result<usize> {
+    let r = c
+        .get(format!(
+            "{url}/api/v1/namespaces/bench/pods?fieldSelector=spec.nodeName%3D&limit=1"
+        ))
+        .send()
+        .await?;
+    let v: serde_json::Value = r.json().await?;
+    Ok(v["items"].as_array().map_or(0, Vec::len))
+}
+
+/// Runs the benchmark: `nodes` simulated nodes, `pods` pods.
+pub fn control_bench(berth: &Path, nodes: usize, pods: usize) -> Result<()> {
+    let berth = std::fs::canonicalize(berth)
+        .with_context(|| format!("{} (cargo build --release)", berth.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let d = tempfile::tempdir()?;
+    let data = d.path().join("server");
+    let r = rt.block_on(run(&berth, &data, nodes, pods));
+    if r.is_err() {
+        let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        eprintln!("the server's log, last lines:");
+        for l in tail.iter().rev() {
+            eprintln!("  {l}");
+        }
+    }
+    r
+}
+
+async fn run(berth: &Path, data: &Path, nodes: usize, pods: usize) -> Result<()> {
+    {
+        let (s, _) = start_with(berth, data, None, &["--disable-agent"]).await?;
+        let c = Arc::new(client(&s.dir.join("pki"))?);
+        let kubeconfig = s.dir.join("pki/admin.kubeconfig");
+        let t0 = Instant::now();
+        let mut child = Command::new(berth)
+            .args(["sim", "nodes", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["--server", &s.url, "--prefix", "bench", "--count"])
+            .arg(nodes.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("berth sim nodes")?;
+        let out = child.stdout.take().context("the simulation's stdout")?;
+        let _sim = Sim(child);
+        // It says when every node is registered.
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).map(|_| line)
+        })
+        .await??;
+        if !line.contains("registered") {
+            bail!("berth sim nodes: {line:?}");
+        }
+        let registered = t0.elapsed();
+        c.post(format!("{}/api/v1/namespaces", s.url))
+            .json(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}))
+            .send()
+            .await?
+            .error_for_status()?;
+        // Pods created by 64 writers at once; the scheduler binds them meanwhile.
+        let t1 = Instant::now();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut writers = Vec::new();
+        for _ in 0..64 {
+            let (c, next, url) = (c.clone(), next.clone(), s.url.clone());
+            writers.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= pods {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    c.post(format!("{url}/api/v1/namespaces/bench/pods"))
+                        .json(&pod(i))
+                        .send()
+                        .await?
+                        .error_for_status()?;
+                }
+            }));
+        }
+        for w in writers {
+            w.await??;
+        }
+        let created = t1.elapsed();
+        loop {
+            if unbound(&c, &s.url).await? == 0 {
+                break;
+            }
+            if t1.elapsed() > Duration::from_secs(600) {
+                bail!("pods still unbound after 10 min");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let all_bound = t1.elapsed();
+        let rss = rss_mib(s.child.id());
+        let rate = pods as f64 / all_bound.as_secs_f64();
+        println!(
+            "control plane on simulated nodes (berth server --disable-agent + berth sim nodes)"
+        );
+        println!(
+            "  {nodes} nodes registered in {:.1} s",
+            registered.as_secs_f64()
+        );
+        println!(
+            "  {pods} pods created in {:.2} s ({:.0}/s), all bound after {:.2} s",
+            created.as_secs_f64(),
+            pods as f64 / created.as_secs_f64(),
+            all_bound.as_secs_f64()
+        );
+        println!(
+            "  scheduling throughput: {rate:.0} pods/s (kube-scheduler's scheduler_perf threshold at 5,000 nodes: {KUBE_SCHEDULER_PODS_PER_S:.0} pods/s; ratio {:.1}x)",
+            rate / KUBE_SCHEDULER_PODS_PER_S
+        );
+        println!("  server RSS holding {nodes} nodes and {pods} pods: {rss:.0} MiB");
+        Ok(())
+    }
+}
