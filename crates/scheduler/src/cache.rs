@@ -28,18 +28,20 @@ pub fn requested_resources(pod: &Pod) -> BTreeSet<String> {
     out
 }
 
-/// What one pod takes on its node.
+/// What a pod needs of a node: its effective request of each resource it names (CPU
+/// in millicores) and its host ports. Computed once per pod, not once per node.
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Taken {
-    node: String,
-    requests: BTreeMap<String, i128>,
-    ports: Vec<HostPort>,
+pub struct Needs {
+    /// Resource name → effective request.
+    pub requests: BTreeMap<String, i128>,
+    /// Host ports it takes.
+    pub ports: Vec<HostPort>,
 }
 
-impl Taken {
-    fn of(pod: &Pod, node: &str) -> Taken {
-        Taken {
-            node: node.to_string(),
+impl Needs {
+    /// What `pod` needs.
+    pub fn of(pod: &Pod) -> Needs {
+        Needs {
             requests: requested_resources(pod)
                 .into_iter()
                 .map(|r| {
@@ -50,6 +52,18 @@ impl Taken {
             ports: berth_pods::host_ports(pod),
         }
     }
+
+    /// Its request of resource `name` (0 when it names none).
+    pub fn request(&self, name: &str) -> i128 {
+        self.requests.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// What one pod takes on its node.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Taken {
+    node: String,
+    needs: Needs,
 }
 
 /// A node and what its pods take.
@@ -98,18 +112,18 @@ impl NodeInfo {
 
     fn add(&mut self, t: &Taken) {
         self.pods += 1;
-        for (k, v) in &t.requests {
+        for (k, v) in &t.needs.requests {
             *self.requested.entry(k.clone()).or_default() += v;
         }
-        self.ports.extend(t.ports.iter().cloned());
+        self.ports.extend(t.needs.ports.iter().cloned());
     }
 
     fn remove(&mut self, t: &Taken) {
         self.pods -= 1;
-        for (k, v) in &t.requests {
+        for (k, v) in &t.needs.requests {
             *self.requested.entry(k.clone()).or_default() -= v;
         }
-        for p in &t.ports {
+        for p in &t.needs.ports {
             if let Some(i) = self.ports.iter().position(|q| q == p) {
                 self.ports.swap_remove(i);
             }
@@ -200,7 +214,10 @@ impl Cache {
         match holds_room(pod) {
             Some(node) => {
                 self.assumed.remove(&uid);
-                let t = Taken::of(pod, node);
+                let t = Taken {
+                    node: node.to_string(),
+                    needs: Needs::of(pod),
+                };
                 if self.pods.get(&uid) != Some(&t) {
                     self.take(&uid, t);
                 }
@@ -221,11 +238,39 @@ impl Cache {
         self.forget(&uid);
     }
 
-    /// Counts `pod` on `node` before its binding is seen.
-    pub fn assume(&mut self, pod: &Pod, node: &str) {
+    /// After a relist: forgets the nodes not in it (`names`).
+    pub fn retain_nodes(&mut self, names: &std::collections::HashSet<String>) {
+        let gone: Vec<String> = self
+            .nodes
+            .keys()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.remove_node(&n);
+        }
+    }
+
+    /// After a relist: forgets the pods not in it (`uids`), but for those assumed
+    /// here (their binding may not be listed yet).
+    pub fn retain_pods(&mut self, uids: &std::collections::HashSet<String>) {
+        let gone: Vec<String> = self
+            .pods
+            .keys()
+            .filter(|u| !uids.contains(*u) && !self.assumed.contains(*u))
+            .cloned()
+            .collect();
+        for u in gone {
+            self.forget(&u);
+        }
+    }
+
+    /// Counts `pod`, needing `needs`, on `node` before its binding is seen.
+    pub fn assume(&mut self, pod: &Pod, needs: Needs, node: &str) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         self.assumed.insert(uid.clone());
-        self.take(&uid, Taken::of(pod, node));
+        let node = node.to_string();
+        self.take(&uid, Taken { node, needs });
     }
 
     /// Takes back an assumption whose binding failed.
@@ -300,7 +345,7 @@ mod tests {
         assert_eq!(used(&c, "b"), (1, 500, 1));
         // Assumed, then seen bound: still one.
         let p2 = pod("p2", "", "250m");
-        c.assume(&p2, "a");
+        c.assume(&p2, Needs::of(&p2), "a");
         assert_eq!(used(&c, "a"), (1, 250, 1));
         c.set_pod(&p2); // the watch still shows it unbound: the assumption stands
         assert_eq!(used(&c, "a"), (1, 250, 1));
@@ -308,7 +353,7 @@ mod tests {
         assert_eq!(used(&c, "a"), (1, 250, 1));
         // A failed binding is taken back; a finished or deleted pod frees its room.
         let p3 = pod("p3", "", "1");
-        c.assume(&p3, "a");
+        c.assume(&p3, Needs::of(&p3), "a");
         c.forget_assumed(&p3);
         assert_eq!(used(&c, "a"), (1, 250, 1));
         let mut done = pod("p1", "b", "500m");
@@ -317,5 +362,13 @@ mod tests {
         assert_eq!(used(&c, "b"), (0, 0, 0));
         c.remove_pod(&pod("p2", "a", "250m"));
         assert_eq!(used(&c, "a"), (0, 0, 0));
+        // A relist that no longer shows a pod (deleted while the watch was away).
+        c.set_pod(&pod("p4", "a", "100m"));
+        let p5 = pod("p5", "", "100m");
+        c.assume(&p5, Needs::of(&p5), "a");
+        c.retain_pods(&Default::default());
+        assert_eq!(used(&c, "a"), (1, 100, 1), "the assumed one stays");
+        c.retain_nodes(&["a".to_string()].into());
+        assert_eq!(c.node_count(), 1);
     }
 }

@@ -5,18 +5,18 @@ use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
 };
 
-use crate::cache::NodeInfo;
+use crate::cache::{Needs, NodeInfo};
 
 /// Why a node was filtered out: kube's reason text.
 pub type Reason = String;
 
 /// The filters in kube's order; the first that fails names the reason.
-pub fn fits(pod: &Pod, info: &NodeInfo) -> Result<(), Reason> {
+pub fn fits(pod: &Pod, needs: &Needs, info: &NodeInfo) -> Result<(), Reason> {
     node_unschedulable(pod, &info.node)?;
     taint_toleration(pod, &info.node)?;
     node_affinity(pod, &info.node)?;
-    node_ports(pod, info)?;
-    resources_fit(pod, info)
+    node_ports(needs, info)?;
+    resources_fit(needs, info)
 }
 
 fn node_unschedulable(pod: &Pod, node: &Node) -> Result<(), Reason> {
@@ -155,9 +155,9 @@ fn taint_toleration(pod: &Pod, node: &Node) -> Result<(), Reason> {
     }
 }
 
-fn node_ports(pod: &Pod, info: &NodeInfo) -> Result<(), Reason> {
-    let wanted = berth_pods::host_ports(pod);
-    if wanted
+fn node_ports(needs: &Needs, info: &NodeInfo) -> Result<(), Reason> {
+    if needs
+        .ports
         .iter()
         .any(|w| info.ports.iter().any(|t| w.conflicts(t)))
     {
@@ -166,13 +166,12 @@ fn node_ports(pod: &Pod, info: &NodeInfo) -> Result<(), Reason> {
     Ok(())
 }
 
-fn resources_fit(pod: &Pod, info: &NodeInfo) -> Result<(), Reason> {
+fn resources_fit(needs: &Needs, info: &NodeInfo) -> Result<(), Reason> {
     if info.pods + 1 > info.allocatable("pods") {
         return Err("Too many pods".into());
     }
-    for name in crate::cache::requested_resources(pod) {
-        let want = berth_pods::pod_request(pod, &name);
-        if want > 0 && info.requested(&name) + want > info.allocatable(&name) {
+    for (name, &want) in &needs.requests {
+        if want > 0 && info.requested(name) + want > info.allocatable(name) {
             return Err(format!("Insufficient {name}"));
         }
     }

@@ -20,7 +20,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Needs};
 
 /// The scheduler's settings.
 #[derive(Clone, Debug)]
@@ -79,14 +79,13 @@ pub async fn run(client: kube::Client, cfg: SchedulerConfig) {
         recorder: berth_events::Recorder::new(client.clone(), &cfg_name, &cfg_name, None),
         attempts: Default::default(),
     });
-    tokio::spawn(watch_nodes(ctx.clone()));
-    tokio::spawn(watch_pods(ctx.clone()));
     let pending = watcher::Config::default().fields("spec.nodeName=");
-    Controller::new(Api::<Pod>::all(client), pending)
+    let controller = Controller::new(Api::<Pod>::all(client), pending)
         .reconcile_all_on(woken)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    // In this task, not spawned: dropping the scheduler stops its watches too.
+    tokio::join!(watch_nodes(ctx.clone()), watch_pods(ctx), controller);
 }
 
 fn lock(ctx: &Ctx) -> std::sync::MutexGuard<'_, Cache> {
@@ -94,12 +93,27 @@ fn lock(ctx: &Ctx) -> std::sync::MutexGuard<'_, Cache> {
 }
 
 async fn watch_nodes(ctx: Arc<Ctx>) {
+    let mut seen = std::collections::HashSet::new();
     let mut events = watcher(Api::<Node>::all(ctx.client.clone()), Default::default())
         .default_backoff()
         .boxed();
     while let Some(ev) = events.next().await {
         let changed = match ev {
-            Ok(Event::Apply(n) | Event::InitApply(n)) => {
+            Ok(Event::Init) => {
+                seen.clear();
+                false
+            }
+            Ok(Event::InitApply(n)) => {
+                seen.insert(n.metadata.name.clone().unwrap_or_default());
+                lock(&ctx).set_node(n);
+                true
+            }
+            // Nodes deleted while the watch was away are not in the new list.
+            Ok(Event::InitDone) => {
+                lock(&ctx).retain_nodes(&seen);
+                true
+            }
+            Ok(Event::Apply(n)) => {
                 lock(&ctx).set_node(n);
                 true
             }
@@ -107,7 +121,6 @@ async fn watch_nodes(ctx: Arc<Ctx>) {
                 lock(&ctx).remove_node(n.metadata.name.as_deref().unwrap_or(""));
                 true
             }
-            Ok(_) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "scheduler: watching nodes");
                 false
@@ -120,12 +133,20 @@ async fn watch_nodes(ctx: Arc<Ctx>) {
 }
 
 async fn watch_pods(ctx: Arc<Ctx>) {
+    let mut seen = std::collections::HashSet::new();
     let mut events = watcher(Api::<Pod>::all(ctx.client.clone()), Default::default())
         .default_backoff()
         .boxed();
     while let Some(ev) = events.next().await {
         match ev {
-            Ok(Event::Apply(p) | Event::InitApply(p)) => lock(&ctx).set_pod(&p),
+            Ok(Event::Init) => seen.clear(),
+            Ok(Event::InitApply(p)) => {
+                seen.insert(p.metadata.uid.clone().unwrap_or_default());
+                lock(&ctx).set_pod(&p);
+            }
+            // Pods deleted while the watch was away are not in the new list.
+            Ok(Event::InitDone) => lock(&ctx).retain_pods(&seen),
+            Ok(Event::Apply(p)) => lock(&ctx).set_pod(&p),
             Ok(Event::Delete(p)) => {
                 lock(&ctx).remove_pod(&p);
                 let uid = p.metadata.uid.clone().unwrap_or_default();
@@ -134,7 +155,6 @@ async fn watch_pods(ctx: Arc<Ctx>) {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&uid);
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "scheduler: watching pods"),
         }
     }
@@ -157,14 +177,15 @@ fn is_ours(pod: &Pod, cfg: &SchedulerConfig) -> bool {
         )
 }
 
-/// The node for `pod`: the best-scored feasible one, or kube's message for none.
-pub fn choose(cache: &Cache, pod: &Pod, tie: usize) -> Result<String, String> {
+/// The node for `pod` (needing `needs`): the best-scored feasible one, or kube's
+/// message for none.
+pub fn choose(cache: &Cache, pod: &Pod, needs: &Needs, tie: usize) -> Result<String, String> {
     let mut reasons = Vec::new();
     let mut best: Vec<(&str, i64)> = Vec::new();
     for info in cache.nodes() {
-        match filter::fits(pod, info) {
+        match filter::fits(pod, needs, info) {
             Ok(()) => {
-                let s = score::score(pod, info);
+                let s = score::score(needs, info);
                 let name = info.node.metadata.name.as_deref().unwrap_or("");
                 match best.first() {
                     Some((_, b)) if s < *b => {}
@@ -195,9 +216,10 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         if cache.is_placed(&pod) {
             return Ok(Action::await_change());
         }
-        let chosen = choose(&cache, &pod, tie);
+        let needs = Needs::of(&pod);
+        let chosen = choose(&cache, &pod, &needs, tie);
         if let Ok(node) = &chosen {
-            cache.assume(&pod, node);
+            cache.assume(&pod, needs, node);
         }
         chosen
     };
@@ -221,12 +243,15 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             ..Default::default()
         },
     };
-    let body = serde_json::to_vec(&binding).expect("a Binding serializes");
-    let req = http_post(
-        &format!("/api/v1/namespaces/{ns}/pods/{name}/binding"),
-        body,
-    );
-    let r: Result<serde_json::Value, kube::Error> = ctx.client.request(req).await;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let r: Result<serde_json::Value, kube::Error> = pods
+        .create_subresource(
+            "binding",
+            &name,
+            &kube::api::PostParams::default(),
+            &binding,
+        )
+        .await;
     match r {
         Ok(_) => {
             tracing::debug!(pod = %format!("{ns}/{name}"), node = %node, "scheduled");
@@ -255,13 +280,6 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             Err(Error::Bind(format!("{ns}/{name} to {node}"), Box::new(e)))
         }
     }
-}
-
-fn http_post(path: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {
-    http::Request::post(path)
-        .header("content-type", "application/json")
-        .body(body)
-        .expect("a valid request")
 }
 
 /// Marks the pod unschedulable as kube-scheduler does: the PodScheduled condition False

@@ -2,24 +2,22 @@
 //! with LeastAllocated (the emptier node wins) and NodeResourcesBalancedAllocation
 //! (CPU and memory used in like proportion), each 0 to 100, weight 1.
 
-use k8s_openapi::api::core::v1::Pod;
-
-use crate::cache::NodeInfo;
+use crate::cache::{Needs, NodeInfo};
 
 /// What kube counts for a pod that requests no CPU or memory when scoring (its
 /// "non-zero" requests: 100 millicores, 200 MiB), so that such pods still spread.
 const DEFAULT_CPU_MILLI: i128 = 100;
 const DEFAULT_MEMORY: i128 = 200 << 20;
 
-fn non_zero(pod: &Pod, name: &str, default: i128) -> i128 {
-    match berth_pods::pod_request(pod, name) {
+fn non_zero(needs: &Needs, name: &str, default: i128) -> i128 {
+    match needs.request(name) {
         0 => default,
         v => v,
     }
 }
 
-/// The node's score for `pod` (higher is better), 0 to 200.
-pub fn score(pod: &Pod, info: &NodeInfo) -> i64 {
+/// The node's score for a pod needing `needs` (higher is better), 0 to 200.
+pub fn score(needs: &Needs, info: &NodeInfo) -> i64 {
     let fractions: Vec<f64> = [("cpu", DEFAULT_CPU_MILLI), ("memory", DEFAULT_MEMORY)]
         .iter()
         .map(|(r, default)| {
@@ -27,7 +25,7 @@ pub fn score(pod: &Pod, info: &NodeInfo) -> i64 {
             if alloc <= 0 {
                 return 1.0;
             }
-            let used = info.requested(r) + non_zero(pod, r, *default);
+            let used = info.requested(r) + non_zero(needs, r, *default);
             (used as f64 / alloc as f64).min(1.0)
         })
         .collect();
