@@ -13,8 +13,7 @@ use berth_engine::cri::{RuntimeService, SandboxFilter};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::runtime::reflector::{self, reflector};
-use kube::runtime::utils::ResetTimerBackoff;
-use kube::runtime::watcher::{self, watcher, Event, ExponentialBackoff};
+use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 use tokio::sync::{watch, Notify};
@@ -224,21 +223,6 @@ pub(crate) fn forward_engine_events(ctx: Arc<Ctx>) -> EventsGuard {
     EventsGuard(stop)
 }
 
-/// The back-off between attempts to watch again after the API server went away:
-/// 0.2 s doubling to 5 s (with jitter), reset after two minutes without failures.
-/// kube's default (client-go's reflector: 0.8 s to 30 s, with jitter up to twice that)
-/// suits a controller sparing a struggling server; a node whose server restarted
-/// would then not see a pod deleted for up to a minute.
-fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
-    let b = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times();
-    ResetTimerBackoff::new(ExponentialBackoff::from(b), Duration::from_secs(120))
-}
-
 /// Keeps the ConfigMap and Secret caches (reflectors) and wakes the pods of a
 /// namespace whenever one there changes, so their volumes are written again within a
 /// second or two (the store is updated before the wake).
@@ -255,7 +239,7 @@ async fn watch_sources(
             watcher::Config::default(),
         ),
     )
-    .backoff(watch_backoff())
+    .backoff(berth_watch::backoff())
     .applied_objects()
     .map_ok(|o| o.metadata.namespace.clone().unwrap_or_default())
     .boxed();
@@ -266,7 +250,7 @@ async fn watch_sources(
             watcher::Config::default(),
         ),
     )
-    .backoff(watch_backoff())
+    .backoff(berth_watch::backoff())
     .applied_objects()
     .map_ok(|o| o.metadata.namespace.clone().unwrap_or_default())
     .boxed();
@@ -278,7 +262,7 @@ async fn watch_sources(
             watcher::Config::default(),
         ),
     )
-    .backoff(watch_backoff())
+    .backoff(berth_watch::backoff())
     .applied_objects()
     .filter_map(|_| std::future::ready(None::<Result<String, watcher::Error>>))
     .boxed();
@@ -447,7 +431,7 @@ pub(crate) async fn run(
 ) -> Result<()> {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cfg.node_name));
-    let mut stream = watcher(api, cfg).backoff(watch_backoff()).boxed();
+    let mut stream = watcher(api, cfg).backoff(berth_watch::backoff()).boxed();
     let sources = tokio::spawn(watch_sources(
         ctx.clone(),
         cm_writer,

@@ -157,7 +157,15 @@ pub async fn serve(
         None => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
     };
     let prefix = res.ns_prefix(ns);
-    let sub = api.hub.subscribe(&prefix, since).await?;
+    let sub = match api.hub.subscribe(&prefix, since).await {
+        Ok(sub) => sub,
+        // Too old (a watch resumed across a restart, or past the history kept): as
+        // kube-apiserver does, a 200 whose one event is the 410 Status. Clients relist
+        // on that event; a plain 410 answer makes kube-rs's watcher retry the same
+        // resourceVersion forever, and client-go's back off.
+        Err(e) if e.code == 410 => return Ok(error_event(&e)),
+        Err(e) => return Err(e),
+    };
     let mut enc = Encoder {
         table: req
             .wants_table()
@@ -274,4 +282,18 @@ pub async fn serve(
         headers: vec![("content-type".into(), ct.into())],
         body: Body::Stream(rx),
     })
+}
+
+/// A watch answer carrying one ERROR event with `e`'s Status, then ending.
+fn error_event(e: &ApiError) -> Response {
+    let mut line =
+        serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
+    line.push(b'\n');
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let _ = tx.try_send(Bytes::from(line));
+    Response {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: Body::Stream(rx),
+    }
 }

@@ -522,16 +522,21 @@ fn acknowledged_writes_survive_kill_9() {
         );
     }
     // The restarted server's watch history starts at its start: a watch from before
-    // it is 410 Gone, and the client relists.
+    // it gets, as from kube-apiserver, a 200 whose one event is an ERROR with the 410
+    // Expired Status — what makes client-go and kube-rs relist (a plain 410 answer
+    // made kube-rs's watcher retry the same resourceVersion forever).
     let (c, b) = s2.curl(
         "GET",
-        "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=2",
+        "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=2&timeoutSeconds=5",
         "admin",
         "",
         None,
     );
-    assert_eq!(c, 410, "{b}");
-    assert_eq!(status(&b)["reason"], "Expired");
+    assert_eq!(c, 200, "{b}");
+    let ev: serde_json::Value = serde_json::from_str(b.trim()).expect("one watch event");
+    assert_eq!(ev["type"], "ERROR", "{b}");
+    assert_eq!(ev["object"]["code"], 410, "{b}");
+    assert_eq!(ev["object"]["reason"], "Expired", "{b}");
 }
 
 /// A watch client that stops reading is dropped (its memory is bounded); the server

@@ -8,6 +8,7 @@
 mod agent_cmd;
 mod build_cmd;
 mod container_cmd;
+mod controller_cmd;
 mod explain_cmd;
 mod image_cmd;
 mod network_cmd;
@@ -136,6 +137,8 @@ enum Command {
     Agent(agent_cmd::AgentArgs),
     /// Run the scheduler alone (`berth server` runs one unless --disable scheduler).
     Scheduler(scheduler_cmd::SchedulerArgs),
+    /// Run the controllers alone (`berth server` runs them unless --disable controllers).
+    ControllerManager(controller_cmd::ControllerManagerArgs),
     /// Show how a pod on this node is made, read from the kernel.
     #[command(subcommand)]
     Explain(explain_cmd::ExplainCommand),
@@ -209,6 +212,7 @@ fn main() {
             Command::Server(a) => ok(server_cmd::server(&ctx, a).await),
             Command::Agent(a) => ok(agent_cmd::agent(&ctx, a).await),
             Command::Scheduler(a) => ok(scheduler_cmd::scheduler(a).await),
+            Command::ControllerManager(a) => ok(controller_cmd::controller_manager(a).await),
             Command::Explain(c) => ok(explain_cmd::explain(&ctx, c)),
             Command::Sim(c) => ok(sim_cmd::sim(c).await),
         }

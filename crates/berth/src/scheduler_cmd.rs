@@ -21,6 +21,7 @@ pub struct SchedulerArgs {
 
 /// Runs the scheduler until interrupted.
 pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<()> {
+    crate::server_cmd::init_logging("text");
     let client = crate::agent_cmd::client(&a.kubeconfig, a.server.as_deref()).await?;
     let cfg = berth_scheduler::SchedulerConfig {
         name: a.scheduler_name,

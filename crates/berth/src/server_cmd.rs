@@ -41,8 +41,8 @@ pub struct ServerArgs {
     #[arg(long)]
     disable_agent: bool,
     /// Parts not to run in this server (comma-separated; k3s's --disable-* flags):
-    /// scheduler.
-    #[arg(long, value_delimiter = ',', value_parser = ["scheduler"])]
+    /// scheduler, controllers.
+    #[arg(long, value_delimiter = ',', value_parser = ["scheduler", "controllers"])]
     disable: Vec<String>,
     #[command(flatten)]
     node: crate::agent_cmd::NodeArgs,
@@ -113,6 +113,13 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
             client,
             Default::default(),
         ))))
+    };
+    let _controllers = if a.disable.iter().any(|d| d == "controllers") {
+        None
+    } else {
+        let client = crate::agent_cmd::client(&s.kubeconfig, Some(&local_url)).await?;
+        tracing::info!("controllers starting");
+        Some(AbortOnDrop(tokio::spawn(berth_controllers::run(client))))
     };
     let agent = if a.disable_agent {
         None

@@ -61,6 +61,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 /// Runs a `berth sim` subcommand.
 pub async fn sim(c: SimCommand) -> anyhow::Result<()> {
     let SimCommand::Nodes(a) = c;
+    crate::server_cmd::init_logging("text");
     if !(a.run_seconds.is_finite() && a.run_seconds >= 0.0) {
         anyhow::bail!(
             "--run-seconds {}: give a number of seconds, 0 or more",

@@ -72,6 +72,27 @@ impl Recorder {
         self.object(object, kind, reason, message);
     }
 
+    /// Records an event about a typed object (a ReplicaSet, a Job...).
+    pub fn about<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        let m = obj.meta();
+        let object = ObjectReference {
+            api_version: Some(K::api_version(&()).into_owned()),
+            kind: Some(K::kind(&()).into_owned()),
+            namespace: m.namespace.clone(),
+            name: m.name.clone(),
+            uid: m.uid.clone(),
+            resource_version: m.resource_version.clone(),
+            field_path: None,
+        };
+        self.object(object, kind, reason, message);
+    }
+
     /// Records an event about any object.
     pub fn object(&self, object: ObjectReference, kind: EventType, reason: &str, message: &str) {
         let _ = self.tx.send(Record {

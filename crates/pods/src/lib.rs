@@ -1,7 +1,11 @@
 //! What Kubernetes defines about a Pod that the node agent (admitting and running it)
 //! and the scheduler (placing it) must compute alike: resource quantities, container
-//! and pod requests, the host ports a pod takes, sidecars. One place, so that a pod the
+//! and pod requests, the host ports a pod takes, sidecars; and what controllers read
+//! of pods: label selectors, readiness. One place, so that a pod the
 //! scheduler places is one the node admits.
+
+pub mod labels;
+pub mod readiness;
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;

@@ -81,6 +81,7 @@ pub async fn run(client: kube::Client, cfg: SchedulerConfig) {
     });
     let pending = watcher::Config::default().fields("spec.nodeName=");
     let controller = Controller::new(Api::<Pod>::all(client), pending)
+        .trigger_backoff(berth_watch::backoff())
         .reconcile_all_on(woken)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -95,7 +96,7 @@ fn lock(ctx: &Ctx) -> std::sync::MutexGuard<'_, Cache> {
 async fn watch_nodes(ctx: Arc<Ctx>) {
     let mut seen = std::collections::HashSet::new();
     let mut events = watcher(Api::<Node>::all(ctx.client.clone()), Default::default())
-        .default_backoff()
+        .backoff(berth_watch::backoff())
         .boxed();
     while let Some(ev) = events.next().await {
         let changed = match ev {
@@ -135,7 +136,7 @@ async fn watch_nodes(ctx: Arc<Ctx>) {
 async fn watch_pods(ctx: Arc<Ctx>) {
     let mut seen = std::collections::HashSet::new();
     let mut events = watcher(Api::<Pod>::all(ctx.client.clone()), Default::default())
-        .default_backoff()
+        .backoff(berth_watch::backoff())
         .boxed();
     while let Some(ev) = events.next().await {
         match ev {

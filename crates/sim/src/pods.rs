@@ -45,7 +45,7 @@ pub async fn run(client: kube::Client, cfg: Arc<SimConfig>) {
     });
     let api: Api<Pod> = Api::all(client);
     let wc = watcher::Config::default().fields("spec.nodeName!=");
-    let mut events = watcher(api, wc).default_backoff().boxed();
+    let mut events = watcher(api, wc).backoff(berth_watch::backoff()).boxed();
     while let Some(ev) = events.next().await {
         match ev {
             Ok(Event::Apply(p) | Event::InitApply(p)) => {

@@ -361,6 +361,29 @@ impl Cluster {
         }
     }
 
+    /// Polls `check` every 100 ms until it gives a value (or fails after `secs`
+    /// seconds, saying `what` and showing the server log's tail).
+    pub fn until<T>(&self, what: &str, secs: u64, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{what}: not within {secs} s\n--- server log tail:\n{}",
+                    tail(&self.log(), 60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// An object as JSON (`kind` as kubectl names it: "deploy", "job"...).
+    pub fn json(&self, kind: &str, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["get", kind, name, "-o", "json"])).unwrap()
+    }
+
     /// The engine over the server's state root (what the agent runs pods with).
     pub fn engine(&self) -> berth_engine::Core {
         // SAFETY of set_var: nextest runs each test in a process of its own; the
@@ -462,6 +485,8 @@ impl SimNodes {
         cmd.arg(c.kubeconfig())
             .args(["--prefix", prefix, "--count", &count.to_string()])
             .args(extra)
+            // Its stderr is read only at exit: warnings only, so the pipe never fills.
+            .env("BERTH_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -1,0 +1,452 @@
+//! The controllers in `berth server`, on simulated nodes, driven with kubectl as a
+//! user would: Deployments rolled out, scaled, rolled back, paused, resumed and
+//! restarted (`kubectl rollout ...`); ReplicaSets replacing lost pods; Jobs run to
+//! completion, to BackoffLimitExceeded, by index, by podFailurePolicy, and deleted
+//! after their TTL. Needs kubectl 1.32.
+
+mod common;
+
+use common::cluster::{Cluster, SimNodes};
+use serde_json::Value;
+
+fn sim(c: &Cluster, prefix: &str, count: usize) -> SimNodes {
+    SimNodes::start(c, prefix, count, &[], true)
+}
+
+/// The ReplicaSets of `app` as (name, replicas, revision, revision-history).
+fn replica_sets(c: &Cluster, app: &str) -> Vec<(String, i64, String, String)> {
+    let v: Value =
+        serde_json::from_str(&c.ok(&["get", "rs", "-l", &format!("app={app}"), "-o", "json"]))
+            .unwrap();
+    let mut out: Vec<_> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rs| {
+            let ann = &rs["metadata"]["annotations"];
+            (
+                rs["metadata"]["name"].as_str().unwrap().to_string(),
+                rs["spec"]["replicas"].as_i64().unwrap_or(0),
+                ann["deployment.kubernetes.io/revision"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                ann["deployment.kubernetes.io/revision-history"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.2.cmp(&b.2));
+    out
+}
+
+/// The images of the running pods of `app`.
+fn pod_images(c: &Cluster, app: &str) -> Vec<String> {
+    let v: Value =
+        serde_json::from_str(&c.ok(&["get", "pods", "-l", &format!("app={app}"), "-o", "json"]))
+            .unwrap();
+    let mut out: Vec<String> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running"
+        })
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn rollout(c: &Cluster, name: &str) -> String {
+    let out = c.ok(&[
+        "rollout",
+        "status",
+        &format!("deploy/{name}"),
+        "--timeout=60s",
+    ]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    out
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn deployments_roll_out_scale_roll_back_pause_and_restart_as_on_kubernetes() {
+    let c = Cluster::api_only();
+    let p = format!("d{}", std::process::id());
+    let _nodes = sim(&c, &p, 3);
+    let img = |tag: &str| format!("example.invalid/web:{tag}");
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image",
+        &img("v1"),
+        "--replicas=3",
+    ]);
+    rollout(&c, "web");
+    assert_eq!(pod_images(&c, "web"), vec![img("v1"); 3]);
+    let rss = replica_sets(&c, "web");
+    assert_eq!(rss.len(), 1, "{rss:?}");
+    let (first, _, rev, _) = &rss[0];
+    assert_eq!(rev, "1");
+    // Pods carry the ReplicaSet's hash, which names it.
+    let hash = first.strip_prefix("web-").unwrap();
+    let pods = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        &format!("pod-template-hash={hash}"),
+        "-o",
+        "name",
+    ]);
+    assert_eq!(pods.lines().count(), 3, "{pods}");
+    let d = c.json("deploy", "web");
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
+    let cond = |d: &Value, t: &str| {
+        d["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(cond(&d, "Available")["status"], "True", "{d}");
+    assert_eq!(
+        cond(&d, "Progressing")["reason"],
+        "NewReplicaSetAvailable",
+        "{d}"
+    );
+
+    // A new image rolls: a second ReplicaSet takes every replica, with revision 2.
+    c.ok(&[
+        "annotate",
+        "deploy",
+        "web",
+        "kubernetes.io/change-cause=to v2",
+    ]);
+    c.ok(&["set", "image", "deploy/web", &format!("web={}", img("v2"))]);
+    rollout(&c, "web");
+    assert_eq!(pod_images(&c, "web"), vec![img("v2"); 3]);
+    let rss = replica_sets(&c, "web");
+    assert_eq!(
+        rss.iter().map(|r| (r.1, r.2.as_str())).collect::<Vec<_>>(),
+        [(0, "1"), (3, "2")],
+        "{rss:?}"
+    );
+    let history = c.ok(&["rollout", "history", "deploy/web"]);
+    assert!(history.contains("2         to v2"), "{history}");
+    let events = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web",
+        "-o",
+        "custom-columns=R:.reason,M:.message",
+    ]);
+    assert!(
+        events.contains(&format!("Scaled up replica set {} from 0 to 1", rss[1].0)),
+        "{events}"
+    );
+    assert!(
+        events.contains(&format!("Scaled down replica set {first} from 3 to 2")),
+        "{events}"
+    );
+
+    // Scaling alone does not roll.
+    c.ok(&["scale", "deploy/web", "--replicas=5"]);
+    c.until("5 replicas available", 30, || {
+        (c.json("deploy", "web")["status"]["availableReplicas"] == 5).then_some(())
+    });
+    assert_eq!(replica_sets(&c, "web").len(), 2);
+
+    // Undo brings revision 1's ReplicaSet back as revision 3.
+    c.ok(&["rollout", "undo", "deploy/web"]);
+    rollout(&c, "web");
+    assert_eq!(pod_images(&c, "web"), vec![img("v1"); 5]);
+    let rss = replica_sets(&c, "web");
+    assert_eq!(rss.len(), 2, "{rss:?}");
+    let back = rss.iter().find(|r| r.0 == *first).unwrap();
+    assert_eq!(
+        (back.1, back.2.as_str(), back.3.as_str()),
+        (5, "3", "1"),
+        "{rss:?}"
+    );
+
+    // Paused: a template change waits; resumed, it rolls.
+    c.ok(&["rollout", "pause", "deploy/web"]);
+    c.until("Progressing says paused", 30, || {
+        (cond(&c.json("deploy", "web"), "Progressing")["reason"] == "DeploymentPaused")
+            .then_some(())
+    });
+    c.ok(&["set", "image", "deploy/web", &format!("web={}", img("v3"))]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        replica_sets(&c, "web").len(),
+        2,
+        "a paused Deployment rolled"
+    );
+    c.ok(&["rollout", "resume", "deploy/web"]);
+    rollout(&c, "web");
+    assert_eq!(pod_images(&c, "web"), vec![img("v3"); 5]);
+
+    // Restart: same image, new pods; and only two old revisions are kept.
+    c.ok(&[
+        "patch",
+        "deploy/web",
+        "-p",
+        r#"{"spec":{"revisionHistoryLimit":1}}"#,
+    ]);
+    let before = c.ok(&["get", "pods", "-l", "app=web", "-o", "name"]);
+    c.ok(&["rollout", "restart", "deploy/web"]);
+    rollout(&c, "web");
+    let after = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "--field-selector=status.phase=Running",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        after.lines().all(|p| !before.contains(p)),
+        "{before}\n{after}"
+    );
+    c.until("old revisions trimmed to 1", 30, || {
+        (replica_sets(&c, "web").len() == 2).then_some(())
+    });
+
+    // Deleting the Deployment takes its ReplicaSets and pods.
+    c.ok(&["delete", "deploy", "web"]);
+    c.until("ReplicaSets and pods gone", 60, || {
+        let left = c.ok(&["get", "rs,pods", "-l", "app=web", "-o", "name"]);
+        left.trim().is_empty().then_some(())
+    });
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn recreate_stops_the_old_pods_before_starting_new_ones_and_replica_sets_replace_lost_pods() {
+    let c = Cluster::api_only();
+    let p = format!("r{}", std::process::id());
+    let _nodes = sim(&c, &p, 2);
+    c.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: db}\nspec:\n  replicas: 2\n  strategy: {type: Recreate}\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: example.invalid/db:1}]}\n",
+    );
+    rollout(&c, "db");
+    c.ok(&["set", "image", "deploy/db", "db=example.invalid/db:2"]);
+    rollout(&c, "db");
+    assert_eq!(
+        pod_images(&c, "db"),
+        vec!["example.invalid/db:2".to_string(); 2]
+    );
+    // The old ReplicaSet went to zero before the new one started.
+    let events = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=db",
+        "--sort-by=.metadata.creationTimestamp",
+        "-o",
+        "custom-columns=M:.message",
+    ]);
+    let down = events.find("Scaled down replica set").expect(&events);
+    let up2 = events.rfind("Scaled up replica set").expect(&events);
+    assert!(down < up2, "{events}");
+
+    // A bare ReplicaSet keeps its count: a deleted pod is replaced, a scale-down
+    // removes the surplus.
+    c.apply(
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: cache}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: cache}}\n  template:\n    metadata: {labels: {app: cache}}\n    spec: {containers: [{name: c, image: example.invalid/cache}]}\n",
+    );
+    let running = |n: usize| {
+        c.until(&format!("{n} cache pods running"), 30, || {
+            (pod_images(&c, "cache").len() == n
+                && c.json("rs", "cache")["status"]["readyReplicas"] == n)
+                .then_some(())
+        })
+    };
+    running(3);
+    let victim = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=cache",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    c.ok(&["delete", "pod", &victim]);
+    running(3);
+    let names = c.ok(&["get", "pods", "-l", "app=cache", "-o", "name"]);
+    assert!(!names.contains(&format!("pod/{victim}\n")), "{names}");
+    c.ok(&["scale", "rs/cache", "--replicas=1"]);
+    running(1);
+    let rs = c.json("rs", "cache");
+    assert_eq!(rs["status"]["replicas"], 1, "{rs}");
+    assert_eq!(
+        rs["status"]["observedGeneration"], rs["metadata"]["generation"],
+        "{rs}"
+    );
+}
+
+fn job(name: &str, spec: &str, run_seconds: &str, exit_code: i32) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n{spec}  template:\n    metadata: {{annotations: {{sim.berth.dev/run-seconds: \"{run_seconds}\", sim.berth.dev/exit-code: \"{exit_code}\"}}}}\n    spec:\n      restartPolicy: Never\n      containers: [{{name: main, image: example.invalid/task}}]\n"
+    )
+}
+
+fn condition(j: &Value, kind: &str) -> Value {
+    j["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c["type"] == kind && c["status"] == "True")
+        })
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn jobs_run_to_completion_fail_by_backoff_or_policy_and_go_after_their_ttl() {
+    let c = Cluster::api_only();
+    let p = format!("j{}", std::process::id());
+    let _nodes = sim(&c, &p, 2);
+    c.apply(&job(
+        "batch",
+        "  completions: 4\n  parallelism: 2\n",
+        "0.5",
+        0,
+    ));
+    c.apply(&job("flaky", "  backoffLimit: 0\n", "0.2", 1));
+    c.apply(&job(
+        "indexed",
+        "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n",
+        "0.3",
+        0,
+    ));
+    c.apply(&job(
+        "policy",
+        "  backoffLimit: 5\n  podFailurePolicy:\n    rules:\n    - {action: FailJob, onExitCodes: {containerName: main, operator: In, values: [42]}}\n",
+        "0.2",
+        42,
+    ));
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/batch",
+        "job/indexed",
+        "--timeout=60s",
+    ]);
+    c.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/flaky",
+        "job/policy",
+        "--timeout=60s",
+    ]);
+
+    let batch = c.json("job", "batch");
+    assert_eq!(batch["status"]["succeeded"], 4, "{batch}");
+    assert!(batch["status"]["completionTime"].is_string(), "{batch}");
+    let table = c.ok(&["get", "job", "batch"]);
+    assert!(
+        table.contains("Complete") && table.contains("4/4"),
+        "{table}"
+    );
+
+    let flaky = c.json("job", "flaky");
+    assert_eq!(
+        condition(&flaky, "Failed")["reason"],
+        "BackoffLimitExceeded",
+        "{flaky}"
+    );
+    assert_eq!(
+        condition(&flaky, "Failed")["message"],
+        "Job has reached the specified backoff limit"
+    );
+    assert_eq!(flaky["status"]["failed"], 1, "{flaky}");
+
+    let policy = c.json("job", "policy");
+    let failed = condition(&policy, "Failed");
+    assert_eq!(failed["reason"], "PodFailurePolicy", "{policy}");
+    let msg = failed["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("Container main for pod default/policy-")
+            && msg.ends_with("failed with exit code 42 matching FailJob rule at index 0"),
+        "{msg}"
+    );
+
+    let indexed = c.json("job", "indexed");
+    assert_eq!(indexed["status"]["completedIndexes"], "0-2", "{indexed}");
+    let pods: Value = serde_json::from_str(&c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "batch.kubernetes.io/job-name=indexed",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let mut hosts: Vec<&str> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["spec"]["hostname"].as_str().unwrap())
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["indexed-0", "indexed-1", "indexed-2"]);
+    let env = &pods["items"][0]["spec"]["containers"][0]["env"][0];
+    assert_eq!(env["name"], "JOB_COMPLETION_INDEX", "{env}");
+    // Every finished pod was counted and released.
+    let all: Value = serde_json::from_str(&c.ok(&["get", "pods", "-o", "json"])).unwrap();
+    for p in all["items"].as_array().unwrap() {
+        assert!(
+            p["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty()),
+            "{p}"
+        );
+    }
+
+    // A finished Job with a TTL goes, with its pods.
+    c.apply(&job("brief", "  ttlSecondsAfterFinished: 1\n", "0.2", 0));
+    c.until("the Job deleted after its TTL", 60, || {
+        let o = c.kubectl(&["get", "job", "brief"]);
+        (!o.status.success()).then_some(())
+    });
+    c.until("its pods deleted", 60, || {
+        c.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "batch.kubernetes.io/job-name=brief",
+            "-o",
+            "name",
+        ])
+        .trim()
+        .is_empty()
+        .then_some(())
+    });
+}

@@ -1,0 +1,375 @@
+//! berth's controller manager: the loops that turn workloads into pods. Each
+//! controller is level-triggered, in kube-runtime's shape (a queue of keys fed by
+//! watches, one key never reconciled twice at once, requeue on failure), and reads
+//! shared informers: one watch per kind for all controllers, as kube-controller-manager
+//! shares its informers.
+
+pub mod deployment;
+pub mod expectations;
+pub mod index;
+pub mod informer;
+pub mod job;
+pub mod owner;
+pub mod podcontrol;
+pub mod replicaset;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::utils::CancelableJoinHandle;
+use kube::Resource;
+
+use berth_events::EventType;
+
+use crate::expectations::Expectations;
+use crate::index::OwnerIndex;
+use crate::informer::{Change, Informer};
+
+/// Why one reconcile did not finish; the key is tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a request.
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    /// Some of the work failed (the message says what).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The informers every controller shares, and the client they write with.
+pub struct Shared {
+    client: kube::Client,
+    pods: Arc<Informer<Pod>>,
+    pods_by_owner: Arc<OwnerIndex<Pod>>,
+    replicasets: Arc<Informer<ReplicaSet>>,
+    replicasets_by_owner: Arc<OwnerIndex<ReplicaSet>>,
+    deployments: Arc<Informer<Deployment>>,
+    jobs: Arc<Informer<Job>>,
+}
+
+impl Shared {
+    fn new(client: kube::Client) -> Shared {
+        let pods = Informer::new(Api::all(client.clone()), Default::default());
+        let replicasets = Informer::new(Api::all(client.clone()), Default::default());
+        Shared {
+            pods_by_owner: OwnerIndex::of(&pods),
+            replicasets_by_owner: OwnerIndex::of(&replicasets),
+            deployments: Informer::new(Api::all(client.clone()), Default::default()),
+            jobs: Informer::new(Api::all(client.clone()), Default::default()),
+            pods,
+            replicasets,
+            client,
+        }
+    }
+
+    fn recorder(&self, component: &str) -> berth_events::Recorder {
+        berth_events::Recorder::new(self.client.clone(), component, component, None)
+    }
+}
+
+/// Runs every controller until the task is dropped.
+pub async fn run(client: kube::Client) {
+    let shared = Shared::new(client);
+    // Controllers register their handlers before the informers start.
+    let replicasets = replicaset::controller(&shared);
+    let deployments = deployment::controller(&shared);
+    let jobs = job::controller(&shared);
+    tokio::join!(
+        shared.pods.clone().run(),
+        shared.replicasets.clone().run(),
+        shared.deployments.clone().run(),
+        shared.jobs.clone().run(),
+        replicasets,
+        deployments,
+        jobs,
+    );
+}
+
+/// Runs `reconcile` over the keys `queue` brings, for the objects of `store`, with
+/// kube's applier: a key is never reconciled twice at once, and its requeue
+/// requests are honoured.
+fn drive<K, C, F, Fut>(
+    name: &'static str,
+    store: Store<K>,
+    queue: impl Stream<Item = ObjectRef<K>> + Send + 'static,
+    reconcile: F,
+    ctx: Arc<C>,
+) -> impl std::future::Future<Output = ()> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    C: Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<C>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let runtime = tokio::runtime::Handle::current();
+    kube::runtime::applier(
+        move |obj, ctx| CancelableJoinHandle::spawn(reconcile(obj, ctx), &runtime),
+        move |obj: Arc<K>, err: &Error, _| {
+            let key = ObjectRef::from_obj(obj.as_ref());
+            match err {
+                // Someone wrote the object meanwhile: the watch brings the new one.
+                Error::Kube(kube::Error::Api(s)) if s.code == 409 => {
+                    tracing::debug!(controller = name, object = %key, "conflict; trying again");
+                    Action::requeue(Duration::from_millis(200))
+                }
+                e => {
+                    tracing::warn!(controller = name, object = %key, error = %e, "reconcile failed; trying again in 5 s");
+                    Action::requeue(Duration::from_secs(5))
+                }
+            }
+        },
+        ctx,
+        store,
+        queue.map(Ok::<_, Infallible>),
+        Config::default().concurrency(32),
+    )
+    .for_each(|_| async {})
+}
+
+/// The resourceVersion a controller last wrote for each object (by UID), so that a
+/// reconcile that reads an older copy from the informer (our own write not yet
+/// watched) waits for the watch instead of acting on what it already changed.
+#[derive(Default)]
+pub(crate) struct Written(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl Written {
+    fn rv(m: &kube::api::ObjectMeta) -> Option<u64> {
+        m.resource_version.as_deref()?.parse().ok()
+    }
+
+    /// Records what a write returned.
+    pub(crate) fn record(&self, m: &kube::api::ObjectMeta) {
+        if let (Some(uid), Some(rv)) = (m.uid.clone(), Self::rv(m)) {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(uid, rv);
+        }
+    }
+
+    /// Whether `m` is older than what this controller last wrote of it.
+    pub(crate) fn stale(&self, m: &kube::api::ObjectMeta) -> bool {
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let uid = m.uid.clone().unwrap_or_default();
+        match (w.get(&uid), Self::rv(m)) {
+            (Some(wrote), Some(have)) if have < *wrote => true,
+            (Some(_), _) => {
+                w.remove(&uid);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets an object that is gone.
+    pub(crate) fn forget(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+}
+
+/// What a controller of pods (ReplicaSets, Jobs...) works with.
+pub(crate) struct PodOwner {
+    client: kube::Client,
+    /// The pods each owner controls.
+    pods: Arc<OwnerIndex<Pod>>,
+    /// Creations and deletions asked for and not yet seen.
+    expectations: Arc<Expectations>,
+    recorder: berth_events::Recorder,
+}
+
+impl PodOwner {
+    /// Creates pods for `owner` (`make(i)` is the i-th of `n`) in slow-start batches,
+    /// with an event per pod; the message of the first failure, if any.
+    async fn create_pods<O: Resource<DynamicType = ()>>(
+        &self,
+        owner: &O,
+        n: usize,
+        make: impl Fn(usize) -> Pod,
+    ) -> Option<String> {
+        if n == 0 {
+            return None;
+        }
+        let uid = owner.meta().uid.clone().unwrap_or_default();
+        self.expectations.expect_creates(&uid, n);
+        let (made, err) = podcontrol::slow_start(n, |i| {
+            let pod = make(i);
+            let client = self.client.clone();
+            async move { podcontrol::create(&client, &pod).await }
+        })
+        .await;
+        for p in &made {
+            let pn = p.metadata.name.as_deref().unwrap_or_default();
+            let msg = format!("Created pod: {pn}");
+            self.recorder
+                .about(owner, EventType::Normal, "SuccessfulCreate", &msg);
+        }
+        // What failed or never started will not be seen in the watch.
+        for _ in made.len()..n {
+            self.expectations.created(&uid);
+        }
+        err.map(|e| {
+            let msg = api_message(&e);
+            let text = format!("Error creating: {msg}");
+            self.recorder
+                .about(owner, EventType::Warning, "FailedCreate", &text);
+            msg
+        })
+    }
+
+    /// Deletes pods of `owner`, with an event per pod; the message of the first
+    /// failure, if any.
+    async fn delete_pods<O: Resource<DynamicType = ()>>(
+        &self,
+        owner: &O,
+        pods: &[Arc<Pod>],
+    ) -> Option<String> {
+        let uid = owner.meta().uid.clone().unwrap_or_default();
+        let pod_uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        for p in pods {
+            self.expectations.expect_delete(&uid, &pod_uid(p));
+        }
+        let results = futures_util::future::join_all(
+            pods.iter().map(|p| podcontrol::delete(&self.client, p)),
+        )
+        .await;
+        let mut failure = None;
+        for (p, r) in pods.iter().zip(results) {
+            let pn = p.metadata.name.as_deref().unwrap_or_default();
+            match r {
+                Ok(()) => {
+                    let msg = format!("Deleted pod: {pn}");
+                    self.recorder
+                        .about(owner, EventType::Normal, "SuccessfulDelete", &msg);
+                }
+                Err(e) => {
+                    self.expectations.deleted(&uid, &pod_uid(p));
+                    let msg = api_message(&e);
+                    let text = format!("Error deleting: {msg}");
+                    self.recorder
+                        .about(owner, EventType::Warning, "FailedDelete", &text);
+                    failure.get_or_insert(msg);
+                }
+            }
+        }
+        failure
+    }
+}
+
+/// The parts of a controller of pods of kind `O`, and its queue: `O`s that changed and
+/// the owners of pods that changed.
+fn pod_owner<O>(
+    shared: &Shared,
+    owners: &Informer<O>,
+    component: &str,
+) -> (PodOwner, impl Stream<Item = ObjectRef<O>> + Send + 'static)
+where
+    O: informer::Object,
+{
+    let expectations = Arc::new(Expectations::default());
+    observe_pods::<O>(&shared.pods, expectations.clone());
+    let queue = futures_util::stream::select(
+        owners.trigger(informer::itself),
+        shared.pods.trigger(informer::controller_owner::<Pod, O>),
+    );
+    let parts = PodOwner {
+        client: shared.client.clone(),
+        pods: shared.pods_by_owner.clone(),
+        expectations,
+        recorder: shared.recorder(component),
+    };
+    (parts, queue)
+}
+
+/// Keeps `expectations` of controllers of kind `O` from the pod watch: a pod of
+/// theirs appearing is a creation seen; one being deleted or gone, a deletion seen.
+fn observe_pods<O: Resource<DynamicType = ()>>(
+    pods: &Informer<Pod>,
+    expectations: Arc<Expectations>,
+) {
+    pods.on(move |c| {
+        let mine = |p: &Pod| {
+            owner::controller_ref(&p.metadata)
+                .filter(|r| r.kind == O::kind(&()) && r.api_version == O::api_version(&()))
+                .map(|r| r.uid.clone())
+        };
+        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        match c {
+            Change::Applied { old: None, new } => {
+                if let Some(o) = mine(new) {
+                    expectations.created(&o);
+                    if new.metadata.deletion_timestamp.is_some() {
+                        expectations.deleted(&o, &uid(new));
+                    }
+                }
+            }
+            Change::Applied { old: Some(_), new } => {
+                if new.metadata.deletion_timestamp.is_some() {
+                    if let Some(o) = mine(new) {
+                        expectations.deleted(&o, &uid(new));
+                    }
+                }
+            }
+            Change::Deleted(p) => {
+                if let Some(o) = mine(p) {
+                    expectations.deleted(&o, &uid(p));
+                }
+            }
+        }
+    });
+}
+
+/// The generateName of pods an owner named `name` makes (kube keeps the result,
+/// with the API server's five random characters, within 63 characters).
+fn generate_prefix(name: &str) -> String {
+    let mut p: String = name.chars().take(57).collect();
+    p.push('-');
+    p
+}
+
+/// The message of an API error, as events and conditions quote it.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        e => e.to_string(),
+    }
+}
+
+/// Whether a status to write differs from the one the object has, ignoring when
+/// conditions last changed (rewriting only a time would wake every watcher).
+fn status_differs<T: serde::Serialize>(old: &T, new: &T) -> bool {
+    fn strip(mut v: serde_json::Value) -> serde_json::Value {
+        if let Some(cs) = v.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+            for c in cs {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("lastTransitionTime");
+                    o.remove("lastUpdateTime");
+                    o.remove("lastProbeTime");
+                }
+            }
+        }
+        v
+    }
+    let a = strip(serde_json::to_value(old).unwrap_or_default());
+    let b = strip(serde_json::to_value(new).unwrap_or_default());
+    a != b
+}
+
+/// A merge patch writing `status` whole: the `clearable` fields it lacks are
+/// written as null, so that they go (a merge patch keeps what it does not name).
+fn status_patch<T: serde::Serialize>(status: &T, clearable: &[&str]) -> serde_json::Value {
+    let mut v = serde_json::to_value(status).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        for f in clearable {
+            o.entry(f.to_string()).or_insert(serde_json::Value::Null);
+        }
+    }
+    serde_json::json!({ "status": v })
+}

@@ -1,0 +1,138 @@
+//! The ReplicaSet controller: keeps `spec.replicas` active pods matching the
+//! template, creating in slow-start batches (at most 500 per pass, kube's burst) and
+//! deleting the lowest-ranked surplus first; reports replicas, fully labelled, ready
+//! and available counts and a ReplicaFailure condition when pods cannot be made.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_pods::readiness;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+
+use crate::{owner, podcontrol, Error, Shared};
+
+/// The most pods one pass creates or deletes (kube's burstReplicas).
+const BURST: usize = 500;
+
+type Ctx = crate::PodOwner;
+
+/// The controller, ready to run once the shared informers run.
+pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
+    let (ctx, queue) = crate::pod_owner(shared, &shared.replicasets, "replicaset-controller");
+    let ctx = Arc::new(ctx);
+    let store: Store<ReplicaSet> = shared.replicasets.store();
+    crate::drive("replicaset", store, queue, reconcile, ctx)
+}
+
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let uid = rs.metadata.uid.clone().unwrap_or_default();
+    let ns = rs.metadata.namespace.clone().unwrap_or_default();
+    let name = rs.metadata.name.clone().unwrap_or_default();
+    let spec = rs.spec.clone().unwrap_or_default();
+    let want = spec.replicas.unwrap_or(1).max(0) as usize;
+    let mut active: Vec<Arc<Pod>> = ctx
+        .pods
+        .owned(&uid)
+        .into_iter()
+        .filter(|p| readiness::is_active(p))
+        .collect();
+    let mut failure: Option<String> = None;
+    if rs.metadata.deletion_timestamp.is_none() && ctx.expectations.satisfied(&uid) {
+        if active.len() < want {
+            let n = (want - active.len()).min(BURST);
+            let template = spec.template.clone().unwrap_or_default();
+            let reference = owner::reference_to(rs.as_ref());
+            let prefix = crate::generate_prefix(&name);
+            failure = ctx
+                .create_pods(rs.as_ref(), n, |_| {
+                    podcontrol::from_template(
+                        &template,
+                        reference.clone(),
+                        &ns,
+                        None,
+                        Some(prefix.clone()),
+                    )
+                })
+                .await;
+        } else if active.len() > want {
+            let n = (active.len() - want).min(BURST);
+            podcontrol::rank_for_deletion(&mut active);
+            let victims: Vec<Arc<Pod>> = active.drain(..n).collect();
+            failure = ctx.delete_pods(rs.as_ref(), &victims).await;
+        }
+    }
+    let now = jiff::Timestamp::now();
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let template_labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let current = ctx.pods.owned(&uid);
+    let active: Vec<&Arc<Pod>> = current.iter().filter(|p| readiness::is_active(p)).collect();
+    let labelled = active
+        .iter()
+        .filter(|p| {
+            let l = p.metadata.labels.clone().unwrap_or_default();
+            template_labels.iter().all(|(k, v)| l.get(k) == Some(v))
+        })
+        .count();
+    let ready = active.iter().filter(|p| readiness::is_ready(p)).count();
+    let available = active
+        .iter()
+        .filter(|p| readiness::is_available(p, min_ready, now))
+        .count();
+    let old = rs.status.clone().unwrap_or_default();
+    let mut conditions: Vec<ReplicaSetCondition> = old
+        .conditions
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.type_ != "ReplicaFailure")
+        .collect();
+    if let Some(msg) = &failure {
+        let reason = if active.len() < want {
+            "FailedCreate"
+        } else {
+            "FailedDelete"
+        };
+        conditions.push(ReplicaSetCondition {
+            type_: "ReplicaFailure".into(),
+            status: "True".into(),
+            reason: Some(reason.into()),
+            message: Some(msg.clone()),
+            last_transition_time: Some(Time(now)),
+        });
+    }
+    let status = ReplicaSetStatus {
+        replicas: active.len() as i32,
+        fully_labeled_replicas: Some(labelled as i32),
+        ready_replicas: Some(ready as i32),
+        available_replicas: Some(available as i32),
+        observed_generation: rs.metadata.generation,
+        conditions: (!conditions.is_empty()).then_some(conditions),
+    };
+    if crate::status_differs(&old, &status) {
+        let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(crate::status_patch(&status, &["conditions"])),
+        )
+        .await?;
+    }
+    if failure.is_some() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    // A pod ready but not yet available becomes available without any event.
+    if min_ready > 0 && ready > available {
+        return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
+    }
+    Ok(Action::await_change())
+}
