@@ -236,37 +236,6 @@ fn non_negative(o: &Value, ptr: &str, out: &mut Vec<Cause>) {
     }
 }
 
-/// Validates a cron schedule (5 fields, or a macro).
-fn cron_ok(s: &str) -> bool {
-    let t = s.trim();
-    if t.starts_with('@') {
-        return [
-            "@yearly",
-            "@annually",
-            "@monthly",
-            "@weekly",
-            "@daily",
-            "@midnight",
-            "@hourly",
-        ]
-        .contains(&t);
-    }
-    let fields: Vec<&str> = t.split_whitespace().collect();
-    let fields = if fields
-        .first()
-        .is_some_and(|f| f.starts_with("TZ=") || f.starts_with("CRON_TZ="))
-    {
-        &fields[1..]
-    } else {
-        &fields[..]
-    };
-    fields.len() == 5
-        && fields.iter().all(|f| {
-            f.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?'))
-        })
-}
-
 /// Everything wrong with `o` (a create when `old` is None, else an update).
 pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut out = Vec::new();
@@ -361,14 +330,18 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
             }
         }
         "CronJob" => {
+            let tz = s(o, "/spec/timeZone");
             match s(o, "/spec/schedule") {
                 None | Some("") => out.push(Cause::required("spec.schedule")),
-                Some(sc) if !cron_ok(sc) => out.push(Cause::invalid(
-                    "spec.schedule",
-                    sc,
-                    "unparseable cron schedule (expected 5 fields: minute hour day-of-month month day-of-week)",
-                )),
-                _ => {}
+                Some(sc) => match berth_cron::Schedule::parse(sc, tz) {
+                    Ok(_) => {}
+                    Err(e @ berth_cron::Error::TimeZone(_)) => out.push(Cause::invalid(
+                        "spec.timeZone",
+                        tz.unwrap_or(""),
+                        e.to_string(),
+                    )),
+                    Err(e) => out.push(Cause::invalid("spec.schedule", sc, e.to_string())),
+                },
             }
             match o.pointer("/spec/jobTemplate/spec/template/spec") {
                 Some(spec) => pod_spec(spec, "spec.jobTemplate.spec.template.spec", true, &mut out),
@@ -473,9 +446,29 @@ mod tests {
     }
 
     #[test]
-    fn cron_schedules() {
-        assert!(cron_ok("*/5 * * * *"));
-        assert!(cron_ok("@hourly"));
-        assert!(!cron_ok("every minute"));
+    fn cron_schedules_and_time_zones_name_the_field() {
+        let res = crate::resources::find("batch", "v1", "cronjobs").unwrap();
+        let cj = |schedule: &str, tz: Option<&str>| {
+            let mut o = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
+                "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": {"spec": {
+                    "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}}});
+            if let Some(tz) = tz {
+                o["spec"]["timeZone"] = json!(tz);
+            }
+            validate(res, &o, None)
+                .into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect::<Vec<_>>()
+        };
+        assert!(cj("*/5 * * * *", None).is_empty());
+        assert!(cj("@hourly", Some("Europe/Paris")).is_empty());
+        assert_eq!(
+            cj("every minute", None),
+            ["spec.schedule: Invalid value: \"every minute\": expected exactly 5 fields (minute hour day-of-month month day-of-week), found 2: \"every minute\""]
+        );
+        assert_eq!(
+            cj("* * * * *", Some("Mars/Olympus")),
+            ["spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone Mars/Olympus"]
+        );
     }
 }

@@ -450,3 +450,149 @@ fn jobs_run_to_completion_fail_by_backoff_or_policy_and_go_after_their_ttl() {
         .then_some(())
     });
 }
+
+fn cronjob(name: &str, policy: &str, extra: &str, run_seconds: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: {name}}}\nspec:\n  schedule: \"* * * * *\"\n  concurrencyPolicy: {policy}\n{extra}  jobTemplate:\n    spec:\n      template:\n        metadata: {{annotations: {{sim.berth.dev/run-seconds: \"{run_seconds}\"}}}}\n        spec:\n          restartPolicy: Never\n          containers: [{{name: main, image: example.invalid/task}}]\n"
+    )
+}
+
+/// The Jobs a CronJob made, oldest first.
+fn jobs_of(c: &Cluster, cj: &str) -> Vec<Value> {
+    let v: Value = serde_json::from_str(&c.ok(&["get", "jobs", "-o", "json"])).unwrap();
+    let mut out: Vec<Value> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| {
+            j["metadata"]["ownerReferences"][0]["name"] == cj
+                && j["metadata"]["deletionTimestamp"].is_null()
+        })
+        .cloned()
+        .collect();
+    out.sort_by_key(|j| j["metadata"]["name"].as_str().unwrap().to_string());
+    out
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn cronjobs_fire_on_schedule_with_their_concurrency_policy_and_history_limits() {
+    let c = Cluster::api_only();
+    let p = format!("c{}", std::process::id());
+    let _nodes = sim(&c, &p, 2);
+    // Bad schedules and time zones are refused naming the field.
+    let o = c.kubectl(&[
+        "create",
+        "cronjob",
+        "bad",
+        "--image=x",
+        "--schedule=61 * * * *",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("spec.schedule: Invalid value: \"61 * * * *\": minute field \"61\": 61 is outside 0-59"), "{err}");
+    let o = c.kubectl_in(
+        &["apply", "-f", "-"],
+        Some(&cronjob("tz", "Allow", "  timeZone: Mars/Olympus\n", "1")),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains(
+                "spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone Mars/Olympus"
+            ),
+        "{err}"
+    );
+
+    c.apply(&cronjob(
+        "done",
+        "Allow",
+        "  successfulJobsHistoryLimit: 1\n",
+        "0.3",
+    ));
+    c.apply(&cronjob("forbid", "Forbid", "", "600"));
+    c.apply(&cronjob("replace", "Replace", "", "600"));
+    // As if the last run were two minutes ago: the run due now starts at once.
+    let earlier = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(120))
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    for cj in ["done", "forbid", "replace"] {
+        let patch = format!(r#"{{"status":{{"lastScheduleTime":"{earlier}"}}}}"#);
+        c.ok(&[
+            "patch",
+            "cronjob",
+            cj,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ]);
+    }
+    let first = |cj: &str| {
+        c.until(&format!("{cj}'s first Job"), 30, || {
+            jobs_of(&c, cj).first().cloned()
+        })
+    };
+    let (done1, forbid1, replace1) = (first("done"), first("forbid"), first("replace"));
+    let minute = |j: &Value| -> i64 {
+        j["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let scheduled = done1["metadata"]["annotations"]
+        ["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        scheduled.parse::<jiff::Timestamp>().unwrap().as_second(),
+        minute(&done1) * 60,
+        "{done1}"
+    );
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        &format!("job/{}", done1["metadata"]["name"].as_str().unwrap()),
+        "--timeout=30s",
+    ]);
+    let cj = c.until("done's success recorded", 30, || {
+        let cj = c.json("cronjob", "done");
+        (cj["status"]["lastSuccessfulTime"].is_string() && cj["status"]["active"].is_null())
+            .then_some(cj)
+    });
+    assert!(cj["status"]["lastScheduleTime"].is_string(), "{cj}");
+    let active = c.json("cronjob", "forbid")["status"]["active"].clone();
+    assert_eq!(active[0]["name"], forbid1["metadata"]["name"], "{active}");
+
+    // The next minute: Allow runs again and keeps one finished Job; Forbid waits for
+    // its running Job; Replace replaces it.
+    c.until("the next minute's Jobs", 90, || {
+        let done = jobs_of(&c, "done");
+        let replace = jobs_of(&c, "replace");
+        let next_done = done.iter().any(|j| minute(j) > minute(&done1));
+        let replaced = replace.len() == 1 && minute(&replace[0]) > minute(&replace1);
+        (next_done && replaced).then_some(())
+    });
+    let forbid = jobs_of(&c, "forbid");
+    assert_eq!(forbid.len(), 1, "{forbid:?}");
+    assert_eq!(forbid[0]["metadata"]["name"], forbid1["metadata"]["name"]);
+    let events = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=forbid",
+        "-o",
+        "custom-columns=R:.reason",
+    ]);
+    assert!(events.contains("JobAlreadyActive"), "{events}");
+    c.until("done keeps one finished Job", 30, || {
+        let done = jobs_of(&c, "done");
+        (done.len() == 1 && minute(&done[0]) > minute(&done1)).then_some(())
+    });
+}

@@ -4,6 +4,7 @@
 //! shared informers: one watch per kind for all controllers, as kube-controller-manager
 //! shares its informers.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod expectations;
 pub mod index;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config};
@@ -53,17 +54,22 @@ pub struct Shared {
     replicasets_by_owner: Arc<OwnerIndex<ReplicaSet>>,
     deployments: Arc<Informer<Deployment>>,
     jobs: Arc<Informer<Job>>,
+    jobs_by_owner: Arc<OwnerIndex<Job>>,
+    cronjobs: Arc<Informer<CronJob>>,
 }
 
 impl Shared {
     fn new(client: kube::Client) -> Shared {
         let pods = Informer::new(Api::all(client.clone()), Default::default());
         let replicasets = Informer::new(Api::all(client.clone()), Default::default());
+        let jobs = Informer::new(Api::all(client.clone()), Default::default());
         Shared {
             pods_by_owner: OwnerIndex::of(&pods),
             replicasets_by_owner: OwnerIndex::of(&replicasets),
             deployments: Informer::new(Api::all(client.clone()), Default::default()),
-            jobs: Informer::new(Api::all(client.clone()), Default::default()),
+            jobs_by_owner: OwnerIndex::of(&jobs),
+            jobs,
+            cronjobs: Informer::new(Api::all(client.clone()), Default::default()),
             pods,
             replicasets,
             client,
@@ -82,14 +88,17 @@ pub async fn run(client: kube::Client) {
     let replicasets = replicaset::controller(&shared);
     let deployments = deployment::controller(&shared);
     let jobs = job::controller(&shared);
+    let cronjobs = cronjob::controller(&shared);
     tokio::join!(
         shared.pods.clone().run(),
         shared.replicasets.clone().run(),
         shared.deployments.clone().run(),
         shared.jobs.clone().run(),
+        shared.cronjobs.clone().run(),
         replicasets,
         deployments,
         jobs,
+        cronjobs,
     );
 }
 
