@@ -42,24 +42,42 @@ fn replica_sets(c: &Cluster, app: &str) -> Vec<(String, i64, String, String)> {
     out
 }
 
-/// The images of the running pods of `app`.
-fn pod_images(c: &Cluster, app: &str) -> Vec<String> {
+/// The running pods of `app` (not being deleted).
+fn running_pods(c: &Cluster, app: &str) -> Vec<Value> {
     let v: Value =
         serde_json::from_str(&c.ok(&["get", "pods", "-l", &format!("app={app}"), "-o", "json"]))
             .unwrap();
-    let mut out: Vec<String> = v["items"]
+    v["items"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|p| {
             p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running"
         })
+        .cloned()
+        .collect()
+}
+
+/// The images of the running pods of `app`, sorted.
+fn pod_images(c: &Cluster, app: &str) -> Vec<String> {
+    let mut out: Vec<String> = running_pods(c, app)
+        .iter()
         .map(|p| {
             p["spec"]["containers"][0]["image"]
                 .as_str()
                 .unwrap()
                 .to_string()
         })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The nodes of the running pods of `app`, sorted.
+fn pod_nodes(c: &Cluster, app: &str) -> Vec<String> {
+    let mut out: Vec<String> = running_pods(c, app)
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
         .collect();
     out.sort();
     out
@@ -595,4 +613,99 @@ fn cronjobs_fire_on_schedule_with_their_concurrency_policy_and_history_limits() 
         let done = jobs_of(&c, "done");
         (done.len() == 1 && minute(&done[0]) > minute(&done1)).then_some(())
     });
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn daemonsets_run_one_pod_per_fitting_node_and_roll_node_by_node() {
+    let c = Cluster::api_only();
+    let p = format!("s{}", std::process::id());
+    let _nodes = sim(&c, &p, 3);
+    let (n0, n2) = (format!("{p}-0"), format!("{p}-2"));
+    c.ok(&["taint", "node", &n2, "dedicated=db:NoSchedule"]);
+    c.apply(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {containers: [{name: a, image: example.invalid/agent:1}]}\n",
+    );
+    let ds_rollout = || {
+        let out = c.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+        assert!(out.contains("successfully rolled out"), "{out}");
+    };
+    let placed = |want: usize| {
+        c.until(&format!("{want} daemon pods running"), 30, || {
+            let ds = c.json("ds", "agent");
+            let s = &ds["status"];
+            (s["desiredNumberScheduled"] == want
+                && s["numberReady"] == want
+                && pod_images(&c, "agent").len() == want)
+                .then(|| pod_nodes(&c, "agent"))
+        })
+    };
+    // The tainted node is left out; the others get one pod each, placed by the
+    // scheduler through an affinity to their name, with kube's daemon tolerations.
+    let nodes = placed(2);
+    assert!(!nodes.contains(&n2), "{nodes:?}");
+    let pods: Value =
+        serde_json::from_str(&c.ok(&["get", "pods", "-l", "app=agent", "-o", "json"])).unwrap();
+    let pod = &pods["items"][0];
+    let term = &pod["spec"]["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchFields"]
+        [0];
+    assert_eq!(term["key"], "metadata.name", "{pod}");
+    assert_eq!(term["values"][0], pod["spec"]["nodeName"], "{pod}");
+    let tolerations = pod["spec"]["tolerations"].to_string();
+    assert!(
+        tolerations.contains("node.kubernetes.io/unreachable")
+            && tolerations.contains("node.kubernetes.io/unschedulable"),
+        "{tolerations}"
+    );
+    // Untainted, the node gets its pod; a node selector takes pods off other nodes.
+    c.ok(&["taint", "node", &n2, "dedicated-"]);
+    assert_eq!(placed(3).len(), 3);
+    c.ok(&["label", "node", &n0, "role=edge"]);
+    c.ok(&[
+        "patch",
+        "ds",
+        "agent",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"nodeSelector":{"role":"edge"}}}}}"#,
+    ]);
+    ds_rollout();
+    assert_eq!(placed(1), vec![n0.clone()]);
+    c.ok(&[
+        "patch",
+        "ds",
+        "agent",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/template/spec/nodeSelector"}]"#,
+    ]);
+    ds_rollout();
+    placed(3);
+
+    // A new image rolls node by node; history and undo go through ControllerRevisions.
+    c.ok(&["set", "image", "ds/agent", "a=example.invalid/agent:2"]);
+    ds_rollout();
+    assert_eq!(
+        pod_images(&c, "agent"),
+        vec!["example.invalid/agent:2".to_string(); 3]
+    );
+    // Three templates, four changes: the first came back (without the selector) and
+    // took a new number rather than a new revision.
+    let history = c.ok(&["rollout", "history", "ds/agent"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["2", "3", "4"], "{history}");
+    c.ok(&["rollout", "undo", "ds/agent"]);
+    ds_rollout();
+    placed(3);
+    assert_eq!(
+        pod_images(&c, "agent"),
+        vec!["example.invalid/agent:1".to_string(); 3]
+    );
 }

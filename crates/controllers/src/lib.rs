@@ -5,6 +5,7 @@
 //! shares its informers.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod expectations;
 pub mod index;
@@ -13,15 +14,16 @@ pub mod job;
 pub mod owner;
 pub mod podcontrol;
 pub mod replicaset;
+pub mod revisions;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -56,6 +58,10 @@ pub struct Shared {
     jobs: Arc<Informer<Job>>,
     jobs_by_owner: Arc<OwnerIndex<Job>>,
     cronjobs: Arc<Informer<CronJob>>,
+    daemonsets: Arc<Informer<DaemonSet>>,
+    nodes: Arc<Informer<Node>>,
+    revisions: Arc<Informer<ControllerRevision>>,
+    revisions_by_owner: Arc<OwnerIndex<ControllerRevision>>,
 }
 
 impl Shared {
@@ -63,6 +69,7 @@ impl Shared {
         let pods = Informer::new(Api::all(client.clone()), Default::default());
         let replicasets = Informer::new(Api::all(client.clone()), Default::default());
         let jobs = Informer::new(Api::all(client.clone()), Default::default());
+        let revisions = Informer::new(Api::all(client.clone()), Default::default());
         Shared {
             pods_by_owner: OwnerIndex::of(&pods),
             replicasets_by_owner: OwnerIndex::of(&replicasets),
@@ -70,6 +77,10 @@ impl Shared {
             jobs_by_owner: OwnerIndex::of(&jobs),
             jobs,
             cronjobs: Informer::new(Api::all(client.clone()), Default::default()),
+            daemonsets: Informer::new(Api::all(client.clone()), Default::default()),
+            nodes: Informer::new(Api::all(client.clone()), Default::default()),
+            revisions_by_owner: OwnerIndex::of(&revisions),
+            revisions,
             pods,
             replicasets,
             client,
@@ -89,16 +100,21 @@ pub async fn run(client: kube::Client) {
     let deployments = deployment::controller(&shared);
     let jobs = job::controller(&shared);
     let cronjobs = cronjob::controller(&shared);
+    let daemonsets = daemonset::controller(&shared);
     tokio::join!(
         shared.pods.clone().run(),
         shared.replicasets.clone().run(),
         shared.deployments.clone().run(),
         shared.jobs.clone().run(),
         shared.cronjobs.clone().run(),
+        shared.daemonsets.clone().run(),
+        shared.nodes.clone().run(),
+        shared.revisions.clone().run(),
         replicasets,
         deployments,
         jobs,
         cronjobs,
+        daemonsets,
     );
 }
 

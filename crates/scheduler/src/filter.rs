@@ -86,7 +86,8 @@ pub fn term_matches(node: &Node, t: &NodeSelectorTerm) -> bool {
         && fields.iter().all(|r| matches_requirement(node, r, true))
 }
 
-fn node_affinity(pod: &Pod, node: &Node) -> Result<(), Reason> {
+/// NodeAffinity: the pod's nodeSelector and required node affinity hold on the node.
+pub fn node_affinity(pod: &Pod, node: &Node) -> Result<(), Reason> {
     let spec = pod.spec.as_ref();
     let selector_ok = spec
         .and_then(|s| s.node_selector.as_ref())
@@ -135,7 +136,8 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     effect_ok && key_ok && value_ok
 }
 
-fn taint_toleration(pod: &Pod, node: &Node) -> Result<(), Reason> {
+/// TaintToleration: the pod tolerates every NoSchedule and NoExecute taint of the node.
+pub fn taint_toleration(pod: &Pod, node: &Node) -> Result<(), Reason> {
     let taints = node
         .spec
         .as_ref()
