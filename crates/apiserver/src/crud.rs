@@ -801,6 +801,8 @@ async fn create_object(
             o["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
         "Namespace" => o["status"] = json!({"phase": "Active"}),
+        // Until a volume binds it, as kube-apiserver writes a new claim.
+        "PersistentVolumeClaim" => o["status"] = json!({"phase": "Pending"}),
         "Service" => o["status"] = json!({"loadBalancer": {}}),
         "Job" => {
             defaults::job_selector(&mut o);

@@ -83,6 +83,19 @@ fn pod_nodes(c: &Cluster, app: &str) -> Vec<String> {
     out
 }
 
+/// The messages of the events about objects named `name`, oldest first.
+fn event_messages(c: &Cluster, name: &str) -> String {
+    c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={name}"),
+        "--sort-by=.metadata.creationTimestamp",
+        "-o",
+        "custom-columns=M:.message",
+    ])
+}
+
 fn rollout(c: &Cluster, name: &str) -> String {
     let out = c.ok(&[
         "rollout",
@@ -277,15 +290,7 @@ fn recreate_stops_the_old_pods_before_starting_new_ones_and_replica_sets_replace
         vec!["example.invalid/db:2".to_string(); 2]
     );
     // The old ReplicaSet went to zero before the new one started.
-    let events = c.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=db",
-        "--sort-by=.metadata.creationTimestamp",
-        "-o",
-        "custom-columns=M:.message",
-    ]);
+    let events = event_messages(&c, "db");
     let down = events.find("Scaled down replica set").expect(&events);
     let up2 = events.rfind("Scaled up replica set").expect(&events);
     assert!(down < up2, "{events}");
@@ -708,4 +713,120 @@ fn daemonsets_run_one_pod_per_fitting_node_and_roll_node_by_node() {
         pod_images(&c, "agent"),
         vec!["example.invalid/agent:1".to_string(); 3]
     );
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn statefulsets_start_in_order_keep_their_names_and_claims_and_update_from_the_top() {
+    let c = Cluster::api_only();
+    let p = format!("t{}", std::process::id());
+    let _nodes = sim(&c, &p, 2);
+    let sts = |image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db}}\nspec:\n  serviceName: db\n  replicas: 3\n  selector: {{matchLabels: {{app: db}}}}\n  persistentVolumeClaimRetentionPolicy: {{whenScaled: Delete}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    spec: {{containers: [{{name: db, image: {image}}}]}}\n  volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"
+        )
+    };
+    // With every node cordoned, db-0 cannot start: OrderedReady makes no other pod.
+    for n in 0..2 {
+        c.ok(&["cordon", &format!("{p}-{n}")]);
+    }
+    c.apply(&sts("example.invalid/db:1"));
+    c.until("db-0 made", 30, || {
+        c.kubectl(&["get", "pod", "db-0"])
+            .status
+            .success()
+            .then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let names = c.ok(&["get", "pods", "-l", "app=db", "-o", "name"]);
+    assert_eq!(names.trim(), "pod/db-0", "{names}");
+    for n in 0..2 {
+        c.ok(&["uncordon", &format!("{p}-{n}")]);
+    }
+    let out = c.ok(&["rollout", "status", "sts/db", "--timeout=60s"]);
+    assert!(out.contains("roll out complete"), "{out}");
+    let pods = running_pods(&c, "db");
+    let names: Vec<&str> = pods
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["db-0", "db-1", "db-2"]);
+    for (i, pod) in pods.iter().enumerate() {
+        assert_eq!(pod["spec"]["hostname"], format!("db-{i}"));
+        assert_eq!(pod["spec"]["subdomain"], "db");
+        assert_eq!(
+            pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"],
+            format!("db-{i}")
+        );
+        let vol = pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "data")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            vol["persistentVolumeClaim"]["claimName"],
+            format!("data-db-{i}"),
+            "{vol}"
+        );
+    }
+    let claims = c.ok(&[
+        "get",
+        "pvc",
+        "-o",
+        "custom-columns=N:.metadata.name,S:.status.phase",
+        "--no-headers",
+    ]);
+    assert_eq!(
+        claims.split_whitespace().collect::<Vec<_>>(),
+        [
+            "data-db-0",
+            "Pending",
+            "data-db-1",
+            "Pending",
+            "data-db-2",
+            "Pending"
+        ],
+        "{claims}"
+    );
+
+    // A new image replaces pods from the highest ordinal down.
+    let before = |n: &str| {
+        c.json("pod", n)["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let uid0 = before("db-0");
+    c.apply(&sts("example.invalid/db:2"));
+    let out = c.ok(&["rollout", "status", "sts/db", "--timeout=60s"]);
+    assert!(out.contains("roll out complete"), "{out}");
+    assert_eq!(
+        pod_images(&c, "db"),
+        vec!["example.invalid/db:2".to_string(); 3]
+    );
+    assert_ne!(before("db-0"), uid0);
+    let s = c.json("sts", "db")["status"].clone();
+    assert_eq!(s["currentRevision"], s["updateRevision"], "{s}");
+    let events = event_messages(&c, "db");
+    let deleted: Vec<&str> = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("Deleted pod: "))
+        .collect();
+    assert_eq!(deleted, ["db-2", "db-1", "db-0"], "{events}");
+
+    // Scale down removes the highest first, with its claim (whenScaled: Delete).
+    c.ok(&["scale", "sts/db", "--replicas=1"]);
+    c.until("scaled to db-0 alone", 60, || {
+        let names: Vec<String> = running_pods(&c, "db")
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        let claims = c.ok(&["get", "pvc", "-o", "name"]);
+        (names == ["db-0"] && claims.trim() == "persistentvolumeclaim/data-db-0").then_some(())
+    });
 }

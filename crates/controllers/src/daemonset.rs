@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_pods::readiness;
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodTemplateSpec, Toleration,
@@ -20,22 +20,10 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::index::OwnerIndex;
 use crate::informer::Change;
 use crate::{owner, podcontrol, revisions, Error, Shared};
 
-struct Ctx {
-    base: crate::PodOwner,
-    nodes: Store<Node>,
-    revisions: Arc<OwnerIndex<ControllerRevision>>,
-}
-
-impl std::ops::Deref for Ctx {
-    type Target = crate::PodOwner;
-    fn deref(&self) -> &crate::PodOwner {
-        &self.base
-    }
-}
+type Ctx = crate::RevisionedOwner;
 
 /// The controller, ready to run once the shared informers run.
 pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
@@ -57,12 +45,13 @@ pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Se
             .map(|d| ObjectRef::from_obj(d.as_ref()))
             .collect()
     });
-    let ctx = Arc::new(Ctx {
+    let ctx = Arc::new(crate::RevisionedOwner {
         base,
-        nodes: shared.nodes.store(),
         revisions: shared.revisions_by_owner.clone(),
     });
     let queue = futures_util::stream::select(queue, nodes);
+    let node_store = shared.nodes.store();
+    let reconcile = move |ds, ctx| reconcile(ds, ctx, node_store.clone());
     crate::drive(
         "daemonset",
         shared.daemonsets.store(),
@@ -185,7 +174,7 @@ fn pod_for(template: &PodTemplateSpec, node: &str) -> Pod {
     pod
 }
 
-async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>, nodes: Store<Node>) -> Result<Action, Error> {
     if ds.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -196,24 +185,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let template = with_tolerations(&spec.template);
 
     // The current revision; its hash labels the pods made from it.
-    let existing = ctx.revisions.owned(&uid);
-    let labels = spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
     let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
-    let cur = revisions::current(
-        &ctx.client,
-        owner::reference_to(ds.as_ref()),
-        &ns,
-        &spec.template,
-        labels,
-        collisions,
-        &existing,
-    )
-    .await?;
+    let (existing, cur) = ctx
+        .revisions(ds.as_ref(), &spec.template, collisions)
+        .await?;
     let hash = cur
         .metadata
         .labels
@@ -247,7 +222,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         spec: template.spec.clone(),
         status: None,
     };
-    let nodes = ctx.nodes.state();
+    let nodes = nodes.state();
     let now = jiff::Timestamp::now();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
 

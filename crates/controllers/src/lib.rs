@@ -15,13 +15,16 @@ pub mod owner;
 pub mod podcontrol;
 pub mod replicaset;
 pub mod revisions;
+pub mod statefulset;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
@@ -59,6 +62,7 @@ pub struct Shared {
     jobs_by_owner: Arc<OwnerIndex<Job>>,
     cronjobs: Arc<Informer<CronJob>>,
     daemonsets: Arc<Informer<DaemonSet>>,
+    statefulsets: Arc<Informer<StatefulSet>>,
     nodes: Arc<Informer<Node>>,
     revisions: Arc<Informer<ControllerRevision>>,
     revisions_by_owner: Arc<OwnerIndex<ControllerRevision>>,
@@ -78,6 +82,7 @@ impl Shared {
             jobs,
             cronjobs: Informer::new(Api::all(client.clone()), Default::default()),
             daemonsets: Informer::new(Api::all(client.clone()), Default::default()),
+            statefulsets: Informer::new(Api::all(client.clone()), Default::default()),
             nodes: Informer::new(Api::all(client.clone()), Default::default()),
             revisions_by_owner: OwnerIndex::of(&revisions),
             revisions,
@@ -101,6 +106,7 @@ pub async fn run(client: kube::Client) {
     let jobs = job::controller(&shared);
     let cronjobs = cronjob::controller(&shared);
     let daemonsets = daemonset::controller(&shared);
+    let statefulsets = statefulset::controller(&shared);
     tokio::join!(
         shared.pods.clone().run(),
         shared.replicasets.clone().run(),
@@ -108,6 +114,7 @@ pub async fn run(client: kube::Client) {
         shared.jobs.clone().run(),
         shared.cronjobs.clone().run(),
         shared.daemonsets.clone().run(),
+        shared.statefulsets.clone().run(),
         shared.nodes.clone().run(),
         shared.revisions.clone().run(),
         replicasets,
@@ -115,6 +122,7 @@ pub async fn run(client: kube::Client) {
         jobs,
         cronjobs,
         daemonsets,
+        statefulsets,
     );
 }
 
@@ -285,6 +293,50 @@ impl PodOwner {
             }
         }
         failure
+    }
+}
+
+/// What a controller of pods with a revision history (DaemonSets, StatefulSets)
+/// works with.
+pub(crate) struct RevisionedOwner {
+    base: PodOwner,
+    /// The ControllerRevisions each owner has.
+    revisions: Arc<OwnerIndex<ControllerRevision>>,
+}
+
+impl std::ops::Deref for RevisionedOwner {
+    type Target = PodOwner;
+    fn deref(&self) -> &PodOwner {
+        &self.base
+    }
+}
+
+impl RevisionedOwner {
+    /// The revisions `owner` has, and the current one for `template` (found or made).
+    async fn revisions<O: Resource<DynamicType = ()>>(
+        &self,
+        owner: &O,
+        template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+        collisions: Option<i32>,
+    ) -> Result<(Vec<Arc<ControllerRevision>>, ControllerRevision), Error> {
+        let m = owner.meta();
+        let existing = self.revisions.owned(m.uid.as_deref().unwrap_or_default());
+        let labels = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        let cur = revisions::current(
+            &self.client,
+            owner::reference_to(owner),
+            m.namespace.as_deref().unwrap_or_default(),
+            template,
+            labels,
+            collisions,
+            &existing,
+        )
+        .await?;
+        Ok((existing, cur))
     }
 }
 
