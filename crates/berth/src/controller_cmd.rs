@@ -14,6 +14,19 @@ pub struct ControllerManagerArgs {
     /// The API server's URL, over the kubeconfig's.
     #[arg(long)]
     server: Option<String>,
+    /// Act only while holding the kube-system/kube-controller-manager Lease (one of
+    /// several controller managers acts at a time).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+}
+
+/// The controllers, acting while they hold the kube-system/kube-controller-manager
+/// Lease, until `stop` (then the Lease is given up).
+pub async fn elected(client: kube::Client, stop: impl std::future::Future<Output = ()>) {
+    let election = berth_watch::leader::Election::new("kube-controller-manager");
+    let c = client.clone();
+    let work = move || berth_controllers::run(c.clone());
+    berth_watch::leader::run(client, election, work, stop).await
 }
 
 /// Runs the controllers until interrupted.
@@ -21,10 +34,20 @@ pub async fn controller_manager(a: ControllerManagerArgs) -> anyhow::Result<()> 
     crate::server_cmd::init_logging("text");
     let client = crate::agent_cmd::client(&a.kubeconfig, a.server.as_deref()).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    if a.leader_elect {
+        // Gives the Lease up on the way out, so another manager takes over at once.
+        elected(client, stop).await;
+        return Ok(());
+    }
     tokio::select! {
         _ = berth_controllers::run(client) => anyhow::bail!("the controllers stopped"),
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        () = stop => {}
     }
     Ok(())
 }

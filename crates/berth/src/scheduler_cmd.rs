@@ -17,6 +17,23 @@ pub struct SchedulerArgs {
     /// The schedulerName this scheduler places pods for.
     #[arg(long, default_value = "default-scheduler")]
     scheduler_name: String,
+    /// Act only while holding the kube-system/kube-scheduler Lease (one of several
+    /// schedulers acts at a time).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+}
+
+/// The scheduler, acting while it holds the kube-system/kube-scheduler Lease, until
+/// `stop` (then the Lease is given up).
+pub async fn elected(
+    client: kube::Client,
+    cfg: berth_scheduler::SchedulerConfig,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let election = berth_watch::leader::Election::new("kube-scheduler");
+    let c = client.clone();
+    let work = move || berth_scheduler::run(c.clone(), cfg.clone());
+    berth_watch::leader::run(client, election, work, stop).await
 }
 
 /// Runs the scheduler until interrupted.
@@ -27,10 +44,20 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<()> {
         name: a.scheduler_name,
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    if a.leader_elect {
+        // Gives the Lease up on the way out, so another scheduler takes over at once.
+        elected(client, cfg, stop).await;
+        return Ok(());
+    }
     tokio::select! {
         _ = berth_scheduler::run(client, cfg) => anyhow::bail!("the scheduler stopped"),
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        () = stop => {}
     }
     Ok(())
 }

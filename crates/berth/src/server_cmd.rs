@@ -104,22 +104,36 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         };
         format!("https://{}", std::net::SocketAddr::new(host, s.addr.port()))
     };
-    let _scheduler = if a.disable.iter().any(|d| d == "scheduler") {
+    // Each elects a leader on its kube-system Lease, as kube-scheduler and
+    // kube-controller-manager do: with several servers on one datastore, one acts.
+    // Told to stop on shutdown, so they give their Leases up.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let scheduler = if a.disable.iter().any(|d| d == "scheduler") {
         None
     } else {
         let client = crate::agent_cmd::client(&s.kubeconfig, Some(&local_url)).await?;
         tracing::info!("scheduler starting");
-        Some(AbortOnDrop(tokio::spawn(berth_scheduler::run(
+        Some(AbortOnDrop(tokio::spawn(crate::scheduler_cmd::elected(
             client,
             Default::default(),
+            stopped(),
         ))))
     };
-    let _controllers = if a.disable.iter().any(|d| d == "controllers") {
+    let controllers = if a.disable.iter().any(|d| d == "controllers") {
         None
     } else {
         let client = crate::agent_cmd::client(&s.kubeconfig, Some(&local_url)).await?;
         tracing::info!("controllers starting");
-        Some(AbortOnDrop(tokio::spawn(berth_controllers::run(client))))
+        Some(AbortOnDrop(tokio::spawn(crate::controller_cmd::elected(
+            client,
+            stopped(),
+        ))))
     };
     let agent = if a.disable_agent {
         None
@@ -149,11 +163,22 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    let _ = stopping.send(true);
+    for part in [scheduler, controllers].into_iter().flatten() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), part.wait()).await;
+    }
     Ok(())
 }
 
 /// A task stopped when its handle goes.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    /// Waits for the task to end by itself.
+    async fn wait(mut self) {
+        let _ = (&mut self.0).await;
+    }
+}
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {

@@ -830,3 +830,124 @@ fn statefulsets_start_in_order_keep_their_names_and_claims_and_update_from_the_t
         (names == ["db-0"] && claims.trim() == "persistentvolumeclaim/data-db-0").then_some(())
     });
 }
+
+/// A `berth controller-manager` process, killed when dropped; its log in a file.
+struct Manager {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Manager {
+    fn start(c: &Cluster, n: usize) -> Manager {
+        let log = c.env.path(&format!("manager-{n}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = c
+            .env
+            .cmd(&["controller-manager", "--kubeconfig"])
+            .arg(c.kubeconfig())
+            .env("BERTH_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Manager { child, log }
+    }
+
+    fn leads(&self) -> bool {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains("became leader")
+    }
+
+    fn signal(&mut self, sig: rustix::process::Signal) {
+        let _ = rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), sig);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn of_two_controller_managers_one_acts_and_the_other_takes_over_when_it_dies() {
+    let c = Cluster::api_only_with(&["--disable", "controllers"]);
+    let p = format!("l{}", std::process::id());
+    let _nodes = sim(&c, &p, 2);
+    let mut managers = [Manager::start(&c, 0), Manager::start(&c, 1)];
+    let holder = || {
+        let o = c.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "kube-controller-manager",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let first = c.until("a leader", 30, || (!holder().is_empty()).then(holder));
+    let table = c.ok(&["get", "lease", "-n", "kube-system"]);
+    assert!(
+        table.contains("kube-controller-manager") && table.contains(&first),
+        "{table}"
+    );
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=example.invalid/web",
+        "--replicas=4",
+    ]);
+    rollout(&c, "web");
+    // Exactly one manager acted: one ReplicaSet, four pods.
+    assert_eq!(replica_sets(&c, "web").len(), 1);
+    assert_eq!(
+        c.ok(&["get", "pods", "-l", "app=web", "-o", "name"])
+            .lines()
+            .count(),
+        4
+    );
+    let leader = c.until("the leader's log", 10, || {
+        managers.iter().position(|m| m.leads())
+    });
+    assert_eq!(managers.iter().filter(|m| m.leads()).count(), 1);
+
+    // The leader dies without a word: after the lease runs out, the other takes over.
+    managers[leader].signal(rustix::process::Signal::KILL);
+    c.ok(&["scale", "deploy/web", "--replicas=6"]);
+    c.until("the survivor scaled to 6", 60, || {
+        (c.ok(&["get", "pods", "-l", "app=web", "-o", "name"])
+            .lines()
+            .count()
+            == 6)
+            .then_some(())
+    });
+    let second = holder();
+    assert_ne!(second, first);
+    assert!(managers[1 - leader].leads());
+    let transitions = c.ok(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "kube-controller-manager",
+        "-o",
+        "jsonpath={.spec.leaseTransitions}",
+    ]);
+    assert_eq!(transitions.trim(), "1");
+    // A clean stop gives the lease up at once.
+    managers[1 - leader].signal(rustix::process::Signal::TERM);
+    c.until("the lease given up", 10, || {
+        holder().is_empty().then_some(())
+    });
+}

@@ -1,6 +1,10 @@
-//! How berth's components watch the API server. One place for the back-off between
-//! attempts to watch again, so the node agent, the scheduler, the controllers and
-//! simulated nodes all come back quickly when the server restarts.
+//! How berth's components work against the API server. One place for the back-off
+//! between attempts to watch again, so the node agent, the scheduler, the
+//! controllers and simulated nodes all come back quickly when the server restarts;
+//! and for leader election ([`leader`]), so one scheduler and one controller manager
+//! act among several servers.
+
+pub mod leader;
 
 use std::time::Duration;
 

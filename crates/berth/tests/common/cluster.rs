@@ -92,6 +92,11 @@ impl Cluster {
     /// Starts `berth server --disable-agent` alone: an API server without any node
     /// (simulated nodes come from `berth sim nodes`).
     pub fn api_only() -> Cluster {
+        Cluster::api_only_with(&[])
+    }
+
+    /// [`Cluster::api_only`] with extra server flags (`--disable controllers`).
+    pub fn api_only_with(flags: &[&str]) -> Cluster {
         let (octet, cidr_lock) = lease_cidr_octet();
         let mut c = Cluster {
             env: Env::new(),
@@ -101,7 +106,10 @@ impl Cluster {
             _cidr_lock: cidr_lock,
             child: None,
             agent: None,
-            flags: vec!["--disable-agent".into()],
+            flags: std::iter::once("--disable-agent")
+                .chain(flags.iter().copied())
+                .map(String::from)
+                .collect(),
         };
         c.spawn();
         c.wait_api();
