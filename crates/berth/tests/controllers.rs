@@ -951,3 +951,49 @@ fn of_two_controller_managers_one_acts_and_the_other_takes_over_when_it_dies() {
         holder().is_empty().then_some(())
     });
 }
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn a_rollout_cut_by_kill_9_of_the_server_resumes_without_extra_pods_or_revisions() {
+    let mut c = Cluster::api_only();
+    let p = format!("k{}", std::process::id());
+    let _nodes = sim(&c, &p, 3);
+    // Slow on purpose: one pod at a time, each available a second after it is ready.
+    c.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 12\n  minReadySeconds: 1\n  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: example.invalid/web:1}]}\n",
+    );
+    rollout(&c, "web");
+    c.ok(&["set", "image", "deploy/web", "web=example.invalid/web:2"]);
+    c.until("the rollout under way", 30, || {
+        let n = c.json("deploy", "web")["status"]["updatedReplicas"]
+            .as_i64()
+            .unwrap_or(0);
+        (n >= 2).then_some(())
+    });
+    c.kill();
+    c.spawn();
+    c.wait_api();
+    let out = c.ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert_eq!(
+        pod_images(&c, "web"),
+        vec!["example.invalid/web:2".to_string(); 12]
+    );
+    let all = c.ok(&["get", "pods", "-l", "app=web", "-o", "name"]);
+    c.until("only the 12 new pods left", 30, || {
+        (c.ok(&["get", "pods", "-l", "app=web", "-o", "name"])
+            .lines()
+            .count()
+            == 12)
+            .then_some(())
+    });
+    let rss = replica_sets(&c, "web");
+    assert_eq!(
+        rss.iter().map(|r| (r.1, r.2.as_str())).collect::<Vec<_>>(),
+        [(0, "1"), (12, "2")],
+        "{rss:?}\n{all}"
+    );
+}
