@@ -3,7 +3,9 @@
 //! `berth sim nodes`, then pods created as fast as the API takes them; the figure is
 //! pods bound per second, from the first create to the last binding seen. No
 //! kube-scheduler runs here (Kubernetes' binaries are not packaged for Debian), so its
-//! own published scheduler_perf thresholds stand beside the figure.
+//! own published scheduler_perf thresholds stand beside the figure. Then the
+//! controllers: a Deployment timed from create to every replica available, and a
+//! rolling update (maxSurge 25%) timed to completion.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -54,7 +56,13 @@ async fn unbound(c: &reqwest::Client, url: &str) -> Result<usize> {
 }
 
 /// Runs the benchmark: `nodes` simulated nodes, `pods` pods.
-pub fn control_bench(berth: &Path, nodes: usize, pods: usize) -> Result<()> {
+pub fn control_bench(
+    berth: &Path,
+    nodes: usize,
+    pods: usize,
+    deployment: usize,
+    rollout: usize,
+) -> Result<()> {
     let berth = std::fs::canonicalize(berth)
         .with_context(|| format!("{} (cargo build --release)", berth.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -63,7 +71,7 @@ pub fn control_bench(berth: &Path, nodes: usize, pods: usize) -> Result<()> {
         .build()?;
     let d = tempfile::tempdir()?;
     let data = d.path().join("server");
-    let r = rt.block_on(run(&berth, &data, nodes, pods));
+    let r = rt.block_on(run(&berth, &data, nodes, pods, deployment, rollout));
     if r.is_err() {
         let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
@@ -75,7 +83,14 @@ pub fn control_bench(berth: &Path, nodes: usize, pods: usize) -> Result<()> {
     r
 }
 
-async fn run(berth: &Path, data: &Path, nodes: usize, pods: usize) -> Result<()> {
+async fn run(
+    berth: &Path,
+    data: &Path,
+    nodes: usize,
+    pods: usize,
+    deployment: usize,
+    rollout: usize,
+) -> Result<()> {
     {
         let (s, _) = start_with(berth, data, None, &["--disable-agent"]).await?;
         let c = Arc::new(client(&s.dir.join("pki"))?);
@@ -162,6 +177,103 @@ async fn run(berth: &Path, data: &Path, nodes: usize, pods: usize) -> Result<()>
             rate / KUBE_SCHEDULER_PODS_PER_S
         );
         println!("  server RSS holding {nodes} nodes and {pods} pods: {rss:.0} MiB");
+        if deployment > 0 {
+            let t = Instant::now();
+            create_deployment(&c, &s.url, "big", deployment).await?;
+            wait_rolled_out(&c, &s.url, "big", deployment, 1).await?;
+            println!(
+                "  a Deployment of {deployment} replicas: create to all available in {:.2} s (target: under 10 s)",
+                t.elapsed().as_secs_f64()
+            );
+        }
+        if rollout > 0 {
+            create_deployment(&c, &s.url, "roll", rollout).await?;
+            wait_rolled_out(&c, &s.url, "roll", rollout, 1).await?;
+            let t = Instant::now();
+            let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "c", "image": "example.invalid/pause:2"}]}}}});
+            c.patch(format!(
+                "{}/apis/apps/v1/namespaces/bench/deployments/roll",
+                s.url
+            ))
+            .header("content-type", "application/strategic-merge-patch+json")
+            .json(&patch)
+            .send()
+            .await?
+            .error_for_status()?;
+            wait_rolled_out(&c, &s.url, "roll", rollout, 2).await?;
+            println!(
+                "  a rolling update of {rollout} replicas (maxSurge 25%, maxUnavailable 25%): done in {:.2} s (target: under 10 s)",
+                t.elapsed().as_secs_f64()
+            );
+        }
+        let rss = rss_mib(s.child.id());
+        println!("  server RSS at the end: {rss:.0} MiB");
         Ok(())
+    }
+}
+
+async fn create_deployment(
+    c: &reqwest::Client,
+    url: &str,
+    name: &str,
+    replicas: usize,
+) -> Result<()> {
+    let d = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "bench"},
+        "spec": {"replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "example.invalid/pause",
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}
+    });
+    c.post(format!("{url}/apis/apps/v1/namespaces/bench/deployments"))
+        .json(&d)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+/// Waits until the Deployment's revision `revision` has every replica updated and
+/// available and no old one is left (what `kubectl rollout status` waits for).
+async fn wait_rolled_out(
+    c: &reqwest::Client,
+    url: &str,
+    name: &str,
+    replicas: usize,
+    revision: u32,
+) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        let d: serde_json::Value = c
+            .get(format!(
+                "{url}/apis/apps/v1/namespaces/bench/deployments/{name}"
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let n = |f: &str| d["status"][f].as_u64().unwrap_or(0) as usize;
+        let rev = d["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+            .as_str()
+            .unwrap_or("");
+        let seen = d["status"]["observedGeneration"] == d["metadata"]["generation"];
+        if seen
+            && rev == revision.to_string()
+            && n("updatedReplicas") == replicas
+            && n("availableReplicas") == replicas
+            && n("replicas") == replicas
+        {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "deployment {name} not rolled out after 10 min: {}",
+                d["status"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -154,6 +154,12 @@ enum Cmd {
         /// Pods to place
         #[arg(long, default_value_t = 10000)]
         pods: usize,
+        /// Replicas of the Deployment timed from create to all available (0: none)
+        #[arg(long, default_value_t = 10000)]
+        deployment: usize,
+        /// Replicas of the Deployment whose rolling update is timed (0: none)
+        #[arg(long, default_value_t = 1000)]
+        rollout: usize,
     },
     /// Images: unpack vs tar and umoci, rootfs prepare, pull vs skopeo
     Images {
@@ -196,7 +202,13 @@ fn main() -> Result<()> {
             density,
             tools,
         } => agent::pods_bench(runs, &berth, density, &tools),
-        Cmd::Control { berth, nodes, pods } => control::control_bench(&berth, nodes, pods),
+        Cmd::Control {
+            berth,
+            nodes,
+            pods,
+            deployment,
+            rollout,
+        } => control::control_bench(&berth, nodes, pods, deployment, rollout),
         Cmd::Procview { runs, berth, tools } => net::procview_bench(runs, &berth, &tools),
         Cmd::ProcviewReader { runs, join, files } => net::procview_reader(runs, &join, &files),
         Cmd::Throughput { secs, berth, tools } => net::throughput_bench(secs, &berth, &tools),
