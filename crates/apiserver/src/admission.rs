@@ -2,7 +2,8 @@
 //! the same: the ServiceAccount plugin's `kube-api-access-*` volume, so that a
 //! container finds a token, the cluster CA and its namespace at
 //! /var/run/secrets/kubernetes.io/serviceaccount (kube-rs's and client-go's in-cluster
-//! configuration read them there).
+//! configuration read them there); and the DefaultTolerationSeconds plugin's
+//! five-minute tolerations of not-ready and unreachable nodes.
 
 use serde_json::{json, Value};
 
@@ -79,6 +80,38 @@ pub fn service_account(pod: &mut Value) {
     }
 }
 
+/// The DefaultTolerationSeconds plugin on a new pod: unless it already tolerates them,
+/// it tolerates the NoExecute taints of a not-ready and of an unreachable node for
+/// 300 s, so a node that goes away loses its pods after five minutes, not at once.
+pub fn default_toleration_seconds(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let tols = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tols.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let covered = list.iter().any(|t| {
+            let effect_ok = t
+                .get("effect")
+                .and_then(Value::as_str)
+                .is_none_or(|e| e.is_empty() || e == "NoExecute");
+            let key_ok = match t.get("key").and_then(Value::as_str).unwrap_or("") {
+                "" => t.get("operator").and_then(Value::as_str) == Some("Exists"),
+                k => k == key,
+            };
+            effect_ok && key_ok
+        });
+        if !covered {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +151,23 @@ mod tests {
             own["spec"]["volumes"].is_null(),
             "a pod that mounts the path itself keeps it"
         );
+    }
+
+    #[test]
+    fn five_minute_tolerations_are_added_unless_the_pod_has_its_own() {
+        let mut pod = json!({"spec": {"containers": []}});
+        default_toleration_seconds(&mut pod);
+        let tols = pod["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(tols.len(), 2);
+        assert_eq!(tols[0]["tolerationSeconds"], 300);
+        let mut own = json!({"spec": {"tolerations": [
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]}});
+        default_toleration_seconds(&mut own);
+        let tols = own["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(tols.len(), 2, "{tols:?}");
+        assert_eq!(tols[0]["tolerationSeconds"], 5);
+        let mut all = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        default_toleration_seconds(&mut all);
+        assert_eq!(all["spec"]["tolerations"].as_array().unwrap().len(), 1);
     }
 }

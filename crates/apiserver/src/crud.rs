@@ -797,6 +797,7 @@ async fn create_object(
     match res.kind {
         "Pod" => {
             crate::admission::service_account(&mut o);
+            crate::admission::default_toleration_seconds(&mut o);
             let qos = qos_class(o.get("spec").unwrap_or(&Value::Null));
             o["status"] = json!({"phase": "Pending", "qosClass": qos});
         }

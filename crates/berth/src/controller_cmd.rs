@@ -18,14 +18,38 @@ pub struct ControllerManagerArgs {
     /// several controller managers acts at a time).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
+    #[command(flatten)]
+    settings: ControllerSettings,
+}
+
+/// Settings of the controllers (also `berth server`'s).
+#[derive(Args, Clone, Debug)]
+pub struct ControllerSettings {
+    /// How long a node may go without a heartbeat before it is marked Unknown and
+    /// tainted unreachable (kube-controller-manager's flag of that name).
+    #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+}
+
+impl ControllerSettings {
+    /// The controllers' configuration.
+    pub fn config(&self) -> berth_controllers::Config {
+        berth_controllers::Config {
+            node_monitor_grace_period: self.node_monitor_grace_period,
+        }
+    }
 }
 
 /// The controllers, acting while they hold the kube-system/kube-controller-manager
 /// Lease, until `stop` (then the Lease is given up).
-pub async fn elected(client: kube::Client, stop: impl std::future::Future<Output = ()>) {
+pub async fn elected(
+    client: kube::Client,
+    cfg: berth_controllers::Config,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let election = berth_watch::leader::Election::new("kube-controller-manager");
     let c = client.clone();
-    let work = move || berth_controllers::run(c.clone());
+    let work = move || berth_controllers::run(c.clone(), cfg.clone());
     berth_watch::leader::run(client, election, work, stop).await
 }
 
@@ -42,11 +66,11 @@ pub async fn controller_manager(a: ControllerManagerArgs) -> anyhow::Result<()> 
     };
     if a.leader_elect {
         // Gives the Lease up on the way out, so another manager takes over at once.
-        elected(client, stop).await;
+        elected(client, a.settings.config(), stop).await;
         return Ok(());
     }
     tokio::select! {
-        _ = berth_controllers::run(client) => anyhow::bail!("the controllers stopped"),
+        _ = berth_controllers::run(client, a.settings.config()) => anyhow::bail!("the controllers stopped"),
         () = stop => {}
     }
     Ok(())

@@ -45,6 +45,8 @@ pub struct ServerArgs {
     #[arg(long, value_delimiter = ',', value_parser = ["scheduler", "controllers"])]
     disable: Vec<String>,
     #[command(flatten)]
+    controllers: crate::controller_cmd::ControllerSettings,
+    #[command(flatten)]
     node: crate::agent_cmd::NodeArgs,
 }
 
@@ -132,6 +134,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         tracing::info!("controllers starting");
         Some(AbortOnDrop(tokio::spawn(crate::controller_cmd::elected(
             client,
+            a.controllers.config(),
             stopped(),
         ))))
     };

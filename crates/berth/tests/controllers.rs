@@ -997,3 +997,68 @@ fn a_rollout_cut_by_kill_9_of_the_server_resumes_without_extra_pods_or_revisions
         "{rss:?}\n{all}"
     );
 }
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn a_node_that_stops_reporting_goes_unknown_is_tainted_and_loses_its_pods_after_their_toleration() {
+    // Simulated nodes renew their Leases every 10 s, as the kubelet: the grace period
+    // must be longer (kube's is 40 s).
+    let c = Cluster::api_only_with(&["--node-monitor-grace-period", "15s"]);
+    let p = format!("n{}", std::process::id());
+    let mut doomed = SimNodes::start(&c, &format!("{p}a"), 1, &["--keep"], true);
+    let (dead, alive) = (format!("{p}a-0"), format!("{p}b-0"));
+    // Two pods on the node that will die (tolerating its loss for 3 s, not 300).
+    c.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 3}]\n      containers: [{name: web, image: example.invalid/web}]\n",
+    );
+    rollout(&c, "web");
+    assert_eq!(pod_nodes(&c, "web"), [dead.clone(), dead.clone()]);
+    // A pod made without tolerations gets kube's five-minute ones.
+    let tols = running_pods(&c, "web")[0]["spec"]["tolerations"].to_string();
+    assert!(
+        tols.contains("node.kubernetes.io/not-ready") && tols.contains("300"),
+        "{tols}"
+    );
+    let _survivor = sim(&c, &format!("{p}b"), 1);
+    // The node's simulation dies without a word: its Lease is no longer renewed.
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(&doomed.0),
+        rustix::process::Signal::KILL,
+    );
+    let _ = doomed.0.wait();
+    let node = c.until("the node Unknown and tainted", 45, || {
+        let n = c.json("node", &dead);
+        let taints = n["spec"]["taints"].to_string();
+        let unknown = n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "Unknown");
+        (unknown && taints.contains("node.kubernetes.io/unreachable")).then_some(n)
+    });
+    let taints = node["spec"]["taints"].to_string();
+    assert!(
+        taints.contains("NoExecute") && taints.contains("NoSchedule"),
+        "{taints}"
+    );
+    let nodes = c.ok(&["get", "nodes", &dead]);
+    assert!(nodes.contains("NotReady"), "{nodes}");
+    // Its pods are evicted after their 3 s and replaced on the live node.
+    c.until("the pods replaced on the live node", 30, || {
+        (pod_nodes(&c, "web") == [alive.clone(), alive.clone()]).then_some(())
+    });
+    let events = c.ok(&["get", "events", "-o", "custom-columns=R:.reason,M:.message"]);
+    assert!(
+        events.contains("TaintManagerEviction")
+            && events.contains(&format!("Node {dead} status is now: NodeNotReady")),
+        "{events}"
+    );
+    // Deleting the dead node removes its pods, stuck terminating with no kubelet.
+    c.ok(&["delete", "node", &dead]);
+    c.until("the dead node's pods gone", 30, || {
+        let left = c.ok(&["get", "pods", "-o", "jsonpath={.items[*].spec.nodeName}"]);
+        (!left.contains(&dead)).then_some(())
+    });
+}

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 
 use crate::index::OwnerIndex;
@@ -276,14 +276,7 @@ async fn create_job(
 }
 
 async fn delete_job(ctx: &Ctx, j: &Job) -> Result<(), Error> {
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        preconditions: Some(kube::api::Preconditions {
-            uid: j.metadata.uid.clone(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
+    let dp = berth_watch::delete_exactly(j.metadata.uid.clone(), None, true);
     let ns = j.metadata.namespace.as_deref().unwrap_or("default");
     match Api::<Job>::namespaced(ctx.client.clone(), ns)
         .delete(j.metadata.name.as_deref().unwrap_or_default(), &dp)

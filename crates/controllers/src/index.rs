@@ -1,5 +1,6 @@
-//! Which objects each owner controls, kept from an informer's changes, so a
-//! ReplicaSet finds its pods without scanning every pod in the cluster.
+//! Objects grouped by a key kept from an informer's changes: the pods (or
+//! ReplicaSets, Jobs...) each owner controls, the pods on each node — so a controller
+//! finds its objects without scanning every object in the cluster.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -7,21 +8,35 @@ use std::sync::{Arc, Mutex};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Resource;
 
-use crate::informer::{Change, Informer};
+use crate::informer::{Change, Informer, Object};
 use crate::owner::controller_ref;
 
-/// Owner UID → the keys of the objects it controls.
-pub struct OwnerIndex<K: Resource<DynamicType = ()> + 'static> {
-    by_owner: Mutex<HashMap<String, HashSet<ObjectRef<K>>>>,
+/// Key → the keys of the objects that have it.
+pub struct Index<K: Resource<DynamicType = ()> + 'static> {
+    groups: Mutex<HashMap<String, HashSet<ObjectRef<K>>>>,
     store: Store<K>,
+    key: fn(&K) -> Option<String>,
 }
 
-impl<K: crate::informer::Object> OwnerIndex<K> {
-    /// An index kept from `informer`'s changes.
+/// Objects by the UID of their controlling owner.
+pub type OwnerIndex<K> = Index<K>;
+
+fn controller_uid<K: Resource>(o: &K) -> Option<String> {
+    controller_ref(o.meta()).map(|r| r.uid.clone())
+}
+
+impl<K: Object> Index<K> {
+    /// An index by controlling owner, kept from `informer`'s changes.
     pub fn of(informer: &Informer<K>) -> Arc<Self> {
-        let idx = Arc::new(OwnerIndex {
-            by_owner: Mutex::new(HashMap::new()),
+        Index::by(informer, controller_uid::<K>)
+    }
+
+    /// An index by `key`, kept from `informer`'s changes.
+    pub fn by(informer: &Informer<K>, key: fn(&K) -> Option<String>) -> Arc<Self> {
+        let idx = Arc::new(Index {
+            groups: Mutex::new(HashMap::new()),
             store: informer.store(),
+            key,
         });
         let i = idx.clone();
         informer.on(move |c| i.apply(c));
@@ -29,49 +44,55 @@ impl<K: crate::informer::Object> OwnerIndex<K> {
     }
 
     fn apply(&self, c: &Change<'_, K>) {
-        let uid = |o: &K| controller_ref(o.meta()).map(|r| r.uid.clone());
-        let mut m = self.by_owner.lock().unwrap_or_else(|e| e.into_inner());
-        let mut remove = |owner: String, key: &ObjectRef<K>| {
-            if let Some(set) = m.get_mut(&owner) {
-                set.remove(key);
+        let key = self.key;
+        let mut m = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut remove = |group: String, obj: &ObjectRef<K>| {
+            if let Some(set) = m.get_mut(&group) {
+                set.remove(obj);
                 if set.is_empty() {
-                    m.remove(&owner);
+                    m.remove(&group);
                 }
             }
         };
         match c {
             Change::Applied { old, new } => {
-                let key = ObjectRef::from_obj(*new);
-                let (before, after) = (old.as_deref().and_then(uid), uid(new));
+                let obj = ObjectRef::from_obj(*new);
+                let (before, after) = (old.as_deref().and_then(key), key(new));
                 if before != after {
                     if let Some(b) = before {
-                        remove(b, &key);
+                        remove(b, &obj);
                     }
                 }
                 if let Some(a) = after {
-                    m.entry(a).or_default().insert(key);
+                    m.entry(a).or_default().insert(obj);
                 }
             }
             Change::Deleted(o) => {
-                if let Some(b) = uid(o) {
+                if let Some(b) = key(o) {
                     remove(b, &ObjectRef::from_obj(*o));
                 }
             }
         }
     }
 
-    /// The objects `owner_uid` controls, as the store holds them now.
-    pub fn owned(&self, owner_uid: &str) -> Vec<Arc<K>> {
-        let keys: Vec<ObjectRef<K>> = self
-            .by_owner
+    /// The objects with key `k`, as the store holds them now.
+    pub fn get(&self, k: &str) -> Vec<Arc<K>> {
+        let refs: Vec<ObjectRef<K>> = self
+            .groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(owner_uid)
+            .get(k)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
-        keys.iter()
-            .filter_map(|k| self.store.get(k))
-            .filter(|o| controller_ref(o.meta()).is_some_and(|r| r.uid == owner_uid))
+        let key = self.key;
+        refs.iter()
+            .filter_map(|r| self.store.get(r))
+            .filter(|o| key(o).as_deref() == Some(k))
             .collect()
+    }
+
+    /// The objects `owner_uid` controls (for an index by owner).
+    pub fn owned(&self, owner_uid: &str) -> Vec<Arc<K>> {
+        self.get(owner_uid)
     }
 }

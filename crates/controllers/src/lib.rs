@@ -11,6 +11,7 @@ pub mod expectations;
 pub mod index;
 pub mod informer;
 pub mod job;
+pub mod nodelifecycle;
 pub mod owner;
 pub mod podcontrol;
 pub mod replicaset;
@@ -26,9 +27,10 @@ use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
-use kube::runtime::controller::{Action, Config};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::CancelableJoinHandle;
 use kube::Resource;
@@ -50,11 +52,28 @@ pub enum Error {
     Failed(String),
 }
 
+/// The controllers' settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long a node may go without a heartbeat before it is Unknown (kube's
+    /// --node-monitor-grace-period, 40 s).
+    pub node_monitor_grace_period: std::time::Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_monitor_grace_period: std::time::Duration::from_secs(40),
+        }
+    }
+}
+
 /// The informers every controller shares, and the client they write with.
 pub struct Shared {
     client: kube::Client,
     pods: Arc<Informer<Pod>>,
     pods_by_owner: Arc<OwnerIndex<Pod>>,
+    pods_by_node: Arc<index::Index<Pod>>,
     replicasets: Arc<Informer<ReplicaSet>>,
     replicasets_by_owner: Arc<OwnerIndex<ReplicaSet>>,
     deployments: Arc<Informer<Deployment>>,
@@ -64,6 +83,7 @@ pub struct Shared {
     daemonsets: Arc<Informer<DaemonSet>>,
     statefulsets: Arc<Informer<StatefulSet>>,
     nodes: Arc<Informer<Node>>,
+    leases: Arc<Informer<Lease>>,
     revisions: Arc<Informer<ControllerRevision>>,
     revisions_by_owner: Arc<OwnerIndex<ControllerRevision>>,
 }
@@ -76,6 +96,9 @@ impl Shared {
         let revisions = Informer::new(Api::all(client.clone()), Default::default());
         Shared {
             pods_by_owner: OwnerIndex::of(&pods),
+            pods_by_node: index::Index::by(&pods, |p| {
+                p.spec.as_ref().and_then(|s| s.node_name.clone())
+            }),
             replicasets_by_owner: OwnerIndex::of(&replicasets),
             deployments: Informer::new(Api::all(client.clone()), Default::default()),
             jobs_by_owner: OwnerIndex::of(&jobs),
@@ -84,6 +107,10 @@ impl Shared {
             daemonsets: Informer::new(Api::all(client.clone()), Default::default()),
             statefulsets: Informer::new(Api::all(client.clone()), Default::default()),
             nodes: Informer::new(Api::all(client.clone()), Default::default()),
+            leases: Informer::new(
+                Api::namespaced(client.clone(), nodelifecycle::LEASE_NAMESPACE),
+                Default::default(),
+            ),
             revisions_by_owner: OwnerIndex::of(&revisions),
             revisions,
             pods,
@@ -98,7 +125,7 @@ impl Shared {
 }
 
 /// Runs every controller until the task is dropped.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, cfg: Config) {
     let shared = Shared::new(client);
     // Controllers register their handlers before the informers start.
     let replicasets = replicaset::controller(&shared);
@@ -107,6 +134,7 @@ pub async fn run(client: kube::Client) {
     let cronjobs = cronjob::controller(&shared);
     let daemonsets = daemonset::controller(&shared);
     let statefulsets = statefulset::controller(&shared);
+    let nodes = nodelifecycle::controller(&shared, cfg.node_monitor_grace_period);
     tokio::join!(
         shared.pods.clone().run(),
         shared.replicasets.clone().run(),
@@ -116,6 +144,7 @@ pub async fn run(client: kube::Client) {
         shared.daemonsets.clone().run(),
         shared.statefulsets.clone().run(),
         shared.nodes.clone().run(),
+        shared.leases.clone().run(),
         shared.revisions.clone().run(),
         replicasets,
         deployments,
@@ -123,6 +152,7 @@ pub async fn run(client: kube::Client) {
         cronjobs,
         daemonsets,
         statefulsets,
+        nodes,
     );
 }
 
@@ -162,7 +192,7 @@ where
         ctx,
         store,
         queue.map(Ok::<_, Infallible>),
-        Config::default().concurrency(32),
+        kube::runtime::controller::Config::default().concurrency(32),
     )
     .for_each(|_| async {})
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, PostParams};
 
 /// A pod made from `template` for the owner `owner` in `namespace`: named `name`, or
 /// generated from `generate_name` by the API server.
@@ -80,17 +80,7 @@ pub async fn create(client: &kube::Client, pod: &Pod) -> Result<Pod, kube::Error
 pub async fn delete(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or_default();
-    let dp = DeleteParams {
-        preconditions: pod
-            .metadata
-            .uid
-            .clone()
-            .map(|uid| kube::api::Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
-        ..Default::default()
-    };
+    let dp = berth_watch::delete_exactly(pod.metadata.uid.clone(), None, false);
     match Api::<Pod>::namespaced(client.clone(), ns)
         .delete(name, &dp)
         .await

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::deployment::util::template_hash;
 use crate::Error;
@@ -128,13 +128,7 @@ pub async fn trim(
     old.sort_by_key(|r| r.revision);
     for r in old.into_iter().take(extra) {
         let ns = r.metadata.namespace.as_deref().unwrap_or("default");
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: r.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
+        let dp = berth_watch::delete_exactly(r.metadata.uid.clone(), None, false);
         match Api::<ControllerRevision>::namespaced(client.clone(), ns)
             .delete(r.metadata.name.as_deref().unwrap_or_default(), &dp)
             .await

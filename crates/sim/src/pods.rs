@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use serde_json::{json, Value};
@@ -83,14 +83,7 @@ impl Sim {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         if p.metadata.deletion_timestamp.is_some() {
             // Nothing to stop: confirm the deletion, as the kubelet does once stopped.
-            let dp = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
+            let dp = berth_watch::delete_exactly(Some(uid), Some(0), false);
             // Gone already, or another pod of that name now (409): nothing to do.
             let r = pods.delete(&name, &dp).await.map(drop);
             warn_unless(r, &[404, 409], &name, "removing a simulated pod");

@@ -6,6 +6,8 @@
 
 pub mod leader;
 
+use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
+
 use std::time::Duration;
 
 use kube::runtime::utils::ResetTimerBackoff;
@@ -25,4 +27,19 @@ pub fn backoff() -> ResetTimerBackoff<ExponentialBackoff> {
         .with_jitter()
         .without_max_times();
     ResetTimerBackoff::new(ExponentialBackoff::from(b), Duration::from_secs(120))
+}
+
+/// Delete options for exactly the object with this UID (a newer object of the same
+/// name is left alone): `grace` seconds (None: the object's own), dependents
+/// collected in the background when `background`.
+pub fn delete_exactly(uid: Option<String>, grace: Option<u32>, background: bool) -> DeleteParams {
+    DeleteParams {
+        grace_period_seconds: grace,
+        propagation_policy: background.then_some(PropagationPolicy::Background),
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..Default::default()
+    }
 }

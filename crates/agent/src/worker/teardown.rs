@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use berth_engine::cri::{ContainerStatus, RuntimeService, SandboxState};
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Preconditions};
+use kube::api::Api;
 
 use super::{field_path, remove_pod_files, Next, Worker};
 use crate::error::{is_not_found, Error, Result};
@@ -144,14 +144,7 @@ impl Worker {
     /// only.
     pub(super) async fn confirm_deletion(&self, pod: &Pod) -> Result<()> {
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.key.namespace);
-        let dp = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
+        let dp = berth_watch::delete_exactly(pod.metadata.uid.clone(), Some(0), false);
         match api.delete(&self.key.name, &dp).await {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) || crate::error::is_conflict(&e) => Ok(()),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use berth_events::EventType;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 
 use super::{new_replica_set, recheck, status, util, write_status, Ctx, Family};
@@ -324,13 +324,7 @@ pub(super) async fn clean_up(ctx: &Ctx, d: &Deployment, fam: &Family) -> Result<
             continue;
         }
         let name = rs.metadata.name.clone().unwrap_or_default();
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: rs.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
+        let dp = berth_watch::delete_exactly(rs.metadata.uid.clone(), None, false);
         match Api::<ReplicaSet>::namespaced(
             ctx.client.clone(),
             rs.metadata.namespace.as_deref().unwrap_or("default"),

@@ -24,7 +24,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 
 use crate::{owner, podcontrol, Error, Shared};
@@ -556,14 +556,7 @@ async fn ttl(ctx: &Ctx, job: &Job) -> Result<Action, Error> {
     }
     let ns = job.metadata.namespace.as_deref().unwrap_or("default");
     let name = job.metadata.name.as_deref().unwrap_or_default();
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        preconditions: Some(kube::api::Preconditions {
-            uid: job.metadata.uid.clone(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
+    let dp = berth_watch::delete_exactly(job.metadata.uid.clone(), None, true);
     match Api::<Job>::namespaced(ctx.client.clone(), ns)
         .delete(name, &dp)
         .await
