@@ -1270,8 +1270,13 @@ async fn apply(
 }
 
 fn to_scale(o: &Value) -> Value {
+    // A ReplicationController's selector is the label map itself.
     let sel = o
         .pointer("/spec/selector/matchLabels")
+        .or_else(|| {
+            o.pointer("/spec/selector")
+                .filter(|s| s.get("matchExpressions").is_none())
+        })
         .and_then(Value::as_object)
         .map(|m| {
             let mut v: Vec<String> = m

@@ -163,6 +163,22 @@ pub fn apply(kind: &str, o: &mut Value) {
             }
             template(o, "/spec/template");
         }
+        "ReplicationController" => {
+            // No selector: the template's labels (and those of the object), as kube
+            // defaults a ReplicationController.
+            let labels = o.pointer("/spec/template/metadata/labels").cloned();
+            if let Some(s) = obj(o, "spec") {
+                set(s, "replicas", json!(1));
+                set(s, "minReadySeconds", json!(0));
+                if let Some(l) = labels.clone() {
+                    set(s, "selector", l);
+                }
+            }
+            if let (Some(l), Some(m)) = (labels, obj(o, "metadata")) {
+                set(m, "labels", l);
+            }
+            template(o, "/spec/template");
+        }
         "StatefulSet" => {
             if let Some(s) = obj(o, "spec") {
                 set(s, "replicas", json!(1));

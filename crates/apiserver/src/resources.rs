@@ -7,7 +7,8 @@ use std::borrow::Cow;
 
 use k8s_openapi::api::{
     apps::v1 as apps, authentication::v1 as authn, batch::v1 as batch, coordination::v1 as coord,
-    core::v1 as core, discovery::v1 as disc, events::v1 as events, policy::v1 as policy,
+    core::v1 as core, discovery::v1 as disc, events::v1 as events, networking::v1 as net,
+    policy::v1 as policy,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 
@@ -187,6 +188,7 @@ pub static RESOURCES: &[Resource] = &[
     resource!(core::Node, short: ["no"], ns: false, cats: [], subs: ["status", "proxy"]),
     resource!(core::Service, short: ["svc"], ns: true, cats: ["all"], subs: ["status", "proxy"]),
     resource!(core::Endpoints, short: ["ep"], ns: true, cats: [], subs: []),
+    resource!(core::ReplicationController, short: ["rc"], ns: true, cats: ["all"], subs: ["status", "scale"]),
     resource!(core::ConfigMap, short: ["cm"], ns: true, cats: [], subs: []),
     resource!(core::Secret, short: [], ns: true, cats: [], subs: []),
     resource!(core::ServiceAccount, short: ["sa"], ns: true, cats: [], subs: ["token"]),
@@ -204,6 +206,8 @@ pub static RESOURCES: &[Resource] = &[
     resource!(batch::CronJob, short: ["cj"], ns: true, cats: ["all"], subs: ["status"]),
     resource!(coord::Lease, short: [], ns: true, cats: [], subs: []),
     resource!(disc::EndpointSlice, short: [], ns: true, cats: [], subs: []),
+    resource!(net::Ingress, short: ["ing"], ns: true, cats: [], subs: ["status"]),
+    resource!(net::IngressClass, short: [], ns: false, cats: [], subs: []),
     resource!(policy::PodDisruptionBudget, short: ["pdb"], ns: true, cats: [], subs: ["status"]),
     resource!(events::Event, short: ["ev"], ns: true, cats: [], subs: []),
     resource!(authn::SelfSubjectReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),

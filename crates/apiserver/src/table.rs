@@ -105,7 +105,7 @@ fn columns(kind: &str) -> &'static [Col] {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
-        "ReplicaSet" => &[
+        "ReplicaSet" | "ReplicationController" => &[
             ("Name", "string", 0),
             ("Desired", "integer", 0),
             ("Current", "integer", 0),
@@ -166,6 +166,14 @@ fn columns(kind: &str) -> &'static [Col] {
         "Lease" => &[
             ("Name", "string", 0),
             ("Holder", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "Ingress" => &[
+            ("Name", "string", 0),
+            ("Class", "string", 0),
+            ("Hosts", "string", 0),
+            ("Address", "string", 0),
+            ("Ports", "string", 0),
             ("Age", "string", 0),
         ],
         "EndpointSlice" => &[
@@ -559,8 +567,14 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
                 json!(selector(o, "/spec/selector/matchLabels")),
             ]
         }
-        "ReplicaSet" => {
+        "ReplicaSet" | "ReplicationController" => {
             let (c, im) = containers_images(o, "/spec/template/spec/containers");
+            // A ReplicationController's selector is the label map itself.
+            let sel = if kind == "ReplicaSet" {
+                "/spec/selector/matchLabels"
+            } else {
+                "/spec/selector"
+            };
             vec![
                 json!(name),
                 json!(spec_replicas(o)),
@@ -569,7 +583,7 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
                 json!(age),
                 json!(c),
                 json!(im),
-                json!(selector(o, "/spec/selector/matchLabels")),
+                json!(selector(o, sel)),
             ]
         }
         "StatefulSet" => {
@@ -693,6 +707,38 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
             ]
         }
         "Lease" => vec![json!(name), json!(s(o, "/spec/holderIdentity")), json!(age)],
+        "Ingress" => {
+            let hosts: Vec<String> = arr(o, "/spec/rules")
+                .iter()
+                .filter_map(|r| r.get("host").and_then(Value::as_str).map(str::to_string))
+                .collect();
+            let addrs: Vec<String> = arr(o, "/status/loadBalancer/ingress")
+                .iter()
+                .filter_map(|a| {
+                    a.get("ip")
+                        .or_else(|| a.get("hostname"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .collect();
+            let ports = if arr(o, "/spec/tls").is_empty() {
+                "80"
+            } else {
+                "80, 443"
+            };
+            vec![
+                json!(name),
+                json!(or_none(s(o, "/spec/ingressClassName").into())),
+                json!(if hosts.is_empty() {
+                    "*".to_string()
+                } else {
+                    hosts.join(",")
+                }),
+                json!(addrs.join(",")),
+                json!(ports),
+                json!(age),
+            ]
+        }
         "EndpointSlice" => {
             let ports: Vec<String> = arr(o, "/ports")
                 .iter()

@@ -274,6 +274,30 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
                 }
             }
         }
+        "ReplicationController" => {
+            let sel = o.pointer("/spec/selector").and_then(Value::as_object);
+            let tl = o
+                .pointer("/spec/template/metadata/labels")
+                .and_then(Value::as_object);
+            match sel {
+                None => out.push(Cause::required("spec.selector")),
+                Some(m) if m.is_empty() => out.push(Cause::required("spec.selector")),
+                Some(m) => {
+                    if !m.iter().all(|(k, v)| tl.and_then(|t| t.get(k)) == Some(v)) {
+                        out.push(Cause::invalid(
+                            "spec.template.metadata.labels",
+                            &Value::Object(tl.cloned().unwrap_or_default()).to_string(),
+                            "`selector` does not match template `labels`",
+                        ));
+                    }
+                }
+            }
+            non_negative(o, "/spec/replicas", &mut out);
+            match o.pointer("/spec/template/spec") {
+                Some(spec) => pod_spec(spec, "spec.template.spec", false, &mut out),
+                None => out.push(Cause::required("spec.template.spec")),
+            }
+        }
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
             selector_matches_template(
                 o,

@@ -1062,3 +1062,141 @@ fn a_node_that_stops_reporting_goes_unknown_is_tainted_and_loses_its_pods_after_
         (!left.contains(&dead)).then_some(())
     });
 }
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn services_get_endpoint_slices_and_endpoints_of_the_pods_they_select() {
+    let c = Cluster::api_only();
+    let p = format!("e{}", std::process::id());
+    let _nodes = sim(&c, &p, 2);
+    c.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: example.invalid/web, ports: [{name: http, containerPort: 8080}]}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: manual}\nspec:\n  ports: [{port: 80}]\n",
+    );
+    rollout(&c, "web");
+    let ips = |n: usize| {
+        c.until(&format!("{n} endpoints"), 30, || {
+            let v: Value = serde_json::from_str(&c.ok(&[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+                "-o",
+                "json",
+            ]))
+            .unwrap();
+            let items = v["items"].as_array()?.clone();
+            let eps: Vec<Value> = items
+                .iter()
+                .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+                .collect();
+            (items.len() == 1 && eps.len() == n).then_some((items[0].clone(), eps))
+        })
+    };
+    let (slice, eps) = ips(2);
+    assert_eq!(slice["ports"][0]["port"], 8080, "{slice}");
+    assert_eq!(slice["addressType"], "IPv4");
+    assert_eq!(
+        slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
+    let pod_ips: Vec<String> = running_pods(&c, "web")
+        .iter()
+        .map(|p| p["status"]["podIP"].as_str().unwrap().to_string())
+        .collect();
+    for e in &eps {
+        assert_eq!(e["conditions"]["ready"], true, "{e}");
+        assert!(
+            pod_ips.contains(&e["addresses"][0].as_str().unwrap().to_string()),
+            "{e} {pod_ips:?}"
+        );
+        assert_eq!(e["targetRef"]["kind"], "Pod");
+    }
+    // The Endpoints object, as kubectl shows it.
+    let shown = c.ok(&["get", "endpoints", "web"]);
+    for ip in &pod_ips {
+        assert!(shown.contains(&format!("{ip}:8080")), "{shown}");
+    }
+    c.ok(&["scale", "deploy/web", "--replicas=3"]);
+    ips(3);
+    c.ok(&["scale", "deploy/web", "--replicas=1"]);
+    ips(1);
+    // A Service without a selector is left to its user.
+    let manual = c.ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=manual",
+        "-o",
+        "name",
+    ]);
+    assert!(manual.trim().is_empty(), "{manual}");
+    assert!(!c.kubectl(&["get", "endpoints", "manual"]).status.success());
+    // Deleting the Service takes its slices.
+    c.ok(&["delete", "svc", "web"]);
+    c.until("the slices gone", 30, || {
+        c.ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "name",
+        ])
+        .trim()
+        .is_empty()
+        .then_some(())
+    });
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn replication_controllers_keep_their_pods_and_apply_prune_finds_every_kind() {
+    let c = Cluster::api_only();
+    let p = format!("q{}", std::process::id());
+    let _nodes = sim(&c, &p, 2);
+    c.apply(
+        "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: old}\nspec:\n  replicas: 2\n  template:\n    metadata: {labels: {app: old}}\n    spec: {containers: [{name: c, image: example.invalid/old}]}\n",
+    );
+    let rc = c.json("rc", "old");
+    assert_eq!(
+        rc["spec"]["selector"]["app"], "old",
+        "the selector defaults to the template's labels: {rc}"
+    );
+    let running = |n: usize| {
+        c.until(
+            &format!("{n} pods of the ReplicationController"),
+            30,
+            || {
+                (pod_images(&c, "old").len() == n
+                    && c.json("rc", "old")["status"]["readyReplicas"] == n)
+                    .then_some(())
+            },
+        )
+    };
+    running(2);
+    c.ok(&["scale", "rc/old", "--replicas=3"]);
+    running(3);
+    let table = c.ok(&["get", "rc", "old"]);
+    assert!(
+        table.contains("DESIRED") && table.contains("old"),
+        "{table}"
+    );
+
+    // kubectl's default prune list asks for ReplicationControllers among others.
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: keep, labels: {set: p}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: drop, labels: {set: p}}\n";
+    let o = c.kubectl_in(&["apply", "-l", "set=p", "-f", "-"], Some(manifest));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = c.kubectl_in(
+        &["apply", "--prune", "-l", "set=p", "-f", "-"],
+        Some(&manifest[..manifest.find("---").unwrap()]),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("configmap/drop pruned"), "{out}");
+}

@@ -7,6 +7,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod expectations;
 pub mod index;
 pub mod informer;
@@ -15,6 +16,7 @@ pub mod nodelifecycle;
 pub mod owner;
 pub mod podcontrol;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod revisions;
 pub mod statefulset;
 
@@ -28,7 +30,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -74,9 +77,15 @@ pub struct Shared {
     pods: Arc<Informer<Pod>>,
     pods_by_owner: Arc<OwnerIndex<Pod>>,
     pods_by_node: Arc<index::Index<Pod>>,
+    pods_by_namespace: Arc<index::Index<Pod>>,
+    services: Arc<Informer<Service>>,
+    endpoints: Arc<Informer<Endpoints>>,
+    endpointslices: Arc<Informer<EndpointSlice>>,
+    endpointslices_by_owner: Arc<OwnerIndex<EndpointSlice>>,
     replicasets: Arc<Informer<ReplicaSet>>,
     replicasets_by_owner: Arc<OwnerIndex<ReplicaSet>>,
     deployments: Arc<Informer<Deployment>>,
+    replicationcontrollers: Arc<Informer<ReplicationController>>,
     jobs: Arc<Informer<Job>>,
     jobs_by_owner: Arc<OwnerIndex<Job>>,
     cronjobs: Arc<Informer<CronJob>>,
@@ -94,13 +103,20 @@ impl Shared {
         let replicasets = Informer::new(Api::all(client.clone()), Default::default());
         let jobs = Informer::new(Api::all(client.clone()), Default::default());
         let revisions = Informer::new(Api::all(client.clone()), Default::default());
+        let endpointslices = Informer::new(Api::all(client.clone()), Default::default());
         Shared {
             pods_by_owner: OwnerIndex::of(&pods),
             pods_by_node: index::Index::by(&pods, |p| {
                 p.spec.as_ref().and_then(|s| s.node_name.clone())
             }),
+            pods_by_namespace: index::Index::by(&pods, |p| p.metadata.namespace.clone()),
+            services: Informer::new(Api::all(client.clone()), Default::default()),
+            endpoints: Informer::new(Api::all(client.clone()), Default::default()),
+            endpointslices_by_owner: OwnerIndex::of(&endpointslices),
+            endpointslices,
             replicasets_by_owner: OwnerIndex::of(&replicasets),
             deployments: Informer::new(Api::all(client.clone()), Default::default()),
+            replicationcontrollers: Informer::new(Api::all(client.clone()), Default::default()),
             jobs_by_owner: OwnerIndex::of(&jobs),
             jobs,
             cronjobs: Informer::new(Api::all(client.clone()), Default::default()),
@@ -135,6 +151,8 @@ pub async fn run(client: kube::Client, cfg: Config) {
     let daemonsets = daemonset::controller(&shared);
     let statefulsets = statefulset::controller(&shared);
     let nodes = nodelifecycle::controller(&shared, cfg.node_monitor_grace_period);
+    let endpoints = endpoints::controller(&shared);
+    let rcs = replicationcontroller::controller(&shared);
     tokio::join!(
         shared.pods.clone().run(),
         shared.replicasets.clone().run(),
@@ -145,6 +163,10 @@ pub async fn run(client: kube::Client, cfg: Config) {
         shared.statefulsets.clone().run(),
         shared.nodes.clone().run(),
         shared.leases.clone().run(),
+        shared.services.clone().run(),
+        shared.endpoints.clone().run(),
+        shared.endpointslices.clone().run(),
+        shared.replicationcontrollers.clone().run(),
         shared.revisions.clone().run(),
         replicasets,
         deployments,
@@ -153,6 +175,8 @@ pub async fn run(client: kube::Client, cfg: Config) {
         daemonsets,
         statefulsets,
         nodes,
+        endpoints,
+        rcs,
     );
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use berth_pods::readiness;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -19,7 +19,7 @@ use crate::{owner, podcontrol, Error, Shared};
 /// The most pods one pass creates or deletes (kube's burstReplicas).
 const BURST: usize = 500;
 
-type Ctx = crate::PodOwner;
+pub(crate) type Ctx = crate::PodOwner;
 
 /// The controller, ready to run once the shared informers run.
 pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
@@ -30,11 +30,39 @@ pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Se
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let ns = rs.metadata.namespace.clone().unwrap_or_default();
-    let name = rs.metadata.name.clone().unwrap_or_default();
     let spec = rs.spec.clone().unwrap_or_default();
-    let want = spec.replicas.unwrap_or(1).max(0) as usize;
+    let wanted = Replicas {
+        want: spec.replicas.unwrap_or(1).max(0) as usize,
+        template: spec.template.unwrap_or_default(),
+        min_ready: spec.min_ready_seconds.unwrap_or(0),
+        status: rs.status.clone().unwrap_or_default(),
+    };
+    keep(rs.as_ref(), wanted, &ctx).await
+}
+
+/// What the replica loop keeps: a ReplicaSet's (or a ReplicationController's) count,
+/// template and readiness delay, and the status it has (the two kinds' statuses have
+/// the same fields).
+pub(crate) struct Replicas {
+    pub want: usize,
+    pub template: PodTemplateSpec,
+    pub min_ready: i32,
+    pub status: ReplicaSetStatus,
+}
+
+/// Keeps `r.want` active pods of `owner` from `r.template`, and writes its status.
+pub(crate) async fn keep<K>(owner: &K, r: Replicas, ctx: &Ctx) -> Result<Action, Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let m = owner.meta();
+    let uid = m.uid.clone().unwrap_or_default();
+    let ns = m.namespace.clone().unwrap_or_default();
+    let name = m.name.clone().unwrap_or_default();
+    let want = r.want;
     let mut active: Vec<Arc<Pod>> = ctx
         .pods
         .owned(&uid)
@@ -42,14 +70,14 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         .filter(|p| readiness::is_active(p))
         .collect();
     let mut failure: Option<String> = None;
-    if rs.metadata.deletion_timestamp.is_none() && ctx.expectations.satisfied(&uid) {
+    if m.deletion_timestamp.is_none() && ctx.expectations.satisfied(&uid) {
         if active.len() < want {
             let n = (want - active.len()).min(BURST);
-            let template = spec.template.clone().unwrap_or_default();
-            let reference = owner::reference_to(rs.as_ref());
+            let template = r.template.clone();
+            let reference = owner::reference_to(owner);
             let prefix = crate::generate_prefix(&name);
             failure = ctx
-                .create_pods(rs.as_ref(), n, |_| {
+                .create_pods(owner, n, |_| {
                     podcontrol::from_template(
                         &template,
                         reference.clone(),
@@ -63,15 +91,15 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
             let n = (active.len() - want).min(BURST);
             podcontrol::rank_for_deletion(&mut active);
             let victims: Vec<Arc<Pod>> = active.drain(..n).collect();
-            failure = ctx.delete_pods(rs.as_ref(), &victims).await;
+            failure = ctx.delete_pods(owner, &victims).await;
         }
     }
     let now = jiff::Timestamp::now();
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    let template_labels = spec
+    let min_ready = r.min_ready;
+    let template_labels = r
         .template
+        .metadata
         .as_ref()
-        .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
     let current = ctx.pods.owned(&uid);
@@ -88,7 +116,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         .iter()
         .filter(|p| readiness::is_available(p, min_ready, now))
         .count();
-    let old = rs.status.clone().unwrap_or_default();
+    let old = r.status;
     let mut conditions: Vec<ReplicaSetCondition> = old
         .conditions
         .clone()
@@ -115,11 +143,11 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         fully_labeled_replicas: Some(labelled as i32),
         ready_replicas: Some(ready as i32),
         available_replicas: Some(available as i32),
-        observed_generation: rs.metadata.generation,
+        observed_generation: m.generation,
         conditions: (!conditions.is_empty()).then_some(conditions),
     };
     if crate::status_differs(&old, &status) {
-        let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
         api.patch_status(
             &name,
             &PatchParams::default(),
