@@ -69,7 +69,9 @@ fn reference(j: &Job) -> ObjectReference {
         name: j.metadata.name.clone(),
         namespace: j.metadata.namespace.clone(),
         uid: j.metadata.uid.clone(),
-        resource_version: j.metadata.resource_version.clone(),
+        // Not the resourceVersion: it changes with every status write of the Job, and
+        // the CronJob's status would be rewritten each time.
+        resource_version: None,
         field_path: None,
     }
 }
@@ -167,7 +169,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
     };
     if let Some(deadline) = spec.starting_deadline_seconds {
-        if due + jiff::SignedDuration::from_secs(deadline) < now {
+        if crate::later(due, deadline) < now {
             let msg = format!("Missed scheduled time to start a job: {due}");
             ctx.recorder
                 .about(cj.as_ref(), EventType::Warning, "MissSchedule", &msg);

@@ -198,6 +198,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>, nodes: Store<Node>) -> Res
         .unwrap_or_default();
     let generation = ds.metadata.generation.unwrap_or(0).to_string();
 
+    // Expectations before the pods: a creation seen in between must not satisfy them
+    // while an older list is used.
+    let satisfied = ctx.expectations.satisfied(&uid);
     let pods = ctx.pods.owned(&uid);
     let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
     for p in pods
@@ -314,7 +317,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>, nodes: Store<Node>) -> Res
         }
     }
 
-    if ctx.expectations.satisfied(&uid) {
+    if satisfied {
         if let Some(msg) = ctx.delete_pods(ds.as_ref(), &delete).await {
             return Err(Error::Failed(format!("deleting pods: {msg}")));
         }

@@ -54,6 +54,22 @@ pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Se
             Change::Applied { old, new } => (old.as_deref(), *new),
             Change::Deleted(p) => (None, *p),
         };
+        // Only what endpoints are made of matters.
+        if let Some(o) = old {
+            let facts = |p: &Pod| {
+                (
+                    p.metadata.labels.clone(),
+                    p.metadata.deletion_timestamp.is_some(),
+                    p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+                    p.status.as_ref().and_then(|s| s.phase.clone()),
+                    readiness::is_ready(p),
+                    p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                )
+            };
+            if facts(o) == facts(new) {
+                return Vec::new();
+            }
+        }
         let ns = new.metadata.namespace.clone().unwrap_or_default();
         services
             .state()

@@ -46,6 +46,9 @@ pub enum Change<'a, K> {
     Deleted(&'a K),
 }
 
+/// A boxed task (an informer's run, or its first list awaited).
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 type Handler<K> = Box<dyn Fn(&Change<'_, K>) + Send + Sync>;
 
 /// A change to hand to the handlers once the store has it.
@@ -110,6 +113,16 @@ impl<K: Object> Informer<K> {
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
     }
 
+    /// The informer's run (watching until dropped) and a future done once its first
+    /// list is in the store.
+    pub fn parts(self: Arc<Self>) -> (Task, Task) {
+        let store = self.store.clone();
+        let ready = async move {
+            let _ = store.wait_until_ready().await;
+        };
+        (Box::pin(self.run()), Box::pin(ready))
+    }
+
     /// Watches until dropped. Called once.
     pub async fn run(self: Arc<Self>) {
         let Some(mut writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() else {
@@ -143,13 +156,19 @@ impl<K: Object> Informer<K> {
                             changes.push(Owned::Deleted(o.as_ref().clone()));
                         }
                     }
+                    let before: std::collections::HashMap<ObjectRef<K>, Arc<K>> = before
+                        .into_iter()
+                        .map(|b| (ObjectRef::from_obj(b.as_ref()), b))
+                        .collect();
                     for o in self.store.state() {
-                        let old = before
-                            .iter()
-                            .find(|b| {
-                                ObjectRef::from_obj(b.as_ref()) == ObjectRef::from_obj(o.as_ref())
-                            })
-                            .cloned();
+                        let old = before.get(&ObjectRef::from_obj(o.as_ref())).cloned();
+                        // Unchanged across the relist: nothing to tell.
+                        if old.as_ref().is_some_and(|b| {
+                            b.meta().resource_version.is_some()
+                                && b.meta().resource_version == o.meta().resource_version
+                        }) {
+                            continue;
+                        }
                         changes.push(Owned::Applied(old, o.as_ref().clone()));
                     }
                 }

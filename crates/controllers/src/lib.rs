@@ -53,6 +53,9 @@ pub enum Error {
     /// Some of the work failed (the message says what).
     #[error("{0}")]
     Failed(String),
+    /// A write found the object changed since it was read: decide again soon.
+    #[error("{0}")]
+    Stale(String),
 }
 
 /// The controllers' settings.
@@ -142,42 +145,56 @@ impl Shared {
 
 /// Runs every controller until the task is dropped.
 pub async fn run(client: kube::Client, cfg: Config) {
+    use informer::Task;
     let shared = Shared::new(client);
     // Controllers register their handlers before the informers start.
-    let replicasets = replicaset::controller(&shared);
-    let deployments = deployment::controller(&shared);
-    let jobs = job::controller(&shared);
-    let cronjobs = cronjob::controller(&shared);
-    let daemonsets = daemonset::controller(&shared);
-    let statefulsets = statefulset::controller(&shared);
-    let nodes = nodelifecycle::controller(&shared, cfg.node_monitor_grace_period);
-    let endpoints = endpoints::controller(&shared);
-    let rcs = replicationcontroller::controller(&shared);
-    tokio::join!(
-        shared.pods.clone().run(),
-        shared.replicasets.clone().run(),
-        shared.deployments.clone().run(),
-        shared.jobs.clone().run(),
-        shared.cronjobs.clone().run(),
-        shared.daemonsets.clone().run(),
-        shared.statefulsets.clone().run(),
-        shared.nodes.clone().run(),
-        shared.leases.clone().run(),
-        shared.services.clone().run(),
-        shared.endpoints.clone().run(),
-        shared.endpointslices.clone().run(),
-        shared.replicationcontrollers.clone().run(),
-        shared.revisions.clone().run(),
-        replicasets,
-        deployments,
-        jobs,
-        cronjobs,
-        daemonsets,
-        statefulsets,
-        nodes,
-        endpoints,
-        rcs,
-    );
+    let controllers: Vec<Task> = vec![
+        Box::pin(replicaset::controller(&shared)),
+        Box::pin(deployment::controller(&shared)),
+        Box::pin(job::controller(&shared)),
+        Box::pin(cronjob::controller(&shared)),
+        Box::pin(daemonset::controller(&shared)),
+        Box::pin(statefulset::controller(&shared)),
+        Box::pin(nodelifecycle::controller(
+            &shared,
+            cfg.node_monitor_grace_period,
+        )),
+        Box::pin(endpoints::controller(&shared)),
+        Box::pin(replicationcontroller::controller(&shared)),
+    ];
+    let s = &shared;
+    let (informers, ready): (Vec<Task>, Vec<Task>) = [
+        s.pods.clone().parts(),
+        s.replicasets.clone().parts(),
+        s.deployments.clone().parts(),
+        s.jobs.clone().parts(),
+        s.cronjobs.clone().parts(),
+        s.daemonsets.clone().parts(),
+        s.statefulsets.clone().parts(),
+        s.nodes.clone().parts(),
+        s.leases.clone().parts(),
+        s.services.clone().parts(),
+        s.endpoints.clone().parts(),
+        s.endpointslices.clone().parts(),
+        s.replicationcontrollers.clone().parts(),
+        s.revisions.clone().parts(),
+    ]
+    .into_iter()
+    .unzip();
+    // Each in a task of its own (in one task every watch would wait on every other);
+    // the set aborts them all when dropped, as when leadership is lost.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in informers {
+        tasks.spawn(i);
+    }
+    // Acting before every informer has listed would take what is not yet seen for
+    // gone: pods made twice, daemon pods deleted, Services emptied, nodes marked Unknown.
+    futures_util::future::join_all(ready).await;
+    tracing::info!("controllers' caches filled; acting");
+    for c in controllers {
+        tasks.spawn(c);
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Runs `reconcile` over the keys `queue` brings, for the objects of `store`, with
@@ -205,7 +222,11 @@ where
                 // Someone wrote the object meanwhile: the watch brings the new one.
                 Error::Kube(kube::Error::Api(s)) if s.code == 409 => {
                     tracing::debug!(controller = name, object = %key, "conflict; trying again");
-                    Action::requeue(Duration::from_millis(200))
+                    Action::requeue(Duration::from_millis(50))
+                }
+                Error::Stale(why) => {
+                    tracing::debug!(controller = name, object = %key, why, "stale; trying again");
+                    Action::requeue(Duration::from_millis(50))
                 }
                 e => {
                     tracing::warn!(controller = name, object = %key, error = %e, "reconcile failed; trying again in 5 s");
@@ -331,7 +352,9 @@ impl PodOwner {
         for (p, r) in pods.iter().zip(results) {
             let pn = p.metadata.name.as_deref().unwrap_or_default();
             match r {
-                Ok(()) => {
+                // Gone before this call: its deletion was seen before it was expected.
+                Ok(false) => self.expectations.deleted(&uid, &pod_uid(p)),
+                Ok(true) => {
                     let msg = format!("Deleted pod: {pn}");
                     self.recorder
                         .about(owner, EventType::Normal, "SuccessfulDelete", &msg);
@@ -503,4 +526,15 @@ fn status_patch<T: serde::Serialize>(status: &T, clearable: &[&str]) -> serde_js
         }
     }
     serde_json::json!({ "status": v })
+}
+
+/// `t` plus `secs` seconds, saturating (a user's huge deadline or toleration must not
+/// overflow and panic a controller: jiff's `+` panics past its range).
+fn later(t: jiff::Timestamp, secs: i64) -> jiff::Timestamp {
+    t.checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap_or(if secs < 0 {
+            jiff::Timestamp::MIN
+        } else {
+            jiff::Timestamp::MAX
+        })
 }

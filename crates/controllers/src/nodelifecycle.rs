@@ -37,6 +37,12 @@ struct Ctx {
     recorder: berth_events::Recorder,
     /// How long a node may go without a heartbeat.
     grace: Duration,
+    /// Per node: the last heartbeat seen and when (by this controller's clock), so a
+    /// kubelet's clock need not agree with ours (as kube's node monitor times it).
+    seen: std::sync::Mutex<
+        std::collections::HashMap<String, (Option<Timestamp>, std::time::Instant)>,
+    >,
+    nodes: Store<Node>,
 }
 
 /// The controller, ready to run once the shared informers run.
@@ -74,6 +80,20 @@ pub fn controller(
         pods: shared.pods_by_node.clone(),
         recorder: shared.recorder("node-controller"),
         grace,
+        seen: Default::default(),
+        nodes: shared.nodes.store(),
+    });
+    // Forget nodes that go.
+    let forget = ctx.clone();
+    shared.nodes.on(move |c| {
+        if let Change::Deleted(n) = c {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            forget
+                .seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name);
+        }
     });
     // Pods of a node that is gone have no kubelet to stop them: they go at once
     // (kube's pod garbage collector).
@@ -135,9 +155,17 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .as_ref()
         .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
     let posted = ready(&node).and_then(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));
-    let created = node.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let heartbeat = renewed.max(posted).or(created).unwrap_or(now);
-    let age = now.duration_since(heartbeat);
+    let heartbeat = renewed.max(posted);
+    let age = {
+        let mut seen = ctx.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let e = seen
+            .entry(name.clone())
+            .or_insert((heartbeat, std::time::Instant::now()));
+        if e.0 != heartbeat {
+            *e = (heartbeat, std::time::Instant::now());
+        }
+        SignedDuration::try_from(e.1.elapsed()).unwrap_or_default()
+    };
     let grace = SignedDuration::try_from(ctx.grace).unwrap_or_default();
     let status = ready(&node).map(|c| c.status.clone()).unwrap_or_default();
     if age > grace && status != "Unknown" {
@@ -192,7 +220,14 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
 
     // Taint eviction.
     let no_execute: Vec<&Taint> = taints.iter().filter(|t| t.effect == "NoExecute").collect();
-    if !no_execute.is_empty() {
+    // When no node is Ready, the fault is more likely ours (or the network's) than
+    // every node's: evict nothing (kube's full-disruption mode).
+    let any_ready = ctx
+        .nodes
+        .state()
+        .iter()
+        .any(|n| ready(n).is_some_and(|c| c.status == "True"));
+    if !no_execute.is_empty() && any_ready {
         for pod in ctx.pods.get(&name) {
             if pod.metadata.deletion_timestamp.is_some() {
                 continue;
@@ -241,7 +276,7 @@ fn evict_at(pod: &Pod, taints: &[&Taint]) -> Option<Timestamp> {
                 .as_ref()
                 .map(|t| t.0)
                 .unwrap_or_else(Timestamp::now);
-            let end = since + SignedDuration::from_secs(secs.max(0));
+            let end = crate::later(since, secs.max(0));
             at = Some(at.map_or(end, |a| a.min(end)));
         }
     }

@@ -76,8 +76,9 @@ pub async fn create(client: &kube::Client, pod: &Pod) -> Result<Pod, kube::Error
         .await
 }
 
-/// Deletes one pod (a pod already gone counts as deleted).
-pub async fn delete(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
+/// Deletes one pod: true if this call deleted it, false if it was already gone (or
+/// is another pod of that name now).
+pub async fn delete(client: &kube::Client, pod: &Pod) -> Result<bool, kube::Error> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let dp = berth_watch::delete_exactly(pod.metadata.uid.clone(), None, false);
@@ -85,8 +86,8 @@ pub async fn delete(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error>
         .delete(name, &dp)
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
         Err(e) => Err(e),
     }
 }

@@ -63,6 +63,9 @@ where
     let ns = m.namespace.clone().unwrap_or_default();
     let name = m.name.clone().unwrap_or_default();
     let want = r.want;
+    // Expectations before the pods: a creation seen in between must not satisfy them
+    // while an older list is used.
+    let satisfied = ctx.expectations.satisfied(&uid);
     let mut active: Vec<Arc<Pod>> = ctx
         .pods
         .owned(&uid)
@@ -70,7 +73,7 @@ where
         .filter(|p| readiness::is_active(p))
         .collect();
     let mut failure: Option<String> = None;
-    if m.deletion_timestamp.is_none() && ctx.expectations.satisfied(&uid) {
+    if m.deletion_timestamp.is_none() && satisfied {
         if active.len() < want {
             let n = (want - active.len()).min(BURST);
             let template = r.template.clone();

@@ -128,6 +128,9 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         .and_then(|r| r.partition)
         .unwrap_or(0);
 
+    // Expectations before the pods: a creation seen in between must not satisfy them
+    // while an older list is used.
+    let satisfied = ctx.expectations.satisfied(&uid);
     let pods = ctx.pods.owned(&uid);
     let mut slots: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
     let mut condemned: Vec<(i32, Arc<Pod>)> = Vec::new();
@@ -142,14 +145,17 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     }
     condemned.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
 
-    if ctx.expectations.satisfied(&uid) {
+    let mut failed: Option<String> = None;
+    if satisfied {
         'pods: {
             // Make and mend the pods in range, in order.
             let mut made = Vec::new();
             for i in range.clone() {
                 match slots.get(&i) {
                     None => {
-                        let from_update = !on_delete && i >= partition;
+                        // OnDelete: a pod deleted comes back at the update revision; RollingUpdate:
+                        // from the partition (counted from the first ordinal) up.
+                        let from_update = on_delete || i >= start + partition;
                         let (template, rev) = if from_update || current_rev == update_rev {
                             (&spec.template, &update_rev)
                         } else {
@@ -161,7 +167,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
                         }
                     }
                     Some(p) if phase(p) == "Failed" && p.metadata.deletion_timestamp.is_none() => {
-                        ctx.delete_pods(sts.as_ref(), std::slice::from_ref(p)).await;
+                        failed = ctx.delete_pods(sts.as_ref(), std::slice::from_ref(p)).await;
                         if ordered {
                             break 'pods;
                         }
@@ -174,11 +180,12 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
                 for (i, _, _) in &made {
                     ensure_claims(&ctx, &sts, &format!("{name}-{i}")).await?;
                 }
-                ctx.create_pods(sts.as_ref(), made.len(), |k| {
-                    let (i, t, rev) = &made[k];
-                    pod_for(&sts, t, *i, rev)
-                })
-                .await;
+                failed = ctx
+                    .create_pods(sts.as_ref(), made.len(), |k| {
+                        let (i, t, rev) = &made[k];
+                        pod_for(&sts, t, *i, rev)
+                    })
+                    .await;
                 break 'pods;
             }
             let all_healthy = range
@@ -202,7 +209,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
                         .map(|(_, p)| p.clone())
                         .collect()
                 };
-                ctx.delete_pods(sts.as_ref(), &victims).await;
+                failed = ctx.delete_pods(sts.as_ref(), &victims).await;
                 if spec
                     .persistent_volume_claim_retention_policy
                     .as_ref()
@@ -221,11 +228,11 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
                 let stale = range
                     .clone()
                     .rev()
-                    .filter(|i| *i >= partition)
+                    .filter(|i| *i >= start + partition)
                     .filter_map(|i| slots.get(&i))
                     .find(|p| revision_of(p) != Some(update_rev.as_str()));
                 if let Some(p) = stale {
-                    ctx.delete_pods(sts.as_ref(), std::slice::from_ref(p)).await;
+                    failed = ctx.delete_pods(sts.as_ref(), std::slice::from_ref(p)).await;
                 }
             }
         }
@@ -280,6 +287,9 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         spec.revision_history_limit.unwrap_or(10),
     )
     .await?;
+    if failed.is_some() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     if min_ready > 0 && ready > status.available_replicas.unwrap_or(0) {
         return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
     }

@@ -82,30 +82,41 @@ where
 {
     let mut seen: Option<Observed> = None;
     loop {
-        // Candidate: until the Lease is ours.
+        // Candidate: until the Lease is ours. An attempt that hangs is given up after
+        // the retry period.
         loop {
-            match try_acquire_or_renew(api, e, &mut seen).await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(err) => {
+            let attempt =
+                tokio::time::timeout(e.retry_period, try_acquire_or_renew(api, e, &mut seen));
+            match attempt.await {
+                Ok(Ok(true)) => break,
+                Ok(Ok(false)) => {}
+                Ok(Err(err)) => {
                     tracing::debug!(lease = %e.name, error = %err, "could not take the lease")
                 }
+                Err(_) => tracing::debug!(lease = %e.name, "taking the lease timed out"),
             }
             tokio::time::sleep(e.retry_period).await;
         }
         tracing::info!(lease = %e.name, identity = %e.identity, "became leader");
+        // Leading: renewals every retry period, none allowed to run past the renew
+        // deadline (a hung request must not keep a leader acting after its Lease
+        // could have passed to another).
         let lost = async {
-            let mut last_renew = Instant::now();
+            let mut last_renew = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(e.retry_period).await;
-                match try_acquire_or_renew(api, e, &mut seen).await {
-                    Ok(true) => last_renew = Instant::now(),
-                    Ok(false) => return "another holder took the lease",
-                    Err(err) => {
+                let deadline = last_renew + e.renew_deadline;
+                match tokio::time::timeout_at(deadline, try_acquire_or_renew(api, e, &mut seen))
+                    .await
+                {
+                    Ok(Ok(true)) => last_renew = tokio::time::Instant::now(),
+                    Ok(Ok(false)) => return "another holder took the lease",
+                    Ok(Err(err)) => {
                         tracing::debug!(lease = %e.name, error = %err, "renewing the lease failed")
                     }
+                    Err(_) => {}
                 }
-                if last_renew.elapsed() >= e.renew_deadline {
+                if tokio::time::Instant::now() >= deadline {
                     return "the lease could not be renewed within the renew deadline";
                 }
             }

@@ -47,17 +47,40 @@ async fn scale_rs(ctx: &Ctx, d: &Deployment, rs: &ReplicaSet, to: i32) -> Result
         return Ok(false);
     }
     let name = rs.metadata.name.clone().unwrap_or_default();
-    let patch = serde_json::json!({
-        "metadata": {"resourceVersion": rs.metadata.resource_version,
-            "annotations": {util::DESIRED_REPLICAS: desired, util::MAX_REPLICAS: max}},
-        "spec": {"replicas": to},
-    });
-    Api::<ReplicaSet>::namespaced(
+    // Guarded by the replicas read, not the resourceVersion: the ReplicaSet's status
+    // changes with every pod, and a write conditional on it would conflict again and
+    // again during a rollout while the decision it carries is still right.
+    let mut ops = vec![serde_json::json!({"op": "test", "path": "/spec/replicas", "value": from})];
+    if rs.metadata.annotations.is_none() {
+        ops.push(serde_json::json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+    }
+    let key = |k: &str| {
+        format!(
+            "/metadata/annotations/{}",
+            k.replace('~', "~0").replace('/', "~1")
+        )
+    };
+    ops.push(
+        serde_json::json!({"op": "add", "path": key(util::DESIRED_REPLICAS), "value": desired}),
+    );
+    ops.push(serde_json::json!({"op": "add", "path": key(util::MAX_REPLICAS), "value": max}));
+    ops.push(serde_json::json!({"op": "replace", "path": "/spec/replicas", "value": to}));
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
+        .map_err(|e| Error::Failed(format!("building a patch: {e}")))?;
+    let r = Api::<ReplicaSet>::namespaced(
         ctx.client.clone(),
         rs.metadata.namespace.as_deref().unwrap_or("default"),
     )
-    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-    .await?;
+    .patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+    .await;
+    match r {
+        Ok(_) => {}
+        // The replicas changed since they were read: decide again on a fresher copy.
+        Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("test") => {
+            return Err(Error::Stale(format!("replica set {name}: {}", e.message)));
+        }
+        Err(e) => return Err(e.into()),
+    }
     if from != to {
         let dir = if to > from { "up" } else { "down" };
         ctx.recorder.about(

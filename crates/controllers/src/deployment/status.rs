@@ -173,6 +173,15 @@ pub fn rollout_conditions(
                         RS_UPDATED,
                         format!("ReplicaSet \"{rs_name}\" is progressing."),
                     );
+                    // Progress made now: the deadline counts from here.
+                    if let Some(c) = s
+                        .conditions
+                        .iter_mut()
+                        .flatten()
+                        .find(|c| c.type_ == "Progressing")
+                    {
+                        c.last_update_time = Some(Time(Timestamp::now()));
+                    }
                     recheck = Some(std::time::Duration::from_secs(secs as u64));
                 } else if let Some(c) = cur.filter(|c| c.reason.as_deref() != Some(TIMED_OUT)) {
                     let since = c

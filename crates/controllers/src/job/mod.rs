@@ -40,6 +40,9 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 struct Ctx {
     base: crate::PodOwner,
     written: crate::Written,
+    /// Per Job UID: pods whose finalizer this controller removed (and counted) while
+    /// the watch may still show it; they must not be counted again.
+    released: Mutex<HashMap<String, std::collections::HashSet<String>>>,
     /// Per Job UID: failures since the last success and when the last was seen.
     backoff: Mutex<HashMap<String, (u32, std::time::Instant)>>,
 }
@@ -57,6 +60,7 @@ pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Se
     let ctx = Arc::new(Ctx {
         base,
         written: Default::default(),
+        released: Mutex::new(HashMap::new()),
         backoff: Mutex::new(HashMap::new()),
     });
     crate::drive("job", shared.jobs.store(), queue, reconcile, ctx)
@@ -116,6 +120,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     }
     let mut job = (*job).clone();
     let uid = job.metadata.uid.clone().unwrap_or_default();
+    // Expectations before the pods: a creation seen in between must not satisfy them
+    // while an older list is used.
+    let satisfied = ctx.expectations.satisfied(&uid);
     let pods = ctx.pods.owned(&uid);
     let st = job.status.clone().unwrap_or_default();
     if status::finished(&st).is_some() || job.metadata.deletion_timestamp.is_some() {
@@ -123,6 +130,10 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         release(&ctx, &tracked).await?;
         ctx.expectations.forget(&uid);
         ctx.written.forget(&uid);
+        ctx.released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uid);
         return ttl(&ctx, &job).await;
     }
     let spec = job.spec.clone().unwrap_or_default();
@@ -137,7 +148,23 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let mut newly_failed = Vec::new();
     let mut ignored = Vec::new();
     let mut fail_by_policy = None;
-    for p in pods.iter().filter(|p| has_finalizer(p)) {
+    // Pods released earlier whose finalizer the watch still shows are done with;
+    // those the watch shows released (or gone) leave the set.
+    let released: std::collections::HashSet<String> = {
+        let mut all = ctx.released.lock().unwrap_or_else(|e| e.into_inner());
+        let set = all.entry(uid.clone()).or_default();
+        let still: std::collections::HashSet<String> = pods
+            .iter()
+            .filter(|p| has_finalizer(p))
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        set.retain(|u| still.contains(u));
+        set.clone()
+    };
+    let tracked = |p: &Pod| {
+        has_finalizer(p) && !released.contains(p.metadata.uid.as_deref().unwrap_or_default())
+    };
+    for p in pods.iter().filter(|p| tracked(p)) {
         let pu = p.metadata.uid.clone().unwrap_or_default();
         if known(&pu, &uncounted.succeeded) || known(&pu, &uncounted.failed) {
             continue;
@@ -189,8 +216,14 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         let pu = p.metadata.uid.clone().unwrap_or_default();
         known(&pu, &uncounted.succeeded) || known(&pu, &uncounted.failed)
     };
-    to_release.extend(pods.iter().filter(|p| has_finalizer(p) && in_uncounted(p)));
+    to_release.extend(pods.iter().filter(|p| tracked(p) && in_uncounted(p)));
     release(&ctx, &to_release).await?;
+    ctx.released
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(uid.clone())
+        .or_default()
+        .extend(to_release.iter().filter_map(|p| p.metadata.uid.clone()));
     // Now counted: every uncounted UID (its pod released, or gone).
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
     let completions = spec.completions;
@@ -237,7 +270,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let deadline = spec
         .active_deadline_seconds
         .zip(st.start_time.as_ref())
-        .map(|(secs, t)| t.0 + jiff::SignedDuration::from_secs(secs));
+        .map(|(secs, t)| crate::later(t.0, secs));
     let failure = status::condition(&st, "FailureTarget")
         .map(|c| {
             (
@@ -358,7 +391,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     // The pods to have now.
     let mut wait = None;
     let mut active_now = active.clone();
-    if ctx.expectations.satisfied(&uid) {
+    if satisfied {
         let parallelism = spec.parallelism.unwrap_or(1).max(0);
         let backoff_left = {
             let b = ctx.backoff.lock().unwrap_or_else(|e| e.into_inner());
@@ -394,7 +427,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         active_now.retain(|p| !remove.iter().any(|r| r.metadata.uid == p.metadata.uid));
         match backoff_left {
             Some(left) if !make.is_empty() => wait = Some(left),
-            _ => create_pods(&ctx, &job, &make).await,
+            _ => {
+                if create_pods(&ctx, &job, &make).await.is_some() {
+                    wait = Some(Duration::from_secs(5));
+                }
+            }
         }
     }
     st.active = Some(active_now.len() as i32);
@@ -435,7 +472,7 @@ fn plan_indexed(
 }
 
 /// Creates the Job's pods (one per entry: its completion index, if Indexed).
-async fn create_pods(ctx: &Ctx, job: &Job, make: &[Option<i32>]) {
+async fn create_pods(ctx: &Ctx, job: &Job, make: &[Option<i32>]) -> Option<String> {
     let ns = job.metadata.namespace.clone().unwrap_or_default();
     let name = job.metadata.name.clone().unwrap_or_default();
     let template = job
@@ -461,7 +498,7 @@ async fn create_pods(ctx: &Ctx, job: &Job, make: &[Option<i32>]) {
         }
         pod
     })
-    .await;
+    .await
 }
 
 /// Gives an Indexed Job's pod its index: annotation, label, hostname, and the
@@ -548,7 +585,7 @@ async fn ttl(ctx: &Ctx, job: &Job) -> Result<Action, Error> {
     let Some(done_at) = status::finished(&st) else {
         return Ok(Action::await_change());
     };
-    let expires = done_at + jiff::SignedDuration::from_secs(i64::from(ttl));
+    let expires = crate::later(done_at, i64::from(ttl));
     let now = Timestamp::now();
     if expires > now {
         let left = expires.duration_since(now).as_secs().max(0) as u64 + 1;
