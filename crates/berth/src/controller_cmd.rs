@@ -57,21 +57,15 @@ pub async fn elected(
 pub async fn controller_manager(a: ControllerManagerArgs) -> anyhow::Result<()> {
     crate::server_cmd::init_logging("text");
     let client = crate::agent_cmd::client(&a.kubeconfig, a.server.as_deref()).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let stop = async {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
-    if a.leader_elect {
-        // Gives the Lease up on the way out, so another manager takes over at once.
-        elected(client, a.settings.config(), stop).await;
-        return Ok(());
-    }
-    tokio::select! {
-        _ = berth_controllers::run(client, a.settings.config()) => anyhow::bail!("the controllers stopped"),
-        () = stop => {}
-    }
-    Ok(())
+    let cfg = a.settings.config();
+    let c = client.clone();
+    let work = move || berth_controllers::run(c.clone(), cfg.clone());
+    crate::elected::until_interrupted(
+        client,
+        "kube-controller-manager",
+        a.leader_elect,
+        "the controllers",
+        work,
+    )
+    .await
 }

@@ -9,6 +9,7 @@ mod agent_cmd;
 mod build_cmd;
 mod container_cmd;
 mod controller_cmd;
+mod elected;
 mod explain_cmd;
 mod image_cmd;
 mod network_cmd;

@@ -43,21 +43,14 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<()> {
     let cfg = berth_scheduler::SchedulerConfig {
         name: a.scheduler_name,
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let stop = async {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
-    if a.leader_elect {
-        // Gives the Lease up on the way out, so another scheduler takes over at once.
-        elected(client, cfg, stop).await;
-        return Ok(());
-    }
-    tokio::select! {
-        _ = berth_scheduler::run(client, cfg) => anyhow::bail!("the scheduler stopped"),
-        () = stop => {}
-    }
-    Ok(())
+    let c = client.clone();
+    let work = move || berth_scheduler::run(c.clone(), cfg.clone());
+    crate::elected::until_interrupted(
+        client,
+        "kube-scheduler",
+        a.leader_elect,
+        "the scheduler",
+        work,
+    )
+    .await
 }
