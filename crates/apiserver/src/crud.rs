@@ -26,7 +26,7 @@ pub fn now() -> String {
         .to_string()
 }
 
-fn encode(o: &Value) -> Vec<u8> {
+pub(crate) fn encode(o: &Value) -> Vec<u8> {
     let mut o = o.clone();
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
@@ -293,7 +293,7 @@ pub async fn handle(
         }
         (&Method::DELETE, None, None) => delete_collection(api, req, res, ns).await,
         (&Method::POST, Some(n), Some("binding")) => bind(api, req, ns, n).await,
-        (&Method::POST, Some(n), Some("eviction")) => evict(api, req, ns, n).await,
+        (&Method::POST, Some(n), Some("eviction")) => crate::eviction::evict(api, req, ns, n).await,
         (&Method::POST, Some(n), Some("token")) => token(api, req, ns, n).await,
         (
             _,
@@ -1944,32 +1944,11 @@ async fn bind(
 }
 
 /// The 201 Status of a subresource that acts (binding, eviction) rather than stores.
-fn created_status() -> Response {
+pub(crate) fn created_status() -> Response {
     Response::json(
         201,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     )
-}
-
-async fn evict(
-    api: &Arc<Api>,
-    req: &Request,
-    ns: Option<&str>,
-    name: &str,
-) -> Result<Response, ApiError> {
-    let b = parse_body(req).unwrap_or_else(|_| json!({}));
-    let pods = resources::find("", "v1", "pods").expect("served");
-    let opts = DeleteOpts {
-        grace: b
-            .pointer("/deleteOptions/gracePeriodSeconds")
-            .and_then(Value::as_i64),
-        propagation: "Background".into(),
-        uid: None,
-        rv: None,
-        dry_run: req.q("dryRun") == Some("All"),
-    };
-    delete(api, pods, ns, name, &opts).await?;
-    Ok(created_status())
 }
 
 async fn token(

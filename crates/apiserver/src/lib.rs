@@ -13,6 +13,7 @@ pub mod auth;
 pub mod crud;
 pub mod defaults;
 pub mod discovery;
+pub mod eviction;
 pub mod hub;
 pub mod metrics;
 pub mod names;

@@ -353,6 +353,47 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
                 }
             }
         }
+        "PodDisruptionBudget" => {
+            let (min, max) = (
+                o.pointer("/spec/minAvailable"),
+                o.pointer("/spec/maxUnavailable"),
+            );
+            if min.is_some_and(|v| !v.is_null()) && max.is_some_and(|v| !v.is_null()) {
+                out.push(Cause::invalid(
+                    "spec",
+                    "",
+                    "minAvailable and maxUnavailable cannot be both set",
+                ));
+            }
+            for (field, v) in [("spec.minAvailable", min), ("spec.maxUnavailable", max)] {
+                match v {
+                    Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n < 0) => out.push(
+                        Cause::invalid(field, &n.to_string(), "must be greater than or equal to 0"),
+                    ),
+                    Some(Value::String(p)) => {
+                        let pct = p.strip_suffix('%').and_then(|n| n.parse::<u32>().ok());
+                        if pct.is_none_or(|n| n > 100) {
+                            out.push(Cause::invalid(
+                                field,
+                                p,
+                                "must be an integer or a percentage between 0% and 100%",
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(p) = s(o, "/spec/unhealthyPodEvictionPolicy") {
+                let ok = ["IfHealthyBudget", "AlwaysAllow"];
+                if !ok.contains(&p) {
+                    out.push(Cause::not_supported(
+                        "spec.unhealthyPodEvictionPolicy",
+                        p,
+                        &ok,
+                    ));
+                }
+            }
+        }
         "CronJob" => {
             let tz = s(o, "/spec/timeZone");
             match s(o, "/spec/schedule") {

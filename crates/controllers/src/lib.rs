@@ -7,6 +7,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod expectations;
 pub mod index;
@@ -32,6 +33,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -98,6 +100,7 @@ pub struct Shared {
     leases: Arc<Informer<Lease>>,
     revisions: Arc<Informer<ControllerRevision>>,
     revisions_by_owner: Arc<OwnerIndex<ControllerRevision>>,
+    budgets: Arc<Informer<PodDisruptionBudget>>,
 }
 
 impl Shared {
@@ -132,6 +135,7 @@ impl Shared {
             ),
             revisions_by_owner: OwnerIndex::of(&revisions),
             revisions,
+            budgets: Informer::new(Api::all(client.clone()), Default::default()),
             pods,
             replicasets,
             client,
@@ -161,6 +165,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         )),
         Box::pin(endpoints::controller(&shared)),
         Box::pin(replicationcontroller::controller(&shared)),
+        Box::pin(disruption::controller(&shared)),
     ];
     let s = &shared;
     let (informers, ready): (Vec<Task>, Vec<Task>) = [
@@ -178,6 +183,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         s.endpointslices.clone().parts(),
         s.replicationcontrollers.clone().parts(),
         s.revisions.clone().parts(),
+        s.budgets.clone().parts(),
     ]
     .into_iter()
     .unzip();

@@ -4,6 +4,7 @@
 //! of pods: label selectors, readiness. One place, so that a pod the
 //! scheduler places is one the node admits.
 
+pub mod disruption;
 pub mod labels;
 pub mod readiness;
 
