@@ -158,3 +158,113 @@ fn pods_are_placed_as_kube_scheduler_places_them() {
     assert!(events(&c, "theirs").lines().count() <= 1);
     c.ok(&["delete", "pod", "--all", "--grace-period=0", "--force"]);
 }
+
+/// A Deployment of `app` with `replicas` and `extra` in its pod spec (four spaces in).
+fn deployment(app: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata: {{labels: {{app: {app}}}}}\n    spec:\n{extra}      containers:\n      - {{name: c, image: example.invalid/{app}}}\n"
+    )
+}
+
+/// The nodes of `app`'s pods (None for a pod not placed).
+fn placements(c: &Cluster, app: &str) -> Vec<Option<String>> {
+    let v: Value =
+        serde_json::from_str(&c.ok(&["get", "pods", "-l", &format!("app={app}"), "-o", "json"]))
+            .unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn pod_affinity_anti_affinity_and_topology_spread_place_replicas_as_kube_does() {
+    let c = Cluster::api_only();
+    let p = format!("a{}", std::process::id());
+    let _nodes = sim(&c, &p, 3, &[]);
+    let zone = |i: usize, z: &str| {
+        c.ok(&[
+            "label",
+            "node",
+            &format!("{p}-{i}"),
+            &format!("topology.kubernetes.io/zone={z}"),
+        ]);
+    };
+    zone(0, "z1");
+    zone(1, "z1");
+    zone(2, "z2");
+    // Required anti-affinity by hostname: one replica per node, the fourth Pending.
+    c.apply(&deployment(
+        "web",
+        4,
+        "      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - {labelSelector: {matchLabels: {app: web}}, topologyKey: kubernetes.io/hostname}\n",
+    ));
+    let placed = c.until("three web pods placed, one left", 30, || {
+        let pl = placements(&c, "web");
+        (pl.len() == 4 && pl.iter().flatten().count() == 3).then_some(pl)
+    });
+    let nodes: std::collections::BTreeSet<_> = placed.iter().flatten().collect();
+    assert_eq!(nodes.len(), 3, "{placed:?}");
+    let pending: Value = serde_json::from_str(&c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "--field-selector",
+        "spec.nodeName=",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let name = pending["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cond = unschedulable(&c, &name);
+    assert_eq!(
+        cond["message"],
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
+    );
+    // Required affinity to web, by zone: a cache pod lands where web pods are.
+    c.apply(&deployment(
+        "cache",
+        2,
+        "      affinity:\n        podAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - {labelSelector: {matchLabels: {app: web}}, topologyKey: topology.kubernetes.io/zone}\n",
+    ));
+    let placed = c.until("cache pods placed", 30, || {
+        let pl = placements(&c, "cache");
+        (pl.len() == 2 && pl.iter().all(Option::is_some)).then_some(pl)
+    });
+    assert_eq!(placed.len(), 2);
+    // A pod without terms of its own is kept off by web's anti-affinity.
+    c.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: intruder, labels: {app: web}}\nspec:\n  containers: [{name: c, image: example.invalid/x}]\n");
+    let cond = unschedulable(&c, "intruder");
+    assert_eq!(
+        cond["message"],
+        "0/3 nodes are available: 3 node(s) didn't satisfy existing pods anti-affinity rules."
+    );
+    // Spread over zones with skew 1: 6 replicas, 3 in each zone.
+    c.apply(&deployment(
+        "spread",
+        6,
+        "      topologySpreadConstraints:\n      - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: spread}}}\n",
+    ));
+    let placed = c.until("spread pods placed", 30, || {
+        let pl = placements(&c, "spread");
+        (pl.len() == 6 && pl.iter().all(Option::is_some)).then_some(pl)
+    });
+    let in_z2 = placed
+        .iter()
+        .flatten()
+        .filter(|n| **n == format!("{p}-2"))
+        .count();
+    assert_eq!(in_z2, 3, "{placed:?}");
+    c.ok(&["delete", "deploy", "--all"]);
+    c.ok(&["delete", "pod", "--all", "--grace-period=0", "--force"]);
+}

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use berth_pods::HostPort;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodAffinityTerm};
 
 /// Every resource a pod asks for by name (requests, or limits standing for them).
 pub fn requested_resources(pod: &Pod) -> BTreeSet<String> {
@@ -59,11 +59,55 @@ impl Needs {
     }
 }
 
+/// What the inter-pod filters and scores read of a placed pod.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodFacts {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its required anti-affinity terms (other pods must keep away from it).
+    pub anti_affinity: Vec<PodAffinityTerm>,
+    /// The UID of its controller (default spreading groups pods by it).
+    pub controller: Option<String>,
+    /// Being deleted (topology spread does not count it).
+    pub deleting: bool,
+}
+
+impl PodFacts {
+    /// What `pod` shows.
+    pub fn of(pod: &Pod) -> PodFacts {
+        PodFacts {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            anti_affinity: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.affinity.as_ref())
+                .and_then(|a| a.pod_anti_affinity.as_ref())
+                .and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .clone()
+                })
+                .unwrap_or_default(),
+            controller: pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|r| r.controller == Some(true))
+                .map(|r| r.uid.clone()),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
 /// What one pod takes on its node.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Taken {
     node: String,
     needs: Needs,
+    facts: Arc<PodFacts>,
 }
 
 /// A node and what its pods take.
@@ -141,6 +185,12 @@ pub struct Cache {
     assumed: BTreeSet<String>,
     /// Pods on nodes not (yet) known, by node.
     orphans: HashMap<String, Vec<String>>,
+    /// Pods with required anti-affinity terms (every placement must respect them).
+    with_anti_affinity: BTreeSet<String>,
+    /// Controller UID → node → how many of its pods are there (default spreading).
+    by_controller: HashMap<String, HashMap<String, u32>>,
+    /// Namespace → its labels (affinity terms' namespaceSelector).
+    namespaces: HashMap<String, BTreeMap<String, String>>,
 }
 
 /// Whether a pod takes room on its node: bound and not finished.
@@ -184,6 +234,17 @@ impl Cache {
 
     fn take(&mut self, uid: &str, t: Taken) {
         self.forget(uid);
+        if !t.facts.anti_affinity.is_empty() {
+            self.with_anti_affinity.insert(uid.to_string());
+        }
+        if let Some(c) = &t.facts.controller {
+            *self
+                .by_controller
+                .entry(c.clone())
+                .or_default()
+                .entry(t.node.clone())
+                .or_default() += 1;
+        }
         match self.nodes.get_mut(&t.node) {
             Some(info) => info.add(&t),
             None => self
@@ -197,6 +258,20 @@ impl Cache {
 
     fn forget(&mut self, uid: &str) {
         if let Some(old) = self.pods.remove(uid) {
+            self.with_anti_affinity.remove(uid);
+            if let Some(c) = &old.facts.controller {
+                if let Some(nodes) = self.by_controller.get_mut(c) {
+                    if let Some(n) = nodes.get_mut(&old.node) {
+                        *n -= 1;
+                        if *n == 0 {
+                            nodes.remove(&old.node);
+                        }
+                    }
+                    if nodes.is_empty() {
+                        self.by_controller.remove(c);
+                    }
+                }
+            }
             match self.nodes.get_mut(&old.node) {
                 Some(info) => info.remove(&old),
                 None => {
@@ -217,6 +292,7 @@ impl Cache {
                 let t = Taken {
                     node: node.to_string(),
                     needs: Needs::of(pod),
+                    facts: Arc::new(PodFacts::of(pod)),
                 };
                 if self.pods.get(&uid) != Some(&t) {
                     self.take(&uid, t);
@@ -270,7 +346,8 @@ impl Cache {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         self.assumed.insert(uid.clone());
         let node = node.to_string();
-        self.take(&uid, Taken { node, needs });
+        let facts = Arc::new(PodFacts::of(pod));
+        self.take(&uid, Taken { node, needs, facts });
     }
 
     /// Takes back an assumption whose binding failed.
@@ -295,6 +372,48 @@ impl Cache {
     /// How many nodes.
     pub fn node_count(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.get(name)
+    }
+
+    /// Every placed pod (bound or assumed): its node and facts.
+    pub fn placed(&self) -> impl Iterator<Item = (&str, &PodFacts)> {
+        self.pods
+            .values()
+            .map(|t| (t.node.as_str(), t.facts.as_ref()))
+    }
+
+    /// The placed pods with required anti-affinity terms: their node and facts.
+    pub fn placed_with_anti_affinity(&self) -> impl Iterator<Item = (&str, &PodFacts)> {
+        self.with_anti_affinity
+            .iter()
+            .filter_map(|u| self.pods.get(u))
+            .map(|t| (t.node.as_str(), t.facts.as_ref()))
+    }
+
+    /// How many pods of the controller with this UID each node has.
+    pub fn controller_pods(&self, uid: &str) -> Option<&HashMap<String, u32>> {
+        self.by_controller.get(uid)
+    }
+
+    /// A namespace added or changed.
+    pub fn set_namespace(&mut self, ns: &Namespace) {
+        let name = ns.metadata.name.clone().unwrap_or_default();
+        let labels = ns.metadata.labels.clone().unwrap_or_default();
+        self.namespaces.insert(name, labels);
+    }
+
+    /// A namespace gone.
+    pub fn remove_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    /// Every namespace with its labels.
+    pub fn namespaces(&self) -> &HashMap<String, BTreeMap<String, String>> {
+        &self.namespaces
     }
 }
 

@@ -8,13 +8,15 @@
 
 pub mod cache;
 pub mod filter;
+pub mod interpod;
 pub mod score;
+pub mod spread;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher::{self, watcher, Event};
@@ -86,7 +88,12 @@ pub async fn run(client: kube::Client, cfg: SchedulerConfig) {
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
     // In this task, not spawned: dropping the scheduler stops its watches too.
-    tokio::join!(watch_nodes(ctx.clone()), watch_pods(ctx), controller);
+    tokio::join!(
+        watch_nodes(ctx.clone()),
+        watch_namespaces(ctx.clone()),
+        watch_pods(ctx),
+        controller
+    );
 }
 
 fn lock(ctx: &Ctx) -> std::sync::MutexGuard<'_, Cache> {
@@ -129,6 +136,26 @@ async fn watch_nodes(ctx: Arc<Ctx>) {
         };
         if changed {
             let _ = ctx.wake.send(());
+        }
+    }
+}
+
+/// Namespaces' labels, which affinity terms' namespaceSelectors read.
+async fn watch_namespaces(ctx: Arc<Ctx>) {
+    let mut events = watcher(
+        Api::<Namespace>::all(ctx.client.clone()),
+        Default::default(),
+    )
+    .backoff(berth_watch::backoff())
+    .boxed();
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(Event::InitApply(n) | Event::Apply(n)) => lock(&ctx).set_namespace(&n),
+            Ok(Event::Delete(n)) => {
+                lock(&ctx).remove_namespace(n.metadata.name.as_deref().unwrap_or(""))
+            }
+            Ok(Event::Init | Event::InitDone) => {}
+            Err(e) => tracing::warn!(error = %e, "scheduler: watching namespaces"),
         }
     }
 }
@@ -181,26 +208,31 @@ fn is_ours(pod: &Pod, cfg: &SchedulerConfig) -> bool {
 /// The node for `pod` (needing `needs`): the best-scored feasible one, or kube's
 /// message for none.
 pub fn choose(cache: &Cache, pod: &Pod, needs: &Needs, tie: usize) -> Result<String, String> {
+    let inter = interpod::InterPod::of(pod, cache);
+    let spread = spread::Spread::of(pod, cache);
     let mut reasons = Vec::new();
-    let mut best: Vec<(&str, i64)> = Vec::new();
+    let mut feasible: Vec<(&cache::NodeInfo, i64)> = Vec::new();
     for info in cache.nodes() {
-        match filter::fits(pod, needs, info) {
-            Ok(()) => {
-                let s = score::score(needs, info);
-                let name = info.node.metadata.name.as_deref().unwrap_or("");
-                match best.first() {
-                    Some((_, b)) if s < *b => {}
-                    Some((_, b)) if s == *b => best.push((name, s)),
-                    _ => best = vec![(name, s)],
-                }
-            }
+        // kube's filter order: the node's own checks, then spreading, then pods.
+        let fits = filter::fits(pod, needs, info)
+            .and_then(|()| spread.as_ref().map_or(Ok(()), |s| s.filter(&info.node)))
+            .and_then(|()| inter.as_ref().map_or(Ok(()), |i| i.filter(&info.node)));
+        match fits {
+            Ok(()) => feasible.push((info, score::score(needs, info))),
             Err(r) => reasons.push(r),
         }
     }
-    if best.is_empty() {
+    if feasible.is_empty() {
         return Err(filter::failure_message(cache.node_count(), &reasons));
     }
-    Ok(best[tie % best.len()].0.to_string())
+    score::add_preferences(pod, &mut feasible, inter.as_ref(), spread.as_ref());
+    let top = feasible.iter().map(|(_, s)| *s).max().unwrap_or(0);
+    let best: Vec<&str> = feasible
+        .iter()
+        .filter(|(_, s)| *s == top)
+        .map(|(i, _)| i.node.metadata.name.as_deref().unwrap_or(""))
+        .collect();
+    Ok(best[tie % best.len()].to_string())
 }
 
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {

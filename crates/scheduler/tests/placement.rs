@@ -1,0 +1,275 @@
+//! The scheduler's decisions on a cache built by hand: inter-pod affinity and
+//! anti-affinity (own and existing pods'), topology spread (hard and soft), node
+//! affinity preferences and default spreading by controller, each with kube's
+//! reasons when nothing fits.
+
+use berth_scheduler::cache::{Cache, Needs};
+use berth_scheduler::choose;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::{json, Value};
+
+fn node(name: &str, zone: &str) -> Node {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
+            "topology.kubernetes.io/zone": zone}},
+        "status": {"allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"}}
+    }))
+    .unwrap()
+}
+
+fn pod(name: &str, labels: Value, node: &str, spec: Value) -> Pod {
+    let mut s = json!({"nodeName": node, "containers": [{"name": "c", "image": "i"}]});
+    for (k, v) in spec.as_object().unwrap() {
+        s[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "uid": name, "namespace": "default", "labels": labels},
+        "spec": s,
+    }))
+    .unwrap()
+}
+
+fn cluster(nodes: &[(&str, &str)]) -> Cache {
+    let mut c = Cache::default();
+    for (n, z) in nodes {
+        c.set_node(node(n, z));
+    }
+    c
+}
+
+/// Places `p` and records it there (as a binding seen).
+fn place(c: &mut Cache, p: &Pod) -> Result<String, String> {
+    let n = choose(c, p, &Needs::of(p), 0)?;
+    c.assume(p, Needs::of(p), &n);
+    Ok(n)
+}
+
+fn anti(key: &str, app: &str) -> Value {
+    json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": key}]}}})
+}
+
+#[test]
+fn anti_affinity_keeps_replicas_apart_and_existing_pods_keep_others_out() {
+    let mut c = cluster(&[("a", "z1"), ("b", "z1"), ("c", "z2")]);
+    let mut used = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        let p = pod(
+            &format!("w{i}"),
+            json!({"app": "web"}),
+            "",
+            anti("kubernetes.io/hostname", "web"),
+        );
+        used.insert(place(&mut c, &p).unwrap());
+    }
+    assert_eq!(used.len(), 3, "one per node: {used:?}");
+    let p = pod(
+        "w3",
+        json!({"app": "web"}),
+        "",
+        anti("kubernetes.io/hostname", "web"),
+    );
+    assert_eq!(
+        place(&mut c, &p),
+        Err("0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules.".into())
+    );
+    // A pod without terms of its own is still kept out by theirs (symmetry).
+    let plain = pod("x", json!({"app": "web"}), "", json!({}));
+    assert_eq!(
+        place(&mut c, &plain),
+        Err(
+            "0/3 nodes are available: 3 node(s) didn't satisfy existing pods anti-affinity rules."
+                .into()
+        )
+    );
+    // Other labels are not concerned.
+    let other = pod("y", json!({"app": "db"}), "", json!({}));
+    assert!(place(&mut c, &other).is_ok());
+    // By zone: two zones, two pods at most.
+    let mut c = cluster(&[("a", "z1"), ("b", "z1"), ("c", "z2")]);
+    let zones: Vec<_> = (0..2)
+        .map(|i| {
+            let p = pod(
+                &format!("z{i}"),
+                json!({"app": "zz"}),
+                "",
+                anti("topology.kubernetes.io/zone", "zz"),
+            );
+            place(&mut c, &p).unwrap()
+        })
+        .collect();
+    assert!(zones.contains(&"c".to_string()), "{zones:?}");
+    let p = pod(
+        "z2",
+        json!({"app": "zz"}),
+        "",
+        anti("topology.kubernetes.io/zone", "zz"),
+    );
+    assert!(place(&mut c, &p).is_err());
+}
+
+#[test]
+fn affinity_follows_the_matching_pods_domain_and_the_first_of_a_group_goes_anywhere() {
+    let mut c = cluster(&[("a", "z1"), ("b", "z1"), ("c", "z2")]);
+    let with = |name: &str, key: &str| {
+        pod(
+            name,
+            json!({"app": "cache"}),
+            "",
+            json!({"affinity": {"podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": key}]}}}),
+        )
+    };
+    // No db anywhere, and the pod is not a db: nowhere.
+    assert_eq!(
+        place(&mut c, &with("c0", "kubernetes.io/hostname")),
+        Err("0/3 nodes are available: 3 node(s) didn't match pod affinity rules.".into())
+    );
+    let db = pod("db", json!({"app": "db"}), "c", json!({}));
+    c.set_pod(&db);
+    assert_eq!(
+        place(&mut c, &with("c1", "kubernetes.io/hostname")).unwrap(),
+        "c"
+    );
+    let mut c = cluster(&[("a", "z1"), ("b", "z1"), ("c", "z2")]);
+    c.set_pod(&pod("db", json!({"app": "db"}), "a", json!({})));
+    for i in 0..4 {
+        let n = place(
+            &mut c,
+            &with(&format!("z{i}"), "topology.kubernetes.io/zone"),
+        )
+        .unwrap();
+        assert!(n == "a" || n == "b", "{n}");
+    }
+    // A group with affinity to itself: the first goes anywhere, the rest follow it.
+    let mut c = cluster(&[("a", "z1"), ("b", "z1"), ("c", "z2")]);
+    let selfish = |name: &str| {
+        pod(
+            name,
+            json!({"app": "g"}),
+            "",
+            json!({"affinity": {"podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "g"}}, "topologyKey": "kubernetes.io/hostname"}]}}}),
+        )
+    };
+    let first = place(&mut c, &selfish("g0")).unwrap();
+    for i in 1..4 {
+        assert_eq!(place(&mut c, &selfish(&format!("g{i}"))).unwrap(), first);
+    }
+}
+
+#[test]
+fn topology_spread_bounds_the_skew_and_names_the_missing_label() {
+    let mut c = cluster(&[("a", "z1"), ("b", "z1"), ("c", "z2")]);
+    let spread = |name: &str, when: &str| {
+        pod(
+            name,
+            json!({"app": "s"}),
+            "",
+            json!({"topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+             "whenUnsatisfiable": when, "labelSelector": {"matchLabels": {"app": "s"}}}]}),
+        )
+    };
+    let mut per_zone = std::collections::BTreeMap::<String, i32>::new();
+    for i in 0..6 {
+        let n = place(&mut c, &spread(&format!("s{i}"), "DoNotSchedule")).unwrap();
+        let z = if n == "c" { "z2" } else { "z1" };
+        *per_zone.entry(z.into()).or_default() += 1;
+        let counts: Vec<i32> = per_zone.values().copied().collect();
+        let skew = counts.iter().max().unwrap()
+            - if counts.len() < 2 {
+                0
+            } else {
+                *counts.iter().min().unwrap()
+            };
+        assert!(skew <= 1, "{per_zone:?}");
+    }
+    assert_eq!(per_zone.values().copied().collect::<Vec<_>>(), vec![3, 3]);
+    // Skew 1 with z2 unable to take more: z1 is refused too.
+    let mut c = cluster(&[("a", "z1"), ("c", "z2")]);
+    c.set_pod(&pod("old", json!({"app": "s"}), "a", json!({})));
+    let p = spread("new", "DoNotSchedule");
+    let tainted: Node = serde_json::from_value(json!({
+        "metadata": {"name": "c", "labels": {"topology.kubernetes.io/zone": "z2"}},
+        "spec": {"unschedulable": true},
+        "status": {"allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"}}
+    }))
+    .unwrap();
+    c.set_node(tainted);
+    assert_eq!(
+        place(&mut c, &p),
+        Err("0/2 nodes are available: 1 node(s) didn't match pod topology spread constraints, 1 node(s) were unschedulable.".into())
+    );
+    // A node without the key cannot take the pod.
+    let mut c = Cache::default();
+    c.set_node(
+        serde_json::from_value(json!({"metadata": {"name": "bare"},
+        "status": {"allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"}}}))
+        .unwrap(),
+    );
+    assert_eq!(
+        place(&mut c, &spread("x", "DoNotSchedule")),
+        Err("0/1 nodes are available: 1 node(s) didn't match pod topology spread constraints (missing required label).".into())
+    );
+    // ScheduleAnyway prefers the emptier zone but never refuses.
+    let mut c = cluster(&[("a", "z1"), ("c", "z2")]);
+    for i in 0..3 {
+        c.set_pod(&pod(&format!("o{i}"), json!({"app": "s"}), "a", json!({})));
+    }
+    assert_eq!(
+        place(&mut c, &spread("soft", "ScheduleAnyway")).unwrap(),
+        "c"
+    );
+}
+
+#[test]
+fn preferences_and_default_spreading_tip_the_balance() {
+    // Preferred node affinity beats a little more free room.
+    let mut c = cluster(&[("a", "z1"), ("b", "z2")]);
+    c.set_pod(&pod(
+        "busy",
+        json!({}),
+        "b",
+        json!({"containers": [{"name": "c", "image": "i",
+        "resources": {"requests": {"cpu": "1"}}}]}),
+    ));
+    let p = pod(
+        "p",
+        json!({}),
+        "",
+        json!({"affinity": {"nodeAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 50,
+            "preference": {"matchExpressions": [{"key": "topology.kubernetes.io/zone",
+                "operator": "In", "values": ["z2"]}]}}]}}}),
+    );
+    assert_eq!(place(&mut c, &p).unwrap(), "b");
+    // Preferred anti-affinity steers away from the matching pod.
+    let mut c = cluster(&[("a", "z1"), ("b", "z2")]);
+    c.set_pod(&pod("db", json!({"app": "db"}), "a", json!({})));
+    let p = pod(
+        "p",
+        json!({}),
+        "",
+        json!({"affinity": {"podAntiAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm":
+            {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}}]}}}),
+    );
+    assert_eq!(place(&mut c, &p).unwrap(), "b");
+    // Pods of one controller spread by hostname even when requests would not tell.
+    let mut c = cluster(&[("a", "z1"), ("b", "z1"), ("c", "z1")]);
+    let owned = |name: &str| {
+        let mut p = pod(name, json!({"app": "r"}), "", json!({}));
+        p.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r", "uid": "rs-1",
+            "controller": true}))
+        .unwrap()]);
+        p
+    };
+    let nodes: std::collections::BTreeSet<String> = (0..3)
+        .map(|i| place(&mut c, &owned(&format!("r{i}"))).unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+}
