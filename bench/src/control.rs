@@ -34,13 +34,43 @@ impl Drop for Sim {
     }
 }
 
-fn pod(i: usize) -> serde_json::Value {
-    serde_json::json!({
+/// The pods' shape, as kube's scheduler_perf cases: plain, each group of pods keeping
+/// one per node by required anti-affinity, or spread over zones with maxSkew 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// SchedulingBasic: requests only.
+    Basic,
+    /// SchedulingPodAntiAffinity: pods of a group never share a node.
+    AntiAffinity,
+    /// SchedulingPodTopologySpread: DoNotSchedule, maxSkew 1 over 3 zones.
+    Spread,
+}
+
+fn pod(i: usize, shape: Shape, groups: usize) -> serde_json::Value {
+    let group = format!("g{}", i % groups.max(1));
+    let mut p = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("p{i}"), "namespace": "bench", "labels": {"app": "bench"}},
+        "metadata": {"name": format!("p{i}"), "namespace": "bench",
+                     "labels": {"app": "bench", "group": group}},
         "spec": {"containers": [{"name": "c", "image": "example.invalid/pause",
                                  "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
-    })
+    });
+    match shape {
+        Shape::Basic => {}
+        Shape::AntiAffinity => {
+            p["spec"]["affinity"] = serde_json::json!({"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": {"group": group}},
+                    "topologyKey": "kubernetes.io/hostname"}]}});
+        }
+        Shape::Spread => {
+            p["spec"]["topologySpreadConstraints"] = serde_json::json!([{
+                "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app": "bench"}}}]);
+        }
+    }
+    p
 }
 
 /// Whether pods of the namespace are still unbound (0 or 1: asks for one).
@@ -62,6 +92,7 @@ pub fn control_bench(
     pods: usize,
     deployment: usize,
     rollout: usize,
+    shape: Shape,
 ) -> Result<()> {
     let berth = std::fs::canonicalize(berth)
         .with_context(|| format!("{} (cargo build --release)", berth.display()))?;
@@ -71,7 +102,7 @@ pub fn control_bench(
         .build()?;
     let d = tempfile::tempdir()?;
     let data = d.path().join("server");
-    let r = rt.block_on(run(&berth, &data, nodes, pods, deployment, rollout));
+    let r = rt.block_on(run(&berth, &data, nodes, pods, deployment, rollout, shape));
     if r.is_err() {
         let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
@@ -90,6 +121,7 @@ async fn run(
     pods: usize,
     deployment: usize,
     rollout: usize,
+    shape: Shape,
 ) -> Result<()> {
     {
         let (s, _) = start_with(berth, data, None, &["--disable-agent"]).await?;
@@ -101,6 +133,7 @@ async fn run(
             .arg(&kubeconfig)
             .args(["--server", &s.url, "--prefix", "bench", "--count"])
             .arg(nodes.to_string())
+            .args(["--zones", "3"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -126,6 +159,8 @@ async fn run(
         // Pods created by 64 writers at once; the scheduler binds them meanwhile.
         let t1 = Instant::now();
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Anti-affinity groups small enough that each fits one pod per node.
+        let groups = pods.div_ceil(nodes.max(1)).max(1) * 2;
         let mut writers = Vec::new();
         for _ in 0..64 {
             let (c, next, url) = (c.clone(), next.clone(), s.url.clone());
@@ -136,7 +171,7 @@ async fn run(
                         return Ok::<_, anyhow::Error>(());
                     }
                     c.post(format!("{url}/api/v1/namespaces/bench/pods"))
-                        .json(&pod(i))
+                        .json(&pod(i, shape, groups))
                         .send()
                         .await?
                         .error_for_status()?;
@@ -160,7 +195,7 @@ async fn run(
         let rss = rss_mib(s.child.id());
         let rate = pods as f64 / all_bound.as_secs_f64();
         println!(
-            "control plane on simulated nodes (berth server --disable-agent + berth sim nodes)"
+            "control plane on simulated nodes (berth server --disable-agent + berth sim nodes), pods shaped {shape:?}"
         );
         println!(
             "  {nodes} nodes registered in {:.1} s",

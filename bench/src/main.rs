@@ -160,6 +160,9 @@ enum Cmd {
         /// Replicas of the Deployment whose rolling update is timed (0: none)
         #[arg(long, default_value_t = 1000)]
         rollout: usize,
+        /// The pods' shape (kube's scheduler_perf cases)
+        #[arg(long, value_enum, default_value = "basic")]
+        shape: control::Shape,
     },
     /// Images: unpack vs tar and umoci, rootfs prepare, pull vs skopeo
     Images {
@@ -208,7 +211,8 @@ fn main() -> Result<()> {
             pods,
             deployment,
             rollout,
-        } => control::control_bench(&berth, nodes, pods, deployment, rollout),
+            shape,
+        } => control::control_bench(&berth, nodes, pods, deployment, rollout, shape),
         Cmd::Procview { runs, berth, tools } => net::procview_bench(runs, &berth, &tools),
         Cmd::ProcviewReader { runs, join, files } => net::procview_reader(runs, &join, &files),
         Cmd::Throughput { secs, berth, tools } => net::throughput_bench(secs, &berth, &tools),

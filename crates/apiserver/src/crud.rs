@@ -798,6 +798,7 @@ async fn create_object(
         "Pod" => {
             crate::admission::service_account(&mut o);
             crate::admission::default_toleration_seconds(&mut o);
+            crate::priority::admit(api, &mut o).await?;
             let qos = qos_class(o.get("spec").unwrap_or(&Value::Null));
             o["status"] = json!({"phase": "Pending", "qosClass": qos});
         }

@@ -134,12 +134,9 @@ pub fn apply(kind: &str, o: &mut Value) {
     match kind {
         "Pod" => {
             if let Some(spec) = o.get_mut("spec") {
+                // Priority and preemptionPolicy come from the Priority admission
+                // (crate::priority), after defaulting.
                 pod_spec(spec);
-                // What kube's Priority admission adds to every pod.
-                if let Some(m) = spec.as_object_mut() {
-                    set(m, "priority", json!(0));
-                    set(m, "preemptionPolicy", json!("PreemptLowerPriority"));
-                }
             }
         }
         "Deployment" => {

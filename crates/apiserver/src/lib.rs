@@ -21,6 +21,7 @@ pub mod nodeproxy;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod priority;
 pub mod protobuf;
 #[rustfmt::skip]
 pub mod protobuf_fields;
@@ -210,6 +211,10 @@ async fn bootstrap(api: &Arc<api::Api>) -> Result<(), status::ApiError> {
         }
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         crud::create_internal(api, nsr, None, body).await?;
+    }
+    let pcs = resources::find("scheduling.k8s.io", "v1", "priorityclasses").expect("served");
+    for pc in priority::system_classes() {
+        crud::create_internal(api, pcs, None, pc).await?;
     }
     let svc = resources::find("", "v1", "services").expect("served");
     if api

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use k8s_openapi::api::{
     apps::v1 as apps, authentication::v1 as authn, batch::v1 as batch, coordination::v1 as coord,
     core::v1 as core, discovery::v1 as disc, events::v1 as events, networking::v1 as net,
-    policy::v1 as policy,
+    policy::v1 as policy, scheduling::v1 as sched, storage::v1 as storage,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 
@@ -209,6 +209,10 @@ pub static RESOURCES: &[Resource] = &[
     resource!(net::Ingress, short: ["ing"], ns: true, cats: [], subs: ["status"]),
     resource!(net::IngressClass, short: [], ns: false, cats: [], subs: []),
     resource!(policy::PodDisruptionBudget, short: ["pdb"], ns: true, cats: [], subs: ["status"]),
+    resource!(sched::PriorityClass, short: ["pc"], ns: false, cats: [], subs: []),
+    resource!(storage::StorageClass, short: ["sc"], ns: false, cats: [], subs: []),
+    resource!(storage::CSIDriver, short: [], ns: false, cats: [], subs: []),
+    resource!(storage::CSINode, short: [], ns: false, cats: [], subs: []),
     resource!(events::Event, short: ["ev"], ns: true, cats: [], subs: []),
     resource!(authn::SelfSubjectReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),
     resource!(crate::resource_metrics::NodeMetrics, short: [], ns: false, cats: [], subs: [],

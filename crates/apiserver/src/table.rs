@@ -190,6 +190,26 @@ fn columns(kind: &str) -> &'static [Col] {
             ("Allowed Disruptions", "integer", 0),
             ("Age", "string", 0),
         ],
+        "PriorityClass" => &[
+            ("Name", "string", 0),
+            ("Value", "integer", 0),
+            ("Global-Default", "boolean", 0),
+            ("Age", "string", 0),
+            ("PreemptionPolicy", "string", 0),
+        ],
+        "StorageClass" => &[
+            ("Name", "string", 0),
+            ("Provisioner", "string", 0),
+            ("ReclaimPolicy", "string", 0),
+            ("VolumeBindingMode", "string", 0),
+            ("AllowVolumeExpansion", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "CSINode" => &[
+            ("Name", "string", 0),
+            ("Drivers", "integer", 0),
+            ("Age", "string", 0),
+        ],
         _ => &[("Name", "string", 0), ("Age", "string", 0)],
     }
 }
@@ -765,6 +785,55 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
             json!(int_or_string(o, "/spec/minAvailable")),
             json!(int_or_string(o, "/spec/maxUnavailable")),
             json!(i(o, "/status/disruptionsAllowed")),
+            json!(age),
+        ],
+        "PriorityClass" => vec![
+            json!(name),
+            json!(i(o, "/value")),
+            json!(o
+                .get("globalDefault")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)),
+            json!(age),
+            json!(o
+                .get("preemptionPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("PreemptLowerPriority")),
+        ],
+        "StorageClass" => {
+            let default = o
+                .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
+                .and_then(Value::as_str)
+                == Some("true");
+            vec![
+                json!(if default {
+                    format!("{name} (default)")
+                } else {
+                    name.to_string()
+                }),
+                json!(o.get("provisioner").and_then(Value::as_str).unwrap_or("")),
+                json!(o
+                    .get("reclaimPolicy")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Delete")),
+                json!(o
+                    .get("volumeBindingMode")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Immediate")),
+                json!(o
+                    .get("allowVolumeExpansion")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                    .to_string()),
+                json!(age),
+            ]
+        }
+        "CSINode" => vec![
+            json!(name),
+            json!(o
+                .pointer("/spec/drivers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)),
             json!(age),
         ],
         _ => vec![json!(name), json!(age)],

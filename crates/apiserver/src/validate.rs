@@ -394,6 +394,38 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
                 }
             }
         }
+        "PriorityClass" => {
+            let name = s(o, "/metadata/name").unwrap_or("");
+            let value = o.get("value").and_then(Value::as_i64);
+            match value {
+                None => out.push(Cause::required("value")),
+                Some(v)
+                    if v > crate::priority::HIGHEST_USER_PRIORITY
+                        && !name.starts_with("system-") =>
+                {
+                    out.push(Cause::invalid(
+                        "value",
+                        &v.to_string(),
+                        format!(
+                            "maximum allowed value of a user defined priority is {}",
+                            crate::priority::HIGHEST_USER_PRIORITY
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(p) = s(o, "/preemptionPolicy") {
+                let ok = ["PreemptLowerPriority", "Never"];
+                if !ok.contains(&p) {
+                    out.push(Cause::not_supported("preemptionPolicy", p, &ok));
+                }
+            }
+            if let Some(old) = old {
+                if old.get("value") != o.get("value") {
+                    out.push(Cause::immutable("value"));
+                }
+            }
+        }
         "CronJob" => {
             let tz = s(o, "/spec/timeZone");
             match s(o, "/spec/schedule") {

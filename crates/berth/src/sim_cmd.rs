@@ -42,6 +42,9 @@ pub struct NodesArgs {
     /// A label every node gets (KEY=VALUE; repeat for more).
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Spread the nodes over this many zones (topology.kubernetes.io/zone=zone-I).
+    #[arg(long, default_value_t = 0)]
+    zones: usize,
     /// Seconds a pod that does not restart always runs before it ends (its
     /// sim.berth.dev/run-seconds annotation wins; sim.berth.dev/exit-code sets how).
     #[arg(long, default_value_t = 1.0)]
@@ -76,6 +79,7 @@ pub async fn sim(c: SimCommand) -> anyhow::Result<()> {
         memory: a.memory,
         pods: a.pods,
         labels: a.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        zones: a.zones,
         run_seconds: a.run_seconds,
         keep: a.keep,
     };

@@ -268,3 +268,91 @@ fn pod_affinity_anti_affinity_and_topology_spread_place_replicas_as_kube_does() 
     c.ok(&["delete", "deploy", "--all"]);
     c.ok(&["delete", "pod", "--all", "--grace-period=0", "--force"]);
 }
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn a_pod_of_higher_priority_preempts_lower_ones_and_classes_resolve_at_admission() {
+    let c = Cluster::api_only();
+    let p = format!("pr{}", std::process::id());
+    let _nodes = sim(&c, &p, 1, &["--cpu", "2"]);
+    // Every cluster has the system classes; users add theirs with kubectl.
+    let pcs = c.ok(&["get", "priorityclass"]);
+    assert!(
+        pcs.contains("system-node-critical") && pcs.contains("2000001000"),
+        "{pcs}"
+    );
+    c.ok(&[
+        "create",
+        "priorityclass",
+        "high",
+        "--value=1000",
+        "--description=urgent work",
+    ]);
+    c.ok(&[
+        "create",
+        "priorityclass",
+        "low",
+        "--value=10",
+        "--global-default",
+    ]);
+    let pcs = c.ok(&["get", "pc", "low"]);
+    assert!(pcs.contains("true"), "{pcs}");
+    // An unknown class is refused at create, as kube's admission refuses it.
+    let o = c.kubectl_in(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: lost}\nspec:\n  priorityClassName: nope\n  containers: [{name: c, image: example.invalid/x}]\n"),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("no PriorityClass with name nope was found"),
+        "{err}"
+    );
+    // Two low pods fill the node (the global default gives them priority 10).
+    for i in 0..2 {
+        c.apply(&with_cpu(pod(&format!("low{i}"), ""), "900m"));
+        node_of(&c, &format!("low{i}"));
+    }
+    assert_eq!(c.pod("low0")["spec"]["priority"], 10);
+    assert_eq!(c.pod("low0")["spec"]["priorityClassName"], "low");
+    // A pod of no higher priority waits; a high one takes one low pod's place.
+    c.apply(&with_cpu(pod("peer", ""), "900m"));
+    assert_eq!(
+        unschedulable(&c, "peer")["message"],
+        "0/1 nodes are available: 1 Insufficient cpu."
+    );
+    c.apply(&with_cpu(
+        pod("urgent", "  priorityClassName: high\n"),
+        "900m",
+    ));
+    assert_eq!(node_of(&c, "urgent"), format!("{p}-0"));
+    assert_eq!(c.pod("urgent")["spec"]["priority"], 1000);
+    let left: Vec<String> = ["low0", "low1"]
+        .iter()
+        .filter(|n| c.kubectl(&["get", "pod", n]).status.success())
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(left.len(), 1, "exactly one victim: {left:?}");
+    let victim = if left[0] == "low0" { "low1" } else { "low0" };
+    let ev = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={victim},reason=Preempted"),
+        "-o",
+        "custom-columns=MESSAGE:.message",
+    ]);
+    let uid = c.pod("urgent")["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        ev.contains(&format!("Preempted by pod {uid} on node {p}-0")),
+        "{ev}"
+    );
+    // The peer, of equal priority, never preempts and is still waiting.
+    assert!(c.pod("peer")["spec"]["nodeName"].is_null());
+    c.ok(&["delete", "pod", "--all", "--grace-period=0", "--force"]);
+}

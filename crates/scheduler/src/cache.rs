@@ -72,6 +72,10 @@ pub struct PodFacts {
     pub controller: Option<String>,
     /// Being deleted (topology spread does not count it).
     pub deleting: bool,
+    /// Its name.
+    pub name: String,
+    /// Its priority (spec.priority, 0 without one).
+    pub priority: i32,
 }
 
 impl PodFacts {
@@ -98,16 +102,23 @@ impl PodFacts {
                 .find(|r| r.controller == Some(true))
                 .map(|r| r.uid.clone()),
             deleting: pod.metadata.deletion_timestamp.is_some(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            priority: priority(pod),
         }
     }
 }
 
+/// A pod's priority (spec.priority, which the Priority admission sets; 0 without).
+pub fn priority(pod: &Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+}
+
 /// What one pod takes on its node.
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Taken {
-    node: String,
-    needs: Needs,
-    facts: Arc<PodFacts>,
+pub(crate) struct Taken {
+    pub(crate) node: String,
+    pub(crate) needs: Needs,
+    pub(crate) facts: Arc<PodFacts>,
 }
 
 /// A node and what its pods take.
@@ -154,7 +165,7 @@ impl NodeInfo {
         self.requested.get(name).copied().unwrap_or(0)
     }
 
-    fn add(&mut self, t: &Taken) {
+    pub(crate) fn add(&mut self, t: &Taken) {
         self.pods += 1;
         for (k, v) in &t.needs.requests {
             *self.requested.entry(k.clone()).or_default() += v;
@@ -162,7 +173,7 @@ impl NodeInfo {
         self.ports.extend(t.needs.ports.iter().cloned());
     }
 
-    fn remove(&mut self, t: &Taken) {
+    pub(crate) fn remove(&mut self, t: &Taken) {
         self.pods -= 1;
         for (k, v) in &t.needs.requests {
             *self.requested.entry(k.clone()).or_default() -= v;
@@ -191,6 +202,9 @@ pub struct Cache {
     by_controller: HashMap<String, HashMap<String, u32>>,
     /// Namespace → its labels (affinity terms' namespaceSelector).
     namespaces: HashMap<String, BTreeMap<String, String>>,
+    /// Pods not yet bound that preemption made room for: UID → where and what they
+    /// take. Pods of no higher priority count them as taken there.
+    nominated: HashMap<String, Taken>,
 }
 
 /// Whether a pod takes room on its node: bound and not finished.
@@ -286,6 +300,11 @@ impl Cache {
     /// A pod added or changed, as the watch saw it.
     pub fn set_pod(&mut self, pod: &Pod) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let nominated = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref());
+        self.nominate(pod, nominated);
         match holds_room(pod) {
             Some(node) => {
                 self.assumed.remove(&uid);
@@ -307,9 +326,60 @@ impl Cache {
         }
     }
 
+    /// Notes (or clears) the node preemption nominated for a pod not yet bound.
+    pub fn nominate(&mut self, pod: &Pod, node: Option<&str>) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        match node.filter(|n| !n.is_empty()) {
+            Some(n) if holds_room(pod).is_none() && !is_finished(pod) => {
+                let t = Taken {
+                    node: n.to_string(),
+                    needs: Needs::of(pod),
+                    facts: Arc::new(PodFacts::of(pod)),
+                };
+                self.nominated.insert(uid, t);
+            }
+            _ => {
+                self.nominated.remove(&uid);
+            }
+        }
+    }
+
+    /// The node as a pod of `priority` (UID `uid`) sees it: with the room nominated
+    /// to pods of at least its priority taken.
+    pub fn as_seen_by<'a>(
+        &self,
+        info: &'a NodeInfo,
+        uid: &str,
+        priority: i32,
+    ) -> std::borrow::Cow<'a, NodeInfo> {
+        if self.nominated.is_empty() {
+            return std::borrow::Cow::Borrowed(info);
+        }
+        let name = info.node.metadata.name.as_deref().unwrap_or_default();
+        let mut out = std::borrow::Cow::Borrowed(info);
+        for (u, t) in &self.nominated {
+            if t.node == name && u != uid && t.facts.priority >= priority {
+                out.to_mut().add(t);
+            }
+        }
+        out
+    }
+
+    /// The placed pods of each node, for preemption.
+    pub(crate) fn placed_by_node(&self) -> HashMap<&str, Vec<(&str, &Taken)>> {
+        let mut out: HashMap<&str, Vec<(&str, &Taken)>> = HashMap::new();
+        for (uid, t) in &self.pods {
+            out.entry(t.node.as_str())
+                .or_default()
+                .push((uid.as_str(), t));
+        }
+        out
+    }
+
     /// A pod gone.
     pub fn remove_pod(&mut self, pod: &Pod) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        self.nominated.remove(&uid);
         self.assumed.remove(&uid);
         self.forget(&uid);
     }
@@ -344,6 +414,7 @@ impl Cache {
     /// Counts `pod`, needing `needs`, on `node` before its binding is seen.
     pub fn assume(&mut self, pod: &Pod, needs: Needs, node: &str) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        self.nominated.remove(&uid);
         self.assumed.insert(uid.clone());
         let node = node.to_string();
         let facts = Arc::new(PodFacts::of(pod));

@@ -19,6 +19,8 @@ type Domain = (String, String);
 /// The namespaces a term reaches.
 enum Namespaces {
     All,
+    /// Only the namespace of the term's pod (the common case, without allocating).
+    Own,
     These(HashSet<String>),
 }
 
@@ -26,6 +28,9 @@ impl Namespaces {
     /// kube's rules: the listed namespaces plus those the namespaceSelector picks (an
     /// empty selector picks all); neither given, the namespace of the term's pod.
     fn of(term: &PodAffinityTerm, own: &str, cache: &Cache) -> Namespaces {
+        if term.namespace_selector.is_none() && term.namespaces.as_ref().is_none_or(Vec::is_empty) {
+            return Namespaces::Own;
+        }
         let mut set: HashSet<String> = term.namespaces.iter().flatten().cloned().collect();
         match &term.namespace_selector {
             Some(sel) if labels::is_empty(sel) => return Namespaces::All,
@@ -44,9 +49,10 @@ impl Namespaces {
         Namespaces::These(set)
     }
 
-    fn contains(&self, ns: &str) -> bool {
+    fn contains(&self, own: &str, ns: &str) -> bool {
         match self {
             Namespaces::All => true,
+            Namespaces::Own => own == ns,
             Namespaces::These(s) => s.contains(ns),
         }
     }
@@ -55,20 +61,23 @@ impl Namespaces {
 /// A term with the namespaces it reaches resolved.
 struct Term<'a> {
     term: &'a PodAffinityTerm,
+    /// The namespace of the pod the term is of.
+    own: &'a str,
     namespaces: Namespaces,
 }
 
 impl<'a> Term<'a> {
-    fn new(term: &'a PodAffinityTerm, own: &str, cache: &Cache) -> Term<'a> {
+    fn new(term: &'a PodAffinityTerm, own: &'a str, cache: &Cache) -> Term<'a> {
         Term {
             term,
+            own,
             namespaces: Namespaces::of(term, own, cache),
         }
     }
 
     /// Whether the term selects a pod (a term without a label selector selects none).
     fn selects(&self, pod: &PodFacts) -> bool {
-        self.namespaces.contains(&pod.namespace)
+        self.namespaces.contains(self.own, &pod.namespace)
             && self
                 .term
                 .label_selector

@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod filter;
 pub mod interpod;
+pub mod preempt;
 pub mod score;
 pub mod spread;
 
@@ -212,13 +213,17 @@ pub fn choose(cache: &Cache, pod: &Pod, needs: &Needs, tie: usize) -> Result<Str
     let spread = spread::Spread::of(pod, cache);
     let mut reasons = Vec::new();
     let mut feasible: Vec<(&cache::NodeInfo, i64)> = Vec::new();
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let priority = cache::priority(pod);
     for info in cache.nodes() {
+        // Room preemption freed for a pod of higher priority is not this one's.
+        let seen = cache.as_seen_by(info, uid, priority);
         // kube's filter order: the node's own checks, then spreading, then pods.
-        let fits = filter::fits(pod, needs, info)
+        let fits = filter::fits(pod, needs, &seen)
             .and_then(|()| spread.as_ref().map_or(Ok(()), |s| s.filter(&info.node)))
             .and_then(|()| inter.as_ref().map_or(Ok(()), |i| i.filter(&info.node)));
         match fits {
-            Ok(()) => feasible.push((info, score::score(needs, info))),
+            Ok(()) => feasible.push((info, score::score(needs, &seen))),
             Err(r) => reasons.push(r),
         }
     }
@@ -259,6 +264,10 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let node = match chosen {
         Ok(node) => node,
         Err(message) => {
+            let plan = preempt::find(&lock(&ctx), &pod, &Needs::of(&pod));
+            if let Some((node, victims)) = plan {
+                preempt(&ctx, &pod, &node, &victims).await;
+            }
             unschedulable(&ctx, &pod, &message).await;
             return Err(Error::Unschedulable(message));
         }
@@ -315,6 +324,51 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     }
 }
 
+/// Makes room for `pod` on `node`, as kube's DefaultPreemption does: the node
+/// nominated in the pod's status (and counted as taken for pods of no higher
+/// priority meanwhile), each victim deleted with a Preempted event; the pod is placed
+/// by a later attempt, once the victims are gone.
+async fn preempt(ctx: &Ctx, pod: &Pod, node: &str, victims: &[preempt::Victim]) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    tracing::info!(pod = %format!("{ns}/{name}"), node, victims = victims.len(), "preempting");
+    lock(ctx).nominate(pod, Some(node));
+    let patch = serde_json::json!({"status": {"nominatedNodeName": node}});
+    patch_status(ctx, &ns, &name, &patch, "nominating a node").await;
+    for v in victims {
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &v.namespace);
+        let dp = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(v.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&v.name, &dp).await {
+            Ok(_) => {
+                let about = Pod {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(v.name.clone()),
+                        namespace: Some(v.namespace.clone()),
+                        uid: Some(v.uid.clone()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                ctx.recorder.pod(
+                    &about,
+                    "",
+                    berth_events::EventType::Normal,
+                    "Preempted",
+                    &format!("Preempted by pod {uid} on node {node}"),
+                );
+            }
+            Err(e) => tracing::debug!(victim = %v.name, error = %e, "preempting"),
+        }
+    }
+}
+
 /// Marks the pod unschedulable as kube-scheduler does: the PodScheduled condition False
 /// with reason Unschedulable and the message (written only when it changed), and a
 /// FailedScheduling event.
@@ -355,16 +409,22 @@ async fn unschedulable(ctx: &Ctx, pod: &Pod, message: &str) {
         "lastTransitionTime": jiff::Timestamp::now().to_string(),
     }));
     let patch = serde_json::json!({"status": {"conditions": conditions}});
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    patch_status(ctx, &ns, &name, &patch, "marking a pod unschedulable").await;
+}
+
+/// Merges `patch` into a pod's status; a failure is only logged (the next attempt
+/// writes again).
+async fn patch_status(ctx: &Ctx, ns: &str, name: &str, patch: &serde_json::Value, doing: &str) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     if let Err(e) = pods
         .patch_status(
-            &name,
+            name,
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
+            &kube::api::Patch::Merge(patch),
         )
         .await
     {
-        tracing::debug!(pod = %name, error = %e, "marking a pod unschedulable");
+        tracing::debug!(pod = %name, error = %e, "{doing}");
     }
 }
 

@@ -273,3 +273,44 @@ fn preferences_and_default_spreading_tip_the_balance() {
         .collect();
     assert_eq!(nodes.len(), 3, "{nodes:?}");
 }
+
+fn sized(name: &str, node: &str, cpu: &str, priority: i32) -> Pod {
+    pod(
+        name,
+        json!({}),
+        node,
+        json!({"priority": priority, "containers": [{"name": "c", "image": "i",
+            "resources": {"requests": {"cpu": cpu}}}]}),
+    )
+}
+
+#[test]
+fn preemption_takes_the_least_important_pods_that_make_room() {
+    use berth_scheduler::preempt;
+    let mut c = cluster(&[("a", "z1"), ("b", "z1")]);
+    // a: two low pods (prio 1 and 5); b: one at prio 10. 8 CPUs each.
+    c.set_pod(&sized("a1", "a", "4", 1));
+    c.set_pod(&sized("a5", "a", "4", 5));
+    c.set_pod(&sized("b10", "b", "6", 10));
+    let big = sized("big", "", "4", 100);
+    assert!(choose(&c, &big, &Needs::of(&big), 0).is_err());
+    // One victim suffices on a (the lower, a1); b would cost a priority-10 pod.
+    let (node, victims) = preempt::find(&c, &big, &Needs::of(&big)).unwrap();
+    assert_eq!(node, "a");
+    let names: Vec<_> = victims.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["a1"]);
+    // Nothing of lower priority to take: no preemption; nor for preemptionPolicy Never.
+    let low = sized("low", "", "4", 0);
+    assert!(preempt::find(&c, &low, &Needs::of(&low)).is_none());
+    let mut never = sized("never", "", "4", 100);
+    never.spec.as_mut().unwrap().preemption_policy = Some("Never".into());
+    assert!(preempt::find(&c, &never, &Needs::of(&never)).is_none());
+    // Nominated room is kept for the preemptor against pods of lower priority.
+    c.remove_pod(&sized("a1", "a", "4", 1));
+    c.nominate(&big, Some("a"));
+    let small = sized("small", "", "4", 50);
+    assert!(choose(&c, &small, &Needs::of(&small), 0).is_err());
+    assert_eq!(choose(&c, &big, &Needs::of(&big), 0).unwrap(), "a");
+    let higher = sized("higher", "", "4", 200);
+    assert_eq!(choose(&c, &higher, &Needs::of(&higher), 0).unwrap(), "a");
+}

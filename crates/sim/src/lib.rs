@@ -33,6 +33,9 @@ pub struct SimConfig {
     pub pods: u32,
     /// Labels every node gets besides the usual ones.
     pub labels: BTreeMap<String, String>,
+    /// Zones to spread the nodes over (topology.kubernetes.io/zone = zone-I, node by
+    /// node in turn); 0 for none.
+    pub zones: usize,
     /// How long pods that do not restart always run before they end, unless their
     /// `sim.berth.dev/run-seconds` annotation says otherwise.
     pub run_seconds: f64,
@@ -49,6 +52,7 @@ impl Default for SimConfig {
             memory: "256Gi".into(),
             pods: 110,
             labels: BTreeMap::new(),
+            zones: 0,
             run_seconds: 1.0,
             keep: false,
         }

@@ -44,6 +44,9 @@ fn node_object(cfg: &SimConfig, i: usize) -> Value {
         "node.kubernetes.io/instance-type": "berth-sim",
         SIM_LABEL: "true",
     });
+    if cfg.zones > 0 {
+        labels["topology.kubernetes.io/zone"] = json!(format!("zone-{}", i % cfg.zones));
+    }
     for (k, v) in &cfg.labels {
         labels[k] = json!(v);
     }

@@ -1,0 +1,97 @@
+//! Preemption, as kube-scheduler's DefaultPreemption decides it: when a pod fits
+//! nowhere, find a node where deleting pods of lower priority would make it fit —
+//! all of them removed, then as many as possible given back, highest priority first
+//! ("reprieved") — and of those nodes the one whose victims matter least: the lowest
+//! highest victim priority, then the lowest sum of priorities, then the fewest
+//! victims. Only what victims hold on their node (resources, pod count, host ports)
+//! is freed by deleting them; a node refused for another reason is not a candidate.
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::cache::{self, Cache, Needs, Taken};
+use crate::filter;
+
+/// A pod to delete so that the preemptor fits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Victim {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its UID (the deletion's precondition).
+    pub uid: String,
+    /// Its priority.
+    pub priority: i32,
+}
+
+/// How much a node's victims matter: their highest priority, the sum of their
+/// priorities, their number (the lower the better, in that order).
+type Rank = (i32, i64, usize);
+
+/// The node to nominate and the pods to delete there, if preemption can help.
+pub fn find(cache: &Cache, pod: &Pod, needs: &Needs) -> Option<(String, Vec<Victim>)> {
+    let spec = pod.spec.as_ref()?;
+    if spec.preemption_policy.as_deref() == Some("Never") {
+        return None;
+    }
+    let prio = cache::priority(pod);
+    let by_node = cache.placed_by_node();
+    // Victims of an earlier round still going: wait for them rather than take more.
+    let nominated = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref());
+    if let Some(placed) = nominated.and_then(|n| by_node.get(n)) {
+        if placed
+            .iter()
+            .any(|(_, t)| t.facts.deleting && t.facts.priority < prio)
+        {
+            return None;
+        }
+    }
+    let mut best: Option<(Rank, String, Vec<Victim>)> = None;
+    for info in cache.nodes() {
+        let name = info.node.metadata.name.as_deref().unwrap_or_default();
+        let Some(placed) = by_node.get(name) else {
+            continue;
+        };
+        let mut lower: Vec<&(&str, &Taken)> = placed
+            .iter()
+            .filter(|(_, t)| t.facts.priority < prio && !t.facts.deleting)
+            .collect();
+        if lower.is_empty() {
+            continue;
+        }
+        let mut trial = info.clone();
+        for (_, t) in &lower {
+            trial.remove(t);
+        }
+        if filter::fits(pod, needs, &trial).is_err() {
+            continue;
+        }
+        // Give back the most important first while the pod still fits.
+        lower.sort_by_key(|(_, t)| std::cmp::Reverse(t.facts.priority));
+        let mut victims = Vec::new();
+        for (uid, t) in lower {
+            trial.add(t);
+            if filter::fits(pod, needs, &trial).is_err() {
+                trial.remove(t);
+                victims.push(Victim {
+                    namespace: t.facts.namespace.clone(),
+                    name: t.facts.name.clone(),
+                    uid: uid.to_string(),
+                    priority: t.facts.priority,
+                });
+            }
+        }
+        let rank = (
+            victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN),
+            victims.iter().map(|v| i64::from(v.priority)).sum::<i64>(),
+            victims.len(),
+        );
+        if best.as_ref().is_none_or(|(r, _, _)| rank < *r) {
+            best = Some((rank, name.to_string(), victims));
+        }
+    }
+    best.map(|(_, node, victims)| (node, victims))
+}
