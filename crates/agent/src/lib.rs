@@ -17,6 +17,7 @@ pub mod eviction;
 pub mod hostinfo;
 pub mod images;
 pub mod labels;
+mod localpath;
 pub mod logrotate;
 pub mod logs;
 pub mod node;
@@ -204,11 +205,13 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
     let evictions = tokio::spawn(eviction::run(ctx.clone()));
     let rotation = tokio::spawn(logrotate::run(ctx.clone()));
+    let local_volumes = tokio::spawn(localpath::run(ctx.clone()));
     let events = dispatch::forward_engine_events(ctx.clone());
     let r = dispatch::run(ctx.clone(), cm_writer, secret_writer, services_writer).await;
     heartbeat.abort();
     evictions.abort();
     rotation.abort();
+    local_volumes.abort();
     events.abort();
     if let Some(e) = endpoint {
         e.abort();

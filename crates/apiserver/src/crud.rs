@@ -804,7 +804,10 @@ async fn create_object(
         }
         "Namespace" => o["status"] = json!({"phase": "Active"}),
         // Until a volume binds it, as kube-apiserver writes a new claim.
-        "PersistentVolumeClaim" => o["status"] = json!({"phase": "Pending"}),
+        "PersistentVolumeClaim" => {
+            crate::storageclass::admit(api, &mut o).await?;
+            o["status"] = json!({"phase": "Pending"});
+        }
         "Service" => o["status"] = json!({"loadBalancer": {}}),
         "Job" => {
             defaults::job_selector(&mut o);

@@ -32,6 +32,7 @@ pub mod selector;
 pub mod server;
 pub mod ssa;
 pub mod status;
+pub mod storageclass;
 pub mod table;
 pub mod validate;
 pub mod watchapi;

@@ -88,6 +88,12 @@ fn meta(res: &Resource, o: &Value, out: &mut Vec<Cause>) {
 }
 
 fn pod_spec(spec: &Value, path: &str, in_job: bool, out: &mut Vec<Cause>) {
+    pod_spec_with(spec, path, in_job, &[], out)
+}
+
+/// [`pod_spec`], with more volume names mounts may use (a StatefulSet's claim
+/// templates).
+fn pod_spec_with(spec: &Value, path: &str, in_job: bool, claims: &[&str], out: &mut Vec<Cause>) {
     let containers = arr(spec, "/containers");
     if containers.is_empty() {
         out.push(Cause::required(format!("{path}.containers")));
@@ -157,7 +163,7 @@ fn pod_spec(spec: &Value, path: &str, in_job: bool, out: &mut Vec<Cause>) {
             out.push(Cause::not_supported(format!("{path}.dnsPolicy"), d, &ok));
         }
     }
-    let mut vols: Vec<&str> = Vec::new();
+    let mut vols: Vec<&str> = claims.to_vec();
     for (i, v) in arr(spec, "/volumes").iter().enumerate() {
         match s(v, "/name") {
             None | Some("") => out.push(Cause::required(format!("{path}.volumes[{i}].name"))),
@@ -306,8 +312,12 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
                 &mut out,
             );
             non_negative(o, "/spec/replicas", &mut out);
+            let claims: Vec<&str> = arr(o, "/spec/volumeClaimTemplates")
+                .iter()
+                .filter_map(|t| s(t, "/metadata/name"))
+                .collect();
             match o.pointer("/spec/template/spec") {
-                Some(spec) => pod_spec(spec, "spec.template.spec", false, &mut out),
+                Some(spec) => pod_spec_with(spec, "spec.template.spec", false, &claims, &mut out),
                 None => out.push(Cause::required("spec.template.spec")),
             }
             if let Some(rp) = s(o, "/spec/template/spec/restartPolicy") {

@@ -18,6 +18,9 @@ pub struct ControllerManagerArgs {
     /// several controller managers acts at a time).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
+    /// Run no local-path provisioner (and install no default StorageClass).
+    #[arg(long)]
+    disable_local_storage: bool,
     #[command(flatten)]
     settings: ControllerSettings,
 }
@@ -29,13 +32,19 @@ pub struct ControllerSettings {
     /// tainted unreachable (kube-controller-manager's flag of that name).
     #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
     node_monitor_grace_period: std::time::Duration,
+    /// Where the local-path provisioner makes volumes on the nodes (k3s's flag of
+    /// that name).
+    #[arg(long, default_value = berth_pods::storage::DEFAULT_LOCAL_STORAGE_PATH)]
+    default_local_storage_path: String,
 }
 
 impl ControllerSettings {
-    /// The controllers' configuration.
-    pub fn config(&self) -> berth_controllers::Config {
+    /// The controllers' configuration; `local_storage` runs the local-path
+    /// provisioner (and installs its default StorageClass).
+    pub fn config(&self, local_storage: bool) -> berth_controllers::Config {
         berth_controllers::Config {
             node_monitor_grace_period: self.node_monitor_grace_period,
+            local_path: local_storage.then(|| self.default_local_storage_path.clone()),
         }
     }
 }
@@ -57,7 +66,7 @@ pub async fn elected(
 pub async fn controller_manager(a: ControllerManagerArgs) -> anyhow::Result<()> {
     crate::server_cmd::init_logging("text");
     let client = crate::agent_cmd::client(&a.kubeconfig, a.server.as_deref()).await?;
-    let cfg = a.settings.config();
+    let cfg = a.settings.config(!a.disable_local_storage);
     let c = client.clone();
     let work = move || berth_controllers::run(c.clone(), cfg.clone());
     crate::elected::until_interrupted(

@@ -41,8 +41,9 @@ pub struct ServerArgs {
     #[arg(long)]
     disable_agent: bool,
     /// Parts not to run in this server (comma-separated; k3s's --disable-* flags):
-    /// scheduler, controllers.
-    #[arg(long, value_delimiter = ',', value_parser = ["scheduler", "controllers"])]
+    /// scheduler, controllers, local-storage (the local-path provisioner and its
+    /// default StorageClass).
+    #[arg(long, value_delimiter = ',', value_parser = ["scheduler", "controllers", "local-storage"])]
     disable: Vec<String>,
     #[command(flatten)]
     controllers: crate::controller_cmd::ControllerSettings,
@@ -134,7 +135,8 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         tracing::info!("controllers starting");
         Some(AbortOnDrop(tokio::spawn(crate::controller_cmd::elected(
             client,
-            a.controllers.config(),
+            a.controllers
+                .config(!a.disable.iter().any(|d| d == "local-storage")),
             stopped(),
         ))))
     };

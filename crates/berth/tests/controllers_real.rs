@@ -2,7 +2,8 @@
 //! controllers and node agent in one process) running busybox containers for a
 //! Deployment's rollout, Jobs to completion and failure (the agent's exit codes and
 //! JOB_COMPLETION_INDEX from the downward API), a DaemonSet and a StatefulSet whose
-//! pods answer to their own hostname. Needs root and kubectl 1.32.
+//! pods answer to their own hostname and keep their data in local-path volumes
+//! across replacement. Needs root and kubectl 1.32.
 
 mod common;
 
@@ -114,13 +115,38 @@ fn workloads_run_real_containers_on_the_node_agent() {
 
     // A DaemonSet on the one node, and a StatefulSet whose pods know their names.
     c.apply(&format!(
-        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{{name: a, image: {BUSYBOX}, command: [sleep, '3600']}}]\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db}}\nspec:\n  serviceName: db\n  replicas: 2\n  selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{{name: db, image: {BUSYBOX}, command: [sleep, '3600']}}]\n"
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{{name: a, image: {BUSYBOX}, command: [sleep, '3600']}}]\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db}}\nspec:\n  serviceName: db\n  replicas: 2\n  selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{{name: db, image: {BUSYBOX}, command: [sh, -c, '[ -f /data/id ] || hostname > /data/id; exec sleep 3600'], volumeMounts: [{{name: data, mountPath: /data}}]}}]\n  volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"
     ));
     let out = c.ok(&["rollout", "status", "ds/agent", "--timeout=120s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
     let out = c.ok(&["rollout", "status", "sts/db", "--timeout=120s"]);
     assert!(out.contains("roll out complete"), "{out}");
     assert_eq!(c.ok(&["exec", "db-1", "--", "hostname"]).trim(), "db-1");
+    // Each pod's claim, provisioned on the node by the local-path provisioner, keeps
+    // its data when the pod is replaced.
+    assert_eq!(
+        c.ok(&["exec", "db-0", "--", "cat", "/data/id"]).trim(),
+        "db-0"
+    );
+    c.ok(&["exec", "db-0", "--", "sh", "-c", "echo kept > /data/mark"]);
+    let first = c.pod("db-0")["metadata"]["uid"].clone();
+    c.ok(&["delete", "pod", "db-0"]);
+    c.until("db-0 back, a new pod", 120, || {
+        let p = c.kubectl(&["get", "pod", "db-0", "-o", "json"]);
+        let p: Value = serde_json::from_slice(&p.stdout).ok()?;
+        (p["metadata"]["uid"] != first && common::cluster::ready(&p)).then_some(())
+    });
+    assert_eq!(
+        c.ok(&["exec", "db-0", "--", "cat", "/data/mark"]).trim(),
+        "kept"
+    );
+    assert_eq!(
+        c.ok(&["exec", "db-0", "--", "cat", "/data/id"]).trim(),
+        "db-0"
+    );
+    let storage = c.env.path("storage");
+    let volumes = || std::fs::read_dir(&storage).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(volumes(), 2, "a directory per claim under {storage:?}");
 
     // Deleting the workloads stops every container.
     c.ok(&[
@@ -134,5 +160,10 @@ fn workloads_run_real_containers_on_the_node_agent() {
     ]);
     c.until("every pod sandbox gone", 120, || {
         (sandboxes(&c) == 0).then_some(())
+    });
+    // The claims deleted, their volumes go, and the agent removes the directories.
+    c.ok(&["delete", "pvc", "data-db-0", "data-db-1"]);
+    c.until("the local-path directories removed", 60, || {
+        (volumes() == 0).then_some(())
     });
 }

@@ -13,6 +13,7 @@ pub mod expectations;
 pub mod index;
 pub mod informer;
 pub mod job;
+pub mod localpath;
 pub mod nodelifecycle;
 pub mod owner;
 pub mod podcontrol;
@@ -20,6 +21,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod revisions;
 pub mod statefulset;
+pub mod volumebinding;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,8 +34,10 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -66,12 +70,16 @@ pub struct Config {
     /// How long a node may go without a heartbeat before it is Unknown (kube's
     /// --node-monitor-grace-period, 40 s).
     pub node_monitor_grace_period: std::time::Duration,
+    /// Where the local-path provisioner makes volumes on the nodes; None runs no
+    /// provisioner (k3s's --disable local-storage).
+    pub local_path: Option<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             node_monitor_grace_period: std::time::Duration::from_secs(40),
+            local_path: Some(berth_pods::storage::DEFAULT_LOCAL_STORAGE_PATH.into()),
         }
     }
 }
@@ -101,6 +109,9 @@ pub struct Shared {
     revisions: Arc<Informer<ControllerRevision>>,
     revisions_by_owner: Arc<OwnerIndex<ControllerRevision>>,
     budgets: Arc<Informer<PodDisruptionBudget>>,
+    claims: Arc<Informer<PersistentVolumeClaim>>,
+    volumes: Arc<Informer<PersistentVolume>>,
+    classes: Arc<Informer<StorageClass>>,
 }
 
 impl Shared {
@@ -136,6 +147,9 @@ impl Shared {
             revisions_by_owner: OwnerIndex::of(&revisions),
             revisions,
             budgets: Informer::new(Api::all(client.clone()), Default::default()),
+            claims: Informer::new(Api::all(client.clone()), Default::default()),
+            volumes: Informer::new(Api::all(client.clone()), Default::default()),
+            classes: Informer::new(Api::all(client.clone()), Default::default()),
             pods,
             replicasets,
             client,
@@ -166,7 +180,23 @@ pub async fn run(client: kube::Client, cfg: Config) {
         Box::pin(endpoints::controller(&shared)),
         Box::pin(replicationcontroller::controller(&shared)),
         Box::pin(disruption::controller(&shared)),
+        Box::pin(volumebinding::controllers(&shared)),
     ];
+    let mut controllers = controllers;
+    if let Some(root) = cfg.local_path.clone() {
+        controllers.push(Box::pin(localpath::controller(&shared, root)));
+        // As k3s applies its local-path manifest at start: made when absent, an
+        // existing class (the user's edits included) left as it is.
+        let classes: Api<StorageClass> = Api::all(shared.client.clone());
+        match classes
+            .create(&Default::default(), &localpath::default_class())
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => tracing::warn!(error = %e, "installing the local-path StorageClass"),
+            Ok(_) => tracing::info!("installed the local-path StorageClass"),
+        }
+    }
     let s = &shared;
     let (informers, ready): (Vec<Task>, Vec<Task>) = [
         s.pods.clone().parts(),
@@ -184,6 +214,9 @@ pub async fn run(client: kube::Client, cfg: Config) {
         s.replicationcontrollers.clone().parts(),
         s.revisions.clone().parts(),
         s.budgets.clone().parts(),
+        s.claims.clone().parts(),
+        s.volumes.clone().parts(),
+        s.classes.clone().parts(),
     ]
     .into_iter()
     .unzip();

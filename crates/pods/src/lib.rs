@@ -7,6 +7,7 @@
 pub mod disruption;
 pub mod labels;
 pub mod readiness;
+pub mod storage;
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;

@@ -12,12 +12,15 @@ pub mod interpod;
 pub mod preempt;
 pub mod score;
 pub mod spread;
+pub mod volumes;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Namespace, Node, ObjectReference, PersistentVolumeClaim, Pod,
+};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher::{self, watcher, Event};
@@ -62,6 +65,8 @@ struct Ctx {
     recorder: berth_events::Recorder,
     /// Failed attempts per pod UID, for its back-off.
     attempts: Mutex<std::collections::HashMap<String, u32>>,
+    /// Claims, volumes and classes (VolumeBinding).
+    volumes: volumes::Stores,
 }
 
 /// Places pods until the task is dropped.
@@ -73,7 +78,15 @@ pub async fn run(client: kube::Client, cfg: SchedulerConfig) {
             |mut rx| async move { rx.recv().await.map(|v| (v, rx)) },
         );
     let cfg_name = cfg.name.clone();
+    let (claims, claims_writer) = kube::runtime::reflector::store();
+    let (pvs, pvs_writer) = kube::runtime::reflector::store();
+    let (classes, classes_writer) = kube::runtime::reflector::store();
     let ctx = Arc::new(Ctx {
+        volumes: volumes::Stores {
+            claims,
+            volumes: pvs,
+            classes,
+        },
         client: client.clone(),
         cfg,
         cache: Mutex::new(Cache::default()),
@@ -83,18 +96,49 @@ pub async fn run(client: kube::Client, cfg: SchedulerConfig) {
         attempts: Default::default(),
     });
     let pending = watcher::Config::default().fields("spec.nodeName=");
-    let controller = Controller::new(Api::<Pod>::all(client), pending)
+    let controller = Controller::new(Api::<Pod>::all(client.clone()), pending)
         .trigger_backoff(berth_watch::backoff())
         .reconcile_all_on(woken)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
     // In this task, not spawned: dropping the scheduler stops its watches too.
+    // A claim, volume or class changing may let waiting pods in.
+    let volume_watches = futures_util::future::join3(
+        reflect(claims_writer, Api::all(client.clone()), ctx.wake.clone()),
+        reflect(pvs_writer, Api::all(client.clone()), ctx.wake.clone()),
+        reflect(classes_writer, Api::all(client.clone()), ctx.wake.clone()),
+    );
     tokio::join!(
         watch_nodes(ctx.clone()),
         watch_namespaces(ctx.clone()),
         watch_pods(ctx),
-        controller
+        controller,
+        volume_watches
     );
+}
+
+/// Keeps `writer`'s store of `api`'s objects, waking the pending pods on each change.
+async fn reflect<K>(
+    writer: kube::runtime::reflector::store::Writer<K>,
+    api: Api<K>,
+    wake: tokio::sync::mpsc::UnboundedSender<()>,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + k8s_openapi::serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
+        .backoff(berth_watch::backoff())
+        .touched_objects()
+        .for_each(move |_| {
+            let _ = wake.send(());
+            futures_util::future::ready(())
+        })
+        .await
 }
 
 fn lock(ctx: &Ctx) -> std::sync::MutexGuard<'_, Cache> {
@@ -209,6 +253,17 @@ fn is_ours(pod: &Pod, cfg: &SchedulerConfig) -> bool {
 /// The node for `pod` (needing `needs`): the best-scored feasible one, or kube's
 /// message for none.
 pub fn choose(cache: &Cache, pod: &Pod, needs: &Needs, tie: usize) -> Result<String, String> {
+    choose_with(cache, pod, needs, tie, None)
+}
+
+/// [`choose`], with the pod's claims (VolumeBinding) to respect.
+pub fn choose_with(
+    cache: &Cache,
+    pod: &Pod,
+    needs: &Needs,
+    tie: usize,
+    claims: Option<&volumes::Claims>,
+) -> Result<String, String> {
     let inter = interpod::InterPod::of(pod, cache);
     let spread = spread::Spread::of(pod, cache);
     let mut reasons = Vec::new();
@@ -221,7 +276,8 @@ pub fn choose(cache: &Cache, pod: &Pod, needs: &Needs, tie: usize) -> Result<Str
         // kube's filter order: the node's own checks, then spreading, then pods.
         let fits = filter::fits(pod, needs, &seen)
             .and_then(|()| spread.as_ref().map_or(Ok(()), |s| s.filter(&info.node)))
-            .and_then(|()| inter.as_ref().map_or(Ok(()), |i| i.filter(&info.node)));
+            .and_then(|()| inter.as_ref().map_or(Ok(()), |i| i.filter(&info.node)))
+            .and_then(|()| claims.map_or(Ok(()), |c| c.filter(&info.node)));
         match fits {
             Ok(()) => feasible.push((info, score::score(needs, &seen))),
             Err(r) => reasons.push(r),
@@ -247,6 +303,14 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let tie = ctx.ties.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let claims = match volumes::Claims::of(&pod, &ctx.volumes) {
+        Ok(c) => c,
+        Err(why) => {
+            let message = format!("0/{} nodes are available: {why}.", lock(&ctx).node_count());
+            unschedulable(&ctx, &pod, &message).await;
+            return Err(Error::Unschedulable(message));
+        }
+    };
     let chosen = {
         let mut cache = lock(&ctx);
         // The queue may hand over a pod as it was before its binding was seen here
@@ -255,7 +319,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             return Ok(Action::await_change());
         }
         let needs = Needs::of(&pod);
-        let chosen = choose(&cache, &pod, &needs, tie);
+        let chosen = choose_with(&cache, &pod, &needs, tie, claims.as_ref());
         if let Ok(node) = &chosen {
             cache.assume(&pod, needs, node);
         }
@@ -272,6 +336,13 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             return Err(Error::Unschedulable(message));
         }
     };
+    // Claims waiting for their first consumer learn its node before it is bound.
+    for claim in claims.iter().flat_map(|c| c.to_select.iter()) {
+        if let Err(e) = select_node(&ctx, claim, &node).await {
+            lock(&ctx).forget_assumed(&pod);
+            return Err(Error::Bind(format!("{ns}/{name} to {node}"), Box::new(e)));
+        }
+    }
     let binding = Binding {
         metadata: kube::api::ObjectMeta {
             name: Some(name.clone()),
@@ -322,6 +393,26 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             Err(Error::Bind(format!("{ns}/{name} to {node}"), Box::new(e)))
         }
     }
+}
+
+/// Writes the node chosen for a claim's first consumer on the claim.
+async fn select_node(
+    ctx: &Ctx,
+    claim: &PersistentVolumeClaim,
+    node: &str,
+) -> Result<(), kube::Error> {
+    let ns = claim.metadata.namespace.clone().unwrap_or_default();
+    let name = claim.metadata.name.clone().unwrap_or_default();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        berth_pods::storage::SELECTED_NODE: node}}});
+    api.patch(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Makes room for `pod` on `node`, as kube's DefaultPreemption does: the node

@@ -143,6 +143,9 @@ impl Cluster {
         if !self.flags.iter().any(|f| f == "--disable-agent") {
             cmd.args(self.node_flags());
         }
+        // Local-path volumes in the test's directory, not the machine's.
+        cmd.arg("--default-local-storage-path")
+            .arg(self.env.path("storage"));
         cmd.args(&self.flags).args(extra);
         if !self
             .flags
