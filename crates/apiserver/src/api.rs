@@ -325,6 +325,19 @@ impl Api {
                 &discovery::core_versions(&self.address),
             )),
             "/apis" => Ok(Response::json(200, &discovery::group_list())),
+            // kubectl asks for the protobuf form only (and fails on JSON).
+            "/openapi/v2"
+                if req
+                    .header("accept")
+                    .is_some_and(|a| a.contains(OPENAPI_V2_PROTOBUF)) =>
+            {
+                // kube-openapi's answer type (the "@" form is only asked for).
+                Ok(Response::bytes(
+                    200,
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    openapi_v2_protobuf().clone(),
+                ))
+            }
             "/openapi/v2" => {
                 let doc = openapi_v2();
                 Ok(Response::bytes(200, "application/json", doc.clone()))
@@ -410,6 +423,14 @@ fn aggregated_response(req: &Request, doc: Value) -> Response {
     )
     .with("etag", tag)
     .with("vary", "Accept")
+}
+
+/// The media type of the OpenAPI v2 document's protobuf form.
+const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2";
+
+fn openapi_v2_protobuf() -> &'static Bytes {
+    static DOC: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| Bytes::from(crate::openapi_pb::document(&openapi::v2_document())))
 }
 
 fn openapi_v2() -> &'static Bytes {

@@ -606,11 +606,7 @@ async fn release(api: &Api, range: &str, value: &str, owner: &str) {
 /// Gives a new service its cluster IP and node ports.
 async fn allocate_service(api: &Api, o: &mut Value, dry_run: bool) -> Result<(), ApiError> {
     use rand::Rng;
-    let owner = format!(
-        "{}/{}",
-        meta_str(o, "namespace").unwrap_or(""),
-        meta_str(o, "name").unwrap_or("")
-    );
+    let owner = crate::repair::owner(o);
     let ty = o
         .pointer("/spec/type")
         .and_then(Value::as_str)
@@ -713,25 +709,9 @@ async fn allocate_service(api: &Api, o: &mut Value, dry_run: bool) -> Result<(),
 }
 
 async fn release_service(api: &Api, o: &Value) {
-    let owner = format!(
-        "{}/{}",
-        meta_str(o, "namespace").unwrap_or(""),
-        meta_str(o, "name").unwrap_or("")
-    );
-    if let Some(ip) = o.pointer("/spec/clusterIP").and_then(Value::as_str) {
-        if ip != "None" && !ip.is_empty() {
-            release(api, "serviceips", ip, &owner).await;
-        }
-    }
-    for p in o
-        .pointer("/spec/ports")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
-            release(api, "servicenodeports", &np.to_string(), &owner).await;
-        }
+    let owner = crate::repair::owner(o);
+    for (range, value) in crate::repair::reservations(o) {
+        release(api, range, &value, &owner).await;
     }
 }
 

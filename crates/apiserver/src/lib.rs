@@ -19,10 +19,12 @@ pub mod metrics;
 pub mod names;
 pub mod nodeproxy;
 pub mod openapi;
+pub mod openapi_pb;
 pub mod patch;
 pub mod pki;
 pub mod priority;
 pub mod protobuf;
+pub mod repair;
 #[rustfmt::skip]
 pub mod protobuf_fields;
 pub mod resource_metrics;
@@ -194,6 +196,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
             }
         }
         crud::resume_deletions(&a).await;
+        tokio::spawn(repair::run(a.clone()));
         a.ready.store(true, std::sync::atomic::Ordering::Release);
     });
     Ok(Server {

@@ -96,6 +96,16 @@ fn camel(s: &str) -> String {
     out
 }
 
+/// Whether `field` of `msg` is one Go embeds inline (`json:",inline"`: Volume's
+/// volumeSource, IngressRule's ingressRuleValue, Probe's handler...): a message field
+/// the kind's JSON schema has no property for, whose own fields sit in the parent.
+fn is_inline(msg: &str, field: &str) -> bool {
+    static KNOWN: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
+    let known = KNOWN.get_or_init(|| json_names().keys().map(|(m, _)| m.clone()).collect());
+    let m = msg.to_ascii_lowercase();
+    known.contains(&m) && !json_names().contains_key(&(m, normalize(field)))
+}
+
 fn json_name(msg: &str, field: &str) -> String {
     json_names()
         .get(&(msg.to_ascii_lowercase(), normalize(field)))
@@ -261,6 +271,12 @@ fn message(msg: &str, b: &[u8], depth: usize) -> Result<Value, ApiError> {
         };
         let key = json_name(msg, name);
         let value = match (ty, r) {
+            (Type::Msg(m), Raw::Len(b)) if !*repeated && is_inline(msg, name) => {
+                if let Value::Object(inner) = message(m, b, depth + 1)? {
+                    obj.extend(inner);
+                }
+                continue;
+            }
             (Type::Msg(m), Raw::Len(b)) => message(m, b, depth + 1)?,
             (Type::MapStr | Type::MapBytes | Type::MapMsg(_), Raw::Len(b)) => {
                 let entry = fields(b)?;

@@ -701,3 +701,26 @@ fn discovery_etags_and_openapi_documents() {
         "Job"
     );
 }
+
+#[test]
+fn reservations_whose_services_are_gone_are_released_on_the_second_look() {
+    use berth_store::Store;
+    let s = Server::start();
+    s.rt.block_on(async {
+        let ghost = "/registry/ranges/serviceips/10.96.77.77";
+        s.api.store.create(ghost, b"default/ghost").await.unwrap();
+        // The kubernetes Service's own address stays held.
+        let kept = "/registry/ranges/serviceips/10.96.0.1";
+        assert!(s.api.store.get(kept).await.unwrap().is_some());
+        let first = berth_apiserver::repair::pass(&s.api, &Default::default()).await;
+        assert_eq!(first.keys().collect::<Vec<_>>(), [ghost]);
+        assert!(
+            s.api.store.get(ghost).await.unwrap().is_some(),
+            "released on first sight"
+        );
+        let second = berth_apiserver::repair::pass(&s.api, &first).await;
+        assert!(second.is_empty(), "{second:?}");
+        assert!(s.api.store.get(ghost).await.unwrap().is_none());
+        assert!(s.api.store.get(kept).await.unwrap().is_some());
+    });
+}

@@ -629,4 +629,60 @@ fn create_generators_send_protobuf() {
     );
     let e = s.fails(&["-n", "demo", "create", "deployment", "Bad", "--image=x"]);
     assert!(e.contains("metadata.name: Invalid value: \"Bad\""), "{e}");
+    // The newer groups' kinds, in protobuf too.
+    run(&["create", "priorityclass", "pc1", "--value=100"]);
+    run(&["create", "ingress", "in1", "--rule=example.com/=s1:80"]);
+    assert_eq!(run(&["get", "pc", "pc1", "-o", "jsonpath={.value}"]), "100");
+    assert_eq!(
+        run(&["get", "ing", "in1", "-o", "jsonpath={.spec.rules[0].host}"]),
+        "example.com"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn a_kind_not_served_gets_kubectls_own_message() {
+    // kubectl reads /openapi/v2 in its protobuf form for a kind discovery lacks;
+    // it must parse, so that its own "no matches" reaches the user.
+    let s = Server::start();
+    let e = s.fails(&["apply", "-f", file(
+        s.dir.path(),
+        "role.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: reader}\nrules: [{apiGroups: [''], resources: [pods], verbs: [get]}]\n",
+    ).to_str().unwrap()]);
+    assert!(!e.contains("proto:"), "{e}");
+    assert!(
+        e.contains(
+            "no matches for kind \"ClusterRole\" in version \"rbac.authorization.k8s.io/v1\""
+        ),
+        "{e}"
+    );
+    // The protobuf document holds the definitions, found by their kind.
+    let pki = s.pki();
+    let o = std::process::Command::new("curl")
+        .args([
+            "-sf",
+            "-H",
+            "Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        ])
+        .arg("--cacert")
+        .arg(pki.join("ca.crt"))
+        .arg("--cert")
+        .arg(pki.join("admin.crt"))
+        .arg("--key")
+        .arg(pki.join("admin.key"))
+        .arg(format!("https://{}/openapi/v2", s.addr))
+        .output()
+        .expect("curl");
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!text.starts_with('{'), "JSON, not protobuf");
+    assert!(
+        text.contains("io.k8s.api.apps.v1.Deployment"),
+        "no Deployment definition"
+    );
+    assert!(text.contains("x-kubernetes-group-version-kind"));
 }

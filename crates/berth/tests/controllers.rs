@@ -774,24 +774,28 @@ fn statefulsets_start_in_order_keep_their_names_and_claims_and_update_from_the_t
             "{vol}"
         );
     }
-    let claims = c.ok(&[
-        "get",
-        "pvc",
-        "-o",
-        "custom-columns=N:.metadata.name,S:.status.phase",
-        "--no-headers",
-    ]);
+    // The default local-path class binds each claim where its pod was placed.
+    let claims = c.until("the claims bound", 30, || {
+        let claims = c.ok(&[
+            "get",
+            "pvc",
+            "-o",
+            "custom-columns=N:.metadata.name,S:.status.phase",
+            "--no-headers",
+        ]);
+        let words: Vec<String> = claims.split_whitespace().map(str::to_string).collect();
+        (words.iter().filter(|w| *w == "Bound").count() == 3).then_some(words)
+    });
     assert_eq!(
-        claims.split_whitespace().collect::<Vec<_>>(),
+        claims,
         [
             "data-db-0",
-            "Pending",
+            "Bound",
             "data-db-1",
-            "Pending",
+            "Bound",
             "data-db-2",
-            "Pending"
-        ],
-        "{claims}"
+            "Bound"
+        ]
     );
 
     // A new image replaces pods from the highest ordinal down.

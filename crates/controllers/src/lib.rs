@@ -10,6 +10,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod expectations;
+pub mod gc;
 pub mod index;
 pub mod informer;
 pub mod job;
@@ -233,6 +234,8 @@ pub async fn run(client: kube::Client, cfg: Config) {
     for c in controllers {
         tasks.spawn(c);
     }
+    // Over every served kind, with watches of its own (metadata only).
+    tasks.spawn(gc::run(s.client.clone()));
     while tasks.join_next().await.is_some() {}
 }
 
