@@ -50,6 +50,16 @@ impl Request {
         self.headers.get(k).and_then(|v| v.to_str().ok())
     }
 
+    /// Whether the client asked for metadata only (PartialObjectMetadata and its
+    /// List, as kube's metadata clients and garbage collector ask).
+    pub fn wants_metadata(&self) -> bool {
+        self.header("accept").is_some_and(|a| {
+            a.split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=PartialObjectMetadata"))
+        })
+    }
+
     /// Whether the client asked for a Table.
     pub fn wants_table(&self) -> bool {
         self.header("accept").is_some_and(|a| {

@@ -220,6 +220,9 @@ fn answer(req: &Request, res: &Resource, status: u16, o: &Value) -> Response {
         );
         return Response::json(status, &t);
     }
+    if req.wants_metadata() && o.get("kind").and_then(Value::as_str) == Some(res.kind) {
+        return Response::json(status, &table::partial_metadata(o));
+    }
     if req
         .header("accept")
         .is_some_and(|a| a.starts_with("application/yaml"))
@@ -470,12 +473,21 @@ async fn list(
             meta["remainingItemCount"] = json!(r);
         }
     }
-    let body = json!({
-        "kind": format!("{}List", res.kind),
-        "apiVersion": res.api_version(),
-        "metadata": meta,
-        "items": items,
-    });
+    let body = if req.wants_metadata() {
+        json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": meta,
+            "items": items.iter().map(table::partial_metadata).collect::<Vec<_>>(),
+        })
+    } else {
+        json!({
+            "kind": format!("{}List", res.kind),
+            "apiVersion": res.api_version(),
+            "metadata": meta,
+            "items": items,
+        })
+    };
     if req
         .header("accept")
         .is_some_and(|a| a.starts_with("application/yaml"))

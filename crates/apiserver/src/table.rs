@@ -883,16 +883,21 @@ impl Include {
     }
 }
 
+/// An object's metadata alone, as a PartialObjectMetadata.
+pub fn partial_metadata(o: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": o.get("metadata").cloned().unwrap_or(Value::Null),
+    })
+}
+
 /// One table row of `o`.
 pub fn table_row(kind: &str, o: &Value, include: Include) -> Value {
     let object = match include {
         Include::None => Value::Null,
         Include::Object => o.clone(),
-        Include::Metadata => json!({
-            "kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": o.get("metadata").cloned().unwrap_or(Value::Null),
-        }),
+        Include::Metadata => partial_metadata(o),
     };
     let mut r = json!({"cells": row(kind, o)});
     if !object.is_null() {

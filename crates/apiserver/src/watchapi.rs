@@ -43,6 +43,8 @@ impl Filter {
 
 struct Encoder {
     table: Option<(&'static str, table::Include)>,
+    /// Metadata only (PartialObjectMetadata objects).
+    metadata: bool,
     first: bool,
 }
 
@@ -66,6 +68,8 @@ impl Encoder {
                 }
                 t
             }
+            // A watch's ERROR event carries a Status, never cut down.
+            None if self.metadata && ty != "ERROR" => table::partial_metadata(o),
             None => o.clone(),
         };
         let mut v = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
@@ -170,6 +174,7 @@ pub async fn serve(
         table: req
             .wants_table()
             .then(|| (res.kind, table::Include::parse(req.q("includeObject")))),
+        metadata: req.wants_metadata(),
         first: true,
     };
     let (tx, rx) = mpsc::channel::<Bytes>(CLIENT_BUFFER);

@@ -88,3 +88,62 @@ fn watcher_apply_and_paging() {
         assert_eq!((total, pages), (15, 3), "12 + a + ssa + kube-root-ca.crt");
     });
 }
+
+#[test]
+fn metadata_only_lists_gets_and_watches() {
+    use kube::api::PartialObjectMeta;
+    let s = common::Server::start();
+    s.rt.block_on(async {
+        let client = s.client().await;
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        api.create(&PostParams::default(), &cm("m1", "big"))
+            .await
+            .unwrap();
+        let meta: Api<PartialObjectMeta<ConfigMap>> = Api::namespaced(client.clone(), "default");
+        // The server answers with metadata alone: no data comes over the wire.
+        let raw: serde_json::Value = client
+            .request(
+                http::Request::get("/api/v1/namespaces/default/configmaps")
+                    .header(
+                        "Accept",
+                        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+                    )
+                    .body(Vec::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(raw["kind"], "PartialObjectMetadataList");
+        let m1 = raw["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == "m1")
+            .unwrap();
+        assert_eq!(m1["kind"], "PartialObjectMetadata");
+        assert!(m1.get("data").is_none(), "{m1}");
+        let one = meta.get_metadata("m1").await.unwrap();
+        assert_eq!(one.metadata.name.as_deref(), Some("m1"));
+        // A metadata watch sees a change by its metadata.
+        let mut w = watcher(meta, watcher::Config::default()).boxed();
+        while let Some(ev) = w.next().await {
+            if matches!(ev.unwrap(), watcher::Event::InitDone) {
+                break;
+            }
+        }
+        api.create(&PostParams::default(), &cm("m2", "x"))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while let Some(ev) = w.next().await {
+                if let watcher::Event::Apply(o) = ev.unwrap() {
+                    return o.metadata.name.unwrap_or_default();
+                }
+            }
+            String::new()
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, "m2");
+    });
+}
