@@ -6,9 +6,10 @@
 use std::borrow::Cow;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, authentication::v1 as authn, batch::v1 as batch, coordination::v1 as coord,
-    core::v1 as core, discovery::v1 as disc, events::v1 as events, networking::v1 as net,
-    policy::v1 as policy, scheduling::v1 as sched, storage::v1 as storage,
+    apps::v1 as apps, authentication::v1 as authn, autoscaling::v2 as autoscaling,
+    batch::v1 as batch, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc,
+    events::v1 as events, networking::v1 as net, policy::v1 as policy, scheduling::v1 as sched,
+    storage::v1 as storage,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 
@@ -204,6 +205,7 @@ pub static RESOURCES: &[Resource] = &[
     resource!(apps::ControllerRevision, short: [], ns: true, cats: [], subs: []),
     resource!(batch::Job, short: [], ns: true, cats: ["all"], subs: ["status"]),
     resource!(batch::CronJob, short: ["cj"], ns: true, cats: ["all"], subs: ["status"]),
+    resource!(autoscaling::HorizontalPodAutoscaler, short: ["hpa"], ns: true, cats: ["all"], subs: ["status"]),
     resource!(coord::Lease, short: [], ns: true, cats: [], subs: []),
     resource!(disc::EndpointSlice, short: [], ns: true, cats: [], subs: []),
     resource!(net::Ingress, short: ["ing"], ns: true, cats: [], subs: ["status"]),

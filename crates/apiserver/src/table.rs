@@ -190,6 +190,15 @@ fn columns(kind: &str) -> &'static [Col] {
             ("Allowed Disruptions", "integer", 0),
             ("Age", "string", 0),
         ],
+        "HorizontalPodAutoscaler" => &[
+            ("Name", "string", 0),
+            ("Reference", "string", 0),
+            ("Targets", "string", 0),
+            ("MinPods", "string", 0),
+            ("MaxPods", "integer", 0),
+            ("Replicas", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "PriorityClass" => &[
             ("Name", "string", 0),
             ("Value", "integer", 0),
@@ -787,6 +796,23 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
             json!(i(o, "/status/disruptionsAllowed")),
             json!(age),
         ],
+        "HorizontalPodAutoscaler" => vec![
+            json!(name),
+            json!(format!(
+                "{}/{}",
+                s(o, "/spec/scaleTargetRef/kind"),
+                s(o, "/spec/scaleTargetRef/name")
+            )),
+            json!(hpa_targets(o)),
+            json!(o
+                .pointer("/spec/minReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+                .to_string()),
+            json!(i(o, "/spec/maxReplicas")),
+            json!(i(o, "/status/currentReplicas")),
+            json!(age),
+        ],
         "PriorityClass" => vec![
             json!(name),
             json!(i(o, "/value")),
@@ -838,6 +864,62 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
         ],
         _ => vec![json!(name), json!(age)],
     }
+}
+
+/// kubectl's TARGETS of an autoscaler: each metric as "cpu: 75%/50%" (current or
+/// <unknown>, then the target).
+fn hpa_targets(o: &Value) -> String {
+    let current = o
+        .pointer("/status/currentMetrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let metrics = o
+        .pointer("/spec/metrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_else(|| {
+            vec![json!({"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 80}}})]
+        });
+    let parts: Vec<String> = metrics
+        .iter()
+        .map(|m| {
+            let name = m
+                .pointer("/resource/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let target = m.pointer("/resource/target");
+            let now = current
+                .iter()
+                .find(|c| c.pointer("/resource/name").and_then(Value::as_str) == Some(name))
+                .and_then(|c| c.pointer("/resource/current"));
+            let utilization = target
+                .and_then(|t| t.get("averageUtilization"))
+                .and_then(Value::as_i64);
+            match utilization {
+                Some(want) => {
+                    let have = now
+                        .and_then(|c| c.get("averageUtilization"))
+                        .and_then(Value::as_i64)
+                        .map_or("<unknown>".to_string(), |v| format!("{v}%"));
+                    format!("{name}: {have}/{want}%")
+                }
+                None => {
+                    let want = target
+                        .and_then(|t| t.get("averageValue"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    let have = now
+                        .and_then(|c| c.get("averageValue"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("<unknown>");
+                    format!("{name}: {have}/{want}")
+                }
+            }
+        })
+        .collect();
+    parts.join(", ")
 }
 
 fn spec_replicas(o: &Value) -> i64 {

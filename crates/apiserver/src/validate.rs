@@ -436,6 +436,35 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
                 }
             }
         }
+        "HorizontalPodAutoscaler" => {
+            for f in ["kind", "name"] {
+                if s(o, &format!("/spec/scaleTargetRef/{f}")).is_none_or(str::is_empty) {
+                    out.push(Cause::required(format!("spec.scaleTargetRef.{f}")));
+                }
+            }
+            let min = o
+                .pointer("/spec/minReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let max = o
+                .pointer("/spec/maxReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if min < 1 {
+                out.push(Cause::invalid(
+                    "spec.minReplicas",
+                    &min.to_string(),
+                    "must be greater than or equal to 1",
+                ));
+            }
+            if max < min {
+                out.push(Cause::invalid(
+                    "spec.maxReplicas",
+                    &max.to_string(),
+                    "must be greater than or equal to `minReplicas`",
+                ));
+            }
+        }
         "CronJob" => {
             let tz = s(o, "/spec/timeZone");
             match s(o, "/spec/schedule") {

@@ -167,3 +167,40 @@ fn workloads_run_real_containers_on_the_node_agent() {
         (volumes() == 0).then_some(())
     });
 }
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn an_autoscaler_adds_replicas_when_real_cpu_use_passes_its_target() {
+    let c = Cluster::start();
+    // Each pod spins (held to 200m by its limit) against a 100m request: ~200%.
+    c.apply(&format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: burn}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: burn}}}}\n  template:\n    metadata: {{labels: {{app: burn}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{{name: burn, image: {BUSYBOX}, command: [sh, -c, 'while :; do :; done'], resources: {{requests: {{cpu: 100m}}, limits: {{cpu: 200m}}}}}}]\n"
+    ));
+    c.ok(&["rollout", "status", "deploy/burn", "--timeout=120s"]);
+    c.apply("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: burn}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: burn}\n  minReplicas: 1\n  maxReplicas: 3\n  metrics:\n  - type: Resource\n    resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}\n");
+    c.until("the Deployment scaled to maxReplicas", 150, || {
+        (c.json("deploy", "burn")["spec"]["replicas"] == 3).then_some(())
+    });
+    let ev = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=burn,reason=SuccessfulRescale",
+    ]);
+    assert!(
+        ev.contains("reason: cpu resource utilization (percentage of request) above target"),
+        "{ev}"
+    );
+    let hpa = c.json("hpa", "burn");
+    let used = hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
+        .as_i64()
+        .unwrap_or(0);
+    assert!(used > 50, "{hpa}");
+    c.ok(&["delete", "hpa/burn", "deploy/burn"]);
+    c.until("every pod sandbox gone", 120, || {
+        (sandboxes(&c) == 0).then_some(())
+    });
+}

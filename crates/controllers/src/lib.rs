@@ -11,6 +11,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod expectations;
 pub mod gc;
+pub mod hpa;
 pub mod index;
 pub mod informer;
 pub mod job;
@@ -32,6 +33,7 @@ use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, ReplicationController, Service};
@@ -113,6 +115,7 @@ pub struct Shared {
     claims: Arc<Informer<PersistentVolumeClaim>>,
     volumes: Arc<Informer<PersistentVolume>>,
     classes: Arc<Informer<StorageClass>>,
+    autoscalers: Arc<Informer<HorizontalPodAutoscaler>>,
 }
 
 impl Shared {
@@ -151,6 +154,7 @@ impl Shared {
             claims: Informer::new(Api::all(client.clone()), Default::default()),
             volumes: Informer::new(Api::all(client.clone()), Default::default()),
             classes: Informer::new(Api::all(client.clone()), Default::default()),
+            autoscalers: Informer::new(Api::all(client.clone()), Default::default()),
             pods,
             replicasets,
             client,
@@ -182,6 +186,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         Box::pin(replicationcontroller::controller(&shared)),
         Box::pin(disruption::controller(&shared)),
         Box::pin(volumebinding::controllers(&shared)),
+        Box::pin(hpa::controller(&shared)),
     ];
     let mut controllers = controllers;
     if let Some(root) = cfg.local_path.clone() {
@@ -218,6 +223,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         s.claims.clone().parts(),
         s.volumes.clone().parts(),
         s.classes.clone().parts(),
+        s.autoscalers.clone().parts(),
     ]
     .into_iter()
     .unzip();

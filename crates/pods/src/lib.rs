@@ -26,7 +26,7 @@ pub fn milli_value(q: &Quantity) -> Result<i128, QuantityError> {
     let s = q.0.trim();
     let bad = || {
         QuantityError(format!(
-            "quantity {s:?} is not a number with an optional suffix (Ki, Mi, Gi, Ti, Pi, Ei, m, k, M, G, T, P, E)"
+            "quantity {s:?} is not a number with an optional suffix (Ki, Mi, Gi, Ti, Pi, Ei, n, u, m, k, M, G, T, P, E)"
         ))
     };
     let split = s
@@ -52,6 +52,8 @@ pub fn milli_value(q: &Quantity) -> Result<i128, QuantityError> {
     // value = mantissa · 10^-frac.len() · multiplier; return value·1000.
     let (num_mul, exp10): (i128, i32) = match suffix {
         "" => (1, 0),
+        "n" => (1, -9),
+        "u" => (1, -6),
         "m" => (1, -3),
         "k" => (1, 3),
         "M" => (1, 6),
@@ -238,6 +240,9 @@ mod tests {
         assert_eq!(value(&q("1.5Gi")).unwrap(), 3 << 29);
         assert_eq!(value(&q("128974848")).unwrap(), 128_974_848);
         assert_eq!(value(&q("100m")).unwrap(), 1, "fractions round up");
+        // Usage as metrics write it: nano- and microcores.
+        assert_eq!(milli_value(&q("250000000n")).unwrap(), 250);
+        assert_eq!(milli_value(&q("1500u")).unwrap(), 2, "fractions round up");
         for bad in ["", "abc", "1Qi", "--1", "1e"] {
             assert!(milli_value(&q(bad)).is_err(), "{bad:?} parsed");
         }
