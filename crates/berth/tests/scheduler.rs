@@ -265,6 +265,19 @@ fn pod_affinity_anti_affinity_and_topology_spread_place_replicas_as_kube_does() 
         .filter(|n| **n == format!("{p}-2"))
         .count();
     assert_eq!(in_z2, 3, "{placed:?}");
+    // The scheduler's and controllers' metrics, at the server's /metrics.
+    let metrics = c.ok(&["get", "--raw", "/metrics"]);
+    for want in [
+        "scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"default-scheduler\"}",
+        "scheduler_schedule_attempts_total{result=\"unschedulable\",profile=\"default-scheduler\"}",
+        "scheduler_scheduling_attempt_duration_seconds_bucket{result=\"scheduled\"",
+        "controller_reconcile_total{controller=\"replicaset\",result=\"success\"}",
+        "controller_reconcile_time_seconds_count{controller=\"deployment\"}",
+        "workqueue_depth{name=\"replicaset\"}",
+        "apiserver_request_total{verb=",
+    ] {
+        assert!(metrics.contains(want), "{want} not in:\n{metrics}");
+    }
     c.ok(&["delete", "deploy", "--all"]);
     c.ok(&["delete", "pod", "--all", "--grace-period=0", "--force"]);
 }

@@ -258,12 +258,63 @@ fn drive<K, C, F, Fut>(
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
     C: Send + Sync + 'static,
-    F: Fn(Arc<K>, Arc<C>) -> Fut + Send + 'static,
+    F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
 {
     let runtime = tokio::runtime::Handle::current();
+    // Keys waiting for their reconcile (the applier takes a key once however often
+    // it comes): kube's workqueue_depth.
+    let waiting: Arc<std::sync::Mutex<std::collections::HashSet<ObjectRef<K>>>> =
+        Default::default();
+    let depth = |w: &std::collections::HashSet<ObjectRef<K>>| {
+        berth_metrics::global().set(
+            "workqueue_depth",
+            "Current depth of a controller's queue.",
+            &[("name", name)],
+            w.len() as f64,
+        );
+    };
+    let arrived = waiting.clone();
+    let queue = queue.map(move |key| {
+        let mut w = arrived.lock().unwrap_or_else(|e| e.into_inner());
+        w.insert(key.clone());
+        depth(&w);
+        berth_metrics::global().inc(
+            "workqueue_adds_total",
+            "Total number of keys a controller's queue was given.",
+            &[("name", name)],
+        );
+        key
+    });
+    let reconcile = Arc::new(reconcile);
+    let timed = move |obj: Arc<K>, ctx: Arc<C>| {
+        {
+            let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+            w.remove(&ObjectRef::from_obj(obj.as_ref()));
+            depth(&w);
+        }
+        let fut = reconcile(obj, ctx);
+        async move {
+            let started = std::time::Instant::now();
+            let r = fut.await;
+            let m = berth_metrics::global();
+            let result = if r.is_ok() { "success" } else { "error" };
+            m.inc(
+                "controller_reconcile_total",
+                "Total number of reconciliations per controller, by the result.",
+                &[("controller", name), ("result", result)],
+            );
+            m.observe(
+                "controller_reconcile_time_seconds",
+                "Length of time per reconciliation per controller.",
+                &[("controller", name)],
+                started.elapsed().as_secs_f64(),
+            );
+            r
+        }
+    };
     kube::runtime::applier(
-        move |obj, ctx| CancelableJoinHandle::spawn(reconcile(obj, ctx), &runtime),
+        move |obj, ctx| CancelableJoinHandle::spawn(timed(obj, ctx), &runtime),
         move |obj: Arc<K>, err: &Error, _| {
             let key = ObjectRef::from_obj(obj.as_ref());
             match err {

@@ -300,6 +300,31 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if !is_ours(&pod, &ctx.cfg) {
         return Ok(Action::await_change());
     }
+    let started = std::time::Instant::now();
+    let r = attempt(pod, ctx.clone()).await;
+    let result = match &r {
+        Ok(_) => "scheduled",
+        Err(Error::Unschedulable(_)) => "unschedulable",
+        Err(Error::Bind(..)) => "error",
+    };
+    let labels = [("result", result), ("profile", ctx.cfg.name.as_str())];
+    let m = berth_metrics::global();
+    m.inc(
+        "scheduler_schedule_attempts_total",
+        "Number of attempts to schedule pods, by the result.",
+        &labels,
+    );
+    m.observe(
+        "scheduler_scheduling_attempt_duration_seconds",
+        "Scheduling attempt latency in seconds (scheduling algorithm + binding).",
+        &labels,
+        started.elapsed().as_secs_f64(),
+    );
+    r
+}
+
+/// One attempt to place a pod that is this scheduler's.
+async fn attempt(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let tie = ctx.ties.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
