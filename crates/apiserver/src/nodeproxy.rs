@@ -267,6 +267,33 @@ pub async fn agent_address(api: &Api, node: &str) -> Result<String, ApiError> {
     Ok(host)
 }
 
+/// Relays an upgraded connection both ways, each direction on its own: one side
+/// going away (a write failing on it) never cuts what the other side still has to
+/// deliver. copy_bidirectional ends both at the first error, and so lost, now and
+/// then, the agent's last frames — a port-forward's error, sent just before the agent
+/// closed — when the client's data met the closed agent side first.
+async fn splice<A, B>(client: A, agent: B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut agent_rd, mut agent_wr) = tokio::io::split(agent);
+    let up = async move {
+        let _ = tokio::io::copy(&mut client_rd, &mut agent_wr).await;
+        let _ = agent_wr.shutdown().await;
+    };
+    let down = async move {
+        let _ = tokio::io::copy(&mut agent_rd, &mut client_wr).await;
+        let _ = client_wr.shutdown().await;
+    };
+    // Whatever the agent sends reaches the client; the client's side ends with it.
+    let up = tokio::spawn(up);
+    down.await;
+    up.abort();
+}
+
 /// Headers passed on to the agent: the upgrade handshake's.
 const PASSED: [&str; 7] = [
     "upgrade",
@@ -440,7 +467,7 @@ pub async fn proxy(
             let (Ok(a), Ok(b)) = (client_up.await, agent_up.await) else {
                 return;
             };
-            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b)).await;
+            splice(TokioIo::new(a), TokioIo::new(b)).await;
         });
         return answer;
     }
