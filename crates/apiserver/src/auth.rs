@@ -38,6 +38,11 @@ impl User {
         }
     }
 
+    /// A component's own identity (the in-process scheduler's and controllers').
+    pub fn component(name: &str, groups: Vec<String>) -> User {
+        User::new(name, "", groups)
+    }
+
     /// The user of a client certificate: CN is the name, O the groups.
     pub fn from_certificate(der: &[u8]) -> Option<User> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;

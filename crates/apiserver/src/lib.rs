@@ -15,6 +15,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod eviction;
 pub mod hub;
+pub mod inprocess;
 pub mod metrics;
 pub mod names;
 pub mod nodeproxy;

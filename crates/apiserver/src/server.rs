@@ -156,6 +156,21 @@ async fn handle(
             Err(e) => to_http(api::Response::error(&e), false),
         };
     }
+    respond(api, cert_user, req).await
+}
+
+/// Reads one API request's body (up to the limit), authenticates it (the transport's
+/// user, else its bearer token) and answers it: the path every request takes, over
+/// HTTPS or in process.
+pub(crate) async fn respond<B>(
+    api: Arc<Api>,
+    cert_user: Option<User>,
+    req: http::Request<B>,
+) -> http::Response<RespBody>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (parts, body) = req.into_parts();
     let head = parts.method == http::Method::HEAD;
     let body = match Limited::new(body, api::MAX_BODY).collect().await {

@@ -147,3 +147,75 @@ fn metadata_only_lists_gets_and_watches() {
         assert_eq!(got, "m2");
     });
 }
+
+/// The in-process entry point takes a request down the same path as HTTPS: defaulting,
+/// validation and watches.
+#[test]
+fn an_in_process_client_goes_through_defaulting_validation_and_watches() {
+    use berth_apiserver::inprocess::InProcess;
+    use http_body_util::BodyExt;
+    use k8s_openapi::api::core::v1::Service;
+    use tower_service::Service as _;
+
+    let s = common::Server::start();
+    s.rt.block_on(async {
+        let entry = InProcess::new(s.api.clone(), "system:kube-scheduler", &[]);
+        let client = kube::Client::new(entry.clone(), "default");
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let mut w = watcher(cms.clone(), watcher::Config::default()).boxed();
+        loop {
+            if matches!(w.next().await.unwrap().unwrap(), watcher::Event::InitDone) {
+                break;
+            }
+        }
+        cms.create(&PostParams::default(), &cm("inproc", "1"))
+            .await
+            .unwrap();
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                if let watcher::Event::Apply(o) = w.next().await.unwrap().unwrap() {
+                    return o.metadata.name.unwrap();
+                }
+            }
+        })
+        .await
+        .expect("the watch sees the create");
+        assert_eq!(seen, "inproc");
+        // Defaulting: a Service gets its cluster IP and defaults.
+        let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}))
+        .unwrap();
+        let made = svcs.create(&PostParams::default(), &svc).await.unwrap();
+        let spec = made.spec.unwrap();
+        assert!(
+            spec.cluster_ip
+                .as_deref()
+                .is_some_and(|ip| ip.starts_with("10.96.")),
+            "{spec:?}"
+        );
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        // Validation: a bad name is a 422 naming the field.
+        let err = cms
+            .create(&PostParams::default(), &cm("Not_A_Name", "1"))
+            .await
+            .unwrap_err();
+        match err {
+            kube::Error::Api(e) => {
+                assert_eq!(e.code, 422, "{e:?}");
+                assert!(e.message.contains("metadata.name"), "{}", e.message);
+            }
+            e => panic!("{e}"),
+        }
+        // The raw entry point answers plain http requests too.
+        let mut raw = entry.clone();
+        let req = http::Request::get("/api/v1/namespaces/default/configmaps/inproc")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = raw.call(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("\"inproc\""));
+    });
+}

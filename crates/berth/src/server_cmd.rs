@@ -72,6 +72,13 @@ pub fn init_logging(format: &str) {
     }
 }
 
+/// A client that reaches this server in process, as the component `name` (what
+/// kube-scheduler's and kube-controller-manager's certificates name them).
+fn in_process(s: &berth_apiserver::Server, name: &str) -> kube::Client {
+    let entry = berth_apiserver::inprocess::InProcess::new(s.api.clone(), name, &[]);
+    kube::Client::new(entry, "default")
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     init_logging(&a.log_format);
@@ -120,7 +127,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let scheduler = if a.disable.iter().any(|d| d == "scheduler") {
         None
     } else {
-        let client = crate::agent_cmd::client(&s.kubeconfig, Some(&local_url)).await?;
+        let client = in_process(&s, "system:kube-scheduler");
         tracing::info!("scheduler starting");
         Some(AbortOnDrop(tokio::spawn(crate::scheduler_cmd::elected(
             client,
@@ -131,7 +138,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let controllers = if a.disable.iter().any(|d| d == "controllers") {
         None
     } else {
-        let client = crate::agent_cmd::client(&s.kubeconfig, Some(&local_url)).await?;
+        let client = in_process(&s, "system:kube-controller-manager");
         tracing::info!("controllers starting");
         Some(AbortOnDrop(tokio::spawn(crate::controller_cmd::elected(
             client,

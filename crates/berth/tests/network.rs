@@ -205,14 +205,6 @@ fn http_hostname(addr: &str) -> String {
         .to_string()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn host_address() -> String {
     let o = Command::new("ip")
         .args(["-4", "-o", "addr", "show", "scope", "global"])

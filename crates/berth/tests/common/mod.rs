@@ -366,14 +366,9 @@ pub fn write_multi_platform_layout(dir: &Path, name: &str) -> String {
     d
 }
 
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../../../store/tests/support/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 fn wait_port(port: u16, child: &mut Child, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
