@@ -1917,8 +1917,8 @@ async fn bind(
             break;
         }
         meta_mut(&mut o).remove("resourceVersion");
-        let mf = ssa::record_update(pods, &cur, &o, &opts.manager, Some("binding"));
-        set_managed(&mut o, mf);
+        // No managedFields entry: as kube's binding storage, the pod is written
+        // directly (field managers track the Binding, which is never stored).
         match api
             .store
             .update(&pods.key(ns, name), &encode(&o), rev)

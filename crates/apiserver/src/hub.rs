@@ -6,7 +6,7 @@
 //! through an `Arc` in a broadcast channel, and one that falls too far behind is cut
 //! off (its client re-watches) rather than buffering without bound.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -63,21 +63,33 @@ impl Change {
     /// The change as one JSON watch line, encoded once for all watchers.
     pub fn json_line(&self) -> Bytes {
         self.line
-            .get_or_init(|| {
-                let mut v = serde_json::to_vec(&serde_json::json!({
-                    "type": self.kind.as_str(),
-                    "object": &*self.object,
-                }))
-                .unwrap_or_default();
-                v.push(b'\n');
-                Bytes::from(v)
-            })
+            .get_or_init(|| event_line(self.kind.as_str(), &self.object))
             .clone()
     }
 }
 
+/// A watch event as serialized: borrowed, because `json!` would copy the whole
+/// object into a new tree first (and drop it after), for every change.
+#[derive(serde::Serialize)]
+struct EventRef<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    object: &'a Value,
+}
+
+/// One JSON watch line (newline-terminated) of an event of type `kind` about `object`.
+pub fn event_line(kind: &str, object: &Value) -> Bytes {
+    let mut v = serde_json::to_vec(&EventRef { kind, object }).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
 struct State {
     objects: BTreeMap<String, Arc<Value>>,
+    /// Owner uid → keys of the objects whose ownerReferences name it: deletions ask
+    /// for an owner's dependents, and a scan of every object under the lock made each
+    /// delete cost as much as the whole cluster.
+    dependents: HashMap<String, BTreeSet<String>>,
     ring: VecDeque<Arc<Change>>,
     /// Every change after this revision is in the ring.
     first: i64,
@@ -104,6 +116,55 @@ pub struct Subscription {
     pub live: broadcast::Receiver<Arc<Change>>,
 }
 
+impl State {
+    /// Moves `key` in the dependents index from `before`'s owners to `after`'s.
+    fn reindex(&mut self, key: &str, before: Option<&Value>, after: Option<&Value>) {
+        let old: BTreeSet<&str> = before.map(owner_uids).unwrap_or_default();
+        let new: BTreeSet<&str> = after.map(owner_uids).unwrap_or_default();
+        for uid in old.difference(&new) {
+            if let Some(keys) = self.dependents.get_mut(*uid) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.dependents.remove(*uid);
+                }
+            }
+        }
+        for uid in new.difference(&old) {
+            self.dependents
+                .entry(uid.to_string())
+                .or_default()
+                .insert(key.to_string());
+        }
+    }
+}
+
+/// The uids an object's ownerReferences name.
+fn owner_uids(o: &Value) -> BTreeSet<&str> {
+    o.get("metadata")
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The dependents index of a freshly loaded set of objects.
+fn index_dependents(objects: &BTreeMap<String, Arc<Value>>) -> HashMap<String, BTreeSet<String>> {
+    let mut index: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (key, o) in objects {
+        for uid in owner_uids(o) {
+            index
+                .entry(uid.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
+    }
+    index
+}
+
 /// Decodes a stored value, setting its resourceVersion.
 pub fn decode(value: &[u8], rv: i64) -> Value {
     let mut v: Value = serde_json::from_slice(value).unwrap_or(Value::Null);
@@ -120,6 +181,7 @@ impl Hub {
         let (tx, _) = broadcast::channel(LAG);
         let hub = Arc::new(Hub {
             state: Mutex::new(State {
+                dependents: index_dependents(&objects),
                 objects,
                 ring: VecDeque::new(),
                 first: revision,
@@ -148,6 +210,7 @@ impl Hub {
                     // client relists.
                     if let Ok((objects, rev)) = load(&self.store).await {
                         let mut st = self.state.lock().unwrap();
+                        st.dependents = index_dependents(&objects);
                         st.objects = objects;
                         st.ring.clear();
                         st.first = rev;
@@ -169,6 +232,7 @@ impl Hub {
             Event::Put(kv) => {
                 let obj = Arc::new(decode(&kv.value, kv.mod_revision));
                 let prev = st.objects.insert(kv.key.clone(), obj.clone());
+                st.reindex(&kv.key, prev.as_deref(), Some(&obj));
                 Change {
                     revision: kv.mod_revision,
                     kind: if prev.is_none() || kv.create_revision == kv.mod_revision {
@@ -184,6 +248,7 @@ impl Hub {
             }
             Event::Delete { prev, revision } => {
                 let before = st.objects.remove(&prev.key);
+                st.reindex(&prev.key, before.as_deref(), None);
                 let obj = Arc::new(decode(&prev.value, revision));
                 Change {
                     revision,
@@ -300,17 +365,11 @@ impl Hub {
     /// The objects whose ownerReferences name `uid`: (storage key, object).
     pub fn dependents(&self, uid: &str) -> Vec<(String, Arc<Value>)> {
         let st = self.state.lock().unwrap();
-        st.objects
-            .iter()
-            .filter(|(_, o)| {
-                o.pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .is_some_and(|refs| {
-                        refs.iter()
-                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-                    })
-            })
-            .map(|(k, o)| (k.clone(), o.clone()))
+        let Some(keys) = st.dependents.get(uid) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|k| st.objects.get(k).map(|o| (k.clone(), o.clone())))
             .collect()
     }
 

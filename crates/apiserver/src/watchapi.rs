@@ -50,6 +50,7 @@ struct Encoder {
 
 impl Encoder {
     fn line(&mut self, ty: &str, o: &Value) -> Bytes {
+        let cut;
         let obj = match self.table {
             Some((kind, include)) => {
                 let mut t = table::table(kind, std::slice::from_ref(o), "", None, include);
@@ -66,15 +67,17 @@ impl Encoder {
                             .unwrap_or(json!("")),
                     );
                 }
-                t
+                cut = t;
+                &cut
             }
             // A watch's ERROR event carries a Status, never cut down.
-            None if self.metadata && ty != "ERROR" => table::partial_metadata(o),
-            None => o.clone(),
+            None if self.metadata && ty != "ERROR" => {
+                cut = table::partial_metadata(o);
+                &cut
+            }
+            None => o,
         };
-        let mut v = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
-        v.push(b'\n');
-        Bytes::from(v)
+        crate::hub::event_line(ty, obj)
     }
 }
 

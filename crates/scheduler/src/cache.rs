@@ -131,11 +131,15 @@ pub struct NodeInfo {
     /// Host ports its pods hold.
     pub ports: Vec<HostPort>,
     requested: BTreeMap<String, i128>,
+    /// The node's allocatable quantities, parsed once per node change rather than on
+    /// every look at the node (it was a tenth of the scheduler's time).
+    allocatable: BTreeMap<String, i128>,
 }
 
 impl NodeInfo {
     fn new(node: Arc<Node>) -> NodeInfo {
         NodeInfo {
+            allocatable: parse_allocatable(&node),
             node,
             pods: 0,
             ports: Vec::new(),
@@ -143,21 +147,14 @@ impl NodeInfo {
         }
     }
 
+    fn set(&mut self, node: Arc<Node>) {
+        self.allocatable = parse_allocatable(&node);
+        self.node = node;
+    }
+
     /// What the node offers of resource `name` (CPU in millicores).
     pub fn allocatable(&self, name: &str) -> i128 {
-        self.node
-            .status
-            .as_ref()
-            .and_then(|s| s.allocatable.as_ref())
-            .and_then(|a| a.get(name))
-            .and_then(|q| {
-                if name == "cpu" {
-                    berth_pods::milli_value(q).ok()
-                } else {
-                    berth_pods::value(q).ok().map(i128::from)
-                }
-            })
-            .unwrap_or(0)
+        self.allocatable.get(name).copied().unwrap_or(0)
     }
 
     /// What its pods request of resource `name`.
@@ -186,6 +183,23 @@ impl NodeInfo {
     }
 }
 
+/// A node's allocatable quantities (CPU in millicores); unreadable ones count as 0.
+fn parse_allocatable(node: &Node) -> BTreeMap<String, i128> {
+    let quantities = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+    quantities
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, q)| {
+            let v = if name == "cpu" {
+                berth_pods::milli_value(q).ok()
+            } else {
+                berth_pods::value(q).ok().map(i128::from)
+            };
+            v.map(|v| (name.clone(), v))
+        })
+        .collect()
+}
+
 /// Nodes, and what every bound (or assumed) pod takes where.
 #[derive(Default)]
 pub struct Cache {
@@ -205,6 +219,9 @@ pub struct Cache {
     /// Pods not yet bound that preemption made room for: UID → where and what they
     /// take. Pods of no higher priority count them as taken there.
     nominated: HashMap<String, Taken>,
+    /// Where the next pod's search for feasible nodes starts (kube's
+    /// nextStartNodeIndex): searches that stop early still visit every node in turn.
+    next_start: std::sync::atomic::AtomicUsize,
 }
 
 /// Whether a pod takes room on its node: bound and not finished.
@@ -220,7 +237,7 @@ impl Cache {
         let name = node.metadata.name.clone().unwrap_or_default();
         let node = Arc::new(node);
         match self.nodes.get_mut(&name) {
-            Some(info) => info.node = node,
+            Some(info) => info.set(node),
             None => {
                 let mut info = NodeInfo::new(node);
                 for uid in self.orphans.remove(&name).unwrap_or_default() {
@@ -438,6 +455,25 @@ impl Cache {
     /// Every node.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
         self.nodes.values()
+    }
+
+    /// Every node once, starting at the search's next start.
+    pub fn nodes_in_turn(&self) -> impl Iterator<Item = &NodeInfo> {
+        let all = self.nodes.len().max(1);
+        let start = self.next_start.load(std::sync::atomic::Ordering::Relaxed) % all;
+        self.nodes
+            .values()
+            .skip(start)
+            .chain(self.nodes.values().take(start))
+    }
+
+    /// A search looked at `processed` nodes: the next one starts after them.
+    pub fn searched(&self, processed: usize) {
+        let all = self.nodes.len().max(1);
+        let start = self.next_start.load(std::sync::atomic::Ordering::Relaxed);
+        let next = (start % all + processed) % all;
+        self.next_start
+            .store(next, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How many nodes.

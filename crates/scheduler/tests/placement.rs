@@ -314,3 +314,52 @@ fn preemption_takes_the_least_important_pods_that_make_room() {
     let higher = sized("higher", "", "4", 200);
     assert_eq!(choose(&c, &higher, &Needs::of(&higher), 0).unwrap(), "a");
 }
+
+#[test]
+fn large_clusters_are_searched_in_part_and_in_turn_as_kube_does() {
+    use berth_scheduler::feasible_nodes_to_find;
+    // kube's adaptive percentageOfNodesToScore, never under 100 nodes.
+    assert_eq!(feasible_nodes_to_find(50), 50);
+    assert_eq!(feasible_nodes_to_find(150), 100);
+    assert_eq!(feasible_nodes_to_find(1000), 420);
+    assert_eq!(feasible_nodes_to_find(5000), 500);
+    assert_eq!(feasible_nodes_to_find(20000), 1000);
+    // Each search starts where the last stopped: three pods on 300 empty nodes
+    // look at nodes 0-99, 100-199 and 200-299.
+    let names: Vec<String> = (0..300).map(|i| format!("n{i:03}")).collect();
+    let nodes: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "z")).collect();
+    let mut c = cluster(&nodes);
+    for k in 0..3 {
+        let p = pod(&format!("small{k}"), json!({}), "", json!({}));
+        let n = place(&mut c, &p).unwrap();
+        let index: usize = n[1..].parse().unwrap();
+        assert!((100 * k..100 * k + 100).contains(&index), "pod {k} on {n}");
+    }
+    // 300 nodes, each with room for one 6-CPU pod: each search stops after 100
+    // feasible nodes and the next starts where it stopped, so every pod still finds
+    // the one node left at the end.
+    let mut c = cluster(&nodes);
+    let mut used = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        let p = pod(
+            &format!("big{i}"),
+            json!({}),
+            "",
+            json!({"containers": [{"name": "c", "image": "i",
+                "resources": {"requests": {"cpu": "6"}}}]}),
+        );
+        let n = place(&mut c, &p).unwrap_or_else(|e| panic!("pod {i}: {e}"));
+        assert!(used.insert(n), "pod {i} placed on a full node");
+    }
+    let extra = pod(
+        "extra",
+        json!({}),
+        "",
+        json!({"containers": [{"name": "c", "image": "i",
+            "resources": {"requests": {"cpu": "6"}}}]}),
+    );
+    assert_eq!(
+        place(&mut c, &extra).unwrap_err(),
+        "0/300 nodes are available: 300 Insufficient cpu."
+    );
+}
