@@ -50,6 +50,16 @@ impl Request {
         self.headers.get(k).and_then(|v| v.to_str().ok())
     }
 
+    /// The body's media type: the content type without its parameters.
+    pub fn media_type(&self) -> &str {
+        self.header("content-type")
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+    }
+
     /// Whether the client asked for metadata only (PartialObjectMetadata and its
     /// List, as kube's metadata clients and garbage collector ask).
     pub fn wants_metadata(&self) -> bool {

@@ -116,7 +116,8 @@ fn write_opts(req: &Request, default_manager: &str) -> Result<WriteOpts, ApiErro
 }
 
 /// Parses a request body (JSON or YAML) into an object.
-fn parse_body(req: &Request) -> Result<Value, ApiError> {
+/// A request's object body: JSON, YAML or protobuf, by its content type.
+pub(crate) fn parse_body(req: &Request) -> Result<Value, ApiError> {
     let ct = req.header("content-type").unwrap_or("application/json");
     let v: Value = if ct.starts_with("application/vnd.kubernetes.protobuf") {
         crate::protobuf::decode_object(&req.body)?
@@ -257,6 +258,10 @@ pub async fn handle(
     }
     if res.backing == resources::Backing::NodeMetrics {
         return crate::resource_metrics::handle(api, req, res, ns, name).await;
+    }
+    if res.backing == resources::Backing::Converted {
+        // Boxed: the conversion calls back into this function for the stored version.
+        return Box::pin(crate::hpa_v1::handle(api, req, res, ns, name, sub)).await;
     }
     if !res.stored() {
         return match (&req.method, name) {
@@ -1135,14 +1140,7 @@ async fn patch(
     name: &str,
     sub: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let ct = req
-        .header("content-type")
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let ct = req.media_type().to_string();
     let default_manager = if ct == "application/apply-patch+yaml" {
         ""
     } else {

@@ -74,8 +74,8 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         if !r.categories.is_empty() {
             e["categories"] = json!(r.categories);
         }
-        if r.stored() {
-            e["storageVersionHash"] = json!(storage_hash(r));
+        if r.from_store() {
+            e["storageVersionHash"] = json!(storage_hash(resources::storage_of(r)));
         }
         list.push(e);
         for sub in r.subresources {

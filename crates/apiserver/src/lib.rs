@@ -14,6 +14,7 @@ pub mod crud;
 pub mod defaults;
 pub mod discovery;
 pub mod eviction;
+pub mod hpa_v1;
 pub mod hub;
 pub mod inprocess;
 pub mod metrics;

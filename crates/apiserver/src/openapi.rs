@@ -129,7 +129,7 @@ fn add_paths(v3: bool, r: &Resource, paths: &mut Map<String, Value>) {
         );
         return;
     }
-    if !r.stored() {
+    if !r.from_store() {
         paths.insert(
             coll,
             json!({"post": op(v3, r, "post", id("create", ""), true, writes(&[])), "parameters": common}),

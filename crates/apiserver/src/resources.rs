@@ -6,10 +6,10 @@
 use std::borrow::Cow;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, authentication::v1 as authn, autoscaling::v2 as autoscaling,
-    batch::v1 as batch, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc,
-    events::v1 as events, networking::v1 as net, policy::v1 as policy, scheduling::v1 as sched,
-    storage::v1 as storage,
+    apps::v1 as apps, authentication::v1 as authn, autoscaling::v1 as autoscaling_v1,
+    autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coord,
+    core::v1 as core, discovery::v1 as disc, events::v1 as events, networking::v1 as net,
+    policy::v1 as policy, scheduling::v1 as sched, storage::v1 as storage,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 
@@ -51,6 +51,9 @@ pub enum Backing {
     Review,
     /// Read from the nodes when asked (metrics.k8s.io): get and list.
     NodeMetrics,
+    /// The store, through another version of the kind (the one listed first, whose
+    /// objects are stored), converted both ways: every verb, watches.
+    Converted,
 }
 
 impl std::fmt::Debug for Resource {
@@ -74,16 +77,21 @@ impl Resource {
         self.kind.to_ascii_lowercase()
     }
 
-    /// Whether objects are kept in the store.
+    /// Whether objects are kept in the store in this version.
     pub fn stored(&self) -> bool {
         self.backing == Backing::Store
+    }
+
+    /// Whether every verb is served from the store (in this version or converted).
+    pub fn from_store(&self) -> bool {
+        matches!(self.backing, Backing::Store | Backing::Converted)
     }
 
     /// The verbs on the collection and its objects.
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.backing == Backing::NodeMetrics {
             &["get", "list"]
-        } else if self.stored() {
+        } else if self.from_store() {
             &[
                 "create",
                 "delete",
@@ -206,6 +214,8 @@ pub static RESOURCES: &[Resource] = &[
     resource!(batch::Job, short: [], ns: true, cats: ["all"], subs: ["status"]),
     resource!(batch::CronJob, short: ["cj"], ns: true, cats: ["all"], subs: ["status"]),
     resource!(autoscaling::HorizontalPodAutoscaler, short: ["hpa"], ns: true, cats: ["all"], subs: ["status"]),
+    resource!(autoscaling_v1::HorizontalPodAutoscaler, short: ["hpa"], ns: true, cats: ["all"], subs: ["status"],
+        backing: Backing::Converted),
     resource!(coord::Lease, short: [], ns: true, cats: [], subs: []),
     resource!(disc::EndpointSlice, short: [], ns: true, cats: [], subs: []),
     resource!(net::Ingress, short: ["ing"], ns: true, cats: [], subs: ["status"]),
@@ -253,6 +263,18 @@ pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()
         .find(|r| r.api_version() == api_version && r.kind == kind)
+}
+
+/// The version a resource's objects are stored in: its own, or for one served by
+/// conversion, the stored version of the same group and kind.
+pub fn storage_of(r: &'static Resource) -> &'static Resource {
+    if r.backing != Backing::Converted {
+        return r;
+    }
+    RESOURCES
+        .iter()
+        .find(|s| s.backing == Backing::Store && s.group == r.group && s.plural == r.plural)
+        .unwrap_or(r)
 }
 
 /// The resource, namespace and name a storage key belongs to.

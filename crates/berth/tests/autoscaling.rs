@@ -78,3 +78,96 @@ fn autoscalers_keep_replicas_within_bounds_and_say_why_they_cannot_measure() {
         "{err}"
     );
 }
+
+/// autoscaling/v1, which `kubectl autoscale` (1.32) writes: created, read, patched
+/// and watched in v1 while stored as v2, nothing v1 cannot say lost on the way.
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn kubectl_autoscale_and_the_v1_form_of_autoscalers() {
+    let c = Cluster::api_only();
+    let p = format!("as1{}", std::process::id());
+    let _nodes = SimNodes::start(&c, &p, 2, &[], true);
+    c.apply("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec: {containers: [{name: api, image: example.invalid/api, resources: {requests: {cpu: 100m}}}]}\n");
+    let out = c.ok(&[
+        "autoscale",
+        "deployment",
+        "api",
+        "--min=2",
+        "--max=5",
+        "--cpu-percent=60",
+    ]);
+    assert!(out.contains("autoscaled"), "{out}");
+    // Stored as v2 with the CPU target as a metric; read back in v1 the same.
+    let v2 = c.json("horizontalpodautoscalers.v2.autoscaling", "api");
+    assert_eq!(v2["apiVersion"], "autoscaling/v2");
+    assert_eq!(v2["spec"]["metrics"][0]["resource"]["name"], "cpu", "{v2}");
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        60
+    );
+    let v1 = c.json("horizontalpodautoscalers.v1.autoscaling", "api");
+    assert_eq!(v1["apiVersion"], "autoscaling/v1", "{v1}");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60, "{v1}");
+    assert_eq!(v1["spec"]["minReplicas"], 2);
+    assert_eq!(v1["spec"]["scaleTargetRef"]["name"], "api");
+    // The controller acts on it as on any autoscaler.
+    c.until("the Deployment raised to minReplicas", 40, || {
+        (c.json("deploy", "api")["spec"]["replicas"] == 2).then_some(())
+    });
+    // A v2-only detail (a memory metric) survives a v1 patch of the CPU target.
+    c.ok(&[
+        "patch",
+        "horizontalpodautoscalers.v2.autoscaling",
+        "api",
+        "--type=json",
+        "-p",
+        r#"[{"op": "add", "path": "/spec/metrics/-", "value": {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}}}]"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "api",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"targetCPUUtilizationPercentage": 70, "maxReplicas": 6}}"#,
+    ]);
+    let v2 = c.json("horizontalpodautoscalers.v2.autoscaling", "api");
+    let metrics = v2["spec"]["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 2, "{v2}");
+    assert_eq!(metrics[0]["resource"]["target"]["averageUtilization"], 70);
+    assert_eq!(metrics[1]["resource"]["name"], "memory");
+    assert_eq!(v2["spec"]["maxReplicas"], 6);
+    // The v1 status shows the conditions in kube's annotation, once there are some.
+    let v1 = c.until("conditions in the v1 annotation", 60, || {
+        let v1 = c.json("horizontalpodautoscalers.v1.autoscaling", "api");
+        v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/conditions"]
+            .as_str()
+            .is_some_and(|s| s.contains("AbleToScale"))
+            .then_some(v1)
+    });
+    assert_eq!(v1["status"]["desiredReplicas"], 2, "{v1}");
+    // A v1 watch gets v1 objects.
+    let o = c.kubectl_in(
+        &[
+            "get",
+            "horizontalpodautoscalers.v1.autoscaling",
+            "--watch",
+            "--request-timeout=3s",
+            "-o",
+            "jsonpath={.apiVersion}{\"\\n\"}",
+        ],
+        None,
+    );
+    let seen = String::from_utf8_lossy(&o.stdout);
+    assert!(seen.lines().next() == Some("autoscaling/v1"), "{seen:?}");
+    // Deleted through v1: gone from both.
+    c.ok(&["delete", "horizontalpodautoscalers.v1.autoscaling", "api"]);
+    let o = c.kubectl_in(
+        &["get", "horizontalpodautoscalers.v2.autoscaling", "api"],
+        None,
+    );
+    assert!(!o.status.success());
+}
