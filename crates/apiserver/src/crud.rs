@@ -115,7 +115,6 @@ fn write_opts(req: &Request, default_manager: &str) -> Result<WriteOpts, ApiErro
     })
 }
 
-/// Parses a request body (JSON or YAML) into an object.
 /// A request's object body: JSON, YAML or protobuf, by its content type.
 pub(crate) fn parse_body(req: &Request) -> Result<Value, ApiError> {
     let ct = req.header("content-type").unwrap_or("application/json");

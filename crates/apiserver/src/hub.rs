@@ -209,8 +209,9 @@ impl Hub {
                     // Missed changes are gone: reload, and cut every watcher off so its
                     // client relists.
                     if let Ok((objects, rev)) = load(&self.store).await {
+                        let dependents = index_dependents(&objects);
                         let mut st = self.state.lock().unwrap();
-                        st.dependents = index_dependents(&objects);
+                        st.dependents = dependents;
                         st.objects = objects;
                         st.ring.clear();
                         st.first = rev;
@@ -407,4 +408,56 @@ async fn load(store: &Backend) -> Result<(BTreeMap<String, Arc<Value>>, i64), Ap
         }
     }
     Ok((objects, rev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn owned(name: &str, owners: &[&str]) -> Value {
+        let refs: Vec<Value> = owners
+            .iter()
+            .map(|u| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": u}))
+            .collect();
+        json!({"metadata": {"name": name, "ownerReferences": refs}})
+    }
+
+    #[test]
+    fn the_dependents_index_follows_puts_owner_changes_and_deletes() {
+        let mut st = State {
+            objects: BTreeMap::new(),
+            dependents: HashMap::new(),
+            ring: VecDeque::new(),
+            first: 0,
+            revision: 0,
+            tx: broadcast::channel(1).0,
+        };
+        let put = |st: &mut State, key: &str, o: Value| {
+            let o = Arc::new(o);
+            let prev = st.objects.insert(key.into(), o.clone());
+            st.reindex(key, prev.as_deref(), Some(&o));
+        };
+        let keys = |st: &State, uid: &str| -> Vec<String> {
+            st.dependents
+                .get(uid)
+                .map(|k| k.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        put(&mut st, "/a", owned("a", &["u1"]));
+        put(&mut st, "/b", owned("b", &["u1", "u2"]));
+        assert_eq!(keys(&st, "u1"), ["/a", "/b"]);
+        assert_eq!(keys(&st, "u2"), ["/b"]);
+        // An owner reference removed, another added.
+        put(&mut st, "/b", owned("b", &["u3"]));
+        assert_eq!(keys(&st, "u1"), ["/a"]);
+        assert!(!st.dependents.contains_key("u2"));
+        assert_eq!(keys(&st, "u3"), ["/b"]);
+        // Deleted: no owner keeps an empty entry.
+        let before = st.objects.remove("/a");
+        st.reindex("/a", before.as_deref(), None);
+        assert!(!st.dependents.contains_key("u1"));
+        // A reload builds the same index from scratch.
+        assert_eq!(index_dependents(&st.objects), st.dependents);
+    }
 }

@@ -19,6 +19,10 @@ use crate::server::RespBody;
 pub struct InProcess {
     api: Arc<Api>,
     user: User,
+    /// The user agent of requests that name none (kube's client names none): field
+    /// managers are named after it, "kube-scheduler" as on Kubernetes rather than
+    /// "unknown".
+    agent: http::HeaderValue,
 }
 
 impl InProcess {
@@ -26,9 +30,13 @@ impl InProcess {
     /// ("system:kube-scheduler", []) as kube-scheduler's certificate names it.
     pub fn new(api: Arc<Api>, name: &str, groups: &[&str]) -> InProcess {
         let groups = groups.iter().map(|g| g.to_string()).collect();
+        let component = name.strip_prefix("system:").unwrap_or(name);
+        let agent = http::HeaderValue::from_str(&format!("{component}/berth"))
+            .unwrap_or_else(|_| http::HeaderValue::from_static("berth"));
         InProcess {
             api,
             user: User::component(name, groups),
+            agent,
         }
     }
 }
@@ -47,7 +55,11 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if !req.headers().contains_key(http::header::USER_AGENT) {
+            req.headers_mut()
+                .insert(http::header::USER_AGENT, self.agent.clone());
+        }
         let (api, user) = (self.api.clone(), self.user.clone());
         Box::pin(async move { Ok(crate::server::respond(api, Some(user), req).await) })
     }

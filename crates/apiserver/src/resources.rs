@@ -51,8 +51,9 @@ pub enum Backing {
     Review,
     /// Read from the nodes when asked (metrics.k8s.io): get and list.
     NodeMetrics,
-    /// The store, through another version of the kind (the one listed first, whose
-    /// objects are stored), converted both ways: every verb, watches.
+    /// The store, through the stored version of the same group and kind (found by
+    /// [`storage_of`]), converted both ways: every verb, watches. Today only
+    /// autoscaling/v1 HorizontalPodAutoscaler, which `hpa_v1` converts.
     Converted,
 }
 
@@ -214,6 +215,7 @@ pub static RESOURCES: &[Resource] = &[
     resource!(batch::Job, short: [], ns: true, cats: ["all"], subs: ["status"]),
     resource!(batch::CronJob, short: ["cj"], ns: true, cats: ["all"], subs: ["status"]),
     resource!(autoscaling::HorizontalPodAutoscaler, short: ["hpa"], ns: true, cats: ["all"], subs: ["status"]),
+    // After v2: discovery names the first version of a group its preferred one.
     resource!(autoscaling_v1::HorizontalPodAutoscaler, short: ["hpa"], ns: true, cats: ["all"], subs: ["status"],
         backing: Backing::Converted),
     resource!(coord::Lease, short: [], ns: true, cats: [], subs: []),
@@ -283,9 +285,10 @@ pub fn from_key(key: &str) -> Option<(&'static Resource, Option<&str>, &str)> {
     let mut it = rest.splitn(3, '/');
     let (g, plural, tail) = (it.next()?, it.next()?, it.next()?);
     let g = if g == "core" { "" } else { g };
+    // The stored version only: a version served by conversion shares its keys.
     let res = RESOURCES
         .iter()
-        .find(|r| r.group == g && r.plural == plural)?;
+        .find(|r| r.stored() && r.group == g && r.plural == plural)?;
     if res.namespaced {
         let (ns, name) = tail.split_once('/')?;
         Some((res, Some(ns), name))

@@ -160,8 +160,8 @@ async fn handle(
 }
 
 /// Reads one API request's body (up to the limit), authenticates it (the transport's
-/// user, else its bearer token) and answers it: the path every request takes, over
-/// HTTPS or in process.
+/// user, else its bearer token) and answers it: the path every API request but the
+/// node proxy's takes, over HTTPS or in process.
 pub(crate) async fn respond<B>(
     api: Arc<Api>,
     cert_user: Option<User>,

@@ -181,6 +181,16 @@ fn an_in_process_client_goes_through_defaulting_validation_and_watches() {
         .await
         .expect("the watch sees the create");
         assert_eq!(seen, "inproc");
+        // Its writes are the component's in managedFields, as on Kubernetes.
+        let got = cms.get("inproc").await.unwrap();
+        let managers: Vec<String> = got
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.manager)
+            .collect();
+        assert_eq!(managers, ["kube-scheduler"]);
         // Defaulting: a Service gets its cluster IP and defaults.
         let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
         let svc: Service = serde_json::from_value(serde_json::json!({

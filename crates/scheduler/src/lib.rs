@@ -284,6 +284,28 @@ pub fn choose_with(
     let mut feasible: Vec<(&cache::NodeInfo, i64)> = Vec::new();
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let priority = cache::priority(pod);
+    // kube's filter order: the node's own checks, then spreading, then pods. Room
+    // preemption freed for a pod of higher priority is not this one's.
+    let check = |info: &cache::NodeInfo| {
+        let seen = cache.as_seen_by(info, uid, priority);
+        let fits = filter::fits(pod, needs, &seen)
+            .and_then(|()| spread.as_ref().map_or(Ok(()), |s| s.filter(&info.node)))
+            .and_then(|()| inter.as_ref().map_or(Ok(()), |i| i.filter(&info.node)))
+            .and_then(|()| claims.map_or(Ok(()), |c| c.filter(&info.node)));
+        fits.map(|()| score::score(needs, &seen))
+    };
+    // As kube-scheduler: a pod preemption made room for goes to its nominated node
+    // when it fits there, before any search (which might stop short of that node).
+    let nominated = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref())
+        .filter(|n| !n.is_empty());
+    if let Some(info) = nominated.and_then(|n| cache.node(n)) {
+        if check(info).is_ok() {
+            return Ok(nominated.unwrap_or_default().to_string());
+        }
+    }
     let wanted = feasible_nodes_to_find(cache.node_count());
     let mut processed = 0;
     for info in cache.nodes_in_turn() {
@@ -291,15 +313,9 @@ pub fn choose_with(
             break;
         }
         processed += 1;
-        // Room preemption freed for a pod of higher priority is not this one's.
-        let seen = cache.as_seen_by(info, uid, priority);
-        // kube's filter order: the node's own checks, then spreading, then pods.
-        let fits = filter::fits(pod, needs, &seen)
-            .and_then(|()| spread.as_ref().map_or(Ok(()), |s| s.filter(&info.node)))
-            .and_then(|()| inter.as_ref().map_or(Ok(()), |i| i.filter(&info.node)))
-            .and_then(|()| claims.map_or(Ok(()), |c| c.filter(&info.node)));
+        let fits = check(info);
         match fits {
-            Ok(()) => feasible.push((info, score::score(needs, &seen))),
+            Ok(score) => feasible.push((info, score)),
             Err(r) => reasons.push(r),
         }
     }

@@ -321,21 +321,29 @@ fn large_clusters_are_searched_in_part_and_in_turn_as_kube_does() {
     // kube's adaptive percentageOfNodesToScore, never under 100 nodes.
     assert_eq!(feasible_nodes_to_find(50), 50);
     assert_eq!(feasible_nodes_to_find(150), 100);
+    assert_eq!(feasible_nodes_to_find(300), 144);
     assert_eq!(feasible_nodes_to_find(1000), 420);
     assert_eq!(feasible_nodes_to_find(5000), 500);
     assert_eq!(feasible_nodes_to_find(20000), 1000);
-    // Each search starts where the last stopped: three pods on 300 empty nodes
-    // look at nodes 0-99, 100-199 and 200-299.
+    // Each search starts where the last stopped: three pods on 300 empty nodes look
+    // at nodes 0-143, 144-287 and 288-299 then 0-131, and (all scoring the same)
+    // take the first node each looked at.
     let names: Vec<String> = (0..300).map(|i| format!("n{i:03}")).collect();
     let nodes: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "z")).collect();
     let mut c = cluster(&nodes);
-    for k in 0..3 {
+    for (k, want) in ["n000", "n144", "n288"].into_iter().enumerate() {
         let p = pod(&format!("small{k}"), json!({}), "", json!({}));
-        let n = place(&mut c, &p).unwrap();
-        let index: usize = n[1..].parse().unwrap();
-        assert!((100 * k..100 * k + 100).contains(&index), "pod {k} on {n}");
+        assert_eq!(place(&mut c, &p).unwrap(), want, "pod {k}");
     }
-    // 300 nodes, each with room for one 6-CPU pod: each search stops after 100
+    // A pod preemption made room for tries its nominated node first, wherever the
+    // search would start.
+    let mut nominated = pod("preemptor", json!({}), "", json!({}));
+    nominated.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        nominated_node_name: Some("n250".into()),
+        ..Default::default()
+    });
+    assert_eq!(place(&mut c, &nominated).unwrap(), "n250");
+    // 300 nodes, each with room for one 6-CPU pod: each search stops after 144
     // feasible nodes and the next starts where it stopped, so every pod still finds
     // the one node left at the end.
     let mut c = cluster(&nodes);

@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 /// The kernel hands out ephemeral ports from 32768 up (Linux's default
 /// ip_local_port_range); ports below it are never taken by an outgoing connection or
@@ -14,13 +15,17 @@ const COUNT: u32 = 12000;
 /// A loopback port below the ephemeral range that nothing listens on now.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    static SEED: OnceLock<u32> = OnceLock::new();
     // Processes of one test run start at different offsets, so two tests seldom try
-    // the same port; the bind check catches the rest.
-    let seed = std::process::id().wrapping_mul(2654435761) ^ nanos;
+    // the same port, and the calls of one process walk one sequence, so they never
+    // do; the bind check catches the rest.
+    let seed = *SEED.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        std::process::id().wrapping_mul(2654435761) ^ nanos
+    });
     for _ in 0..COUNT {
         let step = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = FIRST + seed.wrapping_add(step.wrapping_mul(7919)) % COUNT;
