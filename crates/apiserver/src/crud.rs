@@ -1156,32 +1156,14 @@ async fn patch(
         let force = req.q("force") == Some("true");
         return apply(api, req, res, ns, name, sub, body, &opts, force).await;
     }
-    if !matches!(
-        ct.as_str(),
-        "application/json-patch+json"
-            | "application/merge-patch+json"
-            | "application/strategic-merge-patch+json"
-    ) {
-        return Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"),
-        ));
-    }
+    let format = patch::Format::of(&ct)?;
     let mut warnings = Vec::new();
     // Retried on conflict unless the patch itself names a resourceVersion.
     let pinned = body.pointer("/metadata/resourceVersion").is_some();
     for attempt in 0.. {
         let (cur, rev) = read(api, res, ns, name).await?;
         let mut doc = cur.clone();
-        let r = match ct.as_str() {
-            "application/json-patch+json" => patch::json_patch(&mut doc, &body),
-            "application/merge-patch+json" => patch::merge_patch(&mut doc, &body),
-            _ => patch::strategic(&mut doc, &body, res.kind),
-        };
-        if let Err(patch::PatchError(m)) = r {
-            return Err(ApiError::new(422, "Invalid", m));
-        }
+        format.apply(&mut doc, &body, res.kind)?;
         if !doc.is_object() {
             return Err(ApiError::new(
                 422,

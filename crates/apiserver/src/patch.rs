@@ -10,6 +10,48 @@ use serde_json::{Map, Value};
 #[derive(Debug)]
 pub struct PatchError(pub String);
 
+impl From<PatchError> for crate::status::ApiError {
+    fn from(e: PatchError) -> Self {
+        crate::status::ApiError::new(422, "Invalid", e.0)
+    }
+}
+
+/// A PATCH body's format other than server-side apply, by its media type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// application/json-patch+json
+    Json,
+    /// application/merge-patch+json
+    Merge,
+    /// application/strategic-merge-patch+json
+    Strategic,
+}
+
+impl Format {
+    /// The format a media type names; kube's 415 for any other.
+    pub fn of(media_type: &str) -> Result<Format, crate::status::ApiError> {
+        match media_type {
+            "application/json-patch+json" => Ok(Format::Json),
+            "application/merge-patch+json" => Ok(Format::Merge),
+            "application/strategic-merge-patch+json" => Ok(Format::Strategic),
+            other => Err(crate::status::ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"),
+            )),
+        }
+    }
+
+    /// Applies `patch` to `doc`, an object of `kind` (strategic merge keys by it).
+    pub fn apply(self, doc: &mut Value, patch: &Value, kind: &str) -> Result<(), PatchError> {
+        match self {
+            Format::Json => json_patch(doc, patch),
+            Format::Merge => merge_patch(doc, patch),
+            Format::Strategic => strategic(doc, patch, kind),
+        }
+    }
+}
+
 /// Applies an RFC 6902 JSON patch.
 pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
     let p: json_patch::Patch = serde_json::from_value(patch.clone())

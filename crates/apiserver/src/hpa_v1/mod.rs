@@ -204,29 +204,14 @@ async fn patch(
             "server-side apply of autoscaling/v1 HorizontalPodAutoscalers is not supported by berth: apply the autoscaling/v2 form",
         ));
     }
+    let format = crate::patch::Format::of(ct)?;
     let body: Value = serde_json::from_slice(&req.body)
         .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     let pinned = body.pointer("/metadata/resourceVersion").is_some();
     for attempt in 0.. {
         let (cur, _) = crate::crud::read(api, v2, ns, name).await?;
         let mut doc = to_v1(&cur);
-        let r = match ct {
-            "application/json-patch+json" => crate::patch::json_patch(&mut doc, &body),
-            "application/merge-patch+json" => crate::patch::merge_patch(&mut doc, &body),
-            "application/strategic-merge-patch+json" => {
-                crate::patch::strategic(&mut doc, &body, KIND)
-            }
-            _ => {
-                return Err(ApiError::new(
-                    415,
-                    "UnsupportedMediaType",
-                    format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct:?})"),
-                ))
-            }
-        };
-        if let Err(crate::patch::PatchError(m)) = r {
-            return Err(ApiError::new(422, "Invalid", m));
-        }
+        format.apply(&mut doc, &body, KIND)?;
         let stored_form = to_v2(&doc, Some(&cur));
         let mut put = forwarded(req, Some(&stored_form));
         put.method = Method::PUT;
