@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method};
+use http::Method;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
-use crate::auth::{Attributes, Authenticator, Authorizer, User};
+use crate::auth::{Attributes, Authenticator, Authorizer};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::resources::{self, Resource};
@@ -17,121 +16,7 @@ use crate::status::ApiError;
 use crate::{discovery, openapi};
 use berth_store::Backend;
 
-/// The largest request body accepted (kube's limit).
-pub const MAX_BODY: usize = 3 * 1024 * 1024;
-
-/// A request, its body read.
-pub struct Request {
-    /// The method.
-    pub method: Method,
-    /// The path.
-    pub path: String,
-    /// Query parameters, decoded.
-    pub query: Vec<(String, String)>,
-    /// The headers.
-    pub headers: HeaderMap,
-    /// The body.
-    pub body: Bytes,
-    /// The authenticated user (None: anonymous).
-    pub user: Option<User>,
-}
-
-impl Request {
-    /// A query parameter.
-    pub fn q(&self, k: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// A header as text.
-    pub fn header(&self, k: &str) -> Option<&str> {
-        self.headers.get(k).and_then(|v| v.to_str().ok())
-    }
-
-    /// The body's media type: the content type without its parameters.
-    pub fn media_type(&self) -> &str {
-        self.header("content-type")
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-    }
-
-    /// Whether the client asked for metadata only (PartialObjectMetadata and its
-    /// List, as kube's metadata clients and garbage collector ask).
-    pub fn wants_metadata(&self) -> bool {
-        self.header("accept").is_some_and(|a| {
-            a.split(',')
-                .next()
-                .is_some_and(|first| first.contains("as=PartialObjectMetadata"))
-        })
-    }
-
-    /// Whether the client asked for a Table.
-    pub fn wants_table(&self) -> bool {
-        self.header("accept").is_some_and(|a| {
-            a.split(',')
-                .next()
-                .is_some_and(|first| first.contains("as=Table"))
-        })
-    }
-}
-
-/// A response body.
-pub enum Body {
-    /// All at once.
-    Full(Bytes),
-    /// Chunks as they come (watches).
-    Stream(mpsc::Receiver<Bytes>),
-}
-
-/// A response.
-pub struct Response {
-    /// HTTP status.
-    pub status: u16,
-    /// Headers.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Body,
-}
-
-impl Response {
-    /// A JSON response.
-    pub fn json(status: u16, v: &Value) -> Response {
-        Response {
-            status,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Body::Full(Bytes::from(serde_json::to_vec(v).unwrap_or_default())),
-        }
-    }
-
-    /// A response with a content type.
-    pub fn bytes(status: u16, content_type: &str, b: impl Into<Bytes>) -> Response {
-        Response {
-            status,
-            headers: vec![("content-type".into(), content_type.into())],
-            body: Body::Full(b.into()),
-        }
-    }
-
-    /// The Status response of an error.
-    pub fn error(e: &ApiError) -> Response {
-        let mut r = Response::json(e.code, &e.to_status());
-        if let Some(s) = e.retry_after {
-            r.headers.push(("retry-after".into(), s.to_string()));
-        }
-        r
-    }
-
-    /// Adds a header.
-    pub fn with(mut self, k: &str, v: impl Into<String>) -> Response {
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-}
+pub use crate::request::{Body, Request, Response, MAX_BODY};
 
 /// What a path names.
 #[derive(Debug)]
@@ -285,7 +170,7 @@ impl Api {
         }
         match target? {
             Target::Resource { res, ns, name, sub } => {
-                crate::crud::handle(self, req, res, ns, name, sub).await
+                crate::objects::handle(self, req, res, ns, name, sub).await
             }
             Target::Other => self.non_resource(req).await,
         }

@@ -11,38 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// An authenticated user.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    /// The user name.
-    pub name: String,
-    /// The user's uid, when known.
-    pub uid: String,
-    /// Groups (always with system:authenticated).
-    pub groups: Vec<String>,
-    /// Extra attributes (ServiceAccount tokens carry pod bindings).
-    pub extra: Vec<(String, String)>,
-}
+pub use crate::request::User;
 
 impl User {
-    fn new(name: &str, uid: &str, groups: Vec<String>) -> User {
-        let mut g = groups;
-        if !g.iter().any(|x| x == "system:authenticated") {
-            g.push("system:authenticated".into());
-        }
-        User {
-            name: name.into(),
-            uid: uid.into(),
-            groups: g,
-            extra: Vec::new(),
-        }
-    }
-
-    /// A component's own identity (the in-process scheduler's and controllers').
-    pub fn component(name: &str, groups: Vec<String>) -> User {
-        User::new(name, "", groups)
-    }
-
     /// The user of a client certificate: CN is the name, O the groups.
     pub fn from_certificate(der: &[u8]) -> Option<User> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;

@@ -15,7 +15,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::{json, Value};
 
 use crate::api::{Api, Request, Response};
-use crate::crud::{self, DeleteOpts};
+use crate::objects::{self, DeleteOpts};
 use crate::resources;
 use crate::status::{ApiError, Cause};
 
@@ -50,7 +50,7 @@ pub async fn evict(
     };
     let pods = resources::find("", "v1", "pods").expect("served");
     for _ in 0..ATTEMPTS {
-        let (pv, _) = crud::read(api, pods, ns, name).await?;
+        let (pv, _) = objects::read(api, pods, ns, name).await?;
         let pod: Pod = serde_json::from_value(pv)
             .map_err(|e| ApiError::internal(format!("pod {name} as stored: {e}")))?;
         if disruption::budget_ignored(&pod) {
@@ -101,8 +101,8 @@ async fn delete(
     opts: &DeleteOpts,
 ) -> Result<Response, ApiError> {
     let pods = resources::find("", "v1", "pods").expect("served");
-    crud::delete(api, pods, ns, name, opts).await?;
-    Ok(crud::created_status())
+    objects::delete(api, pods, ns, name, opts).await?;
+    Ok(objects::created_status())
 }
 
 /// The budgets covering `pod`, with the store revision each was read at.
@@ -191,7 +191,7 @@ async fn spend(
     pdb.metadata.resource_version = None;
     let v = serde_json::to_value(&pdb).unwrap_or_default();
     api.store
-        .update(&res.key(ns, &name), &crud::encode(&v), rev)
+        .update(&res.key(ns, &name), &objects::encode(&v), rev)
         .await
         .map(|_| ())
 }

@@ -10,7 +10,6 @@
 pub mod admission;
 pub mod api;
 pub mod auth;
-pub mod crud;
 pub mod defaults;
 pub mod discovery;
 pub mod eviction;
@@ -20,6 +19,7 @@ pub mod inprocess;
 pub mod metrics;
 pub mod names;
 pub mod nodeproxy;
+pub mod objects;
 pub mod openapi;
 pub mod openapi_pb;
 pub mod patch;
@@ -27,6 +27,7 @@ pub mod pki;
 pub mod priority;
 pub mod protobuf;
 pub mod repair;
+pub mod request;
 #[rustfmt::skip]
 pub mod protobuf_fields;
 pub mod resource_metrics;
@@ -197,7 +198,6 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
                 }
             }
         }
-        crud::resume_deletions(&a).await;
         tokio::spawn(repair::run(a.clone()));
         a.ready.store(true, std::sync::atomic::Ordering::Release);
     });
@@ -216,11 +216,11 @@ async fn bootstrap(api: &Arc<api::Api>) -> Result<(), status::ApiError> {
             continue;
         }
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        crud::create_internal(api, nsr, None, body).await?;
+        objects::create_internal(api, nsr, None, body).await?;
     }
     let pcs = resources::find("scheduling.k8s.io", "v1", "priorityclasses").expect("served");
     for pc in priority::system_classes() {
-        crud::create_internal(api, pcs, None, pc).await?;
+        objects::create_internal(api, pcs, None, pc).await?;
     }
     let svc = resources::find("", "v1", "services").expect("served");
     if api
@@ -239,7 +239,7 @@ async fn bootstrap(api: &Arc<api::Api>) -> Result<(), status::ApiError> {
             "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1",
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}});
-        crud::create_internal(api, svc, Some("default"), body).await?;
+        objects::create_internal(api, svc, Some("default"), body).await?;
     }
     Ok(())
 }

@@ -158,7 +158,7 @@ async fn pod_target(
     query: &[(String, String)],
 ) -> Result<(String, String), ApiError> {
     let pods = resources::find("", "v1", "pods").expect("served");
-    let (p, _) = crate::crud::read(api, pods, Some(ns), pod).await?;
+    let (p, _) = crate::objects::read(api, pods, Some(ns), pod).await?;
     let node = str_at(&p, "/spec/nodeName").unwrap_or("");
     if node.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -230,7 +230,7 @@ async fn pod_target(
 /// daemonEndpoints.
 pub async fn agent_address(api: &Api, node: &str) -> Result<String, ApiError> {
     let nodes = resources::find("", "v1", "nodes").expect("served");
-    let (n, _) = crate::crud::read(api, nodes, None, node)
+    let (n, _) = crate::objects::read(api, nodes, None, node)
         .await
         .map_err(|_| {
             ApiError::new(

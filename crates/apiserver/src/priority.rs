@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use crate::api::Api;
-use crate::crud;
+use crate::objects;
 use crate::resources;
 use crate::status::ApiError;
 
@@ -53,7 +53,7 @@ pub async fn admit(api: &Api, pod: &mut Value) -> Result<(), ApiError> {
         .filter(|n| !n.is_empty())
         .map(str::to_string);
     let class = match &asked {
-        Some(name) => match crud::read(api, res, None, name).await {
+        Some(name) => match objects::read(api, res, None, name).await {
             Ok((c, _)) => Some(c),
             Err(e) if e.code == 404 => {
                 return Err(forbidden(format!(

@@ -33,6 +33,8 @@ pub struct Resource {
     pub subresources: &'static [&'static str],
     /// What answers for its objects.
     pub backing: Backing,
+    /// What the object path does for the kind beyond the generic rules.
+    pub strategy: Strategy,
     /// The OpenAPI schema name of the kind.
     pub schema_name: fn() -> Cow<'static, str>,
     /// Adds the kind's schema (and what it references) to a generator.
@@ -55,6 +57,28 @@ pub enum Backing {
     /// [`storage_of`]), converted both ways: every verb, watches. Today only
     /// autoscaling/v1 HorizontalPodAutoscaler, which `hpa_v1` converts.
     Converted,
+}
+
+/// What the object path does for a kind beyond the generic rules (kube's
+/// per-resource strategies): what a new object is given, what a write reserves or
+/// releases, and how a delete proceeds. `objects::strategy` acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// The generic rules only (a new object's status is dropped when the kind has a
+    /// status subresource).
+    Plain,
+    /// Admission (service account, toleration seconds, priority), a Pending status
+    /// with its QoS class, and graceful deletion on a node.
+    Pod,
+    /// An Active status on create, the default ServiceAccount and CA bundle after;
+    /// deletion marks it Terminating for the namespace controller to empty.
+    Namespace,
+    /// A cluster IP and node ports reserved on create and released on delete.
+    Service,
+    /// The default StorageClass, and a Pending status until a volume binds it.
+    PersistentVolumeClaim,
+    /// A generated selector and an empty status.
+    Job,
 }
 
 impl std::fmt::Debug for Resource {
@@ -170,9 +194,15 @@ fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<(), (
 
 macro_rules! resource {
     ($t:ty, short: [$($s:expr),*], ns: $ns:expr, cats: [$($c:expr),*], subs: [$($sub:expr),*]) => {
-        resource!($t, short: [$($s),*], ns: $ns, cats: [$($c),*], subs: [$($sub),*], backing: Backing::Store)
+        resource!($t, short: [$($s),*], ns: $ns, cats: [$($c),*], subs: [$($sub),*], backing: Backing::Store, strategy: Strategy::Plain)
+    };
+    ($t:ty, short: [$($s:expr),*], ns: $ns:expr, cats: [$($c:expr),*], subs: [$($sub:expr),*], strategy: $strategy:expr) => {
+        resource!($t, short: [$($s),*], ns: $ns, cats: [$($c),*], subs: [$($sub),*], backing: Backing::Store, strategy: $strategy)
     };
     ($t:ty, short: [$($s:expr),*], ns: $ns:expr, cats: [$($c:expr),*], subs: [$($sub:expr),*], backing: $backing:expr) => {
+        resource!($t, short: [$($s),*], ns: $ns, cats: [$($c),*], subs: [$($sub),*], backing: $backing, strategy: Strategy::Plain)
+    };
+    ($t:ty, short: [$($s:expr),*], ns: $ns:expr, cats: [$($c:expr),*], subs: [$($sub:expr),*], backing: $backing:expr, strategy: $strategy:expr) => {
         Resource {
             group: <$t as k8s_openapi::Resource>::GROUP,
             version: <$t as k8s_openapi::Resource>::VERSION,
@@ -183,6 +213,7 @@ macro_rules! resource {
             categories: &[$($c),*],
             subresources: &[$($sub),*],
             backing: $backing,
+            strategy: $strategy,
             schema_name: <$t as JsonSchema>::schema_name,
             schema: |g| g.subschema_for::<$t>(),
             decode: decode::<$t>,
@@ -192,11 +223,14 @@ macro_rules! resource {
 
 /// Every resource the server serves.
 pub static RESOURCES: &[Resource] = &[
-    resource!(core::Namespace, short: ["ns"], ns: false, cats: [], subs: ["status", "finalize"]),
+    resource!(core::Namespace, short: ["ns"], ns: false, cats: [], subs: ["status", "finalize"],
+        strategy: Strategy::Namespace),
     resource!(core::Pod, short: ["po"], ns: true, cats: ["all"],
-        subs: ["status", "binding", "eviction", "log", "exec", "attach", "portforward", "ephemeralcontainers"]),
+        subs: ["status", "binding", "eviction", "log", "exec", "attach", "portforward", "ephemeralcontainers"],
+        strategy: Strategy::Pod),
     resource!(core::Node, short: ["no"], ns: false, cats: [], subs: ["status", "proxy"]),
-    resource!(core::Service, short: ["svc"], ns: true, cats: ["all"], subs: ["status", "proxy"]),
+    resource!(core::Service, short: ["svc"], ns: true, cats: ["all"], subs: ["status", "proxy"],
+        strategy: Strategy::Service),
     resource!(core::Endpoints, short: ["ep"], ns: true, cats: [], subs: []),
     resource!(core::ReplicationController, short: ["rc"], ns: true, cats: ["all"], subs: ["status", "scale"]),
     resource!(core::ConfigMap, short: ["cm"], ns: true, cats: [], subs: []),
@@ -204,7 +238,8 @@ pub static RESOURCES: &[Resource] = &[
     resource!(core::ServiceAccount, short: ["sa"], ns: true, cats: [], subs: ["token"]),
     resource!(core::Event, short: ["ev"], ns: true, cats: [], subs: []),
     resource!(core::PersistentVolume, short: ["pv"], ns: false, cats: [], subs: ["status"]),
-    resource!(core::PersistentVolumeClaim, short: ["pvc"], ns: true, cats: [], subs: ["status"]),
+    resource!(core::PersistentVolumeClaim, short: ["pvc"], ns: true, cats: [], subs: ["status"],
+        strategy: Strategy::PersistentVolumeClaim),
     resource!(core::LimitRange, short: ["limits"], ns: true, cats: [], subs: []),
     resource!(core::ResourceQuota, short: ["quota"], ns: true, cats: [], subs: ["status"]),
     resource!(apps::Deployment, short: ["deploy"], ns: true, cats: ["all"], subs: ["status", "scale"]),
@@ -212,7 +247,7 @@ pub static RESOURCES: &[Resource] = &[
     resource!(apps::StatefulSet, short: ["sts"], ns: true, cats: ["all"], subs: ["status", "scale"]),
     resource!(apps::DaemonSet, short: ["ds"], ns: true, cats: ["all"], subs: ["status"]),
     resource!(apps::ControllerRevision, short: [], ns: true, cats: [], subs: []),
-    resource!(batch::Job, short: [], ns: true, cats: ["all"], subs: ["status"]),
+    resource!(batch::Job, short: [], ns: true, cats: ["all"], subs: ["status"], strategy: Strategy::Job),
     resource!(batch::CronJob, short: ["cj"], ns: true, cats: ["all"], subs: ["status"]),
     resource!(autoscaling::HorizontalPodAutoscaler, short: ["hpa"], ns: true, cats: ["all"], subs: ["status"]),
     // After v2: discovery names the first version of a group its preferred one.

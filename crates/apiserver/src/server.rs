@@ -230,7 +230,7 @@ async fn authenticate(
                         // A ServiceAccount token is good while its ServiceAccount is.
                         let sa =
                             crate::resources::find("", "v1", "serviceaccounts").expect("served");
-                        let ok = match crate::crud::read(
+                        let ok = match crate::objects::read(
                             api,
                             sa,
                             Some(&c.kube.namespace),

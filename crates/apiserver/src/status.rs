@@ -3,6 +3,8 @@
 
 use serde_json::{json, Value};
 
+use crate::request::Response;
+
 /// One reason an object is invalid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cause {
@@ -296,5 +298,16 @@ impl From<berth_store::Error> for ApiError {
             berth_store::Error::NotFound(key) => ApiError::new(404, "NotFound", format!("{key} not found")),
             berth_store::Error::Exists(key) => ApiError::new(409, "AlreadyExists", format!("{key} already exists")),
         }
+    }
+}
+
+impl Response {
+    /// The Status response of an error.
+    pub fn error(e: &ApiError) -> Response {
+        let mut r = Response::json(e.code, &e.to_status());
+        if let Some(s) = e.retry_after {
+            r.headers.push(("retry-after".into(), s.to_string()));
+        }
+        r
     }
 }

@@ -1,8 +1,10 @@
-//! Garbage collection in `berth server`, on simulated nodes, driven with kubectl:
-//! an object whose owners are gone is deleted by the collector (as when its owner was
-//! deleted just before a crash), an object with a live owner is kept, and a
-//! Deployment deleted just before kill -9 of the server leaves nothing behind once
-//! the server is back. Needs kubectl 1.32.
+//! Garbage collection and namespace deletion in `berth server`, on simulated nodes,
+//! driven with kubectl: an object whose owners are gone is deleted by the collector
+//! (as when its owner was deleted just before a crash), an object with a live owner
+//! is kept; `--cascade=background|orphan|foreground` behave as on Kubernetes; a
+//! deleted namespace is emptied and removed; and a Deployment, a namespace or an
+//! orphaning deletion interrupted by kill -9 of the server are finished once the
+//! server is back. Needs kubectl 1.32.
 
 mod common;
 
@@ -78,4 +80,162 @@ fn dependents_of_gone_owners_are_collected_even_across_a_crash() {
     c.until("the dependent of a deleted owner collected", 30, || {
         (!exists(&c, "configmap", "kept")).then_some(())
     });
+}
+
+fn names(c: &Cluster, args: &[&str]) -> Vec<String> {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-o", "name"]);
+    c.ok(&a).lines().map(str::to_string).collect()
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn cascades_and_namespace_deletion_finish_even_across_a_crash() {
+    let mut c = Cluster::api_only();
+    let p = format!("cascade{}", std::process::id());
+    let _nodes = SimNodes::start(&c, &p, 2, &[], true);
+    let deploy = |ns: &str, name: &str| {
+        c.ok(&[
+            "-n",
+            ns,
+            "create",
+            "deployment",
+            name,
+            "--image=example.invalid/web:1",
+            "--replicas=2",
+        ]);
+        c.ok(&[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            &format!("deployment/{name}"),
+            "--timeout=60s",
+        ]);
+    };
+
+    // Background: the Deployment goes at once, its ReplicaSet and pods after it.
+    deploy("default", "bg");
+    c.ok(&["delete", "deployment", "bg", "--cascade=background"]);
+    c.until("the background cascade", 60, || {
+        (names(&c, &["rs,pods", "-l", "app=bg"]).is_empty()).then_some(())
+    });
+    // Foreground: the Deployment waits for its dependents, so when kubectl's wait
+    // for it ends, they are gone already.
+    deploy("default", "fg");
+    c.ok(&[
+        "delete",
+        "deployment",
+        "fg",
+        "--cascade=foreground",
+        "--timeout=60s",
+    ]);
+    assert_eq!(names(&c, &["rs", "-l", "app=fg"]), Vec::<String>::new());
+    // Orphan: the ReplicaSet and its pods stay, no longer owned.
+    deploy("default", "orph");
+    c.ok(&[
+        "delete",
+        "deployment",
+        "orph",
+        "--cascade=orphan",
+        "--timeout=60s",
+    ]);
+    let rs = names(&c, &["rs", "-l", "app=orph"]);
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    assert_eq!(
+        c.ok(&["get", &rs[0], "-o", "jsonpath={.metadata.ownerReferences}"]),
+        ""
+    );
+    assert_eq!(names(&c, &["pods", "-l", "app=orph"]).len(), 2);
+    c.ok(&["delete", &rs[0]]);
+
+    // A namespace is emptied (pods on nodes included) and removed; while that goes
+    // on, kube's conditions say what is left.
+    c.ok(&["create", "namespace", "scratch"]);
+    c.ok(&[
+        "-n",
+        "scratch",
+        "create",
+        "configmap",
+        "c",
+        "--from-literal=a=b",
+    ]);
+    deploy("scratch", "web");
+    c.ok(&["delete", "namespace", "scratch", "--timeout=60s"]);
+    assert!(!c.kubectl(&["get", "namespace", "scratch"]).status.success());
+
+    // A finalizer nobody removes keeps its namespace Terminating, and the
+    // namespace's conditions name it.
+    c.ok(&["create", "namespace", "held"]);
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: held, finalizers: [example.com/hold]}\n");
+    c.ok(&["delete", "namespace", "held", "--wait=false"]);
+    c.until("the held namespace's conditions", 30, || {
+        let ns = c.json("namespace", "held");
+        let conds = ns["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        conds
+            .iter()
+            .any(|k| {
+                k["type"] == "NamespaceFinalizersRemaining"
+                    && k["status"] == "True"
+                    && k["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("example.com/hold in 1 resource instances"))
+            })
+            .then_some(())
+    });
+    assert_eq!(
+        c.ok(&["get", "namespace", "held", "-o", "jsonpath={.status.phase}"]),
+        "Terminating"
+    );
+    c.ok(&[
+        "-n",
+        "held",
+        "patch",
+        "configmap",
+        "c",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    c.until("the held namespace gone", 30, || {
+        (!c.kubectl(&["get", "namespace", "held"]).status.success()).then_some(())
+    });
+
+    // Deletions interrupted by kill -9 of the server: a namespace with pods, and an
+    // orphaning delete. Whatever was done before the kill, they are finished once
+    // the server is back.
+    c.ok(&["create", "namespace", "crash"]);
+    deploy("crash", "web");
+    deploy("default", "kept");
+    c.ok(&["delete", "namespace", "crash", "--wait=false"]);
+    c.ok(&[
+        "delete",
+        "deployment",
+        "kept",
+        "--cascade=orphan",
+        "--wait=false",
+    ]);
+    c.kill();
+    c.spawn();
+    c.wait_api();
+    c.until("the namespace deleted before the crash gone", 60, || {
+        (!c.kubectl(&["get", "namespace", "crash"]).status.success()).then_some(())
+    });
+    c.until("the orphaning delete finished", 60, || {
+        (!c.kubectl(&["get", "deployment", "kept"]).status.success()).then_some(())
+    });
+    let rs = names(&c, &["rs", "-l", "app=kept"]);
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    assert_eq!(
+        c.ok(&["get", &rs[0], "-o", "jsonpath={.metadata.ownerReferences}"]),
+        ""
+    );
+    assert_eq!(names(&c, &["pods", "-l", "app=kept"]).len(), 2);
 }

@@ -1,12 +1,15 @@
 //! The garbage collector, as kube-controller-manager's: every object of every kind
 //! served (found by discovery) is watched for its metadata, and an object whose
 //! owners are all gone — each owner reference's UID no longer in the cluster, as a
-//! live read confirms — is deleted, its own dependents after it. The API server
-//! cascades a deletion itself when it can (background propagation from the delete
-//! request); this catches what that misses: an owner deleted just before a crash,
-//! a dependent created with an owner that never existed or was already gone. It acts
-//! only once every kind has been listed, so an owner not yet seen is never taken for
-//! gone.
+//! live read confirms — is deleted, its own dependents after it. That is all of
+//! background propagation: the API server only deletes the owner. Orphan and
+//! foreground propagation arrive as the owner's `orphan` and `foregroundDeletion`
+//! finalizers: the collector frees the dependents (removes their references to the
+//! owner) or deletes them and waits until they are gone, then removes the finalizer.
+//! Being level-triggered, it also finishes what a crash interrupted: an owner
+//! deleted just before it, a dependent created with an owner that never existed or
+//! was already gone, a propagation half done. It acts only once every kind has been
+//! listed, so an owner not yet seen is never taken for gone.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -15,7 +18,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, PartialObjectMeta, Preconditions, PropagationPolicy,
+    Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, Preconditions,
+    PropagationPolicy,
 };
 use kube::discovery::{verbs, ApiResource, Discovery, Scope};
 use kube::runtime::watcher::{self, watcher, Event};
@@ -29,6 +33,24 @@ struct Object {
     name: String,
     owners: Vec<OwnerReference>,
     deleting: bool,
+    finalizers: Vec<String>,
+}
+
+/// The finalizer of orphan propagation.
+const ORPHAN: &str = "orphan";
+/// The finalizer of foreground propagation.
+const FOREGROUND: &str = "foregroundDeletion";
+
+impl Object {
+    /// The propagation this object's deletion waits on the collector for.
+    fn propagation(&self) -> Option<&'static str> {
+        if !self.deleting {
+            return None;
+        }
+        [ORPHAN, FOREGROUND]
+            .into_iter()
+            .find(|f| self.finalizers.iter().any(|x| x == f))
+    }
 }
 
 #[derive(Default)]
@@ -41,8 +63,9 @@ struct Graph {
 }
 
 impl Graph {
-    fn set(&mut self, uid: String, o: Object) {
-        self.remove(&uid);
+    /// Records an object; returns what it replaced.
+    fn set(&mut self, uid: String, o: Object) -> Option<Object> {
+        let old = self.remove(&uid);
         for r in &o.owners {
             self.dependents
                 .entry(r.uid.clone())
@@ -50,6 +73,19 @@ impl Graph {
                 .insert(uid.clone());
         }
         self.objects.insert(uid, o);
+        old
+    }
+
+    /// Of these owner UIDs, those whose deletion waits for the collector.
+    fn propagating<'a>(&self, owners: impl Iterator<Item = &'a OwnerReference>) -> Vec<String> {
+        owners
+            .filter(|r| {
+                self.objects
+                    .get(&r.uid)
+                    .is_some_and(|o| o.propagation().is_some())
+            })
+            .map(|r| r.uid.clone())
+            .collect()
     }
 
     fn remove(&mut self, uid: &str) -> Option<Object> {
@@ -73,7 +109,20 @@ struct Ctx {
     queue: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
+/// How soon a propagation not yet finished is looked at again (dependents being
+/// deleted take their grace period; a write may have met a conflict).
+const RECHECK: Duration = Duration::from_secs(2);
+
 impl Ctx {
+    /// Looks at `uid` again after `after`.
+    fn later(&self, uid: &str, after: Duration) {
+        let (queue, uid) = (self.queue.clone(), uid.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = queue.send(uid);
+        });
+    }
+
     fn graph(&self) -> std::sync::MutexGuard<'_, Graph> {
         self.graph.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -180,6 +229,7 @@ async fn watch(ctx: Arc<Ctx>, i: usize) {
             name: m.name.clone().unwrap_or_default(),
             owners: m.owner_references.clone().unwrap_or_default(),
             deleting: m.deletion_timestamp.is_some(),
+            finalizers: m.finalizers.clone().unwrap_or_default(),
         };
         match ev {
             Ok(Event::Init) => seen.clear(),
@@ -199,11 +249,12 @@ async fn watch(ctx: Arc<Ctx>, i: usize) {
                         .collect();
                     let first = g.listed.insert(i);
                     let all = g.listed.len() == ctx.resources.len();
-                    // Every kind listed for the first time: look at every dependent.
+                    // Every kind listed for the first time: look at every dependent
+                    // and every propagation.
                     let check = if first && all {
                         g.objects
                             .iter()
-                            .filter(|(_, o)| !o.owners.is_empty())
+                            .filter(|(_, o)| !o.owners.is_empty() || o.propagation().is_some())
                             .map(|(u, _)| u.clone())
                             .collect()
                     } else {
@@ -223,14 +274,23 @@ async fn watch(ctx: Arc<Ctx>, i: usize) {
             }
             Ok(Event::Apply(o)) => {
                 let uid = o.metadata.uid.clone().unwrap_or_default();
-                let has_owners = o
-                    .metadata
-                    .owner_references
-                    .as_ref()
-                    .is_some_and(|r| !r.is_empty());
-                ctx.graph().set(uid.clone(), object(&o.metadata));
-                if has_owners {
+                let new = object(&o.metadata);
+                let look = !new.owners.is_empty() || new.propagation().is_some();
+                // Owners waiting on their dependents hear of each change to one.
+                let owners = {
+                    let mut g = ctx.graph();
+                    let old = g.set(uid.clone(), new.clone());
+                    g.propagating(
+                        new.owners
+                            .iter()
+                            .chain(old.iter().flat_map(|o| o.owners.iter())),
+                    )
+                };
+                if look {
                     let _ = ctx.queue.send(uid);
+                }
+                for u in owners {
+                    let _ = ctx.queue.send(u);
                 }
             }
             Ok(Event::Delete(o)) => {
@@ -244,19 +304,21 @@ async fn watch(ctx: Arc<Ctx>, i: usize) {
     }
 }
 
-/// An object gone: its dependents are looked at.
+/// An object gone: its dependents are looked at, and its owners if they wait on it.
 fn removed(ctx: &Ctx, uid: &str) {
-    let dependents: Vec<String> = {
+    let look: Vec<String> = {
         let mut g = ctx.graph();
-        g.remove(uid);
+        let old = g.remove(uid);
+        let owners = g.propagating(old.iter().flat_map(|o| o.owners.iter()));
         g.dependents
             .get(uid)
             .into_iter()
             .flatten()
             .cloned()
+            .chain(owners)
             .collect()
     };
-    for d in dependents {
+    for d in look {
         let _ = ctx.queue.send(d);
     }
 }
@@ -297,6 +359,10 @@ async fn check(ctx: &Ctx, uid: &str) {
     let Some(o) = ctx.graph().objects.get(uid).cloned() else {
         return;
     };
+    if let Some(finalizer) = o.propagation() {
+        propagate(ctx, uid, &o, finalizer).await;
+        return;
+    }
     if o.owners.is_empty() || o.deleting {
         return;
     }
@@ -326,5 +392,128 @@ async fn check(ctx: &Ctx, uid: &str) {
             tracing::warn!(kind, name = %o.name, error = %e, "garbage collector: deleting");
             // Tried again on the next change or relist.
         }
+    }
+}
+
+/// Carries out an orphan or foreground deletion of `owner`: frees or deletes its
+/// dependents, and once none is left, removes the finalizer (which lets the API
+/// server remove the owner).
+async fn propagate(ctx: &Ctx, uid: &str, owner: &Object, finalizer: &'static str) {
+    let dependents: Vec<(String, Object)> = {
+        let g = ctx.graph();
+        g.dependents
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| g.objects.get(d).map(|o| (d.clone(), o.clone())))
+            .collect()
+    };
+    if dependents.is_empty() {
+        if let Err(e) = remove_finalizer(ctx, owner, uid, finalizer).await {
+            tracing::debug!(name = %owner.name, error = %e, "garbage collector: removing {finalizer}");
+            ctx.later(uid, RECHECK);
+        }
+        return;
+    }
+    for (duid, d) in &dependents {
+        let result = if finalizer == ORPHAN || has_other_live_owner(ctx, d, uid) {
+            free(ctx, d, uid).await
+        } else if d.deleting {
+            Ok(())
+        } else {
+            delete_dependent(ctx, duid, d).await
+        };
+        if let Err(e) = result {
+            tracing::debug!(name = %d.name, error = %e, "garbage collector: propagating a deletion");
+        }
+    }
+    // Each dependent's change brings the owner back; this catches a write that
+    // failed and dependents that take their grace period.
+    ctx.later(uid, RECHECK);
+}
+
+/// Whether a dependent has an owner other than `uid` that exists and is not being
+/// deleted (foreground deletion leaves such a dependent, freed of this owner).
+fn has_other_live_owner(ctx: &Ctx, d: &Object, uid: &str) -> bool {
+    let g = ctx.graph();
+    d.owners
+        .iter()
+        .filter(|r| r.uid != uid)
+        .any(|r| g.objects.get(&r.uid).is_some_and(|o| !o.deleting))
+}
+
+/// Removes the reference to owner `uid` from a dependent (a merge patch pinned to
+/// the resourceVersion read, so a concurrent write is never lost).
+async fn free(ctx: &Ctx, d: &Object, uid: &str) -> Result<(), kube::Error> {
+    let api = ctx.api(d.resource, d.namespace.as_deref());
+    let Some(cur) = api.get_metadata_opt(&d.name).await? else {
+        return Ok(());
+    };
+    let refs = cur.metadata.owner_references.unwrap_or_default();
+    if !refs.iter().any(|r| r.uid == uid) {
+        return Ok(());
+    }
+    let keep: Vec<OwnerReference> = refs.into_iter().filter(|r| r.uid != uid).collect();
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": cur.metadata.resource_version,
+        "ownerReferences": if keep.is_empty() { serde_json::Value::Null } else { serde_json::json!(keep) },
+    }});
+    api.patch(&d.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+}
+
+/// Deletes a dependent of an owner deleted in the foreground, in the foreground too
+/// (so the chain below it is waited for as well).
+async fn delete_dependent(ctx: &Ctx, uid: &str, d: &Object) -> Result<(), kube::Error> {
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match ctx
+        .api(d.resource, d.namespace.as_deref())
+        .delete(&d.name, &dp)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes `finalizer` from the owner (pinned to the resourceVersion read).
+async fn remove_finalizer(
+    ctx: &Ctx,
+    owner: &Object,
+    uid: &str,
+    finalizer: &str,
+) -> Result<(), kube::Error> {
+    let api = ctx.api(owner.resource, owner.namespace.as_deref());
+    let Some(cur) = api.get_metadata_opt(&owner.name).await? else {
+        return Ok(());
+    };
+    if cur.metadata.uid.as_deref() != Some(uid) {
+        return Ok(());
+    }
+    let finalizers: Vec<String> = cur.metadata.finalizers.unwrap_or_default();
+    if !finalizers.iter().any(|f| f == finalizer) {
+        return Ok(());
+    }
+    let keep: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": cur.metadata.resource_version,
+        "finalizers": keep,
+    }});
+    match api
+        .patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
     }
 }

@@ -16,6 +16,7 @@ pub mod index;
 pub mod informer;
 pub mod job;
 pub mod localpath;
+pub mod namespace;
 pub mod nodelifecycle;
 pub mod owner;
 pub mod podcontrol;
@@ -36,7 +37,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -108,6 +109,7 @@ pub struct Shared {
     daemonsets: Arc<Informer<DaemonSet>>,
     statefulsets: Arc<Informer<StatefulSet>>,
     nodes: Arc<Informer<Node>>,
+    namespaces: Arc<Informer<Namespace>>,
     leases: Arc<Informer<Lease>>,
     revisions: Arc<Informer<ControllerRevision>>,
     revisions_by_owner: Arc<OwnerIndex<ControllerRevision>>,
@@ -144,6 +146,7 @@ impl Shared {
             daemonsets: Informer::new(Api::all(client.clone()), Default::default()),
             statefulsets: Informer::new(Api::all(client.clone()), Default::default()),
             nodes: Informer::new(Api::all(client.clone()), Default::default()),
+            namespaces: Informer::new(Api::all(client.clone()), Default::default()),
             leases: Informer::new(
                 Api::namespaced(client.clone(), nodelifecycle::LEASE_NAMESPACE),
                 Default::default(),
@@ -187,6 +190,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         Box::pin(disruption::controller(&shared)),
         Box::pin(volumebinding::controllers(&shared)),
         Box::pin(hpa::controller(&shared)),
+        Box::pin(namespace::controller(&shared)),
     ];
     let mut controllers = controllers;
     if let Some(root) = cfg.local_path.clone() {
@@ -213,6 +217,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         s.daemonsets.clone().parts(),
         s.statefulsets.clone().parts(),
         s.nodes.clone().parts(),
+        s.namespaces.clone().parts(),
         s.leases.clone().parts(),
         s.services.clone().parts(),
         s.endpoints.clone().parts(),

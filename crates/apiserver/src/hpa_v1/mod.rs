@@ -135,7 +135,7 @@ fn forwarded(req: &Request, body: Option<&Value>) -> Request {
 }
 
 fn parse(req: &Request, res: &Resource) -> Result<Value, ApiError> {
-    let v = crate::crud::parse_body(req)?;
+    let v = crate::objects::parse_body(req)?;
     if let Err((path, e)) = (res.decode)(&v) {
         return Err(ApiError::bad_request(format!(
             "the body is not an autoscaling/v1 HorizontalPodAutoscaler: {path}: {e}"
@@ -160,16 +160,16 @@ pub async fn handle(
     let r = match (&req.method, name) {
         (&Method::POST, None) => {
             let body = to_v2(&parse(req, res)?, None);
-            crate::crud::handle(api, &forwarded(req, Some(&body)), v2, ns, None, sub).await?
+            crate::objects::handle(api, &forwarded(req, Some(&body)), v2, ns, None, sub).await?
         }
         (&Method::PUT, Some(n)) => {
             let v1 = parse(req, res)?;
-            let (cur, _) = crate::crud::read(api, v2, ns, n).await?;
+            let (cur, _) = crate::objects::read(api, v2, ns, n).await?;
             let body = to_v2(&v1, Some(&cur));
-            crate::crud::handle(api, &forwarded(req, Some(&body)), v2, ns, name, sub).await?
+            crate::objects::handle(api, &forwarded(req, Some(&body)), v2, ns, name, sub).await?
         }
         (&Method::PATCH, Some(n)) => patch(api, req, v2, ns, n, sub).await?,
-        _ => crate::crud::handle(api, &forwarded(req, None), v2, ns, name, sub).await?,
+        _ => crate::objects::handle(api, &forwarded(req, None), v2, ns, name, sub).await?,
     };
     let mut r = answer_v1(r);
     if yaml {
@@ -209,13 +209,13 @@ async fn patch(
         .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     let pinned = body.pointer("/metadata/resourceVersion").is_some();
     for attempt in 0.. {
-        let (cur, _) = crate::crud::read(api, v2, ns, name).await?;
+        let (cur, _) = crate::objects::read(api, v2, ns, name).await?;
         let mut doc = to_v1(&cur);
         format.apply(&mut doc, &body, KIND)?;
         let stored_form = to_v2(&doc, Some(&cur));
         let mut put = forwarded(req, Some(&stored_form));
         put.method = Method::PUT;
-        match crate::crud::handle(api, &put, v2, ns, Some(name), sub).await {
+        match crate::objects::handle(api, &put, v2, ns, Some(name), sub).await {
             Err(e) if e.reason == "Conflict" && !pinned && attempt < 5 => continue,
             r => return r,
         }

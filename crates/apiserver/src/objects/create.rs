@@ -1,0 +1,224 @@
+//! Creation: the generic rules (names, uid, timestamps, namespace checks, defaulting,
+//! validation, managedFields), the kind's strategy, and the store write.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_store::{Error as StoreError, Store};
+use serde_json::{json, Value};
+
+use super::body::{answer, check_body, parse_body, with_warnings, write_opts, WriteOpts};
+use super::meta::{encode, meta_mut, meta_str, now, set_managed, set_rv};
+use super::strategy;
+use crate::api::Api;
+use crate::request::{Request, Response};
+use crate::resources::{self, Resource};
+use crate::status::ApiError;
+use crate::{defaults, ssa, validate};
+
+/// Checks the namespace exists and is not being deleted.
+pub(super) async fn check_namespace(api: &Api, ns: &str) -> Result<(), ApiError> {
+    let nsr = resources::find("", "v1", "namespaces").expect("namespaces are served");
+    let key = nsr.key(None, ns);
+    // The hub's copy answers for namespaces it knows (as kube's admission reads its
+    // informer cache); one it does not know yet may have just been created: ask the
+    // store.
+    let terminating = match api.hub.get(&key) {
+        Some(o) => Some(o.pointer("/metadata/deletionTimestamp").is_some()),
+        None => api.store.get(&key).await?.map(|kv| {
+            serde_json::from_slice::<Value>(&kv.value)
+                .unwrap_or(Value::Null)
+                .pointer("/metadata/deletionTimestamp")
+                .is_some()
+        }),
+    };
+    match terminating {
+        None => Err(ApiError::not_found("", "namespaces", ns)),
+        Some(terminating) => {
+            if terminating {
+                let mut e = ApiError::forbidden(format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ));
+                e.reason = "Forbidden";
+                return Err(e);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Creates an object (the body already parsed): the shared path of POST and
+/// create-by-apply.
+pub(super) async fn create_object(
+    api: &Arc<Api>,
+    res: &'static Resource,
+    ns: Option<&str>,
+    mut o: Value,
+    opts: &WriteOpts,
+    managed: Option<Value>,
+) -> Result<Value, ApiError> {
+    {
+        let m = meta_mut(&mut o);
+        if let Some(rv) = m.get("resourceVersion").and_then(Value::as_str) {
+            if !rv.is_empty() {
+                return Err(ApiError::bad_request(
+                    "resourceVersion should not be set on objects to be created",
+                ));
+            }
+        }
+        match (res.namespaced, ns, m.get("namespace").and_then(Value::as_str)) {
+            (true, Some(u), Some(b)) if !b.is_empty() && b != u => {
+                return Err(ApiError::bad_request(format!(
+                    "the namespace of the provided object ({b}) does not match the namespace sent on the request ({u})"
+                )))
+            }
+            (true, Some(u), _) => {
+                m.insert("namespace".into(), json!(u));
+            }
+            _ => {
+                m.remove("namespace");
+            }
+        }
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "selfLink",
+            "resourceVersion",
+        ] {
+            m.remove(k);
+        }
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("creationTimestamp".into(), json!(now()));
+        if res.has_generation() {
+            m.insert("generation".into(), json!(1));
+        }
+    }
+    if let Some(ns) = ns.filter(|_| res.namespaced) {
+        check_namespace(api, ns).await?;
+    }
+    let generate = meta_str(&o, "name").is_none_or(str::is_empty)
+        && meta_str(&o, "generateName").is_some_and(|g| !g.is_empty());
+    if generate {
+        let g = meta_str(&o, "generateName").unwrap_or("").to_string();
+        meta_mut(&mut o).insert("name".into(), json!(crate::names::generate(&g)));
+    }
+    defaults::apply(res.kind, &mut o);
+    strategy::prepare_create(api, res, &mut o).await?;
+    let name = meta_str(&o, "name").unwrap_or("").to_string();
+    let causes = validate::validate(res, &o, None);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(res.group, res.kind, &name, causes));
+    }
+    let before = Value::Null;
+    let mf = managed.unwrap_or_else(|| ssa::record_update(res, &before, &o, &opts.manager, None));
+    set_managed(&mut o, mf);
+    strategy::reserve(api, res, &mut o, opts.dry_run).await?;
+    if opts.dry_run {
+        return Ok(o);
+    }
+    for attempt in 0..3 {
+        let key = res.key(ns, meta_str(&o, "name").unwrap_or(""));
+        match api.store.create(&key, &encode(&o)).await {
+            Ok(kv) => {
+                set_rv(&mut o, kv.mod_revision);
+                strategy::after_create(api, res, &name);
+                return Ok(o);
+            }
+            Err(StoreError::Exists(_)) if generate && attempt < 2 => {
+                let g = meta_str(&o, "generateName").unwrap_or("").to_string();
+                meta_mut(&mut o).insert("name".into(), json!(crate::names::generate(&g)));
+            }
+            Err(StoreError::Exists(_)) => {
+                strategy::release(api, res, &o).await;
+                return Err(ApiError::already_exists(
+                    res.group,
+                    res.plural,
+                    meta_str(&o, "name").unwrap_or(""),
+                ));
+            }
+            Err(e) => {
+                strategy::release(api, res, &o).await;
+                return Err(e.into());
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// What every namespace has: the `default` ServiceAccount and the cluster CA bundle.
+pub fn populate_namespace<'a>(
+    api: &'a Arc<Api>,
+    ns: &'a str,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    Box::pin(populate(api, ns))
+}
+
+pub(super) async fn populate(api: &Arc<Api>, ns: &str) {
+    let opts = WriteOpts {
+        dry_run: false,
+        validation: "Ignore",
+        manager: "berth-controller-manager".into(),
+    };
+    let sa = resources::find("", "v1", "serviceaccounts").expect("served");
+    let _ = create_object(
+        api,
+        sa,
+        Some(ns),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+        &opts,
+        None,
+    )
+    .await;
+    let cm = resources::find("", "v1", "configmaps").expect("served");
+    let ca = api.ca_bundle.clone();
+    {
+        let _ = create_object(
+            api,
+            cm,
+            Some(ns),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "kube-root-ca.crt", "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+                   "data": {"ca.crt": ca}}),
+            &opts,
+            None,
+        )
+        .await;
+    }
+}
+
+pub(super) async fn create(
+    api: &Arc<Api>,
+    req: &Request,
+    res: &'static Resource,
+    ns: Option<&str>,
+) -> Result<Response, ApiError> {
+    let opts = write_opts(req, "unknown")?;
+    let mut o = parse_body(req)?;
+    let mut warnings = Vec::new();
+    check_body(res, &mut o, &opts, &mut warnings)?;
+    let out = create_object(api, res, ns, o, &opts, None).await?;
+    Ok(with_warnings(answer(req, res, 201, &out), &warnings))
+}
+
+/// Creates an object on the server's own behalf (bootstrap); an existing one is fine.
+pub async fn create_internal(
+    api: &Arc<Api>,
+    res: &'static Resource,
+    ns: Option<&str>,
+    body: Value,
+) -> Result<(), ApiError> {
+    let opts = WriteOpts {
+        dry_run: false,
+        validation: "Ignore",
+        manager: "berth-apiserver".into(),
+    };
+    match create_object(api, res, ns, body, &opts, None).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.reason == "AlreadyExists" => Ok(()),
+        Err(e) => Err(e),
+    }
+}

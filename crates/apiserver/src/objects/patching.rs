@@ -1,0 +1,130 @@
+//! PATCH: JSON, merge and strategic merge patches (retried on conflict unless the
+//! patch pins a resourceVersion), and server-side apply.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::body::{answer, check_body, parse_patch_body, with_warnings, write_opts, WriteOpts};
+use super::create::create_object;
+use super::meta::{meta_mut, meta_str};
+use super::read::read;
+use super::write::replace;
+use crate::api::Api;
+use crate::request::{Request, Response};
+use crate::resources::Resource;
+use crate::status::ApiError;
+use crate::{patch, ssa};
+
+pub(super) async fn patch(
+    api: &Arc<Api>,
+    req: &Request,
+    res: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+) -> Result<Response, ApiError> {
+    let ct = req.media_type().to_string();
+    let default_manager = if ct == "application/apply-patch+yaml" {
+        ""
+    } else {
+        "unknown"
+    };
+    let opts = write_opts(req, default_manager)?;
+    let body = parse_patch_body(req)?;
+    if ct == "application/apply-patch+yaml" {
+        if req.q("fieldManager").is_none_or(str::is_empty) {
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requests require fieldManager to be set",
+            ));
+        }
+        let force = req.q("force") == Some("true");
+        return apply(api, req, res, ns, name, sub, body, &opts, force).await;
+    }
+    let format = patch::Format::of(&ct)?;
+    let mut warnings = Vec::new();
+    // Retried on conflict unless the patch itself names a resourceVersion.
+    let pinned = body.pointer("/metadata/resourceVersion").is_some();
+    for attempt in 0.. {
+        let (cur, rev) = read(api, res, ns, name).await?;
+        let mut doc = cur.clone();
+        format.apply(&mut doc, &body, res.kind)?;
+        if !doc.is_object() {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "the patched object is not a JSON object",
+            ));
+        }
+        if !pinned {
+            meta_mut(&mut doc).remove("resourceVersion");
+        }
+        warnings.clear();
+        check_body(res, &mut doc, &opts, &mut warnings)?;
+        match replace(api, res, ns, name, &cur, rev, doc, sub, &opts, None).await {
+            Err(e) if e.reason == "Conflict" && !pinned && attempt < 5 => continue,
+            Err(e) => return Err(e),
+            Ok(out) => return Ok(with_warnings(answer(req, res, 200, &out), &warnings)),
+        }
+    }
+    unreachable!()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn apply(
+    api: &Arc<Api>,
+    req: &Request,
+    res: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    body: Value,
+    opts: &WriteOpts,
+    force: bool,
+) -> Result<Response, ApiError> {
+    let mut applied = body;
+    if !applied.is_object() {
+        return Err(ApiError::bad_request(
+            "the applied configuration must be an object",
+        ));
+    }
+    let mut warnings = Vec::new();
+    check_body(res, &mut applied, opts, &mut warnings)?;
+    if let Some(n) = meta_str(&applied, "name") {
+        if n != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    meta_mut(&mut applied).insert("name".into(), json!(name));
+    for attempt in 0.. {
+        let cur = match read(api, res, ns, name).await {
+            Ok(c) => Some(c),
+            Err(e) if e.code == 404 => None,
+            Err(e) => return Err(e),
+        };
+        let result = match cur {
+            None => {
+                let (obj, mf) = ssa::apply(res, &Value::Null, &applied, &opts.manager, force, sub)?;
+                create_object(api, res, ns, obj, opts, Some(mf))
+                    .await
+                    .map(|o| (201, o))
+            }
+            Some((cur, rev)) => {
+                let (obj, mf) = ssa::apply(res, &cur, &applied, &opts.manager, force, sub)?;
+                replace(api, res, ns, name, &cur, rev, obj, sub, opts, Some(mf))
+                    .await
+                    .map(|o| (200, o))
+            }
+        };
+        match result {
+            Err(e) if (e.reason == "Conflict" || e.reason == "AlreadyExists") && attempt < 5 => {
+                continue
+            }
+            Err(e) => return Err(e),
+            Ok((code, o)) => return Ok(with_warnings(answer(req, res, code, &o), &warnings)),
+        }
+    }
+    unreachable!()
+}

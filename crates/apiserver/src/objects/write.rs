@@ -1,0 +1,198 @@
+//! Replacing an object: the shared step of PUT, PATCH, apply and scale, with
+//! optimistic concurrency, what the system owns kept, generation, validation,
+//! managedFields, and removal once an object being deleted has no finalizers left.
+
+use std::sync::Arc;
+
+use berth_store::{Error as StoreError, Store};
+use serde_json::{json, Value};
+
+use super::body::{answer, check_body, parse_body, with_warnings, write_opts, WriteOpts};
+use super::meta::{encode, meta_mut, meta_str, set_managed, set_rv, spec_of};
+use super::read::read;
+use super::strategy;
+use crate::api::Api;
+use crate::request::{Request, Response};
+use crate::resources::Resource;
+use crate::status::ApiError;
+use crate::{defaults, ssa, validate};
+
+/// Replaces `cur` (at `rev`) with `new`: the shared path of PUT, PATCH and apply.
+/// `sub` says which part the request may change (status: only status).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn replace(
+    api: &Arc<Api>,
+    res: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    cur: &Value,
+    rev: i64,
+    mut new: Value,
+    sub: Option<&str>,
+    opts: &WriteOpts,
+    managed: Option<Value>,
+) -> Result<Value, ApiError> {
+    match meta_str(&new, "name") {
+        Some(n) if n != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )))
+        }
+        None => {
+            meta_mut(&mut new).insert("name".into(), json!(name));
+        }
+        _ => {}
+    }
+    if let Some(want) = meta_str(&new, "resourceVersion").filter(|r| !r.is_empty()) {
+        if want != rev.to_string() {
+            return Err(ApiError::conflict(res.group, res.plural, name));
+        }
+    }
+    if let Some(uid) = meta_str(&new, "uid").filter(|u| !u.is_empty()) {
+        if Some(uid) != meta_str(cur, "uid") {
+            let mut e = ApiError::conflict(res.group, res.plural, name);
+            e.message = format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                meta_str(cur, "uid").unwrap_or("")
+            );
+            return Err(e);
+        }
+    }
+    let mut o = match sub {
+        // Status writes change only status.
+        Some("status") => {
+            let mut o = cur.clone();
+            o["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+            o
+        }
+        Some("finalize") => {
+            let mut o = cur.clone();
+            o["spec"]["finalizers"] = new
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or(json!([]));
+            o
+        }
+        _ => {
+            let mut o = new;
+            if res.subresources.contains(&"status") {
+                match cur.get("status") {
+                    Some(s) => o["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = o.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            o
+        }
+    };
+    // What the system owns stays as it was.
+    {
+        let cm = cur.get("metadata").cloned().unwrap_or(json!({}));
+        let m = meta_mut(&mut o);
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+        ] {
+            match cm.get(k) {
+                Some(v) => m.insert(k.into(), v.clone()),
+                None => m.remove(k),
+            };
+        }
+        m.remove("resourceVersion");
+    }
+    if sub.is_none() {
+        defaults::apply(res.kind, &mut o);
+    }
+    if res.has_generation() && spec_of(&o) != spec_of(cur) {
+        let g = cur
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        meta_mut(&mut o).insert("generation".into(), json!(g + 1));
+    }
+    let causes = validate::validate(res, &o, Some(cur));
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(res.group, res.kind, name, causes));
+    }
+    let mf = match managed {
+        Some(mf) => mf,
+        None => ssa::record_update(res, cur, &o, &opts.manager, sub),
+    };
+    set_managed(&mut o, mf);
+    // Timestamps of field managers do not make a change on their own.
+    let comparable = |v: &Value| {
+        let mut c = v.clone();
+        if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            if let Some(Value::Array(mf)) = m.get_mut("managedFields") {
+                for e in mf.iter_mut().filter_map(Value::as_object_mut) {
+                    e.remove("time");
+                }
+            }
+        }
+        c
+    };
+    let (cur_cmp, new_cmp) = (comparable(cur), comparable(&o));
+    if cur_cmp == new_cmp {
+        // No change: kube answers with the object as stored, without a write.
+        return Ok(cur.clone());
+    }
+    if opts.dry_run {
+        set_rv(&mut o, rev);
+        return Ok(o);
+    }
+    // Finalizers all gone from an object being deleted: it goes now, unless its
+    // kind waits for something else (see strategy::removed_when_finalized).
+    let finalizers_gone = o.pointer("/metadata/deletionTimestamp").is_some()
+        && o.pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+    let key = res.key(ns, name);
+    if finalizers_gone && strategy::removed_when_finalized(res, &o) {
+        return match api.store.delete(&key, rev).await {
+            Ok((_, del_rev)) => {
+                set_rv(&mut o, del_rev);
+                strategy::release(api, res, &o).await;
+                Ok(o)
+            }
+            Err(StoreError::Conflict { .. }) => {
+                Err(ApiError::conflict(res.group, res.plural, name))
+            }
+            Err(StoreError::NotFound(_)) => Err(ApiError::not_found(res.group, res.plural, name)),
+            Err(e) => Err(e.into()),
+        };
+    }
+    match api.store.update(&key, &encode(&o), rev).await {
+        Ok(kv) => {
+            set_rv(&mut o, kv.mod_revision);
+            Ok(o)
+        }
+        Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(res.group, res.plural, name)),
+        Err(StoreError::NotFound(_)) => Err(ApiError::not_found(res.group, res.plural, name)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) async fn update(
+    api: &Arc<Api>,
+    req: &Request,
+    res: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+) -> Result<Response, ApiError> {
+    let opts = write_opts(req, "unknown")?;
+    let mut o = parse_body(req)?;
+    let mut warnings = Vec::new();
+    check_body(res, &mut o, &opts, &mut warnings)?;
+    let (cur, rev) = read(api, res, ns, name).await?;
+    let out = replace(api, res, ns, name, &cur, rev, o, sub, &opts, None).await?;
+    Ok(with_warnings(answer(req, res, 200, &out), &warnings))
+}

@@ -1,0 +1,148 @@
+//! A request as the object path sees it, its body read, and the response it gets:
+//! plain data shared by the HTTPS server, the in-process entry point and every
+//! handler, so it imports nothing else of the crate.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// An authenticated user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// The user name.
+    pub name: String,
+    /// The user's uid, when known.
+    pub uid: String,
+    /// Groups (always with system:authenticated).
+    pub groups: Vec<String>,
+    /// Extra attributes (ServiceAccount tokens carry pod bindings).
+    pub extra: Vec<(String, String)>,
+}
+
+impl User {
+    pub(crate) fn new(name: &str, uid: &str, groups: Vec<String>) -> User {
+        let mut g = groups;
+        if !g.iter().any(|x| x == "system:authenticated") {
+            g.push("system:authenticated".into());
+        }
+        User {
+            name: name.into(),
+            uid: uid.into(),
+            groups: g,
+            extra: Vec::new(),
+        }
+    }
+
+    /// A component's own identity (the in-process scheduler's and controllers').
+    pub fn component(name: &str, groups: Vec<String>) -> User {
+        User::new(name, "", groups)
+    }
+}
+
+/// The largest request body accepted (kube's limit).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// A request, its body read.
+pub struct Request {
+    /// The method.
+    pub method: Method,
+    /// The path.
+    pub path: String,
+    /// Query parameters, decoded.
+    pub query: Vec<(String, String)>,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+    /// The authenticated user (None: anonymous).
+    pub user: Option<User>,
+}
+
+impl Request {
+    /// A query parameter.
+    pub fn q(&self, k: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A header as text.
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers.get(k).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body's media type: the content type without its parameters.
+    pub fn media_type(&self) -> &str {
+        self.header("content-type")
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+    }
+
+    /// Whether the client asked for metadata only (PartialObjectMetadata and its
+    /// List, as kube's metadata clients and garbage collector ask).
+    pub fn wants_metadata(&self) -> bool {
+        self.header("accept").is_some_and(|a| {
+            a.split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=PartialObjectMetadata"))
+        })
+    }
+
+    /// Whether the client asked for a Table.
+    pub fn wants_table(&self) -> bool {
+        self.header("accept").is_some_and(|a| {
+            a.split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=Table"))
+        })
+    }
+}
+
+/// A response body.
+pub enum Body {
+    /// All at once.
+    Full(Bytes),
+    /// Chunks as they come (watches).
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+/// A response.
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Body,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json(status: u16, v: &Value) -> Response {
+        Response {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Body::Full(Bytes::from(serde_json::to_vec(v).unwrap_or_default())),
+        }
+    }
+
+    /// A response with a content type.
+    pub fn bytes(status: u16, content_type: &str, b: impl Into<Bytes>) -> Response {
+        Response {
+            status,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: Body::Full(b.into()),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with(mut self, k: &str, v: impl Into<String>) -> Response {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+}
