@@ -8,15 +8,13 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::auth::{Attributes, Authenticator, Authorizer};
-use crate::hub::Hub;
-use crate::metrics::Metrics;
-use crate::resources::{self, Resource};
+use crate::auth::Attributes;
+use crate::request::{Body, Request, Response};
+use crate::resources::{self, Backing, Resource};
 use crate::status::ApiError;
-use crate::{discovery, openapi};
-use berth_store::Backend;
+use crate::{discovery, hpa_v1, objects, openapi, resource_metrics};
 
-pub use crate::request::{Body, Request, Response, MAX_BODY};
+pub use crate::state::Api;
 
 /// What a path names.
 #[derive(Debug)]
@@ -78,31 +76,6 @@ pub fn parse_path(path: &str) -> Result<Target<'_>, ApiError> {
         return Err(not_found());
     }
     Ok(Target::Resource { res, ns, name, sub })
-}
-
-/// The server's shared state.
-pub struct Api {
-    /// The store.
-    pub store: Backend,
-    /// The watch hub.
-    pub hub: Arc<Hub>,
-    /// Request metrics.
-    pub metrics: Metrics,
-    /// Authentication.
-    pub authn: Authenticator,
-    /// Authorization.
-    pub authz: Box<dyn Authorizer>,
-    /// The address clients reach the server at (for /api's serverAddressByClientCIDRs).
-    pub address: String,
-    /// The cluster CA certificate (PEM), published in every namespace.
-    pub ca_bundle: String,
-    /// Whether startup work (default namespaces...) is done.
-    pub ready: std::sync::atomic::AtomicBool,
-    /// The TLS client config for node agents (pod log, exec, attach), when the server
-    /// has a kubelet client certificate.
-    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
-    /// The last CPU counters read from node agents (metrics.k8s.io averages over them).
-    pub cpu_readings: crate::resource_metrics::CpuReadings,
 }
 
 fn is_public(path: &str) -> bool {
@@ -170,7 +143,26 @@ impl Api {
         }
         match target? {
             Target::Resource { res, ns, name, sub } => {
-                crate::objects::handle(self, req, res, ns, name, sub).await
+                if res.namespaced && ns.is_none() && !(req.method == Method::GET && name.is_none())
+                {
+                    return Err(ApiError::new(
+                        404,
+                        "NotFound",
+                        format!(
+                            "{} are namespaced: use /namespaces/NAMESPACE/{}",
+                            res.plural, res.plural
+                        ),
+                    ));
+                }
+                match res.backing {
+                    Backing::NodeMetrics => {
+                        resource_metrics::handle(self, req, res, ns, name).await
+                    }
+                    Backing::Converted => hpa_v1::handle(self, req, res, ns, name, sub).await,
+                    Backing::Store | Backing::Review => {
+                        objects::handle(self, req, res, ns, name, sub).await
+                    }
+                }
             }
             Target::Other => self.non_resource(req).await,
         }
@@ -217,7 +209,7 @@ impl Api {
                 }
                 Ok(Response::bytes(200, "text/plain; charset=utf-8", "ok"))
             }
-            "/version" => Ok(Response::json(200, &crate::version_info())),
+            "/version" => Ok(Response::json(200, &crate::version::version_info())),
             "/metrics" => Ok(Response::bytes(
                 200,
                 "text/plain; version=0.0.4",

@@ -9,9 +9,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::api::Api;
 use crate::auth::User;
-use crate::server::RespBody;
+use crate::request::RespBody;
+use crate::state::Api;
 
 /// A client's way into the API server without the network, acting as the user a
 /// client certificate would name (which, as over HTTPS, wins over a bearer token).

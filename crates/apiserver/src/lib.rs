@@ -12,7 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod defaults;
 pub mod discovery;
-pub mod eviction;
+pub mod error;
 pub mod hpa_v1;
 pub mod hub;
 pub mod inprocess;
@@ -28,18 +28,18 @@ pub mod priority;
 pub mod protobuf;
 pub mod repair;
 pub mod request;
-#[rustfmt::skip]
-pub mod protobuf_fields;
 pub mod resource_metrics;
 pub mod resources;
 pub mod schema;
 pub mod selector;
 pub mod server;
 pub mod ssa;
+pub mod state;
 pub mod status;
 pub mod storageclass;
 pub mod table;
 pub mod validate;
+pub mod version;
 pub mod watchapi;
 
 use std::net::SocketAddr;
@@ -50,34 +50,8 @@ use std::time::Duration;
 use berth_store::{Backend, Store};
 use serde_json::json;
 
-/// The Kubernetes version the API serves.
-pub const VERSION: &str = "v1.32.0+berth";
-
-/// /version.
-pub fn version_info() -> serde_json::Value {
-    json!({
-        "major": "1",
-        "minor": "32",
-        "gitVersion": VERSION,
-        "gitCommit": "berth",
-        "gitTreeState": "clean",
-        "buildDate": "2026-01-01T00:00:00Z",
-        "goVersion": "rust",
-        "compiler": "rustc",
-        "platform": "linux/amd64",
-    })
-}
-
-/// What keeps the server from starting.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Certificates, keys, files, the listener.
-    #[error("{0}")]
-    Setup(String),
-    /// The store.
-    #[error("storage: {0}")]
-    Store(#[from] berth_store::Error),
-}
+pub use error::Error;
+pub use version::{version_info, VERSION};
 
 /// How to run the server.
 #[derive(Clone, Debug)]
@@ -198,6 +172,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
                 }
             }
         }
+        objects::populate_all(&a).await;
         tokio::spawn(repair::run(a.clone()));
         a.ready.store(true, std::sync::atomic::Ordering::Release);
     });

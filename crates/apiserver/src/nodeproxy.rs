@@ -15,9 +15,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::api::Api;
+use crate::request::RespBody;
 use crate::resources;
-use crate::server::RespBody;
+use crate::state::Api;
 use crate::status::ApiError;
 
 /// What a path asks of a node agent.
@@ -125,15 +125,16 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
 pub fn kubelet_client_config(
     cert_pem: &str,
     key_pem: &str,
-) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
-    let setup = |what: &str, e: &dyn std::fmt::Display| crate::Error::Setup(format!("{what}: {e}"));
+) -> Result<Arc<rustls::ClientConfig>, crate::error::Error> {
+    let setup =
+        |what: &str, e: &dyn std::fmt::Display| crate::error::Error::Setup(format!("{what}: {e}"));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| setup("kubelet client certificate", &e))?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
         .map_err(|e| setup("kubelet client key", &e))?
-        .ok_or_else(|| crate::Error::Setup("kubelet client key: none".into()))?;
+        .ok_or_else(|| crate::error::Error::Setup("kubelet client key: none".into()))?;
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| setup("TLS", &e))?

@@ -186,7 +186,7 @@ fn add_paths(v3: bool, r: &Resource, paths: &mut Map<String, Value>) {
 }
 
 fn info() -> Value {
-    json!({"title": "Kubernetes", "version": crate::VERSION})
+    json!({"title": "Kubernetes", "version": crate::version::VERSION})
 }
 
 /// The v3 document of one group-version.

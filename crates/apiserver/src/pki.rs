@@ -10,7 +10,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 
-use crate::Error;
+use crate::error::Error;
 
 /// The PEM files of the server's PKI.
 #[derive(Clone, Debug)]

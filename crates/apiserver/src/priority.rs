@@ -3,11 +3,11 @@
 //! and spec.preemptionPolicy, which the scheduler orders and preempts by; and the two
 //! classes every cluster has for its system pods.
 
+use berth_store::Store;
 use serde_json::{json, Value};
 
-use crate::api::Api;
-use crate::objects;
 use crate::resources;
+use crate::state::Api;
 use crate::status::ApiError;
 
 /// The highest value a class not named system-* may have (kube's
@@ -53,14 +53,13 @@ pub async fn admit(api: &Api, pod: &mut Value) -> Result<(), ApiError> {
         .filter(|n| !n.is_empty())
         .map(str::to_string);
     let class = match &asked {
-        Some(name) => match objects::read(api, res, None, name).await {
-            Ok((c, _)) => Some(c),
-            Err(e) if e.code == 404 => {
+        Some(name) => match api.store.get(&res.key(None, name)).await? {
+            Some(kv) => Some(crate::hub::decode(&kv.value, kv.mod_revision)),
+            None => {
                 return Err(forbidden(format!(
                     "no PriorityClass with name {name} was found"
                 )))
             }
-            Err(e) => return Err(e),
         },
         None => global_default(api).await?,
     };

@@ -12,8 +12,8 @@ use std::time::Duration;
 use berth_store::Store;
 use serde_json::Value;
 
-use crate::api::Api;
 use crate::resources;
+use crate::state::Api;
 
 /// Where reservations are kept.
 const RANGES: &str = "/registry/ranges/";

@@ -2,8 +2,13 @@
 //! plain data shared by the HTTPS server, the in-process entry point and every
 //! handler, so it imports nothing else of the crate.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http::{HeaderMap, Method};
+use hyper::body::Frame;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -144,5 +149,59 @@ impl Response {
     pub fn with(mut self, k: &str, v: impl Into<String>) -> Response {
         self.headers.push((k.into(), v.into()));
         self
+    }
+}
+
+/// A response body: whole, or streamed from a channel (watches).
+pub enum RespBody {
+    /// The whole body (taken once).
+    Full(Option<Bytes>),
+    /// Chunks from a channel.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for RespBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, RespBody::Full(None))
+    }
+}
+
+#[cfg(test)]
+impl Request {
+    /// A request for unit tests: a path, query pairs, headers and a body.
+    pub(crate) fn test(
+        method: Method,
+        query: &[(&str, &str)],
+        headers: &[(&'static str, &str)],
+        body: &str,
+    ) -> Request {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, v.parse().expect("a header value"));
+        }
+        Request {
+            method,
+            path: "/api/v1/namespaces/default/configmaps".into(),
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            headers: h,
+            body: Bytes::from(body.to_string()),
+            user: None,
+        }
     }
 }

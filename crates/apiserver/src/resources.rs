@@ -264,9 +264,9 @@ pub static RESOURCES: &[Resource] = &[
     resource!(storage::CSINode, short: [], ns: false, cats: [], subs: []),
     resource!(events::Event, short: ["ev"], ns: true, cats: [], subs: []),
     resource!(authn::SelfSubjectReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),
-    resource!(crate::resource_metrics::NodeMetrics, short: [], ns: false, cats: [], subs: [],
+    resource!(crate::resource_metrics::types::NodeMetrics, short: [], ns: false, cats: [], subs: [],
         backing: Backing::NodeMetrics),
-    resource!(crate::resource_metrics::PodMetrics, short: [], ns: true, cats: [], subs: [],
+    resource!(crate::resource_metrics::types::PodMetrics, short: [], ns: true, cats: [], subs: [],
         backing: Backing::NodeMetrics),
 ];
 

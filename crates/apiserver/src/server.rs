@@ -3,50 +3,20 @@
 //! to the API.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{self, Api, Body, Request};
 use crate::auth::User;
+use crate::error::Error;
+use crate::request::{self, Body, Request, RespBody};
+use crate::state::Api;
 use crate::status::ApiError;
-use crate::Error;
-
-/// A response body: whole, or streamed from a channel (watches).
-pub enum RespBody {
-    /// The whole body (taken once).
-    Full(Option<Bytes>),
-    /// Chunks from a channel.
-    Stream(mpsc::Receiver<Bytes>),
-}
-
-impl hyper::body::Body for RespBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.get_mut() {
-            RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RespBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self, RespBody::Full(None))
-    }
-}
 
 /// Builds the TLS configuration: the serving certificate, and client certificates
 /// verified against the CA when offered.
@@ -123,7 +93,7 @@ pub async fn serve(api: Arc<Api>, listener: TcpListener, tls: Arc<rustls::Server
     }
 }
 
-fn to_http(r: api::Response, head: bool) -> http::Response<RespBody> {
+fn to_http(r: request::Response, head: bool) -> http::Response<RespBody> {
     let body = match r.body {
         _ if head => RespBody::Full(None),
         Body::Full(b) => RespBody::Full(Some(b)),
@@ -152,8 +122,8 @@ async fn handle(
     if let Some(target) = crate::nodeproxy::target(&path) {
         return match authenticate(&api, cert_user, req.headers()).await {
             Ok(Some(_)) => crate::nodeproxy::proxy(api, req, target).await,
-            Ok(None) => to_http(api::Response::error(&ApiError::unauthorized()), false),
-            Err(e) => to_http(api::Response::error(&e), false),
+            Ok(None) => to_http(request::Response::error(&ApiError::unauthorized()), false),
+            Err(e) => to_http(request::Response::error(&e), false),
         };
     }
     respond(api, cert_user, req).await
@@ -173,7 +143,7 @@ where
 {
     let (parts, body) = req.into_parts();
     let head = parts.method == http::Method::HEAD;
-    let body = match Limited::new(body, api::MAX_BODY).collect().await {
+    let body = match Limited::new(body, request::MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             let err = if e
@@ -183,12 +153,15 @@ where
                 ApiError::new(
                     413,
                     "RequestEntityTooLarge",
-                    format!("the request body is larger than {} bytes", api::MAX_BODY),
+                    format!(
+                        "the request body is larger than {} bytes",
+                        request::MAX_BODY
+                    ),
                 )
             } else {
                 ApiError::bad_request(format!("reading the request body: {e}"))
             };
-            return to_http(api::Response::error(&err), head);
+            return to_http(request::Response::error(&err), head);
         }
     };
     let query: Vec<(String, String)> = parts
@@ -199,7 +172,7 @@ where
     let path = parts.uri.path().to_string();
     let user = match authenticate(&api, cert_user, &parts.headers).await {
         Ok(u) => u,
-        Err(e) => return to_http(api::Response::error(&e), head),
+        Err(e) => return to_http(request::Response::error(&e), head),
     };
     let req = Request {
         method: parts.method,

@@ -346,7 +346,7 @@ pub fn record_update(
         }
     }
     let sub_name = sub.map(str::to_string);
-    let now = crate::objects::now();
+    let now = crate::objects::meta::now();
     match list
         .iter_mut()
         .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub_name)
@@ -480,7 +480,7 @@ pub fn apply(
         manager: manager.into(),
         operation: "Apply".into(),
         api_version: res.api_version(),
-        time: crate::objects::now(),
+        time: crate::objects::meta::now(),
         subresource: sub.map(str::to_string),
         set: fa,
     });

@@ -5,8 +5,8 @@
 use berth_store::Store;
 use serde_json::{json, Value};
 
-use crate::api::Api;
 use crate::resources;
+use crate::state::Api;
 use crate::status::ApiError;
 
 /// Sets the default class on a new PersistentVolumeClaim that names none.

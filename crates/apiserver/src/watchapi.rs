@@ -11,10 +11,11 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::api::{Api, Body, Request, Response};
 use crate::hub::{Change, Kind};
+use crate::request::{Body, Request, Response};
 use crate::resources::Resource;
 use crate::selector::{FieldSelector, LabelSelector};
+use crate::state::Api;
 use crate::status::ApiError;
 use crate::table;
 

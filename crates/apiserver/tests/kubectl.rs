@@ -482,6 +482,25 @@ fn watch_wait_and_delete() {
         s.ok(&["get", "ns", "scratch", "-o", "jsonpath={.status.phase}"]),
         "Terminating"
     );
+    // Only the finalize subresource takes its finalizer off, and a second delete is
+    // told why it must wait, as kube-apiserver tells it.
+    s.ok(&[
+        "patch",
+        "ns",
+        "scratch",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"finalizers":[]}}"#,
+    ]);
+    assert_eq!(
+        s.ok(&["get", "ns", "scratch", "-o", "jsonpath={.spec.finalizers}"]),
+        r#"["kubernetes"]"#
+    );
+    let again = s.fails(&["delete", "ns", "scratch", "--wait=false"]);
+    assert!(
+        again.contains("The system is ensuring all content is removed from this namespace"),
+        "{again}"
+    );
     for (ns, why) in [
         ("scratch", "because it is being terminated"),
         ("gone", "namespaces \"gone\" not found"),

@@ -1014,6 +1014,10 @@ fn a_node_that_stops_reporting_goes_unknown_is_tainted_and_loses_its_pods_after_
     let p = format!("n{}", std::process::id());
     let mut doomed = SimNodes::start(&c, &format!("{p}a"), 1, &["--keep"], true);
     let (dead, alive) = (format!("{p}a-0"), format!("{p}b-0"));
+    // A pod bound to a node that never registers: nothing will ever run or stop it.
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: stray}}\nspec:\n  nodeName: {p}-ghost\n  containers: [{{name: c, image: example.invalid/c}}]\n"
+    ));
     // Two pods on the node that will die (tolerating its loss for 3 s, not 300).
     c.apply(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 3}]\n      containers: [{name: web, image: example.invalid/web}]\n",
@@ -1059,6 +1063,10 @@ fn a_node_that_stops_reporting_goes_unknown_is_tainted_and_loses_its_pods_after_
             && events.contains(&format!("Node {dead} status is now: NodeNotReady")),
         "{events}"
     );
+    // The pod garbage collector took the stray pod after the grace period.
+    c.until("the pod of a node that never registered gone", 30, || {
+        (!c.kubectl(&["get", "pod", "stray"]).status.success()).then_some(())
+    });
     // Deleting the dead node removes its pods, stuck terminating with no kubelet.
     c.ok(&["delete", "node", &dead]);
     c.until("the dead node's pods gone", 30, || {

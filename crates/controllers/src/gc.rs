@@ -396,8 +396,8 @@ async fn check(ctx: &Ctx, uid: &str) {
 }
 
 /// Carries out an orphan or foreground deletion of `owner`: frees or deletes its
-/// dependents, and once none is left, removes the finalizer (which lets the API
-/// server remove the owner).
+/// dependents, and once none is left to wait for, removes the finalizer (which lets
+/// the API server remove the owner).
 async fn propagate(ctx: &Ctx, uid: &str, owner: &Object, finalizer: &'static str) {
     let dependents: Vec<(String, Object)> = {
         let g = ctx.graph();
@@ -405,41 +405,108 @@ async fn propagate(ctx: &Ctx, uid: &str, owner: &Object, finalizer: &'static str
             .get(uid)
             .into_iter()
             .flatten()
+            .filter(|d| *d != uid)
             .filter_map(|d| g.objects.get(d).map(|o| (d.clone(), o.clone())))
             .collect()
     };
-    if dependents.is_empty() {
-        if let Err(e) = remove_finalizer(ctx, owner, uid, finalizer).await {
-            tracing::debug!(name = %owner.name, error = %e, "garbage collector: removing {finalizer}");
-            ctx.later(uid, RECHECK);
-        }
-        return;
-    }
+    let mut waiting = 0;
     for (duid, d) in &dependents {
         let result = if finalizer == ORPHAN || has_other_live_owner(ctx, d, uid) {
+            waiting += 1;
             free(ctx, d, uid).await
-        } else if d.deleting {
-            Ok(())
         } else {
-            delete_dependent(ctx, duid, d).await
+            // As kube: only a reference with blockOwnerDeletion holds the owner, and a
+            // dependent that itself waits on this owner (a cycle) does not.
+            let cycle =
+                d.propagation() == Some(FOREGROUND) && owner.owners.iter().any(|r| r.uid == *duid);
+            if blocks(d, uid) && !cycle {
+                waiting += 1;
+            }
+            if d.deleting {
+                Ok(())
+            } else {
+                delete_dependent(ctx, duid, d).await
+            }
         };
         if let Err(e) = result {
-            tracing::debug!(name = %d.name, error = %e, "garbage collector: propagating a deletion");
+            tracing::warn!(name = %d.name, error = %e, "garbage collector: propagating the deletion of {}", owner.name);
         }
     }
-    // Each dependent's change brings the owner back; this catches a write that
-    // failed and dependents that take their grace period.
-    ctx.later(uid, RECHECK);
+    if waiting > 0 {
+        // Each dependent's change brings the owner back; this catches a write that
+        // failed and dependents that take their grace period.
+        ctx.later(uid, RECHECK);
+        return;
+    }
+    // The graph's watches may lag behind the API server, which saw dependents when it
+    // recorded the finalizer: a live look decides.
+    match live_dependents(ctx, owner, uid, finalizer == FOREGROUND).await {
+        Ok(0) => {}
+        Ok(_) => {
+            ctx.later(uid, RECHECK);
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(name = %owner.name, error = %e, "garbage collector: listing dependents");
+            ctx.later(uid, RECHECK);
+            return;
+        }
+    }
+    if let Err(e) = remove_finalizer(ctx, owner, uid, finalizer).await {
+        tracing::warn!(name = %owner.name, error = %e, "garbage collector: removing {finalizer}");
+        ctx.later(uid, RECHECK);
+    }
 }
 
-/// Whether a dependent has an owner other than `uid` that exists and is not being
-/// deleted (foreground deletion leaves such a dependent, freed of this owner).
-fn has_other_live_owner(ctx: &Ctx, d: &Object, uid: &str) -> bool {
-    let g = ctx.graph();
+/// Whether dependent `d`'s reference to `uid` blocks the owner's foreground deletion.
+fn blocks(d: &Object, uid: &str) -> bool {
     d.owners
         .iter()
-        .filter(|r| r.uid != uid)
-        .any(|r| g.objects.get(&r.uid).is_some_and(|o| !o.deleting))
+        .any(|r| r.uid == uid && r.block_owner_deletion == Some(true))
+}
+
+/// How many objects the API server holds that still reference owner `uid` (with
+/// blockOwnerDeletion, when `blocking_only`), by a metadata list of every kind where
+/// they can be: the owner's namespace, or everywhere for a cluster-scoped owner.
+async fn live_dependents(
+    ctx: &Ctx,
+    owner: &Object,
+    uid: &str,
+    blocking_only: bool,
+) -> Result<usize, kube::Error> {
+    let mut n = 0;
+    for (i, (_, namespaced)) in ctx.resources.iter().enumerate() {
+        if owner.namespace.is_some() && !namespaced {
+            continue;
+        }
+        let list = ctx
+            .api(i, owner.namespace.as_deref())
+            .list_metadata(&Default::default())
+            .await?;
+        n += list
+            .items
+            .iter()
+            .filter(|o| o.metadata.uid.as_deref() != Some(uid))
+            .filter(|o| {
+                o.metadata.owner_references.iter().flatten().any(|r| {
+                    r.uid == uid && (!blocking_only || r.block_owner_deletion == Some(true))
+                })
+            })
+            .count();
+    }
+    Ok(n)
+}
+
+/// Whether a dependent has an owner other than `uid` that holds it: one that exists
+/// and is not being deleted in the foreground (such a dependent is freed of this
+/// owner rather than deleted).
+fn has_other_live_owner(ctx: &Ctx, d: &Object, uid: &str) -> bool {
+    let g = ctx.graph();
+    d.owners.iter().filter(|r| r.uid != uid).any(|r| {
+        g.objects
+            .get(&r.uid)
+            .is_some_and(|o| o.propagation() != Some(FOREGROUND))
+    })
 }
 
 /// Removes the reference to owner `uid` from a dependent (a merge patch pinned to

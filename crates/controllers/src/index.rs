@@ -91,6 +91,16 @@ impl<K: Object> Index<K> {
             .collect()
     }
 
+    /// The keys that have objects now.
+    pub fn keys(&self) -> Vec<String> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// The objects `owner_uid` controls (for an index by owner).
     pub fn owned(&self, owner_uid: &str) -> Vec<Arc<K>> {
         self.get(owner_uid)

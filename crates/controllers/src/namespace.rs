@@ -27,14 +27,47 @@ const FINALIZER: &str = "kubernetes";
 /// their grace period, objects with finalizers wait for their owners.
 const RECHECK: Duration = Duration::from_secs(2);
 
+/// How long one discovery of the served kinds is used for.
+const DISCOVERY_TTL: Duration = Duration::from_secs(30);
+
 struct Ctx {
     client: kube::Client,
+    /// The namespaced kinds that can be listed and deleted, and when they were found.
+    kinds: tokio::sync::Mutex<Option<(std::time::Instant, Vec<ApiResource>)>>,
+}
+
+impl Ctx {
+    /// The namespaced kinds, from a discovery at most [`DISCOVERY_TTL`] old.
+    async fn kinds(&self) -> Result<Vec<ApiResource>, kube::Error> {
+        let mut cached = self.kinds.lock().await;
+        if let Some((at, kinds)) = cached.as_ref() {
+            if at.elapsed() < DISCOVERY_TTL {
+                return Ok(kinds.clone());
+            }
+        }
+        let kinds: Vec<ApiResource> = Discovery::new(self.client.clone())
+            .run()
+            .await?
+            .groups()
+            .flat_map(|g| g.recommended_resources())
+            .filter(|(_, caps)| {
+                caps.scope == Scope::Namespaced
+                    && [verbs::LIST, verbs::DELETE]
+                        .iter()
+                        .all(|v| caps.supports_operation(v))
+            })
+            .map(|(ar, _)| ar)
+            .collect();
+        *cached = Some((std::time::Instant::now(), kinds.clone()));
+        Ok(kinds)
+    }
 }
 
 /// The controller, ready to run once the shared informers run.
 pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
     let ctx = Arc::new(Ctx {
         client: shared.client.clone(),
+        kinds: Default::default(),
     });
     crate::drive(
         "namespace",
@@ -63,7 +96,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let name = ns.name_any();
-    let content = empty(&ctx.client, &name).await;
+    let content = empty(&ctx, &name).await;
     set_conditions(&ctx.client, &ns, &content).await?;
     if !content.remaining.is_empty()
         || !content.failed.is_empty()
@@ -80,6 +113,8 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if spec_finalizers.iter().any(|f| f == FINALIZER) {
         let mut finalized = (*ns).clone();
         finalized.metadata.managed_fields = None;
+        // Unpinned: the conditions just written moved the resourceVersion on.
+        finalized.metadata.resource_version = None;
         finalized
             .spec
             .get_or_insert_with(Default::default)
@@ -101,26 +136,17 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(namespace = %name, "namespace controller: namespace emptied and finalized");
+    tracing::info!(namespace = %name, "namespace controller: namespace emptied; finalized and deleted (any other finalizers keep it until they go)");
     Ok(Action::await_change())
 }
 
 /// Deletes what is in the namespace, every namespaced kind that can be listed and
 /// deleted; returns what is left.
-async fn empty(client: &kube::Client, ns: &str) -> Content {
+async fn empty(ctx: &Ctx, ns: &str) -> Content {
+    let client = &ctx.client;
     let mut content = Content::default();
-    let resources = match Discovery::new(client.clone()).run().await {
-        Ok(d) => d
-            .groups()
-            .flat_map(|g| g.recommended_resources())
-            .filter(|(_, caps)| {
-                caps.scope == Scope::Namespaced
-                    && [verbs::LIST, verbs::DELETE]
-                        .iter()
-                        .all(|v| caps.supports_operation(v))
-            })
-            .map(|(ar, _)| ar)
-            .collect::<Vec<ApiResource>>(),
+    let resources = match ctx.kinds().await {
+        Ok(r) => r,
         Err(e) => {
             content.discovery_failed.push(e.to_string());
             return content;

@@ -111,9 +111,58 @@ pub fn controller(
             }
         }
     };
+    // And level-triggered, for a node deleted while no controller ran or named by a
+    // pod but never registered: after a quarantine of the node monitor's grace period
+    // (40 s, as kube's pod garbage collector waits), confirmed by a read.
+    let sweep_ctx = ctx.clone();
+    let sweep = async move {
+        let mut missing: std::collections::HashMap<String, std::time::Instant> = Default::default();
+        loop {
+            tokio::time::sleep((sweep_ctx.grace / 2).min(ORPHAN_SWEEP)).await;
+            sweep_orphans(&sweep_ctx, &mut missing).await;
+        }
+    };
     let controller = crate::drive("nodelifecycle", shared.nodes.store(), queue, reconcile, ctx);
     async move {
-        tokio::join!(controller, gc);
+        tokio::join!(controller, gc, sweep);
+    }
+}
+
+/// How often, at most, pods are checked for nodes that do not exist.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(20);
+
+/// Force-deletes the pods of nodes missing for the grace period (`missing`
+/// remembers since when: a node may register just after its first pods are bound),
+/// once a live read confirms the node is not there.
+async fn sweep_orphans(
+    ctx: &Ctx,
+    missing: &mut std::collections::HashMap<String, std::time::Instant>,
+) {
+    let now = std::time::Instant::now();
+    let absent: Vec<String> = ctx
+        .pods
+        .keys()
+        .into_iter()
+        .filter(|n| ctx.nodes.get(&ObjectRef::new(n)).is_none())
+        .collect();
+    missing.retain(|n, _| absent.contains(n));
+    for node in absent {
+        let since = *missing.entry(node.clone()).or_insert(now);
+        if now.duration_since(since) < ctx.grace {
+            continue;
+        }
+        match Api::<Node>::all(ctx.client.clone()).get_opt(&node).await {
+            Ok(None) => {
+                for pod in ctx.pods.get(&node) {
+                    force_delete(ctx, &pod).await;
+                }
+                missing.remove(&node);
+            }
+            Ok(Some(_)) => {
+                missing.remove(&node);
+            }
+            Err(e) => tracing::debug!(node, error = %e, "pod garbage collector: reading a node"),
+        }
     }
 }
 

@@ -17,8 +17,9 @@ use http::Method;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::api::{Api, Body, Request, Response};
+use crate::request::{Body, Request, Response};
 use crate::resources::{self, Resource};
+use crate::state::Api;
 use crate::status::ApiError;
 
 /// A response's JSON with every stored-form autoscaler in it (an object, a list's
@@ -208,17 +209,14 @@ async fn patch(
     let body: Value = serde_json::from_slice(&req.body)
         .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     let pinned = body.pointer("/metadata/resourceVersion").is_some();
-    for attempt in 0.. {
+    crate::objects::retry_on_conflict(pinned, || async {
         let (cur, _) = crate::objects::read(api, v2, ns, name).await?;
         let mut doc = to_v1(&cur);
         format.apply(&mut doc, &body, KIND)?;
         let stored_form = to_v2(&doc, Some(&cur));
         let mut put = forwarded(req, Some(&stored_form));
         put.method = Method::PUT;
-        match crate::objects::handle(api, &put, v2, ns, Some(name), sub).await {
-            Err(e) if e.reason == "Conflict" && !pinned && attempt < 5 => continue,
-            r => return r,
-        }
-    }
-    unreachable!()
+        crate::objects::handle(api, &put, v2, ns, Some(name), sub).await
+    })
+    .await
 }

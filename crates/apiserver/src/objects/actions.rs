@@ -9,9 +9,9 @@ use serde_json::{json, Map, Value};
 use super::body::{parse_body, write_opts};
 use super::meta::{encode, meta_mut, meta_str, now};
 use super::read::read;
-use crate::api::Api;
 use crate::request::{Request, Response};
 use crate::resources::{self, Resource};
+use crate::state::Api;
 use crate::status::{ApiError, Cause};
 
 /// Answers a create-only review (SelfSubjectReview: `kubectl auth whoami`).

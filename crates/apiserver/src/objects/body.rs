@@ -194,3 +194,114 @@ pub(super) fn answer(req: &Request, res: &Resource, status: u16, o: &Value) -> R
     }
     Response::json(status, o)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+    use http::Method;
+
+    fn req(query: &[(&str, &str)], headers: &[(&'static str, &str)], body: &str) -> Request {
+        Request::test(Method::POST, query, headers, body)
+    }
+
+    #[test]
+    fn write_options_come_from_the_query_and_bad_ones_are_400s() {
+        let o = write_opts(
+            &req(&[], &[("user-agent", "kubectl/v1.32.4 (linux)")], ""),
+            "unknown",
+        )
+        .unwrap();
+        assert_eq!(
+            (o.dry_run, o.validation, o.manager.as_str()),
+            (false, "Warn", "kubectl")
+        );
+        let o = write_opts(
+            &req(
+                &[
+                    ("dryRun", "All"),
+                    ("fieldValidation", "Strict"),
+                    ("fieldManager", "me"),
+                ],
+                &[],
+                "",
+            ),
+            "unknown",
+        )
+        .unwrap();
+        assert_eq!(
+            (o.dry_run, o.validation, o.manager.as_str()),
+            (true, "Strict", "me")
+        );
+        assert_eq!(
+            write_opts(&req(&[], &[], ""), "unknown").unwrap().manager,
+            "unknown"
+        );
+        for (k, v, why) in [
+            ("dryRun", "Some", "supported values: \"All\""),
+            (
+                "fieldValidation",
+                "Loud",
+                "fieldValidation parameter unsupported",
+            ),
+        ] {
+            let e = write_opts(&req(&[(k, v)], &[], ""), "unknown")
+                .err()
+                .unwrap();
+            assert_eq!(e.code, 400);
+            assert!(e.message.contains(why), "{}", e.message);
+        }
+        let long = "m".repeat(129);
+        let e = write_opts(&req(&[("fieldManager", &long)], &[], ""), "x")
+            .err()
+            .unwrap();
+        assert!(e.message.contains("Too long"), "{}", e.message);
+    }
+
+    #[test]
+    fn bodies_are_objects_of_the_resources_version_and_kind() {
+        let cms = find("", "v1", "configmaps").unwrap();
+        let e = parse_body(&req(&[], &[], "[1]")).err().unwrap();
+        assert!(e.message.contains("not an array"), "{}", e.message);
+        let yaml = parse_body(&req(
+            &[],
+            &[("content-type", "application/yaml")],
+            "metadata: {name: a}\n",
+        ))
+        .unwrap();
+        assert_eq!(yaml["metadata"]["name"], "a");
+        let opts = write_opts(&req(&[], &[], ""), "unknown").unwrap();
+        let mut warnings = Vec::new();
+        // apiVersion and kind are filled in when absent...
+        let mut o = json!({"metadata": {"name": "a"}, "data": {"k": "v"}, "extra": 1});
+        check_body(cms, &mut o, &opts, &mut warnings).unwrap();
+        assert_eq!(
+            (o["apiVersion"].as_str(), o["kind"].as_str()),
+            (Some("v1"), Some("ConfigMap"))
+        );
+        // ...unknown fields pruned with a warning (fieldValidation=Warn)...
+        assert!(o.get("extra").is_none());
+        assert_eq!(warnings, vec!["unknown field \"extra\"".to_string()]);
+        // ...and the wrong ones refused, naming what was expected.
+        let mut o = json!({"apiVersion": "v1", "kind": "Secret"});
+        let e = check_body(cms, &mut o, &opts, &mut warnings).err().unwrap();
+        assert!(
+            e.message
+                .contains("does not match the expected kind (ConfigMap)"),
+            "{}",
+            e.message
+        );
+        let mut o = json!({"apiVersion": "apps/v1", "kind": "ConfigMap"});
+        let e = check_body(cms, &mut o, &opts, &mut warnings).err().unwrap();
+        assert!(
+            e.message
+                .contains("(apps/v1) does not match the expected API version (v1)"),
+            "{}",
+            e.message
+        );
+        // A field of the wrong type says where.
+        let mut o = json!({"data": {"k": 1}});
+        let e = check_body(cms, &mut o, &opts, &mut warnings).err().unwrap();
+        assert!(e.message.contains("data.k"), "{}", e.message);
+    }
+}

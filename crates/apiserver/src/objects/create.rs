@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use super::body::{answer, check_body, parse_body, with_warnings, write_opts, WriteOpts};
 use super::meta::{encode, meta_mut, meta_str, now, set_managed, set_rv};
 use super::strategy;
-use crate::api::Api;
 use crate::request::{Request, Response};
 use crate::resources::{self, Resource};
+use crate::state::Api;
 use crate::status::ApiError;
 use crate::{defaults, ssa, validate};
 
@@ -125,7 +125,10 @@ pub(super) async fn create_object(
         match api.store.create(&key, &encode(&o)).await {
             Ok(kv) => {
                 set_rv(&mut o, kv.mod_revision);
-                strategy::after_create(api, res, &name);
+                if strategy::has_namespace_defaults(res) {
+                    let (api, name) = (api.clone(), name.clone());
+                    tokio::spawn(async move { populate_namespace(&api, &name).await });
+                }
                 return Ok(o);
             }
             Err(StoreError::Exists(_)) if generate && attempt < 2 => {
@@ -155,6 +158,20 @@ pub fn populate_namespace<'a>(
     ns: &'a str,
 ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
     Box::pin(populate(api, ns))
+}
+
+/// Makes what every namespace has wherever it is missing: run at start, since a crash
+/// between a namespace's creation and the task that makes them leaves none.
+pub async fn populate_all(api: &Arc<Api>) {
+    let nsr = resources::find("", "v1", "namespaces").expect("served");
+    for (_, o) in api.hub.under(&nsr.prefix()) {
+        if o.pointer("/metadata/deletionTimestamp").is_some() {
+            continue;
+        }
+        if let Some(name) = meta_str(&o, "name") {
+            populate(api, name).await;
+        }
+    }
 }
 
 pub(super) async fn populate(api: &Arc<Api>, ns: &str) {

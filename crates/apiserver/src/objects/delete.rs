@@ -11,94 +11,15 @@ use std::sync::Arc;
 use berth_store::{Error as StoreError, Store};
 use serde_json::{json, Value};
 
+use super::delete_opts::{delete_opts, DeleteOpts};
 use super::meta::{encode, meta_mut, meta_str, set_rv};
 use super::read::read;
 use super::strategy::{self, DeleteMode};
-use crate::api::Api;
 use crate::request::{Request, Response};
 use crate::resources::{self, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::status::{ApiError, Cause};
-
-/// Options of a delete.
-pub struct DeleteOpts {
-    /// Seconds of grace (pods).
-    pub grace: Option<i64>,
-    /// Orphan, Background or Foreground.
-    pub propagation: String,
-    /// Required uid.
-    pub uid: Option<String>,
-    /// Required resourceVersion.
-    pub rv: Option<String>,
-    /// Dry run.
-    pub dry_run: bool,
-}
-
-pub(super) fn delete_opts(req: &Request) -> Result<DeleteOpts, ApiError> {
-    let body: Value = if req.body.is_empty() {
-        json!({})
-    } else if req.body.starts_with(crate::protobuf::MAGIC) {
-        crate::protobuf::decode_object(&req.body)?
-    } else {
-        serde_json::from_slice(&req.body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
-    };
-    let grace = match req.q("gracePeriodSeconds") {
-        Some(g) => Some(g.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(format!("gracePeriodSeconds: invalid value {g:?}"))
-        })?),
-        None => body.get("gracePeriodSeconds").and_then(Value::as_i64),
-    };
-    let mut propagation = req
-        .q("propagationPolicy")
-        .map(str::to_string)
-        .or_else(|| {
-            body.get("propagationPolicy")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    if propagation.is_empty() {
-        propagation = match body
-            .get("orphanDependents")
-            .and_then(Value::as_bool)
-            .or(req.q("orphanDependents").map(|o| o == "true"))
-        {
-            Some(true) => "Orphan".into(),
-            _ => "Background".into(),
-        };
-    }
-    if !["Orphan", "Background", "Foreground"].contains(&propagation.as_str()) {
-        return Err(ApiError::invalid(
-            "",
-            "DeleteOptions",
-            "",
-            vec![Cause::not_supported(
-                "propagationPolicy",
-                &propagation,
-                &["Foreground", "Background", "Orphan"],
-            )],
-        ));
-    }
-    let dry_run = req.q("dryRun") == Some("All")
-        || body
-            .get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|x| x == "All"));
-    Ok(DeleteOpts {
-        grace,
-        propagation,
-        uid: body
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        rv: body
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        dry_run,
-    })
-}
+use crate::state::Api;
+use crate::status::ApiError;
 
 pub(super) fn success_status(res: &Resource, o: &Value) -> Value {
     json!({
@@ -142,6 +63,18 @@ pub fn delete<'a>(
             }
             if !finalizers.is_empty() || mode != DeleteMode::Now {
                 let confirmed_now = strategy::confirms_graceful_delete(res, &cur, opts);
+                if mode == DeleteMode::Terminate
+                    && cur.pointer("/metadata/deletionTimestamp").is_some()
+                    && cur
+                        .pointer("/spec/finalizers")
+                        .and_then(Value::as_array)
+                        .is_some_and(|f| !f.is_empty())
+                {
+                    // As kube answers a second delete of a namespace being emptied.
+                    let mut e = ApiError::conflict(res.group, res.plural, name);
+                    e.message = format!("Operation cannot be fulfilled on namespaces \"{name}\": The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system.");
+                    return Err(e);
+                }
                 if cur.pointer("/metadata/deletionTimestamp").is_some()
                     && mode != DeleteMode::Graceful
                     && !confirmed_now

@@ -60,3 +60,24 @@ pub(super) fn spec_of(o: &Value) -> Value {
     }
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_form_has_no_resource_version_and_empty_managed_fields_go() {
+        let o = json!({"metadata": {"name": "a", "resourceVersion": "5", "selfLink": "/x"}, "data": {}});
+        let stored: Value = serde_json::from_slice(&encode(&o)).unwrap();
+        assert_eq!(stored, json!({"metadata": {"name": "a"}, "data": {}}));
+        let mut o = json!({"metadata": {"name": "a", "managedFields": [{"manager": "m"}]}});
+        set_managed(&mut o, json!([]));
+        assert!(o["metadata"].get("managedFields").is_none());
+        set_rv(&mut o, 12);
+        assert_eq!(meta_str(&o, "resourceVersion"), Some("12"));
+        // Only what is not metadata or status counts as spec.
+        let a = json!({"metadata": {"generation": 1}, "spec": {"x": 1}, "status": {"y": 1}});
+        let b = json!({"metadata": {"generation": 2}, "spec": {"x": 1}, "status": {"y": 2}});
+        assert_eq!(spec_of(&a), spec_of(&b));
+    }
+}

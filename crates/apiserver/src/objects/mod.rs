@@ -7,7 +7,8 @@
 //! - [`create`], [`write`] (update, the step every change goes through),
 //!   [`patching`] (patch and apply), [`scale`];
 //! - [`delete`]: deletion, with finalizers and graceful pod deletion;
-//! - [`actions`]: subresources that act rather than store (binding, token, reviews);
+//! - [`actions`]: subresources that act rather than store (binding, token, reviews),
+//!   and [`eviction`] (the eviction subresource, spending disruption budgets);
 //! - [`strategy`]: what each kind does beyond the generic rules, chosen by the
 //!   resource table (`resources::Strategy`), with [`service_ips`] for Services;
 //! - [`meta`]: metadata helpers every step shares.
@@ -23,16 +24,18 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
 
-use crate::api::Api;
 use crate::request::{Request, Response};
-use crate::resources::{self, Resource};
+use crate::resources::Resource;
+use crate::state::Api;
 use crate::status::ApiError;
 
 mod actions;
 mod body;
 mod create;
 mod delete;
-mod meta;
+mod delete_opts;
+mod eviction;
+pub(crate) mod meta;
 mod patching;
 mod read;
 mod scale;
@@ -40,16 +43,17 @@ mod service_ips;
 mod strategy;
 mod write;
 
-pub use create::create_internal;
-pub use delete::{delete, DeleteOpts};
+pub use create::{create_internal, populate_all};
+pub use delete::delete;
+pub use delete_opts::DeleteOpts;
 pub use meta::now;
 pub use read::read;
 
-pub(crate) use actions::created_status;
 pub(crate) use body::parse_body;
-pub(crate) use meta::encode;
+pub(crate) use patching::retry_on_conflict;
 
-/// Dispatches an operation on a resource.
+/// Dispatches an operation on a resource kept in the store in its own version (or a
+/// create-only review).
 pub async fn handle(
     api: &Arc<Api>,
     req: &Request,
@@ -58,23 +62,6 @@ pub async fn handle(
     name: Option<&str>,
     sub: Option<&str>,
 ) -> Result<Response, ApiError> {
-    if res.namespaced && ns.is_none() && !(req.method == Method::GET && name.is_none()) {
-        return Err(ApiError::new(
-            404,
-            "NotFound",
-            format!(
-                "{} are namespaced: use /namespaces/NAMESPACE/{}",
-                res.plural, res.plural
-            ),
-        ));
-    }
-    if res.backing == resources::Backing::NodeMetrics {
-        return crate::resource_metrics::handle(api, req, res, ns, name).await;
-    }
-    if res.backing == resources::Backing::Converted {
-        // Boxed: the conversion calls back into this function for the stored version.
-        return Box::pin(crate::hpa_v1::handle(api, req, res, ns, name, sub)).await;
-    }
     if !res.stored() {
         return match (&req.method, name) {
             (&Method::POST, None) => actions::review(req, res),
@@ -111,13 +98,13 @@ pub async fn handle(
             scale::scale_update(api, req, res, ns, n, Some(p)).await
         }
         (&Method::DELETE, Some(n), None) => {
-            let opts = delete::delete_opts(req)?;
+            let opts = delete_opts::delete_opts(req)?;
             let out = delete::delete(api, res, ns, n, &opts).await?;
             Ok(body::answer(req, res, 200, &out))
         }
         (&Method::DELETE, None, None) => delete::delete_collection(api, req, res, ns).await,
         (&Method::POST, Some(n), Some("binding")) => actions::bind(api, req, ns, n).await,
-        (&Method::POST, Some(n), Some("eviction")) => crate::eviction::evict(api, req, ns, n).await,
+        (&Method::POST, Some(n), Some("eviction")) => eviction::evict(api, req, ns, n).await,
         (&Method::POST, Some(n), Some("token")) => actions::token(api, req, ns, n).await,
         (
             _,

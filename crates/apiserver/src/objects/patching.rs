@@ -1,6 +1,7 @@
 //! PATCH: JSON, merge and strategic merge patches (retried on conflict unless the
 //! patch pins a resourceVersion), and server-side apply.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -10,9 +11,9 @@ use super::create::create_object;
 use super::meta::{meta_mut, meta_str};
 use super::read::read;
 use super::write::replace;
-use crate::api::Api;
 use crate::request::{Request, Response};
 use crate::resources::Resource;
+use crate::state::Api;
 use crate::status::ApiError;
 use crate::{patch, ssa};
 
@@ -42,10 +43,8 @@ pub(super) async fn patch(
         return apply(api, req, res, ns, name, sub, body, &opts, force).await;
     }
     let format = patch::Format::of(&ct)?;
-    let mut warnings = Vec::new();
-    // Retried on conflict unless the patch itself names a resourceVersion.
     let pinned = body.pointer("/metadata/resourceVersion").is_some();
-    for attempt in 0.. {
+    let (out, warnings) = retry_on_conflict(pinned, || async {
         let (cur, rev) = read(api, res, ns, name).await?;
         let mut doc = cur.clone();
         format.apply(&mut doc, &body, res.kind)?;
@@ -59,15 +58,33 @@ pub(super) async fn patch(
         if !pinned {
             meta_mut(&mut doc).remove("resourceVersion");
         }
-        warnings.clear();
+        let mut warnings = Vec::new();
         check_body(res, &mut doc, &opts, &mut warnings)?;
-        match replace(api, res, ns, name, &cur, rev, doc, sub, &opts, None).await {
-            Err(e) if e.reason == "Conflict" && !pinned && attempt < 5 => continue,
-            Err(e) => return Err(e),
-            Ok(out) => return Ok(with_warnings(answer(req, res, 200, &out), &warnings)),
+        let out = replace(api, res, ns, name, &cur, rev, doc, sub, &opts, None).await?;
+        Ok((out, warnings))
+    })
+    .await?;
+    Ok(with_warnings(answer(req, res, 200, &out), &warnings))
+}
+
+/// Runs `attempt` (one read, change and write) again when its write meets a
+/// conflict, up to five more times, unless the request pinned a resourceVersion:
+/// then the conflict is the answer, as kube's.
+pub(crate) async fn retry_on_conflict<T, F, Fut>(
+    pinned: bool,
+    mut attempt: F,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    for _ in 0..5 {
+        match attempt().await {
+            Err(e) if e.reason == "Conflict" && !pinned => continue,
+            r => return r,
         }
     }
-    unreachable!()
+    attempt().await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use berth_store::{Error as StoreError, Store};
 use serde_json::{json, Value};
 
-use crate::api::Api;
 use crate::request::{Request, Response};
 use crate::resources::Resource;
 use crate::selector::{FieldSelector, LabelSelector};
+use crate::state::Api;
 use crate::status::ApiError;
 use crate::table;
 
@@ -194,4 +194,23 @@ pub(super) async fn list(
         ));
     }
     Ok(Response::json(200, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_bad_ones_say_how_to_recover() {
+        let tok = continue_token(42, "/registry/core/pods/default/web-1");
+        assert_eq!(
+            parse_continue(&tok).unwrap(),
+            (42, "/registry/core/pods/default/web-1".to_string())
+        );
+        for bad in ["not-base64!", "e30", ""] {
+            let e = parse_continue(bad).err().unwrap();
+            assert_eq!(e.code, 400);
+            assert!(e.message.contains("start a new list"), "{}", e.message);
+        }
+    }
 }

@@ -7,12 +7,13 @@ use serde_json::{json, Value};
 
 use super::body::{parse_body, write_opts};
 use super::meta::{meta_mut, meta_str};
+use super::patching::retry_on_conflict;
 use super::read::read;
 use super::write::replace;
-use crate::api::Api;
 use crate::patch;
 use crate::request::{Request, Response};
 use crate::resources::Resource;
+use crate::state::Api;
 use crate::status::{ApiError, Cause};
 
 pub(super) fn to_scale(o: &Value) -> Value {
@@ -48,6 +49,8 @@ pub(super) fn to_scale(o: &Value) -> Value {
     })
 }
 
+/// A PUT (`patch_body` None) or PATCH of the scale subresource: the Scale's replicas
+/// written to the object (retried on a conflict unless a PUT pins a resourceVersion).
 pub(super) async fn scale_update(
     api: &Arc<Api>,
     req: &Request,
@@ -57,25 +60,31 @@ pub(super) async fn scale_update(
     patch_body: Option<Value>,
 ) -> Result<Response, ApiError> {
     let opts = write_opts(req, "unknown")?;
-    for attempt in 0.. {
+    let put = match &patch_body {
+        None => Some(parse_body(req)?),
+        Some(_) => None,
+    };
+    // Server-side apply of a Scale has no managed fields of its own: a merge.
+    let format = match req.media_type() {
+        "application/apply-patch+yaml" => patch::Format::Merge,
+        ct => patch::Format::of(ct).unwrap_or(patch::Format::Strategic),
+    };
+    let pinned_rv = put
+        .as_ref()
+        .and_then(|s| s.pointer("/metadata/resourceVersion"))
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty());
+    let o = retry_on_conflict(pinned_rv.is_some(), || async {
         let (cur, rev) = read(api, res, ns, name).await?;
-        let mut scale = to_scale(&cur);
-        match &patch_body {
-            None => scale = parse_body(req)?,
-            Some(p) => {
-                let ct = req.header("content-type").unwrap_or("");
-                let r = if ct.starts_with("application/json-patch") {
-                    patch::json_patch(&mut scale, p)
-                } else if ct.starts_with("application/merge-patch")
-                    || ct.starts_with("application/apply-patch")
-                {
-                    patch::merge_patch(&mut scale, p)
-                } else {
-                    patch::strategic(&mut scale, p, "Scale")
-                };
-                r.map_err(|e| ApiError::new(422, "Invalid", e.0))?;
+        let scale = match (&put, &patch_body) {
+            (Some(s), _) => s.clone(),
+            (None, Some(p)) => {
+                let mut scale = to_scale(&cur);
+                format.apply(&mut scale, p, "Scale")?;
+                scale
             }
-        }
+            (None, None) => unreachable!("a PUT has its body"),
+        };
         let replicas = scale
             .pointer("/spec/replicas")
             .and_then(Value::as_i64)
@@ -92,23 +101,13 @@ pub(super) async fn scale_update(
                 )],
             ));
         }
-        let pinned = patch_body.is_none()
-            && scale
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .is_some_and(|r| !r.is_empty());
-        if pinned
-            && scale
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                != Some(&rev.to_string())
-        {
+        if pinned_rv.is_some_and(|want| want != rev.to_string()) {
             return Err(ApiError::conflict(res.group, res.plural, name));
         }
         let mut new = cur.clone();
         new["spec"]["replicas"] = json!(replicas);
         meta_mut(&mut new).remove("resourceVersion");
-        match replace(
+        replace(
             api,
             res,
             ns,
@@ -121,11 +120,39 @@ pub(super) async fn scale_update(
             None,
         )
         .await
-        {
-            Err(e) if e.reason == "Conflict" && !pinned && attempt < 5 => continue,
-            Err(e) => return Err(e),
-            Ok(o) => return Ok(Response::json(200, &to_scale(&o))),
-        }
+    })
+    .await?;
+    Ok(Response::json(200, &to_scale(&o)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scale_view_carries_replicas_and_a_sorted_selector() {
+        let d = json!({"metadata": {"name": "web", "namespace": "default", "uid": "u",
+                                    "resourceVersion": "9"},
+                       "spec": {"replicas": 3, "selector": {"matchLabels": {"tier": "b", "app": "a"}}},
+                       "status": {"replicas": 2}});
+        let s = to_scale(&d);
+        assert_eq!(s["kind"], "Scale");
+        assert_eq!(s["metadata"]["resourceVersion"], "9");
+        assert_eq!(
+            (
+                s["spec"]["replicas"].as_i64(),
+                s["status"]["replicas"].as_i64()
+            ),
+            (Some(3), Some(2))
+        );
+        assert_eq!(s["status"]["selector"], "app=a,tier=b");
+        // A ReplicationController's selector is the label map itself.
+        let rc =
+            json!({"metadata": {"name": "rc"}, "spec": {"replicas": 1, "selector": {"app": "a"}}});
+        assert_eq!(to_scale(&rc)["status"]["selector"], "app=a");
+        // Expressions have no string form in a Scale: left empty.
+        let expr = json!({"metadata": {"name": "x"}, "spec": {"selector": {"matchExpressions": [
+            {"key": "app", "operator": "Exists"}]}}});
+        assert_eq!(to_scale(&expr)["status"]["selector"], "");
     }
-    unreachable!()
 }

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use berth_store::{Error as StoreError, Store};
 
-use crate::api::Api;
+use crate::state::Api;
 use crate::status::{ApiError, Cause};
 
 /// Reserves an address-like value under /registry/ranges/ (cluster IPs, node ports)

@@ -3,17 +3,17 @@
 //! object is given, what a write reserves and a deletion releases, and how a
 //! delete proceeds.
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 
-use super::create::populate_namespace;
-use super::delete::DeleteOpts;
+use super::delete_opts::DeleteOpts;
 use super::service_ips;
-use crate::api::Api;
 use crate::resources::{Resource, Strategy};
+use crate::state::Api;
 use crate::status::ApiError;
 use crate::{admission, defaults, priority, storageclass};
+
+/// The finalizer the namespace controller removes once a namespace is empty.
+pub(super) const NAMESPACE_FINALIZER: &str = "kubernetes";
 
 /// Sets what the server owns on a new object before it is validated: admission and
 /// the first status.
@@ -30,7 +30,24 @@ pub(super) async fn prepare_create(
             let qos = qos_class(o.get("spec").unwrap_or(&Value::Null));
             o["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
-        Strategy::Namespace => o["status"] = json!({"phase": "Active"}),
+        Strategy::Namespace => {
+            // The namespace controller's finalizer, always: it empties the namespace
+            // before the namespace goes.
+            let spec = &mut o["spec"];
+            if !spec.is_object() {
+                *spec = json!({});
+            }
+            let finalizers = &mut spec["finalizers"];
+            if !finalizers.is_array() {
+                *finalizers = json!([]);
+            }
+            if let Some(f) = finalizers.as_array_mut() {
+                if !f.iter().any(|x| x == NAMESPACE_FINALIZER) {
+                    f.push(json!(NAMESPACE_FINALIZER));
+                }
+            }
+            o["status"] = json!({"phase": "Active"});
+        }
         // Until a volume binds it, as kube-apiserver writes a new claim.
         Strategy::PersistentVolumeClaim => {
             storageclass::admit(api, o).await?;
@@ -50,6 +67,21 @@ pub(super) async fn prepare_create(
         }
     }
     Ok(())
+}
+
+/// Keeps on an update what only the system changes: a namespace's finalizers, which
+/// only its `finalize` subresource writes (as kube's namespace strategy keeps them).
+pub(super) fn prepare_update(res: &Resource, cur: &Value, o: &mut Value, sub: Option<&str>) {
+    if res.strategy == Strategy::Namespace && sub.is_none() {
+        match cur.pointer("/spec/finalizers") {
+            Some(f) => o["spec"]["finalizers"] = f.clone(),
+            None => {
+                if let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("finalizers");
+                }
+            }
+        }
+    }
 }
 
 /// Reserves what a new object holds outside itself (a Service's cluster IP and node
@@ -74,13 +106,10 @@ pub(super) async fn release(api: &Api, res: &Resource, o: &Value) {
     }
 }
 
-/// What follows a new object's store write (a namespace's default ServiceAccount
-/// and CA bundle).
-pub(super) fn after_create(api: &Arc<Api>, res: &Resource, name: &str) {
-    if res.strategy == Strategy::Namespace {
-        let (api, name) = (api.clone(), name.to_string());
-        tokio::spawn(async move { populate_namespace(&api, &name).await });
-    }
+/// Whether a new object of the kind gets defaults made beside it (a namespace's
+/// default ServiceAccount and CA bundle).
+pub(super) fn has_namespace_defaults(res: &Resource) -> bool {
+    res.strategy == Strategy::Namespace
 }
 
 /// How a delete request proceeds for an object, beyond its finalizers.
@@ -198,5 +227,125 @@ fn qos_class(spec: &Value) -> &'static str {
         "Guaranteed"
     } else {
         "Burstable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+
+    fn opts(grace: Option<i64>) -> DeleteOpts {
+        DeleteOpts {
+            grace,
+            propagation: "Background".into(),
+            uid: None,
+            rv: None,
+            dry_run: false,
+        }
+    }
+
+    #[test]
+    fn pods_on_nodes_get_their_grace_unless_finished_or_forced() {
+        let pods = find("", "v1", "pods").unwrap();
+        let on_node = json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        assert_eq!(
+            delete_mode(pods, &on_node, &opts(None)),
+            DeleteMode::Graceful
+        );
+        assert_eq!(delete_mode(pods, &on_node, &opts(Some(0))), DeleteMode::Now);
+        let done = json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Succeeded"}});
+        assert_eq!(delete_mode(pods, &done, &opts(None)), DeleteMode::Now);
+        let pending = json!({"spec": {}, "status": {"phase": "Pending"}});
+        assert_eq!(delete_mode(pods, &pending, &opts(None)), DeleteMode::Now);
+        // Given grace, a pod waits for its node's zero-grace delete, even with its
+        // finalizers gone; confirmed, it goes.
+        let graced = json!({"spec": {"nodeName": "n1"},
+                            "metadata": {"deletionGracePeriodSeconds": 30}});
+        assert!(!removed_when_finalized(pods, &graced));
+        assert!(confirms_graceful_delete(pods, &graced, &opts(Some(0))));
+        let confirmed = json!({"spec": {"nodeName": "n1"},
+                               "metadata": {"deletionGracePeriodSeconds": 0}});
+        assert!(removed_when_finalized(pods, &confirmed));
+        assert!(answers_with_object(pods));
+    }
+
+    #[test]
+    fn namespaces_terminate_first_and_go_once_their_finalizers_are_gone() {
+        let nss = find("", "v1", "namespaces").unwrap();
+        let active = json!({"spec": {"finalizers": ["kubernetes"]}});
+        assert_eq!(
+            delete_mode(nss, &active, &opts(None)),
+            DeleteMode::Terminate
+        );
+        // Even without the finalizer (an older namespace), the first delete only
+        // marks it, so its content is never left behind.
+        assert_eq!(
+            delete_mode(nss, &json!({}), &opts(None)),
+            DeleteMode::Terminate
+        );
+        let held = json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"},
+                          "spec": {"finalizers": ["kubernetes"]}});
+        assert_eq!(delete_mode(nss, &held, &opts(None)), DeleteMode::Terminate);
+        let done = json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"},
+                          "spec": {"finalizers": []}});
+        assert_eq!(delete_mode(nss, &done, &opts(None)), DeleteMode::Now);
+        assert!(!removed_when_finalized(nss, &done));
+        let cms = find("", "v1", "configmaps").unwrap();
+        assert_eq!(delete_mode(cms, &json!({}), &opts(None)), DeleteMode::Now);
+        assert!(removed_when_finalized(cms, &json!({})));
+        assert!(!answers_with_object(cms));
+    }
+
+    #[test]
+    fn updates_keep_a_namespaces_finalizers() {
+        let nss = find("", "v1", "namespaces").unwrap();
+        let cur = json!({"spec": {"finalizers": ["kubernetes"]}});
+        let mut o = json!({"spec": {"finalizers": []}});
+        prepare_update(nss, &cur, &mut o, None);
+        assert_eq!(o["spec"]["finalizers"], json!(["kubernetes"]));
+        // The finalize subresource is how they change.
+        let mut o = json!({"spec": {"finalizers": []}});
+        prepare_update(nss, &cur, &mut o, Some("finalize"));
+        assert_eq!(o["spec"]["finalizers"], json!([]));
+        // Other kinds' specs are theirs to change.
+        let cms = find("", "v1", "configmaps").unwrap();
+        let mut o = json!({"spec": {"finalizers": []}});
+        prepare_update(cms, &cur, &mut o, None);
+        assert_eq!(o["spec"]["finalizers"], json!([]));
+    }
+
+    #[test]
+    fn qos_classes_follow_requests_and_limits() {
+        let c = |r: Value| json!({"containers": [{"name": "c", "resources": r}]});
+        assert_eq!(qos_class(&c(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&c(json!({"requests": {"cpu": "100m"}}))),
+            "Burstable"
+        );
+        let both = json!({"cpu": "1", "memory": "1Gi"});
+        assert_eq!(
+            qos_class(&c(json!({"requests": both, "limits": both}))),
+            "Guaranteed"
+        );
+        // Limits alone: requests default to them.
+        assert_eq!(qos_class(&c(json!({"limits": both}))), "Guaranteed");
+    }
+
+    #[test]
+    fn the_table_gives_the_kinds_their_strategies() {
+        for (plural, s) in [
+            ("pods", Strategy::Pod),
+            ("namespaces", Strategy::Namespace),
+            ("services", Strategy::Service),
+            ("persistentvolumeclaims", Strategy::PersistentVolumeClaim),
+            ("configmaps", Strategy::Plain),
+        ] {
+            assert_eq!(find("", "v1", plural).unwrap().strategy, s, "{plural}");
+        }
+        assert_eq!(find("batch", "v1", "jobs").unwrap().strategy, Strategy::Job);
+        assert!(has_namespace_defaults(
+            find("", "v1", "namespaces").unwrap()
+        ));
     }
 }

@@ -11,9 +11,9 @@ use super::body::{answer, check_body, parse_body, with_warnings, write_opts, Wri
 use super::meta::{encode, meta_mut, meta_str, set_managed, set_rv, spec_of};
 use super::read::read;
 use super::strategy;
-use crate::api::Api;
 use crate::request::{Request, Response};
 use crate::resources::Resource;
+use crate::state::Api;
 use crate::status::ApiError;
 use crate::{defaults, ssa, validate};
 
@@ -88,6 +88,7 @@ pub(super) async fn replace(
             o
         }
     };
+    strategy::prepare_update(res, cur, &mut o, sub);
     // What the system owns stays as it was.
     {
         let cm = cur.get("metadata").cloned().unwrap_or(json!({}));

@@ -1,7 +1,7 @@
 //! Decoding of kube's protobuf wire format (`application/vnd.kubernetes.protobuf`,
 //! which kubectl uses for typed requests such as `kubectl create namespace`) into the
 //! JSON objects the rest of the server works with. The field numbers come from a
-//! generated table ([`crate::protobuf_fields`]); JSON names from the OpenAPI schemas.
+//! generated table (`fields`, of the types in `table`); JSON names from the OpenAPI schemas.
 //! Hand-written because no crate converts kube's protobuf messages to kube's JSON.
 
 use std::collections::HashMap;
@@ -11,40 +11,15 @@ use serde_json::{json, Map, Value};
 
 use crate::status::ApiError;
 
-/// A field type of the table.
-#[derive(Clone, Copy, Debug)]
-pub enum Type {
-    /// string
-    Str,
-    /// bool
-    Bool,
-    /// int32 and the like
-    I32,
-    /// int64
-    I64,
-    /// float
-    F32,
-    /// double
-    F64,
-    /// bytes (base64 in JSON)
-    Bytes,
-    /// A message.
-    Msg(&'static str),
-    /// map<string, string>
-    MapStr,
-    /// map<string, bytes>
-    MapBytes,
-    /// map<string, message>
-    MapMsg(&'static str),
-}
+#[rustfmt::skip]
+mod fields;
+mod table;
 
-/// A field: number, Rust-style name, type, repeated.
-#[derive(Clone, Copy, Debug)]
-pub struct Field(pub u32, pub &'static str, pub Type, pub bool);
+pub use table::{Field, Type};
 
 fn messages() -> &'static HashMap<&'static str, &'static [Field]> {
     static M: OnceLock<HashMap<&'static str, &'static [Field]>> = OnceLock::new();
-    M.get_or_init(|| crate::protobuf_fields::MESSAGES.iter().copied().collect())
+    M.get_or_init(|| fields::MESSAGES.iter().copied().collect())
 }
 
 /// JSON property names by (lower-case schema name, normalized property name).

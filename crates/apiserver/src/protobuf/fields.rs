@@ -2,7 +2,7 @@
 //! protobuf field numbers and types of the Kubernetes messages the API server
 //! decodes. Do not edit; regenerate.
 
-use crate::protobuf::{Field as F, Type::*};
+use super::table::{Field as F, Type::*};
 
 /// (message, fields): every message of the served groups.
 pub static MESSAGES: &[(&str, &[F])] = &[

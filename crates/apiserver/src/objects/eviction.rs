@@ -14,9 +14,14 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::{json, Value};
 
-use crate::api::{Api, Request, Response};
-use crate::objects::{self, DeleteOpts};
+use super::actions::created_status;
+use super::delete::delete as delete_object;
+use super::delete_opts::DeleteOpts;
+use super::meta::encode;
+use super::read::read;
+use crate::request::{Request, Response};
 use crate::resources;
+use crate::state::Api;
 use crate::status::{ApiError, Cause};
 
 /// How many times a budget write that lost a race is tried again.
@@ -50,7 +55,7 @@ pub async fn evict(
     };
     let pods = resources::find("", "v1", "pods").expect("served");
     for _ in 0..ATTEMPTS {
-        let (pv, _) = objects::read(api, pods, ns, name).await?;
+        let (pv, _) = read(api, pods, ns, name).await?;
         let pod: Pod = serde_json::from_value(pv)
             .map_err(|e| ApiError::internal(format!("pod {name} as stored: {e}")))?;
         if disruption::budget_ignored(&pod) {
@@ -101,8 +106,8 @@ async fn delete(
     opts: &DeleteOpts,
 ) -> Result<Response, ApiError> {
     let pods = resources::find("", "v1", "pods").expect("served");
-    objects::delete(api, pods, ns, name, opts).await?;
-    Ok(objects::created_status())
+    delete_object(api, pods, ns, name, opts).await?;
+    Ok(created_status())
 }
 
 /// The budgets covering `pod`, with the store revision each was read at.
@@ -191,7 +196,7 @@ async fn spend(
     pdb.metadata.resource_version = None;
     let v = serde_json::to_value(&pdb).unwrap_or_default();
     api.store
-        .update(&res.key(ns, &name), &objects::encode(&v), rev)
+        .update(&res.key(ns, &name), &encode(&v), rev)
         .await
         .map(|_| ())
 }

@@ -1,0 +1,37 @@
+//! The server's shared state: the store, the watch hub, authentication and
+//! authorization, metrics, and what the server knows of itself. Every handler reads
+//! it; it imports none of them.
+
+use std::sync::Arc;
+
+use berth_store::Backend;
+
+use crate::auth::{Authenticator, Authorizer};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::resource_metrics::readings::CpuReadings;
+
+/// The server's shared state.
+pub struct Api {
+    /// The store.
+    pub store: Backend,
+    /// The watch hub.
+    pub hub: Arc<Hub>,
+    /// Request metrics.
+    pub metrics: Metrics,
+    /// Authentication.
+    pub authn: Authenticator,
+    /// Authorization.
+    pub authz: Box<dyn Authorizer>,
+    /// The address clients reach the server at (for /api's serverAddressByClientCIDRs).
+    pub address: String,
+    /// The cluster CA certificate (PEM), published in every namespace.
+    pub ca_bundle: String,
+    /// Whether startup work (default namespaces...) is done.
+    pub ready: std::sync::atomic::AtomicBool,
+    /// The TLS client config for node agents (pod log, exec, attach), when the server
+    /// has a kubelet client certificate.
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
+    /// The last CPU counters read from node agents (metrics.k8s.io averages over them).
+    pub cpu_readings: CpuReadings,
+}
