@@ -92,13 +92,34 @@ impl CapSets {
         Ok(())
     }
 
+    /// [`CapSets::apply`], with `held` kept in the permitted set (not the effective
+    /// one): the runtime needs it for a step after the user is switched, and
+    /// [`CapSets::raise_effective`] brings it back for that step.
+    pub fn apply_holding(&self, held: Capability) -> Result<()> {
+        let mut sets = self.clone();
+        sets.permitted.insert(held);
+        sets.apply()
+    }
+
+    /// Adds `cap` (which must be permitted: see [`CapSets::apply_holding`]) to the
+    /// effective set, leaving the others as [`CapSets::apply_holding`] set them.
+    pub fn raise_effective(&self, cap: Capability) -> Result<()> {
+        let mut sets = self.clone();
+        sets.permitted.insert(cap);
+        sets.effective.insert(cap);
+        sets.set_triple()
+    }
+
     /// Sets the effective, permitted and inheritable sets in one capset(2) (the kernel
     /// checks the new triple as a whole), then the ambient set (whose members must be
     /// permitted and inheritable, as the kernel requires).
     pub fn apply(&self) -> Result<()> {
-        let err = |what: &str, e: caps::errors::CapsError| {
-            Error::invalid(format!("process.capabilities.{what}: {e}"))
-        };
+        self.set_triple()?;
+        self.set_ambient()
+    }
+
+    /// The capset(2) of [`CapSets::apply`].
+    fn set_triple(&self) -> Result<()> {
         let mask = |set: &CapsHashSet| {
             rustix::thread::CapabilitySet::from_bits_retain(
                 set.iter().fold(0u64, |m, c| m | c.bitmask()),
@@ -122,15 +143,30 @@ impl CapSets {
                 "process.capabilities: set effective/permitted/inheritable: {}",
                 std::io::Error::from(e)
             ))
-        })?;
+        })
+    }
+
+    /// The ambient set of [`CapSets::apply`].
+    fn set_ambient(&self) -> Result<()> {
+        let err = |what: &str, e: caps::errors::CapsError| {
+            Error::invalid(format!("process.capabilities.{what}: {e}"))
+        };
         caps::clear(None, CapSet::Ambient).map_err(|e| err("ambient", e))?;
+        // As runc and crun: an ambient capability the kernel will not raise (one not
+        // both permitted and inheritable, as `runc spec`'s own default lists three) is
+        // skipped, not an error, so every bundle they run runs here too.
         for cap in &self.ambient {
             if !self.permitted.contains(cap) || !self.inheritable.contains(cap) {
-                return Err(Error::invalid(format!(
-                    "process.capabilities.ambient: {cap} must also be in the permitted and inheritable sets"
-                )));
+                crate::logging::debug(format!(
+                    "process.capabilities.ambient: {cap} not raised (not both permitted and inheritable)"
+                ));
+                continue;
             }
-            caps::raise(None, CapSet::Ambient, *cap).map_err(|e| err("ambient", e))?;
+            if let Err(e) = caps::raise(None, CapSet::Ambient, *cap) {
+                crate::logging::debug(format!(
+                    "process.capabilities.ambient: {cap} not raised: {e}"
+                ));
+            }
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use crate::capabilities::CapSets;
 use crate::error::{Context, Error, Result};
 use crate::seccomp::Filter;
 use crate::sys;
+use caps::Capability;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -63,6 +64,8 @@ pub struct ProcessPlan {
     pub oom_score_adj: Option<i32>,
     /// The compiled seccomp filter.
     pub seccomp: Option<Filter>,
+    /// The SELinux label to exec the program with (only when SELinux is enabled).
+    pub selinux_label: Option<String>,
     /// ioprio_set value.
     pub io_priority: Option<i32>,
     /// sched_setattr arguments.
@@ -253,6 +256,7 @@ impl ProcessPlan {
                 .map(|b| (b.height() as u16, b.width() as u16)),
             oom_score_adj: p.oom_score_adj(),
             seccomp: None,
+            selinux_label: crate::spec::selinux_label(p.selinux_label().as_ref()),
             apparmor: p.apparmor_profile().clone().filter(|a| !a.is_empty()),
             io_priority,
             scheduler,
@@ -319,15 +323,44 @@ impl ProcessPlan {
         sys::setresgid(self.gid).ctx(|| format!("process.user.gid {}: setresgid", self.gid))?;
         sys::setresuid(self.uid).ctx(|| format!("process.user.uid {}: setresuid", self.uid))?;
         rustix::thread::set_keep_capabilities(false).ctx(|| "prctl(PR_SET_KEEPCAPS, 0)")?;
-        self.caps.apply()
+        if self.seccomp_needs_admin() {
+            self.caps.apply_holding(Capability::CAP_SYS_ADMIN)
+        } else {
+            self.caps.apply()
+        }
     }
 
-    /// Sets no_new_privs if asked.
-    pub fn set_no_new_privs(&self) -> Result<()> {
+    /// Whether loading the seccomp filter needs CAP_SYS_ADMIN made effective for it:
+    /// without no_new_privs the kernel wants it, and the container's own sets may
+    /// lack it.
+    fn seccomp_needs_admin(&self) -> bool {
+        self.seccomp.is_some()
+            && !self.no_new_privs
+            && !self.caps.effective.contains(&Capability::CAP_SYS_ADMIN)
+    }
+
+    /// The last steps before exec: no_new_privs, the SELinux exec label, then the
+    /// seccomp filter, last, so that any profile the user program survives, the
+    /// runtime survives too. Without no_new_privs the filter needs CAP_SYS_ADMIN,
+    /// held since [`ProcessPlan::switch_user`], raised for the load and dropped at once
+    /// (capset and prctl are then the runtime's only calls before execve).
+    pub fn seal(&self) -> Result<()> {
         if self.no_new_privs {
             rustix::thread::set_no_new_privs(true).ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)")?;
         }
-        Ok(())
+        if let Some(label) = &self.selinux_label {
+            set_selinux_exec_label(label)?;
+        }
+        let Some(filter) = &self.seccomp else {
+            return Ok(());
+        };
+        if self.seccomp_needs_admin() {
+            self.caps.raise_effective(Capability::CAP_SYS_ADMIN)?;
+            filter.load()?;
+            self.caps.apply()
+        } else {
+            filter.load()
+        }
     }
 
     /// Enters the working directory and checks that it lies inside the container's root
@@ -400,26 +433,54 @@ impl ProcessPlan {
     }
 }
 
-/// Asks AppArmor to confine the next exec with `profile`, writing `exec <profile>` to the
-/// task's attr file through a private procfs (nothing mounted over it can intercept).
+/// Asks AppArmor to confine the next exec with `profile`.
 fn set_apparmor_profile(profile: &str) -> Result<()> {
+    write_exec_attr(
+        &["attr/apparmor/exec", "attr/exec"],
+        &format!("exec {profile}"),
+        |e| {
+            format!("process.apparmorProfile {profile:?}: AppArmor refused it: {e} (is the profile loaded?)")
+        },
+    )
+}
+
+/// Asks SELinux to run the next exec with `label`.
+fn set_selinux_exec_label(label: &str) -> Result<()> {
+    write_exec_attr(&["attr/exec"], label, |e| {
+        format!("process.selinuxLabel {label:?}: SELinux refused it: {e}")
+    })
+}
+
+/// Writes `value` to the first of the task's attribute files `attrs` that opens,
+/// through a private procfs (nothing mounted over it can intercept): how a security
+/// module is told the label of the next exec. `refused` words the module's refusal.
+fn write_exec_attr(
+    attrs: &[&str],
+    value: &str,
+    refused: impl Fn(&std::io::Error) -> String,
+) -> Result<()> {
     use std::io::Write;
     let proc = pathrs::procfs::ProcfsHandle::new().ctx(|| "open a private procfs")?;
     let base = pathrs::procfs::ProcfsBase::ProcThreadSelf;
-    let mut f = proc
-        .open(
-            base,
-            "attr/apparmor/exec",
-            pathrs::flags::OpenFlags::O_WRONLY,
-        )
-        .or_else(|_| proc.open(base, "attr/exec", pathrs::flags::OpenFlags::O_WRONLY))
-        .ctx(|| "open the AppArmor exec attribute")?;
-    f.write_all(format!("exec {profile}").as_bytes())
-        .map_err(|e| {
-            Error::invalid(format!(
-            "process.apparmorProfile {profile:?}: AppArmor refused it: {e} (is the profile loaded?)"
+    let mut opened = Err(None);
+    for attr in attrs {
+        match proc.open(base, attr, pathrs::flags::OpenFlags::O_WRONLY) {
+            Ok(f) => {
+                opened = Ok(f);
+                break;
+            }
+            Err(e) => opened = Err(Some(e)),
+        }
+    }
+    let mut f = opened.map_err(|e| {
+        Error::invalid(format!(
+            "open the exec attribute {}: {}",
+            attrs.join(" or "),
+            e.map(|e| e.to_string()).unwrap_or_default()
         ))
-        })
+    })?;
+    f.write_all(value.as_bytes())
+        .map_err(|e| Error::invalid(refused(&e)))
 }
 
 /// Leaves exactly stdio and the `n` preserved descriptors (3..3+n) open across exec;

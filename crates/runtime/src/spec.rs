@@ -150,10 +150,10 @@ pub fn validate(spec: &Spec) -> Result<()> {
         .selinux_label()
         .as_ref()
         .is_some_and(|p| !p.is_empty())
+        && !selinux_enabled()
     {
-        return Err(Error::unsupported(
-            "config.json: process.selinuxLabel is not supported by berth-runtime (SELinux labelling is not implemented; remove the field)",
-        ));
+        // As runc and crun: nothing to label on a host without SELinux.
+        crate::logging::debug("process.selinuxLabel ignored: SELinux is not enabled on this host");
     }
     let Some(linux) = spec.linux() else {
         return Err(Error::invalid(
@@ -214,10 +214,8 @@ pub fn validate(spec: &Spec) -> Result<()> {
             "config.json: linux.memoryPolicy is not supported by berth-runtime (remove the field)",
         ));
     }
-    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
-        return Err(Error::unsupported(
-            "config.json: linux.mountLabel is not supported by berth-runtime (SELinux labelling is not implemented; remove the field)",
-        ));
+    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) && !selinux_enabled() {
+        crate::logging::debug("linux.mountLabel ignored: SELinux is not enabled on this host");
     }
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         if !m.destination().is_absolute() {
@@ -265,6 +263,27 @@ pub fn apparmor_enabled() -> bool {
     std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
         .map(|s| s.trim() == "Y")
         .unwrap_or(false)
+}
+
+/// Whether SELinux is enabled: its filesystem is mounted (what libselinux's
+/// is_selinux_enabled checks first).
+pub fn selinux_enabled() -> bool {
+    std::path::Path::new("/sys/fs/selinux/enforce").exists()
+}
+
+/// The SELinux label of a spec field, when SELinux is enabled to apply it.
+pub fn selinux_label(label: Option<&String>) -> Option<String> {
+    label
+        .filter(|l| !l.is_empty() && selinux_enabled())
+        .cloned()
+}
+
+/// Whether the container shares the runtime's mount namespace (the spec lists no
+/// mount namespace), so that its mounts lie in the runtime's table under the rootfs.
+pub fn shares_mount_namespace(spec: &Spec) -> bool {
+    !namespaces(spec)
+        .iter()
+        .any(|(t, _)| *t == LinuxNamespaceType::Mount)
 }
 
 /// The namespace entries of a spec, with their types, in a fixed order.

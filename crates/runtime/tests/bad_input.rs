@@ -213,11 +213,6 @@ fn unsupported_fields_are_refused_by_name() {
     for (field, value, needle) in [
         ("intelRdt", json!({"closID": "x"}), "linux.intelRdt"),
         ("netDevices", json!({"eth0": {}}), "linux.netDevices"),
-        (
-            "mountLabel",
-            json!("system_u:object_r:x"),
-            "linux.mountLabel",
-        ),
     ] {
         let mut b = Bundle::busybox();
         b.config["linux"][field] = value;

@@ -42,7 +42,8 @@ fn all_hooks_run_in_order_with_state_args_and_env() {
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(
         lines[0],
-        format!("prestart creating {pid} prestart-env nohome argzero")
+        // As runtime-tools' hooks_stdin expects (and runc and crun give).
+        format!("prestart created {pid} prestart-env nohome argzero")
     );
     assert_eq!(
         lines[1],

@@ -76,6 +76,9 @@ struct Cleanup<'a> {
     dir: &'a Path,
     cgroup: Option<CgroupPaths>,
     pids: Vec<i32>,
+    /// The rootfs of a container without a mount namespace of its own, whose mounts
+    /// lie in the runtime's table.
+    mounts_under: Option<PathBuf>,
     armed: bool,
 }
 
@@ -90,6 +93,11 @@ impl Drop for Cleanup<'_> {
         }
         if let Some(cg) = &self.cgroup {
             if let Err(e) = cg.destroy() {
+                crate::logging::warn(format!("cleanup: {e}"));
+            }
+        }
+        if let Some(rootfs) = &self.mounts_under {
+            if let Err(e) = crate::rootfs::unmount_under(rootfs) {
                 crate::logging::warn(format!("cleanup: {e}"));
             }
         }
@@ -168,6 +176,7 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
         dir: &dir,
         cgroup: None,
         pids: Vec::new(),
+        mounts_under: crate::spec::shares_mount_namespace(&spec).then(|| rootfs.clone()),
         armed: true,
     };
 
@@ -300,8 +309,12 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
                 cleanup.pids.retain(|&p| p != setup_pid);
             }
             Msg::RunRuntimeHooks => {
-                let st = container.record.hook_state(Status::Creating, init_pid);
+                // Prestart hooks see the container as created (what runtime-tools'
+                // hooks_stdin checks, and runc and crun pass); createRuntime ones
+                // see it being created.
+                let st = container.record.hook_state(Status::Created, init_pid);
                 hooks::run(spec.hooks().as_ref(), Point::Prestart, &st)?;
+                let st = container.record.hook_state(Status::Creating, init_pid);
                 hooks::run(spec.hooks().as_ref(), Point::CreateRuntime, &st)?;
                 parent_chan.send(&Msg::Continue)?;
             }
@@ -399,14 +412,9 @@ fn check_namespaced_settings(spec: &Spec, ns: &namespaces::Plan) -> Result<()> {
             )));
         }
     }
-    if ns.joins(libc::CLONE_NEWNS) {
-        return Err(Error::unsupported(
-            "linux.namespaces: joining a mount namespace by path is not supported (berth-runtime sets up the rootfs in a new one)",
-        ));
-    }
-    if !ns.creates(libc::CLONE_NEWNS) {
+    if !ns.has(libc::CLONE_NEWNS) && spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
         return Err(Error::invalid(
-            "linux.namespaces must include a mount namespace (berth-runtime sets up the rootfs in one)",
+            "root.readonly needs a mount namespace of the container's own (add {\"type\": \"mount\"} to linux.namespaces, or set root.readonly to false)",
         ));
     }
     Ok(())
@@ -460,9 +468,22 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
         .and_then(|l| l.to_str().and_then(|s| s.parse().ok()))
         .unwrap_or(0);
     crate::logging::phase("init: begin");
+    // A new mount namespace gets the rootfs set up and pivoted into. Without one the
+    // container shares the runtime's mount table: its mounts are made under the
+    // rootfs there (and removed at delete) and it is jailed by chroot, as runc and
+    // crun do. A mount namespace joined by path already has its root: the process
+    // sees it as it is.
     let new_mnt = p.ns.creates(libc::CLONE_NEWNS);
-    if new_mnt {
-        rootfs::prepare_root(p.rootfs, p.propagation)?;
+    let shared_mnt = !p.ns.has(libc::CLONE_NEWNS);
+    if p.ns.joins(libc::CLONE_NEWNS) && spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
+        crate::logging::debug(
+            "mounts ignored: the container joins a mount namespace, which has its own",
+        );
+    }
+    if new_mnt || shared_mnt {
+        if new_mnt {
+            rootfs::prepare_root(p.rootfs, p.propagation)?;
+        }
         let root =
             pathrs::Root::open(p.rootfs).ctx(|| format!("open rootfs {}", p.rootfs.display()))?;
         let ctx = MountCtx {
@@ -471,6 +492,7 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
             cgroup: p.cgroup,
             layout: p.layout,
             cgroupns: p.ns.has(libc::CLONE_NEWCGROUP),
+            mount_label: crate::spec::selinux_label(linux.mount_label().as_ref()),
         };
         crate::logging::phase("init: root prepared");
         for (i, m) in spec.mounts().iter().flatten().enumerate() {
@@ -498,8 +520,10 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
         hooks::run(spec.hooks().as_ref(), Point::CreateContainer, &st)?;
     }
     crate::logging::phase("init: devices and hooks done");
-    if new_mnt {
-        if p.no_pivot {
+    if new_mnt || shared_mnt {
+        if shared_mnt {
+            rootfs::chroot_into(p.rootfs)?;
+        } else if p.no_pivot {
             rootfs::move_root(p.rootfs)?;
         } else {
             rootfs::pivot(p.rootfs)?;
@@ -507,7 +531,9 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
         let root = pathrs::Root::open("/").ctx(|| "open the new root")?;
         rootfs::mask_paths(&root, linux.masked_paths().as_deref().unwrap_or(&[]))?;
         rootfs::readonly_paths(&root, linux.readonly_paths().as_deref().unwrap_or(&[]))?;
-        rootfs::finish_root(spec, p.propagation)?;
+        if new_mnt {
+            rootfs::finish_root(spec, p.propagation)?;
+        }
     }
     crate::logging::phase("init: pivoted and masked");
     if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
@@ -541,9 +567,6 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
     crate::logging::phase("init: console and proc settings done");
     crate::process::keep_only_stdio_and(p.preserve_fds)?;
     p.proc.apply_privileged()?;
-    if let Some(f) = p.proc.seccomp.as_ref().filter(|_| !p.proc.no_new_privs) {
-        f.load()?;
-    }
     p.proc.switch_user()?;
     p.proc.enter_cwd()?;
     // The infra process of a pod sandbox runs no program (see `reaper::hold`).
@@ -569,18 +592,16 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
     sys::exit_now(127)
 }
 
-/// The init's last steps, once `start` let it go: startContainer hooks, no_new_privs and
-/// seccomp, exec. Returns the error that stopped it (exec returns only on failure).
+/// The init's last steps, once `start` let it go: startContainer hooks, no_new_privs,
+/// the SELinux label and seccomp (see `ProcessPlan::seal`), exec. Returns the error
+/// that stopped it (exec returns only on failure).
 fn after_start(p: &InitPlan<'_>, host_pid: i32, program: &std::ffi::CString) -> Result<Error> {
     let hooks = p.spec.hooks().as_ref();
     if hooks::any(hooks, Point::StartContainer) {
         let st = p.record.hook_state(Status::Created, host_pid);
         hooks::run(hooks, Point::StartContainer, &st)?;
     }
-    p.proc.set_no_new_privs()?;
-    if let Some(f) = p.proc.seccomp.as_ref().filter(|_| p.proc.no_new_privs) {
-        f.load()?;
-    }
+    p.proc.seal()?;
     if wants_infra(p.spec) {
         crate::reaper::hold(p.fifo.as_raw_fd());
     }

@@ -236,7 +236,12 @@ pub fn exec(root: &Root, opts: &ExecOpts) -> Result<i32> {
         .record
         .session_keyring
         .then(|| std::ffi::CString::new(c.record.keyring_name()).expect("ids have no NUL"));
+    // A container sharing our mount namespace is jailed by chroot: so is its exec.
+    let jail = crate::spec::shares_mount_namespace(&spec).then(|| c.record.rootfs.clone());
     let setup = spawn::spawn(&stage, || {
+        if let Some(rootfs) = &jail {
+            crate::rootfs::chroot_into(rootfs)?;
+        }
         exec_body(&plan, console_sock.as_ref(), preserve, keyring.as_deref())
     })?;
     drop(child_chan);
@@ -308,15 +313,9 @@ fn exec_body(
     }
     crate::process::keep_only_stdio_and(preserve)?;
     plan.apply_privileged()?;
-    if let Some(f) = plan.seccomp.as_ref().filter(|_| !plan.no_new_privs) {
-        f.load()?;
-    }
     plan.switch_user()?;
     plan.enter_cwd()?;
     let program = plan.resolve_program()?;
-    plan.set_no_new_privs()?;
-    if let Some(f) = plan.seccomp.as_ref().filter(|_| plan.no_new_privs) {
-        f.load()?;
-    }
+    plan.seal()?;
     Err(plan.exec(&program))
 }

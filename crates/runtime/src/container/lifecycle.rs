@@ -180,6 +180,9 @@ fn stop(c: &Container) -> Result<()> {
 pub fn destroy(c: &Container) -> Result<()> {
     c.record.cgroup.destroy()?;
     if let Ok(spec) = c.spec() {
+        if crate::spec::shares_mount_namespace(&spec) {
+            crate::rootfs::unmount_under(&c.record.rootfs)?;
+        }
         if hooks::any(spec.hooks().as_ref(), Point::Poststop) {
             let st = c.record.hook_state(Status::Stopped, 0);
             hooks::run_warn(spec.hooks().as_ref(), Point::Poststop, &st);

@@ -9,7 +9,7 @@ pub mod options;
 use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
 use rustix::fs::{Mode, OFlags};
@@ -128,6 +128,61 @@ pub fn move_root(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Jails the process in `rootfs` without a mount namespace of its own, as runc and
+/// crun do for a spec that lists none: the container shares the caller's mount
+/// table, so what is mounted for it lies in that table under `rootfs`, and
+/// [`unmount_under`] removes it when the container goes.
+pub fn chroot_into(rootfs: &Path) -> Result<()> {
+    rustix::process::chdir(rootfs).ctx(|| format!("enter rootfs {}", rootfs.display()))?;
+    rustix::process::chroot(".").ctx(|| "chroot into the rootfs")?;
+    rustix::process::chdir("/").ctx(|| "chdir to the new root")?;
+    Ok(())
+}
+
+/// Unmounts (lazily, deepest first) everything mounted below `rootfs` in this mount
+/// namespace, leaving `rootfs` itself (the engine's own mount of the image) alone:
+/// the mounts a container without a mount namespace of its own left behind.
+pub fn unmount_under(rootfs: &Path) -> Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "read mountinfo")?;
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(rootfs) && p != rootfs)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    points.dedup();
+    for p in points {
+        match sys::umount2(&cstr(&p), libc::MNT_DETACH) {
+            Ok(()) => {}
+            // Gone with its parent, or stacked twice: nothing left to do.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {}
+            Err(e) => return Err(Error::io(format!("unmount {}", p.display()), e)),
+        }
+    }
+    Ok(())
+}
+
+/// A mountinfo path field with its octal escapes (`\040` for a space) decoded.
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Opens the container's /dev/null (after pivoting) without following a symlink, and
 /// checks that it is the null device, so masking never bind-mounts an impostor such as
 /// a link to /proc/sys/kernel/core_pattern (CVE-2025-31133 class).
@@ -229,4 +284,15 @@ pub fn finish_root(spec: &Spec, propagation: Option<u64>) -> Result<()> {
             .ctx(|| "linux.rootfsPropagation: set the propagation of /")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape_mountinfo;
+
+    #[test]
+    fn mountinfo_escapes_decode() {
+        assert_eq!(unescape_mountinfo("/a\\040b/c\\134d"), "/a b/c\\d");
+        assert_eq!(unescape_mountinfo("/plain\\"), "/plain\\");
+    }
 }

@@ -44,7 +44,14 @@ pub struct MountCtx<'a> {
     pub layout: &'a Layout,
     /// Whether the container has its own cgroup namespace.
     pub cgroupns: bool,
+    /// The SELinux context of the filesystems made for the container (only when
+    /// SELinux is enabled).
+    pub mount_label: Option<String>,
 }
+
+/// The kinds of filesystem labelled with `linux.mountLabel` (those made for the
+/// container, as runc labels them).
+const LABELLED: &[&str] = &["tmpfs", "mqueue", "devpts", "shm"];
 
 /// Resolves (creating if needed) a destination inside the root: a directory, or an
 /// empty file when `file` is set.
@@ -170,7 +177,11 @@ fn fs_entry(
         .source()
         .as_ref()
         .map(|s| s.to_string_lossy().into_owned());
-    let tree = mountapi::new_fs(typ, source.as_deref(), &opts.data, opts.flags, set)?;
+    let mut data = opts.data.clone();
+    if let Some(label) = ctx.mount_label.as_ref().filter(|_| LABELLED.contains(&typ)) {
+        data.push(format!("context=\"{label}\""));
+    }
+    let tree = mountapi::new_fs(typ, source.as_deref(), &data, opts.flags, set)?;
     if opts.tmpcopyup {
         copy_up(dest.as_fd(), tree.as_fd())
             .map_err(|e| Error::invalid(format!("{field}: tmpcopyup: {e}")))?;
