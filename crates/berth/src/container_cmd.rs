@@ -15,6 +15,7 @@ use berth_engine::record::{read_json, ExitRecord};
 use berth_engine::Engine;
 use berth_image::inspect::{human_age, parse_time};
 
+use crate::in_root::{fd_path, open_in_root};
 use crate::session;
 use crate::table::Table;
 use crate::Ctx;
@@ -153,6 +154,13 @@ pub struct CreateArgs {
     /// Keep stdin open.
     #[arg(short, long)]
     interactive: bool,
+    /// Pull the image before creating the container: missing (when it is not in the
+    /// store), always, or never (docker's --pull).
+    #[arg(long, value_enum, default_value_t = crate::registry_cmd::PullPolicy::Missing)]
+    pull: crate::registry_cmd::PullPolicy,
+    /// Suppress the pull output.
+    #[arg(short, long)]
+    quiet: bool,
     /// Image.
     image: String,
     /// Command and arguments.
@@ -559,7 +567,8 @@ fn volume_source(ctx: &Ctx, src: &str) -> anyhow::Result<String> {
 }
 
 /// `berth create`.
-pub fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
+pub async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
+    crate::registry_cmd::ensure_image(ctx, &a.image, a.pull, a.quiet).await?;
     let cfg = run_config(ctx, &a)?;
     let e = engine(ctx)?;
     let rec = e.create(cfg, a.name.clone())?;
@@ -569,6 +578,8 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
 
 /// `berth run`.
 pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<i32> {
+    let c = &a.create;
+    crate::registry_cmd::ensure_image(ctx, &c.image, c.pull, c.quiet).await?;
     let cfg = run_config(ctx, &a.create)?;
     let e = engine(ctx)?;
     // Held until the container has started (the network helper stays for it).
@@ -1499,36 +1510,6 @@ pub struct CpArgs {
     source: String,
     /// CONTAINER:PATH or a host path.
     destination: String,
-}
-
-/// Opens `path` beneath a container's root (its symlinks cannot lead out).
-fn open_in_root(
-    rootfs: &std::path::Path,
-    path: &str,
-    flags: rustix::fs::OFlags,
-) -> anyhow::Result<std::os::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let root = rustix::fs::open(
-        rootfs,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("open the container's root {}", rootfs.display()))?;
-    let rel = path.trim_start_matches('/');
-    let rel = if rel.is_empty() { "." } else { rel };
-    rustix::fs::openat2(
-        &root,
-        rel,
-        flags | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT,
-    )
-    .with_context(|| format!("{path} in the container"))
-}
-
-fn fd_path(fd: &std::os::fd::OwnedFd) -> PathBuf {
-    use std::os::fd::AsRawFd;
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// `berth cp`: files and directories in and out of a container, every container path

@@ -6,12 +6,13 @@
 #![recursion_limit = "256"]
 
 mod agent_cmd;
-mod build_cmd;
+mod build;
 mod container_cmd;
 mod controller_cmd;
 mod elected;
 mod explain_cmd;
 mod image_cmd;
+mod in_root;
 mod network_cmd;
 mod registry_cmd;
 mod rootfs_cmd;
@@ -92,7 +93,7 @@ enum Command {
     /// Copy files between a container and the host.
     Cp(container_cmd::CpArgs),
     /// Build an image from a Dockerfile.
-    Build(build_cmd::BuildArgs),
+    Build(build::BuildArgs),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(container_cmd::VolumeCommand),
@@ -179,7 +180,7 @@ fn main() {
         let ok = |r: anyhow::Result<()>| r.map(|()| 0);
         match cli.command {
             Command::Run(a) => container_cmd::run(&ctx, a).await,
-            Command::Create(a) => ok(container_cmd::create(&ctx, a)),
+            Command::Create(a) => ok(container_cmd::create(&ctx, a).await),
             Command::Start(a) => container_cmd::start(&ctx, a).await,
             Command::Stop(a) => ok(container_cmd::stop(&ctx, a)),
             Command::Restart(a) => ok(container_cmd::restart(&ctx, a)),
@@ -199,7 +200,7 @@ fn main() {
             Command::Stats(a) => ok(stats_cmd::stats(&ctx, a)),
             Command::Diff(a) => ok(container_cmd::diff(&ctx, a)),
             Command::Cp(a) => ok(container_cmd::cp(&ctx, a)),
-            Command::Build(a) => ok(build_cmd::build(&ctx, a)),
+            Command::Build(a) => ok(build::build(&ctx, a)),
             Command::Volume(c) => ok(container_cmd::volume(&ctx, c)),
             Command::Network(c) => ok(network_cmd::network(&ctx, c)),
             Command::Image(c) => ok(image_cmd::run(&ctx, c).await),

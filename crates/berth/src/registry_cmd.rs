@@ -30,6 +30,19 @@ pub struct ConnArgs {
     creds: Option<String>,
 }
 
+impl Default for ConnArgs {
+    /// What a command without connection flags uses: TLS verified (plain HTTP only
+    /// for loopback registries), the default credentials file.
+    fn default() -> Self {
+        ConnArgs {
+            tls_verify: true,
+            cert_dir: None,
+            authfile: None,
+            creds: None,
+        }
+    }
+}
+
 impl ConnArgs {
     fn options(&self) -> anyhow::Result<RegistryOptions> {
         let mut o = RegistryOptions {
@@ -143,6 +156,58 @@ pub async fn pull(ctx: &Ctx, a: PullArgs) -> anyhow::Result<()> {
         }
     }
     println!("{}", pulled.id);
+    Ok(())
+}
+
+/// When `run` and `create` pull their image (docker's --pull).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// When it is not in the store.
+    Missing,
+    /// Every time (a newer image under the same name replaces the stored one).
+    Always,
+    /// Never: an image not in the store is an error.
+    Never,
+}
+
+/// Pulls `image` for `run` or `create` as `policy` says, with docker's messages and
+/// the progress on stderr (stdout is the container's).
+pub async fn ensure_image(
+    ctx: &Ctx,
+    image: &str,
+    policy: PullPolicy,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let stored = store.resolve(image, &Platform::host()).is_ok();
+    match (policy, stored) {
+        (PullPolicy::Never, false) => bail!(
+            "image {image:?} is not in the store and --pull=never forbids pulling it (pull, load or import it first)"
+        ),
+        (PullPolicy::Never, true) | (PullPolicy::Missing, true) => return Ok(()),
+        (PullPolicy::Missing, false) | (PullPolicy::Always, _) => {}
+    }
+    // An image ID or digest prefix names nothing a registry has.
+    let r: Reference = image.parse().with_context(|| {
+        format!("image {image:?}: not in the store, and not a reference to pull")
+    })?;
+    if !stored && !quiet {
+        eprintln!("Unable to find image '{r}' locally");
+    }
+    let client = Client::new(ConnArgs::default().options()?);
+    let progress = Progress::new(quiet);
+    let pulled = client
+        .pull(&store, &r, &Platform::host(), &progress, true)
+        .await
+        .with_context(|| format!("pull {r}"))?;
+    if !quiet {
+        eprintln!("Digest: {}", pulled.digest);
+        if pulled.downloaded {
+            eprintln!("Status: Downloaded newer image for {r}");
+        } else {
+            eprintln!("Status: Image is up to date for {r}");
+        }
+    }
     Ok(())
 }
 

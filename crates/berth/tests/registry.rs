@@ -521,3 +521,68 @@ fn image_service_pulls_with_credentials_and_answers_for_its_images() {
     // Removing what is not there succeeds, as CRI asks.
     core.remove_image(&dest).unwrap();
 }
+
+#[test]
+fn run_and_create_pull_an_image_not_in_the_store_as_docker_does() {
+    let reg = Registry::start(Auth::None, false);
+    let env = Env::new();
+    multi_layer_image(&env, "localhost/app:1", 1000);
+    let image = format!("{}/team/app:1", reg.host);
+    env.ok(&["push", "-q", "app:1", &image]);
+
+    // A fresh store: `run` pulls first (progress on stderr), then runs.
+    let env2 = Env::new();
+    let o = env2.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "cat",
+        "/etc/motd",
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{out}{err}");
+    assert_eq!(out, "hello from the top layer\n");
+    assert!(
+        err.contains(&format!("Unable to find image '{image}' locally"))
+            && err.contains("Downloaded newer image"),
+        "{err}"
+    );
+    // Stored now: no pull, no message.
+    let o = env2.run(&["run", "--rm", "--network", "none", &image, "true"]);
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("Unable to find"));
+    // --pull=always asks the registry again.
+    let o = env2.run(&[
+        "run",
+        "--rm",
+        "--pull=always",
+        "--network",
+        "none",
+        &image,
+        "true",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Image is up to date"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // `create` pulls too; --pull=never refuses, naming the way out.
+    let env3 = Env::new();
+    let e = env3.fails(&["create", "--pull=never", &image]);
+    assert!(
+        e.contains("--pull=never") && e.contains("pull, load or import"),
+        "{e}"
+    );
+    let id = env3.ok(&["create", "-q", "--network", "none", &image, "true"]);
+    assert!(!id.trim().is_empty());
+    env3.ok(&["rm", id.trim()]);
+    // A name no registry has: the registry's answer, not a panic.
+    let e = env3.fails(&["run", "--rm", &format!("{}/team/nope:1", reg.host), "true"]);
+    assert!(e.contains("not found") || e.contains("NAME_UNKNOWN"), "{e}");
+}

@@ -1,0 +1,239 @@
+//! Multi-stage builds as users write them: stages named and numbered, ARG before
+//! FROM, COPY --from a stage or an image, --target, independent stages built at the
+//! same time; the same Dockerfile built by `podman build` gives an image that runs
+//! the same (podman's image is run by berth: podman run cannot start containers on
+//! this host); and the mistakes users make, each a clear error that leaves nothing.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use common::*;
+
+/// A context whose Dockerfile has two independent stages and a final one that copies
+/// from both.
+fn multi_stage_context(env: &Env) -> std::path::PathBuf {
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("note.txt"), "a note from the context\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        r#"ARG BASE=localhost/busybox:1
+FROM $BASE AS build
+RUN sleep 2; mkdir -p /out && echo "built by stage build" > /out/app.txt \
+    && printf '#!/bin/sh\ncat /app.txt /assets/note.txt\n' > /out/run && chmod +x /out/run
+FROM ${BASE} AS assets
+COPY note.txt /srv/note.txt
+RUN sleep 2; echo assets ready
+FROM $BASE
+COPY --from=build /out/app.txt /app.txt
+COPY --from=build /out/run /usr/local/bin/run
+COPY --from=assets /srv/note.txt /assets/note.txt
+CMD ["/usr/local/bin/run"]
+"#,
+    )
+    .unwrap();
+    ctx
+}
+
+/// Names of the build's step containers that exist now.
+fn step_containers(env: &Env) -> usize {
+    let o = env.run(&["ps", "-a", "--format", "{{.Names}}"]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with("build-"))
+        .count()
+}
+
+#[test]
+fn multi_stage_builds_run_their_independent_stages_at_once() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let ctx = multi_stage_context(&env);
+    // Two stages' RUN containers seen at the same time: they were built at once.
+    let most = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                most.fetch_max(step_containers(&env), Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        let out = env.ok(&["build", "-t", "localhost/ms:1", ctx.to_str().unwrap()]);
+        done.store(true, Ordering::Relaxed);
+        out
+    });
+    assert_eq!(most.load(Ordering::Relaxed), 2, "{out}");
+    assert!(
+        out.contains("[build] STEP 2/2: RUN") && out.contains("[assets] STEP 3/3: RUN"),
+        "stages label their steps: {out}"
+    );
+    let run = env.ok(&["run", "--rm", "--network", "none", "ms:1"]);
+    assert_eq!(run, "built by stage build\na note from the context\n");
+
+    // Built again: every step from the cache.
+    let again = env.ok(&["build", "-t", "localhost/ms:1", ctx.to_str().unwrap()]);
+    assert_eq!(again.matches("Using cache").count(), 7, "{again}");
+
+    // --target: only that stage (and what it uses) is built.
+    let out = env.ok(&[
+        "build",
+        "--target",
+        "assets",
+        "-t",
+        "localhost/assets:1",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(!out.contains("[build]"), "{out}");
+    let ls = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "assets:1",
+        "ls",
+        "/srv",
+        "/",
+    ]);
+    assert!(ls.contains("note.txt") && !ls.contains("app.txt"), "{ls}");
+
+    // COPY --from an image in the store, and FROM an earlier stage by index.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM localhost/busybox:1\nRUN echo zero > /zero\nFROM 0\nCOPY --from=localhost/ms:1 /app.txt /copied\nCMD [\"cat\", \"/zero\", \"/copied\"]\n",
+    )
+    .unwrap();
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "localhost/idx:1",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        env.ok(&["run", "--rm", "--network", "none", "idx:1"]),
+        "zero\nbuilt by stage build\n"
+    );
+    // Nothing left: no step container, no root prepared for a COPY --from.
+    assert_eq!(step_containers(&env), 0);
+    let rootfs = env.ok(&["rootfs", "ls"]);
+    assert!(!rootfs.contains("build-from-"), "{rootfs}");
+}
+
+#[test]
+fn mistakes_in_multi_stage_dockerfiles_are_clear_errors() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let ctx = env.path("bad");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let fails = |dockerfile: &str, extra: &[&str]| -> String {
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        let mut args = vec!["build"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        env.fails(&args)
+    };
+    let e = fails(
+        "FROM localhost/busybox:1 AS a\nCOPY --from=a /bin/sh /x\n",
+        &[],
+    );
+    assert!(
+        e.contains("names the stage it is in") && e.contains("line 2"),
+        "{e}"
+    );
+    let e = fails(
+        "FROM localhost/busybox:1 AS a\nCOPY --from=nosuch /x /x\n",
+        &[],
+    );
+    assert!(
+        e.contains("--from=nosuch")
+            && e.contains("not an earlier stage")
+            && e.contains("pull it first"),
+        "{e}"
+    );
+    let e = fails(
+        "FROM localhost/busybox:1 AS a\nFROM localhost/busybox:1\nCOPY --from=a /no/such/file /x\n",
+        &[],
+    );
+    assert!(
+        e.contains("\"/no/such/file\" is not in the root filesystem of a"),
+        "{e}"
+    );
+    let e = fails("FROM localhost/busybox:1 AS a\n", &["--target", "b"]);
+    assert!(
+        e.contains("--target \"b\": no such stage (the stages are a)"),
+        "{e}"
+    );
+    let e = fails("FROM base AS base\n", &[]);
+    assert!(e.contains("based on itself"), "{e}");
+    let e = fails(
+        "FROM localhost/busybox:1\nFROM localhost/busybox:1\nADD --from=0 /x /y\n",
+        &[],
+    );
+    assert!(e.contains("ADD --from=0 is not supported"), "{e}");
+    // A failed COPY --from leaves no prepared root behind.
+    let rootfs = env.ok(&["rootfs", "ls"]);
+    assert!(!rootfs.contains("build-from-"), "{rootfs}");
+}
+
+#[test]
+fn podman_builds_the_same_multi_stage_dockerfile_into_an_image_that_runs_the_same() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let ctx = multi_stage_context(&env);
+    env.ok(&["build", "-q", "-t", "localhost/ms:1", ctx.to_str().unwrap()]);
+    let ours = env.ok(&["run", "--rm", "--network", "none", "ms:1"]);
+    // podman gets the same base image, then builds and runs.
+    let archive = env.path("busybox.tar");
+    env.ok(&[
+        "save",
+        "-o",
+        archive.to_str().unwrap(),
+        "localhost/busybox:1",
+    ]);
+    must(
+        podman(&env, &["load", "-i", archive.to_str().unwrap()]),
+        "podman load",
+    );
+    must(
+        podman(
+            &env,
+            &[
+                "--cgroup-manager=cgroupfs",
+                "--runtime=runc",
+                "build",
+                "--pull=never",
+                "--network=none",
+                "-t",
+                "localhost/ms:podman",
+                ctx.to_str().unwrap(),
+            ],
+        ),
+        "podman build",
+    );
+    // podman's image, run here too (podman run cannot start a container on this
+    // host: crun refuses hybrid cgroups, and runc cannot apply podman's default
+    // rlimits without CAP_SYS_RESOURCE).
+    let saved = env.path("podman-ms.tar");
+    must(
+        podman(
+            &env,
+            &[
+                "save",
+                "--format",
+                "oci-archive",
+                "-o",
+                saved.to_str().unwrap(),
+                "localhost/ms:podman",
+            ],
+        ),
+        "podman save",
+    );
+    let loaded = env.ok(&["load", "-i", saved.to_str().unwrap()]);
+    assert!(loaded.contains("ms:podman"), "{loaded}");
+    let theirs = env.ok(&["run", "--rm", "--network", "none", "localhost/ms:podman"]);
+    assert_eq!(ours, theirs);
+    assert_eq!(ours, "built by stage build\na note from the context\n");
+    podman_cleanup(&env);
+}
