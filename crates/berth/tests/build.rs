@@ -237,3 +237,118 @@ fn podman_builds_the_same_multi_stage_dockerfile_into_an_image_that_runs_the_sam
     assert_eq!(ours, "built by stage build\na note from the context\n");
     podman_cleanup(&env);
 }
+
+#[test]
+fn healthchecks_onbuild_triggers_cache_and_secret_mounts() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let ctx = env.path("features");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("note.txt"), "for the child\n").unwrap();
+    let build = |dockerfile: &str, extra: &[&str]| -> String {
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        let mut args = vec!["build"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        env.ok(&args)
+    };
+    let config = |image: &str| -> serde_json::Value {
+        serde_json::from_str(&env.ok(&["image", "inspect", "-f", "{{json .Config}}", image]))
+            .unwrap()
+    };
+
+    // HEALTHCHECK and ONBUILD land in the image's config as docker writes them.
+    build(
+        "FROM localhost/busybox:1\nHEALTHCHECK --interval=5s --retries=2 CMD test -f /ok\n\
+         ONBUILD RUN echo triggered > /onbuild.txt\nONBUILD COPY note.txt /from-child-context.txt\n",
+        &["-t", "localhost/parent:1"],
+    );
+    let c = config("parent:1");
+    assert_eq!(
+        c["Healthcheck"],
+        serde_json::json!({"Test": ["CMD-SHELL", "test -f /ok"], "Interval": 5_000_000_000i64, "Retries": 2})
+    );
+    assert_eq!(c["OnBuild"].as_array().unwrap().len(), 2, "{c}");
+    // A child fires them (with its own context), and does not pass them on.
+    let out = build(
+        "FROM localhost/parent:1\nRUN cat /onbuild.txt\n",
+        &["-t", "localhost/child:1"],
+    );
+    assert!(out.contains("ONBUILD RUN echo triggered"), "{out}");
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "child:1",
+            "cat",
+            "/onbuild.txt",
+            "/from-child-context.txt"
+        ]),
+        "triggered\nfor the child\n"
+    );
+    assert!(config("child:1")["OnBuild"]
+        .as_array()
+        .is_none_or(Vec::is_empty));
+
+    // A cache mount keeps its contents between builds, outside the image.
+    let counting = "FROM localhost/busybox:1\nRUN --mount=type=cache,target=/cache echo run >> /cache/log && echo runs: $(wc -l < /cache/log)\n";
+    assert!(build(counting, &["--no-cache", "-t", "localhost/cached:1"]).contains("runs: 1"));
+    assert!(build(counting, &["--no-cache", "-t", "localhost/cached:1"]).contains("runs: 2"));
+    let ls = env.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "cached:1",
+        "ls",
+        "/cache",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).trim().is_empty(),
+        "the cache is not in the image"
+    );
+
+    // A locked cache shared by two stages built at once: one at a time.
+    let out = build(
+        "FROM localhost/busybox:1 AS a\n\
+         RUN --mount=type=cache,id=shared,target=/c,sharing=locked echo start-a >> /c/log; sleep 1; echo end-a >> /c/log\n\
+         FROM localhost/busybox:1 AS b\n\
+         RUN --mount=type=cache,id=shared,target=/c,sharing=locked echo start-b >> /c/log; sleep 1; echo end-b >> /c/log\n\
+         FROM localhost/busybox:1\nCOPY --from=a /bin/busybox /a\nCOPY --from=b /bin/busybox /b\n\
+         RUN --mount=type=cache,id=shared,target=/c cat /c/log\n",
+        &["--no-cache"],
+    );
+    let log: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("start-") || l.starts_with("end-"))
+        .collect();
+    assert_eq!(log.len(), 4, "{out}");
+    assert!(
+        log == ["start-a", "end-a", "start-b", "end-b"]
+            || log == ["start-b", "end-b", "start-a", "end-a"],
+        "{log:?}"
+    );
+
+    // A secret is there for the step, and nowhere in the image.
+    let secret = env.path("token");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let src = format!("id=token,src={}", secret.display());
+    let with_secret = "FROM localhost/busybox:1\nRUN --mount=type=secret,id=token,required echo secret bytes: $(wc -c < /run/secrets/token)\n";
+    let out = build(with_secret, &["--secret", &src, "-t", "localhost/secret:1"]);
+    assert!(out.contains("secret bytes: 7"), "{out}");
+    let cat = env.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "secret:1",
+        "cat",
+        "/run/secrets/token",
+    ]);
+    assert!(!cat.status.success() && !String::from_utf8_lossy(&cat.stdout).contains("s3cret"));
+    std::fs::write(ctx.join("Dockerfile"), with_secret).unwrap();
+    let e = env.fails(&["build", "--no-cache", ctx.to_str().unwrap()]);
+    assert!(e.contains("--secret id=token,src=FILE"), "{e}");
+}

@@ -314,6 +314,90 @@ impl Dockerfile {
     }
 }
 
+/// HEALTHCHECK as the image config holds it (docker's Healthcheck: the test, and
+/// durations in nanoseconds).
+pub(super) fn healthcheck(i: &Instr) -> anyhow::Result<serde_json::Value> {
+    let rest = i.rest.trim();
+    if rest.eq_ignore_ascii_case("NONE") {
+        return Ok(serde_json::json!({"Test": ["NONE"]}));
+    }
+    let mut hc = serde_json::Map::new();
+    let mut left = rest;
+    while let Some(flag) = left
+        .split_whitespace()
+        .next()
+        .filter(|w| w.starts_with("--"))
+    {
+        left = left[left.find(flag).unwrap_or(0) + flag.len()..].trim_start();
+        let (name, value) = flag[2..].split_once('=').unwrap_or((&flag[2..], ""));
+        let key = match name {
+            "interval" => "Interval",
+            "timeout" => "Timeout",
+            "start-period" => "StartPeriod",
+            "start-interval" => "StartInterval",
+            "retries" => {
+                let n: i64 = value.parse().ok().filter(|n| *n >= 0).with_context(|| {
+                    format!("Dockerfile line {}: HEALTHCHECK --retries={value:?}: a count is needed", i.line)
+                })?;
+                hc.insert("Retries".into(), serde_json::json!(n));
+                continue;
+            }
+            other => bail!(
+                "Dockerfile line {}: HEALTHCHECK --{other} is not an option (--interval, --timeout, --start-period, --start-interval, --retries)",
+                i.line
+            ),
+        };
+        let ns = duration_ns(value).with_context(|| {
+            format!("Dockerfile line {}: HEALTHCHECK --{name}={value:?}: a duration such as 30s or 1m30s is needed", i.line)
+        })?;
+        hc.insert(key.into(), serde_json::json!(ns));
+    }
+    let (kw, cmd) = left.split_once(char::is_whitespace).unwrap_or((left, ""));
+    if !kw.eq_ignore_ascii_case("CMD") || cmd.trim().is_empty() {
+        bail!(
+            "Dockerfile line {}: HEALTHCHECK takes NONE, or [OPTIONS] CMD COMMAND",
+            i.line
+        );
+    }
+    let test: Vec<String> = match json_form(cmd) {
+        Some(v) => std::iter::once("CMD".to_string()).chain(v).collect(),
+        None => vec!["CMD-SHELL".into(), cmd.trim().to_string()],
+    };
+    hc.insert("Test".into(), serde_json::json!(test));
+    Ok(serde_json::Value::Object(hc))
+}
+
+/// A Go duration ("30s", "1m30s", "500ms", "2h") in nanoseconds.
+fn duration_ns(s: &str) -> Option<i64> {
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit_len..];
+    }
+    Some(total as i64)
+}
+
 /// The value of a COPY or ADD `--from=` flag, if it has one.
 pub(super) fn copy_from(rest: &str) -> Option<String> {
     rest.split_whitespace()
@@ -364,6 +448,37 @@ mod tests {
         // By index, and a FROM of an earlier stage.
         let d = read("FROM busybox\nRUN a\nFROM 0\nCOPY --from=0 /a /b\n").unwrap();
         assert_eq!(d.plan(1).unwrap(), vec![0, 1]);
+    }
+
+    #[test]
+    fn healthchecks_as_docker_stores_them() {
+        let hc = |rest: &str| {
+            healthcheck(&Instr {
+                line: 3,
+                cmd: "HEALTHCHECK".into(),
+                rest: rest.into(),
+            })
+        };
+        assert_eq!(hc("NONE").unwrap(), serde_json::json!({"Test": ["NONE"]}));
+        assert_eq!(
+            hc("--interval=1m30s --timeout=500ms --retries=3 CMD wget -q localhost || exit 1")
+                .unwrap(),
+            serde_json::json!({"Interval": 90_000_000_000i64, "Timeout": 500_000_000,
+                "Retries": 3, "Test": ["CMD-SHELL", "wget -q localhost || exit 1"]})
+        );
+        assert_eq!(
+            hc(r#"CMD ["/bin/check", "-v"]"#).unwrap()["Test"],
+            serde_json::json!(["CMD", "/bin/check", "-v"])
+        );
+        for (bad, why) in [
+            ("--interval=soon CMD x", "a duration"),
+            ("--every=1s CMD x", "not an option"),
+            ("RUN x", "NONE, or [OPTIONS] CMD"),
+            ("--retries=-1 CMD x", "a count"),
+        ] {
+            let e = format!("{:#}", hc(bad).unwrap_err());
+            assert!(e.contains(why) && e.contains("line 3"), "{bad}: {e}");
+        }
     }
 
     #[test]

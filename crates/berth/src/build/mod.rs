@@ -10,6 +10,7 @@ mod cache;
 mod context;
 mod copy;
 mod dockerfile;
+mod runflags;
 mod stage;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +41,9 @@ pub struct BuildArgs {
     /// Build-time variable NAME=VALUE for ARG.
     #[arg(long)]
     build_arg: Vec<String>,
+    /// A secret for RUN --mount=type=secret: id=NAME,src=FILE (never in the image).
+    #[arg(long)]
+    secret: Vec<String>,
     /// The stage to build (by name; default: the last).
     #[arg(long)]
     target: Option<String>,
@@ -73,6 +77,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> anyhow::Result<()> {
     let plan = dockerfile.plan(target)?;
     let tags: Vec<berth_image::Reference> =
         a.tag.iter().map(|t| t.parse()).collect::<Result<_, _>>()?;
+    let secrets = runflags::secrets(&a.secret)?;
     let ignore = Ignore::load(&context);
     let cache = Cache::load(&ctx.root);
     let shared = Shared {
@@ -84,6 +89,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> anyhow::Result<()> {
         dockerfile: &dockerfile,
         cache: &cache,
         use_cache: !a.no_cache,
+        secrets: &secrets,
     };
     let built = build_stages(&shared, &plan)?;
     let engine = Engine::open(&ctx.root)?;

@@ -17,7 +17,10 @@ use berth_image::{Digest, ResolvedImage};
 
 use super::cache::Cache;
 use super::context::Ignore;
-use super::dockerfile::{arg_decl, json_form, shell_words, substitute, Dockerfile, Instr, Stage};
+use super::dockerfile::{
+    arg_decl, healthcheck, json_form, parse, shell_words, substitute, Dockerfile, Instr, Stage,
+};
+use super::runflags::{self, RunFlags};
 
 /// What every stage of one build shares.
 pub(super) struct Shared<'a> {
@@ -38,6 +41,8 @@ pub(super) struct Shared<'a> {
     pub(super) cache: &'a Cache,
     /// Whether the cache is used.
     pub(super) use_cache: bool,
+    /// `--secret` ids and their files.
+    pub(super) secrets: &'a BTreeMap<String, PathBuf>,
 }
 
 /// One stage being built.
@@ -171,31 +176,43 @@ impl Builder<'_> {
     /// RUN: a container of the current image, its changes committed.
     fn run(&mut self, i: &Instr) -> anyhow::Result<()> {
         let cur = self.cur(i)?.clone();
-        let args = match json_form(&i.rest) {
+        let (flags, command) = runflags::split(&i.rest);
+        let args = match json_form(command) {
             Some(v) => v,
             None => {
                 let mut v = self.shell.clone();
-                v.push(i.rest.clone());
+                v.push(command.to_string());
                 v
             }
         };
+        let root = self.shared.root;
+        let secrets = self.shared.secrets;
         // Build args are in RUN's environment (and in its cache key), not in the image.
         let used: Vec<String> = self.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let text = format!("RUN {}", i.rest);
         let key_args = used.join("\n");
         let name = format!("build-{}", &berth_engine::core::names::new_id()[..12]);
         self.step(&[&text, &key_args], |b| {
+            // Held (cache locks, private caches) until the step is done.
+            let flags = RunFlags::read(&flags, i.line, root, secrets)?;
             let cfg = RunConfig {
                 image: cur.manifest_digest.to_string(),
                 cmd: args,
                 entrypoint: Some(String::new()),
                 env: used.clone(),
                 // RUN steps have the default network, as with docker build.
-                network: berth_net::network::DEFAULT.into(),
+                network: flags
+                    .network
+                    .clone()
+                    .unwrap_or_else(|| berth_net::network::DEFAULT.into()),
+                mounts: flags.mounts.clone(),
                 ..Default::default()
             };
             let e = &b.engine;
             let rec = e.create(cfg, Some(name.clone()))?;
+            // What the runtime makes only to mount on leaves with the step (as BuildKit
+            // leaves no mount point of a cache or secret in the image).
+            let stubs = runflags::missing_mount_points(Path::new(&rec.rootfs), &flags.mounts);
             let result = (|| -> anyhow::Result<Digest> {
                 // The step's output as the monitor sends it, until the step ends.
                 let (mut child, _, output) = e.start_following(&rec)?;
@@ -219,8 +236,9 @@ impl Builder<'_> {
                         i.rest
                     );
                 }
+                runflags::remove_stubs(Path::new(&rec.rootfs), &stubs);
                 let opts = NewImage {
-                    created_by: format!("/bin/sh -c {}", i.rest),
+                    created_by: format!("/bin/sh -c {command}"),
                     ..Default::default()
                 };
                 Ok(e.commit(&rec, &opts)?)
@@ -252,111 +270,10 @@ pub(super) fn build_stage(
     if let Some(c) = &b.cur {
         b.say(&format!(" ---> {}", c.config_digest.short()));
     }
+    onbuild(&mut b)?;
     for (k, i) in stage.instrs.iter().enumerate() {
         b.say(&format!("STEP {}/{n}: {} {}", k + 2, i.cmd, i.rest));
-        let vars = b.vars();
-        let sub = |s: &str| substitute(s, &vars);
-        let mut changes = serde_json::Map::new();
-        match i.cmd.as_str() {
-            "ARG" => {
-                // A global ARG is seen in a stage only when declared there again.
-                let (k2, def) = arg_decl(&i.rest);
-                let v = b
-                    .shared
-                    .given_args
-                    .get(&k2)
-                    .cloned()
-                    .or(def.map(|d| sub(&d)))
-                    .or_else(|| b.shared.dockerfile.global_args.get(&k2).cloned())
-                    .unwrap_or_default();
-                b.args.insert(k2, v);
-            }
-            "RUN" => b.run(i)?,
-            "COPY" => b.copy(i, false)?,
-            "ADD" => b.copy(i, true)?,
-            "ENV" | "LABEL" => {
-                let rest = sub(&i.rest);
-                let pairs: Vec<(String, String)> = if rest.contains('=') {
-                    shell_words(&rest)
-                        .into_iter()
-                        .map(|w| {
-                            let (k2, v) = w.split_once('=').unwrap_or((&w, ""));
-                            (k2.to_string(), v.to_string())
-                        })
-                        .collect()
-                } else {
-                    let (k2, v) = rest.split_once(char::is_whitespace).with_context(|| format!("Dockerfile line {}: {} needs KEY=VALUE", i.line, i.cmd))?;
-                    vec![(k2.to_string(), v.trim().to_string())]
-                };
-                if i.cmd == "ENV" {
-                    changes.insert("Env".into(), json!(pairs.iter().map(|(k2, v)| format!("{k2}={v}")).collect::<Vec<_>>()));
-                } else {
-                    changes.insert("Labels".into(), Value::Object(pairs.into_iter().map(|(k2, v)| (k2, json!(v))).collect()));
-                }
-                b.config_step(i, changes)?;
-            }
-            "WORKDIR" => {
-                let prev = b.cur(i)?.config.pointer("/config/WorkingDir").and_then(Value::as_str).unwrap_or("/").to_string();
-                let w = sub(&i.rest);
-                let dir = if w.starts_with('/') { w } else { format!("{}/{w}", prev.trim_end_matches('/')) };
-                changes.insert("WorkingDir".into(), json!(dir));
-                b.config_step(i, changes)?;
-                // The directory exists from here on, as with docker.
-                let mk = Instr {
-                    line: i.line,
-                    cmd: "WORKDIR-DIR".into(),
-                    rest: dir.clone(),
-                };
-                make_dir(&mut b, &mk, &dir)?;
-            }
-            "USER" => {
-                changes.insert("User".into(), json!(sub(&i.rest)));
-                b.config_step(i, changes)?;
-            }
-            "EXPOSE" => {
-                let ports: serde_json::Map<String, Value> = sub(&i.rest)
-                    .split_whitespace()
-                    .map(|p| (if p.contains('/') { p.to_string() } else { format!("{p}/tcp") }, json!({})))
-                    .collect();
-                changes.insert("ExposedPorts".into(), Value::Object(ports));
-                b.config_step(i, changes)?;
-            }
-            "VOLUME" => {
-                let vols = json_form(&i.rest).unwrap_or_else(|| sub(&i.rest).split_whitespace().map(String::from).collect());
-                changes.insert("Volumes".into(), Value::Object(vols.into_iter().map(|v| (v, json!({}))).collect()));
-                b.config_step(i, changes)?;
-            }
-            "CMD" | "ENTRYPOINT" => {
-                let v = json_form(&i.rest).unwrap_or_else(|| {
-                    let mut s = b.shell.clone();
-                    s.push(i.rest.clone());
-                    s
-                });
-                changes.insert(if i.cmd == "CMD" { "Cmd" } else { "Entrypoint" }.into(), json!(v));
-                b.config_step(i, changes)?;
-            }
-            "SHELL" => {
-                let v = json_form(&i.rest).with_context(|| format!("Dockerfile line {}: SHELL takes a JSON array", i.line))?;
-                b.shell = v.clone();
-                changes.insert("Shell".into(), json!(v));
-                b.config_step(i, changes)?;
-            }
-            "STOPSIGNAL" => {
-                changes.insert("StopSignal".into(), json!(sub(&i.rest)));
-                b.config_step(i, changes)?;
-            }
-            "MAINTAINER" => {
-                let cur = b.cur(i)?.clone();
-                let text = format!("MAINTAINER {}", i.rest);
-                b.step(&[&text], |bb| {
-                    Ok(bb.engine.images().derive(&cur, None, &NewImage { author: Some(i.rest.clone()), created_by: format!("/bin/sh -c #(nop) {text}"), ..Default::default() })?)
-                })?;
-            }
-            other => bail!(
-                "Dockerfile line {}: {other} is not supported (FROM, ARG, RUN, COPY, ADD, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME, CMD, ENTRYPOINT, SHELL, STOPSIGNAL, MAINTAINER)",
-                i.line
-            ),
-        }
+        exec(&mut b, i)?;
         if let Some(c) = &b.cur {
             b.say(&format!(" ---> {}", c.config_digest.short()));
         }
@@ -398,4 +315,171 @@ fn make_dir(b: &mut Builder<'_>, i: &Instr, dir: &str) -> anyhow::Result<()> {
         };
         Ok(bb.engine.images().derive(&cur, Some(&layer), &opts)?)
     })
+}
+
+/// Runs one instruction of the stage.
+fn exec(b: &mut Builder<'_>, i: &Instr) -> anyhow::Result<()> {
+    let vars = b.vars();
+    let sub = |s: &str| substitute(s, &vars);
+    let mut changes = serde_json::Map::new();
+    match i.cmd.as_str() {
+        "ARG" => {
+            // A global ARG is seen in a stage only when declared there again.
+            let (k2, def) = arg_decl(&i.rest);
+            let v = b
+                .shared
+                .given_args
+                .get(&k2)
+                .cloned()
+                .or(def.map(|d| sub(&d)))
+                .or_else(|| b.shared.dockerfile.global_args.get(&k2).cloned())
+                .unwrap_or_default();
+            b.args.insert(k2, v);
+        }
+        "RUN" => b.run(i)?,
+        "COPY" => b.copy(i, false)?,
+        "ADD" => b.copy(i, true)?,
+        "ENV" | "LABEL" => {
+            let rest = sub(&i.rest);
+            let pairs: Vec<(String, String)> = if rest.contains('=') {
+                shell_words(&rest)
+                    .into_iter()
+                    .map(|w| {
+                        let (k2, v) = w.split_once('=').unwrap_or((&w, ""));
+                        (k2.to_string(), v.to_string())
+                    })
+                    .collect()
+            } else {
+                let (k2, v) = rest.split_once(char::is_whitespace).with_context(|| format!("Dockerfile line {}: {} needs KEY=VALUE", i.line, i.cmd))?;
+                vec![(k2.to_string(), v.trim().to_string())]
+            };
+            if i.cmd == "ENV" {
+                changes.insert("Env".into(), json!(pairs.iter().map(|(k2, v)| format!("{k2}={v}")).collect::<Vec<_>>()));
+            } else {
+                changes.insert("Labels".into(), Value::Object(pairs.into_iter().map(|(k2, v)| (k2, json!(v))).collect()));
+            }
+            b.config_step(i, changes)?;
+        }
+        "WORKDIR" => {
+            let prev = b.cur(i)?.config.pointer("/config/WorkingDir").and_then(Value::as_str).unwrap_or("/").to_string();
+            let w = sub(&i.rest);
+            let dir = if w.starts_with('/') { w } else { format!("{}/{w}", prev.trim_end_matches('/')) };
+            changes.insert("WorkingDir".into(), json!(dir));
+            b.config_step(i, changes)?;
+            // The directory exists from here on, as with docker.
+            let mk = Instr {
+                line: i.line,
+                cmd: "WORKDIR-DIR".into(),
+                rest: dir.clone(),
+            };
+            make_dir(b, &mk, &dir)?;
+        }
+        "USER" => {
+            changes.insert("User".into(), json!(sub(&i.rest)));
+            b.config_step(i, changes)?;
+        }
+        "EXPOSE" => {
+            let ports: serde_json::Map<String, Value> = sub(&i.rest)
+                .split_whitespace()
+                .map(|p| (if p.contains('/') { p.to_string() } else { format!("{p}/tcp") }, json!({})))
+                .collect();
+            changes.insert("ExposedPorts".into(), Value::Object(ports));
+            b.config_step(i, changes)?;
+        }
+        "VOLUME" => {
+            let vols = json_form(&i.rest).unwrap_or_else(|| sub(&i.rest).split_whitespace().map(String::from).collect());
+            changes.insert("Volumes".into(), Value::Object(vols.into_iter().map(|v| (v, json!({}))).collect()));
+            b.config_step(i, changes)?;
+        }
+        "CMD" | "ENTRYPOINT" => {
+            let v = json_form(&i.rest).unwrap_or_else(|| {
+                let mut s = b.shell.clone();
+                s.push(i.rest.clone());
+                s
+            });
+            changes.insert(if i.cmd == "CMD" { "Cmd" } else { "Entrypoint" }.into(), json!(v));
+            b.config_step(i, changes)?;
+        }
+        "SHELL" => {
+            let v = json_form(&i.rest).with_context(|| format!("Dockerfile line {}: SHELL takes a JSON array", i.line))?;
+            b.shell = v.clone();
+            changes.insert("Shell".into(), json!(v));
+            b.config_step(i, changes)?;
+        }
+        "STOPSIGNAL" => {
+            changes.insert("StopSignal".into(), json!(sub(&i.rest)));
+            b.config_step(i, changes)?;
+        }
+        "MAINTAINER" => {
+            let cur = b.cur(i)?.clone();
+            let text = format!("MAINTAINER {}", i.rest);
+            b.step(&[&text], |bb| {
+                Ok(bb.engine.images().derive(&cur, None, &NewImage { author: Some(i.rest.clone()), created_by: format!("/bin/sh -c #(nop) {text}"), ..Default::default() })?)
+            })?;
+        }
+        "HEALTHCHECK" => {
+            changes.insert("Healthcheck".into(), healthcheck(i)?);
+            b.config_step(i, changes)?;
+        }
+        "ONBUILD" => {
+            let trigger = i.rest.trim();
+            let first = trigger.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+            if matches!(first.as_str(), "" | "ONBUILD" | "FROM" | "MAINTAINER") {
+                bail!(
+                    "Dockerfile line {}: ONBUILD takes an instruction other than ONBUILD, FROM or MAINTAINER",
+                    i.line
+                );
+            }
+            let mut triggers: Vec<Value> = b
+                .cur(i)?
+                .config
+                .pointer("/config/OnBuild")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            triggers.push(json!(trigger));
+            changes.insert("OnBuild".into(), Value::Array(triggers));
+            b.config_step(i, changes)?;
+        }
+        other => bail!(
+            "Dockerfile line {}: {other} is not supported (FROM, ARG, RUN, COPY, ADD, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME, CMD, ENTRYPOINT, SHELL, STOPSIGNAL, HEALTHCHECK, ONBUILD, MAINTAINER)",
+            i.line
+        ),
+    }
+    Ok(())
+}
+
+/// Runs the ONBUILD triggers of the image the stage starts from, as docker does,
+/// and leaves them out of the stage's image (they fire for direct children only).
+fn onbuild(b: &mut Builder<'_>) -> anyhow::Result<()> {
+    let triggers: Vec<String> = b
+        .cur
+        .as_ref()
+        .and_then(|c| c.config.pointer("/config/OnBuild"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if triggers.is_empty() {
+        return Ok(());
+    }
+    let line = b.stage.from.line;
+    for t in &triggers {
+        b.say(&format!("ONBUILD {t}"));
+        for mut i in parse(t)? {
+            i.line = line;
+            exec(b, &i).with_context(|| format!("the ONBUILD trigger {t:?} of the base image"))?;
+        }
+    }
+    let clear = Instr {
+        line,
+        cmd: "ONBUILD-DONE".into(),
+        rest: String::new(),
+    };
+    let mut changes = serde_json::Map::new();
+    changes.insert("OnBuild".into(), Value::Null);
+    b.config_step(&clear, changes)
 }
