@@ -17,6 +17,7 @@
 
 mod agent;
 mod apiserver;
+mod build;
 mod control;
 mod engine;
 mod images;
@@ -164,6 +165,15 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "basic")]
         shape: control::Shape,
     },
+    /// Builds: a multi-stage Dockerfile by berth build vs podman build, cold and warm
+    Build {
+        /// Rounds (each tool builds once cold and once warm per round)
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// The berth binary (cargo build --release)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+    },
     /// Images: unpack vs tar and umoci, rootfs prepare, pull vs skopeo
     Images {
         /// Rounds (each tool runs once per round, in rotating order)
@@ -213,6 +223,7 @@ fn main() -> Result<()> {
             rollout,
             shape,
         } => control::control_bench(&berth, nodes, pods, deployment, rollout, shape),
+        Cmd::Build { runs, berth } => build::build_bench(runs, &berth),
         Cmd::Procview { runs, berth, tools } => net::procview_bench(runs, &berth, &tools),
         Cmd::ProcviewReader { runs, join, files } => net::procview_reader(runs, &join, &files),
         Cmd::Throughput { secs, berth, tools } => net::throughput_bench(secs, &berth, &tools),
