@@ -179,7 +179,8 @@ pub async fn ensure_image(
     quiet: bool,
 ) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let stored = store.resolve(image, &Platform::host()).is_ok();
+    // As the engine finds it (an image pulled for another platform included).
+    let stored = store.resolve_stored(image).is_ok();
     match (policy, stored) {
         (PullPolicy::Never, false) => bail!(
             "image {image:?} is not in the store and --pull=never forbids pulling it (pull, load or import it first)"

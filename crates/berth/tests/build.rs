@@ -171,6 +171,23 @@ fn mistakes_in_multi_stage_dockerfiles_are_clear_errors() {
         &[],
     );
     assert!(e.contains("ADD --from=0 is not supported"), "{e}");
+    // A device node a step made is copied as an entry, never read (this one would
+    // read the host's zero device without end).
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM localhost/busybox:1 AS dev\nRUN mknod /zero c 1 5\nFROM localhost/busybox:1\nCOPY --from=dev /zero /copied\n",
+    )
+    .unwrap();
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "localhost/devcopy:1",
+        ctx.to_str().unwrap(),
+    ]);
+    // RUN does not get the host's network.
+    let e = fails("FROM localhost/busybox:1\nRUN --network=host true\n", &[]);
+    assert!(e.contains("--network=host is not allowed"), "{e}");
     // A failed COPY --from leaves no prepared root behind.
     let rootfs = env.ok(&["rootfs", "ls"]);
     assert!(!rootfs.contains("build-from-"), "{rootfs}");

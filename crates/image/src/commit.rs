@@ -75,7 +75,8 @@ pub fn rfc3339(secs: u64) -> String {
 
 /// Applies `--change` values to an image's `config` as docker does: `Env` entries
 /// replace the variable of the same name and add the rest, maps (`Labels`,
-/// `ExposedPorts`, `Volumes`) gain keys, everything else is replaced.
+/// `ExposedPorts`, `Volumes`) gain keys, everything else (`Healthcheck` too) is
+/// replaced.
 fn apply_changes(config: &mut Value, changes: &serde_json::Map<String, Value>) {
     for (k, v) in changes {
         match (k.as_str(), config.get_mut(k), v) {
@@ -90,6 +91,8 @@ fn apply_changes(config: &mut Value, changes: &serde_json::Map<String, Value>) {
                     }
                 }
             }
+            // A new health check replaces the old one whole, as docker's does.
+            ("Healthcheck", _, _) => config[k] = v.clone(),
             (_, Some(Value::Object(old)), Value::Object(new)) => {
                 old.extend(new.iter().map(|(a, b)| (a.clone(), b.clone())));
             }
@@ -265,6 +268,11 @@ mod tests {
         assert_eq!(c["Env"], json!(["PATH=/bin", "A=2", "B=3"]));
         assert_eq!(c["Labels"], json!({"x": "1", "y": "2"}));
         assert_eq!(c["Cmd"], json!(["ls"]));
+        // A new health check is not merged into the old one.
+        let mut c = json!({"Healthcheck": {"Test": ["CMD", "a"], "Interval": 5}});
+        let ch = json!({"Healthcheck": {"Test": ["CMD", "b"]}});
+        apply_changes(&mut c, ch.as_object().unwrap());
+        assert_eq!(c["Healthcheck"], json!({"Test": ["CMD", "b"]}));
     }
 
     #[test]

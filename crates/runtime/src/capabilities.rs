@@ -98,7 +98,10 @@ impl CapSets {
     pub fn apply_holding(&self, held: Capability) -> Result<()> {
         let mut sets = self.clone();
         sets.permitted.insert(held);
-        sets.apply()
+        sets.set_triple()?;
+        // The ambient set from the spec's own sets: the held capability is never
+        // raised there, even when the spec lists it as ambient and inheritable.
+        self.set_ambient()
     }
 
     /// Adds `cap` (which must be permitted: see [`CapSets::apply_holding`]) to the

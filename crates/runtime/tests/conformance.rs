@@ -304,6 +304,40 @@ fn without_a_mount_namespace_the_container_shares_the_callers_and_leaves_no_moun
     drop(g);
     assert_eq!(mounts_below(&rootfs), Vec::<String>::new());
 
+    // A mount that was below the rootfs before the container stays after it.
+    let pre = rootfs.join("tmp");
+    assert!(Command::new("mount")
+        .args(["-t", "tmpfs", "berth-test-premounted"])
+        .arg(&pre)
+        .status()
+        .unwrap()
+        .success());
+    b.args(&["true"]);
+    rt.output_of(&b, &unique_id("nomntns-kept"));
+    let left = mounts_below(&rootfs);
+    let _ = Command::new("umount").arg(&pre).status();
+    assert_eq!(
+        left,
+        vec![pre.to_str().unwrap().to_string()],
+        "only the earlier mount is left"
+    );
+
+    // chroot alone does not hold a process with CAP_SYS_CHROOT or CAP_SYS_ADMIN.
+    let caps = b.config["process"]["capabilities"].clone();
+    b.config["process"]["capabilities"]["bounding"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("CAP_SYS_CHROOT"));
+    b.write();
+    let err = rt.fail(&[
+        "run",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &unique_id("nomntns-chroot"),
+    ]);
+    assert!(err.contains("CAP_SYS_CHROOT escapes"), "{err}");
+    b.config["process"]["capabilities"] = caps;
+
     // A read-only root needs a namespace of its own to remount in.
     b.config["root"]["readonly"] = json!(true);
     b.write();

@@ -36,15 +36,13 @@ impl Cache {
 
     /// Remembers what a step made, on disk at once.
     pub(super) fn put(&self, key: String, digest: String) {
-        let map = {
-            let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            m.insert(key, digest);
-            serde_json::to_vec(&*m).unwrap_or_default()
-        };
+        // Written under the lock: stages built at once never interleave their writes.
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(key, digest);
         let tmp = self
             .path
             .with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, map).is_ok() {
+        if std::fs::write(&tmp, serde_json::to_vec(&*m).unwrap_or_default()).is_ok() {
             let _ = std::fs::rename(&tmp, &self.path);
         }
     }

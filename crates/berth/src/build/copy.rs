@@ -109,7 +109,12 @@ impl Builder<'_> {
     fn image_root(&self, i: &Instr, from: &str) -> anyhow::Result<SourceRoot<'static>> {
         let images = self.engine.images();
         let digest = match self.shared.dockerfile.stage_before(from, self.stage.index) {
-            Some(s) => self.built[&s].clone(),
+            Some(s) => self.built.get(&s).cloned().with_context(|| {
+                format!(
+                    "Dockerfile line {}: {} --from={from}: that stage is named only through an ARG of this stage, so it was not planned: name it directly or with a global ARG",
+                    i.line, i.cmd
+                )
+            })?,
             None => images
                 .resolve_stored(from)
                 .with_context(|| {
@@ -405,6 +410,12 @@ fn is_archive(p: &Path) -> bool {
     c != berth_image::compress::Compression::None || (n >= 262 && &head[257..262] == b"ustar")
 }
 
+/// O_NONBLOCK, for opening a source file (a fifo that took its place never blocks
+/// the build; the open file is then checked to be a regular one).
+fn libc_flags() -> i32 {
+    rustix::fs::OFlags::NONBLOCK.bits() as i32
+}
+
 fn append_one(
     b: &mut tar::Builder<Vec<u8>>,
     src: &Path,
@@ -421,12 +432,25 @@ fn append_one(
     if meta.file_type().is_symlink() {
         let l = std::fs::read_link(src)?;
         b.append_link(&mut h, target, &l)?;
-    } else if meta.is_dir() {
+    } else if meta.is_file() {
+        // Opened without blocking, checked to be the regular file it was, and read for
+        // its recorded size only: a source root may be a build step's, whose files the
+        // Dockerfile chose.
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_flags())
+            .open(src)?;
+        let now = f.metadata()?;
+        if !now.is_file() || now.len() != meta.len() {
+            bail!("{} changed while it was copied", src.display());
+        }
+        b.append_data(&mut h, target, std::io::Read::take(f, meta.len()))?;
+    } else {
+        // Directories, devices, fifos and sockets: the entry alone, never opened
+        // (a device node made by a RUN step must not read the host's device).
         h.set_size(0);
         b.append_data(&mut h, target, &[][..])?;
-    } else {
-        let f = std::fs::File::open(src)?;
-        b.append_data(&mut h, target, f)?;
     }
     Ok(())
 }

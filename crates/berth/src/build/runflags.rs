@@ -1,7 +1,8 @@
 //! RUN's flags as BuildKit takes them: `--mount=type=cache` (a directory kept between
 //! builds, shared, locked or private), `--mount=type=secret` (a file given with
 //! `berth build --secret`, never in the image or the cache key), `--mount=type=tmpfs`,
-//! and `--network=default|none|host`.
+//! and `--network=default|none` (host is refused: a Dockerfile must not reach the
+//! host's network).
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
@@ -53,9 +54,14 @@ impl RunFlags {
                 Some(("--network", n)) => {
                     out.network = Some(match n {
                         "default" => berth_net::network::DEFAULT.to_string(),
-                        "none" | "host" => n.to_string(),
+                        "none" => n.to_string(),
+                        // The host's network namespace would reach its loopback services
+                        // and abstract sockets from any Dockerfile (or base image trigger).
+                        "host" => bail!(
+                            "Dockerfile line {line}: RUN --network=host is not allowed: a build step does not get the host's network"
+                        ),
                         other => bail!(
-                            "Dockerfile line {line}: RUN --network={other}: use default, none or host"
+                            "Dockerfile line {line}: RUN --network={other}: use default or none"
                         ),
                     })
                 }
@@ -282,7 +288,8 @@ mod tests {
                 &["--mount=type=cache,target=/c,sharing=wide"],
                 "shared, locked or private",
             ),
-            (&["--network=bridge0"], "default, none or host"),
+            (&["--network=bridge0"], "default or none"),
+            (&["--network=host"], "not allowed"),
             (&["--security=insecure"], "not supported"),
         ] {
             let e = read(flags).err().unwrap().to_string();

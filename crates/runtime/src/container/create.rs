@@ -77,8 +77,8 @@ struct Cleanup<'a> {
     cgroup: Option<CgroupPaths>,
     pids: Vec<i32>,
     /// The rootfs of a container without a mount namespace of its own, whose mounts
-    /// lie in the runtime's table.
-    mounts_under: Option<PathBuf>,
+    /// lie in the runtime's table, and the mounts below it that were there before.
+    mounts_under: Option<(PathBuf, Vec<u64>)>,
     armed: bool,
 }
 
@@ -96,8 +96,8 @@ impl Drop for Cleanup<'_> {
                 crate::logging::warn(format!("cleanup: {e}"));
             }
         }
-        if let Some(rootfs) = &self.mounts_under {
-            if let Err(e) = crate::rootfs::unmount_under(rootfs) {
+        if let Some((rootfs, kept)) = &self.mounts_under {
+            if let Err(e) = crate::rootfs::unmount_under(rootfs, kept) {
                 crate::logging::warn(format!("cleanup: {e}"));
             }
         }
@@ -176,9 +176,18 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
         dir: &dir,
         cgroup: None,
         pids: Vec::new(),
-        mounts_under: crate::spec::shares_mount_namespace(&spec).then(|| rootfs.clone()),
+        mounts_under: None,
         armed: true,
     };
+    if crate::spec::shares_mount_namespace(&spec) {
+        // What is mounted below the rootfs already is not the container's to remove.
+        let kept: Vec<u64> = crate::rootfs::mounts_under(&rootfs)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        crate::rootfs::save_kept_mounts(&dir, &kept)?;
+        cleanup.mounts_under = Some((rootfs.clone(), kept));
+    }
 
     let layout = Layout::detect()?;
     let mut cgroup = CgroupPaths::resolve(&layout, linux.cgroups_path().as_deref(), &opts.id)?;
@@ -412,10 +421,39 @@ fn check_namespaced_settings(spec: &Spec, ns: &namespaces::Plan) -> Result<()> {
             )));
         }
     }
-    if !ns.has(libc::CLONE_NEWNS) && spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
-        return Err(Error::invalid(
-            "root.readonly needs a mount namespace of the container's own (add {\"type\": \"mount\"} to linux.namespaces, or set root.readonly to false)",
-        ));
+    if !ns.has(libc::CLONE_NEWNS) {
+        if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+            return Err(Error::invalid(
+                "root.readonly needs a mount namespace of the container's own (add {\"type\": \"mount\"} to linux.namespaces, or set root.readonly to false)",
+            ));
+        }
+        // Without a mount namespace the container is jailed by chroot alone, which a
+        // process holding CAP_SYS_CHROOT or CAP_SYS_ADMIN (outside a user namespace)
+        // can leave.
+        let bounding = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().as_ref())
+            .and_then(|c| c.bounding().clone())
+            .unwrap_or_default();
+        let escapes: Vec<String> = bounding
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| c.ends_with("SYS_CHROOT") || c.ends_with("SYS_ADMIN"))
+            .map(|c| {
+                if c.starts_with("CAP_") {
+                    c
+                } else {
+                    format!("CAP_{c}")
+                }
+            })
+            .collect();
+        if !escapes.is_empty() && !ns.has(libc::CLONE_NEWUSER) {
+            return Err(Error::invalid(format!(
+                "linux.namespaces has no mount namespace, so the container is jailed by chroot alone, which {} escapes: drop it from process.capabilities.bounding or add {{\"type\": \"mount\"}} to linux.namespaces",
+                escapes.join(" and ")
+            )));
+        }
     }
     Ok(())
 }

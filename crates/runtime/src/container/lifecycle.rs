@@ -181,7 +181,8 @@ pub fn destroy(c: &Container) -> Result<()> {
     c.record.cgroup.destroy()?;
     if let Ok(spec) = c.spec() {
         if crate::spec::shares_mount_namespace(&spec) {
-            crate::rootfs::unmount_under(&c.record.rootfs)?;
+            let kept = crate::rootfs::load_kept_mounts(&c.dir);
+            crate::rootfs::unmount_under(&c.record.rootfs, &kept)?;
         }
         if hooks::any(spec.hooks().as_ref(), Point::Poststop) {
             let st = c.record.hook_state(Status::Stopped, 0);

@@ -139,28 +139,68 @@ pub fn chroot_into(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Unmounts (lazily, deepest first) everything mounted below `rootfs` in this mount
-/// namespace, leaving `rootfs` itself (the engine's own mount of the image) alone:
-/// the mounts a container without a mount namespace of its own left behind.
-pub fn unmount_under(rootfs: &Path) -> Result<()> {
+/// The mounts below `rootfs` in this mount namespace (not `rootfs` itself): their
+/// mount IDs and mount points, from /proc/self/mountinfo.
+pub fn mounts_under(rootfs: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "read mountinfo")?;
-    let mut points: Vec<PathBuf> = info
+    Ok(info
         .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
-        .filter(|p| p.starts_with(rootfs) && p != rootfs)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    points.dedup();
-    for p in points {
-        match sys::umount2(&cstr(&p), libc::MNT_DETACH) {
-            Ok(()) => {}
-            // Gone with its parent, or stacked twice: nothing left to do.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {}
-            Err(e) => return Err(Error::io(format!("unmount {}", p.display()), e)),
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let id = f.next()?.parse().ok()?;
+            let point = PathBuf::from(unescape_mountinfo(f.nth(3)?));
+            Some((id, point))
+        })
+        .filter(|(_, p)| p.starts_with(rootfs) && p != rootfs)
+        .collect())
+}
+
+/// Unmounts (lazily, deepest first, never following a symlink) everything mounted
+/// below `rootfs` in this mount namespace except the mounts `keep` (their IDs: what
+/// was there before the container), leaving `rootfs` itself alone: the mounts a
+/// container without a mount namespace of its own left behind. Stacked mounts are
+/// taken off one by one until none is left.
+pub fn unmount_under(rootfs: &Path, keep: &[u64]) -> Result<()> {
+    for _ in 0..64 {
+        let mut points: Vec<(u64, PathBuf)> = mounts_under(rootfs)?
+            .into_iter()
+            .filter(|(id, _)| !keep.contains(id))
+            .collect();
+        if points.is_empty() {
+            return Ok(());
+        }
+        points.sort_by_key(|(_, p)| std::cmp::Reverse(p.as_os_str().len()));
+        for (_, p) in points {
+            match sys::umount2(&cstr(&p), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) {
+                Ok(()) => {}
+                // Gone with its parent already.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {}
+                Err(e) => return Err(Error::io(format!("unmount {}", p.display()), e)),
+            }
         }
     }
-    Ok(())
+    Err(Error::invalid(format!(
+        "mounts below {} keep coming back; unmount them by hand",
+        rootfs.display()
+    )))
+}
+
+/// Where a container records the mounts below its rootfs that predate it.
+const KEPT_MOUNTS: &str = "kept-mounts";
+
+/// Records the IDs of the mounts below the rootfs that predate the container.
+pub fn save_kept_mounts(dir: &Path, ids: &[u64]) -> Result<()> {
+    let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
+    std::fs::write(dir.join(KEPT_MOUNTS), text).ctx(|| "record the mounts below the rootfs")
+}
+
+/// The IDs [`save_kept_mounts`] recorded (none when there is no record).
+pub fn load_kept_mounts(dir: &Path) -> Vec<u64> {
+    std::fs::read_to_string(dir.join(KEPT_MOUNTS))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect()
 }
 
 /// A mountinfo path field with its octal escapes (`\040` for a space) decoded.

@@ -179,7 +179,9 @@ fn fs_entry(
         .map(|s| s.to_string_lossy().into_owned());
     let mut data = opts.data.clone();
     if let Some(label) = ctx.mount_label.as_ref().filter(|_| LABELLED.contains(&typ)) {
-        data.push(format!("context=\"{label}\""));
+        // Unquoted: fsconfig(2) takes the value as it is (only mount(2)'s option
+        // string parser strips quotes).
+        data.push(format!("context={label}"));
     }
     let tree = mountapi::new_fs(typ, source.as_deref(), &data, opts.flags, set)?;
     if opts.tmpcopyup {
