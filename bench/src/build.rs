@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::engine::{busybox_tar, hard, run};
+use crate::engine::{busybox_tar, hard, podman_in, run};
 use crate::stats;
 
 /// Two stages that do not use each other (each a few RUN steps), and a final one
@@ -56,15 +56,8 @@ pub fn build_bench(runs: usize, berth: &Path) -> Result<()> {
     // host's open-file limit and 4096 processes (no CAP_SYS_RESOURCE to go higher).
     let nofile = format!("nofile={0}:{0}", hard("Max open files"));
     let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(proot.join("root"))
-            .arg("--runroot")
-            .arg(proot.join("run"))
-            .arg("--tmpdir")
-            .arg(proot.join("tmp"))
-            .arg("--cgroup-manager=cgroupfs")
-            .args(args);
+        let mut c = podman_in(&proot);
+        c.arg("--cgroup-manager=cgroupfs").args(args);
         c
     };
     let have_podman = Command::new("podman").arg("--version").output().is_ok();

@@ -29,6 +29,18 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// podman with its storage, run state and temporary files under `dir`.
+pub(crate) fn podman_in(dir: &Path) -> Command {
+    let mut c = Command::new("podman");
+    c.arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .arg("--tmpdir")
+        .arg(dir.join("tmp"));
+    c
+}
+
 /// A busybox root filesystem as a tar (every applet linked).
 pub(crate) fn busybox_tar(dir: &Path) -> Result<PathBuf> {
     let root = dir.join("rootfs");
@@ -122,14 +134,8 @@ pub fn engine_bench(runs: usize, berth: &Path, many: usize, tools: &Path) -> Res
     ]))?;
     let proot = w.join("podman");
     let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(proot.join("root"))
-            .arg("--runroot")
-            .arg(proot.join("run"))
-            .arg("--tmpdir")
-            .arg(proot.join("tmp"))
-            .args(args);
+        let mut c = podman_in(&proot);
+        c.args(args);
         c
     };
     let have_podman = Command::new("podman").arg("--version").output().is_ok();

@@ -9,6 +9,7 @@ mod agent_cmd;
 mod build;
 mod container_cmd;
 mod controller_cmd;
+mod cp_cmd;
 mod elected;
 mod explain_cmd;
 mod image_cmd;
@@ -22,6 +23,7 @@ mod session;
 mod sim_cmd;
 mod stats_cmd;
 mod table;
+mod volume_cmd;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,12 +93,12 @@ enum Command {
     /// Show what a container changed in its filesystem.
     Diff(container_cmd::Names),
     /// Copy files between a container and the host.
-    Cp(container_cmd::CpArgs),
+    Cp(cp_cmd::CpArgs),
     /// Build an image from a Dockerfile.
     Build(build::BuildArgs),
     /// Manage volumes.
     #[command(subcommand)]
-    Volume(container_cmd::VolumeCommand),
+    Volume(volume_cmd::VolumeCommand),
     /// Manage networks.
     #[command(subcommand)]
     Network(network_cmd::NetworkCommand),
@@ -199,9 +201,9 @@ fn main() {
             Command::Top(a) => ok(container_cmd::top(&ctx, a)),
             Command::Stats(a) => ok(stats_cmd::stats(&ctx, a)),
             Command::Diff(a) => ok(container_cmd::diff(&ctx, a)),
-            Command::Cp(a) => ok(container_cmd::cp(&ctx, a)),
+            Command::Cp(a) => ok(cp_cmd::cp(&ctx, a)),
             Command::Build(a) => ok(build::build(&ctx, a)),
-            Command::Volume(c) => ok(container_cmd::volume(&ctx, c)),
+            Command::Volume(c) => ok(volume_cmd::volume(&ctx, c)),
             Command::Network(c) => ok(network_cmd::network(&ctx, c)),
             Command::Image(c) => ok(image_cmd::run(&ctx, c).await),
             Command::Images(a) => ok(image_cmd::ls(&ctx, a)),
