@@ -157,23 +157,13 @@ fn a_dead_server_fails_reads_at_once_and_is_replaced() {
     let o = env.ok(&["exec", "pv", "head", "-1", "/proc/meminfo"]);
     assert_eq!(field_kib(&o, "MemTotal:"), 65536, "{o}");
     // Find our server and kill it.
-    let mut killed = false;
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmd).contains("procview-serve")
-            && String::from_utf8_lossy(&environ).contains(&*dir.to_string_lossy())
-        {
-            let pid: i32 = e.file_name().to_string_lossy().parse().unwrap();
-            Command::new("kill")
-                .arg("-9")
-                .arg(pid.to_string())
-                .status()
-                .unwrap();
-            killed = true;
-        }
+    for pid in procview_servers(&dir) {
+        Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
     }
-    assert!(killed, "no procview server for {}", dir.display());
     std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     let o = env.run(&["exec", "pv", "cat", "/proc/meminfo"]);
@@ -200,4 +190,155 @@ fn a_dead_server_fails_reads_at_once_and_is_replaced() {
         32768
     );
     env.ok(&["rm", "-f", "pv"]);
+}
+
+/// The total-memory column of busybox `free -k` (which asks sysinfo(2)).
+fn free_total_kib(out: &str) -> u64 {
+    field_kib(out, "Mem:")
+}
+
+#[test]
+fn sysinfo_answers_from_the_container_cgroup() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let host_kib = rustix::system::sysinfo().totalram as u64 / 1024;
+    // busybox free and uptime ask the kernel, not /proc: the seccomp agent answers.
+    let o = env.ok(&[
+        "run",
+        "--rm",
+        "-m",
+        "256m",
+        "busybox:1",
+        "sh",
+        "-c",
+        "free -k; echo ===; uptime",
+    ]);
+    let (free, up) = o.split_once("===\n").unwrap();
+    assert_eq!(free_total_kib(free), 262144, "{o}");
+    // The columns add up: used (total - free - buff/cache) is within the limit.
+    let used: u64 = free
+        .lines()
+        .find_map(|l| l.strip_prefix("Mem:"))
+        .and_then(|v| v.split_whitespace().nth(1)?.parse().ok())
+        .unwrap();
+    assert!(used < 262144, "{o}");
+    assert!(up.contains("up 0 min"), "{o}");
+    // Without the view, the host's.
+    let o = env.ok(&[
+        "run",
+        "--rm",
+        "-m",
+        "256m",
+        "--procview=false",
+        "busybox:1",
+        "free",
+        "-k",
+    ]);
+    assert_eq!(free_total_kib(&o), host_kib, "{o}");
+    // No memory limit: the host's memory (but the container's age).
+    let o = env.ok(&["run", "--rm", "busybox:1", "free", "-k"]);
+    assert_eq!(free_total_kib(&o), host_kib, "{o}");
+    // Processes started by exec have their own filter and listener.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "si",
+        "-m",
+        "128m",
+        "busybox:1",
+        "sleep",
+        "60",
+    ]);
+    let o = env.ok(&["exec", "si", "free", "-k"]);
+    assert_eq!(free_total_kib(&o), 131072, "{o}");
+    env.ok(&["rm", "-f", "si"]);
+}
+
+#[test]
+fn a_dead_agent_leaves_sysinfo_to_the_kernel() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let dir = env.path("procview");
+    let host_up = rustix::system::sysinfo().uptime;
+    assert!(
+        host_up > 120,
+        "the host must be up for 2 minutes ({host_up} s) to tell its uptime from a container's"
+    );
+    // busybox uptime asks sysinfo(2) only (free also reads /proc/meminfo, which fails
+    // with the view's server dead). The container's own processes ask every 100 ms.
+    let o = env
+        .cmd(&[
+            "run",
+            "-d",
+            "--name",
+            "ag",
+            "-m",
+            "64m",
+            "busybox:1",
+            "sh",
+            "-c",
+            "while :; do uptime > /tmp/u.new && mv /tmp/u.new /tmp/u; sleep 0.1; done",
+        ])
+        .env("BERTH_PROCVIEW_DIR", &dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let read = || {
+        let o = env.run(&["exec", "ag", "cat", "/tmp/u"]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while !read().contains(" up ") {
+        assert!(Instant::now() < end, "the container's uptime never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(read().contains("up 0 min"), "{}", read());
+    for pid in procview_servers(&dir) {
+        Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+    }
+    // The monitor takes over: the kernel answers (the host's uptime), nothing waits.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let u = read();
+        if u.contains(" up ") && !u.contains("up 0 min") {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "sysinfo never fell back to the kernel: {u}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A process started after the agent died is answered by the kernel too, at once.
+    let t = Instant::now();
+    let o = env.ok(&["exec", "ag", "uptime"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(o.contains(" up ") && !o.contains("up 0 min"), "{o}");
+    env.ok(&["rm", "-f", "ag"]);
+}
+
+/// The processes of the procview server of this test's own view directory.
+fn procview_servers(dir: &std::path::Path) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains("procview-serve")
+            && String::from_utf8_lossy(&environ).contains(&*dir.to_string_lossy())
+        {
+            found.push(e.file_name().to_string_lossy().parse().unwrap());
+        }
+    }
+    assert!(
+        !found.is_empty(),
+        "no procview server for {}",
+        dir.display()
+    );
+    found
 }

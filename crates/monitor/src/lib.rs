@@ -9,6 +9,7 @@ pub mod log;
 pub mod monitor;
 pub mod record;
 pub mod sandbox;
+pub mod seccomp_relay;
 pub mod supervise;
 pub mod sys;
 

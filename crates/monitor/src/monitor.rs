@@ -279,6 +279,20 @@ fn run_once(job: &Job, say: &mut dyn FnMut(String)) -> Result<(i32, bool, String
     } else {
         None
     };
+    // The runtime connects here at create when the spec sends seccomp listeners.
+    let relay_path = short.join(
+        paths
+            .seccomp_socket()
+            .file_name()
+            .expect("the socket has a name"),
+    );
+    let relay = match &job.sup.seccomp_agent {
+        Some(agent) => Some(crate::seccomp_relay::Relay::bind(
+            &relay_path,
+            agent.clone(),
+        )?),
+        None => None,
+    };
     // A CLI that attaches must be connected between create and start; otherwise one
     // `run --detach` saves the runtime a second start-up.
     let attach_wait = listener.is_some() && std::env::var_os("BERTH_ATTACH_WAIT").is_some();
@@ -396,6 +410,7 @@ fn run_once(job: &Job, say: &mut dyn FnMut(String)) -> Result<(i32, bool, String
         clients,
         terminal: master.as_ref().map(|m| m.as_fd()),
         follower: std::env::var_os("BERTH_FOLLOW").is_some(),
+        relay,
     };
     pump(&mut log, &mut io, &pidfd, log_watch.as_ref());
     let status = rustix::process::waitpid(Some(pid), WaitOptions::empty())
@@ -405,6 +420,7 @@ fn run_once(job: &Job, say: &mut dyn FnMut(String)) -> Result<(i32, bool, String
     log.finish();
     drop(io);
     let _ = std::fs::remove_file(&attach_path);
+    let _ = std::fs::remove_file(&relay_path);
     let code = match status {
         Some((_, s)) => match (s.exit_status(), s.terminating_signal()) {
             (Some(c), _) => c,
@@ -461,6 +477,8 @@ struct Io<'a> {
     terminal: Option<BorrowedFd<'a>>,
     /// A foreground CLI reads the output from our stdout.
     follower: bool,
+    /// The container's seccomp listeners, passed on to the agent.
+    relay: Option<crate::seccomp_relay::Relay>,
 }
 
 impl Io<'_> {
@@ -533,6 +551,10 @@ fn pump(log: &mut Log, io: &mut Io<'_>, pidfd: &OwnedFd, log_watch: Option<&LogW
         for i in &polled {
             fds.push(PollFd::new(&io.clients[*i], PollFlags::IN));
         }
+        let relay_at = fds.len();
+        if let Some(r) = &io.relay {
+            fds.extend(r.poll_fds());
+        }
         match poll(&mut fds, (!text_released).then_some(&quiet)) {
             Ok(0) => {
                 text_released = true;
@@ -578,7 +600,10 @@ fn pump(log: &mut Log, io: &mut Io<'_>, pidfd: &OwnedFd, log_watch: Option<&LogW
                 }
             }
         }
-        for (k, r) in rev[clients_at..].iter().enumerate() {
+        if let Some(r) = io.relay.as_mut() {
+            r.handle(&rev[relay_at..]);
+        }
+        for (k, r) in rev[clients_at..relay_at].iter().enumerate() {
             let i = polled[k];
             if r.is_empty() || i >= io.clients.len() {
                 continue;

@@ -94,6 +94,11 @@ impl Paths {
     pub fn monitor_pid(&self) -> PathBuf {
         self.dir.join("monitor.pid")
     }
+    /// The socket where berth-runtime sends the container's seccomp listeners
+    /// (`linux.seccomp.listenerPath`), served by the monitor.
+    pub fn seccomp_socket(&self) -> PathBuf {
+        self.dir.join("seccomp.sock")
+    }
     /// The container init's pid file (written by the runtime).
     pub fn init_pid(&self) -> PathBuf {
         self.dir.join("init.pid")

@@ -102,6 +102,10 @@ pub struct Supervision {
     pub owned_sandbox: Option<OwnedSandbox>,
     /// `--rm`: what to remove once it has ended for good.
     pub auto_remove: Option<Removal>,
+    /// The seccomp agent that answers the container's notified syscalls (the /proc
+    /// view's server); set when the spec sends listeners to the monitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_agent: Option<PathBuf>,
 }
 
 impl Supervision {

@@ -103,6 +103,59 @@ impl Cgroups {
         Some((cur.saturating_sub(cache), cache))
     }
 
+    /// A counter of the memory controller's memory.stat, by its v1 name (v1: the
+    /// hierarchical `total_` one when present; 0 when the controller lacks it).
+    pub fn memory_stat(&self, key: &str) -> u64 {
+        let find = |d: &Path, key: &str| -> Option<u64> {
+            read(&d.join("memory.stat"))?
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        };
+        if let Some(d) = self.v1("memory") {
+            return find(d, &format!("total_{key}"))
+                .or_else(|| find(d, key))
+                .unwrap_or(0);
+        }
+        self.v2_has("memory.stat")
+            .and_then(|_| find(self.v2.as_deref()?, key))
+            .unwrap_or(0)
+    }
+
+    /// A memory.stat counter named `v1` on cgroup v1 and `v2` on cgroup v2.
+    pub fn memory_stat_either(&self, v1: &str, v2: &str) -> u64 {
+        if self.v1("memory").is_some() {
+            self.memory_stat(v1)
+        } else {
+            self.memory_stat(v2)
+        }
+    }
+
+    /// Shared memory (tmpfs and shm pages) charged to the container, in bytes.
+    pub fn memory_shared(&self) -> u64 {
+        self.memory_stat("shmem")
+    }
+
+    /// Swap in use, in bytes.
+    pub fn swap_usage(&self) -> u64 {
+        if let Some(d) = self.v1("memory") {
+            let both = read_u64(&d.join("memory.memsw.usage_in_bytes")).unwrap_or(0);
+            let mem = read_u64(&d.join("memory.usage_in_bytes")).unwrap_or(0);
+            return both.saturating_sub(mem);
+        }
+        self.v2_has("memory.swap.current")
+            .and_then(|p| read_u64(&p))
+            .unwrap_or(0)
+    }
+
+    /// The number of tasks in the container (pids.current), else of its processes.
+    pub fn task_count(&self) -> u64 {
+        let counted = match self.v1("pids") {
+            Some(d) => read_u64(&d.join("pids.current")),
+            None => self.v2_has("pids.current").and_then(|p| read_u64(&p)),
+        };
+        counted.unwrap_or_else(|| self.pids().len() as u64)
+    }
+
     /// The swap limit in bytes beyond memory (None when unlimited or unknown).
     pub fn swap_limit(&self) -> Option<u64> {
         if let Some(d) = self.v1("memory") {

@@ -5,14 +5,18 @@
 //! bind-mounts them over /proc and /sys in each container, so `free`, `top` and
 //! `uptime` inside tell the container's truth.
 //!
+//! The same server is the containers' seccomp agent for sysinfo(2) (see [`agent`]).
+//!
 //! If the server dies, reads of the mounted files fail at once with ENOTCONN
 //! ("Transport endpoint is not connected") rather than hang; new containers get a new
 //! server.
 
+pub mod agent;
 pub mod cgroup;
 pub mod fs;
 pub mod load;
 pub mod render;
+pub mod sysinfo;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -56,6 +60,7 @@ pub fn serve(mountpoint: &Path, idle: std::time::Duration) -> std::io::Result<()
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(2);
     let session = fuser::spawn_mount(fs::ProcView::new(loads.clone()), mountpoint, &cfg)?;
+    agent::spawn(&agent::socket_path(mountpoint), loads.clone())?;
     let mounts = berth_cgroups::Layout::host();
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -80,6 +85,7 @@ pub fn serve(mountpoint: &Path, idle: std::time::Duration) -> std::io::Result<()
         }
     }
     drop(session);
+    let _ = std::fs::remove_file(agent::socket_path(mountpoint));
     let _ = rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH);
     drop(lock);
     Ok(())

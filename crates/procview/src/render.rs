@@ -64,41 +64,107 @@ fn kib(b: u64) -> u64 {
     b / 1024
 }
 
+/// A limited container's memory, in bytes, as `free` and `sysinfo` report it: the
+/// limit (capped at the host's memory) is the total, reclaimable page cache is cache.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Memory {
+    /// The limit, at most the host's memory.
+    pub total: u64,
+    /// In use, less the page cache.
+    pub used: u64,
+    /// Page cache.
+    pub cache: u64,
+    /// Neither used nor cache.
+    pub free: u64,
+    /// What could be had without swapping: free and cache.
+    pub available: u64,
+    /// Shared memory (tmpfs, shm).
+    pub shared: u64,
+    /// The swap allowance beyond memory (0 when none is known).
+    pub swap_total: u64,
+    /// The part of the allowance not in use.
+    pub swap_free: u64,
+}
+
+/// The memory of a container with a memory limit (None without one: the host's
+/// figures stand). `host_total` is the host's memory in bytes.
+pub fn memory(cg: &Cgroups, host_total: u64) -> Option<Memory> {
+    let limit = cg.memory_limit()?;
+    let total = limit.min(host_total);
+    let (used, cache) = cg.memory_usage().unwrap_or((0, 0));
+    let used = used.min(total);
+    let swap_total = cg.swap_limit().unwrap_or(0);
+    Some(Memory {
+        total,
+        used,
+        cache,
+        free: total.saturating_sub(used + cache),
+        available: total.saturating_sub(used),
+        shared: cg.memory_shared().min(total),
+        swap_total,
+        swap_free: swap_total.saturating_sub(cg.swap_usage()),
+    })
+}
+
 /// /proc/meminfo with the container's memory limit as the total.
 pub fn meminfo(cg: &Cgroups) -> String {
     let text = host("meminfo");
-    let Some(limit) = cg.memory_limit() else {
-        return text;
-    };
     let host_total = text
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(u64::MAX / 1024);
-    let total = kib(limit).min(host_total);
-    let (used, cache) = cg.memory_usage().unwrap_or((0, 0));
-    let (used, cache) = (kib(used).min(total), kib(cache));
-    let free = total.saturating_sub(used + cache);
-    let avail = total.saturating_sub(used);
-    let swap = cg.swap_limit().map(kib);
+        .map_or(u64::MAX, |k| k.saturating_mul(1024));
+    let Some(m) = memory(cg, host_total) else {
+        return text;
+    };
     text.lines()
         .map(|l| {
             let key = l.split(':').next().unwrap_or("");
             let v = match key {
-                "MemTotal" => Some(total),
-                "MemFree" => Some(free),
-                "MemAvailable" => Some(avail),
-                "Cached" => Some(cache.min(total)),
+                "MemTotal" => Some(m.total),
+                "MemFree" => Some(m.free),
+                "MemAvailable" => Some(m.available),
+                "Cached" => Some(m.cache.min(m.total)),
+                "Shmem" => Some(m.shared),
                 "Buffers" | "SwapCached" => Some(0),
-                "SwapTotal" | "SwapFree" => swap.or(Some(0)),
+                // The host's figures would not add up with the container's: `free`
+                // counts SReclaimable as cache, and used = total - free - cache.
+                _ if m.total > 0 => stat_line(cg, key),
+                "SwapTotal" => Some(m.swap_total),
+                "SwapFree" => Some(m.swap_free),
                 _ => None,
             };
             match v {
-                Some(v) => format!("{:<16}{v:>8} kB\n", format!("{key}:")),
+                Some(v) => format!("{:<16}{:>8} kB\n", format!("{key}:"), kib(v)),
                 None => format!("{l}\n"),
             }
         })
         .collect()
+}
+
+/// A meminfo line taken from the container's memory.stat, by meminfo key (v1 counter
+/// name, v2 counter name); None for lines left as the host has them.
+fn stat_line(cg: &Cgroups, key: &str) -> Option<u64> {
+    let (v1, v2) = match key {
+        "Active(anon)" => ("active_anon", "active_anon"),
+        "Inactive(anon)" => ("inactive_anon", "inactive_anon"),
+        "Active(file)" => ("active_file", "active_file"),
+        "Inactive(file)" => ("inactive_file", "inactive_file"),
+        "Unevictable" => ("unevictable", "unevictable"),
+        "Dirty" => ("dirty", "file_dirty"),
+        "Writeback" => ("writeback", "file_writeback"),
+        "AnonPages" => ("rss", "anon"),
+        "Mapped" => ("mapped_file", "file_mapped"),
+        "Slab" => ("slab", "slab"),
+        "SReclaimable" => ("slab_reclaimable", "slab_reclaimable"),
+        "SUnreclaim" => ("slab_unreclaimable", "slab_unreclaimable"),
+        "Active" => return Some(stat_line(cg, "Active(anon)")? + stat_line(cg, "Active(file)")?),
+        "Inactive" => {
+            return Some(stat_line(cg, "Inactive(anon)")? + stat_line(cg, "Inactive(file)")?)
+        }
+        _ => return None,
+    };
+    Some(cg.memory_stat_either(v1, v2))
 }
 
 /// /proc/cpuinfo with only the visible CPUs, numbered from 0.
@@ -235,7 +301,7 @@ mod tests {
         w("memory.current", "41943040\n");
         w(
             "memory.stat",
-            "anon 20971520\nfile 10485760\nkernel 1048576\n",
+            "anon 20971520\nfile 10485760\nkernel 1048576\nshmem 4096\n",
         );
         w("memory.swap.max", "max\n");
         w("cpu.max", "150000 100000\n");
@@ -249,6 +315,7 @@ mod tests {
             "8:0 rbytes=1048576 wbytes=2097152 rios=10 wios=20 dbytes=0 dios=0\n",
         );
         w("cgroup.procs", "");
+        w("pids.current", "7\n");
         let cg = Cgroups {
             v1: Vec::new(),
             v2: Some(d.path().to_path_buf()),
@@ -279,6 +346,12 @@ mod tests {
         assert_eq!(field("MemAvailable:"), 262144 - 30720);
         assert_eq!(field("Cached:"), 10240);
         assert_eq!(cpu_online(&cg), "0-1\n");
+        let host = crate::sysinfo::Answer::host();
+        let si = crate::sysinfo::Answer::for_container(&cg, (1.0, 0.0, 0.0), host);
+        assert_eq!(si.totalram, 268435456);
+        assert_eq!(si.freeram, 268435456 - 41943040);
+        assert_eq!(si.sharedram, 4096);
+        assert_eq!((si.totalswap, si.procs, si.loads[0]), (0, 7, 1 << 16));
         let stat = stat(&cg);
         assert!(stat.starts_with("cpu  200 0 100 "), "{stat}");
         assert!(stat.contains("\ncpu1 100 0 50 "), "{stat}");

@@ -13,7 +13,7 @@ use oci_spec::runtime::{
 
 use crate::capabilities::CapSets;
 use crate::error::{Context, Error, Result};
-use crate::seccomp::Filter;
+use crate::seccomp::{Filter, Listener};
 use crate::sys;
 use caps::Capability;
 
@@ -64,6 +64,8 @@ pub struct ProcessPlan {
     pub oom_score_adj: Option<i32>,
     /// The compiled seccomp filter.
     pub seccomp: Option<Filter>,
+    /// The seccomp agent that gets the filter's listener, when the filter notifies.
+    pub seccomp_listener: Option<Listener>,
     /// The SELinux label to exec the program with (only when SELinux is enabled).
     pub selinux_label: Option<String>,
     /// ioprio_set value.
@@ -256,6 +258,7 @@ impl ProcessPlan {
                 .map(|b| (b.height() as u16, b.width() as u16)),
             oom_score_adj: p.oom_score_adj(),
             seccomp: None,
+            seccomp_listener: None,
             selinux_label: crate::spec::selinux_label(p.selinux_label().as_ref()),
             apparmor: p.apparmor_profile().clone().filter(|a| !a.is_empty()),
             io_priority,
@@ -343,8 +346,9 @@ impl ProcessPlan {
     /// seccomp filter, last, so that any profile the user program survives, the
     /// runtime survives too. Without no_new_privs the filter needs CAP_SYS_ADMIN,
     /// held since [`ProcessPlan::switch_user`], raised for the load and dropped at once
-    /// (capset and prctl are then the runtime's only calls before execve).
-    pub fn seal(&self) -> Result<()> {
+    /// (capset and prctl are then the runtime's only calls before execve). A notifying
+    /// filter's listener goes to the seccomp agent, for the process `host_pid`.
+    pub fn seal(&self, host_pid: i32) -> Result<()> {
         if self.no_new_privs {
             rustix::thread::set_no_new_privs(true).ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)")?;
         }
@@ -354,12 +358,20 @@ impl ProcessPlan {
         let Some(filter) = &self.seccomp else {
             return Ok(());
         };
-        if self.seccomp_needs_admin() {
+        let listener_fd = if self.seccomp_needs_admin() {
             self.caps.raise_effective(Capability::CAP_SYS_ADMIN)?;
-            filter.load()?;
-            self.caps.apply()
+            let fd = filter.load()?;
+            self.caps.apply()?;
+            fd
         } else {
-            filter.load()
+            filter.load()?
+        };
+        match (listener_fd, &self.seccomp_listener) {
+            (Some(fd), Some(l)) => l.send(&fd, host_pid),
+            (None, _) => Ok(()),
+            (Some(_), None) => Err(Error::invalid(
+                "linux.seccomp notifies but has no listenerPath to send the listener to",
+            )),
         }
     }
 

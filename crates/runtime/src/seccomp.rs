@@ -2,7 +2,12 @@
 //!
 //! The filter is compiled in the runtime process before any fork, so a bad profile fails
 //! `create` with a clear error and nothing to clean up; the container's init only loads it.
+//!
+//! Rules with SCMP_ACT_NOTIFY (seccomp user notification) hand the syscalls they match
+//! to an agent: loading such a filter yields a listener descriptor, which the process
+//! sends to `linux.seccomp.listenerPath` before its execve (see [`Listener`]).
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::str::FromStr;
 
 use libseccomp::{
@@ -21,8 +26,13 @@ pub const CACHE_DIR: &str = ".seccomp-cache";
 /// A compiled filter, ready to load: a libseccomp context, or the BPF program a
 /// previous run compiled from the same profile.
 pub enum Filter {
-    /// Compiled now.
-    Context(ScmpFilterContext),
+    /// Compiled now; `notify` when a rule uses SCMP_ACT_NOTIFY.
+    Context {
+        /// The libseccomp filter.
+        ctx: ScmpFilterContext,
+        /// Whether loading it makes a listener descriptor.
+        notify: bool,
+    },
     /// From the cache: the program and the seccomp(2) flags to load it with.
     Bpf {
         /// The BPF program (8-byte instructions, native order).
@@ -32,23 +42,94 @@ pub enum Filter {
     },
 }
 
+/// SECCOMP_FILTER_FLAG_NEW_LISTENER: loading returns a user-notification descriptor.
+const FLAG_NEW_LISTENER: u32 = 1 << 3;
+
 impl Filter {
-    /// Installs the filter on the calling thread. The syscalls the runtime makes after
-    /// this point (capset, execve...) must be allowed by the profile, as with runc.
-    pub fn load(&self) -> Result<()> {
+    /// Installs the filter on the calling thread; returns the listener descriptor when
+    /// the filter notifies. The syscalls the runtime makes after this point (sendmsg of
+    /// the listener, capset, execve...) must be allowed by the profile, as with runc.
+    pub fn load(&self) -> Result<Option<OwnedFd>> {
         match self {
-            Filter::Context(c) => c
-                .load()
-                .map_err(|e| Error::invalid(format!("load the seccomp filter: {e}"))),
+            Filter::Context { ctx, notify } => {
+                ctx.load()
+                    .map_err(|e| Error::invalid(format!("load the seccomp filter: {e}")))?;
+                if !notify {
+                    return Ok(None);
+                }
+                let raw = ctx.get_notify_fd().map_err(|e| {
+                    Error::invalid(format!("the seccomp filter's listener descriptor: {e}"))
+                })?;
+                Ok(Some(crate::sys::adopt_fd(raw)))
+            }
             Filter::Bpf { prog, flags } => crate::sys::seccomp_load_bpf(prog, *flags)
                 .map_err(|e| Error::io("load the seccomp filter", e)),
         }
     }
 }
 
+/// Whether any rule of the profile (or its default) notifies an agent.
+pub fn notifies(s: &LinuxSeccomp) -> bool {
+    s.default_action() == LinuxSeccompAction::ScmpActNotify
+        || s.syscalls()
+            .iter()
+            .flatten()
+            .any(|sc| sc.action() == LinuxSeccompAction::ScmpActNotify)
+}
+
+/// The syscalls the runtime itself makes between loading the filter and the user
+/// program's execve (send the listener, close it, set capabilities, exec): notifying
+/// one of them would leave the process waiting on an agent that has no descriptor yet.
+const USED_AFTER_LOAD: [&str; 5] = ["sendmsg", "close", "capset", "prctl", "execve"];
+
+/// A seccomp agent to send the listener descriptor to (`linux.seccomp.listenerPath`),
+/// connected by the runtime before the process leaves the host's mount namespace.
+pub struct Listener {
+    /// The connection to the agent.
+    pub sock: OwnedFd,
+    /// What is sent with the descriptor; `pid` is set by the process itself.
+    pub state: oci_spec::runtime::ContainerProcessState,
+}
+
+impl Listener {
+    /// Connects to the profile's listener, if it has one, describing the container as
+    /// `state` (the OCI state of the container at this point).
+    pub fn connect(s: &LinuxSeccomp, state: oci_spec::runtime::State) -> Result<Option<Listener>> {
+        let Some(path) = s.listener_path() else {
+            return Ok(None);
+        };
+        let sock = berth_seccomp_listener::connect(path).map_err(|e| {
+            Error::invalid(format!(
+                "linux.seccomp.listenerPath {}: connect: {e} (is the seccomp agent listening?)",
+                path.display()
+            ))
+        })?;
+        let mut msg = oci_spec::runtime::ContainerProcessState::default();
+        msg.set_version(oci_spec::runtime::VERSION.to_string());
+        msg.set_fds(vec![berth_seccomp_listener::SECCOMP_FD_NAME.to_string()]);
+        msg.set_metadata(s.listener_metadata().clone());
+        msg.set_state(state);
+        Ok(Some(Listener { sock, state: msg }))
+    }
+
+    /// Sends `fd` (the filter's listener) for the process `pid` (as the runtime sees
+    /// it). The connection closes at the process's execve (it is close-on-exec): one
+    /// state per connection, as the spec asks.
+    pub fn send(&self, fd: &OwnedFd, pid: i32) -> Result<()> {
+        let mut state = self.state.clone();
+        state.set_pid(pid);
+        if state.state().pid().is_none() {
+            // The init itself: the container's pid is its own.
+            state.state_mut().set_pid(Some(pid));
+        }
+        berth_seccomp_listener::send(self.sock.as_fd(), &state, &[fd.as_fd()])
+            .map_err(|e| Error::io("send the seccomp listener to linux.seccomp.listenerPath", e))
+    }
+}
+
 /// The seccomp(2) flags a profile asks for, if the cached path can load it.
 fn raw_flags(s: &LinuxSeccomp) -> Option<u32> {
-    let mut f = 0;
+    let mut f = if notifies(s) { FLAG_NEW_LISTENER } else { 0 };
     for flag in s.flags().iter().flatten() {
         f |= match flag {
             LinuxSeccompFilterFlag::SeccompFilterFlagTsync => 1,
@@ -71,7 +152,11 @@ pub fn compile_cached(s: &LinuxSeccomp, cache: &std::path::Path) -> Result<Filte
     };
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut h = sha2::Sha256::new();
-    h.update(serde_json::to_vec(s).unwrap_or_default());
+    // The listener's path and metadata (one per container) are not in the program.
+    let mut program_part = s.clone();
+    program_part.set_listener_path(None);
+    program_part.set_listener_metadata(None);
+    h.update(serde_json::to_vec(&program_part).unwrap_or_default());
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(kernel.trim().as_bytes());
     let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
@@ -82,7 +167,7 @@ pub fn compile_cached(s: &LinuxSeccomp, cache: &std::path::Path) -> Result<Filte
         }
     }
     let filter = compile(s)?;
-    if let Filter::Context(ctx) = &filter {
+    if let Filter::Context { ctx, .. } = &filter {
         // Best effort: a cache that cannot be written only costs the next run time.
         let _ = std::fs::create_dir_all(cache);
         let tmp = cache.join(format!(".{key}.{}", std::process::id()));
@@ -96,13 +181,8 @@ pub fn compile_cached(s: &LinuxSeccomp, cache: &std::path::Path) -> Result<Filte
     Ok(filter)
 }
 
-fn action(
-    a: LinuxSeccompAction,
-    errno: Option<u32>,
-    default_errno: u32,
-    field: &str,
-) -> Result<ScmpAction> {
-    Ok(match a {
+fn action(a: LinuxSeccompAction, errno: Option<u32>, default_errno: u32) -> ScmpAction {
+    match a {
         LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
             ScmpAction::KillThread
         }
@@ -116,12 +196,8 @@ fn action(
         }
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(Error::unsupported(format!(
-                "{field}: SCMP_ACT_NOTIFY (seccomp user notification) is not supported by berth-runtime"
-            )))
-        }
-    })
+        LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
+    }
 }
 
 /// The libseccomp comparison for one argument condition. For SCMP_CMP_MASKED_EQ the
@@ -159,17 +235,8 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
         move |e: libseccomp::error::SeccompError| Error::invalid(format!("{what}: {e}"))
     };
     let default_errno = s.default_errno_ret().unwrap_or(libc::EPERM as u32);
-    if s.listener_path().is_some() {
-        return Err(Error::unsupported(format!(
-            "{base}.listenerPath: seccomp user notification is not supported by berth-runtime"
-        )));
-    }
-    let default = action(
-        s.default_action(),
-        s.default_errno_ret(),
-        default_errno,
-        &format!("{base}.defaultAction"),
-    )?;
+    check_notify(s)?;
+    let default = action(s.default_action(), s.default_errno_ret(), default_errno);
     let mut ctx =
         ScmpFilterContext::new(default).map_err(lib_err(format!("{base}.defaultAction")))?;
     // libseccomp would set no_new_privs on load; the runtime sets it only when asked.
@@ -205,12 +272,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
     }
     for (i, sc) in s.syscalls().iter().flatten().enumerate() {
         let field = format!("{base}.syscalls[{i}]");
-        let act = action(
-            sc.action(),
-            sc.errno_ret(),
-            libc::EPERM as u32,
-            &format!("{field}.action"),
-        )?;
+        let act = action(sc.action(), sc.errno_ret(), libc::EPERM as u32);
         if act == default {
             // libseccomp refuses rules that repeat the default action; they change nothing.
             continue;
@@ -257,7 +319,52 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
             r.map_err(lib_err(format!("{field} ({name})")))?;
         }
     }
-    Ok(Filter::Context(ctx))
+    Ok(Filter::Context {
+        ctx,
+        notify: notifies(s),
+    })
+}
+
+/// SCMP_ACT_NOTIFY needs an agent to send the listener to, and may not catch the
+/// runtime's own last syscalls; a listener without a notifying rule is a mistake
+/// (the spec says it must not be given).
+fn check_notify(s: &LinuxSeccomp) -> Result<()> {
+    let base = "linux.seccomp";
+    if s.default_action() == LinuxSeccompAction::ScmpActNotify {
+        return Err(Error::invalid(format!(
+            "{base}.defaultAction: SCMP_ACT_NOTIFY cannot be the default action (the runtime's own calls before execve would wait on the agent); notify the syscalls the agent handles"
+        )));
+    }
+    let notify = notifies(s);
+    match (notify, s.listener_path()) {
+        (true, None) => {
+            return Err(Error::invalid(format!(
+                "{base}: SCMP_ACT_NOTIFY needs {base}.listenerPath, the socket of the seccomp agent that answers the notified syscalls"
+            )))
+        }
+        (false, Some(p)) => {
+            return Err(Error::invalid(format!(
+                "{base}.listenerPath {} is set but no rule uses SCMP_ACT_NOTIFY (remove it, or notify a syscall)",
+                p.display()
+            )))
+        }
+        _ => {}
+    }
+    for (i, sc) in s.syscalls().iter().flatten().enumerate() {
+        if sc.action() != LinuxSeccompAction::ScmpActNotify {
+            continue;
+        }
+        if let Some(n) = sc
+            .names()
+            .iter()
+            .find(|n| USED_AFTER_LOAD.contains(&n.as_str()))
+        {
+            return Err(Error::invalid(format!(
+                "{base}.syscalls[{i}]: SCMP_ACT_NOTIFY cannot be used for {n:?}: the runtime calls it after loading the filter, before it can hand the listener to the agent"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -280,10 +387,62 @@ mod tests {
     }
 
     #[test]
-    fn refuses_notify_and_bad_index() {
-        let s = seccomp(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#);
-        let e = compile(&s).err().unwrap().to_string();
-        assert!(e.contains("SCMP_ACT_NOTIFY"), "{e}");
+    fn notify_needs_a_listener_and_spares_the_runtime_calls() {
+        let cases = [
+            (
+                r#"{"defaultAction":"SCMP_ACT_NOTIFY","listenerPath":"/x"}"#,
+                "cannot be the default",
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["sysinfo"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+                "needs linux.seccomp.listenerPath",
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/x"}"#,
+                "no rule uses SCMP_ACT_NOTIFY",
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/x","syscalls":[{"names":["getpid","sendmsg"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+                "cannot be used for \"sendmsg\"",
+            ),
+        ];
+        for (json, want) in cases {
+            let e = compile(&seccomp(json)).err().unwrap().to_string();
+            assert!(e.contains(want), "{json}: {e}");
+        }
+        let s = seccomp(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/x","syscalls":[{"names":["sysinfo"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+        );
+        assert!(matches!(
+            compile(&s),
+            Ok(Filter::Context { notify: true, .. })
+        ));
+        assert_eq!(raw_flags(&s), Some(FLAG_NEW_LISTENER));
+    }
+
+    #[test]
+    fn the_cache_serves_every_container_whatever_its_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = |listener: &str| {
+            seccomp(&format!(
+                r#"{{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"{listener}","syscalls":[{{"names":["sysinfo"],"action":"SCMP_ACT_NOTIFY"}}]}}"#
+            ))
+        };
+        assert!(matches!(
+            compile_cached(&profile("/a/seccomp.sock"), dir.path()),
+            Ok(Filter::Context { .. })
+        ));
+        assert!(matches!(
+            compile_cached(&profile("/b/seccomp.sock"), dir.path()),
+            Ok(Filter::Bpf {
+                flags: FLAG_NEW_LISTENER,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn refuses_a_bad_index() {
         let s = seccomp(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":9,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
         );

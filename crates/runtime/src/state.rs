@@ -99,6 +99,26 @@ impl Record {
         }
     }
 
+    /// This container as oci-spec's state, at `status` with init `pid`: what a seccomp
+    /// agent gets in the ContainerProcessState.
+    pub fn spec_state(&self, status: Status, pid: i32) -> oci_spec::runtime::State {
+        let mut st = oci_spec::runtime::State::default();
+        st.set_version(OCI_VERSION.to_string());
+        st.set_id(self.id.clone());
+        st.set_status(match status {
+            Status::Creating => oci_spec::runtime::ContainerState::Creating,
+            Status::Created => oci_spec::runtime::ContainerState::Created,
+            Status::Running | Status::Paused => oci_spec::runtime::ContainerState::Running,
+            Status::Stopped => oci_spec::runtime::ContainerState::Stopped,
+        });
+        st.set_pid((pid > 0).then_some(pid));
+        st.set_bundle(self.bundle.clone());
+        st.set_annotations(
+            (!self.annotations.is_empty()).then(|| self.annotations.clone().into_iter().collect()),
+        );
+        st
+    }
+
     /// The state JSON that hooks read on stdin.
     pub fn hook_state(&self, status: Status, pid: i32) -> String {
         serde_json::to_string(&self.oci_state(status, pid)).expect("state serializes")

@@ -17,6 +17,8 @@ pub enum Msg {
     IdMapsDone,
     /// Child → parent: host pid of the container's init process.
     InitPid(i32),
+    /// Parent → exec'd process: your pid as the runtime sees it (for the seccomp agent).
+    HostPid(i32),
     /// Init → parent: mounts are done; run the prestart/createRuntime hooks now.
     RunRuntimeHooks,
     /// Parent → init: hooks ran, go on.

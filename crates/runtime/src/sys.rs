@@ -485,8 +485,10 @@ pub fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
 }
 
 /// Installs a classic BPF seccomp program (as libseccomp exports it) on the calling
-/// thread with seccomp(SECCOMP_SET_MODE_FILTER, flags).
-pub fn seccomp_load_bpf(prog: &[u8], flags: u32) -> io::Result<()> {
+/// thread with seccomp(SECCOMP_SET_MODE_FILTER, flags). With
+/// SECCOMP_FILTER_FLAG_NEW_LISTENER in `flags` the kernel returns the filter's
+/// user-notification descriptor.
+pub fn seccomp_load_bpf(prog: &[u8], flags: u32) -> io::Result<Option<OwnedFd>> {
     let filters: Vec<libc::sock_filter> = prog
         .chunks_exact(8)
         .map(|c| libc::sock_filter {
@@ -513,8 +515,20 @@ pub fn seccomp_load_bpf(prog: &[u8], flags: u32) -> io::Result<()> {
             &fprog as *const libc::sock_fprog,
         )
     };
-    if r != 0 {
+    if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    const FLAG_NEW_LISTENER: u32 = 1 << 3;
+    if flags & FLAG_NEW_LISTENER == 0 {
+        return Ok(None);
+    }
+    Ok(Some(adopt_fd(r as RawFd)))
+}
+
+/// Takes ownership of a descriptor the kernel just returned to this process through a
+/// library (libseccomp's listener) that does not wrap it.
+pub fn adopt_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller passes a descriptor freshly opened for this process that
+    // nothing else owns or closes.
+    unsafe { OwnedFd::from_raw_fd(fd) }
 }

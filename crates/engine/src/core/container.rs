@@ -228,6 +228,7 @@ impl Core {
             sandbox: &view,
             pid_target,
             oom_floor: oom_floor(),
+            sysinfo_listener: config.procview.then(|| paths.seccomp_socket()),
             procview,
         })?;
         rec.args = args;
@@ -275,6 +276,9 @@ impl Core {
                     .collect(),
                 sandbox_dir: sb.lean().then(|| self.dirs().sandbox(&sb.id)),
             }),
+            seccomp_agent: c
+                .procview
+                .then(|| berth_procview::agent::socket_path(&berth_procview::mountpoint())),
         }
     }
 

@@ -58,6 +58,9 @@ pub struct SpecInput<'a> {
     pub oom_floor: i64,
     /// The /proc view's bind mounts, when the config asks for it.
     pub procview: Vec<(PathBuf, String)>,
+    /// Where the container's seccomp listener goes (the monitor's socket), when its
+    /// sysinfo(2) is answered by the /proc view's agent.
+    pub sysinfo_listener: Option<PathBuf>,
 }
 
 fn bad(e: impl std::fmt::Display) -> Error {
@@ -610,7 +613,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>)> {
             .unwrap_or_else(|| security::READONLY.iter().map(|s| s.to_string()).collect());
         linux = linux.masked_paths(masked).readonly_paths(ro);
     }
-    if let Some(profile) = security::profile(&sec.seccomp, sec.privileged, &caps)? {
+    let profile = security::profile(&sec.seccomp, sec.privileged, &caps)?;
+    let profile = match &input.sysinfo_listener {
+        Some(listener) => Some(security::notify_sysinfo(profile, listener)),
+        None => profile,
+    };
+    if let Some(profile) = profile {
         linux = linux.seccomp(profile);
     }
     let mut annotations: HashMap<String, String> = c

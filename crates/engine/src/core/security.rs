@@ -436,6 +436,59 @@ pub fn profile(
     }
 }
 
+/// `profile` (None: unconfined) with sysinfo(2) handed to a seccomp agent through
+/// `listener`, for the /proc view's truthful sysinfo: the call is taken out of the
+/// rules that simply allow it and notified instead. A profile with an agent of its
+/// own, or one that refuses sysinfo or never allows it, is left as it is.
+pub fn notify_sysinfo(profile: Option<LinuxSeccomp>, listener: &std::path::Path) -> LinuxSeccomp {
+    const SYSINFO: &str = "sysinfo";
+    let notify_rule = LinuxSyscallBuilder::default()
+        .names(vec![SYSINFO.to_string()])
+        .action(LinuxSeccompAction::ScmpActNotify)
+        .build()
+        .expect("a complete syscall rule");
+    let Some(mut p) = profile else {
+        return LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActAllow)
+            .architectures(arches())
+            .listener_path(listener.to_path_buf())
+            .syscalls(vec![notify_rule])
+            .build()
+            .expect("a complete profile");
+    };
+    if p.listener_path().is_some() {
+        return p;
+    }
+    let mut rules = p.syscalls().clone().unwrap_or_default();
+    let plain_allow = |r: &oci_spec::runtime::LinuxSyscall| {
+        r.action() == LinuxSeccompAction::ScmpActAllow
+            && r.args().as_ref().is_none_or(|a| a.is_empty())
+    };
+    let named = |r: &oci_spec::runtime::LinuxSyscall| r.names().iter().any(|n| n == SYSINFO);
+    if rules.iter().any(|r| named(r) && !plain_allow(r)) {
+        return p;
+    }
+    let allowed = rules.iter().any(|r| named(r) && plain_allow(r))
+        || p.default_action() == LinuxSeccompAction::ScmpActAllow;
+    if !allowed {
+        return p;
+    }
+    for r in rules.iter_mut().filter(|r| named(r)) {
+        let names: Vec<String> = r
+            .names()
+            .iter()
+            .filter(|n| *n != SYSINFO)
+            .cloned()
+            .collect();
+        r.set_names(names);
+    }
+    rules.retain(|r| !r.names().is_empty());
+    rules.push(notify_rule);
+    p.set_syscalls(Some(rules));
+    p.set_listener_path(Some(listener.to_path_buf()));
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,5 +541,47 @@ mod tests {
         let refused = refused_calls(&caps);
         assert!(refused.iter().any(|r| r.name == "clone3" && r.errno == 38));
         assert!(refused.iter().any(|r| r.name == "mount" && r.errno == 1));
+    }
+
+    #[test]
+    fn sysinfo_goes_to_the_agent_unless_the_profile_says_otherwise() {
+        let sock = std::path::Path::new("/c/seccomp.sock");
+        let notified = |p: &LinuxSeccomp| {
+            p.syscalls().iter().flatten().any(|r| {
+                r.action() == LinuxSeccompAction::ScmpActNotify
+                    && r.names().iter().any(|n| n == "sysinfo")
+            })
+        };
+        let allowed_plainly = |p: &LinuxSeccomp| {
+            p.syscalls().iter().flatten().any(|r| {
+                r.action() == LinuxSeccompAction::ScmpActAllow
+                    && r.names().iter().any(|n| n == "sysinfo")
+            })
+        };
+        // The default profile allows it by list: moved to a notify rule.
+        let p = notify_sysinfo(Some(default_seccomp(&[])), sock);
+        assert!(notified(&p) && !allowed_plainly(&p));
+        assert_eq!(p.listener_path().as_deref(), Some(sock));
+        // Unconfined: a profile that notifies sysinfo and allows the rest.
+        let p = notify_sysinfo(None, sock);
+        assert!(notified(&p));
+        assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActAllow);
+        // A refusal of the user's stands, and so does an agent of the user's.
+        let refusing: LinuxSeccomp = serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["sysinfo"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(notify_sysinfo(Some(refusing.clone()), sock), refusing);
+        let own: LinuxSeccomp = serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/mine","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(notify_sysinfo(Some(own.clone()), sock), own);
+        // A profile that never allows it keeps refusing it by default.
+        let closed: LinuxSeccomp = serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(notify_sysinfo(Some(closed.clone()), sock), closed);
     }
 }

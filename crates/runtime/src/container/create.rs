@@ -227,6 +227,12 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
     };
     container.save()?;
     Container::save_spec(&dir, &spec)?;
+    if let Some(s) = linux.seccomp() {
+        // Connected now, from the host's mount namespace, where the path means what
+        // the caller meant; the init sends on it once it has loaded the filter.
+        proc.seccomp_listener =
+            seccomp::Listener::connect(s, container.record.spec_state(Status::Created, 0))?;
+    }
     if let Some(res) = linux.resources() {
         crate::cgroups::apply(&cgroup, res, Some(&device_rules))?;
     } else {
@@ -639,7 +645,7 @@ fn after_start(p: &InitPlan<'_>, host_pid: i32, program: &std::ffi::CString) -> 
         let st = p.record.hook_state(Status::Created, host_pid);
         hooks::run(hooks, Point::StartContainer, &st)?;
     }
-    p.proc.seal()?;
+    p.proc.seal(host_pid)?;
     if wants_infra(p.spec) {
         crate::reaper::hold(p.fifo.as_raw_fd());
     }

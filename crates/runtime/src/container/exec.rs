@@ -190,6 +190,8 @@ pub fn exec(root: &Root, opts: &ExecOpts) -> Result<i32> {
             s,
             &root.0.join(seccomp::CACHE_DIR),
         )?);
+        plan.seccomp_listener =
+            seccomp::Listener::connect(s, c.record.spec_state(Status::Running, c.record.pid))?;
     }
     let sigfd = if opts.detach {
         None
@@ -238,16 +240,38 @@ pub fn exec(root: &Root, opts: &ExecOpts) -> Result<i32> {
         .then(|| std::ffi::CString::new(c.record.keyring_name()).expect("ids have no NUL"));
     // A container sharing our mount namespace is jailed by chroot: so is its exec.
     let jail = crate::spec::shares_mount_namespace(&spec).then(|| c.record.rootfs.clone());
+    let wants_pid = plan.seccomp_listener.is_some();
     let setup = spawn::spawn(&stage, || {
         if let Some(rootfs) = &jail {
             crate::rootfs::chroot_into(rootfs)?;
         }
-        exec_body(&plan, console_sock.as_ref(), preserve, keyring.as_deref())
+        // Only the runtime knows the process's pid outside the container's namespace,
+        // which the seccomp agent is told.
+        let host_pid = if wants_pid {
+            match child_chan.recv()? {
+                Msg::HostPid(p) => p,
+                m => return Err(Error::Child(format!("unexpected setup message {m:?}"))),
+            }
+        } else {
+            0
+        };
+        exec_body(
+            &plan,
+            console_sock.as_ref(),
+            preserve,
+            keyring.as_deref(),
+            host_pid,
+        )
     })?;
     drop(child_chan);
     drop(console_sock);
     let pid = match parent_chan.recv() {
-        Ok(Msg::InitPid(p)) => p,
+        Ok(Msg::InitPid(p)) => {
+            if wants_pid {
+                parent_chan.send(&Msg::HostPid(p))?;
+            }
+            p
+        }
         Ok(Msg::Failed(m)) => {
             spawn::reap(setup);
             return Err(Error::Child(m));
@@ -296,6 +320,7 @@ fn exec_body(
     console_sock: Option<&OwnedFd>,
     preserve: u32,
     keyring: Option<&std::ffi::CStr>,
+    host_pid: i32,
 ) -> Result<std::convert::Infallible> {
     if let Some(sock) = console_sock {
         rustix::process::setsid().ctx(|| "setsid")?;
@@ -316,6 +341,6 @@ fn exec_body(
     plan.switch_user()?;
     plan.enter_cwd()?;
     let program = plan.resolve_program()?;
-    plan.seal()?;
+    plan.seal(host_pid)?;
     Err(plan.exec(&program))
 }
