@@ -197,11 +197,11 @@ fn unpack_bench(runs: usize, w: &Path, gz: &Path, zst: &Path, umoci_layout: &Pat
                 0 | 2 => {
                     let src = if i == 0 { gz } else { zst };
                     let f = std::fs::File::open(src)?;
-                    let r = berth_image::compress::decompress(std::io::BufReader::with_capacity(
-                        1 << 20,
-                        f,
-                    ))?;
-                    Unpacker::new(&dest, Whiteouts::Overlay)?.apply(r)?;
+                    let mut u = Unpacker::new(&dest, Whiteouts::Overlay)?;
+                    berth_image::compress::unpack_ahead(
+                        std::io::BufReader::with_capacity(1 << 20, f),
+                        |tar| u.apply(tar),
+                    )?;
                 }
                 1 => run(Command::new("tar")
                     .arg("-C")

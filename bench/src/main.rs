@@ -25,6 +25,7 @@ mod net;
 mod pods;
 mod stats;
 mod sys;
+mod sysinfo;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,6 +87,26 @@ enum Cmd {
         /// Where the static berth-runtime and berth-monitor are (scripts/build-runtime.sh)
         #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
         tools: PathBuf,
+    },
+    /// The truthful sysinfo(2): a call answered by the agent vs the kernel, run --rm
+    /// with the view vs without, the runtime's lifecycle with a listener vs without
+    Sysinfo {
+        /// Rounds (each side once per round, in rotating order)
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// The berth binary (cargo build --release)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Where the static berth-runtime and berth-monitor are (scripts/build-runtime.sh)
+        #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
+        tools: PathBuf,
+    },
+    /// (internal) the caller of `sysinfo`, inside a container
+    #[command(hide = true)]
+    SysinfoCaller {
+        /// sysinfo calls to time
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
     },
     /// (internal) the reader process of `procview`, inside the container's cgroups
     #[command(hide = true)]
@@ -225,6 +246,8 @@ fn main() -> Result<()> {
         } => control::control_bench(&berth, nodes, pods, deployment, rollout, shape),
         Cmd::Build { runs, berth } => build::build_bench(runs, &berth),
         Cmd::Procview { runs, berth, tools } => net::procview_bench(runs, &berth, &tools),
+        Cmd::Sysinfo { runs, berth, tools } => sysinfo::sysinfo_bench(runs, &berth, &tools),
+        Cmd::SysinfoCaller { calls } => sysinfo::sysinfo_caller(calls),
         Cmd::ProcviewReader { runs, join, files } => net::procview_reader(runs, &join, &files),
         Cmd::Throughput { secs, berth, tools } => net::throughput_bench(secs, &berth, &tools),
     }

@@ -21,7 +21,7 @@ fn run(cmd: &mut Command) -> Result<String> {
 
 /// A private berth root with the busybox image, and the containers it ran removed at
 /// the end whatever happens.
-struct Berth {
+pub(crate) struct Berth {
     bin: PathBuf,
     root: tempfile::TempDir,
     tools: PathBuf,
@@ -29,7 +29,7 @@ struct Berth {
 }
 
 impl Berth {
-    fn new(bin: &Path, tools: &Path) -> Result<Berth> {
+    pub(crate) fn new(bin: &Path, tools: &Path) -> Result<Berth> {
         let root = tempfile::Builder::new()
             .prefix("berth-bench-net")
             .tempdir()?;
@@ -45,7 +45,7 @@ impl Berth {
         Ok(b)
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.env("BERTH_ROOT", self.root.path().join("root"))
             .args(args);
@@ -59,7 +59,7 @@ impl Berth {
         c
     }
 
-    fn detached(&mut self, name: &str, args: &[&str]) -> Result<()> {
+    pub(crate) fn detached(&mut self, name: &str, args: &[&str]) -> Result<()> {
         let mut a = vec!["run", "-d", "--name", name];
         a.extend_from_slice(args);
         a.extend_from_slice(&["localhost/bench/busybox:1", "sleep", "600"]);

@@ -369,3 +369,122 @@ fn healthchecks_onbuild_triggers_cache_and_secret_mounts() {
     let e = env.fails(&["build", "--no-cache", ctx.to_str().unwrap()]);
     assert!(e.contains("--secret id=token,src=FILE"), "{e}");
 }
+
+/// A plain HTTP server on loopback for ADD of a URL: `/hello.txt` (with a
+/// Last-Modified time), `/pack.tar.gz` (an archive, which ADD must not unpack), 404
+/// for the rest. Serves until the test ends.
+fn file_server() -> u16 {
+    use std::io::{BufRead, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut r = std::io::BufReader::new(&conn);
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            // The rest of the request's head.
+            let mut h = String::new();
+            while r.read_line(&mut h).is_ok_and(|n| n > 2) {
+                h.clear();
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            let (status, body): (&str, Vec<u8>) = match path {
+                "/hello.txt" => ("200 OK", b"hello from the web\n".to_vec()),
+                "/pack.tar.gz" => ("200 OK", gzip(&busybox_tar()[..10240])),
+                _ => ("404 Not Found", b"no\n".to_vec()),
+            };
+            let mut w = &conn;
+            let _ = write!(
+                w,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nLast-Modified: Tue, 15 Nov 1994 08:12:31 GMT\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = w.write_all(&body);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_downloads_a_url_and_checks_its_checksum() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let port = file_server();
+    let ctx = env.path("add");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let sum = "sha256:4ec6f5c8a84e6e1d0a1cf3ce09ba1b81766e6d0c8cc2cd86c4cea0f23b7d2db9";
+    let build = |dockerfile: String| {
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        env.run(&[
+            "build",
+            "-q",
+            "-t",
+            "localhost/add:1",
+            ctx.to_str().unwrap(),
+        ])
+    };
+    let real = {
+        use sha2::Digest as _;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(b"hello from the web\n"))
+        )
+    };
+    let o = build(format!(
+        "FROM localhost/busybox:1\n\
+         ADD --checksum={real} http://127.0.0.1:{port}/hello.txt /srv/\n\
+         ADD http://127.0.0.1:{port}/hello.txt /srv/renamed.txt\n\
+         ADD --chown=7:8 http://127.0.0.1:{port}/pack.tar.gz /srv/\n"
+    ));
+    assert!(o.status.success(), "{o:?}");
+    let out = env.ok(&[
+        "run", "--rm", "localhost/add:1", "sh", "-c",
+        "cat /srv/hello.txt /srv/renamed.txt; stat -c '%a %u:%g %Y %n' /srv/hello.txt /srv/pack.tar.gz",
+    ]);
+    assert_eq!(
+        out,
+        "hello from the web\nhello from the web\n600 0:0 784887151 /srv/hello.txt\n600 7:8 784887151 /srv/pack.tar.gz\n",
+        "a downloaded archive stays packed, mode 0600, mtime from Last-Modified"
+    );
+    // A checksum that does not match, a missing file, and ADD flags that need a URL.
+    let o = build(format!(
+        "FROM localhost/busybox:1\nADD --checksum={sum} http://127.0.0.1:{port}/hello.txt /srv/\n"
+    ));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && e.contains("checksum mismatch")
+            && e.contains(&real)
+            && e.contains("line 2"),
+        "{e}"
+    );
+    let o = build(format!(
+        "FROM localhost/busybox:1\nADD http://127.0.0.1:{port}/nosuch /srv/\n"
+    ));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("404"), "{e}");
+    std::fs::write(ctx.join("local.txt"), "x").unwrap();
+    let o = build(format!(
+        "FROM localhost/busybox:1\nADD --checksum={sum} local.txt /srv/\n"
+    ));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("needs exactly one source, an http(s) URL"),
+        "{e}"
+    );
+    let o = build(format!(
+        "FROM localhost/busybox:1\nCOPY http://127.0.0.1:{port}/hello.txt /srv/\n"
+    ));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("COPY takes no URL"),
+        "{e}"
+    );
+    let o = build(format!(
+        "FROM localhost/busybox:1\nADD http://127.0.0.1:{port}/ /srv/\n"
+    ));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("names no file"), "{e}");
+}

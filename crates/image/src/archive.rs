@@ -695,10 +695,9 @@ impl Store {
         let mut u = crate::unpack::Unpacker::new(tmp.path(), crate::unpack::Whiteouts::Apply)?;
         for (blob, _, _, _) in img.layers()? {
             let f = self.open_blob(&blob)?;
-            u.apply(compress::decompress(std::io::BufReader::with_capacity(
-                1 << 20,
-                f,
-            ))?)
+            compress::unpack_ahead(std::io::BufReader::with_capacity(1 << 20, f), |tar| {
+                u.apply(tar)
+            })
             .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
         }
         let r = crate::diff::write_layer(tmp.path(), &[], out).map(drop);

@@ -13,6 +13,7 @@ pub mod commit;
 pub mod compress;
 pub mod diff;
 pub mod digest;
+pub mod download;
 pub mod error;
 pub mod gc;
 pub mod image;

@@ -122,21 +122,26 @@ impl Store {
     pub(crate) fn unpack_to_tmp(
         &self,
         blob: &Digest,
-        compressed: impl std::io::Read,
+        compressed: impl std::io::Read + Send,
     ) -> Result<PendingSnapshot> {
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(self.root().join("s"))
             .ctx(|| "create a temporary snapshot directory")?;
-        let mut tar = HashingReader::new(compress::decompress(compressed)?);
         let mut unpacker = Unpacker::new(tmp.path(), Whiteouts::Overlay)?;
-        let stats = unpacker
-            .apply(&mut tar)
-            .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
-        // The tar end-of-archive blocks (and any padding) belong to the diff ID too.
-        std::io::copy(&mut tar, &mut std::io::sink())
-            .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
-        let (diff_id, _) = tar.finish();
+        // Decompressed and hashed on one thread, written out on this one.
+        let (stats, (diff_id, _)) = compress::read_ahead(
+            || Ok(HashingReader::new(compress::decompress(compressed)?)),
+            HashingReader::finish,
+            |tar| {
+                let stats = unpacker.apply(&mut *tar)?;
+                // The tar end-of-archive blocks (and any padding) belong to the diff
+                // ID too.
+                std::io::copy(tar, &mut std::io::sink()).map_err(|e| Error::io("read", e))?;
+                Ok(stats)
+            },
+        )
+        .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
         Ok(PendingSnapshot {
             tmp,
             bytes: stats.bytes,
@@ -271,8 +276,7 @@ impl Store {
         let mut unpacker = Unpacker::new(&rootfs, Whiteouts::Apply)?;
         for (blob, _, _, _) in img.layers()? {
             let file = self.open_blob(&blob)?;
-            unpacker
-                .apply(compress::decompress(std::io::BufReader::new(file))?)
+            compress::unpack_ahead(std::io::BufReader::new(file), |tar| unpacker.apply(tar))
                 .map_err(|e| Error::invalid(format!("layer {blob}: {e}")))?;
         }
         // The init files go in through the unpacker too: resolved beneath the rootfs, so

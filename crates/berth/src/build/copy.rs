@@ -146,6 +146,7 @@ impl Builder<'_> {
         };
         let mut chown: Option<(u64, u64)> = None;
         let mut from: Option<String> = None;
+        let mut checksum: Option<Digest> = None;
         while words.first().is_some_and(|w| w.starts_with("--")) {
             let flag = words.remove(0);
             match flag.split_once('=') {
@@ -161,6 +162,11 @@ impl Builder<'_> {
                     ));
                 }
                 Some(("--from", v)) if !add => from = Some(substitute(v, &vars)),
+                Some(("--checksum", v)) if add => {
+                    checksum = Some(substitute(v, &vars).parse().map_err(|e| {
+                        anyhow::anyhow!("Dockerfile line {}: ADD --checksum: {e}", i.line)
+                    })?);
+                }
                 _ => bail!(
                     "Dockerfile line {}: {} {flag} is not supported",
                     i.line,
@@ -198,7 +204,11 @@ impl Builder<'_> {
                 ignore: self.shared.ignore,
             },
         };
-        let result = self.copy_from_root(i, add, &words, &vars, &dest, into_dir, chown, &mut root);
+        let sources = Sources {
+            words: &words,
+            checksum: checksum.as_ref(),
+        };
+        let result = self.copy_from_root(i, add, sources, &vars, &dest, into_dir, chown, &mut root);
         root.release(&self.engine);
         result
     }
@@ -209,22 +219,33 @@ impl Builder<'_> {
         &mut self,
         i: &Instr,
         add: bool,
-        words: &[String],
+        sources_given: Sources<'_>,
         vars: &BTreeMap<String, String>,
         dest: &str,
         into_dir: bool,
         chown: Option<(u64, u64)>,
         root: &mut SourceRoot<'_>,
     ) -> anyhow::Result<()> {
+        let words = sources_given.words;
         let mut sources = Vec::new();
+        let mut urls = Vec::new();
         for w in words {
             let w = substitute(w, vars);
             if w.contains("://") {
-                bail!(
-                    "Dockerfile line {}: {} of a URL is not supported (no downloads during builds)",
-                    i.line,
-                    i.cmd
-                );
+                if !add {
+                    bail!(
+                        "Dockerfile line {}: COPY takes no URL ({w}); ADD downloads one",
+                        i.line
+                    );
+                }
+                if !(w.starts_with("http://") || w.starts_with("https://")) || w.ends_with(".git") {
+                    bail!(
+                        "Dockerfile line {}: ADD {w}: only http:// and https:// URLs of files are supported (not git repositories)",
+                        i.line
+                    );
+                }
+                urls.push(w);
+                continue;
             }
             let rel = Path::new(w.trim_start_matches('/'));
             if rel
@@ -282,7 +303,15 @@ impl Builder<'_> {
                 }
             }
         }
-        let into_dir = into_dir || sources.len() > 1;
+        if let Some(c) = sources_given.checksum {
+            if urls.len() != 1 || !sources.is_empty() {
+                bail!(
+                    "Dockerfile line {}: ADD --checksum={c} needs exactly one source, an http(s) URL",
+                    i.line
+                );
+            }
+        }
+        let into_dir = into_dir || sources.len() + urls.len() > 1;
         // The tar, built once: its hash is part of the cache key.
         let mut b = tar::Builder::new(Vec::new());
         b.follow_symlinks(false);
@@ -350,6 +379,22 @@ impl Builder<'_> {
                 append_one(&mut b, &full, &meta, &target, chown)?;
             }
         }
+        for url in &urls {
+            let name = berth_image::download::file_name(url);
+            let target = match (into_dir, name) {
+                (true, Some(n)) => PathBuf::from(&dest_rel).join(n),
+                (true, None) => bail!(
+                    "Dockerfile line {}: ADD {url}: the URL names no file to put in {dest} (give the file's name in the destination)",
+                    i.line
+                ),
+                (false, _) => PathBuf::from(&dest_rel),
+            };
+            if let Some(p) = target.parent() {
+                parent_dirs(&mut b, p)?;
+            }
+            append_download(&mut b, url, sources_given.checksum, &target, chown)
+                .with_context(|| format!("Dockerfile line {}: ADD {url}", i.line))?;
+        }
         let data = b.into_inner()?;
         let text = format!("{} {}", i.cmd, i.rest);
         let content = Digest::of(&data).to_string();
@@ -414,6 +459,51 @@ fn is_archive(p: &Path) -> bool {
 /// the build; the open file is then checked to be a regular one).
 fn libc_flags() -> i32 {
     rustix::fs::OFlags::NONBLOCK.bits() as i32
+}
+
+/// The sources of a COPY or ADD as written, and ADD's `--checksum`.
+#[derive(Clone, Copy)]
+pub(super) struct Sources<'a> {
+    words: &'a [String],
+    checksum: Option<&'a Digest>,
+}
+
+/// Downloads `url` (checked against `checksum` when given) and appends it at `target`
+/// as docker's ADD does: mode 0600, the server's Last-Modified as mtime, never
+/// unpacked.
+fn append_download(
+    b: &mut tar::Builder<Vec<u8>>,
+    url: &str,
+    checksum: Option<&Digest>,
+    target: &Path,
+    chown: Option<(u64, u64)>,
+) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new().prefix("berth-add").tempdir()?;
+    let file = dir.path().join("download");
+    let got = berth_image::download::download(url, &file)?;
+    if let Some(want) = checksum {
+        if &got.digest != want {
+            bail!(
+                "checksum mismatch: --checksum={want} but the download is {}",
+                got.digest
+            );
+        }
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o600);
+    h.set_size(got.size);
+    let mtime = got
+        .last_modified
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    h.set_mtime(mtime);
+    let (u, g) = chown.unwrap_or((0, 0));
+    h.set_uid(u);
+    h.set_gid(g);
+    let f = std::fs::File::open(&file)?;
+    b.append_data(&mut h, target, std::io::Read::take(f, got.size))?;
+    Ok(())
 }
 
 fn append_one(

@@ -138,18 +138,12 @@ impl Client {
             cas.extend(tls::dir_cas(d)?);
         }
         let tls = tls::client_config(&cas, self.opts.tls_verify)?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(60))
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                Error::Registry(format!(
-                    "registry {registry}: HTTP client setup: {}",
-                    chain(&e)
-                ))
-            })?;
+        let http = http_client(tls).map_err(|e| {
+            Error::Registry(format!(
+                "registry {registry}: HTTP client setup: {}",
+                chain(&e)
+            ))
+        })?;
         let plain_ok = !self.opts.tls_verify
             || is_local(registry)
             || self.opts.insecure_registries.iter().any(|r| r == registry);
@@ -418,8 +412,19 @@ fn same_origin(url: &reqwest::Url, base: &str) -> bool {
     })
 }
 
+/// berth's HTTP client over `tls`: its timeouts and user agent, for registries and
+/// downloads alike.
+pub(crate) fn http_client(tls: rustls::ClientConfig) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(Duration::from_secs(15))
+        .read_timeout(Duration::from_secs(60))
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// An error's message with its causes (reqwest nests the interesting part).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
