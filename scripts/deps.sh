@@ -5,6 +5,7 @@ pkgs=(
   build-essential pkg-config libseccomp-dev      # build
   busybox-static                                 # test and demo root filesystems
   runc crun podman containerd                    # peers and real clients in tests
+  uidmap slirp4netns passt                       # rootless containers: newuidmap/newgidmap, user-mode networking
   docker-registry skopeo umoci                   # the reference registry and image tools
   debootstrap                                    # a realistic Debian image for benchmarks
   procps iproute2 util-linux psmisc              # ps, ip, unshare, script

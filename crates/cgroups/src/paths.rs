@@ -146,6 +146,33 @@ impl CgroupPaths {
         Ok(())
     }
 
+    /// Without root: creates the directories it may and gives up the hierarchies where
+    /// it may not (no delegation), as runc's rootless mode does. Returns the
+    /// directories given up.
+    pub fn create_where_permitted(&mut self) -> Result<Vec<PathBuf>> {
+        let dirs: Vec<PathBuf> = self.dirs().into_iter().map(Path::to_path_buf).collect();
+        let mut given_up = Vec::new();
+        for dir in dirs {
+            match self.create_one(&dir) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+                    ) =>
+                {
+                    self.v1.retain(|_, d| d != &dir);
+                    if self.unified.as_deref() == Some(dir.as_path()) {
+                        self.unified = None;
+                    }
+                    given_up.push(dir);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(given_up)
+    }
+
     fn create_one(&mut self, dir: &Path) -> Result<()> {
         let mut missing = Vec::new();
         let mut cur = dir;

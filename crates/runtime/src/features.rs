@@ -196,10 +196,9 @@ pub fn default_spec(rootless: bool) -> Value {
                     "mode=0620"
                 ]);
             }
-            if m["destination"] == "/dev/mqueue" {
-                *m = json!({"destination": "/dev/mqueue", "type": "none", "source": "/dev/mqueue",
-                            "options": ["bind", "nosuid", "noexec", "nodev"]});
-            }
+            // /dev/mqueue stays a mqueue mount of its own: the container's IPC
+            // namespace belongs to its user namespace, so its root may mount it (and
+            // a bind of the host's would need the host to have one).
         }
     }
     linux["namespaces"] = json!(namespaces);
@@ -234,6 +233,16 @@ mod tests {
             let v = default_spec(rootless);
             let spec: oci_spec::runtime::Spec = serde_json::from_value(v).unwrap();
             crate::spec::validate(&spec).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_rootless_default_needs_nothing_from_the_host_but_sys() {
+        let v = default_spec(true);
+        for m in v["mounts"].as_array().unwrap() {
+            if m["type"] == "none" || m["type"] == "bind" {
+                assert_eq!(m["destination"], "/sys", "{m}");
+            }
         }
     }
 

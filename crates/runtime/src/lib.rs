@@ -17,6 +17,7 @@ pub mod process;
 pub mod protect;
 pub mod reaper;
 pub mod rootfs;
+pub mod rootless;
 pub mod seccomp;
 pub mod signal;
 pub mod spec;

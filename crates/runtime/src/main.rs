@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_runtime::container::{self, CreateOpts, ExecOpts, UpdateFlags};
-use berth_runtime::state::{Root, DEFAULT_ROOT};
+use berth_runtime::state::Root;
 use berth_runtime::{features, logging, protect, signal, Error};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -20,8 +20,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 )]
 struct Cli {
     /// Directory for the runtime's container state
-    #[arg(long, global = true, default_value = DEFAULT_ROOT)]
-    root: PathBuf,
+    /// (default: /run/berth-runtime for root, $XDG_RUNTIME_DIR/berth-runtime otherwise)
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
     /// Write log lines to this file instead of stderr
     #[arg(long, global = true)]
     log: Option<PathBuf>,
@@ -379,21 +380,21 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             "--systemd-cgroup: the systemd cgroup driver is not supported by berth-runtime (it manages cgroupfs directly); configure your engine to use the cgroupfs manager",
         ));
     }
-    match cli.rootless.as_str() {
-        "auto" | "false" => {}
-        "true" if rustix::process::geteuid().is_root() => {}
-        "true" => {
-            return Err(Error::unsupported(
-                "--rootless=true: running without root is not supported by berth-runtime yet",
-            ))
-        }
+    berth_runtime::rootless::set_mode(match cli.rootless.as_str() {
+        "auto" => None,
+        "true" => Some(true),
+        "false" => Some(false),
         other => {
             return Err(Error::invalid(format!(
                 "--rootless {other:?}: use auto, true or false"
             )))
         }
-    }
-    let root = Root(cli.root.clone());
+    });
+    let root = Root(
+        cli.root
+            .clone()
+            .unwrap_or_else(berth_runtime::rootless::default_root),
+    );
     match cli.cmd {
         Cmd::Create(a) => {
             protect::ensure_protected()?;

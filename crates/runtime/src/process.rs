@@ -317,12 +317,25 @@ impl ProcessPlan {
     pub fn switch_user(&self) -> Result<()> {
         self.caps.drop_bounding()?;
         rustix::thread::set_keep_capabilities(true).ctx(|| "prctl(PR_SET_KEEPCAPS)")?;
-        sys::setgroups(&self.additional_gids).ctx(|| {
-            format!(
-                "process.user.additionalGids {:?}: setgroups",
+        // A user namespace whose maps an unprivileged user wrote denies setgroups:
+        // there is nothing to drop then (its processes keep the user's groups, which
+        // the namespace cannot name), and groups cannot be given.
+        let denied =
+            std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+        if denied && !self.additional_gids.is_empty() {
+            return Err(Error::invalid(format!(
+                "process.user.additionalGids {:?}: setgroups is denied in this user namespace (a rootless container that maps only its user's own id); map subordinate gids (newgidmap, /etc/subgid) to give groups",
                 self.additional_gids
-            )
-        })?;
+            )));
+        }
+        if !denied {
+            sys::setgroups(&self.additional_gids).ctx(|| {
+                format!(
+                    "process.user.additionalGids {:?}: setgroups",
+                    self.additional_gids
+                )
+            })?;
+        }
         sys::setresgid(self.gid).ctx(|| format!("process.user.gid {}: setresgid", self.gid))?;
         sys::setresuid(self.uid).ctx(|| format!("process.user.uid {}: setresuid", self.uid))?;
         rustix::thread::set_keep_capabilities(false).ctx(|| "prctl(PR_SET_KEEPCAPS, 0)")?;

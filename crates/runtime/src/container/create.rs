@@ -158,6 +158,7 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
     let time_offsets = time_offsets_text(&spec, &ns)?;
     let device_rules = DeviceRules::for_spec(linux)?;
 
+    let rootless = crate::rootless::detect();
     crate::logging::phase("create: input checked");
     root.ensure()?;
     let dir = root.dir(&opts.id);
@@ -191,7 +192,18 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
 
     let layout = Layout::detect()?;
     let mut cgroup = CgroupPaths::resolve(&layout, linux.cgroups_path().as_deref(), &opts.id)?;
-    let create_result = cgroup.create();
+    let create_result = if rootless {
+        cgroup.create_where_permitted().map(|given_up| {
+            for d in given_up {
+                crate::logging::debug(format!(
+                    "rootless: no cgroup at {} (not delegated to this user)",
+                    d.display()
+                ));
+            }
+        })
+    } else {
+        cgroup.create()
+    };
     if create_result.is_ok() {
         if let Some(busy) = cgroup.populated_dir() {
             return Err(Error::State(format!(
@@ -233,10 +245,18 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
         proc.seccomp_listener =
             seccomp::Listener::connect(s, container.record.spec_state(Status::Created, 0))?;
     }
-    if let Some(res) = linux.resources() {
-        crate::cgroups::apply(&cgroup, res, Some(&device_rules))?;
+    let resources = linux.resources().clone().unwrap_or_default();
+    if rootless && cgroup.dirs().is_empty() {
+        if crate::rootless::limits_asked(&resources) {
+            crate::logging::warn(
+                "rootless: linux.resources not applied: no cgroup could be created for this user (delegate a cgroup v2 subtree to it, as systemd does with Delegate=yes)",
+            );
+        }
     } else {
-        crate::cgroups::apply(&cgroup, &Default::default(), Some(&device_rules))?;
+        // Device access in a user namespace is the kernel's to refuse (no mknod), and
+        // device filters need host root.
+        let devices = (!rootless).then_some(&device_rules);
+        crate::cgroups::apply(&cgroup, &resources, devices)?;
     }
     crate::logging::phase("create: cgroups ready");
     // The fast join needs no user namespace in between (CLONE_INTO_CGROUP is checked
@@ -310,14 +330,18 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
         match msg {
             m @ (Msg::RunRuntimeHooks | Msg::Ready) if init_pid == 0 => deferred.push_back(m),
             Msg::NeedIdMaps => {
-                namespaces::write_id_maps(setup_pid, &uid_maps, &gid_maps)?;
+                crate::rootless::write_id_maps(setup_pid, &uid_maps, &gid_maps)?;
                 parent_chan.send(&Msg::IdMapsDone)?;
             }
             Msg::InitPid(pid) => {
                 crate::logging::phase("create: init forked");
                 init_pid = pid;
                 if let Some(adj) = process.oom_score_adj() {
-                    write_oom_score_adj(pid, adj)?;
+                    match write_oom_score_adj(pid, adj) {
+                        // Without root it may only be raised; lowered, it stays as is.
+                        Err(e) if rootless => crate::logging::warn(format!("rootless: {e}")),
+                        r => r?,
+                    }
                 }
                 cleanup.pids.insert(0, pid);
                 spawn::reap(setup_pid);
@@ -543,7 +567,7 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
             rootfs::mounts::mount_entry(&ctx, i, m)?;
         }
         crate::logging::phase("init: mounts done");
-        let method = if p.ns.has(libc::CLONE_NEWUSER) {
+        let method = if p.ns.has(libc::CLONE_NEWUSER) || crate::rootless::detect() {
             NodeMethod::Bind
         } else {
             NodeMethod::Mknod

@@ -97,8 +97,15 @@ fn stage1(
     }
     if stage.ns.new_user {
         sys::unshare(libc::CLONE_NEWUSER).ctx(|| "create the user namespace")?;
+        // A runtime without root writes the maps (and setgroups) as this process's
+        // owner, which a non-dumpable process's /proc files are not: dumpable for the
+        // while, as for the time offsets (no container process can reach this one).
+        let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable);
         stage.chan.send(&Msg::NeedIdMaps)?;
-        stage.chan.expect(&Msg::IdMapsDone)?;
+        let mapped = stage.chan.expect(&Msg::IdMapsDone);
+        let _ =
+            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+        mapped?;
         if namespaces::maps_root(stage.uid_maps) {
             sys::setresgid(0).ctx(|| "become gid 0 in the user namespace")?;
             sys::setresuid(0).ctx(|| "become uid 0 in the user namespace")?;

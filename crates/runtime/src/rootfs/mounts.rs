@@ -288,6 +288,23 @@ fn copy_up(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
+/// The directory of this process's own cgroup on the hierarchy of v1 controller
+/// `ctrl` (None: cgroup2).
+fn current_cgroup_dir(layout: &crate::cgroups::Layout, ctrl: Option<&str>) -> Option<PathBuf> {
+    let lines = crate::cgroups::proc::read(None).ok()?;
+    lines.iter().find_map(|line| match ctrl {
+        None if line.is_unified() => layout
+            .unified
+            .as_ref()
+            .map(|m| layout.dir_on(m, "", Path::new(&line.path))),
+        Some(c) if line.controllers.iter().any(|x| x == c) => layout
+            .v1
+            .get(c)
+            .map(|m| layout.dir_on(m, c, Path::new(&line.path))),
+        _ => None,
+    })
+}
+
 /// A `cgroup` mount: the container sees its own cgroup as the root of each hierarchy.
 /// With a cgroup namespace, fresh cgroup filesystems are mounted (the kernel roots them
 /// at the namespace); without one, the container's cgroup directories are bind-mounted.
@@ -305,10 +322,13 @@ fn mount_cgroups(ctx: &MountCtx<'_>, dest: &Path, opts: &MountOptions) -> Result
         if ctx.cgroupns {
             mountapi::new_fs("cgroup2", Some("cgroup2"), &[], 0, set)
         } else {
-            let dir = ctx.cgroup.unified.as_deref().ok_or_else(|| {
-                Error::unsupported("no cgroup2 directory to bind for the cgroup mount")
-            })?;
-            mountapi::clone_tree(dir, false)
+            let dir = match ctx.cgroup.unified.as_deref() {
+                Some(d) => d.to_path_buf(),
+                None => current_cgroup_dir(ctx.layout, None).ok_or_else(|| {
+                    Error::unsupported("no cgroup2 directory to bind for the cgroup mount")
+                })?,
+            };
+            mountapi::clone_tree(&dir, false)
         }
     };
     if ctx.layout.mode() == Mode::Unified {
@@ -338,10 +358,15 @@ fn mount_cgroups(ctx: &MountCtx<'_>, dest: &Path, opts: &MountOptions) -> Result
         let tree = if ctx.cgroupns {
             mountapi::new_fs("cgroup", Some("cgroup"), &mount.controllers, 0, set)?
         } else {
-            let dir = ctx.cgroup.v1_dir(ctrl).ok_or_else(|| {
-                Error::unsupported(format!("no cgroup directory for controller {ctrl}"))
-            })?;
-            mountapi::clone_tree(dir, false)?
+            let dir = match ctx.cgroup.v1_dir(ctrl) {
+                Some(d) => d.to_path_buf(),
+                // Without root and without a cgroup of its own there: the one the
+                // container runs in, as runc's rootless mode shows it.
+                None => current_cgroup_dir(ctx.layout, Some(ctrl)).ok_or_else(|| {
+                    Error::unsupported(format!("no cgroup directory for controller {ctrl}"))
+                })?,
+            };
+            mountapi::clone_tree(&dir, false)?
         };
         attach_at(&at, tree, true)?;
         // Co-mounted hierarchies ("cpu,cpuacct") are also reachable by each name.

@@ -298,6 +298,22 @@ pub fn cgroup_dirs_named(needle: &str) -> Vec<PathBuf> {
     out
 }
 
+/// A tar of a busybox root filesystem, written into `dir` as rootfs.tar.
+pub fn rootfs_tar(dir: &Path) -> PathBuf {
+    let b = Bundle::busybox();
+    let tar = dir.join("rootfs.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(b.rootfs())
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    tar
+}
+
 /// Asserts that a container left nothing behind: no cgroup, no mount naming its bundle
 /// or id, no state directory.
 pub fn assert_no_leaks(rt: &Runtime, id: &str, bundle: Option<&Bundle>) {
