@@ -296,6 +296,7 @@ pub struct InspectArgs {
 }
 
 pub(crate) fn engine(ctx: &Ctx) -> anyhow::Result<Engine> {
+    ctx.check_access()?;
     Ok(Engine::open(&ctx.root)?)
 }
 

@@ -160,7 +160,33 @@ pub struct Ctx {
 impl Ctx {
     /// The image store.
     pub fn store(&self) -> anyhow::Result<Arc<Store>> {
+        self.check_access()?;
         Ok(Arc::new(Store::open(self.root.join("image"))?))
+    }
+
+    /// A user other than root cannot use root's state directory: said plainly, before
+    /// a permission error deep in the store would be.
+    pub fn check_access(&self) -> anyhow::Result<()> {
+        if rustix::process::geteuid().is_root() {
+            return Ok(());
+        }
+        let mut existing = self.root.as_path();
+        while !existing.exists() {
+            match existing.parent() {
+                Some(p) => existing = p,
+                None => break,
+            }
+        }
+        if rustix::fs::access(existing, rustix::fs::Access::WRITE_OK).is_ok() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{} belongs to root and berth's engine needs root: run it as root (sudo berth ...). \
+             Rootless berth (a store of your own in a user namespace of your subordinate ids, \
+             as podman has) is not built yet; without root today, podman runs its containers \
+             with berth-runtime: podman --runtime $(command -v berth-runtime) run ...",
+            self.root.display()
+        )
     }
 }
 

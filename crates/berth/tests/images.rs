@@ -641,3 +641,25 @@ fn many_commands_opening_a_new_store_at_once() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 }
+
+#[test]
+fn a_user_without_root_is_told_so_before_any_permission_error() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    // nobody, with no groups, against this test's root-owned state directory.
+    for args in [&["images"][..], &["ps", "-a"][..]] {
+        let o = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin())
+            .args(args)
+            .env("BERTH_ROOT", env.root())
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{o:?}");
+        assert!(
+            e.contains("belongs to root") && e.contains("sudo berth") && !e.contains("os error"),
+            "{args:?}: {e}"
+        );
+    }
+}

@@ -223,7 +223,12 @@ impl Dockerfile {
                 Some(s) => s.instrs.push(i),
                 None if i.cmd == "ARG" => {
                     let (k, def) = arg_decl(&i.rest);
-                    let v = given.get(&k).cloned().or(def).unwrap_or_default();
+                    // A default may use the global ARGs above it (ARG V=1 / ARG IMG=x:$V).
+                    let v = given
+                        .get(&k)
+                        .cloned()
+                        .or_else(|| def.map(|d| substitute(&d, &global_args)))
+                        .unwrap_or_default();
                     global_args.insert(k, v);
                 }
                 None => bail!(
@@ -495,5 +500,24 @@ mod tests {
             e.contains("names the stage it is in") && e.contains("line 2"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn global_arg_defaults_see_the_global_args_above_them() {
+        let d = |text: &str, given: &[(&str, &str)]| {
+            let given = given
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Dockerfile::read(parse(text).unwrap(), &given).unwrap()
+        };
+        let f = d("ARG V=1.36\nARG IMG=busybox:${V}\nFROM $IMG\n", &[]);
+        assert_eq!(f.global_args["IMG"], "busybox:1.36");
+        assert_eq!(f.stages[0].base, "busybox:1.36");
+        let f = d(
+            "ARG V=1.36\nARG IMG=busybox:${V}\nFROM $IMG\n",
+            &[("V", "2")],
+        );
+        assert_eq!(f.stages[0].base, "busybox:2");
     }
 }
