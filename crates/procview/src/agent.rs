@@ -55,8 +55,13 @@ pub fn spawn(path: &Path, loads: Arc<Loads>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// When each container (by cgroup) started: its age is asked with every call, and
+/// finding its oldest process costs a read per process.
+type Starts = HashMap<String, Option<u64>>;
+
 fn serve(ep: OwnedFd, listener: UnixListener, loads: &Loads) {
     let mounts = berth_cgroups::Layout::host();
+    let mut starts = Starts::new();
     let sysinfo = ScmpSyscall::from_name("sysinfo").ok();
     let mut served: HashMap<u64, Served> = HashMap::new();
     let mut next = 1u64;
@@ -96,13 +101,16 @@ fn serve(ep: OwnedFd, listener: UnixListener, loads: &Loads) {
             let flags = ev.flags;
             if flags.contains(epoll::EventFlags::IN) {
                 if let Some(s) = served.get(&key) {
-                    answer_one(s.notify.as_fd(), sysinfo, &mounts, loads);
+                    answer_one(s.notify.as_fd(), sysinfo, &mounts, loads, &mut starts);
                 }
             }
             // Every process of the filter has exited: nothing more will come.
             if flags.intersects(epoll::EventFlags::HUP | epoll::EventFlags::ERR) {
                 if let Some(s) = served.remove(&key) {
                     let _ = epoll::delete(&ep, &s.notify);
+                }
+                if served.is_empty() {
+                    starts.clear();
                 }
             }
         }
@@ -131,6 +139,7 @@ fn answer_one(
     sysinfo: Option<ScmpSyscall>,
     mounts: &Mounts,
     loads: &Loads,
+    starts: &mut Starts,
 ) {
     let raw = fd.as_raw_fd();
     let Ok(req) = ScmpNotifReq::receive(raw) else {
@@ -138,7 +147,7 @@ fn answer_one(
         return;
     };
     let ours = Some(req.data.syscall) == sysinfo && req.data.arch == ScmpArch::native();
-    let answered = ours && write_sysinfo(raw, &req, mounts, loads);
+    let answered = ours && write_sysinfo(raw, &req, mounts, loads, starts);
     let resp = if answered {
         ScmpNotifResp::new_val(req.id, 0, ScmpNotifRespFlags::empty())
     } else {
@@ -151,11 +160,20 @@ fn answer_one(
 /// Writes the container's sysinfo into the caller's buffer. The caller's memory is
 /// opened before the notification is checked to be still pending, so the descriptor
 /// cannot belong to a process that reused the pid (seccomp_unotify(2)).
-fn write_sysinfo(fd: i32, req: &ScmpNotifReq, mounts: &Mounts, loads: &Loads) -> bool {
+fn write_sysinfo(
+    fd: i32,
+    req: &ScmpNotifReq,
+    mounts: &Mounts,
+    loads: &Loads,
+    starts: &mut Starts,
+) -> bool {
     let Some(cg) = Cgroups::of(req.pid, mounts) else {
         return false;
     };
-    let answer = Answer::for_container(&cg, loads.get(&cg), Answer::host());
+    let start = *starts
+        .entry(cg.key())
+        .or_insert_with(|| crate::render::container_start(&cg));
+    let answer = Answer::for_container(&cg, loads.get(&cg), start, Answer::host());
     let Ok(mem) = rustix::fs::open(
         format!("/proc/{}/mem", req.pid),
         rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,

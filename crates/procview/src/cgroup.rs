@@ -84,63 +84,54 @@ impl Cgroups {
     /// Memory in use, less the page cache that could be reclaimed (what `free` calls
     /// used), and the page cache itself.
     pub fn memory_usage(&self) -> Option<(u64, u64)> {
-        let stat = |d: &Path, f: &str, key: &str| -> u64 {
-            read(&d.join(f))
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
-                .unwrap_or(0)
+        self.memory_usage_from(&self.memory_stats())
+    }
+
+    /// [`Cgroups::memory_usage`] with memory.stat as read already.
+    pub fn memory_usage_from(&self, stat: &MemoryStat) -> Option<(u64, u64)> {
+        let usage = self.memory_current()?;
+        let cache = stat.get_either("cache", "file");
+        Some((usage.saturating_sub(cache), cache))
+    }
+
+    /// Memory charged to the container, page cache included (v1 usage_in_bytes, v2
+    /// memory.current).
+    pub fn memory_current(&self) -> Option<u64> {
+        match self.v1("memory") {
+            Some(d) => read_u64(&d.join("memory.usage_in_bytes")),
+            None => read_u64(&self.v2_has("memory.current")?),
+        }
+    }
+
+    /// One reading of the memory controller's memory.stat (empty without one): the
+    /// file is long and, on v1, costly to make, so callers read it once.
+    pub fn memory_stats(&self) -> MemoryStat {
+        let (dir, v1) = match self.v1("memory") {
+            Some(d) => (Some(d.to_path_buf()), true),
+            None => (self.v2_has("memory.stat").and(self.v2.clone()), false),
         };
-        if let Some(d) = self.v1("memory") {
-            let usage = read_u64(&d.join("memory.usage_in_bytes"))?;
-            let cache =
-                stat(d, "memory.stat", "total_cache ").max(stat(d, "memory.stat", "cache "));
-            return Some((usage.saturating_sub(cache), cache));
-        }
-        let cur = read_u64(&self.v2_has("memory.current")?)?;
-        let d = self.v2.as_ref()?;
-        let cache = stat(d, "memory.stat", "file ");
-        Some((cur.saturating_sub(cache), cache))
-    }
-
-    /// A counter of the memory controller's memory.stat, by its v1 name (v1: the
-    /// hierarchical `total_` one when present; 0 when the controller lacks it).
-    pub fn memory_stat(&self, key: &str) -> u64 {
-        let find = |d: &Path, key: &str| -> Option<u64> {
-            read(&d.join("memory.stat"))?
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-        };
-        if let Some(d) = self.v1("memory") {
-            return find(d, &format!("total_{key}"))
-                .or_else(|| find(d, key))
-                .unwrap_or(0);
-        }
-        self.v2_has("memory.stat")
-            .and_then(|_| find(self.v2.as_deref()?, key))
-            .unwrap_or(0)
-    }
-
-    /// A memory.stat counter named `v1` on cgroup v1 and `v2` on cgroup v2.
-    pub fn memory_stat_either(&self, v1: &str, v2: &str) -> u64 {
-        if self.v1("memory").is_some() {
-            self.memory_stat(v1)
-        } else {
-            self.memory_stat(v2)
-        }
-    }
-
-    /// Shared memory (tmpfs and shm pages) charged to the container, in bytes.
-    pub fn memory_shared(&self) -> u64 {
-        self.memory_stat("shmem")
+        let counters = dir
+            .and_then(|d| read(&d.join("memory.stat")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect();
+        MemoryStat { v1, counters }
     }
 
     /// Swap in use, in bytes.
     pub fn swap_usage(&self) -> u64 {
+        self.swap_usage_beyond(self.memory_current().unwrap_or(0))
+    }
+
+    /// [`Cgroups::swap_usage`] with the memory in use (`memory_current`) read already.
+    pub fn swap_usage_beyond(&self, memory: u64) -> u64 {
         if let Some(d) = self.v1("memory") {
             let both = read_u64(&d.join("memory.memsw.usage_in_bytes")).unwrap_or(0);
-            let mem = read_u64(&d.join("memory.usage_in_bytes")).unwrap_or(0);
-            return both.saturating_sub(mem);
+            return both.saturating_sub(memory);
         }
         self.v2_has("memory.swap.current")
             .and_then(|p| read_u64(&p))
@@ -158,10 +149,15 @@ impl Cgroups {
 
     /// The swap limit in bytes beyond memory (None when unlimited or unknown).
     pub fn swap_limit(&self) -> Option<u64> {
+        self.swap_limit_beyond(self.memory_limit())
+    }
+
+    /// [`Cgroups::swap_limit`] with the memory limit read already.
+    pub fn swap_limit_beyond(&self, memory_limit: Option<u64>) -> Option<u64> {
         if let Some(d) = self.v1("memory") {
             let both =
                 read_u64(&d.join("memory.memsw.limit_in_bytes")).filter(|l| *l < (1 << 62))?;
-            return Some(both.saturating_sub(self.memory_limit().unwrap_or(both)));
+            return Some(both.saturating_sub(memory_limit.unwrap_or(both)));
         }
         read_u64(&self.v2_has("memory.swap.max")?)
     }
@@ -230,6 +226,33 @@ impl Cgroups {
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .collect()
+    }
+}
+
+/// The counters of one memory.stat reading.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStat {
+    v1: bool,
+    counters: std::collections::HashMap<String, u64>,
+}
+
+impl MemoryStat {
+    /// A counter by its v1 name (on v1 the hierarchical `total_` one when present);
+    /// 0 when absent.
+    pub fn get(&self, key: &str) -> u64 {
+        let total = self
+            .v1
+            .then(|| self.counters.get(&format!("total_{key}")))
+            .flatten();
+        total
+            .or_else(|| self.counters.get(key))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// A counter named `v1` on cgroup v1 and `v2` on cgroup v2.
+    pub fn get_either(&self, v1: &str, v2: &str) -> u64 {
+        self.get(if self.v1 { v1 } else { v2 })
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::cgroup::Cgroups;
+use crate::cgroup::{Cgroups, MemoryStat};
 
 /// Clock ticks per second (USER_HZ) as /proc reports them.
 const HZ: u64 = 100;
@@ -45,16 +45,25 @@ fn host_uptime() -> f64 {
 
 /// Seconds since the container's oldest process started.
 pub fn container_uptime(cg: &Cgroups) -> f64 {
-    let oldest = cg
-        .pids()
+    uptime_since(container_start(cg))
+}
+
+/// When the container's oldest process started, in clock ticks since boot (None for
+/// a cgroup without processes).
+pub fn container_start(cg: &Cgroups) -> Option<u64> {
+    cg.pids()
         .iter()
         .filter_map(|p| {
             let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
             let rest = &s[s.rfind(')')? + 2..];
             rest.split(' ').nth(19)?.parse::<u64>().ok()
         })
-        .min();
-    match oldest {
+        .min()
+}
+
+/// Seconds since `start` (clock ticks since boot; None: since boot).
+pub fn uptime_since(start: Option<u64>) -> f64 {
+    match start {
         Some(start) => (host_uptime() - start as f64 / HZ as f64).max(0.0),
         None => host_uptime(),
     }
@@ -89,20 +98,28 @@ pub struct Memory {
 /// The memory of a container with a memory limit (None without one: the host's
 /// figures stand). `host_total` is the host's memory in bytes.
 pub fn memory(cg: &Cgroups, host_total: u64) -> Option<Memory> {
+    memory_from(cg, host_total, &cg.memory_stats())
+}
+
+/// [`memory`] with memory.stat as read already.
+fn memory_from(cg: &Cgroups, host_total: u64, stat: &MemoryStat) -> Option<Memory> {
+    // Each cgroup file is read once: each read costs the kernel a few microseconds,
+    // and sysinfo(2) answers pay them per call.
     let limit = cg.memory_limit()?;
     let total = limit.min(host_total);
-    let (used, cache) = cg.memory_usage().unwrap_or((0, 0));
-    let used = used.min(total);
-    let swap_total = cg.swap_limit().unwrap_or(0);
+    let current = cg.memory_current().unwrap_or(0);
+    let cache = stat.get_either("cache", "file");
+    let used = current.saturating_sub(cache).min(total);
+    let swap_total = cg.swap_limit_beyond(Some(limit)).unwrap_or(0);
     Some(Memory {
         total,
         used,
         cache,
         free: total.saturating_sub(used + cache),
         available: total.saturating_sub(used),
-        shared: cg.memory_shared().min(total),
+        shared: stat.get("shmem").min(total),
         swap_total,
-        swap_free: swap_total.saturating_sub(cg.swap_usage()),
+        swap_free: swap_total.saturating_sub(cg.swap_usage_beyond(current)),
     })
 }
 
@@ -114,7 +131,8 @@ pub fn meminfo(cg: &Cgroups) -> String {
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(u64::MAX, |k| k.saturating_mul(1024));
-    let Some(m) = memory(cg, host_total) else {
+    let stat = cg.memory_stats();
+    let Some(m) = memory_from(cg, host_total, &stat) else {
         return text;
     };
     text.lines()
@@ -129,7 +147,7 @@ pub fn meminfo(cg: &Cgroups) -> String {
                 "Buffers" | "SwapCached" => Some(0),
                 // The host's figures would not add up with the container's: `free`
                 // counts SReclaimable as cache, and used = total - free - cache.
-                _ if m.total > 0 => stat_line(cg, key),
+                _ if m.total > 0 => stat_line(&stat, key),
                 "SwapTotal" => Some(m.swap_total),
                 "SwapFree" => Some(m.swap_free),
                 _ => None,
@@ -144,7 +162,7 @@ pub fn meminfo(cg: &Cgroups) -> String {
 
 /// A meminfo line taken from the container's memory.stat, by meminfo key (v1 counter
 /// name, v2 counter name); None for lines left as the host has them.
-fn stat_line(cg: &Cgroups, key: &str) -> Option<u64> {
+fn stat_line(stat: &MemoryStat, key: &str) -> Option<u64> {
     let (v1, v2) = match key {
         "Active(anon)" => ("active_anon", "active_anon"),
         "Inactive(anon)" => ("inactive_anon", "inactive_anon"),
@@ -158,13 +176,15 @@ fn stat_line(cg: &Cgroups, key: &str) -> Option<u64> {
         "Slab" => ("slab", "slab"),
         "SReclaimable" => ("slab_reclaimable", "slab_reclaimable"),
         "SUnreclaim" => ("slab_unreclaimable", "slab_unreclaimable"),
-        "Active" => return Some(stat_line(cg, "Active(anon)")? + stat_line(cg, "Active(file)")?),
+        "Active" => {
+            return Some(stat_line(stat, "Active(anon)")? + stat_line(stat, "Active(file)")?)
+        }
         "Inactive" => {
-            return Some(stat_line(cg, "Inactive(anon)")? + stat_line(cg, "Inactive(file)")?)
+            return Some(stat_line(stat, "Inactive(anon)")? + stat_line(stat, "Inactive(file)")?)
         }
         _ => return None,
     };
-    Some(cg.memory_stat_either(v1, v2))
+    Some(stat.get_either(v1, v2))
 }
 
 /// /proc/cpuinfo with only the visible CPUs, numbered from 0.
@@ -347,7 +367,7 @@ mod tests {
         assert_eq!(field("Cached:"), 10240);
         assert_eq!(cpu_online(&cg), "0-1\n");
         let host = crate::sysinfo::Answer::host();
-        let si = crate::sysinfo::Answer::for_container(&cg, (1.0, 0.0, 0.0), host);
+        let si = crate::sysinfo::Answer::for_container(&cg, (1.0, 0.0, 0.0), None, host);
         assert_eq!(si.totalram, 268435456);
         assert_eq!(si.freeram, 268435456 - 41943040);
         assert_eq!(si.sharedram, 4096);

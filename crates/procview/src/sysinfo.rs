@@ -56,10 +56,16 @@ impl Answer {
         }
     }
 
-    /// The answer for a container in `cg` with load averages `loads`, starting from
-    /// the host's: memory from the limit (the host's when there is none), uptime,
+    /// The answer for a container in `cg` with load averages `loads`, started at
+    /// `start` (clock ticks since boot, see [`render::container_start`]), beginning
+    /// from the host's: memory from the limit (the host's when there is none), uptime,
     /// loads and tasks from the container.
-    pub fn for_container(cg: &Cgroups, loads: (f64, f64, f64), host: Answer) -> Answer {
+    pub fn for_container(
+        cg: &Cgroups,
+        loads: (f64, f64, f64),
+        start: Option<u64>,
+        host: Answer,
+    ) -> Answer {
         let mut a = host;
         if let Some(m) = render::memory(cg, host.totalram) {
             a.totalram = m.total;
@@ -71,7 +77,7 @@ impl Answer {
             a.totalhigh = 0;
             a.freehigh = 0;
         }
-        a.uptime = render::container_uptime(cg) as i64;
+        a.uptime = render::uptime_since(start) as i64;
         let scale = f64::from(1u32 << SI_LOAD_SHIFT);
         a.loads = [loads.0, loads.1, loads.2].map(|l| (l * scale) as u64);
         a.procs = cg.task_count().min(u64::from(u16::MAX)) as u16;
@@ -135,7 +141,7 @@ mod tests {
     fn a_process_without_limits_gets_the_hosts_memory() {
         let host = Answer::host();
         assert!(host.totalram > 0);
-        let a = Answer::for_container(&Cgroups::default(), (0.5, 0.0, 0.0), host);
+        let a = Answer::for_container(&Cgroups::default(), (0.5, 0.0, 0.0), None, host);
         assert_eq!(a.totalram, host.totalram);
         assert_eq!(a.loads[0], 1 << 15);
     }
