@@ -87,6 +87,9 @@ impl User {
             }
         }
         std::fs::create_dir_all(u.runtime_dir()).unwrap();
+        // The binary under test may sit where the user cannot reach (a checkout in
+        // /root): the user runs a copy of its own.
+        std::fs::copy(bin(), u.runtime()).unwrap();
         chown_r(u.home.path(), u.uid, u.gid);
         std::fs::set_permissions(
             u.runtime_dir(),
@@ -96,12 +99,17 @@ impl User {
         u
     }
 
+    /// The user's copy of berth-runtime.
+    fn runtime(&self) -> PathBuf {
+        self.home.path().join("berth-runtime")
+    }
+
     fn runtime_dir(&self) -> PathBuf {
         self.home.path().join("run")
     }
 
     /// A command run as this user (no supplementary groups, its own environment).
-    fn cmd(&self, program: &str) -> Command {
+    fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("setpriv");
         c.arg(format!("--reuid={}", self.uid))
             .arg(format!("--regid={}", self.gid))
@@ -119,7 +127,7 @@ impl User {
 
     /// berth-runtime run of `bundle` as this user (default state root).
     fn run(&self, bundle: &Path, id: &str, extra: &[&str]) -> Output {
-        let mut c = self.cmd(bin());
+        let mut c = self.cmd(self.runtime());
         c.args(extra).args(["run", "--bundle"]).arg(bundle).arg(id);
         c.output().unwrap()
     }
@@ -157,7 +165,7 @@ fn rootless_bundle(user: &User, script: &str) -> Bundle {
     chown_r(b.path(), user.uid, user.gid);
     std::fs::remove_file(b.path().join("config.json")).unwrap();
     let out = user
-        .cmd(bin())
+        .cmd(user.runtime())
         .args(["spec", "--rootless", "--bundle"])
         .arg(b.path())
         .output()
@@ -265,7 +273,8 @@ fn podman_rootless_runs_its_containers_with_berth_runtime() {
     // rootless podman uses without limits (cgroupfs, no delegation).
     let podman = |args: &[&str]| -> Output {
         let mut c = user.cmd("podman");
-        c.args(["--cgroup-manager=cgroupfs", "--runtime", bin()])
+        c.args(["--cgroup-manager=cgroupfs", "--runtime"])
+            .arg(user.runtime())
             .args(args);
         c.output().expect("podman is installed")
     };
