@@ -373,10 +373,12 @@ fn healthchecks_onbuild_triggers_cache_and_secret_mounts() {
 /// A plain HTTP server on loopback for ADD of a URL: `/hello.txt` (with a
 /// Last-Modified time), `/pack.tar.gz` (an archive, which ADD must not unpack), 404
 /// for the rest. Serves until the test ends.
-fn file_server() -> u16 {
+fn file_server() -> (u16, std::sync::Arc<AtomicUsize>) {
     use std::io::{BufRead, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
     std::thread::spawn(move || {
         for conn in l.incoming().flatten() {
             let mut r = std::io::BufReader::new(&conn);
@@ -390,6 +392,9 @@ fn file_server() -> u16 {
                 h.clear();
             }
             let path = line.split_whitespace().nth(1).unwrap_or("");
+            if path == "/hello.txt" {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
             let (status, body): (&str, Vec<u8>) = match path {
                 "/hello.txt" => ("200 OK", b"hello from the web\n".to_vec()),
                 "/pack.tar.gz" => ("200 OK", gzip(&busybox_tar()[..10240])),
@@ -404,14 +409,14 @@ fn file_server() -> u16 {
             let _ = w.write_all(&body);
         }
     });
-    port
+    (port, hits)
 }
 
 #[test]
 fn add_downloads_a_url_and_checks_its_checksum() {
     let env = Env::new();
     env.busybox_image("localhost/busybox:1");
-    let port = file_server();
+    let (port, hits) = file_server();
     let ctx = env.path("add");
     std::fs::create_dir_all(&ctx).unwrap();
     let sum = "sha256:4ec6f5c8a84e6e1d0a1cf3ce09ba1b81766e6d0c8cc2cd86c4cea0f23b7d2db9";
@@ -447,6 +452,18 @@ fn add_downloads_a_url_and_checks_its_checksum() {
         out,
         "hello from the web\nhello from the web\n600 0:0 784887151 /srv/hello.txt\n600 7:8 784887151 /srv/pack.tar.gz\n",
         "a downloaded archive stays packed, mode 0600, mtime from Last-Modified"
+    );
+    // Pinned by its checksum, a cached download is not made again.
+    let pinned = format!(
+        "FROM localhost/busybox:1\nADD --checksum={real} http://127.0.0.1:{port}/hello.txt /pinned/\n"
+    );
+    assert!(build(pinned.clone()).status.success());
+    let before = hits.load(Ordering::SeqCst);
+    assert!(build(pinned).status.success());
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        before,
+        "the cached step downloaded again"
     );
     // A checksum that does not match, a missing file, and ADD flags that need a URL.
     let o = build(format!(

@@ -334,25 +334,29 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             ),
         })
         .collect();
+    let mut subsets = subsets;
+    let over = truncate(&mut subsets).then(|| TRUNCATED.to_string());
+    // A subset left with no address at all is not valid.
+    subsets.retain(|s| s.addresses.is_some() || s.not_ready_addresses.is_some());
     let subsets = (!subsets.is_empty()).then_some(subsets);
     let eapi: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &ns);
     match ctx.endpoints.get(&ObjectRef::new(&name).within(&ns)) {
-        Some(cur) if cur.subsets == subsets => {}
+        Some(cur) if cur.subsets == subsets && over_capacity(&cur.metadata) == over => {}
         Some(cur) => {
             let mut e = (*cur).clone();
             e.subsets = subsets;
+            mark_over_capacity(&mut e.metadata, over);
             eapi.replace(&name, &PostParams::default(), &e).await?;
         }
         None => {
-            let e = Endpoints {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(ns.clone()),
-                    labels: svc.metadata.labels.clone(),
-                    ..Default::default()
-                },
-                subsets,
+            let mut metadata = ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ns.clone()),
+                labels: svc.metadata.labels.clone(),
+                ..Default::default()
             };
+            mark_over_capacity(&mut metadata, over);
+            let e = Endpoints { metadata, subsets };
             match eapi.create(&PostParams::default(), &e).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -361,4 +365,138 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
     }
     Ok(Action::await_change())
+}
+
+/// The most addresses one Endpoints object holds, as kube caps it (the rest are only in
+/// the EndpointSlices).
+const MAX_ENDPOINTS: usize = 1000;
+
+/// The annotation kube puts on an Endpoints object it cut to [`MAX_ENDPOINTS`].
+const OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
+
+/// Its value.
+const TRUNCATED: &str = "truncated";
+
+fn over_capacity(m: &ObjectMeta) -> Option<String> {
+    m.annotations.as_ref()?.get(OVER_CAPACITY).cloned()
+}
+
+fn mark_over_capacity(m: &mut ObjectMeta, over: Option<String>) {
+    match over {
+        Some(v) => {
+            m.annotations
+                .get_or_insert_with(Default::default)
+                .insert(OVER_CAPACITY.to_string(), v);
+        }
+        None => {
+            if let Some(a) = m.annotations.as_mut() {
+                a.remove(OVER_CAPACITY);
+            }
+        }
+    }
+}
+
+/// Cuts `subsets` to [`MAX_ENDPOINTS`] addresses as kube does: ready addresses first
+/// (not-ready ones only fill what is left), each subset keeping its share. Returns
+/// whether anything was cut.
+fn truncate(subsets: &mut [EndpointSubset]) -> bool {
+    let len = |v: &Option<Vec<EndpointAddress>>| v.as_ref().map_or(0, Vec::len);
+    let ready: usize = subsets.iter().map(|s| len(&s.addresses)).sum();
+    let not_ready: usize = subsets.iter().map(|s| len(&s.not_ready_addresses)).sum();
+    if ready + not_ready <= MAX_ENDPOINTS {
+        return false;
+    }
+    let ready_budget = ready.min(MAX_ENDPOINTS);
+    share(subsets, |s| &mut s.addresses, ready, ready_budget);
+    share(
+        subsets,
+        |s| &mut s.not_ready_addresses,
+        not_ready,
+        MAX_ENDPOINTS - ready_budget,
+    );
+    true
+}
+
+/// Keeps `budget` of the `total` addresses in `field` of the subsets, each subset its
+/// proportional share rounded up, while the budget lasts.
+fn share(
+    subsets: &mut [EndpointSubset],
+    field: impl Fn(&mut EndpointSubset) -> &mut Option<Vec<EndpointAddress>>,
+    total: usize,
+    budget: usize,
+) {
+    if total <= budget {
+        return;
+    }
+    let mut left = budget;
+    let last = subsets.len().saturating_sub(1);
+    for (i, s) in subsets.iter_mut().enumerate() {
+        let v = field(s);
+        let have = v.as_ref().map_or(0, Vec::len);
+        let share = if i == last {
+            left
+        } else {
+            (have * budget).div_ceil(total)
+        };
+        let keep = share.min(have).min(left);
+        if let Some(list) = v.as_mut() {
+            list.truncate(keep);
+        }
+        if keep == 0 {
+            *v = None;
+        }
+        left -= keep;
+    }
+}
+
+#[cfg(test)]
+mod truncation_tests {
+    use super::*;
+
+    fn subset(ready: usize, not_ready: usize) -> EndpointSubset {
+        let addrs = |n: usize, base: usize| {
+            (n > 0).then(|| {
+                (0..n)
+                    .map(|i| EndpointAddress {
+                        ip: format!("10.{}.{}.{}", base, i / 256, i % 256),
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+        };
+        EndpointSubset {
+            addresses: addrs(ready, 1),
+            not_ready_addresses: addrs(not_ready, 2),
+            ports: None,
+        }
+    }
+
+    fn counts(s: &[EndpointSubset]) -> Vec<(usize, usize)> {
+        s.iter()
+            .map(|x| {
+                (
+                    x.addresses.as_ref().map_or(0, Vec::len),
+                    x.not_ready_addresses.as_ref().map_or(0, Vec::len),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_endpoints_object_holds_at_most_a_thousand_addresses_ready_first() {
+        let mut s = vec![subset(600, 0), subset(300, 300)];
+        assert!(truncate(&mut s));
+        assert_eq!(counts(&s), vec![(600, 0), (300, 100)]);
+        let mut s = vec![subset(1500, 10), subset(500, 0)];
+        assert!(truncate(&mut s));
+        assert_eq!(counts(&s), vec![(750, 0), (250, 0)]);
+        let mut s = vec![subset(999, 1)];
+        assert!(!truncate(&mut s));
+        assert_eq!(counts(&s), vec![(999, 1)]);
+        // Rounded up while the budget lasts: the whole thousand is kept.
+        let mut s = vec![subset(500, 0), subset(500, 0), subset(1, 0)];
+        assert!(truncate(&mut s));
+        let kept: usize = counts(&s).iter().map(|c| c.0 + c.1).sum();
+        assert_eq!(kept, 1000);
+    }
 }

@@ -23,13 +23,17 @@ pub struct Downloaded {
     pub last_modified: Option<SystemTime>,
 }
 
-/// The file name a URL's path ends in (`https://h/a/b.tar.gz?x=1` → `b.tar.gz`), the
-/// name `ADD` gives the file in a destination directory; None when the path ends in
-/// `/` or is empty.
+/// The file name a URL's path ends in, decoded (`https://h/a/my%20b.tar.gz?x=1` →
+/// `my b.tar.gz`), the name `ADD` gives the file in a destination directory; None
+/// when the path ends in `/`, is empty, or decodes to no plain name.
 pub fn file_name(url: &str) -> Option<String> {
     let parsed = reqwest::Url::parse(url).ok()?;
-    let last = parsed.path_segments()?.next_back()?.to_string();
-    (!last.is_empty()).then_some(last)
+    let last = parsed.path_segments()?.next_back()?;
+    let name = percent_encoding::percent_decode_str(last)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    (!name.is_empty() && name != "." && name != ".." && !name.contains('/')).then_some(name)
 }
 
 /// Downloads `url` into `to` (created or truncated). Runs on a thread of its own with
@@ -98,6 +102,11 @@ mod tests {
         );
         assert_eq!(file_name("http://h:8080/f").as_deref(), Some("f"));
         assert_eq!(file_name("http://h/dir/"), None);
+        assert_eq!(
+            file_name("http://h/my%20file.txt").as_deref(),
+            Some("my file.txt")
+        );
+        assert_eq!(file_name("http://h/a%2Fb"), None);
         assert_eq!(file_name("http://h"), None);
     }
 

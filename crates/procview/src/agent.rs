@@ -34,6 +34,10 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 struct Served {
     notify: OwnedFd,
     _conn: UnixStream,
+    /// When the container started (clock ticks since boot), found at its first call:
+    /// its age is asked with every call, and finding its oldest process costs a read
+    /// per process. A container restarted under the same name sends a new listener.
+    start: Option<Option<u64>>,
 }
 
 /// Listens at `path` (root only) and serves on a thread of its own.
@@ -55,13 +59,8 @@ pub fn spawn(path: &Path, loads: Arc<Loads>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// When each container (by cgroup) started: its age is asked with every call, and
-/// finding its oldest process costs a read per process.
-type Starts = HashMap<String, Option<u64>>;
-
 fn serve(ep: OwnedFd, listener: UnixListener, loads: &Loads) {
     let mounts = berth_cgroups::Layout::host();
-    let mut starts = Starts::new();
     let sysinfo = ScmpSyscall::from_name("sysinfo").ok();
     let mut served: HashMap<u64, Served> = HashMap::new();
     let mut next = 1u64;
@@ -100,17 +99,14 @@ fn serve(ep: OwnedFd, listener: UnixListener, loads: &Loads) {
             }
             let flags = ev.flags;
             if flags.contains(epoll::EventFlags::IN) {
-                if let Some(s) = served.get(&key) {
-                    answer_one(s.notify.as_fd(), sysinfo, &mounts, loads, &mut starts);
+                if let Some(s) = served.get_mut(&key) {
+                    answer_one(s, sysinfo, &mounts, loads);
                 }
             }
             // Every process of the filter has exited: nothing more will come.
             if flags.intersects(epoll::EventFlags::HUP | epoll::EventFlags::ERR) {
                 if let Some(s) = served.remove(&key) {
                     let _ = epoll::delete(&ep, &s.notify);
-                }
-                if served.is_empty() {
-                    starts.clear();
                 }
             }
         }
@@ -130,24 +126,23 @@ fn take(conn: UnixStream) -> std::io::Result<Served> {
     Ok(Served {
         notify,
         _conn: conn,
+        start: None,
     })
 }
 
 /// Receives one notification and answers it (or lets the kernel answer it).
-fn answer_one(
-    fd: std::os::fd::BorrowedFd<'_>,
-    sysinfo: Option<ScmpSyscall>,
-    mounts: &Mounts,
-    loads: &Loads,
-    starts: &mut Starts,
-) {
-    let raw = fd.as_raw_fd();
+fn answer_one(served: &mut Served, sysinfo: Option<ScmpSyscall>, mounts: &Mounts, loads: &Loads) {
+    let raw = served.notify.as_raw_fd();
     let Ok(req) = ScmpNotifReq::receive(raw) else {
         // Gone already (the caller was killed, or another holder took it).
         return;
     };
-    let ours = Some(req.data.syscall) == sysinfo && req.data.arch == ScmpArch::native();
-    let answered = ours && write_sysinfo(raw, &req, mounts, loads, starts);
+    // The answer is written as a 64-bit struct sysinfo: a native caller of a 32-bit
+    // build would get more than its struct holds.
+    let ours = cfg!(target_pointer_width = "64")
+        && Some(req.data.syscall) == sysinfo
+        && req.data.arch == ScmpArch::native();
+    let answered = ours && write_sysinfo(raw, &req, mounts, loads, &mut served.start);
     let resp = if answered {
         ScmpNotifResp::new_val(req.id, 0, ScmpNotifRespFlags::empty())
     } else {
@@ -165,14 +160,12 @@ fn write_sysinfo(
     req: &ScmpNotifReq,
     mounts: &Mounts,
     loads: &Loads,
-    starts: &mut Starts,
+    start: &mut Option<Option<u64>>,
 ) -> bool {
     let Some(cg) = Cgroups::of(req.pid, mounts) else {
         return false;
     };
-    let start = *starts
-        .entry(cg.key())
-        .or_insert_with(|| crate::render::container_start(&cg));
+    let start = *start.get_or_insert_with(|| crate::render::container_start(&cg));
     let answer = Answer::for_container(&cg, loads.get(&cg), start, Answer::host());
     let Ok(mem) = rustix::fs::open(
         format!("/proc/{}/mem", req.pid),

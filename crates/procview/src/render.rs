@@ -145,11 +145,11 @@ pub fn meminfo(cg: &Cgroups) -> String {
                 "Cached" => Some(m.cache.min(m.total)),
                 "Shmem" => Some(m.shared),
                 "Buffers" | "SwapCached" => Some(0),
+                "SwapTotal" => Some(m.swap_total),
+                "SwapFree" => Some(m.swap_free),
                 // The host's figures would not add up with the container's: `free`
                 // counts SReclaimable as cache, and used = total - free - cache.
                 _ if m.total > 0 => stat_line(&stat, key),
-                "SwapTotal" => Some(m.swap_total),
-                "SwapFree" => Some(m.swap_free),
                 _ => None,
             };
             match v {
@@ -341,6 +341,22 @@ mod tests {
             v2: Some(d.path().to_path_buf()),
         };
         (d, cg)
+    }
+
+    #[test]
+    fn a_swap_allowance_shows_in_meminfo() {
+        let (d, cg) = v2_fixture();
+        std::fs::write(d.path().join("memory.swap.max"), "67108864\n").unwrap();
+        std::fs::write(d.path().join("memory.swap.current"), "1048576\n").unwrap();
+        let mem = meminfo(&cg);
+        let field = |k: &str| {
+            mem.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap()
+        };
+        assert_eq!(field("SwapTotal:"), 65536, "{mem}");
+        assert_eq!(field("SwapFree:"), 65536 - 1024, "{mem}");
     }
 
     #[test]

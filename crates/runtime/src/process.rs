@@ -317,24 +317,26 @@ impl ProcessPlan {
     pub fn switch_user(&self) -> Result<()> {
         self.caps.drop_bounding()?;
         rustix::thread::set_keep_capabilities(true).ctx(|| "prctl(PR_SET_KEEPCAPS)")?;
-        // A user namespace whose maps an unprivileged user wrote denies setgroups:
-        // there is nothing to drop then (its processes keep the user's groups, which
-        // the namespace cannot name), and groups cannot be given.
-        let denied =
-            std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
-        if denied && !self.additional_gids.is_empty() {
-            return Err(Error::invalid(format!(
-                "process.user.additionalGids {:?}: setgroups is denied in this user namespace (a rootless container that maps only its user's own id); map subordinate gids (newgidmap, /etc/subgid) to give groups",
-                self.additional_gids
-            )));
-        }
-        if !denied {
-            sys::setgroups(&self.additional_gids).ctx(|| {
-                format!(
-                    "process.user.additionalGids {:?}: setgroups",
-                    self.additional_gids
-                )
-            })?;
+        match sys::setgroups(&self.additional_gids) {
+            Ok(()) => {}
+            // A user namespace whose maps an unprivileged user wrote denies setgroups:
+            // with no groups asked there is nothing to set (the process keeps only the
+            // user's own groups, which the namespace cannot name).
+            Err(e)
+                if e.raw_os_error() == Some(libc::EPERM)
+                    && self.additional_gids.is_empty()
+                    && crate::rootless::detect() => {}
+            Err(e) => {
+                return Err(Error::invalid(format!(
+                    "process.user.additionalGids {:?}: setgroups: {e}{}",
+                    self.additional_gids,
+                    if crate::rootless::detect() {
+                        " (without root, groups can be given only with subordinate gids mapped through newgidmap and /etc/subgid)"
+                    } else {
+                        ""
+                    }
+                )))
+            }
         }
         sys::setresgid(self.gid).ctx(|| format!("process.user.gid {}: setresgid", self.gid))?;
         sys::setresuid(self.uid).ctx(|| format!("process.user.uid {}: setresuid", self.uid))?;
@@ -371,21 +373,29 @@ impl ProcessPlan {
         let Some(filter) = &self.seccomp else {
             return Ok(());
         };
-        let listener_fd = if self.seccomp_needs_admin() {
-            self.caps.raise_effective(Capability::CAP_SYS_ADMIN)?;
-            let fd = filter.load()?;
-            self.caps.apply()?;
-            fd
-        } else {
-            filter.load()?
+        // Made now: once the filter is in, the runtime allocates nothing.
+        let message = match &self.seccomp_listener {
+            Some(l) => Some(l.encode(host_pid)?),
+            None => None,
         };
-        match (listener_fd, &self.seccomp_listener) {
-            (Some(fd), Some(l)) => l.send(&fd, host_pid),
-            (None, _) => Ok(()),
-            (Some(_), None) => Err(Error::invalid(
+        let admin = self.seccomp_needs_admin();
+        if admin {
+            self.caps.raise_effective(Capability::CAP_SYS_ADMIN)?;
+        }
+        let listener_fd = filter.load()?;
+        // The listener goes out first: until the agent has it, a call the filter hands
+        // over would wait (capset and prctl, next, are refused as notify targets).
+        let sent = match (listener_fd, &self.seccomp_listener, &message) {
+            (Some(fd), Some(l), Some(m)) => l.send(m, &fd),
+            (None, _, _) => Ok(()),
+            _ => Err(Error::invalid(
                 "linux.seccomp notifies but has no listenerPath to send the listener to",
             )),
+        };
+        if admin {
+            self.caps.apply()?;
         }
+        sent
     }
 
     /// Enters the working directory and checks that it lies inside the container's root

@@ -44,6 +44,12 @@ pub fn limits_asked(res: &oci_spec::runtime::LinuxResources) -> bool {
         || res.rdma().as_ref().is_some_and(|r| !r.is_empty())
 }
 
+/// Whether this process is root on the host: uid 0 of the initial user namespace
+/// (whatever `--rootless` says: what needs host root is decided by this).
+pub fn is_host_root() -> bool {
+    rustix::process::geteuid().is_root() && !in_user_namespace()
+}
+
 /// Whether this process runs in a user namespace other than the initial one (whose
 /// uid_map maps all 2^32 ids to themselves).
 pub fn in_user_namespace() -> bool {

@@ -80,7 +80,7 @@ pub fn notifies(s: &LinuxSeccomp) -> bool {
 /// The syscalls the runtime itself makes between loading the filter and the user
 /// program's execve (send the listener, close it, set capabilities, exec): notifying
 /// one of them would leave the process waiting on an agent that has no descriptor yet.
-const USED_AFTER_LOAD: [&str; 5] = ["sendmsg", "close", "capset", "prctl", "execve"];
+const USED_AFTER_LOAD: [&str; 6] = ["sendmsg", "sendto", "close", "capset", "prctl", "execve"];
 
 /// A seccomp agent to send the listener descriptor to (`linux.seccomp.listenerPath`),
 /// connected by the runtime before the process leaves the host's mount namespace.
@@ -95,7 +95,7 @@ impl Listener {
     /// Connects to the profile's listener, if it has one, describing the container as
     /// `state` (the OCI state of the container at this point).
     pub fn connect(s: &LinuxSeccomp, state: oci_spec::runtime::State) -> Result<Option<Listener>> {
-        let Some(path) = s.listener_path() else {
+        let Some(path) = s.listener_path().as_ref().filter(|_| notifies(s)) else {
             return Ok(None);
         };
         let sock = berth_seccomp_listener::connect(path).map_err(|e| {
@@ -112,17 +112,25 @@ impl Listener {
         Ok(Some(Listener { sock, state: msg }))
     }
 
-    /// Sends `fd` (the filter's listener) for the process `pid` (as the runtime sees
-    /// it). The connection closes at the process's execve (it is close-on-exec): one
-    /// state per connection, as the spec asks.
-    pub fn send(&self, fd: &OwnedFd, pid: i32) -> Result<()> {
+    /// The message for the process `pid` (as the runtime sees it), made before the
+    /// filter is loaded (see [`Listener::send`]).
+    pub fn encode(&self, pid: i32) -> Result<Vec<u8>> {
         let mut state = self.state.clone();
         state.set_pid(pid);
         if state.state().pid().is_none() {
             // The init itself: the container's pid is its own.
             state.state_mut().set_pid(Some(pid));
         }
-        berth_seccomp_listener::send(self.sock.as_fd(), &state, &[fd.as_fd()])
+        berth_seccomp_listener::encode(&state)
+            .map_err(|e| Error::io("encode the container process state", e))
+    }
+
+    /// Sends `fd` (the filter's listener) with the message [`Listener::encode`] made,
+    /// allocating nothing (the filter is in force). The connection closes at the
+    /// process's execve (it is close-on-exec): one state per connection, as the spec
+    /// asks.
+    pub fn send(&self, message: &[u8], fd: &OwnedFd) -> Result<()> {
+        berth_seccomp_listener::send_encoded(self.sock.as_fd(), message, &[fd.as_fd()])
             .map_err(|e| Error::io("send the seccomp listener to linux.seccomp.listenerPath", e))
     }
 }
@@ -138,6 +146,13 @@ fn raw_flags(s: &LinuxSeccomp) -> Option<u32> {
             LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => return None,
         };
     }
+    // The kernel takes TSYNC with a new listener only if told to report a thread it
+    // could not synchronise as ESRCH (libseccomp adds this itself on its own path).
+    const FLAG_TSYNC: u32 = 1;
+    const FLAG_TSYNC_ESRCH: u32 = 1 << 4;
+    if f & FLAG_TSYNC != 0 && f & FLAG_NEW_LISTENER != 0 {
+        f |= FLAG_TSYNC_ESRCH;
+    }
     Some(f)
 }
 
@@ -147,6 +162,8 @@ fn raw_flags(s: &LinuxSeccomp) -> Option<u32> {
 /// milliseconds to compile, loading a cached program costs nothing. crun does the same.
 pub fn compile_cached(s: &LinuxSeccomp, cache: &std::path::Path) -> Result<Filter> {
     use sha2::Digest as _;
+    // Checked here too: a cached program says nothing of the listener it needs.
+    check_notify(s)?;
     let Some(flags) = raw_flags(s) else {
         return compile(s);
     };
@@ -342,12 +359,11 @@ fn check_notify(s: &LinuxSeccomp) -> Result<()> {
                 "{base}: SCMP_ACT_NOTIFY needs {base}.listenerPath, the socket of the seccomp agent that answers the notified syscalls"
             )))
         }
-        (false, Some(p)) => {
-            return Err(Error::invalid(format!(
-                "{base}.listenerPath {} is set but no rule uses SCMP_ACT_NOTIFY (remove it, or notify a syscall)",
-                p.display()
-            )))
-        }
+        // The spec: without SCMP_ACT_NOTIFY the listener is ignored.
+        (false, Some(p)) => crate::logging::debug(format!(
+            "{base}.listenerPath {} ignored: no rule uses SCMP_ACT_NOTIFY",
+            p.display()
+        )),
         _ => {}
     }
     for (i, sc) in s.syscalls().iter().flatten().enumerate() {
@@ -398,10 +414,6 @@ mod tests {
                 "needs linux.seccomp.listenerPath",
             ),
             (
-                r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/x"}"#,
-                "no rule uses SCMP_ACT_NOTIFY",
-            ),
-            (
                 r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/x","syscalls":[{"names":["getpid","sendmsg"],"action":"SCMP_ACT_NOTIFY"}]}"#,
                 "cannot be used for \"sendmsg\"",
             ),
@@ -418,6 +430,16 @@ mod tests {
             Ok(Filter::Context { notify: true, .. })
         ));
         assert_eq!(raw_flags(&s), Some(FLAG_NEW_LISTENER));
+        // Without a notifying rule the listener is ignored, as the spec says.
+        let s = seccomp(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/x"}"#);
+        assert!(matches!(
+            compile(&s),
+            Ok(Filter::Context { notify: false, .. })
+        ));
+        let s = seccomp(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/x","flags":["SECCOMP_FILTER_FLAG_TSYNC"],"syscalls":[{"names":["sysinfo"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+        );
+        assert_eq!(raw_flags(&s), Some(FLAG_NEW_LISTENER | 1 | (1 << 4)));
     }
 
     #[test]

@@ -144,6 +144,16 @@ fn an_agent_that_lets_go_makes_calls_fail_not_hang() {
 }
 
 #[test]
+fn a_listener_without_a_notifying_rule_is_ignored() {
+    let rt = Runtime::new();
+    let mut b = Bundle::busybox();
+    b.config["linux"]["seccomp"] =
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/nobody/listens/here"});
+    b.sh("echo ran");
+    assert_eq!(rt.output_of(&b, &unique_id("notify-unused")), "ran\n");
+}
+
+#[test]
 fn a_listener_nobody_serves_is_a_clear_error() {
     let rt = Runtime::new();
     let dir = tempfile::tempdir().unwrap();

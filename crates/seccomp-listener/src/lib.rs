@@ -64,8 +64,26 @@ pub fn send(
     state: &ContainerProcessState,
     fds: &[BorrowedFd<'_>],
 ) -> std::io::Result<()> {
-    let data = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-    let mut space = vec![std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    send_encoded(sock, &encode(state)?, fds)
+}
+
+/// The bytes [`send`] sends for `state`.
+pub fn encode(state: &ContainerProcessState) -> std::io::Result<Vec<u8>> {
+    serde_json::to_vec(state).map_err(std::io::Error::other)
+}
+
+/// Sends a state [`encode`]d already, allocating nothing: for a process that has just
+/// installed the seccomp filter whose listener it sends, where any syscall beyond
+/// sendmsg and sendto could be one the filter hands to the agent that has no
+/// listener yet.
+pub fn send_encoded(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> std::io::Result<()> {
+    // Room for four descriptors' control message (CMSG_SPACE(16) is 32 bytes) with
+    // any alignment the buffer needs.
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); 128];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(std::io::Error::other(
@@ -75,7 +93,7 @@ pub fn send(
     // The descriptors travel with the first byte; the rest may need more writes.
     let mut sent = rustix::net::sendmsg(
         sock,
-        &[IoSlice::new(&data)],
+        &[IoSlice::new(data)],
         &mut control,
         SendFlags::NOSIGNAL,
     )?;

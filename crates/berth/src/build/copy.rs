@@ -312,105 +312,128 @@ impl Builder<'_> {
             }
         }
         let into_dir = into_dir || sources.len() + urls.len() > 1;
-        // The tar, built once: its hash is part of the cache key.
-        let mut b = tar::Builder::new(Vec::new());
-        b.follow_symlinks(false);
-        let dest_rel = dest
-            .trim_start_matches('/')
-            .trim_end_matches('/')
-            .to_string();
-        let mut dirs_made = std::collections::BTreeSet::new();
-        let mut parent_dirs = |b: &mut tar::Builder<Vec<u8>>, p: &Path| -> anyhow::Result<()> {
-            for a in p.ancestors().collect::<Vec<_>>().into_iter().rev() {
-                if a.as_os_str().is_empty() || !dirs_made.insert(a.to_path_buf()) {
-                    continue;
+        // The layer's tar: its hash is part of the cache key.
+        let mut build = || -> anyhow::Result<Vec<u8>> {
+            let mut b = tar::Builder::new(Vec::new());
+            b.follow_symlinks(false);
+            let dest_rel = dest
+                .trim_start_matches('/')
+                .trim_end_matches('/')
+                .to_string();
+            let mut dirs_made = std::collections::BTreeSet::new();
+            let mut parent_dirs = |b: &mut tar::Builder<Vec<u8>>, p: &Path| -> anyhow::Result<()> {
+                for a in p.ancestors().collect::<Vec<_>>().into_iter().rev() {
+                    if a.as_os_str().is_empty() || !dirs_made.insert(a.to_path_buf()) {
+                        continue;
+                    }
+                    let mut h = tar::Header::new_gnu();
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(0o755);
+                    h.set_size(0);
+                    b.append_data(&mut h, a, &[][..])?;
                 }
-                let mut h = tar::Header::new_gnu();
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                h.set_size(0);
-                b.append_data(&mut h, a, &[][..])?;
-            }
-            Ok(())
-        };
-        for src in &sources {
-            let full = root.resolve(src)?;
-            let meta = root.metadata(&full)?;
-            if meta.is_dir() {
-                // A directory's contents are copied, not the directory itself.
-                let target = PathBuf::from(&dest_rel);
-                parent_dirs(&mut b, &target)?;
-                append_tree(root, &mut b, &full, src, &target, chown)?;
-            } else if add && is_archive(&full) {
-                let target = PathBuf::from(&dest_rel);
-                parent_dirs(&mut b, &target)?;
-                let f = std::fs::File::open(&full)?;
-                let mut ar = tar::Archive::new(berth_image::compress::decompress(
-                    std::io::BufReader::new(f),
-                )?);
-                for e in ar.entries()? {
-                    let mut e = e?;
-                    let p = target.join(
-                        e.path()?
-                            .components()
-                            .filter(|c| matches!(c, std::path::Component::Normal(_)))
-                            .collect::<PathBuf>(),
-                    );
-                    let mut h = e.header().clone();
-                    let link = e.link_name()?.map(|l| l.into_owned());
-                    match link {
-                        Some(l) => {
-                            b.append_link(&mut h, &p, &l)?;
-                        }
-                        None => {
-                            b.append_data(&mut h, &p, &mut e)?;
+                Ok(())
+            };
+            for src in &sources {
+                let full = root.resolve(src)?;
+                let meta = root.metadata(&full)?;
+                if meta.is_dir() {
+                    // A directory's contents are copied, not the directory itself.
+                    let target = PathBuf::from(&dest_rel);
+                    parent_dirs(&mut b, &target)?;
+                    append_tree(root, &mut b, &full, src, &target, chown)?;
+                } else if add && is_archive(&full) {
+                    let target = PathBuf::from(&dest_rel);
+                    parent_dirs(&mut b, &target)?;
+                    let f = std::fs::File::open(&full)?;
+                    let mut ar = tar::Archive::new(berth_image::compress::decompress(
+                        std::io::BufReader::new(f),
+                    )?);
+                    for e in ar.entries()? {
+                        let mut e = e?;
+                        let p = target.join(
+                            e.path()?
+                                .components()
+                                .filter(|c| matches!(c, std::path::Component::Normal(_)))
+                                .collect::<PathBuf>(),
+                        );
+                        let mut h = e.header().clone();
+                        let link = e.link_name()?.map(|l| l.into_owned());
+                        match link {
+                            Some(l) => {
+                                b.append_link(&mut h, &p, &l)?;
+                            }
+                            None => {
+                                b.append_data(&mut h, &p, &mut e)?;
+                            }
                         }
                     }
-                }
-            } else {
-                let target = if into_dir {
-                    PathBuf::from(&dest_rel).join(src.file_name().unwrap_or_default())
                 } else {
-                    PathBuf::from(&dest_rel)
+                    let target = if into_dir {
+                        PathBuf::from(&dest_rel).join(src.file_name().unwrap_or_default())
+                    } else {
+                        PathBuf::from(&dest_rel)
+                    };
+                    if let Some(p) = target.parent() {
+                        parent_dirs(&mut b, p)?;
+                    }
+                    append_one(&mut b, &full, &meta, &target, chown)?;
+                }
+            }
+            for url in &urls {
+                let name = berth_image::download::file_name(url);
+                let target = match (into_dir, name) {
+                    (true, Some(n)) => PathBuf::from(&dest_rel).join(n),
+                    (true, None) => bail!(
+                        "Dockerfile line {}: ADD {url}: the URL names no file to put in {dest} (give the file's name in the destination)",
+                        i.line
+                    ),
+                    (false, _) => PathBuf::from(&dest_rel),
                 };
                 if let Some(p) = target.parent() {
                     parent_dirs(&mut b, p)?;
                 }
-                append_one(&mut b, &full, &meta, &target, chown)?;
+                append_download(&mut b, url, sources_given.checksum, &target, chown)
+                    .with_context(|| format!("Dockerfile line {}: ADD {url}", i.line))?;
             }
-        }
-        for url in &urls {
-            let name = berth_image::download::file_name(url);
-            let target = match (into_dir, name) {
-                (true, Some(n)) => PathBuf::from(&dest_rel).join(n),
-                (true, None) => bail!(
-                    "Dockerfile line {}: ADD {url}: the URL names no file to put in {dest} (give the file's name in the destination)",
-                    i.line
-                ),
-                (false, _) => PathBuf::from(&dest_rel),
-            };
-            if let Some(p) = target.parent() {
-                parent_dirs(&mut b, p)?;
-            }
-            append_download(&mut b, url, sources_given.checksum, &target, chown)
-                .with_context(|| format!("Dockerfile line {}: ADD {url}", i.line))?;
-        }
-        let data = b.into_inner()?;
+            Ok(b.into_inner()?)
+        };
         let text = format!("{} {}", i.cmd, i.rest);
-        let content = Digest::of(&data).to_string();
         let cur = self.cur(i)?.clone();
+        // A download pinned by --checksum is known before it is made: a cached step
+        // is used without downloading it again, as BuildKit does.
+        if let (Some(sum), [url]) = (sources_given.checksum, urls.as_slice()) {
+            // Where it lands is part of the key: a build ARG may move it.
+            let pin = format!("{url} {sum} {dest} {into_dir} {chown:?}");
+            return self.step(&[&text, &pin], |bld| {
+                let data = build()?;
+                bld.commit_layer(&cur, &text, &data)
+            });
+        }
+        let data = build()?;
+        let content = Digest::of(&data).to_string();
         self.step(&[&text, &content], |bld| {
-            let layer = bld.engine.images().store_layer(|w| {
-                w.write_all(&data)
-                    .with_context(|| "write the layer")
-                    .map_err(|e| berth_image::Error::invalid(format!("{e:#}")))
-            })?;
-            let opts = NewImage {
-                created_by: format!("/bin/sh -c #(nop) {text}"),
-                ..Default::default()
-            };
-            Ok(bld.engine.images().derive(&cur, Some(&layer), &opts)?)
+            bld.commit_layer(&cur, &text, &data)
         })
+    }
+
+    /// Stores `data` as a layer on top of `cur` and makes the image of the step.
+    fn commit_layer(
+        &mut self,
+        cur: &berth_image::ResolvedImage,
+        text: &str,
+        data: &[u8],
+    ) -> anyhow::Result<Digest> {
+        let layer = self.engine.images().store_layer(|w| {
+            w.write_all(data)
+                .with_context(|| "write the layer")
+                .map_err(|e| berth_image::Error::invalid(format!("{e:#}")))
+        })?;
+        let opts = NewImage {
+            created_by: format!("/bin/sh -c #(nop) {text}"),
+            ..Default::default()
+        };
+        Ok(self.engine.images().derive(cur, Some(&layer), &opts)?)
     }
 }
 

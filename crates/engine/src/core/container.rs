@@ -22,6 +22,7 @@ use super::lock::Lock;
 use super::ocispec::{self, SpecInput};
 use super::records::{ContainerRecord, SandboxPhase, SandboxRecord};
 use super::recover::{self, Making};
+use super::security;
 use super::start::{StartMode, Started};
 use super::{fault, names, Core};
 
@@ -228,7 +229,8 @@ impl Core {
             sandbox: &view,
             pid_target,
             oom_floor: oom_floor(),
-            sysinfo_listener: config.procview.then(|| paths.seccomp_socket()),
+            sysinfo_listener: (config.procview && security::sysinfo_interception_works())
+                .then(|| paths.seccomp_socket()),
             procview,
         })?;
         rec.args = args;
@@ -276,8 +278,7 @@ impl Core {
                     .collect(),
                 sandbox_dir: sb.lean().then(|| self.dirs().sandbox(&sb.id)),
             }),
-            seccomp_agent: c
-                .procview
+            seccomp_agent: (c.procview && security::sysinfo_interception_works())
                 .then(|| berth_procview::agent::socket_path(&berth_procview::mountpoint())),
         }
     }

@@ -615,7 +615,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>)> {
     }
     let profile = security::profile(&sec.seccomp, sec.privileged, &caps)?;
     let profile = match &input.sysinfo_listener {
-        Some(listener) => Some(security::notify_sysinfo(profile, listener)),
+        Some(listener) => security::notify_sysinfo(profile, listener),
         None => profile,
     };
     if let Some(profile) = profile {

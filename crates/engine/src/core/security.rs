@@ -436,28 +436,25 @@ pub fn profile(
     }
 }
 
-/// `profile` (None: unconfined) with sysinfo(2) handed to a seccomp agent through
-/// `listener`, for the /proc view's truthful sysinfo: the call is taken out of the
-/// rules that simply allow it and notified instead. A profile with an agent of its
-/// own, or one that refuses sysinfo or never allows it, is left as it is.
-pub fn notify_sysinfo(profile: Option<LinuxSeccomp>, listener: &std::path::Path) -> LinuxSeccomp {
+/// `profile` with sysinfo(2) handed to a seccomp agent through `listener`, for the
+/// /proc view's truthful sysinfo: the call is taken out of the rules that simply allow
+/// it and notified instead. An unconfined container (None) stays unconfined — a
+/// filter there would take the one listener a nested runtime's own agent needs — and a
+/// profile with an agent of its own, or one that refuses sysinfo or never allows it,
+/// is left as it is.
+pub fn notify_sysinfo(
+    profile: Option<LinuxSeccomp>,
+    listener: &std::path::Path,
+) -> Option<LinuxSeccomp> {
     const SYSINFO: &str = "sysinfo";
     let notify_rule = LinuxSyscallBuilder::default()
         .names(vec![SYSINFO.to_string()])
         .action(LinuxSeccompAction::ScmpActNotify)
         .build()
         .expect("a complete syscall rule");
-    let Some(mut p) = profile else {
-        return LinuxSeccompBuilder::default()
-            .default_action(LinuxSeccompAction::ScmpActAllow)
-            .architectures(arches())
-            .listener_path(listener.to_path_buf())
-            .syscalls(vec![notify_rule])
-            .build()
-            .expect("a complete profile");
-    };
+    let mut p = profile?;
     if p.listener_path().is_some() {
-        return p;
+        return Some(p);
     }
     let mut rules = p.syscalls().clone().unwrap_or_default();
     let plain_allow = |r: &oci_spec::runtime::LinuxSyscall| {
@@ -466,12 +463,12 @@ pub fn notify_sysinfo(profile: Option<LinuxSeccomp>, listener: &std::path::Path)
     };
     let named = |r: &oci_spec::runtime::LinuxSyscall| r.names().iter().any(|n| n == SYSINFO);
     if rules.iter().any(|r| named(r) && !plain_allow(r)) {
-        return p;
+        return Some(p);
     }
     let allowed = rules.iter().any(|r| named(r) && plain_allow(r))
         || p.default_action() == LinuxSeccompAction::ScmpActAllow;
     if !allowed {
-        return p;
+        return Some(p);
     }
     for r in rules.iter_mut().filter(|r| named(r)) {
         let names: Vec<String> = r
@@ -486,7 +483,20 @@ pub fn notify_sysinfo(profile: Option<LinuxSeccomp>, listener: &std::path::Path)
     rules.push(notify_rule);
     p.set_syscalls(Some(rules));
     p.set_listener_path(Some(listener.to_path_buf()));
-    p
+    Some(p)
+}
+
+/// Whether this kernel can have sysinfo(2) answered by an agent: the agent hands what
+/// it does not answer back to the kernel (SECCOMP_USER_NOTIF_FLAG_CONTINUE, 5.5) and
+/// libseccomp's notification calls need 5.7. On an older kernel a notified call could
+/// wait for ever: the interception is left off there.
+pub fn sysinfo_interception_works() -> bool {
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (5, 7)
 }
 
 #[cfg(test)]
@@ -559,29 +569,27 @@ mod tests {
             })
         };
         // The default profile allows it by list: moved to a notify rule.
-        let p = notify_sysinfo(Some(default_seccomp(&[])), sock);
+        let p = notify_sysinfo(Some(default_seccomp(&[])), sock).unwrap();
         assert!(notified(&p) && !allowed_plainly(&p));
         assert_eq!(p.listener_path().as_deref(), Some(sock));
-        // Unconfined: a profile that notifies sysinfo and allows the rest.
-        let p = notify_sysinfo(None, sock);
-        assert!(notified(&p));
-        assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActAllow);
+        // Unconfined stays unconfined.
+        assert_eq!(notify_sysinfo(None, sock), None);
         // A refusal of the user's stands, and so does an agent of the user's.
         let refusing: LinuxSeccomp = serde_json::from_str(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["sysinfo"],"action":"SCMP_ACT_ERRNO"}]}"#,
         )
         .unwrap();
-        assert_eq!(notify_sysinfo(Some(refusing.clone()), sock), refusing);
+        assert_eq!(notify_sysinfo(Some(refusing.clone()), sock), Some(refusing));
         let own: LinuxSeccomp = serde_json::from_str(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/mine","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#,
         )
         .unwrap();
-        assert_eq!(notify_sysinfo(Some(own.clone()), sock), own);
+        assert_eq!(notify_sysinfo(Some(own.clone()), sock), Some(own));
         // A profile that never allows it keeps refusing it by default.
         let closed: LinuxSeccomp = serde_json::from_str(
             r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#,
         )
         .unwrap();
-        assert_eq!(notify_sysinfo(Some(closed.clone()), sock), closed);
+        assert_eq!(notify_sysinfo(Some(closed.clone()), sock), Some(closed));
     }
 }

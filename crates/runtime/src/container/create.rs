@@ -192,14 +192,16 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
 
     let layout = Layout::detect()?;
     let mut cgroup = CgroupPaths::resolve(&layout, linux.cgroups_path().as_deref(), &opts.id)?;
+    let mut given_up = Vec::new();
     let create_result = if rootless {
-        cgroup.create_where_permitted().map(|given_up| {
-            for d in given_up {
+        cgroup.create_where_permitted().map(|dirs| {
+            for d in &dirs {
                 crate::logging::debug(format!(
                     "rootless: no cgroup at {} (not delegated to this user)",
                     d.display()
                 ));
             }
+            given_up = dirs;
         })
     } else {
         cgroup.create()
@@ -246,16 +248,18 @@ pub fn create(root: &Root, opts: &CreateOpts, proxy_tty: bool) -> Result<Created
             seccomp::Listener::connect(s, container.record.spec_state(Status::Created, 0))?;
     }
     let resources = linux.resources().clone().unwrap_or_default();
-    if rootless && cgroup.dirs().is_empty() {
+    if rootless && !given_up.is_empty() {
         if crate::rootless::limits_asked(&resources) {
-            crate::logging::warn(
-                "rootless: linux.resources not applied: no cgroup could be created for this user (delegate a cgroup v2 subtree to it, as systemd does with Delegate=yes)",
-            );
+            let at: Vec<String> = given_up.iter().map(|d| d.display().to_string()).collect();
+            crate::logging::warn(format!(
+                "rootless: linux.resources not applied: this user may not create cgroups at {} (delegate a cgroup v2 subtree to it, as systemd does with Delegate=yes)",
+                at.join(", ")
+            ));
         }
     } else {
-        // Device access in a user namespace is the kernel's to refuse (no mknod), and
-        // device filters need host root.
-        let devices = (!rootless).then_some(&device_rules);
+        // Device filters need host root; in a user namespace the kernel refuses device
+        // nodes itself (no mknod).
+        let devices = crate::rootless::is_host_root().then_some(&device_rules);
         crate::cgroups::apply(&cgroup, &resources, devices)?;
     }
     crate::logging::phase("create: cgroups ready");
@@ -662,7 +666,10 @@ fn init(p: &InitPlan<'_>) -> Result<std::convert::Infallible> {
 
 /// The init's last steps, once `start` let it go: startContainer hooks, no_new_privs,
 /// the SELinux label and seccomp (see `ProcessPlan::seal`), exec. Returns the error
-/// that stopped it (exec returns only on failure).
+/// that stopped it (exec returns only on failure). A seccomp listener goes to its agent
+/// here, after `start` returned (runc sends it during create, with the filter loaded
+/// early): a failed send is the container's error on its stderr, not `start`'s, and the
+/// connection made at create tells the agent who is coming.
 fn after_start(p: &InitPlan<'_>, host_pid: i32, program: &std::ffi::CString) -> Result<Error> {
     let hooks = p.spec.hooks().as_ref();
     if hooks::any(hooks, Point::StartContainer) {

@@ -264,11 +264,14 @@ pub fn exec(root: &Root, opts: &ExecOpts) -> Result<i32> {
         )
     })?;
     drop(child_chan);
+    // Only the child sends on the agent's connection: our copy must not keep it open.
+    drop(plan.seccomp_listener.take());
     drop(console_sock);
     let pid = match parent_chan.recv() {
         Ok(Msg::InitPid(p)) => {
             if wants_pid {
-                parent_chan.send(&Msg::HostPid(p))?;
+                // A child that failed meanwhile says why on the channel, read below.
+                let _ = parent_chan.send(&Msg::HostPid(p));
             }
             p
         }
