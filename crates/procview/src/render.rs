@@ -343,18 +343,21 @@ mod tests {
         (d, cg)
     }
 
+    /// The kB figure of a meminfo line.
+    fn kib_field(mem: &str, key: &str) -> u64 {
+        mem.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {key} in {mem}"))
+    }
+
     #[test]
     fn a_swap_allowance_shows_in_meminfo() {
         let (d, cg) = v2_fixture();
         std::fs::write(d.path().join("memory.swap.max"), "67108864\n").unwrap();
         std::fs::write(d.path().join("memory.swap.current"), "1048576\n").unwrap();
         let mem = meminfo(&cg);
-        let field = |k: &str| {
-            mem.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap()
-        };
+        let field = |k: &str| kib_field(&mem, k);
         assert_eq!(field("SwapTotal:"), 65536, "{mem}");
         assert_eq!(field("SwapFree:"), 65536 - 1024, "{mem}");
     }
@@ -372,12 +375,7 @@ mod tests {
         assert_eq!(io["8:0"].reads, 10);
         assert_eq!(io["8:0"].write_bytes, 2097152);
         let mem = meminfo(&cg);
-        let field = |k: &str| {
-            mem.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap()
-        };
+        let field = |k: &str| kib_field(&mem, k);
         assert_eq!(field("MemTotal:"), 262144);
         assert_eq!(field("MemAvailable:"), 262144 - 30720);
         assert_eq!(field("Cached:"), 10240);
