@@ -78,9 +78,11 @@ fn a_memory_hog_is_oom_killed() {
         "-c",
         "head -c 200000000 /dev/zero | tail >/dev/null; echo tail=$?",
     ]);
+    // The OOM killer takes tail, the hog; under a loaded machine it has been seen to
+    // take the shell whose child tail is instead (the exec then ends with 137).
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("tail=137"),
-        "tail was SIGKILLed: {out:?}"
+        String::from_utf8_lossy(&out.stdout).contains("tail=137") || out.status.code() == Some(137),
+        "the OOM killer killed tail or its shell: {out:?}"
     );
     let ev: serde_json::Value = serde_json::from_str(&rt.ok(&["events", "--stats", &id])).unwrap();
     assert!(
