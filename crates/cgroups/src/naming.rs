@@ -101,6 +101,18 @@ pub fn remove_empty(layout: &Layout, path: &str, keep: &str) {
     }
 }
 
+/// The last per-host helper to retire (the /proc view, the network helper) takes the
+/// engine's parent cgroup with it when no container is left under it: while containers
+/// come and go it stays, as docker's /docker does (making it again on a dozen v1
+/// hierarchies per `run --rm` cost milliseconds), but nothing of berth outlives its
+/// last container. A start racing with this finds the parent gone and makes it again
+/// (see `CgroupPaths::create`).
+pub fn retire_engine_parent(layout: &Layout) {
+    if count_containers(layout) == 0 {
+        remove_empty(layout, ENGINE_PARENT, "/");
+    }
+}
+
 /// How many containers (and pod infra processes) berth has cgroups for on this host:
 /// the children of [`ENGINE_PARENT`] and of every pod cgroup under [`KUBEPODS`], on the
 /// first hierarchy that has either parent. Per-host helpers (the /proc view, the

@@ -196,6 +196,7 @@ pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
                 rustix::fs::flock(&hold, rustix::fs::FlockOperation::LockExclusive)?;
                 if berth_containers() == 0 {
                     let _ = nets.prune();
+                    berth_cgroups::naming::retire_engine_parent(&berth_cgroups::Layout::host());
                     return Ok(());
                 }
                 quiet_since = Instant::now();

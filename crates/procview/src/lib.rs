@@ -78,6 +78,7 @@ pub fn serve(mountpoint: &Path, idle: std::time::Duration) -> std::io::Result<()
             // only if still no container exists.
             rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
             if berth_cgroups::naming::count_containers(&mounts) == 0 {
+                berth_cgroups::naming::retire_engine_parent(&mounts);
                 break;
             }
             rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock)?;
