@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::{Cluster, SimNodes};
+use common::cluster::{tail, Cluster, SimNodes};
 use serde_json::Value;
 
 fn sim(c: &Cluster, prefix: &str, count: usize) -> SimNodes {
@@ -96,14 +96,24 @@ fn event_messages(c: &Cluster, name: &str) -> String {
     ])
 }
 
+/// Waits for the rollout of deployment `name`; on failure, what the controllers left.
 fn rollout(c: &Cluster, name: &str) -> String {
-    let out = c.ok(&[
+    let o = c.kubectl(&[
         "rollout",
         "status",
         &format!("deploy/{name}"),
         "--timeout=60s",
     ]);
-    assert!(out.contains("successfully rolled out"), "{out}");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    if !o.status.success() || !out.contains("successfully rolled out") {
+        let state = c.kubectl(&["get", "deploy,rs,pods,events", "-o", "yaml"]);
+        panic!(
+            "rollout of {name} did not finish:\n{out}\n{}\n--- objects:\n{}\n--- server log tail:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&state.stdout),
+            tail(&c.log(), 60)
+        );
+    }
     out
 }
 

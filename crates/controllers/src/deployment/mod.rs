@@ -22,9 +22,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 
 use crate::index::OwnerIndex;
-use crate::informer::{controller_owner, itself};
+use crate::informer::{controller_owner, itself, Change};
 use crate::{owner, Error, Shared};
 
 pub(crate) struct Ctx {
@@ -36,11 +37,40 @@ pub(crate) struct Ctx {
 
 /// The controller, ready to run once the shared informers run.
 pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
+    // A Recreate rollout waits for the old pods to be gone, which no ReplicaSet
+    // change need announce: a pod that goes (or finishes) wakes its Deployment.
+    let replicasets = shared.replicasets.store();
+    let by_pod = shared.pods.trigger(move |c: &Change<'_, Pod>| {
+        let pod = match c {
+            Change::Deleted(p) => *p,
+            Change::Applied {
+                old: Some(old),
+                new,
+            } if is_finished(new) && !is_finished(old) => *new,
+            Change::Applied { .. } => return Vec::new(),
+        };
+        let Some(r) = owner::controller_ref(&pod.metadata).filter(|r| r.kind == "ReplicaSet")
+        else {
+            return Vec::new();
+        };
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        replicasets
+            .get(&ObjectRef::new(&r.name).within(ns))
+            .and_then(|rs| {
+                let d = owner::controller_ref(&rs.metadata)?;
+                (d.kind == "Deployment").then(|| ObjectRef::new(&d.name).within(ns))
+            })
+            .into_iter()
+            .collect()
+    });
     let queue = futures_util::stream::select(
-        shared.deployments.trigger(itself),
-        shared
-            .replicasets
-            .trigger(controller_owner::<ReplicaSet, Deployment>),
+        futures_util::stream::select(
+            shared.deployments.trigger(itself),
+            shared
+                .replicasets
+                .trigger(controller_owner::<ReplicaSet, Deployment>),
+        ),
+        by_pod,
     );
     let ctx = Arc::new(Ctx {
         client: shared.client.clone(),
@@ -54,6 +84,14 @@ pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Se
         queue,
         reconcile,
         ctx,
+    )
+}
+
+/// Whether the pod ran to its end (Succeeded or Failed): as good as gone for Recreate.
+fn is_finished(p: &Pod) -> bool {
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
     )
 }
 

@@ -207,12 +207,7 @@ pub(super) async fn rollout_recreate(
         ctx.pods
             .owned(rs.metadata.uid.as_deref().unwrap_or_default())
             .iter()
-            .any(|p| {
-                !matches!(
-                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                    Some("Succeeded") | Some("Failed")
-                )
-            })
+            .any(|p| !super::is_finished(p))
     });
     if running {
         return sync_rollout_status(ctx, d, &fam).await;
