@@ -23,6 +23,7 @@ mod engine;
 mod images;
 mod net;
 mod pods;
+mod rootless;
 mod stats;
 mod sys;
 mod sysinfo;
@@ -92,6 +93,18 @@ enum Cmd {
     /// with the view vs without, the runtime's lifecycle with a listener vs without
     Sysinfo {
         /// Rounds (each side once per round, in rotating order)
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// The berth binary (cargo build --release)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Where the static berth-runtime and berth-monitor are (scripts/build-runtime.sh)
+        #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
+        tools: PathBuf,
+    },
+    /// Rootless: berth run --rm as an unprivileged user beside rootless podman run --rm
+    Rootless {
+        /// Runs of each (interleaved)
         #[arg(long, default_value_t = 30)]
         runs: usize,
         /// The berth binary (cargo build --release)
@@ -247,6 +260,7 @@ fn main() -> Result<()> {
         Cmd::Build { runs, berth } => build::build_bench(runs, &berth),
         Cmd::Procview { runs, berth, tools } => net::procview_bench(runs, &berth, &tools),
         Cmd::Sysinfo { runs, berth, tools } => sysinfo::sysinfo_bench(runs, &berth, &tools),
+        Cmd::Rootless { runs, berth, tools } => rootless::rootless_bench(runs, &berth, &tools),
         Cmd::SysinfoCaller { calls } => sysinfo::sysinfo_caller(calls),
         Cmd::ProcviewReader { runs, join, files } => net::procview_reader(runs, &join, &files),
         Cmd::Throughput { secs, berth, tools } => net::throughput_bench(secs, &berth, &tools),

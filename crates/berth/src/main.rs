@@ -10,6 +10,7 @@ mod build;
 mod container_cmd;
 mod controller_cmd;
 mod cp_cmd;
+mod create_args;
 mod elected;
 mod explain_cmd;
 mod image_cmd;
@@ -37,13 +38,10 @@ use berth_image::Store;
 #[command(name = "berth", version, about, disable_help_subcommand = true)]
 struct Cli {
     /// Where berth keeps its state.
-    #[arg(
-        long,
-        global = true,
-        env = "BERTH_ROOT",
-        default_value = "/var/lib/berth"
-    )]
-    root: PathBuf,
+    /// The state root [default: /var/lib/berth; a rootless user's
+    /// $XDG_DATA_HOME/berth]
+    #[arg(long, global = true, env = "BERTH_ROOT")]
+    root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,7 +53,7 @@ enum Command {
     Run(container_cmd::RunArgs),
     /// Create a container.
     #[command(disable_help_flag = true)]
-    Create(container_cmd::CreateArgs),
+    Create(create_args::CreateArgs),
     /// Start containers.
     Start(container_cmd::StartArgs),
     /// Stop containers (stop signal, then SIGKILL).
@@ -167,7 +165,8 @@ impl Ctx {
     /// A user other than root cannot use root's state directory: said plainly, before
     /// a permission error deep in the store would be.
     pub fn check_access(&self) -> anyhow::Result<()> {
-        if rustix::process::geteuid().is_root() {
+        let rootless = berth_engine::rootless::active();
+        if rustix::process::geteuid().is_root() && !rootless {
             return Ok(());
         }
         let mut existing = self.root.as_path();
@@ -181,10 +180,8 @@ impl Ctx {
             return Ok(());
         }
         anyhow::bail!(
-            "{} belongs to root and berth's engine needs root: run it as root (sudo berth ...). \
-             Rootless berth (a store of your own in a user namespace of your subordinate ids, \
-             as podman has) is not built yet; without root today, podman runs its containers \
-             with berth-runtime: podman --runtime $(command -v berth-runtime) run ...",
+            "{} is not yours to write: without root, berth keeps a store of your own in \
+             $XDG_DATA_HOME/berth (leave out --root and BERTH_ROOT), or run as root (sudo berth ...)",
             self.root.display()
         )
     }
@@ -197,8 +194,26 @@ impl Ctx {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == berth_engine::rootless::PAUSE_ARG)
+    {
+        berth_engine::rootless::pause_main();
+    }
     let cli = Cli::parse();
-    let ctx = Ctx { root: cli.root };
+    // Before any thread starts: a process with threads cannot join a user namespace.
+    let session = match berth_engine::rootless::enter() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            std::process::exit(1);
+        }
+    };
+    let root = cli.root.unwrap_or_else(|| match session {
+        Some(s) => s.state_root,
+        None => PathBuf::from(berth_hostdirs::DEFAULT_STATE_ROOT),
+    });
+    let ctx = Ctx { root };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

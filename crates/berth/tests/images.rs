@@ -641,37 +641,3 @@ fn many_commands_opening_a_new_store_at_once() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 }
-
-#[test]
-fn a_user_without_root_is_told_so_before_any_permission_error() {
-    let env = Env::new();
-    env.busybox_image("localhost/busybox:1");
-    // nobody, with no groups, against this test's root-owned state directory, running
-    // a copy of berth it can reach (the checkout may be in /root).
-    let reachable = tempfile::Builder::new()
-        .prefix("berth-bin")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(
-        reachable.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let copy = reachable.path().join("berth");
-    std::fs::copy(bin(), &copy).unwrap();
-    for args in [&["images"][..], &["ps", "-a"][..]] {
-        let o = std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(&copy)
-            .args(args)
-            .env("BERTH_ROOT", env.root())
-            .output()
-            .unwrap();
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{o:?}");
-        assert!(
-            e.contains("belongs to root") && e.contains("sudo berth") && !e.contains("os error"),
-            "{args:?}: {e}"
-        );
-    }
-}

@@ -17,6 +17,7 @@ pub mod exec;
 pub mod explain;
 pub mod helper;
 pub mod procview;
+pub mod rootless;
 
 pub use berth_monitor::{log, monitor, record};
 

@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Context, Error, Result};
 
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
-
 /// Writes the changes under `dir` as a tar layer to `out`, leaving out the paths in
 /// `exclude` (relative, like `etc/hosts`).
 pub fn write_layer<W: Write>(dir: &Path, exclude: &[&str], out: W) -> Result<W> {
@@ -87,7 +85,7 @@ fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let key = String::from_utf8_lossy(name).into_owned();
-        if key.starts_with("trusted.overlay.") {
+        if crate::overlay::is_overlay_xattr(&key) {
             continue;
         }
         let mut val = vec![0u8; 65536];
@@ -133,9 +131,10 @@ impl Walker {
                 let mut h = header_for(&meta, tar::EntryType::Directory);
                 b.append_data(&mut h, &r, std::io::empty())
                     .ctx(|| format!("write {}", r.display()))?;
-                let opaque = rustix::fs::lgetxattr(&p, OPAQUE_XATTR, &mut [0u8; 4])
-                    .ok()
-                    .is_some();
+                let opaque =
+                    rustix::fs::lgetxattr(&p, crate::overlay::opaque_xattr(), &mut [0u8; 4])
+                        .ok()
+                        .is_some();
                 if opaque {
                     let mut h = header_for(&meta, tar::EntryType::Regular);
                     h.set_mode(0);

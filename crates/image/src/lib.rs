@@ -20,6 +20,7 @@ pub mod image;
 pub mod inroot;
 pub mod inspect;
 pub mod oci;
+pub mod overlay;
 pub mod progress;
 pub mod reference;
 pub mod registry;

@@ -327,8 +327,9 @@ impl Store {
         let mut lowers = vec![format!("c/{container}/init")];
         lowers.extend(ids.iter().rev().map(|id| format!("s/{id}")));
         let opts = format!(
-            "lowerdir={},upperdir=c/{container}/upper,workdir=c/{container}/work,index=off",
-            lowers.join(":")
+            "lowerdir={},upperdir=c/{container}/upper,workdir=c/{container}/work,index=off{}",
+            lowers.join(":"),
+            crate::overlay::mount_option()
         );
         if opts.len() >= 4096 {
             return Err(Error::Unsupported(format!(

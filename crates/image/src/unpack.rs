@@ -41,7 +41,6 @@ pub struct Stats {
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// Metadata applied to directories after their contents (writing into a directory
 /// changes its mtime).
@@ -248,7 +247,7 @@ impl Unpacker {
                     Some(rustix::fs::Uid::from_raw(uid)),
                     Some(rustix::fs::Gid::from_raw(gid)),
                 )
-                .ctx(|| "chown")?;
+                .map_err(|e| chown_failed(e, uid, gid))?;
                 rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).ctx(|| "chmod")?;
                 for (k, v) in &xattrs {
                     set_xattr_fd(file.as_fd(), k, v)?;
@@ -323,14 +322,23 @@ impl Unpacker {
                     header.device_major().ok().flatten().unwrap_or(0),
                     header.device_minor().ok().flatten().unwrap_or(0),
                 );
-                rustix::fs::mknodat(
+                match rustix::fs::mknodat(
                     dir.as_fd(),
                     name.as_os_str(),
                     ft,
                     Mode::from_raw_mode(mode),
                     dev,
-                )
-                .ctx(|| "mknod")?;
+                ) {
+                    // A user namespace may not make device nodes (rootless berth): the
+                    // layer's /dev entries are left out, as the runtime gives a container
+                    // its devices anyway.
+                    Err(rustix::io::Errno::PERM)
+                        if ft != FileType::Fifo && berth_hostdirs::in_user_namespace() =>
+                    {
+                        return Ok(());
+                    }
+                    r => r.ctx(|| "mknod")?,
+                }
                 rustix::fs::chmodat(
                     dir.as_fd(),
                     name.as_os_str(),
@@ -358,7 +366,7 @@ impl Unpacker {
             Some(rustix::fs::Gid::from_raw(gid)),
             nofollow,
         )
-        .ctx(|| "chown")?;
+        .map_err(|e| chown_failed(e, uid, gid))?;
         if !xattrs.is_empty() {
             let p = proc_path(dir.as_fd(), &name);
             for (k, v) in &xattrs {
@@ -517,8 +525,13 @@ impl Unpacker {
                     Mode::empty(),
                 )
                 .ctx(|| "open directory")?;
-                rustix::fs::fsetxattr(&d, OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())
-                    .ctx(|| "mark the directory opaque")
+                rustix::fs::fsetxattr(
+                    &d,
+                    crate::overlay::opaque_xattr(),
+                    b"y",
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .ctx(|| "mark the directory opaque")
             }
             Whiteouts::Apply => {
                 // Hide what lower layers put here, not what this layer wrote.
@@ -587,7 +600,8 @@ impl Unpacker {
                 Some(rustix::fs::Uid::from_raw(d.uid)),
                 Some(rustix::fs::Gid::from_raw(d.gid)),
             )
-            .ctx(|| ctx("chown"))?;
+            .map_err(|e| chown_failed(e, d.uid, d.gid))
+            .map_err(|e| Error::invalid(ctx(&e.to_string())))?;
             rustix::fs::fchmod(&f, Mode::from_raw_mode(d.mode)).ctx(|| ctx("chmod"))?;
             for (k, v) in &d.xattrs {
                 set_xattr_fd(f.as_fd(), k, v)?;
@@ -603,6 +617,20 @@ impl Unpacker {
         }
         Ok(())
     }
+}
+
+/// A failed chown, said plainly when the owner is beyond what a rootless store's user
+/// namespace maps (the kernel's EINVAL).
+fn chown_failed(e: rustix::io::Errno, uid: u32, gid: u32) -> Error {
+    if e == rustix::io::Errno::INVAL && berth_hostdirs::in_user_namespace() {
+        return Error::invalid(format!(
+            "owned by {uid}:{gid}, beyond the ids this user namespace maps: rootless berth \
+             maps the user's range in /etc/subuid and /etc/subgid; give the user a larger one \
+             (usermod --add-subuids / --add-subgids) and restart its session (kill the pause \
+             process in $XDG_RUNTIME_DIR/berth/pause.pid)"
+        ));
+    }
+    Error::io("chown", e)
 }
 
 /// An entry's owner as chown takes it: 32-bit ids, and not -1, which chown reads as
@@ -654,9 +682,10 @@ fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(OsString, Vec<u8
                 // overlayfs's own attributes (opaque, redirect, origin, metacopy) are
                 // never taken from a layer: whiteouts and opaque markers are tar
                 // entries, and forged redirects could point overlayfs elsewhere.
-                if let Some(name) = key.strip_prefix("SCHILY.xattr.").filter(|n| {
-                    !n.starts_with("trusted.overlay.") && !n.starts_with("user.overlay.")
-                }) {
+                if let Some(name) = key
+                    .strip_prefix("SCHILY.xattr.")
+                    .filter(|n| !crate::overlay::is_overlay_xattr(n))
+                {
                     out.push((OsString::from(name), ext.value_bytes().to_vec()));
                 }
             }

@@ -1,20 +1,16 @@
 //! The kernel objects a sandbox holds until it is stopped — its network (the
 //! `net.json` record berth-net keeps) and its namespaces pinned by bind mounts under
-//! [`NS_DIR`] — and their release, shared by the engine (`stop_pod_sandbox`) and the
+//! `berth_hostdirs::ns_dir()` — and their release, shared by the engine (`stop_pod_sandbox`) and the
 //! monitor (a container's own lean sandbox, when the container has ended for good).
 
 use std::path::{Path, PathBuf};
-
-/// Where sandboxes' IPC, UTS and PID namespaces are pinned (tmpfs: gone after a reboot,
-/// like the namespaces).
-pub const NS_DIR: &str = "/run/berth/ns";
 
 /// The namespace kinds a sandbox may pin (the network namespace is berth-net's).
 pub const PINNED_KINDS: [&str; 3] = ["ipc", "uts", "pid"];
 
 /// The directory of sandbox `id`'s pinned namespaces.
 pub fn pin_dir(id: &str) -> PathBuf {
-    Path::new(NS_DIR).join(id)
+    berth_hostdirs::ns_dir().join(id)
 }
 
 /// Where sandbox `id`'s namespace of `kind` (`ipc`, `uts`, `pid`) is pinned.
@@ -71,6 +67,7 @@ pub fn release_network(id: &str, dir: &Path) {
         berth_net::attach::teardown(&att);
     }
     let _ = std::fs::remove_file(&record);
+    berth_net::pasta::stop(dir);
     // A namespace without a network record (loopback only, or a record that was never
     // written).
     berth_net::netns::remove(&berth_net::netns::path_of(id));

@@ -7,12 +7,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Context, Result};
 
-/// Where berth keeps its network namespaces (tmpfs: gone after a reboot, like them).
-pub const NETNS_DIR: &str = "/run/berth/netns";
-
-/// The path of container `id`'s network namespace.
+/// The path of container `id`'s network namespace, in `berth_hostdirs::netns_dir()`
+/// (tmpfs: gone after a reboot, like the namespaces).
 pub fn path_of(id: &str) -> PathBuf {
-    Path::new(NETNS_DIR).join(id)
+    berth_hostdirs::netns_dir().join(id)
 }
 
 /// Makes the file a namespace will be bound to (see [`crate::link::in_new_netns`]).

@@ -14,25 +14,25 @@ use crate::ipam::Leases;
 /// The name of the default network.
 pub const DEFAULT: &str = "bridge";
 
-/// The lock that attaches hold shared while they wire a container, and [`Networks::prune`]
-/// exclusive while it takes unused bridges and firewall tables away.
-pub const NET_LOCK: &str = "/run/berth/net.lock";
-
-/// Takes [`NET_LOCK`] (shared or exclusive) for as long as the file is held.
+/// Takes the network lock (`berth_hostdirs::net_lock()`), shared or exclusive, for as
+/// long as the file is held: attaches hold it shared while they wire a container, and
+/// [`Networks::prune`] exclusive while it takes unused bridges and firewall tables away.
 pub fn lock(exclusive: bool) -> Result<std::fs::File> {
-    std::fs::create_dir_all("/run/berth").ctx(|| "create /run/berth")?;
+    let path = berth_hostdirs::net_lock();
+    let dir = berth_hostdirs::run_dir();
+    std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(NET_LOCK)
-        .ctx(|| format!("open {NET_LOCK}"))?;
+        .open(&path)
+        .ctx(|| format!("open {}", path.display()))?;
     let op = if exclusive {
         rustix::fs::FlockOperation::LockExclusive
     } else {
         rustix::fs::FlockOperation::LockShared
     };
-    rustix::fs::flock(&f, op).ctx(|| format!("lock {NET_LOCK}"))?;
+    rustix::fs::flock(&f, op).ctx(|| format!("lock {}", path.display()))?;
     Ok(f)
 }
 

@@ -9,7 +9,6 @@
 
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
@@ -64,9 +63,9 @@ flush chain ip6 berth postrouting
 add rule ip6 berth postrouting ip6 saddr @subnets ip6 daddr != @subnets masquerade
 "#;
 
-/// Where berth notes what it put into the kernel's ruleset since boot (tmpfs, like the
-/// ruleset itself), so that a container start costs no nft call when nothing is new.
-const MARKS: &str = "/run/berth/nft";
+// Where berth notes what it put into the kernel's ruleset since boot is
+// `berth_hostdirs::nft_marks()` (tmpfs, like the ruleset itself), so that a container
+// start costs no nft call when nothing is new.
 
 /// Runs `nft -f -` with `script`.
 pub fn apply(script: &str) -> Result<()> {
@@ -102,12 +101,13 @@ pub fn apply(script: &str) -> Result<()> {
 }
 
 fn marked(name: &str) -> bool {
-    Path::new(MARKS).join(name).exists()
+    berth_hostdirs::nft_marks().join(name).exists()
 }
 
 fn mark(name: &str) {
-    let _ = std::fs::create_dir_all(MARKS);
-    let _ = std::fs::write(Path::new(MARKS).join(name), b"");
+    let marks = berth_hostdirs::nft_marks();
+    let _ = std::fs::create_dir_all(&marks);
+    let _ = std::fs::write(marks.join(name), b"");
 }
 
 fn pairs(bridge: &str, others: &[String]) -> Vec<String> {
@@ -171,7 +171,7 @@ pub fn ensure_network(n: &Network, nets: &crate::network::Networks) -> Result<()
 
 /// Deletes berth's tables (and what they hold) and forgets that they were made.
 pub fn forget_all() {
-    let _ = std::fs::remove_dir_all(MARKS);
+    let _ = std::fs::remove_dir_all(berth_hostdirs::nft_marks());
     for t in ["ip berth", "ip6 berth"] {
         let _ = apply(&format!("delete table {t}"));
     }
@@ -188,7 +188,7 @@ pub fn allow_localhost(bridge: &str) {
 
 /// Takes network `n` out of the table (its bridge is gone).
 pub fn forget_network(n: &Network, others: &[String]) -> Result<()> {
-    let _ = std::fs::remove_file(Path::new(MARKS).join(format!("net-{}", n.id)));
+    let _ = std::fs::remove_file(berth_hostdirs::nft_marks().join(format!("net-{}", n.id)));
     let mut script = format!(
         "delete element ip berth subnets {{ {} }}\ndelete element ip berth bridges {{ \"{}\" }}\n",
         n.subnet, n.bridge

@@ -21,15 +21,12 @@ pub mod sysinfo;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Where the engine keeps the view mounted by default.
-pub const MOUNTPOINT: &str = "/run/berth/procview";
-
 /// Where the view is mounted: `$BERTH_PROCVIEW_DIR` (a test's own server), else
-/// [`MOUNTPOINT`].
+/// `berth_hostdirs::procview_mountpoint()`.
 pub fn mountpoint() -> std::path::PathBuf {
     std::env::var_os("BERTH_PROCVIEW_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(MOUNTPOINT))
+        .unwrap_or_else(berth_hostdirs::procview_mountpoint)
 }
 
 /// Each served file and where it goes in a container.

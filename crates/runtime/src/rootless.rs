@@ -53,10 +53,7 @@ pub fn is_host_root() -> bool {
 /// Whether this process runs in a user namespace other than the initial one (whose
 /// uid_map maps all 2^32 ids to themselves).
 pub fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
-        let f: Vec<&str> = m.split_whitespace().collect();
-        f != ["0", "0", "4294967295"]
-    })
+    berth_hostdirs::in_user_namespace()
 }
 
 /// The state root when `--root` is not given: `$XDG_RUNTIME_DIR/berth-runtime` for a

@@ -5,124 +5,39 @@
 //! berth-runtime as its OCI runtime.
 
 mod common;
+#[path = "support/user.rs"]
+mod support_user;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
 use serde_json::json;
+use support_user::chown_r;
 
-/// An unprivileged user made for one test (removed with its subordinate ids after),
-/// with a home and an XDG_RUNTIME_DIR of its own.
+/// The test's user, with its own copy of berth-runtime.
 struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: tempfile::TempDir,
+    user: support_user::TestUser,
+}
+
+impl std::ops::Deref for User {
+    type Target = support_user::TestUser;
+    fn deref(&self) -> &support_user::TestUser {
+        &self.user
+    }
 }
 
 impl User {
     /// A new user; with `subids`, subordinate uids and gids 200000-265535.
     fn new(subids: bool) -> User {
-        let name = unique_id("u").replace("bt-u-", "brt").replace('-', "x");
-        let home = tempfile::Builder::new()
-            .prefix("berth-user")
-            .tempdir()
-            .unwrap();
-        // useradd takes a lock on /etc/passwd: tests running at once retry.
-        let mut tries = 0;
-        loop {
-            // No subordinate ids unless the test asks (useradd would allocate some).
-            let out = Command::new("useradd")
-                .args(["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"])
-                .args(["-M", "-s", "/bin/sh", "-d"])
-                .arg(home.path())
-                .arg(&name)
-                .output()
-                .expect("useradd (passwd package) is installed");
-            if out.status.success() {
-                break;
-            }
-            tries += 1;
-            assert!(tries < 50, "useradd {name}: {out:?}");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let id = |flag: &str| -> u32 {
-            String::from_utf8_lossy(
-                &Command::new("id")
-                    .arg(flag)
-                    .arg(&name)
-                    .output()
-                    .unwrap()
-                    .stdout,
-            )
-            .trim()
-            .parse()
-            .unwrap()
-        };
-        let (uid, gid) = (id("-u"), id("-g"));
-        let u = User {
-            name,
-            uid,
-            gid,
-            home,
-        };
-        if subids {
-            let mut tries = 0;
-            while !Command::new("usermod")
-                .args([
-                    "--add-subuids",
-                    "200000-265535",
-                    "--add-subgids",
-                    "200000-265535",
-                ])
-                .arg(&u.name)
-                .status()
-                .unwrap()
-                .success()
-            {
-                tries += 1;
-                assert!(tries < 50, "usermod --add-subuids {}", u.name);
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-        }
-        std::fs::create_dir_all(u.runtime_dir()).unwrap();
-        // The binary under test may sit where the user cannot reach (a checkout in
-        // /root): the user runs a copy of its own.
-        std::fs::copy(bin(), u.runtime()).unwrap();
-        chown_r(u.home.path(), u.uid, u.gid);
-        std::fs::set_permissions(
-            u.runtime_dir(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .unwrap();
-        u
+        let user = support_user::TestUser::new(subids);
+        user.copy_binary(Path::new(bin()), "berth-runtime");
+        User { user }
     }
 
     /// The user's copy of berth-runtime.
     fn runtime(&self) -> PathBuf {
         self.home.path().join("berth-runtime")
-    }
-
-    fn runtime_dir(&self) -> PathBuf {
-        self.home.path().join("run")
-    }
-
-    /// A command run as this user (no supplementary groups, its own environment).
-    fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("setpriv");
-        c.arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid))
-            .arg("--clear-groups")
-            .arg("--")
-            .arg(program)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("HOME", self.home.path())
-            .env("USER", &self.name)
-            .env("XDG_RUNTIME_DIR", self.runtime_dir())
-            .current_dir(self.home.path());
-        c
     }
 
     /// berth-runtime run of `bundle` as this user (default state root).
@@ -131,31 +46,6 @@ impl User {
         c.args(extra).args(["run", "--bundle"]).arg(bundle).arg(id);
         c.output().unwrap()
     }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            let ok = Command::new("userdel")
-                .arg(&self.name)
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
-}
-
-fn chown_r(p: &Path, uid: u32, gid: u32) {
-    let st = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{uid}:{gid}"))
-        .arg(p)
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// A busybox bundle owned by `user`, with the config `spec --rootless` writes for it

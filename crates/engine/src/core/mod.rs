@@ -21,7 +21,7 @@ pub mod security;
 pub mod start;
 pub mod stats;
 pub mod status;
-mod sys;
+pub(crate) mod sys;
 pub mod user;
 
 use std::path::{Path, PathBuf};

@@ -176,7 +176,11 @@ pub fn connect(core: &Core, rec: &SandboxRecord) -> Result<(String, Option<crate
         },
         n => n.clone(),
     };
-    if !ports.is_empty() && !matches!(net, SandboxNetwork::Network { .. } | SandboxNetwork::Cni(_))
+    if !ports.is_empty()
+        && !matches!(
+            net,
+            SandboxNetwork::Network { .. } | SandboxNetwork::Cni(_) | SandboxNetwork::Pasta
+        )
     {
         return Err(Error::Invalid(
             "ports can be published only from a sandbox on a network of its own (not host, none or another's)".into(),
@@ -189,6 +193,14 @@ pub fn connect(core: &Core, rec: &SandboxRecord) -> Result<(String, Option<crate
             ("none".to_string(), None, None)
         }
         SandboxNetwork::Sandbox(o) => (format!("sandbox:{o}"), None, None),
+        SandboxNetwork::Pasta => {
+            berth_net::attach::loopback_only(&netns)?;
+            if let Err(e) = berth_net::pasta::start(&netns, &ports, &dir) {
+                berth_monitor::sandbox::release_network(id, &dir);
+                return Err(e.into());
+            }
+            ("pasta".to_string(), None, None)
+        }
         SandboxNetwork::Cni(name) => {
             // `pod:NAME`: the pod network's, from the state root's directory.
             let list = match name.strip_prefix("pod:") {

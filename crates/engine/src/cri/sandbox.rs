@@ -94,6 +94,9 @@ pub enum SandboxNetwork {
     Loopback,
     /// Another sandbox's namespace (`--network container:NAME`).
     Sandbox(String),
+    /// A namespace of its own reached through pasta: a rootless container's network
+    /// (`--network pasta`, the default without root).
+    Pasta,
 }
 
 /// Whether a namespace is the sandbox's own, the node's, or another sandbox's.

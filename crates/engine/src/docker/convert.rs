@@ -25,9 +25,17 @@ pub fn sandbox_config(e: &Engine, cfg: &RunConfig, id: &str, name: &str) -> Resu
             .map_err(|err| Error::Invalid(format!("--{flag} container:{what}: {err}")))?;
         Ok(c.sandbox_id)
     };
+    let rootless = crate::rootless::active();
     let network = match cfg.network.as_str() {
         "host" => SandboxNetwork::Node,
         "none" | "" | "private" => SandboxNetwork::Loopback,
+        "pasta" => SandboxNetwork::Pasta,
+        berth_net::network::DEFAULT if rootless => SandboxNetwork::Pasta,
+        n if rootless && !n.starts_with("container:") => {
+            return Err(Error::Invalid(format!(
+                "--network {n}: networks of their own are bridges on the host, which need root;                  a rootless container has pasta (the default), none, host or container:NAME"
+            )))
+        }
         n => match (n.strip_prefix("container:"), n.strip_prefix("cni:")) {
             (Some(other), _) => SandboxNetwork::Sandbox(other_sandbox("network", other)?),
             (_, Some(cni)) => SandboxNetwork::Cni(cni.to_string()),

@@ -591,6 +591,15 @@ impl Engine {
         crate::core::sandbox_net::attachment(&self.core, &c.sandbox_id)
     }
 
+    /// The container's published ports: on its network (bridge or CNI), or through
+    /// pasta (rootless).
+    pub fn published_ports(&self, c: &Container) -> Vec<berth_net::ports::PortMap> {
+        match self.attachment(c) {
+            Some(a) => a.ports,
+            None => berth_net::pasta::ports(&self.core.dirs().sandbox(&c.sandbox_id)),
+        }
+    }
+
     /// The container's further networks (`network connect`), by interface.
     pub fn extra_attachments(&self, c: &Container) -> Vec<berth_net::attach::Attachment> {
         crate::core::sandbox_net::extra_attachments(&self.core, &c.sandbox_id)
