@@ -202,7 +202,7 @@ fn main() {
     }
     let cli = Cli::parse();
     // Before any thread starts: a process with threads cannot join a user namespace.
-    let session = match berth_engine::rootless::enter() {
+    let session = match berth_engine::rootless::enter(cli.root.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("berth: {e}");

@@ -252,6 +252,48 @@ fn a_user_runs_builds_and_publishes_containers_of_its_own() {
     assert!(limited.status.success(), "{limited:?}");
     assert!(warn.contains("limit"), "{warn}");
 
+    // The session outlives its pause process while a container holds it: a new pause
+    // joins it, and the container is still the user's to exec into and remove.
+    let first = r.pause_pid().expect("the session's pause process");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    while std::path::Path::new(&format!("/proc/{first}")).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        r.ok(&["exec", "web", "cat", "/www/index.html"]),
+        "hello-rootless\n"
+    );
+    let second = r.pause_pid().expect("a new pause process");
+    assert_ne!(first, second);
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let monitor_ns = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.starts_with(
+                    r.user
+                        .home
+                        .path()
+                        .join("berth-monitor")
+                        .to_str()
+                        .unwrap()
+                        .as_bytes(),
+                )
+            })
+        })
+        .map(ns)
+        .expect("the container's monitor");
+    assert_eq!(
+        ns(second),
+        monitor_ns,
+        "the new pause is in the session's mount namespace"
+    );
+
     r.ok(&["rm", "-f", "web"]);
     assert!(r.ok(&["ps", "-aq"]).trim().is_empty());
     for _ in 0..100 {

@@ -626,8 +626,8 @@ fn chown_failed(e: rustix::io::Errno, uid: u32, gid: u32) -> Error {
         return Error::invalid(format!(
             "owned by {uid}:{gid}, beyond the ids this user namespace maps: rootless berth \
              maps the user's range in /etc/subuid and /etc/subgid; give the user a larger one \
-             (usermod --add-subuids / --add-subgids) and restart its session (kill the pause \
-             process in $XDG_RUNTIME_DIR/berth/pause.pid)"
+             (usermod --add-subuids / --add-subgids), remove the user's containers, and end its \
+             session (the pause process in $XDG_RUNTIME_DIR/berth/pause.pid)"
         ));
     }
     Error::io("chown", e)

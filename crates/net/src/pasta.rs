@@ -31,11 +31,6 @@ pub fn ports(dir: &Path) -> Vec<PortMap> {
         .unwrap_or_default()
 }
 
-/// Whether the sandbox of directory `dir` is wired by pasta.
-pub fn is_wired(dir: &Path) -> bool {
-    pid_file(dir).exists()
-}
-
 /// Starts pasta for the namespace at `netns` with `ports` published, keeping its pid
 /// and the ports (host ports given as 0 chosen) in sandbox directory `dir`.
 pub fn start(netns: &Path, ports: &[PortMap], dir: &Path) -> Result<()> {
@@ -115,9 +110,14 @@ pub fn stop(dir: &Path) {
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok());
     if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) {
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero()))
-            .unwrap_or_default();
-        if comm.starts_with("pasta") || comm.starts_with("passt") {
+        // This sandbox's pasta (its pid file is on its command line), not a process
+        // that took the pid since.
+        let cmdline =
+            std::fs::read(format!("/proc/{}/cmdline", pid.as_raw_nonzero())).unwrap_or_default();
+        let ours = cmdline
+            .split(|&b| b == 0)
+            .any(|a| a == pid_file.as_os_str().as_encoded_bytes());
+        if ours {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
     }

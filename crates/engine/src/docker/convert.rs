@@ -26,6 +26,14 @@ pub fn sandbox_config(e: &Engine, cfg: &RunConfig, id: &str, name: &str) -> Resu
         Ok(c.sandbox_id)
     };
     let rootless = crate::rootless::active();
+    if rootless {
+        if let Some(n) = cfg.networks.first() {
+            return Err(Error::Invalid(format!(
+                "--network {n}: a rootless container has one network (pasta, none, host or \
+                 container:NAME); further networks are bridges on the host, which need root"
+            )));
+        }
+    }
     let network = match cfg.network.as_str() {
         "host" => SandboxNetwork::Node,
         "none" | "" | "private" => SandboxNetwork::Loopback,
@@ -33,7 +41,8 @@ pub fn sandbox_config(e: &Engine, cfg: &RunConfig, id: &str, name: &str) -> Resu
         berth_net::network::DEFAULT if rootless => SandboxNetwork::Pasta,
         n if rootless && !n.starts_with("container:") => {
             return Err(Error::Invalid(format!(
-                "--network {n}: networks of their own are bridges on the host, which need root;                  a rootless container has pasta (the default), none, host or container:NAME"
+                "--network {n}: networks of their own are bridges on the host, which need root; \
+                 a rootless container has pasta (the default), none, host or container:NAME"
             )))
         }
         n => match (n.strip_prefix("container:"), n.strip_prefix("cni:")) {

@@ -64,9 +64,14 @@ pub fn ignored_limits(cfg: &crate::docker::config::RunConfig) -> Option<String> 
 }
 
 /// Joins the calling user's rootless session, starting it if needed; None for host
-/// root (nothing to do). Call first thing in `main`, before any thread starts: a
-/// process with threads cannot join a user namespace.
-pub fn enter() -> Result<Option<Session>> {
+/// root (nothing to do). `root` is the state root when given (`--root`), else the
+/// user's. Call first thing in `main`, before any thread starts: a process with
+/// threads cannot join a user namespace.
+pub fn enter(root: Option<&Path>) -> Result<Option<Session>> {
+    let state_root = || match root {
+        Some(r) => Ok(r.to_path_buf()),
+        None => state_root(),
+    };
     let euid = rustix::process::geteuid();
     if euid.is_root() {
         if active() {
@@ -100,9 +105,16 @@ pub fn enter() -> Result<Option<Session>> {
     let pid = match read_pause_pid(&pid_file) {
         Some(p) => p,
         None => {
-            let p = start_pause()?;
+            // A session whose pause process died lives on in its containers' monitors:
+            // a new pause joins it rather than making a second one over the same store.
+            let pause = match orphaned_session() {
+                Some(holder) => spawn_pause(Some(holder))?,
+                None => start_pause()?,
+            };
+            let p = pause.pid;
             std::fs::write(&pid_file, format!("{p}\n"))
                 .map_err(|e| Error::io(format!("write {}", pid_file.display()), e))?;
+            pause.release();
             p
         }
     };
@@ -175,10 +187,10 @@ fn is_our_pause(pid: u32) -> bool {
 /// The user's subordinate uid and gid ranges, or what to add to have them.
 fn ranges() -> Result<(Range, Range)> {
     let uid = rustix::process::getuid().as_raw();
-    let gid = rustix::process::getgid().as_raw();
     let name = subid::user_name(uid).unwrap_or_else(|| uid.to_string());
-    let get = |file: &str, id: u32| {
-        subid::lookup(Path::new(file), &name, id).ok_or_else(|| {
+    // Both files name the user, or give its uid (also in /etc/subgid: shadow's rule).
+    let get = |file: &str| {
+        subid::lookup(Path::new(file), &name, uid).ok_or_else(|| {
             Error::Invalid(format!(
                 "rootless berth needs subordinate ids, and {file} has no range for {name} (uid {uid}): \
                  as root, add one with `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}` \
@@ -186,34 +198,34 @@ fn ranges() -> Result<(Range, Range)> {
             ))
         })
     };
-    Ok((get("/etc/subuid", uid)?, get("/etc/subgid", gid)?))
+    Ok((get("/etc/subuid")?, get("/etc/subgid")?))
 }
 
-/// Starts the pause process and maps its user namespace; its pid.
-fn start_pause() -> Result<u32> {
+/// A process of this user's session whose pause process is gone: a container's
+/// monitor, still in the session's user namespace.
+fn orphaned_session() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = rustix::process::getuid().as_raw();
+    let own = std::fs::read_link("/proc/self/ns/user").ok()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        if e.metadata().ok()?.uid() != uid {
+            return None;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let prog = cmdline.split(|&b| b == 0).next()?;
+        if !prog.ends_with(b"/berth-monitor") && prog != b"berth-monitor" {
+            return None;
+        }
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/user")).ok()?;
+        (ns != own).then_some(pid)
+    })
+}
+
+/// Starts the pause process and maps its user namespace.
+fn start_pause() -> Result<Pause> {
     let (uids, gids) = ranges()?;
-    let exe = std::env::current_exe().map_err(|e| Error::io("find berth's own binary", e))?;
-    let mut child = Command::new(&exe)
-        .arg(PAUSE_ARG)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| Error::io(format!("start {} {PAUSE_ARG}", exe.display()), e))?;
-    let pid = child.id();
-    let mut line = String::new();
-    let out = child.stdout.take().expect("piped");
-    let _ = std::io::BufReader::new(out).read_line(&mut line);
-    if line.trim() != "ready" {
-        let _ = child.kill();
-        let _ = child.wait();
-        let why = line.trim().strip_prefix("error: ").unwrap_or("it exited");
-        return Err(Error::Runtime(format!(
-            "could not make the rootless session's user namespace: {why} \
-             (is /proc/sys/user/max_user_namespaces above 0?)"
-        )));
-    }
+    let Pause { mut child, pid } = spawn_pause(None)?;
     let own = (
         rustix::process::getuid().as_raw(),
         rustix::process::getgid().as_raw(),
@@ -246,9 +258,56 @@ fn start_pause() -> Result<u32> {
         let _ = child.wait();
         return Err(Error::Runtime(why));
     }
-    // The pause process lives on, reparented, after this command exits.
-    std::mem::forget(child);
-    Ok(pid)
+    Ok(Pause { child, pid })
+}
+
+/// Spawns the pause process, in new namespaces or (`holder`) in those of a process of
+/// an orphaned session, and waits for it to say it is ready.
+fn spawn_pause(holder: Option<u32>) -> Result<Pause> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("find berth's own binary", e))?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg(PAUSE_ARG);
+    if let Some(h) = holder {
+        cmd.arg(h.to_string());
+    }
+    let mut child = cmd
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::io(format!("start {} {PAUSE_ARG}", exe.display()), e))?;
+    let pid = child.id();
+    let mut line = String::new();
+    let out = child.stdout.take().expect("piped");
+    let _ = std::io::BufReader::new(out).read_line(&mut line);
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        let why = line.trim().strip_prefix("error: ").unwrap_or("it exited");
+        return Err(Error::Runtime(format!(
+            "could not make the rootless session's user namespace: {why} \
+             (is /proc/sys/user/max_user_namespaces above 0?)"
+        )));
+    }
+    Ok(Pause { child, pid })
+}
+
+/// A pause process made and mapped, waiting for [`Pause::release`]: should this
+/// command die first, the pause sees its stdin end and goes too.
+struct Pause {
+    child: std::process::Child,
+    pid: u32,
+}
+
+impl Pause {
+    /// Lets the pause process live on (reparented after this command exits).
+    fn release(mut self) {
+        if let Some(mut go) = self.child.stdin.take() {
+            let _ = go.write_all(b"go\n");
+        }
+        std::mem::forget(self.child);
+    }
 }
 
 /// Moves this (single-threaded) process into pause process `pid`'s user and mount
@@ -261,21 +320,38 @@ fn join(pid: u32) -> Result<()> {
     };
     let (user, mnt) = (open("user")?, open("mnt")?);
     let cwd = std::env::current_dir().ok();
+    let cwd_fd = std::fs::File::open(".").ok();
     move_into_link_name_space(user.as_fd(), Some(LinkNameSpaceType::User))
         .map_err(|e| Error::io("join the rootless session's user namespace", e))?;
     move_into_link_name_space(mnt.as_fd(), Some(LinkNameSpaceType::Mount))
         .map_err(|e| Error::io("join the rootless session's mount namespace", e))?;
-    // Joining a mount namespace moves the working directory to its root.
-    if let Some(d) = cwd {
-        let _ = std::env::set_current_dir(d);
+    // Joining a mount namespace moves the working directory to its root: back to the
+    // same directory (by path: the session sees the host's tree; else by descriptor).
+    let back = cwd
+        .as_ref()
+        .is_some_and(|d| std::env::set_current_dir(d).is_ok())
+        || cwd_fd
+            .as_ref()
+            .is_some_and(|f| rustix::process::fchdir(f).is_ok());
+    if !back {
+        return Err(Error::Invalid(format!(
+            "the working directory {} cannot be reached from the rootless session: cd to \
+             another directory",
+            cwd.as_deref().unwrap_or(Path::new("(deleted)")).display()
+        )));
     }
     Ok(())
 }
 
-/// The pause process: makes the session's namespaces, says `ready` on stdout, and
-/// holds them until killed. Never returns.
+/// The pause process: makes the session's namespaces (or, given a pid as its argument,
+/// joins that process's), says `ready` on stdout, and holds them until killed. Never
+/// returns.
 pub fn pause_main() -> ! {
-    let made = crate::core::sys::unshare_user_and_mount();
+    let holder = std::env::args().nth(2).and_then(|p| p.parse::<u32>().ok());
+    let made = match holder {
+        Some(pid) => join(pid).map_err(|e| std::io::Error::other(e.to_string())),
+        None => crate::core::sys::unshare_user_and_mount(),
+    };
     let mut out = std::io::stdout();
     match made {
         Ok(()) => {
@@ -287,8 +363,14 @@ pub fn pause_main() -> ! {
         }
     }
     let _ = out.flush();
+    // Held only once the starter has recorded it; a starter that died leaves no pause.
+    let mut go = String::new();
+    if std::io::stdin().read_line(&mut go).unwrap_or(0) == 0 {
+        std::process::exit(1);
+    }
     // Out of the caller's session: a terminal's hangup or ^C is not for it.
     let _ = rustix::process::setsid();
+    let _ = rustix::stdio::dup2_stdin(std::fs::File::open("/dev/null").expect("/dev/null").as_fd());
     let _ =
         rustix::stdio::dup2_stdout(std::fs::File::open("/dev/null").expect("/dev/null").as_fd());
     loop {

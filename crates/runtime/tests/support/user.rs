@@ -23,8 +23,12 @@ impl TestUser {
     /// A new user; with `subids`, subordinate uids and gids 200000-265535.
     pub fn new(subids: bool) -> TestUser {
         static N: AtomicU32 = AtomicU32::new(0);
+        // The clock too: a user left by a killed run of a process with this pid.
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_micros());
         let name = format!(
-            "brt{}x{}",
+            "brt{}x{}t{micros}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
@@ -133,13 +137,16 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
-        for _ in 0..50 {
+        for tries in 0..50 {
             let ok = Command::new("userdel")
                 .arg(&self.name)
                 .status()
                 .is_ok_and(|s| s.success());
             if ok {
-                break;
+                return;
+            }
+            if tries == 49 {
+                eprintln!("userdel {} failed 50 times: the user is left", self.name);
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
