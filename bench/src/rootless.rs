@@ -37,6 +37,10 @@ impl Drop for BenchUser {
     }
 }
 
+/// podman's global flags: cgroupfs (no systemd user session here) and runc, as crun
+/// refuses rootless containers on a hybrid cgroup host.
+const PODMAN: &[&str] = &["--cgroup-manager=cgroupfs", "--runtime", "runc"];
+
 /// Makes one side's command afresh for each run.
 type CommandMaker<'a> = Box<dyn Fn() -> Command + 'a>;
 
@@ -57,7 +61,8 @@ pub fn rootless_bench(runs: usize, berth: &Path, tools: &Path) -> Result<()> {
     run(user.cmd(&berth).args(["import", tar_arg, image]))?;
     run(user
         .cmd(&podman)
-        .args(["--cgroup-manager=cgroupfs", "import", tar_arg, image]))?;
+        .args(PODMAN)
+        .args(["import", tar_arg, image]))?;
     let sides: [(&str, CommandMaker); 2] = [
         (
             "berth run --rm",
@@ -68,17 +73,11 @@ pub fn rootless_bench(runs: usize, berth: &Path, tools: &Path) -> Result<()> {
             }),
         ),
         (
-            "podman run --rm",
+            "podman run --rm (runc)",
             Box::new(|| {
                 let mut c = user.cmd(&podman);
-                c.args([
-                    "--cgroup-manager=cgroupfs",
-                    "run",
-                    "--rm",
-                    "--network",
-                    "none",
-                ])
-                .args([image, "true"]);
+                c.args(PODMAN)
+                    .args(["run", "--rm", "--network", "none", image, "true"]);
                 c
             }),
         ),

@@ -232,6 +232,9 @@ fn a_user_runs_builds_and_publishes_containers_of_its_own() {
         "hello-rootless\n"
     );
     assert!(r.ok(&["ps"]).contains("web"));
+    // Without a cgroup, top lists the container's pid namespace.
+    let top = r.ok(&["top", "web"]);
+    assert!(top.contains("httpd -f -p 80"), "{top}");
     let pasta_pid: i32 = std::fs::read_dir(r.user.home.path().join(".local/share/berth/sandboxes"))
         .unwrap()
         .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("pasta.pid")).ok())

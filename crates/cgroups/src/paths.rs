@@ -111,8 +111,9 @@ impl CgroupPaths {
         self.v1.get(ctrl).map(PathBuf::as_path)
     }
 
-    /// The directory to list processes from.
-    fn procs_dir(&self) -> Option<&Path> {
+    /// The directory to list processes from (None without any cgroup, as a rootless
+    /// container may be).
+    pub fn procs_dir(&self) -> Option<&Path> {
         if self.v2_only {
             return self.unified.as_deref();
         }
@@ -475,7 +476,12 @@ fn init_cpuset(dir: &Path) -> Result<()> {
 /// to (and including) the existing ancestors of `dir`.
 fn enable_controllers_down_to(dir: &Path) -> Result<()> {
     let mut chain = Vec::new();
+    // From the nearest ancestor that exists (those below it are made, and enabled, by
+    // `create_one`) up to the hierarchy's root.
     let mut cur = dir.parent();
+    while let Some(p) = cur.filter(|p| !p.exists()) {
+        cur = p.parent();
+    }
     while let Some(p) = cur {
         if p.join("cgroup.subtree_control").exists() {
             chain.push(p.to_path_buf());
@@ -485,7 +491,12 @@ fn enable_controllers_down_to(dir: &Path) -> Result<()> {
         cur = p.parent();
     }
     for p in chain.iter().rev() {
-        enable_controllers_in(p)?;
+        match enable_controllers_in(p) {
+            // Above a subtree delegated to this user (systemd's user@UID.service), the
+            // controllers are root's to enable: use what the delegation gives.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {}
+            r => r?,
+        }
     }
     Ok(())
 }

@@ -64,6 +64,19 @@ $R events --stats sleeper | tr -d '\n' | sed 's/.*"pids":{\([^}]*\)}.*/== pids \
 $R kill --all sleeper KILL; sleep 0.3; echo "== killed $($R state sleeper | grep -o '"status": "[a-z]*"')"
 $R delete sleeper; echo "== deleted exit=$? left=$(ls /sys/fs/cgroup | grep -c sleeper)"
 $R run --bundle /hog hog > /tmp/hog 2>&1; echo "== hog exit=$?"; cat /tmp/hog
+# A subtree delegated to user 1000, as systemd delegates user@1000.service: the user's
+# own, with the user's shell in a leaf of it; its rootless container gets its limits there.
+echo 'user:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd
+# Above it, root's user-1000.slice enables fewer controllers than the root has, and
+# only root may enable more there.
+U=/sys/fs/cgroup/slice/u1000
+mkdir -p $U/session /tmp/rl
+echo '+memory +pids' > /sys/fs/cgroup/slice/cgroup.subtree_control
+echo '+memory +pids' > $U/cgroup.subtree_control
+chown -R 1000:1000 $U /rootless /tmp/rl
+echo $$ > $U/session/cgroup.procs
+su -s /bin/sh -c 'berth-runtime --root /tmp/rl run --bundle /rootless rl' user > /tmp/rlout 2>&1; echo "== rootless exit=$?"; cat /tmp/rlout
+echo "== rootless left=$(ls $U/ctr | grep -c rl)"
 echo "== done"
 poweroff -f
 "#;
@@ -125,7 +138,42 @@ fn cgroup2_only_host_in_a_vm() {
         .unwrap()
         .retain(|n| n["type"] != "pid");
     hog.sh("head -c 200000000 /dev/zero | tail > /dev/null; echo tail=$?; cat /sys/fs/cgroup/memory.events | grep oom_kill");
-    for (name, b) in [("limits", &limits), ("sleeper", &sleeper), ("hog", &hog)] {
+    // What `spec --rootless` writes, for user 1000, in a cgroup of its delegated subtree.
+    let mut rootless = Bundle::busybox();
+    std::fs::remove_file(rootless.path().join("config.json")).unwrap();
+    let st = Command::new(bin())
+        .args(["spec", "--rootless", "--bundle"])
+        .arg(rootless.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    rootless.config =
+        serde_json::from_slice(&std::fs::read(rootless.path().join("config.json")).unwrap())
+            .unwrap();
+    for ids in ["uidMappings", "gidMappings"] {
+        rootless.config["linux"][ids] = json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+    }
+    rootless.config["linux"]["cgroupsPath"] = json!("/slice/u1000/ctr/rl");
+    // Without a cgroup namespace, /proc/self/cgroup names the cgroup from the root.
+    rootless.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "cgroup");
+    rootless.config["linux"]["resources"] =
+        json!({"memory": {"limit": 32 << 20}, "pids": {"limit": 10}});
+    rootless.config["process"]["terminal"] = json!(false);
+    rootless.config["root"]["readonly"] = json!(false);
+    rootless.sh(
+        "cg=$(sed -n 's/^0:://p' /proc/self/cgroup); echo \"rl-cgroup=$cg\"; \
+         d=/sys/fs/cgroup$cg; [ -f $d/memory.max ] || d=/sys/fs/cgroup; \
+         echo \"rl-memory.max=$(cat $d/memory.max) rl-pids.max=$(cat $d/pids.max)\"",
+    );
+    for (name, b) in [
+        ("limits", &limits),
+        ("sleeper", &sleeper),
+        ("hog", &hog),
+        ("rootless", &rootless),
+    ] {
         let st = Command::new("cp")
             .arg("-a")
             .arg(b.path())
@@ -203,5 +251,9 @@ fn cgroup2_only_host_in_a_vm() {
             .any(|l| l.starts_with("oom_kill ") && l != "oom_kill 0"),
         "the OOM killer struck:\n{text}"
     );
+    has("== rootless exit=0");
+    has("rl-cgroup=/slice/u1000/ctr/rl\n");
+    has("rl-memory.max=33554432 rl-pids.max=10");
+    has("== rootless left=0");
     has("== done");
 }

@@ -127,7 +127,8 @@ pub fn sandbox_config(e: &Engine, cfg: &RunConfig, id: &str, name: &str) -> Resu
             ..Default::default()
         }),
         port_mappings,
-        cgroup_parent: naming::ENGINE_PARENT.to_string(),
+        cgroup_parent: crate::rootless::cgroup_parent()
+            .unwrap_or_else(|| naming::ENGINE_PARENT.to_string()),
         namespaces: SandboxNamespaces {
             network,
             ipc: shared("ipc", &cfg.ipc)?,

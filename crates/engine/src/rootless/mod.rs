@@ -44,9 +44,49 @@ pub fn active() -> bool {
     std::env::var_os(SESSION_ENV).is_some() && berth_hostdirs::in_user_namespace()
 }
 
-/// Why the limits `cfg` asks for are ignored, when they are: in a rootless session, a
-/// container gets a cgroup only where the user may create one, which berth does not
-/// arrange (a systemd-delegated cgroup v2 subtree is the only such place).
+/// Where a rootless container's cgroup goes: `berth/` in the subtree of the cgroup v2
+/// hierarchy delegated to the user (what systemd gives user@UID.service: the topmost
+/// ancestor of this process's cgroup that the user owns). None outside a session, and
+/// on hosts without such a subtree (cgroup v1 or hybrid, or nothing delegated), where
+/// a rootless container has no limits.
+pub fn cgroup_parent() -> Option<String> {
+    if !active() {
+        return None;
+    }
+    let mount = Path::new("/sys/fs/cgroup");
+    if !mount.join("cgroup.controllers").exists() {
+        return None;
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    delegated_base(mount, path, rustix::process::getuid().as_raw())
+        .map(|base| berth_cgroups::naming::child(&base, "berth"))
+}
+
+/// The topmost ancestor of `cgroup` (itself included) whose directory under `mount`
+/// belongs to `uid` and lets it create cgroups there.
+fn delegated_base(mount: &Path, cgroup: &str, uid: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut best = None;
+    let mut cur = Path::new(cgroup);
+    while let Ok(rel) = cur.strip_prefix("/") {
+        if rel.as_os_str().is_empty() {
+            break;
+        }
+        let dir = mount.join(rel);
+        let owned = std::fs::metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == uid)
+            && std::fs::metadata(dir.join("cgroup.subtree_control")).is_ok_and(|m| m.uid() == uid);
+        if !owned {
+            break;
+        }
+        best = Some(cur.display().to_string());
+        cur = cur.parent()?;
+    }
+    best
+}
+
+/// Why the limits `cfg` asks for are ignored, when they are: in a rootless session
+/// without a delegated cgroup v2 subtree ([`cgroup_parent`]) a container has no cgroup.
 pub fn ignored_limits(cfg: &crate::docker::config::RunConfig) -> Option<String> {
     let asked = cfg.memory.is_some()
         || cfg.memory_swap.is_some()
@@ -56,9 +96,10 @@ pub fn ignored_limits(cfg: &crate::docker::config::RunConfig) -> Option<String> 
         || cfg.cpu_shares.is_some()
         || cfg.cpuset_cpus.is_some()
         || cfg.pids_limit.is_some();
-    (asked && active()).then(|| {
+    (asked && active() && cgroup_parent().is_none()).then(|| {
         "resource limits (--memory, --cpus, --cpu-*, --pids-limit) are ignored without root: \
-         a rootless container has no cgroup of its own here (run as root to limit it)"
+         a rootless container gets a cgroup only in a cgroup v2 subtree delegated to the user \
+         (systemd's user@UID.service), and there is none here (run as root to limit it)"
             .to_string()
     })
 }
@@ -375,5 +416,52 @@ pub fn pause_main() -> ! {
         rustix::stdio::dup2_stdout(std::fs::File::open("/dev/null").expect("/dev/null").as_fd());
     loop {
         std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delegated_base_is_the_topmost_ancestor_the_user_owns() {
+        use std::os::unix::fs::MetadataExt;
+        let mount = tempfile::tempdir().unwrap();
+        let me = std::fs::metadata(mount.path()).unwrap().uid();
+        let leaf = "user.slice/user-1000.slice/user@1000.service/app.slice/x.scope";
+        std::fs::create_dir_all(mount.path().join(leaf)).unwrap();
+        let mut dir = mount.path().join(leaf);
+        while dir != mount.path() {
+            std::fs::write(dir.join("cgroup.subtree_control"), "").unwrap();
+            dir = dir.parent().unwrap().to_path_buf();
+        }
+        // Everything is ours here: the topmost directory is the base.
+        let path = format!("/{leaf}");
+        assert_eq!(
+            delegated_base(mount.path(), &path, me).as_deref(),
+            Some("/user.slice")
+        );
+        // Another owner above user@1000.service (as root owns the slices).
+        let other = me + 1;
+        for d in ["user.slice", "user.slice/user-1000.slice"] {
+            let p = mount.path().join(d);
+            std::os::unix::fs::chown(&p, Some(other), None).unwrap();
+            std::os::unix::fs::chown(p.join("cgroup.subtree_control"), Some(other), None).unwrap();
+        }
+        assert_eq!(
+            delegated_base(mount.path(), &path, me).as_deref(),
+            Some("/user.slice/user-1000.slice/user@1000.service")
+        );
+        // A directory of ours whose control file is not: not delegated.
+        let svc = mount
+            .path()
+            .join("user.slice/user-1000.slice/user@1000.service");
+        std::os::unix::fs::chown(svc.join("cgroup.subtree_control"), Some(other), None).unwrap();
+        assert_eq!(
+            delegated_base(mount.path(), &path, me).as_deref(),
+            Some("/user.slice/user-1000.slice/user@1000.service/app.slice")
+        );
+        assert_eq!(delegated_base(mount.path(), "/", me), None);
+        assert_eq!(delegated_base(mount.path(), "/elsewhere", me), None);
     }
 }

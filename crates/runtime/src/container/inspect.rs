@@ -18,7 +18,12 @@ pub fn ps(root: &Root, id: &str, json: bool, ps_args: &[String]) -> Result<Strin
             "cannot ps container {id}: it is stopped"
         )));
     }
-    let pids = c.record.cgroup.procs()?;
+    let mut pids = c.record.cgroup.procs()?;
+    if c.record.cgroup.procs_dir().is_none() && c.record.own_pid_ns {
+        // No cgroup (rootless, where none could be made): the processes of the
+        // container's pid namespace.
+        pids = pid_namespace_members(c.record.pid);
+    }
     if json {
         return Ok(serde_json::to_string(&pids).expect("pids serialize"));
     }
@@ -325,6 +330,22 @@ fn merge(mut base: LinuxResources, d: &LinuxResources) -> LinuxResources {
         base.set_unified(d.unified().clone());
     }
     base
+}
+
+/// The host pids of the processes in the pid namespace of process `init`.
+fn pid_namespace_members(init: i32) -> Vec<i32> {
+    let Ok(ns) = std::fs::read_link(format!("/proc/{init}/ns/pid")) else {
+        return Vec::new();
+    };
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == ns))
+        .collect();
+    pids.sort_unstable();
+    pids
 }
 
 #[cfg(test)]
