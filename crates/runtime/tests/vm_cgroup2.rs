@@ -6,45 +6,14 @@
 //! which also exercises the MS_MOVE fallback for hosts where pivot_root cannot work.
 
 mod common;
+#[path = "support/vm.rs"]
+mod vm;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use common::*;
 use serde_json::json;
-
-fn kernel() -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .collect();
-    found.sort();
-    found.pop()
-}
-
-/// Copies a dynamically linked program and the libraries it needs into `root`.
-fn copy_with_libs(prog: &Path, root: &Path, dest: &str) {
-    let target = root.join(dest.trim_start_matches('/'));
-    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-    std::fs::copy(prog, &target).unwrap();
-    let ldd = Command::new("ldd").arg(prog).output().unwrap();
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = line
-            .split_whitespace()
-            .find(|w| w.starts_with('/'))
-            .map(PathBuf::from);
-        if let Some(lib) = path {
-            let to = root.join(lib.strip_prefix("/").unwrap());
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(&lib, &to).unwrap();
-        }
-    }
-}
 
 const INIT: &str = r#"#!/bin/sh
 export PATH=/bin:/usr/bin
@@ -83,32 +52,10 @@ poweroff -f
 
 #[test]
 fn cgroup2_only_host_in_a_vm() {
-    let Some(kernel) = kernel() else {
-        panic!("no kernel in /boot (scripts/deps.sh installs linux-image-cloud-amd64)");
-    };
-    let qemu = "qemu-system-x86_64";
-    let dir = tempfile::Builder::new()
-        .prefix("berth-test-vm")
-        .tempdir()
-        .unwrap();
-    let root = dir.path().join("initramfs");
-    for d in ["bin", "proc", "sys", "dev", "run", "tmp", "etc"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
-    copy_with_libs(Path::new(bin()), &root, "/usr/bin/berth-runtime");
-    std::fs::write(root.join("init"), INIT).unwrap();
-    std::fs::set_permissions(
-        root.join("init"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let vm = vm::Initramfs::new();
+    let root = vm.root.clone();
+    vm::copy_with_libs(Path::new(bin()), &root, "/usr/bin/berth-runtime");
+    vm.init(INIT);
 
     // Three bundles, sharing one busybox rootfs image each (copied).
     let mut limits = Bundle::busybox();
@@ -182,44 +129,7 @@ fn cgroup2_only_host_in_a_vm() {
             .unwrap();
         assert!(st.success());
     }
-    let cpio = dir.path().join("initramfs.cpio");
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd {} && find . | cpio -o -H newc --quiet > {}",
-            root.display(),
-            cpio.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(st.success());
-
-    // Software emulation: nested KVM inside this project's VMs is unusably slow, and the
-    // workload is small enough for TCG (a few seconds).
-    let out = Command::new("timeout")
-        .arg("300")
-        .arg(qemu)
-        .args([
-            "-machine",
-            "accel=tcg",
-            "-cpu",
-            "max",
-            "-m",
-            "512",
-            "-smp",
-            "1",
-            "-nographic",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&cpio)
-        .args(["-append", "console=ttyS0 quiet panic=-1 cgroup_no_v1=all"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("qemu-system-x86_64 (scripts/deps.sh installs qemu-system-x86)");
-    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let text = vm.boot(512);
     let has = |s: &str| {
         assert!(
             text.contains(s),
