@@ -34,6 +34,13 @@ pub struct StatsArgs {
 /// `berth stats`.
 pub fn stats(ctx: &Ctx, a: StatsArgs) -> anyhow::Result<()> {
     let e = engine(ctx)?;
+    if berth_engine::rootless::active() && berth_engine::rootless::cgroup_parent().is_none() {
+        anyhow::bail!(
+            "berth stats reads containers' cgroups, and rootless containers have none on this \
+             host: stats and limits need a cgroup v2 subtree delegated to you (as systemd's \
+             user@UID.service is)"
+        );
+    }
     let clear = !a.no_stream && a.format.is_none() && std::io::stdout().is_terminal();
     // CPU use is the difference between two samples: the first frame comes after a
     // short window, the next ones a second after the one before.

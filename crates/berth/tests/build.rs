@@ -505,3 +505,86 @@ fn add_downloads_a_url_and_checks_its_checksum() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("names no file"), "{e}");
 }
+
+/// ADD of an https URL: trusted through the system's roots (here a test CA, given as
+/// the system store's file in SSL_CERT_FILE), refused with the reason otherwise. The
+/// server is Python's http.server behind its ssl module.
+#[test]
+fn add_of_an_https_url_trusts_the_system_roots_and_says_why_not() {
+    let env = Env::new();
+    env.busybox_image("localhost/busybox:1");
+    let www = env.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("hello.txt"), "hello over tls\n").unwrap();
+    let (ca, cert, key) = tls_certs();
+    let tls = env.path("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    for (name, pem) in [("ca.pem", &ca), ("cert.pem", &cert), ("key.pem", &key)] {
+        std::fs::write(tls.join(name), pem).unwrap();
+    }
+    let port = free_port();
+    let server = "import http.server, ssl, sys, functools\n\
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])\n\
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\n\
+        s = http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[4])), handler)\n\
+        s.socket = ctx.wrap_socket(s.socket, server_side=True)\n\
+        s.serve_forever()\n";
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(server)
+        .arg(&www)
+        .arg(tls.join("cert.pem"))
+        .arg(tls.join("key.pem"))
+        .arg(port.to_string())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 is installed");
+    let _server = Kill(child);
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM localhost/busybox:1\nADD https://127.0.0.1:{port}/hello.txt /srv/\n"),
+    )
+    .unwrap();
+    let build = |ca_file: Option<&std::path::Path>| {
+        let mut c = env.cmd(&[
+            "build",
+            "-q",
+            "-t",
+            "localhost/tls:1",
+            ctx.to_str().unwrap(),
+        ]);
+        match ca_file {
+            Some(f) => c.env("SSL_CERT_FILE", f),
+            None => c.env_remove("SSL_CERT_FILE"),
+        };
+        c.stdin(std::process::Stdio::null()).output().unwrap()
+    };
+    let o = build(None);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("certificate") && e.contains("line 2"),
+        "an unknown CA is refused with the reason: {e}"
+    );
+    let o = build(Some(&tls.join("ca.pem")));
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        env.ok(&["run", "--rm", "localhost/tls:1", "cat", "/srv/hello.txt"]),
+        "hello over tls\n"
+    );
+}

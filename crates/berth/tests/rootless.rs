@@ -232,6 +232,10 @@ fn a_user_runs_builds_and_publishes_containers_of_its_own() {
         "hello-rootless\n"
     );
     assert!(r.ok(&["ps"]).contains("web"));
+    // Without a cgroup there are no stats, said as such.
+    let o = r.run(&["stats", "--no-stream", "web"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("delegated to you"), "{e}");
     // Without a cgroup, top lists the container's pid namespace.
     let top = r.ok(&["top", "web"]);
     assert!(top.contains("httpd -f -p 80"), "{top}");

@@ -495,7 +495,7 @@ impl Drop for Registry {
 }
 
 /// A test CA and a server certificate for localhost/127.0.0.1 signed by it (PEM).
-fn tls_certs() -> (String, String, String) {
+pub fn tls_certs() -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -1,6 +1,8 @@
 """The Python kubernetes client's port-forward (a WebSocket with the v4 channel
 protocol, as kube-rs also speaks it) to pod fwd in the default namespace: one page
 through each of ports 8080 and 8081, and the error of a port nothing listens on."""
+import time
+
 from kubernetes import client, config
 from kubernetes.stream import portforward
 
@@ -26,7 +28,15 @@ def fetch(port):
             break
         data += chunk
     s.close()
-    return data, pf.error(port)
+    # The client's reader thread records the error channel on its own schedule: a
+    # refused port's error may land just after its data socket closed.
+    err = pf.error(port)
+    for _ in range(50):
+        if err is not None or not data == b"":
+            break
+        time.sleep(0.1)
+        err = pf.error(port)
+    return data, err
 
 
 for port, want in ((8080, b"public\n"), (8081, b"loopback\n")):
