@@ -330,6 +330,18 @@ fn a_pod_of_higher_priority_preempts_lower_ones_and_classes_resolve_at_admission
     }
     assert_eq!(c.pod("low0")["spec"]["priority"], 10);
     assert_eq!(c.pod("low0")["spec"]["priorityClassName"], "low");
+    // A disruption budget protects low0: preemption takes low1 instead.
+    c.ok(&["label", "pod", "low0", "tier=db"]);
+    c.ok(&[
+        "create",
+        "poddisruptionbudget",
+        "db",
+        "--selector=tier=db",
+        "--min-available=1",
+    ]);
+    c.until("the budget's status", 30, || {
+        (c.json("pdb", "db")["status"]["expectedPods"] == 1).then_some(())
+    });
     // A pod of no higher priority waits; a high one takes one low pod's place.
     c.apply(&with_cpu(pod("peer", ""), "900m"));
     assert_eq!(
@@ -347,8 +359,8 @@ fn a_pod_of_higher_priority_preempts_lower_ones_and_classes_resolve_at_admission
         .filter(|n| c.kubectl(&["get", "pod", n]).status.success())
         .map(|n| n.to_string())
         .collect();
-    assert_eq!(left.len(), 1, "exactly one victim: {left:?}");
-    let victim = if left[0] == "low0" { "low1" } else { "low0" };
+    assert_eq!(left, ["low0"], "one victim, the pod no budget protects");
+    let victim = "low1";
     let ev = c.ok(&[
         "get",
         "events",

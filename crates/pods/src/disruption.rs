@@ -18,14 +18,24 @@ pub const MAX_DISRUPTED_PODS: usize = 2000;
 /// Whether the budget covers `pod`: same namespace, and its selector matches (in
 /// policy/v1 an empty selector covers every pod of the namespace, a missing one none).
 pub fn covers(pdb: &PodDisruptionBudget, pod: &Pod) -> bool {
+    covers_labels(
+        pdb,
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.labels.as_ref().unwrap_or(&Default::default()),
+    )
+}
+
+/// [`covers`] for a pod known by its namespace and labels.
+pub fn covers_labels(
+    pdb: &PodDisruptionBudget,
+    namespace: &str,
+    pod_labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
     let Some(sel) = pdb.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
         return false;
     };
-    pdb.metadata.namespace == pod.metadata.namespace
-        && labels::matches(
-            sel,
-            pod.metadata.labels.as_ref().unwrap_or(&Default::default()),
-        )
+    pdb.metadata.namespace.as_deref().unwrap_or_default() == namespace
+        && labels::matches(sel, pod_labels)
 }
 
 /// Whether an eviction of `pod` need not ask any budget: it is already being

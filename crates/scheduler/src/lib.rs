@@ -67,6 +67,8 @@ struct Ctx {
     attempts: Mutex<std::collections::HashMap<String, u32>>,
     /// Claims, volumes and classes (VolumeBinding).
     volumes: volumes::Stores,
+    /// PodDisruptionBudgets (preemption spares the pods they protect).
+    budgets: kube::runtime::reflector::Store<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
 }
 
 /// Places pods until the task is dropped.
@@ -81,7 +83,9 @@ pub async fn run(client: kube::Client, cfg: SchedulerConfig) {
     let (claims, claims_writer) = kube::runtime::reflector::store();
     let (pvs, pvs_writer) = kube::runtime::reflector::store();
     let (classes, classes_writer) = kube::runtime::reflector::store();
+    let (budgets, budgets_writer) = kube::runtime::reflector::store();
     let ctx = Arc::new(Ctx {
+        budgets,
         volumes: volumes::Stores {
             claims,
             volumes: pvs,
@@ -103,10 +107,11 @@ pub async fn run(client: kube::Client, cfg: SchedulerConfig) {
         .for_each(|_| async {});
     // In this task, not spawned: dropping the scheduler stops its watches too.
     // A claim, volume or class changing may let waiting pods in.
-    let volume_watches = futures_util::future::join3(
+    let volume_watches = futures_util::future::join4(
         reflect(claims_writer, Api::all(client.clone()), ctx.wake.clone()),
         reflect(pvs_writer, Api::all(client.clone()), ctx.wake.clone()),
         reflect(classes_writer, Api::all(client.clone()), ctx.wake.clone()),
+        reflect(budgets_writer, Api::all(client.clone()), ctx.wake.clone()),
     );
     tokio::join!(
         watch_nodes(ctx.clone()),
@@ -390,7 +395,8 @@ async fn attempt(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let node = match chosen {
         Ok(node) => node,
         Err(message) => {
-            let plan = preempt::find(&lock(&ctx), &pod, &Needs::of(&pod));
+            let budgets = ctx.budgets.state();
+            let plan = preempt::find(&lock(&ctx), &pod, &Needs::of(&pod), &budgets);
             if let Some((node, victims)) = plan {
                 preempt(&ctx, &pod, &node, &victims).await;
             }

@@ -1,12 +1,17 @@
 //! Preemption, as kube-scheduler's DefaultPreemption decides it: when a pod fits
 //! nowhere, find a node where deleting pods of lower priority would make it fit —
-//! all of them removed, then as many as possible given back, highest priority first
-//! ("reprieved") — and of those nodes the one whose victims matter least: the lowest
-//! highest victim priority, then the lowest sum of priorities, then the fewest
-//! victims. Only what victims hold on their node (resources, pod count, host ports)
-//! is freed by deleting them; a node refused for another reason is not a candidate.
+//! all of them removed, then as many as possible given back ("reprieved"): first
+//! those whose deletion would break a PodDisruptionBudget, then the others, each
+//! group highest priority first — and of those nodes the one whose victims matter
+//! least: the fewest budgets broken, the lowest highest victim priority, the lowest
+//! sum of priorities, the fewest victims. Only what victims hold on their node
+//! (resources, pod count, host ports) is freed by deleting them; a node refused for
+//! another reason is not a candidate.
+
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::cache::{self, Cache, Needs, Taken};
 use crate::filter;
@@ -24,12 +29,18 @@ pub struct Victim {
     pub priority: i32,
 }
 
-/// How much a node's victims matter: their highest priority, the sum of their
-/// priorities, their number (the lower the better, in that order).
-type Rank = (i32, i64, usize);
+/// How much a node's victims matter: the budgets they break, their highest priority,
+/// the sum of their priorities, their number (the lower the better, in that order).
+type Rank = (usize, i32, i64, usize);
 
-/// The node to nominate and the pods to delete there, if preemption can help.
-pub fn find(cache: &Cache, pod: &Pod, needs: &Needs) -> Option<(String, Vec<Victim>)> {
+/// The node to nominate and the pods to delete there, if preemption can help;
+/// `budgets` are the cluster's PodDisruptionBudgets.
+pub fn find(
+    cache: &Cache,
+    pod: &Pod,
+    needs: &Needs,
+    budgets: &[Arc<PodDisruptionBudget>],
+) -> Option<(String, Vec<Victim>)> {
     let spec = pod.spec.as_ref()?;
     if spec.preemption_policy.as_deref() == Some("Never") {
         return None;
@@ -69,13 +80,20 @@ pub fn find(cache: &Cache, pod: &Pod, needs: &Needs) -> Option<(String, Vec<Vict
         if filter::fits(pod, needs, &trial).is_err() {
             continue;
         }
-        // Give back the most important first while the pod still fits.
+        // Give back the most important first while the pod still fits: those a budget
+        // protects before the others.
         lower.sort_by_key(|(_, t)| std::cmp::Reverse(t.facts.priority));
+        let (violating, others) = split_by_budgets(&lower, budgets);
         let mut victims = Vec::new();
-        for (uid, t) in lower {
-            trial.add(t);
-            if filter::fits(pod, needs, &trial).is_err() {
+        let mut broken = 0;
+        for (group, breaks) in [(violating, true), (others, false)] {
+            for (uid, t) in group {
+                trial.add(t);
+                if filter::fits(pod, needs, &trial).is_ok() {
+                    continue;
+                }
                 trial.remove(t);
+                broken += usize::from(breaks);
                 victims.push(Victim {
                     namespace: t.facts.namespace.clone(),
                     name: t.facts.name.clone(),
@@ -85,6 +103,7 @@ pub fn find(cache: &Cache, pod: &Pod, needs: &Needs) -> Option<(String, Vec<Vict
             }
         }
         let rank = (
+            broken,
             victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN),
             victims.iter().map(|v| i64::from(v.priority)).sum::<i64>(),
             victims.len(),
@@ -94,4 +113,44 @@ pub fn find(cache: &Cache, pod: &Pod, needs: &Needs) -> Option<(String, Vec<Vict
         }
     }
     best.map(|(_, node, victims)| (node, victims))
+}
+
+/// A potential victim: its UID and what it holds on its node.
+type Candidate<'a> = &'a (&'a str, &'a Taken);
+
+/// Splits potential victims (most important first) into those whose deletion, in
+/// that order, would take a budget they are covered by below zero disruptions
+/// allowed, and the others (kube's filterPodsWithPDBViolation).
+fn split_by_budgets<'a>(
+    pods: &[Candidate<'a>],
+    budgets: &[Arc<PodDisruptionBudget>],
+) -> (Vec<Candidate<'a>>, Vec<Candidate<'a>>) {
+    let mut allowed: Vec<i32> = budgets
+        .iter()
+        .map(|b| b.status.as_ref().map_or(0, |s| s.disruptions_allowed))
+        .collect();
+    let (mut violating, mut others) = (Vec::new(), Vec::new());
+    for p in pods {
+        let facts = &p.1.facts;
+        let mut breaks = false;
+        for (i, b) in budgets.iter().enumerate() {
+            let already = b
+                .status
+                .as_ref()
+                .and_then(|s| s.disrupted_pods.as_ref())
+                .is_some_and(|d| d.contains_key(&facts.name));
+            if already || !berth_pods::disruption::covers_labels(b, &facts.namespace, &facts.labels)
+            {
+                continue;
+            }
+            allowed[i] -= 1;
+            breaks |= allowed[i] < 0;
+        }
+        if breaks {
+            violating.push(*p);
+        } else {
+            others.push(*p);
+        }
+    }
+    (violating, others)
 }

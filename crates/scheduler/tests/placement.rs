@@ -295,16 +295,16 @@ fn preemption_takes_the_least_important_pods_that_make_room() {
     let big = sized("big", "", "4", 100);
     assert!(choose(&c, &big, &Needs::of(&big), 0).is_err());
     // One victim suffices on a (the lower, a1); b would cost a priority-10 pod.
-    let (node, victims) = preempt::find(&c, &big, &Needs::of(&big)).unwrap();
+    let (node, victims) = preempt::find(&c, &big, &Needs::of(&big), &[]).unwrap();
     assert_eq!(node, "a");
     let names: Vec<_> = victims.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, ["a1"]);
     // Nothing of lower priority to take: no preemption; nor for preemptionPolicy Never.
     let low = sized("low", "", "4", 0);
-    assert!(preempt::find(&c, &low, &Needs::of(&low)).is_none());
+    assert!(preempt::find(&c, &low, &Needs::of(&low), &[]).is_none());
     let mut never = sized("never", "", "4", 100);
     never.spec.as_mut().unwrap().preemption_policy = Some("Never".into());
-    assert!(preempt::find(&c, &never, &Needs::of(&never)).is_none());
+    assert!(preempt::find(&c, &never, &Needs::of(&never), &[]).is_none());
     // Nominated room is kept for the preemptor against pods of lower priority.
     c.remove_pod(&sized("a1", "a", "4", 1));
     c.nominate(&big, Some("a"));
@@ -313,6 +313,62 @@ fn preemption_takes_the_least_important_pods_that_make_room() {
     assert_eq!(choose(&c, &big, &Needs::of(&big), 0).unwrap(), "a");
     let higher = sized("higher", "", "4", 200);
     assert_eq!(choose(&c, &higher, &Needs::of(&higher), 0).unwrap(), "a");
+}
+
+#[test]
+fn preemption_spares_pods_a_disruption_budget_protects() {
+    use berth_scheduler::preempt;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use std::sync::Arc;
+    let labelled = |name: &str, app: &str, node: &str, priority: i32| {
+        pod(
+            name,
+            json!({"app": app}),
+            node,
+            json!({"priority": priority, "containers": [{"name": "c", "image": "i",
+                "resources": {"requests": {"cpu": "4"}}}]}),
+        )
+    };
+    let budget = |app: &str, allowed: i32| -> Arc<PodDisruptionBudget> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": app, "namespace": "default"},
+                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": app}}},
+                "status": {"disruptionsAllowed": allowed, "currentHealthy": 1,
+                    "desiredHealthy": 1, "expectedPods": 1}
+            }))
+            .unwrap(),
+        )
+    };
+    // Two nodes, equal but for the budget: the node whose victim no budget protects.
+    let mut c = cluster(&[("a", "z1"), ("b", "z1")]);
+    c.set_pod(&labelled("db", "db", "a", 1));
+    c.set_pod(&labelled("db2", "db", "a", 1));
+    c.set_pod(&labelled("web", "web", "b", 1));
+    c.set_pod(&labelled("web-x", "web", "b", 1));
+    let big = sized("big", "", "4", 100);
+    let (node, victims) = preempt::find(&c, &big, &Needs::of(&big), &[budget("db", 0)]).unwrap();
+    assert_eq!(node, "b", "{victims:?}");
+    // On one node: the protected pod is given back first, though it matters least.
+    let mut c = cluster(&[("a", "z1")]);
+    c.set_pod(&labelled("db", "db", "a", 1));
+    c.set_pod(&labelled("cache", "cache", "a", 5));
+    let (_, victims) = preempt::find(&c, &big, &Needs::of(&big), &[]).unwrap();
+    let names: Vec<_> = victims.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["db"], "without a budget the least important goes");
+    let (_, victims) = preempt::find(&c, &big, &Needs::of(&big), &[budget("db", 0)]).unwrap();
+    let names: Vec<_> = victims.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["cache"], "the budget spares db");
+    // A budget that allows one disruption protects nothing from one deletion.
+    let (_, victims) = preempt::find(&c, &big, &Needs::of(&big), &[budget("db", 1)]).unwrap();
+    let names: Vec<_> = victims.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["db"]);
+    // When every way breaks a budget, preemption still happens (kube's rule).
+    let mut c = cluster(&[("a", "z1")]);
+    c.set_pod(&labelled("db", "db", "a", 1));
+    c.set_pod(&labelled("db2", "db", "a", 1));
+    let (_, victims) = preempt::find(&c, &big, &Needs::of(&big), &[budget("db", 0)]).unwrap();
+    assert_eq!(victims.len(), 1, "{victims:?}");
 }
 
 #[test]
