@@ -232,6 +232,23 @@ fn a_user_runs_builds_and_publishes_containers_of_its_own() {
         "hello-rootless\n"
     );
     assert!(r.ok(&["ps"]).contains("web"));
+    // A login without XDG_RUNTIME_DIR joins the store's session rather than making a
+    // second one beside it: exec works, and no pause starts under /tmp.
+    let o = r
+        .user
+        .cmd(&r.berth)
+        .args(["exec", "web", "cat", "/www/index.html"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello-rootless\n",
+        "{o:?}"
+    );
+    let tmp_session = std::path::PathBuf::from(format!("/tmp/berth-run-{}", r.user.uid));
+    assert!(!tmp_session.join("pause.pid").exists());
+    let _ = std::fs::remove_dir_all(&tmp_session);
     // Without a cgroup there are no stats, said as such.
     let o = r.run(&["stats", "--no-stream", "web"]);
     let e = String::from_utf8_lossy(&o.stderr);

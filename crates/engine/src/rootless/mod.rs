@@ -27,6 +27,9 @@ use crate::error::{Error, Result};
 /// The argument that makes `berth` the pause process (see [`pause_main`]).
 pub const PAUSE_ARG: &str = "__rootless-pause";
 
+/// The file in the state root naming the runtime directory of its session.
+const SESSION_FILE: &str = "session-run-dir";
+
 /// Set in every process of a rootless session.
 pub const SESSION_ENV: &str = "BERTH_ROOTLESS";
 
@@ -125,9 +128,18 @@ pub fn enter(root: Option<&Path>) -> Result<Option<Session>> {
         // Host root, or root of a namespace someone else made (berth in a container).
         return Ok(None);
     }
+    let state_root = state_root()?;
+    // The store's live session, wherever it was started: a login with another
+    // XDG_RUNTIME_DIR (or none) must not make a second session over the same store.
+    let recorded = state_root.join(SESSION_FILE);
+    let run_dir = std::fs::read_to_string(&recorded)
+        .ok()
+        .map(|d| PathBuf::from(d.trim_end()))
+        .filter(|d| read_pause_pid(&d.join("pause.pid")).is_some())
+        .unwrap_or_else(berth_hostdirs::user_run_dir);
     let session = Session {
-        state_root: state_root()?,
-        run_dir: berth_hostdirs::user_run_dir(),
+        state_root,
+        run_dir,
     };
     let pid_file = session.run_dir.join("pause.pid");
     if read_pause_pid(&pid_file).is_none() {
@@ -161,6 +173,15 @@ pub fn enter(root: Option<&Path>) -> Result<Option<Session>> {
     };
     join(pid)?;
     drop(lock);
+    if std::fs::read_to_string(&recorded)
+        .ok()
+        .as_deref()
+        .map(str::trim_end)
+        != session.run_dir.to_str()
+    {
+        let _ = make_private_dir(&session.state_root);
+        let _ = std::fs::write(&recorded, session.run_dir.as_os_str().as_encoded_bytes());
+    }
     // Single-threaded still: nothing reads the environment concurrently.
     std::env::set_var(berth_hostdirs::RUN_DIR_ENV, &session.run_dir);
     std::env::set_var(SESSION_ENV, "1");
