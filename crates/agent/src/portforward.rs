@@ -455,9 +455,15 @@ async fn serve_channels<S>(
         }
         let _ = sink.send(crate::streaming::normal_close()).await;
     };
+    tokio::pin!(writer);
     tokio::select! {
-        _ = reader => {}
-        _ = writer => {}
+        _ = reader => {
+            // The client is done sending; what the ports still have to say (a refused
+            // port's error, said after a slow connect) goes out before the close.
+            drop(to_port);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut writer).await;
+        }
+        _ = &mut writer => {}
     }
 }
 
