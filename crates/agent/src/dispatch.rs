@@ -79,6 +79,18 @@ impl Hub {
         }
     }
 
+    /// Wakes every worker (the node's pod network became ready).
+    pub(crate) fn wake_all(&self) {
+        let all: Vec<Arc<Notify>> = self
+            .pods
+            .lock()
+            .map(|m| m.values().map(|(_, n)| n.clone()).collect())
+            .unwrap_or_default();
+        for n in all {
+            n.notify_one();
+        }
+    }
+
     /// Has a pod's worker write its status again (and wakes it).
     pub(crate) fn rewrite_status(&self, uid: &str) {
         if let Ok(mut m) = self.rewrite_status.lock() {

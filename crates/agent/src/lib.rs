@@ -21,6 +21,7 @@ mod localpath;
 pub mod logrotate;
 pub mod logs;
 pub mod node;
+pub mod podnet;
 pub mod podspec;
 pub mod portforward;
 pub mod probes;
@@ -39,7 +40,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use berth_engine::cri::RuntimeService;
 use berth_engine::Core;
 
 pub use error::{Error, Result};
@@ -51,8 +51,12 @@ pub struct AgentConfig {
     pub node_name: String,
     /// The node's address: its InternalIP, and every pod's hostIP.
     pub node_ip: IpAddr,
-    /// This node's pod CIDR (pods' addresses come from it).
-    pub pod_cidr: String,
+    /// This node's pod CIDR (pods' addresses come from it); None: the one node IPAM
+    /// writes into the Node.
+    pub pod_cidr: Option<String>,
+    /// How pods reach other nodes' pods (`--flannel-backend`); None: not at all (a
+    /// CNI configuration, or a single node).
+    pub overlay: Option<berth_net::overlay::Backend>,
     /// The engine's state root.
     pub engine_root: PathBuf,
     /// Where pods' volumes and files live (`DIR/UID/...`, kubelet's /var/lib/kubelet/pods).
@@ -74,6 +78,8 @@ pub struct AgentConfig {
     pub cluster_domain: String,
     /// Container log rotation (`--container-log-max-size`, `--container-log-max-files`).
     pub container_logs: logrotate::Policy,
+    /// The cgroup pods' `/kubepods` tree goes under (`--cgroup-root`, "/" by default).
+    pub cgroup_root: String,
 }
 
 impl AgentConfig {
@@ -84,7 +90,8 @@ impl AgentConfig {
         AgentConfig {
             node_name: hostinfo::hostname(),
             node_ip: IpAddr::from([127, 0, 0, 1]),
-            pod_cidr: "10.42.0.0/24".into(),
+            pod_cidr: None,
+            overlay: Some(berth_net::overlay::Backend::Vxlan),
             engine_root: root.to_path_buf(),
             pods_dir: root.join("agent/pods"),
             log_dir: root.join("agent/logs"),
@@ -95,6 +102,7 @@ impl AgentConfig {
             pod_manifest_path: Some(root.join("agent/pod-manifests")),
             cluster_domain: "cluster.local".into(),
             container_logs: logrotate::Policy::default(),
+            cgroup_root: "/".into(),
         }
     }
 }
@@ -114,6 +122,11 @@ pub(crate) struct Ctx {
     pub stats: stats::Sampler,
     /// When the agent started.
     pub started: std::time::SystemTime,
+    /// The node's pod CIDR, once known.
+    pub pod_cidr: podnet::PodCidr,
+    /// The MTU of pods' interfaces (the uplink's, less the overlay's headers); None:
+    /// the engine's default.
+    pub pod_mtu: Option<u32>,
 }
 
 impl Ctx {
@@ -144,9 +157,12 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     }
     let root = cfg.engine_root.clone();
     let cidr = cfg.pod_cidr.clone();
+    let pod_mtu = podnet::pod_mtu(&cfg).await;
     let core = tokio::task::spawn_blocking(move || -> berth_engine::Result<Core> {
         let core = Core::open(&root)?;
-        core.update_runtime_config(&cidr)?;
+        if let Some(cidr) = &cidr {
+            core.set_pod_network(cidr, pod_mtu)?;
+        }
         Ok(core)
     })
     .await
@@ -155,7 +171,16 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     // Made now so that a pod CIDR this host cannot use stops the start with the reason,
     // rather than failing every pod's sandbox later.
     let c = core.clone();
-    match tokio::task::spawn_blocking(move || c.ensure_pod_network()).await {
+    let given = cfg.pod_cidr.is_some();
+    match tokio::task::spawn_blocking(move || {
+        if given {
+            c.ensure_pod_network()
+        } else {
+            Ok(())
+        }
+    })
+    .await
+    {
         Ok(Ok(())) => {}
         Ok(Err(berth_engine::Error::Invalid(why))) => {
             return Err(Error::Config(format!("{why} (--pod-cidr)")))
@@ -193,11 +218,13 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         recorder: recorder::Recorder::kubelet(client.clone(), &cfg.node_name),
         client,
         core,
-        cfg,
         hub: dispatch::Hub::default(),
         kubelet_port: endpoint.as_ref().map_or(0, |e| e.2),
         stats: stats::Sampler::default(),
         started: std::time::SystemTime::now(),
+        pod_cidr: podnet::PodCidr::new(cfg.pod_cidr.clone()),
+        pod_mtu,
+        cfg,
     });
     let endpoint = endpoint.map(|(l, tls, _)| tokio::spawn(server::serve(ctx.clone(), l, tls)));
     // Registration is retried in the heartbeat until the API server answers; static
@@ -206,12 +233,14 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     let evictions = tokio::spawn(eviction::run(ctx.clone()));
     let rotation = tokio::spawn(logrotate::run(ctx.clone()));
     let local_volumes = tokio::spawn(localpath::run(ctx.clone()));
+    let pod_network = tokio::spawn(podnet::run(ctx.clone()));
     let events = dispatch::forward_engine_events(ctx.clone());
     let r = dispatch::run(ctx.clone(), cm_writer, secret_writer, services_writer).await;
     heartbeat.abort();
     evictions.abort();
     rotation.abort();
     local_volumes.abort();
+    pod_network.abort();
     events.abort();
     if let Some(e) = endpoint {
         e.abort();

@@ -86,6 +86,7 @@ async fn status(ctx: &Ctx, old: Option<&NodeStatus>) -> NodeStatus {
         .into_iter()
         .filter(|c| !c.status)
         .map(|c| format!("{}: {}", c.reason, c.message))
+        .chain(ctx.pod_cidr.not_ready())
         .collect();
     let runtime_ok = not_ready.is_empty();
     let ready_prev = old
@@ -225,10 +226,10 @@ pub(crate) async fn register(ctx: &Ctx) -> Result<()> {
     let existing = api.get_opt(name).await.api(|| format!("get node {name}"))?;
     let node = match existing {
         Some(n) => {
-            let patch = serde_json::json!({
-                "metadata": {"labels": labels(ctx)},
-                "spec": {"podCIDR": ctx.cfg.pod_cidr, "podCIDRs": [ctx.cfg.pod_cidr]},
-            });
+            let mut patch = serde_json::json!({"metadata": {"labels": labels(ctx)}});
+            if let Some(cidr) = &ctx.cfg.pod_cidr {
+                patch["spec"] = serde_json::json!({"podCIDR": cidr, "podCIDRs": [cidr]});
+            }
             let n2 = api
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -244,8 +245,8 @@ pub(crate) async fn register(ctx: &Ctx) -> Result<()> {
                     ..Default::default()
                 },
                 spec: Some(NodeSpec {
-                    pod_cidr: Some(ctx.cfg.pod_cidr.clone()),
-                    pod_cidrs: Some(vec![ctx.cfg.pod_cidr.clone()]),
+                    pod_cidr: ctx.cfg.pod_cidr.clone(),
+                    pod_cidrs: ctx.cfg.pod_cidr.clone().map(|c| vec![c]),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -168,7 +168,7 @@ pub fn sandbox_config(pod: &Pod, cfg: &crate::AgentConfig, attempt: u32) -> Resu
         port_mappings: ports,
         labels: labels_map,
         annotations: pod.metadata.annotations.clone().unwrap_or_default(),
-        cgroup_parent: berth_cgroups::naming::pod_parent(qos, &key.uid),
+        cgroup_parent: berth_cgroups::naming::pod_parent_in(&cfg.cgroup_root, qos, &key.uid),
         resources: Some(qos::pod_resources(pod)?),
         namespaces: SandboxNamespaces {
             network: if host_network {

@@ -20,9 +20,19 @@ pub struct NodeArgs {
     /// of the default route's interface, else 127.0.0.1].
     #[arg(long)]
     node_ip: Option<IpAddr>,
-    /// This node's pod CIDR (until the controller manager assigns one).
-    #[arg(long, default_value = "10.42.0.0/24")]
-    pod_cidr: String,
+    /// This node's pod CIDR [default: the one the controller manager's node IPAM
+    /// assigns the Node; pods wait for it].
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
+    /// How pods reach other nodes' pods (k3s's flag): vxlan (an overlay over the node
+    /// network), host-gw (routes through the other nodes' IPs; one L2 network), or
+    /// none (a CNI configuration in STATE_ROOT/cni/net.d wires pods, or one node).
+    #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "host-gw", "none"])]
+    flannel_backend: String,
+    /// The cgroup the pods' /kubepods tree goes under (the kubelet's flag): nodes that
+    /// share a machine each get their own.
+    #[arg(long, default_value = "/", value_parser = parse_cgroup_root)]
+    cgroup_root: String,
     /// The most pods this node runs.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
@@ -50,6 +60,14 @@ pub struct NodeArgs {
     /// Log files kept per container, the live one included.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
     container_log_max_files: u16,
+}
+
+fn parse_cgroup_root(s: &str) -> Result<String, String> {
+    if s == "/" {
+        return Ok(s.into());
+    }
+    berth_cgroups::naming::check_parent(s).map_err(|e| e.to_string())?;
+    Ok(s.into())
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -94,6 +112,12 @@ impl NodeArgs {
             .or_else(default_route_ip)
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         cfg.pod_cidr = self.pod_cidr.clone();
+        cfg.cgroup_root = self.cgroup_root.clone();
+        cfg.overlay = match self.flannel_backend.as_str() {
+            "none" => None,
+            // Checked by clap.
+            b => b.parse().ok(),
+        };
         cfg.max_pods = self.max_pods;
         cfg.kubelet_port = self.kubelet_port;
         cfg.eviction_hard = self.eviction_hard.clone();
@@ -165,7 +189,7 @@ pub async fn agent(ctx: &Ctx, a: AgentArgs) -> anyhow::Result<()> {
     let client = client(&a.kubeconfig, a.server.as_deref()).await?;
     let mut cfg = a.node.config(&ctx.root);
     cfg.client_ca_pem = cluster_ca(&a.kubeconfig)?;
-    tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, pod_cidr = %cfg.pod_cidr, "berth agent starting");
+    tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, pod_cidr = ?cfg.pod_cidr, "berth agent starting");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = berth_agent::run(client, cfg) => r.context("the agent stopped")?,

@@ -36,16 +36,35 @@ pub struct ControllerSettings {
     /// that name).
     #[arg(long, default_value = berth_pods::storage::DEFAULT_LOCAL_STORAGE_PATH)]
     default_local_storage_path: String,
+    /// The pods' address range: each Node without a pod CIDR gets a block of it
+    /// (k3s's --cluster-cidr); "none" assigns none (agents bring their own).
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
+    /// The prefix length of each node's block of the cluster CIDR
+    /// (kube-controller-manager's flag of that name).
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
 }
 
 impl ControllerSettings {
     /// The controllers' configuration; `local_storage` runs the local-path
     /// provisioner (and installs its default StorageClass).
-    pub fn config(&self, local_storage: bool) -> berth_controllers::Config {
-        berth_controllers::Config {
+    pub fn config(&self, local_storage: bool) -> anyhow::Result<berth_controllers::Config> {
+        let pod_range = if self.cluster_cidr == "none" {
+            None
+        } else {
+            let cluster = berth_controllers::nodeipam::parse_cidr(&self.cluster_cidr)
+                .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+            Some(
+                berth_controllers::nodeipam::Range::new(cluster, self.node_cidr_mask_size)
+                    .map_err(anyhow::Error::msg)?,
+            )
+        };
+        Ok(berth_controllers::Config {
             node_monitor_grace_period: self.node_monitor_grace_period,
             local_path: local_storage.then(|| self.default_local_storage_path.clone()),
-        }
+            pod_range,
+        })
     }
 }
 
@@ -66,7 +85,7 @@ pub async fn elected(
 pub async fn controller_manager(a: ControllerManagerArgs) -> anyhow::Result<()> {
     crate::server_cmd::init_logging("text");
     let client = crate::agent_cmd::client(&a.kubeconfig, a.server.as_deref()).await?;
-    let cfg = a.settings.config(!a.disable_local_storage);
+    let cfg = a.settings.config(!a.disable_local_storage)?;
     let c = client.clone();
     let work = move || berth_controllers::run(c.clone(), cfg.clone());
     crate::elected::until_interrupted(

@@ -7,6 +7,7 @@
 
 mod agent_cmd;
 mod build;
+mod cluster_cmd;
 mod container_cmd;
 mod controller_cmd;
 mod cp_cmd;
@@ -147,6 +148,9 @@ enum Command {
     /// Simulated nodes (what KWOK makes), against any API server.
     #[command(subcommand)]
     Sim(sim_cmd::SimCommand),
+    /// Clusters of several nodes on this machine (as kind and k3d make them).
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
 }
 
 /// What every command gets.
@@ -266,6 +270,7 @@ fn main() {
             Command::ControllerManager(a) => ok(controller_cmd::controller_manager(a).await),
             Command::Explain(c) => ok(explain_cmd::explain(&ctx, c)),
             Command::Sim(c) => ok(sim_cmd::sim(c).await),
+            Command::Cluster(c) => ok(cluster_cmd::run(&ctx, c).await),
         }
     });
     match result {

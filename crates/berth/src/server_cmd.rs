@@ -93,6 +93,12 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     } else {
         format!("etcd {}", cfg.etcd.join(","))
     };
+    // Bad flags stop the start before anything listens.
+    let controllers_cfg = a
+        .controllers
+        .config(!a.disable.iter().any(|d| d == "local-storage"))?;
+    let controllers_ipam_off =
+        a.disable.iter().any(|d| d == "controllers") || controllers_cfg.pod_range.is_none();
     let s = berth_apiserver::start(cfg).await?;
     if let Some(p) = &a.write_kubeconfig {
         if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -142,8 +148,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         tracing::info!("controllers starting");
         Some(AbortOnDrop(tokio::spawn(crate::controller_cmd::elected(
             client,
-            a.controllers
-                .config(!a.disable.iter().any(|d| d == "local-storage")),
+            controllers_cfg,
             stopped(),
         ))))
     };
@@ -153,7 +158,11 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         let client = crate::agent_cmd::client(&s.kubeconfig, Some(&local_url)).await?;
         let mut cfg = a.node.config(&ctx.root);
         cfg.client_ca_pem = Some(s.api.ca_bundle.clone());
-        tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, pod_cidr = %cfg.pod_cidr, "node agent starting");
+        // Without this server's node IPAM nobody assigns one: k3s's first node's block.
+        if cfg.pod_cidr.is_none() && controllers_ipam_off {
+            cfg.pod_cidr = Some("10.42.0.0/24".into());
+        }
+        tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, pod_cidr = ?cfg.pod_cidr, "node agent starting");
         Some(tokio::spawn(berth_agent::run(client, cfg)))
     };
     let agent_done = async {

@@ -79,6 +79,26 @@ pub fn read(pid: Option<i32>) -> std::io::Result<Vec<MountInfo>> {
     std::fs::read_to_string(path).map(|t| parse(&t))
 }
 
+/// This process's mount points at or under `dir`, deepest first (the order to unmount
+/// them in).
+pub fn points_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut points: Vec<PathBuf> = read(None)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    points
+}
+
+/// Detaches every mount at or under `dir` (lazily: a busy one goes when released).
+pub fn unmount_under(dir: &std::path::Path) {
+    for p in points_under(dir) {
+        let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
 /// Undoes mountinfo's octal escapes (`\040` for a space).
 pub fn unescape(s: &str) -> String {
     if !s.contains('\\') {

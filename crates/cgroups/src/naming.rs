@@ -44,10 +44,17 @@ impl QosClass {
 
 /// The cgroup of pod `uid` in class `qos` (kubelet's cgroupfs layout).
 pub fn pod_parent(qos: QosClass, uid: &str) -> String {
+    pod_parent_in("/", qos, uid)
+}
+
+/// The cgroup of pod `uid` in class `qos` under `root` (the kubelet's `--cgroup-root`:
+/// "/" for `/kubepods/...`; nodes sharing a machine each have their own).
+pub fn pod_parent_in(root: &str, qos: QosClass, uid: &str) -> String {
+    let root = root.trim_end_matches('/');
     match qos {
-        QosClass::Guaranteed => format!("{KUBEPODS}/pod{uid}"),
-        QosClass::Burstable => format!("{KUBEPODS}/burstable/pod{uid}"),
-        QosClass::BestEffort => format!("{KUBEPODS}/besteffort/pod{uid}"),
+        QosClass::Guaranteed => format!("{root}{KUBEPODS}/pod{uid}"),
+        QosClass::Burstable => format!("{root}{KUBEPODS}/burstable/pod{uid}"),
+        QosClass::BestEffort => format!("{root}{KUBEPODS}/besteffort/pod{uid}"),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod informer;
 pub mod job;
 pub mod localpath;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owner;
 pub mod podcontrol;
@@ -77,6 +78,15 @@ pub struct Config {
     /// Where the local-path provisioner makes volumes on the nodes; None runs no
     /// provisioner (k3s's --disable local-storage).
     pub local_path: Option<String>,
+    /// The pod address range node IPAM hands out (`--cluster-cidr`); None gives
+    /// Nodes no pod CIDR (each agent brings its own).
+    pub pod_range: Option<nodeipam::Range>,
+}
+
+/// k3s's default cluster CIDR, a /24 per node.
+pub fn default_pod_range() -> nodeipam::Range {
+    let cluster = nodeipam::parse_cidr("10.42.0.0/16").expect("a valid CIDR");
+    nodeipam::Range::new(cluster, 24).expect("a valid range")
 }
 
 impl Default for Config {
@@ -84,6 +94,7 @@ impl Default for Config {
         Config {
             node_monitor_grace_period: std::time::Duration::from_secs(40),
             local_path: Some(berth_pods::storage::DEFAULT_LOCAL_STORAGE_PATH.into()),
+            pod_range: Some(default_pod_range()),
         }
     }
 }
@@ -193,6 +204,9 @@ pub async fn run(client: kube::Client, cfg: Config) {
         Box::pin(namespace::controller(&shared)),
     ];
     let mut controllers = controllers;
+    if let Some(range) = cfg.pod_range {
+        controllers.push(Box::pin(nodeipam::controller(&shared, range)));
+    }
     if let Some(root) = cfg.local_path.clone() {
         controllers.push(Box::pin(localpath::controller(&shared, root)));
         // As k3s applies its local-path manifest at start: made when absent, an

@@ -12,6 +12,7 @@ pub mod link;
 pub mod netns;
 pub mod network;
 pub mod nft;
+pub mod overlay;
 pub mod pasta;
 pub mod ports;
 pub mod rtnl_sync;

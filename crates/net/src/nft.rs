@@ -20,6 +20,7 @@ use crate::ports::{PortMap, Proto};
 const BASE: &str = r#"
 add table ip berth
 add set ip berth subnets { type ipv4_addr; flags interval; }
+add set ip berth peers { type ipv4_addr; flags interval; }
 add set ip berth bridges { type ifname; }
 add map ip berth tcp_ports { type inet_service : ipv4_addr . inet_service; }
 add map ip berth udp_ports { type inet_service : ipv4_addr . inet_service; }
@@ -44,7 +45,7 @@ add rule ip berth forward ct status dnat accept
 add rule ip berth forward iifname . oifname @bridge_pairs drop
 add chain ip berth postrouting { type nat hook postrouting priority srcnat; policy accept; }
 flush chain ip berth postrouting
-add rule ip berth postrouting ip saddr @subnets ip daddr != @subnets masquerade
+add rule ip berth postrouting ip saddr @subnets ip daddr != @subnets ip daddr != @peers masquerade
 add rule ip berth postrouting ct status dnat ip saddr @subnets oifname @bridges masquerade
 add rule ip berth postrouting ip saddr 127.0.0.0/8 oifname @bridges masquerade
 "#;
@@ -62,6 +63,10 @@ add chain ip6 berth postrouting { type nat hook postrouting priority srcnat; pol
 flush chain ip6 berth postrouting
 add rule ip6 berth postrouting ip6 saddr @subnets ip6 daddr != @subnets masquerade
 "#;
+
+/// The mark of [`BASE`] applied; a new name for each change of BASE, so that a newer
+/// berth applies its rules on a host where an older one left its marks.
+const BASE_MARK: &str = "base-2";
 
 // Where berth notes what it put into the kernel's ruleset since boot is
 // `berth_hostdirs::nft_marks()` (tmpfs, like the ruleset itself), so that a container
@@ -129,7 +134,7 @@ fn pairs(bridge: &str, others: &[String]) -> Vec<String> {
 /// already done.
 pub fn ensure_network(n: &Network, nets: &crate::network::Networks) -> Result<()> {
     let key = format!("net-{}", n.id);
-    if marked(&key) && marked("base") {
+    if marked(&key) && marked(BASE_MARK) {
         return Ok(());
     }
     let others: Vec<String> = nets
@@ -164,8 +169,25 @@ pub fn ensure_network(n: &Network, nets: &crate::network::Networks) -> Result<()
     apply(&script)?;
     // Forwarding between the bridges and the world.
     let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1");
-    mark("base");
+    mark(BASE_MARK);
     mark(&key);
+    Ok(())
+}
+
+/// Makes the `peers` set hold exactly `cidrs`: other nodes' pod CIDRs, which pods
+/// reach with their own addresses (not masqueraded), in one transaction.
+pub fn set_peers(cidrs: &[ipnet::Ipv4Net]) -> Result<()> {
+    let mut script = String::from(BASE);
+    script.push_str("flush set ip berth peers\n");
+    if !cidrs.is_empty() {
+        let list: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
+        script.push_str(&format!(
+            "add element ip berth peers {{ {} }}\n",
+            list.join(", ")
+        ));
+    }
+    apply(&script)?;
+    mark(BASE_MARK);
     Ok(())
 }
 

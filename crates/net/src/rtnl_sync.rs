@@ -15,15 +15,21 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use crate::error::{Error, Result};
 
 /// The index of interface `name` in this thread's network namespace, if it exists.
+/// Asked of the kernel through a socket (SIOCGIFINDEX), which lives in the calling
+/// thread's namespace — not read from /sys/class/net, which shows the namespace of
+/// whoever mounted /sys: for a node agent in a network namespace of its own (`berth
+/// cluster`), the host's.
 pub fn index_of(name: &str) -> Option<u32> {
-    if name.is_empty() || name.contains('/') {
+    if name.is_empty() || name.contains('/') || name.len() > 15 {
         return None;
     }
-    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    let sock = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )
+    .ok()?;
+    rustix::net::netdevice::name_to_index(&sock, name).ok()
 }
 
 /// Deletes interface `name` (a veth takes its peer with it); one that is gone

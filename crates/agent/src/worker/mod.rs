@@ -322,6 +322,15 @@ impl Worker {
                 return Ok(Next::Idle);
             }
             None => {
+                if spec.host_network != Some(true) {
+                    if let Some(why) = self.ctx.pod_cidr.not_ready() {
+                        self.ctx
+                            .recorder
+                            .pod(pod, "", Warning, "NetworkNotReady", &why);
+                        self.write_status(pod, &obs).await?;
+                        return Ok(Next::After(Duration::from_secs(5)));
+                    }
+                }
                 let attempt = obs.sandbox().map_or(0, |s| s.summary.metadata.attempt + 1);
                 if let Some(old) = obs.sandbox() {
                     self.ctx.recorder.pod(

@@ -439,16 +439,10 @@ pub fn tail(s: &str, n: usize) -> String {
 }
 
 fn mounts_under(dir: &Path) -> Vec<String> {
-    let root = dir.to_string_lossy().into_owned();
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&root))
-        .map(str::to_string)
-        .collect();
-    v.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    v
+    berth_cgroups::mountinfo::points_under(dir)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 impl Drop for Cluster {
@@ -478,9 +472,7 @@ impl Drop for Cluster {
             }
         }
         let _ = berth_net::network::Networks::host().remove(&core.pod_network().name);
-        for p in mounts_under(self.env.dir.path()) {
-            let _ = rustix::mount::unmount(p.as_str(), rustix::mount::UnmountFlags::DETACH);
-        }
+        berth_cgroups::mountinfo::unmount_under(self.env.dir.path());
     }
 }
 

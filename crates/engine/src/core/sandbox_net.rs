@@ -33,6 +33,10 @@ pub struct PodNetwork {
     pub name: String,
     /// This node's pod CIDR.
     pub cidr: String,
+    /// The MTU of the pod bridge and pods' interfaces (lowered under an overlay's
+    /// headers); None: the network default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 impl Default for PodNetwork {
@@ -41,6 +45,7 @@ impl Default for PodNetwork {
         PodNetwork {
             name: "pods".into(),
             cidr: "10.42.0.0/24".into(),
+            mtu: None,
         }
     }
 }
@@ -57,9 +62,18 @@ impl Core {
     /// Sets this node's pod CIDR (CRI UpdateRuntimeConfig): new pods get addresses from
     /// it. The pod bridge is made again with the new subnet once no pod uses the old.
     pub fn set_pod_cidr(&self, cidr: &str) -> Result<()> {
+        let mtu = self.pod_network().mtu;
+        self.set_pod_network(cidr, mtu)
+    }
+
+    /// Sets this node's pod CIDR and the MTU of its pods' interfaces (the node agent's
+    /// start, or node IPAM's assignment). As [`Core::set_pod_cidr`], the bridge is made
+    /// again with them once no pod uses the old one.
+    pub fn set_pod_network(&self, cidr: &str, mtu: Option<u32>) -> Result<()> {
         berth_net::network::parse_cidr("pod CIDR", cidr)?;
         let mut pn = self.pod_network();
         pn.cidr = cidr.to_string();
+        pn.mtu = mtu;
         Ok(berth_monitor::record::write_json(
             &self.dirs().pod_network(),
             &pn,
@@ -82,10 +96,16 @@ impl Core {
         let pn = self.pod_network();
         let nets = Networks::host();
         if let Ok(n) = nets.get(&pn.name) {
-            if n.subnet.to_string() == pn.cidr {
+            let same_subnet = n.subnet.to_string() == pn.cidr;
+            if same_subnet && pn.mtu.is_none_or(|m| n.mtu == m) {
                 return Ok(n.name);
             }
-            if !nets.leases(&n.name).all_named().is_empty() {
+            let in_use = !nets.leases(&n.name).all_named().is_empty();
+            // A new MTU waits for the pods on the bridge to go.
+            if same_subnet && in_use {
+                return Ok(n.name);
+            }
+            if in_use {
                 return Err(Error::Conflict(format!(
                     "the pod CIDR changed to {} but pods still use network {} ({}): remove them first",
                     pn.cidr, n.name, n.subnet
@@ -96,6 +116,7 @@ impl Core {
         let req = NewNetwork {
             name: pn.name.clone(),
             subnet: Some(pn.cidr.clone()),
+            mtu: pn.mtu,
             no_dns: true,
             ..Default::default()
         };

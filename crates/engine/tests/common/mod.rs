@@ -127,17 +127,7 @@ impl Drop for Env {
             }
         }
         let _ = berth_net::network::Networks::host().remove(&self.core.pod_network().name);
-        let root = self.dir.path().to_string_lossy().into_owned();
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<&str> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&root))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH);
-        }
+        berth_cgroups::mountinfo::unmount_under(self.dir.path());
     }
 }
 

@@ -1,0 +1,544 @@
+//! Several nodes on one machine, and the pod network between them: `berth cluster
+//! create` makes a server and two agents, each in a network namespace of its own on a
+//! shared bridge; node IPAM gives each node a block of 10.42.0.0/16; pods on different
+//! nodes reach each other by pod IP over the VXLAN overlay, with their own addresses
+//! (no masquerade); a node that leaves has its routes, neighbour and forwarding entries
+//! removed on the others; `berth cluster delete` leaves no process, namespace, link,
+//! nft table, mount or directory behind. Checked with kubectl, busybox's wget and
+//! iproute2 run inside the nodes' namespaces.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::cluster::{tail, Cluster};
+use common::*;
+use serde_json::Value;
+
+/// A `berth cluster` of this test, deleted when dropped (also after a failure).
+struct MultiNode {
+    env: Env,
+    name: String,
+}
+
+impl MultiNode {
+    fn create(agents: usize, extra: &[&str]) -> MultiNode {
+        let env = Env::new();
+        env.busybox_image("localhost/busybox:1");
+        let name = format!("t{}", std::process::id());
+        let m = MultiNode { env, name };
+        let agents = agents.to_string();
+        let mut args = vec![
+            "cluster",
+            "create",
+            &m.name,
+            "--agents",
+            &agents,
+            // Test hosts are often nearly full: no disk evictions.
+            "--server-arg=--eviction-hard=memory.available<100Mi,nodefs.available<1%",
+            "--agent-arg=--eviction-hard=memory.available<100Mi,nodefs.available<1%",
+            "--server-arg=--default-local-storage-path",
+        ];
+        let storage = m.env.path("storage").display().to_string();
+        let storage_flag = format!("--server-arg={storage}");
+        args.push(&storage_flag);
+        args.extend_from_slice(extra);
+        let o = m
+            .env
+            .cmd(&args)
+            .env("BERTH_LOG", "info,berth_agent=debug")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "cluster create failed:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        m.env
+            .ok(&["cluster", "load", &m.name, "localhost/busybox:1"]);
+        m
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        PathBuf::from(
+            self.env
+                .ok(&["cluster", "kubeconfig", &self.name])
+                .trim()
+                .to_string(),
+        )
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn node(&self, role: &str) -> String {
+        format!("{}-{role}", self.name)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.env.root().join("clusters").join(&self.name)
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        PathBuf::from("/run/berth/clusters").join(&self.name)
+    }
+
+    fn netns(&self, node: &str) -> PathBuf {
+        self.run_dir().join("netns").join(node)
+    }
+
+    /// `ip ARGS` inside a node's network namespace.
+    fn ip_in(&self, node: &str, args: &[&str]) -> String {
+        let o = Command::new("nsenter")
+            .arg(format!("--net={}", self.netns(node).display()))
+            .arg("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "ip {args:?} in {node}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in ["server", "agent-1", "agent-2"] {
+            let p = self
+                .dir()
+                .join("nodes")
+                .join(format!("{}.log", self.node(n)));
+            let log = std::fs::read_to_string(&p).unwrap_or_default();
+            out.push_str(&format!("--- {} ---\n{}\n", self.node(n), tail(&log, 40)));
+        }
+        out
+    }
+
+    fn until<T>(&self, what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} within {secs} s:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn pod_json(&self, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["get", "pod", name, "-o", "json"])).unwrap()
+    }
+
+    fn wait_running(&self, name: &str) -> Value {
+        self.until(&format!("pod {name} Running"), 90, || {
+            let p = self.pod_json(name);
+            (p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string()).then_some(p)
+        })
+    }
+}
+
+impl Drop for MultiNode {
+    fn drop(&mut self) {
+        let _ = self.env.cmd(&["cluster", "delete", &self.name]).output();
+    }
+}
+
+fn pod_on(name: &str, node: &str, script: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},
+"spec":{{"nodeName":"{node}","terminationGracePeriodSeconds":1,
+"containers":[{{"name":"c","image":"localhost/busybox:1","imagePullPolicy":"Never",
+"command":["sh","-c",{script}]}}]}}}}"#,
+        script = serde_json::to_string(script).unwrap()
+    )
+}
+
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+    let (net, len) = cidr.split_once('/').unwrap();
+    let net: std::net::Ipv4Addr = net.parse().unwrap();
+    let len: u32 = len.parse().unwrap();
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    u32::from(ip) & mask == u32::from(net)
+}
+
+#[test]
+fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing() {
+    let m = MultiNode::create(2, &[]);
+    let server = m.node("server");
+    let a1 = m.node("agent-1");
+    let a2 = m.node("agent-2");
+
+    // Three Ready nodes, each on its own address, with a block of the cluster CIDR of
+    // its own, and its VXLAN MAC published.
+    let nodes: Value = serde_json::from_str(&m.ok(&["get", "nodes", "-o", "json"])).unwrap();
+    let items = nodes["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{nodes}");
+    let mut cidrs = Vec::new();
+    for n in items {
+        let cidr = n["spec"]["podCIDR"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            in_cidr(cidr.split('/').next().unwrap(), "10.42.0.0/16"),
+            "{n}"
+        );
+        assert!(cidr.ends_with("/24"), "{cidr}");
+        cidrs.push(cidr);
+    }
+    cidrs.sort();
+    cidrs.dedup();
+    assert_eq!(cidrs.len(), 3, "every node its own block: {cidrs:?}");
+    let cidr_of = |node: &str| -> String {
+        let n: Value = serde_json::from_str(&m.ok(&["get", "node", node, "-o", "json"])).unwrap();
+        n["spec"]["podCIDR"].as_str().unwrap().to_string()
+    };
+    let node_ip = |node: &str| -> String {
+        m.ok(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+        ])
+    };
+    let mac = m.until("agent-2's VXLAN MAC published", 30, || {
+        let n: Value = serde_json::from_str(&m.ok(&["get", "node", &a2, "-o", "json"])).unwrap();
+        n["metadata"]["annotations"]["berth.dev/vtep-mac"]
+            .as_str()
+            .map(String::from)
+    });
+
+    // The VXLAN device as flannel makes it: VNI 1, port 8472, the node's IP as source.
+    let link = m.ip_in(&a1, &["-d", "link", "show", "berth.1"]);
+    assert!(link.contains("vxlan id 1 "), "{link}");
+    assert!(link.contains("dstport 8472"), "{link}");
+    assert!(link.contains(&format!("local {}", node_ip(&a1))), "{link}");
+    assert!(link.contains("nolearning"), "{link}");
+    // Routes, neighbour and forwarding entries for agent-2 on agent-1.
+    let a2_cidr = cidr_of(&a2);
+    let a2_gw = a2_cidr.replace(".0/24", ".0");
+    m.until("agent-1 routes to agent-2's pods", 30, || {
+        let r = m.ip_in(&a1, &["route", "show", &a2_cidr]);
+        (r.contains(&format!("via {a2_gw} dev berth.1")) && r.contains("onlink")).then_some(())
+    });
+    let neigh = m.ip_in(&a1, &["neigh", "show", "dev", "berth.1"]);
+    assert!(
+        neigh.contains(&format!("{a2_gw} lladdr {mac} PERMANENT")),
+        "{neigh}"
+    );
+    let fdb = Command::new("nsenter")
+        .arg(format!("--net={}", m.netns(&a1).display()))
+        .args(["bridge", "fdb", "show", "dev", "berth.1"])
+        .output()
+        .unwrap();
+    let fdb = String::from_utf8_lossy(&fdb.stdout);
+    assert!(
+        fdb.contains(&format!("{mac} dst {} self permanent", node_ip(&a2))),
+        "{fdb}"
+    );
+
+    // A web server on agent-1 that answers with the client's address; a client on
+    // agent-2; and one on the server node.
+    let web = "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && echo hello-from-agent-1 > /www/index.html && exec httpd -f -p 8080 -h /www";
+    m.ok_apply(&pod_on("web", &a1, web));
+    m.ok_apply(&pod_on("client", &a2, "exec sleep 3600"));
+    m.ok_apply(&pod_on("client-s", &server, "exec sleep 3600"));
+    let web_pod = m.wait_running("web");
+    let client = m.wait_running("client");
+    let client_s = m.wait_running("client-s");
+    let web_ip = web_pod["status"]["podIP"].as_str().unwrap().to_string();
+    let client_ip = client["status"]["podIP"].as_str().unwrap().to_string();
+    let client_s_ip = client_s["status"]["podIP"].as_str().unwrap().to_string();
+    assert!(
+        in_cidr(&web_ip, &cidr_of(&a1)),
+        "{web_ip} in agent-1's block"
+    );
+    assert!(
+        in_cidr(&client_ip, &a2_cidr),
+        "{client_ip} in agent-2's block"
+    );
+    assert_eq!(
+        web_pod["status"]["hostIP"].as_str(),
+        Some(node_ip(&a1).as_str())
+    );
+
+    // ICMP and TCP across nodes, by pod IP; the server sees the client's own address.
+    m.until("ping from agent-2's pod to agent-1's", 30, || {
+        m.kubectl(&[
+            "exec", "client", "--", "ping", "-c", "1", "-W", "2", &web_ip,
+        ])
+        .status
+        .success()
+        .then_some(())
+    });
+    let page = m.fetch("client", &format!("http://{web_ip}:8080/"));
+    assert_eq!(page.trim(), "hello-from-agent-1");
+    let seen = m.fetch("client", &format!("http://{web_ip}:8080/cgi-bin/ip"));
+    assert_eq!(
+        remote(&seen),
+        client_ip,
+        "pod-to-pod traffic keeps its source address"
+    );
+    let seen = m.fetch("client-s", &format!("http://{web_ip}:8080/cgi-bin/ip"));
+    assert_eq!(remote(&seen), client_s_ip);
+    // The pods' MTU leaves room for VXLAN's 50 bytes.
+    let mtu = m.ok(&["exec", "client", "--", "cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(mtu.trim(), "1450");
+    // Logs come from the agent on the other node, through the server.
+    assert!(m.ok(&["get", "pod", "web", "-o", "wide"]).contains(&a1));
+
+    // agent-2 leaves: its process stops and its Node is deleted. Its routes, neighbour
+    // and forwarding entries go from agent-1.
+    let pid_file = m.run_dir().join(format!("{a2}.pid"));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kill_node(pid);
+    m.ok(&["delete", "pod", "client", "--force", "--grace-period=0"]);
+    m.ok(&["delete", "node", &a2]);
+    m.until("agent-2's route gone from agent-1", 30, || {
+        m.ip_in(&a1, &["route", "show", &a2_cidr])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    let neigh = m.ip_in(&a1, &["neigh", "show", "dev", "berth.1"]);
+    assert!(!neigh.contains(&a2_gw), "{neigh}");
+    // agent-1 still reaches the server's pod.
+    let seen = m.fetch("client-s", &format!("http://{web_ip}:8080/cgi-bin/ip"));
+    assert_eq!(remote(&seen), client_s_ip);
+
+    // ls and delete.
+    let ls = m.env.ok(&["cluster", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&m.name) && l.contains(" 3 ")),
+        "{ls}"
+    );
+    let pids: Vec<i32> = ["server", "agent-1"]
+        .iter()
+        .filter_map(|n| {
+            std::fs::read_to_string(m.run_dir().join(format!("{}.pid", m.node(n))))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(pids.len(), 2);
+    let bridge_hash = {
+        let rec: Value =
+            serde_json::from_slice(&std::fs::read(m.dir().join("cluster.json")).unwrap()).unwrap();
+        rec["bridge"].as_str().unwrap().to_string()
+    };
+    m.env.ok(&["cluster", "delete", &m.name]);
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .is_empty(),
+            "node process {pid} still runs"
+        );
+    }
+    assert!(!m.dir().exists(), "the cluster's directory is gone");
+    assert!(!m.run_dir().exists(), "the cluster's run directory is gone");
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains(&bridge_hash), "bridge left: {links}");
+    assert!(
+        !links.contains(&format!("bc{}", &bridge_hash["berthc".len()..])),
+        "veth left: {links}"
+    );
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(
+        !tables.contains(&format!("berthc-{}", &bridge_hash["berthc".len()..])),
+        "{tables}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&m.name), "mounts left: {mounts}");
+    let ls = m.env.ok(&["cluster", "ls"]);
+    assert!(!ls.contains(&m.name), "{ls}");
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let left = h.path().join("berth-clusters").join(&m.name);
+        assert!(!left.exists(), "cgroup left: {}", left.display());
+    }
+}
+
+/// The address busybox httpd reports (`[::ffff:10.42.1.2]` on a dual-stack socket).
+fn remote(seen: &str) -> String {
+    seen.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_start_matches("::ffff:")
+        .to_string()
+}
+
+/// SIGKILL to a node process this test started (through `berth cluster create`).
+fn kill_node(pid: i32) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+}
+
+impl MultiNode {
+    /// What busybox wget in pod `pod` gets from `url`.
+    fn fetch(&self, pod: &str, url: &str) -> String {
+        self.ok(&["exec", pod, "--", "wget", "-qO-", url])
+    }
+
+    fn ok_apply(&self, json: &str) {
+        let mut c = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(json.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn cluster_create_refuses_bad_input_and_makes_nothing() {
+    let env = Env::new();
+    let e = env.fails(&["cluster", "create", "Bad_Name"]);
+    assert!(e.contains("lowercase letters, digits and '-'"), "{e}");
+    // A subnet that a route of this host covers (its first link's).
+    let routes = Command::new("ip")
+        .args(["-o", "-4", "route", "show", "proto", "kernel"])
+        .output()
+        .unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    let taken = routes
+        .split_whitespace()
+        .next()
+        .expect("the host has a link with an IPv4 route");
+    let e = env.fails(&["cluster", "create", "tbad", "--subnet", taken]);
+    assert!(e.contains("overlaps"), "{e}");
+    let e = env.fails(&[
+        "cluster",
+        "create",
+        "tbad2",
+        "--subnet",
+        "10.45.250.0/30",
+        "--agents",
+        "3",
+    ]);
+    assert!(e.contains("room for"), "{e}");
+    let e = env.fails(&["cluster", "delete", "nope"]);
+    assert!(e.contains("no cluster \"nope\""), "{e}");
+    assert!(!env.root().join("clusters/tbad").exists());
+    assert!(!env.root().join("clusters/tbad2").exists());
+}
+
+#[test]
+fn node_ipam_gives_each_node_a_block_and_says_when_none_is_left() {
+    let c = Cluster::api_only_with(&[
+        "--cluster-cidr",
+        "10.99.0.0/23",
+        "--node-cidr-mask-size",
+        "24",
+    ]);
+    for i in 0..3 {
+        c.apply(&format!(
+            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"ipam-{i}"}}}}"#
+        ));
+    }
+    let cidrs = c.until("two nodes get blocks", 30, || {
+        let v: Vec<String> = (0..3)
+            .map(|i| {
+                c.ok(&[
+                    "get",
+                    "node",
+                    &format!("ipam-{i}"),
+                    "-o",
+                    "jsonpath={.spec.podCIDR}",
+                ])
+            })
+            .filter(|s| !s.is_empty())
+            .collect();
+        (v.len() == 2).then_some(v)
+    });
+    let mut sorted = cidrs.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["10.99.0.0/24", "10.99.1.0/24"]);
+    let events = c.until("a CIDRNotAvailable event", 30, || {
+        let e = c.ok(&["get", "events", "-o", "json"]);
+        let v: Value = serde_json::from_str(&e).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["reason"] == "CIDRNotAvailable")
+            .cloned()
+    });
+    let msg = events["message"].as_str().unwrap();
+    assert!(msg.ends_with("status is now: CIDRNotAvailable"), "{msg}");
+    // A node that goes frees its block for the one that waited.
+    let holder = (0..3)
+        .map(|i| format!("ipam-{i}"))
+        .find(|n| c.ok(&["get", "node", n, "-o", "jsonpath={.spec.podCIDR}"]) == "10.99.1.0/24")
+        .unwrap();
+    c.ok(&["delete", "node", &holder]);
+    c.until("the waiting node gets the freed block", 45, || {
+        (0..3)
+            .map(|i| format!("ipam-{i}"))
+            .filter(|n| *n != holder)
+            .all(|n| {
+                !c.ok(&["get", "node", &n, "-o", "jsonpath={.spec.podCIDR}"])
+                    .is_empty()
+            })
+            .then_some(())
+    });
+    // A node that brings its own pod CIDR keeps it.
+    c.apply(r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"own"},"spec":{"podCIDR":"10.123.0.0/24","podCIDRs":["10.123.0.0/24"]}}"#);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        c.ok(&["get", "node", "own", "-o", "jsonpath={.spec.podCIDR}"]),
+        "10.123.0.0/24"
+    );
+}
