@@ -25,6 +25,7 @@ pub mod podnet;
 pub mod podspec;
 pub mod portforward;
 pub mod probes;
+pub mod proxy;
 pub mod qos;
 pub mod server;
 mod spdy;
@@ -80,6 +81,11 @@ pub struct AgentConfig {
     pub container_logs: logrotate::Policy,
     /// The cgroup pods' `/kubepods` tree goes under (`--cgroup-root`, "/" by default).
     pub cgroup_root: String,
+    /// Whether the agent proxies Services (kube-proxy's job; `--disable-kube-proxy`).
+    pub service_proxy: bool,
+    /// The cluster's pod network: traffic from outside it to a ClusterIP is
+    /// masqueraded (kube-proxy's --cluster-cidr).
+    pub cluster_cidr: Option<ipnet::Ipv4Net>,
 }
 
 impl AgentConfig {
@@ -103,6 +109,8 @@ impl AgentConfig {
             cluster_domain: "cluster.local".into(),
             container_logs: logrotate::Policy::default(),
             cgroup_root: "/".into(),
+            service_proxy: true,
+            cluster_cidr: "10.42.0.0/16".parse().ok(),
         }
     }
 }
@@ -234,6 +242,10 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     let rotation = tokio::spawn(logrotate::run(ctx.clone()));
     let local_volumes = tokio::spawn(localpath::run(ctx.clone()));
     let pod_network = tokio::spawn(podnet::run(ctx.clone()));
+    let services = ctx
+        .cfg
+        .service_proxy
+        .then(|| tokio::spawn(proxy::run(ctx.clone())));
     let events = dispatch::forward_engine_events(ctx.clone());
     let r = dispatch::run(ctx.clone(), cm_writer, secret_writer, services_writer).await;
     heartbeat.abort();
@@ -241,6 +253,9 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     rotation.abort();
     local_volumes.abort();
     pod_network.abort();
+    if let Some(s) = services {
+        s.abort();
+    }
     events.abort();
     if let Some(e) = endpoint {
         e.abort();

@@ -33,6 +33,9 @@ pub struct NodeArgs {
     /// share a machine each get their own.
     #[arg(long, default_value = "/", value_parser = parse_cgroup_root)]
     cgroup_root: String,
+    /// Do not proxy Services on this node (k3s's flag: another proxy does).
+    #[arg(long)]
+    disable_kube_proxy: bool,
     /// The most pods this node runs.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
@@ -87,6 +90,10 @@ pub struct AgentArgs {
     /// The API server's URL, over the kubeconfig's.
     #[arg(long)]
     server: Option<String>,
+    /// The cluster's pod network (the controller manager's --cluster-cidr): traffic
+    /// from outside it to a ClusterIP is masqueraded.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: ipnet::Ipv4Net,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -113,6 +120,7 @@ impl NodeArgs {
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         cfg.pod_cidr = self.pod_cidr.clone();
         cfg.cgroup_root = self.cgroup_root.clone();
+        cfg.service_proxy = !self.disable_kube_proxy;
         cfg.overlay = match self.flannel_backend.as_str() {
             "none" => None,
             // Checked by clap.
@@ -189,6 +197,7 @@ pub async fn agent(ctx: &Ctx, a: AgentArgs) -> anyhow::Result<()> {
     let client = client(&a.kubeconfig, a.server.as_deref()).await?;
     let mut cfg = a.node.config(&ctx.root);
     cfg.client_ca_pem = cluster_ca(&a.kubeconfig)?;
+    cfg.cluster_cidr = Some(a.cluster_cidr.trunc());
     tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, pod_cidr = ?cfg.pod_cidr, "berth agent starting");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -97,6 +97,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let controllers_cfg = a
         .controllers
         .config(!a.disable.iter().any(|d| d == "local-storage"))?;
+    let controllers_pod_range = controllers_cfg.pod_range.map(|r| r.cluster);
     let controllers_ipam_off =
         a.disable.iter().any(|d| d == "controllers") || controllers_cfg.pod_range.is_none();
     let s = berth_apiserver::start(cfg).await?;
@@ -158,6 +159,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         let client = crate::agent_cmd::client(&s.kubeconfig, Some(&local_url)).await?;
         let mut cfg = a.node.config(&ctx.root);
         cfg.client_ca_pem = Some(s.api.ca_bundle.clone());
+        cfg.cluster_cidr = controllers_pod_range;
         // Without this server's node IPAM nobody assigns one: k3s's first node's block.
         if cfg.pod_cidr.is_none() && controllers_ipam_off {
             cfg.pod_cidr = Some("10.42.0.0/24".into());

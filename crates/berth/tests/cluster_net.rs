@@ -171,11 +171,19 @@ impl Drop for MultiNode {
 
 fn pod_on(name: &str, node: &str, script: &str) -> String {
     format!(
-        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{{"app":"{name}"}}}},
 "spec":{{"nodeName":"{node}","terminationGracePeriodSeconds":1,
 "containers":[{{"name":"c","image":"localhost/busybox:1","imagePullPolicy":"Never",
 "command":["sh","-c",{script}]}}]}}}}"#,
         script = serde_json::to_string(script).unwrap()
+    )
+}
+
+/// busybox httpd on port 8080 serving `greeting` at / and the client's address at
+/// /cgi-bin/ip.
+fn web_script(greeting: &str) -> String {
+    format!(
+        "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && echo {greeting} > /www/index.html && exec httpd -f -p 8080 -h /www"
     )
 }
 
@@ -267,8 +275,7 @@ fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing
 
     // A web server on agent-1 that answers with the client's address; a client on
     // agent-2; and one on the server node.
-    let web = "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && echo hello-from-agent-1 > /www/index.html && exec httpd -f -p 8080 -h /www";
-    m.ok_apply(&pod_on("web", &a1, web));
+    m.ok_apply(&pod_on("web", &a1, &web_script("hello-from-agent-1")));
     m.ok_apply(&pod_on("client", &a2, "exec sleep 3600"));
     m.ok_apply(&pod_on("client-s", &server, "exec sleep 3600"));
     let web_pod = m.wait_running("web");
@@ -314,6 +321,8 @@ fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing
     assert_eq!(mtu.trim(), "1450");
     // Logs come from the agent on the other node, through the server.
     assert!(m.ok(&["get", "pod", "web", "-o", "wide"]).contains(&a1));
+
+    services_across_nodes(&m, &web_ip, &client_ip);
 
     // agent-2 leaves: its process stops and its Node is deleted. Its routes, neighbour
     // and forwarding entries go from agent-1.
@@ -397,6 +406,118 @@ fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing
         let left = h.path().join("berth-clusters").join(&m.name);
         assert!(!left.exists(), "cgroup left: {}", left.display());
     }
+}
+
+/// Services across nodes: a NodePort Service over the web pod and one on the server
+/// node, reached by ClusterIP from a pod on a third node (spread over both, the
+/// client's address kept), by NodePort from the host; a Service without endpoints
+/// refuses at once; port-forward reaches a pod on another node.
+/// (busybox 1.35's wget crashes with -T: `timeout` bounds it instead.)
+fn services_across_nodes(m: &MultiNode, web_ip: &str, client_ip: &str) {
+    let server = m.node("server");
+    let mut pod = pod_on("web2", &server, &web_script("hello-from-server"));
+    pod = pod.replace(r#""app":"web2""#, r#""app":"web""#);
+    m.ok_apply(&pod);
+    m.wait_running("web2");
+    m.ok_apply(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"},
+"spec":{"type":"NodePort","selector":{"app":"web"},"ports":[{"port":80,"targetPort":8080}]}}"#,
+    );
+    m.ok_apply(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"nobody"},
+"spec":{"selector":{"app":"nobody"},"ports":[{"port":80,"targetPort":8080}]}}"#,
+    );
+    let svc: Value = serde_json::from_str(&m.ok(&["get", "svc", "web", "-o", "json"])).unwrap();
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    m.until("both endpoints answer through the ClusterIP", 60, || {
+        let o = m.kubectl(&[
+            "exec",
+            "client",
+            "--",
+            "timeout",
+            "3",
+            "wget",
+            "-qO-",
+            &format!("http://{cluster_ip}/"),
+        ]);
+        if o.status.success() {
+            seen.insert(String::from_utf8_lossy(&o.stdout).trim().to_string());
+        }
+        (seen.len() == 2).then_some(())
+    });
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["hello-from-agent-1", "hello-from-server"]
+    );
+    // Pod to Service to pod: no masquerade, the endpoint sees the client pod.
+    for _ in 0..4 {
+        let r = m.fetch("client", &format!("http://{cluster_ip}/cgi-bin/ip"));
+        assert_eq!(remote(&r), client_ip);
+    }
+    // NodePort from the host, on a node that runs no endpoint of its own.
+    let a2_ip = m.ok(&[
+        "get",
+        "node",
+        &m.node("agent-2"),
+        "-o",
+        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    let body = http_get(&format!("{a2_ip}:{node_port}"), "/");
+    assert!(body.contains("hello-from-"), "{body}");
+    // No endpoints: refused at once, not a timeout.
+    let nobody: Value =
+        serde_json::from_str(&m.ok(&["get", "svc", "nobody", "-o", "json"])).unwrap();
+    let nobody_ip = nobody["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let o = m.kubectl(&[
+        "exec",
+        "client",
+        "--",
+        "timeout",
+        "5",
+        "wget",
+        "-qO-",
+        &format!("http://{nobody_ip}/"),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("refused"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // port-forward to a pod on another node than the server's.
+    let local = free_port();
+    let mut pf = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(m.kubeconfig())
+        .args(["port-forward", "pod/web", &format!("{local}:8080")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let body = m.until("port-forward answers", 30, || {
+        std::net::TcpStream::connect(("127.0.0.1", local)).ok()?;
+        Some(http_get(&format!("127.0.0.1:{local}"), "/"))
+    });
+    let _ = pf.kill();
+    let _ = pf.wait();
+    assert!(body.contains("hello-from-agent-1"), "{body}");
+    let _ = web_ip;
+}
+
+/// A plain HTTP/1.0 GET; the whole answer.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 /// The address busybox httpd reports (`[::ffff:10.42.1.2]` on a dual-stack socket).

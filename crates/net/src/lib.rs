@@ -16,6 +16,7 @@ pub mod overlay;
 pub mod pasta;
 pub mod ports;
 pub mod rtnl_sync;
+pub mod svcproxy;
 mod sys;
 
 pub use error::{Error, Result};

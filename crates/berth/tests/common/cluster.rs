@@ -179,6 +179,8 @@ impl Cluster {
             // Tests run side by side: each agent's endpoint on a port of its own.
             "--kubelet-port",
             "0",
+            // Nodes sharing the host's network would share one Service table.
+            "--disable-kube-proxy",
         ]
         .iter()
         .map(|s| s.to_string())
