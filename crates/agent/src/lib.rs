@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admit;
+pub mod clusterdns;
 pub mod dispatch;
 pub mod envvars;
 pub mod error;
@@ -86,6 +87,9 @@ pub struct AgentConfig {
     /// The cluster's pod network: traffic from outside it to a ClusterIP is
     /// masqueraded (kube-proxy's --cluster-cidr).
     pub cluster_cidr: Option<ipnet::Ipv4Net>,
+    /// The cluster DNS address pods get as their name server (`--cluster-dns`); the
+    /// node serves it. None: pods get the node's resolvers.
+    pub cluster_dns: Option<IpAddr>,
 }
 
 impl AgentConfig {
@@ -111,6 +115,7 @@ impl AgentConfig {
             cgroup_root: "/".into(),
             service_proxy: true,
             cluster_cidr: "10.42.0.0/16".parse().ok(),
+            cluster_dns: Some(IpAddr::from([10, 96, 0, 10])),
         }
     }
 }

@@ -50,6 +50,27 @@ fn host_dns() -> DnsConfig {
     d
 }
 
+/// The resolv.conf the kubelet writes for ClusterFirst: the cluster DNS server, the
+/// pod's namespace's search path then the node's, and ndots:5.
+fn cluster_dns(ip: IpAddr, namespace: &str, cfg: &crate::AgentConfig) -> DnsConfig {
+    let domain = &cfg.cluster_domain;
+    let mut searches = vec![
+        format!("{namespace}.svc.{domain}"),
+        format!("svc.{domain}"),
+        domain.clone(),
+    ];
+    for s in host_dns().searches {
+        if !searches.contains(&s) {
+            searches.push(s);
+        }
+    }
+    DnsConfig {
+        servers: vec![ip.to_string()],
+        searches,
+        options: vec!["ndots:5".into()],
+    }
+}
+
 /// The sandbox of the pod's `attempt`th sandbox.
 pub fn sandbox_config(pod: &Pod, cfg: &crate::AgentConfig, attempt: u32) -> Result<SandboxConfig> {
     let (node, log_root) = (cfg.node_name.as_str(), cfg.log_dir.as_path());
@@ -86,10 +107,14 @@ pub fn sandbox_config(pod: &Pod, cfg: &crate::AgentConfig, attempt: u32) -> Resu
     } else {
         hostname
     };
-    let dns = match spec.dns_policy.as_deref().unwrap_or("ClusterFirst") {
-        "None" => DnsConfig::default(),
-        // No cluster DNS yet: the kubelet falls back to the node's (Default), and so
-        // does berth until cluster DNS lands.
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let dns = match (policy, cfg.cluster_dns) {
+        ("None", _) => DnsConfig::default(),
+        // ClusterFirst on the node's network means the node's resolvers, as the
+        // kubelet does; ClusterFirstWithHostNet asks for the cluster's there too.
+        ("ClusterFirst", Some(ip)) if !host_network => cluster_dns(ip, &key.namespace, cfg),
+        ("ClusterFirstWithHostNet", Some(ip)) => cluster_dns(ip, &key.namespace, cfg),
+        // No cluster DNS served: the kubelet falls back to the node's (Default).
         _ => host_dns(),
     };
     let dns = match &spec.dns_config {

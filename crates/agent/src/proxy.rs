@@ -1,11 +1,11 @@
 //! The node's Service proxy — kube-proxy's job, run by the agent as k3s runs it beside
 //! the kubelet: Services and EndpointSlices watched, turned into the ports and
 //! endpoints [`berth_net::svcproxy`] programs into nftables, and each change sent to
-//! the kernel as it comes (the difference only). Services that name another proxy
+//! the kernel as it comes (the difference only). The same watches feed the node's
+//! cluster DNS ([`crate::clusterdns`]). Services that name another proxy
 //! (`service.kubernetes.io/service-proxy-name`), headless and ExternalName Services
 //! are left alone, as kube-proxy leaves them.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,8 +24,6 @@ use crate::Ctx;
 
 /// The label naming the proxy that serves a Service (others leave it alone).
 const PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
-/// The label tying an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// kube's default sessionAffinity ClientIP timeout (3 hours).
 const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
 
@@ -64,6 +62,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         cluster_cidr: ctx.cfg.cluster_cidr,
     };
     let proxy = Arc::new(std::sync::Mutex::new(Proxy::default()));
+    let dns = crate::clusterdns::start(&ctx).await;
     let (mut services_listed, mut slices_listed) = (false, false);
     while let Some(batch) = events.next().await {
         for (from_services, e) in &batch {
@@ -77,6 +76,13 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         }
         if !(services_listed && slices_listed) {
             continue;
+        }
+        if let Some(dns) = &dns {
+            dns.set_zone(berth_dns::Zone::build(
+                &ctx.cfg.cluster_domain,
+                &services.state(),
+                &slices.state(),
+            ));
         }
         let ports = service_ports(&services, &slices, &ctx.cfg.node_name);
         let (p, c) = (proxy.clone(), cfg.clone());
@@ -104,23 +110,7 @@ pub fn service_ports(
     slices: &Store<EndpointSlice>,
     node: &str,
 ) -> Vec<ServicePort> {
-    // Slices by (namespace, service).
-    let mut by_service: BTreeMap<(String, String), Vec<Arc<EndpointSlice>>> = BTreeMap::new();
-    for s in slices.state() {
-        if s.address_type != "IPv4" {
-            continue;
-        }
-        let Some(svc) = s
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        else {
-            continue;
-        };
-        let ns = s.metadata.namespace.clone().unwrap_or_default();
-        by_service.entry((ns, svc.clone())).or_default().push(s);
-    }
+    let by_service = berth_pods::services::slices_by_service(&slices.state());
     let mut out = Vec::new();
     for svc in services.state() {
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
@@ -151,18 +141,13 @@ pub fn ports_of(svc: &Service, slices: &[Arc<EndpointSlice>], node: &str) -> Vec
     if kind == "ExternalName" {
         return Vec::new();
     }
-    let cluster_ips: Vec<Ipv4Addr> = spec
-        .cluster_ips
-        .iter()
-        .flatten()
-        .chain(spec.cluster_ip.iter())
-        .filter_map(|ip| ip.parse().ok())
-        .fold(Vec::new(), |mut v, ip| {
-            if !v.contains(&ip) {
-                v.push(ip);
-            }
-            v
-        });
+    let cluster_ips: Vec<Ipv4Addr> = berth_pods::services::cluster_ips(spec)
+        .into_iter()
+        .filter_map(|ip| match ip {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect();
     if cluster_ips.is_empty() {
         // Headless: DNS answers with the pods; nothing to proxy.
         return Vec::new();

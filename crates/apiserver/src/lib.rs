@@ -183,7 +183,8 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
     })
 }
 
-/// What every cluster has: the system namespaces and the `kubernetes` service.
+/// What every cluster has: the system namespaces, the `kubernetes` service and the
+/// `kube-dns` one.
 async fn bootstrap(api: &Arc<api::Api>) -> Result<(), status::ApiError> {
     let nsr = resources::find("", "v1", "namespaces").expect("served");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -215,6 +216,23 @@ async fn bootstrap(api: &Arc<api::Api>) -> Result<(), status::ApiError> {
             "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1",
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}});
         objects::create_internal(api, svc, Some("default"), body).await?;
+    }
+    // The cluster DNS address, served by every node's agent (not proxied: the label
+    // tells Service proxies to leave it), at the address kubeadm gives kube-dns.
+    if api
+        .store
+        .get(&svc.key(Some("kube-system"), "kube-dns"))
+        .await?
+        .is_none()
+    {
+        let body = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "labels": {
+                "k8s-app": "kube-dns", "kubernetes.io/name": "berth-dns",
+                "service.kubernetes.io/service-proxy-name": "berth-dns"}},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10",
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}});
+        objects::create_internal(api, svc, Some("kube-system"), body).await?;
     }
     Ok(())
 }

@@ -33,9 +33,14 @@ pub struct NodeArgs {
     /// share a machine each get their own.
     #[arg(long, default_value = "/", value_parser = parse_cgroup_root)]
     cgroup_root: String,
-    /// Do not proxy Services on this node (k3s's flag: another proxy does).
+    /// Do not proxy Services on this node, nor serve cluster DNS (k3s's flag: another
+    /// proxy does).
     #[arg(long)]
     disable_kube_proxy: bool,
+    /// The cluster DNS address, served by this node and given to pods as their name
+    /// server (the kubelet's flag).
+    #[arg(long, default_value = "10.96.0.10")]
+    cluster_dns: IpAddr,
     /// The most pods this node runs.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
@@ -121,6 +126,7 @@ impl NodeArgs {
         cfg.pod_cidr = self.pod_cidr.clone();
         cfg.cgroup_root = self.cgroup_root.clone();
         cfg.service_proxy = !self.disable_kube_proxy;
+        cfg.cluster_dns = cfg.service_proxy.then_some(self.cluster_dns);
         cfg.overlay = match self.flannel_backend.as_str() {
             "none" => None,
             // Checked by clap.

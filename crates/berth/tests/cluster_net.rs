@@ -323,6 +323,7 @@ fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing
     assert!(m.ok(&["get", "pod", "web", "-o", "wide"]).contains(&a1));
 
     services_across_nodes(&m, &web_ip, &client_ip);
+    cluster_dns(&m, &web_ip);
 
     // agent-2 leaves: its process stops and its Node is deleted. Its routes, neighbour
     // and forwarding entries go from agent-1.
@@ -507,6 +508,63 @@ fn services_across_nodes(m: &MultiNode, web_ip: &str, client_ip: &str) {
     let _ = pf.wait();
     assert!(body.contains("hello-from-agent-1"), "{body}");
     let _ = web_ip;
+}
+
+/// Cluster DNS, answered by each pod's own node: the resolv.conf ClusterFirst gives,
+/// a Service's name (full and short), a headless Service's endpoints and SRV records,
+/// ExternalName as a CNAME, pod records, NXDOMAIN, and a Service reached by name.
+fn cluster_dns(m: &MultiNode, web_ip: &str) {
+    let conf = m.ok(&["exec", "client", "--", "cat", "/etc/resolv.conf"]);
+    assert!(conf.contains("nameserver 10.96.0.10"), "{conf}");
+    assert!(
+        conf.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{conf}"
+    );
+    assert!(conf.contains("options ndots:5"), "{conf}");
+    m.ok_apply(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"hl"},
+"spec":{"clusterIP":"None","selector":{"app":"web"},"ports":[{"name":"http","port":8080}]}}"#,
+    );
+    m.ok_apply(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"ext"},
+"spec":{"type":"ExternalName","externalName":"example.invalid"}}"#,
+    );
+    let cluster_ip = m.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let look = |pod: &str, args: &[&str]| -> String {
+        let mut a = vec!["exec", pod, "--", "nslookup"];
+        a.extend_from_slice(args);
+        let o = m.kubectl(&a);
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    };
+    for pod in ["client", "client-s"] {
+        let out = look(pod, &["web.default.svc.cluster.local"]);
+        assert!(
+            out.contains(&format!("Address: {cluster_ip}")),
+            "{pod}: {out}"
+        );
+    }
+    let out = m.until("the headless Service's endpoints in DNS", 30, || {
+        let out = look("client", &["hl.default.svc.cluster.local"]);
+        out.contains(web_ip).then_some(out)
+    });
+    assert_eq!(out.matches("Address: 10.42.").count(), 2, "{out}");
+    let out = look(
+        "client",
+        &["-type=SRV", "_http._tcp.hl.default.svc.cluster.local"],
+    );
+    assert!(out.contains("8080"), "{out}");
+    let out = look("client", &["-type=CNAME", "ext.default.svc.cluster.local"]);
+    assert!(out.contains("example.invalid"), "{out}");
+    let dashed = web_ip.replace('.', "-");
+    let out = look("client", &[&format!("{dashed}.default.pod.cluster.local")]);
+    assert!(out.contains(&format!("Address: {web_ip}")), "{out}");
+    let out = look("client", &["nope.default.svc.cluster.local"]);
+    assert!(out.contains("NXDOMAIN"), "{out}");
+    // Names through the search path, as applications use them.
+    let body = m.fetch("client", "http://web/");
+    assert!(body.contains("hello-from-"), "{body}");
+    let body = m.fetch("client-s", "http://web.default/");
+    assert!(body.contains("hello-from-"), "{body}");
 }
 
 /// A plain HTTP/1.0 GET; the whole answer.

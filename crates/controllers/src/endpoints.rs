@@ -25,7 +25,7 @@ use crate::informer::{controller_owner, itself, Change};
 use crate::{owner, Error, Shared};
 
 /// The label naming a slice's Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub use berth_pods::services::SERVICE_NAME_LABEL;
 /// The label saying which controller manages a slice.
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// This controller's value of it (kube's).

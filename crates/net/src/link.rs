@@ -369,3 +369,16 @@ pub async fn delete(h: &Handle, name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Makes sure this namespace's loopback interface holds `addr`/32: an address of the
+/// namespace's own that no other interface carries (the node-local DNS server's, as
+/// NodeLocal DNSCache binds the kube-dns address; on lo, since kernels without the
+/// dummy driver are common).
+pub async fn ensure_local_address(h: &Handle, addr: Ipv4Addr) -> Result<()> {
+    // lo is interface 1 in every network namespace.
+    match h.address().add(1, IpAddr::V4(addr), 32).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+        Err(e) => Err(Error::netlink(format!("give lo the address {addr}/32"), e)),
+    }
+}

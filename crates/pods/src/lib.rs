@@ -7,6 +7,7 @@
 pub mod disruption;
 pub mod labels;
 pub mod readiness;
+pub mod services;
 pub mod storage;
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};

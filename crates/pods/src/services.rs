@@ -1,0 +1,52 @@
+//! What the Service proxy and cluster DNS read alike of Services and their
+//! EndpointSlices: which slices are a Service's, and its ClusterIPs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ServiceSpec;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+/// The label tying an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Slices by (namespace, Service name).
+pub type SlicesByService = BTreeMap<(String, String), Vec<Arc<EndpointSlice>>>;
+
+/// Groups slices by the Service they belong to (slices without the label are no
+/// Service's).
+pub fn slices_by_service(slices: &[Arc<EndpointSlice>]) -> SlicesByService {
+    let mut out = SlicesByService::new();
+    for s in slices {
+        let Some(svc) = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        let ns = s.metadata.namespace.clone().unwrap_or_default();
+        out.entry((ns, svc.clone())).or_default().push(s.clone());
+    }
+    out
+}
+
+/// A Service's ClusterIPs (`clusterIPs`, else `clusterIP`), each once; empty for a
+/// headless Service (`None`) or one without.
+pub fn cluster_ips(spec: &ServiceSpec) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for ip in spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+    {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
