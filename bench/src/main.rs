@@ -24,6 +24,7 @@ mod images;
 mod net;
 mod pods;
 mod rootless;
+mod services;
 mod stats;
 mod sys;
 mod sysinfo;
@@ -129,6 +130,22 @@ enum Cmd {
         #[arg(long)]
         join: String,
         files: Vec<PathBuf>,
+    },
+    /// The node proxy's nftables programming: N Services from scratch, one endpoint
+    /// changed
+    Services {
+        /// Rounds (each in a fresh network namespace)
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Services
+        #[arg(long, default_value_t = 10000)]
+        services: usize,
+        /// Endpoints per Service
+        #[arg(long, default_value_t = 10)]
+        endpoints: usize,
+        /// One-endpoint changes per round (each added, then removed)
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
     },
     /// Network throughput with iperf3: across the bridge, through a published port, loopback
     Throughput {
@@ -264,6 +281,12 @@ fn main() -> Result<()> {
         Cmd::SysinfoCaller { calls } => sysinfo::sysinfo_caller(calls),
         Cmd::ProcviewReader { runs, join, files } => net::procview_reader(runs, &join, &files),
         Cmd::Throughput { secs, berth, tools } => net::throughput_bench(secs, &berth, &tools),
+        Cmd::Services {
+            runs,
+            services,
+            endpoints,
+            changes,
+        } => services::services_bench(runs, services, endpoints, changes),
     }
 }
 

@@ -33,6 +33,9 @@ use crate::error::Result;
 /// The table's name.
 pub const TABLE: &str = "berth-proxy";
 
+/// Elements written per nft statement.
+const ELEMENTS_PER_LINE: usize = 500;
+
 /// The mark asking for masquerade on the way out (kube-proxy's 0x4000).
 const MASQ_MARK: u32 = 0x4000;
 
@@ -166,7 +169,11 @@ pub struct Ruleset {
     pub sets: BTreeMap<String, u32>,
 }
 
-const MAPS: [(&str, &str); 4] = [
+/// The named maps and sets, with their definitions. Elements carry all per-Service
+/// data: nftables makes chains and anonymous sets slowly (a table of 10,000 Services
+/// with a chain and an anonymous map each took 16 s of kernel time to load), named
+/// map elements quickly (100,000 in about a second).
+const MAPS: [(&str, &str); 8] = [
     (
         "service-ips",
         "type ipv4_addr . inet_proto . inet_service : verdict;",
@@ -183,20 +190,51 @@ const MAPS: [(&str, &str); 4] = [
         "no-endpoint-nodeports",
         "type inet_proto . inet_service : verdict;",
     ),
+    // (Service address, protocol, port, slot) -> endpoint; a Service with N endpoints
+    // has slots 0..N and its `pick-N` chain draws one at random into the connection's
+    // mark, which picks the slot. (The slot is typed as a mark because nft 1.0 cannot
+    // read back a `typeof ... numgen` map it made: later element changes fail.)
+    (
+        "endpoints",
+        "type ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service;",
+    ),
+    (
+        "nodeport-endpoints",
+        "type inet_proto . inet_service . mark : ipv4_addr . inet_service;",
+    ),
+    // ClusterIP ports, whose clients from outside the pod network are masqueraded.
+    ("cluster-ips", "type ipv4_addr . inet_proto . inet_service;"),
+    // A local endpoint's address twice: a pod reaching itself through a Service.
+    ("hairpin", "type ipv4_addr . ipv4_addr;"),
 ];
 
+/// Whether a map of [`MAPS`] is a set (elements without values).
+fn is_set(map: &str) -> bool {
+    matches!(map, "cluster-ips" | "hairpin")
+}
+
 /// The fixed part: hooked chains, maps, the masquerade marks.
-fn base() -> String {
+fn base(cfg: &ProxyConfig) -> String {
     let t = TABLE;
     let mut s = format!("add table ip {t}\n");
     for (m, def) in MAPS {
-        let _ = writeln!(s, "add map ip {t} {m} {{ {def} }}");
+        let kind = if is_set(m) { "set" } else { "map" };
+        let _ = writeln!(s, "add {kind} ip {t} {m} {{ {def} }}");
     }
-    // Regular chains first: the hooked ones jump to them.
+    // Regular chains first (the hooked ones jump to them), each after those it jumps to.
+    let off_cluster = match cfg.cluster_cidr {
+        Some(c) => format!("ip saddr != {c} "),
+        None => String::new(),
+    };
     let fixed: [(&str, &[String]); 5] = [
+        (
+            "mark-for-masquerade",
+            &[format!("meta mark set meta mark or {MASQ_MARK:#x}")],
+        ),
         (
             "services",
             &[
+                format!("{off_cluster}ip daddr . meta l4proto . th dport @cluster-ips jump mark-for-masquerade"),
                 "ip daddr . meta l4proto . th dport vmap @service-ips".into(),
                 "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports".into(),
             ],
@@ -209,12 +247,9 @@ fn base() -> String {
             ],
         ),
         (
-            "mark-for-masquerade",
-            &[format!("meta mark set meta mark or {MASQ_MARK:#x}")],
-        ),
-        (
             "masquerading",
             &[
+                "ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade".into(),
                 format!("meta mark and {MASQ_MARK:#x} == 0 return"),
                 format!("meta mark set meta mark xor {MASQ_MARK:#x}"),
                 "masquerade fully-random".into(),
@@ -285,6 +320,107 @@ pub fn render(cfg: &ProxyConfig, services: &[ServicePort]) -> Ruleset {
 }
 
 fn render_port(cfg: &ProxyConfig, sp: &ServicePort, rs: &mut Ruleset) {
+    if sp.affinity_timeout.is_some() {
+        return render_affinity_port(cfg, sp, rs);
+    }
+    let proto = sp.protocol.nft();
+    let internal = usable(&sp.endpoints, sp.internal_local);
+    let external = usable(&sp.endpoints, sp.external_local);
+    let has_external = sp.node_port.is_some() || !sp.external_ips.is_empty();
+    // A Service address's slots and the verdict sending it to its pick chain.
+    let add_address = |rs: &mut Ruleset, ip: Ipv4Addr, eps: &[&Endpoint], masq: bool| {
+        let key = format!("{ip} . {proto} . {}", sp.port);
+        if eps.is_empty() {
+            rs.elements
+                .get_mut("no-endpoint-services")
+                .expect("map")
+                .insert(key, "goto reject-chain".into());
+            return;
+        }
+        let chain = pick_chain(rs, "", eps.len(), masq);
+        rs.elements
+            .get_mut("service-ips")
+            .expect("map")
+            .insert(key.clone(), format!("goto {chain}"));
+        let slots = rs.elements.get_mut("endpoints").expect("map");
+        for (i, e) in eps.iter().enumerate() {
+            slots.insert(format!("{key} . {i}"), format!("{} . {}", e.ip, e.port));
+        }
+    };
+    for ip in &sp.cluster_ips {
+        add_address(rs, *ip, &internal, false);
+        if !internal.is_empty() {
+            rs.elements
+                .get_mut("cluster-ips")
+                .expect("set")
+                .insert(format!("{ip} . {proto} . {}", sp.port), String::new());
+        }
+    }
+    if has_external {
+        // External traffic is masqueraded unless externalTrafficPolicy is Local (the
+        // client's address kept, this node's endpoints only).
+        let masq = !sp.external_local;
+        for ip in &sp.external_ips {
+            add_address(rs, *ip, &external, masq);
+        }
+        if let Some(np) = sp.node_port {
+            let key = format!("{proto} . {np}");
+            if external.is_empty() {
+                rs.elements
+                    .get_mut("no-endpoint-nodeports")
+                    .expect("map")
+                    .insert(key, "goto reject-chain".into());
+            } else {
+                let chain = pick_chain(rs, "np-", external.len(), masq);
+                rs.elements
+                    .get_mut("service-nodeports")
+                    .expect("map")
+                    .insert(key.clone(), format!("goto {chain}"));
+                let slots = rs.elements.get_mut("nodeport-endpoints").expect("map");
+                for (i, e) in external.iter().enumerate() {
+                    slots.insert(format!("{key} . {i}"), format!("{} . {}", e.ip, e.port));
+                }
+            }
+        }
+    }
+    for e in internal.iter().chain(external.iter()).filter(|e| e.local) {
+        rs.elements
+            .get_mut("hairpin")
+            .expect("set")
+            .insert(format!("{} . {}", e.ip, e.ip), String::new());
+    }
+}
+
+/// The chain drawing one of `n` slots (`pick-N`; `np-pick-N` for NodePorts, keyed
+/// without the address), behind one that marks for masquerade when `masq`; made on
+/// first use. Returns the chain to go to.
+fn pick_chain(rs: &mut Ruleset, prefix: &str, n: usize, masq: bool) -> String {
+    let pick = format!("{prefix}pick-{n}");
+    if !rs.chains.contains_key(&pick) {
+        let dnat = if prefix.is_empty() {
+            "dnat ip to ip daddr . meta l4proto . th dport . ct mark map @endpoints"
+        } else {
+            "dnat ip to meta l4proto . th dport . ct mark map @nodeport-endpoints"
+        };
+        rs.chains.insert(
+            pick.clone(),
+            vec![format!("ct mark set numgen random mod {n}"), dnat.into()],
+        );
+    }
+    if !masq {
+        return pick;
+    }
+    let outer = format!("{prefix}masq-pick-{n}");
+    rs.chains
+        .entry(outer.clone())
+        .or_insert_with(|| vec!["jump mark-for-masquerade".into(), format!("goto {pick}")]);
+    outer
+}
+
+/// A Service port with sessionAffinity ClientIP: a chain of its own that sends a
+/// known client to its endpoint's chain (a timed set of clients per endpoint), else
+/// picks one; each endpoint's chain remembers the client and DNATs.
+fn render_affinity_port(cfg: &ProxyConfig, sp: &ServicePort, rs: &mut Ruleset) {
     let id = sp.id();
     let proto = sp.protocol.nft();
     let internal = usable(&sp.endpoints, sp.internal_local);
@@ -424,7 +560,7 @@ fn affinity_set(endpoint_chain: &str) -> String {
 /// The nft script that turns `old` into `new` (everything, over a fresh table, when
 /// `old` is None), in an order nft accepts in one transaction: chains and sets made
 /// first, rules written, map elements changed, then what is gone deleted.
-pub fn script(old: Option<&Ruleset>, new: &Ruleset) -> String {
+pub fn script(cfg: &ProxyConfig, old: Option<&Ruleset>, new: &Ruleset) -> String {
     let t = TABLE;
     let mut s = String::new();
     let empty = Ruleset::default();
@@ -433,7 +569,7 @@ pub fn script(old: Option<&Ruleset>, new: &Ruleset) -> String {
         None => {
             // Replaced in one go: made if missing, so the delete always has something.
             s.push_str(&format!("add table ip {t}\ndelete table ip {t}\n"));
-            s.push_str(&base());
+            s.push_str(&base(cfg));
             &empty
         }
     };
@@ -465,18 +601,20 @@ pub fn script(old: Option<&Ruleset>, new: &Ruleset) -> String {
             let _ = writeln!(s, "add rule ip {t} {} {r}", name);
         }
     }
+    // Element deletions (gone, or changing value) first, then additions, each in
+    // batches: nft parses one long element list much faster than as many statements.
+    let mut deletes: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    let mut adds: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (map, elems) in &new.elements {
         let before = old.elements.get(map);
         for (k, v) in elems {
             match before.and_then(|b| b.get(k)) {
                 Some(ov) if ov == v => {}
                 Some(_) => {
-                    let _ = writeln!(s, "delete element ip {t} {map} {{ {k} }}");
-                    let _ = writeln!(s, "add element ip {t} {map} {{ {k} : {v} }}");
+                    deletes.entry(map).or_default().push(k);
+                    adds.entry(map).or_default().push(element(map, k, v));
                 }
-                None => {
-                    let _ = writeln!(s, "add element ip {t} {map} {{ {k} : {v} }}");
-                }
+                None => adds.entry(map).or_default().push(element(map, k, v)),
             }
         }
     }
@@ -484,8 +622,19 @@ pub fn script(old: Option<&Ruleset>, new: &Ruleset) -> String {
         let after = new.elements.get(map);
         for k in elems.keys() {
             if after.is_none_or(|a| !a.contains_key(k)) {
-                let _ = writeln!(s, "delete element ip {t} {map} {{ {k} }}");
+                deletes.entry(map).or_default().push(k);
             }
+        }
+    }
+    for (map, keys) in &deletes {
+        for chunk in keys.chunks(ELEMENTS_PER_LINE) {
+            let list: Vec<&str> = chunk.iter().map(|k| k.as_str()).collect();
+            let _ = writeln!(s, "delete element ip {t} {map} {{ {} }}", list.join(", "));
+        }
+    }
+    for (map, elems) in &adds {
+        for chunk in elems.chunks(ELEMENTS_PER_LINE) {
+            let _ = writeln!(s, "add element ip {t} {map} {{ {} }}", chunk.join(", "));
         }
     }
     // Chains that go are emptied first (they may jump to each other), then deleted.
@@ -511,6 +660,15 @@ pub fn script(old: Option<&Ruleset>, new: &Ruleset) -> String {
     s
 }
 
+/// An element as nft writes it: `KEY : VALUE` in a map, `KEY` in a set.
+fn element(map: &str, k: &str, v: &str) -> String {
+    if is_set(map) {
+        k.to_string()
+    } else {
+        format!("{k} : {v}")
+    }
+}
+
 /// Keeps the kernel's table in step with the Services: what was applied last, so each
 /// sync sends the difference.
 #[derive(Default)]
@@ -532,7 +690,7 @@ impl Proxy {
     pub fn sync(&mut self, cfg: &ProxyConfig, services: &[ServicePort]) -> Result<SyncStats> {
         let want = render(cfg, services);
         let full = self.applied.is_none();
-        let text = script(self.applied.as_ref(), &want);
+        let text = script(cfg, self.applied.as_ref(), &want);
         if text.is_empty() {
             return Ok(SyncStats::default());
         }
@@ -611,22 +769,27 @@ mod tests {
                 ep(4, false, false),
             ])],
         );
-        let chain = &rs.chains["svc-default/web/tcp/http"];
-        assert_eq!(
-            chain.last().unwrap(),
-            "numgen random mod 2 vmap { 0 : goto ep-default/web/tcp/http__10.42.1.2/8080, 1 : goto ep-default/web/tcp/http__10.42.1.3/8080 }"
-        );
-        assert!(chain[0].contains("ip saddr != 10.42.0.0/16 jump mark-for-masquerade"));
         assert_eq!(
             rs.elements["service-ips"]["10.43.0.10 . tcp . 80"],
-            "goto svc-default/web/tcp/http"
+            "goto pick-2"
         );
-        let ep_chain = &rs.chains["ep-default/web/tcp/http__10.42.1.2/8080"];
-        assert_eq!(ep_chain[0], "ip saddr 10.42.1.2 jump mark-for-masquerade");
-        assert_eq!(ep_chain[1], "meta l4proto tcp dnat ip to 10.42.1.2:8080");
-        assert!(!rs
-            .chains
-            .contains_key("ep-default/web/tcp/http__10.42.1.4/8080"));
+        assert_eq!(
+            rs.chains["pick-2"],
+            [
+                "ct mark set numgen random mod 2",
+                "dnat ip to ip daddr . meta l4proto . th dport . ct mark map @endpoints"
+            ]
+        );
+        let slots = &rs.elements["endpoints"];
+        assert_eq!(slots["10.43.0.10 . tcp . 80 . 0"], "10.42.1.2 . 8080");
+        assert_eq!(slots["10.43.0.10 . tcp . 80 . 1"], "10.42.1.3 . 8080");
+        assert_eq!(slots.len(), 2, "the unready endpoint has no slot");
+        assert!(rs.elements["cluster-ips"].contains_key("10.43.0.10 . tcp . 80"));
+        // Only the local endpoint can reach itself through the Service.
+        assert_eq!(
+            rs.elements["hairpin"].keys().collect::<Vec<_>>(),
+            ["10.42.1.3 . 10.42.1.3"]
+        );
     }
 
     #[test]
@@ -635,10 +798,10 @@ mod tests {
         t.serving = true;
         t.terminating = true;
         let rs = render(&cfg(), &[svc(vec![t, ep(6, false, false)])]);
-        assert!(rs.chains["svc-default/web/tcp/http"]
-            .last()
-            .unwrap()
-            .contains("10.42.1.5"));
+        assert_eq!(
+            rs.elements["endpoints"]["10.43.0.10 . tcp . 80 . 0"],
+            "10.42.1.5 . 8080"
+        );
         let rs = render(&cfg(), &[svc(vec![ep(6, false, false)])]);
         assert!(rs.chains.is_empty());
         assert_eq!(
@@ -646,6 +809,7 @@ mod tests {
             "goto reject-chain"
         );
         assert!(rs.elements["service-ips"].is_empty());
+        assert!(rs.elements["cluster-ips"].is_empty());
     }
 
     #[test]
@@ -653,18 +817,28 @@ mod tests {
         let mut s = svc(vec![ep(2, true, false), ep(3, true, true)]);
         s.node_port = Some(30080);
         let rs = render(&cfg(), &[s.clone()]);
-        let ext = &rs.chains["ext-default/web/tcp/http"];
-        assert_eq!(ext[0], "jump mark-for-masquerade");
-        assert!(ext[1].starts_with("numgen random mod 2 "));
         assert_eq!(
             rs.elements["service-nodeports"]["tcp . 30080"],
-            "goto ext-default/web/tcp/http"
+            "goto np-masq-pick-2"
+        );
+        assert_eq!(
+            rs.chains["np-masq-pick-2"],
+            ["jump mark-for-masquerade", "goto np-pick-2"]
+        );
+        assert_eq!(
+            rs.elements["nodeport-endpoints"]["tcp . 30080 . 1"],
+            "10.42.1.3 . 8080"
         );
         s.external_local = true;
         let rs = render(&cfg(), &[s.clone()]);
-        let ext = &rs.chains["ext-default/web/tcp/http"];
-        assert_eq!(ext.len(), 1, "no masquerade: {ext:?}");
-        assert!(ext[0].starts_with("numgen random mod 1 ") && ext[0].contains("10.42.1.3"));
+        assert_eq!(
+            rs.elements["service-nodeports"]["tcp . 30080"], "goto np-pick-1",
+            "no masquerade, the local endpoint only"
+        );
+        assert_eq!(
+            rs.elements["nodeport-endpoints"]["tcp . 30080 . 0"],
+            "10.42.1.3 . 8080"
+        );
         // No local endpoint: external traffic is refused, internal still served.
         s.endpoints = vec![ep(2, true, false)];
         let rs = render(&cfg(), &[s]);
@@ -694,6 +868,10 @@ mod tests {
         assert!(rs.chains["ep-default/web/tcp/http__10.42.1.2/8080"]
             .iter()
             .any(|r| r == "update @affinity-default/web/tcp/http__10.42.1.2/8080 { ip saddr }"));
+        assert_eq!(
+            rs.elements["service-ips"]["10.43.0.10 . tcp . 80"],
+            "goto svc-default/web/tcp/http"
+        );
     }
 
     #[test]
@@ -706,30 +884,32 @@ mod tests {
                 s
             })
             .collect();
-        let old = render(&cfg(), &many);
+        let c = cfg();
+        let old = render(&c, &many);
         assert_eq!(
-            script(Some(&old), &old),
+            script(&c, Some(&old), &old),
             "",
             "nothing changed, nothing sent"
         );
         many[7].endpoints.push(ep(9, true, false));
-        let new = render(&cfg(), &many);
-        let diff = script(Some(&old), &new);
-        let lines: Vec<&str> = diff.lines().collect();
-        assert!(lines.len() <= 8, "{diff}");
-        assert!(diff.contains("add chain ip berth-proxy ep-default/web7/tcp/http__10.42.1.9/8080"));
-        assert!(diff.contains("flush chain ip berth-proxy svc-default/web7/tcp/http"));
-        // Removing it deletes its chain after rewriting the service's.
-        let back = script(Some(&new), &old);
-        let flush = back
-            .find("flush chain ip berth-proxy svc-default/web7")
+        let new = render(&c, &many);
+        let diff = script(&c, Some(&old), &new);
+        assert!(diff.lines().count() <= 6, "{diff}");
+        assert!(diff.contains("add chain ip berth-proxy pick-3"), "{diff}");
+        assert!(
+            diff.contains("10.43.1.7 . tcp . 80 . 2 : 10.42.1.9 . 8080"),
+            "{diff}"
+        );
+        assert!(diff.contains("delete element ip berth-proxy service-ips { 10.43.1.7 . tcp . 80 }"));
+        // Back again: the slot goes, and the chain nobody uses.
+        let back = script(&c, Some(&new), &old);
+        let elem = back
+            .find("delete element ip berth-proxy endpoints")
             .unwrap();
-        let delete = back
-            .find("delete chain ip berth-proxy ep-default/web7/tcp/http__10.42.1.9/8080")
-            .unwrap();
-        assert!(flush < delete, "{back}");
+        let chain = back.find("delete chain ip berth-proxy pick-3").unwrap();
+        assert!(elem < chain, "{back}");
         // The first sync replaces the whole table.
-        let full = script(None, &old);
+        let full = script(&c, None, &old);
         assert!(full.starts_with("add table ip berth-proxy\ndelete table ip berth-proxy\n"));
     }
 }

@@ -1,0 +1,88 @@
+//! The Service proxy's rules in a real kernel: in a network namespace of the test's
+//! own, a full sync and then changes applied as differences (never falling back to a
+//! full rewrite), and the table's contents as nft lists them.
+
+use std::net::Ipv4Addr;
+
+use berth_net::svcproxy::{Endpoint, Protocol, Proxy, ProxyConfig, ServicePort};
+
+fn port(name: &str, vip: u8, eps: &[u8], node_port: Option<u16>) -> ServicePort {
+    ServicePort {
+        namespace: "default".into(),
+        name: name.into(),
+        port_name: String::new(),
+        protocol: Protocol::Tcp,
+        cluster_ips: vec![Ipv4Addr::new(10, 96, 0, vip)],
+        port: 80,
+        node_port,
+        external_ips: vec![],
+        affinity_timeout: None,
+        internal_local: false,
+        external_local: false,
+        endpoints: eps
+            .iter()
+            .map(|e| Endpoint {
+                ip: Ipv4Addr::new(10, 42, 1, *e),
+                port: 8080,
+                ready: true,
+                serving: true,
+                terminating: false,
+                local: *e == 2,
+            })
+            .collect(),
+    }
+}
+
+fn list(pin: &std::path::Path) -> String {
+    let o = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", pin.display()))
+        .args(["nft", "list", "table", "ip", "berth-proxy"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn changes_after_the_first_sync_are_applied_as_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = dir.path().join("ns");
+    let cfg = ProxyConfig {
+        cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
+    };
+    let steps = berth_net::link::in_new_netns(&pin, |_, _, _| async {
+        let mut proxy = Proxy::default();
+        let mut svcs = vec![
+            port("a", 10, &[2, 3], Some(30080)),
+            port("b", 11, &[], None),
+        ];
+        let mut out = vec![proxy.sync(&cfg, &svcs)?];
+        svcs[0].endpoints.pop();
+        out.push(proxy.sync(&cfg, &svcs)?);
+        svcs[1] = port("b", 11, &[4, 5, 6], None);
+        out.push(proxy.sync(&cfg, &svcs)?);
+        svcs.remove(0);
+        out.push(proxy.sync(&cfg, &svcs)?);
+        Ok(out)
+    })
+    .unwrap();
+    assert!(steps[0].full);
+    for s in &steps[1..] {
+        assert!(!s.full && s.lines > 0, "{steps:?}");
+    }
+    let table = list(&pin);
+    berth_net::netns::remove(&pin);
+    assert!(
+        table.contains("10.96.0.11 . tcp . 80 : goto pick-3"),
+        "{table}"
+    );
+    assert!(
+        table.contains("10.96.0.11 . tcp . 80 . 0x00000002 : 10.42.1.6 . 8080"),
+        "{table}"
+    );
+    assert!(!table.contains("10.96.0.10"), "service a is gone: {table}");
+    assert!(
+        !table.contains("chain pick-1"),
+        "unused pick chains go: {table}"
+    );
+    assert!(!table.contains("30080"), "{table}");
+}
