@@ -218,6 +218,9 @@ pub fn pods_bench(runs: usize, berth: &Path, density: usize, tools: &Path) -> Re
             "10.47.0.0/24",
             "--kubelet-port",
             "0",
+            // The host's network is shared with whatever else runs here: no Service
+            // table or DNS address of the node's on it.
+            "--disable-kube-proxy",
             // A speed benchmark: a nearly full disk must not evict its pods.
             "--eviction-hard",
             "memory.available<100Mi,nodefs.available<1%",

@@ -311,6 +311,7 @@ fn a_pod_cidr_the_host_already_uses_stops_the_start_with_the_reason() {
             "0",
             "--pod-cidr",
             &format!("10.46.{octet}.128/25"),
+            "--disable-kube-proxy",
         ])
         .env("BERTH_NET_ROOT", &net_root)
         .stdin(std::process::Stdio::null())

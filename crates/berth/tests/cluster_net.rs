@@ -197,6 +197,10 @@ fn in_cidr(ip: &str, cidr: &str) -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing() {
     let m = MultiNode::create(2, &[]);
     let server = m.node("server");
@@ -655,6 +659,10 @@ fn cluster_create_refuses_bad_input_and_makes_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn node_ipam_gives_each_node_a_block_and_says_when_none_is_left() {
     let c = Cluster::api_only_with(&[
         "--cluster-cidr",

@@ -267,6 +267,16 @@ fn base(cfg: &ProxyConfig) -> String {
             let _ = writeln!(s, "add rule ip {t} {name} {r}");
         }
     }
+    for n in 1..=PERMANENT_PICKS {
+        for prefix in ["", "np-"] {
+            for (name, rules) in pick_rules(prefix, n) {
+                let _ = writeln!(s, "add chain ip {t} {name}");
+                for r in rules {
+                    let _ = writeln!(s, "add rule ip {t} {name} {r}");
+                }
+            }
+        }
+    }
     let hooks = [
         (
             "nat-prerouting",
@@ -395,26 +405,50 @@ fn render_port(cfg: &ProxyConfig, sp: &ServicePort, rs: &mut Ruleset) {
 /// without the address), behind one that marks for masquerade when `masq`; made on
 /// first use. Returns the chain to go to.
 fn pick_chain(rs: &mut Ruleset, prefix: &str, n: usize, masq: bool) -> String {
+    let (pick, outer) = (
+        format!("{prefix}pick-{n}"),
+        format!("{prefix}masq-pick-{n}"),
+    );
+    // The small counts are in the base table for good: a Service growing from 3 to 4
+    // endpoints then makes no chain (nft reads a whole map back to check a new rule
+    // that uses it, some 100 ms at 100,000 endpoints).
+    if n > PERMANENT_PICKS {
+        for (name, rules) in pick_rules(prefix, n) {
+            if name == pick || (masq && name == outer) {
+                rs.chains.entry(name).or_insert(rules);
+            }
+        }
+    }
+    if masq {
+        outer
+    } else {
+        pick
+    }
+}
+
+/// The pick chains always present, for 1 to this many endpoints.
+const PERMANENT_PICKS: usize = 16;
+
+/// The chains drawing one of `n` slots: `PREFIXpick-N` (the draw and the DNAT) and
+/// `PREFIXmasq-pick-N` (the masquerade mark, then the draw); prefix "" for Service
+/// addresses, "np-" for NodePorts (slots keyed without the address).
+fn pick_rules(prefix: &str, n: usize) -> [(String, Vec<String>); 2] {
+    let dnat = if prefix.is_empty() {
+        "dnat ip to ip daddr . meta l4proto . th dport . ct mark map @endpoints"
+    } else {
+        "dnat ip to meta l4proto . th dport . ct mark map @nodeport-endpoints"
+    };
     let pick = format!("{prefix}pick-{n}");
-    if !rs.chains.contains_key(&pick) {
-        let dnat = if prefix.is_empty() {
-            "dnat ip to ip daddr . meta l4proto . th dport . ct mark map @endpoints"
-        } else {
-            "dnat ip to meta l4proto . th dport . ct mark map @nodeport-endpoints"
-        };
-        rs.chains.insert(
+    [
+        (
             pick.clone(),
             vec![format!("ct mark set numgen random mod {n}"), dnat.into()],
-        );
-    }
-    if !masq {
-        return pick;
-    }
-    let outer = format!("{prefix}masq-pick-{n}");
-    rs.chains
-        .entry(outer.clone())
-        .or_insert_with(|| vec!["jump mark-for-masquerade".into(), format!("goto {pick}")]);
-    outer
+        ),
+        (
+            format!("{prefix}masq-pick-{n}"),
+            vec!["jump mark-for-masquerade".into(), format!("goto {pick}")],
+        ),
+    ]
 }
 
 /// A Service port with sessionAffinity ClientIP: a chain of its own that sends a
@@ -773,8 +807,9 @@ mod tests {
             rs.elements["service-ips"]["10.43.0.10 . tcp . 80"],
             "goto pick-2"
         );
+        assert!(rs.chains.is_empty(), "pick-2 is a permanent chain");
         assert_eq!(
-            rs.chains["pick-2"],
+            pick_rules("", 2)[0].1,
             [
                 "ct mark set numgen random mod 2",
                 "dnat ip to ip daddr . meta l4proto . th dport . ct mark map @endpoints"
@@ -822,7 +857,7 @@ mod tests {
             "goto np-masq-pick-2"
         );
         assert_eq!(
-            rs.chains["np-masq-pick-2"],
+            pick_rules("np-", 2)[1].1,
             ["jump mark-for-masquerade", "goto np-pick-2"]
         );
         assert_eq!(
@@ -894,19 +929,28 @@ mod tests {
         many[7].endpoints.push(ep(9, true, false));
         let new = render(&c, &many);
         let diff = script(&c, Some(&old), &new);
-        assert!(diff.lines().count() <= 6, "{diff}");
-        assert!(diff.contains("add chain ip berth-proxy pick-3"), "{diff}");
+        assert_eq!(diff.lines().count(), 3, "{diff}");
+        assert!(!diff.contains("chain"), "{diff}");
         assert!(
             diff.contains("10.43.1.7 . tcp . 80 . 2 : 10.42.1.9 . 8080"),
             "{diff}"
         );
         assert!(diff.contains("delete element ip berth-proxy service-ips { 10.43.1.7 . tcp . 80 }"));
-        // Back again: the slot goes, and the chain nobody uses.
+        // Back again: the slot goes. Past the permanent counts, a chain is made and
+        // goes when nobody uses it, after the elements that send packets to it.
         let back = script(&c, Some(&new), &old);
+        assert!(
+            back.contains("delete element ip berth-proxy endpoints"),
+            "{back}"
+        );
+        many[7].endpoints = (1..=20).map(|i| ep(i, true, false)).collect();
+        let big = render(&c, &many);
+        assert!(script(&c, Some(&old), &big).contains("add chain ip berth-proxy pick-20"));
+        let back = script(&c, Some(&big), &old);
         let elem = back
-            .find("delete element ip berth-proxy endpoints")
+            .find("delete element ip berth-proxy service-ips")
             .unwrap();
-        let chain = back.find("delete chain ip berth-proxy pick-3").unwrap();
+        let chain = back.find("delete chain ip berth-proxy pick-20").unwrap();
         assert!(elem < chain, "{back}");
         // The first sync replaces the whole table.
         let full = script(&c, None, &old);
