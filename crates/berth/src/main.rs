@@ -6,6 +6,7 @@
 #![recursion_limit = "256"]
 
 mod agent_cmd;
+mod apiserver_endpoints;
 mod build;
 mod cluster_cmd;
 mod container_cmd;

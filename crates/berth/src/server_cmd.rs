@@ -40,6 +40,11 @@ pub struct ServerArgs {
     /// Run the API server alone, without this machine's node agent.
     #[arg(long)]
     disable_agent: bool,
+    /// The address pods reach this server at, as the `kubernetes` Service's endpoint
+    /// (kube-apiserver's flag) [default: the listen address, else the node IP, else
+    /// the default route's].
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
     /// Parts not to run in this server (comma-separated; k3s's --disable-* flags):
     /// scheduler, controllers, local-storage (the local-path provisioner and its
     /// default StorageClass).
@@ -153,6 +158,15 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
             stopped(),
         ))))
     };
+    let advertise = a
+        .advertise_address
+        .or(Some(s.addr.ip()).filter(|ip| !ip.is_unspecified()))
+        .unwrap_or_else(|| a.node.config(&ctx.root).node_ip);
+    tokio::spawn(crate::apiserver_endpoints::publish(
+        in_process(&s, "system:apiserver"),
+        advertise,
+        s.addr.port(),
+    ));
     let agent = if a.disable_agent {
         None
     } else {

@@ -471,6 +471,21 @@ fn services_across_nodes(m: &MultiNode, web_ip: &str, client_ip: &str) {
     ]);
     let body = http_get(&format!("{a2_ip}:{node_port}"), "/");
     assert!(body.contains("hello-from-"), "{body}");
+    // The API server from a pod, through the kubernetes Service.
+    m.until("the kubernetes Service answers from a pod", 30, || {
+        m.kubectl(&[
+            "exec",
+            "client",
+            "--",
+            // (busybox's nc has no -z: an empty stdin ends a connection once made.)
+            "sh",
+            "-c",
+            "nc -w 3 10.96.0.1 443 </dev/null",
+        ])
+        .status
+        .success()
+        .then_some(())
+    });
     // No endpoints: refused at once, not a timeout.
     let nobody: Value =
         serde_json::from_str(&m.ok(&["get", "svc", "nobody", "-o", "json"])).unwrap();
