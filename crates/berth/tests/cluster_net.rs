@@ -641,6 +641,55 @@ impl MultiNode {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn host_gw_routes_between_nodes_and_pods_outlive_a_cluster_restart() {
+    let m = MultiNode::create(1, &["--flannel-backend", "host-gw"]);
+    let (server, a1) = (m.node("server"), m.node("agent-1"));
+    m.ok_apply(&pod_on("web", &a1, &web_script("hello-over-host-gw")));
+    m.ok_apply(&pod_on("client", &server, "exec sleep 3600"));
+    let web = m.wait_running("web");
+    m.wait_running("client");
+    let web_ip = web["status"]["podIP"].as_str().unwrap().to_string();
+    // A plain route through agent-1's address; no VXLAN device.
+    let a1_ip = web["status"]["hostIP"].as_str().unwrap().to_string();
+    let cidr = m.ok(&["get", "node", &a1, "-o", "jsonpath={.spec.podCIDR}"]);
+    let route = m.until("the host-gw route", 30, || {
+        let r = m.ip_in(&server, &["route", "show", &cidr]);
+        r.contains(&format!("via {a1_ip} dev eth0")).then_some(r)
+    });
+    assert!(!route.contains("berth.1"), "{route}");
+    let links = m.ip_in(&server, &["-o", "link"]);
+    assert!(!links.contains("berth.1"), "{links}");
+    assert_eq!(
+        m.fetch("client", &format!("http://{web_ip}:8080/")).trim(),
+        "hello-over-host-gw"
+    );
+    // The nodes' processes stop and start again; the pods run on throughout.
+    m.env.ok(&["cluster", "stop", &m.name]);
+    let ls = m.env.ok(&["cluster", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&m.name) && l.split_whitespace().nth(2) == Some("0")),
+        "{ls}"
+    );
+    m.env.ok(&["cluster", "start", &m.name]);
+    let after = m.wait_running("web");
+    assert_eq!(after["status"]["podIP"], web["status"]["podIP"]);
+    assert_eq!(after["metadata"]["uid"], web["metadata"]["uid"]);
+    assert_eq!(
+        after["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{after}"
+    );
+    assert_eq!(
+        m.fetch("client", &format!("http://{web_ip}:8080/")).trim(),
+        "hello-over-host-gw"
+    );
+}
+
+#[test]
 fn cluster_create_refuses_bad_input_and_makes_nothing() {
     let env = Env::new();
     let e = env.fails(&["cluster", "create", "Bad_Name"]);
