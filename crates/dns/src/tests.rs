@@ -249,3 +249,59 @@ fn big_udp_answers_are_truncated_unless_edns_or_tcp_allow_them() {
     assert!(!m.truncated());
     assert_eq!(m.answers().len(), 100);
 }
+
+#[test]
+fn other_names_are_forwarded_once_then_answered_from_the_cache() {
+    use crate::forward::Forwarder;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // An upstream that answers every question with 192.0.2.7 (TTL 60), counting.
+        let up = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = up.local_addr().unwrap();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 512];
+            while let Ok((n, from)) = up.recv_from(&mut buf).await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                let mut r = crate::answer::reply_to(&q);
+                r.add_query(q.queries()[0].clone());
+                r.add_answer(hickory_proto::rr::Record::from_rdata(
+                    q.queries()[0].name().clone(),
+                    60,
+                    RData::A(hickory_proto::rr::rdata::A("192.0.2.7".parse().unwrap())),
+                ));
+                up.send_to(&r.to_vec().unwrap(), from).await.unwrap();
+            }
+        });
+        let shared = crate::Shared::new("cluster.local", Forwarder::new(vec![addr]));
+        for id in [1u16, 2] {
+            let mut q = Message::from_vec(&query("example.com.", RecordType::A, None)).unwrap();
+            q.set_id(id);
+            let b = shared.respond(&q.to_vec().unwrap(), true).await.unwrap();
+            let m = Message::from_vec(&b).unwrap();
+            assert_eq!(m.id(), id, "the asker's ID, also from the cache");
+            assert_eq!(m.answers().len(), 1);
+        }
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            1,
+            "the second answer came from the cache"
+        );
+        // No upstream answering: SERVFAIL, not silence.
+        let none = crate::Shared::new("cluster.local", Forwarder::new(vec![]));
+        let b = none
+            .respond(&query("example.org.", RecordType::A, None), true)
+            .await
+            .unwrap();
+        assert_eq!(
+            Message::from_vec(&b).unwrap().response_code(),
+            ResponseCode::ServFail
+        );
+    });
+}
