@@ -62,6 +62,20 @@ fn changes_after_the_first_sync_are_applied_as_differences() {
         out.push(proxy.sync(&cfg, &svcs)?);
         svcs.remove(0);
         out.push(proxy.sync(&cfg, &svcs)?);
+        // The other shapes the kernel must take: session affinity, external IPs with
+        // externalTrafficPolicy Local, internalTrafficPolicy Local, UDP.
+        let mut sticky = port("sticky", 12, &[2, 3], Some(30081));
+        sticky.affinity_timeout = Some(600);
+        let mut ext = port("ext", 13, &[2, 7], Some(30082));
+        ext.external_ips = vec![Ipv4Addr::new(192, 0, 2, 10)];
+        ext.external_local = true;
+        let mut local = port("local", 14, &[2, 8], None);
+        local.internal_local = true;
+        local.protocol = Protocol::Udp;
+        svcs.extend([sticky, ext, local]);
+        out.push(proxy.sync(&cfg, &svcs)?);
+        svcs.truncate(1);
+        out.push(proxy.sync(&cfg, &svcs)?);
         Ok(out)
     })
     .unwrap();
@@ -83,4 +97,8 @@ fn changes_after_the_first_sync_are_applied_as_differences() {
     // The small pick chains stay, ready for the next Service.
     assert!(table.contains("chain pick-1 "), "{table}");
     assert!(!table.contains("30080"), "{table}");
+    assert!(
+        !table.contains("affinity-"),
+        "the affinity sets go with their Service: {table}"
+    );
 }
