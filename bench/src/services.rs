@@ -87,20 +87,6 @@ pub fn services_bench(runs: usize, count: usize, endpoints: usize, changes: usiz
                     local: false,
                 };
                 svcs[target].endpoints.push(extra);
-                if k == 0 {
-                    let t = Instant::now();
-                    let a = berth_net::svcproxy::render(&cfg, &svcs);
-                    let r = t.elapsed();
-                    let b = berth_net::svcproxy::render(&cfg, &base);
-                    let t = Instant::now();
-                    let text = berth_net::svcproxy::script(&cfg, Some(&b), &a);
-                    println!(
-                        "  (rendering {:.1} ms, the difference {:.1} ms, {} lines)",
-                        r.as_secs_f64() * 1000.0,
-                        t.elapsed().as_secs_f64() * 1000.0,
-                        text.lines().count()
-                    );
-                }
                 let t = Instant::now();
                 let s = proxy.sync(&cfg, &svcs)?;
                 o.push(t.elapsed().as_secs_f64() * 1000.0);

@@ -42,6 +42,17 @@ fn list(pin: &std::path::Path) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A listing's words, sorted (nft lists set elements in hash order).
+fn sorted_words(listing: &str) -> Vec<String> {
+    let mut w: Vec<String> = listing
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .map(String::from)
+        .collect();
+    w.sort();
+    w
+}
+
 #[test]
 fn changes_after_the_first_sync_are_applied_as_differences() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,6 +96,20 @@ fn changes_after_the_first_sync_are_applied_as_differences() {
     }
     let table = list(&pin);
     berth_net::netns::remove(&pin);
+    // The same Services written in one go give the same table.
+    let pin2 = dir.path().join("ns2");
+    let final_services = vec![port("b", 11, &[4, 5, 6], None)];
+    berth_net::link::in_new_netns(&pin2, |_, _, _| async {
+        Proxy::default().sync(&cfg, &final_services)
+    })
+    .unwrap();
+    let fresh = list(&pin2);
+    berth_net::netns::remove(&pin2);
+    assert_eq!(
+        sorted_words(&table),
+        sorted_words(&fresh),
+        "{table}\n---\n{fresh}"
+    );
     assert!(
         table.contains("10.96.0.11 . tcp . 80 : goto pick-3"),
         "{table}"
@@ -100,5 +125,41 @@ fn changes_after_the_first_sync_are_applied_as_differences() {
     assert!(
         !table.contains("affinity-"),
         "the affinity sets go with their Service: {table}"
+    );
+}
+
+#[test]
+fn objects_two_services_share_stay_while_either_uses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = dir.path().join("ns");
+    let cfg = ProxyConfig::default();
+    let twenty: Vec<u8> = (2..22).collect();
+    let (mid, end) = berth_net::link::in_new_netns(&pin, |_, _, _| async {
+        let mut proxy = Proxy::default();
+        // Both on pick-20 (past the permanent chains), both with the local 10.42.1.2.
+        let mut svcs = vec![port("x", 20, &twenty, None), port("y", 21, &twenty, None)];
+        proxy.sync(&cfg, &svcs)?;
+        svcs[0].endpoints.pop();
+        proxy.sync(&cfg, &svcs)?;
+        let mid = list(&pin);
+        svcs.remove(1);
+        proxy.sync(&cfg, &svcs)?;
+        Ok((mid, list(&pin)))
+    })
+    .unwrap();
+    berth_net::netns::remove(&pin);
+    assert!(
+        mid.contains("chain pick-20 ") && mid.contains("chain pick-19 "),
+        "{mid}"
+    );
+    assert!(mid.contains("10.42.1.2 . 10.42.1.2"), "{mid}");
+    assert!(
+        !end.contains("chain pick-20 "),
+        "nobody uses pick-20: {end}"
+    );
+    assert!(end.contains("chain pick-19 "), "{end}");
+    assert!(
+        end.contains("10.42.1.2 . 10.42.1.2"),
+        "x still has the local endpoint: {end}"
     );
 }
