@@ -19,6 +19,7 @@ mod agent;
 mod apiserver;
 mod build;
 mod control;
+mod dns;
 mod engine;
 mod images;
 mod net;
@@ -130,6 +131,22 @@ enum Cmd {
         #[arg(long)]
         join: String,
         files: Vec<PathBuf>,
+    },
+    /// Cluster DNS: queries per second and latency for a Service name, the load on the
+    /// same machine
+    Dns {
+        /// Seconds of load
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        /// UDP clients
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Queries each client keeps in flight
+        #[arg(long, default_value_t = 4)]
+        window: usize,
+        /// Services in the zone
+        #[arg(long, default_value_t = 10000)]
+        services: usize,
     },
     /// The node proxy's nftables programming: N Services from scratch, one endpoint
     /// changed
@@ -281,6 +298,12 @@ fn main() -> Result<()> {
         Cmd::SysinfoCaller { calls } => sysinfo::sysinfo_caller(calls),
         Cmd::ProcviewReader { runs, join, files } => net::procview_reader(runs, &join, &files),
         Cmd::Throughput { secs, berth, tools } => net::throughput_bench(secs, &berth, &tools),
+        Cmd::Dns {
+            secs,
+            clients,
+            window,
+            services,
+        } => dns::dns_bench(secs, clients, window, services),
         Cmd::Services {
             runs,
             services,
