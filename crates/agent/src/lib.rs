@@ -21,6 +21,7 @@ pub mod labels;
 mod localpath;
 pub mod logrotate;
 pub mod logs;
+pub mod netpol;
 pub mod node;
 pub mod podnet;
 pub mod podspec;
@@ -84,6 +85,8 @@ pub struct AgentConfig {
     pub cgroup_root: String,
     /// Whether the agent proxies Services (kube-proxy's job; `--disable-kube-proxy`).
     pub service_proxy: bool,
+    /// Whether the agent enforces NetworkPolicies (`--disable-network-policy`).
+    pub network_policy: bool,
     /// The cluster's pod network: traffic from outside it to a ClusterIP is
     /// masqueraded (kube-proxy's --cluster-cidr).
     pub cluster_cidr: Option<ipnet::Ipv4Net>,
@@ -114,6 +117,7 @@ impl AgentConfig {
             container_logs: logrotate::Policy::default(),
             cgroup_root: "/".into(),
             service_proxy: true,
+            network_policy: true,
             cluster_cidr: "10.42.0.0/16".parse().ok(),
             cluster_dns: Some(IpAddr::from([10, 96, 0, 10])),
         }
@@ -251,6 +255,10 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         .cfg
         .service_proxy
         .then(|| tokio::spawn(proxy::run(ctx.clone())));
+    let policies = ctx
+        .cfg
+        .network_policy
+        .then(|| tokio::spawn(netpol::run(ctx.clone())));
     let events = dispatch::forward_engine_events(ctx.clone());
     let r = dispatch::run(ctx.clone(), cm_writer, secret_writer, services_writer).await;
     heartbeat.abort();
@@ -260,6 +268,9 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     pod_network.abort();
     if let Some(s) = services {
         s.abort();
+    }
+    if let Some(p) = policies {
+        p.abort();
     }
     events.abort();
     if let Some(e) = endpoint {

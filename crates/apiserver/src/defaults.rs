@@ -258,6 +258,37 @@ pub fn apply(kind: &str, o: &mut Value) {
                 }
             }
         }
+        "NetworkPolicy" => {
+            if let Some(s) = obj(o, "spec") {
+                for key in ["ingress", "egress"] {
+                    for rule in s
+                        .get_mut(key)
+                        .and_then(Value::as_array_mut)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let ports = rule.get_mut("ports").and_then(Value::as_array_mut);
+                        for p in ports.into_iter().flatten() {
+                            if let Some(pm) = p.as_object_mut() {
+                                set(pm, "protocol", json!("TCP"));
+                            }
+                        }
+                    }
+                }
+                // Ingress always; Egress when there are egress rules (kube's default).
+                let egress = s
+                    .get("egress")
+                    .and_then(Value::as_array)
+                    .is_some_and(|e| !e.is_empty());
+                let types = if egress {
+                    json!(["Ingress", "Egress"])
+                } else {
+                    json!(["Ingress"])
+                };
+                set(s, "policyTypes", types);
+                set(s, "podSelector", json!({}));
+            }
+        }
         "Secret" => {
             if let Some(m) = o.as_object_mut() {
                 set(m, "type", json!("Opaque"));

@@ -106,6 +106,32 @@ pub fn generate(prefix: &str) -> String {
     format!("{base}{suffix}")
 }
 
+/// IANA service name (a named port): at most 15 lower-case alphanumerics or '-', at
+/// least one letter, no '-' at either end or twice in a row.
+pub fn iana_svc_name(s: &str) -> Option<String> {
+    if s.len() > 15 {
+        return Some("must be no more than 15 characters".into());
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Some(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into(),
+        );
+    }
+    if s.contains("--") {
+        return Some("must not contain consecutive hyphens".into());
+    }
+    if !s.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Some("must contain at least one letter (a-z)".into());
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Some("must not begin or end with a hyphen".into());
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -257,6 +257,7 @@ pub static RESOURCES: &[Resource] = &[
     resource!(disc::EndpointSlice, short: [], ns: true, cats: [], subs: []),
     resource!(net::Ingress, short: ["ing"], ns: true, cats: [], subs: ["status"]),
     resource!(net::IngressClass, short: [], ns: false, cats: [], subs: []),
+    resource!(net::NetworkPolicy, short: ["netpol"], ns: true, cats: [], subs: []),
     resource!(policy::PodDisruptionBudget, short: ["pdb"], ns: true, cats: [], subs: ["status"]),
     resource!(sched::PriorityClass, short: ["pc"], ns: false, cats: [], subs: []),
     resource!(storage::StorageClass, short: ["sc"], ns: false, cats: [], subs: []),

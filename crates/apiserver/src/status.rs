@@ -26,6 +26,24 @@ impl Cause {
         }
     }
 
+    /// A required field is missing, with why it is needed.
+    pub fn required_because(field: impl Into<String>, why: &str) -> Cause {
+        Cause {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: format!("Required value: {why}"),
+        }
+    }
+
+    /// A field that may not be set (here, or together with another).
+    pub fn forbidden(field: impl Into<String>, why: &str) -> Cause {
+        Cause {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {why}"),
+        }
+    }
+
     /// A field has a bad value.
     pub fn invalid(field: impl Into<String>, value: &str, why: impl Into<String>) -> Cause {
         Cause {

@@ -37,6 +37,10 @@ pub struct NodeArgs {
     /// proxy does).
     #[arg(long)]
     disable_kube_proxy: bool,
+    /// Do not enforce NetworkPolicies on this node (k3s's flag: another network
+    /// policy enforcer does, or none).
+    #[arg(long)]
+    disable_network_policy: bool,
     /// The cluster DNS address, served by this node and given to pods as their name
     /// server (the kubelet's flag).
     #[arg(long, default_value = "10.96.0.10")]
@@ -126,6 +130,7 @@ impl NodeArgs {
         cfg.pod_cidr = self.pod_cidr.clone();
         cfg.cgroup_root = self.cgroup_root.clone();
         cfg.service_proxy = !self.disable_kube_proxy;
+        cfg.network_policy = !self.disable_network_policy;
         cfg.cluster_dns = cfg.service_proxy.then_some(self.cluster_dns);
         cfg.overlay = match self.flannel_backend.as_str() {
             "none" => None,

@@ -312,6 +312,7 @@ fn a_pod_cidr_the_host_already_uses_stops_the_start_with_the_reason() {
             "--pod-cidr",
             &format!("10.46.{octet}.128/25"),
             "--disable-kube-proxy",
+            "--disable-network-policy",
         ])
         .env("BERTH_NET_ROOT", &net_root)
         .stdin(std::process::Stdio::null())

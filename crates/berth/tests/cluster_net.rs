@@ -328,6 +328,7 @@ fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing
 
     services_across_nodes(&m, &web_ip, &client_ip);
     cluster_dns(&m, &web_ip);
+    network_policies(&m, &web_ip);
 
     // agent-2 leaves: its process stops and its Node is deleted. Its routes, neighbour
     // and forwarding entries go from agent-1.
@@ -586,6 +587,104 @@ fn cluster_dns(m: &MultiNode, web_ip: &str) {
     assert!(body.contains("hello-from-"), "{body}");
 }
 
+/// NetworkPolicies, enforced by the nodes of both ends: a default deny for the web
+/// pods (by pod IP and through their Service), an allow for one client's pods on one
+/// port, an egress ipBlock with an except on the client's own node, kubectl's table,
+/// and malformed policies refused with their field paths.
+fn network_policies(m: &MultiNode, web_ip: &str) {
+    let reaches = |pod: &str, url: &str| {
+        m.kubectl(&["exec", pod, "--", "timeout", "3", "wget", "-qO-", url])
+            .status
+            .success()
+    };
+    let direct = format!("http://{web_ip}:8080/");
+    assert!(reaches("client", &direct) && reaches("client-s", &direct));
+    m.ok_apply(
+        r#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
+"metadata":{"name":"web-deny"},
+"spec":{"podSelector":{"matchLabels":{"app":"web"}}}}"#,
+    );
+    m.until("the web pods isolated", 30, || {
+        (!reaches("client", &direct) && !reaches("client-s", &direct)).then_some(())
+    });
+    assert!(!reaches("client", "http://web/"), "nor through the Service");
+    let table = m.ok(&["get", "netpol"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web-deny") && l.contains("app=web")),
+        "{table}"
+    );
+    let np: Value =
+        serde_json::from_str(&m.ok(&["get", "netpol", "web-deny", "-o", "json"])).unwrap();
+    assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+
+    // Policies add up: client's pods (app=client) on 8080 only.
+    m.ok_apply(
+        r#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
+"metadata":{"name":"web-from-client"},
+"spec":{"podSelector":{"matchLabels":{"app":"web"}},
+"ingress":[{"from":[{"podSelector":{"matchLabels":{"app":"client"}}}],"ports":[{"port":8080}]}]}}"#,
+    );
+    m.until("client let in", 30, || {
+        reaches("client", &direct).then_some(())
+    });
+    assert!(reaches("client", "http://web/"), "through the Service too");
+    assert!(!reaches("client-s", &direct), "client-s is not app=client");
+
+    // Egress from client: the pod network but the web pod. DNS to its own node stays
+    // open (traffic between a pod and its node is always allowed).
+    m.ok_apply(&format!(
+        r#"{{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
+"metadata":{{"name":"client-out"}},
+"spec":{{"podSelector":{{"matchLabels":{{"app":"client"}}}},"policyTypes":["Egress"],
+"egress":[{{"to":[{{"ipBlock":{{"cidr":"10.42.0.0/16","except":["{web_ip}/32"]}}}}]}}]}}}}"#
+    ));
+    m.until("client's egress to web cut", 30, || {
+        (!reaches("client", &direct)).then_some(())
+    });
+    let out = m.kubectl(&[
+        "exec",
+        "client",
+        "--",
+        "nslookup",
+        "web.default.svc.cluster.local",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    m.ok(&["delete", "netpol", "client-out"]);
+    m.until("client's egress open again", 30, || {
+        reaches("client", &direct).then_some(())
+    });
+
+    // Malformed: 422 with every field path.
+    let o = m.apply(
+        r#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"bad"},
+"spec":{"podSelector":{},"policyTypes":["Sideways"],
+"ingress":[{"from":[{"ipBlock":{"cidr":"10.0.0.0/16","except":["10.1.0.0/24"]}},{}],
+"ports":[{"port":70000},{"port":"http","endPort":90}]}]}}"#,
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    for field in [
+        "spec.policyTypes[0]: Unsupported value: \"Sideways\"",
+        "spec.ingress[0].from[0].ipBlock.except[0]: Invalid value: \"10.1.0.0/24\": must be a strict subset of `cidr`",
+        "spec.ingress[0].from[1]: Required value: must specify a peer",
+        "spec.ingress[0].ports[0].port: Invalid value: ",
+        "spec.ingress[0].ports[1].endPort: Forbidden",
+    ] {
+        assert!(err.contains(field), "{field} in {err}");
+    }
+
+    m.ok(&["delete", "netpol", "--all"]);
+    m.until("everything open again", 30, || {
+        reaches("client-s", &direct).then_some(())
+    });
+}
+
 /// A plain HTTP/1.0 GET; the whole answer.
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
@@ -620,6 +719,16 @@ impl MultiNode {
     }
 
     fn ok_apply(&self, json: &str) {
+        let o = self.apply(json);
+        assert!(
+            o.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// `kubectl apply -f -` of `json`.
+    fn apply(&self, json: &str) -> Output {
         let mut c = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
@@ -631,12 +740,7 @@ impl MultiNode {
             .unwrap();
         use std::io::Write;
         c.stdin.take().unwrap().write_all(json.as_bytes()).unwrap();
-        let o = c.wait_with_output().unwrap();
-        assert!(
-            o.status.success(),
-            "apply: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        c.wait_with_output().unwrap()
     }
 }
 

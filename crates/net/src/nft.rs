@@ -72,6 +72,16 @@ const BASE_MARK: &str = "base-2";
 // `berth_hostdirs::nft_marks()` (tmpfs, like the ruleset itself), so that a container
 // start costs no nft call when nothing is new.
 
+/// Elements written per nft statement when a script changes many: nft parses one long
+/// element list much faster than as many statements.
+pub const ELEMENTS_PER_LINE: usize = 500;
+
+/// The start of a script that replaces table `table` (family ip) in one
+/// transaction: made if missing, so that the delete always has something to delete.
+pub fn replace_table(table: &str) -> String {
+    format!("add table ip {table}\ndelete table ip {table}\n")
+}
+
 /// Runs `nft -f -` with `script`.
 pub fn apply(script: &str) -> Result<()> {
     let mut child = Command::new("nft")

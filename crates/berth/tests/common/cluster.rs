@@ -179,8 +179,10 @@ impl Cluster {
             // Tests run side by side: each agent's endpoint on a port of its own.
             "--kubelet-port",
             "0",
-            // Nodes sharing the host's network would share one Service table.
+            // Nodes sharing the host's network would share one Service table, and
+            // one NetworkPolicy table.
             "--disable-kube-proxy",
+            "--disable-network-policy",
         ]
         .iter()
         .map(|s| s.to_string())

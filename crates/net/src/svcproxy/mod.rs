@@ -45,7 +45,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn nft(self) -> &'static str {
+    pub(crate) fn nft(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",

@@ -6,8 +6,7 @@ use std::fmt::Write as _;
 use super::render::base;
 use super::{is_set, ProxyConfig, Ruleset, TABLE};
 
-/// Elements written per nft statement.
-const ELEMENTS_PER_LINE: usize = 500;
+use crate::nft::ELEMENTS_PER_LINE;
 
 /// The nft script that turns `old` into `new` (everything, over a fresh table, when
 /// `old` is None), in an order nft accepts in one transaction: chains and sets made
@@ -19,8 +18,7 @@ pub fn script(cfg: &ProxyConfig, old: Option<&Ruleset>, new: &Ruleset) -> String
     let old = match old {
         Some(o) => o,
         None => {
-            // Replaced in one go: made if missing, so the delete always has something.
-            s.push_str(&format!("add table ip {t}\ndelete table ip {t}\n"));
+            s.push_str(&crate::nft::replace_table(t));
             s.push_str(&base(cfg));
             &empty
         }

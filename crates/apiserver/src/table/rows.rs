@@ -1,272 +1,8 @@
-//! Table responses for `kubectl get`: the columns kube's printers give each kind (and
-//! the wide ones, priority 1), one row per object.
+//! One row per object: the cells kube's printers fill for each kind.
 
 use serde_json::{json, Value};
 
-/// A column: name, type, priority (1: only with -o wide).
-type Col = (&'static str, &'static str, u8);
-
-fn columns(kind: &str) -> &'static [Col] {
-    match kind {
-        "Pod" => &[
-            ("Name", "string", 0),
-            ("Ready", "string", 0),
-            ("Status", "string", 0),
-            ("Restarts", "string", 0),
-            ("Age", "string", 0),
-            ("IP", "string", 1),
-            ("Node", "string", 1),
-            ("Nominated Node", "string", 1),
-            ("Readiness Gates", "string", 1),
-        ],
-        "Namespace" => &[
-            ("Name", "string", 0),
-            ("Status", "string", 0),
-            ("Age", "string", 0),
-        ],
-        "Node" => &[
-            ("Name", "string", 0),
-            ("Status", "string", 0),
-            ("Roles", "string", 0),
-            ("Age", "string", 0),
-            ("Version", "string", 0),
-            ("Internal-IP", "string", 1),
-            ("External-IP", "string", 1),
-            ("OS-Image", "string", 1),
-            ("Kernel-Version", "string", 1),
-            ("Container-Runtime", "string", 1),
-        ],
-        "Service" => &[
-            ("Name", "string", 0),
-            ("Type", "string", 0),
-            ("Cluster-IP", "string", 0),
-            ("External-IP", "string", 0),
-            ("Port(s)", "string", 0),
-            ("Age", "string", 0),
-            ("Selector", "string", 1),
-        ],
-        "Endpoints" => &[
-            ("Name", "string", 0),
-            ("Endpoints", "string", 0),
-            ("Age", "string", 0),
-        ],
-        "ConfigMap" => &[
-            ("Name", "string", 0),
-            ("Data", "integer", 0),
-            ("Age", "string", 0),
-        ],
-        "Secret" => &[
-            ("Name", "string", 0),
-            ("Type", "string", 0),
-            ("Data", "integer", 0),
-            ("Age", "string", 0),
-        ],
-        "ServiceAccount" => &[
-            ("Name", "string", 0),
-            ("Secrets", "integer", 0),
-            ("Age", "string", 0),
-        ],
-        "Event" => &[
-            ("Last Seen", "string", 0),
-            ("Type", "string", 0),
-            ("Reason", "string", 0),
-            ("Object", "string", 0),
-            ("Message", "string", 0),
-            ("Source", "string", 1),
-            ("Count", "string", 1),
-            ("Name", "string", 1),
-        ],
-        "PersistentVolume" => &[
-            ("Name", "string", 0),
-            ("Capacity", "string", 0),
-            ("Access Modes", "string", 0),
-            ("Reclaim Policy", "string", 0),
-            ("Status", "string", 0),
-            ("Claim", "string", 0),
-            ("StorageClass", "string", 0),
-            ("Age", "string", 0),
-        ],
-        "PersistentVolumeClaim" => &[
-            ("Name", "string", 0),
-            ("Status", "string", 0),
-            ("Volume", "string", 0),
-            ("Capacity", "string", 0),
-            ("Access Modes", "string", 0),
-            ("StorageClass", "string", 0),
-            ("Age", "string", 0),
-        ],
-        "Deployment" => &[
-            ("Name", "string", 0),
-            ("Ready", "string", 0),
-            ("Up-to-date", "integer", 0),
-            ("Available", "integer", 0),
-            ("Age", "string", 0),
-            ("Containers", "string", 1),
-            ("Images", "string", 1),
-            ("Selector", "string", 1),
-        ],
-        "ReplicaSet" | "ReplicationController" => &[
-            ("Name", "string", 0),
-            ("Desired", "integer", 0),
-            ("Current", "integer", 0),
-            ("Ready", "integer", 0),
-            ("Age", "string", 0),
-            ("Containers", "string", 1),
-            ("Images", "string", 1),
-            ("Selector", "string", 1),
-        ],
-        "StatefulSet" => &[
-            ("Name", "string", 0),
-            ("Ready", "string", 0),
-            ("Age", "string", 0),
-            ("Containers", "string", 1),
-            ("Images", "string", 1),
-        ],
-        "DaemonSet" => &[
-            ("Name", "string", 0),
-            ("Desired", "integer", 0),
-            ("Current", "integer", 0),
-            ("Ready", "integer", 0),
-            ("Up-to-date", "integer", 0),
-            ("Available", "integer", 0),
-            ("Node Selector", "string", 0),
-            ("Age", "string", 0),
-            ("Containers", "string", 1),
-            ("Images", "string", 1),
-            ("Selector", "string", 1),
-        ],
-        "ControllerRevision" => &[
-            ("Name", "string", 0),
-            ("Controller", "string", 0),
-            ("Revision", "integer", 0),
-            ("Age", "string", 0),
-        ],
-        "Job" => &[
-            ("Name", "string", 0),
-            ("Status", "string", 0),
-            ("Completions", "string", 0),
-            ("Duration", "string", 0),
-            ("Age", "string", 0),
-            ("Containers", "string", 1),
-            ("Images", "string", 1),
-            ("Selector", "string", 1),
-        ],
-        "CronJob" => &[
-            ("Name", "string", 0),
-            ("Schedule", "string", 0),
-            ("Timezone", "string", 0),
-            ("Suspend", "boolean", 0),
-            ("Active", "integer", 0),
-            ("Last Schedule", "string", 0),
-            ("Age", "string", 0),
-            ("Containers", "string", 1),
-            ("Images", "string", 1),
-            ("Selector", "string", 1),
-        ],
-        "Lease" => &[
-            ("Name", "string", 0),
-            ("Holder", "string", 0),
-            ("Age", "string", 0),
-        ],
-        "Ingress" => &[
-            ("Name", "string", 0),
-            ("Class", "string", 0),
-            ("Hosts", "string", 0),
-            ("Address", "string", 0),
-            ("Ports", "string", 0),
-            ("Age", "string", 0),
-        ],
-        "EndpointSlice" => &[
-            ("Name", "string", 0),
-            ("AddressType", "string", 0),
-            ("Ports", "string", 0),
-            ("Endpoints", "string", 0),
-            ("Age", "string", 0),
-        ],
-        "PodDisruptionBudget" => &[
-            ("Name", "string", 0),
-            ("Min Available", "string", 0),
-            ("Max Unavailable", "string", 0),
-            ("Allowed Disruptions", "integer", 0),
-            ("Age", "string", 0),
-        ],
-        "HorizontalPodAutoscaler" => &[
-            ("Name", "string", 0),
-            ("Reference", "string", 0),
-            ("Targets", "string", 0),
-            ("MinPods", "string", 0),
-            ("MaxPods", "integer", 0),
-            ("Replicas", "integer", 0),
-            ("Age", "string", 0),
-        ],
-        "PriorityClass" => &[
-            ("Name", "string", 0),
-            ("Value", "integer", 0),
-            ("Global-Default", "boolean", 0),
-            ("Age", "string", 0),
-            ("PreemptionPolicy", "string", 0),
-        ],
-        "StorageClass" => &[
-            ("Name", "string", 0),
-            ("Provisioner", "string", 0),
-            ("ReclaimPolicy", "string", 0),
-            ("VolumeBindingMode", "string", 0),
-            ("AllowVolumeExpansion", "string", 0),
-            ("Age", "string", 0),
-        ],
-        "CSINode" => &[
-            ("Name", "string", 0),
-            ("Drivers", "integer", 0),
-            ("Age", "string", 0),
-        ],
-        _ => &[("Name", "string", 0), ("Age", "string", 0)],
-    }
-}
-
-/// kube's short human durations ("45s", "3m12s", "5h", "12d").
-pub fn human_duration(secs: i64) -> String {
-    if secs < -1 {
-        return "<invalid>".into();
-    }
-    let s = secs.max(0);
-    let (m, h, d) = (s / 60, s / 3600, s / 86400);
-    if s < 120 {
-        format!("{s}s")
-    } else if m < 10 {
-        if s % 60 == 0 {
-            format!("{m}m")
-        } else {
-            format!("{m}m{}s", s % 60)
-        }
-    } else if h < 3 {
-        format!("{m}m")
-    } else if h < 8 {
-        if m % 60 == 0 {
-            format!("{h}h")
-        } else {
-            format!("{h}h{}m", m % 60)
-        }
-    } else if h < 48 {
-        format!("{h}h")
-    } else if h < 192 {
-        if h % 24 == 0 {
-            format!("{d}d")
-        } else {
-            format!("{d}d{}h", h % 24)
-        }
-    } else if d < 365 * 2 {
-        format!("{d}d")
-    } else if d < 365 * 8 {
-        let y = d / 365;
-        if d % 365 == 0 {
-            format!("{y}y")
-        } else {
-            format!("{y}y{}d", d % 365)
-        }
-    } else {
-        format!("{}y", d / 365)
-    }
-}
+use super::human_duration;
 
 fn age_of(ts: Option<&str>) -> String {
     let Some(ts) = ts else {
@@ -312,6 +48,32 @@ fn selector(v: &Value, ptr: &str) -> String {
         })
         .unwrap_or_default();
     parts.sort();
+    or_none(parts.join(","))
+}
+
+/// A label selector as kube formats one (`a=b,c in (d,e),!f`; `<none>` when empty).
+fn label_selector(sel: Option<&Value>) -> String {
+    let Some(sel) = sel else {
+        return "<none>".into();
+    };
+    let mut parts: Vec<String> = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    for e in arr(sel, "/matchExpressions") {
+        let key = s(e, "/key");
+        let values: Vec<&str> = arr(e, "/values").iter().filter_map(Value::as_str).collect();
+        parts.push(match s(e, "/operator") {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_string(),
+            "DoesNotExist" => format!("!{key}"),
+            op => format!("{key} {op} ({})", values.join(",")),
+        });
+    }
     or_none(parts.join(","))
 }
 
@@ -362,7 +124,7 @@ fn pod_status(p: &Value) -> String {
     }
 }
 
-fn row(kind: &str, o: &Value) -> Vec<Value> {
+pub(super) fn row(kind: &str, o: &Value) -> Vec<Value> {
     let name = s(o, "/metadata/name").to_string();
     let age = age_of(
         o.pointer("/metadata/creationTimestamp")
@@ -735,6 +497,11 @@ fn row(kind: &str, o: &Value) -> Vec<Value> {
                 json!(selector(o, "/spec/jobTemplate/spec/selector/matchLabels")),
             ]
         }
+        "NetworkPolicy" => vec![
+            json!(name),
+            json!(label_selector(o.pointer("/spec/podSelector"))),
+            json!(age),
+        ],
         "Lease" => vec![json!(name), json!(s(o, "/spec/holderIdentity")), json!(age)],
         "Ingress" => {
             let hosts: Vec<String> = arr(o, "/spec/rules")
@@ -941,120 +708,4 @@ fn access_modes(o: &Value, ptr: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// What a table row carries of its object (`includeObject`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Include {
-    /// Nothing.
-    None,
-    /// PartialObjectMetadata (kube's default).
-    Metadata,
-    /// The whole object.
-    Object,
-}
-
-impl Include {
-    /// Parses the `includeObject` parameter.
-    pub fn parse(s: Option<&str>) -> Include {
-        match s {
-            Some("None") => Include::None,
-            Some("Object") => Include::Object,
-            _ => Include::Metadata,
-        }
-    }
-}
-
-/// An object's metadata alone, as a PartialObjectMetadata.
-pub fn partial_metadata(o: &Value) -> Value {
-    json!({
-        "kind": "PartialObjectMetadata",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": o.get("metadata").cloned().unwrap_or(Value::Null),
-    })
-}
-
-/// One table row of `o`.
-pub fn table_row(kind: &str, o: &Value, include: Include) -> Value {
-    let object = match include {
-        Include::None => Value::Null,
-        Include::Object => o.clone(),
-        Include::Metadata => partial_metadata(o),
-    };
-    let mut r = json!({"cells": row(kind, o)});
-    if !object.is_null() {
-        r["object"] = object;
-    }
-    r
-}
-
-/// The column definitions of `kind`.
-pub fn column_definitions(kind: &str) -> Value {
-    Value::Array(
-        columns(kind)
-            .iter()
-            .map(|(n, t, p)| {
-                let mut c =
-                    json!({"name": n, "type": t, "format": "", "description": "", "priority": p});
-                if *n == "Name" {
-                    c["format"] = json!("name");
-                    c["description"] = json!("Name must be unique within a namespace.");
-                }
-                c
-            })
-            .collect(),
-    )
-}
-
-/// A Table of `items`.
-pub fn table(kind: &str, items: &[Value], rv: &str, cont: Option<&str>, include: Include) -> Value {
-    let mut meta = json!({"resourceVersion": rv});
-    if let Some(c) = cont {
-        meta["continue"] = json!(c);
-    }
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": meta,
-        "columnDefinitions": column_definitions(kind),
-        "rows": items.iter().map(|o| table_row(kind, o, include)).collect::<Vec<_>>(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_like_kubectl() {
-        for (s, want) in [
-            (5, "5s"),
-            (119, "119s"),
-            (125, "2m5s"),
-            (600, "10m"),
-            (3 * 3600 + 60, "3h1m"),
-            (9 * 3600, "9h"),
-            (3 * 86400 + 3600, "3d1h"),
-            (10 * 86400, "10d"),
-        ] {
-            assert_eq!(human_duration(s), want);
-        }
-    }
-
-    #[test]
-    fn pod_rows_show_ready_status_and_restarts() {
-        let p = json!({
-            "metadata": {"name": "web", "creationTimestamp": "2020-01-01T00:00:00Z"},
-            "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n1"},
-            "status": {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [
-                {"name": "a", "ready": true, "restartCount": 2, "state": {"running": {}}},
-                {"name": "b", "ready": false, "restartCount": 1,
-                 "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
-        });
-        let r = row("Pod", &p);
-        assert_eq!(r[1], json!("1/2"));
-        assert_eq!(r[2], json!("CrashLoopBackOff"));
-        assert_eq!(r[3], json!("3"));
-        assert_eq!(r[5], json!("10.0.0.5"));
-    }
 }

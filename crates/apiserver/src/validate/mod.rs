@@ -8,6 +8,8 @@ use crate::names;
 use crate::resources::Resource;
 use crate::status::Cause;
 
+mod networking;
+
 fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
@@ -436,6 +438,7 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
                 }
             }
         }
+        "NetworkPolicy" => networking::network_policy(o, &mut out),
         "HorizontalPodAutoscaler" => {
             for f in ["kind", "name"] {
                 if s(o, &format!("/spec/scaleTargetRef/{f}")).is_none_or(str::is_empty) {

@@ -1,0 +1,222 @@
+//! networking.k8s.io objects: NetworkPolicy's peers, ports and policy types, as
+//! kube-apiserver checks them.
+
+use serde_json::Value;
+
+use super::{arr, s};
+use crate::names;
+use crate::status::Cause;
+
+/// A label selector's keys, values and operators.
+pub(super) fn label_selector(sel: &Value, path: &str, out: &mut Vec<Cause>) {
+    for (k, v) in sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(why) = names::qualified_name(k) {
+            out.push(Cause::invalid(format!("{path}.matchLabels"), k, why));
+        }
+        if let Some(why) = v.as_str().and_then(names::label_value) {
+            out.push(Cause::invalid(
+                format!("{path}.matchLabels"),
+                v.as_str().unwrap_or(""),
+                why,
+            ));
+        }
+    }
+    for (i, e) in arr(sel, "/matchExpressions").iter().enumerate() {
+        let p = format!("{path}.matchExpressions[{i}]");
+        match s(e, "/key") {
+            None | Some("") => out.push(Cause::required(format!("{p}.key"))),
+            Some(k) => {
+                if let Some(why) = names::qualified_name(k) {
+                    out.push(Cause::invalid(format!("{p}.key"), k, why));
+                }
+            }
+        }
+        let values = arr(e, "/values");
+        match s(e, "/operator").unwrap_or("") {
+            "In" | "NotIn" if values.is_empty() => out.push(Cause::required_because(
+                format!("{p}.values"),
+                "must be specified when `operator` is 'In' or 'NotIn'",
+            )),
+            "Exists" | "DoesNotExist" if !values.is_empty() => out.push(Cause::forbidden(
+                format!("{p}.values"),
+                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            op => out.push(Cause::not_supported(
+                format!("{p}.operator"),
+                op,
+                &["DoesNotExist", "Exists", "In", "NotIn"],
+            )),
+        }
+    }
+}
+
+fn port_number(v: i64) -> bool {
+    (1..=65535).contains(&v)
+}
+
+fn ports(rule: &Value, path: &str, out: &mut Vec<Cause>) {
+    for (i, p) in arr(rule, "/ports").iter().enumerate() {
+        let path = format!("{path}.ports[{i}]");
+        if let Some(proto) = s(p, "/protocol") {
+            let ok = ["SCTP", "TCP", "UDP"];
+            if !ok.contains(&proto) {
+                out.push(Cause::not_supported(format!("{path}.protocol"), proto, &ok));
+            }
+        }
+        let end = p.get("endPort").and_then(Value::as_i64);
+        match p.get("port") {
+            None | Some(Value::Null) => {
+                if end.is_some() {
+                    out.push(Cause::required_because(
+                        format!("{path}.port"),
+                        "must be specified when endPort is specified",
+                    ));
+                }
+            }
+            Some(Value::Number(n)) => {
+                let n = n.as_i64().unwrap_or(0);
+                if !port_number(n) {
+                    out.push(Cause::invalid(
+                        format!("{path}.port"),
+                        &n.to_string(),
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+                if let Some(e) = end {
+                    if e < n {
+                        out.push(Cause::invalid(
+                            format!("{path}.endPort"),
+                            &e.to_string(),
+                            "must be greater than or equal to `port`",
+                        ));
+                    } else if !port_number(e) {
+                        out.push(Cause::invalid(
+                            format!("{path}.endPort"),
+                            &e.to_string(),
+                            "must be between 1 and 65535, inclusive",
+                        ));
+                    }
+                }
+            }
+            Some(Value::String(name)) => {
+                if let Some(why) = names::iana_svc_name(name) {
+                    out.push(Cause::invalid(format!("{path}.port"), name, why));
+                }
+                if end.is_some() {
+                    out.push(Cause::forbidden(
+                        format!("{path}.endPort"),
+                        "may not be specified when `port` is non-numeric",
+                    ));
+                }
+            }
+            Some(other) => out.push(Cause::invalid(
+                format!("{path}.port"),
+                &other.to_string(),
+                "must be a port number or name",
+            )),
+        }
+    }
+}
+
+fn ip_block(block: &Value, path: &str, out: &mut Vec<Cause>) {
+    let cidr = match s(block, "/cidr") {
+        None | Some("") => {
+            out.push(Cause::required(format!("{path}.cidr")));
+            return;
+        }
+        Some(c) => c,
+    };
+    let Ok(net) = cidr.parse::<ipnet::IpNet>() else {
+        out.push(Cause::invalid(
+            format!("{path}.cidr"),
+            cidr,
+            "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+        ));
+        return;
+    };
+    for (i, e) in arr(block, "/except").iter().enumerate() {
+        let p = format!("{path}.except[{i}]");
+        let text = e.as_str().unwrap_or("");
+        match text.parse::<ipnet::IpNet>() {
+            Err(_) => out.push(Cause::invalid(
+                p,
+                text,
+                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+            )),
+            Ok(x) => {
+                if !(net.contains(&x) && x.prefix_len() > net.prefix_len()) {
+                    out.push(Cause::invalid(p, text, "must be a strict subset of `cidr`"));
+                }
+            }
+        }
+    }
+}
+
+fn peers(rule: &Value, key: &str, path: &str, out: &mut Vec<Cause>) {
+    for (i, peer) in arr(rule, &format!("/{key}")).iter().enumerate() {
+        let p = format!("{path}.{key}[{i}]");
+        let has = |k: &str| peer.get(k).is_some_and(|v| !v.is_null());
+        let count = ["podSelector", "namespaceSelector", "ipBlock"]
+            .iter()
+            .filter(|k| has(k))
+            .count();
+        if count == 0 {
+            out.push(Cause::required_because(p.clone(), "must specify a peer"));
+        } else if has("ipBlock") && count > 1 {
+            out.push(Cause::forbidden(
+                p.clone(),
+                "may not specify both ipBlock and another peer",
+            ));
+        }
+        for k in ["podSelector", "namespaceSelector"] {
+            if let Some(sel) = peer.get(k).filter(|v| !v.is_null()) {
+                label_selector(sel, &format!("{p}.{k}"), out);
+            }
+        }
+        if let Some(b) = peer.get("ipBlock").filter(|v| !v.is_null()) {
+            ip_block(b, &format!("{p}.ipBlock"), out);
+        }
+    }
+}
+
+/// A NetworkPolicy's spec.
+pub(super) fn network_policy(o: &Value, out: &mut Vec<Cause>) {
+    let Some(spec) = o.get("spec") else {
+        out.push(Cause::required("spec"));
+        return;
+    };
+    if let Some(sel) = spec.get("podSelector").filter(|v| !v.is_null()) {
+        label_selector(sel, "spec.podSelector", out);
+    }
+    for (key, peer_key) in [("ingress", "from"), ("egress", "to")] {
+        for (i, rule) in arr(spec, &format!("/{key}")).iter().enumerate() {
+            let path = format!("spec.{key}[{i}]");
+            ports(rule, &path, out);
+            peers(rule, peer_key, &path, out);
+        }
+    }
+    let types = arr(spec, "/policyTypes");
+    for (i, t) in types.iter().enumerate() {
+        let t = t.as_str().unwrap_or("");
+        if !["Ingress", "Egress"].contains(&t) {
+            out.push(Cause::not_supported(
+                format!("spec.policyTypes[{i}]"),
+                t,
+                &["Egress", "Ingress"],
+            ));
+        }
+    }
+    if types.len() > 2 {
+        out.push(Cause::invalid(
+            "spec.policyTypes",
+            &Value::Array(types.to_vec()).to_string(),
+            "may not have more than 2 policyTypes",
+        ));
+    }
+}
