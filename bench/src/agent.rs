@@ -222,6 +222,7 @@ pub fn pods_bench(runs: usize, berth: &Path, density: usize, tools: &Path) -> Re
             // table or DNS address of the node's on it.
             "--disable-kube-proxy",
             "--disable-network-policy",
+            "--disable-ingress",
             // A speed benchmark: a nearly full disk must not evict its pods.
             "--eviction-hard",
             "memory.available<100Mi,nodefs.available<1%",

@@ -17,6 +17,7 @@ pub mod error;
 pub mod eviction;
 pub mod hostinfo;
 pub mod images;
+pub mod ingress;
 pub mod labels;
 mod localpath;
 pub mod logrotate;
@@ -87,6 +88,8 @@ pub struct AgentConfig {
     pub service_proxy: bool,
     /// Whether the agent enforces NetworkPolicies (`--disable-network-policy`).
     pub network_policy: bool,
+    /// The Ingress proxy's ports; None: no proxy (`--disable-ingress`).
+    pub ingress: Option<ingress::Ports>,
     /// The cluster's pod network: traffic from outside it to a ClusterIP is
     /// masqueraded (kube-proxy's --cluster-cidr).
     pub cluster_cidr: Option<ipnet::Ipv4Net>,
@@ -118,6 +121,10 @@ impl AgentConfig {
             cgroup_root: "/".into(),
             service_proxy: true,
             network_policy: true,
+            ingress: Some(ingress::Ports {
+                http: 80,
+                https: 443,
+            }),
             cluster_cidr: "10.42.0.0/16".parse().ok(),
             cluster_dns: Some(IpAddr::from([10, 96, 0, 10])),
         }
@@ -259,6 +266,10 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         .cfg
         .network_policy
         .then(|| tokio::spawn(netpol::run(ctx.clone())));
+    let ingress = ctx
+        .cfg
+        .ingress
+        .map(|ports| tokio::spawn(ingress::run(ctx.clone(), ports)));
     let events = dispatch::forward_engine_events(ctx.clone());
     let r = dispatch::run(ctx.clone(), cm_writer, secret_writer, services_writer).await;
     heartbeat.abort();
@@ -271,6 +282,9 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     }
     if let Some(p) = policies {
         p.abort();
+    }
+    if let Some(i) = ingress {
+        i.abort();
     }
     events.abort();
     if let Some(e) = endpoint {

@@ -201,7 +201,7 @@ async fn status(ctx: &Ctx, old: Option<&NodeStatus>) -> NodeStatus {
 }
 
 fn labels(ctx: &Ctx) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut l = BTreeMap::from([
         (
             "kubernetes.io/hostname".to_string(),
             ctx.cfg.node_name.clone(),
@@ -216,7 +216,14 @@ fn labels(ctx: &Ctx) -> BTreeMap<String, String> {
             "beta.kubernetes.io/arch".to_string(),
             hostinfo::architecture().to_string(),
         ),
-    ])
+    ]);
+    if ctx.cfg.ingress.is_some() {
+        l.insert(
+            berth_pods::services::INGRESS_PROXY_NODE_LABEL.to_string(),
+            "true".to_string(),
+        );
+    }
+    l
 }
 
 /// Creates the Node (or takes over the one of this name) and posts its status.

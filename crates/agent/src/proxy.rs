@@ -13,10 +13,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::Api;
-use kube::runtime::reflector::{self, reflector, Store};
-use kube::runtime::watcher::{self, watcher};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
 
 use berth_net::svcproxy::{Endpoint, Protocol, Proxy, ProxyConfig, ServicePort};
 
@@ -31,26 +28,9 @@ const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
 pub(crate) async fn run(ctx: Arc<Ctx>) {
     let (services, svc_writer) = reflector::store();
     let (slices, slice_writer) = reflector::store();
-    let svc_events = reflector(
-        svc_writer,
-        watcher(
-            Api::<Service>::all(ctx.client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .backoff(berth_watch::backoff())
-    .map(|e| e.map(|e| matches!(e, watcher::Event::InitDone)))
-    .boxed();
-    let slice_events = reflector(
-        slice_writer,
-        watcher(
-            Api::<EndpointSlice>::all(ctx.client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .backoff(berth_watch::backoff())
-    .map(|e| e.map(|e| matches!(e, watcher::Event::InitDone)))
-    .boxed();
+    let svc_events = berth_watch::reflect_all::<Service>(ctx.client.clone(), svc_writer).boxed();
+    let slice_events =
+        berth_watch::reflect_all::<EndpointSlice>(ctx.client.clone(), slice_writer).boxed();
     // Which stream each item came from: both must have listed before the first sync
     // (a Service without its slices yet would reject its clients).
     let mut events = futures_util::stream::select(
@@ -65,8 +45,8 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let dns = crate::clusterdns::start(&ctx).await;
     let (mut services_listed, mut slices_listed) = (false, false);
     while let Some(batch) = events.next().await {
-        for (from_services, e) in &batch {
-            if let Ok(true) = e {
+        for (from_services, listed) in &batch {
+            if *listed {
                 if *from_services {
                     services_listed = true;
                 } else {

@@ -41,6 +41,15 @@ pub struct NodeArgs {
     /// policy enforcer does, or none).
     #[arg(long)]
     disable_network_policy: bool,
+    /// Do not run the built-in Ingress proxy on this node (as k3s's --disable traefik).
+    #[arg(long)]
+    disable_ingress: bool,
+    /// The port the Ingress proxy serves HTTP on.
+    #[arg(long, default_value_t = 80)]
+    ingress_http_port: u16,
+    /// The port the Ingress proxy serves HTTPS on.
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
     /// The cluster DNS address, served by this node and given to pods as their name
     /// server (the kubelet's flag).
     #[arg(long, default_value = "10.96.0.10")]
@@ -131,6 +140,10 @@ impl NodeArgs {
         cfg.cgroup_root = self.cgroup_root.clone();
         cfg.service_proxy = !self.disable_kube_proxy;
         cfg.network_policy = !self.disable_network_policy;
+        cfg.ingress = (!self.disable_ingress).then_some(berth_agent::ingress::Ports {
+            http: self.ingress_http_port,
+            https: self.ingress_https_port,
+        });
         cfg.cluster_dns = cfg.service_proxy.then_some(self.cluster_dns);
         cfg.overlay = match self.flannel_backend.as_str() {
             "none" => None,

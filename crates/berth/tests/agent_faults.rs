@@ -313,6 +313,7 @@ fn a_pod_cidr_the_host_already_uses_stops_the_start_with_the_reason() {
             &format!("10.46.{octet}.128/25"),
             "--disable-kube-proxy",
             "--disable-network-policy",
+            "--disable-ingress",
         ])
         .env("BERTH_NET_ROOT", &net_root)
         .stdin(std::process::Stdio::null())

@@ -329,6 +329,7 @@ fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing
     services_across_nodes(&m, &web_ip, &client_ip);
     cluster_dns(&m, &web_ip);
     network_policies(&m, &web_ip);
+    ingress_and_load_balancers(&m);
 
     // agent-2 leaves: its process stops and its Node is deleted. Its routes, neighbour
     // and forwarding entries go from agent-1.
@@ -685,6 +686,124 @@ fn network_policies(m: &MultiNode, web_ip: &str) {
     });
 }
 
+/// The built-in Ingress proxy on every node: two hosts to two Services, HTTPS with a
+/// Secret's certificate chosen by SNI (curl trusts only that certificate), unknown
+/// hosts 404, the Ingress's status listing the nodes; a LoadBalancer Service's status
+/// listing them too, and reached on a node's address at its port.
+fn ingress_and_load_balancers(m: &MultiNode) {
+    let a2 = m.node("agent-2");
+    let pod = pod_on("other", &a2, &web_script("hello-other"));
+    m.ok_apply(&pod);
+    m.wait_running("other");
+    m.ok_apply(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"other"},
+"spec":{"selector":{"app":"other"},"ports":[{"name":"http","port":80,"targetPort":8080}]}}"#,
+    );
+    let dir = m.env.path("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let o = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=b.example",
+            "-addext",
+            "subjectAltName=DNS:b.example",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    m.ok(&[
+        "create",
+        "secret",
+        "tls",
+        "b-tls",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    m.ok_apply(
+        r#"{"apiVersion":"networking.k8s.io/v1","kind":"Ingress","metadata":{"name":"two-hosts"},
+"spec":{"tls":[{"hosts":["b.example"],"secretName":"b-tls"}],"rules":[
+{"host":"a.example","http":{"paths":[{"path":"/","pathType":"Prefix",
+  "backend":{"service":{"name":"web","port":{"number":80}}}}]}},
+{"host":"b.example","http":{"paths":[{"path":"/","pathType":"Prefix",
+  "backend":{"service":{"name":"other","port":{"name":"http"}}}}]}}]}}"#,
+    );
+    let class = m.ok(&["get", "ingressclass", "berth", "-o", "json"]);
+    assert!(class.contains("is-default-class"), "{class}");
+    let ips = m.load_balancer_ips("ingress", "two-hosts");
+    let curl = |args: &[&str]| -> (bool, String) {
+        let o = Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    for ip in &ips {
+        let a = format!("a.example:80:{ip}");
+        let b = format!("b.example:80:{ip}");
+        let (_, body) = m.until("the proxy routes a.example", 30, || {
+            let r = curl(&["--resolve", &a, "http://a.example/"]);
+            r.1.contains("hello-from-").then_some(r)
+        });
+        assert!(body.contains("hello-from-"), "{ip}: {body}");
+        let (_, body) = curl(&["--resolve", &b, "http://b.example/"]);
+        assert!(body.contains("hello-other"), "{ip}: {body}");
+        let (_, body) = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            &format!("c.example:80:{ip}"),
+            "http://c.example/",
+        ]);
+        assert_eq!(body.trim(), "404", "{ip}");
+    }
+    // HTTPS: curl verifies the certificate against the one in the Secret.
+    let b443 = format!("b.example:443:{}", ips[0]);
+    let (ok, body) = curl(&[
+        "--cacert",
+        cert.to_str().unwrap(),
+        "--resolve",
+        &b443,
+        "https://b.example/",
+    ]);
+    assert!(ok && body.contains("hello-other"), "{body}");
+    let table = m.ok(&["get", "ingress", "two-hosts"]);
+    assert!(
+        table.contains("a.example,b.example") && table.contains("80, 443"),
+        "{table}"
+    );
+
+    // A LoadBalancer Service: its status lists the nodes; a node's address at the
+    // Service's port reaches it.
+    m.ok_apply(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"other-lb"},
+"spec":{"type":"LoadBalancer","selector":{"app":"other"},"ports":[{"port":8081,"targetPort":8080}]}}"#,
+    );
+    let lb_ips = m.load_balancer_ips("svc", "other-lb");
+    let (_, body) = m.until("the LoadBalancer answers on a node's address", 30, || {
+        let r = curl(&[&format!("http://{}:8081/", lb_ips[2])]);
+        r.1.contains("hello-other").then_some(r)
+    });
+    assert!(body.contains("hello-other"));
+    m.ok(&["delete", "svc", "other-lb", "other"]);
+    m.ok(&["delete", "ingress", "two-hosts"]);
+}
+
 /// A plain HTTP/1.0 GET; the whole answer.
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
@@ -713,6 +832,24 @@ fn kill_node(pid: i32) {
 }
 
 impl MultiNode {
+    /// The three node addresses an object's `status.loadBalancer` lists, once it does.
+    fn load_balancer_ips(&self, kind: &str, name: &str) -> Vec<String> {
+        self.until(
+            &format!("{kind} {name}'s status lists the three nodes"),
+            60,
+            || {
+                let o: Value =
+                    serde_json::from_str(&self.ok(&["get", kind, name, "-o", "json"])).unwrap();
+                let ips: Vec<String> = o["status"]["loadBalancer"]["ingress"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|i| i["ip"].as_str().map(String::from))
+                    .collect();
+                (ips.len() == 3).then_some(ips)
+            },
+        )
+    }
+
     /// What busybox wget in pod `pod` gets from `url`.
     fn fetch(&self, pod: &str, url: &str) -> String {
         self.ok(&["exec", pod, "--", "wget", "-qO-", url])

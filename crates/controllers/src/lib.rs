@@ -15,6 +15,7 @@ pub mod hpa;
 pub mod index;
 pub mod informer;
 pub mod job;
+pub mod loadbalancer;
 pub mod localpath;
 pub mod namespace;
 pub mod nodeipam;
@@ -41,6 +42,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
@@ -129,6 +131,7 @@ pub struct Shared {
     volumes: Arc<Informer<PersistentVolume>>,
     classes: Arc<Informer<StorageClass>>,
     autoscalers: Arc<Informer<HorizontalPodAutoscaler>>,
+    ingresses: Arc<Informer<Ingress>>,
 }
 
 impl Shared {
@@ -169,6 +172,7 @@ impl Shared {
             volumes: Informer::new(Api::all(client.clone()), Default::default()),
             classes: Informer::new(Api::all(client.clone()), Default::default()),
             autoscalers: Informer::new(Api::all(client.clone()), Default::default()),
+            ingresses: Informer::new(Api::all(client.clone()), Default::default()),
             pods,
             replicasets,
             client,
@@ -177,6 +181,26 @@ impl Shared {
 
     fn recorder(&self, component: &str) -> berth_events::Recorder {
         berth_events::Recorder::new(self.client.clone(), component, component, None)
+    }
+}
+
+/// Makes a cluster-scoped object berth ships when absent, as k3s applies its
+/// manifests at start: one that exists (the user's edits included) is left as it is.
+async fn install<K>(client: &kube::Client, obj: K, what: &str)
+where
+    K: Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    match Api::<K>::all(client.clone())
+        .create(&Default::default(), &obj)
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => tracing::warn!(error = %e, "installing the {what}"),
+        Ok(_) => tracing::info!("installed the {what}"),
     }
 }
 
@@ -202,6 +226,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         Box::pin(volumebinding::controllers(&shared)),
         Box::pin(hpa::controller(&shared)),
         Box::pin(namespace::controller(&shared)),
+        Box::pin(loadbalancer::controllers(&shared)),
     ];
     let mut controllers = controllers;
     if let Some(range) = cfg.pod_range {
@@ -209,18 +234,19 @@ pub async fn run(client: kube::Client, cfg: Config) {
     }
     if let Some(root) = cfg.local_path.clone() {
         controllers.push(Box::pin(localpath::controller(&shared, root)));
-        // As k3s applies its local-path manifest at start: made when absent, an
-        // existing class (the user's edits included) left as it is.
-        let classes: Api<StorageClass> = Api::all(shared.client.clone());
-        match classes
-            .create(&Default::default(), &localpath::default_class())
-            .await
-        {
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => tracing::warn!(error = %e, "installing the local-path StorageClass"),
-            Ok(_) => tracing::info!("installed the local-path StorageClass"),
-        }
+        install::<StorageClass>(
+            &shared.client,
+            localpath::default_class(),
+            "local-path StorageClass",
+        )
+        .await;
     }
+    install::<IngressClass>(
+        &shared.client,
+        loadbalancer::default_class(),
+        "berth IngressClass",
+    )
+    .await;
     let s = &shared;
     let (informers, ready): (Vec<Task>, Vec<Task>) = [
         s.pods.clone().parts(),
@@ -243,6 +269,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         s.volumes.clone().parts(),
         s.classes.clone().parts(),
         s.autoscalers.clone().parts(),
+        s.ingresses.clone().parts(),
     ]
     .into_iter()
     .unzip();

@@ -1,5 +1,6 @@
-//! What the Service proxy and cluster DNS read alike of Services and their
-//! EndpointSlices: which slices are a Service's, and its ClusterIPs.
+//! What the Service proxy, the cluster DNS, the Ingress proxy and the controllers
+//! read alike of Services and their EndpointSlices: which slices are a Service's, its
+//! ClusterIPs, and the names berth's Ingress class goes by.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -10,6 +11,28 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The IngressClass berth's built-in Ingress proxy serves (with Ingresses of no
+/// class).
+pub const INGRESS_CLASS: &str = "berth";
+/// The `spec.controller` of that IngressClass.
+pub const INGRESS_CONTROLLER: &str = "berth.dev/ingress";
+/// The Node label of nodes whose agent runs the Ingress proxy: their addresses are
+/// the Ingresses' `status.loadBalancer`.
+pub const INGRESS_PROXY_NODE_LABEL: &str = "node.berth.dev/ingress-proxy";
+
+/// Whether berth's Ingress proxy serves an Ingress: of class [`INGRESS_CLASS`], or
+/// of none (berth's class is the cluster's default).
+pub fn ingress_is_berths(ing: &k8s_openapi::api::networking::v1::Ingress) -> bool {
+    match ing
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+    {
+        Some(c) => c == INGRESS_CLASS,
+        None => true,
+    }
+}
 
 /// Slices by (namespace, Service name).
 pub type SlicesByService = BTreeMap<(String, String), Vec<Arc<EndpointSlice>>>;

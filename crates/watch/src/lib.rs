@@ -29,6 +29,35 @@ pub fn backoff() -> ResetTimerBackoff<ExponentialBackoff> {
     ResetTimerBackoff::new(ExponentialBackoff::from(b), Duration::from_secs(120))
 }
 
+/// A cluster-wide watch of every `K`, kept in `writer`'s store, watched again after
+/// failures with [`backoff`]. Each item is one event: true when it ends a full list
+/// (the store then holds everything), false otherwise (including a failed attempt).
+pub fn reflect_all<K>(
+    client: kube::Client,
+    writer: kube::runtime::reflector::store::Writer<K>,
+) -> impl futures_util::Stream<Item = bool> + Send
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures_util::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    kube::runtime::reflector(
+        writer,
+        kube::runtime::watcher(
+            kube::Api::<K>::all(client),
+            kube::runtime::watcher::Config::default(),
+        ),
+    )
+    .backoff(backoff())
+    .map(|e| matches!(e, Ok(kube::runtime::watcher::Event::InitDone)))
+}
+
 /// Delete options for exactly the object with this UID (a newer object of the same
 /// name is left alone): `grace` seconds (None: the object's own), dependents
 /// collected in the background when `background`.

@@ -10,10 +10,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::Api;
-use kube::runtime::reflector::{self, reflector};
-use kube::runtime::watcher::{self, watcher};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector;
 
 use berth_net::netpol::{Enforcer, Wanted};
 
@@ -53,41 +50,23 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let (pods, pod_writer) = reflector::store();
     let (namespaces, ns_writer) = reflector::store();
     let client = ctx.client.clone();
-    let pol_events = reflector(
-        pol_writer,
-        watcher(
-            Api::<NetworkPolicy>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .backoff(berth_watch::backoff())
-    .map(|e| e.map(|e| matches!(e, watcher::Event::InitDone)))
-    .map(|e| (0usize, e))
-    .boxed();
-    let pod_events = reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .backoff(berth_watch::backoff())
-    .map(|e| e.map(|e| matches!(e, watcher::Event::InitDone)))
-    .map(|e| (1usize, e))
-    .boxed();
-    let ns_events = reflector(
-        ns_writer,
-        watcher(Api::<Namespace>::all(client), watcher::Config::default()),
-    )
-    .backoff(berth_watch::backoff())
-    .map(|e| e.map(|e| matches!(e, watcher::Event::InitDone)))
-    .map(|e| (2usize, e))
-    .boxed();
+    let pol_events = berth_watch::reflect_all::<NetworkPolicy>(client.clone(), pol_writer)
+        .map(|e| (0usize, e))
+        .boxed();
+    let pod_events = berth_watch::reflect_all::<Pod>(client.clone(), pod_writer)
+        .map(|e| (1usize, e))
+        .boxed();
+    let ns_events = berth_watch::reflect_all::<Namespace>(client, ns_writer)
+        .map(|e| (2usize, e))
+        .boxed();
     let mut events =
         futures_util::stream::select_all([pol_events, pod_events, ns_events]).ready_chunks(1024);
     let mut listed_all = [false; 3];
     let enforcer = Arc::new(std::sync::Mutex::new(Enforcer::default()));
     let mut last: Option<Wanted> = None;
     while let Some(batch) = events.next().await {
-        for (which, e) in &batch {
-            if let Ok(true) = e {
+        for (which, listed) in &batch {
+            if *listed {
                 listed_all[*which] = true;
             }
         }

@@ -183,6 +183,7 @@ impl Cluster {
             // one NetworkPolicy table.
             "--disable-kube-proxy",
             "--disable-network-policy",
+            "--disable-ingress",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -1,0 +1,269 @@
+//! berth's built-in Ingress proxy, which every node runs on its ports 80 and 443 (as
+//! k3s ships Traefik): a request is routed by its Host and path through the Ingresses
+//! of class [`routes::CLASS`] (or of no class) to one ready endpoint of the backend
+//! Service, round robin, over pooled HTTP/1.1 connections; HTTPS is terminated with
+//! the certificate the Ingress's `tls` Secret holds for the SNI name.
+//!
+//! The routes and endpoints are one immutable [`Snapshot`], swapped whole on every
+//! change: connections in flight keep going, the next request sees the new routes —
+//! a reload drops nothing.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub mod routes;
+pub mod tls;
+
+pub use routes::{Endpoints, Routes};
+pub use tls::{SecretLookup, TlsSecret};
+
+/// A response body: a backend's, streamed, or one of the proxy's own.
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What the proxy routes by: the compiled Ingresses and their backends' endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Host and path rules.
+    pub routes: Routes,
+    /// Ready endpoints per backend.
+    pub endpoints: Endpoints,
+}
+
+/// State the listeners and the certificate resolver share.
+pub(crate) struct Shared {
+    snapshot: RwLock<Arc<Snapshot>>,
+    secrets: SecretLookup,
+    certs: tls::Cache,
+    default_cert: Arc<tokio_rustls::rustls::sign::CertifiedKey>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ingress proxy state")
+    }
+}
+
+impl Shared {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The proxy: its routes, its connection pool to the endpoints, its certificates.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    next: AtomicUsize,
+    client: Client<HttpConnector, Incoming>,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+}
+
+/// Headers that belong to one connection, not passed on (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(text.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The host of a Host header, without its port.
+fn host_only(h: &str) -> &str {
+    if h.starts_with('[') {
+        return h.split(']').next().map_or(h, |x| x.trim_start_matches('['));
+    }
+    h.rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(h, |(host, _)| host)
+}
+
+impl Proxy {
+    /// A proxy with no routes yet, finding TLS Secrets with `secrets`.
+    pub fn new(secrets: SecretLookup) -> Arc<Proxy> {
+        let shared = Arc::new(Shared {
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            secrets,
+            certs: tls::Cache::default(),
+            default_cert: tls::default_cert(),
+        });
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+        Arc::new(Proxy {
+            tls: tls::server_config(shared.clone()),
+            shared,
+            next: AtomicUsize::new(0),
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(std::time::Duration::from_secs(90))
+                .build(connector),
+        })
+    }
+
+    /// Routes by `snapshot` from the next request on.
+    pub fn update(&self, snapshot: Snapshot) {
+        *self
+            .shared
+            .snapshot
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    }
+
+    /// Serves HTTP (or HTTPS, with `tls`) on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: bool) {
+        let acceptor = tls.then(|| tokio_rustls::TlsAcceptor::from(self.tls.clone()));
+        loop {
+            let (sock, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ingress accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = sock.set_nodelay(true);
+            let me = self.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let me = me.clone();
+                    async move { Ok::<_, Infallible>(me.handle(req, peer, tls).await) }
+                });
+                let http = hyper::server::conn::http1::Builder::new();
+                let r = match acceptor {
+                    Some(a) => match a.accept(sock).await {
+                        Ok(s) => http.serve_connection(TokioIo::new(s), svc).await,
+                        Err(e) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake");
+                            return;
+                        }
+                    },
+                    None => http.serve_connection(TokioIo::new(sock), svc).await,
+                };
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, %peer, "ingress connection");
+                }
+            });
+        }
+    }
+
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        https: bool,
+    ) -> Response<Body> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host())
+            .map(host_only)
+            .unwrap_or("")
+            .to_string();
+        let snapshot = self.shared.snapshot();
+        let Some(backend) = snapshot.routes.route(&host, req.uri().path()) else {
+            return plain(StatusCode::NOT_FOUND, "404 page not found\n");
+        };
+        let endpoints = match snapshot.endpoints.of(backend) {
+            None => {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "Service {}/{} does not exist\n",
+                        backend.namespace, backend.service
+                    ),
+                )
+            }
+            Some([]) => return plain(StatusCode::SERVICE_UNAVAILABLE, "no available server\n"),
+            Some(e) => e,
+        };
+        let ep = endpoints[self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len()];
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let Ok(uri) = format!("http://{ep}{pq}").parse::<Uri>() else {
+            return plain(StatusCode::BAD_REQUEST, "bad request target\n");
+        };
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        // Headers the Connection header names are this hop's too.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+        for h in HOP_BY_HOP {
+            headers.remove(h);
+        }
+        let client_ip = peer.ip().to_string();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {client_ip}"),
+            None => client_ip.clone(),
+        };
+        for (name, value) in [
+            ("x-forwarded-for", xff),
+            (
+                "x-forwarded-proto",
+                if https { "https" } else { "http" }.to_string(),
+            ),
+            ("x-forwarded-host", host.clone()),
+            ("x-real-ip", client_ip),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        }
+        match self.client.request(req).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                for h in HOP_BY_HOP {
+                    parts.headers.remove(h);
+                }
+                Response::from_parts(parts, body.boxed())
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, endpoint = %ep, "ingress backend");
+                plain(StatusCode::BAD_GATEWAY, "Bad Gateway\n")
+            }
+        }
+    }
+}
