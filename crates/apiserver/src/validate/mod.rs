@@ -439,6 +439,7 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
             }
         }
         "NetworkPolicy" => networking::network_policy(o, &mut out),
+        "Ingress" => networking::ingress(o, &mut out),
         "HorizontalPodAutoscaler" => {
             for f in ["kind", "name"] {
                 if s(o, &format!("/spec/scaleTargetRef/{f}")).is_none_or(str::is_empty) {
