@@ -11,6 +11,10 @@
 //! `berth-bench images` — layer unpack vs `tar -x` and `umoci unpack`, rootfs prepare,
 //! and pull vs `skopeo copy` (see images.rs).
 //!
+//! `berth-bench net` — a two-node berth cluster's pod network: VXLAN beside one
+//! bridge, a ClusterIP beside the pod IP, the Ingress proxy beside the pod (see
+//! cluster.rs).
+//!
 //! `berth-bench procview` and `berth-bench throughput` — the /proc view against lxcfs
 //! and the host's /proc; iperf3 across the bridge and through a published port against
 //! loopback (see net.rs).
@@ -18,6 +22,7 @@
 mod agent;
 mod apiserver;
 mod build;
+mod cluster;
 mod control;
 mod dns;
 mod engine;
@@ -115,6 +120,43 @@ enum Cmd {
         /// Where the static berth-runtime and berth-monitor are (scripts/build-runtime.sh)
         #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
         tools: PathBuf,
+    },
+    /// The pod network of a two-node berth cluster: VXLAN vs one bridge (iperf3),
+    /// connect latency through a ClusterIP vs the pod IP, HTTP through the Ingress
+    /// proxy vs straight to the pod
+    Net {
+        /// Rounds (each pair measured once per round, in rotating order)
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Seconds of each iperf3 and HTTP load run
+        #[arg(long, default_value_t = 3)]
+        secs: u32,
+        /// The berth binary (cargo build --release)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Where the static berth-runtime and berth-monitor are (scripts/build-runtime.sh)
+        #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
+        tools: PathBuf,
+    },
+    /// (internal) connection latency, inside a pod's network namespace
+    #[command(hide = true)]
+    ConnectLatency {
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 500)]
+        count: usize,
+    },
+    /// (internal) HTTP load, inside a pod's network namespace
+    #[command(hide = true)]
+    HttpLoad {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long)]
+        conns: usize,
     },
     /// (internal) the caller of `sysinfo`, inside a container
     #[command(hide = true)]
@@ -296,6 +338,19 @@ fn main() -> Result<()> {
         Cmd::Sysinfo { runs, berth, tools } => sysinfo::sysinfo_bench(runs, &berth, &tools),
         Cmd::Rootless { runs, berth, tools } => rootless::rootless_bench(runs, &berth, &tools),
         Cmd::SysinfoCaller { calls } => sysinfo::sysinfo_caller(calls),
+        Cmd::Net {
+            runs,
+            secs,
+            berth,
+            tools,
+        } => cluster::net_bench(runs, secs, &berth, &tools),
+        Cmd::ConnectLatency { addr, count } => cluster::connect_latency(&addr, count),
+        Cmd::HttpLoad {
+            addr,
+            host,
+            secs,
+            conns,
+        } => cluster::http_load(&addr, &host, secs, conns),
         Cmd::ProcviewReader { runs, join, files } => net::procview_reader(runs, &join, &files),
         Cmd::Throughput { secs, berth, tools } => net::throughput_bench(secs, &berth, &tools),
         Cmd::Dns {

@@ -247,7 +247,7 @@ fn gbits(json: &str) -> Result<f64> {
 
 /// One iperf3 measurement: a one-shot server on `listen` (in `server_ns` if given) and
 /// a client (in `client_ns` if given) to `addr:port`.
-fn iperf(
+pub(crate) fn iperf(
     server_ns: Option<&str>,
     client_ns: Option<&str>,
     listen: u16,
