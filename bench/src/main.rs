@@ -146,6 +146,12 @@ enum Cmd {
         #[arg(long, default_value_t = 500)]
         count: usize,
     },
+    /// (internal) a keep-alive HTTP server, inside a pod's network namespace
+    #[command(hide = true)]
+    HttpServe {
+        #[arg(long)]
+        port: u16,
+    },
     /// (internal) HTTP load, inside a pod's network namespace
     #[command(hide = true)]
     HttpLoad {
@@ -345,6 +351,7 @@ fn main() -> Result<()> {
             tools,
         } => cluster::net_bench(runs, secs, &berth, &tools),
         Cmd::ConnectLatency { addr, count } => cluster::connect_latency(&addr, count),
+        Cmd::HttpServe { port } => cluster::http_serve(port),
         Cmd::HttpLoad {
             addr,
             host,

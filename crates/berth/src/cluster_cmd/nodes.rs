@@ -38,8 +38,8 @@ pub fn cgroup_root(c: &ClusterRecord, n: &NodeRecord) -> String {
     format!("/berth-clusters/{}/{}", c.name, n.name)
 }
 
-/// Removes the empty cgroups of node `n`'s tree, deepest first, on every hierarchy
-/// (a cgroup still holding processes stays).
+/// Removes node `n`'s cgroup tree, deepest first, on every hierarchy, ending the
+/// processes still in it (for `berth cluster delete`: the node is gone for good).
 pub fn remove_cgroups(c: &ClusterRecord, n: &NodeRecord) {
     fn rmdir_tree(d: &Path) {
         if let Ok(entries) = std::fs::read_dir(d) {
@@ -48,6 +48,25 @@ pub fn remove_cgroups(c: &ClusterRecord, n: &NodeRecord) {
                     rmdir_tree(&e.path());
                 }
             }
+        }
+        // Whatever the node's engine could not remove (a reset that found no
+        // records: a node whose state went first) still holds the cgroup: the
+        // cgroup says whose it is, so those processes go too.
+        for _ in 0..50 {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            let pids: Vec<i32> = procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let _ = std::fs::remove_dir(d);
     }
