@@ -262,10 +262,14 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         .cfg
         .service_proxy
         .then(|| tokio::spawn(proxy::run(ctx.clone())));
-    let policies = ctx
-        .cfg
-        .network_policy
-        .then(|| tokio::spawn(netpol::run(ctx.clone())));
+    let policies = if ctx.cfg.network_policy {
+        Some(tokio::spawn(netpol::run(ctx.clone())))
+    } else {
+        // A table left by an earlier run with policies on would keep dropping traffic
+        // by pod addresses that now belong to other pods.
+        berth_net::netpol::remove();
+        None
+    };
     let ingress = ctx
         .cfg
         .ingress

@@ -149,7 +149,8 @@ impl Routes {
                         })
                     })
                     .collect();
-                let into = match rule.host.as_deref().map(str::to_ascii_lowercase) {
+                let host = rule.host.as_deref().filter(|h| !h.is_empty());
+                let into = match host.map(str::to_ascii_lowercase) {
                     None => &mut r.any_host,
                     Some(h) => match h.strip_prefix('*') {
                         Some(suffix) => {

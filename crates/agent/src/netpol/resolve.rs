@@ -316,7 +316,11 @@ pub fn wanted(view: &View) -> Wanted {
                             }
                         }
                         for (port, ranges) in by_port {
-                            let set = set_name(ns, name, &format!("{letter}{i}.{n}.{port}"));
+                            let set = set_name(
+                                ns,
+                                name,
+                                &format!("{letter}{i}.{n}.{}.{port}", proto.nft()),
+                            );
                             out.sets.insert(set.clone(), ranges);
                             let rule = Rule {
                                 peers: Some(set),

@@ -286,7 +286,7 @@ pub(super) fn ingress(o: &Value, out: &mut Vec<Cause>) {
     }
     for (i, rule) in rules.iter().enumerate() {
         let p = format!("spec.rules[{i}]");
-        if let Some(host) = s(rule, "/host") {
+        if let Some(host) = s(rule, "/host").filter(|h| !h.is_empty()) {
             let bare = host.strip_prefix("*.").unwrap_or(host);
             if bare.parse::<std::net::IpAddr>().is_ok() {
                 out.push(Cause::invalid(
@@ -396,6 +396,11 @@ mod tests {
             assert!(got.iter().any(|g| g.starts_with(want)), "{want} in {got:#?}");
         }
         assert_eq!(fields(ingress, json!({"spec": {}})).len(), 1);
+        // An empty host (as charts render it) is no host.
+        let ok = json!({"spec": {"rules": [{"host": "", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": "s", "port": {"number": 80}}}}]}}]}});
+        assert!(fields(ingress, ok).is_empty());
         let ok = json!({"spec": {"rules": [{"host": "*.example.com", "http": {"paths": [
             {"path": "/", "pathType": "Prefix",
              "backend": {"service": {"name": "s", "port": {"name": "http"}}}}]}}]}});

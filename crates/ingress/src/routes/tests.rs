@@ -40,7 +40,7 @@ fn routes() -> Routes {
             "b",
             "2024-01-02T00:00:00Z",
             json!({"defaultBackend": svc("fallback", 8080),
-            "rules": [{"http": {"paths": [
+            "rules": [{"host": "", "http": {"paths": [
                 {"path": "/any", "pathType": "Prefix", "backend": svc("anyhost", 80)},
             ]}}]}),
         ),
@@ -83,7 +83,8 @@ fn hosts_and_paths_route_as_kubernetes_orders_them() {
     assert_eq!(to(&r, "x.wild.example", "/").as_deref(), Some("wild"));
     assert_eq!(to(&r, "x.y.wild.example", "/").as_deref(), Some("fallback"));
     assert_eq!(to(&r, "wild.example", "/").as_deref(), Some("fallback"));
-    // Host-less rules for every host; the default backend for the rest.
+    // Host-less rules (an empty host is none) for every host; the default backend
+    // for the rest.
     assert_eq!(to(&r, "zzz", "/any/thing").as_deref(), Some("anyhost"));
     assert_eq!(to(&r, "zzz", "/nothing").as_deref(), Some("fallback"));
     // Another class's Ingress is not ours.

@@ -45,7 +45,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub(crate) fn nft(self) -> &'static str {
+    /// Its name in nft (`tcp`, `udp`, `sctp`).
+    pub fn nft(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",

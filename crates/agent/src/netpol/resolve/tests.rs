@@ -181,10 +181,10 @@ fn ip_blocks_and_egress_named_ports() {
         ]
     );
     // A named port out: each destination pod's port of that name, any peer.
-    assert_eq!(w.sets["p.default.out.e1.http.8080"].len(), 4);
+    assert_eq!(w.sets["p.default.out.e1.http.tcp.8080"].len(), 4);
     let rules = &w.egress[&ip("10.42.1.6")];
     assert!(rules.contains(&Rule {
-        peers: Some("p.default.out.e1.http.8080".into()),
+        peers: Some("p.default.out.e1.http.tcp.8080".into()),
         ports: vec![PortMatch {
             protocol: Protocol::Tcp,
             ports: Some((8080, 8080))
