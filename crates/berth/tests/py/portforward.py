@@ -29,9 +29,10 @@ def fetch(port):
         data += chunk
     s.close()
     # The client's reader thread records the error channel on its own schedule: a
-    # refused port's error may land just after its data socket closed.
+    # refused port's error may land just after its data socket closed (seconds later
+    # on a loaded CI machine: 5 s was once not enough).
     err = pf.error(port)
-    for _ in range(50):
+    for _ in range(150):
         if err is not None or not data == b"":
             break
         time.sleep(0.1)
