@@ -82,6 +82,37 @@ pub fn replace_table(table: &str) -> String {
     format!("add table ip {table}\ndelete table ip {table}\n")
 }
 
+/// Appends to `script` what removes from table `table` (family ip) the chains and the
+/// sets of `old` that `new` lacks: the chains all emptied first (they may jump to each
+/// other), then deleted, then the sets (no rule names them any more).
+pub fn delete_gone<C, D, S, T>(
+    script: &mut String,
+    table: &str,
+    (old_chains, new_chains): (
+        &std::collections::BTreeMap<String, C>,
+        &std::collections::BTreeMap<String, D>,
+    ),
+    (old_sets, new_sets): (
+        &std::collections::BTreeMap<String, S>,
+        &std::collections::BTreeMap<String, T>,
+    ),
+) {
+    use std::fmt::Write as _;
+    let gone: Vec<&String> = old_chains
+        .keys()
+        .filter(|n| !new_chains.contains_key(*n))
+        .collect();
+    for name in &gone {
+        let _ = writeln!(script, "flush chain ip {table} {name}");
+    }
+    for name in &gone {
+        let _ = writeln!(script, "delete chain ip {table} {name}");
+    }
+    for name in old_sets.keys().filter(|n| !new_sets.contains_key(*n)) {
+        let _ = writeln!(script, "delete set ip {table} {name}");
+    }
+}
+
 /// Runs `nft -f -` with `script`.
 pub fn apply(script: &str) -> Result<()> {
     let mut child = Command::new("nft")

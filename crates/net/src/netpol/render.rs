@@ -1,7 +1,7 @@
 //! The wanted table, the nft script from one table to another, and the enforcer that
 //! remembers what the kernel holds.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
@@ -186,25 +186,12 @@ pub fn script(old: Option<&Table>, new: &Table) -> String {
         add_elements(&mut s, "delete", map, &gone);
         add_elements(&mut s, "add", map, &added);
     }
-    let gone: Vec<&String> = old
-        .chains
-        .keys()
-        .filter(|n| !new.chains.contains_key(*n))
-        .collect();
-    for name in &gone {
-        let _ = writeln!(s, "flush chain ip {t} {name}");
-    }
-    for name in &gone {
-        let _ = writeln!(s, "delete chain ip {t} {name}");
-    }
-    let gone_sets: BTreeSet<&String> = old
-        .sets
-        .keys()
-        .filter(|n| !new.sets.contains_key(*n))
-        .collect();
-    for name in gone_sets {
-        let _ = writeln!(s, "delete set ip {t} {name}");
-    }
+    crate::nft::delete_gone(
+        &mut s,
+        t,
+        (&old.chains, &new.chains),
+        (&old.sets, &new.sets),
+    );
     s
 }
 

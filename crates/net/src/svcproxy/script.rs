@@ -1,6 +1,6 @@
 //! The nft script that turns one ruleset into another, in one transaction.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::render::base;
@@ -87,26 +87,12 @@ pub fn script(cfg: &ProxyConfig, old: Option<&Ruleset>, new: &Ruleset) -> String
             let _ = writeln!(s, "add element ip {t} {map} {{ {} }}", chunk.join(", "));
         }
     }
-    // Chains that go are emptied first (they may jump to each other), then deleted.
-    let gone: Vec<&String> = old
-        .chains
-        .keys()
-        .filter(|n| !new.chains.contains_key(*n))
-        .collect();
-    for name in &gone {
-        let _ = writeln!(s, "flush chain ip {t} {}", name);
-    }
-    for name in &gone {
-        let _ = writeln!(s, "delete chain ip {t} {}", name);
-    }
-    let gone_sets: BTreeSet<&String> = old
-        .sets
-        .keys()
-        .filter(|n| !new.sets.contains_key(*n))
-        .collect();
-    for set in gone_sets {
-        let _ = writeln!(s, "delete set ip {t} {}", set);
-    }
+    crate::nft::delete_gone(
+        &mut s,
+        t,
+        (&old.chains, &new.chains),
+        (&old.sets, &new.sets),
+    );
     s
 }
 
