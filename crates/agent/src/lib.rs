@@ -22,6 +22,7 @@ pub mod labels;
 mod localpath;
 pub mod logrotate;
 pub mod logs;
+pub mod netpath;
 pub mod netpol;
 pub mod node;
 pub mod podnet;

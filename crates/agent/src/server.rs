@@ -179,6 +179,10 @@ async fn route(ctx: Arc<Ctx>, req: http::Request<Incoming>) -> http::Response<Bo
         [kind @ ("exec" | "attach"), ns, pod, _uid, container] => {
             crate::streaming::handle(ctx, req, kind, ns, pod, container).await
         }
+        ["netpath"] => match crate::netpath::handle(ctx, query(req.uri())).await {
+            Ok(t) => json(&serde_json::to_value(t).unwrap_or_default()),
+            Err(e) => error_response(&e),
+        },
         ["portForward", ns, pod] | ["portForward", ns, pod, _] => {
             crate::portforward::handle(ctx, req, ns, pod).await
         }

@@ -3,6 +3,8 @@
 //! (by inode) and which it owns, the pod's cgroup tree with the limits read from the
 //! cgroup files and its QoS class, every volume with where it comes from and where it
 //! is mounted, the pod IP and the host side of its veth.
+//!
+//! `berth explain path` (in explain_path.rs): the way a packet goes between pods.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,6 +22,9 @@ use crate::Ctx;
 pub enum ExplainCommand {
     /// A pod on this node.
     Pod(PodArgs),
+    /// The way one packet goes from a pod to a pod, a Service or an address, read
+    /// from the kernels of the nodes on the way.
+    Path(crate::explain_path::PathArgs),
 }
 
 /// `berth explain pod` options.
@@ -132,8 +137,11 @@ fn host_veth(infra: i32) -> Option<String> {
 }
 
 /// Prints the pod's facts.
-pub fn explain(ctx: &Ctx, c: ExplainCommand) -> anyhow::Result<()> {
-    let ExplainCommand::Pod(a) = c;
+pub async fn explain(ctx: &Ctx, c: ExplainCommand) -> anyhow::Result<()> {
+    let a = match c {
+        ExplainCommand::Pod(a) => a,
+        ExplainCommand::Path(a) => return crate::explain_path::explain_path(a).await,
+    };
     let core = berth_engine::Core::open(&ctx.root)?;
     let by_pod = BTreeMap::from([
         (labels::POD_NAMESPACE.to_string(), a.namespace.clone()),

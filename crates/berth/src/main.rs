@@ -15,6 +15,7 @@ mod cp_cmd;
 mod create_args;
 mod elected;
 mod explain_cmd;
+mod explain_path;
 mod image_cmd;
 mod in_root;
 mod network_cmd;
@@ -269,7 +270,7 @@ fn main() {
             Command::Agent(a) => ok(agent_cmd::agent(&ctx, a).await),
             Command::Scheduler(a) => ok(scheduler_cmd::scheduler(a).await),
             Command::ControllerManager(a) => ok(controller_cmd::controller_manager(a).await),
-            Command::Explain(c) => ok(explain_cmd::explain(&ctx, c)),
+            Command::Explain(c) => ok(explain_cmd::explain(&ctx, c).await),
             Command::Sim(c) => ok(sim_cmd::sim(c).await),
             Command::Cluster(c) => ok(cluster_cmd::run(&ctx, c).await),
         }

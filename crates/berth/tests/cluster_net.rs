@@ -95,6 +95,17 @@ impl MultiNode {
         format!("{}-{role}", self.name)
     }
 
+    /// A node's InternalIP.
+    fn node_ip(&self, node: &str) -> String {
+        self.ok(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+        ])
+    }
+
     fn dir(&self) -> PathBuf {
         self.env.root().join("clusters").join(&self.name)
     }
@@ -232,15 +243,7 @@ fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing
         let n: Value = serde_json::from_str(&m.ok(&["get", "node", node, "-o", "json"])).unwrap();
         n["spec"]["podCIDR"].as_str().unwrap().to_string()
     };
-    let node_ip = |node: &str| -> String {
-        m.ok(&[
-            "get",
-            "node",
-            node,
-            "-o",
-            "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
-        ])
-    };
+    let node_ip = |node: &str| m.node_ip(node);
     let mac = m.until("agent-2's VXLAN MAC published", 30, || {
         let n: Value = serde_json::from_str(&m.ok(&["get", "node", &a2, "-o", "json"])).unwrap();
         n["metadata"]["annotations"]["berth.dev/vtep-mac"]
@@ -327,6 +330,7 @@ fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing
     assert!(m.ok(&["get", "pod", "web", "-o", "wide"]).contains(&a1));
 
     services_across_nodes(&m, &web_ip, &client_ip);
+    explain_paths(&m, &web_ip);
     cluster_dns(&m, &web_ip);
     network_policies(&m, &web_ip);
     ingress_and_load_balancers(&m);
@@ -412,6 +416,157 @@ fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing
     for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         let left = h.path().join("berth-clusters").join(&m.name);
         assert!(!left.exists(), "cgroup left: {}", left.display());
+    }
+}
+
+/// `berth explain path`: pod to pod across nodes shows the pod's route and veth, the
+/// bridge, the VXLAN device with its VNI, neighbour and forwarding entries and the
+/// outer addresses, then the other node's side, with counters; a probe through a
+/// Service names the map element, the endpoint chosen (the one the connection tracking
+/// says) and follows it; a pod on the same node is one node's path; bad names are
+/// clear errors.
+fn explain_paths(m: &MultiNode, web_ip: &str) {
+    let (a1, a2, server) = (m.node("agent-1"), m.node("agent-2"), m.node("server"));
+    let kc = m.kubeconfig().display().to_string();
+    let explain = |args: &[&str]| -> Output {
+        let mut all = vec!["explain", "path", "--kubeconfig", &kc];
+        all.extend_from_slice(args);
+        m.env.cmd(&all).output().unwrap()
+    };
+    let ok = |args: &[&str]| -> String {
+        let o = explain(args);
+        assert!(
+            o.status.success(),
+            "explain path {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let node_ip = |node: &str| m.node_ip(node);
+    let vxlan_mac = |node: &str| {
+        let n: Value = serde_json::from_str(&m.ok(&["get", "node", node, "-o", "json"])).unwrap();
+        n["metadata"]["annotations"]["berth.dev/vtep-mac"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // Pod to pod across nodes: out of agent-2 over VXLAN, into agent-1.
+    let out = ok(&["client", "web", "--port", "8080"]);
+    for want in [
+        "Path from pod default/client (".to_string(),
+        format!("to pod default/web {web_ip}, TCP port 8080"),
+        format!("TCP connection to {web_ip}:8080 made in"),
+        format!("node {a2}\n"),
+        format!("node {a1}\n"),
+        "eth0 (veth)".to_string(),
+        "berth.1 (vxlan)".to_string(),
+        "VXLAN VNI 1, UDP port 8472".to_string(),
+        format!("fdb {} dst {}", vxlan_mac(&a1), node_ip(&a1)),
+        format!("→ {}:8472, VNI 1", node_ip(&a1)),
+        "the packet arrives here and is decapsulated".to_string(),
+        "the packet is delivered".to_string(),
+        format!("Delivered to {web_ip} across 2 nodes: {a2} → {a1}."),
+    ] {
+        assert!(out.contains(&want), "{want:?} not in:\n{out}");
+    }
+    let counters = out.matches(" packets]").count();
+    assert!(counters >= 8, "every device with its counters:\n{out}");
+    // The counters are the kernel's: the web pod's eth0 has received packets.
+    let web_eth0 = out
+        .lines()
+        .skip_while(|l| !l.starts_with("pod default/web"))
+        .find(|l| l.contains("eth0 (veth)"))
+        .unwrap_or_else(|| panic!("web's eth0:\n{out}"));
+    let rx: u64 = web_eth0
+        .split("[rx ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{web_eth0}"));
+    assert!(rx > 0, "{web_eth0}");
+
+    // Through the Service: its element in service-ips, both slots, one chosen, and the
+    // path goes on to that endpoint.
+    let svc: Value = serde_json::from_str(&m.ok(&["get", "svc", "web", "-o", "json"])).unwrap();
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let new_connections = |out: &str| -> u64 {
+        out.lines()
+            .find(|l| l.contains(&format!("service-ips[{cluster_ip} . tcp . 80]")))
+            .and_then(|l| l.split(" (").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no service-ips line in:\n{out}"))
+    };
+    let first = ok(&["client", "svc/web"]);
+    assert!(
+        first.contains(&format!("to svc/web {cluster_ip}:80, TCP port 80")),
+        "{first}"
+    );
+    assert!(first.contains("→ goto pick-2"), "{first}");
+    assert_eq!(first.matches("endpoints[").count(), 2, "{first}");
+    assert_eq!(
+        first.matches("← chosen for the probe").count(),
+        1,
+        "{first}"
+    );
+    assert!(
+        first.contains("conntrack: the probe's connection was DNATed to"),
+        "{first}"
+    );
+    let chosen = first
+        .lines()
+        .find(|l| l.contains("← chosen"))
+        .and_then(|l| l.split("] → ").nth(1))
+        .and_then(|r| r.split(':').next())
+        .unwrap()
+        .to_string();
+    assert!(
+        first.contains(&format!("Delivered to {chosen} across")),
+        "{first}"
+    );
+    let second = ok(&["client", "svc/web"]);
+    assert!(
+        new_connections(&second) > new_connections(&first),
+        "the probe is counted:\n{first}\n{second}"
+    );
+    // Without a probe nothing is sent: the counter stays.
+    let quiet = ok(&["client", "svc/web", "--no-probe"]);
+    assert!(!quiet.contains("probe  "), "{quiet}");
+    assert_eq!(new_connections(&quiet), new_connections(&second), "{quiet}");
+
+    // A pod on the same node: the bridge delivers it, one node.
+    let json = ok(&["client-s", "web2", "-o", "json"]);
+    let parts: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(parts.as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(parts[0]["next"], "delivered", "{json}");
+    let text = ok(&["client-s", "web2"]);
+    assert!(
+        text.contains(&format!("across 1 node: {server}.")),
+        "{text}"
+    );
+    assert!(!text.contains("vxlan"), "{text}");
+
+    // Bad names.
+    for (args, want) in [
+        (vec!["client", "nosuch"], "reading pod default/nosuch"),
+        (
+            vec!["client", "svc/web", "--port", "9999"],
+            "has no port 9999 (it has 80)",
+        ),
+        (
+            vec!["client", "svc/nosuch"],
+            "reading Service default/nosuch",
+        ),
+        (
+            vec!["client", "web", "--protocol", "SCTP"],
+            "the probe is TCP or UDP",
+        ),
+    ] {
+        let o = explain(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
     }
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ipam;
 pub mod link;
 pub mod netns;
+pub mod netpath;
 pub mod netpol;
 pub mod network;
 pub mod nft;

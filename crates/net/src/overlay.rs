@@ -414,12 +414,23 @@ async fn sync_routes(
     Ok(())
 }
 
-fn neighbour_of(m: &NeighbourMessage) -> (Option<Ipv4Addr>, Option<Vec<u8>>) {
+/// An entry's IPv4 destination. Forwarding entries (family AF_BRIDGE) carry theirs
+/// as bytes the parser leaves undecoded.
+pub(crate) fn ipv4_of(a: &NeighbourAddress) -> Option<Ipv4Addr> {
+    match a {
+        NeighbourAddress::Inet(ip) => Some(*ip),
+        NeighbourAddress::Other(b) => <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from),
+        _ => None,
+    }
+}
+
+/// An entry's destination and link-layer address.
+pub(crate) fn neighbour_of(m: &NeighbourMessage) -> (Option<Ipv4Addr>, Option<Vec<u8>>) {
     let mut dst = None;
     let mut lla = None;
     for a in &m.attributes {
         match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+            NeighbourAttribute::Destination(d) => dst = ipv4_of(d),
             NeighbourAttribute::LinkLayerAddress(l) => lla = Some(l.clone()),
             _ => {}
         }
@@ -427,7 +438,7 @@ fn neighbour_of(m: &NeighbourMessage) -> (Option<Ipv4Addr>, Option<Vec<u8>>) {
     (dst, lla)
 }
 
-async fn list_neighbours(
+pub(crate) async fn list_neighbours(
     h: &Handle,
     family: AddressFamily,
     index: u32,

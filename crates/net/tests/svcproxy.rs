@@ -33,10 +33,12 @@ fn port(name: &str, vip: u8, eps: &[u8], node_port: Option<u16>) -> ServicePort 
     }
 }
 
+/// The table without its counts (`-s`; the maps a connection's first packet is
+/// looked up in count per element).
 fn list(pin: &std::path::Path) -> String {
     let o = std::process::Command::new("nsenter")
         .arg(format!("--net={}", pin.display()))
-        .args(["nft", "list", "table", "ip", "berth-proxy"])
+        .args(["nft", "-s", "list", "table", "ip", "berth-proxy"])
         .output()
         .unwrap();
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -111,11 +113,11 @@ fn changes_after_the_first_sync_are_applied_as_differences() {
         "{table}\n---\n{fresh}"
     );
     assert!(
-        table.contains("10.96.0.11 . tcp . 80 : goto pick-3"),
+        table.contains("10.96.0.11 . tcp . 80 counter : goto pick-3"),
         "{table}"
     );
     assert!(
-        table.contains("10.96.0.11 . tcp . 80 . 0x00000002 : 10.42.1.6 . 8080"),
+        table.contains("10.96.0.11 . tcp . 80 . 0x00000002 counter : 10.42.1.6 . 8080"),
         "{table}"
     );
     assert!(!table.contains("10.96.0.10"), "service a is gone: {table}");

@@ -165,17 +165,18 @@ pub struct Ruleset {
 }
 
 /// The named maps and sets, with their definitions. Elements carry all per-Service
-/// data: nftables makes chains and anonymous sets slowly (a table of 10,000 Services
+/// data (and the maps a connection's first packet is looked up in count per element,
+/// which `berth explain path` shows): nftables makes chains and anonymous sets slowly (a table of 10,000 Services
 /// with a chain and an anonymous map each took 16 s of kernel time to load), named
 /// map elements quickly (100,000 in about a second).
 pub(super) const MAPS: [(&str, &str); 8] = [
     (
         "service-ips",
-        "type ipv4_addr . inet_proto . inet_service : verdict;",
+        "type ipv4_addr . inet_proto . inet_service : verdict; counter;",
     ),
     (
         "service-nodeports",
-        "type inet_proto . inet_service : verdict;",
+        "type inet_proto . inet_service : verdict; counter;",
     ),
     (
         "no-endpoint-services",
@@ -191,11 +192,11 @@ pub(super) const MAPS: [(&str, &str); 8] = [
     // read back a `typeof ... numgen` map it made: later element changes fail.)
     (
         "endpoints",
-        "type ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service;",
+        "type ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service; counter;",
     ),
     (
         "nodeport-endpoints",
-        "type inet_proto . inet_service . mark : ipv4_addr . inet_service;",
+        "type inet_proto . inet_service . mark : ipv4_addr . inet_service; counter;",
     ),
     // ClusterIP ports, whose clients from outside the pod network are masqueraded.
     ("cluster-ips", "type ipv4_addr . inet_proto . inet_service;"),
