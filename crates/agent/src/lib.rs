@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admit;
+mod backoff;
 pub mod clusterdns;
 pub mod dispatch;
 pub mod envvars;

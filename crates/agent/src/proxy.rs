@@ -44,8 +44,10 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let proxy = Arc::new(std::sync::Mutex::new(Proxy::default()));
     let dns = crate::clusterdns::start(&ctx).await;
     let (mut services_listed, mut slices_listed) = (false, false);
-    while let Some(batch) = events.next().await {
-        for (from_services, listed) in &batch {
+    let mut backoff = crate::backoff::Backoff::default();
+    // An empty batch: a retry of a failed sync.
+    while let Some(batch) = backoff.next(&mut events).await {
+        for (from_services, listed) in batch.iter().flatten() {
             if *listed {
                 if *from_services {
                     services_listed = true;
@@ -72,14 +74,20 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         })
         .await;
         match r {
-            Ok(Ok(stats)) if stats.lines > 0 => {
-                tracing::debug!(lines = stats.lines, full = stats.full, took = ?started.elapsed(), "services programmed")
+            Ok(Ok(stats)) => {
+                if stats.lines > 0 {
+                    tracing::debug!(lines = stats.lines, full = stats.full, took = ?started.elapsed(), "services programmed");
+                }
+                backoff.succeeded();
             }
-            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "programming services failed; the next change writes them all again")
+                tracing::warn!(error = %e, "programming services failed; writing them all again shortly");
+                backoff.failed();
             }
-            Err(e) => tracing::warn!(error = %e, "programming services panicked"),
+            Err(e) => {
+                tracing::warn!(error = %e, "programming services panicked");
+                backoff.failed();
+            }
         }
     }
 }

@@ -55,6 +55,13 @@ impl ControllerSettings {
         } else {
             let cluster = berth_controllers::nodeipam::parse_cidr(&self.cluster_cidr)
                 .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+            let services: berth_controllers::nodeipam::Cidr =
+                berth_pods::services::SERVICE_CIDR.parse().expect("a CIDR");
+            if berth_controllers::nodeipam::overlaps(&cluster, &services) {
+                anyhow::bail!(
+                    "--cluster-cidr {cluster} overlaps the Services' range {services}: pods and Services would share addresses; give pods a range apart from it (the default is 10.42.0.0/16)"
+                );
+            }
             Some(
                 berth_controllers::nodeipam::Range::new(cluster, self.node_cidr_mask_size)
                     .map_err(anyhow::Error::msg)?,

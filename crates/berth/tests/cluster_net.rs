@@ -594,16 +594,7 @@ fn services_across_nodes(m: &MultiNode, web_ip: &str, client_ip: &str) {
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
     let mut seen = std::collections::BTreeSet::new();
     m.until("both endpoints answer through the ClusterIP", 60, || {
-        let o = m.kubectl(&[
-            "exec",
-            "client",
-            "--",
-            "timeout",
-            "3",
-            "wget",
-            "-qO-",
-            &format!("http://{cluster_ip}/"),
-        ]);
+        let o = m.try_fetch("client", &format!("http://{cluster_ip}/"));
         if o.status.success() {
             seen.insert(String::from_utf8_lossy(&o.stdout).trim().to_string());
         }
@@ -684,6 +675,64 @@ fn services_across_nodes(m: &MultiNode, web_ip: &str, client_ip: &str) {
     let _ = pf.wait();
     assert!(body.contains("hello-from-agent-1"), "{body}");
     let _ = web_ip;
+
+    // Endpoints follow readiness: a pod failing its readiness probe is not in its
+    // Service (connections refused), joins it once the probe passes and leaves again
+    // when it fails.
+    let mut pod: Value = serde_json::from_str(&pod_on(
+        "ready-web",
+        &m.node("agent-1"),
+        &web_script("hello-when-ready"),
+    ))
+    .unwrap();
+    pod["spec"]["containers"][0]["readinessProbe"] = serde_json::json!({
+        "exec": {"command": ["test", "-f", "/tmp/ready"]},
+        "periodSeconds": 1, "failureThreshold": 1, "successThreshold": 1});
+    m.ok_apply(&pod.to_string());
+    m.ok_apply(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"ready-web"},
+"spec":{"selector":{"app":"ready-web"},"ports":[{"port":80,"targetPort":8080}]}}"#,
+    );
+    m.wait_running("ready-web");
+    let ip = m.ok(&[
+        "get",
+        "svc",
+        "ready-web",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let answer = || {
+        let o = m.try_fetch("client", &format!("http://{ip}/"));
+        (
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (out, err) = answer();
+    assert!(
+        out.is_empty() && err.contains("refused"),
+        "not ready yet: {out} {err}"
+    );
+    m.ok(&["exec", "ready-web", "--", "touch", "/tmp/ready"]);
+    m.until("the ready pod answers through its Service", 30, || {
+        (answer().0 == "hello-when-ready").then_some(())
+    });
+    m.ok(&["exec", "ready-web", "--", "rm", "/tmp/ready"]);
+    m.until("the unready pod leaves its Service", 30, || {
+        answer().1.contains("refused").then_some(())
+    });
+    let slices = m.ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=ready-web",
+        "-o",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&slices).unwrap();
+    let eps = &v["items"][0]["endpoints"];
+    assert_eq!(eps[0]["conditions"]["ready"], false, "{slices}");
+    m.ok(&["delete", "pod", "ready-web", "--grace-period=0", "--force"]);
 }
 
 /// Cluster DNS, answered by each pod's own node: the resolv.conf ClusterFirst gives,
@@ -1010,6 +1059,11 @@ impl MultiNode {
         self.ok(&["exec", pod, "--", "wget", "-qO-", url])
     }
 
+    /// wget of `url` in `pod`, bounded to 3 s (busybox 1.35's wget crashes with -T).
+    fn try_fetch(&self, pod: &str, url: &str) -> Output {
+        self.kubectl(&["exec", pod, "--", "timeout", "3", "wget", "-qO-", url])
+    }
+
     fn ok_apply(&self, json: &str) {
         let o = self.apply(json);
         assert!(
@@ -1063,6 +1117,39 @@ fn host_gw_routes_between_nodes_and_pods_outlive_a_cluster_restart() {
         m.fetch("client", &format!("http://{web_ip}:8080/")).trim(),
         "hello-over-host-gw"
     );
+    // A connection through a ClusterIP, open across the restart: an echo server on
+    // agent-1, a talker on the server node that sends a line now and one after.
+    m.ok_apply(&pod_on("echo", &a1, "exec nc -ll -p 9000 -e cat"));
+    m.wait_running("echo");
+    m.ok_apply(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"echo"},
+"spec":{"selector":{"app":"echo"},"ports":[{"port":9000}]}}"#,
+    );
+    let echo_ip = m.ok(&["get", "svc", "echo", "-o", "jsonpath={.spec.clusterIP}"]);
+    m.until("the echo Service answers", 60, || {
+        let o = m.kubectl(&[
+            "exec",
+            "client",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo ping | timeout 2 nc {echo_ip} 9000"),
+        ]);
+        String::from_utf8_lossy(&o.stdout)
+            .contains("ping")
+            .then_some(())
+    });
+    // The talker is a pod's own process (what an exec starts ends with the exec).
+    let talk = format!(
+        "(echo one; while [ ! -f /tmp/go ]; do sleep 0.2; done; echo two; sleep 3) | nc {echo_ip} 9000 > /tmp/heard 2>&1; exec sleep 3600"
+    );
+    m.ok_apply(&pod_on("talker", &server, &talk));
+    m.wait_running("talker");
+    m.until("the first line echoed", 30, || {
+        let o = m.kubectl(&["exec", "talker", "--", "cat", "/tmp/heard"]);
+        (String::from_utf8_lossy(&o.stdout) == "one\n").then_some(())
+    });
+
     // The nodes' processes stop and start again; the pods run on throughout.
     m.env.ok(&["cluster", "stop", &m.name]);
     let ls = m.env.ok(&["cluster", "ls"]);
@@ -1083,6 +1170,14 @@ fn host_gw_routes_between_nodes_and_pods_outlive_a_cluster_restart() {
         m.fetch("client", &format!("http://{web_ip}:8080/")).trim(),
         "hello-over-host-gw"
     );
+    // The connection opened before the restart still carries lines both ways: the
+    // agents adopted the rules (the Service proxy's table replaced in one
+    // transaction, connection tracking untouched) without cutting it.
+    m.ok(&["exec", "talker", "--", "touch", "/tmp/go"]);
+    m.until("the second line echoed on the old connection", 30, || {
+        let o = m.kubectl(&["exec", "talker", "--", "cat", "/tmp/heard"]);
+        (String::from_utf8_lossy(&o.stdout) == "one\ntwo\n").then_some(())
+    });
 }
 
 #[test]
@@ -1124,6 +1219,13 @@ fn cluster_create_refuses_bad_input_and_makes_nothing() {
     ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
 )]
 fn node_ipam_gives_each_node_a_block_and_says_when_none_is_left() {
+    // A pod range over the Services' is refused before anything starts, naming both.
+    let env = Env::new();
+    let e = env.fails(&["server", "--cluster-cidr", "10.96.0.0/12"]);
+    assert!(
+        e.contains("--cluster-cidr 10.96.0.0/12 overlaps the Services' range 10.96.0.0/16"),
+        "{e}"
+    );
     let c = Cluster::api_only_with(&[
         "--cluster-cidr",
         "10.99.0.0/23",

@@ -32,7 +32,7 @@ pub struct Range {
 pub type Cidr = ipnet::Ipv4Net;
 
 /// Whether the two share an address.
-fn overlaps(a: &Cidr, b: &Cidr) -> bool {
+pub fn overlaps(a: &Cidr, b: &Cidr) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 

@@ -4,6 +4,9 @@
 //! Service, round robin, over pooled HTTP/1.1 connections; HTTPS is terminated with
 //! the certificate the Ingress's `tls` Secret holds for the SNI name.
 //!
+//! A request asking to switch protocols (WebSocket) is passed on as such, and once
+//! the endpoint answers 101 the two connections are joined byte for byte.
+//!
 //! The routes and endpoints are one immutable [`Snapshot`], swapped whole on every
 //! change: connections in flight keep going, the next request sees the new routes —
 //! a reload drops nothing.
@@ -12,6 +15,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -21,7 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 pub mod routes;
@@ -73,6 +77,13 @@ pub struct Proxy {
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
 }
 
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers (a connection kept alive
+/// between requests counts from the previous response): slow clients do not hold
+/// connections open for good.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Headers that belong to one connection, not passed on (RFC 9110 7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -109,6 +120,18 @@ fn host_only(h: &str) -> &str {
         .map_or(h, |(host, _)| host)
 }
 
+/// The protocol a request asks to switch to (`Connection: upgrade` and `Upgrade`).
+fn upgrade_asked(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
 impl Proxy {
     /// A proxy with no routes yet, finding TLS Secrets with `secrets`.
     pub fn new(secrets: SecretLookup) -> Arc<Proxy> {
@@ -120,13 +143,13 @@ impl Proxy {
         });
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
         Arc::new(Proxy {
             tls: tls::server_config(shared.clone()),
             shared,
             next: AtomicUsize::new(0),
             client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(std::time::Duration::from_secs(90))
+                .pool_idle_timeout(Duration::from_secs(90))
                 .build(connector),
         })
     }
@@ -148,7 +171,7 @@ impl Proxy {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "ingress accept");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
@@ -160,16 +183,32 @@ impl Proxy {
                     let me = me.clone();
                     async move { Ok::<_, Infallible>(me.handle(req, peer, tls).await) }
                 });
-                let http = hyper::server::conn::http1::Builder::new();
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT);
                 let r = match acceptor {
-                    Some(a) => match a.accept(sock).await {
-                        Ok(s) => http.serve_connection(TokioIo::new(s), svc).await,
-                        Err(e) => {
-                            tracing::debug!(error = %e, %peer, "TLS handshake");
-                            return;
+                    Some(a) => {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(sock)).await {
+                            Ok(Ok(s)) => {
+                                http.serve_connection(TokioIo::new(s), svc)
+                                    .with_upgrades()
+                                    .await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
                         }
-                    },
-                    None => http.serve_connection(TokioIo::new(sock), svc).await,
+                    }
+                    None => {
+                        http.serve_connection(TokioIo::new(sock), svc)
+                            .with_upgrades()
+                            .await
+                    }
                 };
                 if let Err(e) = r {
                     tracing::debug!(error = %e, %peer, "ingress connection");
@@ -184,14 +223,24 @@ impl Proxy {
         peer: SocketAddr,
         https: bool,
     ) -> Response<Body> {
+        // A request in absolute form names its host in the target, which wins over
+        // the Host header (RFC 9112 3.2.2).
         let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host())
+            .uri()
+            .host()
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .map(host_only)
             .unwrap_or("")
             .to_string();
+        if let Some(a) = req.uri().authority().cloned() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
         let snapshot = self.shared.snapshot();
         let Some(backend) = snapshot.routes.route(&host, req.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "404 page not found\n");
@@ -219,6 +268,10 @@ impl Proxy {
             return plain(StatusCode::BAD_REQUEST, "bad request target\n");
         };
         *req.uri_mut() = uri;
+        // A protocol switch (WebSocket): the request keeps asking for it, and once the
+        // endpoint agrees both connections are joined.
+        let upgrade = upgrade_asked(req.headers());
+        let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let headers = req.headers_mut();
         // Headers the Connection header names are this hop's too.
         let named: Vec<HeaderName> = headers
@@ -234,11 +287,21 @@ impl Proxy {
         for h in HOP_BY_HOP {
             headers.remove(h);
         }
+        if let Some(u) = &upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, u.clone());
+        }
         let client_ip = peer.ip().to_string();
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {client_ip}"),
-            None => client_ip.clone(),
-        };
+        // Every X-Forwarded-For line so far, in order, then this client.
+        let mut chain: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        chain.push(&client_ip);
+        let xff = chain.join(", ");
         for (name, value) in [
             ("x-forwarded-for", xff),
             (
@@ -253,9 +316,31 @@ impl Proxy {
             }
         }
         match self.client.request(req).await {
-            Ok(resp) => {
+            Ok(mut resp) => {
+                let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                if let (true, Some(client_side)) = (switched, client_side) {
+                    let backend_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(async move {
+                        match (client_side.await, backend_side.await) {
+                            (Ok(c), Ok(b)) => {
+                                let _ = tokio::io::copy_bidirectional(
+                                    &mut TokioIo::new(c),
+                                    &mut TokioIo::new(b),
+                                )
+                                .await;
+                            }
+                            (c, b) => tracing::debug!(
+                                client = ?c.err(), backend = ?b.err(), endpoint = %ep,
+                                "ingress upgrade"
+                            ),
+                        }
+                    });
+                }
                 let (mut parts, body) = resp.into_parts();
                 for h in HOP_BY_HOP {
+                    if switched && (h == "connection" || h == "upgrade") {
+                        continue;
+                    }
                     parts.headers.remove(h);
                 }
                 Response::from_parts(parts, body.boxed())

@@ -75,6 +75,9 @@ pub struct Routes {
     default: Option<Backend>,
     /// Host (or `*.suffix`) -> (namespace, Secret name).
     tls: HashMap<String, (String, String)>,
+    /// The Secret of the oldest `tls` entry without hosts: the certificate for every
+    /// host without one of its own (and for clients that send no SNI name).
+    default_tls: Option<(String, String)>,
 }
 
 fn backend_of(ns: &str, svc: &IngressServiceBackend) -> Option<Backend> {
@@ -119,7 +122,11 @@ impl Routes {
                 let Some(secret) = &t.secret_name else {
                     continue;
                 };
-                for h in t.hosts.iter().flatten() {
+                let hosts = t.hosts.as_deref().unwrap_or(&[]);
+                if hosts.is_empty() && r.default_tls.is_none() {
+                    r.default_tls = Some((ns.to_string(), secret.clone()));
+                }
+                for h in hosts {
                     r.tls
                         .entry(h.to_ascii_lowercase())
                         .or_insert_with(|| (ns.to_string(), secret.clone()));
@@ -204,13 +211,17 @@ impl Routes {
             .or(self.default.as_ref())
     }
 
-    /// The Secret (namespace, name) holding the certificate of `host`.
-    pub fn tls_secret(&self, host: &str) -> Option<&(String, String)> {
-        let host = host.to_ascii_lowercase();
-        self.tls.get(&host).or_else(|| {
-            let (_, parent) = host.split_once('.')?;
-            self.tls.get(&format!("*.{parent}"))
-        })
+    /// The Secret (namespace, name) holding the certificate of `host` (None: no SNI
+    /// name): its own, a wildcard's, or a host-less `tls` entry's.
+    pub fn tls_secret(&self, host: Option<&str>) -> Option<&(String, String)> {
+        let own = host.and_then(|h| {
+            let h = h.to_ascii_lowercase();
+            self.tls.get(&h).or_else(|| {
+                let (_, parent) = h.split_once('.')?;
+                self.tls.get(&format!("*.{parent}"))
+            })
+        });
+        own.or(self.default_tls.as_ref())
     }
 }
 

@@ -64,15 +64,13 @@ pub(crate) struct Resolver(pub(crate) Arc<Shared>);
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let shared = &self.0;
-        let Some(name) = hello.server_name() else {
-            return Some(shared.default_cert.clone());
-        };
+        let name = hello.server_name();
         let snapshot = shared.snapshot();
         let Some((ns, secret)) = snapshot.routes.tls_secret(name) else {
             return Some(shared.default_cert.clone());
         };
         let Some(s) = (shared.secrets)(ns, secret) else {
-            tracing::warn!(namespace = %ns, secret = %secret, host = %name, "the Ingress's TLS Secret is missing: serving the default certificate");
+            tracing::warn!(namespace = %ns, secret = %secret, host = ?name, "the Ingress's TLS Secret is missing: serving the default certificate");
             return Some(shared.default_cert.clone());
         };
         let key = (ns.clone(), secret.clone());

@@ -1,7 +1,8 @@
 //! The proxy on real sockets: two backends on loopback, requests routed by host and
 //! path, round robin over endpoints, the client's address passed on, HTTPS with the
 //! certificate of the SNI name (a client that trusts only that certificate verifies
-//! it), 404/503 answers, and a route change seen by the next request of a kept-alive
+//! it), 404/503 answers, absolute-form targets, a protocol switch joined end to end,
+//! and a route change seen by the next request of a kept-alive
 //! connection (a reload drops nothing).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,7 +14,8 @@ use serde_json::json;
 use tokio_rustls::rustls;
 
 /// A backend answering every request on a kept-alive connection with its name, the
-/// Host and X-Forwarded-For it got.
+/// Host and X-Forwarded-For it got; a request with `Upgrade: echo` switches the
+/// connection to echoing.
 fn backend(name: &'static str) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -24,6 +26,7 @@ fn backend(name: &'static str) -> SocketAddr {
                 let mut w = s;
                 loop {
                     let (mut host, mut xff, mut len) = (String::new(), String::new(), 0usize);
+                    let mut upgrade = false;
                     let mut first = true;
                     loop {
                         let mut line = String::new();
@@ -42,7 +45,18 @@ fn backend(name: &'static str) -> SocketAddr {
                             xff = v.to_string();
                         } else if let Some(v) = lower.strip_prefix("content-length: ") {
                             len = v.parse().unwrap_or(0);
+                        } else if lower == "upgrade: echo" {
+                            upgrade = true;
                         }
+                    }
+                    if upgrade {
+                        // Switch to echoing bytes back until the client closes.
+                        let _ = write!(
+                            w,
+                            "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+                        );
+                        let _ = std::io::copy(&mut r, &mut w);
+                        return;
                     }
                     let mut body = vec![0; len];
                     let _ = r.read_exact(&mut body);
@@ -115,6 +129,11 @@ fn objects(a: SocketAddr, b: SocketAddr) -> Snapshot {
 
 fn get(conn: &mut (impl Read + Write), host: &str, path: &str) -> (u16, String) {
     write!(conn, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    read_response(conn)
+}
+
+/// One response's status and body.
+fn read_response(conn: &mut impl Read) -> (u16, String) {
     let mut r = BufReader::new(conn);
     let mut status = String::new();
     r.read_line(&mut status).unwrap();
@@ -177,6 +196,46 @@ fn routes_balances_terminates_tls_and_reloads_without_dropping() {
     assert_eq!(get(&mut conn, "b.example", "/only/more").0, 404);
     assert_eq!(get(&mut conn, "b.example", "/none").0, 503);
     assert_eq!(get(&mut conn, "nobody.example", "/").0, 404);
+    // A request in absolute form is routed by its target's host, which the endpoint
+    // gets as Host; earlier X-Forwarded-For lines are kept, in order.
+    let mut c = TcpStream::connect(http).unwrap();
+    write!(
+        c,
+        "GET http://b.example/only HTTP/1.1\r\nHost: nobody.example\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2, 10.0.0.3\r\n\r\n"
+    )
+    .unwrap();
+    let (code, body) = read_response(&mut c);
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "B b.example 10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1")
+    );
+
+    // A protocol switch (as WebSocket asks): the 101 comes back with its Upgrade
+    // header, then bytes go both ways through the proxy.
+    let mut ws = TcpStream::connect(http).unwrap();
+    write!(
+        ws,
+        "GET /chat HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, Upgrade\r\nUpgrade: echo\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(ws.try_clone().unwrap());
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line.trim_end().is_empty() {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    for word in ["ping\n", "pong, twice\n"] {
+        ws.write_all(word.as_bytes()).unwrap();
+        let mut back = String::new();
+        r.read_line(&mut back).unwrap();
+        assert_eq!(back, word);
+    }
 
     // HTTPS: the SNI name's certificate, verified by a client that trusts only it.
     let mut roots = rustls::RootCertStore::empty();

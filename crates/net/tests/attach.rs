@@ -203,3 +203,61 @@ fn prune_leaves_nothing_once_the_last_container_is_gone() {
     assert!(nets.prune().unwrap());
     println!("pruned");
 }
+
+/// 1,000 namespaces attached and torn down one after another, as 1,000 pods made and
+/// deleted do: every one gets an address, and nothing stays behind — no veth, no
+/// namespace file, no lease, no route — so the network can be removed at the end.
+#[test]
+fn a_thousand_attach_teardown_cycles_leave_nothing_behind() {
+    let root = tempfile::tempdir().unwrap();
+    let nets = Networks::host();
+    let name = unique("k");
+    let n = nets
+        .create(&NewNetwork {
+            name: name.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    let routes = || {
+        let o = Command::new("ip").args(["-4", "route"]).output().unwrap();
+        let all = String::from_utf8_lossy(&o.stdout).into_owned();
+        // Only this network's: other tests add and remove theirs meanwhile.
+        all.lines()
+            .filter(|l| l.contains(&n.bridge))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    // The bridge (and its subnet's route) comes with the first attachment.
+    let mut routes_before = Vec::new();
+    let mut veths = Vec::new();
+    let started = std::time::Instant::now();
+    for i in 0..1000 {
+        let id = format!("{}{i:04}{}", unique("c"), "0".repeat(36));
+        let ns = Path::new("/run/berth/netns").join(&id);
+        let rec = root.path().join("net.json");
+        let a = attach(&nets, &name, &id, &ns, Vec::new(), &[], &rec).unwrap();
+        assert!(a.ip.is_some_and(|ip| n.subnet.contains(&ip)), "{a:?}");
+        teardown(&a);
+        assert!(!a.netns.exists(), "{}", a.netns.display());
+        veths.push(a.host_veth.clone());
+        if i == 0 {
+            routes_before = routes();
+        }
+    }
+    eprintln!("1,000 cycles in {:?}", started.elapsed());
+    assert!(!nets.leases(&name).any(), "no lease left");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let l = links();
+        let left: Vec<&String> = veths.iter().filter(|v| l.contains(v.as_str())).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "veths left: {left:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(routes(), routes_before);
+    nets.remove(&name).unwrap();
+    assert!(!links().contains(&n.bridge));
+    let _ = nets.prune();
+}

@@ -165,3 +165,51 @@ fn objects_two_services_share_stay_while_either_uses_them() {
         "x still has the local endpoint: {end}"
     );
 }
+
+/// 1,000 Services made and removed one after another — each of a different shape:
+/// endpoint counts past the permanent pick chains, session affinity, NodePorts,
+/// external IPs — leave the table as it was before the first: no element, chain or
+/// set behind, and every change sent as a difference.
+#[test]
+fn a_thousand_service_create_delete_cycles_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = dir.path().join("ns");
+    let cfg = ProxyConfig {
+        cluster_cidr: Some("10.42.0.0/16".parse().unwrap()),
+    };
+    let (before, after, fulls) = berth_net::link::in_new_netns(&pin, |_, _, _| async {
+        let mut proxy = Proxy::default();
+        let keep = vec![port("keep", 5, &[2, 3], Some(30005))];
+        proxy.sync(&cfg, &keep)?;
+        let before = list(&pin);
+        let mut fulls = 0;
+        for i in 0..1000u32 {
+            let eps: Vec<u8> = (2..(2 + (i % 24) as u8)).collect();
+            let node_port = (i % 3 == 0).then_some(31000 + (i % 500) as u16);
+            let mut p = port(&format!("s{i}"), 10 + (i % 200) as u8, &eps, node_port);
+            if i % 5 == 0 {
+                p.affinity_timeout = Some(60 + i);
+            }
+            if i % 7 == 0 {
+                p.external_ips = vec![Ipv4Addr::new(192, 0, 2, (i % 250) as u8 + 1)];
+                p.external_local = i % 2 == 0;
+            }
+            let mut with = keep.clone();
+            with.push(p);
+            for svcs in [&with, &keep] {
+                if proxy.sync(&cfg, svcs)?.full {
+                    fulls += 1;
+                }
+            }
+        }
+        Ok((before, list(&pin), fulls))
+    })
+    .unwrap();
+    berth_net::netns::remove(&pin);
+    assert_eq!(fulls, 0, "every change a difference");
+    assert_eq!(
+        sorted_words(&before),
+        sorted_words(&after),
+        "{before}\n---\n{after}"
+    );
+}

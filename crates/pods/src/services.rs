@@ -21,14 +21,30 @@ pub const INGRESS_CONTROLLER: &str = "berth.dev/ingress";
 /// the Ingresses' `status.loadBalancer`.
 pub const INGRESS_PROXY_NODE_LABEL: &str = "node.berth.dev/ingress-proxy";
 
-/// Whether berth's Ingress proxy serves an Ingress: of class [`INGRESS_CLASS`], or
-/// of none (berth's class is the cluster's default).
+/// The Services' cluster IP range (kube-apiserver's --service-cluster-ip-range as
+/// berth fixes it; the cluster DNS is at 10.96.0.10).
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+
+/// The annotation that named an Ingress's class before `spec.ingressClassName`
+/// (deprecated, still honoured by controllers, kube's own validation included).
+pub const INGRESS_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
+/// Whether berth's Ingress proxy serves an Ingress: of class [`INGRESS_CLASS`] (by
+/// `spec.ingressClassName`, or else the old annotation), or of none (berth's class is
+/// the cluster's default).
 pub fn ingress_is_berths(ing: &k8s_openapi::api::networking::v1::Ingress) -> bool {
-    match ing
+    let class = ing
         .spec
         .as_ref()
         .and_then(|s| s.ingress_class_name.as_deref())
-    {
+        .or_else(|| {
+            ing.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(INGRESS_CLASS_ANNOTATION))
+                .map(String::as_str)
+        });
+    match class {
         Some(c) => c == INGRESS_CLASS,
         None => true,
     }

@@ -64,8 +64,10 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let mut listed_all = [false; 3];
     let enforcer = Arc::new(std::sync::Mutex::new(Enforcer::default()));
     let mut last: Option<Wanted> = None;
-    while let Some(batch) = events.next().await {
-        for (which, listed) in &batch {
+    let mut backoff = crate::backoff::Backoff::default();
+    // An empty batch: a retry of a failed sync.
+    while let Some(batch) = backoff.next(&mut events).await {
+        for (which, listed) in batch.iter().flatten() {
             if *listed {
                 listed_all[*which] = true;
             }
@@ -93,14 +95,17 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
             Ok(Ok(stats)) => {
                 tracing::debug!(lines = stats.lines, full = stats.full, took = ?started.elapsed(), "network policies programmed");
                 last = Some(wanted);
+                backoff.succeeded();
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "programming network policies failed; the next change writes them all again");
+                tracing::warn!(error = %e, "programming network policies failed; writing them all again shortly");
                 last = None;
+                backoff.failed();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "programming network policies panicked");
                 last = None;
+                backoff.failed();
             }
         }
     }

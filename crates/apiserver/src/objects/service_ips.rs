@@ -73,7 +73,10 @@ pub(super) async fn allocate_service(
             return Err(ApiError::invalid("", "Service", &owner, vec![Cause::invalid(
                 "spec.clusterIPs",
                 &want,
-                "failed to allocate IP: the provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/16",
+                format!(
+                    "failed to allocate IP: the provided IP is not in the valid range. The range of valid IPs is {}",
+                    berth_pods::services::SERVICE_CIDR
+                ),
             )]));
         }
         if !dry_run && !reserve(api, "serviceips", &want, &owner).await? {

@@ -40,6 +40,7 @@ fn routes() -> Routes {
             "b",
             "2024-01-02T00:00:00Z",
             json!({"defaultBackend": svc("fallback", 8080),
+            "tls": [{"secretName": "catch-all"}],
             "rules": [{"host": "", "http": {"paths": [
                 {"path": "/any", "pathType": "Prefix", "backend": svc("anyhost", 80)},
             ]}}]}),
@@ -50,6 +51,27 @@ fn routes() -> Routes {
             json!({"ingressClassName": "nginx", "rules": [{"host": "c.example", "http": {"paths": [
                 {"path": "/", "pathType": "Prefix", "backend": svc("nginx", 80)},
             ]}}]}),
+        ),
+        // Classes named the old way, by annotation: another's, and berth's.
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "default", "name": "annotated-nginx",
+                    "creationTimestamp": "2024-01-04T00:00:00Z",
+                    "annotations": {"kubernetes.io/ingress.class": "nginx"}},
+                "spec": {"rules": [{"host": "d.example", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": svc("nginx", 80)}]}}]},
+            }))
+            .unwrap(),
+        ),
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "default", "name": "annotated-berth",
+                    "creationTimestamp": "2024-01-05T00:00:00Z",
+                    "annotations": {"kubernetes.io/ingress.class": "berth"}},
+                "spec": {"rules": [{"host": "e.example", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": svc("e", 80)}]}}]},
+            }))
+            .unwrap(),
         ),
     ])
 }
@@ -87,22 +109,23 @@ fn hosts_and_paths_route_as_kubernetes_orders_them() {
     // for the rest.
     assert_eq!(to(&r, "zzz", "/any/thing").as_deref(), Some("anyhost"));
     assert_eq!(to(&r, "zzz", "/nothing").as_deref(), Some("fallback"));
-    // Another class's Ingress is not ours.
+    // Another class's Ingress is not ours, by spec or by annotation.
     assert_eq!(to(&r, "c.example", "/").as_deref(), Some("fallback"));
+    assert_eq!(to(&r, "d.example", "/").as_deref(), Some("fallback"));
+    assert_eq!(to(&r, "e.example", "/").as_deref(), Some("e"));
 }
 
 #[test]
 fn certificates_by_host_and_wildcard() {
     let r = routes();
-    assert_eq!(
-        r.tls_secret("a.example").map(|s| s.1.as_str()),
-        Some("a-tls")
-    );
-    assert_eq!(
-        r.tls_secret("q.wild.example").map(|s| s.1.as_str()),
-        Some("wild-tls")
-    );
-    assert!(r.tls_secret("b.example").is_none());
+    let secret = |h: Option<&str>| r.tls_secret(h).map(|s| s.1.clone());
+    assert_eq!(secret(Some("a.example")).as_deref(), Some("a-tls"));
+    assert_eq!(secret(Some("q.wild.example")).as_deref(), Some("wild-tls"));
+    // A tls entry without hosts covers the rest, and clients without SNI.
+    assert_eq!(secret(Some("b.example")).as_deref(), Some("catch-all"));
+    assert_eq!(secret(None).as_deref(), Some("catch-all"));
+    let bare = Routes::build(&[ingress("x", "2024-01-01T00:00:00Z", json!({}))]);
+    assert!(bare.tls_secret(Some("b.example")).is_none());
 }
 
 #[test]
