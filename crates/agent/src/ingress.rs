@@ -38,15 +38,18 @@ async fn bind(port: u16, what: &str) -> Option<tokio::net::TcpListener> {
 /// Runs until the agent stops.
 pub(crate) async fn run(ctx: Arc<Ctx>, ports: Ports) {
     let secrets = ctx.caches.secrets.clone();
-    let proxy = Proxy::new(Box::new(move |ns, name| {
-        let s = secrets.get(&ObjectRef::new(name).within(ns))?;
-        let data = s.data.as_ref()?;
-        Some(TlsSecret {
-            version: s.metadata.resource_version.clone().unwrap_or_default(),
-            cert_pem: data.get("tls.crt")?.0.clone(),
-            key_pem: data.get("tls.key")?.0.clone(),
-        })
-    }));
+    let proxy = Proxy::new(
+        Box::new(move |ns, name| {
+            let s = secrets.get(&ObjectRef::new(name).within(ns))?;
+            let data = s.data.as_ref()?;
+            Some(TlsSecret {
+                version: s.metadata.resource_version.clone().unwrap_or_default(),
+                cert_pem: data.get("tls.crt")?.0.clone(),
+                key_pem: data.get("tls.key")?.0.clone(),
+            })
+        }),
+        Some(berth_net::netpol::NODE_PROXY_DSCP),
+    );
     let mut servers = Vec::new();
     for (port, tls, what) in [(ports.http, false, "http"), (ports.https, true, "https")] {
         if let Some(l) = bind(port, what).await {

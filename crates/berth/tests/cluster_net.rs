@@ -992,6 +992,27 @@ fn ingress_and_load_balancers(m: &MultiNode) {
         "{table}"
     );
 
+    // The pod behind b.example isolated by a policy that lets nothing in: pods cannot
+    // reach it, but every node's Ingress proxy still does (its own node's as node
+    // traffic, the others' marked as the nodes' proxies).
+    m.ok_apply(
+        r#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
+"metadata":{"name":"other-deny"},"spec":{"podSelector":{"matchLabels":{"app":"other"}}}}"#,
+    );
+    let other_ip = m.ok(&["get", "pod", "other", "-o", "jsonpath={.status.podIP}"]);
+    m.until("the isolated pod refuses pods", 30, || {
+        (!m.try_fetch("client-s", &format!("http://{other_ip}:8080/"))
+            .status
+            .success())
+        .then_some(())
+    });
+    for ip in &ips {
+        let b = format!("b.example:80:{ip}");
+        let (ok, body) = curl(&["--resolve", &b, "http://b.example/"]);
+        assert!(ok && body.contains("hello-other"), "through {ip}: {body}");
+    }
+    m.ok(&["delete", "netpol", "other-deny"]);
+
     // A LoadBalancer Service: its status lists the nodes; a node's address at the
     // Service's port reaches it.
     m.ok_apply(

@@ -23,11 +23,11 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+pub mod connect;
 pub mod routes;
 pub mod tls;
 
@@ -73,7 +73,7 @@ impl Shared {
 pub struct Proxy {
     shared: Arc<Shared>,
     next: AtomicUsize,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<connect::Connector, Incoming>,
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
 }
 
@@ -133,17 +133,16 @@ fn upgrade_asked(headers: &http::HeaderMap) -> Option<HeaderValue> {
 }
 
 impl Proxy {
-    /// A proxy with no routes yet, finding TLS Secrets with `secrets`.
-    pub fn new(secrets: SecretLookup) -> Arc<Proxy> {
+    /// A proxy with no routes yet, finding TLS Secrets with `secrets`; its
+    /// connections to endpoints carry `dscp` (see `berth_net::netpol::NODE_PROXY_DSCP`).
+    pub fn new(secrets: SecretLookup, dscp: Option<u8>) -> Arc<Proxy> {
         let shared = Arc::new(Shared {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             secrets,
             certs: tls::Cache::default(),
             default_cert: tls::default_cert(),
         });
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let connector = connect::Connector { dscp };
         Arc::new(Proxy {
             tls: tls::server_config(shared.clone()),
             shared,

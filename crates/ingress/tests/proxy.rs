@@ -163,13 +163,16 @@ fn routes_balances_terminates_tls_and_reloads_without_dropping() {
     let key_pem = ck.signing_key.serialize_pem();
     let (cert2, key2) = (cert_pem.clone(), key_pem.clone());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let proxy = Proxy::new(Box::new(move |ns, name| {
-        (ns == "default" && name == "a-tls").then(|| TlsSecret {
-            version: "1".into(),
-            cert_pem: cert2.clone().into_bytes(),
-            key_pem: key2.clone().into_bytes(),
-        })
-    }));
+    let proxy = Proxy::new(
+        Box::new(move |ns, name| {
+            (ns == "default" && name == "a-tls").then(|| TlsSecret {
+                version: "1".into(),
+                cert_pem: cert2.clone().into_bytes(),
+                key_pem: key2.clone().into_bytes(),
+            })
+        }),
+        Some(0x0b),
+    );
     proxy.update(objects(a, b));
     let (http, https) = rt.block_on(async {
         let h = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,14 +1,14 @@
 //! The node's NetworkPolicy enforcement (what k3s's embedded network policy
-//! controller does beside the kubelet): NetworkPolicies, pods and namespaces watched,
-//! turned into what each of this node's pods may send and take ([`resolve`]), and the
-//! difference sent to the kernel's `berth-netpol` table ([`berth_net::netpol`]) after
-//! each burst of changes.
+//! controller does beside the kubelet): NetworkPolicies, pods, namespaces and nodes
+//! watched, turned into what each of this node's pods may send and take ([`resolve`]),
+//! and the difference sent to the kernel's `berth-netpol` table
+//! ([`berth_net::netpol`]) after each burst of changes.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector;
 
@@ -49,6 +49,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let (policies, pol_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
     let (namespaces, ns_writer) = reflector::store();
+    let (nodes, node_writer) = reflector::store();
     let client = ctx.client.clone();
     let pol_events = berth_watch::reflect_all::<NetworkPolicy>(client.clone(), pol_writer)
         .map(|e| (0usize, e))
@@ -56,12 +57,16 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let pod_events = berth_watch::reflect_all::<Pod>(client.clone(), pod_writer)
         .map(|e| (1usize, e))
         .boxed();
-    let ns_events = berth_watch::reflect_all::<Namespace>(client, ns_writer)
+    let ns_events = berth_watch::reflect_all::<Namespace>(client.clone(), ns_writer)
         .map(|e| (2usize, e))
         .boxed();
+    let node_events = berth_watch::reflect_all::<Node>(client, node_writer)
+        .map(|e| (3usize, e))
+        .boxed();
     let mut events =
-        futures_util::stream::select_all([pol_events, pod_events, ns_events]).ready_chunks(1024);
-    let mut listed_all = [false; 3];
+        futures_util::stream::select_all([pol_events, pod_events, ns_events, node_events])
+            .ready_chunks(1024);
+    let mut listed_all = [false; 4];
     let enforcer = Arc::new(std::sync::Mutex::new(Enforcer::default()));
     let mut last: Option<Wanted> = None;
     let mut backoff = crate::backoff::Backoff::default();
@@ -72,7 +77,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
                 listed_all[*which] = true;
             }
         }
-        // Until all three are listed, a pod would be judged without its policies.
+        // Until all are listed, a pod would be judged without its policies.
         if !listed_all.iter().all(|l| *l) {
             continue;
         }
@@ -80,6 +85,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
             policies: &policies.state(),
             pods: &pods.state(),
             namespaces: &namespaces.state(),
+            nodes: &nodes.state(),
             node: &ctx.cfg.node_name,
         });
         if last.as_ref() == Some(&wanted) {

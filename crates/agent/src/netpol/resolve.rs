@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -25,8 +25,39 @@ pub struct View<'a> {
     pub pods: &'a [Arc<Pod>],
     /// Every namespace.
     pub namespaces: &'a [Arc<Namespace>],
+    /// Every node (the other nodes' proxies are let in).
+    pub nodes: &'a [Arc<Node>],
     /// This node's name.
     pub node: &'a str,
+}
+
+/// The addresses the other nodes' proxies connect from: their InternalIPs (host-gw,
+/// and the node's own network) and their pod CIDR's first address (the VXLAN device's).
+pub fn node_proxies(nodes: &[Arc<Node>], this: &str) -> Vec<AddrRange> {
+    let mut out = Vec::new();
+    for n in nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() != Some(this))
+    {
+        let internal = n
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP")
+            .filter_map(|a| a.address.parse::<Ipv4Addr>().ok());
+        let overlay = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.as_deref())
+            .and_then(|c| c.parse::<ipnet::Ipv4Net>().ok())
+            .map(|c| c.network());
+        out.extend(internal.chain(overlay).map(|ip| (ip, ip)));
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// A pod that policies can select or name as a peer: with an address of its own (not
@@ -194,7 +225,10 @@ pub fn wanted(view: &View) -> Wanted {
             .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?)))
             .collect(),
     };
-    let mut out = Wanted::default();
+    let mut out = Wanted {
+        node_proxies: node_proxies(view.nodes, view.node),
+        ..Default::default()
+    };
     for np in view.policies {
         let (Some(ns), Some(name), Some(spec)) = (
             np.metadata.namespace.as_deref(),

@@ -16,6 +16,11 @@
 //! - Traffic between a pod and its own node (kubelet probes, the cluster DNS on the
 //!   node's address) takes the input and output hooks, never forward: it is always
 //!   allowed, as Kubernetes asks.
+//! - The node proxies that run outside pods — the Ingress proxy of every node — mark
+//!   their connections to endpoints with [`NODE_PROXY_DSCP`]; from another node's
+//!   address ([`Wanted::node_proxies`], set `node-proxies`) such a connection is let in
+//!   as the proxy's own node's would be. Other traffic from other nodes (a NodePort
+//!   connection masqueraded there) is a peer like any, as Kubernetes has it.
 //!
 //! Each sync renders the wanted table and sends nft the difference in one transaction;
 //! the first (and any after a failure) replaces the table atomically.
@@ -29,6 +34,14 @@ pub use render::{render, script, Enforcer, Table};
 
 /// The table's name.
 pub const TABLE: &str = "berth-netpol";
+
+/// The DSCP value (RFC 2474's pool 2, for local use) the nodes' own proxies give
+/// their connections to pods, which isolated pods take from the nodes of
+/// [`Wanted::node_proxies`].
+pub const NODE_PROXY_DSCP: u8 = 0x0b;
+
+/// The set of the other nodes' addresses that marked proxy traffic comes from.
+pub const NODE_PROXIES_SET: &str = "node-proxies";
 
 pub use crate::svcproxy::Protocol;
 
@@ -64,6 +77,9 @@ pub struct Wanted {
     pub ingress: BTreeMap<Ipv4Addr, BTreeSet<Rule>>,
     /// Pods isolated for egress, with the rules allowing traffic out.
     pub egress: BTreeMap<Ipv4Addr, BTreeSet<Rule>>,
+    /// The addresses other nodes' proxies connect from (their node IPs and overlay
+    /// addresses): marked traffic from them passes every pod's ingress chain.
+    pub node_proxies: Vec<AddrRange>,
 }
 
 /// The range a CIDR covers.

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::nft::ELEMENTS_PER_LINE;
 use crate::svcproxy::SyncStats;
 
-use super::{merge_ranges, PortMatch, Rule, Wanted, TABLE};
+use super::{merge_ranges, PortMatch, Rule, Wanted, NODE_PROXIES_SET, NODE_PROXY_DSCP, TABLE};
 
 /// The two verdict maps, by direction.
 const MAPS: [&str; 2] = ["egress-pods", "ingress-pods"];
@@ -33,6 +33,10 @@ fn base() -> String {
     for m in MAPS {
         let _ = writeln!(s, "add map ip {t} {m} {{ type ipv4_addr : verdict; }}");
     }
+    let _ = writeln!(
+        s,
+        "add set ip {t} {NODE_PROXIES_SET} {{ type ipv4_addr; flags interval; }}"
+    );
     for (chain, prio, dir, map) in [
         ("egress", 0, "saddr", "egress-pods"),
         ("ingress", 1, "daddr", "ingress-pods"),
@@ -46,6 +50,12 @@ fn base() -> String {
             s,
             "add rule ip {t} {chain} ct state established,related accept"
         );
+        if chain == "ingress" {
+            let _ = writeln!(
+                s,
+                "add rule ip {t} {chain} ip saddr @{NODE_PROXIES_SET} ip dscp {NODE_PROXY_DSCP:#04x} accept"
+            );
+        }
         let _ = writeln!(s, "add rule ip {t} {chain} ip {dir} vmap @{map}");
     }
     s
@@ -80,7 +90,8 @@ pub fn render(wanted: &Wanted) -> Table {
     for m in MAPS {
         t.maps.insert(m, BTreeMap::new());
     }
-    for (name, ranges) in &wanted.sets {
+    let proxies = (NODE_PROXIES_SET.to_string(), wanted.node_proxies.clone());
+    for (name, ranges) in wanted.sets.iter().chain([(&proxies.0, &proxies.1)]) {
         let elems = merge_ranges(ranges)
             .into_iter()
             .map(|(a, b)| {

@@ -73,6 +73,10 @@ fn wanted() -> Wanted {
         sets,
         ingress: [(ip("10.42.1.5"), BTreeSet::from([rule]))].into(),
         egress: [(ip("10.42.1.6"), BTreeSet::new())].into(),
+        node_proxies: vec![
+            (ip("10.42.2.0"), ip("10.42.2.0")),
+            (ip("10.45.0.3"), ip("10.45.0.3")),
+        ],
     }
 }
 
@@ -95,6 +99,15 @@ fn an_isolated_pod_gets_its_allow_rules_then_a_drop() {
         "goto in-10.42.1.5"
     );
     assert_eq!(t.sets["p.default.web.i0"], vec!["10.42.2.6-10.42.2.7"]);
+    // The other nodes' proxies: a set the ingress chain lets in when marked.
+    assert_eq!(t.sets["node-proxies"], vec!["10.42.2.0", "10.45.0.3"]);
+    let full = script(None, &t);
+    assert!(
+        full.contains(
+            "add rule ip berth-netpol ingress ip saddr @node-proxies ip dscp 0x0b accept"
+        ),
+        "{full}"
+    );
 }
 
 #[test]

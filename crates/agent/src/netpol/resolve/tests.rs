@@ -36,6 +36,19 @@ fn ip(s: &str) -> Ipv4Addr {
 struct Fixture {
     pods: Vec<Arc<Pod>>,
     namespaces: Vec<Arc<Namespace>>,
+    nodes: Vec<Arc<Node>>,
+}
+
+fn node(name: &str, ip: &str, cidr: &str) -> Arc<Node> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"podCIDR": cidr},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip},
+                {"type": "Hostname", "address": name}]},
+        }))
+        .unwrap(),
+    )
 }
 
 fn fixture() -> Fixture {
@@ -65,6 +78,11 @@ fn fixture() -> Fixture {
                 json!({"kubernetes.io/metadata.name": "other", "team": "b"}),
             ),
         ],
+        nodes: vec![
+            node("n1", "10.45.0.2", "10.42.1.0/24"),
+            node("n2", "10.45.0.3", "10.42.2.0/24"),
+            node("n3", "10.45.0.4", "10.42.3.0/24"),
+        ],
     }
 }
 
@@ -73,8 +91,22 @@ fn run(f: &Fixture, policies: &[Arc<NetworkPolicy>]) -> Wanted {
         policies,
         pods: &f.pods,
         namespaces: &f.namespaces,
+        nodes: &f.nodes,
         node: "n1",
     })
+}
+
+#[test]
+fn the_other_nodes_proxies_come_from_their_addresses_and_overlay_addresses() {
+    let f = fixture();
+    let w = run(&f, &[]);
+    assert_eq!(
+        w.node_proxies,
+        ["10.42.2.0", "10.42.3.0", "10.45.0.3", "10.45.0.4"]
+            .map(|a| (ip(a), ip(a)))
+            .to_vec(),
+        "n1's own are not among them"
+    );
 }
 
 #[test]
