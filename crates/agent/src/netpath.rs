@@ -317,10 +317,14 @@ fn local_pod_hops(
     pods: &BTreeMap<Ipv4Addr, (String, PathBuf)>,
     ip: Ipv4Addr,
 ) -> berth_net::Result<Option<Vec<Hop>>> {
-    match pods.get(&ip) {
-        Some((name, ns)) => netpath::pod_arrival(ns, name, node, ip).map(Some),
-        None => Ok(None),
-    }
+    let Some((name, ns)) = pods.get(&ip) else {
+        return Ok(None);
+    };
+    let mut hops: Vec<Hop> = netpath::policy::hop(node, ip, netpath::policy::Direction::Ingress)?
+        .into_iter()
+        .collect();
+    hops.extend(netpath::pod_arrival(ns, name, node, ip)?);
+    Ok(Some(hops))
 }
 
 fn arrival(
@@ -358,6 +362,9 @@ fn departure(
     pods: &BTreeMap<Ipv4Addr, (String, PathBuf)>,
 ) -> Result<Trace> {
     let mut hops = netpath::pod_departure(netns, pod, node, dst).map_err(net)?;
+    hops.extend(
+        netpath::policy::hop(node, src_ip, netpath::policy::Direction::Egress).map_err(net)?,
+    );
     let mut target = dst;
     if let Some(port) = port {
         let addr = SocketAddrV4::new(dst, port);

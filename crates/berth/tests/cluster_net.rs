@@ -836,6 +836,36 @@ fn network_policies(m: &MultiNode, web_ip: &str) {
     });
     assert!(reaches("client", "http://web/"), "through the Service too");
     assert!(!reaches("client-s", &direct), "client-s is not app=client");
+    // explain path shows the isolation where the packet reaches the pod.
+    let kc = m.kubeconfig().display().to_string();
+    let o = m
+        .env
+        .cmd(&[
+            "explain",
+            "path",
+            "--kubeconfig",
+            &kc,
+            "client-s",
+            "web",
+            "--port",
+            "8080",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        format!("ingress-pods[{web_ip}] → goto in-{web_ip}"),
+        "dport 8080 accept".to_string(),
+        "  drop".to_string(),
+        "no answer in 1.5 s (dropped on the way)".to_string(),
+    ] {
+        assert!(out.contains(&want), "{want:?} in:\n{out}");
+    }
 
     // Egress from client: the pod network but the web pod. DNS to its own node stays
     // open (traffic between a pod and its node is always allowed).

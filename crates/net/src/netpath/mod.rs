@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod nftread;
+pub mod policy;
 pub mod service;
 
 /// One place the packet passes, as shown: a device, a route lookup, a table.

@@ -4,21 +4,11 @@
 //! first packet only), and the endpoint slots it draws from, each with its counter.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::process::Command;
 
-use crate::error::{Error, Result};
+pub use super::nftread::Element;
+use super::nftread::{chain_rules, get};
+use crate::error::Result;
 use crate::svcproxy::TABLE;
-
-/// One map element read back: key, counter, value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Element {
-    /// The key, as nft prints it.
-    pub key: String,
-    /// Packets counted on it.
-    pub packets: u64,
-    /// The value (a verdict, or an address and port).
-    pub value: String,
-}
 
 /// What the table does with a Service address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,63 +27,6 @@ pub enum Lookup {
         /// The affinity chain's rules, for a Service with session affinity.
         chain: Vec<String>,
     },
-}
-
-fn nft(args: &[&str]) -> Result<Option<String>> {
-    let out = Command::new("nft")
-        .args(args)
-        .output()
-        .map_err(|e| Error::io("run nft", e))?;
-    if out.status.success() {
-        return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
-    }
-    let err = String::from_utf8_lossy(&out.stderr);
-    if err.contains("No such file or directory") {
-        return Ok(None);
-    }
-    Err(Error::Nft(format!(
-        "nft {}: {}",
-        args.join(" "),
-        err.trim()
-    )))
-}
-
-/// Parses the elements of a map listing (`elements = { K counter packets N bytes B : V,
-/// ... }`).
-pub fn parse_elements(listing: &str) -> Vec<Element> {
-    let Some(start) = listing.find("elements = {") else {
-        return Vec::new();
-    };
-    let body = &listing[start + "elements = {".len()..];
-    let body = &body[..body.find('}').unwrap_or(body.len())];
-    body.split(',')
-        .filter_map(|e| {
-            let e = e.trim();
-            let (left, value) = e.split_once(" : ")?;
-            let (key, packets) = match left.split_once(" counter packets ") {
-                Some((k, rest)) => (
-                    k,
-                    rest.split_whitespace()
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0),
-                ),
-                None => (left, 0),
-            };
-            Some(Element {
-                key: key.trim().to_string(),
-                packets,
-                value: value.trim().to_string(),
-            })
-        })
-        .collect()
-}
-
-fn get(map: &str, keys: &[String]) -> Result<Vec<Element>> {
-    let set = format!("{{ {} }}", keys.join(", "));
-    Ok(nft(&["get", "element", "ip", TABLE, map, &set])?
-        .map(|l| parse_elements(&l))
-        .unwrap_or_default())
 }
 
 /// The slot count a `goto [masq-]pick-N` verdict draws from.
@@ -116,10 +49,10 @@ fn endpoint(value: &str) -> Option<SocketAddrV4> {
 /// Reads what the table does with `ip`, `protocol` (`tcp`, `udp`, `sctp`) and `port`.
 pub fn lookup(ip: Ipv4Addr, protocol: &str, port: u16) -> Result<Lookup> {
     let key = format!("{ip} . {protocol} . {port}");
-    if let Some(e) = get("service-ips", std::slice::from_ref(&key))?.pop() {
+    if let Some(e) = get(TABLE, "service-ips", std::slice::from_ref(&key))?.pop() {
         if let Some(n) = pick_count(&e.value) {
             let keys: Vec<String> = (0..n).map(|i| format!("{key} . {i}")).collect();
-            let slots = get("endpoints", &keys)?
+            let slots = get(TABLE, "endpoints", &keys)?
                 .into_iter()
                 .filter_map(|s| endpoint(&s.value).map(|a| (s, a)))
                 .collect();
@@ -129,30 +62,17 @@ pub fn lookup(ip: Ipv4Addr, protocol: &str, port: u16) -> Result<Lookup> {
                 chain: Vec::new(),
             });
         }
-        let chain = e
-            .value
-            .strip_prefix("goto ")
-            .and_then(|c| nft(&["list", "chain", "ip", TABLE, c]).ok().flatten())
-            .map(|l| {
-                l.lines()
-                    .map(str::trim)
-                    .filter(|r| {
-                        !r.is_empty()
-                            && !r.starts_with("table")
-                            && !r.starts_with("chain")
-                            && *r != "}"
-                    })
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let chain = match e.value.strip_prefix("goto ") {
+            Some(c) => chain_rules(TABLE, c)?,
+            None => Vec::new(),
+        };
         return Ok(Lookup::Service {
             element: e,
             slots: Vec::new(),
             chain,
         });
     }
-    if let Some(e) = get("no-endpoint-services", &[key])?.pop() {
+    if let Some(e) = get(TABLE, "no-endpoint-services", &[key])?.pop() {
         return Ok(Lookup::NoEndpoints(e));
     }
     Ok(Lookup::NotService)
@@ -204,7 +124,7 @@ mod tests {
     #[test]
     fn elements_are_read_with_their_counters() {
         let listing = "table ip berth-proxy {\n\tmap endpoints {\n\t\ttype ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service\n\t\tcounter\n\t\telements = { 10.96.0.9 . tcp . 80 . 0x00000000 counter packets 2 bytes 120 : 10.42.1.4 . 8080,\n\t\t\t     10.96.0.9 . tcp . 80 . 0x00000001 counter packets 3 bytes 180 : 10.42.2.5 . 8080 }\n\t}\n}\n";
-        let e = parse_elements(listing);
+        let e = super::super::nftread::parse_elements(listing);
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].key, "10.96.0.9 . tcp . 80 . 0x00000000");
         assert_eq!(e[0].packets, 2);
@@ -216,6 +136,6 @@ mod tests {
         assert_eq!(pick_count("goto masq-pick-12"), Some(12));
         assert_eq!(pick_count("goto pick-3"), Some(3));
         assert_eq!(pick_count("goto svc-abc"), None);
-        assert!(parse_elements("table ip t {\n}\n").is_empty());
+        assert!(super::super::nftread::parse_elements("table ip t {\n}\n").is_empty());
     }
 }
