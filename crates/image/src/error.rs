@@ -30,7 +30,7 @@ pub enum Error {
     #[error("{0}")]
     Registry(String),
     /// The store's metadata database failed.
-    #[error("image metadata: {0}")]
+    #[error("image metadata: {}", db_message(.0))]
     Db(#[from] rusqlite::Error),
     /// The object is in use and cannot be removed.
     #[error("{0}")]
@@ -38,6 +38,16 @@ pub enum Error {
     /// The host cannot do what was asked.
     #[error("{0}")]
     Unsupported(String),
+}
+
+/// A database error as users read it: a full disk said as the other writes say it
+/// (SQLite's own words are "database or disk is full").
+fn db_message(e: &rusqlite::Error) -> String {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        format!("No space left on device ({e}): free space where the store is")
+    } else {
+        e.to_string()
+    }
 }
 
 impl Error {
@@ -83,5 +93,28 @@ impl<T> Context<T> for std::io::Result<T> {
 impl<T> Context<T> for rustix::io::Result<T> {
     fn ctx<D: Display>(self, f: impl FnOnce() -> D) -> Result<T> {
         self.map_err(|e| Error::io(f(), std::io::Error::from(e)))
+    }
+}
+
+#[cfg(test)]
+mod db_message_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_said_as_other_writes_say_it() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        let msg = Error::Db(full).to_string();
+        assert!(
+            msg.starts_with("image metadata: No space left on device ("),
+            "{msg}"
+        );
+        let other = rusqlite::Error::QueryReturnedNoRows;
+        assert_eq!(
+            Error::Db(other).to_string(),
+            "image metadata: Query returned no rows"
+        );
     }
 }
