@@ -78,11 +78,13 @@ fn pods_are_placed_as_kube_scheduler_places_them() {
         "100m",
     ));
     assert_eq!(node_of(&c, "ssd"), n2);
+    // Compared word by word: kubectl widens the columns when an earlier event (a
+    // FailedScheduling from before the scheduler's cache had the nodes) is listed too.
     let ev = events(&c, "ssd");
+    let want = format!("Scheduled default-scheduler Successfully assigned default/ssd to {n2}");
     assert!(
-        ev.contains(&format!(
-            "Scheduled   default-scheduler   Successfully assigned default/ssd to {n2}"
-        )),
+        ev.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == want),
         "{ev}"
     );
     // Pods spread over the emptier nodes: one big pod on each node.
