@@ -10,7 +10,8 @@
 //! - HTTP requests per second through the node's Ingress proxy to the pod, beside the
 //!   same load straight to the pod (8 kept-alive connections; the server is this
 //!   program's small keep-alive HTTP server in the pod's namespace, as busybox httpd
-//!   closes every connection). Target: at least 0.8 of it.
+//!   closes every connection). Target: at least 0.8 of it. When nginx is installed,
+//!   the same load through nginx as a reverse proxy on the same node, the peer.
 //!
 //! iperf3 and the load generators are this machine's binaries run inside the pods'
 //! network namespaces (nsenter), so the images need nothing but busybox.
@@ -214,15 +215,94 @@ pub fn net_bench(runs: usize, secs: u32, berth: &Path, tools: &Path) -> Result<(
         .stdout(Stdio::null())
         .spawn()
         .context("start the HTTP backend")?;
+    let peer = match Command::new("nginx").arg("-v").output() {
+        Ok(_) => Some(Nginx::start(&c.netns_of(&server_ip)?, &server_ip, &srv_ip)?),
+        Err(_) => {
+            eprintln!("nginx is not installed: the peer proxy's row is left out (apt-get install nginx-light; on a systemd host it also starts nginx on port 80: systemctl disable --now nginx)");
+            None
+        }
+    };
     let result = measure(
         runs,
         secs,
         [&srv_ns, &near_ns, &cli_ns],
         [&srv_ip, &cluster_ip, &server_ip],
+        peer.as_ref().map(|p| p.addr.as_str()),
     );
+    drop(peer);
     let _ = app.kill();
     let _ = app.wait();
     result
+}
+
+/// nginx as a reverse proxy in a node's network namespace, the peer beside the
+/// Ingress proxy: as many workers as CPUs, kept-alive upstream connections, no access
+/// log — the configuration a tuned nginx ingress runs with.
+struct Nginx {
+    /// Where it listens (IP:PORT).
+    addr: String,
+    master: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(node_ns: &str, node_ip: &str, upstream_ip: &str) -> Result<Nginx> {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-bench-nginx")
+            .tempdir()?;
+        let d = dir.path().display();
+        let addr = format!("{node_ip}:8088");
+        let conf = format!(
+            "worker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\ndaemon off;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             upstream srv {{ server {upstream_ip}:8081; keepalive 32; }}\n\
+             server {{ listen {addr}; location / {{ proxy_pass http://srv; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf)?;
+        let master = Command::new("nsenter")
+            .arg(format!("--net={node_ns}"))
+            .args(["nginx", "-p"])
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start nginx")?;
+        let n = Nginx {
+            addr,
+            master,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while output(
+            Command::new("nsenter")
+                .arg(format!("--net={node_ns}"))
+                .args(["ss", "-Hltn", "sport", "=", ":8088"]),
+        )?
+        .trim()
+        .is_empty()
+        {
+            if Instant::now() > deadline {
+                bail!("nginx did not listen on {} within 10 s", n.addr);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT: the master stops its workers, then itself (SIGKILL would leave the
+        // workers listening).
+        let pid = rustix::process::Pid::from_raw(self.master.id() as i32);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::QUIT);
+        }
+        let _ = self.master.wait();
+    }
 }
 
 /// The rounds, and the table.
@@ -231,6 +311,7 @@ fn measure(
     secs: u32,
     [srv_ns, near_ns, cli_ns]: [&str; 3],
     [srv_ip, cluster_ip, server_ip]: [&str; 3],
+    peer: Option<&str>,
 ) -> Result<()> {
     // Ready once the ingress routes.
     let ingress_addr = format!("{server_ip}:80");
@@ -260,7 +341,7 @@ fn measure(
 
     let (mut overlay, mut bridge) = (Vec::new(), Vec::new());
     let (mut via_pod, mut via_vip) = (Vec::new(), Vec::new());
-    let (mut rps_direct, mut rps_ingress) = (Vec::new(), Vec::new());
+    let (mut rps_direct, mut rps_ingress, mut rps_peer) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..runs {
         eprintln!("round {}/{runs}", round + 1);
         // Rotating order: neither side always goes first.
@@ -303,12 +384,18 @@ fn measure(
                 via_vip.push(us)
             }
         }
-        for pick in [first, !first] {
-            let (addr, host) = if pick {
-                (format!("{srv_ip}:8081"), "x")
-            } else {
-                (ingress_addr.clone(), "bench.example")
-            };
+        // Straight to the pod, through the Ingress, through the peer proxy: the
+        // order turns each round.
+        let mut targets = vec![
+            (format!("{srv_ip}:8081"), "x", &mut rps_direct),
+            (ingress_addr.clone(), "bench.example", &mut rps_ingress),
+        ];
+        if let Some(p) = peer {
+            targets.push((p.to_string(), "bench.example", &mut rps_peer));
+        }
+        let n = targets.len();
+        targets.rotate_left(round % n);
+        for (addr, host, into) in targets {
             let s = format!("{secs}");
             let out = self_in(
                 cli_ns,
@@ -324,12 +411,7 @@ fn measure(
                     "8",
                 ],
             )?;
-            let rps: f64 = out.trim().parse().context("http-load's answer")?;
-            if pick {
-                rps_direct.push(rps)
-            } else {
-                rps_ingress.push(rps)
-            }
+            into.push(out.trim().parse::<f64>().context("http-load's answer")?);
         }
     }
     println!("two-node berth cluster, {runs} rounds, medians (HTTP: 8 kept-alive connections to a keep-alive server)");
@@ -364,6 +446,22 @@ fn measure(
         "/s",
         "target >= 0.8",
     );
+    if !rps_peer.is_empty() {
+        row(
+            "HTTP: through nginx (peer) / straight to the pod (req/s)",
+            median(&rps_peer),
+            median(&rps_direct),
+            "/s",
+            "the peer's ratio",
+        );
+        row(
+            "HTTP: through the Ingress / through nginx (req/s)",
+            median(&rps_ingress),
+            median(&rps_peer),
+            "/s",
+            "berth beside the peer",
+        );
+    }
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! address (`--cluster-dns`, 10.96.0.10), so the pods' name server is this node itself, and
 //! berth-dns answering there from the Services and EndpointSlices the proxy watches
 //! (the zone is rebuilt on each change), forwarding other names to the node's
-//! resolvers. The kube-dns Service carries `service.kubernetes.io/service-proxy-name`,
+//! resolvers (`--resolv-conf`). The kube-dns Service carries `service.kubernetes.io/service-proxy-name`,
 //! so the proxy leaves its address to this server.
 
 use std::net::{IpAddr, SocketAddr};
@@ -37,10 +37,17 @@ pub(crate) async fn start(ctx: &Arc<Ctx>) -> Option<Arc<Shared>> {
             return None;
         }
     }
-    let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let path = &ctx.cfg.resolv_conf;
+    let conf = match std::fs::read_to_string(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "cluster DNS: the resolver configuration cannot be read (--resolv-conf); names outside the cluster will fail");
+            String::new()
+        }
+    };
     let upstreams = nameservers(&conf, false);
     if upstreams.is_empty() {
-        tracing::warn!("cluster DNS: /etc/resolv.conf names no resolver reachable from the node's network; names outside the cluster will fail");
+        tracing::warn!(path = %path.display(), "cluster DNS: the resolver configuration names no resolver reachable from the node's network (--resolv-conf); names outside the cluster will fail");
     }
     let shared = Shared::new(&ctx.cfg.cluster_domain, Forwarder::new(upstreams));
     let addr = SocketAddr::new(IpAddr::V4(ip), 53);

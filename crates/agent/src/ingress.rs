@@ -50,15 +50,24 @@ pub(crate) async fn run(ctx: Arc<Ctx>, ports: Ports) {
         }),
         Some(berth_net::netpol::NODE_PROXY_DSCP),
     );
+    let workers = match proxy.spawn_workers(berth_ingress::workers::default_threads()) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "the Ingress proxy cannot start its threads");
+            return;
+        }
+    };
     let mut servers = Vec::new();
     for (port, tls, what) in [(ports.http, false, "http"), (ports.https, true, "https")] {
         if let Some(l) = bind(port, what).await {
-            servers.push(tokio::spawn(proxy.clone().serve(l, tls)));
+            servers.push(tokio::spawn(workers.clone().serve(l, tls)));
         }
     }
     if servers.is_empty() {
         return;
     }
+    // The threads stop once the accept loops are aborted and this is dropped.
+    drop(workers);
     let (ingresses, ing_writer) = reflector::store();
     let (slices, slice_writer) = reflector::store();
     let ing_events = berth_watch::reflect_all::<Ingress>(ctx.client.clone(), ing_writer).boxed();

@@ -98,6 +98,11 @@ pub struct AgentConfig {
     /// The cluster DNS address pods get as their name server (`--cluster-dns`); the
     /// node serves it. None: pods get the node's resolvers.
     pub cluster_dns: Option<IpAddr>,
+    /// The node's resolver configuration (`--resolv-conf`, the kubelet's flag):
+    /// pods with dnsPolicy Default get its servers, ClusterFirst pods its search
+    /// domains after the cluster's, and cluster DNS forwards other names to its
+    /// servers.
+    pub resolv_conf: PathBuf,
 }
 
 impl AgentConfig {
@@ -129,6 +134,7 @@ impl AgentConfig {
             }),
             cluster_cidr: "10.42.0.0/16".parse().ok(),
             cluster_dns: Some(IpAddr::from([10, 96, 0, 10])),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }
 }

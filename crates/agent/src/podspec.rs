@@ -26,10 +26,10 @@ pub fn spec(pod: &Pod) -> Result<&PodSpec> {
         .ok_or_else(|| Error::Spec(format!("pod {} has no spec", PodKey::of(pod))))
 }
 
-/// The node's resolv.conf, for dnsPolicy Default (and ClusterFirst while the cluster
-/// has no DNS service).
-fn host_dns() -> DnsConfig {
-    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+/// The node's resolv.conf (`--resolv-conf`), for dnsPolicy Default (and ClusterFirst
+/// while the cluster has no DNS service).
+fn host_dns(cfg: &crate::AgentConfig) -> DnsConfig {
+    let text = std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default();
     let mut d = DnsConfig::default();
     for l in text.lines() {
         let mut w = l.split_whitespace();
@@ -59,7 +59,7 @@ fn cluster_dns(ip: IpAddr, namespace: &str, cfg: &crate::AgentConfig) -> DnsConf
         format!("svc.{domain}"),
         domain.clone(),
     ];
-    for s in host_dns().searches {
+    for s in host_dns(cfg).searches {
         if !searches.contains(&s) {
             searches.push(s);
         }
@@ -115,7 +115,7 @@ pub fn sandbox_config(pod: &Pod, cfg: &crate::AgentConfig, attempt: u32) -> Resu
         ("ClusterFirst", Some(ip)) if !host_network => cluster_dns(ip, &key.namespace, cfg),
         ("ClusterFirstWithHostNet", Some(ip)) => cluster_dns(ip, &key.namespace, cfg),
         // No cluster DNS served: the kubelet falls back to the node's (Default).
-        _ => host_dns(),
+        _ => host_dns(cfg),
     };
     let dns = match &spec.dns_config {
         Some(c) => {

@@ -54,6 +54,11 @@ pub struct NodeArgs {
     /// server (the kubelet's flag).
     #[arg(long, default_value = "10.96.0.10")]
     cluster_dns: IpAddr,
+    /// The resolver configuration pods with dnsPolicy Default get, whose search
+    /// domains ClusterFirst pods get after the cluster's, and whose name servers
+    /// cluster DNS forwards other names to (the kubelet's flag).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// The most pods this node runs.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
@@ -145,6 +150,7 @@ impl NodeArgs {
             https: self.ingress_https_port,
         });
         cfg.cluster_dns = cfg.service_proxy.then_some(self.cluster_dns);
+        cfg.resolv_conf = self.resolv_conf.clone();
         cfg.overlay = match self.flannel_backend.as_str() {
             "none" => None,
             // Checked by clap.

@@ -3,11 +3,15 @@
 //! shared bridge; node IPAM gives each node a block of 10.42.0.0/16; pods on different
 //! nodes reach each other by pod IP over the VXLAN overlay, with their own addresses
 //! (no masquerade); a node that leaves has its routes, neighbour and forwarding entries
-//! removed on the others; `berth cluster delete` leaves no process, namespace, link,
+//! removed on the others, and one whose address changes is followed; `berth cluster delete` leaves no process, namespace, link,
 //! nft table, mount or directory behind. Checked with kubectl, busybox's wget and
 //! iproute2 run inside the nodes' namespaces.
 
 mod common;
+#[path = "cluster_net/peers.rs"]
+mod peers;
+#[path = "cluster_net/upstream.rs"]
+mod upstream;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -213,7 +217,14 @@ fn in_cidr(ip: &str, cidr: &str) -> bool {
     ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
 )]
 fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing() {
-    let m = MultiNode::create(2, &[]);
+    // The host's resolver, for names outside the cluster: a server of this test's.
+    let upstream = upstream::Upstream::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let resolv = scratch.path().join("resolv.conf");
+    std::fs::write(&resolv, upstream.resolv_conf()).unwrap();
+    let resolv_flags =
+        ["server", "agent"].map(|role| format!("--{role}-arg=--resolv-conf={}", resolv.display()));
+    let m = MultiNode::create(2, &[&resolv_flags[0], &resolv_flags[1]]);
     let server = m.node("server");
     let a1 = m.node("agent-1");
     let a2 = m.node("agent-2");
@@ -332,6 +343,8 @@ fn pods_on_different_nodes_reach_each_other_over_vxlan_and_delete_leaves_nothing
     services_across_nodes(&m, &web_ip, &client_ip);
     explain_paths(&m, &web_ip);
     cluster_dns(&m, &web_ip);
+    drop(upstream);
+    peers::node_address_change(&m);
     network_policies(&m, &web_ip);
     ingress_and_load_balancers(&m);
 
@@ -737,12 +750,17 @@ fn services_across_nodes(m: &MultiNode, web_ip: &str, client_ip: &str) {
 
 /// Cluster DNS, answered by each pod's own node: the resolv.conf ClusterFirst gives,
 /// a Service's name (full and short), a headless Service's endpoints and SRV records,
-/// ExternalName as a CNAME, pod records, NXDOMAIN, and a Service reached by name.
+/// ExternalName as a CNAME, pod records, NXDOMAIN, a type without records, names
+/// outside the cluster forwarded to the node's resolver (one too big for UDP among
+/// them), and a Service reached by name.
 fn cluster_dns(m: &MultiNode, web_ip: &str) {
     let conf = m.ok(&["exec", "client", "--", "cat", "/etc/resolv.conf"]);
     assert!(conf.contains("nameserver 10.96.0.10"), "{conf}");
+    // The cluster's search path, then the node's (from --resolv-conf).
     assert!(
-        conf.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        conf.contains(
+            "search default.svc.cluster.local svc.cluster.local cluster.local example.test"
+        ),
         "{conf}"
     );
     assert!(conf.contains("options ndots:5"), "{conf}");
@@ -785,6 +803,47 @@ fn cluster_dns(m: &MultiNode, web_ip: &str) {
     assert!(out.contains(&format!("Address: {web_ip}")), "{out}");
     let out = look("client", &["nope.default.svc.cluster.local"]);
     assert!(out.contains("NXDOMAIN"), "{out}");
+    // A type the cluster's zone has no records of: an empty answer, not an error.
+    let out = look("client", &["-type=TXT", "web.default.svc.cluster.local"]);
+    assert!(
+        !out.contains("SERVFAIL") && !out.contains("NXDOMAIN"),
+        "{out}"
+    );
+    // Names outside the cluster go to the node's resolver (--resolv-conf), from pods
+    // on both nodes; its NXDOMAIN comes back as such.
+    for pod in ["client", "client-s"] {
+        let out = look(pod, &["outside.example."]);
+        assert!(
+            out.contains(&format!("Address: {}", upstream::OUTSIDE)),
+            "{pod}: {out}"
+        );
+    }
+    let out = look("client", &["nope.example."]);
+    assert!(out.contains("NXDOMAIN"), "{out}");
+    // An answer too big for UDP reaches the pod cut, as the upstream cut it (busybox
+    // does not retry over TCP), and the server goes on answering.
+    let o = m.kubectl(&[
+        "exec",
+        "client",
+        "--",
+        "timeout",
+        "10",
+        "nslookup",
+        "big.example.",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("Non-authoritative answer") && !out.contains("can't find"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("Address: 192.0.2.").count(),
+        0,
+        "a cut answer carries no records: {out}"
+    );
+    let out = look("client", &["web.default.svc.cluster.local"]);
+    assert!(out.contains(&format!("Address: {cluster_ip}")), "{out}");
     // Names through the search path, as applications use them.
     let body = m.fetch("client", "http://web/");
     assert!(body.contains("hello-from-"), "{body}");

@@ -111,13 +111,7 @@ pub fn answer(zone: &Zone, packet: &[u8], udp: bool) -> Reply {
             r.add_name_servers(soa(zone));
         }
     }
-    let limit = if udp {
-        Some(q.extensions().as_ref().map_or(CLASSIC_UDP, |e| {
-            usize::from(e.max_payload()).max(CLASSIC_UDP)
-        }))
-    } else {
-        None
-    };
+    let limit = udp.then(|| udp_limit_of(&q));
     if let Some(e) = q.extensions() {
         let mut edns = Edns::new();
         edns.set_max_payload(e.max_payload().max(CLASSIC_UDP as u16));
@@ -144,6 +138,23 @@ fn encode(mut r: Message, limit: Option<usize>) -> Reply {
         }
         _ => Reply::Answer(bytes),
     }
+}
+
+/// The largest UDP answer the asker of `q` takes: 512 bytes, or its EDNS payload size.
+fn udp_limit_of(q: &Message) -> usize {
+    q.extensions().as_ref().map_or(CLASSIC_UDP, |e| {
+        usize::from(e.max_payload()).max(CLASSIC_UDP)
+    })
+}
+
+/// The largest UDP answer the asker of `packet` takes (512 bytes if it does not parse).
+pub fn udp_limit(packet: &[u8]) -> usize {
+    Message::from_vec(packet).map_or(CLASSIC_UDP, |q| udp_limit_of(&q))
+}
+
+/// Whether an answer has the TC (truncated) bit set.
+pub fn is_truncated(answer: &[u8]) -> bool {
+    answer.len() > 2 && answer[2] & 0x02 != 0
 }
 
 /// The records of `qtype` an upstream answer holds (for the forwarder's cache TTL).

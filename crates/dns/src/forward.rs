@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::{DNSClass, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::answer::{cache_key, min_ttl};
+use crate::answer::{cache_key, is_truncated, min_ttl, udp_limit};
 
 /// The longest an upstream answer is kept.
 const MAX_CACHE_TTL: u32 = 30;
@@ -59,13 +59,16 @@ impl Forwarder {
     /// The answer to `packet` from the cache or an upstream; None when none answers.
     pub async fn forward(&self, packet: &[u8], over_tcp: bool) -> Option<Vec<u8>> {
         let key = cache_key(packet);
+        // A cached answer larger than a UDP asker takes (fetched over TCP for
+        // another asker) is not for it: it is asked upstream, which cuts it.
+        let limit = (!over_tcp).then(|| udp_limit(packet));
         if let Some(k) = &key {
             let hit = self
                 .cache
                 .lock()
                 .ok()?
                 .get(k)
-                .filter(|(until, _)| *until > Instant::now())
+                .filter(|(until, b)| *until > Instant::now() && limit.is_none_or(|l| b.len() <= l))
                 .map(|(_, b)| b.clone());
             if let Some(mut b) = hit {
                 b[..2].copy_from_slice(&packet[..2]);
@@ -76,7 +79,7 @@ impl Forwarder {
             let got = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
                 let b = udp(*up, packet).await?;
                 // Cut: a TCP asker gets the whole answer.
-                if over_tcp && b.len() > 2 && b[2] & 0x02 != 0 {
+                if over_tcp && is_truncated(&b) {
                     return tcp(*up, packet).await;
                 }
                 Some(b)
@@ -85,6 +88,10 @@ impl Forwarder {
             .ok()
             .flatten();
             let Some(b) = got else { continue };
+            // A cut answer is not the answer: never kept for the next asker.
+            if is_truncated(&b) {
+                return Some(b);
+            }
             if let (Some(k), Some(ttl)) = (key, min_ttl(&b)) {
                 let ttl = ttl.min(MAX_CACHE_TTL);
                 if ttl > 0 {

@@ -305,3 +305,70 @@ fn other_names_are_forwarded_once_then_answered_from_the_cache() {
         );
     });
 }
+
+#[test]
+fn forwarded_answers_too_big_for_udp_come_cut_over_udp_and_whole_over_tcp() {
+    use crate::forward::Forwarder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // An upstream with 60 addresses for every name: cut over UDP (no EDNS), whole
+        // over TCP, on one port.
+        let full = |q: &Message| {
+            let mut r = crate::answer::reply_to(q);
+            r.add_query(q.queries()[0].clone());
+            for i in 1..=60u8 {
+                r.add_answer(hickory_proto::rr::Record::from_rdata(
+                    q.queries()[0].name().clone(),
+                    60,
+                    RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, i)),
+                ));
+            }
+            r
+        };
+        let up = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = up.local_addr().unwrap();
+        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 512];
+            while let Ok((n, from)) = up.recv_from(&mut buf).await {
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                let mut r = full(&q);
+                r.take_answers();
+                r.set_truncated(true);
+                up.send_to(&r.to_vec().unwrap(), from).await.unwrap();
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = tcp.accept().await {
+                let n = s.read_u16().await.unwrap();
+                let mut q = vec![0u8; usize::from(n)];
+                s.read_exact(&mut q).await.unwrap();
+                let b = full(&Message::from_vec(&q).unwrap()).to_vec().unwrap();
+                s.write_all(&(b.len() as u16).to_be_bytes()).await.unwrap();
+                s.write_all(&b).await.unwrap();
+            }
+        });
+        let shared = crate::Shared::new("cluster.local", Forwarder::new(vec![addr]));
+        let q = query("big.example.", RecordType::A, None);
+        let ask = |udp: bool| {
+            let (shared, q) = (shared.clone(), q.clone());
+            async move { Message::from_vec(&shared.respond(&q, udp).await.unwrap()).unwrap() }
+        };
+        // UDP first: cut, and not kept (a TCP asker must not get the cut answer).
+        let m = ask(true).await;
+        assert!(m.truncated() && m.answers().is_empty());
+        let m = ask(false).await;
+        assert!(!m.truncated());
+        assert_eq!(m.answers().len(), 60);
+        // The whole answer, now cached, is too big for a UDP asker: it gets a cut one.
+        let b = shared.respond(&q, true).await.unwrap();
+        assert!(b.len() <= 512, "{} bytes over UDP", b.len());
+        assert!(Message::from_vec(&b).unwrap().truncated());
+        // A TCP asker gets it from the cache, whole.
+        assert_eq!(ask(false).await.answers().len(), 60);
+    });
+}

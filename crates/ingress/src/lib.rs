@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -30,8 +31,9 @@ use tokio::net::TcpListener;
 pub mod connect;
 pub mod routes;
 pub mod tls;
+pub mod workers;
 
-pub use routes::{Endpoints, Routes};
+pub use routes::{Endpoint, Endpoints, Routes};
 pub use tls::{SecretLookup, TlsSecret};
 
 /// A response body: a backend's, streamed, or one of the proxy's own.
@@ -69,12 +71,21 @@ impl Shared {
     }
 }
 
-/// The proxy: its routes, its connection pool to the endpoints, its certificates.
+/// The proxy: its routes, its certificates, its round-robin position — what every
+/// serving thread shares.
 pub struct Proxy {
     shared: Arc<Shared>,
     next: AtomicUsize,
-    client: Client<connect::Connector, Incoming>,
+    connector: connect::Connector,
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
+}
+
+/// One serving loop's side of the proxy: its own pool of connections to endpoints,
+/// so that on a single-threaded runtime ([`workers`]) a request and the upstream
+/// connection it travels on are served by one thread, with no wakeups across threads.
+pub(crate) struct Handler {
+    proxy: Arc<Proxy>,
+    client: Client<connect::Connector, Incoming>,
 }
 
 /// How long a client may take over its TLS handshake.
@@ -85,15 +96,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Headers that belong to one connection, not passed on (RFC 9110 7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 fn plain(status: StatusCode, text: &str) -> Response<Body> {
@@ -132,6 +143,20 @@ fn upgrade_asked(headers: &http::HeaderMap) -> Option<HeaderValue> {
         .flatten()
 }
 
+/// The next connection on `listener`; errors (such as too many open files) are
+/// logged and retried after a pause rather than ending the proxy.
+pub(crate) async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(s) => return s,
+            Err(e) => {
+                tracing::warn!(error = %e, "ingress accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 impl Proxy {
     /// A proxy with no routes yet, finding TLS Secrets with `secrets`; its
     /// connections to endpoints carry `dscp` (see `berth_net::netpol::NODE_PROXY_DSCP`).
@@ -142,14 +167,11 @@ impl Proxy {
             certs: tls::Cache::default(),
             default_cert: tls::default_cert(),
         });
-        let connector = connect::Connector { dscp };
         Arc::new(Proxy {
             tls: tls::server_config(shared.clone()),
             shared,
             next: AtomicUsize::new(0),
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .build(connector),
+            connector: connect::Connector { dscp },
         })
     }
 
@@ -162,57 +184,72 @@ impl Proxy {
             .unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
     }
 
-    /// Serves HTTP (or HTTPS, with `tls`) on `listener` until the task is dropped.
+    /// Serves HTTP (or HTTPS, with `tls`) on `listener` until the task is dropped,
+    /// on the runtime it runs on (a node's agent uses [`Proxy::spawn_workers`]).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: bool) {
-        let acceptor = tls.then(|| tokio_rustls::TlsAcceptor::from(self.tls.clone()));
+        Arc::new(Handler::new(self)).serve(listener, tls).await
+    }
+}
+
+impl Handler {
+    /// A handler with a connection pool of its own, whose connections are driven by
+    /// tasks on the runtime of the first request that needs each.
+    pub(crate) fn new(proxy: Arc<Proxy>) -> Handler {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(proxy.connector.clone());
+        Handler { proxy, client }
+    }
+
+    /// Serves HTTP (or HTTPS, with `tls`) on `listener` until the task is dropped,
+    /// each connection on a task of this runtime.
+    pub(crate) async fn serve(self: Arc<Self>, listener: TcpListener, tls: bool) {
         loop {
-            let (sock, peer) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ingress accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+            let (sock, peer) = accept(&listener).await;
+            tokio::spawn(self.clone().serve_connection(sock, peer, tls));
+        }
+    }
+
+    /// Serves one client's connection until it closes.
+    pub(crate) async fn serve_connection(
+        self: Arc<Self>,
+        sock: tokio::net::TcpStream,
+        peer: SocketAddr,
+        tls: bool,
+    ) {
+        let _ = sock.set_nodelay(true);
+        let me = self.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let me = me.clone();
+            async move { Ok::<_, Infallible>(me.handle(req, peer, tls).await) }
+        });
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let r = if tls {
+            let acceptor = tokio_rustls::TlsAcceptor::from(self.proxy.tls.clone());
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+                Ok(Ok(s)) => {
+                    http.serve_connection(TokioIo::new(s), svc)
+                        .with_upgrades()
+                        .await
                 }
-            };
-            let _ = sock.set_nodelay(true);
-            let me = self.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let me = me.clone();
-                    async move { Ok::<_, Infallible>(me.handle(req, peer, tls).await) }
-                });
-                let mut http = hyper::server::conn::http1::Builder::new();
-                http.timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT);
-                let r = match acceptor {
-                    Some(a) => {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(sock)).await {
-                            Ok(Ok(s)) => {
-                                http.serve_connection(TokioIo::new(s), svc)
-                                    .with_upgrades()
-                                    .await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, %peer, "TLS handshake");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        }
-                    }
-                    None => {
-                        http.serve_connection(TokioIo::new(sock), svc)
-                            .with_upgrades()
-                            .await
-                    }
-                };
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, %peer, "ingress connection");
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, %peer, "TLS handshake");
+                    return;
                 }
-            });
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        } else {
+            http.serve_connection(TokioIo::new(sock), svc)
+                .with_upgrades()
+                .await
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, %peer, "ingress connection");
         }
     }
 
@@ -240,7 +277,7 @@ impl Proxy {
                 req.headers_mut().insert(header::HOST, v);
             }
         }
-        let snapshot = self.shared.snapshot();
+        let snapshot = self.proxy.shared.snapshot();
         let Some(backend) = snapshot.routes.route(&host, req.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "404 page not found\n");
         };
@@ -257,13 +294,20 @@ impl Proxy {
             Some([]) => return plain(StatusCode::SERVICE_UNAVAILABLE, "no available server\n"),
             Some(e) => e,
         };
-        let ep = endpoints[self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len()];
+        let n = self.proxy.next.fetch_add(1, Ordering::Relaxed);
+        let endpoint = &endpoints[n % endpoints.len()];
+        let ep = endpoint.addr;
         let pq = req
             .uri()
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let Ok(uri) = format!("http://{ep}{pq}").parse::<Uri>() else {
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let Ok(uri) = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(endpoint.authority.clone())
+            .path_and_query(pq)
+            .build()
+        else {
             return plain(StatusCode::BAD_REQUEST, "bad request target\n");
         };
         *req.uri_mut() = uri;
@@ -283,7 +327,7 @@ impl Proxy {
         for n in named {
             headers.remove(n);
         }
-        for h in HOP_BY_HOP {
+        for h in &HOP_BY_HOP {
             headers.remove(h);
         }
         if let Some(u) = &upgrade {
@@ -336,8 +380,8 @@ impl Proxy {
                     });
                 }
                 let (mut parts, body) = resp.into_parts();
-                for h in HOP_BY_HOP {
-                    if switched && (h == "connection" || h == "upgrade") {
+                for h in &HOP_BY_HOP {
+                    if switched && (h == header::CONNECTION || h == header::UPGRADE) {
                         continue;
                     }
                     parts.headers.remove(h);

@@ -2,10 +2,11 @@
 //! default backend, which Secret holds each host's certificate; and the endpoints of
 //! every backend, from the Services and their EndpointSlices.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::uri::Authority;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressServiceBackend};
@@ -225,12 +226,27 @@ impl Routes {
     }
 }
 
+/// One ready endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The same, as the authority of a request sent to it (made once, not per request).
+    pub authority: Authority,
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr) -> Option<Endpoint> {
+        let authority = Authority::try_from(addr.to_string()).ok()?;
+        Some(Endpoint { addr, authority })
+    }
+}
+
 /// Every backend's ready endpoints.
 #[derive(Clone, Debug, Default)]
 pub struct Endpoints {
-    by_backend: HashMap<Backend, Vec<SocketAddr>>,
-    /// Backends whose Service exists (an empty list: no endpoint ready).
-    known: HashSet<(String, String)>,
+    /// Every backend whose Service exists (an empty list: no endpoint ready).
+    by_backend: HashMap<Backend, Vec<Endpoint>>,
     missing: usize,
 }
 
@@ -271,7 +287,6 @@ impl Endpoints {
                 out.missing += 1;
                 continue;
             };
-            out.known.insert((b.namespace.clone(), b.service.clone()));
             let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref());
             let Some(port) = ports.into_iter().flatten().find(|p| match &b.port {
                 PortRef::Number(n) => p.port == i32::from(*n),
@@ -308,7 +323,8 @@ impl Endpoints {
             }
             addrs.sort();
             addrs.dedup();
-            out.by_backend.insert(b.clone(), addrs);
+            let endpoints = addrs.into_iter().filter_map(Endpoint::new).collect();
+            out.by_backend.insert(b.clone(), endpoints);
         }
         out
     }
@@ -319,14 +335,8 @@ impl Endpoints {
     }
 
     /// A backend's ready endpoints; None when its Service does not exist.
-    pub fn of(&self, b: &Backend) -> Option<&[SocketAddr]> {
-        if !self
-            .known
-            .contains(&(b.namespace.clone(), b.service.clone()))
-        {
-            return None;
-        }
-        Some(self.by_backend.get(b).map(Vec::as_slice).unwrap_or(&[]))
+    pub fn of(&self, b: &Backend) -> Option<&[Endpoint]> {
+        self.by_backend.get(b).map(Vec::as_slice)
     }
 }
 

@@ -2,8 +2,8 @@
 //! path, round robin over endpoints, the client's address passed on, HTTPS with the
 //! certificate of the SNI name (a client that trusts only that certificate verifies
 //! it), 404/503 answers, absolute-form targets, a protocol switch joined end to end,
-//! and a route change seen by the next request of a kept-alive
-//! connection (a reload drops nothing).
+//! a route change seen by the next request of a kept-alive connection (a reload drops
+//! nothing), and the serving threads a node runs.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -304,4 +304,49 @@ fn routes_balances_terminates_tls_and_reloads_without_dropping() {
         "the old route is gone"
     );
     drop(rt);
+}
+
+#[test]
+fn worker_threads_serve_kept_alive_connections_and_stop_with_their_accept_loop() {
+    let (a, b) = (backend("A"), backend("B"));
+    let proxy = Proxy::new(Box::new(|_, _| None), None);
+    proxy.update(objects(a, b));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let workers = proxy.spawn_workers(2).unwrap();
+    let (addr, accepting) = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        (addr, tokio::spawn(workers.clone().serve(l, false)))
+    });
+    drop(workers);
+    // Several connections, handed to both threads, each kept alive over several
+    // requests, and both endpoints reached.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut conns: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for _ in 0..3 {
+        for c in &mut conns {
+            let (code, body) = get(c, "a.example", "/");
+            assert_eq!(code, 200, "{body}");
+            seen.insert(body[..1].to_string());
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // The accept loop ends and the threads with it: the port is closed, and the
+    // threads close the connections they served.
+    accepting.abort();
+    rt.block_on(async {
+        while !accepting.is_finished() {
+            tokio::task::yield_now().await
+        }
+    });
+    assert!(TcpStream::connect(addr).is_err(), "the port still accepts");
+    for c in &mut conns {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            c.read(&mut buf).expect("closed within 5 s, not still open"),
+            0
+        );
+    }
 }

@@ -155,8 +155,12 @@ fn endpoints_follow_the_service_port_and_readiness() {
     let e = Endpoints::build(&r, &services, &slices);
     let root = r.route("a.example", "/").unwrap();
     assert_eq!(
-        e.of(root).unwrap(),
-        &[
+        e.of(root)
+            .unwrap()
+            .iter()
+            .map(|e| e.addr)
+            .collect::<Vec<_>>(),
+        [
             "10.42.1.5:8080".parse().unwrap(),
             "10.42.2.5:8080".parse().unwrap()
         ]
