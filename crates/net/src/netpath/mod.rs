@@ -14,7 +14,7 @@ use std::path::Path;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteType};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 use serde::{Deserialize, Serialize};
@@ -143,8 +143,21 @@ pub struct RouteHit {
     pub gateway: Option<Ipv4Addr>,
     /// The source address the kernel would use.
     pub source: Option<Ipv4Addr>,
-    /// The route table's verdict when not unicast (unreachable, blackhole...).
-    pub kind: String,
+    /// The route's type: unicast and local routes deliver; others (unreachable,
+    /// blackhole, prohibit...) end the path.
+    pub kind: RouteType,
+}
+
+impl RouteHit {
+    /// Whether the kernel sends the packet on (unicast) or takes it (local).
+    pub fn delivers(&self) -> bool {
+        matches!(self.kind, RouteType::Unicast | RouteType::Local)
+    }
+
+    /// The route's type as `ip route` names it.
+    pub fn kind_name(&self) -> String {
+        format!("{:?}", self.kind).to_lowercase()
+    }
 }
 
 /// Reads device `index`.
@@ -237,7 +250,7 @@ pub async fn route_get(h: &Handle, dst: Ipv4Addr) -> Result<RouteHit> {
         oif: 0,
         gateway: None,
         source: None,
-        kind: format!("{:?}", m.header.kind).to_lowercase(),
+        kind: m.header.kind,
     };
     for a in &m.attributes {
         match a {
@@ -282,17 +295,18 @@ pub async fn node_part(
 ) -> Result<Trace> {
     let mut hops = Vec::new();
     let hit = route_get(h, target).await?;
-    if hit.kind != "unicast" && hit.kind != "local" {
+    if !hit.delivers() {
+        let kind = hit.kind_name();
         hops.push(Hop {
             at: at.into(),
             what: "route".into(),
-            facts: vec![format!("{target}: {}", hit.kind)],
+            facts: vec![format!("{target}: {kind}")],
             packets: None,
         });
         return Ok(Trace {
             hops,
             target,
-            next: Next::Dropped(format!("the route to {target} is {}", hit.kind)),
+            next: Next::Dropped(format!("the route to {target} is {kind}")),
         });
     }
     let out = device(h, hit.oif).await?;
