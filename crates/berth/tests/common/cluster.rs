@@ -26,36 +26,13 @@ pub struct Cluster {
     _cidr_lock: std::fs::File,
 }
 
+#[path = "../../../engine/tests/support/cidr_lease.rs"]
+mod cidr_lease;
+
 /// A /24 of 10.46.0.0/16 for one test's node (its third octet), held while the returned
-/// file is open: tests run side by side, and two nodes given one pod CIDR would see
-/// each other's bridge as a route in the way. A /24 a route of the host already covers
-/// (a bridge left by a killed test) is passed over.
+/// file is open (see [`cidr_lease`]).
 pub fn lease_cidr_octet() -> (u32, std::fs::File) {
-    let dir = Path::new("/tmp/berth-test-pod-cidrs");
-    std::fs::create_dir_all(dir).unwrap();
-    let routed = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    let start = std::process::id() % 150;
-    for i in 0..150 {
-        let octet = 100 + (start + i) % 150;
-        // /proc/net/route has destinations in hex, little-endian: 10.46.X.0.
-        let dest = format!("{:08X}", u32::from_le_bytes([10, 46, octet as u8, 0]));
-        if routed
-            .lines()
-            .any(|l| l.split_whitespace().nth(1) == Some(dest.as_str()))
-        {
-            continue;
-        }
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(format!("{octet}.lock")))
-            .unwrap();
-        if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
-            return (octet, f);
-        }
-    }
-    panic!("no free pod CIDR in 10.46.100.0 to 10.46.249.0 for this test");
+    cidr_lease::lease_octet(46)
 }
 
 impl Cluster {

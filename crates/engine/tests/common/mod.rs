@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use berth_engine::cri::*;
 use berth_engine::Core;
 
+#[path = "../support/cidr_lease.rs"]
+mod cidr_lease;
+
 /// A binary the workspace build puts in the target directory.
 pub fn built_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -29,6 +32,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub core: Core,
     pub n: u32,
+    /// Holds the pod CIDR's lease.
+    _cidr_lock: std::fs::File,
 }
 
 impl Env {
@@ -44,11 +49,16 @@ impl Env {
         std::env::set_var("BERTH_BIN", built_bin("berth"));
         std::env::set_var("BERTH_NET_ROOT", dir.path().join("net"));
         let core = Core::open(&dir.path().join("root")).unwrap();
-        let n = 100 + std::process::id() % 150;
+        let (n, cidr_lock) = cidr_lease::lease_octet(44);
         core.update_runtime_config(&format!("10.44.{n}.0/24"))
             .unwrap();
         import_busybox(&core, "localhost/busybox:1");
-        Env { dir, core, n }
+        Env {
+            dir,
+            core,
+            n,
+            _cidr_lock: cidr_lock,
+        }
     }
 
     /// A pod sandbox config named `name`, in the kubelet's cgroup layout.
