@@ -216,7 +216,16 @@ pub fn net_bench(runs: usize, secs: u32, berth: &Path, tools: &Path) -> Result<(
         .spawn()
         .context("start the HTTP backend")?;
     let peer = match Command::new("nginx").arg("-v").output() {
-        Ok(_) => Some(Nginx::start(&c.netns_of(&server_ip)?, &server_ip, &srv_ip)?),
+        Ok(_) => match c
+            .netns_of(&server_ip)
+            .and_then(|ns| Nginx::start(&ns, &server_ip, &srv_ip))
+        {
+            Ok(n) => Some(n),
+            Err(e) => {
+                eprintln!("nginx did not start, the peer proxy's row is left out: {e:#}");
+                None
+            }
+        },
         Err(_) => {
             eprintln!("nginx is not installed: the peer proxy's row is left out (apt-get install nginx-light; on a systemd host it also starts nginx on port 80: systemctl disable --now nginx)");
             None
@@ -250,6 +259,11 @@ impl Nginx {
         let dir = tempfile::Builder::new()
             .prefix("berth-bench-nginx")
             .tempdir()?;
+        // nginx's workers run as an unprivileged user and keep temporary files here.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         let d = dir.path().display();
         let addr = format!("{node_ip}:8088");
         let conf = format!(
@@ -270,7 +284,7 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .context("start nginx")?;
-        let n = Nginx {
+        let mut n = Nginx {
             addr,
             master,
             _dir: dir,
@@ -284,6 +298,9 @@ impl Nginx {
         .trim()
         .is_empty()
         {
+            if let Ok(Some(status)) = n.master.try_wait() {
+                bail!("nginx exited ({status}) before listening on {}", n.addr);
+            }
             if Instant::now() > deadline {
                 bail!("nginx did not listen on {} within 10 s", n.addr);
             }

@@ -57,16 +57,17 @@ pub(crate) async fn run(ctx: Arc<Ctx>, ports: Ports) {
             return;
         }
     };
-    let mut servers = Vec::new();
+    // Dropped (with this function's future, when the agent aborts it): the accept
+    // loops are aborted, and the threads stop once they and `workers` are gone.
+    let mut servers = tokio::task::JoinSet::new();
     for (port, tls, what) in [(ports.http, false, "http"), (ports.https, true, "https")] {
         if let Some(l) = bind(port, what).await {
-            servers.push(tokio::spawn(workers.clone().serve(l, tls)));
+            servers.spawn(workers.clone().serve(l, tls));
         }
     }
     if servers.is_empty() {
         return;
     }
-    // The threads stop once the accept loops are aborted and this is dropped.
     drop(workers);
     let (ingresses, ing_writer) = reflector::store();
     let (slices, slice_writer) = reflector::store();
@@ -91,7 +92,5 @@ pub(crate) async fn run(ctx: Arc<Ctx>, ports: Ports) {
         }
         proxy.update(Snapshot { routes, endpoints });
     }
-    for s in servers {
-        s.abort();
-    }
+    servers.abort_all();
 }

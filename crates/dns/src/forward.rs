@@ -1,5 +1,5 @@
-//! Questions outside the cluster's domain go to the node's resolvers (its
-//! /etc/resolv.conf), over UDP, then over TCP when the answer was cut; answers are
+//! Questions outside the cluster's domain go to the node's resolvers (the agent's
+//! `--resolv-conf`), over UDP, then over TCP when the answer was cut; answers are
 //! cached for their lowest TTL (30 s at most), keyed by name, type and class.
 
 use std::collections::HashMap;

@@ -329,9 +329,18 @@ fn forwarded_answers_too_big_for_udp_come_cut_over_udp_and_whole_over_tcp() {
             }
             r
         };
-        let up = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // A UDP and a TCP socket on one port (tried again if the UDP socket's port is
+        // taken for TCP).
+        let (up, tcp) = 'bound: {
+            for _ in 0..20 {
+                let up = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                if let Ok(tcp) = tokio::net::TcpListener::bind(up.local_addr().unwrap()).await {
+                    break 'bound (up, tcp);
+                }
+            }
+            panic!("no port free for both UDP and TCP");
+        };
         let addr = up.local_addr().unwrap();
-        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 512];
             while let Ok((n, from)) = up.recv_from(&mut buf).await {

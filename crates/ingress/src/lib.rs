@@ -195,8 +195,11 @@ impl Handler {
     /// A handler with a connection pool of its own, whose connections are driven by
     /// tasks on the runtime of the first request that needs each.
     pub(crate) fn new(proxy: Arc<Proxy>) -> Handler {
+        // The timer makes idle connections close after 90 s on their own, not only
+        // when the pool is next looked at.
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
             .build(proxy.connector.clone());
         Handler { proxy, client }
     }

@@ -36,23 +36,34 @@ pub struct Workers {
 }
 
 impl Proxy {
-    /// Starts `count` serving threads (at least one).
+    /// Starts `count` serving threads (at least one). Each builds its runtime itself
+    /// (a runtime must not be dropped on an async thread, as one would be if a
+    /// thread failed to start with it).
     pub fn spawn_workers(self: &Arc<Self>, count: usize) -> std::io::Result<Arc<Workers>> {
         let mut threads = Vec::new();
         for i in 0..count.max(1) {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
             let handler = Arc::new(Handler::new(self.clone()));
             let (tx, mut rx) = mpsc::unbounded_channel::<Handoff>();
             std::thread::Builder::new()
                 .name(format!("ingress-{i}"))
                 .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::warn!(error = %e, thread = i, "the Ingress proxy cannot start a serving thread's runtime");
+                            return;
+                        }
+                    };
                     rt.block_on(async move {
                         while let Some((sock, peer, tls)) = rx.recv().await {
                             match tokio::net::TcpStream::from_std(sock) {
                                 Ok(sock) => {
-                                    tokio::spawn(handler.clone().serve_connection(sock, peer, tls));
+                                    tokio::spawn(
+                                        handler.clone().serve_connection(sock, peer, tls),
+                                    );
                                 }
                                 Err(e) => tracing::debug!(error = %e, %peer, "ingress handoff"),
                             }
@@ -81,9 +92,18 @@ impl Workers {
                     continue;
                 }
             };
-            let n = self.next.fetch_add(1, Ordering::Relaxed) % self.threads.len();
-            // A thread that has gone (its runtime failed) drops the connection.
-            let _ = self.threads[n].send((sock, peer, tls));
+            // In turn, passing over threads that have gone (their runtime failed).
+            let mut handoff = Some((sock, peer, tls));
+            for _ in 0..self.threads.len() {
+                let n = self.next.fetch_add(1, Ordering::Relaxed) % self.threads.len();
+                match self.threads[n].send(handoff.take().expect("put back on failure")) {
+                    Ok(()) => break,
+                    Err(mpsc::error::SendError(back)) => handoff = Some(back),
+                }
+            }
+            if handoff.is_some() {
+                tracing::warn!(%peer, "ingress: no serving thread is left; connection closed");
+            }
         }
     }
 }

@@ -319,7 +319,8 @@ fn worker_threads_serve_kept_alive_connections_and_stop_with_their_accept_loop()
         (addr, tokio::spawn(workers.clone().serve(l, false)))
     });
     drop(workers);
-    // Several connections, handed to both threads, each kept alive over several
+    assert_eq!(ingress_threads(), 2, "one thread per worker");
+    // Several connections, handed out over the threads, each kept alive over several
     // requests, and both endpoints reached.
     let mut seen = std::collections::BTreeSet::new();
     let mut conns: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
@@ -349,4 +350,24 @@ fn worker_threads_serve_kept_alive_connections_and_stop_with_their_accept_loop()
             0
         );
     }
+    // And the threads are gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ingress_threads() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serving threads still run 5 s after their accept loop ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// How many of this process's threads are the proxy's serving threads.
+fn ingress_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("ingress-"))
+        })
+        .count()
 }
