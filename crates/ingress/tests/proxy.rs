@@ -319,7 +319,16 @@ fn worker_threads_serve_kept_alive_connections_and_stop_with_their_accept_loop()
         (addr, tokio::spawn(workers.clone().serve(l, false)))
     });
     drop(workers);
-    assert_eq!(ingress_threads(), 2, "one thread per worker");
+    // One thread per worker (each names itself once it runs).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ingress_threads() != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} serving threads, not 2",
+            ingress_threads()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     // Several connections, handed out over the threads, each kept alive over several
     // requests, and both endpoints reached.
     let mut seen = std::collections::BTreeSet::new();
