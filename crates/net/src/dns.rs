@@ -149,7 +149,7 @@ pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
         .truncate(false)
         .write(true)
         .open(lock_path(nets))?;
-    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+    if !take_helper_lock(&lock) {
         // Another server is already answering.
         return Ok(());
     }
@@ -231,10 +231,77 @@ pub fn serve(nets: &Networks, idle: Duration) -> std::io::Result<()> {
     }
 }
 
+/// Takes the helper lock, or finds it held by another helper. [`is_running`] probes
+/// the lock by holding it shared for a moment, so one failed try may be a probe (the
+/// engine probes every few milliseconds while it waits for this helper): only a lock
+/// still taken after 200 ms of tries belongs to another helper.
+fn take_helper_lock(lock: &std::fs::File) -> bool {
+    let end = Instant::now() + Duration::from_millis(200);
+    loop {
+        if rustix::fs::flock(lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Whether the helper of `nets`' root is running (it holds [`lock_path`]).
 pub fn is_running(nets: &Networks) -> bool {
     let Ok(f) = std::fs::OpenOptions::new().read(true).open(lock_path(nets)) else {
         return false;
     };
     rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// A CI run lost a pod start to this: the helper met a probe's shared lock, took
+    /// it for another helper and exited, and nothing served.
+    #[test]
+    fn probes_while_the_helper_starts_do_not_turn_it_away() {
+        for _ in 0..5 {
+            let root = tempfile::tempdir().unwrap();
+            let nets = Networks::new(root.path());
+            std::fs::create_dir_all(nets.state_dir()).unwrap();
+            std::fs::write(lock_path(&nets), b"").unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let prober = {
+                let (stop, nets) = (stop.clone(), Networks::new(root.path()));
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        is_running(&nets);
+                    }
+                })
+            };
+            let server = {
+                let nets = Networks::new(root.path());
+                std::thread::spawn(move || serve(&nets, Duration::from_secs(600)))
+            };
+            let end = Instant::now() + Duration::from_secs(5);
+            while !server.is_finished() && !is_running(&nets) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(
+                !server.is_finished(),
+                "the helper gave up on its lock while probes ran: {:?}",
+                server.join()
+            );
+            // A second helper meets the first's lock and leaves at once.
+            let again = Instant::now();
+            serve(&nets, Duration::from_secs(600)).unwrap();
+            assert!(again.elapsed() < Duration::from_secs(2));
+            stop.store(true, Ordering::Relaxed);
+            prober.join().unwrap();
+            // Its root removed, the helper ends.
+            std::fs::remove_dir_all(nets.state_dir()).unwrap();
+            server.join().unwrap().unwrap();
+        }
+    }
 }
