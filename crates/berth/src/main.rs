@@ -13,6 +13,7 @@ mod container_cmd;
 mod controller_cmd;
 mod cp_cmd;
 mod create_args;
+mod cri_cmd;
 mod elected;
 mod explain_cmd;
 mod explain_path;
@@ -140,6 +141,8 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run the node agent alone (what the kubelet is).
     Agent(agent_cmd::AgentArgs),
+    /// Serve the Container Runtime Interface (CRI v1 over gRPC) for crictl and kubelets.
+    Cri(cri_cmd::CriArgs),
     /// Run the scheduler alone (`berth server` runs one unless --disable scheduler).
     Scheduler(scheduler_cmd::SchedulerArgs),
     /// Run the controllers alone (`berth server` runs them unless --disable controllers).
@@ -268,6 +271,7 @@ fn main() {
             Command::Rootfs(c) => ok(rootfs_cmd::run(&ctx, c)),
             Command::Server(a) => ok(server_cmd::server(&ctx, a).await),
             Command::Agent(a) => ok(agent_cmd::agent(&ctx, a).await),
+            Command::Cri(a) => ok(cri_cmd::cri(&ctx, a).await),
             Command::Scheduler(a) => ok(scheduler_cmd::scheduler(a).await),
             Command::ControllerManager(a) => ok(controller_cmd::controller_manager(a).await),
             Command::Explain(c) => ok(explain_cmd::explain(&ctx, c).await),

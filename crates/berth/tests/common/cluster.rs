@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_engine::cri::{RuntimeService, SandboxFilter};
 use serde_json::Value;
 
 use super::{free_port, Env};
@@ -379,12 +378,7 @@ impl Cluster {
 
     /// The engine over the server's state root (what the agent runs pods with).
     pub fn engine(&self) -> berth_engine::Core {
-        // SAFETY of set_var: nextest runs each test in a process of its own; the
-        // variables only name the binaries under test.
-        std::env::set_var("BERTH_RUNTIME", super::runtime_bin());
-        std::env::set_var("BERTH_MONITOR", super::monitor_bin());
-        std::env::set_var("BERTH_NET_ROOT", self.env.path("net"));
-        berth_engine::Core::open(&self.env.root()).unwrap()
+        self.env.engine()
     }
 
     /// Mount points under the test's directory.
@@ -444,16 +438,7 @@ impl Drop for Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let core = self.engine();
-        if let Ok(all) = core.list_pod_sandbox(&SandboxFilter {
-            include_lean: true,
-            ..Default::default()
-        }) {
-            for s in all {
-                let _ = core.remove_pod_sandbox(&s.id);
-            }
-        }
-        let _ = berth_net::network::Networks::host().remove(&core.pod_network().name);
+        self.env.remove_pods();
         berth_cgroups::mountinfo::unmount_under(self.env.dir.path());
     }
 }

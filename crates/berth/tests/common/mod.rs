@@ -142,6 +142,32 @@ impl Env {
             .to_string()
     }
 
+    /// The engine over this root, with the test's own network records (`net`).
+    pub fn engine(&self) -> berth_engine::Core {
+        // SAFETY of set_var: nextest runs each test in a process of its own; the
+        // variables only name the binaries under test and the test's own records.
+        std::env::set_var("BERTH_RUNTIME", runtime_bin());
+        std::env::set_var("BERTH_MONITOR", monitor_bin());
+        std::env::set_var("BERTH_NET_ROOT", self.path("net"));
+        berth_engine::Core::open(&self.root()).unwrap()
+    }
+
+    /// Removes every sandbox of the root (with its containers) and the pod network:
+    /// what a test that ran pods leaves when it fails.
+    pub fn remove_pods(&self) {
+        use berth_engine::cri::RuntimeService;
+        let core = self.engine();
+        if let Ok(all) = core.list_pod_sandbox(&berth_engine::cri::SandboxFilter {
+            include_lean: true,
+            ..Default::default()
+        }) {
+            for s in all {
+                let _ = core.remove_pod_sandbox(&s.id);
+            }
+        }
+        let _ = berth_net::network::Networks::host().remove(&core.pod_network().name);
+    }
+
     /// Files directly in the store's snapshot directory (leftover checks).
     pub fn snapshot_entries(&self) -> Vec<String> {
         match std::fs::read_dir(self.root().join("image/s")) {

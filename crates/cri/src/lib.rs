@@ -1,0 +1,137 @@
+//! berth's CRI endpoint: the Container Runtime Interface (runtime.v1 RuntimeService
+//! and ImageService) over gRPC on a unix socket, so that crictl, cri-tools' critest
+//! and any kubelet drive berth's engine as they drive containerd or CRI-O.
+//!
+//! It is a thin adapter: [`convert`] turns CRI's messages into the engine's typed
+//! shapes ([`berth_engine::cri`]) and back, and each RPC runs the engine's call on a
+//! blocking thread. The message and service types come from the k8s-cri crate (the
+//! CRI protos compiled for tonic).
+
+pub mod convert;
+mod events;
+mod images;
+mod podstats;
+mod runtime;
+mod status;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_engine::cri::{ImageService, RuntimeService};
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+
+/// Where `berth cri` listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/berth/cri.sock";
+
+/// The one runtime handler berth has (CRI's `runtime_handler`; empty asks for it too).
+pub const RUNTIME_HANDLER: &str = "berth";
+
+/// The largest message either side sends: the kubelet's own limit (16 MiB), so a
+/// list of many containers fits.
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// What the endpoint needs of an engine: both CRI-shaped traits, shareable across
+/// blocking threads.
+pub trait Engine: RuntimeService + ImageService + Send + Sync + 'static {}
+impl<T: RuntimeService + ImageService + Send + Sync + 'static> Engine for T {}
+
+/// The gRPC services over one engine.
+pub struct Cri<E> {
+    engine: Arc<E>,
+}
+
+impl<E: Engine> Cri<E> {
+    /// The services over `engine`.
+    pub fn new(engine: Arc<E>) -> Cri<E> {
+        Cri { engine }
+    }
+}
+
+/// Why the endpoint could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The socket could not be made.
+    #[error("{what} {path}: {source}")]
+    Socket {
+        /// What was being done.
+        what: &'static str,
+        /// The socket's path.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another server answers on the socket.
+    #[error("another CRI server is listening on {0}: stop it, or give berth another --socket")]
+    InUse(PathBuf),
+    /// The gRPC server failed.
+    #[error("the CRI server on {path}: {source}")]
+    Serve {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Serves CRI on the unix socket `socket` until `shutdown` completes, then removes
+/// the socket. A socket file left by a server that died is replaced; one that answers
+/// is an error.
+pub async fn serve<E: Engine>(
+    engine: Arc<E>,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let err = |what, source| Error::Socket {
+        what,
+        path: socket.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
+    }
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            return Err(Error::InUse(socket.to_path_buf()));
+        }
+        std::fs::remove_file(socket).map_err(|e| err("remove the stale socket", e))?;
+    }
+    let listener = tokio::net::UnixListener::bind(socket).map_err(|e| err("listen on", e))?;
+    // Root's, as containerd's socket is: whoever reaches it runs anything as root.
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+        .map_err(|e| err("set the mode of", e))?;
+    let cri = Arc::new(Cri::new(engine));
+    tracing::info!(socket = %socket.display(), "CRI endpoint serving");
+    let served = tonic::transport::Server::builder()
+        .add_service(
+            RuntimeServiceServer::from_arc(cri.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ImageServiceServer::from_arc(cri)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    let _ = std::fs::remove_file(socket);
+    served.map_err(|source| Error::Serve {
+        path: socket.to_path_buf(),
+        source,
+    })
+}
+
+/// The answer to Exec, Attach and PortForward until the streaming server lands.
+pub(crate) fn streams_missing(rpc: &str, id: &str) -> tonic::Status {
+    tonic::Status::unimplemented(format!(
+        "{rpc} ({id}): berth's CRI endpoint has no streaming server yet; ExecSync works, \
+         and `berth exec` / kubectl exec through berth's agent stream"
+    ))
+}
