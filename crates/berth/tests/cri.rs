@@ -575,3 +575,465 @@ fn a_pod_goes_through_its_whole_life_as_crictl_drives_it() {
     assert!(st.success(), "berth cri ended with {st}:\n{}", cri.log());
     assert!(!cri.socket.exists(), "the socket is removed on exit");
 }
+
+/// Runs a sandbox and one container in it; returns (sandbox, container).
+async fn run(
+    rt: &mut pb::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    sandbox: pb::PodSandboxConfig,
+    container: pb::ContainerConfig,
+) -> (String, String) {
+    let sb = rt
+        .run_pod_sandbox(pb::RunPodSandboxRequest {
+            config: Some(sandbox.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let c = start(rt, &sb, sandbox, container).await;
+    (sb, c)
+}
+
+/// Creates and starts a container in sandbox `sb`.
+async fn start(
+    rt: &mut pb::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    sb: &str,
+    sandbox: pb::PodSandboxConfig,
+    container: pb::ContainerConfig,
+) -> String {
+    let c = rt
+        .create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: sb.into(),
+            config: Some(container),
+            sandbox_config: Some(sandbox),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(pb::StartContainerRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .unwrap();
+    c
+}
+
+fn with_security(
+    mut c: pb::ContainerConfig,
+    s: pb::LinuxContainerSecurityContext,
+) -> pb::ContainerConfig {
+    c.linux = Some(pb::LinuxContainerConfig {
+        resources: c.linux.and_then(|l| l.resources),
+        security_context: Some(s),
+    });
+    c
+}
+
+/// A field of /proc/self/status of a process run in a container (it has the
+/// container's credentials, capabilities and seccomp filter; /proc/1 may be the
+/// infra process in a shared PID namespace).
+async fn init_status(
+    rt: &mut pb::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    c: &str,
+    field: &str,
+) -> String {
+    let s = out(&exec_sync(rt, c, &["cat", "/proc/self/status"]).await);
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("{field} in {s}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn security_contexts_and_namespaces_are_applied_as_critest_checks_them() {
+    let cri = Cri::start();
+    let log_dir = cri.env.path("pod-logs");
+    runtime().block_on(async {
+        let (mut rt, _) = cri.clients().await;
+        let sleep = ["sleep", "1000"];
+
+        // A pod sharing one PID namespace (shareProcessNamespace: CRI pid POD).
+        let mut shared = pod("shared", &log_dir);
+        shared
+            .linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .namespace_options
+            .as_mut()
+            .unwrap()
+            .pid = pb::NamespaceMode::Pod as i32;
+        // A user, group and supplemental group; read-only root; no_new_privs; every
+        // capability dropped; the runtime's default seccomp profile; a path masked.
+        let locked = with_security(
+            ctr("locked", &sleep),
+            pb::LinuxContainerSecurityContext {
+                run_as_user: Some(pb::Int64Value { value: 65534 }),
+                run_as_group: Some(pb::Int64Value { value: 65534 }),
+                supplemental_groups: vec![1234],
+                readonly_rootfs: true,
+                no_new_privs: true,
+                capabilities: Some(pb::Capability {
+                    drop_capabilities: vec!["ALL".into()],
+                    ..Default::default()
+                }),
+                seccomp: Some(pb::SecurityProfile {
+                    profile_type: pb::security_profile::ProfileType::RuntimeDefault as i32,
+                    ..Default::default()
+                }),
+                masked_paths: vec!["/etc/os-release".into()],
+                ..Default::default()
+            },
+        );
+        let (sb, locked) = run(&mut rt, shared.clone(), locked).await;
+        let id = out(&exec_sync(&mut rt, &locked, &["id"]).await);
+        assert!(
+            id.contains("uid=65534") && id.contains("gid=65534") && id.contains("1234"),
+            "{id}"
+        );
+        let touch = exec_sync(&mut rt, &locked, &["touch", "/new-file"]).await;
+        assert_ne!(touch.exit_code, 0, "the root filesystem is read-only");
+        assert!(
+            String::from_utf8_lossy(&touch.stderr).contains("Read-only"),
+            "{touch:?}"
+        );
+        assert_eq!(init_status(&mut rt, &locked, "NoNewPrivs").await, "1");
+        assert_eq!(
+            init_status(&mut rt, &locked, "CapBnd").await,
+            "0000000000000000"
+        );
+        assert_eq!(init_status(&mut rt, &locked, "Seccomp").await, "2");
+        assert_eq!(
+            out(&exec_sync(&mut rt, &locked, &["cat", "/etc/os-release"]).await),
+            "",
+            "a masked file reads empty"
+        );
+        // In the shared PID namespace, the infra process is PID 1 for everyone.
+        assert_eq!(
+            out(&exec_sync(&mut rt, &locked, &["cat", "/proc/1/comm"]).await),
+            "berth-infra\n"
+        );
+        // Root with one capability added to none, no seccomp filter, and the
+        // oom_score_adj the kubelet asks for guaranteed pods, clamped to what berth
+        // may set (root here lacks CAP_SYS_RESOURCE) instead of failing.
+        let mut open = with_security(
+            ctr("open", &sleep),
+            pb::LinuxContainerSecurityContext {
+                capabilities: Some(pb::Capability {
+                    drop_capabilities: vec!["ALL".into()],
+                    add_capabilities: vec!["NET_BIND_SERVICE".into()],
+                    ..Default::default()
+                }),
+                seccomp: Some(pb::SecurityProfile {
+                    profile_type: pb::security_profile::ProfileType::Unconfined as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        open.linux.as_mut().unwrap().resources = Some(pb::LinuxContainerResources {
+            oom_score_adj: -998,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        });
+        let open = start(&mut rt, &sb, shared.clone(), open).await;
+        let pids = out(&exec_sync(&mut rt, &open, &["pidof", "sleep"]).await);
+        assert_eq!(pids.split_whitespace().count(), 2, "both sleeps: {pids}");
+        let own: i64 = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let adj: i64 =
+            out(&exec_sync(&mut rt, &open, &["sh", "-c", "cat /proc/$$/oom_score_adj"]).await)
+                .trim()
+                .parse()
+                .unwrap();
+        assert!(adj >= -998 && adj <= own.max(-998), "{adj}");
+        // CapBnd is the set kept: NET_BIND_SERVICE is bit 10.
+        assert_eq!(
+            init_status(&mut rt, &open, "CapBnd").await,
+            "0000000000000400"
+        );
+        assert_eq!(init_status(&mut rt, &open, "Seccomp").await, "0");
+        let st = container_status(&mut rt, &open).await.unwrap();
+        assert_eq!(
+            st.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
+            64 << 20
+        );
+        // UpdateContainerResources reaches the cgroup.
+        rt.update_container_resources(pb::UpdateContainerResourcesRequest {
+            container_id: open.clone(),
+            linux: Some(pb::LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let st = container_status(&mut rt, &open).await.unwrap();
+        assert_eq!(
+            st.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
+            96 << 20
+        );
+
+        // A pod on the host's network, PID and IPC namespaces.
+        let mut host = pod("host", &log_dir);
+        host.linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .namespace_options = Some(pb::NamespaceOption {
+            network: pb::NamespaceMode::Node as i32,
+            pid: pb::NamespaceMode::Node as i32,
+            ipc: pb::NamespaceMode::Node as i32,
+            ..Default::default()
+        });
+        let (host_sb, h) = run(&mut rt, host, ctr("h", &sleep)).await;
+        let ns = |kind: &str| std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+        for kind in ["net", "pid", "ipc", "uts"] {
+            let theirs =
+                out(&exec_sync(&mut rt, &h, &["readlink", &format!("/proc/self/ns/{kind}")]).await);
+            assert_eq!(
+                theirs.trim(),
+                ns(kind).to_string_lossy(),
+                "the host's {kind} namespace"
+            );
+        }
+        let st = rt
+            .pod_sandbox_status(pb::PodSandboxStatusRequest {
+                pod_sandbox_id: host_sb.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        let o = st.linux.unwrap().namespaces.unwrap().options.unwrap();
+        assert_eq!(
+            (o.network, o.pid, o.ipc),
+            (
+                pb::NamespaceMode::Node as i32,
+                pb::NamespaceMode::Node as i32,
+                pb::NamespaceMode::Node as i32
+            )
+        );
+        for s in [sb, host_sb] {
+            rt.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: s })
+                .await
+                .unwrap();
+        }
+    });
+}
+
+#[test]
+fn bad_requests_get_grpc_codes_and_pulls_take_credentials() {
+    let cri = Cri::start();
+    let log_dir = cri.env.path("pod-logs");
+    let reg = common::Registry::start(
+        common::Auth::Htpasswd {
+            user: "kube".into(),
+            password: "cri-pass".into(),
+        },
+        false,
+    );
+    cri.env.busybox_image("localhost/bb:1");
+    let dest = format!("{}/team/bb:1", reg.host);
+    cri.env
+        .ok(&["push", "-q", "--creds", "kube:cri-pass", "bb:1", &dest]);
+    runtime().block_on(async {
+        let (mut rt, mut img) = cri.clients().await;
+        let code = |r: Result<tonic::Response<_>, tonic::Status>| -> (Code, String) {
+            let e = r.map(|_: tonic::Response<()>| ()).expect_err("an error");
+            (e.code(), e.message().to_string())
+        };
+        let unit = |r: Result<tonic::Response<pb::CreateContainerResponse>, tonic::Status>| {
+            r.map(|x| x.map(|_| ()))
+        };
+        // A container in a sandbox that does not exist.
+        let (c, m) = code(unit(
+            rt.create_container(pb::CreateContainerRequest {
+                pod_sandbox_id: "0123456789ab".into(),
+                config: Some(ctr("x", &["true"])),
+                sandbox_config: None,
+            })
+            .await,
+        ));
+        assert_eq!(c, Code::NotFound, "{m}");
+        // Missing fields name themselves.
+        let e = rt
+            .create_container(pb::CreateContainerRequest {
+                pod_sandbox_id: "0123456789ab".into(),
+                config: Some(pb::ContainerConfig::default()),
+                sandbox_config: None,
+            })
+            .await
+            .expect_err("no metadata");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("config.metadata"), "{e:?}");
+        let e = rt
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(pod("h", &log_dir)),
+                runtime_handler: "kata".into(),
+            })
+            .await
+            .expect_err("an unknown handler");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("kata"), "{e:?}");
+        let e = rt
+            .start_container(pb::StartContainerRequest {
+                container_id: String::new(),
+            })
+            .await
+            .expect_err("no id");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let e = rt
+            .start_container(pb::StartContainerRequest {
+                container_id: "0123456789abcdef".into(),
+            })
+            .await
+            .expect_err("no such container");
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        // An image that is not stored.
+        let cfg = pod("bad", &log_dir);
+        let sb = rt
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let mut missing = ctr("missing", &["true"]);
+        missing.image.as_mut().unwrap().image = "localhost/not-pulled:1".into();
+        let e = rt
+            .create_container(pb::CreateContainerRequest {
+                pod_sandbox_id: sb.clone(),
+                config: Some(missing),
+                sandbox_config: Some(cfg.clone()),
+            })
+            .await
+            .expect_err("an image not pulled");
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        assert!(e.message().contains("not-pulled"), "{e:?}");
+        // The same name and attempt twice in one sandbox (CRI: names are unique).
+        let once = ctr("twice", &["sleep", "100"]);
+        let first = start(&mut rt, &sb, cfg.clone(), once.clone()).await;
+        let e = rt
+            .create_container(pb::CreateContainerRequest {
+                pod_sandbox_id: sb.clone(),
+                config: Some(once),
+                sandbox_config: Some(cfg.clone()),
+            })
+            .await
+            .expect_err("a name taken");
+        assert!(
+            matches!(e.code(), Code::AlreadyExists | Code::FailedPrecondition),
+            "{e:?}"
+        );
+        // A start of a removed container; a stop and a removal of one are no errors.
+        rt.remove_container(pb::RemoveContainerRequest {
+            container_id: first.clone(),
+        })
+        .await
+        .unwrap();
+        let e = rt
+            .start_container(pb::StartContainerRequest {
+                container_id: first.clone(),
+            })
+            .await
+            .expect_err("a removed container");
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        rt.remove_container(pb::RemoveContainerRequest {
+            container_id: first.clone(),
+        })
+        .await
+        .unwrap();
+        // The streaming RPCs are not there yet, and say so.
+        let e = rt
+            .exec(pb::ExecRequest {
+                container_id: first.clone(),
+                cmd: vec!["sh".into()],
+                stdout: true,
+                ..Default::default()
+            })
+            .await
+            .expect_err("no streaming server yet");
+        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+        rt.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: sb })
+            .await
+            .unwrap();
+
+        // crictl pull: without credentials the registry's 401 comes back; with them
+        // the image is stored, by tag and by digest.
+        let puller = img.clone();
+        let pull = |auth: Option<pb::AuthConfig>, image: String| {
+            let mut img = puller.clone();
+            async move {
+                img.pull_image(pb::PullImageRequest {
+                    image: Some(pb::ImageSpec {
+                        image,
+                        ..Default::default()
+                    }),
+                    auth,
+                    sandbox_config: None,
+                })
+                .await
+                .map(|r| r.into_inner().image_ref)
+            }
+        };
+        let e = pull(None, dest.clone()).await.expect_err("401");
+        assert!(e.message().contains("401"), "{e:?}");
+        let creds = pb::AuthConfig {
+            username: "kube".into(),
+            password: "cri-pass".into(),
+            ..Default::default()
+        };
+        let by_tag = pull(Some(creds.clone()), dest.clone()).await.unwrap();
+        assert!(by_tag.starts_with("sha256:"), "{by_tag}");
+        let stored = image_status(&mut img, &dest).await.expect("pulled");
+        assert_eq!(stored.id, by_tag);
+        let digest = stored
+            .repo_digests
+            .iter()
+            .find(|d| d.starts_with(&format!("{}/team/bb@sha256:", reg.host)))
+            .cloned()
+            .unwrap_or_else(|| panic!("a repo digest: {stored:?}"));
+        assert!(digest.contains("@sha256:"), "{digest}");
+        // crictl rmi, then a pull by digest brings it back.
+        for _ in 0..2 {
+            img.remove_image(pb::RemoveImageRequest {
+                image: Some(pb::ImageSpec {
+                    image: dest.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        }
+        assert!(image_status(&mut img, &dest).await.is_none());
+        let encoded =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "kube:cri-pass");
+        let by_digest = pull(
+            Some(pb::AuthConfig {
+                auth: encoded,
+                ..Default::default()
+            }),
+            digest.clone(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(by_digest, by_tag);
+        assert!(image_status(&mut img, &digest).await.is_some());
+    });
+}

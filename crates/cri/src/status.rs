@@ -15,9 +15,10 @@ pub fn of(e: Error) -> Status {
             berth_image::Error::NotFound(_) => Code::NotFound,
             berth_image::Error::InUse(_) => Code::FailedPrecondition,
             berth_image::Error::Unsupported(_) => Code::Unimplemented,
-            berth_image::Error::Registry(_) | berth_image::Error::DigestMismatch(_) => {
-                Code::Unavailable
-            }
+            // As containerd answers a failed pull: the message says what the registry
+            // said (401, not found, unreachable); the kubelet reports it as ErrImagePull.
+            berth_image::Error::Registry(_) => Code::Unknown,
+            berth_image::Error::DigestMismatch(_) => Code::DataLoss,
             _ => Code::Internal,
         },
         _ => Code::Internal,

@@ -21,10 +21,13 @@ pub fn config(c: pb::PodSandboxConfig) -> Result<engine::SandboxConfig, Status> 
     let security = linux.security_context.unwrap_or_default();
     let ns = security.namespace_options.unwrap_or_default();
     let mut namespaces = engine::SandboxNamespaces::default();
+    let mut hostname = c.hostname;
     if ns.network == pb::NamespaceMode::Node as i32 {
         namespaces.network = engine::SandboxNetwork::Node;
-        // A pod on the host's network has the host's name too, as on every runtime.
+        // A pod on the host's network has the host's name too, as on every runtime:
+        // the hostname the kubelet sends then (the node's) is not set.
         namespaces.uts = engine::SharedNamespace::Node;
+        hostname.clear();
     }
     if ns.ipc == pb::NamespaceMode::Node as i32 {
         namespaces.ipc = engine::SharedNamespace::Node;
@@ -80,7 +83,7 @@ pub fn config(c: pb::PodSandboxConfig) -> Result<engine::SandboxConfig, Status> 
             namespace: meta.namespace,
             attempt: meta.attempt,
         },
-        hostname: c.hostname,
+        hostname,
         domain: None,
         log_directory: (!c.log_directory.is_empty()).then(|| c.log_directory.into()),
         dns_config: c.dns_config.map(|d| engine::DnsConfig {
