@@ -33,7 +33,6 @@ pub mod probes;
 pub mod proxy;
 pub mod qos;
 pub mod server;
-mod spdy;
 pub mod static_pods;
 pub mod stats;
 pub mod status;

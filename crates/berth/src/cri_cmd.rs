@@ -15,6 +15,10 @@ pub struct CriArgs {
     /// unix:///run/berth/cri.sock).
     #[arg(long, default_value = berth_cri::DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Where the streaming server of Exec, Attach and PortForward listens (port 0: any
+    /// free one; the URLs CRI hands out name it).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    streaming_address: std::net::SocketAddr,
     /// The pod CIDR new pods get addresses from (CRI UpdateRuntimeConfig sets it too).
     #[arg(long)]
     pod_cidr: Option<String>,
@@ -36,6 +40,10 @@ pub async fn cri(ctx: &Ctx, a: CriArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    berth_cri::serve(Arc::new(core), &a.socket, stop).await?;
+    let listen = berth_cri::Listen {
+        socket: a.socket,
+        streaming: a.streaming_address,
+    };
+    berth_cri::serve(Arc::new(core), &listen, stop).await?;
     Ok(())
 }

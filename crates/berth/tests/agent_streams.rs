@@ -97,25 +97,11 @@ spec:
     }
     let _ = f.kill();
     let _ = f.wait();
-    // exec: output, errors and the exit code come back.
-    let o = c.kubectl(&[
-        "exec",
-        "talk",
-        "-c",
-        "quiet",
-        "--",
-        "sh",
-        "-c",
-        "echo out; echo err >&2; exit 3",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("err"));
+    // exec, exec -i, exec -it and attach -i over WebSockets (kubectl's default) and
+    // over SPDY.
+    for websockets in [true, false] {
+        remote_commands(&c, websockets);
+    }
     // A subdomain gives the pod a name in the cluster's domain, first in /etc/hosts.
     let hosts = c.ok(&["exec", "talk", "-c", "quiet", "--", "cat", "/etc/hosts"]);
     assert!(
@@ -125,33 +111,6 @@ spec:
     assert_eq!(
         c.ok(&["exec", "talk", "-c", "quiet", "--", "hostname"]),
         "talker\n"
-    );
-    let o = c.kubectl_in(
-        &["exec", "-i", "talk", "-c", "quiet", "--", "cat"],
-        Some("through stdin\n"),
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "through stdin\n");
-    // exec -it, from a terminal (script gives kubectl one): a tty inside, its size.
-    let o = std::process::Command::new("script")
-        .args([
-            "-qec",
-            "stty cols 91 rows 33; kubectl exec -it talk -c quiet -- sh -c 'sleep 1; tty; stty size'",
-            "/dev/null",
-        ])
-        .env("KUBECONFIG", c.kubeconfig())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        out.contains("/dev/pts/"),
-        "exec -it: {out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        out.contains("33 91"),
-        "the terminal's size reaches the exec: {out}"
     );
     let o = c.kubectl(&["exec", "talk", "-c", "quiet", "--", "/no/such/thing"]);
     assert!(!o.status.success());
@@ -187,17 +146,6 @@ spec:
         std::fs::read_to_string(&back).unwrap(),
         "copied through the agent\n"
     );
-    // attach: input reaches the container, its output comes back.
-    let o = c.kubectl_in(
-        &["attach", "-i", "talk", "-c", "echoer"],
-        Some("hi there\n"),
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("got hi there"),
-        "attach: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
     // Errors name what is wrong.
     let o = c.kubectl(&["logs", "talk", "-c", "nope"]);
     assert!(
@@ -206,6 +154,74 @@ spec:
         String::from_utf8_lossy(&o.stderr)
     );
     c.ok(&["delete", "pod", "talk", "--timeout=60s"]);
+}
+
+/// exec (output, errors, exit code), exec -i, exec -it (a terminal and its size) and
+/// attach -i, over WebSockets (kubectl's default) or over SPDY (kubectl with
+/// WebSockets turned off; crictl and critest speak it to CRI's streaming URLs: one
+/// stream per stdio, resizes on their own, the exit code in the error stream's Status).
+fn remote_commands(c: &Cluster, websockets: bool) {
+    let how = if websockets { "true" } else { "false" };
+    let env = [("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", how)];
+    let o = c.kubectl_with(
+        &[
+            "exec",
+            "talk",
+            "-c",
+            "quiet",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        None,
+        &env,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("err"));
+    let o = c.kubectl_with(
+        &["exec", "-i", "talk", "-c", "quiet", "--", "cat"],
+        Some("through stdin\n"),
+        &env,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "through stdin\n");
+    // exec -it, from a terminal (script gives kubectl one): a tty inside, its size.
+    let o = std::process::Command::new("script")
+        .args([
+            "-qec",
+            "stty cols 91 rows 33; kubectl exec -it talk -c quiet -- sh -c 'sleep 1; tty; stty size'",
+            "/dev/null",
+        ])
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", how)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("/dev/pts/") && out.contains("33 91"),
+        "exec -it (websockets {how}): {out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // attach: input reaches the container, its output comes back.
+    let o = c.kubectl_with(
+        &["attach", "-i", "talk", "-c", "echoer"],
+        Some("hi there\n"),
+        &env,
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("got hi there"),
+        "attach (websockets {how}): {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// A running `kubectl port-forward` and the local ports it listens on, by remote port.

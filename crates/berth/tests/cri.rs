@@ -959,17 +959,6 @@ fn bad_requests_get_grpc_codes_and_pulls_take_credentials() {
         })
         .await
         .unwrap();
-        // The streaming RPCs are not there yet, and say so.
-        let e = rt
-            .exec(pb::ExecRequest {
-                container_id: first.clone(),
-                cmd: vec!["sh".into()],
-                stdout: true,
-                ..Default::default()
-            })
-            .await
-            .expect_err("no streaming server yet");
-        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
         rt.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: sb })
             .await
             .unwrap();
@@ -1036,4 +1025,251 @@ fn bad_requests_get_grpc_codes_and_pulls_take_credentials() {
         assert_eq!(by_digest, by_tag);
         assert!(image_status(&mut img, &digest).await.is_some());
     });
+}
+
+/// A WebSocket to a streaming URL with `protocol`.
+async fn websocket(
+    url: &str,
+    protocol: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url
+        .replace("http://", "ws://")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", protocol.parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"].to_str().unwrap(),
+        protocol
+    );
+    ws
+}
+
+/// Sends `input` on channel 0 (then closes stdin, in v5), and collects what comes
+/// back by channel until the server closes.
+async fn converse(
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    input: &[&[u8]],
+    close_stdin: bool,
+) -> HashMap<u8, Vec<u8>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut tx, mut rx) = ws.split();
+    for i in input {
+        let mut m = vec![0u8];
+        m.extend_from_slice(i);
+        tx.send(Message::Binary(m.into())).await.unwrap();
+    }
+    if close_stdin {
+        tx.send(Message::Binary(vec![255u8, 0].into()))
+            .await
+            .unwrap();
+    }
+    let mut got: HashMap<u8, Vec<u8>> = HashMap::new();
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(end, rx.next()).await {
+        match m {
+            Message::Binary(b) if !b.is_empty() => {
+                got.entry(b[0]).or_default().extend_from_slice(&b[1..])
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    got
+}
+
+/// Sends one binary message of the channel protocol on `ch`.
+async fn send_on<S>(tx: &mut S, ch: u8, data: &[u8])
+where
+    S: futures_util::Sink<tokio_tungstenite::tungstenite::Message> + Unpin,
+    S::Error: std::fmt::Debug,
+{
+    use futures_util::SinkExt;
+    let mut m = vec![ch];
+    m.extend_from_slice(data);
+    tx.send(tokio_tungstenite::tungstenite::Message::Binary(m.into()))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn exec_attach_and_port_forward_stream_through_the_urls_cri_hands_out() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let cri = Cri::start();
+    let log_dir = cri.env.path("pod-logs");
+    runtime().block_on(async {
+        let (mut rt, _) = cri.clients().await;
+        let cfg = pod("streams", &log_dir);
+        let (sb, web) = run(
+            &mut rt,
+            cfg.clone(),
+            ctr("web", &["httpd", "-f", "-p", "8080", "-h", "/etc"]),
+        )
+        .await;
+        let mut talk = ctr("talk", &["sh", "-c", "while read l; do echo got $l; done"]);
+        talk.stdin = true;
+        let talk = start(&mut rt, &sb, cfg.clone(), talk).await;
+        let exec = |cmd: &[&str], stdin: bool, tty: bool| {
+            let mut rt = rt.clone();
+            let req = pb::ExecRequest {
+                container_id: web.clone(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                tty,
+                stdin,
+                stdout: true,
+                stderr: !tty,
+            };
+            async move { rt.exec(req).await.unwrap().into_inner().url }
+        };
+
+        // crictl exec -i: stdin in, stdout and stderr apart, the exit code in the Status.
+        let url = exec(&["sh", "-c", "cat; echo to-err >&2; exit 3"], true, false).await;
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        let got = converse(
+            websocket(&url, "v5.channel.k8s.io").await,
+            &[b"typed in\n"],
+            true,
+        )
+        .await;
+        assert_eq!(String::from_utf8_lossy(&got[&1]), "typed in\n");
+        assert_eq!(String::from_utf8_lossy(&got[&2]), "to-err\n");
+        let status: serde_json::Value = serde_json::from_slice(&got[&3]).unwrap();
+        assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+        assert_eq!(status["details"]["causes"][0]["message"], "3", "{status}");
+        // A URL is good once.
+        let reused = plain_get(&url).await;
+        assert!(reused.starts_with("HTTP/1.1 404"), "{reused}");
+        assert!(reused.contains("unknown or expired"), "{reused}");
+
+        // crictl exec -it: a terminal, its size from the resize channel.
+        let url = exec(&["sh", "-c", "sleep 1; tty; stty size"], true, true).await;
+        let mut ws = websocket(&url, "v4.channel.k8s.io").await;
+        send_on(&mut ws, 4, br#"{"Width":88,"Height":22}"#).await;
+        let got = converse(ws, &[], false).await;
+        let out = String::from_utf8_lossy(&got[&1]);
+        assert!(out.contains("/dev/pts/") && out.contains("22 88"), "{out}");
+        let status: serde_json::Value = serde_json::from_slice(&got[&3]).unwrap();
+        assert_eq!(status["status"], "Success", "{status}");
+
+        // crictl attach: input reaches the container's stdin, its output comes back.
+        let url = rt
+            .attach(pb::AttachRequest {
+                container_id: talk.clone(),
+                stdin: true,
+                stdout: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let (mut tx, mut rx) = websocket(&url, "v5.channel.k8s.io").await.split();
+        send_on(&mut tx, 0, b"hello attach\n").await;
+        let mut out = Vec::new();
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&out).contains("got hello attach") {
+            match tokio::time::timeout_at(end, rx.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) if b.first() == Some(&1) => {
+                    out.extend_from_slice(&b[1..])
+                }
+                Ok(Some(Ok(_))) => {}
+                _ => break,
+            }
+        }
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains("got hello attach"), "{out:?}");
+        drop((tx, rx));
+
+        // crictl port-forward: the sandbox's port 8080 from inside its network
+        // namespace, over the channel protocol (data on 0, errors on 1).
+        let url = rt
+            .port_forward(pb::PortForwardRequest {
+                pod_sandbox_id: sb.clone(),
+                port: vec![8080],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let (mut tx, mut rx) = websocket(&format!("{url}?ports=8080"), "v4.channel.k8s.io")
+            .await
+            .split();
+        let mut data = Vec::new();
+        let mut sent = false;
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(end, rx.next()).await {
+            let Message::Binary(b) = m else { continue };
+            match b.first() {
+                // Each channel first says its port.
+                Some(0) if !sent => {
+                    assert_eq!(&b[1..], &8080u16.to_le_bytes());
+                    send_on(&mut tx, 0, b"GET /os-release HTTP/1.0\r\nHost: pod\r\n\r\n").await;
+                    sent = true;
+                }
+                Some(0) => data.extend_from_slice(&b[1..]),
+                _ => {}
+            }
+            if String::from_utf8_lossy(&data).contains("busybox-test") {
+                break;
+            }
+        }
+        let got = String::from_utf8_lossy(&data);
+        assert!(
+            got.starts_with("HTTP/1.") && got.contains("NAME=busybox-test"),
+            "{got:?}"
+        );
+        drop((tx, rx));
+
+        // Streams of a stopped container are refused with the reason.
+        rt.stop_container(pb::StopContainerRequest {
+            container_id: talk.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+        let e = rt
+            .attach(pb::AttachRequest {
+                container_id: talk.clone(),
+                stdout: true,
+                ..Default::default()
+            })
+            .await
+            .expect_err("a stopped container");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("not running"), "{e:?}");
+        let e = rt
+            .exec(pb::ExecRequest {
+                container_id: web.clone(),
+                cmd: vec!["true".into()],
+                ..Default::default()
+            })
+            .await
+            .expect_err("no stdio asked for");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        rt.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: sb })
+            .await
+            .unwrap();
+    });
+}
+
+/// A plain HTTP/1.1 GET of `url` (no upgrade): the whole answer as text.
+async fn plain_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -13,9 +13,11 @@ mod images;
 mod podstats;
 mod runtime;
 mod status;
+pub mod streaming;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_engine::cri::{ImageService, RuntimeService};
@@ -40,13 +42,23 @@ impl<T: RuntimeService + ImageService + Send + Sync + 'static> Engine for T {}
 /// The gRPC services over one engine.
 pub struct Cri<E> {
     engine: Arc<E>,
+    streams: Arc<streaming::Streams>,
 }
 
 impl<E: Engine> Cri<E> {
-    /// The services over `engine`.
-    pub fn new(engine: Arc<E>) -> Cri<E> {
-        Cri { engine }
+    /// The services over `engine`, handing out URLs of `streams`.
+    pub fn new(engine: Arc<E>, streams: Arc<streaming::Streams>) -> Cri<E> {
+        Cri { engine, streams }
     }
+}
+
+/// Where the endpoint listens.
+#[derive(Clone, Debug)]
+pub struct Listen {
+    /// The gRPC unix socket.
+    pub socket: PathBuf,
+    /// The streaming server's address (port 0: any free one).
+    pub streaming: SocketAddr,
 }
 
 /// Why the endpoint could not serve.
@@ -66,6 +78,15 @@ pub enum Error {
     /// Another server answers on the socket.
     #[error("another CRI server is listening on {0}: stop it, or give berth another --socket")]
     InUse(PathBuf),
+    /// The streaming server could not listen.
+    #[error("the streaming server cannot listen on {addr}: {source} (choose another --streaming-address)")]
+    Streaming {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("the CRI server on {path}: {source}")]
     Serve {
@@ -77,14 +98,15 @@ pub enum Error {
     },
 }
 
-/// Serves CRI on the unix socket `socket` until `shutdown` completes, then removes
-/// the socket. A socket file left by a server that died is replaced; one that answers
-/// is an error.
+/// Serves CRI on the unix socket and the streaming server until `shutdown`
+/// completes, then removes the socket. A socket file left by a server that died is
+/// replaced; one that answers is an error.
 pub async fn serve<E: Engine>(
     engine: Arc<E>,
-    socket: &Path,
+    listen: &Listen,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    let socket = listen.socket.as_path();
     let err = |what, source| Error::Socket {
         what,
         path: socket.to_path_buf(),
@@ -103,8 +125,20 @@ pub async fn serve<E: Engine>(
     // Root's, as containerd's socket is: whoever reaches it runs anything as root.
     std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))
         .map_err(|e| err("set the mode of", e))?;
-    let cri = Arc::new(Cri::new(engine));
-    tracing::info!(socket = %socket.display(), "CRI endpoint serving");
+    let (streams, stream_listener) =
+        streaming::Streams::bind(listen.streaming)
+            .await
+            .map_err(|source| Error::Streaming {
+                addr: listen.streaming,
+                source,
+            })?;
+    let stream_server = tokio::spawn(streaming::serve(
+        streams.clone(),
+        stream_listener,
+        engine.clone(),
+    ));
+    let cri = Arc::new(Cri::new(engine, streams.clone()));
+    tracing::info!(socket = %socket.display(), streaming = %streams.base(), "CRI endpoint serving");
     let served = tonic::transport::Server::builder()
         .add_service(
             RuntimeServiceServer::from_arc(cri.clone())
@@ -121,17 +155,10 @@ pub async fn serve<E: Engine>(
             shutdown,
         )
         .await;
+    stream_server.abort();
     let _ = std::fs::remove_file(socket);
     served.map_err(|source| Error::Serve {
         path: socket.to_path_buf(),
         source,
     })
-}
-
-/// The answer to Exec, Attach and PortForward until the streaming server lands.
-pub(crate) fn streams_missing(rpc: &str, id: &str) -> tonic::Status {
-    tonic::Status::unimplemented(format!(
-        "{rpc} ({id}): berth's CRI endpoint has no streaming server yet; ExecSync works, \
-         and `berth exec` / kubectl exec through berth's agent stream"
-    ))
 }

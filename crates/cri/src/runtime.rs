@@ -251,24 +251,55 @@ impl<E: Engine> RuntimeService for Cri<E> {
     }
 
     async fn exec(&self, r: Request<pb::ExecRequest>) -> Reply<pb::ExecResponse> {
-        Err(crate::streams_missing("Exec", &r.into_inner().container_id))
+        let r = r.into_inner();
+        let id = id("container_id", r.container_id.clone())?;
+        if r.cmd.is_empty() {
+            return Err(status::missing("cmd"));
+        }
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout and stderr must be asked for",
+            ));
+        }
+        self.running(id).await?;
+        Ok(Response::new(pb::ExecResponse {
+            url: self.streams.exec(r),
+        }))
     }
 
     async fn attach(&self, r: Request<pb::AttachRequest>) -> Reply<pb::AttachResponse> {
-        Err(crate::streams_missing(
-            "Attach",
-            &r.into_inner().container_id,
-        ))
+        let r = r.into_inner();
+        let id = id("container_id", r.container_id.clone())?;
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout and stderr must be asked for",
+            ));
+        }
+        self.running(id).await?;
+        Ok(Response::new(pb::AttachResponse {
+            url: self.streams.attach(r),
+        }))
     }
 
     async fn port_forward(
         &self,
         r: Request<pb::PortForwardRequest>,
     ) -> Reply<pb::PortForwardResponse> {
-        Err(crate::streams_missing(
-            "PortForward",
-            &r.into_inner().pod_sandbox_id,
-        ))
+        let r = r.into_inner();
+        let id = id("pod_sandbox_id", r.pod_sandbox_id.clone())?;
+        let st = self.call(move |e| e.pod_sandbox_status(&id)).await?;
+        if st.summary.state != engine::SandboxState::Ready {
+            return Err(Status::failed_precondition(format!(
+                "sandbox {} is not ready",
+                st.summary.id
+            )));
+        }
+        Ok(Response::new(pb::PortForwardResponse {
+            url: self.streams.port_forward(pb::PortForwardRequest {
+                pod_sandbox_id: st.summary.id,
+                port: r.port,
+            }),
+        }))
     }
 
     async fn container_stats(
@@ -372,6 +403,7 @@ impl<E: Engine> RuntimeService for Cri<E> {
                 serde_json::json!({
                     "runtimeHandler": crate::RUNTIME_HANDLER,
                     "cgroupDriver": "cgroupfs",
+                    "streamingServer": self.streams.base(),
                 })
                 .to_string(),
             )])
@@ -461,6 +493,19 @@ impl<E: Engine> RuntimeService for Cri<E> {
 }
 
 impl<E: Engine> Cri<E> {
+    /// Checks that container `id` runs (exec and attach need a running process);
+    /// FailedPrecondition says when not.
+    async fn running(&self, id: String) -> Result<(), Status> {
+        let st = self.call(move |e| e.container_status(&id)).await?;
+        if !st.summary.state.is_running() {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                st.summary.id
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs `f` on the engine on a blocking thread; engine errors become statuses.
     pub(crate) async fn call<T: Send + 'static>(
         &self,

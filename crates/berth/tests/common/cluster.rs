@@ -266,8 +266,19 @@ impl Cluster {
 
     /// Runs kubectl with `stdin`.
     pub fn kubectl_in(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.kubectl_with(args, stdin, &[])
+    }
+
+    /// Runs kubectl with `stdin` and extra environment variables.
+    pub fn kubectl_with(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        envs: &[(&str, &str)],
+    ) -> Output {
         let mut c = Command::new("kubectl");
         c.args(args)
+            .envs(envs.iter().copied())
             .env("KUBECONFIG", self.kubeconfig())
             .env("HOME", self.env.dir.path())
             .stdin(if stdin.is_some() {

@@ -1,10 +1,12 @@
-//! SPDY/3.1, the server side of what Kubernetes' port-forward speaks: kubectl opens
-//! streams (SYN_STREAM with a header block), the agent answers each (SYN_REPLY) and
-//! both sides send DATA frames, a FIN flag ending one direction.
+//! SPDY/3.1, the server side of what Kubernetes' port-forward, exec and attach speak
+//! over it: the client opens streams (SYN_STREAM with a header block), the server
+//! answers each (SYN_REPLY) and both sides send DATA frames, a FIN flag ending one
+//! direction.
 //!
 //! Written by hand: SPDY was retired from browsers in favour of HTTP/2 and no
 //! maintained Rust crate speaks it, while kubectl 1.32 still does for port-forward
-//! (directly after an `Upgrade: SPDY/3.1`, or tunnelled in WebSocket binary messages).
+//! (directly after an `Upgrade: SPDY/3.1`, or tunnelled in WebSocket binary messages),
+//! and crictl, critest and older kubectls do for exec and attach.
 //! Only what that client uses is here: no server push, no priorities, no flow control
 //! (the Go client, moby/spdystream, neither sends nor waits for WINDOW_UPDATE).
 
@@ -112,7 +114,7 @@ const DICTIONARY_TAIL: &str = concat!(
 );
 
 /// The zlib dictionary of SPDY/3 header blocks.
-pub(crate) fn dictionary() -> &'static [u8] {
+fn dictionary() -> &'static [u8] {
     static D: OnceLock<Vec<u8>> = OnceLock::new();
     D.get_or_init(|| {
         let mut d = Vec::with_capacity(1424);
@@ -127,7 +129,7 @@ pub(crate) fn dictionary() -> &'static [u8] {
 
 /// Why a session ended badly.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum SpdyError {
+enum SpdyError {
     /// The connection failed.
     #[error("the connection: {0}")]
     Io(#[from] std::io::Error),
@@ -141,10 +143,10 @@ fn protocol(m: impl Into<String>) -> SpdyError {
 }
 
 /// Header names and values of one stream, names in lower case as SPDY sends them.
-pub(crate) type Headers = Vec<(String, String)>;
+pub type Headers = Vec<(String, String)>;
 
 /// One stream the peer opened.
-pub(crate) struct Stream {
+pub struct Stream {
     /// Its ID (odd: opened by the client).
     pub id: u32,
     /// The headers of its SYN_STREAM.
@@ -163,7 +165,7 @@ impl Stream {
     }
 
     /// Splits the stream into its two directions: what the peer sends (ending when it
-    /// ends its side, by FIN or reset), and the agent's side.
+    /// ends its side, by FIN or reset), and the server's side.
     pub fn split(self) -> (mpsc::Receiver<Bytes>, StreamWriter) {
         (
             self.incoming,
@@ -175,9 +177,9 @@ impl Stream {
     }
 }
 
-/// The agent's side of a stream.
+/// The server's side of a stream.
 #[derive(Clone)]
-pub(crate) struct StreamWriter {
+pub struct StreamWriter {
     id: u32,
     out: mpsc::Sender<Out>,
 }
@@ -195,7 +197,7 @@ impl StreamWriter {
             .is_ok()
     }
 
-    /// Ends the agent's side of the stream.
+    /// Ends the server's side of the stream.
     pub async fn close(&self) {
         let _ = self
             .out
@@ -208,8 +210,8 @@ impl StreamWriter {
     }
 }
 
-/// A frame the agent sends.
-pub(crate) enum Out {
+/// A frame the server sends.
+enum Out {
     Reply(u32),
     Data { id: u32, fin: bool, data: Bytes },
     Ping(u32),
@@ -219,7 +221,7 @@ pub(crate) enum Out {
 /// Serves a SPDY/3.1 connection: the streams the peer opens arrive on the returned
 /// channel, each already answered. The session ends when the peer closes or breaks
 /// the connection; every stream's reader then ends.
-pub(crate) fn serve<IO>(io: IO) -> mpsc::Receiver<Stream>
+pub fn serve<IO>(io: IO) -> mpsc::Receiver<Stream>
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -459,7 +461,7 @@ impl HeaderInflater {
     }
 }
 
-/// The agent's header blocks: one zlib stream across the connection.
+/// The server's header blocks: one zlib stream across the connection.
 struct HeaderDeflater(Compress);
 
 impl HeaderDeflater {
