@@ -86,6 +86,11 @@ pub struct NodeArgs {
     /// Log files kept per container, the live one included.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
     container_log_max_files: u16,
+    /// Also serve the engine's CRI endpoint on this unix socket, so crictl
+    /// (--runtime-endpoint unix://PATH) sees and drives this node's pods, as on a
+    /// containerd node.
+    #[arg(long)]
+    pub cri_socket: Option<PathBuf>,
 }
 
 fn parse_cgroup_root(s: &str) -> Result<String, String> {
@@ -229,12 +234,15 @@ pub async fn agent(ctx: &Ctx, a: AgentArgs) -> anyhow::Result<()> {
     cfg.client_ca_pem = cluster_ca(&a.kubeconfig)?;
     cfg.cluster_cidr = Some(a.cluster_cidr.trunc());
     tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, pod_cidr = ?cfg.pod_cidr, "berth agent starting");
+    let cri = crate::cri_cmd::Beside::start(&ctx.root, a.node.cri_socket.clone()).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = berth_agent::run(client, cfg) => r.context("the agent stopped")?,
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let ran = tokio::select! {
+        r = berth_agent::run(client, cfg) => r.context("the agent stopped"),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+    };
+    cri.stop().await;
+    ran?;
     tracing::info!("agent stopping; containers keep running");
     Ok(())
 }

@@ -24,12 +24,76 @@ pub struct CriArgs {
     pod_cidr: Option<String>,
 }
 
+/// The engine over `root`, opened on a blocking thread.
+async fn open(root: &std::path::Path) -> anyhow::Result<berth_engine::Core> {
+    let root = root.to_path_buf();
+    Ok(tokio::task::spawn_blocking(move || berth_engine::Core::open(&root)).await??)
+}
+
+/// A CRI endpoint served beside the node agent (`--cri-socket`), stopped with it.
+pub struct Beside {
+    task: Option<tokio::task::JoinHandle<Result<(), berth_cri::Error>>>,
+    stop: Arc<tokio::sync::Notify>,
+    socket: Option<PathBuf>,
+}
+
+impl Beside {
+    /// Starts serving on `socket` (None: nothing to serve).
+    pub async fn start(root: &std::path::Path, socket: Option<PathBuf>) -> anyhow::Result<Beside> {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let Some(socket) = socket else {
+            return Ok(Beside {
+                task: None,
+                stop,
+                socket: None,
+            });
+        };
+        let core = open(root).await?;
+        let listen = berth_cri::Listen {
+            socket: socket.clone(),
+            streaming: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let notified = stop.clone();
+        let task = tokio::spawn(async move {
+            berth_cri::serve(Arc::new(core), &listen, notified.notified_owned()).await
+        });
+        Ok(Beside {
+            task: Some(task),
+            stop,
+            socket: Some(socket),
+        })
+    }
+
+    /// Stops serving (the socket is removed) and says why it ended early, if it did.
+    pub async fn stop(mut self) {
+        let Some(task) = self.task.take() else { return };
+        self.stop.notify_one();
+        match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the CRI endpoint failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the CRI endpoint panicked"),
+            _ => {}
+        }
+    }
+}
+
+impl Drop for Beside {
+    /// On the paths that leave without [`Beside::stop`] (the agent failed): the
+    /// server goes, and its socket with it.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            if let Some(s) = &self.socket {
+                let _ = std::fs::remove_file(s);
+            }
+        }
+    }
+}
+
 /// Serves CRI on the state root until SIGINT or SIGTERM.
 pub async fn cri(ctx: &Ctx, a: CriArgs) -> anyhow::Result<()> {
     crate::server_cmd::init_logging("text");
     ctx.check_access()?;
-    let root = ctx.root.clone();
-    let core = tokio::task::spawn_blocking(move || berth_engine::Core::open(&root)).await??;
+    let core = open(&ctx.root).await?;
     if let Some(cidr) = &a.pod_cidr {
         berth_engine::cri::RuntimeService::update_runtime_config(&core, cidr)?;
     }

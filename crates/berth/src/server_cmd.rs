@@ -181,6 +181,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, pod_cidr = ?cfg.pod_cidr, "node agent starting");
         Some(tokio::spawn(berth_agent::run(client, cfg)))
     };
+    let cri = crate::cri_cmd::Beside::start(&ctx.root, a.node.cri_socket.clone()).await?;
     let agent_done = async {
         match agent {
             Some(h) => h.await,
@@ -200,6 +201,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    cri.stop().await;
     let _ = stopping.send(true);
     for part in [scheduler, controllers].into_iter().flatten() {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), part.wait()).await;

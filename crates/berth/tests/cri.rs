@@ -1273,3 +1273,56 @@ async fn plain_get(url: &str) -> String {
     let _ = s.read_to_end(&mut out).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[test]
+fn a_node_agents_pods_are_seen_and_driven_through_its_cri_socket() {
+    let socket = std::env::temp_dir().join(format!("berth-test-cri-{}.sock", std::process::id()));
+    let socket_flag = socket.display().to_string();
+    let c = common::cluster::Cluster::start_with(&["--cri-socket", &socket_flag]);
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: seen\nspec:\n  containers:\n  - name: main\n    image: localhost/busybox:1\n    command: [sleep, '1000']\n",
+    );
+    c.wait_pod("seen", "Ready", 60, common::cluster::ready);
+    runtime().block_on(async {
+        let mut rt =
+            pb::runtime_service_client::RuntimeServiceClient::new(endpoint::connect(&socket).await);
+        // crictl pods --name seen: the kubelet's labels on the agent's sandbox.
+        let pods = rt
+            .list_pod_sandbox(pb::ListPodSandboxRequest {
+                filter: Some(pb::PodSandboxFilter {
+                    label_selector: labels(&[
+                        ("io.kubernetes.pod.name", "seen"),
+                        ("io.kubernetes.pod.namespace", "default"),
+                    ]),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert_eq!(pods.len(), 1, "{pods:?}");
+        assert_eq!(pods[0].metadata.as_ref().unwrap().name, "seen");
+        // crictl ps --pod ID, crictl exec: the pod's container, running.
+        let ctrs = rt
+            .list_containers(pb::ListContainersRequest {
+                filter: Some(pb::ContainerFilter {
+                    pod_sandbox_id: pods[0].id.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert_eq!(ctrs.len(), 1, "{ctrs:?}");
+        assert_eq!(ctrs[0].metadata.as_ref().unwrap().name, "main");
+        assert_eq!(ctrs[0].state, pb::ContainerState::ContainerRunning as i32);
+        assert_eq!(
+            out(&exec_sync(&mut rt, &ctrs[0].id, &["hostname"]).await),
+            "seen\n"
+        );
+    });
+    drop(c);
+    assert!(!socket.exists(), "the socket goes with the server");
+}
