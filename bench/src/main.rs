@@ -11,6 +11,9 @@
 //! `berth-bench images` — layer unpack vs `tar -x` and `umoci unpack`, rootfs prepare,
 //! and pull vs `skopeo copy` (see images.rs).
 //!
+//! `berth-bench cri` — berth's CRI endpoint beside containerd's CRI plugin: pod start
+//! and ExecSync through each socket (see cri.rs).
+//!
 //! `berth-bench net` — a two-node berth cluster's pod network: VXLAN beside one
 //! bridge, a ClusterIP beside the pod IP, the Ingress proxy beside the pod (see
 //! cluster.rs).
@@ -24,6 +27,7 @@ mod apiserver;
 mod build;
 mod cluster;
 mod control;
+mod cri;
 mod dns;
 mod engine;
 mod images;
@@ -179,6 +183,19 @@ enum Cmd {
         #[arg(long)]
         join: String,
         files: Vec<PathBuf>,
+    },
+    /// CRI: berth cri beside containerd's CRI plugin, pod start and ExecSync
+    Cri {
+        /// Pods on each runtime (in rotating order)
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// ExecSync calls in each pod
+        #[arg(long, default_value_t = 5)]
+        execs: usize,
+        /// The berth binary (cargo build --release; berth-runtime and berth-monitor
+        /// next to it)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
     },
     /// Cluster DNS: queries per second and latency for a Service name, the load on the
     /// same machine
@@ -360,6 +377,7 @@ fn main() -> Result<()> {
         } => cluster::http_load(&addr, &host, secs, conns),
         Cmd::ProcviewReader { runs, join, files } => net::procview_reader(runs, &join, &files),
         Cmd::Throughput { secs, berth, tools } => net::throughput_bench(secs, &berth, &tools),
+        Cmd::Cri { runs, execs, berth } => cri::cri_bench(runs, execs, &berth),
         Cmd::Dns {
             secs,
             clients,
