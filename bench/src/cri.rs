@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use k8s_cri::v1 as pb;
 use pb::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::stats;
 
@@ -43,17 +43,7 @@ impl Drop for Server {
 }
 
 async fn connect(socket: &Path) -> Result<Channel> {
-    let socket = socket.to_path_buf();
-    Ok(Endpoint::try_from("http://[::1]:50051")?
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let s = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(s).await?,
-                ))
-            }
-        }))
-        .await?)
+    Ok(berth_cri::client::connect(socket).await?)
 }
 
 fn wait_socket(socket: &Path, child: &mut Child, log: &Path, what: &str) -> Result<()> {

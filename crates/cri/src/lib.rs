@@ -7,6 +7,7 @@
 //! blocking thread. The message and service types come from the k8s-cri crate (the
 //! CRI protos compiled for tonic).
 
+pub mod client;
 pub mod convert;
 mod events;
 mod images;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::common::cluster::lease_cidr_octet;
 use crate::common::Env;
@@ -113,19 +113,7 @@ impl Drop for Cri {
     }
 }
 
-/// A gRPC channel over a unix socket (tonic dials URIs; the connector ignores it).
+/// A gRPC channel to the socket.
 pub async fn connect(socket: &Path) -> Channel {
-    let socket = socket.to_path_buf();
-    Endpoint::try_from("http://[::1]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let s = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(s).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap()
+    berth_cri::client::connect(socket).await.unwrap()
 }
