@@ -19,6 +19,10 @@ pub struct CriArgs {
     /// free one; the URLs CRI hands out name it).
     #[arg(long, default_value = "127.0.0.1:0")]
     streaming_address: std::net::SocketAddr,
+    /// A directory of CDI specs (repeatable; later ones win for a device both define)
+    /// [default: /etc/cdi, /var/run/cdi].
+    #[arg(long = "cdi-spec-dir")]
+    cdi_spec_dirs: Vec<PathBuf>,
     /// The pod CIDR new pods get addresses from (CRI UpdateRuntimeConfig sets it too).
     #[arg(long)]
     pod_cidr: Option<String>,
@@ -49,10 +53,7 @@ impl Beside {
             });
         };
         let core = open(root).await?;
-        let listen = berth_cri::Listen {
-            socket: socket.clone(),
-            streaming: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
+        let listen = berth_cri::Listen::on(socket.clone());
         let notified = stop.clone();
         let task = tokio::spawn(async move {
             berth_cri::serve(Arc::new(core), &listen, notified.notified_owned()).await
@@ -104,10 +105,11 @@ pub async fn cri(ctx: &Ctx, a: CriArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    let listen = berth_cri::Listen {
-        socket: a.socket,
-        streaming: a.streaming_address,
-    };
+    let mut listen = berth_cri::Listen::on(a.socket);
+    listen.streaming = a.streaming_address;
+    if !a.cdi_spec_dirs.is_empty() {
+        listen.cdi_spec_dirs = a.cdi_spec_dirs;
+    }
     berth_cri::serve(Arc::new(core), &listen, stop).await?;
     Ok(())
 }

@@ -1326,3 +1326,72 @@ fn a_node_agents_pods_are_seen_and_driven_through_its_cri_socket() {
     drop(c);
     assert!(!socket.exists(), "the socket goes with the server");
 }
+
+#[test]
+fn cdi_devices_reach_the_container_from_the_spec_directories() {
+    let cri = Cri::start_with(|env| {
+        let dir = env.path("cdi");
+        let data = env.path("cdi-data");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("file"), "from the spec's mount\n").unwrap();
+        std::fs::write(
+            dir.join("test.yaml"),
+            format!(
+                "cdiVersion: 0.6.0\nkind: example.com/test\ncontainerEdits:\n  env: [CDI_SPEC=yes]\ndevices:\n- name: null\n  containerEdits:\n    env: [CDI_DEVICE=null]\n    deviceNodes:\n    - path: /dev/cdi-null\n      hostPath: /dev/null\n      permissions: rw\n    mounts:\n    - hostPath: {}\n      containerPath: /cdi-data\n      options: [ro, bind]\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        vec!["--cdi-spec-dir".into(), dir.display().to_string()]
+    });
+    let log_dir = cri.env.path("pod-logs");
+    runtime().block_on(async {
+        let (mut rt, _) = cri.clients().await;
+        let cfg = pod("cdi", &log_dir);
+        let mut listed = ctr("listed", &["sleep", "1000"]);
+        listed.cdi_devices = vec![pb::CdiDevice {
+            name: "example.com/test=null".into(),
+        }];
+        let (sb, c) = run(&mut rt, cfg.clone(), listed).await;
+        let seen = out(
+            &exec_sync(
+                &mut rt,
+                &c,
+                &[
+                    "sh",
+                    "-c",
+                    "test -c /dev/cdi-null && echo written > /dev/cdi-null && echo $CDI_SPEC $CDI_DEVICE && cat /cdi-data/file && (touch /cdi-data/x 2>/dev/null && echo writable || echo read-only)",
+                ],
+            )
+            .await,
+        );
+        assert_eq!(seen, "yes null\nfrom the spec's mount\nread-only\n");
+        // The older kubelets' annotation works too.
+        let mut annotated = ctr("annotated", &["sleep", "1000"]);
+        annotated.annotations = labels(&[("cdi.k8s.io/test", "example.com/test=null")]);
+        let a = start(&mut rt, &sb, cfg.clone(), annotated).await;
+        assert_eq!(
+            out(&exec_sync(&mut rt, &a, &["sh", "-c", "test -c /dev/cdi-null && echo $CDI_DEVICE"]).await),
+            "null\n"
+        );
+        // A device no spec defines is refused by name.
+        let mut unknown = ctr("unknown", &["true"]);
+        unknown.cdi_devices = vec![pb::CdiDevice {
+            name: "example.com/test=gpu9".into(),
+        }];
+        let e = rt
+            .create_container(pb::CreateContainerRequest {
+                pod_sandbox_id: sb.clone(),
+                config: Some(unknown),
+                sandbox_config: Some(cfg),
+            })
+            .await
+            .expect_err("an unknown CDI device");
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        assert!(e.message().contains("example.com/test=gpu9"), "{e:?}");
+        rt.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: sb })
+            .await
+            .unwrap();
+    });
+}

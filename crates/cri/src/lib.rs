@@ -44,12 +44,18 @@ impl<T: RuntimeService + ImageService + Send + Sync + 'static> Engine for T {}
 pub struct Cri<E> {
     engine: Arc<E>,
     streams: Arc<streaming::Streams>,
+    cdi_dirs: Vec<PathBuf>,
 }
 
 impl<E: Engine> Cri<E> {
-    /// The services over `engine`, handing out URLs of `streams`.
-    pub fn new(engine: Arc<E>, streams: Arc<streaming::Streams>) -> Cri<E> {
-        Cri { engine, streams }
+    /// The services over `engine`, handing out URLs of `streams`, resolving CDI
+    /// devices from the specs in `cdi_dirs`.
+    pub fn new(engine: Arc<E>, streams: Arc<streaming::Streams>, cdi_dirs: Vec<PathBuf>) -> Cri<E> {
+        Cri {
+            engine,
+            streams,
+            cdi_dirs,
+        }
     }
 }
 
@@ -60,6 +66,23 @@ pub struct Listen {
     pub socket: PathBuf,
     /// The streaming server's address (port 0: any free one).
     pub streaming: SocketAddr,
+    /// Where CDI specs are, lowest priority first.
+    pub cdi_spec_dirs: Vec<PathBuf>,
+}
+
+impl Listen {
+    /// `socket`, a streaming server on 127.0.0.1's free port, the default CDI
+    /// directories.
+    pub fn on(socket: PathBuf) -> Listen {
+        Listen {
+            socket,
+            streaming: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cdi_spec_dirs: berth_engine::cdi::DEFAULT_SPEC_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+        }
+    }
 }
 
 /// Why the endpoint could not serve.
@@ -138,7 +161,11 @@ pub async fn serve<E: Engine>(
         stream_listener,
         engine.clone(),
     ));
-    let cri = Arc::new(Cri::new(engine, streams.clone()));
+    let cri = Arc::new(Cri::new(
+        engine,
+        streams.clone(),
+        listen.cdi_spec_dirs.clone(),
+    ));
     tracing::info!(socket = %socket.display(), streaming = %streams.base(), "CRI endpoint serving");
     let served = tonic::transport::Server::builder()
         .add_service(

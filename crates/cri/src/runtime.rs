@@ -139,8 +139,16 @@ impl<E: Engine> RuntimeService for Cri<E> {
     ) -> Reply<pb::CreateContainerResponse> {
         let r = r.into_inner();
         let sb = id("pod_sandbox_id", r.pod_sandbox_id)?;
-        let cfg = container::config(r.config.ok_or_else(|| status::missing("config"))?)?;
-        let id = self.call(move |e| e.create_container(&sb, &cfg)).await?;
+        let (mut cfg, cdi) = container::config(r.config.ok_or_else(|| status::missing("config"))?)?;
+        let dirs = self.cdi_dirs.clone();
+        let id = self
+            .call(move |e| {
+                if !cdi.is_empty() {
+                    berth_engine::cdi::Registry::load(&dirs)?.apply(&cdi, &mut cfg)?;
+                }
+                e.create_container(&sb, &cfg)
+            })
+            .await?;
         Ok(Response::new(pb::CreateContainerResponse {
             container_id: id,
         }))

@@ -7,6 +7,7 @@
 //! `berth run` is one client of the core; the node agent is another.
 #![deny(unsafe_code)]
 
+pub mod cdi;
 pub mod core;
 pub mod cri;
 pub mod dns;

@@ -26,7 +26,13 @@ pub struct Cri {
 impl Cri {
     /// Starts `berth cri` with busybox stored as `localhost/busybox:1`.
     pub fn start() -> Cri {
+        Cri::start_with(|_| Vec::new())
+    }
+
+    /// Starts it with extra flags, made from the test's environment.
+    pub fn start_with(flags: impl FnOnce(&Env) -> Vec<String>) -> Cri {
         let env = Env::new();
+        let extra = flags(&env);
         env.busybox_image("localhost/busybox:1");
         let (octet, lock) = lease_cidr_octet();
         let socket = env.path("cri.sock");
@@ -36,6 +42,7 @@ impl Cri {
             .arg(&socket)
             .arg("--pod-cidr")
             .arg(format!("10.46.{octet}.0/24"))
+            .args(&extra)
             .env("BERTH_NET_ROOT", env.path("net"))
             // No stored login stands in for the credentials a pull is given.
             .env("BERTH_AUTH_FILE", env.path("no-such-auth.json"))

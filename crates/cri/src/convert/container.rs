@@ -169,8 +169,9 @@ fn propagation(p: i32) -> Result<engine::Propagation, Status> {
     }
 }
 
-/// The engine's container config from CRI's.
-pub fn config(c: pb::ContainerConfig) -> Result<engine::ContainerConfig, Status> {
+/// The engine's container config from CRI's, and the CDI devices it asks for (see
+/// [`berth_engine::cdi`]; the caller resolves them).
+pub fn config(c: pb::ContainerConfig) -> Result<(engine::ContainerConfig, Vec<String>), Status> {
     let meta = c
         .metadata
         .ok_or_else(|| crate::status::missing("config.metadata"))?;
@@ -180,11 +181,6 @@ pub fn config(c: pb::ContainerConfig) -> Result<engine::ContainerConfig, Status>
     let image = c.image.map(|i| i.image).unwrap_or_default();
     if image.is_empty() {
         return Err(crate::status::missing("config.image.image"));
-    }
-    if !c.cdi_devices.is_empty() {
-        return Err(Status::unimplemented(
-            "berth does not resolve CDI devices yet (cdi_devices)",
-        ));
     }
     let mut mounts = Vec::new();
     for m in c.mounts {
@@ -216,7 +212,8 @@ pub fn config(c: pb::ContainerConfig) -> Result<engine::ContainerConfig, Status>
     }
     let linux = c.linux.unwrap_or_default();
     let (security, pid) = security(linux.security_context.unwrap_or_default())?;
-    Ok(engine::ContainerConfig {
+    let cdi: Vec<String> = c.cdi_devices.into_iter().map(|d| d.name).collect();
+    let cfg = engine::ContainerConfig {
         metadata: engine::ContainerMetadata {
             name: meta.name,
             attempt: meta.attempt,
@@ -257,7 +254,9 @@ pub fn config(c: pb::ContainerConfig) -> Result<engine::ContainerConfig, Status>
         security,
         pid,
         ..Default::default()
-    })
+    };
+    let cdi = berth_engine::cdi::requested(&cdi, &cfg.annotations);
+    Ok((cfg, cdi))
 }
 
 fn metadata(m: &engine::ContainerMetadata) -> pb::ContainerMetadata {
