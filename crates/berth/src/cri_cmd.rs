@@ -69,10 +69,17 @@ impl Beside {
     pub async fn stop(mut self) {
         let Some(task) = self.task.take() else { return };
         self.stop.notify_one();
+        let abort = task.abort_handle();
         match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "the CRI endpoint failed"),
             Ok(Err(e)) => tracing::error!(error = %e, "the CRI endpoint panicked"),
-            _ => {}
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => {
+                abort.abort();
+                if let Some(s) = &self.socket {
+                    let _ = std::fs::remove_file(s);
+                }
+            }
         }
     }
 }

@@ -210,6 +210,21 @@ fn remote_commands(c: &Cluster, websockets: bool) {
         "exec -it (websockets {how}): {out}{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // A session that cannot start (attach to a container made without stdin or a
+    // terminal) ends with the reason, over either wire; it does not hang.
+    let o = Command::new("timeout")
+        .args(["30", "kubectl", "attach", "talk", "-c", "quiet"])
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", how)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && o.status.code() != Some(124),
+        "attach to a container without stdin (websockets {how}): {:?} {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
     // attach: input reaches the container, its output comes back.
     let o = c.kubectl_with(
         &["attach", "-i", "talk", "-c", "echoer"],

@@ -51,6 +51,20 @@ fn pod(name: &str, log_dir: &Path) -> pb::PodSandboxConfig {
         }),
         labels: labels(&[("app", name), ("tier", "cri-test")]),
         annotations: labels(&[("note", "from the test")]),
+        // The kubelet sends every containerPort; without a hostPort none is published
+        // (an SCTP one included, which the node could not publish).
+        port_mappings: vec![
+            pb::PortMapping {
+                protocol: pb::Protocol::Tcp as i32,
+                container_port: 8080,
+                ..Default::default()
+            },
+            pb::PortMapping {
+                protocol: pb::Protocol::Sctp as i32,
+                container_port: 9999,
+                ..Default::default()
+            },
+        ],
         linux: Some(pb::LinuxPodSandboxConfig {
             cgroup_parent: berth_cgroups::naming::pod_parent(
                 berth_cgroups::naming::QosClass::Burstable,
@@ -1252,6 +1266,19 @@ fn exec_attach_and_port_forward_stream_through_the_urls_cri_hands_out() {
             .await
             .expect_err("no stdio asked for");
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let e = rt
+            .exec(pb::ExecRequest {
+                container_id: web.clone(),
+                cmd: vec!["true".into()],
+                tty: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            })
+            .await
+            .expect_err("a terminal has one output");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("tty and stderr"), "{e:?}");
         rt.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: sb })
             .await
             .unwrap();

@@ -45,16 +45,26 @@ pub struct Cri<E> {
     engine: Arc<E>,
     streams: Arc<streaming::Streams>,
     cdi_dirs: Vec<PathBuf>,
+    /// Turns true when the server stops: open event streams end then, or a graceful
+    /// shutdown would wait for their clients forever.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<E: Engine> Cri<E> {
     /// The services over `engine`, handing out URLs of `streams`, resolving CDI
-    /// devices from the specs in `cdi_dirs`.
-    pub fn new(engine: Arc<E>, streams: Arc<streaming::Streams>, cdi_dirs: Vec<PathBuf>) -> Cri<E> {
+    /// devices from the specs in `cdi_dirs`, ending event streams when `stopping`
+    /// turns true.
+    pub fn new(
+        engine: Arc<E>,
+        streams: Arc<streaming::Streams>,
+        cdi_dirs: Vec<PathBuf>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Cri<E> {
         Cri {
             engine,
             streams,
             cdi_dirs,
+            stopping,
         }
     }
 }
@@ -161,11 +171,17 @@ pub async fn serve<E: Engine>(
         stream_listener,
         engine.clone(),
     ));
+    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let cri = Arc::new(Cri::new(
         engine,
         streams.clone(),
         listen.cdi_spec_dirs.clone(),
+        stopping,
     ));
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
     tracing::info!(socket = %socket.display(), streaming = %streams.base(), "CRI endpoint serving");
     let served = tonic::transport::Server::builder()
         .add_service(

@@ -30,6 +30,22 @@ fn seconds(v: i64) -> Option<Duration> {
     (v > 0).then(|| Duration::from_secs(v as u64))
 }
 
+/// Checks the stdio a streaming request asks for, as the kubelet's streaming server
+/// does: at least one stream, and no stderr apart from a terminal.
+fn stdio_asked(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), Status> {
+    if !(stdin || stdout || stderr) {
+        return Err(Status::invalid_argument(
+            "one of stdin, stdout and stderr must be asked for",
+        ));
+    }
+    if tty && stderr {
+        return Err(Status::invalid_argument(
+            "tty and stderr cannot both be true (a terminal has one output)",
+        ));
+    }
+    Ok(())
+}
+
 /// The engine's status of a container as JSON, for verbose answers' `info`.
 fn info(v: &impl serde::Serialize) -> HashMap<String, String> {
     HashMap::from([(
@@ -264,11 +280,7 @@ impl<E: Engine> RuntimeService for Cri<E> {
         if r.cmd.is_empty() {
             return Err(status::missing("cmd"));
         }
-        if !(r.stdin || r.stdout || r.stderr) {
-            return Err(Status::invalid_argument(
-                "one of stdin, stdout and stderr must be asked for",
-            ));
-        }
+        stdio_asked(r.stdin, r.stdout, r.stderr, r.tty)?;
         self.running(id).await?;
         Ok(Response::new(pb::ExecResponse {
             url: self.streams.exec(r),
@@ -278,11 +290,7 @@ impl<E: Engine> RuntimeService for Cri<E> {
     async fn attach(&self, r: Request<pb::AttachRequest>) -> Reply<pb::AttachResponse> {
         let r = r.into_inner();
         let id = id("container_id", r.container_id.clone())?;
-        if !(r.stdin || r.stdout || r.stderr) {
-            return Err(Status::invalid_argument(
-                "one of stdin, stdout and stderr must be asked for",
-            ));
-        }
+        stdio_asked(r.stdin, r.stdout, r.stderr, r.tty)?;
         self.running(id).await?;
         Ok(Response::new(pb::AttachResponse {
             url: self.streams.attach(r),
@@ -462,9 +470,14 @@ impl<E: Engine> RuntimeService for Cri<E> {
     ) -> Reply<Self::GetContainerEventsStream> {
         let events = self.call(|e| e.container_events()).await?;
         let rx = crate::events::forward(self.engine.clone(), events);
-        Ok(Response::new(Box::pin(
+        let mut stopping = self.stopping.clone();
+        let stream = futures_util::StreamExt::take_until(
             tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+            async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_metric_descriptors(

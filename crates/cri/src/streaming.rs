@@ -119,6 +119,8 @@ impl Streams {
 pub async fn serve<E: Engine>(streams: Arc<Streams>, listener: TcpListener, engine: Arc<E>) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
+            // Out of descriptors, most likely: try again in a moment, not at once.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
         let (streams, engine) = (streams.clone(), engine.clone());

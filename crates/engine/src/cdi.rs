@@ -90,11 +90,16 @@ struct Resolved {
 #[derive(Debug, Default)]
 pub struct Registry {
     devices: BTreeMap<String, Resolved>,
+    /// Spec files that could not be read, with why: left out (one vendor's broken
+    /// spec does not take every other device away), and named when a device is not
+    /// found.
+    unreadable: Vec<String>,
 }
 
 impl Registry {
     /// Reads every `*.json`, `*.yaml` and `*.yml` spec of `dirs` (missing directories
-    /// are empty). A spec that does not parse is an error naming its file.
+    /// are empty). A spec that does not parse is left out, and named in the error of
+    /// a device that is then not found.
     pub fn load(dirs: &[PathBuf]) -> Result<Registry> {
         let mut reg = Registry::default();
         for dir in dirs {
@@ -113,7 +118,9 @@ impl Registry {
                 .collect();
             files.sort();
             for f in files {
-                reg.add(&f)?;
+                if let Err(e) = reg.add(&f) {
+                    reg.unreadable.push(e.to_string());
+                }
             }
         }
         Ok(reg)
@@ -155,8 +162,13 @@ impl Registry {
         let mut seen_specs = Vec::new();
         for name in names {
             let Some(r) = self.devices.get(name) else {
+                let skipped = if self.unreadable.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (specs left out: {})", self.unreadable.join("; "))
+                };
                 return Err(Error::NotFound(format!(
-                    "CDI device {name:?} is not defined by any spec in the CDI directories"
+                    "CDI device {name:?} is not defined by any spec in the CDI directories{skipped}"
                 )));
             };
             // A spec's own edits apply once however many of its devices are asked for.
@@ -314,7 +326,11 @@ mod tests {
     fn bad_specs_hooks_and_annotations() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("bad.json"), r#"{"kind":"nokind"}"#).unwrap();
-        let e = Registry::load(&[d.path().to_path_buf()]).unwrap_err();
+        // A broken spec is left out, and named when a device is then missing.
+        let reg = Registry::load(&[d.path().to_path_buf()]).unwrap();
+        let e = reg
+            .apply(&["nokind=x".into()], &mut ContainerConfig::default())
+            .unwrap_err();
         assert!(e.to_string().contains("bad.json"), "{e}");
         std::fs::remove_file(d.path().join("bad.json")).unwrap();
         std::fs::write(

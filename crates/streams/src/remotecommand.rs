@@ -259,12 +259,16 @@ async fn start(s: &Session) -> Result<Running, String> {
             });
             let cmd = cmd.clone();
             tokio::task::spawn_blocking(move || {
-                let code = p.wait().ok();
+                let waited = p.wait();
                 // All output before the status.
                 for t in pumps {
                     let _ = t.join();
                 }
-                let _ = out_tx.blocking_send((3, status_json(code, &cmd)));
+                let status = match waited {
+                    Ok(code) => status_json(Some(code), &cmd),
+                    Err(e) => failure_json(&format!("waiting for the command: {e}")),
+                };
+                let _ = out_tx.blocking_send((3, status));
             });
         }
         Kind::Attach => {
@@ -302,6 +306,9 @@ async fn start(s: &Session) -> Result<Running, String> {
                         }
                     }
                 }
+                // The session is over (the client went): the output thread, blocked in
+                // a read until the container next writes, ends now.
+                let _ = writer.shutdown(std::net::Shutdown::Both);
             });
         }
     }
@@ -390,8 +397,27 @@ impl SpdyStreams {
     }
 }
 
+/// Ends a SPDY remote command as client-go waits for it: stdout and stderr end first
+/// (it reads the error stream only after them), then the Status on the error stream;
+/// then the connection closes, as the kubelet closes it.
+async fn finish(
+    outs: [&Option<spdy::StreamWriter>; 2],
+    error: &Option<spdy::StreamWriter>,
+    status: Vec<u8>,
+    closer: &spdy::Closer,
+) {
+    for w in outs.into_iter().flatten() {
+        w.close().await;
+    }
+    if let Some(e) = error {
+        e.send(Bytes::from(status)).await;
+        e.close().await;
+    }
+    closer.close();
+}
+
 async fn over_spdy(s: Session, io: impl AsyncRead + AsyncWrite + Send + 'static) {
-    let mut incoming = spdy::serve(io);
+    let (mut incoming, closer) = spdy::serve_closable(io);
     let mut streams = SpdyStreams::default();
     let gathered = tokio::time::timeout(STREAM_CREATION, async {
         while !streams.complete(&s) {
@@ -418,24 +444,16 @@ async fn over_spdy(s: Session, io: impl AsyncRead + AsyncWrite + Send + 'static)
     })
     .await;
     let error = streams.error.take().map(|e| e.split().1);
-    let say = |status: Vec<u8>| {
-        let error = error.clone();
-        async move {
-            if let Some(e) = error {
-                e.send(Bytes::from(status)).await;
-                e.close().await;
-            }
-        }
-    };
+    let stdout = streams.stdout.take().map(|st| st.split().1);
+    let stderr = streams.stderr.take().map(|st| st.split().1);
+    let outs = [&stdout, &stderr];
     if gathered != Ok(true) {
-        return say(failure_json(
-            "the client did not open the streams it asked for within 30 s",
-        ))
-        .await;
+        let why = failure_json("the client did not open the streams it asked for within 30 s");
+        return finish(outs, &error, why, &closer).await;
     }
     let mut run = match start(&s).await {
         Ok(r) => r,
-        Err(e) => return say(failure_json(&e)).await,
+        Err(e) => return finish(outs, &error, failure_json(&e), &closer).await,
     };
     if let Some(st) = streams.stdin.take() {
         let (mut rx, _) = st.split();
@@ -470,8 +488,6 @@ async fn over_spdy(s: Session, io: impl AsyncRead + AsyncWrite + Send + 'static)
             }
         });
     }
-    let stdout = streams.stdout.take().map(|st| st.split().1);
-    let stderr = streams.stderr.take().map(|st| st.split().1);
     let mut status = None;
     while let Some((ch, data)) = run.out.recv().await {
         let to = match ch {
@@ -484,13 +500,12 @@ async fn over_spdy(s: Session, io: impl AsyncRead + AsyncWrite + Send + 'static)
         };
         if let Some(w) = to {
             if !w.send(Bytes::from(data)).await {
+                closer.close();
                 return;
             }
         }
     }
-    for w in [&stdout, &stderr].into_iter().flatten() {
-        w.close().await;
-    }
-    say(status.unwrap_or_else(|| failure_json("the command's output ended without a status")))
-        .await;
+    let status =
+        status.unwrap_or_else(|| failure_json("the command's output ended without a status"));
+    finish(outs, &error, status, &closer).await;
 }

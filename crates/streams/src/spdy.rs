@@ -225,18 +225,46 @@ pub fn serve<IO>(io: IO) -> mpsc::Receiver<Stream>
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
+    serve_closable(io).0
+}
+
+/// Ends a session from the server's side: its streams' readers end, and the
+/// connection closes once what the stream writers queued has gone out and they are
+/// dropped.
+pub struct Closer(std::sync::Arc<tokio::sync::Notify>);
+
+impl Closer {
+    /// Closes the session.
+    pub fn close(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// [`serve`], with a [`Closer`] for a server that ends sessions itself (as the
+/// kubelet closes a remote command's connection after its status).
+pub fn serve_closable<IO>(io: IO) -> (mpsc::Receiver<Stream>, Closer)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
     let (r, w) = tokio::io::split(io);
     let (out_tx, out_rx) = mpsc::channel::<Out>(64);
     let (streams_tx, streams_rx) = mpsc::channel::<Stream>(16);
+    let closed = std::sync::Arc::new(tokio::sync::Notify::new());
     let writer = tokio::spawn(write_frames(w, out_rx));
+    let notified = closed.clone();
     tokio::spawn(async move {
-        if let Err(e) = read_frames(r, out_tx, streams_tx).await {
-            tracing::debug!(error = %e, "SPDY session ended");
+        tokio::select! {
+            r = read_frames(r, out_tx, streams_tx) => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "SPDY session ended");
+                }
+            }
+            _ = notified.notified() => {}
         }
         // The reader is gone: the writer ends once every stream writer is dropped.
         drop(writer);
     });
-    streams_rx
+    (streams_rx, Closer(closed))
 }
 
 async fn read_frames(

@@ -62,8 +62,10 @@ fn seccomp(profile: Option<pb::SecurityProfile>, path: &str) -> Result<engine::S
         };
     }
     match path {
-        "" | "runtime/default" | "docker/default" => Ok(engine::Seccomp::RuntimeDefault),
-        "unconfined" => Ok(engine::Seccomp::Unconfined),
+        // CRI: an unset profile "is identical with unconfined" (the kubelet always
+        // sends one; crictl and critest may not).
+        "" | "unconfined" => Ok(engine::Seccomp::Unconfined),
+        "runtime/default" | "docker/default" => Ok(engine::Seccomp::RuntimeDefault),
         p => match p.strip_prefix("localhost/") {
             Some(rest) => localhost_profile(rest),
             None => Err(Status::invalid_argument(format!(

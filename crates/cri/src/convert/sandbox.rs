@@ -58,7 +58,9 @@ pub fn config(c: pb::PodSandboxConfig) -> Result<engine::SandboxConfig, Status> 
         ));
     }
     let mut port_mappings = Vec::new();
-    for p in c.port_mappings {
+    // The kubelet sends every containerPort; only those with a hostPort are published
+    // (as containerd's CNI port mappings skip the rest).
+    for p in c.port_mappings.into_iter().filter(|p| p.host_port > 0) {
         port_mappings.push(engine::PortMapping {
             protocol: match pb::Protocol::try_from(p.protocol) {
                 Ok(pb::Protocol::Tcp) => engine::Protocol::Tcp,
