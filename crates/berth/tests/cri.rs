@@ -1302,6 +1302,10 @@ async fn plain_get(url: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn a_node_agents_pods_are_seen_and_driven_through_its_cri_socket() {
     let socket = std::env::temp_dir().join(format!("berth-test-cri-{}.sock", std::process::id()));
     let socket_flag = socket.display().to_string();
