@@ -11,7 +11,7 @@ scripts/deps.sh
 cargo build --release --locked
 static=$(scripts/build-runtime.sh)
 install -m 0755 "$static/berth-runtime" "$static/berth-monitor" /usr/local/bin/
-install -m 0755 target/release/berth /usr/local/bin/berth
+install -m 0755 target/release/berth target/release/berth-device-plugin-example /usr/local/bin/
 scripts/make-bundle.sh /var/lib/berth/bundles/busybox
 tar -C /var/lib/berth/bundles/busybox/rootfs -c . |
   berth import -c 'CMD ["sh"]' - localhost/busybox:latest >/dev/null

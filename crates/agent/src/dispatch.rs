@@ -385,6 +385,13 @@ impl Dispatcher {
                 self.reject(&pod, &key, r).await;
                 return;
             }
+            self.ctx
+                .devices
+                .set_active(self.workers.values().map(|(_, p)| p.as_ref()));
+            if let Err(r) = self.ctx.devices.admit(&pod).await {
+                self.reject(&pod, &key, r).await;
+                return;
+            }
         }
         let pod = Arc::new(pod);
         if let Some((tx, latest)) = self.workers.get_mut(&key.uid) {
@@ -545,6 +552,8 @@ pub(crate) async fn run(
             Err(e) => tracing::warn!(error = %e, "watching pods failed; retrying"),
         }
         d.workers.retain(|_, (tx, _)| !tx.is_closed());
+        ctx.devices
+            .set_active(d.workers.values().map(|(_, p)| p.as_ref()));
     }
     sources.abort();
     if let Some(f) = files {

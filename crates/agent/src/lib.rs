@@ -12,6 +12,7 @@
 pub mod admit;
 mod backoff;
 pub mod clusterdns;
+pub mod devices;
 pub mod dispatch;
 pub mod envvars;
 pub mod error;
@@ -102,6 +103,9 @@ pub struct AgentConfig {
     /// domains after the cluster's, and cluster DNS forwards other names to its
     /// servers.
     pub resolv_conf: PathBuf,
+    /// Device plugins (`--device-plugin-dir`, the kubelet's device-plugins
+    /// directory): None, no device manager.
+    pub devices: Option<devices::Dirs>,
 }
 
 impl AgentConfig {
@@ -134,6 +138,14 @@ impl AgentConfig {
             cluster_cidr: "10.42.0.0/16".parse().ok(),
             cluster_dns: Some(IpAddr::from([10, 96, 0, 10])),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            devices: Some(devices::Dirs {
+                plugins: root.join("agent/device-plugins"),
+                pod_resources: Some(root.join("agent/pod-resources")),
+                cdi_specs: berth_engine::cdi::DEFAULT_SPEC_DIRS
+                    .iter()
+                    .map(PathBuf::from)
+                    .collect(),
+            }),
         }
     }
 }
@@ -158,6 +170,8 @@ pub(crate) struct Ctx {
     /// The MTU of pods' interfaces (the uplink's, less the overlay's headers); None:
     /// the engine's default.
     pub pod_mtu: Option<u32>,
+    /// Device plugins and the devices pods hold.
+    pub devices: Arc<devices::Manager>,
 }
 
 impl Ctx {
@@ -237,6 +251,7 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
             None
         }
     };
+    let devices = Arc::new(devices::Manager::new(cfg.devices.clone())?);
     let (cm_reader, cm_writer) = kube::runtime::reflector::store();
     let (secret_reader, secret_writer) = kube::runtime::reflector::store();
     let (services_reader, services_writer) = kube::runtime::reflector::store();
@@ -255,8 +270,11 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         started: std::time::SystemTime::now(),
         pod_cidr: podnet::PodCidr::new(cfg.pod_cidr.clone()),
         pod_mtu,
+        devices: devices.clone(),
         cfg,
     });
+    // Dropped when the agent stops: the sockets go with it.
+    let _device_manager = devices.start().await?;
     let endpoint = endpoint.map(|(l, tls, _)| tokio::spawn(server::serve(ctx.clone(), l, tls)));
     // Registration is retried in the heartbeat until the API server answers; static
     // pods and pods already running carry on meanwhile.

@@ -60,6 +60,12 @@ async fn status(ctx: &Ctx, old: Option<&NodeStatus>) -> NodeStatus {
             disk.saturating_sub(cfg.eviction_hard.reserved_disk(disk))
         )),
     );
+    // Device plugins' resources: every device is capacity, the healthy ones are
+    // allocatable (a resource whose plugin is gone past its grace reports 0).
+    for (resource, (all, healthy)) in ctx.devices.counts() {
+        capacity.insert(resource.clone(), Quantity(all.to_string()));
+        allocatable.insert(resource, Quantity(healthy.to_string()));
+    }
     let now = Time(jiff::Timestamp::now());
     let cond =
         |kind: &str, bad: bool, good_reason: &str, bad_reason: &str, good: &str, badm: &str| {
@@ -357,7 +363,22 @@ pub(crate) async fn heartbeat(ctx: Arc<Ctx>) {
     let mut tick = tokio::time::interval(LEASE_RENEW);
     tick.tick().await;
     loop {
-        tick.tick().await;
+        let devices_changed = tokio::select! {
+            _ = tick.tick() => false,
+            _ = ctx.devices.changed() => true,
+        };
+        if devices_changed {
+            // A plugin's devices came, went or changed health: the scheduler sees it
+            // now rather than at the next heartbeat.
+            let old = api.get_opt(&ctx.cfg.node_name).await.ok().flatten();
+            if let Some(n) = old {
+                match post_status(&ctx, n.status.as_ref()).await {
+                    Ok(st) => last_posted = Some((Instant::now(), conditions_key(&st))),
+                    Err(e) => tracing::warn!(error = %e, "posting the node status failed"),
+                }
+            }
+            continue;
+        }
         let node = match api.get_opt(&ctx.cfg.node_name).await {
             Ok(Some(n)) => n,
             Ok(None) => {

@@ -91,6 +91,23 @@ pub struct NodeArgs {
     /// containerd node.
     #[arg(long)]
     pub cri_socket: Option<PathBuf>,
+    /// Where device plugins register (kubelet.sock) and keep their sockets, as the
+    /// kubelet's [default: /var/lib/kubelet/device-plugins with the default state
+    /// root, else STATE_ROOT/agent/device-plugins].
+    #[arg(long)]
+    pub device_plugin_dir: Option<PathBuf>,
+    /// Where the Pod Resources API (podresources/v1) is served, on kubelet.sock
+    /// [default: /var/lib/kubelet/pod-resources with the default state root, else
+    /// STATE_ROOT/agent/pod-resources].
+    #[arg(long)]
+    pub pod_resources_dir: Option<PathBuf>,
+    /// Serve no device plugins (pods asking for their resources stay Pending).
+    #[arg(long)]
+    pub disable_device_plugins: bool,
+    /// A directory of CDI specs that device plugins' CDI devices are resolved from
+    /// (repeatable) [default: /etc/cdi, /var/run/cdi].
+    #[arg(long = "cdi-spec-dir")]
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 fn parse_cgroup_root(s: &str) -> Result<String, String> {
@@ -172,6 +189,29 @@ impl NodeArgs {
         if let Some(p) = &self.pod_manifest_path {
             cfg.pod_manifest_path = Some(p.clone());
         }
+        cfg.devices = if self.disable_device_plugins {
+            None
+        } else {
+            cfg.devices.take().map(|mut d| {
+                // The host's own agent is where device plugins (NVIDIA's, anyone's)
+                // look for the kubelet; a node with a root of its own keeps them apart.
+                let host_agent = root == Path::new(berth_hostdirs::DEFAULT_STATE_ROOT);
+                if let Some(dir) = &self.device_plugin_dir {
+                    d.plugins = dir.clone();
+                } else if host_agent {
+                    d.plugins = berth_deviceplugin::DEVICE_PLUGIN_DIR.into();
+                }
+                if let Some(dir) = &self.pod_resources_dir {
+                    d.pod_resources = Some(dir.clone());
+                } else if host_agent {
+                    d.pod_resources = Some(berth_deviceplugin::POD_RESOURCES_DIR.into());
+                }
+                if !self.cdi_spec_dirs.is_empty() {
+                    d.cdi_specs = self.cdi_spec_dirs.clone();
+                }
+                d
+            })
+        };
         cfg
     }
 }

@@ -17,14 +17,6 @@ use tonic::Code;
 
 use endpoint::Cri;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
@@ -184,7 +176,7 @@ fn a_pod_goes_through_its_whole_life_as_crictl_drives_it() {
     let mut cri = Cri::start();
     let log_dir = cri.env.path("pod-logs");
     let octet = cri.cidr_octet;
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let (mut rt, mut img) = cri.clients().await;
         // crictl version / info / runtime config.
         let v = rt
@@ -665,7 +657,7 @@ async fn init_status(
 fn security_contexts_and_namespaces_are_applied_as_critest_checks_them() {
     let cri = Cri::start();
     let log_dir = cri.env.path("pod-logs");
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let (mut rt, _) = cri.clients().await;
         let sleep = ["sleep", "1000"];
 
@@ -864,7 +856,7 @@ fn bad_requests_get_grpc_codes_and_pulls_take_credentials() {
     let dest = format!("{}/team/bb:1", reg.host);
     cri.env
         .ok(&["push", "-q", "--creds", "kube:cri-pass", "bb:1", &dest]);
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let (mut rt, mut img) = cri.clients().await;
         let code = |r: Result<tonic::Response<_>, tonic::Status>| -> (Code, String) {
             let e = r.map(|_: tonic::Response<()>| ()).expect_err("an error");
@@ -1117,7 +1109,7 @@ fn exec_attach_and_port_forward_stream_through_the_urls_cri_hands_out() {
     use tokio_tungstenite::tungstenite::Message;
     let cri = Cri::start();
     let log_dir = cri.env.path("pod-logs");
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let (mut rt, _) = cri.clients().await;
         let cfg = pod("streams", &log_dir);
         let (sb, web) = run(
@@ -1314,7 +1306,7 @@ fn a_node_agents_pods_are_seen_and_driven_through_its_cri_socket() {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: seen\nspec:\n  containers:\n  - name: main\n    image: localhost/busybox:1\n    command: [sleep, '1000']\n",
     );
     c.wait_pod("seen", "Ready", 60, common::cluster::ready);
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let mut rt =
             pb::runtime_service_client::RuntimeServiceClient::new(endpoint::connect(&socket).await);
         // crictl pods --name seen: the kubelet's labels on the agent's sandbox.
@@ -1377,7 +1369,7 @@ fn cdi_devices_reach_the_container_from_the_spec_directories() {
         vec!["--cdi-spec-dir".into(), dir.display().to_string()]
     });
     let log_dir = cri.env.path("pod-logs");
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let (mut rt, _) = cri.clients().await;
         let cfg = pod("cdi", &log_dir);
         let mut listed = ctr("listed", &["sleep", "1000"]);

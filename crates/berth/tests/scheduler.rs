@@ -50,17 +50,6 @@ fn node_of(c: &Cluster, name: &str) -> String {
     p["spec"]["nodeName"].as_str().unwrap().to_string()
 }
 
-fn events(c: &Cluster, name: &str) -> String {
-    c.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={name}"),
-        "-o",
-        "custom-columns=REASON:.reason,FROM:.source.component,MESSAGE:.message",
-    ])
-}
-
 #[test]
 #[cfg_attr(
     kubectl_missing,
@@ -80,7 +69,7 @@ fn pods_are_placed_as_kube_scheduler_places_them() {
     assert_eq!(node_of(&c, "ssd"), n2);
     // Compared word by word: kubectl widens the columns when an earlier event (a
     // FailedScheduling from before the scheduler's cache had the nodes) is listed too.
-    let ev = events(&c, "ssd");
+    let ev = c.events("ssd");
     let want = format!("Scheduled default-scheduler Successfully assigned default/ssd to {n2}");
     assert!(
         ev.lines()
@@ -102,7 +91,7 @@ fn pods_are_placed_as_kube_scheduler_places_them() {
         cond["message"], "0/3 nodes are available: 3 Insufficient cpu.",
         "{cond}"
     );
-    let ev = events(&c, "huge");
+    let ev = c.events("huge");
     assert!(
         ev.contains("FailedScheduling")
             && ev.contains("0/3 nodes are available: 3 Insufficient cpu."),
@@ -157,7 +146,7 @@ fn pods_are_placed_as_kube_scheduler_places_them() {
     std::thread::sleep(Duration::from_secs(2));
     let theirs: Value = c.pod("theirs");
     assert!(theirs["spec"]["nodeName"].is_null(), "{theirs}");
-    assert!(events(&c, "theirs").lines().count() <= 1);
+    assert!(c.events("theirs").lines().count() <= 1);
     c.ok(&["delete", "pod", "--all", "--grace-period=0", "--force"]);
 }
 

@@ -141,24 +141,15 @@ pub async fn serve<E: Engine>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let socket = listen.socket.as_path();
-    let err = |what, source| Error::Socket {
-        what,
-        path: socket.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
-    }
-    if socket.exists() {
-        if tokio::net::UnixStream::connect(socket).await.is_ok() {
-            return Err(Error::InUse(socket.to_path_buf()));
-        }
-        std::fs::remove_file(socket).map_err(|e| err("remove the stale socket", e))?;
-    }
-    let listener = tokio::net::UnixListener::bind(socket).map_err(|e| err("listen on", e))?;
     // Root's, as containerd's socket is: whoever reaches it runs anything as root.
-    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))
-        .map_err(|e| err("set the mode of", e))?;
+    let listener = berth_grpc_unix::bind(socket, 0o660)
+        .await
+        .map_err(|e| match e {
+            berth_grpc_unix::BindError::InUse(p) => Error::InUse(p),
+            berth_grpc_unix::BindError::Io { what, path, source } => {
+                Error::Socket { what, path, source }
+            }
+        })?;
     let (streams, stream_listener) =
         streaming::Streams::bind(listen.streaming)
             .await
@@ -194,10 +185,7 @@ pub async fn serve<E: Engine>(
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(berth_grpc_unix::incoming(listener), shutdown)
         .await;
     stream_server.abort();
     let _ = std::fs::remove_file(socket);

@@ -276,13 +276,22 @@ impl Worker {
             node: &self.ctx.cfg.node_name,
             seccomp_root: &seccomp_root,
         };
-        let cfg = match podspec::container_config(pod, &inputs) {
+        let mut cfg = match podspec::container_config(pod, &inputs) {
             Ok(cfg) => cfg,
             Err(e) => {
                 self.cannot_create(pod, c, &fp, "CreateContainerConfigError", &e.to_string());
                 return Ok(Some(Duration::from_secs(5)));
             }
         };
+        let devices = &self.ctx.devices;
+        let with_devices = match devices.container_options(pod, c).await {
+            Ok(answers) => crate::devices::apply(&answers, &mut cfg, &devices.cdi_spec_dirs()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = with_devices {
+            self.cannot_create(pod, c, &fp, "CreateContainerConfigError", &e);
+            return Ok(Some(Duration::from_secs(5)));
+        }
         let sb = sandbox_id.to_string();
         let id = match self
             .ctx

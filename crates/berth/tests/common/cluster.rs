@@ -382,6 +382,19 @@ impl Cluster {
         }
     }
 
+    /// The events of the object named `name`, as a table of REASON, FROM and
+    /// MESSAGE.
+    pub fn events(&self, name: &str) -> String {
+        self.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "custom-columns=REASON:.reason,FROM:.source.component,MESSAGE:.message",
+        ])
+    }
+
     /// An object as JSON (`kind` as kubectl names it: "deploy", "job"...).
     pub fn json(&self, kind: &str, name: &str) -> Value {
         serde_json::from_str(&self.ok(&["get", kind, name, "-o", "json"])).unwrap()

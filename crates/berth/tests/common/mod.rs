@@ -829,3 +829,12 @@ pub fn http_get(addr: &str, path: &str) -> Vec<u8> {
         .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&all)));
     all.split_off(at + 4)
 }
+
+/// A tokio runtime for tests that drive gRPC clients and servers (two workers).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
