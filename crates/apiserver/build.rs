@@ -1,4 +1,5 @@
-//! Finds whether kubectl 1.32 or newer is on PATH. The API server's tests drive it as
+//! Finds whether kubectl 1.32 or newer is on PATH (and whether an NVIDIA GPU with a
+//! CDI spec is here, for the one test that needs it). The API server's tests drive it as
 //! users do; where it is missing (Debian 12 packages only 1.20, and scripts/deps.sh
 //! cannot fetch it without internet) they are ignored with the reason, so the test run
 //! reports them as skipped rather than failed or silently passed.
@@ -21,6 +22,7 @@ fn main() {
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| client_minor(&String::from_utf8_lossy(&o.stdout)));
+    nvidia_gpu();
     if minor.is_none_or(|m| m < 32) {
         println!("cargo::rustc-cfg=kubectl_missing");
         println!(
@@ -40,4 +42,27 @@ fn client_minor(json: &str) -> Option<u32> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     digits.parse().ok()
+}
+
+/// Whether an NVIDIA GPU, its driver and a CDI spec for nvidia.com/gpu are here (the
+/// device plugin tests' optional GPU flow); where not, that test is skipped with the
+/// reason.
+fn nvidia_gpu() {
+    println!("cargo::rustc-check-cfg=cfg(nvidia_gpu_missing)");
+    let cdi_dirs = ["/etc/cdi", "/var/run/cdi"];
+    for dir in cdi_dirs {
+        if PathBuf::from(dir).is_dir() {
+            println!("cargo::rerun-if-changed={dir}");
+        }
+    }
+    let spec = cdi_dirs.iter().any(|dir| {
+        std::fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("nvidia.com/gpu"))
+            })
+        })
+    });
+    if !(PathBuf::from("/dev/nvidiactl").exists() && spec) {
+        println!("cargo::rustc-cfg=nvidia_gpu_missing");
+    }
 }

@@ -383,3 +383,37 @@ fn misbehaving_device_plugins_are_met_as_the_kubelet_meets_them() {
     assert!(why.contains("/dev/berth-no-such-device"), "{why}");
     c.ok(&["delete", "pod", "broken-node", "--wait=false"]);
 }
+
+#[test]
+#[cfg_attr(
+    any(kubectl_missing, nvidia_gpu_missing),
+    ignore = "needs kubectl 1.32, and an NVIDIA GPU with its driver and a CDI spec for nvidia.com/gpu in /etc/cdi or /var/run/cdi (nvidia-ctk cdi generate)"
+)]
+fn an_nvidia_gpu_reaches_a_pod_through_its_cdi_spec() {
+    use scripted::{device, Scripted};
+    let rt = common::runtime();
+    let c = Cluster::start();
+    let dir = c.env.root().join("agent/device-plugins");
+    const GPU: &str = "nvidia.com/gpu";
+    // A plugin answering as NVIDIA's does in CDI mode: the device by its CDI name,
+    // resolved by the agent from the driver's spec.
+    let gpu = rt.block_on(Scripted::start(
+        &dir,
+        "nvidia.sock",
+        vec![device("0", true)],
+    ));
+    gpu.script.lock().unwrap().cdi_devices = vec![format!("{GPU}=0")];
+    rt.block_on(gpu.register(&dir, GPU)).unwrap();
+    wait_counts(&c, GPU, ("1", "1"));
+    c.apply(&device_pod("cuda", GPU, 1));
+    c.wait_pod("cuda", "Running", 120, |p| phase(p) == "Running");
+    let out = c.ok(&[
+        "exec",
+        "cuda",
+        "--",
+        "sh",
+        "-c",
+        "test -c /dev/nvidia0 && echo gpu",
+    ]);
+    assert_eq!(out.trim(), "gpu");
+}

@@ -21,6 +21,8 @@ pub struct Script {
     pub preferred: Option<Vec<String>>,
     /// Allocate gives each device this host node instead of a real one.
     pub host_path: Option<String>,
+    /// Allocate names these CDI devices.
+    pub cdi_devices: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -92,6 +94,11 @@ impl DevicePlugin for Service {
                     }],
                     None => Vec::new(),
                 },
+                cdi_devices: script
+                    .cdi_devices
+                    .iter()
+                    .map(|name| CdiDevice { name: name.clone() })
+                    .collect(),
                 ..Default::default()
             })
             .collect();
