@@ -909,6 +909,41 @@ fn bad_requests_get_grpc_codes_and_pulls_take_credentials() {
             .await
             .expect_err("no such container");
         assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        // Stopping and removing what is not there is done, as CRI asks (critest's
+        // idempotence checks).
+        rt.stop_container(pb::StopContainerRequest {
+            container_id: "0123456789abcdef".into(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+        rt.remove_container(pb::RemoveContainerRequest {
+            container_id: "0123456789abcdef".into(),
+        })
+        .await
+        .unwrap();
+        rt.stop_pod_sandbox(pb::StopPodSandboxRequest {
+            pod_sandbox_id: "0123456789abcdef".into(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: "0123456789abcdef".into(),
+        })
+        .await
+        .unwrap();
+        // The metrics RPCs are not served, and say so as CRI defines it (critest and
+        // the kubelet then keep to the stats RPCs).
+        let e = rt
+            .list_metric_descriptors(pb::ListMetricDescriptorsRequest {})
+            .await
+            .expect_err("no metrics");
+        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+        let e = rt
+            .list_pod_sandbox_metrics(pb::ListPodSandboxMetricsRequest {})
+            .await
+            .expect_err("no metrics");
+        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
         // An image that is not stored.
         let cfg = pod("bad", &log_dir);
         let sb = rt
@@ -1416,5 +1451,120 @@ fn cdi_devices_reach_the_container_from_the_spec_directories() {
         rt.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: sb })
             .await
             .unwrap();
+    });
+}
+
+/// Runs `mount ARGS` on the host.
+fn host_mount(args: &[&str]) {
+    let st = std::process::Command::new("mount")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount {args:?}");
+}
+
+#[test]
+fn mount_propagation_flows_as_critest_checks_it() {
+    let cri = Cri::start();
+    let log_dir = cri.env.path("pod-logs");
+    common::runtime().block_on(async {
+        let (mut rt, _) = cri.clients().await;
+        for (mode, name) in [
+            (pb::MountPropagation::PropagationPrivate, "private"),
+            (
+                pb::MountPropagation::PropagationHostToContainer,
+                "hosttocontainer",
+            ),
+            (
+                pb::MountPropagation::PropagationBidirectional,
+                "bidirectional",
+            ),
+        ] {
+            // A volume (shared on the host unless private) holding the host's mount
+            // point, and a directory the host mounts there.
+            let base = cri.env.path(&format!("prop-{name}"));
+            let src = base.join("mnt");
+            let host_point = src.join("propagationMnt");
+            let flags = base.join("flags");
+            std::fs::create_dir_all(&host_point).unwrap();
+            std::fs::create_dir_all(&flags).unwrap();
+            std::fs::write(flags.join("flagFile"), "").unwrap();
+            let s = src.to_str().unwrap();
+            host_mount(&["--bind", s, s]);
+            let private = mode == pb::MountPropagation::PropagationPrivate;
+            host_mount(&[
+                if private {
+                    "--make-rprivate"
+                } else {
+                    "--make-rshared"
+                },
+                s,
+            ]);
+            let mut sandbox = pod(&format!("prop-{name}"), &log_dir);
+            let sc = sandbox
+                .linux
+                .as_mut()
+                .unwrap()
+                .security_context
+                .as_mut()
+                .unwrap();
+            sc.privileged = true;
+            let mut c = with_security(
+                ctr("prop", &["sleep", "1000"]),
+                pb::LinuxContainerSecurityContext {
+                    privileged: true,
+                    ..Default::default()
+                },
+            );
+            c.mounts = vec![pb::Mount {
+                container_path: s.into(),
+                host_path: s.into(),
+                propagation: mode as i32,
+                ..Default::default()
+            }];
+            let (sb, c) = run(&mut rt, sandbox, c).await;
+            // Host to container: the host's new mount shows inside unless private.
+            host_mount(&[
+                "--bind",
+                flags.to_str().unwrap(),
+                host_point.to_str().unwrap(),
+            ]);
+            let seen =
+                out(&exec_sync(&mut rt, &c, &["ls", "-A", host_point.to_str().unwrap()]).await);
+            assert_eq!(seen.trim().is_empty(), private, "{name}: {seen:?}");
+            // Container to host: only a bidirectional volume carries it back.
+            let inner = src.join("containerMnt");
+            let i = inner.to_str().unwrap();
+            exec_sync(
+                &mut rt,
+                &c,
+                &[
+                    "sh",
+                    "-c",
+                    &format!("mkdir -p {i} && mount --bind /etc {i}"),
+                ],
+            )
+            .await;
+            let back = std::fs::read_dir(&inner).map(|d| d.count()).unwrap_or(0);
+            assert_eq!(
+                back > 0,
+                mode == pb::MountPropagation::PropagationBidirectional,
+                "{name}: the host sees {back} entries in {i}"
+            );
+            rt.stop_pod_sandbox(pb::StopPodSandboxRequest {
+                pod_sandbox_id: sb.clone(),
+            })
+            .await
+            .unwrap();
+            rt.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: sb })
+                .await
+                .unwrap();
+            for m in [&inner, &host_point, &src] {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(m)
+                    .status();
+            }
+        }
     });
 }

@@ -15,6 +15,9 @@ use crate::convert::{container, sandbox};
 use crate::status;
 use crate::{Cri, Engine};
 
+/// Why the CRI metrics RPCs answer Unimplemented.
+const METRICS_UNSERVED: &str = "berth does not serve the CRI metrics RPCs (the kubelet's PodAndContainerStatsFromCRI); container and pod sandbox figures come from ContainerStats, ListContainerStats and PodSandboxStats";
+
 type Reply<T> = Result<Response<T>, Status>;
 
 /// A sandbox's or container's ID from a request, or InvalidArgument naming the field.
@@ -187,7 +190,13 @@ impl<E: Engine> RuntimeService for Cri<E> {
         let id = id("container_id", r.container_id)?;
         // CRI: a timeout of 0 stops at once (SIGKILL after the stop signal).
         let timeout = Duration::from_secs(r.timeout.max(0) as u64);
-        self.call(move |e| e.stop_container(&id, timeout)).await?;
+        match self.call(move |e| e.stop_container(&id, timeout)).await {
+            // CRI: stopping a container that is not there is not an error.
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            r => {
+                r?;
+            }
+        }
         Ok(Response::new(pb::StopContainerResponse {}))
     }
 
@@ -484,20 +493,17 @@ impl<E: Engine> RuntimeService for Cri<E> {
         &self,
         _: Request<pb::ListMetricDescriptorsRequest>,
     ) -> Reply<pb::ListMetricDescriptorsResponse> {
-        // berth reports its figures through the stats RPCs; it describes no extra
-        // metrics, which CRI allows (the kubelet then uses the stats alone).
-        Ok(Response::new(pb::ListMetricDescriptorsResponse {
-            descriptors: Vec::new(),
-        }))
+        // An empty list would claim cAdvisor's metric set is served and empty;
+        // Unimplemented is how CRI says a runtime does not serve it (the kubelet and
+        // critest then keep to the stats RPCs).
+        Err(Status::unimplemented(METRICS_UNSERVED))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<pb::ListPodSandboxMetricsRequest>,
     ) -> Reply<pb::ListPodSandboxMetricsResponse> {
-        Ok(Response::new(pb::ListPodSandboxMetricsResponse {
-            pod_metrics: Vec::new(),
-        }))
+        Err(Status::unimplemented(METRICS_UNSERVED))
     }
 
     async fn runtime_config(

@@ -599,6 +599,15 @@ pub fn build(input: &SpecInput<'_>) -> Result<(Spec, Vec<String>)> {
         .cgroups_path(PathBuf::from(input.cgroup))
         .resources(res)
         .devices(nodes);
+    // As containerd: a bidirectional volume needs a shared root for the container's
+    // mounts under it to reach the host; host-to-container ones need a slave root
+    // (the runtime's default).
+    if c.mounts
+        .iter()
+        .any(|m| m.propagation == Propagation::Bidirectional)
+    {
+        linux = linux.rootfs_propagation("rshared");
+    }
     if !input.sandbox.sysctls.is_empty() {
         linux = linux.sysctl(input.sandbox.sysctls.clone());
     }

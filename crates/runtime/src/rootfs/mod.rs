@@ -48,15 +48,33 @@ pub fn propagation_flag(name: Option<&str>) -> Result<Option<u64>> {
 /// make the rootfs a mount of its own (pivot_root needs that).
 pub fn prepare_root(rootfs: &Path, propagation: Option<u64>) -> Result<()> {
     // Slave by default so host mounts still show up but nothing flows back. A private
-    // rootfs is private from the start; shared and unbindable ones start as slave here
-    // (pivot_root refuses a shared parent, and an unbindable root cannot be bind-mounted)
-    // and get their propagation after pivot_root.
+    // rootfs is private from the start; an unbindable one starts as slave here (an
+    // unbindable root cannot be bind-mounted) and gets its propagation after
+    // pivot_root. A shared one is shared from the start, as runc does it: the copies
+    // of the host's shared mounts stay their peers, so that a bidirectional volume
+    // bound from one joins the host's peer group and the container's mounts under it
+    // reach the host.
+    let shared = propagation.is_some_and(|p| p & libc::MS_SHARED != 0);
     let flag = match propagation {
         Some(p) if p & libc::MS_PRIVATE != 0 => p | libc::MS_REC,
+        Some(p) if shared => p,
         _ => libc::MS_SLAVE | libc::MS_REC,
     };
     sys::mount(None, c"/", None, flag as libc::c_ulong, None)
         .ctx(|| "set the propagation of / in the container's mount namespace")?;
+    if shared {
+        // pivot_root refuses a new root whose parent mount is shared: that one
+        // mount (not what is under it) becomes private here.
+        let parent = parent_mount(rootfs)?;
+        sys::mount(
+            None,
+            &cstr(&parent),
+            None,
+            libc::MS_PRIVATE as libc::c_ulong,
+            None,
+        )
+        .ctx(|| format!("make {} (the rootfs's mount) private", parent.display()))?;
+    }
     let r = cstr(rootfs);
     sys::mount(
         Some(&r),
@@ -69,6 +87,20 @@ pub fn prepare_root(rootfs: &Path, propagation: Option<u64>) -> Result<()> {
     Ok(())
 }
 
+/// The mount point of the mount that holds `path` (the longest mount point above it).
+fn parent_mount(path: &Path) -> Result<std::path::PathBuf> {
+    let path = std::fs::canonicalize(path)
+        .map_err(|e| Error::io(format!("resolve rootfs {}", path.display()), e))?;
+    let mounts = berth_cgroups::mountinfo::read(None)
+        .map_err(|e| Error::io("read /proc/self/mountinfo", e))?;
+    Ok(mounts
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|mp| path.starts_with(mp))
+        .max_by_key(|mp| mp.components().count())
+        .unwrap_or_else(|| "/".into()))
+}
+
 /// Makes `rootfs` the root with pivot_root(2), detaching the old root. Falls back to
 /// [`move_root`] when the current root cannot be pivoted away from (initramfs).
 pub fn pivot(rootfs: &Path) -> Result<()> {
@@ -78,6 +110,12 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
         Mode::empty(),
     )
     .ctx(|| format!("open rootfs {}", rootfs.display()))?;
+    let oldroot = rustix::fs::open(
+        "/",
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "open the old root")?;
     rustix::process::fchdir(&newroot).ctx(|| "enter the rootfs")?;
     match rustix::process::pivot_root(".", ".") {
         Ok(()) => {}
@@ -89,8 +127,11 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
         }
         Err(e) => return Err(Error::io("pivot_root into the rootfs", e)),
     }
-    // The old root is now stacked on "."; make sure its unmount does not propagate to
-    // the host, then detach it.
+    // The old root is now stacked on the new one. "." must name the old root's mount
+    // (entered through its descriptor): as the new root's, the slave step below
+    // would cut the container's bidirectional volumes off from the host's peer
+    // groups. Its unmount must not propagate to the host; then it is detached.
+    rustix::process::fchdir(&oldroot).ctx(|| "enter the old root")?;
     sys::mount(
         None,
         c".",
