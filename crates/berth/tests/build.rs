@@ -286,6 +286,20 @@ fn healthchecks_onbuild_triggers_cache_and_secret_mounts() {
         serde_json::json!({"Test": ["CMD-SHELL", "test -f /ok"], "Interval": 5_000_000_000i64, "Retries": 2})
     );
     assert_eq!(c["OnBuild"].as_array().unwrap().len(), 2, "{c}");
+    // A build argument changes what a cached metadata step makes (cri-tools builds
+    // its user images from one Dockerfile this way).
+    for user in ["1002", "www-data:1004"] {
+        build(
+            "FROM localhost/busybox:1\nARG USER\nUSER ${USER}\n",
+            &[
+                "-t",
+                "localhost/user:1",
+                "--build-arg",
+                &format!("USER={user}"),
+            ],
+        );
+        assert_eq!(config("user:1")["User"], user);
+    }
     // A child fires them (with its own context), and does not pass them on.
     let out = build(
         "FROM localhost/parent:1\nRUN cat /onbuild.txt\n",

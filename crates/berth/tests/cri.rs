@@ -1040,6 +1040,20 @@ fn bad_requests_get_grpc_codes_and_pulls_take_credentials() {
             .cloned()
             .unwrap_or_else(|| panic!("a repo digest: {stored:?}"));
         assert!(digest.contains("@sha256:"), "{digest}");
+        // The repo digest of an image pulled by tag finds it (critest's "all kinds
+        // of references").
+        assert_eq!(
+            image_status(&mut img, &digest).await.map(|i| i.id),
+            Some(by_tag.clone())
+        );
+        // A second name: removing the image by one name removes it with all its
+        // names, as CRI's RemoveImage does.
+        let second = format!("{}/team/bb:second", reg.host);
+        cri.env.ok(&["tag", &dest, &second]);
+        assert_eq!(
+            image_status(&mut img, &second).await.map(|i| i.id),
+            Some(by_tag.clone())
+        );
         // crictl rmi, then a pull by digest brings it back.
         for _ in 0..2 {
             img.remove_image(pb::RemoveImageRequest {
@@ -1052,6 +1066,7 @@ fn bad_requests_get_grpc_codes_and_pulls_take_credentials() {
             .unwrap();
         }
         assert!(image_status(&mut img, &dest).await.is_none());
+        assert!(image_status(&mut img, &second).await.is_none());
         let encoded =
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "kube:cri-pass");
         let by_digest = pull(

@@ -303,6 +303,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes an image with every name it has, given any of them or its ID, as CRI's
+    /// RemoveImage does (the kubelet removes images by ID, crictl by any name);
+    /// refused while a container uses it. Blobs go at the next [`Store::prune`].
+    pub fn remove_image_with_all_names(&self, what: &str) -> Result<Removed> {
+        let rec = self.find_image(what)?;
+        let users = self.users_of(&rec.digest)?;
+        if !users.is_empty() {
+            return Err(crate::Error::InUse(format!(
+                "unable to remove image {what}: container {} uses it (remove the container first)",
+                users.join(", ")
+            )));
+        }
+        self.remove_image(&rec.digest.to_string(), true)
+    }
+
     /// Removes the names of unused images: untagged ones, or with `all` every image no
     /// container uses. Returns the names removed; run [`Store::prune`] afterwards.
     pub fn prune_images(&self, all: bool) -> Result<Vec<String>> {

@@ -73,6 +73,21 @@ impl Store {
             if let Some(rec) = self.image(&r.to_string())? {
                 return Ok(rec);
             }
+            // `repo@digest` names an image of that repository pulled by a tag too
+            // (the form RepoDigests show, and CRI clients look images up by).
+            if let Some(d) = &r.digest {
+                let same_repo = |name: &str| {
+                    name.parse::<Reference>()
+                        .is_ok_and(|n| n.registry == r.registry && n.repository == r.repository)
+                };
+                if let Some(rec) = self
+                    .images()?
+                    .into_iter()
+                    .find(|rec| &rec.digest == d && same_repo(&rec.name))
+                {
+                    return Ok(rec);
+                }
+            }
             // Short names also mean locally built images, as podman reads them.
             let explicit = what
                 .split('/')

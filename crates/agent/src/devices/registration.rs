@@ -36,9 +36,11 @@ pub(super) async fn listen(
     socket: PathBuf,
     router: tonic::transport::server::Router,
 ) -> crate::Result<Served> {
-    let listener = berth_grpc_unix::bind(&socket, 0o600)
-        .await
-        .map_err(|e| crate::Error::Config(e.to_string()))?;
+    let listener = berth_grpc_unix::bind(&socket, 0o600).await.map_err(|e| {
+        crate::Error::Config(format!(
+            "{e} (choose another --device-plugin-dir or --pod-resources-dir, or --disable-device-plugins)"
+        ))
+    })?;
     let at = socket.clone();
     let task = tokio::spawn(async move {
         if let Err(e) = router

@@ -140,7 +140,10 @@ impl Builder<'_> {
     ) -> anyhow::Result<()> {
         let text = format!("{} {}", i.cmd, i.rest);
         let cur = self.cur(i)?.clone();
-        self.step(&[&text], |b| {
+        // The changes as expanded: `USER ${USER}` with another --build-arg is
+        // another step.
+        let expanded = Value::Object(changes.clone()).to_string();
+        self.step(&[&text, &expanded], |b| {
             let opts = NewImage {
                 created_by: format!("/bin/sh -c #(nop) {text}"),
                 config_changes: changes,

@@ -146,7 +146,7 @@ impl ImageService for Core {
     }
 
     fn remove_image(&self, image: &str) -> Result<()> {
-        match self.images().remove_image(image, false) {
+        match self.images().remove_image_with_all_names(image) {
             Ok(_) | Err(berth_image::Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }

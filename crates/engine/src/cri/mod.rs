@@ -118,8 +118,8 @@ pub trait ImageService {
     fn image_status(&self, image: &str) -> Result<Option<Image>>;
     /// Stored images (only those matching `filter`, a reference, when given).
     fn list_images(&self, filter: Option<&str>) -> Result<Vec<Image>>;
-    /// Removes an image's name (and the image, once nothing names or uses it).
-    /// Repeatable.
+    /// Removes an image with all its names, given any of them or its ID (as CRI's
+    /// RemoveImage); refused while a container uses it. Repeatable.
     fn remove_image(&self, image: &str) -> Result<()>;
     /// Space used by the image store.
     fn image_fs_info(&self) -> Result<Vec<FilesystemUsage>>;
