@@ -1,7 +1,6 @@
-//! Authentication and authorization: who a request is from (a client certificate
-//! signed by the cluster CA, a static bearer token from a token file, or a
-//! ServiceAccount token the server signed) and whether it may do what it asks. The
-//! authorizer is one pluggable place; this issue's is "any authenticated user".
+//! Authentication: who a request is from (a client certificate signed by the cluster
+//! CA, a static bearer token from a token file, or a ServiceAccount token the server
+//! signed). Whether it may do what it asks is [`crate::authz`]'s.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,33 +28,6 @@ impl User {
             .filter_map(|o| o.as_str().ok().map(str::to_string))
             .collect();
         Some(User::new(&cn, "", groups))
-    }
-}
-
-/// A request to authorize.
-pub struct Attributes<'a> {
-    /// Who.
-    pub user: &'a User,
-    /// The verb (get, list, create, ...).
-    pub verb: &'a str,
-    /// The resource (plural) or the non-resource path.
-    pub resource: &'a str,
-    /// The namespace, if any.
-    pub namespace: Option<&'a str>,
-}
-
-/// Decides whether a request may proceed.
-pub trait Authorizer: Send + Sync {
-    /// Ok, or the reason it is refused.
-    fn authorize(&self, a: &Attributes<'_>) -> Result<(), String>;
-}
-
-/// Allows every authenticated user everything (RBAC is a later issue).
-pub struct AllowAuthenticated;
-
-impl Authorizer for AllowAuthenticated {
-    fn authorize(&self, _a: &Attributes<'_>) -> Result<(), String> {
-        Ok(())
     }
 }
 

@@ -95,6 +95,31 @@ struct State {
     first: i64,
     revision: i64,
     tx: broadcast::Sender<Arc<Change>>,
+    /// Told of every change under their prefix, in order, before any watcher.
+    observers: Vec<(String, Arc<dyn Observer>)>,
+}
+
+/// Something inside the server that keeps its own view of some objects (the RBAC
+/// index): told of each change as the hub applies it, so its view is current as soon
+/// as the hub's is, and it is not a watcher that can fall behind.
+pub trait Observer: Send + Sync {
+    /// Starts over from these objects (at registration, and after the hub reloaded).
+    fn reset(&self, objects: &mut dyn Iterator<Item = (&str, &Value)>);
+    /// One object changed (None: deleted).
+    fn changed(&self, key: &str, object: Option<&Value>);
+}
+
+impl State {
+    fn reset_observers(&self) {
+        for (prefix, o) in &self.observers {
+            let mut it = self
+                .objects
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(prefix.as_str()))
+                .map(|(k, v)| (k.as_str(), v.as_ref()));
+            o.reset(&mut it);
+        }
+    }
 }
 
 /// The hub.
@@ -187,6 +212,7 @@ impl Hub {
                 first: revision,
                 revision,
                 tx,
+                observers: Vec::new(),
             }),
             revision: watch::channel(revision).0,
             store,
@@ -217,6 +243,7 @@ impl Hub {
                         st.first = rev;
                         st.revision = rev;
                         st.tx = broadcast::channel(LAG).0;
+                        st.reset_observers();
                         from = rev;
                         self.revision.send_replace(rev);
                     }
@@ -261,6 +288,12 @@ impl Hub {
                 }
             }
         };
+        for (prefix, o) in &st.observers {
+            if change.key.starts_with(prefix.as_str()) {
+                let obj = (change.kind != Kind::Deleted).then_some(change.object.as_ref());
+                o.changed(&change.key, obj);
+            }
+        }
         let change = Arc::new(change);
         let revision = change.revision;
         st.revision = revision;
@@ -273,6 +306,21 @@ impl Hub {
         let _ = st.tx.send(change);
         drop(st);
         self.revision.send_replace(revision);
+    }
+
+    /// Registers `o` for the changes under `prefix`, starting it from the current
+    /// objects there.
+    pub fn observe(&self, prefix: &str, o: Arc<dyn Observer>) {
+        let mut st = self.state.lock().unwrap();
+        {
+            let mut it = st
+                .objects
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.as_str(), v.as_ref()));
+            o.reset(&mut it);
+        }
+        st.observers.push((prefix.to_string(), o));
     }
 
     /// The newest revision the hub has seen.
@@ -432,6 +480,7 @@ mod tests {
             first: 0,
             revision: 0,
             tx: broadcast::channel(1).0,
+            observers: Vec::new(),
         };
         let put = |st: &mut State, key: &str, o: Value| {
             let o = Arc::new(o);

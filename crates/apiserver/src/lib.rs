@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
@@ -151,15 +152,25 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
     let api = Arc::new(api::Api {
         kubelet_client,
         store,
-        hub,
+        hub: hub.clone(),
         metrics: metrics::Metrics::default(),
         authn,
-        authz: Box::new(auth::AllowAuthenticated),
+        authz: authz::Authorizer::start(&hub),
         address: format!("{host}:{}", addr.port()),
         ca_bundle: pki.ca_cert.clone(),
         ready: std::sync::atomic::AtomicBool::new(false),
         cpu_readings: Default::default(),
     });
+    // The default roles before the first request: components asking at once find
+    // their rights.
+    authz::reconcile::cluster_defaults(&api)
+        .await
+        .map_err(|e| Error::Setup(format!("writing the default RBAC roles: {}", e.message)))?;
+    let rev = api.store.revision().await?;
+    api.hub
+        .wait_for(rev)
+        .await
+        .map_err(|e| Error::Setup(format!("loading the default RBAC roles: {}", e.message)))?;
     tokio::spawn(server::serve(api.clone(), listener, tls));
     let a = api.clone();
     tokio::spawn(async move {
@@ -194,6 +205,7 @@ async fn bootstrap(api: &Arc<api::Api>) -> Result<(), status::ApiError> {
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         objects::create_internal(api, nsr, None, body).await?;
     }
+    authz::reconcile::namespaced_defaults(api).await?;
     let pcs = resources::find("scheduling.k8s.io", "v1", "priorityclasses").expect("served");
     for pc in priority::system_classes() {
         objects::create_internal(api, pcs, None, pc).await?;

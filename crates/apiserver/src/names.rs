@@ -132,6 +132,20 @@ pub fn iana_svc_name(s: &str) -> Option<String> {
     None
 }
 
+/// Why `name` cannot be a path segment (kube's rule for names like RBAC's, which may
+/// hold colons): not "." or "..", and no "/" or "%".
+pub fn path_segment(name: &str) -> Option<String> {
+    if name == "." || name == ".." {
+        return Some(format!("may not be '{name}'"));
+    }
+    for bad in ["/", "%"] {
+        if name.contains(bad) {
+            return Some(format!("may not contain '{bad}'"));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,12 +6,25 @@
 use std::borrow::Cow;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, authentication::v1 as authn, autoscaling::v1 as autoscaling_v1,
-    autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coord,
-    core::v1 as core, discovery::v1 as disc, events::v1 as events, networking::v1 as net,
-    policy::v1 as policy, scheduling::v1 as sched, storage::v1 as storage,
+    apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz,
+    autoscaling::v1 as autoscaling_v1, autoscaling::v2 as autoscaling, batch::v1 as batch,
+    coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, events::v1 as events,
+    networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as sched,
+    storage::v1 as storage,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator};
+
+/// The verbs of a resource kept in the store.
+pub const STORE_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// A served resource.
 pub struct Resource {
@@ -117,16 +130,7 @@ impl Resource {
         if self.backing == Backing::NodeMetrics {
             &["get", "list"]
         } else if self.from_store() {
-            &[
-                "create",
-                "delete",
-                "deletecollection",
-                "get",
-                "list",
-                "patch",
-                "update",
-                "watch",
-            ]
+            STORE_VERBS
         } else {
             &["create"]
         }
@@ -265,6 +269,14 @@ pub static RESOURCES: &[Resource] = &[
     resource!(storage::CSINode, short: [], ns: false, cats: [], subs: []),
     resource!(events::Event, short: ["ev"], ns: true, cats: [], subs: []),
     resource!(authn::SelfSubjectReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),
+    resource!(rbac::ClusterRole, short: [], ns: false, cats: [], subs: []),
+    resource!(rbac::ClusterRoleBinding, short: [], ns: false, cats: [], subs: []),
+    resource!(rbac::Role, short: [], ns: true, cats: [], subs: []),
+    resource!(rbac::RoleBinding, short: [], ns: true, cats: [], subs: []),
+    resource!(authz::SubjectAccessReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),
+    resource!(authz::SelfSubjectAccessReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),
+    resource!(authz::SelfSubjectRulesReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),
+    resource!(authz::LocalSubjectAccessReview, short: [], ns: true, cats: [], subs: [], backing: Backing::Review),
     resource!(crate::resource_metrics::types::NodeMetrics, short: [], ns: false, cats: [], subs: [],
         backing: Backing::NodeMetrics),
     resource!(crate::resource_metrics::types::PodMetrics, short: [], ns: true, cats: [], subs: [],

@@ -30,6 +30,11 @@ fn build(resources: &[&Resource]) -> Schemas {
                 "x-kubernetes-group-version-kind".into(),
                 json!([{"group": r.group, "kind": r.kind, "version": r.version}]),
             );
+            // kube never requires metadata of a kind (k8s-openapi's Rust types hold
+            // it unconditionally for some, e.g. SubjectAccessReview).
+            if let Some(Value::Array(req)) = s.get_mut("required") {
+                req.retain(|f| f != "metadata");
+            }
         }
     }
     Schemas { defs }

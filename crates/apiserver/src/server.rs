@@ -120,13 +120,54 @@ async fn handle(
 ) -> http::Response<RespBody> {
     let path = req.uri().path().to_string();
     if let Some(target) = crate::nodeproxy::target(&path) {
-        return match authenticate(&api, cert_user, req.headers()).await {
-            Ok(Some(_)) => crate::nodeproxy::proxy(api, req, target).await,
-            Ok(None) => to_http(request::Response::error(&ApiError::unauthorized()), false),
+        let allowed = match authenticate(&api, cert_user, req.headers()).await {
+            Ok(Some(user)) => authorize_proxy(&api, user, &req, &target),
+            Ok(None) => Err(ApiError::unauthorized()),
+            Err(e) => Err(e),
+        };
+        return match allowed {
+            Ok(()) => crate::nodeproxy::proxy(api, req, target).await,
             Err(e) => to_http(request::Response::error(&e), false),
         };
     }
     respond(api, cert_user, req).await
+}
+
+/// Whether `user` (or whom it impersonates) may make a node-agent request: pods/log
+/// is read with get; exec, attach and portforward need create (kube asks create of
+/// websocket upgrades too); a node's proxy takes the method's verb.
+fn authorize_proxy(
+    api: &Api,
+    user: User,
+    req: &http::Request<Incoming>,
+    target: &crate::nodeproxy::Target<'_>,
+) -> Result<(), ApiError> {
+    use crate::nodeproxy::Target;
+    let user =
+        crate::authz::impersonate::resolve(&api.authz, user, req.uri().path(), req.headers())?;
+    let verb = crate::authz::non_resource_verb(req.method());
+    let verb = match (target, verb) {
+        (Target::Pod { sub: "log", .. }, _) => "get",
+        (Target::Pod { .. }, _) => "create",
+        (Target::Node { .. }, "post") => "create",
+        (Target::Node { .. }, "put") => "update",
+        (Target::Node { .. }, v) => v,
+    };
+    let (ns, resource, name, sub) = match target {
+        Target::Pod { ns, pod, sub } => (Some(*ns), "pods", *pod, *sub),
+        Target::Node { node, .. } => (None, "nodes", *node, "proxy"),
+    };
+    api.authz.check(&crate::authz::Attributes {
+        user: &user,
+        verb,
+        namespace: ns,
+        api_group: "",
+        resource,
+        subresource: Some(sub),
+        name: Some(name),
+        path: req.uri().path(),
+        resource_request: true,
+    })
 }
 
 /// Reads one API request's body (up to the limit), authenticates it (the transport's

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use berth_store::Backend;
 
-use crate::auth::{Authenticator, Authorizer};
+use crate::auth::Authenticator;
+use crate::authz::Authorizer;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::resource_metrics::readings::CpuReadings;
@@ -22,7 +23,7 @@ pub struct Api {
     /// Authentication.
     pub authn: Authenticator,
     /// Authorization.
-    pub authz: Box<dyn Authorizer>,
+    pub authz: Authorizer,
     /// The address clients reach the server at (for /api's serverAddressByClientCIDRs).
     pub address: String,
     /// The cluster CA certificate (PEM), published in every namespace.

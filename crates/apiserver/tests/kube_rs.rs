@@ -159,7 +159,7 @@ fn an_in_process_client_goes_through_defaulting_validation_and_watches() {
 
     let s = common::Server::start();
     s.rt.block_on(async {
-        let entry = InProcess::new(s.api.clone(), "system:kube-scheduler", &[]);
+        let entry = InProcess::new(s.api.clone(), "system:kube-scheduler", &["system:masters"]);
         let client = kube::Client::new(entry.clone(), "default");
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
         let mut w = watcher(cms.clone(), watcher::Config::default()).boxed();

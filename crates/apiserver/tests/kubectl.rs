@@ -652,14 +652,12 @@ fn a_kind_not_served_gets_kubectls_own_message() {
     let s = Server::start();
     let e = s.fails(&["apply", "-f", file(
         s.dir.path(),
-        "role.yaml",
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: reader}\nrules: [{apiGroups: [''], resources: [pods], verbs: [get]}]\n",
+        "runtimeclass.yaml",
+        "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: gvisor}\nhandler: runsc\n",
     ).to_str().unwrap()]);
     assert!(!e.contains("proto:"), "{e}");
     assert!(
-        e.contains(
-            "no matches for kind \"ClusterRole\" in version \"rbac.authorization.k8s.io/v1\""
-        ),
+        e.contains("no matches for kind \"RuntimeClass\" in version \"node.k8s.io/v1\""),
         "{e}"
     );
     // The protobuf document holds the definitions, found by their kind.

@@ -79,8 +79,8 @@ pub fn init_logging(format: &str) {
 
 /// A client that reaches this server in process, as the component `name` (what
 /// kube-scheduler's and kube-controller-manager's certificates name them).
-fn in_process(s: &berth_apiserver::Server, name: &str) -> kube::Client {
-    let entry = berth_apiserver::inprocess::InProcess::new(s.api.clone(), name, &[]);
+fn in_process(s: &berth_apiserver::Server, name: &str, groups: &[&str]) -> kube::Client {
+    let entry = berth_apiserver::inprocess::InProcess::new(s.api.clone(), name, groups);
     kube::Client::new(entry, "default")
 }
 
@@ -139,7 +139,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let scheduler = if a.disable.iter().any(|d| d == "scheduler") {
         None
     } else {
-        let client = in_process(&s, "system:kube-scheduler");
+        let client = in_process(&s, "system:kube-scheduler", &[]);
         tracing::info!("scheduler starting");
         Some(AbortOnDrop(tokio::spawn(crate::scheduler_cmd::elected(
             client,
@@ -150,7 +150,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let controllers = if a.disable.iter().any(|d| d == "controllers") {
         None
     } else {
-        let client = in_process(&s, "system:kube-controller-manager");
+        let client = in_process(&s, "system:kube-controller-manager", &[]);
         tracing::info!("controllers starting");
         Some(AbortOnDrop(tokio::spawn(crate::controller_cmd::elected(
             client,
@@ -163,7 +163,8 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         .or(Some(s.addr.ip()).filter(|ip| !ip.is_unspecified()))
         .unwrap_or_else(|| a.node.config(&ctx.root).node_ip);
     tokio::spawn(crate::apiserver_endpoints::publish(
-        in_process(&s, "system:apiserver"),
+        // The server's own loopback identity, in the privileged group as kube's is.
+        in_process(&s, "system:apiserver", &["system:masters"]),
         advertise,
         s.addr.port(),
     ));

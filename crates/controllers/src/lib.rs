@@ -4,6 +4,7 @@
 //! shared informers: one watch per kind for all controllers, as kube-controller-manager
 //! shares its informers.
 
+pub mod clusterroles;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -44,6 +45,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -132,6 +134,7 @@ pub struct Shared {
     classes: Arc<Informer<StorageClass>>,
     autoscalers: Arc<Informer<HorizontalPodAutoscaler>>,
     ingresses: Arc<Informer<Ingress>>,
+    cluster_roles: Arc<Informer<ClusterRole>>,
 }
 
 impl Shared {
@@ -173,6 +176,7 @@ impl Shared {
             classes: Informer::new(Api::all(client.clone()), Default::default()),
             autoscalers: Informer::new(Api::all(client.clone()), Default::default()),
             ingresses: Informer::new(Api::all(client.clone()), Default::default()),
+            cluster_roles: Informer::new(Api::all(client.clone()), Default::default()),
             pods,
             replicasets,
             client,
@@ -227,6 +231,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         Box::pin(hpa::controller(&shared)),
         Box::pin(namespace::controller(&shared)),
         Box::pin(loadbalancer::controllers(&shared)),
+        Box::pin(clusterroles::controller(&shared)),
     ];
     let mut controllers = controllers;
     if let Some(range) = cfg.pod_range {
@@ -270,6 +275,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         s.classes.clone().parts(),
         s.autoscalers.clone().parts(),
         s.ingresses.clone().parts(),
+        s.cluster_roles.clone().parts(),
     ]
     .into_iter()
     .unzip();

@@ -14,9 +14,8 @@ use crate::resources::{self, Resource};
 use crate::state::Api;
 use crate::status::{ApiError, Cause};
 
-/// Answers a create-only review (SelfSubjectReview: `kubectl auth whoami`).
-pub(super) fn review(req: &Request, res: &Resource) -> Result<Response, ApiError> {
-    let user = req.user.clone().ok_or_else(ApiError::unauthorized)?;
+/// A review's body as answered: what was posted, with its kind and no timestamp.
+pub(super) fn review_body(req: &Request, res: &Resource) -> Value {
     let mut body = parse_body(req).unwrap_or_else(|_| json!({}));
     body["apiVersion"] = json!(res.api_version());
     body["kind"] = json!(res.kind);
@@ -24,6 +23,13 @@ pub(super) fn review(req: &Request, res: &Resource) -> Result<Response, ApiError
         body["metadata"] = json!({});
     }
     body["metadata"]["creationTimestamp"] = Value::Null;
+    body
+}
+
+/// Answers a create-only review (SelfSubjectReview: `kubectl auth whoami`).
+pub(super) fn review(req: &Request, res: &Resource) -> Result<Response, ApiError> {
+    let user = req.user.clone().ok_or_else(ApiError::unauthorized)?;
+    let mut body = review_body(req, res);
     let mut info = json!({"username": user.name, "groups": user.groups});
     if !user.uid.is_empty() {
         info["uid"] = json!(user.uid);

@@ -19,6 +19,20 @@ pub(super) struct WriteOpts {
     pub(super) validation: &'static str,
     /// The field manager writes are recorded under.
     pub(super) manager: String,
+    /// Who writes: RBAC's escalation check applies to them (None: the server itself).
+    pub(super) user: Option<crate::request::User>,
+}
+
+impl WriteOpts {
+    /// A write on the server's own behalf, recorded under `manager`.
+    pub(super) fn internal(manager: &str) -> WriteOpts {
+        WriteOpts {
+            dry_run: false,
+            validation: "Ignore",
+            manager: manager.into(),
+            user: None,
+        }
+    }
 }
 
 pub(super) fn write_opts(req: &Request, default_manager: &str) -> Result<WriteOpts, ApiError> {
@@ -61,6 +75,7 @@ pub(super) fn write_opts(req: &Request, default_manager: &str) -> Result<WriteOp
         dry_run,
         validation,
         manager,
+        user: req.user.clone(),
     })
 }
 

@@ -113,6 +113,9 @@ pub(super) async fn create_object(
     if !causes.is_empty() {
         return Err(ApiError::invalid(res.group, res.kind, &name, causes));
     }
+    if let Some(user) = &opts.user {
+        crate::authz::escalation::check(&api.authz, user, res, ns, &o)?;
+    }
     let before = Value::Null;
     let mf = managed.unwrap_or_else(|| ssa::record_update(res, &before, &o, &opts.manager, None));
     set_managed(&mut o, mf);
@@ -175,11 +178,7 @@ pub async fn populate_all(api: &Arc<Api>) {
 }
 
 pub(super) async fn populate(api: &Arc<Api>, ns: &str) {
-    let opts = WriteOpts {
-        dry_run: false,
-        validation: "Ignore",
-        manager: "berth-controller-manager".into(),
-    };
+    let opts = WriteOpts::internal("berth-controller-manager");
     let sa = resources::find("", "v1", "serviceaccounts").expect("served");
     let _ = create_object(
         api,
@@ -228,11 +227,7 @@ pub async fn create_internal(
     ns: Option<&str>,
     body: Value,
 ) -> Result<(), ApiError> {
-    let opts = WriteOpts {
-        dry_run: false,
-        validation: "Ignore",
-        manager: "berth-apiserver".into(),
-    };
+    let opts = WriteOpts::internal("berth-apiserver");
     match create_object(api, res, ns, body, &opts, None).await {
         Ok(_) => Ok(()),
         Err(e) if e.reason == "AlreadyExists" => Ok(()),

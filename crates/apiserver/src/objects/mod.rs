@@ -48,6 +48,7 @@ pub use delete::delete;
 pub use delete_opts::DeleteOpts;
 pub use meta::now;
 pub use read::read;
+pub use write::replace_internal;
 
 pub(crate) use body::parse_body;
 pub(crate) use patching::retry_on_conflict;
@@ -64,6 +65,17 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     if !res.stored() {
         return match (&req.method, name) {
+            (&Method::POST, None) if res.group == "authorization.k8s.io" => {
+                let user = req.user.as_ref().ok_or_else(ApiError::unauthorized)?;
+                let out = crate::authz::reviews::answer(
+                    &api.authz,
+                    user,
+                    res,
+                    ns,
+                    actions::review_body(req, res),
+                )?;
+                Ok(Response::json(201, &out))
+            }
             (&Method::POST, None) => actions::review(req, res),
             _ => Err(ApiError::method_not_allowed(format!(
                 "{} only supports create",

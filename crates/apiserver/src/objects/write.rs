@@ -122,6 +122,9 @@ pub(super) async fn replace(
     if !causes.is_empty() {
         return Err(ApiError::invalid(res.group, res.kind, name, causes));
     }
+    if let Some(user) = opts.user.as_ref().filter(|_| sub.is_none()) {
+        crate::authz::escalation::check(&api.authz, user, res, ns, &o)?;
+    }
     let mf = match managed {
         Some(mf) => mf,
         None => ssa::record_update(res, cur, &o, &opts.manager, sub),
@@ -179,6 +182,23 @@ pub(super) async fn replace(
         Err(StoreError::NotFound(_)) => Err(ApiError::not_found(res.group, res.plural, name)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Replaces an object on the server's own behalf (bootstrap reconciliation), if it
+/// is still at `rev`.
+pub async fn replace_internal(
+    api: &Arc<Api>,
+    res: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    cur: &Value,
+    rev: i64,
+    new: Value,
+) -> Result<(), ApiError> {
+    let opts = WriteOpts::internal("berth-apiserver");
+    replace(api, res, ns, name, cur, rev, new, None, &opts, None)
+        .await
+        .map(|_| ())
 }
 
 pub(super) async fn update(

@@ -349,7 +349,8 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
         Some((g, v)) => (g, v),
         None => ("core", api_version.as_str()),
     };
-    let short = group.trim_end_matches(".k8s.io");
+    // Go packages are named by the group's first label (rbac.authorization.k8s.io: rbac).
+    let short = group.split('.').next().unwrap_or(group);
     let msg = format!("api.{short}.{version}.{kind}");
     let msg = if kind == "DeleteOptions" {
         "apimachinery.pkg.apis.meta.v1.DeleteOptions".to_string()

@@ -164,6 +164,15 @@ pub(super) fn columns(kind: &str) -> &'static [Col] {
             ("Pod-Selector", "string", 0),
             ("Age", "string", 0),
         ],
+        "Role" | "ClusterRole" => &[("Name", "string", 0), ("Created At", "date", 0)],
+        "RoleBinding" | "ClusterRoleBinding" => &[
+            ("Name", "string", 0),
+            ("Role", "string", 0),
+            ("Age", "string", 0),
+            ("Users", "string", 1),
+            ("Groups", "string", 1),
+            ("ServiceAccounts", "string", 1),
+        ],
         "Lease" => &[
             ("Name", "string", 0),
             ("Holder", "string", 0),

@@ -503,6 +503,32 @@ pub(super) fn row(kind: &str, o: &Value) -> Vec<Value> {
             json!(age),
         ],
         "Lease" => vec![json!(name), json!(s(o, "/spec/holderIdentity")), json!(age)],
+        "Role" | "ClusterRole" => vec![json!(name), json!(s(o, "/metadata/creationTimestamp"))],
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let of_kind = |kind: &str| {
+                arr(o, "/subjects")
+                    .iter()
+                    .filter(|x| x.get("kind").and_then(Value::as_str) == Some(kind))
+                    .map(|x| match kind {
+                        "ServiceAccount" => format!("{}/{}", s(x, "/namespace"), s(x, "/name")),
+                        _ => s(x, "/name").to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                json!(name),
+                json!(format!(
+                    "{}/{}",
+                    s(o, "/roleRef/kind"),
+                    s(o, "/roleRef/name")
+                )),
+                json!(age),
+                json!(of_kind("User")),
+                json!(of_kind("Group")),
+                json!(of_kind("ServiceAccount")),
+            ]
+        }
         "Ingress" => {
             let hosts: Vec<String> = arr(o, "/spec/rules")
                 .iter()

@@ -9,6 +9,7 @@ use crate::resources::Resource;
 use crate::status::Cause;
 
 mod networking;
+mod rbac;
 
 fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
@@ -33,6 +34,8 @@ fn meta(res: &Resource, o: &Value, out: &mut Vec<Cause>) {
         let bad = match res.kind {
             "Namespace" => names::dns1123_label(name),
             "Service" => names::dns1035_label(name),
+            // RBAC names are path segments ("system:node"), as kube validates them.
+            _ if res.group == "rbac.authorization.k8s.io" => names::path_segment(name),
             _ => names::dns1123_subdomain(name),
         };
         if let Some(why) = bad {
@@ -439,6 +442,12 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
             }
         }
         "NetworkPolicy" => networking::network_policy(o, &mut out),
+        "Role" | "ClusterRole" if res.group == "rbac.authorization.k8s.io" => {
+            rbac::role(o, res.kind == "ClusterRole", &mut out)
+        }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            rbac::binding(o, old, res.kind == "ClusterRoleBinding", &mut out)
+        }
         "Ingress" => networking::ingress(o, &mut out),
         "HorizontalPodAutoscaler" => {
             for f in ["kind", "name"] {

@@ -277,10 +277,11 @@ impl Cluster {
         envs: &[(&str, &str)],
     ) -> Output {
         let mut c = Command::new("kubectl");
+        // The caller's variables last: they may name another kubeconfig.
         c.args(args)
-            .envs(envs.iter().copied())
             .env("KUBECONFIG", self.kubeconfig())
             .env("HOME", self.env.dir.path())
+            .envs(envs.iter().copied())
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {

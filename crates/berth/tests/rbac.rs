@@ -1,0 +1,414 @@
+//! Authorization in `berth server`, driven with kubectl as users would: the default
+//! roles and bindings; a user bound to `view` in one namespace, refused elsewhere with
+//! kube's messages; `kubectl auth can-i [--list]` and `--as`; a ServiceAccount's
+//! token; the escalation check on roles and bindings; ClusterRole aggregation;
+//! access reviews; defaults restored at restart. Needs kubectl 1.32.
+
+mod common;
+
+use std::process::Output;
+
+use common::cluster::Cluster;
+use serde_json::Value;
+
+/// kubectl as the user of `token` (a kubeconfig of its own, no client certificate).
+fn as_token(c: &Cluster, token: &str, args: &[&str]) -> Output {
+    let kc = c
+        .env
+        .path(&format!("kubeconfig-{}", &token[..token.len().min(12)]));
+    if !kc.exists() {
+        let ca = c.env.root().join("server/pki/ca.crt");
+        std::fs::write(
+            &kc,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: u\n  context:\n    cluster: berth\n    user: u\ncurrent-context: u\n",
+                c.port,
+                ca.display()
+            ),
+        )
+        .unwrap();
+    }
+    c.kubectl_with(args, None, &[("KUBECONFIG", kc.to_str().unwrap())])
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs as `token`, expecting success: stdout.
+fn ok_as(c: &Cluster, token: &str, args: &[&str]) -> String {
+    let o = as_token(c, token, args);
+    assert!(o.status.success(), "kubectl {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs as `token`, expecting a refusal: stderr.
+fn refused_as(c: &Cluster, token: &str, args: &[&str]) -> String {
+    let o = as_token(c, token, args);
+    assert!(
+        !o.status.success(),
+        "kubectl {args:?} should be refused: {}",
+        text(&o)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `kubectl auth can-i` as the admin: "yes" or "no".
+fn can_i(c: &Cluster, args: &[&str]) -> String {
+    let mut a = vec!["auth", "can-i"];
+    a.extend_from_slice(args);
+    String::from_utf8_lossy(&c.kubectl(&a).stdout)
+        .trim()
+        .to_string()
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn users_get_what_their_bindings_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "bob-token-0001,bob,1001\n").unwrap();
+    let mut c = Cluster::api_only_with(&["--token-auth-file", tokens.to_str().unwrap()]);
+    let bob = "bob-token-0001";
+
+    // The defaults, as Kubernetes ships them.
+    assert_eq!(
+        can_i(&c, &["*", "*"]),
+        "yes",
+        "the admin is in system:masters"
+    );
+    let roles = c.ok(&["get", "clusterroles", "-o", "name"]);
+    for r in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:node",
+        "system:kube-scheduler",
+        "system:basic-user",
+        "system:discovery",
+    ] {
+        assert!(
+            roles
+                .lines()
+                .any(|l| l == format!("clusterrole.rbac.authorization.k8s.io/{r}")),
+            "{r} missing:\n{roles}"
+        );
+    }
+    let b = c.ok(&["get", "clusterrolebinding", "cluster-admin", "-o", "wide"]);
+    assert!(
+        b.contains("ClusterRole/cluster-admin") && b.contains("system:masters"),
+        "{b}"
+    );
+    // The aggregated roles carry the rules of their parts.
+    let view: Value =
+        serde_json::from_str(&c.ok(&["get", "clusterrole", "view", "-o", "json"])).unwrap();
+    assert!(
+        view["rules"].as_array().is_some_and(|r| !r.is_empty()),
+        "{view}"
+    );
+
+    // A user with no binding: discovery, and refusals in kube's words.
+    ok_as(&c, bob, &["get", "--raw", "/version"]);
+    let e = refused_as(&c, bob, &["get", "pods"]);
+    assert!(
+        e.contains(r#"Error from server (Forbidden): pods is forbidden: User "bob" cannot list resource "pods" in API group "" in the namespace "default""#),
+        "{e}"
+    );
+    let e = refused_as(&c, bob, &["get", "--raw", "/metrics"]);
+    assert!(
+        e.contains(r#"User "bob" cannot get path "/metrics""#),
+        "{e}"
+    );
+    let e = refused_as(&c, bob, &["get", "--raw", "/api/v1/nodes/n1/proxy/metrics"]);
+    assert!(
+        e.contains(
+            r#"User "bob" cannot get resource "nodes/proxy" in API group "" at the cluster scope"#
+        ),
+        "{e}"
+    );
+    let e = refused_as(&c, bob, &["get", "deploy", "web", "-n", "kube-system"]);
+    assert!(
+        e.contains(r#"deployments.apps "web" is forbidden: User "bob" cannot get resource "deployments" in API group "apps" in the namespace "kube-system""#),
+        "{e}"
+    );
+
+    // view in dev: reading there, nowhere else, and no secrets.
+    c.ok(&["create", "namespace", "dev"]);
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "bob-view",
+        "--clusterrole=view",
+        "--user=bob",
+        "-n",
+        "dev",
+    ]);
+    c.until("bob's binding to take effect", 10, || {
+        as_token(&c, bob, &["get", "pods", "-n", "dev"])
+            .status
+            .success()
+            .then_some(())
+    });
+    ok_as(&c, bob, &["get", "deploy,svc,cm", "-n", "dev"]);
+    let e = refused_as(&c, bob, &["get", "secrets", "-n", "dev"]);
+    assert!(e.contains(r#"secrets is forbidden: User "bob" cannot list resource "secrets" in API group "" in the namespace "dev""#), "{e}");
+    refused_as(&c, bob, &["get", "pods", "-n", "default"]);
+    refused_as(&c, bob, &["create", "configmap", "x", "-n", "dev"]);
+    assert_eq!(
+        ok_as(&c, bob, &["auth", "can-i", "list", "pods", "-n", "dev"]).trim(),
+        "yes"
+    );
+    let no = as_token(
+        &c,
+        bob,
+        &["auth", "can-i", "create", "deployments", "-n", "dev"],
+    );
+    assert_eq!(
+        (no.status.code(), String::from_utf8_lossy(&no.stdout).trim()),
+        (Some(1), "no")
+    );
+    let list = ok_as(&c, bob, &["auth", "can-i", "--list", "-n", "dev"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("pods ") && l.contains("[get list watch]")),
+        "{list}"
+    );
+    assert!(
+        list.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+        "{list}"
+    );
+    assert!(list.contains("/version"), "{list}");
+    assert!(!list.lines().any(|l| l.starts_with("secrets ")), "{list}");
+
+    // The admin asks on bob's behalf: --as (impersonation) and a SubjectAccessReview.
+    assert_eq!(
+        can_i(&c, &["get", "pods", "-n", "dev", "--as", "bob"]),
+        "yes"
+    );
+    assert_eq!(
+        can_i(&c, &["get", "pods", "-n", "default", "--as", "bob"]),
+        "no"
+    );
+    let e = refused_as(&c, bob, &["get", "pods", "--as", "alice"]);
+    assert!(e.contains(r#"users "alice" is forbidden: User "bob" cannot impersonate resource "users" in API group "" at the cluster scope"#), "{e}");
+    let sar = c.kubectl_in(
+        &["create", "-o", "json", "-f", "-"],
+        Some(r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview",
+                 "spec":{"user":"bob","resourceAttributes":{"verb":"list","resource":"pods","namespace":"dev"}}}"#),
+    );
+    let sar: Value =
+        serde_json::from_slice(&sar.stdout).unwrap_or_else(|_| panic!("{}", text(&sar)));
+    assert_eq!(sar["status"]["allowed"], true, "{sar}");
+    assert_eq!(
+        sar["status"]["reason"],
+        r#"RBAC: allowed by RoleBinding "bob-view/dev" of ClusterRole "view" to User "bob""#
+    );
+
+    // A ServiceAccount's token carries its bindings.
+    c.ok(&["create", "serviceaccount", "ci", "-n", "dev"]);
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "ci-edit",
+        "--clusterrole=edit",
+        "--serviceaccount=dev:ci",
+        "-n",
+        "dev",
+    ]);
+    let sa_token = c
+        .ok(&["create", "token", "ci", "-n", "dev"])
+        .trim()
+        .to_string();
+    c.until("the ServiceAccount's binding to take effect", 10, || {
+        as_token(
+            &c,
+            &sa_token,
+            &["create", "configmap", "made-by-ci", "-n", "dev"],
+        )
+        .status
+        .success()
+        .then_some(())
+    });
+    let e = refused_as(&c, &sa_token, &["get", "pods", "-n", "default"]);
+    assert!(
+        e.contains(r#"User "system:serviceaccount:dev:ci" cannot list resource "pods""#),
+        "{e}"
+    );
+
+    // Escalation: managing roles in dev grants nothing more than bob holds there.
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "bob-admin",
+        "--clusterrole=admin",
+        "--user=bob",
+        "-n",
+        "dev",
+    ]);
+    c.until("bob's admin binding to take effect", 10, || {
+        as_token(&c, bob, &["get", "secrets", "-n", "dev"])
+            .status
+            .success()
+            .then_some(())
+    });
+    ok_as(
+        &c,
+        bob,
+        &[
+            "create",
+            "role",
+            "secret-reader",
+            "--verb=get",
+            "--resource=secrets",
+            "-n",
+            "dev",
+        ],
+    );
+    ok_as(
+        &c,
+        bob,
+        &[
+            "create",
+            "rolebinding",
+            "carol-view",
+            "--clusterrole=view",
+            "--user=carol",
+            "-n",
+            "dev",
+        ],
+    );
+    let e = refused_as(
+        &c,
+        bob,
+        &[
+            "create",
+            "role",
+            "node-lister",
+            "--verb=list",
+            "--resource=nodes",
+            "-n",
+            "dev",
+        ],
+    );
+    assert!(
+        e.contains(r#"is attempting to grant RBAC permissions not currently held"#)
+            && e.contains(r#"{APIGroups:[""], Resources:["nodes"], Verbs:["list"]}"#),
+        "{e}"
+    );
+    let e = refused_as(
+        &c,
+        bob,
+        &[
+            "create",
+            "rolebinding",
+            "sneaky",
+            "--clusterrole=cluster-admin",
+            "--user=bob",
+            "-n",
+            "dev",
+        ],
+    );
+    assert!(
+        e.contains(r#"rolebindings.rbac.authorization.k8s.io "sneaky" is forbidden"#),
+        "{e}"
+    );
+    let e = refused_as(
+        &c,
+        bob,
+        &[
+            "create",
+            "clusterrolebinding",
+            "sneaky",
+            "--clusterrole=view",
+            "--user=bob",
+        ],
+    );
+    assert!(e.contains("at the cluster scope"), "{e}");
+
+    // Aggregation: a role labelled aggregate-to-view extends view (and edit, admin).
+    assert_eq!(
+        can_i(&c, &["list", "leases", "-n", "dev", "--as", "carol"]),
+        "no"
+    );
+    c.apply(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: lease-viewer
+  labels: {rbac.authorization.k8s.io/aggregate-to-view: "true"}
+rules:
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, list]
+"#,
+    );
+    c.until("view to aggregate lease-viewer", 15, || {
+        (can_i(&c, &["list", "leases", "-n", "dev", "--as", "carol"]) == "yes").then_some(())
+    });
+    c.until("admin to aggregate lease-viewer through edit", 15, || {
+        c.ok(&["get", "clusterrole", "admin", "-o", "json"])
+            .contains("\"leases\"")
+            .then_some(())
+    });
+
+    // Invalid objects are refused with the field named.
+    let bad = c.kubectl_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: bad, namespace: dev}\nrules:\n- nonResourceURLs: [/metrics]\n  verbs: [get]\n"),
+    );
+    assert!(
+        text(&bad).contains("namespaced rules cannot apply to non-resource URLs"),
+        "{}",
+        text(&bad)
+    );
+    let e = c.kubectl_in(
+        &[
+            "patch",
+            "rolebinding",
+            "bob-view",
+            "-n",
+            "dev",
+            "--type=merge",
+            "-p",
+            r#"{"roleRef":{"name":"edit"}}"#,
+        ],
+        None,
+    );
+    assert!(text(&e).contains("cannot change roleRef"), "{}", text(&e));
+
+    // A default that lost a subject is put back at the next start; a user's edits to
+    // one marked autoupdate=false are kept.
+    c.ok(&["delete", "clusterrolebinding", "system:discovery"]);
+    c.ok(&[
+        "annotate",
+        "clusterrole",
+        "system:monitoring",
+        "rbac.authorization.kubernetes.io/autoupdate=false",
+        "--overwrite",
+    ]);
+    c.ok(&[
+        "patch",
+        "clusterrole",
+        "system:monitoring",
+        "--type=merge",
+        "-p",
+        r#"{"rules":[]}"#,
+    ]);
+    c.kill();
+    c.spawn();
+    c.wait_api();
+    c.ok(&["get", "clusterrolebinding", "system:discovery"]);
+    let m: Value =
+        serde_json::from_str(&c.ok(&["get", "clusterrole", "system:monitoring", "-o", "json"]))
+            .unwrap();
+    assert!(m["rules"].as_array().is_none_or(|r| r.is_empty()), "{m}");
+    ok_as(&c, bob, &["get", "pods", "-n", "dev"]);
+}
