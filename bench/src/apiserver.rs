@@ -150,7 +150,7 @@ fn pod(ns: &str, name: &str) -> serde_json::Value {
 }
 
 /// Runs `n` requests with `conc` in flight; returns (requests/s, latencies ms).
-async fn drive<F, Fut>(n: usize, conc: usize, f: F) -> Result<(f64, Vec<f64>)>
+pub(crate) async fn drive<F, Fut>(n: usize, conc: usize, f: F) -> Result<(f64, Vec<f64>)>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
@@ -181,7 +181,7 @@ where
     Ok((n as f64 / t0.elapsed().as_secs_f64(), all))
 }
 
-async fn ok(r: reqwest::RequestBuilder) -> Result<()> {
+pub(crate) async fn ok(r: reqwest::RequestBuilder) -> Result<()> {
     let resp = r.send().await?;
     if !resp.status().is_success() {
         bail!(

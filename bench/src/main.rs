@@ -33,6 +33,7 @@ mod engine;
 mod images;
 mod net;
 mod pods;
+mod rbac;
 mod rootless;
 mod services;
 mod stats;
@@ -241,6 +242,22 @@ enum Cmd {
         #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
         tools: PathBuf,
     },
+    /// What RBAC costs a GET: a user allowed by a RoleBinding among thousands, beside
+    /// a member of system:masters
+    Rbac {
+        /// Interleaved rounds
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// GETs each way per round
+        #[arg(long, default_value_t = 5000)]
+        gets: usize,
+        /// RoleBindings in the cluster
+        #[arg(long, default_value_t = 5000)]
+        bindings: usize,
+        /// The berth binary (cargo build --release -p berth)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+    },
     /// The API server: start to ready, idle RSS, GET/CREATE/PATCH/LIST rates, watch
     /// fan-out, on SQLite and on etcd
     Apiserver {
@@ -324,6 +341,12 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Runtime { runs, berth, peers } => runtime_bench(runs, &berth, &peers),
+        Cmd::Rbac {
+            rounds,
+            gets,
+            bindings,
+            berth,
+        } => rbac::run(&berth, rounds, gets, bindings),
         Cmd::Apiserver {
             runs,
             berth,

@@ -142,6 +142,7 @@ impl Api {
                         tracing::warn!(user = %user.name, "{}", e.message);
                     }
                 })?;
+            crate::authz::restriction::admit(&self.hub, user, req, verb, target)?;
         }
         match target? {
             Target::Resource { res, ns, name, sub } => {

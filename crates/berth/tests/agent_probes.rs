@@ -359,6 +359,14 @@ fn kube_rs_in_a_pod_lists_pods_with_its_in_cluster_configuration() {
     // node's network and is pointed at the API server's loopback address instead of
     // the kubernetes Service's; token, CA and namespace are the injected volume's.
     let port = c.port;
+    // A ServiceAccount may do nothing until bound to a role, as on Kubernetes.
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:default",
+    ]);
     c.apply(&c.pod_yaml(
         "incluster",
         &format!(

@@ -412,3 +412,96 @@ rules:
     assert!(m["rules"].as_array().is_none_or(|r| r.is_empty()), "{m}");
     ok_as(&c, bob, &["get", "pods", "-n", "dev"]);
 }
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn nodes_read_only_what_their_pods_use_and_write_only_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        "node-one-token,system:node:n1,n1,system:nodes\nnode-two-token,system:node:n2,n2,system:nodes\n",
+    )
+    .unwrap();
+    let c = Cluster::api_only_with(&["--token-auth-file", tokens.to_str().unwrap()]);
+    let (n1, n2) = ("node-one-token", "node-two-token");
+    // Each node registers itself; neither may register or change the other.
+    let node = |name: &str| format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\n");
+    let create_as = |token: &str, yaml: &str| {
+        let f = c.env.path(&format!("obj-{}.yaml", yaml.len()));
+        std::fs::write(&f, yaml).unwrap();
+        as_token(&c, token, &["create", "-f", f.to_str().unwrap()])
+    };
+    let o = create_as(n1, &node("n1"));
+    assert!(o.status.success(), "{}", text(&o));
+    let e = text(&create_as(n1, &node("n2")));
+    assert!(
+        e.contains(r#"node "n1" is not allowed to modify node "n2""#),
+        "{e}"
+    );
+    assert!(create_as(n2, &node("n2")).status.success());
+    ok_as(&c, n1, &["label", "node", "n1", "zone=a"]);
+    let e = refused_as(&c, n1, &["label", "node", "n2", "zone=a"]);
+    assert!(
+        e.contains(r#"node "n1" is not allowed to modify node "n2""#),
+        "{e}"
+    );
+
+    // A pod on each node, each with a Secret of its own.
+    c.ok(&["create", "secret", "generic", "db", "--from-literal=p=1"]);
+    c.ok(&["create", "secret", "generic", "other", "--from-literal=p=2"]);
+    c.ok(&["create", "configmap", "settings", "--from-literal=k=v"]);
+    let pod = |name: &str, node: &str, secret: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: busybox\n    env:\n    - {{name: P, valueFrom: {{secretKeyRef: {{name: {secret}, key: p}}}}}}\n    envFrom:\n    - configMapRef: {{name: settings}}\n"
+        )
+    };
+    c.apply(&pod("web", "n1", "db"));
+    c.apply(&pod("api", "n2", "other"));
+    c.until("n1 to read its pod's Secret", 10, || {
+        as_token(&c, n1, &["get", "secret", "db"])
+            .status
+            .success()
+            .then_some(())
+    });
+    ok_as(&c, n1, &["get", "configmap", "settings"]);
+    let e = refused_as(&c, n1, &["get", "secret", "other"]);
+    assert!(
+        e.contains(r#"secrets "other" is forbidden: User "system:node:n1" cannot get resource "secrets" in API group "" in the namespace "default": no relationship found between node 'n1' and this object"#),
+        "{e}"
+    );
+    let e = refused_as(&c, n1, &["get", "secrets"]);
+    assert!(e.contains("cannot list resource \"secrets\""), "{e}");
+    // Pods: all readable, only its own changed.
+    ok_as(&c, n1, &["get", "pods", "-A"]);
+    let e = refused_as(&c, n1, &["delete", "pod", "api"]);
+    assert!(
+        e.contains(r#"node "n1" can only delete pods bound to itself"#),
+        "{e}"
+    );
+    let e = text(&create_as(n1, &pod("sneaky", "n1", "db")));
+    assert!(e.contains("can only create mirror pods"), "{e}");
+    let e = refused_as(&c, n1, &["create", "deployment", "x", "--image=busybox"]);
+    assert!(
+        e.contains(r#"User "system:node:n1" cannot create resource "deployments""#),
+        "{e}"
+    );
+    // Its own Lease only.
+    let lease = |name: &str| {
+        format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: {name}, namespace: kube-node-lease}}\nspec: {{holderIdentity: {name}}}\n")
+    };
+    assert!(create_as(n1, &lease("n1")).status.success());
+    let e = text(&create_as(n1, &lease("n2")));
+    assert!(
+        e.contains("can only access node lease with the same name as the requesting node"),
+        "{e}"
+    );
+    // The pod moved away (deleted and made on n2): n1 loses the Secret.
+    c.ok(&["delete", "pod", "web", "--grace-period=0", "--force"]);
+    c.until("n1 to lose the Secret of a pod no longer its", 10, || {
+        (!as_token(&c, n1, &["get", "secret", "db"]).status.success()).then_some(())
+    });
+}

@@ -31,17 +31,15 @@ pub fn check(
         .unwrap_or("");
     let may = |verb: &str, resource: &str, name: &str| {
         matches!(
-            authz.authorize(&Attributes {
+            authz.authorize(&Attributes::resource(
                 user,
                 verb,
-                namespace: ns,
-                api_group: GROUP,
+                ns,
+                GROUP,
                 resource,
-                subresource: None,
-                name: Some(name),
-                path: "",
-                resource_request: true,
-            }),
+                None,
+                Some(name)
+            )),
             Decision::Allow(_)
         )
     };

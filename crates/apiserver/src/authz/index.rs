@@ -315,17 +315,7 @@ mod tests {
     }
 
     fn get_pods<'a>(user: &'a User, ns: &'a str) -> Attributes<'a> {
-        Attributes {
-            user,
-            verb: "list",
-            namespace: Some(ns),
-            api_group: "",
-            resource: "pods",
-            subresource: None,
-            name: None,
-            path: "",
-            resource_request: true,
-        }
+        Attributes::resource(user, "list", Some(ns), "", "pods", None, None)
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! Authorization: whether a user may do what a request asks. As kube-apiserver with
-//! `--authorization-mode=Node,RBAC`: members of system:masters may do anything; then
-//! RBAC (Roles, ClusterRoles and their bindings, read from an index the watch hub
-//! keeps current). Also what rides on it: impersonation (`kubectl --as`), the
+//! `--authorization-mode=Node,RBAC`: members of system:masters may do anything; a
+//! node what its pods need ([`node`]); then RBAC (Roles, ClusterRoles and their
+//! bindings, read from an index the watch hub keeps current). NodeRestriction
+//! ([`restriction`]) narrows what nodes write. Also what rides on it: impersonation (`kubectl --as`), the
 //! escalation check on roles and bindings, and the access reviews behind
 //! `kubectl auth can-i`.
 
 pub mod escalation;
 pub mod impersonate;
 pub mod index;
+pub mod node;
 pub mod policy;
 pub mod reconcile;
+pub mod restriction;
 pub mod reviews;
 pub mod rules;
 
@@ -51,6 +54,29 @@ pub struct Attributes<'a> {
 }
 
 impl<'a> Attributes<'a> {
+    /// A request about a resource, with no path (reviews, internal checks).
+    pub fn resource(
+        user: &'a User,
+        verb: &'a str,
+        namespace: Option<&'a str>,
+        api_group: &'a str,
+        resource: &'a str,
+        subresource: Option<&'a str>,
+        name: Option<&'a str>,
+    ) -> Attributes<'a> {
+        Attributes {
+            user,
+            verb,
+            namespace,
+            api_group,
+            resource,
+            subresource,
+            name,
+            path: "",
+            resource_request: true,
+        }
+    }
+
     /// The attributes of a request to `target`, asked with `verb`.
     pub fn of(
         user: &'a User,
@@ -122,6 +148,7 @@ pub enum Decision {
 /// The server's authorizer.
 pub struct Authorizer {
     index: Arc<RwLock<index::Index>>,
+    nodes: Option<node::NodeAuthorizer>,
 }
 
 impl Authorizer {
@@ -130,7 +157,10 @@ impl Authorizer {
     pub fn start(hub: &Hub) -> Authorizer {
         let index = Arc::new(RwLock::new(index::Index::default()));
         hub.observe(index::PREFIX, Arc::new(Follower(index.clone())));
-        Authorizer { index }
+        Authorizer {
+            index,
+            nodes: Some(node::NodeAuthorizer::start(hub)),
+        }
     }
 
     /// An authorizer over the given objects only (tests, benchmarks).
@@ -143,6 +173,7 @@ impl Authorizer {
         }
         Authorizer {
             index: Arc::new(RwLock::new(ix)),
+            nodes: None,
         }
     }
 
@@ -151,10 +182,17 @@ impl Authorizer {
         if a.user.groups.iter().any(|g| g == MASTERS) {
             return Decision::Allow(String::new());
         }
+        // Node, then RBAC, as kube chains them: a node's denial leaves RBAC to
+        // decide, and names its reason when RBAC refuses too.
+        let node_reason = match self.nodes.as_ref().and_then(|n| n.authorize(a)) {
+            Some(Decision::Allow(why)) => return Decision::Allow(why),
+            Some(Decision::Deny(why)) => why,
+            None => String::new(),
+        };
         let ix = self.index.read().unwrap_or_else(|e| e.into_inner());
         match ix.allowed_by(a) {
             Some(why) => Decision::Allow(why),
-            None => Decision::Deny(String::new()),
+            None => Decision::Deny(node_reason),
         }
     }
 

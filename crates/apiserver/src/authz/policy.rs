@@ -435,6 +435,21 @@ fn node_rules() -> Vec<Value> {
     ]
 }
 
+/// What a berth node holds (through the Node authorizer, which narrows Secrets,
+/// ConfigMaps, claims and volumes to its pods'): the `system:node` role's rules and
+/// those of the Service proxy, cluster DNS, NetworkPolicy enforcement and Ingress
+/// proxy every berth node runs.
+pub fn node_rule_values() -> Vec<Value> {
+    let mut rules = node_rules();
+    rules.push(rule(
+        READ,
+        &["networking.k8s.io"],
+        &["networkpolicies", "ingresses", "ingressclasses"],
+    ));
+    rules.push(rule(READ, &[""], &["pods", "nodes"]));
+    rules
+}
+
 /// A Service proxy's rights (kube-proxy's): Services, their endpoints and nodes.
 fn node_proxier_rules() -> Vec<Value> {
     vec![

@@ -96,17 +96,15 @@ pub fn answer(
             }
             let name = s(ra, "name");
             let sub = s(ra, "subresource");
-            authz.authorize(&Attributes {
-                user: &subject,
-                verb: s(ra, "verb"),
-                namespace: Some(namespace).filter(|n| !n.is_empty()),
-                api_group: s(ra, "group"),
-                resource: s(ra, "resource"),
-                subresource: Some(sub).filter(|x| !x.is_empty()),
-                name: Some(name).filter(|x| !x.is_empty()),
-                path: "",
-                resource_request: true,
-            })
+            authz.authorize(&Attributes::resource(
+                &subject,
+                s(ra, "verb"),
+                Some(namespace).filter(|n| !n.is_empty()),
+                s(ra, "group"),
+                s(ra, "resource"),
+                Some(sub).filter(|x| !x.is_empty()),
+                Some(name).filter(|x| !x.is_empty()),
+            ))
         }
         (None, Some(na)) => authz.authorize(&Attributes {
             user: &subject,

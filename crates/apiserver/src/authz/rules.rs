@@ -226,17 +226,7 @@ mod tests {
         sub: Option<&'a str>,
         name: Option<&'a str>,
     ) -> Attributes<'a> {
-        Attributes {
-            user,
-            verb,
-            namespace: Some("default"),
-            api_group: group,
-            resource,
-            subresource: sub,
-            name,
-            path: "",
-            resource_request: true,
-        }
+        Attributes::resource(user, verb, Some("default"), group, resource, sub, name)
     }
 
     #[test]
