@@ -136,9 +136,10 @@ impl Api {
                 .check(&Attributes::of(user, req, verb, target))
                 .inspect_err(|e| {
                     // A component refused is a gap in its default role: worth a line.
-                    if user.name.starts_with("system:")
-                        && !user.name.starts_with("system:serviceaccount:")
-                    {
+                    let component = user.name.starts_with("system:serviceaccount:kube-system:")
+                        || (user.name.starts_with("system:")
+                            && !user.name.starts_with("system:serviceaccount:"));
+                    if component {
                         tracing::warn!(user = %user.name, "{}", e.message);
                     }
                 })?;

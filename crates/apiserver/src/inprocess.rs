@@ -41,6 +41,18 @@ impl InProcess {
     }
 }
 
+impl InProcess {
+    /// The same entry point, naming `component` as its user agent (the field manager
+    /// of its writes): a controller acting as its ServiceAccount still writes as
+    /// "kube-controller-manager", as on Kubernetes.
+    pub fn with_component(mut self, component: &str) -> InProcess {
+        if let Ok(v) = http::HeaderValue::from_str(&format!("{component}/berth")) {
+            self.agent = v;
+        }
+        self
+    }
+}
+
 impl<B> tower_service::Service<http::Request<B>> for InProcess
 where
     B: hyper::body::Body + Send + 'static,

@@ -71,6 +71,8 @@ impl ControllerSettings {
             node_monitor_grace_period: self.node_monitor_grace_period,
             local_path: local_storage.then(|| self.default_local_storage_path.clone()),
             pod_range,
+            // One identity for all unless the caller gives each its own.
+            identities: None,
         })
     }
 }

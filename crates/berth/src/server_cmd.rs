@@ -151,6 +151,24 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         None
     } else {
         let client = in_process(&s, "system:kube-controller-manager", &[]);
+        // Each controller as its own ServiceAccount, as kube-controller-manager with
+        // --use-service-account-credentials: in process, no token is needed.
+        let api = s.api.clone();
+        let mut controllers_cfg = controllers_cfg;
+        controllers_cfg.identities = Some(berth_controllers::Identities(std::sync::Arc::new(
+            move |sa: &str| {
+                use berth_pods::identities;
+                let groups = identities::groups();
+                let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+                let entry = berth_apiserver::inprocess::InProcess::new(
+                    api.clone(),
+                    &identities::user_name(sa),
+                    &groups,
+                )
+                .with_component("kube-controller-manager");
+                kube::Client::new(entry, "default")
+            },
+        )));
         tracing::info!("controllers starting");
         Some(AbortOnDrop(tokio::spawn(crate::controller_cmd::elected(
             client,

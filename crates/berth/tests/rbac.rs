@@ -115,6 +115,37 @@ fn users_get_what_their_bindings_grant() {
         "{view}"
     );
 
+    // Each controller acts as its own ServiceAccount, with only its role's rights.
+    c.until("the controllers' ServiceAccounts", 15, || {
+        let sas = c.ok(&["get", "sa", "-n", "kube-system", "-o", "name"]);
+        (sas.contains("serviceaccount/deployment-controller")
+            && sas.contains("serviceaccount/generic-garbage-collector"))
+        .then_some(())
+    });
+    let deploy = "system:serviceaccount:kube-system:deployment-controller";
+    assert_eq!(
+        can_i(&c, &["create", "replicasets.apps", "--as", deploy]),
+        "yes"
+    );
+    assert_eq!(can_i(&c, &["create", "pods", "--as", deploy]), "no");
+    assert_eq!(can_i(&c, &["get", "secrets", "--as", deploy]), "no");
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=1",
+    ]);
+    c.until(
+        "the deployment controller's ReplicaSet and its pod",
+        15,
+        || {
+            c.ok(&["get", "pods", "-l", "app=web", "-o", "name"])
+                .contains("pod/web-")
+                .then_some(())
+        },
+    );
+
     // A user with no binding: discovery, and refusals in kube's words.
     ok_as(&c, bob, &["get", "--raw", "/version"]);
     let e = refused_as(&c, bob, &["get", "pods"]);

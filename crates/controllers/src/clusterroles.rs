@@ -48,7 +48,7 @@ pub fn aggregate(role: &ClusterRole, all: &[Arc<ClusterRole>]) -> Option<Vec<Pol
 /// The controller, ready to run once the shared informers run.
 pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
     let ctx = Arc::new(Ctx {
-        client: shared.client.clone(),
+        client: shared.client_as(berth_pods::identities::CLUSTERROLE_AGGREGATION),
         roles: shared.cluster_roles.store(),
     });
     // Any change may change what an aggregating role selects: all of those look again

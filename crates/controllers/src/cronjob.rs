@@ -41,9 +41,9 @@ pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Se
         shared.jobs.trigger(controller_owner::<Job, CronJob>),
     );
     let ctx = Arc::new(Ctx {
-        client: shared.client.clone(),
+        client: shared.client_as(berth_pods::identities::CRONJOB),
         jobs: shared.jobs_by_owner.clone(),
-        recorder: shared.recorder("cronjob-controller"),
+        recorder: shared.recorder("cronjob-controller", berth_pods::identities::CRONJOB),
         written: Default::default(),
     });
     crate::drive("cronjob", shared.cronjobs.store(), queue, reconcile, ctx)

@@ -27,7 +27,12 @@ type Ctx = crate::RevisionedOwner;
 
 /// The controller, ready to run once the shared informers run.
 pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
-    let (base, queue) = crate::pod_owner(shared, &shared.daemonsets, "daemonset-controller");
+    let (base, queue) = crate::pod_owner(
+        shared,
+        &shared.daemonsets,
+        "daemonset-controller",
+        berth_pods::identities::DAEMONSET,
+    );
     // Any node change may change where every DaemonSet runs.
     let all = shared.daemonsets.store();
     let nodes = shared.nodes.trigger(move |c: &Change<'_, Node>| {

@@ -101,7 +101,7 @@ pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Se
         ),
     );
     let ctx = Arc::new(Ctx {
-        client: shared.client.clone(),
+        client: shared.client_as(berth_pods::identities::DISRUPTION),
         pods: shared.pods_by_namespace.clone(),
         deployments: shared.deployments.store(),
         replicasets: shared.replicasets.store(),

@@ -106,7 +106,7 @@ pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Se
         ),
     );
     let ctx = Arc::new(Ctx {
-        client: shared.client.clone(),
+        client: shared.client_as(berth_pods::identities::ENDPOINTSLICE),
         pods: shared.pods_by_namespace.clone(),
         slices: shared.endpointslices_by_owner.clone(),
         endpoints: shared.endpoints.store(),

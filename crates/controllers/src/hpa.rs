@@ -48,9 +48,9 @@ struct Ctx {
 /// The controller, ready to run once the shared informers run.
 pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
     let ctx = Arc::new(Ctx {
-        client: shared.client.clone(),
+        client: shared.client_as(berth_pods::identities::HPA),
         pods: shared.pods_by_namespace.clone(),
-        recorder: shared.recorder("horizontal-pod-autoscaler"),
+        recorder: shared.recorder("horizontal-pod-autoscaler", berth_pods::identities::HPA),
         history: Default::default(),
     });
     crate::drive(

@@ -85,6 +85,21 @@ pub struct Config {
     /// The pod address range node IPAM hands out (`--cluster-cidr`); None gives
     /// Nodes no pod CIDR (each agent brings its own).
     pub pod_range: Option<nodeipam::Range>,
+    /// A client for each controller's own ServiceAccount (kube-controller-manager's
+    /// `--use-service-account-credentials`); None: every controller writes as the
+    /// client `run` is given.
+    pub identities: Option<Identities>,
+}
+
+/// Makes the client a controller acts with, from its ServiceAccount's name (one of
+/// [`berth_pods::identities`]).
+#[derive(Clone)]
+pub struct Identities(pub Arc<dyn Fn(&str) -> kube::Client + Send + Sync>);
+
+impl std::fmt::Debug for Identities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Identities(one ServiceAccount per controller)")
+    }
 }
 
 /// k3s's default cluster CIDR, a /24 per node.
@@ -99,13 +114,16 @@ impl Default for Config {
             node_monitor_grace_period: std::time::Duration::from_secs(40),
             local_path: Some(berth_pods::storage::DEFAULT_LOCAL_STORAGE_PATH.into()),
             pod_range: Some(default_pod_range()),
+            identities: None,
         }
     }
 }
 
-/// The informers every controller shares, and the client they write with.
+/// The informers every controller shares, and the clients they write with.
 pub struct Shared {
+    /// The informers' client (and, without identities, every controller's).
     client: kube::Client,
+    identities: Option<Identities>,
     pods: Arc<Informer<Pod>>,
     pods_by_owner: Arc<OwnerIndex<Pod>>,
     pods_by_node: Arc<index::Index<Pod>>,
@@ -138,7 +156,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn new(client: kube::Client) -> Shared {
+    fn new(client: kube::Client, identities: Option<Identities>) -> Shared {
         let pods = Informer::new(Api::all(client.clone()), Default::default());
         let replicasets = Informer::new(Api::all(client.clone()), Default::default());
         let jobs = Informer::new(Api::all(client.clone()), Default::default());
@@ -180,11 +198,21 @@ impl Shared {
             pods,
             replicasets,
             client,
+            identities,
         }
     }
 
-    fn recorder(&self, component: &str) -> berth_events::Recorder {
-        berth_events::Recorder::new(self.client.clone(), component, component, None)
+    /// The client of the controller acting as `service_account`.
+    fn client_as(&self, service_account: &str) -> kube::Client {
+        match &self.identities {
+            Some(Identities(make)) => make(service_account),
+            None => self.client.clone(),
+        }
+    }
+
+    /// An event recorder for `component`, writing as `service_account`.
+    fn recorder(&self, component: &str, service_account: &str) -> berth_events::Recorder {
+        berth_events::Recorder::new(self.client_as(service_account), component, component, None)
     }
 }
 
@@ -208,10 +236,35 @@ where
     }
 }
 
+/// Makes the controllers' ServiceAccounts in kube-system when absent, as
+/// kube-controller-manager does before acting as them.
+async fn install_service_accounts(client: &kube::Client) {
+    use berth_pods::identities;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), identities::NAMESPACE);
+    for name in identities::ALL {
+        let sa = ServiceAccount {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match api.create(&Default::default(), &sa).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => tracing::warn!(error = %e, "making the ServiceAccount kube-system/{name}"),
+        }
+    }
+}
+
 /// Runs every controller until the task is dropped.
 pub async fn run(client: kube::Client, cfg: Config) {
     use informer::Task;
-    let shared = Shared::new(client);
+    let shared = Shared::new(client, cfg.identities.clone());
+    if shared.identities.is_some() {
+        install_service_accounts(&shared.client).await;
+    }
     // Controllers register their handlers before the informers start.
     let controllers: Vec<Task> = vec![
         Box::pin(replicaset::controller(&shared)),
@@ -293,7 +346,9 @@ pub async fn run(client: kube::Client, cfg: Config) {
         tasks.spawn(c);
     }
     // Over every served kind, with watches of its own (metadata only).
-    tasks.spawn(gc::run(s.client.clone()));
+    tasks.spawn(gc::run(
+        s.client_as(berth_pods::identities::GARBAGE_COLLECTOR),
+    ));
     while tasks.join_next().await.is_some() {}
 }
 
@@ -574,6 +629,7 @@ fn pod_owner<O>(
     shared: &Shared,
     owners: &Informer<O>,
     component: &str,
+    service_account: &str,
 ) -> (PodOwner, impl Stream<Item = ObjectRef<O>> + Send + 'static)
 where
     O: informer::Object,
@@ -585,10 +641,10 @@ where
         shared.pods.trigger(informer::controller_owner::<Pod, O>),
     );
     let parts = PodOwner {
-        client: shared.client.clone(),
+        client: shared.client_as(service_account),
         pods: shared.pods_by_owner.clone(),
         expectations,
-        recorder: shared.recorder(component),
+        recorder: shared.recorder(component, service_account),
     };
     (parts, queue)
 }

@@ -141,7 +141,7 @@ pub fn default_class() -> IngressClass {
 /// The two controllers, ready to run once the shared informers run.
 pub fn controllers(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
     let ctx = Arc::new(Ctx {
-        client: shared.client.clone(),
+        client: shared.client_as(berth_pods::identities::SERVICE),
         nodes: shared.nodes.store(),
     });
     // Any node change may change every address list.

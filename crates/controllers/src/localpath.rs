@@ -31,7 +31,7 @@ struct Ctx {
 /// The provisioner, making volumes under `root` on each node.
 pub fn controller(shared: &Shared, root: String) -> impl std::future::Future<Output = ()> + Send {
     let ctx = Arc::new(Ctx {
-        client: shared.client.clone(),
+        client: shared.client_as(berth_pods::identities::LOCAL_PATH),
         volumes: shared.volumes.store(),
         classes: shared.classes.store(),
         root,

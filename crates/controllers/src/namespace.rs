@@ -66,7 +66,7 @@ impl Ctx {
 /// The controller, ready to run once the shared informers run.
 pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
     let ctx = Arc::new(Ctx {
-        client: shared.client.clone(),
+        client: shared.client_as(berth_pods::identities::NAMESPACE_CONTROLLER),
         kinds: Default::default(),
     });
     crate::drive(

@@ -102,10 +102,10 @@ struct Ctx {
 /// The controller, ready to run once the shared informers run.
 pub fn controller(shared: &Shared, range: Range) -> impl std::future::Future<Output = ()> + Send {
     let ctx = Arc::new(Ctx {
-        client: shared.client.clone(),
+        client: shared.client_as(berth_pods::identities::NODE),
         nodes: shared.nodes.store(),
         range,
-        recorder: shared.recorder("node-ipam-controller"),
+        recorder: shared.recorder("node-ipam-controller", berth_pods::identities::NODE),
         given: Default::default(),
     });
     let forget = ctx.clone();

@@ -75,10 +75,10 @@ pub fn controller(
         futures_util::stream::select(by_lease, by_pod),
     );
     let ctx = Arc::new(Ctx {
-        client: shared.client.clone(),
+        client: shared.client_as(berth_pods::identities::NODE),
         leases: shared.leases.store(),
         pods: shared.pods_by_node.clone(),
-        recorder: shared.recorder("node-controller"),
+        recorder: shared.recorder("node-controller", berth_pods::identities::NODE),
         grace,
         seen: Default::default(),
         nodes: shared.nodes.store(),

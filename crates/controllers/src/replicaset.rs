@@ -23,7 +23,12 @@ pub(crate) type Ctx = crate::PodOwner;
 
 /// The controller, ready to run once the shared informers run.
 pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
-    let (ctx, queue) = crate::pod_owner(shared, &shared.replicasets, "replicaset-controller");
+    let (ctx, queue) = crate::pod_owner(
+        shared,
+        &shared.replicasets,
+        "replicaset-controller",
+        berth_pods::identities::REPLICASET,
+    );
     let ctx = Arc::new(ctx);
     let store: Store<ReplicaSet> = shared.replicasets.store();
     crate::drive("replicaset", store, queue, reconcile, ctx)

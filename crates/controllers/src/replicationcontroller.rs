@@ -16,6 +16,7 @@ pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Se
         shared,
         &shared.replicationcontrollers,
         "replication-controller",
+        berth_pods::identities::REPLICATION,
     );
     crate::drive(
         "replicationcontroller",

@@ -32,7 +32,12 @@ type Ctx = crate::RevisionedOwner;
 
 /// The controller, ready to run once the shared informers run.
 pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
-    let (base, queue) = crate::pod_owner(shared, &shared.statefulsets, "statefulset-controller");
+    let (base, queue) = crate::pod_owner(
+        shared,
+        &shared.statefulsets,
+        "statefulset-controller",
+        berth_pods::identities::STATEFULSET,
+    );
     let ctx = Arc::new(crate::RevisionedOwner {
         base,
         revisions: shared.revisions_by_owner.clone(),

@@ -36,12 +36,15 @@ struct Ctx {
 /// The controllers (claims and volumes), ready to run once the informers run.
 pub fn controllers(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
     let ctx = Arc::new(Ctx {
-        client: shared.client.clone(),
+        client: shared.client_as(berth_pods::identities::PV_BINDER),
         claims: shared.claims.store(),
         volumes: shared.volumes.store(),
         classes: shared.classes.store(),
         nodes: shared.nodes.store(),
-        recorder: shared.recorder("persistentvolume-controller"),
+        recorder: shared.recorder(
+            "persistentvolume-controller",
+            berth_pods::identities::PV_BINDER,
+        ),
     });
     // A volume wakes its claim, and every unbound claim when it may now serve one.
     let claims = shared.claims.store();

@@ -1,10 +1,12 @@
 //! What Kubernetes defines about a Pod that the node agent (admitting and running it)
 //! and the scheduler (placing it) must compute alike: resource quantities, container
 //! and pod requests, the host ports a pod takes, sidecars; and what controllers read
-//! of pods: label selectors, readiness. One place, so that a pod the
+//! of pods: label selectors, readiness; and the identities the controllers act as,
+//! which the API server's default roles name. One place, so that a pod the
 //! scheduler places is one the node admits.
 
 pub mod disruption;
+pub mod identities;
 pub mod labels;
 pub mod readiness;
 pub mod services;

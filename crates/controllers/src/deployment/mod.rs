@@ -73,10 +73,10 @@ pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Se
         by_pod,
     );
     let ctx = Arc::new(Ctx {
-        client: shared.client.clone(),
+        client: shared.client_as(berth_pods::identities::DEPLOYMENT),
         replicasets: shared.replicasets_by_owner.clone(),
         pods: shared.pods_by_owner.clone(),
-        recorder: shared.recorder("deployment-controller"),
+        recorder: shared.recorder("deployment-controller", berth_pods::identities::DEPLOYMENT),
     });
     crate::drive(
         "deployment",

@@ -56,7 +56,12 @@ impl std::ops::Deref for Ctx {
 
 /// The controller, ready to run once the shared informers run.
 pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Send {
-    let (base, queue) = crate::pod_owner(shared, &shared.jobs, "job-controller");
+    let (base, queue) = crate::pod_owner(
+        shared,
+        &shared.jobs,
+        "job-controller",
+        berth_pods::identities::JOB,
+    );
     let ctx = Arc::new(Ctx {
         base,
         written: Default::default(),
