@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_engine::cri::{RuntimeService, SandboxFilter};
-use futures_util::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -235,37 +235,15 @@ pub(crate) fn forward_engine_events(ctx: Arc<Ctx>) -> EventsGuard {
     EventsGuard(stop)
 }
 
-/// Keeps the ConfigMap and Secret caches (reflectors) and wakes the pods of a
-/// namespace whenever one there changes, so their volumes are written again within a
-/// second or two (the store is updated before the wake).
+/// Keeps the Services cache (a reflector) and wakes the pods of a namespace whenever
+/// a ConfigMap or Secret they use there changes (`changed` brings the namespaces, from
+/// the single-object watches of [`crate::objwatch`]), so their volumes are written
+/// again within a second or two.
 async fn watch_sources(
     ctx: Arc<Ctx>,
-    cm_writer: reflector::store::Writer<ConfigMap>,
-    secret_writer: reflector::store::Writer<Secret>,
+    mut changed: tokio::sync::mpsc::UnboundedReceiver<String>,
     services_writer: reflector::store::Writer<Service>,
 ) {
-    let cms = reflector(
-        cm_writer,
-        watcher(
-            Api::<ConfigMap>::all(ctx.client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .backoff(berth_watch::backoff())
-    .applied_objects()
-    .map_ok(|o| o.metadata.namespace.clone().unwrap_or_default())
-    .boxed();
-    let secrets = reflector(
-        secret_writer,
-        watcher(
-            Api::<Secret>::all(ctx.client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .backoff(berth_watch::backoff())
-    .applied_objects()
-    .map_ok(|o| o.metadata.namespace.clone().unwrap_or_default())
-    .boxed();
     // Services only feed the cache (their variables are read when a container starts).
     let services = reflector(
         services_writer,
@@ -276,15 +254,13 @@ async fn watch_sources(
     )
     .backoff(berth_watch::backoff())
     .applied_objects()
-    .filter_map(|_| std::future::ready(None::<Result<String, watcher::Error>>))
-    .boxed();
-    let mut both =
-        futures_util::stream::select(futures_util::stream::select(cms, secrets), services);
-    while let Some(r) = both.next().await {
-        if let Ok(ns) = r {
+    .for_each(|_| std::future::ready(()));
+    let wake = async {
+        while let Some(ns) = changed.recv().await {
             ctx.hub.wake_namespace(&ns);
         }
-    }
+    };
+    tokio::join!(services, wake);
 }
 
 /// Removes sandboxes and pod directories of pods that are not among `live` (UIDs).
@@ -441,22 +417,16 @@ impl Dispatcher {
 }
 
 /// Watches the node's pods and runs a worker for each, until the watch ends; the
-/// writers fill the ConfigMap and Secret caches meanwhile.
+/// Services cache is filled and pods are woken by changes of what they use meanwhile.
 pub(crate) async fn run(
     ctx: Arc<Ctx>,
-    cm_writer: reflector::store::Writer<ConfigMap>,
-    secret_writer: reflector::store::Writer<Secret>,
+    changed: tokio::sync::mpsc::UnboundedReceiver<String>,
     services_writer: reflector::store::Writer<Service>,
 ) -> Result<()> {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cfg.node_name));
     let mut stream = watcher(api, cfg).backoff(berth_watch::backoff()).boxed();
-    let sources = tokio::spawn(watch_sources(
-        ctx.clone(),
-        cm_writer,
-        secret_writer,
-        services_writer,
-    ));
+    let sources = tokio::spawn(watch_sources(ctx.clone(), changed, services_writer));
     let mut d = Dispatcher {
         ctx: ctx.clone(),
         workers: HashMap::new(),

@@ -8,6 +8,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use std::time::Duration;
 
 use kube::runtime::reflector;
+use std::sync::Arc;
+
+use crate::objwatch::Watched;
 use kube::Api;
 
 use crate::error::{ApiContext, Error, Result};
@@ -45,36 +48,21 @@ pub fn expand(s: &str, vars: &dyn Fn(&str) -> Option<String>) -> String {
     out
 }
 
-/// The node's view of ConfigMaps and Secrets, kept by reflectors (a watch each), so a
-/// pod's sync reads them from memory instead of asking the API server every time.
+/// The node's view of the ConfigMaps and Secrets its pods use (each watched alone:
+/// [`crate::objwatch`]) and of Services (a reflector), so a pod's sync reads them from
+/// memory instead of asking the API server every time.
 #[derive(Clone)]
 pub struct Caches {
     /// ConfigMaps.
-    pub config_maps: reflector::Store<ConfigMap>,
+    pub config_maps: Arc<Watched<ConfigMap>>,
     /// Secrets.
-    pub secrets: reflector::Store<Secret>,
+    pub secrets: Arc<Watched<Secret>>,
     /// Services (for the variables the kubelet gives every container).
     pub services: reflector::Store<Service>,
 }
 
-/// How long a sync waits for the caches' first list before asking the API server.
+/// How long a sync waits for the Services cache's first list.
 const CACHE_WAIT: Duration = Duration::from_secs(5);
-
-/// An object from a reflector's store once it has listed, else None (ask the API).
-async fn cached<K>(store: &reflector::Store<K>, ns: &str, name: &str) -> Option<Option<K>>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    tokio::time::timeout(CACHE_WAIT, store.wait_until_ready())
-        .await
-        .ok()?
-        .ok()?;
-    Some(
-        store
-            .get(&reflector::ObjectRef::new(name).within(ns))
-            .map(|o| (*o).clone()),
-    )
-}
 
 /// ConfigMaps and Secrets read once per pod sync.
 pub struct Sources {
@@ -101,7 +89,10 @@ impl Sources {
     pub async fn config_map(&mut self, name: &str) -> Result<Option<&ConfigMap>> {
         if !self.config_maps.contains_key(name) {
             let from_cache = match &self.caches {
-                Some(c) => cached(&c.config_maps, &self.namespace, name).await,
+                Some(c) => c
+                    .config_maps
+                    .get(&self.namespace, name)
+                    .map(|o| o.map(|cm| (*cm).clone())),
                 None => None,
             };
             let cm = match from_cache {
@@ -122,7 +113,10 @@ impl Sources {
     pub async fn secret(&mut self, name: &str) -> Result<Option<&Secret>> {
         if !self.secrets.contains_key(name) {
             let from_cache = match &self.caches {
-                Some(c) => cached(&c.secrets, &self.namespace, name).await,
+                Some(c) => c
+                    .secrets
+                    .get(&self.namespace, name)
+                    .map(|o| o.map(|s| (*s).clone())),
                 None => None,
             };
             let s = match from_cache {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector;
 
 use berth_ingress::{Endpoints, Proxy, Routes, Snapshot, TlsSecret};
 
@@ -40,7 +40,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, ports: Ports) {
     let secrets = ctx.caches.secrets.clone();
     let proxy = Proxy::new(
         Box::new(move |ns, name| {
-            let s = secrets.get(&ObjectRef::new(name).within(ns))?;
+            let s = secrets.get(ns, name).flatten()?;
             let data = s.data.as_ref()?;
             Some(TlsSecret {
                 version: s.metadata.resource_version.clone().unwrap_or_default(),
@@ -82,7 +82,15 @@ pub(crate) async fn run(ctx: Arc<Ctx>, ports: Ports) {
             _ = async { retry.as_mut().expect("guarded").await }, if retry.is_some() => {}
         }
         retry = None;
-        let routes = Routes::build(&ingresses.state());
+        let ings = ingresses.state();
+        // Each TLS Secret watched alone (what a node may read), from before its first
+        // handshake; asked again at every change and every 30 s, so its watch lives.
+        for (ns, name) in tls_secrets(&ings) {
+            if ctx.caches.secrets.get(&ns, &name).is_none() {
+                retry = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
+            }
+        }
+        let routes = Routes::build(&ings);
         let services = ctx.caches.services.state();
         let endpoints = Endpoints::build(&routes, &services, &slices.state());
         // The Services come through the agent's own cache, which may lag a slice
@@ -90,7 +98,27 @@ pub(crate) async fn run(ctx: Arc<Ctx>, ports: Ports) {
         if endpoints.missing_services() > 0 {
             retry = Some(Box::pin(tokio::time::sleep(Duration::from_secs(2))));
         }
+        if retry.is_none() {
+            retry = Some(Box::pin(tokio::time::sleep(Duration::from_secs(30))));
+        }
         proxy.update(Snapshot { routes, endpoints });
     }
     servers.abort_all();
+}
+
+/// The Secrets Ingresses name for TLS: (namespace, name).
+fn tls_secrets(ingresses: &[Arc<Ingress>]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for ing in ingresses {
+        let ns = ing.metadata.namespace.clone().unwrap_or_default();
+        let tls = ing.spec.as_ref().and_then(|s| s.tls.as_ref());
+        for t in tls.into_iter().flatten() {
+            if let Some(name) = &t.secret_name {
+                out.push((ns.clone(), name.clone()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }

@@ -27,6 +27,7 @@ pub mod logs;
 pub mod netpath;
 pub mod netpol;
 pub mod node;
+pub mod objwatch;
 pub mod podnet;
 pub mod podspec;
 pub mod portforward;
@@ -252,13 +253,15 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         }
     };
     let devices = Arc::new(devices::Manager::new(cfg.devices.clone())?);
-    let (cm_reader, cm_writer) = kube::runtime::reflector::store();
-    let (secret_reader, secret_writer) = kube::runtime::reflector::store();
+    let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let on_change: objwatch::OnChange = Arc::new(move |ns: &str| {
+        let _ = changed_tx.send(ns.to_string());
+    });
     let (services_reader, services_writer) = kube::runtime::reflector::store();
     let ctx = Arc::new(Ctx {
         caches: envvars::Caches {
-            config_maps: cm_reader,
-            secrets: secret_reader,
+            config_maps: objwatch::Watched::new(client.clone(), on_change.clone()),
+            secrets: objwatch::Watched::new(client.clone(), on_change),
             services: services_reader,
         },
         recorder: recorder::Recorder::kubelet(client.clone(), &cfg.node_name),
@@ -300,7 +303,12 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         .ingress
         .map(|ports| tokio::spawn(ingress::run(ctx.clone(), ports)));
     let events = dispatch::forward_engine_events(ctx.clone());
-    let r = dispatch::run(ctx.clone(), cm_writer, secret_writer, services_writer).await;
+    let sweeper = tokio::spawn(objwatch::sweep_every_minute(vec![
+        ctx.caches.config_maps.clone(),
+        ctx.caches.secrets.clone(),
+    ]));
+    let r = dispatch::run(ctx.clone(), changed_rx, services_writer).await;
+    sweeper.abort();
     heartbeat.abort();
     evictions.abort();
     rotation.abort();

@@ -90,6 +90,8 @@ pub struct Server {
     pub kubeconfig: PathBuf,
     /// The shared state.
     pub api: Arc<api::Api>,
+    /// The certificates (node credentials are issued from its CA).
+    pub pki: pki::Pki,
 }
 
 /// Starts the server; returns once it listens (readiness follows when the default
@@ -191,6 +193,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         addr,
         kubeconfig: pki_dir.join("admin.kubeconfig"),
         api,
+        pki,
     })
 }
 

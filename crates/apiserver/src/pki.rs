@@ -171,17 +171,52 @@ impl Pki {
 
     /// Writes a kubeconfig for the admin user at `path`, for the server at `url`.
     pub fn write_kubeconfig(&self, path: &Path, url: &str) -> Result<(), Error> {
-        use base64::Engine;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let cert = read(&self.dir.join("admin.crt"))?;
         let key = read(&self.dir.join("admin.key"))?;
+        self.write_client_kubeconfig(path, url, "admin", &cert, &key)
+    }
+
+    /// Writes a kubeconfig at `path` for the server at `url`, with a client
+    /// certificate and key (PEM) embedded under the user name `label`.
+    fn write_client_kubeconfig(
+        &self,
+        path: &Path,
+        url: &str,
+        label: &str,
+        cert: &str,
+        key: &str,
+    ) -> Result<(), Error> {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let doc = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {url}\n    certificate-authority-data: {}\ncontexts:\n- name: berth\n  context:\n    cluster: berth\n    user: admin\n    namespace: default\ncurrent-context: berth\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {url}\n    certificate-authority-data: {}\ncontexts:\n- name: berth\n  context:\n    cluster: berth\n    user: {label}\n    namespace: default\ncurrent-context: berth\nusers:\n- name: {label}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
             b64(&self.ca_cert),
-            b64(&cert),
-            b64(&key),
+            b64(cert),
+            b64(key),
         );
         write_private(path, &doc)
+    }
+
+    /// Loads the PKI a server made under `dir`, making nothing (for tools beside the
+    /// server, such as `berth cluster`).
+    pub fn load(dir: &Path) -> Result<Pki, Error> {
+        Ok(Pki {
+            ca_cert: read(&dir.join("ca.crt"))?,
+            serving_cert: read(&dir.join("serving.crt"))?,
+            serving_key: read(&dir.join("serving.key"))?,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Writes a kubeconfig at `path` for node `node` at the server `url`: a client
+    /// certificate for `system:node:NODE` in `system:nodes`, the identity the Node
+    /// authorizer and NodeRestriction know. Kept when it exists.
+    pub fn write_node_kubeconfig(&self, path: &Path, node: &str, url: &str) -> Result<(), Error> {
+        if path.exists() {
+            return Ok(());
+        }
+        let (cert, key) = self.issue_client(&format!("system:node:{node}"), &["system:nodes"])?;
+        self.write_client_kubeconfig(path, url, &format!("system:node:{node}"), &cert, &key)
     }
 
     /// Issues a client certificate for `user` in `groups` (for tests and other

@@ -189,8 +189,14 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let agent = if a.disable_agent {
         None
     } else {
-        let client = crate::agent_cmd::client(&s.kubeconfig, Some(&local_url)).await?;
         let mut cfg = a.node.config(&ctx.root);
+        // The agent acts as its node (system:node:NAME), as a kubelet does: the Node
+        // authorizer and NodeRestriction hold it to its own pods' objects.
+        let node_kubeconfig = s.pki.dir.join(format!("node-{}.kubeconfig", cfg.node_name));
+        s.pki
+            .write_node_kubeconfig(&node_kubeconfig, &cfg.node_name, &local_url)
+            .context("writing the node's kubeconfig")?;
+        let client = crate::agent_cmd::client(&node_kubeconfig, Some(&local_url)).await?;
         cfg.client_ca_pem = Some(s.api.ca_bundle.clone());
         cfg.cluster_cidr = controllers_pod_range;
         // Without this server's node IPAM nobody assigns one: k3s's first node's block.

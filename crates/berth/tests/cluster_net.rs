@@ -1237,6 +1237,52 @@ fn host_gw_routes_between_nodes_and_pods_outlive_a_cluster_restart() {
         m.fetch("client", &format!("http://{web_ip}:8080/")).trim(),
         "hello-over-host-gw"
     );
+    // The agent acts as its node: it reads what its pods use, not another's Secret.
+    let node_kc = m
+        .kubeconfig()
+        .with_file_name("nodes")
+        .join(format!("{a1}.kubeconfig"));
+    let as_node = |args: &[&str]| {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&node_kc)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let who = as_node(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&who.stdout),
+        format!("system:node:{a1}")
+    );
+    m.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "not-for-nodes",
+        "--from-literal=k=v",
+    ]);
+    let e = as_node(&["get", "secret", "not-for-nodes"]);
+    let e = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        e.contains(&format!(
+            "no relationship found between node '{a1}' and this object"
+        )),
+        "{e}"
+    );
+    let e = as_node(&["label", "node", &server, "stolen=yes"]);
+    let e = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        e.contains(&format!(
+            "node \"{a1}\" is not allowed to modify node \"{server}\""
+        )),
+        "{e}"
+    );
     // A connection through a ClusterIP, open across the restart: an echo server on
     // agent-1, a talker on the server node that sends a line now and one after.
     m.ok_apply(&pod_on("echo", &a1, "exec nc -ll -p 9000 -e cat"));

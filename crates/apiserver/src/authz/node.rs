@@ -1,14 +1,15 @@
 //! The Node authorizer (kube's `--authorization-mode=Node`): a node's user
-//! (`system:node:NAME`, group `system:nodes`) may read a Secret, ConfigMap,
-//! PersistentVolumeClaim or PersistentVolume, and ask a ServiceAccount's token, only
-//! when a pod bound to that node uses it — one object at a time, by name, never a
-//! namespace's or the cluster's whole list. Beyond those it holds the rights of the
+//! (`system:node:NAME`, group `system:nodes`) may read a Secret, ConfigMap or
+//! PersistentVolumeClaim, and ask a ServiceAccount's token, only when a pod bound to
+//! that node uses it — one object at a time, by name, never a namespace's or the
+//! cluster's whole list. (PersistentVolumes, which kube narrows too, a berth node
+//! lists: its local-path directories follow them.) Beyond those it holds the rights of the
 //! `system:node` role and of berth's per-node Service proxy, DNS, NetworkPolicy and
 //! Ingress (Services, EndpointSlices, pods, namespaces, policies, Ingresses, and the
 //! Secrets Ingresses name for TLS). What it may write is narrowed further by
 //! [`super::restriction`] (NodeRestriction).
 //!
-//! The relations come from an index of pods by node, claims' volumes and Ingresses'
+//! The relations come from an index of pods by node and of Ingresses'
 //! TLS Secrets that the watch hub keeps current as it applies each change.
 
 use std::collections::HashMap;
@@ -39,8 +40,6 @@ struct Graph {
     pods: HashMap<String, (String, Vec<Ref>)>,
     /// For each node, what its pods use, counted.
     uses: HashMap<String, HashMap<Ref, usize>>,
-    /// Each claim's bound volume: (namespace, claim) → volume.
-    volumes: HashMap<(String, String), String>,
     /// The Secrets Ingresses name for TLS, counted: every node serves Ingresses.
     tls: HashMap<(String, String), usize>,
     /// What each Ingress names, by storage key.
@@ -162,24 +161,6 @@ impl Graph {
         self.pods.insert(key.to_string(), (node, refs));
     }
 
-    fn set_claim(&mut self, key: &str, claim: Option<&Value>) {
-        let Some((ns, name)) = ns_name(key) else {
-            return;
-        };
-        let volume = claim
-            .and_then(|c| c.pointer("/spec/volumeName"))
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty());
-        match volume {
-            Some(v) => {
-                self.volumes.insert((ns, name), v.to_string());
-            }
-            None => {
-                self.volumes.remove(&(ns, name));
-            }
-        }
-    }
-
     fn set_ingress(&mut self, key: &str, ing: Option<&Value>) {
         for s in self.ingresses.remove(key).unwrap_or_default() {
             if let Some(n) = self.tls.get_mut(&s) {
@@ -219,16 +200,6 @@ impl Graph {
             uses.is_some_and(|u| u.contains_key(&(kind, ns.to_string(), name.to_string())))
         };
         match resource {
-            "persistentvolumes" => uses.is_some_and(|u| {
-                u.keys().any(|(kind, ns, claim)| {
-                    *kind == "persistentvolumeclaims"
-                        && self
-                            .volumes
-                            .get(&(ns.clone(), claim.clone()))
-                            .map(String::as_str)
-                            == Some(name)
-                })
-            }),
             "secrets" => {
                 has("secrets", ns, name)
                     || self.tls.contains_key(&(ns.to_string(), name.to_string()))
@@ -244,14 +215,6 @@ impl Graph {
             }
         }
     }
-}
-
-/// The namespace and name of a namespaced storage key.
-fn ns_name(key: &str) -> Option<(String, String)> {
-    let mut it = key.rsplitn(3, '/');
-    let name = it.next()?;
-    let ns = it.next()?;
-    Some((ns.to_string(), name.to_string()))
 }
 
 /// Keeps one part of the graph current from the hub.
@@ -289,7 +252,7 @@ fn node_rules() -> Vec<PolicyRule> {
             res.retain(|x| {
                 !matches!(
                     x.as_str(),
-                    "secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes"
+                    "secrets" | "configmaps" | "persistentvolumeclaims"
                 )
             });
         }
@@ -323,10 +286,6 @@ impl NodeAuthorizer {
             }),
         );
         hub.observe(
-            "/registry/core/persistentvolumeclaims/",
-            follow(Graph::set_claim, |g| g.volumes.clear()),
-        );
-        hub.observe(
             "/registry/networking.k8s.io/ingresses/",
             follow(Graph::set_ingress, |g| {
                 g.tls.clear();
@@ -353,10 +312,8 @@ impl NodeAuthorizer {
         let graphed = a.api_group.is_empty()
             && matches!(
                 (a.resource, a.subresource),
-                (
-                    "secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes",
-                    None
-                ) | ("serviceaccounts", Some("token"))
+                ("secrets" | "configmaps" | "persistentvolumeclaims", None)
+                    | ("serviceaccounts", Some("token"))
             );
         if !graphed {
             return Some(if self.rules.iter().any(|r| rules::allows(r, a)) {
@@ -422,10 +379,6 @@ mod tests {
                          "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
                                      {"name": "t", "projected": {"sources": [{"configMap": {"name": "kube-root-ca.crt"}}]}}]}})),
         );
-        g.set_claim(
-            "/registry/core/persistentvolumeclaims/default/data",
-            Some(&json!({"spec": {"volumeName": "pv-1"}})),
-        );
         g.set_ingress(
             "/registry/networking.k8s.io/ingresses/default/site",
             Some(&json!({"metadata": {"namespace": "default"}, "spec": {"tls": [{"secretName": "site-tls"}]}})),
@@ -448,7 +401,6 @@ mod tests {
             ("configmaps", "settings"),
             ("configmaps", "kube-root-ca.crt"),
             ("persistentvolumeclaims", "data"),
-            ("persistentvolumes", "pv-1"),
             ("secrets", "site-tls"),
         ] {
             assert!(allowed(&n1, "get", res, None, Some(name)), "{res}/{name}");

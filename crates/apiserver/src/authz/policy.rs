@@ -697,7 +697,7 @@ pub fn node_rule_values() -> Vec<Value> {
         &["networking.k8s.io"],
         &["networkpolicies", "ingresses", "ingressclasses"],
     ));
-    rules.push(rule(READ, &[""], &["pods", "nodes"]));
+    rules.push(rule(READ, &[""], &["pods", "nodes", "persistentvolumes"]));
     rules
 }
 

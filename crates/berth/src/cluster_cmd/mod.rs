@@ -259,6 +259,15 @@ async fn bring_up(c: &ClusterRecord, paths: &Paths, wait: Duration) -> anyhow::R
         server.name, server.ip
     );
     write_kubeconfig(c, paths, deadline).await?;
+    // Each agent acts as its node, with a certificate from the server's CA (what the
+    // join by token will hand out through a CertificateSigningRequest).
+    let pki = berth_apiserver::pki::Pki::load(&paths.server_pki(&server.name))
+        .context("reading the server's certificates")?;
+    let url = c.api_url().context("the cluster has no server")?;
+    for n in c.nodes.iter().filter(|n| n.role == Role::Agent) {
+        pki.write_node_kubeconfig(&paths.node_kubeconfig(&n.name), &n.name, &url)
+            .with_context(|| format!("writing node {}'s kubeconfig", n.name))?;
+    }
     for n in c.nodes.iter().filter(|n| n.role == Role::Agent) {
         let pid = nodes::start(c, paths, n, &flags.agent)?;
         println!("node {} ({}): agent started, pid {pid}", n.name, n.ip);

@@ -95,7 +95,7 @@ fn node_args(c: &ClusterRecord, paths: &Paths, n: &NodeRecord, extra: &[String])
         Role::Agent => vec![
             "agent".into(),
             "--kubeconfig".into(),
-            paths.kubeconfig().display().to_string(),
+            paths.node_kubeconfig(&n.name).display().to_string(),
         ],
     };
     args.extend([

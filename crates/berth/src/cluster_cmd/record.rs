@@ -87,6 +87,17 @@ impl Paths {
         self.dir.join("server.kubeconfig")
     }
 
+    /// An agent's kubeconfig: its node's identity (system:node:NAME), issued from the
+    /// server's CA.
+    pub fn node_kubeconfig(&self, node: &str) -> PathBuf {
+        self.dir.join("nodes").join(format!("{node}.kubeconfig"))
+    }
+
+    /// The server's certificates (its data directory's pki).
+    pub fn server_pki(&self, server: &str) -> PathBuf {
+        self.node_root(server).join("server").join("pki")
+    }
+
     /// A node's state root.
     pub fn node_root(&self, node: &str) -> PathBuf {
         self.dir.join("nodes").join(node)
