@@ -25,8 +25,10 @@ pub mod openapi;
 pub mod openapi_pb;
 pub mod patch;
 pub mod pki;
+pub mod podsecurity;
 pub mod priority;
 pub mod protobuf;
+pub mod quota;
 pub mod repair;
 pub mod request;
 pub mod resource_metrics;
@@ -162,6 +164,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         ca_bundle: pki.ca_cert.clone(),
         ready: std::sync::atomic::AtomicBool::new(false),
         cpu_readings: Default::default(),
+        quota_gate: Default::default(),
     });
     // The default roles before the first request: components asking at once find
     // their rights.
@@ -187,6 +190,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         }
         objects::populate_all(&a).await;
         tokio::spawn(repair::run(a.clone()));
+        tokio::spawn(quota::run(a.clone()));
         a.ready.store(true, std::sync::atomic::Ordering::Release);
     });
     Ok(Server {

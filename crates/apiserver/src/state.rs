@@ -35,4 +35,6 @@ pub struct Api {
     pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
     /// The last CPU counters read from node agents (metrics.k8s.io averages over them).
     pub cpu_readings: CpuReadings,
+    /// Creates under a quota, one at a time per namespace.
+    pub quota_gate: crate::quota::Gate,
 }

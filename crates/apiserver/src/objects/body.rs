@@ -21,6 +21,8 @@ pub(super) struct WriteOpts {
     pub(super) manager: String,
     /// Who writes: RBAC's escalation check applies to them (None: the server itself).
     pub(super) user: Option<crate::request::User>,
+    /// Warnings admission adds on the way (PodSecurity's), for the answer's headers.
+    pub(super) warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl WriteOpts {
@@ -31,7 +33,23 @@ impl WriteOpts {
             validation: "Ignore",
             manager: manager.into(),
             user: None,
+            warnings: Default::default(),
         }
+    }
+
+    /// Adds admission warnings for the answer.
+    pub(super) fn warn(&self, w: Vec<String>) {
+        if !w.is_empty() {
+            self.warnings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(w);
+        }
+    }
+
+    /// The admission warnings so far, taken.
+    pub(super) fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -76,6 +94,7 @@ pub(super) fn write_opts(req: &Request, default_manager: &str) -> Result<WriteOp
         validation,
         manager,
         user: req.user.clone(),
+        warnings: Default::default(),
     })
 }
 

@@ -115,6 +115,17 @@ pub(super) async fn create_object(
     }
     if let Some(user) = &opts.user {
         crate::authz::escalation::check(&api.authz, user, res, ns, &o)?;
+        opts.warn(crate::podsecurity::admit(
+            &api.hub, res, ns, &name, &o, true,
+        )?);
+    }
+    // Quotas: this create, checked and written before the namespace's next.
+    let mut quota_held = None;
+    if let (Some(ns), Some(_)) = (ns.filter(|_| res.namespaced), &opts.user) {
+        if !crate::quota::quotas(&api.hub, ns).is_empty() {
+            quota_held = Some(api.quota_gate.of(ns).lock_owned().await);
+            crate::quota::admit(&api.hub, res, ns, &name, &o)?;
+        }
     }
     let before = Value::Null;
     let mf = managed.unwrap_or_else(|| ssa::record_update(res, &before, &o, &opts.manager, None));
@@ -128,6 +139,12 @@ pub(super) async fn create_object(
         match api.store.create(&key, &encode(&o)).await {
             Ok(kv) => {
                 set_rv(&mut o, kv.mod_revision);
+                if let Some(held) = quota_held.take() {
+                    // Counted by the next create's admission once the hub has it: the
+                    // gate opens only then.
+                    let _ = api.hub.wait_for(kv.mod_revision).await;
+                    drop(held);
+                }
                 if strategy::has_namespace_defaults(res) {
                     let (api, name) = (api.clone(), name.clone());
                     tokio::spawn(async move { populate_namespace(&api, &name).await });
@@ -217,6 +234,7 @@ pub(super) async fn create(
     let mut warnings = Vec::new();
     check_body(res, &mut o, &opts, &mut warnings)?;
     let out = create_object(api, res, ns, o, &opts, None).await?;
+    warnings.extend(opts.take_warnings());
     Ok(with_warnings(answer(req, res, 201, &out), &warnings))
 }
 

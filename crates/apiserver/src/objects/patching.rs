@@ -61,6 +61,7 @@ pub(super) async fn patch(
         let mut warnings = Vec::new();
         check_body(res, &mut doc, &opts, &mut warnings)?;
         let out = replace(api, res, ns, name, &cur, rev, doc, sub, &opts, None).await?;
+        warnings.extend(opts.take_warnings());
         Ok((out, warnings))
     })
     .await?;
@@ -140,7 +141,10 @@ pub(super) async fn apply(
                 continue
             }
             Err(e) => return Err(e),
-            Ok((code, o)) => return Ok(with_warnings(answer(req, res, code, &o), &warnings)),
+            Ok((code, o)) => {
+                warnings.extend(opts.take_warnings());
+                return Ok(with_warnings(answer(req, res, code, &o), &warnings));
+            }
         }
     }
     unreachable!()

@@ -124,6 +124,9 @@ pub(super) async fn replace(
     }
     if let Some(user) = opts.user.as_ref().filter(|_| sub.is_none()) {
         crate::authz::escalation::check(&api.authz, user, res, ns, &o)?;
+        opts.warn(crate::podsecurity::admit(
+            &api.hub, res, ns, name, &o, false,
+        )?);
     }
     let mf = match managed {
         Some(mf) => mf,
@@ -184,6 +187,34 @@ pub(super) async fn replace(
     }
 }
 
+/// Replaces an object's status on the server's own behalf (a quota's usage), if it
+/// is still at `rev`.
+pub async fn replace_status_internal(
+    api: &Arc<Api>,
+    res: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    cur: &Value,
+    rev: i64,
+    new: Value,
+) -> Result<(), ApiError> {
+    let opts = WriteOpts::internal("resource-quota-controller");
+    replace(
+        api,
+        res,
+        ns,
+        name,
+        cur,
+        rev,
+        new,
+        Some("status"),
+        &opts,
+        None,
+    )
+    .await
+    .map(|_| ())
+}
+
 /// Replaces an object on the server's own behalf (bootstrap reconciliation), if it
 /// is still at `rev`.
 pub async fn replace_internal(
@@ -215,5 +246,6 @@ pub(super) async fn update(
     check_body(res, &mut o, &opts, &mut warnings)?;
     let (cur, rev) = read(api, res, ns, name).await?;
     let out = replace(api, res, ns, name, &cur, rev, o, sub, &opts, None).await?;
+    warnings.extend(opts.take_warnings());
     Ok(with_warnings(answer(req, res, 200, &out), &warnings))
 }

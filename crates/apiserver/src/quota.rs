@@ -1,0 +1,364 @@
+//! ResourceQuota (kube's admission plugin and the usage its controller keeps): a
+//! namespace's quotas cap what may be made in it — pods and other objects by count,
+//! compute requests and limits, claimed storage. A create that would go past a hard
+//! limit is refused with kube's "exceeded quota" message; a pod that gives no value
+//! for a compute resource a quota caps is refused with "must specify". Creates in a
+//! namespace with quotas pass one at a time (admission, write, and the write seen),
+//! so a burst of pods from a controller cannot slip past a limit together.
+//! `status.used` is kept current by [`run`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde_json::{json, Value};
+
+use crate::hub::Hub;
+use crate::resources::{self, Resource};
+use crate::status::ApiError;
+
+/// One namespace's creates, one at a time while it has quotas.
+#[derive(Default)]
+pub struct Gate(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Gate {
+    /// The lock of namespace `ns`.
+    pub fn of(&self, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ns.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+fn quotas_prefix(ns: &str) -> String {
+    resources::find("", "v1", "resourcequotas")
+        .expect("served")
+        .ns_prefix(Some(ns))
+}
+
+/// The quotas of a namespace: (name, hard limits in milli-units).
+pub fn quotas(hub: &Hub, ns: &str) -> Vec<(String, BTreeMap<String, i128>)> {
+    hub.under(&quotas_prefix(ns))
+        .into_iter()
+        .map(|(_, q)| {
+            let name = q
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let hard = q
+                .pointer("/spec/hard")
+                .and_then(Value::as_object)
+                .map(|h| {
+                    h.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), milli(v.as_str()?)?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (name, hard)
+        })
+        .collect()
+}
+
+fn milli(q: &str) -> Option<i128> {
+    berth_pods::milli_value(&Quantity(q.to_string())).ok()
+}
+
+/// A milli-unit amount as kube prints a quantity of `resource`.
+fn show(resource: &str, m: i128) -> String {
+    if m % 1000 != 0 {
+        return format!("{m}m");
+    }
+    let v = m / 1000;
+    let bytes = resource.contains("memory") || resource.contains("storage");
+    if bytes && v != 0 {
+        for (unit, size) in [
+            ("Ti", 1i128 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
+            if v % size == 0 {
+                return format!("{}{unit}", v / size);
+            }
+        }
+    }
+    v.to_string()
+}
+
+/// Whether a pod counts against quota (not finished).
+fn live_pod(p: &Value) -> bool {
+    !matches!(
+        p.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// A pod's requests or limits (`kind`) of `resource`, in milli-units: its containers'
+/// sum or its largest init container's, whichever is more.
+fn pod_amount(pod: &Pod, kind: &str, resource: &str) -> i128 {
+    let Some(spec) = &pod.spec else {
+        return 0;
+    };
+    let of = |c: &Container| {
+        let q = if kind == "limits" {
+            berth_pods::limit(c, resource)
+        } else {
+            berth_pods::request(c, resource)
+        };
+        q.and_then(|q| berth_pods::milli_value(&q).ok())
+            .unwrap_or(0)
+    };
+    let apps: i128 = spec.containers.iter().map(of).sum();
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(of)
+        .max()
+        .unwrap_or(0);
+    apps.max(init)
+}
+
+/// What one object uses of `resource` (milli-units), when it is of a kind the
+/// resource counts.
+fn usage_of(res: &Resource, o: &Value, resource: &str) -> i128 {
+    let count =
+        |plural: &str, group: &str| (res.plural == plural && res.group == group) as i128 * 1000;
+    if let Some(r) = resource.strip_prefix("count/") {
+        let (plural, group) = r.split_once('.').unwrap_or((r, ""));
+        return count(plural, group);
+    }
+    match resource {
+        "pods" => {
+            if res.plural == "pods" && res.group.is_empty() && live_pod(o) {
+                1000
+            } else {
+                0
+            }
+        }
+        "services" => count("services", ""),
+        "configmaps" => count("configmaps", ""),
+        "secrets" => count("secrets", ""),
+        "persistentvolumeclaims" => count("persistentvolumeclaims", ""),
+        "replicationcontrollers" => count("replicationcontrollers", ""),
+        "resourcequotas" => count("resourcequotas", ""),
+        "services.nodeports" | "services.loadbalancers" => {
+            if res.plural != "services" || !res.group.is_empty() {
+                return 0;
+            }
+            let t = o
+                .pointer("/spec/type")
+                .and_then(Value::as_str)
+                .unwrap_or("ClusterIP");
+            match (resource, t) {
+                ("services.loadbalancers", "LoadBalancer") => 1000,
+                ("services.nodeports", "NodePort" | "LoadBalancer") => {
+                    o.pointer("/spec/ports")
+                        .and_then(Value::as_array)
+                        .map_or(0, |p| p.len() as i128)
+                        * 1000
+                }
+                _ => 0,
+            }
+        }
+        "requests.storage" => {
+            if res.plural == "persistentvolumeclaims" && res.group.is_empty() {
+                o.pointer("/spec/resources/requests/storage")
+                    .and_then(Value::as_str)
+                    .and_then(milli)
+                    .unwrap_or(0)
+            } else {
+                0
+            }
+        }
+        r => {
+            if res.plural != "pods" || !res.group.is_empty() || !live_pod(o) {
+                return 0;
+            }
+            let (kind, name) = match r.split_once('.') {
+                Some(("requests", n)) => ("requests", n),
+                Some(("limits", n)) => ("limits", n),
+                _ => ("requests", r),
+            };
+            match serde_json::from_value::<Pod>(o.clone()) {
+                Ok(p) => pod_amount(&p, kind, name),
+                Err(_) => 0,
+            }
+        }
+    }
+}
+
+/// What the namespace's objects use now of each of `resources` (milli-units).
+fn used(hub: &Hub, ns: &str, resources: &[&String]) -> BTreeMap<String, i128> {
+    let mut out: BTreeMap<String, i128> = resources.iter().map(|r| (r.to_string(), 0)).collect();
+    for res in resources::RESOURCES
+        .iter()
+        .filter(|r| r.stored() && r.namespaced)
+    {
+        if !resources.iter().any(|r| counts_kind(res, r)) {
+            continue;
+        }
+        for (_, o) in hub.under(&res.ns_prefix(Some(ns))) {
+            if o.pointer("/metadata/deletionTimestamp").is_some() && res.plural == "pods" {
+                continue;
+            }
+            for r in resources {
+                *out.entry(r.to_string()).or_default() += usage_of(res, &o, r);
+            }
+        }
+    }
+    out
+}
+
+/// Whether objects of `res` may count toward `resource` at all.
+fn counts_kind(res: &Resource, resource: &str) -> bool {
+    if let Some(r) = resource.strip_prefix("count/") {
+        let (plural, group) = r.split_once('.').unwrap_or((r, ""));
+        return res.plural == plural && res.group == group;
+    }
+    let core = res.group.is_empty();
+    match resource {
+        "services" | "services.nodeports" | "services.loadbalancers" => {
+            core && res.plural == "services"
+        }
+        "configmaps" | "secrets" | "replicationcontrollers" | "resourcequotas" => {
+            core && res.plural == resource
+        }
+        "persistentvolumeclaims" | "requests.storage" => {
+            core && res.plural == "persistentvolumeclaims"
+        }
+        _ => core && res.plural == "pods",
+    }
+}
+
+/// The compute resources a quota caps that every container must then give.
+fn compute(resource: &str) -> Option<(&'static str, &str)> {
+    match resource {
+        "cpu" | "memory" => Some(("requests", resource)),
+        r => match r.split_once('.') {
+            Some(("requests", n)) if n == "cpu" || n == "memory" => Some(("requests", n)),
+            Some(("limits", n)) if n == "cpu" || n == "memory" => Some(("limits", n)),
+            _ => None,
+        },
+    }
+}
+
+/// Admits the creation of `o` (of `res`, named `name`) in `ns` against the
+/// namespace's quotas. The caller holds the namespace's [`Gate`].
+pub fn admit(hub: &Hub, res: &Resource, ns: &str, name: &str, o: &Value) -> Result<(), ApiError> {
+    let forbidden = |msg: String| {
+        let mut e =
+            ApiError::forbidden(format!("{} {name:?} is forbidden: {msg}", res.qualified()));
+        e.kind = Some(res.plural.into());
+        e.group = Some(res.group.into());
+        e.name = Some(name.into());
+        e
+    };
+    for (qname, hard) in quotas(hub, ns) {
+        // A pod must say what it needs of every compute resource capped.
+        if res.plural == "pods" && res.group.is_empty() {
+            let pod: Pod = serde_json::from_value(o.clone()).unwrap_or_default();
+            let spec = pod.spec.unwrap_or_default();
+            let mut missing = Vec::new();
+            for r in hard.keys() {
+                let Some((kind, n)) = compute(r) else {
+                    continue;
+                };
+                let lacking: Vec<&str> = spec
+                    .containers
+                    .iter()
+                    .filter(|c| {
+                        let q = if kind == "limits" {
+                            berth_pods::limit(c, n)
+                        } else {
+                            berth_pods::request(c, n)
+                        };
+                        q.is_none()
+                    })
+                    .map(|c| c.name.as_str())
+                    .collect();
+                if !lacking.is_empty() {
+                    missing.push(format!("{r} for: {}", lacking.join(",")));
+                }
+            }
+            if !missing.is_empty() {
+                return Err(forbidden(format!(
+                    "failed quota: {qname}: must specify {}",
+                    missing.join("; ")
+                )));
+            }
+        }
+        let keys: Vec<&String> = hard.keys().filter(|r| usage_of(res, o, r) != 0).collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let now = used(hub, ns, &keys);
+        let over: Vec<&String> = keys
+            .iter()
+            .copied()
+            .filter(|r| now.get(*r).copied().unwrap_or(0) + usage_of(res, o, r) > hard[*r])
+            .collect();
+        if !over.is_empty() {
+            let list = |f: &dyn Fn(&str) -> i128| {
+                over.iter()
+                    .map(|r| format!("{r}={}", show(r, f(r))))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            return Err(forbidden(format!(
+                "exceeded quota: {qname}, requested: {}, used: {}, limited: {}",
+                list(&|r| usage_of(res, o, r)),
+                list(&|r| now.get(r).copied().unwrap_or(0)),
+                list(&|r| hard[r]),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Keeps every quota's `status.hard` and `status.used` current, every 2 s, writing
+/// only what changed.
+pub async fn run(api: Arc<crate::state::Api>) {
+    let res = resources::find("", "v1", "resourcequotas").expect("served");
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for (key, q) in api.hub.under(&res.prefix()) {
+            let Some((_, Some(ns), name)) = resources::from_key(&key) else {
+                continue;
+            };
+            let hard = q.pointer("/spec/hard").cloned().unwrap_or(json!({}));
+            let keys: Vec<String> = hard
+                .as_object()
+                .map(|h| h.keys().cloned().collect())
+                .unwrap_or_default();
+            let refs: Vec<&String> = keys.iter().collect();
+            let now = used(&api.hub, ns, &refs);
+            let used_json: serde_json::Map<String, Value> = now
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(show(k, *v))))
+                .collect();
+            let status = json!({"hard": hard, "used": used_json});
+            if q.get("status") == Some(&status) {
+                continue;
+            }
+            let Some(rev) = q
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .and_then(|r| r.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            let mut new = (*q).clone();
+            new["status"] = status;
+            let _ =
+                crate::objects::replace_status_internal(&api, res, Some(ns), name, &q, rev, new)
+                    .await;
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Admission in `berth server`, driven with kubectl: Pod Security admission by
+//! namespace labels — a pod past the enforced level refused with each violation
+//! named, warnings for the warn level on pods and on workloads' templates, and a
+//! Deployment whose pods its namespace refuses failing to create them, as on
+//! Kubernetes. Needs kubectl 1.32.
+
+mod common;
+
+use common::cluster::Cluster;
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn pod_security_levels_refuse_and_warn_by_namespace_label() {
+    let c = Cluster::api_only();
+    c.ok(&["create", "namespace", "locked"]);
+    c.ok(&[
+        "label",
+        "namespace",
+        "locked",
+        "pod-security.kubernetes.io/enforce=baseline",
+        "pod-security.kubernetes.io/warn=restricted",
+    ]);
+    // Past baseline: refused, each violation with the field to fix.
+    let o = c.kubectl(&[
+        "run",
+        "priv",
+        "--image=busybox",
+        "-n",
+        "locked",
+        "--privileged",
+    ]);
+    assert!(!o.status.success());
+    let e = text(&o);
+    assert!(
+        e.contains(r#"pods "priv" is forbidden: violates PodSecurity "baseline:latest": privileged (container "priv" must not set securityContext.privileged=true)"#),
+        "{e}"
+    );
+    let host = c.kubectl_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: host, namespace: locked}\nspec:\n  hostNetwork: true\n  volumes: [{name: root, hostPath: {path: /}}]\n  containers: [{name: c, image: busybox, securityContext: {capabilities: {add: [SYS_ADMIN]}}}]\n"),
+    );
+    let e = text(&host);
+    assert!(!host.status.success(), "{e}");
+    for v in [
+        "host namespaces (hostNetwork=true)",
+        r#"non-default capabilities (container "c" must not include "SYS_ADMIN" in securityContext.capabilities.add)"#,
+        r#"hostPath volumes (volume "root")"#,
+    ] {
+        assert!(e.contains(v), "{v} missing: {e}");
+    }
+    // Within baseline but not restricted: made, with restricted's warning.
+    let o = c.kubectl(&["run", "plain", "--image=busybox", "-n", "locked"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(r#"Warning: would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "plain" must set securityContext.allowPrivilegeEscalation=false)"#),
+        "{out}"
+    );
+    // Hardened: no warning.
+    let o = c.kubectl_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: hardened, namespace: locked}\nspec:\n  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}\n  containers: [{name: c, image: busybox, securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}}]\n"),
+    );
+    assert!(
+        o.status.success() && !text(&o).contains("Warning"),
+        "{}",
+        text(&o)
+    );
+    // A workload is warned of pods its namespace will refuse; the pods are refused.
+    let o = c.kubectl_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: hostnet, namespace: locked}\nspec:\n  selector: {matchLabels: {app: hostnet}}\n  template:\n    metadata: {labels: {app: hostnet}}\n    spec:\n      hostNetwork: true\n      containers: [{name: c, image: busybox}]\n"),
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(r#"Warning: deployment "hostnet" would violate PodSecurity "baseline:latest": host namespaces (hostNetwork=true)"#),
+        "{out}"
+    );
+    c.until("the ReplicaSet's FailedCreate event", 20, || {
+        let ev = c.ok(&[
+            "get",
+            "events",
+            "-n",
+            "locked",
+            "-o",
+            "custom-columns=REASON:.reason,MESSAGE:.message",
+        ]);
+        (ev.contains("FailedCreate") && ev.contains("violates PodSecurity \"baseline:latest\""))
+            .then_some(())
+    });
+    // Unlabelled namespaces are privileged: anything goes.
+    c.ok(&["run", "priv", "--image=busybox", "--privileged"]);
+}
+
+fn pod(name: &str, cpu: &str, memory: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: q}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources: {{requests: {{cpu: {cpu}}}, limits: {{memory: {memory}}}}}\n"
+    )
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn resource_quotas_cap_what_a_namespace_makes() {
+    let c = Cluster::api_only();
+    c.ok(&["create", "namespace", "q"]);
+    c.ok(&[
+        "create",
+        "quota",
+        "compute",
+        "--hard=pods=2,requests.cpu=1,limits.memory=1Gi",
+        "-n",
+        "q",
+    ]);
+    let create = |yaml: &str| c.kubectl_in(&["create", "-f", "-"], Some(yaml));
+    // A pod that says nothing of what the quota caps.
+    let o = c.kubectl(&["run", "bare", "--image=busybox", "-n", "q"]);
+    assert!(
+        text(&o).contains(r#"pods "bare" is forbidden: failed quota: compute: must specify limits.memory for: bare; requests.cpu for: bare"#),
+        "{}",
+        text(&o)
+    );
+    assert!(create(&pod("a", "600m", "512Mi")).status.success());
+    let o = create(&pod("b", "600m", "256Mi"));
+    assert!(
+        text(&o).contains(r#"pods "b" is forbidden: exceeded quota: compute, requested: requests.cpu=600m, used: requests.cpu=600m, limited: requests.cpu=1"#),
+        "{}",
+        text(&o)
+    );
+    assert!(create(&pod("b", "300m", "256Mi")).status.success());
+    let o = create(&pod("c", "50m", "64Mi"));
+    assert!(
+        text(&o)
+            .contains("exceeded quota: compute, requested: pods=1, used: pods=2, limited: pods=2"),
+        "{}",
+        text(&o)
+    );
+    // The quota's status shows the usage, as `kubectl describe quota` reads it.
+    c.until("the quota's usage", 15, || {
+        let q: serde_json::Value =
+            serde_json::from_str(&c.ok(&["get", "quota", "compute", "-n", "q", "-o", "json"]))
+                .ok()?;
+        let used = &q["status"]["used"];
+        (used["pods"] == "2" && used["requests.cpu"] == "900m" && used["limits.memory"] == "768Mi")
+            .then_some(())
+    });
+    // A burst from a controller stops at the limit too.
+    c.ok(&[
+        "delete",
+        "pod",
+        "a",
+        "b",
+        "-n",
+        "q",
+        "--grace-period=0",
+        "--force",
+    ]);
+    let o = c.kubectl_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: burst, namespace: q}\nspec:\n  replicas: 5\n  selector: {matchLabels: {app: burst}}\n  template:\n    metadata: {labels: {app: burst}}\n    spec:\n      containers: [{name: c, image: busybox, resources: {requests: {cpu: 10m}, limits: {memory: 16Mi}}}]\n"),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    c.until("the ReplicaSet's FailedCreate for the quota", 20, || {
+        let ev = c.ok(&[
+            "get",
+            "events",
+            "-n",
+            "q",
+            "-o",
+            "custom-columns=REASON:.reason,MESSAGE:.message",
+        ]);
+        ev.contains("exceeded quota: compute").then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let pods = c.ok(&["get", "pods", "-n", "q", "-o", "name"]);
+    assert_eq!(pods.lines().count(), 2, "{pods}");
+}
