@@ -17,6 +17,7 @@ pub mod error;
 pub mod hpa_v1;
 pub mod hub;
 pub mod inprocess;
+pub mod limitranger;
 pub mod metrics;
 pub mod names;
 pub mod nodeproxy;

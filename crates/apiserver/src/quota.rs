@@ -70,7 +70,7 @@ fn milli(q: &str) -> Option<i128> {
 }
 
 /// A milli-unit amount as kube prints a quantity of `resource`.
-fn show(resource: &str, m: i128) -> String {
+pub fn show(resource: &str, m: i128) -> String {
     if m % 1000 != 0 {
         return format!("{m}m");
     }

@@ -189,3 +189,68 @@ fn resource_quotas_cap_what_a_namespace_makes() {
     let pods = c.ok(&["get", "pods", "-n", "q", "-o", "name"]);
     assert_eq!(pods.lines().count(), 2, "{pods}");
 }
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn limit_ranges_default_and_bound_containers_and_claims() {
+    let c = Cluster::api_only();
+    c.ok(&["create", "namespace", "lr"]);
+    c.apply(
+        r#"apiVersion: v1
+kind: LimitRange
+metadata: {name: limits, namespace: lr}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 200m, memory: 128Mi}
+    defaultRequest: {cpu: 100m}
+    max: {cpu: "1"}
+    min: {cpu: 50m}
+  - type: PersistentVolumeClaim
+    max: {storage: 1Gi}
+"#,
+    );
+    let create = |yaml: &str| c.kubectl_in(&["create", "-f", "-"], Some(yaml));
+    let pod = |name: &str, resources: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: lr}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources: {resources}\n")
+    };
+    // Left out: defaulted, and said so.
+    assert!(create(&pod("plain", "{}")).status.success());
+    let p: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "pod", "plain", "-n", "lr", "-o", "json"])).unwrap();
+    let r = &p["spec"]["containers"][0]["resources"];
+    assert_eq!(r["requests"]["cpu"], "100m", "{r}");
+    assert_eq!(r["requests"]["memory"], "128Mi", "{r}");
+    assert_eq!(r["limits"]["cpu"], "200m", "{r}");
+    assert_eq!(r["limits"]["memory"], "128Mi", "{r}");
+    let ann = p["metadata"]["annotations"]["kubernetes.io/limit-ranger"]
+        .as_str()
+        .unwrap_or("");
+    assert!(ann.starts_with("LimitRanger plugin set: "), "{ann}");
+    // Out of bounds: refused with every reason.
+    let o = create(&pod("big", "{limits: {cpu: \"2\"}}"));
+    assert!(
+        text(&o).contains(
+            r#"pods "big" is forbidden: [maximum cpu usage per Container is 1, but limit is 2]"#
+        ),
+        "{}",
+        text(&o)
+    );
+    let o = create(&pod("tiny", "{requests: {cpu: 10m}}"));
+    assert!(
+        text(&o).contains("minimum cpu usage per Container is 50m, but request is 10m"),
+        "{}",
+        text(&o)
+    );
+    let o = create(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: lr}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 2Gi}}\n",
+    );
+    assert!(
+        text(&o).contains(r#"persistentvolumeclaims "data" is forbidden: [maximum storage usage per PersistentVolumeClaim is 1Gi, but request is 2Gi]"#),
+        "{}",
+        text(&o)
+    );
+}

@@ -25,7 +25,7 @@ pub(super) fn set_rv(o: &mut Value, rv: i64) {
     }
 }
 
-pub(super) fn meta_str<'a>(o: &'a Value, k: &str) -> Option<&'a str> {
+pub(crate) fn meta_str<'a>(o: &'a Value, k: &str) -> Option<&'a str> {
     o.get("metadata")
         .and_then(|m| m.get(k))
         .and_then(Value::as_str)

@@ -27,6 +27,7 @@ pub(super) async fn prepare_create(
             admission::service_account(o);
             admission::default_toleration_seconds(o);
             priority::admit(api, o).await?;
+            crate::limitranger::admit(&api.hub, "pods", o)?;
             let qos = qos_class(o.get("spec").unwrap_or(&Value::Null));
             o["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
@@ -51,6 +52,7 @@ pub(super) async fn prepare_create(
         // Until a volume binds it, as kube-apiserver writes a new claim.
         Strategy::PersistentVolumeClaim => {
             storageclass::admit(api, o).await?;
+            crate::limitranger::admit(&api.hub, "persistentvolumeclaims", o)?;
             o["status"] = json!({"phase": "Pending"});
         }
         Strategy::Service => o["status"] = json!({"loadBalancer": {}}),
