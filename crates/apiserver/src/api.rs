@@ -286,9 +286,9 @@ fn describe(req: &Request, target: &Result<Target<'_>, ApiError>) -> (&'static s
         Ok(Target::Resource { res, name, sub, .. }) => {
             let watch = matches!(req.q("watch"), Some("true" | "1"));
             let verb = match (&req.method, name.is_some()) {
-                (&Method::GET, _) if watch => "watch",
-                (&Method::GET, false) => "list",
-                (&Method::GET, true) => "get",
+                (&Method::GET, false) if watch => "watch",
+                (&Method::GET | &Method::HEAD, false) => "list",
+                (&Method::GET | &Method::HEAD, true) => "get",
                 (&Method::POST, _) => "create",
                 (&Method::PUT, _) => "update",
                 (&Method::PATCH, _) => "patch",

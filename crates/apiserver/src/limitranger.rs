@@ -53,15 +53,20 @@ fn default_container(c: &mut Value, item: &Value, set: &mut Vec<String>) {
     // default.
     let mut default = map(item, "max");
     default.extend(map(item, "default"));
-    let mut default_request = default.clone();
+    // ...and, for requests, to min.
+    let mut default_request = map(item, "min");
+    default_request.extend(default.clone());
     default_request.extend(map(item, "defaultRequest"));
     if !c.get("resources").is_some_and(Value::is_object) {
         c["resources"] = json!({});
     }
     let mut limits_set = Vec::new();
     let mut requests_set = Vec::new();
+    // Looked up by key: resource names hold '/' (nvidia.com/gpu).
+    let has_in =
+        |c: &Value, kind: &str, r: &str| c["resources"].get(kind).and_then(|m| m.get(r)).cloned();
     for (r, q) in &default {
-        let has = c.pointer(&format!("/resources/limits/{r}")).is_some();
+        let has = has_in(c, "limits", r).is_some();
         if !has {
             if !c["resources"].get("limits").is_some_and(Value::is_object) {
                 c["resources"]["limits"] = json!({});
@@ -71,13 +76,11 @@ fn default_container(c: &mut Value, item: &Value, set: &mut Vec<String>) {
         }
     }
     for (r, q) in &default_request {
-        let has = c.pointer(&format!("/resources/requests/{r}")).is_some();
+        let has = has_in(c, "requests", r).is_some();
         if !has {
             // A limit given without a request is the request, as kube defaults it.
-            let v = c
-                .pointer(&format!("/resources/limits/{r}"))
+            let v = has_in(c, "limits", r)
                 .filter(|_| !limits_set.contains(r))
-                .cloned()
                 .unwrap_or_else(|| q.clone());
             if !c["resources"].get("requests").is_some_and(Value::is_object) {
                 c["resources"]["requests"] = json!({});

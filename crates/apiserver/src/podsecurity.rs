@@ -8,7 +8,6 @@
 
 use serde_json::Value;
 
-use crate::hub::Hub;
 use crate::resources::{self, Resource};
 use crate::status::ApiError;
 
@@ -391,8 +390,8 @@ fn pod_spec<'a>(res: &Resource, o: &'a Value) -> Option<(&'a Value, bool)> {
 /// when a new pod violates its namespace's enforce level; Warning texts for its warn
 /// level. Updates of pods are let through (their specs barely change, and a label
 /// must stay writable on a pod made before its namespace was labelled).
-pub fn admit(
-    hub: &Hub,
+pub async fn admit(
+    api: &crate::state::Api,
     res: &Resource,
     ns: Option<&str>,
     name: &str,
@@ -406,8 +405,17 @@ pub fn admit(
         return Ok(Vec::new());
     }
     let nsr = resources::find("", "v1", "namespaces").expect("served");
-    let Some(namespace) = hub.get(&nsr.key(None, ns)) else {
-        return Ok(Vec::new());
+    let key = nsr.key(None, ns);
+    // A namespace made a moment ago may not be in the hub yet: the store has it.
+    let namespace = match api.hub.get(&key) {
+        Some(n) => n,
+        None => {
+            use berth_store::Store;
+            match api.store.get(&key).await? {
+                Some(kv) => std::sync::Arc::new(crate::hub::decode(&kv.value, kv.mod_revision)),
+                None => return Ok(Vec::new()),
+            }
+        }
     };
     let [enforce, warn, audit] = levels(&namespace);
     let mut warnings = Vec::new();

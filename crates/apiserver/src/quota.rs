@@ -41,10 +41,19 @@ fn quotas_prefix(ns: &str) -> String {
         .ns_prefix(Some(ns))
 }
 
-/// The quotas of a namespace: (name, hard limits in milli-units).
+/// The quotas of a namespace: (name, hard limits in milli-units). A quota with
+/// scopes (BestEffort, Terminating, PriorityClass...) is left out: berth does not
+/// select pods by scope yet, and counting every pod against it would refuse what
+/// Kubernetes allows.
 pub fn quotas(hub: &Hub, ns: &str) -> Vec<(String, BTreeMap<String, i128>)> {
     hub.under(&quotas_prefix(ns))
         .into_iter()
+        .filter(|(_, q)| {
+            q.pointer("/spec/scopes")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
+                && q.pointer("/spec/scopeSelector").is_none_or(Value::is_null)
+        })
         .map(|(_, q)| {
             let name = q
                 .pointer("/metadata/name")

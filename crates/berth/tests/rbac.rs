@@ -520,6 +520,43 @@ fn nodes_read_only_what_their_pods_use_and_write_only_their_own() {
         e.contains(r#"User "system:node:n1" cannot create resource "deployments""#),
         "{e}"
     );
+    // A mirror pod may reference nothing a node could then read.
+    let mirror = "apiVersion: v1\nkind: Pod\nmetadata: {name: mirror, annotations: {kubernetes.io/config.mirror: x}}\nspec:\n  nodeName: n1\n  volumes: [{name: s, secret: {secretName: other}}]\n  containers: [{name: c, image: busybox}]\n";
+    let e = text(&create_as(n1, mirror));
+    assert!(
+        e.contains(r#"node "n1" can not create pods that reference secrets"#),
+        "{e}"
+    );
+    // Tokens: bound to its own pod only.
+    ok_as(
+        &c,
+        n1,
+        &[
+            "create",
+            "token",
+            "default",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "web",
+        ],
+    );
+    let e = refused_as(&c, n1, &["create", "token", "default"]);
+    assert!(e.contains("requested a token not bound to a pod"), "{e}");
+    let e = refused_as(
+        &c,
+        n2,
+        &[
+            "create",
+            "token",
+            "default",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "web",
+        ],
+    );
+    assert!(e.contains("not its pod of that ServiceAccount"), "{e}");
     // Its own Lease only.
     let lease = |name: &str| {
         format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: {name}, namespace: kube-node-lease}}\nspec: {{holderIdentity: {name}}}\n")

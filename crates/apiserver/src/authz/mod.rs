@@ -86,17 +86,20 @@ impl<'a> Attributes<'a> {
     ) -> Attributes<'a> {
         match target {
             Target::Resource { res, ns, name, sub } => {
-                // A list or watch of one object by name is authorized as that object.
-                let name = name.or_else(|| {
-                    req.q("fieldSelector")
-                        .and_then(|f| f.strip_prefix("metadata.name="))
-                        .filter(|n| !n.contains(','))
-                });
+                // A namespace object is in itself (by the name in its path only).
                 let namespace = if res.plural == "namespaces" {
                     name.or(*ns)
                 } else {
                     *ns
                 };
+                // A list or watch of one object by name is authorized as that object;
+                // no other verb takes a name from a selector.
+                let name = name.or_else(|| {
+                    req.q("fieldSelector")
+                        .filter(|_| matches!(verb, "list" | "watch"))
+                        .and_then(|f| f.strip_prefix("metadata.name="))
+                        .filter(|n| !n.contains(','))
+                });
                 Attributes {
                     user,
                     verb,
@@ -272,5 +275,48 @@ impl Observer for Follower {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .apply(key, object);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: Method, path: &str, query: &[(&str, &str)]) -> Request {
+        Request {
+            method,
+            path: path.into(),
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            headers: Default::default(),
+            body: Default::default(),
+            user: None,
+        }
+    }
+
+    #[test]
+    fn only_lists_and_watches_take_a_name_from_a_selector() {
+        let u = User::component("bob", vec![]);
+        let sel = [("fieldSelector", "metadata.name=only")];
+        let list = request(Method::GET, "/api/v1/namespaces/dev/configmaps", &sel);
+        let t = crate::api::parse_path(&list.path).unwrap();
+        assert_eq!(Attributes::of(&u, &list, "list", &t).name, Some("only"));
+        let create = request(Method::POST, "/api/v1/namespaces/dev/configmaps", &sel);
+        assert_eq!(Attributes::of(&u, &create, "create", &t).name, None);
+        // A namespace is in itself only by the name in its path.
+        let ns = request(
+            Method::POST,
+            "/api/v1/namespaces",
+            &[("fieldSelector", "metadata.name=foo")],
+        );
+        let t = crate::api::parse_path(&ns.path).unwrap();
+        let a = Attributes::of(&u, &ns, "create", &t);
+        assert_eq!((a.namespace, a.name), (None, None));
+        let one = request(Method::GET, "/api/v1/namespaces/foo", &[]);
+        let t = crate::api::parse_path(&one.path).unwrap();
+        let a = Attributes::of(&u, &one, "get", &t);
+        assert_eq!((a.namespace, a.name), (Some("foo"), Some("foo")));
     }
 }

@@ -55,10 +55,11 @@ fn refs_of(ns: &str, pod_name: &str, spec: &PodSpec) -> Vec<Ref> {
             out.push(r);
         }
     };
-    add(
-        "serviceaccounts",
-        spec.service_account_name.as_deref().unwrap_or("default"),
-    );
+    // Only a named one: a mirror pod (which admission gives none) must not let its
+    // node mint the namespace's default tokens.
+    if let Some(sa) = spec.service_account_name.as_deref() {
+        add("serviceaccounts", sa);
+    }
     for s in spec.image_pull_secrets.iter().flatten() {
         add("secrets", &s.name);
     }

@@ -34,7 +34,8 @@ pub fn admit(
     let Target::Resource { res, ns, name, sub } = target else {
         return Ok(());
     };
-    let body = || serde_json::from_slice::<Value>(&req.body).unwrap_or(Value::Null);
+    // JSON, YAML or protobuf, as the handlers read it.
+    let body = || crate::objects::parse_body(req).unwrap_or(Value::Null);
     let deny = || {
         refuse(format!(
             "node {node:?} is not allowed to {verb} {}",
@@ -80,6 +81,11 @@ pub fn admit(
                             "node {node:?} can only create pods with spec.nodeName set to itself"
                         )));
                     }
+                    if let Some(why) = mirror_references(&pod) {
+                        return Err(refuse(format!(
+                            "node {node:?} can not create pods that {why}"
+                        )));
+                    }
                     Ok(())
                 }
                 (_, Some(n), _) => {
@@ -97,6 +103,33 @@ pub fn admit(
                 }
                 _ => Err(deny()),
             }
+        }
+        ("", "serviceaccounts") if *sub == Some("token") => {
+            // A node's tokens are for its own pods, each bound to one (kube's
+            // NodeRestriction): never an unbound token for any pod's account.
+            let want = body();
+            let bound = want.pointer("/spec/boundObjectRef");
+            let kind = bound.and_then(|b| b.get("kind")).and_then(Value::as_str);
+            let pod_name = bound.and_then(|b| b.get("name")).and_then(Value::as_str);
+            let (Some("Pod"), Some(pod_name)) = (kind, pod_name) else {
+                return Err(refuse(format!(
+                    "node {node:?} requested a token not bound to a pod"
+                )));
+            };
+            let pods = crate::resources::find("", "v1", "pods").expect("served");
+            let pod = hub.get(&pods.key(*ns, pod_name));
+            let on_node = pod.as_ref().is_some_and(|p| {
+                p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+                    && p.pointer("/spec/serviceAccountName")
+                        .and_then(Value::as_str)
+                        == *name
+            });
+            if !on_node {
+                return Err(refuse(format!(
+                    "node {node:?} requested a token bound to pod {pod_name:?}, which is not its pod of that ServiceAccount"
+                )));
+            }
+            Ok(())
         }
         ("coordination.k8s.io", "leases") => {
             if *ns != Some("kube-node-lease")
@@ -120,4 +153,67 @@ pub fn admit(
         }
         _ => Ok(()),
     }
+}
+
+/// What a mirror pod may not hold, kube's list: a ServiceAccount, or any Secret,
+/// ConfigMap, claim or projected token it would make its node able to read.
+fn mirror_references(pod: &Value) -> Option<&'static str> {
+    let spec = pod.get("spec")?;
+    if spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Some("reference a service account");
+    }
+    let volumes = spec.get("volumes").and_then(Value::as_array);
+    for v in volumes.into_iter().flatten() {
+        for (key, why) in [
+            ("secret", "reference secrets"),
+            ("configMap", "reference configmaps"),
+            ("persistentVolumeClaim", "reference persistentvolumeclaims"),
+            ("ephemeral", "use ephemeral volumes"),
+            ("projected", "use projected volumes"),
+        ] {
+            if v.get(key).is_some() {
+                return Some(why);
+            }
+        }
+    }
+    let containers = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
+        .flatten();
+    for c in containers {
+        let env = c.get("env").and_then(Value::as_array).into_iter().flatten();
+        for e in env {
+            if e.pointer("/valueFrom/secretKeyRef").is_some() {
+                return Some("reference secrets");
+            }
+            if e.pointer("/valueFrom/configMapKeyRef").is_some() {
+                return Some("reference configmaps");
+            }
+        }
+        let env_from = c
+            .get("envFrom")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        for e in env_from {
+            if e.get("secretRef").is_some() {
+                return Some("reference secrets");
+            }
+            if e.get("configMapRef").is_some() {
+                return Some("reference configmaps");
+            }
+        }
+    }
+    if spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Some("reference secrets");
+    }
+    None
 }

@@ -115,9 +115,7 @@ pub(super) async fn create_object(
     }
     if let Some(user) = &opts.user {
         crate::authz::escalation::check(&api.authz, user, res, ns, &o)?;
-        opts.warn(crate::podsecurity::admit(
-            &api.hub, res, ns, &name, &o, true,
-        )?);
+        opts.warn(crate::podsecurity::admit(api, res, ns, &name, &o, true).await?);
     }
     // Quotas: this create, checked and written before the namespace's next.
     let mut quota_held = None;
