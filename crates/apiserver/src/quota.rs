@@ -365,9 +365,16 @@ pub async fn run(api: Arc<crate::state::Api>) {
             };
             let mut new = (*q).clone();
             new["status"] = status;
-            let _ =
-                crate::objects::replace_status_internal(&api, res, Some(ns), name, &q, rev, new)
-                    .await;
+            let _ = crate::objects::replace_internal(
+                &api,
+                res,
+                Some(ns),
+                name,
+                (&q, rev),
+                new,
+                Some("status"),
+            )
+            .await;
         }
     }
 }

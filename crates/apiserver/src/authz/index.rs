@@ -10,6 +10,7 @@ use std::sync::Arc;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject as RbacSubject,
 };
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::rules;
@@ -99,20 +100,18 @@ impl Index {
         };
         let b = parts.next();
         match (plural, b) {
-            ("clusterroles", None) => {
-                match object.and_then(|o| serde_json::from_value::<ClusterRole>(o.clone()).ok()) {
-                    Some(r) => {
-                        self.cluster_roles
-                            .insert(a.to_string(), Arc::new(r.rules.unwrap_or_default()));
-                    }
-                    None => {
-                        self.cluster_roles.remove(a);
-                    }
+            ("clusterroles", None) => match object.and_then(|o| ClusterRole::deserialize(o).ok()) {
+                Some(r) => {
+                    self.cluster_roles
+                        .insert(a.to_string(), Arc::new(r.rules.unwrap_or_default()));
                 }
-            }
+                None => {
+                    self.cluster_roles.remove(a);
+                }
+            },
             ("roles", Some(name)) => {
                 let k = (a.to_string(), name.to_string());
-                match object.and_then(|o| serde_json::from_value::<Role>(o.clone()).ok()) {
+                match object.and_then(|o| Role::deserialize(o).ok()) {
                     Some(r) => {
                         self.roles.insert(k, Arc::new(r.rules.unwrap_or_default()));
                     }
@@ -123,9 +122,7 @@ impl Index {
             }
             ("clusterrolebindings", None) => {
                 self.unbind(key);
-                if let Some(b) = object
-                    .and_then(|o| serde_json::from_value::<ClusterRoleBinding>(o.clone()).ok())
-                {
+                if let Some(b) = object.and_then(|o| ClusterRoleBinding::deserialize(o).ok()) {
                     let subjects = b
                         .subjects
                         .iter()
@@ -148,9 +145,7 @@ impl Index {
             }
             ("rolebindings", Some(name)) => {
                 self.unbind(key);
-                if let Some(b) =
-                    object.and_then(|o| serde_json::from_value::<RoleBinding>(o.clone()).ok())
-                {
+                if let Some(b) = object.and_then(|o| RoleBinding::deserialize(o).ok()) {
                     let subjects = b
                         .subjects
                         .iter()

@@ -6,6 +6,7 @@
 //! escalation check on roles and bindings, and the access reviews behind
 //! `kubectl auth can-i`.
 
+pub mod controller_policy;
 pub mod escalation;
 pub mod impersonate;
 pub mod index;

@@ -15,8 +15,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::api::rbac::v1::PolicyRule;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{rules, Attributes, Decision};
@@ -141,25 +142,34 @@ impl Graph {
         }
     }
 
+    /// Runs under the hub's lock on every pod change (status writes included): only
+    /// a bound pod's spec is decoded, from the stored value without a copy.
     fn set_pod(&mut self, key: &str, pod: Option<&Value>) {
         self.unset_pod(key);
-        let Some(pod) = pod.and_then(|p| serde_json::from_value::<Pod>(p.clone()).ok()) else {
+        let Some(pod) = pod else {
             return;
         };
-        let Some(spec) = &pod.spec else {
+        let Some(node) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        else {
             return;
         };
-        let Some(node) = spec.node_name.clone().filter(|n| !n.is_empty()) else {
+        let Some(spec) = pod.get("spec").and_then(|s| PodSpec::deserialize(s).ok()) else {
             return;
         };
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let refs = refs_of(&ns, &name, spec);
-        let uses = self.uses.entry(node.clone()).or_default();
+        let meta = |k: &str| {
+            pod.pointer(&format!("/metadata/{k}"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        };
+        let refs = refs_of(meta("namespace"), meta("name"), &spec);
+        let uses = self.uses.entry(node.to_string()).or_default();
         for r in &refs {
             *uses.entry(r.clone()).or_default() += 1;
         }
-        self.pods.insert(key.to_string(), (node, refs));
+        self.pods.insert(key.to_string(), (node.to_string(), refs));
     }
 
     fn set_ingress(&mut self, key: &str, ing: Option<&Value>) {

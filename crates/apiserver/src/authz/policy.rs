@@ -11,17 +11,17 @@ use serde_json::{json, Value};
 /// The annotation that stops the server from restoring a default role or binding.
 pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
-const READ: &[&str] = &["get", "list", "watch"];
+pub(super) const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 const ALL: &[&str] = &["*"];
 
 /// A rule on resources of some groups.
-fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
+pub(super) fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
     json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
 }
 
 /// A rule on resources with given names.
-fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Value {
+pub(super) fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Value {
     json!({"verbs": verbs, "apiGroups": groups, "resources": resources, "resourceNames": names})
 }
 
@@ -310,324 +310,6 @@ fn scheduler_rules() -> Vec<Value> {
     ]
 }
 
-/// The controller manager's own rights: its shared informers read every kind, it
-/// holds its Lease, makes its controllers' ServiceAccounts and installs the classes
-/// berth ships. Each controller writes as its own ServiceAccount
-/// ([`controller_roles`]).
-fn controller_manager_rules() -> Vec<Value> {
-    vec![
-        rule(READ, &["*"], &["*"]),
-        rule(&["create"], &["coordination.k8s.io"], &["leases"]),
-        named(
-            &["get", "update", "patch"],
-            &["coordination.k8s.io"],
-            &["leases"],
-            &["kube-controller-manager"],
-        ),
-        rule(
-            &["create", "patch", "update"],
-            &["", "events.k8s.io"],
-            &["events"],
-        ),
-        rule(&["create"], &[""], &["serviceaccounts"]),
-        rule(&["create"], &["storage.k8s.io"], &["storageclasses"]),
-        rule(&["create"], &["networking.k8s.io"], &["ingressclasses"]),
-        rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
-        rule(
-            &["create"],
-            &["authorization.k8s.io"],
-            &["subjectaccessreviews"],
-        ),
-    ]
-}
-
-/// Each controller's rights, by the ServiceAccount it acts as: what it reads beyond
-/// the shared informers, what it writes, and its events.
-pub fn controller_roles() -> Vec<(&'static str, Vec<Value>)> {
-    use berth_pods::identities as id;
-    const EVENTS: (&[&str], &[&str], &[&str]) = (
-        &["create", "patch", "update"],
-        &["", "events.k8s.io"],
-        &["events"],
-    );
-    let events = || rule(EVENTS.0, EVENTS.1, EVENTS.2);
-    let owner_of_pods = |group: &str, kind: &str| {
-        vec![
-            rule(
-                &["get", "list", "watch", "update", "patch"],
-                &[group],
-                &[kind],
-            ),
-            rule(
-                &["update", "patch"],
-                &[group],
-                &[&format!("{kind}/status"), &format!("{kind}/finalizers")],
-            ),
-            rule(
-                &[
-                    "create", "delete", "get", "list", "watch", "patch", "update",
-                ],
-                &[""],
-                &["pods"],
-            ),
-            events(),
-        ]
-    };
-    let revisions = || {
-        rule(
-            &[
-                "create", "delete", "get", "list", "watch", "patch", "update",
-            ],
-            &["apps"],
-            &["controllerrevisions"],
-        )
-    };
-    let mut daemonset = owner_of_pods("apps", "daemonsets");
-    daemonset.push(revisions());
-    daemonset.push(rule(&["create"], &[""], &["pods/binding"]));
-    daemonset.push(rule(READ, &[""], &["nodes"]));
-    let mut statefulset = owner_of_pods("apps", "statefulsets");
-    statefulset.push(revisions());
-    statefulset.push(rule(
-        &[
-            "create", "delete", "get", "list", "watch", "patch", "update",
-        ],
-        &[""],
-        &["persistentvolumeclaims"],
-    ));
-    let mut job = owner_of_pods("batch", "jobs");
-    job.push(rule(&["update", "patch"], &[""], &["pods/status"]));
-    // Finished Jobs past their ttlSecondsAfterFinished (kube's ttl-after-finished
-    // controller's part).
-    job.push(rule(&["delete"], &["batch"], &["jobs"]));
-    vec![
-        (id::REPLICASET, owner_of_pods("apps", "replicasets")),
-        (id::REPLICATION, owner_of_pods("", "replicationcontrollers")),
-        (
-            id::DEPLOYMENT,
-            vec![
-                rule(
-                    &["get", "list", "watch", "update", "patch"],
-                    &["apps"],
-                    &["deployments"],
-                ),
-                rule(
-                    &["update", "patch"],
-                    &["apps"],
-                    &["deployments/status", "deployments/finalizers"],
-                ),
-                rule(
-                    &[
-                        "create", "delete", "get", "list", "watch", "patch", "update",
-                    ],
-                    &["apps"],
-                    &["replicasets"],
-                ),
-                rule(
-                    &["get", "list", "watch", "update", "patch"],
-                    &[""],
-                    &["pods"],
-                ),
-                events(),
-            ],
-        ),
-        (id::JOB, job),
-        (
-            id::CRONJOB,
-            vec![
-                rule(
-                    &["get", "list", "watch", "update", "patch"],
-                    &["batch"],
-                    &["cronjobs"],
-                ),
-                rule(
-                    &["update", "patch"],
-                    &["batch"],
-                    &["cronjobs/status", "cronjobs/finalizers"],
-                ),
-                rule(
-                    &[
-                        "create", "delete", "get", "list", "watch", "patch", "update",
-                    ],
-                    &["batch"],
-                    &["jobs"],
-                ),
-                rule(&["delete", "list"], &[""], &["pods"]),
-                events(),
-            ],
-        ),
-        (id::DAEMONSET, daemonset),
-        (id::STATEFULSET, statefulset),
-        (
-            id::NODE,
-            vec![
-                rule(
-                    &["get", "list", "watch", "update", "patch", "delete"],
-                    &[""],
-                    &["nodes"],
-                ),
-                rule(&["update", "patch"], &[""], &["nodes/status"]),
-                rule(&["get", "list", "watch", "delete"], &[""], &["pods"]),
-                rule(&["update", "patch"], &[""], &["pods/status"]),
-                rule(&["create"], &[""], &["pods/eviction"]),
-                rule(READ, &["coordination.k8s.io"], &["leases"]),
-                events(),
-            ],
-        ),
-        (
-            id::ENDPOINTSLICE,
-            vec![
-                rule(READ, &[""], &["services", "pods", "nodes"]),
-                rule(&["update"], &[""], &["services/finalizers"]),
-                rule(
-                    &[
-                        "create", "delete", "get", "list", "watch", "patch", "update",
-                    ],
-                    &[""],
-                    &["endpoints"],
-                ),
-                rule(
-                    &[
-                        "create", "delete", "get", "list", "watch", "patch", "update",
-                    ],
-                    &["discovery.k8s.io"],
-                    &["endpointslices"],
-                ),
-                events(),
-            ],
-        ),
-        (
-            id::DISRUPTION,
-            vec![
-                rule(READ, &["policy"], &["poddisruptionbudgets"]),
-                rule(
-                    &["update", "patch"],
-                    &["policy"],
-                    &["poddisruptionbudgets/status"],
-                ),
-                rule(READ, &[""], &["pods", "replicationcontrollers"]),
-                rule(
-                    READ,
-                    &["apps"],
-                    &["deployments", "replicasets", "statefulsets"],
-                ),
-                rule(&["get"], &["*"], &["*/scale"]),
-                events(),
-            ],
-        ),
-        (
-            id::PV_BINDER,
-            vec![
-                rule(
-                    &[
-                        "create", "delete", "get", "list", "watch", "patch", "update",
-                    ],
-                    &[""],
-                    &["persistentvolumes", "persistentvolumeclaims"],
-                ),
-                rule(
-                    &["update", "patch"],
-                    &[""],
-                    &["persistentvolumes/status", "persistentvolumeclaims/status"],
-                ),
-                rule(READ, &["storage.k8s.io"], &["storageclasses"]),
-                rule(READ, &[""], &["pods", "nodes"]),
-                events(),
-            ],
-        ),
-        (
-            id::HPA,
-            vec![
-                rule(
-                    &["get", "list", "watch", "update", "patch"],
-                    &["autoscaling"],
-                    &["horizontalpodautoscalers"],
-                ),
-                rule(
-                    &["update", "patch"],
-                    &["autoscaling"],
-                    &["horizontalpodautoscalers/status"],
-                ),
-                rule(&["get", "update", "patch"], &["*"], &["*/scale"]),
-                rule(&["list"], &[""], &["pods"]),
-                rule(&["get", "list"], &["metrics.k8s.io"], &["pods", "nodes"]),
-                events(),
-            ],
-        ),
-        (
-            id::NAMESPACE_CONTROLLER,
-            vec![
-                rule(&["get", "list", "watch", "delete"], &[""], &["namespaces"]),
-                rule(
-                    &["update", "patch"],
-                    &[""],
-                    &["namespaces/finalize", "namespaces/status"],
-                ),
-                rule(
-                    &["get", "list", "delete", "deletecollection"],
-                    &["*"],
-                    &["*"],
-                ),
-                events(),
-            ],
-        ),
-        (
-            id::SERVICE,
-            vec![
-                rule(READ, &[""], &["services", "nodes", "pods"]),
-                rule(&["update", "patch"], &[""], &["services/status"]),
-                rule(
-                    READ,
-                    &["networking.k8s.io"],
-                    &["ingresses", "ingressclasses"],
-                ),
-                rule(
-                    &["update", "patch"],
-                    &["networking.k8s.io"],
-                    &["ingresses/status"],
-                ),
-                events(),
-            ],
-        ),
-        (
-            id::LOCAL_PATH,
-            vec![
-                rule(
-                    &[
-                        "create", "delete", "get", "list", "watch", "patch", "update",
-                    ],
-                    &[""],
-                    &["persistentvolumes"],
-                ),
-                rule(
-                    &["get", "list", "watch", "patch", "update"],
-                    &[""],
-                    &["persistentvolumeclaims"],
-                ),
-                rule(READ, &["storage.k8s.io"], &["storageclasses"]),
-                rule(READ, &[""], &["nodes", "pods"]),
-                events(),
-            ],
-        ),
-        (
-            id::CLUSTERROLE_AGGREGATION,
-            vec![rule(
-                &["escalate", "get", "list", "watch", "update", "patch"],
-                &["rbac.authorization.k8s.io"],
-                &["clusterroles"],
-            )],
-        ),
-        (
-            id::GARBAGE_COLLECTOR,
-            vec![rule(
-                &["get", "list", "watch", "patch", "update", "delete"],
-                &["*"],
-                &["*"],
-            )],
-        ),
-    ]
-}
-
 /// A node's rights, which the Node authorizer narrows to its own objects.
 fn node_rules() -> Vec<Value> {
     vec![
@@ -717,7 +399,7 @@ fn node_proxier_rules() -> Vec<Value> {
 /// Every default ClusterRole: kube's, then one per controller.
 pub fn cluster_roles() -> Vec<Value> {
     let mut roles = kube_cluster_roles();
-    for (sa, rules) in controller_roles() {
+    for (sa, rules) in super::controller_policy::controller_roles() {
         roles.push(cluster_role(&format!("system:controller:{sa}"), &[], rules));
     }
     roles
@@ -850,7 +532,7 @@ fn kube_cluster_roles() -> Vec<Value> {
         cluster_role(
             "system:kube-controller-manager",
             &[],
-            controller_manager_rules(),
+            super::controller_policy::controller_manager_rules(),
         ),
         cluster_role("system:node", &[], node_rules()),
         cluster_role("system:node-proxier", &[], node_proxier_rules()),
@@ -892,7 +574,7 @@ fn kube_cluster_roles() -> Vec<Value> {
 /// Every default ClusterRoleBinding: kube's, then one per controller.
 pub fn cluster_role_bindings() -> Vec<Value> {
     let mut bindings = kube_cluster_role_bindings();
-    for (sa, _) in controller_roles() {
+    for (sa, _) in super::controller_policy::controller_roles() {
         let name = format!("system:controller:{sa}");
         let subject = format!("{}/{sa}", berth_pods::identities::NAMESPACE);
         bindings.push(cluster_binding(

@@ -85,5 +85,5 @@ async fn ensure(
     );
     let mut new = cur.clone();
     new[list] = Value::Array(have.into_iter().chain(missing).collect());
-    objects::replace_internal(api, res, ns, &name, &cur, kv.mod_revision, new).await
+    objects::replace_internal(api, res, ns, &name, (&cur, kv.mod_revision), new, None).await
 }

@@ -48,7 +48,7 @@ pub use delete::delete;
 pub use delete_opts::DeleteOpts;
 pub use meta::now;
 pub use read::read;
-pub use write::{replace_internal, replace_status_internal};
+pub use write::replace_internal;
 
 pub(crate) use body::parse_body;
 pub(crate) use patching::retry_on_conflict;

@@ -185,47 +185,20 @@ pub(super) async fn replace(
     }
 }
 
-/// Replaces an object's status on the server's own behalf (a quota's usage), if it
-/// is still at `rev`.
-pub async fn replace_status_internal(
-    api: &Arc<Api>,
-    res: &'static Resource,
-    ns: Option<&str>,
-    name: &str,
-    cur: &Value,
-    rev: i64,
-    new: Value,
-) -> Result<(), ApiError> {
-    let opts = WriteOpts::internal("resource-quota-controller");
-    replace(
-        api,
-        res,
-        ns,
-        name,
-        cur,
-        rev,
-        new,
-        Some("status"),
-        &opts,
-        None,
-    )
-    .await
-    .map(|_| ())
-}
-
-/// Replaces an object on the server's own behalf (bootstrap reconciliation), if it
-/// is still at `rev`.
+/// Replaces an object (or, with `sub`, its status) on the server's own behalf —
+/// bootstrap reconciliation, a quota's usage — if it is still at the revision of
+/// `cur`.
 pub async fn replace_internal(
     api: &Arc<Api>,
     res: &'static Resource,
     ns: Option<&str>,
     name: &str,
-    cur: &Value,
-    rev: i64,
+    cur: (&Value, i64),
     new: Value,
+    sub: Option<&str>,
 ) -> Result<(), ApiError> {
     let opts = WriteOpts::internal("berth-apiserver");
-    replace(api, res, ns, name, cur, rev, new, None, &opts, None)
+    replace(api, res, ns, name, cur.0, cur.1, new, sub, &opts, None)
         .await
         .map(|_| ())
 }
