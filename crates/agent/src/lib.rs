@@ -12,6 +12,7 @@
 pub mod admit;
 mod backoff;
 pub mod clusterdns;
+pub mod credentials;
 pub mod devices;
 pub mod dispatch;
 pub mod envvars;
@@ -66,6 +67,9 @@ pub struct AgentConfig {
     pub overlay: Option<berth_net::overlay::Backend>,
     /// The engine's state root.
     pub engine_root: PathBuf,
+    /// Where the node keeps its certificates (its serving certificate, signed by the
+    /// cluster, is asked for and kept here); None: a self-signed one, never renewed.
+    pub pki_dir: Option<PathBuf>,
     /// Where pods' volumes and files live (`DIR/UID/...`, kubelet's /var/lib/kubelet/pods).
     pub pods_dir: PathBuf,
     /// Where container logs go (`DIR/NS_NAME_UID/CONTAINER/N.log`, kubelet's /var/log/pods).
@@ -120,6 +124,7 @@ impl AgentConfig {
             pod_cidr: None,
             overlay: Some(berth_net::overlay::Backend::Vxlan),
             engine_root: root.to_path_buf(),
+            pki_dir: Some(root.join("agent/pki")),
             pods_dir: root.join("agent/pods"),
             log_dir: root.join("agent/logs"),
             max_pods: 110,
@@ -238,14 +243,19 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     }
     let endpoint = match &cfg.client_ca_pem {
         Some(ca) => {
-            let tls = server::tls_config(vec![cfg.node_name.clone(), cfg.node_ip.to_string()], ca)?;
+            let files = cfg.pki_dir.as_deref().map(credentials::Files::new);
+            let serving = credentials::rotate::ServingCert::new(
+                vec![cfg.node_name.clone(), cfg.node_ip.to_string()],
+                files.as_ref(),
+            )?;
+            let tls = server::tls_config(serving.clone(), ca)?;
             let l =
                 server::bind(std::net::SocketAddr::from(([0, 0, 0, 0], cfg.kubelet_port))).await?;
             let port = l
                 .local_addr()
                 .map_err(|e| Error::Io("the endpoint's address".into(), e))?
                 .port();
-            Some((l, tls, port))
+            Some((l, (tls, serving), port))
         }
         None => {
             tracing::warn!("no cluster CA given: the agent serves no logs, exec or attach");
@@ -278,7 +288,20 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     });
     // Dropped when the agent stops: the sockets go with it.
     let _device_manager = devices.start().await?;
-    let endpoint = endpoint.map(|(l, tls, _)| tokio::spawn(server::serve(ctx.clone(), l, tls)));
+    let serving_renewal = match (&endpoint, &ctx.cfg.pki_dir) {
+        (Some((_, (_, serving), _)), Some(dir)) => {
+            Some(tokio::spawn(credentials::rotate::serving(
+                ctx.client.clone(),
+                serving.clone(),
+                credentials::Files::new(dir),
+                ctx.cfg.node_name.clone(),
+                ctx.cfg.node_ip,
+            )))
+        }
+        _ => None,
+    };
+    let endpoint =
+        endpoint.map(|(l, (tls, _), _)| tokio::spawn(server::serve(ctx.clone(), l, tls)));
     // Registration is retried in the heartbeat until the API server answers; static
     // pods and pods already running carry on meanwhile.
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
@@ -324,6 +347,9 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         i.abort();
     }
     events.abort();
+    if let Some(s) = serving_renewal {
+        s.abort();
+    }
     if let Some(e) = endpoint {
         e.abort();
     }

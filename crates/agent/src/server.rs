@@ -65,19 +65,14 @@ fn prometheus(body: String) -> http::Response<Body> {
     r
 }
 
-/// The TLS config: a self-signed serving certificate, client certificates checked
-/// against the cluster CA.
+/// The TLS config: the serving certificate `serving` holds (self-signed until the
+/// cluster signs one), client certificates checked against the cluster CA.
 pub fn tls_config(
-    node_names: Vec<String>,
+    serving: Arc<crate::credentials::rotate::ServingCert>,
     client_ca_pem: &str,
 ) -> Result<Arc<rustls::ServerConfig>> {
     let setup = |what: &str, e: &dyn std::fmt::Display| Error::Internal(format!("{what}: {e}"));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let ck = rcgen::generate_simple_self_signed(node_names)
-        .map_err(|e| setup("serving certificate", &e))?;
-    let cert = ck.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
-        .map_err(|e| setup("serving key", &e))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut client_ca_pem.as_bytes()) {
         let c = c.map_err(|e| setup("cluster CA", &e))?;
@@ -93,8 +88,7 @@ pub fn tls_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| setup("TLS", &e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![cert], key)
-        .map_err(|e| setup("TLS", &e))?;
+        .with_cert_resolver(serving);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

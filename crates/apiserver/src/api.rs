@@ -81,7 +81,7 @@ pub fn parse_path(path: &str) -> Result<Target<'_>, ApiError> {
 fn is_public(path: &str) -> bool {
     matches!(
         path,
-        "/healthz" | "/livez" | "/readyz" | "/healthz/" | "/livez/" | "/readyz/"
+        "/healthz" | "/livez" | "/readyz" | "/healthz/" | "/livez/" | "/readyz/" | "/cacerts"
     ) || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
         || path.starts_with("/healthz/")
@@ -214,6 +214,13 @@ impl Api {
                 Ok(Response::bytes(200, "text/plain; charset=utf-8", "ok"))
             }
             "/version" => Ok(Response::json(200, &crate::version::version_info())),
+            // The CA bundle, to anyone (as k3s serves it): a joining node checks it
+            // against its join token's hash before trusting it.
+            "/cacerts" => Ok(Response::bytes(
+                200,
+                "text/plain; charset=utf-8",
+                self.ca_bundle.clone(),
+            )),
             "/metrics" => Ok(Response::bytes(
                 200,
                 "text/plain; version=0.0.4",

@@ -12,6 +12,33 @@ use crate::error::Error;
 
 pub use crate::request::User;
 
+/// The user of a connection's client certificate, and when the certificate expires:
+/// as kube-apiserver, each request checks it anew, so a connection opened with a
+/// certificate does not outlive it.
+#[derive(Clone, Debug)]
+pub struct CertIdentity {
+    /// The certificate's user.
+    pub user: User,
+    /// Its notAfter (unix seconds).
+    pub not_after: i64,
+}
+
+impl CertIdentity {
+    /// The identity of a client certificate (DER).
+    pub fn of(der: &[u8]) -> Option<CertIdentity> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        Some(CertIdentity {
+            user: User::from_certificate(der)?,
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+
+    /// Whether the certificate has expired.
+    pub fn expired(&self) -> bool {
+        jiff::Timestamp::now().as_second() > self.not_after
+    }
+}
+
 impl User {
     /// The user of a client certificate: CN is the name, O the groups.
     pub fn from_certificate(der: &[u8]) -> Option<User> {

@@ -11,6 +11,7 @@ pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod authz;
+pub mod certificates;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
@@ -95,6 +96,8 @@ pub struct Server {
     pub api: Arc<api::Api>,
     /// The certificates (node credentials are issued from its CA).
     pub pki: pki::Pki,
+    /// The join token agents present (`DATA_DIR/token`).
+    pub join_token: berth_join::JoinToken,
 }
 
 /// Starts the server; returns once it listens (readiness follows when the default
@@ -146,6 +149,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
     let pki_dir = cfg.data_dir.join("pki");
     let pki = pki::Pki::ensure(&pki_dir, &sans, &url)?;
     let tls = server::tls_config(&pki)?;
+    let join_token = certificates::bootstrap::ensure_join_token(&cfg.data_dir, &pki.ca_cert)?;
     let authn = auth::Authenticator::load(cfg.token_file.as_deref(), &pki_dir)?;
     let hub = hub::Hub::start(store.clone())
         .await
@@ -172,6 +176,11 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
     authz::reconcile::cluster_defaults(&api)
         .await
         .map_err(|e| Error::Setup(format!("writing the default RBAC roles: {}", e.message)))?;
+    // The join token works from the first request: a node started with the server
+    // joins at once.
+    certificates::bootstrap::install_join_token(&api, &join_token)
+        .await
+        .map_err(|e| Error::Setup(format!("writing the join token's Secret: {}", e.message)))?;
     let rev = api.store.revision().await?;
     api.hub
         .wait_for(rev)
@@ -199,6 +208,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         kubeconfig: pki_dir.join("admin.kubeconfig"),
         api,
         pki,
+        join_token,
     })
 }
 

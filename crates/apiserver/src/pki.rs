@@ -30,20 +30,8 @@ fn pki_err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 fn write_private(path: &Path, data: &str) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| pki_err(&format!("writing {}", tmp.display()), e))?;
-    f.write_all(data.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| pki_err(&format!("writing {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| pki_err(&format!("writing {}", path.display()), e))
+    berth_hostdirs::write_private(path, data.as_bytes())
+        .map_err(|e| pki_err(&format!("writing {}", path.display()), e))
 }
 
 fn read(path: &Path) -> Result<String, Error> {
@@ -195,6 +183,11 @@ impl Pki {
             b64(key),
         );
         write_private(path, &doc)
+    }
+
+    /// The CA key (PEM), for the controller manager's signer.
+    pub fn ca_key_pem(&self) -> Result<String, Error> {
+        read(&self.dir.join("ca.key"))
     }
 
     /// Loads the PKI a server made under `dir`, making nothing (for tools beside the

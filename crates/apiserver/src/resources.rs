@@ -8,9 +8,9 @@ use std::borrow::Cow;
 use k8s_openapi::api::{
     apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz,
     autoscaling::v1 as autoscaling_v1, autoscaling::v2 as autoscaling, batch::v1 as batch,
-    coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, events::v1 as events,
-    networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as sched,
-    storage::v1 as storage,
+    certificates::v1 as certs, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc,
+    events::v1 as events, networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as sched, storage::v1 as storage,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 
@@ -92,6 +92,9 @@ pub enum Strategy {
     PersistentVolumeClaim,
     /// A generated selector and an empty status.
     Job,
+    /// The requester recorded in the spec; approval and signing authorized against
+    /// the signer (see `certificates::csr`).
+    CertificateSigningRequest,
 }
 
 impl std::fmt::Debug for Resource {
@@ -273,6 +276,8 @@ pub static RESOURCES: &[Resource] = &[
     resource!(rbac::ClusterRoleBinding, short: [], ns: false, cats: [], subs: []),
     resource!(rbac::Role, short: [], ns: true, cats: [], subs: []),
     resource!(rbac::RoleBinding, short: [], ns: true, cats: [], subs: []),
+    resource!(certs::CertificateSigningRequest, short: ["csr"], ns: false, cats: [], subs: ["status", "approval"],
+        strategy: Strategy::CertificateSigningRequest),
     resource!(authz::SubjectAccessReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),
     resource!(authz::SelfSubjectAccessReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),
     resource!(authz::SelfSubjectRulesReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),

@@ -78,11 +78,24 @@ pub async fn serve(api: Arc<Api>, listener: TcpListener, tls: Arc<rustls::Server
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| User::from_certificate(c));
+                .and_then(|c| crate::auth::CertIdentity::of(c));
             let svc = hyper::service::service_fn(move |req| {
                 let api = api.clone();
-                let user = cert_user.clone();
-                async move { Ok::<_, Infallible>(handle(api, user, req).await) }
+                let identity = cert_user.clone();
+                async move {
+                    let user = match identity {
+                        Some(id) if id.expired() => {
+                            let e = ApiError::unauthorized();
+                            return Ok::<_, Infallible>(to_http(
+                                request::Response::error(&e),
+                                false,
+                            ));
+                        }
+                        Some(id) => Some(id.user),
+                        None => None,
+                    };
+                    Ok::<_, Infallible>(handle(api, user, req).await)
+                }
             });
             let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             b.http2().max_concurrent_streams(1000);
@@ -237,6 +250,12 @@ async fn authenticate(
     if user.is_none() {
         if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
             let token = auth.strip_prefix("Bearer ").map(str::trim);
+            if let Some(found) = match token {
+                Some(t) => crate::certificates::bootstrap::authenticate(api, t).await,
+                None => None,
+            } {
+                return found.map(Some);
+            }
             match token.and_then(|t| api.authn.token(t)) {
                 Some((u, claims)) => match claims {
                     None => user = Some(u),

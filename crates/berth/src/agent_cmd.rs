@@ -129,12 +129,26 @@ fn parse_thresholds(s: &str) -> Result<berth_agent::eviction::Thresholds, String
 /// `berth agent` options.
 #[derive(Args)]
 pub struct AgentArgs {
-    /// The kubeconfig to reach the API server with.
+    /// The kubeconfig to reach the API server with (instead of joining with a token).
     #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: PathBuf,
-    /// The API server's URL, over the kubeconfig's.
+    kubeconfig: Option<PathBuf>,
+    /// The API server's URL (https://HOST:6443): the one to join, or over the
+    /// kubeconfig's.
     #[arg(long)]
     server: Option<String>,
+    /// The join token (K10<CA hash>::<id>.<secret>, from the server's DATA_DIR/token
+    /// or `berth token create`): the server is verified against its CA hash, and the
+    /// node's certificate is asked for with it. Needed on the first start only.
+    #[arg(
+        long,
+        env = "BERTH_TOKEN",
+        conflicts_with = "token_file",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// A file holding the join token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// The cluster's pod network (the controller manager's --cluster-cidr): traffic
     /// from outside it to a ClusterIP is masqueraded.
     #[arg(long, default_value = "10.42.0.0/16")]
@@ -266,12 +280,57 @@ pub fn cluster_ca(kubeconfig: &Path) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
+/// The join token given by flag or file, parsed.
+fn join_token(a: &AgentArgs) -> anyhow::Result<Option<berth_join::JoinToken>> {
+    let text = match (&a.token, &a.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the join token from {}", f.display()))?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(
+        text.parse().map_err(|e| anyhow::anyhow!("--token: {e}"))?,
+    ))
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn agent(ctx: &Ctx, a: AgentArgs) -> anyhow::Result<()> {
     crate::server_cmd::init_logging("text");
-    let client = client(&a.kubeconfig, a.server.as_deref()).await?;
     let mut cfg = a.node.config(&ctx.root);
-    cfg.client_ca_pem = cluster_ca(&a.kubeconfig)?;
+    let token = join_token(&a)?;
+    let mut renewal = None;
+    // A token means joining (or the credentials it got before), whatever KUBECONFIG says.
+    let kubeconfig = a.kubeconfig.as_ref().filter(|_| token.is_none());
+    let client = match (kubeconfig, &a.server) {
+        (Some(kc), _) => {
+            cfg.client_ca_pem = cluster_ca(kc)?;
+            client(kc, a.server.as_deref()).await?
+        }
+        (None, Some(server)) => {
+            let files = berth_agent::credentials::Files::new(
+                cfg.pki_dir.as_deref().context("the agent keeps no certificates")?,
+            );
+            let creds = berth_agent::credentials::join::load_or_join(
+                server,
+                token.as_ref(),
+                &cfg.node_name,
+                &files,
+            )
+            .await?;
+            cfg.client_ca_pem = Some(creds.ca_pem.clone());
+            renewal = Some(tokio::spawn(berth_agent::credentials::rotate::client(
+                creds.client.clone(),
+                creds.identity.clone(),
+                files,
+                server.clone(),
+                cfg.node_name.clone(),
+            )));
+            creds.client
+        }
+        (None, None) => anyhow::bail!(
+            "berth agent needs a server to join: --server https://HOST:6443 --token TOKEN (the token is in the server's DATA_DIR/token), or --kubeconfig FILE"
+        ),
+    };
     cfg.cluster_cidr = Some(a.cluster_cidr.trunc());
     tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, pod_cidr = ?cfg.pod_cidr, "berth agent starting");
     let cri = crate::cri_cmd::Beside::start(&ctx.root, a.node.cri_socket.clone()).await?;
@@ -282,6 +341,9 @@ pub async fn agent(ctx: &Ctx, a: AgentArgs) -> anyhow::Result<()> {
         _ = term.recv() => Ok(()),
     };
     cri.stop().await;
+    if let Some(r) = renewal {
+        r.abort();
+    }
     ran?;
     tracing::info!("agent stopping; containers keep running");
     Ok(())

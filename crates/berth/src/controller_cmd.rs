@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 
 /// `berth controller-manager` options.
@@ -44,6 +45,17 @@ pub struct ControllerSettings {
     /// (kube-controller-manager's flag of that name).
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// How long certificates signed for approved requests are valid, at most
+    /// (kube-controller-manager's flag of that name; a request may ask for less).
+    #[arg(long, default_value = "8760h", value_parser = humantime::parse_duration)]
+    cluster_signing_duration: std::time::Duration,
+    /// The CA certificate that signs approved certificate requests [`berth server`:
+    /// its own cluster CA].
+    #[arg(long, requires = "cluster_signing_key_file")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// The CA key that signs approved certificate requests.
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    cluster_signing_key_file: Option<PathBuf>,
 }
 
 impl ControllerSettings {
@@ -67,13 +79,37 @@ impl ControllerSettings {
                     .map_err(anyhow::Error::msg)?,
             )
         };
+        let signer = match (
+            &self.cluster_signing_cert_file,
+            &self.cluster_signing_key_file,
+        ) {
+            (Some(c), Some(k)) => Some(self.signer(
+                std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?,
+                std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?,
+            )),
+            _ => None,
+        };
         Ok(berth_controllers::Config {
             node_monitor_grace_period: self.node_monitor_grace_period,
             local_path: local_storage.then(|| self.default_local_storage_path.clone()),
             pod_range,
             // One identity for all unless the caller gives each its own.
             identities: None,
+            signer,
         })
+    }
+
+    /// The signer of approved certificate requests with this CA (PEM).
+    pub fn signer(
+        &self,
+        ca_cert: String,
+        ca_key: String,
+    ) -> berth_controllers::certificates::Signer {
+        berth_controllers::certificates::Signer {
+            ca_cert,
+            ca_key,
+            duration: self.cluster_signing_duration,
+        }
     }
 }
 

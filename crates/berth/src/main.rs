@@ -28,6 +28,7 @@ mod session;
 mod sim_cmd;
 mod stats_cmd;
 mod table;
+mod token_cmd;
 mod volume_cmd;
 
 use std::path::PathBuf;
@@ -156,6 +157,9 @@ enum Command {
     /// Clusters of several nodes on this machine (as kind and k3d make them).
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
+    /// Bootstrap tokens nodes join with (as kubeadm token and k3s token).
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
 }
 
 /// What every command gets.
@@ -277,6 +281,7 @@ fn main() {
             Command::Explain(c) => ok(explain_cmd::explain(&ctx, c).await),
             Command::Sim(c) => ok(sim_cmd::sim(c).await),
             Command::Cluster(c) => ok(cluster_cmd::run(&ctx, c).await),
+            Command::Token(c) => ok(token_cmd::run(&ctx, c).await),
         }
     });
     match result {

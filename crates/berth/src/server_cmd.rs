@@ -87,8 +87,8 @@ fn in_process(s: &berth_apiserver::Server, name: &str, groups: &[&str]) -> kube:
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     init_logging(&a.log_format);
-    let mut cfg =
-        berth_apiserver::Config::new(a.data_dir.unwrap_or_else(|| ctx.root.join("server")));
+    let data_dir = a.data_dir.unwrap_or_else(|| ctx.root.join("server"));
+    let mut cfg = berth_apiserver::Config::new(data_dir.clone());
     cfg.listen = a.listen;
     cfg.etcd = a.datastore_endpoint;
     cfg.token_file = a.token_auth_file;
@@ -155,6 +155,14 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         // --use-service-account-credentials: in process, no token is needed.
         let api = s.api.clone();
         let mut controllers_cfg = controllers_cfg;
+        if controllers_cfg.signer.is_none() {
+            // The cluster CA signs nodes' certificates, as kube-controller-manager
+            // given the CA's files.
+            controllers_cfg.signer = Some(
+                a.controllers
+                    .signer(s.pki.ca_cert.clone(), s.pki.ca_key_pem()?),
+            );
+        }
         controllers_cfg.identities = Some(berth_controllers::Identities(std::sync::Arc::new(
             move |sa: &str| {
                 use berth_pods::identities;
@@ -176,6 +184,13 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
             stopped(),
         ))))
     };
+    // As kubeadm init ends: how another node joins.
+    let token_file = berth_apiserver::certificates::bootstrap::token_path(&data_dir);
+    tracing::info!(
+        "nodes join with: berth agent --server https://HOST:{} --token-file {} (copy the file from here; or make a token that expires: berth token create)",
+        s.addr.port(),
+        token_file.display()
+    );
     let advertise = a
         .advertise_address
         .or(Some(s.addr.ip()).filter(|ip| !ip.is_unspecified()))

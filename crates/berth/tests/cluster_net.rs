@@ -1238,10 +1238,12 @@ fn host_gw_routes_between_nodes_and_pods_outlive_a_cluster_restart() {
         "hello-over-host-gw"
     );
     // The agent acts as its node: it reads what its pods use, not another's Secret.
+    // The certificate the agent got by joining with the server's token.
     let node_kc = m
         .kubeconfig()
         .with_file_name("nodes")
-        .join(format!("{a1}.kubeconfig"));
+        .join(&a1)
+        .join("agent/pki/node.kubeconfig");
     let as_node = |args: &[&str]| {
         Command::new("kubectl")
             .arg("--kubeconfig")

@@ -4,6 +4,7 @@
 //! shared informers: one watch per kind for all controllers, as kube-controller-manager
 //! shares its informers.
 
+pub mod certificates;
 pub mod clusterroles;
 pub mod cronjob;
 pub mod daemonset;
@@ -89,6 +90,10 @@ pub struct Config {
     /// `--use-service-account-credentials`); None: every controller writes as the
     /// client `run` is given.
     pub identities: Option<Identities>,
+    /// The CA that signs approved certificate requests (kube's
+    /// --cluster-signing-cert-file and key); None signs nothing (requests are still
+    /// approved).
+    pub signer: Option<certificates::Signer>,
 }
 
 /// Makes the client a controller acts with, from its ServiceAccount's name (one of
@@ -115,6 +120,7 @@ impl Default for Config {
             local_path: Some(berth_pods::storage::DEFAULT_LOCAL_STORAGE_PATH.into()),
             pod_range: Some(default_pod_range()),
             identities: None,
+            signer: None,
         }
     }
 }
@@ -153,6 +159,7 @@ pub struct Shared {
     autoscalers: Arc<Informer<HorizontalPodAutoscaler>>,
     ingresses: Arc<Informer<Ingress>>,
     cluster_roles: Arc<Informer<ClusterRole>>,
+    csrs: Arc<Informer<k8s_openapi::api::certificates::v1::CertificateSigningRequest>>,
 }
 
 impl Shared {
@@ -195,6 +202,7 @@ impl Shared {
             autoscalers: Informer::new(Api::all(client.clone()), Default::default()),
             ingresses: Informer::new(Api::all(client.clone()), Default::default()),
             cluster_roles: Informer::new(Api::all(client.clone()), Default::default()),
+            csrs: Informer::new(Api::all(client.clone()), Default::default()),
             pods,
             replicasets,
             client,
@@ -285,6 +293,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         Box::pin(namespace::controller(&shared)),
         Box::pin(loadbalancer::controllers(&shared)),
         Box::pin(clusterroles::controller(&shared)),
+        Box::pin(certificates::controller(&shared, cfg.signer.clone())),
     ];
     let mut controllers = controllers;
     if let Some(range) = cfg.pod_range {
@@ -327,6 +336,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         s.volumes.clone().parts(),
         s.classes.clone().parts(),
         s.autoscalers.clone().parts(),
+        s.csrs.clone().parts(),
         s.ingresses.clone().parts(),
         s.cluster_roles.clone().parts(),
     ]

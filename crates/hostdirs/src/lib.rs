@@ -84,6 +84,25 @@ fn non_empty_var(name: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// Writes a secret file (keys, tokens, credentials) whole or not at all: a fresh
+/// temporary file of mode 0600 beside it, synced, then renamed over it — a crash
+/// leaves the old file or the new one, and no moment where others may read it.
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    // A leftover temporary file would keep its mode: start from a fresh one.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,8 @@ pub const LOCAL_PATH: &str = "local-path-provisioner";
 pub const CLUSTERROLE_AGGREGATION: &str = "clusterrole-aggregation-controller";
 /// The garbage collector.
 pub const GARBAGE_COLLECTOR: &str = "generic-garbage-collector";
+/// Certificate signing requests: approval, signing and cleaning.
+pub const CERTIFICATE: &str = "certificate-controller";
 
 /// Every controller identity.
 pub const ALL: &[&str] = &[
@@ -60,6 +62,7 @@ pub const ALL: &[&str] = &[
     LOCAL_PATH,
     CLUSTERROLE_AGGREGATION,
     GARBAGE_COLLECTOR,
+    CERTIFICATE,
 ];
 
 /// The user name a ServiceAccount authenticates as.

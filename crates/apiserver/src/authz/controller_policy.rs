@@ -314,6 +314,48 @@ pub fn controller_roles() -> Vec<(&'static str, Vec<Value>)> {
                 &["clusterroles"],
             )],
         ),
+        (id::CERTIFICATE, {
+            use berth_join::identity as ni;
+            let csrs = "certificatesigningrequests";
+            vec![
+                rule(
+                    &["get", "list", "watch", "delete"],
+                    &["certificates.k8s.io"],
+                    &[csrs],
+                ),
+                rule(
+                    &["update"],
+                    &["certificates.k8s.io"],
+                    &[
+                        "certificatesigningrequests/approval",
+                        "certificatesigningrequests/status",
+                    ],
+                ),
+                named(
+                    &["approve"],
+                    &["certificates.k8s.io"],
+                    &["signers"],
+                    &[ni::SIGNER_KUBELET_CLIENT, ni::SIGNER_KUBELET_SERVING],
+                ),
+                named(
+                    &["sign"],
+                    &["certificates.k8s.io"],
+                    &["signers"],
+                    &[
+                        ni::SIGNER_KUBELET_CLIENT,
+                        ni::SIGNER_KUBELET_SERVING,
+                        ni::SIGNER_CLIENT,
+                    ],
+                ),
+                rule(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
+                rule(READ, &[""], &["nodes"]),
+                events(),
+            ]
+        }),
         (
             id::GARBAGE_COLLECTOR,
             vec![rule(

@@ -649,6 +649,24 @@ fn kube_cluster_role_bindings() -> Vec<Value> {
         // No subjects: nodes are authorized by the Node authorizer, as kube does
         // since 1.8; the binding is kept for those who add to it.
         cluster_binding("system:node", "system:node", &[]),
+        // What kubeadm binds for nodes joining by bootstrap token (berth's names):
+        // bootstrap tokens may ask for node client certificates, which are approved
+        // for them, and nodes may renew their own.
+        cluster_binding(
+            "berth:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            &[("Group", berth_join::secret::GROUP)],
+        ),
+        cluster_binding(
+            "berth:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[("Group", berth_join::secret::GROUP)],
+        ),
+        cluster_binding(
+            "berth:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[("Group", berth_join::identity::NODES_GROUP)],
+        ),
     ]
 }
 

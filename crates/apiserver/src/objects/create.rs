@@ -107,7 +107,7 @@ pub(super) async fn create_object(
         meta_mut(&mut o).insert("name".into(), json!(crate::names::generate(&g)));
     }
     defaults::apply(res.kind, &mut o);
-    strategy::prepare_create(api, res, &mut o).await?;
+    strategy::prepare_create(api, res, &mut o, opts.user.as_ref()).await?;
     let name = meta_str(&o, "name").unwrap_or("").to_string();
     let causes = validate::validate(res, &o, None);
     if !causes.is_empty() {

@@ -87,7 +87,7 @@ pub async fn handle(
     match (&req.method, name, sub) {
         (&Method::GET, None, None) if watch => crate::watchapi::serve(api, req, res, ns).await,
         (&Method::GET, None, None) => read::list(api, req, res, ns).await,
-        (&Method::GET, Some(n), None | Some("status")) => {
+        (&Method::GET, Some(n), None | Some("status") | Some("approval")) => {
             let (o, _) = read::read(api, res, ns, n).await?;
             Ok(body::answer(req, res, 200, &o))
         }
@@ -96,13 +96,13 @@ pub async fn handle(
             Ok(Response::json(200, &scale::to_scale(&o)))
         }
         (&Method::POST, None, None) => create::create(api, req, res, ns).await,
-        (&Method::PUT, Some(n), None | Some("status") | Some("finalize")) => {
+        (&Method::PUT, Some(n), None | Some("status") | Some("finalize") | Some("approval")) => {
             write::update(api, req, res, ns, n, sub).await
         }
         (&Method::PUT, Some(n), Some("scale")) => {
             scale::scale_update(api, req, res, ns, n, None).await
         }
-        (&Method::PATCH, Some(n), None | Some("status")) => {
+        (&Method::PATCH, Some(n), None | Some("status") | Some("approval")) => {
             patching::patch(api, req, res, ns, n, sub).await
         }
         (&Method::PATCH, Some(n), Some("scale")) => {

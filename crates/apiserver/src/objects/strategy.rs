@@ -21,6 +21,7 @@ pub(super) async fn prepare_create(
     api: &Api,
     res: &Resource,
     o: &mut Value,
+    user: Option<&crate::request::User>,
 ) -> Result<(), ApiError> {
     match res.strategy {
         Strategy::Pod => {
@@ -60,6 +61,7 @@ pub(super) async fn prepare_create(
             defaults::job_selector(o);
             o["status"] = json!({});
         }
+        Strategy::CertificateSigningRequest => crate::certificates::csr::prepare_create(o, user),
         Strategy::Plain => {
             if res.subresources.contains(&"status") {
                 if let Some(m) = o.as_object_mut() {

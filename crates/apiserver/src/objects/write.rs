@@ -58,7 +58,15 @@ pub(super) async fn replace(
             return Err(e);
         }
     }
+    let csr = res.strategy == crate::resources::Strategy::CertificateSigningRequest;
     let mut o = match sub {
+        Some(s @ ("status" | "approval")) if csr => {
+            let o = crate::certificates::csr::merge(s, cur, &new);
+            if let Some(user) = &opts.user {
+                crate::certificates::csr::authorize(&api.authz, user, s, cur, &o)?;
+            }
+            o
+        }
         // Status writes change only status.
         Some("status") => {
             let mut o = cur.clone();

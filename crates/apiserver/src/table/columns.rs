@@ -165,6 +165,14 @@ pub(super) fn columns(kind: &str) -> &'static [Col] {
             ("Age", "string", 0),
         ],
         "Role" | "ClusterRole" => &[("Name", "string", 0), ("Created At", "date", 0)],
+        "CertificateSigningRequest" => &[
+            ("Name", "string", 0),
+            ("Age", "string", 0),
+            ("SignerName", "string", 0),
+            ("Requestor", "string", 0),
+            ("RequestedDuration", "string", 0),
+            ("Condition", "string", 0),
+        ],
         "RoleBinding" | "ClusterRoleBinding" => &[
             ("Name", "string", 0),
             ("Role", "string", 0),

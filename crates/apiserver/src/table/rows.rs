@@ -504,6 +504,34 @@ pub(super) fn row(kind: &str, o: &Value) -> Vec<Value> {
         ],
         "Lease" => vec![json!(name), json!(s(o, "/spec/holderIdentity")), json!(age)],
         "Role" | "ClusterRole" => vec![json!(name), json!(s(o, "/metadata/creationTimestamp"))],
+        "CertificateSigningRequest" => {
+            // kubectl's: the approval, then Issued or Failed; Pending before either.
+            let mut cond: Vec<&str> = arr(o, "/status/conditions")
+                .iter()
+                .filter_map(|c| c.get("type").and_then(Value::as_str))
+                .collect();
+            if o.pointer("/status/certificate").is_some() {
+                cond.push("Issued");
+            }
+            let cond = if cond.is_empty() {
+                "Pending".to_string()
+            } else {
+                cond.join(",")
+            };
+            let duration = o
+                .pointer("/spec/expirationSeconds")
+                .and_then(Value::as_i64)
+                .map(human_duration)
+                .unwrap_or_else(|| "<none>".into());
+            vec![
+                json!(name),
+                json!(age),
+                json!(s(o, "/spec/signerName")),
+                json!(s(o, "/spec/username")),
+                json!(duration),
+                json!(cond),
+            ]
+        }
         "RoleBinding" | "ClusterRoleBinding" => {
             let of_kind = |kind: &str| {
                 arr(o, "/subjects")

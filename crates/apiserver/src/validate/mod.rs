@@ -252,6 +252,7 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut out = Vec::new();
     meta(res, o, &mut out);
     match res.kind {
+        "CertificateSigningRequest" => crate::certificates::csr::validate(o, old, &mut out),
         "Pod" => {
             match o.get("spec") {
                 Some(spec) => pod_spec(spec, "spec", false, &mut out),

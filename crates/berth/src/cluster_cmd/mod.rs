@@ -29,7 +29,7 @@ pub enum ClusterCommand {
     /// List the clusters.
     Ls,
     /// Print the path of a cluster's admin kubeconfig.
-    Kubeconfig(NameArgs),
+    Kubeconfig(KubeconfigArgs),
     /// Copy images from this machine's store into every node of a cluster.
     Load(LoadArgs),
     /// Start a cluster's stopped nodes.
@@ -73,6 +73,16 @@ pub struct NameArgs {
     name: String,
 }
 
+/// `berth cluster kubeconfig` options.
+#[derive(Args)]
+pub struct KubeconfigArgs {
+    /// The cluster's name.
+    name: String,
+    /// An agent's own kubeconfig instead (its node's identity, system:node:NAME).
+    #[arg(long)]
+    node: Option<String>,
+}
+
 /// `berth cluster load` options.
 #[derive(Args)]
 pub struct LoadArgs {
@@ -91,8 +101,28 @@ pub async fn run(ctx: &Ctx, c: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Ls => ls(ctx),
         ClusterCommand::Kubeconfig(a) => {
             let paths = Paths::of(&ctx.root, &a.name);
-            ClusterRecord::read(&paths, &a.name)?;
-            println!("{}", paths.kubeconfig().display());
+            let c = ClusterRecord::read(&paths, &a.name)?;
+            match &a.node {
+                None => println!("{}", paths.kubeconfig().display()),
+                Some(node) => {
+                    let n = c
+                        .nodes
+                        .iter()
+                        .find(|n| &n.name == node)
+                        .with_context(|| format!("cluster {} has no node {node:?}", a.name))?;
+                    anyhow::ensure!(
+                        n.role == Role::Agent,
+                        "{node} is the server: its agent acts in process; give an agent's name"
+                    );
+                    let kc = paths.node_kubeconfig(node);
+                    anyhow::ensure!(
+                        kc.exists(),
+                        "node {node} has not joined yet ({} is missing)",
+                        kc.display()
+                    );
+                    println!("{}", kc.display());
+                }
+            }
             Ok(())
         }
         ClusterCommand::Load(a) => load(ctx, a),
@@ -259,15 +289,9 @@ async fn bring_up(c: &ClusterRecord, paths: &Paths, wait: Duration) -> anyhow::R
         server.name, server.ip
     );
     write_kubeconfig(c, paths, deadline).await?;
-    // Each agent acts as its node, with a certificate from the server's CA (what the
-    // join by token will hand out through a CertificateSigningRequest).
-    let pki = berth_apiserver::pki::Pki::load(&paths.server_pki(&server.name))
-        .context("reading the server's certificates")?;
-    let url = c.api_url().context("the cluster has no server")?;
-    for n in c.nodes.iter().filter(|n| n.role == Role::Agent) {
-        pki.write_node_kubeconfig(&paths.node_kubeconfig(&n.name), &n.name, &url)
-            .with_context(|| format!("writing node {}'s kubeconfig", n.name))?;
-    }
+    // Each agent joins with the server's token, as a node on another machine would:
+    // it verifies the server's CA and gets its node certificate through a
+    // CertificateSigningRequest.
     for n in c.nodes.iter().filter(|n| n.role == Role::Agent) {
         let pid = nodes::start(c, paths, n, &flags.agent)?;
         println!("node {} ({}): agent started, pid {pid}", n.name, n.ip);

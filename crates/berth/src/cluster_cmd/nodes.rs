@@ -92,11 +92,16 @@ fn node_args(c: &ClusterRecord, paths: &Paths, n: &NodeRecord, extra: &[String])
             "--write-kubeconfig".into(),
             paths.server_kubeconfig().display().to_string(),
         ],
-        Role::Agent => vec![
-            "agent".into(),
-            "--kubeconfig".into(),
-            paths.node_kubeconfig(&n.name).display().to_string(),
-        ],
+        Role::Agent => {
+            let server = c.server().map(|s| s.name.clone()).unwrap_or_default();
+            vec![
+                "agent".into(),
+                "--server".into(),
+                c.api_url().unwrap_or_default(),
+                "--token-file".into(),
+                paths.server_token(&server).display().to_string(),
+            ]
+        }
     };
     args.extend([
         "--node-name".into(),

@@ -87,15 +87,18 @@ impl Paths {
         self.dir.join("server.kubeconfig")
     }
 
-    /// An agent's kubeconfig: its node's identity (system:node:NAME), issued from the
-    /// server's CA.
+    /// An agent's kubeconfig: its node's identity (system:node:NAME), the
+    /// certificate it got by joining with the server's token.
     pub fn node_kubeconfig(&self, node: &str) -> PathBuf {
-        self.dir.join("nodes").join(format!("{node}.kubeconfig"))
+        berth_agent::AgentConfig::under(&self.node_root(node))
+            .pki_dir
+            .map(|d| berth_agent::credentials::Files::new(&d).kubeconfig())
+            .unwrap_or_default()
     }
 
-    /// The server's certificates (its data directory's pki).
-    pub fn server_pki(&self, server: &str) -> PathBuf {
-        self.node_root(server).join("server").join("pki")
+    /// The server's join token file (in its data directory).
+    pub fn server_token(&self, server: &str) -> PathBuf {
+        berth_apiserver::certificates::bootstrap::token_path(&self.node_root(server).join("server"))
     }
 
     /// A node's state root.

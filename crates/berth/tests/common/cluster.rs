@@ -173,9 +173,18 @@ impl Cluster {
             .append(true)
             .open(self.env.path("agent.log"))
             .unwrap();
-        let mut cmd = self
-            .env
-            .cmd(&["agent", "--kubeconfig", self.kubeconfig().to_str().unwrap()]);
+        // The agent joins with the server's token, as on another machine.
+        let token = self.env.root().join("server/token");
+        let server = format!("https://127.0.0.1:{}", self.port);
+        let mut cmd = self.env.cmd(&[
+            "agent",
+            "--server",
+            &server,
+            "--token-file",
+            token.to_str().unwrap(),
+        ]);
+        // KUBECONFIG from the test's environment is not the node's.
+        cmd.env_remove("KUBECONFIG");
         cmd.args(self.node_flags())
             .args([
                 "--eviction-hard",

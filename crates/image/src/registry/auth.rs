@@ -136,26 +136,10 @@ pub fn remove(file: &Path, registry: &str) -> Result<bool> {
 }
 
 fn write_private(file: &Path, v: &Value) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
-    let tmp = file.with_extension("tmp");
-    // A leftover temporary file would keep its mode: start from a fresh one.
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .ctx(|| format!("write {}", tmp.display()))?;
-    std::io::Write::write_all(
-        &mut f,
-        serde_json::to_string_pretty(v).expect("JSON").as_bytes(),
-    )
-    .ctx(|| format!("write {}", tmp.display()))?;
-    f.sync_all().ctx(|| format!("sync {}", tmp.display()))?;
-    std::fs::rename(&tmp, file).ctx(|| format!("replace {}", file.display()))
+    let text = serde_json::to_string_pretty(v).expect("JSON");
+    berth_hostdirs::write_private(file, text.as_bytes()).ctx(|| format!("write {}", file.display()))
 }
 
 /// A parsed `WWW-Authenticate` challenge.

@@ -1,0 +1,286 @@
+//! Joining with a token: the CA is fetched from the server's `/cacerts` without
+//! trusting it, and trusted only if its SHA-256 is the one the join token carries;
+//! then a CertificateSigningRequest for `system:node:NAME`, authenticated by the
+//! token's bootstrap credentials, is approved and signed by the controller manager,
+//! and its certificate becomes the node's client identity.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_join::identity as ni;
+use berth_join::JoinToken;
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
+use kube::api::{Api, PostParams};
+
+use super::client::{self, Identity};
+use super::{write_private, Files};
+use crate::error::{Error, Result};
+
+/// A node's working credentials.
+pub struct Credentials {
+    /// The cluster CA (PEM).
+    pub ca_pem: String,
+    /// The client certificate presented (replaced on renewal).
+    pub identity: Arc<Identity>,
+    /// A client acting as the node.
+    pub client: kube::Client,
+}
+
+fn config(msg: String) -> Error {
+    Error::Config(msg)
+}
+
+/// The CA bundle the server at `server` serves, checked against `expected_hash`.
+pub async fn fetch_ca(server: &str, expected_hash: &str) -> Result<String> {
+    let url = format!("{}/cacerts", server.trim_end_matches('/'));
+    // reqwest uses the process's rustls provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Not verified here: the hash below is the check.
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| config(format!("an HTTP client: {e}")))?;
+    let resp = http.get(&url).send().await.map_err(|e| {
+        config(format!(
+            "fetching the cluster CA from {url}: {e} (is the server up, and --server right?)"
+        ))
+    })?;
+    if !resp.status().is_success() {
+        return Err(config(format!(
+            "fetching the cluster CA from {url}: {} (is this a berth server?)",
+            resp.status()
+        )));
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| config(format!("reading the cluster CA from {url}: {e}")))?;
+    let got = berth_join::ca_hash(&body);
+    if got != expected_hash {
+        return Err(config(format!(
+            "the server at {server} has a CA whose SHA-256 is {got}, but the join token expects {expected_hash}: \
+             the token belongs to another cluster, or something between this node and the server is answering for it; \
+             nothing was trusted or sent"
+        )));
+    }
+    String::from_utf8(body.to_vec())
+        .map_err(|_| config(format!("the CA from {url} is not PEM text")))
+}
+
+/// Asks the cluster for a certificate through a CertificateSigningRequest made with
+/// `client`, and waits for it: returns (certificate PEM, key PEM).
+pub(crate) async fn obtain(
+    client: &kube::Client,
+    signer: &str,
+    usages: &[&str],
+    node: &str,
+    dns: &[String],
+    ips: &[IpAddr],
+    wait: Duration,
+) -> Result<(String, String)> {
+    let (request, key) =
+        berth_join::csr::request(&ni::node_user(node), &[ni::NODES_GROUP], dns, ips)
+            .map_err(|e| Error::Internal(format!("making a certificate request: {e}")))?;
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let csr = CertificateSigningRequest {
+        metadata: kube::api::ObjectMeta {
+            generate_name: Some("node-csr-".into()),
+            ..Default::default()
+        },
+        spec: CertificateSigningRequestSpec {
+            request: k8s_openapi::ByteString(request.into_bytes()),
+            signer_name: signer.into(),
+            usages: Some(usages.iter().map(|u| u.to_string()).collect()),
+            ..Default::default()
+        },
+        status: None,
+    };
+    let made = api.create(&PostParams::default(), &csr).await.map_err(|e| match &e {
+        kube::Error::Api(s) if s.code == 401 => config(
+            "the server refused the join token (401 Unauthorized): it is wrong, has expired or was deleted; \
+             make a new one on a server with `berth token create`"
+                .into(),
+        ),
+        kube::Error::Api(s) if s.code == 403 => config(format!(
+            "the server refused the certificate request (403): {}",
+            s.message
+        )),
+        _ => Error::Api("creating a certificate signing request".into(), Box::new(e)),
+    })?;
+    let name = made.metadata.name.clone().unwrap_or_default();
+    tracing::info!(csr = %name, signer, "certificate requested; waiting for approval and signing");
+    let done = |c: Option<&CertificateSigningRequest>| {
+        let Some(c) = c else { return true };
+        let st = c.status.as_ref();
+        st.and_then(|s| s.certificate.as_ref())
+            .is_some_and(|x| !x.0.is_empty())
+            || st.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+                cs.iter()
+                    .any(|x| x.type_ == "Denied" || x.type_ == "Failed")
+            })
+    };
+    let cond = kube::runtime::wait::await_condition(api.clone(), &name, done);
+    let got = match tokio::time::timeout(wait, cond).await {
+        Err(_) => {
+            return Err(config(format!(
+                "the certificate request {name} was not signed within {}s: is the controller manager running? \
+                 (an administrator can approve it: kubectl certificate approve {name})",
+                wait.as_secs()
+            )))
+        }
+        Ok(Err(e)) => return Err(config(format!("waiting for certificate request {name}: {e}"))),
+        Ok(Ok(c)) => c,
+    };
+    let Some(c) = got else {
+        return Err(config(format!(
+            "the certificate request {name} was deleted before it was signed"
+        )));
+    };
+    let st = c.status.unwrap_or_default();
+    if let Some(refusal) = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|x| x.type_ == "Denied" || x.type_ == "Failed")
+    {
+        return Err(config(format!(
+            "the certificate request {name} was {}: {}",
+            refusal.type_.to_lowercase(),
+            refusal.message.clone().unwrap_or_default()
+        )));
+    }
+    let cert =
+        String::from_utf8(st.certificate.map(|c| c.0).unwrap_or_default()).map_err(|_| {
+            config(format!(
+                "certificate request {name}: the certificate is not PEM text"
+            ))
+        })?;
+    Ok((cert, key))
+}
+
+/// Usages of a kubelet client certificate.
+pub const CLIENT_USAGES: &[&str] = &["digital signature", "key encipherment", "client auth"];
+
+/// The node's credentials under `files`: those kept from before when they are the
+/// node's, unexpired and (given a token) from the token's cluster; else new ones,
+/// got by joining with `token`.
+pub async fn load_or_join(
+    server: &str,
+    token: Option<&JoinToken>,
+    node: &str,
+    files: &Files,
+) -> Result<Credentials> {
+    if let Some(c) = load(server, token, node, files)? {
+        tracing::info!(dir = %files.dir().display(), "using the node's certificate from before");
+        return Ok(c);
+    }
+    let Some(token) = token else {
+        return Err(config(format!(
+            "no usable node certificate in {} and no join token: give --token (or --token-file) from the server's DATA_DIR/token or `berth token create`",
+            files.dir().display()
+        )));
+    };
+    let started = std::time::Instant::now();
+    let ca = fetch_ca(server, &token.ca_hash).await?;
+    let bootstrap = client::with_token(server, &ca, &token.token.to_string())?;
+    let (cert, key) = obtain(
+        &bootstrap,
+        ni::SIGNER_KUBELET_CLIENT,
+        CLIENT_USAGES,
+        node,
+        &[],
+        &[],
+        Duration::from_secs(300),
+    )
+    .await?;
+    save(files, server, node, &ca, &cert, &key)?;
+    tracing::info!(
+        node,
+        took_ms = started.elapsed().as_millis() as u64,
+        "joined the cluster: node certificate issued"
+    );
+    let (client, identity) = client::with_cert(server, &ca, client::certified_key(&cert, &key)?)?;
+    Ok(Credentials {
+        client,
+        ca_pem: ca,
+        identity,
+    })
+}
+
+fn io(path: &std::path::Path, e: std::io::Error) -> Error {
+    Error::Io(format!("{}", path.display()), e)
+}
+
+/// Writes the CA, the client certificate and key, and a kubeconfig naming them.
+pub(crate) fn save(
+    files: &Files,
+    server: &str,
+    node: &str,
+    ca: &str,
+    cert: &str,
+    key: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(files.dir()).map_err(|e| io(files.dir(), e))?;
+    write_private(&files.ca(), ca).map_err(|e| io(&files.ca(), e))?;
+    // The key first: a certificate is never beside another key.
+    write_private(&files.client_key(), key).map_err(|e| io(&files.client_key(), e))?;
+    write_private(&files.client_cert(), cert).map_err(|e| io(&files.client_cert(), e))?;
+    let user = ni::node_user(node);
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {server}\n    certificate-authority: {}\ncontexts:\n- name: berth\n  context:\n    cluster: berth\n    user: {user}\ncurrent-context: berth\nusers:\n- name: {user}\n  user:\n    client-certificate: {}\n    client-key: {}\n",
+        files.ca().display(),
+        files.client_cert().display(),
+        files.client_key().display(),
+    );
+    write_private(&files.kubeconfig(), &kubeconfig).map_err(|e| io(&files.kubeconfig(), e))
+}
+
+/// The credentials kept under `files`, if they will do.
+fn load(
+    server: &str,
+    token: Option<&JoinToken>,
+    node: &str,
+    files: &Files,
+) -> Result<Option<Credentials>> {
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok();
+    let (Some(ca), Some(cert), Some(key)) = (
+        read(files.ca()),
+        read(files.client_cert()),
+        read(files.client_key()),
+    ) else {
+        return Ok(None);
+    };
+    if token.is_some_and(|t| berth_join::ca_hash(ca.as_bytes()) != t.ca_hash) {
+        tracing::info!(
+            "the kept node certificate is from another cluster than the token's; joining again"
+        );
+        return Ok(None);
+    }
+    let Ok((_, not_after)) = berth_join::csr::validity(&cert) else {
+        return Ok(None);
+    };
+    if not_after <= jiff::Timestamp::now().as_second() + 5 {
+        tracing::info!("the kept node certificate has expired; joining again");
+        return Ok(None);
+    }
+    let subject_ok = x509_subject_cn(&cert).as_deref() == Some(ni::node_user(node).as_str());
+    if !subject_ok {
+        tracing::info!("the kept node certificate is another node's; joining again");
+        return Ok(None);
+    }
+    let (client, identity) = client::with_cert(server, &ca, client::certified_key(&cert, &key)?)?;
+    Ok(Some(Credentials {
+        client,
+        ca_pem: ca,
+        identity,
+    }))
+}
+
+/// The common name of a PEM certificate.
+fn x509_subject_cn(cert_pem: &str) -> Option<String> {
+    berth_join::csr::subject_common_name(cert_pem).ok()
+}

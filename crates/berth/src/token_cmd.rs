@@ -1,0 +1,247 @@
+//! `berth token create|list|delete`: bootstrap tokens, as `kubeadm token` and
+//! `k3s token` manage them — Secrets in kube-system that agents join with. A new
+//! token is printed whole, with the cluster CA's hash, so it verifies the server.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use berth_join::{secret, BootstrapToken, JoinToken, TokenSecret};
+use clap::{Args, Subcommand};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, PostParams};
+
+use crate::Ctx;
+
+/// `berth token` subcommands.
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Make a bootstrap token and print the join token for it.
+    Create(CreateArgs),
+    /// List the bootstrap tokens.
+    #[command(alias = "ls")]
+    List(Common),
+    /// Delete bootstrap tokens (by id, ID.SECRET, or the whole join token).
+    #[command(alias = "rm")]
+    Delete(DeleteArgs),
+}
+
+/// How to reach the server.
+#[derive(Args)]
+pub struct Common {
+    /// The admin kubeconfig [default: the local server's, ROOT/server/pki/admin.kubeconfig].
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+}
+
+/// `berth token create` options.
+#[derive(Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// How long the token works (0: forever).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
+    /// What the token is for.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Extra groups its user is in (each system:bootstrappers:...).
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+}
+
+/// `berth token delete` options.
+#[derive(Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The tokens.
+    #[arg(required = true)]
+    tokens: Vec<String>,
+}
+
+async fn client(ctx: &Ctx, c: &Common) -> anyhow::Result<kube::Client> {
+    let path = c
+        .kubeconfig
+        .clone()
+        .unwrap_or_else(|| ctx.root.join("server/pki/admin.kubeconfig"));
+    if !path.exists() {
+        anyhow::bail!(
+            "no kubeconfig at {}: run this on a server, or give --kubeconfig of an admin",
+            path.display()
+        );
+    }
+    crate::agent_cmd::client(&path, None).await
+}
+
+/// Runs a `berth token` command.
+pub async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create(a) => create(ctx, a).await,
+        TokenCommand::List(c) => list(ctx, c).await,
+        TokenCommand::Delete(a) => delete(ctx, a).await,
+    }
+}
+
+async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
+    for g in &a.groups {
+        if !g.starts_with("system:bootstrappers:") {
+            anyhow::bail!("--groups {g:?}: extra groups must start with system:bootstrappers:");
+        }
+    }
+    let client = client(ctx, &a.common).await?;
+    // The CA exactly as the server serves it to joining nodes.
+    let req = http::Request::get("/cacerts")
+        .body(Vec::new())
+        .context("a request")?;
+    let ca = client
+        .request_text(req)
+        .await
+        .context("fetching the cluster CA from the server")?;
+    let token = BootstrapToken::generate()?;
+    let expiration = if a.ttl.is_zero() {
+        None
+    } else {
+        let secs = i64::try_from(a.ttl.as_secs()).context("--ttl is too long")?;
+        Some(
+            k8s_openapi::jiff::Timestamp::now()
+                + k8s_openapi::jiff::SignedDuration::from_secs(secs),
+        )
+    };
+    let ts = TokenSecret {
+        token: token.clone(),
+        expiration,
+        usages: vec![
+            secret::USAGE_AUTHENTICATION.into(),
+            secret::USAGE_SIGNING.into(),
+        ],
+        extra_groups: a.groups.clone(),
+        description: a.description.clone(),
+    };
+    let obj = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(secret::secret_name(&token.id)),
+            namespace: Some(secret::NAMESPACE.into()),
+            ..Default::default()
+        },
+        type_: Some(secret::SECRET_TYPE.into()),
+        string_data: Some(ts.to_data()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client, secret::NAMESPACE)
+        .create(&PostParams::default(), &obj)
+        .await
+        .context("writing the bootstrap token's Secret")?;
+    let join = JoinToken {
+        ca_hash: berth_join::ca_hash(ca.as_bytes()),
+        token,
+    };
+    println!("{join}");
+    Ok(())
+}
+
+async fn list(ctx: &Ctx, c: Common) -> anyhow::Result<()> {
+    let client = client(ctx, &c).await?;
+    let lp = ListParams::default().fields(&format!("type={}", secret::SECRET_TYPE));
+    let secrets = Api::<Secret>::namespaced(client, secret::NAMESPACE)
+        .list(&lp)
+        .await
+        .context("listing bootstrap tokens")?;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut table = crate::table::Table::new(&[
+        "TOKEN",
+        "TTL",
+        "EXPIRES",
+        "USAGES",
+        "DESCRIPTION",
+        "EXTRA GROUPS",
+    ]);
+    for s in secrets.items {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let data = s
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect();
+        let ts = match TokenSecret::from_data(&name, &data) {
+            Ok(ts) => ts,
+            Err(e) => {
+                eprintln!("skipping {name}: {e}");
+                continue;
+            }
+        };
+        let (ttl, expires) = match ts.expiration {
+            None => ("<forever>".to_string(), "<never>".to_string()),
+            Some(e) if e <= now => (
+                "<expired>".into(),
+                e.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            ),
+            Some(e) => (
+                ttl_text(e.as_second() - now.as_second()),
+                e.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            ),
+        };
+        let or_none = |v: String| {
+            if v.is_empty() {
+                "<none>".to_string()
+            } else {
+                v
+            }
+        };
+        table.row(vec![
+            ts.token.to_string(),
+            ttl,
+            expires,
+            ts.usages.join(","),
+            or_none(ts.description),
+            or_none(ts.extra_groups.join(",")),
+        ]);
+    }
+    print!("{}", table.render());
+    Ok(())
+}
+
+/// A time left as kubeadm prints it: 23h, 6d, 59m.
+fn ttl_text(secs: i64) -> String {
+    match secs {
+        s if s >= 2 * 86400 => format!("{}d", s / 86400),
+        s if s >= 3600 => format!("{}h", s / 3600),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// The token id of `text`: an id, ID.SECRET, or a join token.
+fn token_id(text: &str) -> anyhow::Result<String> {
+    if BootstrapToken::is_id(text) {
+        return Ok(text.into());
+    }
+    if let Some(t) = BootstrapToken::parse(text) {
+        return Ok(t.id);
+    }
+    match text.parse::<JoinToken>() {
+        Ok(j) => Ok(j.token.id),
+        Err(_) => anyhow::bail!(
+            "{text:?} is not a token id ([a-z0-9]{{6}}), a token (ID.SECRET) or a join token"
+        ),
+    }
+}
+
+async fn delete(ctx: &Ctx, a: DeleteArgs) -> anyhow::Result<()> {
+    let client = client(ctx, &a.common).await?;
+    let api = Api::<Secret>::namespaced(client, secret::NAMESPACE);
+    for t in &a.tokens {
+        let id = token_id(t)?;
+        match api
+            .delete(&secret::secret_name(&id), &Default::default())
+            .await
+        {
+            Ok(_) => println!("bootstrap token {id:?} deleted"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                anyhow::bail!("bootstrap token {id:?} not found")
+            }
+            Err(e) => return Err(e).context(format!("deleting bootstrap token {id:?}")),
+        }
+    }
+    Ok(())
+}

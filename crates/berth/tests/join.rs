@@ -1,0 +1,439 @@
+//! Joining nodes by token, driven as users would: the server's join token and
+//! `berth token create|list|delete`; CertificateSigningRequests made with kubectl as a
+//! bootstrap token, approved and signed by the controller manager, or left for an
+//! administrator, denied, refused; tokens expired, deleted or for another CA; and
+//! `berth agent --server --token-file` joining, getting a serving certificate, and
+//! renewing its client certificate before it expires. Needs kubectl 1.32.
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use berth_join::JoinToken;
+use common::cluster::Cluster;
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// kubectl with a kubeconfig of `user` (YAML lines), trusting the cluster CA.
+fn kubectl_as(c: &Cluster, label: &str, user: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let kc = c.env.path(&format!("kubeconfig-{label}"));
+    let ca = c.env.root().join("server/pki/ca.crt");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n{user}contexts:\n- name: u\n  context:\n    cluster: berth\n    user: u\ncurrent-context: u\n",
+            c.port,
+            ca.display()
+        ),
+    )
+    .unwrap();
+    c.kubectl_with(args, stdin, &[("KUBECONFIG", kc.to_str().unwrap())])
+}
+
+fn as_token(c: &Cluster, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    kubectl_as(
+        c,
+        &token[..6],
+        &format!("    token: {token}\n"),
+        args,
+        stdin,
+    )
+}
+
+/// A CSR manifest for `cn` in `orgs` for `signer`.
+fn csr_yaml(name: &str, cn: &str, orgs: &[&str], signer: &str, usages: &str) -> String {
+    let (req, _key) = berth_join::csr::request(cn, orgs, &[], &[]).unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(req);
+    format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {b64}\n  signerName: {signer}\n  usages: [{usages}]\n  username: system:admin\n  groups: [system:masters]\n"
+    )
+}
+
+/// Creates a CSR as the bootstrap `token`, expecting it accepted.
+fn submit(
+    c: &Cluster,
+    token: &str,
+    name: &str,
+    cn: &str,
+    orgs: &[&str],
+    signer: &str,
+    usages: &str,
+) {
+    let o = as_token(
+        c,
+        token,
+        &["create", "-f", "-"],
+        Some(&csr_yaml(name, cn, orgs, signer, usages)),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+const CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+const CLIENT_USAGES: &str = "digital signature, key encipherment, client auth";
+
+/// The CONDITION column of `kubectl get csr NAME`.
+fn condition(c: &Cluster, name: &str) -> String {
+    let out = c.ok(&["get", "csr", name, "--no-headers"]);
+    out.split_whitespace().last().unwrap_or("").to_string()
+}
+
+fn berth(c: &Cluster, args: &[&str]) -> Output {
+    c.env
+        .cmd(args)
+        .env("KUBECONFIG", c.kubeconfig())
+        .output()
+        .unwrap()
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn bootstrap_tokens_get_node_certificates_and_nothing_else() {
+    let c = Cluster::api_only();
+    // The server's join token names the CA it serves.
+    let server_token: JoinToken = std::fs::read_to_string(c.env.root().join("server/token"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ca = std::fs::read(c.env.root().join("server/pki/ca.crt")).unwrap();
+    assert_eq!(server_token.ca_hash, berth_join::ca_hash(&ca));
+
+    // A token of one's own, listed with its expiry.
+    let o = berth(
+        &c,
+        &["token", "create", "--ttl", "1h", "--description", "for j1"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let made: JoinToken = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert_eq!(made.ca_hash, server_token.ca_hash);
+    let token = made.token.to_string();
+    let list = berth(&c, &["token", "list"]);
+    let list = text(&list);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with(&token))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        row.contains("for j1") && row.contains("authentication,signing"),
+        "{row}"
+    );
+    assert!(list.contains("<forever>"), "the server's own token: {list}");
+
+    // A node client certificate asked for with the token: approved, signed, and the
+    // requester recorded whatever the request claimed.
+    submit(
+        &c,
+        &token,
+        "j1-client",
+        "system:node:j1",
+        &["system:nodes"],
+        CLIENT,
+        CLIENT_USAGES,
+    );
+    c.until("j1-client issued", 30, || {
+        (condition(&c, "j1-client") == "Approved,Issued").then_some(())
+    });
+    let requester = c.ok(&[
+        "get",
+        "csr",
+        "j1-client",
+        "-o",
+        "jsonpath={.spec.username} {.spec.groups}",
+    ]);
+    assert_eq!(
+        requester,
+        format!(
+            "system:bootstrap:{} [\"system:bootstrappers\",\"system:authenticated\"]",
+            made.token.id
+        )
+    );
+    let cert = c.ok(&[
+        "get",
+        "csr",
+        "j1-client",
+        "-o",
+        "jsonpath={.status.certificate}",
+    ]);
+    use base64::Engine;
+    let cert = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(cert)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        berth_join::csr::subject_common_name(&cert).unwrap(),
+        "system:node:j1"
+    );
+
+    // Anything but a node's client certificate waits for an administrator, and the
+    // signer refuses what is not a node's even once approved.
+    submit(
+        &c,
+        &token,
+        "eve",
+        "eve",
+        &["system:masters"],
+        CLIENT,
+        CLIENT_USAGES,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(condition(&c, "eve"), "Pending");
+    c.ok(&["certificate", "approve", "eve"]);
+    c.until("eve failed", 30, || {
+        (condition(&c, "eve") == "Approved,Failed").then_some(())
+    });
+    let why = c.ok(&[
+        "get",
+        "csr",
+        "eve",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Failed\")].message}",
+    ]);
+    assert!(why.contains("CN=system:node:NAME"), "{why}");
+
+    // A serving certificate is a node's own to ask for: the token's request waits,
+    // the token may not approve it, an administrator denies it.
+    submit(
+        &c,
+        &token,
+        "j2-by-token",
+        "system:node:j2",
+        &["system:nodes"],
+        "kubernetes.io/kubelet-serving",
+        "digital signature, key encipherment, server auth",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(condition(&c, "j2-by-token"), "Pending");
+    let o = as_token(&c, &token, &["certificate", "approve", "j2-by-token"], None);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("forbidden"), "{}", text(&o));
+    c.ok(&["certificate", "deny", "j2-by-token"]);
+    assert_eq!(condition(&c, "j2-by-token"), "Denied");
+
+    // A request that is not one: 422 naming the fields.
+    let bad = "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: bad\nspec:\n  request: aGVsbG8=\n  signerName: nodomain\n  usages: [bogus]\n";
+    let o = c.kubectl_in(&["create", "-f", "-"], Some(bad));
+    assert!(!o.status.success());
+    let e = text(&o);
+    for f in ["spec.request", "spec.signerName", "spec.usages[0]"] {
+        assert!(e.contains(f), "{f}: {e}");
+    }
+
+    // Expired and deleted tokens authenticate nobody.
+    let o = berth(&c, &["token", "create", "--ttl", "1s"]);
+    let short: JoinToken = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    let o = as_token(&c, &short.token.to_string(), &["get", "csr"], None);
+    assert!(text(&o).contains("Unauthorized"), "{}", text(&o));
+    let o = berth(&c, &["token", "delete", &made.to_string()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = as_token(&c, &token, &["get", "csr"], None);
+    assert!(text(&o).contains("Unauthorized"), "{}", text(&o));
+
+    // An agent given a token for another CA stops before trusting or sending
+    // anything; one given a deleted token is told so.
+    let server = format!("https://127.0.0.1:{}", c.port);
+    let foreign = JoinToken {
+        ca_hash: berth_join::ca_hash(b"another CA"),
+        token: server_token.token.clone(),
+    };
+    let o = c
+        .env
+        .cmd(&[
+            "agent",
+            "--server",
+            &server,
+            "--token",
+            &foreign.to_string(),
+            "--node-name",
+            "j9",
+        ])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("the join token expects"), "{}", text(&o));
+    let o = c
+        .env
+        .cmd(&[
+            "agent",
+            "--server",
+            &server,
+            "--token",
+            &made.to_string(),
+            "--node-name",
+            "j9",
+        ])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("401 Unauthorized"), "{}", text(&o));
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn an_agent_joins_with_the_token_serves_with_a_signed_certificate_and_renews() {
+    // Certificates of 40 s (backdated 5 minutes, as kube's signer does): the agent
+    // renews its client certificate within a minute.
+    let mut c = Cluster::start_with(&["--disable-agent", "--cluster-signing-duration", "40s"]);
+    let node_user = format!("system:node:{}", c.node);
+    let server_token: JoinToken = std::fs::read_to_string(c.env.root().join("server/token"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Joined with the server's token: the bootstrap identity asked for the client
+    // certificate, the node itself for its serving one.
+    let csrs = c.ok(&[
+        "get",
+        "csr",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[0].type}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        csrs.contains(&format!(
+            "{CLIENT} system:bootstrap:{} Approved",
+            server_token.token.id
+        )),
+        "{csrs}"
+    );
+    c.until("the serving certificate", 30, || {
+        let csrs = c.ok(&["get", "csr", "-o", "jsonpath={range .items[*]}{.spec.signerName} {.spec.username} {.status.certificate}{\"\\n\"}{end}"]);
+        csrs.lines()
+            .any(|l| l.starts_with(&format!("kubernetes.io/kubelet-serving {node_user} ")) && l.len() > 100)
+            .then_some(())
+    });
+    // kubectl as the node, with the kubeconfig the join wrote.
+    let node_kc = c.env.root().join("agent/pki/node.kubeconfig");
+    let as_node = |args: &[&str], stdin: Option<&str>| {
+        c.kubectl_with(args, stdin, &[("KUBECONFIG", node_kc.to_str().unwrap())])
+    };
+    let who = as_node(
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&who.stdout),
+        node_user,
+        "{}",
+        text(&who)
+    );
+    // The node asking for another node's client certificate: left pending, and it may
+    // not approve it.
+    let o = as_node(
+        &["create", "-f", "-"],
+        Some(&csr_yaml(
+            "other-node",
+            "system:node:other",
+            &["system:nodes"],
+            CLIENT,
+            CLIENT_USAGES,
+        )),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(condition(&c, "other-node"), "Pending");
+    let o = as_node(&["certificate", "approve", "other-node"], None);
+    assert!(text(&o).contains("forbidden"), "{}", text(&o));
+
+    // The API server reaches the agent's endpoint (now with the signed certificate).
+    c.apply(&c.pod_yaml(
+        "hello",
+        "  containers:\n  - name: main\n    image: localhost/busybox:1\n    command: [\"sh\", \"-c\", \"echo joined; sleep 1000\"]\n",
+    ));
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/hello",
+        "--timeout=60s",
+    ]);
+    c.until("the pod's log", 20, || {
+        c.ok(&["logs", "hello"]).contains("joined").then_some(())
+    });
+
+    // Renewal: a client certificate asked for by the node itself, signed, and the
+    // node still heartbeating after the first one has expired.
+    let first = std::fs::read_to_string(c.env.root().join("agent/pki/client.crt")).unwrap();
+    let (_, first_expiry) = berth_join::csr::validity(&first).unwrap();
+    c.until("a renewed client certificate", 90, || {
+        let now =
+            std::fs::read_to_string(c.env.root().join("agent/pki/client.crt")).unwrap_or_default();
+        (now != first && !now.is_empty()).then_some(())
+    });
+    let csrs = c.ok(&["get", "csr", "-o", "jsonpath={range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[0].reason}{\"\\n\"}{end}"]);
+    assert!(
+        csrs.contains(&format!("{CLIENT} {node_user} AutoApproved")),
+        "{csrs}"
+    );
+    let wait = first_expiry - k8s_openapi::jiff::Timestamp::now().as_second() + 2;
+    if wait > 0 {
+        std::thread::sleep(Duration::from_secs(wait as u64));
+    }
+    let lease = |c: &Cluster| {
+        c.ok(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            &c.node,
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ])
+    };
+    let before = lease(&c);
+    c.until(
+        "a heartbeat after the first certificate expired",
+        30,
+        || (lease(&c) != before).then_some(()),
+    );
+    assert!(
+        c.agent_log().contains("client certificate renewed"),
+        "{}",
+        c.agent_log()
+    );
+    // Restarted, the agent uses the renewed certificate it kept: no second join.
+    c.kill_agent();
+    c.spawn_agent();
+    c.until("the agent back with its kept certificate", 30, || {
+        c.agent_log()
+            .contains("using the node's certificate from before")
+            .then_some(())
+    });
+    let before = lease(&c);
+    c.until("a heartbeat from the restarted agent", 30, || {
+        (lease(&c) != before).then_some(())
+    });
+    let joins = c.ok(&[
+        "get",
+        "csr",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.username}{\"\\n\"}{end}",
+    ]);
+    assert_eq!(
+        joins
+            .lines()
+            .filter(|l| l.starts_with("system:bootstrap:"))
+            .count(),
+        1,
+        "{joins}"
+    );
+}
