@@ -31,6 +31,7 @@ mod cri;
 mod dns;
 mod engine;
 mod images;
+mod join;
 mod net;
 mod pods;
 mod rbac;
@@ -242,6 +243,16 @@ enum Cmd {
         #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
         tools: PathBuf,
     },
+    /// A new node's agent joining with a token, start to Node Ready, beside the same
+    /// agent restarted with the certificate it kept
+    Join {
+        /// Interleaved rounds (a new node each)
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// The berth binary (cargo build --release -p berth)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+    },
     /// What RBAC costs a GET: a user allowed by a RoleBinding among thousands, beside
     /// a member of system:masters
     Rbac {
@@ -341,6 +352,7 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Runtime { runs, berth, peers } => runtime_bench(runs, &berth, &peers),
+        Cmd::Join { rounds, berth } => join::run(&berth, rounds),
         Cmd::Rbac {
             rounds,
             gets,
