@@ -214,6 +214,14 @@ impl Api {
                 Ok(Response::bytes(200, "text/plain; charset=utf-8", "ok"))
             }
             "/version" => Ok(Response::json(200, &crate::version::version_info())),
+            berth_join::SERVER_BOOTSTRAP_PATH => match &self.server_bootstrap {
+                Some(b) => Ok(Response::json(200, &serde_json::to_value(b).unwrap_or_default())),
+                None => Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    "this server keeps its state in SQLite, which one server alone may use: to run several servers, start them all on etcd (--datastore-endpoint)",
+                )),
+            },
             // The CA bundle, to anyone (as k3s serves it): a joining node checks it
             // against its join token's hash before trusting it.
             "/cacerts" => Ok(Response::bytes(

@@ -146,7 +146,7 @@ impl Authenticator {
                 tokens.insert(fields[0].clone(), User::new(&fields[1], &fields[2], groups));
             }
         }
-        let key_path = pki_dir.join("service-account.key");
+        let key_path = pki_dir.join(crate::pki::SERVICE_ACCOUNT_KEY);
         if !key_path.exists() {
             let k = rcgen::KeyPair::generate()
                 .map_err(|e| Error::Setup(format!("generating the ServiceAccount key: {e}")))?;

@@ -170,6 +170,11 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         ready: std::sync::atomic::AtomicBool::new(false),
         cpu_readings: Default::default(),
         quota_gate: Default::default(),
+        server_bootstrap: if cfg.etcd.is_empty() {
+            None
+        } else {
+            Some(pki.server_bootstrap()?)
+        },
     });
     // The default roles before the first request: components asking at once find
     // their rights.

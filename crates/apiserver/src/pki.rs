@@ -25,6 +25,9 @@ pub struct Pki {
     pub dir: PathBuf,
 }
 
+/// The ServiceAccount token signing key's file in the PKI directory.
+pub const SERVICE_ACCOUNT_KEY: &str = "service-account.key";
+
 fn pki_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Setup(format!("{what}: {e}"))
 }
@@ -183,6 +186,34 @@ impl Pki {
             b64(key),
         );
         write_private(path, &doc)
+    }
+
+    /// What another server needs to join: the CA and the ServiceAccount key.
+    pub fn server_bootstrap(&self) -> Result<berth_join::ServerBootstrap, Error> {
+        Ok(berth_join::ServerBootstrap {
+            ca_cert: self.ca_cert.clone(),
+            ca_key: self.ca_key_pem()?,
+            service_account_key: read(&self.dir.join(SERVICE_ACCOUNT_KEY))?,
+        })
+    }
+
+    /// Installs the CA and ServiceAccount key of the cluster a server joins under
+    /// `dir`, before its first start; a `dir` that holds another CA is refused.
+    pub fn install_joined(dir: &Path, b: &berth_join::ServerBootstrap) -> Result<(), Error> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| pki_err(&format!("creating {}", dir.display()), e))?;
+        let ca = dir.join("ca.crt");
+        if let Ok(have) = std::fs::read_to_string(&ca) {
+            if have != b.ca_cert {
+                return Err(Error::Setup(format!(
+                    "{} holds another cluster's CA: give this server an empty --data-dir to join",
+                    dir.display()
+                )));
+            }
+        }
+        write_private(&dir.join("ca.key"), &b.ca_key)?;
+        write_private(&dir.join(SERVICE_ACCOUNT_KEY), &b.service_account_key)?;
+        write_private(&ca, &b.ca_cert)
     }
 
     /// The CA key (PEM), for the controller manager's signer.

@@ -37,4 +37,7 @@ pub struct Api {
     pub cpu_readings: CpuReadings,
     /// Creates under a quota, one at a time per namespace.
     pub quota_gate: crate::quota::Gate,
+    /// What another server joining this cluster gets (on a shared datastore); None on
+    /// SQLite, which one server alone may use.
+    pub server_bootstrap: Option<berth_join::ServerBootstrap>,
 }

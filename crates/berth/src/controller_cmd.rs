@@ -23,6 +23,8 @@ pub struct ControllerManagerArgs {
     #[arg(long)]
     disable_local_storage: bool,
     #[command(flatten)]
+    election: crate::elected::LeaderElectionArgs,
+    #[command(flatten)]
     settings: ControllerSettings,
 }
 
@@ -118,9 +120,9 @@ impl ControllerSettings {
 pub async fn elected(
     client: kube::Client,
     cfg: berth_controllers::Config,
+    election: berth_watch::leader::Election,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let election = berth_watch::leader::Election::new("kube-controller-manager");
     let c = client.clone();
     let work = move || berth_controllers::run(c.clone(), cfg.clone());
     berth_watch::leader::run(client, election, work, stop).await
@@ -133,12 +135,9 @@ pub async fn controller_manager(a: ControllerManagerArgs) -> anyhow::Result<()> 
     let cfg = a.settings.config(!a.disable_local_storage)?;
     let c = client.clone();
     let work = move || berth_controllers::run(c.clone(), cfg.clone());
-    crate::elected::until_interrupted(
-        client,
-        "kube-controller-manager",
-        a.leader_elect,
-        "the controllers",
-        work,
-    )
-    .await
+    let election = a
+        .leader_elect
+        .then(|| a.election.election("kube-controller-manager"))
+        .transpose()?;
+    crate::elected::until_interrupted(client, election, "the controllers", work).await
 }

@@ -24,6 +24,7 @@ mod registry_cmd;
 mod rootfs_cmd;
 mod scheduler_cmd;
 mod server_cmd;
+mod server_join;
 mod session;
 mod sim_cmd;
 mod stats_cmd;

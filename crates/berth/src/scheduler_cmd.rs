@@ -21,6 +21,8 @@ pub struct SchedulerArgs {
     /// schedulers acts at a time).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
+    #[command(flatten)]
+    election: crate::elected::LeaderElectionArgs,
 }
 
 /// The scheduler, acting while it holds the kube-system/kube-scheduler Lease, until
@@ -28,9 +30,9 @@ pub struct SchedulerArgs {
 pub async fn elected(
     client: kube::Client,
     cfg: berth_scheduler::SchedulerConfig,
+    election: berth_watch::leader::Election,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let election = berth_watch::leader::Election::new("kube-scheduler");
     let c = client.clone();
     let work = move || berth_scheduler::run(c.clone(), cfg.clone());
     berth_watch::leader::run(client, election, work, stop).await
@@ -45,12 +47,9 @@ pub async fn scheduler(a: SchedulerArgs) -> anyhow::Result<()> {
     };
     let c = client.clone();
     let work = move || berth_scheduler::run(c.clone(), cfg.clone());
-    crate::elected::until_interrupted(
-        client,
-        "kube-scheduler",
-        a.leader_elect,
-        "the scheduler",
-        work,
-    )
-    .await
+    let election = a
+        .leader_elect
+        .then(|| a.election.election("kube-scheduler"))
+        .transpose()?;
+    crate::elected::until_interrupted(client, election, "the scheduler", work).await
 }

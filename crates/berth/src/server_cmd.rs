@@ -50,6 +50,23 @@ pub struct ServerArgs {
     /// default StorageClass).
     #[arg(long, value_delimiter = ',', value_parser = ["scheduler", "controllers", "local-storage"])]
     disable: Vec<String>,
+    /// Join the cluster of the server at this URL (https://HOST:6443), sharing its
+    /// etcd: its CA and keys are fetched with --token.
+    #[arg(long)]
+    server: Option<String>,
+    /// The first server's join token (its DATA_DIR/token), to join with --server.
+    #[arg(
+        long,
+        env = "BERTH_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// A file holding the first server's join token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    election: crate::elected::LeaderElectionArgs,
     #[command(flatten)]
     controllers: crate::controller_cmd::ControllerSettings,
     #[command(flatten)]
@@ -88,6 +105,21 @@ fn in_process(s: &berth_apiserver::Server, name: &str, groups: &[&str]) -> kube:
 pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     init_logging(&a.log_format);
     let data_dir = a.data_dir.unwrap_or_else(|| ctx.root.join("server"));
+    if let Some(url) = &a.server {
+        let text = match (&a.token, &a.token_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .with_context(|| format!("reading the join token from {}", f.display()))?,
+            (None, None) => {
+                anyhow::bail!("--server needs the first server's token: --token or --token-file")
+            }
+        };
+        let token: berth_join::JoinToken =
+            text.parse().map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+        crate::server_join::join(url, &token, &data_dir, !a.datastore_endpoint.is_empty()).await?;
+    }
+    let scheduler_election = a.election.election("kube-scheduler")?;
+    let controllers_election = a.election.election("kube-controller-manager")?;
     let mut cfg = berth_apiserver::Config::new(data_dir.clone());
     cfg.listen = a.listen;
     cfg.etcd = a.datastore_endpoint;
@@ -144,6 +176,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         Some(AbortOnDrop(tokio::spawn(crate::scheduler_cmd::elected(
             client,
             Default::default(),
+            scheduler_election,
             stopped(),
         ))))
     };
@@ -181,6 +214,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         Some(AbortOnDrop(tokio::spawn(crate::controller_cmd::elected(
             client,
             controllers_cfg,
+            controllers_election,
             stopped(),
         ))))
     };

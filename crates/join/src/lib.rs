@@ -21,3 +21,27 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
 }
+
+/// What a server hands another server joining its cluster on a shared datastore:
+/// the cluster CA and the ServiceAccount signing key, so both sign and verify the
+/// same certificates and tokens. Only the server's own join token may fetch it.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerBootstrap {
+    /// The CA certificate (PEM).
+    pub ca_cert: String,
+    /// The CA key (PEM).
+    pub ca_key: String,
+    /// The ServiceAccount token signing key (PEM).
+    pub service_account_key: String,
+}
+
+impl std::fmt::Debug for ServerBootstrap {
+    // Keys stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerBootstrap(CA and ServiceAccount keys)")
+    }
+}
+
+/// Where a server serves [`ServerBootstrap`].
+pub const SERVER_BOOTSTRAP_PATH: &str = "/v1-berth/server-bootstrap";

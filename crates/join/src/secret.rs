@@ -16,6 +16,9 @@ pub const NAMESPACE: &str = "kube-system";
 pub const SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
 /// The group every bootstrap token's user is in.
 pub const GROUP: &str = "system:bootstrappers";
+/// The extra group of a server's own join token: it may fetch what another server
+/// needs to join ([`crate::ServerBootstrap`]); tokens made for agents are not in it.
+pub const SERVERS_GROUP: &str = "system:bootstrappers:berth:servers";
 /// The usage that lets the token authenticate to the API server.
 pub const USAGE_AUTHENTICATION: &str = "authentication";
 /// The usage kubeadm's discovery signs the cluster-info ConfigMap with.

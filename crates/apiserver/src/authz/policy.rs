@@ -568,6 +568,12 @@ fn kube_cluster_roles() -> Vec<Value> {
                 &["certificatesigningrequests"],
             )],
         ),
+        // Another server joining fetches the cluster's keys (berth's own).
+        cluster_role(
+            "berth:server-bootstrap",
+            &[],
+            vec![urls(&["get"], &[berth_join::SERVER_BOOTSTRAP_PATH])],
+        ),
     ]
 }
 
@@ -661,6 +667,11 @@ fn kube_cluster_role_bindings() -> Vec<Value> {
             "berth:node-autoapprove-bootstrap",
             "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
             &[("Group", berth_join::secret::GROUP)],
+        ),
+        cluster_binding(
+            "berth:server-bootstrap",
+            "berth:server-bootstrap",
+            &[("Group", berth_join::secret::SERVERS_GROUP)],
         ),
         cluster_binding(
             "berth:node-autoapprove-certificate-rotation",

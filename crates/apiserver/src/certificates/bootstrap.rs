@@ -131,7 +131,8 @@ pub async fn install_join_token(api: &Arc<Api>, join: &JoinToken) -> Result<(), 
             secret::USAGE_AUTHENTICATION.into(),
             secret::USAGE_SIGNING.into(),
         ],
-        extra_groups: Vec::new(),
+        // Also the servers' token: another server may join with it.
+        extra_groups: vec![secret::SERVERS_GROUP.into()],
         description: "The server's join token (berth server, DATA_DIR/token).".into(),
     };
     // Its namespace first: this runs before the server's other bootstrapping.
@@ -140,5 +141,24 @@ pub async fn install_join_token(api: &Arc<Api>, join: &JoinToken) -> Result<(), 
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": secret::NAMESPACE}});
     crate::objects::create_internal(api, namespaces, None, ns).await?;
     let secrets = crate::resources::find("", "v1", "secrets").expect("served");
-    crate::objects::create_internal(api, secrets, Some(secret::NAMESPACE), secret_object(&ts)).await
+    let want = secret_object(&ts);
+    crate::objects::create_internal(api, secrets, Some(secret::NAMESPACE), want.clone()).await?;
+    // One from an earlier version, or edited: put the server's token back as it is.
+    let name = secret::secret_name(&ts.token.id);
+    let (cur, rev) = crate::objects::read(api, secrets, Some(secret::NAMESPACE), &name).await?;
+    if cur.get("data") != want.get("data") {
+        let mut new = cur.clone();
+        new["data"] = want["data"].clone();
+        crate::objects::replace_internal(
+            api,
+            secrets,
+            Some(secret::NAMESPACE),
+            &name,
+            (&cur, rev),
+            new,
+            None,
+        )
+        .await?;
+    }
+    Ok(())
 }
