@@ -299,6 +299,7 @@ pub async fn agent(ctx: &Ctx, a: AgentArgs) -> anyhow::Result<()> {
     let mut cfg = a.node.config(&ctx.root);
     let token = join_token(&a)?;
     let mut renewal = None;
+    let mut followed = None;
     // A token means joining (or the credentials it got before), whatever KUBECONFIG says.
     let kubeconfig = a.kubeconfig.as_ref().filter(|_| token.is_none());
     let client = match (kubeconfig, &a.server) {
@@ -318,6 +319,10 @@ pub async fn agent(ctx: &Ctx, a: AgentArgs) -> anyhow::Result<()> {
             )
             .await?;
             cfg.client_ca_pem = Some(creds.ca_pem.clone());
+            followed = Some(tokio::spawn(berth_agent::credentials::servers::follow(
+                creds.client.clone(),
+                creds.identity.servers(),
+            )));
             renewal = Some(tokio::spawn(berth_agent::credentials::rotate::client(
                 creds.client.clone(),
                 creds.identity.clone(),
@@ -341,8 +346,8 @@ pub async fn agent(ctx: &Ctx, a: AgentArgs) -> anyhow::Result<()> {
         _ = term.recv() => Ok(()),
     };
     cri.stop().await;
-    if let Some(r) = renewal {
-        r.abort();
+    for task in [renewal, followed].into_iter().flatten() {
+        task.abort();
     }
     ran?;
     tracing::info!("agent stopping; containers keep running");

@@ -77,7 +77,10 @@ fn a_second_server_joins_on_etcd_and_takes_over_when_the_leader_dies() {
     let eps = etcd.endpoints().join(",");
     let mut flags = vec!["--datastore-endpoint", eps.as_str()];
     flags.extend(LEASE);
-    let mut a = Cluster::api_only_with(&flags);
+    // The first server, and a node agent joined to it.
+    let mut a_flags = vec!["--disable-agent"];
+    a_flags.extend(&flags);
+    let mut a = Cluster::start_with(&a_flags);
     let a_url = format!("https://127.0.0.1:{}", a.port);
     let a_token = a.env.root().join("server/token");
     let mut b_flags = flags.clone();
@@ -87,7 +90,7 @@ fn a_second_server_joins_on_etcd_and_takes_over_when_the_leader_dies() {
         "--token-file",
         a_token.to_str().unwrap(),
     ]);
-    let mut b = Cluster::api_only_with(&b_flags);
+    let b = Cluster::api_only_with(&b_flags);
 
     // One cluster: the same CA, each server's writes seen by the other, both
     // servers behind the kubernetes Service.
@@ -102,16 +105,25 @@ fn a_second_server_joins_on_etcd_and_takes_over_when_the_leader_dies() {
         "create",
         "deployment",
         "web",
-        "--image=example/web",
+        "--image=localhost/busybox:1",
         "--replicas=2",
+        "--",
+        "sleep",
+        "3600",
     ]);
-    a.until("pods through the first server", 30, || {
-        let n = a
-            .ok(&["get", "pods", "-l", "app=web", "--no-headers"])
-            .lines()
-            .count();
-        (n == 2).then_some(())
-    });
+    let running = |c: &Cluster| {
+        c.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "--field-selector=status.phase=Running",
+            "--no-headers",
+        ])
+        .lines()
+        .count()
+    };
+    a.until("two pods running", 60, || (running(&a) == 2).then_some(()));
     let both = format!(
         "127.0.0.1:{},127.0.0.1:{}",
         a.port.min(b.port),
@@ -121,49 +133,64 @@ fn a_second_server_joins_on_etcd_and_takes_over_when_the_leader_dies() {
         let e = endpoints(&a);
         (e.trim_end_matches(',') == both).then_some(())
     });
+    a.until("the agent knowing both servers", 30, || {
+        a.agent_log()
+            .contains(&format!("127.0.0.1:{}", b.port))
+            .then_some(())
+    });
 
-    // Kill -9 the server whose controllers lead; the other's take over within the
-    // lease (5 s here) and finish the scale-up begun just before, with no pod made
-    // twice.
-    let leader = holder(&a, "kube-controller-manager");
-    let a_leads = a.log().contains(&format!("identity={leader}"));
+    // Kill -9 the first server, which leads (it started first): the second's
+    // controllers and scheduler take over within the lease (5 s here) and finish the
+    // scale-up begun just before, with no pod made twice; the agent goes on through
+    // the second server.
+    let leader = holder(&b, "kube-controller-manager");
     assert!(
-        a_leads || b.log().contains(&format!("identity={leader}")),
-        "no server's log names {leader}"
+        a.log().contains(&format!("identity={leader}")),
+        "the first server should lead: {leader}"
     );
-    let (dead, live) = if a_leads {
-        (&mut a, &mut b)
-    } else {
-        (&mut b, &mut a)
-    };
-    live.ok(&["scale", "deployment", "web", "--replicas=5"]);
+    b.ok(&["scale", "deployment", "web", "--replicas=5"]);
     let t0 = Instant::now();
-    dead.kill();
-    let took = live.until("a new controller-manager leader", 30, || {
-        (holder(live, "kube-controller-manager") != leader).then(|| t0.elapsed())
+    a.kill();
+    let took = b.until("a new controller-manager leader", 30, || {
+        (holder(&b, "kube-controller-manager") != leader).then(|| t0.elapsed())
     });
     eprintln!(
         "controller-manager takeover after kill -9 of the leading server: {took:?} (lease 5 s)"
     );
     assert!(took < Duration::from_secs(12), "took {took:?}");
-    live.until("five pods", 30, || {
-        let n = live
-            .ok(&["get", "pods", "-l", "app=web", "--no-headers"])
-            .lines()
-            .count();
-        (n == 5).then_some(())
-    });
+    b.until("five pods running", 60, || (running(&b) == 5).then_some(()));
     std::thread::sleep(Duration::from_secs(3));
-    let pods = live.ok(&["get", "pods", "-l", "app=web", "--no-headers"]);
+    let pods = b.ok(&["get", "pods", "-l", "app=web", "--no-headers"]);
     assert_eq!(pods.lines().count(), 5, "{pods}");
-    let rs = live.ok(&["get", "rs", "-l", "app=web", "--no-headers"]);
+    let rs = b.ok(&["get", "rs", "-l", "app=web", "--no-headers"]);
     assert_eq!(rs.lines().count(), 1, "{rs}");
-    // The dead server leaves the endpoints once its Lease lapses.
-    let alone = format!("127.0.0.1:{},", live.port);
-    live.until("the dead server out of the endpoints", 60, || {
-        let e = endpoints(live);
-        (e == alone).then_some(())
+    let lease = |c: &Cluster| {
+        c.ok(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            &a.node,
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ])
+    };
+    let before = lease(&b);
+    b.until("the node's heartbeat through the second server", 30, || {
+        (lease(&b) != before).then_some(())
     });
+    assert!(
+        a.agent_log()
+            .contains("API server unreachable; using another"),
+        "{}",
+        a.agent_log()
+    );
+    // The dead server leaves the endpoints once its Lease lapses.
+    let alone = format!("127.0.0.1:{},", b.port);
+    b.until("the dead server out of the endpoints", 60, || {
+        (endpoints(&b) == alone).then_some(())
+    });
+    let live = &b;
 
     // Refusals: no shared store here; an agent's token; a first server on SQLite.
     let env = common::Env::new();

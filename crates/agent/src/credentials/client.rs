@@ -95,6 +95,7 @@ pub struct Pool(Arc<PoolInner>);
 struct PoolInner {
     current: RwLock<Hyper>,
     tls: rustls::ClientConfig,
+    servers: Arc<super::servers::Servers>,
 }
 
 fn hyper_client(tls: rustls::ClientConfig) -> Hyper {
@@ -144,25 +145,50 @@ impl tower::Service<http::Request<kube::client::Body>> for Pool {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<kube::client::Body>) -> Self::Future {
         let client = self
             .0
             .current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        Box::pin(async move { client.request(req).await })
+        // To the server in use (kube gives a path; the scheme and host are ours).
+        let server = self.0.servers.current();
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        parts.authority = Some(server.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        let servers = self.0.servers.clone();
+        Box::pin(async move {
+            let out = client.request(req).await;
+            if let Err(e) = &out {
+                if e.is_connect() {
+                    servers.failed(&server);
+                }
+            }
+            out
+        })
     }
 }
 
-/// The node's client identity: the certificate presented and the connections made
-/// with it.
+/// The node's client identity: the certificate presented, the connections made
+/// with it, and the servers they go to.
 pub struct Identity {
     cert: Arc<ClientCert>,
     pool: Pool,
 }
 
 impl Identity {
+    /// The API servers requests go to.
+    pub fn servers(&self) -> Arc<super::servers::Servers> {
+        self.pool.0.servers.clone()
+    }
+
     /// Presents `key` from now on, over new connections.
     pub fn replace(&self, key: Arc<CertifiedKey>) {
         self.cert.replace(key);
@@ -170,16 +196,16 @@ impl Identity {
     }
 }
 
-/// A client of the server at `url` trusting `ca_pem`, presenting `key` (replaced
-/// through the [`Identity`] returned beside it).
+/// A client of the server at `url` (and of the other servers the cluster lists, see
+/// [`super::servers`]) trusting `ca_pem`, presenting `key` (replaced through the
+/// [`Identity`] returned beside it).
 pub fn with_cert(
     url: &str,
     ca_pem: &str,
     key: Arc<CertifiedKey>,
 ) -> Result<(kube::Client, Arc<Identity>)> {
-    use kube::client::ConfigExt;
     use tower::ServiceBuilder;
-    let cfg = base_config(url)?;
+    let servers = super::servers::Servers::new(url)?;
     let cert = ClientCert::new(key);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -190,9 +216,9 @@ pub fn with_cert(
     let pool = Pool(Arc::new(PoolInner {
         current: RwLock::new(hyper_client(tls.clone())),
         tls,
+        servers,
     }));
     let service = ServiceBuilder::new()
-        .layer(cfg.base_uri_layer())
         .map_err(tower::BoxError::from)
         .service(pool.clone());
     Ok((

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod join;
 pub mod rotate;
+pub mod servers;
 
 use std::path::{Path, PathBuf};
 
