@@ -410,10 +410,10 @@ fn print(label: &str, f: &Figures) {
 }
 
 /// An etcd member for the etcd half of the benchmark.
-struct Etcd {
+pub(crate) struct Etcd {
     child: Child,
     _dir: tempfile::TempDir,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Etcd {
@@ -423,7 +423,7 @@ impl Drop for Etcd {
     }
 }
 
-fn etcd() -> Result<Etcd> {
+pub(crate) fn etcd() -> Result<Etcd> {
     let d = tempfile::tempdir()?;
     let (cp, pp) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{cp}");

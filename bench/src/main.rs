@@ -30,6 +30,7 @@ mod control;
 mod cri;
 mod dns;
 mod engine;
+mod failover;
 mod images;
 mod join;
 mod net;
@@ -243,6 +244,16 @@ enum Cmd {
         #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
         tools: PathBuf,
     },
+    /// Two servers on one etcd: the leading one killed, the other's controller
+    /// manager taking over, with the default and a 5 s lease
+    Failover {
+        /// Kills per lease setting
+        #[arg(long, default_value = "5")]
+        rounds: usize,
+        /// The berth binary (cargo build --release -p berth)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+    },
     /// A new node's agent joining with a token, start to Node Ready, beside the same
     /// agent restarted with the certificate it kept
     Join {
@@ -353,6 +364,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Runtime { runs, berth, peers } => runtime_bench(runs, &berth, &peers),
         Cmd::Join { rounds, berth } => join::run(&berth, rounds),
+        Cmd::Failover { rounds, berth } => failover::run(&berth, rounds),
         Cmd::Rbac {
             rounds,
             gets,

@@ -146,7 +146,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
     if !addr.ip().is_unspecified() {
         sans.push(addr.ip().to_string());
     }
-    let pki_dir = cfg.data_dir.join("pki");
+    let pki_dir = pki::pki_dir(&cfg.data_dir);
     let pki = pki::Pki::ensure(&pki_dir, &sans, &url)?;
     let tls = server::tls_config(&pki)?;
     let join_token = certificates::bootstrap::ensure_join_token(&cfg.data_dir, &pki.ca_cert)?;

@@ -25,6 +25,14 @@ pub struct Pki {
     pub dir: PathBuf,
 }
 
+/// The PKI directory of a server's data directory.
+pub fn pki_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("pki")
+}
+
+/// The CA certificate's file in the PKI directory.
+pub const CA_CERT: &str = "ca.crt";
+
 /// The ServiceAccount token signing key's file in the PKI directory.
 pub const SERVICE_ACCOUNT_KEY: &str = "service-account.key";
 
@@ -77,7 +85,7 @@ impl Pki {
     pub fn ensure(dir: &Path, names: &[String], server_url: &str) -> Result<Pki, Error> {
         std::fs::create_dir_all(dir)
             .map_err(|e| pki_err(&format!("creating {}", dir.display()), e))?;
-        let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let (ca_crt, ca_key) = (dir.join(CA_CERT), dir.join("ca.key"));
         if !ca_crt.exists() || !ca_key.exists() {
             let key = KeyPair::generate().map_err(|e| pki_err("generating the CA key", e))?;
             let mut p = CertificateParams::new(Vec::<String>::new())
@@ -202,7 +210,7 @@ impl Pki {
     pub fn install_joined(dir: &Path, b: &berth_join::ServerBootstrap) -> Result<(), Error> {
         std::fs::create_dir_all(dir)
             .map_err(|e| pki_err(&format!("creating {}", dir.display()), e))?;
-        let ca = dir.join("ca.crt");
+        let ca = dir.join(CA_CERT);
         if let Ok(have) = std::fs::read_to_string(&ca) {
             if have != b.ca_cert {
                 return Err(Error::Setup(format!(
@@ -225,7 +233,7 @@ impl Pki {
     /// server, such as `berth cluster`).
     pub fn load(dir: &Path) -> Result<Pki, Error> {
         Ok(Pki {
-            ca_cert: read(&dir.join("ca.crt"))?,
+            ca_cert: read(&dir.join(CA_CERT))?,
             serving_cert: read(&dir.join("serving.crt"))?,
             serving_key: read(&dir.join("serving.key"))?,
             dir: dir.to_path_buf(),

@@ -21,6 +21,14 @@ pub async fn join(
         on_etcd,
         "joining another server needs the cluster's shared datastore: give --datastore-endpoint (etcd) here and on the first server; a server on SQLite serves alone"
     );
+    // Joined before (a restart): the keys are here, and the other server may be the
+    // one that is down.
+    let pki = berth_apiserver::pki::pki_dir(data_dir);
+    let have = std::fs::read(pki.join(berth_apiserver::pki::CA_CERT)).ok();
+    if have.is_some_and(|ca| berth_join::ca_hash(&ca) == token.ca_hash) {
+        tracing::info!("this server has joined the cluster before; its keys are in place");
+        return Ok(());
+    }
     let ca = berth_agent::credentials::join::fetch_ca(url, &token.ca_hash).await?;
     let client = berth_agent::credentials::client::with_token(url, &ca, &token.token.to_string())?;
     let req = http::Request::get(berth_join::SERVER_BOOTSTRAP_PATH)
@@ -42,7 +50,7 @@ pub async fn join(
         berth_join::ca_hash(b.ca_cert.as_bytes()) == token.ca_hash,
         "the server handed over a CA other than the one the token names"
     );
-    berth_apiserver::pki::Pki::install_joined(&data_dir.join("pki"), &b)?;
+    berth_apiserver::pki::Pki::install_joined(&pki, &b)?;
     let token_file = berth_apiserver::certificates::bootstrap::token_path(data_dir);
     berth_hostdirs::write_private(&token_file, format!("{token}\n").as_bytes())
         .with_context(|| format!("writing {}", token_file.display()))?;
