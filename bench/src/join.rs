@@ -115,7 +115,7 @@ pub fn run(berth: &Path, rounds: usize) -> Result<()> {
         )
         .await?;
         let admin = client(&dir.join("pki"))?;
-        let token = dir.join("token");
+        let token = dir.join("agent-token");
         let mut joins = Vec::new();
         let mut restarts = Vec::new();
         for round in 0..rounds {

@@ -73,11 +73,7 @@ pub fn tls_config(
 ) -> Result<Arc<rustls::ServerConfig>> {
     let setup = |what: &str, e: &dyn std::fmt::Display| Error::Internal(format!("{what}: {e}"));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut client_ca_pem.as_bytes()) {
-        let c = c.map_err(|e| setup("cluster CA", &e))?;
-        roots.add(c).map_err(|e| setup("cluster CA", &e))?;
-    }
+    let roots = crate::credentials::client::roots(client_ca_pem)?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),

@@ -96,8 +96,10 @@ pub struct Server {
     pub api: Arc<api::Api>,
     /// The certificates (node credentials are issued from its CA).
     pub pki: pki::Pki,
-    /// The join token agents present (`DATA_DIR/token`).
+    /// The servers' join token (`DATA_DIR/token`).
     pub join_token: berth_join::JoinToken,
+    /// The agents' join token (`DATA_DIR/agent-token`).
+    pub agent_token: berth_join::JoinToken,
 }
 
 /// Starts the server; returns once it listens (readiness follows when the default
@@ -149,7 +151,14 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
     let pki_dir = pki::pki_dir(&cfg.data_dir);
     let pki = pki::Pki::ensure(&pki_dir, &sans, &url)?;
     let tls = server::tls_config(&pki)?;
-    let join_token = certificates::bootstrap::ensure_join_token(&cfg.data_dir, &pki.ca_cert)?;
+    let join_token = certificates::bootstrap::ensure_join_token(
+        &certificates::bootstrap::token_path(&cfg.data_dir),
+        &pki.ca_cert,
+    )?;
+    let agent_token = certificates::bootstrap::ensure_join_token(
+        &certificates::bootstrap::agent_token_path(&cfg.data_dir),
+        &pki.ca_cert,
+    )?;
     let authn = auth::Authenticator::load(cfg.token_file.as_deref(), &pki_dir)?;
     let hub = hub::Hub::start(store.clone())
         .await
@@ -183,9 +192,11 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         .map_err(|e| Error::Setup(format!("writing the default RBAC roles: {}", e.message)))?;
     // The join token works from the first request: a node started with the server
     // joins at once.
-    certificates::bootstrap::install_join_token(&api, &join_token)
-        .await
-        .map_err(|e| Error::Setup(format!("writing the join token's Secret: {}", e.message)))?;
+    for (token, servers) in [(&join_token, true), (&agent_token, false)] {
+        certificates::bootstrap::install_join_token(&api, token, servers)
+            .await
+            .map_err(|e| Error::Setup(format!("writing a join token's Secret: {}", e.message)))?;
+    }
     let rev = api.store.revision().await?;
     api.hub
         .wait_for(rev)
@@ -214,6 +225,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         api,
         pki,
         join_token,
+        agent_token,
     })
 }
 

@@ -32,6 +32,10 @@ pub fn pki_dir(data_dir: &Path) -> PathBuf {
 
 /// The CA certificate's file in the PKI directory.
 pub const CA_CERT: &str = "ca.crt";
+/// The nodes' serving CA certificate's file.
+pub const KUBELET_CA_CERT: &str = "kubelet-ca.crt";
+/// The nodes' serving CA key's file.
+pub const KUBELET_CA_KEY: &str = "kubelet-ca.key";
 
 /// The ServiceAccount token signing key's file in the PKI directory.
 pub const SERVICE_ACCOUNT_KEY: &str = "service-account.key";
@@ -78,6 +82,28 @@ fn issue(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// Makes a self-signed CA at `cert`/`key`, named `name@<unix time>`.
+fn make_ca(cert_path: &Path, key_path: &Path, name: &str) -> Result<(), Error> {
+    let key = KeyPair::generate().map_err(|e| pki_err("generating a CA key", e))?;
+    let mut p =
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| pki_err("CA parameters", e))?;
+    p.distinguished_name
+        .push(DnType::CommonName, format!("{name}@{}", unix_now()));
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    let cert = p
+        .self_signed(&key)
+        .map_err(|e| pki_err("self-signing a CA", e))?;
+    write_private(key_path, &key.serialize_pem())?;
+    write_private(cert_path, &cert.pem())
+}
+
 impl Pki {
     /// Loads the PKI under `dir`, making what is missing: the CA once, the serving
     /// certificate whenever `names` asks for a name it lacks, the admin kubeconfig
@@ -87,27 +113,17 @@ impl Pki {
             .map_err(|e| pki_err(&format!("creating {}", dir.display()), e))?;
         let (ca_crt, ca_key) = (dir.join(CA_CERT), dir.join("ca.key"));
         if !ca_crt.exists() || !ca_key.exists() {
-            let key = KeyPair::generate().map_err(|e| pki_err("generating the CA key", e))?;
-            let mut p = CertificateParams::new(Vec::<String>::new())
-                .map_err(|e| pki_err("CA parameters", e))?;
-            p.distinguished_name
-                .push(DnType::CommonName, format!("berth-ca@{}", unix_now()));
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-            p.not_after = rcgen::date_time_ymd(2035, 1, 1);
-            let cert = p
-                .self_signed(&key)
-                .map_err(|e| pki_err("self-signing the CA", e))?;
-            write_private(&ca_key, &key.serialize_pem())?;
-            write_private(&ca_crt, &cert.pem())?;
+            make_ca(&ca_crt, &ca_key, "berth-ca")?;
             for stale in ["serving.crt", "serving.key", "admin.crt", "admin.key"] {
                 let _ = std::fs::remove_file(dir.join(stale));
             }
+        }
+        // Nodes' serving certificates come from a CA of their own, which no client of
+        // the API server trusts: a node's certificate, whatever names it carries,
+        // can never pass for the API server.
+        let (kca_crt, kca_key) = (dir.join(KUBELET_CA_CERT), dir.join(KUBELET_CA_KEY));
+        if !kca_crt.exists() || !kca_key.exists() {
+            make_ca(&kca_crt, &kca_key, "berth-kubelet-serving-ca")?;
         }
         let ca_cert = read(&ca_crt)?;
         let ca_keypair =
@@ -198,11 +214,22 @@ impl Pki {
 
     /// What another server needs to join: the CA and the ServiceAccount key.
     pub fn server_bootstrap(&self) -> Result<berth_join::ServerBootstrap, Error> {
+        let (kubelet_ca_cert, kubelet_ca_key) = self.kubelet_ca()?;
         Ok(berth_join::ServerBootstrap {
             ca_cert: self.ca_cert.clone(),
             ca_key: self.ca_key_pem()?,
             service_account_key: read(&self.dir.join(SERVICE_ACCOUNT_KEY))?,
+            kubelet_ca_cert,
+            kubelet_ca_key,
         })
+    }
+
+    /// The nodes' serving CA: (certificate PEM, key PEM).
+    pub fn kubelet_ca(&self) -> Result<(String, String), Error> {
+        Ok((
+            read(&self.dir.join(KUBELET_CA_CERT))?,
+            read(&self.dir.join(KUBELET_CA_KEY))?,
+        ))
     }
 
     /// Installs the CA and ServiceAccount key of the cluster a server joins under
@@ -221,6 +248,8 @@ impl Pki {
         }
         write_private(&dir.join("ca.key"), &b.ca_key)?;
         write_private(&dir.join(SERVICE_ACCOUNT_KEY), &b.service_account_key)?;
+        write_private(&dir.join(KUBELET_CA_KEY), &b.kubelet_ca_key)?;
+        write_private(&dir.join(KUBELET_CA_CERT), &b.kubelet_ca_cert)?;
         write_private(&ca, &b.ca_cert)
     }
 

@@ -280,10 +280,13 @@ pub fn cluster_ca(kubeconfig: &Path) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
-/// The join token given by flag or file, parsed.
-fn join_token(a: &AgentArgs) -> anyhow::Result<Option<berth_join::JoinToken>> {
-    let text = match (&a.token, &a.token_file) {
-        (Some(t), _) => t.clone(),
+/// A join token given by flag (`--token`) or file (`--token-file`), parsed.
+pub fn read_join_token(
+    token: Option<&str>,
+    file: Option<&Path>,
+) -> anyhow::Result<Option<berth_join::JoinToken>> {
+    let text = match (token, file) {
+        (Some(t), _) => t.to_string(),
         (None, Some(f)) => std::fs::read_to_string(f)
             .with_context(|| format!("reading the join token from {}", f.display()))?,
         (None, None) => return Ok(None),
@@ -297,7 +300,7 @@ fn join_token(a: &AgentArgs) -> anyhow::Result<Option<berth_join::JoinToken>> {
 pub async fn agent(ctx: &Ctx, a: AgentArgs) -> anyhow::Result<()> {
     crate::server_cmd::init_logging("text");
     let mut cfg = a.node.config(&ctx.root);
-    let token = join_token(&a)?;
+    let token = read_join_token(a.token.as_deref(), a.token_file.as_deref())?;
     let mut renewal = None;
     let mut followed = None;
     // A token means joining (or the credentials it got before), whatever KUBECONFIG says.

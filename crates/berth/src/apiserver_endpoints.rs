@@ -86,6 +86,20 @@ async fn round(client: &kube::Client, me: SocketAddr) -> Result<usize, kube::Err
     let all = leases
         .list(&ListParams::default().labels(&format!("{IDENTITY_LABEL}=kube-apiserver")))
         .await?;
+    // Leases of servers gone an hour are removed, as kube's apiserver identity
+    // garbage collector does.
+    for l in &all.items {
+        let renewed = l
+            .spec
+            .as_ref()
+            .and_then(|s| s.renew_time.as_ref())
+            .map(|t| t.0);
+        let stale =
+            renewed.is_none_or(|r| r + k8s_openapi::jiff::SignedDuration::from_secs(3600) < now);
+        if let (true, Some(name)) = (stale, l.metadata.name.as_deref()) {
+            let _ = leases.delete(name, &Default::default()).await;
+        }
+    }
     let mut live: Vec<SocketAddr> = all
         .items
         .iter()
@@ -139,12 +153,15 @@ async fn write(client: &kube::Client, servers: &[SocketAddr]) -> Result<(), kube
     Api::<Endpoints>::namespaced(client.clone(), "default")
         .patch("kubernetes", &pp, &Patch::Apply(&endpoints))
         .await?;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let mut names = Vec::new();
     for (i, (port, ips)) in by_port.iter().enumerate() {
         let name = if i == 0 {
             "kubernetes".to_string()
         } else {
             format!("kubernetes-{port}")
         };
+        names.push(name.clone());
         let family = if ips[0].is_ipv4() { "IPv4" } else { "IPv6" };
         let slice = json!({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -154,9 +171,19 @@ async fn write(client: &kube::Client, servers: &[SocketAddr]) -> Result<(), kube
             "endpoints": ips.iter().map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}})).collect::<Vec<_>>(),
             "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
         });
-        Api::<EndpointSlice>::namespaced(client.clone(), "default")
-            .patch(&name, &pp, &Patch::Apply(&slice))
-            .await?;
+        slices.patch(&name, &pp, &Patch::Apply(&slice)).await?;
+    }
+    // Slices of ports no server listens on any more.
+    let lp = ListParams::default().labels("kubernetes.io/service-name=kubernetes");
+    for s in slices.list(&lp).await?.items {
+        if let Some(n) = s
+            .metadata
+            .name
+            .as_deref()
+            .filter(|n| !names.iter().any(|x| x == n))
+        {
+            slices.delete(n, &Default::default()).await?;
+        }
     }
     Ok(())
 }

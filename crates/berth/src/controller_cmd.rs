@@ -58,6 +58,13 @@ pub struct ControllerSettings {
     /// The CA key that signs approved certificate requests.
     #[arg(long, requires = "cluster_signing_cert_file")]
     cluster_signing_key_file: Option<PathBuf>,
+    /// The CA certificate that signs nodes' serving certificates [`berth server`: its
+    /// own nodes' serving CA; otherwise they are not signed].
+    #[arg(long, requires = "cluster_signing_kubelet_serving_key_file")]
+    cluster_signing_kubelet_serving_cert_file: Option<PathBuf>,
+    /// The CA key that signs nodes' serving certificates.
+    #[arg(long, requires = "cluster_signing_kubelet_serving_cert_file")]
+    cluster_signing_kubelet_serving_key_file: Option<PathBuf>,
 }
 
 impl ControllerSettings {
@@ -81,14 +88,21 @@ impl ControllerSettings {
                     .map_err(anyhow::Error::msg)?,
             )
         };
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let kubelet_serving = match (
+            &self.cluster_signing_kubelet_serving_cert_file,
+            &self.cluster_signing_kubelet_serving_key_file,
+        ) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        };
         let signer = match (
             &self.cluster_signing_cert_file,
             &self.cluster_signing_key_file,
         ) {
-            (Some(c), Some(k)) => Some(self.signer(
-                std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?,
-                std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?,
-            )),
+            (Some(c), Some(k)) => Some(self.signer(read(c)?, read(k)?, kubelet_serving)),
             _ => None,
         };
         Ok(berth_controllers::Config {
@@ -106,10 +120,12 @@ impl ControllerSettings {
         &self,
         ca_cert: String,
         ca_key: String,
+        kubelet_serving: Option<(String, String)>,
     ) -> berth_controllers::certificates::Signer {
         berth_controllers::certificates::Signer {
             ca_cert,
             ca_key,
+            kubelet_serving,
             duration: self.cluster_signing_duration,
         }
     }
@@ -133,6 +149,9 @@ pub async fn controller_manager(a: ControllerManagerArgs) -> anyhow::Result<()> 
     crate::server_cmd::init_logging("text");
     let client = crate::agent_cmd::client(&a.kubeconfig, a.server.as_deref()).await?;
     let cfg = a.settings.config(!a.disable_local_storage)?;
+    if cfg.signer.is_none() {
+        tracing::warn!("no --cluster-signing-cert-file: certificate requests are approved but not signed by these controllers");
+    }
     let c = client.clone();
     let work = move || berth_controllers::run(c.clone(), cfg.clone());
     let election = a

@@ -106,16 +106,8 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     init_logging(&a.log_format);
     let data_dir = a.data_dir.unwrap_or_else(|| ctx.root.join("server"));
     if let Some(url) = &a.server {
-        let text = match (&a.token, &a.token_file) {
-            (Some(t), _) => t.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f)
-                .with_context(|| format!("reading the join token from {}", f.display()))?,
-            (None, None) => {
-                anyhow::bail!("--server needs the first server's token: --token or --token-file")
-            }
-        };
-        let token: berth_join::JoinToken =
-            text.parse().map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+        let token = crate::agent_cmd::read_join_token(a.token.as_deref(), a.token_file.as_deref())?
+            .context("--server needs the first server's token: --token or --token-file")?;
         crate::server_join::join(url, &token, &data_dir, !a.datastore_endpoint.is_empty()).await?;
     }
     let scheduler_election = a.election.election("kube-scheduler")?;
@@ -125,6 +117,13 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     cfg.etcd = a.datastore_endpoint;
     cfg.token_file = a.token_auth_file;
     cfg.tls_san = a.tls_san;
+    // Reached from other machines by these: agents verify the server by them.
+    let node_ip = a.node.config(&ctx.root).node_ip;
+    for ip in [a.advertise_address, Some(node_ip)].into_iter().flatten() {
+        if !ip.is_loopback() && !ip.is_unspecified() && !cfg.tls_san.contains(&ip.to_string()) {
+            cfg.tls_san.push(ip.to_string());
+        }
+    }
     let store_desc = if cfg.etcd.is_empty() {
         format!("sqlite {}", cfg.data_dir.join("state.db").display())
     } else {
@@ -191,10 +190,11 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         if controllers_cfg.signer.is_none() {
             // The cluster CA signs nodes' certificates, as kube-controller-manager
             // given the CA's files.
-            controllers_cfg.signer = Some(
-                a.controllers
-                    .signer(s.pki.ca_cert.clone(), s.pki.ca_key_pem()?),
-            );
+            controllers_cfg.signer = Some(a.controllers.signer(
+                s.pki.ca_cert.clone(),
+                s.pki.ca_key_pem()?,
+                Some(s.pki.kubelet_ca()?),
+            ));
         }
         controllers_cfg.identities = Some(berth_controllers::Identities(std::sync::Arc::new(
             move |sa: &str| {
@@ -219,11 +219,11 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         ))))
     };
     // As kubeadm init ends: how another node joins.
-    let token_file = berth_apiserver::certificates::bootstrap::token_path(&data_dir);
     tracing::info!(
-        "nodes join with: berth agent --server https://HOST:{} --token-file {} (copy the file from here; or make a token that expires: berth token create)",
+        "agents join with: berth agent --server https://HOST:{} --token-file {} (copy the file from here; or make a token that expires: berth token create); servers on the same etcd join with --server and --token-file {}",
         s.addr.port(),
-        token_file.display()
+        berth_apiserver::certificates::bootstrap::agent_token_path(&data_dir).display(),
+        berth_apiserver::certificates::bootstrap::token_path(&data_dir).display(),
     );
     let advertise = a
         .advertise_address

@@ -214,6 +214,15 @@ fn a_second_server_joins_on_etcd_and_takes_over_when_the_leader_dies() {
         .to_string();
     let e = join_refused(&env, Some(&eps), &live_url, &["--token", &agent_token]);
     assert!(e.contains("may join agents but not servers"), "{e}");
+    // Nor the agents' own token, which nodes carry.
+    let nodes_token = live.env.root().join("server/agent-token");
+    let e = join_refused(
+        &env,
+        Some(&eps),
+        &live_url,
+        &["--token-file", nodes_token.to_str().unwrap()],
+    );
+    assert!(e.contains("may join agents but not servers"), "{e}");
     let lone = Cluster::api_only();
     let lone_url = format!("https://127.0.0.1:{}", lone.port);
     let lone_token = lone.env.root().join("server/token");

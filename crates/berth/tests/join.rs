@@ -292,7 +292,7 @@ fn an_agent_joins_with_the_token_serves_with_a_signed_certificate_and_renews() {
     // renews its client certificate within a minute.
     let mut c = Cluster::start_with(&["--disable-agent", "--cluster-signing-duration", "40s"]);
     let node_user = format!("system:node:{}", c.node);
-    let server_token: JoinToken = std::fs::read_to_string(c.env.root().join("server/token"))
+    let server_token: JoinToken = std::fs::read_to_string(c.env.root().join("server/agent-token"))
         .unwrap()
         .parse()
         .unwrap();

@@ -32,14 +32,18 @@ use kube::runtime::reflector::Store;
 
 use crate::{Error, Shared};
 
-/// The CA the signer signs with, and for how long by default (kube's
+/// The CAs the signer signs with, and for how long by default (kube's
 /// --cluster-signing-duration, a year).
 #[derive(Clone)]
 pub struct Signer {
-    /// The CA certificate (PEM).
+    /// The cluster CA certificate (PEM): client certificates.
     pub ca_cert: String,
-    /// The CA key (PEM).
+    /// The cluster CA key (PEM).
     pub ca_key: String,
+    /// The nodes' serving CA (certificate, key; PEM), kube's
+    /// --cluster-signing-kubelet-serving-*-file: kept apart so a node's serving
+    /// certificate is never one the API server's clients trust. None: not signed.
+    pub kubelet_serving: Option<(String, String)>,
     /// How long a certificate is valid when the request does not say.
     pub duration: Duration,
 }
@@ -350,14 +354,16 @@ fn sign(csr: &CertificateSigningRequest, signer: &Signer) -> Option<Result<Strin
         .and_then(|s| u64::try_from(s).ok())
         .map(Duration::from_secs)
         .map_or(signer.duration, |d| d.min(signer.duration));
+    let (ca_cert, ca_key) = if name == ni::SIGNER_KUBELET_SERVING {
+        match &signer.kubelet_serving {
+            Some((c, k)) => (c, k),
+            None => return None,
+        }
+    } else {
+        (&signer.ca_cert, &signer.ca_key)
+    };
     Some(
-        berth_join::csr::sign(
-            &csr.spec.request.0,
-            &usages(csr),
-            &signer.ca_cert,
-            &signer.ca_key,
-            duration,
-        )
-        .map_err(|e| e.to_string()),
+        berth_join::csr::sign(&csr.spec.request.0, &usages(csr), ca_cert, ca_key, duration)
+            .map_err(|e| e.to_string()),
     )
 }

@@ -70,6 +70,14 @@ fn parse_der(der: &[u8]) -> Result<Requested, Error> {
     csr.verify_signature()
         .map_err(|_| bad("the certificate request's signature does not verify"))?;
     let subject = &csr.certification_request_info.subject;
+    // One reading of the subject only: a second CN (or several attributes in one
+    // RDN) could be read one way here and another way when the certificate is made.
+    if subject.iter_common_name().count() > 1 {
+        return Err(bad("the subject has more than one CN"));
+    }
+    if subject.iter().any(|rdn| rdn.iter().count() != 1) {
+        return Err(bad("the subject has an RDN of several attributes"));
+    }
     let text = |a: &x509_parser::x509::AttributeTypeAndValue<'_>| {
         a.as_str().map(str::to_string).unwrap_or_default()
     };
@@ -138,6 +146,12 @@ pub fn sign(
     valid_for: std::time::Duration,
 ) -> Result<String, Error> {
     let der = der_of(pem_text)?;
+    let wanted = parse_der(&der)?;
+    if wanted.organizations.len() > 1 {
+        return Err(bad(
+            "berth signs certificates with one organization (O) at the most",
+        ));
+    }
     let req = CertificateSigningRequestParams::from_der(&der.into()).map_err(bad)?;
     let ca_keypair = KeyPair::from_pem(ca_key).map_err(|e| bad(format!("the CA key: {e}")))?;
     let ca_not_after = with_cert(ca_cert, |c| c.validity().not_after.to_datetime())
@@ -145,6 +159,16 @@ pub fn sign(
     let issuer = Issuer::from_ca_cert_pem(ca_cert, ca_keypair)
         .map_err(|e| bad(format!("the CA certificate: {e}")))?;
     let mut params = req.params;
+    // The subject as checked, not as another parser reads it.
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    for o in &wanted.organizations {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, o.as_str());
+    }
+    params
+        .distinguished_name
+        .push(DnType::CommonName, wanted.common_name.as_str());
     params.is_ca = IsCa::NoCa;
     params.key_usages.clear();
     params.extended_key_usages.clear();
@@ -167,14 +191,27 @@ pub fn sign(
     params.serial_number = Some(serial.to_vec().into());
     params.use_authority_key_identifier_extension = true;
     let now = time::OffsetDateTime::now_utc();
+    if ca_not_after <= now + time::Duration::hours(1) {
+        return Err(bad(format!(
+            "the cluster CA expires at {ca_not_after}: it signs nothing more; rotate it"
+        )));
+    }
     // A little back, so a node whose clock is slightly behind accepts it at once.
     params.not_before = now - time::Duration::minutes(5);
-    let wanted = now + time::Duration::try_from(valid_for).map_err(bad)?;
-    params.not_after = wanted.min(ca_not_after);
-    let cert = params
+    let until = now + time::Duration::try_from(valid_for).map_err(bad)?;
+    params.not_after = until.min(ca_not_after);
+    let pem = params
         .signed_by(&req.public_key, &issuer)
-        .map_err(|e| bad(format!("signing: {e}")))?;
-    Ok(cert.pem())
+        .map_err(|e| bad(format!("signing: {e}")))?
+        .pem();
+    // What was signed is what was checked.
+    let cn = subject_common_name(&pem)?;
+    if cn != wanted.common_name {
+        return Err(bad(format!(
+            "the signed subject {cn:?} is not the one checked"
+        )));
+    }
+    Ok(pem)
 }
 
 /// When a PEM certificate stops being valid, and when it started (unix seconds).
@@ -231,6 +268,36 @@ mod tests {
         let cert = sign(csr.as_bytes(), &usages, &ca_cert, &ca_key, year).unwrap();
         let (_, ca_to) = validity(&ca_cert).unwrap();
         assert_eq!(validity(&cert).unwrap().1, ca_to);
+    }
+
+    #[test]
+    fn a_subject_read_two_ways_is_refused() {
+        // Two CNs (the second under CN's OID as a custom type, as an attacker can
+        // write any DER): one parser may take the first, another the last.
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(DnType::CommonName, "system:node:n1");
+        p.distinguished_name
+            .push(DnType::OrganizationName, "system:nodes");
+        p.distinguished_name.push(
+            DnType::CustomDnType(vec![2, 5, 4, 3]),
+            "system:kube-controller-manager",
+        );
+        let two = p.serialize_request(&key).unwrap().pem().unwrap();
+        let e = parse(two.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("more than one CN"), "{e}");
+        let (ca_cert, ca_key) = ca();
+        let usages = ["client auth"].map(String::from);
+        assert!(sign(
+            two.as_bytes(),
+            &usages,
+            &ca_cert,
+            &ca_key,
+            std::time::Duration::from_secs(3600)
+        )
+        .is_err());
     }
 
     #[test]

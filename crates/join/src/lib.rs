@@ -34,6 +34,10 @@ pub struct ServerBootstrap {
     pub ca_key: String,
     /// The ServiceAccount token signing key (PEM).
     pub service_account_key: String,
+    /// The nodes' serving CA certificate (PEM).
+    pub kubelet_ca_cert: String,
+    /// The nodes' serving CA key (PEM).
+    pub kubelet_ca_key: String,
 }
 
 impl std::fmt::Debug for ServerBootstrap {

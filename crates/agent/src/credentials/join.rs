@@ -55,10 +55,22 @@ pub async fn fetch_ca(server: &str, expected_hash: &str) -> Result<String> {
             resp.status()
         )));
     }
-    let body = resp
-        .bytes()
+    // Nothing here is trusted yet: read no more than a CA bundle can be.
+    const MAX_CA_BYTES: usize = 1 << 20;
+    let mut resp = resp;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|e| config(format!("reading the cluster CA from {url}: {e}")))?;
+        .map_err(|e| config(format!("reading the cluster CA from {url}: {e}")))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_CA_BYTES {
+            return Err(config(format!(
+                "the cluster CA from {url} is over 1 MiB: not a CA bundle"
+            )));
+        }
+    }
     let got = berth_join::ca_hash(&body);
     if got != expected_hash {
         return Err(config(format!(
@@ -67,21 +79,39 @@ pub async fn fetch_ca(server: &str, expected_hash: &str) -> Result<String> {
              nothing was trusted or sent"
         )));
     }
-    String::from_utf8(body.to_vec())
-        .map_err(|_| config(format!("the CA from {url} is not PEM text")))
+    String::from_utf8(body).map_err(|_| config(format!("the CA from {url} is not PEM text")))
+}
+
+/// A certificate a node asks for.
+pub(crate) struct Wanted<'a> {
+    /// The signer.
+    pub signer: &'a str,
+    /// Its usages.
+    pub usages: &'a [&'a str],
+    /// The node (the subject is system:node:NODE in system:nodes).
+    pub node: &'a str,
+    /// DNS names.
+    pub dns: &'a [String],
+    /// IP addresses.
+    pub ips: &'a [IpAddr],
 }
 
 /// Asks the cluster for a certificate through a CertificateSigningRequest made with
-/// `client`, and waits for it: returns (certificate PEM, key PEM).
+/// `client` (`bootstrap`: a join token's), and waits up to `wait` for it: returns
+/// (certificate PEM, key PEM).
 pub(crate) async fn obtain(
     client: &kube::Client,
-    signer: &str,
-    usages: &[&str],
-    node: &str,
-    dns: &[String],
-    ips: &[IpAddr],
+    w: Wanted<'_>,
     wait: Duration,
+    bootstrap: bool,
 ) -> Result<(String, String)> {
+    let Wanted {
+        signer,
+        usages,
+        node,
+        dns,
+        ips,
+    } = w;
     let (request, key) =
         berth_join::csr::request(&ni::node_user(node), &[ni::NODES_GROUP], dns, ips)
             .map_err(|e| Error::Internal(format!("making a certificate request: {e}")))?;
@@ -100,9 +130,14 @@ pub(crate) async fn obtain(
         status: None,
     };
     let made = api.create(&PostParams::default(), &csr).await.map_err(|e| match &e {
-        kube::Error::Api(s) if s.code == 401 => config(
+        kube::Error::Api(s) if s.code == 401 && bootstrap => config(
             "the server refused the join token (401 Unauthorized): it is wrong, has expired or was deleted; \
              make a new one on a server with `berth token create`"
+                .into(),
+        ),
+        kube::Error::Api(s) if s.code == 401 => config(
+            "the server refused the node's certificate (401 Unauthorized): it has expired or is from another cluster; \
+             remove STATE_ROOT/agent/pki and join again with a token"
                 .into(),
         ),
         kube::Error::Api(s) if s.code == 403 => config(format!(
@@ -187,16 +222,14 @@ pub async fn load_or_join(
     let started = std::time::Instant::now();
     let ca = fetch_ca(server, &token.ca_hash).await?;
     let bootstrap = client::with_token(server, &ca, &token.token.to_string())?;
-    let (cert, key) = obtain(
-        &bootstrap,
-        ni::SIGNER_KUBELET_CLIENT,
-        CLIENT_USAGES,
+    let wanted = Wanted {
+        signer: ni::SIGNER_KUBELET_CLIENT,
+        usages: CLIENT_USAGES,
         node,
-        &[],
-        &[],
-        Duration::from_secs(300),
-    )
-    .await?;
+        dns: &[],
+        ips: &[],
+    };
+    let (cert, key) = obtain(&bootstrap, wanted, Duration::from_secs(300), true).await?;
     save(files, server, node, &ca, &cert, &key)?;
     tracing::info!(
         node,

@@ -64,16 +64,14 @@ async fn renew_client(
     server: &str,
     node: &str,
 ) -> Result<i64> {
-    let (new_cert, new_key) = join::obtain(
-        client,
-        ni::SIGNER_KUBELET_CLIENT,
-        join::CLIENT_USAGES,
+    let wanted = join::Wanted {
+        signer: ni::SIGNER_KUBELET_CLIENT,
+        usages: join::CLIENT_USAGES,
         node,
-        &[],
-        &[],
-        Duration::from_secs(120),
-    )
-    .await?;
+        dns: &[],
+        ips: &[],
+    };
+    let (new_cert, new_key) = join::obtain(client, wanted, Duration::from_secs(120), false).await?;
     let ca = std::fs::read_to_string(files.ca())
         .map_err(|e| Error::Io(files.ca().display().to_string(), e))?;
     join::save(files, server, node, &ca, &new_cert, &new_key)?;
@@ -135,26 +133,26 @@ pub async fn serving(
     ip: std::net::IpAddr,
 ) {
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    // The certificate in use, as signed: its life times the next request, whether or
+    // not it could be kept on disk.
+    let mut current = std::fs::read_to_string(files.serving_cert()).ok();
     loop {
-        if let Ok(pem) = std::fs::read_to_string(files.serving_cert()) {
-            tokio::time::sleep(renewal_wait(&pem)).await;
+        if let Some(pem) = &current {
+            tokio::time::sleep(renewal_wait(pem)).await;
         }
         // The approver checks the names against the Node's addresses.
         if !matches!(nodes.get_opt(&node).await, Ok(Some(_))) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        match join::obtain(
-            &client,
-            ni::SIGNER_KUBELET_SERVING,
-            SERVING_USAGES,
-            &node,
-            std::slice::from_ref(&node),
-            &[ip],
-            Duration::from_secs(120),
-        )
-        .await
-        {
+        let wanted = join::Wanted {
+            signer: ni::SIGNER_KUBELET_SERVING,
+            usages: SERVING_USAGES,
+            node: &node,
+            dns: std::slice::from_ref(&node),
+            ips: &[ip],
+        };
+        match join::obtain(&client, wanted, Duration::from_secs(120), false).await {
             Ok((cert, key)) => {
                 let saved = write_private(&files.serving_key(), &key)
                     .and_then(|_| write_private(&files.serving_cert(), &cert));
@@ -164,9 +162,13 @@ pub async fn serving(
                 match certified_key(&cert, &key) {
                     Ok(k) => {
                         serving.replace(k);
-                        tracing::info!(node, "serving certificate signed by the cluster CA");
+                        tracing::info!(node, "serving certificate signed by the nodes' serving CA");
+                        current = Some(cert);
                     }
-                    Err(e) => tracing::warn!(error = %e, "the signed serving certificate"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the signed serving certificate; asking again in 10 minutes");
+                        tokio::time::sleep(Duration::from_secs(600)).await;
+                    }
                 }
             }
             Err(e) => {

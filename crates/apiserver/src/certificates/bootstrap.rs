@@ -1,7 +1,10 @@
 //! Bootstrap tokens as kube-apiserver's `--enable-bootstrap-token-auth` reads them
 //! (a bearer token `ID.SECRET` checked against the Secret
-//! `kube-system/bootstrap-token-ID`), and the server's own join token, made on
-//! first start, kept at `DATA_DIR/token` and backed by such a Secret without expiry.
+//! `kube-system/bootstrap-token-ID`), and the server's two join tokens, made on
+//! first start and backed by such Secrets without expiry, as k3s keeps them: the
+//! agents' (`DATA_DIR/agent-token`), which joins nodes only, and the servers'
+//! (`DATA_DIR/token`), which may also fetch the cluster's keys to join another
+//! server — so a node's token can never make a server.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,10 +19,12 @@ use crate::request::User;
 use crate::status::ApiError;
 
 /// The user of a bearer token shaped as a bootstrap token: None when it has another
-/// shape; a 401 when no Secret backs it, or the Secret refuses it.
+/// shape or no Secret backs it (a static token may look the same); a 401 when its
+/// Secret refuses it. Read from the watch cache, as kube's authenticator reads its
+/// informer: a request costs no store read.
 pub async fn authenticate(api: &Arc<Api>, bearer: &str) -> Option<Result<User, ApiError>> {
     let token = BootstrapToken::parse(bearer)?;
-    Some(match token_secret(api, &token.id).await {
+    Some(match token_secret(api, &token.id)? {
         Ok(ts) => match ts.authenticate(&token.secret, jiff::Timestamp::now()) {
             Ok(groups) => Ok(User::new(&secret::user_name(&token.id), "", groups)),
             Err(e) => {
@@ -34,13 +39,15 @@ pub async fn authenticate(api: &Arc<Api>, bearer: &str) -> Option<Result<User, A
     })
 }
 
-/// The bootstrap token Secret of `id`, decoded.
-async fn token_secret(api: &Arc<Api>, id: &str) -> Result<TokenSecret, String> {
+/// The bootstrap token Secret of `id`, decoded; None when there is none.
+fn token_secret(api: &Arc<Api>, id: &str) -> Option<Result<TokenSecret, String>> {
     let secrets = crate::resources::find("", "v1", "secrets").expect("served");
     let name = secret::secret_name(id);
-    let (o, _) = crate::objects::read(api, secrets, Some(secret::NAMESPACE), &name)
-        .await
-        .map_err(|_| format!("no Secret {}/{name}", secret::NAMESPACE))?;
+    let o = api.hub.get(&secrets.key(Some(secret::NAMESPACE), &name))?;
+    Some(decode_secret(&name, &o))
+}
+
+fn decode_secret(name: &str, o: &Value) -> Result<TokenSecret, String> {
     if o.get("type").and_then(Value::as_str) != Some(secret::SECRET_TYPE) {
         return Err(format!(
             "Secret {name} is not of type {}",
@@ -50,8 +57,8 @@ async fn token_secret(api: &Arc<Api>, id: &str) -> Result<TokenSecret, String> {
     if o.pointer("/metadata/deletionTimestamp").is_some() {
         return Err(format!("Secret {name} is being deleted"));
     }
-    let data = decode_data(&o);
-    TokenSecret::from_data(&name, &data).map_err(|e| e.to_string())
+    let data = decode_data(o);
+    TokenSecret::from_data(name, &data).map_err(|e| e.to_string())
 }
 
 /// A Secret's data, base64-decoded (entries that do not decode are left out).
@@ -86,16 +93,21 @@ pub fn secret_object(ts: &TokenSecret) -> Value {
     })
 }
 
-/// The file the server keeps its join token in, under its data directory.
+/// The file of the servers' join token (it joins servers and agents).
 pub fn token_path(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("token")
 }
 
-/// The server's join token: read from `DATA_DIR/token`, or made there on first start.
-/// Its CA hash is always the current CA's (a token file from another CA is
-/// rewritten with the same credentials).
-pub fn ensure_join_token(data_dir: &Path, ca_pem: &str) -> Result<JoinToken, Error> {
-    let path = token_path(data_dir);
+/// The file of the agents' join token (it joins agents only).
+pub fn agent_token_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("agent-token")
+}
+
+/// A join token kept at `path`, or made there on first start. Its CA hash is always
+/// the current CA's (a token file from another CA is rewritten with the same
+/// credentials).
+pub fn ensure_join_token(path: &Path, ca_pem: &str) -> Result<JoinToken, Error> {
+    let path = path.to_path_buf();
     let hash = berth_join::ca_hash(ca_pem.as_bytes());
     let token = match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -120,10 +132,25 @@ pub fn ensure_join_token(data_dir: &Path, ca_pem: &str) -> Result<JoinToken, Err
     Ok(join)
 }
 
-/// The Secret backing the server's join token, written when missing: the server's
-/// token never expires (as k3s's server token), and is revoked by deleting its
-/// Secret and `DATA_DIR/token` before a restart.
-pub async fn install_join_token(api: &Arc<Api>, join: &JoinToken) -> Result<(), ApiError> {
+/// The Secret backing one of the server's join tokens, written (or put back as it
+/// should be) at every start: they never expire, as k3s's, and are revoked by
+/// deleting the Secret and the file on every server before their restarts.
+pub async fn install_join_token(
+    api: &Arc<Api>,
+    join: &JoinToken,
+    servers: bool,
+) -> Result<(), ApiError> {
+    let (extra_groups, description) = if servers {
+        (
+            vec![secret::SERVERS_GROUP.to_string()],
+            "The servers' join token (berth server, DATA_DIR/token): joins servers and agents.",
+        )
+    } else {
+        (
+            Vec::new(),
+            "The agents' join token (berth server, DATA_DIR/agent-token): joins agents only.",
+        )
+    };
     let ts = TokenSecret {
         token: join.token.clone(),
         expiration: None,
@@ -131,9 +158,8 @@ pub async fn install_join_token(api: &Arc<Api>, join: &JoinToken) -> Result<(), 
             secret::USAGE_AUTHENTICATION.into(),
             secret::USAGE_SIGNING.into(),
         ],
-        // Also the servers' token: another server may join with it.
-        extra_groups: vec![secret::SERVERS_GROUP.into()],
-        description: "The server's join token (berth server, DATA_DIR/token).".into(),
+        extra_groups,
+        description: description.into(),
     };
     // Its namespace first: this runs before the server's other bootstrapping.
     let namespaces = crate::resources::find("", "v1", "namespaces").expect("served");

@@ -230,6 +230,7 @@ pub fn validate(o: &Value, old: Option<&Value>, out: &mut Vec<Cause>) {
     }
     match o.pointer("/spec/usages").and_then(Value::as_array) {
         None => out.push(Cause::required("spec.usages")),
+        Some(us) if us.is_empty() => out.push(Cause::required("spec.usages")),
         Some(us) => {
             for (i, u) in us.iter().enumerate() {
                 let s = u.as_str().unwrap_or("");
@@ -257,6 +258,10 @@ pub fn validate(o: &Value, old: Option<&Value>, out: &mut Vec<Cause>) {
             .iter()
             .any(|c| c.get("type").and_then(Value::as_str) == Some(t))
     };
+    let approved = conds.iter().any(|c| {
+        c.get("type").and_then(Value::as_str) == Some("Approved")
+            && c.get("status").and_then(Value::as_str) == Some("True")
+    });
     if has("Approved") && has("Denied") {
         out.push(invalid(
             "status.conditions",
@@ -264,12 +269,28 @@ pub fn validate(o: &Value, old: Option<&Value>, out: &mut Vec<Cause>) {
                 .into(),
         ));
     }
+    let mut seen = Vec::new();
     for (i, c) in conds.iter().enumerate() {
-        if c.get("type")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
+        let t = c.get("type").and_then(Value::as_str).unwrap_or("");
+        if t.is_empty() {
             out.push(Cause::required(format!("status.conditions[{i}].type")));
+        } else if seen.contains(&t) {
+            out.push(Cause {
+                reason: "FieldValueDuplicate",
+                field: format!("status.conditions[{i}].type"),
+                message: format!("Duplicate value: {t:?}"),
+            });
+        }
+        seen.push(t);
+        let st = c.get("status").and_then(Value::as_str).unwrap_or("");
+        if !["True", "False", "Unknown"].contains(&st) {
+            out.push(Cause {
+                reason: "FieldValueNotSupported",
+                field: format!("status.conditions[{i}].status"),
+                message: format!(
+                    "Unsupported value: {st:?}: supported values: \"False\", \"True\", \"Unknown\""
+                ),
+            });
         }
     }
     if let Some(cert) = decoded(o, "/status/certificate") {
@@ -282,7 +303,7 @@ pub fn validate(o: &Value, old: Option<&Value>, out: &mut Vec<Cause>) {
                 "Invalid value: \"<certificate data>\": must contain at least one CERTIFICATE PEM block".into(),
             ));
         }
-        if !has("Approved") {
+        if !approved {
             out.push(Cause::forbidden(
                 "status.certificate",
                 "certificate can only be set on an approved request",

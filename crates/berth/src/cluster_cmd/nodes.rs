@@ -99,7 +99,7 @@ fn node_args(c: &ClusterRecord, paths: &Paths, n: &NodeRecord, extra: &[String])
                 "--server".into(),
                 c.api_url().unwrap_or_default(),
                 "--token-file".into(),
-                paths.server_token(&server).display().to_string(),
+                paths.agent_token(&server).display().to_string(),
             ]
         }
     };

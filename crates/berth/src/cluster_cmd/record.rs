@@ -96,9 +96,11 @@ impl Paths {
             .unwrap_or_default()
     }
 
-    /// The server's join token file (in its data directory).
-    pub fn server_token(&self, server: &str) -> PathBuf {
-        berth_apiserver::certificates::bootstrap::token_path(&self.node_root(server).join("server"))
+    /// The server's agents' join token file (in its data directory).
+    pub fn agent_token(&self, server: &str) -> PathBuf {
+        berth_apiserver::certificates::bootstrap::agent_token_path(
+            &self.node_root(server).join("server"),
+        )
     }
 
     /// A node's state root.

@@ -174,7 +174,7 @@ impl Cluster {
             .open(self.env.path("agent.log"))
             .unwrap();
         // The agent joins with the server's token, as on another machine.
-        let token = self.env.root().join("server/token");
+        let token = self.env.root().join("server/agent-token");
         let server = format!("https://127.0.0.1:{}", self.port);
         let mut cmd = self.env.cmd(&[
             "agent",
