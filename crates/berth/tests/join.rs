@@ -236,6 +236,12 @@ fn bootstrap_tokens_get_node_certificates_and_nothing_else() {
     std::thread::sleep(Duration::from_millis(2100));
     let o = as_token(&c, &short.token.to_string(), &["get", "csr"], None);
     assert!(text(&o).contains("Unauthorized"), "{}", text(&o));
+    // And the token cleaner removes it.
+    let short_secret = format!("bootstrap-token-{}", short.token.id);
+    c.until("the expired token's Secret removed", 30, || {
+        let o = c.kubectl(&["get", "secret", "-n", "kube-system", &short_secret]);
+        text(&o).contains("NotFound").then_some(())
+    });
     let o = berth(&c, &["token", "delete", &made.to_string()]);
     assert!(o.status.success(), "{}", text(&o));
     let o = as_token(&c, &token, &["get", "csr"], None);

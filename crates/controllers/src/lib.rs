@@ -28,6 +28,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod revisions;
 pub mod statefulset;
+pub mod tokencleaner;
 pub mod volumebinding;
 
 use std::convert::Infallible;
@@ -160,6 +161,7 @@ pub struct Shared {
     ingresses: Arc<Informer<Ingress>>,
     cluster_roles: Arc<Informer<ClusterRole>>,
     csrs: Arc<Informer<k8s_openapi::api::certificates::v1::CertificateSigningRequest>>,
+    token_secrets: Arc<Informer<k8s_openapi::api::core::v1::Secret>>,
 }
 
 impl Shared {
@@ -203,6 +205,10 @@ impl Shared {
             ingresses: Informer::new(Api::all(client.clone()), Default::default()),
             cluster_roles: Informer::new(Api::all(client.clone()), Default::default()),
             csrs: Informer::new(Api::all(client.clone()), Default::default()),
+            token_secrets: Informer::new(
+                Api::namespaced(client.clone(), berth_join::secret::NAMESPACE),
+                tokencleaner::watched(),
+            ),
             pods,
             replicasets,
             client,
@@ -294,6 +300,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         Box::pin(loadbalancer::controllers(&shared)),
         Box::pin(clusterroles::controller(&shared)),
         Box::pin(certificates::controller(&shared, cfg.signer.clone())),
+        Box::pin(tokencleaner::controller(&shared)),
     ];
     let mut controllers = controllers;
     if let Some(range) = cfg.pod_range {
@@ -336,6 +343,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         s.volumes.clone().parts(),
         s.classes.clone().parts(),
         s.autoscalers.clone().parts(),
+        s.token_secrets.clone().parts(),
         s.csrs.clone().parts(),
         s.ingresses.clone().parts(),
         s.cluster_roles.clone().parts(),

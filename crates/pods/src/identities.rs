@@ -42,6 +42,8 @@ pub const CLUSTERROLE_AGGREGATION: &str = "clusterrole-aggregation-controller";
 pub const GARBAGE_COLLECTOR: &str = "generic-garbage-collector";
 /// Certificate signing requests: approval, signing and cleaning.
 pub const CERTIFICATE: &str = "certificate-controller";
+/// Expired bootstrap tokens' removal.
+pub const TOKEN_CLEANER: &str = "token-cleaner";
 
 /// Every controller identity.
 pub const ALL: &[&str] = &[
@@ -63,6 +65,7 @@ pub const ALL: &[&str] = &[
     CLUSTERROLE_AGGREGATION,
     GARBAGE_COLLECTOR,
     CERTIFICATE,
+    TOKEN_CLEANER,
 ];
 
 /// The user name a ServiceAccount authenticates as.

@@ -707,7 +707,36 @@ pub fn namespaced() -> Vec<(&'static str, Value)> {
             ),
         ]
     };
+    let token_cleaner = format!(
+        "system:controller:{}",
+        berth_pods::identities::TOKEN_CLEANER
+    );
+    let token_cleaner_sa = format!(
+        "{}/{}",
+        berth_pods::identities::NAMESPACE,
+        berth_pods::identities::TOKEN_CLEANER
+    );
     vec![
+        // kube's: the token cleaner deletes bootstrap token Secrets, in kube-system only.
+        (
+            "kube-system",
+            role(
+                &token_cleaner,
+                vec![rule(
+                    &["delete", "get", "list", "watch"],
+                    &[""],
+                    &["secrets"],
+                )],
+            ),
+        ),
+        (
+            "kube-system",
+            binding(
+                &token_cleaner,
+                &token_cleaner,
+                &[("ServiceAccount", &token_cleaner_sa)],
+            ),
+        ),
         (
             "kube-system",
             role(
