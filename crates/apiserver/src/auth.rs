@@ -28,7 +28,7 @@ impl CertIdentity {
     pub fn of(der: &[u8]) -> Option<CertIdentity> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
         Some(CertIdentity {
-            user: User::from_certificate(der)?,
+            user: User::of_certificate(&cert)?,
             not_after: cert.validity().not_after.timestamp(),
         })
     }
@@ -41,8 +41,7 @@ impl CertIdentity {
 
 impl User {
     /// The user of a client certificate: CN is the name, O the groups.
-    pub fn from_certificate(der: &[u8]) -> Option<User> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    fn of_certificate(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<User> {
         let subject = cert.subject();
         let cn = subject
             .iter_common_name()

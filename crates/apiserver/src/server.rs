@@ -251,7 +251,7 @@ async fn authenticate(
         if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
             let token = auth.strip_prefix("Bearer ").map(str::trim);
             if let Some(found) = match token {
-                Some(t) => crate::certificates::bootstrap::authenticate(api, t).await,
+                Some(t) => crate::certificates::bootstrap::authenticate(api, t),
                 None => None,
             } {
                 return found.map(Some);

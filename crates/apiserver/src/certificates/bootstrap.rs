@@ -22,7 +22,7 @@ use crate::status::ApiError;
 /// shape or no Secret backs it (a static token may look the same); a 401 when its
 /// Secret refuses it. Read from the watch cache, as kube's authenticator reads its
 /// informer: a request costs no store read.
-pub async fn authenticate(api: &Arc<Api>, bearer: &str) -> Option<Result<User, ApiError>> {
+pub fn authenticate(api: &Arc<Api>, bearer: &str) -> Option<Result<User, ApiError>> {
     let token = BootstrapToken::parse(bearer)?;
     Some(match token_secret(api, &token.id)? {
         Ok(ts) => match ts.authenticate(&token.secret, jiff::Timestamp::now()) {
