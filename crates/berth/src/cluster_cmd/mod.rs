@@ -310,7 +310,8 @@ async fn write_kubeconfig(
     while !paths.server_kubeconfig().exists() {
         anyhow::ensure!(
             nodes::running(paths, server).is_some(),
-            "the server stopped"
+            "the server stopped: {}",
+            nodes::why_stopped(paths, server)
         );
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -346,8 +347,9 @@ async fn wait_ready(c: &ClusterRecord, paths: &Paths, deadline: Instant) -> anyh
         for n in &c.nodes {
             anyhow::ensure!(
                 nodes::running(paths, n).is_some(),
-                "node {} stopped",
-                n.name
+                "node {} stopped: {}",
+                n.name,
+                nodes::why_stopped(paths, n)
             );
         }
         let last = match api.list(&Default::default()).await {

@@ -175,8 +175,10 @@ pub fn running(paths: &Paths, n: &NodeRecord) -> Option<u32> {
     let root = paths.node_root(&n.name);
     let root = root.to_string_lossy();
     // A process in the middle of an exec (setsid and nsenter exec the next program)
-    // shows an empty command line for a moment; so does a zombie, for good.
-    for _ in 0..50 {
+    // shows an empty command line for a moment; so does a zombie, for good. On a
+    // loaded machine the moment can be long (a debug build's exec, two cores busy):
+    // up to two seconds is waited for.
+    for _ in 0..400 {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         if !cmdline.is_empty() {
             return cmdline
@@ -193,6 +195,49 @@ pub fn running(paths: &Paths, n: &NodeRecord) -> Option<u32> {
         std::thread::sleep(Duration::from_millis(5));
     }
     None
+}
+
+/// Why node `n` is not running, for an error message: what its pid file names and
+/// what became of that process, and the end of its log.
+pub fn why_stopped(paths: &Paths, n: &NodeRecord) -> String {
+    let pid_file = paths.node_pid(&n.name);
+    let process = match std::fs::read_to_string(&pid_file) {
+        Err(e) => format!("{}: {e}", pid_file.display()),
+        Ok(text) => {
+            let pid = text.trim();
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => format!("pid {pid} has exited"),
+                Ok(stat) => {
+                    let state = stat
+                        .rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next())
+                        .unwrap_or("?");
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .unwrap_or_default()
+                        .split(|b| *b == 0)
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    format!(
+                        "pid {pid} is in state {state}, running `{}`",
+                        cmdline.trim()
+                    )
+                }
+            }
+        }
+    };
+    let log_path = paths.node_log(&n.name);
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+    if tail.is_empty() {
+        format!("{process}; its log {} is empty", log_path.display())
+    } else {
+        format!(
+            "{process}; the end of its log {}:\n{tail}",
+            log_path.display()
+        )
+    }
 }
 
 /// Processes of node `n` other than the one its pid file names (a start whose pid file
