@@ -162,6 +162,9 @@ impl Api {
                     Backing::NodeMetrics => {
                         resource_metrics::handle(self, req, res, ns, name).await
                     }
+                    Backing::Converted if res.custom.is_some() => {
+                        crate::crd::versions::handle(self, req, res, ns, name, sub).await
+                    }
                     Backing::Converted => hpa_v1::handle(self, req, res, ns, name, sub).await,
                     Backing::Store | Backing::Review => {
                         objects::handle(self, req, res, ns, name, sub).await
@@ -358,6 +361,13 @@ fn openapi_v3(group: &str, version: &str) -> (Bytes, String) {
     static DOCS: std::sync::OnceLock<
         std::sync::Mutex<std::collections::HashMap<String, (Bytes, String)>>,
     > = std::sync::OnceLock::new();
+    // A custom group-version's document changes with its definitions: made afresh.
+    if resources::of(group, version).any(|r| r.custom.is_some()) {
+        let doc = openapi::v3_document(group, version).unwrap_or(json!({}));
+        let body = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+        let hash = discovery::etag(&body).trim_matches('"').to_string();
+        return (body, hash);
+    }
     let key = format!("{group}/{version}");
     let docs = DOCS.get_or_init(Default::default);
     if let Some(d) = docs.lock().unwrap().get(&key) {

@@ -130,8 +130,16 @@ fn template(o: &mut Value, ptr: &str) {
 }
 
 /// Applies kind-specific defaults to a new or updated object.
-pub fn apply(kind: &str, o: &mut Value) {
-    match kind {
+pub fn apply(res: &crate::resources::Resource, o: &mut Value) {
+    if let Some(c) = res.custom {
+        // A custom object: its schema's defaults, nothing of the built-in kinds.
+        if let Some(schema) = &c.schema {
+            crate::crd::values::default(schema, o);
+        }
+        return;
+    }
+    match res.kind {
+        "CustomResourceDefinition" => crate::crd::definition::default(o),
         "Pod" => {
             if let Some(spec) = o.get_mut("spec") {
                 // Priority and preemptionPolicy come from the Priority admission

@@ -115,12 +115,42 @@ pub fn core_versions(server_address: &str) -> Value {
 
 fn versions_of(group: &str) -> Vec<&'static str> {
     let mut v: Vec<&'static str> = Vec::new();
-    for r in resources::RESOURCES.iter().filter(|r| r.group == group) {
+    let mut custom = false;
+    for r in resources::all().filter(|r| r.group == group) {
         if !v.contains(&r.version) {
             v.push(r.version);
+            custom |= r.custom.is_some();
         }
     }
+    if custom {
+        v.sort_by_key(|x| std::cmp::Reverse(version_priority(x)));
+    }
     v
+}
+
+/// kube's order of versions (a custom group's preferred version is the first): GA
+/// before beta before alpha, higher numbers first; anything else last, by name.
+fn version_priority(v: &str) -> (u8, u32, u32, std::cmp::Reverse<String>) {
+    let parse = || -> Option<(u8, u32, u32)> {
+        let rest = v.strip_prefix('v')?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let major: u32 = digits.parse().ok()?;
+        match &rest[digits.len()..] {
+            "" => Some((3, major, 0)),
+            s => {
+                let (level, n) = if let Some(n) = s.strip_prefix("beta") {
+                    (2, n)
+                } else {
+                    (1, s.strip_prefix("alpha")?)
+                };
+                Some((level, major, n.parse().ok()?))
+            }
+        }
+    };
+    match parse() {
+        Some((l, a, b)) => (l, a, b, std::cmp::Reverse(String::new())),
+        None => (0, 0, 0, std::cmp::Reverse(v.to_string())),
+    }
 }
 
 /// /apis/GROUP (APIGroup).

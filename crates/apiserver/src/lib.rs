@@ -12,6 +12,8 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod certificates;
+pub mod converted;
+pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
@@ -197,6 +199,8 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
             .await
             .map_err(|e| Error::Setup(format!("writing a join token's Secret: {}", e.message)))?;
     }
+    // Custom resources are served from the first request on.
+    crd::controller::start(&api);
     let rev = api.store.revision().await?;
     api.hub
         .wait_for(rev)

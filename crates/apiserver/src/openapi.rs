@@ -59,8 +59,16 @@ fn schema_ref(v3: bool, name: &str) -> Value {
     }
 }
 
+/// The OpenAPI name of a resource's kind.
+fn schema_name(r: &Resource) -> String {
+    match r.custom {
+        Some(_) => crate::crd::openapi::schema_name(r),
+        None => (r.schema_name)().into_owned(),
+    }
+}
+
 fn op(v3: bool, r: &Resource, action: &str, id: String, body: bool, params: Vec<Value>) -> Value {
-    let schema = schema_ref(v3, &(r.schema_name)());
+    let schema = schema_ref(v3, &schema_name(r));
     let mut o = json!({
         "operationId": id,
         "parameters": params,
@@ -75,8 +83,16 @@ fn op(v3: bool, r: &Resource, action: &str, id: String, body: bool, params: Vec<
             } else {
                 schema.clone()
             };
-            o["requestBody"] =
-                json!({"content": {"*/*": {"schema": body_schema}}, "required": true});
+            // Custom objects take no strategic merge patch (kubectl learns it here and
+            // sends a JSON merge patch instead).
+            let content = if action == "patch" && r.custom.is_some() {
+                json!({"application/json-patch+json": {"schema": body_schema},
+                       "application/merge-patch+json": {"schema": body_schema},
+                       "application/apply-patch+yaml": {"schema": body_schema}})
+            } else {
+                json!({"*/*": {"schema": body_schema}})
+            };
+            o["requestBody"] = json!({"content": content, "required": true});
         }
     } else {
         o["responses"] = json!({"200": {"description": "OK", "schema": schema}});
@@ -199,7 +215,11 @@ pub fn v3_document(group: &str, version: &str) -> Option<Value> {
     for r in &rs {
         add_paths(true, r, &mut paths);
     }
-    let defs = schema::for_group_version(group, version).defs.clone();
+    let defs = if rs.iter().any(|r| r.custom.is_some()) {
+        crate::crd::openapi::definitions(&rs)
+    } else {
+        schema::for_group_version(group, version).defs.clone()
+    };
     Some(json!({
         "openapi": "3.0.0",
         "info": info(),
@@ -212,7 +232,7 @@ pub fn v3_document(group: &str, version: &str) -> Option<Value> {
 pub fn v3_index(hash_of: impl Fn(&str, &str) -> String) -> Value {
     let mut paths = Map::new();
     let mut gvs: Vec<(&str, &str)> = Vec::new();
-    for r in resources::RESOURCES {
+    for r in resources::all() {
         if !gvs.contains(&(r.group, r.version)) {
             gvs.push((r.group, r.version));
         }

@@ -4,6 +4,7 @@
 //! read from here, so a resource added here is served everywhere at once.
 
 use std::borrow::Cow;
+use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::{
     apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz,
@@ -12,7 +13,10 @@ use k8s_openapi::api::{
     events::v1 as events, networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac,
     scheduling::v1 as sched, storage::v1 as storage,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
+
+use crate::crd::custom::Custom;
 
 /// The verbs of a resource kept in the store.
 pub const STORE_VERBS: &[&str] = &[
@@ -55,6 +59,9 @@ pub struct Resource {
     /// Checks that a JSON object decodes as the kind; returns the field path and the
     /// error when it does not.
     pub decode: fn(&serde_json::Value) -> Result<(), (String, String)>,
+    /// A custom resource's version: its schema, columns and scale paths (its
+    /// `schema_name` and `schema` are unused; `crate::crd` answers instead).
+    pub custom: Option<&'static Custom>,
 }
 
 /// What answers for a resource's objects.
@@ -95,6 +102,9 @@ pub enum Strategy {
     /// The requester recorded in the spec; approval and signing authorized against
     /// the signer (see `certificates::csr`).
     CertificateSigningRequest,
+    /// The cleanup finalizer and an empty status on create; its objects are served
+    /// once it is (see `crate::crd`).
+    CustomResourceDefinition,
 }
 
 impl std::fmt::Debug for Resource {
@@ -113,9 +123,20 @@ impl Resource {
         }
     }
 
-    /// The singular name (lower-case kind).
+    /// The singular name (lower-case kind, or a custom resource's own).
     pub fn singular(&self) -> String {
-        self.kind.to_ascii_lowercase()
+        match self.custom {
+            Some(c) => c.singular.clone(),
+            None => self.kind.to_ascii_lowercase(),
+        }
+    }
+
+    /// The kind of a list of its objects.
+    pub fn list_kind(&self) -> String {
+        match self.custom {
+            Some(c) => c.list_kind.clone(),
+            None => format!("{}List", self.kind),
+        }
     }
 
     /// Whether objects are kept in the store in this version.
@@ -173,19 +194,20 @@ impl Resource {
 
     /// Whether objects have a spec whose changes bump metadata.generation.
     pub fn has_generation(&self) -> bool {
-        !matches!(
-            self.kind,
-            "Pod"
-                | "ConfigMap"
-                | "Secret"
-                | "ServiceAccount"
-                | "Event"
-                | "Endpoints"
-                | "EndpointSlice"
-                | "Namespace"
-                | "Node"
-                | "ControllerRevision"
-        )
+        self.custom.is_some()
+            || !matches!(
+                self.kind,
+                "Pod"
+                    | "ConfigMap"
+                    | "Secret"
+                    | "ServiceAccount"
+                    | "Event"
+                    | "Endpoints"
+                    | "EndpointSlice"
+                    | "Namespace"
+                    | "Node"
+                    | "ControllerRevision"
+            )
     }
 }
 
@@ -224,6 +246,7 @@ macro_rules! resource {
             schema_name: <$t as JsonSchema>::schema_name,
             schema: |g| g.subschema_for::<$t>(),
             decode: decode::<$t>,
+            custom: None,
         }
     };
 }
@@ -278,6 +301,8 @@ pub static RESOURCES: &[Resource] = &[
     resource!(rbac::RoleBinding, short: [], ns: true, cats: [], subs: []),
     resource!(certs::CertificateSigningRequest, short: ["csr"], ns: false, cats: [], subs: ["status", "approval"],
         strategy: Strategy::CertificateSigningRequest),
+    resource!(apiext::CustomResourceDefinition, short: ["crd", "crds"], ns: false, cats: ["api-extensions"],
+        subs: ["status"], strategy: Strategy::CustomResourceDefinition),
     resource!(authz::SubjectAccessReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),
     resource!(authz::SelfSubjectAccessReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),
     resource!(authz::SelfSubjectRulesReview, short: [], ns: false, cats: [], subs: [], backing: Backing::Review),
@@ -288,10 +313,36 @@ pub static RESOURCES: &[Resource] = &[
         backing: Backing::NodeMetrics),
 ];
 
+/// The custom resources served (every served version of every accepted definition),
+/// kept by `crate::crd`'s registry. A snapshot is cheap to take: an `Arc` of the list.
+static CUSTOM: RwLock<Option<Arc<Vec<&'static Resource>>>> = RwLock::new(None);
+
+/// The custom resources served now.
+pub fn custom() -> Arc<Vec<&'static Resource>> {
+    CUSTOM
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_default()
+}
+
+/// Replaces the custom resources served (by `crate::crd`'s registry only).
+pub(crate) fn set_custom(list: Vec<&'static Resource>) {
+    *CUSTOM.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(list));
+}
+
+/// Every resource served: the built-in ones, then the custom ones.
+pub fn all() -> impl Iterator<Item = &'static Resource> {
+    let custom = custom();
+    RESOURCES
+        .iter()
+        .chain((0..custom.len()).map(move |i| custom[i]))
+}
+
 /// The groups served, in discovery order, each with its versions.
 pub fn groups() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    for r in RESOURCES {
+    for r in all() {
         if !r.group.is_empty() && !out.contains(&r.group) {
             out.push(r.group);
         }
@@ -301,23 +352,17 @@ pub fn groups() -> Vec<&'static str> {
 
 /// The resources of one group and version.
 pub fn of<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Resource> + 'a {
-    RESOURCES
-        .iter()
-        .filter(move |r| r.group == group && r.version == version)
+    all().filter(move |r| r.group == group && r.version == version)
 }
 
 /// Finds a resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    all().find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// Finds a resource by apiVersion and kind.
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.api_version() == api_version && r.kind == kind)
+    all().find(|r| r.api_version() == api_version && r.kind == kind)
 }
 
 /// The version a resource's objects are stored in: its own, or for one served by
@@ -326,8 +371,7 @@ pub fn storage_of(r: &'static Resource) -> &'static Resource {
     if r.backing != Backing::Converted {
         return r;
     }
-    RESOURCES
-        .iter()
+    all()
         .find(|s| s.backing == Backing::Store && s.group == r.group && s.plural == r.plural)
         .unwrap_or(r)
 }
@@ -339,9 +383,9 @@ pub fn from_key(key: &str) -> Option<(&'static Resource, Option<&str>, &str)> {
     let (g, plural, tail) = (it.next()?, it.next()?, it.next()?);
     let g = if g == "core" { "" } else { g };
     // The stored version only: a version served by conversion shares its keys.
-    let res = RESOURCES
-        .iter()
-        .find(|r| r.stored() && r.group == g && r.plural == plural)?;
+    let res = all().find(|r| {
+        r.stored() && r.group == g && r.plural == plural && r.custom.is_none_or(|c| c.storage)
+    })?;
     if res.namespaced {
         let (ns, name) = tail.split_once('/')?;
         Some((res, Some(ns), name))

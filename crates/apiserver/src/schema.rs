@@ -92,6 +92,21 @@ pub fn prune_unknown(res: &Resource, v: &mut Value) -> Vec<String> {
     out
 }
 
+/// Removes the fields of an object's `metadata` that ObjectMeta does not have,
+/// returning their paths (relative to metadata).
+pub fn prune_object_meta(meta: &mut Value) -> Vec<String> {
+    let schemas = for_group_version("", "v1");
+    let Some(root) = schemas
+        .defs
+        .get("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    walk(&schemas.defs, root, meta, String::new(), &mut out);
+    out
+}
+
 fn join(path: &str, k: &str) -> String {
     if path.is_empty() {
         k.to_string()

@@ -43,7 +43,7 @@ impl Filter {
 }
 
 struct Encoder {
-    table: Option<(&'static str, table::Include)>,
+    table: Option<(&'static Resource, table::Include)>,
     /// Metadata only (PartialObjectMetadata objects).
     metadata: bool,
     first: bool,
@@ -53,8 +53,8 @@ impl Encoder {
     fn line(&mut self, ty: &str, o: &Value) -> Bytes {
         let cut;
         let obj = match self.table {
-            Some((kind, include)) => {
-                let mut t = table::table(kind, std::slice::from_ref(o), "", None, include);
+            Some((res, include)) => {
+                let mut t = table::table(res, std::slice::from_ref(o), "", None, include);
                 if !self.first {
                     // Column definitions come once, with the first event.
                     t["columnDefinitions"] = json!([]);
@@ -177,7 +177,7 @@ pub async fn serve(
     let mut enc = Encoder {
         table: req
             .wants_table()
-            .then(|| (res.kind, table::Include::parse(req.q("includeObject")))),
+            .then(|| (res, table::Include::parse(req.q("includeObject")))),
         metadata: req.wants_metadata(),
         first: true,
     };

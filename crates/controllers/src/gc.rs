@@ -104,7 +104,8 @@ impl Graph {
 
 struct Ctx {
     client: kube::Client,
-    resources: Vec<(ApiResource, bool)>,
+    /// The kinds watched, by index (append-only: an index names one kind for good).
+    resources: std::sync::RwLock<Vec<(ApiResource, bool)>>,
     graph: Mutex<Graph>,
     queue: tokio::sync::mpsc::UnboundedSender<String>,
 }
@@ -127,38 +128,76 @@ impl Ctx {
         self.graph.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn kinds(&self) -> std::sync::RwLockReadGuard<'_, Vec<(ApiResource, bool)>> {
+        self.resources.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resource `i` and whether it is namespaced.
+    fn resource(&self, i: usize) -> (ApiResource, bool) {
+        self.kinds()[i].clone()
+    }
+
+    /// How many kinds are watched.
+    fn count(&self) -> usize {
+        self.kinds().len()
+    }
+
     /// The served resource of an owner reference's apiVersion and kind.
     fn resource_of(&self, r: &OwnerReference) -> Option<usize> {
-        self.resources
+        self.kinds()
             .iter()
             .position(|(ar, _)| ar.api_version == r.api_version && ar.kind == r.kind)
     }
 
     fn api(&self, resource: usize, namespace: Option<&str>) -> Api<DynamicObject> {
-        let (ar, namespaced) = &self.resources[resource];
-        match namespace.filter(|_| *namespaced) {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
-            None => Api::all_with(self.client.clone(), ar),
+        let (ar, namespaced) = self.resource(resource);
+        match namespace.filter(|_| namespaced) {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
         }
     }
+
+    /// Adds the kinds served now that are not watched yet (custom resources defined
+    /// since); returns their indexes.
+    fn add_kinds(&self, found: Vec<(ApiResource, bool)>) -> Vec<usize> {
+        let mut kinds = self.resources.write().unwrap_or_else(|e| e.into_inner());
+        let mut added = Vec::new();
+        for k in found {
+            let known = kinds.iter().any(|(ar, _)| {
+                ar.group == k.0.group && ar.version == k.0.version && ar.plural == k.0.plural
+            });
+            if !known {
+                kinds.push(k);
+                added.push(kinds.len() - 1);
+            }
+        }
+        added
+    }
+}
+
+/// How often the served kinds are discovered again (as kube's collector resyncs its
+/// monitors): custom resources defined since are watched from then on.
+const REDISCOVER: Duration = Duration::from_secs(30);
+
+/// Every served kind that can be listed, watched and deleted, once.
+async fn discover_once(client: &kube::Client) -> Result<Vec<(ApiResource, bool)>, kube::Error> {
+    let d = Discovery::new(client.clone()).run().await?;
+    Ok(d.groups()
+        .flat_map(|g| g.recommended_resources())
+        .filter(|(_, caps)| {
+            [verbs::LIST, verbs::WATCH, verbs::DELETE]
+                .iter()
+                .all(|v| caps.supports_operation(v))
+        })
+        .map(|(ar, caps)| (ar, caps.scope == Scope::Namespaced))
+        .collect())
 }
 
 /// Every served kind that can be listed, watched and deleted.
 async fn discover(client: &kube::Client) -> Vec<(ApiResource, bool)> {
     loop {
-        match Discovery::new(client.clone()).run().await {
-            Ok(d) => {
-                return d
-                    .groups()
-                    .flat_map(|g| g.recommended_resources())
-                    .filter(|(_, caps)| {
-                        [verbs::LIST, verbs::WATCH, verbs::DELETE]
-                            .iter()
-                            .all(|v| caps.supports_operation(v))
-                    })
-                    .map(|(ar, caps)| (ar, caps.scope == Scope::Namespaced))
-                    .collect()
-            }
+        match discover_once(client).await {
+            Ok(found) => return found,
             Err(e) => {
                 tracing::warn!(error = %e, "garbage collector: discovery; trying again in 5 s");
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -173,12 +212,12 @@ pub async fn run(client: kube::Client) {
     let (queue, mut work) = tokio::sync::mpsc::unbounded_channel::<String>();
     let ctx = Arc::new(Ctx {
         client,
-        resources,
+        resources: std::sync::RwLock::new(resources),
         graph: Default::default(),
         queue,
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..ctx.resources.len() {
+    for i in 0..ctx.count() {
         tasks.spawn(watch(ctx.clone(), i));
     }
     // One check per object at a time; a UID asked for again while queued is checked once.
@@ -210,14 +249,28 @@ pub async fn run(client: kube::Client) {
         }
     };
     tasks.spawn(checker);
-    while tasks.join_next().await.is_some() {}
+    let mut rediscover = tokio::time::interval(REDISCOVER);
+    rediscover.tick().await;
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => if done.is_none() { return },
+            _ = rediscover.tick() => {
+                if let Ok(found) = discover_once(&ctx.client).await {
+                    for i in ctx.add_kinds(found) {
+                        tracing::debug!(kind = %ctx.resource(i).0.kind, "garbage collector: watching a new kind");
+                        tasks.spawn(watch(ctx.clone(), i));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Keeps the graph's objects of resource `i` from a metadata watch.
 async fn watch(ctx: Arc<Ctx>, i: usize) {
     // Metadata only: the collector needs nothing else of an object.
     let api: Api<PartialObjectMeta<DynamicObject>> =
-        Api::all_with(ctx.client.clone(), &ctx.resources[i].0);
+        Api::all_with(ctx.client.clone(), &ctx.resource(i).0);
     let mut seen: HashSet<String> = HashSet::new();
     let mut events = watcher(api, watcher::Config::default())
         .backoff(berth_watch::backoff())
@@ -248,7 +301,7 @@ async fn watch(ctx: Arc<Ctx>, i: usize) {
                         .map(|(u, _)| u.clone())
                         .collect();
                     let first = g.listed.insert(i);
-                    let all = g.listed.len() == ctx.resources.len();
+                    let all = g.listed.len() == ctx.count();
                     // Every kind listed for the first time: look at every dependent
                     // and every propagation.
                     let check = if first && all {
@@ -266,7 +319,7 @@ async fn watch(ctx: Arc<Ctx>, i: usize) {
                     removed(&ctx, u);
                 }
                 if all_listed {
-                    tracing::debug!(kind = %ctx.resources[i].0.kind, "garbage collector: listed");
+                    tracing::debug!(kind = %ctx.resource(i).0.kind, "garbage collector: listed");
                 }
                 for u in check {
                     let _ = ctx.queue.send(u);
@@ -298,7 +351,7 @@ async fn watch(ctx: Arc<Ctx>, i: usize) {
                 removed(&ctx, &uid);
             }
             Err(e) => {
-                tracing::debug!(kind = %ctx.resources[i].0.kind, error = %e, "garbage collector: watching")
+                tracing::debug!(kind = %ctx.resource(i).0.kind, error = %e, "garbage collector: watching")
             }
         }
     }
@@ -351,7 +404,7 @@ async fn owner_exists(ctx: &Ctx, dependent: &Object, r: &OwnerReference) -> bool
 async fn check(ctx: &Ctx, uid: &str) {
     let listed = {
         let g = ctx.graph();
-        g.listed.len() == ctx.resources.len()
+        g.listed.len() == ctx.count()
     };
     if !listed {
         return;
@@ -371,7 +424,7 @@ async fn check(ctx: &Ctx, uid: &str) {
             return;
         }
     }
-    let kind = ctx.resources[o.resource].0.kind.clone();
+    let kind = ctx.resource(o.resource).0.kind;
     tracing::info!(kind, name = %o.name, namespace = ?o.namespace, "garbage collector: deleting an object whose owners are gone");
     let dp = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
@@ -475,7 +528,8 @@ async fn live_dependents(
     blocking_only: bool,
 ) -> Result<usize, kube::Error> {
     let mut n = 0;
-    for (i, (_, namespaced)) in ctx.resources.iter().enumerate() {
+    let kinds = ctx.kinds().clone();
+    for (i, (_, namespaced)) in kinds.iter().enumerate() {
         if owner.namespace.is_some() && !namespaced {
             continue;
         }

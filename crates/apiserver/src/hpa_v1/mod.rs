@@ -11,13 +11,11 @@ pub use convert::{to_v1, to_v2, CONDITIONS_ANNOTATION};
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use convert::{KIND, V1, V2};
 use http::Method;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
-use crate::request::{Body, Request, Response};
+use crate::request::{Request, Response};
 use crate::resources::{self, Resource};
 use crate::state::Api;
 use crate::status::ApiError;
@@ -45,94 +43,8 @@ fn convert_out(v: &mut Value) {
     }
 }
 
-/// Converts an answer of the stored version into v1.
-fn answer_v1(r: Response) -> Response {
-    let Response {
-        status,
-        headers,
-        body,
-    } = r;
-    let json = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("application/json"));
-    let body = match body {
-        Body::Full(b) if json => match serde_json::from_slice::<Value>(&b) {
-            Ok(mut v) => {
-                convert_out(&mut v);
-                Body::Full(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
-            }
-            Err(_) => Body::Full(b),
-        },
-        Body::Stream(mut rx) if json => {
-            // A watch: each event line converted as it comes (the hub sends whole
-            // lines, several to a chunk). It ends with the client, so that the watch
-            // it converts ends too.
-            let (tx, out) = mpsc::channel::<Bytes>(16);
-            tokio::spawn(async move {
-                loop {
-                    let chunk = tokio::select! {
-                        c = rx.recv() => match c {
-                            Some(c) => c,
-                            None => return,
-                        },
-                        _ = tx.closed() => return,
-                    };
-                    let mut converted = Vec::with_capacity(chunk.len());
-                    for line in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                        match serde_json::from_slice::<Value>(line) {
-                            Ok(mut v) => {
-                                convert_out(&mut v);
-                                converted.extend(serde_json::to_vec(&v).unwrap_or_default());
-                            }
-                            Err(_) => converted.extend_from_slice(line),
-                        }
-                        converted.push(b'\n');
-                    }
-                    if tx.send(Bytes::from(converted)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            Body::Stream(out)
-        }
-        b => b,
-    };
-    Response {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// The request as made of the stored version, with `body` converted (or, None, the
-/// request's own body: DeleteOptions and the like need no conversion).
 fn forwarded(req: &Request, body: Option<&Value>) -> Request {
-    let mut headers = req.headers.clone();
-    // Converted here from JSON; YAML is made at the end, protobuf is not offered.
-    let accept = req.header("accept").unwrap_or("");
-    if !accept.contains("as=Table") && !accept.contains("as=PartialObjectMetadata") {
-        headers.insert(
-            http::header::ACCEPT,
-            http::HeaderValue::from_static("application/json"),
-        );
-    }
-    if body.is_some() {
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-    }
-    Request {
-        method: req.method.clone(),
-        path: req.path.replacen("/autoscaling/v1/", "/autoscaling/v2/", 1),
-        query: req.query.clone(),
-        headers,
-        body: match body {
-            Some(b) => Bytes::from(serde_json::to_vec(b).unwrap_or_default()),
-            None => req.body.clone(),
-        },
-        user: req.user.clone(),
-    }
+    crate::converted::forwarded(req, "/autoscaling/v1/", "/autoscaling/v2/", body)
 }
 
 fn parse(req: &Request, res: &Resource) -> Result<Value, ApiError> {
@@ -155,9 +67,6 @@ pub async fn handle(
     sub: Option<&str>,
 ) -> Result<Response, ApiError> {
     let v2 = resources::storage_of(res);
-    let yaml = req
-        .header("accept")
-        .is_some_and(|a| a.starts_with("application/yaml"));
     let r = match (&req.method, name) {
         (&Method::POST, None) => {
             let body = to_v2(&parse(req, res)?, None);
@@ -172,19 +81,8 @@ pub async fn handle(
         (&Method::PATCH, Some(n)) => patch(api, req, v2, ns, n, sub).await?,
         _ => crate::objects::handle(api, &forwarded(req, None), v2, ns, name, sub).await?,
     };
-    let mut r = answer_v1(r);
-    if yaml {
-        if let Body::Full(b) = &r.body {
-            if let Ok(v) = serde_json::from_slice::<Value>(b) {
-                r.body = Body::Full(Bytes::from(serde_yaml::to_string(&v).unwrap_or_default()));
-                r.headers
-                    .retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
-                r.headers
-                    .push(("content-type".into(), "application/yaml".into()));
-            }
-        }
-    }
-    Ok(r)
+    let r = crate::converted::map_answer(r, std::sync::Arc::new(convert_out));
+    Ok(crate::converted::yaml_if_asked(req, r))
 }
 
 /// A patch of the v1 form: applied to the v1 form of the stored object, which is then

@@ -164,7 +164,23 @@ pub(super) fn check_body(
         }
         _ => {}
     }
-    let unknown = schema::prune_unknown(res, o);
+    let unknown = match res.custom {
+        Some(c) => {
+            // Metadata as ObjectMeta, the rest by the version's schema.
+            let mut unknown = match o.get_mut("metadata") {
+                Some(m) => schema::prune_object_meta(m)
+                    .into_iter()
+                    .map(|f| format!("metadata.{f}"))
+                    .collect(),
+                None => Vec::new(),
+            };
+            if let Some(s) = &c.schema {
+                unknown.extend(crate::crd::values::prune(s, o));
+            }
+            unknown
+        }
+        None => schema::prune_unknown(res, o),
+    };
     if !unknown.is_empty() {
         match opts.validation {
             "Strict" => {
@@ -205,7 +221,7 @@ pub(super) fn answer(req: &Request, res: &Resource, status: u16, o: &Value) -> R
     if req.wants_table() && o.get("kind").and_then(Value::as_str) == Some(res.kind) {
         let rv = meta_str(o, "resourceVersion").unwrap_or("");
         let t = table::table(
-            res.kind,
+            res,
             std::slice::from_ref(o),
             rv,
             None,

@@ -97,6 +97,11 @@ pub(super) async fn create_object(
             m.insert("generation".into(), json!(1));
         }
     }
+    if res.custom.is_some_and(|c| c.terminating) {
+        return Err(ApiError::method_not_allowed(
+            "create not allowed while custom resource definition is terminating",
+        ));
+    }
     if let Some(ns) = ns.filter(|_| res.namespaced) {
         check_namespace(api, ns).await?;
     }
@@ -106,7 +111,7 @@ pub(super) async fn create_object(
         let g = meta_str(&o, "generateName").unwrap_or("").to_string();
         meta_mut(&mut o).insert("name".into(), json!(crate::names::generate(&g)));
     }
-    defaults::apply(res.kind, &mut o);
+    defaults::apply(res, &mut o);
     strategy::prepare_create(api, res, &mut o, opts.user.as_ref()).await?;
     let name = meta_str(&o, "name").unwrap_or("").to_string();
     let causes = validate::validate(res, &o, None);

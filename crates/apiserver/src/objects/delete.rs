@@ -203,7 +203,7 @@ pub(super) async fn delete_collection(
     Ok(Response::json(
         200,
         &json!({
-            "kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
+            "kind": res.list_kind(), "apiVersion": res.api_version(),
             "metadata": {"resourceVersion": page.revision.to_string()}, "items": items,
         }),
     ))

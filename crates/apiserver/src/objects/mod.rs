@@ -93,7 +93,7 @@ pub async fn handle(
         }
         (&Method::GET, Some(n), Some("scale")) => {
             let (o, _) = read::read(api, res, ns, n).await?;
-            Ok(Response::json(200, &scale::to_scale(&o)))
+            Ok(Response::json(200, &scale::to_scale(res, &o)))
         }
         (&Method::POST, None, None) => create::create(api, req, res, ns).await,
         (&Method::PUT, Some(n), None | Some("status") | Some("finalize") | Some("approval")) => {

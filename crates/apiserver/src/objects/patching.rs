@@ -43,6 +43,14 @@ pub(super) async fn patch(
         return apply(api, req, res, ns, name, sub, body, &opts, force).await;
     }
     let format = patch::Format::of(&ct)?;
+    if res.custom.is_some() && matches!(format, patch::Format::Strategic) {
+        // Custom objects have no patch strategies to merge by (as kube's answer).
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
+    }
     let pinned = body.pointer("/metadata/resourceVersion").is_some();
     let (out, warnings) = retry_on_conflict(pinned, || async {
         let (cur, rev) = read(api, res, ns, name).await?;

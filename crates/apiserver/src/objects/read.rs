@@ -153,7 +153,7 @@ pub(super) async fn list(
     }
     if req.wants_table() {
         let t = table::table(
-            res.kind,
+            res,
             &items,
             &rev.to_string(),
             cont.as_deref(),
@@ -177,7 +177,7 @@ pub(super) async fn list(
         })
     } else {
         json!({
-            "kind": format!("{}List", res.kind),
+            "kind": res.list_kind(),
             "apiVersion": res.api_version(),
             "metadata": meta,
             "items": items,

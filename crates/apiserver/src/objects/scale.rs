@@ -10,16 +10,51 @@ use super::meta::{meta_mut, meta_str};
 use super::patching::retry_on_conflict;
 use super::read::read;
 use super::write::replace;
+use crate::crd::custom::{get_path, set_path};
 use crate::patch;
 use crate::request::{Request, Response};
 use crate::resources::Resource;
 use crate::state::Api;
 use crate::status::{ApiError, Cause};
 
-pub(super) fn to_scale(o: &Value) -> Value {
+pub(super) fn to_scale(res: &Resource, o: &Value) -> Value {
+    let (spec_replicas, status_replicas, sel) = match res.custom.and_then(|c| c.scale.as_ref()) {
+        // A custom resource says where its replicas and selector are.
+        Some(p) => (
+            get_path(o, &p.spec_replicas).and_then(Value::as_i64),
+            get_path(o, &p.status_replicas).and_then(Value::as_i64),
+            p.label_selector
+                .as_deref()
+                .and_then(|l| get_path(o, l))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        ),
+        None => (
+            o.pointer("/spec/replicas").and_then(Value::as_i64),
+            o.pointer("/status/replicas").and_then(Value::as_i64),
+            builtin_selector(o),
+        ),
+    };
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta_str(o, "name"),
+            "namespace": meta_str(o, "namespace"),
+            "uid": meta_str(o, "uid"),
+            "resourceVersion": meta_str(o, "resourceVersion"),
+            "creationTimestamp": meta_str(o, "creationTimestamp"),
+        },
+        "spec": {"replicas": spec_replicas.unwrap_or(0)},
+        "status": {"replicas": status_replicas.unwrap_or(0), "selector": sel},
+    })
+}
+
+/// The selector of a built-in kind with a scale subresource, in its string form.
+fn builtin_selector(o: &Value) -> String {
     // A ReplicationController's selector is the label map itself.
-    let sel = o
-        .pointer("/spec/selector/matchLabels")
+    o.pointer("/spec/selector/matchLabels")
         .or_else(|| {
             o.pointer("/spec/selector")
                 .filter(|s| s.get("matchExpressions").is_none())
@@ -33,20 +68,7 @@ pub(super) fn to_scale(o: &Value) -> Value {
             v.sort();
             v.join(",")
         })
-        .unwrap_or_default();
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": meta_str(o, "name"),
-            "namespace": meta_str(o, "namespace"),
-            "uid": meta_str(o, "uid"),
-            "resourceVersion": meta_str(o, "resourceVersion"),
-            "creationTimestamp": meta_str(o, "creationTimestamp"),
-        },
-        "spec": {"replicas": o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
-        "status": {"replicas": o.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": sel},
-    })
+        .unwrap_or_default()
 }
 
 /// A PUT (`patch_body` None) or PATCH of the scale subresource: the Scale's replicas
@@ -79,7 +101,7 @@ pub(super) async fn scale_update(
         let scale = match (&put, &patch_body) {
             (Some(s), _) => s.clone(),
             (None, Some(p)) => {
-                let mut scale = to_scale(&cur);
+                let mut scale = to_scale(res, &cur);
                 format.apply(&mut scale, p, "Scale")?;
                 scale
             }
@@ -105,7 +127,22 @@ pub(super) async fn scale_update(
             return Err(ApiError::conflict(res.group, res.plural, name));
         }
         let mut new = cur.clone();
-        new["spec"]["replicas"] = json!(replicas);
+        match res.custom.and_then(|c| c.scale.as_ref()) {
+            Some(p) => {
+                if !set_path(&mut new, &p.spec_replicas, json!(replicas)) {
+                    return Err(ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "{} of \"{name}\" cannot hold replicas at {}",
+                            res.qualified(),
+                            p.spec_replicas
+                        ),
+                    ));
+                }
+            }
+            None => new["spec"]["replicas"] = json!(replicas),
+        }
         meta_mut(&mut new).remove("resourceVersion");
         replace(
             api,
@@ -122,7 +159,7 @@ pub(super) async fn scale_update(
         .await
     })
     .await?;
-    Ok(Response::json(200, &to_scale(&o)))
+    Ok(Response::json(200, &to_scale(res, &o)))
 }
 
 #[cfg(test)]
@@ -135,7 +172,8 @@ mod tests {
                                     "resourceVersion": "9"},
                        "spec": {"replicas": 3, "selector": {"matchLabels": {"tier": "b", "app": "a"}}},
                        "status": {"replicas": 2}});
-        let s = to_scale(&d);
+        let deployments = crate::resources::find("apps", "v1", "deployments").unwrap();
+        let s = to_scale(deployments, &d);
         assert_eq!(s["kind"], "Scale");
         assert_eq!(s["metadata"]["resourceVersion"], "9");
         assert_eq!(
@@ -149,10 +187,10 @@ mod tests {
         // A ReplicationController's selector is the label map itself.
         let rc =
             json!({"metadata": {"name": "rc"}, "spec": {"replicas": 1, "selector": {"app": "a"}}});
-        assert_eq!(to_scale(&rc)["status"]["selector"], "app=a");
+        assert_eq!(to_scale(deployments, &rc)["status"]["selector"], "app=a");
         // Expressions have no string form in a Scale: left empty.
         let expr = json!({"metadata": {"name": "x"}, "spec": {"selector": {"matchExpressions": [
             {"key": "app", "operator": "Exists"}]}}});
-        assert_eq!(to_scale(&expr)["status"]["selector"], "");
+        assert_eq!(to_scale(deployments, &expr)["status"]["selector"], "");
     }
 }

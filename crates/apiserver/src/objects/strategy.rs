@@ -62,6 +62,7 @@ pub(super) async fn prepare_create(
             o["status"] = json!({});
         }
         Strategy::CertificateSigningRequest => crate::certificates::csr::prepare_create(o, user),
+        Strategy::CustomResourceDefinition => crate::crd::definition::prepare_create(o),
         Strategy::Plain => {
             if res.subresources.contains(&"status") {
                 if let Some(m) = o.as_object_mut() {

@@ -117,7 +117,7 @@ pub(super) async fn replace(
         m.remove("resourceVersion");
     }
     if sub.is_none() {
-        defaults::apply(res.kind, &mut o);
+        defaults::apply(res, &mut o);
     }
     if res.has_generation() && spec_of(&o) != spec_of(cur) {
         let g = cur

@@ -164,7 +164,9 @@ pub(super) fn columns(kind: &str) -> &'static [Col] {
             ("Pod-Selector", "string", 0),
             ("Age", "string", 0),
         ],
-        "Role" | "ClusterRole" => &[("Name", "string", 0), ("Created At", "date", 0)],
+        "Role" | "ClusterRole" | "CustomResourceDefinition" => {
+            &[("Name", "string", 0), ("Created At", "date", 0)]
+        }
         "CertificateSigningRequest" => &[
             ("Name", "string", 0),
             ("Age", "string", 0),

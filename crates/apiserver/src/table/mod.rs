@@ -4,10 +4,13 @@
 use serde_json::{json, Value};
 
 mod columns;
+pub mod custom;
 mod rows;
 
 use columns::columns;
 use rows::row;
+
+use crate::resources::Resource;
 
 /// A column: name, type, priority (1: only with -o wide).
 pub(crate) type Col = (&'static str, &'static str, u8);
@@ -87,24 +90,31 @@ pub fn partial_metadata(o: &Value) -> Value {
     })
 }
 
-/// One table row of `o`.
-pub fn table_row(kind: &str, o: &Value, include: Include) -> Value {
+/// One table row of `o`, a `res` object.
+pub fn table_row(res: &Resource, o: &Value, include: Include) -> Value {
     let object = match include {
         Include::None => Value::Null,
         Include::Object => o.clone(),
         Include::Metadata => partial_metadata(o),
     };
-    let mut r = json!({"cells": row(kind, o)});
+    let cells = match res.custom {
+        Some(c) => custom::row(c, o),
+        None => row(res.kind, o),
+    };
+    let mut r = json!({ "cells": cells });
     if !object.is_null() {
         r["object"] = object;
     }
     r
 }
 
-/// The column definitions of `kind`.
-pub fn column_definitions(kind: &str) -> Value {
+/// The column definitions of `res`.
+pub fn column_definitions(res: &Resource) -> Value {
+    if let Some(c) = res.custom {
+        return custom::column_definitions(c);
+    }
     Value::Array(
-        columns(kind)
+        columns(res.kind)
             .iter()
             .map(|(n, t, p)| {
                 let mut c =
@@ -119,8 +129,14 @@ pub fn column_definitions(kind: &str) -> Value {
     )
 }
 
-/// A Table of `items`.
-pub fn table(kind: &str, items: &[Value], rv: &str, cont: Option<&str>, include: Include) -> Value {
+/// A Table of `items`, objects of `res`.
+pub fn table(
+    res: &Resource,
+    items: &[Value],
+    rv: &str,
+    cont: Option<&str>,
+    include: Include,
+) -> Value {
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
@@ -129,8 +145,8 @@ pub fn table(kind: &str, items: &[Value], rv: &str, cont: Option<&str>, include:
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": meta,
-        "columnDefinitions": column_definitions(kind),
-        "rows": items.iter().map(|o| table_row(kind, o, include)).collect::<Vec<_>>(),
+        "columnDefinitions": column_definitions(res),
+        "rows": items.iter().map(|o| table_row(res, o, include)).collect::<Vec<_>>(),
     })
 }
 

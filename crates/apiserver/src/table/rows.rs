@@ -503,7 +503,9 @@ pub(super) fn row(kind: &str, o: &Value) -> Vec<Value> {
             json!(age),
         ],
         "Lease" => vec![json!(name), json!(s(o, "/spec/holderIdentity")), json!(age)],
-        "Role" | "ClusterRole" => vec![json!(name), json!(s(o, "/metadata/creationTimestamp"))],
+        "Role" | "ClusterRole" | "CustomResourceDefinition" => {
+            vec![json!(name), json!(s(o, "/metadata/creationTimestamp"))]
+        }
         "CertificateSigningRequest" => {
             // kubectl's: the approval, then Issued or Failed; Pending before either.
             let mut cond: Vec<&str> = arr(o, "/status/conditions")

@@ -32,6 +32,7 @@ fn meta(res: &Resource, o: &Value, out: &mut Vec<Cause>) {
         });
     } else {
         let bad = match res.kind {
+            _ if res.custom.is_some() => names::dns1123_subdomain(name),
             "Namespace" => names::dns1123_label(name),
             "Service" => names::dns1035_label(name),
             // RBAC names are path segments ("system:node"), as kube validates them.
@@ -251,7 +252,15 @@ fn non_negative(o: &Value, ptr: &str, out: &mut Vec<Cause>) {
 pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut out = Vec::new();
     meta(res, o, &mut out);
+    if let Some(c) = res.custom {
+        // A custom object: its schema says what is valid, nothing of built-in kinds.
+        if let Some(schema) = &c.schema {
+            out.extend(crate::crd::values::validate(schema, o));
+        }
+        return out;
+    }
     match res.kind {
+        "CustomResourceDefinition" => crate::crd::definition::validate(o, old, &mut out),
         "CertificateSigningRequest" => crate::certificates::csr::validate(o, old, &mut out),
         "Pod" => {
             match o.get("spec") {

@@ -1,0 +1,463 @@
+//! Custom resources: a CustomResourceDefinition made with kubectl, its objects
+//! validated against the schema (422 with kube's messages), defaulted and pruned,
+//! printed with the definition's columns, explained, scaled, with a status of their
+//! own; the definition's deletion takes its objects. And an operator written with
+//! kube-rs (`#[derive(CustomResource)]`, `kube::runtime::Controller`) running
+//! against berth.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+const CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: crontabs.stable.example.com
+spec:
+  group: stable.example.com
+  scope: Namespaced
+  names:
+    plural: crontabs
+    singular: crontab
+    kind: CronTab
+    shortNames: [ct]
+    categories: [all]
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [cronSpec]
+            properties:
+              cronSpec:
+                type: string
+                description: When the job runs, in cron syntax.
+                pattern: '^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$'
+              image:
+                type: string
+              replicas:
+                type: integer
+                minimum: 1
+                maximum: 10
+                default: 1
+          status:
+            type: object
+            properties:
+              replicas:
+                type: integer
+              selector:
+                type: string
+    subresources:
+      status: {}
+      scale:
+        specReplicasPath: .spec.replicas
+        statusReplicasPath: .status.replicas
+        labelSelectorPath: .status.selector
+    additionalPrinterColumns:
+    - name: Spec
+      type: string
+      jsonPath: .spec.cronSpec
+    - name: Replicas
+      type: integer
+      jsonPath: .spec.replicas
+    - name: Age
+      type: date
+      jsonPath: .metadata.creationTimestamp
+"#;
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn custom_resources_are_served_validated_and_printed_with_kubectl() {
+    let s = common::Server::start();
+    s.ok_in(&["apply", "-f", "-"], CRD);
+    s.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=30s",
+        "crd/crontabs.stable.example.com",
+    ]);
+    let crds = s.ok(&["get", "crd"]);
+    assert!(
+        crds.contains("NAME")
+            && crds.contains("CREATED AT")
+            && crds.contains("crontabs.stable.example.com"),
+        "{crds}"
+    );
+    let status: Value =
+        serde_json::from_str(&s.ok(&["get", "crd", "crontabs.stable.example.com", "-o", "json"]))
+            .unwrap();
+    assert_eq!(status["status"]["acceptedNames"]["kind"], "CronTab");
+    assert_eq!(
+        status["status"]["storedVersions"],
+        serde_json::json!(["v1"])
+    );
+    assert!(status["metadata"]["finalizers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "customresourcecleanup.apiextensions.k8s.io"));
+
+    // An object: defaulted (replicas), printed with the definition's columns.
+    let cron = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: my-new-cron-object\nspec:\n  cronSpec: '* * * * */5'\n  image: my-awesome-cron-image\n";
+    s.ok_in(&["apply", "-f", "-"], cron);
+    let table = s.ok(&["get", "crontabs"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "SPEC", "REPLICAS", "AGE"], "{table}");
+    let row = lines.next().unwrap();
+    assert!(
+        row.starts_with("my-new-cron-object") && row.contains("* * * * */5") && row.contains(" 1 "),
+        "{table}"
+    );
+    // The short name and the category find it too.
+    assert!(s.ok(&["get", "ct"]).contains("my-new-cron-object"));
+    assert!(s
+        .ok(&["get", "all"])
+        .contains("crontab.stable.example.com/my-new-cron-object"));
+    let o: Value =
+        serde_json::from_str(&s.ok(&["get", "ct", "my-new-cron-object", "-o", "json"])).unwrap();
+    assert_eq!(o["spec"]["replicas"], 1, "the schema's default: {o}");
+    assert_eq!(o["metadata"]["generation"], 1);
+
+    // Schema violations: 422 with kube's field paths and messages.
+    let bad = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: bad\nspec:\n  cronSpec: '* * * *'\n  replicas: 15\n  image: 7\n";
+    let out = s.kubectl_in(&["create", "-f", "-"], bad);
+    assert!(!out.status.success());
+    let err = text(&out);
+    for want in [
+        "is invalid",
+        "spec.replicas: Invalid value: 15: spec.replicas in body should be less than or equal to 10",
+        "spec.cronSpec: Invalid value: \"* * * *\": spec.cronSpec in body should match",
+        "spec.image: Invalid value: \"integer\": spec.image in body must be of type string: \"integer\"",
+    ] {
+        assert!(err.contains(want), "{want}\nin {err}");
+    }
+    let missing = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: bad\nspec:\n  image: x\n";
+    let err = text(&s.kubectl_in(&["create", "-f", "-"], missing));
+    assert!(err.contains("spec.cronSpec: Required value"), "{err}");
+
+    // Unknown fields: refused with kubectl's strict validation, pruned without it.
+    let extra = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: extra\nspec:\n  cronSpec: '0 * * * *'\n  bogus: 1\n";
+    let err = text(&s.kubectl_in(&["create", "-f", "-"], extra));
+    assert!(err.contains("unknown field \"spec.bogus\""), "{err}");
+    s.ok_in(&["create", "--validate=false", "-f", "-"], extra);
+    let o: Value = serde_json::from_str(&s.ok(&["get", "ct", "extra", "-o", "json"])).unwrap();
+    assert!(o["spec"].get("bogus").is_none(), "pruned: {o}");
+
+    // Changes: kubectl apply (a merge patch: custom objects take no strategic
+    // merge patch), and kubectl patch's default strategic patch refused as kube does.
+    s.ok_in(
+        &["apply", "-f", "-"],
+        &cron.replace("my-awesome-cron-image", "my-newer-image"),
+    );
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "ct",
+            "my-new-cron-object",
+            "-o",
+            "jsonpath={.spec.image} {.metadata.generation}"
+        ]),
+        "my-newer-image 2"
+    );
+    let err = s.fails(&[
+        "patch",
+        "ct",
+        "my-new-cron-object",
+        "-p",
+        "{\"spec\":{\"image\":\"x\"}}",
+    ]);
+    assert!(
+        err.contains("the body of the request was in an unknown format"),
+        "{err}"
+    );
+    s.ok(&[
+        "patch",
+        "ct",
+        "my-new-cron-object",
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"image\":\"merged\"}}",
+    ]);
+
+    // Status is a subresource: the main path leaves it, the status path sets it.
+    s.ok(&[
+        "patch",
+        "ct",
+        "my-new-cron-object",
+        "--type=merge",
+        "-p",
+        "{\"status\":{\"replicas\":9}}",
+    ]);
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "ct",
+            "my-new-cron-object",
+            "-o",
+            "jsonpath={.status.replicas}"
+        ]),
+        ""
+    );
+    s.ok(&[
+        "patch",
+        "ct",
+        "my-new-cron-object",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        "{\"status\":{\"replicas\":2,\"selector\":\"app=cron\"}}",
+    ]);
+    // Scale reads and writes the definition's paths.
+    let scale: Value = serde_json::from_str(&s.ok(&[
+        "get",
+        "ct",
+        "my-new-cron-object",
+        "--subresource=scale",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(
+        (
+            scale["spec"]["replicas"].as_i64(),
+            scale["status"]["replicas"].as_i64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert_eq!(scale["status"]["selector"], "app=cron");
+    s.ok(&["scale", "ct", "my-new-cron-object", "--replicas=4"]);
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "ct",
+            "my-new-cron-object",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "4"
+    );
+    let err = s.fails(&["scale", "ct", "my-new-cron-object", "--replicas=11"]);
+    assert!(err.contains("should be less than or equal to 10"), "{err}");
+
+    // kubectl explain reads the schema.
+    let explain = s.ok(&["explain", "crontab.spec"]);
+    assert!(
+        explain.contains("KIND:") && explain.contains("CronTab"),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("cronSpec") && explain.contains("<string>"),
+        "{explain}"
+    );
+    assert!(explain.contains("When the job runs"), "{explain}");
+
+    // A bad definition says what is wrong.
+    let bad_crd = CRD
+        .replace(
+            "name: crontabs.stable.example.com",
+            "name: widgets.stable.example.com",
+        )
+        .replace("plural: crontabs", "plural: widgets")
+        .replace("kind: CronTab", "kind: Widget")
+        .replace("singular: crontab", "singular: widget")
+        .replace("shortNames: [ct]", "shortNames: [wd]")
+        .replace(
+            "            type: object\n            required: [cronSpec]",
+            "            required: [cronSpec]",
+        );
+    let err = text(&s.kubectl_in(&["create", "-f", "-"], &bad_crd));
+    assert!(
+        err.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields"),
+        "{err}"
+    );
+    // Deleting the definition takes its objects, then it goes.
+    s.ok(&[
+        "delete",
+        "crd",
+        "crontabs.stable.example.com",
+        "--timeout=60s",
+    ]);
+    // kubectl's discovery cache may still name the resource (then the list is a
+    // 404); asked afresh, it is gone.
+    let err = s.fails(&["get", "crontabs"]);
+    assert!(
+        err.contains("the server doesn't have a resource type \"crontabs\"")
+            || err.contains("the server could not find the requested resource"),
+        "{err}"
+    );
+    let fresh = s.dir.path().join("fresh-cache");
+    let gone = s.fails(&["get", "crontabs", "--cache-dir", fresh.to_str().unwrap()]);
+    assert!(
+        gone.contains("the server doesn't have a resource type \"crontabs\""),
+        "{gone}"
+    );
+    let left = s.api.hub.under("/registry/stable.example.com/crontabs/");
+    assert!(left.is_empty(), "objects left behind: {left:?}");
+}
+
+mod operator {
+    use std::sync::Arc;
+
+    use futures_util::StreamExt;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+    use kube::runtime::controller::{Action, Controller};
+    use kube::runtime::wait::{await_condition, conditions};
+    use kube::{CustomResource, CustomResourceExt, ResourceExt};
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+
+    /// What a greeting asks for.
+    #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
+    #[kube(
+        group = "berth.example.com",
+        version = "v1",
+        kind = "Greeting",
+        namespaced,
+        status = "GreetingStatus",
+        shortname = "gr",
+        printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message"}"#
+    )]
+    pub struct GreetingSpec {
+        /// Whom to greet.
+        pub name: String,
+        /// How many times.
+        pub times: Option<u32>,
+    }
+
+    /// What the operator wrote.
+    #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+    pub struct GreetingStatus {
+        pub message: String,
+        pub observed_generation: Option<i64>,
+    }
+
+    async fn reconcile(g: Arc<Greeting>, client: Arc<kube::Client>) -> Result<Action, kube::Error> {
+        let api: Api<Greeting> = Api::namespaced((*client).clone(), &g.namespace().unwrap());
+        let times = g.spec.times.unwrap_or(1) as usize;
+        let message = vec![format!("Hello, {}!", g.spec.name); times].join(" ");
+        let status = serde_json::json!({"status": {"message": message,
+            "observed_generation": g.metadata.generation}});
+        api.patch_status(
+            &g.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?;
+        Ok(Action::await_change())
+    }
+
+    fn error_policy(_: Arc<Greeting>, _: &kube::Error, _: Arc<kube::Client>) -> Action {
+        Action::requeue(std::time::Duration::from_secs(1))
+    }
+
+    pub async fn run(client: kube::Client) {
+        // The definition kube-rs generates, created and waited for as operators do.
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        crds.create(&PostParams::default(), &Greeting::crd())
+            .await
+            .expect("kube-rs's generated definition is accepted");
+        let established = await_condition(
+            crds,
+            "greetings.berth.example.com",
+            conditions::is_crd_established(),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(20), established)
+            .await
+            .expect("established in time")
+            .unwrap();
+
+        let greetings: Api<Greeting> = Api::namespaced(client.clone(), "default");
+        let controller = Controller::new(greetings.clone(), Default::default())
+            .run(reconcile, error_policy, Arc::new(client.clone()))
+            .for_each(|_| async {});
+        let handle = tokio::spawn(controller);
+
+        let g = Greeting::new(
+            "hi",
+            GreetingSpec {
+                name: "berth".into(),
+                times: Some(2),
+            },
+        );
+        greetings.create(&PostParams::default(), &g).await.unwrap();
+        let message = |want: &'static str| {
+            let greetings = greetings.clone();
+            async move {
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                loop {
+                    let g = greetings.get("hi").await.unwrap();
+                    let got = g.status.map(|s| s.message).unwrap_or_default();
+                    if got == want {
+                        return g.metadata.generation;
+                    }
+                    assert!(
+                        std::time::Instant::now() < end,
+                        "status {got:?}, waiting for {want:?}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        };
+        assert_eq!(message("Hello, berth! Hello, berth!").await, Some(1));
+        // A change of the spec reaches the controller through its watch.
+        greetings
+            .patch(
+                "hi",
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(serde_json::json!({
+                "apiVersion": "berth.example.com/v1", "kind": "Greeting",
+                "spec": {"name": "kube-rs", "times": 1}})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(message("Hello, kube-rs!").await, Some(2));
+        // The generated schema is enforced: a string where it says integer is a 422.
+        let gvk = kube::api::GroupVersionKind::gvk("berth.example.com", "v1", "Greeting");
+        let ar = kube::api::ApiResource::from_gvk(&gvk);
+        let dynamic: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+        let mut bad = DynamicObject::new("bad", &ar);
+        bad.data = serde_json::json!({"spec": {"name": "x", "times": "twice"}});
+        match dynamic.create(&PostParams::default(), &bad).await {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 422, "{e:?}");
+                assert!(e.message.contains("spec.times"), "{}", e.message);
+            }
+            other => panic!("a schema violation was accepted: {other:?}"),
+        }
+        handle.abort();
+    }
+}
+
+#[test]
+fn a_kube_rs_operator_runs_against_berth() {
+    let s = common::Server::start();
+    s.rt.block_on(async {
+        let client = s.client().await;
+        tokio::time::timeout(Duration::from_secs(90), operator::run(client))
+            .await
+            .expect("the operator test finished in time");
+    });
+}
