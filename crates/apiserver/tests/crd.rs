@@ -145,7 +145,7 @@ fn custom_resources_are_served_validated_and_printed_with_kubectl() {
     assert!(!out.status.success());
     let err = text(&out);
     for want in [
-        "is invalid",
+        "The CronTab \"bad\" is invalid",
         "spec.replicas: Invalid value: 15: spec.replicas in body should be less than or equal to 10",
         "spec.cronSpec: Invalid value: \"* * * *\": spec.cronSpec in body should match",
         "spec.image: Invalid value: \"integer\": spec.image in body must be of type string: \"integer\"",
@@ -459,5 +459,106 @@ fn a_kube_rs_operator_runs_against_berth() {
         tokio::time::timeout(Duration::from_secs(90), operator::run(client))
             .await
             .expect("the operator test finished in time");
+    });
+}
+
+/// A definition serving two versions (conversion None): objects written at either
+/// are stored once, in the storage version, and read, listed and watched at each
+/// with that version's apiVersion.
+#[test]
+fn other_served_versions_read_and_write_the_stored_objects() {
+    use futures_util::StreamExt;
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+    use kube::runtime::watcher;
+
+    let s = common::Server::start();
+    s.rt.block_on(async {
+        let client = s.client().await;
+        let crds: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+                "customresourcedefinitions",
+            ),
+        );
+        let schema = serde_json::json!({"openAPIV3Schema": {"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}}});
+        let crd: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "boxes.shapes.example.com"},
+            "spec": {"group": "shapes.example.com", "scope": "Cluster",
+                     "names": {"plural": "boxes", "kind": "Box"},
+                     "versions": [
+                        {"name": "v1beta1", "served": true, "storage": false, "schema": schema},
+                        {"name": "v1", "served": true, "storage": true, "schema": schema}]}}))
+        .unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+        let at = |v: &str| {
+            let ar = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("shapes.example.com", v, "Box"),
+                "boxes",
+            );
+            (Api::<DynamicObject>::all_with(client.clone(), &ar), ar)
+        };
+        let ((v1, ar1), (beta, ar_beta)) = (at("v1"), at("v1beta1"));
+        // Served as soon as the definition is stored (the registry follows the hub).
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        let mut b = DynamicObject::new("small", &ar_beta);
+        b.data = serde_json::json!({"spec": {"size": 1}});
+        loop {
+            match beta.create(&PostParams::default(), &b).await {
+                Ok(o) => {
+                    assert_eq!(o.types.unwrap().api_version, "shapes.example.com/v1beta1");
+                    break;
+                }
+                Err(e) => assert!(std::time::Instant::now() < end, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut big = DynamicObject::new("big", &ar1);
+        big.data = serde_json::json!({"spec": {"size": 9}});
+        v1.create(&PostParams::default(), &big).await.unwrap();
+        // Each object at each version.
+        for (api, av) in [
+            (&v1, "shapes.example.com/v1"),
+            (&beta, "shapes.example.com/v1beta1"),
+        ] {
+            for name in ["small", "big"] {
+                let o = api.get(name).await.unwrap();
+                assert_eq!(o.types.unwrap().api_version, av);
+            }
+            let list = api.list(&Default::default()).await.unwrap();
+            assert_eq!(list.items.len(), 2);
+        }
+        // Stored once, in the storage version.
+        for (_, o) in s.api.hub.under("/registry/shapes.example.com/boxes/") {
+            assert_eq!(o["apiVersion"], "shapes.example.com/v1", "{o}");
+        }
+        // A watch at the other version sees its version.
+        let mut w = watcher(beta.clone(), watcher::Config::default()).boxed();
+        while let Some(ev) = w.next().await {
+            if let watcher::Event::InitApply(o) = ev.unwrap() {
+                assert_eq!(o.types.unwrap().api_version, "shapes.example.com/v1beta1");
+                break;
+            }
+        }
+        // A body of the wrong version is refused, saying which was expected.
+        let mut wrong = DynamicObject::new("wrong", &ar1);
+        wrong.data = serde_json::json!({"spec": {"size": 2}});
+        let r = kube::core::Request::new("/apis/shapes.example.com/v1beta1/boxes")
+            .create(&PostParams::default(), serde_json::to_vec(&wrong).unwrap())
+            .unwrap();
+        match client.request::<DynamicObject>(r).await {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 400);
+                assert!(
+                    e.message
+                        .contains("expected API version (shapes.example.com/v1beta1)"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     });
 }
