@@ -27,6 +27,7 @@ mod server_cmd;
 mod server_join;
 mod session;
 mod sim_cmd;
+mod snapshot_cmd;
 mod stats_cmd;
 mod table;
 mod token_cmd;

@@ -71,6 +71,8 @@ pub struct ServerArgs {
     controllers: crate::controller_cmd::ControllerSettings,
     #[command(flatten)]
     node: crate::agent_cmd::NodeArgs,
+    #[command(subcommand)]
+    command: Option<crate::snapshot_cmd::ServerCommand>,
 }
 
 /// Logs to stderr as text or JSON, at BERTH_LOG's level (info by default).
@@ -103,6 +105,9 @@ fn in_process(s: &berth_apiserver::Server, name: &str, groups: &[&str]) -> kube:
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
+    if let Some(c) = a.command {
+        return crate::snapshot_cmd::run(ctx, c).await;
+    }
     init_logging(&a.log_format);
     let data_dir = a.data_dir.unwrap_or_else(|| ctx.root.join("server"));
     if let Some(url) = &a.server {

@@ -103,6 +103,37 @@ impl EtcdStore {
         Ok(s)
     }
 
+    /// Streams a snapshot of the etcd member this client reaches (its whole
+    /// database, through etcd's snapshot API, as `etcdctl snapshot save` does) into
+    /// `out`; returns its size in bytes.
+    pub async fn snapshot(&self, out: &std::path::Path) -> Result<u64> {
+        use std::io::Write;
+        let tmp = out.with_extension("partial");
+        let mut file = std::fs::File::create(&tmp)
+            .map_err(|e| Error::Backend(format!("creating {}: {e}", tmp.display())))?;
+        let mut stream = self
+            .client
+            .maintenance_client()
+            .snapshot()
+            .await
+            .map_err(backend)?;
+        let mut bytes = 0u64;
+        while let Some(part) = stream.message().await.map_err(backend)? {
+            file.write_all(part.blob())
+                .map_err(|e| Error::Backend(format!("writing {}: {e}", tmp.display())))?;
+            bytes += part.blob().len() as u64;
+        }
+        file.sync_all()
+            .map_err(|e| Error::Backend(format!("syncing {}: {e}", tmp.display())))?;
+        if bytes == 0 {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::Backend("etcd sent an empty snapshot".into()));
+        }
+        std::fs::rename(&tmp, out)
+            .map_err(|e| Error::Backend(format!("renaming {}: {e}", tmp.display())))?;
+        Ok(bytes)
+    }
+
     /// Maps an error from a read at `revision` to the store's own kinds.
     async fn read_error(&self, e: etcd_client::Error, revision: i64) -> Error {
         let msg = e.to_string();

@@ -1,9 +1,13 @@
 //! The embedded backend: one SQLite file holding the log of every write (the MVCC
 //! history a revisioned store needs), WAL with synchronous=FULL so that an acknowledged
 //! write survives a crash, and an in-process broadcast that feeds watchers after each
-//! commit.
+//! commit. [`maintenance`] keeps it small (compaction in short steps, space given
+//! back, the WAL bounded); [`snapshot`] copies it while it runs and restores a copy.
 
-use std::path::Path;
+pub mod maintenance;
+pub mod snapshot;
+
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -14,8 +18,42 @@ use crate::{Error, Event, KeyValue, Page, Result, Store};
 /// The SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
-    db: Arc<Mutex<Connection>>,
+    db: Arc<Mutex<Db>>,
     events: broadcast::Sender<Event>,
+    path: PathBuf,
+}
+
+/// The connection, and the lock that keeps any other process from opening the
+/// store for writing (another server, a restore) while it is open.
+struct Db {
+    conn: Connection,
+    _lock: std::fs::File,
+}
+
+/// The lock file of the store at `db`: `state.db.lock` next to `state.db`.
+pub fn lock_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// Takes the store's lock (exclusive, not waiting), or says who holds it.
+pub(crate) fn take_lock(db: &Path) -> Result<std::fs::File> {
+    let path = lock_path(db);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::Backend(format!("opening {}: {e}", path.display())))?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(f),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Backend(format!(
+            "{} is in use by another process (a berth server on this data directory?): stop it first",
+            db.display()
+        ))),
+        Err(e) => Err(Error::Backend(format!("locking {}: {e}", path.display()))),
+    }
 }
 
 fn backend(e: rusqlite::Error) -> Error {
@@ -63,21 +101,33 @@ fn newest(c: &Connection, key: &str) -> Result<Option<Row>> {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the store in the file `path`.
+    /// Opens (or creates) the store in the file `path`, which no other process may
+    /// have open for writing.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        let lock = take_lock(path)?;
         let c = Connection::open(path).map_err(backend)?;
+        c.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        maintenance::prepare(&c)?;
         c.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;
         c.pragma_update(None, "synchronous", "FULL")
             .map_err(backend)?;
-        c.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(backend)?;
         c.execute_batch(SCHEMA).map_err(backend)?;
         let (events, _) = broadcast::channel(4096);
         Ok(SqliteStore {
-            db: Arc::new(Mutex::new(c)),
+            db: Arc::new(Mutex::new(Db {
+                conn: c,
+                _lock: lock,
+            })),
             events,
+            path: path.to_path_buf(),
         })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Compacts every `interval`, keeping the last `keep` revisions of history (what
@@ -85,7 +135,7 @@ impl SqliteStore {
     /// everywhere else.
     pub fn compact_every(&self, interval: std::time::Duration, keep: i64) {
         let weak = Arc::downgrade(&self.db);
-        let events = self.events.clone();
+        let (events, path) = (self.events.clone(), self.path.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
@@ -93,12 +143,15 @@ impl SqliteStore {
                 let s = SqliteStore {
                     db,
                     events: events.clone(),
+                    path: path.clone(),
                 };
                 if let Ok(now) = s.revision().await {
                     if now > keep {
                         let _ = s.compact(now - keep).await;
                     }
                 }
+                // Space freed by the compaction given back, the WAL truncated.
+                let _ = s.reclaim().await;
             }
         });
     }
@@ -112,8 +165,8 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             // A panicked writer rolled its transaction back when it unwound; the
             // connection is fine to use.
-            let mut c = db.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut c)
+            let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut db.conn)
         })
         .await
         .map_err(|e| Error::Backend(e.to_string()))?
@@ -390,28 +443,18 @@ impl Store for SqliteStore {
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
-        self.with(move |c| {
-            let current = meta(c, "revision")?;
-            if revision > current {
-                return Err(Error::Future {
-                    requested: revision,
-                    current,
-                });
-            }
-            let tx = c.transaction().map_err(backend)?;
-            tx.execute(
-                "DELETE FROM log WHERE revision <= ?1 AND (value IS NULL OR EXISTS (
-                   SELECT 1 FROM log n WHERE n.key = log.key AND n.revision > log.revision AND n.revision <= ?1))",
-                [revision],
-            )
-            .map_err(backend)?;
-            tx.execute(
-                "UPDATE meta SET value = MAX(value, ?1) WHERE name = 'compacted'",
-                [revision],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)
-        })
-        .await
+        // The history goes in short steps, each its own transaction, so writers wait
+        // for one step at most (see `maintenance`).
+        let (from, to) = self
+            .with(move |c| maintenance::begin_compaction(c, revision))
+            .await?;
+        let mut lo = from;
+        while lo < to {
+            let hi = (lo + maintenance::COMPACTION_STEP).min(to);
+            self.with(move |c| maintenance::compact_step(c, lo, hi, to))
+                .await?;
+            lo = hi;
+        }
+        Ok(())
     }
 }
