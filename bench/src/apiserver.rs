@@ -416,6 +416,18 @@ pub(crate) struct Etcd {
     pub(crate) url: String,
 }
 
+impl Etcd {
+    /// The member's data directory.
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
+
+    /// The member's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -38,6 +38,7 @@ mod pods;
 mod rbac;
 mod rootless;
 mod services;
+mod soak;
 mod stats;
 mod sys;
 mod sysinfo;
@@ -246,6 +247,29 @@ enum Cmd {
     },
     /// Two servers on one etcd: the leading one killed, the other's controller
     /// manager taking over, with the default and a 5 s lease
+    /// The datastore in operation: SQLite and etcd side by side under the same steady
+    /// writes with watches open, compacted as kube-apiserver compacts; write latency,
+    /// database and WAL size and RSS per window
+    Soak {
+        /// How long (3600: the hour-long soak)
+        #[arg(long, default_value_t = 120)]
+        secs: u64,
+        /// Writes per second to each server
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Watches open on each server
+        #[arg(long, default_value_t = 10)]
+        watchers: usize,
+        /// Seconds per reported window
+        #[arg(long, default_value_t = 10)]
+        window: u64,
+        /// The servers' --etcd-compaction-interval
+        #[arg(long, default_value = "20s")]
+        compaction: String,
+        /// The berth binary (cargo build --release -p berth)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+    },
     Failover {
         /// Kills per lease setting
         #[arg(long, default_value = "5")]
@@ -365,6 +389,14 @@ fn main() -> Result<()> {
         Cmd::Runtime { runs, berth, peers } => runtime_bench(runs, &berth, &peers),
         Cmd::Join { rounds, berth } => join::run(&berth, rounds),
         Cmd::Failover { rounds, berth } => failover::run(&berth, rounds),
+        Cmd::Soak {
+            secs,
+            rate,
+            watchers,
+            window,
+            compaction,
+            berth,
+        } => soak::run(&berth, secs, rate, watchers, window, &compaction),
         Cmd::Rbac {
             rounds,
             gets,

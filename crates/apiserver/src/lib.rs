@@ -73,6 +73,9 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     /// Extra names and addresses for the serving certificate.
     pub tls_san: Vec<String>,
+    /// How often the store's history is compacted, to where it was one interval
+    /// before (kube-apiserver's --etcd-compaction-interval); zero: never.
+    pub compaction_interval: Duration,
 }
 
 impl Config {
@@ -84,7 +87,31 @@ impl Config {
             etcd: Vec::new(),
             token_file: None,
             tls_san: Vec::new(),
+            compaction_interval: Duration::from_secs(300),
         }
+    }
+}
+
+/// Compacts `store` every `every` to the revision it had one interval before, as
+/// kube-apiserver has etcd compacted (watches can resume from anywhere in the last
+/// interval); on SQLite the space freed is then given back.
+async fn compact_periodically(store: Backend, every: Duration) {
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(every).await;
+        if last > 0 {
+            let t = std::time::Instant::now();
+            match store.compact(last).await {
+                Ok(()) => tracing::debug!(revision = last, took = ?t.elapsed(), "compacted"),
+                Err(e) => tracing::warn!(revision = last, "compaction: {e}"),
+            }
+            if let Backend::Sqlite(s) = &store {
+                if let Err(e) = s.reclaim().await {
+                    tracing::warn!("giving back the space compaction freed: {e}");
+                }
+            }
+        }
+        last = store.revision().await.unwrap_or(0);
     }
 }
 
@@ -111,27 +138,14 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         .map_err(|e| Error::Setup(format!("creating {}: {e}", cfg.data_dir.display())))?;
     let store = if cfg.etcd.is_empty() {
         let s = berth_store::sqlite::SqliteStore::open(&cfg.data_dir.join("state.db"))?;
-        // Keep the recent history a watch can resume from; kube compacts every 5 min.
-        s.compact_every(Duration::from_secs(300), 100_000);
         Backend::Sqlite(s)
     } else {
         let s = berth_store::etcd::EtcdStore::connect(&cfg.etcd).await?;
-        let b = Backend::Etcd(Box::new(s));
-        let c = b.clone();
-        tokio::spawn(async move {
-            // Like kube-apiserver: every 5 minutes, compact to where the store was 5
-            // minutes ago.
-            let mut last = 0;
-            loop {
-                tokio::time::sleep(Duration::from_secs(300)).await;
-                if last > 0 {
-                    let _ = c.compact(last).await;
-                }
-                last = c.revision().await.unwrap_or(0);
-            }
-        });
-        b
+        Backend::Etcd(Box::new(s))
     };
+    if !cfg.compaction_interval.is_zero() {
+        tokio::spawn(compact_periodically(store.clone(), cfg.compaction_interval));
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| Error::Setup(format!("listening on {}: {e}", cfg.listen)))?;

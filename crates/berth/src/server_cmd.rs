@@ -65,6 +65,10 @@ pub struct ServerArgs {
     /// A file holding the first server's join token.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// How often the datastore's history is compacted (to where it was one interval
+    /// before; on SQLite the freed space is given back); 0 never.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    etcd_compaction_interval: std::time::Duration,
     #[command(flatten)]
     election: crate::elected::LeaderElectionArgs,
     #[command(flatten)]
@@ -120,6 +124,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let mut cfg = berth_apiserver::Config::new(data_dir.clone());
     cfg.listen = a.listen;
     cfg.etcd = a.datastore_endpoint;
+    cfg.compaction_interval = a.etcd_compaction_interval;
     cfg.token_file = a.token_auth_file;
     cfg.tls_san = a.tls_san;
     // Reached from other machines by these: agents verify the server by them.
