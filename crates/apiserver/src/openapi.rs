@@ -216,7 +216,16 @@ pub fn v3_document(group: &str, version: &str) -> Option<Value> {
         add_paths(true, r, &mut paths);
     }
     let defs = if rs.iter().any(|r| r.custom.is_some()) {
-        crate::crd::openapi::definitions(&rs)
+        // Built-in kinds of the same group-version (a definition may join one) keep
+        // theirs.
+        let mut defs = if rs.iter().any(|r| r.custom.is_none()) {
+            schema::for_group_version(group, version).defs.clone()
+        } else {
+            Map::new()
+        };
+        let custom: Vec<&Resource> = rs.iter().copied().filter(|r| r.custom.is_some()).collect();
+        defs.extend(crate::crd::openapi::definitions(&custom));
+        defs
     } else {
         schema::for_group_version(group, version).defs.clone()
     };

@@ -206,10 +206,8 @@ fn usage_of(res: &Resource, o: &Value, resource: &str) -> i128 {
 /// What the namespace's objects use now of each of `resources` (milli-units).
 fn used(hub: &Hub, ns: &str, resources: &[&String]) -> BTreeMap<String, i128> {
     let mut out: BTreeMap<String, i128> = resources.iter().map(|r| (r.to_string(), 0)).collect();
-    for res in resources::RESOURCES
-        .iter()
-        .filter(|r| r.stored() && r.namespaced)
-    {
+    // Custom resources too (`count/widgets.example.com`).
+    for res in resources::all().filter(|r| r.stored() && r.namespaced) {
         if !resources.iter().any(|r| counts_kind(res, r)) {
             continue;
         }

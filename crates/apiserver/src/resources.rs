@@ -131,6 +131,24 @@ impl Resource {
         }
     }
 
+    /// Whether `o`, one of this resource's objects as stored, names another version
+    /// than this one: a custom object written before its definition's storage
+    /// version changed (served at this version, as kube converts on read).
+    pub fn names_other_version(&self, o: &serde_json::Value) -> bool {
+        self.custom.is_some()
+            && o.get("kind").and_then(serde_json::Value::as_str) == Some(self.kind)
+            && o.get("apiVersion").and_then(serde_json::Value::as_str)
+                != Some(self.api_version().as_str())
+    }
+
+    /// Gives `o` this version's apiVersion when it names another (see
+    /// [`Resource::names_other_version`]).
+    pub fn as_served(&self, o: &mut serde_json::Value) {
+        if self.names_other_version(o) {
+            o["apiVersion"] = serde_json::Value::String(self.api_version());
+        }
+    }
+
     /// The kind of a list of its objects.
     pub fn list_kind(&self) -> String {
         match self.custom {

@@ -43,6 +43,8 @@ impl Filter {
 }
 
 struct Encoder {
+    /// The resource watched (its objects are sent at its version).
+    res: &'static Resource,
     table: Option<(&'static Resource, table::Include)>,
     /// Metadata only (PartialObjectMetadata objects).
     metadata: bool,
@@ -51,6 +53,15 @@ struct Encoder {
 
 impl Encoder {
     fn line(&mut self, ty: &str, o: &Value) -> Bytes {
+        let served;
+        let o = if self.res.names_other_version(o) {
+            let mut c = o.clone();
+            self.res.as_served(&mut c);
+            served = c;
+            &served
+        } else {
+            o
+        };
         let cut;
         let obj = match self.table {
             Some((res, include)) => {
@@ -175,6 +186,7 @@ pub async fn serve(
         Err(e) => return Err(e),
     };
     let mut enc = Encoder {
+        res,
         table: req
             .wants_table()
             .then(|| (res, table::Include::parse(req.q("includeObject")))),

@@ -542,6 +542,50 @@ fn other_served_versions_read_and_write_the_stored_objects() {
                 break;
             }
         }
+        // The storage version moves to v1beta1: objects written at v1 are served at
+        // each version as that version, and patches of them work.
+        use kube::api::{Patch, PatchParams};
+        crds.patch(
+            "boxes.shapes.example.com",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"versions": [
+                {"name": "v1beta1", "served": true, "storage": true, "schema": schema},
+                {"name": "v1", "served": true, "storage": false, "schema": schema}]}})),
+        )
+        .await
+        .unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while s
+            .api
+            .hub
+            .under("/registry/apiextensions.k8s.io/customresourcedefinitions/")[0]
+            .1["spec"]["versions"][0]["storage"]
+            != true
+        {
+            assert!(
+                std::time::Instant::now() < end,
+                "the change never reached the hub"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (api, av) in [
+            (&v1, "shapes.example.com/v1"),
+            (&beta, "shapes.example.com/v1beta1"),
+        ] {
+            let o = api.get("big").await.unwrap();
+            assert_eq!(o.types.unwrap().api_version, av);
+            let patched = api
+                .patch(
+                    "big",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        serde_json::json!({"metadata": {"labels": {"at": av.replace('/', "-")}}}),
+                    ),
+                )
+                .await
+                .unwrap();
+            assert_eq!(patched.types.unwrap().api_version, av);
+        }
         // A body of the wrong version is refused, saying which was expected.
         let mut wrong = DynamicObject::new("wrong", &ar1);
         wrong.data = serde_json::json!({"spec": {"size": 2}});

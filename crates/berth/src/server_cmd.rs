@@ -110,7 +110,11 @@ fn in_process(s: &berth_apiserver::Server, name: &str, groups: &[&str]) -> kube:
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     if let Some(c) = a.command {
-        return crate::snapshot_cmd::run(ctx, c).await;
+        let parent = crate::snapshot_cmd::Parent {
+            data_dir: a.data_dir,
+            datastore_endpoint: a.datastore_endpoint,
+        };
+        return crate::snapshot_cmd::run(ctx, c, &parent).await;
     }
     init_logging(&a.log_format);
     let data_dir = a.data_dir.unwrap_or_else(|| ctx.root.join("server"));

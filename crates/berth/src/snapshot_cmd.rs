@@ -67,17 +67,27 @@ pub struct RestoreArgs {
     force: bool,
 }
 
+/// What `berth server`'s own flags said, before the subcommand (`berth server
+/// --data-dir X snapshot save`).
+pub struct Parent {
+    /// `berth server --data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `berth server --datastore-endpoint`.
+    pub datastore_endpoint: Vec<String>,
+}
+
 impl Where {
-    fn data_dir(&self, ctx: &Ctx) -> PathBuf {
+    fn data_dir(&self, ctx: &Ctx, parent: &Parent) -> PathBuf {
         self.data_dir
             .clone()
+            .or_else(|| parent.data_dir.clone())
             .unwrap_or_else(|| ctx.root.join("server"))
     }
 
-    fn snapshots(&self, ctx: &Ctx) -> PathBuf {
+    fn snapshots(&self, ctx: &Ctx, parent: &Parent) -> PathBuf {
         self.dir
             .clone()
-            .unwrap_or_else(|| self.data_dir(ctx).join("snapshots"))
+            .unwrap_or_else(|| self.data_dir(ctx, parent).join("snapshots"))
     }
 }
 
@@ -86,24 +96,37 @@ const SQLITE: &str = "db";
 const ETCD: &str = "etcd";
 
 /// Runs a `berth server` subcommand.
-pub async fn run(ctx: &Ctx, c: ServerCommand) -> anyhow::Result<()> {
+pub async fn run(ctx: &Ctx, c: ServerCommand, parent: &Parent) -> anyhow::Result<()> {
     match c {
-        ServerCommand::Snapshot(SnapshotCommand::Save(a)) => save(ctx, a).await,
-        ServerCommand::Snapshot(SnapshotCommand::Ls(w)) => ls(ctx, &w),
-        ServerCommand::Snapshot(SnapshotCommand::Restore(a)) => restore(ctx, a),
+        ServerCommand::Snapshot(SnapshotCommand::Save(a)) => save(ctx, a, parent).await,
+        ServerCommand::Snapshot(SnapshotCommand::Ls(w)) => ls(ctx, &w, parent),
+        ServerCommand::Snapshot(SnapshotCommand::Restore(a)) => restore(ctx, a, parent),
     }
 }
 
-async fn save(ctx: &Ctx, a: SaveArgs) -> anyhow::Result<()> {
+async fn save(ctx: &Ctx, a: SaveArgs, parent: &Parent) -> anyhow::Result<()> {
     if a.name.is_empty() || a.name.contains('/') {
         bail!("--name {:?}: give a plain name (no slashes)", a.name);
     }
-    let dir = a.at.snapshots(ctx);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = a.at.snapshots(ctx, parent);
+    {
+        // Private, as the snapshots in it (they hold Secrets).
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
     let stamp = jiff::Zoned::now().strftime("%Y%m%d%H%M%S").to_string();
     let name = format!("{}-{stamp}", a.name);
-    if a.datastore_endpoint.is_empty() {
-        let db = a.at.data_dir(ctx).join("state.db");
+    let endpoints = if a.datastore_endpoint.is_empty() {
+        &parent.datastore_endpoint
+    } else {
+        &a.datastore_endpoint
+    };
+    if endpoints.is_empty() {
+        let db = a.at.data_dir(ctx, parent).join("state.db");
         let out = dir.join(format!("{name}.{SQLITE}"));
         let info = tokio::task::spawn_blocking({
             let out = out.clone();
@@ -118,7 +141,7 @@ async fn save(ctx: &Ctx, a: SaveArgs) -> anyhow::Result<()> {
             berth_image::inspect::human_size(info.bytes)
         );
     } else {
-        let store = berth_store::etcd::EtcdStore::connect(&a.datastore_endpoint).await?;
+        let store = berth_store::etcd::EtcdStore::connect(endpoints).await?;
         let out = dir.join(format!("{name}.{ETCD}"));
         let bytes = store.snapshot(&out).await?;
         println!(
@@ -130,8 +153,8 @@ async fn save(ctx: &Ctx, a: SaveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ls(ctx: &Ctx, w: &Where) -> anyhow::Result<()> {
-    let dir = w.snapshots(ctx);
+fn ls(ctx: &Ctx, w: &Where, parent: &Parent) -> anyhow::Result<()> {
+    let dir = w.snapshots(ctx, parent);
     let mut t = crate::table::Table::new(&["NAME", "STORE", "REVISION", "SIZE", "CREATED"]);
     let mut found: Vec<(String, PathBuf)> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
@@ -195,8 +218,8 @@ fn resolve(s: &str, dir: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-fn restore(ctx: &Ctx, a: RestoreArgs) -> anyhow::Result<()> {
-    let file = resolve(&a.snapshot, &a.at.snapshots(ctx))?;
+fn restore(ctx: &Ctx, a: RestoreArgs, parent: &Parent) -> anyhow::Result<()> {
+    let file = resolve(&a.snapshot, &a.at.snapshots(ctx, parent))?;
     if file.extension().and_then(|e| e.to_str()) == Some(ETCD) {
         bail!(
             "{} is an etcd snapshot: etcd restores it into a new member's data directory \
@@ -205,7 +228,7 @@ fn restore(ctx: &Ctx, a: RestoreArgs) -> anyhow::Result<()> {
             file.display()
         );
     }
-    let data_dir = a.at.data_dir(ctx);
+    let data_dir = a.at.data_dir(ctx, parent);
     let db = data_dir.join("state.db");
     let (info, aside) = berth_store::sqlite::snapshot::restore(&file, &db, a.force)?;
     println!(

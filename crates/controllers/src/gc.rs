@@ -106,6 +106,9 @@ struct Ctx {
     client: kube::Client,
     /// The kinds watched, by index (append-only: an index names one kind for good).
     resources: std::sync::RwLock<Vec<(ApiResource, bool)>>,
+    /// Kinds no longer served (their custom resource definition deleted): not
+    /// watched, not waited for, not listed for dependents.
+    gone: std::sync::RwLock<HashSet<usize>>,
     graph: Mutex<Graph>,
     queue: tokio::sync::mpsc::UnboundedSender<String>,
 }
@@ -142,11 +145,26 @@ impl Ctx {
         self.kinds().len()
     }
 
-    /// The served resource of an owner reference's apiVersion and kind.
+    fn is_gone(&self, i: usize) -> bool {
+        self.gone
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&i)
+    }
+
+    /// Whether every kind still served has had its first list.
+    fn all_listed(&self, g: &Graph) -> bool {
+        (0..self.count()).all(|i| g.listed.contains(&i) || self.is_gone(i))
+    }
+
+    /// The served resource of an owner reference's group and kind (any version: an
+    /// owner named at another version than the preferred one is the same object).
     fn resource_of(&self, r: &OwnerReference) -> Option<usize> {
+        let group = r.api_version.rsplit_once('/').map_or("", |(g, _)| g);
         self.kinds()
             .iter()
-            .position(|(ar, _)| ar.api_version == r.api_version && ar.kind == r.kind)
+            .enumerate()
+            .position(|(i, (ar, _))| ar.group == group && ar.kind == r.kind && !self.is_gone(i))
     }
 
     fn api(&self, resource: usize, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -157,21 +175,36 @@ impl Ctx {
         }
     }
 
-    /// Adds the kinds served now that are not watched yet (custom resources defined
-    /// since); returns their indexes.
-    fn add_kinds(&self, found: Vec<(ApiResource, bool)>) -> Vec<usize> {
+    /// Takes in the kinds served now: those not watched yet (custom resources
+    /// defined since, or defined again) are returned to be watched; those no longer
+    /// served are marked gone and returned to stop watching.
+    fn update_kinds(&self, found: Vec<(ApiResource, bool)>) -> (Vec<usize>, Vec<usize>) {
         let mut kinds = self.resources.write().unwrap_or_else(|e| e.into_inner());
-        let mut added = Vec::new();
-        for k in found {
-            let known = kinds.iter().any(|(ar, _)| {
-                ar.group == k.0.group && ar.version == k.0.version && ar.plural == k.0.plural
-            });
-            if !known {
-                kinds.push(k);
-                added.push(kinds.len() - 1);
+        let mut gone = self.gone.write().unwrap_or_else(|e| e.into_inner());
+        let same = |a: &ApiResource, b: &ApiResource| {
+            a.group == b.group && a.version == b.version && a.plural == b.plural
+        };
+        let mut start = Vec::new();
+        for k in &found {
+            match kinds.iter().position(|(ar, _)| same(ar, &k.0)) {
+                Some(i) => {
+                    if gone.remove(&i) {
+                        start.push(i);
+                    }
+                }
+                None => {
+                    kinds.push(k.clone());
+                    start.push(kinds.len() - 1);
+                }
             }
         }
-        added
+        let mut stop = Vec::new();
+        for (i, (ar, _)) in kinds.iter().enumerate() {
+            if !found.iter().any(|(f, _)| same(f, ar)) && gone.insert(i) {
+                stop.push(i);
+            }
+        }
+        (start, stop)
     }
 }
 
@@ -213,12 +246,14 @@ pub async fn run(client: kube::Client) {
     let ctx = Arc::new(Ctx {
         client,
         resources: std::sync::RwLock::new(resources),
+        gone: Default::default(),
         graph: Default::default(),
         queue,
     });
     let mut tasks = tokio::task::JoinSet::new();
+    let mut watches = HashMap::new();
     for i in 0..ctx.count() {
-        tasks.spawn(watch(ctx.clone(), i));
+        watches.insert(i, tasks.spawn(watch(ctx.clone(), i)));
     }
     // One check per object at a time; a UID asked for again while queued is checked once.
     let pending: Arc<Mutex<HashSet<String>>> = Default::default();
@@ -256,9 +291,17 @@ pub async fn run(client: kube::Client) {
             done = tasks.join_next() => if done.is_none() { return },
             _ = rediscover.tick() => {
                 if let Ok(found) = discover_once(&ctx.client).await {
-                    for i in ctx.add_kinds(found) {
+                    let (start, stop) = ctx.update_kinds(found);
+                    for i in stop {
+                        tracing::debug!(kind = %ctx.resource(i).0.kind, "garbage collector: a kind no longer served");
+                        if let Some(w) = watches.remove(&i) {
+                            w.abort();
+                        }
+                        ctx.graph().listed.remove(&i);
+                    }
+                    for i in start {
                         tracing::debug!(kind = %ctx.resource(i).0.kind, "garbage collector: watching a new kind");
-                        tasks.spawn(watch(ctx.clone(), i));
+                        watches.insert(i, tasks.spawn(watch(ctx.clone(), i)));
                     }
                 }
             }
@@ -301,7 +344,7 @@ async fn watch(ctx: Arc<Ctx>, i: usize) {
                         .map(|(u, _)| u.clone())
                         .collect();
                     let first = g.listed.insert(i);
-                    let all = g.listed.len() == ctx.count();
+                    let all = ctx.all_listed(&g);
                     // Every kind listed for the first time: look at every dependent
                     // and every propagation.
                     let check = if first && all {
@@ -404,7 +447,7 @@ async fn owner_exists(ctx: &Ctx, dependent: &Object, r: &OwnerReference) -> bool
 async fn check(ctx: &Ctx, uid: &str) {
     let listed = {
         let g = ctx.graph();
-        g.listed.len() == ctx.count()
+        ctx.all_listed(&g)
     };
     if !listed {
         return;
@@ -530,13 +573,19 @@ async fn live_dependents(
     let mut n = 0;
     let kinds = ctx.kinds().clone();
     for (i, (_, namespaced)) in kinds.iter().enumerate() {
-        if owner.namespace.is_some() && !namespaced {
+        if (owner.namespace.is_some() && !namespaced) || ctx.is_gone(i) {
             continue;
         }
-        let list = ctx
+        let list = match ctx
             .api(i, owner.namespace.as_deref())
             .list_metadata(&Default::default())
-            .await?;
+            .await
+        {
+            Ok(l) => l,
+            // Its definition deleted since the last discovery: none of it is left.
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(e),
+        };
         n += list
             .items
             .iter()

@@ -109,29 +109,36 @@ impl EtcdStore {
     pub async fn snapshot(&self, out: &std::path::Path) -> Result<u64> {
         use std::io::Write;
         let tmp = out.with_extension("partial");
-        let mut file = std::fs::File::create(&tmp)
-            .map_err(|e| Error::Backend(format!("creating {}: {e}", tmp.display())))?;
-        let mut stream = self
-            .client
-            .maintenance_client()
-            .snapshot()
-            .await
-            .map_err(backend)?;
-        let mut bytes = 0u64;
-        while let Some(part) = stream.message().await.map_err(backend)? {
-            file.write_all(part.blob())
-                .map_err(|e| Error::Backend(format!("writing {}: {e}", tmp.display())))?;
-            bytes += part.blob().len() as u64;
+        let _ = std::fs::remove_file(&tmp);
+        // Private: the snapshot holds Secrets.
+        let mut file = crate::sqlite::snapshot::private_file(&tmp)?;
+        let copied = async {
+            let mut stream = self
+                .client
+                .maintenance_client()
+                .snapshot()
+                .await
+                .map_err(backend)?;
+            let mut bytes = 0u64;
+            while let Some(part) = stream.message().await.map_err(backend)? {
+                file.write_all(part.blob())
+                    .map_err(|e| Error::Backend(format!("writing {}: {e}", tmp.display())))?;
+                bytes += part.blob().len() as u64;
+            }
+            file.sync_all()
+                .map_err(|e| Error::Backend(format!("syncing {}: {e}", tmp.display())))?;
+            if bytes == 0 {
+                return Err(Error::Backend("etcd sent an empty snapshot".into()));
+            }
+            std::fs::rename(&tmp, out)
+                .map_err(|e| Error::Backend(format!("renaming {}: {e}", tmp.display())))?;
+            Ok(bytes)
         }
-        file.sync_all()
-            .map_err(|e| Error::Backend(format!("syncing {}: {e}", tmp.display())))?;
-        if bytes == 0 {
+        .await;
+        if copied.is_err() {
             let _ = std::fs::remove_file(&tmp);
-            return Err(Error::Backend("etcd sent an empty snapshot".into()));
         }
-        std::fs::rename(&tmp, out)
-            .map_err(|e| Error::Backend(format!("renaming {}: {e}", tmp.display())))?;
-        Ok(bytes)
+        copied
     }
 
     /// Maps an error from a read at `revision` to the store's own kinds.

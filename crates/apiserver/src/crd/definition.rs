@@ -231,6 +231,16 @@ fn versions_valid(d: &Value, out: &mut Vec<Cause>) {
             "must have exactly one version marked as storage version",
         ));
     }
+    if vs.iter().any(|v| {
+        v.get("storage") == Some(&Value::Bool(true)) && v.get("served") != Some(&Value::Bool(true))
+    }) {
+        // Every version is served through the storage version here.
+        out.push(Cause::invalid(
+            "spec.versions",
+            "",
+            "berth serves the storage version's objects through it: mark the storage version served",
+        ));
+    }
     if !vs
         .iter()
         .any(|v| v.get("served") == Some(&Value::Bool(true)))

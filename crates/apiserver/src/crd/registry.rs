@@ -95,10 +95,31 @@ impl Registry {
             if outcome == Names::Accepted {
                 taken.push((group.clone(), plural));
                 taken.push((group, kind));
-                for v in versions_of(d) {
-                    let key = format!("{v:?}");
-                    let r = *st.interned.entry(key).or_insert_with(|| v.leak());
-                    list.push(r);
+                // A definition's resources change only with its spec (its generation)
+                // or its deletion: made again only then.
+                let base = format!(
+                    "{}|{}|{}|{}",
+                    name,
+                    str_at(d, "/metadata/uid"),
+                    d.pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0),
+                    d.pointer("/metadata/deletionTimestamp").is_some()
+                );
+                let served = served_versions(d);
+                let known: Option<Vec<&'static Resource>> = served
+                    .iter()
+                    .map(|v| st.interned.get(&format!("{base}|{v}")).copied())
+                    .collect();
+                match known {
+                    Some(rs) => list.extend(rs),
+                    None => {
+                        for v in versions_of(d) {
+                            let key = format!("{base}|{}", v.version);
+                            let r = *st.interned.entry(key).or_insert_with(|| v.leak());
+                            list.push(r);
+                        }
+                    }
                 }
             }
             names.insert(name, outcome);
@@ -222,6 +243,17 @@ impl Version {
             custom: Some(Box::leak(Box::new(self.custom))),
         }))
     }
+}
+
+/// The names of a definition's served versions.
+fn served_versions(d: &Value) -> Vec<String> {
+    d.pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| v.get("served") == Some(&Value::Bool(true)))
+        .map(|v| str_at(v, "/name"))
+        .collect()
 }
 
 /// Each served version of a definition.

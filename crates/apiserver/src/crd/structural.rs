@@ -131,6 +131,12 @@ fn node(s: &Value, path: &str, junctor: Junctor, out: &mut Vec<Cause>) {
             "additionalProperties and properties are mutual exclusive",
         ));
     }
+    if m.get("uniqueItems") == Some(&Value::Bool(true)) {
+        out.push(Cause::forbidden(
+            format!("{path}.uniqueItems"),
+            "uniqueItems cannot be set to true since the runtime complexity becomes quadratic",
+        ));
+    }
     if m.get("additionalProperties") == Some(&Value::Bool(true)) {
         out.push(Cause::forbidden(
             format!("{path}.additionalProperties"),
@@ -237,7 +243,8 @@ mod tests {
             "both": {"type": "object", "properties": {}, "additionalProperties": {"type": "string"}},
             "d": {"type": "integer", "default": "one"},
             "re": {"type": "string", "pattern": "("},
-            "j": {"type": "string", "anyOf": [{"type": "string", "maxLength": 3}]}}});
+            "j": {"type": "string", "anyOf": [{"type": "string", "maxLength": 3}]},
+            "u": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}}});
         let got = causes(bad);
         for want in [
             "openAPIV3Schema.properties[metadata]: Forbidden: must not specify anything other than name and generateName",
@@ -247,6 +254,7 @@ mod tests {
             "openAPIV3Schema.properties[d].default: Invalid value: \"\\\"one\\\"\"",
             "openAPIV3Schema.properties[re].pattern: Invalid value: \"(\"",
             "openAPIV3Schema.properties[j].anyOf[0].type: Forbidden",
+            "openAPIV3Schema.properties[u].uniqueItems: Forbidden: uniqueItems cannot be set to true",
         ] {
             assert!(got.iter().any(|g| g.contains(want)), "{want}\nin {got:#?}");
         }

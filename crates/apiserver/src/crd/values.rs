@@ -292,7 +292,7 @@ fn string(s: &Value, v: &Value, text: &str, path: &str, out: &mut Vec<Cause>) {
     }
     if let Some(p) = s.get("pattern").and_then(Value::as_str) {
         // The definition's patterns were checked when it was written.
-        if let Ok(re) = regex::Regex::new(p) {
+        if let Some(re) = pattern(p) {
             if !re.is_match(text) {
                 out.push(invalid(path, v, format!("{} should match '{p}'", at(path))));
             }
@@ -323,6 +323,27 @@ fn string(s: &Value, v: &Value, text: &str, path: &str, out: &mut Vec<Cause>) {
             ));
         }
     }
+}
+
+/// A schema's pattern, compiled once: kept in a cache of the patterns in use (cleared
+/// when it grows past a few thousand, which only many different definitions reach).
+fn pattern(p: &str) -> Option<regex::Regex> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = cache.get(p) {
+        return re.clone();
+    }
+    if cache.len() > 4096 {
+        cache.clear();
+    }
+    let re = regex::Regex::new(p).ok();
+    cache.insert(p.to_string(), re.clone());
+    re
 }
 
 fn number(s: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
@@ -373,9 +394,12 @@ fn array(s: &Value, v: &Value, items: &[Value], path: &str, out: &mut Vec<Cause>
         out,
     );
     let list_type = s.get("x-kubernetes-list-type").and_then(Value::as_str);
-    if is_true(s, "uniqueItems") || list_type == Some("set") {
+    // Duplicates found through a set of each item's JSON: linear, whatever the list's
+    // length (a pairwise scan of a large body would hold a worker for minutes).
+    let mut seen = std::collections::HashSet::new();
+    if list_type == Some("set") {
         for (i, it) in items.iter().enumerate() {
-            if items[..i].contains(it) {
+            if !seen.insert(it.to_string()) {
                 out.push(Cause {
                     reason: "FieldValueDuplicate",
                     field: format!("{path}[{i}]"),
@@ -401,9 +425,8 @@ fn array(s: &Value, v: &Value, items: &[Value], path: &str, out: &mut Vec<Cause>
             }
             Value::Object(k)
         };
-        let all: Vec<Value> = items.iter().map(key_of).collect();
-        for (i, k) in all.iter().enumerate() {
-            if all[..i].contains(k) {
+        for (i, k) in items.iter().map(key_of).enumerate() {
+            if !seen.insert(k.to_string()) {
                 out.push(Cause {
                     reason: "FieldValueDuplicate",
                     field: format!("{path}[{i}]"),

@@ -14,15 +14,21 @@ use crate::resources::{self, Resource};
 use crate::state::Api;
 use crate::status::ApiError;
 
-/// Rewrites every `from` object of kind `kind` in an answer (object, list, watch
-/// event) to apiVersion `to`.
-fn rewrite(v: &mut Value, kind: &str, list_kind: &str, from: &str, to: &str) {
+/// Rewrites every object of kind `kind` in an answer (object, list, watch event)
+/// whose apiVersion is of `group` (any version: the storage version's, or an older
+/// one an object was written in) to apiVersion `to`.
+fn rewrite(v: &mut Value, kind: &str, list_kind: &str, group: &str, to: &str) {
     let k = v
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    if (k == kind || k == list_kind) && v["apiVersion"] == from {
+    let of_group = v
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .and_then(|av| av.split_once('/'))
+        .is_some_and(|(g, _)| g == group);
+    if (k == kind || k == list_kind) && of_group {
         v["apiVersion"] = json!(to);
     }
     if k == list_kind {
@@ -32,12 +38,12 @@ fn rewrite(v: &mut Value, kind: &str, list_kind: &str, from: &str, to: &str) {
             .into_iter()
             .flatten()
         {
-            rewrite(i, kind, list_kind, from, to);
+            rewrite(i, kind, list_kind, group, to);
         }
     }
     if v.get("type").is_some() {
         if let Some(o) = v.get_mut("object") {
-            rewrite(o, kind, list_kind, from, to);
+            rewrite(o, kind, list_kind, group, to);
         }
     }
 }
@@ -57,7 +63,10 @@ pub async fn handle(
         format!("/{}/{}/", stored.group, stored.version),
     );
     let (served_av, stored_av) = (res.api_version(), stored.api_version());
+    // A Scale (autoscaling/v1) is the same at every version: passed as it is.
+    let scale = sub == Some("scale");
     let body = match (&req.method, req.media_type()) {
+        _ if scale => None,
         (&Method::POST | &Method::PUT, _) | (&Method::PATCH, "application/apply-patch+yaml") => {
             let mut v: Value = if req.method == Method::PATCH {
                 serde_yaml::from_slice(&req.body)
@@ -87,10 +96,10 @@ pub async fn handle(
         sub,
     )
     .await?;
-    let (kind, list_kind) = (res.kind.to_string(), res.list_kind());
+    let (kind, list_kind, group) = (res.kind.to_string(), res.list_kind(), res.group.to_string());
     let r = map_answer(
         r,
-        Arc::new(move |v: &mut Value| rewrite(v, &kind, &list_kind, &stored_av, &served_av)),
+        Arc::new(move |v: &mut Value| rewrite(v, &kind, &list_kind, &group, &served_av)),
     );
     Ok(yaml_if_asked(req, r))
 }
@@ -103,15 +112,15 @@ mod tests {
     fn answers_name_the_served_version() {
         let mut list = json!({"kind": "CronTabList", "apiVersion": "x.io/v1",
                               "items": [{"kind": "CronTab", "apiVersion": "x.io/v1"}]});
-        rewrite(&mut list, "CronTab", "CronTabList", "x.io/v1", "x.io/v2");
+        rewrite(&mut list, "CronTab", "CronTabList", "x.io", "x.io/v2");
         assert_eq!(list["apiVersion"], "x.io/v2");
         assert_eq!(list["items"][0]["apiVersion"], "x.io/v2");
         let mut ev =
             json!({"type": "ADDED", "object": {"kind": "CronTab", "apiVersion": "x.io/v1"}});
-        rewrite(&mut ev, "CronTab", "CronTabList", "x.io/v1", "x.io/v2");
+        rewrite(&mut ev, "CronTab", "CronTabList", "x.io", "x.io/v2");
         assert_eq!(ev["object"]["apiVersion"], "x.io/v2");
         let mut status = json!({"kind": "Status", "apiVersion": "v1"});
-        rewrite(&mut status, "CronTab", "CronTabList", "x.io/v1", "x.io/v2");
+        rewrite(&mut status, "CronTab", "CronTabList", "x.io", "x.io/v2");
         assert_eq!(status["apiVersion"], "v1");
     }
 }

@@ -22,10 +22,11 @@ pub async fn read(
 ) -> Result<(Value, i64), ApiError> {
     let key = res.key(ns, name);
     match api.store.get(&key).await? {
-        Some(kv) => Ok((
-            crate::hub::decode(&kv.value, kv.mod_revision),
-            kv.mod_revision,
-        )),
+        Some(kv) => {
+            let mut o = crate::hub::decode(&kv.value, kv.mod_revision);
+            res.as_served(&mut o);
+            Ok((o, kv.mod_revision))
+        }
         None => Err(ApiError::not_found(res.group, res.plural, name)),
     }
 }
@@ -119,7 +120,8 @@ pub(super) async fn list(
         let mut last_key = None;
         for kv in &page.items {
             last_key = Some(kv.key.clone());
-            let o = crate::hub::decode(&kv.value, kv.mod_revision);
+            let mut o = crate::hub::decode(&kv.value, kv.mod_revision);
+            res.as_served(&mut o);
             if labels.matches(&o) && fields.matches(&o) {
                 items.push(o);
                 if limit > 0 && items.len() == limit {

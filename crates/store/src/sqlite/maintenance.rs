@@ -48,7 +48,9 @@ pub(super) fn prepare(c: &Connection) -> Result<()> {
 }
 
 /// Starts a compaction to `revision`: from now on reads before it are refused.
-/// Returns the revisions whose history is to go, (previous compaction, `revision`].
+/// Returns the revisions whose history is still to go: from where the last
+/// compaction's steps got to (one interrupted by a crash resumes) to `revision` (or
+/// the last compaction's, when that is further).
 pub(super) fn begin_compaction(c: &mut Connection, revision: i64) -> Result<(i64, i64)> {
     let current = meta(c, "revision")?;
     if revision > current {
@@ -57,21 +59,22 @@ pub(super) fn begin_compaction(c: &mut Connection, revision: i64) -> Result<(i64
             current,
         });
     }
-    let previous = meta(c, "compacted")?;
-    if revision <= previous {
-        return Ok((previous, previous));
+    let compacted = meta(c, "compacted")?;
+    let done = meta(c, "compacted_done")?;
+    if revision > compacted {
+        c.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'compacted'",
+            [revision],
+        )
+        .map_err(backend)?;
     }
-    c.execute(
-        "UPDATE meta SET value = ?1 WHERE name = 'compacted'",
-        [revision],
-    )
-    .map_err(backend)?;
-    Ok((previous, revision))
+    let target = revision.max(compacted);
+    Ok((done.min(target), target))
 }
 
 /// One step of a compaction to `target`: the rows the writes in (lo, hi] superseded
-/// (each row names the one it replaced), and the deletions among them. Rows
-/// superseded by writes at or before the previous compaction went then.
+/// (each row names the one it replaced), and the deletions among them; the progress
+/// recorded with them. Rows superseded by earlier writes went in earlier steps.
 pub(super) fn compact_step(c: &mut Connection, lo: i64, hi: i64, target: i64) -> Result<()> {
     debug_assert!(hi <= target);
     let tx = c.transaction().map_err(backend)?;
@@ -84,6 +87,11 @@ pub(super) fn compact_step(c: &mut Connection, lo: i64, hi: i64, target: i64) ->
     tx.execute(
         "DELETE FROM log WHERE revision > ?1 AND revision <= ?2 AND value IS NULL",
         [lo, hi],
+    )
+    .map_err(backend)?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE name = 'compacted_done'",
+        [hi],
     )
     .map_err(backend)?;
     tx.commit().map_err(backend)

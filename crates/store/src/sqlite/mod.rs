@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS log (
 );
 CREATE INDEX IF NOT EXISTS log_key ON log (key, revision);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
+INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0), ('compacted_done', 0);
 ";
 
 fn meta(c: &Connection, name: &str) -> Result<i64> {

@@ -45,14 +45,34 @@ pub fn save(db: &Path, out: &Path) -> Result<Info> {
     }
     let tmp = out.with_extension("partial");
     let _ = std::fs::remove_file(&tmp);
-    let c = read_only(db)?;
-    c.execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
-        .map_err(|e| Error::Backend(format!("copying {}: {e}", db.display())))?;
-    drop(c);
-    sync_file(&tmp)?;
-    std::fs::rename(&tmp, out)
-        .map_err(|e| Error::Backend(format!("renaming {}: {e}", tmp.display())))?;
+    let copied = (|| {
+        // Made empty and private first: the copy holds Secrets, and SQLite writes
+        // into the file as it is.
+        private_file(&tmp)?;
+        let c = read_only(db)?;
+        c.execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
+            .map_err(|e| Error::Backend(format!("copying {}: {e}", db.display())))?;
+        drop(c);
+        sync_file(&tmp)?;
+        std::fs::rename(&tmp, out)
+            .map_err(|e| Error::Backend(format!("renaming {}: {e}", tmp.display())))
+    })();
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     inspect(out)
+}
+
+/// Creates `path` empty, readable by its owner only.
+pub fn private_file(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::Backend(format!("creating {}: {e}", path.display())))
 }
 
 /// What the snapshot at `path` holds, after checking it is a sound berth store.
