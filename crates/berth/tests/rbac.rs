@@ -480,6 +480,27 @@ fn nodes_read_only_what_their_pods_use_and_write_only_their_own() {
         e.contains(r#"node "n1" is not allowed to modify node "n2""#),
         "{e}"
     );
+    // Not the labels admins choose nodes by, nor roles.
+    for label in [
+        "node-restriction.kubernetes.io/pci=true",
+        "node-role.kubernetes.io/control-plane=",
+    ] {
+        let e = refused_as(&c, n1, &["label", "node", "n1", label]);
+        let key = label.split('=').next().unwrap();
+        assert!(
+            e.contains(&format!(
+                r#"node "n1" is not allowed to modify labels: {key}"#
+            )),
+            "{e}"
+        );
+    }
+    c.ok(&[
+        "label",
+        "node",
+        "n1",
+        "node-restriction.kubernetes.io/pci=true",
+    ]);
+    ok_as(&c, n1, &["label", "node", "n1", "zone=b", "--overwrite"]);
 
     // A pod on each node, each with a Secret of its own.
     c.ok(&["create", "secret", "generic", "db", "--from-literal=p=1"]);
@@ -527,6 +548,17 @@ fn nodes_read_only_what_their_pods_use_and_write_only_their_own() {
         e.contains(r#"node "n1" can not create pods that reference secrets"#),
         "{e}"
     );
+    // A mirror pod's one owner is its own Node.
+    let owned = |kind: &str, name: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: owned\n  annotations: {{kubernetes.io/config.mirror: x}}\n  ownerReferences: [{{apiVersion: v1, kind: {kind}, name: {name}, uid: 00000000-0000-0000-0000-000000000000, controller: true}}]\nspec:\n  nodeName: n1\n  containers: [{{name: c, image: busybox}}]\n")
+    };
+    let e = text(&create_as(n1, &owned("Node", "n2")));
+    assert!(
+        e.contains(r#"node "n1" can only create pods with an owner reference set to itself"#),
+        "{e}"
+    );
+    let e = text(&create_as(n1, &owned("Node", "n1")));
+    assert!(e.contains("does not match the UID of node \"n1\""), "{e}");
     // Tokens: bound to its own pod only.
     ok_as(
         &c,

@@ -62,19 +62,29 @@ pub fn controller(shared: &Shared) -> impl std::future::Future<Output = ()> + Se
     )
 }
 
-/// The plural resource name of a scale target's kind.
-fn plural(kind: &str) -> String {
-    match kind {
-        "Deployment" => "deployments".into(),
-        "ReplicaSet" => "replicasets".into(),
-        "StatefulSet" => "statefulsets".into(),
-        "ReplicationController" => "replicationcontrollers".into(),
-        k => format!("{}s", k.to_ascii_lowercase()),
+/// The plural resource name of a scale target's kind: the built-in ones known, any
+/// other (a custom resource with a scale subresource) asked of discovery.
+async fn plural(client: &kube::Client, api_version: &str, kind: &str) -> Result<String, String> {
+    let known = match kind {
+        "Deployment" => Some("deployments"),
+        "ReplicaSet" => Some("replicasets"),
+        "StatefulSet" => Some("statefulsets"),
+        "ReplicationController" => Some("replicationcontrollers"),
+        _ => None,
+    };
+    if let Some(p) = known {
+        return Ok(p.into());
     }
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .map(|(ar, _)| ar.plural)
+        .map_err(|e| format!("the scale target's kind {kind} ({api_version}) is not served: {e}"))
 }
 
 /// The URL of the target's /scale.
-fn scale_url(hpa: &HorizontalPodAutoscaler) -> Result<String, String> {
+async fn scale_url(client: &kube::Client, hpa: &HorizontalPodAutoscaler) -> Result<String, String> {
     let ns = hpa.metadata.namespace.clone().unwrap_or_default();
     let r = &hpa.spec.as_ref().ok_or("no spec")?.scale_target_ref;
     let api_version = r.api_version.clone().unwrap_or_else(|| "v1".into());
@@ -83,11 +93,8 @@ fn scale_url(hpa: &HorizontalPodAutoscaler) -> Result<String, String> {
     } else {
         format!("/api/{api_version}")
     };
-    Ok(format!(
-        "{base}/namespaces/{ns}/{}/{}/scale",
-        plural(&r.kind),
-        r.name
-    ))
+    let plural = plural(client, &api_version, &r.kind).await?;
+    Ok(format!("{base}/namespaces/{ns}/{plural}/{}/scale", r.name))
 }
 
 async fn get_json(client: &kube::Client, url: &str) -> Result<Value, kube::Error> {
@@ -301,7 +308,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
     let uid = hpa.metadata.uid.clone().unwrap_or_default();
     let spec = hpa.spec.clone().unwrap_or_default();
     let old = hpa.status.clone().unwrap_or_default();
-    let url = scale_url(&hpa).map_err(Error::Failed)?;
+    let url = scale_url(&ctx.client, &hpa).await.map_err(Error::Failed)?;
     let scale = match get_json(&ctx.client, &url).await {
         Ok(s) => s,
         Err(e) => {

@@ -86,7 +86,7 @@ pub fn admit(
                             "node {node:?} can not create pods that {why}"
                         )));
                     }
-                    Ok(())
+                    mirror_owner(hub, node, &pod)
                 }
                 (_, Some(n), _) => {
                     let key = res.key(*ns, n);
@@ -155,6 +155,129 @@ pub fn admit(
     }
 }
 
+/// A mirror pod may name one owner only, its own Node, as its controller (kube's
+/// rule: a node could otherwise make its pods dependents of anything, and have the
+/// garbage collector delete them with it).
+fn mirror_owner(hub: &Hub, node: &str, pod: &Value) -> Result<(), ApiError> {
+    let owners = pod
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let Some(r) = owners.first() else {
+        return Ok(());
+    };
+    if owners.len() > 1 {
+        return Err(refuse(format!(
+            "node {node:?} can only create pods with a single owner reference set to itself"
+        )));
+    }
+    let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+    if s("apiVersion") != "v1" || s("kind") != "Node" || s("name") != node {
+        return Err(refuse(format!(
+            "node {node:?} can only create pods with an owner reference set to itself"
+        )));
+    }
+    if r.get("controller") != Some(&Value::Bool(true)) {
+        return Err(refuse(format!(
+            "node {node:?} can only create pods with a controller owner reference set to itself"
+        )));
+    }
+    if r.get("blockOwnerDeletion") == Some(&Value::Bool(true)) {
+        return Err(refuse(format!(
+            "node {node:?} must not set blockOwnerDeletion on an owner reference"
+        )));
+    }
+    let nodes = crate::resources::find("", "v1", "nodes").expect("served");
+    let uid = hub.get(&nodes.key(None, node)).and_then(|n| {
+        n.pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    if uid.as_deref() != Some(s("uid")) {
+        return Err(refuse(format!(
+            "the UID in the owner reference ({}) does not match the UID of node {node:?}",
+            s("uid")
+        )));
+    }
+    Ok(())
+}
+
+/// Labels a node may set on its own Node (kube's kubelet labels): outside the
+/// kubernetes.io and k8s.io namespaces anything; inside, only these and the
+/// kubelet.kubernetes.io and node.kubernetes.io namespaces; never the
+/// node-restriction.kubernetes.io namespace, kept for what admins set to choose
+/// nodes by.
+fn node_may_set_label(key: &str) -> bool {
+    const KUBELET_LABELS: &[&str] = &[
+        "kubernetes.io/hostname",
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+        "beta.kubernetes.io/instance-type",
+        "node.kubernetes.io/instance-type",
+        "topology.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+    ];
+    let Some((domain, _)) = key.split_once('/') else {
+        return true;
+    };
+    let in_ns = |ns: &str| domain == ns || domain.ends_with(&format!(".{ns}"));
+    if in_ns("node-restriction.kubernetes.io") {
+        return false;
+    }
+    if !in_ns("kubernetes.io") && !in_ns("k8s.io") {
+        return true;
+    }
+    KUBELET_LABELS.contains(&key) || in_ns("kubelet.kubernetes.io") || in_ns("node.kubernetes.io")
+}
+
+/// Ok, or why node `user` may not write Node `new` (`old`: what it replaces): the
+/// labels it sets on create, or changes on update, must be ones a node may set.
+pub fn check_node_labels(user: &User, old: Option<&Value>, new: &Value) -> Result<(), ApiError> {
+    let Some(node) = node_of(user) else {
+        return Ok(());
+    };
+    let labels = |o: Option<&Value>| -> std::collections::BTreeMap<String, Value> {
+        o.and_then(|o| o.pointer("/metadata/labels"))
+            .and_then(Value::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    let (before, after) = (labels(old), labels(Some(new)));
+    let mut bad: Vec<&str> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, _)| k.as_str())
+        .chain(
+            before
+                .keys()
+                .filter(|k| !after.contains_key(*k))
+                .map(String::as_str),
+        )
+        .filter(|k| !node_may_set_label(k))
+        .collect();
+    bad.sort();
+    bad.dedup();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(refuse(if old.is_none() {
+        format!(
+            "node {node:?} is not allowed to set the following labels: {}",
+            bad.join(", ")
+        )
+    } else {
+        format!(
+            "node {node:?} is not allowed to modify labels: {}",
+            bad.join(", ")
+        )
+    }))
+}
+
 /// What a mirror pod may not hold, kube's list: a ServiceAccount, or any Secret,
 /// ConfigMap, claim or projected token it would make its node able to read.
 fn mirror_references(pod: &Value) -> Option<&'static str> {
@@ -216,4 +339,54 @@ fn mirror_references(pod: &Value) -> Option<&'static str> {
         return Some("reference secrets");
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nodes_set_their_own_labels_but_not_the_restricted_ones() {
+        for ok in [
+            "kubernetes.io/hostname",
+            "topology.kubernetes.io/zone",
+            "kubelet.kubernetes.io/x",
+            "node.kubernetes.io/exclude-from-external-load-balancers",
+            "node.berth.dev/ingress-proxy",
+            "team",
+        ] {
+            assert!(node_may_set_label(ok), "{ok}");
+        }
+        for bad in [
+            "node-restriction.kubernetes.io/pci",
+            "node-role.kubernetes.io/control-plane",
+            "example.k8s.io/x",
+        ] {
+            assert!(!node_may_set_label(bad), "{bad}");
+        }
+        let node = User::new("system:node:n1", "", vec!["system:nodes".into()]);
+        let admin = User::new("admin", "", vec!["system:masters".into()]);
+        let old = json!({"metadata": {"name": "n1", "labels": {
+            "node-restriction.kubernetes.io/pci": "true", "kubernetes.io/hostname": "n1"}}});
+        // Labels an admin set stay untouched by the node's own updates.
+        let same = old.clone();
+        assert!(check_node_labels(&node, Some(&old), &same).is_ok());
+        let mut raised = old.clone();
+        raised["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = json!("");
+        let e = check_node_labels(&node, Some(&old), &raised).unwrap_err();
+        assert_eq!(e.code, 403);
+        assert!(
+            e.message
+                .contains("is not allowed to modify labels: node-role.kubernetes.io/control-plane"),
+            "{}",
+            e.message
+        );
+        let mut dropped = old.clone();
+        dropped["metadata"]["labels"] = json!({"kubernetes.io/hostname": "n1"});
+        assert!(check_node_labels(&node, Some(&old), &dropped).is_err());
+        assert!(check_node_labels(&admin, Some(&old), &raised).is_ok());
+        let e = check_node_labels(&node, None, &raised).unwrap_err();
+        assert!(e.message.contains("is not allowed to set the following labels: node-restriction.kubernetes.io/pci, node-role.kubernetes.io/control-plane"), "{}", e.message);
+    }
 }

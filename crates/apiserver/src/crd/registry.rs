@@ -63,21 +63,38 @@ impl Registry {
 
     fn rebuild(&self, st: &mut State) {
         let mut order: Vec<&Arc<Value>> = st.defs.values().collect();
-        // The first definition to claim a name keeps it (as kube's naming controller).
+        // The first definition to claim a name keeps it (as kube's naming
+        // controller): those already serving under accepted names first, then by age.
         order.sort_by(|a, b| {
-            let t = |v: &Value| {
-                v.pointer("/metadata/creationTimestamp")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
+            let key = |v: &Value| {
+                (
+                    accepted_names(v).is_none(),
+                    str_at(v, "/metadata/creationTimestamp"),
+                    name_of(v),
+                )
             };
-            (t(a), name_of(a)).cmp(&(t(b), name_of(b)))
+            key(a).cmp(&key(b))
         });
         let mut taken: Vec<(String, String)> = Vec::new(); // (group, name) pairs in use
         for r in resources::RESOURCES {
             taken.push((r.group.to_string(), r.plural.to_string()));
             taken.push((r.group.to_string(), r.kind.to_string()));
         }
+        let conflict = |taken: &[(String, String)], group: &str, plural: &str, kind: &str| {
+            if taken.iter().any(|(g, n)| g == group && n == plural) {
+                Some(Names::Conflict(
+                    "PluralConflict",
+                    format!("\"{plural}\" is already in use"),
+                ))
+            } else if taken.iter().any(|(g, n)| g == group && n == kind) {
+                Some(Names::Conflict(
+                    "KindConflict",
+                    format!("\"{kind}\" is already in use"),
+                ))
+            } else {
+                None
+            }
+        };
         let mut names = HashMap::new();
         let mut list = Vec::new();
         for d in order {
@@ -85,28 +102,35 @@ impl Registry {
             let group = str_at(d, "/spec/group");
             let plural = str_at(d, "/spec/names/plural");
             let kind = str_at(d, "/spec/names/kind");
-            let outcome = if taken.contains(&(group.clone(), plural.clone())) {
-                Names::Conflict("PluralConflict", format!("\"{plural}\" is already in use"))
-            } else if taken.contains(&(group.clone(), kind.clone())) {
-                Names::Conflict("KindConflict", format!("\"{kind}\" is already in use"))
-            } else {
-                Names::Accepted
+            let outcome = conflict(&taken, &group, &plural, &kind).unwrap_or(Names::Accepted);
+            // Names changed into a conflict: still served under the names accepted
+            // before, as kube keeps serving them.
+            let served_as: Option<Arc<Value>> = match &outcome {
+                Names::Accepted => Some(d.clone()),
+                Names::Conflict(..) => accepted_names(d)
+                    .filter(|(p, k)| conflict(&taken, &group, p, k).is_none())
+                    .map(|_| {
+                        let mut v = (**d).clone();
+                        v["spec"]["names"] = v["status"]["acceptedNames"].clone();
+                        Arc::new(v)
+                    }),
             };
-            if outcome == Names::Accepted {
-                taken.push((group.clone(), plural));
-                taken.push((group, kind));
-                // A definition's resources change only with its spec (its generation)
-                // or its deletion: made again only then.
+            if let Some(d) = served_as {
+                taken.push((group.clone(), str_at(&d, "/spec/names/plural")));
+                taken.push((group, str_at(&d, "/spec/names/kind")));
+                // A definition's resources change only with its spec (its generation),
+                // its accepted names or its deletion: made again only then.
                 let base = format!(
-                    "{}|{}|{}|{}",
+                    "{}|{}|{}|{}|{}",
                     name,
-                    str_at(d, "/metadata/uid"),
+                    str_at(&d, "/metadata/uid"),
                     d.pointer("/metadata/generation")
                         .and_then(Value::as_i64)
                         .unwrap_or(0),
-                    d.pointer("/metadata/deletionTimestamp").is_some()
+                    d.pointer("/metadata/deletionTimestamp").is_some(),
+                    str_at(&d, "/spec/names/plural"),
                 );
-                let served = served_versions(d);
+                let served = served_versions(&d);
                 let known: Option<Vec<&'static Resource>> = served
                     .iter()
                     .map(|v| st.interned.get(&format!("{base}|{v}")).copied())
@@ -114,7 +138,7 @@ impl Registry {
                 match known {
                     Some(rs) => list.extend(rs),
                     None => {
-                        for v in versions_of(d) {
+                        for v in versions_of(&d) {
                             let key = format!("{base}|{}", v.version);
                             let r = *st.interned.entry(key).or_insert_with(|| v.leak());
                             list.push(r);
@@ -127,6 +151,13 @@ impl Registry {
         st.names = names;
         resources::set_custom(list);
     }
+}
+
+/// The names a definition's status says were accepted (plural and kind), if any.
+fn accepted_names(d: &Value) -> Option<(String, String)> {
+    let plural = str_at(d, "/status/acceptedNames/plural");
+    let kind = str_at(d, "/status/acceptedNames/kind");
+    (!plural.is_empty() && !kind.is_empty()).then_some((plural, kind))
 }
 
 impl Observer for Registry {
@@ -359,7 +390,8 @@ mod tests {
     #[test]
     fn accepted_definitions_are_served_and_the_first_keeps_a_name() {
         let r = Registry::default();
-        let a = def("widgets", "Widget", "2026-01-01T00:00:00Z");
+        let mut a = def("widgets", "Widget", "2026-01-01T00:00:00Z");
+        a["status"]["acceptedNames"] = json!({"plural": "widgets", "kind": "Widget"});
         let b = def("gadgets", "Widget", "2026-01-02T00:00:00Z");
         r.reset(&mut [("k1", &a), ("k2", &b)].into_iter());
         let widgets = resources::find("x.example.com", "v1", "widgets").expect("served");
@@ -396,9 +428,30 @@ mod tests {
             .iter()
             .any(|(d, n)| d["metadata"]["name"] == "pods.x.example.com"
                 && matches!(n, Names::Conflict("PluralConflict", _))));
+        // Names changed into a conflict: served under the names accepted before.
+        let mut renamed = def("gadgets", "Gadget", "2026-01-02T00:00:00Z");
+        renamed["status"]["acceptedNames"] = json!({"plural": "gadgets", "kind": "Gadget"});
+        r.changed(&format!("{PREFIX}gadgets.x.example.com"), Some(&renamed));
+        assert_eq!(
+            resources::find("x.example.com", "v1", "gadgets")
+                .unwrap()
+                .kind,
+            "Gadget"
+        );
+        renamed["spec"]["names"]["kind"] = json!("Widget");
+        r.changed(&format!("{PREFIX}gadgets.x.example.com"), Some(&renamed));
+        assert_eq!(
+            resources::find("x.example.com", "v1", "gadgets").map(|r| r.kind),
+            Some("Gadget"),
+            "still served as it was accepted"
+        );
+        assert!(r
+            .definitions()
+            .iter()
+            .any(|(d, n)| d["metadata"]["name"] == "gadgets.x.example.com"
+                && matches!(n, Names::Conflict("KindConflict", _))));
         // A definition deleted is no longer served.
         r.changed(&format!("{PREFIX}widgets.x.example.com"), None);
         assert!(resources::find("x.example.com", "v1", "widgets").is_none());
-        assert!(resources::find("x.example.com", "v1", "gadgets").is_some());
     }
 }

@@ -120,6 +120,9 @@ pub(super) async fn create_object(
     }
     if let Some(user) = &opts.user {
         crate::authz::escalation::check(&api.authz, user, res, ns, &o)?;
+        if res.group.is_empty() && res.plural == "nodes" {
+            crate::authz::restriction::check_node_labels(user, None, &o)?;
+        }
         opts.warn(crate::podsecurity::admit(api, res, ns, &name, &o, true).await?);
     }
     // Quotas: this create, checked and written before the namespace's next.

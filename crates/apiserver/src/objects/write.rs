@@ -130,6 +130,11 @@ pub(super) async fn replace(
     if !causes.is_empty() {
         return Err(ApiError::invalid(res.group, res.kind, name, causes));
     }
+    if let Some(user) = &opts.user {
+        if res.group.is_empty() && res.plural == "nodes" {
+            crate::authz::restriction::check_node_labels(user, Some(cur), &o)?;
+        }
+    }
     if let Some(user) = opts.user.as_ref().filter(|_| sub.is_none()) {
         crate::authz::escalation::check(&api.authz, user, res, ns, &o)?;
         opts.warn(crate::podsecurity::admit(api, res, ns, name, &o, false).await?);
