@@ -4,7 +4,8 @@
 //! compacted every `--compaction` as kube-apiserver compacts etcd. Each takes
 //! creates, updates and deletes of ConfigMaps at a fixed rate (a pool of names cycled
 //! through create → update → update → delete) with `--watchers` watches open on the
-//! namespace. Every window it prints, per store, the write latency (p50, p99, max),
+//! namespace (resumed from their last resourceVersion every minute, as clients
+//! resume). Every window it prints, per store, the write latency (p50, p99, max),
 //! the database and WAL sizes and the server's RSS (etcd's too, for the etcd side);
 //! at the end, the first and last windows side by side and the worst write seen, the
 //! stall compaction would cause.
@@ -110,23 +111,44 @@ async fn load(
     }
 }
 
-/// A watch on the namespace, counting events, re-established when it ends.
+/// A watch on the namespace, counting events, resumed from the last resourceVersion
+/// it saw when it ends (as clients resume), from scratch only after a 410.
 async fn watch(side: Arc<Side>, c: reqwest::Client, url: String, end: Instant) {
+    let mut rv = String::new();
     while Instant::now() < end {
-        let r = c
-            .get(format!(
-                "{url}/api/v1/namespaces/soak/configmaps?watch=true&timeoutSeconds=60"
-            ))
-            .send()
-            .await;
-        let Ok(r) = r else {
+        let mut q = format!("{url}/api/v1/namespaces/soak/configmaps?watch=true&timeoutSeconds=60&allowWatchBookmarks=true");
+        if !rv.is_empty() {
+            q.push_str(&format!("&resourceVersion={rv}"));
+        }
+        let Ok(r) = c.get(q).send().await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
         let mut body = r.bytes_stream();
+        let mut partial = Vec::new();
         while let Some(Ok(chunk)) = body.next().await {
-            let lines = chunk.iter().filter(|b| **b == b'\n').count() as u64;
-            side.events.fetch_add(lines, Ordering::Relaxed);
+            partial.extend_from_slice(&chunk);
+            while let Some(at) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=at).collect();
+                let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                match ev["type"].as_str() {
+                    Some("ERROR") => rv.clear(), // 410: start over
+                    Some("BOOKMARK") => {}
+                    _ => {
+                        side.events.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if let Some(v) = ev
+                    .pointer("/object/metadata/resourceVersion")
+                    .and_then(|v| v.as_str())
+                {
+                    if ev["type"] != "ERROR" {
+                        rv = v.to_string();
+                    }
+                }
+            }
             if Instant::now() >= end {
                 return;
             }
