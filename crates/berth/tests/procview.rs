@@ -190,6 +190,23 @@ fn a_dead_server_fails_reads_at_once_and_is_replaced() {
         32768
     );
     env.ok(&["rm", "-f", "pv"]);
+    // Told to stop (SIGTERM), a server unmounts its view before it goes.
+    let servers = procview_servers(&dir);
+    assert!(!servers.is_empty(), "the new server runs");
+    for pid in &servers {
+        Command::new("kill").arg(pid.to_string()).status().unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while !procview_server_pids(&dir).is_empty() {
+        assert!(Instant::now() < end, "the server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(dir.to_str().unwrap()),
+        "the view is still mounted at {}",
+        dir.display()
+    );
 }
 
 /// The total-memory column of busybox `free -k` (which asks sysinfo(2)).
@@ -323,8 +340,20 @@ fn a_dead_agent_leaves_sysinfo_to_the_kernel() {
     env.ok(&["rm", "-f", "ag"]);
 }
 
-/// The processes of the procview server of this test's own view directory.
+/// The processes of the procview server of this test's own view directory (at
+/// least one).
 fn procview_servers(dir: &std::path::Path) -> Vec<i32> {
+    let found = procview_server_pids(dir);
+    assert!(
+        !found.is_empty(),
+        "no procview server for {}",
+        dir.display()
+    );
+    found
+}
+
+/// The processes of the procview server of this test's own view directory.
+fn procview_server_pids(dir: &std::path::Path) -> Vec<i32> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
@@ -335,10 +364,5 @@ fn procview_servers(dir: &std::path::Path) -> Vec<i32> {
             found.push(e.file_name().to_string_lossy().parse().unwrap());
         }
     }
-    assert!(
-        !found.is_empty(),
-        "no procview server for {}",
-        dir.display()
-    );
     found
 }

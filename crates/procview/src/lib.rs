@@ -42,8 +42,9 @@ pub const TARGETS: [(&str, &str); 8] = [
 ];
 
 /// Mounts the view at `mountpoint` and serves it as long as berth containers exist
-/// (any cgroup under berth's parent); after `idle` without one it unmounts and
-/// returns, so no server outlives the last container.
+/// (any cgroup under berth's parent); after `idle` without one, or on SIGTERM or
+/// SIGINT, it unmounts and returns, so no server outlives the last container and
+/// none leaves its mount behind.
 pub fn serve(mountpoint: &Path, idle: std::time::Duration) -> std::io::Result<()> {
     std::fs::create_dir_all(mountpoint)?;
     let loads = Arc::new(load::Loads::default());
@@ -64,9 +65,22 @@ pub fn serve(mountpoint: &Path, idle: std::time::Duration) -> std::io::Result<()
         .truncate(false)
         .write(true)
         .open(lock_path(mountpoint))?;
+    // SIGTERM or SIGINT: retire at once, unmounting as after the idle time (a
+    // server killed without its cleanup left a mount answering ENOTCONN behind).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
     let mut quiet_since = std::time::Instant::now();
+    let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
     loop {
-        std::thread::sleep(load::INTERVAL);
+        let woke = std::time::Instant::now() + load::INTERVAL;
+        while !stopped() && std::time::Instant::now() < woke {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if stopped() {
+            break;
+        }
         loads.sample();
         if berth_cgroups::naming::count_containers(&mounts) > 0 {
             quiet_since = std::time::Instant::now();
