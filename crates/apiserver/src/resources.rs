@@ -135,10 +135,14 @@ impl Resource {
     /// than this one: a custom object written before its definition's storage
     /// version changed (served at this version, as kube converts on read).
     pub fn names_other_version(&self, o: &serde_json::Value) -> bool {
+        // Custom groups always have a dot: apiVersion is GROUP/VERSION (compared in
+        // place, for each object of a list or watch).
         self.custom.is_some()
             && o.get("kind").and_then(serde_json::Value::as_str) == Some(self.kind)
-            && o.get("apiVersion").and_then(serde_json::Value::as_str)
-                != Some(self.api_version().as_str())
+            && o.get("apiVersion")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|av| av.split_once('/'))
+                != Some((self.group, self.version))
     }
 
     /// Gives `o` this version's apiVersion when it names another (see

@@ -200,7 +200,6 @@ fn str_at(v: &Value, ptr: &str) -> String {
 }
 
 /// One served version of a definition: everything its resource is made of.
-#[derive(Debug)]
 struct Version {
     group: String,
     version: String,

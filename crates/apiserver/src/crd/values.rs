@@ -134,23 +134,9 @@ pub fn default(s: &Value, v: &mut Value) {
 /// checked elsewhere).
 pub fn validate(schema: &Value, o: &Value) -> Vec<Cause> {
     let mut out = Vec::new();
-    let Some(m) = o.as_object() else {
-        return out;
-    };
-    let mut rest = m.clone();
-    for k in ROOT_FIELDS {
-        rest.remove(*k);
+    if let Some(m) = o.as_object() {
+        object(schema, o, m, "", ROOT_FIELDS, &mut out);
     }
-    let mut root = schema.clone();
-    if let Some(p) = root.get_mut("properties").and_then(Value::as_object_mut) {
-        for k in ROOT_FIELDS {
-            p.remove(*k);
-        }
-    }
-    if let Some(Value::Array(req)) = root.get_mut("required") {
-        req.retain(|r| r.as_str().is_none_or(|r| !ROOT_FIELDS.contains(&r)));
-    }
-    check(&root, &Value::Object(rest), "", &mut out);
     out
 }
 
@@ -264,7 +250,7 @@ fn check(s: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
         Value::String(text) => string(s, v, text, path, out),
         Value::Number(_) => number(s, v, path, out),
         Value::Array(items) => array(s, v, items, path, out),
-        Value::Object(m) => object(s, v, m, path, out),
+        Value::Object(m) => object(s, v, m, path, &[], out),
         _ => {}
     }
     junctions(s, v, path, out);
@@ -473,13 +459,23 @@ fn count_bounds(
     }
 }
 
-fn object(s: &Value, v: &Value, m: &Map<String, Value>, path: &str, out: &mut Vec<Cause>) {
+/// An object's required fields, counts and properties; `skip`: fields checked
+/// elsewhere (the root's apiVersion, kind and metadata).
+fn object(
+    s: &Value,
+    v: &Value,
+    m: &Map<String, Value>,
+    path: &str,
+    skip: &[&str],
+    out: &mut Vec<Cause>,
+) {
     for r in s
         .get("required")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
+        .filter(|r| !skip.contains(r))
     {
         if !m.contains_key(r) {
             out.push(Cause::required(join(path, r)));
@@ -488,14 +484,14 @@ fn object(s: &Value, v: &Value, m: &Map<String, Value>, path: &str, out: &mut Ve
     count_bounds(
         s,
         v,
-        m.len(),
+        m.keys().filter(|k| !skip.contains(&k.as_str())).count(),
         ("maxProperties", "minProperties", "properties"),
         path,
         out,
     );
     let p = props(s);
     let ex = extra(s);
-    for (k, child) in m {
+    for (k, child) in m.iter().filter(|(k, _)| !skip.contains(&k.as_str())) {
         if let Some(cs) = p.and_then(|p| p.get(k)).or(ex) {
             check(cs, child, &join(path, k), out);
         }
