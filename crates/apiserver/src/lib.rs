@@ -92,29 +92,6 @@ impl Config {
     }
 }
 
-/// Compacts `store` every `every` to the revision it had one interval before, as
-/// kube-apiserver has etcd compacted (watches can resume from anywhere in the last
-/// interval); on SQLite the space freed is then given back.
-async fn compact_periodically(store: Backend, every: Duration) {
-    let mut last = 0;
-    loop {
-        tokio::time::sleep(every).await;
-        if last > 0 {
-            let t = std::time::Instant::now();
-            match store.compact(last).await {
-                Ok(()) => tracing::debug!(revision = last, took = ?t.elapsed(), "compacted"),
-                Err(e) => tracing::warn!(revision = last, "compaction: {e}"),
-            }
-            if let Backend::Sqlite(s) = &store {
-                if let Err(e) = s.reclaim().await {
-                    tracing::warn!("giving back the space compaction freed: {e}");
-                }
-            }
-        }
-        last = store.revision().await.unwrap_or(0);
-    }
-}
-
 /// A running server.
 pub struct Server {
     /// The address it listens on.
@@ -144,7 +121,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         Backend::Etcd(Box::new(s))
     };
     if !cfg.compaction_interval.is_zero() {
-        tokio::spawn(compact_periodically(store.clone(), cfg.compaction_interval));
+        tokio::spawn(store.clone().compact_periodically(cfg.compaction_interval));
     }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -161,6 +161,32 @@ pub enum Backend {
     Etcd(Box<etcd::EtcdStore>),
 }
 
+impl Backend {
+    /// Compacts the store every `every` to the revision it had one interval before
+    /// (kube-apiserver's --etcd-compaction-interval: watches can resume from anywhere
+    /// in the last interval); on SQLite the space freed is then given back. Runs for
+    /// as long as the task does.
+    pub async fn compact_periodically(self, every: std::time::Duration) {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(every).await;
+            if last > 0 {
+                let t = std::time::Instant::now();
+                match self.compact(last).await {
+                    Ok(()) => tracing::debug!(revision = last, took = ?t.elapsed(), "compacted"),
+                    Err(e) => tracing::warn!(revision = last, "compaction: {e}"),
+                }
+                if let Backend::Sqlite(s) = &self {
+                    if let Err(e) = s.reclaim().await {
+                        tracing::warn!("giving back the space compaction freed: {e}");
+                    }
+                }
+            }
+            last = self.revision().await.unwrap_or(0);
+        }
+    }
+}
+
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {

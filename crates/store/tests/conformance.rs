@@ -192,18 +192,22 @@ async fn scheduled_compaction_keeps_recent_history() {
     for i in 0..10 {
         s.create(&format!("/k/{i}"), b"v").await.unwrap();
     }
-    s.compact_every(Duration::from_millis(20), 3);
+    // Each tick compacts to the revision of the tick before: here 10, once two
+    // ticks have passed.
+    let task = tokio::spawn(
+        berth_store::Backend::Sqlite(s.clone()).compact_periodically(Duration::from_millis(20)),
+    );
     let end = std::time::Instant::now() + Duration::from_secs(5);
-    while s.list("/k/", 6, 0, None).await.is_ok() {
+    while s.list("/k/", 9, 0, None).await.is_ok() {
         assert!(std::time::Instant::now() < end, "never compacted");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    task.abort();
     assert!(matches!(
-        s.list("/k/", 6, 0, None).await,
-        Err(Error::Compacted { compacted: 7, .. })
+        s.list("/k/", 9, 0, None).await,
+        Err(Error::Compacted { compacted: 10, .. })
     ));
-    assert_eq!(s.list("/k/", 7, 0, None).await.unwrap().items.len(), 7);
-    assert_eq!(s.list("/k/", 0, 0, None).await.unwrap().items.len(), 10);
+    assert_eq!(s.list("/k/", 10, 0, None).await.unwrap().items.len(), 10);
 }
 
 #[path = "support/etcd.rs"]

@@ -130,32 +130,6 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Compacts every `interval`, keeping the last `keep` revisions of history (what
-    /// kube-apiserver asks of etcd every five minutes), until the store is dropped
-    /// everywhere else.
-    pub fn compact_every(&self, interval: std::time::Duration, keep: i64) {
-        let weak = Arc::downgrade(&self.db);
-        let (events, path) = (self.events.clone(), self.path.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
-                let Some(db) = weak.upgrade() else { return };
-                let s = SqliteStore {
-                    db,
-                    events: events.clone(),
-                    path: path.clone(),
-                };
-                if let Ok(now) = s.revision().await {
-                    if now > keep {
-                        let _ = s.compact(now - keep).await;
-                    }
-                }
-                // Space freed by the compaction given back, the WAL truncated.
-                let _ = s.reclaim().await;
-            }
-        });
-    }
-
     /// Runs `f` on the connection off the async threads.
     async fn with<T: Send + 'static>(
         &self,
