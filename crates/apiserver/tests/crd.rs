@@ -606,3 +606,144 @@ fn other_served_versions_read_and_write_the_stored_objects() {
         }
     });
 }
+
+const RULED_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: pools.cel.example.com
+spec:
+  group: cel.example.com
+  scope: Namespaced
+  names: {plural: pools, singular: pool, kind: Pool}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - rule: self.minReplicas <= self.replicas
+              message: minReplicas must not exceed replicas
+            - rule: self.storageClass == oldSelf.storageClass
+              message: storageClass is immutable
+              fieldPath: .storageClass
+              reason: FieldValueForbidden
+            - rule: quantity(self.size).isLessThan(quantity('10Gi'))
+              messageExpression: "'size ' + self.size + ' is over 10Gi'"
+            properties:
+              replicas: {type: integer}
+              minReplicas: {type: integer, default: 1}
+              storageClass: {type: string}
+              size: {type: string, default: 1Gi}
+              endpoints:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {type: string}
+                    url:
+                      type: string
+                      x-kubernetes-validations:
+                      - rule: isURL(self) && url(self).getScheme() == 'https'
+                        message: endpoints must be https URLs
+                  x-kubernetes-validations:
+                  - rule: self.url == oldSelf.url || !has(oldSelf.url)
+                    message: an endpoint's url is fixed once set
+"#;
+
+/// CEL rules (x-kubernetes-validations) through kubectl: a definition whose rule does
+/// not compile refused; objects refused with the rule's message (or its
+/// messageExpression), reason and fieldPath; a transition rule only on updates,
+/// matching map-list items by key; Kubernetes' quantity and URL libraries.
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn cel_rules_validate_custom_resources() {
+    let s = common::Server::start();
+    let fails_in = |args: &[&str], input: &str| {
+        let o = s.kubectl_in(args, input);
+        assert!(
+            !o.status.success(),
+            "kubectl {args:?} succeeded: {}",
+            text(&o)
+        );
+        text(&o)
+    };
+    let broken = RULED_CRD
+        .replace("pools.cel", "brokens.cel")
+        .replace(
+            "{plural: pools, singular: pool, kind: Pool}",
+            "{plural: brokens, singular: broken, kind: Broken}",
+        )
+        .replace("self.minReplicas <= self.replicas", "self.minReplicas <=");
+    let err = fails_in(&["apply", "-f", "-"], &broken);
+    assert!(
+        err.contains("spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value")
+            || err.contains("x-kubernetes-validations[0].rule: Invalid value: \"self.minReplicas <=\": compilation failed"),
+        "{err}"
+    );
+    s.ok_in(&["apply", "-f", "-"], RULED_CRD);
+    s.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=30s",
+        "crd/pools.cel.example.com",
+    ]);
+
+    let pool = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: cel.example.com/v1\nkind: Pool\nmetadata:\n  name: {name}\nspec:\n{spec}"
+        )
+    };
+    // Defaults are in place before the rules run (minReplicas 1, size 1Gi).
+    s.ok_in(
+        &["apply", "-f", "-"],
+        &pool("a", "  replicas: 2\n  storageClass: fast\n  endpoints:\n  - name: api\n    url: https://a.example.com\n  - name: web\n"),
+    );
+    let err = fails_in(
+        &["create", "-f", "-"],
+        &pool("b", "  replicas: 1\n  minReplicas: 3\n  size: 20Gi\n  endpoints:\n  - name: api\n    url: http://b.example.com\n"),
+    );
+    for want in [
+        "The Pool \"b\" is invalid",
+        "spec: Invalid value: \"object\": minReplicas must not exceed replicas",
+        "spec: Invalid value: \"object\": size 20Gi is over 10Gi",
+        "spec.endpoints[0].url: Invalid value: \"string\": endpoints must be https URLs",
+    ] {
+        assert!(err.contains(want), "{want}\nin {err}");
+    }
+    assert!(
+        !err.contains("storageClass"),
+        "a transition rule on a create: {err}"
+    );
+
+    // Updates: the transition rules see the stored object.
+    let err = fails_in(
+        &["apply", "-f", "-"],
+        &pool("a", "  replicas: 2\n  storageClass: slow\n  endpoints:\n  - name: web\n  - name: api\n    url: https://other.example.com\n"),
+    );
+    for want in [
+        "spec.storageClass: Forbidden: storageClass is immutable",
+        "spec.endpoints[1]: Invalid value: \"object\": an endpoint's url is fixed once set",
+    ] {
+        assert!(err.contains(want), "{want}\nin {err}");
+    }
+    // The item found by its key wherever it moved; a url set for the first time.
+    s.ok_in(
+        &["apply", "-f", "-"],
+        &pool("a", "  replicas: 3\n  storageClass: fast\n  endpoints:\n  - name: web\n    url: https://web.example.com\n  - name: api\n    url: https://a.example.com\n"),
+    );
+    let o: Value = serde_json::from_str(&s.ok(&["get", "pool", "a", "-o", "json"])).unwrap();
+    assert_eq!(o["spec"]["replicas"], 3);
+}

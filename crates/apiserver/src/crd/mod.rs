@@ -8,11 +8,13 @@
 //! - [`registry`]: the table's custom part, following the definitions in the hub;
 //! - [`definition`]: a definition's defaults and validation, with [`structural`]
 //!   for its schemas;
-//! - [`values`]: objects against a schema (pruning, defaulting, validation);
+//! - [`values`]: objects against a schema (pruning, defaulting, validation), with
+//!   [`cel`] for its `x-kubernetes-validations` rules;
 //! - [`openapi`]: the schemas published for `kubectl explain`;
 //! - [`versions`]: served versions other than the storage version;
 //! - [`controller`]: definitions' status, and their objects removed on deletion.
 
+pub mod cel;
 pub mod controller;
 pub mod custom;
 pub mod definition;

@@ -20,6 +20,7 @@ const NOT_IN_JUNCTORS: &[&str] = &[
     "x-kubernetes-preserve-unknown-fields",
     "x-kubernetes-embedded-resource",
     "x-kubernetes-int-or-string",
+    super::cel::RULES,
 ];
 
 /// Everything that keeps `schema` (at field path `path`) from being structural.
@@ -124,6 +125,9 @@ fn node(s: &Value, path: &str, junctor: Junctor, out: &mut Vec<Cause>) {
                 "must not be empty for specified object fields",
             )),
         }
+    }
+    if !in_junctor {
+        super::cel::check_rules(s, path, out);
     }
     if m.contains_key("properties") && m.contains_key("additionalProperties") {
         out.push(Cause::forbidden(

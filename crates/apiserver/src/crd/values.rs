@@ -14,7 +14,8 @@ use crate::status::Cause;
 /// The fields every object has at its root, whatever its schema says.
 const ROOT_FIELDS: &[&str] = &["apiVersion", "kind", "metadata"];
 
-fn join(path: &str, k: &str) -> String {
+/// A field path one field further (`spec` + `replicas`: `spec.replicas`).
+pub(super) fn join(path: &str, k: &str) -> String {
     if path.is_empty() {
         k.to_string()
     } else {

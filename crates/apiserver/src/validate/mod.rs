@@ -255,7 +255,11 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
     if let Some(c) = res.custom {
         // A custom object: its schema says what is valid, nothing of built-in kinds.
         if let Some(schema) = &c.schema {
-            out.extend(crate::crd::values::validate(schema, o));
+            let errs = crate::crd::values::validate(schema, o);
+            let mut rules = Vec::new();
+            crate::crd::cel::validate(schema, o, old, &errs, &mut rules);
+            out.extend(errs);
+            out.extend(rules);
         }
         return out;
     }
