@@ -91,7 +91,10 @@ impl EtcdStore {
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(10))
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            // A member that has lost its leader (quorum gone) refuses at once rather
+            // than holding every request until the timeout: the API answers 503 fast.
+            .with_require_leader(true);
         let client = Client::connect(&eps, Some(opts))
             .await
             .map_err(|e| Error::Backend(format!("etcd at {}: {e}", eps.join(","))))?;
