@@ -208,7 +208,28 @@ impl Ctx {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `berth image ls | head`: output cut short by the reader ends the command quietly
+/// with the status a SIGPIPE gives (141), as `ls | head` does, not with a panic
+/// report. Rust ignores SIGPIPE, so a write to a closed pipe fails with EPIPE and
+/// `print!` panics on that failure; every other panic is reported as before.
+fn quiet_on_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info)
+    }));
+}
+
 fn main() {
+    quiet_on_closed_stdout();
     if std::env::args_os()
         .nth(1)
         .is_some_and(|a| a == berth_engine::rootless::PAUSE_ARG)

@@ -641,3 +641,21 @@ fn many_commands_opening_a_new_store_at_once() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 }
+
+/// Output cut short by its reader (`berth image inspect IMG | head -1`) ends berth
+/// quietly with the status SIGPIPE gives (141), as it ends `ls`, not with a panic.
+#[test]
+fn a_reader_that_stops_early_ends_berth_quietly() {
+    let env = Env::new();
+    env.busybox_image("localhost/bb:pipe");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = env
+        .cmd(&["image", "inspect", "bb:pipe"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
