@@ -47,7 +47,7 @@ impl Format {
         match self {
             Format::Json => json_patch(doc, patch),
             Format::Merge => merge_patch(doc, patch),
-            Format::Strategic => strategic(doc, patch, kind),
+            Format::Strategic => strategic(doc, patch, Lists::BuiltIn(kind)),
         }
     }
 }
@@ -68,9 +68,88 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
     Ok(())
 }
 
+/// How a list merges with another version of itself.
+#[derive(Debug, PartialEq)]
+pub enum ListMerge<'a> {
+    /// Items are matched by these fields (a map-list; kube's patchMergeKey).
+    Keys(Vec<&'a str>),
+    /// Primitive items, merged as a set.
+    Set,
+    /// The list is replaced whole.
+    Atomic,
+}
+
+/// Where an object's list shapes come from: the built-in kinds' merge keys (by
+/// kind and field), or a custom resource's schema (`x-kubernetes-list-type` and
+/// `x-kubernetes-list-map-keys`; metadata as ObjectMeta).
+#[derive(Clone, Copy)]
+pub enum Lists<'a> {
+    /// An object of this built-in kind.
+    BuiltIn(&'a str),
+    /// A custom object under this schema.
+    Schema(&'a Value),
+}
+
+impl<'a> Lists<'a> {
+    /// The list shapes of `res`'s objects.
+    pub fn of(res: &'a crate::resources::Resource) -> Lists<'a> {
+        match res.custom.and_then(|c| c.schema.as_ref()) {
+            Some(s) => Lists::Schema(s),
+            None => Lists::BuiltIn(res.kind),
+        }
+    }
+
+    /// How the list at field path `path` (field names, no indexes) merges.
+    pub fn merge(self, path: &[&str]) -> ListMerge<'a> {
+        let builtin = |kind: &str| {
+            if primitive_merge(path) {
+                ListMerge::Set
+            } else {
+                merge_key(kind, path).map_or(ListMerge::Atomic, |k| ListMerge::Keys(vec![k]))
+            }
+        };
+        match self {
+            Lists::BuiltIn(kind) => builtin(kind),
+            Lists::Schema(_) if path.first() == Some(&"metadata") => builtin(""),
+            Lists::Schema(s) => {
+                let Some(node) = schema_at(s, path) else {
+                    return ListMerge::Atomic;
+                };
+                match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                    Some("map") => ListMerge::Keys(
+                        node.get("x-kubernetes-list-map-keys")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect(),
+                    ),
+                    Some("set") => ListMerge::Set,
+                    _ => ListMerge::Atomic,
+                }
+            }
+        }
+    }
+}
+
+/// The schema node at field path `path` (through lists' items as it goes).
+fn schema_at<'a>(s: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    let mut node = s;
+    for name in path {
+        if let Some(items) = node.get("items") {
+            node = items;
+        }
+        node = node
+            .get("properties")
+            .and_then(|p| p.get(*name))
+            .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()))?;
+    }
+    Some(node)
+}
+
 /// The key a list of the built-in types merges by, from the list's field name and
 /// where it sits (kube's `patchMergeKey` struct tags).
-pub fn merge_key(kind: &str, path: &[&str]) -> Option<&'static str> {
+fn merge_key(kind: &str, path: &[&str]) -> Option<&'static str> {
     let field = *path.last()?;
     Some(match field {
         "containers"
@@ -99,15 +178,15 @@ fn primitive_merge(path: &[&str]) -> bool {
     matches!(path, ["metadata", "finalizers"])
 }
 
-/// Applies a strategic merge patch for an object of `kind`.
-pub fn strategic(doc: &mut Value, patch: &Value, kind: &str) -> Result<(), PatchError> {
+/// Applies a strategic merge patch, lists merging as `lists` says.
+pub fn strategic(doc: &mut Value, patch: &Value, lists: Lists) -> Result<(), PatchError> {
     if !patch.is_object() {
         return Err(PatchError(
             "a strategic merge patch must be a JSON object".into(),
         ));
     }
     let mut path = Vec::new();
-    if let Some(v) = merge_value(Some(doc.take()), patch, kind, &mut path)? {
+    if let Some(v) = merge_value(Some(doc.take()), patch, lists, &mut path)? {
         *doc = v;
     }
     Ok(())
@@ -116,7 +195,7 @@ pub fn strategic(doc: &mut Value, patch: &Value, kind: &str) -> Result<(), Patch
 fn merge_value(
     orig: Option<Value>,
     patch: &Value,
-    kind: &str,
+    lists: Lists,
     path: &mut Vec<String>,
 ) -> Result<Option<Value>, PatchError> {
     match patch {
@@ -157,10 +236,10 @@ fn merge_value(
                 path.push(k.clone());
                 let merged = match (om.remove(k), pv) {
                     (Some(Value::Array(ol)), Value::Array(pl)) => {
-                        Some(merge_list(ol, pl, kind, path)?)
+                        Some(merge_list(ol, pl, lists, path)?)
                     }
-                    (o, pv @ Value::Object(_)) => merge_value(o, pv, kind, path)?,
-                    (None, Value::Array(pl)) => Some(merge_list(Vec::new(), pl, kind, path)?),
+                    (o, pv @ Value::Object(_)) => merge_value(o, pv, lists, path)?,
+                    (None, Value::Array(pl)) => Some(merge_list(Vec::new(), pl, lists, path)?),
                     (_, pv) => Some(pv.clone()),
                 };
                 path.pop();
@@ -186,7 +265,7 @@ fn strip_directives(mut m: Map<String, Value>) -> Map<String, Value> {
 fn merge_list(
     mut orig: Vec<Value>,
     patch: &[Value],
-    kind: &str,
+    lists: Lists,
     path: &mut Vec<String>,
 ) -> Result<Value, PatchError> {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -201,41 +280,49 @@ fn merge_list(
             .collect();
         return Ok(Value::Array(rest));
     }
-    if primitive_merge(&p) {
-        for x in patch {
-            if !orig.contains(x) {
-                orig.push(x.clone());
+    let keys = match lists.merge(&p) {
+        ListMerge::Set => {
+            for x in patch {
+                if !orig.contains(x) {
+                    orig.push(x.clone());
+                }
             }
+            return Ok(Value::Array(orig));
         }
-        return Ok(Value::Array(orig));
-    }
-    let Some(key) = merge_key(kind, &p) else {
-        // Atomic lists are replaced; elements lose their directives.
-        return Ok(Value::Array(
-            patch
-                .iter()
-                .map(|x| match x {
-                    Value::Object(m) => Value::Object(strip_directives(m.clone())),
-                    other => other.clone(),
-                })
-                .collect(),
-        ));
+        ListMerge::Atomic => {
+            // Atomic lists are replaced; elements lose their directives.
+            return Ok(Value::Array(
+                patch
+                    .iter()
+                    .map(|x| match x {
+                        Value::Object(m) => Value::Object(strip_directives(m.clone())),
+                        other => other.clone(),
+                    })
+                    .collect(),
+            ));
+        }
+        ListMerge::Keys(keys) => keys,
     };
+    // An item's identity: its key fields' values (an absent optional key is part of
+    // it as absent).
+    let id =
+        |x: &Value| -> Vec<Option<Value>> { keys.iter().map(|k| x.get(*k).cloned()).collect() };
     for item in patch {
-        let Some(k) = item.get(key) else {
+        if keys.iter().all(|k| item.get(*k).is_none()) {
             return Err(PatchError(format!(
-                "map: {item} does not contain declared merge key: {key}"
+                "map: {item} does not contain declared merge key: {}",
+                keys.join(",")
             )));
-        };
-        let pos = orig.iter().position(|o| o.get(key) == Some(k));
+        }
+        let want = id(item);
         if item.get("$patch").and_then(Value::as_str) == Some("delete") {
-            orig.retain(|o| o.get(key) != Some(k));
+            orig.retain(|o| id(o) != want);
             continue;
         }
-        match pos {
+        match orig.iter().position(|o| id(o) == want) {
             Some(i) => {
                 let o = orig[i].take();
-                match merge_value(Some(o), item, kind, path)? {
+                match merge_value(Some(o), item, lists, path)? {
                     Some(v) => orig[i] = v,
                     None => {
                         orig.remove(i);
@@ -243,7 +330,7 @@ fn merge_list(
                 }
             }
             None => {
-                if let Some(v) = merge_value(None, item, kind, path)? {
+                if let Some(v) = merge_value(None, item, lists, path)? {
                     orig.push(v);
                 }
             }
@@ -265,7 +352,7 @@ mod tests {
         let p = json!({"spec": {"template": {"spec": {"containers": [
             {"name": "a", "image": "x:2", "env": [{"name": "B", "value": "2"}]},
             {"name": "b", "$patch": "delete"}]}}}});
-        strategic(&mut d, &p, "Deployment").unwrap();
+        strategic(&mut d, &p, Lists::BuiltIn("Deployment")).unwrap();
         let cs = d.pointer("/spec/template/spec/containers").unwrap();
         assert_eq!(cs.as_array().unwrap().len(), 1);
         assert_eq!(cs[0]["image"], "x:2");
@@ -280,7 +367,7 @@ mod tests {
                                     "$deleteFromPrimitiveList/finalizers": ["a"]},
                        "spec": {"tolerations": [{"key": "j"}],
                                 "strategy": {"$retainKeys": ["type"], "type": "Recreate"}}});
-        strategic(&mut d, &p, "Deployment").unwrap();
+        strategic(&mut d, &p, Lists::BuiltIn("Deployment")).unwrap();
         assert_eq!(d["metadata"]["finalizers"], json!(["b"]));
         assert_eq!(d["metadata"]["labels"], json!({"y": "2"}));
         assert_eq!(d["spec"]["tolerations"], json!([{"key": "j"}]));
@@ -293,9 +380,46 @@ mod tests {
         strategic(
             &mut d,
             &json!({"spec": {"ports": [{"port": 443, "name": "https"}]}}),
-            "Service",
+            Lists::BuiltIn("Service"),
         )
         .unwrap();
         assert_eq!(d["spec"]["ports"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn custom_lists_merge_as_their_schema_says() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "routes": {"type": "array", "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["host", "port"],
+                "items": {"type": "object", "properties": {
+                    "host": {"type": "string"}, "port": {"type": "integer"},
+                    "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}}}},
+            "conditions": {"type": "array", "items": {"type": "object"}}}}}});
+        let lists = Lists::Schema(&s);
+        assert_eq!(
+            lists.merge(&["spec", "routes"]),
+            ListMerge::Keys(vec!["host", "port"])
+        );
+        assert_eq!(lists.merge(&["spec", "routes", "tags"]), ListMerge::Set);
+        // Without a list type a custom list is atomic, whatever its name.
+        assert_eq!(lists.merge(&["spec", "conditions"]), ListMerge::Atomic);
+        assert_eq!(lists.merge(&["metadata", "finalizers"]), ListMerge::Set);
+        let mut d = json!({"spec": {
+            "routes": [{"host": "a", "port": 80, "tags": ["x"]}, {"host": "a", "port": 443}],
+            "conditions": [{"type": "Ready"}]}});
+        strategic(
+            &mut d,
+            &json!({"spec": {
+            "routes": [{"host": "a", "port": 80, "tags": ["y"]}, {"host": "b", "port": 80}],
+            "conditions": [{"type": "Synced"}]}}),
+            lists,
+        )
+        .unwrap();
+        assert_eq!(
+            d,
+            json!({"spec": {
+                "routes": [{"host": "a", "port": 80, "tags": ["x", "y"]}, {"host": "a", "port": 443}, {"host": "b", "port": 80}],
+                "conditions": [{"type": "Synced"}]}})
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 
-use crate::patch;
+use crate::patch::{self, ListMerge, Lists};
 use crate::resources::Resource;
 use crate::status::{ApiError, Cause};
 
@@ -46,7 +46,7 @@ const MAP_FIELDS: &[&str] = &[
 
 /// The field set of `o`: every leaf, list item and map field, as FieldsV1 path
 /// elements (`f:spec`, `k:{"name":"web"}`, `v:"x"`).
-fn fieldset(kind: &str, o: &Value, status_only: Option<bool>) -> Set {
+fn fieldset(lists: Lists, o: &Value, status_only: Option<bool>) -> Set {
     let mut out = Set::new();
     let Some(m) = o.as_object() else { return out };
     for (k, v) in m {
@@ -68,19 +68,19 @@ fn fieldset(kind: &str, o: &Value, status_only: Option<bool>) -> Set {
                     }
                     path.push(format!("f:{mk}"));
                     names.push(mk);
-                    walk(kind, mv, &mut path, &mut names, &mut out);
+                    walk(lists, mv, &mut path, &mut names, &mut out);
                     path.pop();
                     names.pop();
                 }
             }
             continue;
         }
-        walk(kind, v, &mut path, &mut names, &mut out);
+        walk(lists, v, &mut path, &mut names, &mut out);
     }
     out
 }
 
-fn walk<'a>(kind: &str, v: &'a Value, path: &mut Path, names: &mut Vec<&'a str>, out: &mut Set) {
+fn walk<'a>(lists: Lists, v: &'a Value, path: &mut Path, names: &mut Vec<&'a str>, out: &mut Set) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             if names.last().is_some_and(|n| MAP_FIELDS.contains(n)) {
@@ -89,55 +89,55 @@ fn walk<'a>(kind: &str, v: &'a Value, path: &mut Path, names: &mut Vec<&'a str>,
             for (k, c) in m {
                 path.push(format!("f:{k}"));
                 names.push(k);
-                walk(kind, c, path, names, out);
+                walk(lists, c, path, names, out);
                 path.pop();
                 names.pop();
             }
         }
-        Value::Array(items) => {
-            let key = patch::merge_key(kind, names);
-            let set_list = names.last() == Some(&"finalizers");
-            match (key, set_list) {
-                (Some(key), _) => {
-                    for it in items {
-                        let Some(kv) = it.get(key) else {
-                            out.insert(path.clone());
-                            return;
-                        };
-                        let mut km = Map::new();
-                        km.insert(key.into(), kv.clone());
-                        // Container ports merge by containerPort and protocol.
-                        if key == "containerPort" || key == "port" {
-                            if let Some(p) = it.get("protocol") {
-                                km.insert("protocol".into(), p.clone());
-                            }
+        Value::Array(items) => match lists.merge(names) {
+            ListMerge::Keys(keys) => {
+                for it in items {
+                    let mut km = Map::new();
+                    for key in &keys {
+                        if let Some(kv) = it.get(*key) {
+                            km.insert((*key).into(), kv.clone());
                         }
-                        path.push(format!("k:{}", Value::Object(km)));
+                    }
+                    if km.is_empty() {
                         out.insert(path.clone());
-                        if let Some(m) = it.as_object() {
-                            for (k, c) in m {
-                                path.push(format!("f:{k}"));
-                                names.push(k);
-                                walk(kind, c, path, names, out);
-                                path.pop();
-                                names.pop();
-                            }
+                        return;
+                    }
+                    // Built-in ports merge by port number and protocol.
+                    if keys == ["containerPort"] || keys == ["port"] {
+                        if let Some(p) = it.get("protocol") {
+                            km.insert("protocol".into(), p.clone());
                         }
-                        path.pop();
                     }
-                }
-                (None, true) => {
-                    for it in items {
-                        path.push(format!("v:{it}"));
-                        out.insert(path.clone());
-                        path.pop();
-                    }
-                }
-                (None, false) => {
+                    path.push(format!("k:{}", Value::Object(km)));
                     out.insert(path.clone());
+                    if let Some(m) = it.as_object() {
+                        for (k, c) in m {
+                            path.push(format!("f:{k}"));
+                            names.push(k);
+                            walk(lists, c, path, names, out);
+                            path.pop();
+                            names.pop();
+                        }
+                    }
+                    path.pop();
                 }
             }
-        }
+            ListMerge::Set => {
+                for it in items {
+                    path.push(format!("v:{it}"));
+                    out.insert(path.clone());
+                    path.pop();
+                }
+            }
+            ListMerge::Atomic => {
+                out.insert(path.clone());
+            }
+        },
         _ => {
             out.insert(path.clone());
         }
@@ -330,8 +330,8 @@ pub fn record_update(
     sub: Option<&str>,
 ) -> Value {
     let scope = status_scope(res, sub);
-    let before = fieldset(res.kind, old, scope);
-    let after = fieldset(res.kind, new, scope);
+    let before = fieldset(Lists::of(res), old, scope);
+    let after = fieldset(Lists::of(res), new, scope);
     let changed: Set = after
         .iter()
         .filter(|p| value_at(old, p) != value_at(new, p) || !before.contains(*p))
@@ -398,7 +398,7 @@ pub fn apply(
     sub: Option<&str>,
 ) -> Result<(Value, Value), ApiError> {
     let scope = status_scope(res, sub);
-    let fa = fieldset(res.kind, applied, scope);
+    let fa = fieldset(Lists::of(res), applied, scope);
     let mut list = entries(live);
     // (manager with its subresource, apiVersion, path)
     let mut conflicts: Vec<(String, String, Path)> = Vec::new();
@@ -473,7 +473,7 @@ pub fn apply(
     if scope == Some(true) {
         body = json!({"status": applied.get("status").cloned().unwrap_or(Value::Null)});
     }
-    patch::strategic(&mut merged, &body, res.kind)
+    patch::strategic(&mut merged, &body, Lists::of(res))
         .map_err(|e| ApiError::new(422, "Invalid", e.0))?;
     list.retain(|e| !(e.manager == manager && e.operation == "Apply"));
     list.push(Entry {
@@ -499,7 +499,7 @@ mod tests {
     fn fields_v1_round_trips() {
         let o = json!({"metadata": {"name": "x", "labels": {"a": "b"}},
                        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        let s = fieldset("Deployment", &o, Some(false));
+        let s = fieldset(Lists::BuiltIn("Deployment"), &o, Some(false));
         let enc = encode(&s);
         assert_eq!(enc["f:metadata"]["f:labels"], json!({".": {}, "f:a": {}}));
         assert!(

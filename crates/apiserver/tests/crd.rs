@@ -662,7 +662,8 @@ spec:
 /// CEL rules (x-kubernetes-validations) through kubectl: a definition whose rule does
 /// not compile refused; objects refused with the rule's message (or its
 /// messageExpression), reason and fieldPath; a transition rule only on updates,
-/// matching map-list items by key; Kubernetes' quantity and URL libraries.
+/// matching map-list items by key; Kubernetes' quantity and URL libraries. And
+/// server-side apply merging into the schema's map-lists.
 #[test]
 #[cfg_attr(
     kubectl_missing,
@@ -746,4 +747,47 @@ fn cel_rules_validate_custom_resources() {
     );
     let o: Value = serde_json::from_str(&s.ok(&["get", "pool", "a", "-o", "json"])).unwrap();
     assert_eq!(o["spec"]["replicas"], 3);
+
+    // Server-side apply by another manager merges into the map-list by its key (the
+    // schema's x-kubernetes-list-map-keys) instead of replacing the list.
+    s.ok_in(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=mirror",
+            "-f",
+            "-",
+        ],
+        &pool(
+            "a",
+            "  endpoints:\n  - name: mirror\n    url: https://mirror.example.com\n",
+        ),
+    );
+    let names = s.ok(&[
+        "get",
+        "pool",
+        "a",
+        "-o",
+        "jsonpath={.spec.endpoints[*].name}",
+    ]);
+    assert_eq!(names, "web api mirror");
+    // Taking back its item leaves the others'.
+    s.ok_in(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=mirror",
+            "-f",
+            "-",
+        ],
+        &pool("a", "  replicas: 3\n"),
+    );
+    let names = s.ok(&[
+        "get",
+        "pool",
+        "a",
+        "-o",
+        "jsonpath={.spec.endpoints[*].name}",
+    ]);
+    assert_eq!(names, "web api");
 }
