@@ -86,13 +86,7 @@ fn walk<'a>(lists: Lists, v: &'a Value, path: &mut Path, names: &mut Vec<&'a str
             if names.last().is_some_and(|n| MAP_FIELDS.contains(n)) {
                 out.insert(path.clone());
             }
-            for (k, c) in m {
-                path.push(format!("f:{k}"));
-                names.push(k);
-                walk(lists, c, path, names, out);
-                path.pop();
-                names.pop();
-            }
+            fields(lists, m, path, names, out);
         }
         Value::Array(items) => match lists.merge(names) {
             ListMerge::Keys(keys) => {
@@ -116,13 +110,7 @@ fn walk<'a>(lists: Lists, v: &'a Value, path: &mut Path, names: &mut Vec<&'a str
                     path.push(format!("k:{}", Value::Object(km)));
                     out.insert(path.clone());
                     if let Some(m) = it.as_object() {
-                        for (k, c) in m {
-                            path.push(format!("f:{k}"));
-                            names.push(k);
-                            walk(lists, c, path, names, out);
-                            path.pop();
-                            names.pop();
-                        }
+                        fields(lists, m, path, names, out);
                     }
                     path.pop();
                 }
@@ -141,6 +129,23 @@ fn walk<'a>(lists: Lists, v: &'a Value, path: &mut Path, names: &mut Vec<&'a str
         _ => {
             out.insert(path.clone());
         }
+    }
+}
+
+/// Each field of an object, one path element further.
+fn fields<'a>(
+    lists: Lists,
+    m: &'a Map<String, Value>,
+    path: &mut Path,
+    names: &mut Vec<&'a str>,
+    out: &mut Set,
+) {
+    for (k, c) in m {
+        path.push(format!("f:{k}"));
+        names.push(k);
+        walk(lists, c, path, names, out);
+        path.pop();
+        names.pop();
     }
 }
 
