@@ -145,11 +145,25 @@ impl Resource {
                 != Some((self.group, self.version))
     }
 
-    /// Gives `o` this version's apiVersion when it names another (see
-    /// [`Resource::names_other_version`]).
+    /// Whether objects read change on their way out ([`Resource::as_served`]):
+    /// stored at another version, or under a schema with defaults.
+    pub fn changes_on_read(&self, o: &serde_json::Value) -> bool {
+        self.custom.is_some_and(|c| c.defaults) || self.names_other_version(o)
+    }
+
+    /// `o` as this version serves it: its apiVersion when it names another (see
+    /// [`Resource::names_other_version`]), a custom object's schema defaults filled
+    /// in (kube defaults what it reads from storage too).
     pub fn as_served(&self, o: &mut serde_json::Value) {
         if self.names_other_version(o) {
             o["apiVersion"] = serde_json::Value::String(self.api_version());
+        }
+        if let Some(schema) = self
+            .custom
+            .filter(|c| c.defaults)
+            .and_then(|c| c.schema.as_ref())
+        {
+            crate::crd::values::default(schema, o);
         }
     }
 

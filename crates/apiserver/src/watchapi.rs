@@ -54,7 +54,7 @@ struct Encoder {
 impl Encoder {
     fn line(&mut self, ty: &str, o: &Value) -> Bytes {
         let served;
-        let o = if self.res.names_other_version(o) {
+        let o = if self.res.changes_on_read(o) {
             let mut c = o.clone();
             self.res.as_served(&mut c);
             served = c;

@@ -261,6 +261,45 @@ fn custom_resources_are_served_validated_and_printed_with_kubectl() {
     let err = s.fails(&["scale", "ct", "my-new-cron-object", "--replicas=11"]);
     assert!(err.contains("should be less than or equal to 10"), "{err}");
 
+    // A default added to the schema later is served on objects stored before it
+    // (kube defaults on read), in gets, lists and watches.
+    s.ok(&[
+        "patch",
+        "crd",
+        "crontabs.stable.example.com",
+        "--type=json",
+        "-p",
+        r#"[{"op": "add", "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/timeZone", "value": {"type": "string", "default": "UTC"}}]"#,
+    ]);
+    let zone = || {
+        s.ok(&[
+            "get",
+            "ct",
+            "my-new-cron-object",
+            "-o",
+            "jsonpath={.spec.timeZone}",
+        ])
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while zone() != "UTC" {
+        assert!(std::time::Instant::now() < end, "no default on read");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        s.ok(&["get", "ct", "-o", "jsonpath={.items[0].spec.timeZone}"]),
+        "UTC"
+    );
+    let watched = s.ok(&[
+        "get",
+        "ct",
+        "--watch-only=false",
+        "-w",
+        "--request-timeout=2s",
+        "-o",
+        "jsonpath={.spec.timeZone}",
+    ]);
+    assert!(watched.starts_with("UTC"), "{watched}");
+
     // kubectl explain reads the schema.
     let explain = s.ok(&["explain", "crontab.spec"]);
     assert!(

@@ -16,6 +16,10 @@ pub struct Custom {
     pub list_kind: String,
     /// The version's structural schema (`openAPIV3Schema`), if it has one.
     pub schema: Option<Value>,
+    /// Whether the schema gives defaults: objects read are defaulted too (as kube
+    /// defaults what it reads from storage), so objects stored before a default was
+    /// added are served with it.
+    pub defaults: bool,
     /// The version's additional printer columns.
     pub columns: Vec<Column>,
     /// The scale subresource's paths, if served.

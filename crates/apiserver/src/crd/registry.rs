@@ -347,11 +347,13 @@ fn versions_of(d: &Value) -> Vec<Version> {
                     .collect()
             })
             .unwrap_or_default();
+        let schema = v.pointer("/schema/openAPIV3Schema").cloned();
         let custom = Custom {
             definition: name_of(d),
             singular: singular.clone(),
             list_kind: list_kind.clone(),
-            schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+            defaults: schema.as_ref().is_some_and(super::values::has_defaults),
+            schema,
             columns,
             scale,
             storage: v.get("storage") == Some(&Value::Bool(true)),

@@ -92,6 +92,16 @@ fn prune_at(s: &Value, v: &mut Value, path: &str, root: bool, out: &mut Vec<Stri
     }
 }
 
+/// Whether any field of the schema has a default.
+pub fn has_defaults(s: &Value) -> bool {
+    let children = props(s)
+        .into_iter()
+        .flat_map(|p| p.values())
+        .chain(extra(s))
+        .chain(s.get("items").filter(|i| i.is_object()));
+    s.get("default").is_some() || children.into_iter().any(has_defaults)
+}
+
 /// Fills in the defaults the schema gives for fields `o` lacks.
 pub fn default(s: &Value, v: &mut Value) {
     match v {

@@ -96,6 +96,7 @@ mod tests {
             singular: "crontab".into(),
             list_kind: "CronTabList".into(),
             schema: None,
+            defaults: false,
             columns,
             scale: None,
             storage: true,
