@@ -28,6 +28,7 @@ mod server_join;
 mod session;
 mod sim_cmd;
 mod snapshot_cmd;
+mod snapshot_schedule;
 mod stats_cmd;
 mod table;
 mod token_cmd;
@@ -141,7 +142,7 @@ enum Command {
     Rootfs(rootfs_cmd::RootfsCommand),
     /// Run the Kubernetes API server (embedded SQLite store, or etcd) with this
     /// machine's node agent.
-    Server(server_cmd::ServerArgs),
+    Server(Box<server_cmd::ServerArgs>),
     /// Run the node agent alone (what the kubelet is).
     Agent(agent_cmd::AgentArgs),
     /// Serve the Container Runtime Interface (CRI v1 over gRPC) for crictl and kubelets.
@@ -296,7 +297,7 @@ fn main() {
             Command::History(a) => ok(image_cmd::history(&ctx, a)),
             Command::System(c) => ok(image_cmd::system(&ctx, c)),
             Command::Rootfs(c) => ok(rootfs_cmd::run(&ctx, c)),
-            Command::Server(a) => ok(server_cmd::server(&ctx, a).await),
+            Command::Server(a) => ok(server_cmd::server(&ctx, *a).await),
             Command::Agent(a) => ok(agent_cmd::agent(&ctx, a).await),
             Command::Cri(a) => ok(cri_cmd::cri(&ctx, a).await),
             Command::Scheduler(a) => ok(scheduler_cmd::scheduler(a).await),

@@ -70,6 +70,8 @@ pub struct ServerArgs {
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     etcd_compaction_interval: std::time::Duration,
     #[command(flatten)]
+    snapshots: crate::snapshot_schedule::ScheduleArgs,
+    #[command(flatten)]
     election: crate::elected::LeaderElectionArgs,
     #[command(flatten)]
     controllers: crate::controller_cmd::ControllerSettings,
@@ -113,6 +115,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         let parent = crate::snapshot_cmd::Parent {
             data_dir: a.data_dir,
             datastore_endpoint: a.datastore_endpoint,
+            snapshot_dir: a.snapshots.snapshot_dir,
         };
         return crate::snapshot_cmd::run(ctx, c, &parent).await;
     }
@@ -150,7 +153,9 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let controllers_pod_range = controllers_cfg.pod_range.map(|r| r.cluster);
     let controllers_ipam_off =
         a.disable.iter().any(|d| d == "controllers") || controllers_cfg.pod_range.is_none();
+    let snapshots = crate::snapshot_schedule::scheduled(&a.snapshots, &data_dir, &cfg.etcd)?;
     let s = berth_apiserver::start(cfg).await?;
+    let _snapshots = snapshots.map(|s| AbortOnDrop(tokio::spawn(s)));
     if let Some(p) = &a.write_kubeconfig {
         if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;

@@ -74,6 +74,8 @@ pub struct Parent {
     pub data_dir: Option<PathBuf>,
     /// `berth server --datastore-endpoint`.
     pub datastore_endpoint: Vec<String>,
+    /// `berth server --snapshot-dir`.
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 impl Where {
@@ -87,6 +89,7 @@ impl Where {
     fn snapshots(&self, ctx: &Ctx, parent: &Parent) -> PathBuf {
         self.dir
             .clone()
+            .or_else(|| parent.snapshot_dir.clone())
             .unwrap_or_else(|| self.data_dir(ctx, parent).join("snapshots"))
     }
 }
@@ -109,54 +112,58 @@ async fn save(ctx: &Ctx, a: SaveArgs, parent: &Parent) -> anyhow::Result<()> {
         bail!("--name {:?}: give a plain name (no slashes)", a.name);
     }
     let dir = a.at.snapshots(ctx, parent);
-    {
-        // Private, as the snapshots in it (they hold Secrets).
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let stamp = jiff::Zoned::now().strftime("%Y%m%d%H%M%S").to_string();
-    let name = format!("{}-{stamp}", a.name);
+    make_dir(&dir)?;
     let endpoints = if a.datastore_endpoint.is_empty() {
         &parent.datastore_endpoint
     } else {
         &a.datastore_endpoint
     };
+    let saved = take(&dir, &a.name, &a.at.data_dir(ctx, parent), endpoints).await?;
+    println!("Snapshot {saved}");
+    Ok(())
+}
+
+/// Takes a snapshot named NAME-YYYYMMDDHHMMSS into `dir` (which exists): of the
+/// SQLite store in `data_dir`, or of etcd at `endpoints` when there are some.
+/// Returns what was saved, as `NAME-STAMP saved: FILE (...)`.
+pub(crate) async fn take(
+    dir: &Path,
+    name: &str,
+    data_dir: &Path,
+    endpoints: &[String],
+) -> anyhow::Result<String> {
+    let stamp = jiff::Zoned::now().strftime("%Y%m%d%H%M%S").to_string();
+    let name = format!("{name}-{stamp}");
     if endpoints.is_empty() {
-        let db = a.at.data_dir(ctx, parent).join("state.db");
+        let db = data_dir.join("state.db");
         let out = dir.join(format!("{name}.{SQLITE}"));
         let info = tokio::task::spawn_blocking({
             let out = out.clone();
             move || berth_store::sqlite::snapshot::save(&db, &out)
         })
         .await??;
-        println!(
-            "Snapshot {name} saved: {} (revision {}, {} keys, {})",
+        Ok(format!(
+            "{name} saved: {} (revision {}, {} keys, {})",
             out.display(),
             info.revision,
             info.keys,
             berth_image::inspect::human_size(info.bytes)
-        );
+        ))
     } else {
         let store = berth_store::etcd::EtcdStore::connect(endpoints).await?;
         let out = dir.join(format!("{name}.{ETCD}"));
         let bytes = store.snapshot(&out).await?;
-        println!(
-            "Snapshot {name} saved: {} (etcd, {})",
+        Ok(format!(
+            "{name} saved: {} (etcd, {})",
             out.display(),
             berth_image::inspect::human_size(bytes)
-        );
+        ))
     }
-    Ok(())
 }
 
-fn ls(ctx: &Ctx, w: &Where, parent: &Parent) -> anyhow::Result<()> {
-    let dir = w.snapshots(ctx, parent);
-    let mut t = crate::table::Table::new(&["NAME", "STORE", "REVISION", "SIZE", "CREATED"]);
-    let mut found: Vec<(String, PathBuf)> = match std::fs::read_dir(&dir) {
+/// The snapshots in `dir`: (name, file), by name.
+pub(crate) fn list(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut found: Vec<(String, PathBuf)> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .flatten()
             .map(|e| e.path())
@@ -172,6 +179,23 @@ fn ls(ctx: &Ctx, w: &Where, parent: &Parent) -> anyhow::Result<()> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
     found.sort();
+    Ok(found)
+}
+
+/// Makes the snapshot directory, private as the snapshots in it (they hold Secrets).
+pub(crate) fn make_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+fn ls(ctx: &Ctx, w: &Where, parent: &Parent) -> anyhow::Result<()> {
+    let dir = w.snapshots(ctx, parent);
+    let mut t = crate::table::Table::new(&["NAME", "STORE", "REVISION", "SIZE", "CREATED"]);
+    let found = list(&dir)?;
     for (name, p) in found {
         let meta = std::fs::metadata(&p)?;
         let created = meta

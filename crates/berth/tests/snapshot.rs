@@ -90,3 +90,76 @@ fn snapshots_of_a_running_server_restore_what_they_held() {
         .fails(&["server", "snapshot", "restore", "no-such-snapshot"]);
     assert!(err.contains("no snapshot no-such-snapshot"), "{err}");
 }
+
+/// `berth server --snapshot-schedule-cron '@every 2s' --snapshot-retention 2`: the
+/// server takes snapshots on its schedule and keeps the newest two of them, leaving
+/// snapshots taken by hand alone; a bad schedule stops the server before it starts.
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn scheduled_snapshots_are_taken_and_the_oldest_pruned() {
+    let err = common::Env::new().fails(&[
+        "server",
+        "--disable-agent",
+        "--snapshot-schedule-cron",
+        "0 */12 * *",
+    ]);
+    assert!(
+        err.contains("--snapshot-schedule-cron \"0 */12 * *\""),
+        "{err}"
+    );
+
+    let c = Cluster::api_only_with(&[
+        "--snapshot-schedule-cron",
+        "@every 2s",
+        "--snapshot-retention",
+        "2",
+    ]);
+    c.env
+        .ok(&["server", "snapshot", "save", "--name", "by-hand"]);
+    let dir = c.env.root().join("server").join("snapshots");
+    let scheduled = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("scheduled-") && n.ends_with(".db"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    // Until a third scheduled snapshot has replaced the first.
+    let mut seen = std::collections::BTreeSet::new();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = scheduled();
+        assert!(now.len() <= 2, "retention 2 kept {now:?}");
+        seen.extend(now.iter().cloned());
+        if seen.len() >= 3 && now.len() == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "scheduled snapshots: {seen:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let ls = c.env.ok(&["server", "snapshot", "ls"]);
+    assert!(
+        ls.contains("by-hand-") && ls.matches("scheduled-").count() >= 2,
+        "{ls}"
+    );
+    // Each is a whole store.
+    let newest = scheduled().pop().unwrap();
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(newest.trim_end_matches(".db"))
+                && l.contains("sqlite")
+                && !l.contains("damaged")),
+        "{ls}"
+    );
+}
