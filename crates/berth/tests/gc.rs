@@ -239,3 +239,58 @@ fn cascades_and_namespace_deletion_finish_even_across_a_crash() {
     );
     assert_eq!(names(&c, &["pods", "-l", "app=kept"]).len(), 2);
 }
+
+/// Custom kinds take part like built-in ones: the collector deletes a custom object
+/// whose owner is gone and a built-in object whose custom owner is gone (kinds found
+/// by discovery), and a namespace's deletion empties it of custom objects too.
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn custom_objects_are_collected_and_namespaced_like_built_in_ones() {
+    let c = Cluster::api_only();
+    c.apply(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: gizmos.gc.example.com}\nspec:\n  group: gc.example.com\n  scope: Namespaced\n  names: {plural: gizmos, singular: gizmo, kind: Gizmo}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}\n",
+    );
+    c.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=30s",
+        "crd/gizmos.gc.example.com",
+    ]);
+    c.ok(&["create", "configmap", "boss"]);
+    let uid = |kind: &str, name: &str| {
+        c.json(kind, name)["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let boss = uid("configmap", "boss");
+    c.apply(&format!(
+        "apiVersion: gc.example.com/v1\nkind: Gizmo\nmetadata:\n  name: minion\n  ownerReferences: [{{apiVersion: v1, kind: ConfigMap, name: boss, uid: {boss}}}]\n"
+    ));
+    let minion = uid("gizmo", "minion");
+    c.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: follower\n  ownerReferences: [{{apiVersion: gc.example.com/v1, kind: Gizmo, name: minion, uid: {minion}}}]\n"
+    ));
+    c.ok(&["delete", "configmap", "boss"]);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while exists(&c, "gizmo", "minion") || exists(&c, "configmap", "follower") {
+        assert!(
+            std::time::Instant::now() < end,
+            "dependents of a deleted owner left: {}",
+            c.ok(&["get", "gizmos,configmaps"])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+
+    c.ok(&["create", "namespace", "gizmo-land"]);
+    c.apply("apiVersion: gc.example.com/v1\nkind: Gizmo\nmetadata: {name: inside, namespace: gizmo-land}\n");
+    c.ok(&["delete", "namespace", "gizmo-land", "--timeout=60s"]);
+    assert!(!c
+        .kubectl(&["get", "namespace", "gizmo-land"])
+        .status
+        .success());
+}
