@@ -107,6 +107,10 @@ pub struct Authenticator {
     verify: DecodingKey,
     /// The issuer of ServiceAccount tokens.
     pub issuer: String,
+    /// Whether requests without credentials are served as system:anonymous (kube's
+    /// --anonymous-auth, on by default); off, they get 401 (but `/cacerts`, which a
+    /// joining node checks against its token's CA hash).
+    pub anonymous: bool,
 }
 
 /// The issuer and default audience of ServiceAccount tokens.
@@ -167,6 +171,7 @@ impl Authenticator {
             sign,
             verify,
             issuer: ISSUER.into(),
+            anonymous: true,
         })
     }
 

@@ -76,6 +76,9 @@ pub struct Config {
     /// How often the store's history is compacted, to where it was one interval
     /// before (kube-apiserver's --etcd-compaction-interval); zero: never.
     pub compaction_interval: Duration,
+    /// Whether requests without credentials are served as system:anonymous
+    /// (kube-apiserver's --anonymous-auth).
+    pub anonymous_auth: bool,
 }
 
 impl Config {
@@ -88,6 +91,7 @@ impl Config {
             token_file: None,
             tls_san: Vec::new(),
             compaction_interval: Duration::from_secs(300),
+            anonymous_auth: true,
         }
     }
 }
@@ -152,7 +156,8 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         &certificates::bootstrap::agent_token_path(&cfg.data_dir),
         &pki.ca_cert,
     )?;
-    let authn = auth::Authenticator::load(cfg.token_file.as_deref(), &pki_dir)?;
+    let mut authn = auth::Authenticator::load(cfg.token_file.as_deref(), &pki_dir)?;
+    authn.anonymous = cfg.anonymous_auth;
     let hub = hub::Hub::start(store.clone())
         .await
         .map_err(|e| Error::Setup(format!("loading the store: {}", e.message)))?;

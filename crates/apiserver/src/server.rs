@@ -225,6 +225,9 @@ where
         .unwrap_or_default();
     let path = parts.uri.path().to_string();
     let user = match authenticate(&api, cert_user, &parts.headers).await {
+        Ok(None) if !api.authn.anonymous && path != "/cacerts" => {
+            return to_http(request::Response::error(&ApiError::unauthorized()), head)
+        }
         Ok(u) => u,
         Err(e) => return to_http(request::Response::error(&e), head),
     };

@@ -223,6 +223,25 @@ fn bad_input_gets_clear_status_errors() {
     assert!(b.contains("pod p does not have a host assigned"), "{b}");
 }
 
+/// `--anonymous-auth=false`: requests without credentials get 401 everywhere, health
+/// endpoints included, but `/cacerts` (a joining node checks it against its token's
+/// CA hash); with credentials all is as before.
+#[test]
+fn anonymous_requests_refused_when_anonymous_auth_is_off() {
+    let s = Server::start_with(|c| c.anonymous_auth = false);
+    for p in ["/healthz", "/livez", "/readyz", "/version", "/api"] {
+        let (c, b) = s.curl("GET", p, "none", "", None);
+        assert_eq!(c, 401, "{p}: {b}");
+    }
+    let (c, ca) = s.curl("GET", "/cacerts", "none", "", None);
+    assert_eq!(c, 200);
+    assert!(ca.contains("BEGIN CERTIFICATE"), "{ca}");
+    assert_eq!(
+        s.curl("GET", "/readyz", "admin", "", None),
+        (200, "ok".to_string())
+    );
+}
+
 #[test]
 #[cfg_attr(
     kubectl_missing,

@@ -28,6 +28,10 @@ pub struct ServerArgs {
     /// A static token file: lines of token,user,uid,"group1,group2".
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// Serve requests without credentials as system:anonymous (what RBAC lets
+    /// system:unauthenticated do: health, version, discovery); false: 401
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    anonymous_auth: bool,
     /// Extra names or addresses for the serving certificate.
     #[arg(long)]
     tls_san: Vec<String>,
@@ -133,6 +137,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     cfg.etcd = a.datastore_endpoint;
     cfg.compaction_interval = a.etcd_compaction_interval;
     cfg.token_file = a.token_auth_file;
+    cfg.anonymous_auth = a.anonymous_auth;
     cfg.tls_san = a.tls_san;
     // Reached from other machines by these: agents verify the server by them.
     let node_ip = a.node.config(&ctx.root).node_ip;
