@@ -79,6 +79,9 @@ pub struct Config {
     /// Whether requests without credentials are served as system:anonymous
     /// (kube-apiserver's --anonymous-auth).
     pub anonymous_auth: bool,
+    /// Pod Security admission's configuration file (an AdmissionConfiguration or a
+    /// PodSecurityConfiguration: defaults for unlabelled namespaces, exemptions).
+    pub pod_security_config: Option<PathBuf>,
 }
 
 impl Config {
@@ -92,6 +95,7 @@ impl Config {
             tls_san: Vec::new(),
             compaction_interval: Duration::from_secs(300),
             anonymous_auth: true,
+            pod_security_config: None,
         }
     }
 }
@@ -165,7 +169,13 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
     let (kc_cert, kc_key) =
         pki.issue_client("kube-apiserver-kubelet-client", &["system:masters"])?;
     let kubelet_client = Some(nodeproxy::kubelet_client_config(&kc_cert, &kc_key)?);
+    let pod_security = match &cfg.pod_security_config {
+        Some(p) => podsecurity::Config::load(p)
+            .map_err(|e| Error::Setup(format!("--pod-security-admission-config-file: {e}")))?,
+        None => podsecurity::Config::default(),
+    };
     let api = Arc::new(api::Api {
+        pod_security,
         kubelet_client,
         store,
         hub: hub.clone(),

@@ -40,4 +40,6 @@ pub struct Api {
     /// What another server joining this cluster gets (on a shared datastore); None on
     /// SQLite, which one server alone may use.
     pub server_bootstrap: Option<berth_join::ServerBootstrap>,
+    /// Pod Security admission's defaults and exemptions.
+    pub pod_security: crate::podsecurity::Config,
 }

@@ -32,6 +32,11 @@ pub struct ServerArgs {
     /// system:unauthenticated do: health, version, discovery); false: 401
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     anonymous_auth: bool,
+    /// Pod Security admission's configuration (an AdmissionConfiguration with the
+    /// PodSecurity plugin, or a PodSecurityConfiguration): levels for namespaces
+    /// without labels, and exempt users, namespaces and runtime classes
+    #[arg(long)]
+    pod_security_admission_config_file: Option<PathBuf>,
     /// Extra names or addresses for the serving certificate.
     #[arg(long)]
     tls_san: Vec<String>,
@@ -138,6 +143,7 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     cfg.compaction_interval = a.etcd_compaction_interval;
     cfg.token_file = a.token_auth_file;
     cfg.anonymous_auth = a.anonymous_auth;
+    cfg.pod_security_config = a.pod_security_admission_config_file;
     cfg.tls_san = a.tls_san;
     // Reached from other machines by these: agents verify the server by them.
     let node_ip = a.node.config(&ctx.root).node_ip;

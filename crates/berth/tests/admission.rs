@@ -254,3 +254,74 @@ spec:
         text(&o)
     );
 }
+
+/// `--pod-security-admission-config-file`: the cluster's defaults apply to namespaces
+/// without labels (a label overrides its mode), exempt namespaces are not checked,
+/// and a pod's updates are checked when they change what runs (an image), not when
+/// they only touch its labels. A bad file stops the server with the field named.
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn pod_security_defaults_exemptions_and_updates() {
+    let env = common::Env::new();
+    let bad = env.path("bad-psa.yaml");
+    std::fs::write(&bad, "apiVersion: pod-security.admission.config.k8s.io/v1\nkind: PodSecurityConfiguration\ndefaults: {enforce: strict}\n").unwrap();
+    let err = env.fails(&[
+        "server",
+        "--disable-agent",
+        "--pod-security-admission-config-file",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("defaults.enforce: \"strict\" is not a level"),
+        "{err}"
+    );
+
+    let cfg = env.path("psa.yaml");
+    std::fs::write(&cfg, "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: PodSecurity\n  configuration:\n    apiVersion: pod-security.admission.config.k8s.io/v1\n    kind: PodSecurityConfiguration\n    defaults: {enforce: baseline, enforce-version: latest}\n    exemptions: {namespaces: [legacy]}\n").unwrap();
+    let c = Cluster::api_only_with(&[
+        "--pod-security-admission-config-file",
+        cfg.to_str().unwrap(),
+    ]);
+    for ns in ["plain", "legacy", "open"] {
+        c.ok(&["create", "namespace", ns]);
+    }
+    c.ok(&[
+        "label",
+        "namespace",
+        "open",
+        "pod-security.kubernetes.io/enforce=privileged",
+    ]);
+    let run = |ns: &str| c.kubectl(&["run", "priv", "--image=busybox", "-n", ns, "--privileged"]);
+    let refused = run("plain");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains(r#"violates PodSecurity "baseline:latest": privileged"#),
+        "{}",
+        text(&refused)
+    );
+    for ns in ["legacy", "open"] {
+        let o = run(ns);
+        assert!(o.status.success(), "{ns}: {}", text(&o));
+    }
+
+    // Updates: a label is always writable; a new image is checked.
+    c.ok(&["run", "web", "--image=busybox", "-n", "plain"]);
+    c.ok(&[
+        "label",
+        "namespace",
+        "plain",
+        "pod-security.kubernetes.io/enforce=restricted",
+        "--overwrite",
+    ]);
+    c.ok(&["label", "pod", "web", "-n", "plain", "tier=front"]);
+    let o = c.kubectl(&["set", "image", "pod/web", "web=busybox:2", "-n", "plain"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(r#"violates PodSecurity "restricted:latest""#),
+        "{}",
+        text(&o)
+    );
+}

@@ -123,7 +123,7 @@ pub(super) async fn create_object(
         if res.group.is_empty() && res.plural == "nodes" {
             crate::authz::restriction::check_node_labels(user, None, &o)?;
         }
-        opts.warn(crate::podsecurity::admit(api, res, ns, &name, &o, true).await?);
+        opts.warn(crate::podsecurity::admit(api, res, ns, &name, &o, None, user).await?);
     }
     // Quotas: this create, checked and written before the namespace's next.
     let mut quota_held = None;

@@ -137,7 +137,7 @@ pub(super) async fn replace(
     }
     if let Some(user) = opts.user.as_ref().filter(|_| sub.is_none()) {
         crate::authz::escalation::check(&api.authz, user, res, ns, &o)?;
-        opts.warn(crate::podsecurity::admit(api, res, ns, name, &o, false).await?);
+        opts.warn(crate::podsecurity::admit(api, res, ns, name, &o, Some(cur), user).await?);
     }
     let mf = match managed {
         Some(mf) => mf,

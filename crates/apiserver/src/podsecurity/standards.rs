@@ -1,15 +1,8 @@
-//! Pod Security admission (kube's PodSecurity plugin): the Pod Security Standards —
-//! privileged, baseline, restricted — applied by namespace labels
-//! `pod-security.kubernetes.io/{enforce,warn,audit}`. A pod violating its namespace's
-//! `enforce` level is refused (403, each violation named with the field to fix); a
-//! violation of `warn` comes back as a Warning header, for pods and for the pod
-//! templates of workloads; `audit` is logged. The checks follow the standards as
-//! published for Kubernetes 1.32 ("latest").
+//! The Pod Security Standards — privileged, baseline, restricted — as checks of a
+//! pod spec, each violation named with the field to fix, as published for
+//! Kubernetes 1.32 ("latest").
 
 use serde_json::Value;
-
-use crate::resources::{self, Resource};
-use crate::status::ApiError;
 
 /// The three levels, least restrictive first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -23,7 +16,8 @@ pub enum Level {
 }
 
 impl Level {
-    fn parse(s: &str) -> Option<Level> {
+    /// The level a label or configuration names.
+    pub fn parse(s: &str) -> Option<Level> {
         match s {
             "privileged" => Some(Level::Privileged),
             "baseline" => Some(Level::Baseline),
@@ -32,7 +26,8 @@ impl Level {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The level's name.
+    pub fn name(self) -> &'static str {
         match self {
             Level::Privileged => "privileged",
             Level::Baseline => "baseline",
@@ -81,7 +76,7 @@ const RESTRICTED_VOLUMES: &[&str] = &[
     "secret",
 ];
 
-fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+pub(super) fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
@@ -93,7 +88,7 @@ fn list<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
 }
 
 /// Every container of a pod spec with its name: init, regular and ephemeral.
-fn containers(spec: &Value) -> Vec<(&str, &Value)> {
+pub(super) fn containers(spec: &Value) -> Vec<(&str, &Value)> {
     ["/initContainers", "/containers", "/ephemeralContainers"]
         .iter()
         .flat_map(|k| list(spec, k).iter())
@@ -359,116 +354,6 @@ pub fn violations(spec: &Value, level: Level) -> Vec<String> {
         ));
     }
     out
-}
-
-/// A namespace's levels: (enforce, warn, audit).
-fn levels(ns: &Value) -> [Option<Level>; 3] {
-    let label = |mode: &str| {
-        s(
-            ns,
-            &format!("/metadata/labels/pod-security.kubernetes.io~1{mode}"),
-        )
-        .and_then(Level::parse)
-    };
-    [label("enforce"), label("warn"), label("audit")]
-}
-
-/// The pod spec a create or update of `res` carries: a pod's, or a workload's
-/// template's (for which only warn and audit apply, as kube does).
-fn pod_spec<'a>(res: &Resource, o: &'a Value) -> Option<(&'a Value, bool)> {
-    match (res.group, res.kind) {
-        ("", "Pod") => Some((o.get("spec")?, true)),
-        ("batch", "CronJob") => Some((o.pointer("/spec/jobTemplate/spec/template/spec")?, false)),
-        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
-        | ("batch", "Job")
-        | ("", "ReplicationController") => Some((o.pointer("/spec/template/spec")?, false)),
-        _ => None,
-    }
-}
-
-/// Admits `o` (of `res`, named `name`, in `ns`; `create` or an update): Err(403)
-/// when a new pod violates its namespace's enforce level; Warning texts for its warn
-/// level. Updates of pods are let through (their specs barely change, and a label
-/// must stay writable on a pod made before its namespace was labelled).
-pub async fn admit(
-    api: &crate::state::Api,
-    res: &Resource,
-    ns: Option<&str>,
-    name: &str,
-    o: &Value,
-    create: bool,
-) -> Result<Vec<String>, ApiError> {
-    let (Some(ns), Some((spec, is_pod))) = (ns, pod_spec(res, o)) else {
-        return Ok(Vec::new());
-    };
-    if is_pod && !create {
-        return Ok(Vec::new());
-    }
-    let nsr = resources::find("", "v1", "namespaces").expect("served");
-    let key = nsr.key(None, ns);
-    // A namespace made a moment ago may not be in the hub yet: the store has it.
-    let namespace = match api.hub.get(&key) {
-        Some(n) => n,
-        None => {
-            use berth_store::Store;
-            match api.store.get(&key).await? {
-                Some(kv) => std::sync::Arc::new(crate::hub::decode(&kv.value, kv.mod_revision)),
-                None => return Ok(Vec::new()),
-            }
-        }
-    };
-    let [enforce, warn, audit] = levels(&namespace);
-    let mut warnings = Vec::new();
-    if let Some(level) = enforce.filter(|_| is_pod) {
-        let v = violations(spec, level);
-        if !v.is_empty() {
-            let mut e = ApiError::forbidden(format!(
-                "pods {name:?} is forbidden: violates PodSecurity \"{}:latest\": {}",
-                level.name(),
-                v.join(", ")
-            ));
-            e.kind = Some("pods".into());
-            e.name = Some(name.into());
-            e.group = Some(String::new());
-            return Err(e);
-        }
-    }
-    // A workload whose pods its namespace would refuse hears of it now.
-    let checks = [warn, enforce.filter(|_| !is_pod)];
-    let mut seen: Vec<Level> = Vec::new();
-    for level in checks.into_iter().flatten() {
-        if seen.contains(&level) {
-            continue;
-        }
-        seen.push(level);
-        let v = violations(spec, level);
-        if !v.is_empty() {
-            let what = if is_pod {
-                String::new()
-            } else {
-                format!("{} {name:?} ", res.singular())
-            };
-            warnings.push(format!(
-                "{what}would violate PodSecurity \"{}:latest\": {}",
-                level.name(),
-                v.join(", ")
-            ));
-        }
-    }
-    if let Some(level) = audit {
-        let v = violations(spec, level);
-        if !v.is_empty() {
-            tracing::info!(
-                namespace = ns,
-                name,
-                kind = res.kind,
-                "PodSecurity audit: violates \"{}:latest\": {}",
-                level.name(),
-                v.join(", ")
-            );
-        }
-    }
-    Ok(warnings)
 }
 
 #[cfg(test)]
