@@ -325,3 +325,97 @@ fn pod_security_defaults_exemptions_and_updates() {
         text(&o)
     );
 }
+
+/// Scoped quotas track only the pods in their scopes (BestEffort, Terminating,
+/// PriorityClass); per-StorageClass quotas only claims of their class; an update
+/// that grows what a quota counts (a claim resized) is checked as a create is.
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn scoped_and_storage_class_quotas_and_updates() {
+    let c = Cluster::api_only();
+    c.ok(&["create", "namespace", "sq"]);
+    let create = |yaml: &str| c.kubectl_in(&["create", "-n", "sq", "-f", "-"], Some(yaml));
+    let ok = |yaml: &str| {
+        let o = create(yaml);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    ok("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: besteffort}\nspec:\n  hard: {pods: '1'}\n  scopes: [BestEffort]\n");
+    ok("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: high}\nspec:\n  hard: {pods: '1', requests.cpu: 500m}\n  scopeSelector:\n    matchExpressions: [{scopeName: PriorityClass, operator: In, values: [high]}]\n");
+    ok("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: gold}\nspec:\n  hard: {gold.storageclass.storage.k8s.io/requests.storage: 2Gi, gold.storageclass.storage.k8s.io/persistentvolumeclaims: '2'}\n");
+    ok("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n");
+    let pod = |name: &str, extra: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{extra}  containers:\n  - name: c\n    image: busybox\n")
+    };
+    // BestEffort: one pod without requests; a second is refused; a pod with
+    // requests is not the quota's to count.
+    ok(&pod("be1", ""));
+    let o = create(&pod("be2", ""));
+    assert!(
+        text(&o).contains(
+            "exceeded quota: besteffort, requested: pods=1, used: pods=1, limited: pods=1"
+        ),
+        "{}",
+        text(&o)
+    );
+    ok(&pod("sized", "").replace(
+        "image: busybox\n",
+        "image: busybox\n    resources: {requests: {cpu: 10m}}\n",
+    ));
+    // PriorityClass high: its pods must give cpu requests and stay under 500m.
+    let high = |name: &str, cpu: &str| {
+        pod(name, "  priorityClassName: high\n").replace(
+            "image: busybox\n",
+            &format!("image: busybox\n    resources: {{requests: {{cpu: {cpu}}}}}\n"),
+        )
+    };
+    let o = create(&high("h1", "600m"));
+    assert!(
+        text(&o).contains("exceeded quota: high, requested: requests.cpu=600m, used: requests.cpu=0, limited: requests.cpu=500m"),
+        "{}",
+        text(&o)
+    );
+    ok(&high("h1", "400m"));
+
+    // Claims of class gold count; others do not. A resize past the limit is refused.
+    let claim = |name: &str, class: &str, size: &str| {
+        format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  storageClassName: {class}\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: {size}}}}}\n")
+    };
+    ok(&claim("g1", "gold", "1Gi"));
+    ok(&claim("s1", "silver", "5Gi"));
+    let o = create(&claim("g2", "gold", "2Gi"));
+    assert!(
+        text(&o).contains("exceeded quota: gold, requested: gold.storageclass.storage.k8s.io/requests.storage=2Gi, used: gold.storageclass.storage.k8s.io/requests.storage=1Gi, limited: gold.storageclass.storage.k8s.io/requests.storage=2Gi"),
+        "{}",
+        text(&o)
+    );
+    let o = c.kubectl(&[
+        "patch",
+        "pvc",
+        "g1",
+        "-n",
+        "sq",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"resources": {"requests": {"storage": "3Gi"}}}}"#,
+    ]);
+    assert!(!o.status.success(), "a resize past the quota: {}", text(&o));
+    assert!(text(&o).contains("exceeded quota: gold"), "{}", text(&o));
+    // Labels do not grow anything: allowed.
+    c.ok(&["label", "pvc", "g1", "-n", "sq", "tier=db"]);
+    c.until("the scoped quotas' usage", 15, || {
+        let used = |q: &str| {
+            serde_json::from_str::<serde_json::Value>(
+                &c.ok(&["get", "quota", q, "-n", "sq", "-o", "json"]),
+            )
+            .ok()
+            .map(|v| v["status"]["used"].clone())
+        };
+        (used("besteffort")?["pods"] == "1"
+            && used("high")?["requests.cpu"] == "400m"
+            && used("gold")?["gold.storageclass.storage.k8s.io/requests.storage"] == "1Gi")
+            .then_some(())
+    });
+}

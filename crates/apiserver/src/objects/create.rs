@@ -130,7 +130,7 @@ pub(super) async fn create_object(
     if let (Some(ns), Some(_)) = (ns.filter(|_| res.namespaced), &opts.user) {
         if !crate::quota::quotas(&api.hub, ns).is_empty() {
             quota_held = Some(api.quota_gate.of(ns).lock_owned().await);
-            crate::quota::admit(&api.hub, res, ns, &name, &o)?;
+            crate::quota::admit(&api.hub, res, ns, &name, &o, None)?;
         }
     }
     let before = Value::Null;

@@ -187,9 +187,23 @@ pub(super) async fn replace(
             Err(e) => Err(e.into()),
         };
     }
+    // Quotas: what this update adds, checked and written before the namespace's
+    // next write under them.
+    let mut quota_held = None;
+    if let (Some(ns), Some(_), None) = (ns.filter(|_| res.namespaced), &opts.user, sub) {
+        if crate::quota::grows(&api.hub, res, ns, &o, cur) {
+            quota_held = Some(api.quota_gate.of(ns).lock_owned().await);
+            crate::quota::admit(&api.hub, res, ns, name, &o, Some(cur))?;
+        }
+    }
     match api.store.update(&key, &encode(&o), rev).await {
         Ok(kv) => {
             set_rv(&mut o, kv.mod_revision);
+            if let Some(held) = quota_held.take() {
+                // Counted by the next admission once the hub has it.
+                let _ = api.hub.wait_for(kv.mod_revision).await;
+                drop(held);
+            }
             Ok(o)
         }
         Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(res.group, res.plural, name)),

@@ -1,10 +1,12 @@
 //! ResourceQuota (kube's admission plugin and the usage its controller keeps): a
 //! namespace's quotas cap what may be made in it — pods and other objects by count,
-//! compute requests and limits, claimed storage. A create that would go past a hard
-//! limit is refused with kube's "exceeded quota" message; a pod that gives no value
-//! for a compute resource a quota caps is refused with "must specify". Creates in a
-//! namespace with quotas pass one at a time (admission, write, and the write seen),
-//! so a burst of pods from a controller cannot slip past a limit together.
+//! compute requests and limits, claimed storage (also per StorageClass); scoped
+//! quotas ([`scopes`]) track only the pods in their scopes. A create or an update
+//! that would go past a hard limit is refused with kube's "exceeded quota" message;
+//! a pod that gives no value for a compute resource a quota caps is refused with
+//! "must specify". Writes in a namespace with quotas pass one at a time (admission,
+//! write, and the write seen), so a burst of pods from a controller cannot slip past
+//! a limit together.
 //! `status.used` is kept current by [`run`].
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,6 +16,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::{json, Value};
+
+pub mod scopes;
 
 use crate::hub::Hub;
 use crate::resources::{self, Resource};
@@ -41,26 +45,43 @@ fn quotas_prefix(ns: &str) -> String {
         .ns_prefix(Some(ns))
 }
 
-/// The quotas of a namespace: (name, hard limits in milli-units). A quota with
-/// scopes (BestEffort, Terminating, PriorityClass...) is left out: berth does not
-/// select pods by scope yet, and counting every pod against it would refuse what
-/// Kubernetes allows.
-pub fn quotas(hub: &Hub, ns: &str) -> Vec<(String, BTreeMap<String, i128>)> {
+/// One quota of a namespace.
+pub struct Quota {
+    /// Its name.
+    pub name: String,
+    /// Its hard limits, in milli-units.
+    pub hard: BTreeMap<String, i128>,
+    /// Which pods it tracks (empty: every object).
+    pub scopes: Vec<scopes::Scope>,
+}
+
+impl Quota {
+    /// What `o` (of `res`) uses of `resource` under this quota: nothing unless the
+    /// quota tracks it (a scoped quota, only pods in its scopes).
+    fn usage(&self, res: &Resource, o: &Value, resource: &str) -> i128 {
+        if self.scopes.is_empty() {
+            return usage_of(res, o, resource);
+        }
+        let pod = res.plural == "pods" && res.group.is_empty();
+        if pod && scopes::allows(&self.scopes, resource) && scopes::tracks(&self.scopes, o) {
+            usage_of(res, o, resource)
+        } else {
+            0
+        }
+    }
+}
+
+/// The quotas of a namespace.
+pub fn quotas(hub: &Hub, ns: &str) -> Vec<Quota> {
     hub.under(&quotas_prefix(ns))
         .into_iter()
-        .filter(|(_, q)| {
-            q.pointer("/spec/scopes")
-                .and_then(Value::as_array)
-                .is_none_or(Vec::is_empty)
-                && q.pointer("/spec/scopeSelector").is_none_or(Value::is_null)
-        })
-        .map(|(_, q)| {
-            let name = q
+        .map(|(_, q)| Quota {
+            name: q
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("")
-                .to_string();
-            let hard = q
+                .to_string(),
+            hard: q
                 .pointer("/spec/hard")
                 .and_then(Value::as_object)
                 .map(|h| {
@@ -68,8 +89,8 @@ pub fn quotas(hub: &Hub, ns: &str) -> Vec<(String, BTreeMap<String, i128>)> {
                         .filter_map(|(k, v)| Some((k.clone(), milli(v.as_str()?)?)))
                         .collect()
                 })
-                .unwrap_or_default();
-            (name, hard)
+                .unwrap_or_default(),
+            scopes: scopes::of(&q),
         })
         .collect()
 }
@@ -134,6 +155,18 @@ fn pod_amount(pod: &Pod, kind: &str, resource: &str) -> i128 {
     apps.max(init)
 }
 
+/// What the per-StorageClass quota resources put between the class and the
+/// resource (`CLASS.storageclass.storage.k8s.io/requests.storage`).
+const STORAGE_CLASS: &str = ".storageclass.storage.k8s.io/";
+
+/// The storage a claim requests (milli-units).
+fn claimed(o: &Value) -> i128 {
+    o.pointer("/spec/resources/requests/storage")
+        .and_then(Value::as_str)
+        .and_then(milli)
+        .unwrap_or(0)
+}
+
 /// What one object uses of `resource` (milli-units), when it is of a kind the
 /// resource counts.
 fn usage_of(res: &Resource, o: &Value, resource: &str) -> i128 {
@@ -142,6 +175,18 @@ fn usage_of(res: &Resource, o: &Value, resource: &str) -> i128 {
     if let Some(r) = resource.strip_prefix("count/") {
         let (plural, group) = r.split_once('.').unwrap_or((r, ""));
         return count(plural, group);
+    }
+    if let Some((class, what)) = resource.split_once(STORAGE_CLASS) {
+        // A claim of that class (`gold.storageclass.storage.k8s.io/requests.storage`).
+        let claim = res.plural == "persistentvolumeclaims" && res.group.is_empty();
+        if !claim || o.pointer("/spec/storageClassName").and_then(Value::as_str) != Some(class) {
+            return 0;
+        }
+        return match what {
+            "persistentvolumeclaims" => 1000,
+            "requests.storage" => claimed(o),
+            _ => 0,
+        };
     }
     match resource {
         "pods" => {
@@ -178,10 +223,7 @@ fn usage_of(res: &Resource, o: &Value, resource: &str) -> i128 {
         }
         "requests.storage" => {
             if res.plural == "persistentvolumeclaims" && res.group.is_empty() {
-                o.pointer("/spec/resources/requests/storage")
-                    .and_then(Value::as_str)
-                    .and_then(milli)
-                    .unwrap_or(0)
+                claimed(o)
             } else {
                 0
             }
@@ -203,8 +245,9 @@ fn usage_of(res: &Resource, o: &Value, resource: &str) -> i128 {
     }
 }
 
-/// What the namespace's objects use now of each of `resources` (milli-units).
-fn used(hub: &Hub, ns: &str, resources: &[&String]) -> BTreeMap<String, i128> {
+/// What the namespace's objects use now under quota `q` of each of `resources`
+/// (milli-units).
+fn used(hub: &Hub, ns: &str, q: &Quota, resources: &[&String]) -> BTreeMap<String, i128> {
     let mut out: BTreeMap<String, i128> = resources.iter().map(|r| (r.to_string(), 0)).collect();
     // Custom resources too (`count/widgets.example.com`).
     for res in resources::all().filter(|r| r.stored() && r.namespaced) {
@@ -216,7 +259,7 @@ fn used(hub: &Hub, ns: &str, resources: &[&String]) -> BTreeMap<String, i128> {
                 continue;
             }
             for r in resources {
-                *out.entry(r.to_string()).or_default() += usage_of(res, &o, r);
+                *out.entry(r.to_string()).or_default() += q.usage(res, &o, r);
             }
         }
     }
@@ -230,6 +273,9 @@ fn counts_kind(res: &Resource, resource: &str) -> bool {
         return res.plural == plural && res.group == group;
     }
     let core = res.group.is_empty();
+    if resource.contains(STORAGE_CLASS) {
+        return core && res.plural == "persistentvolumeclaims";
+    }
     match resource {
         "services" | "services.nodeports" | "services.loadbalancers" => {
             core && res.plural == "services"
@@ -256,9 +302,17 @@ fn compute(resource: &str) -> Option<(&'static str, &str)> {
     }
 }
 
-/// Admits the creation of `o` (of `res`, named `name`) in `ns` against the
-/// namespace's quotas. The caller holds the namespace's [`Gate`].
-pub fn admit(hub: &Hub, res: &Resource, ns: &str, name: &str, o: &Value) -> Result<(), ApiError> {
+/// Admits a create of `o` (of `res`, named `name`) in `ns`, or its update from
+/// `old`, against the namespace's quotas: refused when what it adds would take a
+/// quota past a hard limit. The caller holds the namespace's [`Gate`].
+pub fn admit(
+    hub: &Hub,
+    res: &Resource,
+    ns: &str,
+    name: &str,
+    o: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     let forbidden = |msg: String| {
         let mut e =
             ApiError::forbidden(format!("{} {name:?} is forbidden: {msg}", res.qualified()));
@@ -267,49 +321,30 @@ pub fn admit(hub: &Hub, res: &Resource, ns: &str, name: &str, o: &Value) -> Resu
         e.name = Some(name.into());
         e
     };
-    for (qname, hard) in quotas(hub, ns) {
-        // A pod must say what it needs of every compute resource capped.
-        if res.plural == "pods" && res.group.is_empty() {
-            let pod: Pod = serde_json::from_value(o.clone()).unwrap_or_default();
-            let spec = pod.spec.unwrap_or_default();
-            let mut missing = Vec::new();
-            for r in hard.keys() {
-                let Some((kind, n)) = compute(r) else {
-                    continue;
-                };
-                let lacking: Vec<&str> = spec
-                    .containers
-                    .iter()
-                    .filter(|c| {
-                        let q = if kind == "limits" {
-                            berth_pods::limit(c, n)
-                        } else {
-                            berth_pods::request(c, n)
-                        };
-                        q.is_none()
-                    })
-                    .map(|c| c.name.as_str())
-                    .collect();
-                if !lacking.is_empty() {
-                    missing.push(format!("{r} for: {}", lacking.join(",")));
-                }
-            }
+    let pod = res.plural == "pods" && res.group.is_empty();
+    for q in quotas(hub, ns) {
+        // A new pod the quota tracks must say what it needs of every compute
+        // resource capped.
+        if pod && old.is_none() && (q.scopes.is_empty() || scopes::tracks(&q.scopes, o)) {
+            let missing = unspecified(&q, o);
             if !missing.is_empty() {
                 return Err(forbidden(format!(
-                    "failed quota: {qname}: must specify {}",
+                    "failed quota: {}: must specify {}",
+                    q.name,
                     missing.join("; ")
                 )));
             }
         }
-        let keys: Vec<&String> = hard.keys().filter(|r| usage_of(res, o, r) != 0).collect();
+        let adds = |r: &str| q.usage(res, o, r) - old.map_or(0, |old| q.usage(res, old, r));
+        let keys: Vec<&String> = q.hard.keys().filter(|r| adds(r) > 0).collect();
         if keys.is_empty() {
             continue;
         }
-        let now = used(hub, ns, &keys);
+        let now = used(hub, ns, &q, &keys);
         let over: Vec<&String> = keys
             .iter()
             .copied()
-            .filter(|r| now.get(*r).copied().unwrap_or(0) + usage_of(res, o, r) > hard[*r])
+            .filter(|r| now.get(*r).copied().unwrap_or(0) + adds(r) > q.hard[*r])
             .collect();
         if !over.is_empty() {
             let list = |f: &dyn Fn(&str) -> i128| {
@@ -319,14 +354,55 @@ pub fn admit(hub: &Hub, res: &Resource, ns: &str, name: &str, o: &Value) -> Resu
                     .join(",")
             };
             return Err(forbidden(format!(
-                "exceeded quota: {qname}, requested: {}, used: {}, limited: {}",
-                list(&|r| usage_of(res, o, r)),
+                "exceeded quota: {}, requested: {}, used: {}, limited: {}",
+                q.name,
+                list(&adds),
                 list(&|r| now.get(r).copied().unwrap_or(0)),
-                list(&|r| hard[r]),
+                list(&|r| q.hard[r]),
             )));
         }
     }
     Ok(())
+}
+
+/// Whether updating `old` to `o` (of `res`) in `ns` adds to what any of the
+/// namespace's quotas count: only such updates need [`admit`] (and the [`Gate`]).
+pub fn grows(hub: &Hub, res: &Resource, ns: &str, o: &Value, old: &Value) -> bool {
+    quotas(hub, ns).iter().any(|q| {
+        q.hard
+            .keys()
+            .any(|r| q.usage(res, o, r) > q.usage(res, old, r))
+    })
+}
+
+/// The compute resources quota `q` caps that a container of `pod` gives no value
+/// for, as kube words them (`limits.memory for: web`).
+fn unspecified(q: &Quota, pod: &Value) -> Vec<String> {
+    let pod: Pod = serde_json::from_value(pod.clone()).unwrap_or_default();
+    let spec = pod.spec.unwrap_or_default();
+    let mut missing = Vec::new();
+    for r in q.hard.keys().filter(|r| scopes::allows(&q.scopes, r)) {
+        let Some((kind, n)) = compute(r) else {
+            continue;
+        };
+        let lacking: Vec<&str> = spec
+            .containers
+            .iter()
+            .filter(|c| {
+                let v = if kind == "limits" {
+                    berth_pods::limit(c, n)
+                } else {
+                    berth_pods::request(c, n)
+                };
+                v.is_none()
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        if !lacking.is_empty() {
+            missing.push(format!("{r} for: {}", lacking.join(",")));
+        }
+    }
+    missing
 }
 
 /// Keeps every quota's `status.hard` and `status.used` current, every 2 s, writing
@@ -345,7 +421,12 @@ pub async fn run(api: Arc<crate::state::Api>) {
                 .map(|h| h.keys().cloned().collect())
                 .unwrap_or_default();
             let refs: Vec<&String> = keys.iter().collect();
-            let now = used(&api.hub, ns, &refs);
+            let quota = Quota {
+                name: name.to_string(),
+                hard: BTreeMap::new(),
+                scopes: scopes::of(&q),
+            };
+            let now = used(&api.hub, ns, &quota, &refs);
             let used_json: serde_json::Map<String, Value> = now
                 .iter()
                 .map(|(k, v)| (k.clone(), json!(show(k, *v))))
