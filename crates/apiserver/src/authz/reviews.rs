@@ -135,7 +135,7 @@ pub fn answer(
 }
 
 /// What `user` may do in `ns`: its resource and non-resource rules, as kube lists
-/// them (each rule once).
+/// them (each rule once); incomplete for a node.
 fn rules_review(authz: &Authorizer, user: &User, ns: &str) -> Value {
     let rules = authz.index().rules_for(user, Some(ns));
     let (mut resource_rules, mut url_rules) = (Vec::<Value>::new(), Vec::<Value>::new());
@@ -157,5 +157,13 @@ fn rules_review(authz: &Authorizer, user: &User, ns: &str) -> Value {
             }
         }
     }
-    json!({"resourceRules": resource_rules, "nonResourceRules": url_rules, "incomplete": false})
+    let mut status =
+        json!({"resourceRules": resource_rules, "nonResourceRules": url_rules, "incomplete": false});
+    if super::node::node_of(user).is_some() {
+        // A node's rights come from the Node authorizer too, which decides request by
+        // request (its pods' Secrets...) and cannot list them, as kube says.
+        status["incomplete"] = json!(true);
+        status["evaluationError"] = json!("node authorizer does not support user rule resolution");
+    }
+    status
 }
