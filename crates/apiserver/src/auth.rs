@@ -118,8 +118,13 @@ pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 impl Authenticator {
     /// Loads the token file (kube's CSV: `token,user,uid,"group1,group2"`) and the
-    /// ServiceAccount signing key under `pki_dir` (made on first start).
-    pub fn load(token_file: Option<&Path>, pki_dir: &Path) -> Result<Authenticator, Error> {
+    /// ServiceAccount signing key under `pki_dir` (made on first start); `anonymous`:
+    /// see [`Authenticator::anonymous`].
+    pub fn load(
+        token_file: Option<&Path>,
+        pki_dir: &Path,
+        anonymous: bool,
+    ) -> Result<Authenticator, Error> {
         let mut tokens = HashMap::new();
         if let Some(p) = token_file {
             let text = std::fs::read_to_string(p)
@@ -171,7 +176,7 @@ impl Authenticator {
             sign,
             verify,
             issuer: ISSUER.into(),
-            anonymous: true,
+            anonymous,
         })
     }
 

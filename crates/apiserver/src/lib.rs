@@ -160,8 +160,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         &certificates::bootstrap::agent_token_path(&cfg.data_dir),
         &pki.ca_cert,
     )?;
-    let mut authn = auth::Authenticator::load(cfg.token_file.as_deref(), &pki_dir)?;
-    authn.anonymous = cfg.anonymous_auth;
+    let authn = auth::Authenticator::load(cfg.token_file.as_deref(), &pki_dir, cfg.anonymous_auth)?;
     let hub = hub::Hub::start(store.clone())
         .await
         .map_err(|e| Error::Setup(format!("loading the store: {}", e.message)))?;

@@ -116,14 +116,7 @@ impl<'a> Lists<'a> {
                     return ListMerge::Atomic;
                 };
                 match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
-                    Some("map") => ListMerge::Keys(
-                        node.get("x-kubernetes-list-map-keys")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str)
-                            .collect(),
-                    ),
+                    Some("map") => ListMerge::Keys(crate::crd::values::map_keys(node)),
                     Some("set") => ListMerge::Set,
                     _ => ListMerge::Atomic,
                 }

@@ -102,7 +102,8 @@ fn walk<'a>(lists: Lists, v: &'a Value, path: &mut Path, names: &mut Vec<&'a str
                         return;
                     }
                     // Built-in ports merge by port number and protocol.
-                    if keys == ["containerPort"] || keys == ["port"] {
+                    let ports = keys == ["containerPort"] || keys == ["port"];
+                    if ports && matches!(lists, Lists::BuiltIn(_)) {
                         if let Some(p) = it.get("protocol") {
                             km.insert("protocol".into(), p.clone());
                         }

@@ -129,7 +129,9 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         return crate::snapshot_cmd::run(ctx, c, &parent).await;
     }
     init_logging(&a.log_format);
-    let data_dir = a.data_dir.unwrap_or_else(|| ctx.root.join("server"));
+    let data_dir = a
+        .data_dir
+        .unwrap_or_else(|| crate::snapshot_cmd::default_data_dir(ctx));
     if let Some(url) = &a.server {
         let token = crate::agent_cmd::read_join_token(a.token.as_deref(), a.token_file.as_deref())?
             .context("--server needs the first server's token: --token or --token-file")?;

@@ -78,19 +78,30 @@ pub struct Parent {
     pub snapshot_dir: Option<PathBuf>,
 }
 
+/// The server's data directory when no --data-dir says otherwise.
+pub(crate) fn default_data_dir(ctx: &Ctx) -> PathBuf {
+    ctx.root.join("server")
+}
+
+/// Where a data directory's snapshots are kept when no --snapshot-dir says
+/// otherwise.
+pub(crate) fn default_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("snapshots")
+}
+
 impl Where {
     fn data_dir(&self, ctx: &Ctx, parent: &Parent) -> PathBuf {
         self.data_dir
             .clone()
             .or_else(|| parent.data_dir.clone())
-            .unwrap_or_else(|| ctx.root.join("server"))
+            .unwrap_or_else(|| default_data_dir(ctx))
     }
 
     fn snapshots(&self, ctx: &Ctx, parent: &Parent) -> PathBuf {
         self.dir
             .clone()
             .or_else(|| parent.snapshot_dir.clone())
-            .unwrap_or_else(|| self.data_dir(ctx, parent).join("snapshots"))
+            .unwrap_or_else(|| default_dir(&self.data_dir(ctx, parent)))
     }
 }
 
@@ -111,6 +122,13 @@ async fn save(ctx: &Ctx, a: SaveArgs, parent: &Parent) -> anyhow::Result<()> {
     if a.name.is_empty() || a.name.contains('/') {
         bail!("--name {:?}: give a plain name (no slashes)", a.name);
     }
+    if a.name.starts_with(crate::snapshot_schedule::SCHEDULED) {
+        bail!(
+            "--name {:?}: names starting with {:?} are the server's scheduled snapshots (pruned by --snapshot-retention): choose another",
+            a.name,
+            crate::snapshot_schedule::SCHEDULED
+        );
+    }
     let dir = a.at.snapshots(ctx, parent);
     make_dir(&dir)?;
     let endpoints = if a.datastore_endpoint.is_empty() {
@@ -123,7 +141,7 @@ async fn save(ctx: &Ctx, a: SaveArgs, parent: &Parent) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes a snapshot named NAME-YYYYMMDDHHMMSS into `dir` (which exists): of the
+/// Takes a snapshot named NAME-YYYYMMDDHHMMSS (UTC) into `dir` (which exists): of the
 /// SQLite store in `data_dir`, or of etcd at `endpoints` when there are some.
 /// Returns what was saved, as `NAME-STAMP saved: FILE (...)`.
 pub(crate) async fn take(
@@ -132,7 +150,8 @@ pub(crate) async fn take(
     data_dir: &Path,
     endpoints: &[String],
 ) -> anyhow::Result<String> {
-    let stamp = jiff::Zoned::now().strftime("%Y%m%d%H%M%S").to_string();
+    // UTC: names sort by time whatever the zone and its clock changes.
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
     let name = format!("{name}-{stamp}");
     if endpoints.is_empty() {
         let db = data_dir.join("state.db");
@@ -197,7 +216,10 @@ fn ls(ctx: &Ctx, w: &Where, parent: &Parent) -> anyhow::Result<()> {
     let mut t = crate::table::Table::new(&["NAME", "STORE", "REVISION", "SIZE", "CREATED"]);
     let found = list(&dir)?;
     for (name, p) in found {
-        let meta = std::fs::metadata(&p)?;
+        // Gone since the directory was read (pruned by the server's schedule).
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
         let created = meta
             .modified()
             .ok()
@@ -209,6 +231,7 @@ fn ls(ctx: &Ctx, w: &Where, parent: &Parent) -> anyhow::Result<()> {
         } else {
             match berth_store::sqlite::snapshot::inspect(&p) {
                 Ok(i) => ("sqlite", i.revision.to_string()),
+                Err(_) if !p.exists() => continue,
                 Err(_) => ("sqlite", "damaged".to_string()),
             }
         };

@@ -10,14 +10,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 
-/// The name scheduled snapshots carry (before their time).
-const SCHEDULED: &str = "scheduled";
+/// The name scheduled snapshots carry (before their time); no other may start with
+/// it.
+pub const SCHEDULED: &str = "scheduled";
 
 /// `berth server`'s snapshot schedule.
 #[derive(Args, Debug)]
 pub struct ScheduleArgs {
-    /// When to take a snapshot: a cron schedule ("0 */12 * * *", in the server's
-    /// local time zone) or "@every DURATION" ("@every 6h")
+    /// When to take a snapshot: a cron schedule ("0 */12 * * *", in UTC) or
+    /// "@every DURATION" ("@every 6h")
     #[arg(
         long,
         alias = "etcd-snapshot-schedule-cron",
@@ -89,7 +90,7 @@ pub fn scheduled(
     let dir = a
         .snapshot_dir
         .clone()
-        .unwrap_or_else(|| data_dir.join("snapshots"));
+        .unwrap_or_else(|| crate::snapshot_cmd::default_dir(data_dir));
     let keep = a.snapshot_retention;
     let data_dir = data_dir.to_path_buf();
     let endpoints = endpoints.to_vec();
@@ -116,11 +117,14 @@ pub fn scheduled(
 /// Deletes the oldest scheduled snapshots in `dir` beyond the newest `keep`;
 /// returns the files deleted.
 fn prune(dir: &Path, keep: usize) -> anyhow::Result<Vec<PathBuf>> {
-    let prefix = format!("{SCHEDULED}-");
-    // Names end in their time (YYYYMMDDHHMMSS): by name is oldest first.
+    // Exactly scheduled-YYYYMMDDHHMMSS (UTC): by name is oldest first.
     let scheduled: Vec<PathBuf> = crate::snapshot_cmd::list(dir)?
         .into_iter()
-        .filter(|(name, _)| name.starts_with(&prefix))
+        .filter(|(name, _)| {
+            name.strip_prefix(SCHEDULED)
+                .and_then(|r| r.strip_prefix('-'))
+                .is_some_and(|stamp| stamp.len() == 14 && stamp.bytes().all(|b| b.is_ascii_digit()))
+        })
         .map(|(_, p)| p)
         .collect();
     let excess = scheduled.len().saturating_sub(keep);
@@ -161,6 +165,7 @@ mod tests {
             "scheduled-20261202000000.db",
             "scheduled-20261203000000.etcd",
             "on-demand-20261130000000.db",
+            "scheduled-weekly-20261130000000.db",
             "notes.txt",
         ] {
             std::fs::write(dir.path().join(n), b"x").unwrap();
@@ -178,7 +183,8 @@ mod tests {
                 "notes.txt",
                 "on-demand-20261130000000.db",
                 "scheduled-20261202000000.db",
-                "scheduled-20261203000000.etcd"
+                "scheduled-20261203000000.etcd",
+                "scheduled-weekly-20261130000000.db"
             ]
         );
     }

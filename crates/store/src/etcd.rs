@@ -32,13 +32,15 @@ fn kv_of(k: &etcd_client::KeyValue) -> KeyValue {
     }
 }
 
-/// Whether an error means the request never reached a member (a connection to a dead
-/// one), so sending it again — to another member — cannot apply it twice.
+/// Whether an error means the request was never taken up (a connection to a dead
+/// member, or a member cut off from its leader refusing it before proposing
+/// anything), so sending it again — to another member — cannot apply it twice.
 fn not_sent(e: &etcd_client::Error) -> bool {
     let m = e.to_string();
     m.contains("tcp connect error")
         || m.contains("Connection refused")
         || m.contains("error trying to connect")
+        || m.contains("etcdserver: no leader")
 }
 
 /// Runs `f` on a fresh KV client, again (up to 8 times, 50 ms apart) while the request

@@ -157,8 +157,7 @@ fn rules_review(authz: &Authorizer, user: &User, ns: &str) -> Value {
             }
         }
     }
-    let mut status =
-        json!({"resourceRules": resource_rules, "nonResourceRules": url_rules, "incomplete": false});
+    let mut status = json!({"resourceRules": resource_rules, "nonResourceRules": url_rules, "incomplete": false});
     if super::node::node_of(user).is_some() {
         // A node's rights come from the Node authorizer too, which decides request by
         // request (its pods' Secrets...) and cannot list them, as kube says.

@@ -198,10 +198,16 @@ pub fn validate(
     if !has_rules(schema) {
         return;
     }
-    if schema_errors
-        .iter()
-        .any(|c| c.reason == "FieldValueTypeInvalid")
-    {
+    // As kube: rules read values as the schema types them and may index what
+    // should be there, so errors of these kinds keep them from running.
+    const BLOCKING: &[&str] = &[
+        "FieldValueTypeInvalid",
+        "FieldValueNotSupported",
+        "FieldValueRequired",
+        "FieldValueTooLong",
+        "FieldValueTooMany",
+    ];
+    if schema_errors.iter().any(|c| BLOCKING.contains(&c.reason)) {
         out.push(Cause {
             reason: "FieldValueInvalid",
             field: String::new(),
@@ -226,7 +232,11 @@ fn walk(s: &Value, v: &Value, old: Option<&Value>, path: &str, root: bool, out: 
         return;
     }
     if let Some(Value::Array(rules)) = s.get(RULES) {
-        run(s, rules, v, old, path, root, out);
+        // Ratcheting, as kube (1.30 on): a value the update leaves as it was is not
+        // refused by rules that do not read oldSelf, so an object made before a
+        // stricter rule can still have its finalizers, labels or other fields changed.
+        let unchanged = old == Some(v);
+        run(s, rules, v, old, unchanged, path, root, out);
     }
     match v {
         Value::Object(m) => {
@@ -248,17 +258,7 @@ fn walk(s: &Value, v: &Value, old: Option<&Value>, path: &str, root: bool, out: 
             };
             // Only a map-list's items have an identity across versions (their keys):
             // other lists' items are new values, without an old one.
-            let keys: Vec<&str> =
-                if s.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map") {
-                    s.get("x-kubernetes-list-map-keys")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect()
-                } else {
-                    Vec::new()
-                };
+            let keys = super::values::map_keys(s);
             let olds = old.and_then(Value::as_array);
             for (i, it) in items.iter().enumerate() {
                 let was = match olds {
@@ -275,11 +275,13 @@ fn walk(s: &Value, v: &Value, old: Option<&Value>, path: &str, root: bool, out: 
 }
 
 /// The rules of one node, against its value.
+#[allow(clippy::too_many_arguments)]
 fn run(
     s: &Value,
     rules: &[Value],
     v: &Value,
     old: Option<&Value>,
+    unchanged: bool,
     path: &str,
     root: bool,
     out: &mut Vec<Cause>,
@@ -310,7 +312,7 @@ fn run(
                 continue;
             }
         };
-        if c.transition && old.is_none() && !optional_old {
+        if (c.transition && old.is_none() && !optional_old) || (unchanged && !c.transition) {
             continue;
         }
         let this = this.get_or_insert_with(|| typed(s, v, root)).clone();
@@ -555,6 +557,20 @@ mod tests {
                 "spec.mode: Forbidden: mode is immutable",
                 "spec.ports[0]: Invalid value: \"object\": ports only grow",
             ]
+        );
+    }
+
+    #[test]
+    fn values_an_update_leaves_alone_are_not_refused_again() {
+        // Stored before the rules held it to them: replicas 100.
+        let old = obj(json!({"replicas": 100, "minReplicas": 1}));
+        let mut relabelled = old.clone();
+        relabelled["metadata"]["labels"] = json!({"a": "c"});
+        assert_eq!(errors(&relabelled, Some(&old)), Vec::<String>::new());
+        let changed = obj(json!({"replicas": 100, "minReplicas": 2}));
+        assert_eq!(
+            errors(&changed, Some(&old)),
+            ["spec: Invalid value: \"object\": failed rule: self.replicas < 100"]
         );
     }
 

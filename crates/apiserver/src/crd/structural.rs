@@ -128,6 +128,7 @@ fn node(s: &Value, path: &str, junctor: Junctor, out: &mut Vec<Cause>) {
     }
     if !in_junctor {
         super::cel::check_rules(s, path, out);
+        list_type(s, path, out);
     }
     if m.contains_key("properties") && m.contains_key("additionalProperties") {
         out.push(Cause::forbidden(
@@ -216,6 +217,103 @@ fn node(s: &Value, path: &str, junctor: Junctor, out: &mut Vec<Cause>) {
     }
 }
 
+/// A list type and its keys as kube requires them: `atomic`, `set` of scalars, or
+/// `map` of objects told apart by keys that are scalar properties of the items,
+/// required or defaulted (server-side apply and validation match items by them).
+fn list_type(s: &Value, path: &str, out: &mut Vec<Cause>) {
+    let lt = s.get("x-kubernetes-list-type").and_then(Value::as_str);
+    let keys = s.get("x-kubernetes-list-map-keys");
+    if keys.is_some() && lt != Some("map") {
+        out.push(Cause::invalid(
+            format!("{path}.x-kubernetes-list-map-keys"),
+            &keys.map(Value::to_string).unwrap_or_default(),
+            "must only be set if x-kubernetes-list-type is map",
+        ));
+    }
+    let Some(lt) = lt else { return };
+    if !["atomic", "set", "map"].contains(&lt) {
+        out.push(Cause::not_supported(
+            format!("{path}.x-kubernetes-list-type"),
+            lt,
+            &["atomic", "set", "map"],
+        ));
+        return;
+    }
+    let items = s.get("items").filter(|i| i.is_object());
+    let scalar = |n: &Value| {
+        matches!(
+            n.get("type").and_then(Value::as_str),
+            Some("string" | "integer" | "number" | "boolean")
+        ) || n.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+    };
+    match lt {
+        "set" => {
+            if let Some(is) = items.filter(|is| {
+                !scalar(is)
+                    && is.get("x-kubernetes-map-type").and_then(Value::as_str) != Some("atomic")
+            }) {
+                out.push(Cause::invalid(
+                    format!("{path}.items.type"),
+                    is.get("type").and_then(Value::as_str).unwrap_or(""),
+                    "must be a scalar type (or an atomic object) if x-kubernetes-list-type is set",
+                ));
+            }
+        }
+        "map" => {
+            let names = values::map_keys(s);
+            if names.is_empty() {
+                out.push(Cause::required_because(
+                    format!("{path}.x-kubernetes-list-map-keys"),
+                    "must not be empty if x-kubernetes-list-type is map",
+                ));
+            }
+            let Some(is) = items else { return };
+            if is.get("type").and_then(Value::as_str) != Some("object") {
+                out.push(Cause::invalid(
+                    format!("{path}.items.type"),
+                    is.get("type").and_then(Value::as_str).unwrap_or(""),
+                    "must be object if parent array's x-kubernetes-list-type is map",
+                ));
+                return;
+            }
+            let required: Vec<&str> = is
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            for k in names {
+                let Some(prop) = is.pointer(&format!(
+                    "/properties/{}",
+                    k.replace('~', "~0").replace('/', "~1")
+                )) else {
+                    out.push(Cause::invalid(
+                        format!("{path}.x-kubernetes-list-map-keys"),
+                        k,
+                        "entries must all be names of item properties",
+                    ));
+                    continue;
+                };
+                if !scalar(prop) {
+                    out.push(Cause::invalid(
+                        format!("{path}.items.properties[{k}].type"),
+                        prop.get("type").and_then(Value::as_str).unwrap_or(""),
+                        "must be a scalar type if parent array's x-kubernetes-list-type is map",
+                    ));
+                }
+                if !required.contains(&k) && prop.get("default").is_none() {
+                    out.push(Cause::required_because(
+                        format!("{path}.items.properties[{k}]"),
+                        "all map keys must be required properties or have a default",
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,7 +346,11 @@ mod tests {
             "d": {"type": "integer", "default": "one"},
             "re": {"type": "string", "pattern": "("},
             "j": {"type": "string", "anyOf": [{"type": "string", "maxLength": 3}]},
-            "u": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}}});
+            "u": {"type": "array", "items": {"type": "string"}, "uniqueItems": true},
+            "m": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name", "gone"],
+                "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+            "nokeys": {"type": "array", "x-kubernetes-list-type": "map", "items": {"type": "object"}},
+            "st": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "object"}}}});
         let got = causes(bad);
         for want in [
             "openAPIV3Schema.properties[metadata]: Forbidden: must not specify anything other than name and generateName",
@@ -259,6 +361,10 @@ mod tests {
             "openAPIV3Schema.properties[re].pattern: Invalid value: \"(\"",
             "openAPIV3Schema.properties[j].anyOf[0].type: Forbidden",
             "openAPIV3Schema.properties[u].uniqueItems: Forbidden: uniqueItems cannot be set to true",
+            "openAPIV3Schema.properties[m].x-kubernetes-list-map-keys: Invalid value: \"gone\": entries must all be names of item properties",
+            "openAPIV3Schema.properties[m].items.properties[name]: Required value: all map keys must be required properties or have a default",
+            "openAPIV3Schema.properties[nokeys].x-kubernetes-list-map-keys: Required value: must not be empty",
+            "openAPIV3Schema.properties[st].items.type: Invalid value: \"object\": must be a scalar type",
         ] {
             assert!(got.iter().any(|g| g.contains(want)), "{want}\nin {got:#?}");
         }

@@ -92,6 +92,20 @@ fn prune_at(s: &Value, v: &mut Value, path: &str, root: bool, out: &mut Vec<Stri
     }
 }
 
+/// The keys of a map-list schema (`x-kubernetes-list-type: map`) its items are
+/// told apart by; empty for any other list.
+pub fn map_keys(s: &Value) -> Vec<&str> {
+    if s.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
+        return Vec::new();
+    }
+    s.get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// Whether any field of the schema has a default.
 pub fn has_defaults(s: &Value) -> bool {
     let children = props(s)
@@ -406,13 +420,7 @@ fn array(s: &Value, v: &Value, items: &[Value], path: &str, out: &mut Vec<Cause>
         }
     }
     if list_type == Some("map") {
-        let keys: Vec<&str> = s
-            .get("x-kubernetes-list-map-keys")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let keys = map_keys(s);
         let key_of = |it: &Value| -> Value {
             let mut k = Map::new();
             for name in &keys {

@@ -187,7 +187,8 @@ pub(super) async fn delete_collection(
     let page = api.store.list(&res.ns_prefix(ns), 0, 0, None).await?;
     let mut items = Vec::new();
     for kv in page.items {
-        let o = crate::hub::decode(&kv.value, kv.mod_revision);
+        let mut o = crate::hub::decode(&kv.value, kv.mod_revision);
+        res.as_served(&mut o);
         if !(labels.matches(&o) && fields.matches(&o)) {
             continue;
         }

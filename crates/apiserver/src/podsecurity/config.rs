@@ -77,9 +77,10 @@ impl Config {
                 .and_then(Value::as_str)
                 .filter(|v| *v != "latest")
             {
-                return Err(format!(
-                    "defaults.{mode}-version: {v:?}: only \"latest\" (the 1.32 standards) is served"
-                ));
+                // Kube keeps each release's standards; berth has the 1.32 ones.
+                tracing::warn!(
+                    "PodSecurity defaults.{mode}-version {v:?}: checked against the latest (1.32) standards"
+                );
             }
         }
         let names = |k: &str| -> Result<Vec<String>, String> {
@@ -115,6 +116,12 @@ mod tests {
         )
         .unwrap();
         let c = Config::parse(&doc).unwrap();
+        // An older version of the standards is checked as the latest.
+        let pinned = json!({"kind": "PodSecurityConfiguration", "defaults": {"warn": "baseline", "warn-version": "v1.29"}});
+        assert_eq!(
+            Config::parse(&pinned).unwrap().defaults[1],
+            Some(Level::Baseline)
+        );
         assert_eq!(
             c.defaults,
             [Some(Level::Baseline), Some(Level::Restricted), None]
@@ -125,10 +132,6 @@ mod tests {
             (
                 json!({"kind": "PodSecurityConfiguration", "defaults": {"enforce": "strict"}}),
                 "defaults.enforce: \"strict\" is not a level",
-            ),
-            (
-                json!({"kind": "PodSecurityConfiguration", "defaults": {"warn": "baseline", "warn-version": "v1.20"}}),
-                "only \"latest\"",
             ),
             (
                 json!({"kind": "PodSecurityConfiguration", "exemptions": {"namespaces": "a"}}),
