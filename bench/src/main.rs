@@ -26,6 +26,7 @@ mod agent;
 mod apiserver;
 mod build;
 mod cluster;
+mod compaction;
 mod control;
 mod cri;
 mod dns;
@@ -245,8 +246,6 @@ enum Cmd {
         #[arg(long, default_value = "target/x86_64-unknown-linux-gnu/runtime")]
         tools: PathBuf,
     },
-    /// Two servers on one etcd: the leading one killed, the other's controller
-    /// manager taking over, with the default and a 5 s lease
     /// The datastore in operation: SQLite and etcd side by side under the same steady
     /// writes with watches open, compacted as kube-apiserver compacts; write latency,
     /// database and WAL size and RSS per window
@@ -270,6 +269,21 @@ enum Cmd {
         #[arg(long, default_value = "target/release/berth")]
         berth: PathBuf,
     },
+    /// How long compaction holds writers up: berth's SQLite store and etcd, store
+    /// against store, filled, then compacted while steady writes go on
+    CompactionStall {
+        /// Rounds per store (alternating)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Revisions compacted away each round
+        #[arg(long, default_value_t = 100_000)]
+        revisions: usize,
+        /// Writes per second during the round
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+    },
+    /// Two servers on one etcd: the leading one killed, the other's controller
+    /// manager taking over, with the default and a 5 s lease
     Failover {
         /// Kills per lease setting
         #[arg(long, default_value = "5")]
@@ -389,6 +403,11 @@ fn main() -> Result<()> {
         Cmd::Runtime { runs, berth, peers } => runtime_bench(runs, &berth, &peers),
         Cmd::Join { rounds, berth } => join::run(&berth, rounds),
         Cmd::Failover { rounds, berth } => failover::run(&berth, rounds),
+        Cmd::CompactionStall {
+            rounds,
+            revisions,
+            rate,
+        } => compaction::run(rounds, revisions, rate),
         Cmd::Soak {
             secs,
             rate,

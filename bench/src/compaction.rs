@@ -1,0 +1,225 @@
+//! `berth-bench compaction-stall`: how long compaction holds writers up, the
+//! figure k3s's users report as write stalls on kine's SQLite (k3s#4044). Store
+//! against store, no API server between: berth's SQLite store and etcd (the peer:
+//! kube-apiserver's and k3s's HA store), each filled with `--revisions` revisions
+//! of 1 KiB values, then written to at a steady `--rate` while compacted to its
+//! newest revision until the space is freed (SQLite: the store's stepped compaction
+//! and the space given back, as the server does; etcd: `etcdctl compact
+//! --physical`). Rounds alternate the stores; each prints the writes'
+//! latency before and during compaction, and at the end the medians over rounds of
+//! the worst write during compaction, side by side.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use berth_store::{Backend, Store};
+
+use crate::apiserver::etcd;
+use crate::stats::{median, percentile};
+
+/// What one round saw of one store.
+struct Round {
+    compaction: Duration,
+    before: Vec<f64>,
+    during: Vec<f64>,
+}
+
+/// Fills `store` with `revisions` revisions: keys updated in turn.
+async fn fill(store: &Backend, revisions: usize) -> Result<()> {
+    let keys = 2000.min(revisions);
+    let value = vec![b'x'; 1024];
+    let mut revs = vec![0i64; keys];
+    let mut done = 0;
+    // Many writes in flight, as a busy server makes them (etcd is slow one by one).
+    while done < revisions {
+        let batch = 64.min(revisions - done);
+        let mut writes = Vec::with_capacity(batch);
+        for j in 0..batch {
+            let i = (done + j) % keys;
+            let key = format!("/registry/configmaps/fill/k{i}");
+            let (store, value, rev) = (store.clone(), value.clone(), revs[i]);
+            writes.push(tokio::spawn(async move {
+                if rev == 0 {
+                    store.create(&key, &value).await
+                } else {
+                    store.update(&key, &value, rev).await
+                }
+                .map(|kv| (i, kv.mod_revision))
+            }));
+        }
+        // A key twice in one batch would conflict with itself: batches are smaller
+        // than the key count, so each key is written once per batch.
+        for w in writes {
+            let (i, rev) = w.await??;
+            revs[i] = rev;
+        }
+        done += batch;
+    }
+    Ok(())
+}
+
+/// Writes at `rate` per second while `running`, each latency (ms) into `before`
+/// or `during` as `compacting` says.
+async fn writer(
+    store: Backend,
+    rate: u32,
+    running: Arc<AtomicBool>,
+    compacting: Arc<AtomicBool>,
+    samples: Arc<Mutex<(Vec<f64>, Vec<f64>)>>,
+) -> Result<()> {
+    let value = vec![b'y'; 1024];
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut revs: Vec<i64> = vec![0; 100];
+    let mut n = 0usize;
+    while running.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let i = n % revs.len();
+        n += 1;
+        let key = format!("/registry/configmaps/load/k{i}");
+        let during = compacting.load(Ordering::Relaxed);
+        let t = Instant::now();
+        let kv = if revs[i] == 0 {
+            store.create(&key, &value).await?
+        } else {
+            store.update(&key, &value, revs[i]).await?
+        };
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        revs[i] = kv.mod_revision;
+        let mut s = samples.lock().unwrap();
+        if during || compacting.load(Ordering::Relaxed) {
+            s.1.push(ms);
+        } else {
+            s.0.push(ms);
+        }
+    }
+    Ok(())
+}
+
+/// Compacts `store` to `head` and waits until the space is freed: on SQLite, the
+/// store's stepped compaction and the space given back (what the server does); on
+/// etcd, `etcdctl compact --physical` (etcd's compaction API answers at once and
+/// compacts in the background unless asked to wait for it).
+async fn compact(store: &Backend, head: i64, etcd_url: Option<&str>) -> Result<()> {
+    match (store, etcd_url) {
+        (Backend::Sqlite(s), _) => {
+            store.compact(head).await.context("compacting")?;
+            s.reclaim().await.context("giving space back")?;
+        }
+        (_, Some(url)) => {
+            let o = tokio::process::Command::new("etcdctl")
+                .args([
+                    "--endpoints",
+                    url,
+                    "compact",
+                    &head.to_string(),
+                    "--physical",
+                ])
+                .output()
+                .await
+                .context("etcdctl (apt-get install etcd-client)")?;
+            anyhow::ensure!(
+                o.status.success(),
+                "etcdctl compact: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        (_, None) => store.compact(head).await.context("compacting")?,
+    }
+    Ok(())
+}
+
+async fn round(
+    store: Backend,
+    etcd_url: Option<&str>,
+    revisions: usize,
+    rate: u32,
+) -> Result<Round> {
+    fill(&store, revisions).await.context("filling the store")?;
+    let running = Arc::new(AtomicBool::new(true));
+    let compacting = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let w = tokio::spawn(writer(
+        store.clone(),
+        rate,
+        running.clone(),
+        compacting.clone(),
+        samples.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let head = store.revision().await?;
+    compacting.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    compact(&store, head, etcd_url).await?;
+    let compaction = t.elapsed();
+    compacting.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.store(false, Ordering::Relaxed);
+    w.await??;
+    let (before, during) = std::mem::take(&mut *samples.lock().unwrap());
+    Ok(Round {
+        compaction,
+        before,
+        during,
+    })
+}
+
+fn show(label: &str, r: &Round) {
+    println!(
+        "  {label:<6} compaction {:>7.0} ms   before: p50 {:>5.2} p99 {:>6.2} max {:>7.2} ms   during ({} writes): p50 {:>5.2} p99 {:>6.2} max {:>7.2} ms",
+        r.compaction.as_secs_f64() * 1000.0,
+        median(&r.before),
+        percentile(&r.before, 99.0),
+        percentile(&r.before, 100.0),
+        r.during.len(),
+        median(&r.during),
+        percentile(&r.during, 99.0),
+        percentile(&r.during, 100.0),
+    );
+}
+
+/// Runs the benchmark: `rounds` per store, alternating.
+pub fn run(rounds: usize, revisions: usize, rate: u32) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        println!(
+            "compaction-stall: {revisions} revisions of 1 KiB compacted away while {rate} writes/s go on; {rounds} rounds per store, alternating"
+        );
+        let mut worst: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut took: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for n in 0..rounds {
+            println!("round {}", n + 1);
+            for (i, label) in ["sqlite", "etcd"].into_iter().enumerate() {
+                let dir = tempfile::Builder::new()
+                    .prefix("berth-bench-compaction")
+                    .tempdir_in("/var/tmp")?;
+                let peer = if i == 0 { None } else { Some(etcd()?) };
+                let store = match &peer {
+                    None => Backend::Sqlite(berth_store::sqlite::SqliteStore::open(
+                        &dir.path().join("state.db"),
+                    )?),
+                    Some(p) => Backend::Etcd(Box::new(
+                        berth_store::etcd::EtcdStore::connect(std::slice::from_ref(&p.url)).await?,
+                    )),
+                };
+                let url = peer.as_ref().map(|p| p.url.as_str());
+                let r = round(store, url, revisions, rate)
+                    .await
+                    .with_context(|| label.to_string())?;
+                show(label, &r);
+                worst[i].push(percentile(&r.during, 100.0));
+                took[i].push(r.compaction.as_secs_f64() * 1000.0);
+            }
+        }
+        let (s, e) = (median(&worst[0]), median(&worst[1]));
+        println!(
+            "median worst write during compaction: sqlite {s:.2} ms, etcd {e:.2} ms (ratio {:.2}); compaction took sqlite {:.0} ms, etcd {:.0} ms",
+            s / e,
+            median(&took[0]),
+            median(&took[1]),
+        );
+        Ok(())
+    })
+}
