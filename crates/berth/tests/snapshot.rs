@@ -169,3 +169,95 @@ fn scheduled_snapshots_are_taken_and_the_oldest_pruned() {
         "{err}"
     );
 }
+
+/// A snapshot cut short (`berth server snapshot save` killed while it copies) leaves
+/// no snapshot behind, or a whole one, never a damaged one under a snapshot's name;
+/// and a damaged snapshot is refused by `restore` before the store it would replace
+/// is touched.
+#[test]
+fn snapshots_are_whole_or_absent_and_damaged_ones_refused() {
+    use berth_store::Store;
+    let env = common::Env::new();
+    let data = env.root().join("server");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = data.join("state.db");
+    // A store whose copy takes a while: 20,000 keys of 4 KiB (about 90 MiB).
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let s = berth_store::sqlite::SqliteStore::open(&db).unwrap();
+        let value = vec![b'v'; 4096];
+        for i in 0..20_000 {
+            s.create(&format!("/registry/configmaps/big/c{i:05}"), &value)
+                .await
+                .unwrap();
+        }
+    });
+    let snapdir = data.join("snapshots");
+    for delay_ms in [5, 40, 120] {
+        let mut child = env
+            .cmd(&["server", "snapshot", "save", "--name", "cut"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // Whatever was cut short is no snapshot: ls lists only whole ones.
+    let ls = env.ok(&["server", "snapshot", "ls"]);
+    assert!(!ls.contains("damaged") && !ls.contains("partial"), "{ls}");
+    let files = || -> Vec<String> {
+        std::fs::read_dir(&snapdir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect()
+    };
+    for name in files() {
+        assert!(
+            name.contains(".partial") || ls.contains(name.trim_end_matches(".db")),
+            "{name} neither whole nor partial:\n{ls}"
+        );
+    }
+
+    // The next snapshot clears what the cut ones left.
+    let saved = env.ok(&["server", "snapshot", "save", "--name", "good"]);
+    let left = files();
+    assert!(!left.iter().any(|n| n.contains(".partial")), "{left:?}");
+
+    // A damaged snapshot: refused, the store left as it was.
+    let name = saved
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let file = snapdir.join(format!("{name}.db"));
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        let len = f.metadata().unwrap().len();
+        f.seek(SeekFrom::Start(len / 2)).unwrap();
+        f.write_all(&vec![0xA5; 64 * 1024]).unwrap();
+    }
+    let before = std::fs::metadata(&db).unwrap().len();
+    let err = env.fails(&["server", "snapshot", "restore", &name, "--force"]);
+    assert!(
+        err.contains("damaged") || err.contains("not a SQLite database"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        before,
+        "the store was touched"
+    );
+    let aside: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("before-restore"))
+        .collect();
+    assert!(
+        aside.is_empty(),
+        "the store was set aside for a damaged snapshot"
+    );
+}

@@ -113,10 +113,8 @@ impl EtcdStore {
     /// `out`; returns its size in bytes.
     pub async fn snapshot(&self, out: &std::path::Path) -> Result<u64> {
         use std::io::Write;
-        let tmp = out.with_extension("partial");
-        let _ = std::fs::remove_file(&tmp);
-        // Private: the snapshot holds Secrets.
-        let mut file = crate::sqlite::snapshot::private_file(&tmp)?;
+        // Private and locked while written: the snapshot holds Secrets.
+        let (tmp, mut file) = crate::sqlite::snapshot::partial(out)?;
         let copied = async {
             let mut stream = self
                 .client

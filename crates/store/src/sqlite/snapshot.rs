@@ -43,12 +43,10 @@ pub fn save(db: &Path, out: &Path) -> Result<Info> {
             db.display()
         )));
     }
-    let tmp = out.with_extension("partial");
-    let _ = std::fs::remove_file(&tmp);
+    // Made empty, private and locked first: the copy holds Secrets, and SQLite
+    // writes into the file as it is.
+    let (tmp, _held) = partial(out)?;
     let copied = (|| {
-        // Made empty and private first: the copy holds Secrets, and SQLite writes
-        // into the file as it is.
-        private_file(&tmp)?;
         let c = read_only(db)?;
         c.execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
             .map_err(|e| Error::Backend(format!("copying {}: {e}", db.display())))?;
@@ -59,9 +57,45 @@ pub fn save(db: &Path, out: &Path) -> Result<Info> {
     })();
     if let Err(e) = copied {
         let _ = std::fs::remove_file(&tmp);
+        let mut journal = tmp.into_os_string();
+        journal.push("-journal");
+        let _ = std::fs::remove_file(journal);
         return Err(e);
     }
     inspect(out)
+}
+
+/// The file a snapshot for `out` is written into before it is renamed into place,
+/// made private and locked (an advisory flock, held while the returned file is
+/// open): what snapshots cut short left in the directory — partial files no one
+/// holds, and SQLite's journals of them — is removed first.
+pub fn partial(out: &Path) -> Result<(PathBuf, std::fs::File)> {
+    let tmp = out.with_extension("partial");
+    if let Some(dir) = out.parent() {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("partial") {
+                continue;
+            }
+            let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p) else {
+                continue;
+            };
+            // Held: a snapshot being written now.
+            if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+            {
+                continue;
+            }
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let mut leftover = p.clone().into_os_string();
+                leftover.push(suffix);
+                let _ = std::fs::remove_file(leftover);
+            }
+        }
+    }
+    let f = private_file(&tmp)?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|e| Error::Backend(format!("locking {}: {e}", tmp.display())))?;
+    Ok((tmp, f))
 }
 
 /// Creates `path` empty, readable by its owner only.
