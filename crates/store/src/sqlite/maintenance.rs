@@ -7,19 +7,28 @@
 //!   the whole compaction;
 //! - space given back: the file is in incremental auto-vacuum mode, and the pages a
 //!   compaction frees are returned a few at a time;
-//! - the WAL bounded: checkpointed after each reclaim and truncated to
-//!   [`WAL_LIMIT`] (`journal_size_limit`).
+//! - the WAL bounded and checkpointed off the writers' path: SQLite's own
+//!   checkpoints run inside the commit that crosses its threshold (a write held up
+//!   for the copy of megabytes); here a thread of its own checkpoints every
+//!   half second on its own connection, which in WAL mode holds no writer up, and
+//!   the WAL is truncated to [`WAL_LIMIT`] (`journal_size_limit`).
 
 use rusqlite::Connection;
 
 use super::{backend, meta, SqliteStore};
 use crate::{Error, Result};
 
-/// Revisions of history removed per compaction step.
-pub const COMPACTION_STEP: i64 = 1000;
+/// Revisions of history removed per compaction step: a writer waits for one step
+/// (1000 held writes up for tens of ms).
+pub const COMPACTION_STEP: i64 = 250;
 
-/// Pages given back per reclaim step.
-const VACUUM_STEP: i64 = 512;
+/// Pages given back per reclaim step: moving a page costs about as much as
+/// writing it, and writers wait for a step (512 held them up for tens of ms).
+const VACUUM_STEP: i64 = 64;
+
+/// How often the WAL is checkpointed, by a connection of its own (see
+/// [`Checkpointer`]).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The size the WAL is truncated to after a checkpoint, in bytes.
 pub const WAL_LIMIT: i64 = 64 << 20;
@@ -97,6 +106,65 @@ pub(super) fn compact_step(c: &mut Connection, lo: i64, hi: i64, target: i64) ->
     tx.commit().map_err(backend)
 }
 
+/// Copies what the WAL holds into the database, as far as readers allow (PASSIVE:
+/// it waits for no one, and in WAL mode no writer waits for it). Busy (a snapshot
+/// reading) is no failure: the next pass goes further.
+fn checkpoint(c: &Connection) -> Result<()> {
+    c.busy_timeout(std::time::Duration::from_millis(100))
+        .map_err(backend)?;
+    match c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        Ok(()) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(backend(e)),
+    }
+}
+
+/// The thread that checkpoints the store's WAL every [`CHECKPOINT_EVERY`], on its
+/// own connection, for as long as the store is open (it stops and is joined when
+/// this is dropped).
+pub(super) struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts checkpointing the store at `path` (the writer's connection has SQLite's
+    /// own checkpoints turned off).
+    pub(super) fn start(path: &std::path::Path) -> Result<Checkpointer> {
+        let c = Connection::open(path).map_err(backend)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(e) = checkpoint(&c) {
+                        tracing::warn!("checkpointing the store's WAL: {e}");
+                    }
+                }
+            })
+            .map_err(|e| Error::Backend(format!("starting the checkpoint thread: {e}")))?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Sizes of the store's files and what is free inside them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizes {
@@ -110,7 +178,7 @@ pub struct Sizes {
 
 impl SqliteStore {
     /// Gives back the space compaction freed, a few pages per step, then checkpoints
-    /// the WAL (which truncates it to [`WAL_LIMIT`]).
+    /// the WAL (which truncates it to [`WAL_LIMIT`]) from a connection of its own.
     pub async fn reclaim(&self) -> Result<()> {
         loop {
             let left = self
@@ -133,12 +201,10 @@ impl SqliteStore {
                 break;
             }
         }
-        self.with(|c| {
-            // Busy (a snapshot reading) is no failure: the next pass checkpoints.
-            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                .map_err(backend)
-        })
-        .await
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || checkpoint(&Connection::open(&path).map_err(backend)?))
+            .await
+            .map_err(|e| Error::Backend(e.to_string()))?
     }
 
     /// The sizes of the store's files now.

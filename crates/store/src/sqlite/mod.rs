@@ -27,6 +27,8 @@ pub struct SqliteStore {
 /// store for writing (another server, a restore) while it is open.
 struct Db {
     conn: Connection,
+    // Dropped before the lock: the thread's connection closes first.
+    _checkpointer: maintenance::Checkpointer,
     _lock: std::fs::File,
 }
 
@@ -114,10 +116,15 @@ impl SqliteStore {
         c.pragma_update(None, "synchronous", "FULL")
             .map_err(backend)?;
         c.execute_batch(SCHEMA).map_err(backend)?;
+        // Checkpoints are the checkpointer's, never a writer's commit's.
+        c.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(backend)?;
+        let checkpointer = maintenance::Checkpointer::start(path)?;
         let (events, _) = broadcast::channel(4096);
         Ok(SqliteStore {
             db: Arc::new(Mutex::new(Db {
                 conn: c,
+                _checkpointer: checkpointer,
                 _lock: lock,
             })),
             events,
