@@ -70,23 +70,24 @@ async fn writer(
     samples: Arc<Mutex<(Vec<f64>, Vec<f64>)>>,
 ) -> Result<()> {
     let value = vec![b'y'; 1024];
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    // Each write is timed from when it was due, so a stall counts for every write
+    // that waited behind it (not as one slow write).
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut revs: Vec<i64> = vec![0; 100];
     let mut n = 0usize;
     while running.load(Ordering::Relaxed) {
-        tick.tick().await;
+        let due = tick.tick().await.into_std();
         let i = n % revs.len();
         n += 1;
         let key = format!("/registry/configmaps/load/k{i}");
         let during = compacting.load(Ordering::Relaxed);
-        let t = Instant::now();
         let kv = if revs[i] == 0 {
             store.create(&key, &value).await?
         } else {
             store.update(&key, &value, revs[i]).await?
         };
-        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        let ms = due.elapsed().as_secs_f64() * 1000.0;
         revs[i] = kv.mod_revision;
         let mut s = samples.lock().unwrap();
         if during || compacting.load(Ordering::Relaxed) {
@@ -154,8 +155,7 @@ async fn round(
     let t = Instant::now();
     compact(&store, head, etcd_url).await?;
     let compaction = t.elapsed();
-    compacting.store(false, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stopped with compaction: what comes after is neither before nor during.
     running.store(false, Ordering::Relaxed);
     w.await??;
     let (before, during) = std::mem::take(&mut *samples.lock().unwrap());

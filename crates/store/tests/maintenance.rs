@@ -140,6 +140,40 @@ async fn one_process_at_a_time_writes_a_store() {
     SqliteStore::open(&path).expect("free again once closed");
 }
 
+/// Checkpoints from aside never catch up with writes that never pause; the WAL
+/// still starts over and stays bounded (writers checkpoint past the backstop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_under_writes_that_never_pause() {
+    let d = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&d.path().join("state.db")).unwrap();
+    let value = vec![b'w'; 16 * 1024];
+    // About 100 MB of WAL frames, written back to back from 4 writers.
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let s = s.clone();
+        let value = value.clone();
+        writers.push(tokio::spawn(async move {
+            let key = format!("/k/w{w}");
+            let mut rev = s.create(&key, &value).await.unwrap().mod_revision;
+            for _ in 0..1500 {
+                rev = s.update(&key, &value, rev).await.unwrap().mod_revision;
+            }
+        }));
+    }
+    let mut largest = 0;
+    while writers.iter().any(|w| !w.is_finished()) {
+        largest = largest.max(s.sizes().await.unwrap().wal);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(
+        largest <= 2 * maintenance::WAL_LIMIT as u64,
+        "the WAL grew to {largest} bytes"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_made_before_incremental_vacuum_is_converted() {
     let d = tempfile::tempdir().unwrap();

@@ -10,8 +10,12 @@
 //! - the WAL bounded and checkpointed off the writers' path: SQLite's own
 //!   checkpoints run inside the commit that crosses its threshold (a write held up
 //!   for the copy of megabytes); here a thread of its own checkpoints every
-//!   half second on its own connection, which in WAL mode holds no writer up, and
-//!   the WAL is truncated to [`WAL_LIMIT`] (`journal_size_limit`).
+//!   half second on its own connection, which in WAL mode holds no writer up. A
+//!   checkpoint from aside never catches up with writes that go on while it runs,
+//!   and only a checkpoint that has copied all lets the WAL start over, so writers
+//!   still checkpoint past [`WAL_BACKSTOP_PAGES`] (quickly: the thread has copied
+//!   nearly all by then); the WAL is truncated to [`WAL_LIMIT`] when it starts over
+//!   (`journal_size_limit`).
 
 use rusqlite::Connection;
 
@@ -29,6 +33,10 @@ const VACUUM_STEP: i64 = 64;
 /// How often the WAL is checkpointed, by a connection of its own (see
 /// [`Checkpointer`]).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The WAL's length (in pages) past which a writer's commit checkpoints (SQLite's
+/// `wal_autocheckpoint`; its default is 1,000).
+pub const WAL_BACKSTOP_PAGES: i64 = 8192;
 
 /// The size the WAL is truncated to after a checkpoint, in bytes.
 pub const WAL_LIMIT: i64 = 64 << 20;
@@ -132,8 +140,8 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts checkpointing the store at `path` (the writer's connection has SQLite's
-    /// own checkpoints turned off).
+    /// Starts checkpointing the store at `path` (the writer's connection checkpoints
+    /// only past the backstop).
     pub(super) fn start(path: &std::path::Path) -> Result<Checkpointer> {
         let c = Connection::open(path).map_err(backend)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();

@@ -116,8 +116,9 @@ impl SqliteStore {
         c.pragma_update(None, "synchronous", "FULL")
             .map_err(backend)?;
         c.execute_batch(SCHEMA).map_err(backend)?;
-        // Checkpoints are the checkpointer's, never a writer's commit's.
-        c.pragma_update(None, "wal_autocheckpoint", 0)
+        // Checkpoints are the checkpointer's; a writer's commit checkpoints only past
+        // the backstop (see `maintenance`), by then with little left to copy.
+        c.pragma_update(None, "wal_autocheckpoint", maintenance::WAL_BACKSTOP_PAGES)
             .map_err(backend)?;
         let checkpointer = maintenance::Checkpointer::start(path)?;
         let (events, _) = broadcast::channel(4096);

@@ -71,30 +71,38 @@ pub fn save(db: &Path, out: &Path) -> Result<Info> {
 /// holds, and SQLite's journals of them — is removed first.
 pub fn partial(out: &Path) -> Result<(PathBuf, std::fs::File)> {
     let tmp = out.with_extension("partial");
-    if let Some(dir) = out.parent() {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.extension().and_then(|x| x.to_str()) != Some("partial") {
-                continue;
-            }
-            let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p) else {
-                continue;
-            };
-            // Held: a snapshot being written now.
-            if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
-            {
-                continue;
-            }
-            for suffix in ["", "-journal", "-wal", "-shm"] {
-                let mut leftover = p.clone().into_os_string();
-                leftover.push(suffix);
-                let _ = std::fs::remove_file(leftover);
-            }
+    let dir = out.parent().unwrap_or(Path::new("."));
+    // One snapshot at a time between looking for leftovers and holding its own
+    // partial file: another's cleaning cannot take a file just made.
+    let dir_lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".snapshots.lock"))
+        .map_err(|e| Error::Backend(format!("opening {}: {e}", dir.display())))?;
+    rustix::fs::flock(&dir_lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| Error::Backend(format!("locking {}: {e}", dir.display())))?;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // X.partial and what SQLite made beside it (X.partial-journal...).
+        let Some(at) = name.find(".partial") else {
+            continue;
+        };
+        let base = dir.join(&name[..at + ".partial".len()]);
+        let held = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&base)
+            .is_ok_and(|f| {
+                rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+            });
+        if !held {
+            let _ = std::fs::remove_file(e.path());
         }
     }
     let f = private_file(&tmp)?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
         .map_err(|e| Error::Backend(format!("locking {}: {e}", tmp.display())))?;
+    drop(dir_lock);
     Ok((tmp, f))
 }
 
