@@ -26,6 +26,11 @@ use crate::{Error, Result};
 /// (1000 held writes up for tens of ms).
 pub const COMPACTION_STEP: i64 = 250;
 
+/// The pause after each compaction or reclaim step, in which writers go first (as
+/// etcd sleeps between its compaction batches): back to back, steps took most of
+/// the writer's time and writes queued behind them.
+pub const STEP_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Pages given back per reclaim step: moving a page costs about as much as
 /// writing it, and writers wait for a step (512 held them up for tens of ms).
 const VACUUM_STEP: i64 = 64;
@@ -208,6 +213,7 @@ impl SqliteStore {
             if left <= 0 {
                 break;
             }
+            tokio::time::sleep(STEP_PAUSE).await;
         }
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || checkpoint(&Connection::open(&path).map_err(backend)?))

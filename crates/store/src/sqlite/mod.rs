@@ -436,6 +436,9 @@ impl Store for SqliteStore {
             self.with(move |c| maintenance::compact_step(c, lo, hi, to))
                 .await?;
             lo = hi;
+            if lo < to {
+                tokio::time::sleep(maintenance::STEP_PAUSE).await;
+            }
         }
         Ok(())
     }
