@@ -8,6 +8,16 @@ mod common;
 
 use common::cluster::Cluster;
 
+/// The snapshot `berth server snapshot save` says it saved ("Snapshot NAME saved: ...").
+fn saved_name(saved: &str) -> String {
+    saved
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string()
+}
+
 fn configmaps(c: &Cluster) -> Vec<String> {
     let out = c.ok(&["get", "configmaps", "-o", "name", "-l", "snap=yes"]);
     let mut v: Vec<String> = out.lines().map(str::to_string).collect();
@@ -33,12 +43,7 @@ fn snapshots_of_a_running_server_restore_what_they_held() {
         saved.starts_with("Snapshot before-") && saved.contains("keys"),
         "{saved}"
     );
-    let name = saved
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_string();
+    let name = saved_name(&saved);
     c.ok(&["create", "configmap", "c", "--from-literal=k=v"]);
     c.ok(&["label", "configmap", "c", "snap=yes"]);
     let ls = c.env.ok(&["server", "snapshot", "ls"]);
@@ -229,12 +234,7 @@ fn snapshots_are_whole_or_absent_and_damaged_ones_refused() {
     assert!(!left.iter().any(|n| n.contains(".partial")), "{left:?}");
 
     // A damaged snapshot: refused, the store left as it was.
-    let name = saved
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_string();
+    let name = saved_name(&saved);
     let file = snapdir.join(format!("{name}.db"));
     {
         use std::io::{Seek, SeekFrom, Write};

@@ -184,7 +184,7 @@ fn field_path_resolves(s: &Value, path: &str) -> bool {
     true
 }
 
-/// Every rule of `schema` that `o` breaks; `old` is the object it replaces (None on
+/// Every rule of `schema` (one with rules) that `o` breaks; `old` is the object it replaces (None on
 /// a create). `schema_errors`: what the schema's other checks found; as kube, rules
 /// are not run on values of the wrong type (CEL reads values as the schema types
 /// them), and the client is told some were left out.
@@ -195,9 +195,6 @@ pub fn validate(
     schema_errors: &[Cause],
     out: &mut Vec<Cause>,
 ) {
-    if !has_rules(schema) {
-        return;
-    }
     // As kube: rules read values as the schema types them and may index what
     // should be there, so errors of these kinds keep them from running.
     const BLOCKING: &[&str] = &[
@@ -218,8 +215,9 @@ pub fn validate(
     walk(schema, o, old, "", true, out);
 }
 
-/// Whether any node of `s` has rules.
-fn has_rules(s: &Value) -> bool {
+/// Whether any node of `s` has rules (found once per definition: see
+/// `Custom::rules`).
+pub fn has_rules(s: &Value) -> bool {
     match s {
         Value::Object(m) => m.contains_key(RULES) || m.values().any(has_rules),
         Value::Array(a) => a.iter().any(has_rules),

@@ -20,6 +20,8 @@ pub struct Custom {
     /// defaults what it reads from storage), so objects stored before a default was
     /// added are served with it.
     pub defaults: bool,
+    /// Whether the schema has CEL rules (`x-kubernetes-validations`) to evaluate.
+    pub rules: bool,
     /// The version's additional printer columns.
     pub columns: Vec<Column>,
     /// The scale subresource's paths, if served.

@@ -353,6 +353,7 @@ fn versions_of(d: &Value) -> Vec<Version> {
             singular: singular.clone(),
             list_kind: list_kind.clone(),
             defaults: schema.as_ref().is_some_and(super::values::has_defaults),
+            rules: schema.as_ref().is_some_and(super::cel::has_rules),
             schema,
             columns,
             scale,

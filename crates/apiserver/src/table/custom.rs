@@ -97,6 +97,7 @@ mod tests {
             list_kind: "CronTabList".into(),
             schema: None,
             defaults: false,
+            rules: false,
             columns,
             scale: None,
             storage: true,

@@ -257,7 +257,9 @@ pub fn validate(res: &Resource, o: &Value, old: Option<&Value>) -> Vec<Cause> {
         if let Some(schema) = &c.schema {
             let errs = crate::crd::values::validate(schema, o);
             let mut rules = Vec::new();
-            crate::crd::cel::validate(schema, o, old, &errs, &mut rules);
+            if c.rules {
+                crate::crd::cel::validate(schema, o, old, &errs, &mut rules);
+            }
             out.extend(errs);
             out.extend(rules);
         }
