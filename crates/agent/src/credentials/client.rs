@@ -101,6 +101,9 @@ struct PoolInner {
 fn hyper_client(tls: rustls::ClientConfig) -> Hyper {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
+    // A server whose machine is gone answers no SYN: without a bound, the kernel
+    // tries for minutes before the next server gets the request.
+    http.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
@@ -145,35 +148,67 @@ impl tower::Service<http::Request<kube::client::Body>> for Pool {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: http::Request<kube::client::Body>) -> Self::Future {
+    fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
         let client = self
             .0
             .current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        // To the server in use (kube gives a path; the scheme and host are ours).
-        let server = self.0.servers.current();
-        let mut parts = req.uri().clone().into_parts();
-        parts.scheme = Some(http::uri::Scheme::HTTPS);
-        parts.authority = Some(server.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        if let Ok(uri) = http::Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
-        }
         let servers = self.0.servers.clone();
         Box::pin(async move {
-            let out = client.request(req).await;
-            if let Err(e) = &out {
-                if e.is_connect() {
-                    servers.failed(&server);
+            let (parts, body) = req.into_parts();
+            // A request whose connection could not be made never reached a server,
+            // so it goes to the next (each server once; a streamed body cannot be
+            // sent twice). One that failed after it was sent is not resent: it may
+            // have been carried out, and the agent's loops try again on their own.
+            let spare = body.try_clone();
+            let unreachable = |res: &std::result::Result<_, hyper_util::client::legacy::Error>| matches!(res, Err(e) if e.is_connect());
+            let mut server = servers.current();
+            let mut res = client
+                .request(http::Request::from_parts(
+                    aimed(parts.clone(), &server),
+                    body,
+                ))
+                .await;
+            let others: Vec<_> = servers.all().into_iter().filter(|s| s != &server).collect();
+            for next in others {
+                if !unreachable(&res) {
+                    break;
                 }
+                let Some(again) = spare.as_ref().and_then(kube::client::Body::try_clone) else {
+                    break;
+                };
+                servers.failed(&server);
+                server = next;
+                res = client
+                    .request(http::Request::from_parts(
+                        aimed(parts.clone(), &server),
+                        again,
+                    ))
+                    .await;
             }
-            out
+            if unreachable(&res) {
+                servers.failed(&server);
+            }
+            res
         })
     }
+}
+
+/// The request's parts aimed at `server` (kube gives a path; the scheme and host
+/// are ours).
+fn aimed(mut parts: http::request::Parts, server: &http::uri::Authority) -> http::request::Parts {
+    let mut uri = parts.uri.clone().into_parts();
+    uri.scheme = Some(http::uri::Scheme::HTTPS);
+    uri.authority = Some(server.clone());
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(u) = http::Uri::from_parts(uri) {
+        parts.uri = u;
+    }
+    parts
 }
 
 /// The node's client identity: the certificate presented, the connections made
@@ -240,4 +275,113 @@ pub fn with_token(url: &str, ca_pem: &str, token: &str) -> Result<kube::Client> 
         .map_err(|e| setup("the token", e))?;
     cfg.headers.push((http::header::AUTHORIZATION, value));
     kube::Client::try_from(cfg).map_err(|e| setup("the API client", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+    /// A CA, and a certificate and key it signed for `names`: (CA PEM, cert PEM, key PEM).
+    fn pki(names: &[&str]) -> (String, String, String) {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = p.self_signed(&ca_key).unwrap();
+        let ca_pem = ca.pem();
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (ca_pem, cert.pem(), key.serialize_pem())
+    }
+
+    /// An HTTPS server on loopback answering every request with its method and body
+    /// length; returns its address.
+    async fn echo_server(cert: &str, key: &str) -> std::net::SocketAddr {
+        let certs = rustls_pemfile::certs(&mut cert.as_bytes())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut key.as_bytes())
+            .unwrap()
+            .unwrap();
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(
+                        |req: http::Request<hyper::body::Incoming>| async move {
+                            use http_body_util::BodyExt;
+                            let method = req.method().clone();
+                            let len = req.into_body().collect().await?.to_bytes().len();
+                            Ok::<_, hyper::Error>(http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(format!("{method} {len}")),
+                            )))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_reach_a_server_goes_to_the_next() {
+        let (ca, cert, key) = pki(&["127.0.0.1"]);
+        let live = echo_server(&cert, &key).await;
+        // A port nothing listens on: connections to it are refused.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (client, identity) = with_cert(
+            &format!("https://{dead}"),
+            &ca,
+            certified_key(&cert, &key).unwrap(),
+        )
+        .unwrap();
+        let servers = identity.servers();
+        servers.set(vec![live.to_string().parse().unwrap()]);
+        assert_eq!(servers.current().to_string(), dead.to_string());
+
+        // A write with a body: refused by the first, carried out by the second.
+        let req = http::Request::post("/api/v1/namespaces/default/configmaps")
+            .body(br#"{"kind":"ConfigMap"}"#.to_vec())
+            .unwrap();
+        let answer = client.request_text(req).await.unwrap();
+        assert_eq!(answer, "POST 20");
+        assert_eq!(
+            servers.current().to_string(),
+            live.to_string(),
+            "the server that answered is the one in use"
+        );
+        let answer = client
+            .request_text(http::Request::get("/version").body(Vec::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(answer, "GET 0");
+    }
 }

@@ -1,9 +1,9 @@
 //! The API servers an agent talks to, as k3s's agent load balancer keeps them: the
 //! one it was given, and every server in the `default/kubernetes` Service's
 //! endpoints (each server publishes itself there). Requests go to the current one;
-//! when a connection to it fails, the next takes over, so an agent rides out the
-//! loss of a server without a restart. The request that failed is not resent (its
-//! body may be gone): the agent's loops retry on their own.
+//! when a connection to it fails, the next takes over and the request goes there
+//! (see `super::client`), so an agent rides out the loss of a server without a
+//! restart or a lost request.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};

@@ -7,17 +7,19 @@
 //! "must specify". Writes in a namespace with quotas pass one at a time (admission,
 //! write, and the write seen), so a burst of pods from a controller cannot slip past
 //! a limit together.
-//! `status.used` is kept current by [`run`].
+//! `status.used` is kept current by [`run`] ([`status`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub mod scopes;
+mod status;
+
+pub use status::run;
 
 use crate::hub::Hub;
 use crate::resources::{self, Resource};
@@ -403,57 +405,4 @@ fn unspecified(q: &Quota, pod: &Value) -> Vec<String> {
         }
     }
     missing
-}
-
-/// Keeps every quota's `status.hard` and `status.used` current, every 2 s, writing
-/// only what changed.
-pub async fn run(api: Arc<crate::state::Api>) {
-    let res = resources::find("", "v1", "resourcequotas").expect("served");
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        for (key, q) in api.hub.under(&res.prefix()) {
-            let Some((_, Some(ns), name)) = resources::from_key(&key) else {
-                continue;
-            };
-            let hard = q.pointer("/spec/hard").cloned().unwrap_or(json!({}));
-            let keys: Vec<String> = hard
-                .as_object()
-                .map(|h| h.keys().cloned().collect())
-                .unwrap_or_default();
-            let refs: Vec<&String> = keys.iter().collect();
-            let quota = Quota {
-                name: name.to_string(),
-                hard: BTreeMap::new(),
-                scopes: scopes::of(&q),
-            };
-            let now = used(&api.hub, ns, &quota, &refs);
-            let used_json: serde_json::Map<String, Value> = now
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(show(k, *v))))
-                .collect();
-            let status = json!({"hard": hard, "used": used_json});
-            if q.get("status") == Some(&status) {
-                continue;
-            }
-            let Some(rev) = q
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .and_then(|r| r.parse::<i64>().ok())
-            else {
-                continue;
-            };
-            let mut new = (*q).clone();
-            new["status"] = status;
-            let _ = crate::objects::replace_internal(
-                &api,
-                res,
-                Some(ns),
-                name,
-                (&q, rev),
-                new,
-                Some("status"),
-            )
-            .await;
-        }
-    }
 }
