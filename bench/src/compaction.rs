@@ -4,8 +4,8 @@
 //! kube-apiserver's and k3s's HA store), each filled with `--revisions` revisions
 //! of 1 KiB values, then written to at a steady `--rate` while compacted to its
 //! newest revision until the space is freed (SQLite: the store's stepped compaction
-//! and the space given back, as the server does; etcd: `etcdctl compact
-//! --physical`). Rounds alternate the stores; each prints the writes'
+//! and the space given back, as the server does; etcd: a physical compaction, the
+//! one `etcdctl compact --physical` waits for). Rounds alternate the stores; each prints the writes'
 //! latency before and during compaction, and at the end the medians over rounds of
 //! the worst write during compaction, side by side.
 
@@ -101,43 +101,20 @@ async fn writer(
 
 /// Compacts `store` to `head` and waits until the space is freed: on SQLite, the
 /// store's stepped compaction and the space given back (what the server does); on
-/// etcd, `etcdctl compact --physical` (etcd's compaction API answers at once and
-/// compacts in the background unless asked to wait for it).
-async fn compact(store: &Backend, head: i64, etcd_url: Option<&str>) -> Result<()> {
-    match (store, etcd_url) {
-        (Backend::Sqlite(s), _) => {
+/// etcd, a physical compaction (etcd's compaction API answers at once and compacts
+/// in the background unless asked to wait for it).
+async fn compact(store: &Backend, head: i64) -> Result<()> {
+    match store {
+        Backend::Sqlite(s) => {
             store.compact(head).await.context("compacting")?;
             s.reclaim().await.context("giving space back")?;
         }
-        (_, Some(url)) => {
-            let o = tokio::process::Command::new("etcdctl")
-                .args([
-                    "--endpoints",
-                    url,
-                    "compact",
-                    &head.to_string(),
-                    "--physical",
-                ])
-                .output()
-                .await
-                .context("etcdctl (apt-get install etcd-client)")?;
-            anyhow::ensure!(
-                o.status.success(),
-                "etcdctl compact: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        (_, None) => store.compact(head).await.context("compacting")?,
+        Backend::Etcd(e) => e.compact_physically(head).await.context("compacting")?,
     }
     Ok(())
 }
 
-async fn round(
-    store: Backend,
-    etcd_url: Option<&str>,
-    revisions: usize,
-    rate: u32,
-) -> Result<Round> {
+async fn round(store: Backend, revisions: usize, rate: u32) -> Result<Round> {
     fill(&store, revisions).await.context("filling the store")?;
     let running = Arc::new(AtomicBool::new(true));
     let compacting = Arc::new(AtomicBool::new(false));
@@ -153,7 +130,7 @@ async fn round(
     let head = store.revision().await?;
     compacting.store(true, Ordering::Relaxed);
     let t = Instant::now();
-    compact(&store, head, etcd_url).await?;
+    compact(&store, head).await?;
     let compaction = t.elapsed();
     // Stopped with compaction: what comes after is neither before nor during.
     running.store(false, Ordering::Relaxed);
@@ -204,8 +181,7 @@ pub fn run(rounds: usize, revisions: usize, rate: u32) -> Result<()> {
                         berth_store::etcd::EtcdStore::connect(std::slice::from_ref(&p.url)).await?,
                     )),
                 };
-                let url = peer.as_ref().map(|p| p.url.as_str());
-                let r = round(store, url, revisions, rate)
+                let r = round(store, revisions, rate)
                     .await
                     .with_context(|| label.to_string())?;
                 show(label, &r);

@@ -21,6 +21,7 @@ pub struct SqliteStore {
     db: Arc<Mutex<Db>>,
     events: broadcast::Sender<Event>,
     path: PathBuf,
+    checkpoint_now: maintenance::Nudge,
 }
 
 /// The connection, and the lock that keeps any other process from opening the
@@ -122,6 +123,7 @@ impl SqliteStore {
             .map_err(backend)?;
         let checkpointer = maintenance::Checkpointer::start(path)?;
         let (events, _) = broadcast::channel(4096);
+        let checkpoint_now = checkpointer.nudge();
         Ok(SqliteStore {
             db: Arc::new(Mutex::new(Db {
                 conn: c,
@@ -130,6 +132,7 @@ impl SqliteStore {
             })),
             events,
             path: path.to_path_buf(),
+            checkpoint_now,
         })
     }
 
@@ -435,6 +438,7 @@ impl Store for SqliteStore {
             let hi = (lo + maintenance::COMPACTION_STEP).min(to);
             self.with(move |c| maintenance::compact_step(c, lo, hi, to))
                 .await?;
+            self.checkpoint_now.nudge();
             lo = hi;
             if lo < to {
                 tokio::time::sleep(maintenance::STEP_PAUSE).await;
