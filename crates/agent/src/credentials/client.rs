@@ -86,7 +86,55 @@ fn base_config(url: &str) -> Result<kube::Config> {
 }
 
 type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
-type Hyper = hyper_util::client::legacy::Client<Https, kube::client::Body>;
+type Hyper = hyper_util::client::legacy::Client<Timed, kube::client::Body>;
+
+/// How long a connection to a server may take, TCP and TLS together: a server whose
+/// machine is gone answers no SYN (the kernel would try for minutes), and one whose
+/// process is stopped never finishes the handshake; past this, the request goes to
+/// the next server.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The HTTPS connector, bounded by [`CONNECT_TIMEOUT`].
+#[derive(Clone)]
+struct Timed(Https);
+
+type TimedFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::result::Result<
+                    <Https as tower::Service<http::Uri>>::Response,
+                    tower::BoxError,
+                >,
+            > + Send,
+    >,
+>;
+
+impl tower::Service<http::Uri> for Timed {
+    type Response = <Https as tower::Service<http::Uri>>::Response;
+    type Error = tower::BoxError;
+    type Future = TimedFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.0.call(uri.clone());
+        Box::pin(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+                Ok(done) => done,
+                Err(_) => Err(format!(
+                    "connecting to {uri} took over {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )
+                .into()),
+            }
+        })
+    }
+}
 
 /// Connections to the server, all opened with the current certificate.
 #[derive(Clone)]
@@ -101,15 +149,13 @@ struct PoolInner {
 fn hyper_client(tls: rustls::ClientConfig) -> Hyper {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
-    // A server whose machine is gone answers no SYN: without a bound, the kernel
-    // tries for minutes before the next server gets the request.
-    http.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
         .enable_http1()
         .wrap_connector(http);
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https)
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(Timed(https))
 }
 
 impl Pool {
@@ -383,5 +429,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(answer, "GET 0");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_finishes_connecting_is_left_after_the_timeout() {
+        let (ca, cert, key) = pki(&["127.0.0.1"]);
+        let live = echo_server(&cert, &key).await;
+        // Its kernel completes the TCP handshake (the backlog) but nothing answers
+        // TLS, as with a stopped server process.
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hung_at = hung.local_addr().unwrap();
+        let (client, identity) = with_cert(
+            &format!("https://{hung_at}"),
+            &ca,
+            certified_key(&cert, &key).unwrap(),
+        )
+        .unwrap();
+        identity
+            .servers()
+            .set(vec![live.to_string().parse().unwrap()]);
+        let t = std::time::Instant::now();
+        let answer = client
+            .request_text(http::Request::get("/version").body(Vec::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(answer, "GET 0");
+        let took = t.elapsed();
+        assert!(
+            took >= CONNECT_TIMEOUT && took < CONNECT_TIMEOUT * 2,
+            "took {took:?}"
+        );
+        assert_eq!(identity.servers().current().to_string(), live.to_string());
+        drop(hung);
     }
 }

@@ -1,18 +1,22 @@
 //! Keeping every quota's `status.hard` and `status.used` current, as kube's
 //! resourcequota controller does: a change to any object in a namespace has that
 //! namespace's quotas recounted (changes a moment apart counted together), and
-//! every quota is recounted every [`RESYNC`] besides. Usage is counted from the
-//! hub's objects, so a recount reads no store; only a status that changed is
-//! written.
+//! every quota is recounted every [`RESYNC`] besides. The hub tells of each change
+//! as it applies it (an [`Observer`], not a watcher that can fall behind); usage
+//! is counted from the hub's objects, so a recount reads no store; only a status
+//! that changed is written, and a write that failed for another reason than a
+//! conflict (whose change brings its own recount) is tried again a second later.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::{quotas_prefix, scopes, show, used, Quota};
+use crate::hub::Observer;
 use crate::resources::{self, Resource};
 use crate::state::Api;
 
@@ -23,6 +27,9 @@ const GATHER: Duration = Duration::from_millis(100);
 /// every 5 minutes).
 const RESYNC: Duration = Duration::from_secs(300);
 
+/// How long after a failed status write its namespace is recounted.
+const RETRY: Duration = Duration::from_secs(1);
+
 /// Which namespaces' quotas to recount next.
 enum Due {
     /// Every namespace's.
@@ -32,11 +39,49 @@ enum Due {
 }
 
 impl Due {
-    fn add(&mut self, key: &str) {
+    fn add(&mut self, ns: &str) {
         if let Due::Some(set) = self {
-            if let Some((_, Some(ns), _)) = resources::from_key(key) {
-                set.insert(ns.to_string());
-            }
+            set.insert(ns.to_string());
+        }
+    }
+}
+
+/// The changes seen since the last recount, and the wake-up for it.
+struct Touched {
+    due: Mutex<Due>,
+    wake: Notify,
+}
+
+impl Touched {
+    fn due(&self) -> std::sync::MutexGuard<'_, Due> {
+        self.due.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What is due now, leaving nothing due.
+    fn take(&self) -> Due {
+        std::mem::replace(&mut *self.due(), Due::Some(BTreeSet::new()))
+    }
+}
+
+/// The namespace of a namespaced object's key (`/registry/GROUP/PLURAL/NS/NAME`);
+/// None for a cluster-scoped one's (`/registry/GROUP/PLURAL/NAME`). Read from the
+/// key's shape: this runs under the hub's lock for every change.
+fn namespace_of(key: &str) -> Option<&str> {
+    let mut parts = key.strip_prefix("/registry/")?.split('/');
+    let (_group, _plural, ns, _name) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    parts.next().is_none().then_some(ns)
+}
+
+impl Observer for Touched {
+    fn reset(&self, _objects: &mut dyn Iterator<Item = (&str, &Value)>) {
+        *self.due() = Due::All;
+        self.wake.notify_one();
+    }
+
+    fn changed(&self, key: &str, _object: Option<&Value>) {
+        if let Some(ns) = namespace_of(key) {
+            self.due().add(ns);
+            self.wake.notify_one();
         }
     }
 }
@@ -44,51 +89,44 @@ impl Due {
 /// Keeps the quotas' status current for as long as the server runs.
 pub async fn run(api: Arc<Api>) {
     let res = resources::find("", "v1", "resourcequotas").expect("served");
-    let mut due = Due::All;
-    let mut live = None;
+    let touched = Arc::new(Touched {
+        due: Mutex::new(Due::Some(BTreeSet::new())),
+        wake: Notify::new(),
+    });
+    // Registering resets it: everything is due at once.
+    api.hub.observe("/registry/", touched.clone());
+    let mut next_full = Instant::now() + RESYNC;
+    let mut retry: Option<(Instant, BTreeSet<String>)> = None;
     loop {
-        // Subscribed before recounting, so no change falls between the two.
-        let rx = match live.take() {
-            Some(rx) => rx,
-            None => match api.hub.subscribe("/registry/", None).await {
-                Ok(sub) => sub.live,
-                Err(e) => {
-                    tracing::warn!("quota status: watching changes: {}", e.message);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            },
-        };
-        let mut rx = rx;
-        recount(&api, res, &due).await;
-        due = Due::Some(BTreeSet::new());
-        let first = tokio::time::timeout(RESYNC, rx.recv()).await;
-        match first {
-            Err(_) => due = Due::All,
-            Ok(Ok(change)) => {
-                due.add(&change.key);
-                let until = tokio::time::Instant::now() + GATHER;
-                loop {
-                    match tokio::time::timeout_at(until, rx.recv()).await {
-                        Ok(Ok(change)) => due.add(&change.key),
-                        Ok(Err(RecvError::Lagged(_))) => due = Due::All,
-                        Ok(Err(RecvError::Closed)) | Err(_) => break,
+        let retry_at = retry.as_ref().map(|(at, _)| *at);
+        tokio::select! {
+            _ = touched.wake.notified() => tokio::time::sleep(GATHER).await,
+            _ = tokio::time::sleep_until(next_full) => *touched.due() = Due::All,
+            _ = tokio::time::sleep_until(retry_at.unwrap_or(next_full)), if retry_at.is_some() => {
+                if let Some((_, namespaces)) = retry.take() {
+                    let mut due = touched.due();
+                    for ns in &namespaces {
+                        due.add(ns);
                     }
                 }
             }
-            // Changes were missed: everything is recounted, and the watch resumes.
-            Ok(Err(RecvError::Lagged(_))) => due = Due::All,
-            Ok(Err(RecvError::Closed)) => {
-                due = Due::All;
-                continue;
-            }
         }
-        live = Some(rx);
+        let due = touched.take();
+        if matches!(due, Due::All) {
+            next_full = Instant::now() + RESYNC;
+        }
+        let failed = recount(&api, res, &due).await;
+        if !failed.is_empty() {
+            let (_, pending) =
+                retry.get_or_insert_with(|| (Instant::now() + RETRY, BTreeSet::new()));
+            pending.extend(failed);
+        }
     }
 }
 
-/// Recounts the quotas `due` names, writing each status that changed.
-async fn recount(api: &Arc<Api>, res: &'static Resource, due: &Due) {
+/// Recounts the quotas `due` names, writing each status that changed; returns the
+/// namespaces where a write failed for another reason than a conflict.
+async fn recount(api: &Arc<Api>, res: &'static Resource, due: &Due) -> BTreeSet<String> {
     let quotas = match due {
         Due::All => api.hub.under(&res.prefix()),
         Due::Some(namespaces) => namespaces
@@ -96,6 +134,7 @@ async fn recount(api: &Arc<Api>, res: &'static Resource, due: &Due) {
             .flat_map(|ns| api.hub.under(&quotas_prefix(ns)))
             .collect(),
     };
+    let mut failed = BTreeSet::new();
     for (key, q) in quotas {
         let Some((_, Some(ns), name)) = resources::from_key(&key) else {
             continue;
@@ -129,8 +168,7 @@ async fn recount(api: &Arc<Api>, res: &'static Resource, due: &Due) {
         };
         let mut new = (*q).clone();
         new["status"] = status;
-        // A conflict means the quota changed since: that change brings a recount.
-        let _ = crate::objects::replace_internal(
+        let written = crate::objects::replace_internal(
             api,
             res,
             Some(ns),
@@ -140,5 +178,36 @@ async fn recount(api: &Arc<Api>, res: &'static Resource, due: &Due) {
             Some("status"),
         )
         .await;
+        match written {
+            // A conflict means the quota changed since: that change brings a recount.
+            Err(e) if e.code != 409 => {
+                tracing::warn!(
+                    namespace = ns,
+                    quota = name,
+                    "writing quota status: {}",
+                    e.message
+                );
+                failed.insert(ns.to_string());
+            }
+            _ => {}
+        }
+    }
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::namespace_of;
+
+    #[test]
+    fn namespaces_come_from_namespaced_keys_only() {
+        assert_eq!(namespace_of("/registry/core/pods/web/p1"), Some("web"));
+        assert_eq!(
+            namespace_of("/registry/apps/deployments/default/d"),
+            Some("default")
+        );
+        assert_eq!(namespace_of("/registry/core/nodes/n1"), None);
+        assert_eq!(namespace_of("/registry/core/namespaces/web"), None);
+        assert_eq!(namespace_of("/elsewhere/core/pods/web/p1"), None);
     }
 }
