@@ -127,17 +127,18 @@ pub(super) fn compact_step(c: &mut Connection, lo: i64, hi: i64, target: i64) ->
 }
 
 /// Copies what the WAL holds into the database, as far as readers allow (PASSIVE:
-/// it waits for no one, and in WAL mode no writer waits for it). Busy (a snapshot
-/// reading) is no failure: the next pass goes further.
-fn checkpoint(c: &Connection) -> Result<()> {
+/// it waits for no one, and in WAL mode no writer waits for it). Returns false when
+/// another connection was checkpointing (SQLite answers busy at once in this mode),
+/// which is no failure: that one, or the next pass, goes further.
+fn checkpoint(c: &Connection) -> Result<bool> {
     c.busy_timeout(std::time::Duration::from_millis(100))
         .map_err(backend)?;
-    match c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-        Ok(()) => Ok(()),
+    match c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
+        Ok(busy) => Ok(busy == 0),
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::DatabaseBusy =>
         {
-            Ok(())
+            Ok(false)
         }
         Err(e) => Err(backend(e)),
     }
@@ -187,6 +188,7 @@ impl Checkpointer {
                 use std::sync::mpsc::RecvTimeoutError;
                 match woken.recv_timeout(CHECKPOINT_EVERY) {
                     Ok(Wake::Nudge) | Err(RecvTimeoutError::Timeout) => {
+                        // Busy: the store's own (reclaim's last) is under way.
                         if let Err(e) = checkpoint(&c) {
                             tracing::warn!("checkpointing the store's WAL: {e}");
                         }
@@ -249,16 +251,28 @@ impl SqliteStore {
                     Ok(free - VACUUM_STEP)
                 })
                 .await?;
-            self.checkpoint_now.nudge();
             if left <= 0 {
                 break;
             }
+            self.checkpoint_now.nudge();
             tokio::time::sleep(STEP_PAUSE).await;
         }
+        // The last checkpoint is this one's own, so that what was given back has
+        // left the file when this returns; the thread's may be under way (then
+        // this one is refused at once), so it is tried again for up to 2 s.
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || checkpoint(&Connection::open(&path).map_err(backend)?))
-            .await
-            .map_err(|e| Error::Backend(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            let c = Connection::open(&path).map_err(backend)?;
+            for _ in 0..200 {
+                if checkpoint(&c)? {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Backend(e.to_string()))?
     }
 
     /// The sizes of the store's files now.
