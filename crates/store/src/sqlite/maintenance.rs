@@ -28,9 +28,10 @@ use crate::{Error, Result};
 /// entries lie apart from other keys'), so a step of 250 wrote and checkpointed
 /// a MB or more, and at 70 steps a second the writers' fsyncs queued behind that
 /// I/O (p99 8–14 ms, worst 18–28 ms at 500 writes/s; 1000 held them up for tens of
-/// ms). At 50, writes during compaction stay as fast as outside it (p99 2.5–3.4 ms,
-/// worst under 6 ms, below etcd's), and 100,000 revisions take 30 s, a pace
-/// (3,300 a second) above what a server writes.
+/// ms). At 50, writes during compaction stay as fast as outside it (p99 2.7–3.5 ms,
+/// below etcd's 6.1–6.7; one write in ~15,000 still took 9.5–50 ms, not yet
+/// traced), and 100,000 revisions take 30 s, a pace (3,300 a second) above what a
+/// server writes.
 pub const COMPACTION_STEP: i64 = 50;
 
 /// The pause after each compaction or reclaim step, in which writers go first (as
@@ -188,7 +189,8 @@ impl Checkpointer {
                 use std::sync::mpsc::RecvTimeoutError;
                 match woken.recv_timeout(CHECKPOINT_EVERY) {
                     Ok(Wake::Nudge) | Err(RecvTimeoutError::Timeout) => {
-                        // Busy: the store's own (reclaim's last) is under way.
+                        // Busy (false) is left be: the checkpoint under way
+                        // (reclaim's last) copies what this one would have.
                         if let Err(e) = checkpoint(&c) {
                             tracing::warn!("checkpointing the store's WAL: {e}");
                         }
