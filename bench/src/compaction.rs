@@ -7,7 +7,10 @@
 //! and the space given back, as the server does; etcd: a physical compaction, the
 //! one `etcdctl compact --physical` waits for). Rounds alternate the stores; each prints the writes'
 //! latency before and during compaction, and at the end the medians over rounds of
-//! the worst write during compaction, side by side.
+//! the worst write during compaction, side by side. A plain-file fsync probe runs
+//! beside each round ([`crate::diskprobe`]): a write that waited while the probe
+//! waited too waited for the disk, and the worst write without the disk's excuse is
+//! reported apart.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,13 +20,48 @@ use anyhow::{Context, Result};
 use berth_store::{Backend, Store};
 
 use crate::apiserver::etcd;
+use crate::diskprobe::{self, Probe};
 use crate::stats::{median, percentile};
+
+/// A write's latency (ms), timed from when it was due.
+type Timed = (Instant, f64);
 
 /// What one round saw of one store.
 struct Round {
     compaction: Duration,
     before: Vec<f64>,
-    during: Vec<f64>,
+    during: Vec<Timed>,
+    probe: Vec<diskprobe::Sample>,
+    /// CPU time the hypervisor took during compaction, in percent.
+    steal: f64,
+}
+
+impl Round {
+    fn during_ms(&self) -> Vec<f64> {
+        self.during.iter().map(|w| w.1).collect()
+    }
+
+    /// Writes during compaction that waited over [`diskprobe::STALL`]: how many, and
+    /// how many of those while the disk probe waited too.
+    fn slow(&self) -> (usize, usize) {
+        let stall = diskprobe::STALL.as_secs_f64() * 1000.0;
+        let slow: Vec<&Timed> = self.during.iter().filter(|w| w.1 > stall).collect();
+        let disk = slow.iter().filter(|w| self.disk(w)).count();
+        (slow.len(), disk)
+    }
+
+    /// The worst write during compaction while the disk answered the probe in time.
+    fn worst_not_disk(&self) -> f64 {
+        self.during
+            .iter()
+            .filter(|w| !self.disk(w))
+            .map(|w| w.1)
+            .fold(0.0, f64::max)
+    }
+
+    fn disk(&self, w: &Timed) -> bool {
+        diskprobe::disk_stalled(&self.probe, w.0, Duration::from_secs_f64(w.1 / 1000.0))
+    }
 }
 
 /// Fills `store` with `revisions` revisions: keys updated in turn.
@@ -67,7 +105,7 @@ async fn writer(
     rate: u32,
     running: Arc<AtomicBool>,
     compacting: Arc<AtomicBool>,
-    samples: Arc<Mutex<(Vec<f64>, Vec<f64>)>>,
+    samples: Arc<Mutex<(Vec<f64>, Vec<Timed>)>>,
 ) -> Result<()> {
     let value = vec![b'y'; 1024];
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
@@ -91,7 +129,7 @@ async fn writer(
         revs[i] = kv.mod_revision;
         let mut s = samples.lock().unwrap();
         if during || compacting.load(Ordering::Relaxed) {
-            s.1.push(ms);
+            s.1.push((due, ms));
         } else {
             s.0.push(ms);
         }
@@ -114,8 +152,14 @@ async fn compact(store: &Backend, head: i64) -> Result<()> {
     Ok(())
 }
 
-async fn round(store: Backend, revisions: usize, rate: u32) -> Result<Round> {
+async fn round(
+    store: Backend,
+    revisions: usize,
+    rate: u32,
+    dir: &std::path::Path,
+) -> Result<Round> {
     fill(&store, revisions).await.context("filling the store")?;
+    let probe = Probe::start(dir)?;
     let running = Arc::new(AtomicBool::new(true));
     let compacting = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new((Vec::new(), Vec::new())));
@@ -130,30 +174,49 @@ async fn round(store: Backend, revisions: usize, rate: u32) -> Result<Round> {
     let head = store.revision().await?;
     compacting.store(true, Ordering::Relaxed);
     let t = Instant::now();
+    let ticks = crate::steal::now()?;
     compact(&store, head).await?;
     let compaction = t.elapsed();
+    let steal = crate::steal::percent(ticks, crate::steal::now()?);
     // Stopped with compaction: what comes after is neither before nor during.
     running.store(false, Ordering::Relaxed);
     w.await??;
+    let probe = probe.stop()?;
     let (before, during) = std::mem::take(&mut *samples.lock().unwrap());
     Ok(Round {
         compaction,
         before,
         during,
+        probe,
+        steal,
     })
 }
 
 fn show(label: &str, r: &Round) {
+    let during = r.during_ms();
+    let probe: Vec<f64> = r
+        .probe
+        .iter()
+        .map(|s| s.took.as_secs_f64() * 1000.0)
+        .collect();
+    let (slow, disk) = r.slow();
     println!(
         "  {label:<6} compaction {:>7.0} ms   before: p50 {:>5.2} p99 {:>6.2} max {:>7.2} ms   during ({} writes): p50 {:>5.2} p99 {:>6.2} max {:>7.2} ms",
         r.compaction.as_secs_f64() * 1000.0,
         median(&r.before),
         percentile(&r.before, 99.0),
         percentile(&r.before, 100.0),
-        r.during.len(),
-        median(&r.during),
-        percentile(&r.during, 99.0),
-        percentile(&r.during, 100.0),
+        during.len(),
+        median(&during),
+        percentile(&during, 99.0),
+        percentile(&during, 100.0),
+    );
+    println!(
+        "         cpu steal {:>4.1}%, disk probe worst {:>6.2} ms; writes over {} ms during compaction: {slow}, {disk} of them while the probe waited too; worst write the disk does not explain {:>6.2} ms",
+        r.steal,
+        percentile(&probe, 100.0),
+        diskprobe::STALL.as_millis(),
+        r.worst_not_disk(),
     );
 }
 
@@ -165,6 +228,7 @@ pub fn run(rounds: usize, revisions: usize, rate: u32) -> Result<()> {
             "compaction-stall: {revisions} revisions of 1 KiB compacted away while {rate} writes/s go on; {rounds} rounds per store, alternating"
         );
         let mut worst: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut worst_own: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         let mut took: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         for n in 0..rounds {
             println!("round {}", n + 1);
@@ -181,11 +245,12 @@ pub fn run(rounds: usize, revisions: usize, rate: u32) -> Result<()> {
                         berth_store::etcd::EtcdStore::connect(std::slice::from_ref(&p.url)).await?,
                     )),
                 };
-                let r = round(store, revisions, rate)
+                let r = round(store, revisions, rate, dir.path())
                     .await
                     .with_context(|| label.to_string())?;
                 show(label, &r);
-                worst[i].push(percentile(&r.during, 100.0));
+                worst[i].push(percentile(&r.during_ms(), 100.0));
+                worst_own[i].push(r.worst_not_disk());
                 took[i].push(r.compaction.as_secs_f64() * 1000.0);
             }
         }
@@ -195,6 +260,11 @@ pub fn run(rounds: usize, revisions: usize, rate: u32) -> Result<()> {
             s / e,
             median(&took[0]),
             median(&took[1]),
+        );
+        let (s, e) = (median(&worst_own[0]), median(&worst_own[1]));
+        println!(
+            "median worst write the disk does not explain: sqlite {s:.2} ms, etcd {e:.2} ms (ratio {:.2})",
+            s / e,
         );
         Ok(())
     })

@@ -29,6 +29,7 @@ mod cluster;
 mod compaction;
 mod control;
 mod cri;
+mod diskprobe;
 mod dns;
 mod engine;
 mod failover;
@@ -41,6 +42,7 @@ mod rootless;
 mod services;
 mod soak;
 mod stats;
+mod steal;
 mod sys;
 mod sysinfo;
 
