@@ -222,6 +222,34 @@ release_bridges() {
   done
   return 0
 }
+# A berth server in the root also makes, in the network namespace it shares with this
+# host, the overlay's VXLAN device, nftables tables and the cluster DNS address on lo;
+# they too outlive its processes. Those that were not here before this run are
+# removed.
+node_net_objects() {
+  local t
+  ip link show berth.1 >/dev/null 2>&1 && echo "link berth.1"
+  for t in "ip berth" "ip6 berth" "ip berth-proxy" "ip berth-netpol"; do
+    # shellcheck disable=SC2086 # family and name are two words
+    nft list table $t >/dev/null 2>&1 && echo "table $t"
+  done
+  ip -o addr show dev lo | awk '{ print $4 }' | grep -qx 10.96.0.10/32 && echo "lo 10.96.0.10/32"
+  return 0
+}
+NODE_NET_BEFORE=$(node_net_objects)
+release_node_network() {
+  local obj
+  while read -r obj; do
+    [ -n "$obj" ] && ! grep -qxF "$obj" <<<"$NODE_NET_BEFORE" || continue
+    case $obj in
+      "link "*) ip link delete "${obj#link }" ;;
+      # shellcheck disable=SC2086
+      "table "*) nft delete table ${obj#table } ;;
+      "lo "*) ip addr del "${obj#lo }" dev lo ;;
+    esac 2>/dev/null && say "removed $obj (made in the root)"
+  done <<<"$(node_net_objects)"
+  return 0
+}
 cleanup() {
   local rc=$? m
   trap - EXIT INT TERM
@@ -232,6 +260,7 @@ cleanup() {
     wait "$STEP_PID" 2>/dev/null || true
   fi
   [ ! -d "${ROOT:-}" ] || release_bridges
+  release_node_network
   # Everything was mounted in private namespaces that are gone by now; this is a guard.
   for m in $(mounts_under "$WORK" | sort -r); do umount -l "$m" 2>/dev/null || true; done
   if [ "${KEEP:-0}" = 1 ]; then
