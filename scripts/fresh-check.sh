@@ -45,7 +45,9 @@
 #     started inside (daemons, leftover test processes) outlives a step.
 #     The root shares the host's kernel and network namespace, as it must for the
 #     tests: bridges, nftables rules and cgroups made by setup.sh and the tests are
-#     made on the host, as when the two commands run on it.
+#     made on the host, as when the two commands run on it. After each step the
+#     bridges and the node network (VXLAN device, Service and NetworkPolicy tables,
+#     cluster DNS address) the root's berth made are removed, as a reboot would.
 #  6. runs scripts/setup.sh, then scripts/test.sh (arguments after -- go to test.sh),
 #     each as a separate step, logging to $FRESH_LOG_DIR/<step>.log and the terminal.
 #
@@ -223,22 +225,29 @@ release_bridges() {
   return 0
 }
 # A berth server in the root also makes, in the network namespace it shares with this
-# host, the overlay's VXLAN device, nftables tables and the cluster DNS address on lo;
-# they too outlive its processes. Those that were not here before this run are
-# removed.
+# host, a node's VXLAN device, its Service and NetworkPolicy tables and the cluster
+# DNS address on lo (names as crates/net's overlay::VXLAN_DEVICE, svcproxy::TABLE,
+# netpol::TABLE and the agent's --cluster-dns default); they too outlive its
+# processes. Those that were not here before this run are removed, unless a berth
+# runs on this host (its own agent's, or another run's root's, would be taken from
+# it). The engine's `berth` tables are left: a berth engine on this host shares them.
 node_net_objects() {
   local t
   ip link show berth.1 >/dev/null 2>&1 && echo "link berth.1"
-  for t in "ip berth" "ip6 berth" "ip berth-proxy" "ip berth-netpol"; do
+  for t in "ip berth-proxy" "ip berth-netpol"; do
     # shellcheck disable=SC2086 # family and name are two words
     nft list table $t >/dev/null 2>&1 && echo "table $t"
   done
-  ip -o addr show dev lo | awk '{ print $4 }' | grep -qx 10.96.0.10/32 && echo "lo 10.96.0.10/32"
+  ip -o addr show dev lo | awk '{ print $4 }' | grep -qxF 10.96.0.10/32 && echo "lo 10.96.0.10/32"
   return 0
 }
 NODE_NET_BEFORE=$(node_net_objects)
 release_node_network() {
   local obj
+  if pgrep -x berth >/dev/null; then
+    [ -z "$(node_net_objects)" ] || say "a berth runs on this host: leaving its node network as it is"
+    return 0
+  fi
   while read -r obj; do
     [ -n "$obj" ] && ! grep -qxF "$obj" <<<"$NODE_NET_BEFORE" || continue
     case $obj in
@@ -413,6 +422,7 @@ step() {
   wait "$STEP_PID" || rc=$?
   STEP_PID=
   release_bridges
+  release_node_network
   exec {logfd}>&-
   wait "$tee_pid" || true
   TIMES[$name]=$((SECONDS - t0))

@@ -1,9 +1,11 @@
-//! A plain-file fsync probe beside a store benchmark, to tell a store's own stalls
-//! from the disk's. On this machine's virtual disk a flush now and then takes
-//! 20–65 ms whatever asked for it (a 4 KiB write and fsync of an idle file as much
-//! as a store's commit), and a file system mounted with `discard` stalls every
-//! fsync when freed blocks are trimmed (a file deleted, a database truncated). A
-//! store's write that waited while the probe waited too waited for the disk.
+//! A plain-file flush probe beside a store benchmark, to tell a store's own stalls
+//! from the file system's. On this machine's virtual disk a flush now and then
+//! takes 20–65 ms whatever asked for it (a 4 KiB write and fdatasync of an idle file
+//! as much as a store's commit), and a file system mounted with `discard` stalls
+//! every flush when freed blocks are trimmed (a file deleted, a database truncated).
+//! A store's write that waited while the probe's flush waited too waited for the
+//! file system — which the store's own I/O may have kept busy: the probe says when,
+//! not why, so benchmarks also print how often it stalled before the work began.
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -21,19 +23,20 @@ const RATE: u32 = 100;
 /// A probe answer slower than this is a disk stall.
 pub const STALL: Duration = Duration::from_millis(10);
 
-/// One probe write: when it was due, and how long it took from then.
+/// One probe write: when it began, and how long the write and flush took (a thread
+/// started late by a busy CPU is not counted against the disk).
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
-    /// When the write was due.
-    pub due: Instant,
-    /// From due to fsync done.
+    /// When the write began.
+    pub at: Instant,
+    /// The write and its fdatasync.
     pub took: Duration,
 }
 
 /// A running probe; [`Probe::stop`] ends it and returns what it saw.
 pub struct Probe {
     running: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Result<Vec<Sample>>>,
+    thread: Option<std::thread::JoinHandle<Result<Vec<Sample>>>>,
 }
 
 impl Probe {
@@ -66,35 +69,70 @@ impl Probe {
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
+                    let at = Instant::now();
                     file.write_all_at(&block, u64::from(n % 256) * 4096)?;
                     file.sync_data()?;
                     samples.push(Sample {
-                        due,
-                        took: due.elapsed(),
+                        at,
+                        took: at.elapsed(),
                     });
                     n += 1;
                 }
                 Ok(samples)
             })?;
-        Ok(Probe { running, thread })
+        Ok(Probe {
+            running,
+            thread: Some(thread),
+        })
     }
 
     /// Stops the probe and returns its samples.
-    pub fn stop(self) -> Result<Vec<Sample>> {
+    pub fn stop(mut self) -> Result<Vec<Sample>> {
         self.running.store(false, Ordering::Relaxed);
         self.thread
+            .take()
+            .expect("joined once")
             .join()
             .map_err(|_| anyhow::anyhow!("the disk probe panicked"))?
     }
 }
 
-/// Whether the interval from `due` for `took` overlaps a probe stall in `probe`.
-pub fn disk_stalled(probe: &[Sample], due: Instant, took: Duration) -> bool {
-    let end = due + took;
-    probe
+impl Drop for Probe {
+    /// A round that failed drops its probe unstopped: the thread ends too.
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Of the interval from `start` for `took`, the part no probe stall in `probe`
+/// covered: what the file system does not explain of a write's wait.
+pub fn unexplained(probe: &[Sample], start: Instant, took: Duration) -> Duration {
+    let end = start + took;
+    // Stalls as intervals clipped to the write's, in order, merged as they overlap.
+    let mut stalls: Vec<(Instant, Instant)> = probe
         .iter()
         .filter(|s| s.took > STALL)
-        .any(|s| s.due < end && due < s.due + s.took)
+        .map(|s| (s.at.max(start), (s.at + s.took).min(end)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    stalls.sort();
+    let mut covered = Duration::ZERO;
+    let mut reach = start;
+    for (a, b) in stalls {
+        let a = a.max(reach);
+        if b > a {
+            covered += b - a;
+            reach = b;
+        }
+    }
+    took.saturating_sub(covered)
+}
+
+/// How many probe flushes stalled in `[from, to)`, and how many there were.
+pub fn stalls_between(probe: &[Sample], from: Instant, to: Instant) -> (usize, usize) {
+    let within: Vec<&Sample> = probe.iter().filter(|s| s.at >= from && s.at < to).collect();
+    let stalled = within.iter().filter(|s| s.took > STALL).count();
+    (stalled, within.len())
 }
 
 #[cfg(test)]
@@ -102,23 +140,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_write_overlapping_a_probe_stall_is_the_disks() {
+    fn only_the_part_of_a_write_under_probe_stalls_is_the_file_systems() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let probe = [
-            Sample {
-                due: t0,
-                took: ms(1),
-            },
-            Sample {
-                due: t0 + ms(100),
-                took: ms(40),
-            },
-        ];
-        assert!(disk_stalled(&probe, t0 + ms(120), ms(30)));
-        assert!(disk_stalled(&probe, t0 + ms(90), ms(15)));
-        // The fast sample is no stall, and a write after the stall overlaps none.
-        assert!(!disk_stalled(&probe, t0, ms(20)));
-        assert!(!disk_stalled(&probe, t0 + ms(141), ms(30)));
+        let at = |start: u64, took: u64| Sample {
+            at: t0 + ms(start),
+            took: ms(took),
+        };
+        // A fast flush, a 40-ms stall, and two overlapping stalls later.
+        let probe = [at(0, 1), at(100, 40), at(200, 20), at(210, 30)];
+        // Wholly inside a stall: all explained.
+        assert_eq!(unexplained(&probe, t0 + ms(105), ms(30)), ms(0));
+        // Half under the stall: the other half is the store's.
+        assert_eq!(unexplained(&probe, t0 + ms(120), ms(40)), ms(20));
+        // The fast flush explains nothing; after the stall nothing is covered.
+        assert_eq!(unexplained(&probe, t0, ms(20)), ms(20));
+        assert_eq!(unexplained(&probe, t0 + ms(141), ms(30)), ms(30));
+        // Overlapping stalls are counted once: 200..240 of 190..250.
+        assert_eq!(unexplained(&probe, t0 + ms(190), ms(60)), ms(20));
+        assert_eq!(stalls_between(&probe, t0, t0 + ms(150)), (1, 2));
+        assert_eq!(stalls_between(&probe, t0 + ms(150), t0 + ms(300)), (2, 2));
     }
 }

@@ -1,7 +1,7 @@
 //! CPU time the hypervisor took from this machine (steal), read from /proc/stat:
-//! on a shared virtual machine it comes in bursts of 10–17% and delays a store's
-//! writes without the store doing anything, so store benchmarks print it beside
-//! their figures.
+//! on a shared virtual machine it comes in bursts (vmstat showed 13–17% here) and
+//! delays a store's writes without the store doing anything, so `compaction-stall`
+//! prints it beside its figures.
 
 use anyhow::{Context, Result};
 
