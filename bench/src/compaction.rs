@@ -3,10 +3,12 @@
 //! against store, no API server between: berth's SQLite store and etcd (the peer:
 //! kube-apiserver's and k3s's HA store), each filled with `--revisions` revisions
 //! of 1 KiB values, then written to at a steady `--rate` while compacted to its
-//! newest revision until the space is freed (SQLite: the store's stepped compaction
-//! and the space given back, as the server does; etcd: a physical compaction, the
-//! one `etcdctl compact --physical` waits for). Rounds alternate the stores; each prints the writes'
-//! latency before and during compaction, and at the end the medians over rounds of
+//! newest revision until the space is given back to the file system (SQLite: the
+//! store's stepped compaction and reclaim, as the server does; etcd: a physical
+//! compaction, the one `etcdctl compact --physical` waits for, then a defragment,
+//! the only way etcd gives space back, as `etcdctl defrag`). Rounds alternate the
+//! stores; each prints the writes' latency before and during compaction, and at the
+//! end the medians over rounds of
 //! the worst write during compaction, side by side. A plain-file flush probe runs
 //! beside each round ([`crate::diskprobe`]): the part of a write's wait that the
 //! probe's flush waited through too was the file system's (perhaps kept busy by the
@@ -153,17 +155,20 @@ async fn writer(
     Ok(())
 }
 
-/// Compacts `store` to `head` and waits until the space is freed: on SQLite, the
-/// store's stepped compaction and the space given back (what the server does); on
-/// etcd, a physical compaction (etcd's compaction API answers at once and compacts
-/// in the background unless asked to wait for it).
+/// Compacts `store` to `head` and waits until the space is given back: on SQLite,
+/// the store's stepped compaction and reclaim (what the server does); on etcd, a
+/// physical compaction (etcd's compaction API answers at once and compacts in the
+/// background unless asked to wait for it), then a defragment.
 async fn compact(store: &Backend, head: i64) -> Result<()> {
     match store {
         Backend::Sqlite(s) => {
             store.compact(head).await.context("compacting")?;
             s.reclaim().await.context("giving space back")?;
         }
-        Backend::Etcd(e) => e.compact_physically(head).await.context("compacting")?,
+        Backend::Etcd(e) => {
+            e.compact_physically(head).await.context("compacting")?;
+            e.defragment().await.context("defragmenting")?;
+        }
     }
     Ok(())
 }

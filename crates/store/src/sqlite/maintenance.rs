@@ -29,10 +29,10 @@ use crate::{Error, Result};
 /// a MB or more, and at 70 steps a second the writers' fsyncs queued behind that
 /// I/O (p99 8–14 ms, worst 18–28 ms at 500 writes/s; 1000 held them up for tens of
 /// ms). At 50, writes during compaction stay as fast as outside it (p99 2.7–3.5 ms,
-/// below etcd's 6.1–6.7; the rare slower one waits for the disk's flush, which a
-/// plain-file fsync beside it waits for too: see `berth-bench compaction-stall`),
-/// and 100,000 revisions take 30 s, a pace (3,300 a second) above what a server
-/// writes.
+/// below etcd's 6.1–6.7; the rare slower one waits for a file-system flush that a
+/// plain-file fsync beside it waits for too, more often while compaction writes:
+/// see `berth-bench compaction-stall`), and 100,000 revisions take 30 s, a pace
+/// (3,300 a second) above what a server writes.
 pub const COMPACTION_STEP: i64 = 50;
 
 /// The pause after each compaction or reclaim step, in which writers go first (as
