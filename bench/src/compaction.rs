@@ -35,8 +35,8 @@ struct Round {
     before: Vec<f64>,
     during: Vec<Timed>,
     probe: Vec<diskprobe::Sample>,
-    /// When compaction began and ended.
-    span: (Instant, Instant),
+    /// When compaction began (it took `compaction`).
+    started: Instant,
     /// CPU time the hypervisor took during compaction, in percent.
     steal: f64,
 }
@@ -70,14 +70,14 @@ impl Round {
     /// Probe stalls per minute before compaction (from the probe's start) and
     /// during it.
     fn stall_rates(&self) -> (f64, f64) {
-        let start = self.probe.first().map_or(self.span.0, |s| s.at);
+        let start = self.probe.first().map_or(self.started, |s| s.at);
         let per_min = |from: Instant, to: Instant| {
-            let (n, _) = diskprobe::stalls_between(&self.probe, from, to);
+            let n = diskprobe::stalls_between(&self.probe, from, to);
             n as f64 * 60.0 / (to - from).as_secs_f64().max(1e-3)
         };
         (
-            per_min(start, self.span.0),
-            per_min(self.span.0, self.span.1),
+            per_min(start, self.started),
+            per_min(self.started, self.started + self.compaction),
         )
     }
 }
@@ -200,7 +200,6 @@ async fn round(
     compact(&store, head).await?;
     let compaction = t.elapsed();
     let steal = crate::steal::percent(ticks, crate::steal::now()?);
-    let span = (t, Instant::now());
     // Stopped with compaction: what comes after is neither before nor during.
     running.store(false, Ordering::Relaxed);
     w.await??;
@@ -211,7 +210,7 @@ async fn round(
         before,
         during,
         probe,
-        span,
+        started: t,
         steal,
     })
 }
