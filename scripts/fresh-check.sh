@@ -226,11 +226,13 @@ release_bridges() {
 }
 # A berth server in the root also makes, in the network namespace it shares with this
 # host, a node's VXLAN device, its Service and NetworkPolicy tables and the cluster
-# DNS address on lo (names as crates/net's overlay::VXLAN_DEVICE, svcproxy::TABLE,
-# netpol::TABLE and the agent's --cluster-dns default); they too outlive its
-# processes. Those that were not here before this run are removed, unless a berth
-# runs on this host (its own agent's, or another run's root's, would be taken from
-# it). The engine's `berth` tables are left: a berth engine on this host shares them.
+# DNS address on lo; they too outlive its processes. Those that were not here
+# before this run are removed, unless a berth runs on this host (its own agent's, or
+# another run's root's, would be taken from it). The engine's `berth` tables are
+# left: a berth engine on this host shares them. The names are berth's constants
+# (overlay::VXLAN_DEVICE, svcproxy::TABLE and netpol::TABLE in berth-net,
+# services::CLUSTER_DNS_IP in berth-pods), whose tests fail if one changes and this
+# list does not.
 node_net_objects() {
   local t
   ip link show berth.1 >/dev/null 2>&1 && echo "link berth.1"

@@ -435,8 +435,14 @@ impl Drop for Etcd {
     }
 }
 
-pub(crate) fn etcd() -> Result<Etcd> {
-    let d = tempfile::tempdir()?;
+/// Starts a one-member etcd whose data directory is made inside `parent`: on the
+/// same file system as the berth store it is compared with, so neither side's
+/// figures come from a faster disk (or tmpfs).
+pub(crate) fn etcd(parent: &Path) -> Result<Etcd> {
+    let d = tempfile::Builder::new()
+        .prefix("etcd")
+        .tempdir_in(parent)
+        .with_context(|| format!("a directory for etcd's data in {}", parent.display()))?;
     let (cp, pp) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{cp}");
     let peer = format!("http://127.0.0.1:{pp}");
@@ -534,8 +540,8 @@ pub fn run(
         drop(s);
         print("SQLite (embedded)", &f);
         if with_etcd {
-            let e = etcd()?;
             let d = tempfile::tempdir()?;
+            let e = etcd(d.path())?;
             let (s, _) = start(berth, d.path(), Some(&e.url)).await?;
             let fe = load(&s, scale).await?;
             drop(s);

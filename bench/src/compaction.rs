@@ -260,7 +260,7 @@ pub fn run(rounds: usize, revisions: usize, rate: u32) -> Result<()> {
                 let dir = tempfile::Builder::new()
                     .prefix("berth-bench-compaction")
                     .tempdir_in("/var/tmp")?;
-                let peer = if i == 0 { None } else { Some(etcd()?) };
+                let peer = if i == 0 { None } else { Some(etcd(dir.path())?) };
                 let store = match &peer {
                     None => Backend::Sqlite(berth_store::sqlite::SqliteStore::open(
                         &dir.path().join("state.db"),

@@ -35,7 +35,7 @@ fn leader_of(dirs: &[&Path], identity: &str) -> Option<usize> {
 
 /// One setting: `rounds` kills, the takeover of each in milliseconds.
 async fn setting(berth: &Path, work: &Path, lease: &[&str], rounds: usize) -> Result<Vec<f64>> {
-    let etcd = etcd()?;
+    let etcd = etcd(work)?;
     let (da, db) = (work.join("a"), work.join("b"));
     let mut flags = vec!["--disable-agent"];
     flags.extend(lease);

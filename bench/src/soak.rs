@@ -220,7 +220,7 @@ pub fn run(
             "--etcd-compaction-interval",
             compaction,
         ];
-        let e = etcd()?;
+        let e = etcd(work.path())?;
         let (sqlite_dir, etcd_dir) = (work.path().join("sqlite"), work.path().join("etcd"));
         let (s1, _) = start_with(&berth, &sqlite_dir, None, &flags).await?;
         let (s2, _) = start_with(&berth, &etcd_dir, Some(&e.url), &flags).await?;

@@ -285,7 +285,7 @@ async fn bootstrap(api: &Arc<api::Api>) -> Result<(), status::ApiError> {
             "metadata": {"name": "kube-dns", "labels": {
                 "k8s-app": "kube-dns", "kubernetes.io/name": "berth-dns",
                 "service.kubernetes.io/service-proxy-name": "berth-dns"}},
-            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10",
+            "spec": {"type": "ClusterIP", "clusterIP": berth_pods::services::CLUSTER_DNS_IP,
                      "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}});
         objects::create_internal(api, svc, Some("kube-system"), body).await?;

@@ -52,7 +52,7 @@ pub struct NodeArgs {
     ingress_https_port: u16,
     /// The cluster DNS address, served by this node and given to pods as their name
     /// server (the kubelet's flag).
-    #[arg(long, default_value = "10.96.0.10")]
+    #[arg(long, default_value = berth_pods::services::CLUSTER_DNS_IP)]
     cluster_dns: IpAddr,
     /// The resolver configuration pods with dnsPolicy Default get, whose search
     /// domains ClusterFirst pods get after the cluster's, and whose name servers

@@ -22,8 +22,12 @@ pub const INGRESS_CONTROLLER: &str = "berth.dev/ingress";
 pub const INGRESS_PROXY_NODE_LABEL: &str = "node.berth.dev/ingress-proxy";
 
 /// The Services' cluster IP range (kube-apiserver's --service-cluster-ip-range as
-/// berth fixes it; the cluster DNS is at 10.96.0.10).
+/// berth fixes it; the cluster DNS is at [`CLUSTER_DNS_IP`]).
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+
+/// The cluster DNS address: the kube-dns Service's cluster IP (where kubeadm puts
+/// it), which every node's agent serves and gives pods as their name server.
+pub const CLUSTER_DNS_IP: &str = "10.96.0.10";
 
 /// The annotation that named an Ingress's class before `spec.ingressClassName`
 /// (deprecated, still honoured by controllers, kube's own validation included).
@@ -88,4 +92,22 @@ pub fn cluster_ips(spec: &ServiceSpec) -> Vec<IpAddr> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    /// scripts/fresh-check.sh removes the cluster DNS address a berth in its root put
+    /// on the host's lo, by this address: a change here must reach it.
+    #[test]
+    fn fresh_check_knows_the_cluster_dns_address() {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fresh-check.sh");
+        let text = std::fs::read_to_string(&script).expect("scripts/fresh-check.sh");
+        let wanted = format!("{}/32", super::CLUSTER_DNS_IP);
+        assert!(
+            text.contains(&wanted),
+            "{} does not name {wanted}: update its node_net_objects",
+            script.display()
+        );
+    }
 }
