@@ -142,7 +142,7 @@ impl AgentConfig {
                 https: 443,
             }),
             cluster_cidr: "10.42.0.0/16".parse().ok(),
-            cluster_dns: Some(IpAddr::from([10, 96, 0, 10])),
+            cluster_dns: berth_pods::services::CLUSTER_DNS_IP.parse().ok(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             devices: Some(devices::Dirs {
                 plugins: root.join("agent/device-plugins"),
