@@ -231,8 +231,8 @@ release_bridges() {
 # another run's root's, would be taken from it). The engine's `berth` tables are
 # left: a berth engine on this host shares them. The names are berth's constants
 # (overlay::VXLAN_DEVICE, svcproxy::TABLE and netpol::TABLE in berth-net,
-# services::CLUSTER_DNS_IP in berth-pods), whose tests fail if one changes and this
-# list does not.
+# services::CLUSTER_DNS_IP in berth-pods); a berth-agent test fails if one changes
+# and this list does not.
 node_net_objects() {
   local t
   ip link show berth.1 >/dev/null 2>&1 && echo "link berth.1"

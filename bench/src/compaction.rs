@@ -8,12 +8,12 @@
 //! compaction, the one `etcdctl compact --physical` waits for, then a defragment,
 //! the only way etcd gives space back, as `etcdctl defrag`). Rounds alternate the
 //! stores; each prints the writes' latency before and during compaction, and at the
-//! end the medians over rounds of
-//! the worst write during compaction, side by side. A plain-file flush probe runs
-//! beside each round ([`crate::diskprobe`]): the part of a write's wait that the
-//! probe's flush waited through too was the file system's (perhaps kept busy by the
-//! store itself: the probe's stall rate before and during compaction is printed),
-//! and the worst wait beyond that is reported apart.
+//! end the medians over rounds of the worst write during compaction, side by side.
+//! A plain-file flush probe runs beside each round ([`crate::diskprobe`]): the part
+//! of a write's wait that the probe's flush waited through too was the file
+//! system's (perhaps kept busy by the store itself: the probe's stall rate before
+//! and during compaction is printed), and the worst wait beyond that is reported
+//! apart.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -355,3 +355,29 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     }
     r
 }
+
+#[cfg(test)]
+mod fresh_check_names {
+    /// scripts/fresh-check.sh removes, by name, the node network an agent in its clean
+    /// root made in the host's network namespace (the VXLAN device, the Service and
+    /// NetworkPolicy tables, the cluster DNS address on lo): a rename of one of them
+    /// must reach it.
+    #[test]
+    fn fresh_check_knows_the_node_networks_names() {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fresh-check.sh");
+        let text = std::fs::read_to_string(&script).expect("scripts/fresh-check.sh");
+        for wanted in [
+            format!("ip link show {}", berth_net::overlay::VXLAN_DEVICE),
+            format!("\"ip {}\"", berth_net::svcproxy::TABLE),
+            format!("\"ip {}\"", berth_net::netpol::TABLE),
+            format!("{}/32", berth_pods::services::CLUSTER_DNS_IP),
+        ] {
+            assert!(
+                text.contains(&wanted),
+                "{} does not name {wanted}: update its node_net_objects",
+                script.display()
+            );
+        }
+    }
+}

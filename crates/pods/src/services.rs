@@ -93,21 +93,3 @@ pub fn cluster_ips(spec: &ServiceSpec) -> Vec<IpAddr> {
     }
     out
 }
-
-#[cfg(test)]
-mod tests {
-    /// scripts/fresh-check.sh removes the cluster DNS address a berth in its root put
-    /// on the host's lo, by this address: a change here must reach it.
-    #[test]
-    fn fresh_check_knows_the_cluster_dns_address() {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fresh-check.sh");
-        let text = std::fs::read_to_string(&script).expect("scripts/fresh-check.sh");
-        let wanted = format!("{}/32", super::CLUSTER_DNS_IP);
-        assert!(
-            text.contains(&wanted),
-            "{} does not name {wanted}: update its node_net_objects",
-            script.display()
-        );
-    }
-}
