@@ -273,27 +273,46 @@ pub async fn agent_address(api: &Api, node: &str) -> Result<String, ApiError> {
 /// deliver. copy_bidirectional ends both at the first error, and so lost, now and
 /// then, the agent's last frames — a port-forward's error, sent just before the agent
 /// closed — when the client's data met the closed agent side first.
+///
+/// When the agent's side ends, the client's is not dropped at once either: what the
+/// client still sends is read (and dropped, once the agent takes no more) until it
+/// closes, for [`LINGER`] at most. A socket closed with input unread is reset, and the
+/// reset can erase the last frames before the client reads them (RFC 9112 §9.6).
 async fn splice<A, B>(client: A, agent: B)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut agent_rd, mut agent_wr) = tokio::io::split(agent);
     let up = async move {
-        let _ = tokio::io::copy(&mut client_rd, &mut agent_wr).await;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut agent_open = true;
+        while let Ok(n @ 1..) = client_rd.read(&mut buf).await {
+            if agent_open {
+                agent_open =
+                    agent_wr.write_all(&buf[..n]).await.is_ok() && agent_wr.flush().await.is_ok();
+            }
+        }
         let _ = agent_wr.shutdown().await;
     };
     let down = async move {
         let _ = tokio::io::copy(&mut agent_rd, &mut client_wr).await;
         let _ = client_wr.shutdown().await;
     };
-    // Whatever the agent sends reaches the client; the client's side ends with it.
-    let up = tokio::spawn(up);
+    // Whatever the agent sends reaches the client; the client's side ends with it,
+    // after lingering.
+    let mut up = tokio::spawn(up);
     down.await;
-    up.abort();
+    if tokio::time::timeout(LINGER, &mut up).await.is_err() {
+        up.abort();
+    }
 }
+
+/// How long a relayed connection whose agent side ended waits for the client to
+/// close its side.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// Headers passed on to the agent: the upgrade handshake's.
 const PASSED: [&str; 7] = [

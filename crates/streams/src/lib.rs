@@ -5,7 +5,8 @@
 //!   (v5/v4.channel.k8s.io: kubectl 1.32, kube-rs) or over SPDY/3.1 with one stream
 //!   per stdio (crictl, critest, kubectl with websockets turned off);
 //! - [`portforward`]: SPDY, SPDY tunnelled in a WebSocket, or WebSocket channels;
-//! - [`spdy`]: the SPDY/3.1 framing both use.
+//! - [`spdy`]: the SPDY/3.1 framing both use;
+//! - [`linger`]: closing a session without a reset that loses its last frames.
 //!
 //! The node agent serves them at the kubelet's paths for the API server to proxy to;
 //! the CRI endpoint serves them at the one-time URLs its Exec, Attach and PortForward
@@ -13,6 +14,7 @@
 //! hands the upgrade request here.
 
 pub mod channel;
+pub mod linger;
 pub mod portforward;
 pub mod remotecommand;
 pub mod spdy;

@@ -333,6 +333,7 @@ where
         Err(e) => {
             let _ = sink.send(on_channel(3, &failure_json(&e))).await;
             let _ = sink.send(normal_close()).await;
+            crate::linger::drain_messages(&mut stream).await;
             return;
         }
     };
@@ -372,7 +373,10 @@ where
         let _ = sink.close().await;
     };
     tokio::select! {
-        _ = writer => {}
+        _ = writer => {
+            // The status and our close are out: they must not be lost to a reset.
+            crate::linger::drain_messages(&mut stream).await;
+        }
         _ = reader => {}
     }
 }

@@ -253,16 +253,22 @@ where
     let writer = tokio::spawn(write_frames(w, out_rx));
     let notified = closed.clone();
     tokio::spawn(async move {
+        let mut r = r;
         tokio::select! {
-            r = read_frames(r, out_tx, streams_tx) => {
-                if let Err(e) = r {
+            res = read_frames(&mut r, out_tx, streams_tx) => {
+                if let Err(e) = res {
                     tracing::debug!(error = %e, "SPDY session ended");
                 }
             }
-            _ = notified.notified() => {}
+            _ = notified.notified() => {
+                // Ended from here: frames stop being read, and the writer ends once
+                // every stream writer is dropped. What the peer still sends is read
+                // and dropped meanwhile, so that no reset erases the last frames
+                // (see crate::linger).
+                drop(writer);
+                crate::linger::drain_bytes(&mut r).await;
+            }
         }
-        // The reader is gone: the writer ends once every stream writer is dropped.
-        drop(writer);
     });
     (streams_rx, Closer(closed))
 }
