@@ -232,6 +232,12 @@ impl NodeArgs {
 
 /// A kube client from a kubeconfig file, its server replaced when given.
 pub async fn client(kubeconfig: &Path, server: Option<&str>) -> anyhow::Result<kube::Client> {
+    kube::Client::try_from(config(kubeconfig, server).await?).context("making the API client")
+}
+
+/// The client configuration of a kubeconfig's current context, with `server`'s URL
+/// over its own.
+pub async fn config(kubeconfig: &Path, server: Option<&str>) -> anyhow::Result<kube::Config> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
     let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
@@ -242,7 +248,7 @@ pub async fn client(kubeconfig: &Path, server: Option<&str>) -> anyhow::Result<k
             .parse()
             .with_context(|| format!("--server {s:?} is not a URL (https://HOST:6443)"))?;
     }
-    kube::Client::try_from(cfg).context("making the API client")
+    Ok(cfg)
 }
 
 /// The cluster CA a kubeconfig trusts (its current context's cluster), as PEM.

@@ -22,6 +22,12 @@ pub struct ControllerManagerArgs {
     /// Run no local-path provisioner (and install no default StorageClass).
     #[arg(long)]
     disable_local_storage: bool,
+    /// Each controller acts as its own ServiceAccount in kube-system, with a token
+    /// asked for with the kubeconfig's identity and renewed before it runs out
+    /// (kube-controller-manager's flag; `berth server` always runs its controllers
+    /// so).
+    #[arg(long)]
+    use_service_account_credentials: bool,
     #[command(flatten)]
     election: crate::elected::LeaderElectionArgs,
     #[command(flatten)]
@@ -147,11 +153,21 @@ pub async fn elected(
 /// Runs the controllers until interrupted.
 pub async fn controller_manager(a: ControllerManagerArgs) -> anyhow::Result<()> {
     crate::server_cmd::init_logging("text");
-    let client = crate::agent_cmd::client(&a.kubeconfig, a.server.as_deref()).await?;
-    let cfg = a.settings.config(!a.disable_local_storage)?;
+    let base = crate::agent_cmd::config(&a.kubeconfig, a.server.as_deref()).await?;
+    let client = kube::Client::try_from(base.clone()).context("making the API client")?;
+    let mut cfg = a.settings.config(!a.disable_local_storage)?;
     if cfg.signer.is_none() {
         tracing::warn!("no --cluster-signing-cert-file: certificate requests are approved but not signed by these controllers");
     }
+    // Kept for as long as the controllers run: it renews their tokens.
+    let _accounts = if a.use_service_account_credentials {
+        let accounts =
+            berth_controllers::credentials::service_account_clients(client.clone(), base).await?;
+        cfg.identities = Some(accounts.identities.clone());
+        Some(accounts)
+    } else {
+        None
+    };
     let c = client.clone();
     let work = move || berth_controllers::run(c.clone(), cfg.clone());
     let election = a

@@ -853,12 +853,17 @@ struct Manager {
 
 impl Manager {
     fn start(c: &Cluster, n: usize) -> Manager {
+        Manager::start_with(c, n, &[])
+    }
+
+    fn start_with(c: &Cluster, n: usize, flags: &[&str]) -> Manager {
         let log = c.env.path(&format!("manager-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = c
             .env
             .cmd(&["controller-manager", "--kubeconfig"])
             .arg(c.kubeconfig())
+            .args(flags)
             .env("BERTH_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -964,6 +969,61 @@ fn of_two_controller_managers_one_acts_and_the_other_takes_over_when_it_dies() {
     c.until("the lease given up", 10, || {
         holder().is_empty().then_some(())
     });
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn an_out_of_process_manager_acts_as_each_controllers_own_service_account() {
+    let c = Cluster::api_only_with(&["--disable", "controllers"]);
+    let p = format!("i{}", std::process::id());
+    let _nodes = sim(&c, &p, 2);
+    let manager = Manager::start_with(&c, 0, &["--use-service-account-credentials"]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=example.invalid/web",
+        "--replicas=2",
+    ]);
+    rollout(&c, "web");
+    let accounts = c.ok(&["get", "serviceaccounts", "-n", "kube-system", "-o", "name"]);
+    for sa in ["deployment-controller", "replicaset-controller"] {
+        assert!(
+            accounts.contains(&format!("serviceaccount/{sa}\n")),
+            "{accounts}"
+        );
+    }
+    // The ReplicaSet controller loses its rights: the Deployment controller, acting
+    // as its own account, still scales the ReplicaSet, but the pods are refused to
+    // the ReplicaSet controller's account, by that name (in the server's log: the
+    // account may not write the ReplicaSet's status or events either).
+    c.ok(&[
+        "delete",
+        "clusterrolebinding",
+        "system:controller:replicaset-controller",
+    ]);
+    c.ok(&["scale", "deploy/web", "--replicas=3"]);
+    let refused = "User \"system:serviceaccount:kube-system:replicaset-controller\" cannot create resource \"pods\"";
+    c.until("the ReplicaSet's pods refused", 30, || {
+        c.log().contains(refused).then_some(())
+    });
+    assert!(
+        !std::fs::read_to_string(&manager.log)
+            .unwrap_or_default()
+            .contains("ERROR"),
+        "{}",
+        std::fs::read_to_string(&manager.log).unwrap_or_default()
+    );
+    assert_eq!(replica_sets(&c, "web")[0].1, 3);
+    assert_eq!(
+        c.ok(&["get", "pods", "-l", "app=web", "-o", "name"])
+            .lines()
+            .count(),
+        2
+    );
 }
 
 #[test]

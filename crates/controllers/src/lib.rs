@@ -6,6 +6,7 @@
 
 pub mod certificates;
 pub mod clusterroles;
+pub mod credentials;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -252,7 +253,7 @@ where
 
 /// Makes the controllers' ServiceAccounts in kube-system when absent, as
 /// kube-controller-manager does before acting as them.
-async fn install_service_accounts(client: &kube::Client) {
+pub(crate) async fn install_service_accounts(client: &kube::Client) {
     use berth_pods::identities;
     use k8s_openapi::api::core::v1::ServiceAccount;
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), identities::NAMESPACE);

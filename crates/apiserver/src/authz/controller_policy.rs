@@ -8,7 +8,8 @@ use serde_json::Value;
 use super::policy::{named, rule, READ};
 
 /// The controller manager's own rights: its shared informers read every kind, it
-/// holds its Lease, makes its controllers' ServiceAccounts and installs the classes
+/// holds its Lease, makes its controllers' ServiceAccounts (and their tokens, out of
+/// process) and installs the classes
 /// berth ships. Each controller writes as its own ServiceAccount
 /// ([`controller_roles`]).
 pub(super) fn controller_manager_rules() -> Vec<Value> {
@@ -27,6 +28,8 @@ pub(super) fn controller_manager_rules() -> Vec<Value> {
             &["events"],
         ),
         rule(&["create"], &[""], &["serviceaccounts"]),
+        // Its controllers' tokens, out of process (--use-service-account-credentials).
+        rule(&["create"], &[""], &["serviceaccounts/token"]),
         rule(&["create"], &["storage.k8s.io"], &["storageclasses"]),
         rule(&["create"], &["networking.k8s.io"], &["ingressclasses"]),
         rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
