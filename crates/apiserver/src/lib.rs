@@ -54,6 +54,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_join::secret::JoinRole;
 use berth_store::{Backend, Store};
 use serde_json::json;
 
@@ -110,10 +111,10 @@ pub struct Server {
     pub api: Arc<api::Api>,
     /// The certificates (node credentials are issued from its CA).
     pub pki: pki::Pki,
-    /// The servers' join token (`DATA_DIR/token`).
-    pub join_token: berth_join::JoinToken,
-    /// The agents' join token (`DATA_DIR/agent-token`).
-    pub agent_token: berth_join::JoinToken,
+    /// The servers' join token (`DATA_DIR/token`); None: revoked.
+    pub join_token: Option<berth_join::JoinToken>,
+    /// The agents' join token (`DATA_DIR/agent-token`); None: revoked.
+    pub agent_token: Option<berth_join::JoinToken>,
 }
 
 /// Starts the server; returns once it listens (readiness follows when the default
@@ -152,14 +153,21 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
     let pki_dir = pki::pki_dir(&cfg.data_dir);
     let pki = pki::Pki::ensure(&pki_dir, &sans, &url)?;
     let tls = server::tls_config(&pki)?;
-    let join_token = certificates::bootstrap::ensure_join_token(
-        &certificates::bootstrap::token_path(&cfg.data_dir),
-        &pki.ca_cert,
-    )?;
-    let agent_token = certificates::bootstrap::ensure_join_token(
-        &certificates::bootstrap::agent_token_path(&cfg.data_dir),
-        &pki.ca_cert,
-    )?;
+    let join_paths = [
+        (
+            certificates::bootstrap::token_path(&cfg.data_dir),
+            JoinRole::Servers,
+        ),
+        (
+            certificates::bootstrap::agent_token_path(&cfg.data_dir),
+            JoinRole::Agents,
+        ),
+    ];
+    let mut join_files = Vec::new();
+    for (path, role) in join_paths {
+        let token = certificates::bootstrap::ensure_join_token(&path, &pki.ca_cert)?;
+        join_files.push((path, token, role));
+    }
     let authn = auth::Authenticator::load(cfg.token_file.as_deref(), &pki_dir, cfg.anonymous_auth)?;
     let hub = hub::Hub::start(store.clone())
         .await
@@ -197,13 +205,17 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
     authz::reconcile::cluster_defaults(&api)
         .await
         .map_err(|e| Error::Setup(format!("writing the default RBAC roles: {}", e.message)))?;
-    // The join token works from the first request: a node started with the server
+    // The join tokens work from the first request: a node started with the server
     // joins at once.
-    for (token, servers) in [(&join_token, true), (&agent_token, false)] {
-        certificates::bootstrap::install_join_token(&api, token, servers)
+    let mut settled = Vec::new();
+    for (path, token, role) in &join_files {
+        let token = certificates::bootstrap::settle_join_token(&api, path, token, *role)
             .await
             .map_err(|e| Error::Setup(format!("writing a join token's Secret: {}", e.message)))?;
+        settled.push(token);
     }
+    let agent_token = settled.pop().flatten();
+    let join_token = settled.pop().flatten();
     // Custom resources are served from the first request on.
     crd::controller::start(&api);
     let rev = api.store.revision().await?;

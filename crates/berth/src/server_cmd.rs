@@ -250,13 +250,21 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
             stopped(),
         ))))
     };
-    // As kubeadm init ends: how another node joins.
-    tracing::info!(
-        "agents join with: berth agent --server https://HOST:{} --token-file {} (copy the file from here; or make a token that expires: berth token create); servers on the same etcd join with --server and --token-file {}",
-        s.addr.port(),
-        berth_apiserver::certificates::bootstrap::agent_token_path(&data_dir).display(),
-        berth_apiserver::certificates::bootstrap::token_path(&data_dir).display(),
-    );
+    // As kubeadm init ends: how another node joins (a revoked token was warned of).
+    if s.agent_token.is_some() {
+        tracing::info!(
+            "agents join with: berth agent --server https://HOST:{} --token-file {} (copy the file from here; or make a token that expires: berth token create)",
+            s.addr.port(),
+            berth_apiserver::certificates::bootstrap::agent_token_path(&data_dir).display(),
+        );
+    }
+    if s.join_token.is_some() {
+        tracing::info!(
+            "servers on the same etcd join with: berth server --server https://HOST:{} --token-file {}",
+            s.addr.port(),
+            berth_apiserver::certificates::bootstrap::token_path(&data_dir).display(),
+        );
+    }
     let advertise = a
         .advertise_address
         .or(Some(s.addr.ip()).filter(|ip| !ip.is_unspecified()))

@@ -1,10 +1,12 @@
-//! `berth token create|list|delete`: bootstrap tokens, as `kubeadm token` and
+//! `berth token create|list|delete|rotate`: bootstrap tokens, as `kubeadm token` and
 //! `k3s token` manage them — Secrets in kube-system that agents join with. A new
 //! token is printed whole, with the cluster CA's hash, so it verifies the server.
+//! `rotate` replaces one of the servers' own join tokens, as `k3s token rotate`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
+use berth_join::secret::JoinRole;
 use berth_join::{secret, BootstrapToken, JoinToken, TokenSecret};
 use clap::{Args, Subcommand};
 use k8s_openapi::api::core::v1::Secret;
@@ -23,6 +25,10 @@ pub enum TokenCommand {
     /// Delete bootstrap tokens (by id, ID.SECRET, or the whole join token).
     #[command(alias = "rm")]
     Delete(DeleteArgs),
+    /// Replace the servers' join token (DATA_DIR/token) with a new one, or with
+    /// --agents the agents' (DATA_DIR/agent-token): the old one stops working at
+    /// once, and every server takes the new one at its next start.
+    Rotate(RotateArgs),
 }
 
 /// How to reach the server.
@@ -59,6 +65,16 @@ pub struct DeleteArgs {
     tokens: Vec<String>,
 }
 
+/// `berth token rotate` options.
+#[derive(Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The agents' join token instead of the servers'.
+    #[arg(long)]
+    agents: bool,
+}
+
 async fn client(ctx: &Ctx, c: &Common) -> anyhow::Result<kube::Client> {
     let path = c
         .kubeconfig
@@ -79,6 +95,7 @@ pub async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Create(a) => create(ctx, a).await,
         TokenCommand::List(c) => list(ctx, c).await,
         TokenCommand::Delete(a) => delete(ctx, a).await,
+        TokenCommand::Rotate(a) => rotate(ctx, a).await,
     }
 }
 
@@ -89,14 +106,7 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
         }
     }
     let client = client(ctx, &a.common).await?;
-    // The CA exactly as the server serves it to joining nodes.
-    let req = http::Request::get("/cacerts")
-        .body(Vec::new())
-        .context("a request")?;
-    let ca = client
-        .request_text(req)
-        .await
-        .context("fetching the cluster CA from the server")?;
+    let ca_hash = served_ca_hash(&client).await?;
     let token = BootstrapToken::generate()?;
     let expiration = if a.ttl.is_zero() {
         None
@@ -117,9 +127,28 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
         extra_groups: a.groups.clone(),
         description: a.description.clone(),
     };
+    write_secret(&client, &ts).await?;
+    println!("{}", JoinToken { ca_hash, token });
+    Ok(())
+}
+
+/// The hash of the cluster CA exactly as the server serves it to joining nodes.
+async fn served_ca_hash(client: &kube::Client) -> anyhow::Result<String> {
+    let req = http::Request::get("/cacerts")
+        .body(Vec::new())
+        .context("a request")?;
+    let ca = client
+        .request_text(req)
+        .await
+        .context("fetching the cluster CA from the server")?;
+    Ok(berth_join::ca_hash(ca.as_bytes()))
+}
+
+/// Writes a bootstrap token's Secret.
+async fn write_secret(client: &kube::Client, ts: &TokenSecret) -> anyhow::Result<()> {
     let obj = Secret {
         metadata: kube::api::ObjectMeta {
-            name: Some(secret::secret_name(&token.id)),
+            name: Some(secret::secret_name(&ts.token.id)),
             namespace: Some(secret::NAMESPACE.into()),
             ..Default::default()
         },
@@ -127,14 +156,71 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
         string_data: Some(ts.to_data()),
         ..Default::default()
     };
-    Api::<Secret>::namespaced(client, secret::NAMESPACE)
+    Api::<Secret>::namespaced(client.clone(), secret::NAMESPACE)
         .create(&PostParams::default(), &obj)
         .await
         .context("writing the bootstrap token's Secret")?;
-    let join = JoinToken {
-        ca_hash: berth_join::ca_hash(ca.as_bytes()),
-        token,
+    Ok(())
+}
+
+async fn rotate(ctx: &Ctx, a: RotateArgs) -> anyhow::Result<()> {
+    use berth_apiserver::certificates::bootstrap::{agent_token_path, token_path};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let role = if a.agents {
+        JoinRole::Agents
+    } else {
+        JoinRole::Servers
     };
+    let client = client(ctx, &a.common).await?;
+    let ca_hash = served_ca_hash(&client).await?;
+    let token = BootstrapToken::generate()?;
+    write_secret(&client, &role.secret(&token)).await?;
+    // The record names the new token; servers install what it names at start.
+    let records = Api::<ConfigMap>::namespaced(client.clone(), secret::NAMESPACE);
+    let record = secret::JOIN_TOKENS_RECORD;
+    let old = records
+        .get_opt(record)
+        .await
+        .with_context(|| format!("reading kube-system/{record}"))?
+        .and_then(|c| c.data?.remove(role.key()));
+    let patch = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": record, "namespace": secret::NAMESPACE},
+        "data": {role.key(): token.id},
+    });
+    records
+        .patch(
+            record,
+            &kube::api::PatchParams::apply("berth-token").force(),
+            &kube::api::Patch::Apply(&patch),
+        )
+        .await
+        .with_context(|| format!("recording the new token in kube-system/{record}"))?;
+    // The old token is revoked with its Secret.
+    if let Some(old) = old.filter(|o| *o != token.id) {
+        match Api::<Secret>::namespaced(client, secret::NAMESPACE)
+            .delete(&secret::secret_name(&old), &Default::default())
+            .await
+        {
+            Ok(_) => eprintln!("bootstrap token {old:?} revoked"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e).context(format!("revoking the old token {old:?}")),
+        }
+    }
+    let join = JoinToken { ca_hash, token };
+    // This host's file, when this is the server whose admin kubeconfig was used;
+    // other servers rewrite theirs at their next start.
+    if a.common.kubeconfig.is_none() {
+        let data_dir = ctx.root.join("server");
+        let path = match role {
+            JoinRole::Servers => token_path(&data_dir),
+            JoinRole::Agents => agent_token_path(&data_dir),
+        };
+        berth_hostdirs::write_private(&path, format!("{join}\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("{} now holds the new token", path.display());
+    }
     println!("{join}");
     Ok(())
 }

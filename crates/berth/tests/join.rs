@@ -293,6 +293,81 @@ fn bootstrap_tokens_get_node_certificates_and_nothing_else() {
     kubectl_missing,
     ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
 )]
+fn revoked_join_tokens_stay_revoked_and_rotated_ones_reach_every_server() {
+    let mut c = Cluster::api_only();
+    let servers_file = c.env.root().join("server/token");
+    let agents_file = c.env.root().join("server/agent-token");
+    let read =
+        |f: &std::path::Path| -> JoinToken { std::fs::read_to_string(f).unwrap().parse().unwrap() };
+    let works = |c: &Cluster, t: &JoinToken| {
+        let o = as_token(c, &t.token.to_string(), &["get", "csr"], None);
+        !text(&o).contains("Unauthorized")
+    };
+    // On the server's host, without a kubeconfig: the server's own admin one.
+    let rotate = |c: &Cluster, extra: &[&str]| -> JoinToken {
+        let o = c
+            .env
+            .cmd(&[&["token", "rotate"], extra].concat())
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+    };
+    let first = read(&servers_file);
+    assert!(works(&c, &first));
+
+    // Rotated: a new token for the same CA, the old one refused at once, and this
+    // server's file holds the new one.
+    let second = rotate(&c, &[]);
+    assert_ne!(second.token.id, first.token.id);
+    assert_eq!(second.ca_hash, first.ca_hash);
+    assert_eq!(read(&servers_file), second);
+    assert!(works(&c, &second));
+    assert!(!works(&c, &first));
+
+    // A server whose file predates the rotation takes the new token at its start,
+    // and does not bring the old one back.
+    std::fs::write(&servers_file, format!("{first}\n")).unwrap();
+    c.kill();
+    c.spawn();
+    c.wait_api();
+    assert_eq!(read(&servers_file), second);
+    assert!(works(&c, &second));
+    assert!(!works(&c, &first));
+
+    // Revoked by deleting it: it stays revoked across a restart, and the log says
+    // how to make a new one.
+    let o = berth(&c, &["token", "delete", &second.token.id]);
+    assert!(o.status.success(), "{}", text(&o));
+    c.kill();
+    c.spawn();
+    c.wait_api();
+    assert!(!works(&c, &second));
+    let log = c.log();
+    assert!(
+        log.contains("was revoked") && log.contains("berth token rotate"),
+        "{}",
+        &log[log.len().saturating_sub(3000)..]
+    );
+
+    // The agents' token rotates on its own; the servers' stays as it was.
+    let agents_before = read(&agents_file);
+    let agents_after = rotate(&c, &["--agents"]);
+    assert_eq!(read(&agents_file), agents_after);
+    assert!(works(&c, &agents_after));
+    assert!(!works(&c, &agents_before));
+    assert!(!works(&c, &second));
+    // And a rotation ends the servers' token's revocation with a new one.
+    let third = rotate(&c, &[]);
+    assert!(works(&c, &third));
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn an_agent_joins_with_the_token_serves_with_a_signed_certificate_and_renews() {
     // Certificates of 40 s (backdated 5 minutes, as kube's signer does): the agent
     // renews its client certificate within a minute.

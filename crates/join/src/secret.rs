@@ -24,6 +24,53 @@ pub const USAGE_AUTHENTICATION: &str = "authentication";
 /// The usage kubeadm's discovery signs the cluster-info ConfigMap with.
 pub const USAGE_SIGNING: &str = "signing";
 
+/// The ConfigMap (in [`NAMESPACE`]) that records which bootstrap token is each of
+/// the servers' join tokens: by [`JoinRole::key`], the token's id. Servers install
+/// their join tokens from it at start, so a token revoked (its Secret deleted) stays
+/// revoked, and one rotated reaches every server.
+pub const JOIN_TOKENS_RECORD: &str = "berth-join-tokens";
+
+/// Which of the servers' two join tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinRole {
+    /// The servers' (DATA_DIR/token): joins servers and agents.
+    Servers,
+    /// The agents' (DATA_DIR/agent-token): joins agents only.
+    Agents,
+}
+
+impl JoinRole {
+    /// Its key in [`JOIN_TOKENS_RECORD`].
+    pub fn key(self) -> &'static str {
+        match self {
+            JoinRole::Servers => "servers",
+            JoinRole::Agents => "agents",
+        }
+    }
+
+    /// The Secret's data of `token` as this join token: no expiry (as k3s's), and for
+    /// the servers' the group that may fetch what a joining server needs.
+    pub fn secret(self, token: &BootstrapToken) -> TokenSecret {
+        let (extra_groups, description) = match self {
+            JoinRole::Servers => (
+                vec![SERVERS_GROUP.to_string()],
+                "The servers' join token (berth server, DATA_DIR/token): joins servers and agents.",
+            ),
+            JoinRole::Agents => (
+                Vec::new(),
+                "The agents' join token (berth server, DATA_DIR/agent-token): joins agents only.",
+            ),
+        };
+        TokenSecret {
+            token: token.clone(),
+            expiration: None,
+            usages: vec![USAGE_AUTHENTICATION.into(), USAGE_SIGNING.into()],
+            extra_groups,
+            description: description.into(),
+        }
+    }
+}
+
 /// The Secret's name for token `id`.
 pub fn secret_name(id: &str) -> String {
     format!("bootstrap-token-{id}")

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use berth_join::secret::JoinRole;
 use berth_join::{secret, BootstrapToken, JoinToken, TokenSecret};
 use serde_json::{json, Value};
 
@@ -132,45 +133,128 @@ pub fn ensure_join_token(path: &Path, ca_pem: &str) -> Result<JoinToken, Error> 
     Ok(join)
 }
 
-/// The Secret backing one of the server's join tokens, written (or put back as it
-/// should be) at every start: they never expire, as k3s's, and are revoked by
-/// deleting the Secret and the file on every server before their restarts.
-pub async fn install_join_token(
+/// Settles one of the server's join tokens with the cluster's record of them
+/// ([`secret::JOIN_TOKENS_RECORD`]) at every start, and returns the token that joins
+/// as `role` — None when it was revoked:
+///
+/// - none recorded (a new cluster, or one from before the record): the token of this
+///   server's file (`path`) is installed and recorded;
+/// - this file's token recorded: its Secret is put back as it should be, unless it is
+///   gone: then it was revoked (`berth token delete`) and stays so;
+/// - another recorded (`berth token rotate` made it, or this server's file predates
+///   it): that token is adopted and this server's file rewritten with it.
+pub async fn settle_join_token(
     api: &Arc<Api>,
-    join: &JoinToken,
-    servers: bool,
-) -> Result<(), ApiError> {
-    let (extra_groups, description) = if servers {
-        (
-            vec![secret::SERVERS_GROUP.to_string()],
-            "The servers' join token (berth server, DATA_DIR/token): joins servers and agents.",
-        )
-    } else {
-        (
-            Vec::new(),
-            "The agents' join token (berth server, DATA_DIR/agent-token): joins agents only.",
-        )
-    };
-    let ts = TokenSecret {
-        token: join.token.clone(),
-        expiration: None,
-        usages: vec![
-            secret::USAGE_AUTHENTICATION.into(),
-            secret::USAGE_SIGNING.into(),
-        ],
-        extra_groups,
-        description: description.into(),
-    };
-    // Its namespace first: this runs before the server's other bootstrapping.
+    path: &Path,
+    file: &JoinToken,
+    role: JoinRole,
+) -> Result<Option<JoinToken>, ApiError> {
+    // The namespace first: this runs before the server's other bootstrapping.
     let namespaces = crate::resources::find("", "v1", "namespaces").expect("served");
     let ns =
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": secret::NAMESPACE}});
     crate::objects::create_internal(api, namespaces, None, ns).await?;
+    let recorded = match record(api, role, &file.token.id).await? {
+        None => {
+            install(api, role, &file.token).await?;
+            return Ok(Some(file.clone()));
+        }
+        Some(id) => id,
+    };
     let secrets = crate::resources::find("", "v1", "secrets").expect("served");
-    let want = secret_object(&ts);
+    let name = secret::secret_name(&recorded);
+    let cur = match crate::objects::read(api, secrets, Some(secret::NAMESPACE), &name).await {
+        Ok(found) => Some(found),
+        Err(e) if e.code == 404 => None,
+        Err(e) => return Err(e),
+    };
+    if recorded == file.token.id {
+        if cur.is_none() {
+            tracing::warn!(
+                "the {} join token in {} was revoked (its Secret kube-system/{name} is gone) and stays so: make a new one with `berth token rotate{}`",
+                role.key(),
+                path.display(),
+                if role == JoinRole::Agents { " --agents" } else { "" },
+            );
+            return Ok(None);
+        }
+        install(api, role, &file.token).await?;
+        return Ok(Some(file.clone()));
+    }
+    let Some((obj, _)) = cur else {
+        tracing::warn!(
+            "the {} join token recorded in kube-system/{} ({recorded}) was revoked, and {} holds an older one: make a new one with `berth token rotate{}`",
+            role.key(),
+            secret::JOIN_TOKENS_RECORD,
+            path.display(),
+            if role == JoinRole::Agents { " --agents" } else { "" },
+        );
+        return Ok(None);
+    };
+    let adopted = match decode_secret(&name, &obj) {
+        Ok(a) => a,
+        Err(why) => {
+            tracing::warn!("the {} join token is unusable: {why}", role.key());
+            return Ok(None);
+        }
+    };
+    let join = JoinToken {
+        ca_hash: file.ca_hash.clone(),
+        token: adopted.token,
+    };
+    berth_hostdirs::write_private(path, format!("{join}\n").as_bytes())
+        .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
+    tracing::info!(
+        "the {} join token was rotated: {} now holds {}",
+        role.key(),
+        path.display(),
+        join.token.id
+    );
+    install(api, role, &join.token).await?;
+    Ok(Some(join))
+}
+
+/// The id [`secret::JOIN_TOKENS_RECORD`] names for `role`; None when it names none,
+/// after recording `mine` (a first server, or a cluster from before the record).
+async fn record(api: &Arc<Api>, role: JoinRole, mine: &str) -> Result<Option<String>, ApiError> {
+    let configmaps = crate::resources::find("", "v1", "configmaps").expect("served");
+    let name = secret::JOIN_TOKENS_RECORD;
+    let fresh = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": secret::NAMESPACE},
+        "data": {},
+    });
+    crate::objects::create_internal(api, configmaps, Some(secret::NAMESPACE), fresh).await?;
+    let (cur, rev) = crate::objects::read(api, configmaps, Some(secret::NAMESPACE), name).await?;
+    if let Some(id) = cur
+        .pointer(&format!("/data/{}", role.key()))
+        .and_then(Value::as_str)
+    {
+        return Ok(Some(id.to_string()));
+    }
+    let mut new = cur.clone();
+    new["data"][role.key()] = json!(mine);
+    crate::objects::replace_internal(
+        api,
+        configmaps,
+        Some(secret::NAMESPACE),
+        name,
+        (&cur, rev),
+        new,
+        None,
+    )
+    .await?;
+    Ok(None)
+}
+
+/// Writes the Secret of `token` as `role`'s join token, or puts it back as it should
+/// be (one from an earlier version, or edited).
+async fn install(api: &Arc<Api>, role: JoinRole, token: &BootstrapToken) -> Result<(), ApiError> {
+    let secrets = crate::resources::find("", "v1", "secrets").expect("served");
+    let want = secret_object(&role.secret(token));
     crate::objects::create_internal(api, secrets, Some(secret::NAMESPACE), want.clone()).await?;
-    // One from an earlier version, or edited: put the server's token back as it is.
-    let name = secret::secret_name(&ts.token.id);
+    let name = secret::secret_name(&token.id);
     let (cur, rev) = crate::objects::read(api, secrets, Some(secret::NAMESPACE), &name).await?;
     if cur.get("data") != want.get("data") {
         let mut new = cur.clone();
