@@ -57,8 +57,16 @@ fn node_of(c: &Cluster, name: &str) -> String {
 )]
 fn pods_are_placed_as_kube_scheduler_places_them() {
     let c = Cluster::api_only();
+    // No node yet: kube's message for an empty cluster; the first nodes take it.
+    c.apply(&with_cpu(pod("early", ""), "100m"));
+    let cond = unschedulable(&c, "early");
+    assert_eq!(
+        cond["message"], "no nodes available to schedule pods",
+        "{cond}"
+    );
     let p = format!("s{}", std::process::id());
     let _nodes = sim(&c, &p, 3, &["--cpu", "2", "--memory", "4Gi"]);
+    node_of(&c, "early");
     let (n0, n1, n2) = (format!("{p}-0"), format!("{p}-1"), format!("{p}-2"));
     c.ok(&["label", "node", &n2, "disk=ssd"]);
     // A node selector picks the node.
@@ -370,5 +378,29 @@ fn a_pod_of_higher_priority_preempts_lower_ones_and_classes_resolve_at_admission
     );
     // The peer, of equal priority, never preempts and is still waiting.
     assert!(c.pod("peer")["spec"]["nodeName"].is_null());
+    c.ok(&["delete", "pod", "--all", "--grace-period=0", "--force"]);
+
+    // Room is not all preemption frees: a pod kept off the node by its anti-affinity
+    // to a lower one, or by a lower one's anti-affinity to it, takes its place.
+    let labelled = |name: &str, app: &str, class: &str, anti_to: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {app}}}}}\nspec:\n  priorityClassName: {class}\n  affinity: {{podAntiAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: [{{labelSelector: {{matchLabels: {{app: {anti_to}}}}}, topologyKey: kubernetes.io/hostname}}]}}}}\n  containers: [{{name: c, image: example.invalid/x, resources: {{requests: {{cpu: 100m}}}}}}]\n"
+        )
+    };
+    let gone = |name: &str| {
+        c.until(&format!("{name} preempted"), 30, || {
+            (!c.kubectl(&["get", "pod", name]).status.success()).then_some(())
+        })
+    };
+    c.apply(&labelled("lone", "lone", "low", "nobody"));
+    node_of(&c, "lone");
+    c.apply(&labelled("shy", "shy", "high", "lone"));
+    assert_eq!(node_of(&c, "shy"), format!("{p}-0"));
+    gone("lone");
+    c.apply(&labelled("hermit", "hermit", "low", "visitor"));
+    node_of(&c, "hermit");
+    c.apply(&labelled("visitor", "visitor", "high", "nobody"));
+    assert_eq!(node_of(&c, "visitor"), format!("{p}-0"));
+    gone("hermit");
     c.ok(&["delete", "pod", "--all", "--grace-period=0", "--force"]);
 }

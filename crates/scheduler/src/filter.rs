@@ -180,9 +180,16 @@ fn resources_fit(needs: &Needs, info: &NodeInfo) -> Result<(), Reason> {
     Ok(())
 }
 
+/// kube-scheduler's message when the cluster has no node.
+pub const NO_NODES: &str = "no nodes available to schedule pods";
+
 /// kube's FailedScheduling message: "0/3 nodes are available: 1 Insufficient cpu, 2
-/// node(s) didn't match Pod's node affinity/selector." (reasons sorted, each counted).
+/// node(s) didn't match Pod's node affinity/selector." (reasons sorted, each counted);
+/// with no node at all, kube's "no nodes available to schedule pods".
 pub fn failure_message(nodes: usize, reasons: &[Reason]) -> String {
+    if nodes == 0 {
+        return NO_NODES.into();
+    }
     let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
     for r in reasons {
         *counts.entry(r.as_str()).or_default() += 1;
@@ -277,6 +284,9 @@ mod tests {
             failure_message(4, &reasons),
             "0/4 nodes are available: 1 Too many pods, 2 Insufficient cpu."
         );
-        assert_eq!(failure_message(0, &[]), "0/0 nodes are available.");
+        assert_eq!(
+            failure_message(0, &[]),
+            "no nodes available to schedule pods"
+        );
     }
 }

@@ -94,22 +94,70 @@ fn label<'a>(node: &'a Node, key: &str) -> Option<&'a String> {
     node.metadata.labels.as_ref()?.get(key)
 }
 
+/// Domain → how many placed pods put it in a set (so that preemption can tell when
+/// taking some away empties it).
+type Counted = HashMap<Domain, u32>;
+
+fn count(set: &mut Counted, d: Domain) {
+    *set.entry(d).or_default() += 1;
+}
+
+fn uncount(set: &mut Counted, d: &Domain) {
+    if let Some(n) = set.get_mut(d) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            set.remove(d);
+        }
+    }
+}
+
 /// What one pod's placement must respect, worked out once for all nodes.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct InterPod {
     /// The topology keys of the pod's required affinity terms.
     affinity_keys: Vec<String>,
     /// Domains holding a pod that matches all the affinity terms.
-    affinity: HashSet<Domain>,
+    affinity: Counted,
     /// The pod matches all its own affinity terms (the first of a group may go
     /// anywhere while no pod matches).
     matches_own_affinity: bool,
     /// Domains the pod's anti-affinity forbids.
-    anti: HashSet<Domain>,
+    anti: Counted,
     /// Domains the anti-affinity of placed pods forbids to this one.
-    existing_anti: HashSet<Domain>,
+    existing_anti: Counted,
     /// Domain → the preferred terms' weight there (negative for anti-affinity).
     preferred: HashMap<Domain, i64>,
+}
+
+/// The pod's required terms, resolved.
+struct Required<'a> {
+    affinity: Vec<Term<'a>>,
+    anti: Vec<Term<'a>>,
+}
+
+impl<'a> Required<'a> {
+    fn of(pod: &'a Pod, own: &'a str, cache: &Cache) -> Required<'a> {
+        let aff = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+        let terms = |t: Option<&'a Vec<PodAffinityTerm>>| -> Vec<Term<'a>> {
+            t.into_iter()
+                .flatten()
+                .map(|t| Term::new(t, own, cache))
+                .collect()
+        };
+        Required {
+            affinity: terms(aff.and_then(|a| a.pod_affinity.as_ref()).and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            anti: terms(
+                aff.and_then(|a| a.pod_anti_affinity.as_ref())
+                    .and_then(|a| {
+                        a.required_during_scheduling_ignored_during_execution
+                            .as_ref()
+                    }),
+            ),
+        }
+    }
 }
 
 impl InterPod {
@@ -121,24 +169,10 @@ impl InterPod {
         let pa = aff.and_then(|a| a.pod_affinity.as_ref());
         let paa = aff.and_then(|a| a.pod_anti_affinity.as_ref());
         let own = facts.namespace.as_str();
-        let required: Vec<Term> = pa
-            .and_then(|a| {
-                a.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .into_iter()
-            .flatten()
-            .map(|t| Term::new(t, own, cache))
-            .collect();
-        let anti: Vec<Term> = paa
-            .and_then(|a| {
-                a.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .into_iter()
-            .flatten()
-            .map(|t| Term::new(t, own, cache))
-            .collect();
+        let Required {
+            affinity: required,
+            anti,
+        } = Required::of(pod, own, cache);
         let preferred: Vec<(Term, i64)> = pa
             .and_then(|a| {
                 a.preferred_during_scheduling_ignored_during_execution
@@ -179,8 +213,7 @@ impl InterPod {
                 let term = Term::new(t, &other.namespace, cache);
                 if term.selects(&facts) {
                     if let Some(v) = label(&n.node, term.key()) {
-                        out.existing_anti
-                            .insert((term.key().to_string(), v.clone()));
+                        count(&mut out.existing_anti, (term.key().to_string(), v.clone()));
                     }
                 }
             }
@@ -192,11 +225,14 @@ impl InterPod {
             let Some(n) = cache.node(node) else { continue };
             let domain = |key: &str| label(&n.node, key).map(|v| (key.to_string(), v.clone()));
             if !required.is_empty() && required.iter().all(|t| t.selects(other)) {
-                out.affinity
-                    .extend(required.iter().filter_map(|t| domain(t.key())));
+                for d in required.iter().filter_map(|t| domain(t.key())) {
+                    count(&mut out.affinity, d);
+                }
             }
             for t in anti.iter().filter(|t| t.selects(other)) {
-                out.anti.extend(domain(t.key()));
+                if let Some(d) = domain(t.key()) {
+                    count(&mut out.anti, d);
+                }
             }
             for (t, w) in preferred.iter().filter(|(t, _)| t.selects(other)) {
                 if let Some(d) = domain(t.key()) {
@@ -213,7 +249,7 @@ impl InterPod {
         let mut present = true;
         for k in &self.affinity_keys {
             match label(node, k) {
-                Some(v) => present &= self.affinity.contains(&(k.clone(), v.clone())),
+                Some(v) => present &= self.affinity.contains_key(&(k.clone(), v.clone())),
                 None => all_keys = false,
             }
         }
@@ -221,10 +257,10 @@ impl InterPod {
         if !all_keys || (!present && !first_of_group) {
             return Err("node(s) didn't match pod affinity rules".into());
         }
-        let forbidden = |set: &HashSet<Domain>| {
+        let forbidden = |set: &Counted| {
             node.metadata.labels.iter().flatten().any(|(k, v)| {
                 // A pair lookup per label; sets are small or empty.
-                !set.is_empty() && set.contains(&(k.clone(), v.clone()))
+                !set.is_empty() && set.contains_key(&(k.clone(), v.clone()))
             })
         };
         if forbidden(&self.anti) {
@@ -234,6 +270,38 @@ impl InterPod {
             return Err("node(s) didn't satisfy existing pods anti-affinity rules".into());
         }
         Ok(())
+    }
+
+    /// The constraints as they would be once `gone` (pods placed on `node`) are
+    /// deleted: what preemption asks of each node it might take victims on. Each
+    /// pod only ever added to the domains of its own node, so those are all it takes
+    /// away.
+    pub fn without(&self, pod: &Pod, cache: &Cache, node: &Node, gone: &[&PodFacts]) -> InterPod {
+        let mut out = self.clone();
+        let facts = PodFacts::of(pod);
+        let required = Required::of(pod, &facts.namespace, cache);
+        let domain = |key: &str| label(node, key).map(|v| (key.to_string(), v.clone()));
+        for other in gone {
+            if !required.affinity.is_empty() && required.affinity.iter().all(|t| t.selects(other)) {
+                for d in required.affinity.iter().filter_map(|t| domain(t.key())) {
+                    uncount(&mut out.affinity, &d);
+                }
+            }
+            for t in required.anti.iter().filter(|t| t.selects(other)) {
+                if let Some(d) = domain(t.key()) {
+                    uncount(&mut out.anti, &d);
+                }
+            }
+            for t in &other.anti_affinity {
+                let term = Term::new(t, &other.namespace, cache);
+                if term.selects(&facts) {
+                    if let Some(d) = domain(term.key()) {
+                        uncount(&mut out.existing_anti, &d);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Whether the pod has preferred terms to score by.

@@ -69,6 +69,27 @@ struct Ctx {
     volumes: volumes::Stores,
     /// PodDisruptionBudgets (preemption spares the pods they protect).
     budgets: kube::runtime::reflector::Store<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
+    /// Which of the cache's watches ([`Synced`]) have listed everything once.
+    synced: tokio::sync::watch::Sender<Synced>,
+}
+
+/// How long the scheduler waits for its watches' first lists before saying so.
+const SYNC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The cache's watches that have listed everything once: until all have, no pod is
+/// placed (as kube-scheduler waits for its informers' caches), or a pod would meet
+/// "0/0 nodes" or be placed beside pods the cache does not know yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Synced {
+    nodes: bool,
+    pods: bool,
+    namespaces: bool,
+}
+
+impl Synced {
+    fn all(self) -> bool {
+        self.nodes && self.pods && self.namespaces
+    }
 }
 
 /// Places pods until the task is dropped.
@@ -98,13 +119,42 @@ pub async fn run(client: kube::Client, cfg: SchedulerConfig) {
         wake,
         recorder: berth_events::Recorder::new(client.clone(), &cfg_name, &cfg_name, None),
         attempts: Default::default(),
+        synced: tokio::sync::watch::Sender::new(Synced::default()),
     });
     let pending = watcher::Config::default().fields("spec.nodeName=");
-    let controller = Controller::new(Api::<Pod>::all(client.clone()), pending)
-        .trigger_backoff(berth_watch::backoff())
-        .reconcile_all_on(woken)
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|_| async {});
+    let placing = ctx.clone();
+    let controller = async move {
+        let mut synced = placing.synced.subscribe();
+        // A watch that cannot list (a missing right) would hold the scheduler up for
+        // good: say which, now and then.
+        while tokio::time::timeout(SYNC_PATIENCE, synced.wait_for(|s| s.all()))
+            .await
+            .is_err()
+        {
+            let s = *synced.borrow();
+            tracing::warn!(
+                nodes = s.nodes,
+                pods = s.pods,
+                namespaces = s.namespaces,
+                "scheduler: still waiting for its watches to list everything once (false: not yet); no pod is placed until they have"
+            );
+        }
+        let v = &placing.volumes;
+        let _ = futures_util::future::join4(
+            v.claims.wait_until_ready(),
+            v.volumes.wait_until_ready(),
+            v.classes.wait_until_ready(),
+            placing.budgets.wait_until_ready(),
+        )
+        .await;
+        tracing::debug!("scheduler: caches synced, placing pods");
+        Controller::new(Api::<Pod>::all(placing.client.clone()), pending)
+            .trigger_backoff(berth_watch::backoff())
+            .reconcile_all_on(woken)
+            .run(reconcile, error_policy, placing.clone())
+            .for_each(|_| async {})
+            .await
+    };
     // In this task, not spawned: dropping the scheduler stops its watches too.
     // A claim, volume or class changing may let waiting pods in.
     let volume_watches = futures_util::future::join4(
@@ -169,6 +219,7 @@ async fn watch_nodes(ctx: Arc<Ctx>) {
             // Nodes deleted while the watch was away are not in the new list.
             Ok(Event::InitDone) => {
                 lock(&ctx).retain_nodes(&seen);
+                ctx.synced.send_modify(|s| s.nodes = true);
                 true
             }
             Ok(Event::Apply(n)) => {
@@ -204,7 +255,8 @@ async fn watch_namespaces(ctx: Arc<Ctx>) {
             Ok(Event::Delete(n)) => {
                 lock(&ctx).remove_namespace(n.metadata.name.as_deref().unwrap_or(""))
             }
-            Ok(Event::Init | Event::InitDone) => {}
+            Ok(Event::InitDone) => ctx.synced.send_modify(|s| s.namespaces = true),
+            Ok(Event::Init) => {}
             Err(e) => tracing::warn!(error = %e, "scheduler: watching namespaces"),
         }
     }
@@ -223,7 +275,10 @@ async fn watch_pods(ctx: Arc<Ctx>) {
                 lock(&ctx).set_pod(&p);
             }
             // Pods deleted while the watch was away are not in the new list.
-            Ok(Event::InitDone) => lock(&ctx).retain_pods(&seen),
+            Ok(Event::InitDone) => {
+                lock(&ctx).retain_pods(&seen);
+                ctx.synced.send_modify(|s| s.pods = true);
+            }
             Ok(Event::Apply(p)) => lock(&ctx).set_pod(&p),
             Ok(Event::Delete(p)) => {
                 lock(&ctx).remove_pod(&p);

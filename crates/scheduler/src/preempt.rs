@@ -4,9 +4,11 @@
 //! those whose deletion would break a PodDisruptionBudget, then the others, each
 //! group highest priority first — and of those nodes the one whose victims matter
 //! least: the fewest budgets broken, the lowest highest victim priority, the lowest
-//! sum of priorities, the fewest victims. Only what victims hold on their node
-//! (resources, pod count, host ports) is freed by deleting them; a node refused for
-//! another reason is not a candidate.
+//! sum of priorities, the fewest victims. What victims hold on their node
+//! (resources, pod count, host ports) is freed by deleting them, and so are the
+//! topology domains their presence closed to the pod: its anti-affinity to them,
+//! theirs to it (while its own affinity must still be met without them). A node
+//! refused for another reason is not a candidate.
 
 use std::sync::Arc;
 
@@ -60,6 +62,17 @@ pub fn find(
             return None;
         }
     }
+    // Inter-pod terms, worked out once; per node, as they would be without victims.
+    let inter = crate::interpod::InterPod::of(pod, cache);
+    let fits_without = |info: &cache::NodeInfo, trial: &cache::NodeInfo, gone: &[&Taken]| {
+        filter::fits(pod, needs, trial).is_ok()
+            && inter.as_ref().is_none_or(|i| {
+                let facts: Vec<&cache::PodFacts> = gone.iter().map(|t| &*t.facts).collect();
+                i.without(pod, cache, &info.node, &facts)
+                    .filter(&info.node)
+                    .is_ok()
+            })
+    };
     let mut best: Option<(Rank, String, Vec<Victim>)> = None;
     for info in cache.nodes() {
         let name = info.node.metadata.name.as_deref().unwrap_or_default();
@@ -77,7 +90,8 @@ pub fn find(
         for (_, t) in &lower {
             trial.remove(t);
         }
-        if filter::fits(pod, needs, &trial).is_err() {
+        let mut gone: Vec<&Taken> = lower.iter().map(|(_, t)| *t).collect();
+        if !fits_without(info, &trial, &gone) {
             continue;
         }
         // Give back the most important first while the pod still fits: those a budget
@@ -89,9 +103,12 @@ pub fn find(
         for (group, breaks) in [(violating, true), (others, false)] {
             for (uid, t) in group {
                 trial.add(t);
-                if filter::fits(pod, needs, &trial).is_ok() {
+                let back = gone.iter().position(|g| std::ptr::eq(*g, *t));
+                let spared = back.map(|i| gone.swap_remove(i));
+                if fits_without(info, &trial, &gone) {
                     continue;
                 }
+                gone.extend(spared);
                 trial.remove(t);
                 broken += usize::from(breaks);
                 victims.push(Victim {
