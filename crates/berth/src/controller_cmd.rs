@@ -41,6 +41,21 @@ pub struct ControllerSettings {
     /// tainted unreachable (kube-controller-manager's flag of that name).
     #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
     node_monitor_grace_period: std::time::Duration,
+    /// Nodes per second, per zone, that get NoExecute taints once down (their pods
+    /// then leave; kube-controller-manager's flag of that name).
+    #[arg(long, default_value_t = 0.1, value_parser = non_negative)]
+    node_eviction_rate: f64,
+    /// The same, in a zone where most nodes are down, in clusters larger than
+    /// --large-cluster-size-threshold (smaller ones taint none then).
+    #[arg(long, default_value_t = 0.01, value_parser = non_negative)]
+    secondary_node_eviction_rate: f64,
+    /// The share of a zone's nodes down (with more than two) past which the zone
+    /// counts as partially disrupted.
+    #[arg(long, default_value_t = 0.55, value_parser = non_negative)]
+    unhealthy_zone_threshold: f64,
+    /// Up to this many nodes in a zone, a partially disrupted zone taints none.
+    #[arg(long, default_value_t = 50)]
+    large_cluster_size_threshold: usize,
     /// Where the local-path provisioner makes volumes on the nodes (k3s's flag of
     /// that name).
     #[arg(long, default_value = berth_pods::storage::DEFAULT_LOCAL_STORAGE_PATH)]
@@ -71,6 +86,14 @@ pub struct ControllerSettings {
     /// The CA key that signs nodes' serving certificates.
     #[arg(long, requires = "cluster_signing_kubelet_serving_cert_file")]
     cluster_signing_kubelet_serving_key_file: Option<PathBuf>,
+}
+
+/// A rate or share: a number not below zero.
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a number of 0 or more")),
+    }
 }
 
 impl ControllerSettings {
@@ -113,6 +136,12 @@ impl ControllerSettings {
         };
         Ok(berth_controllers::Config {
             node_monitor_grace_period: self.node_monitor_grace_period,
+            eviction_rates: berth_controllers::taintrate::EvictionRates {
+                primary: self.node_eviction_rate,
+                secondary: self.secondary_node_eviction_rate,
+                unhealthy_zone_threshold: self.unhealthy_zone_threshold,
+                large_cluster_size_threshold: self.large_cluster_size_threshold,
+            },
             local_path: local_storage.then(|| self.default_local_storage_path.clone()),
             pod_range,
             // One identity for all unless the caller gives each its own.

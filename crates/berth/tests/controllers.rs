@@ -1150,6 +1150,65 @@ fn a_node_that_stops_reporting_goes_unknown_is_tainted_and_loses_its_pods_after_
     kubectl_missing,
     ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
 )]
+fn nodes_that_go_down_together_are_tainted_for_eviction_one_at_a_time() {
+    // One node every 4 s in a zone; the grace period past the simulated Leases' 10 s.
+    let c = Cluster::api_only_with(&[
+        "--node-monitor-grace-period",
+        "15s",
+        "--node-eviction-rate",
+        "0.25",
+    ]);
+    let p = format!("z{}", std::process::id());
+    let mut two = SimNodes::start(&c, &format!("{p}a"), 2, &["--keep"], true);
+    let mut third = SimNodes::start(&c, &format!("{p}c"), 1, &["--keep"], true);
+    let _healthy = sim(&c, &format!("{p}b"), 2);
+    let kill = |s: &mut SimNodes| {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&s.0),
+            rustix::process::Signal::KILL,
+        );
+        let _ = s.0.wait();
+    };
+    // The NoExecute taint's time on `node`, once it has one.
+    let no_execute = |node: &str| -> Option<String> {
+        let n = c.json("node", node);
+        n["spec"]["taints"].as_array()?.iter().find_map(|t| {
+            (t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute")
+                .then(|| t["timeAdded"].as_str().unwrap_or("").to_string())
+        })
+    };
+    // Two of five go down at once: both are tainted, at the zone's pace.
+    kill(&mut two);
+    let (a0, a1) = (format!("{p}a-0"), format!("{p}a-1"));
+    let times = c.until("both down nodes tainted NoExecute", 60, || {
+        Some((no_execute(&a0)?, no_execute(&a1)?))
+    });
+    let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+    let apart = (at(&times.0) - at(&times.1)).get_seconds().abs();
+    assert!(apart >= 3, "NoExecute taints {apart} s apart: {times:?}");
+    // A third of five: most of this small zone is down, likelier the network's
+    // fault than the nodes': it is marked unschedulable but keeps its pods.
+    kill(&mut third);
+    let c0 = format!("{p}c-0");
+    c.until("the third node unreachable", 45, || {
+        c.json("node", &c0)["spec"]["taints"]
+            .to_string()
+            .contains("node.kubernetes.io/unreachable")
+            .then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let taints = c.json("node", &c0)["spec"]["taints"].to_string();
+    assert!(
+        taints.contains("NoSchedule") && !taints.contains("NoExecute"),
+        "{taints}"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
 fn services_get_endpoint_slices_and_endpoints_of_the_pods_they_select() {
     let c = Cluster::api_only();
     let p = format!("e{}", std::process::id());

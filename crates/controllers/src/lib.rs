@@ -29,6 +29,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod revisions;
 pub mod statefulset;
+pub mod taintrate;
 pub mod tokencleaner;
 pub mod volumebinding;
 
@@ -82,6 +83,9 @@ pub struct Config {
     /// How long a node may go without a heartbeat before it is Unknown (kube's
     /// --node-monitor-grace-period, 40 s).
     pub node_monitor_grace_period: std::time::Duration,
+    /// How fast nodes that are down get NoExecute taints (kube's
+    /// --node-eviction-rate and related flags).
+    pub eviction_rates: taintrate::EvictionRates,
     /// Where the local-path provisioner makes volumes on the nodes; None runs no
     /// provisioner (k3s's --disable local-storage).
     pub local_path: Option<String>,
@@ -119,6 +123,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             node_monitor_grace_period: std::time::Duration::from_secs(40),
+            eviction_rates: Default::default(),
             local_path: Some(berth_pods::storage::DEFAULT_LOCAL_STORAGE_PATH.into()),
             pod_range: Some(default_pod_range()),
             identities: None,
@@ -291,6 +296,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         Box::pin(nodelifecycle::controller(
             &shared,
             cfg.node_monitor_grace_period,
+            cfg.eviction_rates,
         )),
         Box::pin(endpoints::controller(&shared)),
         Box::pin(replicationcontroller::controller(&shared)),

@@ -39,14 +39,7 @@ fn node_addresses(nodes: &Store<Node>, proxy_only: bool) -> Vec<String> {
                     .and_then(|l| l.get(INGRESS_PROXY_NODE_LABEL))
                     .is_some_and(|v| v == "true")
         })
-        .filter(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
+        .filter(|n| berth_pods::readiness::node_is_ready(n))
         .filter_map(|n| {
             n.status
                 .as_ref()?

@@ -2,7 +2,8 @@
 //! controllers: a node whose kubelet has not renewed its Lease (nor posted its
 //! status) for 40 s (the grace period) gets its conditions set to Unknown, its pods marked not ready and
 //! the unreachable taints; a node reporting NotReady gets the not-ready taints; both
-//! go when it is Ready again. A pod on a node with a NoExecute taint it does not
+//! go when it is Ready again; the NoExecute taints come at the pace of
+//! [`crate::taintrate`]. A pod on a node with a NoExecute taint it does not
 //! tolerate is evicted at once, one that tolerates it for tolerationSeconds (300 s by
 //! the DefaultTolerationSeconds admission) once that time has passed since the taint
 //! came.
@@ -21,6 +22,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::index::Index;
 use crate::informer::{itself, Change};
+use crate::taintrate::{EvictionRates, Pacer};
 use crate::{Error, Shared};
 
 /// The taint of a node whose kubelet stopped reporting.
@@ -43,12 +45,16 @@ struct Ctx {
         std::collections::HashMap<String, (Option<Timestamp>, std::time::Instant)>,
     >,
     nodes: Store<Node>,
+    /// How fast nodes get NoExecute taints, by zone.
+    rates: EvictionRates,
+    pacer: Pacer,
 }
 
 /// The controller, ready to run once the shared informers run.
 pub fn controller(
     shared: &Shared,
     grace: Duration,
+    rates: EvictionRates,
 ) -> impl std::future::Future<Output = ()> + Send {
     let by_lease = shared.leases.trigger(|c: &Change<'_, Lease>| {
         let l = match c {
@@ -82,6 +88,8 @@ pub fn controller(
         grace,
         seen: Default::default(),
         nodes: shared.nodes.store(),
+        rates,
+        pacer: Pacer::default(),
     });
     // Forget nodes that go.
     let forget = ctx.clone();
@@ -242,11 +250,25 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .cloned()
         .collect();
     if let Some(key) = want {
+        // From not-ready to unreachable or back: swapped at once, as kube swaps them.
+        let swapping = taints
+            .iter()
+            .any(|t| t.effect == "NoExecute" && matches!(t.key.as_str(), UNREACHABLE | NOT_READY));
         for effect in ["NoSchedule", "NoExecute"] {
             if !new_taints
                 .iter()
                 .any(|t| t.key == key && t.effect == effect)
             {
+                if effect == "NoExecute" && !swapping {
+                    let all = ctx.nodes.state();
+                    if let Err(wait) =
+                        ctx.pacer
+                            .take(&ctx.rates, &node, &all, std::time::Instant::now())
+                    {
+                        next = Some(next.map_or(wait, |n| n.min(wait)));
+                        continue;
+                    }
+                }
                 new_taints.push(Taint {
                     key: key.into(),
                     effect: effect.into(),
@@ -264,7 +286,10 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         Api::<Node>::all(ctx.client.clone())
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        return Ok(Action::await_change());
+        // A NoExecute taint held back waits for its zone's turn.
+        return Ok(next
+            .map(Action::requeue)
+            .unwrap_or_else(Action::await_change));
     }
 
     // Taint eviction.

@@ -1,8 +1,9 @@
 //! A pod's readiness as controllers read it: Ready, and available (ready for at least
-//! minReadySeconds), the counts Deployments, ReplicaSets and StatefulSets report.
+//! minReadySeconds), the counts Deployments, ReplicaSets and StatefulSets report; and
+//! a node's.
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::{Pod, PodCondition};
+use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
 
 /// The pod's Ready condition, if it has one.
 pub fn ready_condition(pod: &Pod) -> Option<&PodCondition> {
@@ -17,6 +18,16 @@ pub fn ready_condition(pod: &Pod) -> Option<&PodCondition> {
 /// Whether the pod is Ready.
 pub fn is_ready(pod: &Pod) -> bool {
     ready_condition(pod).is_some_and(|c| c.status == "True")
+}
+
+/// Whether the node's Ready condition is True.
+pub fn node_is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// When the pod became Ready (None if it is not).

@@ -357,14 +357,7 @@ async fn wait_ready(c: &ClusterRecord, paths: &Paths, deadline: Instant) -> anyh
                 let ready: Vec<String> = list
                     .items
                     .iter()
-                    .filter(|n| {
-                        n.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| {
-                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
-                    })
+                    .filter(|n| berth_pods::readiness::node_is_ready(n))
                     .filter_map(|n| n.metadata.name.clone())
                     .collect();
                 let missing: Vec<&str> = c
