@@ -361,6 +361,37 @@ fn revoked_join_tokens_stay_revoked_and_rotated_ones_reach_every_server() {
     // And a rotation ends the servers' token's revocation with a new one.
     let third = rotate(&c, &[]);
     assert!(works(&c, &third));
+
+    // The record alone cannot make another bootstrap token a join token (one that
+    // never expires and joins servers): it is not adopted.
+    let o = berth(&c, &["token", "create", "--ttl", "1h"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let plain: JoinToken = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    c.ok(&[
+        "patch",
+        "configmap",
+        "-n",
+        "kube-system",
+        "berth-join-tokens",
+        "--type=merge",
+        "-p",
+        &format!("{{\"data\":{{\"servers\":\"{}\"}}}}", plain.token.id),
+    ]);
+    c.kill();
+    c.spawn();
+    c.wait_api();
+    assert_eq!(read(&servers_file), third);
+    assert!(c.log().contains("not adopted"));
+    let expiry = c.ok(&[
+        "get",
+        "secret",
+        "-n",
+        "kube-system",
+        &format!("bootstrap-token-{}", plain.token.id),
+        "-o",
+        "jsonpath={.data.expiration}",
+    ]);
+    assert!(!expiry.trim().is_empty(), "the token still expires");
 }
 
 #[test]

@@ -80,7 +80,7 @@ pub async fn service_account_clients(
     let mut renewals = tokio::task::JoinSet::new();
     let mut clients: BTreeMap<&'static str, kube::Client> = BTreeMap::new();
     for account in identities::ALL {
-        let (value, lifetime) = request(&own, account).await?;
+        let (value, lifetime) = first_token(&own, account).await?;
         let bearer: Bearer = Arc::new(RwLock::new(value));
         let on_request = bearer.clone();
         let stamp = move |mut req: http::Request<kube::client::Body>| {
@@ -117,8 +117,34 @@ pub async fn service_account_clients(
     })
 }
 
+/// How many times the first token of an account is asked for (the API server may be
+/// starting too) before the manager gives up.
+const FIRST_ATTEMPTS: u32 = 30;
+
+/// `account`'s first token, asked for again every [`RETRY`] / 5 while it fails.
+async fn first_token(
+    own: &kube::Client,
+    account: &str,
+) -> Result<(HeaderValue, Duration), CredentialsError> {
+    let mut attempt = 1;
+    loop {
+        match request(own, account).await {
+            Ok(t) => return Ok(t),
+            Err(e) if attempt < FIRST_ATTEMPTS => {
+                if attempt == 1 {
+                    tracing::warn!(error = %e, "a controller's first token; retrying");
+                }
+                attempt += 1;
+                tokio::time::sleep(RETRY / 5).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Renews `account`'s token at [`renew_after`] its life; a failure is retried every
-/// [`RETRY`] while the old token still holds.
+/// [`RETRY`] while the old token still holds, and an account deleted meanwhile is
+/// made again (as kube-controller-manager's client builder does).
 async fn renew(own: kube::Client, account: &'static str, bearer: Bearer, lifetime: Duration) {
     let mut lifetime = lifetime;
     loop {
@@ -135,6 +161,10 @@ async fn renew(own: kube::Client, account: &'static str, bearer: Bearer, lifetim
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "renewing a controller's token; retrying");
+                    if matches!(&e, CredentialsError::Token { source: kube::Error::Api(s), .. } if s.code == 404)
+                    {
+                        crate::install_service_accounts(&own).await;
+                    }
                     tokio::time::sleep(RETRY).await;
                 }
             }

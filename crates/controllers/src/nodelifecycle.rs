@@ -249,6 +249,8 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         })
         .cloned()
         .collect();
+    // Whether this reconcile took its zone's turn for a NoExecute taint.
+    let mut paced = false;
     if let Some(key) = want {
         // From not-ready to unreachable or back: swapped at once, as kube swaps them.
         let swapping = taints
@@ -261,12 +263,15 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             {
                 if effect == "NoExecute" && !swapping {
                     let all = ctx.nodes.state();
-                    if let Err(wait) =
-                        ctx.pacer
-                            .take(&ctx.rates, &node, &all, std::time::Instant::now())
+                    match ctx
+                        .pacer
+                        .take(&ctx.rates, &node, &all, std::time::Instant::now())
                     {
-                        next = Some(next.map_or(wait, |n| n.min(wait)));
-                        continue;
+                        Ok(()) => paced = true,
+                        Err(wait) => {
+                            next = Some(next.map_or(wait, |n| n.min(wait)));
+                            continue;
+                        }
                     }
                 }
                 new_taints.push(Taint {
@@ -283,9 +288,17 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             "metadata": {"resourceVersion": node.metadata.resource_version},
             "spec": {"taints": new_taints},
         });
-        Api::<Node>::all(ctx.client.clone())
+        let written = Api::<Node>::all(ctx.client.clone())
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+            .await;
+        if let Err(e) = written {
+            // The zone's turn was not used: the next node (or this one, retried) may
+            // have it.
+            if paced {
+                ctx.pacer.refund(&node, std::time::Instant::now());
+            }
+            return Err(e.into());
+        }
         // A NoExecute taint held back waits for its zone's turn.
         return Ok(next
             .map(Action::requeue)

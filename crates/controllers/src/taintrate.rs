@@ -17,6 +17,9 @@ use k8s_openapi::api::core::v1::Node;
 const REGION: &str = "topology.kubernetes.io/region";
 const ZONE: &str = "topology.kubernetes.io/zone";
 
+/// The wait of a rate too small to have a finite interval.
+const FAR: Duration = Duration::from_secs(100 * 365 * 86400);
+
 /// How soon a zone whose rate is zero is looked at again.
 const RECHECK: Duration = Duration::from_secs(10);
 
@@ -134,8 +137,18 @@ impl Pacer {
         if *at > now {
             return Err(*at - now);
         }
-        *at = now + Duration::from_secs_f64(1.0 / rate);
+        // A rate so small the interval overflows waits as long as can be said.
+        let interval = Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::MAX);
+        *at = now.checked_add(interval).unwrap_or(now + FAR);
         Ok(())
+    }
+
+    /// Gives `node`'s zone its turn back (its taint was not written after all).
+    pub fn refund(&self, node: &Node, now: Instant) {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = next.get_mut(&zone_of(node)) {
+            *at = now;
+        }
     }
 }
 

@@ -94,12 +94,7 @@ impl Synced {
 
 /// Places pods until the task is dropped.
 pub async fn run(client: kube::Client, cfg: SchedulerConfig) {
-    let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let woken =
-        futures_util::stream::unfold(
-            woken,
-            |mut rx| async move { rx.recv().await.map(|v| (v, rx)) },
-        );
+    let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel::<()>();
     let cfg_name = cfg.name.clone();
     let (claims, claims_writer) = kube::runtime::reflector::store();
     let (pvs, pvs_writer) = kube::runtime::reflector::store();
@@ -140,13 +135,27 @@ pub async fn run(client: kube::Client, cfg: SchedulerConfig) {
             );
         }
         let v = &placing.volumes;
-        let _ = futures_util::future::join4(
+        let stores = futures_util::future::join4(
             v.claims.wait_until_ready(),
             v.volumes.wait_until_ready(),
             v.classes.wait_until_ready(),
             placing.budgets.wait_until_ready(),
-        )
-        .await;
+        );
+        tokio::pin!(stores);
+        while tokio::time::timeout(SYNC_PATIENCE, &mut stores)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "scheduler: still waiting for its claims, volumes, storage classes and disruption budgets to be listed once; no pod is placed until they are"
+            );
+        }
+        // What woke pending pods while nothing was placed is covered by the
+        // controller's first pass over all of them.
+        while woken.try_recv().is_ok() {}
+        let woken = futures_util::stream::unfold(woken, |mut rx| async move {
+            rx.recv().await.map(|v| (v, rx))
+        });
         tracing::debug!("scheduler: caches synced, placing pods");
         Controller::new(Api::<Pod>::all(placing.client.clone()), pending)
             .trigger_backoff(berth_watch::backoff())

@@ -5,6 +5,7 @@
 //! HTTP servers guard against the same with a lingering close (RFC 9112 §9.6): after
 //! their last write they read and drop input until the peer closes, for a while.
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -25,6 +26,37 @@ pub async fn drain_bytes(mut from_peer: impl AsyncRead + Unpin) {
         }
     })
     .await;
+}
+
+/// How long, at most, the last frames may take to go out before the lingering starts
+/// anyway.
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(60);
+
+/// Reads and drops what the peer sends while `sending` (the last frames going out)
+/// runs — a slow peer may take long to take them, and keeps sending meanwhile
+/// (window updates, pings) — for [`FLUSH_LIMIT`] at most; then [`drain_bytes`].
+pub async fn drain_bytes_after(mut from_peer: impl AsyncRead + Unpin, sending: impl Future) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let reading = async {
+        while let Ok(n) = from_peer.read(&mut buf).await {
+            if n == 0 {
+                return true;
+            }
+        }
+        true
+    };
+    let peer_closed = tokio::time::timeout(FLUSH_LIMIT, async {
+        tokio::pin!(sending);
+        tokio::select! {
+            _ = &mut sending => false,
+            closed = reading => closed,
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if !peer_closed {
+        drain_bytes(from_peer).await;
+    }
 }
 
 /// [`drain_bytes`] for a WebSocket's messages: until the close handshake ends the

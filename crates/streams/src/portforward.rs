@@ -205,14 +205,14 @@ where
     let (mut from_spdy, mut to_spdy) = tokio::io::split(theirs);
     let (mut sink, mut messages) = ws.split();
     tokio::spawn(async move {
-        // Read until the client closes, even once the SPDY side has stopped taking
-        // bytes: unread input would reset the connection under the frames still on
-        // their way out (see crate::linger).
-        let mut spdy_open = true;
+        // Read until the client closes; once the SPDY side stops taking bytes, for a
+        // while longer (bounded): unread input would reset the connection under the
+        // frames still on their way out (see crate::linger).
         while let Some(Ok(m)) = messages.next().await {
             match m {
-                Message::Binary(b) if spdy_open => {
-                    spdy_open = to_spdy.write_all(&b).await.is_ok();
+                Message::Binary(b) if to_spdy.write_all(&b).await.is_err() => {
+                    crate::linger::drain_messages(&mut messages).await;
+                    break;
                 }
                 Message::Close(_) => break,
                 _ => {}

@@ -262,11 +262,11 @@ where
             }
             _ = notified.notified() => {
                 // Ended from here: frames stop being read, and the writer ends once
-                // every stream writer is dropped. What the peer still sends is read
-                // and dropped meanwhile, so that no reset erases the last frames
-                // (see crate::linger).
-                drop(writer);
-                crate::linger::drain_bytes(&mut r).await;
+                // every stream writer is dropped and what they queued has gone out.
+                // What the peer still sends is read and dropped until then and for
+                // a while after, so that no reset erases the last frames (see
+                // crate::linger).
+                crate::linger::drain_bytes_after(&mut r, writer).await;
             }
         }
     });

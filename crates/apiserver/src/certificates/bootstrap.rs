@@ -154,12 +154,30 @@ pub async fn settle_join_token(
     let ns =
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": secret::NAMESPACE}});
     crate::objects::create_internal(api, namespaces, None, ns).await?;
-    let recorded = match record(api, role, &file.token.id).await? {
-        None => {
-            install(api, role, &file.token).await?;
-            return Ok(Some(file.clone()));
+    // The Secret before the record names it, so a recorded token without its Secret
+    // was revoked, never half-made; servers starting together race on the record
+    // (compare and swap), and the losers take the winner's.
+    let mut recorded = None;
+    for _ in 0..RECORD_ATTEMPTS {
+        match record(api, role).await? {
+            (Some(id), _) => {
+                recorded = Some(id);
+                break;
+            }
+            (None, current) => {
+                install(api, role, &file.token).await?;
+                if claim(api, role, &file.token.id, current).await? {
+                    return Ok(Some(file.clone()));
+                }
+            }
         }
-        Some(id) => id,
+    }
+    let Some(recorded) = recorded else {
+        return Err(ApiError::internal(format!(
+            "kube-system/{} kept changing while this server recorded its {} join token",
+            secret::JOIN_TOKENS_RECORD,
+            role.key()
+        )));
     };
     let secrets = crate::resources::find("", "v1", "secrets").expect("served");
     let name = secret::secret_name(&recorded);
@@ -168,13 +186,17 @@ pub async fn settle_join_token(
         Err(e) if e.code == 404 => None,
         Err(e) => return Err(e),
     };
+    let rotate_hint = if role == JoinRole::Agents {
+        "berth token rotate --agents"
+    } else {
+        "berth token rotate"
+    };
     if recorded == file.token.id {
         if cur.is_none() {
             tracing::warn!(
-                "the {} join token in {} was revoked (its Secret kube-system/{name} is gone) and stays so: make a new one with `berth token rotate{}`",
+                "the {} join token in {} was revoked (its Secret kube-system/{name} is gone) and stays so: make a new one with `{rotate_hint}`",
                 role.key(),
                 path.display(),
-                if role == JoinRole::Agents { " --agents" } else { "" },
             );
             return Ok(None);
         }
@@ -183,16 +205,25 @@ pub async fn settle_join_token(
     }
     let Some((obj, _)) = cur else {
         tracing::warn!(
-            "the {} join token recorded in kube-system/{} ({recorded}) was revoked, and {} holds an older one: make a new one with `berth token rotate{}`",
+            "the {} join token recorded in kube-system/{} ({recorded}) was revoked, and {} holds an older one: make a new one with `{rotate_hint}`",
             role.key(),
             secret::JOIN_TOKENS_RECORD,
             path.display(),
-            if role == JoinRole::Agents { " --agents" } else { "" },
         );
         return Ok(None);
     };
+    // Only a token made as this join token is adopted: the record alone must not
+    // turn some other bootstrap token into one that never expires (or joins servers).
     let adopted = match decode_secret(&name, &obj) {
-        Ok(a) => a,
+        Ok(a) if a == role.secret(&a.token) => a,
+        Ok(_) => {
+            tracing::warn!(
+                "kube-system/{} names {recorded} as the {} join token, but its Secret is not one (expiry, usages or groups differ): not adopted; make a new one with `{rotate_hint}`",
+                secret::JOIN_TOKENS_RECORD,
+                role.key(),
+            );
+            return Ok(None);
+        }
         Err(why) => {
             tracing::warn!("the {} join token is unusable: {why}", role.key());
             return Ok(None);
@@ -210,13 +241,20 @@ pub async fn settle_join_token(
         path.display(),
         join.token.id
     );
-    install(api, role, &join.token).await?;
+    revoke_superseded(api, role, &file.token).await?;
     Ok(Some(join))
 }
 
-/// The id [`secret::JOIN_TOKENS_RECORD`] names for `role`; None when it names none,
-/// after recording `mine` (a first server, or a cluster from before the record).
-async fn record(api: &Arc<Api>, role: JoinRole, mine: &str) -> Result<Option<String>, ApiError> {
+/// How many times a server tries to record its join token while others change the
+/// record.
+const RECORD_ATTEMPTS: usize = 5;
+
+/// The id [`secret::JOIN_TOKENS_RECORD`] names for `role` (None: none yet), and the
+/// record as read, for [`claim`].
+async fn record(
+    api: &Arc<Api>,
+    role: JoinRole,
+) -> Result<(Option<String>, (Value, i64)), ApiError> {
     let configmaps = crate::resources::find("", "v1", "configmaps").expect("served");
     let name = secret::JOIN_TOKENS_RECORD;
     let fresh = json!({
@@ -227,25 +265,76 @@ async fn record(api: &Arc<Api>, role: JoinRole, mine: &str) -> Result<Option<Str
     });
     crate::objects::create_internal(api, configmaps, Some(secret::NAMESPACE), fresh).await?;
     let (cur, rev) = crate::objects::read(api, configmaps, Some(secret::NAMESPACE), name).await?;
-    if let Some(id) = cur
+    let id = cur
         .pointer(&format!("/data/{}", role.key()))
         .and_then(Value::as_str)
-    {
-        return Ok(Some(id.to_string()));
-    }
+        .map(str::to_string);
+    Ok((id, (cur, rev)))
+}
+
+/// Records `mine` as `role`'s join token if the record is still as read; false when
+/// another writer changed it first.
+async fn claim(
+    api: &Arc<Api>,
+    role: JoinRole,
+    mine: &str,
+    (cur, rev): (Value, i64),
+) -> Result<bool, ApiError> {
+    let configmaps = crate::resources::find("", "v1", "configmaps").expect("served");
     let mut new = cur.clone();
     new["data"][role.key()] = json!(mine);
-    crate::objects::replace_internal(
+    match crate::objects::replace_internal(
         api,
         configmaps,
         Some(secret::NAMESPACE),
-        name,
+        secret::JOIN_TOKENS_RECORD,
         (&cur, rev),
         new,
         None,
     )
-    .await?;
-    Ok(None)
+    .await
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the Secret of this server's own former join token once another is
+/// adopted (a cluster from before the record had one per server), if it is one:
+/// a join token that joined nodes here must not outlive a rotation elsewhere.
+async fn revoke_superseded(
+    api: &Arc<Api>,
+    role: JoinRole,
+    old: &BootstrapToken,
+) -> Result<(), ApiError> {
+    let secrets = crate::resources::find("", "v1", "secrets").expect("served");
+    let name = secret::secret_name(&old.id);
+    let obj = match crate::objects::read(api, secrets, Some(secret::NAMESPACE), &name).await {
+        Ok((o, _)) => o,
+        Err(e) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if decode_secret(&name, &obj).is_ok_and(|ts| ts == role.secret(old)) {
+        let opts = crate::objects::DeleteOpts {
+            grace: None,
+            propagation: "Background".into(),
+            uid: None,
+            rv: None,
+            dry_run: false,
+        };
+        match crate::objects::delete(api, secrets, Some(secret::NAMESPACE), &name, &opts).await {
+            Ok(_) => {}
+            Err(e) if e.code == 404 => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        tracing::info!(
+            "revoked this server's former {} join token {} (kube-system/{name})",
+            role.key(),
+            old.id
+        );
+    }
+    Ok(())
 }
 
 /// Writes the Secret of `token` as `role`'s join token, or puts it back as it should
