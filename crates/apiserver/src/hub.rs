@@ -255,10 +255,15 @@ impl Hub {
     }
 
     fn apply(&self, ev: Event) {
+        // Decoded before the lock is taken: lists and watch starts, which take it
+        // too, wait for none of the JSON work.
+        let obj = Arc::new(match &ev {
+            Event::Put(kv) => decode(&kv.value, kv.mod_revision),
+            Event::Delete { prev, revision } => decode(&prev.value, *revision),
+        });
         let mut st = self.state.lock().unwrap();
         let change = match ev {
             Event::Put(kv) => {
-                let obj = Arc::new(decode(&kv.value, kv.mod_revision));
                 let prev = st.objects.insert(kv.key.clone(), obj.clone());
                 st.reindex(&kv.key, prev.as_deref(), Some(&obj));
                 Change {
@@ -277,7 +282,6 @@ impl Hub {
             Event::Delete { prev, revision } => {
                 let before = st.objects.remove(&prev.key);
                 st.reindex(&prev.key, before.as_deref(), None);
-                let obj = Arc::new(decode(&prev.value, revision));
                 Change {
                     revision,
                     key: prev.key,
@@ -298,13 +302,18 @@ impl Hub {
         let revision = change.revision;
         st.revision = revision;
         st.ring.push_back(change.clone());
+        // Freed after the lock is let go: the last copy of an old version of an
+        // object may go with a change that leaves the ring.
+        let mut retired = Vec::new();
         while st.ring.len() > RING {
             if let Some(old) = st.ring.pop_front() {
                 st.first = old.revision;
+                retired.push(old);
             }
         }
         let _ = st.tx.send(change);
         drop(st);
+        drop(retired);
         self.revision.send_replace(revision);
     }
 

@@ -47,10 +47,27 @@ const MAP_FIELDS: &[&str] = &[
 /// The field set of `o`: every leaf, list item and map field, as FieldsV1 path
 /// elements (`f:spec`, `k:{"name":"web"}`, `v:"x"`).
 fn fieldset(lists: Lists, o: &Value, status_only: Option<bool>) -> Set {
+    fieldset_apart_from(lists, o, status_only, None)
+}
+
+/// [`fieldset`], leaving out the top-level fields (and metadata's fields) that are
+/// the same in `other`: an update's changed and removed fields are never under
+/// those, and a Lease renewal's whole objects cost far more to walk than the one
+/// timestamp it changes.
+fn fieldset_apart_from(
+    lists: Lists,
+    o: &Value,
+    status_only: Option<bool>,
+    other: Option<&Value>,
+) -> Set {
     let mut out = Set::new();
     let Some(m) = o.as_object() else { return out };
+    let same = |field: Option<&Value>, v: &Value| field.is_some_and(|f| f == v);
     for (k, v) in m {
         if k == "apiVersion" || k == "kind" {
+            continue;
+        }
+        if k != "metadata" && same(other.and_then(|x| x.get(k)), v) {
             continue;
         }
         match status_only {
@@ -64,6 +81,12 @@ fn fieldset(lists: Lists, o: &Value, status_only: Option<bool>) -> Set {
             if let Some(mm) = v.as_object() {
                 for (mk, mv) in mm {
                     if SKIP_META.contains(&mk.as_str()) {
+                        continue;
+                    }
+                    let theirs = other
+                        .and_then(|x| x.get("metadata"))
+                        .and_then(|x| x.get(mk));
+                    if same(theirs, mv) {
                         continue;
                     }
                     path.push(format!("f:{mk}"));
@@ -336,8 +359,8 @@ pub fn record_update(
     sub: Option<&str>,
 ) -> Value {
     let scope = status_scope(res, sub);
-    let before = fieldset(Lists::of(res), old, scope);
-    let after = fieldset(Lists::of(res), new, scope);
+    let before = fieldset_apart_from(Lists::of(res), old, scope, Some(new));
+    let after = fieldset_apart_from(Lists::of(res), new, scope, Some(old));
     let changed: Set = after
         .iter()
         .filter(|p| value_at(old, p) != value_at(new, p) || !before.contains(*p))

@@ -25,6 +25,9 @@ fn node_unschedulable(pod: &Pod, node: &Node) -> Result<(), Reason> {
         .as_ref()
         .and_then(|s| s.unschedulable)
         .unwrap_or(false);
+    if !cordoned {
+        return Ok(());
+    }
     let tolerated = tolerations(pod).iter().any(|t| {
         tolerates(
             t,
@@ -35,10 +38,11 @@ fn node_unschedulable(pod: &Pod, node: &Node) -> Result<(), Reason> {
             },
         )
     });
-    if cordoned && !tolerated {
-        return Err("node(s) were unschedulable".into());
+    if tolerated {
+        Ok(())
+    } else {
+        Err("node(s) were unschedulable".into())
     }
-    Ok(())
 }
 
 fn label<'a>(node: &'a Node, key: &str) -> Option<&'a str> {

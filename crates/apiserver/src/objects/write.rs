@@ -144,21 +144,7 @@ pub(super) async fn replace(
         None => ssa::record_update(res, cur, &o, &opts.manager, sub),
     };
     set_managed(&mut o, mf);
-    // Timestamps of field managers do not make a change on their own.
-    let comparable = |v: &Value| {
-        let mut c = v.clone();
-        if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-            if let Some(Value::Array(mf)) = m.get_mut("managedFields") {
-                for e in mf.iter_mut().filter_map(Value::as_object_mut) {
-                    e.remove("time");
-                }
-            }
-        }
-        c
-    };
-    let (cur_cmp, new_cmp) = (comparable(cur), comparable(&o));
-    if cur_cmp == new_cmp {
+    if unchanged(cur, &o) {
         // No change: kube answers with the object as stored, without a write.
         return Ok(cur.clone());
     }
@@ -246,4 +232,88 @@ pub(super) async fn update(
     let out = replace(api, res, ns, name, &cur, rev, o, sub, &opts, None).await?;
     warnings.extend(opts.take_warnings());
     Ok(with_warnings(answer(req, res, 200, &out), &warnings))
+}
+
+/// Whether `new` is `cur` but for what does not make a change on its own: the
+/// resourceVersion and the timestamps of field managers. Compared in place: two deep
+/// copies of both objects, stripped and compared, cost more than the rest of a
+/// Lease renewal.
+fn unchanged(cur: &Value, new: &Value) -> bool {
+    same_objects_but(cur, new, None, &|k, a, b| match k {
+        "metadata" => same_objects_but(a, b, Some("resourceVersion"), &|k, a, b| match k {
+            "managedFields" => same_managed_fields(a, b),
+            _ => a == b,
+        }),
+        _ => a == b,
+    })
+}
+
+/// Whether objects `a` and `b` have the same fields, `ignored` aside, each the same
+/// by `same(field, a's value, b's value)`; values that are not both objects compare
+/// as they are.
+fn same_objects_but(
+    a: &Value,
+    b: &Value,
+    ignored: Option<&str>,
+    same: &dyn Fn(&str, &Value, &Value) -> bool,
+) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let counted = |m: &serde_json::Map<String, Value>| {
+        m.len() - usize::from(ignored.is_some_and(|k| m.contains_key(k)))
+    };
+    counted(a) == counted(b)
+        && a.iter()
+            .filter(|(k, _)| Some(k.as_str()) != ignored)
+            .all(|(k, av)| b.get(k).is_some_and(|bv| same(k, av, bv)))
+}
+
+fn same_managed_fields(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_array(), b.as_array()) else {
+        return a == b;
+    };
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| same_objects_but(x, y, Some("time"), &|_, x, y| x == y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unchanged;
+    use serde_json::json;
+
+    #[test]
+    fn bookkeeping_alone_is_no_change() {
+        let cur = json!({"metadata": {"name": "a", "resourceVersion": "7", "managedFields": [
+            {"manager": "m", "operation": "Update", "time": "2026-01-01T00:00:00Z", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"x": 1}});
+        let mut new = cur.clone();
+        new["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        new["metadata"]["managedFields"][0]["time"] = json!("2026-12-07T00:00:00Z");
+        assert!(unchanged(&cur, &new));
+        let mut changed = new.clone();
+        changed["spec"]["x"] = json!(2);
+        assert!(!unchanged(&cur, &changed));
+        let mut labelled = new.clone();
+        labelled["metadata"]["labels"] = json!({"a": "b"});
+        assert!(!unchanged(&cur, &labelled));
+        let mut other_manager = new.clone();
+        other_manager["metadata"]["managedFields"][0]["manager"] = json!("n");
+        assert!(!unchanged(&cur, &other_manager));
+        let mut no_time = new;
+        no_time["metadata"]["managedFields"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("time");
+        assert!(unchanged(&cur, &no_time));
+        // A field only one side has is a change.
+        let mut with_status = cur.clone();
+        with_status["status"] = json!({});
+        assert!(!unchanged(&cur, &with_status));
+    }
 }
