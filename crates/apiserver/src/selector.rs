@@ -107,7 +107,11 @@ impl LabelSelector {
     /// Whether an object's labels match.
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = obj.pointer("/metadata/labels");
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        self.matches_by(|k| labels.and_then(|l| l.get(k)).and_then(Value::as_str))
+    }
+
+    /// Whether labels read through `get` (a label's value by key) match.
+    pub fn matches_by<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|r| match r {
             Req::Eq(k, v) => get(k) == Some(v.as_str()),
             Req::Ne(k, v) => get(k) != Some(v.as_str()),
@@ -167,6 +171,47 @@ fn supported(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// Every field some kind can be selected on, metadata.name and metadata.namespace
+/// first (each once): what the watch hub keeps of an object for field selectors.
+pub fn selectable_fields() -> &'static [&'static str] {
+    static ALL: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all = vec!["metadata.name", "metadata.namespace"];
+        for kind in [
+            "Pod",
+            "Event",
+            "Secret",
+            "Namespace",
+            "Node",
+            "Job",
+            "ReplicaSet",
+        ] {
+            for f in supported(kind) {
+                if !all.contains(f) {
+                    all.push(f);
+                }
+            }
+        }
+        all
+    })
+}
+
+/// The text a field selector compares for the field at `path` (dotted) of `obj`;
+/// None where it is absent or null (the selector then compares a default).
+pub fn field_text(obj: &Value, path: &str) -> Option<String> {
+    let mut cur = Some(obj);
+    for seg in path.split('.') {
+        cur = cur.and_then(|c| c.get(seg));
+    }
+    match cur? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
 impl FieldSelector {
     /// Parses `s` for `kind`; unsupported fields are a 400 as with kube.
     pub fn parse(s: &str, kind: &str) -> Result<FieldSelector, ApiError> {
@@ -200,25 +245,21 @@ impl FieldSelector {
 
     /// Whether an object matches.
     pub fn matches(&self, obj: &Value) -> bool {
+        self.matches_by(|path| field_text(obj, path).map(std::borrow::Cow::Owned))
+    }
+
+    /// Whether fields read through `get` (a field's text by dotted path, as
+    /// [`field_text`] gives it) match.
+    pub fn matches_by<'a>(&self, get: impl Fn(&str) -> Option<std::borrow::Cow<'a, str>>) -> bool {
         self.0.iter().all(|(path, neg, want)| {
-            let mut cur = Some(obj);
-            for seg in path.split('.') {
-                cur = cur.and_then(|c| c.get(seg));
-            }
-            let have = match cur {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Bool(b)) => b.to_string(),
-                Some(Value::Number(n)) => n.to_string(),
-                Some(Value::Null) | None => {
-                    if path == "spec.unschedulable" || path == "spec.hostNetwork" {
-                        "false".into()
-                    } else {
-                        String::new()
-                    }
+            let have = get(path.as_str()).unwrap_or_else(|| {
+                if path == "spec.unschedulable" || path == "spec.hostNetwork" {
+                    "false".into()
+                } else {
+                    "".into()
                 }
-                Some(other) => other.to_string(),
-            };
-            (have == *want) != *neg
+            });
+            (have == want.as_str()) != *neg
         })
     }
 

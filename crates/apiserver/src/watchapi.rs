@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::hub::{Change, Kind};
+use crate::hub::{Change, Kind, Stored};
 use crate::request::{Body, Request, Response};
 use crate::resources::Resource;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -33,8 +33,8 @@ struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, o: &Value) -> bool {
-        self.labels.matches(o) && self.fields.matches(o)
+    fn matches(&self, o: &Stored) -> bool {
+        o.matches(&self.labels, &self.fields)
     }
 
     fn trivial(&self) -> bool {
@@ -52,6 +52,17 @@ struct Encoder {
 }
 
 impl Encoder {
+    /// The watch line of an event of type `ty` about `o`: its stored JSON as it is,
+    /// unless the watcher asked for a table or metadata only, or the object changes
+    /// on its way out (custom objects).
+    fn stored_line(&mut self, ty: &str, o: &Stored) -> Bytes {
+        if self.table.is_none() && !self.metadata && self.res.custom.is_none() {
+            o.event_line(ty)
+        } else {
+            self.line(ty, &o.value())
+        }
+    }
+
     fn line(&mut self, ty: &str, o: &Value) -> Bytes {
         let served;
         let o = if self.res.changes_on_read(o) {
@@ -199,7 +210,7 @@ pub async fn serve(
     let mut initial: Vec<Bytes> = Vec::new();
     for o in &sub.snapshot {
         if filter.matches(o) {
-            initial.push(enc.line("ADDED", o));
+            initial.push(enc.stored_line("ADDED", o));
         }
     }
     if send_initial && bookmarks {
@@ -207,11 +218,7 @@ pub async fn serve(
     }
     for c in &sub.history {
         if let Some(k) = classify(c, &filter) {
-            initial.push(if k == c.kind && enc.table.is_none() {
-                c.json_line()
-            } else {
-                enc.line(k.as_str(), &c.object)
-            });
+            initial.push(enc.stored_line(k.as_str(), &c.object));
         }
     }
     let mut live = sub.live;
@@ -245,11 +252,7 @@ pub async fn serve(
                                 last_rev = c.revision;
                                 if c.key.starts_with(&prefix) && c.revision > start_rev {
                                     if let Some(k) = classify(&c, &filter) {
-                                        let line = if k == c.kind && enc.table.is_none() {
-                                            c.json_line()
-                                        } else {
-                                            enc.line(k.as_str(), &c.object)
-                                        };
+                                        let line = enc.stored_line(k.as_str(), &c.object);
                                         size += line.len();
                                         batch.push(line);
                                     }

@@ -128,7 +128,11 @@ impl<K: Object> Informer<K> {
         let Some(mut writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
+        // No controller reads managedFields, and their decoded trees are most of a
+        // small object's memory: every object the store keeps is without them (an
+        // update without them keeps the server's, as with kube-apiserver).
         let mut events = watcher(self.api.clone(), self.config.clone())
+            .modify(|o| o.meta_mut().managed_fields = None)
             .backoff(berth_watch::backoff())
             .boxed();
         while let Some(ev) = events.next().await {

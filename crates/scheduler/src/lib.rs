@@ -195,7 +195,9 @@ async fn reflect<K>(
         + Sync
         + 'static,
 {
-    kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
+    let objects = watcher(api, watcher::Config::default())
+        .modify(|o| kube::Resource::meta_mut(o).managed_fields = None);
+    kube::runtime::reflector(writer, objects)
         .backoff(berth_watch::backoff())
         .touched_objects()
         .for_each(move |_| {
@@ -211,7 +213,10 @@ fn lock(ctx: &Ctx) -> std::sync::MutexGuard<'_, Cache> {
 
 async fn watch_nodes(ctx: Arc<Ctx>) {
     let mut seen = std::collections::HashSet::new();
+    // The cache keeps each Node; it never reads their managedFields, most of a
+    // decoded Node's memory.
     let mut events = watcher(Api::<Node>::all(ctx.client.clone()), Default::default())
+        .modify(|n| n.metadata.managed_fields = None)
         .backoff(berth_watch::backoff())
         .boxed();
     while let Some(ev) = events.next().await {

@@ -7,7 +7,8 @@
 //! sum of priorities, the fewest victims. What victims hold on their node
 //! (resources, pod count, host ports) is freed by deleting them, and so are the
 //! topology domains their presence closed to the pod: its anti-affinity to them,
-//! theirs to it (while its own affinity must still be met without them). A node
+//! theirs to it (while its own affinity must still be met without them), and the
+//! skew they add to their domain under its DoNotSchedule spread constraints. A node
 //! refused for another reason is not a candidate.
 
 use std::sync::Arc;
@@ -64,10 +65,16 @@ pub fn find(
     }
     // Inter-pod terms, worked out once; per node, as they would be without victims.
     let inter = crate::interpod::InterPod::of(pod, cache);
+    let spread = crate::spread::Spread::of(pod, cache);
     let fits_without = |info: &cache::NodeInfo, trial: &cache::NodeInfo, gone: &[&Taken]| {
-        filter::fits(pod, needs, trial).is_ok()
+        if filter::fits(pod, needs, trial).is_err() {
+            return false;
+        }
+        let facts: Vec<&cache::PodFacts> = gone.iter().map(|t| &*t.facts).collect();
+        spread
+            .as_ref()
+            .is_none_or(|s| s.filter_without(&info.node, &facts).is_ok())
             && inter.as_ref().is_none_or(|i| {
-                let facts: Vec<&cache::PodFacts> = gone.iter().map(|t| &*t.facts).collect();
                 i.without(pod, cache, &info.node, &facts)
                     .filter(&info.node)
                     .is_ok()

@@ -26,6 +26,9 @@ struct Counted {
     counts: HashMap<String, i64>,
     /// How much the constraint weighs in the score (kube's log of the domain count).
     weight: f64,
+    /// Which pods count, and in which namespace.
+    selector: LabelSelector,
+    namespace: String,
 }
 
 /// What a pod's spreading decides, worked out once for all nodes.
@@ -97,6 +100,8 @@ fn count(c: &TopologySpreadConstraint, pod: &Pod, facts: &PodFacts, cache: &Cach
         own: i64::from(labels::matches(&sel, &facts.labels)),
         weight: ((counts.len() + 2) as f64).ln(),
         counts,
+        selector: sel,
+        namespace: facts.namespace.clone(),
     }
 }
 
@@ -136,6 +141,13 @@ impl<'a> Spread<'a> {
 
     /// Whether the pod may go to `node` under the DoNotSchedule constraints.
     pub fn filter(&self, node: &Node) -> Result<(), Reason> {
+        self.filter_without(node, &[])
+    }
+
+    /// Whether the pod may go to `node` once the pods `gone` (placed on `node`) are
+    /// deleted, as preemption asks: they no longer count in the node's domain, which
+    /// may become the emptiest.
+    pub fn filter_without(&self, node: &Node, gone: &[&PodFacts]) -> Result<(), Reason> {
         for c in &self.hard {
             let Some(v) = label(node, &c.key) else {
                 return Err(
@@ -143,8 +155,16 @@ impl<'a> Spread<'a> {
                         .into(),
                 );
             };
-            let here = c.counts.get(v).copied().unwrap_or(0);
-            if here + c.own - c.min > c.max_skew {
+            let leaving = gone
+                .iter()
+                .filter(|g| {
+                    !g.deleting
+                        && g.namespace == c.namespace
+                        && labels::matches(&c.selector, &g.labels)
+                })
+                .count() as i64;
+            let here = c.counts.get(v).copied().unwrap_or(0) - leaving;
+            if here + c.own - c.min.min(here) > c.max_skew {
                 return Err("node(s) didn't match pod topology spread constraints".into());
             }
         }

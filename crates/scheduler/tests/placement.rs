@@ -372,6 +372,49 @@ fn preemption_spares_pods_a_disruption_budget_protects() {
 }
 
 #[test]
+fn preemption_takes_enough_pods_to_bring_the_spread_within_its_skew() {
+    use berth_scheduler::preempt;
+    let spread_pod = |name: &str, node: &str, cpu: &str, priority: i32| {
+        pod(
+            name,
+            json!({"app": "s"}),
+            node,
+            json!({"priority": priority,
+                "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu}}}],
+                "topologySpreadConstraints": [
+                    {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                     "whenUnsatisfiable": "DoNotSchedule",
+                     "labelSelector": {"matchLabels": {"app": "s"}}}]}),
+        )
+    };
+    // z1 holds three matching pods of low priority, z2 one of high priority on a
+    // full node: the preemptor fits z1 only once z1 is down to z2's count.
+    let mut c = cluster(&[("a", "z1"), ("b", "z2")]);
+    for (name, prio) in [("s1", 1), ("s2", 2), ("s3", 3)] {
+        c.set_pod(&spread_pod(name, "a", "1", prio));
+    }
+    c.set_pod(&spread_pod("bs", "b", "8", 1000));
+    let p = spread_pod("new", "", "1", 100);
+    assert_eq!(
+        choose(&c, &p, &Needs::of(&p), 0),
+        Err("0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match pod topology spread constraints.".into())
+    );
+    let (node, victims) = preempt::find(&c, &p, &Needs::of(&p), &[]).unwrap();
+    assert_eq!(node, "a");
+    let names: Vec<_> = victims.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["s2", "s1"],
+        "the most important of the three is spared"
+    );
+    // With z2 empty, all three go: the emptiest domain counts none.
+    c.remove_pod(&spread_pod("bs", "b", "8", 1000));
+    c.set_pod(&sized("hog", "b", "8", 1000));
+    let (_, victims) = preempt::find(&c, &p, &Needs::of(&p), &[]).unwrap();
+    assert_eq!(victims.len(), 3, "{victims:?}");
+}
+
+#[test]
 fn large_clusters_are_searched_in_part_and_in_turn_as_kube_does() {
     use berth_scheduler::feasible_nodes_to_find;
     // kube's adaptive percentageOfNodesToScore, never under 100 nodes.

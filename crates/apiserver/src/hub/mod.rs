@@ -1,13 +1,17 @@
 //! The watch hub: one watch on the store feeds every API watcher. It keeps the current
 //! objects (so a changed object's previous state is known for selector transitions and
 //! a watch can start with the current state) and a ring of recent changes (so a watch
-//! can resume from a recent resourceVersion). Each change is decoded once and encoded
-//! to its JSON watch line once, however many watchers receive it; watchers share it
-//! through an `Arc` in a broadcast channel, and one that falls too far behind is cut
-//! off (its client re-watches) rather than buffering without bound.
+//! can resume from a recent resourceVersion). Each change is decoded once and kept as
+//! its JSON with what selectors read ([`Stored`]), however many watchers receive it;
+//! watchers share it through an `Arc` in a broadcast channel, and one that falls too
+//! far behind is cut off (its client re-watches) rather than buffering without bound.
+
+mod stored;
+
+pub use stored::Stored;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_store::{Backend, Event, Store};
@@ -53,19 +57,9 @@ pub struct Change {
     /// What happened.
     pub kind: Kind,
     /// The object after the change (before it, for a deletion), resourceVersion set.
-    pub object: Arc<Value>,
+    pub object: Arc<Stored>,
     /// The object before the change, when known.
-    pub prev: Option<Arc<Value>>,
-    line: OnceLock<Bytes>,
-}
-
-impl Change {
-    /// The change as one JSON watch line, encoded once for all watchers.
-    pub fn json_line(&self) -> Bytes {
-        self.line
-            .get_or_init(|| event_line(self.kind.as_str(), &self.object))
-            .clone()
-    }
+    pub prev: Option<Arc<Stored>>,
 }
 
 /// A watch event as serialized: borrowed, because `json!` would copy the whole
@@ -85,7 +79,7 @@ pub fn event_line(kind: &str, object: &Value) -> Bytes {
 }
 
 struct State {
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Arc<Stored>>,
     /// Owner uid → keys of the objects whose ownerReferences name it: deletions ask
     /// for an owner's dependents, and a scan of every object under the lock made each
     /// delete cost as much as the whole cluster.
@@ -112,14 +106,19 @@ pub trait Observer: Send + Sync {
 impl State {
     fn reset_observers(&self) {
         for (prefix, o) in &self.observers {
-            let mut it = self
-                .objects
-                .range(prefix.clone()..)
-                .take_while(|(k, _)| k.starts_with(prefix.as_str()))
-                .map(|(k, v)| (k.as_str(), v.as_ref()));
-            o.reset(&mut it);
+            reset_observer(&self.objects, prefix, o.as_ref());
         }
     }
+}
+
+/// Starts `o` over from the objects under `prefix`.
+fn reset_observer(objects: &BTreeMap<String, Arc<Stored>>, prefix: &str, o: &dyn Observer) {
+    let decoded: Vec<(&str, Value)> = objects
+        .range(prefix.to_string()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.as_str(), v.value()))
+        .collect();
+    o.reset(&mut decoded.iter().map(|(k, v)| (*k, v)));
 }
 
 /// The hub.
@@ -134,7 +133,7 @@ pub struct Subscription {
     /// Changes after the requested revision that happened before the subscription.
     pub history: Vec<Arc<Change>>,
     /// The current objects under the prefix (for watches that start from "now").
-    pub snapshot: Vec<Arc<Value>>,
+    pub snapshot: Vec<Arc<Stored>>,
     /// The revision the history or snapshot ends at.
     pub revision: i64,
     /// Live changes.
@@ -143,9 +142,9 @@ pub struct Subscription {
 
 impl State {
     /// Moves `key` in the dependents index from `before`'s owners to `after`'s.
-    fn reindex(&mut self, key: &str, before: Option<&Value>, after: Option<&Value>) {
-        let old: BTreeSet<&str> = before.map(owner_uids).unwrap_or_default();
-        let new: BTreeSet<&str> = after.map(owner_uids).unwrap_or_default();
+    fn reindex(&mut self, key: &str, before: Option<&Stored>, after: Option<&Stored>) {
+        let old: BTreeSet<&str> = before.map(|b| b.owners().collect()).unwrap_or_default();
+        let new: BTreeSet<&str> = after.map(|a| a.owners().collect()).unwrap_or_default();
         for uid in old.difference(&new) {
             if let Some(keys) = self.dependents.get_mut(*uid) {
                 keys.remove(key);
@@ -163,24 +162,11 @@ impl State {
     }
 }
 
-/// The uids an object's ownerReferences name.
-fn owner_uids(o: &Value) -> BTreeSet<&str> {
-    o.get("metadata")
-        .and_then(|m| m.get("ownerReferences"))
-        .and_then(Value::as_array)
-        .map(|refs| {
-            refs.iter()
-                .filter_map(|r| r.get("uid").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The dependents index of a freshly loaded set of objects.
-fn index_dependents(objects: &BTreeMap<String, Arc<Value>>) -> HashMap<String, BTreeSet<String>> {
-    let mut index: HashMap<String, BTreeSet<String>> = HashMap::new();
+fn index_dependents(objects: &BTreeMap<String, Arc<Stored>>) -> Dependents {
+    let mut index: Dependents = HashMap::new();
     for (key, o) in objects {
-        for uid in owner_uids(o) {
+        for uid in o.owners() {
             index
                 .entry(uid.to_string())
                 .or_default()
@@ -202,11 +188,11 @@ pub fn decode(value: &[u8], rv: i64) -> Value {
 impl Hub {
     /// Loads the current objects and starts following the store.
     pub async fn start(store: Backend) -> Result<Arc<Hub>, ApiError> {
-        let (objects, revision) = load(&store).await?;
+        let (objects, dependents, revision) = load(&store).await?;
         let (tx, _) = broadcast::channel(LAG);
         let hub = Arc::new(Hub {
             state: Mutex::new(State {
-                dependents: index_dependents(&objects),
+                dependents,
                 objects,
                 ring: VecDeque::new(),
                 first: revision,
@@ -234,8 +220,7 @@ impl Hub {
                 Err(berth_store::Error::Compacted { .. }) => {
                     // Missed changes are gone: reload, and cut every watcher off so its
                     // client relists.
-                    if let Ok((objects, rev)) = load(&self.store).await {
-                        let dependents = index_dependents(&objects);
+                    if let Ok((objects, dependents, rev)) = load(&self.store).await {
                         let mut st = self.state.lock().unwrap();
                         st.dependents = dependents;
                         st.objects = objects;
@@ -257,10 +242,11 @@ impl Hub {
     fn apply(&self, ev: Event) {
         // Decoded before the lock is taken: lists and watch starts, which take it
         // too, wait for none of the JSON work.
-        let obj = Arc::new(match &ev {
+        let value = match &ev {
             Event::Put(kv) => decode(&kv.value, kv.mod_revision),
             Event::Delete { prev, revision } => decode(&prev.value, *revision),
-        });
+        };
+        let obj = Arc::new(Stored::new(&value));
         let mut st = self.state.lock().unwrap();
         let change = match ev {
             Event::Put(kv) => {
@@ -276,7 +262,6 @@ impl Hub {
                     key: kv.key,
                     object: obj,
                     prev,
-                    line: OnceLock::new(),
                 }
             }
             Event::Delete { prev, revision } => {
@@ -288,13 +273,12 @@ impl Hub {
                     kind: Kind::Deleted,
                     object: obj,
                     prev: before,
-                    line: OnceLock::new(),
                 }
             }
         };
         for (prefix, o) in &st.observers {
             if change.key.starts_with(prefix.as_str()) {
-                let obj = (change.kind != Kind::Deleted).then_some(change.object.as_ref());
+                let obj = (change.kind != Kind::Deleted).then_some(&value);
                 o.changed(&change.key, obj);
             }
         }
@@ -321,14 +305,7 @@ impl Hub {
     /// objects there.
     pub fn observe(&self, prefix: &str, o: Arc<dyn Observer>) {
         let mut st = self.state.lock().unwrap();
-        {
-            let mut it = st
-                .objects
-                .range(prefix.to_string()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .map(|(k, v)| (k.as_str(), v.as_ref()));
-            o.reset(&mut it);
-        }
+        reset_observer(&st.objects, prefix, o.as_ref());
         st.observers.push((prefix.to_string(), o));
     }
 
@@ -417,28 +394,35 @@ impl Hub {
 
     /// The object at `key` as the hub last saw it.
     pub fn get(&self, key: &str) -> Option<Arc<Value>> {
-        self.state.lock().unwrap().objects.get(key).cloned()
+        let found = self.state.lock().unwrap().objects.get(key).cloned();
+        found.map(|o| Arc::new(o.value()))
     }
 
     /// The objects whose ownerReferences name `uid`: (storage key, object).
     pub fn dependents(&self, uid: &str) -> Vec<(String, Arc<Value>)> {
-        let st = self.state.lock().unwrap();
-        let Some(keys) = st.dependents.get(uid) else {
-            return Vec::new();
+        let found: Vec<(String, Arc<Stored>)> = {
+            let st = self.state.lock().unwrap();
+            let Some(keys) = st.dependents.get(uid) else {
+                return Vec::new();
+            };
+            keys.iter()
+                .filter_map(|k| st.objects.get(k).map(|o| (k.clone(), o.clone())))
+                .collect()
         };
-        keys.iter()
-            .filter_map(|k| st.objects.get(k).map(|o| (k.clone(), o.clone())))
-            .collect()
+        decoded(found)
     }
 
     /// The objects under a key prefix, from the hub's current state.
     pub fn under(&self, prefix: &str) -> Vec<(String, Arc<Value>)> {
-        let st = self.state.lock().unwrap();
-        st.objects
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, o)| (k.clone(), o.clone()))
-            .collect()
+        let found: Vec<(String, Arc<Stored>)> = {
+            let st = self.state.lock().unwrap();
+            st.objects
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, o)| (k.clone(), o.clone()))
+                .collect()
+        };
+        decoded(found)
     }
 
     /// How many watchers are subscribed.
@@ -447,7 +431,20 @@ impl Hub {
     }
 }
 
-async fn load(store: &Backend) -> Result<(BTreeMap<String, Arc<Value>>, i64), ApiError> {
+/// Decoded outside the hub's lock.
+fn decoded(found: Vec<(String, Arc<Stored>)>) -> Vec<(String, Arc<Value>)> {
+    found
+        .into_iter()
+        .map(|(k, o)| (k, Arc::new(o.value())))
+        .collect()
+}
+
+type Dependents = HashMap<String, BTreeSet<String>>;
+
+/// Every object in the store, with their dependents index and the revision read at.
+async fn load(
+    store: &Backend,
+) -> Result<(BTreeMap<String, Arc<Stored>>, Dependents, i64), ApiError> {
     let mut objects = BTreeMap::new();
     let mut after: Option<String> = None;
     let mut rev = 0;
@@ -457,14 +454,16 @@ async fn load(store: &Backend) -> Result<(BTreeMap<String, Arc<Value>>, i64), Ap
             .await?;
         rev = page.revision;
         for kv in page.items {
-            objects.insert(kv.key.clone(), Arc::new(decode(&kv.value, kv.mod_revision)));
+            let value = decode(&kv.value, kv.mod_revision);
+            objects.insert(kv.key, Arc::new(Stored::new(&value)));
         }
         match page.more_after {
             Some(k) => after = Some(k),
             None => break,
         }
     }
-    Ok((objects, rev))
+    let dependents = index_dependents(&objects);
+    Ok((objects, dependents, rev))
 }
 
 #[cfg(test)]
@@ -492,7 +491,7 @@ mod tests {
             observers: Vec::new(),
         };
         let put = |st: &mut State, key: &str, o: Value| {
-            let o = Arc::new(o);
+            let o = Arc::new(Stored::new(&o));
             let prev = st.objects.insert(key.into(), o.clone());
             st.reindex(key, prev.as_deref(), Some(&o));
         };
