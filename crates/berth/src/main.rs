@@ -206,6 +206,7 @@ impl Ctx {
 /// mimalloc rather than glibc's malloc: the API server, scheduler and controllers
 /// build and drop JSON trees all day, and glibc's allocator spent a fifth of the
 /// server's time on them with two busy threads.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
