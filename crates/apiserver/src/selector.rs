@@ -132,10 +132,13 @@ impl LabelSelector {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
-/// The fields `kind` can be selected on, beyond metadata.name and metadata.namespace.
-fn supported(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "Pod" => &[
+/// The fields each kind can be selected on, beyond metadata.name and
+/// metadata.namespace: one table, which both parsing and the watch hub's kept fields
+/// read.
+const SELECTABLE: &[(&str, &[&str])] = &[
+    (
+        "Pod",
+        &[
             "spec.nodeName",
             "spec.restartPolicy",
             "spec.schedulerName",
@@ -145,7 +148,10 @@ fn supported(kind: &str) -> &'static [&'static str] {
             "status.podIP",
             "status.nominatedNodeName",
         ],
-        "Event" => &[
+    ),
+    (
+        "Event",
+        &[
             "involvedObject.kind",
             "involvedObject.namespace",
             "involvedObject.name",
@@ -162,13 +168,20 @@ fn supported(kind: &str) -> &'static [&'static str] {
             "regarding.namespace",
             "regarding.uid",
         ],
-        "Secret" => &["type"],
-        "Namespace" => &["status.phase"],
-        "Node" => &["spec.unschedulable"],
-        "Job" => &["status.successful"],
-        "ReplicaSet" => &["status.replicas"],
-        _ => &[],
-    }
+    ),
+    ("Secret", &["type"]),
+    ("Namespace", &["status.phase"]),
+    ("Node", &["spec.unschedulable"]),
+    ("Job", &["status.successful"]),
+    ("ReplicaSet", &["status.replicas"]),
+];
+
+/// The fields `kind` can be selected on, beyond metadata.name and metadata.namespace.
+fn supported(kind: &str) -> &'static [&'static str] {
+    SELECTABLE
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(&[], |(_, fields)| fields)
 }
 
 /// Every field some kind can be selected on, metadata.name and metadata.namespace
@@ -177,19 +190,9 @@ pub fn selectable_fields() -> &'static [&'static str] {
     static ALL: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
     ALL.get_or_init(|| {
         let mut all = vec!["metadata.name", "metadata.namespace"];
-        for kind in [
-            "Pod",
-            "Event",
-            "Secret",
-            "Namespace",
-            "Node",
-            "Job",
-            "ReplicaSet",
-        ] {
-            for f in supported(kind) {
-                if !all.contains(f) {
-                    all.push(f);
-                }
+        for f in SELECTABLE.iter().flat_map(|(_, fields)| fields.iter()) {
+            if !all.contains(f) {
+                all.push(f);
             }
         }
         all

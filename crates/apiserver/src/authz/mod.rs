@@ -263,10 +263,10 @@ pub fn forbidden(a: &Attributes<'_>, reason: &str) -> ApiError {
 struct Follower(Arc<RwLock<index::Index>>);
 
 impl Observer for Follower {
-    fn reset(&self, objects: &mut dyn Iterator<Item = (&str, &serde_json::Value)>) {
+    fn reset(&self, objects: &mut dyn Iterator<Item = (&str, serde_json::Value)>) {
         let mut ix = index::Index::default();
         for (k, v) in objects {
-            ix.apply(k, Some(v));
+            ix.apply(k, Some(&v));
         }
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = ix;
     }

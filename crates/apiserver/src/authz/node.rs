@@ -236,11 +236,11 @@ struct Follow {
 }
 
 impl Observer for Follow {
-    fn reset(&self, objects: &mut dyn Iterator<Item = (&str, &Value)>) {
+    fn reset(&self, objects: &mut dyn Iterator<Item = (&str, Value)>) {
         let mut g = self.graph.write().unwrap_or_else(|e| e.into_inner());
         (self.clear)(&mut g);
         for (k, v) in objects {
-            (self.set)(&mut g, k, Some(v));
+            (self.set)(&mut g, k, Some(&v));
         }
     }
 

@@ -91,10 +91,10 @@ pub fn admit(
                 (_, Some(n), _) => {
                     let key = res.key(*ns, n);
                     // Gone already: the write answers 404 as it would for anyone.
-                    let Some(pod) = hub.get(&key) else {
+                    let Some(pod) = hub.stored(&key) else {
                         return Ok(());
                     };
-                    if !bound_here(&pod) {
+                    if pod.field("spec.nodeName") != Some(node) {
                         return Err(refuse(format!(
                             "node {node:?} can only {verb} pods bound to itself; pod {n:?} is not"
                         )));
@@ -117,12 +117,10 @@ pub fn admit(
                 )));
             };
             let pods = crate::resources::find("", "v1", "pods").expect("served");
-            let pod = hub.get(&pods.key(*ns, pod_name));
+            let pod = hub.stored(&pods.key(*ns, pod_name));
             let on_node = pod.as_ref().is_some_and(|p| {
-                p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
-                    && p.pointer("/spec/serviceAccountName")
-                        .and_then(Value::as_str)
-                        == *name
+                p.field("spec.nodeName") == Some(node)
+                    && p.field("spec.serviceAccountName") == *name
             });
             if !on_node {
                 return Err(refuse(format!(

@@ -161,11 +161,9 @@ fn accepted_names(d: &Value) -> Option<(String, String)> {
 }
 
 impl Observer for Registry {
-    fn reset(&self, objects: &mut dyn Iterator<Item = (&str, &Value)>) {
+    fn reset(&self, objects: &mut dyn Iterator<Item = (&str, Value)>) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.defs = objects
-            .map(|(_, v)| (name_of(v), Arc::new(v.clone())))
-            .collect();
+        st.defs = objects.map(|(_, v)| (name_of(&v), Arc::new(v))).collect();
         self.rebuild(&mut st);
         drop(st);
         self.changed.notify_one();
@@ -395,7 +393,7 @@ mod tests {
         let mut a = def("widgets", "Widget", "2026-01-01T00:00:00Z");
         a["status"]["acceptedNames"] = json!({"plural": "widgets", "kind": "Widget"});
         let b = def("gadgets", "Widget", "2026-01-02T00:00:00Z");
-        r.reset(&mut [("k1", &a), ("k2", &b)].into_iter());
+        r.reset(&mut [("k1", a.clone()), ("k2", b.clone())].into_iter());
         let widgets = resources::find("x.example.com", "v1", "widgets").expect("served");
         assert_eq!(widgets.kind, "Widget");
         assert_eq!(widgets.subresources, ["status"]);

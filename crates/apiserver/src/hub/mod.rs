@@ -97,8 +97,9 @@ struct State {
 /// index): told of each change as the hub applies it, so its view is current as soon
 /// as the hub's is, and it is not a watcher that can fall behind.
 pub trait Observer: Send + Sync {
-    /// Starts over from these objects (at registration, and after the hub reloaded).
-    fn reset(&self, objects: &mut dyn Iterator<Item = (&str, &Value)>);
+    /// Starts over from these objects (at registration, and after the hub reloaded);
+    /// each is decoded as it is pulled, so an observer that reads none costs nothing.
+    fn reset(&self, objects: &mut dyn Iterator<Item = (&str, Value)>);
     /// One object changed (None: deleted).
     fn changed(&self, key: &str, object: Option<&Value>);
 }
@@ -113,12 +114,11 @@ impl State {
 
 /// Starts `o` over from the objects under `prefix`.
 fn reset_observer(objects: &BTreeMap<String, Arc<Stored>>, prefix: &str, o: &dyn Observer) {
-    let decoded: Vec<(&str, Value)> = objects
+    let mut decoded = objects
         .range(prefix.to_string()..)
         .take_while(|(k, _)| k.starts_with(prefix))
-        .map(|(k, v)| (k.as_str(), v.value()))
-        .collect();
-    o.reset(&mut decoded.iter().map(|(k, v)| (*k, v)));
+        .map(|(k, v)| (k.as_str(), v.value()));
+    o.reset(&mut decoded);
 }
 
 /// The hub.
@@ -396,6 +396,17 @@ impl Hub {
     pub fn get(&self, key: &str) -> Option<Arc<Value>> {
         let found = self.state.lock().unwrap().objects.get(key).cloned();
         found.map(|o| Arc::new(o.value()))
+    }
+
+    /// The object at `key` as the hub keeps it (its JSON and selectable fields),
+    /// for a look at a field without decoding the object.
+    pub fn stored(&self, key: &str) -> Option<Arc<Stored>> {
+        self.state.lock().unwrap().objects.get(key).cloned()
+    }
+
+    /// Whether some object's ownerReferences name `uid`.
+    pub fn has_dependents(&self, uid: &str) -> bool {
+        self.state.lock().unwrap().dependents.contains_key(uid)
     }
 
     /// The objects whose ownerReferences name `uid`: (storage key, object).

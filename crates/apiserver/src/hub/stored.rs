@@ -80,7 +80,9 @@ impl Stored {
             .map(|i| self.labels[i].1.as_ref())
     }
 
-    fn field(&self, path: &str) -> Option<&str> {
+    /// The text of a selectable field (see [`selectable_fields`]), None where the
+    /// object lacks it.
+    pub fn field(&self, path: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(p, _)| *p == path)

@@ -47,10 +47,7 @@ pub fn delete<'a>(
                 .unwrap_or_default();
             // Propagation other than Background is recorded as a finalizer that the
             // garbage collector acts on and removes.
-            let has_dependents = !api
-                .hub
-                .dependents(meta_str(&cur, "uid").unwrap_or(""))
-                .is_empty();
+            let has_dependents = api.hub.has_dependents(meta_str(&cur, "uid").unwrap_or(""));
             match opts.propagation.as_str() {
                 "Orphan" if has_dependents => finalizers.push(json!("orphan")),
                 "Foreground" if has_dependents => finalizers.push(json!("foregroundDeletion")),

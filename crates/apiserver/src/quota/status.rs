@@ -73,7 +73,7 @@ fn namespace_of(key: &str) -> Option<&str> {
 }
 
 impl Observer for Touched {
-    fn reset(&self, _objects: &mut dyn Iterator<Item = (&str, &Value)>) {
+    fn reset(&self, _objects: &mut dyn Iterator<Item = (&str, Value)>) {
         *self.due() = Due::All;
         self.wake.notify_one();
     }
