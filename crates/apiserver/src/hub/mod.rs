@@ -83,7 +83,7 @@ struct State {
     /// Owner uid → keys of the objects whose ownerReferences name it: deletions ask
     /// for an owner's dependents, and a scan of every object under the lock made each
     /// delete cost as much as the whole cluster.
-    dependents: HashMap<String, BTreeSet<String>>,
+    dependents: Dependents,
     ring: VecDeque<Arc<Change>>,
     /// Every change after this revision is in the ring.
     first: i64,
@@ -112,12 +112,19 @@ impl State {
     }
 }
 
+/// The objects whose keys start with `prefix`.
+fn prefixed<'a>(
+    objects: &'a BTreeMap<String, Arc<Stored>>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a Arc<Stored>)> {
+    objects
+        .range(prefix.to_string()..)
+        .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
 /// Starts `o` over from the objects under `prefix`.
 fn reset_observer(objects: &BTreeMap<String, Arc<Stored>>, prefix: &str, o: &dyn Observer) {
-    let mut decoded = objects
-        .range(prefix.to_string()..)
-        .take_while(|(k, _)| k.starts_with(prefix))
-        .map(|(k, v)| (k.as_str(), v.value()));
+    let mut decoded = prefixed(objects, prefix).map(|(k, v)| (k.as_str(), v.value()));
     o.reset(&mut decoded);
 }
 
@@ -376,10 +383,7 @@ impl Hub {
                 })
             }
             None => {
-                let snapshot = st
-                    .objects
-                    .range(prefix.to_string()..)
-                    .take_while(|(k, _)| k.starts_with(prefix))
+                let snapshot = prefixed(&st.objects, prefix)
                     .map(|(_, v)| v.clone())
                     .collect();
                 Ok(Subscription {
@@ -394,8 +398,7 @@ impl Hub {
 
     /// The object at `key` as the hub last saw it.
     pub fn get(&self, key: &str) -> Option<Arc<Value>> {
-        let found = self.state.lock().unwrap().objects.get(key).cloned();
-        found.map(|o| Arc::new(o.value()))
+        self.stored(key).map(|o| Arc::new(o.value()))
     }
 
     /// The object at `key` as the hub keeps it (its JSON and selectable fields),
@@ -409,31 +412,19 @@ impl Hub {
         self.state.lock().unwrap().dependents.contains_key(uid)
     }
 
-    /// The objects whose ownerReferences name `uid`: (storage key, object).
-    pub fn dependents(&self, uid: &str) -> Vec<(String, Arc<Value>)> {
-        let found: Vec<(String, Arc<Stored>)> = {
-            let st = self.state.lock().unwrap();
-            let Some(keys) = st.dependents.get(uid) else {
-                return Vec::new();
-            };
-            keys.iter()
-                .filter_map(|k| st.objects.get(k).map(|o| (k.clone(), o.clone())))
-                .collect()
-        };
-        decoded(found)
-    }
-
     /// The objects under a key prefix, from the hub's current state.
     pub fn under(&self, prefix: &str) -> Vec<(String, Arc<Value>)> {
         let found: Vec<(String, Arc<Stored>)> = {
             let st = self.state.lock().unwrap();
-            st.objects
-                .range(prefix.to_string()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
+            prefixed(&st.objects, prefix)
                 .map(|(k, o)| (k.clone(), o.clone()))
                 .collect()
         };
-        decoded(found)
+        // Decoded outside the hub's lock.
+        found
+            .into_iter()
+            .map(|(k, o)| (k, Arc::new(o.value())))
+            .collect()
     }
 
     /// How many watchers are subscribed.
@@ -442,14 +433,7 @@ impl Hub {
     }
 }
 
-/// Decoded outside the hub's lock.
-fn decoded(found: Vec<(String, Arc<Stored>)>) -> Vec<(String, Arc<Value>)> {
-    found
-        .into_iter()
-        .map(|(k, o)| (k, Arc::new(o.value())))
-        .collect()
-}
-
+/// Owner uid → keys of the objects whose ownerReferences name it.
 type Dependents = HashMap<String, BTreeSet<String>>;
 
 /// Every object in the store, with their dependents index and the revision read at.
