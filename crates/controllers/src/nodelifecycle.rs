@@ -309,12 +309,15 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let no_execute: Vec<&Taint> = taints.iter().filter(|t| t.effect == "NoExecute").collect();
     // When no node is Ready, the fault is more likely ours (or the network's) than
     // every node's: evict nothing (kube's full-disruption mode).
-    let any_ready = ctx
-        .nodes
-        .state()
-        .iter()
-        .any(|n| ready(n).is_some_and(|c| c.status == "True"));
-    if !no_execute.is_empty() && any_ready {
+    // Asked only of a tainted node: every Lease renewal reconciles its node, and a
+    // look at every node each time was most of this controller's work.
+    let any_ready = || {
+        ctx.nodes
+            .state()
+            .iter()
+            .any(|n| ready(n).is_some_and(|c| c.status == "True"))
+    };
+    if !no_execute.is_empty() && any_ready() {
         for pod in ctx.pods.get(&name) {
             if pod.metadata.deletion_timestamp.is_some() {
                 continue;

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use berth_pods::HostPort;
+
+use crate::quantities::Quantities;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodAffinityTerm};
 
 /// Every resource a pod asks for by name (requests, or limits standing for them).
@@ -33,7 +35,7 @@ pub fn requested_resources(pod: &Pod) -> BTreeSet<String> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Needs {
     /// Resource name → effective request.
-    pub requests: BTreeMap<String, i128>,
+    pub requests: Quantities,
     /// Host ports it takes.
     pub ports: Vec<HostPort>,
 }
@@ -55,7 +57,7 @@ impl Needs {
 
     /// Its request of resource `name` (0 when it names none).
     pub fn request(&self, name: &str) -> i128 {
-        self.requests.get(name).copied().unwrap_or(0)
+        self.requests.get(name)
     }
 }
 
@@ -130,10 +132,10 @@ pub struct NodeInfo {
     pub pods: i128,
     /// Host ports its pods hold.
     pub ports: Vec<HostPort>,
-    requested: BTreeMap<String, i128>,
+    requested: Quantities,
     /// The node's allocatable quantities, parsed once per node change rather than on
     /// every look at the node (it was a tenth of the scheduler's time).
-    allocatable: BTreeMap<String, i128>,
+    allocatable: Quantities,
 }
 
 impl NodeInfo {
@@ -143,7 +145,7 @@ impl NodeInfo {
             node,
             pods: 0,
             ports: Vec::new(),
-            requested: BTreeMap::new(),
+            requested: Quantities::default(),
         }
     }
 
@@ -154,27 +156,33 @@ impl NodeInfo {
 
     /// What the node offers of resource `name` (CPU in millicores).
     pub fn allocatable(&self, name: &str) -> i128 {
-        self.allocatable.get(name).copied().unwrap_or(0)
+        self.allocatable.get(name)
     }
 
     /// What its pods request of resource `name`.
     pub fn requested(&self, name: &str) -> i128 {
-        self.requested.get(name).copied().unwrap_or(0)
+        self.requested.get(name)
+    }
+
+    /// What the node offers, by resource.
+    pub fn allocatable_all(&self) -> &Quantities {
+        &self.allocatable
+    }
+
+    /// What its pods request, by resource.
+    pub fn requested_all(&self) -> &Quantities {
+        &self.requested
     }
 
     pub(crate) fn add(&mut self, t: &Taken) {
         self.pods += 1;
-        for (k, v) in &t.needs.requests {
-            *self.requested.entry(k.clone()).or_default() += v;
-        }
+        self.requested.add(&t.needs.requests, 1);
         self.ports.extend(t.needs.ports.iter().cloned());
     }
 
     pub(crate) fn remove(&mut self, t: &Taken) {
         self.pods -= 1;
-        for (k, v) in &t.needs.requests {
-            *self.requested.entry(k.clone()).or_default() -= v;
-        }
+        self.requested.add(&t.needs.requests, -1);
         for p in &t.needs.ports {
             if let Some(i) = self.ports.iter().position(|q| q == p) {
                 self.ports.swap_remove(i);
@@ -184,7 +192,7 @@ impl NodeInfo {
 }
 
 /// A node's allocatable quantities (CPU in millicores); unreadable ones count as 0.
-fn parse_allocatable(node: &Node) -> BTreeMap<String, i128> {
+fn parse_allocatable(node: &Node) -> Quantities {
     let quantities = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
     quantities
         .into_iter()
@@ -219,9 +227,10 @@ pub struct Cache {
     /// Pods not yet bound that preemption made room for: UID → where and what they
     /// take. Pods of no higher priority count them as taken there.
     nominated: HashMap<String, Taken>,
-    /// Where the next pod's search for feasible nodes starts (kube's
-    /// nextStartNodeIndex): searches that stop early still visit every node in turn.
-    next_start: std::sync::atomic::AtomicUsize,
+    /// The node the last search for feasible nodes stopped at; the next starts after
+    /// it (kube's nextStartNodeIndex): searches that stop early still visit every
+    /// node in turn.
+    next_start: std::sync::Mutex<Option<String>>,
 }
 
 /// Whether a pod takes room on its node: bound and not finished.
@@ -459,21 +468,36 @@ impl Cache {
 
     /// Every node once, starting at the search's next start.
     pub fn nodes_in_turn(&self) -> impl Iterator<Item = &NodeInfo> {
-        let all = self.nodes.len().max(1);
-        let start = self.next_start.load(std::sync::atomic::Ordering::Relaxed) % all;
-        self.nodes
-            .values()
-            .skip(start)
-            .chain(self.nodes.values().take(start))
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let after = self
+            .next_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // From the node after the one the last search stopped at, round to it: a
+        // range by name, since stepping an index into a map of thousands of nodes
+        // walks them all.
+        let (tail, head) = match &after {
+            Some(name) => (
+                self.nodes
+                    .range::<str, _>((Excluded(name.as_str()), Unbounded)),
+                self.nodes
+                    .range::<str, _>((Unbounded, Included(name.as_str()))),
+            ),
+            None => (
+                self.nodes.range::<str, _>((Unbounded, Unbounded)),
+                self.nodes.range::<str, _>((Unbounded, Excluded(""))),
+            ),
+        };
+        tail.chain(head).map(|(_, info)| info)
     }
 
-    /// A search looked at `processed` nodes: the next one starts after them.
-    pub fn searched(&self, processed: usize) {
-        let all = self.nodes.len().max(1);
-        let start = self.next_start.load(std::sync::atomic::Ordering::Relaxed);
-        let next = (start % all + processed) % all;
-        self.next_start
-            .store(next, std::sync::atomic::Ordering::Relaxed);
+    /// A search stopped after the node named `last` (None: it looked at none): the
+    /// next one starts after it.
+    pub fn searched(&self, last: Option<&str>) {
+        if let Some(last) = last {
+            *self.next_start.lock().unwrap_or_else(|e| e.into_inner()) = Some(last.to_string());
+        }
     }
 
     /// How many nodes.

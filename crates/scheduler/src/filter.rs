@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use crate::cache::{Needs, NodeInfo};
+use crate::quantities::PODS;
 
 /// Why a node was filtered out: kube's reason text.
 pub type Reason = String;
@@ -173,11 +174,12 @@ fn node_ports(needs: &Needs, info: &NodeInfo) -> Result<(), Reason> {
 }
 
 fn resources_fit(needs: &Needs, info: &NodeInfo) -> Result<(), Reason> {
-    if info.pods + 1 > info.allocatable("pods") {
+    let (requested, allocatable) = (info.requested_all(), info.allocatable_all());
+    if info.pods + 1 > allocatable.fixed(PODS) {
         return Err("Too many pods".into());
     }
-    for (name, &want) in &needs.requests {
-        if want > 0 && info.requested(name) + want > info.allocatable(name) {
+    for (name, slot, want) in needs.requests.iter() {
+        if want > 0 && requested.at(slot) + want > allocatable.at(slot) {
             return Err(format!("Insufficient {name}"));
         }
     }

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod filter;
 pub mod interpod;
 pub mod preempt;
+pub mod quantities;
 pub mod score;
 pub mod spread;
 pub mod volumes;
@@ -381,19 +382,19 @@ pub fn choose_with(
         }
     }
     let wanted = feasible_nodes_to_find(cache.node_count());
-    let mut processed = 0;
+    let mut last = None;
     for info in cache.nodes_in_turn() {
         if feasible.len() >= wanted {
             break;
         }
-        processed += 1;
+        last = info.node.metadata.name.as_deref();
         let fits = check(info);
         match fits {
             Ok(score) => feasible.push((info, score)),
             Err(r) => reasons.push(r),
         }
     }
-    cache.searched(processed);
+    cache.searched(last);
     if feasible.is_empty() {
         return Err(filter::failure_message(cache.node_count(), &reasons));
     }

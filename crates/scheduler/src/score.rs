@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::cache::{Needs, NodeInfo};
 use crate::interpod::InterPod;
+use crate::quantities::{CPU, MEMORY};
 use crate::spread::Spread;
 
 /// What kube counts for a pod that requests no CPU or memory when scoring (its
@@ -14,8 +15,8 @@ use crate::spread::Spread;
 const DEFAULT_CPU_MILLI: i128 = 100;
 const DEFAULT_MEMORY: i128 = 200 << 20;
 
-fn non_zero(needs: &Needs, name: &str, default: i128) -> i128 {
-    match needs.request(name) {
+fn non_zero(needs: &Needs, slot: usize, default: i128) -> i128 {
+    match needs.requests.fixed(slot) {
         0 => default,
         v => v,
     }
@@ -23,22 +24,23 @@ fn non_zero(needs: &Needs, name: &str, default: i128) -> i128 {
 
 /// The node's score for a pod needing `needs` (higher is better), 0 to 200.
 pub fn score(needs: &Needs, info: &NodeInfo) -> i64 {
-    let fractions: Vec<f64> = [("cpu", DEFAULT_CPU_MILLI), ("memory", DEFAULT_MEMORY)]
-        .iter()
-        .map(|(r, default)| {
-            let alloc = info.allocatable(r);
-            if alloc <= 0 {
-                return 1.0;
-            }
-            let used = info.requested(r) + non_zero(needs, r, *default);
-            (used as f64 / alloc as f64).min(1.0)
-        })
-        .collect();
-    let least_allocated =
-        fractions.iter().map(|f| (1.0 - f) * 100.0).sum::<f64>() / fractions.len() as f64;
-    let mean = fractions.iter().sum::<f64>() / fractions.len() as f64;
-    let std =
-        (fractions.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / fractions.len() as f64).sqrt();
+    let (requested, allocatable) = (info.requested_all(), info.allocatable_all());
+    let fraction = |slot: usize, default: i128| {
+        let alloc = allocatable.fixed(slot);
+        if alloc <= 0 {
+            return 1.0;
+        }
+        let used = requested.fixed(slot) + non_zero(needs, slot, default);
+        (used as f64 / alloc as f64).min(1.0)
+    };
+    let fractions = [
+        fraction(CPU, DEFAULT_CPU_MILLI),
+        fraction(MEMORY, DEFAULT_MEMORY),
+    ];
+    let n = fractions.len() as f64;
+    let least_allocated = fractions.iter().map(|f| (1.0 - f) * 100.0).sum::<f64>() / n;
+    let mean = fractions.iter().sum::<f64>() / n;
+    let std = (fractions.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / n).sqrt();
     let balanced = (1.0 - std) * 100.0;
     (least_allocated + balanced).round() as i64
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::body::{parse_body, write_opts};
 use super::meta::{encode, meta_mut, meta_str, now};
-use super::read::read;
+use super::read::{read, read_for_write, Source};
 use crate::request::{Request, Response};
 use crate::resources::{self, Resource};
 use crate::state::Api;
@@ -68,8 +68,18 @@ pub(super) async fn bind(
     let pods = resources::find("", "v1", "pods").expect("served");
     let opts = write_opts(req, "berth-scheduler")?;
     let mut bound = false;
-    for _ in 0..5 {
-        let (cur, rev) = read(api, pods, ns, name).await?;
+    for attempt in 0..5 {
+        // The first try from the hub's copy; what it refuses is checked in the store.
+        let cached = attempt == 0 && !opts.dry_run;
+        let (cur, rev, source) = read_for_write(api, pods, ns, name, cached).await?;
+        let refused = cur
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
+            || cur.pointer("/metadata/deletionTimestamp").is_some();
+        if refused && source == Source::Hub {
+            continue;
+        }
         if let Some(have) = cur
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
@@ -109,7 +119,10 @@ pub(super) async fn bind(
                 break;
             }
             Err(StoreError::Conflict { .. }) => continue,
-            Err(StoreError::NotFound(_)) => return Err(ApiError::not_found("", "pods", name)),
+            Err(StoreError::NotFound(_)) if source == Source::Store => {
+                return Err(ApiError::not_found("", "pods", name))
+            }
+            Err(StoreError::NotFound(_)) => continue,
             Err(e) => return Err(e.into()),
         }
     }

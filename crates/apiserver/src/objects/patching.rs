@@ -2,6 +2,7 @@
 //! patch pins a resourceVersion), and server-side apply.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -9,7 +10,7 @@ use serde_json::{json, Value};
 use super::body::{answer, check_body, parse_patch_body, with_warnings, write_opts, WriteOpts};
 use super::create::create_object;
 use super::meta::{meta_mut, meta_str};
-use super::read::read;
+use super::read::{read, read_for_write, revision_of, Source};
 use super::write::replace;
 use crate::request::{Request, Response};
 use crate::resources::Resource;
@@ -52,33 +53,54 @@ pub(super) async fn patch(
         ));
     }
     let pinned = body.pointer("/metadata/resourceVersion").is_some();
+    // The first try starts from the hub's copy, unless the patch pins a version (a
+    // copy behind would refuse it) or is a dry run (its answer must be the store's).
+    let from_hub = AtomicBool::new(!pinned && !opts.dry_run);
     let (out, warnings) = retry_on_conflict(pinned, || async {
-        let (cur, rev) = read(api, res, ns, name).await?;
-        let mut doc = cur.clone();
-        format.apply(&mut doc, &body, res.kind)?;
-        if !doc.is_object() {
-            return Err(ApiError::new(
-                422,
-                "Invalid",
-                "the patched object is not a JSON object",
-            ));
+        let cached = from_hub.swap(false, Ordering::Relaxed);
+        let (cur, rev, source) = read_for_write(api, res, ns, name, cached).await?;
+        let attempt = async {
+            let mut doc = cur.clone();
+            format.apply(&mut doc, &body, res.kind)?;
+            if !doc.is_object() {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    "the patched object is not a JSON object",
+                ));
+            }
+            if !pinned {
+                meta_mut(&mut doc).remove("resourceVersion");
+            }
+            let mut warnings = Vec::new();
+            check_body(res, &mut doc, &opts, &mut warnings)?;
+            let out = replace(api, res, ns, name, &cur, rev, doc, sub, &opts, None).await?;
+            warnings.extend(opts.take_warnings());
+            Ok((out, warnings))
+        };
+        let r = attempt.await;
+        let written = matches!(&r, Ok((o, _)) if revision_of(o) != rev);
+        if source == Source::Hub && !written {
+            // Refused, or nothing written (the patch changed nothing of the copy):
+            // the hub's copy may have been behind; the store decides.
+            drop(opts.take_warnings());
+            return Err(ApiError::conflict(res.group, res.plural, name));
         }
-        if !pinned {
-            meta_mut(&mut doc).remove("resourceVersion");
-        }
-        let mut warnings = Vec::new();
-        check_body(res, &mut doc, &opts, &mut warnings)?;
-        let out = replace(api, res, ns, name, &cur, rev, doc, sub, &opts, None).await?;
-        warnings.extend(opts.take_warnings());
-        Ok((out, warnings))
+        r
     })
     .await?;
     Ok(with_warnings(answer(req, res, 200, &out), &warnings))
 }
 
+/// How many more times a write that lost a race is tried.
+pub(crate) const CONFLICT_RETRIES: usize = 32;
+
 /// Runs `attempt` (one read, change and write) again when its write meets a
-/// conflict, up to five more times, unless the request pinned a resourceVersion:
-/// then the conflict is the answer, as kube's.
+/// conflict, unless the request pinned a resourceVersion: then the conflict is the
+/// answer, as kube's. kube's storage tries again for as long as others win the race;
+/// here up to [`CONFLICT_RETRIES`] more times, which covers as many writers racing
+/// on one object (each round one of them wins), while a conflict that never clears
+/// (a uid precondition that does not hold) still ends.
 pub(crate) async fn retry_on_conflict<T, F, Fut>(
     pinned: bool,
     mut attempt: F,
@@ -87,7 +109,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ApiError>>,
 {
-    for _ in 0..5 {
+    for _ in 0..CONFLICT_RETRIES {
         match attempt().await {
             Err(e) if e.reason == "Conflict" && !pinned => continue,
             r => return r,

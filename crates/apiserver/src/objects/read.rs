@@ -31,6 +31,50 @@ pub async fn read(
     }
 }
 
+/// Where a write's starting copy of an object came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The watch hub's copy, which may be behind the store.
+    Hub,
+    /// The store.
+    Store,
+}
+
+/// Reads one object to change it: with `cached`, from the watch hub's copy when it
+/// has one (kube's GuaranteedUpdate starts from its watch cache the same way), else
+/// from the store. A write made from a copy that was behind fails its revision check;
+/// the caller tries again from the store, and does so as well when the hub's copy
+/// left nothing to change or the request was refused, which a copy behind can cause.
+pub async fn read_for_write(
+    api: &Api,
+    res: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    cached: bool,
+) -> Result<(Value, i64, Source), ApiError> {
+    if let Some(stored) = api.hub.stored(&res.key(ns, name)).filter(|_| cached) {
+        let mut o = stored.value();
+        let rev = o
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|r| r.parse::<i64>().ok());
+        if let Some(rev) = rev {
+            res.as_served(&mut o);
+            return Ok((o, rev, Source::Hub));
+        }
+    }
+    let (o, rev) = read(api, res, ns, name).await?;
+    Ok((o, rev, Source::Store))
+}
+
+/// The resourceVersion an answer carries (0 if none).
+pub fn revision_of(o: &Value) -> i64 {
+    o.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A list continue token: the revision and the last key returned.
 pub(super) fn continue_token(rev: i64, key: &str) -> String {
     use base64::Engine;
