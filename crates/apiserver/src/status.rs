@@ -117,6 +117,9 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
 }
 
+/// How kube's messages for preconditions that do not hold begin.
+const PRECONDITION_FAILED: &str = "Precondition failed";
+
 impl ApiError {
     /// An error with a code, reason and message.
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
@@ -175,6 +178,28 @@ impl ApiError {
         e.group = Some(group.into()).filter(|g: &String| !g.is_empty());
         e.kind = Some(resource.into());
         e
+    }
+
+    /// kube's 409 for a uid precondition that does not hold (`want` asked for, `have`
+    /// found): unlike a lost race, trying again changes nothing.
+    pub fn uid_precondition(
+        group: &str,
+        resource: &str,
+        name: &str,
+        want: &str,
+        have: &str,
+    ) -> ApiError {
+        let mut e = ApiError::conflict(group, resource, name);
+        e.message = format!(
+            "{PRECONDITION_FAILED}: UID in precondition: {want}, UID in object meta: {have}"
+        );
+        e
+    }
+
+    /// Whether this is a conflict that a new try from the store's latest copy may
+    /// not meet: another write won the race, not a precondition that does not hold.
+    pub fn is_lost_race(&self) -> bool {
+        self.reason == "Conflict" && !self.message.starts_with(PRECONDITION_FAILED)
     }
 
     /// 422 Invalid with causes.

@@ -156,12 +156,10 @@ fn check_preconditions(
 ) -> Result<(), ApiError> {
     if let Some(uid) = &opts.uid {
         if Some(uid.as_str()) != meta_str(cur, "uid") {
-            let mut e = ApiError::conflict(res.group, res.plural, name);
-            e.message = format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                meta_str(cur, "uid").unwrap_or("")
-            );
-            return Err(e);
+            let have = meta_str(cur, "uid").unwrap_or("");
+            return Err(ApiError::uid_precondition(
+                res.group, res.plural, name, uid, have,
+            ));
         }
     }
     if let Some(rv) = &opts.rv {

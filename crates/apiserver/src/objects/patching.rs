@@ -58,6 +58,8 @@ pub(super) async fn patch(
     let from_hub = AtomicBool::new(!pinned && !opts.dry_run);
     let (out, warnings) = retry_on_conflict(pinned, || async {
         let cached = from_hub.swap(false, Ordering::Relaxed);
+        // An attempt that lost its race may have noted warnings: this one notes its own.
+        drop(opts.take_warnings());
         let (cur, rev, source) = read_for_write(api, res, ns, name, cached).await?;
         let attempt = async {
             let mut doc = cur.clone();
@@ -83,7 +85,6 @@ pub(super) async fn patch(
         if source == Source::Hub && !written {
             // Refused, or nothing written (the patch changed nothing of the copy):
             // the hub's copy may have been behind; the store decides.
-            drop(opts.take_warnings());
             return Err(ApiError::conflict(res.group, res.plural, name));
         }
         r
@@ -97,10 +98,10 @@ pub(crate) const CONFLICT_RETRIES: usize = 32;
 
 /// Runs `attempt` (one read, change and write) again when its write meets a
 /// conflict, unless the request pinned a resourceVersion: then the conflict is the
-/// answer, as kube's. kube's storage tries again for as long as others win the race;
-/// here up to [`CONFLICT_RETRIES`] more times, which covers as many writers racing
-/// on one object (each round one of them wins), while a conflict that never clears
-/// (a uid precondition that does not hold) still ends.
+/// answer, as kube's; so is a precondition that does not hold. kube's storage tries
+/// again for as long as others win the race; here up to [`CONFLICT_RETRIES`] more
+/// times (every round of racing writers has a winner), so that a request never
+/// spins for good.
 pub(crate) async fn retry_on_conflict<T, F, Fut>(
     pinned: bool,
     mut attempt: F,
@@ -111,7 +112,7 @@ where
 {
     for _ in 0..CONFLICT_RETRIES {
         match attempt().await {
-            Err(e) if e.reason == "Conflict" && !pinned => continue,
+            Err(e) if e.is_lost_race() && !pinned => continue,
             r => return r,
         }
     }
@@ -167,7 +168,10 @@ pub(super) async fn apply(
             }
         };
         match result {
-            Err(e) if (e.reason == "Conflict" || e.reason == "AlreadyExists") && attempt < 5 => {
+            Err(e)
+                if (e.is_lost_race() || e.reason == "AlreadyExists")
+                    && attempt < CONFLICT_RETRIES =>
+            {
                 continue
             }
             Err(e) => return Err(e),

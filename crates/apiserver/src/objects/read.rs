@@ -52,7 +52,7 @@ pub async fn read_for_write(
     name: &str,
     cached: bool,
 ) -> Result<(Value, i64, Source), ApiError> {
-    if let Some(stored) = api.hub.stored(&res.key(ns, name)).filter(|_| cached) {
+    if let Some(stored) = cached.then(|| api.hub.stored(&res.key(ns, name))).flatten() {
         let mut o = stored.value();
         let rev = o
             .pointer("/metadata/resourceVersion")

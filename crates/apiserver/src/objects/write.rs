@@ -50,12 +50,10 @@ pub(super) async fn replace(
     }
     if let Some(uid) = meta_str(&new, "uid").filter(|u| !u.is_empty()) {
         if Some(uid) != meta_str(cur, "uid") {
-            let mut e = ApiError::conflict(res.group, res.plural, name);
-            e.message = format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                meta_str(cur, "uid").unwrap_or("")
-            );
-            return Err(e);
+            let have = meta_str(cur, "uid").unwrap_or("");
+            return Err(ApiError::uid_precondition(
+                res.group, res.plural, name, uid, have,
+            ));
         }
     }
     let csr = res.strategy == crate::resources::Strategy::CertificateSigningRequest;
