@@ -255,6 +255,24 @@ fn patches_from_the_hubs_copy_lose_no_update() {
             let now = cms.get("flip").await.unwrap();
             assert_eq!(now.data.unwrap()["v"], v, "round {i}: the stored object");
         }
+        // A uid that does not hold is kube's precondition failure, answered as such
+        // (a lost race would be tried again).
+        let wrong = serde_json::json!({"metadata": {"uid": "not-its-uid"}, "data": {"v": "c"}});
+        match cms
+            .patch("flip", &PatchParams::default(), &Patch::Merge(&wrong))
+            .await
+        {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 409, "{e:?}");
+                assert!(
+                    e.message
+                        .starts_with("Precondition failed: UID in precondition: not-its-uid"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         // Sixteen writers, each patching its own key twenty times at once.
         cms.create(&PostParams::default(), &cm("many", "0"))
             .await
