@@ -72,22 +72,18 @@ pub(super) async fn bind(
         // The first try from the hub's copy; what it refuses is checked in the store.
         let cached = attempt == 0 && !opts.dry_run;
         let (cur, rev, source) = read_for_write(api, pods, ns, name, cached).await?;
-        let refused = cur
+        let assigned = cur
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
-            .is_some_and(|n| !n.is_empty())
-            || cur.pointer("/metadata/deletionTimestamp").is_some();
-        if refused && source == Source::Hub {
+            .filter(|n| !n.is_empty());
+        let deleting = cur.pointer("/metadata/deletionTimestamp").is_some();
+        if (assigned.is_some() || deleting) && source == Source::Hub {
             continue;
         }
-        if let Some(have) = cur
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
+        if let Some(have) = assigned {
             return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{have}\"")));
         }
-        if cur.pointer("/metadata/deletionTimestamp").is_some() {
+        if deleting {
             return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host")));
         }
         let mut o = cur.clone();

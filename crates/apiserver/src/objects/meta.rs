@@ -25,6 +25,14 @@ pub(super) fn set_rv(o: &mut Value, rv: i64) {
     }
 }
 
+/// The resourceVersion an object carries (0 if none).
+pub(super) fn revision_of(o: &Value) -> i64 {
+    o.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
 pub(crate) fn meta_str<'a>(o: &'a Value, k: &str) -> Option<&'a str> {
     o.get("metadata")
         .and_then(|m| m.get(k))

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use super::body::{answer, check_body, parse_patch_body, with_warnings, write_opts, WriteOpts};
 use super::create::create_object;
-use super::meta::{meta_mut, meta_str};
-use super::read::{read, read_for_write, revision_of, Source};
+use super::meta::{meta_mut, meta_str, revision_of};
+use super::read::{read, read_for_write, Source};
 use super::write::replace;
 use crate::request::{Request, Response};
 use crate::resources::Resource;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use berth_store::{Error as StoreError, Store};
 use serde_json::{json, Value};
 
+use super::meta::revision_of;
 use crate::request::{Request, Response};
 use crate::resources::Resource;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -54,25 +55,14 @@ pub async fn read_for_write(
 ) -> Result<(Value, i64, Source), ApiError> {
     if let Some(stored) = cached.then(|| api.hub.stored(&res.key(ns, name))).flatten() {
         let mut o = stored.value();
-        let rev = o
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .and_then(|r| r.parse::<i64>().ok());
-        if let Some(rev) = rev {
+        let rev = revision_of(&o);
+        if rev > 0 {
             res.as_served(&mut o);
             return Ok((o, rev, Source::Hub));
         }
     }
     let (o, rev) = read(api, res, ns, name).await?;
     Ok((o, rev, Source::Store))
-}
-
-/// The resourceVersion an answer carries (0 if none).
-pub fn revision_of(o: &Value) -> i64 {
-    o.pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A list continue token: the revision and the last key returned.
