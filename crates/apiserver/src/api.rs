@@ -138,7 +138,8 @@ impl Api {
                     // A component refused is a gap in its default role: worth a line.
                     let component = user.name.starts_with("system:serviceaccount:kube-system:")
                         || (user.name.starts_with("system:")
-                            && !user.name.starts_with("system:serviceaccount:"));
+                            && !user.name.starts_with("system:serviceaccount:")
+                            && user.name != crate::request::ANONYMOUS);
                     if component {
                         tracing::warn!(user = %user.name, "{}", e.message);
                     }

@@ -107,9 +107,11 @@ pub struct Authenticator {
     verify: DecodingKey,
     /// The issuer of ServiceAccount tokens.
     pub issuer: String,
-    /// Whether requests without credentials are served as system:anonymous (kube's
-    /// --anonymous-auth, on by default); off, they get 401 (but `/cacerts`, which a
-    /// joining node checks against its token's CA hash).
+    /// Whether requests without credentials are served as system:anonymous in
+    /// system:unauthenticated, authorized by RBAC as anyone is (kube's
+    /// --anonymous-auth, on by default: /version, /healthz and cluster-info are
+    /// theirs to read, anything else is 403); off, they get 401 (but `/cacerts`, which
+    /// a joining node checks against its token's CA hash).
     pub anonymous: bool,
 }
 

@@ -83,6 +83,9 @@ pub struct Config {
     /// Pod Security admission's configuration file (an AdmissionConfiguration or a
     /// PodSecurityConfiguration: defaults for unlabelled namespaces, exemptions).
     pub pod_security_config: Option<PathBuf>,
+    /// The address other machines reach this server at (kube-apiserver's
+    /// --advertise-address), published in cluster-info; None: the listening one.
+    pub advertise_address: Option<std::net::IpAddr>,
 }
 
 impl Config {
@@ -97,6 +100,7 @@ impl Config {
             compaction_interval: Duration::from_secs(300),
             anonymous_auth: true,
             pod_security_config: None,
+            advertise_address: None,
         }
     }
 }
@@ -146,6 +150,11 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         addr.ip().to_string()
     };
     let url = format!("https://{host}:{}", addr.port());
+    // What cluster-info tells joining nodes.
+    let public_url = match cfg.advertise_address {
+        Some(ip) => format!("https://{}", SocketAddr::new(ip, addr.port())),
+        None => url.clone(),
+    };
     let mut sans = cfg.tls_san.clone();
     if !addr.ip().is_unspecified() {
         sans.push(addr.ip().to_string());
@@ -227,7 +236,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
     let a = api.clone();
     tokio::spawn(async move {
         loop {
-            match bootstrap(&a).await {
+            match bootstrap(&a, &public_url).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!("bootstrap: {}; retrying", e.message);
@@ -250,9 +259,9 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
     })
 }
 
-/// What every cluster has: the system namespaces, the `kubernetes` service and the
-/// `kube-dns` one.
-async fn bootstrap(api: &Arc<api::Api>) -> Result<(), status::ApiError> {
+/// What every cluster has: the system namespaces, the `kubernetes` service, the
+/// public cluster-info (naming the server at `public_url`) and the `kube-dns` Service.
+async fn bootstrap(api: &Arc<api::Api>, public_url: &str) -> Result<(), status::ApiError> {
     let nsr = resources::find("", "v1", "namespaces").expect("served");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         if api.store.get(&nsr.key(None, ns)).await?.is_some() {
@@ -284,6 +293,22 @@ async fn bootstrap(api: &Arc<api::Api>) -> Result<(), status::ApiError> {
             "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1",
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}});
         objects::create_internal(api, svc, Some("default"), body).await?;
+    }
+    // kubeadm's cluster-info: the public kubeconfig a node given bare token
+    // credentials trusts once the bootstrap signer has signed it with its token.
+    use berth_join::discovery;
+    let cms = resources::find("", "v1", "configmaps").expect("served");
+    if api
+        .store
+        .get(&cms.key(Some(discovery::NAMESPACE), discovery::CLUSTER_INFO))
+        .await?
+        .is_none()
+    {
+        let kubeconfig = discovery::kubeconfig(public_url, &api.ca_bundle);
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": discovery::CLUSTER_INFO},
+            "data": {discovery::KUBECONFIG_KEY: kubeconfig}});
+        objects::create_internal(api, cms, Some(discovery::NAMESPACE), body).await?;
     }
     // The cluster DNS address, served by every node's agent (not proxied: the label
     // tells Service proxies to leave it), at the address kubeadm gives kube-dns.

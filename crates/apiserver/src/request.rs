@@ -19,11 +19,14 @@ pub struct User {
     pub name: String,
     /// The user's uid, when known.
     pub uid: String,
-    /// Groups (always with system:authenticated).
+    /// Groups (with system:authenticated, but for [`User::anonymous`]).
     pub groups: Vec<String>,
     /// Extra attributes (ServiceAccount tokens carry pod bindings).
     pub extra: Vec<(String, String)>,
 }
+
+/// The user of a request without credentials.
+pub const ANONYMOUS: &str = "system:anonymous";
 
 impl User {
     pub(crate) fn new(name: &str, uid: &str, groups: Vec<String>) -> User {
@@ -35,6 +38,17 @@ impl User {
             name: name.into(),
             uid: uid.into(),
             groups: g,
+            extra: Vec::new(),
+        }
+    }
+
+    /// A request without credentials, as kube's --anonymous-auth names it: in
+    /// system:unauthenticated alone, authorized as any other user is.
+    pub fn anonymous() -> User {
+        User {
+            name: ANONYMOUS.into(),
+            uid: String::new(),
+            groups: vec!["system:unauthenticated".into()],
             extra: Vec::new(),
         }
     }

@@ -225,10 +225,13 @@ where
         .unwrap_or_default();
     let path = parts.uri.path().to_string();
     let user = match authenticate(&api, cert_user, &parts.headers).await {
-        Ok(None) if !api.authn.anonymous && path != "/cacerts" => {
-            return to_http(request::Response::error(&ApiError::unauthorized()), head)
-        }
-        Ok(u) => u,
+        Ok(Some(u)) => Some(u),
+        // No credentials: system:anonymous, authorized as anyone is (kube's default
+        // roles let it read /version, /healthz and the like; berth's, cluster-info).
+        Ok(None) if api.authn.anonymous => Some(request::User::anonymous()),
+        // `/cacerts` is everyone's, whatever --anonymous-auth says.
+        Ok(None) if path == "/cacerts" => None,
+        Ok(None) => return to_http(request::Response::error(&ApiError::unauthorized()), head),
         Err(e) => return to_http(request::Response::error(&e), head),
     };
     let req = Request {

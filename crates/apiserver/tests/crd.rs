@@ -1,7 +1,8 @@
 //! Custom resources: a CustomResourceDefinition made with kubectl, its objects
 //! validated against the schema (422 with kube's messages), defaulted and pruned,
 //! printed with the definition's columns, explained, scaled, with a status of their
-//! own; the definition's deletion takes its objects. And an operator written with
+//! own; the definition's deletion takes its objects, those created while it is
+//! under way included. And an operator written with
 //! kube-rs (`#[derive(CustomResource)]`, `kube::runtime::Controller`) running
 //! against berth.
 
@@ -829,4 +830,125 @@ fn cel_rules_validate_custom_resources() {
         "jsonpath={.spec.endpoints[*].name}",
     ]);
     assert_eq!(names, "web api");
+}
+
+/// Writers creating objects as fast as they can while their definition is deleted
+/// are refused (405) once the deletion is seen, and whatever a create that raced the
+/// deletion wrote is taken back: once the definition is gone the store holds none of
+/// its objects (one left there would come back with a definition of the same name).
+/// The last create is made deterministic: it is handed the resource as served before
+/// the deletion, as a request that passed its checks just before would hold it.
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn creates_racing_the_definitions_deletion_leave_nothing_behind() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use berth_store::Store;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+    use kube::runtime::wait::{await_condition, conditions};
+
+    const NAME: &str = "crontabs.stable.example.com";
+    const PREFIX: &str = "/registry/stable.example.com/crontabs/";
+    let s = common::Server::start();
+    s.ok_in(&["create", "-f", "-"], CRD);
+    s.ok(&[
+        "wait",
+        "--for=condition=Established",
+        &format!("crd/{NAME}"),
+        "--timeout=30s",
+    ]);
+    let served = berth_apiserver::resources::find("stable.example.com", "v1", "crontabs")
+        .expect("served once established");
+    let (made, refused) = s.rt.block_on(async {
+        let client = s.client().await;
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("stable.example.com", "v1", "CronTab"),
+            "crontabs",
+        );
+        let made = Arc::new(AtomicUsize::new(0));
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..8 {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+            let (ar, made) = (ar.clone(), made.clone());
+            writers.spawn(async move {
+                for i in 0.. {
+                    let o = DynamicObject::new(&format!("w{w}-{i}"), &ar)
+                        .data(serde_json::json!({"spec": {"cronSpec": "* * * * *"}}));
+                    match api.create(&PostParams::default(), &o).await {
+                        Ok(_) => {
+                            made.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Terminating (405), then gone (404).
+                        Err(kube::Error::Api(e)) if e.code == 405 || e.code == 404 => {
+                            return e.code;
+                        }
+                        Err(e) => panic!("create w{w}-{i}: {e}"),
+                    }
+                }
+                unreachable!("the loop returns")
+            });
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while made.load(Ordering::Relaxed) < 200 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "200 creates within a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let crds: Api<CustomResourceDefinition> = Api::all(client);
+        let uid = crds.get(NAME).await.unwrap().metadata.uid.unwrap();
+        crds.delete(NAME, &DeleteParams::default()).await.unwrap();
+        let mut refused = Vec::new();
+        while let Some(code) = tokio::time::timeout(Duration::from_secs(60), writers.join_next())
+            .await
+            .expect("every writer refused within a minute")
+        {
+            refused.push(code.unwrap());
+        }
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(crds, NAME, conditions::is_deleted(&uid)),
+        )
+        .await
+        .expect("the definition went within a minute")
+        .unwrap();
+        (made.load(Ordering::Relaxed), refused)
+    });
+    assert!(made >= 200, "{made}");
+    assert!(
+        refused.contains(&405),
+        "creates refused while terminating: {refused:?}"
+    );
+    let left = |s: &common::Server| {
+        s.rt.block_on(s.api.store.list(PREFIX, 0, 0, None))
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        left(&s),
+        Vec::<String>::new(),
+        "objects left behind of {made} made"
+    );
+    // A create that passed its checks before the deletion and is written after the
+    // cleanup's last look: written, found late, taken back.
+    let late = s.rt.block_on(berth_apiserver::objects::create_internal(
+        &s.api,
+        served,
+        Some("default"),
+        serde_json::json!({"apiVersion": "stable.example.com/v1", "kind": "CronTab",
+            "metadata": {"name": "late"}, "spec": {"cronSpec": "* * * * *"}}),
+    ));
+    let e = late.expect_err("a create after the definition went");
+    assert_eq!(e.code, 405, "{}", e.message);
+    assert!(e.message.contains("terminating"), "{}", e.message);
+    assert_eq!(left(&s), Vec::<String>::new(), "the late create taken back");
 }

@@ -251,10 +251,15 @@ fn authentication_certificates_and_tokens() {
     let d = tempfile::tempdir().unwrap();
     let tokens = file(d.path(), "tokens.csv", "s3cret,alice,1001,\"dev,ops\"\n");
     let s = Server::start_with(|c| c.token_file = Some(tokens.clone()));
-    // Anonymous: only health endpoints.
+    // Anonymous, as kube serves it: system:anonymous, refused by RBAC (403 naming
+    // it) but what system:public-info-viewer grants everyone.
     let (c, b) = s.curl("GET", "/api/v1/namespaces", "none", "", None);
-    assert_eq!(c, 401, "{b}");
-    assert_eq!(status(&b)["reason"], "Unauthorized");
+    assert_eq!(c, 403, "{b}");
+    assert_eq!(status(&b)["reason"], "Forbidden");
+    assert!(
+        b.contains(r#"User \"system:anonymous\" cannot list resource \"namespaces\""#),
+        "{b}"
+    );
     for p in ["/healthz", "/livez", "/readyz"] {
         assert_eq!(
             s.curl("GET", p, "none", "", None),
@@ -262,7 +267,10 @@ fn authentication_certificates_and_tokens() {
             "{p}"
         );
     }
-    assert_eq!(s.curl("GET", "/version", "none", "", None).0, 401);
+    let (c, b) = s.curl("GET", "/version", "none", "", None);
+    assert_eq!(c, 200, "{b}");
+    assert!(b.contains("gitVersion"), "{b}");
+    assert_eq!(s.curl("GET", "/api", "none", "", None).0, 403);
     // An unknown token is refused, a known one works.
     assert_eq!(s.curl("GET", "/api", "Bearer nope", "", None).0, 401);
     let (c, b) = s.curl(

@@ -138,7 +138,9 @@ pub struct AgentArgs {
     server: Option<String>,
     /// The join token (K10<CA hash>::<id>.<secret>, from the server's DATA_DIR/token
     /// or `berth token create`): the server is verified against its CA hash, and the
-    /// node's certificate is asked for with it. Needed on the first start only.
+    /// node's certificate is asked for with it. The bare `<id>.<secret>` works too, as
+    /// kubeadm's token does: the CA is then trusted on the server's cluster-info
+    /// signed with the token's secret. Needed on the first start only.
     #[arg(
         long,
         env = "BERTH_TOKEN",
@@ -286,11 +288,12 @@ pub fn cluster_ca(kubeconfig: &Path) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
-/// A join token given by flag (`--token`) or file (`--token-file`), parsed.
-pub fn read_join_token(
-    token: Option<&str>,
-    file: Option<&Path>,
-) -> anyhow::Result<Option<berth_join::JoinToken>> {
+/// A join token given by flag (`--token`) or file (`--token-file`), parsed as `T`
+/// (an agent's [`berth_join::JoinCredentials`], a server's [`berth_join::JoinToken`]).
+pub fn read_join_token<T>(token: Option<&str>, file: Option<&Path>) -> anyhow::Result<Option<T>>
+where
+    T: std::str::FromStr<Err = berth_join::Error>,
+{
     let text = match (token, file) {
         (Some(t), _) => t.to_string(),
         (None, Some(f)) => std::fs::read_to_string(f)
@@ -306,7 +309,8 @@ pub fn read_join_token(
 pub async fn agent(ctx: &Ctx, a: AgentArgs) -> anyhow::Result<()> {
     crate::server_cmd::init_logging("text");
     let mut cfg = a.node.config(&ctx.root);
-    let token = read_join_token(a.token.as_deref(), a.token_file.as_deref())?;
+    let token: Option<berth_join::JoinCredentials> =
+        read_join_token(a.token.as_deref(), a.token_file.as_deref())?;
     let mut renewal = None;
     let mut followed = None;
     // A token means joining (or the credentials it got before), whatever KUBECONFIG says.

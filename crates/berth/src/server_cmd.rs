@@ -29,7 +29,7 @@ pub struct ServerArgs {
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
     /// Serve requests without credentials as system:anonymous (what RBAC lets
-    /// system:unauthenticated do: health, version, discovery); false: 401
+    /// system:unauthenticated do: health, version, cluster-info); false: 401
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     anonymous_auth: bool,
     /// Pod Security admission's configuration (an AdmissionConfiguration with the
@@ -133,8 +133,9 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
         .data_dir
         .unwrap_or_else(|| crate::snapshot_cmd::default_data_dir(ctx));
     if let Some(url) = &a.server {
-        let token = crate::agent_cmd::read_join_token(a.token.as_deref(), a.token_file.as_deref())?
-            .context("--server needs the first server's token: --token or --token-file")?;
+        let token: berth_join::JoinToken =
+            crate::agent_cmd::read_join_token(a.token.as_deref(), a.token_file.as_deref())?
+                .context("--server needs the first server's token: --token or --token-file")?;
         crate::server_join::join(url, &token, &data_dir, !a.datastore_endpoint.is_empty()).await?;
     }
     let scheduler_election = a.election.election("kube-scheduler")?;
@@ -149,6 +150,11 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
     cfg.tls_san = a.tls_san;
     // Reached from other machines by these: agents verify the server by them.
     let node_ip = a.node.config(&ctx.root).node_ip;
+    let advertise = a
+        .advertise_address
+        .or(Some(a.listen.ip()).filter(|ip| !ip.is_unspecified()))
+        .unwrap_or(node_ip);
+    cfg.advertise_address = Some(advertise);
     for ip in [a.advertise_address, Some(node_ip)].into_iter().flatten() {
         if !ip.is_loopback() && !ip.is_unspecified() && !cfg.tls_san.contains(&ip.to_string()) {
             cfg.tls_san.push(ip.to_string());
@@ -265,10 +271,6 @@ pub async fn server(ctx: &Ctx, a: ServerArgs) -> anyhow::Result<()> {
             berth_apiserver::certificates::bootstrap::token_path(&data_dir).display(),
         );
     }
-    let advertise = a
-        .advertise_address
-        .or(Some(s.addr.ip()).filter(|ip| !ip.is_unspecified()))
-        .unwrap_or_else(|| a.node.config(&ctx.root).node_ip);
     tokio::spawn(crate::apiserver_endpoints::publish(
         // The server's own loopback identity, in the privileged group as kube's is.
         in_process(&s, "system:apiserver", &["system:masters"]),

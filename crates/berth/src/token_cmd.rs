@@ -53,6 +53,24 @@ pub struct CreateArgs {
     /// Extra groups its user is in (each system:bootstrappers:...).
     #[arg(long, value_delimiter = ',')]
     groups: Vec<String>,
+    /// What the token may be used for, as kubeadm's: authentication (to the API
+    /// server, for a node's certificate) and signing (of cluster-info, so a node
+    /// given the bare ID.SECRET can trust the server).
+    #[arg(long, value_delimiter = ',', default_values_t = [secret::USAGE_SIGNING.to_string(), secret::USAGE_AUTHENTICATION.to_string()], value_parser = usage)]
+    usages: Vec<String>,
+}
+
+/// A bootstrap token usage berth knows.
+fn usage(s: &str) -> Result<String, String> {
+    let known = [secret::USAGE_AUTHENTICATION, secret::USAGE_SIGNING];
+    if known.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a bootstrap token usage: use {}",
+            known.join(" or ")
+        ))
+    }
 }
 
 /// `berth token delete` options.
@@ -120,10 +138,12 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
     let ts = TokenSecret {
         token: token.clone(),
         expiration,
-        usages: vec![
-            secret::USAGE_AUTHENTICATION.into(),
-            secret::USAGE_SIGNING.into(),
-        ],
+        usages: {
+            let mut u = a.usages.clone();
+            u.sort();
+            u.dedup();
+            u
+        },
         extra_groups: a.groups.clone(),
         description: a.description.clone(),
     };
@@ -243,19 +263,15 @@ async fn list(ctx: &Ctx, c: Common) -> anyhow::Result<()> {
     ]);
     for s in secrets.items {
         let name = s.metadata.name.clone().unwrap_or_default();
-        let data = s
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-            .collect();
-        let ts = match TokenSecret::from_data(&name, &data) {
-            Ok(ts) => ts,
-            Err(e) => {
-                eprintln!("skipping {name}: {e}");
-                continue;
-            }
-        };
+        let data = s.data.iter().flatten();
+        let ts =
+            match TokenSecret::from_bytes(&name, data.map(|(k, v)| (k.as_str(), v.0.as_slice()))) {
+                Ok(ts) => ts,
+                Err(e) => {
+                    eprintln!("skipping {name}: {e}");
+                    continue;
+                }
+            };
         let (ttl, expires) = match ts.expiration {
             None => ("<forever>".to_string(), "<never>".to_string()),
             Some(e) if e <= now => (

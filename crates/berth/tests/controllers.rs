@@ -1133,6 +1133,20 @@ fn a_node_that_stops_reporting_goes_unknown_is_tainted_and_loses_its_pods_after_
             && events.contains(&format!("Node {dead} status is now: NodeNotReady")),
         "{events}"
     );
+    // kube's zone gauges and node eviction counter, on the server's /metrics.
+    let metrics = c.until("the zone gauges counting the dead node", 30, || {
+        let m = c.ok(&["get", "--raw", "/metrics"]);
+        m.lines()
+            .any(|l| l.starts_with("node_collector_unhealthy_nodes_in_zone{") && !l.ends_with(" 0"))
+            .then_some(m)
+    });
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("node_collector_evictions_total{") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("node_collector_zone_size{"), "{metrics}");
     // The pod garbage collector took the stray pod after the grace period.
     c.until("the pod of a node that never registered gone", 30, || {
         (!c.kubectl(&["get", "pod", "stray"]).status.success()).then_some(())

@@ -3,7 +3,9 @@
 //! bootstrap token, approved and signed by the controller manager, or left for an
 //! administrator, denied, refused; tokens expired, deleted or for another CA; and
 //! `berth agent --server --token-file` joining, getting a serving certificate, and
-//! renewing its client certificate before it expires. Needs kubectl 1.32.
+//! renewing its client certificate before it expires; cluster-info signed by the
+//! tokens with the signing usage, and an agent joining with the bare `ID.SECRET`
+//! through it. Needs kubectl 1.32.
 
 mod common;
 
@@ -249,43 +251,14 @@ fn bootstrap_tokens_get_node_certificates_and_nothing_else() {
 
     // An agent given a token for another CA stops before trusting or sending
     // anything; one given a deleted token is told so.
-    let server = format!("https://127.0.0.1:{}", c.port);
     let foreign = JoinToken {
         ca_hash: berth_join::ca_hash(b"another CA"),
         token: server_token.token.clone(),
     };
-    let o = c
-        .env
-        .cmd(&[
-            "agent",
-            "--server",
-            &server,
-            "--token",
-            &foreign.to_string(),
-            "--node-name",
-            "j9",
-        ])
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(text(&o).contains("the join token expects"), "{}", text(&o));
-    let o = c
-        .env
-        .cmd(&[
-            "agent",
-            "--server",
-            &server,
-            "--token",
-            &made.to_string(),
-            "--node-name",
-            "j9",
-        ])
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(text(&o).contains("401 Unauthorized"), "{}", text(&o));
+    let e = agent_refused(&c, &foreign.to_string());
+    assert!(e.contains("the join token expects"), "{e}");
+    let e = agent_refused(&c, &made.to_string());
+    assert!(e.contains("401 Unauthorized"), "{e}");
 }
 
 #[test]
@@ -547,5 +520,184 @@ fn an_agent_joins_with_the_token_serves_with_a_signed_certificate_and_renews() {
             .count(),
         1,
         "{joins}"
+    );
+}
+
+/// GET `path` of the server with no credentials (kubectl would prompt for some):
+/// (HTTP status, body).
+fn anonymous_get(c: &Cluster, path: &str) -> (String, String) {
+    let o = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+        .arg(c.env.root().join("server/pki/ca.crt"))
+        .arg(format!("https://127.0.0.1:{}{path}", c.port))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.to_string(), body.to_string())
+}
+
+/// cluster-info as anyone reads it: `kube-public/cluster-info`'s data.
+fn cluster_info(c: &Cluster) -> serde_json::Map<String, serde_json::Value> {
+    let (code, body) = anonymous_get(c, "/api/v1/namespaces/kube-public/configmaps/cluster-info");
+    assert_eq!(code, "200", "read anonymously: {body}");
+    let cm: serde_json::Value = serde_json::from_str(&body).unwrap();
+    cm["data"].as_object().cloned().unwrap_or_default()
+}
+
+/// `berth agent` joining with `token`, expected to stop before it joins: what it said.
+fn agent_refused(c: &Cluster, token: &str) -> String {
+    let server = format!("https://127.0.0.1:{}", c.port);
+    let o = c
+        .env
+        .cmd(&[
+            "agent",
+            "--server",
+            &server,
+            "--token",
+            token,
+            "--node-name",
+            "j8",
+        ])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    text(&o)
+}
+
+#[test]
+#[cfg_attr(
+    kubectl_missing,
+    ignore = "needs kubectl 1.32 on PATH (scripts/deps.sh fetches it from dl.k8s.io)"
+)]
+fn bare_token_credentials_join_through_the_signed_cluster_info() {
+    use berth_join::discovery;
+    let mut c = Cluster::api_only();
+    let agents: JoinToken = std::fs::read_to_string(c.env.root().join("server/agent-token"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let servers: JoinToken = std::fs::read_to_string(c.env.root().join("server/token"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Anyone reads cluster-info: the server and the CA, signed by the servers' two
+    // tokens with their secrets; nothing else in kube-public is theirs to read.
+    let signed = |c: &Cluster, t: &berth_join::BootstrapToken| -> Option<String> {
+        let info = cluster_info(c);
+        let content = info[discovery::KUBECONFIG_KEY]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let jws = info.get(&discovery::signature_key(&t.id))?.as_str()?;
+        discovery::verify(&content, jws, t).unwrap();
+        Some(content)
+    };
+    let content = c.until("cluster-info signed by the agents' token", 30, || {
+        signed(&c, &agents.token)
+    });
+    c.until("cluster-info signed by the servers' token", 30, || {
+        signed(&c, &servers.token)
+    });
+    let ca = std::fs::read_to_string(c.env.root().join("server/pki/ca.crt")).unwrap();
+    assert_eq!(discovery::ca_of(&content).unwrap(), ca);
+    assert!(
+        content.contains(&format!(":{}", c.port)),
+        "the server's address: {content}"
+    );
+    let (code, body) = anonymous_get(&c, "/api/v1/namespaces/kube-public/configmaps");
+    assert_eq!(code, "403", "{body}");
+    assert!(
+        body.contains(r#"User \"system:anonymous\" cannot list"#),
+        "{body}"
+    );
+
+    // A token made for authentication alone signs nothing, and an agent given it
+    // bare is told why; an unknown usage is refused by name.
+    let o = berth(&c, &["token", "create", "--usages", "authentication"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let auth_only: JoinToken = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let list = text(&berth(&c, &["token", "list"]));
+    let row = list
+        .lines()
+        .find(|l| l.starts_with(&auth_only.token.to_string()))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        row.contains("authentication") && !row.contains("signing"),
+        "{row}"
+    );
+    let o = berth(&c, &["token", "create", "--usages", "signing,bogus"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("\"bogus\" is not a bootstrap token usage"),
+        "{}",
+        text(&o)
+    );
+    let e = agent_refused(&c, &auth_only.token.to_string());
+    assert!(e.contains("holds no signature for token"), "{e}");
+
+    // A signing token's signature comes with it and goes with it.
+    let o = berth(&c, &["token", "create", "--ttl", "1h"]);
+    let made: JoinToken = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    c.until("the new token's signature", 30, || signed(&c, &made.token));
+    let o = berth(&c, &["token", "delete", &made.token.id]);
+    assert!(o.status.success(), "{}", text(&o));
+    let key = discovery::signature_key(&made.token.id);
+    c.until("the deleted token's signature gone", 30, || {
+        (!cluster_info(&c).contains_key(&key)).then_some(())
+    });
+
+    // The right id with a wrong secret: the signature does not verify, and nothing
+    // is sent.
+    let mut wrong = agents.token.clone();
+    wrong.secret = "0123456789abcdef".into();
+    let e = agent_refused(&c, &wrong.to_string());
+    assert!(e.contains("does not verify"), "{e}");
+    let o = c.ok(&["get", "csr", "-o", "name"]);
+    assert!(o.trim().is_empty(), "no request was made: {o}");
+
+    // The agents' token, bare: the node joins, its certificate asked for as the token.
+    c.node = format!("bare-{}", std::process::id());
+    let file = c.env.path("bare-token");
+    std::fs::write(&file, format!("{}\n", agents.token)).unwrap();
+    c.spawn_agent_with_token(&file);
+    c.wait_ready();
+    assert!(
+        c.agent_log().contains("trusted on the signature"),
+        "{}",
+        c.agent_log()
+    );
+    let csrs = c.ok(&[
+        "get",
+        "csr",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.username} {.status.conditions[0].type}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        csrs.contains(&format!("system:bootstrap:{} Approved", agents.token.id)),
+        "{csrs}"
+    );
+    // Restarted with the same bare token: the CA cluster-info names is the one kept,
+    // so the node's certificate from before is used, and nothing is asked anew.
+    c.kill_agent();
+    c.spawn_agent_with_token(&file);
+    c.until("the agent restarted on its certificate", 30, || {
+        c.agent_log()
+            .contains("using the node's certificate from before")
+            .then_some(())
+    });
+    c.wait_ready();
+    let after = c.ok(&[
+        "get",
+        "csr",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.username}{\"\\n\"}{end}",
+    ]);
+    let by_token = format!("system:bootstrap:{}", agents.token.id);
+    assert_eq!(
+        after.lines().filter(|l| *l == by_token).count(),
+        1,
+        "one request made with the token: {after}"
     );
 }

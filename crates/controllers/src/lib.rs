@@ -4,6 +4,7 @@
 //! shared informers: one watch per kind for all controllers, as kube-controller-manager
 //! shares its informers.
 
+pub mod bootstrapsigner;
 pub mod certificates;
 pub mod clusterroles;
 pub mod credentials;
@@ -32,6 +33,7 @@ pub mod statefulset;
 pub mod taintrate;
 pub mod tokencleaner;
 pub mod volumebinding;
+pub mod zonehealth;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -168,6 +170,7 @@ pub struct Shared {
     cluster_roles: Arc<Informer<ClusterRole>>,
     csrs: Arc<Informer<k8s_openapi::api::certificates::v1::CertificateSigningRequest>>,
     token_secrets: Arc<Informer<k8s_openapi::api::core::v1::Secret>>,
+    cluster_info: Arc<Informer<k8s_openapi::api::core::v1::ConfigMap>>,
 }
 
 impl Shared {
@@ -214,6 +217,10 @@ impl Shared {
             token_secrets: Informer::new(
                 Api::namespaced(client.clone(), berth_join::secret::NAMESPACE),
                 tokencleaner::watched(),
+            ),
+            cluster_info: Informer::new(
+                Api::namespaced(client.clone(), berth_join::discovery::NAMESPACE),
+                bootstrapsigner::watched(),
             ),
             pods,
             replicasets,
@@ -308,6 +315,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         Box::pin(clusterroles::controller(&shared)),
         Box::pin(certificates::controller(&shared, cfg.signer.clone())),
         Box::pin(tokencleaner::controller(&shared)),
+        Box::pin(bootstrapsigner::controller(&shared)),
     ];
     let mut controllers = controllers;
     if let Some(range) = cfg.pod_range {
@@ -351,6 +359,7 @@ pub async fn run(client: kube::Client, cfg: Config) {
         s.classes.clone().parts(),
         s.autoscalers.clone().parts(),
         s.token_secrets.clone().parts(),
+        s.cluster_info.clone().parts(),
         s.csrs.clone().parts(),
         s.ingresses.clone().parts(),
         s.cluster_roles.clone().parts(),

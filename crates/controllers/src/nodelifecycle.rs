@@ -6,7 +6,7 @@
 //! [`crate::taintrate`]. A pod on a node with a NoExecute taint it does not
 //! tolerate is evicted at once, one that tolerates it for tolerationSeconds (300 s by
 //! the DefaultTolerationSeconds admission) once that time has passed since the taint
-//! came.
+//! came. Zones' health is reported as kube reports it ([`crate::zonehealth`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,9 +130,22 @@ pub fn controller(
             sweep_orphans(&sweep_ctx, &mut missing).await;
         }
     };
+    // Zones' health, for the gauges and the log (the pace itself is reckoned afresh
+    // at each taint).
+    let zones_ctx = ctx.clone();
+    let zones = async move {
+        let mut health = crate::zonehealth::ZoneHealth::default();
+        loop {
+            tokio::time::sleep(crate::zonehealth::PERIOD).await;
+            let nodes = zones_ctx.nodes.state();
+            for t in health.observe(&nodes, zones_ctx.rates.unhealthy_zone_threshold) {
+                crate::zonehealth::log(&t);
+            }
+        }
+    };
     let controller = crate::drive("nodelifecycle", shared.nodes.store(), queue, reconcile, ctx);
     async move {
-        tokio::join!(controller, gc, sweep);
+        tokio::join!(controller, gc, sweep, zones);
     }
 }
 
@@ -298,6 +311,9 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 ctx.pacer.refund(&node, std::time::Instant::now());
             }
             return Err(e.into());
+        }
+        if paced {
+            crate::zonehealth::evicting(&crate::taintrate::zone_of(&node));
         }
         // A NoExecute taint held back waits for its zone's turn.
         return Ok(next

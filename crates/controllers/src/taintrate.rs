@@ -7,7 +7,7 @@
 //! `--large-cluster-size-threshold`) not at all; and when no node of any zone is
 //! Ready, nothing is tainted. NoSchedule taints are never paced.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,20 @@ pub fn zone_of(node: &Node) -> String {
     }
 }
 
+/// Every zone's (Ready, not Ready) node counts among `nodes`, by [`zone_of`].
+pub fn zone_counts(nodes: &[std::sync::Arc<Node>]) -> BTreeMap<String, (usize, usize)> {
+    let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for n in nodes {
+        let c = counts.entry(zone_of(n)).or_default();
+        if berth_pods::readiness::node_is_ready(n) {
+            c.0 += 1;
+        } else {
+            c.1 += 1;
+        }
+    }
+    counts
+}
+
 /// Per zone, when its next node may be tainted (a token bucket of one, as kube's).
 #[derive(Default)]
 pub struct Pacer {
@@ -114,18 +128,9 @@ impl Pacer {
         now: Instant,
     ) -> Result<(), Duration> {
         let zone = zone_of(node);
-        let (mut ready, mut down, mut any_ready) = (0, 0, false);
-        for n in nodes {
-            let up = berth_pods::readiness::node_is_ready(n);
-            any_ready |= up;
-            if zone_of(n) == zone {
-                if up {
-                    ready += 1;
-                } else {
-                    down += 1;
-                }
-            }
-        }
+        let counts = zone_counts(nodes);
+        let any_ready = counts.values().any(|&(ready, _)| ready > 0);
+        let (ready, down) = counts.get(&zone).copied().unwrap_or_default();
         let state = zone_state(ready, down, rates.unhealthy_zone_threshold);
         let rate = rates.rate(state, ready + down, !any_ready);
         if rate <= 0.0 {

@@ -36,17 +36,19 @@ pub fn watched() -> kube::runtime::watcher::Config {
     kube::runtime::watcher::Config::default().fields(&format!("type={}", secret::SECRET_TYPE))
 }
 
+/// A bootstrap token Secret's data, decoded.
+pub(crate) fn decode(s: &Secret) -> Result<TokenSecret, berth_join::Error> {
+    let data = s.data.iter().flatten();
+    TokenSecret::from_bytes(
+        s.metadata.name.as_deref().unwrap_or_default(),
+        data.map(|(k, v)| (k.as_str(), v.0.as_slice())),
+    )
+}
+
 async fn reconcile(s: Arc<Secret>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let name = s.metadata.name.clone().unwrap_or_default();
-    let data = s
-        .data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-        .collect();
     // A malformed Secret authenticates nobody; it is the user's to fix or remove.
-    let Ok(ts) = TokenSecret::from_data(&name, &data) else {
+    let Ok(ts) = decode(&s) else {
         return Ok(Action::await_change());
     };
     let Some(expiration) = ts.expiration else {

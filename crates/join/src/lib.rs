@@ -1,15 +1,17 @@
 //! Joining a cluster, the facts every side shares: the join token a server prints
 //! and an agent presents ([`token`]), the bootstrap token Secrets that back it
-//! ([`secret`]), and the names of the identities and signers a node's certificates
-//! are issued under ([`identity`]).
+//! ([`secret`]), the signed cluster-info a node given bare token credentials trusts
+//! the CA from ([`discovery`]), and the names of the identities and signers a node's
+//! certificates are issued under ([`identity`]).
 
 pub mod csr;
+pub mod discovery;
 pub mod identity;
 pub mod secret;
 pub mod token;
 
 pub use secret::TokenSecret;
-pub use token::{ca_hash, BootstrapToken, JoinToken};
+pub use token::{ca_hash, BootstrapToken, JoinCredentials, JoinToken};
 
 /// Why a token or a bootstrap Secret was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -168,6 +168,20 @@ impl TokenSecret {
         })
     }
 
+    /// [`TokenSecret::from_data`] of a Secret's data as the API hands it over, bytes
+    /// by key (an entry that is not UTF-8 is read lossily, and fails the check of
+    /// whatever reads it).
+    pub fn from_bytes<'a>(
+        name: &str,
+        data: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<TokenSecret, Error> {
+        let data = data
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        TokenSecret::from_data(name, &data)
+    }
+
     /// Whether the token has expired at `now`.
     pub fn expired(&self, now: Timestamp) -> bool {
         self.expiration.is_some_and(|e| e <= now)

@@ -145,6 +145,47 @@ impl std::str::FromStr for JoinToken {
     }
 }
 
+/// What an agent joins with: the whole join token (the server verified against the
+/// CA hash it carries), or bare bootstrap credentials `ID.SECRET`, as kubeadm's
+/// `--token` takes them (the server verified through cluster-info's signature made
+/// with the same secret, see [`crate::discovery`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinCredentials {
+    /// `K10<hash>::ID.SECRET`.
+    Whole(JoinToken),
+    /// `ID.SECRET`.
+    Bare(BootstrapToken),
+}
+
+impl JoinCredentials {
+    /// The bootstrap token either form holds.
+    pub fn token(&self) -> &BootstrapToken {
+        match self {
+            JoinCredentials::Whole(j) => &j.token,
+            JoinCredentials::Bare(t) => t,
+        }
+    }
+
+    /// The CA hash, when the whole join token was given.
+    pub fn ca_hash(&self) -> Option<&str> {
+        match self {
+            JoinCredentials::Whole(j) => Some(&j.ca_hash),
+            JoinCredentials::Bare(_) => None,
+        }
+    }
+}
+
+impl std::str::FromStr for JoinCredentials {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<JoinCredentials, Error> {
+        match BootstrapToken::parse(s.trim()) {
+            Some(t) => Ok(JoinCredentials::Bare(t)),
+            None => s.parse().map(JoinCredentials::Whole),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +220,18 @@ mod tests {
             .to_string();
         assert!(e.contains("bootstrap token"), "{e}");
         assert!(BootstrapToken::parse("abcdef.0123").is_none());
+        // An agent may join with the bare credentials; a malformed text is explained
+        // as a join token's.
+        assert_eq!(bare.parse::<JoinCredentials>().unwrap().ca_hash(), None);
+        let whole = format!("K10{good_hash}::{bare}");
+        let c = whole.parse::<JoinCredentials>().unwrap();
+        assert_eq!(c.ca_hash(), Some(good_hash.as_str()));
+        assert_eq!(c.token().to_string(), bare);
+        let e = "K10abc::x"
+            .parse::<JoinCredentials>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("64 hex"), "{e}");
         assert!(BootstrapToken::parse("eyJhbGciOi.x").is_none());
     }
 }

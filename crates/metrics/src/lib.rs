@@ -98,6 +98,16 @@ impl Registry {
         });
     }
 
+    /// Removes one series (a gauge of something that is gone).
+    pub fn remove(&self, name: &'static str, labels: &[(&str, &str)]) {
+        let mut fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = fams.get_mut(name) {
+            let key = render_labels(labels);
+            f.values.remove(&key);
+            f.histograms.remove(&key);
+        }
+    }
+
     /// Records one duration in a histogram, seconds.
     pub fn observe(
         &self,

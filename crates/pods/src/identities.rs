@@ -44,6 +44,8 @@ pub const GARBAGE_COLLECTOR: &str = "generic-garbage-collector";
 pub const CERTIFICATE: &str = "certificate-controller";
 /// Expired bootstrap tokens' removal.
 pub const TOKEN_CLEANER: &str = "token-cleaner";
+/// cluster-info's signatures by bootstrap tokens.
+pub const BOOTSTRAP_SIGNER: &str = "bootstrap-signer";
 
 /// Every controller identity.
 pub const ALL: &[&str] = &[
@@ -66,6 +68,7 @@ pub const ALL: &[&str] = &[
     GARBAGE_COLLECTOR,
     CERTIFICATE,
     TOKEN_CLEANER,
+    BOOTSTRAP_SIGNER,
 ];
 
 /// The user name a ServiceAccount authenticates as.

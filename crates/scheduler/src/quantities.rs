@@ -91,30 +91,32 @@ impl Quantities {
     }
 
     /// Every resource with a non-zero amount, in name order: its name, its slot and
-    /// the amount.
+    /// the amount. The fixed and the other names are merged as they go (both lists
+    /// are in order): this runs once per node for every pod, and allocates nothing.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Slot<'_>, i128)> {
-        let fixed = FIXED
+        let mut fixed = FIXED
             .iter()
             .enumerate()
-            .map(|(i, name)| (*name, Slot::Fixed(i), self.fixed[i]));
-        // With other names, merged with the fixed ones by name (a list made for it);
-        // without, the fixed ones alone, in order already, with nothing allocated:
-        // this runs once per node for every pod.
-        let merged = (!self.other.is_empty()).then(|| {
-            let other = self
-                .other
-                .iter()
-                .map(|(name, v)| (name.as_str(), Slot::Other(name), *v));
-            let mut all: Vec<(&str, Slot<'_>, i128)> = fixed.clone().chain(other).collect();
-            all.sort_by(|a, b| a.0.cmp(b.0));
-            all
-        });
-        let alone = merged.is_none().then_some(fixed);
-        alone
-            .into_iter()
-            .flatten()
-            .chain(merged.into_iter().flatten())
-            .filter(|(_, _, v)| *v != 0)
+            .map(|(i, name)| (*name, Slot::Fixed(i), self.fixed[i]))
+            .peekable();
+        let mut other = self
+            .other
+            .iter()
+            .map(|(name, v)| (name.as_str(), Slot::Other(name), *v))
+            .peekable();
+        std::iter::from_fn(move || {
+            let fixed_first = match (fixed.peek(), other.peek()) {
+                (Some(f), Some(o)) => f.0 < o.0,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if fixed_first {
+                fixed.next()
+            } else {
+                other.next()
+            }
+        })
+        .filter(|(_, _, v)| *v != 0)
     }
 }
 
@@ -159,5 +161,27 @@ mod tests {
         for (name, slot, v) in pod.iter() {
             assert_eq!(pod.at(slot), v, "{name}");
         }
+        // Other names before, between and after the fixed ones; zeros left out.
+        let mixed: Quantities = [
+            ("zz.example/last".to_string(), 1),
+            ("hugepages-2Mi".to_string(), 2),
+            ("a.example/first".to_string(), 3),
+            ("memory".to_string(), 4),
+            ("pods".to_string(), 5),
+            ("example.com/none".to_string(), 0),
+        ]
+        .into_iter()
+        .collect();
+        let listed: Vec<(&str, i128)> = mixed.iter().map(|(n, _, v)| (n, v)).collect();
+        assert_eq!(
+            listed,
+            [
+                ("a.example/first", 3),
+                ("hugepages-2Mi", 2),
+                ("memory", 4),
+                ("pods", 5),
+                ("zz.example/last", 1)
+            ]
+        );
     }
 }

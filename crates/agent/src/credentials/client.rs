@@ -206,10 +206,15 @@ impl tower::Service<http::Request<kube::client::Body>> for Pool {
             let (parts, body) = req.into_parts();
             // A request whose connection could not be made never reached a server,
             // so it goes to the next (each server once; a streamed body cannot be
-            // sent twice). One that failed after it was sent is not resent: it may
-            // have been carried out, and the agent's loops try again on their own.
+            // sent twice). So does a read whose connection broke before the answer
+            // (a server killed mid-request), as client-go retries a GET on a reset
+            // or EOF: reading twice changes nothing. A write that failed after it
+            // was sent is not resent: it may have been carried out, and the agent's
+            // loops try again on their own.
             let spare = body.try_clone();
-            let unreachable = |res: &std::result::Result<_, hyper_util::client::legacy::Error>| matches!(res, Err(e) if e.is_connect());
+            let read = (parts.method == http::Method::GET || parts.method == http::Method::HEAD)
+                && !parts.headers.contains_key(http::header::UPGRADE);
+            let unreachable = |res: &std::result::Result<_, hyper_util::client::legacy::Error>| matches!(res, Err(e) if e.is_connect() || (read && cut_off(e)));
             let mut server = servers.current();
             let mut res = client
                 .request(http::Request::from_parts(
@@ -240,6 +245,32 @@ impl tower::Service<http::Request<kube::client::Body>> for Pool {
             res
         })
     }
+}
+
+/// Whether `e` is a connection that ended before its answer (closed, reset, cut
+/// short), as when a server is killed mid-request; not a refusal the server made
+/// (a TLS alert for a certificate it does not take is the same from every server).
+fn cut_off(e: &hyper_util::client::legacy::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            );
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The request's parts aimed at `server` (kube gives a path; the scheme and host
@@ -345,9 +376,8 @@ mod tests {
         (ca_pem, cert.pem(), key.serialize_pem())
     }
 
-    /// An HTTPS server on loopback answering every request with its method and body
-    /// length; returns its address.
-    async fn echo_server(cert: &str, key: &str) -> std::net::SocketAddr {
+    /// TLS serving `cert` with `key`.
+    fn acceptor(cert: &str, key: &str) -> tokio_rustls::TlsAcceptor {
         let certs = rustls_pemfile::certs(&mut cert.as_bytes())
             .collect::<std::result::Result<Vec<_>, _>>()
             .unwrap();
@@ -362,7 +392,20 @@ mod tests {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls))
+    }
+
+    /// The TLS stream of one connection to a test server.
+    type Conn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+    /// An HTTPS server on loopback handing each connection to `conn`; returns its
+    /// address.
+    async fn serve<F, Fut>(cert: &str, key: &str, conn: F) -> std::net::SocketAddr
+    where
+        F: Fn(Conn) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let acceptor = acceptor(cert, key);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -370,28 +413,36 @@ mod tests {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let acceptor = acceptor.clone();
+                let (acceptor, conn) = (acceptor.clone(), conn.clone());
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = hyper::service::service_fn(
-                        |req: http::Request<hyper::body::Incoming>| async move {
-                            use http_body_util::BodyExt;
-                            let method = req.method().clone();
-                            let len = req.into_body().collect().await?.to_bytes().len();
-                            Ok::<_, hyper::Error>(http::Response::new(http_body_util::Full::new(
-                                bytes::Bytes::from(format!("{method} {len}")),
-                            )))
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                        .await;
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        conn(tls).await;
+                    }
                 });
             }
         });
         addr
+    }
+
+    /// An HTTPS server on loopback answering every request with its method and body
+    /// length; returns its address.
+    async fn echo_server(cert: &str, key: &str) -> std::net::SocketAddr {
+        serve(cert, key, |tls: Conn| async move {
+            let svc = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    use http_body_util::BodyExt;
+                    let method = req.method().clone();
+                    let len = req.into_body().collect().await?.to_bytes().len();
+                    Ok::<_, hyper::Error>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(format!("{method} {len}")),
+                    )))
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+        })
+        .await
     }
 
     #[tokio::test]
@@ -429,6 +480,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(answer, "GET 0");
+    }
+
+    /// An HTTPS server on loopback that reads each request's head and closes the
+    /// connection without answering, as a server killed mid-request; returns its
+    /// address.
+    async fn dropping_server(cert: &str, key: &str) -> std::net::SocketAddr {
+        serve(cert, key, |mut tls: Conn| async move {
+            use tokio::io::AsyncReadExt;
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            // Dropped: the connection closes with no answer.
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_read_cut_off_mid_request_goes_to_the_next_and_a_write_is_not_resent() {
+        let (ca, cert, key) = pki(&["127.0.0.1"]);
+        let live = echo_server(&cert, &key).await;
+        let dying = dropping_server(&cert, &key).await;
+        let (client, identity) = with_cert(
+            &format!("https://{dying}"),
+            &ca,
+            certified_key(&cert, &key).unwrap(),
+        )
+        .unwrap();
+        let servers = identity.servers();
+        servers.set(vec![live.to_string().parse().unwrap()]);
+        // A write reached the dying server: it may have been carried out there, so
+        // it fails rather than being made twice.
+        let req = http::Request::post("/api/v1/namespaces/default/configmaps")
+            .body(br#"{"kind":"ConfigMap"}"#.to_vec())
+            .unwrap();
+        assert!(client.request_text(req).await.is_err());
+        assert_eq!(servers.current().to_string(), dying.to_string());
+        // A read is asked again of the next server, which stays in use.
+        let answer = client
+            .request_text(http::Request::get("/version").body(Vec::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(answer, "GET 0");
+        assert_eq!(servers.current().to_string(), live.to_string());
     }
 
     #[tokio::test]

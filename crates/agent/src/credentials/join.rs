@@ -1,6 +1,7 @@
 //! Joining with a token: the CA is fetched from the server's `/cacerts` without
-//! trusting it, and trusted only if its SHA-256 is the one the join token carries;
-//! then a CertificateSigningRequest for `system:node:NAME`, authenticated by the
+//! trusting it, and trusted only if its SHA-256 is the one the join token carries
+//! (or, given bare `ID.SECRET` credentials, read from the public cluster-info and
+//! trusted only if the token's signature of it verifies); then a CertificateSigningRequest for `system:node:NAME`, authenticated by the
 //! token's bootstrap credentials, is approved and signed by the controller manager,
 //! and its certificate becomes the node's client identity.
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_join::identity as ni;
-use berth_join::JoinToken;
+use berth_join::{BootstrapToken, JoinCredentials};
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,
 };
@@ -33,44 +34,57 @@ fn config(msg: String) -> Error {
     Error::Config(msg)
 }
 
-/// The CA bundle the server at `server` serves, checked against `expected_hash`.
-pub async fn fetch_ca(server: &str, expected_hash: &str) -> Result<String> {
-    let url = format!("{}/cacerts", server.trim_end_matches('/'));
+/// The body of `GET url` from a server not trusted yet: its certificate unchecked,
+/// and no more read than `limit` bytes; `what` names it in errors.
+async fn fetch_untrusted(url: &str, what: &str, limit: usize) -> Result<Vec<u8>> {
     // reqwest uses the process's rustls provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // Not verified here: the hash below is the check.
+    // Not verified here: the caller checks what comes back against the token.
     let http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
+        // Asked of the server given, not wherever it points.
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| config(format!("an HTTP client: {e}")))?;
-    let resp = http.get(&url).send().await.map_err(|e| {
+    let resp = http.get(url).send().await.map_err(|e| {
         config(format!(
-            "fetching the cluster CA from {url}: {e} (is the server up, and --server right?)"
+            "fetching {what} from {url}: {e} (is the server up, and --server right?)"
         ))
     })?;
     if !resp.status().is_success() {
         return Err(config(format!(
-            "fetching the cluster CA from {url}: {} (is this a berth server?)",
-            resp.status()
+            "fetching {what} from {url}: {} (is this a berth server{}?)",
+            resp.status(),
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+                ", and does it serve anonymous requests (--anonymous-auth)"
+            } else {
+                ""
+            }
         )));
     }
-    // Nothing here is trusted yet: read no more than a CA bundle can be.
-    const MAX_CA_BYTES: usize = 1 << 20;
     let mut resp = resp;
     let mut body = Vec::new();
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| config(format!("reading the cluster CA from {url}: {e}")))?
+        .map_err(|e| config(format!("reading {what} from {url}: {e}")))?
     {
         body.extend_from_slice(&chunk);
-        if body.len() > MAX_CA_BYTES {
+        if body.len() > limit {
             return Err(config(format!(
-                "the cluster CA from {url} is over 1 MiB: not a CA bundle"
+                "{what} from {url} is over {} KiB: not what a server sends",
+                limit / 1024
             )));
         }
     }
+    Ok(body)
+}
+
+/// The CA bundle the server at `server` serves, checked against `expected_hash`.
+pub async fn fetch_ca(server: &str, expected_hash: &str) -> Result<String> {
+    let url = format!("{}/cacerts", server.trim_end_matches('/'));
+    let body = fetch_untrusted(&url, "the cluster CA", 1 << 20).await?;
     let got = berth_join::ca_hash(&body);
     if got != expected_hash {
         return Err(config(format!(
@@ -80,6 +94,42 @@ pub async fn fetch_ca(server: &str, expected_hash: &str) -> Result<String> {
         )));
     }
     String::from_utf8(body).map_err(|_| config(format!("the CA from {url} is not PEM text")))
+}
+
+/// The cluster CA from the server's public cluster-info, trusted because its
+/// kubeconfig carries `token`'s signature (kubeadm's token discovery): for a join
+/// with the bare `ID.SECRET`, which holds no CA hash.
+pub async fn discover_ca(server: &str, token: &BootstrapToken) -> Result<String> {
+    use berth_join::discovery;
+    let url = format!(
+        "{}/api/v1/namespaces/{}/configmaps/{}",
+        server.trim_end_matches('/'),
+        discovery::NAMESPACE,
+        discovery::CLUSTER_INFO
+    );
+    let what = format!("{}/{}", discovery::NAMESPACE, discovery::CLUSTER_INFO);
+    let body = fetch_untrusted(&url, &what, 1 << 20).await?;
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_slice(&body)
+        .map_err(|e| config(format!("{what} from {url} is not a ConfigMap: {e}")))?;
+    let data = cm.data.unwrap_or_default();
+    let content = data.get(discovery::KUBECONFIG_KEY).ok_or_else(|| {
+        config(format!(
+            "{what} at {server} has no {}: is this a berth server?",
+            discovery::KUBECONFIG_KEY
+        ))
+    })?;
+    let jws = data
+        .get(&discovery::signature_key(&token.id))
+        .ok_or_else(|| {
+            config(format!(
+            "{what} at {server} holds no signature for token {}: the token does not exist, has \
+             expired, or lacks the signing usage (`berth token create` makes tokens with it); \
+             or join with the whole join token (K10<hash>::{}.<secret>)",
+            token.id, token.id
+        ))
+        })?;
+    discovery::verify(content, jws, token).map_err(|e| config(e.to_string()))?;
+    discovery::ca_of(content).map_err(|e| config(e.to_string()))
 }
 
 /// A certificate a node asks for.
@@ -205,13 +255,28 @@ pub const CLIENT_USAGES: &[&str] = &["digital signature", "key encipherment", "c
 /// got by joining with `token`.
 pub async fn load_or_join(
     server: &str,
-    token: Option<&JoinToken>,
+    token: Option<&JoinCredentials>,
     node: &str,
     files: &Files,
 ) -> Result<Credentials> {
     if let Some(c) = load(server, token, node, files)? {
-        tracing::info!(dir = %files.dir().display(), "using the node's certificate from before");
-        return Ok(c);
+        // Bare credentials name no CA to compare the kept one with offline: the
+        // cluster-info they verify does. A CA that verifies and differs is a cluster
+        // made anew; one that cannot be had (server down, token since deleted) says
+        // nothing against the kept credentials.
+        let rebuilt = match token {
+            Some(JoinCredentials::Bare(t)) => {
+                matches!(discover_ca(server, t).await, Ok(ca) if ca != c.ca_pem)
+            }
+            _ => false,
+        };
+        if !rebuilt {
+            tracing::info!(dir = %files.dir().display(), "using the node's certificate from before");
+            return Ok(c);
+        }
+        tracing::info!(
+            "the token's signed cluster-info names another CA than the kept node certificate's: joining again"
+        );
     }
     let Some(token) = token else {
         return Err(config(format!(
@@ -220,8 +285,19 @@ pub async fn load_or_join(
         )));
     };
     let started = std::time::Instant::now();
-    let ca = fetch_ca(server, &token.ca_hash).await?;
-    let bootstrap = client::with_token(server, &ca, &token.token.to_string())?;
+    let ca = match token.ca_hash() {
+        Some(hash) => fetch_ca(server, hash).await?,
+        None => {
+            let ca = discover_ca(server, token.token()).await?;
+            tracing::warn!(
+                token = %token.token().id,
+                "the cluster CA was trusted on the signature made with the join token's secret: anyone \
+                 holding this token could have made it; the whole join token (K10<CA hash>::...) pins the CA itself"
+            );
+            ca
+        }
+    };
+    let bootstrap = client::with_token(server, &ca, &token.token().to_string())?;
     let wanted = Wanted {
         signer: ni::SIGNER_KUBELET_CLIENT,
         usages: CLIENT_USAGES,
@@ -275,7 +351,7 @@ pub(crate) fn save(
 /// The credentials kept under `files`, if they will do.
 fn load(
     server: &str,
-    token: Option<&JoinToken>,
+    token: Option<&JoinCredentials>,
     node: &str,
     files: &Files,
 ) -> Result<Option<Credentials>> {
@@ -287,7 +363,11 @@ fn load(
     ) else {
         return Ok(None);
     };
-    if token.is_some_and(|t| berth_join::ca_hash(ca.as_bytes()) != t.ca_hash) {
+    // Bare credentials name no CA: load_or_join compares through cluster-info.
+    if token
+        .and_then(JoinCredentials::ca_hash)
+        .is_some_and(|h| berth_join::ca_hash(ca.as_bytes()) != h)
+    {
         tracing::info!(
             "the kept node certificate is from another cluster than the token's; joining again"
         );

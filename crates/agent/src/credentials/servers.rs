@@ -3,7 +3,8 @@
 //! endpoints (each server publishes itself there). Requests go to the current one;
 //! when a connection to it fails, the next takes over and the request goes there
 //! (see `super::client`), so an agent rides out the loss of a server without a
-//! restart. A request that was sent when its connection broke, or whose body is a
+//! restart. A read whose connection broke after it was sent goes to the next too; a
+//! write that was sent when its connection broke, or a request whose body is a
 //! stream, is not resent: the agent's loops try again on their own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -685,13 +685,13 @@ fn kube_cluster_role_bindings() -> Vec<Value> {
 pub fn namespaced() -> Vec<(&'static str, Value)> {
     let role = |name: &str, rules: Vec<Value>| {
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-               "metadata": {"name": name, "namespace": "kube-system", "labels": labels(&[]),
+               "metadata": {"name": name, "labels": labels(&[]),
                             "annotations": {AUTOUPDATE: "true"}},
                "rules": rules})
     };
     let binding = |name: &str, role: &str, subjects: &[(&str, &str)]| {
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-               "metadata": {"name": name, "namespace": "kube-system", "labels": labels(&[]),
+               "metadata": {"name": name, "labels": labels(&[]),
                             "annotations": {AUTOUPDATE: "true"}},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
                "subjects": subjects.iter().map(|(k, n)| subject(k, n)).collect::<Vec<_>>()})
@@ -707,16 +707,51 @@ pub fn namespaced() -> Vec<(&'static str, Value)> {
             ),
         ]
     };
-    let token_cleaner = format!(
-        "system:controller:{}",
-        berth_pods::identities::TOKEN_CLEANER
-    );
-    let token_cleaner_sa = format!(
-        "{}/{}",
-        berth_pods::identities::NAMESPACE,
-        berth_pods::identities::TOKEN_CLEANER
-    );
-    vec![
+    // A controller's role name and its ServiceAccount (NAMESPACE/NAME), as kube
+    // names them.
+    let controller = |id: &str| {
+        (
+            format!("system:controller:{id}"),
+            format!("{}/{id}", berth_pods::identities::NAMESPACE),
+        )
+    };
+    let (token_cleaner, token_cleaner_sa) = controller(berth_pods::identities::TOKEN_CLEANER);
+    let (signer, signer_sa) = controller(berth_pods::identities::BOOTSTRAP_SIGNER);
+    let cluster_info = berth_join::discovery::CLUSTER_INFO;
+    let public = berth_join::discovery::NAMESPACE;
+    let defaults = vec![
+        // kube's: the bootstrap signer signs cluster-info, in kube-public only.
+        (
+            public,
+            role(
+                &signer,
+                vec![
+                    rule(READ, &[""], &["configmaps"]),
+                    named(&["update"], &[""], &["configmaps"], &[cluster_info]),
+                ],
+            ),
+        ),
+        (
+            public,
+            binding(&signer, &signer, &[("ServiceAccount", &signer_sa)]),
+        ),
+        // As kubeadm grants it: anyone may read cluster-info, which a node given bare
+        // token credentials reads before it trusts the server.
+        (
+            public,
+            role(
+                "berth:bootstrap-signer-clusterinfo",
+                vec![named(&["get"], &[""], &["configmaps"], &[cluster_info])],
+            ),
+        ),
+        (
+            public,
+            binding(
+                "berth:bootstrap-signer-clusterinfo",
+                "berth:bootstrap-signer-clusterinfo",
+                &[("User", "system:anonymous")],
+            ),
+        ),
         // kube's: the token cleaner deletes bootstrap token Secrets, in kube-system only.
         (
             "kube-system",
@@ -779,5 +814,13 @@ pub fn namespaced() -> Vec<(&'static str, Value)> {
                 &[("User", "system:kube-controller-manager")],
             ),
         ),
-    ]
+    ];
+    // Each in the namespace it is listed for.
+    defaults
+        .into_iter()
+        .map(|(ns, mut o)| {
+            o["metadata"]["namespace"] = json!(ns);
+            (ns, o)
+        })
+        .collect()
 }

@@ -29,7 +29,7 @@ pub async fn cluster_defaults(api: &Arc<Api>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The namespaced defaults (kube-system's Roles and RoleBindings), once the
+/// The namespaced defaults (Roles and RoleBindings in kube-system and kube-public), once the
 /// namespaces exist.
 pub async fn namespaced_defaults(api: &Arc<Api>) -> Result<(), ApiError> {
     for (ns, o) in policy::namespaced() {

@@ -48,6 +48,54 @@ pub(super) async fn check_namespace(api: &Api, ns: &str) -> Result<(), ApiError>
     }
 }
 
+/// Whether definition `name` (of a custom resource) is still there and not being
+/// deleted, read from the store rather than the hub: the store is linearizable, so a
+/// create that commits after the definition's cleanup last listed its objects (and
+/// so would be left behind) finds the deletion here. A read that fails answers yes:
+/// the object is written, and saying otherwise would be a guess.
+async fn definition_live(api: &Api, name: &str) -> bool {
+    let crds =
+        resources::find("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("served");
+    match api.store.get(&crds.key(None, name)).await {
+        Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value)
+            .map(|d| d.pointer("/metadata/deletionTimestamp").is_none())
+            .unwrap_or(true),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(definition = name, "reading a definition: {e}");
+            true
+        }
+    }
+}
+
+/// Deletes `key`, written at `rev` and since changed or not: a create taken back.
+async fn take_back(api: &Api, key: &str, mut rev: i64) {
+    for _ in 0..super::patching::CONFLICT_RETRIES {
+        match api.store.delete(key, rev).await {
+            Ok(_) | Err(StoreError::NotFound(_)) => return,
+            Err(StoreError::Conflict { current: 0, .. }) => return,
+            Err(StoreError::Conflict { current, .. }) => rev = current,
+            Err(e) => {
+                tracing::warn!(
+                    key,
+                    "taking back a create that raced its definition's deletion: {e}"
+                );
+                return;
+            }
+        }
+    }
+    tracing::warn!(
+        key,
+        "taking back a create that raced its definition's deletion: it kept changing"
+    );
+}
+
+fn definition_terminating() -> ApiError {
+    ApiError::method_not_allowed(
+        "create not allowed while custom resource definition is terminating",
+    )
+}
+
 /// Creates an object (the body already parsed): the shared path of POST and
 /// create-by-apply.
 pub(super) async fn create_object(
@@ -98,9 +146,7 @@ pub(super) async fn create_object(
         }
     }
     if res.custom.is_some_and(|c| c.terminating) {
-        return Err(ApiError::method_not_allowed(
-            "create not allowed while custom resource definition is terminating",
-        ));
+        return Err(definition_terminating());
     }
     if let Some(ns) = ns.filter(|_| res.namespaced) {
         check_namespace(api, ns).await?;
@@ -144,6 +190,16 @@ pub(super) async fn create_object(
         let key = res.key(ns, meta_str(&o, "name").unwrap_or(""));
         match api.store.create(&key, &encode(&o)).await {
             Ok(kv) => {
+                if let Some(c) = res.custom {
+                    if !definition_live(api, &c.definition).await {
+                        // The definition's deletion began while this was written: its
+                        // cleanup may already have listed the objects, so this one is
+                        // taken back rather than left behind it.
+                        take_back(api, &key, kv.mod_revision).await;
+                        strategy::release(api, res, &o).await;
+                        return Err(definition_terminating());
+                    }
+                }
                 set_rv(&mut o, kv.mod_revision);
                 if let Some(held) = quota_held.take() {
                     // Counted by the next create's admission once the hub has it: the

@@ -168,13 +168,18 @@ impl Cluster {
 
     /// (Re)starts a `berth agent` of its own, logging to agent.log.
     pub fn spawn_agent(&mut self) {
+        // The agent joins with the server's token, as on another machine.
+        let token = self.env.root().join("server/agent-token");
+        self.spawn_agent_with_token(&token);
+    }
+
+    /// [`Cluster::spawn_agent`] joining with the token in the file `token`.
+    pub fn spawn_agent_with_token(&mut self, token: &std::path::Path) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.env.path("agent.log"))
             .unwrap();
-        // The agent joins with the server's token, as on another machine.
-        let token = self.env.root().join("server/agent-token");
         let server = format!("https://127.0.0.1:{}", self.port);
         let mut cmd = self.env.cmd(&[
             "agent",
