@@ -135,6 +135,9 @@ async fn handle(
     if let Some(target) = crate::nodeproxy::target(&path) {
         let allowed = match authenticate(&api, cert_user, req.headers()).await {
             Ok(Some(user)) => authorize_proxy(&api, user, &req, &target),
+            Ok(None) if api.authn.anonymous => {
+                authorize_proxy(&api, request::User::anonymous(), &req, &target)
+            }
             Ok(None) => Err(ApiError::unauthorized()),
             Err(e) => Err(e),
         };

@@ -262,8 +262,10 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         })
         .cloned()
         .collect();
-    // Whether this reconcile took its zone's turn for a NoExecute taint.
+    // Whether this reconcile took its zone's turn for a NoExecute taint, and whether
+    // it adds one (paced, or swapped from not-ready to unreachable or back).
     let mut paced = false;
+    let mut no_execute_added = false;
     if let Some(key) = want {
         // From not-ready to unreachable or back: swapped at once, as kube swaps them.
         let swapping = taints
@@ -287,6 +289,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                         }
                     }
                 }
+                no_execute_added |= effect == "NoExecute";
                 new_taints.push(Taint {
                     key: key.into(),
                     effect: effect.into(),
@@ -312,7 +315,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             }
             return Err(e.into());
         }
-        if paced {
+        if no_execute_added {
             crate::zonehealth::evicting(&crate::taintrate::zone_of(&node));
         }
         // A NoExecute taint held back waits for its zone's turn.

@@ -122,8 +122,9 @@ pub fn log(t: &Transition) {
     }
 }
 
-/// Counts a node whose pods are now to be evicted (its NoExecute taint written), by
-/// its zone, as kube's `node_collector_evictions_total`.
+/// Counts a node whose pods are now to be evicted (a NoExecute taint written, or
+/// swapped), by its zone, as kube's `node_collector_evictions_total` (its zone label
+/// is `REGION/ZONE`, where kube's joins them with `:\0:`).
 pub fn evicting(zone: &str) {
     berth_metrics::global().inc(
         EVICTIONS,

@@ -255,7 +255,7 @@ fn cut_off(e: &hyper_util::client::legacy::Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(c) = cause {
         if let Some(h) = c.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() || h.is_canceled() {
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
                 return true;
             }
         }

@@ -260,23 +260,8 @@ pub async fn load_or_join(
     files: &Files,
 ) -> Result<Credentials> {
     if let Some(c) = load(server, token, node, files)? {
-        // Bare credentials name no CA to compare the kept one with offline: the
-        // cluster-info they verify does. A CA that verifies and differs is a cluster
-        // made anew; one that cannot be had (server down, token since deleted) says
-        // nothing against the kept credentials.
-        let rebuilt = match token {
-            Some(JoinCredentials::Bare(t)) => {
-                matches!(discover_ca(server, t).await, Ok(ca) if ca != c.ca_pem)
-            }
-            _ => false,
-        };
-        if !rebuilt {
-            tracing::info!(dir = %files.dir().display(), "using the node's certificate from before");
-            return Ok(c);
-        }
-        tracing::info!(
-            "the token's signed cluster-info names another CA than the kept node certificate's: joining again"
-        );
+        tracing::info!(dir = %files.dir().display(), "using the node's certificate from before");
+        return Ok(c);
     }
     let Some(token) = token else {
         return Err(config(format!(
@@ -363,7 +348,9 @@ fn load(
     ) else {
         return Ok(None);
     };
-    // Bare credentials name no CA: load_or_join compares through cluster-info.
+    // Bare credentials name no CA: once joined, the node trusts the CA it kept, as a
+    // kubeadm-joined node does (looking again would let anyone holding the token,
+    // which every node shares, point it elsewhere).
     if token
         .and_then(JoinCredentials::ca_hash)
         .is_some_and(|h| berth_join::ca_hash(ca.as_bytes()) != h)

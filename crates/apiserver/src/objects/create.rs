@@ -68,26 +68,31 @@ async fn definition_live(api: &Api, name: &str) -> bool {
     }
 }
 
-/// Deletes `key`, written at `rev` and since changed or not: a create taken back.
-async fn take_back(api: &Api, key: &str, mut rev: i64) {
+/// Deletes the object this create wrote (`written`), changed since or not; one made
+/// anew under the same name is another's and left alone.
+async fn take_back(api: &Api, written: &berth_store::KeyValue) {
+    let key = written.key.as_str();
+    let mut rev = written.mod_revision;
+    let warn = |why: &dyn std::fmt::Display| {
+        tracing::warn!(
+            key,
+            "taking back a create that raced its definition's deletion: {why}"
+        )
+    };
     for _ in 0..super::patching::CONFLICT_RETRIES {
         match api.store.delete(key, rev).await {
             Ok(_) | Err(StoreError::NotFound(_)) => return,
-            Err(StoreError::Conflict { current: 0, .. }) => return,
-            Err(StoreError::Conflict { current, .. }) => rev = current,
-            Err(e) => {
-                tracing::warn!(
-                    key,
-                    "taking back a create that raced its definition's deletion: {e}"
-                );
-                return;
-            }
+            Err(StoreError::Conflict { .. }) => match api.store.get(key).await {
+                Ok(Some(now)) if now.create_revision == written.create_revision => {
+                    rev = now.mod_revision
+                }
+                Ok(_) => return,
+                Err(e) => return warn(&e),
+            },
+            Err(e) => return warn(&e),
         }
     }
-    tracing::warn!(
-        key,
-        "taking back a create that raced its definition's deletion: it kept changing"
-    );
+    warn(&"it kept changing");
 }
 
 fn definition_terminating() -> ApiError {
@@ -195,7 +200,7 @@ pub(super) async fn create_object(
                         // The definition's deletion began while this was written: its
                         // cleanup may already have listed the objects, so this one is
                         // taken back rather than left behind it.
-                        take_back(api, &key, kv.mod_revision).await;
+                        take_back(api, &kv).await;
                         strategy::release(api, res, &o).await;
                         return Err(definition_terminating());
                     }
