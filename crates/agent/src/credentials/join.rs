@@ -1,7 +1,8 @@
 //! Joining with a token: the CA is fetched from the server's `/cacerts` without
 //! trusting it, and trusted only if its SHA-256 is the one the join token carries
 //! (or, given bare `ID.SECRET` credentials, read from the public cluster-info and
-//! trusted only if the token's signature of it verifies); then a CertificateSigningRequest for `system:node:NAME`, authenticated by the
+//! trusted only if the token's signature of it verifies); then a
+//! CertificateSigningRequest for `system:node:NAME`, authenticated by the
 //! token's bootstrap credentials, is approved and signed by the controller manager,
 //! and its certificate becomes the node's client identity.
 
@@ -33,6 +34,10 @@ pub struct Credentials {
 fn config(msg: String) -> Error {
     Error::Config(msg)
 }
+
+/// The most read from a server not trusted yet: more than a CA bundle or cluster-info
+/// can be.
+const MAX_UNTRUSTED: usize = 1 << 20;
 
 /// The body of `GET url` from a server not trusted yet: its certificate unchecked,
 /// and no more read than `limit` bytes; `what` names it in errors.
@@ -84,7 +89,7 @@ async fn fetch_untrusted(url: &str, what: &str, limit: usize) -> Result<Vec<u8>>
 /// The CA bundle the server at `server` serves, checked against `expected_hash`.
 pub async fn fetch_ca(server: &str, expected_hash: &str) -> Result<String> {
     let url = format!("{}/cacerts", server.trim_end_matches('/'));
-    let body = fetch_untrusted(&url, "the cluster CA", 1 << 20).await?;
+    let body = fetch_untrusted(&url, "the cluster CA", MAX_UNTRUSTED).await?;
     let got = berth_join::ca_hash(&body);
     if got != expected_hash {
         return Err(config(format!(
@@ -108,7 +113,7 @@ pub async fn discover_ca(server: &str, token: &BootstrapToken) -> Result<String>
         discovery::CLUSTER_INFO
     );
     let what = format!("{}/{}", discovery::NAMESPACE, discovery::CLUSTER_INFO);
-    let body = fetch_untrusted(&url, &what, 1 << 20).await?;
+    let body = fetch_untrusted(&url, &what, MAX_UNTRUSTED).await?;
     let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_slice(&body)
         .map_err(|e| config(format!("{what} from {url} is not a ConfigMap: {e}")))?;
     let data = cm.data.unwrap_or_default();
