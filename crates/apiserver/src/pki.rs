@@ -53,9 +53,53 @@ fn read(path: &Path) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|e| pki_err(&format!("reading {}", path.display()), e))
 }
 
-/// A certificate signed by the CA: returns (cert PEM, key PEM).
+/// How long the CAs a server makes are valid: ten years, as kubeadm's and k3s's.
+const CA_VALID_FOR: time::Duration = time::Duration::days(3650);
+/// How long the server's own leaf certificates (serving, admin, node) are valid: a
+/// year, as kubeadm's and k3s's.
+pub const LEAF_VALID_FOR: time::Duration = time::Duration::days(365);
+/// A leaf certificate with less than this left is issued again when the server
+/// starts (k3s renews its certificates on start 90 days before they expire).
+pub const RENEW_BEFORE: time::Duration = time::Duration::days(90);
+
+/// Whether the PEM certificate `cert` is unreadable or ends within [`RENEW_BEFORE`].
+fn due_for_renewal(cert: &str) -> bool {
+    match berth_join::csr::validity(cert) {
+        Ok((_, not_after)) => {
+            not_after < (time::OffsetDateTime::now_utc() + RENEW_BEFORE).unix_timestamp()
+        }
+        Err(_) => true,
+    }
+}
+
+/// The window a new leaf certificate is valid in: from a little back (a clock
+/// slightly behind accepts it at once) for `valid_for`, never past the CA's end.
+fn leaf_window(
+    ca_cert: &str,
+    valid_for: time::Duration,
+) -> Result<(time::OffsetDateTime, time::OffsetDateTime), Error> {
+    let (_, ca_end) =
+        berth_join::csr::validity(ca_cert).map_err(|e| pki_err("the CA certificate", e))?;
+    let ca_end = time::OffsetDateTime::from_unix_timestamp(ca_end)
+        .map_err(|e| pki_err("the CA certificate's end", e))?;
+    let now = time::OffsetDateTime::now_utc();
+    if ca_end <= now {
+        return Err(Error::Setup(format!(
+            "the cluster CA expired at {ca_end}: it signs nothing more; a new CA (a new cluster) is needed"
+        )));
+    }
+    Ok((
+        now - time::Duration::minutes(5),
+        (now + valid_for).min(ca_end),
+    ))
+}
+
+/// A certificate signed by the CA (`ca_cert` is its PEM), valid for `valid_for`:
+/// returns (cert PEM, key PEM).
 fn issue(
     ca: &Issuer<'_, KeyPair>,
+    ca_cert: &str,
+    valid_for: time::Duration,
     cn: &str,
     orgs: &[&str],
     sans: Vec<String>,
@@ -74,8 +118,7 @@ fn issue(
         KeyUsagePurpose::KeyEncipherment,
     ];
     p.extended_key_usages = vec![usage];
-    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    (p.not_before, p.not_after) = leaf_window(ca_cert, valid_for)?;
     let cert = p
         .signed_by(&key, ca)
         .map_err(|e| pki_err("signing a certificate", e))?;
@@ -95,8 +138,9 @@ fn make_ca(cert_path: &Path, key_path: &Path, name: &str) -> Result<(), Error> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + CA_VALID_FOR;
     let cert = p
         .self_signed(&key)
         .map_err(|e| pki_err("self-signing a CA", e))?;
@@ -126,6 +170,14 @@ impl Pki {
             make_ca(&kca_crt, &kca_key, "berth-kubelet-serving-ca")?;
         }
         let ca_cert = read(&ca_crt)?;
+        if due_for_renewal(&ca_cert) {
+            // As kubeadm: the CA is not renewed on its own (every node trusts it).
+            tracing::warn!(
+                "the cluster CA ({}) expires within {} days: certificates it signs end with it",
+                ca_crt.display(),
+                RENEW_BEFORE.whole_days()
+            );
+        }
         let ca_keypair =
             KeyPair::from_pem(&read(&ca_key)?).map_err(|e| pki_err("the CA key", e))?;
         let ca = Issuer::from_ca_cert_pem(&ca_cert, ca_keypair)
@@ -150,9 +202,14 @@ impl Pki {
         let names_file = dir.join("serving.names");
         let (srv_crt, srv_key) = (dir.join("serving.crt"), dir.join("serving.key"));
         let have = std::fs::read_to_string(&names_file).unwrap_or_default();
-        if !srv_crt.exists() || !srv_key.exists() || have != sans.join("\n") {
+        if !srv_key.exists()
+            || have != sans.join("\n")
+            || due_for_renewal(&std::fs::read_to_string(&srv_crt).unwrap_or_default())
+        {
             let (c, k) = issue(
                 &ca,
+                &ca_cert,
+                LEAF_VALID_FOR,
                 "berth-apiserver",
                 &[],
                 sans.clone(),
@@ -163,9 +220,13 @@ impl Pki {
             write_private(&names_file, &sans.join("\n"))?;
         }
         let (adm_crt, adm_key) = (dir.join("admin.crt"), dir.join("admin.key"));
-        if !adm_crt.exists() || !adm_key.exists() {
+        if !adm_key.exists()
+            || due_for_renewal(&std::fs::read_to_string(&adm_crt).unwrap_or_default())
+        {
             let (c, k) = issue(
                 &ca,
+                &ca_cert,
+                LEAF_VALID_FOR,
                 "system:admin",
                 &["system:masters"],
                 Vec::new(),
@@ -271,9 +332,10 @@ impl Pki {
 
     /// Writes a kubeconfig at `path` for node `node` at the server `url`: a client
     /// certificate for `system:node:NODE` in `system:nodes`, the identity the Node
-    /// authorizer and NodeRestriction know. Kept when it exists.
+    /// authorizer and NodeRestriction know. Kept when it exists, unless its
+    /// certificate ends within [`RENEW_BEFORE`].
     pub fn write_node_kubeconfig(&self, path: &Path, node: &str, url: &str) -> Result<(), Error> {
-        if path.exists() {
+        if path.exists() && !due_for_renewal(&kubeconfig_cert(path).unwrap_or_default()) {
             return Ok(());
         }
         let (cert, key) = self.issue_client(&format!("system:node:{node}"), &["system:nodes"])?;
@@ -289,6 +351,8 @@ impl Pki {
             .map_err(|e| pki_err("the CA certificate", e))?;
         issue(
             &ca,
+            &self.ca_cert,
+            LEAF_VALID_FOR,
             user,
             groups,
             Vec::new(),
@@ -297,9 +361,103 @@ impl Pki {
     }
 }
 
+/// The client certificate (PEM) a kubeconfig written here embeds.
+fn kubeconfig_cert(path: &Path) -> Option<String> {
+    use base64::Engine;
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let data = config["users"][0]["user"]["client-certificate-data"].as_str()?;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .ok()?;
+    String::from_utf8(pem).ok()
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn days_left(cert: &str) -> i64 {
+        let (_, end) = berth_join::csr::validity(cert).unwrap();
+        (end - time::OffsetDateTime::now_utc().unix_timestamp()) / 86_400
+    }
+
+    #[test]
+    fn certificates_run_from_now_a_year_under_a_ten_year_ca() {
+        let d = tempfile::tempdir().unwrap();
+        let pki = Pki::ensure(d.path(), &[], "https://127.0.0.1:6443").unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let (ca_from, _) = berth_join::csr::validity(&pki.ca_cert).unwrap();
+        assert!((now - 3700..=now).contains(&ca_from), "{ca_from} vs {now}");
+        assert!((3648..=3650).contains(&days_left(&pki.ca_cert)));
+        for leaf in [
+            &pki.serving_cert,
+            &read(&d.path().join("admin.crt")).unwrap(),
+        ] {
+            let (from, _) = berth_join::csr::validity(leaf).unwrap();
+            assert!((now - 400..=now).contains(&from), "{from} vs {now}");
+            assert!((363..=365).contains(&days_left(leaf)));
+        }
+    }
+
+    #[test]
+    fn leaves_near_their_end_are_issued_again_on_start_and_others_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let url = "https://127.0.0.1:6443";
+        let pki = Pki::ensure(d.path(), &[], url).unwrap();
+        let node = d.path().join("node-n1.kubeconfig");
+        pki.write_node_kubeconfig(&node, "n1", url).unwrap();
+        let node_before = std::fs::read_to_string(&node).unwrap();
+        // The admin certificate swapped for one with 10 days left.
+        let ca = Issuer::from_ca_cert_pem(
+            &pki.ca_cert,
+            KeyPair::from_pem(&pki.ca_key_pem().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let (short, key) = issue(
+            &ca,
+            &pki.ca_cert,
+            time::Duration::days(10),
+            "system:admin",
+            &["system:masters"],
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
+        .unwrap();
+        write_private(&d.path().join("admin.crt"), &short).unwrap();
+        write_private(&d.path().join("admin.key"), &key).unwrap();
+        let serving_before = pki.serving_cert.clone();
+        let again = Pki::ensure(d.path(), &[], url).unwrap();
+        let admin = read(&d.path().join("admin.crt")).unwrap();
+        assert!(days_left(&admin) >= 363, "renewed: {}", days_left(&admin));
+        assert_eq!(
+            again.serving_cert, serving_before,
+            "a serving cert far from its end is kept"
+        );
+        pki.write_node_kubeconfig(&node, "n1", url).unwrap();
+        assert_eq!(std::fs::read_to_string(&node).unwrap(), node_before);
+        // A node kubeconfig whose certificate is near its end is written again.
+        let (short, key) = issue(
+            &ca,
+            &pki.ca_cert,
+            time::Duration::days(10),
+            "system:node:n1",
+            &["system:nodes"],
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
+        .unwrap();
+        pki.write_client_kubeconfig(&node, url, "system:node:n1", &short, &key)
+            .unwrap();
+        assert!((9..=10).contains(&days_left(&kubeconfig_cert(&node).unwrap())));
+        pki.write_node_kubeconfig(&node, "n1", url).unwrap();
+        assert!(days_left(&kubeconfig_cert(&node).unwrap()) >= 363);
+    }
 }

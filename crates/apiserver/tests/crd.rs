@@ -940,15 +940,43 @@ fn creates_racing_the_definitions_deletion_leave_nothing_behind() {
     );
     // A create that passed its checks before the deletion and is written after the
     // cleanup's last look: written, found late, taken back.
-    let late = s.rt.block_on(berth_apiserver::objects::create_internal(
-        &s.api,
-        served,
-        Some("default"),
-        serde_json::json!({"apiVersion": "stable.example.com/v1", "kind": "CronTab",
-            "metadata": {"name": "late"}, "spec": {"cronSpec": "* * * * *"}}),
-    ));
-    let e = late.expect_err("a create after the definition went");
+    // (Made through the resource as served before the deletion.)
+    // Its refusal, boxed: an ApiError is large.
+    let create_as_served_before = |name: &str| {
+        s.rt.block_on(berth_apiserver::objects::create_internal(
+            &s.api,
+            served,
+            Some("default"),
+            serde_json::json!({"apiVersion": "stable.example.com/v1", "kind": "CronTab",
+                "metadata": {"name": name}, "spec": {"cronSpec": "* * * * *"}}),
+        ))
+        .map_err(Box::new)
+    };
+    let e = create_as_served_before("late").expect_err("a create after the definition went");
     assert_eq!(e.code, 405, "{}", e.message);
     assert!(e.message.contains("terminating"), "{}", e.message);
     assert_eq!(left(&s), Vec::<String>::new(), "the late create taken back");
+    // The definition made again under its name is another one: a create checked
+    // against the first is taken back all the same.
+    s.ok_in(&["create", "-f", "-"], CRD);
+    s.ok(&[
+        "wait",
+        "--for=condition=Established",
+        &format!("crd/{NAME}"),
+        "--timeout=30s",
+    ]);
+    let e = create_as_served_before("later")
+        .expect_err("a create checked against the definition deleted");
+    assert_eq!(e.code, 405, "{}", e.message);
+    assert_eq!(
+        left(&s),
+        Vec::<String>::new(),
+        "the later create taken back"
+    );
+    // The new definition serves creates.
+    s.ok_in(
+        &["create", "-f", "-"],
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: anew\nspec:\n  cronSpec: '* * * * *'\n",
+    );
+    assert_eq!(left(&s), vec![format!("{PREFIX}default/anew")]);
 }

@@ -751,3 +751,91 @@ fn reservations_whose_services_are_gone_are_released_on_the_second_look() {
         assert!(s.api.store.get(kept).await.unwrap().is_some());
     });
 }
+
+/// Servers started together on one store race to record their join token (compare
+/// and swap on one ConfigMap): one wins, every server ends with the winner's token
+/// in its file, and the losers' Secrets are gone.
+#[test]
+fn servers_settling_their_join_tokens_at_once_agree_on_one() {
+    use berth_apiserver::certificates::bootstrap::{ensure_join_token, settle_join_token};
+    use berth_join::secret::{self, JoinRole};
+    use berth_store::Store;
+
+    const SERVERS: usize = 6;
+    let s = Server::start();
+    let configmaps = berth_apiserver::resources::find("", "v1", "configmaps").unwrap();
+    let secrets = berth_apiserver::resources::find("", "v1", "secrets").unwrap();
+    // A store without a record yet, as when no server has written one.
+    let record = configmaps.key(Some(secret::NAMESPACE), secret::JOIN_TOKENS_RECORD);
+    s.rt.block_on(async {
+        let kv = s
+            .api
+            .store
+            .get(&record)
+            .await
+            .unwrap()
+            .expect("recorded at start");
+        s.api.store.delete(&record, kv.mod_revision).await.unwrap();
+    });
+    let d = tempfile::tempdir().unwrap();
+    let files: Vec<_> = (0..SERVERS)
+        .map(|i| {
+            let p = d.path().join(format!("token-{i}"));
+            let t = ensure_join_token(&p, &s.api.ca_bundle).unwrap();
+            (p, t)
+        })
+        .collect();
+    let settled = s.rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (p, t)) in files.iter().cloned().enumerate() {
+            let api = s.api.clone();
+            set.spawn(async move {
+                let r = settle_join_token(&api, &p, &t, JoinRole::Servers).await;
+                (i, r.map_err(|e| e.message))
+            });
+        }
+        let mut out = vec![None; SERVERS];
+        while let Some(r) = set.join_next().await {
+            let (i, r) = r.unwrap();
+            out[i] = Some(r.unwrap().expect("a usable token"));
+        }
+        out
+    });
+    let winner = settled[0].clone().unwrap();
+    assert!(
+        files.iter().any(|(_, t)| *t == winner),
+        "the winner is one of the servers' own tokens"
+    );
+    for (i, (p, t)) in files.iter().enumerate() {
+        assert_eq!(settled[i].as_ref(), Some(&winner), "server {i}");
+        assert_eq!(
+            std::fs::read_to_string(p).unwrap().trim(),
+            winner.to_string(),
+            "server {i}'s file"
+        );
+        let name = secret::secret_name(&t.token.id);
+        let found = s.rt.block_on(berth_apiserver::objects::read(
+            &s.api,
+            secrets,
+            Some(secret::NAMESPACE),
+            &name,
+        ));
+        if *t == winner {
+            assert!(found.is_ok(), "the winner's Secret is kept");
+        } else {
+            assert_eq!(found.err().map(|e| e.code), Some(404), "loser {i}'s Secret");
+        }
+    }
+    let (rec, _) =
+        s.rt.block_on(berth_apiserver::objects::read(
+            &s.api,
+            configmaps,
+            Some(secret::NAMESPACE),
+            secret::JOIN_TOKENS_RECORD,
+        ))
+        .unwrap();
+    assert_eq!(
+        rec["data"][JoinRole::Servers.key()],
+        winner.token.id.as_str()
+    );
+}

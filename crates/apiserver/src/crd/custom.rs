@@ -10,6 +10,9 @@ use serde_json::Value;
 pub struct Custom {
     /// The definition's name (`PLURAL.GROUP`).
     pub definition: String,
+    /// The definition's uid: one deleted and made again under the same name is
+    /// another definition.
+    pub definition_uid: String,
     /// The singular name (`spec.names.singular`).
     pub singular: String,
     /// The list kind (`spec.names.listKind`).

@@ -348,6 +348,7 @@ fn versions_of(d: &Value) -> Vec<Version> {
         let schema = v.pointer("/schema/openAPIV3Schema").cloned();
         let custom = Custom {
             definition: name_of(d),
+            definition_uid: str_at(d, "/metadata/uid"),
             singular: singular.clone(),
             list_kind: list_kind.clone(),
             defaults: schema.as_ref().is_some_and(super::values::has_defaults),

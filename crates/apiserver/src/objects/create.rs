@@ -48,17 +48,22 @@ pub(super) async fn check_namespace(api: &Api, ns: &str) -> Result<(), ApiError>
     }
 }
 
-/// Whether definition `name` (of a custom resource) is still there and not being
-/// deleted, read from the store rather than the hub: the store is linearizable, so a
-/// create that commits after the definition's cleanup last listed its objects (and
-/// so would be left behind) finds the deletion here. A read that fails answers yes:
-/// the object is written, and saying otherwise would be a guess.
-async fn definition_live(api: &Api, name: &str) -> bool {
+/// Whether definition `name` (of a custom resource) is still there — the one with
+/// uid `uid` the request was served by, not one made again under its name — and not
+/// being deleted, read from the store rather than the hub: the store is
+/// linearizable, so a create that commits after the definition's cleanup last
+/// listed its objects (and so would be left behind) finds the deletion here. A read
+/// that fails answers yes: the object is written, and saying otherwise would be a
+/// guess.
+async fn definition_live(api: &Api, name: &str, uid: &str) -> bool {
     let crds =
         resources::find("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("served");
     match api.store.get(&crds.key(None, name)).await {
         Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value)
-            .map(|d| d.pointer("/metadata/deletionTimestamp").is_none())
+            .map(|d| {
+                d.pointer("/metadata/deletionTimestamp").is_none()
+                    && d.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid)
+            })
             .unwrap_or(true),
         Ok(None) => false,
         Err(e) => {
@@ -196,7 +201,7 @@ pub(super) async fn create_object(
         match api.store.create(&key, &encode(&o)).await {
             Ok(kv) => {
                 if let Some(c) = res.custom {
-                    if !definition_live(api, &c.definition).await {
+                    if !definition_live(api, &c.definition, &c.definition_uid).await {
                         // The definition's deletion began while this was written: its
                         // cleanup may already have listed the objects, so this one is
                         // taken back rather than left behind it.

@@ -93,6 +93,7 @@ mod tests {
     fn custom(columns: Vec<Column>) -> Custom {
         Custom {
             definition: "crontabs.stable.example.com".into(),
+            definition_uid: "u1".into(),
             singular: "crontab".into(),
             list_kind: "CronTabList".into(),
             schema: None,
