@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 
-/// The labels a node's zone is read from (region and zone, as kube keys zones).
+/// The labels a node's zone is read from (region and zone, as kube keys zones), and
+/// the deprecated beta ones kube still reads when these are absent.
 const REGION: &str = "topology.kubernetes.io/region";
 const ZONE: &str = "topology.kubernetes.io/zone";
+const BETA_REGION: &str = "failure-domain.beta.kubernetes.io/region";
+const BETA_ZONE: &str = "failure-domain.beta.kubernetes.io/zone";
 
 /// The wait of a rate too small to have a finite interval.
 const FAR: Duration = Duration::from_secs(100 * 365 * 86400);
@@ -87,13 +90,19 @@ impl EvictionRates {
     }
 }
 
-/// The zone a node is in ("" for nodes without zone labels: one zone of their own).
+/// The zone a node is in, keyed as kube keys it (`REGION:\0:ZONE`, the NUL because
+/// neither may hold one; the key is the `zone` label of kube's node_collector
+/// metrics): "" for nodes without zone labels, one zone of their own.
 pub fn zone_of(node: &Node) -> String {
     let labels = node.metadata.labels.as_ref();
-    let get = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
-    match (get(REGION), get(ZONE)) {
-        (None, None) => String::new(),
-        (region, zone) => format!("{}/{}", region.unwrap_or(""), zone.unwrap_or("")),
+    let get = |k: &str, beta: &str| {
+        labels
+            .and_then(|l| l.get(k).or_else(|| l.get(beta)))
+            .map_or("", String::as_str)
+    };
+    match (get(REGION, BETA_REGION), get(ZONE, BETA_ZONE)) {
+        ("", "") => String::new(),
+        (region, zone) => format!("{region}:\0:{zone}"),
     }
 }
 
@@ -171,6 +180,26 @@ mod tests {
             n.metadata.labels = Some([(ZONE.to_string(), z.to_string())].into());
         }
         std::sync::Arc::new(n)
+    }
+
+    #[test]
+    fn zones_are_keyed_as_kube_keys_them() {
+        let labelled = |l: &[(&str, &str)]| {
+            let mut n = (*node("n", None, true)).clone();
+            n.metadata.labels = Some(
+                l.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            zone_of(&n)
+        };
+        assert_eq!(labelled(&[]), "");
+        assert_eq!(labelled(&[(REGION, "r"), (ZONE, "z")]), "r:\0:z");
+        assert_eq!(labelled(&[(ZONE, "z")]), ":\0:z");
+        assert_eq!(
+            labelled(&[(BETA_REGION, "br"), (BETA_ZONE, "bz"), (ZONE, "z")]),
+            "br:\0:z"
+        );
     }
 
     #[test]

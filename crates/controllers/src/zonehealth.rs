@@ -123,8 +123,7 @@ pub fn log(t: &Transition) {
 }
 
 /// Counts a node whose pods are now to be evicted (a NoExecute taint written, or
-/// swapped), by its zone, as kube's `node_collector_evictions_total` (its zone label
-/// is `REGION/ZONE`, where kube's joins them with `:\0:`).
+/// swapped), by its zone, as kube's `node_collector_evictions_total`.
 pub fn evicting(zone: &str) {
     berth_metrics::global().inc(
         EVICTIONS,
