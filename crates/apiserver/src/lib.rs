@@ -233,6 +233,7 @@ pub async fn start(cfg: Config) -> Result<Server, Error> {
         .await
         .map_err(|e| Error::Setup(format!("loading the default RBAC roles: {}", e.message)))?;
     tokio::spawn(server::serve(api.clone(), listener, tls));
+    tokio::spawn(warn_of_expiring_certificates(pki_dir.clone()));
     let a = api.clone();
     tokio::spawn(async move {
         loop {
@@ -328,4 +329,21 @@ async fn bootstrap(api: &Arc<api::Api>, public_url: &str) -> Result<(), status::
         objects::create_internal(api, svc, Some("kube-system"), body).await?;
     }
     Ok(())
+}
+
+/// Once a day, warns of the server's own certificates that end within
+/// [`pki::RENEW_BEFORE`]: it issues them again only when it starts (as k3s does), so
+/// one that runs that long has to be restarted before they end.
+async fn warn_of_expiring_certificates(dir: std::path::PathBuf) {
+    let mut day = tokio::time::interval(std::time::Duration::from_secs(86_400));
+    loop {
+        day.tick().await;
+        for (path, end) in pki::expiring(&dir) {
+            let end = jiff::Timestamp::from_second(end).map_or(end.to_string(), |t| t.to_string());
+            tracing::warn!(
+                "the certificate in {} ends at {end}: restart the server before then to issue it again",
+                path.display()
+            );
+        }
+    }
 }

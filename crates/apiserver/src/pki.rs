@@ -62,14 +62,16 @@ pub const LEAF_VALID_FOR: time::Duration = time::Duration::days(365);
 /// starts (k3s renews its certificates on start 90 days before they expire).
 pub const RENEW_BEFORE: time::Duration = time::Duration::days(90);
 
-/// Whether the PEM certificate `cert` is unreadable or ends within [`RENEW_BEFORE`].
-fn due_for_renewal(cert: &str) -> bool {
-    match berth_join::csr::validity(cert) {
-        Ok((_, not_after)) => {
-            not_after < (time::OffsetDateTime::now_utc() + RENEW_BEFORE).unix_timestamp()
-        }
-        Err(_) => true,
-    }
+/// Whether the PEM certificate `cert` is unreadable or ends within [`RENEW_BEFORE`]
+/// and before the CA `ca_cert` does (one as long as its CA cannot be issued again
+/// any longer: doing so at every start would change nothing).
+fn due_for_renewal(cert: &str, ca_cert: &str) -> bool {
+    let Ok((_, not_after)) = berth_join::csr::validity(cert) else {
+        return true;
+    };
+    let soon = (time::OffsetDateTime::now_utc() + RENEW_BEFORE).unix_timestamp();
+    let ca_end = berth_join::csr::validity(ca_cert).map_or(i64::MAX, |(_, end)| end);
+    not_after < soon.min(ca_end)
 }
 
 /// The window a new leaf certificate is valid in: from a little back (a clock
@@ -170,7 +172,7 @@ impl Pki {
             make_ca(&kca_crt, &kca_key, "berth-kubelet-serving-ca")?;
         }
         let ca_cert = read(&ca_crt)?;
-        if due_for_renewal(&ca_cert) {
+        if due_for_renewal(&ca_cert, "") {
             // As kubeadm: the CA is not renewed on its own (every node trusts it).
             tracing::warn!(
                 "the cluster CA ({}) expires within {} days: certificates it signs end with it",
@@ -204,7 +206,10 @@ impl Pki {
         let have = std::fs::read_to_string(&names_file).unwrap_or_default();
         if !srv_key.exists()
             || have != sans.join("\n")
-            || due_for_renewal(&std::fs::read_to_string(&srv_crt).unwrap_or_default())
+            || due_for_renewal(
+                &std::fs::read_to_string(&srv_crt).unwrap_or_default(),
+                &ca_cert,
+            )
         {
             let (c, k) = issue(
                 &ca,
@@ -221,7 +226,10 @@ impl Pki {
         }
         let (adm_crt, adm_key) = (dir.join("admin.crt"), dir.join("admin.key"));
         if !adm_key.exists()
-            || due_for_renewal(&std::fs::read_to_string(&adm_crt).unwrap_or_default())
+            || due_for_renewal(
+                &std::fs::read_to_string(&adm_crt).unwrap_or_default(),
+                &ca_cert,
+            )
         {
             let (c, k) = issue(
                 &ca,
@@ -333,9 +341,12 @@ impl Pki {
     /// Writes a kubeconfig at `path` for node `node` at the server `url`: a client
     /// certificate for `system:node:NODE` in `system:nodes`, the identity the Node
     /// authorizer and NodeRestriction know. Kept when it exists, unless its
-    /// certificate ends within [`RENEW_BEFORE`].
+    /// certificate ends within [`RENEW_BEFORE`] or it names another CA (one made
+    /// anew).
     pub fn write_node_kubeconfig(&self, path: &Path, node: &str, url: &str) -> Result<(), Error> {
-        if path.exists() && !due_for_renewal(&kubeconfig_cert(path).unwrap_or_default()) {
+        let kept = kubeconfig_pems(path)
+            .is_some_and(|(ca, cert)| ca == self.ca_cert && !due_for_renewal(&cert, &self.ca_cert));
+        if kept {
             return Ok(());
         }
         let (cert, key) = self.issue_client(&format!("system:node:{node}"), &["system:nodes"])?;
@@ -361,16 +372,56 @@ impl Pki {
     }
 }
 
-/// The client certificate (PEM) a kubeconfig written here embeds.
-fn kubeconfig_cert(path: &Path) -> Option<String> {
+/// The CA and the client certificate (PEM) a kubeconfig written here embeds.
+fn kubeconfig_pems(path: &Path) -> Option<(String, String)> {
     use base64::Engine;
     let config: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    let data = config["users"][0]["user"]["client-certificate-data"].as_str()?;
-    let pem = base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .ok()?;
-    String::from_utf8(pem).ok()
+    let pem = |v: &serde_yaml::Value| {
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str()?)
+            .ok()?;
+        String::from_utf8(b).ok()
+    };
+    Some((
+        pem(&config["clusters"][0]["cluster"]["certificate-authority-data"])?,
+        pem(&config["users"][0]["user"]["client-certificate-data"])?,
+    ))
+}
+
+/// The server's own certificates in `dir` that end within [`RENEW_BEFORE`]: (file,
+/// end in unix seconds). It renews them only when it starts (as k3s does), so one
+/// running that long is told to restart.
+pub fn expiring(dir: &Path) -> Vec<(PathBuf, i64)> {
+    let soon = (time::OffsetDateTime::now_utc() + RENEW_BEFORE).unix_timestamp();
+    let mut found = Vec::new();
+    let mut check = |path: PathBuf, pem: Option<String>| {
+        if let Some(Ok((_, end))) = pem.as_deref().map(berth_join::csr::validity) {
+            if end < soon {
+                found.push((path, end));
+            }
+        }
+    };
+    for f in ["serving.crt", "admin.crt"] {
+        check(dir.join(f), std::fs::read_to_string(dir.join(f)).ok());
+    }
+    let mut nodes: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("node-") && n.ends_with(".kubeconfig"))
+        })
+        .collect();
+    nodes.sort();
+    for p in nodes {
+        let cert = kubeconfig_pems(&p).map(|(_, c)| c);
+        check(p, cert);
+    }
+    found
 }
 
 fn unix_now() -> u64 {
@@ -405,6 +456,42 @@ mod tests {
             assert!((now - 400..=now).contains(&from), "{from} vs {now}");
             assert!((363..=365).contains(&days_left(leaf)));
         }
+    }
+
+    #[test]
+    fn a_leaf_ending_with_its_ca_is_not_issued_again_at_every_start() {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let now = time::OffsetDateTime::now_utc();
+        (p.not_before, p.not_after) = (
+            now - time::Duration::hours(1),
+            now + time::Duration::days(30),
+        );
+        let ca_pem = p.self_signed(&key).unwrap().pem();
+        let ca = Issuer::from_ca_cert_pem(&ca_pem, key).unwrap();
+        let leaf = |days| {
+            let (cert, _) = issue(
+                &ca,
+                &ca_pem,
+                time::Duration::days(days),
+                "l",
+                &[],
+                Vec::new(),
+                ExtendedKeyUsagePurpose::ClientAuth,
+            )
+            .unwrap();
+            cert
+        };
+        assert!(
+            !due_for_renewal(&leaf(365), &ca_pem),
+            "capped at the CA's end"
+        );
+        assert!(due_for_renewal(&leaf(10), &ca_pem), "ends before the CA");
+        assert!(
+            due_for_renewal(&ca_pem, ""),
+            "the CA itself ends within 90 days"
+        );
     }
 
     #[test]
@@ -456,8 +543,12 @@ mod tests {
         .unwrap();
         pki.write_client_kubeconfig(&node, url, "system:node:n1", &short, &key)
             .unwrap();
-        assert!((9..=10).contains(&days_left(&kubeconfig_cert(&node).unwrap())));
+        let node_cert = |p: &Path| kubeconfig_pems(p).unwrap().1;
+        assert!((9..=10).contains(&days_left(&node_cert(&node))));
+        let end = berth_join::csr::validity(&short).unwrap().1;
+        assert_eq!(expiring(d.path()), vec![(node.clone(), end)]);
         pki.write_node_kubeconfig(&node, "n1", url).unwrap();
-        assert!(days_left(&kubeconfig_cert(&node).unwrap()) >= 363);
+        assert!(days_left(&node_cert(&node)) >= 363);
+        assert_eq!(expiring(d.path()), vec![]);
     }
 }

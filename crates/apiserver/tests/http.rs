@@ -787,9 +787,12 @@ fn servers_settling_their_join_tokens_at_once_agree_on_one() {
         .collect();
     let settled = s.rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
+        // All at once, so that their reads of the record and claims interleave.
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(SERVERS));
         for (i, (p, t)) in files.iter().cloned().enumerate() {
-            let api = s.api.clone();
+            let (api, start) = (s.api.clone(), start.clone());
             set.spawn(async move {
+                start.wait().await;
                 let r = settle_join_token(&api, &p, &t, JoinRole::Servers).await;
                 (i, r.map_err(|e| e.message))
             });

@@ -212,13 +212,13 @@ impl Ctx {
 /// monitors): custom resources defined since are watched from then on.
 const REDISCOVER: Duration = Duration::from_secs(30);
 
-/// Every served kind that can be listed, watched and deleted, once.
 /// Kinds the collector leaves alone, as kube-controller-manager's does by default
 /// (its GCIgnoredResources): Events, in both groups that serve them. They are the
 /// cluster's most written objects and own nothing; watching them cost every write
 /// of one a decode, twice.
 const IGNORED: [(&str, &str); 2] = [("", "events"), ("events.k8s.io", "events")];
 
+/// Every served kind that can be listed, watched and deleted, once.
 async fn discover_once(client: &kube::Client) -> Result<Vec<(ApiResource, bool)>, kube::Error> {
     let d = Discovery::new(client.clone()).run().await?;
     Ok(d.groups()

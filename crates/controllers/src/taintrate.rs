@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 
-/// The labels a node's zone is read from (region and zone, as kube keys zones), and
-/// the deprecated beta ones kube still reads when these are absent.
+/// The labels a node's zone is read from (region and zone): the deprecated beta ones
+/// first, then the GA ones, in kube's order.
 const REGION: &str = "topology.kubernetes.io/region";
 const ZONE: &str = "topology.kubernetes.io/zone";
 const BETA_REGION: &str = "failure-domain.beta.kubernetes.io/region";
@@ -97,7 +97,7 @@ pub fn zone_of(node: &Node) -> String {
     let labels = node.metadata.labels.as_ref();
     let get = |k: &str, beta: &str| {
         labels
-            .and_then(|l| l.get(k).or_else(|| l.get(beta)))
+            .and_then(|l| l.get(beta).or_else(|| l.get(k)))
             .map_or("", String::as_str)
     };
     match (get(REGION, BETA_REGION), get(ZONE, BETA_ZONE)) {
@@ -198,8 +198,9 @@ mod tests {
         assert_eq!(labelled(&[(ZONE, "z")]), ":\0:z");
         assert_eq!(
             labelled(&[(BETA_REGION, "br"), (BETA_ZONE, "bz"), (ZONE, "z")]),
-            "br:\0:z"
+            "br:\0:bz"
         );
+        assert_eq!(labelled(&[(BETA_REGION, "br"), (ZONE, "z")]), "br:\0:z");
     }
 
     #[test]

@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(
             t,
             [Transition::Zone {
-                zone: "/a".into(),
+                zone: ":\0:a".into(),
                 from: Some(ZoneState::Normal),
                 to: ZoneState::PartialDisruption
             }]
@@ -182,12 +182,12 @@ mod tests {
         // Zone b's node deleted, a's back: b forgotten, a Normal, not all down.
         let t = h.observe(&a, 0.55);
         assert!(t.contains(&Transition::AllDown(false)), "{t:?}");
-        assert!(!h.states.contains_key("/b"));
+        assert!(!h.states.contains_key(":\0:b"));
         let text = berth_metrics::global().render();
         assert!(
-            text.contains("node_collector_zone_size{zone=\"/a\"} 4"),
+            text.contains("node_collector_zone_size{zone=\":\0:a\"} 4"),
             "{text}"
         );
-        assert!(!text.contains("zone=\"/b\""), "{text}");
+        assert!(!text.contains("zone=\":\0:b\""), "{text}");
     }
 }

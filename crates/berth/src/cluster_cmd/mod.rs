@@ -283,6 +283,16 @@ async fn bring_up(c: &ClusterRecord, paths: &Paths, wait: Duration) -> anyhow::R
         hostnet::ensure_node(c, paths, n)?;
     }
     let server = c.server().context("the cluster has no server")?;
+    // The server writes its kubeconfig anew as it starts (its admin certificate may
+    // have been renewed): the last run's is not waited for.
+    match std::fs::remove_file(paths.server_kubeconfig()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("removing {}", paths.server_kubeconfig().display()))
+        }
+    }
     let pid = nodes::start(c, paths, server, &flags.server)?;
     println!(
         "node {} ({}): server started, pid {pid}",
