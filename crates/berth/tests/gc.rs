@@ -50,10 +50,31 @@ fn dependents_of_gone_owners_are_collected_even_across_a_crash() {
         "owner",
         "00000000-0000-4000-8000-000000000002",
     ));
+    // Events are not watched by the collector (as kube's), but an Event owner is
+    // still looked up: a live one keeps its dependent, a gone one does not.
+    c.apply(
+        "apiVersion: v1\nkind: Event\nmetadata: {name: ev}\ninvolvedObject: {kind: ConfigMap, name: owner, namespace: default}\nreason: Test\nmessage: an owner\ntype: Normal\n",
+    );
+    let ev_uid = c.json("event", "ev")["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.apply(&owned("event-kept", "Event", "v1", "ev", &ev_uid));
+    c.apply(&owned(
+        "event-orphan",
+        "Event",
+        "events.k8s.io/v1",
+        "ev",
+        "00000000-0000-4000-8000-000000000003",
+    ));
     c.until("the dependents of gone owners collected", 60, || {
-        (!exists(&c, "configmap", "orphan") && !exists(&c, "configmap", "stale")).then_some(())
+        (!exists(&c, "configmap", "orphan")
+            && !exists(&c, "configmap", "stale")
+            && !exists(&c, "configmap", "event-orphan"))
+        .then_some(())
     });
     assert!(exists(&c, "configmap", "kept"));
+    assert!(exists(&c, "configmap", "event-kept"));
 
     // A Deployment deleted, the server killed at once: once back, nothing of it is
     // left, whatever the cascade had done before the kill.

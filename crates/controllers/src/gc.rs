@@ -212,18 +212,36 @@ impl Ctx {
 /// monitors): custom resources defined since are watched from then on.
 const REDISCOVER: Duration = Duration::from_secs(30);
 
-/// Kinds the collector leaves alone, as kube-controller-manager's does by default
-/// (its GCIgnoredResources): Events, in both groups that serve them. They are the
-/// cluster's most written objects and own nothing; watching them cost every write
-/// of one a decode, twice.
-const IGNORED: [(&str, &str); 2] = [("", "events"), ("events.k8s.io", "events")];
+/// Kinds the collector does not watch, as kube-controller-manager's by default (its
+/// GCIgnoredResources): Events, in both groups that serve them — (group, plural,
+/// kind). They are the cluster's most written objects and rarely own anything;
+/// watching them cost every write of one a decode, twice. An object an Event owns
+/// is still judged by a live read of its owner.
+const IGNORED: [(&str, &str, &str); 2] = [
+    ("", "events", "Event"),
+    ("events.k8s.io", "events", "Event"),
+];
+
+/// The resource to read an owner of an ignored kind through (both Event groups
+/// serve the same objects: the core one).
+fn ignored_owner(r: &OwnerReference) -> Option<ApiResource> {
+    let group = r.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    IGNORED
+        .iter()
+        .any(|(g, _, k)| *g == group && *k == r.kind)
+        .then(|| ApiResource::erase::<k8s_openapi::api::core::v1::Event>(&()))
+}
 
 /// Every served kind that can be listed, watched and deleted, once.
 async fn discover_once(client: &kube::Client) -> Result<Vec<(ApiResource, bool)>, kube::Error> {
     let d = Discovery::new(client.clone()).run().await?;
     Ok(d.groups()
         .flat_map(|g| g.recommended_resources())
-        .filter(|(ar, _)| !IGNORED.contains(&(ar.group.as_str(), ar.plural.as_str())))
+        .filter(|(ar, _)| {
+            !IGNORED
+                .iter()
+                .any(|(g, plural, _)| ar.group == *g && ar.plural == *plural)
+        })
         .filter(|(_, caps)| {
             [verbs::LIST, verbs::WATCH, verbs::DELETE]
                 .iter()
@@ -432,15 +450,17 @@ async fn owner_exists(ctx: &Ctx, dependent: &Object, r: &OwnerReference) -> bool
     if ctx.graph().objects.contains_key(&r.uid) {
         return true;
     }
-    // A kind not served cannot be checked: left alone, as kube leaves it.
-    let Some(i) = ctx.resource_of(r) else {
-        return true;
+    let api = match (ctx.resource_of(r), ignored_owner(r)) {
+        (Some(i), _) => ctx.api(i, dependent.namespace.as_deref()),
+        // Events are namespaced: only a namespaced dependent can name one.
+        (None, Some(ar)) => match dependent.namespace.as_deref() {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
+            None => return true,
+        },
+        // A kind not served cannot be checked: left alone, as kube leaves it.
+        (None, None) => return true,
     };
-    match ctx
-        .api(i, dependent.namespace.as_deref())
-        .get_metadata_opt(&r.name)
-        .await
-    {
+    match api.get_metadata_opt(&r.name).await {
         Ok(Some(o)) => o.metadata.uid.as_deref() == Some(r.uid.as_str()),
         Ok(None) => false,
         Err(e) => {
