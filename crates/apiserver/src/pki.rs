@@ -62,16 +62,23 @@ pub const LEAF_VALID_FOR: time::Duration = time::Duration::days(365);
 /// starts (k3s renews its certificates on start 90 days before they expire).
 pub const RENEW_BEFORE: time::Duration = time::Duration::days(90);
 
+/// The moment (unix seconds) [`RENEW_BEFORE`] from now: a certificate ending
+/// before it is near its end.
+fn renewal_horizon() -> i64 {
+    (time::OffsetDateTime::now_utc() + RENEW_BEFORE).unix_timestamp()
+}
+
 /// Whether the PEM certificate `cert` is unreadable or ends within [`RENEW_BEFORE`]
-/// and before the CA `ca_cert` does (one as long as its CA cannot be issued again
-/// any longer: doing so at every start would change nothing).
-fn due_for_renewal(cert: &str, ca_cert: &str) -> bool {
+/// and before its CA `ca_cert` (if it has one) does: one as long as its CA cannot
+/// be issued again any longer, and doing so at every start would change nothing.
+fn due_for_renewal(cert: &str, ca_cert: Option<&str>) -> bool {
     let Ok((_, not_after)) = berth_join::csr::validity(cert) else {
         return true;
     };
-    let soon = (time::OffsetDateTime::now_utc() + RENEW_BEFORE).unix_timestamp();
-    let ca_end = berth_join::csr::validity(ca_cert).map_or(i64::MAX, |(_, end)| end);
-    not_after < soon.min(ca_end)
+    let ca_end = ca_cert
+        .and_then(|ca| berth_join::csr::validity(ca).ok())
+        .map_or(i64::MAX, |(_, end)| end);
+    not_after < renewal_horizon().min(ca_end)
 }
 
 /// The window a new leaf certificate is valid in: from a little back (a clock
@@ -172,7 +179,7 @@ impl Pki {
             make_ca(&kca_crt, &kca_key, "berth-kubelet-serving-ca")?;
         }
         let ca_cert = read(&ca_crt)?;
-        if due_for_renewal(&ca_cert, "") {
+        if due_for_renewal(&ca_cert, None) {
             // As kubeadm: the CA is not renewed on its own (every node trusts it).
             tracing::warn!(
                 "the cluster CA ({}) expires within {} days: certificates it signs end with it",
@@ -208,7 +215,7 @@ impl Pki {
             || have != sans.join("\n")
             || due_for_renewal(
                 &std::fs::read_to_string(&srv_crt).unwrap_or_default(),
-                &ca_cert,
+                Some(&ca_cert),
             )
         {
             let (c, k) = issue(
@@ -228,7 +235,7 @@ impl Pki {
         if !adm_key.exists()
             || due_for_renewal(
                 &std::fs::read_to_string(&adm_crt).unwrap_or_default(),
-                &ca_cert,
+                Some(&ca_cert),
             )
         {
             let (c, k) = issue(
@@ -344,8 +351,9 @@ impl Pki {
     /// certificate ends within [`RENEW_BEFORE`] or it names another CA (one made
     /// anew).
     pub fn write_node_kubeconfig(&self, path: &Path, node: &str, url: &str) -> Result<(), Error> {
-        let kept = kubeconfig_pems(path)
-            .is_some_and(|(ca, cert)| ca == self.ca_cert && !due_for_renewal(&cert, &self.ca_cert));
+        let kept = kubeconfig_pems(path).is_some_and(|(ca, cert)| {
+            ca == self.ca_cert && !due_for_renewal(&cert, Some(&self.ca_cert))
+        });
         if kept {
             return Ok(());
         }
@@ -393,7 +401,7 @@ fn kubeconfig_pems(path: &Path) -> Option<(String, String)> {
 /// end in unix seconds). It renews them only when it starts (as k3s does), so one
 /// running that long is told to restart.
 pub fn expiring(dir: &Path) -> Vec<(PathBuf, i64)> {
-    let soon = (time::OffsetDateTime::now_utc() + RENEW_BEFORE).unix_timestamp();
+    let soon = renewal_horizon();
     let mut found = Vec::new();
     let mut check = |path: PathBuf, pem: Option<String>| {
         if let Some(Ok((_, end))) = pem.as_deref().map(berth_join::csr::validity) {
@@ -484,12 +492,15 @@ mod tests {
             cert
         };
         assert!(
-            !due_for_renewal(&leaf(365), &ca_pem),
+            !due_for_renewal(&leaf(365), Some(&ca_pem)),
             "capped at the CA's end"
         );
-        assert!(due_for_renewal(&leaf(10), &ca_pem), "ends before the CA");
         assert!(
-            due_for_renewal(&ca_pem, ""),
+            due_for_renewal(&leaf(10), Some(&ca_pem)),
+            "ends before the CA"
+        );
+        assert!(
+            due_for_renewal(&ca_pem, None),
             "the CA itself ends within 90 days"
         );
     }
@@ -508,16 +519,19 @@ mod tests {
             KeyPair::from_pem(&pki.ca_key_pem().unwrap()).unwrap(),
         )
         .unwrap();
-        let (short, key) = issue(
-            &ca,
-            &pki.ca_cert,
-            time::Duration::days(10),
-            "system:admin",
-            &["system:masters"],
-            Vec::new(),
-            ExtendedKeyUsagePurpose::ClientAuth,
-        )
-        .unwrap();
+        let ten_days = |cn: &str, group: &str| {
+            issue(
+                &ca,
+                &pki.ca_cert,
+                time::Duration::days(10),
+                cn,
+                &[group],
+                Vec::new(),
+                ExtendedKeyUsagePurpose::ClientAuth,
+            )
+            .unwrap()
+        };
+        let (short, key) = ten_days("system:admin", "system:masters");
         write_private(&d.path().join("admin.crt"), &short).unwrap();
         write_private(&d.path().join("admin.key"), &key).unwrap();
         let serving_before = pki.serving_cert.clone();
@@ -531,16 +545,7 @@ mod tests {
         pki.write_node_kubeconfig(&node, "n1", url).unwrap();
         assert_eq!(std::fs::read_to_string(&node).unwrap(), node_before);
         // A node kubeconfig whose certificate is near its end is written again.
-        let (short, key) = issue(
-            &ca,
-            &pki.ca_cert,
-            time::Duration::days(10),
-            "system:node:n1",
-            &["system:nodes"],
-            Vec::new(),
-            ExtendedKeyUsagePurpose::ClientAuth,
-        )
-        .unwrap();
+        let (short, key) = ten_days("system:node:n1", "system:nodes");
         pki.write_client_kubeconfig(&node, url, "system:node:n1", &short, &key)
             .unwrap();
         let node_cert = |p: &Path| kubeconfig_pems(p).unwrap().1;

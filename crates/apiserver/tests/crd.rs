@@ -855,13 +855,17 @@ fn creates_racing_the_definitions_deletion_leave_nothing_behind() {
     const NAME: &str = "crontabs.stable.example.com";
     const PREFIX: &str = "/registry/stable.example.com/crontabs/";
     let s = common::Server::start();
-    s.ok_in(&["create", "-f", "-"], CRD);
-    s.ok(&[
-        "wait",
-        "--for=condition=Established",
-        &format!("crd/{NAME}"),
-        "--timeout=30s",
-    ]);
+    // The definition made and served.
+    let define = |s: &common::Server| {
+        s.ok_in(&["create", "-f", "-"], CRD);
+        s.ok(&[
+            "wait",
+            "--for=condition=Established",
+            &format!("crd/{NAME}"),
+            "--timeout=30s",
+        ]);
+    };
+    define(&s);
     let served = berth_apiserver::resources::find("stable.example.com", "v1", "crontabs")
         .expect("served once established");
     let (made, refused) = s.rt.block_on(async {
@@ -958,13 +962,7 @@ fn creates_racing_the_definitions_deletion_leave_nothing_behind() {
     assert_eq!(left(&s), Vec::<String>::new(), "the late create taken back");
     // The definition made again under its name is another one: a create checked
     // against the first is taken back all the same.
-    s.ok_in(&["create", "-f", "-"], CRD);
-    s.ok(&[
-        "wait",
-        "--for=condition=Established",
-        &format!("crd/{NAME}"),
-        "--timeout=30s",
-    ]);
+    define(&s);
     let e = create_as_served_before("later")
         .expect_err("a create checked against the definition deleted");
     assert_eq!(e.code, 405, "{}", e.message);
